@@ -1,0 +1,176 @@
+"""The gateway's configuration as frozen dataclasses, built once by ``config_load``.
+
+Lookup tables for the hot path (per-tier name → fallback chain) are precomputed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from gateway.secret import Secret
+
+# Route names a tier may define, and the quota capability each one meters against.
+CAPABILITY_BY_MODALITY: Mapping[str, str] = {
+    "text": "text_generation",
+    "code": "code_generation",
+    "vision": "vision_analysis",
+    "image": "image_generation",
+    "tts": "audio_tts",
+    "stt": "audio_stt",
+    "embedding": "embeddings",
+    "moderation": "moderation",
+    "rerank": "rerank",
+    "video": "video_generation",
+}
+MODALITIES = tuple(CAPABILITY_BY_MODALITY)
+CAPABILITIES = tuple(CAPABILITY_BY_MODALITY.values())
+
+
+@dataclass(frozen=True)
+class Upstream:
+    name: str
+    base_url: str
+    api_key: Secret | None
+    requires_key: bool = False  # api_key_env is declared: without a key (or BYOK) skip it
+    connect_timeout_s: float = 5.0
+    first_byte_timeout_s: float = 30.0
+    idle_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per 1M tokens, plus per-unit prices for non-token models."""
+
+    input: float = 0.0
+    output: float = 0.0
+    per_image: float = 0.0
+    per_minute: float = 0.0
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    upstream: Upstream
+    upstream_model: str
+    modality: str
+    context_length: int | None = None
+    price: Price = field(default_factory=Price)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 2  # tries per model, the first included
+    backoff_s: float = 0.25
+    max_backoff_s: float = 4.0
+    max_retry_after_s: float = 10.0  # a longer retry-after moves to the next model instead
+    on_status: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class BreakerPolicy:
+    failures: int = 5
+    window_s: float = 30.0
+    cooldown_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class Quota:
+    """Limits for one capability; ``None`` means unlimited."""
+
+    requests_per_day: int | None = None
+    tokens_per_day: int | None = None
+    tokens_per_request: int | None = None
+    minutes_per_day: float | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    usd_per_day: float | None = None
+    usd_per_month: float | None = None
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    routes: Mapping[str, tuple[Model, ...]]
+    max_tokens: int | None = None
+    quotas: Mapping[str, Quota] = field(default_factory=dict)
+    user_budget: Budget = field(default_factory=Budget)  # each user of the tier
+    tier_budget: Budget = field(default_factory=Budget)  # the whole tier together
+    # requested name (route, model name or upstream id) → chain to try, precomputed
+    lookup: Mapping[str, tuple[Model, ...]] = field(default_factory=dict)
+
+    def quota(self, capability: str) -> Quota:
+        return self.quotas.get(capability, UNLIMITED)
+
+
+UNLIMITED = Quota()
+
+
+@dataclass(frozen=True)
+class ClientKey:
+    user: str
+    tier: str
+    key_sha256: str
+
+
+@dataclass(frozen=True)
+class UserOverride:
+    quotas: Mapping[str, Quota] = field(default_factory=dict)
+    budget: Budget | None = None
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    scope: str  # "overall" or "tier:<name>"
+    usd_per_day: float | None = None
+    usd_per_month: float | None = None
+
+
+@dataclass(frozen=True)
+class Alerts:
+    webhook_url: str | None = None
+    rules: tuple[AlertRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_body_bytes: int = 32 * 1024 * 1024
+    model_source_indicator: bool = False
+    on_store_error: str = "allow"  # or "deny"
+    usage_stream_maxlen: int = 1_000_000
+    usage_buffer_max: int = 100_000
+    shutdown_grace_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class Config:
+    upstreams: Mapping[str, Upstream]
+    models: Mapping[str, Model]
+    tiers: Mapping[str, Tier]
+    keys: tuple[ClientKey, ...] = ()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    users: Mapping[str, UserOverride] = field(default_factory=dict)
+    alerts: Alerts = field(default_factory=Alerts)
+    settings: Settings = field(default_factory=Settings)
+    # every model name and upstream id in routes.yaml, to tell 403 from 404
+    known_models: frozenset[str] = frozenset()
+    # every route name used by any tier, likewise
+    known_routes: frozenset[str] = frozenset()
+
+
+def build_lookup(routes: Mapping[str, tuple[Model, ...]]) -> dict[str, tuple[Model, ...]]:
+    """Route name → its chain; a model's name or upstream id → it, then the rest of its chain.
+
+    A model listed in several chains resolves through the first route that lists it.
+    """
+    lookup: dict[str, tuple[Model, ...]] = {}
+    for route, chain in routes.items():
+        lookup[route] = chain
+    for chain in routes.values():
+        for index, model in enumerate(chain):
+            lookup.setdefault(model.name, chain[index:])
+            lookup.setdefault(model.upstream_model, chain[index:])
+    return lookup

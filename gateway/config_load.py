@@ -1,0 +1,345 @@
+"""routes.yaml + tiers.yaml (+ env) → a validated ``Config``. Every problem names file and key."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from gateway.config import (
+    CAPABILITIES,
+    MODALITIES,
+    AlertRule,
+    Alerts,
+    BreakerPolicy,
+    Budget,
+    ClientKey,
+    Config,
+    Model,
+    Price,
+    Quota,
+    RetryPolicy,
+    Settings,
+    Tier,
+    Upstream,
+    UserOverride,
+    build_lookup,
+)
+from gateway.config_reader import ConfigError, Node
+from gateway.secret import Secret, sha256_hex
+
+T = TypeVar("T")
+
+ROUTES_FILE = "routes.yaml"
+TIERS_FILE = "tiers.yaml"
+
+
+def load_config(config_dir: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read both files from ``config_dir``; raise ``ConfigError`` listing every problem."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    routes = _read_yaml(Path(config_dir) / ROUTES_FILE, problems)
+    tiers = _read_yaml(Path(config_dir) / TIERS_FILE, problems)
+    if problems:
+        raise ConfigError(problems)
+    config = parse_config(routes, tiers, env, problems)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def parse_config(
+    routes_doc: Any, tiers_doc: Any, env: Mapping[str, str], problems: list[str]
+) -> Config:
+    routes = Node(ROUTES_FILE, "", routes_doc, problems)
+    tiers = Node(TIERS_FILE, "", tiers_doc, problems)
+    routes.mapping({"upstreams", "models", "retry", "circuit_breaker"}, {"upstreams", "models"})
+    tiers.mapping({"tiers", "keys", "users", "alerts", "settings"}, {"tiers"})
+    upstreams = {name: _upstream(name, node, env) for name, node in routes.get("upstreams").items()}
+    models = _models(routes.get("models"), upstreams)
+    tier_map = {name: _tier(name, node, models) for name, node in tiers.get("tiers").items()}
+    if not tier_map:
+        tiers.get("tiers").fail("at least one tier is required")
+    return Config(
+        upstreams=upstreams,
+        models=models,
+        tiers=tier_map,
+        keys=_keys(tiers.get("keys"), tier_map, env),
+        retry=_retry(routes.get("retry")),
+        breaker=_breaker(routes.get("circuit_breaker")),
+        users=_users(tiers.get("users")),
+        alerts=_alerts(tiers.get("alerts"), tier_map),
+        settings=_settings(tiers.get("settings")),
+        known_models=frozenset(models) | {m.upstream_model for m in models.values()},
+        known_routes=frozenset(route for tier in tier_map.values() for route in tier.routes),
+    )
+
+
+def _read_yaml(path: Path, problems: list[str]) -> Any:
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        problems.append(f"{path.name}: file not found in {path.parent}")
+    except yaml.YAMLError as exc:
+        problems.append(f"{path.name}: invalid YAML: {exc}")
+    return None
+
+
+def _upstream(name: str, node: Node, env: Mapping[str, str]) -> Upstream:
+    node.mapping(
+        {
+            "base_url",
+            "base_url_env",
+            "api_key_env",
+            "connect_timeout_s",
+            "first_byte_timeout_s",
+            "idle_timeout_s",
+        },
+        {"base_url"},
+    )
+    base_url = node.get("base_url").string("") or ""
+    override_var = node.get("base_url_env").string()
+    if override_var and env.get(override_var):
+        base_url = env[override_var]
+    if base_url and not base_url.startswith(("http://", "https://")):
+        node.get("base_url").fail(f"must start with http:// or https://, got {base_url!r}")
+    key_var = node.get("api_key_env").string()
+    api_key = Secret(env[key_var]) if key_var and env.get(key_var) else None
+    defaults = Upstream(name, "", None)
+    return Upstream(
+        name=name,
+        base_url=base_url.rstrip("/"),
+        api_key=api_key,
+        requires_key=key_var is not None,
+        connect_timeout_s=_positive(node.get("connect_timeout_s"), defaults.connect_timeout_s),
+        first_byte_timeout_s=_positive(
+            node.get("first_byte_timeout_s"), defaults.first_byte_timeout_s
+        ),
+        idle_timeout_s=_positive(node.get("idle_timeout_s"), defaults.idle_timeout_s),
+    )
+
+
+def _positive(node: Node, default: float) -> float:
+    value = node.number(default, minimum=0.001)
+    return default if value is None else value
+
+
+def _models(node: Node, upstreams: Mapping[str, Upstream]) -> dict[str, Model]:
+    models: dict[str, Model] = {}
+    for name, entry in node.items():
+        entry.mapping(
+            {"upstream", "model", "modality", "context_length", "price"},
+            {"upstream", "model", "modality"},
+        )
+        upstream_name = entry.get("upstream").string("") or ""
+        upstream = upstreams.get(upstream_name)
+        if upstream is None and upstream_name:
+            entry.get("upstream").fail(f"unknown upstream {upstream_name!r}")
+        modality = entry.get("modality").choice(MODALITIES, "text")
+        if upstream is None:
+            continue
+        models[name] = Model(
+            name=name,
+            upstream=upstream,
+            upstream_model=entry.get("model").string(name) or name,
+            modality=modality,
+            context_length=entry.get("context_length").integer(None, minimum=1),
+            price=_price(entry.get("price")),
+        )
+    return models
+
+
+def _price(node: Node) -> Price:
+    if not node.present():
+        return Price()
+    node.mapping({"input", "output", "per_image", "per_minute"})
+    return Price(**{key: node.get(key).number(0.0) or 0.0 for key in Price.__dataclass_fields__})
+
+
+def _tier(name: str, node: Node, models: Mapping[str, Model]) -> Tier:
+    node.mapping({"routes", "max_tokens", "quotas", "budget", "tier_budget"}, {"routes"})
+    routes: dict[str, tuple[Model, ...]] = {}
+    for route, chain_node in node.get("routes").items():
+        if route not in MODALITIES:
+            chain_node.fail(f"unknown route name (known: {', '.join(MODALITIES)})")
+        chain = [_chain_model(element, models) for element in chain_node.elements()]
+        if not chain:
+            chain_node.fail("a route needs at least one model")
+        routes[route] = tuple(model for model in chain if model is not None)
+    return Tier(
+        name=name,
+        routes=routes,
+        max_tokens=node.get("max_tokens").integer(None, minimum=1),
+        quotas=_quotas(node.get("quotas")),
+        user_budget=_budget(node.get("budget")),
+        tier_budget=_budget(node.get("tier_budget")),
+        lookup=build_lookup(routes),
+    )
+
+
+def _chain_model(node: Node, models: Mapping[str, Model]) -> Model | None:
+    name = node.string()
+    if name is not None and name not in models:
+        node.fail(f"unknown model {name!r}")
+    return models.get(name) if name else None
+
+
+def _quotas(node: Node) -> dict[str, Quota]:
+    if not node.present():
+        return {}
+    node.mapping(set(CAPABILITIES))
+    quotas: dict[str, Quota] = {}
+    for capability, entry in node.items():
+        entry.mapping(set(Quota.__dataclass_fields__))
+        quotas[capability] = Quota(
+            requests_per_day=entry.get("requests_per_day").integer(None),
+            tokens_per_day=entry.get("tokens_per_day").integer(None),
+            tokens_per_request=entry.get("tokens_per_request").integer(None, minimum=1),
+            minutes_per_day=entry.get("minutes_per_day").number(None),
+        )
+    return quotas
+
+
+def _budget(node: Node) -> Budget:
+    if not node.present():
+        return Budget()
+    node.mapping({"usd_per_day", "usd_per_month"})
+    return Budget(node.get("usd_per_day").number(None), node.get("usd_per_month").number(None))
+
+
+def _keys(node: Node, tiers: Mapping[str, Tier], env: Mapping[str, str]) -> tuple[ClientKey, ...]:
+    keys: list[ClientKey] = []
+    for entry in node.elements() if node.present() else ():
+        entry.mapping({"user", "tier", "key_sha256"}, {"user", "tier", "key_sha256"})
+        digest = (entry.get("key_sha256").string("") or "").lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            entry.get("key_sha256").fail("expected 64 hex characters (sha256 of the key)")
+        tier = _known_tier(entry.get("tier"), tiers)
+        keys.append(ClientKey(entry.get("user").string("") or "", tier, digest))
+    keys.extend(_env_keys(env.get("GATEWAY_KEYS", ""), tiers, node.problems))
+    return tuple(keys)
+
+
+def _known_tier(node: Node, tiers: Mapping[str, Tier]) -> str:
+    tier = node.string("") or ""
+    if tier and tier not in tiers:
+        node.fail(f"unknown tier {tier!r}")
+    return tier
+
+
+def _env_keys(spec: str, tiers: Mapping[str, Tier], problems: list[str]) -> list[ClientKey]:
+    """``GATEWAY_KEYS=key=tier[:user],...``; the raw key is hashed at once and not kept."""
+    keys = []
+    for index, item in enumerate(filter(None, (part.strip() for part in spec.split(",")))):
+        key, _, rest = item.partition("=")
+        tier, _, user = rest.partition(":")
+        if not key or tier not in tiers:
+            problems.append(
+                f"GATEWAY_KEYS: entry {index + 1}: expected key=tier[:user] "
+                f"with a known tier, got tier {tier!r}"
+            )
+            continue
+        digest = sha256_hex(key)
+        keys.append(ClientKey(user or f"key-{digest[:8]}", tier, digest))
+    return keys
+
+
+def _retry(node: Node) -> RetryPolicy:
+    d = RetryPolicy()
+    if not node.present():
+        return d
+    node.mapping({"attempts", "backoff_s", "max_backoff_s", "max_retry_after_s", "on_status"})
+    statuses = (
+        [e.integer(0, minimum=100) or 0 for e in node.get("on_status").elements()]
+        if node.get("on_status").present()
+        else list(d.on_status)
+    )
+    return RetryPolicy(
+        attempts=node.get("attempts").integer(d.attempts, minimum=1) or d.attempts,
+        backoff_s=_or(node.get("backoff_s").number(d.backoff_s), d.backoff_s),
+        max_backoff_s=_or(node.get("max_backoff_s").number(d.max_backoff_s), d.max_backoff_s),
+        max_retry_after_s=_or(
+            node.get("max_retry_after_s").number(d.max_retry_after_s), d.max_retry_after_s
+        ),
+        on_status=frozenset(statuses),
+    )
+
+
+def _breaker(node: Node) -> BreakerPolicy:
+    d = BreakerPolicy()
+    if not node.present():
+        return d
+    node.mapping({"failures", "window_s", "cooldown_s"})
+    return BreakerPolicy(
+        failures=node.get("failures").integer(d.failures, minimum=1) or d.failures,
+        window_s=_positive(node.get("window_s"), d.window_s),
+        cooldown_s=_positive(node.get("cooldown_s"), d.cooldown_s),
+    )
+
+
+def _users(node: Node) -> dict[str, UserOverride]:
+    users: dict[str, UserOverride] = {}
+    if not node.present():
+        return users
+    node.mapping()
+    for user, entry in node.items():
+        entry.mapping({"quotas", "budget"})
+        budget = _budget(entry.get("budget")) if entry.get("budget").present() else None
+        users[user] = UserOverride(_quotas(entry.get("quotas")), budget)
+    return users
+
+
+def _alerts(node: Node, tiers: Mapping[str, Tier]) -> Alerts:
+    if not node.present():
+        return Alerts()
+    node.mapping({"webhook_url", "thresholds"})
+    rules = []
+    for entry in node.get("thresholds").elements() if node.get("thresholds").present() else ():
+        entry.mapping({"scope", "usd_per_day", "usd_per_month"}, {"scope"})
+        scope = entry.get("scope").string("overall") or "overall"
+        if scope != "overall" and scope.removeprefix("tier:") not in tiers:
+            entry.get("scope").fail(f"expected 'overall' or 'tier:<known tier>', got {scope!r}")
+        rules.append(
+            AlertRule(
+                scope,
+                entry.get("usd_per_day").number(None),
+                entry.get("usd_per_month").number(None),
+            )
+        )
+    return Alerts(node.get("webhook_url").string(None), tuple(rules))
+
+
+def _settings(node: Node) -> Settings:
+    d = Settings()
+    if not node.present():
+        return d
+    node.mapping(
+        {
+            "max_body_mb",
+            "model_source_indicator",
+            "on_store_error",
+            "usage_stream_maxlen",
+            "usage_buffer_max",
+            "shutdown_grace_s",
+        }
+    )
+    max_body_mb = node.get("max_body_mb").number(None, minimum=0.001)
+    return Settings(
+        max_body_bytes=int(max_body_mb * 1024 * 1024) if max_body_mb else d.max_body_bytes,
+        model_source_indicator=node.get("model_source_indicator").boolean(False),
+        on_store_error=node.get("on_store_error").choice(("allow", "deny"), d.on_store_error),
+        usage_stream_maxlen=_or(
+            node.get("usage_stream_maxlen").integer(None, minimum=1), d.usage_stream_maxlen
+        ),
+        usage_buffer_max=_or(
+            node.get("usage_buffer_max").integer(None, minimum=1), d.usage_buffer_max
+        ),
+        shutdown_grace_s=_or(node.get("shutdown_grace_s").number(None), d.shutdown_grace_s),
+    )
+
+
+def _or(value: T | None, default: T) -> T:
+    return default if value is None else value
