@@ -1,0 +1,254 @@
+"""The attempt chain: retry the same model, then fall back down the chain, behind breakers.
+
+The schedule (which failures retry, how long to wait) is decided here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from enum import Enum
+
+import httpx
+
+from gateway.breaker import Breakers
+from gateway.config import Model, RetryPolicy
+from gateway.errors import GatewayError, NoTargetAvailable, UpstreamError, UpstreamTimeout
+from gateway.secret import Secret
+from gateway.upstream import MAX_ERROR_BODY, upstream_error
+
+PASS_THROUGH = frozenset({400, 401, 403, 413, 422})
+NEXT_MODEL_CODES = frozenset({"model_not_found", "model_not_available"})
+
+
+class Verdict(Enum):
+    RETRY = "retry"  # same model again after a backoff
+    NEXT = "next"  # go to the next model at once
+    FINAL = "final"  # the client's own problem: pass it through
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    model: str
+    provider: str
+    error_type: str | None  # None: this attempt succeeded
+    seconds: float
+
+
+@dataclass
+class Opened:
+    """A successful upstream answer: the first chunk read, the rest still to relay."""
+
+    model: Model
+    response: httpx.Response
+    first_chunk: bytes
+    rest: AsyncIterator[bytes] | None  # None when the body was read whole
+    records: list[AttemptRecord] = field(default_factory=list)
+
+    @property
+    def attempts(self) -> int:
+        return len(self.records)
+
+
+class AttemptFailed(Exception):
+    """Every target failed (or none could be tried); ``error`` is what the client gets."""
+
+    def __init__(self, error: GatewayError, records: list[AttemptRecord]) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.records = records
+
+
+@dataclass
+class _Failure:
+    error: UpstreamError
+    verdict: Verdict
+    error_type: str
+    retry_after: float | None = None
+
+
+BuildRequest = Callable[[Model], httpx.Request | None]
+
+
+class Attempter:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        policy: RetryPolicy,
+        breakers: Breakers,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._client = client
+        self._policy = policy
+        self._breakers = breakers
+        self._sleep = sleep
+        self._jitter = jitter
+
+    async def run(
+        self,
+        chain: tuple[Model, ...],
+        build: BuildRequest,
+        *,
+        buffered: bool,
+        secrets: Iterable[Secret | None] = (),
+    ) -> Opened:
+        records: list[AttemptRecord] = []
+        skipped: list[str] = []
+        last: _Failure | None = None
+        for model in chain:
+            if not self._breakers.allow(model.name):
+                skipped.append(f"{model.name}: circuit open")
+                continue
+            if (request := build(model)) is None:
+                self._breakers.release_probe(model.name)
+                skipped.append(f"{model.name}: no upstream credentials")
+                continue
+            for attempt in range(self._policy.attempts):
+                if attempt:
+                    request = build(model) or request
+                outcome = await self._try(model, request, buffered, secrets, records)
+                if isinstance(outcome, Opened):
+                    self._breakers.record_success(model.name)
+                    return outcome
+                last = outcome
+                if outcome.verdict is Verdict.FINAL:
+                    self._breakers.record_success(model.name)
+                    raise AttemptFailed(outcome.error, records)
+                self._breakers.record_failure(model.name)
+                delay = self._retry_delay(attempt, outcome)
+                if delay is None:
+                    break
+                await self._sleep(delay)
+        raise AttemptFailed(_exhausted(last, records, skipped), records)
+
+    async def _try(
+        self,
+        model: Model,
+        request: httpx.Request,
+        buffered: bool,
+        secrets: Iterable[Secret | None],
+        records: list[AttemptRecord],
+    ) -> Opened | _Failure:
+        started = time.perf_counter()
+        outcome = await self._send(model, request, buffered, secrets)
+        error_type = outcome.error_type if isinstance(outcome, _Failure) else None
+        provider = model.upstream.name
+        records.append(
+            AttemptRecord(model.name, provider, error_type, time.perf_counter() - started)
+        )
+        if isinstance(outcome, Opened):
+            outcome.records = records
+        return outcome
+
+    async def _send(
+        self, model: Model, request: httpx.Request, buffered: bool, secrets: Iterable[Secret | None]
+    ) -> Opened | _Failure:
+        timeout = model.upstream.first_byte_timeout_s
+        response: httpx.Response | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                response = await self._client.send(request, stream=True)
+                if response.status_code >= 400:
+                    return await _status_failure(response, self._policy, secrets)
+                if buffered:
+                    return Opened(model, response, await response.aread(), None)
+                rest = response.aiter_bytes()
+                first = await anext(rest, b"")
+                return Opened(model, response, first, rest)
+        except TimeoutError:
+            await _close(response)
+            error = UpstreamTimeout(f"no response from upstream within {timeout:g}s")
+            return _Failure(error, Verdict.RETRY, "timeout")
+        except httpx.TimeoutException:
+            await _close(response)
+            return _Failure(UpstreamTimeout("upstream timed out"), Verdict.RETRY, "timeout")
+        except httpx.TransportError as exc:
+            await _close(response)
+            kind = "connect_error" if isinstance(exc, httpx.ConnectError) else "read_error"
+            error = UpstreamError(f"upstream connection failed ({kind})")
+            return _Failure(error, Verdict.RETRY, kind)
+
+    def _retry_delay(self, attempt: int, failure: _Failure) -> float | None:
+        """Seconds to wait before trying the same model again, or None to move on."""
+        if failure.verdict is not Verdict.RETRY or attempt + 1 >= self._policy.attempts:
+            return None
+        if failure.retry_after is not None and failure.retry_after > self._policy.max_retry_after_s:
+            return None
+        backoff = min(self._policy.max_backoff_s, self._policy.backoff_s * 2**attempt)
+        jittered = backoff * (0.5 + self._jitter() / 2)
+        return max(jittered, failure.retry_after or 0.0)
+
+
+def classify_status(status: int, code: str | None, policy: RetryPolicy) -> Verdict:
+    if status == 404 or code in NEXT_MODEL_CODES:
+        return Verdict.NEXT
+    if status in policy.on_status:
+        return Verdict.RETRY
+    if status in PASS_THROUGH or status < 500:
+        return Verdict.FINAL
+    return Verdict.NEXT
+
+
+def retry_after_seconds(headers: httpx.Headers, now: float | None = None) -> float | None:
+    """``retry-after-ms`` first, then ``retry-after`` as seconds or an HTTP date."""
+    if (value := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    if (value := headers.get("retry-after")) is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+async def _status_failure(
+    response: httpx.Response, policy: RetryPolicy, secrets: Iterable[Secret | None]
+) -> _Failure:
+    body = b""
+    try:
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) >= MAX_ERROR_BODY:
+                break
+    except httpx.HTTPError:
+        pass
+    finally:
+        await response.aclose()
+    content_type = response.headers.get("content-type", "")
+    error = upstream_error(response.status_code, body, content_type, secrets)
+    verdict = classify_status(response.status_code, error.code, policy)
+    retry_after = retry_after_seconds(response.headers)
+    if retry_after is not None:
+        error.headers["retry-after"] = str(int(retry_after + 0.999))
+    return _Failure(error, verdict, f"http_{response.status_code}", retry_after)
+
+
+async def _close(response: httpx.Response | None) -> None:
+    if response is not None:
+        await response.aclose()
+
+
+def _exhausted(
+    last: _Failure | None, records: list[AttemptRecord], skipped: list[str]
+) -> GatewayError:
+    tried = [f"{r.model}: {r.error_type}" for r in records] + skipped
+    summary = "; ".join(tried) or "no models in the chain"
+    if last is None:
+        return NoTargetAvailable(f"No upstream model could be tried ({summary}).")
+    error = last.error
+    error.message = f"All upstream attempts failed ({summary}). Last error: {error.message}"
+    return error

@@ -1,0 +1,82 @@
+"""A circuit breaker per upstream model: closed → open after repeated failures → half-open probe."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from gateway.config import BreakerPolicy
+
+
+class State(IntEnum):  # values are what the gateway_circuit_state gauge exports
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+@dataclass
+class _Circuit:
+    failures: deque[float] = field(default_factory=deque)
+    opened_at: float | None = None
+    probing: bool = False  # a half-open probe is in flight
+
+
+class Breakers:
+    """Per-process breaker states keyed by model name; the clock is injectable."""
+
+    def __init__(self, policy: BreakerPolicy, clock: Callable[[], float]) -> None:
+        self._policy = policy
+        self._clock = clock
+        self._circuits: dict[str, _Circuit] = {}
+
+    def state(self, model: str) -> State:
+        circuit = self._circuits.get(model)
+        if circuit is None or circuit.opened_at is None:
+            return State.CLOSED
+        if self._clock() - circuit.opened_at >= self._policy.cooldown_s:
+            return State.HALF_OPEN
+        return State.OPEN
+
+    def allow(self, model: str) -> bool:
+        """May a request go to ``model`` now? In half-open, only one probe at a time."""
+        state = self.state(model)
+        if state is State.CLOSED:
+            return True
+        if state is State.OPEN:
+            return False
+        circuit = self._circuits[model]
+        if circuit.probing:
+            return False
+        circuit.probing = True
+        return True
+
+    def record_success(self, model: str) -> None:
+        circuit = self._circuits.get(model)
+        if circuit is not None:
+            circuit.failures.clear()
+            circuit.opened_at = None
+            circuit.probing = False
+
+    def record_failure(self, model: str) -> None:
+        circuit = self._circuits.setdefault(model, _Circuit())
+        now = self._clock()
+        if circuit.probing or circuit.opened_at is not None:
+            circuit.opened_at, circuit.probing = now, False  # failed probe: open again
+            return
+        circuit.failures.append(now)
+        while circuit.failures and now - circuit.failures[0] > self._policy.window_s:
+            circuit.failures.popleft()
+        if len(circuit.failures) >= self._policy.failures:
+            circuit.opened_at = now
+            circuit.failures.clear()
+
+    def release_probe(self, model: str) -> None:
+        """A probe that ended without a verdict (client went away) frees the half-open slot."""
+        circuit = self._circuits.get(model)
+        if circuit is not None:
+            circuit.probing = False
+
+    def states(self) -> dict[str, State]:
+        return {model: self.state(model) for model in self._circuits}

@@ -1,0 +1,88 @@
+"""What one request carries from auth to the last byte; read once at the end."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.attempts import AttemptRecord
+from gateway.auth import Principal
+from gateway.config import Model
+from gateway.errors import GatewayError
+from gateway.routing import Endpoint, Plan
+from gateway.streaming import StreamResult
+
+REQUEST_ID_MAX = 128
+
+
+@dataclass
+class RequestContext:
+    request_id: str
+    endpoint: Endpoint
+    started: float = field(default_factory=time.perf_counter)
+    principal: Principal | None = None
+    plan: Plan | None = None
+    admission: Any = None  # metering.Admission once admitted
+    model: Model | None = None  # the model that answered
+    records: list[AttemptRecord] = field(default_factory=list)
+    status: int = 200
+    error: GatewayError | None = None
+    usage: dict[str, Any] | None = None  # as the upstream reported it
+    completion_chars: int = 0  # for the estimator when usage is missing
+    stream: StreamResult | None = None
+    images: int = 0
+    audio_ms: int = 0
+    upstream_started: float = 0.0
+    upstream_ended: float = 0.0
+    ended: float = 0.0
+
+    @classmethod
+    def begin(cls, incoming_id: str | None, endpoint: Endpoint) -> RequestContext:
+        if incoming_id and len(incoming_id) <= REQUEST_ID_MAX and incoming_id.isprintable():
+            return cls(incoming_id, endpoint)
+        return cls(f"req_{uuid.uuid4().hex}", endpoint)
+
+    @property
+    def fallback(self) -> bool:
+        return bool(self.plan and self.model and self.model is not self.plan.chain[0])
+
+    @property
+    def attempts(self) -> int:
+        return len(self.records)
+
+    def fail(self, error: GatewayError) -> None:
+        self.error = error
+        self.status = error.status
+
+    def indicator(self) -> dict[str, str]:
+        """The x-gateway-* headers: which model answered, for whom, after how many tries."""
+        headers = {"x-gateway-request-id": self.request_id, "x-request-id": self.request_id}
+        if self.principal is not None:
+            headers["x-gateway-tier"] = self.principal.tier.name
+            if self.principal.byok:
+                headers["x-gateway-byok"] = "true"
+        if self.model is not None:
+            headers["x-gateway-provider"] = self.model.upstream.name
+            headers["x-gateway-model"] = self.model.name
+            headers["x-gateway-upstream-model"] = self.model.upstream_model
+            headers["x-gateway-fallback"] = "true" if self.fallback else "false"
+        if self.records:
+            headers["x-gateway-attempts"] = str(self.attempts)
+        if self.admission is not None:
+            headers.update(self.admission.headers)
+        return headers
+
+    def indicator_object(self) -> dict[str, Any]:
+        """The same facts as a JSON object, for ``model_source_indicator`` in bodies."""
+        model = self.model
+        return {
+            "provider": model.upstream.name if model else None,
+            "model": model.name if model else None,
+            "upstream_model": model.upstream_model if model else None,
+            "tier": self.principal.tier.name if self.principal else None,
+            "fallback": self.fallback,
+            "attempts": self.attempts,
+            "request_id": self.request_id,
+        }

@@ -1,0 +1,179 @@
+"""Every Prometheus metric, defined in one place. Label sets are small and bounded.
+
+Histogram buckets follow the OpenTelemetry GenAI conventions where they define them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+DURATION_BUCKETS = tuple(round(0.01 * 2**i, 2) for i in range(14))  # 0.01 s doubling to 81.92 s
+TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
+TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+OVERHEAD_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class Metrics:
+    """The gateway's metrics on one registry (a fresh one per app, so tests stay isolated)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests",
+            "Client requests by outcome",
+            ["endpoint", "model", "tier", "provider", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "gateway_request_duration_seconds",
+            "Whole request time, to the last byte",
+            ["endpoint"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "gateway_upstream_duration_seconds",
+            "Time spent waiting on upstreams",
+            ["provider"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "gateway_overhead_seconds",
+            "Request time not spent on the upstream",
+            ["endpoint"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "gateway_time_to_first_token_seconds",
+            "Streams: time to the first chunk",
+            ["model"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.tpot = Histogram(
+            "gateway_time_per_output_token_seconds",
+            "Streams: time per output token after the first",
+            ["model"],
+            buckets=TPOT_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "gateway_tokens", "Tokens metered", ["type", "model", "provider", "tier"], registry=r
+        )
+        self.cost = Counter(
+            "gateway_cost_usd", "Cost in USD", ["model", "provider", "tier"], registry=r
+        )
+        self.retries = Counter(
+            "gateway_retries",
+            "Upstream retries of the same model",
+            ["model", "provider"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "gateway_fallbacks",
+            "Moves down a fallback chain",
+            ["from_model", "to_model"],
+            registry=r,
+        )
+        self.circuit_state = Gauge(
+            "gateway_circuit_state",
+            "Breaker state: 0 closed, 1 half-open, 2 open",
+            ["model"],
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors",
+            "Failed upstream attempts",
+            ["provider", "error_type"],
+            registry=r,
+        )
+        self.quota_rejections = Counter(
+            "gateway_quota_rejections",
+            "Requests refused by quotas or budgets",
+            ["capability", "reason"],
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "gateway_inflight_requests",
+            "Requests being served",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.open_streams = Gauge(
+            "gateway_open_streams", "Streams being relayed", multiprocess_mode="livesum", registry=r
+        )
+        self.store_errors = Counter(
+            "gateway_store_errors", "Store (Redis) operations that failed", registry=r
+        )
+        self.usage_buffered = Gauge(
+            "gateway_usage_buffered",
+            "Usage records waiting for the store",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.cost_alert_active = Gauge(
+            "gateway_cost_alert_active",
+            "1 while a cost alert threshold is crossed",
+            ["scope"],
+            multiprocess_mode="max",
+            registry=r,
+        )
+
+
+def render(metrics: Metrics) -> tuple[bytes, str]:
+    """The scrape body: all workers' files in multiprocess mode, else this registry."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(metrics.registry), CONTENT_TYPE_LATEST
+
+
+def mark_worker_dead(pid: int) -> None:
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)

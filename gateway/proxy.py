@@ -1,0 +1,282 @@
+"""The path of one proxied request: auth → body → route → quota → attempts → relay."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from gateway.attempts import Attempter, AttemptFailed, Opened
+from gateway.auth import KeyRing, Principal
+from gateway.bodies import (
+    Incoming,
+    json_for_upstream,
+    read_incoming,
+    requested_max_tokens,
+    rewind,
+    upload_header,
+)
+from gateway.config import Config, Model
+from gateway.context import RequestContext
+from gateway.errors import GatewayError, error_response
+from gateway.metering import Meter, MeterRequest
+from gateway.metering.estimate import estimate_prompt_tokens, stt_audio_ms, tts_audio_ms
+from gateway.metrics import Metrics
+from gateway.observe import Finisher
+from gateway.routing import Endpoint, Plan, resolve
+from gateway.secret import Secret
+from gateway.streaming import SSERelay, StreamResult
+from gateway.upstream import build_request, forwarded_headers
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """Everything a handler needs, built once by the app factory."""
+
+    config: Config
+    keyring: KeyRing
+    client: httpx.AsyncClient
+    attempter: Attempter
+    meter: Meter
+    metrics: Metrics
+    finisher: Finisher
+
+
+async def proxy(gateway: Gateway, request: Request, endpoint: Endpoint) -> Response:
+    ctx = RequestContext.begin(request.headers.get("x-request-id"), endpoint)
+    gateway.metrics.inflight.inc()
+    deferred = False
+    try:
+        response = await _serve(gateway, request, ctx)
+        deferred = isinstance(response, StreamingResponse)
+        return response
+    except GatewayError as error:
+        ctx.fail(error)
+        return error_response(error, ctx.indicator())
+    finally:
+        if not deferred:
+            gateway.metrics.inflight.dec()
+            gateway.finisher.finish(ctx)
+
+
+async def _serve(gateway: Gateway, request: Request, ctx: RequestContext) -> Response:
+    endpoint = ctx.endpoint
+    principal = ctx.principal = gateway.keyring.authenticate(request.headers)
+    incoming = await read_incoming(request, endpoint, gateway.config.settings.max_body_bytes)
+    plan = ctx.plan = resolve(
+        gateway.config, principal.tier, endpoint, incoming.model, incoming.fields
+    )
+    ctx.admission = await gateway.meter.admit(await _meter_request(ctx, incoming, plan, principal))
+    body, streams, wants_usage = json_for_upstream(
+        incoming, endpoint, ctx.admission.clamp_max_tokens
+    )
+    ctx.upstream_started = time.perf_counter()
+    try:
+        opened = await gateway.attempter.run(
+            plan.chain,
+            _request_builder(gateway, ctx, incoming, body, principal),
+            buffered=not (streams or endpoint.binary_response),
+            secrets=(principal.byok_key, *(m.upstream.api_key for m in plan.chain)),
+        )
+    except AttemptFailed as failed:
+        ctx.records = failed.records
+        ctx.upstream_ended = time.perf_counter()
+        raise failed.error from None
+    ctx.model, ctx.records = opened.model, opened.records
+    return await _respond(gateway, ctx, opened, wants_usage)
+
+
+async def _meter_request(
+    ctx: RequestContext, incoming: Incoming, plan: Plan, principal: Principal
+) -> MeterRequest:
+    endpoint = ctx.endpoint
+    audio_ms = 0
+    if plan.route == "tts":
+        audio_ms = tts_audio_ms(len(str(incoming.fields.get("input", ""))))
+    elif incoming.files:
+        upload = incoming.files[0][1]
+        audio_ms = stt_audio_ms(
+            await upload_header(upload),
+            upload.size or 0,
+            upload.filename or "",
+            upload.content_type or "",
+        )
+    ctx.audio_ms = audio_ms
+    requested = requested_max_tokens(incoming.fields) if endpoint.generates_tokens else None
+    return MeterRequest(
+        request_id=ctx.request_id,
+        user=principal.user,
+        key_id=principal.key_id,
+        tier=principal.tier,
+        capability=plan.capability,
+        byok=principal.byok,
+        prompt_tokens_estimate=estimate_prompt_tokens(incoming.fields),
+        max_output_tokens=requested or 0,
+        generates_tokens=endpoint.generates_tokens,
+        audio_ms_estimate=audio_ms,
+        price=plan.chain[0].price,
+    )
+
+
+def _request_builder(
+    gateway: Gateway,
+    ctx: RequestContext,
+    incoming: Incoming,
+    body: dict[str, Any],
+    principal: Principal,
+) -> Any:
+    primary = ctx.plan.chain[0].upstream if ctx.plan else None
+    accept = "application/octet-stream" if ctx.endpoint.binary_response else None
+
+    def build(model: Model) -> httpx.Request | None:
+        key = _credential(model, principal, primary)
+        if key is _SKIP:
+            return None
+        common = {"api_key": key, "request_id": ctx.request_id, "accept": accept}
+        if incoming.files:
+            fields = {**body, "model": model.upstream_model}
+            return build_request(
+                gateway.client,
+                model,
+                ctx.endpoint.path,
+                form=(fields, rewind(incoming.files)),
+                **common,
+            )
+        body["model"] = model.upstream_model
+        return build_request(
+            gateway.client, model, ctx.endpoint.path, json_body=orjson.dumps(body), **common
+        )
+
+    return build
+
+
+_SKIP = Secret("")
+
+
+def _credential(model: Model, principal: Principal, primary: object) -> Secret | None:
+    """BYOK keys go only to the chain's first provider; keyless providers are skipped."""
+    if principal.byok_key is not None:
+        return principal.byok_key if model.upstream is primary else _SKIP
+    if model.upstream.requires_key and model.upstream.api_key is None:
+        return _SKIP
+    return model.upstream.api_key
+
+
+async def _respond(
+    gateway: Gateway, ctx: RequestContext, opened: Opened, wants_usage: bool
+) -> Response:
+    response = opened.response
+    headers = {**forwarded_headers(response), **ctx.indicator()}
+    content_type = response.headers.get("content-type", "")
+    if opened.rest is not None and content_type.startswith("text/event-stream"):
+        return _stream(gateway, ctx, opened, headers, wants_usage)
+    if opened.rest is not None and not content_type.startswith("application/json"):
+        return _relay_binary(gateway, ctx, opened, headers)
+    body = opened.first_chunk
+    if opened.rest is not None:
+        body += b"".join([chunk async for chunk in opened.rest])
+        await response.aclose()
+    ctx.upstream_ended = time.perf_counter()
+    ctx.status = response.status_code
+    body = _read_json_answer(gateway, ctx, body)
+    return Response(body, status_code=response.status_code, headers=headers)
+
+
+def _read_json_answer(gateway: Gateway, ctx: RequestContext, body: bytes) -> bytes:
+    """Pick usage (and image count) out of a JSON answer; add the indicator when configured."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    if not isinstance(document, dict):
+        return body
+    usage = document.get("usage")
+    ctx.usage = usage if isinstance(usage, dict) else None
+    if ctx.usage is None:
+        ctx.completion_chars = _answer_chars(document)
+    if ctx.endpoint.name == "images.generations" and isinstance(document.get("data"), list):
+        ctx.images = len(document["data"])
+    if gateway.config.settings.model_source_indicator:
+        document["model_source_indicator"] = ctx.indicator_object()
+        return orjson.dumps(document)
+    return body
+
+
+def _answer_chars(document: dict[str, Any]) -> int:
+    total = 0
+    for choice in document.get("choices") or ():
+        if isinstance(choice, dict):
+            message = choice.get("message")
+            text = message.get("content") if isinstance(message, dict) else choice.get("text")
+            total += len(text) if isinstance(text, str) else 0
+    return total
+
+
+def _stream(
+    gateway: Gateway,
+    ctx: RequestContext,
+    opened: Opened,
+    headers: dict[str, str],
+    wants_usage: bool,
+) -> Response:
+    assert opened.rest is not None
+
+    def on_end(result: StreamResult) -> None:
+        ctx.stream = result
+        ctx.usage = result.usage
+        ctx.upstream_ended = result.last_chunk_at
+        if result.error is not None:
+            ctx.error = result.error
+        elif result.client_gone:
+            ctx.status = 499  # nginx's "client closed request": the client left mid-stream
+        _end_deferred(gateway, ctx)
+
+    relay = SSERelay(
+        opened.first_chunk,
+        opened.rest,
+        opened.response,
+        client_wants_usage=wants_usage,
+        on_end=on_end,
+    )
+    gateway.metrics.open_streams.inc()
+    return StreamingResponse(
+        relay, headers={**headers, **SSE_HEADERS}, media_type="text/event-stream"
+    )
+
+
+def _relay_binary(
+    gateway: Gateway, ctx: RequestContext, opened: Opened, headers: dict[str, str]
+) -> Response:
+    assert opened.rest is not None
+    rest = opened.rest
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            if opened.first_chunk:
+                yield opened.first_chunk
+            async for chunk in rest:
+                yield chunk
+        except httpx.HTTPError:
+            ctx.status = 502  # cut mid-body: abort so the client sees an incomplete transfer
+            raise
+        finally:
+            ctx.upstream_ended = time.perf_counter()
+            await opened.response.aclose()
+            _end_deferred(gateway, ctx)
+
+    gateway.metrics.open_streams.inc()
+    return StreamingResponse(chunks(), status_code=opened.response.status_code, headers=headers)
+
+
+def _end_deferred(gateway: Gateway, ctx: RequestContext) -> None:
+    gateway.metrics.open_streams.dec()
+    gateway.metrics.inflight.dec()
+    gateway.finisher.finish(ctx)

@@ -1,0 +1,97 @@
+"""Pure route resolution: (endpoint, requested model, body hints, tier) → ``Plan``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config import CAPABILITY_BY_MODALITY, Config, Model, Tier
+from gateway.errors import Forbidden, ModelNotFound
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str  # metrics label, e.g. "chat.completions"
+    path: str  # below /v1, e.g. "/chat/completions"
+    default_route: str | None  # route for `auto` or a missing model; None: model required
+    multipart: bool = False
+    generates_tokens: bool = False  # max_tokens applies; streaming is possible
+    binary_response: bool = False  # relay the body as it arrives (audio)
+
+
+CHAT = Endpoint("chat.completions", "/chat/completions", "text", generates_tokens=True)
+COMPLETIONS = Endpoint("completions", "/completions", "code", generates_tokens=True)
+EMBEDDINGS = Endpoint("embeddings", "/embeddings", "embedding")
+IMAGES = Endpoint("images.generations", "/images/generations", "image")
+SPEECH = Endpoint("audio.speech", "/audio/speech", "tts", binary_response=True)
+TRANSCRIPTIONS = Endpoint("audio.transcriptions", "/audio/transcriptions", "stt", multipart=True)
+TRANSLATIONS = Endpoint("audio.translations", "/audio/translations", "stt", multipart=True)
+MODERATIONS = Endpoint("moderations", "/moderations", "moderation")
+RERANK = Endpoint("rerank", "/rerank", "rerank")
+KNOWN_ENDPOINTS = (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    IMAGES,
+    SPEECH,
+    TRANSCRIPTIONS,
+    TRANSLATIONS,
+    MODERATIONS,
+    RERANK,
+)
+
+
+def passthrough_endpoint(path: str) -> Endpoint:
+    """Any other POST below /v1 whose body names a routable model (e.g. video generation)."""
+    return Endpoint("passthrough", path, None, binary_response=True)
+
+
+@dataclass(frozen=True)
+class Plan:
+    route: str  # the route kind the request resolved through (text, code, ...)
+    capability: str  # quota capability
+    chain: tuple[Model, ...]  # targets in order: the first, then fallbacks
+
+
+def resolve(
+    config: Config, tier: Tier, endpoint: Endpoint, requested: str | None, body: Mapping[str, Any]
+) -> Plan:
+    name = requested if requested and requested != AUTO else default_route(endpoint, body)
+    if name is None:
+        raise ModelNotFound("This endpoint needs a 'model' naming a model or route.", param="model")
+    chain = tier.lookup.get(name)
+    if chain:
+        route = name if name in tier.routes else chain[0].modality
+        return Plan(route, CAPABILITY_BY_MODALITY[route], chain)
+    if name in config.known_models or name in config.known_routes:
+        raise Forbidden(
+            f"The model '{name}' is not available in the '{tier.name}' tier.", param="model"
+        )
+    raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
+
+
+def default_route(endpoint: Endpoint, body: Mapping[str, Any]) -> str | None:
+    if endpoint is CHAT:
+        if has_image_parts(body.get("messages")):
+            return "vision"
+        if body.get("purpose") == "coding" or body.get("language"):
+            return "code"
+    elif endpoint is COMPLETIONS and body.get("purpose") not in (None, "coding"):
+        return "text"
+    return endpoint.default_route
+
+
+def has_image_parts(messages: Any) -> bool:
+    if not isinstance(messages, list):
+        return False
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(
+            isinstance(part, dict) and part.get("type") in ("image_url", "input_image")
+            for part in content
+        ):
+            return True
+    return False

@@ -1,0 +1,151 @@
+"""SSE relay: forward upstream events as they arrive, scanning only as much as usage needs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, sse_error_event
+
+DONE = b"data: [DONE]"
+
+
+@dataclass
+class StreamResult:
+    """What the relay saw; read by metering and metrics once the stream ends."""
+
+    usage: dict[str, Any] | None = None
+    events: int = 0  # data events relayed, excluding [DONE] and dropped usage-only chunks
+    completed: bool = False  # the upstream sent [DONE]
+    error: GatewayError | None = None
+    client_gone: bool = False
+    first_chunk_at: float = 0.0
+    last_chunk_at: float = 0.0
+    bytes_out: int = 0
+    _carry: bytes = field(default=b"", repr=False)
+
+
+class SSERelay:
+    """Yields upstream SSE bytes to the client event-aligned.
+
+    Fast path: a run of complete events with no ``"usage"`` and no ``[DONE]`` is forwarded as is.
+    Slow path (rare): split events, read usage, drop the usage-only chunk if the client did not
+    ask for usage. An upstream that stops without ``[DONE]`` gets an in-band error appended.
+    """
+
+    def __init__(
+        self,
+        first_chunk: bytes,
+        rest: AsyncIterator[bytes],
+        response: httpx.Response,
+        *,
+        client_wants_usage: bool,
+        on_end: Callable[[StreamResult], None],
+    ) -> None:
+        self._first = first_chunk
+        self._rest = rest
+        self._response = response
+        self._wants_usage = client_wants_usage
+        self._on_end = on_end
+        self.result = StreamResult()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        result = self.result
+        result.first_chunk_at = time.perf_counter()
+        try:
+            if out := self._feed(self._first):
+                yield out
+            async for chunk in self._rest:
+                if out := self._feed(chunk):
+                    yield out
+            if tail := self._finish():
+                yield tail
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            yield self._fail(exc)
+        except BaseException:
+            result.client_gone = True  # cancelled or closed by the server: the client went away
+            raise
+        finally:
+            result.last_chunk_at = time.perf_counter()
+            await self._response.aclose()
+            self._on_end(result)
+
+    def _feed(self, chunk: bytes) -> bytes:
+        result = self.result
+        data = result._carry + chunk if result._carry else chunk
+        held = b""
+        if b"\r" in data:  # CRLF or CR framing; a trailing CR may be half of a CRLF
+            if data.endswith(b"\r"):
+                data, held = data[:-1], b"\r"
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            result._carry = data + held
+            return b""
+        complete, result._carry = data[: end + 2], data[end + 2 :] + held
+        if b'"usage"' not in complete and DONE not in complete:
+            result.events += complete.count(b"\n\n")
+            result.bytes_out += len(complete)
+            return complete
+        return self._scan_events(complete)
+
+    def _scan_events(self, complete: bytes) -> bytes:
+        kept = []
+        for raw in complete.split(b"\n\n"):
+            event = raw.lstrip(b"\n")
+            if not event:
+                continue
+            if event.startswith(DONE):
+                self.result.completed = True
+            elif (found := _usage_in(event)) is not None:
+                self.result.usage, usage_only = found
+                if usage_only and not self._wants_usage:
+                    continue
+                self.result.events += 1
+            else:
+                self.result.events += 1
+            kept.append(event + b"\n\n")
+        out = b"".join(kept)
+        self.result.bytes_out += len(out)
+        return out
+
+    def _finish(self) -> bytes:
+        result = self.result
+        tail = self._feed(b"\n\n") if result._carry.strip() else b""
+        if result.completed:
+            return tail
+        result.error = UpstreamError("The upstream stream ended before it was complete.")
+        return tail + sse_error_event(result.error)
+
+    def _fail(self, exc: Exception) -> bytes:
+        if isinstance(exc, httpx.TimeoutException):
+            error: GatewayError = UpstreamTimeout("The upstream stream stalled (idle timeout).")
+        else:
+            error = UpstreamError("The upstream connection was lost mid-stream.")
+        self.result.error = error
+        return sse_error_event(error)
+
+
+def _usage_in(event: bytes) -> tuple[dict[str, Any], bool] | None:
+    """The event's usage and whether it is a usage-only chunk; None when it has no usage."""
+    at = event.find(b'"usage"')
+    if at < 0 or event[at + 7 : at + 16].lstrip(b" :").startswith(b"null"):
+        return None
+    try:
+        document = orjson.loads(_payload(event))
+    except orjson.JSONDecodeError:
+        return None
+    usage = document.get("usage") if isinstance(document, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    return usage, not document.get("choices")
+
+
+def _payload(event: bytes) -> bytes:
+    lines = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+    return b"\n".join(lines)
