@@ -37,6 +37,7 @@ class RequestContext:
     upstream_started: float = 0.0
     upstream_ended: float = 0.0
     ended: float = 0.0
+    debug_body: Any = None  # the request body, kept only when body logging is switched on
 
     @classmethod
     def begin(cls, incoming_id: str | None, endpoint: Endpoint) -> RequestContext:

@@ -7,22 +7,26 @@ import logging
 import time
 from typing import Any
 
-import orjson
-
+from gateway.breaker import Breakers
 from gateway.context import RequestContext
 from gateway.errors import QuotaExceeded
 from gateway.metering import Meter, Outcome
 from gateway.metrics import Metrics
+from gateway.provider_stats import ProviderStats
 
 ACCESS_LOG = "gateway.access"
 
 
 class Finisher:
-    def __init__(self, metrics: Metrics, meter: Meter, *, log_bodies: bool = False) -> None:
+    def __init__(
+        self, metrics: Metrics, meter: Meter, breakers: Breakers, *, log_bodies: bool = False
+    ) -> None:
         self._metrics = metrics
+        self._breakers = breakers
         self._meter = meter
         self._log = logging.getLogger(ACCESS_LOG)
         self._log_bodies = log_bodies
+        self.stats = ProviderStats()
 
     def finish(self, ctx: RequestContext) -> None:
         """Called exactly once per request, after its last byte (or its error) was sent."""
@@ -31,7 +35,10 @@ class Finisher:
         if ctx.admission is not None:
             self._meter.finish(ctx.admission, outcome_of(ctx))
         if self._log.isEnabledFor(logging.INFO):
-            self._log.info(orjson.dumps(log_fields(ctx)).decode())
+            fields = log_fields(ctx)
+            if self._log_bodies and ctx.debug_body is not None:
+                fields["body"] = ctx.debug_body
+            self._log.info("request", extra={"fields": fields})
 
     def _observe(self, ctx: RequestContext) -> None:
         m = self._metrics
@@ -56,8 +63,10 @@ class Finisher:
         previous = None
         for record in ctx.records:
             m.upstream_duration.labels(record.provider).observe(record.seconds)
+            self.stats.record(record.model, record.error_type is None, record.seconds)
             if record.error_type is not None:
                 m.upstream_errors.labels(record.provider, record.error_type).inc()
+            m.circuit_state.labels(record.model).set(int(self._breakers.state(record.model)))
             if previous is not None:
                 if previous.model == record.model:
                     m.retries.labels(record.model, record.provider).inc()

@@ -22,6 +22,7 @@ from gateway.bodies import (
     rewind,
     upload_header,
 )
+from gateway.breaker import Breakers
 from gateway.config import Config, Model
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, error_response
@@ -30,6 +31,7 @@ from gateway.metering.estimate import estimate_prompt_tokens, stt_audio_ms, tts_
 from gateway.metrics import Metrics
 from gateway.observe import Finisher
 from gateway.routing import Endpoint, Plan, resolve
+from gateway.runtime import Runtime
 from gateway.secret import Secret
 from gateway.streaming import SSERelay, StreamResult
 from gateway.upstream import build_request, forwarded_headers
@@ -48,6 +50,9 @@ class Gateway:
     meter: Meter
     metrics: Metrics
     finisher: Finisher
+    breakers: Breakers
+    runtime: Runtime
+    created: int  # reported as models' `created`
 
 
 async def proxy(gateway: Gateway, request: Request, endpoint: Endpoint) -> Response:
@@ -71,6 +76,8 @@ async def _serve(gateway: Gateway, request: Request, ctx: RequestContext) -> Res
     endpoint = ctx.endpoint
     principal = ctx.principal = gateway.keyring.authenticate(request.headers)
     incoming = await read_incoming(request, endpoint, gateway.config.settings.max_body_bytes)
+    if gateway.runtime.log_bodies:
+        ctx.debug_body = incoming.fields
     plan = ctx.plan = resolve(
         gateway.config, principal.tier, endpoint, incoming.model, incoming.fields
     )

@@ -1,0 +1,141 @@
+"""The app factory: wires config, HTTP client, store and clock into a Starlette app."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.attempts import Attempter
+from gateway.auth import KeyRing
+from gateway.breaker import Breakers
+from gateway.config import Config
+from gateway.endpoints import account, models, ops, proxied
+from gateway.errors import (
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    error_response,
+)
+from gateway.metering import Meter, Store, create_store
+from gateway.metrics import Metrics, mark_worker_dead
+from gateway.observe import Finisher
+from gateway.proxy import Gateway
+from gateway.runtime import Runtime
+from gateway.upstream import create_client
+
+log = logging.getLogger("gateway")
+
+
+def create_app(
+    config: Config,
+    runtime: Runtime | None = None,
+    *,
+    client: httpx.AsyncClient | None = None,
+    store: Store | None = None,
+    clock: Callable[[], float] = time.time,
+    metrics: Metrics | None = None,
+) -> Starlette:
+    runtime = runtime or Runtime()
+    owns_client = client is None
+    http = client or create_client(runtime.transport)
+    store = store or create_store(runtime.redis_url, config.settings)
+    meter = Meter(config, store, clock=clock, http=http)
+    metrics = metrics or Metrics()
+    breakers = Breakers(config.breaker, time.monotonic)
+    gateway = Gateway(
+        config=config,
+        keyring=KeyRing(config),
+        client=http,
+        attempter=Attempter(http, config.retry, breakers),
+        meter=meter,
+        metrics=metrics,
+        finisher=Finisher(metrics, meter, breakers, log_bodies=runtime.log_bodies),
+        breakers=breakers,
+        runtime=runtime,
+        created=int(clock()),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if runtime.redis_url is None:
+            log.warning("REDIS_URL is not set: quotas and usage are held per process only")
+        await meter.start()
+        try:
+            yield
+        finally:
+            await meter.aclose()
+            if owns_client:
+                await http.aclose()
+            mark_worker_dead(os.getpid())
+
+    app = Starlette(
+        routes=[*ops.routes(), *models.routes(), *account.routes(), *proxied.routes()],
+        lifespan=lifespan,
+        middleware=[Middleware(BodyLimit, max_bytes=config.settings.max_body_bytes)],
+        exception_handlers={
+            GatewayError: _gateway_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+    )
+    app.state.gateway = gateway
+    return app
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        method = request.method
+        error: GatewayError = MethodNotAllowed(
+            f"Method {method} is not allowed on {request.url.path}."
+        )
+        return error_response(error, exc.headers)
+    if exc.status_code == 404:
+        return error_response(NotFound(f"Unknown path: {request.url.path}", code="unknown_url"))
+    return error_response(GatewayError(str(exc.detail), status=exc.status_code))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s", request.url.path, exc_info=exc)
+    return error_response(GatewayError("The gateway hit an internal error.", code="internal_error"))
+
+
+class BodyLimit:
+    """Stops a request body (chunked included) at the configured size with a 413."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise PayloadTooLarge(f"Request body exceeds the {self.max_bytes} byte limit.")
+            return message
+
+        await self.app(scope, limited, send)

@@ -1,0 +1,132 @@
+"""``gateway serve | check | usage export``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+
+from gateway.config import Config
+from gateway.config_load import load_config
+from gateway.config_reader import ConfigError
+from gateway.logs import configure_logging
+from gateway.metrics import MULTIPROC_ENV
+
+CONFIG_DIR_ENV = "GATEWAY_CONFIG_DIR"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check":
+        return _check(args.config_dir)
+    if args.command == "usage":
+        return _usage_export(args)
+    return _serve(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="OpenAI-compatible LLM gateway")
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="run the gateway (the default)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1)
+    check = commands.add_parser("check", help="validate routes.yaml and tiers.yaml")
+    usage = commands.add_parser("usage", help="usage records")
+    export = usage.add_subparsers(dest="usage_command", required=True).add_parser(
+        "export", help="print usage records as CSV or JSON"
+    )
+    export.add_argument("--from", dest="start", required=True, help="ISO date/time or epoch")
+    export.add_argument("--to", dest="end", required=True, help="ISO date/time or epoch")
+    export.add_argument("--format", choices=("csv", "json"), default="csv")
+    export.add_argument("--user", default=None, help="one user's records (default: all)")
+    for sub in (serve, check, export, parser):
+        sub.add_argument("--config-dir", default=os.environ.get(CONFIG_DIR_ENV, "."))
+    parser.set_defaults(command="serve", host="127.0.0.1", port=8080, workers=1)
+    return parser
+
+
+def _load(config_dir: str) -> Config | None:
+    try:
+        return load_config(config_dir)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+def _check(config_dir: str) -> int:
+    config = _load(config_dir)
+    if config is None:
+        return 1
+    print(
+        f"ok: {len(config.upstreams)} upstreams, {len(config.models)} models, "
+        f"{len(config.tiers)} tiers, {len(config.keys)} keys"
+    )
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if _load(args.config_dir) is None:
+        return 1
+    os.environ[CONFIG_DIR_ENV] = os.path.abspath(args.config_dir)
+    multiproc_dir = _prepare_multiprocess_metrics(args.workers)
+    config = load_config(args.config_dir)
+    try:
+        uvicorn.run(
+            "gateway.cli:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=int(config.settings.shutdown_grace_s),
+        )
+    finally:
+        if multiproc_dir:
+            shutil.rmtree(multiproc_dir, ignore_errors=True)
+    return 0
+
+
+def _prepare_multiprocess_metrics(workers: int) -> str | None:
+    """Several workers share counters through prometheus-client's multiprocess files."""
+    if workers <= 1:
+        os.environ.pop(MULTIPROC_ENV, None)
+        return None
+    path = tempfile.mkdtemp(prefix="gateway-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    return path
+
+
+def app_from_env() -> object:
+    """What each uvicorn worker builds: config from GATEWAY_CONFIG_DIR, options from env."""
+    from gateway.app import create_app
+    from gateway.runtime import Runtime
+
+    configure_logging(os.environ.get("GATEWAY_LOG_LEVEL", "INFO"))
+    config = load_config(os.environ.get(CONFIG_DIR_ENV, "."))
+    return create_app(config, Runtime.from_env())
+
+
+def _usage_export(args: argparse.Namespace) -> int:
+    config = _load(args.config_dir)
+    if config is None:
+        return 1
+    from gateway.metering.export import export_records
+
+    output = asyncio.run(
+        export_records(
+            config, os.environ.get("REDIS_URL"), args.user, args.start, args.end, args.format
+        )
+    )
+    sys.stdout.write(output)
+    return 0

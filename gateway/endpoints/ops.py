@@ -1,0 +1,84 @@
+"""Health, readiness, the metrics scrape and the operator's provider view."""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.auth import presented_key
+from gateway.breaker import State
+from gateway.errors import Unauthorized
+from gateway.metrics import render
+from gateway.proxy import Gateway
+from gateway.responses import json_response
+from gateway.secret import Secret
+
+
+def require_token(request: Request, token: Secret | None, what: str) -> None:
+    """Constant-time check of a bearer token; no token configured means open."""
+    if token is None:
+        return
+    presented = presented_key(request.headers) or ""
+    if not hmac.compare_digest(presented.encode(), token.reveal().encode()):
+        raise Unauthorized(f"This endpoint needs the {what} token.")
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    store = await gateway.meter.store_status()
+    models = [m.name for m in gateway.config.models.values()]
+    open_models = [m for m in models if gateway.breakers.state(m) is State.OPEN]
+    upstream_ok = len(open_models) < len(models)
+    store_ok = store == "ok" or gateway.config.settings.on_store_error == "allow"
+    ready = upstream_ok and store_ok
+    document = {
+        "status": "ready" if ready else "not_ready",
+        "config": "loaded",
+        "store": store,
+        "open_circuits": open_models,
+    }
+    return json_response(document, 200 if ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    require_token(request, gateway.runtime.metrics_token, "metrics")
+    for model, state in gateway.breakers.states().items():
+        gateway.metrics.circuit_state.labels(model).set(int(state))
+    body, content_type = render(gateway.metrics)
+    return Response(body, media_type=content_type)
+
+
+async def providers(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    runtime = gateway.runtime
+    if runtime.admin_token is None:
+        raise Unauthorized("Set GATEWAY_ADMIN_TOKEN to use the operator endpoints.")
+    require_token(request, runtime.admin_token, "admin")
+    data = [
+        {
+            "model": model.name,
+            "provider": model.upstream.name,
+            "upstream_model": model.upstream_model,
+            "circuit": gateway.breakers.state(model.name).name.lower(),
+            **gateway.finisher.stats.summary(model.name),
+        }
+        for model in gateway.config.models.values()
+    ]
+    return json_response({"object": "list", "data": data})
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/providers", providers, methods=["GET"]),
+    ]

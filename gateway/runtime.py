@@ -1,0 +1,33 @@
+"""Process-level options from the environment (YAML holds everything else)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway.secret import Secret
+
+
+@dataclass(frozen=True)
+class Runtime:
+    admin_token: Secret | None = None
+    metrics_token: Secret | None = None
+    redis_url: str | None = None
+    transport: str = "aiohttp"  # or "httpx": the upstream client's transport
+    log_bodies: bool = False  # debug only: puts prompts into the access log
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Runtime:
+        env = os.environ if env is None else env
+        return cls(
+            admin_token=_secret(env.get("GATEWAY_ADMIN_TOKEN")),
+            metrics_token=_secret(env.get("GATEWAY_METRICS_TOKEN")),
+            redis_url=env.get("REDIS_URL") or None,
+            transport=env.get("GATEWAY_UPSTREAM_TRANSPORT", "aiohttp"),
+            log_bodies=env.get("GATEWAY_DEBUG_LOG_BODIES", "").lower() in ("1", "true", "yes"),
+        )
+
+
+def _secret(value: str | None) -> Secret | None:
+    return Secret(value) if value else None
