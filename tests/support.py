@@ -40,6 +40,7 @@ SCENARIO_MODELS: dict[str, tuple[str, str, str]] = {
     "crlf": ("mock", "mock/crlf", "text"),
     "slow": ("mock", "mock/slow-20+words-20", "text"),
     "long": ("mock", "mock/words-40", "text"),
+    "stall": ("mock", "mock/slow-3000+words-3", "text"),
     "embed": ("mock", "mock/embed", "embedding"),
     "image": ("mock", "mock/image", "image"),
     "tts": ("mock", "mock/tts", "tts"),
@@ -73,8 +74,12 @@ def routes_doc(mock_base_url: str, *, first_byte_timeout_s: float = 1.0) -> dict
         "idle_timeout_s": 2,
     }
     models = {
-        name: {"upstream": upstream_name, "model": model_id, "modality": modality,
-               "price": {"input": 1.0, "output": 2.0, "per_image": 0.01, "per_minute": 0.006}}
+        name: {
+            "upstream": upstream_name,
+            "model": model_id,
+            "modality": modality,
+            "price": {"input": 1.0, "output": 2.0, "per_image": 0.01, "per_minute": 0.006},
+        }
         for name, (upstream_name, model_id, modality) in SCENARIO_MODELS.items()
     }
     return {
@@ -83,8 +88,7 @@ def routes_doc(mock_base_url: str, *, first_byte_timeout_s: float = 1.0) -> dict
             "other": {**upstream, "api_key_env": "OTHER_KEY"},
         },
         "models": models,
-        "retry": {"attempts": 2, "backoff_s": 0.01, "max_backoff_s": 0.05,
-                  "max_retry_after_s": 2},
+        "retry": {"attempts": 2, "backoff_s": 0.01, "max_backoff_s": 0.05, "max_retry_after_s": 2},
         "circuit_breaker": {"failures": 3, "window_s": 30, "cooldown_s": 0.5},
     }
 
@@ -96,8 +100,9 @@ def tiers_doc(tiers: Mapping[str, Mapping[str, Any]] | None = None, **extra: Any
 
 def build_config(routes: Any, tiers: Any, env: Mapping[str, str]) -> Config:
     problems: list[str] = []
-    config = parse_config(routes, tiers, {"MOCK_KEY": MOCK_KEY, "OTHER_KEY": OTHER_KEY, **env},
-                          problems)
+    config = parse_config(
+        routes, tiers, {"MOCK_KEY": MOCK_KEY, "OTHER_KEY": OTHER_KEY, **env}, problems
+    )
     if problems:
         raise ConfigError(problems)
     return config
@@ -118,8 +123,9 @@ class ThreadedServer:
         sock.bind(("127.0.0.1", 0))
         self._socket = sock
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(app, lifespan="on", log_config=None, access_log=False,
-                                timeout_graceful_shutdown=2)
+        config = uvicorn.Config(
+            app, lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=2
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, daemon=True

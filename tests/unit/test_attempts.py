@@ -52,8 +52,14 @@ class Harness:
     async def run(self, chain, buffered=True, api_key=Secret("sk-system-123456789")):
         def build(model):
             body = orjson.dumps({"model": model.upstream_model})
-            return build_request(self.client, model, "/chat/completions", json_body=body,
-                                 api_key=api_key, request_id="r1")
+            return build_request(
+                self.client,
+                model,
+                "/chat/completions",
+                json_body=body,
+                api_key=api_key,
+                request_id="r1",
+            )
 
         return await self.attempter.run(chain, build, buffered=buffered, secrets=[api_key])
 
@@ -98,10 +104,17 @@ def test_retries_the_same_model_after_a_503(models):
     async def scenario():
         async with httpx.AsyncClient() as client:
             h = Harness(client)
-            opened, seen = await _run(h, models, ["ok", "ok-b"], {
-                "mock/ok": [httpx.Response(503, json={"error": {"message": "busy"}}),
-                            httpx.Response(200, json=OK)],
-            })
+            opened, seen = await _run(
+                h,
+                models,
+                ["ok", "ok-b"],
+                {
+                    "mock/ok": [
+                        httpx.Response(503, json={"error": {"message": "busy"}}),
+                        httpx.Response(200, json=OK),
+                    ],
+                },
+            )
             assert seen == ["mock/ok", "mock/ok"]
             assert opened.model.name == "ok" and opened.attempts == 2
             assert [r.error_type for r in opened.records] == ["http_503", None]
@@ -115,13 +128,19 @@ def test_retry_after_is_honoured_up_to_the_cap(models):
         async with httpx.AsyncClient() as client:
             h = Harness(client)
             limited = httpx.Response(429, headers={"retry-after": "2"}, json={})
-            opened, _ = await _run(h, models, ["ok"], {"mock/ok": [limited, httpx.Response(200, json=OK)]})
+            opened, _ = await _run(
+                h, models, ["ok"], {"mock/ok": [limited, httpx.Response(200, json=OK)]}
+            )
             assert h.sleeps == [2.0] and opened.attempts == 2
 
             h2 = Harness(client)
             too_long = httpx.Response(429, headers={"retry-after": "60"}, json={})
-            opened, seen = await _run(h2, models, ["ok", "ok-b"], {
-                "mock/ok": [too_long], "mock/ok-b": [httpx.Response(200, json=OK)]})
+            opened, seen = await _run(
+                h2,
+                models,
+                ["ok", "ok-b"],
+                {"mock/ok": [too_long], "mock/ok-b": [httpx.Response(200, json=OK)]},
+            )
             assert seen == ["mock/ok", "mock/ok-b"] and h2.sleeps == []
 
     run(scenario())
@@ -140,13 +159,30 @@ def test_model_not_found_moves_on_at_once(models):
     async def scenario():
         async with httpx.AsyncClient() as client:
             h = Harness(client)
-            missing = httpx.Response(404, json={"id": "t", "error": {
-                "message": "no", "type": "invalid_request_error", "code": "model_not_found"}})
-            unavailable = httpx.Response(400, json={"error": {
-                "message": "down", "code": "model_not_available"}})
-            opened, seen = await _run(h, models, ["ok", "ok-b", "other-ok"], {
-                "mock/ok": [missing], "mock/ok-b": [unavailable],
-                "other/ok": [httpx.Response(200, json=OK)]})
+            missing = httpx.Response(
+                404,
+                json={
+                    "id": "t",
+                    "error": {
+                        "message": "no",
+                        "type": "invalid_request_error",
+                        "code": "model_not_found",
+                    },
+                },
+            )
+            unavailable = httpx.Response(
+                400, json={"error": {"message": "down", "code": "model_not_available"}}
+            )
+            opened, seen = await _run(
+                h,
+                models,
+                ["ok", "ok-b", "other-ok"],
+                {
+                    "mock/ok": [missing],
+                    "mock/ok-b": [unavailable],
+                    "other/ok": [httpx.Response(200, json=OK)],
+                },
+            )
             assert seen == ["mock/ok", "mock/ok-b", "other/ok"]
             assert h.sleeps == [] and opened.model.name == "other-ok"
 
@@ -158,8 +194,12 @@ def test_client_errors_pass_through_without_retry_or_fallback(models, status):
     async def scenario():
         async with httpx.AsyncClient() as client:
             h = Harness(client)
-            failed, seen = await _run(h, models, ["ok", "ok-b"], {
-                "mock/ok": [httpx.Response(status, json={"error": {"message": "nope"}})]})
+            failed, seen = await _run(
+                h,
+                models,
+                ["ok", "ok-b"],
+                {"mock/ok": [httpx.Response(status, json={"error": {"message": "nope"}})]},
+            )
             assert isinstance(failed, AttemptFailed)
             assert failed.error.status == status and seen == ["mock/ok"]
 
@@ -170,9 +210,15 @@ def test_network_failures_retry_then_fall_back_then_report_everything(models):
     async def scenario():
         async with httpx.AsyncClient() as client:
             h = Harness(client)
-            failed, seen = await _run(h, models, ["ok", "ok-b"], {
-                "mock/ok": [httpx.ConnectError("refused")],
-                "mock/ok-b": [httpx.ReadTimeout("slow")]})
+            failed, seen = await _run(
+                h,
+                models,
+                ["ok", "ok-b"],
+                {
+                    "mock/ok": [httpx.ConnectError("refused")],
+                    "mock/ok-b": [httpx.ReadTimeout("slow")],
+                },
+            )
             assert seen == ["mock/ok"] * 2 + ["mock/ok-b"] * 2
             assert failed.error.status == 504
             assert "ok: connect_error" in failed.error.message
@@ -185,9 +231,15 @@ def test_last_upstream_status_is_what_the_client_gets(models):
     async def scenario():
         async with httpx.AsyncClient() as client:
             h = Harness(client)
-            failed, _ = await _run(h, models, ["ok", "ok-b"], {
-                "mock/ok": [httpx.ConnectError("refused")],
-                "mock/ok-b": [httpx.Response(503, text="overloaded")]})
+            failed, _ = await _run(
+                h,
+                models,
+                ["ok", "ok-b"],
+                {
+                    "mock/ok": [httpx.ConnectError("refused")],
+                    "mock/ok-b": [httpx.Response(503, text="overloaded")],
+                },
+            )
             assert failed.error.status == 503 and "overloaded" in failed.error.message
 
     run(scenario())
@@ -197,8 +249,10 @@ def test_breaker_opens_skips_then_probes_and_closes(models):
     async def scenario():
         async with httpx.AsyncClient() as client:
             h = Harness(client, policy=RetryPolicy(attempts=1))
-            failing = {"mock/ok": [httpx.Response(500, json={})],
-                       "mock/ok-b": [httpx.Response(200, json=OK)]}
+            failing = {
+                "mock/ok": [httpx.Response(500, json={})],
+                "mock/ok-b": [httpx.Response(200, json=OK)],
+            }
             for _ in range(3):
                 await _run(h, models, ["ok", "ok-b"], failing)
             assert h.breakers.state("ok") is State.OPEN
@@ -206,8 +260,9 @@ def test_breaker_opens_skips_then_probes_and_closes(models):
             assert seen == ["mock/ok-b"]  # skipped while open
             h.clock.now += 10
             assert h.breakers.state("ok") is State.HALF_OPEN
-            opened, seen = await _run(h, models, ["ok", "ok-b"], {
-                "mock/ok": [httpx.Response(200, json=OK)]})
+            opened, seen = await _run(
+                h, models, ["ok", "ok-b"], {"mock/ok": [httpx.Response(200, json=OK)]}
+            )
             assert seen == ["mock/ok"] and opened.model.name == "ok"
             assert h.breakers.state("ok") is State.CLOSED
 
@@ -260,17 +315,35 @@ def test_classify_status():
 
 
 def test_error_bodies_are_normalised_and_keys_redacted():
-    together = orjson.dumps({"id": "abc", "error": {
-        "message": "Unable to access model x", "type": "invalid_request_error",
-        "param": None, "code": "model_not_found"}})
+    together = orjson.dumps(
+        {
+            "id": "abc",
+            "error": {
+                "message": "Unable to access model x",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "model_not_found",
+            },
+        }
+    )
     error = upstream_error(404, together, "application/json")
-    assert error.body() == {"error": {"message": "Unable to access model x",
-                                      "type": "invalid_request_error", "param": None,
-                                      "code": "model_not_found"}}
-    flat = orjson.dumps({"object": "error", "message": "bad", "type": "BadRequestError",
-                         "code": 400})
+    assert error.body() == {
+        "error": {
+            "message": "Unable to access model x",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "model_not_found",
+        }
+    }
+    flat = orjson.dumps(
+        {"object": "error", "message": "bad", "type": "BadRequestError", "code": 400}
+    )
     assert upstream_error(400, flat, "application/json").body()["error"] == {
-        "message": "bad", "type": "BadRequestError", "param": None, "code": "upstream_error"}
+        "message": "bad",
+        "type": "BadRequestError",
+        "param": None,
+        "code": "upstream_error",
+    }
     plain = upstream_error(502, b"upstream proxy error", "text/plain").body()["error"]
     assert plain["message"] == "upstream proxy error" and plain["type"] == "api_error"
     leaked = orjson.dumps({"error": {"message": "Invalid API key: sk-live-abcdef123456 / mine"}})

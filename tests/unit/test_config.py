@@ -16,7 +16,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def gateway_check(config_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway", "check", "--config-dir", str(config_dir)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -49,8 +52,10 @@ def write(tmp_path: Path, routes: dict, tiers: dict) -> Path:
 
 
 def shipped() -> tuple[dict, dict]:
-    return (yaml.safe_load((ROOT / "routes.yaml").read_text()),
-            yaml.safe_load((ROOT / "tiers.yaml").read_text()))
+    return (
+        yaml.safe_load((ROOT / "routes.yaml").read_text()),
+        yaml.safe_load((ROOT / "tiers.yaml").read_text()),
+    )
 
 
 def test_unknown_model_in_a_chain_is_reported_with_its_path(tmp_path):
@@ -58,7 +63,9 @@ def test_unknown_model_in_a_chain_is_reported_with_its_path(tmp_path):
     tiers["tiers"]["free"]["routes"]["text"][1] = "mixtral-8x7b-typo"
     result = gateway_check(write(tmp_path, routes, tiers))
     assert result.returncode == 1
-    assert "tiers.yaml: tiers.free.routes.text[1]: unknown model 'mixtral-8x7b-typo'" in result.stderr
+    assert (
+        "tiers.yaml: tiers.free.routes.text[1]: unknown model 'mixtral-8x7b-typo'" in result.stderr
+    )
 
 
 def test_every_problem_is_reported_at_once(tmp_path):
@@ -93,13 +100,18 @@ def test_invalid_yaml_and_missing_files_are_reported(tmp_path):
 
 
 def test_env_overrides_base_url_and_supplies_keys(tmp_path):
-    config = load_config(ROOT, env={"TOGETHER_BASE_URL": "http://127.0.0.1:9/v1",
-                                    "TOGETHER_API_KEY": "tgp-secret",
-                                    "GATEWAY_KEYS": "k1=free:alice,k2=premium"})
+    config = load_config(
+        ROOT,
+        env={
+            "TOGETHER_BASE_URL": "http://127.0.0.1:9/v1",
+            "TOGETHER_API_KEY": "tgp-secret",
+            "GATEWAY_KEYS": "k1=free:alice,k2=premium",
+        },
+    )
     together = config.upstreams["together"]
     assert together.base_url == "http://127.0.0.1:9/v1"
     assert together.api_key is not None and "tgp-secret" not in repr(together)
-    assert [(k.user, k.tier) for k in config.keys][0] == ("alice", "free")
+    assert (config.keys[0].user, config.keys[0].tier) == ("alice", "free")
     assert all("k1" not in repr(k) for k in config.keys)
 
 

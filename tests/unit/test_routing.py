@@ -46,10 +46,17 @@ def test_auto_or_missing_model_uses_the_endpoint_default(config, requested):
 
 
 def test_image_parts_route_chat_to_vision(config):
-    body = {"messages": [{"role": "user", "content": [
-        {"type": "text", "text": "what is this"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
-    ]}]}
+    body = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                ],
+            }
+        ]
+    }
     plan = resolve(config, config.tiers["free"], CHAT, "auto", body)
     assert (plan.route, plan.capability) == ("vision", "vision_analysis")
 

@@ -16,8 +16,10 @@ def event(document) -> bytes:
 
 
 def chunk(text, usage=None, finish=None, with_null_usage=True):
-    document = {"object": "chat.completion.chunk",
-                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]}
+    document = {
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
+    }
     if usage is not None or with_null_usage:
         document["usage"] = usage
     return event(document)
@@ -37,8 +39,13 @@ def relay(pieces, *, wants_usage, fail_with=None):
             raise fail_with
 
     async def collect():
-        r = SSERelay(pieces[0], rest(), httpx.Response(200), client_wants_usage=wants_usage,
-                     on_end=results.append)
+        r = SSERelay(
+            pieces[0],
+            rest(),
+            httpx.Response(200),
+            client_wants_usage=wants_usage,
+            on_end=results.append,
+        )
         return b"".join([part async for part in r])
 
     out = asyncio.run(collect())
@@ -59,15 +66,14 @@ def test_usage_only_chunk_is_dropped_unless_asked_for_but_always_read():
 
 
 def test_usage_on_the_finish_chunk_is_read_and_kept():
-    pieces = [chunk("Hi", with_null_usage=False),
-              chunk("", usage=USAGE, finish="stop"), DONE]
+    pieces = [chunk("Hi", with_null_usage=False), chunk("", usage=USAGE, finish="stop"), DONE]
     out, result = relay(pieces, wants_usage=False)
     assert result.usage == USAGE and out == b"".join(pieces)
 
 
 def test_events_split_across_chunks_are_reassembled():
     whole = chunk("a") + chunk("b") + USAGE_ONLY + DONE
-    pieces = [whole[i:i + 7] for i in range(0, len(whole), 7)]
+    pieces = [whole[i : i + 7] for i in range(0, len(whole), 7)]
     out, result = relay(pieces, wants_usage=True)
     assert out == whole and result.usage == USAGE and result.completed
 
@@ -90,7 +96,7 @@ def test_a_stream_without_done_ends_with_an_in_band_error_then_done():
 @pytest.mark.parametrize("failure", [httpx.ReadError("cut"), httpx.ReadTimeout("idle")])
 def test_an_upstream_failure_mid_stream_is_reported_in_band(failure):
     out, result = relay([chunk("a"), chunk("b")], wants_usage=False, fail_with=failure)
-    error = orjson.loads(events_of(out)[-2][len(b"data: "):])["error"]
+    error = orjson.loads(events_of(out)[-2][len(b"data: ") :])["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert out.endswith(DONE) and result.error is not None
     assert result.events == 2
