@@ -29,7 +29,7 @@ from gateway.errors import (
     error_response,
 )
 from gateway.metering import Meter, Store, create_store
-from gateway.metrics import Metrics, mark_worker_dead
+from gateway.metrics import Metrics, UsageMetrics, mark_worker_dead
 from gateway.observe import Finisher
 from gateway.proxy import Gateway
 from gateway.runtime import Runtime
@@ -51,8 +51,15 @@ def create_app(
     owns_client = client is None
     http = client or create_client(runtime.transport)
     store = store or create_store(runtime.redis_url, config.settings)
-    meter = Meter(config, store, clock=clock, http=http)
     metrics = metrics or Metrics()
+    meter = Meter(
+        config,
+        store,
+        clock=clock,
+        http=http,
+        on_record=UsageMetrics(metrics).observe,
+        on_store_error=metrics.store_errors.inc,
+    )
     breakers = Breakers(config.breaker, time.monotonic)
     gateway = Gateway(
         config=config,
@@ -64,6 +71,7 @@ def create_app(
         finisher=Finisher(metrics, meter, breakers, log_bodies=runtime.log_bodies),
         breakers=breakers,
         runtime=runtime,
+        clock=clock,
         created=int(clock()),
     )
 
@@ -76,6 +84,7 @@ def create_app(
             yield
         finally:
             await meter.aclose()
+            await store.aclose()
             if owns_client:
                 await http.aclose()
             mark_worker_dead(os.getpid())

@@ -82,8 +82,7 @@ def json_for_upstream(
     if endpoint.generates_tokens:
         for hint in GATEWAY_HINTS:
             body.pop(hint, None)
-        if clamp is not None:
-            clamp_max_tokens(body, clamp)
+        clamp_max_tokens(body, clamp)
     else:
         body.pop("purpose", None)
     streams = endpoint.generates_tokens and body.get("stream") is True
@@ -95,15 +94,17 @@ def json_for_upstream(
     return body, streams, wants_usage
 
 
-def clamp_max_tokens(body: dict[str, Any], clamp: int) -> None:
-    """Cap max_tokens / max_completion_tokens; set one when the client sent neither."""
-    present = [key for key in ("max_tokens", "max_completion_tokens") if key in body]
+def clamp_max_tokens(body: dict[str, Any], clamp: int | None) -> None:
+    """Check max_tokens / max_completion_tokens and cap them; set one when the client sent
+    neither, so the upstream never generates past what the quota reserved."""
+    present = [key for key in ("max_tokens", "max_completion_tokens") if body.get(key) is not None]
     for key in present:
         value = body[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InvalidRequest(f"'{key}' must be a positive integer.", param=key)
-        body[key] = min(value, clamp)
-    if not present:
+        if clamp is not None:
+            body[key] = min(value, clamp)
+    if not present and clamp is not None:
         body["max_tokens"] = clamp
 
 

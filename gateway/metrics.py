@@ -6,6 +6,7 @@ Histogram buckets follow the OpenTelemetry GenAI conventions where they define t
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -177,3 +178,24 @@ def render(metrics: Metrics) -> tuple[bytes, str]:
 def mark_worker_dead(pid: int) -> None:
     if os.environ.get(MULTIPROC_ENV):
         multiprocess.mark_process_dead(pid)
+
+
+class UsageMetrics:
+    """Tokens and cost counted from each settled usage record (the metering's own numbers)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def observe(self, record: dict[str, Any]) -> None:
+        labels = (
+            record.get("model") or "none",
+            record.get("provider") or "none",
+            record.get("tier") or "none",
+        )
+        prompt, completion = record.get("prompt_tokens") or 0, record.get("completion_tokens") or 0
+        if prompt:
+            self._metrics.tokens.labels("input", *labels).inc(prompt)
+        if completion:
+            self._metrics.tokens.labels("output", *labels).inc(completion)
+        if cost := record.get("cost_usd"):
+            self._metrics.cost.labels(*labels).inc(cost)

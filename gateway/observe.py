@@ -99,6 +99,9 @@ def outcome_of(ctx: RequestContext) -> Outcome:
     model = ctx.model
     prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
     completion = usage.get("completion_tokens", usage.get("output_tokens"))
+    estimated = False
+    if not isinstance(completion, int) and ctx.stream is not None:
+        completion, estimated = ctx.stream.events, True  # one token per streamed chunk
     return Outcome(
         status=ctx.status,
         model=model.name if model else None,
@@ -113,6 +116,8 @@ def outcome_of(ctx: RequestContext) -> Outcome:
         fallback=ctx.fallback,
         attempts=ctx.attempts,
         latency_ms=(ctx.ended - ctx.started) * 1000,
+        delivered=ctx.stream is not None,
+        estimated=estimated,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +52,7 @@ class Gateway:
     finisher: Finisher
     breakers: Breakers
     runtime: Runtime
+    clock: Callable[[], float]
     created: int  # reported as models' `created`
 
 
@@ -130,7 +131,15 @@ async def _meter_request(
         generates_tokens=endpoint.generates_tokens,
         audio_ms_estimate=audio_ms,
         price=plan.chain[0].price,
+        images_estimate=_images_requested(incoming, plan),
     )
+
+
+def _images_requested(incoming: Incoming, plan: Plan) -> int:
+    if plan.route != "image":
+        return 0
+    n = incoming.fields.get("n", 1)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
 
 
 def _request_builder(
@@ -241,7 +250,7 @@ def _stream(
         ctx.usage = result.usage
         ctx.upstream_ended = result.last_chunk_at
         if result.error is not None:
-            ctx.error = result.error
+            ctx.fail(result.error)
         elif result.client_gone:
             ctx.status = 499  # nginx's "client closed request": the client left mid-stream
         _end_deferred(gateway, ctx)

@@ -24,7 +24,9 @@ def client(gw):
 
 def test_chat_non_streamed_with_indicators(client, upstream):
     raw = client.chat.completions.with_raw_response.create(
-        model="text", messages=[{"role": "user", "content": "say hi"}], purpose="chat"
+        model="text",
+        messages=[{"role": "user", "content": "say hi"}],
+        extra_body={"purpose": "chat"},
     )
     completion = raw.parse()
     assert completion.choices[0].message.content.startswith("Hello from mock/ok")

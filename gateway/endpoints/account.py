@@ -1,0 +1,58 @@
+"""GET /v1/quota and GET /v1/usage: the caller's limits and records (any user's for admins)."""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.auth import presented_key
+from gateway.errors import InvalidRequest
+from gateway.metering import parse_range, to_csv
+from gateway.proxy import Gateway
+from gateway.responses import json_response
+
+
+async def quota(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    principal = gateway.keyring.authenticate(request.headers)
+    return json_response(await gateway.meter.quota_view(principal.user, principal.tier))
+
+
+async def usage(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    params = request.query_params
+    fmt = params.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise InvalidRequest("'format' must be 'json' or 'csv'.", param="format")
+    try:
+        start, end = parse_range(params.get("from"), params.get("to"), gateway.clock())
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="from") from None
+    if _is_admin(request, gateway):
+        user = params.get("user")  # None: every user
+    else:
+        user = gateway.keyring.authenticate(request.headers).user
+        if params.get("user") not in (None, user):
+            raise InvalidRequest("Only the admin token may read other users' usage.", param="user")
+    records = await gateway.meter.records(user, start, end)
+    if fmt == "csv":
+        return Response(to_csv(records), media_type="text/csv")
+    return json_response({"object": "list", "data": records})
+
+
+def _is_admin(request: Request, gateway: Gateway) -> bool:
+    token = gateway.runtime.admin_token
+    presented = presented_key(request.headers)
+    if token is None or presented is None:
+        return False
+    return hmac.compare_digest(presented.encode(), token.reveal().encode())
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v1/quota", quota, methods=["GET"]),
+        Route("/v1/usage", usage, methods=["GET"]),
+    ]

@@ -1,0 +1,76 @@
+"""Local usage estimates, used when the upstream reports no usage (records get ``estimated``).
+
+* Text: ``ceil(characters / 4)`` tokens (OpenAI's rule of thumb for English).
+* Prompt of a request body: per chat message ``ceil(chars / 4) + 4`` (the 4 covers role and
+  separators), counting string content, the ``text`` of list parts, tool-call names and
+  arguments, and 85 tokens per image part (OpenAI's low-detail image cost); plus ``prompt`` and
+  ``input`` as a string, a list of strings, a list of token ids (each id one token) or a list
+  of such lists (a list of message objects, as the Responses API sends, counts like messages).
+* Text to speech: ~15 characters per second of speech (about 150 words a minute).
+* Speech to text: the upload's duration, see ``audio_duration``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.metering.audio_duration import audio_duration_ms
+
+CHARS_PER_TOKEN = 4
+TOKENS_PER_MESSAGE = 4
+TOKENS_PER_IMAGE = 85
+TTS_CHARS_PER_SECOND = 15
+IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image"})
+
+
+def estimate_text_tokens(text: str) -> int:
+    return tokens_for_chars(len(text))
+
+
+def tokens_for_chars(chars: int) -> int:
+    return math.ceil(max(0, chars) / CHARS_PER_TOKEN)
+
+
+def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
+    total = _input_tokens(body.get("messages"))
+    for field in ("prompt", "input"):
+        total += _input_tokens(body.get(field))
+    return total
+
+
+def tts_audio_ms(chars: int) -> int:
+    return math.ceil(chars * 1000 / TTS_CHARS_PER_SECOND)
+
+
+def stt_audio_ms(header: bytes, size: int, filename: str, content_type: str) -> int:
+    return audio_duration_ms(header, size, filename, content_type)
+
+
+def _input_tokens(value: Any) -> int:
+    if isinstance(value, str):
+        return estimate_text_tokens(value)
+    if isinstance(value, Mapping):
+        return TOKENS_PER_MESSAGE + _message_tokens(value)
+    if isinstance(value, list):
+        return sum(1 if isinstance(item, int) else _input_tokens(item) for item in value)
+    return 0
+
+
+def _message_tokens(message: Mapping[str, Any]) -> int:
+    chars, images = 0, 0
+    content = message.get("content")
+    parts = [content] if isinstance(content, str) else content if isinstance(content, list) else []
+    for part in parts:
+        if isinstance(part, str):
+            chars += len(part)
+        elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
+            chars += len(part["text"])
+        elif isinstance(part, Mapping) and part.get("type") in IMAGE_PART_TYPES:
+            images += 1
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if isinstance(function, Mapping):
+            chars += sum(len(v) for v in function.values() if isinstance(v, str))
+    return tokens_for_chars(chars) + images * TOKENS_PER_IMAGE

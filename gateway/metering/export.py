@@ -1,0 +1,115 @@
+"""Usage records as CSV or JSON, and the ``from``/``to`` parameters of a usage query.
+
+Time bounds accept epoch seconds (``1795305600`` or ``1795305600.5``), an ISO date
+(``2026-11-22``) or an ISO datetime (``2026-11-22T10:00:00Z``, ``+02:00`` offsets; no offset
+means UTC). The range is ``[from, to)``; a date as ``to`` includes that whole day.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from gateway.config import Config
+from gateway.metering.factory import create_store
+from gateway.metering.history import read_records
+from gateway.metering.windows import windows_at
+
+COLUMNS = (
+    "time",
+    "ts",
+    "request_id",
+    "user",
+    "key_id",
+    "tier",
+    "capability",
+    "model",
+    "provider",
+    "upstream_model",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "images",
+    "audio_ms",
+    "cost_usd",
+    "fallback",
+    "byok",
+    "status",
+    "latency_ms",
+    "attempts",
+    "estimated",
+)
+
+
+def to_csv(records: Iterable[Mapping[str, Any]]) -> str:
+    """A header row, then one row per record; booleans as ``true``/``false``, None empty."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for record in records:
+        writer.writerow(_cell(record.get(column)) for column in COLUMNS)
+    return out.getvalue()
+
+
+def to_json(records: Iterable[Mapping[str, Any]]) -> bytes:
+    """A JSON array of the records."""
+    return orjson.dumps(list(records))
+
+
+def parse_time(value: str, *, end: bool = False) -> float:
+    """Epoch seconds from a bound; ``end=True`` turns a bare date into the next midnight."""
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return (moment + timedelta(days=1 if end else 0)).timestamp()
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"invalid time {value!r}: expected epoch seconds, YYYY-MM-DD or an ISO datetime"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def parse_range(start: str | None, end: str | None, now: float) -> tuple[float, float]:
+    """``(from, to)`` with defaults: from the start of today (UTC) to now."""
+    today = windows_at(now).day_reset - 86_400
+    low = parse_time(start) if start else float(today)
+    high = parse_time(end, end=True) if end else now
+    if high < low:
+        raise ValueError("'to' is before 'from'")
+    return low, high
+
+
+async def export_records(
+    config: Config, redis_url: str | None, user: str | None, start: str, end: str, fmt: str
+) -> str:
+    """``gateway usage export``: the records of ``[start, end)`` as CSV or JSON text."""
+    low, high = parse_range(start, end, time.time())
+    store = create_store(redis_url, config.settings)
+    try:
+        records = await read_records(store, user, low, high)
+    finally:
+        await store.aclose()
+    return to_json(records).decode() + "\n" if fmt == "json" else to_csv(records)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

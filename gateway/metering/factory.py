@@ -1,0 +1,65 @@
+"""``create_store``: Redis (standalone or cluster) from a URL, or the memory store.
+
+Cluster URLs: ``redis+cluster://host:port`` (``rediss+cluster://`` with TLS), or any Redis URL
+with ``?cluster=1``. Timeouts are short and redis-py's own retries are limited to one quick
+reconnect, so an outage costs a request milliseconds, not seconds. The standalone pool blocks
+(up to ``POOL_TIMEOUT_S``) rather than failing when all connections are busy; URL query
+options such as ``?max_connections=128`` override the defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from gateway.config import Settings
+from gateway.metering.memory_store import MemoryStore
+from gateway.metering.redis_store import RedisStore
+from gateway.metering.store import Store
+
+MAX_CONNECTIONS = 64  # a request waits up to POOL_TIMEOUT_S for a free connection
+POOL_TIMEOUT_S = 2.0
+CLUSTER_MAX_CONNECTIONS = 256  # per node; redis-py's cluster pool does not wait
+CONNECT_TIMEOUT_S = 1.0
+SOCKET_TIMEOUT_S = 2.0
+TRUE_VALUES = {"1", "true", "yes", "on"}
+
+
+def create_store(redis_url: str | None, settings: Settings) -> Store:
+    if not redis_url:
+        return MemoryStore(stream_maxlen=settings.usage_stream_maxlen)
+    url, cluster = parse_redis_url(redis_url)
+    options: dict[str, Any] = {
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "retry": Retry(NoBackoff(), 1),
+    }
+    client: Redis | RedisCluster
+    if cluster:
+        client = RedisCluster.from_url(url, max_connections=CLUSTER_MAX_CONNECTIONS, **options)
+    else:
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S, **options
+        )
+        client = Redis.from_pool(pool)
+    return RedisStore(client, stream_maxlen=settings.usage_stream_maxlen)
+
+
+def parse_redis_url(redis_url: str) -> tuple[str, bool]:
+    """Strip the cluster markers: ``(plain redis url, is_cluster)``."""
+    parts = urlsplit(redis_url)
+    scheme, cluster = parts.scheme, False
+    if scheme.endswith("+cluster"):
+        scheme, cluster = scheme.removesuffix("+cluster"), True
+    query = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name == "cluster":
+            cluster = cluster or value.lower() in TRUE_VALUES
+        else:
+            query.append((name, value))
+    return urlunsplit(parts._replace(scheme=scheme, query=urlencode(query))), cluster

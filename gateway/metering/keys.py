@@ -1,0 +1,85 @@
+"""The Redis key layout, in one place.
+
+One user's keys share the hash tag ``{u:<user>}`` and one tier's keys ``{t:<tier>}``, so each
+group sits in one Redis Cluster slot and one Lua script may touch all of them.
+
+==============================  ======  =====================================================
+key                             type    fields
+==============================  ======  =====================================================
+gw:{u:USER}:d:YYYYMMDD          hash    ``<cap>:req``, ``<cap>:tok``, ``<cap>:ams``, ``usd``
+gw:{u:USER}:m:YYYYMM            hash    ``usd``
+gw:{u:USER}:ovr                 hash    store overrides: ``<cap>:req|tok|tpr|ams``,
+                                        ``usd:day``, ``usd:month`` (integer units)
+gw:{t:TIER}:d:YYYYMMDD          hash    ``usd`` (only kept when the tier has a budget)
+gw:{t:TIER}:m:YYYYMM            hash    ``usd``
+gw:{u:USER}:agg:YYYYMMDD        hash    per user and day: see ``AGGREGATE_FIELDS``
+gw:agg:model:MODEL:YYYYMMDD     hash    per route model and day: likewise
+gw:spend:d:YYYYMMDD             hash    charged spend: ``overall``, ``tier:<name>``
+gw:spend:m:YYYYMM               hash    likewise, per month
+gw:alert:SCOPE:PERIOD:WINDOW    string  set once when an alert fired
+gw:usage                        stream  one entry per request, field ``r`` = JSON record
+==============================  ======  =====================================================
+
+Units: ``req`` requests, ``tok`` tokens, ``ams`` audio milliseconds, ``usd`` micro-USD,
+``tpr`` tokens per request.
+"""
+
+from __future__ import annotations
+
+PREFIX = "gw"
+USAGE_STREAM = f"{PREFIX}:usage"
+REQUESTS, TOKENS, AUDIO_MS, TOKENS_PER_REQUEST = "req", "tok", "ams", "tpr"
+USD = "usd"
+USD_DAY, USD_MONTH = "usd:day", "usd:month"
+
+
+def user_day(user: str, day: str) -> str:
+    return f"{PREFIX}:{{u:{user}}}:d:{day}"
+
+
+def user_month(user: str, month: str) -> str:
+    return f"{PREFIX}:{{u:{user}}}:m:{month}"
+
+
+def user_overrides(user: str) -> str:
+    return f"{PREFIX}:{{u:{user}}}:ovr"
+
+
+def user_aggregate(user: str, day: str) -> str:
+    return f"{PREFIX}:{{u:{user}}}:agg:{day}"
+
+
+def tier_day(tier: str, day: str) -> str:
+    return f"{PREFIX}:{{t:{tier}}}:d:{day}"
+
+
+def tier_month(tier: str, month: str) -> str:
+    return f"{PREFIX}:{{t:{tier}}}:m:{month}"
+
+
+def model_aggregate(model: str, day: str) -> str:
+    return f"{PREFIX}:agg:model:{model}:{day}"
+
+
+def spend(period: str, window: str) -> str:
+    """``period`` is ``d`` or ``m``."""
+    return f"{PREFIX}:spend:{period}:{window}"
+
+
+def alert_mark(scope: str, period: str, window: str) -> str:
+    return f"{PREFIX}:alert:{scope}:{period}:{window}"
+
+
+def capability_field(capability: str, unit: str) -> str:
+    return f"{capability}:{unit}"
+
+
+def hash_tag(key: str) -> str | None:
+    """The part of ``key`` Redis Cluster hashes (``{...}``), as Redis defines it."""
+    start = key.find("{")
+    if start < 0:
+        return None
+    end = key.find("}", start + 1)
+    if end <= start + 1:
+        return None
+    return key[start + 1 : end]

@@ -1,0 +1,96 @@
+"""Rate-limit headers for a response, and the error for a reservation that did not fit.
+
+``x-ratelimit-reset-*`` values are Go-style durations as OpenAI sends them (``1h2m3s``,
+``6m0s``, ``7s``): the time left until the window resets. ``retry-after`` is whole seconds.
+A trio is left out when its limit is unlimited.
+"""
+
+from __future__ import annotations
+
+from gateway.errors import BudgetExceeded, QuotaExceeded
+from gateway.metering import plan
+from gateway.metering.limits import quota_limits
+from gateway.metering.pricing import MS_PER_MINUTE, micros_to_usd
+from gateway.metering.store import UNLIMITED, Verdict
+from gateway.metering.types import Check, MeterRequest
+from gateway.metering.windows import Windows, duration, iso_utc, seconds_until
+
+HEADER_KINDS = ((plan.REQUESTS, "requests"), (plan.TOKENS, "tokens"))
+MONTHLY = (plan.USER_MONTH, plan.TIER_MONTH)
+
+
+def rate_limit_headers(
+    checks: tuple[Check, ...], verdict: Verdict, windows: Windows, now: float
+) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    reset = duration(seconds_until(windows.day_reset, now))
+    for index, check in enumerate(checks):
+        suffix = dict(HEADER_KINDS).get(check.kind)
+        limit = verdict.limits[index]
+        if suffix is None or limit == UNLIMITED:
+            continue
+        remaining = max(0, limit - verdict.used[index] - verdict.granted[index])
+        headers[f"x-ratelimit-limit-{suffix}"] = str(limit)
+        headers[f"x-ratelimit-remaining-{suffix}"] = str(remaining)
+        headers[f"x-ratelimit-reset-{suffix}"] = reset
+    return headers
+
+
+def exceeded(
+    request: MeterRequest,
+    checks: tuple[Check, ...],
+    verdict: Verdict,
+    windows: Windows,
+    now: float,
+) -> QuotaExceeded:
+    """``QuotaExceeded`` / ``BudgetExceeded`` naming the limit, with retry-after and headers."""
+    index = verdict.denied if verdict.denied is not None else 0
+    check = checks[index]
+    limit, used = verdict.limits[index], verdict.used[index]
+    reset = windows.month_reset if check.kind in MONTHLY else windows.day_reset
+    headers = rate_limit_headers(checks, verdict, windows, now)
+    headers["retry-after"] = str(seconds_until(reset, now))
+    needed = check.counter.fixed + (1 if check.counter.flex else 0)
+    detail = ""
+    if check.kind not in (plan.REQUESTS, plan.TIER_DAY, plan.TIER_MONTH):  # no tier totals
+        used_text, needed_text = _amount(check.kind, used), _amount(check.kind, needed)
+        detail = f" ({used_text} used, this request needs {needed_text})"
+    message = (
+        f"{_what(check.kind, request.capability, limit)} exceeded for "
+        f"{_subject(request, check.kind, limit)}{detail}; resets at {iso_utc(reset)}"
+    )
+    error = (
+        QuotaExceeded if check.kind in (plan.REQUESTS, plan.TOKENS, plan.AUDIO) else BudgetExceeded
+    )
+    return error(message, headers=headers)
+
+
+def _what(kind: str, capability: str, limit: int) -> str:
+    if kind == plan.REQUESTS:
+        return f"Daily {capability} request quota of {limit}"
+    if kind == plan.TOKENS:
+        return f"Daily {capability} token quota of {limit}"
+    if kind == plan.AUDIO:
+        return f"Daily {capability} audio quota of {_amount(kind, limit)}"
+    period = "Monthly" if kind in MONTHLY else "Daily"
+    return f"{period} budget of {_amount(kind, limit)}"
+
+
+def _subject(request: MeterRequest, kind: str, limit: int) -> str:
+    """``tier 'free'`` when the tier's own limit applies, else ``user 'alice'``."""
+    tier, user = f"tier '{request.tier.name}'", f"user '{request.user}'"
+    if kind in (plan.TIER_DAY, plan.TIER_MONTH):
+        return tier
+    if kind in (plan.USER_DAY, plan.USER_MONTH):
+        return user
+    quota = quota_limits(request.tier.quota(request.capability))
+    own = {plan.REQUESTS: quota.requests, plan.TOKENS: quota.tokens, plan.AUDIO: quota.audio_ms}
+    return tier if own[kind] == limit else user
+
+
+def _amount(kind: str, value: int) -> str:
+    if kind == plan.AUDIO:
+        return f"{value / MS_PER_MINUTE:g} minutes"
+    if kind in plan.BUDGET_KINDS:
+        return f"${micros_to_usd(value):.2f}"
+    return str(value)

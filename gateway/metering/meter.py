@@ -1,0 +1,282 @@
+"""The meter: what the request pipeline calls before forwarding and after the answer.
+
+``admit`` reserves in one store round trip (or raises); ``finish`` schedules the settle in the
+background, so reconciling and writing the usage record add no latency. When the store is
+down, ``Settings.on_store_error`` decides: "allow" admits without a reservation, "deny"
+raises ``StoreUnavailable``; settles are buffered and flushed when the store returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import httpx
+
+from gateway.config import CAPABILITIES, Budget, Config, Quota, Tier, UserOverride
+from gateway.errors import StoreUnavailable
+from gateway.metering import keys, limits, plan
+from gateway.metering.alerts import CostAlerts
+from gateway.metering.buffer import Flusher, UsageBuffer
+from gateway.metering.health import StoreHealth
+from gateway.metering.history import read_records
+from gateway.metering.limit_errors import exceeded, rate_limit_headers
+from gateway.metering.quota_view import build_view, view_keys
+from gateway.metering.settle import Settlement, settlement
+from gateway.metering.store import Store, StoreError, Verdict
+from gateway.metering.types import Admission, Amounts, Check, MeterRequest, Outcome
+from gateway.metering.webhook import WebhookSender
+from gateway.metering.windows import windows_at
+
+logger = logging.getLogger("gateway.metering")
+
+T = TypeVar("T")
+WEBHOOK_TIMEOUT_S = 10.0
+RecordHook = Callable[[dict[str, Any]], None]
+
+
+class Meter:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        http: httpx.AsyncClient | None = None,
+        on_record: RecordHook | None = None,
+        on_store_error: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_record`` sees every usage record once settled (for token and cost metrics);
+        ``on_store_error`` is called on each store error (for an error counter)."""
+        self._config = config
+        self._store = store
+        self._clock = clock
+        self._own_http: httpx.AsyncClient | None = None
+        self._on_record = on_record
+        self._health = StoreHealth(logger, on_error=on_store_error)
+        self._buffer = UsageBuffer(config.settings.usage_buffer_max, logger)
+        self._flusher = Flusher(self._buffer, store, self._health, self._written)
+        self._webhook: WebhookSender | None = None
+        if config.alerts.webhook_url:
+            if http is None:
+                http = self._own_http = httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_S)
+            self._webhook = WebhookSender(config.alerts.webhook_url, http, logger)
+        self._alerts = CostAlerts(config.alerts, store, clock, logger, self._webhook)
+        self._pending: set[asyncio.Task[None]] = set()
+        self._flush_task: asyncio.Task[None] | None = None
+        self._webhook_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the background tasks (buffer flusher, alert webhook sender)."""
+        self._start_background()
+
+    async def aclose(self, timeout_s: float = 5.0) -> None:
+        """Wait for pending settles, flush the buffer and send queued alerts (each up to
+        ``timeout_s``), then stop the background tasks. The store is the caller's to close."""
+        await self.settled()
+        await _cancel(self._flush_task)
+        self._flush_task = None
+        if not await self._flusher.drain(timeout_s):
+            logger.error("metering: %d usage records lost at shutdown", len(self._buffer))
+        if self._webhook is not None:
+            await self._webhook.drain(timeout_s)
+        await _cancel(self._webhook_task)
+        self._webhook_task = None
+        if self._own_http is not None:
+            await self._own_http.aclose()
+
+    async def settled(self) -> None:
+        """Wait until every scheduled settle has run (their store write or buffering)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    # -- the request path --------------------------------------------------------------------
+
+    async def admit(self, request: MeterRequest) -> Admission:
+        """Reserve the request's usage; raise ``QuotaExceeded`` / ``BudgetExceeded`` when it
+        does not fit, ``StoreUnavailable`` when the store is down and the policy is "deny"."""
+        now = self._clock()
+        windows = windows_at(now)
+        checks = plan.reservation(self._config, request, windows)
+        verdict = await self._reserve(checks, request.user)
+        if verdict is None:
+            clamp = _clamp(request, plan.output_tokens(self._config, request))
+            return Admission({}, clamp, request, now, checks=checks)
+        if not verdict.ok:
+            raise exceeded(request, checks, verdict, windows, now)
+        reserved = Amounts(*(_granted(checks, verdict, kind) for kind in plan.AMOUNT_KINDS))
+        tokens = next(check.counter for check in checks if check.kind == plan.TOKENS)
+        flex = (
+            reserved.tokens - tokens.fixed
+            if tokens.flex
+            else plan.output_tokens(self._config, request)
+        )
+        return Admission(
+            rate_limit_headers(checks, verdict, windows, now),
+            _clamp(request, flex),
+            request,
+            now,
+            reserved,
+            checks,
+            verdict.granted,
+        )
+
+    def finish(self, admission: Admission, outcome: Outcome) -> None:
+        """Schedule the settle (reconcile, record, aggregates) in the background; never raises."""
+        try:
+            loop = asyncio.get_running_loop()
+            task = loop.create_task(self._settle(admission, outcome))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+        except Exception:
+            logger.exception(
+                "metering: could not schedule the settle of %s", admission.request.request_id
+            )
+
+    async def _reserve(self, checks: tuple[Check, ...], user: str) -> Verdict | None:
+        if self._health.should_try():
+            try:
+                counters = [check.counter for check in checks]
+                verdict = await self._store.reserve(counters, keys.user_overrides(user))
+            except StoreError as exc:
+                self._health.failed(exc)
+            else:
+                self._health.recovered()
+                return verdict
+        if self._config.settings.on_store_error == "deny":
+            raise StoreUnavailable("Usage metering is unavailable; try again shortly")
+        return None
+
+    async def _settle(self, admission: Admission, outcome: Outcome) -> None:
+        try:
+            self._start_background()
+            item = settlement(admission, outcome)
+            self._notify(item.record)
+            if self._buffer or not self._health.should_try():
+                self._buffer.add(item)
+                return
+            try:
+                results = await self._store.settle([item.batch])
+            except StoreError as exc:
+                self._health.failed(exc)
+                self._buffer.add(item)
+                return
+            self._health.recovered()
+            await self._alerts.observe(item.spend, results[0])
+        except Exception:
+            logger.exception("metering: settling %s failed", admission.request.request_id)
+
+    async def _written(self, items: Sequence[Settlement], results: list[list[int]]) -> None:
+        for item, totals in zip(items, results, strict=True):
+            await self._alerts.observe(item.spend, totals)
+
+    def _notify(self, record: dict[str, Any]) -> None:
+        if self._on_record is None:
+            return
+        try:
+            self._on_record(record)
+        except Exception:
+            logger.exception("metering: on_record hook failed")
+
+    # -- reads and overrides -----------------------------------------------------------------
+
+    async def quota_view(self, user: str, tier: Tier) -> dict[str, Any]:
+        windows = windows_at(self._clock())
+        hashes = await self._read(lambda: self._store.read_hashes(view_keys(user, tier, windows)))
+        return build_view(self._config, user, tier, hashes, windows)
+
+    async def records(self, user: str | None, start: float, end: float) -> list[dict[str, Any]]:
+        """Usage records of ``user`` (every user when None) with ``start <= ts < end``."""
+        return await self._read(lambda: read_records(self._store, user, start, end))
+
+    async def set_user_override(self, user: str, capability: str, quota: Quota | None) -> None:
+        """Store a run-time quota override (fields left None inherit); None removes it."""
+        if capability not in CAPABILITIES:
+            raise ValueError(f"unknown capability {capability!r}")
+        values, drop = limits.quota_override_fields(capability, quota)
+        await self._read(lambda: self._store.write_hash(keys.user_overrides(user), values, drop))
+
+    async def set_user_budget(self, user: str, budget: Budget | None) -> None:
+        """Store a run-time budget override (fields left None inherit); None removes it."""
+        values, drop = limits.budget_override_fields(budget)
+        await self._read(lambda: self._store.write_hash(keys.user_overrides(user), values, drop))
+
+    async def user_override(self, user: str) -> UserOverride:
+        """The run-time overrides stored for ``user``."""
+        stored = await self._read(lambda: self._store.read_hashes([keys.user_overrides(user)]))
+        return limits.override_from_hash(stored[0])
+
+    async def _read(self, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            result = await call()
+        except StoreError as exc:
+            self._health.failed(exc)
+            raise StoreUnavailable("The usage store is unavailable; try again shortly") from exc
+        self._health.recovered()
+        return result
+
+    # -- observability -----------------------------------------------------------------------
+
+    async def store_status(self) -> str:
+        """ "ok" when the store answers a ping, else "unavailable" (for readiness)."""
+        try:
+            await self._store.ping()
+        except StoreError as exc:
+            self._health.failed(exc)
+            return "unavailable"
+        self._health.recovered()
+        return "ok"
+
+    @property
+    def store_errors_total(self) -> int:
+        return self._health.errors_total
+
+    @property
+    def degraded(self) -> bool:
+        return self._health.degraded
+
+    @property
+    def buffered_records(self) -> int:
+        return len(self._buffer)
+
+    @property
+    def dropped_records(self) -> int:
+        return self._buffer.dropped
+
+    @property
+    def active_alerts(self) -> dict[str, bool]:
+        """Every alert scope ("overall", "tier:<name>") → crossed in the current window."""
+        return self._alerts.active()
+
+    # -- background --------------------------------------------------------------------------
+
+    def _start_background(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._flush_task is None:
+            self._flush_task = loop.create_task(self._flusher.run())
+        if self._webhook is not None and self._webhook_task is None:
+            self._webhook_task = loop.create_task(self._webhook.run())
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def _granted(checks: tuple[Check, ...], verdict: Verdict, kind: str) -> int:
+    return next((g for c, g in zip(checks, verdict.granted, strict=True) if c.kind == kind), 0)
+
+
+def _clamp(request: MeterRequest, flex: int) -> int | None:
+    """The max_tokens to send upstream, when it differs from what the client asked."""
+    if flex <= 0:
+        return None
+    if request.max_output_tokens <= 0:
+        return flex
+    return flex if flex < request.max_output_tokens else None

@@ -1,0 +1,121 @@
+"""A request → the counters its reservation checks (pure; no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from gateway.config import Config
+from gateway.metering import keys
+from gateway.metering.limits import (
+    budget_limits,
+    quota_limits,
+    user_budget,
+    user_quota,
+)
+from gateway.metering.pricing import cost_micros
+from gateway.metering.store import UNLIMITED, Counter
+from gateway.metering.types import Amounts, Check, MeterRequest
+from gateway.metering.windows import Windows
+
+# Check kinds and what they limit; the budget kinds hold micro-USD.
+REQUESTS, TOKENS, AUDIO = "requests", "tokens", "audio"
+USER_DAY, USER_MONTH, TIER_DAY, TIER_MONTH = "user_day", "user_month", "tier_day", "tier_month"
+BUDGET_KINDS = (USER_DAY, USER_MONTH, TIER_DAY, TIER_MONTH)
+# The kinds whose grants make up ``Amounts`` (requests, tokens, audio_ms, usd_micros).
+AMOUNT_KINDS = (REQUESTS, TOKENS, AUDIO, USER_DAY)
+
+
+def output_tokens(config: Config, request: MeterRequest) -> int:
+    """Output tokens to reserve: the client's max_tokens, else (on a token-generating
+    request) the tightest cap; capped by the tier's ``max_tokens`` and the configured
+    ``tokens_per_request`` (a store override of the latter applies inside the store)."""
+    quota = quota_limits(user_quota(config, request.user, request.tier, request.capability))
+    caps = [c for c in (request.tier.max_tokens, quota.tokens_per_request) if c and c > 0]
+    if request.max_output_tokens > 0:
+        return min([request.max_output_tokens, *caps])
+    return min(caps) if request.generates_tokens and caps else 0
+
+
+def estimate(config: Config, request: MeterRequest) -> Amounts:
+    """What the request may use at most: the reservation before any clamp to what remains.
+
+    BYOK requests reserve one request and nothing else.
+    """
+    if request.byok:
+        return Amounts(requests=1)
+    flex = output_tokens(config, request)
+    cost = cost_micros(
+        request.price,
+        prompt_tokens=request.prompt_tokens_estimate,
+        completion_tokens=flex,
+        images=request.images_estimate,
+        audio_ms=request.audio_ms_estimate,
+    )
+    return Amounts(1, request.prompt_tokens_estimate + flex, request.audio_ms_estimate, cost)
+
+
+def reservation(config: Config, request: MeterRequest, windows: Windows) -> tuple[Check, ...]:
+    """The checks, in the order their failures are reported."""
+    user, tier, capability = request.user, request.tier, request.capability
+    limits = quota_limits(user_quota(config, user, tier, capability))
+    amounts = estimate(config, request)
+    flex = 0 if request.byok else output_tokens(config, request)
+    day_key = keys.user_day(user, windows.day)
+    day = windows.day_ttl()
+
+    def counter(unit: str, fixed: int, limit: int) -> Counter:
+        name = keys.capability_field(capability, unit)
+        return Counter(day_key, name, fixed, limit, name, ttl_s=day)
+
+    tokens = replace(
+        counter(keys.TOKENS, amounts.tokens - flex, limits.tokens),
+        flex=flex,
+        cap=limits.tokens_per_request,
+        cap_field=keys.capability_field(capability, keys.TOKENS_PER_REQUEST),
+    )
+    checks = (
+        Check(REQUESTS, counter(keys.REQUESTS, 1, limits.requests)),
+        Check(TOKENS, tokens),
+        Check(AUDIO, counter(keys.AUDIO_MS, amounts.audio_ms, limits.audio_ms)),
+    )
+    return (*checks, *_budget_checks(config, request, windows, amounts.usd_micros))
+
+
+def _budget_checks(
+    config: Config, request: MeterRequest, windows: Windows, cost: int
+) -> list[Check]:
+    user = budget_limits(user_budget(config, request.user, request.tier))
+    tier = budget_limits(request.tier.tier_budget)
+    day, month = windows.day_ttl(), windows.month_ttl()
+    user_day = keys.user_day(request.user, windows.day)
+    user_month = keys.user_month(request.user, windows.month)
+    checks = [
+        Check(USER_DAY, Counter(user_day, keys.USD, cost, user.day, keys.USD_DAY, ttl_s=day)),
+        Check(
+            USER_MONTH,
+            Counter(user_month, keys.USD, cost, user.month, keys.USD_MONTH, ttl_s=month),
+        ),
+    ]
+    # Tier counters sit in another cluster slot: kept only when the tier has a budget (and
+    # skipped for BYOK, which is never charged).
+    if request.byok:
+        return checks
+    name = request.tier.name
+    if tier.day != UNLIMITED:
+        key = keys.tier_day(name, windows.day)
+        checks.append(Check(TIER_DAY, Counter(key, keys.USD, cost, tier.day, ttl_s=day)))
+    if tier.month != UNLIMITED:
+        key = keys.tier_month(name, windows.month)
+        checks.append(Check(TIER_MONTH, Counter(key, keys.USD, cost, tier.month, ttl_s=month)))
+    return checks
+
+
+def amount_for(kind: str, amounts: Amounts) -> int:
+    """The part of ``amounts`` a check of ``kind`` counts."""
+    if kind == REQUESTS:
+        return amounts.requests
+    if kind == TOKENS:
+        return amounts.tokens
+    if kind == AUDIO:
+        return amounts.audio_ms
+    return amounts.usd_micros

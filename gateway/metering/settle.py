@@ -1,0 +1,193 @@
+"""A finished request → its usage, its record and the store writes that reconcile it (pure).
+
+Reconcile: each reserved counter moves by ``actual - granted``. A failed request (status
+>= 400) gives everything back, the request count included; a BYOK request keeps only its
+request count. Usage the upstream did not report is estimated (``estimate.py``) and the
+record says ``estimated: true``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.metering import keys
+from gateway.metering.estimate import tokens_for_chars
+from gateway.metering.plan import amount_for
+from gateway.metering.pricing import cost_micros, micros_to_usd
+from gateway.metering.store import Increment, SettleBatch
+from gateway.metering.types import Admission, Amounts, Outcome
+from gateway.metering.windows import AGGREGATE_TTL_S, iso_utc, windows_at
+
+# Fields of the per-user and per-model daily aggregate hashes.
+AGGREGATE_FIELDS = (
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "audio_ms",
+    "images",
+    "usd_micros",
+)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a request used, as reported or estimated; ``cost`` in micro-USD."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    images: int
+    audio_ms: int
+    cost: int
+    estimated: bool
+
+
+@dataclass(frozen=True)
+class SpendKey:
+    """What a watched spend counter measures, for the cost alerts."""
+
+    scope: str  # "overall" or "tier:<name>"
+    period: str  # "day" or "month"
+    window: str  # "20261122" or "202611"
+
+
+@dataclass(frozen=True)
+class Settlement:
+    batch: SettleBatch
+    spend: tuple[SpendKey, ...]  # one per watched increment, in order
+    record: dict[str, Any]
+
+
+def failed(outcome: Outcome) -> bool:
+    """Nothing reached the client: give the reservation back (a cut stream is still charged)."""
+    return outcome.status >= 400 and not outcome.delivered
+
+
+def usage(admission: Admission, outcome: Outcome) -> Usage:
+    request = admission.request
+    if failed(outcome):
+        prompt, completion = outcome.prompt_tokens or 0, outcome.completion_tokens or 0
+        audio, estimated = 0, False  # no audio was produced or transcribed
+    else:
+        prompt = _or(outcome.prompt_tokens, request.prompt_tokens_estimate)
+        completion = _or(outcome.completion_tokens, tokens_for_chars(outcome.completion_chars))
+        audio = outcome.audio_ms or request.audio_ms_estimate
+        estimated = (
+            outcome.estimated
+            or (outcome.prompt_tokens is None and request.prompt_tokens_estimate > 0)
+            or (outcome.completion_tokens is None and outcome.completion_chars > 0)
+            or (not outcome.audio_ms and request.audio_ms_estimate > 0)
+        )
+    price = outcome.price if outcome.price is not None else request.price
+    cost = cost_micros(
+        price,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        images=outcome.images,
+        audio_ms=audio,
+    )
+    return Usage(prompt, completion, outcome.images, audio, cost, estimated)
+
+
+def charged(admission: Admission, outcome: Outcome, used: Usage) -> Amounts:
+    """What counts against the quotas and budgets."""
+    if failed(outcome):
+        return Amounts()
+    if admission.request.byok:
+        return Amounts(requests=1)
+    return Amounts(1, used.prompt_tokens + used.completion_tokens, used.audio_ms, used.cost)
+
+
+def settlement(admission: Admission, outcome: Outcome) -> Settlement:
+    used = usage(admission, outcome)
+    actual = charged(admission, outcome, used)
+    record = usage_record(admission, outcome, used)
+    increments = [*_reconcile(admission, actual), *_aggregates(admission, outcome, used)]
+    spend_increments, spend = _spend(admission, actual.usd_micros)
+    batch = SettleBatch((*increments, *spend_increments), orjson.dumps(record))
+    return Settlement(batch, spend, record)
+
+
+def usage_record(admission: Admission, outcome: Outcome, used: Usage) -> dict[str, Any]:
+    request = admission.request
+    return {
+        "time": iso_utc(admission.started, millis=True),
+        "ts": round(admission.started, 3),
+        "request_id": request.request_id,
+        "user": request.user,
+        "key_id": request.key_id,
+        "tier": request.tier.name,
+        "capability": request.capability,
+        "model": outcome.model,
+        "provider": outcome.provider,
+        "upstream_model": outcome.upstream_model,
+        "prompt_tokens": used.prompt_tokens,
+        "completion_tokens": used.completion_tokens,
+        "total_tokens": used.prompt_tokens + used.completion_tokens,
+        "images": used.images,
+        "audio_ms": used.audio_ms,
+        "cost_usd": micros_to_usd(used.cost),
+        "fallback": outcome.fallback,
+        "byok": request.byok,
+        "status": outcome.status,
+        "latency_ms": round(outcome.latency_ms, 1),
+        "attempts": outcome.attempts,
+        "estimated": used.estimated,
+    }
+
+
+def _reconcile(admission: Admission, actual: Amounts) -> list[Increment]:
+    granted = admission.granted or (0,) * len(admission.checks)
+    increments = []
+    for check, reserved in zip(admission.checks, granted, strict=True):
+        delta = amount_for(check.kind, actual) - reserved
+        if delta:
+            counter = check.counter
+            increments.append(Increment(counter.key, counter.field, delta, counter.ttl_s))
+    return increments
+
+
+def _aggregates(admission: Admission, outcome: Outcome, used: Usage) -> list[Increment]:
+    values = (
+        1,
+        int(failed(outcome)),
+        used.prompt_tokens,
+        used.completion_tokens,
+        used.audio_ms,
+        used.images,
+        used.cost,
+    )
+    day = windows_at(admission.started)
+    targets = (
+        keys.user_aggregate(admission.request.user, day.day),
+        keys.model_aggregate(outcome.model or "-", day.day),
+    )
+    return [
+        Increment(key, name, value, AGGREGATE_TTL_S)
+        for key in targets
+        for name, value in zip(AGGREGATE_FIELDS, values, strict=True)
+        if value
+    ]
+
+
+def _spend(admission: Admission, cost: int) -> tuple[list[Increment], tuple[SpendKey, ...]]:
+    """Charged spend overall and per tier, day and month; watched for the cost alerts."""
+    if cost <= 0:
+        return [], ()
+    windows = windows_at(admission.started)
+    scopes = ("overall", f"tier:{admission.request.tier.name}")
+    increments, spend = [], []
+    for period, window, key_period in (("day", windows.day, "d"), ("month", windows.month, "m")):
+        for scope in scopes:
+            increments.append(
+                Increment(keys.spend(key_period, window), scope, cost, AGGREGATE_TTL_S, True)
+            )
+            spend.append(SpendKey(scope, period, window))
+    return increments, tuple(spend)
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value

@@ -1,0 +1,105 @@
+"""The store interface: a few integer-counter operations both stores implement identically.
+
+The stores know nothing about tiers, quotas or money: the meter turns a request into
+``Counter`` checks and ``Increment`` deltas, and a store applies them atomically.
+Every value is an integer (tokens, audio milliseconds, micro-USD); a limit of ``-1`` is
+unlimited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+UNLIMITED = -1
+
+
+class StoreError(Exception):
+    """The store could not be reached or answered with an error (foreign errors converted)."""
+
+
+@dataclass(frozen=True)
+class Counter:
+    """One hash field a reservation checks and increments.
+
+    ``fixed`` must fit entirely; ``flex`` (the requested output tokens) is first capped at
+    ``cap`` and then shrunk to what remains under ``limit``, but at least 1 must fit.
+    ``limit_field`` / ``cap_field`` name fields of the user's override hash that, when
+    present, replace ``limit`` / ``cap``. ``ttl_s`` (re)sets the key's time to live (0: keep).
+    """
+
+    key: str
+    field: str
+    fixed: int
+    limit: int = UNLIMITED
+    limit_field: str = ""
+    flex: int = 0
+    cap: int = UNLIMITED
+    cap_field: str = ""
+    ttl_s: int = 0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer to a reservation: per counter the value before, the limit and the grant."""
+
+    used: tuple[int, ...]
+    limits: tuple[int, ...]  # effective limits (overrides applied)
+    granted: tuple[int, ...]  # amounts added (all zero when denied)
+    denied: int | None = None  # index of the first counter that did not fit
+
+    @property
+    def ok(self) -> bool:
+        return self.denied is None
+
+
+@dataclass(frozen=True)
+class Increment:
+    """``HINCRBY key field delta``; ``watch`` returns the new value to the caller."""
+
+    key: str
+    field: str
+    delta: int
+    ttl_s: int = 0
+    watch: bool = False
+
+
+@dataclass(frozen=True)
+class SettleBatch:
+    """Everything one finished request writes: counter deltas and its usage record."""
+
+    increments: tuple[Increment, ...]
+    record: bytes | None = None
+
+
+class Store(Protocol):
+    """Usage counters, overrides, usage records and one-shot marks."""
+
+    async def reserve(self, counters: Sequence[Counter], override_key: str | None) -> Verdict:
+        """Check every counter and, only if all fit, add the grants; atomically."""
+        ...
+
+    async def settle(self, batches: Sequence[SettleBatch]) -> list[list[int]]:
+        """Apply the increments and append the records; per batch, the watched new values."""
+        ...
+
+    async def read_hashes(self, keys: Sequence[str]) -> list[dict[str, int]]: ...
+
+    async def write_hash(
+        self, key: str, values: Mapping[str, int], delete: Sequence[str]
+    ) -> None: ...
+
+    async def set_once(self, key: str, ttl_s: int) -> bool:
+        """True for the first caller only (for ``ttl_s`` seconds)."""
+        ...
+
+    async def records_page(self, before: str | None, count: int) -> list[tuple[str, bytes]]:
+        """Usage records, newest first, strictly older than the id ``before`` (None: newest)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise ``StoreError`` when the store cannot be reached."""
+        ...
+
+    async def aclose(self) -> None: ...

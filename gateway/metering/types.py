@@ -1,0 +1,81 @@
+"""The values the request pipeline hands to the meter, and what it gets back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.config import Price, Tier
+from gateway.metering.store import Counter
+
+
+@dataclass(frozen=True)
+class Amounts:
+    """Usage in integer units."""
+
+    requests: int = 0
+    tokens: int = 0
+    audio_ms: int = 0
+    usd_micros: int = 0
+
+
+@dataclass(frozen=True)
+class MeterRequest:
+    """What the pipeline knows before forwarding."""
+
+    request_id: str
+    user: str
+    key_id: str
+    tier: Tier
+    capability: str  # e.g. "text_generation"
+    byok: bool
+    prompt_tokens_estimate: int
+    max_output_tokens: int  # the client's max_tokens (0: none given, or no tokens generated)
+    audio_ms_estimate: int  # tts: from the input characters; stt: from the upload
+    price: Price  # of the first target, for the cost estimate
+    images_estimate: int = 0  # images requested (``n``), for the cost estimate
+    # True for chat/completions: without max_tokens, the tier's cap is reserved (and set)
+    generates_tokens: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened, once the answer finished (or failed)."""
+
+    status: int
+    model: str | None = None  # route model name
+    provider: str | None = None  # upstream name
+    upstream_model: str | None = None
+    price: Price | None = None  # of the model that answered
+    prompt_tokens: int | None = None  # None: the upstream did not report usage
+    completion_tokens: int | None = None
+    completion_chars: int = 0  # for the estimator when the tokens are None
+    images: int = 0
+    audio_ms: int = 0  # 0: use the request's estimate
+    fallback: bool = False
+    attempts: int = 1
+    latency_ms: float = 0.0
+    delivered: bool = False  # the client got (part of) an answer: charge it even on an error
+    estimated: bool = False  # the token counts were estimated by the gateway
+
+
+@dataclass(frozen=True)
+class Check:
+    """One counter of a reservation and what it limits, for messages and headers."""
+
+    kind: str  # requests | tokens | audio | user_day | user_month | tier_day | tier_month
+    counter: Counter
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An admitted request. The pipeline uses ``headers`` and ``clamp_max_tokens`` only."""
+
+    headers: dict[str, str]  # x-ratelimit-* for the response
+    # max_tokens to send upstream when not None: lower than requested, or the tier's cap
+    # when the client sent none on a token-generating request
+    clamp_max_tokens: int | None
+    request: MeterRequest
+    started: float  # the meter's clock at admission
+    reserved: Amounts = Amounts()
+    checks: tuple[Check, ...] = ()  # empty: admitted without a reservation (store down)
+    granted: tuple[int, ...] = field(default=())

@@ -1,0 +1,66 @@
+"""Quota windows: a UTC day (reset at midnight) and a UTC month (reset on the 1st)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+# Counters outlive their window by this much, so a late settle still finds its keys.
+# (TTLs are relative, so the Redis server's clock never needs to agree with the meter's.)
+COUNTER_GRACE_S = 86_400
+# Per-user and per-model daily aggregates are kept this long.
+AGGREGATE_TTL_S = 400 * 86_400
+
+
+@dataclass(frozen=True)
+class Windows:
+    now: float
+    day: str  # "20261122"
+    month: str  # "202611"
+    day_reset: int  # epoch seconds of the next UTC midnight
+    month_reset: int  # epoch seconds of the next first of the month, 00:00 UTC
+
+    def day_ttl(self) -> int:
+        """Seconds a day counter lives: to the reset, plus the grace."""
+        return seconds_until(self.day_reset, self.now) + COUNTER_GRACE_S
+
+    def month_ttl(self) -> int:
+        return seconds_until(self.month_reset, self.now) + COUNTER_GRACE_S
+
+
+def windows_at(now: float) -> Windows:
+    moment = datetime.fromtimestamp(now, UTC)
+    midnight = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    next_day = midnight + timedelta(days=1)
+    first = midnight.replace(day=1)
+    next_month = (first + timedelta(days=32)).replace(day=1)
+    return Windows(
+        now=now,
+        day=moment.strftime("%Y%m%d"),
+        month=moment.strftime("%Y%m"),
+        day_reset=int(next_day.timestamp()),
+        month_reset=int(next_month.timestamp()),
+    )
+
+
+def iso_utc(epoch: float, *, millis: bool = False) -> str:
+    """``2026-11-23T00:00:00Z`` (with ``.123`` milliseconds when asked)."""
+    moment = datetime.fromtimestamp(epoch, UTC)
+    text = moment.isoformat(timespec="milliseconds" if millis else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+def seconds_until(reset: int, now: float) -> int:
+    return max(0, math.ceil(reset - now))
+
+
+def duration(seconds: int) -> str:
+    """Go-style duration as OpenAI uses in ``x-ratelimit-reset-*``: ``1h2m3s``, ``6m0s``, ``7s``."""
+    hours, rest = divmod(max(0, seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"

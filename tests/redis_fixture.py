@@ -1,0 +1,133 @@
+"""A real ``redis-server`` for tests: a free port, no persistence, stoppable and restartable.
+
+``RedisServer(cluster=True)`` starts a one-node Redis Cluster that owns every slot, so the
+cluster client's same-slot rules (hash tags, CROSSSLOT) are exercised against a real server.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def free_port(*, with_bus: bool = False) -> int:
+    """A free TCP port; ``with_bus`` also needs port + 10000 free (Redis Cluster's bus)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if not with_bus:
+            return port
+        if port + 10000 <= 65535 and _bindable(port + 10000):
+            return port
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def command(port: int, *args: str, timeout: float = 2.0) -> bytes:
+    """Send one command over a raw socket (RESP) and return the raw reply."""
+    parts = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(b"".join(parts))
+        reply = sock.recv(65536)
+        if reply.startswith(b"$"):
+            length = int(reply[1 : reply.index(b"\r\n")])
+            while len(reply) < length + len(b"$\r\n\r\n"):
+                reply += sock.recv(65536)
+        return reply
+
+
+class RedisServer:
+    """One ``redis-server`` process; ``stop()`` and ``start()`` keep the same port."""
+
+    def __init__(self, *, cluster: bool = False) -> None:
+        self.port = free_port(with_bus=cluster)
+        self.cluster = cluster
+        self._dir = tempfile.TemporaryDirectory(prefix="redis-test-")
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        if self.cluster:
+            return f"redis+cluster://127.0.0.1:{self.port}"
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> RedisServer:
+        if self.running:
+            return self
+        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--save", "", "--appendonly", "no", "--dir", self._dir.name]
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            Path(self._dir.name, "nodes.conf").unlink(missing_ok=True)
+        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait_for(lambda: command(self.port, "PING").startswith(b"+PONG"))
+        if self.cluster:
+            command(self.port, "CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+            self._wait_for(lambda: b"cluster_state:ok" in command(self.port, "CLUSTER", "INFO"))
+        return self
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def flushall(self) -> None:
+        command(self.port, "FLUSHALL")
+
+    def close(self) -> None:
+        self.stop()
+        self._dir.cleanup()
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _wait_for(self, ready: Callable[[], bool], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._process is not None and self._process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self._process.returncode}")
+            try:
+                if ready():
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on port {self.port} did not become ready")
+            time.sleep(0.02)
