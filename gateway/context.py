@@ -24,6 +24,7 @@ class RequestContext:
     started: float = field(default_factory=time.perf_counter)
     principal: Principal | None = None
     plan: Plan | None = None
+    meter_request: Any = None  # metering.MeterRequest, once known
     admission: Any = None  # metering.Admission once admitted
     model: Model | None = None  # the model that answered
     records: list[AttemptRecord] = field(default_factory=list)

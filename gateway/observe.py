@@ -34,6 +34,8 @@ class Finisher:
         self._observe(ctx)
         if ctx.admission is not None:
             self._meter.finish(ctx.admission, outcome_of(ctx))
+        elif isinstance(ctx.error, QuotaExceeded) and ctx.meter_request is not None:
+            self._meter.reject(ctx.meter_request, outcome_of(ctx))
         if self._log.isEnabledFor(logging.INFO):
             fields = log_fields(ctx)
             if self._log_bodies and ctx.debug_body is not None:

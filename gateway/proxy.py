@@ -82,7 +82,8 @@ async def _serve(gateway: Gateway, request: Request, ctx: RequestContext) -> Res
     plan = ctx.plan = resolve(
         gateway.config, principal.tier, endpoint, incoming.model, incoming.fields
     )
-    ctx.admission = await gateway.meter.admit(await _meter_request(ctx, incoming, plan, principal))
+    ctx.meter_request = await _meter_request(ctx, incoming, plan, principal)
+    ctx.admission = await gateway.meter.admit(ctx.meter_request)
     body, streams, wants_usage = json_for_upstream(
         incoming, endpoint, ctx.admission.clamp_max_tokens
     )

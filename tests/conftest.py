@@ -35,7 +35,15 @@ def upstream(mock_upstream_server: MockUpstream) -> MockUpstream:
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
-    server.stop()
+    server.close()
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> RedisServer:
+    """The shared redis-server, running and empty."""
+    redis_server.start()
+    redis_server.flushall()
+    return redis_server
 
 
 @dataclass

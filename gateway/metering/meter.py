@@ -138,6 +138,10 @@ class Meter:
                 "metering: could not schedule the settle of %s", admission.request.request_id
             )
 
+    def reject(self, request: MeterRequest, outcome: Outcome) -> None:
+        """Record a request that a quota or budget refused; nothing was reserved for it."""
+        self.finish(Admission({}, None, request, self._clock()), outcome)
+
     async def _reserve(self, checks: tuple[Check, ...], user: str) -> Verdict | None:
         if self._health.should_try():
             try:
