@@ -19,7 +19,7 @@ from gateway.breaker import Breakers
 from gateway.config import Model, RetryPolicy
 from gateway.errors import GatewayError, NoTargetAvailable, UpstreamError, UpstreamTimeout
 from gateway.secret import Secret
-from gateway.upstream import MAX_ERROR_BODY, upstream_error
+from gateway.upstream import MAX_ERROR_BODY, network_error_kind, upstream_error
 
 PASS_THROUGH = frozenset({400, 401, 403, 413, 422})
 NEXT_MODEL_CODES = frozenset({"model_not_found", "model_not_available"})
@@ -165,12 +165,11 @@ class Attempter:
             await _close(response)
             error = UpstreamTimeout(f"no response from upstream within {timeout:g}s")
             return _Failure(error, Verdict.RETRY, "timeout")
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
             await _close(response)
-            return _Failure(UpstreamTimeout("upstream timed out"), Verdict.RETRY, "timeout")
-        except httpx.TransportError as exc:
-            await _close(response)
-            kind = "connect_error" if isinstance(exc, httpx.ConnectError) else "read_error"
+            kind = network_error_kind(exc)
+            if kind == "timeout":
+                return _Failure(UpstreamTimeout("upstream timed out"), Verdict.RETRY, kind)
             error = UpstreamError(f"upstream connection failed ({kind})")
             return _Failure(error, Verdict.RETRY, kind)
 

@@ -11,6 +11,7 @@ import httpx
 import orjson
 
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, sse_error_event
+from gateway.upstream import network_error_kind
 
 DONE = b"data: [DONE]"
 
@@ -122,8 +123,8 @@ class SSERelay:
         result.error = UpstreamError("The upstream stream ended before it was complete.")
         return tail + sse_error_event(result.error)
 
-    def _fail(self, exc: Exception) -> bytes:
-        if isinstance(exc, httpx.TimeoutException):
+    def _fail(self, exc: httpx.HTTPError) -> bytes:
+        if network_error_kind(exc) == "timeout":
             error: GatewayError = UpstreamTimeout("The upstream stream stalled (idle timeout).")
         else:
             error = UpstreamError("The upstream connection was lost mid-stream.")

@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+import aiohttp
 import httpx
 import orjson
 
@@ -68,6 +69,24 @@ def build_request(
         )
     headers["content-type"] = "application/json"
     return client.build_request("POST", url, content=json_body, headers=headers, timeout=timeout)
+
+
+def network_error_kind(exc: httpx.HTTPError) -> str:
+    """``timeout``, ``connect_error`` or ``read_error``.
+
+    httpx-aiohttp maps every aiohttp connection error to ``httpx.ConnectTimeout``, so its cause is
+    consulted first: a refused connection is not a timeout.
+    """
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        return "connect_error"
+    if isinstance(cause, aiohttp.ServerTimeoutError | TimeoutError):
+        return "timeout"
+    if isinstance(cause, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+        return "read_error"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    return "connect_error" if isinstance(exc, httpx.ConnectError) else "read_error"
 
 
 def forwarded_headers(response: httpx.Response) -> dict[str, str]:

@@ -50,10 +50,19 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     require_token(request, gateway.runtime.metrics_token, "metrics")
-    for model, state in gateway.breakers.states().items():
-        gateway.metrics.circuit_state.labels(model).set(int(state))
+    refresh_gauges(gateway)
     body, content_type = render(gateway.metrics)
     return Response(body, media_type=content_type)
+
+
+def refresh_gauges(gateway: Gateway) -> None:
+    """Gauges read from live state at scrape time (each worker reports its own)."""
+    m, meter = gateway.metrics, gateway.meter
+    for model, state in gateway.breakers.states().items():
+        m.circuit_state.labels(model).set(int(state))
+    m.usage_buffered.set(meter.buffered_records)
+    for scope, active in meter.active_alerts.items():
+        m.cost_alert_active.labels(scope).set(1 if active else 0)
 
 
 async def providers(request: Request) -> Response:
