@@ -170,8 +170,8 @@ class Attempter:
             kind = network_error_kind(exc)
             if kind == "timeout":
                 return _Failure(UpstreamTimeout("upstream timed out"), Verdict.RETRY, kind)
-            error = UpstreamError(f"upstream connection failed ({kind})")
-            return _Failure(error, Verdict.RETRY, kind)
+            failure = UpstreamError(f"upstream connection failed ({kind})")
+            return _Failure(failure, Verdict.RETRY, kind)
 
     def _retry_delay(self, attempt: int, failure: _Failure) -> float | None:
         """Seconds to wait before trying the same model again, or None to move on."""
@@ -179,7 +179,7 @@ class Attempter:
             return None
         if failure.retry_after is not None and failure.retry_after > self._policy.max_retry_after_s:
             return None
-        backoff = min(self._policy.max_backoff_s, self._policy.backoff_s * 2**attempt)
+        backoff: float = min(self._policy.max_backoff_s, self._policy.backoff_s * 2.0**attempt)
         jittered = backoff * (0.5 + self._jitter() / 2)
         return max(jittered, failure.retry_after or 0.0)
 
@@ -208,7 +208,7 @@ def retry_after_seconds(headers: httpx.Headers, now: float | None = None) -> flo
     except ValueError:
         pass
     try:
-        when = parsedate_to_datetime(value).timestamp()
+        when: float = parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError):
         return None
     return max(0.0, when - (time.time() if now is None else now))

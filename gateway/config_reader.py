@@ -36,7 +36,9 @@ class Node:
         where = self.path or "(top level)"
         self.problems.append(f"{self.file}: {where}: {reason}")
 
-    def mapping(self, allowed: set[str] | None = None, required: set[str] = frozenset()) -> bool:
+    def mapping(
+        self, allowed: set[str] | None = None, required: frozenset[str] | set[str] = frozenset()
+    ) -> bool:
         """Check this node is a mapping with only ``allowed`` keys and all ``required`` ones."""
         if not isinstance(self.value, dict):
             self.fail(f"expected a mapping, got {_kind(self.value)}")

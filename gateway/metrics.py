@@ -170,14 +170,14 @@ def render(metrics: Metrics) -> tuple[bytes, str]:
     """The scrape body: all workers' files in multiprocess mode, else this registry."""
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(metrics.registry), CONTENT_TYPE_LATEST
 
 
 def mark_worker_dead(pid: int) -> None:
     if os.environ.get(MULTIPROC_ENV):
-        multiprocess.mark_process_dead(pid)
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 class UsageMetrics:

@@ -12,7 +12,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from gateway.attempts import Attempter, AttemptFailed, Opened
+from gateway.attempts import Attempter, AttemptFailed, BuildRequest, Opened
 from gateway.auth import KeyRing, Principal
 from gateway.bodies import (
     Incoming,
@@ -23,7 +23,7 @@ from gateway.bodies import (
     upload_header,
 )
 from gateway.breaker import Breakers
-from gateway.config import Config, Model
+from gateway.config import Config, Model, Upstream
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, error_response
 from gateway.metering import Meter, MeterRequest
@@ -149,42 +149,50 @@ def _request_builder(
     incoming: Incoming,
     body: dict[str, Any],
     principal: Principal,
-) -> Any:
+) -> BuildRequest:
     primary = ctx.plan.chain[0].upstream if ctx.plan else None
     accept = "application/octet-stream" if ctx.endpoint.binary_response else None
+    path = ctx.endpoint.path
 
     def build(model: Model) -> httpx.Request | None:
-        key = _credential(model, principal, primary)
-        if key is _SKIP:
+        usable, key = _credential(model, principal, primary)
+        if not usable:
             return None
-        common = {"api_key": key, "request_id": ctx.request_id, "accept": accept}
         if incoming.files:
-            fields = {**body, "model": model.upstream_model}
+            form = ({**body, "model": model.upstream_model}, rewind(incoming.files))
             return build_request(
                 gateway.client,
                 model,
-                ctx.endpoint.path,
-                form=(fields, rewind(incoming.files)),
-                **common,
+                path,
+                form=form,
+                api_key=key,
+                request_id=ctx.request_id,
+                accept=accept,
             )
         body["model"] = model.upstream_model
         return build_request(
-            gateway.client, model, ctx.endpoint.path, json_body=orjson.dumps(body), **common
+            gateway.client,
+            model,
+            path,
+            json_body=orjson.dumps(body),
+            api_key=key,
+            request_id=ctx.request_id,
+            accept=accept,
         )
 
     return build
 
 
-_SKIP = Secret("")
-
-
-def _credential(model: Model, principal: Principal, primary: object) -> Secret | None:
-    """BYOK keys go only to the chain's first provider; keyless providers are skipped."""
+def _credential(
+    model: Model, principal: Principal, primary: Upstream | None
+) -> tuple[bool, Secret | None]:
+    """(may this model be tried, with which key). A BYOK key goes only to the chain's first
+    provider; a provider that needs a key and has none is skipped."""
     if principal.byok_key is not None:
-        return principal.byok_key if model.upstream is primary else _SKIP
+        return model.upstream is primary, principal.byok_key
     if model.upstream.requires_key and model.upstream.api_key is None:
-        return _SKIP
-    return model.upstream.api_key
+        return False, None
+    return True, model.upstream.api_key
 
 
 async def _respond(
