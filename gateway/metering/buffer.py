@@ -17,7 +17,7 @@ from gateway.metering.health import StoreHealth
 from gateway.metering.settle import Settlement
 from gateway.metering.store import Store, StoreError
 
-CHUNK = 500
+CHUNK = 200  # requests per store call; bounds how long one settle script runs
 BACKOFF_S = 0.1
 MAX_BACKOFF_S = 2.0
 
@@ -64,6 +64,7 @@ class Flusher:
         self._store = store
         self._health = health
         self._written = written
+        self._lock = asyncio.Lock()  # one writer at a time: a chunk is removed once written
 
     async def run(self) -> None:
         backoff = BACKOFF_S
@@ -79,15 +80,16 @@ class Flusher:
 
     async def flush_once(self) -> bool:
         """Write one chunk; False when the store failed."""
-        chunk = self._buffer.head(CHUNK)
-        if not chunk:
-            return True
-        try:
-            results = await self._store.settle([item.batch for item in chunk])
-        except StoreError as exc:
-            self._health.failed(exc)
-            return False
-        self._buffer.remove_head(len(chunk))
+        async with self._lock:
+            chunk = self._buffer.head(CHUNK)
+            if not chunk:
+                return True
+            try:
+                results = await self._store.settle([item.batch for item in chunk])
+            except StoreError as exc:
+                self._health.failed(exc)
+                return False
+            self._buffer.remove_head(len(chunk))
         self._health.recovered()
         await self._written(chunk, results)
         return True

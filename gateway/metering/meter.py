@@ -65,7 +65,6 @@ class Meter:
                 http = self._own_http = httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_S)
             self._webhook = WebhookSender(config.alerts.webhook_url, http, logger)
         self._alerts = CostAlerts(config.alerts, store, clock, logger, self._webhook)
-        self._pending: set[asyncio.Task[None]] = set()
         self._flush_task: asyncio.Task[None] | None = None
         self._webhook_task: asyncio.Task[None] | None = None
 
@@ -91,9 +90,11 @@ class Meter:
             await self._own_http.aclose()
 
     async def settled(self) -> None:
-        """Wait until every scheduled settle has run (their store write or buffering)."""
-        while self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        """Wait until every finished request is written (or held in the buffer while the
+        store is unreachable)."""
+        while self._buffer and self._health.should_try():
+            if not await self._flusher.flush_once():
+                return
 
     # -- the request path --------------------------------------------------------------------
 
@@ -127,16 +128,18 @@ class Meter:
         )
 
     def finish(self, admission: Admission, outcome: Outcome) -> None:
-        """Schedule the settle (reconcile, record, aggregates) in the background; never raises."""
+        """Queue the settle (reconcile, record, aggregates); never raises.
+
+        One writer task drains the queue, so under load many requests share one store call
+        (group commit), and when the store is down the same queue is the outage buffer.
+        """
         try:
-            loop = asyncio.get_running_loop()
-            task = loop.create_task(self._settle(admission, outcome))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            item = settlement(admission, outcome)
+            self._notify(item.record)
+            self._buffer.add(item)
+            self._start_background()
         except Exception:
-            logger.exception(
-                "metering: could not schedule the settle of %s", admission.request.request_id
-            )
+            logger.exception("metering: settling %s failed", admission.request.request_id)
 
     def reject(self, request: MeterRequest, outcome: Outcome) -> None:
         """Record a request that a quota or budget refused; nothing was reserved for it."""
@@ -155,25 +158,6 @@ class Meter:
         if self._config.settings.on_store_error == "deny":
             raise StoreUnavailable("Usage metering is unavailable; try again shortly")
         return None
-
-    async def _settle(self, admission: Admission, outcome: Outcome) -> None:
-        try:
-            self._start_background()
-            item = settlement(admission, outcome)
-            self._notify(item.record)
-            if self._buffer or not self._health.should_try():
-                self._buffer.add(item)
-                return
-            try:
-                results = await self._store.settle([item.batch])
-            except StoreError as exc:
-                self._health.failed(exc)
-                self._buffer.add(item)
-                return
-            self._health.recovered()
-            await self._alerts.observe(item.spend, results[0])
-        except Exception:
-            logger.exception("metering: settling %s failed", admission.request.request_id)
 
     async def _written(self, items: Sequence[Settlement], results: list[list[int]]) -> None:
         for item, totals in zip(items, results, strict=True):

@@ -25,6 +25,8 @@ from gateway.metering.store import Counter, Increment, SettleBatch, StoreError, 
 T = TypeVar("T")
 SCRIPT = resources.files("gateway.metering").joinpath("reserve.lua").read_text()
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+SETTLE_SCRIPT = resources.files("gateway.metering").joinpath("settle.lua").read_text()
+SETTLE_SHA = hashlib.sha1(SETTLE_SCRIPT.encode()).hexdigest()
 FOREIGN_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
@@ -114,11 +116,17 @@ class RedisStore:
         reply = await self._eval(all_keys, args)
         return _verdict([int(v) for v in reply])
 
-    async def _eval(self, keys: list[str], args: list[str | int]) -> list[Any]:
+    async def _eval(
+        self,
+        keys: list[str],
+        args: Sequence[str | int | bytes],
+        script: str = SCRIPT,
+        sha: str = SCRIPT_SHA,
+    ) -> list[Any]:
         try:
-            reply = await self._client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+            reply = await self._client.evalsha(sha, len(keys), *keys, *args)
         except NoScriptError:
-            reply = await self._client.eval(SCRIPT, len(keys), *keys, *args)
+            reply = await self._client.eval(script, len(keys), *keys, *args)
         return list(reply)
 
     async def _merge(
@@ -157,7 +165,10 @@ class RedisStore:
             await _guard(lambda: self._settle([SettleBatch(returns)]))
 
     async def _settle(self, batches: Sequence[SettleBatch]) -> list[list[int]]:
-        async with self._client.pipeline(transaction=not self._cluster) as pipe:
+        if not self._cluster:
+            keys, args = _settle_args(batches, self._maxlen)
+            return _split_watched(batches, await self._eval(keys, args, SETTLE_SCRIPT, SETTLE_SHA))
+        async with self._client.pipeline(transaction=False) as pipe:
             for batch in batches:
                 _queue(pipe, batch, self._maxlen)
             replies = list(await pipe.execute())
@@ -175,6 +186,32 @@ def _queue(pipe: Any, batch: SettleBatch, maxlen: int) -> None:
         pipe.expire(key, seconds)
     if batch.record is not None:
         pipe.xadd(USAGE_STREAM, {"r": batch.record}, maxlen=maxlen, approximate=True)
+
+
+def _settle_args(
+    batches: Sequence[SettleBatch], maxlen: int
+) -> tuple[list[str], list[str | int | bytes]]:
+    """KEYS and ARGV for settle.lua: the whole batch in one script call."""
+    index: dict[str, int] = {}
+    args: list[str | int | bytes] = [maxlen, len(batches)]
+    for batch in batches:
+        sent = [inc for inc in batch.increments if inc.delta or inc.watch]
+        args.append(len(sent))
+        for inc in sent:
+            position = index.setdefault(inc.key, len(index) + 1)
+            args += [position, inc.field, inc.delta, inc.ttl_s or 0, 1 if inc.watch else 0]
+        args.append(batch.record or b"")
+    return [*index, USAGE_STREAM], args
+
+
+def _split_watched(batches: Sequence[SettleBatch], flat: list[Any]) -> list[list[int]]:
+    values: list[list[int]] = []
+    position = 0
+    for batch in batches:
+        count = sum(1 for inc in batch.increments if inc.watch)
+        values.append([int(v) for v in flat[position : position + count]])
+        position += count
+    return values
 
 
 def _watched(batches: Sequence[SettleBatch], replies: list[Any]) -> list[list[int]]:
