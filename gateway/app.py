@@ -1,4 +1,4 @@
-"""The app factory: wires config, HTTP client, store and clock into a Starlette app."""
+"""The app factory: wires config, upstream transport, store and clock into a Starlette app."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 
-import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -33,7 +32,7 @@ from gateway.metrics import Metrics, UsageMetrics, mark_worker_dead
 from gateway.observe import Finisher
 from gateway.proxy import Gateway
 from gateway.runtime import Runtime
-from gateway.upstream import create_client
+from gateway.upstream import Transport, create_transport
 
 log = logging.getLogger("gateway")
 
@@ -42,21 +41,20 @@ def create_app(
     config: Config,
     runtime: Runtime | None = None,
     *,
-    client: httpx.AsyncClient | None = None,
+    transport: Transport | None = None,
     store: Store | None = None,
     clock: Callable[[], float] = time.time,
     metrics: Metrics | None = None,
 ) -> Starlette:
     runtime = runtime or Runtime()
-    owns_client = client is None
-    http = client or create_client(runtime.transport)
+    owns_transport = transport is None
+    upstream = transport or create_transport(runtime.transport)
     store = store or create_store(runtime.redis_url, config.settings)
     metrics = metrics or Metrics()
     meter = Meter(
         config,
         store,
         clock=clock,
-        http=http,
         on_record=UsageMetrics(metrics).observe,
         on_store_error=metrics.store_errors.inc,
     )
@@ -64,8 +62,8 @@ def create_app(
     gateway = Gateway(
         config=config,
         keyring=KeyRing(config),
-        client=http,
-        attempter=Attempter(http, config.retry, breakers),
+        transport=upstream,
+        attempter=Attempter(upstream, config.retry, breakers),
         meter=meter,
         metrics=metrics,
         finisher=Finisher(metrics, meter, breakers, log_bodies=runtime.log_bodies),
@@ -85,8 +83,8 @@ def create_app(
         finally:
             await meter.aclose()
             await store.aclose()
-            if owns_client:
-                await http.aclose()
+            if owns_transport:
+                await upstream.aclose()
             mark_worker_dead(os.getpid())
 
     app = Starlette(

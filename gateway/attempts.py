@@ -19,7 +19,7 @@ from gateway.breaker import Breakers
 from gateway.config import Model, RetryPolicy
 from gateway.errors import GatewayError, NoTargetAvailable, UpstreamError, UpstreamTimeout
 from gateway.secret import Secret
-from gateway.upstream import MAX_ERROR_BODY, network_error_kind, upstream_error
+from gateway.upstream import MAX_ERROR_BODY, Transport, network_error_kind, upstream_error
 
 PASS_THROUGH = frozenset({400, 401, 403, 413, 422})
 NEXT_MODEL_CODES = frozenset({"model_not_found", "model_not_available"})
@@ -77,14 +77,14 @@ BuildRequest = Callable[[Model], httpx.Request | None]
 class Attempter:
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        transport: Transport,
         policy: RetryPolicy,
         breakers: Breakers,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        self._client = client
+        self._transport = transport
         self._policy = policy
         self._breakers = breakers
         self._sleep = sleep
@@ -153,7 +153,7 @@ class Attempter:
         response: httpx.Response | None = None
         try:
             async with asyncio.timeout(timeout):
-                response = await self._client.send(request, stream=True)
+                response = await self._transport.handle_async_request(request)
                 if response.status_code >= 400:
                     return await _status_failure(response, self._policy, secrets)
                 if buffered:

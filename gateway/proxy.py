@@ -34,7 +34,7 @@ from gateway.routing import Endpoint, Plan, resolve
 from gateway.runtime import Runtime
 from gateway.secret import Secret
 from gateway.streaming import SSERelay, StreamResult
-from gateway.upstream import build_request, forwarded_headers
+from gateway.upstream import Transport, build_request, forwarded_headers
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -45,7 +45,7 @@ class Gateway:
 
     config: Config
     keyring: KeyRing
-    client: httpx.AsyncClient
+    transport: Transport
     attempter: Attempter
     meter: Meter
     metrics: Metrics
@@ -91,7 +91,7 @@ async def _serve(gateway: Gateway, request: Request, ctx: RequestContext) -> Res
     try:
         opened = await gateway.attempter.run(
             plan.chain,
-            _request_builder(gateway, ctx, incoming, body, principal),
+            _request_builder(ctx, incoming, body, principal),
             buffered=not (streams or endpoint.binary_response),
             secrets=(principal.byok_key, *(m.upstream.api_key for m in plan.chain)),
         )
@@ -144,7 +144,6 @@ def _images_requested(incoming: Incoming, plan: Plan) -> int:
 
 
 def _request_builder(
-    gateway: Gateway,
     ctx: RequestContext,
     incoming: Incoming,
     body: dict[str, Any],
@@ -161,7 +160,6 @@ def _request_builder(
         if incoming.files:
             form = ({**body, "model": model.upstream_model}, rewind(incoming.files))
             return build_request(
-                gateway.client,
                 model,
                 path,
                 form=form,
@@ -171,7 +169,6 @@ def _request_builder(
             )
         body["model"] = model.upstream_model
         return build_request(
-            gateway.client,
             model,
             path,
             json_body=orjson.dumps(body),

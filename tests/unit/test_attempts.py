@@ -53,7 +53,6 @@ class Harness:
         def build(model):
             body = orjson.dumps({"model": model.upstream_model})
             return build_request(
-                self.client,
                 model,
                 "/chat/completions",
                 json_body=body,
@@ -102,7 +101,7 @@ def run(coro):
 
 def test_retries_the_same_model_after_a_503(models):
     async def scenario():
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncHTTPTransport() as client:
             h = Harness(client)
             opened, seen = await _run(
                 h,
@@ -125,7 +124,7 @@ def test_retries_the_same_model_after_a_503(models):
 
 def test_retry_after_is_honoured_up_to_the_cap(models):
     async def scenario():
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncHTTPTransport() as client:
             h = Harness(client)
             limited = httpx.Response(429, headers={"retry-after": "2"}, json={})
             opened, _ = await _run(
@@ -157,7 +156,7 @@ def test_retry_after_ms_wins_over_retry_after():
 
 def test_model_not_found_moves_on_at_once(models):
     async def scenario():
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncHTTPTransport() as client:
             h = Harness(client)
             missing = httpx.Response(
                 404,
@@ -192,7 +191,7 @@ def test_model_not_found_moves_on_at_once(models):
 @pytest.mark.parametrize("status", [400, 401, 403, 413, 422])
 def test_client_errors_pass_through_without_retry_or_fallback(models, status):
     async def scenario():
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncHTTPTransport() as client:
             h = Harness(client)
             failed, seen = await _run(
                 h,
@@ -208,7 +207,7 @@ def test_client_errors_pass_through_without_retry_or_fallback(models, status):
 
 def test_network_failures_retry_then_fall_back_then_report_everything(models):
     async def scenario():
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncHTTPTransport() as client:
             h = Harness(client)
             failed, seen = await _run(
                 h,
@@ -229,7 +228,7 @@ def test_network_failures_retry_then_fall_back_then_report_everything(models):
 
 def test_last_upstream_status_is_what_the_client_gets(models):
     async def scenario():
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncHTTPTransport() as client:
             h = Harness(client)
             failed, _ = await _run(
                 h,
@@ -247,7 +246,7 @@ def test_last_upstream_status_is_what_the_client_gets(models):
 
 def test_breaker_opens_skips_then_probes_and_closes(models):
     async def scenario():
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncHTTPTransport() as client:
             h = Harness(client, policy=RetryPolicy(attempts=1))
             failing = {
                 "mock/ok": [httpx.Response(500, json={})],
@@ -291,7 +290,7 @@ def test_failures_outside_the_window_do_not_open():
 
 def test_no_credentials_means_no_target(models):
     async def scenario():
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncHTTPTransport() as client:
             h = Harness(client)
             failed = None
             try:
