@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,17 +31,20 @@ class Windows:
 
 
 def windows_at(now: float) -> Windows:
-    moment = datetime.fromtimestamp(now, UTC)
-    midnight = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return Windows(now, *_calendar(int(now // 86_400)))
+
+
+@functools.lru_cache(maxsize=4)
+def _calendar(day_number: int) -> tuple[str, str, int, int]:
+    """Day id, month id and both resets for a UTC day; the same all day, so computed once."""
+    midnight = datetime.fromtimestamp(day_number * 86_400, UTC)
     next_day = midnight + timedelta(days=1)
-    first = midnight.replace(day=1)
-    next_month = (first + timedelta(days=32)).replace(day=1)
-    return Windows(
-        now=now,
-        day=moment.strftime("%Y%m%d"),
-        month=moment.strftime("%Y%m"),
-        day_reset=int(next_day.timestamp()),
-        month_reset=int(next_month.timestamp()),
+    next_month = (midnight.replace(day=1) + timedelta(days=32)).replace(day=1)
+    return (
+        midnight.strftime("%Y%m%d"),
+        midnight.strftime("%Y%m"),
+        int(next_day.timestamp()),
+        int(next_month.timestamp()),
     )
 
 
