@@ -19,7 +19,7 @@ from gateway.attempts import Attempter
 from gateway.auth import KeyRing
 from gateway.breaker import Breakers
 from gateway.config import Config
-from gateway.endpoints import account, models, ops, proxied
+from gateway.endpoints import account, admin, models, ops, proxied
 from gateway.errors import (
     GatewayError,
     MethodNotAllowed,
@@ -88,7 +88,13 @@ def create_app(
             mark_worker_dead(os.getpid())
 
     app = Starlette(
-        routes=[*ops.routes(), *models.routes(), *account.routes(), *proxied.routes()],
+        routes=[
+            *ops.routes(),
+            *models.routes(),
+            *account.routes(),
+            *admin.routes(),
+            *proxied.routes(),
+        ],
         lifespan=lifespan,
         middleware=[Middleware(BodyLimit, max_bytes=config.settings.max_body_bytes)],
         exception_handlers={

@@ -65,12 +65,15 @@ def refresh_gauges(gateway: Gateway) -> None:
         m.cost_alert_active.labels(scope).set(1 if active else 0)
 
 
+def require_admin(request: Request, gateway: Gateway) -> None:
+    if gateway.runtime.admin_token is None:
+        raise Unauthorized("Set GATEWAY_ADMIN_TOKEN to use the operator endpoints.")
+    require_token(request, gateway.runtime.admin_token, "admin")
+
+
 async def providers(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    runtime = gateway.runtime
-    if runtime.admin_token is None:
-        raise Unauthorized("Set GATEWAY_ADMIN_TOKEN to use the operator endpoints.")
-    require_token(request, runtime.admin_token, "admin")
+    require_admin(request, gateway)
     data = [
         {
             "model": model.name,

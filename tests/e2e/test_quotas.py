@@ -304,3 +304,20 @@ async def _burst(ports, total):
         ]
         responses = await asyncio.gather(*calls)
     return [response.status_code for response in responses]
+
+
+def test_store_overrides_set_by_the_admin_hold_at_once(gw):
+    admin = {"authorization": f"Bearer {ADMIN}"}
+    url = gw.base_url + "/admin/users/user-free/quotas/text_generation"
+    assert httpx.put(url, json={"requests_per_day": 1}).status_code == 401
+    shown = httpx.put(url, json={"requests_per_day": 1}, headers=admin)
+    assert shown.status_code == 200
+    assert shown.json()["quotas"]["text_generation"]["requests_per_day"] == 1
+    with client(gw) as sdk:
+        sdk.chat.completions.create(model="text", messages=MESSAGES)
+        with pytest.raises(openai.RateLimitError):
+            sdk.chat.completions.create(model="text", messages=MESSAGES)
+        assert httpx.delete(url, headers=admin).status_code == 200
+        sdk.chat.completions.create(model="text", messages=MESSAGES)
+    bad = httpx.put(url, json={"requests_per_day": "lots"}, headers=admin)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "requests_per_day"

@@ -1,0 +1,86 @@
+"""Run-time per-user overrides kept in the store (admin token): they hold across replicas."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.config import CAPABILITIES, Budget, Quota
+from gateway.endpoints.ops import require_admin
+from gateway.errors import InvalidRequest
+from gateway.proxy import Gateway
+from gateway.responses import json_response
+
+QUOTA_FIELDS = {f.name: f.type for f in dataclasses.fields(Quota)}
+
+
+async def show(request: Request) -> Response:
+    gateway = _admin(request)
+    user = request.path_params["user"]
+    override = await gateway.meter.user_override(user)
+    return json_response({"user": user, **_plain(override)})
+
+
+async def set_quota(request: Request) -> Response:
+    gateway = _admin(request)
+    user, capability = request.path_params["user"], request.path_params["capability"]
+    if capability not in CAPABILITIES:
+        raise InvalidRequest(f"Unknown capability '{capability}'.", param="capability")
+    quota = None
+    if request.method == "PUT":
+        quota = Quota(**_numbers(await request.body(), set(QUOTA_FIELDS)))
+    await gateway.meter.set_user_override(user, capability, quota)
+    return await show(request)
+
+
+async def set_budget(request: Request) -> Response:
+    gateway = _admin(request)
+    budget = None
+    if request.method == "PUT":
+        budget = Budget(**_numbers(await request.body(), {"usd_per_day", "usd_per_month"}))
+    await gateway.meter.set_user_budget(request.path_params["user"], budget)
+    return await show(request)
+
+
+def _admin(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    require_admin(request, gateway)
+    return gateway
+
+
+def _numbers(raw: bytes, allowed: set[str]) -> dict[str, Any]:
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The body must be a JSON object.") from None
+    if not isinstance(document, dict) or not set(document) <= allowed:
+        raise InvalidRequest(
+            f"Expected a JSON object with keys from: {', '.join(sorted(allowed))}."
+        )
+    for key, value in document.items():
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+        ):
+            raise InvalidRequest(f"'{key}' must be a non-negative number or null.", param=key)
+    return document
+
+
+def _plain(override: Any) -> dict[str, Any]:
+    return {
+        "quotas": {cap: dataclasses.asdict(q) for cap, q in override.quotas.items()},
+        "budget": dataclasses.asdict(override.budget) if override.budget else None,
+    }
+
+
+def routes() -> list[Route]:
+    base = "/v1/admin/users/{user}"
+    return [
+        Route(base, show, methods=["GET"]),
+        Route(base + "/quotas/{capability}", set_quota, methods=["PUT", "DELETE"]),
+        Route(base + "/budget", set_budget, methods=["PUT", "DELETE"]),
+    ]

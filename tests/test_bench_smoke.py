@@ -1,0 +1,68 @@
+"""Smoke test of the benchmark harness: ``python bench/run.py --quick`` runs and reports.
+
+No timing assertions: only that the documented lines are there, with no errors, and that the
+JSON summary parses. (Starts nginx, redis-server, the slow mock and the gateway; ~15 s.)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+LINE = re.compile(
+    r"^scenario=(?P<name>\S+) rps=(?P<rps>[\d.]+) p50_ms=(?P<p50>[\d.]+|nan) "
+    r"p99_ms=(?P<p99>[\d.]+|nan) errors=(?P<errors>\d+)$"
+)
+EXPECTED = {
+    "direct_chat_c1",
+    "direct_chat_c16",
+    "direct_stream_c16",
+    "ttfb_direct",
+    "chat_c1",
+    "chat_c16",
+    "stream_c16",
+    "ttfb_gateway",
+    "slow_direct",
+    "slow_streams",
+}
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+
+
+@pytest.fixture(scope="module")
+def quick_run() -> str:
+    done = subprocess.run(
+        [sys.executable, "bench/run.py", "--quick"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_every_documented_scenario_ran_without_errors(quick_run: str) -> None:
+    found = {m["name"]: m for m in map(LINE.match, quick_run.splitlines()) if m}
+    assert found.keys() >= EXPECTED, quick_run
+    for name in EXPECTED:
+        assert found[name]["errors"] == "0", f"{name} had errors:\n{quick_run}"
+        assert float(found[name]["rps"]) > 0, quick_run
+
+
+def test_memory_lines_and_json_summary(quick_run: str) -> None:
+    lines = quick_run.splitlines()
+    assert any(line.startswith("memory ") and "per_stream_kib=" in line for line in lines)
+    summary = json.loads(lines[lines.index("summary:") + 1])
+    assert set(summary["scenarios"]) >= EXPECTED
+    for entry in summary["targets"].values():
+        assert {"target", "measured", "met"} <= entry.keys()
+    assert summary["machine"]["cores"] >= 1
+    assert summary["facts"]["metering"]["usage_records"] > 0
