@@ -1,0 +1,271 @@
+"""A small asyncio HTTP/1.1 client for what wrk cannot measure.
+
+* ``measure_ttfb``: sequential requests on one keep-alive connection; time from writing the
+  request to the first response byte, and checks that each stream completed.
+* ``slow_streams``: many concurrent SSE streams (one connection each, raw protocols so that
+  thousands cost little); every stamped chunk gives a relay delay = receive time - ``"ts"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import cast
+
+TS_FIELD = b'"ts":'
+DONE = b"data: [DONE]"
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+    path: str
+    key: str = ""
+
+    def request(self, body: bytes) -> bytes:
+        auth = f"authorization: Bearer {self.key}\r\n" if self.key else ""
+        head = (
+            f"POST {self.path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\n"
+            f"content-type: application/json\r\naccept: text/event-stream\r\n{auth}"
+            f"content-length: {len(body)}\r\n\r\n"
+        )
+        return head.encode() + body
+
+
+@dataclass
+class TtfbResult:
+    ttfb_ms: list[float] = field(default_factory=list)
+    total_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    seconds: float = 0.0
+    last_error: str = ""
+
+
+async def measure_ttfb(target: Target, body: bytes, count: int, stream: bool) -> TtfbResult:
+    result = TtfbResult()
+    request = target.request(body)
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection(target.host, target.port)
+    try:
+        for _ in range(count):
+            try:
+                await _one_timed(reader, writer, request, stream, result)
+            except (OSError, asyncio.IncompleteReadError, ValueError) as error:
+                result.errors += 1
+                result.last_error = repr(error)
+                writer.close()
+                reader, writer = await asyncio.open_connection(target.host, target.port)
+    finally:
+        writer.close()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+async def _one_timed(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    request: bytes,
+    stream: bool,
+    result: TtfbResult,
+) -> None:
+    sent = time.perf_counter()
+    writer.write(request)
+    first = await reader.readexactly(1)
+    first_at = time.perf_counter()
+    head = first + await reader.readuntil(b"\r\n\r\n")
+    body = await _read_body(reader, head)
+    done_at = time.perf_counter()
+    status = int(head.split(b" ", 2)[1])
+    if status != 200 or (stream and (DONE not in body or b'"error"' in body)):
+        raise ValueError(f"bad answer: HTTP {status} {body[:200]!r}")
+    result.ttfb_ms.append((first_at - sent) * 1000)
+    result.total_ms.append((done_at - sent) * 1000)
+
+
+async def _read_body(reader: asyncio.StreamReader, head: bytes) -> bytes:
+    headers = head.lower()
+    if b"transfer-encoding: chunked" in headers:
+        return await _read_chunked(reader)
+    for line in headers.split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            return await reader.readexactly(int(line.split(b":", 1)[1]))
+    raise ValueError("answer without length (no keep-alive)")
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+        if size == 0:
+            await reader.readuntil(b"\r\n")
+            return b"".join(parts)
+        parts.append(await reader.readexactly(size))
+        await reader.readexactly(2)
+
+
+@dataclass
+class StreamStats:
+    """Shared by every stream of one ``slow_streams`` run."""
+
+    total: int
+    delays_ms: list[float] = field(default_factory=list)
+    open_now: int = 0
+    peak_open: int = 0
+    completed: int = 0
+    errors: int = 0
+    last_error: str = ""
+    finished: int = 0
+    all_done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def opened(self) -> None:
+        self.open_now += 1
+        self.peak_open = max(self.peak_open, self.open_now)
+
+    def closed(self, was_open: bool, ok: bool, error: str) -> None:
+        self.open_now -= was_open
+        self.completed += ok
+        if not ok:
+            self.errors += 1
+            self.last_error = error or self.last_error
+        self.finished += 1
+        if self.finished >= self.total:
+            self.all_done.set()
+
+
+class StampedStream(asyncio.Protocol):
+    """One streamed request; records every ``"ts"`` stamp's delay as the bytes arrive."""
+
+    def __init__(self, request: bytes, stats: StreamStats) -> None:
+        self._request = request
+        self._stats = stats
+        self._transport: asyncio.Transport | None = None
+        self._pending = b""
+        self._head_seen = False
+        self._counted_open = False
+        self._done = False
+        self._error = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.write(self._request)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        data = self._pending + data
+        if not self._head_seen and not (data := self._strip_head(data)):
+            return
+        cut = data.rfind(b"\n\n")
+        if cut < 0:
+            self._pending = data
+            return
+        complete, self._pending = data[: cut + 2], data[cut + 2 :]
+        self._record(complete, now)
+
+    def _strip_head(self, data: bytes) -> bytes:
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            self._pending = data
+            return b""
+        status = data[: data.find(b"\r\n")]
+        self._head_seen = True
+        self._pending = b""
+        if b" 200 " not in status + b" ":
+            self._fail(status.decode(errors="replace"))
+            return b""
+        self._stats.opened()
+        self._counted_open = True
+        return data[end + 4 :]
+
+    def _record(self, complete: bytes, now: float) -> None:
+        at = complete.find(TS_FIELD)
+        while at >= 0:
+            start = at + len(TS_FIELD)
+            end = start
+            while complete[end] not in b",}":
+                end += 1
+            self._stats.delays_ms.append((now - float(complete[start:end])) * 1000)
+            at = complete.find(TS_FIELD, end)
+        if b'"error"' in complete:
+            self._fail(complete[complete.find(b'"error"') :][:200].decode(errors="replace"))
+        elif DONE in complete:
+            self._done = True
+            if self._transport is not None:
+                self._transport.close()
+
+    def _fail(self, error: str) -> None:
+        self._error = error
+        if self._transport is not None:
+            self._transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        ok = self._done and not self._error
+        error = self._error or (repr(exc) if exc else "closed before [DONE]")
+        self._stats.closed(self._counted_open, ok, error)
+
+
+@dataclass(frozen=True)
+class SlowPlan:
+    streams: int
+    connect_parallel: int = 64  # connections being set up at once while ramping up
+    deadline_s: float = 60.0
+
+
+async def slow_streams(
+    target: Target,
+    body: bytes,
+    plan: SlowPlan,
+    on_tick: Callable[[StreamStats], None] | None = None,
+) -> StreamStats:
+    """Open ``plan.streams`` streams (ramping ``connect_parallel`` at a time), wait for all.
+
+    ``on_tick`` is called every 50 ms with the live stats (e.g. to sample the gateway's RSS).
+    """
+    stats = StreamStats(total=plan.streams)
+    request = target.request(body)
+    ticker = asyncio.create_task(_tick(stats, on_tick)) if on_tick else None
+    gate = asyncio.Semaphore(plan.connect_parallel)
+    transports: list[asyncio.BaseTransport] = []
+    opens = [_open(target, request, stats, gate, transports) for _ in range(plan.streams)]
+    try:
+        await asyncio.gather(*opens)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stats.all_done.wait(), plan.deadline_s)
+    finally:
+        for transport in transports:
+            transport.close()
+        if ticker is not None:
+            ticker.cancel()
+    missing = plan.streams - stats.finished
+    if missing > 0:
+        stats.errors += missing
+        stats.last_error = f"{missing} streams still open at the deadline"
+    return stats
+
+
+async def _open(
+    target: Target,
+    request: bytes,
+    stats: StreamStats,
+    gate: asyncio.Semaphore,
+    transports: list[asyncio.BaseTransport],
+) -> None:
+    loop = asyncio.get_running_loop()
+    async with gate:
+        try:
+            transport, _ = await loop.create_connection(
+                lambda: StampedStream(request, stats), target.host, target.port
+            )
+        except OSError as error:
+            stats.closed(False, False, repr(error))
+            return
+    transports.append(transport)
+
+
+async def _tick(stats: StreamStats, on_tick: Callable[[StreamStats], None]) -> None:
+    while True:
+        on_tick(stats)
+        await asyncio.sleep(0.05)
