@@ -48,7 +48,7 @@ def create_app(
 ) -> Starlette:
     runtime = runtime or Runtime()
     owns_transport = transport is None
-    upstream = transport or create_transport(runtime.transport)
+    upstream = transport or create_transport(runtime.transport, runtime.max_upstream_connections)
     store = store or create_store(runtime.redis_url, config.settings)
     metrics = metrics or Metrics()
     meter = Meter(

@@ -15,6 +15,7 @@ class Runtime:
     metrics_token: Secret | None = None
     redis_url: str | None = None
     transport: str = "aiohttp"  # or "httpx": the upstream client's transport
+    max_upstream_connections: int = 10_000  # per worker; each open stream holds one
     log_bodies: bool = False  # debug only: puts prompts into the access log
 
     @classmethod
@@ -25,6 +26,7 @@ class Runtime:
             metrics_token=_secret(env.get("GATEWAY_METRICS_TOKEN")),
             redis_url=env.get("REDIS_URL") or None,
             transport=env.get("GATEWAY_UPSTREAM_TRANSPORT", "aiohttp"),
+            max_upstream_connections=int(env.get("GATEWAY_MAX_UPSTREAM_CONNECTIONS", "10000")),
             log_bodies=env.get("GATEWAY_DEBUG_LOG_BODIES", "").lower() in ("1", "true", "yes"),
         )
 

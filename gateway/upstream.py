@@ -22,7 +22,7 @@ MAX_ERROR_BODY = 64 * 1024
 _KEYLIKE = re.compile(r"\b(?:sk|tgp|pk|rk|key)[-_][A-Za-z0-9_\-*.]{6,}|\bBearer\s+\S+", re.I)
 
 
-def create_transport(kind: str = "aiohttp", max_connections: int = 1000) -> Transport:
+def create_transport(kind: str = "aiohttp", max_connections: int = 10_000) -> Transport:
     """One pooled transport for every upstream.
 
     The gateway sends through httpx's transport interface directly (``handle_async_request``):

@@ -106,12 +106,14 @@ class RedisStore:
 
     async def _run(self, counters: Sequence[Counter], override_key: str | None) -> Verdict:
         keys = list(dict.fromkeys(c.key for c in counters))
+        position = {key: index + 1 for index, key in enumerate(keys)}
         ttl = {c.key: c.ttl_s for c in counters}
-        args: list[str | int] = [len(keys), 1 if override_key else 0]
-        args += [ttl[key] for key in keys]
-        for c in counters:
-            args += [keys.index(c.key) + 1, c.field, c.fixed, c.flex]
-            args += [c.limit, c.limit_field, c.cap, c.cap_field]
+        spec = "\n".join(
+            f"{position[c.key]}\t{c.field}\t{c.fixed}\t{c.flex}\t{c.limit}\t{c.limit_field}"
+            f"\t{c.cap}\t{c.cap_field}"
+            for c in counters
+        )
+        args = [len(keys), 1 if override_key else 0, ",".join(str(ttl[k]) for k in keys), spec]
         all_keys = [*keys, override_key] if override_key else keys
         reply = await self._eval(all_keys, args)
         return _verdict([int(v) for v in reply])
