@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from gateway.attempts import Attempter, AttemptFailed, BuildRequest, Opened
 from gateway.auth import KeyRing, Principal
@@ -30,6 +30,7 @@ from gateway.metering import Meter, MeterRequest
 from gateway.metering.estimate import estimate_prompt_tokens, stt_audio_ms, tts_audio_ms
 from gateway.metrics import Metrics
 from gateway.observe import Finisher
+from gateway.relay_response import RelayResponse
 from gateway.routing import Endpoint, Plan, resolve
 from gateway.runtime import Runtime
 from gateway.secret import Secret
@@ -62,7 +63,7 @@ async def proxy(gateway: Gateway, request: Request, endpoint: Endpoint) -> Respo
     deferred = False
     try:
         response = await _serve(gateway, request, ctx)
-        deferred = isinstance(response, StreamingResponse)
+        deferred = isinstance(response, RelayResponse)
         return response
     except GatewayError as error:
         ctx.fail(error)
@@ -269,9 +270,7 @@ def _stream(
         on_end=on_end,
     )
     gateway.metrics.open_streams.inc()
-    return StreamingResponse(
-        relay, headers={**headers, **SSE_HEADERS}, media_type="text/event-stream"
-    )
+    return RelayResponse(relay, headers={**headers, **SSE_HEADERS}, media_type="text/event-stream")
 
 
 def _relay_binary(
@@ -295,7 +294,7 @@ def _relay_binary(
             _end_deferred(gateway, ctx)
 
     gateway.metrics.open_streams.inc()
-    return StreamingResponse(chunks(), status_code=opened.response.status_code, headers=headers)
+    return RelayResponse(chunks(), status_code=opened.response.status_code, headers=headers)
 
 
 def _end_deferred(gateway: Gateway, ctx: RequestContext) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -59,7 +60,7 @@ def build_request(
     if api_key is not None:
         headers["authorization"] = f"Bearer {api_key.reveal()}"
     extensions = {"timeout": _timeouts(upstream)}
-    url = upstream.base_url + path
+    url = _url(upstream.base_url, path)
     if form is not None:
         data, files = form
         return httpx.Request(
@@ -67,6 +68,12 @@ def build_request(
         )
     headers["content-type"] = "application/json"
     return httpx.Request("POST", url, content=json_body, headers=headers, extensions=extensions)
+
+
+@functools.lru_cache(maxsize=512)
+def _url(base_url: str, path: str) -> httpx.URL:
+    """Parsed once per upstream and path: parsing was a third of building each request."""
+    return httpx.URL(base_url + path)
 
 
 def _timeouts(upstream: Upstream) -> dict[str, float]:

@@ -195,15 +195,16 @@ def _settle_args(
 ) -> tuple[list[str], list[str | int | bytes]]:
     """KEYS and ARGV for settle.lua: the whole batch in one script call."""
     index: dict[str, int] = {}
-    args: list[str | int | bytes] = [maxlen, len(batches)]
+    lines = []
     for batch in batches:
-        sent = [inc for inc in batch.increments if inc.delta or inc.watch]
-        args.append(len(sent))
-        for inc in sent:
-            position = index.setdefault(inc.key, len(index) + 1)
-            args += [position, inc.field, inc.delta, inc.ttl_s or 0, 1 if inc.watch else 0]
-        args.append(batch.record or b"")
-    return [*index, USAGE_STREAM], args
+        for inc in batch.increments:
+            if inc.delta or inc.watch:
+                position = index.setdefault(inc.key, len(index) + 1)
+                lines.append(
+                    f"{position}\t{inc.field}\t{inc.delta}\t{inc.ttl_s or 0}\t{int(inc.watch)}"
+                )
+    records = [batch.record for batch in batches if batch.record]
+    return [*index, USAGE_STREAM], [maxlen, "\n".join(lines), *records]
 
 
 def _split_watched(batches: Sequence[SettleBatch], flat: list[Any]) -> list[list[int]]:

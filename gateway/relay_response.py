@@ -1,0 +1,66 @@
+"""A lean streaming response for relays: no task group per stream, prompt disconnect handling.
+
+Starlette's ``StreamingResponse`` runs a task group with a second task per response to watch for
+the client leaving (uvicorn speaks ASGI 2.3). Here one future waits on ``receive()``; when it
+reports a disconnect, the streaming task is cancelled at once, which closes the upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, Mapping
+
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+
+class RelayResponse(Response):
+    def __init__(
+        self,
+        body: AsyncIterable[bytes],
+        *,
+        status_code: int = 200,
+        headers: Mapping[str, str],
+        media_type: str | None = None,
+    ) -> None:
+        # Response's own __init__ expects a whole body; only the ASGI call is used here.
+        self.body_iterator = body
+        self.status_code = status_code
+        self.background = None
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        if media_type is not None and "content-type" not in headers:
+            raw.append((b"content-type", media_type.encode("latin-1")))
+        self.raw_headers = raw
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        state = {"streaming": True, "client_left": False}
+
+        def on_message(waiter: asyncio.Future[Message]) -> None:
+            if waiter.cancelled() or waiter.exception() is not None:
+                return
+            if state["streaming"] and waiter.result()["type"] == "http.disconnect":
+                state["client_left"] = True
+                task.cancel()
+
+        waiter = asyncio.ensure_future(receive())
+        waiter.add_done_callback(on_message)
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not state["client_left"]:
+                raise
+            task.uncancel()  # our own cancel: the client is gone, the response is over
+        finally:
+            state["streaming"] = False
+            waiter.cancel()
