@@ -19,7 +19,13 @@ from gateway.breaker import Breakers
 from gateway.config import Model, RetryPolicy
 from gateway.errors import GatewayError, NoTargetAvailable, UpstreamError, UpstreamTimeout
 from gateway.secret import Secret
-from gateway.upstream import MAX_ERROR_BODY, Transport, network_error_kind, upstream_error
+from gateway.upstream import (
+    MAX_ERROR_BODY,
+    Transport,
+    body_chunks,
+    network_error_kind,
+    upstream_error,
+)
 
 PASS_THROUGH = frozenset({400, 401, 403, 413, 422})
 NEXT_MODEL_CODES = frozenset({"model_not_found", "model_not_available"})
@@ -158,7 +164,7 @@ class Attempter:
                     return await _status_failure(response, self._policy, secrets)
                 if buffered:
                     return Opened(model, response, await response.aread(), None)
-                rest = response.aiter_bytes()
+                rest = body_chunks(response)
                 first = await anext(rest, b"")
                 return Opened(model, response, first, rest)
         except TimeoutError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import aiohttp
@@ -101,6 +101,15 @@ def network_error_kind(exc: httpx.HTTPError) -> str:
     if isinstance(exc, httpx.TimeoutException):
         return "timeout"
     return "connect_error" if isinstance(exc, httpx.ConnectError) else "read_error"
+
+
+def body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as it arrives. Plain bodies (the gateway asks for identity) are read straight
+    from the transport's stream, skipping httpx's decoder layers on every chunk."""
+    encoding = response.headers.get("content-encoding", "identity")
+    if encoding == "identity" and isinstance(response.stream, httpx.AsyncByteStream):
+        return aiter(response.stream)
+    return response.aiter_bytes()
 
 
 def forwarded_headers(response: httpx.Response) -> dict[str, str]:
