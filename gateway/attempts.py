@@ -115,23 +115,45 @@ class Attempter:
                 self._breakers.release_probe(model.name)
                 skipped.append(f"{model.name}: no upstream credentials")
                 continue
-            for attempt in range(self._policy.attempts):
-                if attempt:
-                    request = build(model) or request
-                outcome = await self._try(model, request, buffered, secrets, records)
-                if isinstance(outcome, Opened):
-                    self._breakers.record_success(model.name)
-                    return outcome
-                last = outcome
-                if outcome.verdict is Verdict.FINAL:
-                    self._breakers.record_success(model.name)
-                    raise AttemptFailed(outcome.error, records)
-                self._breakers.record_failure(model.name)
-                delay = self._retry_delay(attempt, outcome)
-                if delay is None:
-                    break
-                await self._sleep(delay)
+            try:
+                outcome = await self._attempt_model(
+                    model, request, build, buffered, secrets, records
+                )
+            except BaseException:
+                self._breakers.release_probe(model.name)  # cancelled: no verdict on the model
+                raise
+            if isinstance(outcome, Opened):
+                return outcome
+            last = outcome
         raise AttemptFailed(_exhausted(last, records, skipped), records)
+
+    async def _attempt_model(
+        self,
+        model: Model,
+        request: httpx.Request,
+        build: BuildRequest,
+        buffered: bool,
+        secrets: Iterable[Secret | None],
+        records: list[AttemptRecord],
+    ) -> Opened | _Failure:
+        """Try one model, retrying as the policy says; raise when the client's error is final."""
+        outcome: Opened | _Failure
+        for attempt in range(self._policy.attempts):
+            if attempt:
+                request = build(model) or request
+            outcome = await self._try(model, request, buffered, secrets, records)
+            if isinstance(outcome, Opened):
+                self._breakers.record_success(model.name)
+                return outcome
+            if outcome.verdict is Verdict.FINAL:
+                self._breakers.record_success(model.name)
+                raise AttemptFailed(outcome.error, records)
+            self._breakers.record_failure(model.name)
+            delay = self._retry_delay(attempt, outcome)
+            if delay is None:
+                break
+            await self._sleep(delay)
+        return outcome
 
     async def _try(
         self,

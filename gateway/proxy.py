@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from gateway.secret import Secret
 from gateway.streaming import SSERelay, StreamResult
 from gateway.upstream import Transport, build_request, forwarded_headers
 
+log = logging.getLogger("gateway")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -68,6 +71,11 @@ async def proxy(gateway: Gateway, request: Request, endpoint: Endpoint) -> Respo
     except GatewayError as error:
         ctx.fail(error)
         return error_response(error, ctx.indicator())
+    except Exception:
+        log.exception("unexpected error serving %s", ctx.request_id)
+        internal = GatewayError("The gateway hit an internal error.", code="internal_error")
+        ctx.fail(internal)
+        return error_response(internal, ctx.indicator())
     finally:
         if not deferred:
             gateway.metrics.inflight.dec()
@@ -287,6 +295,9 @@ def _relay_binary(
                 yield chunk
         except httpx.HTTPError:
             ctx.status = 502  # cut mid-body: abort so the client sees an incomplete transfer
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            ctx.status = 499  # the client went away
             raise
         finally:
             ctx.upstream_ended = time.perf_counter()

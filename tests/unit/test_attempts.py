@@ -348,3 +348,30 @@ def test_error_bodies_are_normalised_and_keys_redacted():
     leaked = orjson.dumps({"error": {"message": "Invalid API key: sk-live-abcdef123456 / mine"}})
     message = upstream_error(401, leaked, "application/json", [Secret("mine")]).message
     assert "sk-live" not in message and "mine" not in message
+
+
+def test_a_cancelled_half_open_probe_frees_the_slot(models):
+    import asyncio
+
+    async def scenario():
+        async with httpx.AsyncHTTPTransport() as client:
+            h = Harness(
+                client,
+                policy=RetryPolicy(attempts=1),
+                breaker=BreakerPolicy(failures=1, cooldown_s=5),
+            )
+            h.breakers.record_failure("ok")
+            h.clock.now += 5  # half-open: one probe may go
+
+            async def hang(request):
+                await asyncio.sleep(30)
+
+            with respx.mock:
+                respx.post(URL).mock(side_effect=hang)
+                task = asyncio.create_task(h.run(chain(models, "ok")))
+                await asyncio.sleep(0.05)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            assert h.breakers.allow("ok")  # the next request may probe
+
+    run(scenario())
