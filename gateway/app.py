@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -30,7 +31,8 @@ from gateway.errors import (
 from gateway.metering import Meter, Store, create_store
 from gateway.metrics import Metrics, UsageMetrics, mark_worker_dead
 from gateway.observe import Finisher
-from gateway.proxy import Gateway
+from gateway.proxy import Gateway, proxy
+from gateway.routing import KNOWN_ENDPOINTS
 from gateway.runtime import Runtime
 from gateway.upstream import Transport, create_transport
 
@@ -87,7 +89,8 @@ def create_app(
                 await upstream.aclose()
             mark_worker_dead(os.getpid())
 
-    app = Starlette(
+    return GatewayApp(
+        gateway,
         routes=[
             *ops.routes(),
             *models.routes(),
@@ -103,8 +106,6 @@ def create_app(
             Exception: _unexpected_error,
         },
     )
-    app.state.gateway = gateway
-    return app
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
@@ -130,8 +131,23 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     return error_response(GatewayError("The gateway hit an internal error.", code="internal_error"))
 
 
+def limited(receive: Receive, max_bytes: int) -> Receive:
+    """``receive`` that stops a body (chunked included) past ``max_bytes`` with a 413."""
+    received = 0
+
+    async def limited_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        received += len(message.get("body", b""))
+        if received > max_bytes:
+            raise PayloadTooLarge(f"Request body exceeds the {max_bytes} byte limit.")
+        return message
+
+    return limited_receive
+
+
 class BodyLimit:
-    """Stops a request body (chunked included) at the configured size with a 413."""
+    """The body limit as middleware, for every route Starlette serves."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -141,14 +157,29 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        received = 0
+        await self.app(scope, limited(receive, self.max_bytes), send)
 
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise PayloadTooLarge(f"Request body exceeds the {self.max_bytes} byte limit.")
-            return message
 
-        await self.app(scope, limited, send)
+class GatewayApp(Starlette):
+    """Starlette, with a direct path for the proxied endpoints.
+
+    ``proxy()`` renders every error itself, so these requests need neither the router's scan
+    nor the exception middlewares; skipping them is measurable at thousands of requests/s.
+    """
+
+    def __init__(self, gateway: Gateway, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.state.gateway = gateway
+        self._direct = {"/v1" + endpoint.path: endpoint for endpoint in KNOWN_ENDPOINTS}
+        self._max_bytes = gateway.config.settings.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self._direct.get(scope["path"])
+            if endpoint is not None:
+                scope["app"] = self
+                request = Request(scope, limited(receive, self._max_bytes))
+                response = await proxy(self.state.gateway, request, endpoint)
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
