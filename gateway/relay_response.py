@@ -8,7 +8,7 @@ reports a disconnect, the streaming task is cancelled at once, which closes the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Mapping
 
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -46,16 +46,18 @@ class RelayResponse(Response):
 
         waiter = asyncio.ensure_future(receive())
         waiter.add_done_callback(on_message)
+        # Iterate before sending headers: the relay's own clean-up (closing the upstream,
+        # metering) then runs even when the client is gone before the first byte.
+        chunks = aiter(self.body_iterator)
+        started = False
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": self.status_code,
-                    "headers": self.raw_headers,
-                }
-            )
-            async for chunk in self.body_iterator:
+            async for chunk in chunks:
+                if not started:
+                    await send(self._start())
+                    started = True
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if not started:
+                await send(self._start())
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not state["client_left"]:
@@ -64,3 +66,12 @@ class RelayResponse(Response):
         finally:
             state["streaming"] = False
             waiter.cancel()
+            if isinstance(chunks, AsyncGenerator):
+                await chunks.aclose()
+
+    def _start(self) -> Message:
+        return {
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": self.raw_headers,
+        }
