@@ -19,6 +19,7 @@ from gateway.metering.store import Store, StoreError
 
 CHUNK = 200  # requests per store call; bounds how long one settle script runs
 BACKOFF_S = 0.1
+GATHER_S = 0.005
 MAX_BACKOFF_S = 2.0
 
 Written = Callable[[Sequence[Settlement], list[list[int]]], Awaitable[None]]
@@ -70,6 +71,10 @@ class Flusher:
         backoff = BACKOFF_S
         while True:
             await self._buffer.wake.wait()
+            if len(self._buffer) < CHUNK:
+                # Let a few more requests finish so they share one store call; the settle is
+                # off the request path, and reservations hold their place meanwhile.
+                await asyncio.sleep(GATHER_S)
             if await self.flush_once():
                 backoff = BACKOFF_S
                 if not self._buffer:
