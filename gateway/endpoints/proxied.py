@@ -1,8 +1,6 @@
-"""Handlers for the proxied /v1 endpoints: each one is the shared pipeline with its Endpoint."""
+"""The catch-all for other /v1 POSTs; the known endpoints are dispatched by GatewayApp."""
 
 from __future__ import annotations
-
-from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -10,17 +8,7 @@ from starlette.routing import Route
 
 from gateway.errors import NotFound
 from gateway.proxy import Gateway, proxy
-from gateway.routing import KNOWN_ENDPOINTS, Endpoint, passthrough_endpoint
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def _handler(endpoint: Endpoint) -> Handler:
-    async def handle(request: Request) -> Response:
-        gateway: Gateway = request.app.state.gateway
-        return await proxy(gateway, request, endpoint)
-
-    return handle
+from gateway.routing import passthrough_endpoint
 
 
 async def passthrough(request: Request) -> Response:
@@ -33,8 +21,6 @@ async def passthrough(request: Request) -> Response:
 
 
 def routes() -> list[Route]:
-    known = [
-        Route("/v1" + endpoint.path, _handler(endpoint), methods=["POST"])
-        for endpoint in KNOWN_ENDPOINTS
-    ]
-    return [*known, Route("/v1/{path:path}", passthrough, methods=["POST"])]
+    """The known endpoints are dispatched directly by ``GatewayApp``; this catch-all serves
+    every other POST below /v1 (and answers 405 to other methods there)."""
+    return [Route("/v1/{path:path}", passthrough, methods=["POST"])]

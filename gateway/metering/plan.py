@@ -36,14 +36,12 @@ def output_tokens(config: Config, request: MeterRequest) -> int:
     return min(caps) if request.generates_tokens and caps else 0
 
 
-def estimate(config: Config, request: MeterRequest) -> Amounts:
-    """What the request may use at most: the reservation before any clamp to what remains.
-
-    BYOK requests reserve one request and nothing else.
+def estimate(request: MeterRequest, flex: int) -> Amounts:
+    """What the request may use at most, given its ``output_tokens``: the reservation before
+    any clamp to what remains. BYOK requests reserve one request and nothing else.
     """
     if request.byok:
         return Amounts(requests=1)
-    flex = output_tokens(config, request)
     cost = cost_micros(
         request.price,
         prompt_tokens=request.prompt_tokens_estimate,
@@ -58,8 +56,8 @@ def reservation(config: Config, request: MeterRequest, windows: Windows) -> tupl
     """The checks, in the order their failures are reported."""
     user, tier, capability = request.user, request.tier, request.capability
     limits = quota_limits(user_quota(config, user, tier, capability))
-    amounts = estimate(config, request)
     flex = 0 if request.byok else output_tokens(config, request)
+    amounts = estimate(request, flex)
     day_key = keys.user_day(user, windows.day)
     day = windows.day_ttl()
 
