@@ -29,7 +29,7 @@ from gateway.upstream import create_transport
 
 def create_app() -> Starlette:
     upstream = os.environ["BENCH_JSON_URL"] + "/chat/completions"
-    transport = create_transport(os.environ.get("GATEWAY_UPSTREAM_TRANSPORT", "aiohttp"))
+    transport = create_transport(os.environ.get("GATEWAY_UPSTREAM_TRANSPORT", "native"))
     answer = json_answer().encode()
 
     async def static(request: Request) -> Response:

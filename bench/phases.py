@@ -26,6 +26,8 @@ from services import (
 )
 from wrk_load import LoadSpec, run_wrk
 
+TRANSPORTS = ("native", "aiohttp", "httpx")  # the gateway's upstream clients, fastest first
+
 
 @dataclass(frozen=True)
 class Bench:
@@ -83,18 +85,24 @@ def reference_phase(bench: Bench, quick: bool) -> None:
 
 
 def floor_phase(bench: Bench) -> None:
-    """uvicorn + Starlette alone, and plus the gateway's upstream client: the gateway's floor."""
-    try:
-        floor, port = start_floor(bench.procs, bench.mocks, bench.layout, bench.transport)
-    except RuntimeError as error:  # a reference only: the run goes on without it
-        bench.report.note(f"floor: skipped, bench/floor_app.py did not start: {error}")
-        return
-    show_process(bench.report, floor)
-    for name, path in (("floor_static_c16", "static"), ("floor_passthrough_c16", "passthrough")):
-        url = f"http://127.0.0.1:{port}/floor/{path}"
-        run_wrk(bench.knobs.wrk, LoadSpec(url, 16, 1))  # warm-up
-        wrk_scenario(bench.report, bench.knobs, Load(name, url, 16), bench.watch(floor=[floor.pid]))
-    bench.procs.stop(floor)
+    """uvicorn + Starlette alone, and plus each upstream client the gateway can use (the
+    transport is chosen by this measurement): the gateway's floor."""
+    for index, transport in enumerate(TRANSPORTS):
+        try:
+            floor, port = start_floor(bench.procs, bench.mocks, bench.layout, transport)
+        except RuntimeError as error:  # a reference only: the run goes on without it
+            bench.report.note(f"floor: skipped, bench/floor_app.py did not start: {error}")
+            return
+        show_process(bench.report, floor)
+        paths = [(f"floor_passthrough_{transport}_c16", "passthrough")]
+        if index == 0:
+            paths.insert(0, ("floor_static_c16", "static"))
+        for name, path in paths:
+            url = f"http://127.0.0.1:{port}/floor/{path}"
+            run_wrk(bench.knobs.wrk, LoadSpec(url, 16, 1))  # warm-up
+            watch = bench.watch(floor=[floor.pid])
+            wrk_scenario(bench.report, bench.knobs, Load(name, url, 16), watch)
+        bench.procs.stop(floor)
 
 
 def gateway_phase(bench: Bench, gateway: RunningGateway, quick: bool) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 
 from phases import (
+    TRANSPORTS,
     Bench,
     floor_phase,
     gateway_phase,
@@ -51,7 +52,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--slow-seconds", type=float, help="length of each slow stream (8 s)")
     parser.add_argument("--ttfb-requests", type=int, help="sequential TTFB requests (2000)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--transport", choices=("aiohttp", "httpx"), default="aiohttp")
+    parser.add_argument("--transport", choices=TRANSPORTS, default="native")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--compare-litellm", action="store_true", help="also run LiteLLM")
     parser.add_argument("--keep-logs", type=Path, help="keep configs and logs in this directory")

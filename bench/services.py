@@ -111,7 +111,7 @@ def start_mocks(procs: ProcessGroup, tools: Mapping[str, str], layout: Layout) -
 class GatewaySpec:
     workers: int = 1
     log_level: str = "WARNING"
-    transport: str = "aiohttp"
+    transport: str = "native"
 
 
 def start_gateway(

@@ -25,7 +25,7 @@ class Runtime:
             admin_token=_secret(env.get("GATEWAY_ADMIN_TOKEN")),
             metrics_token=_secret(env.get("GATEWAY_METRICS_TOKEN")),
             redis_url=env.get("REDIS_URL") or None,
-            transport=env.get("GATEWAY_UPSTREAM_TRANSPORT", "aiohttp"),
+            transport=env.get("GATEWAY_UPSTREAM_TRANSPORT", "native"),
             max_upstream_connections=int(env.get("GATEWAY_MAX_UPSTREAM_CONNECTIONS", "10000")),
             log_bodies=env.get("GATEWAY_DEBUG_LOG_BODIES", "").lower() in ("1", "true", "yes"),
         )

@@ -1,0 +1,5 @@
+"""The gateway's own HTTP/1.1 client, behind httpx's transport interface."""
+
+from gateway.wire.transport import NativeTransport
+
+__all__ = ["NativeTransport"]

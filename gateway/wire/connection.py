@@ -1,0 +1,230 @@
+"""One HTTP/1.1 connection to an upstream: an asyncio protocol with httptools' response parser.
+
+The gateway only needs request → status, headers, body chunks as they arrive. Doing that on
+the event loop's protocol callbacks (no streams, no per-chunk tasks) is what makes this cheaper
+than a general-purpose client. One exchange at a time; the pool hands the connection out again
+once a response was read to its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any, cast
+
+import httptools
+import httpx
+
+READ_HIGH_WATER = 256 * 1024  # buffered body bytes before the socket stops being read
+
+
+class Connection(asyncio.Protocol):
+    """Owns one socket. ``exchange`` sends a request and waits for its head; ``next_chunk``
+    hands out the body as it arrives. Failures are raised as httpx's transport errors."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._transport: asyncio.Transport | None = None
+        self._parser: httptools.HttpResponseParser | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drained: asyncio.Future[None] | None = None
+        self._error: httpx.TransportError | None = None
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_done = False
+        self.body_done = False
+        self.received_any = False
+        self.closed = False
+        self.idle_since = 0.0
+        self._framed = False  # the response says how its body ends (length or chunked)
+        self._keep_alive = False
+
+    # --- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        self.received_any = True
+        if self._parser is None:  # bytes while idle: the connection cannot be trusted again
+            self._fail(httpx.RemoteProtocolError("Upstream sent data without a request"))
+            self.close()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(httpx.RemoteProtocolError(f"Malformed upstream response: {exc}"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.head_done and not self.body_done and not self._framed and exc is None:
+            self.body_done = True  # a body delimited by the connection closing
+            self._wake()
+            return
+        if self._parser is not None and not self.body_done:
+            message = "Upstream closed the connection before the response was complete"
+            if not self.head_done:
+                self._fail(httpx.RemoteProtocolError(message))
+            else:
+                self._fail(httpx.ReadError(message))
+        self._wake_drain()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._wake_drain()
+
+    # --- httptools callbacks ------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        lowered = name.lower()
+        if lowered == b"content-length" or (
+            lowered == b"transfer-encoding" and b"chunked" in value.lower()
+        ):
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None
+        self.status = self._parser.get_status_code()
+        if self.status < 200:  # an interim answer (100 Continue): wait for the real head
+            self.headers = []
+            return
+        self.head_done = True
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > READ_HIGH_WATER and not self._reading_paused:
+            self._reading_paused = True
+            assert self._transport is not None
+            self._transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if not self.head_done:
+            return
+        assert self._parser is not None
+        self._keep_alive = self._parser.should_keep_alive()  # the parser forgets it afterwards
+        self.body_done = True
+        self._wake()
+
+    # --- used by the transport ----------------------------------------------------------
+
+    async def exchange(self, head: bytes, body: bytes, timeout: float | None) -> None:
+        """Write the request (``head`` + ``body`` in one write) and wait for the response head."""
+        self._start()
+        assert self._transport is not None
+        self._transport.write(head + body if body else head)
+        await self._until(lambda: self.head_done, timeout)
+
+    async def exchange_streaming(
+        self, head: bytes, body: Any, chunked: bool, timeout: float | None
+    ) -> None:
+        """Like ``exchange`` for a body that arrives in pieces (multipart uploads)."""
+        self._start()
+        assert self._transport is not None
+        self._transport.write(head)
+        async for piece in body:
+            if piece:
+                self._transport.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
+            if self._writing_paused:
+                await self._drain(timeout)
+            self._raise_if_failed()
+        if chunked:
+            self._transport.write(b"0\r\n\r\n")
+        await self._until(lambda: self.head_done, timeout)
+
+    async def next_chunk(self, timeout: float | None) -> bytes | None:
+        """The next piece of the body, or None at its end."""
+        if not self._chunks:
+            await self._until(lambda: bool(self._chunks) or self.body_done, timeout)
+            if not self._chunks:
+                return None
+        chunk = self._chunks.popleft()
+        self._buffered -= len(chunk)
+        if self._reading_paused and self._buffered < READ_HIGH_WATER // 2:
+            self._reading_paused = False
+            assert self._transport is not None
+            self._transport.resume_reading()
+        return chunk
+
+    @property
+    def reusable(self) -> bool:
+        """The whole answer was read and both sides agree to keep the connection open."""
+        return self.body_done and self._keep_alive and not self.closed and self._error is None
+
+    def finish(self) -> None:
+        """The exchange is over; forget it so stray bytes while idle are noticed."""
+        self._parser = None
+        self._chunks.clear()
+
+    def close(self) -> None:
+        self.closed = True
+        if self._transport is not None:
+            self._transport.close()
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self._error = None
+        self.status, self.headers = 0, []
+        self.head_done = self.body_done = self.received_any = False
+        self._framed = self._keep_alive = False
+        self._raise_if_failed()
+
+    async def _until(self, ready: Any, timeout: float | None) -> None:
+        while not ready():
+            self._raise_if_failed()
+            if self.closed and not self.body_done:
+                raise self._error or httpx.ReadError("Upstream connection closed")
+            waiter = self._waiter = self._loop.create_future()
+            timer = self._loop.call_later(timeout, _expire, waiter) if timeout else None
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+
+    async def _drain(self, timeout: float | None) -> None:
+        drained = self._drained = self._loop.create_future()
+        try:
+            await asyncio.wait_for(drained, timeout)
+        except TimeoutError:
+            raise httpx.WriteTimeout("Timed out sending the request upstream") from None
+        finally:
+            self._drained = None
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _fail(self, error: httpx.TransportError) -> None:
+        if self._error is None:
+            self._error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_drain(self) -> None:
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(httpx.ReadTimeout("Timed out waiting for the upstream"))

@@ -1,0 +1,124 @@
+"""Keep-alive connections per origin, with a cap on how many are open at once."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+
+import httpx
+
+from gateway.wire.connection import Connection
+
+Origin = tuple[str, str, int]  # scheme, host, port
+
+
+class ConnectionPool:
+    """Hands out idle connections most-recently-used first (the least likely to have been
+    closed by the other side) and opens new ones up to ``max_connections`` in total."""
+
+    def __init__(
+        self, max_connections: int, keepalive_expiry_s: float, ssl_context: ssl.SSLContext
+    ) -> None:
+        self._max = max_connections
+        self._expiry = keepalive_expiry_s
+        self._ssl = ssl_context
+        self._idle: dict[Origin, list[Connection]] = {}
+        self._open = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(
+        self, origin: Origin, connect_timeout: float | None, pool_timeout: float | None
+    ) -> tuple[Connection, bool]:
+        """(a connection to ``origin``, whether it was used before)."""
+        idle = self._take_idle(origin)
+        if idle is not None:
+            return idle, True
+        while self._open >= self._max and not self._evict_idle():
+            await self._wait_for_room(pool_timeout)
+            idle = self._take_idle(origin)
+            if idle is not None:
+                return idle, True
+        self._open += 1
+        try:
+            return await self._connect(origin, connect_timeout), False
+        except BaseException:
+            self._open -= 1
+            self._wake_one()
+            raise
+
+    def release(self, connection: Connection, origin: Origin) -> None:
+        reusable = connection.reusable
+        connection.finish()
+        if reusable:
+            connection.idle_since = time.monotonic()
+            self._idle.setdefault(origin, []).append(connection)
+        else:
+            connection.close()
+            self._open -= 1
+        self._wake_one()
+
+    def close(self) -> None:
+        for connections in self._idle.values():
+            for connection in connections:
+                connection.close()
+        self._idle.clear()
+
+    def _take_idle(self, origin: Origin) -> Connection | None:
+        connections = self._idle.get(origin)
+        now = time.monotonic()
+        while connections:
+            connection = connections.pop()
+            if not connection.closed and now - connection.idle_since < self._expiry:
+                return connection
+            connection.close()
+            self._open -= 1
+        return None
+
+    def _evict_idle(self) -> bool:
+        """Close one idle connection to another origin to make room; False if there is none."""
+        for connections in self._idle.values():
+            if connections:
+                connections.pop(0).close()
+                self._open -= 1
+                return True
+        return False
+
+    async def _connect(self, origin: Origin, timeout: float | None) -> Connection:
+        scheme, host, port = origin
+        loop = asyncio.get_running_loop()
+        secure = self._ssl if scheme == "https" else None
+        try:
+            async with asyncio.timeout(timeout):
+                _, connection = await loop.create_connection(
+                    lambda: Connection(loop),
+                    host,
+                    port,
+                    ssl=secure,
+                    server_hostname=host if secure else None,
+                )
+        except TimeoutError:
+            raise httpx.ConnectTimeout(f"Timed out connecting to {host}:{port}") from None
+        except OSError as exc:
+            raise httpx.ConnectError(f"Could not connect to {host}:{port}: {exc}") from None
+        return connection
+
+    async def _wait_for_room(self, timeout: float | None) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            raise httpx.PoolTimeout("No upstream connection became free in time") from None
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
