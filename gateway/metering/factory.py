@@ -4,7 +4,8 @@ Cluster URLs: ``redis+cluster://host:port`` (``rediss+cluster://`` with TLS), or
 with ``?cluster=1``. Timeouts are short and redis-py's own retries are limited to one quick
 reconnect, so an outage costs a request milliseconds, not seconds. The standalone pool blocks
 (up to ``POOL_TIMEOUT_S``) rather than failing when all connections are busy; URL query
-options such as ``?max_connections=128`` override the defaults.
+options such as ``?max_connections=128`` override the defaults. On a standalone Redis over
+plain TCP the two per-request scripts go through one shared pipelined connection instead.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Connection, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from gateway.config import Settings
 from gateway.metering.memory_store import MemoryStore
+from gateway.metering.pipelined import Endpoint, PipelinedConnection
 from gateway.metering.redis_store import RedisStore
 from gateway.metering.store import Store
 
@@ -40,6 +42,7 @@ def create_store(redis_url: str | None, settings: Settings) -> Store:
         "retry": Retry(NoBackoff(), 1),
     }
     client: Redis | RedisCluster
+    scripts = None
     if cluster:
         client = RedisCluster.from_url(url, max_connections=CLUSTER_MAX_CONNECTIONS, **options)
     else:
@@ -47,7 +50,26 @@ def create_store(redis_url: str | None, settings: Settings) -> Store:
             url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S, **options
         )
         client = Redis.from_pool(pool)
-    return RedisStore(client, stream_maxlen=settings.usage_stream_maxlen)
+        scripts = _pipelined(pool)
+    return RedisStore(client, stream_maxlen=settings.usage_stream_maxlen, scripts=scripts)
+
+
+def _pipelined(pool: BlockingConnectionPool) -> PipelinedConnection | None:
+    """The shared connection for the hot-path scripts, on plain TCP (TLS and unix sockets
+    stay on redis-py)."""
+    if pool.connection_class is not Connection:
+        return None
+    options = pool.connection_kwargs
+    endpoint = Endpoint(
+        host=options.get("host", "localhost"),
+        port=int(options.get("port", 6379)),
+        db=int(options.get("db", 0)),
+        username=options.get("username"),
+        password=options.get("password"),
+        connect_timeout_s=CONNECT_TIMEOUT_S,
+        command_timeout_s=SOCKET_TIMEOUT_S,
+    )
+    return PipelinedConnection(endpoint)
 
 
 def parse_redis_url(redis_url: str) -> tuple[str, bool]:

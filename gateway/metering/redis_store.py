@@ -20,6 +20,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from gateway.metering.keys import USAGE_STREAM, hash_tag
+from gateway.metering.pipelined import PipelinedConnection
 from gateway.metering.store import Counter, Increment, SettleBatch, StoreError, Verdict
 
 T = TypeVar("T")
@@ -33,10 +34,18 @@ FOREIGN_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 class RedisStore:
     """``Store`` on redis-py asyncio (``Redis`` or ``RedisCluster``)."""
 
-    def __init__(self, client: Redis | RedisCluster, *, stream_maxlen: int) -> None:
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        *,
+        stream_maxlen: int,
+        scripts: PipelinedConnection | None = None,
+    ) -> None:
+        """``scripts``, when given, runs the reserve and settle scripts (standalone Redis)."""
         self._client = client
         self._cluster = isinstance(client, RedisCluster)
         self._maxlen = stream_maxlen
+        self._scripts = scripts
 
     async def reserve(self, counters: Sequence[Counter], override_key: str | None) -> Verdict:
         groups = self._groups(counters, override_key)
@@ -88,6 +97,8 @@ class RedisStore:
 
     async def aclose(self) -> None:
         with contextlib.suppress(*FOREIGN_ERRORS):
+            if self._scripts is not None:
+                await self._scripts.aclose()
             await self._client.aclose()
 
     # -- internals -------------------------------------------------------------------------
@@ -125,10 +136,11 @@ class RedisStore:
         script: str = SCRIPT,
         sha: str = SCRIPT_SHA,
     ) -> list[Any]:
+        run = self._scripts.execute if self._scripts is not None else self._client.execute_command
         try:
-            reply = await self._client.evalsha(sha, len(keys), *keys, *args)
+            reply = await run("EVALSHA", sha, len(keys), *keys, *args)
         except NoScriptError:
-            reply = await self._client.eval(script, len(keys), *keys, *args)
+            reply = await run("EVAL", script, len(keys), *keys, *args)
         return list(reply)
 
     async def _merge(
