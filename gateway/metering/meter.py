@@ -52,6 +52,7 @@ class Meter:
         """``on_record`` sees every usage record once settled (for token and cost metrics);
         ``on_store_error`` is called on each store error (for an error counter)."""
         self._config = config
+        self._limits = plan.LimitCache(config)
         self._store = store
         self._clock = clock
         self._own_http: httpx.AsyncClient | None = None
@@ -103,19 +104,18 @@ class Meter:
         does not fit, ``StoreUnavailable`` when the store is down and the policy is "deny"."""
         now = self._clock()
         windows = windows_at(now)
-        checks = plan.reservation(self._config, request, windows)
+        limits = self._limits.get(request)
+        checks = plan.reservation(limits, request, windows)
         verdict = await self._reserve(checks, request.user)
         if verdict is None:
-            clamp = _clamp(request, plan.output_tokens(self._config, request))
+            clamp = _clamp(request, plan.output_tokens(limits, request))
             return Admission({}, clamp, request, now, checks=checks)
         if not verdict.ok:
             raise exceeded(request, checks, verdict, windows, now)
         reserved = Amounts(*(_granted(checks, verdict, kind) for kind in plan.AMOUNT_KINDS))
         tokens = next(check.counter for check in checks if check.kind == plan.TOKENS)
         flex = (
-            reserved.tokens - tokens.fixed
-            if tokens.flex
-            else plan.output_tokens(self._config, request)
+            reserved.tokens - tokens.fixed if tokens.flex else plan.output_tokens(limits, request)
         )
         return Admission(
             rate_limit_headers(checks, verdict, windows, now),

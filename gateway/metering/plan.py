@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass
 
 from gateway.config import Config
 from gateway.metering import keys
 from gateway.metering.limits import (
+    BudgetLimits,
+    Limits,
     budget_limits,
     quota_limits,
     user_budget,
@@ -25,12 +27,49 @@ BUDGET_KINDS = (USER_DAY, USER_MONTH, TIER_DAY, TIER_MONTH)
 AMOUNT_KINDS = (REQUESTS, TOKENS, AUDIO, USER_DAY)
 
 
-def output_tokens(config: Config, request: MeterRequest) -> int:
+@dataclass(frozen=True)
+class ConfigLimits:
+    """One user's limits for one capability from the config (store overrides apply later,
+    inside the store)."""
+
+    quota: Limits
+    user_budget: BudgetLimits
+    tier_budget: BudgetLimits
+
+
+class LimitCache:
+    """``ConfigLimits`` per (user, tier, capability), worked out once: they only change
+    with the config, which is immutable. Bounded, as users come from keys."""
+
+    def __init__(self, config: Config, size: int = 10_000) -> None:
+        self._config = config
+        self._size = size
+        self._entries: dict[tuple[str, str, str], ConfigLimits] = {}
+
+    def get(self, request: MeterRequest) -> ConfigLimits:
+        key = (request.user, request.tier.name, request.capability)
+        limits = self._entries.get(key)
+        if limits is None:
+            if len(self._entries) >= self._size:
+                self._entries.clear()
+            limits = self._entries[key] = _config_limits(self._config, request)
+        return limits
+
+
+def _config_limits(config: Config, request: MeterRequest) -> ConfigLimits:
+    user, tier = request.user, request.tier
+    return ConfigLimits(
+        quota_limits(user_quota(config, user, tier, request.capability)),
+        budget_limits(user_budget(config, user, tier)),
+        budget_limits(tier.tier_budget),
+    )
+
+
+def output_tokens(limits: ConfigLimits, request: MeterRequest) -> int:
     """Output tokens to reserve: the client's max_tokens, else (on a token-generating
     request) the tightest cap; capped by the tier's ``max_tokens`` and the configured
     ``tokens_per_request`` (a store override of the latter applies inside the store)."""
-    quota = quota_limits(user_quota(config, request.user, request.tier, request.capability))
-    caps = [c for c in (request.tier.max_tokens, quota.tokens_per_request) if c and c > 0]
+    caps = [c for c in (request.tier.max_tokens, limits.quota.tokens_per_request) if c and c > 0]
     if request.max_output_tokens > 0:
         return min([request.max_output_tokens, *caps])
     return min(caps) if request.generates_tokens and caps else 0
@@ -52,11 +91,13 @@ def estimate(request: MeterRequest, flex: int) -> Amounts:
     return Amounts(1, request.prompt_tokens_estimate + flex, request.audio_ms_estimate, cost)
 
 
-def reservation(config: Config, request: MeterRequest, windows: Windows) -> tuple[Check, ...]:
+def reservation(
+    config_limits: ConfigLimits, request: MeterRequest, windows: Windows
+) -> tuple[Check, ...]:
     """The checks, in the order their failures are reported."""
-    user, tier, capability = request.user, request.tier, request.capability
-    limits = quota_limits(user_quota(config, user, tier, capability))
-    flex = 0 if request.byok else output_tokens(config, request)
+    user, capability = request.user, request.capability
+    limits = config_limits.quota
+    flex = 0 if request.byok else output_tokens(config_limits, request)
     amounts = estimate(request, flex)
     day_key = keys.user_day(user, windows.day)
     day = windows.day_ttl()
@@ -65,8 +106,7 @@ def reservation(config: Config, request: MeterRequest, windows: Windows) -> tupl
         name = keys.capability_field(capability, unit)
         return Counter(day_key, name, fixed, limit, name, ttl_s=day)
 
-    tokens = replace(
-        counter(keys.TOKENS, amounts.tokens - flex, limits.tokens),
+    tokens = counter(keys.TOKENS, amounts.tokens - flex, limits.tokens)._replace(
         flex=flex,
         cap=limits.tokens_per_request,
         cap_field=keys.capability_field(capability, keys.TOKENS_PER_REQUEST),
@@ -76,14 +116,13 @@ def reservation(config: Config, request: MeterRequest, windows: Windows) -> tupl
         Check(TOKENS, tokens),
         Check(AUDIO, counter(keys.AUDIO_MS, amounts.audio_ms, limits.audio_ms)),
     )
-    return (*checks, *_budget_checks(config, request, windows, amounts.usd_micros))
+    return (*checks, *_budget_checks(config_limits, request, windows, amounts.usd_micros))
 
 
 def _budget_checks(
-    config: Config, request: MeterRequest, windows: Windows, cost: int
+    limits: ConfigLimits, request: MeterRequest, windows: Windows, cost: int
 ) -> list[Check]:
-    user = budget_limits(user_budget(config, request.user, request.tier))
-    tier = budget_limits(request.tier.tier_budget)
+    user, tier = limits.user_budget, limits.tier_budget
     day, month = windows.day_ttl(), windows.month_ttl()
     user_day = keys.user_day(request.user, windows.day)
     user_month = keys.user_month(request.user, windows.month)

@@ -180,8 +180,9 @@ class RedisStore:
 
     async def _settle(self, batches: Sequence[SettleBatch]) -> list[list[int]]:
         if not self._cluster:
-            keys, args = _settle_args(batches, self._maxlen)
-            return _split_watched(batches, await self._eval(keys, args, SETTLE_SCRIPT, SETTLE_SHA))
+            keys, args, places = _settle_args(batches, self._maxlen)
+            totals = await self._eval(keys, args, SETTLE_SCRIPT, SETTLE_SHA)
+            return [[int(totals[i]) for i in batch] for batch in places]
         async with self._client.pipeline(transaction=False) as pipe:
             for batch in batches:
                 _queue(pipe, batch, self._maxlen)
@@ -204,29 +205,36 @@ def _queue(pipe: Any, batch: SettleBatch, maxlen: int) -> None:
 
 def _settle_args(
     batches: Sequence[SettleBatch], maxlen: int
-) -> tuple[list[str], list[str | int | bytes]]:
-    """KEYS and ARGV for settle.lua: the whole batch in one script call."""
-    index: dict[str, int] = {}
-    lines = []
+) -> tuple[list[str], list[str | int | bytes], list[list[int]]]:
+    """KEYS and ARGV for settle.lua: the whole batch in one script call, increments to the
+    same field summed first (requests of one user or model share most of them), and where
+    each batch's watched values sit in the script's reply."""
+    merged: dict[tuple[str, str], list[int]] = {}  # → [delta, ttl, watch]
     for batch in batches:
         for inc in batch.increments:
             if inc.delta or inc.watch:
-                position = index.setdefault(inc.key, len(index) + 1)
-                lines.append(
-                    f"{position}\t{inc.field}\t{inc.delta}\t{inc.ttl_s or 0}\t{int(inc.watch)}"
-                )
+                slot = merged.get((inc.key, inc.field))
+                if slot is None:
+                    merged[inc.key, inc.field] = [inc.delta, inc.ttl_s, int(inc.watch)]
+                else:
+                    slot[0] += inc.delta
+                    slot[1] = max(slot[1], inc.ttl_s)
+                    slot[2] |= inc.watch
+    index: dict[str, int] = {}
+    watched: dict[tuple[str, str], int] = {}
+    lines = []
+    for (key, name), (delta, ttl, watch) in merged.items():
+        if not (delta or watch):
+            continue
+        position = index.setdefault(key, len(index) + 1)
+        lines.append(f"{position}\t{name}\t{delta}\t{ttl}\t{watch}")
+        if watch:
+            watched[key, name] = len(watched)
     records = [batch.record for batch in batches if batch.record]
-    return [*index, USAGE_STREAM], [maxlen, "\n".join(lines), *records]
-
-
-def _split_watched(batches: Sequence[SettleBatch], flat: list[Any]) -> list[list[int]]:
-    values: list[list[int]] = []
-    position = 0
-    for batch in batches:
-        count = sum(1 for inc in batch.increments if inc.watch)
-        values.append([int(v) for v in flat[position : position + count]])
-        position += count
-    return values
+    places = [
+        [watched[inc.key, inc.field] for inc in batch.increments if inc.watch] for batch in batches
+    ]
+    return [*index, USAGE_STREAM], [maxlen, "\n".join(lines), *records], places
 
 
 def _watched(batches: Sequence[SettleBatch], replies: list[Any]) -> list[list[int]]:

@@ -9,7 +9,7 @@ record says ``estimated: true``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -45,8 +45,7 @@ class Usage:
     estimated: bool
 
 
-@dataclass(frozen=True)
-class SpendKey:
+class SpendKey(NamedTuple):
     """What a watched spend counter measures, for the cost alerts."""
 
     scope: str  # "overall" or "tier:<name>"

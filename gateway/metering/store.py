@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 UNLIMITED = -1
 
@@ -19,8 +19,7 @@ class StoreError(Exception):
     """The store could not be reached or answered with an error (foreign errors converted)."""
 
 
-@dataclass(frozen=True)
-class Counter:
+class Counter(NamedTuple):
     """One hash field a reservation checks and increments.
 
     ``fixed`` must fit entirely; ``flex`` (the requested output tokens) is first capped at
@@ -54,8 +53,7 @@ class Verdict:
         return self.denied is None
 
 
-@dataclass(frozen=True)
-class Increment:
+class Increment(NamedTuple):
     """``HINCRBY key field delta``; ``watch`` returns the new value to the caller."""
 
     key: str

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from gateway.config import Price, Tier
 from gateway.metering.store import Counter
 
 
-@dataclass(frozen=True)
-class Amounts:
+class Amounts(NamedTuple):
     """Usage in integer units."""
 
     requests: int = 0
     tokens: int = 0
     audio_ms: int = 0
     usd_micros: int = 0
+
+
+NO_AMOUNTS = Amounts()
 
 
 @dataclass(frozen=True)
@@ -58,8 +61,7 @@ class Outcome:
     estimated: bool = False  # the token counts were estimated by the gateway
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(NamedTuple):
     """One counter of a reservation and what it limits, for messages and headers."""
 
     kind: str  # requests | tokens | audio | user_day | user_month | tier_day | tier_month
@@ -76,6 +78,6 @@ class Admission:
     clamp_max_tokens: int | None
     request: MeterRequest
     started: float  # the meter's clock at admission
-    reserved: Amounts = Amounts()
+    reserved: Amounts = NO_AMOUNTS
     checks: tuple[Check, ...] = ()  # empty: admitted without a reservation (store down)
     granted: tuple[int, ...] = field(default=())
