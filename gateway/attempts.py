@@ -24,6 +24,7 @@ from gateway.upstream import (
     Transport,
     body_chunks,
     network_error_kind,
+    read_body,
     upstream_error,
 )
 
@@ -185,7 +186,7 @@ class Attempter:
                 if response.status_code >= 400:
                     return await _status_failure(response, self._policy, secrets)
                 if buffered:
-                    return Opened(model, response, await response.aread(), None)
+                    return Opened(model, response, await read_body(response), None)
                 rest = body_chunks(response)
                 first = await anext(rest, b"")
                 return Opened(model, response, first, rest)

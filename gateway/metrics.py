@@ -17,6 +17,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 DURATION_BUCKETS = tuple(round(0.01 * 2**i, 2) for i in range(14))  # 0.01 s doubling to 81.92 s
 TTFT_BUCKETS = (
@@ -60,6 +61,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
             "gateway_requests",
@@ -165,6 +167,15 @@ class Metrics:
             registry=r,
         )
 
+    def child(self, metric: MetricWrapperBase, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once per label set (prometheus_client
+        validates the values and takes a lock on every ``labels`` call)."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
 
 def render(metrics: Metrics) -> tuple[bytes, str]:
     """The scrape body: all workers' files in multiprocess mode, else this registry."""
@@ -193,9 +204,10 @@ class UsageMetrics:
             record.get("tier") or "none",
         )
         prompt, completion = record.get("prompt_tokens") or 0, record.get("completion_tokens") or 0
+        m = self._metrics
         if prompt:
-            self._metrics.tokens.labels("input", *labels).inc(prompt)
+            m.child(m.tokens, "input", *labels).inc(prompt)
         if completion:
-            self._metrics.tokens.labels("output", *labels).inc(completion)
+            m.child(m.tokens, "output", *labels).inc(completion)
         if cost := record.get("cost_usd"):
-            self._metrics.cost.labels(*labels).inc(cost)
+            m.child(m.cost, *labels).inc(cost)

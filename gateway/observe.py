@@ -49,13 +49,13 @@ class Finisher:
         model_name = model.name if model else "none"
         provider = model.upstream.name if model else "none"
         tier = ctx.principal.tier.name if ctx.principal else "none"
-        m.requests.labels(endpoint, model_name, tier, provider, str(ctx.status)).inc()
+        m.child(m.requests, endpoint, model_name, tier, provider, str(ctx.status)).inc()
         total = ctx.ended - ctx.started
         upstream = max(0.0, ctx.upstream_ended - ctx.upstream_started)
-        m.request_duration.labels(endpoint).observe(total)
-        m.overhead.labels(endpoint).observe(max(0.0, total - upstream))
+        m.child(m.request_duration, endpoint).observe(total)
+        m.child(m.overhead, endpoint).observe(max(0.0, total - upstream))
         if isinstance(ctx.error, QuotaExceeded) and ctx.plan is not None:
-            m.quota_rejections.labels(ctx.plan.capability, ctx.error.code or "quota").inc()
+            m.child(m.quota_rejections, ctx.plan.capability, ctx.error.code or "quota").inc()
         self._observe_attempts(ctx)
         if model is not None and ctx.stream is not None:
             self._observe_stream(ctx, model.name)
@@ -64,26 +64,26 @@ class Finisher:
         m = self._metrics
         previous = None
         for record in ctx.records:
-            m.upstream_duration.labels(record.provider).observe(record.seconds)
+            m.child(m.upstream_duration, record.provider).observe(record.seconds)
             self.stats.record(record.model, record.error_type is None, record.seconds)
             if record.error_type is not None:
-                m.upstream_errors.labels(record.provider, record.error_type).inc()
-            m.circuit_state.labels(record.model).set(int(self._breakers.state(record.model)))
+                m.child(m.upstream_errors, record.provider, record.error_type).inc()
+            m.child(m.circuit_state, record.model).set(int(self._breakers.state(record.model)))
             if previous is not None:
                 if previous.model == record.model:
-                    m.retries.labels(record.model, record.provider).inc()
+                    m.child(m.retries, record.model, record.provider).inc()
                 else:
-                    m.fallbacks.labels(previous.model, record.model).inc()
+                    m.child(m.fallbacks, previous.model, record.model).inc()
             previous = record
 
     def _observe_stream(self, ctx: RequestContext, model: str) -> None:
         stream = ctx.stream
         assert stream is not None
-        self._metrics.ttft.labels(model).observe(stream.first_chunk_at - ctx.started)
+        self._metrics.child(self._metrics.ttft, model).observe(stream.first_chunk_at - ctx.started)
         output = completion_tokens(ctx)
         if output and output > 1:
             per_token = (stream.last_chunk_at - stream.first_chunk_at) / (output - 1)
-            self._metrics.tpot.labels(model).observe(per_token)
+            self._metrics.child(self._metrics.tpot, model).observe(per_token)
 
 
 def completion_tokens(ctx: RequestContext) -> int | None:

@@ -74,16 +74,16 @@ class NativeTransport(httpx.AsyncBaseTransport):
 
 async def _exchange(connection: Connection, request: httpx.Request, timeout: float | None) -> None:
     headers = request.headers
-    try:
-        body: bytes | None = request.content
-    except httpx.RequestNotRead:
-        body = None
+    stream = request.stream
+    body: bytes | None = None
+    if isinstance(stream, httpx.ByteStream):
+        body = b"".join(stream)  # one piece, already in memory
     chunked = body is None and "content-length" not in headers
     head = _head(request, chunked)
     if body is not None:
         await connection.exchange(head, body, timeout)
     else:
-        await connection.exchange_streaming(head, request.stream, chunked, timeout)
+        await connection.exchange_streaming(head, stream, chunked, timeout)
 
 
 def _head(request: httpx.Request, chunked: bool) -> bytes:
