@@ -88,6 +88,7 @@ class _RespProtocol(asyncio.Protocol):
         self._reader = hiredis.Reader(replyError=ResponseError)
         self._pending: deque[asyncio.Future[Any]] = deque()
         self._transport: asyncio.Transport | None = None
+        self._outbox: list[bytes] = []
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -119,7 +120,9 @@ class _RespProtocol(asyncio.Protocol):
             raise RedisConnectionError("Connection to Redis lost")
         waiter = self._loop.create_future()
         self._pending.append(waiter)
-        self._transport.write(command)
+        if not self._outbox:
+            self._loop.call_soon(self._flush)
+        self._outbox.append(command)
         timer = self._loop.call_later(timeout, self._expire, waiter)
         try:
             return await waiter
@@ -130,6 +133,14 @@ class _RespProtocol(asyncio.Protocol):
         self.closed = True
         if self._transport is not None:
             self._transport.close()
+
+    def _flush(self) -> None:
+        """Write every command queued during this turn of the event loop at once: on a busy
+        gateway several requests reserve in the same turn, and each socket write costs more
+        than the command itself."""
+        commands, self._outbox = self._outbox, []
+        if self._transport is not None and not self.closed:
+            self._transport.write(b"".join(commands))
 
     def _expire(self, waiter: asyncio.Future[Any]) -> None:
         if not waiter.done():
