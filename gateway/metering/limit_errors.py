@@ -15,7 +15,11 @@ from gateway.metering.store import UNLIMITED, Verdict
 from gateway.metering.types import Check, MeterRequest
 from gateway.metering.windows import Windows, duration, iso_utc, seconds_until
 
-HEADER_KINDS = ((plan.REQUESTS, "requests"), (plan.TOKENS, "tokens"))
+# check kind → its header names (limit, remaining, reset)
+HEADER_NAMES = {
+    kind: tuple(f"x-ratelimit-{part}-{suffix}" for part in ("limit", "remaining", "reset"))
+    for kind, suffix in ((plan.REQUESTS, "requests"), (plan.TOKENS, "tokens"))
+}
 MONTHLY = (plan.USER_MONTH, plan.TIER_MONTH)
 
 
@@ -23,16 +27,18 @@ def rate_limit_headers(
     checks: tuple[Check, ...], verdict: Verdict, windows: Windows, now: float
 ) -> dict[str, str]:
     headers: dict[str, str] = {}
-    reset = duration(seconds_until(windows.day_reset, now))
+    reset = ""
     for index, check in enumerate(checks):
-        suffix = dict(HEADER_KINDS).get(check.kind)
+        names = HEADER_NAMES.get(check.kind)
         limit = verdict.limits[index]
-        if suffix is None or limit == UNLIMITED:
+        if names is None or limit == UNLIMITED:
             continue
+        reset = reset or duration(seconds_until(windows.day_reset, now))
         remaining = max(0, limit - verdict.used[index] - verdict.granted[index])
-        headers[f"x-ratelimit-limit-{suffix}"] = str(limit)
-        headers[f"x-ratelimit-remaining-{suffix}"] = str(remaining)
-        headers[f"x-ratelimit-reset-{suffix}"] = reset
+        limit_name, remaining_name, reset_name = names
+        headers[limit_name] = str(limit)
+        headers[remaining_name] = str(remaining)
+        headers[reset_name] = reset
     return headers
 
 

@@ -112,8 +112,9 @@ class Meter:
             return Admission({}, clamp, request, now, checks=checks)
         if not verdict.ok:
             raise exceeded(request, checks, verdict, windows, now)
-        reserved = Amounts(*(_granted(checks, verdict, kind) for kind in plan.AMOUNT_KINDS))
-        tokens = next(check.counter for check in checks if check.kind == plan.TOKENS)
+        granted = dict(zip([check.kind for check in checks], verdict.granted, strict=True))
+        reserved = Amounts(*[granted.get(kind, 0) for kind in plan.AMOUNT_KINDS])
+        tokens = checks[plan.TOKENS_INDEX].counter
         flex = (
             reserved.tokens - tokens.fixed if tokens.flex else plan.output_tokens(limits, request)
         )
@@ -255,10 +256,6 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
     if task is not None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
-
-def _granted(checks: tuple[Check, ...], verdict: Verdict, kind: str) -> int:
-    return next((g for c, g in zip(checks, verdict.granted, strict=True) if c.kind == kind), 0)
 
 
 def _clamp(request: MeterRequest, flex: int) -> int | None:

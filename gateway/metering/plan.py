@@ -23,6 +23,7 @@ from gateway.metering.windows import Windows
 REQUESTS, TOKENS, AUDIO = "requests", "tokens", "audio"
 USER_DAY, USER_MONTH, TIER_DAY, TIER_MONTH = "user_day", "user_month", "tier_day", "tier_month"
 BUDGET_KINDS = (USER_DAY, USER_MONTH, TIER_DAY, TIER_MONTH)
+TOKENS_INDEX = 1  # where ``reservation`` puts the tokens check
 # The kinds whose grants make up ``Amounts`` (requests, tokens, audio_ms, usd_micros).
 AMOUNT_KINDS = (REQUESTS, TOKENS, AUDIO, USER_DAY)
 

@@ -19,7 +19,7 @@ from gateway.metering.plan import amount_for
 from gateway.metering.pricing import cost_micros, micros_to_usd
 from gateway.metering.store import Increment, SettleBatch
 from gateway.metering.types import Admission, Amounts, Outcome
-from gateway.metering.windows import AGGREGATE_TTL_S, iso_utc, windows_at
+from gateway.metering.windows import AGGREGATE_TTL_S, Windows, iso_utc, windows_at
 
 # Fields of the per-user and per-model daily aggregate hashes.
 AGGREGATE_FIELDS = (
@@ -104,8 +104,9 @@ def settlement(admission: Admission, outcome: Outcome) -> Settlement:
     used = usage(admission, outcome)
     actual = charged(admission, outcome, used)
     record = usage_record(admission, outcome, used)
-    increments = [*_reconcile(admission, actual), *_aggregates(admission, outcome, used)]
-    spend_increments, spend = _spend(admission, actual.usd_micros)
+    windows = windows_at(admission.started)
+    increments = [*_reconcile(admission, actual), *_aggregates(admission, outcome, used, windows)]
+    spend_increments, spend = _spend(admission, actual.usd_micros, windows)
     batch = SettleBatch((*increments, *spend_increments), orjson.dumps(record))
     return Settlement(batch, spend, record)
 
@@ -149,7 +150,9 @@ def _reconcile(admission: Admission, actual: Amounts) -> list[Increment]:
     return increments
 
 
-def _aggregates(admission: Admission, outcome: Outcome, used: Usage) -> list[Increment]:
+def _aggregates(
+    admission: Admission, outcome: Outcome, used: Usage, day: Windows
+) -> list[Increment]:
     values = (
         1,
         int(failed(outcome)),
@@ -159,7 +162,6 @@ def _aggregates(admission: Admission, outcome: Outcome, used: Usage) -> list[Inc
         used.images,
         used.cost,
     )
-    day = windows_at(admission.started)
     targets = (
         keys.user_aggregate(admission.request.user, day.day),
         keys.model_aggregate(outcome.model or "-", day.day),
@@ -172,11 +174,12 @@ def _aggregates(admission: Admission, outcome: Outcome, used: Usage) -> list[Inc
     ]
 
 
-def _spend(admission: Admission, cost: int) -> tuple[list[Increment], tuple[SpendKey, ...]]:
+def _spend(
+    admission: Admission, cost: int, windows: Windows
+) -> tuple[list[Increment], tuple[SpendKey, ...]]:
     """Charged spend overall and per tier, day and month; watched for the cost alerts."""
     if cost <= 0:
         return [], ()
-    windows = windows_at(admission.started)
     scopes = ("overall", f"tier:{admission.request.tier.name}")
     increments, spend = [], []
     for period, window, key_period in (("day", windows.day, "d"), ("month", windows.month, "m")):
