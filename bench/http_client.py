@@ -17,6 +17,7 @@ from typing import cast
 
 TS_FIELD = b'"ts":'
 DONE = b"data: [DONE]"
+STEADY_SHARE = 0.95
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,9 @@ class StreamStats:
 
     total: int
     delays_ms: list[float] = field(default_factory=list)
+    # chunks received while at least STEADY_SHARE of the streams were open: the relay's
+    # steady state, without the bursts of thousands of requests starting or ending at once
+    steady_delays_ms: list[float] = field(default_factory=list)
     open_now: int = 0
     peak_open: int = 0
     completed: int = 0
@@ -120,6 +124,10 @@ class StreamStats:
     last_error: str = ""
     finished: int = 0
     all_done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def steady(self) -> bool:
+        return self.open_now >= STEADY_SHARE * self.total
 
     def opened(self) -> None:
         self.open_now += 1
@@ -187,7 +195,10 @@ class StampedStream(asyncio.Protocol):
             end = start
             while complete[end] not in b",}":
                 end += 1
-            self._stats.delays_ms.append((now - float(complete[start:end])) * 1000)
+            delay = (now - float(complete[start:end])) * 1000
+            self._stats.delays_ms.append(delay)
+            if self._stats.steady:
+                self._stats.steady_delays_ms.append(delay)
             at = complete.find(TS_FIELD, end)
         if b'"error"' in complete:
             self._fail(complete[complete.find(b'"error"') :][:200].decode(errors="replace"))

@@ -9,7 +9,7 @@ import mock_nginx
 from aio import run_loop
 from http_client import SlowPlan, Target, slow_streams
 from procs import ProcessGroup, Started, leaf_processes
-from report import Report
+from report import Report, median, percentile
 from scenarios import Knobs, Load, slow_scenario, ttfb_scenario, wrk_scenario
 from services import (
     CHAT_PATH,
@@ -136,6 +136,13 @@ def slow_phase(bench: Bench, gateway: RunningGateway) -> None:
     pids = gateway.pids()
     watch = bench.watch(gateway=pids)
     outcome = slow_scenario(report, knobs, "slow_streams", gateway.target(), pids, watch)
+    steady = outcome.stats.steady_delays_ms if outcome.stats else []
+    report.add_facts(
+        "relay",
+        steady_chunks=len(steady),
+        steady_p50_ms=median(steady),
+        steady_p99_ms=percentile(steady, 99),
+    )
     sampler = outcome.sampler
     if sampler is None or sampler.peak_open == 0:
         report.note("slow_streams: no stream was ever open; no memory figure")

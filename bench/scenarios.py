@@ -133,6 +133,9 @@ def slow_scenario(
         "chunks_received": len(delays),
         "seconds": seconds,
         "delay_max_ms": max(delays, default=float("nan")),
+        "steady_chunks": len(stats.steady_delays_ms),
+        "steady_p50_ms": median(stats.steady_delays_ms),
+        "steady_p99_ms": percentile(stats.steady_delays_ms, 99),
         "last_error": stats.last_error,
         **cpu.as_dict(),
     }

@@ -58,6 +58,13 @@ TARGETS = (
         "receive time minus the upstream's send stamp, every chunk",
     ),
     Target(
+        "slow_relay_delay_steady_p99_ms",
+        5,
+        False,
+        _value("relay", "steady_p99_ms"),
+        "the same, only chunks received while >= 95% of the streams were open (no start/end storm)",
+    ),
+    Target(
         "workers_scaling",
         0.8,
         True,

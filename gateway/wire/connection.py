@@ -42,6 +42,8 @@ class Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._framed = False  # the response says how its body ends (length or chunked)
         self._keep_alive = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
 
     # --- asyncio.Protocol ---------------------------------------------------------------
 
@@ -62,6 +64,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._disarm()
         if self.head_done and not self.body_done and not self._framed and exc is None:
             self.body_done = True  # a body delimited by the connection closing
             self._wake()
@@ -169,6 +172,7 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        self._disarm()
         if self._transport is not None:
             self._transport.close()
 
@@ -188,13 +192,36 @@ class Connection(asyncio.Protocol):
             if self.closed and not self.body_done:
                 raise self._error or httpx.ReadError("Upstream connection closed")
             waiter = self._waiter = self._loop.create_future()
-            timer = self._loop.call_later(timeout, _expire, waiter) if timeout else None
+            if timeout:
+                self._arm(timeout)
             try:
                 await waiter
             finally:
                 self._waiter = None
-                if timer is not None:
-                    timer.cancel()
+
+    def _arm(self, timeout: float) -> None:
+        """Fail the wait that starts now if nothing arrives within ``timeout``.
+
+        One timer per connection is kept and moved lazily (it re-arms itself when it fires
+        early) instead of one timer per wait: a stream waits once per chunk."""
+        self._deadline = self._loop.time() + timeout
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._deadline, self._on_deadline)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self._loop.time() >= self._deadline:
+            waiter.set_exception(httpx.ReadTimeout("Timed out waiting for the upstream"))
+        else:
+            self._timer = self._loop.call_at(self._deadline, self._on_deadline)
 
     async def _drain(self, timeout: float | None) -> None:
         drained = self._drained = self._loop.create_future()
@@ -223,8 +250,3 @@ class Connection(asyncio.Protocol):
         drained = self._drained
         if drained is not None and not drained.done():
             drained.set_result(None)
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(httpx.ReadTimeout("Timed out waiting for the upstream"))
