@@ -20,6 +20,7 @@ from gateway.attempts import Attempter
 from gateway.auth import KeyRing
 from gateway.breaker import Breakers
 from gateway.config import Config
+from gateway.context import RequestIds
 from gateway.endpoints import account, admin, models, ops, proxied
 from gateway.errors import (
     GatewayError,
@@ -73,6 +74,7 @@ def create_app(
         runtime=runtime,
         clock=clock,
         created=int(clock()),
+        request_ids=RequestIds(),
     )
 
     @contextlib.asynccontextmanager

@@ -90,6 +90,8 @@ def _serve(args: argparse.Namespace) -> int:
             loop="uvloop",
             http="httptools",
             access_log=False,
+            proxy_headers=False,  # client addresses are never used; saves a middleware layer
+            server_header=False,
             log_config=None,
             timeout_graceful_shutdown=int(config.settings.shutdown_grace_s),
         )

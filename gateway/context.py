@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import secrets
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +17,18 @@ from gateway.routing import Endpoint, Plan
 from gateway.streaming import StreamResult
 
 REQUEST_ID_MAX = 128
+
+
+class RequestIds:
+    """``req_`` + 32 hex digits, unique across processes: a random per-process half and a
+    counter (uuid4 read the OS's random source for every request)."""
+
+    def __init__(self) -> None:
+        self._prefix = f"req_{secrets.token_hex(8)}"
+        self._counter = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
 
 
 @dataclass
@@ -41,10 +55,12 @@ class RequestContext:
     debug_body: Any = None  # the request body, kept only when body logging is switched on
 
     @classmethod
-    def begin(cls, incoming_id: str | None, endpoint: Endpoint) -> RequestContext:
+    def begin(
+        cls, incoming_id: str | None, endpoint: Endpoint, new_id: Callable[[], str]
+    ) -> RequestContext:
         if incoming_id and len(incoming_id) <= REQUEST_ID_MAX and incoming_id.isprintable():
             return cls(incoming_id, endpoint)
-        return cls(f"req_{uuid.uuid4().hex}", endpoint)
+        return cls(new_id(), endpoint)
 
     @property
     def fallback(self) -> bool:

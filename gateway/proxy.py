@@ -26,7 +26,7 @@ from gateway.bodies import (
 )
 from gateway.breaker import Breakers
 from gateway.config import Config, Model, Upstream
-from gateway.context import RequestContext
+from gateway.context import RequestContext, RequestIds
 from gateway.errors import GatewayError, error_response
 from gateway.metering import Meter, MeterRequest
 from gateway.metering.estimate import estimate_prompt_tokens, stt_audio_ms, tts_audio_ms
@@ -58,10 +58,11 @@ class Gateway:
     runtime: Runtime
     clock: Callable[[], float]
     created: int  # reported as models' `created`
+    request_ids: RequestIds
 
 
 async def proxy(gateway: Gateway, request: Request, endpoint: Endpoint) -> Response:
-    ctx = RequestContext.begin(request.headers.get("x-request-id"), endpoint)
+    ctx = RequestContext.begin(request.headers.get("x-request-id"), endpoint, gateway.request_ids)
     gateway.metrics.inflight.inc()
     deferred = False
     try:
