@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -303,3 +307,54 @@ async def test_unknown_length_bodies_are_sent_chunked() -> None:
         await transport.aclose()
     assert server.requests[0].lower().count(b"transfer-encoding: chunked") == 1
     assert server.requests[0].endswith(b"abcdef")
+
+
+@synchronous
+async def test_a_large_answer_arrives_whole_through_read_flow_control() -> None:
+    payload = bytes(range(256)) * 20_000  # 5 MB, well past the read high-water mark
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(payload)
+    async with raw_server(await answer(head + payload)) as server:
+        transport = NativeTransport()
+        response = await transport.handle_async_request(post(server.url()))
+        received = bytearray()
+        async for chunk in response.stream:  # type: ignore[union-attr]
+            received += chunk
+            await asyncio.sleep(0)  # a slow reader: the socket must pause, then resume
+        await response.aclose()
+        assert bytes(received) == payload
+        await fetch(transport, post(server.url()))  # and the connection is reusable
+        await transport.aclose()
+    assert server.connections == 1
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subject = ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"]
+    files = ["-keyout", str(key), "-out", str(cert)]
+    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    subprocess.run([*command, *subject, *files], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_https_upstreams_are_verified(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+
+    async def scenario() -> None:
+        handler = await answer(OK)
+        server = RawServer(handler)
+        listener = await asyncio.start_server(server.serve, "127.0.0.1", 0, ssl=server_context)
+        port = listener.sockets[0].getsockname()[1]
+        url = f"https://localhost:{port}/v1/x"
+        trusting = NativeTransport(ssl_context=ssl.create_default_context(cafile=str(cert)))
+        assert (await fetch(trusting, post(url))).content == b"{}"
+        await trusting.aclose()
+        default = NativeTransport()  # the system's CAs do not know this certificate
+        with pytest.raises(httpx.ConnectError):
+            await fetch(default, post(url))
+        await default.aclose()
+        listener.close()
+
+    asyncio.run(scenario())
