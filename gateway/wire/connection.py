@@ -147,18 +147,26 @@ class Connection(asyncio.Protocol):
         await self._until(lambda: self.head_done, timeout)
 
     async def next_chunk(self, timeout: float | None) -> bytes | None:
-        """The next piece of the body, or None at its end."""
-        if not self._chunks:
-            await self._until(lambda: bool(self._chunks) or self.body_done, timeout)
-            if not self._chunks:
+        """Everything of the body received so far (at least one piece), or None at its end.
+
+        Pieces that queued up while the reader was busy go out together: a relay that falls
+        behind then spends one write, not one per piece, and catches up."""
+        chunks = self._chunks
+        if not chunks:
+            await self._until(self._has_body, timeout)
+            if not chunks:
                 return None
-        chunk = self._chunks.popleft()
-        self._buffered -= len(chunk)
-        if self._reading_paused and self._buffered < READ_HIGH_WATER // 2:
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        if self._reading_paused:
             self._reading_paused = False
             assert self._transport is not None
             self._transport.resume_reading()
-        return chunk
+        return data
+
+    def _has_body(self) -> bool:
+        return bool(self._chunks) or self.body_done
 
     @property
     def reusable(self) -> bool:
