@@ -20,7 +20,7 @@ from redis.backoff import NoBackoff
 
 from gateway.config import Settings
 from gateway.metering.memory_store import MemoryStore
-from gateway.metering.pipelined import Endpoint, PipelinedConnection
+from gateway.metering.pipelined import PipelinedConnection, RedisEndpoint
 from gateway.metering.redis_store import RedisStore
 from gateway.metering.store import Store
 
@@ -60,7 +60,7 @@ def _pipelined(pool: BlockingConnectionPool) -> PipelinedConnection | None:
     if pool.connection_class is not Connection:
         return None
     options = pool.connection_kwargs
-    endpoint = Endpoint(
+    endpoint = RedisEndpoint(
         host=options.get("host", "localhost"),
         port=int(options.get("port", 6379)),
         db=int(options.get("db", 0)),

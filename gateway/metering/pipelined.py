@@ -21,7 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 @dataclass(frozen=True)
-class Endpoint:
+class RedisEndpoint:
     host: str
     port: int
     db: int = 0
@@ -38,7 +38,7 @@ class PipelinedConnection:
     that outlives its timeout closes the connection (the replies behind it would be late too).
     """
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: RedisEndpoint) -> None:
         self._endpoint = endpoint
         self._protocol: _RespProtocol | None = None
         self._connecting = asyncio.Lock()
@@ -72,7 +72,7 @@ class PipelinedConnection:
             return protocol
 
 
-async def _handshake(protocol: _RespProtocol, endpoint: Endpoint) -> None:
+async def _handshake(protocol: _RespProtocol, endpoint: RedisEndpoint) -> None:
     timeout = endpoint.connect_timeout_s
     if endpoint.password is not None:
         credentials = (endpoint.username, endpoint.password) if endpoint.username else ()

@@ -9,7 +9,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.metering.pipelined import Endpoint, PipelinedConnection
+from gateway.metering.pipelined import PipelinedConnection, RedisEndpoint
 from tests.support import free_port
 
 from .helpers import RedisServer, command, run
@@ -24,7 +24,7 @@ return 1
 
 
 def connect(server: RedisServer, **options: object) -> PipelinedConnection:
-    return PipelinedConnection(Endpoint("127.0.0.1", server.port, **options))  # type: ignore[arg-type]
+    return PipelinedConnection(RedisEndpoint("127.0.0.1", server.port, **options))  # type: ignore[arg-type]
 
 
 def test_concurrent_commands_each_get_their_own_reply(redis_server: RedisServer) -> None:
@@ -75,7 +75,7 @@ def test_commands_in_flight_fail_when_the_connection_drops() -> None:
     async def scenario() -> None:
         server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        redis = PipelinedConnection(Endpoint("127.0.0.1", port))
+        redis = PipelinedConnection(RedisEndpoint("127.0.0.1", port))
         results = await asyncio.gather(
             *(redis.execute("PING") for _ in range(3)), return_exceptions=True
         )
@@ -117,7 +117,7 @@ def test_selects_the_database_and_authenticates(redis_server: RedisServer) -> No
 
 def test_an_unreachable_server_is_a_connection_error() -> None:
     async def scenario() -> None:
-        redis = PipelinedConnection(Endpoint("127.0.0.1", free_port()))
+        redis = PipelinedConnection(RedisEndpoint("127.0.0.1", free_port()))
         with pytest.raises(RedisConnectionError):
             await redis.execute("PING")
 
