@@ -86,7 +86,7 @@ async def raw_server(handler: Handler) -> AsyncIterator[RawServer]:
         listener.close()
 
 
-async def answer(reply: bytes, keep: bool = True) -> Handler:
+def answer(reply: bytes, keep: bool = True) -> Handler:
     async def handler(_: asyncio.StreamReader, writer: asyncio.StreamWriter, __: bytes) -> bool:
         writer.write(reply)
         await writer.drain()
@@ -111,7 +111,7 @@ def post(url: str, timeout: float = 5.0, **kwargs: object) -> httpx.Request:
 
 @synchronous
 async def test_keeps_the_connection_alive_between_requests() -> None:
-    async with raw_server(await answer(OK)) as server:
+    async with raw_server(answer(OK)) as server:
         transport = NativeTransport()
         for _ in range(3):
             response = await fetch(transport, post(server.url(), content=b'{"a":1}'))
@@ -145,7 +145,7 @@ async def test_decodes_a_chunked_answer_as_it_arrives() -> None:
 
 @synchronous
 async def test_a_body_ended_by_closing_the_connection_is_complete() -> None:
-    handler = await answer(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it", False)
+    handler = answer(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it", False)
     async with raw_server(handler) as server:
         transport = NativeTransport()
         response = await fetch(transport, post(server.url()))
@@ -158,7 +158,7 @@ async def test_a_body_ended_by_closing_the_connection_is_complete() -> None:
 @synchronous
 async def test_connection_close_is_respected() -> None:
     reply = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}"
-    async with raw_server(await answer(reply, False)) as server:
+    async with raw_server(answer(reply, False)) as server:
         transport = NativeTransport()
         for _ in range(2):
             assert (await fetch(transport, post(server.url()))).content == b"{}"
@@ -168,7 +168,7 @@ async def test_connection_close_is_respected() -> None:
 
 @synchronous
 async def test_a_reused_connection_the_server_closed_is_replaced_transparently() -> None:
-    async with raw_server(await answer(OK, keep=False)) as server:
+    async with raw_server(answer(OK, keep=False)) as server:
         transport = NativeTransport()
         await fetch(transport, post(server.url()))
         await asyncio.sleep(0)  # the close may or may not have been noticed yet: both must work
@@ -179,7 +179,7 @@ async def test_a_reused_connection_the_server_closed_is_replaced_transparently()
 
 @synchronous
 async def test_idle_connections_expire() -> None:
-    async with raw_server(await answer(OK)) as server:
+    async with raw_server(answer(OK)) as server:
         transport = NativeTransport(keepalive_expiry_s=0.05)
         await fetch(transport, post(server.url()))
         await asyncio.sleep(0.1)
@@ -190,7 +190,7 @@ async def test_idle_connections_expire() -> None:
 
 @synchronous
 async def test_a_cut_in_the_middle_of_the_body_is_a_read_error() -> None:
-    handler = await answer(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial", False)
+    handler = answer(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial", False)
     async with raw_server(handler) as server:
         transport = NativeTransport()
         with pytest.raises(httpx.ReadError):
@@ -212,7 +212,7 @@ async def test_a_fresh_connection_closed_before_any_answer_is_a_protocol_error()
 
 @synchronous
 async def test_garbage_is_a_protocol_error() -> None:
-    async with raw_server(await answer(b"NOT HTTP AT ALL\r\n\r\n")) as server:
+    async with raw_server(answer(b"NOT HTTP AT ALL\r\n\r\n")) as server:
         transport = NativeTransport()
         with pytest.raises(httpx.RemoteProtocolError):
             await fetch(transport, post(server.url()))
@@ -284,7 +284,7 @@ async def test_a_stream_closed_early_drops_its_connection() -> None:
 
 @synchronous
 async def test_multipart_uploads_are_streamed_with_their_length() -> None:
-    async with raw_server(await answer(OK)) as server:
+    async with raw_server(answer(OK)) as server:
         transport = NativeTransport()
         audio = b"\x00\x01" * 100_000
         request = post(server.url(), data={"model": "m"}, files={"file": ("a.wav", audio)})
@@ -301,7 +301,7 @@ async def test_unknown_length_bodies_are_sent_chunked() -> None:
         yield b"abc"
         yield b"def"
 
-    async with raw_server(await answer(OK)) as server:
+    async with raw_server(answer(OK)) as server:
         transport = NativeTransport()
         await fetch(transport, post(server.url(), content=pieces()))
         await transport.aclose()
@@ -313,7 +313,7 @@ async def test_unknown_length_bodies_are_sent_chunked() -> None:
 async def test_a_large_answer_arrives_whole_through_read_flow_control() -> None:
     payload = bytes(range(256)) * 20_000  # 5 MB, well past the read high-water mark
     head = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(payload)
-    async with raw_server(await answer(head + payload)) as server:
+    async with raw_server(answer(head + payload)) as server:
         transport = NativeTransport()
         response = await transport.handle_async_request(post(server.url()))
         received = bytearray()
@@ -343,7 +343,7 @@ def test_https_upstreams_are_verified(tmp_path: Path) -> None:
     server_context.load_cert_chain(cert, key)
 
     async def scenario() -> None:
-        handler = await answer(OK)
+        handler = answer(OK)
         server = RawServer(handler)
         listener = await asyncio.start_server(server.serve, "127.0.0.1", 0, ssl=server_context)
         port = listener.sockets[0].getsockname()[1]
