@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any, cast
 
 import httptools
@@ -40,6 +41,7 @@ class Connection(asyncio.Protocol):
         self.received_any = False
         self.closed = False
         self.idle_since = 0.0
+        self.on_lost: Callable[[Connection], None] | None = None  # the pool's bookkeeping
         self._framed = False  # the response says how its body ends (length or chunked)
         self._keep_alive = False
         self._timer: asyncio.TimerHandle | None = None
@@ -65,6 +67,8 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._disarm()
+        if self.on_lost is not None:
+            self.on_lost(self)
         if self.head_done and not self.body_done and not self._framed and exc is None:
             self.body_done = True  # a body delimited by the connection closing
             self._wake()

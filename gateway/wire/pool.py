@@ -25,7 +25,10 @@ class ConnectionPool:
         self._expiry = keepalive_expiry_s
         self._ssl = ssl_context
         self._idle: dict[Origin, list[Connection]] = {}
-        self._open = 0
+        # Open connections, each counted until its socket is gone (however that happens:
+        # released, expired, dropped by the server, or its response abandoned unclosed).
+        self._connections: set[Connection] = set()
+        self._connecting = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     async def acquire(
@@ -35,18 +38,20 @@ class ConnectionPool:
         idle = self._take_idle(origin)
         if idle is not None:
             return idle, True
-        while self._open >= self._max and not self._evict_idle():
+        while len(self._connections) + self._connecting >= self._max and not self._evict_idle():
             await self._wait_for_room(pool_timeout)
             idle = self._take_idle(origin)
             if idle is not None:
                 return idle, True
-        self._open += 1
+        self._connecting += 1
         try:
-            return await self._connect(origin, connect_timeout), False
-        except BaseException:
-            self._open -= 1
+            connection = await self._connect(origin, connect_timeout)
+        finally:
+            self._connecting -= 1
             self._wake_one()
-            raise
+        self._connections.add(connection)
+        connection.on_lost = self._forget
+        return connection, False
 
     def release(self, connection: Connection, origin: Origin) -> None:
         reusable = connection.reusable
@@ -55,8 +60,7 @@ class ConnectionPool:
             connection.idle_since = time.monotonic()
             self._idle.setdefault(origin, []).append(connection)
         else:
-            connection.close()
-            self._open -= 1
+            self._drop(connection)
         self._wake_one()
 
     def close(self) -> None:
@@ -72,18 +76,25 @@ class ConnectionPool:
             connection = connections.pop()
             if not connection.closed and now - connection.idle_since < self._expiry:
                 return connection
-            connection.close()
-            self._open -= 1
+            self._drop(connection)
         return None
 
     def _evict_idle(self) -> bool:
         """Close one idle connection to another origin to make room; False if there is none."""
         for connections in self._idle.values():
             if connections:
-                connections.pop(0).close()
-                self._open -= 1
+                self._drop(connections.pop(0))
                 return True
         return False
+
+    def _drop(self, connection: Connection) -> None:
+        connection.close()
+        self._forget(connection)
+
+    def _forget(self, connection: Connection) -> None:
+        if connection in self._connections:
+            self._connections.discard(connection)
+            self._wake_one()
 
     async def _connect(self, origin: Origin, timeout: float | None) -> Connection:
         scheme, host, port = origin

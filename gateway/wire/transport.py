@@ -116,6 +116,12 @@ class ResponseStream(httpx.AsyncByteStream):
         while (chunk := await connection.next_chunk(self._timeout)) is not None:
             yield chunk
 
+    def __del__(self) -> None:
+        # Dropped without aclose (a bug elsewhere, or a task torn down mid-way): close the
+        # socket so the pool forgets the connection once it is gone, instead of leaking it.
+        if self._connection is not None:
+            self._connection.close()
+
     async def aclose(self) -> None:
         connection, self._connection = self._connection, None
         if connection is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import shutil
 import ssl
 import subprocess
@@ -358,3 +359,17 @@ def test_https_upstreams_are_verified(tmp_path: Path) -> None:
         listener.close()
 
     asyncio.run(scenario())
+
+
+@synchronous
+async def test_an_abandoned_response_gives_its_connection_slot_back() -> None:
+    async with raw_server(answer(OK)) as server:
+        transport = NativeTransport(max_connections=1)
+        response = await transport.handle_async_request(post(server.url()))
+        assert response.status_code == 200
+        del response  # never read nor closed
+        gc.collect()
+        await asyncio.sleep(0.05)  # the socket closes; the pool notices
+        assert (await fetch(transport, post(server.url(), timeout=1.0))).status_code == 200
+        await transport.aclose()
+    assert server.connections == 2
