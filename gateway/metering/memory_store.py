@@ -37,7 +37,7 @@ class MemoryStore:
         watched: list[list[int]] = []
         for batch in batches:
             values = []
-            for inc in batch.increments:
+            for inc in batch.all_increments():
                 value = self._incr(inc.key, inc.field, inc.delta, inc.ttl_s)
                 if inc.watch:
                     values.append(value)

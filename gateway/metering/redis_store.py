@@ -192,7 +192,7 @@ class RedisStore:
 
 def _queue(pipe: Any, batch: SettleBatch, maxlen: int) -> None:
     ttl: dict[str, int] = {}
-    for inc in batch.increments:
+    for inc in batch.all_increments():
         if inc.delta or inc.watch:
             pipe.hincrby(inc.key, inc.field, inc.delta)
             if inc.ttl_s:
@@ -209,17 +209,7 @@ def _settle_args(
     """KEYS and ARGV for settle.lua: the whole batch in one script call, increments to the
     same field summed first (requests of one user or model share most of them), and where
     each batch's watched values sit in the script's reply."""
-    merged: dict[tuple[str, str], list[int]] = {}  # → [delta, ttl, watch]
-    for batch in batches:
-        for inc in batch.increments:
-            if inc.delta or inc.watch:
-                slot = merged.get((inc.key, inc.field))
-                if slot is None:
-                    merged[inc.key, inc.field] = [inc.delta, inc.ttl_s, int(inc.watch)]
-                else:
-                    slot[0] += inc.delta
-                    slot[1] = max(slot[1], inc.ttl_s)
-                    slot[2] |= inc.watch
+    merged = _merged_increments(batches)
     index: dict[str, int] = {}
     watched: dict[tuple[str, str], int] = {}
     lines = []
@@ -237,12 +227,43 @@ def _settle_args(
     return [*index, USAGE_STREAM], [maxlen, "\n".join(lines), *records], places
 
 
+def _merged_increments(batches: Sequence[SettleBatch]) -> dict[tuple[str, str], list[int]]:
+    """(key, field) → [summed delta, longest ttl, watched]; aggregates summed per key first."""
+    merged: dict[tuple[str, str], list[int]] = {}
+    for batch in batches:
+        for inc in batch.increments:
+            if inc.delta or inc.watch:
+                slot = merged.get((inc.key, inc.field))
+                if slot is None:
+                    merged[inc.key, inc.field] = [inc.delta, inc.ttl_s, int(inc.watch)]
+                else:
+                    slot[0] += inc.delta
+                    slot[1] = max(slot[1], inc.ttl_s)
+                    slot[2] |= inc.watch
+    sums: dict[tuple[str, tuple[str, ...]], tuple[list[int], int]] = {}
+    for batch in batches:
+        for aggregate in batch.aggregates:
+            entry = sums.get((aggregate.key, aggregate.fields))
+            if entry is None:
+                sums[aggregate.key, aggregate.fields] = (list(aggregate.values), aggregate.ttl_s)
+            else:
+                total = entry[0]
+                for i, value in enumerate(aggregate.values):
+                    total[i] += value
+    for (key, names), (totals, ttl) in sums.items():
+        for name, value in zip(names, totals, strict=True):
+            slot = merged.setdefault((key, name), [0, ttl, 0])
+            slot[0] += value
+            slot[1] = max(slot[1], ttl)
+    return merged
+
+
 def _watched(batches: Sequence[SettleBatch], replies: list[Any]) -> list[list[int]]:
     """Pick each batch's watched HINCRBY results out of the flat pipeline replies."""
     values: list[list[int]] = []
     position = 0
     for batch in batches:
-        sent = [inc for inc in batch.increments if inc.delta or inc.watch]
+        sent = [inc for inc in batch.all_increments() if inc.delta or inc.watch]
         expiring = {inc.key for inc in sent if inc.ttl_s}
         values.append([int(replies[position + i]) for i, inc in enumerate(sent) if inc.watch])
         position += len(sent) + len(expiring) + (batch.record is not None)

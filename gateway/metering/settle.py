@@ -17,7 +17,7 @@ from gateway.metering import keys
 from gateway.metering.estimate import tokens_for_chars
 from gateway.metering.plan import amount_for
 from gateway.metering.pricing import cost_micros, micros_to_usd
-from gateway.metering.store import Increment, SettleBatch
+from gateway.metering.store import Aggregate, Increment, SettleBatch
 from gateway.metering.types import Admission, Amounts, Outcome
 from gateway.metering.windows import AGGREGATE_TTL_S, Windows, iso_utc, windows_at
 
@@ -105,9 +105,12 @@ def settlement(admission: Admission, outcome: Outcome) -> Settlement:
     actual = charged(admission, outcome, used)
     record = usage_record(admission, outcome, used)
     windows = windows_at(admission.started)
-    increments = [*_reconcile(admission, actual), *_aggregates(admission, outcome, used, windows)]
     spend_increments, spend = _spend(admission, actual.usd_micros, windows)
-    batch = SettleBatch((*increments, *spend_increments), orjson.dumps(record))
+    batch = SettleBatch(
+        (*_reconcile(admission, actual), *spend_increments),
+        orjson.dumps(record),
+        _aggregates(admission, outcome, used, windows),
+    )
     return Settlement(batch, spend, record)
 
 
@@ -152,7 +155,7 @@ def _reconcile(admission: Admission, actual: Amounts) -> list[Increment]:
 
 def _aggregates(
     admission: Admission, outcome: Outcome, used: Usage, day: Windows
-) -> list[Increment]:
+) -> tuple[Aggregate, Aggregate]:
     values = (
         1,
         int(failed(outcome)),
@@ -162,16 +165,12 @@ def _aggregates(
         used.images,
         used.cost,
     )
-    targets = (
-        keys.user_aggregate(admission.request.user, day.day),
-        keys.model_aggregate(outcome.model or "-", day.day),
+    user_key = keys.user_aggregate(admission.request.user, day.day)
+    model_key = keys.model_aggregate(outcome.model or "-", day.day)
+    return (
+        Aggregate(user_key, AGGREGATE_FIELDS, values, AGGREGATE_TTL_S),
+        Aggregate(model_key, AGGREGATE_FIELDS, values, AGGREGATE_TTL_S),
     )
-    return [
-        Increment(key, name, value, AGGREGATE_TTL_S)
-        for key in targets
-        for name, value in zip(AGGREGATE_FIELDS, values, strict=True)
-        if value
-    ]
 
 
 def _spend(

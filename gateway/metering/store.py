@@ -63,12 +63,33 @@ class Increment(NamedTuple):
     watch: bool = False
 
 
+class Aggregate(NamedTuple):
+    """Several fields of one hash incremented together (``values`` aligned with ``fields``);
+    a store may sum many requests' aggregates for the same key before writing."""
+
+    key: str
+    fields: tuple[str, ...]
+    values: tuple[int, ...]
+    ttl_s: int = 0
+
+
 @dataclass(frozen=True)
 class SettleBatch:
     """Everything one finished request writes: counter deltas and its usage record."""
 
     increments: tuple[Increment, ...]
     record: bytes | None = None
+    aggregates: tuple[Aggregate, ...] = ()
+
+    def all_increments(self) -> list[Increment]:
+        """``increments`` then the aggregates' non-zero fields, one ``Increment`` each."""
+        expanded = [
+            Increment(aggregate.key, name, value, aggregate.ttl_s)
+            for aggregate in self.aggregates
+            for name, value in zip(aggregate.fields, aggregate.values, strict=True)
+            if value
+        ]
+        return [*self.increments, *expanded]
 
 
 class Store(Protocol):

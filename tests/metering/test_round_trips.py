@@ -6,6 +6,10 @@ from __future__ import annotations
 import re
 
 from gateway.config import Config, Price
+from gateway.metering import create_store
+from gateway.metering.keys import USAGE_STREAM
+from gateway.metering.redis_store import _settle_args
+from gateway.metering.store import Aggregate, Increment, SettleBatch
 
 from .helpers import Clock, RedisServer, command, metered, ok, request, run
 
@@ -40,3 +44,40 @@ def test_one_script_call_per_admit_and_one_per_settle_batch(
             assert set(seen) - {"evalsha", "xadd"} <= inside
 
     run(scenario())
+
+
+def test_a_settle_batch_sums_what_its_requests_share_before_writing(
+    config: Config, redis_server: RedisServer
+) -> None:
+    redis_server.flushall()
+    first = SettleBatch(
+        (Increment("gw:k", "tok", -2, 60), Increment("gw:spend", "overall", 5, 90, True)),
+        b'{"n":1}',
+        (Aggregate("gw:agg", ("requests", "errors"), (1, 0), 99),),
+    )
+    second = SettleBatch(
+        (Increment("gw:k", "tok", -3, 30), Increment("gw:spend", "overall", 7, 90, True)),
+        b'{"n":2}',
+        (Aggregate("gw:agg", ("requests", "errors"), (1, 1), 99),),
+    )
+    keys, args, places = _settle_args([first, second], 100)
+    assert keys == ["gw:k", "gw:spend", "gw:agg", USAGE_STREAM]
+    assert str(args[1]).split("\n") == [
+        "1\ttok\t-5\t60\t0",
+        "2\toverall\t12\t90\t1",
+        "3\trequests\t2\t99\t0",
+        "3\terrors\t1\t99\t0",
+    ]
+    assert args[2:] == [b'{"n":1}', b'{"n":2}'] and places == [[0], [0]]
+
+    async def scenario() -> list[list[int]]:
+        store = create_store(redis_server.url, config.settings)
+        try:
+            return await store.settle([first, second])
+        finally:
+            await store.aclose()
+
+    assert run(scenario()) == [[12], [12]]  # both see the total after the batch
+    assert command(redis_server.port, "HGET", "gw:agg", "requests") == b"$1\r\n2\r\n"
+    assert command(redis_server.port, "HGET", "gw:k", "tok") == b"$2\r\n-5\r\n"
+    assert command(redis_server.port, "XLEN", USAGE_STREAM) == b":2\r\n"
