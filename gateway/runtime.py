@@ -14,7 +14,7 @@ class Runtime:
     admin_token: Secret | None = None
     metrics_token: Secret | None = None
     redis_url: str | None = None
-    transport: str = "aiohttp"  # or "httpx": the upstream client's transport
+    transport: str = "native"  # or "aiohttp", "httpx": the upstream client's transport
     max_upstream_connections: int = 10_000  # per worker; each open stream holds one
     log_bodies: bool = False  # debug only: puts prompts into the access log
 

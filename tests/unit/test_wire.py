@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.runtime import Runtime
+from gateway.upstream import create_transport
 from gateway.wire import NativeTransport
 from tests.support import free_port
 
@@ -373,3 +375,8 @@ async def test_an_abandoned_response_gives_its_connection_slot_back() -> None:
         assert (await fetch(transport, post(server.url(), timeout=1.0))).status_code == 200
         await transport.aclose()
     assert server.connections == 2
+
+
+def test_it_is_the_default_transport_everywhere() -> None:
+    assert Runtime().transport == Runtime.from_env({}).transport == "native"
+    assert isinstance(create_transport(Runtime().transport), NativeTransport)
