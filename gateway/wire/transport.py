@@ -53,8 +53,9 @@ class NativeTransport(httpx.AsyncBaseTransport):
     async def _send(
         self, request: httpx.Request, origin: Origin, timeouts: dict[str, float | None]
     ) -> Connection:
-        """Send and wait for the head. A reused connection that the server closed before
-        answering a byte is replaced once, transparently (the request never reached it)."""
+        """Send and wait for the head. A reused connection found closed by the server without
+        a byte of answer (it timed out idle as the request went out) is replaced by another;
+        any failure on a fresh connection is raised."""
         while True:
             connection, reused = await self._pool.acquire(
                 origin, timeouts.get("connect"), timeouts.get("pool")
