@@ -65,9 +65,13 @@ class PipelinedConnection:
                     _, protocol = await loop.create_connection(
                         lambda: _RespProtocol(loop), endpoint.host, endpoint.port
                     )
-                    await _handshake(protocol, endpoint)
             except (OSError, TimeoutError) as exc:
                 raise RedisConnectionError(f"Redis connection failed: {exc}") from exc
+            try:
+                await _handshake(protocol, endpoint)
+            except BaseException:
+                protocol.close()  # refused credentials or database: do not keep the socket
+                raise
             self._protocol = protocol
             return protocol
 

@@ -23,6 +23,11 @@ return 1
 """
 
 
+def clients(server: RedisServer) -> int:
+    info = command(server.port, "INFO", "clients").decode()
+    return int(info.split("connected_clients:")[1].split("\r\n")[0])
+
+
 def connect(server: RedisServer, **options: object) -> PipelinedConnection:
     return PipelinedConnection(RedisEndpoint("127.0.0.1", server.port, **options))  # type: ignore[arg-type]
 
@@ -106,9 +111,13 @@ def test_selects_the_database_and_authenticates(redis_server: RedisServer) -> No
         assert await redis.execute("SET", "in-db-3", 1) == b"OK"
         assert await redis.execute("ACL", "WHOAMI") == b"meter"
         await redis.aclose()
+        await asyncio.sleep(0.05)
+        before = clients(redis_server)
         wrong = connect(redis_server, username="meter", password="nope")
         with pytest.raises(ResponseError, match="WRONGPASS"):
             await wrong.execute("PING")
+        await asyncio.sleep(0.05)
+        assert clients(redis_server) == before  # the refused connection was closed
         await wrong.aclose()
 
     run(scenario())
