@@ -66,3 +66,17 @@ def test_memory_lines_and_json_summary(quick_run: str) -> None:
         assert {"target", "measured", "met"} <= entry.keys()
     assert summary["machine"]["cores"] >= 1
     assert summary["facts"]["metering"]["usage_records"] > 0
+
+
+def test_the_metering_micro_benchmark_runs_every_store() -> None:
+    done = subprocess.run(
+        [sys.executable, "bench/meter_micro.py", "--requests", "160"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    stores = re.findall(r"^meter store=(\w+) cpu_us_per_request=[\d.]+$", done.stdout, re.M)
+    assert stores == ["pipelined", "redis_py", "memory"], done.stdout
