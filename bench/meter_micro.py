@@ -21,6 +21,7 @@ from pathlib import Path
 
 from aio import run_loop
 from procs import ProcessGroup, free_port, wait_for_port
+from redis.asyncio import Redis
 from services import CONFIG_DIR, TIER
 
 from gateway.config import Config
@@ -47,7 +48,7 @@ def main() -> None:
         url = args.redis_url or _start_redis(procs)
         variants: dict[str, Callable[[], Store]] = {
             "pipelined": lambda: create_store(url, config.settings),
-            "redis_py": lambda: _without_pipelining(create_store(url, config.settings)),
+            "redis_py": lambda: _on_redis_py(url, config),
             "memory": lambda: create_store(None, config.settings),
         }
         for name, make in variants.items():
@@ -55,10 +56,9 @@ def main() -> None:
             print(f"meter store={name} cpu_us_per_request={cpu_us:.1f}", flush=True)
 
 
-def _without_pipelining(store: Store) -> Store:
-    """The same Redis store with its scripts on redis-py's pooled client."""
-    assert isinstance(store, RedisStore)
-    return RedisStore(store._client, stream_maxlen=store._maxlen)
+def _on_redis_py(url: str, config: Config) -> Store:
+    """The Redis store with its scripts on redis-py's client (no pipelined connection)."""
+    return RedisStore(Redis.from_url(url), stream_maxlen=config.settings.usage_stream_maxlen)
 
 
 async def _measure(config: Config, store: Store, requests: int) -> float:
