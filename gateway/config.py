@@ -142,6 +142,11 @@ class Settings:
     usage_stream_maxlen: int = 1_000_000
     usage_buffer_max: int = 100_000
     shutdown_grace_s: float = 30.0
+    # What any upstream may send, so that no upstream can exhaust the gateway's memory.
+    max_upstream_body_bytes: int = 64 * 1024 * 1024  # an answer read whole (JSON)
+    max_sse_event_bytes: int = 4 * 1024 * 1024  # one event of a stream
+    max_upstream_header_bytes: int = 64 * 1024
+    max_upstream_headers: int = 100
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,9 @@ class Config:
     known_models: frozenset[str] = frozenset()
     # every route name used by any tier, likewise
     known_routes: frozenset[str] = frozenset()
+    # POST paths below /v1 forwarded as they are (besides the known endpoints) → the routes
+    # whose models may serve them; nothing else passes through
+    passthrough: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 def build_lookup(routes: Mapping[str, tuple[Model, ...]]) -> dict[str, tuple[Model, ...]]:

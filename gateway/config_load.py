@@ -29,12 +29,16 @@ from gateway.config import (
     build_lookup,
 )
 from gateway.config_reader import ConfigError, Node
+from gateway.errors import GatewayError
+from gateway.paths import PREFIX, canonical_path
 from gateway.secret import Secret, sha256_hex
 
 T = TypeVar("T")
 
 ROUTES_FILE = "routes.yaml"
 TIERS_FILE = "tiers.yaml"
+KIB = 1024
+MIB = 1024 * KIB
 
 
 def load_config(config_dir: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -56,7 +60,9 @@ def parse_config(
 ) -> Config:
     routes = Node(ROUTES_FILE, "", routes_doc, problems)
     tiers = Node(TIERS_FILE, "", tiers_doc, problems)
-    routes.mapping({"upstreams", "models", "retry", "circuit_breaker"}, {"upstreams", "models"})
+    routes.mapping(
+        {"upstreams", "models", "retry", "circuit_breaker", "passthrough"}, {"upstreams", "models"}
+    )
     tiers.mapping({"tiers", "keys", "users", "alerts", "settings"}, {"tiers"})
     upstreams = {name: _upstream(name, node, env) for name, node in routes.get("upstreams").items()}
     models = _models(routes.get("models"), upstreams)
@@ -75,6 +81,7 @@ def parse_config(
         settings=_settings(tiers.get("settings")),
         known_models=frozenset(models) | {m.upstream_model for m in models.values()},
         known_routes=frozenset(route for tier in tier_map.values() for route in tier.routes),
+        passthrough=_passthrough(routes.get("passthrough")),
     )
 
 
@@ -312,6 +319,24 @@ def _alerts(node: Node, tiers: Mapping[str, Tier]) -> Alerts:
     return Alerts(node.get("webhook_url").string(None), tuple(rules))
 
 
+def _passthrough(node: Node) -> dict[str, frozenset[str]]:
+    """``/videos/generations: [video]``: a POST path below /v1 → the routes that may serve it."""
+    declared: dict[str, frozenset[str]] = {}
+    if not node.present() or not node.mapping():
+        return declared
+    for path, routes in node.items():
+        try:
+            canonical = canonical_path(PREFIX + path.replace("*", "x"))
+        except GatewayError:
+            canonical = ""
+        if not path.startswith("/") or canonical.count("/") != path.count("/"):
+            node.child(path, None).fail("expected a path like /videos/generations (no ., .., ?)")
+            continue
+        names = [element.choice(MODALITIES, "") for element in routes.elements()]
+        declared[path] = frozenset(name for name in names if name)
+    return declared
+
+
 def _settings(node: Node) -> Settings:
     d = Settings()
     if not node.present():
@@ -324,11 +349,14 @@ def _settings(node: Node) -> Settings:
             "usage_stream_maxlen",
             "usage_buffer_max",
             "shutdown_grace_s",
+            "max_upstream_body_mb",
+            "max_sse_event_kb",
+            "max_upstream_header_kb",
+            "max_upstream_headers",
         }
     )
-    max_body_mb = node.get("max_body_mb").number(None, minimum=0.001)
     return Settings(
-        max_body_bytes=int(max_body_mb * 1024 * 1024) if max_body_mb else d.max_body_bytes,
+        max_body_bytes=_bytes(node.get("max_body_mb"), MIB, d.max_body_bytes),
         model_source_indicator=node.get("model_source_indicator").boolean(False),
         on_store_error=node.get("on_store_error").choice(("allow", "deny"), d.on_store_error),
         usage_stream_maxlen=_or(
@@ -338,7 +366,22 @@ def _settings(node: Node) -> Settings:
             node.get("usage_buffer_max").integer(None, minimum=1), d.usage_buffer_max
         ),
         shutdown_grace_s=_or(node.get("shutdown_grace_s").number(None), d.shutdown_grace_s),
+        max_upstream_body_bytes=_bytes(
+            node.get("max_upstream_body_mb"), MIB, d.max_upstream_body_bytes
+        ),
+        max_sse_event_bytes=_bytes(node.get("max_sse_event_kb"), KIB, d.max_sse_event_bytes),
+        max_upstream_header_bytes=_bytes(
+            node.get("max_upstream_header_kb"), KIB, d.max_upstream_header_bytes
+        ),
+        max_upstream_headers=_or(
+            node.get("max_upstream_headers").integer(None, minimum=1), d.max_upstream_headers
+        ),
     )
+
+
+def _bytes(node: Node, unit: int, default: int) -> int:
+    value = node.number(None, minimum=0.001)
+    return default if value is None else int(value * unit)
 
 
 def _or(value: T | None, default: T) -> T:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import CAPABILITY_BY_MODALITY, Config, Model, Tier
-from gateway.errors import Forbidden, ModelNotFound
+from gateway.errors import Forbidden, InvalidRequest, ModelNotFound
 
 AUTO = "auto"
 
@@ -20,6 +20,7 @@ class Endpoint:
     multipart: bool = False
     generates_tokens: bool = False  # max_tokens applies; streaming is possible
     binary_response: bool = False  # relay the body as it arrives (audio)
+    allowed_routes: frozenset[str] | None = None  # passthrough: routes that may serve it
 
 
 CHAT = Endpoint("chat.completions", "/chat/completions", "text", generates_tokens=True)
@@ -44,9 +45,10 @@ KNOWN_ENDPOINTS = (
 )
 
 
-def passthrough_endpoint(path: str) -> Endpoint:
-    """Any other POST below /v1 whose body names a routable model (e.g. video generation)."""
-    return Endpoint("passthrough", path, None, binary_response=True)
+def passthrough_endpoint(path: str, routes: frozenset[str] | None = None) -> Endpoint:
+    """A POST path the config declares (e.g. video generation), forwarded as it is, for models
+    of ``routes`` (None: any route)."""
+    return Endpoint("passthrough", path, None, binary_response=True, allowed_routes=routes)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,10 @@ def resolve(
     chain = tier.lookup.get(name)
     if chain:
         route = name if name in tier.routes else chain[0].modality
+        if endpoint.allowed_routes is not None and route not in endpoint.allowed_routes:
+            raise InvalidRequest(
+                f"POST /v1{endpoint.path} does not serve '{route}' models.", param="model"
+            )
         return Plan(route, CAPABILITY_BY_MODALITY[route], chain)
     if name in config.known_models or name in config.known_routes:
         raise Forbidden(

@@ -90,6 +90,7 @@ def routes_doc(mock_base_url: str, *, first_byte_timeout_s: float = 1.0) -> dict
         "models": models,
         "retry": {"attempts": 2, "backoff_s": 0.01, "max_backoff_s": 0.05, "max_retry_after_s": 2},
         "circuit_breaker": {"failures": 3, "window_s": 30, "cooldown_s": 0.5},
+        "passthrough": {"/videos/generations": ["video"], "/videos/*/remix": ["video"]},
     }
 
 

@@ -1,26 +1,48 @@
-"""The catch-all for other /v1 POSTs; the known endpoints are dispatched by GatewayApp."""
+"""Which endpoint a POST below /v1 is: a known one, a declared passthrough, or none."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.errors import NotFound
-from gateway.proxy import Gateway, proxy
-from gateway.routing import passthrough_endpoint
+from gateway.errors import MethodNotAllowed, NotFound
+from gateway.paths import PREFIX, canonical_path, match_pattern
+from gateway.routing import KNOWN_ENDPOINTS, Endpoint, passthrough_endpoint
 
 
-async def passthrough(request: Request) -> Response:
-    """Any other POST /v1/* whose JSON body names a routable model."""
-    path = "/" + request.path_params["path"]
-    if not request.headers.get("content-type", "").startswith("application/json"):
-        raise NotFound(f"Unknown endpoint: POST /v1{path}", code="unknown_url")
-    gateway: Gateway = request.app.state.gateway
-    return await proxy(gateway, request, passthrough_endpoint(path))
+class Dispatch:
+    """Maps a POST path to its endpoint. Every spelling of a known endpoint (``/v1/./chat/
+    completions``, a trailing slash, ``%2e``) gets that endpoint's handling; other paths must
+    be declared under ``passthrough:`` in routes.yaml, or they are refused."""
+
+    def __init__(self, passthrough: Mapping[str, frozenset[str]]) -> None:
+        self._known = {endpoint.path: endpoint for endpoint in KNOWN_ENDPOINTS}
+        self.direct = {PREFIX + endpoint.path: endpoint for endpoint in KNOWN_ENDPOINTS}
+        self._passthrough = passthrough
+
+    def endpoint(self, path: str) -> Endpoint:
+        """The endpoint for a path that is not one of ``direct``'s exact spellings."""
+        below = canonical_path(path)
+        known = self._known.get(below)
+        if known is not None:
+            return known
+        routes = match_pattern(self._passthrough, below)
+        if routes is None:
+            raise NotFound(f"Unknown endpoint: POST {PREFIX}{below}", code="unknown_url")
+        return passthrough_endpoint(below, routes)
+
+
+async def wrong_method(request: Request) -> Response:
+    raise MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
 
 
 def routes() -> list[Route]:
-    """The known endpoints are dispatched directly by ``GatewayApp``; this catch-all serves
-    every other POST below /v1 (and answers 405 to other methods there)."""
-    return [Route("/v1/{path:path}", passthrough, methods=["POST"])]
+    """POSTs never reach the router (``GatewayApp`` dispatches them); other methods on the
+    known endpoints get 405."""
+    return [
+        Route(PREFIX + endpoint.path, wrong_method, methods=["GET", "PUT", "PATCH", "DELETE"])
+        for endpoint in KNOWN_ENDPOINTS
+    ]
