@@ -17,7 +17,13 @@ import httpx
 
 from gateway.breaker import Breakers
 from gateway.config import Model, RetryPolicy
-from gateway.errors import GatewayError, NoTargetAvailable, UpstreamError, UpstreamTimeout
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    NoTargetAvailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from gateway.secret import Secret
 from gateway.upstream import (
     MAX_ERROR_BODY,
@@ -29,6 +35,8 @@ from gateway.upstream import (
 )
 
 PASS_THROUGH = frozenset({400, 401, 403, 413, 422})
+# Answers about the caller's own upstream key (BYOK): no verdict on the model for everyone else.
+OWN_CREDENTIAL_STATUSES = frozenset({401, 403, 429})
 NEXT_MODEL_CODES = frozenset({"model_not_found", "model_not_available"})
 
 
@@ -72,10 +80,12 @@ class AttemptFailed(Exception):
 
 @dataclass
 class _Failure:
-    error: UpstreamError
+    error: GatewayError
     verdict: Verdict
     error_type: str
     retry_after: float | None = None
+    status: int | None = None  # the upstream's HTTP status, when it answered
+    local: bool = False  # the request could not be sent: says nothing about the upstream
 
 
 BuildRequest = Callable[[Model], httpx.Request | None]
@@ -104,7 +114,10 @@ class Attempter:
         *,
         buffered: bool,
         secrets: Iterable[Secret | None] = (),
+        own_credentials: bool = False,
     ) -> Opened:
+        """``own_credentials``: the caller's own upstream key is used (BYOK); its rejections
+        and rate limits do not count against the shared breakers."""
         records: list[AttemptRecord] = []
         skipped: list[str] = []
         last: _Failure | None = None
@@ -112,13 +125,14 @@ class Attempter:
             if not self._breakers.allow(model.name):
                 skipped.append(f"{model.name}: circuit open")
                 continue
-            if (request := build(model)) is None:
-                self._breakers.release_probe(model.name)
-                skipped.append(f"{model.name}: no upstream credentials")
-                continue
             try:
+                request = _built(build, model, records)
+                if request is None:
+                    self._breakers.release_probe(model.name)
+                    skipped.append(f"{model.name}: no upstream credentials")
+                    continue
                 outcome = await self._attempt_model(
-                    model, request, build, buffered, secrets, records
+                    model, request, build, buffered, secrets, records, own_credentials
                 )
             except BaseException:
                 self._breakers.release_probe(model.name)  # cancelled: no verdict on the model
@@ -136,20 +150,20 @@ class Attempter:
         buffered: bool,
         secrets: Iterable[Secret | None],
         records: list[AttemptRecord],
+        own_credentials: bool,
     ) -> Opened | _Failure:
         """Try one model, retrying as the policy says; raise when the client's error is final."""
         outcome: Opened | _Failure
         for attempt in range(self._policy.attempts):
             if attempt:
-                request = build(model) or request
+                request = _built(build, model, records) or request
             outcome = await self._try(model, request, buffered, secrets, records)
             if isinstance(outcome, Opened):
                 self._breakers.record_success(model.name)
                 return outcome
+            self._judge(model, outcome, own_credentials)
             if outcome.verdict is Verdict.FINAL:
-                self._breakers.record_success(model.name)
                 raise AttemptFailed(outcome.error, records)
-            self._breakers.record_failure(model.name)
             delay = self._retry_delay(attempt, outcome)
             if delay is None:
                 break
@@ -190,6 +204,12 @@ class Attempter:
                 rest = body_chunks(response)
                 first = await anext(rest, b"")
                 return Opened(model, response, first, rest)
+        except httpx.LocalProtocolError:
+            await _close(response)  # refused before sending (e.g. a header value with CR/LF)
+            refused: GatewayError = InvalidRequest(
+                "The request could not be sent upstream as it is."
+            )
+            return _Failure(refused, Verdict.FINAL, "request_invalid", local=True)
         except TimeoutError:
             await _close(response)
             error = UpstreamTimeout(f"no response from upstream within {timeout:g}s")
@@ -201,6 +221,15 @@ class Attempter:
                 return _Failure(UpstreamTimeout("upstream timed out"), Verdict.RETRY, kind)
             failure = UpstreamError(f"upstream connection failed ({kind})")
             return _Failure(failure, Verdict.RETRY, kind)
+
+    def _judge(self, model: Model, failure: _Failure, own_credentials: bool) -> None:
+        """What a failed attempt tells the model's breaker."""
+        if failure.local or (own_credentials and failure.status in OWN_CREDENTIAL_STATUSES):
+            self._breakers.release_probe(model.name)
+        elif failure.verdict is Verdict.FINAL:
+            self._breakers.record_success(model.name)  # it answered: the client's own error
+        else:
+            self._breakers.record_failure(model.name)
 
     def _retry_delay(self, attempt: int, failure: _Failure) -> float | None:
         """Seconds to wait before trying the same model again, or None to move on."""
@@ -262,7 +291,18 @@ async def _status_failure(
     retry_after = retry_after_seconds(response.headers)
     if retry_after is not None:
         error.headers["retry-after"] = str(int(retry_after + 0.999))
-    return _Failure(error, verdict, f"http_{response.status_code}", retry_after)
+    status = response.status_code
+    return _Failure(error, verdict, f"http_{status}", retry_after, status)
+
+
+def _built(build: BuildRequest, model: Model, records: list[AttemptRecord]) -> httpx.Request | None:
+    """``build(model)``, with a request that cannot be built (an invalid URL or header) as the
+    client's error: its text may quote a credential, so it is not passed on."""
+    try:
+        return build(model)
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError, TypeError) as exc:
+        message = "The request could not be built for the upstream."
+        raise AttemptFailed(InvalidRequest(message), records) from exc
 
 
 async def _close(response: httpx.Response | None) -> None:

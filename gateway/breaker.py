@@ -21,6 +21,7 @@ class _Circuit:
     failures: deque[float] = field(default_factory=deque)
     opened_at: float | None = None
     probing: bool = False  # a half-open probe is in flight
+    probe_started: float = 0.0
 
 
 class Breakers:
@@ -47,9 +48,10 @@ class Breakers:
         if state is State.OPEN:
             return False
         circuit = self._circuits[model]
-        if circuit.probing:
+        now = self._clock()
+        if circuit.probing and now - circuit.probe_started < self._policy.probe_timeout_s:
             return False
-        circuit.probing = True
+        circuit.probing, circuit.probe_started = True, now
         return True
 
     def record_success(self, model: str) -> None:
@@ -80,3 +82,10 @@ class Breakers:
 
     def states(self) -> dict[str, State]:
         return {model: self.state(model) for model in self._circuits}
+
+    def probe_age(self, model: str) -> float | None:
+        """Seconds the half-open probe of ``model`` has been in flight; None when none is."""
+        circuit = self._circuits.get(model)
+        if circuit is None or not circuit.probing:
+            return None
+        return self._clock() - circuit.probe_started

@@ -72,6 +72,8 @@ class BreakerPolicy:
     failures: int = 5
     window_s: float = 30.0
     cooldown_s: float = 15.0
+    # A half-open probe with no verdict by then is taken as lost, and another one may go.
+    probe_timeout_s: float = 120.0
 
 
 @dataclass(frozen=True)

@@ -279,11 +279,12 @@ def _breaker(node: Node) -> BreakerPolicy:
     d = BreakerPolicy()
     if not node.present():
         return d
-    node.mapping({"failures", "window_s", "cooldown_s"})
+    node.mapping({"failures", "window_s", "cooldown_s", "probe_timeout_s"})
     return BreakerPolicy(
         failures=node.get("failures").integer(d.failures, minimum=1) or d.failures,
         window_s=_positive(node.get("window_s"), d.window_s),
         cooldown_s=_positive(node.get("cooldown_s"), d.cooldown_s),
+        probe_timeout_s=_positive(node.get("probe_timeout_s"), d.probe_timeout_s),
     )
 
 

@@ -104,6 +104,7 @@ async def _serve(gateway: Gateway, request: Request, ctx: RequestContext) -> Res
             _request_builder(ctx, incoming, body, principal),
             buffered=not (streams or endpoint.binary_response),
             secrets=(principal.byok_key, *(m.upstream.api_key for m in plan.chain)),
+            own_credentials=principal.byok,
         )
     except AttemptFailed as failed:
         ctx.records = failed.records

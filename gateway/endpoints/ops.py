@@ -43,6 +43,9 @@ async def readyz(request: Request) -> Response:
         "config": "loaded",
         "store": store,
         "open_circuits": open_models,
+        "probing": {
+            m: round(age, 1) for m in models if (age := gateway.breakers.probe_age(m)) is not None
+        },
     }
     return json_response(document, 200 if ready else 503)
 
