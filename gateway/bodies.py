@@ -6,16 +6,38 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from python_multipart.exceptions import FormParserError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from gateway.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from gateway.errors import (
+    ClientClosedRequest,
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 from gateway.routing import Endpoint
 
 # Hints the gateway reads for routing; upstreams would reject them as unknown parameters.
 GATEWAY_HINTS = ("purpose", "language")
 HEADER_PEEK = 4096  # bytes of an upload read to find its audio duration
+# JSON nesting the gateway accepts. Our walkers (token estimate, routing) recurse, and orjson
+# refuses to serialise past 255 levels; no OpenAI request needs more than a dozen.
+MAX_DEPTH = 64
+# Scope key the server's read guard sets when it cut a body short for being too slow.
+BODY_TIMED_OUT = "gateway.body_timed_out"
+MAX_INT32 = 2**31 - 1
+# Numbers the gateway reads for metering, per endpoint: (field, smallest, largest). Anything
+# else would reach the quota arithmetic unchecked (e.g. n = 2**63 - 1 overflows it).
+_TOKEN_FIELDS = (("max_tokens", 1, MAX_INT32), ("max_completion_tokens", 1, MAX_INT32))
+NUMBER_RULES: dict[str, tuple[tuple[str, int, int], ...]] = {
+    "chat.completions": (*_TOKEN_FIELDS, ("n", 1, 128)),
+    "completions": (*_TOKEN_FIELDS, ("n", 1, 128)),
+    "images.generations": (("n", 1, 128),),
+}
 
 
 @dataclass
@@ -44,14 +66,59 @@ async def read_incoming(request: Request, endpoint: Endpoint, max_bytes: int) ->
         raise UnsupportedMediaType(
             f"Expected 'application/json', got '{content_type.split(';')[0]}'."
         )
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        raise _cut_short(request) from None
+    body = parse_json_body(raw)
+    check_numbers(body, endpoint)
+    return Incoming(body)
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object no deeper than ``MAX_DEPTH``, or a 400."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc.msg}.") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
-    return Incoming(body)
+    # Depth can exceed the limit only with more brackets than the limit (counted in C).
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and too_deep(body, MAX_DEPTH):
+        raise InvalidRequest(f"The request body is nested deeper than {MAX_DEPTH} levels.")
+    return body
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """Whether arrays/objects nest deeper than ``limit`` (iterative: no recursion limit)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def check_numbers(body: dict[str, Any], endpoint: Endpoint) -> None:
+    """Range-check the client's numbers the gateway meters with (``NUMBER_RULES``)."""
+    for name, low, high in NUMBER_RULES.get(endpoint.name, ()):
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise InvalidRequest(f"'{name}' must be an integer from {low} to {high}.", param=name)
+
+
+def _cut_short(request: Request) -> ClientClosedRequest | RequestTimeout:
+    """The error for a body that stopped arriving: too slow (the server's read guard cut it
+    and answered 408 itself), or the client went away (499, recorded only)."""
+    if request.scope.get(BODY_TIMED_OUT):
+        return RequestTimeout("The request body was not received in time.")
+    return ClientClosedRequest("The client closed the connection before sending its body.")
 
 
 async def _read_multipart(request: Request, content_type: str) -> Incoming:
@@ -59,8 +126,14 @@ async def _read_multipart(request: Request, content_type: str) -> Incoming:
         raise UnsupportedMediaType("Expected 'multipart/form-data' with a 'file' part.")
     try:
         form = await request.form(max_files=8, max_fields=64)
+    except ClientDisconnect:
+        raise _cut_short(request) from None
     except MultiPartException as exc:
         raise InvalidRequest(f"Invalid multipart body: {exc.message}") from None
+    except HTTPException as exc:  # Starlette's wrapping of MultiPartException in an app
+        raise InvalidRequest(f"Invalid multipart body: {exc.detail}") from None
+    except FormParserError:
+        raise InvalidRequest("Invalid multipart body.") from None
     fields: dict[str, Any] = {}
     files: list[tuple[str, UploadFile]] = []
     for name, value in form.multi_items():

@@ -69,6 +69,18 @@ class MethodNotAllowed(GatewayError):
     status, type, code, label = 405, "invalid_request_error", "method_not_allowed", "bad_method"
 
 
+class RequestTimeout(GatewayError):
+    """The client did not send its request (headers or body) within the read deadline."""
+
+    status, type, code, label = 408, "invalid_request_error", "request_timeout", "client_timeout"
+
+
+class ClientClosedRequest(GatewayError):
+    """The client went away before its request was read (nginx's 499): recorded, never sent."""
+
+    status, type, code, label = 499, "invalid_request_error", "client_closed_request", "client_gone"
+
+
 class PayloadTooLarge(GatewayError):
     status, type, code, label = 413, "invalid_request_error", "payload_too_large", "too_large"
 

@@ -69,7 +69,8 @@ def _message_tokens(message: Mapping[str, Any]) -> int:
             chars += len(part["text"])
         elif isinstance(part, Mapping) and part.get("type") in IMAGE_PART_TYPES:
             images += 1
-    for call in message.get("tool_calls") or ():
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
         function = call.get("function") if isinstance(call, Mapping) else None
         if isinstance(function, Mapping):
             chars += sum(len(v) for v in function.values() if isinstance(v, str))
