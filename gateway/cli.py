@@ -46,8 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--to", dest="end", required=True, help="ISO date/time or epoch")
     export.add_argument("--format", choices=("csv", "json"), default="csv")
     export.add_argument("--user", default=None, help="one user's records (default: all)")
-    for sub in (serve, check, export, parser):
-        sub.add_argument("--config-dir", default=os.environ.get(CONFIG_DIR_ENV, "."))
+    # Given before or after the command; a subcommand's own default would override the
+    # value given before it, so only the top-level parser has one.
+    parser.add_argument("--config-dir", default=os.environ.get(CONFIG_DIR_ENV, "."))
+    for sub in (serve, check, export):
+        sub.add_argument("--config-dir", default=argparse.SUPPRESS)
     parser.set_defaults(command="serve", host="127.0.0.1", port=8080, workers=1)
     return parser
 
