@@ -380,3 +380,333 @@ async def test_an_abandoned_response_gives_its_connection_slot_back() -> None:
 def test_it_is_the_default_transport_everywhere() -> None:
     assert Runtime().transport == Runtime.from_env({}).transport == "native"
     assert isinstance(create_transport(Runtime().transport), NativeTransport)
+
+
+# --- hardening (issue 10, defects 8 and 10): each scenario once failed or hung ------------------
+
+
+def get(url: str, timeout: float | None = 5.0, method: str = "GET") -> httpx.Request:
+    timeouts = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+    return httpx.Request(method, url, extensions={"timeout": timeouts})
+
+
+async def raw_body(response: httpx.Response) -> bytes:
+    """The body exactly as the transport hands it out (no httpx decoding)."""
+    try:
+        return b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
+    finally:
+        await response.aclose()
+
+
+@synchronous
+async def test_a_second_response_in_the_same_read_is_not_appended_nor_is_the_connection_reused() -> (
+    None
+):
+    first = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nFIRST"
+    smuggled = b"HTTP/1.1 404 Not Found\r\ncontent-length: 8\r\n\r\nSMUGGLED"
+    async with raw_server(answer(first + smuggled)) as server:
+        transport = NativeTransport()
+        response = await fetch(transport, post(server.url()))
+        assert (response.status_code, response.content) == (200, b"FIRST")
+        assert response.headers.get_list("content-length") == ["5"]
+        again = await fetch(transport, post(server.url()))
+        assert again.content == b"FIRST"  # a fresh connection, not the rest of the first one
+        await transport.aclose()
+    assert server.connections == 2
+
+
+@synchronous
+async def test_garbage_after_a_complete_response_drops_the_connection() -> None:
+    async with raw_server(answer(OK + b"XYZ")) as server:
+        transport = NativeTransport()
+        assert (await fetch(transport, post(server.url()))).content == b"{}"
+        assert (await fetch(transport, post(server.url()))).content == b"{}"
+        await transport.aclose()
+    assert server.connections == 2
+
+
+@synchronous
+async def test_trailers_do_not_merge_into_the_headers() -> None:
+    reply = (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/plain\r\n\r\n"
+        b"2\r\nok\r\n0\r\ncontent-type: evil/trailer\r\nx-trailer: 1\r\n\r\n"
+    )
+    async with raw_server(answer(reply)) as server:
+        transport = NativeTransport()
+        response = await fetch(transport, post(server.url()))
+        await transport.aclose()
+    assert response.content == b"ok"
+    assert response.headers.get_list("content-type") == ["text/plain"]
+    assert "x-trailer" not in response.headers
+
+
+@pytest.mark.parametrize("status", [b"999", b"600", b"099", b"000"])
+@synchronous
+async def test_a_status_outside_100_to_599_is_a_protocol_error(status: bytes) -> None:
+    reply = b"HTTP/1.1 %b Odd\r\ncontent-length: 2\r\n\r\n{}" % status
+    async with raw_server(answer(reply)) as server:
+        transport = NativeTransport()
+        with pytest.raises(httpx.RemoteProtocolError, match="status"):
+            await fetch(transport, post(server.url()))
+        await transport.aclose()
+
+
+@synchronous
+async def test_interim_answers_are_skipped_for_the_final_one() -> None:
+    interim = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n"
+    )
+    async with raw_server(answer(interim + OK)) as server:
+        transport = NativeTransport()
+        response = await fetch(transport, post(server.url()))
+        assert (await fetch(transport, post(server.url()))).status_code == 200
+        await transport.aclose()
+    assert (response.status_code, response.content) == (200, b"{}")
+    assert "link" not in response.headers
+    assert server.connections == 1
+
+
+@synchronous
+async def test_switching_protocols_is_a_protocol_error() -> None:
+    reply = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\nxx"
+    async with raw_server(answer(reply)) as server:
+        transport = NativeTransport()
+        with pytest.raises(httpx.RemoteProtocolError, match="101"):
+            await fetch(transport, post(server.url()))
+        await transport.aclose()
+
+
+@synchronous
+async def test_non_ascii_header_values_survive_byte_for_byte() -> None:
+    value = "text/plain; charset=ü€".encode()
+    reply = b"HTTP/1.1 200 OK\r\ncontent-type: %b\r\ncontent-length: 2\r\n\r\n{}" % value
+    async with raw_server(answer(reply)) as server:
+        transport = NativeTransport()
+        response = await fetch(transport, post(server.url()))
+        await transport.aclose()
+    # Decoded as latin-1, so re-encoding for the client (Starlette does) gives the same bytes.
+    assert response.headers["content-type"].encode("latin-1") == value
+
+
+@synchronous
+async def test_a_head_request_does_not_wait_for_a_body() -> None:
+    reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n"
+    async with raw_server(answer(reply)) as server:
+        transport = NativeTransport()
+        async with asyncio.timeout(2):
+            response = await fetch(transport, get(server.url(), timeout=None, method="HEAD"))
+        assert (response.status_code, response.content) == (200, b"")
+        assert response.headers["content-length"] == "1000"
+        await transport.aclose()
+
+
+@pytest.mark.parametrize(
+    "encodings",
+    [[b"chunked, gzip"], [b"gzip, chunked"], [b"gzip"], [b"identity"], [b"chunked", b"chunked"]],
+)
+@synchronous
+async def test_transfer_codings_other_than_chunked_alone_are_refused(
+    encodings: list[bytes],
+) -> None:
+    fields = b"".join(b"transfer-encoding: %b\r\n" % value for value in encodings)
+    reply = b"HTTP/1.1 200 OK\r\n%b\r\n2\r\nok\r\n0\r\n\r\n" % fields
+    async with raw_server(answer(reply, keep=False)) as server:
+        transport = NativeTransport()
+        with pytest.raises(httpx.RemoteProtocolError, match="(?i)transfer-encoding"):
+            await fetch(transport, post(server.url()))
+        await transport.aclose()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        (b"x-note", b"a\r\nx-injected: 1"),
+        (b"x-note", b"a\nb"),
+        (b"x-note", b"a\rb"),
+        (b"x-note", b"a\x00b"),
+        (b"x note", b"a"),
+        (b"x-note:", b"a"),
+        (b"", b"a"),
+    ],
+)
+@synchronous
+async def test_outgoing_header_injection_is_refused_before_anything_is_sent(
+    header: tuple[bytes, bytes],
+) -> None:
+    async with raw_server(answer(OK)) as server:
+        transport = NativeTransport()
+        request = post(server.url(), content=b"{}", headers=[header])
+        with pytest.raises(httpx.LocalProtocolError):
+            await fetch(transport, request)
+        assert (await fetch(transport, post(server.url()))).status_code == 200
+        await transport.aclose()
+    assert server.requests == [server.requests[0]] and b"x-note" not in server.requests[0]
+
+
+@synchronous
+async def test_a_stale_read_timer_never_fires_on_a_later_request() -> None:
+    async def late_second(_: asyncio.StreamReader, writer: asyncio.StreamWriter, __: bytes) -> bool:
+        if len(server.requests) == 2:
+            await asyncio.sleep(0.3)  # longer than the first request's read timeout
+        writer.write(OK)
+        return True
+
+    async with raw_server(late_second) as server:
+        transport = NativeTransport()
+        await fetch(transport, post(server.url(), timeout=0.1))
+        response = await fetch(transport, get(server.url(), timeout=None))  # no read timeout
+        assert response.status_code == 200
+        await transport.aclose()
+    assert server.connections == 1
+
+
+@synchronous
+async def test_a_shorter_read_timeout_after_a_longer_one_is_honoured() -> None:
+    async def silent_second(_: asyncio.StreamReader, writer: asyncio.StreamWriter, __: bytes) -> bool:
+        if len(server.requests) == 2:
+            await asyncio.sleep(5)
+        writer.write(OK)
+        return True
+
+    async with raw_server(silent_second) as server:
+        transport = NativeTransport()
+        await fetch(transport, post(server.url(), timeout=30.0))
+        async with asyncio.timeout(2):  # the 30 s timer of the first request must not rule
+            with pytest.raises(httpx.ReadTimeout):
+                await fetch(transport, post(server.url(), timeout=0.1))
+        await transport.aclose()
+
+
+@synchronous
+async def test_a_woken_then_cancelled_pool_waiter_passes_its_wake_up_on() -> None:
+    async with raw_server(answer(OK)) as server:
+        transport = NativeTransport(max_connections=1)
+        held = await transport.handle_async_request(post(server.url()))
+        first = asyncio.create_task(fetch(transport, post(server.url(), timeout=1.0)))
+        second = asyncio.create_task(fetch(transport, post(server.url(), timeout=1.0)))
+        await asyncio.sleep(0.05)  # both wait for the only connection
+        await held.aread()
+        await held.aclose()  # wakes `first`...
+        first.cancel()  # ...which is cancelled before it could run
+        assert (await second).status_code == 200
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await transport.aclose()
+
+
+def _answer_then_hang_up_on_the_second_request() -> Handler:
+    """Answers every request except the second, which is read and left without an answer."""
+    seen = 0
+
+    async def handler(_: asyncio.StreamReader, writer: asyncio.StreamWriter, __: bytes) -> bool:
+        nonlocal seen
+        seen += 1
+        if seen == 2:
+            return False
+        writer.write(OK)
+        return True
+
+    return handler
+
+
+@synchronous
+async def test_a_post_that_may_have_reached_the_server_is_not_replayed() -> None:
+    async with raw_server(_answer_then_hang_up_on_the_second_request()) as server:
+        transport = NativeTransport()
+        await fetch(transport, post(server.url(), content=b"{}"))
+        with pytest.raises(httpx.RemoteProtocolError):
+            await fetch(transport, post(server.url(), content=b'{"charge": 1}'))
+        await transport.aclose()
+    assert len(server.requests) == 2
+
+
+@synchronous
+async def test_an_idempotent_request_is_replayed_and_says_so() -> None:
+    async with raw_server(_answer_then_hang_up_on_the_second_request()) as server:
+        transport = NativeTransport()
+        assert "gateway_replayed" not in (await fetch(transport, get(server.url()))).extensions
+        response = await fetch(transport, get(server.url()))
+        await transport.aclose()
+    assert response.status_code == 200
+    assert response.extensions["gateway_replayed"] is True
+    assert (len(server.requests), server.connections) == (3, 2)
+
+
+@synchronous
+async def test_a_response_head_over_the_byte_cap_is_refused_and_the_connection_dropped() -> None:
+    reply = b"HTTP/1.1 200 OK\r\nx-big: %b\r\ncontent-length: 2\r\n\r\n{}" % (b"a" * 5000)
+    async with raw_server(answer(reply)) as server:
+        transport = NativeTransport(max_header_bytes=4096)
+        with pytest.raises(httpx.RemoteProtocolError, match="max_header_bytes"):
+            await fetch(transport, post(server.url()))
+        await transport.aclose()
+
+
+@synchronous
+async def test_a_response_head_exactly_at_the_byte_cap_is_accepted() -> None:
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-pad: "
+    padding = b"a" * (4096 - len(head) - 4)
+    async with raw_server(answer(head + padding + b"\r\n\r\n{}")) as server:
+        transport = NativeTransport(max_header_bytes=4096)
+        assert (await fetch(transport, post(server.url()))).content == b"{}"
+        await transport.aclose()
+
+
+@synchronous
+async def test_too_many_response_headers_are_refused() -> None:
+    fields = b"".join(b"x-%d: 1\r\n" % i for i in range(101))
+    reply = b"HTTP/1.1 200 OK\r\n%bcontent-length: 2\r\n\r\n{}" % fields
+    async with raw_server(answer(reply)) as server:
+        transport = NativeTransport()  # at most 100 by default
+        with pytest.raises(httpx.RemoteProtocolError, match="max_headers"):
+            await fetch(transport, post(server.url()))
+        await transport.aclose()
+
+
+@synchronous
+async def test_an_endless_header_block_is_cut_at_the_cap() -> None:
+    async def endless(_: asyncio.StreamReader, writer: asyncio.StreamWriter, __: bytes) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nx-endless: ")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(10_000):  # 640 MB if nobody stops it
+                writer.write(b"a" * 65536)
+                await writer.drain()
+        return False
+
+    async with raw_server(endless) as server:
+        transport = NativeTransport()  # 64 KiB by default
+        with pytest.raises(httpx.RemoteProtocolError, match="max_header_bytes"):
+            await fetch(transport, post(server.url()))
+        await transport.aclose()
+
+
+@synchronous
+async def test_an_endless_trailer_is_cut_too() -> None:
+    async def endless(_: asyncio.StreamReader, writer: asyncio.StreamWriter, __: bytes) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx: ")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(10_000):
+                writer.write(b"a" * 65536)
+                await writer.drain()
+        return False
+
+    async with raw_server(endless) as server:
+        transport = NativeTransport()
+        response = await transport.handle_async_request(post(server.url()))
+        with pytest.raises(httpx.RemoteProtocolError, match="max_header_bytes"):
+            await raw_body(response)
+        await transport.aclose()
+
+
+@synchronous
+async def test_the_body_is_handed_out_as_sent_never_decompressed() -> None:
+    import gzip
+
+    packed = gzip.compress(b"a" * 100_000)
+    reply = b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n" % len(packed)
+    async with raw_server(answer(reply + packed)) as server:
+        transport = NativeTransport()
+        response = await transport.handle_async_request(post(server.url()))
+        assert await raw_body(response) == packed
+        await transport.aclose()
