@@ -67,7 +67,12 @@ def create_app(
         config=config,
         keyring=KeyRing(config),
         transport=upstream,
-        attempter=Attempter(upstream, config.retry, breakers),
+        attempter=Attempter(
+            upstream,
+            config.retry,
+            breakers,
+            max_body_bytes=config.settings.max_upstream_body_bytes,
+        ),
         meter=meter,
         metrics=metrics,
         finisher=Finisher(metrics, meter, breakers, log_bodies=runtime.log_bodies),

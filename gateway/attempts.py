@@ -27,9 +27,11 @@ from gateway.errors import (
 from gateway.secret import Secret
 from gateway.upstream import (
     MAX_ERROR_BODY,
+    AnswerTooLarge,
     Transport,
     body_chunks,
     network_error_kind,
+    plain_body,
     read_body,
     upstream_error,
 )
@@ -100,12 +102,15 @@ class Attempter:
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
+        max_body_bytes: int = 64 * 1024 * 1024,
     ) -> None:
+        """``max_body_bytes``: the most of an answer read whole (JSON) before it is refused."""
         self._transport = transport
         self._policy = policy
         self._breakers = breakers
         self._sleep = sleep
         self._jitter = jitter
+        self._max_body_bytes = max_body_bytes
 
     async def run(
         self,
@@ -199,11 +204,17 @@ class Attempter:
                 response = await self._transport.handle_async_request(request)
                 if response.status_code >= 400:
                     return await _status_failure(response, self._policy, secrets)
+                if not plain_body(response):
+                    await response.aclose()
+                    return _Failure(_encoded(response), Verdict.NEXT, "bad_encoding")
                 if buffered:
-                    return Opened(model, response, await read_body(response), None)
+                    body = await read_body(response, self._max_body_bytes)
+                    return Opened(model, response, body, None)
                 rest = body_chunks(response)
                 first = await anext(rest, b"")
                 return Opened(model, response, first, rest)
+        except AnswerTooLarge as too_large:
+            return _Failure(too_large, Verdict.NEXT, "too_large")
         except httpx.LocalProtocolError:
             await _close(response)  # refused before sending (e.g. a header value with CR/LF)
             refused: GatewayError = InvalidRequest(
@@ -277,7 +288,7 @@ async def _status_failure(
 ) -> _Failure:
     body = b""
     try:
-        async for chunk in response.aiter_bytes():
+        async for chunk in body_chunks(response):
             body += chunk
             if len(body) >= MAX_ERROR_BODY:
                 break
@@ -293,6 +304,14 @@ async def _status_failure(
         error.headers["retry-after"] = str(int(retry_after + 0.999))
     status = response.status_code
     return _Failure(error, verdict, f"http_{status}", retry_after, status)
+
+
+def _encoded(response: httpx.Response) -> UpstreamError:
+    encoding = response.headers.get("content-encoding", "")[:40]
+    return UpstreamError(
+        f"The upstream answered with content-encoding {encoding!r}; the gateway asked for "
+        "identity and does not decode answers."
+    )
 
 
 def _built(build: BuildRequest, model: Model, records: list[AttemptRecord]) -> httpx.Request | None:

@@ -27,7 +27,7 @@ from gateway.bodies import (
 from gateway.breaker import Breakers
 from gateway.config import Config, Model, Upstream
 from gateway.context import RequestContext, RequestIds
-from gateway.errors import GatewayError, error_response
+from gateway.errors import GatewayError, UpstreamError, error_response
 from gateway.metering import Meter, MeterRequest
 from gateway.metering.estimate import estimate_prompt_tokens, stt_audio_ms, tts_audio_ms
 from gateway.metrics import Metrics
@@ -37,7 +37,7 @@ from gateway.routing import Endpoint, Plan, resolve
 from gateway.runtime import Runtime
 from gateway.secret import Secret
 from gateway.streaming import SSERelay, StreamResult
-from gateway.upstream import Transport, build_request, forwarded_headers
+from gateway.upstream import Transport, build_request, forwarded_headers, read_up_to
 
 log = logging.getLogger("gateway")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -211,16 +211,34 @@ async def _respond(
     content_type = response.headers.get("content-type", "")
     if opened.rest is not None and content_type.startswith("text/event-stream"):
         return _stream(gateway, ctx, opened, headers, wants_usage)
+    if opened.rest is not None and not ctx.endpoint.binary_response:
+        await response.aclose()
+        raise UpstreamError(
+            f"The upstream answered a streamed request with {content_type[:60]!r} instead of "
+            "an event stream."
+        )
     if opened.rest is not None and not content_type.startswith("application/json"):
         return _relay_binary(gateway, ctx, opened, headers)
     body = opened.first_chunk
     if opened.rest is not None:
-        body += b"".join([chunk async for chunk in opened.rest])
-        await response.aclose()
+        body = await _read_rest(opened, gateway.config.settings.max_upstream_body_bytes)
     ctx.upstream_ended = time.perf_counter()
     ctx.status = response.status_code
     body = _read_json_answer(gateway, ctx, body)
     return Response(body, status_code=response.status_code, headers=headers)
+
+
+async def _read_rest(opened: Opened, limit: int) -> bytes:
+    """A JSON answer that was opened as a stream, read whole: capped, and due within the
+    upstream's idle timeout; a cut or a stall is the upstream's failure (502)."""
+    assert opened.rest is not None
+    try:
+        async with asyncio.timeout(opened.model.upstream.idle_timeout_s):
+            return await read_up_to(opened.rest, limit, opened.first_chunk)
+    except (httpx.HTTPError, TimeoutError):
+        raise UpstreamError("The upstream answer was cut short or stalled.") from None
+    finally:
+        await opened.response.aclose()
 
 
 def _read_json_answer(gateway: Gateway, ctx: RequestContext, body: bytes) -> bytes:
@@ -278,6 +296,7 @@ def _stream(
         opened.response,
         client_wants_usage=wants_usage,
         on_end=on_end,
+        max_event_bytes=gateway.config.settings.max_sse_event_bytes,
     )
     gateway.metrics.open_streams.inc()
     return RelayResponse(relay, headers={**headers, **SSE_HEADERS}, media_type="text/event-stream")

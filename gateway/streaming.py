@@ -28,7 +28,12 @@ class StreamResult:
     first_chunk_at: float = 0.0
     last_chunk_at: float = 0.0
     bytes_out: int = 0
-    _carry: bytes = field(default=b"", repr=False)
+    _carry: bytearray = field(default_factory=bytearray, repr=False)  # an incomplete event
+    _held_cr: bool = field(default=False, repr=False)  # a chunk ended in CR (maybe half a CRLF)
+
+
+class EventTooLarge(Exception):
+    """An upstream event grew past the limit without ending."""
 
 
 class SSERelay:
@@ -37,6 +42,8 @@ class SSERelay:
     Fast path: a run of complete events with no ``"usage"`` and no ``[DONE]`` is forwarded as is.
     Slow path (rare): split events, read usage, drop the usage-only chunk if the client did not
     ask for usage. An upstream that stops without ``[DONE]`` gets an in-band error appended.
+    Each chunk is scanned once, so an event that arrives in many pieces costs linear time; an
+    event longer than ``max_event_bytes`` ends the stream with an in-band error.
     """
 
     def __init__(
@@ -47,12 +54,14 @@ class SSERelay:
         *,
         client_wants_usage: bool,
         on_end: Callable[[StreamResult], None],
+        max_event_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self._first = first_chunk
         self._rest = rest
         self._response = response
         self._wants_usage = client_wants_usage
         self._on_end = on_end
+        self._max_event = max_event_bytes
         self.result = StreamResult()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -68,6 +77,11 @@ class SSERelay:
                 yield tail
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             yield self._fail(exc)
+        except EventTooLarge:
+            result.error = UpstreamError(
+                f"An upstream stream event exceeded the gateway's {self._max_event} byte limit."
+            )
+            yield sse_error_event(result.error)
         except BaseException:
             result.client_gone = True  # cancelled or closed by the server: the client went away
             raise
@@ -78,17 +92,26 @@ class SSERelay:
 
     def _feed(self, chunk: bytes) -> bytes:
         result = self.result
-        data = result._carry + chunk if result._carry else chunk
-        held = b""
+        data = b"\r" + chunk if result._held_cr else chunk
+        result._held_cr = False
         if b"\r" in data:  # CRLF or CR framing; a trailing CR may be half of a CRLF
             if data.endswith(b"\r"):
-                data, held = data[:-1], b"\r"
+                data, result._held_cr = data[:-1], True
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        carry = result._carry
         end = data.rfind(b"\n\n")
-        if end < 0:
-            result._carry = data + held
+        if end < 0 and not (carry.endswith(b"\n") and data.startswith(b"\n")):
+            carry += data
+            if len(carry) > self._max_event:
+                raise EventTooLarge
             return b""
-        complete, result._carry = data[: end + 2], data[end + 2 :] + held
+        if carry:
+            data = bytes(carry) + data
+            end = data.rfind(b"\n\n")
+            carry.clear()
+        complete = data[: end + 2]
+        if end + 2 < len(data):
+            carry += data[end + 2 :]
         if b'"usage"' not in complete and DONE not in complete:
             result.events += complete.count(b"\n\n")
             result.bytes_out += len(complete)
@@ -117,7 +140,7 @@ class SSERelay:
 
     def _finish(self) -> bytes:
         result = self.result
-        tail = self._feed(b"\n\n") if result._carry.strip() else b""
+        tail = self._feed(b"\n\n") if result._carry.strip() or result._held_cr else b""
         if result.completed:
             return tail
         result.error = UpstreamError("The upstream stream ended before it was complete.")

@@ -116,21 +116,41 @@ def network_error_kind(exc: httpx.HTTPError) -> str:
     return "connect_error" if isinstance(exc, httpx.ConnectError) else "read_error"
 
 
-async def read_body(response: httpx.Response) -> bytes:
-    """The whole body (read as ``body_chunks`` does), the response closed afterwards."""
+class AnswerTooLarge(UpstreamError):
+    """An upstream answer past the configured size; it is not read further."""
+
+    code, label = "upstream_answer_too_large", "too_large"
+
+
+def plain_body(response: httpx.Response) -> bool:
+    """The gateway asks for identity encoding and never decodes: anything else is refused."""
+    return response.headers.get("content-encoding", "identity").lower() in ("identity", "")
+
+
+async def read_body(response: httpx.Response, limit: int) -> bytes:
+    """The rest of the body, up to ``limit`` bytes (``AnswerTooLarge`` past it), then closed."""
     try:
-        return b"".join([chunk async for chunk in body_chunks(response)])
+        return await read_up_to(body_chunks(response), limit)
     finally:
         await response.aclose()
 
 
+async def read_up_to(chunks: AsyncIterator[bytes], limit: int, start: bytes = b"") -> bytes:
+    parts, size = [start], len(start)
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise AnswerTooLarge(f"The upstream answer exceeds the gateway's {limit} byte limit.")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The body as it arrives. Plain bodies (the gateway asks for identity) are read straight
-    from the transport's stream, skipping httpx's decoder layers on every chunk."""
-    encoding = response.headers.get("content-encoding", "identity")
-    if encoding == "identity" and isinstance(response.stream, httpx.AsyncByteStream):
+    """The body's bytes as they arrive, never decoded (see ``plain_body``); read straight from
+    the transport's stream, skipping httpx's decoder layers on every chunk."""
+    if isinstance(response.stream, httpx.AsyncByteStream):
         return aiter(response.stream)
-    return response.aiter_bytes()
+    return response.aiter_raw()
 
 
 def forwarded_headers(response: httpx.Response) -> dict[str, str]:
