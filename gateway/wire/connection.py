@@ -4,6 +4,11 @@ The gateway only needs request → status, headers, body chunks as they arrive. 
 the event loop's protocol callbacks (no streams, no per-chunk tasks) is what makes this cheaper
 than a general-purpose client. One exchange at a time; the pool hands the connection out again
 once a response was read to its end.
+
+The upstream is not trusted: the response head is capped in bytes and fields, framing is
+accepted only as h11 accepts it (``Transfer-Encoding`` exactly ``chunked``), interim 1xx heads
+are skipped, trailers are dropped, and anything after the response's end spoils the connection
+instead of reaching the body or a later request.
 """
 
 from __future__ import annotations
@@ -11,20 +16,42 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import httptools
 import httpx
 
 READ_HIGH_WATER = 256 * 1024  # buffered body bytes before the socket stops being read
+MAX_HEADER_BYTES = 64 * 1024  # the response head: status line, fields, interim heads
+MAX_HEADERS = 100  # fields in the final response head
+_OWS = b" \t"
+
+
+class HeaderLimitExceeded(httpx.RemoteProtocolError):
+    """The upstream's response head broke ``max_header_bytes`` or ``max_headers``."""
+
+
+class ClosedBeforeSend(httpx.RemoteProtocolError):
+    """The connection was found closed before any byte of the request was written."""
+
+
+class _Stop(Exception):
+    """Raised in a parser callback to stop parsing; any failure was recorded before."""
 
 
 class Connection(asyncio.Protocol):
     """Owns one socket. ``exchange`` sends a request and waits for its head; ``next_chunk``
     hands out the body as it arrives. Failures are raised as httpx's transport errors."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+        max_headers: int = MAX_HEADERS,
+    ) -> None:
         self._loop = loop
+        self._max_head = max_header_bytes
+        self._max_headers = max_headers
         self._transport: asyncio.Transport | None = None
         self._parser: httptools.HttpResponseParser | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -43,8 +70,13 @@ class Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.on_lost: Callable[[Connection], None] | None = None  # the pool's bookkeeping
         self._framed = False  # the response says how its body ends (length or chunked)
+        self._chunked = False
         self._keep_alive = False
+        self._no_body = False  # the request was HEAD
+        self._head_bytes = 0  # bytes fed while the final head is not complete
+        self._stalled = 0  # bytes fed since the last body byte (trailers, chunk framing)
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._deadline = 0.0
 
     # --- asyncio.Protocol ---------------------------------------------------------------
@@ -54,14 +86,24 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
-        if self._parser is None:  # bytes while idle: the connection cannot be trusted again
+        parser = self._parser
+        if parser is None:  # bytes while idle: the connection cannot be trusted again
             self._fail(httpx.RemoteProtocolError("Upstream sent data without a request"))
             self.close()
             return
         try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(httpx.RemoteProtocolError(f"Malformed upstream response: {exc}"))
+            if self.head_done:
+                buffered = self._buffered  # only on_body changes it while feeding
+                parser.feed_data(data)
+                if self._buffered == buffered:
+                    self._count_stalled(len(data))
+                elif self._stalled:
+                    self._stalled = 0
+            else:
+                self._feed_head(parser, data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade, _Stop) as exc:
+            if not self.body_done:  # after the end it spoils the connection, not the answer
+                self._fail(httpx.RemoteProtocolError(f"Malformed upstream response: {exc}"))
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -90,21 +132,44 @@ class Connection(asyncio.Protocol):
 
     # --- httptools callbacks ------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.head_done:  # a second response behind the first: never part of this one
+            raise _Stop("data after the end of the response")
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-        lowered = name.lower()
-        if lowered == b"content-length" or (
-            lowered == b"transfer-encoding" and b"chunked" in value.lower()
-        ):
-            self._framed = True
+        if self.head_done:
+            return  # a trailer: dropped, never merged into the head
+        headers = self.headers
+        if len(headers) >= self._max_headers:
+            self._refuse_head(f"has more than {self._max_headers} header fields (max_headers)")
+        if value and value[-1] in _OWS:
+            value = value.rstrip(_OWS)  # llhttp strips leading whitespace only
+        headers.append((name, value))
+        size = len(name)
+        if size == 14 or size == 17:  # only then can it be one of the two framing fields
+            lowered = name.lower()
+            if lowered == b"content-length":
+                self._framed = True
+            elif lowered == b"transfer-encoding":
+                self._transfer_encoding(value)
 
     def on_headers_complete(self) -> None:
         assert self._parser is not None
-        self.status = self._parser.get_status_code()
-        if self.status < 200:  # an interim answer (100 Continue): wait for the real head
-            self.headers = []
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self.headers = []  # an interim answer (100 Continue, 103): wait for the real head
+            self._framed = self._chunked = False
             return
+        if status < 200 or status > 599:
+            what = "switched protocols (101)" if status == 101 else f"sent status {status}"
+            self._stop(httpx.RemoteProtocolError(f"Upstream {what}, which is not an answer"))
+        self.status = status
         self.head_done = True
+        if self._no_body:  # HEAD: no body follows whatever the head says; stop reading here
+            self.body_done = True
+            self._keep_alive = False
+            self._wake()
+            raise _Stop("end of a HEAD response")
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -126,18 +191,22 @@ class Connection(asyncio.Protocol):
 
     # --- used by the transport ----------------------------------------------------------
 
-    async def exchange(self, head: bytes, body: bytes, timeout: float | None) -> None:
-        """Write the request (``head`` + ``body`` in one write) and wait for the response head."""
-        self._start()
+    async def exchange(
+        self, head: bytes, body: bytes, timeout: float | None, no_body: bool = False
+    ) -> None:
+        """Write the request (``head`` + ``body`` in one write) and wait for the response head.
+
+        ``no_body``: the request was HEAD, so the response has a head only."""
+        self._start(no_body)
         assert self._transport is not None
         self._transport.write(head + body if body else head)
         await self._until(lambda: self.head_done, timeout)
 
     async def exchange_streaming(
-        self, head: bytes, body: Any, chunked: bool, timeout: float | None
+        self, head: bytes, body: Any, chunked: bool, timeout: float | None, no_body: bool = False
     ) -> None:
         """Like ``exchange`` for a body that arrives in pieces (multipart uploads)."""
-        self._start()
+        self._start(no_body)
         assert self._transport is not None
         self._transport.write(head)
         async for piece in body:
@@ -190,13 +259,58 @@ class Connection(asyncio.Protocol):
 
     # --- internals ----------------------------------------------------------------------
 
-    def _start(self) -> None:
+    def _start(self, no_body: bool) -> None:
+        if self.closed:
+            raise ClosedBeforeSend("Upstream connection closed before the request was sent")
         self._parser = httptools.HttpResponseParser(self)
         self._error = None
         self.status, self.headers = 0, []
         self.head_done = self.body_done = self.received_any = False
-        self._framed = self._keep_alive = False
-        self._raise_if_failed()
+        self._framed = self._chunked = self._keep_alive = False
+        self._no_body = no_body
+        self._head_bytes = self._stalled = 0
+
+    def _feed_head(self, parser: httptools.HttpResponseParser, data: bytes) -> None:
+        """Feed bytes while the final head is incomplete, never more than the cap allows."""
+        room = self._max_head - self._head_bytes
+        if len(data) <= room:
+            self._head_bytes += len(data)
+            parser.feed_data(data)
+            return
+        if room > 0:
+            self._head_bytes += room
+            parser.feed_data(data[:room])
+        if not self.head_done:
+            self._refuse_head(f"is larger than {self._max_head} bytes (max_header_bytes)")
+        parser.feed_data(data[room:])
+
+    def _count_stalled(self, size: int) -> None:
+        """Bytes that carried no body (trailers, chunk framing) are capped like the head."""
+        self._stalled += size
+        if self._stalled > self._max_head and not self.body_done:
+            self._stop(
+                HeaderLimitExceeded(
+                    f"Upstream sent more than {self._max_head} bytes of trailers or chunk "
+                    "framing without any body (max_header_bytes)"
+                )
+            )
+
+    def _transfer_encoding(self, value: bytes) -> None:
+        """Only ``chunked``, alone and once, as h11 accepts it."""
+        if self._chunked or value.lower() != b"chunked":
+            self._stop(
+                httpx.RemoteProtocolError(
+                    "Upstream used a Transfer-Encoding other than a single 'chunked'"
+                )
+            )
+        self._chunked = self._framed = True
+
+    def _refuse_head(self, why: str) -> NoReturn:
+        self._stop(HeaderLimitExceeded(f"Upstream response head {why}"))
+
+    def _stop(self, error: httpx.TransportError) -> NoReturn:
+        self._fail(error)
+        raise _Stop(str(error))
 
     async def _until(self, ready: Any, timeout: float | None) -> None:
         while not ready():
@@ -206,6 +320,8 @@ class Connection(asyncio.Protocol):
             waiter = self._waiter = self._loop.create_future()
             if timeout:
                 self._arm(timeout)
+            else:
+                self._disarm()  # a timer left by an earlier wait must not end this one
             try:
                 await waiter
             finally:
@@ -215,10 +331,14 @@ class Connection(asyncio.Protocol):
         """Fail the wait that starts now if nothing arrives within ``timeout``.
 
         One timer per connection is kept and moved lazily (it re-arms itself when it fires
-        early) instead of one timer per wait: a stream waits once per chunk."""
-        self._deadline = self._loop.time() + timeout
-        if self._timer is None:
-            self._timer = self._loop.call_at(self._deadline, self._on_deadline)
+        early) instead of one timer per wait: a stream waits once per chunk. A deadline
+        earlier than the timer's (a shorter timeout than the last request's) replaces it."""
+        deadline = self._deadline = self._loop.time() + timeout
+        if self._timer is None or self._timer_at > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = self._loop.call_at(deadline, self._on_deadline)
 
     def _disarm(self) -> None:
         if self._timer is not None:
@@ -233,6 +353,7 @@ class Connection(asyncio.Protocol):
         if self._loop.time() >= self._deadline:
             waiter.set_exception(httpx.ReadTimeout("Timed out waiting for the upstream"))
         else:
+            self._timer_at = self._deadline
             self._timer = self._loop.call_at(self._deadline, self._on_deadline)
 
     async def _drain(self, timeout: float | None) -> None:

@@ -9,7 +9,7 @@ from collections import deque
 
 import httpx
 
-from gateway.wire.connection import Connection
+from gateway.wire.connection import MAX_HEADER_BYTES, MAX_HEADERS, Connection
 
 Origin = tuple[str, str, int]  # scheme, host, port
 
@@ -19,11 +19,17 @@ class ConnectionPool:
     closed by the other side) and opens new ones up to ``max_connections`` in total."""
 
     def __init__(
-        self, max_connections: int, keepalive_expiry_s: float, ssl_context: ssl.SSLContext
+        self,
+        max_connections: int,
+        keepalive_expiry_s: float,
+        ssl_context: ssl.SSLContext,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+        max_headers: int = MAX_HEADERS,
     ) -> None:
         self._max = max_connections
         self._expiry = keepalive_expiry_s
         self._ssl = ssl_context
+        self._limits = (max_header_bytes, max_headers)
         self._idle: dict[Origin, list[Connection]] = {}
         # Open connections, each counted until its socket is gone (however that happens:
         # released, expired, dropped by the server, or its response abandoned unclosed).
@@ -100,10 +106,11 @@ class ConnectionPool:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
         secure = self._ssl if scheme == "https" else None
+        max_header_bytes, max_headers = self._limits
         try:
             async with asyncio.timeout(timeout):
                 _, connection = await loop.create_connection(
-                    lambda: Connection(loop),
+                    lambda: Connection(loop, max_header_bytes, max_headers),
                     host,
                     port,
                     ssl=secure,
@@ -116,16 +123,31 @@ class ConnectionPool:
         return connection
 
     async def _wait_for_room(self, timeout: float | None) -> None:
+        """Wait to be woken by a released or lost connection.
+
+        As in ``asyncio.Semaphore``, a waiter woken and then cancelled passes its wake-up on,
+        so the room it was given is not lost to the waiters behind it; one woken just as its
+        time ran out takes the room instead of failing."""
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
             async with asyncio.timeout(timeout):
                 await waiter
         except TimeoutError:
+            if _woken(waiter):
+                return
+            self._forget_waiter(waiter)
             raise httpx.PoolTimeout("No upstream connection became free in time") from None
-        finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+        except BaseException:
+            if _woken(waiter):
+                self._wake_one()
+            else:
+                self._forget_waiter(waiter)
+            raise
+
+    def _forget_waiter(self, waiter: asyncio.Future[None]) -> None:
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
 
     def _wake_one(self) -> None:
         while self._waiters:
@@ -133,3 +155,7 @@ class ConnectionPool:
             if not waiter.done():
                 waiter.set_result(None)
                 return
+
+
+def _woken(waiter: asyncio.Future[None]) -> bool:
+    return waiter.done() and not waiter.cancelled()

@@ -6,29 +6,63 @@ respx and ``httpx.MockTransport`` still stand in for it in tests.
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
-from gateway.wire.connection import Connection
+from gateway.wire.connection import MAX_HEADER_BYTES, MAX_HEADERS, ClosedBeforeSend, Connection
 from gateway.wire.pool import ConnectionPool, Origin
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+# What h11 accepts on the wire: a token method, a visible-ASCII target, token field names and
+# values without NUL, CR, LF, VT or FF. (h11 also refuses leading and trailing SP/HTAB in a
+# value; servers strip those anyway, so they are let through.)
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_FIELD = rb"%b:[ \t]*[^\x00\n\r\x0b\x0c]*" % _TOKEN
+_HEAD = re.compile(rb"%b [\x21-\x7e]+ HTTP/1\.1\r\n(?:%b\r\n)*\r\n" % (_TOKEN, _FIELD))
+_FIELD_ONLY = re.compile(_FIELD)
+_TOKEN_ONLY = re.compile(_TOKEN)
 
 
 class NativeTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 to upstreams over a keep-alive pool.
+
+    ``max_header_bytes`` caps a response head (status line and fields, interim 1xx heads
+    included; also trailers and chunk framing that arrive without body bytes) and
+    ``max_headers`` its number of fields; past either the answer fails with
+    ``HeaderLimitExceeded`` (an ``httpx.RemoteProtocolError``) and the connection is dropped.
+    Bodies are handed out as received, never decoded: read ``response.stream`` (httpx's
+    ``aiter_bytes`` would decompress). Header values are decoded as latin-1, so they go back
+    out byte for byte.
+
+    A request that failed on a reused connection the server had closed is sent again on a new
+    one only where that cannot repeat work: when the close was seen before any byte went out,
+    or for an idempotent method (GET, HEAD, OPTIONS, TRACE) with its body in memory that got
+    no byte of answer. A response that needed such a second sending carries
+    ``response.extensions["gateway_replayed"] = True``.
+    """
+
     def __init__(
         self,
         max_connections: int = 10_000,
         keepalive_expiry_s: float = 4.0,
         ssl_context: ssl.SSLContext | None = None,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+        max_headers: int = MAX_HEADERS,
     ) -> None:
         # Below uvicorn's 5 s keep-alive (vLLM, many self-hosted upstreams), so an idle
         # connection is dropped here before the server drops it under a request.
         self._pool = ConnectionPool(
-            max_connections, keepalive_expiry_s, ssl_context or httpx.create_ssl_context()
+            max_connections,
+            keepalive_expiry_s,
+            ssl_context or httpx.create_ssl_context(),
+            max_header_bytes,
+            max_headers,
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -37,66 +71,106 @@ class NativeTransport(httpx.AsyncBaseTransport):
             raise httpx.UnsupportedProtocol(f"Unsupported URL scheme {url.scheme!r}")
         origin: Origin = (url.scheme, url.host, url.port or DEFAULT_PORTS[url.scheme])
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
-        read_timeout = timeouts.get("read")
-        connection = await self._send(request, origin, timeouts)
-        return httpx.Response(
+        outgoing = Outgoing(request)  # refused here, before any connection is taken
+        connection, replayed = await self._send(outgoing, origin, timeouts)
+        response = httpx.Response(
             connection.status,
             headers=connection.headers,
-            stream=ResponseStream(self._pool, connection, origin, read_timeout),
+            stream=ResponseStream(self._pool, connection, origin, timeouts.get("read")),
             request=request,
             extensions={"http_version": b"HTTP/1.1"},
         )
+        if replayed:
+            response.extensions["gateway_replayed"] = True
+        response.headers.encoding = "latin-1"  # what came in goes out, whatever the bytes
+        return response
 
     async def aclose(self) -> None:
         self._pool.close()
 
     async def _send(
-        self, request: httpx.Request, origin: Origin, timeouts: dict[str, float | None]
-    ) -> Connection:
-        """Send and wait for the head. A reused connection found closed by the server without
-        a byte of answer (it timed out idle as the request went out) is replaced by another;
-        any failure on a fresh connection is raised."""
+        self, outgoing: Outgoing, origin: Origin, timeouts: dict[str, float | None]
+    ) -> tuple[Connection, bool]:
+        """Send and wait for the head: (the connection, whether the request went out twice)."""
+        replayed = False
         while True:
             connection, reused = await self._pool.acquire(
                 origin, timeouts.get("connect"), timeouts.get("pool")
             )
             try:
-                await _exchange(connection, request, timeouts.get("read"))
-                return connection
+                await outgoing.exchange(connection, timeouts.get("read"))
+                return connection, replayed
+            except ClosedBeforeSend:
+                self._pool.release(connection, origin)  # nothing went out: not a replay
             except httpx.RemoteProtocolError:
                 self._pool.release(connection, origin)
-                if not (reused and connection.closed and not connection.received_any):
+                if not (reused and outgoing.replayable and _closed_unanswered(connection)):
                     raise
+                replayed = True
             except BaseException:
                 connection.close()
                 self._pool.release(connection, origin)
                 raise
 
 
-async def _exchange(connection: Connection, request: httpx.Request, timeout: float | None) -> None:
-    headers = request.headers
-    stream = request.stream
-    body: bytes | None = None
-    if isinstance(stream, httpx.ByteStream):
-        body = b"".join(stream)  # one piece, already in memory
-    chunked = body is None and "content-length" not in headers
-    head = _head(request, chunked)
-    if body is not None:
-        await connection.exchange(head, body, timeout)
-    else:
-        await connection.exchange_streaming(head, stream, chunked, timeout)
+def _closed_unanswered(connection: Connection) -> bool:
+    return connection.closed and not connection.received_any
+
+
+class Outgoing:
+    """One request as it goes on the wire: its head (validated) and its body."""
+
+    __slots__ = ("body", "chunked", "head", "no_body", "replayable", "stream")
+
+    def __init__(self, request: httpx.Request) -> None:
+        stream = request.stream
+        self.stream = stream
+        self.body: bytes | None = None
+        if isinstance(stream, httpx.ByteStream):
+            self.body = b"".join(stream)  # one piece, already in memory
+        self.chunked = self.body is None and "content-length" not in request.headers
+        self.head = _head(request, self.chunked)
+        method = request.method
+        self.no_body = method == "HEAD"
+        self.replayable = self.body is not None and method in IDEMPOTENT
+
+    async def exchange(self, connection: Connection, timeout: float | None) -> None:
+        if self.body is not None:
+            await connection.exchange(self.head, self.body, timeout, self.no_body)
+        else:
+            await connection.exchange_streaming(
+                self.head, self.stream, self.chunked, timeout, self.no_body
+            )
 
 
 def _head(request: httpx.Request, chunked: bool) -> bytes:
+    """The request line and fields, refused with ``httpx.LocalProtocolError`` where h11 would
+    refuse them (a CR/LF in a value would otherwise let a caller write fields of its own)."""
     lines = [b"%b %b HTTP/1.1" % (request.method.encode(), request.url.raw_path)]
+    colon_in_a_name = False
     for name, value in request.headers.raw:
         if chunked and name.lower() == b"transfer-encoding":
             continue
+        colon_in_a_name |= b":" in name  # the one name byte the check below cannot see
         lines.append(b"%b: %b" % (name, value))
     if chunked:
         lines.append(b"transfer-encoding: chunked")
     lines.append(b"\r\n")
-    return b"\r\n".join(lines)
+    head = b"\r\n".join(lines)
+    # Every line break is one of ours (none inside a value), and each line has its syntax.
+    if colon_in_a_name or head.count(b"\n") != len(lines) or _HEAD.fullmatch(head) is None:
+        raise httpx.LocalProtocolError(_what_is_wrong(lines))
+    return head
+
+
+def _what_is_wrong(lines: list[bytes]) -> str:
+    """Which part of a refused head is bad, never repeating a value (it may be a secret)."""
+    for number, line in enumerate(lines[1:-1], 1):
+        name, _, value = line.partition(b": ")
+        if _FIELD_ONLY.fullmatch(line) is None or b":" in name or b"\n" in value:
+            shown = repr(name.decode("latin-1")) if _TOKEN_ONLY.fullmatch(name) else "(bad name)"
+            return f"Refused to send header field #{number} {shown}: invalid name or value"
+    return "Refused to send a request line with an invalid method or target"
 
 
 class ResponseStream(httpx.AsyncByteStream):
