@@ -44,6 +44,7 @@ COLUMNS = (
     "latency_ms",
     "attempts",
     "estimated",
+    "usage_flagged",
 )
 
 

@@ -1,16 +1,21 @@
-"""Reading usage records back from the store's stream.
+"""Reading usage records back from the store.
 
-The stream is in write order, and a record is written when its request finishes (or, after
-an outage, when the buffer is flushed), so it is scanned from the newest entry back until
-records are older than ``start`` by more than ``LATE_GRACE_S``.
+One user's records come from the per-user day index (``keys.user_records``): only that
+user's entries are read, for the days of the range within the index's retention
+(``INDEX_TTL_S`` back from now). Every user's records come from the stream: it is in write
+order, and a record is written when its request finishes (or, after an outage, when the
+buffer is flushed), so it is scanned from the newest entry back until records are older than
+``start`` by more than ``LATE_GRACE_S``.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from gateway.metering.scripts import INDEX_TTL_S
 from gateway.metering.store import Store
 
 PAGE = 1000
@@ -35,5 +40,22 @@ async def read_records(
         if len(page) < PAGE or oldest < start - LATE_GRACE_S:
             break
         before = page[-1][0]
+    found.sort(key=lambda record: float(record.get("ts", 0.0)))
+    return found
+
+
+async def read_user_records(
+    store: Store, user: str, start: float, end: float, now: float
+) -> list[dict[str, Any]]:
+    """Records of ``user`` with ``start <= ts < end``, oldest first, from the day index."""
+    first = max(start, now - INDEX_TTL_S)
+    last = min(end, now + 86_400)
+    numbers = range(int(first // 86_400), int(last // 86_400) + 1)
+    days = [datetime.fromtimestamp(86_400 * n, UTC).strftime("%Y%m%d") for n in numbers]
+    found = []
+    for raw in await store.user_records(user, days):
+        record = orjson.loads(raw)
+        if start <= float(record.get("ts", 0.0)) < end and record.get("user") == user:
+            found.append(record)
     found.sort(key=lambda record: float(record.get("ts", 0.0)))
     return found

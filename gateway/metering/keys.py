@@ -18,6 +18,13 @@ gw:spend:d:YYYYMMDD             hash    charged spend: ``overall``, ``tier:<name
 gw:spend:m:YYYYMM               hash    likewise, per month
 gw:alert:SCOPE:PERIOD:WINDOW    string  set once when an alert fired
 gw:usage                        stream  one entry per request, field ``r`` = JSON record
+gw:{u:USER}:rec:YYYYMMDD        list    the user's stream entry ids that day (on a cluster the
+                                        records themselves), for ``/v1/usage`` of one user
+gw:{TAG}:lease                  zset    leases of the group's reservations in flight: lease
+                                        id → deadline (Redis server time, epoch seconds)
+gw:{TAG}:lease:d                hash    lease id → ``key\tfield\tamount`` lines it reserved
+gw:leases                       zset    lease sorted sets → their next deadline (sweeper)
+gw:{TAG}:settled:BATCH          string  a settle batch ran (once-only mark, short-lived)
 ==============================  ======  =====================================================
 
 Units: ``req`` requests, ``tok`` tokens, ``ams`` audio milliseconds, ``usd`` micro-USD,
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 PREFIX = "gw"
 USAGE_STREAM = f"{PREFIX}:usage"
+LEASE_REGISTRY = f"{PREFIX}:leases"
 REQUESTS, TOKENS, AUDIO_MS, TOKENS_PER_REQUEST = "req", "tok", "ams", "tpr"
 USD = "usd"
 USD_DAY, USD_MONTH = "usd:day", "usd:month"
@@ -58,7 +66,31 @@ def tier_month(tier: str, month: str) -> str:
 
 
 def model_aggregate(model: str, day: str) -> str:
-    return f"{PREFIX}:agg:model:{model}:{day}"
+    # no braces: the key must hash as a whole (it has no hash tag of its own)
+    name = model.replace("{", "(").replace("}", ")")
+    return f"{PREFIX}:agg:model:{name}:{day}"
+
+
+def user_records(user: str, day: str) -> str:
+    return f"{PREFIX}:{{u:{user}}}:rec:{day}"
+
+
+def slot_tag(key: str) -> str:
+    """What decides ``key``'s cluster slot: its hash tag, else the whole key."""
+    return hash_tag(key) or key
+
+
+def lease(key: str) -> str:
+    """The lease sorted set for a counter ``key``: in the same slot (hash tag)."""
+    return f"{PREFIX}:{{{slot_tag(key)}}}:lease"
+
+
+def lease_data(lease_key: str) -> str:
+    return f"{lease_key}:d"
+
+
+def settled_mark(tag: str, batch_id: str) -> str:
+    return f"{PREFIX}:{{{tag}}}:settled:{batch_id}"
 
 
 def spend(period: str, window: str) -> str:

@@ -1,7 +1,8 @@
 """The in-process store used when ``REDIS_URL`` is unset: one process, same semantics.
 
 Each operation runs without awaiting, so on one event loop it is atomic like the Lua script.
-Expired keys are dropped lazily, on access, by the store's own clock.
+Expired keys are dropped lazily, on access, by the store's own clock. Leases, once-only
+settle marks, counters kept at zero or more and the per-user record index behave as in Redis.
 """
 
 from __future__ import annotations
@@ -10,8 +11,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
+from gateway.metering import keys
 from gateway.metering.decide import decide
-from gateway.metering.store import Counter, SettleBatch, Verdict
+from gateway.metering.scripts import INDEX_TTL_S, SETTLED_MARK_S
+from gateway.metering.store import Counter, Lease, SettleBatch, Verdict
+
+Grant = tuple[str, str, int]  # key, field, amount
 
 
 class MemoryStore:
@@ -21,21 +26,43 @@ class MemoryStore:
         self._hashes: dict[str, dict[str, int]] = {}
         self._expiry: dict[str, float] = {}
         self._records: deque[tuple[int, bytes]] = deque(maxlen=stream_maxlen)
+        self._maxlen = stream_maxlen
+        self._index: dict[str, deque[bytes]] = {}
+        self._leases: dict[str, tuple[float, list[Grant]]] = {}  # "group\nid" → lease
+        self._marks: dict[str, float] = {}
         self._next_id = 1
         self._clock = clock
 
-    async def reserve(self, counters: Sequence[Counter], override_key: str | None) -> Verdict:
+    async def reserve(
+        self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None = None
+    ) -> Verdict:
         overrides = self._hash(override_key) if override_key else {}
         used = [self._hash(c.key).get(c.field, 0) for c in counters]
         verdict = decide(counters, used, overrides)
         if verdict.ok:
+            grants: dict[str, list[Grant]] = {}
             for counter, amount in zip(counters, verdict.granted, strict=True):
                 self._incr(counter.key, counter.field, amount, counter.ttl_s)
+                if amount:
+                    grant = (counter.key, counter.field, amount)
+                    grants.setdefault(keys.lease(counter.key), []).append(grant)
+            if lease is not None:
+                deadline = self._clock() + lease.ttl_s
+                for group, granted in grants.items():
+                    self._leases[f"{group}\n{lease.id}"] = (deadline, granted)
         return verdict
 
-    async def settle(self, batches: Sequence[SettleBatch]) -> list[list[int]]:
+    async def settle(self, batches: Sequence[SettleBatch], batch_id: str = "") -> list[list[int]]:
+        now = self._clock()
+        if batch_id:
+            if self._marks.get(batch_id, 0.0) > now:
+                return [[] for _ in batches]
+            self._marks = {mark: until for mark, until in self._marks.items() if until > now}
+            self._marks[batch_id] = now + SETTLED_MARK_S
         watched: list[list[int]] = []
         for batch in batches:
+            for group, lease_id in batch.leases:
+                self._end_lease(f"{group}\n{lease_id}")
             values = []
             for inc in batch.all_increments():
                 value = self._incr(inc.key, inc.field, inc.delta, inc.ttl_s)
@@ -44,8 +71,21 @@ class MemoryStore:
             if batch.record is not None:
                 self._records.append((self._next_id, batch.record))
                 self._next_id += 1
+                if batch.index is not None:
+                    self._indexed(batch.index).append(batch.record)
+                    self._expiry[batch.index] = now + INDEX_TTL_S
             watched.append(values)
         return watched
+
+    async def sweep_leases(self) -> int:
+        now = self._clock()
+        due = [name for name, (deadline, _) in self._leases.items() if deadline <= now]
+        for name in due:
+            self._end_lease(name)
+        return len(due)
+
+    async def user_records(self, user: str, days: Sequence[str]) -> list[bytes]:
+        return [record for day in days for record in self._indexed(keys.user_records(user, day))]
 
     async def read_hashes(self, keys: Sequence[str]) -> list[dict[str, int]]:
         return [dict(self._hash(key)) for key in keys]
@@ -78,6 +118,20 @@ class MemoryStore:
     async def aclose(self) -> None:
         return None
 
+    def _end_lease(self, name: str) -> None:
+        """Give back what a lease still holds (keys that expired meanwhile are skipped)."""
+        lease = self._leases.pop(name, None)
+        for key, field, amount in lease[1] if lease else ():
+            if self._hash(key):
+                self._incr(key, field, -amount, 0)
+
+    def _indexed(self, key: str) -> deque[bytes]:
+        expires = self._expiry.get(key)
+        if expires is not None and expires <= self._clock():
+            self._index.pop(key, None)
+            self._expiry.pop(key, None)
+        return self._index.setdefault(key, deque(maxlen=self._maxlen))
+
     def _hash(self, key: str) -> dict[str, int]:
         expires = self._expiry.get(key)
         if expires is not None and expires <= self._clock():
@@ -86,8 +140,9 @@ class MemoryStore:
         return self._hashes.get(key, {})
 
     def _incr(self, key: str, field: str, delta: int, ttl_s: int) -> int:
+        """Add ``delta``, never leaving the field below zero (as the Lua scripts do)."""
         target = self._hash(key) or self._hashes.setdefault(key, {})
-        target[field] = target.get(field, 0) + delta
+        target[field] = max(0, target.get(field, 0) + delta)
         if ttl_s:
             self._expiry[key] = self._clock() + ttl_s
         return target[field]

@@ -4,12 +4,22 @@
 background, so reconciling and writing the usage record add no latency. When the store is
 down, ``Settings.on_store_error`` decides: "allow" admits without a reservation, "deny"
 raises ``StoreUnavailable``; settles are buffered and flushed when the store returns.
+
+A call the store refuses for its own arguments (``StoreRejected``: a script error) fails that
+request with a 400 and leaves the store's health alone; amounts no store can hold exactly are
+refused before the store is called. Each reservation has a lease: its settle ends it, and if
+the worker dies first a background sweep gives the grants back once ``lease_ttl_s`` passed
+(default ``LEASE_TTL_S``). A lease that expires while its request still runs only loosens
+the quota for the rest of that request: the settle then adds the actual usage without giving
+anything back, so the counters end exact either way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -17,16 +27,16 @@ from typing import Any, TypeVar
 import httpx
 
 from gateway.config import CAPABILITIES, Budget, Config, Quota, Tier, UserOverride
-from gateway.errors import StoreUnavailable
+from gateway.errors import InvalidRequest, StoreUnavailable
 from gateway.metering import keys, limits, plan
 from gateway.metering.alerts import CostAlerts
 from gateway.metering.buffer import Flusher, UsageBuffer
 from gateway.metering.health import StoreHealth
-from gateway.metering.history import read_records
+from gateway.metering.history import read_records, read_user_records
 from gateway.metering.limit_errors import exceeded, rate_limit_headers
 from gateway.metering.quota_view import build_view, view_keys
 from gateway.metering.settle import Settlement, settlement
-from gateway.metering.store import Store, StoreError, Verdict
+from gateway.metering.store import MAX_AMOUNT, Lease, Store, StoreError, StoreRejected, Verdict
 from gateway.metering.types import Admission, Amounts, Check, MeterRequest, Outcome
 from gateway.metering.webhook import WebhookSender
 from gateway.metering.windows import windows_at
@@ -36,6 +46,9 @@ logger = logging.getLogger("gateway.metering")
 T = TypeVar("T")
 WEBHOOK_TIMEOUT_S = 10.0
 RecordHook = Callable[[dict[str, Any]], None]
+# Longer than any request should last: a stream's idle timeout bounds the gaps, not the total.
+LEASE_TTL_S = 900
+SWEEP_INTERVAL_S = 5.0
 
 
 class Meter:
@@ -48,9 +61,16 @@ class Meter:
         http: httpx.AsyncClient | None = None,
         on_record: RecordHook | None = None,
         on_store_error: Callable[[], None] | None = None,
+        lease_ttl_s: int = LEASE_TTL_S,
+        sweep_interval_s: float = SWEEP_INTERVAL_S,
     ) -> None:
         """``on_record`` sees every usage record once settled (for token and cost metrics);
         ``on_store_error`` is called on each store error (for an error counter)."""
+        self._lease_ttl_s = lease_ttl_s
+        self._sweep_interval_s = sweep_interval_s
+        self._lease_prefix = secrets.token_hex(6)
+        self._lease_numbers = itertools.count()
+        self._sweep_task: asyncio.Task[None] | None = None
         self._config = config
         self._limits = plan.LimitCache(config)
         self._store = store
@@ -59,7 +79,7 @@ class Meter:
         self._on_record = on_record
         self._health = StoreHealth(logger, on_error=on_store_error)
         self._buffer = UsageBuffer(config.settings.usage_buffer_max, logger)
-        self._flusher = Flusher(self._buffer, store, self._health, self._written)
+        self._flusher = Flusher(self._buffer, store, self._health, self._written, logger)
         self._webhook: WebhookSender | None = None
         if config.alerts.webhook_url:
             if http is None:
@@ -80,9 +100,10 @@ class Meter:
         ``timeout_s``), then stop the background tasks. The store is the caller's to close."""
         await self.settled()
         await _cancel(self._flush_task)
-        self._flush_task = None
+        await _cancel(self._sweep_task)
+        self._flush_task = self._sweep_task = None
         if not await self._flusher.drain(timeout_s):
-            logger.error("metering: %d usage records lost at shutdown", len(self._buffer))
+            logger.error("metering: %d usage records lost at shutdown", len(self._flusher))
         if self._webhook is not None:
             await self._webhook.drain(timeout_s)
         await _cancel(self._webhook_task)
@@ -93,7 +114,7 @@ class Meter:
     async def settled(self) -> None:
         """Wait until every finished request is written (or held in the buffer while the
         store is unreachable)."""
-        while self._buffer and self._health.should_try():
+        while len(self._flusher) and self._health.should_try():
             if not await self._flusher.flush_once():
                 return
 
@@ -106,10 +127,12 @@ class Meter:
         windows = windows_at(now)
         limits = self._limits.get(request)
         checks = plan.reservation(limits, request, windows)
-        verdict = await self._reserve(checks, request.user)
+        _check_amounts(checks)
+        lease = Lease(f"{self._lease_prefix}.{next(self._lease_numbers)}", self._lease_ttl_s)
+        verdict = await self._reserve(checks, request.user, lease)
         if verdict is None:
             clamp = _clamp(request, plan.output_tokens(limits, request))
-            return Admission({}, clamp, request, now, checks=checks)
+            return Admission({}, clamp, request, now, checks=checks, lease=lease.id)
         if not verdict.ok:
             raise exceeded(request, checks, verdict, windows, now)
         granted = dict(zip([check.kind for check in checks], verdict.granted, strict=True))
@@ -126,6 +149,7 @@ class Meter:
             reserved,
             checks,
             verdict.granted,
+            lease.id,
         )
 
     def finish(self, admission: Admission, outcome: Outcome) -> None:
@@ -146,11 +170,17 @@ class Meter:
         """Record a request that a quota or budget refused; nothing was reserved for it."""
         self.finish(Admission({}, None, request, self._clock()), outcome)
 
-    async def _reserve(self, checks: tuple[Check, ...], user: str) -> Verdict | None:
+    async def _reserve(self, checks: tuple[Check, ...], user: str, lease: Lease) -> Verdict | None:
         if self._health.should_try():
             try:
                 counters = [check.counter for check in checks]
-                verdict = await self._store.reserve(counters, keys.user_overrides(user))
+                verdict = await self._store.reserve(counters, keys.user_overrides(user), lease)
+            except StoreRejected as exc:
+                self._health.recovered()  # it answered: the request is at fault, not the store
+                logger.warning("metering: the store refused a reservation: %s", exc)
+                raise InvalidRequest(
+                    "The request's usage cannot be metered: an amount is out of range."
+                ) from None
             except StoreError as exc:
                 self._health.failed(exc)
             else:
@@ -162,7 +192,8 @@ class Meter:
 
     async def _written(self, items: Sequence[Settlement], results: list[list[int]]) -> None:
         for item, totals in zip(items, results, strict=True):
-            await self._alerts.observe(item.spend, totals)
+            if totals or not item.spend:  # none: the batch had already been applied
+                await self._alerts.observe(item.spend, totals)
 
     def _notify(self, record: dict[str, Any]) -> None:
         if self._on_record is None:
@@ -181,7 +212,10 @@ class Meter:
 
     async def records(self, user: str | None, start: float, end: float) -> list[dict[str, Any]]:
         """Usage records of ``user`` (every user when None) with ``start <= ts < end``."""
-        return await self._read(lambda: read_records(self._store, user, start, end))
+        if user is None:
+            return await self._read(lambda: read_records(self._store, None, start, end))
+        now = self._clock()
+        return await self._read(lambda: read_user_records(self._store, user, start, end, now))
 
     async def set_user_override(self, user: str, capability: str, quota: Quota | None) -> None:
         """Store a run-time quota override (fields left None inherit); None removes it."""
@@ -203,6 +237,9 @@ class Meter:
     async def _read(self, call: Callable[[], Awaitable[T]]) -> T:
         try:
             result = await call()
+        except StoreRejected as exc:
+            logger.warning("metering: the store refused a call: %s", exc)
+            raise InvalidRequest("The store refused this operation.") from None
         except StoreError as exc:
             self._health.failed(exc)
             raise StoreUnavailable("The usage store is unavailable; try again shortly") from exc
@@ -231,7 +268,7 @@ class Meter:
 
     @property
     def buffered_records(self) -> int:
-        return len(self._buffer)
+        return len(self._flusher)
 
     @property
     def dropped_records(self) -> int:
@@ -248,8 +285,43 @@ class Meter:
         loop = asyncio.get_running_loop()
         if self._flush_task is None:
             self._flush_task = loop.create_task(self._flusher.run())
+        if self._sweep_task is None and self._sweep_interval_s > 0:
+            self._sweep_task = loop.create_task(self._sweep_leases())
         if self._webhook is not None and self._webhook_task is None:
             self._webhook_task = loop.create_task(self._webhook.run())
+
+    async def sweep_leases(self) -> int:
+        """Give back the reservations whose lease expired (their worker died); how many."""
+        try:
+            ended = await self._store.sweep_leases()
+        except StoreError as exc:
+            logger.debug("metering: lease sweep failed: %s", exc)
+            return 0
+        if ended:
+            logger.warning(
+                "metering: gave back %d reservations whose lease expired",
+                ended,
+                extra={"event": "leases_expired", "leases": ended},
+            )
+        return ended
+
+    async def _sweep_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval_s)
+            try:
+                await self.sweep_leases()
+            except Exception:
+                logger.exception("metering: lease sweep failed")
+
+
+def _check_amounts(checks: Sequence[Check]) -> None:
+    """Refuse amounts no store can hold exactly, before any store is called."""
+    for check in checks:
+        counter = check.counter
+        if not (0 <= counter.fixed <= MAX_AMOUNT and 0 <= counter.flex <= MAX_AMOUNT):
+            raise InvalidRequest(
+                f"The request's {check.kind} estimate is out of range; lower the amounts asked."
+            )
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:

@@ -34,14 +34,18 @@ class RedisEndpoint:
 class PipelinedConnection:
     """``execute`` sends one command and returns its reply; errors are redis-py's exceptions.
 
-    A lost connection fails every command in flight and the next one reconnects. A command
-    that outlives its timeout closes the connection (the replies behind it would be late too).
+    All the commands waiting for a connection share one connect attempt (and its failure).
+    A command that outlives its timeout fails alone: its reply, when it comes, is skipped, and
+    the commands behind it keep waiting for theirs until their own timeouts. Only when nothing
+    has been heard for twice the command timeout while commands wait is the connection
+    declared dead and closed, failing the commands still waiting (which may have run).
+    A lost connection fails every command in flight and the next one reconnects.
     """
 
     def __init__(self, endpoint: RedisEndpoint) -> None:
         self._endpoint = endpoint
         self._protocol: _RespProtocol | None = None
-        self._connecting = asyncio.Lock()
+        self._connecting: asyncio.Future[_RespProtocol] | None = None
 
     async def execute(self, *args: str | bytes | int) -> Any:
         protocol = self._protocol
@@ -55,25 +59,36 @@ class PipelinedConnection:
             self._protocol = None
 
     async def _connect(self) -> _RespProtocol:
-        async with self._connecting:
-            if self._protocol is not None and not self._protocol.closed:
-                return self._protocol
-            endpoint = self._endpoint
-            loop = asyncio.get_running_loop()
-            try:
-                async with asyncio.timeout(endpoint.connect_timeout_s):
-                    _, protocol = await loop.create_connection(
-                        lambda: _RespProtocol(loop), endpoint.host, endpoint.port
-                    )
-            except (OSError, TimeoutError) as exc:
-                raise RedisConnectionError(f"Redis connection failed: {exc}") from exc
-            try:
-                await _handshake(protocol, endpoint)
-            except BaseException:
-                protocol.close()  # refused credentials or database: do not keep the socket
-                raise
-            self._protocol = protocol
-            return protocol
+        if self._connecting is None:
+            task = asyncio.get_running_loop().create_task(self._open())
+            task.add_done_callback(self._connected)
+            self._connecting = task
+        # shielded: a waiter cancelled does not cancel the attempt the others wait for
+        return await asyncio.shield(self._connecting)
+
+    def _connected(self, task: asyncio.Future[_RespProtocol]) -> None:
+        self._connecting = None
+        if not task.cancelled() and task.exception() is None:
+            self._protocol = task.result()
+
+    async def _open(self) -> _RespProtocol:
+        endpoint = self._endpoint
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(endpoint.connect_timeout_s):
+                _, protocol = await loop.create_connection(
+                    lambda: _RespProtocol(loop, 2 * endpoint.command_timeout_s),
+                    endpoint.host,
+                    endpoint.port,
+                )
+        except (OSError, TimeoutError) as exc:
+            raise RedisConnectionError(f"Redis connection failed: {exc}") from exc
+        try:
+            await _handshake(protocol, endpoint)
+        except BaseException:
+            protocol.close()  # refused credentials or database: do not keep the socket
+            raise
+        return protocol
 
 
 async def _handshake(protocol: _RespProtocol, endpoint: RedisEndpoint) -> None:
@@ -87,18 +102,22 @@ async def _handshake(protocol: _RespProtocol, endpoint: RedisEndpoint) -> None:
 
 
 class _RespProtocol(asyncio.Protocol):
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, dead_after_s: float) -> None:
         self._loop = loop
         self._reader = hiredis.Reader(replyError=ResponseError)
+        # one future per command sent, in order; a timed-out one stays until its reply comes
         self._pending: deque[asyncio.Future[Any]] = deque()
         self._transport: asyncio.Transport | None = None
         self._outbox: list[bytes] = []
+        self._dead_after_s = dead_after_s
+        self._heard = loop.time()  # when the last reply arrived (or the connection opened)
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        self._heard = self._loop.time()
         self._reader.feed(data)
         while (reply := self._reader.gets()) is not False:
             if not self._pending:  # nothing was asked: the stream cannot be trusted
@@ -123,6 +142,8 @@ class _RespProtocol(asyncio.Protocol):
         if self.closed or self._transport is None:
             raise RedisConnectionError("Connection to Redis lost")
         waiter = self._loop.create_future()
+        if not self._pending:
+            self._heard = self._loop.time()  # silence only counts while something waits
         self._pending.append(waiter)
         if not self._outbox:
             self._loop.call_soon(self._flush)
@@ -147,8 +168,10 @@ class _RespProtocol(asyncio.Protocol):
             self._transport.write(b"".join(commands))
 
     def _expire(self, waiter: asyncio.Future[Any]) -> None:
+        """Fail this command only; close the connection when it has gone silent."""
         if not waiter.done():
             waiter.set_exception(RedisTimeoutError("Timed out waiting for Redis"))
+        if self._loop.time() - self._heard >= self._dead_after_s:
             self.close()
 
 

@@ -1,34 +1,90 @@
-"""The Redis store: one Lua script per reservation, one pipeline per settle batch.
+"""The Redis store: one Lua script per reservation, one per settle batch (per slot on a cluster).
 
 Works with a single Redis and with Redis Cluster. All of one user's keys share the hash tag
 ``{u:<user>}`` (and a tier's keys ``{t:<tier>}``), so on a cluster the reservation runs one
 script per tag group, concurrently: the user group always, the tier group only when the tier
 has a budget. If one group denies, the grants of the others are given back at once.
+
+Exactly once: a reservation records its grants under a lease (``keys.lease``) in the same
+script; the settle ends the lease, giving the grants back if it is still there, then adds the
+actual usage, so a reserve whose reply was lost is reconciled by its settle and one whose
+worker died by the sweeper once the lease expired. A settle batch carries an id and its script
+first sets a once-only mark, so a batch retried after a lost reply is not applied twice. On a
+cluster each slot's part of a batch has its own mark; the lease registry there is written
+beside the reservation (not atomically with it) and the sweeper updates it after each group.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
+import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from importlib import resources
 from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    ExecAbortError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
-from gateway.metering.keys import USAGE_STREAM, hash_tag
+from gateway.metering import keys, scripts
 from gateway.metering.pipelined import PipelinedConnection
-from gateway.metering.store import Counter, Increment, SettleBatch, StoreError, Verdict
+from gateway.metering.scripts import Script
+from gateway.metering.store import (
+    Counter,
+    Lease,
+    SettleBatch,
+    StoreError,
+    StoreRejected,
+    Verdict,
+)
 
 T = TypeVar("T")
-SCRIPT = resources.files("gateway.metering").joinpath("reserve.lua").read_text()
-SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
-SETTLE_SCRIPT = resources.files("gateway.metering").joinpath("settle.lua").read_text()
-SETTLE_SHA = hashlib.sha1(SETTLE_SCRIPT.encode()).hexdigest()
 FOREIGN_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+# Error replies that describe the server's state, not the call: retry later, the store is down.
+SERVER_STATE = (
+    "BUSY",
+    "LOADING",
+    "READONLY",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "OOM",
+    "NOAUTH",
+    "WRONGPASS",
+    "NOPERM",
+    "NOREPLICAS",
+    "MISCONF",
+    "MOVED",
+    "ASK",
+    "NOSCRIPT",
+    "UNBLOCKED",
+    "EXECABORT",
+    "ERR max number of clients",
+)
+SERVER_STATE_ERRORS = (
+    AskError,
+    ClusterError,
+    ExecAbortError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    TryAgainError,
+)
+SWEEP_GROUPS, SWEEP_LEASES = 100, 500  # per sweep call: bounds how long the script runs
+logger = logging.getLogger("gateway.metering")
 
 
 class RedisStore:
@@ -46,19 +102,40 @@ class RedisStore:
         self._cluster = isinstance(client, RedisCluster)
         self._maxlen = stream_maxlen
         self._scripts = scripts
+        self._forget: list[str] = []  # marks of applied batches, deleted by the next one
 
-    async def reserve(self, counters: Sequence[Counter], override_key: str | None) -> Verdict:
+    async def reserve(
+        self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None = None
+    ) -> Verdict:
         groups = self._groups(counters, override_key)
-        if len(groups) == 1:
-            return await _guard(lambda: self._run(counters, override_key))
-        results = await asyncio.gather(
-            *(self._run([counters[i] for i in idx], ovr) for idx, ovr in groups),
-            return_exceptions=True,
-        )
-        return await self._merge(counters, groups, results)
+        registry = [self._register(counters, lease)] if self._cluster and lease else []
+        if len(groups) == 1 and not registry:
+            return await _guard(lambda: self._run(counters, override_key, lease))
+        runs = (self._run([counters[i] for i in idx], ovr, lease) for idx, ovr in groups)
+        results = await asyncio.gather(*runs, *registry, return_exceptions=True)
+        verdicts = cast(list[Verdict | BaseException], results[: len(groups)])
+        return await self._merge(counters, groups, verdicts, lease)
 
-    async def settle(self, batches: Sequence[SettleBatch]) -> list[list[int]]:
-        return await _guard(lambda: self._settle(batches))
+    async def settle(self, batches: Sequence[SettleBatch], batch_id: str = "") -> list[list[int]]:
+        return await _guard(lambda: self._settle(batches, batch_id))
+
+    async def sweep_leases(self) -> int:
+        return await _guard(self._sweep)
+
+    async def user_records(self, user: str, days: Sequence[str]) -> list[bytes]:
+        async def read() -> list[bytes]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for day in days:
+                    pipe.lrange(keys.user_records(user, day), 0, -1)
+                lists = await pipe.execute()
+            entries = [bytes(entry) for found in lists for entry in found]
+            ids = [entry.decode() for entry in entries if not entry.startswith(b"{")]
+            by_id = await self._entries(ids)
+            return [
+                by_id.get(entry.decode(), b"") if entry[:1] != b"{" else entry for entry in entries
+            ]
+
+        return [record for record in await _guard(read) if record]
 
     async def read_hashes(self, keys: Sequence[str]) -> list[dict[str, int]]:
         async def read() -> list[dict[str, int]]:
@@ -66,7 +143,7 @@ class RedisStore:
                 for key in keys:
                     pipe.hgetall(key)
                 replies = await pipe.execute()
-            return [{_text(k): int(v) for k, v in reply.items()} for reply in replies]
+            return [_integers(key, reply) for key, reply in zip(keys, replies, strict=True)]
 
         return await _guard(read)
 
@@ -87,7 +164,9 @@ class RedisStore:
     async def records_page(self, before: str | None, count: int) -> list[tuple[str, bytes]]:
         async def page() -> list[tuple[str, bytes]]:
             top = f"({before}" if before else "+"
-            entries: Any = await self._client.xrevrange(USAGE_STREAM, max=top, min="-", count=count)
+            entries: Any = await self._client.xrevrange(
+                keys.USAGE_STREAM, max=top, min="-", count=count
+            )
             return [(_text(entry_id), bytes(fields[b"r"])) for entry_id, fields in entries or ()]
 
         return await _guard(page)
@@ -111,43 +190,41 @@ class RedisStore:
             return [(list(range(len(counters))), override_key)]
         by_tag: dict[str | None, list[int]] = {}
         for index, counter in enumerate(counters):
-            by_tag.setdefault(hash_tag(counter.key), []).append(index)
-        override_tag = hash_tag(override_key) if override_key else None
+            by_tag.setdefault(keys.hash_tag(counter.key), []).append(index)
+        override_tag = keys.hash_tag(override_key) if override_key else None
         return [(idx, override_key if tag == override_tag else None) for tag, idx in by_tag.items()]
 
-    async def _run(self, counters: Sequence[Counter], override_key: str | None) -> Verdict:
-        keys = list(dict.fromkeys(c.key for c in counters))
-        position = {key: index + 1 for index, key in enumerate(keys)}
-        ttl = {c.key: c.ttl_s for c in counters}
-        spec = "\n".join(
-            f"{position[c.key]}\t{c.field}\t{c.fixed}\t{c.flex}\t{c.limit}\t{c.limit_field}"
-            f"\t{c.cap}\t{c.cap_field}"
-            for c in counters
+    async def _run(
+        self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None
+    ) -> Verdict:
+        all_keys, args = scripts.reserve_args(
+            counters, override_key, lease, registry=not self._cluster
         )
-        args = [len(keys), 1 if override_key else 0, ",".join(str(ttl[k]) for k in keys), spec]
-        all_keys = [*keys, override_key] if override_key else keys
-        reply = await self._eval(all_keys, args)
+        reply = await self._eval(all_keys, args, scripts.RESERVE)
         return _verdict([int(v) for v in reply])
 
+    async def _register(self, counters: Sequence[Counter], lease: Lease) -> None:
+        """On a cluster: the registry entries of the lease groups (another slot)."""
+        due = time.time() + lease.ttl_s
+        groups = dict.fromkeys(keys.lease(c.key) for c in counters)
+        await self._client.zadd(keys.LEASE_REGISTRY, dict.fromkeys(groups, due), lt=True)
+
     async def _eval(
-        self,
-        keys: list[str],
-        args: Sequence[str | int | bytes],
-        script: str = SCRIPT,
-        sha: str = SCRIPT_SHA,
-    ) -> list[Any]:
+        self, keys: list[str], args: Sequence[str | int | bytes], script: Script
+    ) -> Any:
         run = self._scripts.execute if self._scripts is not None else self._client.execute_command
         try:
-            reply = await run("EVALSHA", sha, len(keys), *keys, *args)
+            reply = await run("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
-            reply = await run("EVAL", script, len(keys), *keys, *args)
-        return list(reply)
+            reply = await run("EVAL", script.text, len(keys), *keys, *args)
+        return reply
 
     async def _merge(
         self,
         counters: Sequence[Counter],
         groups: list[tuple[list[int], str | None]],
         results: Sequence[Verdict | BaseException],
+        lease: Lease | None,
     ) -> Verdict:
         """Combine per-group verdicts; give back the grants when any group failed or denied."""
         size = len(counters)
@@ -166,108 +243,107 @@ class RedisStore:
                 denied = first if denied is None else min(denied, first)
         if error is None and denied is None:
             return Verdict(tuple(used), tuple(limits), tuple(granted))
-        await self._give_back(counters, granted)
+        if lease is not None:  # the groups that granted recorded it: end it there
+            ended = dict.fromkeys(keys.lease(c.key) for c in counters)
+            leases = tuple((name, lease.id) for name in ended)
+            await _guard(lambda: self._settle([SettleBatch((), leases=leases)], ""))
         if error is not None:
             raise _converted(error)
         return Verdict(tuple(used), tuple(limits), (0,) * size, denied)
 
-    async def _give_back(self, counters: Sequence[Counter], granted: Sequence[int]) -> None:
-        returns = tuple(
-            Increment(c.key, c.field, -amount) for c, amount in zip(counters, granted, strict=True)
-        )
-        if any(inc.delta for inc in returns):
-            await _guard(lambda: self._settle([SettleBatch(returns)]))
-
-    async def _settle(self, batches: Sequence[SettleBatch]) -> list[list[int]]:
+    async def _settle(self, batches: Sequence[SettleBatch], batch_id: str) -> list[list[int]]:
         if not self._cluster:
-            keys, args, places = _settle_args(batches, self._maxlen)
-            totals = await self._eval(keys, args, SETTLE_SCRIPT, SETTLE_SHA)
-            return [[int(totals[i]) for i in batch] for batch in places]
-        async with self._client.pipeline(transaction=False) as pipe:
-            for batch in batches:
-                _queue(pipe, batch, self._maxlen)
-            replies = list(await pipe.execute())
-        return _watched(batches, replies)
+            return await self._settle_standalone(batches, batch_id)
+        calls = []
+        for tag in scripts.slot_tags(batches):
+            mark = keys.settled_mark(tag, batch_id) if batch_id else None
+            stream = tag == keys.slot_tag(keys.USAGE_STREAM)
+            call = scripts.settle_call(
+                batches, self._maxlen, mark=mark, stream=stream, by_id=False, tag=tag
+            )
+            if call is not None:
+                calls.append(call)
+        replies = await asyncio.gather(
+            *(self._eval(call.keys, call.args, scripts.SETTLE) for call in calls),
+            return_exceptions=True,
+        )
+        values: dict[tuple[str, str], int] = {}
+        for call, reply in zip(calls, replies, strict=True):
+            if isinstance(reply, BaseException):
+                raise reply  # the groups that ran are marked: a retry skips them
+            values.update(_values(call, reply))
+        return _watched(batches, values)
 
+    async def _settle_standalone(
+        self, batches: Sequence[SettleBatch], batch_id: str
+    ) -> list[list[int]]:
+        mark = keys.settled_mark("settle", batch_id) if batch_id else None
+        forget, self._forget = self._forget, []
+        call = scripts.settle_call(
+            batches, self._maxlen, mark=mark, stream=True, by_id=True, forget=forget
+        )
+        if call is None:
+            return [[] for _ in batches]
+        try:
+            reply = await self._eval(call.keys, call.args, scripts.SETTLE)
+        except BaseException:
+            self._forget = forget + self._forget
+            raise
+        if mark is not None and len(self._forget) < 1000:
+            self._forget.append(mark)
+        return _watched(batches, _values(call, reply))
 
-def _queue(pipe: Any, batch: SettleBatch, maxlen: int) -> None:
-    ttl: dict[str, int] = {}
-    for inc in batch.all_increments():
-        if inc.delta or inc.watch:
-            pipe.hincrby(inc.key, inc.field, inc.delta)
-            if inc.ttl_s:
-                ttl[inc.key] = inc.ttl_s
-    for key, seconds in ttl.items():
-        pipe.expire(key, seconds)
-    if batch.record is not None:
-        pipe.xadd(USAGE_STREAM, {"r": batch.record}, maxlen=maxlen, approximate=True)
-
-
-def _settle_args(
-    batches: Sequence[SettleBatch], maxlen: int
-) -> tuple[list[str], list[str | int | bytes], list[list[int]]]:
-    """KEYS and ARGV for settle.lua: the whole batch in one script call, increments to the
-    same field summed first (requests of one user or model share most of them), and where
-    each batch's watched values sit in the script's reply."""
-    merged = _merged_increments(batches)
-    index: dict[str, int] = {}
-    watched: dict[tuple[str, str], int] = {}
-    lines = []
-    for (key, name), (delta, ttl, watch) in merged.items():
-        if not (delta or watch):
-            continue
-        position = index.setdefault(key, len(index) + 1)
-        lines.append(f"{position}\t{name}\t{delta}\t{ttl}\t{watch}")
-        if watch:
-            watched[key, name] = len(watched)
-    records = [batch.record for batch in batches if batch.record]
-    places = [
-        [watched[inc.key, inc.field] for inc in batch.increments if inc.watch] for batch in batches
-    ]
-    return [*index, USAGE_STREAM], [maxlen, "\n".join(lines), *records], places
-
-
-def _merged_increments(batches: Sequence[SettleBatch]) -> dict[tuple[str, str], list[int]]:
-    """(key, field) → [summed delta, longest ttl, watched]; aggregates summed per key first."""
-    merged: dict[tuple[str, str], list[int]] = {}
-    for batch in batches:
-        for inc in batch.increments:
-            if inc.delta or inc.watch:
-                slot = merged.get((inc.key, inc.field))
-                if slot is None:
-                    merged[inc.key, inc.field] = [inc.delta, inc.ttl_s, int(inc.watch)]
-                else:
-                    slot[0] += inc.delta
-                    slot[1] = max(slot[1], inc.ttl_s)
-                    slot[2] |= inc.watch
-    sums: dict[tuple[str, tuple[str, ...]], tuple[list[int], int]] = {}
-    for batch in batches:
-        for aggregate in batch.aggregates:
-            entry = sums.get((aggregate.key, aggregate.fields))
-            if entry is None:
-                sums[aggregate.key, aggregate.fields] = (list(aggregate.values), aggregate.ttl_s)
+    async def _sweep(self) -> int:
+        if not self._cluster:
+            args: list[str | int | bytes] = ["registry", SWEEP_GROUPS, SWEEP_LEASES]
+            reply = await self._eval([keys.LEASE_REGISTRY], args, scripts.SWEEP)
+            return int(reply[0])
+        due: Any = await self._client.zrangebyscore(
+            keys.LEASE_REGISTRY, "-inf", time.time(), start=0, num=SWEEP_GROUPS
+        )
+        ended = 0
+        for raw in due:
+            name = _text(raw)
+            args = ["group", 1, SWEEP_LEASES]
+            reply = await self._eval([name, keys.lease_data(name)], args, scripts.SWEEP)
+            ended += int(reply[0])
+            if int(reply[1]) < 0:
+                # not atomic with the group: a lease written since is registered again by
+                # its user's next reservation
+                await self._client.zrem(keys.LEASE_REGISTRY, name)
             else:
-                total = entry[0]
-                for i, value in enumerate(aggregate.values):
-                    total[i] += value
-    for (key, names), (totals, ttl) in sums.items():
-        for name, value in zip(names, totals, strict=True):
-            slot = merged.setdefault((key, name), [0, ttl, 0])
-            slot[0] += value
-            slot[1] = max(slot[1], ttl)
-    return merged
+                await self._client.zadd(keys.LEASE_REGISTRY, {name: int(reply[1])}, xx=True)
+        return ended
+
+    async def _entries(self, ids: Sequence[str]) -> dict[str, bytes]:
+        """Stream entries by id (those trimmed from the stream are missing)."""
+        found: dict[str, bytes] = {}
+        for start in range(0, len(ids), 1000):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for entry_id in ids[start : start + 1000]:
+                    pipe.xrange(keys.USAGE_STREAM, min=entry_id, max=entry_id, count=1)
+                replies = await pipe.execute()
+            for reply in replies:
+                for entry_id, fields in reply or ():
+                    found[_text(entry_id)] = bytes(fields[b"r"])
+        return found
 
 
-def _watched(batches: Sequence[SettleBatch], replies: list[Any]) -> list[list[int]]:
-    """Pick each batch's watched HINCRBY results out of the flat pipeline replies."""
-    values: list[list[int]] = []
-    position = 0
-    for batch in batches:
-        sent = [inc for inc in batch.all_increments() if inc.delta or inc.watch]
-        expiring = {inc.key for inc in sent if inc.ttl_s}
-        values.append([int(replies[position + i]) for i, inc in enumerate(sent) if inc.watch])
-        position += len(sent) + len(expiring) + (batch.record is not None)
-    return values
+def _values(call: scripts.SettleCall, reply: Any) -> dict[tuple[str, str], int]:
+    """The watched values a settle call returned; none when the batch had already run."""
+    values = list(reply)
+    if not values or int(values[0]) == 0:
+        return {}
+    return dict(zip(call.watched, (int(v) for v in values[1:]), strict=True))
+
+
+def _watched(batches: Sequence[SettleBatch], values: dict[tuple[str, str], int]) -> list[list[int]]:
+    return [
+        [values[inc.key, inc.field] for inc in batch.increments if inc.watch]
+        if all((inc.key, inc.field) in values for inc in batch.increments if inc.watch)
+        else []
+        for batch in batches
+    ]
 
 
 def _verdict(reply: list[int]) -> Verdict:
@@ -279,21 +355,38 @@ def _verdict(reply: list[int]) -> Verdict:
     return Verdict(used, limits, tuple(t[2] for t in triples))
 
 
+def _integers(key: str, stored: Mapping[Any, Any]) -> dict[str, int]:
+    """A hash's integer fields; a field holding anything else is left out (and logged)."""
+    values: dict[str, int] = {}
+    for name, raw in stored.items():
+        try:
+            values[_text(name)] = int(raw)
+        except ValueError:
+            logger.warning("metering: ignoring %s %s: not an integer", key, _text(name))
+    return values
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
 def _converted(error: BaseException) -> BaseException:
-    return (
-        StoreError(f"{type(error).__name__}: {error}")
-        if isinstance(error, FOREIGN_ERRORS)
-        else error
-    )
+    if not isinstance(error, FOREIGN_ERRORS):
+        return error
+    message = f"{type(error).__name__}: {error}"
+    if (
+        isinstance(error, ResponseError)
+        and not isinstance(error, SERVER_STATE_ERRORS)
+        and not str(error).startswith(SERVER_STATE)
+    ):
+        return StoreRejected(message)
+    return StoreError(message)
 
 
 async def _guard(call: Callable[[], Awaitable[T]]) -> T:
-    """Run one store operation, converting redis and socket errors into ``StoreError``."""
+    """Run one store operation, converting redis and socket errors into ``StoreError``
+    (``StoreRejected`` when the error is the call's own, not the server's state)."""
     try:
         return await call()
     except FOREIGN_ERRORS as exc:
-        raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+        raise _converted(exc) from exc

@@ -1,21 +1,33 @@
--- Atomic reservation: the rule of gateway/metering/decide.py, inside Redis.
--- KEYS[1..m]: the counter hashes; KEYS[m+1]: the user's override hash (when ARGV[2] == '1').
+-- Atomic reservation: the rule of gateway/metering/decide.py, inside Redis, and its lease.
+-- KEYS: 1..m the counter hashes; m+1 the user's override hash (when ARGV[2] == '1'); then per
+--   lease group a sorted set (lease id -> deadline) and a hash (lease id -> amounts); then the
+--   lease registry (when ARGV[8] == '1').
 -- ARGV[1]: m; ARGV[2]: has_override; ARGV[3]: the m TTLs (seconds, 0 = keep), comma-separated;
--- ARGV[4]: one line per counter of 8 tab-separated values:
---   key index, field, fixed, flex, limit, limit override field, cap, cap override field.
--- (Packed into two strings because encoding ~60 separate arguments was the client's biggest
+-- ARGV[4]: one line per counter of 9 tab-separated values: key index, field, fixed, flex,
+--   limit, limit override field, cap, cap override field, lease group (1-based);
+-- ARGV[5]: the lease id ('' = none); ARGV[6]: lease seconds; ARGV[7]: lease groups;
+-- ARGV[8]: '1' when the registry key is given.
+-- (Packed into few strings because encoding ~60 separate arguments was the client's biggest
 -- cost per request.)
 -- Returns {denied (1-based, 0 = granted), then per counter: used, effective limit, grant}.
 local m = tonumber(ARGV[1])
+local base = m
 local overrides = {}
 if ARGV[2] == '1' then
+  base = m + 1
   local flat = redis.call('HGETALL', KEYS[m + 1])
-  for i = 1, #flat, 2 do overrides[flat[i]] = tonumber(flat[i + 1]) end
+  -- an unparsable override is ignored, as on the read path
+  for i = 1, #flat, 2 do
+    if is_int(flat[i + 1]) then overrides[flat[i]] = tonumber(flat[i + 1]) end
+  end
 end
+local groups = tonumber(ARGV[7])
+local registry = nil
+if ARGV[8] == '1' then registry = KEYS[base + 2 * groups + 1] end
 
 local function effective(value, field)
   if field ~= '' and overrides[field] ~= nil then return overrides[field] end
-  return tonumber(value)
+  return int(value)
 end
 
 local function grant(fixed, flex, used, limit, cap)
@@ -41,10 +53,12 @@ local out = {0}
 local denied = 0
 for i, v in ipairs(counters) do
   local key = KEYS[tonumber(v[1])]
-  local used = tonumber(redis.call('HGET', key, v[2])) or 0
+  local stored = redis.call('HGET', key, v[2])
+  local used = 0
+  if stored then used = int(stored) end
   local limit = effective(v[5], v[6])
   local cap = effective(v[7], v[8])
-  local amount = grant(tonumber(v[3]), tonumber(v[4]), used, limit, cap)
+  local amount = grant(int(v[3]), int(v[4]), used, limit, cap)
   if amount == nil then
     if denied == 0 then denied = i end
     amount = 0
@@ -56,13 +70,41 @@ end
 out[1] = denied
 if denied ~= 0 then return out end
 
+local lease = ARGV[5]
+local ttls = {}
+for ttl in string.gmatch(ARGV[3], '[^,]+') do ttls[#ttls + 1] = int(ttl) end
+if lease ~= '' then
+  for g = 1, groups do
+    expect(KEYS[base + 2 * g - 1], 'zset')
+    expect(KEYS[base + 2 * g], 'hash')
+  end
+  if registry then expect(registry, 'zset') end
+end
+
+local payloads = {}
 for i, v in ipairs(counters) do
   local amount = out[1 + (i - 1) * 3 + 3]
-  if amount ~= 0 then redis.call('HINCRBY', KEYS[tonumber(v[1])], v[2], amount) end
+  if amount ~= 0 then
+    local key = KEYS[tonumber(v[1])]
+    redis.call('HINCRBY', key, v[2], amount)
+    local g = tonumber(v[9]) or 0
+    if g > 0 then
+      payloads[g] = (payloads[g] or '') .. key .. '\t' .. v[2] .. '\t' .. amount .. '\n'
+    end
+  end
 end
-local k = 0
-for ttl in string.gmatch(ARGV[3], '[^,]+') do
-  k = k + 1
-  if tonumber(ttl) > 0 then redis.call('EXPIRE', KEYS[k], ttl) end
+for k, ttl in ipairs(ttls) do
+  if ttl > 0 then redis.call('EXPIRE', KEYS[k], ttl) end
+end
+if lease ~= '' then
+  local deadline = now_s() + int(ARGV[6])
+  for g = 1, groups do
+    if payloads[g] then
+      local zset = KEYS[base + 2 * g - 1]
+      redis.call('HSET', KEYS[base + 2 * g], lease, payloads[g])
+      redis.call('ZADD', zset, deadline, lease)
+      if registry then redis.call('ZADD', registry, 'LT', deadline, zset) end
+    end
+  end
 end
 return out

@@ -1,25 +1,75 @@
--- Settles a batch of finished requests in one call (standalone Redis only; a cluster uses a
--- pipeline because a batch spans hash slots).
--- KEYS: the distinct hashes the batch touches, then the usage stream last.
+-- Settles a batch of finished requests in one call: on a standalone Redis the whole batch, on a
+-- cluster the part of it in one hash slot.
+-- KEYS: ARGV[3] = "h,l,s,i,d": h hashes, then l lease pairs (sorted set, hash), then s (0 or 1)
+--   the usage stream, then i per-user day index lists, then d (0 or 1) the once-only mark.
 -- ARGV[1]: stream MAXLEN (approximate); ARGV[2]: one line per increment of 5 tab-separated
--- values (key index, field, delta, ttl seconds, watch 0|1); ARGV[3..]: the usage records.
--- (Packed into one string because encoding hundreds of separate arguments per batch was the
+-- values (key index, field, delta, ttl seconds, watch 0|1); ARGV[4]: the mark's seconds;
+-- ARGV[5]: one line per lease to end (lease pair index, lease id); ARGV[6]: index seconds;
+-- ARGV[7]: 'id' to add each record to the stream and its entry id to its index list, 'record'
+--   to add the record itself to its index list only (a cluster: the stream is in another slot);
+-- ARGV[8]: marks of earlier batches to delete, one per line (their replies arrived);
+-- ARGV[9..]: per usage record its index list's number (0 = none: stream only), then the record.
+-- (Packed into few strings because encoding hundreds of separate arguments per batch was the
 -- client's biggest cost.)
--- Returns the new values of the watched fields, in order (the cost-alert totals).
-local stream = KEYS[#KEYS]
-local watched = {}
-local expiring = {}
+-- Returns {1, the new values of the watched fields in order (the cost-alert totals)}, or {0}
+-- when the mark says this batch was already applied.
+local h, l, s, i, d = string.match(ARGV[3], '^(%d+),(%d+),(%d+),(%d+),(%d+)$')
+h, l, s, i, d = tonumber(h), tonumber(l), tonumber(s), tonumber(i), tonumber(d)
+local stream = KEYS[h + 2 * l + 1]
+local lists = h + 2 * l + s
+local by_id = ARGV[7] == 'id'
+
+local increments = {}
 for line in string.gmatch(ARGV[2], '[^\n]+') do
   local v = {}
   for value in string.gmatch(line .. '\t', '([^\t]*)\t') do v[#v + 1] = value end
-  local key = KEYS[tonumber(v[1])]
-  local value = redis.call('HINCRBY', key, v[2], v[3])
-  local ttl = tonumber(v[4])
-  if ttl > 0 then expiring[key] = ttl end
-  if v[5] == '1' then watched[#watched + 1] = value end
+  increments[#increments + 1] = {KEYS[int(v[1])], v[2], int(v[3]), int(v[4]), v[5] == '1'}
 end
-for i = 3, #ARGV do
-  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], '*', 'r', ARGV[i])
+local leases = {}
+for line in string.gmatch(ARGV[5], '[^\n]+') do
+  local pair, id = string.match(line, '^(%d+)\t(.*)$')
+  leases[#leases + 1] = {KEYS[h + 2 * tonumber(pair) - 1], KEYS[h + 2 * tonumber(pair)], id}
+end
+for k = 1, h do expect(KEYS[k], 'hash') end
+for k = 1, l do
+  expect(KEYS[h + 2 * k - 1], 'zset')
+  expect(KEYS[h + 2 * k], 'hash')
+end
+if s == 1 then expect(stream, 'stream') end
+for k = 1, i do expect(KEYS[lists + k], 'list') end
+local index_ttl = int(ARGV[6])
+
+for mark in string.gmatch(ARGV[8], '[^\n]+') do redis.call('DEL', mark) end
+if d == 1 and not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', int(ARGV[4])) then
+  return {0}
+end
+
+for _, lease in ipairs(leases) do
+  local payload = redis.call('HGET', lease[2], lease[3])
+  if payload then
+    give_back(payload)
+    redis.call('HDEL', lease[2], lease[3])
+  end
+  redis.call('ZREM', lease[1], lease[3])
+end
+local watched = {1}
+local expiring = {}
+for _, v in ipairs(increments) do
+  local value = add(v[1], v[2], v[3])
+  if v[4] > 0 then expiring[v[1]] = v[4] end
+  if v[5] then watched[#watched + 1] = value end
+end
+for k = 9, #ARGV, 2 do
+  local list = int(ARGV[k])
+  local entry = ARGV[k + 1]
+  if by_id or list == 0 then
+    entry = redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], '*', 'r', ARGV[k + 1])
+  end
+  if list > 0 then
+    local key = KEYS[lists + list]
+    redis.call('RPUSH', key, entry)
+    expiring[key] = index_ttl
+  end
 end
 for key, ttl in pairs(expiring) do redis.call('EXPIRE', key, ttl) end
 return watched

@@ -1,14 +1,22 @@
 """A finished request → its usage, its record and the store writes that reconcile it (pure).
 
-Reconcile: each reserved counter moves by ``actual - granted``. A failed request (status
->= 400) gives everything back, the request count included; a BYOK request keeps only its
-request count. Usage the upstream did not report is estimated (``estimate.py``) and the
-record says ``estimated: true``.
+Reconcile: the settle ends the request's lease, which gives its grants back (when the lease
+is still there: not swept, not lost with a restarted Redis), and adds the actual usage. A
+failed request (status >= 400) gives everything back, the request count included; a BYOK
+request keeps only its request count. Usage the upstream did not report is estimated
+(``estimate.py``) and the record says ``estimated: true``.
+
+Reported usage is not trusted: prompt and completion tokens are each clamped to
+``[0, MAX_REPORTED_TOKENS]`` (ten million: above any model's context window), images to
+``[0, MAX_IMAGES]`` and audio to ``[0, MAX_AUDIO_MS]``; a value that is not an integer counts
+as 0. A record with a clamped value says ``usage_flagged: true`` and a warning is logged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import math
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import orjson
@@ -20,6 +28,11 @@ from gateway.metering.pricing import cost_micros, micros_to_usd
 from gateway.metering.store import Aggregate, Increment, SettleBatch
 from gateway.metering.types import Admission, Amounts, Outcome
 from gateway.metering.windows import AGGREGATE_TTL_S, Windows, iso_utc, windows_at
+
+logger = logging.getLogger("gateway.metering")
+MAX_REPORTED_TOKENS = 10_000_000
+MAX_IMAGES = 10_000
+MAX_AUDIO_MS = 100_000_000  # about 28 hours
 
 # Fields of the per-user and per-model daily aggregate hashes.
 AGGREGATE_FIELDS = (
@@ -43,6 +56,7 @@ class Usage:
     audio_ms: int
     cost: int
     estimated: bool
+    flagged: bool = False  # a reported value was implausible and clamped
 
 
 class SpendKey(NamedTuple):
@@ -65,8 +79,44 @@ def failed(outcome: Outcome) -> bool:
     return outcome.status >= 400 and not outcome.delivered
 
 
+def plausible(value: object, most: int) -> tuple[int, bool]:
+    """``value`` as an integer in ``[0, most]``, and whether it had to be changed."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0, True
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return 0, True
+        value = int(value)
+    clamped = min(max(value, 0), most)
+    return clamped, clamped != value
+
+
+def trusted(outcome: Outcome) -> tuple[Outcome, bool]:
+    """``outcome`` with its reported usage clamped, and whether anything was."""
+    flagged = False
+    values: dict[str, Any] = {}
+    for name, most in (
+        ("prompt_tokens", MAX_REPORTED_TOKENS),
+        ("completion_tokens", MAX_REPORTED_TOKENS),
+        ("images", MAX_IMAGES),
+        ("audio_ms", MAX_AUDIO_MS),
+    ):
+        value = getattr(outcome, name)
+        if value is not None:
+            values[name], changed = plausible(value, most)
+            flagged = flagged or changed
+    return (replace(outcome, **values), True) if flagged else (outcome, False)
+
+
 def usage(admission: Admission, outcome: Outcome) -> Usage:
     request = admission.request
+    outcome, flagged = trusted(outcome)
+    if flagged:
+        logger.warning(
+            "metering: implausible usage reported for %s clamped",
+            request.request_id,
+            extra={"event": "usage_flagged", "request_id": request.request_id},
+        )
     if failed(outcome):
         prompt, completion = outcome.prompt_tokens or 0, outcome.completion_tokens or 0
         audio, estimated = 0, False  # no audio was produced or transcribed
@@ -88,7 +138,7 @@ def usage(admission: Admission, outcome: Outcome) -> Usage:
         images=outcome.images,
         audio_ms=audio,
     )
-    return Usage(prompt, completion, outcome.images, audio, cost, estimated)
+    return Usage(prompt, completion, outcome.images, audio, cost, estimated, flagged)
 
 
 def charged(admission: Admission, outcome: Outcome, used: Usage) -> Amounts:
@@ -110,6 +160,8 @@ def settlement(admission: Admission, outcome: Outcome) -> Settlement:
         (*_reconcile(admission, actual), *spend_increments),
         orjson.dumps(record),
         _aggregates(admission, outcome, used, windows),
+        _leases(admission),
+        keys.user_records(admission.request.user, windows.day),
     )
     return Settlement(batch, spend, record)
 
@@ -139,18 +191,27 @@ def usage_record(admission: Admission, outcome: Outcome, used: Usage) -> dict[st
         "latency_ms": round(outcome.latency_ms, 1),
         "attempts": outcome.attempts,
         "estimated": used.estimated,
+        "usage_flagged": used.flagged,
     }
 
 
 def _reconcile(admission: Admission, actual: Amounts) -> list[Increment]:
-    granted = admission.granted or (0,) * len(admission.checks)
+    """The actual usage per checked counter (the lease gives the grants back)."""
     increments = []
-    for check, reserved in zip(admission.checks, granted, strict=True):
-        delta = amount_for(check.kind, actual) - reserved
-        if delta:
+    for check in admission.checks:
+        amount = amount_for(check.kind, actual)
+        if amount:
             counter = check.counter
-            increments.append(Increment(counter.key, counter.field, delta, counter.ttl_s))
+            increments.append(Increment(counter.key, counter.field, amount, counter.ttl_s))
     return increments
+
+
+def _leases(admission: Admission) -> tuple[tuple[str, str], ...]:
+    """(lease sorted set, lease id) per hash-tag group the reservation may have written."""
+    if not admission.lease:
+        return ()
+    groups = dict.fromkeys(keys.lease(check.counter.key) for check in admission.checks)
+    return tuple((group, admission.lease) for group in groups)
 
 
 def _aggregates(

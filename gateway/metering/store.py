@@ -13,10 +13,25 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 UNLIMITED = -1
+# The largest amount or limit a store accepts: exact as a Lua number (2**53) with room to add.
+MAX_AMOUNT = 10**15 - 1
 
 
 class StoreError(Exception):
     """The store could not be reached or answered with an error (foreign errors converted)."""
+
+
+class StoreRejected(StoreError):
+    """The store refused this call's arguments or data (a script error, a key of the wrong
+    type): trying again will not help, and the store itself is healthy."""
+
+
+class Lease(NamedTuple):
+    """Names a reservation so that its settle, or the sweeper once ``ttl_s`` passed, gives it
+    back exactly once."""
+
+    id: str
+    ttl_s: int
 
 
 class Counter(NamedTuple):
@@ -80,6 +95,10 @@ class SettleBatch:
     increments: tuple[Increment, ...]
     record: bytes | None = None
     aggregates: tuple[Aggregate, ...] = ()
+    # (lease sorted set, lease id): the reservations this batch ends (given back, when the
+    # lease is still there, before the increments apply)
+    leases: tuple[tuple[str, str], ...] = ()
+    index: str | None = None  # the per-user day list the record is indexed in
 
     def all_increments(self) -> list[Increment]:
         """``increments`` then the aggregates' non-zero fields, one ``Increment`` each."""
@@ -95,12 +114,24 @@ class SettleBatch:
 class Store(Protocol):
     """Usage counters, overrides, usage records and one-shot marks."""
 
-    async def reserve(self, counters: Sequence[Counter], override_key: str | None) -> Verdict:
-        """Check every counter and, only if all fit, add the grants; atomically."""
+    async def reserve(
+        self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None = None
+    ) -> Verdict:
+        """Check every counter and, only if all fit, add the grants and record them under
+        ``lease`` (per hash-tag group, ``keys.lease``); atomically."""
         ...
 
-    async def settle(self, batches: Sequence[SettleBatch]) -> list[list[int]]:
-        """Apply the increments and append the records; per batch, the watched new values."""
+    async def settle(self, batches: Sequence[SettleBatch], batch_id: str = "") -> list[list[int]]:
+        """End the leases, apply the increments (never below zero) and append the records;
+        per batch, the watched new values (empty when ``batch_id`` was already applied)."""
+        ...
+
+    async def sweep_leases(self) -> int:
+        """Give back the reservations whose lease expired; how many leases ended."""
+        ...
+
+    async def user_records(self, user: str, days: Sequence[str]) -> list[bytes]:
+        """The records indexed for ``user`` on those days (``YYYYMMDD``), in write order."""
         ...
 
     async def read_hashes(self, keys: Sequence[str]) -> list[dict[str, int]]: ...

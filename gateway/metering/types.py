@@ -79,5 +79,6 @@ class Admission:
     request: MeterRequest
     started: float  # the meter's clock at admission
     reserved: Amounts = NO_AMOUNTS
-    checks: tuple[Check, ...] = ()  # empty: admitted without a reservation (store down)
-    granted: tuple[int, ...] = field(default=())
+    checks: tuple[Check, ...] = ()  # empty: nothing to reconcile (refused by a quota)
+    granted: tuple[int, ...] = field(default=())  # empty: admitted unchecked (store down)
+    lease: str = ""  # the reservation's lease id, also when its reply was lost

@@ -90,15 +90,83 @@ def test_commands_in_flight_fail_when_the_connection_drops() -> None:
     run(scenario())
 
 
-def test_a_late_reply_times_out_and_resets_the_connection(redis_server: RedisServer) -> None:
+def test_a_late_reply_fails_only_its_own_command(redis_server: RedisServer) -> None:
+    """Issue 10 #6: a timed-out command used to close the connection, failing the commands
+    behind it although they ran (a settle retried then counted twice)."""
+    redis_server.flushall()
+
     async def scenario() -> None:
-        redis = connect(redis_server, command_timeout_s=0.1)
+        redis = connect(redis_server, command_timeout_s=1.0)
         first = await redis.execute("CLIENT", "ID")
+        stalled = asyncio.ensure_future(redis.execute("EVAL", STALL, 0, 1200))
+        await asyncio.sleep(0.5)
+        behind = asyncio.ensure_future(redis.execute("INCR", "ran"))
         with pytest.raises(RedisTimeoutError):
-            await redis.execute("EVAL", STALL, 0, 400)
-        await asyncio.sleep(0.4)
-        assert await redis.execute("CLIENT", "ID") != first
+            await stalled
+        assert await behind == 1  # it ran, and its caller knows
+        assert await redis.execute("CLIENT", "ID") == first  # same connection
         await redis.aclose()
+
+    run(scenario())
+
+
+class SilentServer:
+    """Accepts connections and never answers; counts them."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self._writers.append(writer)
+        while await reader.read(65536):
+            pass
+
+    async def __aenter__(self) -> int:
+        self._server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def __aexit__(self, *exc: object) -> None:
+        for writer in self._writers:
+            writer.close()
+        self._server.close()
+
+
+def test_waiters_share_one_connect_attempt() -> None:
+    """Issue 10 #6: each waiter used to retry the connect in turn (the k-th failed after k
+    connect timeouts); now one attempt is made and all of them share its failure."""
+
+    async def scenario() -> None:
+        silent = SilentServer()
+        async with silent as port:
+            endpoint = RedisEndpoint("127.0.0.1", port, password="x", connect_timeout_s=0.2)
+            redis = PipelinedConnection(endpoint)
+            results = await asyncio.gather(
+                *(redis.execute("PING") for _ in range(5)), return_exceptions=True
+            )
+            assert all(isinstance(r, RedisTimeoutError) for r in results), results
+            assert silent.accepted == 1
+            await redis.aclose()
+
+    run(scenario())
+
+
+def test_a_silent_connection_is_replaced() -> None:
+    async def scenario() -> None:
+        silent = SilentServer()
+        async with silent as port:
+            redis = PipelinedConnection(RedisEndpoint("127.0.0.1", port, command_timeout_s=0.1))
+            with pytest.raises(RedisTimeoutError):
+                await redis.execute("PING")  # silent for one timeout: kept
+            await asyncio.sleep(0.15)
+            with pytest.raises(RedisTimeoutError):
+                await redis.execute("PING")  # silent for two: closed
+            with pytest.raises(RedisTimeoutError):
+                await redis.execute("PING")
+            assert silent.accepted == 2
+            await redis.aclose()
 
     run(scenario())
 

@@ -8,7 +8,7 @@ import re
 from gateway.config import Config, Price
 from gateway.metering import create_store
 from gateway.metering.keys import USAGE_STREAM
-from gateway.metering.redis_store import _settle_args
+from gateway.metering.scripts import settle_call
 from gateway.metering.store import Aggregate, Increment, SettleBatch
 
 from .helpers import Clock, RedisServer, command, metered, ok, request, run
@@ -41,6 +41,8 @@ def test_one_script_call_per_admit_and_one_per_settle_batch(
             assert (seen["evalsha"], seen["xadd"]) == (6, 5)
             # the rest runs inside the scripts (or sets up a new pooled connection)
             inside = {"hget", "hgetall", "hincrby", "expire", "hello", "client", "info"}
+            inside |= {"type", "time", "hset", "zadd", "hdel", "zrem", "set", "del", "rpush"}
+            inside |= {"exists", "evalsha"}
             assert set(seen) - {"evalsha", "xadd"} <= inside
 
     run(scenario())
@@ -60,15 +62,18 @@ def test_a_settle_batch_sums_what_its_requests_share_before_writing(
         b'{"n":2}',
         (Aggregate("gw:agg", ("requests", "errors"), (1, 1), 99),),
     )
-    keys, args, places = _settle_args([first, second], 100)
-    assert keys == ["gw:k", "gw:spend", "gw:agg", USAGE_STREAM]
-    assert str(args[1]).split("\n") == [
+    call = settle_call([first, second], 100, mark=None, stream=True, by_id=True)
+    assert call is not None
+    assert call.keys == ["gw:k", "gw:spend", "gw:agg", USAGE_STREAM]
+    assert str(call.args[1]).split("\n") == [
         "1\ttok\t-5\t60\t0",
         "2\toverall\t12\t90\t1",
         "3\trequests\t2\t99\t0",
         "3\terrors\t1\t99\t0",
     ]
-    assert args[2:] == [b'{"n":1}', b'{"n":2}'] and places == [[0], [0]]
+    assert call.args[-4:] == [0, b'{"n":1}', 0, b'{"n":2}'] and call.watched == [
+        ("gw:spend", "overall")
+    ]
 
     async def scenario() -> list[list[int]]:
         store = create_store(redis_server.url, config.settings)
@@ -79,5 +84,6 @@ def test_a_settle_batch_sums_what_its_requests_share_before_writing(
 
     assert run(scenario()) == [[12], [12]]  # both see the total after the batch
     assert command(redis_server.port, "HGET", "gw:agg", "requests") == b"$1\r\n2\r\n"
-    assert command(redis_server.port, "HGET", "gw:k", "tok") == b"$2\r\n-5\r\n"
+    # a counter never goes below zero (issue 10 #7)
+    assert command(redis_server.port, "HGET", "gw:k", "tok") == b"$1\r\n0\r\n"
     assert command(redis_server.port, "XLEN", USAGE_STREAM) == b":2\r\n"

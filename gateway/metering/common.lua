@@ -1,0 +1,73 @@
+-- Shared by reserve.lua, settle.lua and sweep.lua (prepended when the scripts are loaded).
+-- A script checks everything it will need before its first write, so a bad argument or a key
+-- of the wrong type fails the call without a partial write (Redis does not roll scripts back).
+
+-- An integer of at most 15 digits (exact as a Lua number), else the call fails.
+local function int(value)
+  if type(value) ~= 'string' or not string.match(value, '^%-?%d+$')
+      or #string.gsub(value, '^%-', '') > 15 then
+    error({err = 'ERR gateway: not an integer in range: ' .. tostring(value)})
+  end
+  return tonumber(value)
+end
+
+local function is_int(value)
+  return type(value) == 'string' and string.match(value, '^%-?%d+$') ~= nil
+      and #string.gsub(value, '^%-', '') <= 15
+end
+
+-- Fails unless ``key`` is of type ``kind`` or does not exist.
+local function expect(key, kind)
+  local found = redis.call('TYPE', key).ok
+  if found ~= kind and found ~= 'none' then
+    error({err = 'WRONGTYPE gateway: ' .. key .. ' is a ' .. found .. ', not a ' .. kind})
+  end
+end
+
+-- HINCRBY that never leaves a counter below zero; returns the new value. A field holding no
+-- integer (or one that would overflow) is replaced rather than failing every later call.
+local function add(key, field, delta)
+  local value = redis.pcall('HINCRBY', key, field, delta)
+  if type(value) == 'table' and value.err then
+    value = delta
+    redis.call('HSET', key, field, value)
+  end
+  if value < 0 then
+    redis.call('HSET', key, field, 0)
+    return 0
+  end
+  return value
+end
+
+-- Gives back the amounts a lease recorded ("key\tfield\tamount" lines), skipping keys that
+-- expired meanwhile (so none is recreated without its time to live).
+local function give_back(payload)
+  for line in string.gmatch(payload, '[^\n]+') do
+    local key, field, amount = string.match(line, '^([^\t]*)\t([^\t]*)\t([^\t]*)$')
+    if key and is_int(amount) and redis.call('EXISTS', key) == 1
+        and redis.call('TYPE', key).ok == 'hash' then
+      add(key, field, -tonumber(amount))
+    end
+  end
+end
+
+local function now_s()
+  return tonumber(redis.call('TIME')[1])
+end
+
+-- Gives back and removes up to ``limit`` leases of one group that expired by ``now``;
+-- returns {how many, the next deadline or -1 when the group holds none}.
+local function sweep_group(zset, data, now, limit)
+  expect(zset, 'zset')
+  expect(data, 'hash')
+  local due = redis.call('ZRANGEBYSCORE', zset, '-inf', now, 'LIMIT', 0, limit)
+  for _, id in ipairs(due) do
+    local payload = redis.call('HGET', data, id)
+    if payload then give_back(payload) end
+    redis.call('HDEL', data, id)
+    redis.call('ZREM', zset, id)
+  end
+  local first = redis.call('ZRANGE', zset, 0, 0, 'WITHSCORES')
+  if #first == 0 then return {#due, -1} end
+  return {#due, tonumber(first[2])}
+end
