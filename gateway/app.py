@@ -12,12 +12,13 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.attempts import Attempter
 from gateway.auth import KeyRing
+from gateway.bodies import body_cut_short
 from gateway.breaker import Breakers
 from gateway.config import Config
 from gateway.context import RequestIds
@@ -111,6 +112,7 @@ def create_app(
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,
+            ClientDisconnect: _body_cut_short,
             Exception: _unexpected_error,
         },
     )
@@ -132,6 +134,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return error_response(NotFound(f"Unknown path: {request.url.path}", code="unknown_url"))
     return error_response(GatewayError(str(exc.detail), status=exc.status_code))
+
+
+async def _body_cut_short(request: Request, exc: Exception) -> Response:
+    """A body that stopped arriving (the client left, or the server's read guard cut it off
+    and answered 408 itself): an answer nobody receives, and no traceback."""
+    return error_response(body_cut_short(request))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:

@@ -69,7 +69,7 @@ async def read_incoming(request: Request, endpoint: Endpoint, max_bytes: int) ->
     try:
         raw = await request.body()
     except ClientDisconnect:
-        raise _cut_short(request) from None
+        raise body_cut_short(request) from None
     body = parse_json_body(raw)
     check_numbers(body, endpoint)
     return Incoming(body)
@@ -113,7 +113,7 @@ def check_numbers(body: dict[str, Any], endpoint: Endpoint) -> None:
             raise InvalidRequest(f"'{name}' must be an integer from {low} to {high}.", param=name)
 
 
-def _cut_short(request: Request) -> ClientClosedRequest | RequestTimeout:
+def body_cut_short(request: Request) -> ClientClosedRequest | RequestTimeout:
     """The error for a body that stopped arriving: too slow (the server's read guard cut it
     and answered 408 itself), or the client went away (499, recorded only)."""
     if request.scope.get(BODY_TIMED_OUT):
@@ -127,7 +127,7 @@ async def _read_multipart(request: Request, content_type: str) -> Incoming:
     try:
         form = await request.form(max_files=8, max_fields=64)
     except ClientDisconnect:
-        raise _cut_short(request) from None
+        raise body_cut_short(request) from None
     except MultiPartException as exc:
         raise InvalidRequest(f"Invalid multipart body: {exc.message}") from None
     except HTTPException as exc:  # Starlette's wrapping of MultiPartException in an app

@@ -16,8 +16,10 @@ from gateway.config_load import load_config
 from gateway.config_reader import ConfigError
 from gateway.logs import configure_logging
 from gateway.metrics import MULTIPROC_ENV
+from gateway.serve_guard import GuardedConfig, ReadDeadlines
 
 CONFIG_DIR_ENV = "GATEWAY_CONFIG_DIR"
+STARTUP_FAILURE = 3  # uvicorn's exit status when a server could not start
 GC_YOUNG_THRESHOLD = 20_000  # allocations between young collections (Python: 700)
 
 
@@ -37,6 +39,25 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=1)
+    defaults = ReadDeadlines()
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=defaults.header_s,
+        help="seconds a client has to send a request's header (from connecting, or its first byte)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=defaults.body_s,
+        help="seconds a client has to send a request's body, in all",
+    )
+    serve.add_argument(
+        "--body-idle-timeout",
+        type=float,
+        default=defaults.body_idle_s,
+        help="longest pause between reads of a request's body, in seconds",
+    )
     check = commands.add_parser("check", help="validate routes.yaml and tiers.yaml")
     usage = commands.add_parser("usage", help="usage records")
     export = usage.add_subparsers(dest="usage_command", required=True).add_parser(
@@ -51,7 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config-dir", default=os.environ.get(CONFIG_DIR_ENV, "."))
     for sub in (serve, check, export):
         sub.add_argument("--config-dir", default=argparse.SUPPRESS)
-    parser.set_defaults(command="serve", host="127.0.0.1", port=8080, workers=1)
+    parser.set_defaults(
+        command="serve",
+        host="127.0.0.1",
+        port=8080,
+        workers=1,
+        header_timeout=defaults.header_s,
+        body_timeout=defaults.body_s,
+        body_idle_timeout=defaults.body_idle_s,
+    )
     return parser
 
 
@@ -76,32 +105,39 @@ def _check(config_dir: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from gateway.serving import run
 
-    if _load(args.config_dir) is None:
+    config = _load(args.config_dir)
+    if config is None:
         return 1
     os.environ[CONFIG_DIR_ENV] = os.path.abspath(args.config_dir)
     multiproc_dir = _prepare_multiprocess_metrics(args.workers)
-    config = load_config(args.config_dir)
+    server_config = GuardedConfig(
+        "gateway.cli:app_from_env",
+        read_deadlines=ReadDeadlines(
+            args.header_timeout, args.body_timeout, args.body_idle_timeout
+        ),
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        ws="none",  # the gateway serves no websockets
+        access_log=False,
+        proxy_headers=False,  # client addresses are never used; saves a middleware layer
+        server_header=False,
+        log_config=None,
+        timeout_graceful_shutdown=int(config.settings.shutdown_grace_s),
+    )
+    started = True
     try:
-        uvicorn.run(
-            "gateway.cli:app_from_env",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            loop="uvloop",
-            http="httptools",
-            access_log=False,
-            proxy_headers=False,  # client addresses are never used; saves a middleware layer
-            server_header=False,
-            log_config=None,
-            timeout_graceful_shutdown=int(config.settings.shutdown_grace_s),
-        )
+        started = run(server_config)
+    except KeyboardInterrupt:
+        pass
     finally:
         if multiproc_dir:
             shutil.rmtree(multiproc_dir, ignore_errors=True)
-    return 0
+    return 0 if started else STARTUP_FAILURE
 
 
 def _prepare_multiprocess_metrics(workers: int) -> str | None:

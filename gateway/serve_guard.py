@@ -1,0 +1,170 @@
+"""Read deadlines for client connections: a request's header and body must arrive in time.
+
+uvicorn bounds only the idle time between requests (``timeout_keep_alive``); a connection that
+sends nothing, a header a byte at a time or half a body is held forever (slowloris). This
+protocol keeps one lazily moved timer per connection:
+
+* header: from the connection's start (or the first byte of a later request) to the end of its
+  header, at most ``header_s``; on expiry the connection is closed (with a 408 if the request
+  had begun);
+* body: from the end of the header, at most ``body_s`` in all and ``body_idle_s`` between
+  reads; on expiry the client gets a 408 (OpenAI-shaped) and the connection is closed, and the
+  app sees the body end as a disconnect flagged ``BODY_TIMED_OUT`` in its scope (so it records
+  a 408, not a 500 or a client disconnect).
+
+Time the gateway itself holds a connection's reads paused (pipelined requests waiting their
+turn, a full body buffer) never counts against the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import orjson
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from gateway.bodies import BODY_TIMED_OUT
+from gateway.errors import RequestTimeout
+
+
+@dataclass(frozen=True)
+class ReadDeadlines:
+    header_s: float = 10.0
+    body_s: float = 120.0  # a 32 MB upload needs ~270 KB/s
+    body_idle_s: float = 10.0
+
+
+class Phase(Enum):
+    IDLE = 0  # between requests: uvicorn's keep-alive timeout applies
+    WAITING = 1  # a new connection, nothing received yet
+    HEADER = 2  # a request has begun, its header is incomplete
+    BODY = 3  # the header is complete, the body is not
+
+
+def _timeout_response() -> bytes:
+    body = orjson.dumps(RequestTimeout("The request was not received in time.").body())
+    head = (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+    )
+    return head + body
+
+
+TIMEOUT_RESPONSE = _timeout_response()
+
+
+class GuardedConfig(uvicorn.Config):
+    """uvicorn's config, serving with ``GuardedHttpToolsProtocol`` and these deadlines."""
+
+    def __init__(
+        self, app: Any, *, read_deadlines: ReadDeadlines | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(app, http=GuardedHttpToolsProtocol, **kwargs)
+        self.read_deadlines = read_deadlines or ReadDeadlines()
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with header and body read deadlines."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.deadlines: ReadDeadlines = getattr(config, "read_deadlines", None) or ReadDeadlines()
+        self.phase = Phase.IDLE
+        self.deadline = 0.0  # the header's end, or the body's total end
+        self.last_read = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+
+    # -- connection and parser callbacks: phases change, the timer moves lazily --------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.last_read = self.loop.time()
+        self.phase, self.deadline = Phase.WAITING, self.last_read + self.deadlines.header_s
+        self._arm(self.deadline)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self.phase = Phase.IDLE
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_read = self.loop.time()
+        super().data_received(data)
+        if self.phase is not Phase.IDLE and self.timer is None:
+            self._arm(self._due())
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self.phase is Phase.IDLE:  # a later request: its own header deadline
+            self.deadline = self.last_read + self.deadlines.header_s
+        self.phase = Phase.HEADER
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self.phase, self.deadline = Phase.BODY, self.last_read + self.deadlines.body_s
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.phase = Phase.IDLE
+
+    def handle_websocket_upgrade(self) -> None:
+        self._disarm()
+        self.phase = Phase.IDLE
+        super().handle_websocket_upgrade()
+
+    # -- the timer --------------------------------------------------------------------------
+
+    def _due(self) -> float:
+        if self.phase is Phase.BODY:
+            return min(self.deadline, self.last_read + self.deadlines.body_idle_s)
+        return self.deadline
+
+    def _arm(self, when: float) -> None:
+        self.timer = self.loop.call_at(when, self._on_timer)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.phase is Phase.IDLE or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self.flow.read_paused:  # the gateway holds the reads: give the client its time back
+            self.last_read = now
+            self.deadline = max(self.deadline, now + self.deadlines.body_idle_s)
+        due = self._due()
+        if now < due:
+            self._arm(due)
+        else:
+            self._expire()
+
+    def _expire(self) -> None:
+        """Past a deadline: answer 408 unless an answer is under way, and close."""
+        cycle, phase = self.cycle, self.phase  # cycle: the latest request's, None before one
+        self.phase = Phase.IDLE
+        busy = cycle is not None and not cycle.response_complete
+        if busy and (phase is Phase.HEADER or cycle.response_started):
+            # an answer (to this or an earlier request) is under way: never cut it short
+            cycle.keep_alive = False
+            return
+        if phase is Phase.BODY and busy:
+            cycle.scope[BODY_TIMED_OUT] = True  # type: ignore[literal-required]
+            cycle.disconnected = True  # the app reads a disconnect; its own answer is dropped
+            cycle.message_event.set()
+        if phase is Phase.HEADER or (phase is Phase.BODY and busy):
+            self.transport.write(TIMEOUT_RESPONSE)
+        self.transport.close()
