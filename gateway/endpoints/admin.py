@@ -17,6 +17,16 @@ from gateway.proxy import Gateway
 from gateway.responses import json_response
 
 QUOTA_FIELDS = {f.name: f.type for f in dataclasses.fields(Quota)}
+# The largest value each field takes (null inherits): whole numbers for counts, and numbers
+# whose stored integer units (audio ms, micro-USD) stay far below what the store holds.
+LIMITS: dict[str, tuple[type, float]] = {
+    "requests_per_day": (int, 10**12),
+    "tokens_per_day": (int, 10**12),
+    "tokens_per_request": (int, 10**12),
+    "minutes_per_day": (float, 10**7),
+    "usd_per_day": (float, 10**6),
+    "usd_per_month": (float, 10**6),
+}
 
 
 async def show(request: Request) -> Response:
@@ -63,11 +73,20 @@ def _numbers(raw: bytes, allowed: set[str]) -> dict[str, Any]:
             f"Expected a JSON object with keys from: {', '.join(sorted(allowed))}."
         )
     for key, value in document.items():
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | float) or value < 0
-        ):
-            raise InvalidRequest(f"'{key}' must be a non-negative number or null.", param=key)
+        if value is not None:
+            _check(key, value)
     return document
+
+
+def _check(key: str, value: object) -> None:
+    """A count is a whole number, minutes and USD any number; both from 0 to the field's cap."""
+    kind, most = LIMITS[key]
+    allowed = int if kind is int else int | float
+    if isinstance(value, bool) or not isinstance(value, allowed) or not 0 <= value <= most:
+        what = "a whole number" if kind is int else "a number"
+        raise InvalidRequest(
+            f"'{key}' must be {what} from 0 to {most:.0e}, or null to inherit.", param=key
+        )
 
 
 def _plain(override: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ settle marks, counters kept at zero or more and the per-user record index behave
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -17,6 +18,7 @@ from gateway.metering.scripts import INDEX_TTL_S, SETTLED_MARK_S
 from gateway.metering.store import Counter, Lease, SettleBatch, Verdict
 
 Grant = tuple[str, str, int]  # key, field, amount
+MAX_MARKS = 100_000
 
 
 class MemoryStore:
@@ -57,7 +59,7 @@ class MemoryStore:
         if batch_id:
             if self._marks.get(batch_id, 0.0) > now:
                 return [[] for _ in batches]
-            self._marks = {mark: until for mark, until in self._marks.items() if until > now}
+            self._forget_marks(now)
             self._marks[batch_id] = now + SETTLED_MARK_S
         watched: list[list[int]] = []
         for batch in batches:
@@ -85,7 +87,8 @@ class MemoryStore:
         return len(due)
 
     async def user_records(self, user: str, days: Sequence[str]) -> list[bytes]:
-        return [record for day in days for record in self._indexed(keys.user_records(user, day))]
+        lists = [self._index.get(keys.user_records(user, day)) for day in days]
+        return [record for found in lists if found for record in found]
 
     async def read_hashes(self, keys: Sequence[str]) -> list[dict[str, int]]:
         return [dict(self._hash(key)) for key in keys]
@@ -117,6 +120,13 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         return None
+
+    def _forget_marks(self, now: float) -> None:
+        """Drop expired marks (the oldest first: they expire in the order they were set)."""
+        for mark, until in list(itertools.islice(self._marks.items(), 100)):
+            if until > now and len(self._marks) < MAX_MARKS:
+                break
+            del self._marks[mark]
 
     def _end_lease(self, name: str) -> None:
         """Give back what a lease still holds (keys that expired meanwhile are skipped)."""

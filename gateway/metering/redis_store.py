@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
@@ -42,6 +43,7 @@ from gateway.metering import keys, scripts
 from gateway.metering.pipelined import PipelinedConnection
 from gateway.metering.scripts import Script
 from gateway.metering.store import (
+    MAX_AMOUNT,
     Counter,
     Lease,
     SettleBatch,
@@ -83,7 +85,10 @@ SERVER_STATE_ERRORS = (
     ReadOnlyError,
     TryAgainError,
 )
-SWEEP_GROUPS, SWEEP_LEASES = 100, 500  # per sweep call: bounds how long the script runs
+SWEEP_GROUPS, SWEEP_LEASES = 100, 500
+FORGET_MAX = (
+    1000  # marks deleted per settle call  # per sweep call: bounds how long the script runs
+)
 logger = logging.getLogger("gateway.metering")
 
 
@@ -102,7 +107,8 @@ class RedisStore:
         self._cluster = isinstance(client, RedisCluster)
         self._maxlen = stream_maxlen
         self._scripts = scripts
-        self._forget: list[str] = []  # marks of applied batches, deleted by the next one
+        # (when, mark) of batches whose reply arrived: deleted by a batch FORGET_AFTER_S later
+        self._forget: deque[tuple[float, str]] = deque()
 
     async def reserve(
         self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None = None
@@ -259,7 +265,13 @@ class RedisStore:
             mark = keys.settled_mark(tag, batch_id) if batch_id else None
             stream = tag == keys.slot_tag(keys.USAGE_STREAM)
             call = scripts.settle_call(
-                batches, self._maxlen, mark=mark, stream=stream, by_id=False, tag=tag
+                batches,
+                self._maxlen,
+                mark=mark,
+                stream=stream,
+                by_id=False,
+                tag=tag,
+                mark_ttl_s=scripts.CLUSTER_SETTLED_MARK_S,
             )
             if call is not None:
                 calls.append(call)
@@ -278,7 +290,12 @@ class RedisStore:
         self, batches: Sequence[SettleBatch], batch_id: str
     ) -> list[list[int]]:
         mark = keys.settled_mark("settle", batch_id) if batch_id else None
-        forget, self._forget = self._forget, []
+        now = time.monotonic()
+        forget = []
+        while self._forget and self._forget[0][0] < now - scripts.FORGET_AFTER_S:
+            forget.append(self._forget.popleft()[1])
+            if len(forget) >= FORGET_MAX:
+                break
         call = scripts.settle_call(
             batches, self._maxlen, mark=mark, stream=True, by_id=True, forget=forget
         )
@@ -287,10 +304,10 @@ class RedisStore:
         try:
             reply = await self._eval(call.keys, call.args, scripts.SETTLE)
         except BaseException:
-            self._forget = forget + self._forget
+            self._forget.extendleft((now, name) for name in reversed(forget))
             raise
-        if mark is not None and len(self._forget) < 1000:
-            self._forget.append(mark)
+        if mark is not None and len(self._forget) < FORGET_MAX * 100:
+            self._forget.append((now, mark))
         return _watched(batches, _values(call, reply))
 
     async def _sweep(self) -> int:
@@ -360,9 +377,13 @@ def _integers(key: str, stored: Mapping[Any, Any]) -> dict[str, int]:
     values: dict[str, int] = {}
     for name, raw in stored.items():
         try:
-            values[_text(name)] = int(raw)
+            value = int(raw)
         except ValueError:
-            logger.warning("metering: ignoring %s %s: not an integer", key, _text(name))
+            value = MAX_AMOUNT + 1
+        if abs(value) <= MAX_AMOUNT:
+            values[_text(name)] = value
+        else:
+            logger.warning("metering: ignoring %s %s: not an integer in range", key, _text(name))
     return values
 
 
