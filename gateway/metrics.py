@@ -126,7 +126,7 @@ class Metrics:
             "gateway_circuit_state",
             "Breaker state: 0 closed, 1 half-open, 2 open",
             ["model"],
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.upstream_errors = Counter(
@@ -163,7 +163,7 @@ class Metrics:
             "gateway_cost_alert_active",
             "1 while a cost alert threshold is crossed",
             ["scope"],
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
             registry=r,
         )
 
@@ -187,6 +187,9 @@ def render(metrics: Metrics) -> tuple[bytes, str]:
 
 
 def mark_worker_dead(pid: int) -> None:
+    """Drop a gone worker's gauges from the scrape (every gauge here uses a ``live*`` mode);
+    its counters stay. Called by the worker at shutdown and by the supervisor for a worker
+    found dead (``gateway.serving``)."""
     if os.environ.get(MULTIPROC_ENV):
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
