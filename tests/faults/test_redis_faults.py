@@ -95,18 +95,18 @@ def gateways(
 
 
 def pid(server: RedisServer) -> int:
-    process = server._process  # noqa: SLF001 - the test fixture's own process
+    process = server._process
     assert process is not None
     return process.pid
 
 
 def kill_and_restart(server: RedisServer) -> None:
     """SIGKILL, then a new empty redis-server on the same port (no persistence)."""
-    process = server._process  # noqa: SLF001
+    process = server._process
     assert process is not None
     process.kill()
     process.wait()
-    server._process = None  # noqa: SLF001
+    server._process = None
     time.sleep(0.5)
     server.start()
 
