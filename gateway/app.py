@@ -53,7 +53,12 @@ def create_app(
 ) -> Starlette:
     runtime = runtime or Runtime()
     owns_transport = transport is None
-    upstream = transport or create_transport(runtime.transport, runtime.max_upstream_connections)
+    upstream = transport or create_transport(
+        runtime.transport,
+        runtime.max_upstream_connections,
+        max_header_bytes=config.settings.max_upstream_header_bytes,
+        max_headers=config.settings.max_upstream_headers,
+    )
     store = store or create_store(runtime.redis_url, config.settings)
     metrics = metrics or Metrics()
     meter = Meter(

@@ -33,6 +33,7 @@ from gateway.upstream import (
     network_error_kind,
     plain_body,
     read_body,
+    redact,
     upstream_error,
 )
 
@@ -54,6 +55,7 @@ class AttemptRecord:
     provider: str
     error_type: str | None  # None: this attempt succeeded
     seconds: float
+    replayed: bool = False  # the transport sent it twice (the first provably never arrived)
 
 
 @dataclass
@@ -88,6 +90,7 @@ class _Failure:
     retry_after: float | None = None
     status: int | None = None  # the upstream's HTTP status, when it answered
     local: bool = False  # the request could not be sent: says nothing about the upstream
+    replayed: bool = False
 
 
 BuildRequest = Callable[[Model], httpx.Request | None]
@@ -185,10 +188,13 @@ class Attempter:
     ) -> Opened | _Failure:
         started = time.perf_counter()
         outcome = await self._send(model, request, buffered, secrets)
-        error_type = outcome.error_type if isinstance(outcome, _Failure) else None
-        provider = model.upstream.name
+        if isinstance(outcome, Opened):
+            error_type, replayed = None, _replayed(outcome.response)
+        else:
+            error_type, replayed = outcome.error_type, outcome.replayed
+        seconds = time.perf_counter() - started
         records.append(
-            AttemptRecord(model.name, provider, error_type, time.perf_counter() - started)
+            AttemptRecord(model.name, model.upstream.name, error_type, seconds, replayed)
         )
         if isinstance(outcome, Opened):
             outcome.records = records
@@ -225,6 +231,10 @@ class Attempter:
             await _close(response)
             error = UpstreamTimeout(f"no response from upstream within {timeout:g}s")
             return _Failure(error, Verdict.RETRY, "timeout")
+        except httpx.RemoteProtocolError as exc:
+            await _close(response)  # the wire client's text names the rule or limit broken
+            broken = UpstreamError(f"The upstream's answer was refused: {redact(str(exc))[:300]}")
+            return _Failure(broken, Verdict.RETRY, "protocol_error")
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             await _close(response)
             kind = network_error_kind(exc)
@@ -303,7 +313,12 @@ async def _status_failure(
     if retry_after is not None:
         error.headers["retry-after"] = str(int(retry_after + 0.999))
     status = response.status_code
-    return _Failure(error, verdict, f"http_{status}", retry_after, status)
+    replayed = _replayed(response)
+    return _Failure(error, verdict, f"http_{status}", retry_after, status, replayed=replayed)
+
+
+def _replayed(response: httpx.Response) -> bool:
+    return bool(response.extensions.get("gateway_replayed"))
 
 
 def _encoded(response: httpx.Response) -> UpstreamError:

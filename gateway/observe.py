@@ -141,6 +141,7 @@ def log_fields(ctx: RequestContext) -> dict[str, Any]:
         "latency_ms": round((ctx.ended - ctx.started) * 1000, 2),
         "fallback": ctx.fallback,
         "attempts": ctx.attempts,
+        "replayed": sum(record.replayed for record in ctx.records),
         "byok": bool(principal and principal.byok),
     }
 

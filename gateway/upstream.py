@@ -23,18 +23,27 @@ MAX_ERROR_BODY = 64 * 1024
 _KEYLIKE = re.compile(r"\b(?:sk|tgp|pk|rk|key)[-_][A-Za-z0-9_\-*.]{6,}|\bBearer\s+\S+", re.I)
 
 
-def create_transport(kind: str = "native", max_connections: int = 10_000) -> Transport:
+def create_transport(
+    kind: str = "native",
+    max_connections: int = 10_000,
+    *,
+    max_header_bytes: int = 64 * 1024,
+    max_headers: int = 100,
+) -> Transport:
     """One pooled transport for every upstream.
 
     The gateway sends through httpx's transport interface directly (``handle_async_request``):
     ``AsyncClient``'s auth, redirect, cookie and hook handling is work a proxy does not need.
     ``native`` is the gateway's own HTTP/1.1 client (``gateway.wire``, the fastest measured);
-    ``aiohttp`` runs the interface over aiohttp's pool; ``httpx`` keeps httpx's own.
+    ``aiohttp`` runs the interface over aiohttp's pool; ``httpx`` keeps httpx's own (the
+    header caps apply to ``native`` only; the others bring their own limits).
     """
     if kind == "native":
         from gateway.wire import NativeTransport
 
-        return NativeTransport(max_connections)
+        return NativeTransport(
+            max_connections, max_header_bytes=max_header_bytes, max_headers=max_headers
+        )
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=200)
     if kind == "aiohttp":
         from httpx_aiohttp import AiohttpTransport

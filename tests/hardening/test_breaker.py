@@ -111,3 +111,16 @@ def test_the_callers_own_key_does_not_open_the_shared_breaker(models, status):
         for _ in range(2):
             asyncio.run(call(own=False))
         assert breakers.state("ok") is State.OPEN
+
+
+def test_a_replayed_send_is_on_the_attempt_record(models):
+    attempts, _ = attempter(Clock())
+
+    async def scenario():
+        with respx.mock:
+            answer = httpx.Response(200, json=OK, extensions={"gateway_replayed": True})
+            respx.post(URL).mock(return_value=answer)
+            return await attempts.run((models["ok"],), build, buffered=True)
+
+    (record,) = asyncio.run(scenario()).records
+    assert record.replayed and record.error_type is None

@@ -55,7 +55,13 @@ async def endless_event():
         yield b"1000\r\n" + b"x" * 4096 + b"\r\n"
 
 
+async def many_headers():
+    fields = "".join(f"x-h{i}: {i}\r\n" for i in range(200))
+    yield b"HTTP/1.1 200 OK\r\n" + fields.encode() + b"content-length: 2\r\n\r\n{}"
+
+
 SCRIPTS = {
+    "headers": many_headers,
     "huge-json": huge_json,
     "gzip": gzip_bomb,
     "html": html_to_a_stream,
@@ -89,7 +95,11 @@ def gw(hostile):
     }
     tiers = {  # one tier per model, so that no failure falls back to another model
         "tiers": {name: {"routes": {"text": [name], "tts": [name]}} for name in SCRIPTS},
-        "settings": {"max_upstream_body_mb": 1, "max_sse_event_kb": 64},
+        "settings": {
+            "max_upstream_body_mb": 1,
+            "max_sse_event_kb": 64,
+            "max_upstream_headers": 50,
+        },
     }
     keys = ",".join(f"{KEY}-{name}={name}:u1" for name in SCRIPTS)
     config = build_config(routes, tiers, {"GATEWAY_KEYS": keys})
@@ -141,3 +151,7 @@ def test_an_event_that_never_ends_becomes_an_in_band_error(gw, hostile):
     error = orjson.loads(events[-2].removeprefix(b"data: "))["error"]
     assert "byte limit" in error["message"]
     assert hostile.bytes_sent["endless"] < 40 * MB
+
+
+def test_the_configured_header_cap_reaches_the_upstream_client(gw):
+    assert_502(post(gw, "/chat/completions", chat("headers")), "more than 50 header fields")
