@@ -2,18 +2,20 @@
 -- A script checks everything it will need before its first write, so a bad argument or a key
 -- of the wrong type fails the call without a partial write (Redis does not roll scripts back).
 
--- An integer of at most 15 digits (exact as a Lua number), else the call fails.
-local function int(value)
+-- An integer within +-2^53 (exact as a Lua number), else the call fails.
+local function is_int(value)
   if type(value) ~= 'string' or not string.match(value, '^%-?%d+$')
-      or #string.gsub(value, '^%-', '') > 15 then
+      or #string.gsub(value, '^%-', '') > 16 then
+    return false
+  end
+  return math.abs(tonumber(value)) <= 9007199254740992
+end
+
+local function int(value)
+  if not is_int(value) then
     error({err = 'ERR gateway: not an integer in range: ' .. tostring(value)})
   end
   return tonumber(value)
-end
-
-local function is_int(value)
-  return type(value) == 'string' and string.match(value, '^%-?%d+$') ~= nil
-      and #string.gsub(value, '^%-', '') <= 15
 end
 
 -- Fails unless ``key`` is of type ``kind`` or does not exist.

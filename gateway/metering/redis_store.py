@@ -43,7 +43,7 @@ from gateway.metering import keys, scripts
 from gateway.metering.pipelined import PipelinedConnection
 from gateway.metering.scripts import Script
 from gateway.metering.store import (
-    MAX_AMOUNT,
+    MAX_STORED,
     Counter,
     Lease,
     SettleBatch,
@@ -379,8 +379,8 @@ def _integers(key: str, stored: Mapping[Any, Any]) -> dict[str, int]:
         try:
             value = int(raw)
         except ValueError:
-            value = MAX_AMOUNT + 1
-        if abs(value) <= MAX_AMOUNT:
+            value = MAX_STORED + 1
+        if abs(value) <= MAX_STORED:
             values[_text(name)] = value
         else:
             logger.warning("metering: ignoring %s %s: not an integer in range", key, _text(name))

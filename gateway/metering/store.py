@@ -15,6 +15,7 @@ from typing import NamedTuple, Protocol
 UNLIMITED = -1
 # The largest amount or limit a store accepts: exact as a Lua number (2**53) with room to add.
 MAX_AMOUNT = 10**15 - 1
+MAX_STORED = 2**53  # the largest value the scripts read (limits, counters)
 
 
 class StoreError(Exception):
