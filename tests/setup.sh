@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Everything the test suite needs on a fresh machine; installs only what is missing.
+# OS packages (needs root or sudo): redis-server, and promtool (Debian's prometheus package)
+# for the alert-rule and config checks. Python: the package with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v promtool >/dev/null || missing+=(prometheus)
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+pip install -q -e '.[test]'
