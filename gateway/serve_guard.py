@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import orjson
@@ -39,11 +38,11 @@ class ReadDeadlines:
     body_idle_s: float = 10.0
 
 
-class Phase(Enum):
-    IDLE = 0  # between requests: uvicorn's keep-alive timeout applies
-    WAITING = 1  # a new connection, nothing received yet
-    HEADER = 2  # a request has begun, its header is incomplete
-    BODY = 3  # the header is complete, the body is not
+# Phases of a connection (plain ints: compared on every read)
+IDLE = 0  # between requests: uvicorn's keep-alive timeout applies
+WAITING = 1  # a new connection, nothing received yet
+HEADER = 2  # a request has begun, its header is incomplete
+BODY = 3  # the header is complete, the body is not
 
 
 def _timeout_response() -> bytes:
@@ -80,7 +79,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.deadlines: ReadDeadlines = getattr(config, "read_deadlines", None) or ReadDeadlines()
-        self.phase = Phase.IDLE
+        self.phase = IDLE
         self.deadline = 0.0  # the header's end, or the body's total end
         self.last_read = 0.0
         self.timer: asyncio.TimerHandle | None = None
@@ -90,43 +89,43 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.last_read = self.loop.time()
-        self.phase, self.deadline = Phase.WAITING, self.last_read + self.deadlines.header_s
+        self.phase, self.deadline = WAITING, self.last_read + self.deadlines.header_s
         self._arm(self.deadline)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        self.phase = Phase.IDLE
+        self.phase = IDLE
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         self.last_read = self.loop.time()
         super().data_received(data)
-        if self.phase is not Phase.IDLE and self.timer is None:
+        if self.phase != IDLE and self.timer is None:
             self._arm(self._due())
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self.phase is Phase.IDLE:  # a later request: its own header deadline
+        if self.phase == IDLE:  # a later request: its own header deadline
             self.deadline = self.last_read + self.deadlines.header_s
-        self.phase = Phase.HEADER
+        self.phase = HEADER
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
-        self.phase, self.deadline = Phase.BODY, self.last_read + self.deadlines.body_s
+        self.phase, self.deadline = BODY, self.last_read + self.deadlines.body_s
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self.phase = Phase.IDLE
+        self.phase = IDLE
 
     def handle_websocket_upgrade(self) -> None:
         self._disarm()
-        self.phase = Phase.IDLE
+        self.phase = IDLE
         super().handle_websocket_upgrade()
 
     # -- the timer --------------------------------------------------------------------------
 
     def _due(self) -> float:
-        if self.phase is Phase.BODY:
+        if self.phase == BODY:
             return min(self.deadline, self.last_read + self.deadlines.body_idle_s)
         return self.deadline
 
@@ -140,7 +139,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _on_timer(self) -> None:
         self.timer = None
-        if self.phase is Phase.IDLE or self.transport.is_closing():
+        if self.phase == IDLE or self.transport.is_closing():
             return
         now = self.loop.time()
         if self.flow.read_paused:  # the gateway holds the reads: give the client its time back
@@ -155,16 +154,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _expire(self) -> None:
         """Past a deadline: answer 408 unless an answer is under way, and close."""
         cycle, phase = self.cycle, self.phase  # cycle: the latest request's, None before one
-        self.phase = Phase.IDLE
+        self.phase = IDLE
         busy = cycle is not None and not cycle.response_complete
-        if busy and (phase is Phase.HEADER or cycle.response_started):
+        if busy and (phase == HEADER or cycle.response_started):
             # an answer (to this or an earlier request) is under way: never cut it short
             cycle.keep_alive = False
             return
-        if phase is Phase.BODY and busy:
+        if phase == BODY and busy:
             cycle.scope[BODY_TIMED_OUT] = True  # type: ignore[literal-required]
             cycle.disconnected = True  # the app reads a disconnect; its own answer is dropped
             cycle.message_event.set()
-        if phase is Phase.HEADER or (phase is Phase.BODY and busy):
+        if phase == HEADER or (phase == BODY and busy):
             self.transport.write(TIMEOUT_RESPONSE)
         self.transport.close()
