@@ -7,6 +7,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import orjson
@@ -28,16 +29,18 @@ def gw(start_gateway: StartGateway) -> RunningGateway:
     return start_gateway()
 
 
-def post(gw: RunningGateway, path: str, **kwargs: object) -> httpx.Response:
-    headers = {"authorization": f"Bearer {gw.key()}", **kwargs.pop("headers", {})}  # type: ignore[dict-item]
-    return httpx.post(gw.base_url + path, headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
+def post(
+    gw: RunningGateway, path: str, headers: dict[str, str] | None = None, **kwargs: Any
+) -> httpx.Response:
+    headers = {"authorization": f"Bearer {gw.key()}", **(headers or {})}
+    return httpx.post(gw.base_url + path, headers=headers, timeout=10, **kwargs)
 
 
-def assert_openai_error(response: httpx.Response, status: int) -> dict[str, object]:
+def assert_openai_error(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
-    error = response.json()["error"]
+    error: dict[str, Any] = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
-    return error  # type: ignore[no-any-return]
+    return error
 
 
 def nested(levels: int, leaf: object = "x") -> object:
