@@ -33,6 +33,8 @@ Units: ``req`` requests, ``tok`` tokens, ``ams`` audio milliseconds, ``usd`` mic
 
 from __future__ import annotations
 
+import functools
+
 PREFIX = "gw"
 USAGE_STREAM = f"{PREFIX}:usage"
 LEASE_REGISTRY = f"{PREFIX}:leases"
@@ -80,8 +82,10 @@ def slot_tag(key: str) -> str:
     return hash_tag(key) or key
 
 
+@functools.lru_cache(maxsize=4096)
 def lease(key: str) -> str:
-    """The lease sorted set for a counter ``key``: in the same slot (hash tag)."""
+    """The lease sorted set for a counter ``key``: in the same slot (hash tag). Cached: a
+    request asks for it once per counter, twice (reserve and settle)."""
     return f"{PREFIX}:{{{slot_tag(key)}}}:lease"
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from gateway.metering import keys
 from gateway.metering.decide import decide
 from gateway.metering.scripts import INDEX_TTL_S, SETTLED_MARK_S
-from gateway.metering.store import Counter, Lease, SettleBatch, Verdict
+from gateway.metering.store import Counter, Lease, LeaseEnd, SettleBatch, Verdict
 
 Grant = tuple[str, str, int]  # key, field, amount
 MAX_MARKS = 100_000
@@ -63,8 +63,8 @@ class MemoryStore:
             self._marks[batch_id] = now + SETTLED_MARK_S
         watched: list[list[int]] = []
         for batch in batches:
-            for group, lease_id in batch.leases:
-                self._end_lease(f"{group}\n{lease_id}")
+            for end in batch.leases:
+                self._settle_lease(end)
             values = []
             for inc in batch.all_increments():
                 value = self._incr(inc.key, inc.field, inc.delta, inc.ttl_s)
@@ -127,6 +127,14 @@ class MemoryStore:
             if until > now and len(self._marks) < MAX_MARKS:
                 break
             del self._marks[mark]
+
+    def _settle_lease(self, end: LeaseEnd) -> None:
+        name = f"{end.group}\n{end.id}"
+        if end.held is None:
+            self._end_lease(name)
+        elif self._leases.pop(name, None) is None:  # no longer held: add the grants back
+            for key, field, amount, ttl in end.held:
+                self._incr(key, field, amount, ttl)
 
     def _end_lease(self, name: str) -> None:
         """Give back what a lease still holds (keys that expired meanwhile are skipped)."""

@@ -318,7 +318,7 @@ def _check_amounts(checks: Sequence[Check]) -> None:
     """Refuse amounts no store can hold exactly, before any store is called."""
     for check in checks:
         counter = check.counter
-        if not (0 <= counter.fixed <= MAX_AMOUNT and 0 <= counter.flex <= MAX_AMOUNT):
+        if not (0 <= counter.fixed <= MAX_AMOUNT >= counter.flex >= 0):
             raise InvalidRequest(
                 f"The request's {check.kind} estimate is out of range; lower the amounts asked."
             )

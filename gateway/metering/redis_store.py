@@ -46,6 +46,7 @@ from gateway.metering.store import (
     MAX_STORED,
     Counter,
     Lease,
+    LeaseEnd,
     SettleBatch,
     StoreError,
     StoreRejected,
@@ -251,7 +252,7 @@ class RedisStore:
             return Verdict(tuple(used), tuple(limits), tuple(granted))
         if lease is not None:  # the groups that granted recorded it: end it there
             ended = dict.fromkeys(keys.lease(c.key) for c in counters)
-            leases = tuple((name, lease.id) for name in ended)
+            leases = tuple(LeaseEnd(name, lease.id) for name in ended)
             await _guard(lambda: self._settle([SettleBatch((), leases=leases)], ""))
         if error is not None:
             raise _converted(error)

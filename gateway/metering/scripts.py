@@ -115,11 +115,19 @@ def settle_call(
             lines.append(f"{position}\t{name}\t{delta}\t{ttl}\t{watch}")
             if watch:
                 watched.append((key, name))
-    leases = list(dict.fromkeys(pair for b in batches for pair in b.leases if _in(pair[0], tag)))
+    leases = [end for batch in batches for end in batch.leases if _in(end.group, tag)]
     pairs: dict[str, int] = {}
-    lease_lines = [
-        f"{pairs.setdefault(name, len(pairs) + 1)}\t{lease_id}" for name, lease_id in leases
-    ]
+    lease_lines = []
+    for end in leases:
+        line = f"{pairs.setdefault(end.group, len(pairs) + 1)}\t{end.id}"
+        if end.held is None:
+            line += "\tg"
+        else:
+            line += "\tc" + "".join(
+                f"\t{index.setdefault(key, len(index) + 1)}\t{name}\t{amount}\t{ttl}"
+                for key, name, amount, ttl in end.held
+            )
+        lease_lines.append(line)
     records, lists = _records(batches, stream=stream, tag=tag)
     if not (lines or leases or records):
         return None
@@ -169,7 +177,7 @@ def slot_tags(batches: Sequence[SettleBatch]) -> list[str]:
 
 def _written_keys(batch: SettleBatch) -> Iterable[str]:
     yield from (inc.key for inc in batch.all_increments())
-    yield from (name for name, _ in batch.leases)
+    yield from (end.group for end in batch.leases)
     if batch.index is not None and batch.record is not None:
         yield batch.index
 

@@ -4,7 +4,10 @@
 --   the usage stream, then i per-user day index lists, then d (0 or 1) the once-only mark.
 -- ARGV[1]: stream MAXLEN (approximate); ARGV[2]: one line per increment of 5 tab-separated
 -- values (key index, field, delta, ttl seconds, watch 0|1); ARGV[4]: the mark's seconds;
--- ARGV[5]: one line per lease to end (lease pair index, lease id); ARGV[6]: index seconds;
+-- ARGV[5]: one line per lease to end: lease pair index, lease id, then 'g' (give back what
+--   the lease holds, if it is still there) or 'c' followed by (key index, field, amount, ttl)
+--   per grant, added back only if the lease is gone (the increments already subtract them);
+-- ARGV[6]: index seconds;
 -- ARGV[7]: 'id' to add each record to the stream and its entry id to its index list, 'record'
 --   to add the record itself to its index list only (a cluster: the stream is in another slot);
 -- ARGV[8]: marks of earlier batches to delete, one per line (their replies arrived);
@@ -27,8 +30,12 @@ for line in string.gmatch(ARGV[2], '[^\n]+') do
 end
 local leases = {}
 for line in string.gmatch(ARGV[5], '[^\n]+') do
-  local pair, id = string.match(line, '^(%d+)\t(.*)$')
-  leases[#leases + 1] = {KEYS[h + 2 * tonumber(pair) - 1], KEYS[h + 2 * tonumber(pair)], id}
+  local v = {}
+  for value in string.gmatch(line .. '\t', '([^\t]*)\t') do v[#v + 1] = value end
+  local pair = int(v[1])
+  local held = {}
+  for j = 4, #v, 4 do held[#held + 1] = {KEYS[int(v[j])], v[j + 1], int(v[j + 2]), int(v[j + 3])} end
+  leases[#leases + 1] = {KEYS[h + 2 * pair - 1], KEYS[h + 2 * pair], v[2], v[3], held}
 end
 for k = 1, h do expect(KEYS[k], 'hash') end
 for k = 1, l do
@@ -44,16 +51,21 @@ if d == 1 and not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', int(ARGV[4])) 
   return {0}
 end
 
+local expiring = {}
 for _, lease in ipairs(leases) do
   local payload = redis.call('HGET', lease[2], lease[3])
-  if payload then
-    give_back(payload)
-    redis.call('HDEL', lease[2], lease[3])
+  if lease[4] == 'g' then
+    if payload then give_back(payload) end
+  elseif not payload then
+    for _, grant in ipairs(lease[5]) do
+      add(grant[1], grant[2], grant[3])
+      if grant[4] > 0 then expiring[grant[1]] = grant[4] end
+    end
   end
+  if payload then redis.call('HDEL', lease[2], lease[3]) end
   redis.call('ZREM', lease[1], lease[3])
 end
 local watched = {1}
-local expiring = {}
 for _, v in ipairs(increments) do
   local value = add(v[1], v[2], v[3])
   if v[4] > 0 then expiring[v[1]] = v[4] end

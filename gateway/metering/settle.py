@@ -1,7 +1,10 @@
 """A finished request → its usage, its record and the store writes that reconcile it (pure).
 
-Reconcile: the settle ends the request's lease, which gives its grants back (when the lease
-is still there: not swept, not lost with a restarted Redis), and adds the actual usage. A
+Reconcile: each reserved counter moves by ``actual - granted`` and the settle ends the
+request's lease; if the lease is gone (swept after it expired, or lost with a restarted
+Redis) the grants are no longer held, so they are added back. When the reserve's reply was
+lost (admitted unchecked) the grants are unknown: the actual usage is added and the lease, if
+the reserve did run, gives its grants back. Either way the counters end at the actual usage. A
 failed request (status >= 400) gives everything back, the request count included; a BYOK
 request keeps only its request count. Usage the upstream did not report is estimated
 (``estimate.py``) and the record says ``estimated: true``.
@@ -25,7 +28,7 @@ from gateway.metering import keys
 from gateway.metering.estimate import tokens_for_chars
 from gateway.metering.plan import amount_for
 from gateway.metering.pricing import cost_micros, micros_to_usd
-from gateway.metering.store import Aggregate, Increment, SettleBatch
+from gateway.metering.store import Aggregate, Increment, LeaseEnd, SettleBatch
 from gateway.metering.types import Admission, Amounts, Outcome
 from gateway.metering.windows import AGGREGATE_TTL_S, Windows, iso_utc, windows_at
 
@@ -93,6 +96,19 @@ def plausible(value: object, most: int) -> tuple[int, bool]:
 
 def trusted(outcome: Outcome) -> tuple[Outcome, bool]:
     """``outcome`` with its reported usage clamped, and whether anything was."""
+    prompt, completion = outcome.prompt_tokens, outcome.completion_tokens
+    if (
+        (prompt is None or (type(prompt) is int and 0 <= prompt <= MAX_REPORTED_TOKENS))
+        and (
+            completion is None
+            or (type(completion) is int and 0 <= completion <= MAX_REPORTED_TOKENS)
+        )
+        and type(outcome.images) is int
+        and 0 <= outcome.images <= MAX_IMAGES
+        and type(outcome.audio_ms) is int
+        and 0 <= outcome.audio_ms <= MAX_AUDIO_MS
+    ):
+        return outcome, False  # the common case, checked in one pass
     flagged = False
     values: dict[str, Any] = {}
     for name, most in (
@@ -196,22 +212,30 @@ def usage_record(admission: Admission, outcome: Outcome, used: Usage) -> dict[st
 
 
 def _reconcile(admission: Admission, actual: Amounts) -> list[Increment]:
-    """The actual usage per checked counter (the lease gives the grants back)."""
+    granted = admission.granted or (0,) * len(admission.checks)
     increments = []
-    for check in admission.checks:
-        amount = amount_for(check.kind, actual)
-        if amount:
+    for check, reserved in zip(admission.checks, granted, strict=True):
+        delta = amount_for(check.kind, actual) - reserved
+        if delta:
             counter = check.counter
-            increments.append(Increment(counter.key, counter.field, amount, counter.ttl_s))
+            increments.append(Increment(counter.key, counter.field, delta, counter.ttl_s))
     return increments
 
 
-def _leases(admission: Admission) -> tuple[tuple[str, str], ...]:
-    """(lease sorted set, lease id) per hash-tag group the reservation may have written."""
+def _leases(admission: Admission) -> tuple[LeaseEnd, ...]:
+    """One ``LeaseEnd`` per hash-tag group the reservation may have written."""
     if not admission.lease:
         return ()
-    groups = dict.fromkeys(keys.lease(check.counter.key) for check in admission.checks)
-    return tuple((group, admission.lease) for group in groups)
+    if not admission.granted:
+        groups = dict.fromkeys(keys.lease(check.counter.key) for check in admission.checks)
+        return tuple(LeaseEnd(group, admission.lease) for group in groups)
+    held: dict[str, list[tuple[str, str, int, int]]] = {}
+    for check, amount in zip(admission.checks, admission.granted, strict=True):
+        counter = check.counter
+        entry = held.setdefault(keys.lease(counter.key), [])
+        if amount:
+            entry.append((counter.key, counter.field, amount, counter.ttl_s))
+    return tuple(LeaseEnd(group, admission.lease, tuple(h)) for group, h in held.items())
 
 
 def _aggregates(

@@ -89,6 +89,17 @@ class Aggregate(NamedTuple):
     ttl_s: int = 0
 
 
+class LeaseEnd(NamedTuple):
+    """A settle's end of one lease group. ``held`` None: the grants are unknown (the reserve's
+    reply was lost), so give back what the lease holds, if it is still there. Otherwise the
+    increments already subtract the grants, and ``held`` (key, field, amount, ttl) is added
+    back only when the lease is gone (swept, or lost with the store's data)."""
+
+    group: str  # the lease sorted set
+    id: str
+    held: tuple[tuple[str, str, int, int], ...] | None = None
+
+
 @dataclass(frozen=True)
 class SettleBatch:
     """Everything one finished request writes: counter deltas and its usage record."""
@@ -96,9 +107,7 @@ class SettleBatch:
     increments: tuple[Increment, ...]
     record: bytes | None = None
     aggregates: tuple[Aggregate, ...] = ()
-    # (lease sorted set, lease id): the reservations this batch ends (given back, when the
-    # lease is still there, before the increments apply)
-    leases: tuple[tuple[str, str], ...] = ()
+    leases: tuple[LeaseEnd, ...] = ()  # the reservation's lease, per hash-tag group
     index: str | None = None  # the per-user day list the record is indexed in
 
     def all_increments(self) -> list[Increment]:
