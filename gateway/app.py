@@ -67,6 +67,7 @@ def create_app(
         clock=clock,
         on_record=UsageMetrics(metrics).observe,
         on_store_error=metrics.store_errors.inc,
+        lease_ttl_s=config.settings.reservation_lease_s,
     )
     breakers = Breakers(config.breaker, time.monotonic)
     gateway = Gateway(

@@ -350,6 +350,7 @@ def _settings(node: Node) -> Settings:
             "usage_stream_maxlen",
             "usage_buffer_max",
             "shutdown_grace_s",
+            "reservation_lease_s",
             "max_upstream_body_mb",
             "max_sse_event_kb",
             "max_upstream_header_kb",
@@ -367,6 +368,9 @@ def _settings(node: Node) -> Settings:
             node.get("usage_buffer_max").integer(None, minimum=1), d.usage_buffer_max
         ),
         shutdown_grace_s=_or(node.get("shutdown_grace_s").number(None), d.shutdown_grace_s),
+        reservation_lease_s=_or(
+            node.get("reservation_lease_s").integer(None, minimum=10), d.reservation_lease_s
+        ),
         max_upstream_body_bytes=_bytes(
             node.get("max_upstream_body_mb"), MIB, d.max_upstream_body_bytes
         ),

@@ -119,3 +119,34 @@ def test_gateway_keys_with_an_unknown_tier_is_an_error():
     with pytest.raises(ConfigError) as raised:
         load_config(ROOT, env={"GATEWAY_KEYS": "k1=platinum"})
     assert "GATEWAY_KEYS: entry 1" in raised.value.problems[0]
+
+
+def test_passthrough_paths_and_upstream_limits_are_validated(tmp_path):
+    routes, tiers = shipped()
+    routes["passthrough"] = {
+        "/videos/generations": ["video"],
+        "/videos/../admin": ["video"],
+        "/videos?x=1": ["video"],
+        "/videos/*/remix": ["videos"],
+    }
+    tiers["settings"] = {"max_upstream_body_mb": 0, "max_upstream_headers": "many"}
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, routes, tiers), env={})
+    problems = "\n".join(raised.value.problems)
+    for expected in [
+        "routes.yaml: passthrough./videos/../admin: expected a path like /videos/generations",
+        "routes.yaml: passthrough./videos?x=1: expected a path like /videos/generations",
+        "routes.yaml: passthrough./videos/*/remix[0]: must be one of",
+        "tiers.yaml: settings.max_upstream_body_mb: must be >= 0.001, got 0",
+        "tiers.yaml: settings.max_upstream_headers: expected an integer, got a string",
+    ]:
+        assert expected in problems
+    assert "/videos/generations:" not in problems
+
+
+def test_shipped_settings_bound_what_an_upstream_may_send():
+    settings = load_config(ROOT, env={}).settings
+    assert settings.max_upstream_body_bytes == 64 * 1024 * 1024
+    assert settings.max_sse_event_bytes == 4 * 1024 * 1024
+    assert (settings.max_upstream_header_bytes, settings.max_upstream_headers) == (65536, 100)
+    assert load_config(ROOT, env={}).passthrough == {"/videos/generations": frozenset({"video"})}
