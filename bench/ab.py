@@ -58,15 +58,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = Report()
     knobs = Knobs(tools["wrk"], args.duration, 0, 0, 0)
     seen: dict[str, dict[str, list[float]]] = {"a": {}, "b": {}}
-    with tempfile.TemporaryDirectory(prefix="gateway-ab-") as tmp:
-        with ProcessGroup(Path(tmp), layout.pin) as procs:
-            mocks = start_mocks(procs, tools, layout)
-            bench = Bench(procs, layout, mocks, knobs, report, f"sk-bench-{secrets.token_hex(12)}",
-                          "native")  # fmt: skip
-            for turn in range(args.rounds):
-                for label, tree in (("a", args.a), ("b", args.b)):
-                    for name, rps in one_turn(bench, tree, label, turn).items():
-                        seen[label].setdefault(name, []).append(rps)
+    with (
+        tempfile.TemporaryDirectory(prefix="gateway-ab-") as tmp,
+        ProcessGroup(Path(tmp), layout.pin) as procs,
+    ):
+        mocks = start_mocks(procs, tools, layout)
+        key = f"sk-bench-{secrets.token_hex(12)}"
+        bench = Bench(procs, layout, mocks, knobs, report, key, "native")
+        for turn in range(args.rounds):
+            for label, tree in (("a", args.a), ("b", args.b)):
+                for name, rps in one_turn(bench, tree, label, turn).items():
+                    seen[label].setdefault(name, []).append(rps)
     for name, _, _ in SCENARIOS:
         a, b = median(seen["a"][name]), median(seen["b"][name])
         print(f"ab scenario={name} a_rps={a:.0f} b_rps={b:.0f} b_over_a={b / a:.3f}", flush=True)
