@@ -25,6 +25,7 @@ READ_HIGH_WATER = 256 * 1024  # buffered body bytes before the socket stops bein
 MAX_HEADER_BYTES = 64 * 1024  # the response head: status line, fields, interim heads
 MAX_HEADERS = 100  # fields in the final response head
 _OWS = b" \t"
+_INTERIM = frozenset({100, 102, 103})  # the 1xx heads llhttp knows to have no body
 
 
 class HeaderLimitExceeded(httpx.RemoteProtocolError):
@@ -99,8 +100,11 @@ class Connection(asyncio.Protocol):
                     self._count_stalled(len(data))
                 elif self._stalled:
                     self._stalled = 0
+            elif len(data) <= self._max_head - self._head_bytes:
+                self._head_bytes += len(data)
+                parser.feed_data(data)
             else:
-                self._feed_head(parser, data)
+                self._feed_head_to_cap(parser, data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade, _Stop) as exc:
             if not self.body_done:  # after the end it spoils the connection, not the answer
                 self._fail(httpx.RemoteProtocolError(f"Malformed upstream response: {exc}"))
@@ -156,11 +160,12 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         assert self._parser is not None
         status = self._parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
-            self.headers = []  # an interim answer (100 Continue, 103): wait for the real head
-            self._framed = self._chunked = False
-            return
-        if status < 200 or status > 599:
+        if not 200 <= status <= 599:
+            if status in _INTERIM:  # 100 Continue, 103 Early Hints: wait for the real head
+                self.headers = []
+                self._framed = self._chunked = False
+                return
+            # llhttp would read a body after an unassigned 1xx head: refused with the rest.
             what = "switched protocols (101)" if status == 101 else f"sent status {status}"
             self._stop(httpx.RemoteProtocolError(f"Upstream {what}, which is not an answer"))
         self.status = status
@@ -270,13 +275,9 @@ class Connection(asyncio.Protocol):
         self._no_body = no_body
         self._head_bytes = self._stalled = 0
 
-    def _feed_head(self, parser: httptools.HttpResponseParser, data: bytes) -> None:
-        """Feed bytes while the final head is incomplete, never more than the cap allows."""
+    def _feed_head_to_cap(self, parser: httptools.HttpResponseParser, data: bytes) -> None:
+        """Bytes past the head's cap: feed up to it; the head must be complete by then."""
         room = self._max_head - self._head_bytes
-        if len(data) <= room:
-            self._head_bytes += len(data)
-            parser.feed_data(data)
-            return
         if room > 0:
             self._head_bytes += room
             parser.feed_data(data[:room])

@@ -19,14 +19,25 @@ from gateway.wire.pool import ConnectionPool, Origin
 DEFAULT_PORTS = {"http": 80, "https": 443}
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
-# What h11 accepts on the wire: a token method, a visible-ASCII target, token field names and
-# values without NUL, CR, LF, VT or FF. (h11 also refuses leading and trailing SP/HTAB in a
-# value; servers strip those anyway, so they are let through.)
-_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
-_FIELD = rb"%b:[ \t]*[^\x00\n\r\x0b\x0c]*" % _TOKEN
-_HEAD = re.compile(rb"%b [\x21-\x7e]+ HTTP/1\.1\r\n(?:%b\r\n)*\r\n" % (_TOKEN, _FIELD))
-_FIELD_ONLY = re.compile(_FIELD)
-_TOKEN_ONLY = re.compile(_TOKEN)
+# What h11 sends: a token method and field names, a target of visible ASCII, and values without
+# NUL, CR, LF, VT or FF. (h11 also refuses leading or trailing SP/HTAB in a value; servers strip
+# those anyway, so they pass.) Names the gateway sends are known good and skip the pattern.
+_TOKEN_ONLY = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_REQUEST_LINE = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/1\.1")
+_NOT_IN_VALUES = b"\x00\x0b\x0c"  # besides CR and LF, counted on their own
+_KNOWN_NAMES = frozenset(  # never transfer-encoding: a chunked request replaces the caller's
+    {
+        b"host",
+        b"accept",
+        b"accept-encoding",
+        b"authorization",
+        b"content-type",
+        b"content-length",
+        b"user-agent",
+        b"x-request-id",
+        b"connection",
+    }
+)
 
 
 class NativeTransport(httpx.AsyncBaseTransport):
@@ -102,6 +113,8 @@ class NativeTransport(httpx.AsyncBaseTransport):
                 return connection, replayed
             except ClosedBeforeSend:
                 self._pool.release(connection, origin)  # nothing went out: not a replay
+                if not reused:
+                    raise  # a server that closes at once is not tried again and again
             except httpx.RemoteProtocolError:
                 self._pool.release(connection, origin)
                 if not (reused and outgoing.replayable and _closed_unanswered(connection)):
@@ -147,30 +160,38 @@ def _head(request: httpx.Request, chunked: bool) -> bytes:
     """The request line and fields, refused with ``httpx.LocalProtocolError`` where h11 would
     refuse them (a CR/LF in a value would otherwise let a caller write fields of its own)."""
     lines = [b"%b %b HTTP/1.1" % (request.method.encode(), request.url.raw_path)]
-    colon_in_a_name = False
     for name, value in request.headers.raw:
-        if chunked and name.lower() == b"transfer-encoding":
-            continue
-        colon_in_a_name |= b":" in name  # the one name byte the check below cannot see
+        if name not in _KNOWN_NAMES:
+            if chunked and name.lower() == b"transfer-encoding":
+                continue
+            if _TOKEN_ONLY.fullmatch(name) is None:
+                raise httpx.LocalProtocolError(_bad_field(len(lines), name))
         lines.append(b"%b: %b" % (name, value))
     if chunked:
         lines.append(b"transfer-encoding: chunked")
     lines.append(b"\r\n")
     head = b"\r\n".join(lines)
-    # Every line break is one of ours (none inside a value), and each line has its syntax.
-    if colon_in_a_name or head.count(b"\n") != len(lines) or _HEAD.fullmatch(head) is None:
-        raise httpx.LocalProtocolError(_what_is_wrong(lines))
+    breaks = len(lines)  # each line break is one of ours: none inside a value
+    if head.count(b"\n") != breaks or head.count(b"\r") != breaks:
+        raise httpx.LocalProtocolError(_bad_value(lines))
+    if len(head.translate(None, _NOT_IN_VALUES)) != len(head):
+        raise httpx.LocalProtocolError(_bad_value(lines))
+    if _REQUEST_LINE.fullmatch(lines[0]) is None:
+        raise httpx.LocalProtocolError("Refused to send a request line with an invalid target")
     return head
 
 
-def _what_is_wrong(lines: list[bytes]) -> str:
-    """Which part of a refused head is bad, never repeating a value (it may be a secret)."""
+def _bad_field(number: int, name: bytes) -> str:
+    return f"Refused to send header field #{number}: its name {name!r} is not a token"
+
+
+def _bad_value(lines: list[bytes]) -> str:
+    """Which field's value is bad, never repeating the value (it may be a secret)."""
     for number, line in enumerate(lines[1:-1], 1):
         name, _, value = line.partition(b": ")
-        if _FIELD_ONLY.fullmatch(line) is None or b":" in name or b"\n" in value:
-            shown = repr(name.decode("latin-1")) if _TOKEN_ONLY.fullmatch(name) else "(bad name)"
-            return f"Refused to send header field #{number} {shown}: invalid name or value"
-    return "Refused to send a request line with an invalid method or target"
+        if any(byte in value for byte in b"\r\n\x00\x0b\x0c"):
+            return f"Refused to send header field #{number} {name.decode('latin-1')!r}: bad value"
+    return "Refused to send a request line with invalid bytes"
 
 
 class ResponseStream(httpx.AsyncByteStream):

@@ -451,7 +451,7 @@ async def test_trailers_do_not_merge_into_the_headers() -> None:
     assert "x-trailer" not in response.headers
 
 
-@pytest.mark.parametrize("status", [b"999", b"600", b"099", b"000"])
+@pytest.mark.parametrize("status", [b"999", b"600", b"099", b"000", b"104", b"199"])
 @synchronous
 async def test_a_status_outside_100_to_599_is_a_protocol_error(status: bytes) -> None:
     reply = b"HTTP/1.1 %b Odd\r\ncontent-length: 2\r\n\r\n{}" % status
@@ -725,3 +725,16 @@ async def test_the_body_is_handed_out_as_sent_never_decompressed() -> None:
         response = await transport.handle_async_request(post(server.url()))
         assert await raw_body(response) == packed
         await transport.aclose()
+
+
+@synchronous
+async def test_a_callers_transfer_encoding_is_replaced_not_repeated() -> None:
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b"abc"
+
+    async with raw_server(answer(OK)) as server:
+        transport = NativeTransport()
+        headers = {"transfer-encoding": "chunked"}
+        await fetch(transport, post(server.url(), content=pieces(), headers=headers))
+        await transport.aclose()
+    assert server.requests[0].lower().count(b"transfer-encoding") == 1
