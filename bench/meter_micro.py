@@ -24,8 +24,8 @@ from procs import ProcessGroup, free_port, wait_for_port
 from redis.asyncio import Redis
 from services import CONFIG_DIR, TIER
 
-from gateway.config import Config
-from gateway.config_load import load_config
+from gateway.config.load import load_config
+from gateway.config.model import Config
 from gateway.metering import Meter, MeterRequest, Outcome, Store, create_store
 from gateway.metering.redis_store import RedisStore
 

@@ -16,14 +16,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.attempts import Attempter
-from gateway.auth import KeyRing
-from gateway.bodies import body_cut_short
-from gateway.breaker import Breakers
-from gateway.config import Config
-from gateway.context import RequestIds
-from gateway.endpoints import account, admin, models, ops, proxied
-from gateway.endpoints.proxied import Dispatch
+from gateway.config.model import Config
+from gateway.config.runtime import Runtime
 from gateway.errors import (
     GatewayError,
     MethodNotAllowed,
@@ -31,13 +25,20 @@ from gateway.errors import (
     PayloadTooLarge,
     error_response,
 )
+from gateway.http import account, admin, models, ops
+from gateway.http import dispatch as proxied
+from gateway.http.dispatch import Dispatch
 from gateway.metering import Meter, Store, create_store
-from gateway.metrics import Metrics, UsageMetrics, mark_worker_dead
-from gateway.observe import Finisher
-from gateway.proxy import Gateway, proxy
-from gateway.routing import Endpoint
-from gateway.runtime import Runtime
-from gateway.upstream import Transport, create_transport
+from gateway.observe.finish import Finisher
+from gateway.observe.metrics import Metrics, UsageMetrics, mark_worker_dead
+from gateway.providers.openai import Transport, create_transport
+from gateway.proxy.attempts import Attempter
+from gateway.proxy.auth import KeyRing
+from gateway.proxy.breaker import Breakers
+from gateway.proxy.context import RequestIds
+from gateway.proxy.incoming import body_cut_short
+from gateway.proxy.pipeline import Gateway, proxy
+from gateway.proxy.routing import Endpoint
 
 log = logging.getLogger("gateway")
 

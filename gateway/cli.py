@@ -11,12 +11,12 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from gateway.config import Config
-from gateway.config_load import load_config
-from gateway.config_reader import ConfigError
-from gateway.logs import configure_logging
-from gateway.metrics import MULTIPROC_ENV
-from gateway.serve_guard import GuardedConfig, ReadDeadlines
+from gateway.config.load import load_config
+from gateway.config.model import Config
+from gateway.config.reader import ConfigError
+from gateway.http.serve_guard import GuardedConfig, ReadDeadlines
+from gateway.observe.logs import configure_logging
+from gateway.observe.metrics import MULTIPROC_ENV
 
 CONFIG_DIR_ENV = "GATEWAY_CONFIG_DIR"
 STARTUP_FAILURE = 3  # uvicorn's exit status when a server could not start
@@ -153,7 +153,7 @@ def _prepare_multiprocess_metrics(workers: int) -> str | None:
 def app_from_env() -> object:
     """What each uvicorn worker builds: config from GATEWAY_CONFIG_DIR, options from env."""
     from gateway.app import create_app
-    from gateway.runtime import Runtime
+    from gateway.config.runtime import Runtime
 
     configure_logging(os.environ.get("GATEWAY_LOG_LEVEL", "INFO"))
     config = load_config(os.environ.get(CONFIG_DIR_ENV, "."))

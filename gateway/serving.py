@@ -5,7 +5,7 @@ from __future__ import annotations
 from uvicorn import Config, Server
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from gateway.metrics import mark_worker_dead
+from gateway.observe.metrics import mark_worker_dead
 
 
 class Supervisor(Multiprocess):

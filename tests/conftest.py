@@ -10,10 +10,10 @@ import pytest
 from starlette.applications import Starlette
 
 from gateway.app import create_app
+from gateway.config.runtime import Runtime
 from gateway.metering import create_store
-from gateway.metrics import Metrics
-from gateway.proxy import Gateway
-from gateway.runtime import Runtime
+from gateway.observe.metrics import Metrics
+from gateway.proxy.pipeline import Gateway
 from tests.mock_upstream import MockUpstream, running_mock_upstream
 from tests.redis_fixture import RedisServer
 from tests.support import ThreadedServer, build_config, routes_doc, tiers_doc

@@ -11,9 +11,9 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
-from gateway.config import Config
-from gateway.config_load import parse_config
-from gateway.config_reader import ConfigError
+from gateway.config.load import parse_config
+from gateway.config.model import Config
+from gateway.config.reader import ConfigError
 
 # name → (upstream, upstream model id, modality); ids carry the mock's behaviour markers.
 SCENARIO_MODELS: dict[str, tuple[str, str, str]] = {

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gateway.config import Alerts
+from gateway.config.model import Alerts
 from gateway.metering import keys
 from gateway.metering.limits import usd_micros
 from gateway.metering.pricing import micros_to_usd

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.metering.factory import create_store
 from gateway.metering.history import read_records
 from gateway.metering.windows import windows_at

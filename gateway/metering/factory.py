@@ -18,7 +18,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from gateway.config import Settings
+from gateway.config.model import Settings
 from gateway.metering.memory_store import MemoryStore
 from gateway.metering.pipelined import PipelinedConnection, RedisEndpoint
 from gateway.metering.redis_store import RedisStore

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from gateway.config import CAPABILITIES, Budget, Config, Quota, Tier, UserOverride
+from gateway.config.model import CAPABILITIES, Budget, Config, Quota, Tier, UserOverride
 from gateway.errors import InvalidRequest, StoreUnavailable
 from gateway.metering import keys, limits, plan
 from gateway.metering.alerts import CostAlerts

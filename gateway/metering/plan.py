@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.metering import keys
 from gateway.metering.limits import (
     BudgetLimits,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from gateway.config import Price
+from gateway.config.model import Price
 
 MICROS_PER_USD = 1_000_000
 MS_PER_MINUTE = 60_000

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.config import CAPABILITIES, CAPABILITY_BY_MODALITY, Config, Tier
+from gateway.config.model import CAPABILITIES, CAPABILITY_BY_MODALITY, Config, Tier
 from gateway.metering import keys
 from gateway.metering.limits import (
     apply_budget_overrides,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from gateway.config import Price, Tier
+from gateway.config.model import Price, Tier
 from gateway.metering.store import Counter
 
 

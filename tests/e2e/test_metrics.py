@@ -6,7 +6,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.runtime import Runtime
+from gateway.config.runtime import Runtime
 from gateway.secret import Secret
 from tests.support import DEFAULT_ROUTES
 from tests.test_deploy import EXPORTED_METRIC_FAMILIES, dashboard_metric_families

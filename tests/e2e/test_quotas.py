@@ -12,7 +12,7 @@ import openai
 import pytest
 import yaml
 
-from gateway.runtime import Runtime
+from gateway.config.runtime import Runtime
 from tests.support import DEFAULT_ROUTES, MOCK_KEY, free_port, routes_doc, tiers_doc
 
 MESSAGES = [{"role": "user", "content": "hello there"}]

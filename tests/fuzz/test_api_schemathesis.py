@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import Case, GenerationMode
 from schemathesis.schemas import APIOperation
 
-from gateway.runtime import Runtime
+from gateway.config.runtime import Runtime
 from gateway.secret import Secret
 from tests.conftest import RunningGateway, StartGateway
 from tests.redis_fixture import RedisServer

@@ -4,13 +4,14 @@ same events and the gateway reads the same usage; long unfinished events are cut
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import httpx
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.streaming import SSERelay, StreamResult
+from gateway.proxy.streaming import SSERelay, StreamResult
 
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
 
@@ -38,7 +39,7 @@ def relay(pieces: list[bytes], *, wants_usage: bool, max_event: int = 1 << 20):
 
 def cut(data: bytes, points: list[int]) -> list[bytes]:
     edges = sorted({0, len(data), *(p % (len(data) + 1) for p in points)})
-    return [data[a:b] for a, b in zip(edges, edges[1:], strict=False)] or [b""]
+    return [data[a:b] for a, b in itertools.pairwise(edges)] or [b""]
 
 
 texts = st.lists(st.text(min_size=0, max_size=12), min_size=1, max_size=8)

@@ -9,11 +9,11 @@ import orjson
 import pytest
 import respx
 
-from gateway.attempts import Attempter, AttemptFailed
-from gateway.breaker import Breakers, State
-from gateway.config import BreakerPolicy, RetryPolicy
+from gateway.config.model import BreakerPolicy, RetryPolicy
+from gateway.providers.openai import build_request
+from gateway.proxy.attempts import Attempter, AttemptFailed
+from gateway.proxy.breaker import Breakers, State
 from gateway.secret import Secret
-from gateway.upstream import build_request
 from tests.support import build_config, routes_doc, tiers_doc
 
 BASE = "http://up.test/v1"

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from gateway.app import create_app
-from gateway.metrics import Metrics
+from gateway.observe.metrics import Metrics
 from tests.hostile_upstream import HostileUpstream, head
 from tests.support import ThreadedServer, build_config
 

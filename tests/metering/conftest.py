@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Config
-from gateway.config_load import load_config
+from gateway.config.load import load_config
+from gateway.config.model import Config
 
 from .helpers import RedisServer
 

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from gateway.config import Config, Price
+from gateway.config.model import Config, Price
 from gateway.metering import Meter, MeterRequest, Outcome, create_store
 from gateway.metering.store import Store
 

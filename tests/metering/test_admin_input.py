@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.config.runtime import Runtime
 from gateway.metering import keys
-from gateway.runtime import Runtime
 from gateway.secret import Secret
 
 from .helpers import RedisServer, command

@@ -8,7 +8,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.config import AlertRule, Alerts, Config, Price
+from gateway.config.model import AlertRule, Alerts, Config, Price
 from gateway.metering import Meter, create_store
 
 from .helpers import Clock, ok, request, run

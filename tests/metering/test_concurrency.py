@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 
-from gateway.config import Config, Quota
+from gateway.config.model import Config, Quota
 from gateway.errors import QuotaExceeded
 from gateway.metering import Meter, create_store
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import Budget, Config, Price, Quota, UserOverride
+from gateway.config.model import Budget, Config, Price, Quota, UserOverride
 from gateway.errors import BudgetExceeded, QuotaExceeded
 from gateway.metering import Admission, Amounts, Meter, create_store
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from gateway.config import Settings
+from gateway.config.model import Settings
 from gateway.metering import create_store
 from gateway.metering.decide import decide
 from gateway.metering.store import UNLIMITED, Counter, Increment, SettleBatch

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.config import Config, Price
+from gateway.config.model import Config, Price
 from gateway.metering import parse_range, parse_time, to_csv, to_json
 from gateway.metering.export import export_records
 from gateway.metering.factory import parse_redis_url

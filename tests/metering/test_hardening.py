@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from gateway.config import Config, Price
+from gateway.config.model import Config, Price
 from gateway.errors import InvalidRequest
 from gateway.metering import create_store, keys
 from gateway.metering.store import Counter, Increment, SettleBatch

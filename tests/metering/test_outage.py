@@ -8,7 +8,7 @@ import logging
 import pytest
 import redis.asyncio
 
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.errors import StoreUnavailable
 from gateway.metering import Meter, create_store
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.config import Config, Price
+from gateway.config.model import Config, Price
 from gateway.metering import create_store
 from gateway.metering.keys import USAGE_STREAM
 from gateway.metering.scripts import settle_call

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from gateway.config_load import load_config
+from gateway.config.load import load_config
 from gateway.errors import QuotaExceeded
 
 from .helpers import Clock, metered, request

@@ -5,17 +5,17 @@ import orjson
 import pytest
 import respx
 
-from gateway.attempts import (
+from gateway.config.model import BreakerPolicy, RetryPolicy
+from gateway.providers.openai import build_request, upstream_error
+from gateway.proxy.attempts import (
     Attempter,
     AttemptFailed,
     Verdict,
     classify_status,
     retry_after_seconds,
 )
-from gateway.breaker import Breakers, State
-from gateway.config import BreakerPolicy, RetryPolicy
+from gateway.proxy.breaker import Breakers, State
 from gateway.secret import Secret
-from gateway.upstream import build_request, upstream_error
 from tests.support import build_config, routes_doc, tiers_doc
 
 BASE = "http://up.test/v1"

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.bodies import MAX_DEPTH, check_numbers, parse_json_body, too_deep
 from gateway.errors import InvalidRequest
-from gateway.routing import CHAT, EMBEDDINGS, IMAGES
+from gateway.proxy.incoming import MAX_DEPTH, check_numbers, parse_json_body, too_deep
+from gateway.proxy.routing import CHAT, EMBEDDINGS, IMAGES
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=3),

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.config_load import load_config
-from gateway.config_reader import ConfigError
+from gateway.config.load import load_config
+from gateway.config.reader import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.metrics import MULTIPROC_ENV, Metrics, mark_worker_dead, render
+from gateway.observe.metrics import MULTIPROC_ENV, Metrics, mark_worker_dead, render
 
 WORKER = """
 import os
-from gateway.metrics import Metrics
+from gateway.observe.metrics import Metrics
 m = Metrics()
 m.inflight.inc(); m.open_streams.inc(); m.usage_buffered.inc(3)
 m.circuit_state.labels("flaky").set(2); m.cost_alert_active.labels("global").set(1)

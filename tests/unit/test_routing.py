@@ -1,7 +1,7 @@
 import pytest
 
 from gateway.errors import Forbidden, ModelNotFound
-from gateway.routing import (
+from gateway.proxy.routing import (
     CHAT,
     COMPLETIONS,
     EMBEDDINGS,

@@ -6,7 +6,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.streaming import SSERelay
+from gateway.proxy.streaming import SSERelay
 
 USAGE = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
 

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.runtime import Runtime
-from gateway.upstream import create_transport
+from gateway.config.runtime import Runtime
+from gateway.providers.openai import create_transport
 from gateway.wire import NativeTransport
 from tests.support import free_port
 

@@ -9,12 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.attempts import AttemptRecord
-from gateway.auth import Principal
-from gateway.config import Model
+from gateway.config.model import Model
 from gateway.errors import GatewayError
-from gateway.routing import Endpoint, Plan
-from gateway.streaming import StreamResult
+from gateway.proxy.attempts import AttemptRecord
+from gateway.proxy.auth import Principal
+from gateway.proxy.routing import Endpoint, Plan
+from gateway.proxy.streaming import StreamResult
 
 REQUEST_ID_MAX = 128
 

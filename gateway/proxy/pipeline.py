@@ -14,9 +14,20 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.attempts import Attempter, AttemptFailed, BuildRequest, Opened
-from gateway.auth import KeyRing, Principal
-from gateway.bodies import (
+from gateway.config.model import Config, Model, Upstream
+from gateway.config.runtime import Runtime
+from gateway.errors import GatewayError, UpstreamError, error_response
+from gateway.http.relay_response import RelayResponse
+from gateway.metering import Meter, MeterRequest
+from gateway.metering.estimate import estimate_prompt_tokens, stt_audio_ms, tts_audio_ms
+from gateway.observe.finish import Finisher
+from gateway.observe.metrics import Metrics
+from gateway.providers.openai import Transport, build_request, forwarded_headers, read_up_to
+from gateway.proxy.attempts import Attempter, AttemptFailed, BuildRequest, Opened
+from gateway.proxy.auth import KeyRing, Principal
+from gateway.proxy.breaker import Breakers
+from gateway.proxy.context import RequestContext, RequestIds
+from gateway.proxy.incoming import (
     Incoming,
     json_for_upstream,
     read_incoming,
@@ -24,20 +35,9 @@ from gateway.bodies import (
     rewind,
     upload_header,
 )
-from gateway.breaker import Breakers
-from gateway.config import Config, Model, Upstream
-from gateway.context import RequestContext, RequestIds
-from gateway.errors import GatewayError, UpstreamError, error_response
-from gateway.metering import Meter, MeterRequest
-from gateway.metering.estimate import estimate_prompt_tokens, stt_audio_ms, tts_audio_ms
-from gateway.metrics import Metrics
-from gateway.observe import Finisher
-from gateway.relay_response import RelayResponse
-from gateway.routing import Endpoint, Plan, resolve
-from gateway.runtime import Runtime
+from gateway.proxy.routing import Endpoint, Plan, resolve
+from gateway.proxy.streaming import SSERelay, StreamResult
 from gateway.secret import Secret
-from gateway.streaming import SSERelay, StreamResult
-from gateway.upstream import Transport, build_request, forwarded_headers, read_up_to
 
 log = logging.getLogger("gateway")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}

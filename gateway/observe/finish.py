@@ -7,12 +7,12 @@ import logging
 import time
 from typing import Any
 
-from gateway.breaker import Breakers
-from gateway.context import RequestContext
 from gateway.errors import QuotaExceeded
 from gateway.metering import Meter, Outcome
-from gateway.metrics import Metrics
-from gateway.provider_stats import ProviderStats
+from gateway.observe.metrics import Metrics
+from gateway.observe.provider_stats import ProviderStats
+from gateway.proxy.breaker import Breakers
+from gateway.proxy.context import RequestContext
 
 ACCESS_LOG = "gateway.access"
 

@@ -19,7 +19,7 @@ from gateway.errors import (
     RequestTimeout,
     UnsupportedMediaType,
 )
-from gateway.routing import Endpoint
+from gateway.proxy.routing import Endpoint
 
 # Hints the gateway reads for routing; upstreams would reject them as unknown parameters.
 GATEWAY_HINTS = ("purpose", "language")

@@ -27,8 +27,8 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from gateway.bodies import BODY_TIMED_OUT
 from gateway.errors import RequestTimeout
+from gateway.proxy.incoming import BODY_TIMED_OUT
 
 
 @dataclass(frozen=True)

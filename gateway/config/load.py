@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from gateway.config import (
+from gateway.config.model import (
     CAPABILITIES,
     MODALITIES,
     AlertRule,
@@ -28,9 +28,9 @@ from gateway.config import (
     UserOverride,
     build_lookup,
 )
-from gateway.config_reader import ConfigError, Node
+from gateway.config.reader import ConfigError, Node
 from gateway.errors import GatewayError
-from gateway.paths import PREFIX, canonical_path
+from gateway.http.paths import PREFIX, canonical_path
 from gateway.secret import Secret, sha256_hex
 
 T = TypeVar("T")

@@ -15,8 +15,7 @@ from enum import Enum
 
 import httpx
 
-from gateway.breaker import Breakers
-from gateway.config import Model, RetryPolicy
+from gateway.config.model import Model, RetryPolicy
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -24,8 +23,7 @@ from gateway.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from gateway.secret import Secret
-from gateway.upstream import (
+from gateway.providers.openai import (
     MAX_ERROR_BODY,
     AnswerTooLarge,
     Transport,
@@ -36,6 +34,8 @@ from gateway.upstream import (
     redact,
     upstream_error,
 )
+from gateway.proxy.breaker import Breakers
+from gateway.secret import Secret
 
 PASS_THROUGH = frozenset({400, 401, 403, 413, 422})
 # Answers about the caller's own upstream key (BYOK): no verdict on the model for everyone else.

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config import CAPABILITY_BY_MODALITY, Config, Model, Tier
+from gateway.config.model import CAPABILITY_BY_MODALITY, Config, Model, Tier
 from gateway.errors import Forbidden, InvalidRequest, ModelNotFound
 
 AUTO = "auto"

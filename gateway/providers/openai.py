@@ -11,7 +11,7 @@ import aiohttp
 import httpx
 import orjson
 
-from gateway.config import Model, Upstream
+from gateway.config.model import Model, Upstream
 from gateway.errors import UpstreamError
 from gateway.secret import Secret
 

@@ -10,11 +10,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.config import CAPABILITIES, Budget, Quota
-from gateway.endpoints.ops import require_admin
+from gateway.config.model import CAPABILITIES, Budget, Quota
 from gateway.errors import InvalidRequest
-from gateway.proxy import Gateway
-from gateway.responses import json_response
+from gateway.http.ops import require_admin
+from gateway.http.responses import json_response
+from gateway.proxy.pipeline import Gateway
 
 QUOTA_FIELDS = {f.name: f.type for f in dataclasses.fields(Quota)}
 # The largest value each field takes (null inherits): whole numbers for counts, and numbers

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from gateway.config import BreakerPolicy
+from gateway.config.model import BreakerPolicy
 
 
 class State(IntEnum):  # values are what the gateway_circuit_state gauge exports

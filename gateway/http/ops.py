@@ -8,12 +8,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.auth import presented_key
-from gateway.breaker import State
 from gateway.errors import Unauthorized
-from gateway.metrics import render
-from gateway.proxy import Gateway
-from gateway.responses import json_response
+from gateway.http.responses import json_response
+from gateway.observe.metrics import render
+from gateway.proxy.auth import presented_key
+from gateway.proxy.breaker import State
+from gateway.proxy.pipeline import Gateway
 from gateway.secret import Secret
 
 

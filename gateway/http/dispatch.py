@@ -9,8 +9,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.errors import MethodNotAllowed, NotFound
-from gateway.paths import PREFIX, canonical_path, match_pattern
-from gateway.routing import KNOWN_ENDPOINTS, Endpoint, passthrough_endpoint
+from gateway.http.paths import PREFIX, canonical_path, match_pattern
+from gateway.proxy.routing import KNOWN_ENDPOINTS, Endpoint, passthrough_endpoint
 
 
 class Dispatch:

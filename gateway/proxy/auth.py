@@ -6,7 +6,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.config import Config, Tier
+from gateway.config.model import Config, Tier
 from gateway.errors import Unauthorized
 from gateway.secret import Secret, sha256_hex
 

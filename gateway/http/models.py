@@ -8,10 +8,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.auth import Principal
 from gateway.errors import Forbidden, ModelNotFound
-from gateway.proxy import Gateway
-from gateway.responses import json_response
+from gateway.http.responses import json_response
+from gateway.proxy.auth import Principal
+from gateway.proxy.pipeline import Gateway
 
 
 def _entries(gateway: Gateway, principal: Principal) -> dict[str, dict[str, Any]]:

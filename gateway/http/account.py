@@ -8,11 +8,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.auth import presented_key
 from gateway.errors import InvalidRequest
+from gateway.http.responses import json_response
 from gateway.metering import parse_range, to_csv
-from gateway.proxy import Gateway
-from gateway.responses import json_response
+from gateway.proxy.auth import presented_key
+from gateway.proxy.pipeline import Gateway
 
 
 async def quota(request: Request) -> Response:
