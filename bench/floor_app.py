@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.providers.openai import create_transport
+from gateway.providers.transport import create_transport
 
 
 def create_app() -> Starlette:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import shutil
 import sys
@@ -15,12 +14,10 @@ from gateway.config.load import load_config
 from gateway.config.model import Config
 from gateway.config.reader import ConfigError
 from gateway.http.serve_guard import GuardedConfig, ReadDeadlines
-from gateway.observe.logs import configure_logging
 from gateway.observe.metrics import MULTIPROC_ENV
 
 CONFIG_DIR_ENV = "GATEWAY_CONFIG_DIR"
 STARTUP_FAILURE = 3  # uvicorn's exit status when a server could not start
-GC_YOUNG_THRESHOLD = 20_000  # allocations between young collections (Python: 700)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,15 +102,20 @@ def _check(config_dir: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway.serving import run
+    from gateway.config.runtime import Runtime
+    from gateway.serving import AppFactory, run
 
     config = _load(args.config_dir)
     if config is None:
         return 1
-    os.environ[CONFIG_DIR_ENV] = os.path.abspath(args.config_dir)
     multiproc_dir = _prepare_multiprocess_metrics(args.workers)
+    factory = AppFactory(
+        os.path.abspath(args.config_dir),
+        Runtime.from_env(),
+        os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
+    )
     server_config = GuardedConfig(
-        "gateway.cli:app_from_env",
+        factory,  # handed to each worker whole (uvicorn pickles its config for spawned workers)
         read_deadlines=ReadDeadlines(
             args.header_timeout, args.body_timeout, args.body_idle_timeout
         ),
@@ -141,34 +143,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _prepare_multiprocess_metrics(workers: int) -> str | None:
-    """Several workers share counters through prometheus-client's multiprocess files."""
+    """Several workers share counters through prometheus-client's multiprocess files. The
+    library reads their directory from ``PROMETHEUS_MULTIPROC_DIR`` when imported, so that
+    variable (and only that) is set here for the workers to inherit."""
     if workers <= 1:
         os.environ.pop(MULTIPROC_ENV, None)
         return None
     path = tempfile.mkdtemp(prefix="gateway-metrics-")
     os.environ[MULTIPROC_ENV] = path
     return path
-
-
-def app_from_env() -> object:
-    """What each uvicorn worker builds: config from GATEWAY_CONFIG_DIR, options from env."""
-    from gateway.app import create_app
-    from gateway.config.runtime import Runtime
-
-    configure_logging(os.environ.get("GATEWAY_LOG_LEVEL", "INFO"))
-    config = load_config(os.environ.get(CONFIG_DIR_ENV, "."))
-    app = create_app(config, Runtime.from_env())
-    _settle_garbage_collector()
-    return app
-
-
-def _settle_garbage_collector() -> None:
-    """Move what lives as long as the process (modules, config, the app) out of the cyclic
-    collector's sight, and collect young objects less often: full collections walking those
-    objects were the gateway's worst latency spikes (p99 at 16 connections halved)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
 def _usage_export(args: argparse.Namespace) -> int:

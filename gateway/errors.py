@@ -1,11 +1,10 @@
-"""One error hierarchy, rendered to one OpenAI-shaped body in exactly one place."""
+"""One error hierarchy; each error knows its OpenAI-shaped body (http/ renders it)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import orjson
-from starlette.responses import Response
 
 
 class GatewayError(Exception):
@@ -113,16 +112,6 @@ class UpstreamTimeout(UpstreamError):
 
 class NoTargetAvailable(UpstreamError):
     status, code, label = 503, "no_upstream_available", "unavailable"
-
-
-def error_response(error: GatewayError, headers: Mapping[str, str] | None = None) -> Response:
-    merged = {**error.headers, **(headers or {})}
-    return Response(
-        orjson.dumps(error.body()),
-        status_code=error.status,
-        headers=merged,
-        media_type="application/json",
-    )
 
 
 def sse_error_event(error: GatewayError) -> bytes:

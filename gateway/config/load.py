@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,14 +30,14 @@ from gateway.config.model import (
     build_lookup,
 )
 from gateway.config.reader import ConfigError, Node
-from gateway.errors import GatewayError
-from gateway.http.paths import PREFIX, canonical_path
 from gateway.secret import Secret, sha256_hex
 
 T = TypeVar("T")
 
 ROUTES_FILE = "routes.yaml"
 TIERS_FILE = "tiers.yaml"
+# A canonical path segment (see gateway.http.paths), or `*` for any one segment.
+_PATH_SEGMENT = re.compile(r"\*|(?!\.\.?$)[A-Za-z0-9\-._~:@+,=]+")
 KIB = 1024
 MIB = 1024 * KIB
 
@@ -326,11 +327,8 @@ def _passthrough(node: Node) -> dict[str, frozenset[str]]:
     if not node.present() or not node.mapping():
         return declared
     for path, routes in node.items():
-        try:
-            canonical = canonical_path(PREFIX + path.replace("*", "x"))
-        except GatewayError:
-            canonical = ""
-        if not path.startswith("/") or canonical.count("/") != path.count("/"):
+        segments = path.split("/")
+        if segments[0] or not all(_PATH_SEGMENT.fullmatch(part) for part in segments[1:]):
             node.child(path, None).fail("expected a path like /videos/generations (no ., .., ?)")
             continue
         names = [element.choice(MODALITIES, "") for element in routes.elements()]

@@ -10,19 +10,19 @@ from starlette.routing import Route
 
 from gateway.errors import InvalidRequest
 from gateway.http.responses import json_response
+from gateway.http.services import Services, services
 from gateway.metering import parse_range, to_csv
 from gateway.proxy.auth import presented_key
-from gateway.proxy.pipeline import Gateway
 
 
 async def quota(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = services(request)
     principal = gateway.keyring.authenticate(request.headers)
     return json_response(await gateway.meter.quota_view(principal.user, principal.tier))
 
 
 async def usage(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = services(request)
     params = request.query_params
     fmt = params.get("format", "json")
     if fmt not in ("json", "csv"):
@@ -43,7 +43,7 @@ async def usage(request: Request) -> Response:
     return json_response({"object": "list", "data": records})
 
 
-def _is_admin(request: Request, gateway: Gateway) -> bool:
+def _is_admin(request: Request, gateway: Services) -> bool:
     token = gateway.runtime.admin_token
     presented = presented_key(request.headers)
     if token is None or presented is None:

@@ -14,7 +14,7 @@ from gateway.config.model import CAPABILITIES, Budget, Quota
 from gateway.errors import InvalidRequest
 from gateway.http.ops import require_admin
 from gateway.http.responses import json_response
-from gateway.proxy.pipeline import Gateway
+from gateway.http.services import Services, services
 
 QUOTA_FIELDS = {f.name: f.type for f in dataclasses.fields(Quota)}
 # The largest value each field takes (null inherits): whole numbers for counts, and numbers
@@ -57,8 +57,8 @@ async def set_budget(request: Request) -> Response:
     return await show(request)
 
 
-def _admin(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
+def _admin(request: Request) -> Services:
+    gateway = services(request)
     require_admin(request, gateway)
     return gateway
 

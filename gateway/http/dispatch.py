@@ -40,8 +40,8 @@ async def wrong_method(request: Request) -> Response:
 
 
 def routes() -> list[Route]:
-    """POSTs never reach the router (``GatewayApp`` dispatches them); other methods on the
-    known endpoints get 405."""
+    """POSTs never reach the router (the fast lane in ``gateway.http.asgi`` takes them); other
+    methods on the known endpoints get 405."""
     return [
         Route(PREFIX + endpoint.path, wrong_method, methods=["GET", "PUT", "PATCH", "DELETE"])
         for endpoint in KNOWN_ENDPOINTS

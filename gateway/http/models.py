@@ -10,11 +10,11 @@ from starlette.routing import Route
 
 from gateway.errors import Forbidden, ModelNotFound
 from gateway.http.responses import json_response
+from gateway.http.services import Services, services
 from gateway.proxy.auth import Principal
-from gateway.proxy.pipeline import Gateway
 
 
-def _entries(gateway: Gateway, principal: Principal) -> dict[str, dict[str, Any]]:
+def _entries(gateway: Services, principal: Principal) -> dict[str, dict[str, Any]]:
     tier = principal.tier
     entries = {
         route: _entry(route, "gateway", gateway.created, route=route) for route in tier.routes
@@ -39,13 +39,13 @@ def _entry(model_id: str, owner: str, created: int, **extra: str) -> dict[str, A
 
 
 async def list_models(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = services(request)
     principal = gateway.keyring.authenticate(request.headers)
     return json_response({"object": "list", "data": list(_entries(gateway, principal).values())})
 
 
 async def get_model(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = services(request)
     principal = gateway.keyring.authenticate(request.headers)
     model_id = request.path_params["model_id"]
     entries = _entries(gateway, principal)

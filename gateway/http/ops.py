@@ -10,10 +10,10 @@ from starlette.routing import Route
 
 from gateway.errors import Unauthorized
 from gateway.http.responses import json_response
+from gateway.http.services import Services, services
 from gateway.observe.metrics import render
 from gateway.proxy.auth import presented_key
 from gateway.proxy.breaker import State
-from gateway.proxy.pipeline import Gateway
 from gateway.secret import Secret
 
 
@@ -31,7 +31,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = services(request)
     store = await gateway.meter.store_status()
     models = [m.name for m in gateway.config.models.values()]
     open_models = [m for m in models if gateway.breakers.state(m) is State.OPEN]
@@ -51,14 +51,14 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = services(request)
     require_token(request, gateway.runtime.metrics_token, "metrics")
     refresh_gauges(gateway)
     body, content_type = render(gateway.metrics)
     return Response(body, media_type=content_type)
 
 
-def refresh_gauges(gateway: Gateway) -> None:
+def refresh_gauges(gateway: Services) -> None:
     """Gauges read from live state at scrape time (each worker reports its own)."""
     m, meter = gateway.metrics, gateway.meter
     for model, state in gateway.breakers.states().items():
@@ -68,14 +68,14 @@ def refresh_gauges(gateway: Gateway) -> None:
         m.cost_alert_active.labels(scope).set(1 if active else 0)
 
 
-def require_admin(request: Request, gateway: Gateway) -> None:
+def require_admin(request: Request, gateway: Services) -> None:
     if gateway.runtime.admin_token is None:
         raise Unauthorized("Set GATEWAY_ADMIN_TOKEN to use the operator endpoints.")
     require_token(request, gateway.runtime.admin_token, "admin")
 
 
 async def providers(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = services(request)
     require_admin(request, gateway)
     data = [
         {
@@ -83,7 +83,7 @@ async def providers(request: Request) -> Response:
             "provider": model.upstream.name,
             "upstream_model": model.upstream_model,
             "circuit": gateway.breakers.state(model.name).name.lower(),
-            **gateway.finisher.stats.summary(model.name),
+            **gateway.stats.summary(model.name),
         }
         for model in gateway.config.models.values()
     ]

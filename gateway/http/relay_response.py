@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterable, Mapping
 
-from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 
-class RelayResponse(Response):
+class RelayResponse:
+    """An ASGI response whose body is an async iterable, sent as it comes (an ASGI app of its
+    own: it needs nothing of Starlette's ``Response``)."""
+
     def __init__(
         self,
         body: AsyncIterable[bytes],
@@ -23,10 +25,8 @@ class RelayResponse(Response):
         headers: Mapping[str, str],
         media_type: str | None = None,
     ) -> None:
-        # Response's own __init__ expects a whole body; only the ASGI call is used here.
         self.body_iterator = body
         self.status_code = status_code
-        self.background = None
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         if media_type is not None and "content-type" not in headers:
             raw.append((b"content-type", media_type.encode("latin-1")))

@@ -1,1 +1,1 @@
-"""PLACEHOLDER"""
+"""Observing requests: Prometheus metrics, the access log and provider stats, as listeners."""

@@ -59,8 +59,14 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 class Metrics:
     """The gateway's metrics on one registry (a fresh one per app, so tests stay isolated)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, multiprocess_dir: str | None = None
+    ) -> None:
+        """``multiprocess_dir``: where the workers' files are (several workers); by default the
+        ``PROMETHEUS_MULTIPROC_DIR`` that prometheus-client itself read when imported, read
+        here once (the one setting workers take from the environment: the library's rule)."""
         self.registry = registry or CollectorRegistry()
+        self.multiprocess_dir = multiprocess_dir or os.environ.get(MULTIPROC_ENV) or None
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
@@ -179,19 +185,20 @@ class Metrics:
 
 def render(metrics: Metrics) -> tuple[bytes, str]:
     """The scrape body: all workers' files in multiprocess mode, else this registry."""
-    if os.environ.get(MULTIPROC_ENV):
+    if metrics.multiprocess_dir:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        multiprocess.MultiProcessCollector(registry, metrics.multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(metrics.registry), CONTENT_TYPE_LATEST
 
 
-def mark_worker_dead(pid: int) -> None:
+def mark_worker_dead(pid: int, multiprocess_dir: str | None = None) -> None:
     """Drop a gone worker's gauges from the scrape (every gauge here uses a ``live*`` mode);
     its counters stay. Called by the worker at shutdown and by the supervisor for a worker
-    found dead (``gateway.serving``)."""
-    if os.environ.get(MULTIPROC_ENV):
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+    found dead (``gateway.serving``). Without a directory, the environment's is used."""
+    directory = multiprocess_dir or os.environ.get(MULTIPROC_ENV)
+    if directory:
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
 
 
 class UsageMetrics:

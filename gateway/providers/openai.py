@@ -1,13 +1,12 @@
-"""The upstream transport, request building, and error mapping at the boundary."""
+"""The OpenAI-compatible provider: the upstream request, and its errors in OpenAI's shape."""
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-import aiohttp
 import httpx
 import orjson
 
@@ -15,41 +14,10 @@ from gateway.config.model import Model, Upstream
 from gateway.errors import UpstreamError
 from gateway.secret import Secret
 
-Transport = httpx.AsyncBaseTransport
-
 # Upstream response headers worth passing to the client; everything else is the gateway's.
 FORWARDED_RESPONSE_HEADERS = ("content-type", "content-disposition")
 MAX_ERROR_BODY = 64 * 1024
 _KEYLIKE = re.compile(r"\b(?:sk|tgp|pk|rk|key)[-_][A-Za-z0-9_\-*.]{6,}|\bBearer\s+\S+", re.I)
-
-
-def create_transport(
-    kind: str = "native",
-    max_connections: int = 10_000,
-    *,
-    max_header_bytes: int = 64 * 1024,
-    max_headers: int = 100,
-) -> Transport:
-    """One pooled transport for every upstream.
-
-    The gateway sends through httpx's transport interface directly (``handle_async_request``):
-    ``AsyncClient``'s auth, redirect, cookie and hook handling is work a proxy does not need.
-    ``native`` is the gateway's own HTTP/1.1 client (``gateway.wire``, the fastest measured);
-    ``aiohttp`` runs the interface over aiohttp's pool; ``httpx`` keeps httpx's own (the
-    header caps apply to ``native`` only; the others bring their own limits).
-    """
-    if kind == "native":
-        from gateway.wire import NativeTransport
-
-        return NativeTransport(
-            max_connections, max_header_bytes=max_header_bytes, max_headers=max_headers
-        )
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=200)
-    if kind == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport
-
-        return AiohttpTransport(limits=limits)
-    return httpx.AsyncHTTPTransport(limits=limits)
 
 
 def build_request(
@@ -105,61 +73,6 @@ def _timeouts(upstream: Upstream) -> dict[str, float]:
         "write": upstream.idle_timeout_s,
         "pool": upstream.connect_timeout_s,
     }
-
-
-def network_error_kind(exc: httpx.HTTPError) -> str:
-    """``timeout``, ``connect_error`` or ``read_error``.
-
-    httpx-aiohttp maps every aiohttp connection error to ``httpx.ConnectTimeout``, so its cause is
-    consulted first: a refused connection is not a timeout.
-    """
-    cause = exc.__cause__
-    if isinstance(cause, aiohttp.ClientConnectorError):
-        return "connect_error"
-    if isinstance(cause, aiohttp.ServerTimeoutError | TimeoutError):
-        return "timeout"
-    if isinstance(cause, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
-        return "read_error"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timeout"
-    return "connect_error" if isinstance(exc, httpx.ConnectError) else "read_error"
-
-
-class AnswerTooLarge(UpstreamError):
-    """An upstream answer past the configured size; it is not read further."""
-
-    code, label = "upstream_answer_too_large", "too_large"
-
-
-def plain_body(response: httpx.Response) -> bool:
-    """The gateway asks for identity encoding and never decodes: anything else is refused."""
-    return response.headers.get("content-encoding", "identity").lower() in ("identity", "")
-
-
-async def read_body(response: httpx.Response, limit: int) -> bytes:
-    """The rest of the body, up to ``limit`` bytes (``AnswerTooLarge`` past it), then closed."""
-    try:
-        return await read_up_to(body_chunks(response), limit)
-    finally:
-        await response.aclose()
-
-
-async def read_up_to(chunks: AsyncIterator[bytes], limit: int, start: bytes = b"") -> bytes:
-    parts, size = [start], len(start)
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            raise AnswerTooLarge(f"The upstream answer exceeds the gateway's {limit} byte limit.")
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-def body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The body's bytes as they arrive, never decoded (see ``plain_body``); read straight from
-    the transport's stream, skipping httpx's decoder layers on every chunk."""
-    if isinstance(response.stream, httpx.AsyncByteStream):
-        return aiter(response.stream)
-    return response.aiter_raw()
 
 
 def forwarded_headers(response: httpx.Response) -> dict[str, str]:

@@ -1,1 +1,1 @@
-"""PLACEHOLDER"""
+"""One request's pipeline: auth, body, routing, quota, attempts with breakers, the answer."""

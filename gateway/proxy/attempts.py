@@ -23,17 +23,9 @@ from gateway.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from gateway.providers.openai import (
-    MAX_ERROR_BODY,
-    AnswerTooLarge,
-    Transport,
-    body_chunks,
-    network_error_kind,
-    plain_body,
-    read_body,
-    redact,
-    upstream_error,
-)
+from gateway.providers.bodies import AnswerTooLarge, body_chunks, plain_body, read_body
+from gateway.providers.openai import MAX_ERROR_BODY, redact, upstream_error
+from gateway.providers.transport import Transport, network_error_kind
 from gateway.proxy.breaker import Breakers
 from gateway.secret import Secret
 

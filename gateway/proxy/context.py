@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway.config.model import Model
 from gateway.errors import GatewayError
+from gateway.metering.types import Admission, MeterRequest
 from gateway.proxy.attempts import AttemptRecord
 from gateway.proxy.auth import Principal
 from gateway.proxy.routing import Endpoint, Plan
@@ -38,8 +39,8 @@ class RequestContext:
     started: float = field(default_factory=time.perf_counter)
     principal: Principal | None = None
     plan: Plan | None = None
-    meter_request: Any = None  # metering.MeterRequest, once known
-    admission: Any = None  # metering.Admission once admitted
+    meter_request: MeterRequest | None = None  # once the plan is known
+    admission: Admission | None = None  # once admitted
     model: Model | None = None  # the model that answered
     records: list[AttemptRecord] = field(default_factory=list)
     status: int = 200
@@ -52,7 +53,8 @@ class RequestContext:
     upstream_started: float = 0.0
     upstream_ended: float = 0.0
     ended: float = 0.0
-    debug_body: Any = None  # the request body, kept only when body logging is switched on
+    relayed: bool = False  # the answer went out as a relay (stream or binary)
+    debug_body: dict[str, Any] | None = None  # the body, kept only when body logging is on
 
     @classmethod
     def begin(
@@ -69,6 +71,15 @@ class RequestContext:
     @property
     def attempts(self) -> int:
         return len(self.records)
+
+    def completion_tokens(self) -> int | None:
+        """As the upstream reported them, else one per relayed stream event."""
+        value = (self.usage or {}).get("completion_tokens")
+        if isinstance(value, int):
+            return value
+        if self.stream is not None:
+            return self.stream.events or None
+        return None
 
     def fail(self, error: GatewayError) -> None:
         self.error = error

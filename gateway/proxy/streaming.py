@@ -11,7 +11,7 @@ import httpx
 import orjson
 
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, sse_error_event
-from gateway.providers.openai import network_error_kind
+from gateway.providers.transport import network_error_kind
 
 DONE = b"data: [DONE]"
 

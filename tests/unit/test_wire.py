@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from gateway.config.runtime import Runtime
-from gateway.providers.openai import create_transport
+from gateway.providers.transport import create_transport
 from gateway.wire import NativeTransport
 from tests.support import free_port
 

@@ -1,0 +1,91 @@
+"""The ASGI app: POSTs below /v1 go straight to the pipeline, everything else through Starlette.
+
+What runs on each request, outermost first:
+1. the middleware given to ``create_app`` (``BodyLimit`` by default): on EVERY request;
+2. the fast lane: a POST below /v1 goes to the pipeline, which renders its own errors, so it
+   skips the next two (measurable at thousands of requests/s);
+3. Starlette's error and exception middlewares, then the router: every other request.
+Middleware added later with ``add_middleware`` joins the outer list, so it too sees every request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.errors import GatewayError
+from gateway.http.dispatch import Dispatch
+from gateway.http.errors import error_response
+from gateway.http.relay_response import RelayResponse
+from gateway.proxy.pipeline import Pipeline
+from gateway.proxy.reply import Reply
+from gateway.proxy.routing import Endpoint
+
+
+class GatewayApp(Starlette):
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        dispatch: Dispatch,
+        *,
+        middleware: Sequence[Middleware] = (),
+        **kwargs: Any,
+    ) -> None:
+        self._outer = list(middleware)
+        super().__init__(**kwargs)
+        self._lane = (pipeline, dispatch)
+
+    def add_middleware(self, middleware_class: Any, *args: Any, **kwargs: Any) -> None:
+        if self.middleware_stack is not None:
+            raise RuntimeError("Cannot add middleware after an application has started")
+        self._outer.insert(0, Middleware(middleware_class, *args, **kwargs))
+
+    def build_middleware_stack(self) -> ASGIApp:
+        pipeline, dispatch = self._lane
+        app: ASGIApp = FastLane(pipeline, dispatch, super().build_middleware_stack())
+        for cls, args, kwargs in reversed(self._outer):
+            app = cls(app, *args, **kwargs)
+        return app
+
+
+class FastLane:
+    """Every POST below /v1 to the pipeline (known endpoints by exact path first); the rest to
+    ``routed``."""
+
+    def __init__(self, pipeline: Pipeline, dispatch: Dispatch, routed: ASGIApp) -> None:
+        self._pipeline = pipeline
+        self._dispatch = dispatch
+        self._routed = routed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            endpoint = self._dispatch.direct.get(path)
+            if endpoint is not None or path.startswith("/v1/"):
+                response = await self._proxied(scope, receive, path, endpoint)
+                await response(scope, receive, send)
+                return
+        await self._routed(scope, receive, send)
+
+    async def _proxied(
+        self, scope: Scope, receive: Receive, path: str, endpoint: Endpoint | None
+    ) -> ASGIApp:
+        if endpoint is None:
+            try:
+                endpoint = self._dispatch.endpoint(path)
+            except GatewayError as error:
+                return error_response(error)
+        return to_asgi(await self._pipeline.handle(Request(scope, receive), endpoint))
+
+
+def to_asgi(reply: Reply) -> ASGIApp:
+    status, headers, body, media_type = reply
+    if isinstance(body, bytes):
+        return Response(body, status_code=status, headers=dict(headers), media_type=media_type)
+    return RelayResponse(body, status_code=status, headers=headers, media_type=media_type)

@@ -1,0 +1,36 @@
+"""The request body limit, as ASGI middleware that counts what ``receive`` hands over."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import PayloadTooLarge
+
+
+def limited(receive: Receive, max_bytes: int) -> Receive:
+    """``receive`` that stops a body (chunked included) past ``max_bytes`` with a 413."""
+    received = 0
+
+    async def limited_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        received += len(message.get("body", b""))
+        if received > max_bytes:
+            raise PayloadTooLarge(f"Request body exceeds the {max_bytes} byte limit.")
+        return message
+
+    return limited_receive
+
+
+class BodyLimit:
+    """Runs on every request, the proxied ones included (see ``gateway.http.asgi``)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.app(scope, limited(receive, self.max_bytes), send)

@@ -1,0 +1,46 @@
+"""What the endpoints may use of the gateway, as a protocol the app's container satisfies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from starlette.requests import Request
+
+from gateway.config.model import Config
+from gateway.config.runtime import Runtime
+from gateway.metering import Meter
+from gateway.observe.metrics import Metrics
+from gateway.observe.provider_stats import ProviderStats
+from gateway.proxy.auth import KeyRing
+from gateway.proxy.breaker import Breakers
+
+
+class Services(Protocol):
+    """The parts built once by ``gateway.app.create_app`` (``app.state.gateway``)."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def runtime(self) -> Runtime: ...
+    @property
+    def keyring(self) -> KeyRing: ...
+    @property
+    def meter(self) -> Meter: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def breakers(self) -> Breakers: ...
+    @property
+    def stats(self) -> ProviderStats: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    @property
+    def created(self) -> int:
+        """Reported as the models' ``created``."""
+        ...
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.gateway
+    return found

@@ -1,0 +1,72 @@
+"""The listener that counts each request into the Prometheus metrics, gauges included."""
+
+from __future__ import annotations
+
+from gateway.errors import QuotaExceeded
+from gateway.observe.metrics import Metrics
+from gateway.observe.provider_stats import ProviderStats
+from gateway.proxy.breaker import Breakers
+from gateway.proxy.context import RequestContext
+
+
+class RequestMetrics:
+    """Owns the ``inflight`` and ``open_streams`` gauges: up when a request starts or its relay
+    is handed out, down when it finishes."""
+
+    def __init__(self, metrics: Metrics, breakers: Breakers, stats: ProviderStats) -> None:
+        self._metrics = metrics
+        self._breakers = breakers
+        self._stats = stats
+
+    def started(self, ctx: RequestContext) -> None:
+        self._metrics.inflight.inc()
+
+    def relaying(self, ctx: RequestContext) -> None:
+        self._metrics.open_streams.inc()
+
+    def finished(self, ctx: RequestContext) -> None:
+        m = self._metrics
+        m.inflight.dec()
+        if ctx.relayed:
+            m.open_streams.dec()
+        endpoint = ctx.endpoint.name
+        model = ctx.model
+        model_name = model.name if model else "none"
+        provider = model.upstream.name if model else "none"
+        tier = ctx.principal.tier.name if ctx.principal else "none"
+        m.child(m.requests, endpoint, model_name, tier, provider, str(ctx.status)).inc()
+        total = ctx.ended - ctx.started
+        upstream = max(0.0, ctx.upstream_ended - ctx.upstream_started)
+        m.child(m.request_duration, endpoint).observe(total)
+        m.child(m.overhead, endpoint).observe(max(0.0, total - upstream))
+        if isinstance(ctx.error, QuotaExceeded) and ctx.plan is not None:
+            m.child(m.quota_rejections, ctx.plan.capability, ctx.error.code or "quota").inc()
+        self._observe_attempts(ctx)
+        if model is not None and ctx.stream is not None:
+            self._observe_stream(ctx, model.name)
+
+    def _observe_attempts(self, ctx: RequestContext) -> None:
+        m = self._metrics
+        previous = None
+        for record in ctx.records:
+            m.child(m.upstream_duration, record.provider).observe(record.seconds)
+            self._stats.record(record.model, record.error_type is None, record.seconds)
+            if record.error_type is not None:
+                m.child(m.upstream_errors, record.provider, record.error_type).inc()
+            m.child(m.circuit_state, record.model).set(int(self._breakers.state(record.model)))
+            if previous is not None:
+                if previous.model == record.model:
+                    m.child(m.retries, record.model, record.provider).inc()
+                else:
+                    m.child(m.fallbacks, previous.model, record.model).inc()
+            previous = record
+
+    def _observe_stream(self, ctx: RequestContext, model: str) -> None:
+        stream = ctx.stream
+        assert stream is not None
+        m = self._metrics
+        m.child(m.ttft, model).observe(stream.first_chunk_at - ctx.started)
+        output = ctx.completion_tokens()
+        if output and output > 1:
+            per_token = (stream.last_chunk_at - stream.first_chunk_at) / (output - 1)
+            m.child(m.tpot, model).observe(per_token)

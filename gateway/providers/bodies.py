@@ -1,0 +1,46 @@
+"""An upstream answer's body: raw bytes as they arrive, never decoded; whole reads capped."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+
+from gateway.errors import UpstreamError
+
+
+class AnswerTooLarge(UpstreamError):
+    """An upstream answer past the configured size; it is not read further."""
+
+    code, label = "upstream_answer_too_large", "too_large"
+
+
+def plain_body(response: httpx.Response) -> bool:
+    """The gateway asks for identity encoding and never decodes: anything else is refused."""
+    return response.headers.get("content-encoding", "identity").lower() in ("identity", "")
+
+
+async def read_body(response: httpx.Response, limit: int) -> bytes:
+    """The rest of the body, up to ``limit`` bytes (``AnswerTooLarge`` past it), then closed."""
+    try:
+        return await read_up_to(body_chunks(response), limit)
+    finally:
+        await response.aclose()
+
+
+async def read_up_to(chunks: AsyncIterator[bytes], limit: int, start: bytes = b"") -> bytes:
+    parts, size = [start], len(start)
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise AnswerTooLarge(f"The upstream answer exceeds the gateway's {limit} byte limit.")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body's bytes as they arrive, never decoded (see ``plain_body``); read straight from
+    the transport's stream, skipping httpx's decoder layers on every chunk."""
+    if isinstance(response.stream, httpx.AsyncByteStream):
+        return aiter(response.stream)
+    return response.aiter_raw()

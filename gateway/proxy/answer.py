@@ -1,0 +1,150 @@
+"""An upstream's answer shaped into the reply: JSON read whole, SSE or bytes relayed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import orjson
+
+from gateway.config.model import Settings
+from gateway.errors import UpstreamError
+from gateway.providers.bodies import read_up_to
+from gateway.providers.openai import forwarded_headers
+from gateway.proxy.attempts import Opened
+from gateway.proxy.context import RequestContext
+from gateway.proxy.reply import Reply
+from gateway.proxy.streaming import SSERelay, StreamResult
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+End = Callable[[RequestContext], None]
+
+
+class Answers:
+    """Builds replies; a relayed one calls ``relaying(ctx)`` when handed out and ``end(ctx)``
+    after its last byte, whichever way it ends."""
+
+    def __init__(self, settings: Settings, relaying: End, end: End) -> None:
+        self._settings = settings
+        self._relaying = relaying
+        self._end = end
+
+    async def reply(self, ctx: RequestContext, opened: Opened, wants_usage: bool) -> Reply:
+        response = opened.response
+        headers = {**forwarded_headers(response), **ctx.indicator()}
+        content_type = response.headers.get("content-type", "")
+        if opened.rest is not None and content_type.startswith("text/event-stream"):
+            return self._stream(ctx, opened, headers, wants_usage)
+        if opened.rest is not None and not ctx.endpoint.binary_response:
+            await response.aclose()
+            raise UpstreamError(
+                f"The upstream answered a streamed request with {content_type[:60]!r} instead "
+                "of an event stream."
+            )
+        if opened.rest is not None and not content_type.startswith("application/json"):
+            return self._relay_bytes(ctx, opened, headers)
+        body = opened.first_chunk
+        if opened.rest is not None:
+            body = await _read_rest(opened, self._settings.max_upstream_body_bytes)
+        ctx.upstream_ended = time.perf_counter()
+        ctx.status = response.status_code
+        body = self._read_json_answer(ctx, body)
+        return Reply(response.status_code, headers, body, None)
+
+    def _read_json_answer(self, ctx: RequestContext, body: bytes) -> bytes:
+        """Pick usage (and image count) out of a JSON answer; add the indicator when set."""
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body
+        if not isinstance(document, dict):
+            return body
+        usage = document.get("usage")
+        ctx.usage = usage if isinstance(usage, dict) else None
+        if ctx.usage is None:
+            ctx.completion_chars = _answer_chars(document)
+        if ctx.endpoint.name == "images.generations" and isinstance(document.get("data"), list):
+            ctx.images = len(document["data"])
+        if self._settings.model_source_indicator:
+            document["model_source_indicator"] = ctx.indicator_object()
+            return orjson.dumps(document)
+        return body
+
+    def _stream(
+        self, ctx: RequestContext, opened: Opened, headers: dict[str, str], wants_usage: bool
+    ) -> Reply:
+        assert opened.rest is not None
+
+        def on_end(result: StreamResult) -> None:
+            ctx.stream = result
+            ctx.usage = result.usage
+            ctx.upstream_ended = result.last_chunk_at
+            if result.error is not None:
+                ctx.fail(result.error)
+            elif result.client_gone:
+                ctx.status = 499  # nginx's "client closed request": the client left mid-stream
+            self._end(ctx)
+
+        relay = SSERelay(
+            opened.first_chunk,
+            opened.rest,
+            opened.response,
+            client_wants_usage=wants_usage,
+            on_end=on_end,
+            max_event_bytes=self._settings.max_sse_event_bytes,
+        )
+        ctx.relayed = True
+        self._relaying(ctx)
+        return Reply(200, {**headers, **SSE_HEADERS}, relay, "text/event-stream")
+
+    def _relay_bytes(self, ctx: RequestContext, opened: Opened, headers: dict[str, str]) -> Reply:
+        rest = opened.rest
+        assert rest is not None
+        end = self._end
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                if opened.first_chunk:
+                    yield opened.first_chunk
+                async for chunk in rest:
+                    yield chunk
+            except httpx.HTTPError:
+                ctx.status = 502  # cut mid-body: abort so the client sees an incomplete transfer
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                ctx.status = 499  # the client went away
+                raise
+            finally:
+                ctx.upstream_ended = time.perf_counter()
+                await opened.response.aclose()
+                end(ctx)
+
+        ctx.relayed = True
+        self._relaying(ctx)
+        return Reply(opened.response.status_code, headers, chunks(), None)
+
+
+async def _read_rest(opened: Opened, limit: int) -> bytes:
+    """A JSON answer that was opened as a stream, read whole: capped, and due within the
+    upstream's idle timeout; a cut or a stall is the upstream's failure (502)."""
+    assert opened.rest is not None
+    try:
+        async with asyncio.timeout(opened.model.upstream.idle_timeout_s):
+            return await read_up_to(opened.rest, limit, opened.first_chunk)
+    except (httpx.HTTPError, TimeoutError):
+        raise UpstreamError("The upstream answer was cut short or stalled.") from None
+    finally:
+        await opened.response.aclose()
+
+
+def _answer_chars(document: dict[str, Any]) -> int:
+    total = 0
+    for choice in document.get("choices") or ():
+        if isinstance(choice, dict):
+            message = choice.get("message")
+            text = message.get("content") if isinstance(message, dict) else choice.get("text")
+            total += len(text) if isinstance(text, str) else 0
+    return total
