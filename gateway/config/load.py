@@ -13,6 +13,7 @@ import yaml
 from gateway.config.model import (
     CAPABILITIES,
     MODALITIES,
+    UPSTREAM_APIS,
     AlertRule,
     Alerts,
     BreakerPolicy,
@@ -105,6 +106,8 @@ def _upstream(name: str, node: Node, env: Mapping[str, str]) -> Upstream:
             "connect_timeout_s",
             "first_byte_timeout_s",
             "idle_timeout_s",
+            "api",
+            "video_content",
         },
         {"base_url"},
     )
@@ -127,6 +130,8 @@ def _upstream(name: str, node: Node, env: Mapping[str, str]) -> Upstream:
             node.get("first_byte_timeout_s"), defaults.first_byte_timeout_s
         ),
         idle_timeout_s=_positive(node.get("idle_timeout_s"), defaults.idle_timeout_s),
+        api=node.get("api").choice(UPSTREAM_APIS, defaults.api),
+        video_content=node.get("video_content").choice(("stream", "redirect"), "stream"),
     )
 
 
@@ -163,7 +168,7 @@ def _models(node: Node, upstreams: Mapping[str, Upstream]) -> dict[str, Model]:
 def _price(node: Node) -> Price:
     if not node.present():
         return Price()
-    node.mapping({"input", "output", "per_image", "per_minute"})
+    node.mapping({"input", "output", "per_image", "per_minute", "per_second"})
     return Price(**{key: node.get(key).number(0.0) or 0.0 for key in Price.__dataclass_fields__})
 
 

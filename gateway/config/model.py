@@ -36,6 +36,15 @@ class Upstream:
     connect_timeout_s: float = 5.0
     first_byte_timeout_s: float = 30.0
     idle_timeout_s: float = 60.0
+    api: str = "openai"  # the provider API it speaks (see UPSTREAM_APIS)
+    # job APIs: GET /v1/videos/{id}/content streams the bytes, or redirects to a signed URL
+    video_content: str = "stream"
+
+
+# The provider APIs an upstream may speak: OpenAI-compatible (relayed as is), Anthropic's
+# Messages API (translated), and the video job APIs.
+UPSTREAM_APIS = ("openai", "anthropic", "openai-videos", "together-video", "replicate")
+VIDEO_APIS = frozenset({"openai-videos", "together-video", "replicate"})
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,7 @@ class Price:
     output: float = 0.0
     per_image: float = 0.0
     per_minute: float = 0.0
+    per_second: float = 0.0  # USD per second of generated video
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Cost in micro-USD from a model's ``Price`` and the usage.
 
 Prices are USD per 1M tokens (``input``/``output``), so one token costs ``price`` micro-USD;
-``per_image`` is USD per image and ``per_minute`` USD per audio minute. The total is rounded
-up to a whole micro-USD, so a request is never charged less than it cost.
+``per_image`` is USD per image, ``per_minute`` USD per audio minute and ``per_second`` USD per
+second of video (a video job's seconds are metered as media milliseconds, ``audio_ms``). The
+total is rounded up to a whole micro-USD, so a request is never charged less than it cost.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def cost_micros(
         + completion_tokens * price.output
         + images * price.per_image * MICROS_PER_USD
         + audio_ms * price.per_minute * MICROS_PER_USD / MS_PER_MINUTE
+        + audio_ms * price.per_second * MICROS_PER_USD / 1000
     )
     return max(0, math.ceil(micros - 1e-9))
 

@@ -66,6 +66,11 @@ def _url(base_url: str, path: str) -> httpx.URL:
     return httpx.URL(base_url + path)
 
 
+def upstream_url(base_url: str, path: str) -> httpx.URL:
+    """``base_url + path``, parsed once (for the other providers' requests)."""
+    return _url(base_url, path)
+
+
 def _timeouts(upstream: Upstream) -> dict[str, float]:
     return {
         "connect": upstream.connect_timeout_s,

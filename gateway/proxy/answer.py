@@ -12,6 +12,8 @@ import orjson
 
 from gateway.config.model import Settings
 from gateway.errors import UpstreamError
+from gateway.providers import anthropic
+from gateway.providers.anthropic import StreamTranslator
 from gateway.providers.bodies import read_up_to
 from gateway.providers.openai import forwarded_headers
 from gateway.proxy.attempts import Opened
@@ -36,8 +38,11 @@ class Answers:
         response = opened.response
         headers = {**forwarded_headers(response), **ctx.indicator()}
         content_type = response.headers.get("content-type", "")
+        translator = None
+        if opened.model.upstream.api == "anthropic":  # translated; OpenAI's is relayed as is
+            opened, translator = self._from_anthropic(opened, content_type)
         if opened.rest is not None and content_type.startswith("text/event-stream"):
-            return self._stream(ctx, opened, headers, wants_usage)
+            return self._stream(ctx, opened, headers, wants_usage, translator)
         if opened.rest is not None and not ctx.endpoint.binary_response:
             await response.aclose()
             raise UpstreamError(
@@ -73,8 +78,28 @@ class Answers:
             return orjson.dumps(document)
         return body
 
+    def _from_anthropic(
+        self, opened: Opened, content_type: str
+    ) -> tuple[Opened, StreamTranslator | None]:
+        """The Messages API answer in OpenAI's shape: an answer read whole translated at
+        once, a stream event by event as it is relayed."""
+        name = opened.model.upstream_model
+        if opened.rest is None:
+            opened.first_chunk = anthropic.chat_completion(opened.first_chunk, name)
+            return opened, None
+        if not content_type.startswith("text/event-stream"):
+            return opened, None
+        translator = StreamTranslator(name, self._settings.max_sse_event_bytes)
+        rest = translator.translate(opened.first_chunk, opened.rest)
+        return Opened(opened.model, opened.response, b"", rest, opened.records), translator
+
     def _stream(
-        self, ctx: RequestContext, opened: Opened, headers: dict[str, str], wants_usage: bool
+        self,
+        ctx: RequestContext,
+        opened: Opened,
+        headers: dict[str, str],
+        wants_usage: bool,
+        translator: StreamTranslator | None = None,
     ) -> Reply:
         assert opened.rest is not None
 
@@ -82,7 +107,9 @@ class Answers:
             ctx.stream = result
             ctx.usage = result.usage
             ctx.upstream_ended = result.last_chunk_at
-            if result.error is not None:
+            if translator is not None and translator.error is not None:
+                ctx.fail(translator.error)  # the upstream's own in-stream error
+            elif result.error is not None:
                 ctx.fail(result.error)
             elif result.client_gone:
                 ctx.status = 499  # nginx's "client closed request": the client left mid-stream

@@ -23,6 +23,7 @@ from gateway.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from gateway.providers import anthropic
 from gateway.providers.bodies import AnswerTooLarge, body_chunks, plain_body, read_body
 from gateway.providers.openai import MAX_ERROR_BODY, redact, upstream_error
 from gateway.providers.transport import Transport, network_error_kind
@@ -201,7 +202,8 @@ class Attempter:
             async with asyncio.timeout(timeout):
                 response = await self._transport.handle_async_request(request)
                 if response.status_code >= 400:
-                    return await _status_failure(response, self._policy, secrets)
+                    api = model.upstream.api
+                    return await _status_failure(response, self._policy, secrets, api)
                 if not plain_body(response):
                     await response.aclose()
                     return _Failure(_encoded(response), Verdict.NEXT, "bad_encoding")
@@ -286,7 +288,10 @@ def retry_after_seconds(headers: httpx.Headers, now: float | None = None) -> flo
 
 
 async def _status_failure(
-    response: httpx.Response, policy: RetryPolicy, secrets: Iterable[Secret | None]
+    response: httpx.Response,
+    policy: RetryPolicy,
+    secrets: Iterable[Secret | None],
+    api: str = "openai",
 ) -> _Failure:
     body = b""
     try:
@@ -299,8 +304,11 @@ async def _status_failure(
     finally:
         await response.aclose()
     content_type = response.headers.get("content-type", "")
-    error = upstream_error(response.status_code, body, content_type, secrets)
-    verdict = classify_status(response.status_code, error.code, policy)
+    if api == "anthropic":  # its error types decide the status (529 overloaded → 503)
+        error = anthropic.upstream_error(response.status_code, body, secrets)
+    else:
+        error = upstream_error(response.status_code, body, content_type, secrets)
+    verdict = classify_status(error.status, error.code, policy)
     retry_after = retry_after_seconds(response.headers)
     if retry_after is not None:
         error.headers["retry-after"] = str(int(retry_after + 0.999))

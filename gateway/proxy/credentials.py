@@ -8,6 +8,7 @@ import httpx
 import orjson
 
 from gateway.config.model import Model, Upstream
+from gateway.providers import anthropic
 from gateway.providers.openai import build_request
 from gateway.proxy.attempts import BuildRequest
 from gateway.proxy.auth import Principal
@@ -31,6 +32,8 @@ def request_builder(
         usable, key = credential(model, principal, primary)
         if not usable:
             return None
+        if model.upstream.api != "openai":
+            return _adapted(model, ctx, body, key)
         if incoming.files:
             form = ({**body, "model": model.upstream_model}, rewind(incoming.files))
             return build_request(
@@ -47,6 +50,16 @@ def request_builder(
         )
 
     return build
+
+
+def _adapted(
+    model: Model, ctx: RequestContext, body: dict[str, Any], key: Secret | None
+) -> httpx.Request | None:
+    """The request for an upstream that does not speak OpenAI's API; None (skipped) when its
+    API cannot serve this endpoint."""
+    if model.upstream.api == "anthropic" and ctx.endpoint.path == "/chat/completions":
+        return anthropic.build_request(model, body, api_key=key, request_id=ctx.request_id)
+    return None
 
 
 def credential(
