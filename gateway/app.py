@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from gateway.config.demo import uses_demo
 from gateway.config.model import Config
 from gateway.config.runtime import Runtime
 from gateway.http import account, admin, models, ops
@@ -25,6 +26,7 @@ from gateway.observe.access_log import AccessLog
 from gateway.observe.metrics import Metrics, UsageMetrics, mark_worker_dead
 from gateway.observe.provider_stats import ProviderStats
 from gateway.observe.request_metrics import RequestMetrics
+from gateway.providers.demo import DemoRouter
 from gateway.providers.transport import Transport, create_transport
 from gateway.proxy.attempts import Attempter
 from gateway.proxy.auth import KeyRing
@@ -99,6 +101,8 @@ def build_gateway(
         max_header_bytes=config.settings.max_upstream_header_bytes,
         max_headers=config.settings.max_upstream_headers,
     )
+    if uses_demo(config):  # `gateway serve --demo`: the demo host is answered in-process
+        upstream = DemoRouter(upstream)
     metrics = metrics or Metrics()
     store = store or create_store(runtime.redis_url, config.settings)
     meter = Meter(

@@ -1,42 +1,119 @@
-"""``gateway serve | check | usage export``."""
+"""``gateway [serve] | check | usage export | schema``: the command line.
+
+Every failure is one line on stderr: exit 2 for a wrong command line or environment value,
+1 for an invalid config (one line per problem) or a command that cannot do its job; never a
+traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import secrets
 import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
+from typing import NoReturn
 
-from gateway.config.load import load_config
+from gateway.config.env_checks import runtime_problems, upstream_warnings
 from gateway.config.model import Config
 from gateway.config.reader import ConfigError
+from gateway.config.targets import route_targets
 from gateway.http.serve_guard import GuardedConfig, ReadDeadlines
 from gateway.observe.metrics import MULTIPROC_ENV
+from gateway.secret import Secret
 
 CONFIG_DIR_ENV = "GATEWAY_CONFIG_DIR"
 STARTUP_FAILURE = 3  # uvicorn's exit status when a server could not start
+USAGE_ERROR = 2
+COMMANDS = ("serve", "check", "usage", "schema")
+_OWN_OPTIONS = ("-h", "--help", "--version")
+
+
+class UsageError(Exception):
+    """A wrong command line or environment value: one line, exit 2."""
+
+
+class CommandFailed(Exception):
+    """The command cannot do its job (e.g. no usage store): one line, exit 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _run(argv)
+    except UsageError as error:
+        print(f"gateway: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    except CommandFailed as error:
+        print(f"gateway: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # noqa: BLE001 - the last guard: a line, not a traceback
+        print(f"gateway: error: {type(error).__name__}: {error}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+def _run(argv: list[str]) -> int:
+    args = _parser().parse_args(_with_default_command(argv))
     if args.command == "check":
         return _check(args.config_dir)
     if args.command == "usage":
         return _usage_export(args)
+    if args.command == "schema":
+        return _schema()
     return _serve(args)
 
 
+def _with_default_command(argv: list[str]) -> list[str]:
+    """``serve`` when no command is named (``gateway --demo`` is ``gateway serve --demo``)."""
+    if any(word in COMMANDS for word in argv) or any(word in _OWN_OPTIONS for word in argv):
+        return argv
+    return ["serve", *argv]
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llm-gateway")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway", description="OpenAI-compatible LLM gateway")
-    commands = parser.add_subparsers(dest="command")
-    serve = commands.add_parser("serve", help="run the gateway (the default)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--workers", type=int, default=1)
+    parser = _Parser(
+        prog="gateway",
+        description="OpenAI-compatible LLM gateway. Without a command, runs `gateway serve`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"gateway {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     defaults = ReadDeadlines()
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    serve = commands.add_parser(
+        "serve",
+        help="Run the gateway (the default command).",
+        description="Run the gateway: load routes.yaml and tiers.yaml, then serve HTTP.",
+        formatter_class=formatter,
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="serve routes that no upstream key serves from the built-in demo upstream, "
+        "and print a dev key",
+    )
     serve.add_argument(
         "--header-timeout",
         type=float,
@@ -55,22 +132,49 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.body_idle_s,
         help="longest pause between reads of a request's body, in seconds",
     )
-    check = commands.add_parser("check", help="validate routes.yaml and tiers.yaml")
-    usage = commands.add_parser("usage", help="usage records")
-    export = usage.add_subparsers(dest="usage_command", required=True).add_parser(
-        "export", help="print usage records as CSV or JSON"
+    check = commands.add_parser(
+        "check",
+        help="Validate routes.yaml, tiers.yaml and the environment they read.",
+        description="Validate both files and the environment; print every problem and warning.",
+        formatter_class=formatter,
     )
-    export.add_argument("--from", dest="start", required=True, help="ISO date/time or epoch")
-    export.add_argument("--to", dest="end", required=True, help="ISO date/time or epoch")
-    export.add_argument("--format", choices=("csv", "json"), default="csv")
-    export.add_argument("--user", default=None, help="one user's records (default: all)")
+    usage = commands.add_parser(
+        "usage",
+        help="Read usage records from the store (REDIS_URL).",
+        description="Read usage records from the store named by REDIS_URL.",
+    )
+    export = usage.add_subparsers(
+        dest="usage_command", required=True, metavar="SUBCOMMAND", parser_class=_Parser
+    ).add_parser(
+        "export",
+        help="Print usage records as CSV or JSON.",
+        description="Print the usage records of [from, to) as CSV or JSON (needs REDIS_URL).",
+        formatter_class=formatter,
+    )
+    export.add_argument(
+        "--from", dest="start", required=True, help="YYYY-MM-DD, ISO date/time or epoch seconds"
+    )
+    export.add_argument(
+        "--to", dest="end", required=True, help="YYYY-MM-DD (that day included), ISO or epoch"
+    )
+    export.add_argument("--format", choices=("csv", "json"), default="csv", help="output format")
+    export.add_argument("--user", default=None, help="one user's records (default: all users)")
+    schema = commands.add_parser(
+        "schema",
+        help="Print the JSON Schema of routes.yaml and tiers.yaml.",
+        description="Print a JSON document holding the JSON Schema of both files.",
+    )
     # Given before or after the command; a subcommand's own default would override the
     # value given before it, so only the top-level parser has one.
-    parser.add_argument("--config-dir", default=os.environ.get(CONFIG_DIR_ENV, "."))
-    for sub in (serve, check, export):
-        sub.add_argument("--config-dir", default=argparse.SUPPRESS)
+    config_help = f"directory holding routes.yaml and tiers.yaml (env {CONFIG_DIR_ENV})"
+    parser.add_argument(
+        "--config-dir", default=os.environ.get(CONFIG_DIR_ENV, "."), help=config_help
+    )
+    for sub in (serve, check, export, schema):
+        sub.add_argument("--config-dir", default=argparse.SUPPRESS, help=config_help)
     parser.set_defaults(
         command="serve",
+        demo=False,
         host="127.0.0.1",
         port=8080,
         workers=1,
@@ -81,38 +185,59 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(config_dir: str) -> Config | None:
+def _load(config_dir: str, demo_key: Secret | None = None) -> Config:
+    from gateway.serving import load_serving_config
+
     try:
-        return load_config(config_dir)
+        return load_serving_config(config_dir, demo_key)
     except ConfigError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)
-        return None
+        raise CommandFailed(f"invalid config in {os.path.abspath(config_dir)}") from None
+
+
+def _check_environment() -> None:
+    problems = runtime_problems(os.environ)
+    if problems:
+        raise UsageError("; ".join(problems))
 
 
 def _check(config_dir: str) -> int:
+    problems = runtime_problems(os.environ)
+    for problem in problems:
+        print(problem, file=sys.stderr)
     config = _load(config_dir)
-    if config is None:
-        return 1
+    warnings = upstream_warnings(config, os.environ)
+    warnings += [f"{r.describe()}: no target can be tried" for r in route_targets(config) if not r.usable]
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if problems:
+        raise CommandFailed(f"{len(problems)} invalid environment value(s)")
     print(
         f"ok: {len(config.upstreams)} upstreams, {len(config.models)} models, "
         f"{len(config.tiers)} tiers, {len(config.keys)} keys"
+        + (f", {len(warnings)} warnings" if warnings else "")
     )
     return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
     from gateway.config.runtime import Runtime
-    from gateway.serving import AppFactory, run
+    from gateway.observe.logs import configure_logging
+    from gateway.serving import AppFactory, log_route_targets, run
 
-    config = _load(args.config_dir)
-    if config is None:
-        return 1
+    _check_environment()
+    _check_serve_options(args)
+    demo_key = Secret(f"sk-demo-{secrets.token_urlsafe(16)}") if args.demo else None
+    config = _load(args.config_dir, demo_key)
+    log_level = os.environ.get("GATEWAY_LOG_LEVEL", "INFO")
+    configure_logging(log_level)
+    log_route_targets(config)
+    if demo_key is not None:
+        print(demo_banner(args.host, args.port, demo_key), flush=True)
     multiproc_dir = _prepare_multiprocess_metrics(args.workers)
     factory = AppFactory(
-        os.path.abspath(args.config_dir),
-        Runtime.from_env(),
-        os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
+        os.path.abspath(args.config_dir), Runtime.from_env(), log_level, demo_key
     )
     server_config = GuardedConfig(
         factory,  # handed to each worker whole (uvicorn pickles its config for spawned workers)
@@ -142,6 +267,41 @@ def _serve(args: argparse.Namespace) -> int:
     return 0 if started else STARTUP_FAILURE
 
 
+def _check_serve_options(args: argparse.Namespace) -> None:
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port: {args.port} is not a port number (0-65535)")
+    if args.workers < 1:
+        raise UsageError(f"--workers: expected at least 1, got {args.workers}")
+    for name in ("header_timeout", "body_timeout", "body_idle_timeout"):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')}: expected seconds above 0")
+
+
+def demo_banner(host: str, port: int, key: Secret) -> str:
+    """What ``--demo`` prints: the dev key and an example to paste."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    base_url = f"http://{shown}:{port}/v1"
+    example = (
+        "from openai import OpenAI; "
+        f'c = OpenAI(base_url="{base_url}", api_key="{key.reveal()}"); '
+        'print(c.chat.completions.create(model="text", '
+        'messages=[{"role": "user", "content": "Hello"}]).choices[0].message.content)'
+    )
+    return "\n".join(
+        [
+            "Demo mode: routes that no upstream key serves are answered by the built-in demo",
+            "upstream (simulated text, marked x-gateway-provider: demo). Set TOGETHER_API_KEY",
+            "and restart to use Together for the routes it serves.",
+            f"Dev key (tier free): {key.reveal()}",
+            "Try it:",
+            f"  curl {base_url}/chat/completions -H 'Authorization: Bearer {key.reveal()}' "
+            "-H 'Content-Type: application/json' "
+            '-d \'{"model": "text", "messages": [{"role": "user", "content": "Hello"}]}\'',
+            f"  python -c '{example}'",
+        ]
+    )
+
+
 def _prepare_multiprocess_metrics(workers: int) -> str | None:
     """Several workers share counters through prometheus-client's multiprocess files. The
     library reads their directory from ``PROMETHEUS_MULTIPROC_DIR`` when imported, so that
@@ -155,15 +315,40 @@ def _prepare_multiprocess_metrics(workers: int) -> str | None:
 
 
 def _usage_export(args: argparse.Namespace) -> int:
-    config = _load(args.config_dir)
-    if config is None:
-        return 1
-    from gateway.metering.export import export_records
+    from gateway.metering.export import export_records, parse_range
 
-    output = asyncio.run(
-        export_records(
-            config, os.environ.get("REDIS_URL"), args.user, args.start, args.end, args.format
+    _check_environment()
+    try:
+        parse_range(args.start, args.end, 0.0)
+    except ValueError as error:
+        raise UsageError(f"--from/--to: {error}") from None
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        raise CommandFailed(
+            "usage export: REDIS_URL is not set, so there is no usage store to read "
+            "(without Redis, usage is held in each gateway process only)"
         )
-    )
+    config = _load(args.config_dir)
+    try:
+        output = asyncio.run(
+            export_records(config, redis_url, args.user, args.start, args.end, args.format)
+        )
+    except (OSError, ConnectionError) as error:
+        raise CommandFailed(f"usage export: cannot read the store at REDIS_URL: {error}") from None
+    except Exception as error:  # redis-py's errors (no import of redis here)
+        if type(error).__module__.startswith("redis"):
+            raise CommandFailed(
+                f"usage export: cannot read the store at REDIS_URL: {error}"
+            ) from None
+        raise
     sys.stdout.write(output)
+    return 0
+
+
+def _schema() -> int:
+    import orjson
+
+    from gateway.config.schema import config_schema
+
+    sys.stdout.write(orjson.dumps(config_schema(), option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0

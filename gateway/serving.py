@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import gc
+import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from uvicorn import Config, Server
 from uvicorn.supervisors.multiprocess import Multiprocess
 
+from gateway.config.demo import with_demo
+from gateway.config.load import load_config
+from gateway.config.model import Config as ConfigModel
 from gateway.config.runtime import Runtime
+from gateway.config.targets import route_targets
 from gateway.observe.logs import configure_logging
 from gateway.observe.metrics import mark_worker_dead
+from gateway.secret import Secret
 
+log = logging.getLogger("gateway")
 GC_YOUNG_THRESHOLD = 20_000  # allocations between young collections (Python: 700)
 
 
@@ -24,15 +33,50 @@ class AppFactory:
     config_dir: str
     runtime: Runtime
     log_level: str = "INFO"
+    demo_key: Secret | None = None  # `--demo`: the demo upstream, and this dev key (tier free)
 
     def __call__(self) -> Starlette:
         from gateway.app import create_app
-        from gateway.config.load import load_config
 
         configure_logging(self.log_level)
-        app = create_app(load_config(self.config_dir), self.runtime)
+        app = create_app(load_serving_config(self.config_dir, self.demo_key), self.runtime)
         _settle_garbage_collector()
         return app
+
+
+def load_serving_config(
+    config_dir: str, demo_key: Secret | None, env: Mapping[str, str] | None = None
+) -> ConfigModel:
+    """The config as served: with ``demo_key``, demo mode (the demo upstream serving every
+    route no upstream key serves, and the dev key added to ``GATEWAY_KEYS``'s)."""
+    env = dict(os.environ if env is None else env)
+    if demo_key is None:
+        return load_config(config_dir, env)
+    tier = demo_tier(config_dir, env)
+    env["GATEWAY_KEYS"] = ",".join(
+        filter(None, (env.get("GATEWAY_KEYS", ""), f"{demo_key.reveal()}={tier}:demo"))
+    )
+    return with_demo(load_config(config_dir, env))
+
+
+def demo_tier(config_dir: str, env: Mapping[str, str]) -> str:
+    """``free`` when the config has it, else its first tier."""
+    tiers = list(load_config(config_dir, env).tiers)
+    return "free" if "free" in tiers else tiers[0]
+
+
+def log_route_targets(config: ConfigModel) -> None:
+    """One line per route: the targets that can be tried, and why the others are skipped."""
+    for report in route_targets(config):
+        fields = {
+            "event": "route_targets",
+            "tier": report.tier,
+            "route": report.route,
+            "usable": list(report.usable),
+            "skipped": {model: reason for model, reason in report.skipped},
+        }
+        level = logging.INFO if report.usable else logging.WARNING
+        log.log(level, report.describe(), extra={"fields": fields})
 
 
 def _settle_garbage_collector() -> None:

@@ -115,7 +115,11 @@ def _upstream(name: str, node: Node, env: Mapping[str, str]) -> Upstream:
     override_var = node.get("base_url_env").string()
     if override_var and env.get(override_var):
         base_url = env[override_var]
-    if base_url and not base_url.startswith(("http://", "https://")):
+        if not base_url.startswith(("http://", "https://")):
+            node.get("base_url_env").fail(
+                f"{override_var} must start with http:// or https://, got {base_url!r}"
+            )
+    elif base_url and not base_url.startswith(("http://", "https://")):
         node.get("base_url").fail(f"must start with http:// or https://, got {base_url!r}")
     key_var = node.get("api_key_env").string()
     api_key = Secret(env[key_var]) if key_var and env.get(key_var) else None
@@ -132,6 +136,8 @@ def _upstream(name: str, node: Node, env: Mapping[str, str]) -> Upstream:
         idle_timeout_s=_positive(node.get("idle_timeout_s"), defaults.idle_timeout_s),
         api=node.get("api").choice(UPSTREAM_APIS, defaults.api),
         video_content=node.get("video_content").choice(("stream", "redirect"), "stream"),
+        api_key_env=key_var,
+        base_url_env=override_var,
     )
 
 
@@ -247,17 +253,29 @@ def _env_keys(spec: str, tiers: Mapping[str, Tier], problems: list[str]) -> list
     """``GATEWAY_KEYS=key=tier[:user],...``; the raw key is hashed at once and not kept."""
     keys = []
     for index, item in enumerate(filter(None, (part.strip() for part in spec.split(",")))):
-        key, _, rest = item.partition("=")
+        key, equals, rest = item.partition("=")
         tier, _, user = rest.partition(":")
-        if not key or tier not in tiers:
-            problems.append(
-                f"GATEWAY_KEYS: entry {index + 1}: expected key=tier[:user] "
-                f"with a known tier, got tier {tier!r}"
-            )
+        problem = _env_key_problem(key, equals, tier, tiers)
+        if problem:
+            problems.append(f"GATEWAY_KEYS: entry {index + 1}: {problem}")
             continue
         digest = sha256_hex(key)
         keys.append(ClientKey(user or f"key-{digest[:8]}", tier, digest))
     return keys
+
+
+def _env_key_problem(key: str, equals: str, tier: str, tiers: Mapping[str, Tier]) -> str | None:
+    """What is wrong with one ``key=tier[:user]`` entry (never echoing the key)."""
+    expected = "expected key=tier[:user], e.g. sk-my-dev-key=free:me"
+    if not equals:
+        return f"no '=' in it; {expected}"
+    if not key:
+        return f"the key before '=' is empty; {expected}"
+    if not tier:
+        return f"no tier after '='; {expected}"
+    if tier not in tiers:
+        return f"unknown tier {tier!r} (known: {', '.join(tiers)})"
+    return None
 
 
 def _retry(node: Node) -> RetryPolicy:
@@ -358,6 +376,7 @@ def _settings(node: Node) -> Settings:
             "max_sse_event_kb",
             "max_upstream_header_kb",
             "max_upstream_headers",
+            "readiness",
         }
     )
     return Settings(
@@ -384,6 +403,7 @@ def _settings(node: Node) -> Settings:
         max_upstream_headers=_or(
             node.get("max_upstream_headers").integer(None, minimum=1), d.max_upstream_headers
         ),
+        readiness=node.get("readiness").choice(("strict", "lenient"), d.readiness),
     )
 
 

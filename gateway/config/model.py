@@ -39,6 +39,8 @@ class Upstream:
     api: str = "openai"  # the provider API it speaks (see UPSTREAM_APIS)
     # job APIs: GET /v1/videos/{id}/content streams the bytes, or redirects to a signed URL
     video_content: str = "stream"
+    api_key_env: str | None = None  # the variable names, for start-up lines and `gateway check`
+    base_url_env: str | None = None
 
 
 # The provider APIs an upstream may speak: OpenAI-compatible (relayed as is), Anthropic's
@@ -161,6 +163,8 @@ class Settings:
     max_sse_event_bytes: int = 4 * 1024 * 1024  # one event of a stream
     max_upstream_header_bytes: int = 64 * 1024
     max_upstream_headers: int = 100
+    # strict: /readyz is 503 while any tier has a route none of whose targets can be tried
+    readiness: str = "strict"  # or "lenient"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.config.targets import route_targets, unusable_routes
 from gateway.errors import Unauthorized
 from gateway.http.responses import json_response
 from gateway.http.services import Services, services
@@ -37,7 +38,9 @@ async def readyz(request: Request) -> Response:
     open_models = [m for m in models if gateway.breakers.state(m) is State.OPEN]
     upstream_ok = len(open_models) < len(models)
     store_ok = store == "ok" or gateway.config.settings.on_store_error == "allow"
-    ready = upstream_ok and store_ok
+    unusable = unusable_routes(gateway.config)
+    strict = gateway.config.settings.readiness == "strict"
+    ready = upstream_ok and store_ok and not (strict and unusable)
     document = {
         "status": "ready" if ready else "not_ready",
         "config": "loaded",
@@ -46,8 +49,34 @@ async def readyz(request: Request) -> Response:
         "probing": {
             m: round(age, 1) for m in models if (age := gateway.breakers.probe_age(m)) is not None
         },
+        "routes_without_targets": unusable,
     }
+    if not ready:
+        document["reason"] = _reason(upstream_ok, store_ok, unusable, gateway)
     return json_response(document, 200 if ready else 503)
+
+
+def _reason(upstream_ok: bool, store_ok: bool, unusable: list[str], gateway: Services) -> str:
+    """Why not ready, in one sentence per cause."""
+    reasons = []
+    if unusable:
+        missing = sorted(
+            {
+                reason
+                for report in route_targets(gateway.config)
+                if not report.usable
+                for _, reason in report.skipped
+            }
+        )
+        reasons.append(
+            f"no target can be tried for {', '.join(unusable)} ({'; '.join(missing)}); "
+            "set the key, or settings.readiness: lenient"
+        )
+    if not store_ok:
+        reasons.append("the usage store is unreachable and settings.on_store_error is deny")
+    if not upstream_ok:
+        reasons.append("every upstream model's circuit is open")
+    return ". ".join(reasons)
 
 
 async def metrics(request: Request) -> Response:

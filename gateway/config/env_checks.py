@@ -1,0 +1,83 @@
+"""The environment the gateway reads, checked: each problem names its variable (pure)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from gateway.config.model import Config
+
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+INTEGER_VARIABLES = ("GATEWAY_MAX_UPSTREAM_CONNECTIONS",)
+TRANSPORTS = ("native", "aiohttp", "httpx")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Names that look like an upstream's key or base URL variable.
+_UPSTREAM_LIKE = re.compile(r"^[A-Z][A-Z0-9_]*_(API_KEY|BASE_URL)$")
+
+
+def redis_url_problem(value: str) -> str | None:
+    """Why ``value`` is not a Redis URL the gateway can use, or None."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as error:
+        return f"REDIS_URL: not a valid URL ({error})"
+    if parts.scheme not in REDIS_SCHEMES:
+        return (
+            f"REDIS_URL: scheme {parts.scheme or '(none)'!r} is not one of "
+            f"{', '.join(REDIS_SCHEMES)} (e.g. redis://127.0.0.1:6379/0)"
+        )
+    if parts.scheme == "unix":
+        return None if parts.path else "REDIS_URL: unix:// needs a socket path"
+    if not parts.hostname:
+        return "REDIS_URL: no host (e.g. redis://127.0.0.1:6379/0)"
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        return f"REDIS_URL: database {database!r} is not a number"
+    del port
+    return None
+
+
+def runtime_problems(env: Mapping[str, str]) -> list[str]:
+    """Problems with the process options read from the environment (``Runtime.from_env``)."""
+    problems = []
+    redis_url = env.get("REDIS_URL")
+    if redis_url and (problem := redis_url_problem(redis_url)):
+        problems.append(problem)
+    for name in INTEGER_VARIABLES:
+        value = env.get(name)
+        if value is not None and not (value.isdigit() and int(value) > 0):
+            problems.append(f"{name}: expected a positive whole number, got {value!r}")
+    transport = env.get("GATEWAY_UPSTREAM_TRANSPORT")
+    if transport is not None and transport not in TRANSPORTS:
+        problems.append(
+            f"GATEWAY_UPSTREAM_TRANSPORT: expected one of {', '.join(TRANSPORTS)}, got {transport!r}"
+        )
+    level = env.get("GATEWAY_LOG_LEVEL")
+    if level is not None and level.upper() not in LOG_LEVELS:
+        problems.append(f"GATEWAY_LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    return problems
+
+
+def upstream_warnings(config: Config, env: Mapping[str, str]) -> list[str]:
+    """Unset key and base-URL variables of each upstream, and variables that look like an
+    upstream's but no upstream reads (a typo in a name, or in routes.yaml)."""
+    warnings = []
+    declared = set()
+    for upstream in config.upstreams.values():
+        unset = []
+        if upstream.api_key_env:
+            declared.add(upstream.api_key_env)
+            if not env.get(upstream.api_key_env):
+                unset.append(f"api_key_env {upstream.api_key_env} is unset (its models are skipped)")
+        if upstream.base_url_env:
+            declared.add(upstream.base_url_env)
+            if not env.get(upstream.base_url_env):
+                unset.append(f"base_url_env {upstream.base_url_env} is unset ({upstream.base_url})")
+        if unset:
+            warnings.append(f"upstream {upstream.name}: " + "; ".join(unset))
+    for variable in sorted(env):
+        if _UPSTREAM_LIKE.match(variable) and variable not in declared:
+            warnings.append(f"{variable} is set but no upstream in routes.yaml reads it")
+    return warnings
