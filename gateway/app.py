@@ -15,13 +15,14 @@ from starlette.middleware import Middleware
 from gateway.config.demo import uses_demo
 from gateway.config.model import Config
 from gateway.config.runtime import Runtime
-from gateway.http import account, admin, models, ops
+from gateway.http import account, admin, models, ops, videos
 from gateway.http import dispatch as proxied
 from gateway.http.asgi import GatewayApp
 from gateway.http.body_limit import BodyLimit
 from gateway.http.dispatch import Dispatch
 from gateway.http.errors import EXCEPTION_HANDLERS
 from gateway.metering import Meter, Store, create_store
+from gateway.metering.job_store import job_store_for
 from gateway.observe.access_log import AccessLog
 from gateway.observe.metrics import Metrics, UsageMetrics, mark_worker_dead
 from gateway.observe.provider_stats import ProviderStats
@@ -34,6 +35,7 @@ from gateway.proxy.billing import Billing
 from gateway.proxy.breaker import Breakers
 from gateway.proxy.listeners import Listeners
 from gateway.proxy.pipeline import Pipeline
+from gateway.proxy.video_jobs import POLL_INTERVAL_S, VideoJobs
 
 log = logging.getLogger("gateway")
 
@@ -54,6 +56,7 @@ class Gateway:
     pipeline: Pipeline
     clock: Callable[[], float]
     created: int  # reported as models' `created`
+    videos: VideoJobs  # video jobs: records, polling, settling at the end
 
 
 def create_app(
@@ -65,10 +68,12 @@ def create_app(
     clock: Callable[[], float] = time.time,
     metrics: Metrics | None = None,
     middleware: Sequence[Middleware] = (),
+    video_poll_interval_s: float = POLL_INTERVAL_S,
 ) -> Starlette:
     """``middleware`` runs on every request, the proxied ones included, inside the body limit."""
     runtime = runtime or Runtime()
     gateway = build_gateway(config, runtime, transport, store, clock, metrics)
+    gateway.videos.poll_interval_s = video_poll_interval_s
     app = GatewayApp(
         gateway.pipeline,
         Dispatch(config.passthrough),
@@ -77,6 +82,7 @@ def create_app(
             *models.routes(),
             *account.routes(),
             *admin.routes(),
+            *videos.routes(),  # before proxied's 405 for GET /v1/videos
             *proxied.routes(),
         ],
         lifespan=_lifespan(gateway, owns_transport=transport is None),
@@ -126,10 +132,14 @@ def build_gateway(
         ]
     )
     keyring = KeyRing(config)
-    pipeline = Pipeline(config, keyring, attempter, meter, listeners, log_bodies=runtime.log_bodies)
+    video_jobs = VideoJobs(config, upstream, meter, job_store_for(store), clock=clock)
+    pipeline = Pipeline(
+        config, keyring, attempter, meter, listeners, log_bodies=runtime.log_bodies,
+        videos=video_jobs,
+    )  # fmt: skip
     return Gateway(
         config, runtime, keyring, upstream, store, meter, metrics, breakers, stats, pipeline, clock,
-        int(clock()),
+        int(clock()), video_jobs,
     )  # fmt: skip
 
 
@@ -144,6 +154,7 @@ def _lifespan(
         try:
             yield
         finally:
+            await gateway.videos.aclose()
             await gateway.meter.aclose()
             await gateway.store.aclose()
             if owns_transport:

@@ -7,8 +7,8 @@ from typing import Any
 import httpx
 import orjson
 
-from gateway.config.model import Model, Upstream
-from gateway.providers import anthropic
+from gateway.config.model import VIDEO_APIS, Model, Upstream
+from gateway.providers import anthropic, video
 from gateway.providers.openai import build_request
 from gateway.proxy.attempts import BuildRequest
 from gateway.proxy.auth import Principal
@@ -33,7 +33,7 @@ def request_builder(
         if not usable:
             return None
         if model.upstream.api != "openai":
-            return _adapted(model, ctx, body, key)
+            return _adapted(model, ctx, incoming, body, key)
         if incoming.files:
             form = ({**body, "model": model.upstream_model}, rewind(incoming.files))
             return build_request(
@@ -53,12 +53,20 @@ def request_builder(
 
 
 def _adapted(
-    model: Model, ctx: RequestContext, body: dict[str, Any], key: Secret | None
+    model: Model,
+    ctx: RequestContext,
+    incoming: Incoming,
+    body: dict[str, Any],
+    key: Secret | None,
 ) -> httpx.Request | None:
     """The request for an upstream that does not speak OpenAI's API; None (skipped) when its
     API cannot serve this endpoint."""
-    if model.upstream.api == "anthropic" and ctx.endpoint.path == "/chat/completions":
+    api, path = model.upstream.api, ctx.endpoint.path
+    if api == "anthropic" and path == "/chat/completions":
         return anthropic.build_request(model, body, api_key=key, request_id=ctx.request_id)
+    if api in VIDEO_APIS and path == "/videos":
+        files = rewind(incoming.files) if incoming.files else None
+        return video.submit_request(model, body, files, api_key=key, request_id=ctx.request_id)
     return None
 
 

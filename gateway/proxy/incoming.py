@@ -60,8 +60,10 @@ async def read_incoming(request: Request, endpoint: Endpoint, max_bytes: int) ->
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"Request body exceeds the {max_bytes} byte limit.")
     content_type = request.headers.get("content-type", "")
-    if endpoint.multipart:
-        return await _read_multipart(request, content_type)
+    if endpoint.multipart or (
+        endpoint.name == "videos" and content_type.startswith("multipart/form-data")
+    ):
+        return await _read_multipart(request, content_type, file_needed=endpoint.multipart)
     if content_type and "json" not in content_type:
         raise UnsupportedMediaType(
             f"Expected 'application/json', got '{content_type.split(';')[0]}'."
@@ -121,7 +123,9 @@ def body_cut_short(request: Request) -> ClientClosedRequest | RequestTimeout:
     return ClientClosedRequest("The client closed the connection before sending its body.")
 
 
-async def _read_multipart(request: Request, content_type: str) -> Incoming:
+async def _read_multipart(
+    request: Request, content_type: str, *, file_needed: bool = True
+) -> Incoming:
     if not content_type.startswith("multipart/form-data"):
         raise UnsupportedMediaType("Expected 'multipart/form-data' with a 'file' part.")
     try:
@@ -141,7 +145,7 @@ async def _read_multipart(request: Request, content_type: str) -> Incoming:
             files.append((name, value))
         else:
             fields[name] = value
-    if not files:
+    if not files and file_needed:
         raise InvalidRequest("The multipart body needs a 'file' part.", param="file")
     return Incoming(fields, files)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gateway.metering import MeterRequest
 from gateway.metering.estimate import estimate_prompt_tokens, stt_audio_ms, tts_audio_ms
+from gateway.providers.video import video_seconds
 from gateway.proxy.auth import Principal
 from gateway.proxy.context import RequestContext
 from gateway.proxy.incoming import Incoming, requested_max_tokens, upload_header
@@ -15,7 +16,9 @@ async def meter_request(
 ) -> MeterRequest:
     endpoint = ctx.endpoint
     audio_ms = 0
-    if plan.route == "tts":
+    if plan.route == "video":  # a job's seconds, metered as media milliseconds
+        audio_ms = video_seconds(incoming.fields.get("seconds")) * 1000
+    elif plan.route == "tts":
         audio_ms = tts_audio_ms(len(str(incoming.fields.get("input", ""))))
     elif incoming.files:
         upload = incoming.files[0][1]

@@ -19,7 +19,8 @@ from gateway.proxy.incoming import json_for_upstream, read_incoming
 from gateway.proxy.listeners import Listeners
 from gateway.proxy.meter_request import meter_request
 from gateway.proxy.reply import Reply, error_reply
-from gateway.proxy.routing import Endpoint, resolve
+from gateway.proxy.routing import VIDEOS, Endpoint, resolve
+from gateway.proxy.video_jobs import VideoJobs
 
 log = logging.getLogger("gateway")
 
@@ -37,6 +38,7 @@ class Pipeline:
         listeners: Listeners,
         *,
         log_bodies: bool = False,
+        videos: VideoJobs | None = None,
     ) -> None:
         self._config = config
         self._keyring = keyring
@@ -44,6 +46,7 @@ class Pipeline:
         self._meter = meter
         self._listeners = listeners
         self._log_bodies = log_bodies
+        self._videos = videos
         self._request_ids = RequestIds()
         self._answers = Answers(config.settings, listeners.relaying, self._end)
 
@@ -99,4 +102,7 @@ class Pipeline:
             ctx.upstream_ended = time.perf_counter()
             raise failed.error from None
         ctx.model, ctx.records = opened.model, opened.records
+        if endpoint is VIDEOS and self._videos is not None:
+            ctx.upstream_ended = time.perf_counter()
+            return await self._videos.submitted(ctx, opened, incoming.fields)
         return await self._answers.reply(ctx, opened, wants_usage)

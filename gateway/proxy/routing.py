@@ -32,6 +32,8 @@ TRANSCRIPTIONS = Endpoint("audio.transcriptions", "/audio/transcriptions", "stt"
 TRANSLATIONS = Endpoint("audio.translations", "/audio/translations", "stt", multipart=True)
 MODERATIONS = Endpoint("moderations", "/moderations", "moderation")
 RERANK = Endpoint("rerank", "/rerank", "rerank")
+# a video job (OpenAI's shape: JSON or multipart), answered with the gateway's job id
+VIDEOS = Endpoint("videos", "/videos", "video")
 KNOWN_ENDPOINTS = (
     CHAT,
     COMPLETIONS,
@@ -42,6 +44,7 @@ KNOWN_ENDPOINTS = (
     TRANSLATIONS,
     MODERATIONS,
     RERANK,
+    VIDEOS,
 )
 
 

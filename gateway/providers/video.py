@@ -1,0 +1,194 @@
+"""Video job APIs (OpenAI /videos, Together /videos, Replicate predictions): submit, poll, fetch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from gateway.config.model import Model, Upstream
+from gateway.providers.openai import upstream_url
+from gateway.secret import Secret
+
+TERMINAL = frozenset({"completed", "failed"})
+# each API's job status → OpenAI's (queued | in_progress | completed | failed)
+STATUSES = {
+    "queued": "queued",
+    "starting": "queued",
+    "in_progress": "in_progress",
+    "processing": "in_progress",
+    "running": "in_progress",
+    "completed": "completed",
+    "succeeded": "completed",
+    "failed": "failed",
+    "cancelled": "failed",
+    "canceled": "failed",
+    "expired": "failed",
+}
+
+
+@dataclass(frozen=True)
+class JobState:
+    status: str  # queued | in_progress | completed | failed
+    progress: int = 0
+    error: str | None = None  # the upstream's reason, when failed
+    content_url: str | None = None  # where the provider put the video, when it gives a URL
+
+
+def submit_request(
+    model: Model,
+    fields: dict[str, Any],
+    files: list[tuple[str, Any]] | None,
+    *,
+    api_key: Secret | None,
+    request_id: str,
+) -> httpx.Request:
+    """The job's creation in ``model``'s API, from OpenAI's ``/v1/videos`` fields."""
+    upstream, api = model.upstream, model.upstream.api
+    prompt, seconds = fields.get("prompt"), _seconds(fields)
+    if api == "replicate":
+        path, body = "/predictions", _replicate_body(model, prompt, seconds, fields)
+    elif api == "together-video":
+        path = "/videos"
+        body = {"model": model.upstream_model, "prompt": prompt, "seconds": str(seconds)}
+        width, _, height = str(fields.get("size") or "").partition("x")
+        if width.isdigit() and height.isdigit():
+            body |= {"width": int(width), "height": int(height)}
+    else:
+        path = "/videos"
+        body = {**fields, "model": model.upstream_model, "seconds": str(seconds)}
+        if files:
+            data = {k: str(v) for k, v in body.items() if v is not None}
+            return httpx.Request(
+                "POST",
+                upstream_url(upstream.base_url, path),
+                data=data,
+                files=files,
+                headers=_headers(upstream, api_key, request_id),
+                extensions={"timeout": _timeouts(upstream)},
+            )
+    return httpx.Request(
+        "POST",
+        upstream_url(upstream.base_url, path),
+        content=orjson.dumps(body),
+        headers={**_headers(upstream, api_key, request_id), "content-type": "application/json"},
+        extensions={"timeout": _timeouts(upstream)},
+    )
+
+
+def _replicate_body(
+    model: Model, prompt: Any, seconds: int, fields: dict[str, Any]
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"input": {"prompt": prompt, "duration": seconds}}
+    owner_name, _, version = model.upstream_model.partition(":")
+    if version:
+        body["version"] = version
+    else:
+        body["model"] = owner_name  # an official model: POST /predictions with "model"
+    return body
+
+
+def submitted_id(body: bytes) -> str | None:
+    """The upstream's job id from its creation answer (every API answers ``{"id": …}``)."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    job_id = document.get("id") if isinstance(document, dict) else None
+    return str(job_id) if job_id else None
+
+
+def status_request(upstream: Upstream, upstream_id: str, api_key: Secret | None) -> httpx.Request:
+    path = (
+        f"/predictions/{upstream_id}" if upstream.api == "replicate" else f"/videos/{upstream_id}"
+    )
+    return httpx.Request(
+        "GET",
+        upstream_url(upstream.base_url, path),
+        headers=_headers(upstream, api_key, ""),
+        extensions={"timeout": _timeouts(upstream)},
+    )
+
+
+def job_state(api: str, body: bytes) -> JobState:
+    """A status answer as a ``JobState`` (an unreadable one counts as still running)."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return JobState("in_progress")
+    if not isinstance(document, dict):
+        return JobState("in_progress")
+    status = STATUSES.get(str(document.get("status")), "in_progress")
+    progress = document.get("progress")
+    progress = progress if isinstance(progress, int) else (100 if status == "completed" else 0)
+    return JobState(status, progress, _error(document) if status == "failed" else None,
+                    _content_url(api, document))  # fmt: skip
+
+
+def _error(document: dict[str, Any]) -> str:
+    error = document.get("error")
+    if isinstance(error, dict):
+        error = error.get("message") or error.get("code")
+    info = document.get("info")
+    if not error and isinstance(info, dict):
+        error = info.get("errors") or info.get("error")
+    return str(error or f"the upstream job ended as {document.get('status')}")[:500]
+
+
+def _content_url(api: str, document: dict[str, Any]) -> str | None:
+    if api == "together-video":
+        outputs = document.get("outputs")
+        url = outputs.get("video_url") if isinstance(outputs, dict) else None
+    elif api == "replicate":
+        output = document.get("output")
+        url = output[0] if isinstance(output, list) and output else output
+    else:
+        return None  # OpenAI: GET /videos/{id}/content
+    return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
+
+
+def content_request(
+    upstream: Upstream, upstream_id: str, state: JobState, api_key: Secret | None
+) -> httpx.Request | None:
+    """The GET for the video's bytes; None when there is nowhere to get them from."""
+    if upstream.api in ("openai-videos", "openai"):
+        url = upstream_url(upstream.base_url, f"/videos/{upstream_id}/content")
+        return httpx.Request("GET", url, headers=_headers(upstream, api_key, ""),
+                             extensions={"timeout": _timeouts(upstream)})  # fmt: skip
+    if state.content_url is None:
+        return None
+    return httpx.Request("GET", state.content_url, headers={"accept-encoding": "identity"},
+                         extensions={"timeout": _timeouts(upstream)})  # fmt: skip
+
+
+def _seconds(fields: dict[str, Any]) -> int:
+    return video_seconds(fields.get("seconds"))
+
+
+def video_seconds(value: Any, default: int = 4) -> int:
+    """The requested length (OpenAI sends it as a string, "4"); OpenAI's default is 4."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
+        return int(value)
+    return default
+
+
+def _headers(upstream: Upstream, api_key: Secret | None, request_id: str) -> dict[str, str]:
+    headers = {"accept-encoding": "identity"}
+    if request_id:
+        headers["x-request-id"] = request_id
+    if api_key is not None:
+        headers["authorization"] = "Bearer " + api_key.reveal()
+    return headers
+
+
+def _timeouts(upstream: Upstream) -> dict[str, float]:
+    return {
+        "connect": upstream.connect_timeout_s,
+        "read": upstream.idle_timeout_s,
+        "write": upstream.idle_timeout_s,
+        "pool": upstream.connect_timeout_s,
+    }
