@@ -5,7 +5,8 @@ with ``?cluster=1``. Timeouts are short and redis-py's own retries are limited t
 reconnect, so an outage costs a request milliseconds, not seconds. The standalone pool blocks
 (up to ``POOL_TIMEOUT_S``) rather than failing when all connections are busy; URL query
 options such as ``?max_connections=128`` override the defaults. On a standalone Redis over
-plain TCP the two per-request scripts go through one shared pipelined connection instead.
+plain TCP the two per-request scripts go through one shared pipelined connection instead; on
+a cluster over plain TCP, through one such connection per master, routed by slot.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Connection, Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from gateway.config.model import Settings
+from gateway.metering.cluster_pipelined import ClusterPipelined
 from gateway.metering.memory_store import MemoryStore
-from gateway.metering.pipelined import PipelinedConnection, RedisEndpoint
+from gateway.metering.pipelined import PipelinedConnection, RedisEndpoint, ScriptRunner
 from gateway.metering.redis_store import RedisStore
 from gateway.metering.store import Store
 
@@ -42,9 +45,11 @@ def create_store(redis_url: str | None, settings: Settings) -> Store:
         "retry": Retry(NoBackoff(), 1),
     }
     client: Redis | RedisCluster
-    scripts = None
+    scripts: ScriptRunner | None = None
     if cluster:
         client = RedisCluster.from_url(url, max_connections=CLUSTER_MAX_CONNECTIONS, **options)
+        seed = _cluster_seed(url)
+        scripts = ClusterPipelined(seed) if seed is not None else None
     else:
         pool = BlockingConnectionPool.from_url(
             url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S, **options
@@ -52,6 +57,22 @@ def create_store(redis_url: str | None, settings: Settings) -> Store:
         client = Redis.from_pool(pool)
         scripts = _pipelined(pool)
     return RedisStore(client, stream_maxlen=settings.usage_stream_maxlen, scripts=scripts)
+
+
+def _cluster_seed(url: str) -> RedisEndpoint | None:
+    """The first node of a cluster URL, for the slot-routed hot-path connections (plain TCP
+    only: with TLS the scripts stay on redis-py's cluster client)."""
+    options: dict[str, Any] = dict(parse_url(url))
+    if options.get("connection_class", Connection) is not Connection:
+        return None
+    return RedisEndpoint(
+        host=options.get("host", "localhost"),
+        port=int(options.get("port", 6379)),
+        username=options.get("username"),
+        password=options.get("password"),
+        connect_timeout_s=CONNECT_TIMEOUT_S,
+        command_timeout_s=SOCKET_TIMEOUT_S,
+    )
 
 
 def _pipelined(pool: BlockingConnectionPool) -> PipelinedConnection | None:

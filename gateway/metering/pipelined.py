@@ -11,13 +11,26 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, cast
 
 import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+
+class ConnectFailed(RedisConnectionError):
+    """No connection could be made: the command was never sent, so it is safe to send again."""
+
+
+class ScriptRunner(Protocol):
+    """What the store needs of a hot-path connection (this module's, or the cluster's)."""
+
+    async def execute(self, *args: str | bytes | int) -> Any: ...
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -30,6 +43,14 @@ class RedisEndpoint:
     connect_timeout_s: float = 1.0
     command_timeout_s: float = 2.0
 
+    def at(self, host: str, port: int) -> RedisEndpoint:
+        """The same credentials and timeouts at another address."""
+        return replace(self, host=host, port=port)
+
+
+# Where the master is now (Sentinel): asked again before each new connection.
+Resolver = Callable[[RedisEndpoint], Awaitable[RedisEndpoint]]
+
 
 class PipelinedConnection:
     """``execute`` sends one command and returns its reply; errors are redis-py's exceptions.
@@ -39,11 +60,15 @@ class PipelinedConnection:
     the commands behind it keep waiting for theirs until their own timeouts. Only when nothing
     has been heard for twice the command timeout while commands wait is the connection
     declared dead and closed, failing the commands still waiting (which may have run).
-    A lost connection fails every command in flight and the next one reconnects.
+    A lost connection fails every command in flight and the next one reconnects. ``resolve``,
+    when given, names the address before each connect (the master a Sentinel reports); a
+    ``READONLY`` reply (a master demoted by a failover) closes the connection so that the
+    next command reconnects to the new master.
     """
 
-    def __init__(self, endpoint: RedisEndpoint) -> None:
+    def __init__(self, endpoint: RedisEndpoint, resolve: Resolver | None = None) -> None:
         self._endpoint = endpoint
+        self._resolve = resolve
         self._protocol: _RespProtocol | None = None
         self._connecting: asyncio.Future[_RespProtocol] | None = None
 
@@ -51,7 +76,12 @@ class PipelinedConnection:
         protocol = self._protocol
         if protocol is None or protocol.closed:
             protocol = await self._connect()
-        return await protocol.send(_pack(args), self._endpoint.command_timeout_s)
+        try:
+            return await protocol.send(_pack(args), self._endpoint.command_timeout_s)
+        except ResponseError as exc:
+            if self._resolve is not None and str(exc).startswith("READONLY"):
+                protocol.close()
+            raise
 
     async def aclose(self) -> None:
         if self._protocol is not None:
@@ -73,6 +103,8 @@ class PipelinedConnection:
 
     async def _open(self) -> _RespProtocol:
         endpoint = self._endpoint
+        if self._resolve is not None:
+            endpoint = await self._resolve(endpoint)
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(endpoint.connect_timeout_s):
@@ -82,7 +114,7 @@ class PipelinedConnection:
                     endpoint.port,
                 )
         except (OSError, TimeoutError) as exc:
-            raise RedisConnectionError(f"Redis connection failed: {exc}") from exc
+            raise ConnectFailed(f"Redis connection failed: {exc}") from exc
         try:
             await _handshake(protocol, endpoint)
         except BaseException:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
@@ -34,13 +35,14 @@ from redis.exceptions import (
     NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
+    RedisClusterException,
     RedisError,
     ResponseError,
     TryAgainError,
 )
 
 from gateway.metering import keys, scripts
-from gateway.metering.pipelined import PipelinedConnection
+from gateway.metering.pipelined import ScriptRunner
 from gateway.metering.scripts import Script
 from gateway.metering.store import (
     MAX_STORED,
@@ -54,7 +56,11 @@ from gateway.metering.store import (
 )
 
 T = TypeVar("T")
-FOREIGN_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+FOREIGN_ERRORS = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
+# Where errors of any type are the client library's, not ours: redis-py's asyncio connection
+# and cluster client have leaked RuntimeError (a closed transport) and AttributeError (a
+# writer gone) when a connection was closed under a command in flight.
+FOREIGN_CODE = ("/redis/", "/asyncio/", "/hiredis/")
 # Error replies that describe the server's state, not the call: retry later, the store is down.
 SERVER_STATE = (
     "BUSY",
@@ -101,9 +107,10 @@ class RedisStore:
         client: Redis | RedisCluster,
         *,
         stream_maxlen: int,
-        scripts: PipelinedConnection | None = None,
+        scripts: ScriptRunner | None = None,
     ) -> None:
-        """``scripts``, when given, runs the reserve and settle scripts (standalone Redis)."""
+        """``scripts``, when given, runs the reserve and settle scripts (and, on a cluster,
+        the lease registry's writes): ``PipelinedConnection`` or ``ClusterPipelined``."""
         self._client = client
         self._cluster = isinstance(client, RedisCluster)
         self._maxlen = stream_maxlen
@@ -212,8 +219,12 @@ class RedisStore:
 
     async def _register(self, counters: Sequence[Counter], lease: Lease) -> None:
         """On a cluster: the registry entries of the lease groups (another slot)."""
-        due = time.time() + lease.ttl_s
+        due = int(time.time()) + lease.ttl_s
         groups = dict.fromkeys(keys.lease(c.key) for c in counters)
+        if self._scripts is not None:
+            members = [part for name in groups for part in (due, name)]
+            await self._scripts.execute("ZADD", keys.LEASE_REGISTRY, "LT", *members)
+            return
         await self._client.zadd(keys.LEASE_REGISTRY, dict.fromkeys(groups, due), lt=True)
 
     async def _eval(
@@ -392,8 +403,18 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _foreign(error: BaseException) -> bool:
+    """Raised by the client library or the network, whatever its type."""
+    if isinstance(error, FOREIGN_ERRORS):
+        return True
+    if not isinstance(error, RuntimeError | AttributeError | TypeError | ValueError | LookupError):
+        return False
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and any(part in frames[-1].filename for part in FOREIGN_CODE)
+
+
 def _converted(error: BaseException) -> BaseException:
-    if not isinstance(error, FOREIGN_ERRORS):
+    if not _foreign(error):
         return error
     message = f"{type(error).__name__}: {error}"
     if (
@@ -410,5 +431,10 @@ async def _guard(call: Callable[[], Awaitable[T]]) -> T:
     (``StoreRejected`` when the error is the call's own, not the server's state)."""
     try:
         return await call()
-    except FOREIGN_ERRORS as exc:
-        raise _converted(exc) from exc
+    except StoreError:
+        raise
+    except Exception as exc:
+        converted = _converted(exc)
+        if converted is exc:
+            raise
+        raise converted from exc

@@ -1,0 +1,155 @@
+"""`gateway serve` processes on loopback for the scale tests, and the load they are given."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import yaml
+
+from tests.support import DEFAULT_ROUTES, MOCK_KEY, free_port, routes_doc, tiers_doc
+
+KEY = "sk-scale-free-user"
+USER = "scale-user"
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+def write_config(directory: Path, upstream_url: str, requests_per_day: int) -> Path:
+    tiers = {
+        "free": {
+            "routes": DEFAULT_ROUTES,
+            "quotas": {"text_generation": {"requests_per_day": requests_per_day}},
+        }
+    }
+    (directory / "routes.yaml").write_text(yaml.safe_dump(routes_doc(upstream_url)))
+    (directory / "tiers.yaml").write_text(yaml.safe_dump(tiers_doc(tiers)))
+    return directory
+
+
+@dataclass
+class Gateway:
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+
+    def errors(self) -> list[str]:
+        """The log lines at error level (tracebacks of unexpected errors among them)."""
+        lines = [line for line in self.log.read_text().splitlines() if line.startswith("{")]
+        return [line for line in lines if orjson.loads(line).get("level") == "error"]
+
+
+@contextmanager
+def gateways(
+    count: int, config_dir: Path, env: Mapping[str, str], extra: Sequence[str] = ()
+) -> Iterator[list[Gateway]]:
+    started: list[Gateway] = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            log = config_dir / f"gateway-{port}.log"
+            argv = [sys.executable, "-m", "gateway", "serve", "--config-dir", str(config_dir)]
+            full_env = {
+                **os.environ,
+                "MOCK_KEY": MOCK_KEY,
+                "GATEWAY_KEYS": f"{KEY}=free:{USER}",
+                "GATEWAY_LOG_LEVEL": "WARNING",
+                **env,
+            }
+            with log.open("wb") as out:
+                process = subprocess.Popen(
+                    [*argv, "--port", str(port), *extra],
+                    env=full_env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            started.append(Gateway(port, process, log))
+        for gateway in started:
+            wait_ready(gateway)
+        yield started
+    finally:
+        for gateway in started:
+            gateway.stop()
+
+
+def wait_ready(gateway: Gateway) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert gateway.process.poll() is None, gateway.log.read_text()
+        try:
+            if httpx.get(gateway.url + "/healthz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("gateway did not start:\n" + gateway.log.read_text())
+
+
+def chat_body() -> dict[str, Any]:
+    return {"model": "text", "messages": MESSAGES, "max_tokens": 1}
+
+
+async def burst(urls: Sequence[str], total: int) -> list[httpx.Response]:
+    """``total`` concurrent requests of the one user, spread round robin over ``urls``."""
+    headers = {"authorization": f"Bearer {KEY}"}
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=total), timeout=30) as http:
+        calls = [
+            http.post(
+                f"{urls[i % len(urls)]}/v1/chat/completions", headers=headers, json=chat_body()
+            )
+            for i in range(total)
+        ]
+        return list(await asyncio.gather(*calls))
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: float  # monotonic seconds
+    status: int  # 0: no answer (connection failed)
+    metered: bool  # the answer carried the quota headers: a reservation was made
+
+
+async def paced_load(
+    urls: Sequence[str], workers: int, duration_s: float, pause_s: float
+) -> list[Sample]:
+    """``workers`` loops, each one request at a time with ``pause_s`` between, for ``duration_s``."""
+    headers = {"authorization": f"Bearer {KEY}"}
+    samples: list[Sample] = []
+    deadline = time.monotonic() + duration_s
+
+    async def worker(index: int, http: httpx.AsyncClient) -> None:
+        count = 0
+        while time.monotonic() < deadline:
+            url = f"{urls[(index + count) % len(urls)]}/v1/chat/completions"
+            count += 1
+            try:
+                answer = await http.post(url, headers=headers, json=chat_body())
+            except httpx.HTTPError:
+                samples.append(Sample(time.monotonic(), 0, False))
+            else:
+                metered = "x-ratelimit-limit-requests" in answer.headers
+                samples.append(Sample(time.monotonic(), answer.status_code, metered))
+            await asyncio.sleep(pause_s)
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        await asyncio.gather(*(worker(i, http) for i in range(workers)))
+    return samples
