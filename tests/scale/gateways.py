@@ -131,7 +131,7 @@ class Sample:
 async def paced_load(
     urls: Sequence[str], workers: int, duration_s: float, pause_s: float
 ) -> list[Sample]:
-    """``workers`` loops, each one request at a time with ``pause_s`` between, for ``duration_s``."""
+    """``workers`` loops, one request at a time each, ``pause_s`` apart, for ``duration_s``."""
     headers = {"authorization": f"Bearer {KEY}"}
     samples: list[Sample] = []
     deadline = time.monotonic() + duration_s
