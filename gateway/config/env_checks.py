@@ -52,11 +52,14 @@ def runtime_problems(env: Mapping[str, str]) -> list[str]:
     transport = env.get("GATEWAY_UPSTREAM_TRANSPORT")
     if transport is not None and transport not in TRANSPORTS:
         problems.append(
-            f"GATEWAY_UPSTREAM_TRANSPORT: expected one of {', '.join(TRANSPORTS)}, got {transport!r}"
+            "GATEWAY_UPSTREAM_TRANSPORT: expected one of "
+            f"{', '.join(TRANSPORTS)}, got {transport!r}"
         )
     level = env.get("GATEWAY_LOG_LEVEL")
     if level is not None and level.upper() not in LOG_LEVELS:
-        problems.append(f"GATEWAY_LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, got {level!r}")
+        problems.append(
+            f"GATEWAY_LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, got {level!r}"
+        )
     return problems
 
 
@@ -70,7 +73,9 @@ def upstream_warnings(config: Config, env: Mapping[str, str]) -> list[str]:
         if upstream.api_key_env:
             declared.add(upstream.api_key_env)
             if not env.get(upstream.api_key_env):
-                unset.append(f"api_key_env {upstream.api_key_env} is unset (its models are skipped)")
+                unset.append(
+                    f"api_key_env {upstream.api_key_env} is unset (its models are skipped)"
+                )
         if upstream.base_url_env:
             declared.add(upstream.base_url_env)
             if not env.get(upstream.base_url_env):

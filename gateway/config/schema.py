@@ -1,9 +1,259 @@
-"""JSON Schema of routes.yaml and tiers.yaml, for editors and ``gateway schema``."""
+"""JSON Schema of routes.yaml and tiers.yaml (``gateway schema``), and the reference tables
+docs/configuration.md is generated from: each key's description lives here once."""
+
+# ruff: noqa: E501  (one key per line: the descriptions are a table)
 
 from __future__ import annotations
 
 from typing import Any
 
+from gateway.config.model import CAPABILITIES, MODALITIES, UPSTREAM_APIS
 
-def config_schema() -> dict[str, Any]:
-    return {"routes.yaml": {}, "tiers.yaml": {}}
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+Schema = dict[str, Any]
+
+
+def _num(description: str, minimum: float | None = None, *, integer: bool = False) -> Schema:
+    schema: Schema = {"type": "integer" if integer else "number", "description": description}
+    if minimum is not None:
+        schema["minimum"] = minimum
+    return schema
+
+
+def _str(description: str, **extra: Any) -> Schema:
+    return {"type": "string", "description": description, **extra}
+
+
+def _obj(description: str, properties: dict[str, Schema], required: tuple[str, ...] = ()) -> Schema:
+    schema: Schema = {
+        "type": "object",
+        "description": description,
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+def _map(description: str, values: Schema, keys: Schema | None = None) -> Schema:
+    schema: Schema = {"type": "object", "description": description, "additionalProperties": values}
+    if keys is not None:
+        schema["propertyNames"] = keys
+    return schema
+
+
+UPSTREAM = _obj(
+    "One upstream API endpoint.",
+    {
+        "base_url": _str("Base URL ending before the endpoint path, e.g. https://api.together.xyz/v1.", pattern="^https?://"),
+        "base_url_env": _str("Environment variable that, when set, overrides base_url."),
+        "api_key_env": _str("Environment variable holding the key; while it is unset this upstream's models are skipped (unless the caller brings its own key)."),
+        "api": _str("The provider API it speaks.", enum=list(UPSTREAM_APIS), default="openai"),
+        "video_content": _str("Video job APIs: stream the content, or redirect to a signed URL.", enum=["stream", "redirect"], default="stream"),
+        "connect_timeout_s": _num("Seconds to connect (default 5).", 0.001),
+        "first_byte_timeout_s": _num("Seconds until the status / first chunk, else retry or fall back (default 30).", 0.001),
+        "idle_timeout_s": _num("Longest gap between stream chunks, in seconds (default 60).", 0.001),
+    },
+    ("base_url",),
+)  # fmt: skip
+PRICE = _obj(
+    "Prices in USD.",
+    {
+        "input": _num("Per 1M input tokens.", 0),
+        "output": _num("Per 1M output tokens.", 0),
+        "per_image": _num("Per generated image.", 0),
+        "per_minute": _num("Per audio minute.", 0),
+        "per_second": _num("Per second of generated video.", 0),
+    },
+)
+MODEL = _obj(
+    "A concrete model the gateway may route to.",
+    {
+        "upstream": _str("Name of an upstream under `upstreams`."),
+        "model": _str("The id sent upstream as `model`."),
+        "modality": _str("What it does; decides the quota capability when requested by name.", enum=list(MODALITIES)),
+        "context_length": _num("Context window in tokens.", 1, integer=True),
+        "price": PRICE,
+    },
+    ("upstream", "model", "modality"),
+)  # fmt: skip
+RETRY = _obj(
+    "Retries on the same model before moving down the chain.",
+    {
+        "attempts": _num("Tries per model, the first included (default 2).", 1, integer=True),
+        "backoff_s": _num("First backoff in seconds, doubled each time, with full jitter (default 0.25).", 0),
+        "max_backoff_s": _num("Backoff cap in seconds (default 4).", 0),
+        "max_retry_after_s": _num("An upstream retry-after longer than this moves to the next model (default 10).", 0),
+        "on_status": {"type": "array", "items": {"type": "integer", "minimum": 100}, "description": "Statuses retried (default 408, 429, 500, 502, 503, 504)."},
+    },
+)  # fmt: skip
+BREAKER = _obj(
+    "Circuit breaker per upstream model.",
+    {
+        "failures": _num("Failures within window_s that open the circuit (default 5).", 1, integer=True),
+        "window_s": _num("Window for counting failures, seconds (default 30).", 0.001),
+        "cooldown_s": _num("Open time before one probe is let through (default 15).", 0.001),
+        "probe_timeout_s": _num("A probe with no verdict by then is taken as lost (default 120).", 0.001),
+    },
+)  # fmt: skip
+ROUTES: Schema = _obj(
+    "routes.yaml: upstreams and the concrete models the gateway may route to.",
+    {
+        "upstreams": _map("Upstream name → its endpoint.", UPSTREAM),
+        "models": _map("Model name (used in tiers.yaml and by clients) → the model.", MODEL),
+        "passthrough": _map(
+            "POST paths below /v1 forwarded as they are (`*` matches one segment) → the routes whose models may serve them.",
+            {"type": "array", "items": {"type": "string", "enum": list(MODALITIES)}},
+            {"pattern": "^/"},
+        ),
+        "retry": RETRY,
+        "circuit_breaker": BREAKER,
+    },
+    ("upstreams", "models"),
+)  # fmt: skip
+
+QUOTA = _obj(
+    "Limits for one capability per user per UTC day; absent means unlimited.",
+    {
+        "requests_per_day": _num("Requests per day.", 0, integer=True),
+        "tokens_per_day": _num("Tokens (input + output) per day.", 0, integer=True),
+        "tokens_per_request": _num("Tokens one request may reserve; also clamps max_tokens.", 1, integer=True),
+        "minutes_per_day": _num("Audio minutes per day.", 0),
+    },
+)  # fmt: skip
+QUOTAS = _obj(
+    f"Capability ({', '.join(CAPABILITIES)}) → quota.",
+    {capability: QUOTA for capability in CAPABILITIES},
+)
+BUDGET = _obj(
+    "Spending limits in USD.",
+    {"usd_per_day": _num("USD per UTC day.", 0), "usd_per_month": _num("USD per UTC month.", 0)},
+)
+TIER = _obj(
+    "One tier: its fallback chains, limits, quotas and budgets.",
+    {
+        "routes": _map(
+            "Route name → fallback chain of model names, tried in order.",
+            {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            {"enum": list(MODALITIES)},
+        ),
+        "max_tokens": _num("Clamp on max_tokens / max_completion_tokens for every route.", 1, integer=True),
+        "quotas": QUOTAS,
+        "budget": BUDGET | {"description": "Budget of each user of the tier."},
+        "tier_budget": BUDGET | {"description": "Budget of the whole tier together."},
+    },
+    ("routes",),
+)  # fmt: skip
+KEY = _obj(
+    "A client key, stored as its sha256 only.",
+    {
+        "user": _str("User id the key belongs to."),
+        "tier": _str("Name of a tier."),
+        "key_sha256": _str("sha256 hex of the key: printf %s \"$KEY\" | sha256sum.", pattern="^[0-9a-fA-F]{64}$"),
+    },
+    ("user", "tier", "key_sha256"),
+)  # fmt: skip
+USER = _obj(
+    "Per-user overrides.",
+    {"quotas": QUOTAS, "budget": BUDGET | {"description": "This user's budget."}},
+)
+ALERTS = _obj(
+    "Cost alerts.",
+    {
+        "webhook_url": {"type": ["string", "null"], "description": "POSTed JSON when a threshold is crossed (once per window)."},
+        "thresholds": {
+            "type": "array",
+            "description": "Thresholds, per scope.",
+            "items": _obj(
+                "One threshold.",
+                {
+                    "scope": _str("`overall` or `tier:<name>`.", pattern="^(overall|tier:.+)$"),
+                    "usd_per_day": _num("USD per day.", 0),
+                    "usd_per_month": _num("USD per month.", 0),
+                },
+                ("scope",),
+            ),
+        },
+    },
+)  # fmt: skip
+SETTINGS = _obj(
+    "Process-wide settings.",
+    {
+        "max_body_mb": _num("Requests above this get 413 (default 32).", 0.001),
+        "model_source_indicator": {"type": "boolean", "description": "Also put `model_source_indicator` into non-streamed JSON bodies (default false)."},
+        "on_store_error": _str("Redis down: allow (serve, buffer usage) or deny (503).", enum=["allow", "deny"], default="allow"),
+        "readiness": _str("strict: /readyz is 503 while a tier has a route no target can serve; lenient: it is not.", enum=["strict", "lenient"], default="strict"),
+        "usage_stream_maxlen": _num("Usage records kept in the Redis stream (default 1000000).", 1, integer=True),
+        "usage_buffer_max": _num("Records held in memory while Redis is unreachable (default 100000).", 1, integer=True),
+        "shutdown_grace_s": _num("On SIGTERM, in-flight streams get this long to finish (default 30).", 0),
+        "reservation_lease_s": _num("A reservation not settled by then is given back (default 900).", 10, integer=True),
+        "max_upstream_body_mb": _num("Cap on an upstream answer read whole (default 64).", 0.001),
+        "max_sse_event_kb": _num("Cap on one upstream SSE event (default 4096).", 0.001),
+        "max_upstream_header_kb": _num("Cap on an upstream's response head (default 64).", 0.001),
+        "max_upstream_headers": _num("Cap on an upstream's header count (default 100).", 1, integer=True),
+    },
+)  # fmt: skip
+TIERS: Schema = _obj(
+    "tiers.yaml: tiers, keys, per-user overrides, alerts and settings.",
+    {
+        "tiers": _map("Tier name → tier.", TIER),
+        "keys": {"type": "array", "items": KEY, "description": "Client keys (sha256 only)."},
+        "users": _map("User id → overrides.", USER),
+        "alerts": ALERTS,
+        "settings": SETTINGS,
+    },
+    ("tiers",),
+)
+
+
+def config_schema() -> dict[str, Schema]:
+    """Both schemas, keyed by file name (each a complete JSON Schema document)."""
+    return {
+        name: {"$schema": DRAFT, "$id": f"llm-gateway/{name}", "title": name, **schema}
+        for name, schema in (("routes.yaml", ROUTES), ("tiers.yaml", TIERS))
+    }
+
+
+def reference_rows(schema: Schema, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key path, type and default, description) for every key, depth first."""
+    rows: list[tuple[str, str, str]] = []
+    for name, sub in schema.get("properties", {}).items():
+        path = f"{prefix}{name}"
+        rows.append((path, _type(sub), sub.get("description", "")))
+        rows += _nested(sub, path)
+    return rows
+
+
+def _nested(sub: Schema, path: str) -> list[tuple[str, str, str]]:
+    if sub is QUOTAS:  # the same keys under every capability: listed once
+        return reference_rows(QUOTA, f"{path}.<capability>.")
+    if "properties" in sub:
+        return reference_rows(sub, path + ".")
+    values = sub.get("additionalProperties")
+    if isinstance(values, dict) and "properties" in values:
+        return reference_rows(values, f"{path}.<name>.")
+    items = sub.get("items")
+    if isinstance(items, dict) and "properties" in items:
+        return reference_rows(items, f"{path}[].")
+    return []
+
+
+def _type(schema: Schema) -> str:
+    kind = schema.get("type", "")
+    text = "/".join(kind) if isinstance(kind, list) else str(kind)
+    if "enum" in schema:
+        text = " \\| ".join(f"`{value}`" for value in schema["enum"])
+    if "default" in schema:
+        text += f" (default `{schema['default']}`)"
+    return text
+
+
+def reference_markdown() -> str:
+    """The tables of docs/configuration.md, one per file."""
+    parts = []
+    for name, schema in config_schema().items():
+        parts.append(f"### {name}\n\n| key | type | meaning |\n|---|---|---|")
+        parts += [f"| `{path}` | {kind} | {text} |" for path, kind, text in reference_rows(schema)]
+        parts.append("")
+    return "\n".join(parts)

@@ -124,7 +124,9 @@ def _speech(payload: dict[str, Any]) -> httpx.Response:
         + (1).to_bytes(2, "little") + (8).to_bytes(2, "little")
         + b"data" + samples.to_bytes(4, "little")
     )  # fmt: skip
-    return httpx.Response(200, headers={"content-type": "audio/wav"}, content=header + b"\x80" * samples)
+    return httpx.Response(
+        200, headers={"content-type": "audio/wav"}, content=header + b"\x80" * samples
+    )
 
 
 def _transcription(payload: dict[str, Any]) -> httpx.Response:
@@ -216,7 +218,10 @@ def _envelope(
 def _stream_chat(
     model: str, words: list[str], usage: dict[str, int], with_usage: bool
 ) -> httpx.Response:
-    base = {"id": _completion_id("chatcmpl", " ".join(words)), "object": "chat.completion.chunk"}
+    base: dict[str, Any] = {
+        "id": _completion_id("chatcmpl", " ".join(words)),
+        "object": "chat.completion.chunk",
+    }
     base |= {"created": 0, "model": model}
     events = [base | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}]
     for index, word in enumerate(words):
@@ -231,7 +236,10 @@ def _stream_chat(
 def _stream_completion(
     model: str, words: list[str], usage: dict[str, int], with_usage: bool
 ) -> httpx.Response:
-    base = {"id": _completion_id("cmpl", " ".join(words)), "object": "text_completion"}
+    base: dict[str, Any] = {
+        "id": _completion_id("cmpl", " ".join(words)),
+        "object": "text_completion",
+    }
     base |= {"created": 0, "model": model}
     events = [
         base | {"choices": [{"index": 0, "text": (" " if i else "") + w, "finish_reason": None}]}
@@ -273,4 +281,6 @@ def _json(status: int, document: dict[str, Any]) -> httpx.Response:
 
 
 def _error(message: str, code: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+    return {
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    }

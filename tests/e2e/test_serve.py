@@ -22,7 +22,8 @@ MESSAGES = [{"role": "user", "content": "secret prompt text"}]
 
 
 class Served:
-    def __init__(self, argv, env, tmp_path):
+    def __init__(self, argv, env, tmp_path, ready="/readyz"):
+        self.ready = ready
         self.log = tmp_path / f"gateway-{time.monotonic_ns()}.log"
         self.port = int(argv[argv.index("--port") + 1])
         with self.log.open("wb") as log:
@@ -40,7 +41,7 @@ class Served:
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log.read_text()
             try:
-                if httpx.get(self.url + "/readyz").status_code == 200:
+                if httpx.get(self.url + self.ready).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -65,7 +66,7 @@ def serve(tmp_path, upstream):
     routes = {**DEFAULT_ROUTES, "text": ["ok", "ok-b", "slow"]}
     (tmp_path / "tiers.yaml").write_text(yaml.safe_dump(tiers_doc({"free": {"routes": routes}})))
 
-    def start(*extra, argv=None, env=None):
+    def start(*extra, argv=None, env=None, ready="/readyz"):
         argv = argv or [
             sys.executable,
             "-m",
@@ -81,6 +82,7 @@ def serve(tmp_path, upstream):
             argv,
             {"MOCK_KEY": MOCK_KEY, "GATEWAY_KEYS": f"{KEY}=free:alice", **(env or {})},
             tmp_path,
+            ready,
         )
         started.append(served)
         return served
@@ -131,8 +133,11 @@ def test_the_image_command_serves_the_shipped_config(tmp_path, serve):
     argv = dockerfile_cmd({"PORT": str(port)})
     assert argv[:2] == ["gateway", "serve"]
     argv[argv.index("--config-dir") + 1] = str(ROOT)  # the image copies these files to /app
-    served = serve(argv=argv, env={"GATEWAY_KEYS": f"{KEY}=free:alice"})
-    assert httpx.get(served.url + "/healthz").status_code == 200
+    served = serve(argv=argv, env={"GATEWAY_KEYS": f"{KEY}=free:alice"}, ready="/healthz")
+    # no upstream key: routes served only by Together have no target, and readiness says so
+    not_ready = httpx.get(served.url + "/readyz")
+    assert not_ready.status_code == 503
+    assert "TOGETHER_API_KEY unset" in not_ready.json()["reason"]
     models = httpx.get(
         served.url + "/v1/models", headers={"authorization": f"Bearer {KEY}"}
     ).json()["data"]

@@ -1,0 +1,159 @@
+"""Each documented CLI failure: one line, the right exit status, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.first_run.process import ROOT
+from tests.support import free_port
+
+BASE_ENV = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+
+
+def gateway(
+    *argv: str, env: dict[str, str] | None = None, cwd=ROOT
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *argv],
+        env={**BASE_ENV, **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+FAILURES = [
+    # (argv, env, exit status, text the one line holds)
+    (["serve", "--port", "0"], {"REDIS_URL": "localhost:6379"}, 2, "REDIS_URL: scheme"),
+    (["serve"], {"REDIS_URL": "redis://host:notaport/0"}, 2, "REDIS_URL: not a valid URL"),
+    (["serve", "--port", "abc"], {}, 2, "argument --port: invalid int value"),
+    (["serve", "--workers", "0"], {}, 2, "--workers: expected at least 1"),
+    (
+        ["serve"],
+        {"GATEWAY_MAX_UPSTREAM_CONNECTIONS": "many"},
+        2,
+        "GATEWAY_MAX_UPSTREAM_CONNECTIONS",
+    ),
+    (["nonsense"], {}, 2, "unrecognized arguments: nonsense"),
+    (
+        ["usage", "export", "--from", "yesterday", "--to", "2026-11-30"],
+        {},
+        2,
+        "invalid time 'yesterday'",
+    ),
+    (
+        ["usage", "export", "--from", "2026-11-30", "--to", "2026-11-01"],
+        {},
+        2,
+        "'to' is before 'from'",
+    ),
+    (
+        ["usage", "export", "--from", "2026-11-01", "--to", "2026-11-30"],
+        {"REDIS_URL": "garbage"},
+        2,
+        "REDIS_URL: scheme",
+    ),
+    (
+        ["usage", "export", "--from", "2026-11-01", "--to", "2026-11-30"],
+        {},
+        1,
+        "REDIS_URL is not set",
+    ),
+    (["usage", "export"], {}, 2, "the following arguments are required: --from, --to"),
+    (["check"], {"REDIS_URL": "http://127.0.0.1:6379"}, 1, "REDIS_URL: scheme 'http'"),
+    (["check"], {"GATEWAY_UPSTREAM_TRANSPORT": "curl"}, 1, "GATEWAY_UPSTREAM_TRANSPORT: expected"),
+]
+
+
+@pytest.mark.parametrize(
+    "argv,env,status,text", FAILURES, ids=[" ".join(f[0]) + str(sorted(f[1])) for f in FAILURES]
+)
+def test_documented_failures_are_one_line(argv, env, status, text) -> None:
+    result = gateway(*argv, env=env)
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert text in lines[0]
+    assert lines[0].startswith("gateway" if argv[0] != "check" else text.split(":")[0])
+
+
+def test_an_unreachable_store_is_one_line_and_exit_1() -> None:
+    port = free_port()  # nothing listens there
+    result = gateway(
+        "usage", "export", "--from", "2026-11-01", "--to", "2026-11-30",
+        env={"REDIS_URL": f"redis://127.0.0.1:{port}/0"},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "cannot read the store at REDIS_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_malformed_gateway_keys_name_the_variable_not_an_empty_tier() -> None:
+    result = gateway("check", env={"GATEWAY_KEYS": "garbage"})
+    assert result.returncode == 1
+    assert "GATEWAY_KEYS: entry 1: no '=' in it" in result.stderr
+    assert "garbage" not in result.stderr  # the entry may be a key: never echoed
+    assert "got tier ''" not in result.stderr
+
+
+def test_check_warns_about_unset_and_unread_variables() -> None:
+    result = gateway("check", env={"TOGTHER_API_KEY": "sk-typo"})
+    assert result.returncode == 0, result.stderr
+    assert "api_key_env TOGETHER_API_KEY is unset" in result.stderr
+    assert "TOGTHER_API_KEY is set but no upstream in routes.yaml reads it" in result.stderr
+    assert "tier free route image: usable none" in result.stderr
+    assert "sk-typo" not in result.stderr + result.stdout
+
+
+def test_check_names_a_bad_base_url_variable() -> None:
+    result = gateway("check", env={"TOGETHER_BASE_URL": "api.together.xyz"})
+    assert result.returncode == 1
+    assert "TOGETHER_BASE_URL must start with http:// or https://" in result.stderr
+
+
+def test_check_with_the_key_set_has_no_warning_for_it() -> None:
+    result = gateway("check", env={"TOGETHER_API_KEY": "sk-x", "OPENAI_API_KEY": "sk-y"})
+    assert result.returncode == 0
+    assert "API_KEY is unset" not in result.stderr
+    assert "usable none" not in result.stderr
+
+
+def test_version_and_help() -> None:
+    version = gateway("--version")
+    assert version.returncode == 0 and version.stdout.startswith("gateway ")
+    top = gateway("--help").stdout
+    for sentence in (
+        "Run the gateway (the default command).",
+        "Validate routes.yaml, tiers.yaml and the environment they read.",
+        "Print the JSON Schema of routes.yaml and tiers.yaml.",
+    ):
+        assert sentence in " ".join(top.split())
+    serve = " ".join(gateway("serve", "--help").stdout.split())
+    assert "port to listen on (default: 8080)" in serve
+    assert "(default: 127.0.0.1)" in serve
+
+
+def test_global_options_anywhere(tmp_path) -> None:
+    (tmp_path / "routes.yaml").write_text((ROOT / "routes.yaml").read_text())
+    (tmp_path / "tiers.yaml").write_text((ROOT / "tiers.yaml").read_text())
+    for argv in (
+        ["--config-dir", str(tmp_path), "check"],
+        ["check", "--config-dir", str(tmp_path)],
+    ):
+        result = gateway(*argv, cwd=tmp_path.parent)
+        assert result.returncode == 0, result.stderr
+    assert gateway("check", cwd=tmp_path.parent).returncode == 1  # no config there
+
+
+def test_schema_prints_both_files() -> None:
+    import json
+
+    document = json.loads(gateway("schema").stdout)
+    assert set(document) == {"routes.yaml", "tiers.yaml"}
+    assert "readiness" in document["tiers.yaml"]["properties"]["settings"]["properties"]
