@@ -1,5 +1,7 @@
-"""JSON Schema of routes.yaml and tiers.yaml (``gateway schema``), and the reference tables
-docs/configuration.md is generated from: each key's description lives here once."""
+"""The JSON Schema of routes.yaml and tiers.yaml, and the reference tables made from it.
+
+``gateway schema`` prints the schema; docs/configuration.md's key tables are generated from it,
+so each key's description lives here once."""
 
 # ruff: noqa: E501  (one key per line: the descriptions are a table)
 
