@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from gateway.secret import Secret
 
@@ -24,11 +25,26 @@ class Runtime:
         return cls(
             admin_token=_secret(env.get("GATEWAY_ADMIN_TOKEN")),
             metrics_token=_secret(env.get("GATEWAY_METRICS_TOKEN")),
-            redis_url=env.get("REDIS_URL") or None,
+            redis_url=sentinel_url(env) or env.get("REDIS_URL") or None,
             transport=env.get("GATEWAY_UPSTREAM_TRANSPORT", "native"),
             max_upstream_connections=int(env.get("GATEWAY_MAX_UPSTREAM_CONNECTIONS", "10000")),
             log_bodies=env.get("GATEWAY_DEBUG_LOG_BODIES", "").lower() in ("1", "true", "yes"),
         )
+
+
+def sentinel_url(env: Mapping[str, str]) -> str | None:
+    """``REDIS_SENTINELS`` (host:port,...) and ``REDIS_SENTINEL_MASTER`` (default "mymaster")
+    as one ``redis+sentinel://`` URL; credentials and database come from ``REDIS_URL``'s."""
+    sentinels = env.get("REDIS_SENTINELS", "").strip()
+    if not sentinels:
+        return None
+    master = env.get("REDIS_SENTINEL_MASTER") or "mymaster"
+    base = urlsplit(env.get("REDIS_URL") or "redis://")
+    userinfo = base.netloc.rpartition("@")[0]
+    scheme = "rediss+sentinel" if base.scheme.startswith("rediss") else "redis+sentinel"
+    database = base.path.strip("/") or "0"
+    netloc = f"{userinfo}@{sentinels}" if userinfo else sentinels
+    return f"{scheme}://{netloc}/{master}/{database}"
 
 
 def _secret(value: str | None) -> Secret | None:

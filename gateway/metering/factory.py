@@ -7,23 +7,36 @@ reconnect, so an outage costs a request milliseconds, not seconds. The standalon
 options such as ``?max_connections=128`` override the defaults. On a standalone Redis over
 plain TCP the two per-request scripts go through one shared pipelined connection instead; on
 a cluster over plain TCP, through one such connection per master, routed by slot.
+
+Sentinel URLs: ``redis+sentinel://[user:password@]host:port,host:port/<master>[/<db>]`` (or
+``REDIS_SENTINELS`` + ``REDIS_SENTINEL_MASTER``, see ``config/runtime.py``); every connection,
+the pipelined one included, asks the sentinels for the master when it (re)connects.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Connection, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from gateway.config.model import Settings
 from gateway.metering.cluster_pipelined import ClusterPipelined
 from gateway.metering.memory_store import MemoryStore
-from gateway.metering.pipelined import PipelinedConnection, RedisEndpoint, ScriptRunner
+from gateway.metering.pipelined import (
+    ConnectFailed,
+    PipelinedConnection,
+    RedisEndpoint,
+    Resolver,
+    ScriptRunner,
+)
 from gateway.metering.redis_store import RedisStore
 from gateway.metering.store import Store
 
@@ -38,6 +51,8 @@ TRUE_VALUES = {"1", "true", "yes", "on"}
 def create_store(redis_url: str | None, settings: Settings) -> Store:
     if not redis_url:
         return MemoryStore(stream_maxlen=settings.usage_stream_maxlen)
+    if urlsplit(redis_url).scheme.endswith("+sentinel"):
+        return _sentinel_store(SentinelUrl.parse(redis_url), settings)
     url, cluster = parse_redis_url(redis_url)
     options: dict[str, Any] = {
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
@@ -57,6 +72,81 @@ def create_store(redis_url: str | None, settings: Settings) -> Store:
         client = Redis.from_pool(pool)
         scripts = _pipelined(pool)
     return RedisStore(client, stream_maxlen=settings.usage_stream_maxlen, scripts=scripts)
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """``redis+sentinel://[user:password@]host:port,host:port/<master>[/<db>]``: the master's
+    credentials and database; the sentinels are asked without credentials."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelUrl:
+        parts = urlsplit(url)
+        userinfo, _, hosts = parts.netloc.rpartition("@")
+        username, _, password = userinfo.partition(":")
+        sentinels = []
+        for host in hosts.split(","):
+            name, _, port = host.strip().rpartition(":")
+            sentinels.append((name or host.strip(), int(port) if name else 26379))
+        path = [part for part in parts.path.split("/") if part]
+        if not path:
+            raise ValueError("a sentinel URL names the master: redis+sentinel://hosts/<master>")
+        return cls(
+            sentinels=tuple(sentinels),
+            master=unquote(path[0]),
+            db=int(path[1]) if len(path) > 1 else 0,
+            username=unquote(username) or None,
+            password=unquote(password) if userinfo and password else None,
+            tls=parts.scheme.startswith("rediss"),
+        )
+
+
+def _sentinel_store(url: SentinelUrl, settings: Settings) -> RedisStore:
+    """redis-py's Sentinel client for everything, and the pipelined connection for the
+    scripts, both asking the sentinels for the master whenever they (re)connect."""
+    timeouts = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": SOCKET_TIMEOUT_S}
+    sentinel = Sentinel(list(url.sentinels), sentinel_kwargs=timeouts, **timeouts)  # type: ignore[no-untyped-call]
+    client = sentinel.master_for(
+        url.master,
+        redis_class=Redis,
+        db=url.db,
+        username=url.username,
+        password=url.password,
+        ssl=url.tls,
+        retry=Retry(NoBackoff(), 1),
+        max_connections=MAX_CONNECTIONS,
+    )
+    scripts = None
+    if not url.tls:
+        endpoint = RedisEndpoint(
+            host=url.sentinels[0][0],  # replaced by the master's address at each connect
+            port=url.sentinels[0][1],
+            db=url.db,
+            username=url.username,
+            password=url.password,
+            connect_timeout_s=CONNECT_TIMEOUT_S,
+            command_timeout_s=SOCKET_TIMEOUT_S,
+        )
+        scripts = PipelinedConnection(endpoint, resolve=_master_of(sentinel, url.master))
+    return RedisStore(client, stream_maxlen=settings.usage_stream_maxlen, scripts=scripts)
+
+
+def _master_of(sentinel: Sentinel, master: str) -> Resolver:
+    async def resolve(endpoint: RedisEndpoint) -> RedisEndpoint:
+        try:
+            host, port = await sentinel.discover_master(master)
+        except RedisError as exc:
+            raise ConnectFailed(f"no master {master!r} from the sentinels: {exc}") from exc
+        return endpoint.at(str(host), int(port))
+
+    return resolve
 
 
 def _cluster_seed(url: str) -> RedisEndpoint | None:

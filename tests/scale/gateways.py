@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,3 +154,57 @@ async def paced_load(
     async with httpx.AsyncClient(timeout=30) as http:
         await asyncio.gather(*(worker(i, http) for i in range(workers)))
     return samples
+
+
+@dataclass(frozen=True)
+class Failover:
+    """What a bounded load saw while a Redis master was killed under it."""
+
+    samples: list[Sample]
+    killed_at: float
+
+    @property
+    def statuses(self) -> dict[int, int]:
+        return dict(collections.Counter(s.status for s in self.samples))
+
+    @property
+    def unmetered(self) -> list[Sample]:
+        """Admitted without a reservation (the store was unavailable: on_store_error allow)."""
+        return [s for s in self.samples if s.status == 200 and not s.metered]
+
+    @property
+    def outage_s(self) -> float:
+        """From the kill to the last request admitted without a reservation."""
+        return max((s.at - self.killed_at for s in self.unmetered), default=0.0)
+
+    @property
+    def recovered(self) -> bool:
+        return any(s.metered for s in self.samples if s.at > self.killed_at + self.outage_s)
+
+    def report(self, records: list[dict[str, Any]]) -> str:
+        ids = collections.Counter(str(r["request_id"]) for r in records)
+        return (
+            f"{len(self.samples)} requests, statuses {self.statuses}, "
+            f"{len(self.unmetered)} admitted unmetered (the quota's overshoot), "
+            f"outage {self.outage_s:.2f} s, "
+            f"records {len(records)} (doubled {self.doubled(records)}, lost "
+            f"{len(self.samples) - len(ids)})"
+        )
+
+    @staticmethod
+    def doubled(records: list[dict[str, Any]]) -> int:
+        ids = collections.Counter(str(r["request_id"]) for r in records)
+        return sum(n - 1 for n in ids.values() if n > 1)
+
+
+def run_failover(urls: Sequence[str], kill: Callable[[], None], seconds: float = 9.0) -> Failover:
+    """Six clients, each one request every ~20 ms; ``kill`` runs 1.5 s in."""
+
+    async def scenario() -> Failover:
+        load = asyncio.ensure_future(paced_load(urls, 6, seconds, 0.02))
+        await asyncio.sleep(1.5)
+        killed_at = time.monotonic()
+        kill()
+        return Failover(await load, killed_at)
+
+    return asyncio.run(scenario())
