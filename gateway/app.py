@@ -23,6 +23,7 @@ from gateway.http.dispatch import Dispatch
 from gateway.http.errors import EXCEPTION_HANDLERS
 from gateway.metering import Meter, Store, create_store
 from gateway.metering.job_store import job_store_for
+from gateway.metering.memory_store import MemoryStore
 from gateway.observe.access_log import AccessLog
 from gateway.observe.metrics import Metrics, UsageMetrics, mark_worker_dead
 from gateway.observe.provider_stats import ProviderStats
@@ -35,6 +36,7 @@ from gateway.proxy.billing import Billing
 from gateway.proxy.breaker import Breakers
 from gateway.proxy.listeners import Listeners
 from gateway.proxy.pipeline import Pipeline
+from gateway.proxy.shared_health import SharedHealth
 from gateway.proxy.video_jobs import POLL_INTERVAL_S, VideoJobs
 
 log = logging.getLogger("gateway")
@@ -57,6 +59,7 @@ class Gateway:
     clock: Callable[[], float]
     created: int  # reported as models' `created`
     videos: VideoJobs  # video jobs: records, polling, settling at the end
+    shared_health: SharedHealth | None = None  # breaker openings shared with other replicas
 
 
 def create_app(
@@ -119,7 +122,13 @@ def build_gateway(
         on_store_error=metrics.store_errors.inc,
         lease_ttl_s=config.settings.reservation_lease_s,
     )
-    breakers = Breakers(config.breaker, time.monotonic)
+    shared = None if isinstance(store, MemoryStore) else SharedHealth(store)
+    breakers = Breakers(
+        config.breaker,
+        time.monotonic,
+        on_open=shared.publish if shared else None,
+        shared_open=shared.is_open if shared else None,
+    )
     stats = ProviderStats()
     attempter = Attempter(
         upstream, config.retry, breakers, max_body_bytes=config.settings.max_upstream_body_bytes
@@ -139,7 +148,7 @@ def build_gateway(
     )  # fmt: skip
     return Gateway(
         config, runtime, keyring, upstream, store, meter, metrics, breakers, stats, pipeline, clock,
-        int(clock()), video_jobs,
+        int(clock()), video_jobs, shared_health=shared,
     )  # fmt: skip
 
 
@@ -151,10 +160,14 @@ def _lifespan(
         if gateway.runtime.redis_url is None:
             log.warning("REDIS_URL is not set: quotas and usage are held per process only")
         await gateway.meter.start()
+        if gateway.shared_health is not None:
+            await gateway.shared_health.start()
         try:
             yield
         finally:
             await gateway.videos.aclose()
+            if gateway.shared_health is not None:
+                await gateway.shared_health.aclose()
             await gateway.meter.aclose()
             await gateway.store.aclose()
             if owns_transport:

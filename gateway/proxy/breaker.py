@@ -25,16 +25,32 @@ class _Circuit:
 
 
 class Breakers:
-    """Per-process breaker states keyed by model name; the clock is injectable."""
+    """Per-process breaker states keyed by model name; the clock is injectable.
 
-    def __init__(self, policy: BreakerPolicy, clock: Callable[[], float]) -> None:
+    ``on_open`` hears every opening (model, cooldown seconds), to tell the other replicas;
+    ``shared_open`` says whether another replica's breaker has the model open: a model closed
+    here is then reported (and skipped) as open. Without them, each process is on its own.
+    """
+
+    def __init__(
+        self,
+        policy: BreakerPolicy,
+        clock: Callable[[], float],
+        *,
+        on_open: Callable[[str, float], None] | None = None,
+        shared_open: Callable[[str], bool] | None = None,
+    ) -> None:
         self._policy = policy
         self._clock = clock
         self._circuits: dict[str, _Circuit] = {}
+        self._on_open = on_open
+        self._shared_open = shared_open
 
     def state(self, model: str) -> State:
         circuit = self._circuits.get(model)
         if circuit is None or circuit.opened_at is None:
+            if self._shared_open is not None and self._shared_open(model):
+                return State.OPEN
             return State.CLOSED
         if self._clock() - circuit.opened_at >= self._policy.cooldown_s:
             return State.HALF_OPEN
@@ -66,6 +82,7 @@ class Breakers:
         now = self._clock()
         if circuit.probing or circuit.opened_at is not None:
             circuit.opened_at, circuit.probing = now, False  # failed probe: open again
+            self._opened(model)
             return
         circuit.failures.append(now)
         while circuit.failures and now - circuit.failures[0] > self._policy.window_s:
@@ -73,6 +90,11 @@ class Breakers:
         if len(circuit.failures) >= self._policy.failures:
             circuit.opened_at = now
             circuit.failures.clear()
+            self._opened(model)
+
+    def _opened(self, model: str) -> None:
+        if self._on_open is not None:
+            self._on_open(model, self._policy.cooldown_s)
 
     def release_probe(self, model: str) -> None:
         """A probe that ended without a verdict (client went away) frees the half-open slot."""
