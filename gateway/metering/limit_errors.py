@@ -2,7 +2,9 @@
 
 ``x-ratelimit-reset-*`` values are Go-style durations as OpenAI sends them (``1h2m3s``,
 ``6m0s``, ``7s``): the time left until the window resets. ``retry-after`` is whole seconds.
-A trio is left out when its limit is unlimited.
+A trio is left out when its limit is unlimited. ``x-ratelimit-remaining-*`` is what
+``/v1/quota`` calls ``remaining``: the limit minus what settled requests used minus what
+requests in flight hold, this request's own reservation included.
 """
 
 from __future__ import annotations

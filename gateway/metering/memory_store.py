@@ -93,6 +93,14 @@ class MemoryStore:
     async def read_hashes(self, keys: Sequence[str]) -> list[dict[str, int]]:
         return [dict(self._hash(key)) for key in keys]
 
+    async def read_reservations(self, lease_key: str) -> dict[str, int]:
+        held: dict[str, int] = {}
+        for name, (_, grants) in self._leases.items():
+            if name.partition("\n")[0] == lease_key:
+                for key, field, amount in grants:
+                    held[f"{key}\t{field}"] = held.get(f"{key}\t{field}", 0) + amount
+        return held
+
     async def write_hash(self, key: str, values: Mapping[str, int], delete: Sequence[str]) -> None:
         target = self._hashes.setdefault(key, {})
         for field in delete:

@@ -208,7 +208,9 @@ class Meter:
     async def quota_view(self, user: str, tier: Tier) -> dict[str, Any]:
         windows = windows_at(self._clock())
         hashes = await self._read(lambda: self._store.read_hashes(view_keys(user, tier, windows)))
-        return build_view(self._config, user, tier, hashes, windows)
+        lease = keys.lease(keys.user_day(user, windows.day))
+        reserved = await self._read(lambda: self._store.read_reservations(lease))
+        return build_view(self._config, user, tier, hashes, windows, reserved)
 
     async def records(self, user: str | None, start: float, end: float) -> list[dict[str, Any]]:
         """Usage records of ``user`` (every user when None) with ``start <= ts < end``."""

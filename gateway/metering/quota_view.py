@@ -1,7 +1,9 @@
 """The caller's limits, usage and what remains, for ``GET /v1/quota`` (pure).
 
-``used`` includes reservations of requests still in flight. A ``limit`` of None is
-unlimited (and ``remaining`` is then None too).
+Per limit: ``used`` is what settled requests consumed; ``reserved`` is what requests still in
+flight hold (their leases); ``remaining`` is ``limit - used - reserved``, what a new request
+may reserve now. The stored counters hold both, so ``used`` is the counter minus what the
+user's leases hold. A ``limit`` of None is unlimited (and ``remaining`` is then None too).
 """
 
 from __future__ import annotations
@@ -38,22 +40,36 @@ def view_keys(user: str, tier: Tier, windows: Windows) -> list[str]:
 
 
 def build_view(
-    config: Config, user: str, tier: Tier, hashes: list[dict[str, int]], windows: Windows
+    config: Config,
+    user: str,
+    tier: Tier,
+    hashes: list[dict[str, int]],
+    windows: Windows,
+    reserved: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
+    """``reserved``: what the user's leases hold, ``key\tfield`` → amount
+    (``Store.read_reservations``)."""
     day, month, stored, tier_day, tier_month, spend_day, spend_month = hashes
+    held = reserved or {}
+    day_key, month_key = keys.user_day(user, windows.day), keys.user_month(user, windows.month)
+
+    def in_flight(key: str, field: str) -> int:
+        return held.get(f"{key}\t{field}", 0)
+
     capabilities = {}
     for capability in _capabilities(config, user, tier, stored):
         limits = apply_overrides(
             quota_limits(user_quota(config, user, tier, capability)), capability, stored
         )
 
-        def used(unit: str, cap: str = capability) -> int:
-            return day.get(keys.capability_field(cap, unit), 0)
+        def line(limit: int, unit: str, cap: str = capability) -> dict[str, int | None]:
+            field = keys.capability_field(cap, unit)
+            return _line(limit, day.get(field, 0), in_flight(day_key, field))
 
-        audio = _line(limits.audio_ms, used(keys.AUDIO_MS))
+        audio = line(limits.audio_ms, keys.AUDIO_MS)
         capabilities[capability] = {
-            "requests": _line(limits.requests, used(keys.REQUESTS)),
-            "tokens": _line(limits.tokens, used(keys.TOKENS)),
+            "requests": line(limits.requests, keys.REQUESTS),
+            "tokens": line(limits.tokens, keys.TOKENS),
             "tokens_per_request": _limit(limits.tokens_per_request),
             "audio_minutes": {k: _minutes(v) for k, v in audio.items()},
         }
@@ -68,8 +84,10 @@ def build_view(
         "capabilities": capabilities,
         "budgets": {
             "user": {
-                "day": _usd(user_limits.day, day.get(keys.USD, 0)),
-                "month": _usd(user_limits.month, month.get(keys.USD, 0)),
+                "day": _usd(user_limits.day, day.get(keys.USD, 0), in_flight(day_key, keys.USD)),
+                "month": _usd(
+                    user_limits.month, month.get(keys.USD, 0), in_flight(month_key, keys.USD)
+                ),
             },
             "tier": {
                 "day": _usd(
@@ -104,12 +122,15 @@ def _limit(value: int) -> int | None:
     return None if value == UNLIMITED else value
 
 
-def _line(limit: int, used: int) -> dict[str, int | None]:
+def _line(limit: int, counted: int, reserved: int = 0) -> dict[str, int | None]:
+    """``counted`` is the stored counter: settled use plus what is reserved in flight."""
     bounded = limit != UNLIMITED
+    reserved = max(0, min(reserved, counted))
     return {
         "limit": limit if bounded else None,
-        "used": used,
-        "remaining": max(0, limit - used) if bounded else None,
+        "used": counted - reserved,
+        "reserved": reserved,
+        "remaining": max(0, limit - counted) if bounded else None,
     }
 
 
@@ -117,10 +138,12 @@ def _minutes(value: int | None) -> float | None:
     return None if value is None else round(value / MS_PER_MINUTE, 3)
 
 
-def _usd(limit: int, used: int) -> dict[str, float | None]:
+def _usd(limit: int, counted: int, reserved: int = 0) -> dict[str, float | None]:
     bounded = limit != UNLIMITED
+    reserved = max(0, min(reserved, counted))
     return {
         "limit_usd": micros_to_usd(limit) if bounded else None,
-        "used_usd": micros_to_usd(used),
-        "remaining_usd": micros_to_usd(max(0, limit - used)) if bounded else None,
+        "used_usd": micros_to_usd(counted - reserved),
+        "reserved_usd": micros_to_usd(reserved),
+        "remaining_usd": micros_to_usd(max(0, limit - counted)) if bounded else None,
     }

@@ -22,7 +22,7 @@ import logging
 import time
 import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
@@ -158,6 +158,13 @@ class RedisStore:
                     pipe.hgetall(key)
                 replies = await pipe.execute()
             return [_integers(key, reply) for key, reply in zip(keys, replies, strict=True)]
+
+        return await _guard(read)
+
+    async def read_reservations(self, lease_key: str) -> dict[str, int]:
+        async def read() -> dict[str, int]:
+            payloads = await self._client.hvals(keys.lease_data(lease_key))
+            return held_amounts(_text(payload) for payload in payloads)
 
         return await _guard(read)
 
@@ -382,6 +389,19 @@ def _verdict(reply: list[int]) -> Verdict:
     if reply[0]:
         return Verdict(used, limits, (0,) * len(triples), denied=reply[0] - 1)
     return Verdict(used, limits, tuple(t[2] for t in triples))
+
+
+def held_amounts(payloads: Iterable[str]) -> dict[str, int]:
+    """Sum the ``key\tfield\tamount`` lines of lease payloads per ``key\tfield``."""
+    held: dict[str, int] = {}
+    for payload in payloads:
+        for line in payload.splitlines():
+            key, _, rest = line.partition("\t")
+            field, _, amount = rest.partition("\t")
+            if amount.lstrip("-").isdigit():
+                name = f"{key}\t{field}"
+                held[name] = held.get(name, 0) + int(amount)
+    return held
 
 
 def _integers(key: str, stored: Mapping[Any, Any]) -> dict[str, int]:

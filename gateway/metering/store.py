@@ -146,6 +146,11 @@ class Store(Protocol):
 
     async def read_hashes(self, keys: Sequence[str]) -> list[dict[str, int]]: ...
 
+    async def read_reservations(self, lease_key: str) -> dict[str, int]:
+        """What the leases of one group (``keys.lease``) hold in flight: ``key\tfield`` →
+        amount, summed over its leases."""
+        ...
+
     async def write_hash(
         self, key: str, values: Mapping[str, int], delete: Sequence[str]
     ) -> None: ...

@@ -61,8 +61,11 @@ def test_token_quota_is_exact_under_concurrency(config: Config, redis_url: str) 
         view = await meters[1].quota_view("alice", config.tiers["free"])
         for store in stores:
             await store.aclose()
-        assert view["capabilities"]["text_generation"]["tokens"]["used"] == granted_text
-        assert view["capabilities"]["embeddings"]["tokens"]["used"] == 5000
+        text, embeddings = (
+            view["capabilities"][c]["tokens"] for c in ("text_generation", "embeddings")
+        )
+        assert (text["used"], text["reserved"]) == (0, granted_text)  # all still in flight
+        assert (embeddings["used"], embeddings["reserved"]) == (0, 5000)
         return sum(admitted[:200]), sum(admitted[200:]), granted_text
 
     text_admitted, embed_admitted, granted_text = run(scenario())

@@ -18,11 +18,14 @@ DOLLAR_PER_TOKEN = Price(input=1_000_000.0, output=1_000_000.0)  # 1 USD a token
 
 
 def tokens_used(view: dict[str, Any], capability: str = "text_generation") -> int:
-    return int(view["capabilities"][capability]["tokens"]["used"])
+    """What the counter holds: settled use plus reservations in flight."""
+    line = view["capabilities"][capability]["tokens"]
+    return int(line["used"] + line["reserved"])
 
 
 def requests_used(view: dict[str, Any], capability: str = "text_generation") -> int:
-    return int(view["capabilities"][capability]["requests"]["used"])
+    line = view["capabilities"][capability]["requests"]
+    return int(line["used"] + line["reserved"])
 
 
 def test_reserve_then_reconcile_to_actual_usage(config: Config, store_url: str | None) -> None:
@@ -35,7 +38,10 @@ def test_reserve_then_reconcile_to_actual_usage(config: Config, store_url: str |
             assert admission.clamp_max_tokens is None
             view = await meter.quota_view("alice", config.tiers["free"])
             assert (requests_used(view), tokens_used(view)) == (1, 110)
-            assert view["budgets"]["user"]["day"]["used_usd"] == pytest.approx(20e-6)
+            line = view["capabilities"]["text_generation"]["tokens"]
+            assert (line["used"], line["reserved"]) == (0, 110)  # in flight, not yet used
+            assert view["budgets"]["user"]["day"]["used_usd"] == 0
+            assert view["budgets"]["user"]["day"]["reserved_usd"] == pytest.approx(20e-6)
 
             meter.finish(admission, ok(12, 30, price=LLAMA))
             await meter.settled()
@@ -165,7 +171,7 @@ def test_tokens_clamp_to_what_remains_then_trip(config: Config, store_url: str |
         async with metered(config, store_url, clock=Clock()) as (meter, _):
             await meter.set_user_override("alice", "text_generation", Quota(tokens_per_day=1000))
             clamped = await meter.admit(request(config, prompt=10, max_tokens=4096))
-            assert clamped.clamp_max_tokens == 990  # tier max 2048, then 1000 - 10 remain
+            assert clamped.clamp_max_tokens == 990  # 2000 per request, then 1000 - 10 remain
             assert clamped.headers["x-ratelimit-remaining-tokens"] == "0"
             with pytest.raises(QuotaExceeded) as caught:
                 await meter.admit(request(config, prompt=10, max_tokens=10))
@@ -184,7 +190,7 @@ def test_without_max_tokens_the_tier_cap_is_reserved_and_set(
         async with metered(config, store_url, clock=Clock()) as (meter, _):
             chat = request(config, prompt=10, generates_tokens=True)
             capped = await meter.admit(chat)
-            assert (capped.reserved.tokens, capped.clamp_max_tokens) == (2058, 2048)
+            assert (capped.reserved.tokens, capped.clamp_max_tokens) == (2010, 2000)
             asked = await meter.admit(replace(chat, max_output_tokens=100))
             assert (asked.reserved.tokens, asked.clamp_max_tokens) == (110, None)
             embedding = await meter.admit(request(config, capability="embeddings", prompt=10))
@@ -295,7 +301,8 @@ def test_audio_minutes_quota(config: Config, store_url: str | None) -> None:
             await meter.admit(replace(tts, audio_ms_estimate=2 * 60_000))
             view = await meter.quota_view("alice", config.tiers["free"])
             minutes = view["capabilities"]["audio_tts"]["audio_minutes"]
-            assert minutes == {"limit": 5.0, "used": 3.5, "remaining": 1.5}
+            # 1.5 minutes settled, 2 held by the request still in flight
+            assert minutes == {"limit": 5.0, "used": 1.5, "reserved": 2.0, "remaining": 1.5}
 
     run(scenario())
 
@@ -312,10 +319,10 @@ def test_quota_view_shape(config: Config, store_url: str | None) -> None:
                 "month": "2026-12-01T00:00:00Z",
             }
             assert view["capabilities"]["text_generation"] == {
-                "requests": {"limit": 50, "used": 1, "remaining": 49},
-                "tokens": {"limit": 10000, "used": 30, "remaining": 9970},
-                "tokens_per_request": 2048,
-                "audio_minutes": {"limit": None, "used": 0.0, "remaining": None},
+                "requests": {"limit": 50, "used": 1, "reserved": 0, "remaining": 49},
+                "tokens": {"limit": 10000, "used": 30, "reserved": 0, "remaining": 9970},
+                "tokens_per_request": 2000,
+                "audio_minutes": {"limit": None, "used": 0.0, "reserved": 0.0, "remaining": None},
             }
             assert list(view["capabilities"]) == [
                 "text_generation",
@@ -330,6 +337,7 @@ def test_quota_view_shape(config: Config, store_url: str | None) -> None:
             assert view["budgets"]["user"]["day"] == {
                 "limit_usd": 0.5,
                 "used_usd": 0.0,
+                "reserved_usd": 0.0,
                 "remaining_usd": 0.5,
             }
             assert view["budgets"]["tier"]["month"]["limit_usd"] == 1000.0

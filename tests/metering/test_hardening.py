@@ -25,7 +25,8 @@ PRICED = Price(input=1.0, output=1.0)
 def used(view: dict[str, object], unit: str = "tokens") -> int:
     capabilities = view["capabilities"]
     assert isinstance(capabilities, dict)
-    return int(capabilities["text_generation"][unit]["used"])
+    line = capabilities["text_generation"][unit]
+    return int(line["used"] + line["reserved"])  # what the counter holds, in flight included
 
 
 def server_of(request_: pytest.FixtureRequest, url: str | None) -> RedisServer | None:
