@@ -49,7 +49,7 @@ def submit_request(
     upstream, api = model.upstream, model.upstream.api
     prompt, seconds = fields.get("prompt"), _seconds(fields)
     if api == "replicate":
-        path, body = "/predictions", _replicate_body(model, prompt, seconds, fields)
+        path, body = _replicate_create(model.upstream_model, prompt, seconds)
     elif api == "together-video":
         path = "/videos"
         body = {"model": model.upstream_model, "prompt": prompt, "seconds": str(seconds)}
@@ -78,16 +78,14 @@ def submit_request(
     )
 
 
-def _replicate_body(
-    model: Model, prompt: Any, seconds: int, fields: dict[str, Any]
-) -> dict[str, Any]:
+def _replicate_create(upstream_model: str, prompt: Any, seconds: int) -> tuple[str, dict[str, Any]]:
+    """Replicate's creation: ``owner/name:version`` → ``POST /predictions`` with that
+    ``version``; an official ``owner/name`` → ``POST /models/{owner}/{name}/predictions``."""
     body: dict[str, Any] = {"input": {"prompt": prompt, "duration": seconds}}
-    owner_name, _, version = model.upstream_model.partition(":")
+    owner_name, _, version = upstream_model.partition(":")
     if version:
-        body["version"] = version
-    else:
-        body["model"] = owner_name  # an official model: POST /predictions with "model"
-    return body
+        return "/predictions", {"version": upstream_model, **body}
+    return f"/models/{owner_name}/predictions", body
 
 
 def submitted_id(body: bytes) -> str | None:

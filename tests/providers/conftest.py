@@ -58,6 +58,7 @@ def start_providers(
         extra_upstreams: Mapping[str, Any] | None = None,
         extra_models: Mapping[str, Any] | None = None,
         tier: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
         **app_kwargs: Any,
     ) -> RunningGateway:
         doc = routes_doc(upstream.base_url)
@@ -79,11 +80,12 @@ def start_providers(
         tiers = {"free": {"routes": {**DEFAULT_ROUTES, **routes}, **(tier or {})}}
         tiers_document = tiers_doc(tiers)
         keys = {"free": "sk-test-free-0123456789", "other": "sk-test-other-0123456789"}
-        env = {
+        environment = {
             "GATEWAY_KEYS": f"{keys['free']}=free:alice,{keys['other']}=free:bob",
             "CLAUDE_KEY": CLAUDE_KEY,
+            **(env or {}),
         }
-        config = build_config(doc, tiers_document, env)
+        config = build_config(doc, tiers_document, environment)
         runtime = Runtime()
         app_kwargs.setdefault("store", create_store(None, config.settings))
         app = create_app(config, runtime, metrics=Metrics(), **app_kwargs)
