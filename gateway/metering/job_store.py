@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
 
+from gateway.metering import keys
 from gateway.metering.store import Store
-
-KEY_PREFIX = "gw:videojobs:"
 
 
 class JobStore(Protocol):
@@ -19,45 +19,36 @@ class JobStore(Protocol):
 
     async def list(self, owner: str) -> list[dict[str, Any]]: ...
 
+    async def settle_once(self, owner: str, job_id: str, ttl_s: int) -> bool:
+        """True for the first caller only: the one that settles the job's metering."""
+        ...
 
-class RedisJobStore:
-    """On the metering store's Redis client; a record past its ``expires_at`` is not shown
-    (the owner's hash itself expires ``ttl_s`` after its last write)."""
 
-    def __init__(self, client: Any, clock: Any = time.time) -> None:
-        self._client = client
+class StoreJobStore:
+    """Job records as documents of the metering store, under the owner's hash tag (one
+    Redis Cluster slot per user); a record past its ``expires_at`` is not shown (the owner's
+    hash itself expires ``ttl_s`` after its last write)."""
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
         self._clock = clock
 
     async def put(self, owner: str, job_id: str, record: dict[str, Any], ttl_s: int) -> None:
-        key = KEY_PREFIX + owner
-        await self._client.hset(key, job_id, orjson.dumps(record))
-        await self._client.expire(key, ttl_s)
+        await self._store.put_document(
+            keys.user_video_jobs(owner), job_id, orjson.dumps(record), ttl_s
+        )
 
     async def get(self, owner: str, job_id: str) -> dict[str, Any] | None:
-        raw = await self._client.hget(KEY_PREFIX + owner, job_id)
+        raw = await self._store.get_document(keys.user_video_jobs(owner), job_id)
         return _live(raw, self._clock())
 
     async def list(self, owner: str) -> list[dict[str, Any]]:
-        raw = await self._client.hvals(KEY_PREFIX + owner)
+        raw = await self._store.documents(keys.user_video_jobs(owner))
         now = self._clock()
         return [record for value in raw if (record := _live(value, now)) is not None]
 
-
-class MemoryJobStore:
-    def __init__(self, clock: Any = time.time) -> None:
-        self._jobs: dict[str, dict[str, bytes]] = {}
-        self._clock = clock
-
-    async def put(self, owner: str, job_id: str, record: dict[str, Any], ttl_s: int) -> None:
-        self._jobs.setdefault(owner, {})[job_id] = orjson.dumps(record)
-
-    async def get(self, owner: str, job_id: str) -> dict[str, Any] | None:
-        return _live(self._jobs.get(owner, {}).get(job_id), self._clock())
-
-    async def list(self, owner: str) -> list[dict[str, Any]]:
-        now = self._clock()
-        values = self._jobs.get(owner, {}).values()
-        return [record for value in values if (record := _live(value, now)) is not None]
+    async def settle_once(self, owner: str, job_id: str, ttl_s: int) -> bool:
+        return await self._store.set_once(keys.video_job_settled(owner, job_id), ttl_s)
 
 
 def _live(raw: bytes | None, now: float) -> dict[str, Any] | None:
@@ -69,5 +60,4 @@ def _live(raw: bytes | None, now: float) -> dict[str, Any] | None:
 
 def job_store_for(store: Store) -> JobStore:
     """The job records beside the usage counters: the same Redis, or process memory."""
-    client = getattr(store, "_client", None)  # RedisStore's redis-py client (no new pool)
-    return MemoryJobStore() if client is None else RedisJobStore(client)
+    return StoreJobStore(store)

@@ -16,6 +16,9 @@ gw:{u:USER}:agg:YYYYMMDD        hash    per user and day: see ``AGGREGATE_FIELDS
 gw:agg:model:MODEL:YYYYMMDD     hash    per route model and day: likewise
 gw:spend:d:YYYYMMDD             hash    charged spend: ``overall``, ``tier:<name>``
 gw:spend:m:YYYYMM               hash    likewise, per month
+gw:{u:USER}:videojobs           hash    video job id → JSON job record (expires 7 days after
+                                        its last write)
+gw:{u:USER}:videojob:JOB:done   string  the job was settled (once-only mark)
 gw:alert:SCOPE:PERIOD:WINDOW    string  set once when an alert fired
 gw:usage                        stream  one entry per request, field ``r`` = JSON record
 gw:{u:USER}:rec:YYYYMMDD        list    the user's stream entry ids that day (on a cluster the
@@ -53,6 +56,14 @@ def user_month(user: str, month: str) -> str:
 
 def user_overrides(user: str) -> str:
     return f"{PREFIX}:{{u:{user}}}:ovr"
+
+
+def user_video_jobs(user: str) -> str:
+    return f"{PREFIX}:{{u:{user}}}:videojobs"
+
+
+def video_job_settled(user: str, job_id: str) -> str:
+    return f"{PREFIX}:{{u:{user}}}:videojob:{job_id}:done"
 
 
 def user_aggregate(user: str, day: str) -> str:

@@ -32,6 +32,7 @@ class MemoryStore:
         self._index: dict[str, deque[bytes]] = {}
         self._leases: dict[str, tuple[float, list[Grant]]] = {}  # "group\nid" → lease
         self._marks: dict[str, float] = {}
+        self._documents: dict[str, dict[str, bytes]] = {}
         self._next_id = 1
         self._clock = clock
 
@@ -112,6 +113,23 @@ class MemoryStore:
             return False
         self._incr(key, "set", 1, ttl_s)
         return True
+
+    async def put_document(self, key: str, field: str, value: bytes, ttl_s: int) -> None:
+        self._document_hash(key)[field] = value
+        self._expiry[key] = self._clock() + ttl_s
+
+    async def get_document(self, key: str, field: str) -> bytes | None:
+        return self._document_hash(key).get(field)
+
+    async def documents(self, key: str) -> list[bytes]:
+        return list(self._document_hash(key).values())
+
+    def _document_hash(self, key: str) -> dict[str, bytes]:
+        expires = self._expiry.get(key)
+        if expires is not None and expires <= self._clock():
+            self._documents.pop(key, None)
+            self._expiry.pop(key, None)
+        return self._documents.setdefault(key, {})
 
     async def records_page(self, before: str | None, count: int) -> list[tuple[str, bytes]]:
         limit = int(before) if before else self._next_id

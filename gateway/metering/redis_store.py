@@ -182,6 +182,23 @@ class RedisStore:
     async def set_once(self, key: str, ttl_s: int) -> bool:
         return bool(await _guard(lambda: self._client.set(key, b"1", nx=True, ex=ttl_s)))
 
+    async def put_document(self, key: str, field: str, value: bytes, ttl_s: int) -> None:
+        async def write() -> None:
+            async with self._client.pipeline(transaction=not self._cluster) as pipe:
+                pipe.hset(key, field, value)
+                pipe.expire(key, ttl_s)
+                await pipe.execute()
+
+        await _guard(write)
+
+    async def get_document(self, key: str, field: str) -> bytes | None:
+        found: Any = await _guard(lambda: self._client.hget(key, field))
+        return bytes(found) if found is not None else None
+
+    async def documents(self, key: str) -> list[bytes]:
+        found: Any = await _guard(lambda: self._client.hvals(key))
+        return [bytes(value) for value in found or ()]
+
     async def records_page(self, before: str | None, count: int) -> list[tuple[str, bytes]]:
         async def page() -> list[tuple[str, bytes]]:
             top = f"({before}" if before else "+"

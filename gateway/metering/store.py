@@ -159,6 +159,17 @@ class Store(Protocol):
         """True for the first caller only (for ``ttl_s`` seconds)."""
         ...
 
+    async def put_document(self, key: str, field: str, value: bytes, ttl_s: int) -> None:
+        """Write one field of a hash of documents (e.g. job records); the hash expires
+        ``ttl_s`` after its last write."""
+        ...
+
+    async def get_document(self, key: str, field: str) -> bytes | None: ...
+
+    async def documents(self, key: str) -> list[bytes]:
+        """Every document of the hash ``key``."""
+        ...
+
     async def records_page(self, before: str | None, count: int) -> list[tuple[str, bytes]]:
         """Usage records, newest first, strictly older than the id ``before`` (None: newest)."""
         ...

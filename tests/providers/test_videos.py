@@ -186,6 +186,6 @@ def test_job_records_live_in_redis_with_a_ttl(start_providers, video_server, red
     import redis as redis_py
 
     client = redis_py.Redis.from_url(redis.url)
-    assert client.hexists("gw:videojobs:alice", job.id)
-    assert 0 < client.ttl("gw:videojobs:alice") <= 7 * 86400
+    assert client.hexists("gw:{u:alice}:videojobs", job.id)
+    assert 0 < client.ttl("gw:{u:alice}:videojobs") <= 7 * 86400
     client.close()
