@@ -235,7 +235,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = _load(args.config_dir, demo_key)
     log_level = os.environ.get("GATEWAY_LOG_LEVEL", "INFO")
     configure_logging(log_level)
-    log_route_targets(config)
+    log_route_targets(args.config_dir, demo=demo_key is not None)
     if demo_key is not None:
         print(demo_banner(args.host, args.port, demo_key), flush=True)
     multiproc_dir = _prepare_multiprocess_metrics(args.workers)

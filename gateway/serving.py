@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from uvicorn import Config, Server
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from gateway.config.demo import with_demo
+from gateway.config.demo import demo_route_targets, with_demo
 from gateway.config.load import load_config
 from gateway.config.model import Config as ConfigModel
 from gateway.config.runtime import Runtime
@@ -65,9 +65,10 @@ def demo_tier(config_dir: str, env: Mapping[str, str]) -> str:
     return "free" if "free" in tiers else tiers[0]
 
 
-def log_route_targets(config: ConfigModel) -> None:
+def log_route_targets(config_dir: str, demo: bool) -> None:
     """One line per route: the targets that can be tried, and why the others are skipped."""
-    for report in route_targets(config):
+    base = load_config(config_dir)
+    for report in demo_route_targets(base) if demo else route_targets(base):
         fields = {
             "event": "route_targets",
             "tier": report.tier,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from gateway.config.model import MODALITIES, Config, Model, Tier, Upstream, build_lookup
+from gateway.config.targets import RouteTargets, route_targets, skip_reason
 
 DEMO_UPSTREAM = "demo"
 DEMO_HOST = "demo-upstream.gateway.invalid"  # .invalid is reserved (RFC 2606): never resolves
@@ -59,3 +60,20 @@ def uses_demo(config: Config) -> bool:
     return DEMO_UPSTREAM in config.upstreams and config.upstreams[DEMO_UPSTREAM].base_url == (
         DEMO_BASE_URL
     )
+
+
+def demo_route_targets(base: Config) -> list[RouteTargets]:
+    """The start-up report of demo mode, from the config before the demo was added: a route
+    the demo serves says so, and why each of its own targets is not used."""
+    reports = []
+    for report in route_targets(base):
+        chain = base.tiers[report.tier].routes[report.route]
+        if has_keyed_target(chain):
+            reports.append(report)
+            continue
+        skipped = tuple(
+            (m.name, skip_reason(m) or "keyless upstream: --demo uses only keyed targets")
+            for m in chain
+        )
+        reports.append(RouteTargets(report.tier, report.route, (f"demo-{report.route}",), skipped))
+    return reports

@@ -68,6 +68,10 @@ def test_the_readme_first_command_serves_chat_in_a_clean_venv(tmp_path: Path) ->
             ).stdout
         )
         assert "from openai import OpenAI" in output  # the ready-to-paste example
+        assert (
+            "tier free route text: usable demo-text; skipped llama-3.1-8b (TOGETHER_API_KEY unset)"
+            in output
+        )
         assert "Traceback" not in output
     finally:
         shell.stop()
@@ -99,6 +103,10 @@ def test_the_same_demo_command_uses_together_once_its_key_is_set(tmp_path, upstr
             )
             assert raw.headers["x-gateway-provider"] == "together", model
         assert httpx.get(base_url + "/readyz").status_code == 200
+        output = shell.output()
+        assert (
+            "tier free route text: usable llama-3.1-8b, mixtral-8x7b, local-llama-3.1-8b" in output
+        )
     finally:
         shell.stop()
 
