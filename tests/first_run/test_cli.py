@@ -157,3 +157,16 @@ def test_schema_prints_both_files() -> None:
     document = json.loads(gateway("schema").stdout)
     assert set(document) == {"routes.yaml", "tiers.yaml"}
     assert "readiness" in document["tiers.yaml"]["properties"]["settings"]["properties"]
+
+
+def test_serve_is_the_default_command(tmp_path) -> None:
+    from tests.first_run.process import Shell
+
+    port = free_port()
+    command = f"{sys.executable} -m gateway --config-dir {ROOT} --demo --port {port}"
+    shell = Shell(command, tmp_path, BASE_ENV, tmp_path / "default.log")
+    try:
+        assert shell.wait_for(f"http://127.0.0.1:{port}/readyz").status_code == 200
+        assert shell.dev_key().startswith("sk-demo-")
+    finally:
+        shell.stop()
