@@ -45,6 +45,7 @@ COLUMNS = (
     "attempts",
     "estimated",
     "usage_flagged",
+    "video_ms",  # last: added after the others, so existing column positions hold
 )
 
 

@@ -11,8 +11,13 @@ request keeps only its request count. Usage the upstream did not report is estim
 
 Reported usage is not trusted: prompt and completion tokens are each clamped to
 ``[0, MAX_REPORTED_TOKENS]`` (ten million: above any model's context window), images to
-``[0, MAX_IMAGES]`` and audio to ``[0, MAX_AUDIO_MS]``; a value that is not an integer counts
-as 0. A record with a clamped value says ``usage_flagged: true`` and a warning is logged.
+``[0, MAX_IMAGES]`` and audio and video to ``[0, MAX_AUDIO_MS]``; a value that is not an
+integer counts as 0. A record with a clamped value says ``usage_flagged: true`` and a warning
+is logged.
+
+Video is recorded as ``video_ms`` (``audio_ms`` stays 0), and counts against the capability's
+media-milliseconds counter, the one ``minutes_per_day`` limits (video minutes for
+``video_generation``).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ AGGREGATE_FIELDS = (
     "audio_ms",
     "images",
     "usd_micros",
+    "video_ms",
 )
 
 
@@ -60,6 +66,7 @@ class Usage:
     cost: int
     estimated: bool
     flagged: bool = False  # a reported value was implausible and clamped
+    video_ms: int = 0
 
 
 class SpendKey(NamedTuple):
@@ -107,6 +114,8 @@ def trusted(outcome: Outcome) -> tuple[Outcome, bool]:
         and 0 <= outcome.images <= MAX_IMAGES
         and type(outcome.audio_ms) is int
         and 0 <= outcome.audio_ms <= MAX_AUDIO_MS
+        and type(outcome.video_ms) is int
+        and 0 <= outcome.video_ms <= MAX_AUDIO_MS
     ):
         return outcome, False  # the common case, checked in one pass
     flagged = False
@@ -116,6 +125,7 @@ def trusted(outcome: Outcome) -> tuple[Outcome, bool]:
         ("completion_tokens", MAX_REPORTED_TOKENS),
         ("images", MAX_IMAGES),
         ("audio_ms", MAX_AUDIO_MS),
+        ("video_ms", MAX_AUDIO_MS),
     ):
         value = getattr(outcome, name)
         if value is not None:
@@ -135,16 +145,17 @@ def usage(admission: Admission, outcome: Outcome) -> Usage:
         )
     if failed(outcome):
         prompt, completion = outcome.prompt_tokens or 0, outcome.completion_tokens or 0
-        audio, estimated = 0, False  # no audio was produced or transcribed
+        audio, video, estimated = 0, 0, False  # no audio or video was produced
     else:
         prompt = _or(outcome.prompt_tokens, request.prompt_tokens_estimate)
         completion = _or(outcome.completion_tokens, tokens_for_chars(outcome.completion_chars))
-        audio = outcome.audio_ms or request.audio_ms_estimate
+        video = outcome.video_ms
+        audio = 0 if video else outcome.audio_ms or request.audio_ms_estimate
         estimated = (
             outcome.estimated
             or (outcome.prompt_tokens is None and request.prompt_tokens_estimate > 0)
             or (outcome.completion_tokens is None and outcome.completion_chars > 0)
-            or (not outcome.audio_ms and request.audio_ms_estimate > 0)
+            or (not outcome.audio_ms and not video and request.audio_ms_estimate > 0)
         )
     price = outcome.price if outcome.price is not None else request.price
     cost = cost_micros(
@@ -152,9 +163,9 @@ def usage(admission: Admission, outcome: Outcome) -> Usage:
         prompt_tokens=prompt,
         completion_tokens=completion,
         images=outcome.images,
-        audio_ms=audio,
+        audio_ms=audio + video,
     )
-    return Usage(prompt, completion, outcome.images, audio, cost, estimated, flagged)
+    return Usage(prompt, completion, outcome.images, audio, cost, estimated, flagged, video)
 
 
 def charged(admission: Admission, outcome: Outcome, used: Usage) -> Amounts:
@@ -163,7 +174,8 @@ def charged(admission: Admission, outcome: Outcome, used: Usage) -> Amounts:
         return Amounts()
     if admission.request.byok:
         return Amounts(requests=1)
-    return Amounts(1, used.prompt_tokens + used.completion_tokens, used.audio_ms, used.cost)
+    media_ms = used.audio_ms + used.video_ms
+    return Amounts(1, used.prompt_tokens + used.completion_tokens, media_ms, used.cost)
 
 
 def settlement(admission: Admission, outcome: Outcome) -> Settlement:
@@ -200,6 +212,7 @@ def usage_record(admission: Admission, outcome: Outcome, used: Usage) -> dict[st
         "total_tokens": used.prompt_tokens + used.completion_tokens,
         "images": used.images,
         "audio_ms": used.audio_ms,
+        "video_ms": used.video_ms,
         "cost_usd": micros_to_usd(used.cost),
         "fallback": outcome.fallback,
         "byok": request.byok,
@@ -249,6 +262,7 @@ def _aggregates(
         used.audio_ms,
         used.images,
         used.cost,
+        used.video_ms,
     )
     user_key = keys.user_aggregate(admission.request.user, day.day)
     model_key = keys.model_aggregate(outcome.model or "-", day.day)

@@ -54,6 +54,7 @@ class Outcome:
     completion_chars: int = 0  # for the estimator when the tokens are None
     images: int = 0
     audio_ms: int = 0  # 0: use the request's estimate
+    video_ms: int = 0  # a finished video job's length (counted as media ms, priced per second)
     fallback: bool = False
     attempts: int = 1
     latency_ms: float = 0.0

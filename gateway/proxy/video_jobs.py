@@ -189,7 +189,7 @@ class VideoJobs:
                 provider=model.upstream.name,
                 upstream_model=model.upstream_model,
                 price=model.price,
-                audio_ms=int(record["seconds"]) * 1000 if ok else 0,
+                video_ms=int(record["seconds"]) * 1000 if ok else 0,
                 attempts=int(record.get("attempts") or 1),
                 latency_ms=(self._clock() - started) * 1000,
             ),

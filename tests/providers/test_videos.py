@@ -99,7 +99,8 @@ def test_openai_videos_job_created_polled_downloaded_and_metered(gw, video_serve
         assert client.videos.download_content(job.id).read() == VIDEO_BYTES
     (record,) = records(gw)
     assert record["model"] == "sora" and record["provider"] == "oai-video"
-    assert record["audio_ms"] == 4000 and record["cost_usd"] == pytest.approx(0.40)
+    assert record["video_ms"] == 4000 and record["audio_ms"] == 0
+    assert record["cost_usd"] == pytest.approx(0.40)
 
 
 def test_a_user_sees_and_fetches_only_their_own_jobs(gw):
@@ -145,7 +146,7 @@ def test_failed_job_reports_the_reason_and_refunds(gw):
         assert done.status == "failed" and "blocked" in done.error.message
         ended = [r for r in records(gw, count=2) if r["status"] != 429]
         assert len(ended) == 1 and ended[0]["status"] == 502
-        assert ended[0]["audio_ms"] == 0 and ended[0]["cost_usd"] == 0
+        assert ended[0]["video_ms"] == 0 and ended[0]["cost_usd"] == 0
         again = client.videos.create(model="sora", prompt="now it fits", seconds="8")
         assert wait_done(client, again.id).status == "completed"
 
