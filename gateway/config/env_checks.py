@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from gateway.config.model import Config
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 INTEGER_VARIABLES = ("GATEWAY_MAX_UPSTREAM_CONNECTIONS",)
 TRANSPORTS = ("native", "aiohttp", "httpx")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -18,6 +19,8 @@ _UPSTREAM_LIKE = re.compile(r"^[A-Z][A-Z0-9_]*_(API_KEY|BASE_URL)$")
 
 def redis_url_problem(value: str) -> str | None:
     """Why ``value`` is not a Redis URL the gateway can use, or None."""
+    if value.partition("://")[0] in SENTINEL_SCHEMES:
+        return sentinel_url_problem(value)
     try:
         parts = urlsplit(value)
         port = parts.port
@@ -39,10 +42,28 @@ def redis_url_problem(value: str) -> str | None:
     return None
 
 
+def sentinel_url_problem(value: str) -> str | None:
+    """``redis+sentinel://[user:password@]host:port,host:port/<master>[/<db>]``."""
+    rest = value.partition("://")[2]
+    hosts, _, path = rest.rpartition("@")[2].partition("/")
+    for host in hosts.split(","):
+        name, _, port = host.strip().rpartition(":")
+        if not host.strip() or (name and not port.isdigit()):
+            return f"REDIS_URL: sentinel {host!r} is not host:port"
+    master, _, database = path.partition("/")
+    if not master:
+        return "REDIS_URL: a sentinel URL names the master (redis+sentinel://hosts/mymaster)"
+    if database.strip("/") and not database.strip("/").isdigit():
+        return f"REDIS_URL: database {database!r} is not a number"
+    return None
+
+
 def runtime_problems(env: Mapping[str, str]) -> list[str]:
     """Problems with the process options read from the environment (``Runtime.from_env``)."""
     problems = []
     redis_url = env.get("REDIS_URL")
+    if env.get("REDIS_SENTINELS"):  # REDIS_URL then only lends credentials and database
+        redis_url = f"redis+sentinel://{env['REDIS_SENTINELS']}/master"
     if redis_url and (problem := redis_url_problem(redis_url)):
         problems.append(problem)
     for name in INTEGER_VARIABLES:

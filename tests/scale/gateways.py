@@ -61,11 +61,16 @@ class Gateway:
 
 @contextmanager
 def gateways(
-    count: int, config_dir: Path, env: Mapping[str, str], extra: Sequence[str] = ()
+    count: int,
+    config_dir: Path,
+    env: Mapping[str, str] | Sequence[Mapping[str, str]],
+    extra: Sequence[str] = (),
 ) -> Iterator[list[Gateway]]:
+    """``count`` processes; ``env`` for all, or one mapping per process."""
+    envs = [env] * count if isinstance(env, Mapping) else list(env)
     started: list[Gateway] = []
     try:
-        for _ in range(count):
+        for index in range(count):
             port = free_port()
             log = config_dir / f"gateway-{port}.log"
             argv = [sys.executable, "-m", "gateway", "serve", "--config-dir", str(config_dir)]
@@ -74,7 +79,7 @@ def gateways(
                 "MOCK_KEY": MOCK_KEY,
                 "GATEWAY_KEYS": f"{KEY}=free:{USER}",
                 "GATEWAY_LOG_LEVEL": "WARNING",
-                **env,
+                **envs[index],
             }
             with log.open("wb") as out:
                 process = subprocess.Popen(

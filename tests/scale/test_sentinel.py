@@ -15,6 +15,7 @@ import orjson
 import pytest
 from redis import Redis
 
+from gateway.config.env_checks import runtime_problems
 from gateway.config.runtime import Runtime
 from gateway.metering import keys
 from tests.scale.gateways import Failover, burst, gateways, run_failover, write_config
@@ -45,9 +46,17 @@ def test_the_sentinel_variables_make_one_url():
     assert Runtime.from_env(env).redis_url == "redis+sentinel://:pw@a:26379,b:26380/m/2"
 
 
+def test_sentinel_urls_are_checked_at_start():
+    assert runtime_problems({"REDIS_URL": "redis+sentinel://:pw@a:26379,b:26379/m/1"}) == []
+    assert runtime_problems({"REDIS_SENTINELS": "a:26379,b:26379"}) == []
+    assert runtime_problems({"REDIS_URL": "redis+sentinel://a:26379"})  # no master named
+    assert runtime_problems({"REDIS_URL": "redis+sentinel://a:x/m"})
+
+
 def test_master_kill_through_sentinel(sentinel, upstream, tmp_path):
     config = write_config(tmp_path, upstream.base_url, requests_per_day=50)
-    with gateways(2, config, sentinel_env(sentinel)) as served:
+    as_url = {"REDIS_URL": f"redis+sentinel://{sentinel.sentinel_addresses}/{sentinel.MASTER_NAME}"}
+    with gateways(2, config, [sentinel_env(sentinel), as_url]) as served:  # both spellings
         urls = [g.url for g in served]
         answers = asyncio.run(burst(urls, 80))  # cold connections, resolved through sentinels
         assert collections.Counter(a.status_code for a in answers) == {200: 50, 429: 30}
