@@ -166,6 +166,22 @@ class Meter:
         except Exception:
             logger.exception("metering: settling %s failed", admission.request.request_id)
 
+    def finish_elsewhere(
+        self, request: MeterRequest, started: float, lease: str, granted: Sequence[int],
+        outcome: Outcome,
+    ) -> None:  # fmt: skip
+        """Settle a reservation another worker made (a video job whose watcher died): its
+        checks are worked out again as at ``started``. If its lease was swept meanwhile, the
+        settle adds the grants back first, as for any late settle; never raises."""
+        try:
+            checks = plan.reservation(self._limits.get(request), request, windows_at(started))
+        except Exception:
+            logger.exception("metering: settling %s failed", request.request_id)
+            return
+        held = tuple(granted) if len(granted) == len(checks) else ()  # () : add the actual use
+        self.finish(Admission({}, None, request, started, checks=checks, granted=held,
+                              lease=lease), outcome)  # fmt: skip
+
     def reject(self, request: MeterRequest, outcome: Outcome) -> None:
         """Record a request that a quota or budget refused; nothing was reserved for it."""
         self.finish(Admission({}, None, request, self._clock()), outcome)

@@ -15,7 +15,7 @@ from gateway.config.model import Config, Model
 from gateway.errors import GatewayError, NotFound, UpstreamError
 from gateway.metering import Meter, Outcome
 from gateway.metering.job_store import JobStore
-from gateway.metering.types import Admission
+from gateway.metering.types import Admission, MeterRequest
 from gateway.providers import video
 from gateway.providers.bodies import read_body
 from gateway.providers.transport import Transport
@@ -32,7 +32,9 @@ MAX_STATUS_BYTES = 1024 * 1024
 
 class VideoJobs:
     """Each submitted job is watched by the worker that submitted it until it ends, then
-    settled with the meter: its seconds charged, or its reservation given back on failure."""
+    settled with the meter: its seconds charged, or its reservation given back on failure.
+    If that worker died, any worker that serves a GET of the ended job settles it instead
+    (from the reservation kept in the record); a once-only mark per job settles it once."""
 
     def __init__(
         self,
@@ -53,6 +55,7 @@ class VideoJobs:
         self._ttl_s = ttl_s
         self._clock = clock
         self._watchers: set[asyncio.Task[None]] = set()
+        self._watched: set[str] = set()  # ids of the jobs this worker watches
 
     async def submitted(self, ctx: RequestContext, opened: Opened, fields: dict[str, Any]) -> Reply:
         """Record the job the upstream accepted and start watching it; the request's
@@ -81,12 +84,17 @@ class VideoJobs:
             "request_id": ctx.request_id,
             "attempts": ctx.attempts,
         }
-        await self._jobs.put(record["owner"], record["id"], record, self._ttl_s)
         if ctx.admission is not None:
             admission, ctx.admission = ctx.admission, None  # the listener must not settle it
+            record["metering"] = _reservation(admission)
+            await self._jobs.put(record["owner"], record["id"], record, self._ttl_s)
+            self._watched.add(record["id"])
             task = asyncio.get_running_loop().create_task(self._watch(record, admission, now))
             self._watchers.add(task)
             task.add_done_callback(self._watchers.discard)
+            task.add_done_callback(lambda _: self._watched.discard(record["id"]))
+        else:
+            await self._jobs.put(record["owner"], record["id"], record, self._ttl_s)
         ctx.status = 200
         return Reply(200, ctx.indicator(), _json(public(record)))
 
@@ -97,6 +105,13 @@ class VideoJobs:
             raise NotFound(f"No video job '{job_id}'.", code="video_not_found")
         if record["status"] not in video.TERMINAL:
             record = await self._refresh(record)
+        if (
+            record["status"] in video.TERMINAL
+            and record.get("metering")
+            and not record.get("settled")
+            and record["id"] not in self._watched
+        ):
+            record = await self._settle_orphan(record, principal)
         return record
 
     async def list(self, principal: Principal) -> list[dict[str, Any]]:
@@ -151,8 +166,8 @@ class VideoJobs:
         except Exception:
             log.exception("video job %s: watching failed", record["id"])
         finally:
-            if status in video.TERMINAL:
-                self._settle(record, admission, started)
+            if status in video.TERMINAL and await self._first_to_settle(record):
+                self._meter.finish(admission, self._outcome(record, started))
 
     async def _refresh(self, record: dict[str, Any]) -> dict[str, Any]:
         """Ask the upstream once; store and return the record with what it said."""
@@ -178,21 +193,57 @@ class VideoJobs:
             await self._jobs.put(record["owner"], record["id"], updated, self._ttl_s)
         return updated
 
-    def _settle(self, record: dict[str, Any], admission: Admission, started: float) -> None:
+    async def _first_to_settle(self, record: dict[str, Any]) -> bool:
+        """Take the job's once-only settle mark and note it in the record; a store error
+        counts as taken (the watcher settles rather than lose the charge)."""
+        try:
+            first = await self._jobs.settle_once(record["owner"], record["id"], self._ttl_s)
+            if first:
+                record["settled"] = True
+                await self._jobs.put(record["owner"], record["id"], record, self._ttl_s)
+            return first
+        except Exception:
+            log.exception("video job %s: settle mark failed", record["id"])
+            return record["id"] in self._watched
+
+    async def _settle_orphan(self, record: dict[str, Any], principal: Principal) -> dict[str, Any]:
+        """Settle an ended job whose submitting worker stopped watching it (it died)."""
+        record = dict(record)
+        if not await self._first_to_settle(record):
+            return record
+        held = record["metering"]
+        model = self._model(record)
+        request = MeterRequest(
+            request_id=str(record.get("request_id") or record["id"]),
+            user=record["owner"],
+            key_id=str(held.get("key_id") or ""),
+            tier=self._config.tiers.get(str(held.get("tier"))) or principal.tier,
+            capability=str(held.get("capability") or "video_generation"),
+            byok=bool(held.get("byok")),
+            prompt_tokens_estimate=int(held.get("prompt_tokens_estimate") or 0),
+            max_output_tokens=0,
+            audio_ms_estimate=int(held.get("audio_ms_estimate") or 0),
+            price=model.price,
+        )
+        started = float(held["started"])
+        granted = [int(amount) for amount in held.get("granted") or ()]
+        outcome = self._outcome(record, started)
+        self._meter.finish_elsewhere(request, started, str(held["lease"]), granted, outcome)
+        log.info("video job %s: settled by this worker (its watcher was gone)", record["id"])
+        return record
+
+    def _outcome(self, record: dict[str, Any], started: float) -> Outcome:
         model = self._model(record)
         ok = record["status"] == "completed"
-        self._meter.finish(
-            admission,
-            Outcome(
-                status=200 if ok else 502,
-                model=model.name,
-                provider=model.upstream.name,
-                upstream_model=model.upstream_model,
-                price=model.price,
-                video_ms=int(record["seconds"]) * 1000 if ok else 0,
-                attempts=int(record.get("attempts") or 1),
-                latency_ms=(self._clock() - started) * 1000,
-            ),
+        return Outcome(
+            status=200 if ok else 502,
+            model=model.name,
+            provider=model.upstream.name,
+            upstream_model=model.upstream_model,
+            price=model.price,
+            video_ms=int(record["seconds"]) * 1000 if ok else 0,
+            attempts=int(record.get("attempts") or 1),
+            latency_ms=(self._clock() - started) * 1000,
         )
 
     def _model(self, record: dict[str, Any]) -> Model:
@@ -216,6 +267,22 @@ def public(record: dict[str, Any]) -> dict[str, Any]:
     error = record.get("error")
     out["error"] = {"code": "video_generation_failed", "message": error} if error else None
     return out
+
+
+def _reservation(admission: Admission) -> dict[str, Any]:
+    """What another worker needs to settle the job's reservation."""
+    request = admission.request
+    return {
+        "started": admission.started,
+        "lease": admission.lease,
+        "granted": list(admission.granted),
+        "key_id": request.key_id,
+        "tier": request.tier.name,
+        "capability": request.capability,
+        "byok": request.byok,
+        "prompt_tokens_estimate": request.prompt_tokens_estimate,
+        "audio_ms_estimate": request.audio_ms_estimate,
+    }
 
 
 def _json(document: dict[str, Any]) -> bytes:

@@ -1,0 +1,80 @@
+"""A video job whose submitting worker stopped watching it (it died) is settled by the worker
+that serves a GET of the ended job: charged once, its reservation turned into the charge."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import redis as redis_py
+
+from gateway.config.model import Settings
+from gateway.metering import create_store
+from tests.providers.mock_video import MockVideo
+from tests.providers.test_videos import records, sdk, video_models, wait_done
+from tests.support import ThreadedServer
+
+
+@pytest.fixture(scope="module")
+def video_server():
+    mock = MockVideo()
+    server = ThreadedServer(mock.app).start()
+    mock.url = server.url
+    yield mock, server
+    server.stop()
+
+
+@pytest.fixture
+def workers(start_providers, video_server, redis):
+    upstreams, models = video_models(video_server[1].url)
+
+    def worker(poll_interval_s: float):
+        return start_providers(
+            {"video": ["sora"]},
+            extra_upstreams=upstreams,
+            extra_models=models,
+            tier={"quotas": {"video_generation": {"minutes_per_day": 0.2}}},  # 12 s a day
+            store=create_store(redis.url, Settings()),
+            video_poll_interval_s=poll_interval_s,
+        )
+
+    # a: its watchers never wake during the test, as if it had died after the submit
+    return worker(3600.0), worker(0.05), redis
+
+
+def video_quota(gw) -> dict:
+    response = httpx.get(
+        gw.base_url + "/quota", headers={"authorization": f"Bearer {gw.keys['free']}"}
+    )
+    return response.json()["capabilities"]["video_generation"]
+
+
+def test_the_get_serving_worker_charges_a_job_once(workers):
+    a, b, redis = workers
+    with sdk(a) as on_a, sdk(b) as on_b:
+        job = on_a.videos.create(model="sora", prompt="orphan", seconds="8")
+        assert wait_done(on_b, job.id).status == "completed"
+        (record,) = records(b)
+        assert record["status"] == 200 and record["video_ms"] == 8000
+        assert record["cost_usd"] == pytest.approx(0.80)
+        on_b.videos.retrieve(job.id)
+        on_a.videos.retrieve(job.id)
+    client = redis_py.Redis.from_url(redis.url)
+    try:
+        assert client.exists(f"gw:{{u:alice}}:videojob:{job.id}:done")
+    finally:
+        client.close()
+    assert len(records(b)) == 1  # the later GETs did not settle it again
+    media = video_quota(b)["audio_minutes"]  # the media counter video_generation limits
+    assert media["used"] == pytest.approx(8 / 60, abs=0.001) and media["reserved"] == 0
+
+
+def test_a_failed_orphan_gives_its_reservation_back(workers):
+    a, b, _ = workers
+    with sdk(a) as on_a, sdk(b) as on_b:
+        job = on_a.videos.create(model="sora", prompt="please fail", seconds="8")
+        done = wait_done(on_b, job.id)
+        assert done.status == "failed" and "blocked" in done.error.message
+        (record,) = records(b)
+        assert record["status"] == 502 and record["cost_usd"] == 0
+        again = on_b.videos.create(model="sora", prompt="fits again", seconds="8")
+        assert wait_done(on_b, again.id).status == "completed"
