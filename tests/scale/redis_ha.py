@@ -115,6 +115,10 @@ class RedisCluster:
                 return False
         return True
 
+    def masters(self) -> list[Node]:
+        live = [n for n in self.nodes if n.process is not None and n.process.poll() is None]
+        return [n for n in live if "role:master" in n.info("replication")]
+
     def master_of(self, key: str) -> Node:
         slot = int(command(self.nodes[0].port, "CLUSTER", "KEYSLOT", key).split(b"\r\n")[0][1:])
         for node in self.nodes:
