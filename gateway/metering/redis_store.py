@@ -20,29 +20,19 @@ import asyncio
 import contextlib
 import logging
 import time
-import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import (
-    AskError,
-    ClusterError,
-    ExecAbortError,
-    NoPermissionError,
-    NoScriptError,
-    OutOfMemoryError,
-    ReadOnlyError,
-    RedisClusterException,
-    RedisError,
-    ResponseError,
-    TryAgainError,
-)
+from redis.exceptions import NoScriptError
 
 from gateway.metering import keys, scripts
 from gateway.metering.pipelined import ScriptRunner
+from gateway.metering.redis_errors import FOREIGN_ERRORS
+from gateway.metering.redis_errors import converted as _converted
+from gateway.metering.redis_errors import guard as _guard
 from gateway.metering.scripts import Script
 from gateway.metering.store import (
     MAX_STORED,
@@ -50,52 +40,11 @@ from gateway.metering.store import (
     Lease,
     LeaseEnd,
     SettleBatch,
-    StoreError,
-    StoreRejected,
     Verdict,
 )
 
-T = TypeVar("T")
-FOREIGN_ERRORS = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
-# Where errors of any type are the client library's, not ours: redis-py's asyncio connection
-# and cluster client have leaked RuntimeError (a closed transport) and AttributeError (a
-# writer gone) when a connection was closed under a command in flight.
-FOREIGN_CODE = ("/redis/", "/asyncio/", "/hiredis/")
-# Error replies that describe the server's state, not the call: retry later, the store is down.
-SERVER_STATE = (
-    "BUSY",
-    "LOADING",
-    "READONLY",
-    "MASTERDOWN",
-    "CLUSTERDOWN",
-    "TRYAGAIN",
-    "OOM",
-    "NOAUTH",
-    "WRONGPASS",
-    "NOPERM",
-    "NOREPLICAS",
-    "MISCONF",
-    "MOVED",
-    "ASK",
-    "NOSCRIPT",
-    "UNBLOCKED",
-    "EXECABORT",
-    "ERR max number of clients",
-)
-SERVER_STATE_ERRORS = (
-    AskError,
-    ClusterError,
-    ExecAbortError,
-    NoPermissionError,
-    NoScriptError,
-    OutOfMemoryError,
-    ReadOnlyError,
-    TryAgainError,
-)
 SWEEP_GROUPS, SWEEP_LEASES = 100, 500
-FORGET_MAX = (
-    1000  # marks deleted per settle call  # per sweep call: bounds how long the script runs
-)
+FORGET_MAX = 1000  # settle marks deleted per call: bounds how long the script runs
 logger = logging.getLogger("gateway.metering")
 
 
@@ -438,40 +387,3 @@ def _integers(key: str, stored: Mapping[Any, Any]) -> dict[str, int]:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _foreign(error: BaseException) -> bool:
-    """Raised by the client library or the network, whatever its type."""
-    if isinstance(error, FOREIGN_ERRORS):
-        return True
-    if not isinstance(error, RuntimeError | AttributeError | TypeError | ValueError | LookupError):
-        return False
-    frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and any(part in frames[-1].filename for part in FOREIGN_CODE)
-
-
-def _converted(error: BaseException) -> BaseException:
-    if not _foreign(error):
-        return error
-    message = f"{type(error).__name__}: {error}"
-    if (
-        isinstance(error, ResponseError)
-        and not isinstance(error, SERVER_STATE_ERRORS)
-        and not str(error).startswith(SERVER_STATE)
-    ):
-        return StoreRejected(message)
-    return StoreError(message)
-
-
-async def _guard(call: Callable[[], Awaitable[T]]) -> T:
-    """Run one store operation, converting redis and socket errors into ``StoreError``
-    (``StoreRejected`` when the error is the call's own, not the server's state)."""
-    try:
-        return await call()
-    except StoreError:
-        raise
-    except Exception as exc:
-        converted = _converted(exc)
-        if converted is exc:
-            raise
-        raise converted from exc
