@@ -1,17 +1,16 @@
-"""Anthropic's Messages API behind the OpenAI chat shape: request, answer, stream and errors."""
+"""Anthropic's Messages API behind the OpenAI chat shape: the request, the answer and errors."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
 import orjson
 
 from gateway.config.model import Model
-from gateway.errors import GatewayError, UpstreamError
+from gateway.errors import UpstreamError
 from gateway.providers.openai import redact, upstream_url
 from gateway.secret import Secret
 
@@ -234,7 +233,7 @@ def chat_completion(answer: bytes, model_name: str) -> bytes:
         if block.get("type") == "text":
             text.append(str(block.get("text", "")))
         elif block.get("type") == "tool_use":
-            calls.append(_tool_call(block, len(calls), with_index=False))
+            calls.append(tool_call(block, len(calls), with_index=False))
     reply: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text else None}
     if calls:
         reply["tool_calls"] = calls
@@ -255,7 +254,7 @@ def chat_completion(answer: bytes, model_name: str) -> bytes:
     return orjson.dumps(document)
 
 
-def _tool_call(block: dict[str, Any], index: int, *, with_index: bool) -> dict[str, Any]:
+def tool_call(block: dict[str, Any], index: int, *, with_index: bool) -> dict[str, Any]:
     arguments = block.get("input")
     call: dict[str, Any] = {
         "id": block.get("id"),
@@ -276,10 +275,10 @@ def openai_usage(usage: Any) -> dict[str, Any]:
     """Anthropic's usage in OpenAI's terms: cache writes and reads count as prompt tokens
     (they are billed as input), the reads also as ``cached_tokens``; the raw fields stay."""
     usage = usage if isinstance(usage, dict) else {}
-    fresh = _int(usage.get("input_tokens"))
-    written = _int(usage.get("cache_creation_input_tokens"))
-    read = _int(usage.get("cache_read_input_tokens"))
-    output = _int(usage.get("output_tokens"))
+    fresh = non_negative_int(usage.get("input_tokens"))
+    written = non_negative_int(usage.get("cache_creation_input_tokens"))
+    read = non_negative_int(usage.get("cache_read_input_tokens"))
+    output = non_negative_int(usage.get("output_tokens"))
     prompt = fresh + written + read
     return {
         "prompt_tokens": prompt,
@@ -291,110 +290,8 @@ def openai_usage(usage: Any) -> dict[str, Any]:
     }
 
 
-def _int(value: Any) -> int:
+def non_negative_int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-# -- stream ------------------------------------------------------------------------------------
-
-
-@dataclass
-class StreamTranslator:
-    """Anthropic SSE events in, OpenAI ``chat.completion.chunk`` events out, one by one.
-
-    ``error`` holds the upstream's in-stream error event, if one came."""
-
-    model_name: str
-    max_event_bytes: int = 4 * 1024 * 1024
-    error: GatewayError | None = None
-    _id: str = ""
-    _created: int = field(default_factory=lambda: int(time.time()))
-    _usage: dict[str, Any] = field(default_factory=dict)
-    _tools: dict[int, int] = field(default_factory=dict)  # content block index → tool index
-    _carry: bytes = b""
-
-    async def translate(self, first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        if out := self.feed(first):
-            yield out
-        async for chunk in rest:
-            if out := self.feed(chunk):
-                yield out
-
-    def feed(self, chunk: bytes) -> bytes:
-        data = (self._carry + chunk).replace(b"\r\n", b"\n")
-        end = data.rfind(b"\n\n")
-        if end < 0:
-            if len(data) > self.max_event_bytes:
-                raise httpx.RemoteProtocolError("an upstream stream event is too large")
-            self._carry = data
-            return b""
-        self._carry = data[end + 2 :]
-        return b"".join(self._event(raw) for raw in data[:end].split(b"\n\n"))
-
-    def _event(self, raw: bytes) -> bytes:
-        payload = b"\n".join(
-            line[5:].lstrip(b" ") for line in raw.split(b"\n") if line.startswith(b"data:")
-        )
-        try:
-            event = orjson.loads(payload) if payload else None
-        except orjson.JSONDecodeError:
-            return b""
-        if not isinstance(event, dict):
-            return b""
-        kind = event.get("type")
-        if kind == "message_start":
-            message = event.get("message") or {}
-            self._id = str(message.get("id", ""))
-            self._usage.update(message.get("usage") or {})
-            return self._chunk({"role": "assistant", "content": ""})
-        if kind == "content_block_start":
-            return self._block_start(event)
-        if kind == "content_block_delta":
-            return self._block_delta(event)
-        if kind == "message_delta":
-            self._usage.update(event.get("usage") or {})
-            reason = (event.get("delta") or {}).get("stop_reason")
-            return self._chunk({}, FINISH_REASONS.get(str(reason), "stop"))
-        if kind == "message_stop":
-            usage = self._frame({"choices": [], "usage": openai_usage(self._usage)})
-            return usage + b"data: [DONE]\n\n"
-        if kind == "error":
-            self.error = stream_error(event)
-            return b"data: " + orjson.dumps(self.error.body()) + b"\n\n"
-        return b""  # ping, content_block_stop, and event types added later
-
-    def _block_start(self, event: dict[str, Any]) -> bytes:
-        block = event.get("content_block") or {}
-        if block.get("type") != "tool_use":
-            text = block.get("text")
-            return self._chunk({"content": text}) if text else b""
-        index = self._tools[_int(event.get("index"))] = len(self._tools)
-        block = {**block, "input": None}
-        return self._chunk({"tool_calls": [_tool_call(block, index, with_index=True)]})
-
-    def _block_delta(self, event: dict[str, Any]) -> bytes:
-        delta = event.get("delta") or {}
-        if delta.get("type") == "text_delta":
-            return self._chunk({"content": delta.get("text", "")})
-        if delta.get("type") == "input_json_delta":
-            index = self._tools.get(_int(event.get("index")), 0)
-            call = {"index": index, "function": {"arguments": delta.get("partial_json", "")}}
-            return self._chunk({"tool_calls": [call]})
-        return b""  # thinking and signature deltas are not part of the OpenAI shape
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish}
-        return self._frame({"choices": [choice]})
-
-    def _frame(self, fields: dict[str, Any]) -> bytes:
-        document = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self.model_name,
-            **fields,
-        }
-        return b"data: " + orjson.dumps(document) + b"\n\n"
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -418,12 +315,3 @@ def upstream_error(
         type_ = "api_error" if status >= 500 else "invalid_request_error"
     text = redact(str(message or f"Upstream answered HTTP {status}"), secrets)
     return UpstreamError(text, status=mapped_status, type=type_, code=code or kind or None)
-
-
-def stream_error(event: dict[str, Any]) -> UpstreamError:
-    error = event.get("error")
-    kind = str(error.get("type")) if isinstance(error, dict) else ""
-    message = error.get("message") if isinstance(error, dict) else None
-    status, type_, code = ERROR_TYPES.get(kind, (502, "api_error", None))
-    text = redact(str(message or "The upstream stream reported an error."))
-    return UpstreamError(text, status=status, type=type_, code=code or kind or None)

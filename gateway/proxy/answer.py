@@ -13,7 +13,7 @@ import orjson
 from gateway.config.model import Settings
 from gateway.errors import UpstreamError
 from gateway.providers import anthropic
-from gateway.providers.anthropic import StreamTranslator
+from gateway.providers.anthropic_stream import StreamTranslator
 from gateway.providers.bodies import read_up_to
 from gateway.providers.openai import forwarded_headers
 from gateway.proxy.attempts import Opened
