@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,23 +23,19 @@ from gateway.config.model import (
     Price,
     Quota,
     RetryPolicy,
-    Settings,
     Tier,
     Upstream,
     UserOverride,
     build_lookup,
 )
 from gateway.config.reader import ConfigError, Node
+from gateway.config.sections import passthrough_section, settings_section
 from gateway.secret import Secret, sha256_hex
 
 T = TypeVar("T")
 
 ROUTES_FILE = "routes.yaml"
 TIERS_FILE = "tiers.yaml"
-# A canonical path segment (see gateway.http.paths), or `*` for any one segment.
-_PATH_SEGMENT = re.compile(r"\*|(?!\.\.?$)[A-Za-z0-9\-._~:@+,=]+")
-KIB = 1024
-MIB = 1024 * KIB
 
 
 def load_config(config_dir: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -80,10 +75,10 @@ def parse_config(
         breaker=_breaker(routes.get("circuit_breaker")),
         users=_users(tiers.get("users")),
         alerts=_alerts(tiers.get("alerts"), tier_map),
-        settings=_settings(tiers.get("settings")),
+        settings=settings_section(tiers.get("settings")),
         known_models=frozenset(models) | {m.upstream_model for m in models.values()},
         known_routes=frozenset(route for tier in tier_map.values() for route in tier.routes),
-        passthrough=_passthrough(routes.get("passthrough")),
+        passthrough=passthrough_section(routes.get("passthrough")),
     )
 
 
@@ -342,74 +337,6 @@ def _alerts(node: Node, tiers: Mapping[str, Tier]) -> Alerts:
             )
         )
     return Alerts(node.get("webhook_url").string(None), tuple(rules))
-
-
-def _passthrough(node: Node) -> dict[str, frozenset[str]]:
-    """``/videos/generations: [video]``: a POST path below /v1 → the routes that may serve it."""
-    declared: dict[str, frozenset[str]] = {}
-    if not node.present() or not node.mapping():
-        return declared
-    for path, routes in node.items():
-        segments = path.split("/")
-        if segments[0] or not all(_PATH_SEGMENT.fullmatch(part) for part in segments[1:]):
-            node.child(path, None).fail("expected a path like /videos/generations (no ., .., ?)")
-            continue
-        names = [element.choice(MODALITIES, "") for element in routes.elements()]
-        declared[path] = frozenset(name for name in names if name)
-    return declared
-
-
-def _settings(node: Node) -> Settings:
-    d = Settings()
-    if not node.present():
-        return d
-    node.mapping(
-        {
-            "max_body_mb",
-            "model_source_indicator",
-            "on_store_error",
-            "usage_stream_maxlen",
-            "usage_buffer_max",
-            "shutdown_grace_s",
-            "reservation_lease_s",
-            "max_upstream_body_mb",
-            "max_sse_event_kb",
-            "max_upstream_header_kb",
-            "max_upstream_headers",
-            "readiness",
-        }
-    )
-    return Settings(
-        max_body_bytes=_bytes(node.get("max_body_mb"), MIB, d.max_body_bytes),
-        model_source_indicator=node.get("model_source_indicator").boolean(False),
-        on_store_error=node.get("on_store_error").choice(("allow", "deny"), d.on_store_error),
-        usage_stream_maxlen=_or(
-            node.get("usage_stream_maxlen").integer(None, minimum=1), d.usage_stream_maxlen
-        ),
-        usage_buffer_max=_or(
-            node.get("usage_buffer_max").integer(None, minimum=1), d.usage_buffer_max
-        ),
-        shutdown_grace_s=_or(node.get("shutdown_grace_s").number(None), d.shutdown_grace_s),
-        reservation_lease_s=_or(
-            node.get("reservation_lease_s").integer(None, minimum=10), d.reservation_lease_s
-        ),
-        max_upstream_body_bytes=_bytes(
-            node.get("max_upstream_body_mb"), MIB, d.max_upstream_body_bytes
-        ),
-        max_sse_event_bytes=_bytes(node.get("max_sse_event_kb"), KIB, d.max_sse_event_bytes),
-        max_upstream_header_bytes=_bytes(
-            node.get("max_upstream_header_kb"), KIB, d.max_upstream_header_bytes
-        ),
-        max_upstream_headers=_or(
-            node.get("max_upstream_headers").integer(None, minimum=1), d.max_upstream_headers
-        ),
-        readiness=node.get("readiness").choice(("strict", "lenient"), d.readiness),
-    )
-
-
-def _bytes(node: Node, unit: int, default: int) -> int:
-    value = node.number(None, minimum=0.001)
-    return default if value is None else int(value * unit)
 
 
 def _or(value: T | None, default: T) -> T:
