@@ -66,7 +66,16 @@ def start_nginx(directory: Path, ports: list[int]) -> tuple[subprocess.Popen[byt
         }}"""
     )
     process = subprocess.Popen([NGINX, "-p", str(directory), "-c", str(conf)])
-    wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200)
+
+    def serving() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"nginx exited: {(directory / 'nginx-error.log').read_text()}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        except httpx.TransportError:  # not listening yet
+            return False
+
+    wait_for(serving, what="nginx")
     return process, port
 
 
