@@ -19,6 +19,7 @@ from gateway.providers.anthropic import (
     tool_call,
 )
 from gateway.providers.openai import redact
+from gateway.providers.sse import EventSplitter, EventTooLarge
 
 
 @dataclass
@@ -34,7 +35,10 @@ class StreamTranslator:
     _created: int = field(default_factory=lambda: int(time.time()))
     _usage: dict[str, Any] = field(default_factory=dict)
     _tools: dict[int, int] = field(default_factory=dict)  # content block index → tool index
-    _carry: bytes = b""
+    _events: EventSplitter = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._events = EventSplitter(self.max_event_bytes)
 
     async def translate(self, first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         if out := self.feed(first):
@@ -44,15 +48,13 @@ class StreamTranslator:
                 yield out
 
     def feed(self, chunk: bytes) -> bytes:
-        data = (self._carry + chunk).replace(b"\r\n", b"\n")
-        end = data.rfind(b"\n\n")
-        if end < 0:
-            if len(data) > self.max_event_bytes:
-                raise httpx.RemoteProtocolError("an upstream stream event is too large")
-            self._carry = data
+        try:
+            complete = self._events.feed(chunk)
+        except EventTooLarge:
+            raise httpx.RemoteProtocolError("an upstream stream event is too large") from None
+        if not complete:
             return b""
-        self._carry = data[end + 2 :]
-        return b"".join(self._event(raw) for raw in data[:end].split(b"\n\n"))
+        return b"".join(self._event(raw) for raw in complete[:-2].split(b"\n\n"))
 
     def _event(self, raw: bytes) -> bytes:
         payload = b"\n".join(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import orjson
 
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, sse_error_event
+from gateway.providers.sse import EventSplitter, EventTooLarge
 from gateway.providers.transport import network_error_kind
 
 DONE = b"data: [DONE]"
@@ -28,12 +29,6 @@ class StreamResult:
     first_chunk_at: float = 0.0
     last_chunk_at: float = 0.0
     bytes_out: int = 0
-    _carry: bytearray = field(default_factory=bytearray, repr=False)  # an incomplete event
-    _held_cr: bool = field(default=False, repr=False)  # a chunk ended in CR (maybe half a CRLF)
-
-
-class EventTooLarge(Exception):
-    """An upstream event grew past the limit without ending."""
 
 
 class SSERelay:
@@ -62,6 +57,7 @@ class SSERelay:
         self._wants_usage = client_wants_usage
         self._on_end = on_end
         self._max_event = max_event_bytes
+        self._events = EventSplitter(max_event_bytes)
         self.result = StreamResult()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -91,30 +87,12 @@ class SSERelay:
             self._on_end(result)
 
     def _feed(self, chunk: bytes) -> bytes:
-        result = self.result
-        data = b"\r" + chunk if result._held_cr else chunk
-        result._held_cr = False
-        if b"\r" in data:  # CRLF or CR framing; a trailing CR may be half of a CRLF
-            if data.endswith(b"\r"):
-                data, result._held_cr = data[:-1], True
-            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        carry = result._carry
-        end = data.rfind(b"\n\n")
-        if end < 0 and not (carry.endswith(b"\n") and data.startswith(b"\n")):
-            carry += data
-            if len(carry) > self._max_event:
-                raise EventTooLarge
+        complete = self._events.feed(chunk)
+        if not complete:
             return b""
-        if carry:
-            data = bytes(carry) + data
-            end = data.rfind(b"\n\n")
-            carry.clear()
-        complete = data[: end + 2]
-        if end + 2 < len(data):
-            carry += data[end + 2 :]
         if b'"usage"' not in complete and DONE not in complete:
-            result.events += complete.count(b"\n\n")
-            result.bytes_out += len(complete)
+            self.result.events += complete.count(b"\n\n")
+            self.result.bytes_out += len(complete)
             return complete
         return self._scan_events(complete)
 
@@ -140,7 +118,7 @@ class SSERelay:
 
     def _finish(self) -> bytes:
         result = self.result
-        tail = self._feed(b"\n\n") if result._carry.strip() or result._held_cr else b""
+        tail = self._feed(b"\n\n") if self._events.pending() else b""
         if result.completed:
             return tail
         result.error = UpstreamError("The upstream stream ended before it was complete.")
