@@ -119,15 +119,26 @@ class RedisServer:
         self.close()
 
     def _wait_for(self, ready: Callable[[], bool], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self._process.returncode}")
-            try:
-                if ready():
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server on port {self.port} did not become ready")
-            time.sleep(0.02)
+        wait_for(ready, timeout, f"redis-server on port {self.port}", self._process)
+
+
+def wait_for(
+    ready: Callable[[], bool],
+    timeout: float = 20.0,
+    what: str = "redis",
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Poll ``ready`` (an OSError counts as not yet) until true; fail when ``process`` exits or
+    after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        try:
+            if ready():
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not become ready")
+        time.sleep(0.02)

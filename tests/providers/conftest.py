@@ -14,6 +14,7 @@ from gateway.observe.metrics import Metrics
 from tests.conftest import RunningGateway
 from tests.mock_upstream import MockUpstream
 from tests.providers.mock_anthropic import MockAnthropic
+from tests.providers.mock_video import MockVideo
 from tests.support import DEFAULT_ROUTES, ThreadedServer, build_config, routes_doc, tiers_doc
 
 CLAUDE_KEY = "sk-ant-test-key-0123456789"
@@ -25,6 +26,16 @@ CLAUDE_MODELS = {
     "claude-mid": "claude-midstream",
     "claude-cache": "claude-cache",
 }
+
+
+@pytest.fixture(scope="module")
+def video_server() -> Iterator[tuple[MockVideo, ThreadedServer]]:
+    """The mock video job APIs (OpenAI, Together, Replicate), served for one test module."""
+    mock = MockVideo()
+    server = ThreadedServer(mock.app).start()
+    mock.url = server.url
+    yield mock, server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

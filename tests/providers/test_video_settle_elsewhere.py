@@ -9,18 +9,7 @@ import redis as redis_py
 
 from gateway.config.model import Settings
 from gateway.metering import create_store
-from tests.providers.mock_video import MockVideo
 from tests.providers.test_videos import records, sdk, video_models, wait_done
-from tests.support import ThreadedServer
-
-
-@pytest.fixture(scope="module")
-def video_server():
-    mock = MockVideo()
-    server = ThreadedServer(mock.app).start()
-    mock.url = server.url
-    yield mock, server
-    server.stop()
 
 
 @pytest.fixture

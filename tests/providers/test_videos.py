@@ -8,17 +8,7 @@ import httpx
 import openai
 import pytest
 
-from tests.providers.mock_video import VIDEO_BYTES, MockVideo
-from tests.support import ThreadedServer
-
-
-@pytest.fixture(scope="module")
-def video_server():
-    mock = MockVideo()
-    server = ThreadedServer(mock.app).start()
-    mock.url = server.url
-    yield mock, server
-    server.stop()
+from tests.providers.mock_video import VIDEO_BYTES
 
 
 def video_models(url: str) -> tuple[dict, dict]:

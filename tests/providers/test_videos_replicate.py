@@ -7,25 +7,15 @@ import httpx
 import openai
 import pytest
 
-from tests.providers.mock_video import REPLICATE_TOKEN, VIDEO_BYTES, MockVideo
+from tests.providers.mock_video import REPLICATE_TOKEN, VIDEO_BYTES
 from tests.providers.test_videos import records, sdk, wait_done
-from tests.support import ThreadedServer
 
 VERSION = "a" * 64
 
 
-@pytest.fixture(scope="module")
-def replicate_server():
-    mock = MockVideo()
-    server = ThreadedServer(mock.app).start()
-    mock.url = server.url
-    yield mock, server
-    server.stop()
-
-
 @pytest.fixture
-def gw(start_providers, replicate_server):
-    url = replicate_server[1].url + "/v1"
+def gw(start_providers, video_server):
+    url = video_server[1].url + "/v1"
     auth = {"api": "replicate", "base_url": url, "api_key_env": "REPLICATE_API_TOKEN"}
     upstreams = {
         "replicate": auth,
@@ -59,8 +49,8 @@ def gw(start_providers, replicate_server):
     )
 
 
-def test_official_model_lifecycle_streamed_content_and_usage(gw, replicate_server):
-    mock = replicate_server[0]
+def test_official_model_lifecycle_streamed_content_and_usage(gw, video_server):
+    mock = video_server[0]
     with sdk(gw) as client:
         job = client.videos.create(model="wan", prompt="a red fox", seconds="4")
         assert job.status == "queued" and job.model == "wan"
@@ -79,8 +69,8 @@ def test_official_model_lifecycle_streamed_content_and_usage(gw, replicate_serve
     assert record["cost_usd"] == pytest.approx(0.20)
 
 
-def test_pinned_version_goes_to_predictions_with_version_and_list_output(gw, replicate_server):
-    mock = replicate_server[0]
+def test_pinned_version_goes_to_predictions_with_version_and_list_output(gw, video_server):
+    mock = video_server[0]
     with sdk(gw) as client:
         job = client.videos.create(model="pinned", prompt="waves", seconds="2")
         sent = mock.submissions[-1]
@@ -114,7 +104,7 @@ def test_canceled_prediction_is_failed_and_refunded(gw):
         assert wait_done(client, again.id).status == "completed"
 
 
-def test_redirect_to_the_output_url(gw, replicate_server):
+def test_redirect_to_the_output_url(gw, video_server):
     with sdk(gw) as client:
         job = client.videos.create(model="wan-redirect", prompt="sea", seconds="2")
         wait_done(client, job.id)
@@ -125,14 +115,14 @@ def test_redirect_to_the_output_url(gw, replicate_server):
     assert response.status_code == 302
     assert (
         response.headers["location"]
-        == f"{replicate_server[1].url}/delivery/"
+        == f"{video_server[1].url}/delivery/"
         + (response.headers["location"].rsplit("/delivery/", 1)[1])
     )
     assert response.headers["location"].endswith("/output.mp4")
     assert httpx.get(response.headers["location"]).content == VIDEO_BYTES
 
 
-def test_a_refused_submission_falls_back_to_the_next_model(gw, replicate_server):
+def test_a_refused_submission_falls_back_to_the_next_model(gw, video_server):
     with sdk(gw) as client:
         raw = client.videos.with_raw_response.create(model="wan-down", prompt="dog", seconds="2")
         assert raw.headers["x-gateway-model"] == "pinned"

@@ -5,26 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from tests.redis_fixture import REDIS_SERVER, command, free_port
+from tests.redis_fixture import REDIS_SERVER, command, free_port, wait_for
 
 REDIS_CLI = str(Path(REDIS_SERVER).with_name("redis-cli"))
-
-
-def wait_for(ready: Callable[[], bool], timeout: float = 20.0, what: str = "redis") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if ready():
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not become ready")
-        time.sleep(0.05)
 
 
 class Node:
