@@ -79,7 +79,7 @@ def _what(kind: str, capability: str, limit: int) -> str:
     if kind == plan.TOKENS:
         return f"Daily {capability} token quota of {limit}"
     if kind == plan.AUDIO:
-        return f"Daily {capability} audio quota of {_amount(kind, limit)}"
+        return f"Daily {capability} quota of {_amount(kind, limit)}"  # audio or video minutes
     period = "Monthly" if kind in MONTHLY else "Daily"
     return f"{period} budget of {_amount(kind, limit)}"
 

@@ -294,7 +294,7 @@ def test_audio_minutes_quota(config: Config, store_url: str | None) -> None:
         async with metered(config, store_url, clock=Clock()) as (meter, _):
             tts = request(config, capability="audio_tts", prompt=0, audio_ms=4 * 60_000)
             admission = await meter.admit(tts)
-            with pytest.raises(QuotaExceeded, match="audio_tts audio quota of 5 minutes"):
+            with pytest.raises(QuotaExceeded, match="audio_tts quota of 5 minutes"):
                 await meter.admit(replace(tts, audio_ms_estimate=2 * 60_000))
             meter.finish(admission, ok(None, None, audio_ms=90_000))
             await meter.settled()
