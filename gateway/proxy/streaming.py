@@ -15,6 +15,7 @@ from gateway.providers.sse import EventSplitter, EventTooLarge
 from gateway.providers.transport import network_error_kind
 
 DONE = b"data: [DONE]"
+ERROR = b'"error"'  # a chunk holding this may carry the upstream's in-band error event
 
 
 @dataclass
@@ -29,6 +30,7 @@ class StreamResult:
     first_chunk_at: float = 0.0
     last_chunk_at: float = 0.0
     bytes_out: int = 0
+    upstream_error: bool = False  # the upstream sent an in-band error event
 
 
 class SSERelay:
@@ -90,7 +92,7 @@ class SSERelay:
         complete = self._events.feed(chunk)
         if not complete:
             return b""
-        if b'"usage"' not in complete and DONE not in complete:
+        if b'"usage"' not in complete and DONE not in complete and ERROR not in complete:
             self.result.events += complete.count(b"\n\n")
             self.result.bytes_out += len(complete)
             return complete
@@ -104,6 +106,9 @@ class SSERelay:
                 continue
             if event.startswith(DONE):
                 self.result.completed = True
+            elif _is_error_event(event):
+                self.result.upstream_error = True
+                self.result.events += 1
             elif (found := _usage_in(event)) is not None:
                 self.result.usage, usage_only = found
                 if usage_only and not self._wants_usage:
@@ -120,6 +125,9 @@ class SSERelay:
         result = self.result
         tail = self._feed(b"\n\n") if self._events.pending() else b""
         if result.completed:
+            return tail
+        if result.upstream_error:  # the client already has the upstream's own error event
+            result.error = UpstreamError("The upstream reported an error mid-stream.")
             return tail
         result.error = UpstreamError("The upstream stream ended before it was complete.")
         return tail + sse_error_event(result.error)
@@ -146,6 +154,10 @@ def _usage_in(event: bytes) -> tuple[dict[str, Any], bool] | None:
     if not isinstance(usage, dict):
         return None
     return usage, not document.get("choices")
+
+
+def _is_error_event(event: bytes) -> bool:
+    return event.startswith(b"data:") and event[5:].lstrip(b" ").startswith(b'{"error"')
 
 
 def _payload(event: bytes) -> bytes:

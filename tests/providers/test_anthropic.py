@@ -224,3 +224,18 @@ def test_error_event_mid_stream_reaches_the_client(client):
     )
     with pytest.raises(openai.APIError, match="Overloaded"):
         list(stream)
+
+
+def test_error_event_mid_stream_is_the_only_error_event(gw):
+    """The relay adds no 'ended before complete' event after the upstream's own error."""
+    response = httpx.post(
+        gw.base_url + "/chat/completions",
+        headers={"authorization": f"Bearer {gw.key('free')}"},
+        json={
+            "model": "claude-mid",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+        },
+    )
+    errors = [e for e in response.text.split("\n\n") if e.startswith('data: {"error"')]
+    assert len(errors) == 1 and "Overloaded" in errors[0]
