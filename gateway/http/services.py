@@ -9,6 +9,7 @@ from starlette.requests import Request
 
 from gateway.config.model import Config
 from gateway.config.runtime import Runtime
+from gateway.control.plane import ControlPlane
 from gateway.metering import Meter
 from gateway.observe.metrics import Metrics
 from gateway.observe.provider_stats import ProviderStats
@@ -27,6 +28,8 @@ class Services(Protocol):
     def keyring(self) -> KeyRing: ...
     @property
     def meter(self) -> Meter: ...
+    @property
+    def control(self) -> ControlPlane: ...
     @property
     def metrics(self) -> Metrics: ...
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from gateway.metering import keys
 from gateway.metering.decide import decide
@@ -35,6 +35,9 @@ class MemoryStore:
         self._documents: dict[str, dict[str, bytes]] = {}
         self._next_id = 1
         self._clock = clock
+        self._control: dict[str, dict[str, bytes]] = {}
+        self._control_version = 0
+        self._audit: deque[tuple[int, bytes]] = deque()
 
     async def reserve(
         self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None = None
@@ -140,6 +143,34 @@ class MemoryStore:
                 if len(page) >= count:
                     break
         return page
+
+    async def control_load(self) -> tuple[int, dict[str, dict[str, bytes]]]:
+        return self._control_version, {k: dict(v) for k, v in self._control.items()}
+
+    async def control_version(self) -> int:
+        return self._control_version
+
+    async def control_write(
+        self, kind: str, id: str, value: bytes | None, audit: bytes, audit_maxlen: int
+    ) -> int:
+        documents = self._control.setdefault(kind, {})
+        if value is None:
+            documents.pop(id, None)
+        else:
+            documents[id] = value
+        self._control_version += 1
+        self._audit.append((self._control_version, audit))
+        while len(self._audit) > audit_maxlen:
+            self._audit.popleft()
+        return self._control_version
+
+    async def control_audit(self, before: str | None, count: int) -> list[tuple[str, bytes]]:
+        limit = int(before) if before else self._control_version + 1
+        page = [(str(i), entry) for i, entry in reversed(self._audit) if i < limit]
+        return page[:count]
+
+    def control_changes(self) -> AsyncIterator[int] | None:
+        return None  # one process: the writer's own snapshot is refreshed by ``put``
 
     async def ping(self) -> None:
         return None

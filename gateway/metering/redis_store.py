@@ -21,14 +21,14 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
-from gateway.metering import keys, scripts
+from gateway.metering import control_store, keys, scripts
 from gateway.metering.pipelined import ScriptRunner
 from gateway.metering.redis_errors import FOREIGN_ERRORS
 from gateway.metering.redis_errors import converted as _converted
@@ -157,6 +157,42 @@ class RedisStore:
             return [(_text(entry_id), bytes(fields[b"r"])) for entry_id, fields in entries or ()]
 
         return await _guard(page)
+
+    async def control_load(self) -> tuple[int, dict[str, dict[str, bytes]]]:
+        return await _guard(lambda: control_store.load(self._client))
+
+    async def control_version(self) -> int:
+        return await _guard(lambda: control_store.version(self._client))
+
+    async def control_write(
+        self, kind: str, id: str, value: bytes | None, audit: bytes, audit_maxlen: int
+    ) -> int:
+        return await _guard(
+            lambda: control_store.write(
+                self._client, kind, id, value, audit, audit_maxlen, publish=not self._cluster
+            )
+        )
+
+    async def control_audit(self, before: str | None, count: int) -> list[tuple[str, bytes]]:
+        return await _guard(lambda: control_store.audit_page(self._client, before, count))
+
+    def control_changes(self) -> AsyncIterator[int] | None:
+        if isinstance(self._client, RedisCluster):  # no asyncio pub/sub: the poll does it
+            return None
+        return self._changes(self._client)
+
+    async def _changes(self, client: Redis) -> AsyncIterator[int]:
+        pubsub = client.pubsub()
+        try:
+            await pubsub.subscribe(control_store.CHANNEL)
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    yield int(message["data"])
+        except FOREIGN_ERRORS as exc:
+            raise _converted(exc) from exc
+        finally:
+            with contextlib.suppress(*FOREIGN_ERRORS):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def ping(self) -> None:
         await _guard(lambda: self._client.ping())

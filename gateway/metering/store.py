@@ -8,7 +8,7 @@ unlimited.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -172,6 +172,30 @@ class Store(Protocol):
 
     async def records_page(self, before: str | None, count: int) -> list[tuple[str, bytes]]:
         """Usage records, newest first, strictly older than the id ``before`` (None: newest)."""
+        ...
+
+    async def control_load(self) -> tuple[int, dict[str, dict[str, bytes]]]:
+        """The control plane's version and every document (kind → id → JSON), atomically."""
+        ...
+
+    async def control_version(self) -> int:
+        """The control plane's version (0 before the first write)."""
+        ...
+
+    async def control_write(
+        self, kind: str, id: str, value: bytes | None, audit: bytes, audit_maxlen: int
+    ) -> int:
+        """Set (``value``) or delete (None) one document, append ``audit`` to the capped audit
+        log, bump the version and announce it; atomically. Returns the new version."""
+        ...
+
+    async def control_audit(self, before: str | None, count: int) -> list[tuple[str, bytes]]:
+        """Audit entries, newest first, strictly older than the id ``before`` (None: newest)."""
+        ...
+
+    def control_changes(self) -> AsyncIterator[int] | None:
+        """New versions as they are announced (pub/sub), or None when the store cannot
+        announce them (the memory store, Redis Cluster): readers then rely on polling."""
         ...
 
     async def ping(self) -> None:

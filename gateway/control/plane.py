@@ -1,0 +1,187 @@
+"""``ControlPlane``: run-time documents in the store, an in-memory ``Snapshot`` per process.
+
+Every write goes to the store with an audit entry and bumps one version; every process keeps
+the whole set of documents in memory (``snapshot``, read on the hot path without awaiting) and
+reloads it when the version moves: at once when the store announces the change (Redis
+pub/sub), and at the latest after one poll of the version (``poll_interval_s``), so a missed
+announcement heals. On Redis Cluster the poll is the only mechanism. When the store is down
+the last snapshot stays in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from gateway.metering.store import Store, StoreError
+
+POLL_INTERVAL_S = 0.25
+AUDIT_MAXLEN = 10_000
+RETRY_S = 1.0  # after the announcement channel failed
+logger = logging.getLogger("gateway.control")
+EMPTY: Mapping[str, dict[str, Any]] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every run-time document at one version: kind → id → JSON document (do not mutate)."""
+
+    version: int
+    documents: Mapping[str, Mapping[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def kind(self, name: str) -> Mapping[str, dict[str, Any]]:
+        """The documents of one kind ({} when there are none)."""
+        return self.documents.get(name, EMPTY)
+
+
+class ControlPlane:
+    """The store's run-time documents, mirrored in ``snapshot``; writes audited."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        poll_interval_s: float = POLL_INTERVAL_S,
+        audit_maxlen: int = AUDIT_MAXLEN,
+    ) -> None:
+        self.snapshot = Snapshot(0, {})
+        self._store = store
+        self._clock = clock
+        self._interval = poll_interval_s
+        self._audit_maxlen = audit_maxlen
+        self._callbacks: list[Callable[[Snapshot], None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loading = asyncio.Lock()
+
+    def subscribe(self, callback: Callable[[Snapshot], None]) -> None:
+        """Call ``callback`` with every new snapshot (on the event loop, without awaiting)."""
+        self._callbacks.append(callback)
+
+    async def start(self) -> None:
+        """Load once, then follow the store's announcements and poll its version."""
+        if self._tasks:
+            return
+        try:
+            await self._load()
+        except StoreError as exc:
+            logger.warning("control plane: first load failed (retrying): %s", exc)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._poll()))
+        if self._store.control_changes() is not None:
+            self._tasks.append(loop.create_task(self._listen()))
+
+    async def aclose(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def refresh(self) -> None:
+        """Reload now if the stored version moved."""
+        if await self._store.control_version() != self.snapshot.version:
+            await self._load()
+
+    async def put(
+        self,
+        kind: str,
+        id: str,
+        document: dict[str, Any] | None,
+        *,
+        actor: str,
+        action: str,
+        audit: dict[str, Any] | None = None,
+    ) -> Snapshot:
+        """Write (None deletes) one document with an audit entry; return the refreshed
+        snapshot. ``audit`` replaces the recorded ``before``/``after`` (pass redacted ones
+        when a document holds a secret) and may add fields."""
+        entry: dict[str, Any] = {
+            "at": self._clock(),
+            "actor": actor,
+            "action": action,
+            "kind": kind,
+            "id": id,
+            "before": self.snapshot.kind(kind).get(id),
+            "after": document,
+        }
+        entry.update(audit or {})
+        value = None if document is None else json.dumps(document, separators=(",", ":"))
+        await self._store.control_write(
+            kind,
+            id,
+            value.encode() if value is not None else None,
+            json.dumps(entry, separators=(",", ":"), default=str).encode(),
+            self._audit_maxlen,
+        )
+        await self._load()
+        return self.snapshot
+
+    async def audit_log(self, limit: int = 100, before: str | None = None) -> list[dict[str, Any]]:
+        """Audit entries, newest first, each with its ``entry_id`` (page with ``before``)."""
+        entries = []
+        for entry_id, raw in await self._store.control_audit(before, limit):
+            with contextlib.suppress(ValueError):
+                entry = json.loads(raw)
+                if isinstance(entry, dict):
+                    entries.append({"entry_id": entry_id, **entry})
+        return entries
+
+    async def _load(self) -> None:
+        async with self._loading:
+            version, raw = await self._store.control_load()
+            self._swap(Snapshot(version, _parsed(raw)))
+
+    def _swap(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        for callback in self._callbacks:
+            try:
+                callback(snapshot)
+            except Exception:  # one bad subscriber must not stop the others
+                logger.exception("control plane: a subscriber failed")
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.refresh()
+            except StoreError as exc:
+                logger.debug("control plane: version poll failed: %s", exc)
+
+    async def _listen(self) -> None:
+        while True:
+            changes = self._store.control_changes()
+            if changes is None:
+                return
+            try:
+                async for version in changes:
+                    if version != self.snapshot.version:
+                        await self._load()
+            except StoreError as exc:
+                logger.debug("control plane: announcements interrupted: %s", exc)
+            await asyncio.sleep(RETRY_S)
+
+
+def _parsed(raw: Mapping[str, Mapping[str, bytes]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Decode every document; one that is not a JSON object is skipped (and logged)."""
+    documents: dict[str, dict[str, dict[str, Any]]] = {}
+    for kind, by_id in raw.items():
+        parsed: dict[str, dict[str, Any]] = {}
+        for id, value in by_id.items():
+            try:
+                document = json.loads(value)
+            except ValueError:
+                document = None
+            if isinstance(document, dict):
+                parsed[id] = document
+            else:
+                logger.warning("control plane: ignoring %s %s: not a JSON object", kind, id)
+        if parsed:
+            documents[kind] = parsed
+    return documents
