@@ -15,7 +15,6 @@ from starlette.middleware import Middleware
 from gateway.config.demo import uses_demo
 from gateway.config.model import Config
 from gateway.config.runtime import Runtime
-from gateway.control.plane import ControlPlane
 from gateway.http import account, admin, models, ops, videos
 from gateway.http import dispatch as proxied
 from gateway.http.asgi import GatewayApp
@@ -38,7 +37,7 @@ from gateway.proxy.breaker import Breakers
 from gateway.proxy.listeners import Listeners
 from gateway.proxy.pipeline import Pipeline
 from gateway.proxy.shared_health import SharedHealth
-from gateway.proxy.video_jobs import POLL_INTERVAL_S, VideoJobs
+from gateway.proxy.video_jobs import ADOPT_AFTER_S, POLL_INTERVAL_S, VideoJobs
 
 log = logging.getLogger("gateway")
 
@@ -60,7 +59,6 @@ class Gateway:
     clock: Callable[[], float]
     created: int  # reported as models' `created`
     videos: VideoJobs  # video jobs: records, polling, settling at the end
-    control: ControlPlane  # run-time documents (keys, flags, quotas...) mirrored in memory
     shared_health: SharedHealth | None = None  # breaker openings shared with other replicas
 
 
@@ -74,11 +72,13 @@ def create_app(
     metrics: Metrics | None = None,
     middleware: Sequence[Middleware] = (),
     video_poll_interval_s: float = POLL_INTERVAL_S,
+    video_adopt_after_s: float = ADOPT_AFTER_S,
 ) -> Starlette:
     """``middleware`` runs on every request, the proxied ones included, inside the body limit."""
     runtime = runtime or Runtime()
     gateway = build_gateway(config, runtime, transport, store, clock, metrics)
     gateway.videos.poll_interval_s = video_poll_interval_s
+    gateway.videos.adopt_after_s = video_adopt_after_s
     app = GatewayApp(
         gateway.pipeline,
         Dispatch(config.passthrough),
@@ -142,7 +142,6 @@ def build_gateway(
             AccessLog(log_bodies=runtime.log_bodies),
         ]
     )
-    control = ControlPlane(store, clock=clock)
     keyring = KeyRing(config)
     video_jobs = VideoJobs(config, upstream, meter, job_store_for(store), clock=clock)
     pipeline = Pipeline(
@@ -151,7 +150,7 @@ def build_gateway(
     )  # fmt: skip
     return Gateway(
         config, runtime, keyring, upstream, store, meter, metrics, breakers, stats, pipeline, clock,
-        int(clock()), video_jobs, control, shared_health=shared,
+        int(clock()), video_jobs, shared_health=shared,
     )  # fmt: skip
 
 
@@ -163,14 +162,13 @@ def _lifespan(
         if gateway.runtime.redis_url is None:
             log.warning("REDIS_URL is not set: quotas and usage are held per process only")
         await gateway.meter.start()
-        await gateway.control.start()
+        await gateway.videos.start()
         if gateway.shared_health is not None:
             await gateway.shared_health.start()
         try:
             yield
         finally:
             await gateway.videos.aclose()
-            await gateway.control.aclose()
             if gateway.shared_health is not None:
                 await gateway.shared_health.aclose()
             await gateway.meter.aclose()

@@ -23,6 +23,18 @@ class JobStore(Protocol):
         """True for the first caller only: the one that settles the job's metering."""
         ...
 
+    async def heartbeat(self, owner: str, job_id: str, now: float) -> None:
+        """Note that a worker is watching this unsettled job (``now``: epoch seconds)."""
+        ...
+
+    async def close(self, owner: str, job_id: str) -> None:
+        """The job is settled: nobody needs to watch it any more."""
+        ...
+
+    async def open_jobs(self) -> dict[tuple[str, str], float]:
+        """(owner, job id) → last heartbeat, for every unsettled job."""
+        ...
+
 
 class StoreJobStore:
     """Job records as documents of the metering store, under the owner's hash tag (one
@@ -49,6 +61,22 @@ class StoreJobStore:
 
     async def settle_once(self, owner: str, job_id: str, ttl_s: int) -> bool:
         return await self._store.set_once(keys.video_job_settled(owner, job_id), ttl_s)
+
+    async def heartbeat(self, owner: str, job_id: str, now: float) -> None:
+        await self._store.write_hash(
+            keys.video_jobs_open(), {f"{job_id}\t{owner}": int(now * 1000)}, ()
+        )
+
+    async def close(self, owner: str, job_id: str) -> None:
+        await self._store.write_hash(keys.video_jobs_open(), {}, (f"{job_id}\t{owner}",))
+
+    async def open_jobs(self) -> dict[tuple[str, str], float]:
+        (stored,) = await self._store.read_hashes([keys.video_jobs_open()])
+        jobs = {}
+        for field, ms in stored.items():
+            job_id, _, owner = field.partition("\t")
+            jobs[owner, job_id] = ms / 1000
+        return jobs
 
 
 def _live(raw: bytes | None, now: float) -> dict[str, Any] | None:

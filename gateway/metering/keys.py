@@ -62,6 +62,11 @@ def user_video_jobs(user: str) -> str:
     return f"{PREFIX}:{{u:{user}}}:videojobs"
 
 
+def video_jobs_open() -> str:
+    """Every metered video job not yet settled: ``job id\towner`` → last heartbeat (ms)."""
+    return f"{PREFIX}:videojobs:open"
+
+
 def video_job_settled(user: str, job_id: str) -> str:
     return f"{PREFIX}:{{u:{user}}}:videojob:{job_id}:done"
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import orjson
 
-from gateway.config.model import Config, Model
+from gateway.config.model import Config, Model, Tier
 from gateway.errors import GatewayError, NotFound, UpstreamError
 from gateway.metering import Meter, Outcome
 from gateway.metering.job_store import JobStore
@@ -27,6 +27,7 @@ from gateway.proxy.reply import Reply
 log = logging.getLogger("gateway")
 JOB_TTL_S = 7 * 86400
 POLL_INTERVAL_S = 5.0
+ADOPT_AFTER_S = 120.0  # a job whose watcher's heartbeat is older than this is adopted
 MAX_STATUS_BYTES = 1024 * 1024
 
 
@@ -34,7 +35,9 @@ class VideoJobs:
     """Each submitted job is watched by the worker that submitted it until it ends, then
     settled with the meter: its seconds charged, or its reservation given back on failure.
     If that worker died, any worker that serves a GET of the ended job settles it instead
-    (from the reservation kept in the record); a once-only mark per job settles it once."""
+    (from the reservation kept in the record); a once-only mark per job settles it once.
+    Every worker also sweeps for unsettled jobs whose watcher's heartbeat went quiet for
+    ``adopt_after_s`` and watches them to their end, so no job goes uncharged for lack of a GET."""
 
     def __init__(
         self,
@@ -46,6 +49,7 @@ class VideoJobs:
         poll_interval_s: float = POLL_INTERVAL_S,
         ttl_s: int = JOB_TTL_S,
         clock: Any = time.time,
+        adopt_after_s: float = ADOPT_AFTER_S,
     ) -> None:
         self._config = config
         self._transport = transport
@@ -56,6 +60,8 @@ class VideoJobs:
         self._clock = clock
         self._watchers: set[asyncio.Task[None]] = set()
         self._watched: set[str] = set()  # ids of the jobs this worker watches
+        self.adopt_after_s = adopt_after_s
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def submitted(self, ctx: RequestContext, opened: Opened, fields: dict[str, Any]) -> Reply:
         """Record the job the upstream accepted and start watching it; the request's
@@ -88,6 +94,7 @@ class VideoJobs:
             admission, ctx.admission = ctx.admission, None  # the listener must not settle it
             record["metering"] = _reservation(admission)
             await self._jobs.put(record["owner"], record["id"], record, self._ttl_s)
+            await self._heartbeat(record)
             self._watched.add(record["id"])
             task = asyncio.get_running_loop().create_task(self._watch(record, admission, now))
             self._watchers.add(task)
@@ -111,7 +118,7 @@ class VideoJobs:
             and not record.get("settled")
             and record["id"] not in self._watched
         ):
-            record = await self._settle_orphan(record, principal)
+            record = await self._settle_orphan(record, principal.tier)
         return record
 
     async def list(self, principal: Principal) -> list[dict[str, Any]]:
@@ -147,10 +154,36 @@ class VideoJobs:
             raise UpstreamError(f"The video upstream answered HTTP {response.status_code}.")
         return None, response
 
+    async def start(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
     async def aclose(self) -> None:
-        for task in list(self._watchers):
+        tasks = [*self._watchers, *([self._sweeper] if self._sweeper else [])]
+        self._sweeper = None
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._watchers, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def adopt_orphans(self) -> int:
+        """Check once for unsettled jobs nobody watches; settle those that ended."""
+        settled = 0
+        now = self._clock()
+        for (owner, job_id), beat in (await self._jobs.open_jobs()).items():
+            if job_id in self._watched or now - beat < self.adopt_after_s:
+                continue
+            record = await self._jobs.get(owner, job_id)
+            if record is None or record.get("settled") or not record.get("metering"):
+                await self._jobs.close(owner, job_id)
+                continue
+            if record["status"] not in video.TERMINAL:
+                record = await self._refresh(record)
+                await self._heartbeat(record)  # the next sweep (here or elsewhere) asks again
+            tier = self._config.tiers.get(str(record["metering"].get("tier")))
+            if record["status"] in video.TERMINAL and tier is not None:
+                await self._settle_orphan(record, tier)
+                settled += 1
+        return settled
 
     # -- watching ------------------------------------------------------------------------------
 
@@ -160,6 +193,7 @@ class VideoJobs:
             while record["status"] not in video.TERMINAL:
                 await asyncio.sleep(self.poll_interval_s)
                 record = await self._refresh(record)
+                await self._heartbeat(record)
             status = record["status"]
         except asyncio.CancelledError:
             raise  # shutdown: the lease sweep gives the reservation back
@@ -168,6 +202,27 @@ class VideoJobs:
         finally:
             if status in video.TERMINAL and await self._first_to_settle(record):
                 self._meter.finish(admission, self._outcome(record, started))
+                await self._closed(record)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(min(30.0, self.adopt_after_s / 2))
+            try:
+                await self.adopt_orphans()
+            except Exception:
+                log.exception("video jobs: the sweep for unwatched jobs failed")
+
+    async def _heartbeat(self, record: dict[str, Any]) -> None:
+        try:
+            await self._jobs.heartbeat(record["owner"], record["id"], self._clock())
+        except Exception:  # the sweep may adopt the job early: settling stays once-only
+            log.warning("video job %s: heartbeat not written", record["id"])
+
+    async def _closed(self, record: dict[str, Any]) -> None:
+        try:
+            await self._jobs.close(record["owner"], record["id"])
+        except Exception:  # left in the open list: a later sweep closes it
+            log.warning("video job %s: not removed from the open jobs", record["id"])
 
     async def _refresh(self, record: dict[str, Any]) -> dict[str, Any]:
         """Ask the upstream once; store and return the record with what it said."""
@@ -206,7 +261,7 @@ class VideoJobs:
             log.exception("video job %s: settle mark failed", record["id"])
             return record["id"] in self._watched
 
-    async def _settle_orphan(self, record: dict[str, Any], principal: Principal) -> dict[str, Any]:
+    async def _settle_orphan(self, record: dict[str, Any], fallback_tier: Tier) -> dict[str, Any]:
         """Settle an ended job whose submitting worker stopped watching it (it died)."""
         record = dict(record)
         if not await self._first_to_settle(record):
@@ -217,7 +272,7 @@ class VideoJobs:
             request_id=str(record.get("request_id") or record["id"]),
             user=record["owner"],
             key_id=str(held.get("key_id") or ""),
-            tier=self._config.tiers.get(str(held.get("tier"))) or principal.tier,
+            tier=self._config.tiers.get(str(held.get("tier"))) or fallback_tier,
             capability=str(held.get("capability") or "video_generation"),
             byok=bool(held.get("byok")),
             prompt_tokens_estimate=int(held.get("prompt_tokens_estimate") or 0),
@@ -230,6 +285,7 @@ class VideoJobs:
         outcome = self._outcome(record, started)
         self._meter.finish_elsewhere(request, started, str(held["lease"]), granted, outcome)
         log.info("video job %s: settled by this worker (its watcher was gone)", record["id"])
+        await self._closed(record)
         return record
 
     def _outcome(self, record: dict[str, Any], started: float) -> Outcome:

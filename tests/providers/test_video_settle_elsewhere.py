@@ -67,3 +67,31 @@ def test_a_failed_orphan_gives_its_reservation_back(workers):
         assert record["status"] == 502 and record["cost_usd"] == 0
         again = on_b.videos.create(model="sora", prompt="fits again", seconds="8")
         assert wait_done(on_b, again.id).status == "completed"
+
+
+def test_a_job_nobody_asks_about_is_adopted_and_charged(start_providers, video_server, redis):
+    """The submitting worker died and no client GETs the job again: another worker's sweep
+    finds its quiet heartbeat, watches it to the end and charges it, once."""
+    upstreams, models = video_models(video_server[1].url)
+
+    def worker(poll_interval_s: float, adopt_after_s: float):
+        return start_providers(
+            {"video": ["sora"]},
+            extra_upstreams=upstreams,
+            extra_models=models,
+            store=create_store(redis.url, Settings()),
+            video_poll_interval_s=poll_interval_s,
+            video_adopt_after_s=adopt_after_s,
+        )
+
+    a, b = worker(3600.0, 3600.0), worker(0.05, 0.2)
+    with sdk(a) as on_a:
+        job = on_a.videos.create(model="sora", prompt="nobody asks", seconds="4")
+    (record,) = records(b)  # waits until b's sweep has settled it
+    assert record["status"] == 200 and record["video_ms"] == 4000
+    client = redis_py.Redis.from_url(redis.url)
+    try:
+        assert client.hlen("gw:videojobs:open") == 0
+        assert client.exists(f"gw:{{u:alice}}:videojob:{job.id}:done")
+    finally:
+        client.close()
