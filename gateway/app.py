@@ -15,6 +15,7 @@ from starlette.middleware import Middleware
 from gateway.config.demo import uses_demo
 from gateway.config.model import Config
 from gateway.config.runtime import Runtime
+from gateway.control.plane import ControlPlane
 from gateway.http import account, admin, models, ops, videos
 from gateway.http import dispatch as proxied
 from gateway.http.asgi import GatewayApp
@@ -59,6 +60,7 @@ class Gateway:
     clock: Callable[[], float]
     created: int  # reported as models' `created`
     videos: VideoJobs  # video jobs: records, polling, settling at the end
+    control: ControlPlane  # run-time documents (keys, flags, quotas...) mirrored in memory
     shared_health: SharedHealth | None = None  # breaker openings shared with other replicas
 
 
@@ -142,6 +144,7 @@ def build_gateway(
             AccessLog(log_bodies=runtime.log_bodies),
         ]
     )
+    control = ControlPlane(store, clock=clock)
     keyring = KeyRing(config)
     video_jobs = VideoJobs(config, upstream, meter, job_store_for(store), clock=clock)
     pipeline = Pipeline(
@@ -150,7 +153,7 @@ def build_gateway(
     )  # fmt: skip
     return Gateway(
         config, runtime, keyring, upstream, store, meter, metrics, breakers, stats, pipeline, clock,
-        int(clock()), video_jobs, shared_health=shared,
+        int(clock()), video_jobs, control, shared_health=shared,
     )  # fmt: skip
 
 
@@ -163,12 +166,14 @@ def _lifespan(
             log.warning("REDIS_URL is not set: quotas and usage are held per process only")
         await gateway.meter.start()
         await gateway.videos.start()
+        await gateway.control.start()
         if gateway.shared_health is not None:
             await gateway.shared_health.start()
         try:
             yield
         finally:
             await gateway.videos.aclose()
+            await gateway.control.aclose()
             if gateway.shared_health is not None:
                 await gateway.shared_health.aclose()
             await gateway.meter.aclose()
