@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from gateway.config.chains import ON_EXHAUSTED, chain_entry, deployments
 from gateway.config.model import (
     CAPABILITIES,
     MODALITIES,
@@ -145,7 +147,7 @@ def _models(node: Node, upstreams: Mapping[str, Upstream]) -> dict[str, Model]:
     models: dict[str, Model] = {}
     for name, entry in node.items():
         entry.mapping(
-            {"upstream", "model", "modality", "context_length", "price"},
+            {"upstream", "model", "modality", "context_length", "price", "deployments"},
             {"upstream", "model", "modality"},
         )
         upstream_name = entry.get("upstream").string("") or ""
@@ -155,7 +157,7 @@ def _models(node: Node, upstreams: Mapping[str, Upstream]) -> dict[str, Model]:
         modality = entry.get("modality").choice(MODALITIES, "text")
         if upstream is None:
             continue
-        models[name] = Model(
+        model = Model(
             name=name,
             upstream=upstream,
             upstream_model=entry.get("model").string(name) or name,
@@ -163,6 +165,8 @@ def _models(node: Node, upstreams: Mapping[str, Upstream]) -> dict[str, Model]:
             context_length=entry.get("context_length").integer(None, minimum=1),
             price=_price(entry.get("price")),
         )
+        found = deployments(entry.get("deployments"), model, upstreams)
+        models[name] = replace(model, deployments=found) if found else model
     return models
 
 
@@ -174,15 +178,20 @@ def _price(node: Node) -> Price:
 
 
 def _tier(name: str, node: Node, models: Mapping[str, Model]) -> Tier:
-    node.mapping({"routes", "max_tokens", "quotas", "budget", "tier_budget"}, {"routes"})
+    node.mapping(
+        {"routes", "max_tokens", "quotas", "budget", "tier_budget", "on_exhausted"}, {"routes"}
+    )
     routes: dict[str, tuple[Model, ...]] = {}
+    weights: dict[str, tuple[float, ...]] = {}
     for route, chain_node in node.get("routes").items():
         if route not in MODALITIES:
             chain_node.fail(f"unknown route name (known: {', '.join(MODALITIES)})")
-        chain = [_chain_model(element, models) for element in chain_node.elements()]
-        if not chain:
+        entries = [chain_entry(element, models) for element in chain_node.elements()]
+        if not entries:
             chain_node.fail("a route needs at least one model")
-        routes[route] = tuple(model for model in chain if model is not None)
+        routes[route] = tuple(model for model, _ in entries if model is not None)
+        if any(weight for _, weight in entries):
+            weights[route] = tuple(weight for model, weight in entries if model is not None)
     return Tier(
         name=name,
         routes=routes,
@@ -191,14 +200,9 @@ def _tier(name: str, node: Node, models: Mapping[str, Model]) -> Tier:
         user_budget=_budget(node.get("budget")),
         tier_budget=_budget(node.get("tier_budget")),
         lookup=build_lookup(routes),
+        weights=weights,
+        on_exhausted=node.get("on_exhausted").choice(ON_EXHAUSTED, "reject"),
     )
-
-
-def _chain_model(node: Node, models: Mapping[str, Model]) -> Model | None:
-    name = node.string()
-    if name is not None and name not in models:
-        node.fail(f"unknown model {name!r}")
-    return models.get(name) if name else None
 
 
 def _quotas(node: Node) -> dict[str, Quota]:

@@ -68,6 +68,15 @@ class Model:
     modality: str
     context_length: int | None = None
     price: Price = field(default_factory=Price)
+    # one of several deployments of the model (its label), and the model's deployments: the
+    # least loaded is tried first, a failed one retried on a sibling (``proxy/deployments.py``)
+    deployment: str | None = None
+    deployments: tuple[Model, ...] = ()
+
+    @property
+    def breaker_key(self) -> str:
+        """The circuit breaker's key: each deployment of a model has its own."""
+        return f"{self.name}@{self.deployment}" if self.deployment else self.name
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,9 @@ class Tier:
     tier_budget: Budget = field(default_factory=Budget)  # the whole tier together
     # requested name (route, model name or upstream id) → chain to try, precomputed
     lookup: Mapping[str, tuple[Model, ...]] = field(default_factory=dict)
+    # route → a rollout weight per chain entry (0: fallback only); routes without weights absent
+    weights: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    on_exhausted: str = "reject"  # or "downgrade": a cheaper model of the chain, or fewer tokens
 
     def quota(self, capability: str) -> Quota:
         return self.quotas.get(capability, UNLIMITED)

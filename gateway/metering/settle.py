@@ -221,6 +221,9 @@ def usage_record(admission: Admission, outcome: Outcome, used: Usage) -> dict[st
         "attempts": outcome.attempts,
         "estimated": used.estimated,
         "usage_flagged": used.flagged,
+        "downgraded": outcome.downgraded,
+        "deployment": outcome.deployment,
+        "rollout": outcome.rollout,
     }
 
 

@@ -60,6 +60,9 @@ class Outcome:
     latency_ms: float = 0.0
     delivered: bool = False  # the client got (part of) an answer: charge it even on an error
     estimated: bool = False  # the token counts were estimated by the gateway
+    downgraded: bool = False  # a cheaper model or fewer tokens, for lack of quota or budget
+    deployment: str | None = None  # which deployment of the model answered
+    rollout: str | None = None  # the weighted chain entry the user was given
 
 
 class Check(NamedTuple):

@@ -128,6 +128,24 @@ class Metrics:
             ["from_model", "to_model"],
             registry=r,
         )
+        self.rollout_selections = Counter(
+            "gateway_rollout_selections",
+            "Requests by the weighted chain entry (rollout) their user was given",
+            ["tier", "model"],
+            registry=r,
+        )
+        self.downgrades = Counter(
+            "gateway_downgrades",
+            "Requests served by a cheaper model or with fewer tokens, not refused",
+            ["tier", "model"],
+            registry=r,
+        )
+        self.deployment_requests = Counter(
+            "gateway_deployment_requests",
+            "Requests by the deployment of a model that answered",
+            ["model", "deployment"],
+            registry=r,
+        )
         self.circuit_state = Gauge(
             "gateway_circuit_state",
             "Breaker state: 0 closed, 1 half-open, 2 open",
@@ -221,3 +239,9 @@ class UsageMetrics:
             m.child(m.tokens, "output", *labels).inc(completion)
         if cost := record.get("cost_usd"):
             m.child(m.cost, *labels).inc(cost)
+        if rollout := record.get("rollout"):
+            m.child(m.rollout_selections, labels[2], rollout).inc()
+        if record.get("downgraded"):
+            m.child(m.downgrades, labels[2], labels[0]).inc()
+        if deployment := record.get("deployment"):
+            m.child(m.deployment_requests, labels[0], deployment).inc()

@@ -28,6 +28,7 @@ from gateway.providers.bodies import AnswerTooLarge, body_chunks, plain_body, re
 from gateway.providers.openai import MAX_ERROR_BODY, redact, upstream_error
 from gateway.providers.transport import Transport, network_error_kind
 from gateway.proxy.breaker import Breakers
+from gateway.proxy.deployments import Balancer
 from gateway.secret import Secret
 
 PASS_THROUGH = frozenset({400, 401, 403, 413, 422})
@@ -99,14 +100,17 @@ class Attempter:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
         max_body_bytes: int = 64 * 1024 * 1024,
+        balancer: Balancer | None = None,
     ) -> None:
-        """``max_body_bytes``: the most of an answer read whole (JSON) before it is refused."""
+        """``max_body_bytes``: the most of an answer read whole (JSON) before it is refused;
+        ``balancer`` orders a model's deployments (a failed one is retried on a sibling)."""
         self._transport = transport
         self._policy = policy
         self._breakers = breakers
         self._sleep = sleep
         self._jitter = jitter
         self._max_body_bytes = max_body_bytes
+        self._balancer = balancer or Balancer()
 
     async def run(
         self,
@@ -122,25 +126,31 @@ class Attempter:
         records: list[AttemptRecord] = []
         skipped: list[str] = []
         last: _Failure | None = None
-        for model in chain:
-            if not self._breakers.allow(model.name):
-                skipped.append(f"{model.name}: circuit open")
-                continue
-            try:
-                request = _built(build, model, records)
-                if request is None:
-                    self._breakers.release_probe(model.name)
-                    skipped.append(f"{model.name}: no upstream credentials")
+        for entry in chain:
+            for model in self._balancer.order(entry):  # its deployments, least loaded first
+                key = model.breaker_key
+                if not self._breakers.allow(key):
+                    skipped.append(f"{key}: circuit open")
                     continue
-                outcome = await self._attempt_model(
-                    model, request, build, buffered, secrets, records, own_credentials
-                )
-            except BaseException:
-                self._breakers.release_probe(model.name)  # cancelled: no verdict on the model
-                raise
-            if isinstance(outcome, Opened):
-                return outcome
-            last = outcome
+                began, ok = self._balancer.begin(model), False
+                try:
+                    request = _built(build, model, records)
+                    if request is None:
+                        self._breakers.release_probe(key)
+                        skipped.append(f"{key}: no upstream credentials")
+                        continue
+                    outcome = await self._attempt_model(
+                        model, request, build, buffered, secrets, records, own_credentials
+                    )
+                    ok = isinstance(outcome, Opened)
+                except BaseException:
+                    self._breakers.release_probe(key)  # cancelled: no verdict on the model
+                    raise
+                finally:
+                    self._balancer.end(model, began, ok)
+                if isinstance(outcome, Opened):
+                    return outcome
+                last = outcome
         raise AttemptFailed(_exhausted(last, records, skipped), records)
 
     async def _attempt_model(
@@ -160,7 +170,7 @@ class Attempter:
                 request = _built(build, model, records) or request
             outcome = await self._try(model, request, buffered, secrets, records)
             if isinstance(outcome, Opened):
-                self._breakers.record_success(model.name)
+                self._breakers.record_success(model.breaker_key)
                 return outcome
             self._judge(model, outcome, own_credentials)
             if outcome.verdict is Verdict.FINAL:
@@ -239,12 +249,13 @@ class Attempter:
 
     def _judge(self, model: Model, failure: _Failure, own_credentials: bool) -> None:
         """What a failed attempt tells the model's breaker."""
+        key = model.breaker_key
         if failure.local or (own_credentials and failure.status in OWN_CREDENTIAL_STATUSES):
-            self._breakers.release_probe(model.name)
+            self._breakers.release_probe(key)
         elif failure.verdict is Verdict.FINAL:
-            self._breakers.record_success(model.name)  # it answered: the client's own error
+            self._breakers.record_success(key)  # it answered: the client's own error
         else:
-            self._breakers.record_failure(model.name)
+            self._breakers.record_failure(key)
 
     def _retry_delay(self, attempt: int, failure: _Failure) -> float | None:
         """Seconds to wait before trying the same model again, or None to move on."""

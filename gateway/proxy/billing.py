@@ -49,4 +49,7 @@ def outcome_of(ctx: RequestContext) -> Outcome:
         latency_ms=(ctx.ended - ctx.started) * 1000,
         delivered=ctx.stream is not None,
         estimated=estimated,
+        downgraded=ctx.downgraded,
+        deployment=model.deployment if model else None,
+        rollout=ctx.rollout,
     )

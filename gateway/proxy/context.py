@@ -42,6 +42,8 @@ class RequestContext:
     meter_request: MeterRequest | None = None  # once the plan is known
     admission: Admission | None = None  # once admitted
     model: Model | None = None  # the model that answered
+    rollout: str | None = None  # the weighted chain entry the user was given (rollout.py)
+    downgraded: bool = False  # a cheaper model or fewer tokens than asked (downgrade.py)
     records: list[AttemptRecord] = field(default_factory=list)
     status: int = 200
     error: GatewayError | None = None
@@ -66,7 +68,10 @@ class RequestContext:
 
     @property
     def fallback(self) -> bool:
-        return bool(self.plan and self.model and self.model is not self.plan.chain[0])
+        if not (self.plan and self.model):
+            return False
+        first = self.plan.chain[0]
+        return self.model is not first and self.model.name != first.name  # deployments
 
     @property
     def attempts(self) -> int:
@@ -97,6 +102,12 @@ class RequestContext:
             headers["x-gateway-model"] = self.model.name
             headers["x-gateway-upstream-model"] = self.model.upstream_model
             headers["x-gateway-fallback"] = "true" if self.fallback else "false"
+            if self.model.deployment:
+                headers["x-gateway-deployment"] = self.model.deployment
+        if self.rollout is not None:
+            headers["x-gateway-route"] = self.rollout
+        if self.downgraded:
+            headers["x-gateway-downgraded"] = "true"
         if self.records:
             headers["x-gateway-attempts"] = str(self.attempts)
         if self.admission is not None:

@@ -15,10 +15,12 @@ from gateway.proxy.attempts import Attempter, AttemptFailed
 from gateway.proxy.auth import KeyRing
 from gateway.proxy.context import RequestContext, RequestIds
 from gateway.proxy.credentials import request_builder
+from gateway.proxy.downgrade import admit
 from gateway.proxy.incoming import json_for_upstream, read_incoming
 from gateway.proxy.listeners import Listeners
 from gateway.proxy.meter_request import meter_request
 from gateway.proxy.reply import Reply, error_reply
+from gateway.proxy.rollout import Rollout
 from gateway.proxy.routing import VIDEOS, Endpoint, resolve
 from gateway.proxy.video_jobs import VideoJobs
 
@@ -39,6 +41,7 @@ class Pipeline:
         *,
         log_bodies: bool = False,
         videos: VideoJobs | None = None,
+        rollout: Rollout | None = None,
     ) -> None:
         self._config = config
         self._keyring = keyring
@@ -47,6 +50,7 @@ class Pipeline:
         self._listeners = listeners
         self._log_bodies = log_bodies
         self._videos = videos
+        self._rollout = rollout or Rollout()
         self._request_ids = RequestIds()
         self._answers = Answers(config.settings, listeners.relaying, self._end)
 
@@ -80,11 +84,12 @@ class Pipeline:
         incoming = await read_incoming(request, endpoint, self._config.settings.max_body_bytes)
         if self._log_bodies:
             ctx.debug_body = incoming.fields
-        plan = ctx.plan = resolve(
-            self._config, principal.tier, endpoint, incoming.model, incoming.fields
-        )
+        plan = resolve(self._config, principal.tier, endpoint, incoming.model, incoming.fields)
+        plan, ctx.rollout = self._rollout.apply(principal.tier, plan, principal.user)
+        ctx.plan = plan
         ctx.meter_request = await meter_request(ctx, incoming, plan, principal)
-        ctx.admission = await self._meter.admit(ctx.meter_request)
+        ctx.admission, plan, ctx.downgraded = await admit(self._meter, ctx.meter_request, plan)
+        ctx.plan = plan
         body, streams, wants_usage = json_for_upstream(
             incoming, endpoint, ctx.admission.clamp_max_tokens
         )
