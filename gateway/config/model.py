@@ -170,6 +170,8 @@ class Settings:
     shutdown_grace_s: float = 30.0
     # A reservation not settled by then (its worker died) is given back by a sweep.
     reservation_lease_s: int = 900
+    # A tier's shared budget counted on this many counters (slots): metering/tier_shards.py
+    tier_budget_shards: int = 1
     # What any upstream may send, so that no upstream can exhaust the gateway's memory.
     max_upstream_body_bytes: int = 64 * 1024 * 1024  # an answer read whole (JSON)
     max_sse_event_bytes: int = 4 * 1024 * 1024  # one event of a stream

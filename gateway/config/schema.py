@@ -190,6 +190,7 @@ SETTINGS = _obj(
         "usage_buffer_max": _num("Records held in memory while Redis is unreachable (default 100000).", 1, integer=True),
         "shutdown_grace_s": _num("On SIGTERM, in-flight streams get this long to finish (default 30).", 0),
         "reservation_lease_s": _num("A reservation not settled by then is given back (default 900).", 10, integer=True),
+        "tier_budget_shards": _num("Counters a tier's shared budget is split over, each holding a slice of the limit: on a Redis Cluster no single hot key (default 1: exact; docs/scaling.md).", 1, integer=True),
         "max_upstream_body_mb": _num("Cap on an upstream answer read whole (default 64).", 0.001),
         "max_sse_event_kb": _num("Cap on one upstream SSE event (default 4096).", 0.001),
         "max_upstream_header_kb": _num("Cap on an upstream's response head (default 64).", 0.001),

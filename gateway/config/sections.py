@@ -43,6 +43,7 @@ def settings_section(node: Node) -> Settings:
             "usage_buffer_max",
             "shutdown_grace_s",
             "reservation_lease_s",
+            "tier_budget_shards",
             "max_upstream_body_mb",
             "max_sse_event_kb",
             "max_upstream_header_kb",
@@ -63,6 +64,10 @@ def settings_section(node: Node) -> Settings:
         shutdown_grace_s=_or(node.get("shutdown_grace_s").number(None), d.shutdown_grace_s),
         reservation_lease_s=_or(
             node.get("reservation_lease_s").integer(None, minimum=10), d.reservation_lease_s
+        ),
+        tier_budget_shards=_or(
+            node.get("tier_budget_shards").integer(None, minimum=1),
+            d.tier_budget_shards,
         ),
         max_upstream_body_bytes=_bytes(
             node.get("max_upstream_body_mb"), MIB, d.max_upstream_body_bytes

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from gateway.errors import BudgetExceeded, QuotaExceeded
 from gateway.metering import plan
-from gateway.metering.limits import quota_limits
+from gateway.metering.limits import budget_limits, quota_limits
 from gateway.metering.pricing import MS_PER_MINUTE, micros_to_usd
 from gateway.metering.store import UNLIMITED, Verdict
 from gateway.metering.types import Check, MeterRequest
@@ -55,6 +55,9 @@ def exceeded(
     index = verdict.denied if verdict.denied is not None else 0
     check = checks[index]
     limit, used = verdict.limits[index], verdict.used[index]
+    if check.kind in plan.TIER_KINDS:  # the counter may hold a shard's slice: name the whole
+        tier = budget_limits(request.tier.tier_budget)
+        limit = tier.month if check.kind == plan.TIER_MONTH else tier.day
     reset = windows.month_reset if check.kind in MONTHLY else windows.day_reset
     headers = rate_limit_headers(checks, verdict, windows, now)
     headers["retry-after"] = str(seconds_until(reset, now))

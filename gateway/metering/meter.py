@@ -28,18 +28,19 @@ import httpx
 
 from gateway.config.model import CAPABILITIES, Budget, Config, Quota, Tier, UserOverride
 from gateway.errors import InvalidRequest, StoreUnavailable
-from gateway.metering import keys, limits, plan
+from gateway.metering import keys, limits, plan, tier_shards
 from gateway.metering.alerts import CostAlerts
 from gateway.metering.buffer import Flusher, UsageBuffer
 from gateway.metering.health import StoreHealth
 from gateway.metering.history import read_records, read_user_records
+from gateway.metering.last_known import LastKnown
 from gateway.metering.limit_errors import exceeded, rate_limit_headers
 from gateway.metering.quota_view import build_view, view_keys
 from gateway.metering.settle import Settlement, settlement
 from gateway.metering.store import MAX_AMOUNT, Lease, Store, StoreError, StoreRejected, Verdict
 from gateway.metering.types import Admission, Amounts, Check, MeterRequest, Outcome
 from gateway.metering.webhook import WebhookSender
-from gateway.metering.windows import windows_at
+from gateway.metering.windows import Windows, windows_at
 
 logger = logging.getLogger("gateway.metering")
 
@@ -73,6 +74,8 @@ class Meter:
         self._sweep_task: asyncio.Task[None] | None = None
         self._config = config
         self._limits = plan.LimitCache(config)
+        self._last_known = LastKnown()  # what a store outage may still admit
+        self._full_shards = tier_shards.FullShards()
         self._store = store
         self._clock = clock
         self._own_http: httpx.AsyncClient | None = None
@@ -128,11 +131,18 @@ class Meter:
         limits = self._limits.get(request)
         checks = plan.reservation(limits, request, windows)
         _check_amounts(checks)
-        lease = Lease(f"{self._lease_prefix}.{next(self._lease_numbers)}", self._lease_ttl_s)
+        lease = self._lease()
         verdict = await self._reserve(checks, request.user, lease)
+        if verdict is not None and _tier_refused(checks, verdict) and limits.tier_shards > 1:
+            spilled = await self._spill_over(request, limits, windows, checks, verdict, lease)
+            checks, verdict, lease = spilled
         if verdict is None:
+            denial = self._last_known.take(checks)
+            if denial is not None:
+                raise exceeded(request, checks, denial, windows, now)
             clamp = _clamp(request, plan.output_tokens(limits, request))
             return Admission({}, clamp, request, now, checks=checks, lease=lease.id)
+        self._last_known.record(checks, verdict)
         if not verdict.ok:
             raise exceeded(request, checks, verdict, windows, now)
         granted = dict(zip([check.kind for check in checks], verdict.granted, strict=True))
@@ -151,6 +161,33 @@ class Meter:
             verdict.granted,
             lease.id,
         )
+
+    def _lease(self) -> Lease:
+        return Lease(f"{self._lease_prefix}.{next(self._lease_numbers)}", self._lease_ttl_s)
+
+    async def _spill_over(
+        self,
+        request: MeterRequest,
+        limits: plan.ConfigLimits,
+        windows: Windows,
+        checks: tuple[Check, ...],
+        verdict: Verdict,
+        lease: Lease,
+    ) -> tuple[tuple[Check, ...], Verdict | None, Lease]:
+        """The home shard of the tier budget refused: try the other shards not known to be
+        full (``tier_shards``); the last answer stands."""
+        tier, shards = request.tier.name, limits.tier_shards
+        home = tier_shards.home_shard(request.user, shards)
+        self._full_shards.mark(tier, home)
+        for shard in self._full_shards.others(tier, home, shards):
+            lease = self._lease()
+            checks = plan.reservation(limits, request, windows, shard)
+            answer = await self._reserve(checks, request.user, lease)
+            if answer is None or not _tier_refused(checks, answer):
+                return checks, answer, lease
+            verdict = answer
+            self._full_shards.mark(tier, shard)
+        return checks, verdict, lease
 
     def finish(self, admission: Admission, outcome: Outcome) -> None:
         """Queue the settle (reconcile, record, aggregates); never raises.
@@ -223,7 +260,8 @@ class Meter:
 
     async def quota_view(self, user: str, tier: Tier) -> dict[str, Any]:
         windows = windows_at(self._clock())
-        hashes = await self._read(lambda: self._store.read_hashes(view_keys(user, tier, windows)))
+        names = view_keys(user, tier, windows, self._config.settings.tier_budget_shards)
+        hashes = await self._read(lambda: self._store.read_hashes(names))
         lease = keys.lease(keys.user_day(user, windows.day))
         reserved = await self._read(lambda: self._store.read_reservations(lease))
         return build_view(self._config, user, tier, hashes, windows, reserved)
@@ -330,6 +368,10 @@ class Meter:
                 await self.sweep_leases()
             except Exception:
                 logger.exception("metering: lease sweep failed")
+
+
+def _tier_refused(checks: Sequence[Check], verdict: Verdict) -> bool:
+    return verdict.denied is not None and checks[verdict.denied].kind in plan.TIER_KINDS
 
 
 def _check_amounts(checks: Sequence[Check]) -> None:

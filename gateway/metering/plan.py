@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.config.model import Config
-from gateway.metering import keys
+from gateway.metering import keys, tier_shards
 from gateway.metering.limits import (
     BudgetLimits,
     Limits,
@@ -23,6 +23,7 @@ from gateway.metering.windows import Windows
 REQUESTS, TOKENS, AUDIO = "requests", "tokens", "audio"
 USER_DAY, USER_MONTH, TIER_DAY, TIER_MONTH = "user_day", "user_month", "tier_day", "tier_month"
 BUDGET_KINDS = (USER_DAY, USER_MONTH, TIER_DAY, TIER_MONTH)
+TIER_KINDS = (TIER_DAY, TIER_MONTH)
 TOKENS_INDEX = 1  # where ``reservation`` puts the tokens check
 # The kinds whose grants make up ``Amounts`` (requests, tokens, audio_ms, usd_micros).
 AMOUNT_KINDS = (REQUESTS, TOKENS, AUDIO, USER_DAY)
@@ -36,6 +37,7 @@ class ConfigLimits:
     quota: Limits
     user_budget: BudgetLimits
     tier_budget: BudgetLimits
+    tier_shards: int = 1  # settings.tier_budget_shards
 
 
 class LimitCache:
@@ -63,6 +65,7 @@ def _config_limits(config: Config, request: MeterRequest) -> ConfigLimits:
         quota_limits(user_quota(config, user, tier, request.capability)),
         budget_limits(user_budget(config, user, tier)),
         budget_limits(tier.tier_budget),
+        max(1, config.settings.tier_budget_shards),
     )
 
 
@@ -93,9 +96,10 @@ def estimate(request: MeterRequest, flex: int) -> Amounts:
 
 
 def reservation(
-    config_limits: ConfigLimits, request: MeterRequest, windows: Windows
+    config_limits: ConfigLimits, request: MeterRequest, windows: Windows, tier_shard: int = -1
 ) -> tuple[Check, ...]:
-    """The checks, in the order their failures are reported."""
+    """The checks, in the order their failures are reported; the tier budget's on
+    ``tier_shard`` (-1: the user's home shard, ``tier_shards``)."""
     user, capability = request.user, request.capability
     limits = config_limits.quota
     flex = 0 if request.byok else output_tokens(config_limits, request)
@@ -117,11 +121,12 @@ def reservation(
         Check(TOKENS, tokens),
         Check(AUDIO, counter(keys.AUDIO_MS, amounts.audio_ms, limits.audio_ms)),
     )
-    return (*checks, *_budget_checks(config_limits, request, windows, amounts.usd_micros))
+    budget = _budget_checks(config_limits, request, windows, amounts.usd_micros, tier_shard)
+    return (*checks, *budget)
 
 
 def _budget_checks(
-    limits: ConfigLimits, request: MeterRequest, windows: Windows, cost: int
+    limits: ConfigLimits, request: MeterRequest, windows: Windows, cost: int, shard: int
 ) -> list[Check]:
     user, tier = limits.user_budget, limits.tier_budget
     day, month = windows.day_ttl(), windows.month_ttl()
@@ -138,13 +143,16 @@ def _budget_checks(
     # skipped for BYOK, which is never charged).
     if request.byok:
         return checks
-    name = request.tier.name
+    name, shards = request.tier.name, limits.tier_shards
+    shard = tier_shards.home_shard(request.user, shards) if shard < 0 else shard
     if tier.day != UNLIMITED:
-        key = keys.tier_day(name, windows.day)
-        checks.append(Check(TIER_DAY, Counter(key, keys.USD, cost, tier.day, ttl_s=day)))
+        key = tier_shards.day_key(name, windows.day, shard, shards)
+        limit = tier_shards.slice_limit(tier.day, shard, shards)
+        checks.append(Check(TIER_DAY, Counter(key, keys.USD, cost, limit, ttl_s=day)))
     if tier.month != UNLIMITED:
-        key = keys.tier_month(name, windows.month)
-        checks.append(Check(TIER_MONTH, Counter(key, keys.USD, cost, tier.month, ttl_s=month)))
+        key = tier_shards.month_key(name, windows.month, shard, shards)
+        limit = tier_shards.slice_limit(tier.month, shard, shards)
+        checks.append(Check(TIER_MONTH, Counter(key, keys.USD, cost, limit, ttl_s=month)))
     return checks
 
 

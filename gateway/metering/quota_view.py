@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.config.model import CAPABILITIES, CAPABILITY_BY_MODALITY, Config, Tier
-from gateway.metering import keys
+from gateway.metering import keys, tier_shards
 from gateway.metering.limits import (
     apply_budget_overrides,
     apply_overrides,
@@ -26,14 +26,14 @@ from gateway.metering.store import UNLIMITED
 from gateway.metering.windows import Windows, iso_utc
 
 
-def view_keys(user: str, tier: Tier, windows: Windows) -> list[str]:
-    """The hashes ``build_view`` needs, in its order."""
+def view_keys(user: str, tier: Tier, windows: Windows, shards: int = 1) -> list[str]:
+    """The hashes ``build_view`` needs, in its order (every shard of the tier budget)."""
     return [
         keys.user_day(user, windows.day),
         keys.user_month(user, windows.month),
         keys.user_overrides(user),
-        keys.tier_day(tier.name, windows.day),
-        keys.tier_month(tier.name, windows.month),
+        *tier_shards.all_day_keys(tier.name, windows.day, shards),
+        *tier_shards.all_month_keys(tier.name, windows.month, shards),
         keys.spend("d", windows.day),
         keys.spend("m", windows.month),
     ]
@@ -49,7 +49,9 @@ def build_view(
 ) -> dict[str, Any]:
     """``reserved``: what the user's leases hold, ``key\tfield`` → amount
     (``Store.read_reservations``)."""
-    day, month, stored, tier_day, tier_month, spend_day, spend_month = hashes
+    day, month, stored, *tier_parts, spend_day, spend_month = hashes
+    shards = len(tier_parts) // 2
+    tier_day, tier_month = _summed(tier_parts[:shards]), _summed(tier_parts[shards:])
     held = reserved or {}
     day_key, month_key = keys.user_day(user, windows.day), keys.user_month(user, windows.month)
 
@@ -116,6 +118,10 @@ def _tier_used(
 ) -> int:
     """The tier's budget counter when it has a budget (kept only then), else its spend."""
     return counters.get(keys.USD, 0) if limit != UNLIMITED else spend.get(scope, 0)
+
+
+def _summed(parts: list[dict[str, int]]) -> dict[str, int]:
+    return {keys.USD: sum(part.get(keys.USD, 0) for part in parts)} if parts else {}
 
 
 def _limit(value: int) -> int | None:

@@ -1,0 +1,63 @@
+"""While the store is down: admit up to what each counter had left at its last reservation.
+
+Every reservation's verdict (granted or denied) tells this process, per limited counter, the
+limit and what was left after it. While the store is unreachable and ``on_store_error`` is
+"allow", a request is admitted only if each of its counters this process has seen still has
+room for it by that figure, which it then spends; otherwise it gets the usual 429. Counters
+the process never saw (a user's first request here, or a new day's key) admit as before.
+
+So a user at their limit when the store went down stays refused, and one with R left is
+admitted at most R more times per process (the figures are per process and go stale: with P
+processes the overshoot of a counter is at most (P - 1) x R, plus the requests in flight).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway.metering.store import UNLIMITED, Verdict
+from gateway.metering.types import Check
+
+MAX_COUNTERS = 50_000  # forgotten all at once past this (users come from keys: bounded)
+
+
+class LastKnown:
+    def __init__(self, size: int = MAX_COUNTERS) -> None:
+        self._size = size
+        self._left: dict[tuple[str, str], tuple[int, int]] = {}  # (key, field) → (limit, left)
+
+    def record(self, checks: Sequence[Check], verdict: Verdict) -> None:
+        """Remember what the reservation left on each limited counter."""
+        left = self._left
+        if len(left) >= self._size:
+            left.clear()
+        for check, limit, used, granted in zip(
+            checks, verdict.limits, verdict.used, verdict.granted, strict=True
+        ):
+            if limit != UNLIMITED:
+                counter = check.counter
+                left[counter.key, counter.field] = (limit, max(0, limit - used - granted))
+
+    def take(self, checks: Sequence[Check]) -> Verdict | None:
+        """None when the request fits what is known to be left (and is taken from it), else
+        a denial naming the first counter it does not fit."""
+        entries = [self._left.get((c.counter.key, c.counter.field)) for c in checks]
+        for index, (check, entry) in enumerate(zip(checks, entries, strict=True)):
+            counter = check.counter
+            if entry is not None and counter.fixed + (1 if counter.flex else 0) > entry[1]:
+                return _denial(checks, entries, index)
+        for check, entry in zip(checks, entries, strict=True):
+            if entry is not None:
+                limit, left = entry
+                counter = check.counter
+                spent = counter.fixed + min(counter.flex, left - counter.fixed)
+                self._left[counter.key, counter.field] = (limit, left - spent)
+        return None
+
+
+def _denial(
+    checks: Sequence[Check], entries: Sequence[tuple[int, int] | None], denied: int
+) -> Verdict:
+    limits = [e[0] if e else c.counter.limit for c, e in zip(checks, entries, strict=True)]
+    used = [e[0] - e[1] if e else 0 for e in entries]
+    return Verdict(tuple(used), tuple(limits), (0,) * len(checks), denied)
