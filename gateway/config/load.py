@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import yaml
 
 from gateway.config.chains import ON_EXHAUSTED, chain_entry, deployments
+from gateway.config.flags_section import flags_section
 from gateway.config.model import (
     CAPABILITIES,
     MODALITIES,
@@ -62,7 +63,7 @@ def parse_config(
     routes.mapping(
         {"upstreams", "models", "retry", "circuit_breaker", "passthrough"}, {"upstreams", "models"}
     )
-    tiers.mapping({"tiers", "keys", "users", "alerts", "settings"}, {"tiers"})
+    tiers.mapping({"tiers", "keys", "users", "alerts", "settings", "flags"}, {"tiers"})
     upstreams = {name: _upstream(name, node, env) for name, node in routes.get("upstreams").items()}
     models = _models(routes.get("models"), upstreams)
     tier_map = {name: _tier(name, node, models) for name, node in tiers.get("tiers").items()}
@@ -81,6 +82,7 @@ def parse_config(
         known_models=frozenset(models) | {m.upstream_model for m in models.values()},
         known_routes=frozenset(route for tier in tier_map.values() for route in tier.routes),
         passthrough=passthrough_section(routes.get("passthrough")),
+        flags=flags_section(tiers.get("flags")),
     )
 
 

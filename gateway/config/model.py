@@ -182,6 +182,15 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class FlagDefault:
+    """A feature flag's default from tiers.yaml ``flags:`` (run-time values override it)."""
+
+    enabled: bool = True
+    rollout_percent: float = 100.0  # sticky per user: a hash of flag + user picks the bucket
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     upstreams: Mapping[str, Upstream]
     models: Mapping[str, Model]
@@ -199,6 +208,7 @@ class Config:
     # POST paths below /v1 forwarded as they are (besides the known endpoints) → the routes
     # whose models may serve them; nothing else passes through
     passthrough: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    flags: Mapping[str, FlagDefault] = field(default_factory=dict)  # tiers.yaml ``flags:``
 
 
 def build_lookup(routes: Mapping[str, tuple[Model, ...]]) -> dict[str, tuple[Model, ...]]:

@@ -197,6 +197,15 @@ SETTINGS = _obj(
         "max_upstream_headers": _num("Cap on an upstream's header count (default 100).", 1, integer=True),
     },
 )  # fmt: skip
+FLAG = _obj(
+    "A feature flag's default (run-time values set through /v1/admin/flags override it; `name: true` is short for `{enabled: true}`).",
+    {
+        "enabled": {"type": "boolean", "description": "On or off by default."},
+        "rollout_percent": _num("Share of users it is on for, sticky per user (default 100).", 0),
+        "description": _str("What the flag switches."),
+    },
+    ("enabled",),
+)  # fmt: skip
 TIERS: Schema = _obj(
     "tiers.yaml: tiers, keys, per-user overrides, alerts and settings.",
     {
@@ -205,6 +214,7 @@ TIERS: Schema = _obj(
         "users": _map("User id → overrides.", USER),
         "alerts": ALERTS,
         "settings": SETTINGS,
+        "flags": _map("Flag name → its default (the plan's together_ai_* flags are known, and on, without being declared; docs/control-plane.md).", FLAG),
     },
     ("tiers",),
 )
