@@ -3,7 +3,8 @@
 # OS packages (needs root or sudo): redis-server, and promtool (Debian's prometheus package)
 # for the alert-rule and config checks, kubectl (kustomize built in) for the deploy/k8s renders,
 # nginx for the replica test behind a balancer (Sentinel runs as `redis-server --sentinel`, so
-# redis-server is enough). Python: the package with its test extras.
+# redis-server is enough), chromium and chromium-driver for the dashboard's browser tests.
+# Python: the package with its test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -11,6 +12,8 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v kubectl >/dev/null || missing+=(kubectl)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
