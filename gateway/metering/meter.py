@@ -21,7 +21,8 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import httpx
@@ -50,6 +51,7 @@ RecordHook = Callable[[dict[str, Any]], None]
 # Longer than any request should last: a stream's idle timeout bounds the gaps, not the total.
 LEASE_TTL_S = 900
 SWEEP_INTERVAL_S = 5.0
+OUTAGE_NOTE = " (usage store unavailable: counted from what was left at the last reservation)"
 
 
 class Meter:
@@ -73,6 +75,7 @@ class Meter:
         self._lease_numbers = itertools.count()
         self._sweep_task: asyncio.Task[None] | None = None
         self._config = config
+        self._tier_quotas: Mapping[tuple[str, str], Quota] = {}  # set at run time
         self._limits = plan.LimitCache(config)
         self._last_known = LastKnown()  # what a store outage may still admit
         self._full_shards = tier_shards.FullShards()
@@ -91,6 +94,8 @@ class Meter:
         self._alerts = CostAlerts(config.alerts, store, clock, logger, self._webhook)
         self._flush_task: asyncio.Task[None] | None = None
         self._webhook_task: asyncio.Task[None] | None = None
+        # set by the app when the ledger (gateway/ledger/) holds the records: any date range
+        self.records_reader: Callable[[str | None, float, float], Awaitable[Any]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -139,7 +144,7 @@ class Meter:
         if verdict is None:
             denial = self._last_known.take(checks)
             if denial is not None:
-                raise exceeded(request, checks, denial, windows, now)
+                raise exceeded(request, checks, denial, windows, now, OUTAGE_NOTE)
             clamp = _clamp(request, plan.output_tokens(limits, request))
             return Admission({}, clamp, request, now, checks=checks, lease=lease.id)
         self._last_known.record(checks, verdict)
@@ -258,7 +263,20 @@ class Meter:
 
     # -- reads and overrides -----------------------------------------------------------------
 
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config's limits for the requests admitted from now on (alerts, the
+        webhook and the buffer's size stay as started)."""
+        self._config = config
+        self._limits = plan.LimitCache(config, tier_quotas=self._tier_quotas)
+
+    def set_tier_quotas(self, quotas: Mapping[tuple[str, str], Quota]) -> None:
+        """Run-time tier quotas, (tier, capability) → the quota replacing the tier's own."""
+        self._tier_quotas = quotas
+        self._limits = plan.LimitCache(self._config, tier_quotas=quotas)
+
     async def quota_view(self, user: str, tier: Tier) -> dict[str, Any]:
+        quotas = {cap: q for (name, cap), q in self._tier_quotas.items() if name == tier.name}
+        tier = replace(tier, quotas={**tier.quotas, **quotas}) if quotas else tier
         windows = windows_at(self._clock())
         names = view_keys(user, tier, windows, self._config.settings.tier_budget_shards)
         hashes = await self._read(lambda: self._store.read_hashes(names))
@@ -268,10 +286,18 @@ class Meter:
 
     async def records(self, user: str | None, start: float, end: float) -> list[dict[str, Any]]:
         """Usage records of ``user`` (every user when None) with ``start <= ts < end``."""
+        if self.records_reader is not None:
+            return list(await self.records_reader(user, start, end))
         if user is None:
             return await self._read(lambda: read_records(self._store, None, start, end))
         now = self._clock()
         return await self._read(lambda: read_user_records(self._store, user, start, end, now))
+
+    @property
+    def records_source(self) -> str:
+        """Where ``records`` reads: "postgres" (the ledger, any range) or "redis" (the
+        stream: recent records only)."""
+        return "postgres" if self.records_reader is not None else "redis"
 
     async def set_user_override(self, user: str, capability: str, quota: Quota | None) -> None:
         """Store a run-time quota override (fields left None inherit); None removes it."""

@@ -19,6 +19,7 @@ import httpx
 import orjson
 import yaml
 
+from gateway.metering.meter import OUTAGE_NOTE
 from tests.support import DEFAULT_ROUTES, MOCK_KEY, free_port, routes_doc, tiers_doc
 
 KEY = "sk-scale-free-user"
@@ -132,6 +133,7 @@ class Sample:
     at: float  # monotonic seconds
     status: int  # 0: no answer (connection failed)
     metered: bool  # the answer carried the quota headers: a reservation was made
+    fallback: bool = False  # refused while the store was down, by what was left before
 
 
 async def paced_load(
@@ -153,7 +155,10 @@ async def paced_load(
                 samples.append(Sample(time.monotonic(), 0, False))
             else:
                 metered = "x-ratelimit-limit-requests" in answer.headers
-                samples.append(Sample(time.monotonic(), answer.status_code, metered))
+                fallback = answer.status_code == 429 and OUTAGE_NOTE in answer.text
+                samples.append(
+                    Sample(time.monotonic(), answer.status_code, metered and not fallback, fallback)
+                )
             await asyncio.sleep(pause_s)
 
     async with httpx.AsyncClient(timeout=30) as http:
@@ -178,9 +183,15 @@ class Failover:
         return [s for s in self.samples if s.status == 200 and not s.metered]
 
     @property
+    def refused_in_outage(self) -> list[Sample]:
+        """Refused while the store was down, by the quota left at the last reservation."""
+        return [s for s in self.samples if s.fallback]
+
+    @property
     def outage_s(self) -> float:
-        """From the kill to the last request admitted without a reservation."""
-        return max((s.at - self.killed_at for s in self.unmetered), default=0.0)
+        """From the kill to the last request admitted or refused without the store."""
+        outage = self.unmetered + self.refused_in_outage
+        return max((s.at - self.killed_at for s in outage), default=0.0)
 
     @property
     def recovered(self) -> bool:
@@ -191,6 +202,7 @@ class Failover:
         return (
             f"{len(self.samples)} requests, statuses {self.statuses}, "
             f"{len(self.unmetered)} admitted unmetered (the quota's overshoot), "
+            f"{len(self.refused_in_outage)} refused by the last known quota, "
             f"outage {self.outage_s:.2f} s, "
             f"records {len(records)} (doubled {self.doubled(records)}, lost "
             f"{len(self.samples) - len(ids)})"

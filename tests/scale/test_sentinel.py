@@ -1,8 +1,9 @@
 """Redis Sentinel for real: one master, one replica, three sentinels, two `gateway serve`.
 
 The gateways find the master through ``REDIS_SENTINELS``; killing it mid-load must cost a
-few seconds of unmetered admissions, no 5xx, no lost or doubled record, and the gateways must
-meter again on the promoted replica without a restart. Figures are printed (``-s``).
+few seconds without metering (in which the user, at the quota, stays refused), no 5xx, no lost
+or doubled record, and the gateways must meter again on the promoted replica without a
+restart. Figures are printed (``-s``).
 """
 
 from __future__ import annotations
@@ -71,5 +72,7 @@ def test_master_kill_through_sentinel(sentinel, upstream, tmp_path):
     print(f"\nsentinel failover: {failover.report(written)}")
     assert set(failover.statuses) <= {200, 429}  # no 5xx: the outage policy is "allow"
     assert failover.recovered
+    # the user was at the quota when the master died: the outage admits none past it
+    assert failover.unmetered == [] and failover.refused_in_outage
     assert Failover.doubled(written) == 0
     assert len(written) == len(failover.samples)
