@@ -21,8 +21,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -75,7 +74,6 @@ class Meter:
         self._lease_numbers = itertools.count()
         self._sweep_task: asyncio.Task[None] | None = None
         self._config = config
-        self._tier_quotas: Mapping[tuple[str, str], Quota] = {}  # set at run time
         self._limits = plan.LimitCache(config)
         self._last_known = LastKnown()  # what a store outage may still admit
         self._full_shards = tier_shards.FullShards()
@@ -94,8 +92,6 @@ class Meter:
         self._alerts = CostAlerts(config.alerts, store, clock, logger, self._webhook)
         self._flush_task: asyncio.Task[None] | None = None
         self._webhook_task: asyncio.Task[None] | None = None
-        # set by the app when the ledger (gateway/ledger/) holds the records: any date range
-        self.records_reader: Callable[[str | None, float, float], Awaitable[Any]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -263,20 +259,7 @@ class Meter:
 
     # -- reads and overrides -----------------------------------------------------------------
 
-    def reconfigure(self, config: Config) -> None:
-        """A reloaded config's limits for the requests admitted from now on (alerts, the
-        webhook and the buffer's size stay as started)."""
-        self._config = config
-        self._limits = plan.LimitCache(config, tier_quotas=self._tier_quotas)
-
-    def set_tier_quotas(self, quotas: Mapping[tuple[str, str], Quota]) -> None:
-        """Run-time tier quotas, (tier, capability) → the quota replacing the tier's own."""
-        self._tier_quotas = quotas
-        self._limits = plan.LimitCache(self._config, tier_quotas=quotas)
-
     async def quota_view(self, user: str, tier: Tier) -> dict[str, Any]:
-        quotas = {cap: q for (name, cap), q in self._tier_quotas.items() if name == tier.name}
-        tier = replace(tier, quotas={**tier.quotas, **quotas}) if quotas else tier
         windows = windows_at(self._clock())
         names = view_keys(user, tier, windows, self._config.settings.tier_budget_shards)
         hashes = await self._read(lambda: self._store.read_hashes(names))
@@ -286,18 +269,10 @@ class Meter:
 
     async def records(self, user: str | None, start: float, end: float) -> list[dict[str, Any]]:
         """Usage records of ``user`` (every user when None) with ``start <= ts < end``."""
-        if self.records_reader is not None:
-            return list(await self.records_reader(user, start, end))
         if user is None:
             return await self._read(lambda: read_records(self._store, None, start, end))
         now = self._clock()
         return await self._read(lambda: read_user_records(self._store, user, start, end, now))
-
-    @property
-    def records_source(self) -> str:
-        """Where ``records`` reads: "postgres" (the ledger, any range) or "redis" (the
-        stream: recent records only)."""
-        return "postgres" if self.records_reader is not None else "redis"
 
     async def set_user_override(self, user: str, capability: str, quota: Quota | None) -> None:
         """Store a run-time quota override (fields left None inherit); None removes it."""
