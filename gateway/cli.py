@@ -324,10 +324,13 @@ def _usage_export(args: argparse.Namespace) -> int:
         parse_range(args.start, args.end, 0.0)
     except ValueError as error:
         raise UsageError(f"--from/--to: {error}") from None
-    redis_url = os.environ.get("REDIS_URL")
+    from gateway.config.runtime import sentinel_url
+
+    redis_url = sentinel_url(os.environ) or os.environ.get("REDIS_URL")
     if not redis_url:
         raise CommandFailed(
-            "usage export: REDIS_URL is not set, so there is no usage store to read "
+            "usage export: REDIS_URL is not set (nor REDIS_SENTINELS), so there is no usage "
+            "store to read "
             "(without Redis, usage is held in each gateway process only)"
         )
     config = _load(args.config_dir)

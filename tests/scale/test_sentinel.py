@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -76,3 +81,19 @@ def test_master_kill_through_sentinel(sentinel, upstream, tmp_path):
     assert failover.unmetered == [] and failover.refused_in_outage
     assert Failover.doubled(written) == 0
     assert len(written) == len(failover.samples)
+    exported = usage_export(tmp_path, {"REDIS_SENTINELS": sentinel.sentinel_addresses,
+                                       "REDIS_SENTINEL_MASTER": sentinel.MASTER_NAME})  # fmt: skip
+    assert len(exported) == len(written)  # the export found the promoted master too
+
+
+def usage_export(config_dir: Path, env: dict[str, str]) -> list[object]:
+    """``gateway usage export`` with only the sentinel variables set (no REDIS_URL)."""
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "--config-dir", str(config_dir), "usage", "export",
+         "--from", today, "--to", today, "--format", "json"],
+        env={**clean, **env}, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return list(orjson.loads(result.stdout))
