@@ -132,6 +132,23 @@ BUDGET = _obj(
     "Spending limits in USD.",
     {"usd_per_day": _num("USD per UTC day.", 0), "usd_per_month": _num("USD per UTC month.", 0)},
 )
+CACHE_POLICY = _obj(
+    "One route's response cache.",
+    {
+        "ttl_s": _num("Seconds an answer is served from the cache (0: only when a request asks with x-gateway-cache: ttl=N).", 0, integer=True),
+        "allow": {"type": "boolean", "description": "false: requests may not ask for caching either (default true)."},
+        "shared": {"type": "boolean", "description": "One entry for every user of the tier; else per user (default false)."},
+        "coalesce": {"type": "boolean", "description": "Concurrent identical misses go upstream once (default true)."},
+    },
+)  # fmt: skip
+CACHE = _obj(
+    "The response cache's limits.",
+    {
+        "stale_s": _num("Seconds past its TTL an entry may still answer when every target failed (default 86400).", 0, integer=True),
+        "max_entry_kb": _num("Answers larger than this are not cached (default 1024).", 1, integer=True),
+        "max_ttl_s": _num("The longest TTL a request may ask for (default 86400).", 1, integer=True),
+    },
+)  # fmt: skip
 TIER = _obj(
     "One tier: its fallback chains, limits, quotas and budgets.",
     {
@@ -144,6 +161,7 @@ TIER = _obj(
         "quotas": QUOTAS,
         "budget": BUDGET | {"description": "Budget of each user of the tier."},
         "tier_budget": BUDGET | {"description": "Budget of the whole tier together."},
+        "cache": _map("Route name → its exact response cache (routes not listed: cached only when a request asks).", CACHE_POLICY, {"enum": list(MODALITIES)}),
     },
     ("routes",),
 )  # fmt: skip
@@ -215,6 +233,7 @@ TIERS: Schema = _obj(
         "alerts": ALERTS,
         "settings": SETTINGS,
         "flags": _map("Flag name → its default (the plan's together_ai_* flags are known, and on, without being declared; docs/control-plane.md).", FLAG),
+        "cache": CACHE,
     },
     ("tiers",),
 )

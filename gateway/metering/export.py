@@ -46,7 +46,10 @@ COLUMNS = (
     "estimated",
     "usage_flagged",
     "video_ms",  # last: added after the others, so existing column positions hold
+    "cache",
+    "tags",  # comma-separated
 )
+GROUP_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 def to_csv(records: Iterable[Mapping[str, Any]]) -> str:
@@ -57,6 +60,26 @@ def to_csv(records: Iterable[Mapping[str, Any]]) -> str:
     for record in records:
         writer.writerow(_cell(record.get(column)) for column in COLUMNS)
     return out.getvalue()
+
+
+def with_tag(records: Iterable[dict[str, Any]], tag: str) -> list[dict[str, Any]]:
+    """The records carrying ``tag`` (``x-gateway-tags`` / ``metadata.tags``)."""
+    return [record for record in records if tag in (record.get("tags") or ())]
+
+
+def by_tag(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per tag: requests, tokens, cost and errors (a record with two tags counts in both;
+    records without tags under ``tag: null``)."""
+    groups: dict[str | None, dict[str, Any]] = {}
+    for record in records:
+        for tag in record.get("tags") or [None]:
+            row = groups.setdefault(tag, {"tag": tag, "requests": 0, "errors": 0, "cost_usd": 0.0})
+            row["requests"] += 1
+            row["errors"] += int(record.get("status", 200) >= 400)
+            row["cost_usd"] = round(row["cost_usd"] + (record.get("cost_usd") or 0.0), 9)
+            for name in GROUP_FIELDS:
+                row[name] = row.get(name, 0) + (record.get(name) or 0)
+    return sorted(groups.values(), key=lambda row: (row["tag"] is None, row["tag"] or ""))
 
 
 def to_json(records: Iterable[Mapping[str, Any]]) -> bytes:
@@ -97,16 +120,39 @@ def parse_range(start: str | None, end: str | None, now: float) -> tuple[float, 
 
 
 async def export_records(
-    config: Config, redis_url: str | None, user: str | None, start: str, end: str, fmt: str
+    config: Config,
+    redis_url: str | None,
+    user: str | None,
+    start: str,
+    end: str,
+    fmt: str,
+    tag: str | None = None,
+    group_by: str | None = None,
 ) -> str:
-    """``gateway usage export``: the records of ``[start, end)`` as CSV or JSON text."""
+    """``gateway usage export``: the records of ``[start, end)`` as CSV or JSON text (only
+    those tagged ``tag``; per tag when ``group_by`` is ``"tag"``)."""
     low, high = parse_range(start, end, time.time())
     store = create_store(redis_url, config.settings)
     try:
         records = await read_records(store, user, low, high)
     finally:
         await store.aclose()
+    if tag is not None:
+        records = with_tag(records, tag)
+    if group_by == "tag":
+        groups = by_tag(records)
+        return to_json(groups).decode() + "\n" if fmt == "json" else _groups_csv(groups)
     return to_json(records).decode() + "\n" if fmt == "json" else to_csv(records)
+
+
+def _groups_csv(groups: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    columns = ("tag", "requests", "errors", *GROUP_FIELDS, "cost_usd")
+    writer.writerow(columns)
+    for row in groups:
+        writer.writerow(_cell(row.get(column)) for column in columns)
+    return out.getvalue()
 
 
 def _cell(value: Any) -> str:
@@ -114,4 +160,6 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
     return str(value)

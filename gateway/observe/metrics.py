@@ -183,6 +183,12 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=r,
         )
+        self.cache_requests = Counter(
+            "gateway_cache_requests",
+            "Requests the response cache applied to, by result: hit, miss, bypass, stale",
+            ["tier", "result"],
+            registry=r,
+        )
         self.cost_alert_active = Gauge(
             "gateway_cost_alert_active",
             "1 while a cost alert threshold is crossed",
@@ -245,3 +251,6 @@ class UsageMetrics:
             m.child(m.downgrades, labels[2], labels[0]).inc()
         if deployment := record.get("deployment"):
             m.child(m.deployment_requests, labels[0], deployment).inc()
+        if cache := record.get("cache"):  # a hit that stood in for a failed chain: "stale"
+            result = "stale" if cache == "hit" and record.get("fallback") else cache
+            m.child(m.cache_requests, labels[2], result).inc()
