@@ -70,6 +70,8 @@ def _run(argv: list[str]) -> int:
         return _usage_export(args)
     if args.command == "schema":
         return _schema()
+    if args.command == "models":
+        return _models_check(args.config_dir)
     return _serve(args)
 
 
@@ -164,13 +166,28 @@ def _parser() -> argparse.ArgumentParser:
         help="Print the JSON Schema of routes.yaml and tiers.yaml.",
         description="Print a JSON document holding the JSON Schema of both files.",
     )
+    models = commands.add_parser(
+        "models",
+        help="Compare routes.yaml with the upstreams' model lists.",
+        description="Compare routes.yaml with what the upstreams serve.",
+    )
+    models_check = models.add_subparsers(
+        dest="models_command", required=True, metavar="SUBCOMMAND", parser_class=_Parser
+    ).add_parser(
+        "check",
+        help="Report configured ids an upstream does not list, and differing prices.",
+        description=(
+            "Ask each upstream's /v1/models; report configured ids it does not list (exit 1) "
+            "and token prices that differ from routes.yaml; exit 2 when one could not be asked."
+        ),
+    )
     # Given before or after the command; a subcommand's own default would override the
     # value given before it, so only the top-level parser has one.
     config_help = f"directory holding routes.yaml and tiers.yaml (env {CONFIG_DIR_ENV})"
     parser.add_argument(
         "--config-dir", default=os.environ.get(CONFIG_DIR_ENV, "."), help=config_help
     )
-    for sub in (serve, check, export, schema):
+    for sub in (serve, check, export, schema, models_check):
         sub.add_argument("--config-dir", default=argparse.SUPPRESS, help=config_help)
     parser.set_defaults(
         command="serve",
@@ -342,6 +359,25 @@ def _usage_export(args: argparse.Namespace) -> int:
         raise CommandFailed(f"usage export: cannot read the store at REDIS_URL: {error}") from None
     sys.stdout.write(output)
     return 0
+
+
+def _models_check(config_dir: str) -> int:
+    import httpx
+
+    from gateway.providers.catalog import TIMEOUT_S, Finding, check_catalog, report
+
+    config = _load(config_dir)
+
+    async def run() -> list[Finding]:
+        async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
+            return await check_catalog(config, client)
+
+    lines, status = report(asyncio.run(run()))
+    for line in lines:
+        print(line)
+    if status == 0:
+        print("ok: every configured model is listed by its upstream at the configured price")
+    return status
 
 
 def _schema() -> int:
