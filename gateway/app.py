@@ -16,7 +16,7 @@ from gateway.config.demo import uses_demo
 from gateway.config.model import Config
 from gateway.config.runtime import Runtime
 from gateway.control.plane import ControlPlane
-from gateway.http import account, admin, models, ops, videos
+from gateway.http import account, admin, admin_openapi, models, ops, videos
 from gateway.http import dispatch as proxied
 from gateway.http.asgi import GatewayApp
 from gateway.http.body_limit import BodyLimit
@@ -89,6 +89,7 @@ def create_app(
             *models.routes(),
             *account.routes(),
             *admin.routes(),
+            *admin_openapi.routes(),
             *videos.routes(),  # before proxied's 405 for GET /v1/videos
             *proxied.routes(),
         ],
@@ -145,7 +146,7 @@ def build_gateway(
         ]
     )
     control = ControlPlane(store, clock=clock)
-    keyring = KeyRing(config)
+    keyring = KeyRing(config, control, clock)
     video_jobs = VideoJobs(config, upstream, meter, job_store_for(store), clock=clock)
     pipeline = Pipeline(
         config, keyring, attempter, meter, listeners, log_bodies=runtime.log_bodies,

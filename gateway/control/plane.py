@@ -15,11 +15,12 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from gateway.errors import StoreUnavailable
 from gateway.metering.store import Store, StoreError
 
 POLL_INTERVAL_S = 0.25
@@ -60,10 +61,24 @@ class ControlPlane:
         self._callbacks: list[Callable[[Snapshot], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._loading = asyncio.Lock()
+        self._jobs: list[tuple[float, Callable[[], Awaitable[None]]]] = []
 
     def subscribe(self, callback: Callable[[Snapshot], None]) -> None:
         """Call ``callback`` with every new snapshot (on the event loop, without awaiting)."""
         self._callbacks.append(callback)
+
+    def every(self, interval_s: float, job: Callable[[], Awaitable[None]]) -> None:
+        """Run ``job`` from the poll loop about every ``interval_s`` (its errors are logged)."""
+        self._jobs.append((interval_s, job))
+
+    async def read_counters(self, keys: Sequence[str]) -> list[dict[str, int]]:
+        """Integer hashes of the store (for admin answers: spend, last use); raises
+        ``StoreError``."""
+        return await self._store.read_hashes(keys)
+
+    async def write_counters(self, key: str, values: Mapping[str, int]) -> None:
+        """Set fields of an integer hash of the store; raises ``StoreError``."""
+        await self._store.write_hash(key, values, ())
 
     async def start(self) -> None:
         """Load once, then follow the store's announcements and poll its version."""
@@ -100,8 +115,9 @@ class ControlPlane:
         audit: dict[str, Any] | None = None,
     ) -> Snapshot:
         """Write (None deletes) one document with an audit entry; return the refreshed
-        snapshot. ``audit`` replaces the recorded ``before``/``after`` (pass redacted ones
-        when a document holds a secret) and may add fields."""
+        snapshot (``StoreUnavailable``, a 503, when the store is down). ``audit`` replaces the
+        recorded ``before``/``after`` (pass redacted ones when a document holds a secret) and
+        may add fields."""
         entry: dict[str, Any] = {
             "at": self._clock(),
             "actor": actor,
@@ -113,20 +129,29 @@ class ControlPlane:
         }
         entry.update(audit or {})
         value = None if document is None else json.dumps(document, separators=(",", ":"))
-        await self._store.control_write(
-            kind,
-            id,
-            value.encode() if value is not None else None,
-            json.dumps(entry, separators=(",", ":"), default=str).encode(),
-            self._audit_maxlen,
-        )
-        await self._load()
+        try:
+            await self._store.control_write(
+                kind,
+                id,
+                value.encode() if value is not None else None,
+                json.dumps(entry, separators=(",", ":"), default=str).encode(),
+                self._audit_maxlen,
+            )
+            await self._load()
+        except StoreError as exc:
+            logger.warning("control plane: write of %s %s failed: %s", kind, id, exc)
+            raise StoreUnavailable("The control plane's store is unavailable; try again") from None
         return self.snapshot
 
     async def audit_log(self, limit: int = 100, before: str | None = None) -> list[dict[str, Any]]:
         """Audit entries, newest first, each with its ``entry_id`` (page with ``before``)."""
         entries = []
-        for entry_id, raw in await self._store.control_audit(before, limit):
+        try:
+            page = await self._store.control_audit(before, limit)
+        except StoreError as exc:
+            logger.warning("control plane: reading the audit log failed: %s", exc)
+            raise StoreUnavailable("The control plane's store is unavailable; try again") from None
+        for entry_id, raw in page:
             with contextlib.suppress(ValueError):
                 entry = json.loads(raw)
                 if isinstance(entry, dict):
@@ -147,12 +172,23 @@ class ControlPlane:
                 logger.exception("control plane: a subscriber failed")
 
     async def _poll(self) -> None:
+        due = [time.monotonic() + interval for interval, _ in self._jobs]
         while True:
             await asyncio.sleep(self._interval)
             try:
                 await self.refresh()
             except StoreError as exc:
                 logger.debug("control plane: version poll failed: %s", exc)
+            now = time.monotonic()
+            for index, (interval, job) in enumerate(self._jobs):
+                if index >= len(due):
+                    due.append(now + interval)
+                elif now >= due[index]:
+                    due[index] = now + interval
+                    try:
+                        await job()
+                    except Exception:
+                        logger.exception("control plane: a periodic job failed")
 
     async def _listen(self) -> None:
         while True:

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from gateway.config.model import CAPABILITIES, Budget, Quota
 from gateway.errors import InvalidRequest
-from gateway.http.ops import require_admin
+from gateway.http.admin_auth import require_role
 from gateway.http.responses import json_response
 from gateway.http.services import Services, services
 
@@ -30,7 +30,7 @@ LIMITS: dict[str, tuple[type, float]] = {
 
 
 async def show(request: Request) -> Response:
-    gateway = _admin(request)
+    gateway = _admin(request, "viewer")
     user = request.path_params["user"]
     override = await gateway.meter.user_override(user)
     return json_response({"user": user, **_plain(override)})
@@ -57,10 +57,9 @@ async def set_budget(request: Request) -> Response:
     return await show(request)
 
 
-def _admin(request: Request) -> Services:
-    gateway = services(request)
-    require_admin(request, gateway)
-    return gateway
+def _admin(request: Request, role: str = "admin") -> Services:
+    require_role(request, role)
+    return services(request)
 
 
 def _numbers(raw: bytes, allowed: set[str]) -> dict[str, Any]:

@@ -38,8 +38,16 @@ class GatewayApp(Starlette):
         **kwargs: Any,
     ) -> None:
         self._outer = list(middleware)
+        self._fast: FastLane | None = None
         super().__init__(**kwargs)
         self._lane = (pipeline, dispatch)
+
+    def swap_lane(self, pipeline: Pipeline, dispatch: Dispatch) -> None:
+        """A reloaded config's pipeline for the requests that start from now on (those
+        running keep theirs)."""
+        self._lane = (pipeline, dispatch)
+        if self._fast is not None:
+            self._fast.swap(pipeline, dispatch)
 
     def add_middleware(self, middleware_class: Any, *args: Any, **kwargs: Any) -> None:
         if self.middleware_stack is not None:
@@ -48,10 +56,15 @@ class GatewayApp(Starlette):
 
     def build_middleware_stack(self) -> ASGIApp:
         pipeline, dispatch = self._lane
-        app: ASGIApp = FastLane(pipeline, dispatch, super().build_middleware_stack())
+        self._fast = FastLane(pipeline, dispatch, super().build_middleware_stack())
+        app: ASGIApp = self._fast
         for cls, args, kwargs in reversed(self._outer):
             app = cls(app, *args, **kwargs)
         return app
+
+
+# POSTs below /v1 that are Starlette routes, not proxied endpoints (the admin API...).
+ROUTED_POSTS: tuple[str, ...] = ("/v1/admin/", "/v1/quota/requests")
 
 
 class FastLane:
@@ -63,11 +76,16 @@ class FastLane:
         self._dispatch = dispatch
         self._routed = routed
 
+    def swap(self, pipeline: Pipeline, dispatch: Dispatch) -> None:
+        self._pipeline, self._dispatch = pipeline, dispatch
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             path: str = scope["path"]
             endpoint = self._dispatch.direct.get(path)
-            if endpoint is not None or path.startswith("/v1/"):
+            if endpoint is not None or (
+                path.startswith("/v1/") and not path.startswith(ROUTED_POSTS)
+            ):
                 response = await self._proxied(scope, receive, path, endpoint)
                 await response(scope, receive, send)
                 return

@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from gateway.config.targets import route_targets, unusable_routes
 from gateway.errors import Unauthorized
+from gateway.http.admin_auth import require_role
 from gateway.http.responses import json_response
 from gateway.http.services import Services, services
 from gateway.observe.metrics import render
@@ -97,15 +98,14 @@ def refresh_gauges(gateway: Services) -> None:
         m.cost_alert_active.labels(scope).set(1 if active else 0)
 
 
-def require_admin(request: Request, gateway: Services) -> None:
-    if gateway.runtime.admin_token is None:
-        raise Unauthorized("Set GATEWAY_ADMIN_TOKEN to use the operator endpoints.")
-    require_token(request, gateway.runtime.admin_token, "admin")
+def require_admin(request: Request, gateway: Services, role: str = "admin") -> None:
+    """An admin token (``GATEWAY_ADMIN_TOKEN`` or a stored one) granting ``role``."""
+    require_role(request, role)
 
 
 async def providers(request: Request) -> Response:
     gateway = services(request)
-    require_admin(request, gateway)
+    require_admin(request, gateway, "viewer")
     data = [
         {
             "model": model.name,

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from gateway.config.model import Config
 from gateway.metering import keys, tier_shards
+from gateway.metering.key_limits import KINDS as KEY_KINDS
+from gateway.metering.key_limits import amount_for as key_amount_for
+from gateway.metering.key_limits import key_checks
 from gateway.metering.limits import (
     BudgetLimits,
     Limits,
@@ -122,7 +125,8 @@ def reservation(
         Check(AUDIO, counter(keys.AUDIO_MS, amounts.audio_ms, limits.audio_ms)),
     )
     budget = _budget_checks(config_limits, request, windows, amounts.usd_micros, tier_shard)
-    return (*checks, *budget)
+    keyed = key_checks(request.key_limits, user, windows, amounts) if request.key_limits else ()
+    return (*checks, *budget, *keyed)
 
 
 def _budget_checks(
@@ -164,4 +168,6 @@ def amount_for(kind: str, amounts: Amounts) -> int:
         return amounts.tokens
     if kind == AUDIO:
         return amounts.audio_ms
+    if kind in KEY_KINDS:
+        return key_amount_for(kind, amounts)
     return amounts.usd_micros

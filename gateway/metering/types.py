@@ -22,6 +22,22 @@ NO_AMOUNTS = Amounts()
 
 
 @dataclass(frozen=True)
+class KeyLimits:
+    """A run-time client key's own limits (``-1``: none), checked in the same reservation."""
+
+    key_id: str
+    rpm: int = -1  # requests per minute
+    tpm: int = -1  # tokens per minute
+    max_parallel: int = -1  # requests in flight
+    usd_day: int = -1  # micro-USD per UTC day
+    usd_month: int = -1  # micro-USD per UTC month
+
+    @property
+    def unlimited(self) -> bool:
+        return max(self.rpm, self.tpm, self.max_parallel, self.usd_day, self.usd_month) < 0
+
+
+@dataclass(frozen=True)
 class MeterRequest:
     """What the pipeline knows before forwarding."""
 
@@ -38,6 +54,7 @@ class MeterRequest:
     images_estimate: int = 0  # images requested (``n``), for the cost estimate
     # True for chat/completions: without max_tokens, the tier's cap is reserved (and set)
     generates_tokens: bool = False
+    key_limits: KeyLimits | None = None  # a run-time client key's own limits
 
 
 @dataclass(frozen=True)

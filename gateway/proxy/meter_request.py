@@ -43,6 +43,7 @@ async def meter_request(
         audio_ms_estimate=audio_ms,
         price=plan.chain[0].price,
         images_estimate=_images_requested(incoming, plan),
+        key_limits=principal.limits,
     )
 
 

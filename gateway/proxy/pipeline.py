@@ -84,6 +84,7 @@ class Pipeline:
         incoming = await read_incoming(request, endpoint, self._config.settings.max_body_bytes)
         if self._log_bodies:
             ctx.debug_body = incoming.fields
+        principal.allow_model(incoming.model)
         plan = resolve(self._config, principal.tier, endpoint, incoming.model, incoming.fields)
         plan, ctx.rollout = self._rollout.apply(principal.tier, plan, principal.user)
         ctx.plan = plan

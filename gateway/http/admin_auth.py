@@ -1,0 +1,68 @@
+"""Who is calling the admin API: ``require_role`` turns a bearer token into an ``Actor``.
+
+Admin tokens live in the control plane (kind ``admin_tokens``: id → ``{sha256, role, name,
+created_at}``; only the digest is stored); ``GATEWAY_ADMIN_TOKEN`` is an ``admin`` token too.
+Role ``viewer`` may read, ``admin`` may read and write. ``require_role(request, "user")``
+accepts a client key and names its user.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from gateway.errors import Forbidden, Unauthorized
+from gateway.http.services import Services, services
+from gateway.proxy.auth import presented_key
+from gateway.secret import sha256_hex
+
+KIND = "admin_tokens"
+ROLES = ("viewer", "admin")  # each role may do what the ones before it may
+RANK = {"user": -1, "viewer": 0, "admin": 1}
+
+
+@dataclass(frozen=True)
+class Actor:
+    name: str  # "token:<id>", "env-admin", "key:<key id>" (audited as "who")
+    role: str  # "admin" | "viewer" | "user"
+    user: str | None = None  # for role "user": the client key's user
+
+
+def require_role(request: Request, role: str = "admin") -> Actor:
+    """The caller, if its token grants ``role`` ("viewer" accepts admin too); 401 / 403."""
+    gateway = services(request)
+    presented = presented_key(request.headers)
+    if role == "user":
+        principal = gateway.keyring.authenticate(request.headers)
+        return Actor(f"key:{principal.key_id}", "user", principal.user)
+    tokens = gateway.control.snapshot.kind(KIND)
+    if gateway.runtime.admin_token is None and not tokens:
+        raise Unauthorized("Set GATEWAY_ADMIN_TOKEN to use the operator endpoints.")
+    actor = _actor(gateway, tokens, presented) if presented else None
+    if actor is None:
+        raise Unauthorized("This endpoint needs an admin token.")
+    if RANK[actor.role] < RANK[role]:
+        raise Forbidden(
+            f"This endpoint needs the {role} role; this token has {actor.role}.",
+            code="insufficient_role",
+        )
+    return actor
+
+
+def _actor(gateway: Services, tokens: Mapping[str, dict[str, Any]], presented: str) -> Actor | None:
+    env = gateway.runtime.admin_token
+    if env is not None and hmac.compare_digest(presented.encode(), env.reveal().encode()):
+        return Actor("env-admin", "admin")
+    digest = sha256_hex(presented)
+    found = None
+    for token_id, document in tokens.items():  # every one compared: no early exit on a match
+        stored = str(document.get("sha256", ""))
+        if hmac.compare_digest(stored.encode(), digest.encode()) and found is None:
+            found = Actor(f"token:{token_id}", str(document.get("role", "viewer")))
+    if found is not None and found.role not in RANK:
+        return None
+    return found

@@ -1,0 +1,150 @@
+"""The admin API's route table, and the OpenAPI document generated from it.
+
+One line per operation registers it and documents it in ``GET /v1/admin/openapi.json``.
+
+Add a route: one ``Op(...)`` line in ``OPERATIONS`` (``endpoint=None`` when the route is
+registered elsewhere and only needs documenting).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.http import admin_access, admin_keys
+from gateway.http.admin_auth import require_role
+from gateway.http.responses import json_response
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+OBJECT: dict[str, Any] = {"type": "object"}
+NUMBER_OR_NULL: dict[str, Any] = {"type": ["number", "null"], "minimum": 0}
+WHOLE_OR_NULL: dict[str, Any] = {"type": ["integer", "null"], "minimum": 1}
+KEY_FIELDS: dict[str, Any] = {
+    "tier": {"type": "string"},
+    "name": {"type": ["string", "null"]},
+    "models": {"type": ["array", "null"], "items": {"type": "string"}},
+    "expires_at": {"type": ["number", "string", "null"], "description": "epoch s or ISO 8601"},
+    "budget_usd": {
+        "type": ["object", "null"],
+        "properties": {"day": NUMBER_OR_NULL, "month": NUMBER_OR_NULL},
+        "additionalProperties": False,
+    },
+    "rpm": WHOLE_OR_NULL,
+    "tpm": WHOLE_OR_NULL,
+    "max_parallel": WHOLE_OR_NULL,
+    "metadata": {"type": ["object", "null"]},
+}
+KEY_CREATE = {
+    "type": "object",
+    "required": ["user", "tier"],
+    "properties": {"user": {"type": "string"}, **KEY_FIELDS},
+    "additionalProperties": False,
+}
+KEY_UPDATE = {"type": "object", "properties": KEY_FIELDS, "additionalProperties": False}
+ROTATE = {
+    "type": "object",
+    "properties": {"grace_s": {"type": "integer", "minimum": 0}},
+    "additionalProperties": False,
+}
+TOKEN_CREATE = {
+    "type": "object",
+    "required": ["role"],
+    "properties": {"role": {"enum": ["admin", "viewer"]}, "name": {"type": "string"}},
+    "additionalProperties": False,
+}
+QUOTA = {"type": "object", "description": "Quota fields; null inherits"}
+BUDGET = {"type": "object", "properties": {"usd_per_day": NUMBER_OR_NULL,
+                                           "usd_per_month": NUMBER_OR_NULL}}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Op:
+    method: str
+    path: str
+    summary: str
+    role: str = "admin"  # "viewer": read-only tokens may call it too
+    endpoint: Endpoint | None = None  # None: registered elsewhere, documented here
+    body: dict[str, Any] | None = None  # JSON Schema of the request body
+    status: int = 200  # the success status
+
+
+async def openapi(request: Request) -> Response:
+    require_role(request, "viewer")
+    return json_response(document())
+
+
+# fmt: off
+OPERATIONS: tuple[Op, ...] = (
+    Op("GET", "/v1/admin/openapi.json", "This document", "viewer", openapi),
+    Op("POST", "/v1/admin/keys", "Create a client key; its secret is shown once", "admin", admin_keys.create, KEY_CREATE, 201),  # noqa: E501
+    Op("GET", "/v1/admin/keys", "List client keys (?user=), with spend and last use", "viewer", admin_keys.list_keys),  # noqa: E501
+    Op("GET", "/v1/admin/keys/{id}", "One client key, with spend and last use", "viewer", admin_keys.show),  # noqa: E501
+    Op("PATCH", "/v1/admin/keys/{id}", "Change a client key's tier, models or limits", "admin", admin_keys.update, KEY_UPDATE),  # noqa: E501
+    Op("DELETE", "/v1/admin/keys/{id}", "Revoke a client key", "admin", admin_keys.revoke),
+    Op("POST", "/v1/admin/keys/{id}/rotate", "New secret; the old one works for grace_s", "admin", admin_keys.rotate, ROTATE),  # noqa: E501
+    Op("POST", "/v1/admin/tokens", "Create an admin token; shown once", "admin", admin_access.create_token, TOKEN_CREATE, 201),  # noqa: E501
+    Op("GET", "/v1/admin/tokens", "List admin tokens", "viewer", admin_access.list_tokens),
+    Op("DELETE", "/v1/admin/tokens/{id}", "Delete an admin token", "admin", admin_access.delete_token),  # noqa: E501
+    Op("GET", "/v1/admin/audit", "The audit log, newest first (?limit=&before=)", "viewer", admin_access.audit),  # noqa: E501
+    Op("GET", "/v1/admin/users/{user}", "A user's stored overrides", "viewer"),
+    Op("PUT", "/v1/admin/users/{user}/quotas/{capability}", "Override a user's quota", body=QUOTA),
+    Op("DELETE", "/v1/admin/users/{user}/quotas/{capability}", "Drop a user's quota override"),
+    Op("PUT", "/v1/admin/users/{user}/budget", "Override a user's budget", body=BUDGET),
+    Op("DELETE", "/v1/admin/users/{user}/budget", "Drop a user's budget override"),
+)
+# fmt: on
+
+
+def routes() -> list[Route]:
+    """The operations that have their endpoint here."""
+    return [Route(op.path, op.endpoint, methods=[op.method]) for op in OPERATIONS if op.endpoint]
+
+
+def document() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        operation: dict[str, Any] = {
+            "summary": op.summary,
+            "x-role": op.role,
+            "security": [{"bearer": []}],
+            "responses": {
+                str(op.status): {
+                    "description": "OK",
+                    "content": {"application/json": {"schema": OBJECT}},
+                },
+                "400": {"$ref": "#/components/responses/Error"},
+                "401": {"$ref": "#/components/responses/Error"},
+                "403": {"$ref": "#/components/responses/Error"},
+            },
+        }
+        names = [part[1:-1] for part in op.path.split("/") if part.startswith("{")]
+        if names:
+            operation["parameters"] = [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in names
+            ]
+        if op.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": op.body}},
+            }
+        paths.setdefault(op.path, {})[op.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "LLM gateway admin API", "version": "1"},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {"Error": {"description": "OpenAI-shaped error", "content": {
+                "application/json": {"schema": {"type": "object", "properties": {
+                    "error": {"type": "object", "properties": {
+                        "message": {"type": "string"}, "type": {"type": "string"},
+                        "param": {"type": ["string", "null"]},
+                        "code": {"type": ["string", "null"]}}}}}}}}},
+        },
+    }  # fmt: skip

@@ -1,0 +1,107 @@
+"""A run-time client key's own limits as extra checks of the request's one reservation.
+
+The counters sit under the user's hash tag, so on a cluster they share the reservation's
+script with the user's quotas:
+
+=====================================  ======  ===========================================
+key                                    type    fields
+=====================================  ======  ===========================================
+gw:{u:USER}:k:KEY:min:MINUTE           hash    ``req``, ``tok`` (rpm, tpm; a fixed minute)
+gw:{u:USER}:k:KEY:par                  hash    ``n``: requests in flight
+gw:{u:USER}:k:KEY:d:YYYYMMDD           hash    ``usd`` (micro-USD)
+gw:{u:USER}:k:KEY:m:YYYYMM             hash    ``usd``
+=====================================  ======  ===========================================
+
+The spend counters are kept for every run-time key (they answer "spend so far"); the others
+only when the key has that limit. Each is reconciled at settle like the user's counters: the
+in-flight count gives its 1 back, the rest move to the actual usage.
+"""
+
+from __future__ import annotations
+
+import math
+
+from gateway.errors import QuotaExceeded
+from gateway.metering import keys
+from gateway.metering.pricing import micros_to_usd
+from gateway.metering.store import UNLIMITED, Counter
+from gateway.metering.types import Amounts, Check, KeyLimits
+from gateway.metering.windows import Windows, iso_utc
+
+KEY_RPM, KEY_TPM, KEY_PARALLEL = "key_rpm", "key_tpm", "key_parallel"
+KEY_DAY, KEY_MONTH = "key_day", "key_month"
+KINDS = (KEY_RPM, KEY_TPM, KEY_PARALLEL, KEY_DAY, KEY_MONTH)
+MINUTE_TTL_S = 120
+PARALLEL_TTL_S = 86_400  # refreshed by every reservation; the sweeper frees dead workers' slots
+
+
+def base(user: str, key_id: str) -> str:
+    return f"{keys.PREFIX}:{{u:{user}}}:k:{key_id}"
+
+
+def day_key(user: str, key_id: str, day: str) -> str:
+    return f"{base(user, key_id)}:d:{day}"
+
+
+def month_key(user: str, key_id: str, month: str) -> str:
+    return f"{base(user, key_id)}:m:{month}"
+
+
+def key_checks(limits: KeyLimits, user: str, windows: Windows, amounts: Amounts) -> list[Check]:
+    """The key's checks: its spend always, its rpm / tpm / parallel limits when set."""
+    root = base(user, limits.key_id)
+    minute = f"{root}:min:{int(windows.now // 60)}"
+    checks = []
+    if limits.rpm != UNLIMITED:
+        counter = Counter(minute, keys.REQUESTS, 1, limits.rpm, ttl_s=MINUTE_TTL_S)
+        checks.append(Check(KEY_RPM, counter))
+    if limits.tpm != UNLIMITED:
+        counter = Counter(minute, keys.TOKENS, amounts.tokens, limits.tpm, ttl_s=MINUTE_TTL_S)
+        checks.append(Check(KEY_TPM, counter))
+    if limits.max_parallel != UNLIMITED:
+        counter = Counter(f"{root}:par", "n", 1, limits.max_parallel, ttl_s=PARALLEL_TTL_S)
+        checks.append(Check(KEY_PARALLEL, counter))
+    day = Counter(
+        day_key(user, limits.key_id, windows.day), keys.USD, amounts.usd_micros,
+        limits.usd_day, ttl_s=windows.day_ttl(),
+    )  # fmt: skip
+    month = Counter(
+        month_key(user, limits.key_id, windows.month), keys.USD, amounts.usd_micros,
+        limits.usd_month, ttl_s=windows.month_ttl(),
+    )  # fmt: skip
+    return [*checks, Check(KEY_DAY, day), Check(KEY_MONTH, month)]
+
+
+def amount_for(kind: str, amounts: Amounts) -> int:
+    """What a key check counts of the actual usage (in flight: nothing once finished)."""
+    if kind == KEY_RPM:
+        return amounts.requests
+    if kind == KEY_TPM:
+        return amounts.tokens
+    if kind == KEY_PARALLEL:
+        return 0
+    return amounts.usd_micros
+
+
+def exceeded(check: Check, limit: int, used: int, windows: Windows, now: float) -> QuotaExceeded:
+    """429 naming the key's limit; retry-after until its window resets."""
+    if check.kind in (KEY_RPM, KEY_TPM):
+        reset = (math.floor(now / 60) + 1) * 60
+        what = "requests per minute" if check.kind == KEY_RPM else "tokens per minute"
+        message = f"This API key's limit of {limit} {what} is reached"
+    elif check.kind == KEY_PARALLEL:
+        reset = math.ceil(now) + 1
+        message = f"This API key's limit of {limit} requests in flight is reached"
+    else:
+        period = "Daily" if check.kind == KEY_DAY else "Monthly"
+        reset = windows.day_reset if check.kind == KEY_DAY else windows.month_reset
+        message = (
+            f"{period} budget of ${micros_to_usd(limit):.2f} for this API key exceeded "
+            f"(${micros_to_usd(used):.2f} used)"
+        )
+    retry = max(1, math.ceil(reset - now))
+    return QuotaExceeded(
+        f"{message}; resets at {iso_utc(reset)}",
+        code="key_limit_exceeded",
+        headers={"retry-after": str(retry)},
+    )
