@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -22,9 +23,12 @@ from gateway.http.asgi import GatewayApp
 from gateway.http.body_limit import BodyLimit
 from gateway.http.dispatch import Dispatch
 from gateway.http.errors import EXCEPTION_HANDLERS
+from gateway.ledger.service import Ledger
+from gateway.ledger.settings import LedgerSettings
 from gateway.metering import Meter, Store, create_store
 from gateway.metering.job_store import job_store_for
 from gateway.metering.memory_store import MemoryStore
+from gateway.metering.redis_store import RedisStore
 from gateway.observe.access_log import AccessLog
 from gateway.observe.metrics import Metrics, UsageMetrics, mark_worker_dead
 from gateway.observe.provider_stats import ProviderStats
@@ -62,6 +66,7 @@ class Gateway:
     videos: VideoJobs  # video jobs: records, polling, settling at the end
     control: ControlPlane  # run-time documents (keys, flags, quotas...) mirrored in memory
     shared_health: SharedHealth | None = None  # breaker openings shared with other replicas
+    ledger: Ledger | None = None  # the usage ledger in PostgreSQL, when DATABASE_URL is set
 
 
 def create_app(
@@ -118,7 +123,11 @@ def build_gateway(
     if uses_demo(config):  # `gateway serve --demo`: the demo host is answered in-process
         upstream = DemoRouter(upstream)
     metrics = metrics or Metrics()
-    store = store or create_store(runtime.redis_url, config.settings)
+    ledger_settings, store_settings = LedgerSettings.from_env(), config.settings
+    if ledger_settings.enabled:  # the shipper trims the stream; settle's cap is a safety net
+        capped = max(ledger_settings.stream_cap, config.settings.usage_stream_maxlen)
+        store_settings = dataclasses.replace(config.settings, usage_stream_maxlen=capped)
+    store = store or create_store(runtime.redis_url, store_settings)
     meter = Meter(
         config,
         store,
@@ -155,7 +164,20 @@ def build_gateway(
     return Gateway(
         config, runtime, keyring, upstream, store, meter, metrics, breakers, stats, pipeline, clock,
         int(clock()), video_jobs, control, shared_health=shared,
+        ledger=_ledger(ledger_settings, store, metrics, meter),
     )  # fmt: skip
+
+
+def _ledger(
+    settings: LedgerSettings, store: Store, metrics: Metrics, meter: Meter
+) -> Ledger | None:
+    """The ledger when DATABASE_URL is set; usage reads then go to it."""
+    if not settings.enabled:
+        return None
+    redis = store.client if isinstance(store, RedisStore) else None
+    ledger = Ledger(settings, redis, metrics.registry)
+    meter.records_reader = ledger.records
+    return ledger
 
 
 def _lifespan(
@@ -168,6 +190,8 @@ def _lifespan(
         await gateway.meter.start()
         await gateway.videos.start()
         await gateway.control.start()
+        if gateway.ledger is not None:
+            await gateway.ledger.start()
         if gateway.shared_health is not None:
             await gateway.shared_health.start()
         try:
@@ -175,6 +199,8 @@ def _lifespan(
         finally:
             await gateway.videos.aclose()
             await gateway.control.aclose()
+            if gateway.ledger is not None:
+                await gateway.ledger.aclose()
             if gateway.shared_health is not None:
                 await gateway.shared_health.aclose()
             await gateway.meter.aclose()

@@ -161,6 +161,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--format", choices=("csv", "json"), default="csv", help="output format")
     export.add_argument("--user", default=None, help="one user's records (default: all users)")
+    export.add_argument("--tag", default=None, help="only the records carrying this tag")
+    export.add_argument("--group-by", choices=("tag",), default=None, help="totals per tag")
     schema = commands.add_parser(
         "schema",
         help="Print the JSON Schema of routes.yaml and tiers.yaml.",
@@ -332,6 +334,10 @@ def _prepare_multiprocess_metrics(workers: int) -> str | None:
     return path
 
 
+def _tag_args(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    return args.tag, args.group_by
+
+
 def _usage_export(args: argparse.Namespace) -> int:
     from gateway.metering.export import export_records, parse_range
     from gateway.metering.store import StoreError
@@ -353,7 +359,9 @@ def _usage_export(args: argparse.Namespace) -> int:
     config = _load(args.config_dir)
     try:
         output = asyncio.run(
-            export_records(config, redis_url, args.user, args.start, args.end, args.format)
+            export_records(
+                config, redis_url, args.user, args.start, args.end, args.format, *_tag_args(args)
+            )
         )
     except (OSError, StoreError) as error:
         raise CommandFailed(f"usage export: cannot read the store at REDIS_URL: {error}") from None

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from gateway.config.cache_section import cache_policies, cache_settings
 from gateway.config.chains import ON_EXHAUSTED, chain_entry, deployments
 from gateway.config.flags_section import flags_section
 from gateway.config.model import (
@@ -63,7 +64,7 @@ def parse_config(
     routes.mapping(
         {"upstreams", "models", "retry", "circuit_breaker", "passthrough"}, {"upstreams", "models"}
     )
-    tiers.mapping({"tiers", "keys", "users", "alerts", "settings", "flags"}, {"tiers"})
+    tiers.mapping({"tiers", "keys", "users", "alerts", "settings", "flags", "cache"}, {"tiers"})
     upstreams = {name: _upstream(name, node, env) for name, node in routes.get("upstreams").items()}
     models = _models(routes.get("models"), upstreams)
     tier_map = {name: _tier(name, node, models) for name, node in tiers.get("tiers").items()}
@@ -83,6 +84,7 @@ def parse_config(
         known_routes=frozenset(route for tier in tier_map.values() for route in tier.routes),
         passthrough=passthrough_section(routes.get("passthrough")),
         flags=flags_section(tiers.get("flags")),
+        cache=cache_settings(tiers.get("cache")),
     )
 
 
@@ -181,7 +183,8 @@ def _price(node: Node) -> Price:
 
 def _tier(name: str, node: Node, models: Mapping[str, Model]) -> Tier:
     node.mapping(
-        {"routes", "max_tokens", "quotas", "budget", "tier_budget", "on_exhausted"}, {"routes"}
+        {"routes", "max_tokens", "quotas", "budget", "tier_budget", "on_exhausted", "cache"},
+        {"routes"},
     )
     routes: dict[str, tuple[Model, ...]] = {}
     weights: dict[str, tuple[float, ...]] = {}
@@ -202,6 +205,7 @@ def _tier(name: str, node: Node, models: Mapping[str, Model]) -> Tier:
         user_budget=_budget(node.get("budget")),
         tier_budget=_budget(node.get("tier_budget")),
         lookup=build_lookup(routes),
+        cache=cache_policies(node.get("cache")),
         weights=weights,
         on_exhausted=node.get("on_exhausted").choice(ON_EXHAUSTED, "reject"),
     )

@@ -114,6 +114,25 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class CachePolicy:
+    """One route's exact response cache in one tier."""
+
+    ttl_s: int = 0  # 0: nothing cached unless a request asks (``x-gateway-cache: ttl=N``)
+    allow: bool = True  # False: requests may not ask for caching either
+    shared: bool = False  # one entry for every user of the tier (else per user)
+    coalesce: bool = True  # concurrent identical misses go upstream once
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """Process-wide response cache limits (tiers.yaml ``cache:``)."""
+
+    stale_s: int = 86_400  # how long past its TTL an entry may still answer a failed chain
+    max_entry_bytes: int = 1024 * 1024  # larger answers are not cached
+    max_ttl_s: int = 86_400  # the longest TTL a request may ask for
+
+
+@dataclass(frozen=True)
 class Tier:
     name: str
     routes: Mapping[str, tuple[Model, ...]]
@@ -126,6 +145,10 @@ class Tier:
     # route → a rollout weight per chain entry (0: fallback only); routes without weights absent
     weights: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     on_exhausted: str = "reject"  # or "downgrade": a cheaper model of the chain, or fewer tokens
+
+    # route → its response cache policy (``proxy/cache.py``); a route not listed allows
+    # per-request caching (``x-gateway-cache: ttl=N``) and caches nothing unasked
+    cache: Mapping[str, CachePolicy] = field(default_factory=dict)
 
     def quota(self, capability: str) -> Quota:
         return self.quotas.get(capability, UNLIMITED)
@@ -209,6 +232,7 @@ class Config:
     # whose models may serve them; nothing else passes through
     passthrough: Mapping[str, frozenset[str]] = field(default_factory=dict)
     flags: Mapping[str, FlagDefault] = field(default_factory=dict)  # tiers.yaml ``flags:``
+    cache: CacheSettings = field(default_factory=CacheSettings)
 
 
 def build_lookup(routes: Mapping[str, tuple[Model, ...]]) -> dict[str, tuple[Model, ...]]:

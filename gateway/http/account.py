@@ -40,7 +40,10 @@ async def usage(request: Request) -> Response:
     records = await gateway.meter.records(user, start, end)
     if fmt == "csv":
         return Response(to_csv(records), media_type="text/csv")
-    return json_response({"object": "list", "data": records})
+    # source: "postgres" (the ledger: any range) or "redis" (the stream: recent records only)
+    return json_response(
+        {"object": "list", "data": records, "source": gateway.meter.records_source}
+    )
 
 
 def _is_admin(request: Request, gateway: Services) -> bool:

@@ -52,6 +52,8 @@ async def readyz(request: Request) -> Response:
         },
         "routes_without_targets": unusable,
     }
+    if gateway.ledger is not None:  # informative: a lagging ledger does not stop serving
+        document["ledger"] = gateway.ledger.status()
     if not ready:
         document["reason"] = _reason(upstream_ok, store_ok, unusable, gateway)
     return json_response(document, 200 if ready else 503)

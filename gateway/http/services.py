@@ -10,6 +10,7 @@ from starlette.requests import Request
 from gateway.config.model import Config
 from gateway.config.runtime import Runtime
 from gateway.control.plane import ControlPlane
+from gateway.ledger.service import Ledger
 from gateway.metering import Meter
 from gateway.observe.metrics import Metrics
 from gateway.observe.provider_stats import ProviderStats
@@ -32,6 +33,8 @@ class Services(Protocol):
     def control(self) -> ControlPlane: ...
     @property
     def metrics(self) -> Metrics: ...
+    @property
+    def ledger(self) -> Ledger | None: ...
     @property
     def breakers(self) -> Breakers: ...
     @property

@@ -92,6 +92,8 @@ class Meter:
         self._alerts = CostAlerts(config.alerts, store, clock, logger, self._webhook)
         self._flush_task: asyncio.Task[None] | None = None
         self._webhook_task: asyncio.Task[None] | None = None
+        # set by the app when the ledger (gateway/ledger/) holds the records: any date range
+        self.records_reader: Callable[[str | None, float, float], Awaitable[Any]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -269,10 +271,18 @@ class Meter:
 
     async def records(self, user: str | None, start: float, end: float) -> list[dict[str, Any]]:
         """Usage records of ``user`` (every user when None) with ``start <= ts < end``."""
+        if self.records_reader is not None:
+            return list(await self.records_reader(user, start, end))
         if user is None:
             return await self._read(lambda: read_records(self._store, None, start, end))
         now = self._clock()
         return await self._read(lambda: read_user_records(self._store, user, start, end, now))
+
+    @property
+    def records_source(self) -> str:
+        """Where ``records`` reads: "postgres" (the ledger, any range) or "redis" (the
+        stream: recent records only)."""
+        return "postgres" if self.records_reader is not None else "redis"
 
     async def set_user_override(self, user: str, capability: str, quota: Quota | None) -> None:
         """Store a run-time quota override (fields left None inherit); None removes it."""

@@ -67,6 +67,11 @@ class RedisStore:
         # (when, mark) of batches whose reply arrived: deleted by a batch FORGET_AFTER_S later
         self._forget: deque[tuple[float, str]] = deque()
 
+    @property
+    def client(self) -> Redis | RedisCluster:
+        """The redis-py client, for the ledger's stream consumer (``gateway/ledger/``)."""
+        return self._client
+
     async def reserve(
         self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None = None
     ) -> Verdict:

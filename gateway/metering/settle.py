@@ -223,6 +223,8 @@ def usage_record(admission: Admission, outcome: Outcome, used: Usage) -> dict[st
         "usage_flagged": used.flagged,
         "downgraded": outcome.downgraded,
         "deployment": outcome.deployment,
+        "cache": outcome.cache,
+        "tags": list(outcome.tags),
         "rollout": outcome.rollout,
     }
 

@@ -51,5 +51,7 @@ def outcome_of(ctx: RequestContext) -> Outcome:
         estimated=estimated,
         downgraded=ctx.downgraded,
         deployment=model.deployment if model else None,
+        cache=ctx.cache,
+        tags=ctx.tags,
         rollout=ctx.rollout,
     )

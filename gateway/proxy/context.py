@@ -45,6 +45,9 @@ class RequestContext:
     rollout: str | None = None  # the weighted chain entry the user was given (rollout.py)
     downgraded: bool = False  # a cheaper model or fewer tokens than asked (downgrade.py)
     records: list[AttemptRecord] = field(default_factory=list)
+    cache: str | None = None  # "hit" | "miss" | "bypass" when the response cache applied
+    cache_fallback: bool = False  # a stale cached answer stood in for a failed chain
+    tags: tuple[str, ...] = ()  # x-gateway-tags / metadata.tags (proxy/tags.py)
     status: int = 200
     error: GatewayError | None = None
     usage: dict[str, Any] | None = None  # as the upstream reported it
@@ -70,6 +73,8 @@ class RequestContext:
     def fallback(self) -> bool:
         if not (self.plan and self.model):
             return False
+        if self.cache == "hit":  # from the cache: a fallback only when it stood in (stale)
+            return self.cache_fallback
         first = self.plan.chain[0]
         return self.model is not first and self.model.name != first.name  # deployments
 
@@ -108,6 +113,10 @@ class RequestContext:
             headers["x-gateway-route"] = self.rollout
         if self.downgraded:
             headers["x-gateway-downgraded"] = "true"
+        if self.cache is not None:
+            headers["x-gateway-cache"] = self.cache
+            if self.cache_fallback:
+                headers["x-gateway-fallback"] = "cache"
         if self.records:
             headers["x-gateway-attempts"] = str(self.attempts)
         if self.admission is not None:

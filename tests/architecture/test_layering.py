@@ -13,7 +13,7 @@ LEVELS: tuple[tuple[str, ...], ...] = (
     ("wire", "errors", "secret"),
     ("config",),
     ("metering", "providers"),
-    ("control",),
+    ("control", "ledger"),
     ("proxy",),
     ("observe",),
     ("http",),

@@ -14,7 +14,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 DEV_KEY = re.compile(r"sk-demo-[A-Za-z0-9_\-]+")
 # What `pip install .` needs from the working tree.
-PROJECT_FILES = ("pyproject.toml", "README.md", "routes.yaml", "tiers.yaml", "gateway")
+PROJECT_FILES = ("pyproject.toml", "README.md", "routes.yaml", "tiers.yaml", "gateway", "deploy")
 
 
 def copy_project(target: Path) -> Path:

@@ -25,6 +25,7 @@ DOCUMENTED_REDIS = "redis://127.0.0.1:6379/0"
 SKIPPED = {
     "README.md": 3,  # the test suite itself; a real Together key (twice)
     "operations.md": 1,  # Docker
+    "scaling.md": 1,  # a Kubernetes cluster (the offline renders and validations do run)
 }
 
 

@@ -1,0 +1,1 @@
+"""The durable usage ledger in PostgreSQL: migrations, the stream shipper, reads."""

@@ -1,0 +1,36 @@
+"""Usage records read back from the ledger, for ``/v1/usage`` and the export (any date range)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import orjson
+
+from gateway.ledger.db import Database
+
+LATE_DAY = dt.timedelta(days=1)  # a record's day is its start's; end bounds by ts too
+
+
+def bounds(start: float, end: float) -> tuple[dt.date, dt.date, dt.datetime, dt.datetime]:
+    """The partition days and timestamps of ``[start, end)``."""
+    low = dt.datetime.fromtimestamp(max(start, 0.0), dt.UTC)
+    high = dt.datetime.fromtimestamp(min(max(end, 0.0), 253_402_300_799.0), dt.UTC)
+    return low.date(), high.date(), low, high
+
+
+async def read_records(
+    db: Database, user: str | None, start: float, end: float
+) -> list[dict[str, Any]]:
+    """Records of ``user`` (all users when None) with ``start <= ts < end``, oldest first."""
+    first, last, low, high = bounds(start, end)
+    sql = (
+        "SELECT record::text AS record FROM usage_records"
+        " WHERE day BETWEEN $1 AND $2 AND ts >= $3 AND ts < $4"
+    )
+    args: list[Any] = [first, last, low, high]
+    if user is not None:
+        sql += " AND user_id = $5"
+        args.append(user)
+    rows = await db.fetch(sql + " ORDER BY ts, request_id", *args)
+    return [orjson.loads(row["record"]) for row in rows]

@@ -1,0 +1,212 @@
+"""The shipper against a real Redis stream and a real PostgreSQL: exactly once, crash, outage."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from gateway.ledger import migrate, stream
+from gateway.ledger.db import Database
+from gateway.ledger.settings import LedgerSettings
+from gateway.ledger.shipper import Shipper
+from gateway.metering import keys
+from tests.ledger.pg_fixture import PostgresServer
+from tests.redis_fixture import RedisServer
+
+
+def record(n: int, *, user: str = "u1", ts: float | None = None, **extra: Any) -> bytes:
+    return orjson.dumps(
+        {
+            "time": "x",
+            "ts": ts if ts is not None else START + n / 1000,
+            "request_id": f"req_{n:08d}",
+            "user": user,
+            "key_id": "k1",
+            "tier": "free",
+            "capability": "text_generation",
+            "model": "text",
+            "provider": "mock",
+            "upstream_model": "m",
+            "prompt_tokens": 3,
+            "completion_tokens": 2,
+            "total_tokens": 5,
+            "cost_usd": 0.000125,
+            "status": 200,
+            "latency_ms": 12.5,
+            "fallback": False,
+            **extra,
+        }
+    )
+
+
+START = round(time.time(), 3)
+
+
+def run(coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(coro())
+
+
+async def add(client: Redis, records: list[bytes]) -> list[str]:
+    async with client.pipeline(transaction=False) as pipe:
+        for raw in records:
+            pipe.xadd(keys.USAGE_STREAM, {"r": raw})
+        ids = await pipe.execute()
+    return [i.decode() for i in ids]
+
+
+async def count(url: str, sql: str = "SELECT count(*) FROM usage_records") -> Any:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval(sql)
+    finally:
+        await conn.close()
+
+
+async def drain(shipper: Shipper, rounds: int = 50) -> None:
+    """Steps until a step ships nothing and nothing is pending."""
+    for _ in range(rounds):
+        shipped = await shipper.step(block_ms=10)
+        if not shipped and not shipper._retry:
+            await shipper.upkeep()
+            if shipper.lag == 0:
+                return
+    raise AssertionError(f"not drained: lag {shipper.lag}")
+
+
+def settings(url: str, **options: Any) -> LedgerSettings:
+    return LedgerSettings(database_url=url, batch=options.pop("batch", 300), **options)
+
+
+def test_records_are_shipped_once_with_rollups(redis: RedisServer, database_url: str) -> None:
+    async def scenario() -> None:
+        client = Redis.from_url(redis.url)
+        db = Database(database_url)
+        shipper = Shipper(settings(database_url), db, client, consumer="a")
+        try:
+            await add(client, [record(n, tags=["t1"] if n % 2 else []) for n in range(1000)])
+            await add(client, [record(n) for n in range(10)])  # the same records again
+            other = record(5, ts=START - 1)  # another request reusing a client's request id
+            await add(client, [other])
+            await drain(shipper)
+            assert await count(database_url) == 1001
+            assert shipper.shipped == 1001
+            sums = await count(
+                database_url, "SELECT row(sum(requests), sum(total_tokens))::text FROM usage_daily"
+            )
+            assert sums == "(1001,5005)"
+            tagged = await count(database_url, "SELECT sum(requests) FROM usage_daily_tags")
+            assert tagged == 500
+            dupes = await count(
+                database_url,
+                "SELECT count(*) FROM (SELECT request_id FROM usage_records"
+                " GROUP BY request_id HAVING count(*) > 1) d",
+            )
+            assert dupes == 1  # req_00000005: two requests, each once
+            pending = await client.xpending(keys.USAGE_STREAM, stream.GROUP)
+            assert pending["pending"] == 0
+        finally:
+            await db.aclose()
+            await client.aclose()
+
+    run(scenario)
+
+
+def test_a_dead_consumers_pending_entries_are_claimed(
+    redis: RedisServer, database_url: str
+) -> None:
+    async def scenario() -> None:
+        client = Redis.from_url(redis.url)
+        db = Database(database_url)
+        try:
+            await add(client, [record(n) for n in range(500)])
+            await stream.ensure_group(client)
+            taken = await stream.read_new(client, "dead", 200, 10)  # read, never acknowledged
+            assert len(taken) == 200
+            shipper = Shipper(settings(database_url, claim_idle_ms=100), db, client, consumer="b")
+            await asyncio.sleep(0.2)
+            await drain(shipper)
+            assert await count(database_url) == 500
+        finally:
+            await db.aclose()
+            await client.aclose()
+
+    run(scenario)
+
+
+def test_postgres_down_keeps_records_in_the_stream_then_catches_up(
+    redis: RedisServer, database_url: str, postgres_server: PostgresServer
+) -> None:
+    async def scenario() -> None:
+        client = Redis.from_url(redis.url)
+        db = Database(database_url)
+        shipper = Shipper(settings(database_url), db, client, consumer="a")
+        try:
+            await add(client, [record(n) for n in range(300)])
+            await drain(shipper)
+            postgres_server.stop()
+            await db.aclose()  # the pool's connections died with the server
+            await add(client, [record(n) for n in range(300, 900)])
+            for _ in range(3):
+                with pytest.raises((OSError, asyncpg.PostgresError, asyncpg.InterfaceError)):
+                    await shipper.step(block_ms=10)
+            await shipper.upkeep()  # trims only what was acknowledged
+            assert shipper.lag == 600 + 0
+            assert await client.xlen(keys.USAGE_STREAM) >= 600
+            postgres_server.start()
+            await drain(shipper)
+            assert await count(database_url) == 900
+        finally:
+            postgres_server.start()
+            await db.aclose()
+            await client.aclose()
+
+    run(scenario)
+
+
+def test_the_stream_is_trimmed_only_below_what_is_unacknowledged(
+    redis: RedisServer, database_url: str
+) -> None:
+    async def scenario() -> None:
+        client = Redis.from_url(redis.url)
+        db = Database(database_url)
+        shipper = Shipper(settings(database_url, batch=1000), db, client, consumer="a")
+        try:
+            await stream.ensure_group(client)
+            ids = await add(client, [record(n) for n in range(3000)])
+            held = await stream.read_new(client, "slow", 10, 10)  # pending, oldest
+            assert held[0].id == ids[0]
+            for _ in range(5):
+                await shipper.step(block_ms=10)
+            await shipper.upkeep()
+            assert await client.xlen(keys.USAGE_STREAM) == 3000  # the oldest is still pending
+            await stream.ack(client, [entry.id for entry in held])
+            fresh = await add(client, [record(n) for n in range(3000, 3050)])  # not delivered
+            await shipper.upkeep()
+            assert await client.xlen(keys.USAGE_STREAM) < 3000  # shipped entries trimmed
+            kept = await client.xrange(keys.USAGE_STREAM, min=fresh[0], max="+")
+            assert [entry_id.decode() for entry_id, _ in kept] == fresh
+        finally:
+            await db.aclose()
+            await client.aclose()
+
+    run(scenario)
+
+
+def test_migrations_apply_once(database_url: str) -> None:
+    async def scenario() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            assert await migrate.upgrade(conn) == ["0001_usage_ledger.sql"]
+            assert await migrate.upgrade(conn) == []
+            assert await migrate.pending(conn) == []
+        finally:
+            await conn.close()
+
+    run(scenario)
