@@ -17,7 +17,7 @@ from gateway.config.demo import uses_demo
 from gateway.config.model import Config
 from gateway.config.runtime import Runtime
 from gateway.control.plane import ControlPlane
-from gateway.http import account, admin, admin_openapi, models, ops, videos
+from gateway.http import account, admin, admin_openapi, admin_weights, models, ops, videos
 from gateway.http import dispatch as proxied
 from gateway.http.asgi import GatewayApp
 from gateway.http.body_limit import BodyLimit
@@ -41,6 +41,7 @@ from gateway.proxy.billing import Billing
 from gateway.proxy.breaker import Breakers
 from gateway.proxy.listeners import Listeners
 from gateway.proxy.pipeline import Pipeline
+from gateway.proxy.rollout import Rollout
 from gateway.proxy.shared_health import SharedHealth
 from gateway.proxy.video_jobs import ADOPT_AFTER_S, POLL_INTERVAL_S, VideoJobs
 
@@ -94,6 +95,7 @@ def create_app(
             *models.routes(),
             *account.routes(),
             *admin.routes(),
+            *admin_weights.routes(),
             *admin_openapi.routes(),
             *videos.routes(),  # before proxied's 405 for GET /v1/videos
             *proxied.routes(),
@@ -159,7 +161,7 @@ def build_gateway(
     video_jobs = VideoJobs(config, upstream, meter, job_store_for(store), clock=clock)
     pipeline = Pipeline(
         config, keyring, attempter, meter, listeners, log_bodies=runtime.log_bodies,
-        videos=video_jobs,
+        videos=video_jobs, rollout=Rollout(lambda: control.snapshot),
     )  # fmt: skip
     return Gateway(
         config, runtime, keyring, upstream, store, meter, metrics, breakers, stats, pipeline, clock,

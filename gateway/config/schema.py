@@ -77,6 +77,19 @@ MODEL = _obj(
         "modality": _str("What it does; decides the quota capability when requested by name.", enum=list(MODALITIES)),
         "context_length": _num("Context window in tokens.", 1, integer=True),
         "price": PRICE,
+        "deployments": {
+            "type": "array",
+            "description": "More deployments of this model (its own upstream is the first): the least loaded is tried first, each behind its own breaker, a failed one retried on a sibling.",
+            "items": _obj(
+                "One more deployment of the model.",
+                {
+                    "upstream": _str("Name of an upstream under `upstreams` (its base URL, region and key)."),
+                    "model": _str("The id sent to that upstream (default: the model's `model`)."),
+                    "name": _str("Its label in records, headers and metrics (default: the upstream's name)."),
+                },
+                ("upstream",),
+            ),
+        },
     },
     ("upstream", "model", "modality"),
 )  # fmt: skip
@@ -149,14 +162,23 @@ CACHE = _obj(
         "max_ttl_s": _num("The longest TTL a request may ask for (default 86400).", 1, integer=True),
     },
 )  # fmt: skip
+CHAIN_ENTRY = _obj(
+    "A chain entry with a rollout weight.",
+    {
+        "model": _str("Name of a model under routes.yaml `models`."),
+        "weight": _num("Share of the route's users sent to it first (relative to the other weights).", 0),
+    },
+    ("model",),
+)  # fmt: skip
 TIER = _obj(
     "One tier: its fallback chains, limits, quotas and budgets.",
     {
         "routes": _map(
-            "Route name → fallback chain of model names, tried in order.",
-            {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            "Route name → fallback chain of model names, tried in order; an entry `{model, weight}` takes part in a weighted rollout (sticky per user).",
+            {"type": "array", "items": {"anyOf": [{"type": "string"}, CHAIN_ENTRY]}, "minItems": 1},
             {"enum": list(MODALITIES)},
         ),
+        "on_exhausted": _str("When the budget refuses the first model: `downgrade` to a cheaper model of the chain, or `reject` (429).", enum=["reject", "downgrade"], default="reject"),
         "max_tokens": _num("Clamp on max_tokens / max_completion_tokens for every route.", 1, integer=True),
         "quotas": QUOTAS,
         "budget": BUDGET | {"description": "Budget of each user of the tier."},
