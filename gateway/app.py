@@ -17,7 +17,19 @@ from gateway.config.demo import uses_demo
 from gateway.config.model import Config
 from gateway.config.runtime import Runtime
 from gateway.control.plane import ControlPlane
-from gateway.http import account, admin, admin_openapi, admin_weights, models, ops, videos
+from gateway.control.secrets_at_rest import SecretBox
+from gateway.control.stored_keys import StoredKeys
+from gateway.http import (
+    account,
+    admin,
+    admin_openapi,
+    admin_upstreams,
+    admin_weights,
+    me_keys,
+    models,
+    ops,
+    videos,
+)
 from gateway.http import dispatch as proxied
 from gateway.http.asgi import GatewayApp
 from gateway.http.body_limit import BodyLimit
@@ -39,6 +51,7 @@ from gateway.proxy.attempts import Attempter
 from gateway.proxy.auth import KeyRing
 from gateway.proxy.billing import Billing
 from gateway.proxy.breaker import Breakers
+from gateway.proxy.credentials import Credentials
 from gateway.proxy.listeners import Listeners
 from gateway.proxy.pipeline import Pipeline
 from gateway.proxy.rollout import Rollout
@@ -68,6 +81,7 @@ class Gateway:
     control: ControlPlane  # run-time documents (keys, flags, quotas...) mirrored in memory
     shared_health: SharedHealth | None = None  # breaker openings shared with other replicas
     ledger: Ledger | None = None  # the usage ledger in PostgreSQL, when DATABASE_URL is set
+    stored_keys: StoredKeys | None = None  # sealed upstream keys: system pool and users' keys
 
 
 def create_app(
@@ -97,6 +111,8 @@ def create_app(
             *admin.routes(),
             *admin_weights.routes(),
             *admin_openapi.routes(),
+            *admin_upstreams.routes(),
+            *me_keys.routes(),
             *videos.routes(),  # before proxied's 405 for GET /v1/videos
             *proxied.routes(),
         ],
@@ -146,9 +162,12 @@ def build_gateway(
         shared_open=shared.is_open if shared else None,
     )
     stats = ProviderStats()
+    stored_keys = StoredKeys.create(SecretBox.from_env())  # sealed system and user keys
+    credentials = Credentials(stored_keys.pool, stored_keys.users)
     attempter = Attempter(
-        upstream, config.retry, breakers, max_body_bytes=config.settings.max_upstream_body_bytes
-    )
+        upstream, config.retry, breakers, max_body_bytes=config.settings.max_upstream_body_bytes,
+        keys=credentials,
+    )  # fmt: skip
     listeners = Listeners(
         [
             RequestMetrics(metrics, breakers, stats),
@@ -157,16 +176,19 @@ def build_gateway(
         ]
     )
     control = ControlPlane(store, clock=clock)
+    stored_keys.follow(control)
     keyring = KeyRing(config, control, clock)
     video_jobs = VideoJobs(config, upstream, meter, job_store_for(store), clock=clock)
     pipeline = Pipeline(
         config, keyring, attempter, meter, listeners, log_bodies=runtime.log_bodies,
         videos=video_jobs, rollout=Rollout(lambda: control.snapshot),
+        credentials=credentials,
     )  # fmt: skip
     return Gateway(
         config, runtime, keyring, upstream, store, meter, metrics, breakers, stats, pipeline, clock,
         int(clock()), video_jobs, control, shared_health=shared,
         ledger=_ledger(ledger_settings, store, metrics, meter),
+        stored_keys=stored_keys,
     )  # fmt: skip
 
 

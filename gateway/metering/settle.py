@@ -216,6 +216,9 @@ def usage_record(admission: Admission, outcome: Outcome, used: Usage) -> dict[st
         "cost_usd": micros_to_usd(used.cost),
         "fallback": outcome.fallback,
         "byok": request.byok,
+        # billing: the list price (what a BYOK request would have cost), and what was charged
+        "list_cost_usd": micros_to_usd(used.cost),
+        "charged_usd": 0.0 if request.byok or failed(outcome) else micros_to_usd(used.cost),
         "status": outcome.status,
         "latency_ms": round(outcome.latency_ms, 1),
         "attempts": outcome.attempts,

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from enum import Enum
+from typing import Protocol
 
 import httpx
 
@@ -35,6 +36,8 @@ PASS_THROUGH = frozenset({400, 401, 403, 413, 422})
 # Answers about the caller's own upstream key (BYOK): no verdict on the model for everyone else.
 OWN_CREDENTIAL_STATUSES = frozenset({401, 403, 429})
 NEXT_MODEL_CODES = frozenset({"model_not_found", "model_not_available"})
+API_KEY_EXTENSION = "gateway_api_key"  # the key a request carries: redacted from answers
+MAX_KEY_SWITCHES = 8  # stored system keys tried in one attempt after refusals
 
 
 class Verdict(Enum):
@@ -90,6 +93,13 @@ class _Failure:
 BuildRequest = Callable[[Model], httpx.Request | None]
 
 
+class KeyFeedback(Protocol):
+    def rejected(self, request: httpx.Request, status: int, retry_after: float | None) -> bool:
+        """The upstream refused (401/403) or rate-limited (429) the stored system key of
+        ``request``: set it aside; True when another key can be tried at once."""
+        ...
+
+
 class Attempter:
     def __init__(
         self,
@@ -101,9 +111,11 @@ class Attempter:
         jitter: Callable[[], float] = random.random,
         max_body_bytes: int = 64 * 1024 * 1024,
         balancer: Balancer | None = None,
+        keys: KeyFeedback | None = None,
     ) -> None:
         """``max_body_bytes``: the most of an answer read whole (JSON) before it is refused;
-        ``balancer`` orders a model's deployments (a failed one is retried on a sibling)."""
+        ``balancer`` orders a model's deployments (a failed one is retried on a sibling);
+        ``keys`` hears of stored system keys the upstream refused (``Credentials``)."""
         self._transport = transport
         self._policy = policy
         self._breakers = breakers
@@ -111,6 +123,7 @@ class Attempter:
         self._jitter = jitter
         self._max_body_bytes = max_body_bytes
         self._balancer = balancer or Balancer()
+        self._keys = keys
 
     async def run(
         self,
@@ -168,7 +181,9 @@ class Attempter:
         for attempt in range(self._policy.attempts):
             if attempt:
                 request = _built(build, model, records) or request
-            outcome = await self._try(model, request, buffered, secrets, records)
+            outcome = await self._try_keys(
+                model, request, build, buffered, secrets, records, own_credentials
+            )
             if isinstance(outcome, Opened):
                 self._breakers.record_success(model.breaker_key)
                 return outcome
@@ -180,6 +195,38 @@ class Attempter:
                 break
             await self._sleep(delay)
         return outcome
+
+    async def _try_keys(
+        self,
+        model: Model,
+        request: httpx.Request,
+        build: BuildRequest,
+        buffered: bool,
+        secrets: Iterable[Secret | None],
+        records: list[AttemptRecord],
+        own_credentials: bool,
+    ) -> Opened | _Failure:
+        """One attempt; when the upstream refuses or rate-limits a stored system key, it is
+        set aside and the attempt made again at once with the next key (no breaker verdict)."""
+        outcome = await self._try(model, request, buffered, secrets, records)
+        for _ in range(MAX_KEY_SWITCHES):
+            if isinstance(outcome, Opened) or not self._key_rejected(
+                request, outcome, own_credentials
+            ):
+                break
+            rebuilt = _built(build, model, records)
+            if rebuilt is None:
+                break
+            request = rebuilt
+            outcome = await self._try(model, request, buffered, secrets, records)
+        return outcome
+
+    def _key_rejected(
+        self, request: httpx.Request, failure: _Failure, own_credentials: bool
+    ) -> bool:
+        if self._keys is None or own_credentials or failure.status not in OWN_CREDENTIAL_STATUSES:
+            return False
+        return self._keys.rejected(request, failure.status, failure.retry_after)
 
     async def _try(
         self,
@@ -207,6 +254,7 @@ class Attempter:
         self, model: Model, request: httpx.Request, buffered: bool, secrets: Iterable[Secret | None]
     ) -> Opened | _Failure:
         timeout = model.upstream.first_byte_timeout_s
+        secrets = (*secrets, request.extensions.get(API_KEY_EXTENSION))
         response: httpx.Response | None = None
         try:
             async with asyncio.timeout(timeout):

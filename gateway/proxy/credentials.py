@@ -1,20 +1,67 @@
-"""Which key each target of a chain is sent with (the BYOK policy), and its upstream request."""
+"""Which key each target of a chain is sent with (the BYOK policy), and its upstream request.
+
+Precedence, first found: the caller's ``X-Upstream-Api-Key`` header; the caller's stored key
+for the chain's first upstream (while the admin setting allows user keys); the upstream's
+stored system keys, in turn (one set aside after a 401/403/429 is skipped for a while); the
+key of its ``api_key_env`` variable. A caller's own key (header or stored) goes only to the
+chain's first upstream, and makes the request BYOK (metered, never charged).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import httpx
 import orjson
 
 from gateway.config.model import VIDEO_APIS, Model, Upstream
+from gateway.control.upstream_keys import PooledKey, UpstreamKeyPool
+from gateway.control.user_keys import UserKeys
 from gateway.providers import anthropic, video
 from gateway.providers.openai import build_request
-from gateway.proxy.attempts import BuildRequest
+from gateway.proxy.attempts import API_KEY_EXTENSION, BuildRequest
 from gateway.proxy.auth import Principal
 from gateway.proxy.context import RequestContext
 from gateway.proxy.incoming import Incoming, rewind
+from gateway.proxy.routing import Plan
 from gateway.secret import Secret
+
+POOLED_KEY_EXTENSION = "gateway_pooled_key"
+RESERVE_EXTENSION = "gateway_key_reserve"  # the upstream has its env key to fall back on
+
+
+class Credentials:
+    """The stored keys requests may be sent with: system keys per upstream (``pool``) and
+    users' own keys (``user_keys``); both followed from the control plane in memory."""
+
+    def __init__(
+        self, pool: UpstreamKeyPool | None = None, user_keys: UserKeys | None = None
+    ) -> None:
+        self._pool = pool
+        self._user_keys = user_keys
+
+    def principal_for(self, principal: Principal, plan: Plan) -> Principal:
+        """``principal`` with the user's stored key for the chain's first upstream, when it
+        has one and sent none in the header."""
+        if principal.byok_key is not None or self._user_keys is None or not plan.chain:
+            return principal
+        stored = self._user_keys.key_for(principal.user, plan.chain[0].upstream.name)
+        return principal if stored is None else dataclasses.replace(principal, byok_key=stored)
+
+    def builder(
+        self, ctx: RequestContext, incoming: Incoming, body: dict[str, Any], principal: Principal
+    ) -> BuildRequest:
+        return request_builder(ctx, incoming, body, principal, self._pool)
+
+    def rejected(self, request: httpx.Request, status: int, retry_after: float | None) -> bool:
+        """The upstream refused or rate-limited the system key ``request`` carried: set it
+        aside; True when the upstream has another key to try at once."""
+        key = request.extensions.get(POOLED_KEY_EXTENSION)
+        if self._pool is None or not isinstance(key, PooledKey):
+            return False
+        another = self._pool.set_aside(key, status, retry_after)
+        return another or bool(request.extensions.get(RESERVE_EXTENSION))
 
 
 def request_builder(
@@ -22,6 +69,7 @@ def request_builder(
     incoming: Incoming,
     body: dict[str, Any],
     principal: Principal,
+    pool: UpstreamKeyPool | None = None,
 ) -> BuildRequest:
     """``model`` → its upstream request, or None when the policy skips it."""
     primary = ctx.plan.chain[0].upstream if ctx.plan else None
@@ -29,27 +77,51 @@ def request_builder(
     path = ctx.endpoint.path
 
     def build(model: Model) -> httpx.Request | None:
-        usable, key = credential(model, principal, primary)
+        pooled = None
+        if principal.byok_key is None and pool is not None:
+            pooled = pool.pick(model.upstream.name)
+        usable, key = (
+            (True, pooled.secret) if pooled is not None else credential(model, principal, primary)
+        )
         if not usable:
             return None
-        if model.upstream.api != "openai":
-            return _adapted(model, ctx, incoming, body, key)
-        if incoming.files:
-            form = ({**body, "model": model.upstream_model}, rewind(incoming.files))
-            return build_request(
-                model, path, form=form, api_key=key, request_id=ctx.request_id, accept=accept
-            )
-        body["model"] = model.upstream_model
-        return build_request(
-            model,
-            path,
-            json_body=orjson.dumps(body),
-            api_key=key,
-            request_id=ctx.request_id,
-            accept=accept,
-        )
+        request = _request(model, ctx, incoming, body, key, path, accept)
+        if request is not None and key is not None:
+            request.extensions[API_KEY_EXTENSION] = key
+            if pooled is not None:
+                request.extensions[POOLED_KEY_EXTENSION] = pooled
+                request.extensions[RESERVE_EXTENSION] = model.upstream.api_key is not None
+        return request
 
     return build
+
+
+def _request(
+    model: Model,
+    ctx: RequestContext,
+    incoming: Incoming,
+    body: dict[str, Any],
+    key: Secret | None,
+    path: str,
+    accept: str | None,
+) -> httpx.Request | None:
+    """The request for one target with ``key``; None when its API cannot serve it."""
+    if model.upstream.api != "openai":
+        return _adapted(model, ctx, incoming, body, key)
+    if incoming.files:
+        form = ({**body, "model": model.upstream_model}, rewind(incoming.files))
+        return build_request(
+            model, path, form=form, api_key=key, request_id=ctx.request_id, accept=accept
+        )
+    body["model"] = model.upstream_model
+    return build_request(
+        model,
+        path,
+        json_body=orjson.dumps(body),
+        api_key=key,
+        request_id=ctx.request_id,
+        accept=accept,
+    )
 
 
 def _adapted(

@@ -14,7 +14,7 @@ from gateway.proxy.answer import Answers
 from gateway.proxy.attempts import Attempter, AttemptFailed
 from gateway.proxy.auth import KeyRing
 from gateway.proxy.context import RequestContext, RequestIds
-from gateway.proxy.credentials import request_builder
+from gateway.proxy.credentials import Credentials
 from gateway.proxy.downgrade import admit
 from gateway.proxy.incoming import json_for_upstream, read_incoming
 from gateway.proxy.listeners import Listeners
@@ -42,6 +42,7 @@ class Pipeline:
         log_bodies: bool = False,
         videos: VideoJobs | None = None,
         rollout: Rollout | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self._config = config
         self._keyring = keyring
@@ -51,6 +52,7 @@ class Pipeline:
         self._log_bodies = log_bodies
         self._videos = videos
         self._rollout = rollout or Rollout()
+        self._credentials = credentials or Credentials()  # stored system and user keys
         self._request_ids = RequestIds()
         self._answers = Answers(config.settings, listeners.relaying, self._end)
 
@@ -88,6 +90,7 @@ class Pipeline:
         plan = resolve(self._config, principal.tier, endpoint, incoming.model, incoming.fields)
         plan, ctx.rollout = self._rollout.apply(principal.tier, plan, principal.user)
         ctx.plan = plan
+        principal = ctx.principal = self._credentials.principal_for(principal, plan)
         ctx.meter_request = await meter_request(ctx, incoming, plan, principal)
         ctx.admission, plan, ctx.downgraded = await admit(self._meter, ctx.meter_request, plan)
         ctx.plan = plan
@@ -98,7 +101,7 @@ class Pipeline:
         try:
             opened = await self._attempter.run(
                 plan.chain,
-                request_builder(ctx, incoming, body, principal),
+                self._credentials.builder(ctx, incoming, body, principal),
                 buffered=not (streams or endpoint.binary_response),
                 secrets=(principal.byok_key, *(m.upstream.api_key for m in plan.chain)),
                 own_credentials=principal.byok,

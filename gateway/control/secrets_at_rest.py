@@ -1,0 +1,114 @@
+"""Seals stored secrets (upstream keys) with AES-256-GCM under the operator's master key.
+
+The master key comes from ``GATEWAY_SECRET_KEY`` (32 bytes as base64 or hex) or the file named
+by ``GATEWAY_SECRET_KEY_FILE``. Without one, storing a secret is refused (``SecretsDisabled``):
+no key is ever generated, since a generated key would differ between replicas and be lost at
+restart. Every sealed value carries a fresh 96-bit nonce, and its additional authenticated data
+binds it to where it is stored (``kind/id/fingerprint``), so a blob copied to another document
+does not open. What may be shown of a secret is its ``fingerprint``, never the secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from gateway.errors import GatewayError
+
+KEY_ENV = "GATEWAY_SECRET_KEY"
+KEY_FILE_ENV = "GATEWAY_SECRET_KEY_FILE"
+ALGORITHM = "A256GCM"
+NONCE_BYTES = 12
+
+
+class SecretsDisabled(GatewayError):
+    """No master key is configured: secrets cannot be stored or read back."""
+
+    status, type, code, label = 503, "api_error", "secret_key_missing", "secrets_disabled"
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"Storing upstream keys needs a master key: set {KEY_ENV} (32 bytes, base64 or hex) "
+            f"or {KEY_FILE_ENV} on every gateway process."
+        )
+
+
+class MasterKeyInvalid(ValueError):
+    """The configured master key is not 32 bytes of base64 or hex (the text names no byte)."""
+
+
+class SealedUnreadable(ValueError):
+    """A sealed value did not open: another master key, a damaged or a moved blob."""
+
+
+def fingerprint(secret: str) -> str:
+    """What may be shown of a secret: ``sha256:`` and the first 16 hex digits of its digest."""
+    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+
+def parse_master_key(text: str) -> bytes:
+    """32 bytes from base64 (standard or URL-safe) or 64 hex digits."""
+    text = text.strip()
+    if len(text) == 64:
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            pass
+    try:
+        raw = base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise MasterKeyInvalid(
+            f"{KEY_ENV} must be 32 bytes written as base64 or 64 hex digits "
+            "(e.g. the output of `openssl rand -base64 32`)."
+        )
+    return raw
+
+
+class SecretBox:
+    """Seals and opens secrets bound to their place of storage."""
+
+    def __init__(self, master_key: bytes) -> None:
+        self._aead = AESGCM(master_key)
+        self.key_id = hashlib.sha256(b"gateway-master-key:" + master_key).hexdigest()[:8]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SecretBox | None:
+        """The box for the configured master key, or None when none is set."""
+        env = os.environ if environ is None else environ
+        text = env.get(KEY_ENV, "").strip()
+        if not text and (path := env.get(KEY_FILE_ENV, "").strip()):
+            try:
+                text = Path(path).read_text().strip()
+            except OSError as exc:
+                message = f"{KEY_FILE_ENV}: cannot read {path}: {exc.strerror}"
+                raise MasterKeyInvalid(message) from None
+        return cls(parse_master_key(text)) if text else None
+
+    def seal(self, secret: str, place: str) -> dict[str, str]:
+        """``{alg, kid, nonce, ciphertext}`` (base64) for ``secret`` stored at ``place``."""
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._aead.encrypt(nonce, secret.encode(), place.encode())
+        return {
+            "alg": ALGORITHM,
+            "kid": self.key_id,
+            "nonce": base64.b64encode(nonce).decode(),
+            "ciphertext": base64.b64encode(sealed).decode(),
+        }
+
+    def open(self, sealed: Mapping[str, object], place: str) -> str:
+        """The secret sealed at ``place``; ``SealedUnreadable`` when it does not open there."""
+        try:
+            nonce = base64.b64decode(str(sealed["nonce"]), validate=True)
+            ciphertext = base64.b64decode(str(sealed["ciphertext"]), validate=True)
+            return self._aead.decrypt(nonce, ciphertext, place.encode()).decode()
+        except (KeyError, binascii.Error, ValueError, InvalidTag, UnicodeDecodeError) as exc:
+            raise SealedUnreadable(f"a sealed secret at {place} does not open") from exc

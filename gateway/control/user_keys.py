@@ -1,0 +1,96 @@
+"""Users' own stored upstream keys (BYOK), and the admin setting that permits them.
+
+Documents of kind ``user_upstream_keys``, id ``{upstream}/{user}``, hold
+``{"user", "upstream", "fingerprint", "updated_at", "sealed"}``. The setting is
+``allow_user_keys`` in the ``settings`` document ``global`` (off unless set): while it is off,
+users cannot store keys and stored keys are not used. ``UserKeys`` follows the control plane's
+snapshots and opens a key once, when it first appears, so the hot path only looks it up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.control.plane import Snapshot
+from gateway.control.secrets_at_rest import SealedUnreadable, SecretBox
+from gateway.secret import Secret
+
+KIND = "user_upstream_keys"
+SETTINGS_KIND = "settings"
+SETTINGS_ID = "global"
+ALLOW_USER_KEYS = "allow_user_keys"
+log = logging.getLogger("gateway.control")
+
+
+def doc_id(user: str, upstream: str) -> str:
+    return f"{upstream}/{user}"
+
+
+def place(user: str, upstream: str) -> str:
+    """Where a user's sealed key belongs (its additional authenticated data)."""
+    return f"{KIND}/{doc_id(user, upstream)}"
+
+
+def user_keys_allowed(snapshot: Snapshot) -> bool:
+    return snapshot.kind(SETTINGS_KIND).get(SETTINGS_ID, {}).get(ALLOW_USER_KEYS) is True
+
+
+def listed(snapshot: Snapshot, user: str) -> list[dict[str, Any]]:
+    """A user's stored keys as they may be shown: upstream, fingerprint, time (no key)."""
+    rows = []
+    for document in snapshot.kind(KIND).values():
+        if document.get("user") == user:
+            rows.append({k: v for k, v in document.items() if k not in ("sealed", "user")})
+    return sorted(rows, key=lambda row: str(row.get("upstream")))
+
+
+class UserKeys:
+    """Every user's opened upstream keys, looked up by (user, upstream)."""
+
+    def __init__(self, box: SecretBox | None) -> None:
+        self._box = box
+        self.allowed = False
+        self._keys: dict[tuple[str, str], Secret] = {}
+        self._opened: dict[tuple[str, str, str], Secret] = {}  # (user, upstream, ciphertext)
+
+    def update(self, snapshot: Snapshot) -> None:
+        """Follow a new snapshot (a control plane subscriber): open only new entries."""
+        keys: dict[tuple[str, str], Secret] = {}
+        opened: dict[tuple[str, str, str], Secret] = {}
+        for document in snapshot.kind(KIND).values():
+            user, upstream = str(document.get("user")), str(document.get("upstream"))
+            secret = self._open(user, upstream, document.get("sealed"), opened)
+            if secret is not None:
+                keys[(user, upstream)] = secret
+        self._keys, self._opened = keys, opened
+        self.allowed = user_keys_allowed(snapshot)
+
+    def _open(
+        self,
+        user: str,
+        upstream: str,
+        sealed: object,
+        opened: dict[tuple[str, str, str], Secret],
+    ) -> Secret | None:
+        if not isinstance(sealed, Mapping):
+            return None
+        cache = (user, upstream, str(sealed.get("ciphertext")))
+        secret = self._opened.get(cache)
+        if secret is None:
+            if self._box is None:
+                return None
+            try:
+                secret = Secret(self._box.open(sealed, place(user, upstream)))
+            except SealedUnreadable:
+                log.warning("a stored key of user %s for %s does not open: skipped", user, upstream)
+                return None
+        opened[cache] = secret
+        return secret
+
+    def key_for(self, user: str, upstream: str) -> Secret | None:
+        """The user's stored key for ``upstream`` while the setting allows it, else None."""
+        if not self.allowed:
+            return None
+        return self._keys.get((user, upstream))
