@@ -28,7 +28,7 @@ from gateway.secret import Secret
 CONFIG_DIR_ENV = "GATEWAY_CONFIG_DIR"
 STARTUP_FAILURE = 3  # uvicorn's exit status when a server could not start
 USAGE_ERROR = 2
-COMMANDS = ("serve", "check", "usage", "schema")
+COMMANDS = ("serve", "check", "usage", "schema", "db", "ledger")
 _OWN_OPTIONS = ("-h", "--help", "--version")
 
 
@@ -70,6 +70,8 @@ def _run(argv: list[str]) -> int:
         return _usage_export(args)
     if args.command == "schema":
         return _schema()
+    if args.command in ("db", "ledger"):
+        return _ledger_command(args)
     if args.command == "models":
         return _models_check(args.config_dir)
     return _serve(args)
@@ -163,6 +165,16 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--user", default=None, help="one user's records (default: all users)")
     export.add_argument("--tag", default=None, help="only the records carrying this tag")
     export.add_argument("--group-by", choices=("tag",), default=None, help="totals per tag")
+    commands.add_parser(
+        "db", help="The usage ledger's schema (DATABASE_URL).", description="docs/ledger.md"
+    ).add_subparsers(dest="db_command", required=True, parser_class=_Parser).add_parser(
+        "upgrade", help="Apply pending ledger migrations and create partitions ahead."
+    )
+    commands.add_parser(
+        "ledger", help="The usage ledger's shipper (DATABASE_URL, REDIS_URL).", description=""
+    ).add_subparsers(dest="ledger_command", required=True, parser_class=_Parser).add_parser(
+        "ship", help="Ship usage records from Redis to Postgres until stopped."
+    )
     schema = commands.add_parser(
         "schema",
         help="Print the JSON Schema of routes.yaml and tiers.yaml.",
@@ -350,22 +362,62 @@ def _usage_export(args: argparse.Namespace) -> int:
     from gateway.config.runtime import sentinel_url
 
     redis_url = sentinel_url(os.environ) or os.environ.get("REDIS_URL")
-    if not redis_url:
+    if not redis_url and not os.environ.get("DATABASE_URL"):
         raise CommandFailed(
             "usage export: REDIS_URL is not set (nor REDIS_SENTINELS), so there is no usage "
             "store to read "
             "(without Redis, usage is held in each gateway process only)"
         )
     config = _load(args.config_dir)
+    from gateway.ledger.commands import records_reader
+    from gateway.ledger.settings import LedgerSettings
+
+    ledger = LedgerSettings.from_env()  # DATABASE_URL: the ledger, any date range
+    reader = records_reader(ledger) if ledger.enabled else None
     try:
         output = asyncio.run(
             export_records(
-                config, redis_url, args.user, args.start, args.end, args.format, *_tag_args(args)
+                config,
+                redis_url,
+                args.user,
+                args.start,
+                args.end,
+                args.format,
+                *_tag_args(args),
+                reader=reader,
             )
         )
     except (OSError, StoreError) as error:
         raise CommandFailed(f"usage export: cannot read the store at REDIS_URL: {error}") from None
     sys.stdout.write(output)
+    return 0
+
+
+def _ledger_command(args: argparse.Namespace) -> int:
+    """``gateway db upgrade`` and ``gateway ledger ship`` (docs/ledger.md)."""
+    from gateway.ledger import commands
+    from gateway.ledger.db import ERRORS
+    from gateway.ledger.settings import LedgerSettings
+
+    settings = LedgerSettings.from_env()
+    if not settings.enabled:
+        raise CommandFailed(f"{args.command}: DATABASE_URL is not set")
+    try:
+        if args.command == "db":
+            applied = asyncio.run(commands.upgrade(settings))
+            print("\n".join(f"applied {name}" for name in applied) or "up to date")
+            return 0
+        from gateway.config.runtime import sentinel_url
+        from gateway.metering import create_store
+        from gateway.metering.redis_store import RedisStore
+
+        redis_url = sentinel_url(os.environ) or os.environ.get("REDIS_URL")
+        store = create_store(redis_url, _load(args.config_dir).settings) if redis_url else None
+        if not isinstance(store, RedisStore):
+            raise CommandFailed("ledger ship: REDIS_URL is not set: no usage stream to ship")
+        asyncio.run(commands.ship_forever(settings, store.client))
+    except ERRORS as error:
+        raise CommandFailed(f"{args.command}: Postgres: {type(error).__name__}: {error}") from None
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -128,15 +128,19 @@ async def export_records(
     fmt: str,
     tag: str | None = None,
     group_by: str | None = None,
+    reader: Callable[[str | None, float, float], Awaitable[list[dict[str, Any]]]] | None = None,
 ) -> str:
     """``gateway usage export``: the records of ``[start, end)`` as CSV or JSON text (only
     those tagged ``tag``; per tag when ``group_by`` is ``"tag"``)."""
     low, high = parse_range(start, end, time.time())
-    store = create_store(redis_url, config.settings)
-    try:
-        records = await read_records(store, user, low, high)
-    finally:
-        await store.aclose()
+    if reader is not None:  # the ledger (gateway/ledger/): any date range
+        records = await reader(user, low, high)
+    else:
+        store = create_store(redis_url, config.settings)
+        try:
+            records = await read_records(store, user, low, high)
+        finally:
+            await store.aclose()
     if tag is not None:
         records = with_tag(records, tag)
     if group_by == "tag":

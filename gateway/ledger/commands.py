@@ -1,0 +1,61 @@
+"""The ledger's commands: ``gateway db upgrade`` and ``gateway ledger ship`` (a shipper alone)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from gateway.ledger import migrate, partitions
+from gateway.ledger.db import Database
+from gateway.ledger.reader import read_records
+from gateway.ledger.settings import LedgerSettings
+from gateway.ledger.shipper import Shipper
+
+log = logging.getLogger("gateway.ledger")
+
+
+async def upgrade(settings: LedgerSettings) -> list[str]:
+    """Apply pending migrations and create the partitions ahead; the migrations applied."""
+    assert settings.database_url is not None
+    conn = await asyncpg.connect(settings.database_url, timeout=10)
+    try:
+        done = await migrate.upgrade(conn)
+        today = dt.datetime.now(dt.UTC).date()
+        await partitions.ensure_ahead(conn, today, settings.partitions_ahead)
+        return done
+    finally:
+        await conn.close()
+
+
+async def ship_forever(settings: LedgerSettings, redis: Any) -> None:
+    """Run one shipper until cancelled (Ctrl-C or SIGTERM)."""
+    database = Database(settings.database_url or "")
+    shipper = Shipper(settings, database, redis)
+    await shipper.start()
+    try:
+        while True:
+            await asyncio.sleep(10)
+            log.info("ledger: shipped %d rows, lag %s", shipper.shipped, shipper.lag)
+    finally:
+        await shipper.aclose()
+        await database.aclose()
+
+
+def records_reader(
+    settings: LedgerSettings,
+) -> Callable[[str | None, float, float], Awaitable[list[dict[str, Any]]]]:
+    """A one-shot reader of the ledger's records (for ``gateway usage export``)."""
+
+    async def read(user: str | None, start: float, end: float) -> list[dict[str, Any]]:
+        database = Database(settings.database_url or "", size=1)
+        try:
+            return await read_records(database, user, start, end)
+        finally:
+            await database.aclose()
+
+    return read
