@@ -51,6 +51,7 @@ from gateway.proxy.attempts import Attempter
 from gateway.proxy.auth import KeyRing
 from gateway.proxy.billing import Billing
 from gateway.proxy.breaker import Breakers
+from gateway.proxy.cache import ResponseCache
 from gateway.proxy.credentials import Credentials
 from gateway.proxy.listeners import Listeners
 from gateway.proxy.pipeline import Pipeline
@@ -182,6 +183,7 @@ def build_gateway(
     pipeline = Pipeline(
         config, keyring, attempter, meter, listeners, log_bodies=runtime.log_bodies,
         videos=video_jobs, rollout=Rollout(lambda: control.snapshot),
+        cache=ResponseCache(config, store, clock),
         credentials=credentials,
     )  # fmt: skip
     return Gateway(
