@@ -19,6 +19,7 @@ LEVELS: tuple[tuple[str, ...], ...] = (
     ("http",),
     ("app",),
     ("serving",),
+    ("cli_admin",),
     ("cli", "__init__"),
     ("__main__",),
 )
