@@ -17,8 +17,10 @@ from gateway.config.demo import uses_demo
 from gateway.config.model import Config
 from gateway.config.runtime import Runtime
 from gateway.control.plane import ControlPlane
+from gateway.control.reload import Reloader
 from gateway.control.secrets_at_rest import SecretBox
 from gateway.control.stored_keys import StoredKeys
+from gateway.control.tier_quotas import TierQuotaFollower
 from gateway.http import (
     account,
     admin,
@@ -51,8 +53,8 @@ from gateway.proxy.attempts import Attempter
 from gateway.proxy.auth import KeyRing
 from gateway.proxy.billing import Billing
 from gateway.proxy.breaker import Breakers
-from gateway.proxy.cache import ResponseCache
 from gateway.proxy.credentials import Credentials
+from gateway.proxy.flag_gate import FlagGate
 from gateway.proxy.listeners import Listeners
 from gateway.proxy.pipeline import Pipeline
 from gateway.proxy.rollout import Rollout
@@ -96,6 +98,7 @@ def create_app(
     middleware: Sequence[Middleware] = (),
     video_poll_interval_s: float = POLL_INTERVAL_S,
     video_adopt_after_s: float = ADOPT_AFTER_S,
+    config_source: Callable[[], Config] | None = None,
 ) -> Starlette:
     """``middleware`` runs on every request, the proxied ones included, inside the body limit."""
     runtime = runtime or Runtime()
@@ -122,6 +125,7 @@ def create_app(
         exception_handlers=dict(EXCEPTION_HANDLERS),
     )
     app.state.gateway = gateway
+    _follow_control(app, gateway, config_source)
     return app
 
 
@@ -132,14 +136,18 @@ def build_gateway(
     store: Store | None,
     clock: Callable[[], float],
     metrics: Metrics | None,
+    reuse: Gateway | None = None,
 ) -> Gateway:
+    """Every part for ``config``. On a reload, each part that holds state is taken from
+    ``reuse`` (the parts in force) through ``Kept``: a new stateful part must be too."""
+    kept = Kept.of(reuse)
     upstream = transport or create_transport(
         runtime.transport,
         runtime.max_upstream_connections,
         max_header_bytes=config.settings.max_upstream_header_bytes,
         max_headers=config.settings.max_upstream_headers,
     )
-    if uses_demo(config):  # `gateway serve --demo`: the demo host is answered in-process
+    if uses_demo(config) and not reuse:  # `serve --demo`: the demo host is answered in-process
         upstream = DemoRouter(upstream)
     metrics = metrics or Metrics()
     ledger_settings, store_settings = LedgerSettings.from_env(), config.settings
@@ -147,7 +155,7 @@ def build_gateway(
         capped = max(ledger_settings.stream_cap, config.settings.usage_stream_maxlen)
         store_settings = dataclasses.replace(config.settings, usage_stream_maxlen=capped)
     store = store or create_store(runtime.redis_url, store_settings)
-    meter = Meter(
+    meter = kept.meter or Meter(
         config,
         store,
         clock=clock,
@@ -155,15 +163,16 @@ def build_gateway(
         on_store_error=metrics.store_errors.inc,
         lease_ttl_s=config.settings.reservation_lease_s,
     )
-    shared = None if isinstance(store, MemoryStore) else SharedHealth(store)
-    breakers = Breakers(
+    shared = kept.shared_health or (None if isinstance(store, MemoryStore) else SharedHealth(store))
+    breakers = kept.breakers or Breakers(
         config.breaker,
         time.monotonic,
         on_open=shared.publish if shared else None,
         shared_open=shared.is_open if shared else None,
     )
-    stats = ProviderStats()
+    stats = kept.stats or ProviderStats()
     stored_keys = StoredKeys.create(SecretBox.from_env())  # sealed system and user keys
+    stored_keys = kept.stored_keys or stored_keys
     credentials = Credentials(stored_keys.pool, stored_keys.users)
     attempter = Attempter(
         upstream, config.retry, breakers, max_body_bytes=config.settings.max_upstream_body_bytes,
@@ -176,22 +185,72 @@ def build_gateway(
             AccessLog(log_bodies=runtime.log_bodies),
         ]
     )
-    control = ControlPlane(store, clock=clock)
-    stored_keys.follow(control)
+    control = kept.control or ControlPlane(store, clock=clock)
+    if kept.control is None:  # a reload keeps the subscription
+        stored_keys.follow(control)
     keyring = KeyRing(config, control, clock)
     video_jobs = VideoJobs(config, upstream, meter, job_store_for(store), clock=clock)
+    video_jobs = kept.videos or video_jobs
     pipeline = Pipeline(
         config, keyring, attempter, meter, listeners, log_bodies=runtime.log_bodies,
         videos=video_jobs, rollout=Rollout(lambda: control.snapshot),
-        cache=ResponseCache(config, store, clock),
-        credentials=credentials,
+        credentials=credentials, flags=FlagGate(config, control),
     )  # fmt: skip
     return Gateway(
         config, runtime, keyring, upstream, store, meter, metrics, breakers, stats, pipeline, clock,
         int(clock()), video_jobs, control, shared_health=shared,
-        ledger=_ledger(ledger_settings, store, metrics, meter),
+        ledger=kept.ledger or _ledger(ledger_settings, store, metrics, meter),
         stored_keys=stored_keys,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Kept:
+    """The parts a reload keeps from the gateway in force (none on the first build)."""
+
+    meter: Meter | None = None
+    shared_health: SharedHealth | None = None
+    breakers: Breakers | None = None
+    stats: ProviderStats | None = None
+    stored_keys: StoredKeys | None = None
+    control: ControlPlane | None = None
+    videos: VideoJobs | None = None
+    ledger: Ledger | None = None
+
+    @classmethod
+    def of(cls, gateway: Gateway | None) -> Kept:
+        if gateway is None:
+            return cls()
+        g = gateway
+        return cls(
+            g.meter, g.shared_health, g.breakers, g.stats, g.stored_keys, g.control, g.videos,
+            g.ledger,
+        )  # fmt: skip
+
+
+def _follow_control(app: GatewayApp, gateway: Gateway, source: Callable[[], Config] | None) -> None:
+    """Run-time tier quotas into the meter; with ``source`` (reads the files), hot reload."""
+    gateway.control.subscribe(TierQuotaFollower(gateway.meter.set_tier_quotas))
+    app.state.reloader = None
+    if source is not None:
+        reloader = Reloader(gateway.control, source, lambda config: reload_app(app, config))
+        gateway.control.subscribe(reloader.follow)
+        app.state.reloader = reloader
+
+
+def reload_app(app: GatewayApp, config: Config) -> None:
+    """Put ``config`` in force: the parts built from it are new, those holding state (store,
+    meter, breakers, control plane...) stay; requests already running keep their pipeline."""
+    old: Gateway = app.state.gateway
+    new = build_gateway(
+        config, old.runtime, old.transport, old.store, old.clock, old.metrics, reuse=old
+    )
+    for name, value in vars(old).items():  # cached properties (analytics...) carry over
+        if name not in new.__dict__:
+            new.__dict__[name] = value
+    old.meter.reconfigure(config)
+    app.state.gateway = new
+    app.swap_lane(new.pipeline, Dispatch(config.passthrough))
 
 
 def _ledger(
@@ -216,6 +275,8 @@ def _lifespan(
         await gateway.meter.start()
         await gateway.videos.start()
         await gateway.control.start()
+        if app.state.reloader is not None:
+            app.state.reloader.install_sighup()
         if gateway.ledger is not None:
             await gateway.ledger.start()
         if gateway.shared_health is not None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -39,7 +41,9 @@ class AppFactory:
         from gateway.app import create_app
 
         configure_logging(self.log_level)
-        app = create_app(load_serving_config(self.config_dir, self.demo_key), self.runtime)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app reloads on it
+        source = functools.partial(load_serving_config, self.config_dir, self.demo_key)
+        app = create_app(source(), self.runtime, config_source=source)
         _settle_garbage_collector()
         return app
 
@@ -100,6 +104,13 @@ class Supervisor(Multiprocess):
         for pid in before - {process.pid for process in self.processes}:
             if pid is not None:
                 mark_worker_dead(pid)
+
+    def handle_hup(self) -> None:
+        """SIGHUP reloads the config in every worker (uvicorn's own would restart them)."""
+        log.info("SIGHUP: the workers reload routes.yaml and tiers.yaml")
+        for process in self.processes:
+            if process.pid is not None:
+                os.kill(process.pid, signal.SIGHUP)
 
 
 def run(config: Config) -> bool:

@@ -39,7 +39,7 @@ def flag_enabled(snapshot: Snapshot, config: Config, name: str, user: str) -> bo
         return False
     if percent is None or percent >= 100:
         return True
-    return percent > 0 and bucket(name, user) < percent
+    return bool(percent > 0 and bucket(name, user) < percent)
 
 
 def bucket(name: str, user: str) -> float:

@@ -12,7 +12,6 @@ from gateway.errors import InvalidRequest
 from gateway.http.responses import json_response
 from gateway.http.services import Services, services
 from gateway.metering import parse_range, to_csv
-from gateway.metering.export import by_tag, with_tag
 from gateway.proxy.auth import presented_key
 
 
@@ -39,10 +38,6 @@ async def usage(request: Request) -> Response:
         if params.get("user") not in (None, user):
             raise InvalidRequest("Only the admin token may read other users' usage.", param="user")
     records = await gateway.meter.records(user, start, end)
-    if (tag := params.get("tag")) is not None:
-        records = with_tag(records, tag)
-    if params.get("group_by") == "tag":
-        return json_response({"object": "list", "data": by_tag(records)})
     if fmt == "csv":
         return Response(to_csv(records), media_type="text/csv")
     # source: "postgres" (the ledger: any range) or "redis" (the stream: recent records only)

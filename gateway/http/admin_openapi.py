@@ -16,7 +16,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.http import admin_access, admin_keys
+from gateway.http import (
+    admin_access,
+    admin_flags,
+    admin_keys,
+    admin_quotas,
+    admin_reload,
+    quota_requests,
+)
 from gateway.http.admin_auth import require_role
 from gateway.http.responses import json_response
 
@@ -96,6 +103,19 @@ OPERATIONS: tuple[Op, ...] = (
     Op("DELETE", "/v1/admin/users/{user}/quotas/{capability}", "Drop a user's quota override"),
     Op("PUT", "/v1/admin/users/{user}/budget", "Override a user's budget", body=BUDGET),
     Op("DELETE", "/v1/admin/users/{user}/budget", "Drop a user's budget override"),
+    Op("GET", "/v1/admin/flags", "Feature flags: state, default, source", "viewer", admin_flags.list_flags),  # noqa: E501
+    Op("GET", "/v1/admin/flags/{name}", "One feature flag", "viewer", admin_flags.show),
+    Op("PUT", "/v1/admin/flags/{name}", "Set a flag at run time (rollout sticky per user)", "admin", admin_flags.set_flag, {"type": "object", "required": ["enabled"], "properties": {"enabled": {"type": "boolean"}, "rollout_percent": {"type": "number", "minimum": 0, "maximum": 100}}, "additionalProperties": False}),  # noqa: E501
+    Op("DELETE", "/v1/admin/flags/{name}", "Back to the tiers.yaml default", "admin", admin_flags.reset),  # noqa: E501
+    Op("GET", "/v1/admin/tiers/{tier}/quotas/{capability}", "A tier's quota in force, and its source", "viewer", admin_quotas.show),  # noqa: E501
+    Op("PUT", "/v1/admin/tiers/{tier}/quotas/{capability}", "Replace a tier's quota at run time (null or -1: unlimited)", "admin", admin_quotas.set_quota, QUOTA),  # noqa: E501
+    Op("DELETE", "/v1/admin/tiers/{tier}/quotas/{capability}", "Back to the tiers.yaml quota", "admin", admin_quotas.set_quota),  # noqa: E501
+    Op("GET", "/v1/admin/quota-requests", "Quota-increase requests (?status=&user=)", "viewer", quota_requests.list_all),  # noqa: E501
+    Op("POST", "/v1/admin/quota-requests/{id}/approve", "Approve: sets the user's override (granted?, note?)", "admin", quota_requests.approve, OBJECT),  # noqa: E501
+    Op("POST", "/v1/admin/quota-requests/{id}/deny", "Deny (note?)", "admin", quota_requests.deny, OBJECT),  # noqa: E501
+    Op("POST", "/v1/quota/requests", "A user asks for more quota (client key)", "user", quota_requests.create, {"type": "object", "required": ["capability", "requested"], "properties": {"capability": {"type": "string"}, "requested": QUOTA, "reason": {"type": "string"}}}, 201),  # noqa: E501
+    Op("GET", "/v1/quota/requests", "The caller's own quota requests (client key)", "user", quota_requests.mine),  # noqa: E501
+    Op("POST", "/v1/admin/reload", "Reload routes.yaml and tiers.yaml on every worker and replica", "admin", admin_reload.reload),  # noqa: E501
 )
 # fmt: on
 

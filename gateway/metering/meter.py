@@ -21,7 +21,8 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import httpx
@@ -74,6 +75,7 @@ class Meter:
         self._lease_numbers = itertools.count()
         self._sweep_task: asyncio.Task[None] | None = None
         self._config = config
+        self._tier_quotas: Mapping[tuple[str, str], Quota] = {}  # set at run time
         self._limits = plan.LimitCache(config)
         self._last_known = LastKnown()  # what a store outage may still admit
         self._full_shards = tier_shards.FullShards()
@@ -261,7 +263,20 @@ class Meter:
 
     # -- reads and overrides -----------------------------------------------------------------
 
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config's limits for the requests admitted from now on (alerts, the
+        webhook and the buffer's size stay as started)."""
+        self._config = config
+        self._limits = plan.LimitCache(config, tier_quotas=self._tier_quotas)
+
+    def set_tier_quotas(self, quotas: Mapping[tuple[str, str], Quota]) -> None:
+        """Run-time tier quotas, (tier, capability) → the quota replacing the tier's own."""
+        self._tier_quotas = quotas
+        self._limits = plan.LimitCache(self._config, tier_quotas=quotas)
+
     async def quota_view(self, user: str, tier: Tier) -> dict[str, Any]:
+        quotas = {cap: q for (name, cap), q in self._tier_quotas.items() if name == tier.name}
+        tier = replace(tier, quotas={**tier.quotas, **quotas}) if quotas else tier
         windows = windows_at(self._clock())
         names = view_keys(user, tier, windows, self._config.settings.tier_budget_shards)
         hashes = await self._read(lambda: self._store.read_hashes(names))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
-from gateway.config.model import Config
+from gateway.config.model import Config, Quota
 from gateway.metering import keys, tier_shards
 from gateway.metering.key_limits import KINDS as KEY_KINDS
 from gateway.metering.key_limits import amount_for as key_amount_for
@@ -47,8 +48,14 @@ class LimitCache:
     """``ConfigLimits`` per (user, tier, capability), worked out once: they only change
     with the config, which is immutable. Bounded, as users come from keys."""
 
-    def __init__(self, config: Config, size: int = 10_000) -> None:
+    def __init__(
+        self,
+        config: Config,
+        size: int = 10_000,
+        tier_quotas: Mapping[tuple[str, str], Quota] | None = None,
+    ) -> None:
         self._config = config
+        self._tier_quotas = tier_quotas or {}  # (tier, capability) → run-time quota
         self._size = size
         self._entries: dict[tuple[str, str, str], ConfigLimits] = {}
 
@@ -58,12 +65,17 @@ class LimitCache:
         if limits is None:
             if len(self._entries) >= self._size:
                 self._entries.clear()
-            limits = self._entries[key] = _config_limits(self._config, request)
+            limits = self._entries[key] = _config_limits(self._config, request, self._tier_quotas)
         return limits
 
 
-def _config_limits(config: Config, request: MeterRequest) -> ConfigLimits:
+def _config_limits(
+    config: Config, request: MeterRequest, tier_quotas: Mapping[tuple[str, str], Quota]
+) -> ConfigLimits:
     user, tier = request.user, request.tier
+    run_time = tier_quotas.get((tier.name, request.capability))
+    if run_time is not None:  # replaces the tier's tiers.yaml quota (control/tier_quotas.py)
+        tier = replace(tier, quotas={**tier.quotas, request.capability: run_time})
     return ConfigLimits(
         quota_limits(user_quota(config, user, tier, request.capability)),
         budget_limits(user_budget(config, user, tier)),

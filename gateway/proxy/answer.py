@@ -73,7 +73,7 @@ class Answers:
             ctx.completion_chars = _answer_chars(document)
         if ctx.endpoint.name == "images.generations" and isinstance(document.get("data"), list):
             ctx.images = len(document["data"])
-        if self._settings.model_source_indicator:
+        if self._settings.model_source_indicator and ctx.indicators:
             document["model_source_indicator"] = ctx.indicator_object()
             return orjson.dumps(document)
         return body

@@ -43,6 +43,7 @@ class RequestContext:
     admission: Admission | None = None  # once admitted
     model: Model | None = None  # the model that answered
     rollout: str | None = None  # the weighted chain entry the user was given (rollout.py)
+    indicators: bool = True  # model-source indicators shown (flag together_ai_ui_indicators)
     downgraded: bool = False  # a cheaper model or fewer tokens than asked (downgrade.py)
     records: list[AttemptRecord] = field(default_factory=list)
     cache: str | None = None  # "hit" | "miss" | "bypass" when the response cache applied
@@ -102,14 +103,14 @@ class RequestContext:
             headers["x-gateway-tier"] = self.principal.tier.name
             if self.principal.byok:
                 headers["x-gateway-byok"] = "true"
-        if self.model is not None:
+        if self.model is not None and self.indicators:
             headers["x-gateway-provider"] = self.model.upstream.name
             headers["x-gateway-model"] = self.model.name
             headers["x-gateway-upstream-model"] = self.model.upstream_model
             headers["x-gateway-fallback"] = "true" if self.fallback else "false"
             if self.model.deployment:
                 headers["x-gateway-deployment"] = self.model.deployment
-        if self.rollout is not None:
+        if self.rollout is not None and self.indicators:
             headers["x-gateway-route"] = self.rollout
         if self.downgraded:
             headers["x-gateway-downgraded"] = "true"

@@ -19,7 +19,6 @@ LEVELS: tuple[tuple[str, ...], ...] = (
     ("http",),
     ("app",),
     ("serving",),
-    ("cli_admin",),
     ("cli", "__init__"),
     ("__main__",),
 )
