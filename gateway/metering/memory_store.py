@@ -19,6 +19,7 @@ from gateway.metering.store import Counter, Lease, LeaseEnd, SettleBatch, Verdic
 
 Grant = tuple[str, str, int]  # key, field, amount
 MAX_MARKS = 100_000
+DOCUMENTS_PURGE_AT = 1024  # document hashes held before expired ones are swept
 
 
 class MemoryStore:
@@ -33,6 +34,7 @@ class MemoryStore:
         self._leases: dict[str, tuple[float, list[Grant]]] = {}  # "group\nid" → lease
         self._marks: dict[str, float] = {}
         self._documents: dict[str, dict[str, bytes]] = {}
+        self._purge_at = DOCUMENTS_PURGE_AT
         self._next_id = 1
         self._clock = clock
         self._control: dict[str, dict[str, bytes]] = {}
@@ -120,6 +122,16 @@ class MemoryStore:
     async def put_document(self, key: str, field: str, value: bytes, ttl_s: int) -> None:
         self._document_hash(key)[field] = value
         self._expiry[key] = self._clock() + ttl_s
+        if len(self._documents) >= self._purge_at:  # e.g. cache entries never read again
+            self._purge_documents()
+
+    def _purge_documents(self) -> None:
+        """Drop expired document hashes; next purge when their number has doubled."""
+        now = self._clock()
+        for key in [k for k in self._documents if self._expiry.get(k, now + 1) <= now]:
+            del self._documents[key]
+            self._expiry.pop(key, None)
+        self._purge_at = max(DOCUMENTS_PURGE_AT, 2 * len(self._documents))
 
     async def get_document(self, key: str, field: str) -> bytes | None:
         return self._document_hash(key).get(field)

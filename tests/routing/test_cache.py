@@ -253,3 +253,20 @@ def test_past_the_stale_limit_or_without_a_cache_the_error_stands(start_gateway,
             chat(client)
         assert failed.value.status_code == 503
         assert "x-gateway-cache" not in failed.value.response.headers
+
+
+def test_the_memory_store_sweeps_expired_entries_as_it_fills():
+    from gateway.metering.memory_store import MemoryStore
+
+    clock = Clock()
+    store = MemoryStore(stream_maxlen=10, clock=clock)
+
+    async def fill(prefix, count):
+        for n in range(count):
+            await store.put_document(f"gw:cache:{prefix}{n}", "v", b"x", 10)
+
+    asyncio.run(fill("old", 1000))
+    clock.now += 11  # all of them expired, none read again
+    asyncio.run(fill("new", 100))
+    assert len(store._documents) < 200
+    assert asyncio.run(store.get_document("gw:cache:new99", "v")) == b"x"
