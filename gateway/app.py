@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -32,6 +33,7 @@ from gateway.http import (
     ops,
     videos,
 )
+from gateway.http import analytics as usage_analytics
 from gateway.http import dispatch as proxied
 from gateway.http.asgi import GatewayApp
 from gateway.http.body_limit import BodyLimit
@@ -40,6 +42,7 @@ from gateway.http.errors import EXCEPTION_HANDLERS
 from gateway.ledger.service import Ledger
 from gateway.ledger.settings import LedgerSettings
 from gateway.metering import Meter, Store, create_store
+from gateway.metering.analytics import RedisAnalytics
 from gateway.metering.job_store import job_store_for
 from gateway.metering.memory_store import MemoryStore
 from gateway.metering.redis_store import RedisStore
@@ -60,6 +63,8 @@ from gateway.proxy.pipeline import Pipeline
 from gateway.proxy.rollout import Rollout
 from gateway.proxy.shared_health import SharedHealth
 from gateway.proxy.video_jobs import ADOPT_AFTER_S, POLL_INTERVAL_S, VideoJobs
+from gateway.ui import pages as ui_pages
+from gateway.ui.session import SessionLoader, Sessions
 
 log = logging.getLogger("gateway")
 
@@ -85,6 +90,11 @@ class Gateway:
     shared_health: SharedHealth | None = None  # breaker openings shared with other replicas
     ledger: Ledger | None = None  # the usage ledger in PostgreSQL, when DATABASE_URL is set
     stored_keys: StoredKeys | None = None  # sealed upstream keys: system pool and users' keys
+
+    @functools.cached_property
+    def analytics(self) -> RedisAnalytics:
+        """Usage totals from the rollups and filtered records (the dashboard's reads)."""
+        return RedisAnalytics(self.store, self.clock)
 
 
 def create_app(
@@ -117,11 +127,17 @@ def create_app(
             *admin_openapi.routes(),
             *admin_upstreams.routes(),
             *me_keys.routes(),
+            *usage_analytics.routes(),
+            *ui_pages.routes(),
             *videos.routes(),  # before proxied's 405 for GET /v1/videos
             *proxied.routes(),
         ],
         lifespan=_lifespan(gateway, owns_transport=transport is None),
-        middleware=[Middleware(BodyLimit, max_bytes=config.settings.max_body_bytes), *middleware],
+        middleware=[
+            Middleware(BodyLimit, max_bytes=config.settings.max_body_bytes),
+            Middleware(SessionLoader, sessions=Sessions(gateway.store)),  # only /ui and APIs
+            *middleware,
+        ],
         exception_handlers=dict(EXCEPTION_HANDLERS),
     )
     app.state.gateway = gateway
@@ -277,6 +293,7 @@ def _lifespan(
         await gateway.control.start()
         if app.state.reloader is not None:
             app.state.reloader.install_sighup()
+        await gateway.analytics.start()  # folds new usage records into the rollups
         if gateway.ledger is not None:
             await gateway.ledger.start()
         if gateway.shared_health is not None:
@@ -286,6 +303,7 @@ def _lifespan(
         finally:
             await gateway.videos.aclose()
             await gateway.control.aclose()
+            await gateway.analytics.aclose()
             if gateway.ledger is not None:
                 await gateway.ledger.aclose()
             if gateway.shared_health is not None:

@@ -8,17 +8,31 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.config.model import Tier
 from gateway.errors import InvalidRequest
+from gateway.http.admin_auth import SESSION_SCOPE_KEY
 from gateway.http.responses import json_response
 from gateway.http.services import Services, services
 from gateway.metering import parse_range, to_csv
+from gateway.metering.export import by_tag, with_tag
 from gateway.proxy.auth import presented_key
 
 
 async def quota(request: Request) -> Response:
     gateway = services(request)
+    user, tier = _caller(request, gateway)
+    return json_response(await gateway.meter.quota_view(user, tier))
+
+
+def _caller(request: Request, gateway: Services) -> tuple[str, Tier]:
+    """The client key's user and tier, or those of the dashboard user signed in (cookie)."""
+    session = request.scope.get(SESSION_SCOPE_KEY)
+    if session and session["role"] == "user" and presented_key(request.headers) is None:
+        tier = gateway.config.tiers.get(session["tier"])
+        if tier is not None:
+            return session["user"], tier
     principal = gateway.keyring.authenticate(request.headers)
-    return json_response(await gateway.meter.quota_view(principal.user, principal.tier))
+    return principal.user, principal.tier
 
 
 async def usage(request: Request) -> Response:
@@ -34,10 +48,14 @@ async def usage(request: Request) -> Response:
     if _is_admin(request, gateway):
         user = params.get("user")  # None: every user
     else:
-        user = gateway.keyring.authenticate(request.headers).user
+        user = _caller(request, gateway)[0]
         if params.get("user") not in (None, user):
             raise InvalidRequest("Only the admin token may read other users' usage.", param="user")
     records = await gateway.meter.records(user, start, end)
+    if (tag := params.get("tag")) is not None:
+        records = with_tag(records, tag)
+    if params.get("group_by") == "tag":
+        return json_response({"object": "list", "data": by_tag(records)})
     if fmt == "csv":
         return Response(to_csv(records), media_type="text/csv")
     # source: "postgres" (the ledger: any range) or "redis" (the stream: recent records only)

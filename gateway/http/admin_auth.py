@@ -4,6 +4,10 @@ Admin tokens live in the control plane (kind ``admin_tokens``: id → ``{sha256,
 created_at}``; only the digest is stored); ``GATEWAY_ADMIN_TOKEN`` is an ``admin`` token too.
 Role ``viewer`` may read, ``admin`` may read and write. ``require_role(request, "user")``
 accepts a client key and names its user.
+
+The dashboard's session cookie is accepted in place of a token: ``gateway/ui/session.py`` loads
+the session into the request scope (``SESSION_SCOPE_KEY``) and a request that changes anything
+(not GET/HEAD) must echo the session's CSRF token in ``X-CSRF-Token``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from gateway.secret import sha256_hex
 KIND = "admin_tokens"
 ROLES = ("viewer", "admin")  # each role may do what the ones before it may
 RANK = {"user": -1, "viewer": 0, "admin": 1}
+SESSION_COOKIE = "gw_session"
+SESSION_SCOPE_KEY = "gateway.session"  # the session dict the dashboard's loader found
+CSRF_HEADER = "x-csrf-token"
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,8 @@ def require_role(request: Request, role: str = "admin") -> Actor:
     """The caller, if its token grants ``role`` ("viewer" accepts admin too); 401 / 403."""
     gateway = services(request)
     presented = presented_key(request.headers)
+    if presented is None and SESSION_SCOPE_KEY in request.scope:
+        return session_actor(request, role)
     if role == "user":
         principal = gateway.keyring.authenticate(request.headers)
         return Actor(f"key:{principal.key_id}", "user", principal.user)
@@ -48,6 +57,22 @@ def require_role(request: Request, role: str = "admin") -> Actor:
     if RANK[actor.role] < RANK[role]:
         raise Forbidden(
             f"This endpoint needs the {role} role; this token has {actor.role}.",
+            code="insufficient_role",
+        )
+    return actor
+
+
+def session_actor(request: Request, role: str) -> Actor:
+    """The dashboard session's actor, if it grants ``role``; changes need the CSRF token."""
+    session: Mapping[str, Any] = request.scope[SESSION_SCOPE_KEY]
+    if request.method not in ("GET", "HEAD"):
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(sent.encode(), str(session["csrf"]).encode()):
+            raise Forbidden("Missing or wrong CSRF token.", code="csrf_failed")
+    actor = Actor(str(session["name"]), str(session["role"]), session.get("user"))
+    if (role == "user") != (actor.role == "user") or RANK[actor.role] < RANK[role]:
+        raise Forbidden(
+            f"This endpoint needs the {role} role; this session has {actor.role}.",
             code="insufficient_role",
         )
     return actor

@@ -12,6 +12,8 @@ from gateway.config.runtime import Runtime
 from gateway.control.plane import ControlPlane
 from gateway.ledger.service import Ledger
 from gateway.metering import Meter
+from gateway.metering.analytics import Analytics
+from gateway.metering.store import Store
 from gateway.observe.metrics import Metrics
 from gateway.observe.provider_stats import ProviderStats
 from gateway.proxy.auth import KeyRing
@@ -31,6 +33,10 @@ class Services(Protocol):
     def meter(self) -> Meter: ...
     @property
     def control(self) -> ControlPlane: ...
+    @property
+    def analytics(self) -> Analytics: ...
+    @property
+    def store(self) -> Store: ...
     @property
     def metrics(self) -> Metrics: ...
     @property

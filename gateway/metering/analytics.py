@@ -183,18 +183,6 @@ class RedisAnalytics:
                 return found, entry
         return found, None
 
-    async def export(self, flt: UsageFilter, most: int) -> list[dict[str, Any]]:
-        """Every filtered record of the range (up to ``most``), oldest first."""
-        found: list[dict[str, Any]] = []
-        cursor: str | None = None
-        while len(found) < most:
-            page, cursor = await self.records(flt, most - len(found), cursor)
-            found.extend(page)
-            if cursor is None:
-                break
-        found.sort(key=lambda record: float(record.get("ts") or 0.0))
-        return found
-
     async def _scan(
         self, flt: UsageFilter, cursor: str | None
     ) -> AsyncIterator[tuple[str, dict[str, Any] | None]]:

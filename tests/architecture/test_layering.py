@@ -17,6 +17,7 @@ LEVELS: tuple[tuple[str, ...], ...] = (
     ("proxy",),
     ("observe",),
     ("http",),
+    ("ui",),
     ("app",),
     ("serving",),
     ("cli", "__init__"),

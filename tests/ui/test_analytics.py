@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from gateway.http.analytics import every_record
 from gateway.metering.analytics import RedisAnalytics, UsageFilter
 from gateway.metering.factory import create_store
 from gateway.metering.memory_store import MemoryStore
@@ -74,7 +75,7 @@ async def check(store: Store) -> None:
     assert [r["status"] for r in page] == [429, 429, 429] and cursor is not None
     rest, cursor = await analytics.records(errors, 100, cursor)
     assert cursor is None and len(page) + len(rest) == total["errors"]
-    exported = await analytics.export(UsageFilter(DAY, DAY + 86_400 * 2, model="m2"), 1000)
+    exported = await every_record(analytics, UsageFilter(DAY, DAY + 86_400 * 2, model="m2"), 1000)
     assert len(exported) == 15 and exported == sorted(exported, key=lambda r: r["ts"])
 
 

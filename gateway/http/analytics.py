@@ -1,0 +1,148 @@
+"""GET /v1/admin/analytics, /v1/admin/usage/records and /v1/admin/usage/export (viewer role).
+
+The same query parameters filter all three: ``start``/``end`` (as ``/v1/usage``'s
+``from``/``to``: epoch seconds, a date or an ISO datetime; default the last 24 hours),
+``user``, ``key_id``, ``tier``, ``model``, ``provider``, ``capability``, ``status`` (``ok``,
+``error``, ``4xx``, ``429``...) and ``tag``. The analytics endpoint adds ``group_by`` (comma
+separated dimensions) and ``bucket`` (``hour``, ``day`` or ``all``); the records endpoint
+``limit`` and ``cursor``; the export ``format`` (``csv``, ``json`` or ``xlsx``) and exports
+exactly the filtered records, oldest first, up to ``EXPORT_MAX``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import xlsxwriter
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.errors import InvalidRequest
+from gateway.http.admin_auth import require_role
+from gateway.http.responses import json_response
+from gateway.http.services import services
+from gateway.metering import parse_time, to_csv, to_json
+from gateway.metering.analytics import BUCKETS, Analytics, UsageFilter
+from gateway.metering.export import COLUMNS
+from gateway.metering.rollup import DIMENSIONS
+
+EXPORT_MAX = 200_000
+FILTERS = ("user", "key_id", "tier", "model", "provider", "capability", "status", "tag")
+FORMATS = {
+    "csv": "text/csv; charset=utf-8",
+    "json": "application/json",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+
+def usage_filter(params: QueryParams | Mapping[str, str], now: float) -> UsageFilter:
+    """The filter the query parameters describe; ``InvalidRequest`` for a bad one."""
+    try:
+        start = parse_time(params["start"]) if params.get("start") else now - 86_400
+        end = parse_time(params["end"], end=True) if params.get("end") else now
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="start") from None
+    if end < start:
+        raise InvalidRequest("'end' is before 'start'.", param="end")
+    chosen = {name: value for name in FILTERS if (value := params.get(name))}
+    return UsageFilter(start, end, **chosen)
+
+
+def group_and_bucket(params: QueryParams | Mapping[str, str]) -> tuple[list[str], str]:
+    groups = [g for g in (params.get("group_by") or "").split(",") if g]
+    unknown = [g for g in groups if g not in DIMENSIONS]
+    if unknown:
+        raise InvalidRequest(
+            f"'group_by' takes dimensions from: {', '.join(DIMENSIONS)}.", param="group_by"
+        )
+    bucket = params.get("bucket") or "day"
+    if bucket not in BUCKETS:
+        raise InvalidRequest(f"'bucket' must be one of: {', '.join(BUCKETS)}.", param="bucket")
+    return groups, bucket
+
+
+async def analytics(request: Request) -> Response:
+    require_role(request, "viewer")
+    gateway = services(request)
+    flt = usage_filter(request.query_params, gateway.clock())
+    groups, bucket = group_and_bucket(request.query_params)
+    rows = await gateway.analytics.totals(flt, groups, bucket)
+    return json_response({"object": "analytics", "source": gateway.analytics.source, "data": rows})
+
+
+async def records(request: Request) -> Response:
+    require_role(request, "viewer")
+    gateway = services(request)
+    params = request.query_params
+    flt = usage_filter(params, gateway.clock())
+    limit = params.get("limit") or "50"
+    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        raise InvalidRequest("'limit' must be a whole number from 1 to 1000.", param="limit")
+    found, cursor = await gateway.analytics.records(flt, int(limit), params.get("cursor"))
+    return json_response({"object": "list", "data": found, "next_cursor": cursor})
+
+
+async def export(request: Request) -> Response:
+    require_role(request, "viewer")
+    gateway = services(request)
+    fmt = request.query_params.get("format") or "csv"
+    if fmt not in FORMATS:
+        raise InvalidRequest("'format' must be 'csv', 'json' or 'xlsx'.", param="format")
+    flt = usage_filter(request.query_params, gateway.clock())
+    found = await every_record(gateway.analytics, flt, EXPORT_MAX)
+    body: bytes
+    if fmt == "csv":
+        body = to_csv(found).encode()
+    elif fmt == "json":
+        body = to_json(found)
+    else:
+        body = to_xlsx(found)
+    headers = {"content-disposition": f'attachment; filename="usage.{fmt}"'}
+    return Response(body, media_type=FORMATS[fmt], headers=headers)
+
+
+async def every_record(source: Analytics, flt: UsageFilter, most: int) -> list[dict[str, Any]]:
+    """The filtered records (up to ``most``), oldest first, page by page."""
+    found: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while len(found) < most:
+        page, cursor = await source.records(flt, min(1000, most - len(found)), cursor)
+        found.extend(page)
+        if cursor is None:
+            break
+    found.sort(key=lambda record: float(record.get("ts") or 0.0))
+    return found
+
+
+def to_xlsx(found: Iterable[Mapping[str, Any]]) -> bytes:
+    """One sheet: the CSV export's header row and columns, numbers as numbers."""
+    out = io.BytesIO()
+    book = xlsxwriter.Workbook(out, {"in_memory": True, "strings_to_numbers": False})
+    sheet = book.add_worksheet("usage")
+    sheet.write_row(0, 0, COLUMNS)
+    for row, record in enumerate(found, start=1):
+        sheet.write_row(row, 0, [_cell(record.get(column)) for column in COLUMNS])
+    book.close()
+    return out.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return value
+    return str(value)
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v1/admin/analytics", analytics, methods=["GET"]),
+        Route("/v1/admin/usage/records", records, methods=["GET"]),
+        Route("/v1/admin/usage/export", export, methods=["GET"]),
+    ]

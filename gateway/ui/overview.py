@@ -1,0 +1,96 @@
+"""What the overview and usage-analytics pages show, computed from the analytics (rollups)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from gateway.metering.analytics import Analytics, UsageFilter
+
+PERIODS = {"24h": 86_400, "7d": 7 * 86_400, "30d": 30 * 86_400}
+BREAKDOWNS = ("model", "provider", "tier")
+PAGE_SIZE = 50
+
+
+def headline(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One period's totals with error and fallback rates (zeros when nothing happened)."""
+    sums = {
+        name: sum(row[name] for row in rows)
+        for name in ("requests", "total_tokens", "cost_usd", "errors", "fallbacks")
+    }
+    requests = sums["requests"]
+    p95 = [row["p95_latency_ms"] for row in rows if row.get("p95_latency_ms") is not None]
+    return {
+        **sums,
+        "error_rate": sums["errors"] / requests if requests else 0.0,
+        "fallback_rate": sums["fallbacks"] / requests if requests else 0.0,
+        "p95_latency_ms": max(p95) if p95 else None,
+    }
+
+
+def with_rates(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {**row, "error_rate": row["errors"] / row["requests"] if row["requests"] else 0.0}
+        for row in sorted(rows, key=lambda r: -r["requests"])
+    ]
+
+
+async def overview_view(analytics: Analytics, now: float, period: str) -> dict[str, Any]:
+    if period not in PERIODS:
+        period = "24h"
+    filters = {name: UsageFilter(now - seconds, now) for name, seconds in PERIODS.items()}
+    chosen = filters[period]
+    bucket = "hour" if period == "24h" else "day"
+    totals = await asyncio.gather(
+        *(analytics.totals(flt, [], "all") for flt in filters.values()),
+        *(analytics.totals(chosen, [name], "all") for name in BREAKDOWNS),
+        analytics.totals(chosen, [], bucket),
+    )
+    headlines = {name: headline(rows) for name, rows in zip(PERIODS, totals, strict=False)}
+    breakdowns = {
+        name: with_rates(rows) for name, rows in zip(BREAKDOWNS, totals[3:6], strict=True)
+    }
+    series = totals[6]
+    return {
+        "period": period,
+        "periods": list(PERIODS),
+        "headlines": headlines,
+        "breakdowns": breakdowns,
+        "chart": {
+            "labels": [row["bucket"] for row in series],
+            "series": {
+                "requests": [row["requests"] for row in series],
+                "errors": [row["errors"] for row in series],
+                "cost_usd": [row["cost_usd"] for row in series],
+            },
+        },
+        "source": analytics.source,
+    }
+
+
+async def analytics_view(
+    analytics: Analytics, flt: UsageFilter, group_by: list[str], bucket: str, cursor: str | None
+) -> dict[str, Any]:
+    series, groups, (found, next_cursor) = await asyncio.gather(
+        analytics.totals(flt, [], bucket),
+        analytics.totals(flt, group_by, "all"),
+        analytics.records(flt, PAGE_SIZE, cursor),
+    )
+    return {
+        "summary": headline(series),
+        "group_by": group_by[0],
+        "bucket": bucket,
+        "groups": with_rates(groups),
+        "records": found,
+        "next_cursor": next_cursor,
+        "chart": {
+            "labels": [row["bucket"] for row in series],
+            "series": {
+                "requests": [row["requests"] for row in series],
+                "errors": [row["errors"] for row in series],
+                "cost_usd": [row["cost_usd"] for row in series],
+            },
+        },
+        "source": analytics.source,
+    }

@@ -1,0 +1,185 @@
+"""The dashboard's routes: sign-in and sign-out, the operator pages and the user page.
+
+Pages are rendered on the server from the analytics (overview, usage analytics) or as shells
+whose script reads and changes everything through the admin API (``/v1/admin/...``,
+``/v1/quota``, ``/v1/usage``, ``/v1/me/...``) with the session cookie and its CSRF token: the
+dashboard has no endpoint of its own that changes anything but the session.
+"""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from gateway.config.model import CAPABILITIES
+from gateway.errors import GatewayError
+from gateway.http.admin_auth import SESSION_COOKIE, SESSION_SCOPE_KEY, require_role
+from gateway.http.analytics import FILTERS, group_and_bucket, usage_filter
+from gateway.http.services import services
+from gateway.metering.rollup import DIMENSIONS
+from gateway.ui.overview import analytics_view, overview_view
+from gateway.ui.render import page
+from gateway.ui.session import SESSION_TTL_S, Sessions, session_of
+
+STATIC = Path(__file__).parent / "static"
+OPERATOR_PAGES = (
+    ("overview", "Overview"),
+    ("analytics", "Usage"),
+    ("keys", "Keys"),
+    ("users", "Users"),
+    ("flags", "Flags"),
+    ("quotas", "Quotas"),
+    ("providers", "Providers"),
+    ("requests", "Quota requests"),
+    ("audit", "Audit log"),
+)
+PAGE_NAMES = {name for name, _ in OPERATOR_PAGES}
+
+
+def _sessions(request: Request) -> Sessions:
+    return Sessions(services(request).store)
+
+
+async def login_form(request: Request) -> Response:
+    return page("login.html", error=None, pages=(), session=None)
+
+
+async def login(request: Request) -> Response:
+    form = await request.form()
+    token = str(form.get("token") or "").strip()
+    found = _identify(request, token) if token else None
+    if found is None:
+        return page("login.html", 401, error="Unknown token or key.", pages=(), session=None)
+    name, role, user, tier = found
+    session_id, _ = await _sessions(request).create(name, role, user, tier)
+    target = "/ui/me" if role == "user" else "/ui/overview"
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        session_id,
+        max_age=SESSION_TTL_S,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+def _identify(request: Request, token: str) -> tuple[str, str, str | None, str | None] | None:
+    """(actor name, role, user, tier) of an admin token or a client key; None if neither."""
+    scope = {k: v for k, v in request.scope.items() if k != SESSION_SCOPE_KEY}
+    scope["headers"] = [(b"authorization", f"Bearer {token}".encode())]
+    probe = Request(scope)
+    try:
+        actor = require_role(probe, "viewer")
+        return actor.name, actor.role, None, None
+    except GatewayError:
+        pass
+    try:
+        principal = services(request).keyring.authenticate({"authorization": f"Bearer {token}"})
+    except GatewayError:
+        return None
+    return f"key:{principal.key_id}", "user", principal.user, principal.tier.name
+
+
+async def logout(request: Request) -> Response:
+    session = session_of(request.scope)
+    form = await request.form()
+    if session is not None and hmac.compare_digest(
+        str(form.get("csrf") or "").encode(), str(session["csrf"]).encode()
+    ):
+        await _sessions(request).delete(session["id"])
+    response = RedirectResponse("/ui/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+async def home(request: Request) -> Response:
+    session = session_of(request.scope)
+    if session is None:
+        return RedirectResponse("/ui/login", status_code=303)
+    return RedirectResponse(
+        "/ui/me" if session["role"] == "user" else "/ui/overview", status_code=303
+    )
+
+
+async def operator_page(request: Request) -> Response:
+    name = request.path_params["page"]
+    session = session_of(request.scope)
+    if session is None:
+        return RedirectResponse("/ui/login", status_code=303)
+    if session["role"] == "user":
+        return RedirectResponse("/ui/me", status_code=303)
+    if name not in PAGE_NAMES:
+        return page("missing.html", 404, pages=OPERATOR_PAGES, session=session, current="")
+    gateway = services(request)
+    context: dict[str, Any] = {
+        "pages": OPERATOR_PAGES,
+        "session": session,
+        "current": name,
+        "tiers": sorted(gateway.config.tiers),
+        "capabilities": CAPABILITIES,
+        "upstreams": sorted(gateway.config.upstreams),
+    }
+    if name == "overview":
+        period = request.query_params.get("period") or "24h"
+        context.update(await overview_view(gateway.analytics, gateway.clock(), period))
+    elif name == "analytics":
+        try:
+            context.update(await _analytics_context(request))
+        except GatewayError as error:
+            context.update(await _analytics_context(request, {}), error=error.message)
+    return page(f"{name}.html", **context)
+
+
+async def _analytics_context(request: Request, params: Any = None) -> dict[str, Any]:
+    gateway = services(request)
+    query = request.query_params if params is None else params
+    now = gateway.clock()
+    if not query.get("start"):
+        query = {**dict(query), "start": str(int(now - 7 * 86_400))}
+    flt = usage_filter(query, now)
+    groups, bucket = group_and_bucket({"group_by": query.get("group_by") or "model", **query})
+    shown = {k: v for k, v in dict(query).items() if v and k != "cursor"}
+    context = await analytics_view(
+        gateway.analytics, flt, groups[:1] or ["model"], bucket, query.get("cursor")
+    )
+    context.update(
+        params=shown,
+        filters=FILTERS,
+        dimensions=DIMENSIONS,
+        export_query=urlencode({k: v for k, v in shown.items() if k in (*FILTERS, "start", "end")}),
+        next_query=urlencode({**shown, "cursor": context["next_cursor"]})
+        if context["next_cursor"]
+        else None,
+        error=None,
+    )
+    return context
+
+
+async def me(request: Request) -> Response:
+    session = session_of(request.scope)
+    if session is None:
+        return RedirectResponse("/ui/login", status_code=303)
+    return page("me.html", pages=(), session=session, current="me", capabilities=CAPABILITIES)
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/ui", home, methods=["GET"]),
+        Route("/ui/", home, methods=["GET"]),
+        Route("/ui/login", login_form, methods=["GET"]),
+        Route("/ui/login", login, methods=["POST"]),
+        Route("/ui/logout", logout, methods=["POST"]),
+        Route("/ui/me", me, methods=["GET"]),
+        Mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static"),
+        Route("/ui/{page}", operator_page, methods=["GET"]),
+    ]

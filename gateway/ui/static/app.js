@@ -1,0 +1,462 @@
+/* The dashboard's script: charts (uPlot) and the management pages, all through the admin API.
+   Every change sends the session's CSRF token; errors are shown in #notice, never thrown. */
+(function () {
+  "use strict";
+  var csrfMeta = document.querySelector('meta[name="csrf-token"]');
+  var csrf = csrfMeta ? csrfMeta.content : "";
+  var body = document.body;
+  var readOnly = body.dataset.role === "viewer";
+
+  function notice(text, bad) {
+    var el = document.getElementById("notice");
+    if (!el) return;
+    el.textContent = text;
+    el.className = bad ? "notice bad" : "notice";
+    el.hidden = !text;
+  }
+
+  function api(method, path, payload) {
+    var options = { method: method, credentials: "same-origin", headers: { "x-csrf-token": csrf } };
+    if (payload !== undefined) {
+      options.headers["content-type"] = "application/json";
+      options.body = JSON.stringify(payload);
+    }
+    return fetch(path, options).then(function (response) {
+      return response.text().then(function (text) {
+        var data = null;
+        try { data = text ? JSON.parse(text) : null; } catch (e) { data = { raw: text }; }
+        if (!response.ok) {
+          var message = data && data.error ? data.error.message : response.status + " " + response.statusText;
+          throw new Error(message);
+        }
+        return data;
+      });
+    });
+  }
+
+  function failed(error) { notice(error.message || String(error), true); }
+
+  function list(data) {
+    if (Array.isArray(data)) return data;
+    if (data && Array.isArray(data.data)) return data.data;
+    return [];
+  }
+
+  function cell(value) {
+    var td = document.createElement("td");
+    if (value instanceof Node) td.appendChild(value);
+    else td.textContent = value === null || value === undefined ? "" : String(value);
+    return td;
+  }
+
+  function button(label, onClick, cls) {
+    var b = document.createElement("button");
+    b.type = "button";
+    b.textContent = label;
+    if (cls) b.className = cls;
+    if (readOnly) b.disabled = true;
+    b.addEventListener("click", onClick);
+    return b;
+  }
+
+  function fill(tableId, rows, columns, empty) {
+    var tbody = document.querySelector("#" + tableId + " tbody");
+    if (!tbody) return;
+    tbody.textContent = "";
+    rows.forEach(function (row) {
+      var tr = document.createElement("tr");
+      columns.forEach(function (column) { tr.appendChild(cell(column(row))); });
+      tbody.appendChild(tr);
+    });
+    if (!rows.length) {
+      var tr = document.createElement("tr");
+      var td = cell(empty || "Nothing yet.");
+      td.colSpan = columns.length;
+      td.className = "empty";
+      tr.appendChild(td);
+      tbody.appendChild(tr);
+    }
+  }
+
+  function formValues(form) {
+    var values = {};
+    new FormData(form).forEach(function (value, key) { values[key] = String(value).trim(); });
+    return values;
+  }
+
+  function number(value) { return value === "" || value === undefined ? undefined : Number(value); }
+
+  function when(value) {
+    if (value === null || value === undefined || value === "") return "";
+    if (typeof value === "number") return new Date(value * 1000).toISOString().replace(".000", "");
+    return String(value);
+  }
+
+  function onSubmit(id, handler) {
+    var form = document.getElementById(id);
+    if (!form) return;
+    if (readOnly && form.classList.contains("admin-only")) {
+      Array.prototype.forEach.call(form.elements, function (el) { el.disabled = true; });
+    }
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      notice("");
+      Promise.resolve(handler(formValues(form), form)).catch(failed);
+    });
+  }
+
+  /* Charts: requests and errors per bucket, from the page's JSON block. */
+  function chart() {
+    var holder = document.getElementById("chart");
+    var source = document.getElementById("chart-data");
+    if (!holder || !source || typeof uPlot === "undefined") return;
+    var data = JSON.parse(source.textContent);
+    if (!data.labels.length) { holder.textContent = "No requests in this range."; return; }
+    var xs = data.labels.map(function (label) {
+      var text = label.length === 13 ? label + ":00:00Z" : label + "T00:00:00Z";
+      return Date.parse(text) / 1000;
+    });
+    function width() { return Math.max(240, holder.clientWidth); }
+    var plot = new uPlot({
+      width: width(), height: 220,
+      series: [{}, { label: "requests", stroke: "#2b59c3", width: 2 },
+               { label: "errors", stroke: "#c33b2b", width: 2 }],
+      axes: [{}, {}],
+    }, [xs, data.series.requests, data.series.errors], holder);
+    window.addEventListener("resize", function () { plot.setSize({ width: width(), height: 220 }); });
+  }
+
+  var pages = {};
+
+  pages.keys = function () {
+    function load() {
+      return api("GET", "/v1/admin/keys").then(function (data) {
+        fill("keys", list(data), [
+          function (k) { return k.id; },
+          function (k) { return k.user; },
+          function (k) { return k.tier; },
+          function (k) { return k.name || ""; },
+          function (k) {
+            var parts = [];
+            if (k.rpm) parts.push(k.rpm + " rpm");
+            if (k.tpm) parts.push(k.tpm + " tpm");
+            if (k.max_parallel) parts.push(k.max_parallel + " parallel");
+            if (k.models && k.models.length) parts.push(k.models.join(","));
+            return parts.join(", ");
+          },
+          function (k) {
+            var b = k.budget_usd || {};
+            return [b.day ? "$" + b.day + "/day" : "", b.month ? "$" + b.month + "/month" : ""].filter(Boolean).join(", ");
+          },
+          function (k) { return k.spend_usd !== undefined ? "$" + k.spend_usd : ""; },
+          function (k) { return when(k.last_used_at); },
+          function (k) { return k.revoked || k.revoked_at ? "revoked" : "active"; },
+          function (k) {
+            var span = document.createElement("span");
+            span.appendChild(button("Rotate", function () {
+              api("POST", "/v1/admin/keys/" + encodeURIComponent(k.id) + "/rotate", { grace_s: 3600 })
+                .then(function (made) { showSecret(made); return load(); }).catch(failed);
+            }));
+            span.appendChild(button("Revoke", function () {
+              api("DELETE", "/v1/admin/keys/" + encodeURIComponent(k.id))
+                .then(function () { notice("Key " + k.id + " revoked."); return load(); }).catch(failed);
+            }, "danger"));
+            return span;
+          },
+        ], "No run-time keys yet.");
+      });
+    }
+    function showSecret(made) {
+      var secret = made && (made.secret || made.key);
+      if (!secret) return;
+      document.getElementById("new-secret").textContent = secret;
+      document.getElementById("secret-box").hidden = false;
+    }
+    onSubmit("create-key", function (v) {
+      var payload = { user: v.user, tier: v.tier };
+      if (v.name) payload.name = v.name;
+      if (v.models) payload.models = v.models.split(",").map(function (m) { return m.trim(); }).filter(Boolean);
+      ["rpm", "tpm", "max_parallel"].forEach(function (name) { if (v[name]) payload[name] = number(v[name]); });
+      if (v.budget_day || v.budget_month) {
+        payload.budget_usd = {};
+        if (v.budget_day) payload.budget_usd.day = number(v.budget_day);
+        if (v.budget_month) payload.budget_usd.month = number(v.budget_month);
+      }
+      return api("POST", "/v1/admin/keys", payload).then(function (made) {
+        showSecret(made);
+        notice("Key " + made.id + " created.");
+        return load();
+      });
+    });
+    var copy = document.getElementById("copy-secret");
+    copy.addEventListener("click", function () {
+      var text = document.getElementById("new-secret").textContent;
+      var done = function () { notice("Copied."); };
+      if (navigator.clipboard && window.isSecureContext) navigator.clipboard.writeText(text).then(done, function () { selectSecret(); });
+      else selectSecret();
+    });
+    function selectSecret() {
+      var range = document.createRange();
+      range.selectNodeContents(document.getElementById("new-secret"));
+      var selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      notice("Selected: press Ctrl+C to copy.");
+    }
+    return load();
+  };
+
+  pages.users = function () {
+    function show(user) {
+      var today = new Date().toISOString().slice(0, 10);
+      return Promise.all([
+        api("GET", "/v1/admin/users/" + encodeURIComponent(user)),
+        api("GET", "/v1/admin/analytics?bucket=all&group_by=capability&start=" + today + "&user=" + encodeURIComponent(user)),
+      ]).then(function (results) {
+        var detail = results[0], usage = list(results[1]);
+        document.getElementById("user-detail").hidden = false;
+        document.getElementById("user-title").textContent = user;
+        fill("user-usage", usage, [
+          function (r) { return r.capability; }, function (r) { return r.requests; },
+          function (r) { return r.total_tokens; }, function (r) { return "$" + r.cost_usd; },
+        ], "No requests today.");
+        var quotas = detail.quotas || {};
+        fill("user-quotas", Object.keys(quotas).map(function (c) { return [c, quotas[c]]; }), [
+          function (q) { return q[0]; },
+          function (q) {
+            return Object.keys(q[1]).filter(function (k) { return q[1][k] !== null; })
+              .map(function (k) { return k + ": " + q[1][k]; }).join(", ");
+          },
+        ], "The tier's quotas apply.");
+      });
+    }
+    var current = "";
+    onSubmit("find-user", function (v) { current = v.user; return show(v.user); });
+    onSubmit("user-quota", function (v) {
+      var payload = {};
+      if (v.requests_per_day) payload.requests_per_day = number(v.requests_per_day);
+      if (v.tokens_per_day) payload.tokens_per_day = number(v.tokens_per_day);
+      return api("PUT", "/v1/admin/users/" + encodeURIComponent(current) + "/quotas/" + v.capability, payload)
+        .then(function () { notice("Quota saved."); return show(current); });
+    });
+  };
+
+  pages.flags = function () {
+    function load() {
+      return api("GET", "/v1/admin/flags").then(function (data) {
+        var flags = list(data);
+        if (!flags.length && data && typeof data === "object" && !Array.isArray(data.data)) {
+          flags = Object.keys(data.flags || data).map(function (name) { return Object.assign({ name: name }, (data.flags || data)[name]); });
+        }
+        fill("flags", flags, [
+          function (f) { return f.name; },
+          function (f) {
+            var box = document.createElement("input");
+            box.type = "checkbox"; box.checked = !!f.enabled; box.id = "flag-" + f.name;
+            box.disabled = readOnly;
+            return box;
+          },
+          function (f) {
+            var input = document.createElement("input");
+            input.type = "number"; input.min = "0"; input.max = "100";
+            input.value = f.rollout_percent === undefined || f.rollout_percent === null ? 100 : f.rollout_percent;
+            input.id = "rollout-" + f.name; input.disabled = readOnly;
+            return input;
+          },
+          function (f) { return f.source || ""; },
+          function (f) {
+            return button("Save", function () {
+              var enabled = document.getElementById("flag-" + f.name).checked;
+              var rollout = Number(document.getElementById("rollout-" + f.name).value);
+              api("PUT", "/v1/admin/flags/" + encodeURIComponent(f.name), { enabled: enabled, rollout_percent: rollout })
+                .then(function () { notice("Flag " + f.name + " saved."); return load(); }).catch(failed);
+            });
+          },
+        ], "No flags declared.");
+      });
+    }
+    return load();
+  };
+
+  pages.quotas = function () {
+    var fields = ["requests_per_day", "tokens_per_day"];
+    function input(id, value) {
+      var el = document.createElement("input");
+      el.type = "number"; el.min = "0"; el.id = id;
+      el.value = value === null || value === undefined || value === -1 ? "" : value;
+      el.disabled = readOnly;
+      return el;
+    }
+    function load(row) {
+      var tier = row.dataset.tier, capability = row.dataset.capability;
+      var path = "/v1/admin/tiers/" + encodeURIComponent(tier) + "/quotas/" + encodeURIComponent(capability);
+      return api("GET", path).then(function (state) {
+        var quota = state.quota || {};
+        var cells = row.children;
+        fields.forEach(function (name, i) {
+          cells[2 + i].textContent = "";
+          cells[2 + i].appendChild(input(name + "-" + tier + "-" + capability, quota[name]));
+        });
+        cells[4].textContent = state.source || "";
+        cells[5].textContent = "";
+        var save = button("Save", function () {
+          var payload = Object.assign({}, quota);
+          fields.forEach(function (name) {
+            var value = document.getElementById(name + "-" + tier + "-" + capability).value;
+            payload[name] = value === "" ? null : Number(value);
+          });
+          api("PUT", path, payload).then(function () {
+            notice("Quota " + tier + "/" + capability + " saved.");
+            return load(row);
+          }).catch(failed);
+        });
+        save.id = "save-" + tier + "-" + capability;
+        cells[5].appendChild(save);
+      });
+    }
+    return Promise.all(Array.prototype.map.call(document.querySelectorAll(".quota-row"), load));
+  };
+
+  pages.providers = function () {
+    function keys(row) {
+      var name = row.dataset.upstream;
+      return api("GET", "/v1/admin/upstreams/" + encodeURIComponent(name) + "/keys").then(function (state) {
+        row.children[1].textContent = (state.keys || []).map(function (k) {
+          return (k.fingerprint || "?") + " · " + (k.state || "");
+        }).join(", ") || "none stored";
+        row.children[2].textContent = state.env_key && state.env_key.set ? state.env_key.variable + " (set)" : "not set";
+      });
+    }
+    function load() {
+      var rows = document.querySelectorAll(".upstream-row");
+      return Promise.all([
+        api("GET", "/v1/providers").then(function (data) {
+          fill("providers", list(data), [
+            function (p) { return p.model; },
+            function (p) { return p.provider; },
+            function (p) { return p.circuit; },
+            function (p) { return p.recent_attempts; },
+            function (p) { return p.error_rate === null || p.error_rate === undefined ? "" : (100 * p.error_rate).toFixed(1) + "%"; },
+            function (p) { return p.latency_p50_ms === null || p.latency_p50_ms === undefined ? "" : p.latency_p50_ms; },
+          ], "No models configured.");
+        }),
+      ].concat(Array.prototype.map.call(rows, keys)));
+    }
+    onSubmit("upstream-key", function (v, form) {
+      return api("PUT", "/v1/admin/upstreams/" + encodeURIComponent(v.upstream) + "/keys", { key: v.key })
+        .then(function () { form.reset(); notice("Key stored for " + v.upstream + "."); return load(); });
+    });
+    return load();
+  };
+
+  pages.requests = function () {
+    function load() {
+      return api("GET", "/v1/admin/quota-requests").then(function (data) {
+        fill("quota-requests", list(data), [
+          function (r) { return r.id; }, function (r) { return r.user; },
+          function (r) { return r.capability; }, function (r) { return r.requested; },
+          function (r) { return r.state || r.status || ""; },
+          function (r) { return when(r.created_at); },
+          function (r) {
+            var span = document.createElement("span");
+            var open = (r.state || r.status || "pending") === "pending";
+            ["approve", "deny"].forEach(function (action) {
+              var b = button(action === "approve" ? "Approve" : "Deny", function () {
+                api("POST", "/v1/admin/quota-requests/" + encodeURIComponent(r.id) + "/" + action, {})
+                  .then(function () { notice("Request " + r.id + " " + action + (action === "deny" ? "ed." : "d.")); return load(); }).catch(failed);
+              }, action === "deny" ? "danger" : "");
+              b.disabled = readOnly || !open;
+              b.id = action + "-" + r.id;
+              span.appendChild(b);
+            });
+            return span;
+          },
+        ], "No quota requests.");
+      });
+    }
+    return load();
+  };
+
+  pages.audit = function () {
+    return api("GET", "/v1/admin/audit").then(function (data) {
+      fill("audit", list(data), [
+        function (e) { return when(e.at || e.when || e.time); },
+        function (e) { return e.actor || e.who; },
+        function (e) { return e.action; },
+        function (e) { return e.kind; },
+        function (e) { return e.id; },
+        function (e) { return JSON.stringify({ before: e.before, after: e.after }); },
+      ], "No changes yet.");
+    });
+  };
+
+  pages.me = function () {
+    var bars = document.getElementById("quota-bars");
+    if (!bars) return;
+    function load() {
+      var today = new Date().toISOString().slice(0, 10);
+      return Promise.all([api("GET", "/v1/quota"), api("GET", "/v1/usage?from=" + today)]).then(function (results) {
+        quotaBars(results[0]);
+        var records = list(results[1]);
+        var tokens = 0, spend = 0;
+        records.forEach(function (r) { tokens += r.total_tokens || 0; spend += r.cost_usd || 0; });
+        document.getElementById("my-requests").textContent = String(records.length);
+        document.getElementById("my-tokens").textContent = String(tokens);
+        document.getElementById("my-spend").textContent = "$" + spend.toFixed(4);
+      });
+    }
+    function quotaBars(view) {
+      bars.textContent = "";
+      var capabilities = view.capabilities || view.quotas || {};
+      Object.keys(capabilities).forEach(function (capability) {
+        var c = capabilities[capability];
+        Object.keys(c).forEach(function (measure) {
+          var m = c[measure];
+          if (!m || typeof m !== "object" || m.limit === undefined) return;
+          var row = document.createElement("div");
+          row.className = "bar";
+          row.dataset.capability = capability;
+          row.dataset.measure = measure;
+          var label = document.createElement("span");
+          var limit = m.limit === null || m.limit < 0 ? "unlimited" : m.limit;
+          label.textContent = capability + " · " + measure + ": " + m.used + " / " + limit +
+            (m.resets_at ? " (resets " + when(m.resets_at) + ")" : "");
+          var track = document.createElement("div");
+          track.className = "track";
+          var fillEl = document.createElement("div");
+          fillEl.className = "fill";
+          var share = typeof limit === "number" && limit > 0 ? Math.min(1, m.used / limit) : 0;
+          fillEl.style.width = (100 * share).toFixed(1) + "%";
+          row.dataset.used = String(m.used);
+          track.appendChild(fillEl);
+          row.appendChild(label);
+          row.appendChild(track);
+          bars.appendChild(row);
+        });
+      });
+      if (!bars.children.length) bars.textContent = "No limits apply to you.";
+    }
+    onSubmit("my-key", function (v, form) {
+      return api("PUT", "/v1/me/upstream-keys/" + encodeURIComponent(v.upstream), { key: v.key })
+        .then(function () { form.reset(); notice("Your " + v.upstream + " key is stored."); });
+    });
+    onSubmit("my-key-remove", function (v, form) {
+      return api("DELETE", "/v1/me/upstream-keys/" + encodeURIComponent(v.upstream))
+        .then(function () { form.reset(); notice("Your " + v.upstream + " key is removed."); });
+    });
+    onSubmit("quota-request", function (v, form) {
+      return api("POST", "/v1/quota/requests", { capability: v.capability, requested: { requests_per_day: number(v.requested) } })
+        .then(function (made) { form.reset(); notice("Request " + (made && made.id ? made.id + " " : "") + "sent."); });
+    });
+    return load();
+  };
+
+  document.addEventListener("DOMContentLoaded", function () {
+    chart();
+    if (readOnly) {
+      Array.prototype.forEach.call(document.querySelectorAll(".admin-only"), function (el) { el.classList.add("read-only"); });
+    }
+    var init = pages[body.dataset.page];
+    Promise.resolve(init ? init() : null).catch(failed).then(function () { body.dataset.ready = "1"; });
+  });
+})();
