@@ -116,6 +116,14 @@ OPERATIONS: tuple[Op, ...] = (
     Op("POST", "/v1/quota/requests", "A user asks for more quota (client key)", "user", quota_requests.create, {"type": "object", "required": ["capability", "requested"], "properties": {"capability": {"type": "string"}, "requested": QUOTA, "reason": {"type": "string"}}}, 201),  # noqa: E501
     Op("GET", "/v1/quota/requests", "The caller's own quota requests (client key)", "user", quota_requests.mine),  # noqa: E501
     Op("POST", "/v1/admin/reload", "Reload routes.yaml and tiers.yaml on every worker and replica", "admin", admin_reload.reload),  # noqa: E501
+    Op("GET", "/v1/admin/upstreams/{name}/keys", "An upstream's stored system keys: fingerprint, label, state (never the key)", "viewer"),  # noqa: E501
+    Op("PUT", "/v1/admin/upstreams/{name}/keys", "Add a system key {key, label?} or replace the set {keys: [...]}; sealed at rest", body={"type": "object", "properties": {"key": {"type": "string"}, "label": {"type": "string"}, "keys": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "object", "properties": {"key": {"type": "string"}, "label": {"type": "string"}}, "required": ["key"]}]}}}, "additionalProperties": False}),  # noqa: E501
+    Op("DELETE", "/v1/admin/upstreams/{name}/keys/{fingerprint}", "Remove one stored system key"),
+    Op("GET", "/v1/admin/settings", "Run-time settings (allow_user_keys)", "viewer"),
+    Op("PUT", "/v1/admin/settings", "Change run-time settings (fields sent only)", body={"type": "object", "properties": {"allow_user_keys": {"type": "boolean"}}, "additionalProperties": False}),  # noqa: E501
+    Op("GET", "/v1/me/upstream-keys", "The caller's stored upstream keys, by fingerprint (client key)", "user"),  # noqa: E501
+    Op("PUT", "/v1/me/upstream-keys/{upstream}", "Store the caller's own key for an upstream (needs allow_user_keys)", "user", body={"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}}, "additionalProperties": False}),  # noqa: E501
+    Op("DELETE", "/v1/me/upstream-keys/{upstream}", "Delete the caller's stored key for an upstream", "user"),  # noqa: E501
 )
 # fmt: on
 
