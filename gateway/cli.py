@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import NoReturn
 
+from gateway import cli_admin
 from gateway.config.env_checks import runtime_problems, upstream_warnings
 from gateway.config.model import Config
 from gateway.config.reader import ConfigError
@@ -28,7 +29,7 @@ from gateway.secret import Secret
 CONFIG_DIR_ENV = "GATEWAY_CONFIG_DIR"
 STARTUP_FAILURE = 3  # uvicorn's exit status when a server could not start
 USAGE_ERROR = 2
-COMMANDS = ("serve", "check", "usage", "schema", "db", "ledger")
+COMMANDS = ("serve", "check", "usage", "schema", "db", "ledger", *cli_admin.COMMANDS)
 _OWN_OPTIONS = ("-h", "--help", "--version")
 
 
@@ -74,6 +75,8 @@ def _run(argv: list[str]) -> int:
         return _ledger_command(args)
     if args.command == "models":
         return _models_check(args.config_dir)
+    if args.command in cli_admin.COMMANDS:
+        return cli_admin.run(args)
     return _serve(args)
 
 
@@ -175,6 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     ).add_subparsers(dest="ledger_command", required=True, parser_class=_Parser).add_parser(
         "ship", help="Ship usage records from Redis to Postgres until stopped."
     )
+    cli_admin.add_parsers(commands, _Parser)
     schema = commands.add_parser(
         "schema",
         help="Print the JSON Schema of routes.yaml and tiers.yaml.",

@@ -79,6 +79,8 @@ class Outcome:
     estimated: bool = False  # the token counts were estimated by the gateway
     downgraded: bool = False  # a cheaper model or fewer tokens, for lack of quota or budget
     deployment: str | None = None  # which deployment of the model answered
+    cache: str | None = None  # "hit" | "miss" | "bypass": the response cache applied
+    tags: tuple[str, ...] = ()  # the request's spend tags
     rollout: str | None = None  # the weighted chain entry the user was given
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
+from typing import Any
 
 from starlette.requests import Request
 
@@ -13,16 +15,18 @@ from gateway.metering import Meter
 from gateway.proxy.answer import Answers
 from gateway.proxy.attempts import Attempter, AttemptFailed
 from gateway.proxy.auth import KeyRing
+from gateway.proxy.cache import ResponseCache, cache_use
 from gateway.proxy.context import RequestContext, RequestIds
 from gateway.proxy.credentials import Credentials
 from gateway.proxy.downgrade import admit
 from gateway.proxy.flag_gate import FlagGate
-from gateway.proxy.incoming import json_for_upstream, read_incoming
+from gateway.proxy.incoming import Incoming, json_for_upstream, read_incoming
 from gateway.proxy.listeners import Listeners
 from gateway.proxy.meter_request import meter_request
 from gateway.proxy.reply import Reply, error_reply
 from gateway.proxy.rollout import Rollout
 from gateway.proxy.routing import VIDEOS, Endpoint, resolve
+from gateway.proxy.tags import request_tags
 from gateway.proxy.video_jobs import VideoJobs
 
 log = logging.getLogger("gateway")
@@ -45,6 +49,7 @@ class Pipeline:
         rollout: Rollout | None = None,
         flags: FlagGate | None = None,
         credentials: Credentials | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self._config = config
         self._keyring = keyring
@@ -56,6 +61,7 @@ class Pipeline:
         self._rollout = rollout or Rollout()
         self._flags = flags  # the plan's feature flags (proxy/flag_gate.py)
         self._credentials = credentials or Credentials()  # stored system and user keys
+        self._cache = cache
         self._request_ids = RequestIds()
         self._answers = Answers(config.settings, listeners.relaying, self._end)
 
@@ -89,12 +95,17 @@ class Pipeline:
         incoming = await read_incoming(request, endpoint, self._config.settings.max_body_bytes)
         if self._log_bodies:
             ctx.debug_body = incoming.fields
+        ctx.tags = request_tags(request.headers, incoming.fields, endpoint.name)
         principal.allow_model(incoming.model)
         plan = resolve(self._config, principal.tier, endpoint, incoming.model, incoming.fields)
         plan, ctx.rollout = self._rollout.apply(principal.tier, plan, principal.user)
         if self._flags is not None:
             plan, ctx.indicators = self._flags.apply(principal, plan)
         ctx.plan = plan
+        use = None
+        if self._cache is not None:  # caching off: one dict and one header lookup
+            policies, settings = principal.tier.cache, self._config.cache
+            use = cache_use(request.headers, policies, plan.route, endpoint.name, settings)
         principal = ctx.principal = self._credentials.principal_for(principal, plan)
         ctx.meter_request = await meter_request(ctx, incoming, plan, principal)
         ctx.admission, plan, ctx.downgraded = await admit(self._meter, ctx.meter_request, plan)
@@ -102,6 +113,22 @@ class Pipeline:
         body, streams, wants_usage = json_for_upstream(
             incoming, endpoint, ctx.admission.clamp_max_tokens
         )
+        forward = partial(self._forward, ctx, incoming, body, streams, wants_usage)
+        if use is not None and self._cache is not None:
+            return await self._cache.serve(ctx, use, body, streams, wants_usage, forward)
+        return await forward()
+
+    async def _forward(
+        self,
+        ctx: RequestContext,
+        incoming: Incoming,
+        body: dict[str, Any],
+        streams: bool,
+        wants_usage: bool,
+    ) -> Reply:
+        """Run the attempt chain and shape its answer."""
+        endpoint, plan, principal = ctx.endpoint, ctx.plan, ctx.principal
+        assert plan is not None and principal is not None
         ctx.upstream_started = time.perf_counter()
         try:
             opened = await self._attempter.run(
