@@ -1,10 +1,11 @@
 """``Analytics`` (contract D) over the ledger: totals from the daily rollups, records from the rows.
 
-Whole UTC days of a range are read from ``usage_daily`` (or ``usage_daily_tags`` for a tag
-filter); the partial days at its edges, hourly buckets, status filters or groups and tag groups
-from ``usage_records`` (pruned to the days of the range). The p95 latency is exact where rows
-are read, and None for rows summed from rollups. A tag group's value is the record's tags
-joined by commas (``-`` untagged), as in the Redis analytics.
+Whole UTC days of a range are read from a daily rollup: ``usage_daily_models`` when the
+filters and groups are among tier, model, provider and capability, ``usage_daily_tags`` for a
+tag filter, else ``usage_daily``; the partial days at its edges, hourly buckets, status
+filters or groups and tag groups from ``usage_records`` (pruned to the days of the range).
+The p95 latency is exact where rows are read, and None for rows summed from rollups. A tag
+group's value is the record's tags joined by commas (``-`` untagged), as in the Redis analytics.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from gateway.metering.analytics import BUCKETS, UsageFilter
 from gateway.metering.rollup import DIMENSIONS
 
 COLUMNS = {"user": "user_id", "status": "status::text"}
+COARSE = {"tier", "model", "provider", "capability"}
 SUMS = (
     "sum(requests) AS requests, sum(prompt_tokens) AS prompt_tokens,"
     " sum(completion_tokens) AS completion_tokens, sum(cost_usd) AS cost_usd,"
@@ -111,7 +113,13 @@ class PostgresAnalytics:
         first: dt.date,
         until: dt.date,
     ) -> list[Any]:
-        table = "usage_daily_tags" if flt.tag is not None else "usage_daily"
+        wanted = set(flt.dimensions()) | set(group_by)
+        if flt.tag is not None:
+            table = "usage_daily_tags"
+        elif wanted <= COARSE:
+            table = "usage_daily_models"  # a few rows per model and day
+        else:
+            table = "usage_daily"
         where, args = _filters(flt, [first, until], raw=False)
         groups = [COLUMNS.get(name, name) for name in group_by]
         label = BUCKET_SQL["day" if bucket == "day" else "all"]

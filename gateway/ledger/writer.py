@@ -19,6 +19,7 @@ TYPES = (
 )  # fmt: skip
 NAMES = tuple(Row.__dataclass_fields__)
 DIMENSIONS = "day, user_id, key_id, tier, model, provider, capability"
+COARSE = "day, tier, model, provider, capability"
 SUMS = (
     "count(*), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), sum(cost_usd),"
     " count(*) FILTER (WHERE status >= 400), count(*) FILTER (WHERE fallback),"
@@ -63,6 +64,11 @@ tagged AS (
     SELECT tag, {DIMENSIONS}, {SUMS} FROM ins, unnest(ins.tags) AS tag
     GROUP BY tag, {DIMENSIONS} ORDER BY tag, {DIMENSIONS}
     ON CONFLICT (tag, {DIMENSIONS}) DO UPDATE SET {ADD.format(table="usage_daily_tags")}
+),
+coarse AS (
+    INSERT INTO usage_daily_models ({COARSE}, {MEASURES})
+    SELECT {COARSE}, {SUMS} FROM ins GROUP BY {COARSE} ORDER BY {COARSE}
+    ON CONFLICT ({COARSE}) DO UPDATE SET {ADD.format(table="usage_daily_models")}
 )
 SELECT count(*) FROM ins
 """

@@ -203,7 +203,10 @@ def test_migrations_apply_once(database_url: str) -> None:
     async def scenario() -> None:
         conn = await asyncpg.connect(database_url)
         try:
-            assert await migrate.upgrade(conn) == ["0001_usage_ledger.sql"]
+            assert await migrate.upgrade(conn) == [
+                "0001_usage_ledger.sql",
+                "0002_usage_daily_models.sql",
+            ]
             assert await migrate.upgrade(conn) == []
             assert await migrate.pending(conn) == []
         finally:
