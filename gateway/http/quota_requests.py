@@ -17,13 +17,11 @@ from gateway.http.services import services
 
 async def create(request: Request) -> Response:
     """POST /v1/quota/requests ``{capability, requested, reason?}`` with the user's client key."""
-    actor = require_role(request, "user")
+    actor = require_role(request, "user")  # a client key, or a dashboard user's session
     gateway = services(request)
-    principal = gateway.keyring.authenticate(request.headers)
-    qr.check_room(gateway.control.snapshot, principal.user)
-    document = qr.new_request(
-        await _body(request), principal.user, principal.key_id, gateway.clock()
-    )
+    user, key_id = actor.user or "", actor.name.removeprefix("key:")
+    qr.check_room(gateway.control.snapshot, user)
+    document = qr.new_request(await _body(request), user, key_id, gateway.clock())
     await gateway.control.put(
         qr.KIND, document["id"], document, actor=actor.name, action="quota_request.create"
     )
