@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import NoReturn
 
-from gateway import cli_admin
+from gateway import cli_admin, cli_control
 from gateway.config.env_checks import runtime_problems, upstream_warnings
 from gateway.config.model import Config
 from gateway.config.reader import ConfigError
@@ -29,7 +29,8 @@ from gateway.secret import Secret
 CONFIG_DIR_ENV = "GATEWAY_CONFIG_DIR"
 STARTUP_FAILURE = 3  # uvicorn's exit status when a server could not start
 USAGE_ERROR = 2
-COMMANDS = ("serve", "check", "usage", "schema", "db", "ledger", *cli_admin.COMMANDS)
+BUILT_IN = ("serve", "check", "usage", "schema", "db", "ledger")
+COMMANDS: tuple[str, ...] = (*BUILT_IN, *cli_admin.COMMANDS, *cli_control.COMMANDS)
 _OWN_OPTIONS = ("-h", "--help", "--version")
 
 
@@ -77,6 +78,8 @@ def _run(argv: list[str]) -> int:
         return _models_check(args.config_dir)
     if args.command in cli_admin.COMMANDS:
         return cli_admin.run(args)
+    if args.command in cli_control.COMMANDS:
+        return cli_control.run(args)
     return _serve(args)
 
 
@@ -179,6 +182,7 @@ def _parser() -> argparse.ArgumentParser:
         "ship", help="Ship usage records from Redis to Postgres until stopped."
     )
     cli_admin.add_parsers(commands, _Parser)
+    cli_control.add_parsers(commands, _Parser)
     schema = commands.add_parser(
         "schema",
         help="Print the JSON Schema of routes.yaml and tiers.yaml.",

@@ -20,6 +20,8 @@ LEVELS: tuple[tuple[str, ...], ...] = (
     ("ui",),
     ("app",),
     ("serving",),
+    ("cli_admin",),
+    ("cli_control",),
     ("cli", "__init__"),
     ("__main__",),
 )

@@ -1,0 +1,61 @@
+"""`gateway flags list|set` and `gateway reload`: thin command-line clients of the admin API.
+
+Like `gateway keys`: one HTTP call to a running gateway (``--url`` or ``GATEWAY_URL``) with an
+admin token (``--token`` or ``GATEWAY_ADMIN_TOKEN``); the answer is printed as JSON, an error
+answer prints its message (an invalid config: every problem, one per line) and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from gateway.cli_admin import DEFAULT_URL, TOKEN_ENV, URL_ENV, AdminCallFailed, _call
+
+COMMANDS = ("flags", "reload")
+
+
+def add_parsers(commands: Any, parser_class: type[argparse.ArgumentParser]) -> None:
+    flags = commands.add_parser("flags", help="List or set feature flags (admin API).")
+    actions = flags.add_subparsers(dest="flags_command", required=True, parser_class=parser_class)
+    listing = actions.add_parser("list", help="Every flag: state, default, source.")
+    setting = actions.add_parser("set", help="Set a flag at run time on every replica.")
+    setting.add_argument("name")
+    setting.add_argument("state", choices=("on", "off", "default"), help="default: tiers.yaml's")
+    setting.add_argument("--rollout", type=float, help="percent of users (sticky per user)")
+    reload = commands.add_parser(
+        "reload",
+        help="Reload routes.yaml and tiers.yaml on every worker and replica (admin API).",
+        description="Validate the files again and switch to them; an invalid config is refused "
+        "with the problems `gateway check` prints, and the config in force stays.",
+    )
+    for sub in (listing, setting, reload):
+        sub.add_argument("--url", default=os.environ.get(URL_ENV, DEFAULT_URL))
+        sub.add_argument("--token", default=os.environ.get(TOKEN_ENV))
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        method, path, body = _request(args)
+        print(json.dumps(_call(args.url, args.token, method, path, body), indent=2))
+    except AdminCallFailed as error:
+        print(f"gateway: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
+    if args.command == "reload":
+        return "POST", "/v1/admin/reload", None
+    if args.flags_command == "list":
+        return "GET", "/v1/admin/flags", None
+    path = f"/v1/admin/flags/{args.name}"
+    if args.state == "default":
+        return "DELETE", path, None
+    body: dict[str, Any] = {"enabled": args.state == "on"}
+    if args.rollout is not None:
+        body["rollout_percent"] = args.rollout
+    return "PUT", path, body
