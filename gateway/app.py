@@ -39,6 +39,7 @@ from gateway.http.asgi import GatewayApp
 from gateway.http.body_limit import BodyLimit
 from gateway.http.dispatch import Dispatch
 from gateway.http.errors import EXCEPTION_HANDLERS
+from gateway.ledger.analytics import PostgresAnalytics
 from gateway.ledger.service import Ledger
 from gateway.ledger.settings import LedgerSettings
 from gateway.metering import Meter, Store, create_store
@@ -92,8 +93,11 @@ class Gateway:
     stored_keys: StoredKeys | None = None  # sealed upstream keys: system pool and users' keys
 
     @functools.cached_property
-    def analytics(self) -> RedisAnalytics:
-        """Usage totals from the rollups and filtered records (the dashboard's reads)."""
+    def analytics(self) -> RedisAnalytics | PostgresAnalytics:
+        """Usage totals from the rollups and filtered records (the dashboard's reads): from
+        the ledger when DATABASE_URL is set (any range), else from Redis (recent records)."""
+        if self.ledger is not None:
+            return PostgresAnalytics(self.ledger.database)
         return RedisAnalytics(self.store, self.clock)
 
 

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from gateway.config.runtime import Runtime
+from gateway.secret import Secret
 from tests.conftest import StartGateway
 from tests.redis_fixture import RedisServer
 
@@ -31,8 +32,7 @@ def test_usage_readyz_and_metrics_with_the_ledger(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", ADMIN)
-    running = start_gateway(runtime=Runtime(redis_url=redis.url))
+    running = start_gateway(runtime=Runtime(redis_url=redis.url, admin_token=Secret(ADMIN)))
     for _ in range(5):
         chat(running.url, running.key())
     deadline = time.monotonic() + 30
@@ -62,6 +62,14 @@ def test_usage_readyz_and_metrics_with_the_ledger(
         if line.startswith("gateway_ledger_rows_shipped_total")
     ]
     assert shipped and float(shipped[0].split()[-1]) == 5
+    totals = httpx.get(
+        f"{running.url}/v1/admin/analytics",
+        params={"group_by": "model", "bucket": "all"},
+        headers={"authorization": f"Bearer {ADMIN}"},
+    )
+    assert totals.status_code == 200, totals.text
+    assert totals.json()["source"] == "postgres"
+    assert [row["requests"] for row in totals.json()["data"]] == [5]
 
 
 def test_without_a_database_usage_says_it_reads_the_stream(
