@@ -143,6 +143,21 @@ class ControlPlane:
             raise StoreUnavailable("The control plane's store is unavailable; try again") from None
         return self.snapshot
 
+    async def note(
+        self, kind: str, id: str, *, actor: str, action: str, before: Any, after: Any
+    ) -> None:
+        """Audit a change kept elsewhere in the store (e.g. a user's quota override); raises
+        ``StoreUnavailable``."""
+        entry = {"at": self._clock(), "actor": actor, "action": action, "kind": kind, "id": id,
+                 "before": before, "after": after}  # fmt: skip
+        try:
+            await self._store.control_note(
+                json.dumps(entry, separators=(",", ":"), default=str).encode(), self._audit_maxlen
+            )
+        except StoreError as exc:
+            logger.warning("control plane: auditing %s %s failed: %s", kind, id, exc)
+            raise StoreUnavailable("The control plane's store is unavailable; try again") from None
+
     async def audit_log(self, limit: int = 100, before: str | None = None) -> list[dict[str, Any]]:
         """Audit entries, newest first, each with its ``entry_id`` (page with ``before``)."""
         entries = []

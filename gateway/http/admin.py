@@ -44,7 +44,10 @@ async def set_quota(request: Request) -> Response:
     quota = None
     if request.method == "PUT":
         quota = Quota(**_numbers(await request.body(), set(QUOTA_FIELDS)))
+    before = _plain(await gateway.meter.user_override(user))["quotas"].get(capability)
     await gateway.meter.set_user_override(user, capability, quota)
+    after = dataclasses.asdict(quota) if quota else None
+    await _audit(request, f"{user}/{capability}", "user_quota", before, after)
     return await show(request)
 
 
@@ -53,8 +56,20 @@ async def set_budget(request: Request) -> Response:
     budget = None
     if request.method == "PUT":
         budget = Budget(**_numbers(await request.body(), {"usd_per_day", "usd_per_month"}))
-    await gateway.meter.set_user_budget(request.path_params["user"], budget)
+    user = request.path_params["user"]
+    before = _plain(await gateway.meter.user_override(user))["budget"]
+    await gateway.meter.set_user_budget(user, budget)
+    after = dataclasses.asdict(budget) if budget else None
+    await _audit(request, user, "user_budget", before, after)
     return await show(request)
+
+
+async def _audit(request: Request, id: str, kind: str, before: Any, after: Any) -> None:
+    actor = require_role(request, "admin")
+    action = f"{kind}.{'delete' if after is None else 'set'}"
+    await services(request).control.note(
+        kind, id, actor=actor.name, action=action, before=before, after=after
+    )
 
 
 def _admin(request: Request, role: str = "admin") -> Services:

@@ -74,6 +74,10 @@ async def write(
     return int(reply)
 
 
+async def note(client: Redis | RedisCluster, audit: bytes, audit_maxlen: int) -> None:
+    await client.xadd(AUDIT, {"a": audit}, maxlen=audit_maxlen, approximate=True)
+
+
 async def load(client: Redis | RedisCluster) -> tuple[int, dict[str, dict[str, bytes]]]:
     reply: Any = await cast(Any, client).eval(LOAD, 2, VERSION, KINDS, KIND_PREFIX)
     documents: dict[str, dict[str, bytes]] = {}

@@ -40,6 +40,7 @@ class MemoryStore:
         self._control: dict[str, dict[str, bytes]] = {}
         self._control_version = 0
         self._audit: deque[tuple[int, bytes]] = deque()
+        self._audit_ids = itertools.count(1)
 
     async def reserve(
         self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None = None
@@ -171,13 +172,16 @@ class MemoryStore:
         else:
             documents[id] = value
         self._control_version += 1
-        self._audit.append((self._control_version, audit))
-        while len(self._audit) > audit_maxlen:
-            self._audit.popleft()
+        await self.control_note(audit, audit_maxlen)
         return self._control_version
 
+    async def control_note(self, audit: bytes, audit_maxlen: int) -> None:
+        self._audit.append((next(self._audit_ids), audit))
+        while len(self._audit) > audit_maxlen:
+            self._audit.popleft()
+
     async def control_audit(self, before: str | None, count: int) -> list[tuple[str, bytes]]:
-        limit = int(before) if before else self._control_version + 1
+        limit = int(before) if before else (self._audit[-1][0] + 1 if self._audit else 0)
         page = [(str(i), entry) for i, entry in reversed(self._audit) if i < limit]
         return page[:count]
 

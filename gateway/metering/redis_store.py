@@ -178,6 +178,9 @@ class RedisStore:
             )
         )
 
+    async def control_note(self, audit: bytes, audit_maxlen: int) -> None:
+        await _guard(lambda: control_store.note(self._client, audit, audit_maxlen))
+
     async def control_audit(self, before: str | None, count: int) -> list[tuple[str, bytes]]:
         return await _guard(lambda: control_store.audit_page(self._client, before, count))
 

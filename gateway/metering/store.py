@@ -189,6 +189,10 @@ class Store(Protocol):
         log, bump the version and announce it; atomically. Returns the new version."""
         ...
 
+    async def control_note(self, audit: bytes, audit_maxlen: int) -> None:
+        """Append ``audit`` to the audit log alone (a change kept elsewhere in the store)."""
+        ...
+
     async def control_audit(self, before: str | None, count: int) -> list[tuple[str, bytes]]:
         """Audit entries, newest first, strictly older than the id ``before`` (None: newest)."""
         ...

@@ -138,3 +138,23 @@ def test_openapi_lists_every_admin_route(gw: RunningGateway) -> None:
     }
     documented = {(m.upper(), p) for p, ops in document["paths"].items() for m in ops}
     assert registered <= documented, registered - documented
+
+
+def test_user_override_changes_are_audited(gw: RunningGateway) -> None:
+    quota = {"requests_per_day": 7}
+    assert (
+        call(gw, "PUT", "/v1/admin/users/carol/quotas/text_generation", json=quota).status_code
+        == 200
+    )
+    assert call(gw, "DELETE", "/v1/admin/users/carol/quotas/text_generation").status_code == 200
+    assert (
+        call(gw, "PUT", "/v1/admin/users/carol/budget", json={"usd_per_day": 2}).status_code == 200
+    )
+    log = call(gw, "GET", "/v1/admin/audit").json()["data"]
+    assert [(e["action"], e["id"]) for e in log] == [
+        ("user_budget.set", "carol"),
+        ("user_quota.delete", "carol/text_generation"),
+        ("user_quota.set", "carol/text_generation"),
+    ]
+    assert log[1]["before"]["requests_per_day"] == 7 and log[1]["after"] is None
+    assert log[0]["after"]["usd_per_day"] == 2

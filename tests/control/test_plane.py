@@ -96,3 +96,16 @@ def test_the_audit_entry_takes_the_callers_redacted_view() -> None:
         assert entry["after"] == {"sha256": "<redacted>"}
 
     asyncio.run(run())
+
+
+def test_notes_join_the_audit_log_in_order_without_a_new_version() -> None:
+    async def run() -> None:
+        plane = ControlPlane(MemoryStore(stream_maxlen=10))
+        await plane.put("keys", "k", {"a": 1}, actor="x", action="create")
+        await plane.note("user_quota", "u/c", actor="x", action="set", before=None, after={"r": 1})
+        assert (await plane.refresh()) is None and plane.snapshot.version == 1
+        log = await plane.audit_log()
+        assert [e["action"] for e in log] == ["set", "create"]
+        assert [e["action"] for e in await plane.audit_log(before=log[0]["entry_id"])] == ["create"]
+
+    asyncio.run(run())
