@@ -61,6 +61,7 @@ class Shipper:
         self._retry: list[stream.Entry] = []  # a batch read but not yet acknowledged
         self._upkept = 0.0
         self._claimed = 0.0
+        self._grouped = False  # the consumer group is known to exist
         self._maintained = 0.0
         self.lag: int | None = None  # last measured; None before the first measure
         self.postgres = "unknown"  # "ok" | "down" | "unknown"
@@ -95,6 +96,10 @@ class Shipper:
                 raise
             except RETRIED as exc:
                 failures += 1
+                if isinstance(exc, DB_ERRORS):
+                    self.postgres = "down"
+                elif "NOGROUP" in str(exc):  # the stream was deleted (FLUSHALL): make it again
+                    self._grouped = False
                 if self._metrics is not None:
                     self._metrics.failures.inc()
                 if failures in (1, 10) or failures % 100 == 0:
@@ -108,13 +113,13 @@ class Shipper:
     async def step(self, block_ms: int = BLOCK_MS) -> int:
         """One round: upkeep when due, then one batch (stale claims first); rows inserted."""
         now = time.monotonic()
+        if now - self._upkept >= UPKEEP_S:  # Redis only: measured while Postgres is down too
+            self._upkept = now
+            await self.upkeep()
         if now - self._maintained >= MAINTENANCE_S:
             await self.maintain()
             self._maintained = now
         entries = self._retry
-        if now - self._upkept >= UPKEEP_S:
-            await self.upkeep()
-            self._upkept = now
         if not entries and now - self._claimed >= UPKEEP_S:
             self._claimed = now
             self._claim_cursor, entries = await stream.claim_stale(
@@ -156,7 +161,9 @@ class Shipper:
 
     async def upkeep(self) -> None:
         """Measure the lag, trim what every group acknowledged (Redis only)."""
-        await stream.ensure_group(self._redis)
+        if not self._grouped:
+            await stream.ensure_group(self._redis)
+            self._grouped = True
         backlog = await stream.backlog(self._redis)
         self.lag = backlog.lag
         if self._metrics is not None:
