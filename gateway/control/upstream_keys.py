@@ -151,6 +151,15 @@ class UpstreamKeyPool:
                 return key
         return None
 
+    def soonest(self, upstream: str) -> PooledKey | None:
+        """When every key of ``upstream`` is set aside: the one back the soonest (the upstream
+        is tried with it rather than skipped)."""
+        keys = self._keys.get(upstream, ())
+        if not keys:
+            return None
+        never = SetAside(0.0, "", 0)
+        return min(keys, key=lambda k: self._aside.get((k.upstream, k.fingerprint), never).until)
+
     def _usable(self, key: PooledKey, now: float) -> bool:
         aside = self._aside.get((key.upstream, key.fingerprint))
         if aside is None:

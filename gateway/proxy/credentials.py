@@ -80,6 +80,8 @@ def request_builder(
         pooled = None
         if principal.byok_key is None and pool is not None:
             pooled = pool.pick(model.upstream.name)
+            if pooled is None and model.upstream.api_key is None:  # all set aside, no reserve
+                pooled = pool.soonest(model.upstream.name)
         usable, key = (
             (True, pooled.secret) if pooled is not None else credential(model, principal, primary)
         )

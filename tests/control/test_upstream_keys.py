@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 
 from gateway.app import Gateway, create_app
 from gateway.config.runtime import Runtime
+from gateway.control.plane import Snapshot
 from gateway.control.secrets_at_rest import (
     KEY_ENV,
     KEY_FILE_ENV,
@@ -25,6 +26,7 @@ from gateway.control.secrets_at_rest import (
     fingerprint,
     parse_master_key,
 )
+from gateway.control.upstream_keys import UpstreamKeyPool, sealed_entry
 from gateway.metering import create_store
 from gateway.observe.metrics import Metrics
 from gateway.secret import Secret
@@ -112,6 +114,31 @@ def test_master_key_forms_and_sealing_bound_to_its_place(tmp_path: object) -> No
     again = box.seal("sk-upstream-secret-value", "upstream_keys/mock/fp1")
     assert again["nonce"] != sealed["nonce"]  # a fresh nonce each time
     assert fingerprint("sk-a") == fingerprint("sk-a") != fingerprint("sk-b")
+
+
+def test_pool_in_turn_set_aside_back_and_blobs_bound_to_their_upstream() -> None:
+    now = [100.0]
+    box = SecretBox(bytes(range(32)))
+    pool = UpstreamKeyPool(box, clock=lambda: now[0])
+    entries = [sealed_entry(box, "mock", s, "", 0) for s in ("k1", "k2")]
+    moved = sealed_entry(box, "mock", "k3", "", 0)  # sealed for mock, stored under other
+    pool.update(
+        Snapshot(1, {"upstream_keys": {"mock": {"keys": entries}, "other": {"keys": [moved]}}})
+    )
+    first, second = pool.pick("mock"), pool.pick("mock")
+    assert first is not None and second is not None
+    assert [first.secret.reveal(), second.secret.reveal()] == ["k1", "k2"]
+    assert pool.set_aside(first, 429, 5.0) is True  # k2 is still usable
+    assert [pool.pick("mock"), pool.pick("mock")] == [second, second]
+    assert pool.set_aside(second, 401, None) is False
+    assert pool.pick("mock") is None
+    assert pool.soonest("mock") == first  # back in 5 s; k2 in 600 s
+    now[0] += 5
+    assert pool.pick("mock") == first
+    assert not pool.has_keys("other") and pool.pick("other") is None
+    other = Snapshot(2, {"upstream_keys": {"other": {"keys": [moved]}}})
+    assert [k["state"] for k in pool.state(other, "other")] == ["unreadable"]
+    assert "sealed" not in json.dumps(pool.state(other, "other"))
 
 
 def test_keys_are_used_in_turn_and_never_shown(

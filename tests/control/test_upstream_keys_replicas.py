@@ -17,6 +17,7 @@ from tests.scale.gateways import KEY, chat_body, gateways, write_config
 ADMIN = "replica-admin-token-0123456789"
 MASTER = base64.b64encode(b"r" * 32).decode()
 PATH = "/v1/admin/upstreams/mock/keys"
+USER_KEY = "sk-scale-user-own-key-5555"
 
 
 def _admin(url: str, method: str, body: object = None) -> httpx.Response:
@@ -68,6 +69,24 @@ def test_keys_rotated_through_one_process_are_used_by_both(
         assert gone.status_code == 200
         _wait_listed(b.url, [fingerprint(rotated[1])])
         assert set(_keys_sent(upstream, b.url, 2)) == {rotated[1]}
+
+        # a user's own key, stored through A, is used by B (the admin setting allows it)
+        settings = httpx.put(
+            a.url + "/v1/admin/settings",
+            headers={"authorization": f"Bearer {ADMIN}"},
+            json={"allow_user_keys": True},
+        )
+        assert settings.status_code == 200
+        mine = {"authorization": f"Bearer {KEY}"}
+        stored = httpx.put(
+            a.url + "/v1/me/upstream-keys/mock", headers=mine, json={"key": USER_KEY}
+        )
+        assert stored.status_code == 200, stored.text
+        deadline = time.monotonic() + 10
+        while not httpx.get(b.url + "/v1/me/upstream-keys", headers=mine).json()["data"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert _keys_sent(upstream, b.url, 2) == [USER_KEY, USER_KEY]
     for gateway in (a, b):
         log = gateway.log.read_text()
-        assert all(k not in log for k in (first_key, *rotated))
+        assert all(k not in log for k in (first_key, *rotated, USER_KEY))
