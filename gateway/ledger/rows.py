@@ -58,10 +58,14 @@ def parse(entry_id: str, raw: bytes) -> Row | None:
         return None
     if not isinstance(record, dict):
         return None
-    return to_row(entry_id, record)
+    if b"\\u0000" in raw:  # jsonb refuses NUL in strings: strip it, write the record anew
+        record = _without_nul(record)
+        return to_row(entry_id, record)
+    return to_row(entry_id, record, raw.decode())
 
 
-def to_row(entry_id: str, record: dict[str, Any]) -> Row:
+def to_row(entry_id: str, record: dict[str, Any], text: str | None = None) -> Row:
+    """``text``: the record's JSON as written, when it needs no cleaning."""
     stamp = _number(record.get("ts"))
     if stamp is None or not 0 <= stamp < 253_402_300_799:  # year 9999
         stamp = int(entry_id.split("-", 1)[0]) / 1000
@@ -93,7 +97,7 @@ def to_row(entry_id: str, record: dict[str, Any]) -> Row:
         byok=record.get("byok") is True,
         estimated=record.get("estimated") is True,
         tags=_tags(record.get("tags")),
-        record=orjson.dumps(record).decode(),
+        record=text if text is not None else orjson.dumps(record).decode(),
     )
 
 
@@ -101,6 +105,16 @@ def columns(rows: list[Row]) -> list[list[Any]]:
     """The rows as one list per column (the arrays the insert unnests)."""
     names = Row.__dataclass_fields__
     return [[getattr(row, name) for row in rows] for name in names]
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def _text(value: Any) -> str:

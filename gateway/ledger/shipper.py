@@ -217,9 +217,27 @@ class Shipper:
                     async with conn.transaction():
                         return await writer.insert(conn, rows)
                 except DB_ERRORS as exc:
+                    if _bad_data(exc):
+                        return await self._one_by_one(conn, rows)
                     if attempt == 2 or not _retryable(exc):
                         raise
         return 0  # pragma: no cover
+
+    async def _one_by_one(self, conn: Any, rows: list[Row]) -> int:
+        """A batch Postgres refused for its data: each row alone, the refused ones skipped
+        (logged, counted as rejected), so one bad record cannot stall the ledger."""
+        inserted = 0
+        for row in rows:
+            try:
+                async with conn.transaction():
+                    inserted += await writer.insert(conn, [row])
+            except DB_ERRORS as exc:
+                if not _bad_data(exc):
+                    raise
+                log.warning("ledger: record %s refused: %s", row.request_id[:64], _what(exc))
+                if self._metrics is not None:
+                    self._metrics.rejected.inc()
+        return inserted
 
     def _today(self) -> dt.date:
         return dt.datetime.fromtimestamp(self._clock(), dt.UTC).date()
@@ -228,6 +246,11 @@ class Shipper:
 def _retryable(exc: BaseException) -> bool:
     """A deadlock or serialisation failure: run the same transaction again."""
     return getattr(exc, "sqlstate", None) in ("40P01", "40001")
+
+
+def _bad_data(exc: BaseException) -> bool:
+    """Postgres refused the values themselves (class 22: data exception)."""
+    return str(getattr(exc, "sqlstate", "") or "").startswith("22")
 
 
 def _what(exc: BaseException) -> str:

@@ -213,3 +213,27 @@ def test_migrations_apply_once(database_url: str) -> None:
             await conn.close()
 
     run(scenario)
+
+
+def test_a_record_postgres_would_refuse_does_not_stall_the_ledger(
+    redis: RedisServer, database_url: str
+) -> None:
+    async def scenario() -> None:
+        client = Redis.from_url(redis.url)
+        db = Database(database_url)
+        shipper = Shipper(settings(database_url), db, client, consumer="a")
+        try:
+            nul = record(1, tags=["a\x00b"], note="x\x00y")  # jsonb refuses NUL in text
+            await add(client, [record(0), nul, record(2)])
+            await drain(shipper)
+            assert await count(database_url) == 3
+            tags = await count(
+                database_url,
+                "SELECT tags::text FROM usage_records WHERE request_id = 'req_00000001'",
+            )
+            assert tags == "{ab}"
+        finally:
+            await db.aclose()
+            await client.aclose()
+
+    run(scenario)
