@@ -3,7 +3,7 @@ mid-shipping, Postgres stopped 10 s under load → exactly one row per request (
 
     python bench/ledger_e2e.py [--requests 10000] [--outage 10]
 
-The same scenario as tests/ledger/test_e2e.py (which sends 3,000 in CI).
+The same scenario as tests/ledger/test_e2e.py (which sends 2,000 in CI).
 """
 
 from __future__ import annotations

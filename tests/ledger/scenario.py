@@ -110,8 +110,10 @@ async def run(
             await load(urls, total // 2, outcome)  # both shipping as they go
             postgres.stop()  # down under load: both keep serving
             down = time.monotonic()
-            while time.monotonic() - down < outage_s:
-                await load(urls, max(1, total // 4 // max(1, int(outage_s))), outcome)
+            budget = total * 3 // 4  # what is sent by the end of the outage, at most
+            chunk = max(1, total // 4 // max(1, int(outage_s)))
+            while time.monotonic() - down < outage_s and outcome.sent < budget:
+                await load(urls, min(chunk, budget - outcome.sent), outcome)
             while time.monotonic() - down < outage_s:
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0.5)  # b's last settles reach the stream

@@ -1,7 +1,7 @@
 """Requests through two gateway processes → exactly one ledger row each, through a gateway
 SIGKILLed mid-shipping and Postgres stopped and restarted under load.
 
-CI sends LEDGER_E2E_REQUESTS (default 3,000) with a LEDGER_E2E_OUTAGE_S (default 10) outage;
+CI sends LEDGER_E2E_REQUESTS (default 2,000) with a LEDGER_E2E_OUTAGE_S (default 10) outage;
 ``bench/ledger_e2e.py`` runs the same scenario with 10,000.
 """
 
@@ -24,7 +24,7 @@ def test_every_request_is_one_row_through_a_kill_and_an_outage(
     postgres_server: PostgresServer,
     database_url: str,
 ) -> None:
-    total = int(os.environ.get("LEDGER_E2E_REQUESTS", "3000"))
+    total = int(os.environ.get("LEDGER_E2E_REQUESTS", "2000"))
     outage_s = float(os.environ.get("LEDGER_E2E_OUTAGE_S", "10"))
     outcome = asyncio.run(
         run(
