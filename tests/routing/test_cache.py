@@ -270,3 +270,29 @@ def test_the_memory_store_sweeps_expired_entries_as_it_fills():
     asyncio.run(fill("new", 100))
     assert len(store._documents) < 200
     assert asyncio.run(store.get_document("gw:cache:new99", "v")) == b"x"
+
+
+def test_a_shared_route_shares_entries_among_users_but_not_byok_answers(start_gateway, upstream):
+    import hashlib
+
+    bob = "sk-test-bob-0123456789"
+    keys = [{"user": "bob", "tier": "free", "key_sha256": hashlib.sha256(bob.encode()).hexdigest()}]
+    gw = start_gateway(cached_tiers(shared=True), tiers_extra={"keys": keys})
+    for key in (gw.key(), bob):
+        with openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0) as client:
+            chat(client)
+    assert upstream.count("mock/ok") == 1  # bob got alice's answer: the tier shares it
+    byok = {"x-upstream-api-key": "sk-bobs-own-upstream-key-1"}
+    with openai.OpenAI(base_url=gw.base_url, api_key=bob, max_retries=0) as client:
+        assert chat(client, extra_headers=byok).headers["x-gateway-cache"] == "miss"
+        assert chat(client, extra_headers=byok).headers["x-gateway-cache"] == "hit"  # bob's own
+    with openai.OpenAI(base_url=gw.base_url, api_key=gw.key(), max_retries=0) as client:
+        assert chat(client).headers["x-gateway-cache"] == "hit"  # the shared one, not bob's
+    assert upstream.count("mock/ok") == 2
+
+
+def test_tags_are_recorded_on_hits_too(gw, client):
+    for _ in range(2):
+        chat(client, extra_headers={"x-gateway-tags": "cached"})
+    records = wait_for_records(gw, 2)
+    assert [(r["cache"], r["tags"]) for r in records] == [("miss", ["cached"]), ("hit", ["cached"])]
