@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Iterator
 
 from gateway.config.model import Model
+from gateway.secret import Secret
 
 ALPHA = 0.3  # weight of the newest latency in the EWMA
 FAILURE_PENALTY_S = 1.0
@@ -64,3 +66,10 @@ class Balancer:
             self._ewma[key] = seconds
         else:
             self._ewma[key] = previous + ALPHA * (seconds - previous)
+
+
+def chain_keys(chain: tuple[Model, ...]) -> Iterator[Secret | None]:
+    """The upstream key of every target of a chain, deployments included (to redact)."""
+    for model in chain:
+        for target in model.deployments or (model,):
+            yield target.upstream.api_key

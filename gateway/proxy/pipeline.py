@@ -18,6 +18,7 @@ from gateway.proxy.auth import KeyRing
 from gateway.proxy.cache import ResponseCache, cache_use
 from gateway.proxy.context import RequestContext, RequestIds
 from gateway.proxy.credentials import Credentials
+from gateway.proxy.deployments import chain_keys
 from gateway.proxy.downgrade import admit
 from gateway.proxy.flag_gate import FlagGate
 from gateway.proxy.incoming import Incoming, json_for_upstream, read_incoming
@@ -135,7 +136,7 @@ class Pipeline:
                 plan.chain,
                 self._credentials.builder(ctx, incoming, body, principal),
                 buffered=not (streams or endpoint.binary_response),
-                secrets=(principal.byok_key, *(m.upstream.api_key for m in plan.chain)),
+                secrets=(principal.byok_key, *chain_keys(plan.chain)),
                 own_credentials=principal.byok,
             )
         except AttemptFailed as failed:

@@ -18,7 +18,14 @@ from gateway.metering import create_store
 from gateway.observe.metrics import Metrics
 from gateway.proxy.deployments import Balancer
 from tests.mock_upstream import MockUpstream, running_mock_upstream
-from tests.support import DEFAULT_ROUTES, ThreadedServer, build_config, routes_doc, tiers_doc
+from tests.support import (
+    DEFAULT_ROUTES,
+    OTHER_KEY,
+    ThreadedServer,
+    build_config,
+    routes_doc,
+    tiers_doc,
+)
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 KEY = "sk-test-deployments-0123456789"
@@ -37,7 +44,7 @@ def serve(upstream, second) -> Iterator[Any]:
 
     def start(model_a: str, model_b: str) -> str:
         routes = routes_doc(upstream.base_url)
-        routes["upstreams"]["west"] = {**routes["upstreams"]["mock"], "base_url": second.base_url}
+        routes["upstreams"]["west"] = {**routes["upstreams"]["other"], "base_url": second.base_url}
         routes["models"]["dep"] = {
             "upstream": "mock",
             "model": model_a,
@@ -92,6 +99,16 @@ def test_a_failing_deployment_is_retried_on_its_sibling_then_skipped(
     for _ in range(4):
         chat(url)
     assert len(second.requests_for("mock/fail-503")) == before  # skipped: its circuit is open
+
+
+def test_a_deployments_own_key_is_redacted_from_errors(serve, second) -> None:
+    url = serve("mock/auth-401", "mock/auth-401")  # 401 echoing the Authorization header
+    client = openai.OpenAI(base_url=url, api_key=KEY, max_retries=0)
+    for _ in range(2):  # round robin: each deployment answers once
+        with pytest.raises(openai.AuthenticationError) as info:
+            client.chat.completions.create(model="dep", messages=MESSAGES)
+        assert OTHER_KEY not in str(info.value.body) and OTHER_KEY not in info.value.message
+    assert len(second.requests_for("mock/auth-401")) >= 1
 
 
 def test_the_balancer_prefers_the_idle_and_the_fast() -> None:
