@@ -126,3 +126,28 @@ def test_a_route_served_only_by_together_is_a_503_while_switched_off(
         assert answer.headers["x-gateway-model"] == "ok"  # the rest of its chain
         routes_only_together = admin(url, "GET", "/v1/admin/flags/together_ai_integration")
         assert routes_only_together.json()["enabled"] is False
+
+
+def test_flags_command_line(upstream: MockUpstream) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from tests.control.flag_setup import ADMIN
+
+    def gateway(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "gateway", *args, "--url", url, "--token", ADMIN]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+    with flag_gateway(upstream.base_url, flags={"beta": False}) as url:
+        set_on = gateway("flags", "set", "beta", "on", "--rollout", "20")
+        assert set_on.returncode == 0, set_on.stderr
+        assert json.loads(set_on.stdout)["rollout_percent"] == 20
+        listed = json.loads(gateway("flags", "list").stdout)["data"]
+        assert {f["name"]: f["enabled"] for f in listed}["beta"] is True
+        back = json.loads(gateway("flags", "set", "beta", "default").stdout)
+        assert back["source"] == "tiers.yaml" and back["enabled"] is False
+        unknown = gateway("flags", "set", "nope", "off")
+        assert unknown.returncode == 1 and "Unknown flag 'nope'" in unknown.stderr
+        no_config_dir = gateway("reload")  # this test app was not started from files
+        assert no_config_dir.returncode == 1 and "409" in no_config_dir.stderr
