@@ -19,6 +19,8 @@ def test_tier_quota_set_unlimited_and_reset(upstream: MockUpstream) -> None:
         assert put.json()["source"] == "runtime" and put.json()["quota"]["requests_per_day"] == 2
         assert [chat(url, "free").status_code for _ in range(3)] == [200, 200, 429]
         assert chat(url, "pro").status_code == 200  # another tier: untouched
+        shown = _user(url, "GET", "/v1/quota").json()["capabilities"]["text_generation"]
+        assert shown["requests"]["limit"] == 2  # what the user sees follows too
         unlimited = admin(url, "PUT", QUOTA, json={"requests_per_day": -1, "tokens_per_day": None})
         assert unlimited.json()["quota"]["requests_per_day"] is None
         assert chat(url, "free").status_code == 200
