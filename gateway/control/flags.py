@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from gateway.config.flags_section import PLAN_FLAGS
 from gateway.config.model import Config, FlagDefault
 from gateway.control.plane import Snapshot
 from gateway.errors import InvalidRequest, NotFound
@@ -32,8 +33,8 @@ def flag_enabled(snapshot: Snapshot, config: Config, name: str, user: str) -> bo
         enabled, percent = document.get("enabled") is True, document.get("rollout_percent")
     else:
         default = config.flags.get(name)
-        if default is None:
-            return False
+        if default is None:  # undeclared: the plan's flags are on, any other is off
+            return name in PLAN_FLAGS
         enabled, percent = default.enabled, default.rollout_percent
     if not enabled:
         return False
@@ -50,7 +51,7 @@ def bucket(name: str, user: str) -> float:
 
 def flag_state(snapshot: Snapshot, config: Config, name: str) -> dict[str, Any]:
     """One flag as the admin API shows it; ``NotFound`` when tiers.yaml does not declare it."""
-    default = config.flags.get(name)
+    default = config.flags.get(name) or _plan_default(name)
     if default is None:
         raise NotFound(f"Unknown flag '{name}' (declare it in tiers.yaml flags:).", param="name")
     document = snapshot.kind(KIND).get(name)
@@ -68,7 +69,11 @@ def flag_state(snapshot: Snapshot, config: Config, name: str) -> dict[str, Any]:
 
 
 def flag_states(snapshot: Snapshot, config: Config) -> list[dict[str, Any]]:
-    return [flag_state(snapshot, config, name) for name in sorted(config.flags)]
+    return [flag_state(snapshot, config, name) for name in sorted({*config.flags, *PLAN_FLAGS})]
+
+
+def _plan_default(name: str) -> FlagDefault | None:
+    return FlagDefault(True, 100.0, PLAN_FLAGS[name]) if name in PLAN_FLAGS else None
 
 
 def flag_document(body: Any, now: float) -> dict[str, Any]:

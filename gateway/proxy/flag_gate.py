@@ -52,9 +52,9 @@ class FlagGate:
         self._seen: Snapshot | None = None
         self._all_on = False
         self._defaults_on = all(
-            (d := config.flags.get(name)) is not None and d.enabled and d.rollout_percent >= 100
+            (d := config.flags.get(name)) is None or (d.enabled and d.rollout_percent >= 100)
             for name in GATED
-        )
+        )  # an undeclared plan flag is on
 
     def apply(self, principal: Principal, plan: Plan) -> tuple[Plan, bool]:
         snapshot = self._control.snapshot

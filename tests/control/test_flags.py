@@ -3,7 +3,7 @@ rollout, and the plan's four flags on the request path (one in-process gateway).
 
 from __future__ import annotations
 
-from gateway.config.model import FlagDefault
+from gateway.config.model import Config, FlagDefault
 from gateway.control.flags import bucket, flag_enabled
 from gateway.control.plane import Snapshot
 from tests.control.flag_setup import admin, chat, documents, env, flag_gateway
@@ -32,6 +32,9 @@ def test_defaults_runtime_values_and_sticky_rollout() -> None:
     off = Snapshot(2, {"flags": {"beta": {"enabled": False, "rollout_percent": 100.0}}})
     assert not any(flag_enabled(off, config, "beta", u) for u in users)
     assert all(0 <= bucket("beta", u) < 100 for u in users[:50])
+    bare = Config({}, {}, {})  # built without the flags section: the plan's flags stay on
+    assert flag_enabled(empty, bare, "together_ai_free_tier", "u")
+    assert not flag_enabled(empty, bare, "beta", "u")
 
 
 def test_flag_yaml_problems_are_reported() -> None:
