@@ -1,6 +1,6 @@
 """Usage analytics: totals from the precomputed rollups, filtered raw records from the stream.
 
-``totals`` reads only the rollup hashes of ``rollup.py`` (hourly for partial days and for
+``totals`` reads only the rollup documents of ``rollup.py`` (hourly for partial days and for
 ``bucket="hour"``, daily otherwise; the small ``coarse`` level when the filters and groups allow
 it), so its cost follows the number of distinct dimension combinations, not of requests. Ranges
 are whole hours: ``start`` is rounded down and ``end`` up to the hour. ``records`` scans the
@@ -26,19 +26,32 @@ from typing import Any, Protocol
 import orjson
 
 from gateway.metering.rollup import (
-    COARSE,
+    BUSY,
     DIMENSIONS,
+    FIELD,
+    HIST,
     LATENCY_BASE,
+    LEVELS,
+    PER_USER,
     SEP,
+    C,
+    E,
+    Entry,
+    F,
+    N,
+    P,
     Roller,
+    U,
     day_key,
     dimension_values,
     hour_key,
+    load_document,
 )
 from gateway.metering.store import Store
 
 logger = logging.getLogger("gateway.metering")
 ROLLUP_INTERVAL_S = 2.0
+REFRESH_WAIT_S = 2.0
 SCAN_LIMIT = 50_000
 LATE_GRACE_S = 86_400
 BUCKETS = ("hour", "day", "all")
@@ -117,6 +130,7 @@ class RedisAnalytics:
         self._clock = clock
         self.roller = Roller(store, clock)
         self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one run at a time in this process
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="usage-rollup")
@@ -130,8 +144,17 @@ class RedisAnalytics:
 
     async def _loop(self) -> None:
         while True:
-            await self.roller.run_safely()
+            async with self._lock:
+                await self.roller.run_safely()
             await asyncio.sleep(ROLLUP_INTERVAL_S)
+
+    async def refresh(self) -> None:
+        """Fold what is new before a query; while another run holds the claim, wait for it
+        (up to ``REFRESH_WAIT_S``) so that the query sees every request finished before it."""
+        deadline = self._clock() + REFRESH_WAIT_S
+        async with self._lock:
+            while await self.roller.run_safely() == BUSY and self._clock() < deadline:
+                await asyncio.sleep(0.02)
 
     async def totals(
         self, flt: UsageFilter, group_by: Sequence[str], bucket: str
@@ -139,36 +162,20 @@ class RedisAnalytics:
         unknown = [name for name in group_by if name not in DIMENSIONS]
         if unknown or bucket not in BUCKETS:
             raise ValueError(f"unknown group {unknown} or bucket {bucket!r}")
-        await self.roller.run_safely()
+        await self.refresh()
         wanted = flt.dimensions()
-        level = "coarse" if set(wanted) | set(group_by) <= set(COARSE) else "full"
-        names = COARSE if level == "coarse" else DIMENSIONS
-        positions = {name: i for i, name in enumerate(names)}
-        keys = _keys(level, flt.start, flt.end, bucket)
-        hashes = await self._store.read_hashes([key for key, _ in keys])
-        groups: dict[tuple[str, ...], dict[str, int]] = {}
-        seen: dict[str, tuple[str, ...] | None] = {}
-        for (_, label), stored in zip(keys, hashes, strict=True):
-            seen.clear()
-            for field, value in stored.items():
-                prefix, _, metric = field.rpartition(SEP)
-                if prefix in seen:
-                    group = seen[prefix]
-                else:
-                    parts = prefix.split(SEP)
-                    if len(parts) != len(names):
-                        group = None
-                    else:
-                        dims = dict(zip(names, parts, strict=True))
-                        group = (
-                            (label, *(parts[positions[g]] for g in group_by))
-                            if matches(dims, wanted)
-                            else None
-                        )
-                    seen[prefix] = group
-                if group is not None:
-                    sums = groups.setdefault(group, {})
-                    sums[metric] = sums.get(metric, 0) + value
+        level, _ = choose_level(wanted, group_by)
+        keys = _keys(level, flt.start, flt.end, bucket, flt.user or "")
+        stored = await asyncio.gather(*(self._store.get_document(key, FIELD) for key, *_ in keys))
+        groups: dict[tuple[str, ...], Entry] = {}
+        used = {kept for _, _, kept in keys}
+        readers = {name: _Reader(name, wanted, group_by, flt.user or "") for name in used}
+        for (_, label, kept), raw in zip(keys, stored, strict=True):
+            reader = readers[kept]
+            for combo, entry in load_document(raw).items():
+                tail = reader.group(combo)
+                if tail is not None:
+                    merge_entry(groups, (label, *tail), entry)
         return [_row(group, group_by, sums) for group, sums in sorted(groups.items())]
 
     async def records(
@@ -187,30 +194,75 @@ class RedisAnalytics:
         self, flt: UsageFilter, cursor: str | None
     ) -> AsyncIterator[tuple[str, dict[str, Any] | None]]:
         wanted = flt.dimensions()
+        # a record matching an exact filter holds its JSON-encoded value: skip the others unread
+        needles = [orjson.dumps(v) for k, v in wanted.items() if k not in ("status", "tag")]
         scanned = 0
         before = cursor
         while True:
             page = await self._store.records_page(before, 1000)
             for entry, raw in page:
                 scanned += 1
+                if scanned >= SCAN_LIMIT:
+                    yield entry, None
+                    return
+                if not all(needle in raw for needle in needles):
+                    continue
                 record = orjson.loads(raw)
                 stamp = float(record.get("ts") or 0.0)
                 if stamp < flt.start - LATE_GRACE_S:
                     return
                 if flt.start <= stamp < flt.end and matches(dimension_values(record), wanted):
                     yield entry, record
-                if scanned >= SCAN_LIMIT:
-                    yield entry, None
-                    return
             if len(page) < 1000:
                 return
             before = page[-1][0]
 
 
-def _keys(level: str, start: float, end: float, bucket: str) -> list[tuple[str, str]]:
-    """(rollup key, bucket label) covering the hours of ``[start, end)``."""
+def choose_level(wanted: Mapping[str, str], group_by: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+    """The smallest rollup level holding every dimension filtered or grouped by."""
+    needed = set(wanted) | set(group_by)
+    if "user" in wanted and needed - {"user"} <= set(LEVELS[PER_USER]):
+        return PER_USER, LEVELS[PER_USER]
+    for level in ("coarse", "people", "tags"):
+        if needed <= set(LEVELS[level]):
+            return level, LEVELS[level]
+    return "full", DIMENSIONS
+
+
+class _Reader:
+    """Which group a stored combination of one level falls in (None: filtered out), cached."""
+
+    def __init__(self, level: str, wanted: Mapping[str, str], group_by: Sequence[str], user: str):
+        self._names = LEVELS[level]
+        self._suffix = [user] if level == PER_USER else []
+        if level == PER_USER:  # the user is in the key: put it back as a value
+            self._names = (*self._names, "user")
+            wanted = {k: v for k, v in wanted.items() if k != "user"}
+        self._wanted = wanted
+        self._positions = [self._names.index(g) for g in group_by]
+        self._seen: dict[str, tuple[str, ...] | None] = {}
+
+    def group(self, combo: str) -> tuple[str, ...] | None:
+        if combo in self._seen:
+            return self._seen[combo]
+        parts = combo.split(SEP) + self._suffix
+        tail = None
+        if len(parts) == len(self._names) and matches(
+            dict(zip(self._names, parts, strict=True)), self._wanted
+        ):
+            tail = tuple(parts[i] for i in self._positions)
+        self._seen[combo] = tail
+        return tail
+
+
+def _keys(
+    level: str, start: float, end: float, bucket: str, user: str
+) -> list[tuple[str, str, str]]:
+    """(document key, bucket label, its level) covering the hours of ``[start, end)``. The
+    per-user level is kept by day only: its hours are read from the full level."""
     first, last = int(start // 3600), int(-(-end // 3600))
-    keys: list[tuple[str, str]] = []
+    keys: list[tuple[str, str, str]] = []
+    hourly = "full" if level == PER_USER else level
     hour = first
     while hour < last:
         moment = datetime.fromtimestamp(hour * 3600, UTC)
@@ -218,7 +270,7 @@ def _keys(level: str, start: float, end: float, bucket: str) -> list[tuple[str, 
         if bucket != "hour" and whole_day:
             day = moment.strftime("%Y%m%d")
             label = moment.strftime("%Y-%m-%d") if bucket == "day" else "all"
-            keys.append((day_key(level, day), label))
+            keys.append((day_key(level, day, user), label, level))
             hour += 24
             continue
         labels = {
@@ -226,26 +278,35 @@ def _keys(level: str, start: float, end: float, bucket: str) -> list[tuple[str, 
             "day": moment.strftime("%Y-%m-%d"),
             "all": "all",
         }
-        keys.append((hour_key(level, moment.strftime("%Y%m%d%H")), labels[bucket]))
+        keys.append((hour_key(hourly, moment.strftime("%Y%m%d%H")), labels[bucket], hourly))
         hour += 1
     return keys
 
 
-def _row(
-    group: tuple[str, ...], group_by: Sequence[str], sums: Mapping[str, int]
-) -> dict[str, Any]:
-    prompt, completion = sums.get("p", 0), sums.get("c", 0)
+def merge_entry(groups: dict[tuple[str, ...], Entry], group: tuple[str, ...], entry: Entry) -> None:
+    sums = groups.get(group)
+    if sums is None:
+        groups[group] = [*entry[:HIST], dict(entry[HIST])]
+        return
+    for i in range(HIST):
+        sums[i] += entry[i]
+    histogram = sums[HIST]
+    for bucket, count in entry[HIST].items():
+        histogram[bucket] = histogram.get(bucket, 0) + count
+
+
+def _row(group: tuple[str, ...], group_by: Sequence[str], sums: Entry) -> dict[str, Any]:
     row: dict[str, Any] = {"bucket": group[0]}
     row.update(zip(group_by, group[1:], strict=True))
     row.update(
-        requests=sums.get("n", 0),
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=prompt + completion,
-        cost_usd=round(sums.get("u", 0) / 1_000_000, 6),
-        errors=sums.get("e", 0),
-        fallbacks=sums.get("f", 0),
-        p95_latency_ms=_p95({m: v for m, v in sums.items() if m.startswith("l")}),
+        requests=sums[N],
+        prompt_tokens=sums[P],
+        completion_tokens=sums[C],
+        total_tokens=sums[P] + sums[C],
+        cost_usd=round(sums[U] / 1_000_000, 6),
+        errors=sums[E],
+        fallbacks=sums[F],
+        p95_latency_ms=_p95(sums[HIST]),
     )
     return row
 
@@ -257,8 +318,8 @@ def _p95(histogram: Mapping[str, int]) -> float | None:
         return None
     needed = 0.95 * total
     running = 0
-    for bucket in sorted(histogram, key=lambda m: int(m[1:])):
+    for bucket in sorted(histogram, key=int):
         running += histogram[bucket]
         if running >= needed:
-            return round(LATENCY_BASE ** int(bucket[1:]), 1)
+            return round(LATENCY_BASE ** int(bucket), 1)
     return None

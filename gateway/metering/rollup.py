@@ -1,32 +1,39 @@
-"""Usage rollups: the usage stream folded into hourly and daily aggregate hashes, off the hot path.
+"""Usage rollups: the usage stream folded into hourly and daily documents, off the hot path.
 
 A ``Roller`` reads the records the stream gained since its cursor (newest first, page by page,
-never a record twice) and adds them, summed per hour and day and per combination of the
-dimensions below, to the rollup hashes with one settle. Nothing is added to a request's own
-path: the settle that wrote the record is unchanged, and the roller's cost is one stream read
-per record plus one settle per run, shared by every request of the run.
+never a record twice), sums them per hour and day and per combination of dimensions, and adds
+the sums to the stored rollup documents. Nothing is added to a request's own path: the settle
+that wrote the record is unchanged; the roller's cost is one stream read per record plus one
+read and one write per document the run touched (a few per level and run in steady state).
 
 Exactly once across workers and replicas: a run claims the cursor it starts from
 (``set_once`` on ``gw:roll:claim:<cursor>``); only the claimant folds the records after that
-cursor and then moves the cursor, so two processes never fold the same record. A process that
-dies between its settle and its cursor write (a few milliseconds) leaves the claim to expire,
-and that range is then folded again: the one window in which a record may count twice.
+cursor, writes the documents and then moves the cursor. Runs are therefore serial (the next
+claim needs the moved cursor), which is also what makes the documents' read-merge-write safe.
+A process that dies after writing documents but before moving the cursor leaves its claim to
+expire (``CLAIM_TTL_S``), and that range is folded again: the one case in which records count
+twice.
 
-Hash layout (no hash tag: spread over a cluster's slots)::
+Layout: one JSON document per level and hour or day (field ``p`` of the hash; no hash tag, so
+they spread over a cluster's slots)::
 
-    gw:roll:LEVEL:h:YYYYMMDDHH   hash   field ``<dims>SEP<metric>`` → integer
-    gw:roll:LEVEL:d:YYYYMMDD     hash   likewise, per UTC day
+    gw:roll:LEVEL:h:YYYYMMDDHH   {"<dims joined by SEP>": [n, e, f, p, c, u, {latency: n}]}
+    gw:roll:LEVEL:d:YYYYMMDD     likewise, per UTC day
+    gw:roll:u:USER:d:YYYYMMDD    level ``user``: one user's day, every other dimension (by
+                                 day only: hours of one user are read from level ``full``)
 
-(``SEP`` is the unit separator, which also joins the dimension values.)
-
-``LEVEL`` is ``full`` (every dimension) or ``coarse`` (tier, model, provider, capability,
-status: small, for the overview). Metrics: ``n`` requests, ``e`` errors, ``f`` fallbacks,
-``p``/``c`` prompt/completion tokens, ``u`` cost in micro-USD, ``l<k>`` requests whose latency
-falls in histogram bucket ``k`` (upper bound ``LATENCY_BASE ** k`` ms, for the p95).
+per combination: requests, errors, fallbacks, prompt and completion tokens, cost in micro-USD,
+and the latency histogram (bucket ``k`` holds latencies up to ``LATENCY_BASE ** k`` ms, for
+the p95). ``LEVEL`` names which dimensions are kept (``LEVELS``): ``coarse`` (tier, model,
+provider, capability, status: small, for the overview), ``people`` (users and keys), ``tags``,
+``user`` (per user) and ``full`` (every dimension, the fallback). A query reads the smallest
+level that has what it filters and groups by, so its cost follows the combinations kept there,
+never the number of requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -35,29 +42,41 @@ from typing import Any
 
 import orjson
 
-from gateway.metering.store import Increment, SettleBatch, Store, StoreError
+from gateway.metering.store import Store, StoreError
 
 logger = logging.getLogger("gateway.metering")
 
 DIMENSIONS = ("user", "key_id", "tier", "model", "provider", "capability", "status", "tag")
 COARSE = ("tier", "model", "provider", "capability", "status")
-LEVELS: dict[str, tuple[str, ...]] = {"full": DIMENSIONS, "coarse": COARSE}
+# Each level keeps the dimensions named; a query reads the smallest level that has what it
+# filters and groups by. "user" is kept per user (the user is in the key, not in the fields).
+LEVELS: dict[str, tuple[str, ...]] = {
+    "coarse": COARSE,
+    "people": ("user", "key_id", "tier", "capability", "status"),
+    "tags": ("tag", "tier", "model", "provider", "capability", "status"),
+    "user": ("key_id", "tier", "model", "provider", "capability", "status", "tag"),
+    "full": DIMENSIONS,
+}
+PER_USER = "user"
 HOUR_TTL_S = 40 * 86_400
 DAY_TTL_S = 400 * 86_400
 LATENCY_BASE = 1.25
 PAGE = 1000
 CURSOR_KEY = "gw:roll:state"
 CLAIM_TTL_S = 120
+BUSY = -1
+CHUNK = 200  # documents read and written at once
+FIELD = "p"
 NONE = "-"
-SEP = "\x1f"  # between a field's parts (the settle script splits its arguments on tabs)
+SEP = "\x1f"  # between the dimension values of a combination
 
 
 def hour_key(level: str, hour: str) -> str:
     return f"gw:roll:{level}:h:{hour}"
 
 
-def day_key(level: str, day: str) -> str:
-    return f"gw:roll:{level}:d:{day}"
+def day_key(level: str, day: str, user: str = "") -> str:
+    return f"gw:roll:{level}:d:{day}" if level != PER_USER else f"gw:roll:u:{user}:d:{day}"
 
 
 def latency_bucket(latency_ms: float) -> int:
@@ -75,43 +94,69 @@ def dimension_values(record: Mapping[str, Any]) -> dict[str, str]:
     return values
 
 
-def metrics(record: Mapping[str, Any]) -> dict[str, int]:
+# One combination's sums in a rollup document: requests, errors, fallbacks, prompt and
+# completion tokens, cost in micro-USD, then the latency histogram (bucket → requests).
+N, E, F, P, C, U, HIST = range(7)
+Entry = list[Any]
+Document = dict[str, Entry]
+
+
+def add_record(entry: Entry, record: Mapping[str, Any], latency: str | None) -> None:
     status = record.get("status")
-    values = {
-        "n": 1,
-        "e": int(isinstance(status, int) and status >= 400),
-        "f": int(bool(record.get("fallback"))),
-        "p": _int(record.get("prompt_tokens")),
-        "c": _int(record.get("completion_tokens")),
-        "u": round(float(record.get("cost_usd") or 0.0) * 1_000_000),
-    }
-    latency = record.get("latency_ms")
-    if isinstance(latency, int | float):
-        values[f"l{latency_bucket(float(latency))}"] = 1
-    return values
+    entry[N] += 1
+    entry[E] += int(isinstance(status, int) and status >= 400)
+    entry[F] += int(bool(record.get("fallback")))
+    entry[P] += _int(record.get("prompt_tokens"))
+    entry[C] += _int(record.get("completion_tokens"))
+    entry[U] += round(float(record.get("cost_usd") or 0.0) * 1_000_000)
+    if latency is not None:
+        entry[HIST][latency] = entry[HIST].get(latency, 0) + 1
 
 
-def fold(records: Iterable[Mapping[str, Any]], into: dict[tuple[str, str], int]) -> None:
-    """Add each record's metrics to ``into`` under (rollup key, field), hourly and daily."""
+def merge(into: Document, other: Mapping[str, Entry]) -> None:
+    """Add ``other``'s sums to ``into``, combination by combination."""
+    for combo, entry in other.items():
+        mine = into.get(combo)
+        if mine is None:
+            into[combo] = [*entry[:HIST], dict(entry[HIST])]
+            continue
+        for i in range(HIST):
+            mine[i] += entry[i]
+        histogram = mine[HIST]
+        for bucket, count in entry[HIST].items():
+            histogram[bucket] = histogram.get(bucket, 0) + count
+
+
+def fold(records: Iterable[Mapping[str, Any]], into: dict[str, Document]) -> None:
+    """Add each record to the documents of every level, hourly and daily (key → document)."""
     for record in records:
         moment = datetime.fromtimestamp(float(record.get("ts") or 0.0), UTC)
         hour, day = moment.strftime("%Y%m%d%H"), moment.strftime("%Y%m%d")
         dims = dimension_values(record)
-        values = metrics(record)
+        latency = record.get("latency_ms")
+        bucket = str(latency_bucket(float(latency))) if isinstance(latency, int | float) else None
+        user = dims["user"]
         for level, names in LEVELS.items():
-            prefix = SEP.join(dims[name] for name in names)
-            for key in (hour_key(level, hour), day_key(level, day)):
-                for metric, value in values.items():
-                    if value:
-                        slot = (key, f"{prefix}{SEP}{metric}")
-                        into[slot] = into.get(slot, 0) + value
+            combo = SEP.join([dims[name] for name in names])
+            hourly = () if level == PER_USER else (hour_key(level, hour),)
+            for key in (*hourly, day_key(level, day, user)):
+                document = into.get(key)
+                if document is None:
+                    document = into[key] = {}
+                entry = document.get(combo)
+                if entry is None:
+                    entry = document[combo] = [0, 0, 0, 0, 0, 0, {}]
+                add_record(entry, record, bucket)
 
 
-def increments(folded: Mapping[tuple[str, str], int]) -> tuple[Increment, ...]:
-    return tuple(
-        Increment(key, field, value, HOUR_TTL_S if ":h:" in key else DAY_TTL_S)
-        for (key, field), value in folded.items()
-    )
+def load_document(raw: bytes | None) -> Document:
+    if not raw:
+        return {}
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    return document if isinstance(document, dict) else {}
 
 
 class Roller:
@@ -123,16 +168,16 @@ class Roller:
 
     async def run_once(self) -> int:
         """Fold the records added since the cursor, if this process wins the claim on it;
-        the number of records folded (0 when another process holds the claim)."""
+        the number of records folded, or ``BUSY`` when another run holds the claim."""
         raw = await self._store.get_document(CURSOR_KEY, "cursor")
         cursor = raw.decode() if raw else ""
         newest = await self._store.records_page(None, 1)
         if not newest or (cursor and not _after(newest[0][0], cursor)):
             return 0
         if not await self._store.set_once(f"gw:roll:claim:{cursor or 'start'}", CLAIM_TTL_S):
-            return 0
+            return BUSY
         top = newest[0][0]
-        folded: dict[tuple[str, str], int] = {}
+        folded: dict[str, Document] = {}
         count = 0
         before: str | None = None
         size = PAGE // 10  # a small first page: most runs find only a few new records
@@ -154,10 +199,24 @@ class Roller:
             if stop:
                 break
             before, size = page[-1][0], PAGE
-        if folded:
-            await self._store.settle([SettleBatch(increments(folded))])
+        await self._write(folded)
         await self._store.put_document(CURSOR_KEY, "cursor", top.encode(), DAY_TTL_S)
         return count
+
+    async def _write(self, folded: Mapping[str, Document]) -> None:
+        """Add the run's sums to the stored documents (read, merge, write: the claim makes
+        this run the only writer), ``CHUNK`` documents at a time."""
+        keys = list(folded)
+        for first in range(0, len(keys), CHUNK):
+            chunk = keys[first : first + CHUNK]
+            stored = await asyncio.gather(*(self._store.get_document(k, FIELD) for k in chunk))
+            writes = []
+            for key, raw in zip(chunk, stored, strict=True):
+                document = load_document(raw)
+                merge(document, folded[key])
+                ttl = HOUR_TTL_S if ":h:" in key else DAY_TTL_S
+                writes.append(self._store.put_document(key, FIELD, orjson.dumps(document), ttl))
+            await asyncio.gather(*writes)
 
     async def run_safely(self) -> int:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.metering.analytics import Analytics, UsageFilter
@@ -26,6 +27,25 @@ def headline(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "error_rate": sums["errors"] / requests if requests else 0.0,
         "fallback_rate": sums["fallbacks"] / requests if requests else 0.0,
         "p95_latency_ms": max(p95) if p95 else None,
+    }
+
+
+def chart(rows: Sequence[dict[str, Any]], start: float, end: float, bucket: str) -> dict[str, Any]:
+    """Requests, errors and cost per bucket, every bucket of ``[start, end)`` present."""
+    step, form = (3600, "%Y-%m-%dT%H") if bucket == "hour" else (86_400, "%Y-%m-%d")
+    found = {row["bucket"]: row for row in rows}
+    labels: list[str] = []
+    moment = int(start // step) * step
+    while moment < end and len(labels) < 2000:
+        labels.append(datetime.fromtimestamp(moment, UTC).strftime(form))
+        moment += step
+    labels = sorted(set(labels) | set(found))
+    return {
+        "labels": labels,
+        "series": {
+            name: [found[label][name] if label in found else 0 for label in labels]
+            for name in ("requests", "errors", "cost_usd")
+        },
     }
 
 
@@ -57,14 +77,7 @@ async def overview_view(analytics: Analytics, now: float, period: str) -> dict[s
         "periods": list(PERIODS),
         "headlines": headlines,
         "breakdowns": breakdowns,
-        "chart": {
-            "labels": [row["bucket"] for row in series],
-            "series": {
-                "requests": [row["requests"] for row in series],
-                "errors": [row["errors"] for row in series],
-                "cost_usd": [row["cost_usd"] for row in series],
-            },
-        },
+        "chart": chart(series, chosen.start, chosen.end, bucket),
         "source": analytics.source,
     }
 
@@ -84,13 +97,6 @@ async def analytics_view(
         "groups": with_rates(groups),
         "records": found,
         "next_cursor": next_cursor,
-        "chart": {
-            "labels": [row["bucket"] for row in series],
-            "series": {
-                "requests": [row["requests"] for row in series],
-                "errors": [row["errors"] for row in series],
-                "cost_usd": [row["cost_usd"] for row in series],
-            },
-        },
+        "chart": chart(series, flt.start, flt.end, bucket),
         "source": analytics.source,
     }

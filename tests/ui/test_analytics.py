@@ -66,6 +66,36 @@ async def check(store: Store) -> None:
     rows = await analytics.totals(free, ["key_id"], "day")
     expected = [r for r in records if r["user"] == "u1" and r["tier"] == "free"]
     assert sum(r["requests"] for r in rows) == len(expected)
+    by_user = await analytics.totals(window, ["user"], "all")  # the "people" level
+    assert {r["user"]: r["requests"] for r in by_user} == {"u0": 20, "u1": 20, "u2": 20}
+    by_tag = await analytics.totals(window, ["tag"], "all")  # the "tags" level
+    assert {r["tag"]: r["requests"] for r in by_tag} == {"a,b": 20, "-": 40}
+    mine = UsageFilter(DAY, DAY + 2 * 86_400, user="u0", model="m2")  # the per-user level
+    [row] = await analytics.totals(mine, ["user"], "all")
+    assert row["user"] == "u0" and row["requests"] == sum(
+        1 for r in records if r["user"] == "u0" and r["model"] == "m2"
+    )
+    wide = await analytics.totals(UsageFilter(DAY, DAY + 2 * 86_400, key_id="k1"), ["tag"], "all")
+    assert sum(r["requests"] for r in wide) == 20  # the full level
+    # hour-aligned ranges with partial days: hours from the full level, days per level
+    for extra in (
+        {},
+        {"user": "u0"},
+        {"user": "u2", "model": "m1"},
+        {"tag": "a"},
+        {"key_id": "k1"},
+    ):
+        low, high = DAY + 5 * 3600, DAY + 86_400 + 7 * 3600
+        [row] = await analytics.totals(UsageFilter(low, high, **extra), [], "all") or [
+            {"requests": 0}
+        ]
+        expected_count = sum(
+            1
+            for r in records
+            if low <= r["ts"] < high
+            and all((v in r["tags"]) if k == "tag" else r[k] == v for k, v in extra.items())
+        )
+        assert row["requests"] == expected_count, extra
     tagged = await analytics.totals(UsageFilter(DAY, DAY + 86_400 * 2, tag="a"), [], "all")
     assert tagged[0]["requests"] == 20
     hours = await analytics.totals(UsageFilter(DAY, DAY + 3600), [], "hour")

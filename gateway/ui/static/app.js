@@ -408,33 +408,41 @@
     function quotaBars(view) {
       bars.textContent = "";
       var capabilities = view.capabilities || view.quotas || {};
+      var resets = view.resets_at || {};
+      var unlimited = [];
       Object.keys(capabilities).forEach(function (capability) {
         var c = capabilities[capability];
+        var limited = false;
         Object.keys(c).forEach(function (measure) {
           var m = c[measure];
-          if (!m || typeof m !== "object" || m.limit === undefined) return;
+          if (!m || typeof m !== "object" || typeof m.limit !== "number" || m.limit < 0) return;
+          limited = true;
           var row = document.createElement("div");
           row.className = "bar";
           row.dataset.capability = capability;
           row.dataset.measure = measure;
+          row.dataset.used = String(m.used);
           var label = document.createElement("span");
-          var limit = m.limit === null || m.limit < 0 ? "unlimited" : m.limit;
-          label.textContent = capability + " · " + measure + ": " + m.used + " / " + limit +
-            (m.resets_at ? " (resets " + when(m.resets_at) + ")" : "");
+          label.textContent = capability + " · " + measure + ": " + m.used + " of " + m.limit +
+            (resets.day ? " · resets " + when(resets.day) : "");
           var track = document.createElement("div");
           track.className = "track";
           var fillEl = document.createElement("div");
           fillEl.className = "fill";
-          var share = typeof limit === "number" && limit > 0 ? Math.min(1, m.used / limit) : 0;
-          fillEl.style.width = (100 * share).toFixed(1) + "%";
-          row.dataset.used = String(m.used);
+          fillEl.style.width = (100 * (m.limit > 0 ? Math.min(1, m.used / m.limit) : 1)).toFixed(1) + "%";
           track.appendChild(fillEl);
           row.appendChild(label);
           row.appendChild(track);
           bars.appendChild(row);
         });
+        if (!limited) unlimited.push(capability);
       });
-      if (!bars.children.length) bars.textContent = "No limits apply to you.";
+      if (unlimited.length) {
+        var note = document.createElement("p");
+        note.className = "muted";
+        note.textContent = "Unlimited: " + unlimited.join(", ") + ".";
+        bars.appendChild(note);
+      }
     }
     onSubmit("my-key", function (v, form) {
       return api("PUT", "/v1/me/upstream-keys/" + encodeURIComponent(v.upstream), { key: v.key })
