@@ -4,11 +4,13 @@
     python bench/ledger_query.py --rows 200000   # a quick smoke
 
 Loads generated rows server-side (``INSERT ... SELECT`` from ``generate_series`` into the day
-partitions, indexes and rollups as the shipper keeps them), then times, best of 5 after a warm
+partitions, then the rollups as the shipper keeps them), then times, best of 5 after a warm
 run: a 90-day ``/v1/usage`` read of one user (``reader.read_records``: partition pruning plus
-``usage_records_user_ts``) and a 30-day per-model analytics query (``PostgresAnalytics.totals``
-over ``usage_daily``). Last, the shipper's rate: records XADDed to a real redis-server, shipped
-by one ``Shipper`` (parse, one ``unnest`` insert with rollups per batch, XACK).
+``usage_records_user_ts``), 30-day per-model analytics (``PostgresAnalytics.totals``: the
+coarse rollups; also with partial edge days) and one user's 30-day per-model days
+(``usage_daily`` by ``usage_daily_user_day``). Last, the shipper's rate: records XADDed to a
+real redis-server, shipped by one ``Shipper`` (parse, one insert with the rollups per batch,
+XACK).
 """
 
 from __future__ import annotations
@@ -67,6 +69,14 @@ SELECT day, tier, model, provider, capability, sum(requests), sum(prompt_tokens)
     sum(latency_ms_sum)
 FROM usage_daily GROUP BY 1, 2, 3, 4, 5
 """
+HOURLY = """
+INSERT INTO usage_hourly_models (hour, tier, model, provider, capability, requests,
+    prompt_tokens, completion_tokens, total_tokens, cost_usd, errors, fallbacks, latency_ms_sum)
+SELECT date_trunc('hour', ts, 'UTC'), tier, model, provider, capability, count(*),
+    sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), sum(cost_usd),
+    count(*) FILTER (WHERE status >= 400), count(*) FILTER (WHERE fallback), sum(latency_ms)
+FROM usage_records GROUP BY 1, 2, 3, 4, 5
+"""
 
 
 async def load(url: str, rows: int, days: int, users: int) -> tuple[float, dt.datetime]:
@@ -84,6 +94,7 @@ async def load(url: str, rows: int, days: int, users: int) -> tuple[float, dt.da
             await conn.execute(GENERATE, start, last, users, step, first)
         await conn.execute(ROLLUP)
         await conn.execute(COARSE)
+        await conn.execute(HOURLY)
         await conn.execute("VACUUM ANALYZE")
     finally:
         await conn.close()

@@ -1,9 +1,11 @@
 """``Analytics`` (contract D) over the ledger: totals from the daily rollups, records from the rows.
 
-Whole UTC days of a range are read from a daily rollup: ``usage_daily_models`` when the
-filters and groups are among tier, model, provider and capability, ``usage_daily_tags`` for a
-tag filter, else ``usage_daily``; the partial days at its edges, hourly buckets, status
-filters or groups and tag groups from ``usage_records`` (pruned to the days of the range).
+When the filters and groups are among tier, model, provider and capability, everything comes
+from the coarse rollups: whole days from ``usage_daily_models``, the rest by whole hours (the
+range rounded out to the hour, as in the Redis analytics) from ``usage_hourly_models``.
+Otherwise whole UTC days come from ``usage_daily_tags`` (a tag filter) or ``usage_daily``, and
+the partial days at the edges, hourly buckets, status filters or groups and tag groups from
+``usage_records`` (pruned to the days of the range).
 The p95 latency is exact where rows are read, and None for rows summed from rollups. A tag
 group's value is the record's tags joined by commas (``-`` untagged), as in the Redis analytics.
 """
@@ -62,6 +64,9 @@ class PostgresAnalytics:
         unknown = [name for name in group_by if name not in DIMENSIONS]
         if unknown or bucket not in BUCKETS:
             raise ValueError(f"unknown group {unknown} or bucket {bucket!r}")
+        wanted = set(flt.dimensions()) | set(group_by)
+        if wanted <= COARSE:
+            return await self._coarse(flt, group_by, bucket)
         first_day, last_day, low, high = bounds(flt.start, flt.end)
         whole_from = first_day if low.time() == dt.time(0) else first_day + dt.timedelta(days=1)
         whole_to = last_day  # exclusive: the day holding `end` is partial (or empty)
@@ -81,6 +86,51 @@ class PostgresAnalytics:
             if edge_low < edge_high:
                 parts.append(await self._raw(flt, group_by, bucket, edge_low, edge_high))
         return _merge(parts, group_by)
+
+    async def _coarse(
+        self, flt: UsageFilter, group_by: Sequence[str], bucket: str
+    ) -> list[dict[str, Any]]:
+        """Filters and groups among tier, model, provider, capability: whole days from
+        ``usage_daily_models``, the rest by whole hours (the range's ends rounded out to the
+        hour, as the Redis analytics do) from ``usage_hourly_models``."""
+        _, _, low, high = bounds(flt.start, flt.end)
+        first_hour = low.replace(minute=0, second=0, microsecond=0)
+        last_hour = high.replace(minute=0, second=0, microsecond=0)
+        if last_hour < high:
+            last_hour += dt.timedelta(hours=1)
+        day_from = first_hour.date() + dt.timedelta(days=0 if first_hour.hour == 0 else 1)
+        day_to = last_hour.date()
+        parts: list[list[Any]] = []
+        spans = [(first_hour, last_hour)]
+        if bucket != "hour" and day_from < day_to:
+            parts.append(await self._rollups(flt, group_by, bucket, day_from, day_to))
+            spans = [(first_hour, _midnight(day_from)), (_midnight(day_to), last_hour)]
+        for span_low, span_high in spans:
+            if span_low < span_high:
+                parts.append(await self._hourly(flt, group_by, bucket, span_low, span_high))
+        return _merge(parts, group_by)
+
+    async def _hourly(
+        self,
+        flt: UsageFilter,
+        group_by: Sequence[str],
+        bucket: str,
+        low: dt.datetime,
+        high: dt.datetime,
+    ) -> list[Any]:
+        where, args = _filters(flt, [low, high], raw=False)
+        labels = {
+            "hour": "to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24')",
+            "day": "to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+            "all": "'all'",
+        }
+        selected = ", ".join([f"{labels[bucket]} AS bucket", *group_by, SUMS])
+        grouping = ", ".join(["1", *(str(i + 2) for i in range(len(group_by)))])
+        return await self._db.fetch(
+            f"SELECT {selected} FROM usage_hourly_models WHERE hour >= $1 AND hour < $2{where}"
+            f" GROUP BY {grouping}",
+            *args,
+        )
 
     async def records(
         self, flt: UsageFilter, limit: int, cursor: str | None
@@ -119,7 +169,7 @@ class PostgresAnalytics:
         elif wanted <= COARSE:
             table = "usage_daily_models"  # a few rows per model and day
         else:
-            table = "usage_daily"
+            table = "usage_daily"  # by (day, ...) or, for one user, by (user_id, day)
         where, args = _filters(flt, [first, until], raw=False)
         groups = [COLUMNS.get(name, name) for name in group_by]
         label = BUCKET_SQL["day" if bucket == "day" else "all"]

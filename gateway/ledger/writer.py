@@ -20,6 +20,8 @@ TYPES = (
 NAMES = tuple(Row.__dataclass_fields__)
 DIMENSIONS = "day, user_id, key_id, tier, model, provider, capability"
 COARSE = "day, tier, model, provider, capability"
+HOURLY_REST = "tier, model, provider, capability"
+HOURLY = f"hour, {HOURLY_REST}"
 SUMS = (
     "count(*), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), sum(cost_usd),"
     " count(*) FILTER (WHERE status >= 400), count(*) FILTER (WHERE fallback),"
@@ -51,7 +53,7 @@ ins AS (
     INSERT INTO usage_records ({", ".join(NAMES)})
     SELECT {selected} FROM given
     ON CONFLICT DO NOTHING
-    RETURNING {DIMENSIONS}, tags, status, fallback, prompt_tokens, completion_tokens,
+    RETURNING {DIMENSIONS}, ts, tags, status, fallback, prompt_tokens, completion_tokens,
               total_tokens, cost_usd, latency_ms
 ),
 daily AS (
@@ -69,6 +71,12 @@ coarse AS (
     INSERT INTO usage_daily_models ({COARSE}, {MEASURES})
     SELECT {COARSE}, {SUMS} FROM ins GROUP BY {COARSE} ORDER BY {COARSE}
     ON CONFLICT ({COARSE}) DO UPDATE SET {ADD.format(table="usage_daily_models")}
+),
+hourly AS (
+    INSERT INTO usage_hourly_models ({HOURLY}, {MEASURES})
+    SELECT date_trunc('hour', ts, 'UTC') AS hour, {HOURLY_REST}, {SUMS} FROM ins
+    GROUP BY 1, {HOURLY_REST} ORDER BY 1, {HOURLY_REST}
+    ON CONFLICT ({HOURLY}) DO UPDATE SET {ADD.format(table="usage_hourly_models")}
 )
 SELECT count(*) FROM ins
 """

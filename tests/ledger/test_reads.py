@@ -77,6 +77,15 @@ def test_records_and_analytics_over_any_range(redis: RedisServer, database_url: 
             rows = await analytics.totals(flt, ["model"], "all")
             assert {row["model"]: row["requests"] for row in rows} == expected(made, start, end)
             in_range = [r for r in made if start <= r["ts"] < end]
+            hourly = await analytics.totals(flt, ["model"], "hour")  # the hourly rollup
+            assert sum(row["requests"] for row in hourly) == len(in_range)
+            assert len({row["bucket"] for row in hourly}) == (end - start) // 3600
+            one = await analytics.totals(
+                UsageFilter(start=start, end=end, user="alice"), ["model"], "all"
+            )
+            assert {row["model"]: row["requests"] for row in one} == expected(
+                made, start, end, user="alice"
+            )
             assert sum(row["errors"] for row in rows) == sum(r["status"] >= 400 for r in in_range)
             assert sum(row["completion_tokens"] for row in rows) == sum(
                 r["completion_tokens"] for r in in_range
