@@ -248,15 +248,27 @@ class ResponseCache:
             self._land(key, entry, lead)
 
     def _land(self, key: str, entry: Entry | None, lead: bool) -> None:
-        """End the key's flight (when this request leads it) and store ``entry``."""
-        if lead and (flight := self._flights.pop(key, None)) is not None and not flight.done():
+        """End the key's flight (when this request leads it) and store ``entry``. A landed
+        flight with an entry stays until the entry is written, so that requests arriving in
+        between are answered from it rather than going upstream."""
+        flight = self._flights.get(key) if lead else None
+        if flight is not None and not flight.done():
             flight.set_result(entry)
-        if entry is None or len(entry.body) > self._settings.max_entry_bytes:
+        storable = entry is not None and len(entry.body) <= self._settings.max_entry_bytes
+        if entry is None or not storable:
+            if flight is not None:
+                del self._flights[key]
             return
         physical = entry.ttl_s + self._settings.stale_s
         task = asyncio.get_running_loop().create_task(self._write(key, entry, physical))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
+        if flight is not None:
+            task.add_done_callback(lambda _: self._end_flight(key, flight))
+
+    def _end_flight(self, key: str, flight: asyncio.Future[Entry | None]) -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
 
     async def _write(self, key: str, entry: Entry, ttl_s: int) -> None:
         try:
