@@ -110,6 +110,9 @@ OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/v1/admin/tiers/{tier}/quotas/{capability}", "A tier's quota in force, and its source", "viewer", admin_quotas.show),  # noqa: E501
     Op("PUT", "/v1/admin/tiers/{tier}/quotas/{capability}", "Replace a tier's quota at run time (null or -1: unlimited)", "admin", admin_quotas.set_quota, QUOTA),  # noqa: E501
     Op("DELETE", "/v1/admin/tiers/{tier}/quotas/{capability}", "Back to the tiers.yaml quota", "admin", admin_quotas.set_quota),  # noqa: E501
+    Op("GET", "/v1/admin/tiers/{tier}/weights", "Rollout weights per route in force, and their source", "viewer"),  # noqa: E501
+    Op("PUT", "/v1/admin/tiers/{tier}/weights", "Replace a tier's rollout weights at run time", body={"type": "object", "required": ["routes"], "properties": {"routes": {"type": "object", "additionalProperties": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0}}}}, "additionalProperties": False}),  # noqa: E501
+    Op("DELETE", "/v1/admin/tiers/{tier}/weights", "Back to the tiers.yaml weights"),
     Op("GET", "/v1/admin/quota-requests", "Quota-increase requests (?status=&user=)", "viewer", quota_requests.list_all),  # noqa: E501
     Op("POST", "/v1/admin/quota-requests/{id}/approve", "Approve: sets the user's override (granted?, note?)", "admin", quota_requests.approve, OBJECT),  # noqa: E501
     Op("POST", "/v1/admin/quota-requests/{id}/deny", "Deny (note?)", "admin", quota_requests.deny, OBJECT),  # noqa: E501
