@@ -11,7 +11,7 @@ import pytest
 from gateway.config.runtime import Runtime
 from gateway.secret import Secret
 from tests.conftest import StartGateway
-from tests.redis_fixture import RedisServer
+from tests.redis_fixture import RedisServer, command
 
 ADMIN = "admin-token-0123456789"
 
@@ -83,3 +83,34 @@ def test_without_a_database_usage_says_it_reads_the_stream(
     )
     assert answer.json()["source"] == "redis"
     assert "ledger" not in httpx.get(f"{running.url}/readyz").json()
+
+
+def test_postgres_unreachable_the_stream_keeps_every_unshipped_record(
+    start_gateway: StartGateway, redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """usage_stream_maxlen 50 would trim the stream to ~100 of 300 entries; with the ledger on
+    the settle's cap is the ledger's, and the shipper trims only what it committed."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:9/none")
+    running = start_gateway(
+        runtime=Runtime(redis_url=redis.url),
+        tiers_extra={"settings": {"usage_stream_maxlen": 50}},
+        store=None,  # the app makes its store (with the ledger's cap)
+    )
+    with httpx.Client() as http:
+        for _ in range(300):
+            answer = http.post(
+                f"{running.url}/v1/chat/completions",
+                headers={"authorization": f"Bearer {running.key()}"},
+                json={"model": "text", "messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert answer.status_code == 200  # serving goes on without Postgres
+    deadline = time.monotonic() + 30
+    ledger: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        ledger = httpx.get(f"{running.url}/readyz").json()["ledger"]
+        if ledger["lag_records"] == 300:
+            break
+        time.sleep(0.2)
+    assert ledger["lag_records"] == 300
+    assert ledger["postgres"] == "down"
+    assert command(redis.port, "XLEN", "gw:usage") == b":300\r\n"
