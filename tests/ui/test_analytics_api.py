@@ -1,0 +1,81 @@
+"""The analytics, records and export endpoints: roles, validation, and exactly the filtered rows."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import httpx
+
+from gateway.config.runtime import Runtime
+from gateway.secret import Secret
+from tests.conftest import StartGateway
+
+ADMIN = "analytics-admin-token-0123456789"
+
+
+def test_analytics_endpoints(start_gateway: StartGateway) -> None:
+    gw = start_gateway(runtime=Runtime(admin_token=Secret(ADMIN)))
+    admin = {"authorization": f"Bearer {ADMIN}"}
+    with httpx.Client(base_url=gw.url, timeout=10) as http:
+        for model in ("ok", "ok", "ok-b"):
+            answer = http.post(
+                "/v1/chat/completions",
+                headers={"authorization": f"Bearer {gw.key()}"},
+                json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert answer.status_code == 200
+        assert http.get("/v1/admin/analytics").status_code == 401
+        client = {"authorization": f"Bearer {gw.key()}"}
+        assert http.get("/v1/admin/analytics", headers=client).status_code == 401
+        bad = http.get("/v1/admin/analytics?group_by=colour", headers=admin)
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "group_by"
+        assert http.get("/v1/admin/analytics?start=yesterday", headers=admin).status_code == 400
+        rows = http.get("/v1/admin/analytics?group_by=model&bucket=all", headers=admin).json()
+        assert {r["model"]: r["requests"] for r in rows["data"]} == {"ok": 2, "ok-b": 1}
+        page = http.get("/v1/admin/usage/records?limit=2&model=ok", headers=admin).json()
+        assert len(page["data"]) == 2 and page["next_cursor"]
+        rest = http.get(
+            f"/v1/admin/usage/records?limit=2&model=ok&cursor={page['next_cursor']}",
+            headers=admin,
+        ).json()
+        assert rest["data"] == [] and rest["next_cursor"] is None
+        exported = http.get("/v1/admin/usage/export?format=csv&model=ok-b", headers=admin)
+        assert exported.headers["content-type"].startswith("text/csv")
+        assert [r["model"] for r in csv.DictReader(io.StringIO(exported.text))] == ["ok-b"]
+        assert len(http.get("/v1/admin/usage/export?format=json", headers=admin).json()) == 3
+        xlsx = http.get("/v1/admin/usage/export?format=xlsx", headers=admin)
+        assert xlsx.status_code == 200 and xlsx.content[:2] == b"PK"
+        assert http.get("/v1/admin/usage/export?format=pdf", headers=admin).status_code == 400
+
+
+def test_sessions_without_a_browser(start_gateway: StartGateway) -> None:
+    gw = start_gateway(runtime=Runtime(admin_token=Secret(ADMIN)))
+    with httpx.Client(base_url=gw.url, timeout=10) as http:
+        assert http.get("/ui/overview").headers["location"] == "/ui/login"
+        refused = http.post("/ui/login", data={"token": "sk-wrong"})
+        assert refused.status_code == 401 and "gw_session" not in refused.cookies
+        signed = http.post("/ui/login", data={"token": ADMIN})
+        assert signed.status_code == 303 and signed.headers["location"] == "/ui/overview"
+        cookie = signed.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        page = http.get("/ui/flags")
+        assert (
+            page.status_code == 200
+            and "default-src 'self'" in page.headers["content-security-policy"]
+        )
+        csrf = page.text.split('name="csrf-token" content="')[1].split('"')[0]
+        flag = "/v1/admin/flags/together_ai_fallback"
+        assert http.put(flag, json={"enabled": False}).status_code == 403  # no CSRF token
+        changed = http.put(flag, json={"enabled": False}, headers={"x-csrf-token": csrf})
+        assert changed.status_code == 200 and changed.json()["enabled"] is False
+        assert http.post("/ui/logout", data={"csrf": csrf}).status_code == 303
+        http.cookies.clear()
+        http.cookies.set("gw_session", signed.cookies["gw_session"])
+        assert http.get(flag).status_code == 401  # the session is gone everywhere
+
+        user = http.post("/ui/login", data={"token": gw.key()})
+        assert user.headers["location"] == "/ui/me"
+        assert http.get("/v1/quota").status_code == 200  # the user's own, by cookie
+        assert http.get("/v1/admin/flags").status_code == 403  # a user is no operator
+        assert http.get("/ui/overview").headers["location"] == "/ui/me"
