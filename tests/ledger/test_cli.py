@@ -1,0 +1,69 @@
+"""`gateway db upgrade` and `gateway usage export` against the ledger (no Redis needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import yaml
+from redis.asyncio import Redis
+
+from gateway.ledger.db import Database
+from gateway.ledger.settings import LedgerSettings
+from gateway.ledger.shipper import Shipper
+from tests.ledger.test_shipper import START, add, drain, record
+from tests.redis_fixture import RedisServer
+from tests.support import routes_doc, tiers_doc
+
+
+def gateway(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        env={**os.environ, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_db_upgrade_then_export_from_the_ledger(
+    tmp_path: Path, redis: RedisServer, database_url: str
+) -> None:
+    (tmp_path / "routes.yaml").write_text(yaml.safe_dump(routes_doc("http://127.0.0.1:9")))
+    (tmp_path / "tiers.yaml").write_text(yaml.safe_dump(tiers_doc()))
+    env = {"DATABASE_URL": database_url, "REDIS_URL": "", "MOCK_KEY": "sk-x"}
+    first = gateway("db", "upgrade", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "applied 0001_usage_ledger.sql" in first.stdout
+    again = gateway("db", "upgrade", env=env, cwd=tmp_path)
+    assert again.stdout.strip() == "up to date"
+
+    async def ship() -> None:
+        client = Redis.from_url(redis.url)
+        db = Database(database_url)
+        try:
+            await add(client, [record(n, user="carol" if n % 2 else "dave") for n in range(6)])
+            await drain(Shipper(LedgerSettings(database_url=database_url), db, client))
+        finally:
+            await db.aclose()
+            await client.aclose()
+
+    asyncio.run(ship())
+    day = str(int(START))
+    out = gateway(
+        "usage", "export", "--from", day, "--to", str(int(START) + 60), "--format", "json",
+        "--user", "carol", env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert [r["request_id"] for r in orjson.loads(out.stdout)] == [
+        "req_00000001",
+        "req_00000003",
+        "req_00000005",
+    ]
+    missing = gateway("db", "upgrade", env={"DATABASE_URL": ""}, cwd=tmp_path)
+    assert missing.returncode == 1 and "DATABASE_URL is not set" in missing.stderr
