@@ -126,6 +126,14 @@ def test_operator_pages(browser: Browser, served: Gateway) -> None:
     quota = admin_api(served, "GET", "/v1/admin/tiers/free/quotas/text_generation").json()
     assert quota["quota"]["requests_per_day"] == 40 and quota["source"] == "runtime"
 
+    # revoke the key from its row: the old secret stops working
+    browser.visit("/ui/keys", "keys-before-revoke", ready="body[data-ready]")
+    row = browser.driver.find_element("xpath", "//table[@id='keys']//tr[td[2]='ui-user']")
+    row.find_element("xpath", ".//button[text()='Revoke']").click()
+    browser.wait(lambda: "revoked" in browser.driver.find_element("id", "notice").text)
+    with pytest.raises(openai.AuthenticationError):
+        chat(served, secret)
+
     # every page renders without console errors, at 1280 px and on a 390 px phone
     for width, height in ((1280, 800), (390, 844)):
         browser.driver.set_window_size(width, height)

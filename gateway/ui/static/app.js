@@ -148,9 +148,15 @@
             var b = k.budget_usd || {};
             return [b.day ? "$" + b.day + "/day" : "", b.month ? "$" + b.month + "/month" : ""].filter(Boolean).join(", ");
           },
-          function (k) { return k.spend_usd !== undefined ? "$" + k.spend_usd : ""; },
+          function (k) {
+            var s = k.spend_usd || {};
+            return "$" + Number(s.day || 0).toFixed(4) + " today, $" + Number(s.month || 0).toFixed(4) + " this month";
+          },
           function (k) { return when(k.last_used_at); },
-          function (k) { return k.revoked || k.revoked_at ? "revoked" : "active"; },
+          function (k) {
+            if (k.expires_at && k.expires_at * 1000 < Date.now()) return "expired";
+            return k.expires_at_iso ? "active until " + k.expires_at_iso : "active";
+          },
           function (k) {
             var span = document.createElement("span");
             span.appendChild(button("Rotate", function () {
