@@ -1,15 +1,16 @@
 """Usage analytics: totals from the precomputed rollups, filtered raw records from the stream.
 
 ``totals`` reads only the rollup documents of ``rollup.py`` (hourly for partial days and for
-``bucket="hour"``, daily otherwise; the small ``coarse`` level when the filters and groups allow
-it), so its cost follows the number of distinct dimension combinations, not of requests. Ranges
+``bucket="hour"``, daily otherwise; the smallest level that has the dimensions filtered and
+grouped by), so its cost follows the number of distinct combinations, not of requests. Ranges
 are whole hours: ``start`` is rounded down and ``end`` up to the hour. ``records`` scans the
 usage stream newest first (the table page and exports only), at most ``SCAN_LIMIT`` records per
 call, and hands back a cursor to continue from.
 
 The rollups are kept current by a ``Roller`` run every ``ROLLUP_INTERVAL_S`` by each process
-(only one process folds a given range) and once more before each ``totals`` query, so a query
-sees every request finished before it.
+(only one process folds a given range) and once more before each ``totals`` query (waiting up
+to ``REFRESH_WAIT_S`` for a run another process holds), so a query sees the requests finished
+before it.
 """
 
 from __future__ import annotations
