@@ -4,14 +4,19 @@ With a tier's ``on_exhausted: downgrade``, a request the caller's budget refuses
 model's price is reserved again at the price of each cheaper model of its chain, in chain
 order; the first that fits serves it, with the chain cut to that model and the later ones no
 dearer than it. Each try is the meter's own atomic reservation (a refused one holds nothing),
-so the decision stays exact across processes. Token quotas are per capability, the same for
-every model of the chain: the meter already clamps ``max_tokens`` to what remains of them
-(``flex``); such a clamp is reported as a downgrade too. Only when nothing fits: the 429.
+so the decision stays exact across processes. When no cheaper model fits either, a request
+that generates tokens is reserved once more at the first model's price with ``max_tokens``
+cut to what the budget has left (read from the quota view; the reservation that follows is
+atomic, so a budget spent meanwhile still refuses it). Token quotas are per capability, the
+same for every model of the chain: the meter already clamps ``max_tokens`` to what remains of
+them (``flex``); such a clamp is reported as a downgrade too. Only when nothing fits: the 429.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
+from typing import Any
 
 from gateway.config.model import Model, Price
 from gateway.errors import BudgetExceeded
@@ -59,20 +64,58 @@ async def admit(meter: Meter, request: MeterRequest, plan: Plan) -> tuple[Admiss
     except BudgetExceeded:
         if request.tier.on_exhausted != DOWNGRADE or request.byok:
             raise
-        downgraded = await _cheaper(meter, request, plan)
+        downgraded = await _cheaper(meter, request, plan) or await _fewer_tokens(meter, request)
         if downgraded is None:
             raise
-        return downgraded
+        admission, chain = downgraded
+        return admission, Plan(plan.route, plan.capability, chain or plan.chain), True
     return admission, plan, clamped_by_quota(admission)
 
 
 async def _cheaper(
     meter: Meter, request: MeterRequest, plan: Plan
-) -> tuple[Admission, Plan, bool] | None:
+) -> tuple[Admission, tuple[Model, ...]] | None:
     for model, chain in cheaper_chains(plan.chain):
         try:
             admission = await meter.admit(replace(request, price=model.price))
         except BudgetExceeded:
             continue
-        return admission, Plan(plan.route, plan.capability, chain), True
+        return admission, chain
     return None
+
+
+async def _fewer_tokens(meter: Meter, request: MeterRequest) -> tuple[Admission, None] | None:
+    """Reserve with ``max_tokens`` cut to what the tightest budget has left, if any fits."""
+    if not request.generates_tokens or request.price.output <= 0:
+        return None
+    view = await meter.quota_view(request.user, request.tier)
+    left = remaining_micros(view)
+    if left is None:
+        return None
+    tokens = affordable_tokens(request.price, request.prompt_tokens_estimate, left)
+    if tokens < 1:
+        return None
+    try:
+        admission = await meter.admit(replace(request, max_output_tokens=tokens))
+    except BudgetExceeded:
+        return None
+    clamp = min(tokens, admission.clamp_max_tokens or tokens)
+    return replace(admission, clamp_max_tokens=clamp), None
+
+
+def remaining_micros(view: dict[str, Any]) -> int | None:
+    """The least any budget of a quota view has left, in micro-USD (None: all unlimited)."""
+    left = [
+        period["remaining_usd"]
+        for scope in view.get("budgets", {}).values()
+        for period in scope.values()
+        if period.get("remaining_usd") is not None
+    ]
+    return int(min(left) * 1_000_000) if left else None
+
+
+def affordable_tokens(price: Price, prompt_tokens: int, micros: int) -> int:
+    """Output tokens whose cost, with the prompt's, stays within ``micros`` (rounded up as
+    the meter rounds)."""
+    room = micros - prompt_tokens * price.input - 1
+    return max(0, math.floor(room / price.output)) if room > 0 else 0

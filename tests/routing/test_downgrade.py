@@ -95,6 +95,20 @@ def test_the_budget_refuses_the_dear_model_so_the_cheap_one_answers(serve, redis
     assert 'gateway_downgrades_total{model="ok-b",tier="free"} 1.0' in metrics
 
 
+def test_with_no_cheaper_model_max_tokens_shrinks_to_the_budget_left(
+    serve, redis, upstream
+) -> None:
+    # only the dear model ($100/M): 100 output tokens cost $0.01, the budget is $0.005
+    only_dear = {**tier("downgrade", budget={"usd_per_day": 0.005}), "routes": {"text": ["ok"]}}
+    url, _ = serve(only_dear, redis.url)
+    raw = chat(url, max_tokens=100)
+    assert raw.http_response.status_code == 200
+    assert raw.headers["x-gateway-downgraded"] == "true"
+    assert raw.headers["x-gateway-model"] == "ok"
+    sent = upstream.requests[-1].json
+    assert sent is not None and 0 < sent["max_tokens"] < 50  # what $0.005 buys at $100/M
+
+
 def test_reject_keeps_the_429(serve, redis) -> None:
     url, _ = serve(tier("reject", budget={"usd_per_day": 0.005}), redis.url)
     with pytest.raises(openai.RateLimitError) as info:
