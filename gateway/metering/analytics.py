@@ -29,7 +29,6 @@ import orjson
 from gateway.metering.rollup import (
     BUSY,
     DIMENSIONS,
-    FIELD,
     HIST,
     LATENCY_BASE,
     LEVELS,
@@ -47,6 +46,7 @@ from gateway.metering.rollup import (
     dimension_values,
     hour_key,
     load_document,
+    read_documents,
 )
 from gateway.metering.store import Store
 
@@ -167,7 +167,7 @@ class RedisAnalytics:
         wanted = flt.dimensions()
         level, _ = choose_level(wanted, group_by)
         keys = _keys(level, flt.start, flt.end, bucket, flt.user or "")
-        stored = await asyncio.gather(*(self._store.get_document(key, FIELD) for key, *_ in keys))
+        stored = await read_documents(self._store, [key for key, *_ in keys])
         groups: dict[tuple[str, ...], Entry] = {}
         used = {kept for _, _, kept in keys}
         readers = {name: _Reader(name, wanted, group_by, flt.user or "") for name in used}

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,7 +65,8 @@ PAGE = 1000
 CURSOR_KEY = "gw:roll:state"
 CLAIM_TTL_S = 120
 BUSY = -1
-CHUNK = 200  # documents read and written at once
+CHUNK = 200  # documents merged at once
+WAVE = 4  # store calls in flight at once (the connection pool is shared with requests)
 FIELD = "p"
 NONE = "-"
 SEP = "\x1f"  # between the dimension values of a combination
@@ -149,6 +150,20 @@ def fold(records: Iterable[Mapping[str, Any]], into: dict[str, Document]) -> Non
                 add_record(entry, record, bucket)
 
 
+async def read_documents(store: Store, keys: Sequence[str]) -> list[bytes | None]:
+    """The documents of ``keys``, ``WAVE`` reads in flight at a time: the store's connection
+    pool is shared with the request path, which must never wait for the dashboard."""
+    found: list[bytes | None] = []
+    for first in range(0, len(keys), WAVE):
+        wave = keys[first : first + WAVE]
+        found.extend(await asyncio.gather(*(store.get_document(k, FIELD) for k in wave)))
+    return found
+
+
+def _ttl(key: str) -> int:
+    return HOUR_TTL_S if ":h:" in key else DAY_TTL_S
+
+
 def load_document(raw: bytes | None) -> Document:
     if not raw:
         return {}
@@ -209,14 +224,19 @@ class Roller:
         keys = list(folded)
         for first in range(0, len(keys), CHUNK):
             chunk = keys[first : first + CHUNK]
-            stored = await asyncio.gather(*(self._store.get_document(k, FIELD) for k in chunk))
+            stored = await read_documents(self._store, chunk)
             writes = []
             for key, raw in zip(chunk, stored, strict=True):
                 document = load_document(raw)
                 merge(document, folded[key])
-                ttl = HOUR_TTL_S if ":h:" in key else DAY_TTL_S
-                writes.append(self._store.put_document(key, FIELD, orjson.dumps(document), ttl))
-            await asyncio.gather(*writes)
+                writes.append((key, orjson.dumps(document)))
+            for first_write in range(0, len(writes), WAVE):
+                await asyncio.gather(
+                    *(
+                        self._store.put_document(key, FIELD, value, _ttl(key))
+                        for key, value in writes[first_write : first_write + WAVE]
+                    )
+                )
 
     async def run_safely(self) -> int:
         try:

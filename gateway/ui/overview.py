@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -62,11 +61,11 @@ async def overview_view(analytics: Analytics, now: float, period: str) -> dict[s
     filters = {name: UsageFilter(now - seconds, now) for name, seconds in PERIODS.items()}
     chosen = filters[period]
     bucket = "hour" if period == "24h" else "day"
-    totals = await asyncio.gather(
-        *(analytics.totals(flt, [], "all") for flt in filters.values()),
-        *(analytics.totals(chosen, [name], "all") for name in BREAKDOWNS),
-        analytics.totals(chosen, [], bucket),
-    )
+    # one query at a time: each reads a few documents at once, and the store's connections
+    # are shared with the request path
+    totals = [await analytics.totals(flt, [], "all") for flt in filters.values()]
+    totals += [await analytics.totals(chosen, [name], "all") for name in BREAKDOWNS]
+    totals.append(await analytics.totals(chosen, [], bucket))
     headlines = {name: headline(rows) for name, rows in zip(PERIODS, totals, strict=False)}
     breakdowns = {
         name: with_rates(rows) for name, rows in zip(BREAKDOWNS, totals[3:6], strict=True)
@@ -85,11 +84,9 @@ async def overview_view(analytics: Analytics, now: float, period: str) -> dict[s
 async def analytics_view(
     analytics: Analytics, flt: UsageFilter, group_by: list[str], bucket: str, cursor: str | None
 ) -> dict[str, Any]:
-    series, groups, (found, next_cursor) = await asyncio.gather(
-        analytics.totals(flt, [], bucket),
-        analytics.totals(flt, group_by, "all"),
-        analytics.records(flt, PAGE_SIZE, cursor),
-    )
+    series = await analytics.totals(flt, [], bucket)
+    groups = await analytics.totals(flt, group_by, "all")
+    found, next_cursor = await analytics.records(flt, PAGE_SIZE, cursor)
     return {
         "summary": headline(series),
         "group_by": group_by[0],
