@@ -127,6 +127,9 @@ OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/v1/me/upstream-keys", "The caller's stored upstream keys, by fingerprint (client key)", "user"),  # noqa: E501
     Op("PUT", "/v1/me/upstream-keys/{upstream}", "Store the caller's own key for an upstream (needs allow_user_keys)", "user", body={"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}}, "additionalProperties": False}),  # noqa: E501
     Op("DELETE", "/v1/me/upstream-keys/{upstream}", "Delete the caller's stored key for an upstream", "user"),  # noqa: E501
+    Op("GET", "/v1/admin/analytics", "Usage totals grouped and bucketed (analytics)", "viewer"),
+    Op("GET", "/v1/admin/usage/records", "Usage records, filtered, paged by cursor", "viewer"),
+    Op("GET", "/v1/admin/usage/export", "Usage records as CSV or JSON", "viewer"),
 )
 # fmt: on
 
