@@ -47,7 +47,9 @@ async def load(urls: list[str], total: int, outcome: Outcome) -> None:
             )
             outcome.statuses[answer.status_code] = outcome.statuses.get(answer.status_code, 0) + 1
 
-    limits = httpx.Limits(max_connections=CONCURRENCY)
+    # no keep-alive: a pooled connection the server closed while idle (its header deadline
+    # passes on a busy machine) would fail a request that never reached the gateway
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=0)
     async with httpx.AsyncClient(limits=limits, timeout=30) as http:
         await asyncio.gather(*(worker(http) for _ in range(CONCURRENCY)))
     outcome.sent += total
