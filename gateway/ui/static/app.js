@@ -327,9 +327,19 @@
     function keys(row) {
       var name = row.dataset.upstream;
       return api("GET", "/v1/admin/upstreams/" + encodeURIComponent(name) + "/keys").then(function (state) {
-        row.children[1].textContent = (state.keys || []).map(function (k) {
-          return (k.fingerprint || "?") + " · " + (k.state || "");
-        }).join(", ") || "none stored";
+        var cellEl = row.children[1];
+        cellEl.textContent = "";
+        (state.keys || []).forEach(function (k) {
+          var item = document.createElement("span");
+          item.className = "key-item";
+          item.textContent = (k.fingerprint || "?") + " · " + (k.state || "") + " ";
+          item.appendChild(button("Remove", function () {
+            api("DELETE", "/v1/admin/upstreams/" + encodeURIComponent(name) + "/keys/" + encodeURIComponent(k.fingerprint))
+              .then(function () { notice("Key " + k.fingerprint + " removed."); return keys(row); }).catch(failed);
+          }, "danger"));
+          cellEl.appendChild(item);
+        });
+        if (!cellEl.children.length) cellEl.textContent = "none stored";
         row.children[2].textContent = state.env_key && state.env_key.set ? state.env_key.variable + " (set)" : "not set";
       });
     }
@@ -450,14 +460,24 @@
         bars.appendChild(note);
       }
     }
+    function myKeys(data) {
+      document.getElementById("my-keys-state").textContent = data.allowed ?
+        "" : "Storing your own provider keys is switched off on this gateway.";
+      fill("my-keys", list(data), [
+        function (k) { return k.upstream; },
+        function (k) { return k.fingerprint; },
+        function (k) { return when(k.updated_at); },
+      ], "No provider keys stored.");
+    }
     onSubmit("my-key", function (v, form) {
       return api("PUT", "/v1/me/upstream-keys/" + encodeURIComponent(v.upstream), { key: v.key })
-        .then(function () { form.reset(); notice("Your " + v.upstream + " key is stored."); });
+        .then(function (data) { form.reset(); myKeys(data); notice("Your " + v.upstream + " key is stored."); });
     });
     onSubmit("my-key-remove", function (v, form) {
       return api("DELETE", "/v1/me/upstream-keys/" + encodeURIComponent(v.upstream))
-        .then(function () { form.reset(); notice("Your " + v.upstream + " key is removed."); });
+        .then(function () { form.reset(); notice("Your " + v.upstream + " key is removed."); return api("GET", "/v1/me/upstream-keys").then(myKeys); });
     });
+    api("GET", "/v1/me/upstream-keys").then(myKeys).catch(failed);
     onSubmit("quota-request", function (v, form) {
       return api("POST", "/v1/quota/requests", { capability: v.capability, requested: { requests_per_day: number(v.requested) } })
         .then(function (made) { form.reset(); notice("Request " + (made && made.id ? made.id + " " : "") + "sent."); });
