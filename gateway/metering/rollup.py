@@ -25,7 +25,7 @@ they spread over a cluster's slots)::
 per combination: requests, errors, fallbacks, prompt and completion tokens, cost in micro-USD,
 and the latency histogram (bucket ``k`` holds latencies up to ``LATENCY_BASE ** k`` ms, for
 the p95). ``LEVEL`` names which dimensions are kept (``LEVELS``): ``coarse`` (tier, model,
-provider, capability, status: small, for the overview), ``people`` (users and keys), ``tags``,
+provider, capability, status: small, for the overview), ``people`` (users, keys, tags), ``tags``,
 ``user`` (per user) and ``full`` (every dimension, the fallback). A query reads the smallest
 level that has what it filters and groups by, so its cost follows the combinations kept there,
 never the number of requests.
@@ -52,7 +52,7 @@ COARSE = ("tier", "model", "provider", "capability", "status")
 # filters and groups by. "user" is kept per user (the user is in the key, not in the fields).
 LEVELS: dict[str, tuple[str, ...]] = {
     "coarse": COARSE,
-    "people": ("user", "key_id", "tier", "capability", "status"),
+    "people": ("user", "key_id", "tier", "capability", "status", "tag"),
     "tags": ("tag", "tier", "model", "provider", "capability", "status"),
     "user": ("key_id", "tier", "model", "provider", "capability", "status", "tag"),
     "full": DIMENSIONS,
