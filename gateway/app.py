@@ -57,6 +57,7 @@ from gateway.proxy.attempts import Attempter
 from gateway.proxy.auth import KeyRing
 from gateway.proxy.billing import Billing
 from gateway.proxy.breaker import Breakers
+from gateway.proxy.cache import ResponseCache
 from gateway.proxy.credentials import Credentials
 from gateway.proxy.flag_gate import FlagGate
 from gateway.proxy.listeners import Listeners
@@ -127,8 +128,8 @@ def create_app(
             *models.routes(),
             *account.routes(),
             *admin.routes(),
-            *admin_weights.routes(),
             *admin_openapi.routes(),
+            *admin_weights.routes(),
             *admin_upstreams.routes(),
             *me_keys.routes(),
             *usage_analytics.routes(),
@@ -214,6 +215,7 @@ def build_gateway(
     pipeline = Pipeline(
         config, keyring, attempter, meter, listeners, log_bodies=runtime.log_bodies,
         videos=video_jobs, rollout=Rollout(lambda: control.snapshot),
+        cache=ResponseCache(config, store, clock),
         credentials=credentials, flags=FlagGate(config, control),
     )  # fmt: skip
     return Gateway(

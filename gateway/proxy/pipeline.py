@@ -48,8 +48,8 @@ class Pipeline:
         log_bodies: bool = False,
         videos: VideoJobs | None = None,
         rollout: Rollout | None = None,
-        flags: FlagGate | None = None,
         credentials: Credentials | None = None,
+        flags: FlagGate | None = None,
         cache: ResponseCache | None = None,
     ) -> None:
         self._config = config
@@ -60,8 +60,8 @@ class Pipeline:
         self._log_bodies = log_bodies
         self._videos = videos
         self._rollout = rollout or Rollout()
-        self._flags = flags  # the plan's feature flags (proxy/flag_gate.py)
         self._credentials = credentials or Credentials()  # stored system and user keys
+        self._flags = flags  # the plan's feature flags (proxy/flag_gate.py)
         self._cache = cache
         self._request_ids = RequestIds()
         self._answers = Answers(config.settings, listeners.relaying, self._end)
