@@ -26,6 +26,7 @@ SKIPPED = {
     "README.md": 3,  # the test suite itself; a real Together key (twice)
     "operations.md": 1,  # Docker
     "scaling.md": 1,  # a Kubernetes cluster (the offline renders and validations do run)
+    "ledger.md": 1,  # a PostgreSQL server (tests/ledger/ runs these commands against its own)
 }
 
 
