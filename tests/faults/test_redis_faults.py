@@ -148,8 +148,8 @@ def stored(url: str) -> tuple[list[dict[str, Any]], dict[str, int], list[int]]:
         counters: dict[str, int] = {}
         values: list[int] = []
         for key in client.scan_iter(match="gw:*"):
-            if client.type(key) != b"hash":
-                continue
+            if client.type(key) != b"hash" or key.startswith(b"gw:roll:"):
+                continue  # gw:roll:* hold the analytics' JSON rollups, not counters
             for field, raw in client.hgetall(key).items():
                 values.append(int(raw))
                 if key.decode().startswith(f"gw:{{u:{USER}}}:d:"):
