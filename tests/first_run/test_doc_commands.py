@@ -126,7 +126,7 @@ def test_the_first_command_is_the_demo_and_few_blocks_are_skipped() -> None:
 
 def test_the_readme_is_a_short_front_door() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert len(readme.splitlines()) < 150
+    assert len(readme.splitlines()) < 170  # a section per operator-facing feature, no more
     assert "tests/setup.sh && python -m pytest" in blocks(ROOT / "README.md", "bash", skipped=True)
     for link in (
         "usage",
