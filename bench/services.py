@@ -8,7 +8,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mock_nginx
@@ -112,6 +112,8 @@ class GatewaySpec:
     workers: int = 1
     log_level: str = "WARNING"
     transport: str = "native"
+    env: Mapping[str, str] = field(default_factory=dict)  # extra environment, applied last
+    name: str = ""  # the process's name in logs (default: from workers and log level)
 
 
 def start_gateway(
@@ -126,9 +128,10 @@ def start_gateway(
         GATEWAY_LOG_LEVEL=spec.log_level,
         GATEWAY_UPSTREAM_TRANSPORT=spec.transport,
     )
+    env.update(spec.env)
     argv = [sys.executable, "-m", "gateway", "serve", "--config-dir", str(CONFIG_DIR),
             "--port", str(port), "--workers", str(spec.workers)]  # fmt: skip
-    name = f"gateway_w{spec.workers}_{spec.log_level.lower()}"
+    name = spec.name or f"gateway_w{spec.workers}_{spec.log_level.lower()}"
     proc = procs.start(name, argv, cpus=layout.gateway_cpus(spec.workers), env=env)
     wait_for_port(port, proc)
     gateway = RunningGateway(proc, port, spec.workers, key)

@@ -21,6 +21,7 @@ class LoadSpec:
     stream: bool = False
     key: str = ""
     timeout_s: float = 10.0
+    header: str = ""  # one extra request header, "name: value"
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ def run_wrk(wrk: str, spec: LoadSpec) -> LoadResult:
         "BENCH_KEY": spec.key,
         "BENCH_MODEL": spec.model,
         "BENCH_STREAM": "1" if spec.stream else "0",
+        "BENCH_HEADER": spec.header,
     }
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:

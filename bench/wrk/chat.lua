@@ -3,6 +3,7 @@
 --   BENCH_KEY     the gateway key (sent as Authorization: Bearer <key>)
 --   BENCH_MODEL   the model to ask for (bench-json or bench-sse in bench/config)
 --   BENCH_STREAM  "1" for stream: true
+--   BENCH_HEADER  optional extra header "name: value" (e.g. "x-gateway-cache: no-store")
 -- At the end it prints one line, BENCH_RESULT {json}, with exact percentiles and error counts.
 
 local key = os.getenv("BENCH_KEY") or ""
@@ -12,6 +13,9 @@ local stream = os.getenv("BENCH_STREAM") == "1"
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. key
+local extra = os.getenv("BENCH_HEADER") or ""
+local name, value = extra:match("^([^:]+):%s*(.*)$")
+if name then wrk.headers[name] = value end
 wrk.body = string.format(
   '{"model":"%s","messages":[{"role":"system","content":"You are terse."},' ..
   '{"role":"user","content":"Say hello in one short sentence."}],' ..

@@ -1,0 +1,305 @@
+"""Named gateway variants (tree + env + setup) on the chat and stream scenarios in one run.
+
+    python bench/variants.py --variants base,main,entities,ledger [--rounds 3] [--duration 10]
+
+Like ab.py, but with any number of variants. The mocks (nginx, Redis) start once; each round
+runs every variant once, in the order given, so drifting machine load hits all alike. Before
+each turn Redis is emptied (FLUSHALL), so no variant inherits another's keys or usage stream.
+
+- ``base``: the tree ``--base-tree`` (default /tmp/base_tree), plain: the YAML key
+  (``GATEWAY_KEYS``) and bench/config.
+- ``main``: ``--main-tree`` (default: this repository), plain: caching off, no ledger, nothing
+  set at run time.
+- ``entities``: main with ``GATEWAY_ADMIN_TOKEN``; after start, through the admin API: a virtual
+  key (rpm, tpm and budget far too large to bind), the flag ``together_ai_fallback``
+  ``{enabled: true, rollout_percent: 100}`` and the tier quota ``bench/text_generation`` set at
+  run time. wrk sends the virtual key. After the load it prints the key's spend and the flag's
+  and quota's ``source`` (``runtime``): the load went through them.
+- ``ledger``: main with ``DATABASE_URL`` → a PostgreSQL this script starts (fsync off, pinned
+  with the load on CPU 1); the shipper runs in the gateway process.
+
+After each ledger turn it prints the shipper's lag right after the load, how long it took to
+reach 0, and the rows shipped (from /readyz and /metrics). At the end, per scenario and
+variant: the median req/s over the rounds and its ratio to the first variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from aio import run_loop
+from http_client import Target, measure_ttfb
+from pg_server import PostgresServer, available
+from phases import show_process
+from procs import ProcessGroup
+from report import Report, median
+from scenarios import Knobs, Load, wrk_scenario
+from services import (
+    TIER,
+    GatewaySpec,
+    Layout,
+    Mocks,
+    RunningGateway,
+    chat_body,
+    start_gateway,
+    start_mocks,
+)
+from setup_tools import ensure_binaries, raise_fd_limit
+from wrk_load import LoadSpec, run_wrk
+
+SCENARIOS = (("chat_c16", "bench-json", False), ("stream_c16", "bench-sse", True))
+MAIN_TREE = Path(__file__).resolve().parents[1]
+BIG = 10**11  # limits that never bind during a run
+FLAG_PATH = "/v1/admin/flags/together_ai_fallback"
+QUOTA_PATH = f"/v1/admin/tiers/{TIER}/quotas/text_generation"
+Setup = Callable[[RunningGateway], str]  # → the key wrk uses
+After = Callable[[RunningGateway, int], None]  # (gateway, round) after the load
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    tree: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    setup: Setup | None = None
+    after: After | None = None
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", default="base,main,entities,ledger")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--base-tree", type=Path, default=Path("/tmp/base_tree"))
+    parser.add_argument("--main-tree", type=Path, default=MAIN_TREE)
+    return parser.parse_args(argv)
+
+
+# --- the admin API (entities) -------------------------------------------------------------
+
+
+def admin(gateway: RunningGateway, token: str, method: str, path: str, body: object) -> dict:
+    request = urllib.request.Request(
+        gateway.url(path),
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return dict(json.loads(answer.read() or b"{}"))
+    except urllib.error.HTTPError as error:
+        raise RuntimeError(f"{method} {path}: {error.code} {error.read()[:300]!r}") from None
+
+
+class Entities:
+    """The entities variant's setup (create them, return the virtual key) and after-load check."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.key_id = ""
+
+    def setup(self, gateway: RunningGateway) -> str:
+        token = self.token
+        created = admin(gateway, token, "POST", "/v1/admin/keys", {
+            "user": "bench-virtual", "tier": TIER, "name": "bench",
+            "rpm": BIG, "tpm": BIG, "budget_usd": {"day": 1_000_000, "month": 1_000_000},
+        })  # fmt: skip
+        self.key_id = str(created["id"])
+        flag = {"enabled": True, "rollout_percent": 100}
+        admin(gateway, token, "PUT", FLAG_PATH, flag)
+        quota = {"requests_per_day": BIG, "tokens_per_day": BIG, "tokens_per_request": 4096}
+        admin(gateway, token, "PUT", QUOTA_PATH, quota)
+        key = str(created["key"])
+        wait_for_key(gateway, key)
+        return key
+
+    def after(self, gateway: RunningGateway, turn: int) -> None:
+        """That the load went through the entities: the key's spend, the sources in force."""
+        key = admin(gateway, self.token, "GET", f"/v1/admin/keys/{self.key_id}", None)
+        flag = admin(gateway, self.token, "GET", FLAG_PATH, None)
+        quota = admin(gateway, self.token, "GET", QUOTA_PATH, None)
+        print(
+            f"entities round={turn} key_spend_usd_day={key.get('spend_usd', {}).get('day')} "
+            f"flag_source={flag.get('source')} quota_source={quota.get('source')}",
+            flush=True,
+        )
+
+
+def wait_for_key(gateway: RunningGateway, key: str, timeout_s: float = 15.0) -> None:
+    """Until a JSON and a streamed request with ``key`` succeed (the snapshot has it)."""
+    target = Target("127.0.0.1", gateway.port, gateway.target().path, key)
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        for model, stream in (("bench-json", False), ("bench-sse", True)):
+            result = run_loop(measure_ttfb(target, chat_body(model, stream), 1, stream))
+            last = result.last_error if result.errors else ""
+            if last:
+                break
+        if not last:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the virtual key is not accepted: {last}")
+
+
+# --- the ledger ---------------------------------------------------------------------------
+
+
+def read_json(gateway: RunningGateway, path: str) -> dict:
+    try:
+        with urllib.request.urlopen(gateway.url(path), timeout=10) as answer:
+            return dict(json.loads(answer.read()))
+    except urllib.error.HTTPError as error:  # /readyz may answer 503 with a body
+        return dict(json.loads(error.read() or b"{}"))
+
+
+def metric_sum(gateway: RunningGateway, name: str) -> float:
+    with urllib.request.urlopen(gateway.url("/metrics"), timeout=10) as answer:
+        lines = answer.read().decode().splitlines()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " ")
+    )
+
+
+def ledger_after(gateway: RunningGateway, turn: int, timeout_s: float = 60.0) -> None:
+    """The shipper's lag right after the load, the time until it is 0, and the rows shipped."""
+    started = time.monotonic()
+    ledger = read_json(gateway, "/readyz").get("ledger", {})
+    lag = lag_at_end = ledger.get("lag_records")
+    while isinstance(lag, int) and lag > 0 and time.monotonic() - started < timeout_s:
+        time.sleep(0.25)
+        ledger = read_json(gateway, "/readyz").get("ledger", {})
+        lag = ledger.get("lag_records")
+    drained = time.monotonic() - started
+    rows = metric_sum(gateway, "gateway_ledger_rows_shipped_total")
+    requests = metric_sum(gateway, "gateway_requests_total")
+    print(
+        f"ledger round={turn} lag_after_load={lag_at_end} lag_now={lag} drain_s={drained:.2f} "
+        f"rows_shipped={rows:.0f} gateway_requests={requests:.0f} "
+        f"postgres={ledger.get('postgres')} shipping={ledger.get('shipping')}",
+        flush=True,
+    )
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def build_variants(names: Sequence[str], args: argparse.Namespace, pg_url: str) -> list[Variant]:
+    entities = Entities(f"adm-bench-{secrets.token_hex(12)}")
+    known = {
+        "base": Variant("base", args.base_tree),
+        "main": Variant("main", args.main_tree),
+        "entities": Variant(
+            "entities",
+            args.main_tree,
+            {"GATEWAY_ADMIN_TOKEN": entities.token},
+            entities.setup,
+            entities.after,
+        ),
+        "ledger": Variant("ledger", args.main_tree, {"DATABASE_URL": pg_url}, None, ledger_after),
+    }
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; known: {', '.join(known)}")
+    return [known[name] for name in names]
+
+
+@dataclass(frozen=True)
+class Harness:
+    procs: ProcessGroup
+    layout: Layout
+    mocks: Mocks
+    knobs: Knobs
+    report: Report
+    key: str
+
+
+def one_turn(harness: Harness, variant: Variant, turn: int) -> dict[str, float]:
+    redis.Redis.from_url(harness.mocks.redis_url).flushall()
+    os.environ["PYTHONPATH"] = str(variant.tree.resolve())  # the gateway imports this tree
+    spec = GatewaySpec(env=variant.env, name=f"gateway_{variant.name}")
+    gateway = start_gateway(harness.procs, harness.mocks, harness.layout, harness.key, spec)
+    show_process(harness.report, gateway.proc)
+    key = variant.setup(gateway) if variant.setup else harness.key
+    for model, stream in (("bench-json", False), ("bench-sse", True)):  # warm-up, 1 s each
+        run_wrk(harness.knobs.wrk, LoadSpec(gateway.url(), 16, 1, model, stream, key))
+    rates = {}
+    for name, model, stream in SCENARIOS:
+        load = Load(f"{variant.name}_{name}_r{turn}", gateway.url(), 16, model, stream, key)
+        watch = {"gateway": gateway.pids()}
+        rates[name] = wrk_scenario(harness.report, harness.knobs, load, watch).rps
+    if variant.after:
+        variant.after(gateway, turn)
+    harness.procs.stop(gateway.proc)
+    return rates
+
+
+def print_summary(variants: Sequence[Variant], seen: dict[str, dict[str, list[float]]]) -> None:
+    first = variants[0].name
+    for name, _, _ in SCENARIOS:
+        reference = median(seen[first][name])
+        for variant in variants:
+            rates = seen[variant.name][name]
+            value = median(rates)
+            rounds = ",".join(f"{rate:.0f}" for rate in rates)
+            print(
+                f"variants scenario={name} variant={variant.name} median_rps={value:.0f} "
+                f"over_{first}={value / reference:.3f} rounds=[{rounds}]",
+                flush=True,
+            )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = [name.strip() for name in args.variants.split(",") if name.strip()]
+    tools = ensure_binaries(["nginx", "wrk", "redis-server", "taskset"])
+    raise_fd_limit(65536)
+    cores = os.cpu_count() or 1
+    layout = Layout(cores, pin=cores >= 2)
+    if layout.pin:
+        os.sched_setaffinity(0, {1})
+    postgres: PostgresServer | None = None
+    if "ledger" in names:
+        if not available():
+            raise SystemExit("the ledger variant needs PostgreSQL (initdb, pg_ctl)")
+        postgres = PostgresServer(cpus=layout.load_cpus).start()
+    try:
+        variants = build_variants(names, args, postgres.url if postgres else "")
+        report = Report()
+        knobs = Knobs(tools["wrk"], args.duration, 0, 0, 0)
+        seen: dict[str, dict[str, list[float]]] = {variant.name: {} for variant in variants}
+        with (
+            tempfile.TemporaryDirectory(prefix="gateway-variants-") as tmp,
+            ProcessGroup(Path(tmp), layout.pin) as procs,
+        ):
+            mocks = start_mocks(procs, tools, layout)
+            key = f"sk-bench-{secrets.token_hex(12)}"
+            harness = Harness(procs, layout, mocks, knobs, report, key)
+            for turn in range(args.rounds):
+                for variant in variants:
+                    for name, rps in one_turn(harness, variant, turn).items():
+                        seen[variant.name].setdefault(name, []).append(rps)
+        print_summary(variants, seen)
+    finally:
+        if postgres is not None:
+            postgres.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
