@@ -111,6 +111,7 @@ def one_delay(
     delay_ms: float,
     args: argparse.Namespace,
 ) -> None:
+    """A fresh mock (at ``delay_ms``), Redis and gateway; every connection count against them."""
     port = free_port()
     argv = [sys.executable, str(BENCH_DIR / "json_upstream.py"), "--port", str(port),
             "--delay-ms", str(delay_ms)]  # fmt: skip
