@@ -37,6 +37,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 from aio import run_loop
@@ -90,7 +91,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 # --- the admin API (entities) -------------------------------------------------------------
 
 
-def admin(gateway: RunningGateway, token: str, method: str, path: str, body: object) -> dict:
+def admin(
+    gateway: RunningGateway, token: str, method: str, path: str, body: object
+) -> dict[str, Any]:
     request = urllib.request.Request(
         gateway.url(path),
         data=None if body is None else json.dumps(body).encode(),
@@ -158,7 +161,7 @@ def wait_for_key(gateway: RunningGateway, key: str, timeout_s: float = 15.0) -> 
 # --- the ledger ---------------------------------------------------------------------------
 
 
-def read_json(gateway: RunningGateway, path: str) -> dict:
+def read_json(gateway: RunningGateway, path: str) -> dict[str, Any]:
     try:
         with urllib.request.urlopen(gateway.url(path), timeout=10) as answer:
             return dict(json.loads(answer.read()))
