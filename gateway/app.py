@@ -171,7 +171,7 @@ def build_gateway(
     if uses_demo(config) and not reuse:  # `serve --demo`: the demo host is answered in-process
         upstream = DemoRouter(upstream)
     metrics = metrics or Metrics()
-    ledger_settings, store_settings = LedgerSettings.from_env(), config.settings
+    ledger_settings, store_settings = LedgerSettings.from_env(file=config.ledger), config.settings
     if ledger_settings.enabled:  # the shipper trims the stream; settle's cap is a safety net
         capped = max(ledger_settings.stream_cap, config.settings.usage_stream_maxlen)
         store_settings = dataclasses.replace(config.settings, usage_stream_maxlen=capped)

@@ -380,7 +380,7 @@ def _usage_export(args: argparse.Namespace) -> int:
     from gateway.ledger.commands import records_reader
     from gateway.ledger.settings import LedgerSettings
 
-    ledger = LedgerSettings.from_env()  # DATABASE_URL: the ledger, any date range
+    ledger = LedgerSettings.from_env(file=config.ledger)  # DATABASE_URL: any date range
     reader = records_reader(ledger) if ledger.enabled else None
     try:
         output = asyncio.run(
@@ -420,9 +420,11 @@ def _ledger_command(args: argparse.Namespace) -> int:
         from gateway.metering.redis_store import RedisStore
 
         redis_url = sentinel_url(os.environ) or os.environ.get("REDIS_URL")
-        store = create_store(redis_url, _load(args.config_dir).settings) if redis_url else None
+        config = _load(args.config_dir)  # tiers.yaml ``ledger:``, under the env's overrides
+        store = create_store(redis_url, config.settings) if redis_url else None
         if not isinstance(store, RedisStore):
             raise CommandFailed("ledger ship: REDIS_URL is not set: no usage stream to ship")
+        settings = LedgerSettings.from_env(file=config.ledger)
         asyncio.run(commands.ship_forever(settings, store.client))
     except ERRORS as error:
         raise CommandFailed(f"{args.command}: Postgres: {type(error).__name__}: {error}") from None

@@ -11,6 +11,14 @@ from gateway.config.model import Config
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 INTEGER_VARIABLES = ("GATEWAY_MAX_UPSTREAM_CONNECTIONS",)
+# The ledger's whole-number variables (they override tiers.yaml ``ledger:``) → their minimum.
+LEDGER_INTEGERS = {
+    "GATEWAY_LEDGER_RETENTION_DAYS": 0,
+    "GATEWAY_LEDGER_ROLLUP_RETENTION_DAYS": 0,
+    "GATEWAY_LEDGER_BATCH": 1,
+    "GATEWAY_LEDGER_CLAIM_IDLE_MS": 100,
+    "GATEWAY_LEDGER_STREAM_CAP": 1,
+}
 TRANSPORTS = ("native", "aiohttp", "httpx")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Names that look like an upstream's key or base URL variable.
@@ -70,6 +78,10 @@ def runtime_problems(env: Mapping[str, str]) -> list[str]:
         value = env.get(name)
         if value is not None and not (value.isdigit() and int(value) > 0):
             problems.append(f"{name}: expected a positive whole number, got {value!r}")
+    for name, minimum in LEDGER_INTEGERS.items():
+        value = env.get(name, "").strip()
+        if value and not (value.isdigit() and int(value) >= minimum):
+            problems.append(f"{name}: expected a whole number >= {minimum}, got {value!r}")
     transport = env.get("GATEWAY_UPSTREAM_TRANSPORT")
     if transport is not None and transport not in TRANSPORTS:
         problems.append(

@@ -13,6 +13,7 @@ import yaml
 from gateway.config.cache_section import cache_policies, cache_settings
 from gateway.config.chains import ON_EXHAUSTED, chain_entry, deployments
 from gateway.config.flags_section import flags_section
+from gateway.config.ledger_section import ledger_section
 from gateway.config.model import (
     CAPABILITIES,
     MODALITIES,
@@ -64,7 +65,9 @@ def parse_config(
     routes.mapping(
         {"upstreams", "models", "retry", "circuit_breaker", "passthrough"}, {"upstreams", "models"}
     )
-    tiers.mapping({"tiers", "keys", "users", "alerts", "settings", "flags", "cache"}, {"tiers"})
+    tiers.mapping(
+        {"tiers", "keys", "users", "alerts", "settings", "flags", "cache", "ledger"}, {"tiers"}
+    )
     upstreams = {name: _upstream(name, node, env) for name, node in routes.get("upstreams").items()}
     models = _models(routes.get("models"), upstreams)
     tier_map = {name: _tier(name, node, models) for name, node in tiers.get("tiers").items()}
@@ -85,6 +88,7 @@ def parse_config(
         passthrough=passthrough_section(routes.get("passthrough")),
         flags=flags_section(tiers.get("flags")),
         cache=cache_settings(tiers.get("cache")),
+        ledger=ledger_section(tiers.get("ledger")),
     )
 
 

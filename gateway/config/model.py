@@ -133,6 +133,20 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class LedgerOptions:
+    """tiers.yaml ``ledger:``: the usage ledger's options (``GATEWAY_LEDGER_*`` override
+    each; ``DATABASE_URL`` is env only). Read at start: a change needs a restart."""
+
+    auto_migrate: bool = True  # apply pending migrations when a shipper starts
+    ship: bool = True  # run a shipper in each gateway process
+    retention_days: int = 400  # day partitions of usage_records kept; 0 keeps all
+    rollup_retention_days: int = 800  # rollup days kept (never fewer than retention); 0: all
+    batch: int = 1000  # stream entries per insert
+    claim_idle_ms: int = 30_000  # a pending entry this idle belonged to a dead consumer
+    stream_cap: int = 10_000_000  # the settle's MAXLEN with the ledger on (a safety net)
+
+
+@dataclass(frozen=True)
 class Tier:
     name: str
     routes: Mapping[str, tuple[Model, ...]]
@@ -233,6 +247,7 @@ class Config:
     passthrough: Mapping[str, frozenset[str]] = field(default_factory=dict)
     flags: Mapping[str, FlagDefault] = field(default_factory=dict)  # tiers.yaml ``flags:``
     cache: CacheSettings = field(default_factory=CacheSettings)
+    ledger: LedgerOptions = field(default_factory=LedgerOptions)  # tiers.yaml ``ledger:``
 
 
 def build_lookup(routes: Mapping[str, tuple[Model, ...]]) -> dict[str, tuple[Model, ...]]:

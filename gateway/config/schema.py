@@ -246,6 +246,18 @@ FLAG = _obj(
     },
     ("enabled",),
 )  # fmt: skip
+LEDGER = _obj(
+    "The usage ledger in PostgreSQL (docs/ledger.md; on only when the env sets DATABASE_URL). Each key is overridden by its GATEWAY_LEDGER_<KEY> variable; read at start (a change needs a restart).",
+    {
+        "auto_migrate": {"type": "boolean", "description": "Apply pending migrations when a shipper starts; false: only `gateway db upgrade` does (default true)."},
+        "ship": {"type": "boolean", "description": "Run a shipper in each gateway process; false: this process only reads the ledger (run `gateway ledger ship` elsewhere) (default true)."},
+        "retention_days": _num("Day partitions of usage_records older than this are dropped; 0 keeps all (default 400).", 0, integer=True),
+        "rollup_retention_days": _num("Rollup rows (usage_daily*, usage_hourly_models) older than this are deleted, never before retention_days; 0 keeps all (default 800).", 0, integer=True),
+        "batch": _num("Stream entries per insert (default 1000).", 1, integer=True),
+        "claim_idle_ms": _num("An entry unacknowledged this long was read by a dead consumer: another claims it (default 30000).", 100, integer=True),
+        "stream_cap": _num("The usage stream's hard cap while the ledger is on (default 10000000).", 1, integer=True),
+    },
+)  # fmt: skip
 TIERS: Schema = _obj(
     "tiers.yaml: tiers, keys, per-user overrides, alerts and settings.",
     {
@@ -256,9 +268,10 @@ TIERS: Schema = _obj(
         "settings": SETTINGS,
         "flags": _map("Flag name → its default (the plan's together_ai_* flags are known, and on, without being declared; docs/control-plane.md).", FLAG),
         "cache": CACHE,
+        "ledger": LEDGER,
     },
     ("tiers",),
-)
+)  # fmt: skip
 
 
 def config_schema() -> dict[str, Schema]:

@@ -1,4 +1,4 @@
-"""The ledger's options, read once from the environment (``DATABASE_URL``, ``GATEWAY_LEDGER_*``)."""
+"""The ledger's options: tiers.yaml ``ledger:``, each overridden by its ``GATEWAY_LEDGER_*``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gateway.config.model import LedgerOptions
+
 TRUE_VALUES = {"1", "true", "yes", "on"}
+DEFAULTS = LedgerOptions()
 
 
 @dataclass(frozen=True)
@@ -14,23 +17,30 @@ class LedgerSettings:
     """``database_url`` None means no ledger: usage reads stay on the Redis stream."""
 
     database_url: str | None = None
-    auto_migrate: bool = True  # apply pending migrations at start
-    ship: bool = True  # run the shipper in the background of each gateway process
-    retention_days: int = 400  # 0 keeps every partition
-    batch: int = 1000  # stream entries per insert
-    claim_idle_ms: int = 30_000  # a pending entry this idle belonged to a dead consumer
-    stream_cap: int = 10_000_000  # settle's MAXLEN with the ledger on (a safety net)
+    auto_migrate: bool = DEFAULTS.auto_migrate  # apply pending migrations at start
+    ship: bool = DEFAULTS.ship  # run the shipper in the background of each gateway process
+    retention_days: int = DEFAULTS.retention_days  # 0 keeps every partition
+    rollup_retention_days: int = DEFAULTS.rollup_retention_days  # 0 keeps every rollup day
+    batch: int = DEFAULTS.batch  # stream entries per insert
+    claim_idle_ms: int = DEFAULTS.claim_idle_ms  # a pending entry this idle: a dead consumer's
+    stream_cap: int = DEFAULTS.stream_cap  # settle's MAXLEN with the ledger on (a safety net)
     partitions_ahead: int = 7
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> LedgerSettings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, file: LedgerOptions | None = None
+    ) -> LedgerSettings:
+        """``file`` (tiers.yaml ``ledger:``) gives the values; a set variable overrides one."""
         env = os.environ if env is None else env
-        d = cls()
+        d = DEFAULTS if file is None else file
         return cls(
             database_url=env.get("DATABASE_URL") or None,
             auto_migrate=_flag(env, "GATEWAY_LEDGER_AUTO_MIGRATE", d.auto_migrate),
             ship=_flag(env, "GATEWAY_LEDGER_SHIP", d.ship),
             retention_days=_int(env, "GATEWAY_LEDGER_RETENTION_DAYS", d.retention_days),
+            rollup_retention_days=_int(
+                env, "GATEWAY_LEDGER_ROLLUP_RETENTION_DAYS", d.rollup_retention_days
+            ),
             batch=max(1, _int(env, "GATEWAY_LEDGER_BATCH", d.batch)),
             claim_idle_ms=max(100, _int(env, "GATEWAY_LEDGER_CLAIM_IDLE_MS", d.claim_idle_ms)),
             stream_cap=max(1, _int(env, "GATEWAY_LEDGER_STREAM_CAP", d.stream_cap)),
@@ -39,6 +49,14 @@ class LedgerSettings:
     @property
     def enabled(self) -> bool:
         return self.database_url is not None
+
+    @property
+    def rollup_days_kept(self) -> int:
+        """Days of rollups kept (0: all): never fewer than the records', whose days the
+        analytics read from the rollups."""
+        if self.retention_days <= 0 or self.rollup_retention_days <= 0:
+            return 0
+        return max(self.retention_days, self.rollup_retention_days)
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from gateway.ledger import migrate, partitions, stream, writer
+from gateway.ledger import migrate, partitions, retention, stream, writer
 from gateway.ledger.db import ERRORS as DB_ERRORS
 from gateway.ledger.db import Database
 from gateway.ledger.metrics import LedgerMetrics
@@ -34,7 +34,7 @@ log = logging.getLogger("gateway.ledger")
 RETRIED: tuple[type[BaseException], ...] = (*DB_ERRORS, RedisError)
 BLOCK_MS = 500
 UPKEEP_S = 1.0  # lag, trim and stale claims at most this often
-MAINTENANCE_S = 3600.0  # partitions ahead and retention
+MAINTENANCE_S = 3600.0  # partitions ahead, retention of partitions and rollups
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -188,9 +188,12 @@ class Shipper:
             await partitions.ensure_ahead(conn, today, self._settings.partitions_ahead)
             dropped = await partitions.drop_expired(conn, today, self._settings.retention_days)
             self._days = await partitions.existing(conn)
+            pruned = await retention.prune_rollups(conn, today, self._settings.rollup_days_kept)
         self.postgres = "ok"
         if dropped:
             log.info("ledger: retention dropped %s", ", ".join(dropped))
+        if pruned:
+            log.info("ledger: rollup retention deleted %s", pruned)
 
     # -- internals ------------------------------------------------------------------------
 
