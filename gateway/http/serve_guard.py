@@ -27,7 +27,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from gateway.errors import RequestTimeout
+from gateway.errors import InvalidRequest, RequestTimeout
 from gateway.proxy.incoming import BODY_TIMED_OUT
 
 
@@ -55,6 +55,15 @@ def _timeout_response() -> bytes:
 
 
 TIMEOUT_RESPONSE = _timeout_response()
+
+
+def _bad_request_response(msg: str) -> bytes:
+    body = orjson.dumps(InvalidRequest(f"{msg} The request could not be parsed.").body())
+    head = (
+        b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+    )
+    return head + body
 
 
 class GuardedConfig(uvicorn.Config):
@@ -116,6 +125,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self.phase = IDLE
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the parser refused (bad framing, an invalid header) gets an OpenAI-shaped
+        400 like every other error, not uvicorn's plain-text one."""
+        self._disarm()
+        self.transport.write(_bad_request_response(msg))
+        self.transport.close()
 
     def handle_websocket_upgrade(self) -> None:
         self._disarm()

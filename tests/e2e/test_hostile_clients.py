@@ -315,3 +315,24 @@ def wait_for(condition: Callable[[], bool]) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /v1/quota HTTP/1.1\r\nhost: g\r\ncontent-length: 5/@M@X\r\n\r\n",
+        b"GET /v1/models HTTP/1.1\r\nhost g\r\n\r\n",
+    ],
+)
+def test_a_request_the_parser_refuses_gets_an_openai_shaped_400(
+    served: Served, head: bytes
+) -> None:
+    with connect(served) as sock:
+        sock.sendall(head)
+        answer = read_until_closed(sock)
+    status_line, _, body = answer.partition(b"\r\n\r\n")
+    assert status_line.startswith(b"HTTP/1.1 400 "), answer
+    assert b"content-type: application/json" in status_line.lower()
+    error = orjson.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error"
