@@ -88,7 +88,7 @@ def start_gateway(upstream: MockUpstream) -> Iterator[StartGateway]:
         if "store" not in app_kwargs:
             app_kwargs["store"] = create_store(runtime.redis_url, config.settings)
         app = create_app(config, runtime, metrics=Metrics(), **app_kwargs)
-        server = ThreadedServer(app).start()
+        server = ThreadedServer(app, gateway=True).start()
         servers.append(server)
         return RunningGateway(server.url, app, keys)
 

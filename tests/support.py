@@ -14,6 +14,7 @@ from starlette.types import ASGIApp
 from gateway.config.load import parse_config
 from gateway.config.model import Config
 from gateway.config.reader import ConfigError
+from gateway.http.serve_guard import GuardedConfig
 
 # name → (upstream, upstream model id, modality); ids carry the mock's behaviour markers.
 SCENARIO_MODELS: dict[str, tuple[str, str, str]] = {
@@ -118,13 +119,15 @@ def free_port() -> int:
 class ThreadedServer:
     """An ASGI app served by uvicorn in a daemon thread, lifespan included."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, gateway: bool = False) -> None:
+        """``gateway``: serve with the gateway's own protocol (read deadlines, JSON 400s)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self._socket = sock
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
+        config_class = GuardedConfig if gateway else uvicorn.Config
+        config = config_class(
             app, lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=2
         )
         self._server = uvicorn.Server(config)

@@ -100,7 +100,7 @@ def start_providers(
         runtime = Runtime()
         app_kwargs.setdefault("store", create_store(None, config.settings))
         app = create_app(config, runtime, metrics=Metrics(), **app_kwargs)
-        server = ThreadedServer(app).start()
+        server = ThreadedServer(app, gateway=True).start()
         servers.append(server)
         return RunningGateway(server.url, app, keys)
 
