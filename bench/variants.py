@@ -15,6 +15,8 @@ each turn Redis is emptied (FLUSHALL), so no variant inherits another's keys or 
   ``{enabled: true, rollout_percent: 100}`` and the tier quota ``bench/text_generation`` set at
   run time. wrk sends the virtual key. After the load it prints the key's spend and the flag's
   and quota's ``source`` (``runtime``): the load went through them.
+- ``entities_nolimits``: the same, but the virtual key has no rpm/tpm/budget of its own (its
+  spend is still counted).
 - ``ledger``: main with ``DATABASE_URL`` → a PostgreSQL this script starts (fsync off, pinned
   with the load on CPU 1); the shipper runs in the gateway process.
 
@@ -110,16 +112,18 @@ def admin(
 class Entities:
     """The entities variant's setup (create them, return the virtual key) and after-load check."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, *, limits: bool = True) -> None:
         self.token = token
         self.key_id = ""
+        self.limits = limits  # False: the key has no rpm/tpm/budget of its own
 
     def setup(self, gateway: RunningGateway) -> str:
         token = self.token
-        created = admin(gateway, token, "POST", "/v1/admin/keys", {
-            "user": "bench-virtual", "tier": TIER, "name": "bench",
+        limits = {
             "rpm": BIG, "tpm": BIG, "budget_usd": {"day": 1_000_000, "month": 1_000_000},
-        })  # fmt: skip
+        } if self.limits else {}  # fmt: skip
+        body = {"user": "bench-virtual", "tier": TIER, "name": "bench", **limits}
+        created = admin(gateway, token, "POST", "/v1/admin/keys", body)
         self.key_id = str(created["id"])
         flag = {"enabled": True, "rollout_percent": 100}
         admin(gateway, token, "PUT", FLAG_PATH, flag)
@@ -204,6 +208,7 @@ def ledger_after(gateway: RunningGateway, turn: int, timeout_s: float = 60.0) ->
 
 def build_variants(names: Sequence[str], args: argparse.Namespace, pg_url: str) -> list[Variant]:
     entities = Entities(f"adm-bench-{secrets.token_hex(12)}")
+    plain = Entities(entities.token, limits=False)
     known = {
         "base": Variant("base", args.base_tree),
         "main": Variant("main", args.main_tree),
@@ -213,6 +218,13 @@ def build_variants(names: Sequence[str], args: argparse.Namespace, pg_url: str) 
             {"GATEWAY_ADMIN_TOKEN": entities.token},
             entities.setup,
             entities.after,
+        ),
+        "entities_nolimits": Variant(
+            "entities_nolimits",
+            args.main_tree,
+            {"GATEWAY_ADMIN_TOKEN": plain.token},
+            plain.setup,
+            plain.after,
         ),
         "ledger": Variant("ledger", args.main_tree, {"DATABASE_URL": pg_url}, None, ledger_after),
     }
