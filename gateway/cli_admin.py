@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -47,15 +48,23 @@ def add_parsers(commands: Any, parser_class: type[argparse.ArgumentParser]) -> N
     rotate.add_argument("--grace-s", type=int, default=0)
     revoke = actions.add_parser("revoke", help="Revoke a key at once, everywhere.")
     revoke.add_argument("id")
-    for sub in (create, listing, rotate, revoke):
+    add_connection_options(create, listing, rotate, revoke)
+
+
+def add_connection_options(*parsers: argparse.ArgumentParser) -> None:
+    """``--url`` and ``--token``, defaulting to ``GATEWAY_URL`` and ``GATEWAY_ADMIN_TOKEN``."""
+    for sub in parsers:
         sub.add_argument("--url", default=os.environ.get(URL_ENV, DEFAULT_URL))
         sub.add_argument("--token", default=os.environ.get(TOKEN_ENV))
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``gateway keys ...``; errors print one line and return 1."""
+Request = tuple[str, str, dict[str, Any] | None]  # method, path, JSON body
+
+
+def run_call(args: argparse.Namespace, request: Callable[[argparse.Namespace], Request]) -> int:
+    """Make the one call ``request`` names and print its answer; errors print one line, 1."""
     try:
-        method, path, body = _request(args)
+        method, path, body = request(args)
         print(json.dumps(_call(args.url, args.token, method, path, body), indent=2))
     except AdminCallFailed as error:
         print(f"gateway: {error}", file=sys.stderr)
@@ -63,7 +72,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
+def run(args: argparse.Namespace) -> int:
+    """Run ``gateway keys ...``."""
+    return run_call(args, _request)
+
+
+def _request(args: argparse.Namespace) -> Request:
     action = args.keys_command
     if action == "list":
         return "GET", "/v1/admin/keys" + (f"?user={args.user}" if args.user else ""), None
@@ -116,10 +130,11 @@ def _call(url: str, token: str | None, method: str, path: str, body: Any) -> Any
     except ValueError:
         document = None
     if answer.status_code >= 400:
-        message = (
-            (document or {}).get("error", {}).get("message") if isinstance(document, dict) else None
-        )
-        raise AdminCallFailed(
-            f"{method} {path}: {answer.status_code}: {message or answer.text[:200]}"
-        )
+        found = document.get("error") if isinstance(document, dict) else None
+        detail: dict[str, Any] = found if isinstance(found, dict) else {}
+        problems = detail.get("problems")
+        if isinstance(problems, list) and problems:  # an invalid config: one problem a line
+            raise AdminCallFailed("\n".join(["the config was refused:", *map(str, problems)]))
+        message = detail.get("message") or answer.text[:200]
+        raise AdminCallFailed(f"{method} {path}: {answer.status_code}: {message}")
     return document

@@ -8,12 +8,9 @@ answer prints its message (an invalid config: every problem, one per line) and e
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
 from typing import Any
 
-from gateway.cli_admin import DEFAULT_URL, TOKEN_ENV, URL_ENV, AdminCallFailed, _call
+from gateway.cli_admin import Request, add_connection_options, run_call
 
 COMMANDS = ("flags", "reload")
 
@@ -32,22 +29,14 @@ def add_parsers(commands: Any, parser_class: type[argparse.ArgumentParser]) -> N
         description="Validate the files again and switch to them; an invalid config is refused "
         "with the problems `gateway check` prints, and the config in force stays.",
     )
-    for sub in (listing, setting, reload):
-        sub.add_argument("--url", default=os.environ.get(URL_ENV, DEFAULT_URL))
-        sub.add_argument("--token", default=os.environ.get(TOKEN_ENV))
+    add_connection_options(listing, setting, reload)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        method, path, body = _request(args)
-        print(json.dumps(_call(args.url, args.token, method, path, body), indent=2))
-    except AdminCallFailed as error:
-        print(f"gateway: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return run_call(args, _request)
 
 
-def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
+def _request(args: argparse.Namespace) -> Request:
     if args.command == "reload":
         return "POST", "/v1/admin/reload", None
     if args.flags_command == "list":

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.config.model import Tier
 from gateway.errors import InvalidRequest
-from gateway.http.admin_auth import SESSION_SCOPE_KEY
+from gateway.http.admin_auth import SESSION_SCOPE_KEY, operator
 from gateway.http.responses import json_response
 from gateway.http.services import Services, services
 from gateway.metering import parse_range, to_csv
@@ -45,12 +43,14 @@ async def usage(request: Request) -> Response:
         start, end = parse_range(params.get("from"), params.get("to"), gateway.clock())
     except ValueError as exc:
         raise InvalidRequest(str(exc), param="from") from None
-    if _is_admin(request, gateway):
+    if operator(request) is not None:  # an admin or viewer: any user's records
         user = params.get("user")  # None: every user
     else:
         user = _caller(request, gateway)[0]
         if params.get("user") not in (None, user):
-            raise InvalidRequest("Only the admin token may read other users' usage.", param="user")
+            raise InvalidRequest(
+                "Only an operator token may read other users' usage.", param="user"
+            )
     records = await gateway.meter.records(user, start, end)
     if (tag := params.get("tag")) is not None:
         records = with_tag(records, tag)
@@ -62,14 +62,6 @@ async def usage(request: Request) -> Response:
     return json_response(
         {"object": "list", "data": records, "source": gateway.meter.records_source}
     )
-
-
-def _is_admin(request: Request, gateway: Services) -> bool:
-    token = gateway.runtime.admin_token
-    presented = presented_key(request.headers)
-    if token is None or presented is None:
-        return False
-    return hmac.compare_digest(presented.encode(), token.reveal().encode())
 
 
 def routes() -> list[Route]:

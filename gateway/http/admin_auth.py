@@ -62,6 +62,19 @@ def require_role(request: Request, role: str = "admin") -> Actor:
     return actor
 
 
+def operator(request: Request) -> Actor | None:
+    """The caller when it is an operator (an admin or viewer token or session), else None."""
+    presented = presented_key(request.headers)
+    session = request.scope.get(SESSION_SCOPE_KEY)
+    if presented is None and session is not None:
+        role = str(session["role"])
+        return Actor(str(session["name"]), role, session.get("user")) if role != "user" else None
+    if presented is None:
+        return None
+    gateway = services(request)
+    return _actor(gateway, gateway.control.snapshot.kind(KIND), presented)
+
+
 def session_actor(request: Request, role: str) -> Actor:
     """The dashboard session's actor, if it grants ``role``; changes need the CSRF token."""
     session: Mapping[str, Any] = request.scope[SESSION_SCOPE_KEY]

@@ -5,6 +5,7 @@ The secret is shown once, at creation or rotation; only digests are stored (see
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,9 +20,10 @@ from gateway.http.admin_input import json_object, number, small_object, strings,
 from gateway.http.responses import json_response
 from gateway.http.services import Services, services
 from gateway.metering import StoreError, parse_time
+from gateway.metering.analytics import UsageFilter
 from gateway.metering.key_limits import day_key, month_key
 from gateway.metering.pricing import micros_to_usd
-from gateway.metering.windows import iso_utc, windows_at
+from gateway.metering.windows import Windows, iso_utc, windows_at
 from gateway.proxy.auth import LAST_USED_KEY
 from gateway.secret import sha256_hex
 
@@ -204,7 +206,8 @@ def _public(key_id: str, document: Mapping[str, Any]) -> dict[str, Any]:
 async def _with_usage(
     gateway: Services, found: list[tuple[str, dict[str, Any]]]
 ) -> list[dict[str, Any]]:
-    """Public views plus spend (from the key's own counters) and last use, in one read."""
+    """Public views plus spend and last use. A budget's spend comes from the key's own
+    counter (exact); without that budget, from the usage rollups (a few seconds behind)."""
     windows = windows_at(gateway.clock())
     names = [LAST_USED_KEY]
     for key_id, document in found:
@@ -214,22 +217,51 @@ async def _with_usage(
         hashes = await gateway.control.read_counters(names)
     except StoreError:
         raise StoreUnavailable("The store is unavailable; try again") from None
+    unbudgeted = [key_id for key_id, doc in found if _budgeted(doc) != ("day", "month")]
+    rolled = await _rolled_up_spend(gateway, windows, unbudgeted) if unbudgeted else {}
     last_used = hashes[0]
     shown = []
     for index, (key_id, document) in enumerate(found):
-        day, month = hashes[1 + 2 * index], hashes[2 + 2 * index]
+        counted = {"day": hashes[1 + 2 * index], "month": hashes[2 + 2 * index]}
+        budgeted = _budgeted(document)
+        spend = {
+            period: micros_to_usd(counted[period].get("usd", 0))
+            if period in budgeted
+            else round(rolled.get((key_id, period), 0.0), 6)
+            for period in ("day", "month")
+        }
         used = max(last_used.get(key_id, 0), int(gateway.keyring.last_used.get(key_id, 0)))
         shown.append(
-            {
-                **_public(key_id, document),
-                "last_used_at": used or None,
-                "spend_usd": {
-                    "day": micros_to_usd(day.get("usd", 0)),
-                    "month": micros_to_usd(month.get("usd", 0)),
-                },
-            }
+            {**_public(key_id, document), "last_used_at": used or None, "spend_usd": spend}
         )
     return shown
+
+
+def _budgeted(document: Mapping[str, Any]) -> tuple[str, ...]:
+    """The periods the key has a budget for (those have their own exact counter)."""
+    budget = document.get("budget_usd")
+    if not isinstance(budget, dict):
+        return ()
+    return tuple(period for period in ("day", "month") if budget.get(period) is not None)
+
+
+async def _rolled_up_spend(
+    gateway: Services, windows: Windows, key_ids: list[str]
+) -> dict[tuple[str, str], float]:
+    """(key id, "day" | "month") → USD spent, from the usage rollups of this month."""
+    month_start = dt.datetime.strptime(windows.month, "%Y%m").replace(tzinfo=dt.UTC)
+    today = f"{windows.day[:4]}-{windows.day[4:6]}-{windows.day[6:]}"
+    flt = UsageFilter(month_start.timestamp(), windows.now + 1)
+    wanted, spent = set(key_ids), dict[tuple[str, str], float]()
+    for row in await gateway.analytics.totals(flt, ["key_id"], "day"):
+        key_id = row.get("key_id")
+        if key_id not in wanted:
+            continue
+        cost = float(row.get("cost_usd") or 0.0)
+        spent[key_id, "month"] = spent.get((key_id, "month"), 0.0) + cost
+        if row.get("bucket") == today:
+            spent[key_id, "day"] = spent.get((key_id, "day"), 0.0) + cost
+    return spent
 
 
 def routes() -> list[Route]:

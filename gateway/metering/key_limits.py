@@ -12,9 +12,10 @@ gw:{u:USER}:k:KEY:d:YYYYMMDD           hash    ``usd`` (micro-USD)
 gw:{u:USER}:k:KEY:m:YYYYMM             hash    ``usd``
 =====================================  ======  ===========================================
 
-The spend counters are kept for every run-time key (they answer "spend so far"); the others
-only when the key has that limit. Each is reconciled at settle like the user's counters: the
-in-flight count gives its 1 back, the rest move to the actual usage.
+Each counter is kept only when the key has that limit, so a key without limits costs the
+reservation nothing (its spend without a budget is read from the usage rollups). Each is
+reconciled at settle like the user's counters: the in-flight count gives its 1 back, the rest
+move to the actual usage.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def month_key(user: str, key_id: str, month: str) -> str:
 
 
 def key_checks(limits: KeyLimits, user: str, windows: Windows, amounts: Amounts) -> list[Check]:
-    """The key's checks: its spend always, its rpm / tpm / parallel limits when set."""
+    """The key's checks: one per limit it has (rpm, tpm, in flight, day and month budget)."""
     root = base(user, limits.key_id)
     minute = f"{root}:min:{int(windows.now // 60)}"
     checks = []
@@ -61,15 +62,19 @@ def key_checks(limits: KeyLimits, user: str, windows: Windows, amounts: Amounts)
     if limits.max_parallel != UNLIMITED:
         counter = Counter(f"{root}:par", "n", 1, limits.max_parallel, ttl_s=PARALLEL_TTL_S)
         checks.append(Check(KEY_PARALLEL, counter))
-    day = Counter(
-        day_key(user, limits.key_id, windows.day), keys.USD, amounts.usd_micros,
-        limits.usd_day, ttl_s=windows.day_ttl(),
-    )  # fmt: skip
-    month = Counter(
-        month_key(user, limits.key_id, windows.month), keys.USD, amounts.usd_micros,
-        limits.usd_month, ttl_s=windows.month_ttl(),
-    )  # fmt: skip
-    return [*checks, Check(KEY_DAY, day), Check(KEY_MONTH, month)]
+    if limits.usd_day != UNLIMITED:
+        day = Counter(
+            day_key(user, limits.key_id, windows.day), keys.USD, amounts.usd_micros,
+            limits.usd_day, ttl_s=windows.day_ttl(),
+        )  # fmt: skip
+        checks.append(Check(KEY_DAY, day))
+    if limits.usd_month != UNLIMITED:
+        month = Counter(
+            month_key(user, limits.key_id, windows.month), keys.USD, amounts.usd_micros,
+            limits.usd_month, ttl_s=windows.month_ttl(),
+        )  # fmt: skip
+        checks.append(Check(KEY_MONTH, month))
+    return checks
 
 
 def amount_for(kind: str, amounts: Amounts) -> int:

@@ -86,6 +86,9 @@ def test_roles_viewer_reads_but_cannot_write(gw: RunningGateway) -> None:
     viewer = made.json()["token"]
     assert call(gw, "GET", "/v1/admin/keys", viewer).status_code == 200
     assert call(gw, "GET", "/v1/admin/audit", viewer).status_code == 200
+    chat(gw, gw.key())
+    others = call(gw, "GET", "/v1/usage?user=user-free&from=2020-01-01&to=2100-01-01", viewer)
+    assert others.status_code == 200 and others.json()["data"], others.text  # any user's usage
     denied = call(gw, "POST", "/v1/admin/keys", viewer, json={"user": "x", "tier": "free"})
     assert denied.status_code == 403 and denied.json()["error"]["code"] == "insufficient_role"
     admin = call(gw, "POST", "/v1/admin/tokens", json={"role": "admin"}).json()

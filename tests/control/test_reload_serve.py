@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.control.flag_setup import KEYS, admin
+from tests.control.flag_setup import ADMIN, KEYS, admin
 from tests.control.serve_setup import chat, serve_env, write_config
 from tests.mock_upstream import MockUpstream
 from tests.redis_fixture import RedisServer
@@ -96,6 +98,13 @@ def test_sighup_and_admin_reload_under_load_drop_nothing(
         gateway.process.send_signal(signal.SIGHUP)  # refused: the config in force stays
         refused = admin(gateway.url, "POST", "/v1/admin/reload")
         assert refused.status_code == 400 and "nope" in refused.json()["error"]["message"]
+        by_cli = subprocess.run(
+            [sys.executable, "-m", "gateway", "reload", "--url", gateway.url, "--token", ADMIN],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        lines = by_cli.stderr.splitlines()
+        assert by_cli.returncode == 1 and lines[0] == "gateway: the config was refused:"
+        assert any("nope" in line for line in lines[1:])
         assert _models_seen(gateway.url) == {"ok"}
         assert gateway.process.poll() is None
         assert not [line for line in gateway.errors() if "reload refused" not in line]

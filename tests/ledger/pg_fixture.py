@@ -33,7 +33,8 @@ def available() -> bool:
 class PostgresServer:
     """One cluster; ``stop()`` and ``start()`` keep its port and data."""
 
-    def __init__(self) -> None:
+    def __init__(self, cpus: str | None = None) -> None:
+        self.cpus = cpus  # taskset CPU list for the server (None: not pinned; benchmarks pin)
         self.port = free_port()
         self._root = Path(tempfile.mkdtemp(prefix="pg-test-"))
         self.data = self._root / "data"
@@ -47,8 +48,10 @@ class PostgresServer:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def _run(self, *argv: str) -> None:
+    def _run(self, *argv: str, pin: bool = False) -> None:
         prefix = ["runuser", "-u", "postgres", "--"] if self._as_postgres else []
+        if pin and self.cpus:
+            prefix = ["taskset", "-c", self.cpus, *prefix]  # the server inherits the CPUs
         subprocess.run([*prefix, *argv], check=True, capture_output=True, timeout=120)
 
     def _initdb(self) -> None:
@@ -72,7 +75,10 @@ class PostgresServer:
         )
         pg_ctl = pg_bin("pg_ctl")
         assert pg_ctl
-        self._run(pg_ctl, "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "start")
+        self._run(
+            pg_ctl, "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "start",
+            pin=True,
+        )  # fmt: skip
         self.running = True
         return self
 
