@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import secrets
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +51,7 @@ from procs import ProcessGroup
 from report import Report, median
 from scenarios import Knobs, Load, wrk_scenario
 from services import (
+    CONFIG_DIR,
     TIER,
     GatewaySpec,
     Layout,
@@ -203,10 +205,58 @@ def ledger_after(gateway: RunningGateway, turn: int, timeout_s: float = 60.0) ->
     )
 
 
+class LedgerSidecar:
+    """The ``ledger_sidecar`` variant: the serving process does not ship
+    (``GATEWAY_LEDGER_SHIP=0``); one ``gateway ledger ship`` beside it does, on the load's CPUs
+    (as its own pod would)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.redis_url = ""
+        self.cpus: str | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        return {"DATABASE_URL": self.database_url, "GATEWAY_LEDGER_SHIP": "0"}
+
+    def setup(self, gateway: RunningGateway) -> str:
+        argv = [sys.executable, "-m", "gateway", "ledger", "ship", "--config-dir", str(CONFIG_DIR)]
+        if self.cpus:
+            argv = ["taskset", "-c", self.cpus, *argv]
+        env = {**os.environ, "REDIS_URL": self.redis_url, "DATABASE_URL": self.database_url}
+        self.process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+        return gateway.key
+
+    def after(self, gateway: RunningGateway, turn: int, timeout_s: float = 60.0) -> None:
+        """How long the sidecar takes to ship everything after the load, then stop it."""
+        started = time.monotonic()
+        client = redis.Redis.from_url(self.redis_url)
+        lag = self._lag(client)
+        while lag and time.monotonic() - started < timeout_s:
+            time.sleep(0.25)
+            lag = self._lag(client)
+        requests = metric_sum(gateway, "gateway_requests_total")
+        print(
+            f"ledger_sidecar round={turn} lag_now={lag} drain_s={time.monotonic() - started:.2f} "
+            f"gateway_requests={requests:.0f}",
+            flush=True,
+        )
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    @staticmethod
+    def _lag(client: redis.Redis) -> int:
+        groups = client.xinfo_groups("gw:usage")
+        return sum(int(g.get("lag") or 0) + int(g.get("pending") or 0) for g in groups) or 0
+
+
 # --- the run ------------------------------------------------------------------------------
 
 
-def build_variants(names: Sequence[str], args: argparse.Namespace, pg_url: str) -> list[Variant]:
+def build_variants(
+    names: Sequence[str], args: argparse.Namespace, pg_url: str, sidecar: LedgerSidecar
+) -> list[Variant]:
     entities = Entities(f"adm-bench-{secrets.token_hex(12)}")
     plain = Entities(entities.token, limits=False)
     known = {
@@ -227,6 +277,9 @@ def build_variants(names: Sequence[str], args: argparse.Namespace, pg_url: str) 
             plain.after,
         ),
         "ledger": Variant("ledger", args.main_tree, {"DATABASE_URL": pg_url}, None, ledger_after),
+        "ledger_sidecar": Variant(
+            "ledger_sidecar", args.main_tree, sidecar.env(), sidecar.setup, sidecar.after
+        ),
     }
     unknown = [name for name in names if name not in known]
     if unknown:
@@ -289,12 +342,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if layout.pin:
         os.sched_setaffinity(0, {1})
     postgres: PostgresServer | None = None
-    if "ledger" in names:
+    if "ledger" in names or "ledger_sidecar" in names:
         if not available():
             raise SystemExit("the ledger variant needs PostgreSQL (initdb, pg_ctl)")
         postgres = PostgresServer(cpus=layout.load_cpus).start()
     try:
-        variants = build_variants(names, args, postgres.url if postgres else "")
+        sidecar = LedgerSidecar(postgres.url if postgres else "")
+        variants = build_variants(names, args, sidecar.database_url, sidecar)
         report = Report()
         knobs = Knobs(tools["wrk"], args.duration, 0, 0, 0)
         seen: dict[str, dict[str, list[float]]] = {variant.name: {} for variant in variants}
@@ -305,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             mocks = start_mocks(procs, tools, layout)
             key = f"sk-bench-{secrets.token_hex(12)}"
             harness = Harness(procs, layout, mocks, knobs, report, key)
+            sidecar.redis_url, sidecar.cpus = mocks.redis_url, layout.load_cpus
             for turn in range(args.rounds):
                 for variant in variants:
                     for name, rps in one_turn(harness, variant, turn).items():

@@ -171,15 +171,19 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--user", default=None, help="one user's records (default: all users)")
     export.add_argument("--tag", default=None, help="only the records carrying this tag")
     export.add_argument("--group-by", choices=("tag",), default=None, help="totals per tag")
-    commands.add_parser(
-        "db", help="The usage ledger's schema (DATABASE_URL).", description="docs/ledger.md"
-    ).add_subparsers(dest="db_command", required=True, parser_class=_Parser).add_parser(
-        "upgrade", help="Apply pending ledger migrations and create partitions ahead."
+    db_upgrade = (
+        commands.add_parser(
+            "db", help="The usage ledger's schema (DATABASE_URL).", description="docs/ledger.md"
+        )
+        .add_subparsers(dest="db_command", required=True, parser_class=_Parser)
+        .add_parser("upgrade", help="Apply pending ledger migrations and create partitions ahead.")
     )
-    commands.add_parser(
-        "ledger", help="The usage ledger's shipper (DATABASE_URL, REDIS_URL).", description=""
-    ).add_subparsers(dest="ledger_command", required=True, parser_class=_Parser).add_parser(
-        "ship", help="Ship usage records from Redis to Postgres until stopped."
+    ledger_ship = (
+        commands.add_parser(
+            "ledger", help="The usage ledger's shipper (DATABASE_URL, REDIS_URL).", description=""
+        )
+        .add_subparsers(dest="ledger_command", required=True, parser_class=_Parser)
+        .add_parser("ship", help="Ship usage records from Redis to Postgres until stopped.")
     )
     cli_admin.add_parsers(commands, _Parser)
     cli_control.add_parsers(commands, _Parser)
@@ -209,7 +213,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config-dir", default=os.environ.get(CONFIG_DIR_ENV, "."), help=config_help
     )
-    for sub in (serve, check, export, schema, models_check):
+    for sub in (serve, check, export, schema, models_check, db_upgrade, ledger_ship):
         sub.add_argument("--config-dir", default=argparse.SUPPRESS, help=config_help)
     parser.set_defaults(
         command="serve",

@@ -151,6 +151,19 @@ def test_global_options_anywhere(tmp_path) -> None:
     assert gateway("check", cwd=tmp_path.parent).returncode == 1  # no config there
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["serve"], ["check"], ["schema"], ["usage", "export"], ["models", "check"],
+     ["db", "upgrade"], ["ledger", "ship"]],
+)  # fmt: skip
+def test_every_command_reading_the_config_takes_config_dir_after_it(command) -> None:
+    from gateway.cli import _parser
+
+    extra = ["--from", "2026-01-01", "--to", "2026-01-02"] if command[0] == "usage" else []
+    args = _parser().parse_args([*command, *extra, "--config-dir", "/some/dir"])
+    assert args.config_dir == "/some/dir"
+
+
 def test_schema_prints_both_files() -> None:
     import json
 
