@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -69,6 +70,7 @@ from gateway.ui import pages as ui_pages
 from gateway.ui.session import SessionLoader, Sessions
 
 log = logging.getLogger("gateway")
+STORE_CLOSE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -315,7 +317,10 @@ def _lifespan(
             if gateway.shared_health is not None:
                 await gateway.shared_health.aclose()
             await gateway.meter.aclose()
-            await gateway.store.aclose()
+            try:  # a store client stuck in a broken state must not hold the shutdown
+                await asyncio.wait_for(gateway.store.aclose(), STORE_CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("the store's connections did not close in time; leaving them")
             if owns_transport:
                 await gateway.transport.aclose()
             mark_worker_dead(os.getpid(), gateway.metrics.multiprocess_dir)

@@ -35,7 +35,9 @@ def write_config(directory: Path, upstream_url: str, requests_per_day: int) -> P
         }
     }
     (directory / "routes.yaml").write_text(yaml.safe_dump(routes_doc(upstream_url)))
-    (directory / "tiers.yaml").write_text(yaml.safe_dump(tiers_doc(tiers)))
+    # a stop must end well within Gateway.stop's wait even if a connection stays open
+    settings = {"shutdown_grace_s": 10}
+    (directory / "tiers.yaml").write_text(yaml.safe_dump(tiers_doc(tiers, settings=settings)))
     return directory
 
 
