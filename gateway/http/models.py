@@ -1,4 +1,8 @@
-"""GET /v1/models and /v1/models/{id}: what the caller's tier may use, in OpenAI shape."""
+"""GET /v1/models and /v1/models/{id}: what the caller's tier may use, in OpenAI shape.
+
+A run-time key with a ``models`` allow-list sees only the entries its list names (the others
+are answered like an unknown model); a key without one sees everything its tier may use.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +38,13 @@ def _entries(gateway: Services, principal: Principal) -> dict[str, dict[str, Any
     return entries
 
 
+def _visible(entries: dict[str, dict[str, Any]], principal: Principal) -> dict[str, dict[str, Any]]:
+    """The entries the caller's key may use (all of them without an allow-list)."""
+    if principal.models is None:
+        return entries
+    return {id: entry for id, entry in entries.items() if id in principal.models}
+
+
 def _entry(model_id: str, owner: str, created: int, **extra: str) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": created, "owned_by": owner, **extra}
 
@@ -41,13 +52,16 @@ def _entry(model_id: str, owner: str, created: int, **extra: str) -> dict[str, A
 async def list_models(request: Request) -> Response:
     gateway = services(request)
     principal = gateway.keyring.authenticate(request.headers)
-    return json_response({"object": "list", "data": list(_entries(gateway, principal).values())})
+    entries = _visible(_entries(gateway, principal), principal)
+    return json_response({"object": "list", "data": list(entries.values())})
 
 
 async def get_model(request: Request) -> Response:
     gateway = services(request)
     principal = gateway.keyring.authenticate(request.headers)
     model_id = request.path_params["model_id"]
+    if principal.models is not None and model_id not in principal.models:
+        raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")
     entries = _entries(gateway, principal)
     if model_id in entries:
         return json_response(entries[model_id])
