@@ -1,0 +1,75 @@
+"""``gateway [serve] | check | usage export | schema``: the command line's entry and dispatch.
+
+Every failure is one line on stderr: exit 2 for a wrong command line or environment value,
+1 for an invalid config (one line per problem) or a command that cannot do its job; never a
+traceback. The grammar is in ``parser``, each command's work in its own module.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from gateway import cli_admin, cli_control
+from gateway.cli.base import CONFIG_DIR_ENV, USAGE_ERROR, CommandFailed, UsageError
+from gateway.cli.config_files import check, models_check, schema
+from gateway.cli.parser import COMMANDS
+from gateway.cli.parser import build_parser as _parser
+from gateway.cli.serve import STARTUP_FAILURE, demo_banner, serve
+from gateway.cli.usage import ledger_command, usage_export
+
+__all__ = [
+    "COMMANDS",
+    "CONFIG_DIR_ENV",
+    "STARTUP_FAILURE",
+    "USAGE_ERROR",
+    "CommandFailed",
+    "UsageError",
+    "demo_banner",
+    "main",
+]
+_OWN_OPTIONS = ("-h", "--help", "--version")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a failure prints one line and gives its exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _run(argv)
+    except UsageError as error:
+        print(f"gateway: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    except CommandFailed as error:
+        print(f"gateway: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:
+        print(f"gateway: error: {type(error).__name__}: {error}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+def _run(argv: list[str]) -> int:
+    args = _parser().parse_args(_with_default_command(argv))
+    if args.command == "check":
+        return check(args.config_dir)
+    if args.command == "usage":
+        return usage_export(args)
+    if args.command == "schema":
+        return schema()
+    if args.command in ("db", "ledger"):
+        return ledger_command(args)
+    if args.command == "models":
+        return models_check(args.config_dir)
+    if args.command in cli_admin.COMMANDS:
+        return cli_admin.run(args)
+    if args.command in cli_control.COMMANDS:
+        return cli_control.run(args)
+    return serve(args)
+
+
+def _with_default_command(argv: list[str]) -> list[str]:
+    """``serve`` when no command is named (``gateway --demo`` is ``gateway serve --demo``)."""
+    if any(word in COMMANDS for word in argv) or any(word in _OWN_OPTIONS for word in argv):
+        return argv
+    return ["serve", *argv]

@@ -1,0 +1,48 @@
+"""What every command shares: its two failures, the parser class and loading the config."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import NoReturn
+
+from gateway.config.env_checks import runtime_problems
+from gateway.config.model import Config
+from gateway.config.reader import ConfigError
+from gateway.secret import Secret
+
+CONFIG_DIR_ENV = "GATEWAY_CONFIG_DIR"
+USAGE_ERROR = 2
+
+
+class UsageError(Exception):
+    """A wrong command line or environment value: one line, exit 2."""
+
+
+class CommandFailed(Exception):
+    """The command cannot do its job (e.g. no usage store): one line, exit 1."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def load_config(config_dir: str, demo_key: Secret | None = None) -> Config:
+    """The serving config of ``config_dir``; an invalid one prints its problems, then fails."""
+    from gateway.serving import load_serving_config
+
+    try:
+        return load_serving_config(config_dir, demo_key)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        raise CommandFailed(f"invalid config in {os.path.abspath(config_dir)}") from None
+
+
+def check_environment() -> None:
+    """Fail with every problem of the environment's values on one line."""
+    problems = runtime_problems(os.environ)
+    if problems:
+        raise UsageError("; ".join(problems))

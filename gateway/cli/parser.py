@@ -1,0 +1,188 @@
+"""The command line's grammar: every command, its options and their help texts."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from gateway import cli_admin, cli_control
+from gateway.cli.base import CONFIG_DIR_ENV, Parser
+from gateway.http.serve_guard import ReadDeadlines
+
+BUILT_IN = ("serve", "check", "usage", "schema", "db", "ledger")
+COMMANDS: tuple[str, ...] = (*BUILT_IN, *cli_admin.COMMANDS, *cli_control.COMMANDS)
+FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser; its subcommands are added in the order ``--help`` lists them."""
+    parser = Parser(
+        prog="gateway",
+        description="OpenAI-compatible LLM gateway. Without a command, runs `gateway serve`.",
+        formatter_class=FORMATTER,
+    )
+    parser.add_argument("--version", action="version", version=f"gateway {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    reading_config = [_add_serve(commands), _add_check(commands), _add_usage_export(commands)]
+    reading_config += _add_ledger(commands)
+    cli_admin.add_parsers(commands, Parser)
+    cli_control.add_parsers(commands, Parser)
+    reading_config += [_add_schema(commands), _add_models_check(commands)]
+    _add_config_dir(parser, reading_config)
+    defaults = ReadDeadlines()
+    parser.set_defaults(
+        command="serve",
+        demo=False,
+        host="127.0.0.1",
+        port=8080,
+        workers=1,
+        header_timeout=defaults.header_s,
+        body_timeout=defaults.body_s,
+        body_idle_timeout=defaults.body_idle_s,
+    )
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llm-gateway")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _add_config_dir(
+    parser: argparse.ArgumentParser, subcommands: list[argparse.ArgumentParser]
+) -> None:
+    # Given before or after the command; a subcommand's own default would override the
+    # value given before it, so only the top-level parser has one.
+    config_help = f"directory holding routes.yaml and tiers.yaml (env {CONFIG_DIR_ENV})"
+    parser.add_argument(
+        "--config-dir", default=os.environ.get(CONFIG_DIR_ENV, "."), help=config_help
+    )
+    for sub in subcommands:
+        sub.add_argument("--config-dir", default=argparse.SUPPRESS, help=config_help)
+
+
+def _add_serve(commands: Any) -> argparse.ArgumentParser:
+    defaults = ReadDeadlines()
+    serve: argparse.ArgumentParser = commands.add_parser(
+        "serve",
+        help="Run the gateway (the default command).",
+        description="Run the gateway: load routes.yaml and tiers.yaml, then serve HTTP.",
+        formatter_class=FORMATTER,
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="serve routes that no upstream key serves from the built-in demo upstream, "
+        "and print a dev key",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=defaults.header_s,
+        help="seconds a client has to send a request's header (from connecting, or its first byte)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=defaults.body_s,
+        help="seconds a client has to send a request's body, in all",
+    )
+    serve.add_argument(
+        "--body-idle-timeout",
+        type=float,
+        default=defaults.body_idle_s,
+        help="longest pause between reads of a request's body, in seconds",
+    )
+    return serve
+
+
+def _add_check(commands: Any) -> argparse.ArgumentParser:
+    check: argparse.ArgumentParser = commands.add_parser(
+        "check",
+        help="Validate routes.yaml, tiers.yaml and the environment they read.",
+        description="Validate both files and the environment; print every problem and warning.",
+        formatter_class=FORMATTER,
+    )
+    return check
+
+
+def _add_usage_export(commands: Any) -> argparse.ArgumentParser:
+    usage = commands.add_parser(
+        "usage",
+        help="Read usage records from the store (REDIS_URL).",
+        description="Read usage records from the store named by REDIS_URL.",
+    )
+    export: argparse.ArgumentParser = usage.add_subparsers(
+        dest="usage_command", required=True, metavar="SUBCOMMAND", parser_class=Parser
+    ).add_parser(
+        "export",
+        help="Print usage records as CSV or JSON.",
+        description="Print the usage records of [from, to) as CSV or JSON (needs REDIS_URL).",
+        formatter_class=FORMATTER,
+    )
+    export.add_argument(
+        "--from", dest="start", required=True, help="YYYY-MM-DD, ISO date/time or epoch seconds"
+    )
+    export.add_argument(
+        "--to", dest="end", required=True, help="YYYY-MM-DD (that day included), ISO or epoch"
+    )
+    export.add_argument("--format", choices=("csv", "json"), default="csv", help="output format")
+    export.add_argument("--user", default=None, help="one user's records (default: all users)")
+    export.add_argument("--tag", default=None, help="only the records carrying this tag")
+    export.add_argument("--group-by", choices=("tag",), default=None, help="totals per tag")
+    return export
+
+
+def _add_ledger(commands: Any) -> list[argparse.ArgumentParser]:
+    """``db upgrade`` and ``ledger ship``."""
+    db_upgrade: argparse.ArgumentParser = (
+        commands.add_parser(
+            "db", help="The usage ledger's schema (DATABASE_URL).", description="docs/ledger.md"
+        )
+        .add_subparsers(dest="db_command", required=True, parser_class=Parser)
+        .add_parser("upgrade", help="Apply pending ledger migrations and create partitions ahead.")
+    )
+    ledger_ship: argparse.ArgumentParser = (
+        commands.add_parser(
+            "ledger", help="The usage ledger's shipper (DATABASE_URL, REDIS_URL).", description=""
+        )
+        .add_subparsers(dest="ledger_command", required=True, parser_class=Parser)
+        .add_parser("ship", help="Ship usage records from Redis to Postgres until stopped.")
+    )
+    return [db_upgrade, ledger_ship]
+
+
+def _add_schema(commands: Any) -> argparse.ArgumentParser:
+    schema: argparse.ArgumentParser = commands.add_parser(
+        "schema",
+        help="Print the JSON Schema of routes.yaml and tiers.yaml.",
+        description="Print a JSON document holding the JSON Schema of both files.",
+    )
+    return schema
+
+
+def _add_models_check(commands: Any) -> argparse.ArgumentParser:
+    models = commands.add_parser(
+        "models",
+        help="Compare routes.yaml with the upstreams' model lists.",
+        description="Compare routes.yaml with what the upstreams serve.",
+    )
+    models_check: argparse.ArgumentParser = models.add_subparsers(
+        dest="models_command", required=True, metavar="SUBCOMMAND", parser_class=Parser
+    ).add_parser(
+        "check",
+        help="Report configured ids an upstream does not list, and differing prices.",
+        description=(
+            "Ask each upstream's /v1/models; report configured ids it does not list (exit 1) "
+            "and token prices that differ from routes.yaml; exit 2 when one could not be asked."
+        ),
+    )
+    return models_check

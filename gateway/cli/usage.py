@@ -1,0 +1,88 @@
+"""``gateway usage export``, ``db upgrade`` and ``ledger ship``: commands on usage records."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from gateway.cli.base import CommandFailed, UsageError, check_environment, load_config
+
+
+def usage_export(args: argparse.Namespace) -> int:
+    """Print the usage records of [from, to) from Redis (and the ledger, when configured)."""
+    from gateway.metering.export import export_records, parse_range
+    from gateway.metering.store import StoreError
+
+    check_environment()
+    try:
+        parse_range(args.start, args.end, 0.0)
+    except ValueError as error:
+        raise UsageError(f"--from/--to: {error}") from None
+    from gateway.config.runtime import sentinel_url
+
+    redis_url = sentinel_url(os.environ) or os.environ.get("REDIS_URL")
+    if not redis_url and not os.environ.get("DATABASE_URL"):
+        raise CommandFailed(
+            "usage export: REDIS_URL is not set (nor REDIS_SENTINELS), so there is no usage "
+            "store to read "
+            "(without Redis, usage is held in each gateway process only)"
+        )
+    config = load_config(args.config_dir)
+    from gateway.ledger.commands import records_reader
+    from gateway.ledger.settings import LedgerSettings
+
+    ledger = LedgerSettings.from_env(file=config.ledger)  # DATABASE_URL: any date range
+    reader = records_reader(ledger) if ledger.enabled else None
+    try:
+        output = asyncio.run(
+            export_records(
+                config,
+                redis_url,
+                args.user,
+                args.start,
+                args.end,
+                args.format,
+                *_tag_args(args),
+                reader=reader,
+            )
+        )
+    except (OSError, StoreError) as error:
+        raise CommandFailed(f"usage export: cannot read the store at REDIS_URL: {error}") from None
+    sys.stdout.write(output)
+    return 0
+
+
+def _tag_args(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    return args.tag, args.group_by
+
+
+def ledger_command(args: argparse.Namespace) -> int:
+    """``gateway db upgrade`` and ``gateway ledger ship`` (docs/ledger.md)."""
+    from gateway.ledger import commands
+    from gateway.ledger.db import ERRORS
+    from gateway.ledger.settings import LedgerSettings
+
+    settings = LedgerSettings.from_env()
+    if not settings.enabled:
+        raise CommandFailed(f"{args.command}: DATABASE_URL is not set")
+    try:
+        if args.command == "db":
+            applied = asyncio.run(commands.upgrade(settings))
+            print("\n".join(f"applied {name}" for name in applied) or "up to date")
+            return 0
+        from gateway.config.runtime import sentinel_url
+        from gateway.metering import create_store
+        from gateway.metering.redis_store import RedisStore
+
+        redis_url = sentinel_url(os.environ) or os.environ.get("REDIS_URL")
+        config = load_config(args.config_dir)  # tiers.yaml ``ledger:``, under the env's overrides
+        store = create_store(redis_url, config.settings) if redis_url else None
+        if not isinstance(store, RedisStore):
+            raise CommandFailed("ledger ship: REDIS_URL is not set: no usage stream to ship")
+        settings = LedgerSettings.from_env(file=config.ledger)
+        asyncio.run(commands.ship_forever(settings, store.client))
+    except ERRORS as error:
+        raise CommandFailed(f"{args.command}: Postgres: {type(error).__name__}: {error}") from None
+    return 0
