@@ -212,7 +212,9 @@ def build_gateway(
     if kept.control is None:  # a reload keeps the subscription
         stored_keys.follow(control)
     keyring = KeyRing(config, control, clock)
-    video_jobs = VideoJobs(config, upstream, meter, job_store_for(store), clock=clock)
+    video_jobs = VideoJobs(
+        config, upstream, meter, job_store_for(store), clock=clock, keys=credentials
+    )
     video_jobs = kept.videos or video_jobs
     pipeline = Pipeline(
         config, keyring, attempter, meter, listeners, log_bodies=runtime.log_bodies,

@@ -136,6 +136,18 @@ class UpstreamKeyPool:
     def has_keys(self, upstream: str) -> bool:
         return upstream in self._keys
 
+    def upstreams(self) -> frozenset[str]:
+        """The upstreams with at least one stored key that opened."""
+        return frozenset(self._keys)
+
+    def key(self, upstream: str, key_fingerprint: str) -> PooledKey | None:
+        """The stored key of ``upstream`` with this fingerprint, set aside or not (a job made
+        with it is asked about with it); None when it is no longer stored."""
+        for key in self._keys.get(upstream, ()):
+            if key.fingerprint == key_fingerprint:
+                return key
+        return None
+
     def pick(self, upstream: str) -> PooledKey | None:
         """The next usable key of ``upstream`` in turn; None when it has none (or all are
         set aside)."""

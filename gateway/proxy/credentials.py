@@ -5,11 +5,18 @@ for the chain's first upstream (while the admin setting allows user keys); the u
 stored system keys, in turn (one set aside after a 401/403/429 is skipped for a while); the
 key of its ``api_key_env`` variable. A caller's own key (header or stored) goes only to the
 chain's first upstream, and makes the request BYOK (metered, never charged).
+
+A video job is asked about later (polled, downloaded) with a key of the same kind as the one
+it was submitted with (``key_used`` notes which, never the key; ``Credentials.job_key`` picks
+it): a user's key (the ``X-Upstream-Api-Key`` of the asking request, else the user's stored
+key); the very stored system key, else the request path's order (stored keys in turn, then
+the env key); for the env key, the env key, else the stored keys in turn.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -29,6 +36,7 @@ from gateway.secret import Secret
 
 POOLED_KEY_EXTENSION = "gateway_pooled_key"
 RESERVE_EXTENSION = "gateway_key_reserve"  # the upstream has its env key to fall back on
+KEY_SOURCE_USER, KEY_SOURCE_SYSTEM, KEY_SOURCE_ENV = "user", "system", "env"
 
 
 class Credentials:
@@ -54,6 +62,32 @@ class Credentials:
     ) -> BuildRequest:
         return request_builder(ctx, incoming, body, principal, self._pool)
 
+    def job_key(
+        self,
+        upstream: Upstream,
+        owner: str,
+        used: Mapping[str, Any] | None,
+        offered: Secret | None = None,
+    ) -> Secret | None:
+        """The key to ask ``upstream`` about a job ``owner`` submitted with the key ``used``
+        describes (see ``key_used``); ``offered``: the asking request's own upstream key.
+        None for a user's job when no key of the user's is at hand."""
+        source = (used or {}).get("source")
+        if source == KEY_SOURCE_USER:
+            if offered is not None:
+                return offered
+            return (
+                None if self._user_keys is None else self._user_keys.key_for(owner, upstream.name)
+            )
+        if self._pool is None:
+            return upstream.api_key
+        pooled = None
+        if source == KEY_SOURCE_SYSTEM:
+            pooled = self._pool.key(upstream.name, str((used or {}).get("fingerprint")))
+        if pooled is None and (source == KEY_SOURCE_SYSTEM or upstream.api_key is None):
+            pooled = self._pool.pick(upstream.name)
+        return pooled.secret if pooled is not None else upstream.api_key
+
     def rejected(self, request: httpx.Request, status: int, retry_after: float | None) -> bool:
         """The upstream refused or rate-limited the system key ``request`` carried: set it
         aside; True when the upstream has another key to try at once."""
@@ -62,6 +96,18 @@ class Credentials:
             return False
         another = self._pool.set_aside(key, status, retry_after)
         return another or bool(request.extensions.get(RESERVE_EXTENSION))
+
+
+def key_used(request: httpx.Request | None, principal: Principal) -> dict[str, str]:
+    """What a job's record notes of the key its submission ``request`` carried (never the
+    key): ``{"source": "user"}``, ``{"source": "system", "fingerprint": ...}`` or
+    ``{"source": "env"}``."""
+    if principal.byok_key is not None:
+        return {"source": KEY_SOURCE_USER}
+    pooled = None if request is None else request.extensions.get(POOLED_KEY_EXTENSION)
+    if isinstance(pooled, PooledKey):
+        return {"source": KEY_SOURCE_SYSTEM, "fingerprint": pooled.fingerprint}
+    return {"source": KEY_SOURCE_ENV}
 
 
 def request_builder(

@@ -19,10 +19,12 @@ from gateway.metering.types import Admission, MeterRequest
 from gateway.providers import video
 from gateway.providers.bodies import read_body
 from gateway.providers.transport import Transport
-from gateway.proxy.attempts import Opened
+from gateway.proxy.attempts import API_KEY_EXTENSION, Opened
 from gateway.proxy.auth import Principal
 from gateway.proxy.context import RequestContext
+from gateway.proxy.credentials import KEY_SOURCE_USER, Credentials, key_used
 from gateway.proxy.reply import Reply
+from gateway.secret import Secret
 
 log = logging.getLogger("gateway")
 JOB_TTL_S = 7 * 86400
@@ -37,7 +39,11 @@ class VideoJobs:
     If that worker died, any worker that serves a GET of the ended job settles it instead
     (from the reservation kept in the record); a once-only mark per job settles it once.
     Every worker also sweeps for unsettled jobs whose watcher's heartbeat went quiet for
-    ``adopt_after_s`` and watches them to their end, so no job goes uncharged for lack of a GET."""
+    ``adopt_after_s`` and watches them to their end, so no job goes uncharged for lack of a GET.
+
+    The upstream is asked about a job with the key it was submitted with while the submitting
+    worker watches it (held in memory only), else with the key ``keys.job_key`` picks from
+    what the record notes of it."""
 
     def __init__(
         self,
@@ -50,8 +56,11 @@ class VideoJobs:
         ttl_s: int = JOB_TTL_S,
         clock: Any = time.time,
         adopt_after_s: float = ADOPT_AFTER_S,
+        keys: Credentials | None = None,
     ) -> None:
         self._config = config
+        self._keys = keys or Credentials()
+        self._sent: dict[str, Secret] = {}  # job id → the key it was submitted with (watched)
         self._transport = transport
         self._meter = meter
         self._jobs = jobs
@@ -89,6 +98,7 @@ class VideoJobs:
             "error": None,
             "request_id": ctx.request_id,
             "attempts": ctx.attempts,
+            "key": key_used(_request_of(opened.response), ctx.principal),
         }
         if ctx.admission is not None:
             admission, ctx.admission = ctx.admission, None  # the listener must not settle it
@@ -96,10 +106,15 @@ class VideoJobs:
             await self._jobs.put(record["owner"], record["id"], record, self._ttl_s)
             await self._heartbeat(record)
             self._watched.add(record["id"])
+            sent = _request_of(opened.response)
+            key = None if sent is None else sent.extensions.get(API_KEY_EXTENSION)
+            if isinstance(key, Secret):
+                self._sent[record["id"]] = key
             task = asyncio.get_running_loop().create_task(self._watch(record, admission, now))
             self._watchers.add(task)
             task.add_done_callback(self._watchers.discard)
             task.add_done_callback(lambda _: self._watched.discard(record["id"]))
+            task.add_done_callback(lambda _: self._sent.pop(record["id"], None))
         else:
             await self._jobs.put(record["owner"], record["id"], record, self._ttl_s)
         ctx.status = 200
@@ -111,7 +126,7 @@ class VideoJobs:
         if record is None:
             raise NotFound(f"No video job '{job_id}'.", code="video_not_found")
         if record["status"] not in video.TERMINAL:
-            record = await self._refresh(record)
+            record = await self._refresh(record, principal.byok_key)
         if (
             record["status"] in video.TERMINAL
             and record.get("metering")
@@ -142,7 +157,16 @@ class VideoJobs:
         upstream = model.upstream
         if upstream.video_content == "redirect" and state.content_url:
             return state.content_url, None
-        request = video.content_request(upstream, record["upstream_id"], state, upstream.api_key)
+        key = self._key(record, model, principal.byok_key)
+        if key is None and _users_job(record):
+            raise GatewayError(
+                f"Video job '{job_id}' was made with your own upstream key: send it in the "
+                "X-Upstream-Api-Key header to fetch its content.",
+                status=400,
+                type="invalid_request_error",
+                code="upstream_key_required",
+            )
+        request = video.content_request(upstream, record["upstream_id"], state, key)
         if request is None:
             raise UpstreamError("The video upstream gave no way to fetch the video.")
         try:
@@ -224,11 +248,24 @@ class VideoJobs:
         except Exception:  # left in the open list: a later sweep closes it
             log.warning("video job %s: not removed from the open jobs", record["id"])
 
-    async def _refresh(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Ask the upstream once; store and return the record with what it said."""
+    def _key(self, record: dict[str, Any], model: Model, offered: Secret | None) -> Secret | None:
+        """The key to ask the upstream about this job with (see the class docstring)."""
+        sent = self._sent.get(record["id"])
+        if sent is not None:
+            return sent
+        return self._keys.job_key(model.upstream, record["owner"], record.get("key"), offered)
+
+    async def _refresh(
+        self, record: dict[str, Any], offered: Secret | None = None
+    ) -> dict[str, Any]:
+        """Ask the upstream once; store and return the record with what it said (unchanged
+        when it cannot be asked now: a user's job without the user's key at hand)."""
         model = self._model(record)
         upstream = model.upstream
-        request = video.status_request(upstream, record["upstream_id"], upstream.api_key)
+        key = self._key(record, model, offered)
+        if key is None and _users_job(record):
+            return record
+        request = video.status_request(upstream, record["upstream_id"], key)
         try:
             response = await self._transport.handle_async_request(request)
             body = await read_body(response, MAX_STATUS_BYTES)
@@ -339,6 +376,20 @@ def _reservation(admission: Admission) -> dict[str, Any]:
         "prompt_tokens_estimate": request.prompt_tokens_estimate,
         "audio_ms_estimate": request.audio_ms_estimate,
     }
+
+
+def _request_of(response: httpx.Response) -> httpx.Request | None:
+    """The request ``response`` answers (None when the transport did not attach it)."""
+    try:
+        return response.request
+    except RuntimeError:
+        return None
+
+
+def _users_job(record: dict[str, Any]) -> bool:
+    """Was the job submitted with the user's own upstream key?"""
+    used = record.get("key")
+    return isinstance(used, dict) and used.get("source") == KEY_SOURCE_USER
 
 
 def _json(document: dict[str, Any]) -> bytes:
