@@ -174,8 +174,10 @@ def test_jobs_made_with_a_users_key_are_polled_with_the_users_key(
     stored = submitter.call("PUT", "/v1/me/upstream-keys/vid", ALICE, json={"key": ALICE_KEY})
     assert stored.status_code == 200, stored.text
     assert _until(
-        lambda: asker.call("GET", "/v1/me/upstream-keys", ALICE).json()["data"]
-        and asker.call("GET", "/v1/admin/settings").json()["allow_user_keys"]
+        lambda: (
+            asker.call("GET", "/v1/me/upstream-keys", ALICE).json()["data"]
+            and asker.call("GET", "/v1/admin/settings").json()["allow_user_keys"]
+        )
     )
 
     with submitter.sdk(ALICE) as client:  # the user's stored key
