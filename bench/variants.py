@@ -3,13 +3,14 @@
     python bench/variants.py --variants base,main,entities,ledger [--rounds 3] [--duration 10]
 
 Like ab.py, but with any number of variants. The mocks (nginx, Redis) start once; each round
-runs every variant once, in the order given, so drifting machine load hits all alike. Before
-each turn Redis is emptied (FLUSHALL), so no variant inherits another's keys or usage stream.
+runs every variant once, in the order given in even rounds and reversed in odd ones (ABBA), so
+drifting machine load and the position in a round hit all alike. Before each turn Redis is
+emptied (FLUSHALL), so no variant inherits another's keys or usage stream.
 
 - ``base``: the tree ``--base-tree`` (default /tmp/base_tree), plain: the YAML key
   (``GATEWAY_KEYS``) and bench/config.
 - ``main``: ``--main-tree`` (default: this repository), plain: caching off, no ledger, nothing
-  set at run time.
+  set at run time. ``main_again``: the same again (an A/A pair shows the run's noise floor).
 - ``entities``: main with ``GATEWAY_ADMIN_TOKEN``; after start, through the admin API: a virtual
   key (rpm, tpm and budget far too large to bind), the flag ``together_ai_fallback``
   ``{enabled: true, rollout_percent: 100}`` and the tier quota ``bench/text_generation`` set at
@@ -22,22 +23,27 @@ each turn Redis is emptied (FLUSHALL), so no variant inherits another's keys or 
 
 After each ledger turn it prints the shipper's lag right after the load, how long it took to
 reach 0, and the rows shipped (from /readyz and /metrics). At the end, per scenario and
-variant: the median req/s over the rounds and its ratio to the first variant.
+variant: the median req/s over the rounds, its ratio to the first variant's median, the median
+of the per-round ratios (``paired_``: each round's pair ran minutes apart at most), and the
+median CPU µs per request of the gateway and of Redis (from /proc). ``--profile DIR`` writes
+py-spy's collapsed stacks of each gateway under load.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +54,7 @@ from http_client import Target, measure_ttfb
 from pg_server import PostgresServer, available
 from phases import show_process
 from procs import ProcessGroup
-from report import Report, median
+from report import Report, ScenarioResult, median
 from scenarios import Knobs, Load, wrk_scenario
 from services import (
     CONFIG_DIR,
@@ -89,6 +95,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--base-tree", type=Path, default=Path("/tmp/base_tree"))
     parser.add_argument("--main-tree", type=Path, default=MAIN_TREE)
+    parser.add_argument(
+        "--profile", type=Path, default=None,
+        help="directory for py-spy's collapsed stacks of each gateway under load",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -262,6 +272,7 @@ def build_variants(
     known = {
         "base": Variant("base", args.base_tree),
         "main": Variant("main", args.main_tree),
+        "main_again": Variant("main_again", args.main_tree),  # A/A: the noise floor
         "entities": Variant(
             "entities",
             args.main_tree,
@@ -295,6 +306,28 @@ class Harness:
     knobs: Knobs
     report: Report
     key: str
+    profile_dir: Path | None = None
+
+
+def _py_spy(output: Path, pid: int) -> subprocess.Popen[bytes]:
+    argv = ["py-spy", "record", "--format", "raw", "--rate", "1000", "--nonblocking",
+            "-o", str(output), "--pid", str(pid)]  # fmt: skip
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@contextlib.contextmanager
+def profiled(directory: Path | None, name: str, pids: Sequence[int]) -> Iterator[None]:
+    """py-spy samples the gateway's processes over the block (collapsed stacks), when asked."""
+    if directory is None:
+        yield
+        return
+    spies = [_py_spy(directory / f"{name}_{pid}.txt", pid) for pid in pids]
+    try:
+        yield
+    finally:
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=30)
 
 
 def one_turn(harness: Harness, variant: Variant, turn: int) -> dict[str, float]:
@@ -309,12 +342,22 @@ def one_turn(harness: Harness, variant: Variant, turn: int) -> dict[str, float]:
     rates = {}
     for name, model, stream in SCENARIOS:
         load = Load(f"{variant.name}_{name}_r{turn}", gateway.url(), 16, model, stream, key)
-        watch = {"gateway": gateway.pids()}
-        rates[name] = wrk_scenario(harness.report, harness.knobs, load, watch).rps
+        watch = {"gateway": gateway.pids(), "redis": [harness.mocks.redis.pid]}
+        with profiled(harness.profile_dir, f"{variant.name}_{name}_r{turn}", gateway.pids()):
+            result = wrk_scenario(harness.report, harness.knobs, load, watch)
+        rates[name] = result.rps
+        for group in ("gateway", "redis"):
+            rates[f"{name}_{group}_us"] = cpu_us_per_request(result, group)
     if variant.after:
         variant.after(gateway, turn)
     harness.procs.stop(gateway.proc)
     return rates
+
+
+def cpu_us_per_request(result: ScenarioResult, group: str) -> float:
+    """CPU µs one process group spent per answered request during the load."""
+    pct = float(result.extra.get("process_cpu_pct", {}).get(group, 0.0))
+    return 1e4 * pct / result.rps if result.rps else 0.0
 
 
 def print_summary(variants: Sequence[Variant], seen: dict[str, dict[str, list[float]]]) -> None:
@@ -325,9 +368,15 @@ def print_summary(variants: Sequence[Variant], seen: dict[str, dict[str, list[fl
             rates = seen[variant.name][name]
             value = median(rates)
             rounds = ",".join(f"{rate:.0f}" for rate in rates)
+            paired = median([a / b for a, b in zip(rates, seen[first][name], strict=True)])
+            cpu = " ".join(
+                f"{group}_cpu_us_per_req={median(seen[variant.name][f'{name}_{group}_us']):.0f}"
+                for group in ("gateway", "redis")
+            )
             print(
                 f"variants scenario={name} variant={variant.name} median_rps={value:.0f} "
-                f"over_{first}={value / reference:.3f} rounds=[{rounds}]",
+                f"over_{first}={value / reference:.3f} paired_{first}={paired:.3f} "
+                f"rounds=[{rounds}] {cpu}",
                 flush=True,
             )
 
@@ -358,10 +407,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             mocks = start_mocks(procs, tools, layout)
             key = f"sk-bench-{secrets.token_hex(12)}"
-            harness = Harness(procs, layout, mocks, knobs, report, key)
+            harness = Harness(procs, layout, mocks, knobs, report, key, args.profile)
             sidecar.redis_url, sidecar.cpus = mocks.redis_url, layout.load_cpus
             for turn in range(args.rounds):
-                for variant in variants:
+                for variant in variants if turn % 2 == 0 else variants[::-1]:
                     for name, rps in one_turn(harness, variant, turn).items():
                         seen[variant.name].setdefault(name, []).append(rps)
         print_summary(variants, seen)

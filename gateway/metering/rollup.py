@@ -114,6 +114,14 @@ def add_record(entry: Entry, record: Mapping[str, Any], latency: str | None) -> 
         entry[HIST][latency] = entry[HIST].get(latency, 0) + 1
 
 
+def _add_entry(into: Entry, entry: Entry) -> None:
+    for i in range(HIST):
+        into[i] += entry[i]
+    histogram = into[HIST]
+    for bucket, count in entry[HIST].items():
+        histogram[bucket] = histogram.get(bucket, 0) + count
+
+
 def merge(into: Document, other: Mapping[str, Entry]) -> None:
     """Add ``other``'s sums to ``into``, combination by combination."""
     for combo, entry in other.items():
@@ -121,33 +129,54 @@ def merge(into: Document, other: Mapping[str, Entry]) -> None:
         if mine is None:
             into[combo] = [*entry[:HIST], dict(entry[HIST])]
             continue
-        for i in range(HIST):
-            mine[i] += entry[i]
-        histogram = mine[HIST]
-        for bucket, count in entry[HIST].items():
-            histogram[bucket] = histogram.get(bucket, 0) + count
+        _add_entry(mine, entry)
+
+
+# The part of a record the rollups tell apart: its hour and day, and its dimension values.
+Group = tuple[str, str, tuple[str, ...]]
 
 
 def fold(records: Iterable[Mapping[str, Any]], into: dict[str, Document]) -> None:
-    """Add each record to the documents of every level, hourly and daily (key → document)."""
-    for record in records:
-        moment = datetime.fromtimestamp(float(record.get("ts") or 0.0), UTC)
-        hour, day = moment.strftime("%Y%m%d%H"), moment.strftime("%Y%m%d")
-        dims = dimension_values(record)
-        latency = record.get("latency_ms")
-        bucket = str(latency_bucket(float(latency))) if isinstance(latency, int | float) else None
-        user = dims["user"]
+    """Add each record to the documents of every level, hourly and daily (key → document).
+
+    Records are summed per group (hour, day, dimension values) first, and each group is then
+    spread over the levels once: a page of records from a few users and models costs one dict
+    addition per record, not one per level and period."""
+    for group, entry in _grouped(records).items():
+        hour, day, values = group
+        dims = dict(zip(DIMENSIONS, values, strict=True))
         for level, names in LEVELS.items():
             combo = SEP.join([dims[name] for name in names])
             hourly = () if level == PER_USER else (hour_key(level, hour),)
-            for key in (*hourly, day_key(level, day, user)):
+            for key in (*hourly, day_key(level, day, dims["user"])):
                 document = into.get(key)
                 if document is None:
                     document = into[key] = {}
-                entry = document.get(combo)
-                if entry is None:
-                    entry = document[combo] = [0, 0, 0, 0, 0, 0, {}]
-                add_record(entry, record, bucket)
+                mine = document.get(combo)
+                if mine is None:
+                    document[combo] = [*entry[:HIST], dict(entry[HIST])]
+                else:
+                    _add_entry(mine, entry)
+
+
+def _grouped(records: Iterable[Mapping[str, Any]]) -> dict[Group, Entry]:
+    groups: dict[Group, Entry] = {}
+    periods: dict[int, tuple[str, str]] = {}  # hour number → (hour, day) texts
+    for record in records:
+        number = int(float(record.get("ts") or 0.0) // 3600)
+        period = periods.get(number)
+        if period is None:
+            moment = datetime.fromtimestamp(number * 3600, UTC)
+            period = periods[number] = (moment.strftime("%Y%m%d%H"), moment.strftime("%Y%m%d"))
+        dims = dimension_values(record)
+        group = (*period, tuple([dims[name] for name in DIMENSIONS]))
+        entry = groups.get(group)
+        if entry is None:
+            entry = groups[group] = [0, 0, 0, 0, 0, 0, {}]
+        latency = record.get("latency_ms")
+        bucket = str(latency_bucket(float(latency))) if isinstance(latency, int | float) else None
+        add_record(entry, record, bucket)
+    return groups
 
 
 async def read_documents(store: Store, keys: Sequence[str]) -> list[bytes | None]:
