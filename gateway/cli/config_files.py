@@ -7,6 +7,7 @@ import os
 import sys
 
 from gateway.cli.base import load_config
+from gateway.cli.stored_keys import stored_key_notes
 from gateway.config.env_checks import runtime_problems, upstream_warnings
 from gateway.config.targets import route_targets
 
@@ -19,12 +20,17 @@ def check(config_dir: str) -> int:
     if problems:
         return 1
     config = load_config(config_dir)
-    warnings = upstream_warnings(config, os.environ)
+    stored, notes = stored_key_notes(config, os.environ)  # stored keys stand in for env keys
+    warnings = upstream_warnings(config, os.environ, stored)
     warnings += [
-        f"{r.describe()}: no target can be tried" for r in route_targets(config) if not r.usable
+        f"{r.describe()}: no target can be tried"
+        for r in route_targets(config, stored)
+        if not r.usable
     ]
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     print(
         f"ok: {len(config.upstreams)} upstreams, {len(config.models)} models, "
         f"{len(config.tiers)} tiers, {len(config.keys)} keys"

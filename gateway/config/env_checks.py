@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from urllib.parse import urlsplit
 
 from gateway.config.model import Config
@@ -96,16 +96,19 @@ def runtime_problems(env: Mapping[str, str]) -> list[str]:
     return problems
 
 
-def upstream_warnings(config: Config, env: Mapping[str, str]) -> list[str]:
+def upstream_warnings(
+    config: Config, env: Mapping[str, str], stored: Collection[str] = ()
+) -> list[str]:
     """Unset key and base-URL variables of each upstream, and variables that look like an
-    upstream's but no upstream reads (a typo in a name, or in routes.yaml)."""
+    upstream's but no upstream reads (a typo in a name, or in routes.yaml). An upstream in
+    ``stored`` (it has stored system keys) needs no key variable."""
     warnings = []
     declared = set()
     for upstream in config.upstreams.values():
         unset = []
         if upstream.api_key_env:
             declared.add(upstream.api_key_env)
-            if not env.get(upstream.api_key_env):
+            if not env.get(upstream.api_key_env) and upstream.name not in stored:
                 unset.append(
                     f"api_key_env {upstream.api_key_env} is unset (its models are skipped)"
                 )

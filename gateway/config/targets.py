@@ -1,7 +1,11 @@
-"""Which targets of each route can be tried now, and why the others are skipped (pure)."""
+"""Which targets of each route can be tried now, and why the others are skipped (pure).
+
+``stored``: the upstreams with stored system keys (the control plane's): they need no env key.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from gateway.config.model import Config, Model
@@ -24,22 +28,22 @@ class RouteTargets:
         return line
 
 
-def skip_reason(model: Model) -> str | None:
+def skip_reason(model: Model, stored: Collection[str] = ()) -> str | None:
     """Why ``model`` cannot be tried with the system's keys, or None when it can."""
     upstream = model.upstream
-    if upstream.requires_key and upstream.api_key is None:
+    if upstream.requires_key and upstream.api_key is None and upstream.name not in stored:
         return f"{upstream.api_key_env or 'its api_key_env'} unset"
     return None
 
 
-def route_targets(config: Config) -> list[RouteTargets]:
+def route_targets(config: Config, stored: Collection[str] = ()) -> list[RouteTargets]:
     """Every route of every tier, in file order."""
     report = []
     for tier in config.tiers.values():
         for route, chain in tier.routes.items():
             usable, skipped = [], []
             for model in chain:
-                reason = skip_reason(model)
+                reason = skip_reason(model, stored)
                 if reason is None:
                     usable.append(model.name)
                 else:
@@ -48,6 +52,6 @@ def route_targets(config: Config) -> list[RouteTargets]:
     return report
 
 
-def unusable_routes(config: Config) -> list[str]:
+def unusable_routes(config: Config, stored: Collection[str] = ()) -> list[str]:
     """``tier/route`` for each route none of whose targets can be tried (for readiness)."""
-    return [f"{r.tier}/{r.route}" for r in route_targets(config) if not r.usable]
+    return [f"{r.tier}/{r.route}" for r in route_targets(config, stored) if not r.usable]

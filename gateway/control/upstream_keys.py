@@ -9,6 +9,7 @@ answered with 401/403 (refused) or 429 (rate limited) is set aside for a while, 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -50,6 +51,20 @@ def stored_keys(snapshot: Snapshot, upstream: str) -> list[dict[str, Any]]:
     """The entries of an upstream's document, as stored (sealed)."""
     keys = snapshot.kind(KIND).get(upstream, {}).get("keys", [])
     return [k for k in keys if isinstance(k, dict)] if isinstance(keys, list) else []
+
+
+def stored_counts(documents: Mapping[str, bytes]) -> dict[str, int]:
+    """Upstream → how many system keys are stored for it, from the raw documents of the kind
+    (as the store loads them; for a check that has no master key to open them)."""
+    counts = {}
+    for upstream, raw in documents.items():
+        try:
+            keys = json.loads(raw).get("keys")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(keys, list) and (count := sum(isinstance(k, dict) for k in keys)):
+            counts[upstream] = count
+    return counts
 
 
 def sealed_entry(

@@ -1,14 +1,20 @@
-"""Health, readiness, the metrics scrape and the operator's provider view."""
+"""Health, readiness, the metrics scrape and the operator's provider view.
+
+Readiness counts the control plane's stored system keys: an upstream without its env key but
+with stored keys that open is not a reason to be unready.
+"""
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Collection
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.config.targets import route_targets, unusable_routes
+from gateway.control.stored_keys import StoredKeys
 from gateway.errors import Unauthorized
 from gateway.http.admin_auth import require_role
 from gateway.http.responses import json_response
@@ -39,7 +45,8 @@ async def readyz(request: Request) -> Response:
     open_models = [m for m in models if gateway.breakers.state(m) is State.OPEN]
     upstream_ok = len(open_models) < len(models)
     store_ok = store == "ok" or gateway.config.settings.on_store_error == "allow"
-    unusable = unusable_routes(gateway.config)
+    stored = stored_upstreams(gateway)
+    unusable = unusable_routes(gateway.config, stored)
     strict = gateway.config.settings.readiness == "strict"
     ready = upstream_ok and store_ok and not (strict and unusable)
     document = {
@@ -55,25 +62,38 @@ async def readyz(request: Request) -> Response:
     if gateway.ledger is not None:  # informative: a lagging ledger does not stop serving
         document["ledger"] = gateway.ledger.status()
     if not ready:
-        document["reason"] = _reason(upstream_ok, store_ok, unusable, gateway)
+        document["reason"] = _reason(upstream_ok, store_ok, unusable, gateway, stored)
     return json_response(document, 200 if ready else 503)
 
 
-def _reason(upstream_ok: bool, store_ok: bool, unusable: list[str], gateway: Services) -> str:
+def stored_upstreams(gateway: Services) -> Collection[str]:
+    """The upstreams with stored system keys this process could open."""
+    stored: StoredKeys | None = getattr(gateway, "stored_keys", None)
+    return frozenset() if stored is None else stored.pool.upstreams()
+
+
+def _reason(
+    upstream_ok: bool,
+    store_ok: bool,
+    unusable: list[str],
+    gateway: Services,
+    stored: Collection[str],
+) -> str:
     """Why not ready, in one sentence per cause."""
     reasons = []
     if unusable:
         missing = sorted(
             {
                 reason
-                for report in route_targets(gateway.config)
+                for report in route_targets(gateway.config, stored)
                 if not report.usable
                 for _, reason in report.skipped
             }
         )
         reasons.append(
             f"no target can be tried for {', '.join(unusable)} ({'; '.join(missing)}); "
-            "set the key, or settings.readiness: lenient"
+            "set the key or store one (PUT /v1/admin/upstreams/{name}/keys), "
+            "or settings.readiness: lenient"
         )
     if not store_ok:
         reasons.append("the usage store is unreachable and settings.on_store_error is deny")
