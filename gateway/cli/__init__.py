@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway import cli_admin, cli_control
+from gateway.cli import secrets
 from gateway.cli.base import CONFIG_DIR_ENV, USAGE_ERROR, CommandFailed, UsageError
 from gateway.cli.config_files import check, models_check, schema
 from gateway.cli.parser import COMMANDS
@@ -65,6 +66,8 @@ def _run(argv: list[str]) -> int:
         return cli_admin.run(args)
     if args.command in cli_control.COMMANDS:
         return cli_control.run(args)
+    if args.command in secrets.COMMANDS:
+        return secrets.run(args)
     return serve(args)
 
 

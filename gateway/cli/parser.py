@@ -7,11 +7,17 @@ import os
 from typing import Any
 
 from gateway import cli_admin, cli_control
+from gateway.cli import secrets
 from gateway.cli.base import CONFIG_DIR_ENV, Parser
 from gateway.http.serve_guard import ReadDeadlines
 
 BUILT_IN = ("serve", "check", "usage", "schema", "db", "ledger")
-COMMANDS: tuple[str, ...] = (*BUILT_IN, *cli_admin.COMMANDS, *cli_control.COMMANDS)
+COMMANDS: tuple[str, ...] = (
+    *BUILT_IN,
+    *cli_admin.COMMANDS,
+    *cli_control.COMMANDS,
+    *secrets.COMMANDS,
+)
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
 
@@ -28,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     reading_config += _add_ledger(commands)
     cli_admin.add_parsers(commands, Parser)
     cli_control.add_parsers(commands, Parser)
+    secrets.add_parsers(commands, Parser)
     reading_config += [_add_schema(commands), _add_models_check(commands)]
     _add_config_dir(parser, reading_config)
     defaults = ReadDeadlines()

@@ -6,6 +6,11 @@ no key is ever generated, since a generated key would differ between replicas an
 restart. Every sealed value carries a fresh 96-bit nonce, and its additional authenticated data
 binds it to where it is stored (``kind/id/fingerprint``), so a blob copied to another document
 does not open. What may be shown of a secret is its ``fingerprint``, never the secret.
+
+Rotating the master key: ``GATEWAY_SECRET_KEY`` names the new key and ``GATEWAY_SECRET_KEY_OLD``
+the previous one(s) (comma-separated). New values are sealed with the new key only; values
+sealed with an old one still open (each value's ``kid`` names its key) until they are sealed
+again (``gateway/control/rotation.py``), after which the old keys can be dropped.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import base64
 import binascii
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -24,6 +29,7 @@ from gateway.errors import GatewayError
 
 KEY_ENV = "GATEWAY_SECRET_KEY"
 KEY_FILE_ENV = "GATEWAY_SECRET_KEY_FILE"
+OLD_KEYS_ENV = "GATEWAY_SECRET_KEY_OLD"
 ALGORITHM = "A256GCM"
 NONCE_BYTES = 12
 
@@ -73,12 +79,27 @@ def parse_master_key(text: str) -> bytes:
     return raw
 
 
-class SecretBox:
-    """Seals and opens secrets bound to their place of storage."""
+def key_id(master_key: bytes) -> str:
+    """A master key's name in sealed values (``kid``): a digest prefix, not the key."""
+    return hashlib.sha256(b"gateway-master-key:" + master_key).hexdigest()[:8]
 
-    def __init__(self, master_key: bytes) -> None:
+
+class SecretBox:
+    """Seals and opens secrets bound to their place of storage; seals with the current master
+    key, opens with it or with an old one (``old_keys``, during a rotation)."""
+
+    def __init__(self, master_key: bytes, old_keys: Sequence[bytes] = ()) -> None:
         self._aead = AESGCM(master_key)
-        self.key_id = hashlib.sha256(b"gateway-master-key:" + master_key).hexdigest()[:8]
+        self.key_id = key_id(master_key)
+        self._old = {key_id(old): AESGCM(old) for old in old_keys if old != master_key}
+
+    @property
+    def old_key_ids(self) -> tuple[str, ...]:
+        return tuple(self._old)
+
+    def is_current(self, sealed: Mapping[str, object]) -> bool:
+        """Was ``sealed`` sealed with the current master key (by its ``kid``)?"""
+        return sealed.get("kid") == self.key_id
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SecretBox | None:
@@ -91,7 +112,14 @@ class SecretBox:
             except OSError as exc:
                 message = f"{KEY_FILE_ENV}: cannot read {path}: {exc.strerror}"
                 raise MasterKeyInvalid(message) from None
-        return cls(parse_master_key(text)) if text else None
+        try:
+            old = [parse_master_key(k) for k in env.get(OLD_KEYS_ENV, "").split(",") if k.strip()]
+        except MasterKeyInvalid:
+            message = f"{OLD_KEYS_ENV}: each key must be 32 bytes as base64 or 64 hex digits."
+            raise MasterKeyInvalid(message) from None
+        if old and not text:
+            raise MasterKeyInvalid(f"{OLD_KEYS_ENV} is set but {KEY_ENV} (the new key) is not.")
+        return cls(parse_master_key(text), old) if text else None
 
     def seal(self, secret: str, place: str) -> dict[str, str]:
         """``{alg, kid, nonce, ciphertext}`` (base64) for ``secret`` stored at ``place``."""
@@ -105,10 +133,20 @@ class SecretBox:
         }
 
     def open(self, sealed: Mapping[str, object], place: str) -> str:
-        """The secret sealed at ``place``; ``SealedUnreadable`` when it does not open there."""
+        """The secret sealed at ``place``; ``SealedUnreadable`` when it does not open there
+        with any configured master key (the one its ``kid`` names first)."""
+        named = self._old.get(str(sealed.get("kid")))
+        aeads = [self._aead, *self._old.values()]
+        if named is not None:
+            aeads = [named, *(a for a in aeads if a is not named)]
         try:
             nonce = base64.b64decode(str(sealed["nonce"]), validate=True)
             ciphertext = base64.b64decode(str(sealed["ciphertext"]), validate=True)
-            return self._aead.decrypt(nonce, ciphertext, place.encode()).decode()
-        except (KeyError, binascii.Error, ValueError, InvalidTag, UnicodeDecodeError) as exc:
+        except (KeyError, binascii.Error, ValueError) as exc:
             raise SealedUnreadable(f"a sealed secret at {place} does not open") from exc
+        for aead in aeads:
+            try:
+                return aead.decrypt(nonce, ciphertext, place.encode()).decode()
+            except (ValueError, InvalidTag, UnicodeDecodeError):
+                continue
+        raise SealedUnreadable(f"a sealed secret at {place} does not open")

@@ -122,6 +122,8 @@ OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/v1/admin/upstreams/{name}/keys", "An upstream's stored system keys: fingerprint, label, state (never the key)", "viewer"),  # noqa: E501
     Op("PUT", "/v1/admin/upstreams/{name}/keys", "Add a system key {key, label?} or replace the set {keys: [...]}; sealed at rest", body={"type": "object", "properties": {"key": {"type": "string"}, "label": {"type": "string"}, "keys": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "object", "properties": {"key": {"type": "string"}, "label": {"type": "string"}}, "required": ["key"]}]}}}, "additionalProperties": False}),  # noqa: E501
     Op("DELETE", "/v1/admin/upstreams/{name}/keys/{fingerprint}", "Remove one stored system key"),
+    Op("GET", "/v1/admin/secrets", "Stored upstream keys per master key (kid); the current and old kids", "viewer"),  # noqa: E501
+    Op("POST", "/v1/admin/secrets/rotate", "Seal every stored upstream key again with the current master key {dry_run?}", body={"type": "object", "properties": {"dry_run": {"type": "boolean"}}, "additionalProperties": False}),  # noqa: E501
     Op("GET", "/v1/admin/settings", "Run-time settings (allow_user_keys)", "viewer"),
     Op("PUT", "/v1/admin/settings", "Change run-time settings (fields sent only)", body={"type": "object", "properties": {"allow_user_keys": {"type": "boolean"}}, "additionalProperties": False}),  # noqa: E501
     Op("GET", "/v1/me/upstream-keys", "The caller's stored upstream keys, by fingerprint (client key)", "user"),  # noqa: E501
