@@ -4,11 +4,10 @@
 
 -- An integer within +-2^53 (exact as a Lua number), else the call fails.
 local function is_int(value)
-  if type(value) ~= 'string' or not string.match(value, '^%-?%d+$')
-      or #string.gsub(value, '^%-', '') > 16 then
-    return false
-  end
-  return math.abs(tonumber(value)) <= 9007199254740992
+  if type(value) ~= 'string' or not string.find(value, '^%-?%d+$') then return false end
+  local digits = #value
+  if string.byte(value, 1) == 45 then digits = digits - 1 end  -- 45: '-'
+  return digits <= 16 and math.abs(tonumber(value)) <= 9007199254740992
 end
 
 local function int(value)

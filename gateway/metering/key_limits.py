@@ -60,7 +60,9 @@ def key_checks(limits: KeyLimits, user: str, windows: Windows, amounts: Amounts)
         counter = Counter(minute, keys.TOKENS, amounts.tokens, limits.tpm, ttl_s=MINUTE_TTL_S)
         checks.append(Check(KEY_TPM, counter))
     if limits.max_parallel != UNLIMITED:
-        counter = Counter(f"{root}:par", "n", 1, limits.max_parallel, ttl_s=PARALLEL_TTL_S)
+        counter = Counter(
+            f"{root}:par", "n", 1, limits.max_parallel, ttl_s=PARALLEL_TTL_S, sliding=True
+        )
         checks.append(Check(KEY_PARALLEL, counter))
     if limits.usd_day != UNLIMITED:
         day = Counter(

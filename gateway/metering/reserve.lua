@@ -2,7 +2,9 @@
 -- KEYS: 1..m the counter hashes; m+1 the user's override hash (when ARGV[2] == '1'); then per
 --   lease group a sorted set (lease id -> deadline) and a hash (lease id -> amounts); then the
 --   lease registry (when ARGV[8] == '1').
--- ARGV[1]: m; ARGV[2]: has_override; ARGV[3]: the m TTLs (seconds, 0 = keep), comma-separated;
+-- ARGV[1]: m; ARGV[2]: has_override; ARGV[3]: the m TTLs, comma-separated: seconds to set
+--   when the hash is new (none of its counters held a value), minus seconds to set on every
+--   call (a sliding time to live), 0 = keep;
 -- ARGV[4]: one line per counter of 9 tab-separated values: key index, field, fixed, flex,
 --   limit, limit override field, cap, cap override field, lease group (1-based);
 -- ARGV[5]: the lease id ('' = none); ARGV[6]: lease seconds; ARGV[7]: lease groups;
@@ -43,19 +45,23 @@ local function grant(fixed, flex, used, limit, cap)
 end
 
 local counters = {}
-for line in string.gmatch(ARGV[4], '[^\n]+') do
-  local v = {}
-  for value in string.gmatch(line .. '\t', '([^\t]*)\t') do v[#v + 1] = value end
-  counters[#counters + 1] = v
+local field = '([^\t\n]*)'
+local line = string.rep(field .. '\t', 8) .. field .. '\n'
+for a, b, c, d, e, f, g, h, i in string.gmatch(ARGV[4] .. '\n', line) do
+  counters[#counters + 1] = {a, b, c, d, e, f, g, h, i}
 end
 
 local out = {0}
 local denied = 0
+local existed = {}  -- key index -> true when one of its counters held a value
 for i, v in ipairs(counters) do
   local key = KEYS[tonumber(v[1])]
   local stored = redis.call('HGET', key, v[2])
   local used = 0
-  if stored then used = int(stored) end
+  if stored then
+    used = int(stored)
+    existed[tonumber(v[1])] = true
+  end
   local limit = effective(v[5], v[6])
   local cap = effective(v[7], v[8])
   local amount = grant(int(v[3]), int(v[4]), used, limit, cap)
@@ -93,8 +99,14 @@ for i, v in ipairs(counters) do
     end
   end
 end
+-- Every writer of a counter hash gives it its time to live when creating it, so a hash that
+-- held a value already has one.
 for k, ttl in ipairs(ttls) do
-  if ttl > 0 then redis.call('EXPIRE', KEYS[k], ttl) end
+  if ttl < 0 then
+    redis.call('EXPIRE', KEYS[k], -ttl)
+  elseif ttl > 0 and not existed[k] then
+    redis.call('EXPIRE', KEYS[k], ttl)
+  end
 end
 if lease ~= '' then
   local deadline = now_s() + int(ARGV[6])

@@ -57,7 +57,7 @@ def reserve_args(
     """KEYS and ARGV for reserve.lua."""
     hashes = list(dict.fromkeys(c.key for c in counters))
     position = {key: index + 1 for index, key in enumerate(hashes)}
-    ttl = {c.key: c.ttl_s for c in counters}
+    ttl = {c.key: -c.ttl_s if c.sliding else c.ttl_s for c in counters}
     groups = list(dict.fromkeys(keys.lease(c.key) for c in counters)) if lease else []
     group = {name: index + 1 for index, name in enumerate(groups)}
     spec = "\n".join(

@@ -23,10 +23,10 @@ local lists = h + 2 * l + s
 local by_id = ARGV[7] == 'id'
 
 local increments = {}
-for line in string.gmatch(ARGV[2], '[^\n]+') do
-  local v = {}
-  for value in string.gmatch(line .. '\t', '([^\t]*)\t') do v[#v + 1] = value end
-  increments[#increments + 1] = {KEYS[int(v[1])], v[2], int(v[3]), int(v[4]), v[5] == '1'}
+local field = '([^\t\n]*)'
+local line = string.rep(field .. '\t', 4) .. field .. '\n'
+for a, b, c, e, f in string.gmatch(ARGV[2] .. '\n', line) do
+  increments[#increments + 1] = {KEYS[int(a)], b, int(c), int(e), f == '1'}
 end
 local leases = {}
 for line in string.gmatch(ARGV[5], '[^\n]+') do

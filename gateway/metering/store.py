@@ -41,7 +41,8 @@ class Counter(NamedTuple):
     ``fixed`` must fit entirely; ``flex`` (the requested output tokens) is first capped at
     ``cap`` and then shrunk to what remains under ``limit``, but at least 1 must fit.
     ``limit_field`` / ``cap_field`` name fields of the user's override hash that, when
-    present, replace ``limit`` / ``cap``. ``ttl_s`` (re)sets the key's time to live (0: keep).
+    present, replace ``limit`` / ``cap``. ``ttl_s``: the key's time to live, set when the key
+    is created (0: keep), or on every reservation when ``sliding``.
     """
 
     key: str
@@ -53,6 +54,7 @@ class Counter(NamedTuple):
     cap: int = UNLIMITED
     cap_field: str = ""
     ttl_s: int = 0
+    sliding: bool = False
 
 
 @dataclass(frozen=True)

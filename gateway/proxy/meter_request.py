@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gateway.metering import MeterRequest
 from gateway.metering.estimate import estimate_prompt_tokens, stt_audio_ms, tts_audio_ms
+from gateway.metering.types import KeyLimits
 from gateway.providers.video import video_seconds
 from gateway.proxy.auth import Principal
 from gateway.proxy.context import RequestContext
@@ -43,8 +44,13 @@ async def meter_request(
         audio_ms_estimate=audio_ms,
         price=plan.chain[0].price,
         images_estimate=_images_requested(incoming, plan),
-        key_limits=principal.limits,
+        key_limits=_enforced(principal.limits),
     )
+
+
+def _enforced(limits: KeyLimits | None) -> KeyLimits | None:
+    """A run-time key's limits, when it has one (a key without any adds no check)."""
+    return None if limits is None or limits.unlimited else limits
 
 
 def _images_requested(incoming: Incoming, plan: Plan) -> int:

@@ -9,7 +9,7 @@ from gateway.config.model import Config, Price
 from gateway.metering import create_store
 from gateway.metering.keys import USAGE_STREAM
 from gateway.metering.scripts import settle_call
-from gateway.metering.store import Aggregate, Increment, SettleBatch
+from gateway.metering.store import Aggregate, Counter, Increment, SettleBatch
 
 from .helpers import Clock, RedisServer, command, metered, ok, request, run
 
@@ -87,3 +87,32 @@ def test_a_settle_batch_sums_what_its_requests_share_before_writing(
     # a counter never goes below zero (issue 10 #7)
     assert command(redis_server.port, "HGET", "gw:k", "tok") == b"$1\r\n0\r\n"
     assert command(redis_server.port, "XLEN", USAGE_STREAM) == b":2\r\n"
+
+
+def test_a_counters_time_to_live_is_set_when_its_hash_is_created_or_when_it_slides(
+    config: Config, redis_server: RedisServer
+) -> None:
+    """EXPIRE only for a new hash (every writer gives one it creates its time to live), and on
+    every reservation for a sliding one (a key's requests in flight)."""
+    redis_server.flushall()
+    day = Counter("gw:{u:ttl}:d:1", "req", 1, ttl_s=500)
+    flight = Counter("gw:{u:ttl}:k:a:par", "n", 1, ttl_s=900, sliding=True)
+
+    async def scenario() -> list[int]:
+        store = create_store(redis_server.url, config.settings)
+        expires = []
+        try:
+            for _ in range(3):
+                command(redis_server.port, "CONFIG", "RESETSTAT")
+                await store.reserve([day, flight], None)
+                expires.append(calls(redis_server).get("expire", 0))
+        finally:
+            await store.aclose()
+        return expires
+
+    assert run(scenario()) == [2, 1, 1]
+    ttl = {
+        key: int(command(redis_server.port, "TTL", key).strip(b":\r\n"))
+        for key in (day.key, flight.key)
+    }
+    assert 0 < ttl[day.key] <= 500 < ttl[flight.key] <= 900
