@@ -53,16 +53,18 @@ end
 
 local expiring = {}
 for _, lease in ipairs(leases) do
-  local payload = redis.call('HGET', lease[2], lease[3])
   if lease[4] == 'g' then
-    if payload then give_back(payload) end
-  elseif not payload then
+    local payload = redis.call('HGET', lease[2], lease[3])
+    if payload then
+      give_back(payload)
+      redis.call('HDEL', lease[2], lease[3])
+    end
+  elseif redis.call('HDEL', lease[2], lease[3]) == 0 then  -- the sweeper gave it back
     for _, grant in ipairs(lease[5]) do
       add(grant[1], grant[2], grant[3])
       if grant[4] > 0 then expiring[grant[1]] = grant[4] end
     end
   end
-  if payload then redis.call('HDEL', lease[2], lease[3]) end
   redis.call('ZREM', lease[1], lease[3])
 end
 local watched = {1}
