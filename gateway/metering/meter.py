@@ -22,30 +22,31 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
-from gateway.config.model import CAPABILITIES, Budget, Config, Quota, Tier, UserOverride
+from gateway.config.model import Config, Quota
 from gateway.errors import InvalidRequest, StoreUnavailable
-from gateway.metering import keys, limits, plan, tier_shards
+from gateway.metering import keys, plan, tier_shards
+from gateway.metering.admit_checks import check_amounts as _check_amounts
+from gateway.metering.admit_checks import clamp as _clamp
+from gateway.metering.admit_checks import tier_refused as _tier_refused
 from gateway.metering.alerts import CostAlerts
 from gateway.metering.buffer import Flusher, UsageBuffer
 from gateway.metering.health import StoreHealth
-from gateway.metering.history import read_records, read_user_records
 from gateway.metering.last_known import LastKnown
 from gateway.metering.limit_errors import exceeded, rate_limit_headers
-from gateway.metering.quota_view import build_view, view_keys
+from gateway.metering.meter_reads import MeterReads
+from gateway.metering.meter_status import MeterStatus
 from gateway.metering.settle import Settlement, settlement
-from gateway.metering.store import MAX_AMOUNT, Lease, Store, StoreError, StoreRejected, Verdict
+from gateway.metering.store import Lease, Store, StoreError, StoreRejected, Verdict
 from gateway.metering.types import Admission, Amounts, Check, MeterRequest, Outcome
 from gateway.metering.webhook import WebhookSender
 from gateway.metering.windows import Windows, windows_at
 
 logger = logging.getLogger("gateway.metering")
 
-T = TypeVar("T")
 WEBHOOK_TIMEOUT_S = 10.0
 RecordHook = Callable[[dict[str, Any]], None]
 # Longer than any request should last: a stream's idle timeout bounds the gaps, not the total.
@@ -54,7 +55,9 @@ SWEEP_INTERVAL_S = 5.0
 OUTAGE_NOTE = " (usage store unavailable: counted from what was left at the last reservation)"
 
 
-class Meter:
+class Meter(MeterReads, MeterStatus):
+    """The meter: admit and finish on the request path; reads and figures from its bases."""
+
     def __init__(
         self,
         config: Config,
@@ -261,7 +264,7 @@ class Meter:
         except Exception:
             logger.exception("metering: on_record hook failed")
 
-    # -- reads and overrides -----------------------------------------------------------------
+    # -- configuration -----------------------------------------------------------------------
 
     def reconfigure(self, config: Config) -> None:
         """A reloaded config's limits for the requests admitted from now on (alerts, the
@@ -273,93 +276,6 @@ class Meter:
         """Run-time tier quotas, (tier, capability) → the quota replacing the tier's own."""
         self._tier_quotas = quotas
         self._limits = plan.LimitCache(self._config, tier_quotas=quotas)
-
-    async def quota_view(self, user: str, tier: Tier) -> dict[str, Any]:
-        quotas = {cap: q for (name, cap), q in self._tier_quotas.items() if name == tier.name}
-        tier = replace(tier, quotas={**tier.quotas, **quotas}) if quotas else tier
-        windows = windows_at(self._clock())
-        names = view_keys(user, tier, windows, self._config.settings.tier_budget_shards)
-        hashes = await self._read(lambda: self._store.read_hashes(names))
-        lease = keys.lease(keys.user_day(user, windows.day))
-        reserved = await self._read(lambda: self._store.read_reservations(lease))
-        return build_view(self._config, user, tier, hashes, windows, reserved)
-
-    async def records(self, user: str | None, start: float, end: float) -> list[dict[str, Any]]:
-        """Usage records of ``user`` (every user when None) with ``start <= ts < end``."""
-        if self.records_reader is not None:
-            return list(await self.records_reader(user, start, end))
-        if user is None:
-            return await self._read(lambda: read_records(self._store, None, start, end))
-        now = self._clock()
-        return await self._read(lambda: read_user_records(self._store, user, start, end, now))
-
-    @property
-    def records_source(self) -> str:
-        """Where ``records`` reads: "postgres" (the ledger, any range) or "redis" (the
-        stream: recent records only)."""
-        return "postgres" if self.records_reader is not None else "redis"
-
-    async def set_user_override(self, user: str, capability: str, quota: Quota | None) -> None:
-        """Store a run-time quota override (fields left None inherit); None removes it."""
-        if capability not in CAPABILITIES:
-            raise ValueError(f"unknown capability {capability!r}")
-        values, drop = limits.quota_override_fields(capability, quota)
-        await self._read(lambda: self._store.write_hash(keys.user_overrides(user), values, drop))
-
-    async def set_user_budget(self, user: str, budget: Budget | None) -> None:
-        """Store a run-time budget override (fields left None inherit); None removes it."""
-        values, drop = limits.budget_override_fields(budget)
-        await self._read(lambda: self._store.write_hash(keys.user_overrides(user), values, drop))
-
-    async def user_override(self, user: str) -> UserOverride:
-        """The run-time overrides stored for ``user``."""
-        stored = await self._read(lambda: self._store.read_hashes([keys.user_overrides(user)]))
-        return limits.override_from_hash(stored[0])
-
-    async def _read(self, call: Callable[[], Awaitable[T]]) -> T:
-        try:
-            result = await call()
-        except StoreRejected as exc:
-            logger.warning("metering: the store refused a call: %s", exc)
-            raise InvalidRequest("The store refused this operation.") from None
-        except StoreError as exc:
-            self._health.failed(exc)
-            raise StoreUnavailable("The usage store is unavailable; try again shortly") from exc
-        self._health.recovered()
-        return result
-
-    # -- observability -----------------------------------------------------------------------
-
-    async def store_status(self) -> str:
-        """ "ok" when the store answers a ping, else "unavailable" (for readiness)."""
-        try:
-            await self._store.ping()
-        except StoreError as exc:
-            self._health.failed(exc)
-            return "unavailable"
-        self._health.recovered()
-        return "ok"
-
-    @property
-    def store_errors_total(self) -> int:
-        return self._health.errors_total
-
-    @property
-    def degraded(self) -> bool:
-        return self._health.degraded
-
-    @property
-    def buffered_records(self) -> int:
-        return len(self._flusher)
-
-    @property
-    def dropped_records(self) -> int:
-        return self._buffer.dropped
-
-    @property
-    def active_alerts(self) -> dict[str, bool]:
-        """Every alert scope ("overall", "tier:<name>") → crossed in the current window."""
-        return self._alerts.active()
 
     # -- background --------------------------------------------------------------------------
 
@@ -396,30 +312,7 @@ class Meter:
                 logger.exception("metering: lease sweep failed")
 
 
-def _tier_refused(checks: Sequence[Check], verdict: Verdict) -> bool:
-    return verdict.denied is not None and checks[verdict.denied].kind in plan.TIER_KINDS
-
-
-def _check_amounts(checks: Sequence[Check]) -> None:
-    """Refuse amounts no store can hold exactly, before any store is called."""
-    for check in checks:
-        counter = check.counter
-        if not (0 <= counter.fixed <= MAX_AMOUNT >= counter.flex >= 0):
-            raise InvalidRequest(
-                f"The request's {check.kind} estimate is out of range; lower the amounts asked."
-            )
-
-
 async def _cancel(task: asyncio.Task[None] | None) -> None:
     if task is not None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
-
-def _clamp(request: MeterRequest, flex: int) -> int | None:
-    """The max_tokens to send upstream, when it differs from what the client asked."""
-    if flex <= 0:
-        return None
-    if request.max_output_tokens <= 0:
-        return flex
-    return flex if flex < request.max_output_tokens else None

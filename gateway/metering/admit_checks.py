@@ -1,0 +1,34 @@
+"""Pure checks on a reservation: amounts in range, a tier's refusal, the max_tokens clamp."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway.errors import InvalidRequest
+from gateway.metering import plan
+from gateway.metering.store import MAX_AMOUNT, Verdict
+from gateway.metering.types import Check, MeterRequest
+
+
+def tier_refused(checks: Sequence[Check], verdict: Verdict) -> bool:
+    """Whether the counter that refused is one of the tier's (its budget: see tier_shards)."""
+    return verdict.denied is not None and checks[verdict.denied].kind in plan.TIER_KINDS
+
+
+def check_amounts(checks: Sequence[Check]) -> None:
+    """Refuse amounts no store can hold exactly, before any store is called."""
+    for check in checks:
+        counter = check.counter
+        if not (0 <= counter.fixed <= MAX_AMOUNT >= counter.flex >= 0):
+            raise InvalidRequest(
+                f"The request's {check.kind} estimate is out of range; lower the amounts asked."
+            )
+
+
+def clamp(request: MeterRequest, flex: int) -> int | None:
+    """The max_tokens to send upstream, when it differs from what the client asked."""
+    if flex <= 0:
+        return None
+    if request.max_output_tokens <= 0:
+        return flex
+    return flex if flex < request.max_output_tokens else None
