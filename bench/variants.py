@@ -273,6 +273,9 @@ def build_variants(
         "base": Variant("base", args.base_tree),
         "main": Variant("main", args.main_tree),
         "main_again": Variant("main_again", args.main_tree),  # A/A: the noise floor
+        "main_admin": Variant(
+            "main_admin", args.main_tree, {"GATEWAY_ADMIN_TOKEN": entities.token}
+        ),  # the admin API on, nothing set through it
         "entities": Variant(
             "entities",
             args.main_tree,
