@@ -287,7 +287,7 @@ def _ledger(
     """The ledger when DATABASE_URL is set; usage reads then go to it."""
     if not settings.enabled:
         return None
-    redis = store.client if isinstance(store, RedisStore) else None
+    redis = store if isinstance(store, RedisStore) else None
     ledger = Ledger(settings, redis, metrics.registry)
     meter.records_reader = ledger.records
     return ledger

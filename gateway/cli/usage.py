@@ -82,7 +82,7 @@ def ledger_command(args: argparse.Namespace) -> int:
         if not isinstance(store, RedisStore):
             raise CommandFailed("ledger ship: REDIS_URL is not set: no usage stream to ship")
         settings = LedgerSettings.from_env(file=config.ledger)
-        asyncio.run(commands.ship_forever(settings, store.client))
+        asyncio.run(commands.ship_forever(settings, store))
     except ERRORS as error:
         raise CommandFailed(f"{args.command}: Postgres: {type(error).__name__}: {error}") from None
     return 0

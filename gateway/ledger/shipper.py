@@ -29,6 +29,7 @@ from gateway.ledger.db import Database
 from gateway.ledger.metrics import LedgerMetrics
 from gateway.ledger.rows import Row, parse
 from gateway.ledger.settings import LedgerSettings
+from gateway.metering.redis_store import RedisStore
 
 log = logging.getLogger("gateway.ledger")
 RETRIED: tuple[type[BaseException], ...] = (*DB_ERRORS, RedisError)
@@ -49,9 +50,13 @@ class Shipper:
         clock: Callable[[], float] = time.time,
         consumer: str | None = None,
     ) -> None:
+        """``redis``: a redis-py client, or the ``RedisStore`` whose client to use."""
         self._settings = settings
         self._db = database
-        self._redis = redis
+        # the store's client is read at each use: a cluster store replaces a broken one
+        self._client_of: Callable[[], Any] = (
+            (lambda: redis.client) if isinstance(redis, RedisStore) else (lambda: redis)
+        )
         self._metrics = metrics
         self._clock = clock
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -68,6 +73,10 @@ class Shipper:
         self.shipped = 0
 
     # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def _redis(self) -> Any:
+        return self._client_of()
 
     async def start(self) -> None:
         if self._metrics is not None:

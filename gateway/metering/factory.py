@@ -35,7 +35,6 @@ from gateway.metering.pipelined import (
     PipelinedConnection,
     RedisEndpoint,
     Resolver,
-    ScriptRunner,
 )
 from gateway.metering.redis_store import RedisStore
 from gateway.metering.store import Store
@@ -59,19 +58,21 @@ def create_store(redis_url: str | None, settings: Settings) -> Store:
         "socket_timeout": SOCKET_TIMEOUT_S,
         "retry": Retry(NoBackoff(), 1),
     }
-    client: Redis | RedisCluster
-    scripts: ScriptRunner | None = None
+    maxlen = settings.usage_stream_maxlen
     if cluster:
-        client = RedisCluster.from_url(url, max_connections=CLUSTER_MAX_CONNECTIONS, **options)
+
+        def cluster_client() -> RedisCluster:
+            return RedisCluster.from_url(url, max_connections=CLUSTER_MAX_CONNECTIONS, **options)
+
         seed = _cluster_seed(url)
         scripts = ClusterPipelined(seed) if seed is not None else None
-    else:
-        pool = BlockingConnectionPool.from_url(
-            url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S, **options
+        return RedisStore(
+            cluster_client(), stream_maxlen=maxlen, scripts=scripts, rebuild=cluster_client
         )
-        client = Redis.from_pool(pool)
-        scripts = _pipelined(pool)
-    return RedisStore(client, stream_maxlen=settings.usage_stream_maxlen, scripts=scripts)
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S, **options
+    )
+    return RedisStore(Redis.from_pool(pool), stream_maxlen=maxlen, scripts=_pipelined(pool))
 
 
 @dataclass(frozen=True)

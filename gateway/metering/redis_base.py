@@ -6,15 +6,20 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
+from gateway.metering.client_healer import ClientHealer
 from gateway.metering.pipelined import ScriptRunner
+from gateway.metering.redis_errors import guard
 from gateway.metering.scripts import Script
+from gateway.metering.store import StoreError, StoreRejected
+
+T = TypeVar("T")
 
 
 class RedisBase:
@@ -26,10 +31,13 @@ class RedisBase:
         *,
         stream_maxlen: int,
         scripts: ScriptRunner | None = None,
+        rebuild: Callable[[], RedisCluster] | None = None,
     ) -> None:
         """``scripts``, when given, runs the reserve and settle scripts (and, on a cluster,
-        the lease registry's writes): ``PipelinedConnection`` or ``ClusterPipelined``."""
+        the lease registry's writes): ``PipelinedConnection`` or ``ClusterPipelined``.
+        ``rebuild`` makes a new cluster client, for when this one keeps failing."""
         self._client = client
+        self._healer = ClientHealer(rebuild) if rebuild is not None else None
         self._cluster = isinstance(client, RedisCluster)
         self._maxlen = stream_maxlen
         self._scripts = scripts
@@ -40,6 +48,22 @@ class RedisBase:
     def client(self) -> Redis | RedisCluster:
         """The redis-py client, for the ledger's stream consumer (``gateway/ledger/``)."""
         return self._client
+
+    async def _guarded(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``guard``, and on a cluster a new client after the old one failed too often."""
+        if self._healer is None:
+            return await guard(call)
+        try:
+            result = await guard(call)
+        except StoreRejected:
+            raise
+        except StoreError:
+            fresh = self._healer.failed(cast(RedisCluster, self._client))
+            if fresh is not None:
+                self._client = fresh
+            raise
+        self._healer.succeeded()
+        return result
 
     async def _eval(
         self, keys: list[str], args: Sequence[str | int | bytes], script: Script

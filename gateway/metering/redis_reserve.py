@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 from gateway.metering import keys, scripts
 from gateway.metering.redis_errors import converted as _converted
-from gateway.metering.redis_errors import guard as _guard
 from gateway.metering.redis_settle import RedisSettle
 from gateway.metering.store import Counter, Lease, LeaseEnd, SettleBatch, Verdict
 
@@ -78,7 +77,7 @@ class RedisReserve(RedisSettle):
         if lease is not None:  # the groups that granted recorded it: end it there
             ended = dict.fromkeys(keys.lease(c.key) for c in counters)
             leases = tuple(LeaseEnd(name, lease.id) for name in ended)
-            await _guard(lambda: self._settle([SettleBatch((), leases=leases)], ""))
+            await self._guarded(lambda: self._settle([SettleBatch((), leases=leases)], ""))
         if error is not None:
             raise _converted(error)
         return Verdict(tuple(used), tuple(limits), (0,) * size, denied)

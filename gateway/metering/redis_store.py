@@ -27,7 +27,6 @@ from redis.asyncio.cluster import RedisCluster
 from gateway.metering import control_store, keys
 from gateway.metering.redis_errors import FOREIGN_ERRORS
 from gateway.metering.redis_errors import converted as _converted
-from gateway.metering.redis_errors import guard as _guard
 from gateway.metering.redis_reads import held_amounts, stream_entries
 from gateway.metering.redis_reads import integers as _integers
 from gateway.metering.redis_reads import text as _text
@@ -46,17 +45,17 @@ class RedisStore(RedisReserve):
         groups = self._groups(counters, override_key)
         registry = [self._register(counters, lease)] if self._cluster and lease else []
         if len(groups) == 1 and not registry:
-            return await _guard(lambda: self._run(counters, override_key, lease))
+            return await self._guarded(lambda: self._run(counters, override_key, lease))
         runs = (self._run([counters[i] for i in idx], ovr, lease) for idx, ovr in groups)
         results = await asyncio.gather(*runs, *registry, return_exceptions=True)
         verdicts = cast(list[Verdict | BaseException], results[: len(groups)])
         return await self._merge(counters, groups, verdicts, lease)
 
     async def settle(self, batches: Sequence[SettleBatch], batch_id: str = "") -> list[list[int]]:
-        return await _guard(lambda: self._settle(batches, batch_id))
+        return await self._guarded(lambda: self._settle(batches, batch_id))
 
     async def sweep_leases(self) -> int:
-        return await _guard(self._sweep)
+        return await self._guarded(self._sweep)
 
     async def user_records(self, user: str, days: Sequence[str]) -> list[bytes]:
         async def read() -> list[bytes]:
@@ -71,7 +70,7 @@ class RedisStore(RedisReserve):
                 by_id.get(entry.decode(), b"") if entry[:1] != b"{" else entry for entry in entries
             ]
 
-        return [record for record in await _guard(read) if record]
+        return [record for record in await self._guarded(read) if record]
 
     async def read_hashes(self, keys: Sequence[str]) -> list[dict[str, int]]:
         async def read() -> list[dict[str, int]]:
@@ -81,14 +80,14 @@ class RedisStore(RedisReserve):
                 replies = await pipe.execute()
             return [_integers(key, reply) for key, reply in zip(keys, replies, strict=True)]
 
-        return await _guard(read)
+        return await self._guarded(read)
 
     async def read_reservations(self, lease_key: str) -> dict[str, int]:
         async def read() -> dict[str, int]:
             payloads = await self._client.hvals(keys.lease_data(lease_key))
             return held_amounts(_text(payload) for payload in payloads)
 
-        return await _guard(read)
+        return await self._guarded(read)
 
     async def write_hash(self, key: str, values: Mapping[str, int], delete: Sequence[str]) -> None:
         async def write() -> None:
@@ -99,10 +98,10 @@ class RedisStore(RedisReserve):
                     pipe.hset(key, mapping=cast(Any, dict(values)))
                 await pipe.execute()
 
-        await _guard(write)
+        await self._guarded(write)
 
     async def set_once(self, key: str, ttl_s: int) -> bool:
-        return bool(await _guard(lambda: self._client.set(key, b"1", nx=True, ex=ttl_s)))
+        return bool(await self._guarded(lambda: self._client.set(key, b"1", nx=True, ex=ttl_s)))
 
     async def put_document(self, key: str, field: str, value: bytes, ttl_s: int) -> None:
         async def write() -> None:
@@ -111,14 +110,14 @@ class RedisStore(RedisReserve):
                 pipe.expire(key, ttl_s)
                 await pipe.execute()
 
-        await _guard(write)
+        await self._guarded(write)
 
     async def get_document(self, key: str, field: str) -> bytes | None:
-        found: Any = await _guard(lambda: self._client.hget(key, field))
+        found: Any = await self._guarded(lambda: self._client.hget(key, field))
         return bytes(found) if found is not None else None
 
     async def documents(self, key: str) -> list[bytes]:
-        found: Any = await _guard(lambda: self._client.hvals(key))
+        found: Any = await self._guarded(lambda: self._client.hvals(key))
         return [bytes(value) for value in found or ()]
 
     async def records_page(self, before: str | None, count: int) -> list[tuple[str, bytes]]:
@@ -129,28 +128,28 @@ class RedisStore(RedisReserve):
             )
             return [(_text(entry_id), bytes(fields[b"r"])) for entry_id, fields in entries or ()]
 
-        return await _guard(page)
+        return await self._guarded(page)
 
     async def control_load(self) -> tuple[int, dict[str, dict[str, bytes]]]:
-        return await _guard(lambda: control_store.load(self._client))
+        return await self._guarded(lambda: control_store.load(self._client))
 
     async def control_version(self) -> int:
-        return await _guard(lambda: control_store.version(self._client))
+        return await self._guarded(lambda: control_store.version(self._client))
 
     async def control_write(
         self, kind: str, id: str, value: bytes | None, audit: bytes, audit_maxlen: int
     ) -> int:
-        return await _guard(
+        return await self._guarded(
             lambda: control_store.write(
                 self._client, kind, id, value, audit, audit_maxlen, publish=not self._cluster
             )
         )
 
     async def control_note(self, audit: bytes, audit_maxlen: int) -> None:
-        await _guard(lambda: control_store.note(self._client, audit, audit_maxlen))
+        await self._guarded(lambda: control_store.note(self._client, audit, audit_maxlen))
 
     async def control_audit(self, before: str | None, count: int) -> list[tuple[str, bytes]]:
-        return await _guard(lambda: control_store.audit_page(self._client, before, count))
+        return await self._guarded(lambda: control_store.audit_page(self._client, before, count))
 
     def control_changes(self) -> AsyncIterator[int] | None:
         if isinstance(self._client, RedisCluster):  # no asyncio pub/sub: the poll does it
@@ -171,7 +170,7 @@ class RedisStore(RedisReserve):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def ping(self) -> None:
-        await _guard(lambda: self._client.ping())
+        await self._guarded(lambda: self._client.ping())
 
     async def aclose(self) -> None:
         with contextlib.suppress(*FOREIGN_ERRORS):
