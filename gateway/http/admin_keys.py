@@ -5,6 +5,7 @@ The secret is shown once, at creation or rotation; only digests are stored (see
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
@@ -16,7 +17,15 @@ from starlette.routing import Route
 from gateway.control import keys as runtime_keys
 from gateway.errors import InvalidRequest, NotFound, StoreUnavailable
 from gateway.http.admin_auth import Actor, require_role
-from gateway.http.admin_input import json_object, number, small_object, strings, text, whole
+from gateway.http.admin_input import (
+    MAX_EPOCH_S,
+    json_object,
+    number,
+    small_object,
+    strings,
+    text,
+    whole,
+)
 from gateway.http.responses import json_response
 from gateway.http.services import Services, services
 from gateway.metering import StoreError, parse_time
@@ -180,15 +189,18 @@ def _budget(value: object) -> dict[str, float] | None:
 
 
 def _time(value: object) -> float | None:
+    """Epoch seconds from 0 to the year 9999 (a larger one, or infinity, was stored and then
+    broke every listing of keys with a 500)."""
     if value is None:
         return None
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return parse_time(value)
-        except ValueError:
-            pass
+    moment = -1.0
+    with contextlib.suppress(ValueError, OverflowError):  # a huge int, the day after 9999
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            moment = float(value)
+        elif isinstance(value, str):
+            moment = parse_time(value)
+    if 0 <= moment <= MAX_EPOCH_S:  # false for NaN too
+        return moment
     raise InvalidRequest(
         "'expires_at' must be epoch seconds or an ISO 8601 time, or null.", param="expires_at"
     )

@@ -67,6 +67,9 @@ TOKEN_CREATE = {
 QUOTA = {"type": "object", "description": "Quota fields; null inherits"}
 BUDGET = {"type": "object", "properties": {"usd_per_day": NUMBER_OR_NULL,
                                            "usd_per_month": NUMBER_OR_NULL}}  # fmt: skip
+# The usage endpoints' filters (gateway/http/analytics.py): time bounds and dimensions.
+USAGE_QUERY = ("start", "end", "user", "key_id", "tier", "model", "provider", "capability",
+               "status", "tag")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class Op:
     endpoint: Endpoint | None = None  # None: registered elsewhere, documented here
     body: dict[str, Any] | None = None  # JSON Schema of the request body
     status: int = 200  # the success status
+    query: tuple[str, ...] = ()  # optional query parameters (strings)
 
 
 async def openapi(request: Request) -> Response:
@@ -89,7 +93,7 @@ async def openapi(request: Request) -> Response:
 OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/v1/admin/openapi.json", "This document", "viewer", openapi),
     Op("POST", "/v1/admin/keys", "Create a client key; its secret is shown once", "admin", admin_keys.create, KEY_CREATE, 201),  # noqa: E501
-    Op("GET", "/v1/admin/keys", "List client keys (?user=), with spend and last use", "viewer", admin_keys.list_keys),  # noqa: E501
+    Op("GET", "/v1/admin/keys", "List client keys (?user=), with spend and last use", "viewer", admin_keys.list_keys, query=("user",)),  # noqa: E501
     Op("GET", "/v1/admin/keys/{id}", "One client key, with spend and last use", "viewer", admin_keys.show),  # noqa: E501
     Op("PATCH", "/v1/admin/keys/{id}", "Change a client key's tier, models or limits", "admin", admin_keys.update, KEY_UPDATE),  # noqa: E501
     Op("DELETE", "/v1/admin/keys/{id}", "Revoke a client key", "admin", admin_keys.revoke),
@@ -97,7 +101,7 @@ OPERATIONS: tuple[Op, ...] = (
     Op("POST", "/v1/admin/tokens", "Create an admin token; shown once", "admin", admin_access.create_token, TOKEN_CREATE, 201),  # noqa: E501
     Op("GET", "/v1/admin/tokens", "List admin tokens", "viewer", admin_access.list_tokens),
     Op("DELETE", "/v1/admin/tokens/{id}", "Delete an admin token", "admin", admin_access.delete_token),  # noqa: E501
-    Op("GET", "/v1/admin/audit", "The audit log, newest first (?limit=&before=)", "viewer", admin_access.audit),  # noqa: E501
+    Op("GET", "/v1/admin/audit", "The audit log, newest first (?limit=&before=)", "viewer", admin_access.audit, query=("limit", "before")),  # noqa: E501
     Op("GET", "/v1/admin/users/{user}", "A user's stored overrides", "viewer"),
     Op("PUT", "/v1/admin/users/{user}/quotas/{capability}", "Override a user's quota", body=QUOTA),
     Op("DELETE", "/v1/admin/users/{user}/quotas/{capability}", "Drop a user's quota override"),
@@ -113,7 +117,7 @@ OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/v1/admin/tiers/{tier}/weights", "Rollout weights per route in force, and their source", "viewer"),  # noqa: E501
     Op("PUT", "/v1/admin/tiers/{tier}/weights", "Replace a tier's rollout weights at run time", body={"type": "object", "required": ["routes"], "properties": {"routes": {"type": "object", "additionalProperties": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0}}}}, "additionalProperties": False}),  # noqa: E501
     Op("DELETE", "/v1/admin/tiers/{tier}/weights", "Back to the tiers.yaml weights"),
-    Op("GET", "/v1/admin/quota-requests", "Quota-increase requests (?status=&user=)", "viewer", quota_requests.list_all),  # noqa: E501
+    Op("GET", "/v1/admin/quota-requests", "Quota-increase requests (?status=&user=)", "viewer", quota_requests.list_all, query=("status", "user")),  # noqa: E501
     Op("POST", "/v1/admin/quota-requests/{id}/approve", "Approve: sets the user's override (granted?, note?)", "admin", quota_requests.approve, OBJECT),  # noqa: E501
     Op("POST", "/v1/admin/quota-requests/{id}/deny", "Deny (note?)", "admin", quota_requests.deny, OBJECT),  # noqa: E501
     Op("POST", "/v1/quota/requests", "A user asks for more quota (client key)", "user", quota_requests.create, {"type": "object", "required": ["capability", "requested"], "properties": {"capability": {"type": "string"}, "requested": QUOTA, "reason": {"type": "string"}}}, 201),  # noqa: E501
@@ -129,9 +133,9 @@ OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/v1/me/upstream-keys", "The caller's stored upstream keys, by fingerprint (client key)", "user"),  # noqa: E501
     Op("PUT", "/v1/me/upstream-keys/{upstream}", "Store the caller's own key for an upstream (needs allow_user_keys)", "user", body={"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}}, "additionalProperties": False}),  # noqa: E501
     Op("DELETE", "/v1/me/upstream-keys/{upstream}", "Delete the caller's stored key for an upstream", "user"),  # noqa: E501
-    Op("GET", "/v1/admin/analytics", "Usage totals grouped and bucketed (analytics)", "viewer"),
-    Op("GET", "/v1/admin/usage/records", "Usage records, filtered, paged by cursor", "viewer"),
-    Op("GET", "/v1/admin/usage/export", "Usage records as CSV or JSON", "viewer"),
+    Op("GET", "/v1/admin/analytics", "Usage totals grouped and bucketed (analytics)", "viewer", query=(*USAGE_QUERY, "group_by", "bucket")),  # noqa: E501
+    Op("GET", "/v1/admin/usage/records", "Usage records, filtered, paged by cursor", "viewer", query=(*USAGE_QUERY, "limit", "cursor")),  # noqa: E501
+    Op("GET", "/v1/admin/usage/export", "Usage records as CSV or JSON", "viewer", query=(*USAGE_QUERY, "format")),  # noqa: E501
 )
 # fmt: on
 
@@ -159,11 +163,12 @@ def document() -> dict[str, Any]:
             },
         }
         names = [part[1:-1] for part in op.path.split("/") if part.startswith("{")]
-        if names:
-            operation["parameters"] = [
-                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-                for name in names
-            ]
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in names
+        ] + [{"name": name, "in": "query", "schema": {"type": "string"}} for name in op.query]
+        if parameters:
+            operation["parameters"] = parameters
         if op.body is not None:
             operation["requestBody"] = {
                 "required": True,

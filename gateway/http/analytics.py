@@ -12,7 +12,9 @@ exactly the filtered records, oldest first, up to ``EXPORT_MAX``.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import xlsxwriter
@@ -23,14 +25,16 @@ from starlette.routing import Route
 
 from gateway.errors import InvalidRequest
 from gateway.http.admin_auth import require_role
+from gateway.http.admin_input import MAX_EPOCH_S
 from gateway.http.responses import json_response
 from gateway.http.services import services
 from gateway.metering import parse_time, to_csv, to_json
 from gateway.metering.analytics import BUCKETS, Analytics, UsageFilter
 from gateway.metering.export import COLUMNS
-from gateway.metering.rollup import DIMENSIONS
+from gateway.metering.rollup import DAY_TTL_S, DIMENSIONS
 
 EXPORT_MAX = 200_000
+CURSOR = re.compile(r"\d{1,20}(-\d{1,20})?")  # a usage stream entry id
 FILTERS = ("user", "key_id", "tier", "model", "provider", "capability", "status", "tag")
 FORMATS = {
     "csv": "text/csv; charset=utf-8",
@@ -41,15 +45,45 @@ FORMATS = {
 
 def usage_filter(params: QueryParams | Mapping[str, str], now: float) -> UsageFilter:
     """The filter the query parameters describe; ``InvalidRequest`` for a bad one."""
-    try:
-        start = parse_time(params["start"]) if params.get("start") else now - 86_400
-        end = parse_time(params["end"], end=True) if params.get("end") else now
-    except ValueError as exc:
-        raise InvalidRequest(str(exc), param="start") from None
+    start = _time(params, "start", now - 86_400)
+    end = _time(params, "end", now)
     if end < start:
         raise InvalidRequest("'end' is before 'start'.", param="end")
     chosen = {name: value for name in FILTERS if (value := params.get(name))}
     return UsageFilter(start, end, **chosen)
+
+
+def _time(params: QueryParams | Mapping[str, str], name: str, default: float) -> float:
+    """A time bound from 1970 to the year 9999 (NaN, infinity or 1e300 made a 500, or a
+    rollup walk that never ended)."""
+    text = params.get(name)
+    if not text:
+        return default
+    try:
+        moment = parse_time(text, end=name == "end")
+    except (ValueError, OverflowError) as exc:  # the day after 9999-12-31 overflows
+        raise InvalidRequest(str(exc), param=name) from None
+    if not 0 <= moment <= MAX_EPOCH_S:  # false for NaN too
+        raise InvalidRequest(f"'{name}' must be a time from 1970 to 9999.", param=name)
+    return moment
+
+
+def rollup_window(flt: UsageFilter, now: float) -> UsageFilter:
+    """``flt`` within the rollups' lifetime (``DAY_TTL_S``) and up to a day ahead: a wider
+    range reads nothing more, but costs one rollup key per day or hour (``start=0`` with
+    ``bucket=hour`` held a worker for minutes)."""
+    return replace(
+        flt, start=max(flt.start, now - DAY_TTL_S - 86_400), end=min(flt.end, now + 86_400)
+    )
+
+
+def records_cursor(params: QueryParams | Mapping[str, str]) -> str | None:
+    """The ``cursor`` of a records page (a stream entry id), None for the first page; any
+    other text was a store error (a 500)."""
+    cursor = params.get("cursor") or None
+    if cursor is not None and not CURSOR.fullmatch(cursor):
+        raise InvalidRequest("'cursor' must be a next_cursor from a previous page.", param="cursor")
+    return cursor
 
 
 def group_and_bucket(params: QueryParams | Mapping[str, str]) -> tuple[list[str], str]:
@@ -68,8 +102,10 @@ def group_and_bucket(params: QueryParams | Mapping[str, str]) -> tuple[list[str]
 async def analytics(request: Request) -> Response:
     require_role(request, "viewer")
     gateway = services(request)
-    flt = usage_filter(request.query_params, gateway.clock())
+    now = gateway.clock()
+    flt = usage_filter(request.query_params, now)
     groups, bucket = group_and_bucket(request.query_params)
+    flt = rollup_window(flt, now)
     rows = await gateway.analytics.totals(flt, groups, bucket)
     return json_response({"object": "analytics", "source": gateway.analytics.source, "data": rows})
 
@@ -82,8 +118,9 @@ async def records(request: Request) -> Response:
     limit = params.get("limit") or "50"
     if not limit.isdigit() or not 1 <= int(limit) <= 1000:
         raise InvalidRequest("'limit' must be a whole number from 1 to 1000.", param="limit")
-    found, cursor = await gateway.analytics.records(flt, int(limit), params.get("cursor"))
-    return json_response({"object": "list", "data": found, "next_cursor": cursor})
+    cursor = records_cursor(params)
+    found, following = await gateway.analytics.records(flt, int(limit), cursor)
+    return json_response({"object": "list", "data": found, "next_cursor": following})
 
 
 async def export(request: Request) -> Response:
