@@ -21,6 +21,7 @@ from gateway.metering.factory import create_store
 from gateway.metering.history import read_records
 from gateway.metering.windows import windows_at
 
+MAX_EPOCH_S = 253_402_300_799.0  # 9999-12-31T23:59:59Z
 COLUMNS = (
     "time",
     "ts",
@@ -88,25 +89,33 @@ def to_json(records: Iterable[Mapping[str, Any]]) -> bytes:
 
 
 def parse_time(value: str, *, end: bool = False) -> float:
-    """Epoch seconds from a bound; ``end=True`` turns a bare date into the next midnight."""
+    """Epoch seconds from a bound; ``end=True`` turns a bare date into the next midnight.
+    ``ValueError`` for text that is no time and for a time outside 1970 .. 9999 (NaN,
+    infinity and 1e300 made 500s, or walks over the rollups that never ended)."""
     text = value.strip()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        pass
+        seconds = _iso_seconds(value, text, end)
+    if not 0 <= seconds <= MAX_EPOCH_S:  # false for NaN too
+        raise ValueError(f"invalid time {value!r}: expected a time from 1970 to 9999")
+    return seconds
+
+
+def _iso_seconds(value: str, text: str, end: bool) -> float:
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
             moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
             return (moment + timedelta(days=1 if end else 0)).timestamp()
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    except (ValueError, OverflowError):
         raise ValueError(
             f"invalid time {value!r}: expected epoch seconds, YYYY-MM-DD or an ISO datetime"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def parse_range(start: str | None, end: str | None, now: float) -> tuple[float, float]:

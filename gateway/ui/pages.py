@@ -21,7 +21,13 @@ from starlette.staticfiles import StaticFiles
 from gateway.config.model import CAPABILITIES
 from gateway.errors import GatewayError
 from gateway.http.admin_auth import SESSION_COOKIE, SESSION_SCOPE_KEY, require_role
-from gateway.http.analytics import FILTERS, group_and_bucket, usage_filter
+from gateway.http.analytics import (
+    FILTERS,
+    group_and_bucket,
+    records_cursor,
+    rollup_window,
+    usage_filter,
+)
 from gateway.http.services import services
 from gateway.metering.rollup import DIMENSIONS
 from gateway.ui.overview import analytics_view, overview_view
@@ -146,12 +152,11 @@ async def _analytics_context(request: Request, params: Any = None) -> dict[str, 
     now = gateway.clock()
     if not query.get("start"):
         query = {**dict(query), "start": str(int(now - 7 * 86_400))}
-    flt = usage_filter(query, now)
+    flt = rollup_window(usage_filter(query, now), now)
     groups, bucket = group_and_bucket({"group_by": query.get("group_by") or "model", **query})
     shown = {k: v for k, v in dict(query).items() if v and k != "cursor"}
-    context = await analytics_view(
-        gateway.analytics, flt, groups[:1] or ["model"], bucket, query.get("cursor")
-    )
+    cursor = records_cursor(query)
+    context = await analytics_view(gateway.analytics, flt, groups[:1] or ["model"], bucket, cursor)
     context.update(
         params=shown,
         filters=FILTERS,

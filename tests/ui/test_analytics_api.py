@@ -86,3 +86,23 @@ def test_sessions_without_a_browser(start_gateway: StartGateway) -> None:
         assert http.get("/v1/quota").status_code == 200  # the user's own, by cookie
         assert http.get("/v1/admin/flags").status_code == 403  # a user is no operator
         assert http.get("/ui/overview").headers["location"] == "/ui/me"
+
+
+def test_bad_time_bounds_and_cursors_are_refused_on_every_reader(
+    start_gateway: StartGateway,
+) -> None:
+    """The fuzzer's finds on the admin API also held for the dashboard's analytics page (a
+    500 for a cursor that is no record id) and a client's ``/v1/usage`` (a 500 for
+    ``to=9999-12-31``, whose next midnight overflows)."""
+    gw = start_gateway(runtime=Runtime(admin_token=Secret(ADMIN)))
+    with httpx.Client(base_url=gw.url, timeout=10) as http:
+        client = {"authorization": f"Bearer {gw.key()}"}
+        for query in ("to=9999-12-31", "from=nan", "to=inf", "from=1e300"):
+            answer = http.get(f"/v1/usage?{query}", headers=client)
+            assert answer.status_code == 400, (query, answer.text)
+            assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
+        assert http.post("/ui/login", data={"token": ADMIN}).status_code == 303
+        for query in ("cursor=not-an-id", "start=nan", "end=9999-12-31", "start=0&bucket=hour"):
+            page = http.get(f"/ui/analytics?{query}")
+            assert page.status_code == 200, (query, page.text[:300])
+        assert "next_cursor from a previous page" in http.get("/ui/analytics?cursor=x").text
