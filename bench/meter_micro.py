@@ -1,8 +1,9 @@
 """The metering alone: admit + finish for one request, 16 at a time, against a real Redis.
 
 Prints the CPU time per request with the reserve and settle scripts sent through the shared
-pipelined connection (what the gateway does) and through redis-py's pooled client, plus the
-in-process store for reference. No HTTP, no gateway process: just ``Meter``.
+pipelined connection (what the gateway does), the same for a run-time key with rpm, tpm and
+day/month budgets of its own (``pipelined_key_limits``), through redis-py's pooled client, and
+the in-process store for reference. No HTTP, no gateway process: just ``Meter``.
 
     python bench/meter_micro.py [--requests 4000] [--redis-url redis://127.0.0.1:6379/0]
 
@@ -28,8 +29,12 @@ from gateway.config.load import load_config
 from gateway.config.model import Config
 from gateway.metering import Meter, MeterRequest, Outcome, Store, create_store
 from gateway.metering.redis_store import RedisStore
+from gateway.metering.types import KeyLimits
 
 CONCURRENCY = 16
+BIG = 10**11
+# A run-time key's own limits (rpm, tpm, day and month budgets), far too large to bind
+KEY_LIMITS = KeyLimits("micro-key", rpm=BIG, tpm=BIG, usd_day=BIG, usd_month=BIG)
 BENCH_ENV = {
     "GATEWAY_KEYS": f"sk-micro={TIER}:micro-user",
     "BENCH_JSON_URL": "http://127.0.0.1:9/v1",
@@ -46,13 +51,14 @@ def main() -> None:
     config = load_config(str(CONFIG_DIR), BENCH_ENV)
     with tempfile.TemporaryDirectory() as workdir, ProcessGroup(Path(workdir), False) as procs:
         url = args.redis_url or _start_redis(procs)
-        variants: dict[str, Callable[[], Store]] = {
-            "pipelined": lambda: create_store(url, config.settings),
-            "redis_py": lambda: _on_redis_py(url, config),
-            "memory": lambda: create_store(None, config.settings),
+        variants: dict[str, tuple[Callable[[], Store], KeyLimits | None]] = {
+            "pipelined": (lambda: create_store(url, config.settings), None),
+            "pipelined_key_limits": (lambda: create_store(url, config.settings), KEY_LIMITS),
+            "redis_py": (lambda: _on_redis_py(url, config), None),
+            "memory": (lambda: create_store(None, config.settings), None),
         }
-        for name, make in variants.items():
-            cpu_us = run_loop(_measure(config, make(), args.requests))
+        for name, (make, limits) in variants.items():
+            cpu_us = run_loop(_measure(config, make(), args.requests, limits))
             print(f"meter store={name} cpu_us_per_request={cpu_us:.1f}", flush=True)
 
 
@@ -61,7 +67,9 @@ def _on_redis_py(url: str, config: Config) -> Store:
     return RedisStore(Redis.from_url(url), stream_maxlen=config.settings.usage_stream_maxlen)
 
 
-async def _measure(config: Config, store: Store, requests: int) -> float:
+async def _measure(
+    config: Config, store: Store, requests: int, key_limits: KeyLimits | None = None
+) -> float:
     meter = Meter(config, store)
     await meter.start()
     tier, model = config.tiers[TIER], config.models["bench-json"]
@@ -69,6 +77,7 @@ async def _measure(config: Config, store: Store, requests: int) -> float:
         request_id="micro", user="micro-user", key_id="sk-micro", tier=tier,
         capability="text_generation", byok=False, prompt_tokens_estimate=20,
         max_output_tokens=64, audio_ms_estimate=0, price=model.price, generates_tokens=True,
+        key_limits=key_limits,
     )  # fmt: skip
     outcome = Outcome(
         status=200, model=model.name, provider=model.upstream.name,
