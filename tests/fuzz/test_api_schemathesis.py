@@ -21,13 +21,13 @@ from schemathesis.schemas import APIOperation
 from gateway.config.runtime import Runtime
 from gateway.secret import Secret
 from tests.conftest import RunningGateway, StartGateway
+from tests.fuzz.answers import check_openai_answer
 from tests.redis_fixture import RedisServer
 
 SCHEMA = schemathesis.openapi.from_path(Path(__file__).with_name("openapi.yaml"))
 OPERATIONS: list[APIOperation] = [result.ok() for result in SCHEMA.get_all_operations()]
 ADMIN_TOKEN = "fuzz-admin-token-0123456789"
 EXAMPLES = 30
-UPSTREAM_CODES = {"upstream_error", "upstream_timeout", "no_upstream_available"}
 # Defects the fuzzer found in code this test does not own, as (operation label, mode):
 # each is marked xfail(strict=True) with the defect named, until it is fixed.
 KNOWN_DEFECTS: dict[tuple[str, GenerationMode], str] = {}
@@ -41,15 +41,7 @@ def gw(start_gateway: StartGateway, redis: RedisServer) -> RunningGateway:
 
 def check_answer(case: Case, status: int, body: Any, content_type: str) -> None:
     where = f"{case.method} {case.formatted_path} -> {status}: {body!r:.300}"
-    if status >= 500:
-        code = body.get("error", {}).get("code") if isinstance(body, dict) else None
-        assert status in (502, 503, 504) and code in UPSTREAM_CODES, where
-    if status >= 400:
-        assert content_type.startswith("application/json"), where
-        assert isinstance(body, dict) and set(body) == {"error"}, where
-        error = body["error"]
-        assert isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}
-        assert isinstance(error["message"], str) and isinstance(error["type"], str), where
+    check_openai_answer(where, status, body, content_type)
 
 
 def caller(gw: RunningGateway) -> Callable[[Case], None]:
