@@ -9,7 +9,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
@@ -72,6 +72,7 @@ from gateway.ui.session import SessionLoader, Sessions
 
 log = logging.getLogger("gateway")
 STORE_CLOSE_TIMEOUT_S = 5.0
+PART_CLOSE_TIMEOUT_S = 5.0  # each background part at shutdown (video jobs, control plane, ...)
 
 
 @dataclass(frozen=True)
@@ -293,6 +294,17 @@ def _ledger(
     return ledger
 
 
+async def _stop(part: str, closing: Awaitable[None]) -> None:
+    """One background part's shutdown, bounded: a client stuck under a cancelled task (a
+    pub/sub read, a stream read) must not hold the process past its grace period."""
+    try:
+        await asyncio.wait_for(closing, PART_CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        log.warning(
+            "shutdown: the %s did not stop within %s s; leaving it", part, PART_CLOSE_TIMEOUT_S
+        )
+
+
 def _lifespan(
     gateway: Gateway, *, owns_transport: bool
 ) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
@@ -313,14 +325,14 @@ def _lifespan(
         try:
             yield
         finally:
-            await gateway.videos.aclose()
-            await gateway.control.aclose()
-            await gateway.analytics.aclose()
+            await _stop("video jobs", gateway.videos.aclose())
+            await _stop("control plane", gateway.control.aclose())
+            await _stop("rollups", gateway.analytics.aclose())
             if gateway.ledger is not None:
-                await gateway.ledger.aclose()
+                await _stop("ledger", gateway.ledger.aclose())
             if gateway.shared_health is not None:
-                await gateway.shared_health.aclose()
-            await gateway.meter.aclose()
+                await _stop("shared health", gateway.shared_health.aclose())
+            await gateway.meter.aclose()  # unbounded: it hands the last usage records over
             try:  # a store client stuck in a broken state must not hold the shutdown
                 await asyncio.wait_for(gateway.store.aclose(), STORE_CLOSE_TIMEOUT_S)
             except TimeoutError:

@@ -54,7 +54,12 @@ class Gateway:
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process.poll() is None:
             self.process.send_signal(sig)
-            self.process.wait(timeout=30)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                tail = "\n".join(self.log.read_text().splitlines()[-40:])
+                raise AssertionError(f"the gateway did not stop within 30 s:\n{tail}") from None
 
     def errors(self) -> list[str]:
         """The log lines at error level (tracebacks of unexpected errors among them)."""
