@@ -10,8 +10,6 @@ import orjson
 
 from gateway.errors import InvalidRequest
 
-MAX_EPOCH_S = 253_402_300_799.0  # 9999-12-31T23:59:59Z, the last time a datetime can show
-
 
 def json_object(
     raw: bytes, allowed: Collection[str], required: Collection[str] = ()

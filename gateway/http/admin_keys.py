@@ -17,19 +17,12 @@ from starlette.routing import Route
 from gateway.control import keys as runtime_keys
 from gateway.errors import InvalidRequest, NotFound, StoreUnavailable
 from gateway.http.admin_auth import Actor, require_role
-from gateway.http.admin_input import (
-    MAX_EPOCH_S,
-    json_object,
-    number,
-    small_object,
-    strings,
-    text,
-    whole,
-)
+from gateway.http.admin_input import json_object, number, small_object, strings, text, whole
 from gateway.http.responses import json_response
 from gateway.http.services import Services, services
 from gateway.metering import StoreError, parse_time
 from gateway.metering.analytics import UsageFilter
+from gateway.metering.export import MAX_EPOCH_S
 from gateway.metering.key_limits import day_key, month_key
 from gateway.metering.pricing import micros_to_usd
 from gateway.metering.windows import Windows, iso_utc, windows_at
