@@ -29,6 +29,7 @@ from gateway.ledger.db import Database
 from gateway.ledger.metrics import LedgerMetrics
 from gateway.ledger.rows import Row, parse
 from gateway.ledger.settings import LedgerSettings
+from gateway.metering.redis_errors import raise_if_cancelled
 from gateway.metering.redis_store import RedisStore
 
 log = logging.getLogger("gateway.ledger")
@@ -100,6 +101,7 @@ class Shipper:
         while True:
             try:
                 await self.step()
+                raise_if_cancelled()  # redis-py may have swallowed it
                 failures = 0
             except asyncio.CancelledError:
                 raise

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from gateway.metering import control_store, keys
-from gateway.metering.redis_errors import FOREIGN_ERRORS
+from gateway.metering.redis_errors import FOREIGN_ERRORS, raise_if_cancelled
 from gateway.metering.redis_errors import converted as _converted
 from gateway.metering.redis_reads import held_amounts, stream_entries
 from gateway.metering.redis_reads import integers as _integers
@@ -161,6 +161,7 @@ class RedisStore(RedisReserve):
         try:
             await pubsub.subscribe(control_store.CHANNEL)
             async for message in pubsub.listen():
+                raise_if_cancelled()  # redis-py may have swallowed it
                 if message.get("type") == "message":
                     yield int(message["data"])
         except FOREIGN_ERRORS as exc:
