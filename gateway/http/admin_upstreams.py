@@ -43,7 +43,7 @@ def upstream_key(value: object, param: str) -> str:
 
 
 def stored(gateway: Services) -> StoredKeys:
-    found: StoredKeys | None = getattr(gateway, "stored_keys", None)
+    found = gateway.stored_keys
     if found is None:
         raise StoreUnavailable("Stored keys are not available in this process.")
     return found

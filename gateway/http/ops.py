@@ -14,7 +14,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.config.targets import route_targets, unusable_routes
-from gateway.control.stored_keys import StoredKeys
 from gateway.errors import Unauthorized
 from gateway.http.admin_auth import require_role
 from gateway.http.responses import json_response
@@ -68,7 +67,7 @@ async def readyz(request: Request) -> Response:
 
 def stored_upstreams(gateway: Services) -> Collection[str]:
     """The upstreams with stored system keys this process could open."""
-    stored: StoredKeys | None = getattr(gateway, "stored_keys", None)
+    stored = gateway.stored_keys
     return frozenset() if stored is None else stored.pool.upstreams()
 
 

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from gateway.config.model import Config
 from gateway.config.runtime import Runtime
 from gateway.control.plane import ControlPlane
+from gateway.control.stored_keys import StoredKeys
 from gateway.ledger.service import Ledger
 from gateway.metering import Meter
 from gateway.metering.analytics import Analytics
@@ -37,6 +38,8 @@ class Services(Protocol):
     def analytics(self) -> Analytics: ...
     @property
     def store(self) -> Store: ...
+    @property
+    def stored_keys(self) -> StoredKeys | None: ...
     @property
     def metrics(self) -> Metrics: ...
     @property
