@@ -21,8 +21,7 @@ from phases import Bench
 from procs import ProcessGroup
 from report import Report, median
 from scenarios import Knobs, Load, wrk_scenario
-from services import Layout, start_mocks
-from setup_tools import ensure_binaries, raise_fd_limit
+from services import load_machine, start_mocks
 
 SCENARIOS = (("chat_c16", "bench-json", False), ("stream_c16", "bench-sse", True))
 
@@ -49,12 +48,7 @@ def one_turn(bench: Bench, tree: Path, label: str, turn: int) -> dict[str, float
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    tools = ensure_binaries(["nginx", "wrk", "redis-server", "taskset"])
-    raise_fd_limit(65536)
-    cores = os.cpu_count() or 1
-    layout = Layout(cores, pin=cores >= 2)
-    if layout.pin:
-        os.sched_setaffinity(0, {1})
+    tools, layout = load_machine()
     report = Report()
     knobs = Knobs(tools["wrk"], args.duration, 0, 0, 0)
     seen: dict[str, dict[str, list[float]]] = {"a": {}, "b": {}}

@@ -45,8 +45,15 @@ from pathlib import Path
 from phases import show_process
 from procs import ProcessGroup, free_port, wait_for_port
 from report import Report
-from services import BENCH_DIR, GatewaySpec, Layout, RunningGateway, start_gateway, start_mocks
-from setup_tools import ensure_binaries, raise_fd_limit
+from services import (
+    BENCH_DIR,
+    GatewaySpec,
+    Layout,
+    RunningGateway,
+    load_machine,
+    start_gateway,
+    start_mocks,
+)
 from wrk_load import LoadResult, LoadSpec, run_wrk
 
 HIT = "x-gateway-cache: ttl=300"
@@ -143,13 +150,8 @@ def one_delay(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    tools = ensure_binaries(["nginx", "wrk", "redis-server", "taskset"])
-    raise_fd_limit(65536)
-    cores = os.cpu_count() or 1
-    layout = Layout(cores, pin=cores >= 2)
-    if layout.pin:
-        os.sched_setaffinity(0, {1})
-    print(f"machine cores={cores} pinned={layout.pin} loadavg={os.getloadavg()[0]:.2f}")
+    tools, layout = load_machine()
+    print(f"machine cores={layout.cores} pinned={layout.pin} loadavg={os.getloadavg()[0]:.2f}")
     started = time.monotonic()
     with (
         tempfile.TemporaryDirectory(prefix="gateway-cache-") as tmp,

@@ -15,7 +15,7 @@ import contextlib
 from typing import cast
 
 import mock_nginx
-from aio import run_loop
+from aio import run_loop, serve_protocol
 from slow_upstream import _content_length
 
 
@@ -63,13 +63,8 @@ class DelayedJson(asyncio.Protocol):
 
 
 async def serve(host: str, port: int, delay_s: float) -> None:
-    loop = asyncio.get_running_loop()
     answer = response_bytes()
-    server = await loop.create_server(
-        lambda: DelayedJson(answer, delay_s), host, port, backlog=4096, reuse_address=True
-    )
-    async with server:
-        await server.serve_forever()
+    await serve_protocol(host, port, lambda: DelayedJson(answer, delay_s))
 
 
 def main() -> None:

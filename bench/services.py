@@ -15,6 +15,7 @@ import mock_nginx
 from aio import run_loop
 from http_client import Target, measure_ttfb
 from procs import ProcessGroup, Started, cpus_of, free_port, leaf_processes, rss_kib, wait_for_port
+from setup_tools import ensure_binaries, raise_fd_limit
 
 BENCH_DIR = Path(__file__).resolve().parent
 CONFIG_DIR = BENCH_DIR / "config"
@@ -38,6 +39,18 @@ class Layout:
         if not self.pin:
             return None
         return "0" if workers <= 1 else f"0-{min(workers, self.cores) - 1}"
+
+
+def load_machine() -> tuple[dict[str, str], Layout]:
+    """The load's tools (installed when missing), a raised fd limit, and the CPU layout,
+    with this harness (wrk's parent, the Python client) pinned to the load's CPU."""
+    tools = ensure_binaries(["nginx", "wrk", "redis-server", "taskset"])
+    raise_fd_limit(65536)
+    cores = os.cpu_count() or 1
+    layout = Layout(cores, pin=cores >= 2)
+    if layout.pin:
+        os.sched_setaffinity(0, {1})
+    return tools, layout
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import cast
 
-from aio import run_loop
+from aio import run_loop, serve_protocol
 
 DEFAULT_CHUNKS = 10
 MAX_CHUNKS = 100_000
@@ -146,13 +146,8 @@ def _content_length(head: bytes) -> int:
 
 
 async def serve(host: str, port: int, pacing: Pacing) -> None:
-    loop = asyncio.get_running_loop()
     rng = random.Random()
-    server = await loop.create_server(
-        lambda: SlowStream(pacing, rng), host, port, backlog=4096, reuse_address=True
-    )
-    async with server:
-        await server.serve_forever()
+    await serve_protocol(host, port, lambda: SlowStream(pacing, rng))
 
 
 def main() -> None:

@@ -64,10 +64,10 @@ from services import (
     Mocks,
     RunningGateway,
     chat_body,
+    load_machine,
     start_gateway,
     start_mocks,
 )
-from setup_tools import ensure_binaries, raise_fd_limit
 from wrk_load import LoadSpec, run_wrk
 
 SCENARIOS = (("chat_c16", "bench-json", False), ("stream_c16", "bench-sse", True))
@@ -387,12 +387,7 @@ def print_summary(variants: Sequence[Variant], seen: dict[str, dict[str, list[fl
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     names = [name.strip() for name in args.variants.split(",") if name.strip()]
-    tools = ensure_binaries(["nginx", "wrk", "redis-server", "taskset"])
-    raise_fd_limit(65536)
-    cores = os.cpu_count() or 1
-    layout = Layout(cores, pin=cores >= 2)
-    if layout.pin:
-        os.sched_setaffinity(0, {1})
+    tools, layout = load_machine()
     postgres: PostgresServer | None = None
     if "ledger" in names or "ledger_sidecar" in names:
         if not available():
