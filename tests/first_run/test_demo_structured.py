@@ -188,7 +188,9 @@ def test_a_streamed_tool_call_has_openais_delta_shape_and_honest_usage(client: O
         for d in deltas[1:]
         if d.tool_calls and d.tool_calls[0].function
     ]
-    assert len(fragments) > 1 and all(d.tool_calls[0].id is None for d in deltas[1:] if d.tool_calls)
+    assert len(fragments) > 1 and all(
+        d.tool_calls[0].id is None for d in deltas[1:] if d.tool_calls
+    )
     arguments = json.loads("".join(f or "" for f in fragments))
     jsonschema.validate(arguments, WEATHER_TOOL["function"]["parameters"])  # type: ignore[index]
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
@@ -249,7 +251,9 @@ def test_json_object_and_json_schema_content_streams_in_pieces(client: OpenAI) -
             model="text", messages=ASK, response_format=response_format, stream=True
         )
     )
-    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
     assert len(pieces) > 10
     Recipe.model_validate_json("".join(pieces))
     plain = client.chat.completions.create(
