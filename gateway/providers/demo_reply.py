@@ -29,8 +29,9 @@ DEMO_NOTE = "(demo upstream: simulated answer, no model was called)"
 _PIECE_CHARS = 4  # a JSON piece is about one token's worth of text
 _SCANNED_CHARS = 65536  # of each message, when looking for a JSON Schema in the prompt
 _SCAN_ATTEMPTS = 64
-_NAMED_KEYS = re.compile(r"\b(?:keys?|fields?|propert(?:y|ies)|attributes?)\b(.*)", re.I | re.S)
-_QUOTED_NAME = re.compile(r"[`'\"]([A-Za-z_][A-Za-z0-9_\- ]{0,40})[`'\"]")
+# "... with keys 'answer' and 'justification'": the quoted names up to the paragraph's end.
+_NAMED_KEYS = re.compile(r"\b(?:keys?|fields?|propert(?:y|ies)|attributes?)\b([^\n]{0,400})", re.I)
+_QUOTED_NAME = re.compile(r"[`'\"]([A-Za-z_][A-Za-z0-9_\-]{0,40})[`'\"]")
 
 
 class DemoRequestError(Exception):
@@ -158,10 +159,12 @@ def _json_object(messages: list[dict[str, Any]], words: list[str]) -> Any:
     schema = _schema_in_prompt(messages)
     if schema is not None:
         return example_instance(schema)
-    request = _NAMED_KEYS.search(last_user_text(messages))
-    keys = _QUOTED_NAME.findall(request.group(1))[:20] if request else []
-    if keys:
-        return {key: f"demo {key}" for key in keys}
+    for message in reversed(messages):
+        if message.get("role") in ("user", "system", "developer"):
+            request = _NAMED_KEYS.search(_content_text(message.get("content", "")))
+            keys = _QUOTED_NAME.findall(request.group(1))[:20] if request else []
+            if keys:
+                return {key: f"demo {key.replace('_', ' ')}" for key in keys}
     return {"answer": " ".join(words)}
 
 
