@@ -2,9 +2,11 @@
 
 ``gateway serve --demo`` routes to it (see ``gateway.config.demo``). Its answers are
 deterministic (the same request gets the same text), streams use real SSE framing with a
-usage chunk, and every text says it comes from the demo. ``DemoRouter`` wraps the real
-transport and answers only requests for the reserved demo host; it is installed only when the
-config holds the demo upstream, so other configs send exactly as before.
+usage chunk, and every text says it comes from the demo. Chat requests with ``tools`` or a
+JSON ``response_format`` get a tool call or JSON as a model would (``demo_reply``).
+``DemoRouter`` wraps the real transport and answers only requests for the reserved demo host;
+it is installed only when the config holds the demo upstream, so other configs send exactly as
+before.
 """
 
 from __future__ import annotations
