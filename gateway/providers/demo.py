@@ -87,7 +87,7 @@ def _chat(payload: dict[str, Any]) -> httpx.Response:
     message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
     if reply.tool_call is not None:
         call = reply.tool_call
-        function = {"name": call.name, "arguments": call.arguments}
+        function = {"name": call.name, "arguments": reply.text}
         message |= {
             "content": None,
             "tool_calls": [{"id": call.id, "type": "function", "function": function}],

@@ -8,10 +8,11 @@
   of the last JSON Schema written in the messages (LangChain's and pydantic's format
   instructions hold one), else an object with the keys the prompt names in quotes ("with keys
   'answer' and 'justification'"), else ``{"answer": ...}``.
-- Otherwise the demo's fixed sentence echoing the prompt, cut at ``max_tokens``; JSON and tool
-  calls are never cut (a cut would be invalid JSON).
+- Otherwise the demo's fixed sentence echoing the prompt.
 
 A reply is a sequence of pieces, each one completion token: what a stream sends one by one.
+Like a model's, it stops at ``max_tokens`` (``max_completion_tokens``) with ``finish_reason``
+``"length"``, JSON and tool arguments too: the gateway reserves no more than that.
 """
 
 from __future__ import annotations
@@ -47,21 +48,22 @@ class DemoRequestError(Exception):
 class ToolCall:
     id: str
     name: str
-    arguments: str  # JSON text
 
 
 @dataclass(frozen=True, slots=True)
 class ChatReply:
     pieces: tuple[str, ...]  # the content's fragments, or the tool call's arguments' fragments
     tool_call: ToolCall | None = None
+    cut: bool = False  # stopped at max_tokens
 
     @property
     def text(self) -> str:
+        """The content, or the tool call's arguments."""
         return "".join(self.pieces)
 
     @property
     def finish_reason(self) -> str:
-        return "tool_calls" if self.tool_call is not None else "stop"
+        return "length" if self.cut else "tool_calls" if self.tool_call is not None else "stop"
 
 
 def chat_reply(payload: Mapping[str, Any]) -> ChatReply:
@@ -72,22 +74,30 @@ def chat_reply(payload: Mapping[str, Any]) -> ChatReply:
         name = str(tool.get("name", ""))
         arguments = _json_text(example_instance(_parameters(tool)))
         digest = hashlib.sha256(f"{len(messages)}:{name}:{arguments}".encode()).hexdigest()
-        return ChatReply(_pieces(arguments), ToolCall(f"call_demo_{digest[:16]}", name, arguments))
-    words = _text_words(messages, payload)
+        return _limited(_pieces(arguments), payload, ToolCall(f"call_demo_{digest[:16]}", name))
+    words = _text_words(messages)
     response_format = payload.get("response_format")
     response_format = response_format if isinstance(response_format, dict) else {}
     kind = response_format.get("type")
     if kind == "json_schema":
-        return ChatReply(_pieces(_json_text(_schema_instance(response_format, words))))
-    if kind == "json_object":
-        return ChatReply(_pieces(_json_text(_json_object(messages, words))))
-    return ChatReply(tuple(word if i == 0 else " " + word for i, word in enumerate(words)))
+        value = _schema_instance(response_format, words)
+    elif kind == "json_object":
+        value = _json_object(messages, words)
+    else:
+        return _limited(tuple(w if i == 0 else " " + w for i, w in enumerate(words)), payload)
+    return _limited(_pieces(_json_text(value)), payload)
 
 
 def answer_words(prompt: str, payload: Mapping[str, Any]) -> list[str]:
     """A fixed sentence naming the demo, echoing the prompt's start; cut at ``max_tokens``."""
+    words = _sentence(prompt)
+    limit = _max_tokens(payload)
+    return words[:limit] if limit is not None else words
+
+
+def _sentence(prompt: str) -> list[str]:
     echo = " ".join(prompt.split()[:12])
-    return _cut(f"Hello from the gateway's demo upstream. You said: {echo!r}. {DEMO_NOTE}", payload)
+    return f"Hello from the gateway's demo upstream. You said: {echo!r}. {DEMO_NOTE}".split()
 
 
 def last_user_text(messages: list[dict[str, Any]]) -> str:
@@ -130,13 +140,13 @@ def _parameters(function: Mapping[str, Any]) -> Any:
     return parameters if isinstance(parameters, dict) else {"type": "object", "properties": {}}
 
 
-def _text_words(messages: list[dict[str, Any]], payload: Mapping[str, Any]) -> list[str]:
+def _text_words(messages: list[dict[str, Any]]) -> list[str]:
     last = messages[-1] if messages else {}
     if last.get("role") != "tool":
-        return answer_words(last_user_text(messages), payload)
+        return _sentence(last_user_text(messages))
     result = " ".join(_content_text(last.get("content", "")).split()[:40])
     tool = _called_tool_name(messages, last.get("tool_call_id"))
-    return _cut(f"The {tool} tool returned: {result} {DEMO_NOTE}", payload)
+    return f"The {tool} tool returned: {result} {DEMO_NOTE}".split()
 
 
 def _called_tool_name(messages: list[dict[str, Any]], call_id: Any) -> str:
@@ -195,10 +205,18 @@ def _content_text(content: Any) -> str:
     return str(content) if content is not None else ""
 
 
-def _cut(text: str, payload: Mapping[str, Any]) -> list[str]:
-    words = text.split()
-    limit = payload.get("max_tokens") or payload.get("max_completion_tokens")
-    return words[:limit] if isinstance(limit, int) and limit > 0 else words
+def _max_tokens(payload: Mapping[str, Any]) -> int | None:
+    limit = payload.get("max_completion_tokens") or payload.get("max_tokens")
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+
+
+def _limited(
+    pieces: tuple[str, ...], payload: Mapping[str, Any], tool_call: ToolCall | None = None
+) -> ChatReply:
+    limit = _max_tokens(payload)
+    if limit is None or len(pieces) <= limit:
+        return ChatReply(pieces, tool_call)
+    return ChatReply(pieces[:limit], tool_call, cut=True)
 
 
 def _json_text(value: Any) -> str:

@@ -40,8 +40,7 @@ def test_tool_choices() -> None:
     auto = chat_reply({"messages": [USER], "tools": [LOOKUP, CLOCK]})
     assert auto.tool_call is not None and auto.tool_call.name == "lookup"
     assert auto.finish_reason == "tool_calls"
-    jsonschema.validate(json.loads(auto.tool_call.arguments), LOOKUP["function"]["parameters"])
-    assert auto.text == auto.tool_call.arguments  # the pieces are the arguments' fragments
+    jsonschema.validate(json.loads(auto.text), LOOKUP["function"]["parameters"])
 
     named = chat_reply(
         {
@@ -50,7 +49,7 @@ def test_tool_choices() -> None:
             "tool_choice": {"type": "function", "function": {"name": "clock"}},
         }
     )
-    assert named.tool_call is not None and named.tool_call.arguments == "{}"
+    assert named.tool_call is not None and named.text == "{}"
     mentioned = chat_reply(
         {
             "messages": [{"role": "user", "content": "What does the CLOCK say?"}],
@@ -77,7 +76,7 @@ def test_after_a_tool_result_auto_answers_text_and_required_calls_again() -> Non
     call = {
         "id": first.tool_call.id,
         "type": "function",
-        "function": {"name": "lookup", "arguments": first.tool_call.arguments},
+        "function": {"name": "lookup", "arguments": first.text},
     }
     messages = [
         USER,
@@ -113,7 +112,19 @@ def test_json_schema_and_text_pieces() -> None:
     Pet.model_validate_json(pet.text)
     assert all(len(piece) <= 4 for piece in pet.pieces)
     text = chat_reply({"messages": [USER], "max_tokens": 3})
-    assert text.pieces == ("Hello", " from", " the")
+    assert text.pieces == ("Hello", " from", " the") and text.finish_reason == "length"
+    assert chat_reply({"messages": [USER]}).finish_reason == "stop"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"tools": [LOOKUP]}, {"response_format": {"type": "json_object"}}],
+)
+def test_json_and_tool_calls_stop_at_max_tokens_as_a_model_does(extra: Any) -> None:
+    whole = chat_reply({"messages": [USER], **extra})
+    cut = chat_reply({"messages": [USER], "max_completion_tokens": 2, **extra})
+    assert cut.pieces == whole.pieces[:2] and cut.finish_reason == "length"
+    assert cut.tool_call == whole.tool_call
 
 
 def post(payload: Any) -> httpx.Response:
