@@ -12,7 +12,13 @@ from collections.abc import Sequence
 
 from gateway import cli_admin, cli_control
 from gateway.cli import secrets
-from gateway.cli.base import CONFIG_DIR_ENV, USAGE_ERROR, CommandFailed, UsageError
+from gateway.cli.base import (
+    CONFIG_DIR_ENV,
+    USAGE_ERROR,
+    CommandFailed,
+    UsageError,
+    unknown_command,
+)
 from gateway.cli.config_files import check, models_check, schema
 from gateway.cli.parser import COMMANDS
 from gateway.cli.parser import build_parser as _parser
@@ -41,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gateway: error: {error}", file=sys.stderr)
         return USAGE_ERROR
     except CommandFailed as error:
-        print(f"gateway: {error}", file=sys.stderr)
+        print(f"gateway: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -51,7 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: list[str]) -> int:
-    args = _parser().parse_args(_with_default_command(argv))
+    parser = _parser()
+    words = _with_default_command(argv)
+    args, unrecognized = parser.parse_known_args(words)
+    if unrecognized:
+        positional = [word for word in unrecognized if not word.startswith("-")]
+        if words != argv and positional:  # `serve` was implied: the word meant a command
+            raise unknown_command(positional[0], COMMANDS)
+        parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")
     if args.command == "check":
         return check(args.config_dir)
     if args.command == "usage":
