@@ -16,6 +16,7 @@ from gateway.secret import Secret
 
 CONFIG_DIR_ENV = "GATEWAY_CONFIG_DIR"
 USAGE_ERROR = 2
+STARTUP_FAILURE = 3  # uvicorn's exit status too when a server could not start
 
 
 class UsageError(Exception):
@@ -24,6 +25,10 @@ class UsageError(Exception):
 
 class CommandFailed(Exception):
     """The command cannot do its job (e.g. no usage store): one line, exit 1."""
+
+
+class StartupFailed(Exception):
+    """The server could not start (e.g. its port is in use): one line, exit 3."""
 
 
 class Parser(argparse.ArgumentParser):
