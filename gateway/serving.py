@@ -155,5 +155,7 @@ def run(config: Config, sock: socket.socket, on_listening: Callable[[], None]) -
     try:
         server.run(sockets=[sock])
     except SystemExit:  # uvicorn's way to say its start-up failed (it logged why)
+        if server.started:
+            raise
         return False
     return server.started

@@ -1,5 +1,7 @@
-"""``gateway serve``: check its options, bind its port, load the config, then hand the app and
-the socket to uvicorn; the dev key of ``--demo`` is printed once the gateway listens."""
+"""``gateway serve``: bind the port, load the config, hand both to uvicorn.
+
+The port is bound before anything is printed (a port in use is the one error line); the dev
+key of ``--demo`` is printed once the gateway listens."""
 
 from __future__ import annotations
 
@@ -12,18 +14,11 @@ import shutil
 import socket
 import tempfile
 
-from gateway.cli.base import (
-    STARTUP_FAILURE,
-    StartupFailed,
-    UsageError,
-    check_environment,
-    load_config,
-)
+from gateway.cli.base import StartupFailed, UsageError, check_environment, load_config
 from gateway.http.serve_guard import GuardedConfig, ReadDeadlines
 from gateway.observe.metrics import MULTIPROC_ENV
 from gateway.secret import Secret
 
-__all__ = ["STARTUP_FAILURE", "demo_banner", "serve"]
 log = logging.getLogger("gateway")
 
 
