@@ -192,6 +192,15 @@ def test_every_command_and_option_has_help_text() -> None:
     assert not missing, "\n".join(missing)
 
 
+def test_top_level_help_gives_each_command_a_one_line_description() -> None:
+    from gateway.cli import COMMANDS
+
+    top = gateway("--help", env={"COLUMNS": "200"}).stdout.splitlines()
+    for command in COMMANDS:
+        line = next((x.split() for x in top if x.split()[:1] == [command]), None)
+        assert line is not None and len(line) > 3, (command, top)
+
+
 def test_help_of_db_and_of_the_admin_clients() -> None:
     db = " ".join(gateway("db", "--help").stdout.split())
     assert "PostgreSQL usage ledger named by DATABASE_URL" in db
