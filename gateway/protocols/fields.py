@@ -1,5 +1,6 @@
-"""The conformance tables: every top-level request field of the bridged APIs and what the
-bridge does with it. A field not listed is refused by name, so nothing is dropped silently.
+"""The conformance tables: each top-level request field of the bridged APIs and its fate.
+
+A field not listed is refused by name, so nothing is dropped silently.
 
 docs/protocols.md renders these tables; ``tests/protocols`` checks the two agree.
 """

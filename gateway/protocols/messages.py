@@ -1,5 +1,7 @@
-"""An Anthropic Messages API request (``POST /v1/messages``) as a chat completions body, and
-the chat answer and errors back in the Messages API's shapes."""
+"""The Anthropic Messages API (``POST /v1/messages``) over chat completions, both ways.
+
+The request becomes a chat completions body; the chat answer and errors come back in the
+Messages API's shapes."""
 
 from __future__ import annotations
 

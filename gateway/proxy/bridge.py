@@ -1,5 +1,6 @@
-"""The protocol bridges: a Responses or Messages API request runs through the pipeline as
-chat completions (quotas, routing, fallback, metering, indicators unchanged), and its reply
+"""The protocol bridges: Responses and Messages API requests run as chat completions.
+
+A request runs through the pipeline as chat completions (quotas, routing, fallback, metering, indicators unchanged), and its reply
 is turned back into the client's API. The translation itself is in ``gateway.protocols``.
 
 Each request gets an exchange: ``inbound`` is the pipeline's hook (called once the client is
