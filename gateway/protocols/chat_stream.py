@@ -84,9 +84,12 @@ class ChatStreamReader:
         out: list[ChatEvent] = []
         complete = self._events.feed(chunk)
         for raw in complete.split(b"\n\n") if complete else ():
-            payload = b"\n".join(
-                line[5:].lstrip(b" ") for line in raw.split(b"\n") if line.startswith(b"data:")
-            )
+            if raw.startswith(b"data: ") and b"\n" not in raw:  # the usual one-line event
+                payload = raw[6:]
+            else:
+                payload = b"\n".join(
+                    line[5:].lstrip(b" ") for line in raw.split(b"\n") if line.startswith(b"data:")
+                )
             if not payload:
                 continue
             if payload.startswith(b"[DONE]"):
