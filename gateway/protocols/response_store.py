@@ -1,8 +1,9 @@
 """Stored Responses API responses, under their owner, kept for a TTL.
 
-For ``previous_response_id`` and the ``GET``/``DELETE /v1/responses/{id}`` endpoints. One hash per response (field ``r``) under the
-owner's hash tag, expiring ``ttl_s`` after it was written; a deleted one is an empty value
-until then, so another user's id and a deleted id both read as absent."""
+For ``previous_response_id`` and the ``GET``/``DELETE /v1/responses/{id}`` endpoints. One
+hash per response (field ``r``) under the owner's hash tag, expiring ``ttl_s`` after it was
+written; a deleted one is an empty value until then, so another user's id and a deleted id
+both read as absent."""
 
 from __future__ import annotations
 

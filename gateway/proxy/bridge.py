@@ -1,7 +1,8 @@
 """The protocol bridges: Responses and Messages API requests run as chat completions.
 
-A request runs through the pipeline as chat completions (quotas, routing, fallback, metering, indicators unchanged), and its reply
-is turned back into the client's API. The translation itself is in ``gateway.protocols``.
+A request runs through the pipeline as chat completions (quotas, routing, fallback, metering,
+indicators unchanged), and its reply is turned back into the client's API. The translation
+itself is in ``gateway.protocols``.
 
 Each request gets an exchange: ``inbound`` is the pipeline's hook (called once the client is
 authenticated and its body read) and keeps what the answer's translation needs; ``outbound``
@@ -12,13 +13,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
 import orjson
 from starlette.requests import Request
 
-from gateway.errors import NotFound
+from gateway.errors import GatewayError, NotFound
 from gateway.metering.store import StoreError
 from gateway.protocols import messages, responses
 from gateway.protocols.messages_stream import MessagesStream
@@ -28,7 +29,7 @@ from gateway.protocols.responses_stream import ResponsesStream
 from gateway.proxy.auth import Principal
 from gateway.proxy.incoming import Incoming
 from gateway.proxy.pipeline import Pipeline
-from gateway.proxy.reply import JSON, Reply
+from gateway.proxy.reply import JSON, Reply, error_reply
 from gateway.proxy.routing import MESSAGES, RESPONSES
 
 log = logging.getLogger("gateway")
@@ -38,6 +39,26 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 class Bridge(Protocol):
     async def handle(self, pipeline: Pipeline, request: Request) -> Reply: ...
+
+
+def _relayed(reply: Reply) -> AsyncIterable[bytes] | None:
+    """The reply's event stream (a relay, or a cached stream's events in one piece), or None
+    for a JSON answer."""
+    if not isinstance(reply.body, bytes):
+        return reply.body
+    if reply.media_type == SSE:
+        return _once(reply.body)
+    return None
+
+
+async def _once(chunk: bytes) -> AsyncIterator[bytes]:
+    yield chunk
+
+
+def _failed_translation(reply: Reply) -> Reply:
+    log.exception("a bridged answer could not be translated")
+    error = GatewayError("The gateway could not translate the answer.", code="internal_error")
+    return error_reply(error, {k: v for k, v in reply.headers.items() if k.startswith("x-")})
 
 
 def _headers(reply: Reply, media_type: str) -> dict[str, str]:
@@ -57,7 +78,10 @@ class ResponsesBridge:
     async def handle(self, pipeline: Pipeline, request: Request) -> Reply:
         exchange = _ResponsesExchange(self._store, int(self._clock()))
         reply = await pipeline.handle(request, RESPONSES, exchange.inbound)
-        return await exchange.outbound(reply)
+        try:
+            return await exchange.outbound(reply)
+        except Exception:
+            return _failed_translation(reply)
 
 
 class _ResponsesExchange:
@@ -89,7 +113,9 @@ class _ResponsesExchange:
         call = self._call
         if call is None or reply.status >= 400:
             return reply  # already in OpenAI's error shape
-        if isinstance(reply.body, bytes):
+        events = _relayed(reply)
+        if events is None:
+            assert isinstance(reply.body, bytes)
             document = orjson.loads(reply.body)
             answer = from_chat_completion(document, call, self._response_id, self._created_at)
             if "model_source_indicator" in document:
@@ -103,7 +129,7 @@ class _ResponsesExchange:
             str(call.chat.get("model") or ""),
             on_final=self._keep,
         )
-        body = stream.events(reply.body)
+        body = stream.events(events)
         return Reply(reply.status, {**_headers(reply, SSE), **SSE_HEADERS}, body, SSE)
 
     async def _keep(self, answer: dict[str, Any]) -> None:
@@ -124,7 +150,10 @@ class MessagesBridge:
     async def handle(self, pipeline: Pipeline, request: Request) -> Reply:
         exchange = _MessagesExchange()
         reply = await pipeline.handle(request, MESSAGES, exchange.inbound)
-        return exchange.outbound(reply)
+        try:
+            return exchange.outbound(reply)
+        except Exception:
+            return exchange.outbound(_failed_translation(reply))
 
 
 class _MessagesExchange:
@@ -136,7 +165,9 @@ class _MessagesExchange:
         return Incoming(self._call.chat)
 
     def outbound(self, reply: Reply) -> Reply:
-        if isinstance(reply.body, bytes):
+        events = _relayed(reply) if reply.status < 400 else None
+        if events is None:
+            assert isinstance(reply.body, bytes)
             try:
                 document = orjson.loads(reply.body)
             except orjson.JSONDecodeError:
@@ -152,5 +183,5 @@ class _MessagesExchange:
             return Reply(reply.status, _headers(reply, JSON), orjson.dumps(body), JSON)
         model = str(self._call.chat.get("model") or "") if self._call else ""
         stream = MessagesStream(messages.new_message_id(), model)
-        body_stream = stream.events(reply.body)
+        body_stream = stream.events(events)
         return Reply(reply.status, {**_headers(reply, SSE), **SSE_HEADERS}, body_stream, SSE)

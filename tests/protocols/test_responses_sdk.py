@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 
-import httpx
 import openai
 import pytest
 from pydantic import BaseModel
