@@ -80,12 +80,15 @@ class ResponsesStream:
                     if self._ended:
                         break
                     out.append(self._on(event))
+                if self.result is not None and self.on_final is not None:
+                    # kept before the client sees response.completed, so that a next request
+                    # naming it as previous_response_id finds it
+                    await self.on_final(self.result)
+                    self.on_final = None
                 if out:
                     yield b"".join(out)
         if not self._ended:
             yield self._failed({"message": "The upstream stream ended before it was complete."})
-        if self.result is not None and self.on_final is not None:
-            await self.on_final(self.result)
 
     def _on(self, event: ChatEvent) -> bytes:
         if isinstance(event, Text):

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import orjson
 from starlette.requests import Request
 
-from gateway.errors import GatewayError, NotFound
+from gateway.errors import GatewayError, NotFound, StoreUnavailable
 from gateway.metering.store import StoreError
 from gateway.protocols import messages, responses
 from gateway.protocols.messages_stream import MessagesStream
@@ -97,7 +97,10 @@ class _ResponsesExchange:
         responses.check_request(fields)
         history: list[dict[str, Any]] = []
         if (previous := responses.previous_id(fields)) is not None:
-            stored = await self._store.get(principal.user, previous)
+            try:
+                stored = await self._store.get(principal.user, previous)
+            except StoreError:
+                raise StoreUnavailable("The response store is unavailable.") from None
             if stored is None:
                 raise NotFound(
                     f"Previous response with id '{previous}' not found.",
