@@ -219,6 +219,8 @@ class Settings:
     max_upstream_headers: int = 100
     # strict: /readyz is 503 while any tier has a route none of whose targets can be tried
     readiness: str = "strict"  # or "lenient"
+    # Responses API answers kept for previous_response_id and GET /v1/responses/{id}
+    responses_ttl_s: int = 30 * 86400
 
 
 @dataclass(frozen=True)
