@@ -37,6 +37,7 @@ SCENARIO_MODELS: dict[str, tuple[str, str, str]] = {
     "drop": ("mock", "mock/drop-2", "text"),
     "drop-now": ("mock", "mock/drop-0", "text"),
     "nousage": ("mock", "mock/nousage", "text"),
+    "absurd": ("mock", "mock/absurd-usage", "text"),
     "onfinish": ("mock", "mock/usage-on-finish", "text"),
     "crlf": ("mock", "mock/crlf", "text"),
     "slow": ("mock", "mock/slow-20+words-20", "text"),
