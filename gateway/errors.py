@@ -110,6 +110,12 @@ class UpstreamTimeout(UpstreamError):
     status, code, label = 504, "upstream_timeout", "timeout"
 
 
+class DeadlineExceeded(UpstreamTimeout):
+    """No answer started within the request's deadline (``retry.deadline_s``)."""
+
+    code, label = "deadline_exceeded", "deadline"
+
+
 class NoTargetAvailable(UpstreamError):
     status, code, label = 503, "no_upstream_available", "unavailable"
 

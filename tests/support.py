@@ -34,6 +34,8 @@ SCENARIO_MODELS: dict[str, tuple[str, str, str]] = {
     "auth-401": ("mock", "mock/auth-401", "text"),
     "plain-502": ("mock", "mock/plain-502", "text"),
     "slowfirst": ("mock", "mock/slowfirst-3", "text"),
+    "slowfirst-b": ("other", "other/slowfirst-3", "text"),
+    "slowfirst-c": ("mock", "mock/slowfirst-3+c", "text"),
     "drop": ("mock", "mock/drop-2", "text"),
     "drop-now": ("mock", "mock/drop-0", "text"),
     "nousage": ("mock", "mock/nousage", "text"),

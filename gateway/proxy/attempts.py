@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 import httpx
 
 from gateway.config.model import Model, RetryPolicy
-from gateway.errors import InvalidRequest
+from gateway.errors import DeadlineExceeded, InvalidRequest
 from gateway.providers.transport import Transport
 from gateway.proxy.attempt_failure import (
     NEXT_MODEL_CODES,
@@ -99,8 +99,11 @@ class Attempter:
         records: list[AttemptRecord] = []
         skipped: list[str] = []
         last: Failure | None = None
+        deadline = time.monotonic() + self._policy.deadline_s
         for entry in chain:
             for model in self._balancer.order(entry):  # its deployments, least loaded first
+                if time.monotonic() >= deadline:
+                    raise AttemptFailed(self._late(records, skipped), records)
                 key = model.breaker_key
                 if not self._breakers.allow(key):
                     skipped.append(f"{key}: circuit open")
@@ -113,7 +116,7 @@ class Attempter:
                         skipped.append(f"{key}: no upstream credentials")
                         continue
                     outcome = await self._attempt_model(
-                        model, request, build, buffered, secrets, records, own_credentials
+                        model, request, build, buffered, secrets, records, own_credentials, deadline
                     )
                     ok = isinstance(outcome, Opened)
                 except BaseException:
@@ -124,7 +127,16 @@ class Attempter:
                 if isinstance(outcome, Opened):
                     return outcome
                 last = outcome
+        if time.monotonic() >= deadline:
+            raise AttemptFailed(self._late(records, skipped), records)
         raise AttemptFailed(exhausted(last, records, skipped), records)
+
+    def _late(self, records: list[AttemptRecord], skipped: list[str]) -> DeadlineExceeded:
+        tried = "; ".join([f"{r.model}: {r.error_type}" for r in records] + skipped)
+        return DeadlineExceeded(
+            f"No upstream answered within the request's {self._policy.deadline_s:g} s deadline"
+            f" (retry.deadline_s); tried: {tried or 'none'}."
+        )
 
     async def _attempt_model(
         self,
@@ -135,6 +147,7 @@ class Attempter:
         secrets: Iterable[Secret | None],
         records: list[AttemptRecord],
         own_credentials: bool,
+        deadline: float,
     ) -> Opened | Failure:
         """Try one model, retrying as the policy says; raise when the client's error is final."""
         outcome: Opened | Failure
@@ -142,7 +155,7 @@ class Attempter:
             if attempt:
                 request = _built(build, model, records) or request
             outcome = await self._try_keys(
-                model, request, build, buffered, secrets, records, own_credentials
+                model, request, build, buffered, secrets, records, own_credentials, deadline
             )
             if isinstance(outcome, Opened):
                 self._breakers.record_success(model.breaker_key)
@@ -151,7 +164,7 @@ class Attempter:
             if outcome.verdict is Verdict.FINAL:
                 raise AttemptFailed(outcome.error, records)
             delay = self._retry_delay(attempt, outcome)
-            if delay is None:
+            if delay is None or time.monotonic() + delay >= deadline:
                 break
             await self._sleep(delay)
         return outcome
@@ -165,11 +178,14 @@ class Attempter:
         secrets: Iterable[Secret | None],
         records: list[AttemptRecord],
         own_credentials: bool,
+        deadline: float,
     ) -> Opened | Failure:
         """One attempt; when the upstream refuses or rate-limits a stored system key, it is
         set aside and the attempt made again at once with the next key (no breaker verdict)."""
-        outcome = await self._try(model, request, buffered, secrets, records)
+        outcome = await self._try(model, request, buffered, secrets, records, deadline)
         for _ in range(MAX_KEY_SWITCHES):
+            if time.monotonic() >= deadline:
+                break
             if isinstance(outcome, Opened) or not self._key_rejected(
                 request, outcome, own_credentials
             ):
@@ -178,7 +194,7 @@ class Attempter:
             if rebuilt is None:
                 break
             request = rebuilt
-            outcome = await self._try(model, request, buffered, secrets, records)
+            outcome = await self._try(model, request, buffered, secrets, records, deadline)
         return outcome
 
     def _key_rejected(
@@ -195,9 +211,10 @@ class Attempter:
         buffered: bool,
         secrets: Iterable[Secret | None],
         records: list[AttemptRecord],
+        deadline: float,
     ) -> Opened | Failure:
         started = time.perf_counter()
-        outcome = await self._sender.send(model, request, buffered, secrets)
+        outcome = await self._sender.send(model, request, buffered, secrets, deadline)
         if isinstance(outcome, Opened):
             error_type, replayed = None, was_replayed(outcome.response)
         else:
