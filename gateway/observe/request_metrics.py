@@ -42,6 +42,9 @@ class RequestMetrics:
         if isinstance(ctx.error, QuotaExceeded) and ctx.plan is not None:
             m.child(m.quota_rejections, ctx.plan.capability, ctx.error.code or "quota").inc()
         self._observe_attempts(ctx)
+        if ctx.upstream_failure is not None and model is not None:  # after its first byte
+            m.child(m.upstream_errors, provider, ctx.upstream_failure).inc()
+            m.child(m.circuit_state, model.name).set(int(self._breakers.state(model.name)))
         if model is not None and ctx.stream is not None:
             self._observe_stream(ctx, model.name)
 

@@ -158,7 +158,10 @@ class Attempter:
                 model, request, build, buffered, secrets, records, own_credentials, deadline
             )
             if isinstance(outcome, Opened):
-                self._breakers.record_success(model.breaker_key)
+                if outcome.rest is None:
+                    self._breakers.record_success(model.breaker_key)
+                else:  # relayed as it comes: the verdict waits for its end (answer_ended)
+                    self._breakers.record_started(model.breaker_key)
                 return outcome
             self._judge(model, outcome, own_credentials)
             if outcome.verdict is Verdict.FINAL:
@@ -226,6 +229,14 @@ class Attempter:
         if isinstance(outcome, Opened):
             outcome.records = records
         return outcome
+
+    def answer_ended(self, model: Model, failure: str | None) -> None:
+        """The breaker's verdict on an answer relayed as it came, once it ended: ``failure``
+        says how the upstream failed after its first byte (None: it did not)."""
+        if failure is None:
+            self._breakers.record_success(model.breaker_key)
+        else:
+            self._breakers.record_failure(model.breaker_key)
 
     def _judge(self, model: Model, failure: Failure, own_credentials: bool) -> None:
         """What a failed attempt tells the model's breaker."""

@@ -60,6 +60,9 @@ class RequestContext:
     upstream_ended: float = 0.0
     ended: float = 0.0
     relayed: bool = False  # the answer went out as a relay (stream or binary)
+    # The answer's breaker verdict waits for its end (it was relayed as it came).
+    verdict_pending: bool = False
+    upstream_failure: str | None = None  # the upstream failed after its first byte: why
     debug_body: dict[str, Any] | None = None  # the body, kept only when body logging is on
 
     @classmethod

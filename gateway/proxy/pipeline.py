@@ -88,6 +88,8 @@ class Pipeline:
 
     def _end(self, ctx: RequestContext) -> None:
         ctx.ended = time.perf_counter()
+        if ctx.verdict_pending and ctx.model is not None:
+            self._attempter.answer_ended(ctx.model, ctx.upstream_failure)
         self._listeners.finished(ctx)
 
     async def _serve(self, request: Request, ctx: RequestContext) -> Reply:
@@ -144,6 +146,7 @@ class Pipeline:
             ctx.upstream_ended = time.perf_counter()
             raise failed.error from None
         ctx.model, ctx.records = opened.model, opened.records
+        ctx.verdict_pending = opened.rest is not None
         if endpoint is VIDEOS and self._videos is not None:
             ctx.upstream_ended = time.perf_counter()
             return await self._videos.submitted(ctx, opened, incoming.fields)

@@ -15,6 +15,8 @@ from gateway.providers.sse import EventSplitter, EventTooLarge
 from gateway.providers.transport import network_error_kind
 
 DONE = b"data: [DONE]"
+# Failures of an upstream after its first byte (``gateway_upstream_errors_total`` error types).
+CUT, IDLE_TIMEOUT = "stream_cut", "stream_idle_timeout"
 ERROR = b'"error"'  # a chunk holding this may carry the upstream's in-band error event
 
 
@@ -31,6 +33,7 @@ class StreamResult:
     last_chunk_at: float = 0.0
     bytes_out: int = 0
     upstream_error: bool = False  # the upstream sent an in-band error event
+    upstream_cut: str | None = None  # it failed after the first byte: CUT or IDLE_TIMEOUT
 
 
 class SSERelay:
@@ -130,15 +133,26 @@ class SSERelay:
             result.error = UpstreamError("The upstream reported an error mid-stream.")
             return tail
         result.error = UpstreamError("The upstream stream ended before it was complete.")
+        result.upstream_cut = CUT
         return tail + sse_error_event(result.error)
 
     def _fail(self, exc: httpx.HTTPError) -> bytes:
-        if network_error_kind(exc) == "timeout":
+        self.result.upstream_cut = cut_kind(exc)
+        if self.result.upstream_cut == IDLE_TIMEOUT:
             error: GatewayError = UpstreamTimeout("The upstream stream stalled (idle timeout).")
         else:
             error = UpstreamError("The upstream connection was lost mid-stream.")
         self.result.error = error
         return sse_error_event(error)
+
+
+def cut_kind(exc: BaseException) -> str:
+    """What an error after the first byte means: the upstream went quiet, or it cut."""
+    if isinstance(exc, TimeoutError):
+        return IDLE_TIMEOUT
+    if isinstance(exc, httpx.HTTPError) and network_error_kind(exc) == "timeout":
+        return IDLE_TIMEOUT
+    return CUT
 
 
 def _usage_in(event: bytes) -> tuple[dict[str, Any], bool] | None:
