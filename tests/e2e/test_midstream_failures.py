@@ -31,7 +31,9 @@ def test_cut_streams_count_as_upstream_errors_and_open_the_breaker(start_gateway
         assert answer.headers["x-gateway-model"] == "drop"
         assert b'"error"' in body and body.endswith(b"data: [DONE]\n\n")
     after = samples(scrape(gw))
-    assert value(after, "gateway_upstream_errors_total", provider="mock", error_type="stream_cut") == 3
+    assert (
+        value(after, "gateway_upstream_errors_total", provider="mock", error_type="stream_cut") == 3
+    )
     assert value(after, "gateway_circuit_state", model="drop") == 2
     answer, body = stream(gw)  # the open circuit skips "drop"
     assert answer.headers["x-gateway-model"] == "ok"
