@@ -124,8 +124,8 @@ class Metrics:
         )
         self.fallbacks = Counter(
             "gateway_fallbacks",
-            "Moves down a fallback chain",
-            ["from_model", "to_model"],
+            "Requests served by a model other than their chain's first, by why the first did not",
+            ["from_model", "to_model", "reason"],
             registry=r,
         )
         self.usage_clamped = Counter(

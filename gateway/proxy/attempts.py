@@ -98,6 +98,7 @@ class Attempter:
         and rate limits do not count against the shared breakers."""
         records: list[AttemptRecord] = []
         skipped: list[str] = []
+        open_circuits: list[str] = []
         last: Failure | None = None
         deadline = time.monotonic() + self._policy.deadline_s
         for entry in chain:
@@ -107,6 +108,7 @@ class Attempter:
                 key = model.breaker_key
                 if not self._breakers.allow(key):
                     skipped.append(f"{key}: circuit open")
+                    open_circuits.append(model.name)
                     continue
                 began, ok = self._balancer.begin(model), False
                 try:
@@ -125,6 +127,7 @@ class Attempter:
                 finally:
                     self._balancer.end(model, began, ok)
                 if isinstance(outcome, Opened):
+                    outcome.breaker_skipped = tuple(open_circuits)
                     return outcome
                 last = outcome
         if time.monotonic() >= deadline:

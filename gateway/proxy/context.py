@@ -46,6 +46,7 @@ class RequestContext:
     indicators: bool = True  # model-source indicators shown (flag together_ai_ui_indicators)
     downgraded: bool = False  # a cheaper model or fewer tokens than asked (downgrade.py)
     records: list[AttemptRecord] = field(default_factory=list)
+    breaker_skipped: tuple[str, ...] = ()  # models of the chain passed over for open circuits
     cache: str | None = None  # "hit" | "miss" | "bypass" when the response cache applied
     cache_fallback: bool = False  # a stale cached answer stood in for a failed chain
     tags: tuple[str, ...] = ()  # x-gateway-tags / metadata.tags (proxy/tags.py)

@@ -147,6 +147,7 @@ class Pipeline:
             raise failed.error from None
         ctx.model, ctx.records = opened.model, opened.records
         ctx.verdict_pending = opened.rest is not None
+        ctx.breaker_skipped = opened.breaker_skipped
         if endpoint is VIDEOS and self._videos is not None:
             ctx.upstream_ended = time.perf_counter()
             return await self._videos.submitted(ctx, opened, incoming.fields)
