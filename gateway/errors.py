@@ -120,6 +120,12 @@ class NoTargetAvailable(UpstreamError):
     status, code, label = 503, "no_upstream_available", "unavailable"
 
 
+class ServerShuttingDown(GatewayError):
+    """The gateway ended a stream itself: its shutdown grace period was over."""
+
+    status, type, code, label = 503, "api_error", "server_shutting_down", "shutdown"
+
+
 def sse_error_event(error: GatewayError) -> bytes:
     """The in-band error for a stream that already started, then the end marker."""
     return b"data: " + orjson.dumps(error.body()) + b"\n\ndata: [DONE]\n\n"

@@ -45,6 +45,7 @@ SCENARIO_MODELS: dict[str, tuple[str, str, str]] = {
     "slow": ("mock", "mock/slow-20+words-20", "text"),
     "long": ("mock", "mock/words-40", "text"),
     "stall": ("mock", "mock/slow-3000+words-3", "text"),
+    "endless": ("mock", "mock/slow-500+words-60", "text"),  # ~30 s of stream
     "embed": ("mock", "mock/embed", "embedding"),
     "image": ("mock", "mock/image", "image"),
     "tts": ("mock", "mock/tts", "tts"),

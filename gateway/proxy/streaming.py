@@ -10,7 +10,13 @@ from typing import Any
 import httpx
 import orjson
 
-from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, sse_error_event
+from gateway.errors import (
+    GatewayError,
+    ServerShuttingDown,
+    UpstreamError,
+    UpstreamTimeout,
+    sse_error_event,
+)
 from gateway.providers.sse import EventSplitter, EventTooLarge
 from gateway.providers.transport import network_error_kind
 
@@ -34,6 +40,7 @@ class StreamResult:
     bytes_out: int = 0
     upstream_error: bool = False  # the upstream sent an in-band error event
     upstream_cut: str | None = None  # it failed after the first byte: CUT or IDLE_TIMEOUT
+    server_cut: bool = False  # the gateway ended it: its shutdown grace period was over
 
 
 class SSERelay:
@@ -84,12 +91,23 @@ class SSERelay:
             )
             yield sse_error_event(result.error)
         except BaseException:
-            result.client_gone = True  # cancelled or closed by the server: the client went away
+            # cancelled: the client went away, or the server cut it (server_cut said so first)
+            result.client_gone = not result.server_cut
             raise
         finally:
             result.last_chunk_at = time.perf_counter()
             await self._response.aclose()
             self._on_end(result)
+
+    def server_cut(self) -> bytes:
+        """The server is ending this stream (shutdown): recorded as its cut, not the client's
+        leaving; the bytes that end it in-band (``http/stream_cut``)."""
+        self.result.server_cut = True
+        self.result.error = ServerShuttingDown(
+            "The gateway is shutting down and ended this stream before it was complete; "
+            "retry the request."
+        )
+        return sse_error_event(self.result.error)
 
     def _feed(self, chunk: bytes) -> bytes:
         complete = self._events.feed(chunk)
