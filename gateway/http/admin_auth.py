@@ -6,14 +6,15 @@ Role ``viewer`` may read, ``admin`` may read and write. ``require_role(request, 
 accepts a client key and names its user.
 
 The dashboard's session cookie is accepted in place of a token: ``gateway/ui/session.py`` loads
-the session into the request scope (``SESSION_SCOPE_KEY``) and a request that changes anything
-(not GET/HEAD) must echo the session's CSRF token in ``X-CSRF-Token``.
+the session into the request scope (``SESSION_SCOPE_KEY``) once ``actor_by_reference`` (or the
+keyring, for a client key) has found its credential still valid, and a request that changes
+anything (not GET/HEAD) must echo the session's CSRF token in ``X-CSRF-Token``.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +90,22 @@ def session_actor(request: Request, role: str) -> Actor:
             code="insufficient_role",
         )
     return actor
+
+
+def actor_by_reference(
+    gateway: Services, name: str, matches: Callable[[str], bool]
+) -> Actor | None:
+    """The operator ``name`` ("env-admin", "token:<id>") if its credential's digest still
+    ``matches`` (a session's keyed reference); None once the token is deleted or changed."""
+    if name == "env-admin":
+        env = gateway.runtime.admin_token
+        return Actor(name, "admin") if env and matches(sha256_hex(env.reveal())) else None
+    kind, _, token_id = name.partition(":")
+    document = gateway.control.snapshot.kind(KIND).get(token_id) if kind == "token" else None
+    if document is None or not matches(str(document.get("sha256", ""))):
+        return None
+    role = str(document.get("role", "viewer"))
+    return Actor(name, role) if role in ROLES else None
 
 
 def _actor(gateway: Services, tokens: Mapping[str, dict[str, Any]], presented: str) -> Actor | None:

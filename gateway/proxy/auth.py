@@ -56,6 +56,7 @@ class _Stored:
     sha256: str
     user: str
     tier: Tier
+    key_id: str
     key: runtime_keys.VirtualKey | None = None  # None: a config key
     until: float | None = None  # an old secret's end of grace
 
@@ -76,9 +77,10 @@ class KeyRing:
         self._clock = clock
         self._static: dict[str, list[_Stored]] = {}
         for key in config.keys:
-            entry = _Stored(key.key_sha256, key.user, config.tiers[key.tier])
+            entry = _Stored(key.key_sha256, key.user, config.tiers[key.tier], key.key_sha256[:12])
             self._static.setdefault(key.key_sha256[:PREFIX], []).append(entry)
         self._by_prefix = self._static
+        self._by_id = _by_id(self._static)
         self.last_used: dict[str, float] = {}  # run-time key id → when it last authenticated
         self._flushed: dict[str, float] = {}
         self._control = control
@@ -97,11 +99,21 @@ class KeyRing:
         for stored in self._by_prefix.get(digest[:PREFIX], ()):
             if hmac.compare_digest(stored.sha256, digest):
                 byok = headers.get(BYOK_HEADER)
-                byok_key = Secret(byok) if byok else None
-                if stored.key is None:
-                    return Principal(stored.user, stored.tier, digest[:12], byok_key)
-                return self._runtime(stored, stored.key, byok_key)
+                return self._principal(stored, Secret(byok) if byok else None)
         raise Unauthorized("Invalid API key.")
+
+    def by_reference(self, key_id: str, matches: Callable[[str], bool]) -> Principal:
+        """The key ``key_id`` whose secret's digest ``matches`` (a dashboard session's keyed
+        reference), checked as ``authenticate`` checks it: gone, expired or rotated out → 401."""
+        for stored in self._by_id.get(key_id, ()):
+            if matches(stored.sha256):
+                return self._principal(stored, None)
+        raise Unauthorized("Invalid API key.")
+
+    def _principal(self, stored: _Stored, byok_key: Secret | None) -> Principal:
+        if stored.key is None:
+            return Principal(stored.user, stored.tier, stored.key_id, byok_key)
+        return self._runtime(stored, stored.key, byok_key)
 
     def _runtime(
         self, stored: _Stored, key: runtime_keys.VirtualKey, byok_key: Secret | None
@@ -121,9 +133,10 @@ class KeyRing:
             tier = self._config.tiers.get(entry.key.tier)
             if tier is None:
                 continue  # a tier no longer in the config: the key cannot be used
-            stored = _Stored(entry.sha256, entry.key.user, tier, entry.key, entry.until)
+            key = entry.key
+            stored = _Stored(entry.sha256, key.user, tier, key.id, key, entry.until)
             found.setdefault(entry.sha256[:PREFIX], []).append(stored)
-        self._by_prefix = found
+        self._by_prefix, self._by_id = found, _by_id(found)
 
     async def flush_last_used(self) -> None:
         """Write the keys used since the last flush (a background job, never per request)."""
@@ -135,6 +148,14 @@ class KeyRing:
         with contextlib.suppress(StoreError):
             await self._control.write_counters(LAST_USED_KEY, changed)
             self._flushed.update({k: self.last_used[k] for k in changed})
+
+
+def _by_id(by_prefix: Mapping[str, list[_Stored]]) -> dict[str, list[_Stored]]:
+    found: dict[str, list[_Stored]] = {}
+    for entries in by_prefix.values():
+        for stored in entries:
+            found.setdefault(stored.key_id, []).append(stored)
+    return found
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:

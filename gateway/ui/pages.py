@@ -30,6 +30,7 @@ from gateway.http.analytics import (
 )
 from gateway.http.services import services
 from gateway.metering.rollup import DIMENSIONS
+from gateway.secret import sha256_hex
 from gateway.ui.overview import analytics_view, overview_view
 from gateway.ui.render import page
 from gateway.ui.session import SESSION_TTL_S, Sessions, session_of
@@ -64,7 +65,7 @@ async def login(request: Request) -> Response:
     if found is None:
         return page("login.html", 401, error="Unknown token or key.", pages=(), session=None)
     name, role, user, tier = found
-    session_id, _ = await _sessions(request).create(name, role, user, tier)
+    session_id, _ = await _sessions(request).create(name, role, sha256_hex(token), user, tier)
     target = "/ui/me" if role == "user" else "/ui/overview"
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
