@@ -31,6 +31,7 @@ from gateway.http.analytics import (
 from gateway.http.services import services
 from gateway.metering.rollup import DIMENSIONS
 from gateway.secret import sha256_hex
+from gateway.ui import login_guard
 from gateway.ui.overview import analytics_view, overview_view
 from gateway.ui.render import page
 from gateway.ui.session import SESSION_TTL_S, Sessions, session_of
@@ -55,15 +56,27 @@ def _sessions(request: Request) -> Sessions:
 
 
 async def login_form(request: Request) -> Response:
-    return page("login.html", error=None, pages=(), session=None)
+    return _login_page(request, 200, None)
+
+
+def _login_page(request: Request, status: int, error: str | None) -> Response:
+    """The sign-in form with its pre-session token (see ``login_guard``)."""
+    presession_id = login_guard.presession(request)
+    token = login_guard.form_token(presession_id)
+    response = page("login.html", status, error=error, pages=(), session=None, login_token=token)
+    login_guard.keep_presession(request, response, presession_id)
+    return response
 
 
 async def login(request: Request) -> Response:
     form = await request.form()
+    refused = login_guard.refusal(request, str(form.get(login_guard.FORM_FIELD) or ""))
+    if refused is not None:
+        return _login_page(request, 403, refused)
     token = str(form.get("token") or "").strip()
     found = _identify(request, token) if token else None
     if found is None:
-        return page("login.html", 401, error="Unknown token or key.", pages=(), session=None)
+        return _login_page(request, 401, "Unknown token or key.")
     name, role, user, tier = found
     session_id, _ = await _sessions(request).create(name, role, sha256_hex(token), user, tier)
     target = "/ui/me" if role == "user" else "/ui/overview"
