@@ -214,7 +214,7 @@ def build_gateway(
     control = kept.control or ControlPlane(store, clock=clock)
     if kept.control is None:  # a reload keeps the subscription
         stored_keys.follow(control)
-    keyring = KeyRing(config, control, clock)
+    keyring = KeyRing(config, control, clock, reuse.keyring.throttle if reuse else None)
     video_jobs = VideoJobs(
         config, upstream, meter, job_store_for(store), clock=clock, keys=credentials
     )

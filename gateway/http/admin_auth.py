@@ -23,6 +23,7 @@ from starlette.requests import Request
 from gateway.errors import Forbidden, Unauthorized
 from gateway.http.services import Services, services
 from gateway.proxy.auth import presented_key
+from gateway.proxy.auth_throttle import client_address
 from gateway.secret import sha256_hex
 
 KIND = "admin_tokens"
@@ -47,13 +48,19 @@ def require_role(request: Request, role: str = "admin") -> Actor:
     if presented is None and SESSION_SCOPE_KEY in request.scope:
         return session_actor(request, role)
     if role == "user":
-        principal = gateway.keyring.authenticate(request.headers)
+        principal = gateway.keyring.authenticate(request.headers, client_address(request.scope))
         return Actor(f"key:{principal.key_id}", "user", principal.user)
     tokens = gateway.control.snapshot.kind(KIND)
     if gateway.runtime.admin_token is None and not tokens:
         raise Unauthorized("Set GATEWAY_ADMIN_TOKEN to use the operator endpoints.")
-    actor = _actor(gateway, tokens, presented) if presented else None
+    if presented is None:
+        raise Unauthorized("This endpoint needs an admin token.")
+    throttle, address = gateway.keyring.throttle, client_address(request.scope)
+    if throttle.active:
+        throttle.check(address, presented)
+    actor = _actor(gateway, tokens, presented)
     if actor is None:
+        throttle.failed("admin", address, presented)
         raise Unauthorized("This endpoint needs an admin token.")
     if RANK[actor.role] < RANK[role]:
         raise Forbidden(
@@ -90,6 +97,11 @@ def session_actor(request: Request, role: str) -> Actor:
             code="insufficient_role",
         )
     return actor
+
+
+def admin_actor(gateway: Services, presented: str) -> Actor | None:
+    """The operator whose token is ``presented``, or None (not throttled: see callers)."""
+    return _actor(gateway, gateway.control.snapshot.kind(KIND), presented)
 
 
 def actor_by_reference(

@@ -20,6 +20,7 @@ from gateway.control.plane import ControlPlane, Snapshot
 from gateway.errors import Forbidden, Unauthorized
 from gateway.metering.store import StoreError
 from gateway.metering.types import KeyLimits
+from gateway.proxy.auth_throttle import AuthThrottle
 from gateway.secret import Secret, sha256_hex
 
 BYOK_HEADER = "x-upstream-api-key"
@@ -72,8 +73,10 @@ class KeyRing:
         config: Config,
         control: ControlPlane | None = None,
         clock: Callable[[], float] = time.time,
+        throttle: AuthThrottle | None = None,
     ) -> None:
         self._config = config
+        self.throttle = throttle or AuthThrottle()  # every surface's failed credentials
         self._clock = clock
         self._static: dict[str, list[_Stored]] = {}
         for key in config.keys:
@@ -89,18 +92,29 @@ class KeyRing:
             control.subscribe(self._index)
             control.every(LAST_USED_FLUSH_S, self.flush_last_used)
 
-    def authenticate(self, headers: Mapping[str, str]) -> Principal:
+    def authenticate(self, headers: Mapping[str, str], address: str | None = None) -> Principal:
+        """The key's principal; 401 for a wrong key (counted against ``address`` and the
+        key's prefix by the throttle), 429 while they are blocked."""
         presented = presented_key(headers)
         if presented is None:
             raise Unauthorized(
                 "Missing API key: send 'Authorization: Bearer <key>' or an 'api-key' header."
             )
+        if self.throttle.active:
+            self.throttle.check(address, presented)
+        principal = self.identify(presented, headers.get(BYOK_HEADER))
+        if principal is None:
+            self.throttle.failed("api_key", address, presented)
+            raise Unauthorized("Invalid API key.")
+        return principal
+
+    def identify(self, presented: str, byok: str | None = None) -> Principal | None:
+        """The principal of the key ``presented``, None if no key has it (not throttled)."""
         digest = sha256_hex(presented)
         for stored in self._by_prefix.get(digest[:PREFIX], ()):
             if hmac.compare_digest(stored.sha256, digest):
-                byok = headers.get(BYOK_HEADER)
                 return self._principal(stored, Secret(byok) if byok else None)
-        raise Unauthorized("Invalid API key.")
+        return None
 
     def by_reference(self, key_id: str, matches: Callable[[str], bool]) -> Principal:
         """The key ``key_id`` whose secret's digest ``matches`` (a dashboard session's keyed
