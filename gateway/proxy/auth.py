@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from gateway.config.model import Config, Tier
 from gateway.control import keys as runtime_keys
+from gateway.control.id_keys import IdKeys
 from gateway.control.plane import ControlPlane, Snapshot
 from gateway.errors import Forbidden, Unauthorized
 from gateway.metering.store import StoreError
@@ -33,7 +34,7 @@ LAST_USED_FLUSH_S = 5.0
 class Principal:
     user: str
     tier: Tier
-    key_id: str  # a short prefix of the key's digest, or a run-time key's id: safe to log
+    key_id: str  # a config key's keyed id (control/id_keys.py) or a run-time key's id
     byok_key: Secret | None = None
     models: frozenset[str] | None = None  # a run-time key's allow-list (None: any)
     limits: KeyLimits | None = None  # a run-time key's own limits
@@ -74,13 +75,16 @@ class KeyRing:
         control: ControlPlane | None = None,
         clock: Callable[[], float] = time.time,
         throttle: AuthThrottle | None = None,
+        ids: IdKeys | None = None,
     ) -> None:
         self._config = config
         self.throttle = throttle or AuthThrottle()  # every surface's failed credentials
         self._clock = clock
         self._static: dict[str, list[_Stored]] = {}
+        config_key_id = (ids or IdKeys()).config_key_id
         for key in config.keys:
-            entry = _Stored(key.key_sha256, key.user, config.tiers[key.tier], key.key_sha256[:12])
+            key_id = config_key_id(key.key_sha256)
+            entry = _Stored(key.key_sha256, key.user, config.tiers[key.tier], key_id)
             self._static.setdefault(key.key_sha256[:PREFIX], []).append(entry)
         self._by_prefix = self._static
         self._by_id = _by_id(self._static)
