@@ -122,7 +122,9 @@ def test_native_tls_serves_https_and_the_session_cookie_is_secure(
         assert answer.status_code == 200, answer.text
 
 
-def test_x_forwarded_proto_from_an_allowed_proxy_makes_the_cookie_secure(serve: Serve) -> None:
+def test_x_forwarded_proto_from_an_allowed_proxy_makes_the_cookie_secure(
+    serve: Serve, tmp_path: Path
+) -> None:
     proxied = {"x-forwarded-proto": "https", "x-forwarded-for": "203.0.113.7"}
     trusted = serve("--forwarded-allow-ips", "127.0.0.1")
     with httpx.Client(base_url=trusted, headers=proxied, timeout=10) as http:
@@ -136,6 +138,13 @@ def test_x_forwarded_proto_from_an_allowed_proxy_makes_the_cookie_secure(serve: 
         )  # fmt: skip
         assert signed.status_code == 303, signed.text
         assert "Secure" in cookies_of(signed)["gw_session"]
+        wrong = http.get("/v1/admin/keys", headers={"authorization": "Bearer wrong-token-1234"})
+        assert wrong.status_code == 401
+    port = trusted.rsplit(":", 1)[1]
+    failures = [line for line in (tmp_path / f"serve-{port}.log").read_text().splitlines()
+                if '"auth_failed"' in line]  # fmt: skip
+    assert failures and '"address":"203.0.113.7"' in failures[-1]  # the proxy's client
+    assert "wrong-token-1234" not in failures[-1]
     untrusted = serve()  # proxy headers ignored: the scheme stays http
     with httpx.Client(base_url=untrusted, headers=proxied, timeout=10) as http:
         signed = sign_in(http, ADMIN)
