@@ -1,5 +1,7 @@
-"""``serve``'s TLS and proxy options: native TLS (``--ssl-certfile``/``--ssl-keyfile``) and the
-proxies whose ``X-Forwarded-Proto``/``X-Forwarded-For`` are trusted (``--forwarded-allow-ips``).
+"""``serve``'s TLS and proxy options, checked and turned into uvicorn's settings.
+
+Native TLS (``--ssl-certfile``/``--ssl-keyfile``) and the proxies whose
+``X-Forwarded-Proto``/``X-Forwarded-For`` are trusted (``--forwarded-allow-ips``).
 
 Either way the request's scheme is https when the client's connection is, so the dashboard's
 cookies get ``Secure``, and the client address (used by the sign-in throttle) is the proxy's

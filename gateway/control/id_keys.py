@@ -1,5 +1,7 @@
-"""Ids derived from client secrets and user names with a keyed hash, so that an id shown in
-records, exports and logs cannot be checked against a guessed key or user name offline.
+"""Keyed ids: config keys' ids and the access log's user, as HMACs under a server key.
+
+An id shown in records, exports and logs so cannot be checked against a guessed key or user
+name offline.
 
 The key is derived from the operator's master key (``GATEWAY_SECRET_KEY``, the one that seals
 stored upstream keys): ``HMAC-SHA256(master key, "gateway-ids-v1")``, the same on every

@@ -1,5 +1,6 @@
-"""Brute-force protection: failed credentials counted per client address and per credential
-prefix, in memory, per process.
+"""Brute-force protection: wrong credentials counted per address and per credential prefix.
+
+Counted in memory, per process.
 
 Only failures are counted, so valid credentials add no work but one truth test of an empty
 dict (``active``) and never cause a block. Once an address or a prefix has ``limit`` failures
