@@ -14,7 +14,6 @@ from gateway.http.services import Services, services
 from gateway.metering import parse_range, to_csv
 from gateway.metering.export import by_tag, with_tag
 from gateway.proxy.auth import presented_key
-from gateway.proxy.auth_throttle import client_address
 
 
 async def quota(request: Request) -> Response:
@@ -30,7 +29,7 @@ def _caller(request: Request, gateway: Services) -> tuple[str, Tier]:
         tier = gateway.config.tiers.get(session["tier"])
         if tier is not None:
             return session["user"], tier
-    principal = gateway.keyring.authenticate(request.headers, client_address(request.scope))
+    principal = gateway.keyring.authenticate(request.headers, request.scope)
     return principal.user, principal.tier
 
 

@@ -48,7 +48,7 @@ def require_role(request: Request, role: str = "admin") -> Actor:
     if presented is None and SESSION_SCOPE_KEY in request.scope:
         return session_actor(request, role)
     if role == "user":
-        principal = gateway.keyring.authenticate(request.headers, client_address(request.scope))
+        principal = gateway.keyring.authenticate(request.headers, request.scope)
         return Actor(f"key:{principal.key_id}", "user", principal.user)
     tokens = gateway.control.snapshot.kind(KIND)
     if gateway.runtime.admin_token is None and not tokens:

@@ -13,6 +13,7 @@ import hmac
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.config.model import Config, Tier
 from gateway.control import keys as runtime_keys
@@ -21,7 +22,7 @@ from gateway.control.plane import ControlPlane, Snapshot
 from gateway.errors import Forbidden, Unauthorized
 from gateway.metering.store import StoreError
 from gateway.metering.types import KeyLimits
-from gateway.proxy.auth_throttle import AuthThrottle
+from gateway.proxy.auth_throttle import AuthThrottle, client_address
 from gateway.secret import Secret, sha256_hex
 
 BYOK_HEADER = "x-upstream-api-key"
@@ -96,28 +97,32 @@ class KeyRing:
             control.subscribe(self._index)
             control.every(LAST_USED_FLUSH_S, self.flush_last_used)
 
-    def authenticate(self, headers: Mapping[str, str], address: str | None = None) -> Principal:
-        """The key's principal; 401 for a wrong key (counted against ``address`` and the
-        key's prefix by the throttle), 429 while they are blocked."""
+    def authenticate(
+        self, headers: Mapping[str, str], scope: Mapping[str, Any] | None = None
+    ) -> Principal:
+        """The key's principal; 401 for a wrong key (counted against the client address of
+        ``scope`` and the key's prefix by the throttle), 429 while they are blocked."""
         presented = presented_key(headers)
         if presented is None:
             raise Unauthorized(
                 "Missing API key: send 'Authorization: Bearer <key>' or an 'api-key' header."
             )
         if self.throttle.active:
-            self.throttle.check(address, presented)
-        principal = self.identify(presented, headers.get(BYOK_HEADER))
-        if principal is None:
-            self.throttle.failed("api_key", address, presented)
-            raise Unauthorized("Invalid API key.")
-        return principal
+            self.throttle.check(client_address(scope), presented)
+        digest = sha256_hex(presented)
+        for stored in self._by_prefix.get(digest[:PREFIX], ()):
+            if hmac.compare_digest(stored.sha256, digest):
+                byok = headers.get(BYOK_HEADER)
+                return self._principal(stored, Secret(byok) if byok else None)
+        self.throttle.failed("api_key", client_address(scope), presented)
+        raise Unauthorized("Invalid API key.")
 
-    def identify(self, presented: str, byok: str | None = None) -> Principal | None:
+    def identify(self, presented: str) -> Principal | None:
         """The principal of the key ``presented``, None if no key has it (not throttled)."""
         digest = sha256_hex(presented)
         for stored in self._by_prefix.get(digest[:PREFIX], ()):
             if hmac.compare_digest(stored.sha256, digest):
-                return self._principal(stored, Secret(byok) if byok else None)
+                return self._principal(stored, None)
         return None
 
     def by_reference(self, key_id: str, matches: Callable[[str], bool]) -> Principal:

@@ -118,7 +118,7 @@ def _refusal(seconds: float) -> TooManyFailedAttempts:
     )
 
 
-def client_address(scope: Mapping[str, Any]) -> str | None:
+def client_address(scope: Mapping[str, Any] | None) -> str | None:
     """The ASGI scope's client host (the proxy's client with --forwarded-allow-ips)."""
-    client = scope.get("client")
+    client = scope.get("client") if scope is not None else None
     return str(client[0]) if client else None

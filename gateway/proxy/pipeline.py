@@ -15,7 +15,6 @@ from gateway.metering import Meter
 from gateway.proxy.answer import Answers
 from gateway.proxy.attempts import Attempter, AttemptFailed
 from gateway.proxy.auth import KeyRing
-from gateway.proxy.auth_throttle import client_address
 from gateway.proxy.cache import ResponseCache, cache_use
 from gateway.proxy.context import RequestContext, RequestIds
 from gateway.proxy.credentials import Credentials
@@ -93,9 +92,7 @@ class Pipeline:
 
     async def _serve(self, request: Request, ctx: RequestContext) -> Reply:
         endpoint = ctx.endpoint
-        principal = ctx.principal = self._keyring.authenticate(
-            request.headers, client_address(request.scope)
-        )
+        principal = ctx.principal = self._keyring.authenticate(request.headers, request.scope)
         incoming = await read_incoming(request, endpoint, self._config.settings.max_body_bytes)
         if self._log_bodies:
             ctx.debug_body = incoming.fields
