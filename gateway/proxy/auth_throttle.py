@@ -4,9 +4,10 @@ Counted in memory, per process.
 
 Only failures are counted, so valid credentials add no work but one truth test of an empty
 dict (``active``) and never cause a block. Once an address or a prefix has ``limit`` failures
-within a fixed window, every attempt from it (valid or not: otherwise a wrong guess's 429 and a
-right one's 200 would still tell them apart) gets 429 with ``retry-after`` until the window
-ends. Each failure is logged with the address and at most ``LOG_PREFIX`` characters of the
+within a fixed window, attempts from it get 429 with ``retry-after`` until the window ends:
+every attempt on the sign-in and admin surfaces (valid or not: otherwise a wrong guess's 429 and
+a right one's 200 would still tell them apart), only wrong client keys on the API (see
+docs/security.md for why). Each failure is logged with the address and at most ``LOG_PREFIX`` characters of the
 credential, and a block once, never the secret. The counters are bounded (``max_tracked``
 entries per kind, the oldest dropped first) and per process: N processes admit at most N times
 the limit (see docs/security.md).

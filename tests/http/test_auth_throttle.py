@@ -98,6 +98,18 @@ def test_wrong_client_keys_are_throttled_for_the_openai_sdk(gw: RunningGateway) 
     assert raised.value.code == "too_many_failed_attempts"
 
 
+def test_a_valid_client_key_is_served_from_a_blocked_address(gw: RunningGateway) -> None:
+    """A client stuck on a stale key blocks its address (an ingress, a NAT) for wrong keys
+    only: a valid key from the same address is still served."""
+    with httpx.Client(base_url=gw.base_url, timeout=10) as http:
+        for index in range(ThrottleSettings().address_limit):  # distinct prefixes: the address
+            http.get("/models", headers={"authorization": f"Bearer {wrong(f'sk-{index:04d}-')}"})
+        stale = http.get("/models", headers={"authorization": f"Bearer {wrong('sk-stale-')}"})
+        assert stale.status_code == 429, stale.text
+        valid = http.get("/models", headers={"authorization": f"Bearer {gw.key()}"})
+        assert valid.status_code == 200, valid.text
+
+
 def test_valid_keys_are_never_counted_nor_throttled(gw: RunningGateway) -> None:
     """Far more valid requests than any limit, from the one address: none refused, and the
     throttle holds nothing (valid keys add no bookkeeping)."""
