@@ -8,9 +8,9 @@ within a fixed window, attempts from it get 429 with ``retry-after`` until the w
 every attempt on the sign-in and admin surfaces (valid or not: otherwise a wrong guess's 429 and
 a right one's 200 would still tell them apart), only wrong client keys on the API (see
 docs/security.md for why). Each failure is logged with the address and at most
-``LOG_PREFIX`` characters of the credential, and a block once, never the secret. The counters are bounded (``max_tracked``
-entries per kind, the oldest dropped first) and per process: N processes admit at most N times
-the limit (see docs/security.md).
+``LOG_PREFIX`` characters of the credential, and a block once, never the secret. The counters
+are bounded (``max_tracked`` entries per kind, the oldest dropped first) and per process: N
+processes admit at most N times the limit (see docs/security.md).
 """
 
 from __future__ import annotations
