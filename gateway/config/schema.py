@@ -148,7 +148,7 @@ BUDGET = _obj(
 CACHE_POLICY = _obj(
     "One route's response cache.",
     {
-        "ttl_s": _num("Seconds an answer is served from the cache (0: only when a request asks with x-gateway-cache: ttl=N).", 0, integer=True),
+        "ttl_s": _num("Seconds an answer is served from the cache (0: only when a request asks with x-gateway-cache: ttl=N); a request may ask for less, never more.", 0, integer=True),
         "allow": {"type": "boolean", "description": "false: requests may not ask for caching either (default true)."},
         "shared": {"type": "boolean", "description": "One entry for every user of the tier; else per user (default false)."},
         "coalesce": {"type": "boolean", "description": "Concurrent identical misses go upstream once (default true)."},
