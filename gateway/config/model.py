@@ -42,6 +42,12 @@ class Upstream:
     api_key_env: str | None = None  # the variable names, for start-up lines and `gateway check`
     base_url_env: str | None = None
 
+    @property
+    def takes_key(self) -> bool:
+        """The upstream authenticates with a key from its config (a caller's own key only
+        counts as BYOK here; a keyless one, e.g. a local model, also takes stored keys)."""
+        return self.requires_key or self.api_key is not None
+
 
 # The provider APIs an upstream may speak: OpenAI-compatible (relayed as is), Anthropic's
 # Messages API (translated), and the video job APIs.
