@@ -17,8 +17,8 @@ the env key); for the env key, the env key, else the stored keys in turn.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import httpx
