@@ -204,6 +204,15 @@ class Alerts:
 
 
 @dataclass(frozen=True)
+class ContentUrlPolicy:
+    """Which URLs chosen by a video upstream (its finished file) the gateway may fetch or
+    redirect to (``providers/content_fetch.py``)."""
+
+    hosts: frozenset[str] = frozenset()  # empty: any public host; ``*.domain``: its subdomains
+    allow_insecure: bool = False  # http and non-public addresses too: local testing only
+
+
+@dataclass(frozen=True)
 class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     model_source_indicator: bool = False
@@ -222,6 +231,8 @@ class Settings:
     max_upstream_headers: int = 100
     # strict: /readyz is 503 while any tier has a route none of whose targets can be tried
     readiness: str = "strict"  # or "lenient"
+    video_content: ContentUrlPolicy = field(default_factory=ContentUrlPolicy)
+    max_open_video_jobs: int = 20  # per user: each open job is polled upstream
 
 
 @dataclass(frozen=True)

@@ -235,6 +235,9 @@ SETTINGS = _obj(
         "max_sse_event_kb": _num("Cap on one upstream SSE event (default 4096).", 0.001),
         "max_upstream_header_kb": _num("Cap on an upstream's response head (default 64).", 0.001),
         "max_upstream_headers": _num("Cap on an upstream's header count (default 100).", 1, integer=True),
+        "video_content_hosts": {"type": "array", "items": {"type": "string"}, "description": "Hosts a video upstream's file URL may name (`*.domain` for its subdomains); empty or unset: any public host."},
+        "video_content_allow_insecure": {"type": "boolean", "description": "Also fetch video file URLs over http and on private, loopback or link-local addresses: for a local mock upstream only (default false)."},
+        "max_open_video_jobs": _num("Video jobs a user may have running at once; more get 429 (default 20).", 1, integer=True),
     },
 )  # fmt: skip
 FLAG = _obj(

@@ -105,6 +105,8 @@ class Pipeline:
         if principal.models is not None:  # a key's allow-list holds for the fallbacks too
             plan = within_allow_list(plan, principal.models, incoming.model)
         ctx.plan = plan
+        if endpoint is VIDEOS and self._videos is not None:
+            await self._videos.check_room(principal.user)
         use = None
         if self._cache is not None:  # caching off: one dict and one header lookup
             policies, settings = principal.tier.cache, self._config.cache
