@@ -363,3 +363,59 @@ def test_a_junk_byok_header_does_not_skip_quotas_on_a_keyless_upstream(upstream,
         assert [(r["status"], r["byok"]) for r in records] == [(429, False)] * 5
     finally:
         server.stop()
+
+
+def test_usage_is_paged_with_a_capped_limit(gw):
+    with client(gw) as sdk:
+        for _ in range(5):
+            sdk.chat.completions.create(model="text", messages=MESSAGES)
+    assert settled(gw, lambda: len(usage(gw, gw.key())["data"]) == 5)
+    whole = usage(gw, gw.key())
+    assert whole["has_more"] is False and whole["next_cursor"] is None
+    pages, cursor = [], None
+    while True:
+        page = usage(gw, gw.key(), limit="2", **({"cursor": cursor} if cursor else {}))
+        pages.append(len(page["data"]))
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        assert page["has_more"] is True
+    assert pages == [2, 2, 1]
+    ids = []
+    cursor = None
+    for _ in range(3):
+        page = usage(gw, gw.key(), limit="2", **({"cursor": cursor} if cursor else {}))
+        ids += [r["request_id"] for r in page["data"]]
+        cursor = page["next_cursor"]
+    assert ids == [r["request_id"] for r in whole["data"]]  # oldest first, none twice
+    csv_page = httpx.get(
+        gw.base_url + "/usage",
+        params={"from": "2020-01-01", "to": "2100-01-01", "format": "csv", "limit": "3"},
+        headers={"authorization": f"Bearer {gw.key()}"},
+    )
+    assert csv_page.text.count("\n") == 4 and csv_page.headers["x-gateway-next-cursor"]
+    for bad in (
+        {"limit": "1001"},
+        {"limit": "0"},
+        {"cursor": "yesterday"},
+        {"cursor": "1e400:0"},
+        {"tag": "a\x00b"},
+    ):
+        refused = httpx.get(
+            gw.base_url + "/usage",
+            params={"from": "2020-01-01", **bad},
+            headers={"authorization": f"Bearer {gw.key()}"},
+        )
+        assert refused.status_code == 400, (bad, refused.text)
+        assert refused.json()["error"]["param"] == next(iter(bad))
+
+
+def test_records_cursor_out_of_range_is_a_400(gw):
+    for cursor in ("99999999999999999999", "1-99999999999999999999", "123:abc"):
+        refused = httpx.get(
+            gw.url + "/v1/admin/usage/records",
+            params={"cursor": cursor},
+            headers={"authorization": f"Bearer {ADMIN}"},
+        )
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["param"] == "cursor"
