@@ -20,6 +20,7 @@ from gateway.http.serve_guard import GuardedConfig
 SCENARIO_MODELS: dict[str, tuple[str, str, str]] = {
     "ok": ("mock", "mock/ok", "text"),
     "ok-b": ("mock", "mock/ok-b", "text"),
+    "smart": ("mock", "mock/smart+toolcall+json", "text"),  # calls tools, answers JSON schemas
     "other-ok": ("other", "other/ok", "text"),
     "code-ok": ("mock", "mock/code", "code"),
     "vision-ok": ("mock", "mock/vision", "vision"),

@@ -163,6 +163,9 @@ class Tier:
     # route → its response cache policy (``proxy/cache.py``); a route not listed allows
     # per-request caching (``x-gateway-cache: ttl=N``) and caches nothing unasked
     cache: Mapping[str, CachePolicy] = field(default_factory=dict)
+    # the tier as tiers.yaml lists it, where it is served otherwise (``--demo`` serves a route
+    # without a keyed target from the demo model alone): rollout weights name its models
+    as_listed: Tier | None = None
 
     def quota(self, capability: str) -> Quota:
         return self.quotas.get(capability, UNLIMITED)
@@ -216,6 +219,8 @@ class Settings:
     max_upstream_headers: int = 100
     # strict: /readyz is 503 while any tier has a route none of whose targets can be tried
     readiness: str = "strict"  # or "lenient"
+    # Responses API answers kept for previous_response_id and GET /v1/responses/{id}
+    responses_ttl_s: int = 30 * 86400
 
 
 @dataclass(frozen=True)

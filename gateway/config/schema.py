@@ -235,6 +235,7 @@ SETTINGS = _obj(
         "max_sse_event_kb": _num("Cap on one upstream SSE event (default 4096).", 0.001),
         "max_upstream_header_kb": _num("Cap on an upstream's response head (default 64).", 0.001),
         "max_upstream_headers": _num("Cap on an upstream's header count (default 100).", 1, integer=True),
+        "responses_ttl_days": _num("Stored Responses API answers are kept this long (default 30).", 0.001),
     },
 )  # fmt: skip
 FLAG = _obj(
