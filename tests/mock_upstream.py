@@ -21,6 +21,7 @@ Markers:
     slow-MS                          streams: sleep MS milliseconds between chunks
     words-N                          the answer has N words (default 5)
     nousage                          never report usage
+    absurd-usage                     report 10,000,000 prompt and completion tokens
     usage-on-finish                  streams: usage on the finish chunk, no usage-only chunk
     crlf                             ``\\r\\n`` line endings in SSE streams
     toolcall                         chat: when ``tools`` are sent and the last message is not a
@@ -67,6 +68,7 @@ _REQUEST_ID_KEY = "mock_upstream.request_id"
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 _CREATED = 1_700_000_000
 _DEFAULT_WORDS = 5
+ABSURD_TOKENS = 10_000_000  # what an ``absurd-usage`` model reports for each kind
 _EMBEDDING_DIM = 8
 _SPEECH_CHUNKS = 4
 _SPEECH_CHUNK_SIZE = 1024
@@ -191,6 +193,7 @@ class Markers:
     crlf: bool = False
     toolcall: bool = False
     json: bool = False
+    absurd_usage: bool = False
 
 
 def parse_markers(model: str | None) -> Markers:
@@ -210,6 +213,8 @@ def _apply_marker(marker: str, values: dict[str, Any]) -> None:
         values[marker] = True
     elif marker == "usage-on-finish":
         values["usage_on_finish"] = True
+    elif marker == "absurd-usage":
+        values["absurd_usage"] = True
     elif match := _NUMERIC_MARKER.match(marker):
         name, number = match.group(1), float(match.group(2))
         if name in ("slowfirst", "slow"):
@@ -438,6 +443,13 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> JSONDict:
     }
 
 
+def _reported(markers: Markers, prompt_tokens: int, completion_tokens: int) -> JSONDict:
+    """The usage the mock reports: the real counts, or absurd ones (``absurd-usage``)."""
+    if markers.absurd_usage:
+        return _usage(ABSURD_TOKENS, ABSURD_TOKENS)
+    return _usage(prompt_tokens, completion_tokens)
+
+
 # --------------------------------------------------------------------------- SSE streams
 
 
@@ -623,7 +635,7 @@ async def chat_completions(incoming: Incoming) -> Response:
     if call is not None or answer is not None:
         return _special_answer(incoming, call, answer)
     words = _answer_words(model, markers, body)
-    usage = _usage(_chat_prompt_tokens(body), len(words))
+    usage = _reported(markers, _chat_prompt_tokens(body), len(words))
     created = int(time.time())
     if incoming.stream:
         base = {
@@ -712,7 +724,7 @@ def _special_answer(incoming: Incoming, call: JSONDict | None, answer: str | Non
 async def completions(incoming: Incoming) -> Response:
     body, model, markers = incoming.body, incoming.model, incoming.markers
     words = _answer_words(model, markers, body)
-    usage = _usage(_completion_prompt_tokens(body), len(words))
+    usage = _reported(markers, _completion_prompt_tokens(body), len(words))
     base = {
         "id": _completion_id("cmpl"),
         "object": "text_completion",

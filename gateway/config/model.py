@@ -86,6 +86,10 @@ class RetryPolicy:
     max_backoff_s: float = 4.0
     max_retry_after_s: float = 10.0  # a longer retry-after moves to the next model instead
     on_status: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504})
+    # From the first attempt until an answer has started (status and first chunk, or a whole
+    # JSON answer), across every retry and fallback: no attempt starts after it, the one in
+    # flight is cut at it (504). A stream's later gaps are the idle timeout's.
+    deadline_s: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,7 @@ RETRY = _obj(
         "max_backoff_s": _num("Backoff cap in seconds (default 4).", 0),
         "max_retry_after_s": _num("An upstream retry-after longer than this moves to the next model (default 10).", 0),
         "on_status": {"type": "array", "items": {"type": "integer", "minimum": 100}, "description": "Statuses retried (default 408, 429, 500, 502, 503, 504)."},
+        "deadline_s": _num("Seconds from the first attempt until an answer has started, across all retries and fallbacks; then 504 (default 30).", 0.001),
     },
 )  # fmt: skip
 BREAKER = _obj(

@@ -94,11 +94,13 @@ class Pipeline:
 
     def _end(self, ctx: RequestContext) -> None:
         ctx.ended = time.perf_counter()
+        if ctx.verdict_pending and ctx.model is not None:
+            self._attempter.answer_ended(ctx.model, ctx.upstream_failure)
         self._listeners.finished(ctx)
 
     async def _serve(self, request: Request, ctx: RequestContext, inbound: Inbound | None) -> Reply:
         endpoint = ctx.endpoint
-        principal = ctx.principal = self._keyring.authenticate(request.headers)
+        principal = ctx.principal = self._keyring.authenticate(request.headers, request.scope)
         incoming = await read_incoming(request, endpoint, self._config.settings.max_body_bytes)
         if inbound is not None:
             incoming = await inbound(incoming, principal)
@@ -152,6 +154,8 @@ class Pipeline:
             ctx.upstream_ended = time.perf_counter()
             raise failed.error from None
         ctx.model, ctx.records = opened.model, opened.records
+        ctx.verdict_pending = opened.rest is not None
+        ctx.breaker_skipped = opened.breaker_skipped
         if endpoint is VIDEOS and self._videos is not None:
             ctx.upstream_ended = time.perf_counter()
             return await self._videos.submitted(ctx, opened, incoming.fields)
