@@ -17,9 +17,10 @@ def test_the_day_index_keeps_no_more_than_the_stream(config: Config, store_url: 
     capped = with_settings(config, usage_stream_maxlen=MAXLEN)
 
     async def scenario() -> None:
-        async with metered(capped, store_url, clock=Clock()) as (meter, store):
+        async with metered(capped, store_url, clock=Clock()) as (meter, _):
             for index in range(MAXLEN * 3):
-                admission = await meter.admit(request(capped, tier="enterprise", request_id=f"r{index}"))
+                wanted = request(capped, tier="enterprise", request_id=f"r{index}")
+                admission = await meter.admit(wanted)
                 meter.finish(admission, ok(10, 5))
                 if index % 7 == 0:
                     await meter.settled()  # several settle calls, several records per call
