@@ -32,5 +32,5 @@ async def read_records(
     if user is not None:
         sql += " AND user_id = $5"
         args.append(user)
-    rows = await db.fetch(sql + " ORDER BY ts, request_id", *args)
+    rows = await db.fetch(sql + " ORDER BY ts, record_id", *args)
     return [orjson.loads(row["record"]) for row in rows]

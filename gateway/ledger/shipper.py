@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 import os
 import secrets
 import socket
@@ -65,10 +66,11 @@ class Shipper:
         self._days: set[dt.date] = set()
         self._claim_cursor = "0-0"
         self._retry: list[stream.Entry] = []  # a batch read but not yet acknowledged
-        self._upkept = 0.0
-        self._claimed = 0.0
+        # -inf, not 0: the monotonic clock starts near 0 at boot, so "due" must not depend on it
+        self._upkept = -math.inf
+        self._claimed = -math.inf
         self._grouped = False  # the consumer group is known to exist
-        self._maintained = 0.0
+        self._maintained = -math.inf
         self.lag: int | None = None  # last measured; None before the first measure
         self.postgres = "unknown"  # "ok" | "down" | "unknown"
         self.shipped = 0

@@ -20,9 +20,11 @@ gw:{u:USER}:videojobs           hash    video job id → JSON job record (expire
                                         its last write)
 gw:{u:USER}:videojob:JOB:done   string  the job was settled (once-only mark)
 gw:alert:SCOPE:PERIOD:WINDOW    string  set once when an alert fired
-gw:usage                        stream  one entry per request, field ``r`` = JSON record
+gw:usage                        stream  one entry per request, field ``r`` = the record
+                                        (compact JSON: ``record_codec``)
 gw:{u:USER}:rec:YYYYMMDD        list    the user's stream entry ids that day (on a cluster the
-                                        records themselves), for ``/v1/usage`` of one user
+                                        records themselves), for ``/v1/usage`` of one user;
+                                        at most the stream's maxlen entries
 gw:{TAG}:lease                  zset    leases of the group's reservations in flight: lease
                                         id → deadline (Redis server time, epoch seconds)
 gw:{TAG}:lease:d                hash    lease id → ``key\tfield\tamount`` lines it reserved

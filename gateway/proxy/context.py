@@ -21,7 +21,7 @@ from gateway.proxy.streaming import StreamResult
 REQUEST_ID_MAX = 128
 # A client's X-Request-Id is adopted only when it is made of these: an id travels into headers
 # sent upstream, logs and spreadsheet exports, where '=', '+', '@', quotes or spaces could act.
-SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,%d}" % REQUEST_ID_MAX)
+SAFE_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{REQUEST_ID_MAX}}}")
 
 
 class RequestIds:
