@@ -49,6 +49,7 @@ COLUMNS = (
     "video_ms",  # last: added after the others, so existing column positions hold
     "cache",
     "tags",  # comma-separated
+    "record_id",  # the gateway's id of the record (the ledger's key)
 )
 GROUP_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 FORMULA_STARTS = frozenset("=+-@\t\r")
