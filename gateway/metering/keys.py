@@ -16,6 +16,8 @@ gw:{u:USER}:agg:YYYYMMDD        hash    per user and day: see ``AGGREGATE_FIELDS
 gw:agg:model:MODEL:YYYYMMDD     hash    per route model and day: likewise
 gw:spend:d:YYYYMMDD             hash    charged spend: ``overall``, ``tier:<name>``
 gw:spend:m:YYYYMM               hash    likewise, per month
+gw:{u:USER}:cpw:MINUTE          hash    ``n``: the user's control-plane writes that minute
+                                        (epoch minute), for their rate limit (expires 2 min)
 gw:{u:USER}:videojobs           hash    video job id → JSON job record (expires 7 days after
                                         its last write)
 gw:{u:USER}:videojob:JOB:done   string  the job was settled (once-only mark)
@@ -71,6 +73,11 @@ def video_jobs_open() -> str:
 
 def video_job_settled(user: str, job_id: str) -> str:
     return f"{PREFIX}:{{u:{user}}}:videojob:{job_id}:done"
+
+
+def user_writes(user: str, minute: int) -> str:
+    """The user's control-plane writes in one minute (``n``), for their rate limit."""
+    return f"{PREFIX}:{{u:{user}}}:cpw:{minute}"
 
 
 def user_aggregate(user: str, day: str) -> str:
