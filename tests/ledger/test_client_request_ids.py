@@ -13,10 +13,13 @@ from datetime import UTC, datetime
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 from redis import Redis
 
 from gateway.config.runtime import Runtime
+from gateway.ledger import migrate, partitions, writer
+from gateway.ledger.rows import parse
 from gateway.metering import keys
 from tests.conftest import StartGateway
 from tests.redis_fixture import RedisServer
@@ -77,3 +80,44 @@ def test_one_client_id_many_requests_every_row_kept(
     assert int(counters[b"text_generation:req"]) == SENT
     tokens = sum(row["prompt_tokens"] + row["completion_tokens"] for row in found)
     assert int(counters[b"text_generation:tok"]) == tokens
+
+
+def test_rows_stored_before_migration_0004_keep_their_key(database_url: str) -> None:
+    """A record shipped before the upgrade, and again after it (from the stream, in the full
+    form without a record_id), is stored once; other rows keep their own ids."""
+    stamp = 1_795_348_800.123
+    legacy = orjson.dumps({"ts": stamp, "request_id": "r1", "user": "alice", "status": 200})
+
+    async def scenario() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            for version, _, sql in migrate.migrations():
+                if version < 4:
+                    await conn.execute(sql)
+            await partitions.ensure(conn, [datetime.fromtimestamp(stamp, UTC).date()])
+            await conn.execute(
+                "INSERT INTO usage_records (day, ts, request_id, user_id, record)"
+                " VALUES ($1, $2, 'r1', 'alice', '{}'::jsonb)",
+                datetime.fromtimestamp(stamp, UTC).date(),
+                datetime.fromtimestamp(stamp, UTC),
+            )
+            await conn.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            await conn.executemany(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                [(v, name) for v, name, _ in migrate.migrations() if v < 4],
+            )
+            assert await migrate.upgrade(conn) == ["0004_record_ids.sql"]
+            assert await conn.fetchval("SELECT record_id FROM usage_records") == "r1@1795348800123"
+            again = parse("1-0", legacy)
+            assert again is not None and again.record_id == "r1@1795348800123"
+            assert await writer.insert(conn, [again]) == 0
+            compact = {"t": 1_795_348_800_123, "i": "new.1", "q": "r1", "u": "alice"}
+            fresh = parse("2-0", orjson.dumps(compact))  # same client id and ms: another row
+            assert fresh is not None and await writer.insert(conn, [fresh]) == 1
+        finally:
+            await conn.close()
+
+    asyncio.run(scenario())
