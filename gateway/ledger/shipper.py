@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import math
 import os
 import secrets
 import socket
@@ -66,11 +65,11 @@ class Shipper:
         self._days: set[dt.date] = set()
         self._claim_cursor = "0-0"
         self._retry: list[stream.Entry] = []  # a batch read but not yet acknowledged
-        # -inf, not 0: the monotonic clock starts near 0 at boot, so "due" must not depend on it
-        self._upkept = -math.inf
-        self._claimed = -math.inf
+        # -inf: the first step is due for both (time.monotonic() may start near 0 at boot)
+        self._upkept = float("-inf")
+        self._claimed = 0.0
         self._grouped = False  # the consumer group is known to exist
-        self._maintained = -math.inf
+        self._maintained = float("-inf")
         self.lag: int | None = None  # last measured; None before the first measure
         self.postgres = "unknown"  # "ok" | "down" | "unknown"
         self.shipped = 0
