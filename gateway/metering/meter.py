@@ -39,7 +39,8 @@ from gateway.metering.last_known import LastKnown
 from gateway.metering.limit_errors import exceeded, rate_limit_headers
 from gateway.metering.meter_reads import MeterReads
 from gateway.metering.meter_status import MeterStatus
-from gateway.metering.settle import RecordIds, Settlement, settlement
+from gateway.metering.record_ids import RecordIds
+from gateway.metering.settle import Settlement, settlement
 from gateway.metering.store import Lease, Store, StoreError, StoreRejected, Verdict
 from gateway.metering.types import Admission, Amounts, Check, MeterRequest, Outcome
 from gateway.metering.webhook import WebhookSender

@@ -22,10 +22,8 @@ media-milliseconds counter, the one ``minutes_per_day`` limits (video minutes fo
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
-import secrets
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -82,19 +80,6 @@ class Settlement:
     batch: SettleBatch
     spend: tuple[SpendKey, ...]  # one per watched increment, in order
     record: dict[str, Any]
-
-
-class RecordIds:
-    """Each usage record's own id, unique across processes (a random 64-bit half per process
-    and a counter): the ledger keys its rows by it, never by the client's ``X-Request-Id``.
-    Written into the record itself, so a record shipped or settled twice keeps its id."""
-
-    def __init__(self) -> None:
-        self._prefix = secrets.token_urlsafe(8)
-        self._numbers = itertools.count()
-
-    def __call__(self) -> str:
-        return f"{self._prefix}.{next(self._numbers):x}"
 
 
 def failed(outcome: Outcome) -> bool:

@@ -15,7 +15,8 @@ import redis
 
 from gateway.config.model import Config, Price
 from gateway.metering.record_codec import decode, encode
-from gateway.metering.settle import RecordIds, settlement
+from gateway.metering.record_ids import RecordIds
+from gateway.metering.settle import settlement
 from gateway.metering.types import Admission
 
 from .helpers import NOON, RedisServer, metered, ok, request
