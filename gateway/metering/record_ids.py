@@ -1,5 +1,4 @@
-"""Each usage record's own id: what the ledger keys its rows by, never the client's
-``X-Request-Id``."""
+"""Each usage record's own id, what the ledger keys rows by (never the client's X-Request-Id)."""
 
 from __future__ import annotations
 
