@@ -33,6 +33,7 @@ from gateway.http import (
     me_keys,
     models,
     ops,
+    protocols,
     videos,
 )
 from gateway.http import analytics as usage_analytics
@@ -41,6 +42,7 @@ from gateway.http.asgi import GatewayApp
 from gateway.http.body_limit import BodyLimit
 from gateway.http.dispatch import Dispatch
 from gateway.http.errors import EXCEPTION_HANDLERS
+from gateway.http.protocols import protocol_bridges
 from gateway.ledger.analytics import PostgresAnalytics
 from gateway.ledger.service import Ledger
 from gateway.ledger.settings import LedgerSettings
@@ -126,7 +128,7 @@ def create_app(
     gateway.videos.adopt_after_s = video_adopt_after_s
     app = GatewayApp(
         gateway.pipeline,
-        Dispatch(config.passthrough),
+        Dispatch(config.passthrough, protocol_bridges(gateway.store, config)),
         routes=[
             *ops.routes(),
             *models.routes(),
@@ -139,6 +141,7 @@ def create_app(
             *me_keys.routes(),
             *usage_analytics.routes(),
             *ui_pages.routes(),
+            *protocols.routes(),
             *videos.routes(),  # before proxied's 405 for GET /v1/videos
             *proxied.routes(),
         ],
@@ -279,7 +282,7 @@ def reload_app(app: GatewayApp, config: Config) -> None:
             new.__dict__[name] = value
     old.meter.reconfigure(config)
     app.state.gateway = new
-    app.swap_lane(new.pipeline, Dispatch(config.passthrough))
+    app.swap_lane(new.pipeline, Dispatch(config.passthrough, protocol_bridges(new.store, config)))
 
 
 def _ledger(

@@ -110,8 +110,20 @@ class UpstreamTimeout(UpstreamError):
     status, code, label = 504, "upstream_timeout", "timeout"
 
 
+class DeadlineExceeded(UpstreamTimeout):
+    """No answer started within the request's deadline (``retry.deadline_s``)."""
+
+    code, label = "deadline_exceeded", "deadline"
+
+
 class NoTargetAvailable(UpstreamError):
     status, code, label = 503, "no_upstream_available", "unavailable"
+
+
+class ServerShuttingDown(GatewayError):
+    """The gateway ended a stream itself: its shutdown grace period was over."""
+
+    status, type, code, label = 503, "api_error", "server_shutting_down", "shutdown"
 
 
 def sse_error_event(error: GatewayError) -> bytes:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
-from typing import NoReturn
+from collections.abc import Iterable
+from typing import Any, NoReturn
 
 from gateway.config.env_checks import runtime_problems
 from gateway.config.model import Config
@@ -14,6 +16,7 @@ from gateway.secret import Secret
 
 CONFIG_DIR_ENV = "GATEWAY_CONFIG_DIR"
 USAGE_ERROR = 2
+STARTUP_FAILURE = 3  # uvicorn's exit status too when a server could not start
 
 
 class UsageError(Exception):
@@ -24,9 +27,31 @@ class CommandFailed(Exception):
     """The command cannot do its job (e.g. no usage store): one line, exit 1."""
 
 
+class StartupFailed(Exception):
+    """The server could not start (e.g. its port is in use): one line, exit 3."""
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        # argparse's own message lists every choice; a mistyped command gets the closest one
+        if isinstance(action, argparse._SubParsersAction) and value not in action.choices:
+            raise unknown_command(value, action.choices, self.prog)
+        super()._check_value(action, value)
+
+
+def unknown_command(word: str, commands: Iterable[str], prog: str = "gateway") -> UsageError:
+    """``unknown command 'keys lst' (did you mean 'keys list'?)``: the closest command, if any."""
+    words = prog.split()[1:]  # the commands already given, e.g. ["keys"]
+    named = " ".join([*words, word])
+    close = difflib.get_close_matches(word, list(commands), n=1)
+    if close:
+        return UsageError(
+            f"unknown command '{named}' (did you mean '{' '.join([*words, close[0]])}'?)"
+        )
+    return UsageError(f"unknown command '{named}' (see `{prog} --help`)")
 
 
 def load_config(config_dir: str, demo_key: Secret | None = None) -> Config:

@@ -16,7 +16,7 @@ def check(config_dir: str) -> int:
     """Environment problems and config problems: one line each, exit 1; then warnings."""
     problems = runtime_problems(os.environ)
     for problem in problems:
-        print(problem, file=sys.stderr)
+        print(f"gateway: error: {problem}", file=sys.stderr)
     if problems:
         return 1
     config = load_config(config_dir)

@@ -34,6 +34,11 @@ def redis_url_problem(value: str) -> str | None:
         port = parts.port
     except ValueError as error:
         return f"REDIS_URL: not a valid URL ({error})"
+    if not parts.scheme:
+        return (
+            f"REDIS_URL: not a URL (no scheme); expected one of {', '.join(REDIS_SCHEMES)} "
+            "(e.g. redis://127.0.0.1:6379/0)"
+        )
     if parts.scheme not in REDIS_SCHEMES:
         return (
             f"REDIS_URL: scheme {parts.scheme or '(none)'!r} is not one of "

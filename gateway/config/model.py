@@ -86,6 +86,10 @@ class RetryPolicy:
     max_backoff_s: float = 4.0
     max_retry_after_s: float = 10.0  # a longer retry-after moves to the next model instead
     on_status: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504})
+    # From the first attempt until an answer has started (status and first chunk, or a whole
+    # JSON answer), across every retry and fallback: no attempt starts after it, the one in
+    # flight is cut at it (504). A stream's later gaps are the idle timeout's.
+    deadline_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,9 @@ class Tier:
     # route → its response cache policy (``proxy/cache.py``); a route not listed allows
     # per-request caching (``x-gateway-cache: ttl=N``) and caches nothing unasked
     cache: Mapping[str, CachePolicy] = field(default_factory=dict)
+    # the tier as tiers.yaml lists it, where it is served otherwise (``--demo`` serves a route
+    # without a keyed target from the demo model alone): rollout weights name its models
+    as_listed: Tier | None = None
 
     def quota(self, capability: str) -> Quota:
         return self.quotas.get(capability, UNLIMITED)
@@ -216,6 +223,8 @@ class Settings:
     max_upstream_headers: int = 100
     # strict: /readyz is 503 while any tier has a route none of whose targets can be tried
     readiness: str = "strict"  # or "lenient"
+    # Responses API answers kept for previous_response_id and GET /v1/responses/{id}
+    responses_ttl_s: int = 30 * 86400
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,7 @@ RETRY = _obj(
         "max_backoff_s": _num("Backoff cap in seconds (default 4).", 0),
         "max_retry_after_s": _num("An upstream retry-after longer than this moves to the next model (default 10).", 0),
         "on_status": {"type": "array", "items": {"type": "integer", "minimum": 100}, "description": "Statuses retried (default 408, 429, 500, 502, 503, 504)."},
+        "deadline_s": _num("Seconds from the first attempt until an answer has started, across all retries and fallbacks; then 504 (default 30).", 0.001),
     },
 )  # fmt: skip
 BREAKER = _obj(
@@ -235,6 +236,7 @@ SETTINGS = _obj(
         "max_sse_event_kb": _num("Cap on one upstream SSE event (default 4096).", 0.001),
         "max_upstream_header_kb": _num("Cap on an upstream's response head (default 64).", 0.001),
         "max_upstream_headers": _num("Cap on an upstream's header count (default 100).", 1, integer=True),
+        "responses_ttl_days": _num("Stored Responses API answers are kept this long (default 30).", 0.001),
     },
 )  # fmt: skip
 FLAG = _obj(

@@ -49,6 +49,7 @@ def settings_section(node: Node) -> Settings:
             "max_upstream_header_kb",
             "max_upstream_headers",
             "readiness",
+            "responses_ttl_days",
         }
     )
     return Settings(
@@ -80,6 +81,10 @@ def settings_section(node: Node) -> Settings:
             node.get("max_upstream_headers").integer(None, minimum=1), d.max_upstream_headers
         ),
         readiness=node.get("readiness").choice(("strict", "lenient"), d.readiness),
+        responses_ttl_s=max(
+            1,
+            round(_or(node.get("responses_ttl_days").number(None, minimum=0.001), 30.0) * 86400),
+        ),
     )
 
 

@@ -13,9 +13,13 @@ from gateway.errors import StoreUnavailable
 CONNECT_TIMEOUT_S = 3.0
 COMMAND_TIMEOUT_S = 30.0
 POOL_SIZE = 4
+# Connection failures: retried by the shipper and counted in gateway_ledger_failures_total.
+# asyncpg raises InternalClientError (ProtocolError among them) for a connection that Postgres
+# closed under it mid-exchange, as at a server shutdown.
 ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     OSError,
     asyncio.TimeoutError,
 )

@@ -187,7 +187,7 @@ class RedisStore(RedisReserve):
             raise _converted(exc) from exc
         finally:
             with contextlib.suppress(*FOREIGN_ERRORS):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     async def ping(self) -> None:
         await self._guarded(lambda: self._client.ping())

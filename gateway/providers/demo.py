@@ -2,9 +2,11 @@
 
 ``gateway serve --demo`` routes to it (see ``gateway.config.demo``). Its answers are
 deterministic (the same request gets the same text), streams use real SSE framing with a
-usage chunk, and every text says it comes from the demo. ``DemoRouter`` wraps the real
-transport and answers only requests for the reserved demo host; it is installed only when the
-config holds the demo upstream, so other configs send exactly as before.
+usage chunk, and every text says it comes from the demo. Chat requests with ``tools`` or a
+JSON ``response_format`` get a tool call or JSON as a model would (``demo_reply``).
+``DemoRouter`` wraps the real transport and answers only requests for the reserved demo host;
+it is installed only when the config holds the demo upstream, so other configs send exactly as
+before.
 """
 
 from __future__ import annotations
@@ -19,8 +21,14 @@ import httpx
 import orjson
 
 from gateway.config.demo import DEMO_HOST
+from gateway.providers.demo_reply import (
+    DEMO_NOTE,
+    ChatReply,
+    DemoRequestError,
+    answer_words,
+    chat_reply,
+)
 
-DEMO_NOTE = "(demo upstream: simulated answer, no model was called)"
 _PNG_1X1 = base64.b64encode(
     bytes.fromhex(
         "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -68,21 +76,44 @@ class DemoUpstream(httpx.AsyncBaseTransport):
 
 
 def _chat(payload: dict[str, Any]) -> httpx.Response:
-    prompt = _last_user_text(payload.get("messages"))
-    words = _answer_words(prompt, payload)
-    usage = _usage(_count_tokens(orjson.dumps(payload.get("messages", ""))), len(words))
+    try:
+        reply = chat_reply(payload)
+    except DemoRequestError as refused:
+        return _json(400, _error(refused.message, "invalid_value", refused.param))
+    usage = _usage(_prompt_tokens(payload), len(reply.pieces))
     model = str(payload.get("model", "demo"))
     if payload.get("stream"):
-        return _stream_chat(model, words, usage, _wants_usage(payload))
-    message = {"role": "assistant", "content": " ".join(words)}
-    choice = {"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}
-    return _json(200, _envelope("chat.completion", model, prompt, [choice], usage))
+        return _stream_chat(model, reply, usage, _wants_usage(payload))
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
+    if reply.tool_call is not None:
+        call = reply.tool_call
+        function = {"name": call.name, "arguments": reply.text}
+        message |= {
+            "content": None,
+            "tool_calls": [{"id": call.id, "type": "function", "function": function}],
+        }
+    choice = {
+        "index": 0,
+        "message": message,
+        "finish_reason": reply.finish_reason,
+        "logprobs": None,
+    }
+    return _json(200, _envelope("chat.completion", model, reply.text, [choice], usage))
+
+
+def _prompt_tokens(payload: dict[str, Any]) -> int:
+    """The messages' tokens, plus the tools' and the response format's as a model counts them."""
+    tokens = _count_tokens(orjson.dumps(payload.get("messages", "")))
+    for extra in ("tools", "response_format"):
+        if payload.get(extra):
+            tokens += _count_tokens(orjson.dumps(payload[extra]))
+    return tokens
 
 
 def _completions(payload: dict[str, Any]) -> httpx.Response:
     prompt = payload.get("prompt", "")
     text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
-    words = _answer_words(text, payload)
+    words = answer_words(text, payload)
     usage = _usage(_count_tokens(text.encode()), len(words))
     model = str(payload.get("model", "demo"))
     if payload.get("stream"):
@@ -158,28 +189,6 @@ _HANDLERS: dict[str, Callable[[dict[str, Any]], httpx.Response]] = {
 }
 
 
-def _last_user_text(messages: Any) -> str:
-    if not isinstance(messages, list):
-        return ""
-    for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content", "")
-            if isinstance(content, list):
-                parts = [p.get("text", "") for p in content if isinstance(p, dict)]
-                return " ".join(str(p) for p in parts)
-            return str(content)
-    return ""
-
-
-def _answer_words(prompt: str, payload: dict[str, Any]) -> list[str]:
-    """A fixed sentence naming the demo, echoing the prompt's start; cut at ``max_tokens``."""
-    echo = " ".join(prompt.split()[:12])
-    text = f"Hello from the gateway's demo upstream. You said: {echo!r}. {DEMO_NOTE}"
-    words = text.split()
-    limit = payload.get("max_tokens") or payload.get("max_completion_tokens")
-    return words[:limit] if isinstance(limit, int) and limit > 0 else words
-
-
 def _count_tokens(data: bytes) -> int:
     return max(1, math.ceil(len(data) / 4))
 
@@ -216,18 +225,31 @@ def _envelope(
 
 
 def _stream_chat(
-    model: str, words: list[str], usage: dict[str, int], with_usage: bool
+    model: str, reply: ChatReply, usage: dict[str, int], with_usage: bool
 ) -> httpx.Response:
     base: dict[str, Any] = {
-        "id": _completion_id("chatcmpl", " ".join(words)),
+        "id": _completion_id("chatcmpl", reply.text),
         "object": "chat.completion.chunk",
     }
     base |= {"created": 0, "model": model}
-    events = [base | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}]
-    for index, word in enumerate(words):
-        delta = {"content": word if index == 0 else " " + word}
-        events.append(base | {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
-    events.append(base | {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+    call = reply.tool_call
+    if call is None:
+        deltas += ({"content": piece} for piece in reply.pieces)
+    else:  # OpenAI's shape: the call's id and name first, then its arguments in fragments
+        function = {"name": call.name, "arguments": ""}
+        first = {"index": 0, "id": call.id, "type": "function", "function": function}
+        deltas = [{"role": "assistant", "content": None, "tool_calls": [first]}]
+        deltas += (
+            {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+            for piece in reply.pieces
+        )
+    events = [
+        base | {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        for delta in deltas
+    ]
+    finish = {"index": 0, "delta": {}, "finish_reason": reply.finish_reason}
+    events.append(base | {"choices": [finish]})
     if with_usage:
         events.append(base | {"choices": [], "usage": usage})
     return _sse(events)
@@ -280,7 +302,7 @@ def _json(status: int, document: dict[str, Any]) -> httpx.Response:
     )
 
 
-def _error(message: str, code: str) -> dict[str, Any]:
+def _error(message: str, code: str, param: str | None = None) -> dict[str, Any]:
     return {
-        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+        "error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}
     }

@@ -143,5 +143,5 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    api_key = headers.get("api-key")
+    api_key = headers.get("api-key") or headers.get("x-api-key")  # x-api-key: Anthropic's
     return api_key.strip() if api_key and api_key.strip() else None

@@ -41,7 +41,15 @@ from gateway.proxy.streaming import SSERelay
 log = logging.getLogger("gateway")
 HEADER = "x-gateway-cache"
 CACHEABLE_ENDPOINTS = frozenset(
-    {"chat.completions", "completions", "embeddings", "moderations", "rerank"}
+    {
+        "chat.completions",
+        "completions",
+        "embeddings",
+        "moderations",
+        "rerank",
+        "responses",
+        "messages",
+    }
 )
 # Body fields that cannot change the answer: how it is delivered, and who asks (the user is
 # part of the key on its own). ``model`` is replaced by the resolved model.

@@ -34,6 +34,9 @@ MODERATIONS = Endpoint("moderations", "/moderations", "moderation")
 RERANK = Endpoint("rerank", "/rerank", "rerank")
 # a video job (OpenAI's shape: JSON or multipart), answered with the gateway's job id
 VIDEOS = Endpoint("videos", "/videos", "video")
+# The protocol bridges' requests, once translated: chat completions under their own name.
+RESPONSES = Endpoint("responses", "/chat/completions", "text", generates_tokens=True)
+MESSAGES = Endpoint("messages", "/chat/completions", "text", generates_tokens=True)
 KNOWN_ENDPOINTS = (
     CHAT,
     COMPLETIONS,
@@ -83,7 +86,7 @@ def resolve(
 
 
 def default_route(endpoint: Endpoint, body: Mapping[str, Any]) -> str | None:
-    if endpoint is CHAT:
+    if endpoint is CHAT or endpoint is RESPONSES or endpoint is MESSAGES:
         if has_image_parts(body.get("messages")):
             return "vision"
         if body.get("purpose") == "coding" or body.get("language"):

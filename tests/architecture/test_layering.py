@@ -13,6 +13,7 @@ LEVELS: tuple[tuple[str, ...], ...] = (
     ("wire", "errors", "secret"),
     ("config",),
     ("metering", "providers"),
+    ("protocols",),
     ("control", "ledger"),
     ("proxy",),
     ("observe",),

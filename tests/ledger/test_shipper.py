@@ -239,3 +239,13 @@ def test_a_record_postgres_would_refuse_does_not_stall_the_ledger(
             await client.aclose()
 
     run(scenario)
+
+
+def test_asyncpg_internal_client_errors_are_connection_failures() -> None:
+    """Issue 23 item 18: at a Postgres shutdown asyncpg raised ``InternalClientError``, which
+    the shipper logged as "unexpected" and did not count in gateway_ledger_failures_total."""
+    from gateway.ledger.db import ERRORS
+    from gateway.ledger.shipper import RETRIED
+
+    for error in (asyncpg.InternalClientError, asyncpg.exceptions.ProtocolError):
+        assert issubclass(error, ERRORS) and issubclass(error, RETRIED)
