@@ -18,6 +18,7 @@ from starlette.middleware import Middleware
 from gateway.config.demo import uses_demo
 from gateway.config.model import Config
 from gateway.config.runtime import Runtime
+from gateway.control.id_keys import IdKeys
 from gateway.control.plane import ControlPlane
 from gateway.control.reload import Reloader
 from gateway.control.secrets_at_rest import SecretBox
@@ -200,7 +201,10 @@ def build_gateway(
         shared_open=shared.is_open if shared else None,
     )
     stats = kept.stats or ProviderStats()
-    stored_keys = StoredKeys.create(SecretBox.from_env())  # sealed system and user keys
+    box = SecretBox.from_env()
+    ids = IdKeys(box.id_key if box else None)  # keyed config-key ids and log user hashes
+    ids.warn_if_unkeyed()
+    stored_keys = StoredKeys.create(box)  # sealed system and user keys
     stored_keys = kept.stored_keys or stored_keys
     credentials = Credentials(stored_keys.pool, stored_keys.users)
     attempter = Attempter(
@@ -211,13 +215,13 @@ def build_gateway(
         [
             RequestMetrics(metrics, breakers, stats),
             Billing(meter),
-            AccessLog(log_bodies=runtime.log_bodies),
+            AccessLog(log_bodies=runtime.log_bodies, ids=ids),
         ]
     )
     control = kept.control or ControlPlane(store, clock=clock)
     if kept.control is None:  # a reload keeps the subscription
         stored_keys.follow(control)
-    keyring = KeyRing(config, control, clock)
+    keyring = KeyRing(config, control, clock, reuse.keyring.throttle if reuse else None, ids)
     video_jobs = VideoJobs(
         config, upstream, meter, job_store_for(store), clock=clock, keys=credentials
     )

@@ -129,3 +129,9 @@ class ServerShuttingDown(GatewayError):
 def sse_error_event(error: GatewayError) -> bytes:
     """The in-band error for a stream that already started, then the end marker."""
     return b"data: " + orjson.dumps(error.body()) + b"\n\ndata: [DONE]\n\n"
+
+
+class TooManyFailedAttempts(GatewayError):
+    """Too many wrong credentials from one address or for one credential prefix."""
+
+    status, type, code, label = 429, "rate_limit_error", "too_many_failed_attempts", "auth_throttle"

@@ -29,7 +29,7 @@ def _caller(request: Request, gateway: Services) -> tuple[str, Tier]:
         tier = gateway.config.tiers.get(session["tier"])
         if tier is not None:
             return session["user"], tier
-    principal = gateway.keyring.authenticate(request.headers)
+    principal = gateway.keyring.authenticate(request.headers, request.scope)
     return principal.user, principal.tier
 
 

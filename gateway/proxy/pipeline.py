@@ -100,7 +100,7 @@ class Pipeline:
 
     async def _serve(self, request: Request, ctx: RequestContext, inbound: Inbound | None) -> Reply:
         endpoint = ctx.endpoint
-        principal = ctx.principal = self._keyring.authenticate(request.headers)
+        principal = ctx.principal = self._keyring.authenticate(request.headers, request.scope)
         incoming = await read_incoming(request, endpoint, self._config.settings.max_body_bytes)
         if inbound is not None:
             incoming = await inbound(incoming, principal)
