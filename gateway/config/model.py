@@ -42,6 +42,12 @@ class Upstream:
     api_key_env: str | None = None  # the variable names, for start-up lines and `gateway check`
     base_url_env: str | None = None
 
+    @property
+    def takes_key(self) -> bool:
+        """The upstream authenticates with a key from its config (a caller's own key only
+        counts as BYOK here; a keyless one, e.g. a local model, also takes stored keys)."""
+        return self.requires_key or self.api_key is not None
+
 
 # The provider APIs an upstream may speak: OpenAI-compatible (relayed as is), Anthropic's
 # Messages API (translated), and the video job APIs.
@@ -205,6 +211,15 @@ class Alerts:
 
 
 @dataclass(frozen=True)
+class ContentUrlPolicy:
+    """Which URLs chosen by a video upstream (its finished file) the gateway may fetch or
+    redirect to (``providers/content_fetch.py``)."""
+
+    hosts: frozenset[str] = frozenset()  # empty: any public host; ``*.domain``: its subdomains
+    allow_insecure: bool = False  # http and non-public addresses too: local testing only
+
+
+@dataclass(frozen=True)
 class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     model_source_indicator: bool = False
@@ -225,6 +240,8 @@ class Settings:
     readiness: str = "strict"  # or "lenient"
     # Responses API answers kept for previous_response_id and GET /v1/responses/{id}
     responses_ttl_s: int = 30 * 86400
+    video_content: ContentUrlPolicy = field(default_factory=ContentUrlPolicy)
+    max_open_video_jobs: int = 20  # per user: each open job is polled upstream
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from starlette.routing import Route
 from gateway.http.responses import json_response
 from gateway.http.services import Services, services
 from gateway.providers.bodies import body_chunks
-from gateway.proxy.video_jobs import VideoJobs, public
+from gateway.proxy.video_jobs import VideoJobs
+from gateway.proxy.video_records import public
 
 
 class WithVideos(Services, Protocol):

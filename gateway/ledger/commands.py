@@ -48,13 +48,15 @@ async def ship_forever(settings: LedgerSettings, redis: Any) -> None:
 
 def records_reader(
     settings: LedgerSettings,
-) -> Callable[[str | None, float, float], Awaitable[list[dict[str, Any]]]]:
+) -> Callable[..., Awaitable[list[dict[str, Any]]]]:
     """A one-shot reader of the ledger's records (for ``gateway usage export``)."""
 
-    async def read(user: str | None, start: float, end: float) -> list[dict[str, Any]]:
+    async def read(
+        user: str | None, start: float, end: float, skip: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         database = Database(settings.database_url or "", size=1)
         try:
-            return await read_records(database, user, start, end)
+            return await read_records(database, user, start, end, skip=skip, limit=limit)
         finally:
             await database.aclose()
 

@@ -65,9 +65,10 @@ class Shipper:
         self._days: set[dt.date] = set()
         self._claim_cursor = "0-0"
         self._retry: list[stream.Entry] = []  # a batch read but not yet acknowledged
-        # -inf: the first step is due for both (time.monotonic() may start near 0 at boot)
+        # -inf, not 0: time.monotonic() counts from boot, so on a host up for less than
+        # MAINTENANCE_S a 0 put the first migration off until then (no tables: every insert failed)
         self._upkept = float("-inf")
-        self._claimed = 0.0
+        self._claimed = float("-inf")
         self._grouped = False  # the consumer group is known to exist
         self._maintained = float("-inf")
         self.lag: int | None = None  # last measured; None before the first measure

@@ -18,6 +18,7 @@ from gateway.metering.scripts import INDEX_TTL_S, SETTLED_MARK_S
 from gateway.metering.store import (
     AUDIT_LOGS,
     AuditLog,
+    ControlChange,
     Counter,
     Lease,
     LeaseEnd,
@@ -171,6 +172,9 @@ class MemoryStore:
     async def control_version(self) -> int:
         return self._control_version
 
+    async def control_read(self, kind: str, id: str) -> bytes | None:
+        return self._control.get(kind, {}).get(id)
+
     async def control_write(
         self,
         kind: str,
@@ -205,7 +209,7 @@ class MemoryStore:
         page = [(str(i), entry) for i, entry in reversed(entries) if i < limit]
         return page[:count]
 
-    def control_changes(self) -> AsyncIterator[int] | None:
+    def control_changes(self) -> AsyncIterator[ControlChange] | None:
         return None  # one process: the writer's own snapshot is refreshed by ``put``
 
     async def ping(self) -> None:

@@ -108,7 +108,7 @@ class Meter(MeterReads, MeterStatus):
         self._flush_task: asyncio.Task[None] | None = None
         self._webhook_task: asyncio.Task[None] | None = None
         # set by the app when the ledger (gateway/ledger/) holds the records: any date range
-        self.records_reader: Callable[[str | None, float, float], Awaitable[Any]] | None = None
+        self.records_reader: Callable[..., Awaitable[Any]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -88,7 +88,9 @@ class KeyRing:
             entry = _Stored(key.key_sha256, key.user, config.tiers[key.tier], key_id)
             self._static.setdefault(key.key_sha256[:PREFIX], []).append(entry)
         self._by_prefix = self._static
-        self._by_id = _by_id(self._static)
+        self._static_by_id = _by_id(self._static)  # config key id → its entries
+        self._prefixes: dict[str, set[str]] = {}  # run-time key id → the prefixes it is under
+        self._indexed: Snapshot | None = None
         self.last_used: dict[str, float] = {}  # run-time key id → when it last authenticated
         self._flushed: dict[str, float] = {}
         self._control = control
@@ -133,7 +135,13 @@ class KeyRing:
     def by_reference(self, key_id: str, matches: Callable[[str], bool]) -> Principal:
         """The key ``key_id`` whose secret's digest ``matches`` (a dashboard session's keyed
         reference), checked as ``authenticate`` checks it: gone, expired or rotated out → 401."""
-        for stored in self._by_id.get(key_id, ()):
+        candidates = self._static_by_id.get(key_id) or [
+            stored
+            for prefix in self._prefixes.get(key_id, ())
+            for stored in self._by_prefix.get(prefix, ())
+            if stored.key_id == key_id
+        ]
+        for stored in candidates:
             if matches(stored.sha256):
                 return self._principal(stored, None)
         raise Unauthorized("Invalid API key.")
@@ -155,16 +163,48 @@ class KeyRing:
         return Principal(key.user, stored.tier, key.id, byok_key, key.models, key.limits)
 
     def _index(self, snapshot: Snapshot) -> None:
-        """Rebuild the lookup from the config's keys and the snapshot's (swapped whole)."""
+        """Follow the snapshot: a change of one run-time key re-indexes that key alone; any
+        other snapshot (a whole reload) rebuilds the lookup and swaps it whole."""
+        previous, self._indexed = self._indexed, snapshot
+        change = snapshot.change
+        if previous is not None and change is not None and previous.version + 1 == snapshot.version:
+            kind, key_id = change
+            if kind == runtime_keys.KIND:
+                self._reindex(key_id, snapshot.kind(kind).get(key_id))
+            return
         found = {prefix: list(entries) for prefix, entries in self._static.items()}
+        prefixes: dict[str, set[str]] = {}
         for entry in runtime_keys.entries(snapshot.kind(runtime_keys.KIND)):
-            tier = self._config.tiers.get(entry.key.tier)
-            if tier is None:
-                continue  # a tier no longer in the config: the key cannot be used
-            key = entry.key
-            stored = _Stored(entry.sha256, key.user, tier, key.id, key, entry.until)
-            found.setdefault(entry.sha256[:PREFIX], []).append(stored)
-        self._by_prefix, self._by_id = found, _by_id(found)
+            stored = self._stored(entry)
+            if stored is not None:
+                found.setdefault(entry.sha256[:PREFIX], []).append(stored)
+                prefixes.setdefault(entry.key.id, set()).add(entry.sha256[:PREFIX])
+        self._by_prefix, self._prefixes = found, prefixes
+
+    def _reindex(self, key_id: str, document: Mapping[str, object] | None) -> None:
+        """Replace one run-time key's entries (none: deleted). Each touched prefix gets a new
+        list, so a lookup in progress never sees one half changed."""
+        added = runtime_keys.entries({key_id: document}) if document is not None else []
+        for prefix in self._prefixes.pop(key_id, ()):
+            kept = [
+                s for s in self._by_prefix.get(prefix, ()) if s.key is None or s.key.id != key_id
+            ]
+            if kept:
+                self._by_prefix[prefix] = kept
+            else:
+                self._by_prefix.pop(prefix, None)
+        for entry in added:
+            stored = self._stored(entry)
+            if stored is not None:
+                prefix = entry.sha256[:PREFIX]
+                self._by_prefix[prefix] = [*self._by_prefix.get(prefix, ()), stored]
+                self._prefixes.setdefault(key_id, set()).add(prefix)
+
+    def _stored(self, entry: runtime_keys.Entry) -> _Stored | None:
+        tier = self._config.tiers.get(entry.key.tier)
+        if tier is None:
+            return None  # a tier no longer in the config: the key cannot be used
+        return _Stored(entry.sha256, entry.key.user, tier, entry.key.id, entry.key, entry.until)
 
     async def flush_last_used(self) -> None:
         """Write the keys used since the last flush (a background job, never per request)."""

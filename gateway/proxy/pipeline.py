@@ -27,7 +27,7 @@ from gateway.proxy.listeners import Listeners
 from gateway.proxy.meter_request import meter_request
 from gateway.proxy.reply import Reply, error_reply
 from gateway.proxy.rollout import Rollout
-from gateway.proxy.routing import VIDEOS, Endpoint, resolve
+from gateway.proxy.routing import VIDEOS, Endpoint, resolve, within_allow_list
 from gateway.proxy.tags import request_tags
 from gateway.proxy.video_jobs import VideoJobs
 
@@ -112,7 +112,11 @@ class Pipeline:
         plan, ctx.rollout = self._rollout.apply(principal.tier, plan, principal.user)
         if self._flags is not None:
             plan, ctx.indicators = self._flags.apply(principal, plan)
+        if principal.models is not None:  # a key's allow-list holds for the fallbacks too
+            plan = within_allow_list(plan, principal.models, incoming.model)
         ctx.plan = plan
+        if endpoint is VIDEOS and self._videos is not None:
+            await self._videos.check_room(principal.user)
         use = None
         if self._cache is not None:  # caching off: one dict and one header lookup
             policies, settings = principal.tier.cache, self._config.cache

@@ -178,7 +178,7 @@ async def _analytics_context(request: Request, params: Any = None) -> dict[str, 
     flt = rollup_window(usage_filter(query, now), now)
     groups, bucket = group_and_bucket({"group_by": query.get("group_by") or "model", **query})
     shown = {k: v for k, v in dict(query).items() if v and k != "cursor"}
-    cursor = records_cursor(query)
+    cursor = records_cursor(query, gateway.analytics.source)
     context = await analytics_view(gateway.analytics, flt, groups[:1] or ["model"], bucket, cursor)
     context.update(
         params=shown,
