@@ -326,12 +326,12 @@ class Meter(MeterReads, MeterStatus):
         return ended
 
     async def _sweep_leases(self) -> None:
-        while True:
-            await asyncio.sleep(self._sweep_interval_s)
+        while True:  # the first at start: a restarted worker's expired leases come back now
             try:
                 await self.sweep_leases()
             except Exception:
                 logger.exception("metering: lease sweep failed")
+            await asyncio.sleep(self._sweep_interval_s)
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:
