@@ -12,6 +12,7 @@ exactly the filtered records, oldest first, up to ``EXPORT_MAX``.
 from __future__ import annotations
 
 import io
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -177,24 +178,39 @@ async def every_record(source: Analytics, flt: UsageFilter, most: int) -> list[d
 
 
 def to_xlsx(found: Iterable[Mapping[str, Any]]) -> bytes:
-    """One sheet: the CSV export's header row and columns, numbers as numbers."""
+    """One sheet: the CSV export's header row and columns, numbers as numbers and every text
+    as text (never a formula or a link, whatever it starts with)."""
     out = io.BytesIO()
-    book = xlsxwriter.Workbook(out, {"in_memory": True, "strings_to_numbers": False})
+    options = {
+        "in_memory": True,
+        "strings_to_numbers": False,
+        "strings_to_formulas": False,
+        "strings_to_urls": False,
+    }
+    book = xlsxwriter.Workbook(out, options)
     sheet = book.add_worksheet("usage")
-    sheet.write_row(0, 0, COLUMNS)
+    for column, name in enumerate(COLUMNS):
+        sheet.write_string(0, column, name)
     for row, record in enumerate(found, start=1):
-        sheet.write_row(row, 0, [_cell(record.get(column)) for column in COLUMNS])
+        for column, name in enumerate(COLUMNS):
+            value = _cell(record.get(name))
+            if isinstance(value, str):
+                sheet.write_string(row, column, value)
+            else:
+                sheet.write_number(row, column, value)
     book.close()
     return out.getvalue()
 
 
-def _cell(value: Any) -> Any:
+def _cell(value: Any) -> str | int | float:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float | str):
+    if isinstance(value, int | float) and math.isfinite(value):
         return value
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
     return str(value)
 
 

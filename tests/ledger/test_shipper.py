@@ -207,6 +207,7 @@ def test_migrations_apply_once(database_url: str) -> None:
                 "0001_usage_ledger.sql",
                 "0002_usage_daily_models.sql",
                 "0003_hourly_and_user_indexes.sql",
+                "0004_record_ids.sql",
             ]
             assert await migrate.upgrade(conn) == []
             assert await migrate.pending(conn) == []
