@@ -13,6 +13,7 @@ import hmac
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.config.model import Config, Tier
 from gateway.control import keys as runtime_keys
@@ -36,6 +37,7 @@ class Principal:
     byok_key: Secret | None = None
     models: frozenset[str] | None = None  # a run-time key's allow-list (None: any)
     limits: KeyLimits | None = None  # a run-time key's own limits
+    batch: str | None = None  # the batch a request runs for (priced at the batch price)
 
     @property
     def byok(self) -> bool:
@@ -58,6 +60,12 @@ class _Stored:
     tier: Tier
     key: runtime_keys.VirtualKey | None = None  # None: a config key
     until: float | None = None  # an old secret's end of grace
+
+
+class Authenticator(Protocol):
+    """What the pipeline authenticates with: the ``KeyRing``, or a batch's owner."""
+
+    def authenticate(self, headers: Mapping[str, str]) -> Principal: ...
 
 
 class KeyRing:
@@ -102,6 +110,16 @@ class KeyRing:
                     return Principal(stored.user, stored.tier, digest[:12], byok_key)
                 return self._runtime(stored, stored.key, byok_key)
         raise Unauthorized("Invalid API key.")
+
+    def by_digest(self, digest: str) -> Principal:
+        """The principal of the key whose sha256 is ``digest``, checked as ``authenticate``
+        checks a presented key (a batch re-checks its owner's key before every line)."""
+        for stored in self._by_prefix.get(digest[:PREFIX], ()):
+            if hmac.compare_digest(stored.sha256, digest):
+                if stored.key is None:
+                    return Principal(stored.user, stored.tier, digest[:12])
+                return self._runtime(stored, stored.key, None)
+        raise Unauthorized("The API key that created this batch is no longer valid.")
 
     def _runtime(
         self, stored: _Stored, key: runtime_keys.VirtualKey, byok_key: Secret | None
