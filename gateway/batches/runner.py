@@ -73,6 +73,7 @@ class Runner:
         self._inputs: dict[str, list[BatchLine]] = {}
         self._beat = 0.0
         self._claimed: dict[str, float] = {}
+        self._slot_freed = asyncio.Event()  # a line ended: look for work without waiting
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="batch-runner")
@@ -99,7 +100,9 @@ class Runner:
                     log.exception("batches: the runner's step failed (%d in a row)", failures)
                 worked = False
             if not worked:
-                await asyncio.sleep(self._settings.poll_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_freed.wait(), self._settings.poll_s)
+                self._slot_freed.clear()
 
     async def step(self) -> bool:
         """One look at every active batch; True if lines were taken."""
@@ -154,6 +157,7 @@ class Runner:
             self._lines.discard(finished)
             self._running.discard((record.id, entry.line))
             self._per_owner[record.owner] -= 1
+            self._slot_freed.set()
 
         task.add_done_callback(done)
 
