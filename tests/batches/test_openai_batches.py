@@ -189,3 +189,36 @@ def test_bad_input_is_refused_and_nothing_runs(
         api.files.content(theirs.id)
     assert api.batches.list().data == []
     assert upstream.requests == []
+
+
+def test_a_quota_refused_line_pauses_the_batch_instead_of_failing_the_rest(
+    start_gateway: StartGateway,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    upstream: MockUpstream,
+) -> None:
+    monkeypatch.setenv("GATEWAY_FILES_DIR", str(tmp_path / "files"))
+    quotas = {"text_generation": {"requests_per_day": 3}}
+    gateway = start_gateway({"free": {"routes": DEFAULT_ROUTES, "quotas": quotas}})
+    api = client(gateway)
+    lines = [chat_line(f"q-{n}") for n in range(6)]
+    uploaded = api.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
+    batch = api.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+
+    def paused() -> Any:
+        found = api.batches.retrieve(batch.id)
+        return found if (found.metadata or {}).get("gateway_paused") else None
+
+    found = wait_for(paused, "the batch to pause")
+    assert found.status == "in_progress"
+    assert "quota" in found.metadata["gateway_paused"]
+    assert found.request_counts is not None
+    assert (found.request_counts.completed, found.request_counts.failed) == (3, 0)
+    time.sleep(0.5)
+    assert len(upstream.requests) == 3
+    assert api.batches.cancel(batch.id).status == "cancelling"
+    done = finished(api, batch.id)
+    assert done.status == "cancelled"
+    assert done.request_counts is not None and done.request_counts.completed == 3
