@@ -1,5 +1,6 @@
-"""A batch's end: once its lines are answered (or it was stopped and nothing is in flight),
-one replica writes the output and error files and the final record.
+"""A batch's end: the output and error files and the final record, written by one replica.
+
+A batch ends once its lines are answered, or once it was stopped and nothing is in flight.
 
 The replica that wins the store's ``set_once`` mark finalizes; the files' ids come from the
 batch's id, so a finalization cut short and run again later rewrites the same files.

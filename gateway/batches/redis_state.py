@@ -1,6 +1,8 @@
-"""``BatchState`` in Redis, shared by the replicas: one stream per batch read through one
-consumer group, as the ledger's shipper reads the usage stream (``gateway.ledger.stream``):
-XREADGROUP for new entries, XAUTOCLAIM for a dead consumer's, XACK once a line is answered.
+"""``BatchState`` in Redis, shared by the replicas.
+
+One stream per batch, read through one consumer group, as the ledger's shipper reads the
+usage stream (``gateway.ledger.stream``): XREADGROUP for new entries, XAUTOCLAIM for a dead
+consumer's, XACK once a line is answered.
 
 Every key of a batch carries the hash tag ``{b:<id>}`` (one Cluster slot), so ``begin`` and
 ``finish`` are single scripts: the check and the write of a line are atomic.

@@ -1,5 +1,6 @@
-"""Each replica's batch runner: takes lines from the shared queue, runs them through the
-gateway's own pipeline, writes each result once, and finalizes batches whose lines are done.
+"""Each replica's batch runner: lines from the shared queue through the gateway's pipeline.
+
+It writes each result once and finalizes the batches whose lines are done.
 
 Lines in flight are bounded per replica (``concurrency``) and per owner
 (``user_concurrency``), so interactive traffic keeps the upstream capacity it needs. A line

@@ -1,5 +1,6 @@
-"""Per-line progress of the running batches, shared by every replica: the port and its
-in-process form (one process, no Redis); ``redis_state`` is the shared one.
+"""Per-line progress of the running batches: the port and its in-process form.
+
+The in-process form serves one process without Redis; ``redis_state`` is the shared one.
 
 The lines to run are queue entries (``Entry``: the line's index in the input). A replica
 ``begin``s a line before sending it, which names it as the line's runner, and ``finish``es it

@@ -187,10 +187,8 @@ def _price(node: Node) -> Price:
 
 def _tier(name: str, node: Node, models: Mapping[str, Model]) -> Tier:
     node.mapping(
-        {
-            "routes", "max_tokens", "quotas", "budget", "tier_budget", "on_exhausted", "cache",
-            "batch_price_percent",
-        },
+        {"routes", "max_tokens", "quotas", "budget", "tier_budget", "on_exhausted", "cache"}
+        | {"batch_price_percent"},
         {"routes"},
     )
     routes: dict[str, tuple[Model, ...]] = {}

@@ -15,7 +15,7 @@ LEVELS: tuple[tuple[str, ...], ...] = (
     ("metering", "providers"),
     ("control", "ledger"),
     ("proxy",),
-    ("observe",),
+    ("observe", "batches"),
     ("http",),
     ("ui",),
     ("app",),
