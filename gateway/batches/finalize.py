@@ -16,11 +16,12 @@ import orjson
 from gateway.batches.catalog import Catalog
 from gateway.batches.files import Files
 from gateway.batches.jsonl import parse_lines
-from gateway.batches.records import BatchRecord, Progress
+from gateway.batches.records import BatchRecord, LineError, Progress
 from gateway.batches.state import BatchState
 from gateway.metering.store import Store
 
 FINALIZE_LEASE_S = 300  # another replica may finalize after this (a finalizer that died)
+VALIDATING_TIMEOUT_S = 600  # a batch still validating this long lost its creator
 
 
 class Finalizer:
@@ -44,6 +45,11 @@ class Finalizer:
         if record.status in ("completed", "failed", "expired", "cancelled"):
             await self._catalog.deactivate(record)
             return True
+        if record.status == "validating":  # its creator died before queueing every line
+            if now - record.created_at >= VALIDATING_TIMEOUT_S:
+                await self._fail_stuck(record)
+                return True
+            return False
         stop = progress.stop
         if stop is None and record.status == "in_progress" and now >= record.expires_at:
             await self._state.set_flags(record.id, {"stop": "expired"})
@@ -88,6 +94,17 @@ class Finalizer:
         )  # fmt: skip
         await self._catalog.put_batch(final)
         await self._catalog.deactivate(final)
+        await self._state.forget(record.id)
+
+    async def _fail_stuck(self, record: BatchRecord) -> None:
+        error = LineError(
+            "batch_creation_interrupted",
+            "The gateway replica creating this batch stopped before it was queued; no request "
+            "ran. Create the batch again.",
+        )
+        failed = record.moved("failed", int(self._clock()), errors=(error,), final_counts=(0, 0, 0))
+        await self._catalog.put_batch(failed)
+        await self._catalog.deactivate(failed)
         await self._state.forget(record.id)
 
     async def _expired_lines(self, record: BatchRecord, answered: set[int]) -> list[bytes]:

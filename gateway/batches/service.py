@@ -93,10 +93,10 @@ class Batches:
             expires_at=now + COMPLETION_WINDOWS[window], total=len(lines), metadata=metadata,
         )  # fmt: skip
         await self.catalog.put_batch(record)
+        await self.catalog.activate(record)  # a creator dying from here on: see the finalizer
         await self.state.enqueue(record.id, len(lines))
         record = record.moved("in_progress", int(self._clock()))
         await self.catalog.put_batch(record)
-        await self.catalog.activate(record)
         return record
 
     async def get(self, owner: str, batch_id: str) -> tuple[BatchRecord, Progress]:
