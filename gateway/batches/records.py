@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -111,7 +111,6 @@ class Progress:
     stop: str | None = None  # "cancelled" | "expired": no new lines start
     paused_until: float = 0.0  # a quota refused a line: no new lines start before this
     pause_reason: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def public_batch(record: BatchRecord, progress: Progress, now: float) -> dict[str, Any]:

@@ -191,15 +191,21 @@ def test_bad_input_is_refused_and_nothing_runs(
     assert upstream.requests == []
 
 
+@pytest.mark.parametrize("store", ["memory", "redis"])
 def test_a_quota_refused_line_pauses_the_batch_instead_of_failing_the_rest(
+    store: str,
+    request: pytest.FixtureRequest,
     start_gateway: StartGateway,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     upstream: MockUpstream,
 ) -> None:
     monkeypatch.setenv("GATEWAY_FILES_DIR", str(tmp_path / "files"))
+    runtime = Runtime()
+    if store == "redis":
+        runtime = Runtime(redis_url=request.getfixturevalue("redis").url)
     quotas = {"text_generation": {"requests_per_day": 3}}
-    gateway = start_gateway({"free": {"routes": DEFAULT_ROUTES, "quotas": quotas}})
+    gateway = start_gateway({"free": {"routes": DEFAULT_ROUTES, "quotas": quotas}}, runtime=runtime)
     api = client(gateway)
     lines = [chat_line(f"q-{n}") for n in range(6)]
     uploaded = api.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
