@@ -228,3 +228,19 @@ def test_a_quota_refused_line_pauses_the_batch_instead_of_failing_the_rest(
     done = finished(api, batch.id)
     assert done.status == "cancelled"
     assert done.request_counts is not None and done.request_counts.completed == 3
+
+
+def test_the_users_dashboard_page_lists_their_batches(gateway: RunningGateway) -> None:
+    api = client(gateway)
+    uploaded = api.files.create(file=("in.jsonl", jsonl([chat_line("ui")])), purpose="batch")
+    batch = api.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    finished(api, batch.id)
+    with httpx.Client(base_url=gateway.url, timeout=10) as http:
+        assert http.post("/ui/login", data={"token": gateway.key()}).status_code == 303
+        page = http.get("/ui/me").text
+    assert batch.id in page and "completed" in page
+    with httpx.Client(base_url=gateway.url, timeout=10) as http:
+        http.post("/ui/login", data={"token": gateway.key("pro")})
+        assert batch.id not in http.get("/ui/me").text
