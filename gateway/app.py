@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -21,6 +22,7 @@ from gateway.batches.settings import BatchSettings
 from gateway.config.demo import uses_demo
 from gateway.config.model import Config
 from gateway.config.runtime import Runtime
+from gateway.control.id_keys import IdKeys
 from gateway.control.plane import ControlPlane
 from gateway.control.reload import Reloader
 from gateway.control.secrets_at_rest import SecretBox
@@ -38,6 +40,7 @@ from gateway.http import (
     me_keys,
     models,
     ops,
+    protocols,
     videos,
 )
 from gateway.http import analytics as usage_analytics
@@ -46,8 +49,7 @@ from gateway.http.asgi import GatewayApp
 from gateway.http.body_limit import BodyLimit
 from gateway.http.dispatch import Dispatch
 from gateway.http.errors import EXCEPTION_HANDLERS
-from gateway.ledger.analytics import PostgresAnalytics
-from gateway.ledger.service import Ledger
+from gateway.http.protocols import protocol_bridges
 from gateway.ledger.settings import LedgerSettings
 from gateway.metering import Meter, Store, create_store
 from gateway.metering.analytics import RedisAnalytics
@@ -74,6 +76,10 @@ from gateway.proxy.shared_health import SharedHealth
 from gateway.proxy.video_jobs import ADOPT_AFTER_S, POLL_INTERVAL_S, VideoJobs
 from gateway.ui import pages as ui_pages
 from gateway.ui.session import SessionLoader, Sessions
+
+if TYPE_CHECKING:  # the ledger's modules need asyncpg (the postgres extra): imported if configured
+    from gateway.ledger.analytics import PostgresAnalytics
+    from gateway.ledger.service import Ledger
 
 log = logging.getLogger("gateway")
 STORE_CLOSE_TIMEOUT_S = 5.0
@@ -108,6 +114,8 @@ class Gateway:
         """Usage totals from the rollups and filtered records (the dashboard's reads): from
         the ledger when DATABASE_URL is set (any range), else from Redis (recent records)."""
         if self.ledger is not None:
+            from gateway.ledger.analytics import PostgresAnalytics
+
             return PostgresAnalytics(self.ledger.database)
         return RedisAnalytics(self.store, self.clock)
 
@@ -132,7 +140,7 @@ def create_app(
     gateway.videos.adopt_after_s = video_adopt_after_s
     app = GatewayApp(
         gateway.pipeline,
-        Dispatch(config.passthrough),
+        Dispatch(config.passthrough, protocol_bridges(gateway.store, config)),
         routes=[
             *ops.routes(),
             *models.routes(),
@@ -147,6 +155,7 @@ def create_app(
             *ui_pages.routes(),
             *files.routes(),
             *batches.routes(),
+            *protocols.routes(),
             *videos.routes(),  # before proxied's 405 for GET /v1/videos
             *proxied.routes(),
         ],
@@ -205,7 +214,10 @@ def build_gateway(
         shared_open=shared.is_open if shared else None,
     )
     stats = kept.stats or ProviderStats()
-    stored_keys = StoredKeys.create(SecretBox.from_env())  # sealed system and user keys
+    box = SecretBox.from_env()
+    ids = IdKeys(box.id_key if box else None)  # keyed config-key ids and log user hashes
+    ids.warn_if_unkeyed()
+    stored_keys = StoredKeys.create(box)  # sealed system and user keys
     stored_keys = kept.stored_keys or stored_keys
     credentials = Credentials(stored_keys.pool, stored_keys.users)
     attempter = Attempter(
@@ -216,13 +228,13 @@ def build_gateway(
         [
             RequestMetrics(metrics, breakers, stats),
             Billing(meter),
-            AccessLog(log_bodies=runtime.log_bodies),
+            AccessLog(log_bodies=runtime.log_bodies, ids=ids),
         ]
     )
     control = kept.control or ControlPlane(store, clock=clock)
     if kept.control is None:  # a reload keeps the subscription
         stored_keys.follow(control)
-    keyring = KeyRing(config, control, clock)
+    keyring = KeyRing(config, control, clock, reuse.keyring.throttle if reuse else None, ids)
     video_jobs = VideoJobs(
         config, upstream, meter, job_store_for(store), clock=clock, keys=credentials
     )
@@ -295,7 +307,7 @@ def reload_app(app: GatewayApp, config: Config) -> None:
             new.__dict__[name] = value
     old.meter.reconfigure(config)
     app.state.gateway = new
-    app.swap_lane(new.pipeline, Dispatch(config.passthrough))
+    app.swap_lane(new.pipeline, Dispatch(config.passthrough, protocol_bridges(new.store, config)))
 
 
 def _ledger(
@@ -304,6 +316,8 @@ def _ledger(
     """The ledger when DATABASE_URL is set; usage reads then go to it."""
     if not settings.enabled:
         return None
+    from gateway.ledger.service import Ledger
+
     redis = store if isinstance(store, RedisStore) else None
     ledger = Ledger(settings, redis, metrics.registry)
     meter.records_reader = ledger.records

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -34,7 +35,9 @@ class OwnerKeys:
     def __init__(self, keyring: KeyRing) -> None:
         self._keyring = keyring
 
-    def authenticate(self, headers: Mapping[str, str]) -> Principal:
+    def authenticate(
+        self, headers: Mapping[str, str], scope: Mapping[str, Any] | None = None
+    ) -> Principal:
         principal = self._keyring.by_digest(headers[OWNER_HEADER])
         return dataclasses.replace(principal, batch=headers[BATCH_HEADER])
 

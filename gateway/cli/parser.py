@@ -9,6 +9,7 @@ from typing import Any
 from gateway import cli_admin, cli_control
 from gateway.cli import secrets
 from gateway.cli.base import CONFIG_DIR_ENV, Parser
+from gateway.cli.tls_options import add_tls_options
 from gateway.http.serve_guard import ReadDeadlines
 
 BUILT_IN = ("serve", "check", "usage", "schema", "db", "ledger")
@@ -108,6 +109,7 @@ def _add_serve(commands: Any) -> argparse.ArgumentParser:
         default=defaults.body_idle_s,
         help="longest pause between reads of a request's body, in seconds",
     )
+    add_tls_options(serve)
     return serve
 
 

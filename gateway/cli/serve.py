@@ -15,6 +15,7 @@ import socket
 import tempfile
 
 from gateway.cli.base import StartupFailed, UsageError, check_environment, load_config
+from gateway.cli.tls_options import tls_options
 from gateway.http.serve_guard import GuardedConfig, ReadDeadlines
 from gateway.observe.metrics import MULTIPROC_ENV
 from gateway.secret import Secret
@@ -87,7 +88,7 @@ def _serve_on(sock: socket.socket, args: argparse.Namespace) -> bool:
         loop="uvloop",
         ws="none",  # the gateway serves no websockets
         access_log=False,
-        proxy_headers=False,  # client addresses are never used; saves a middleware layer
+        **tls_options(args),
         server_header=False,
         log_config=None,
         timeout_graceful_shutdown=int(config.settings.shutdown_grace_s),

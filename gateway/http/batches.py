@@ -23,7 +23,7 @@ ENDPOINTS = {"/v1/chat/completions": CHAT, "/v1/embeddings": EMBEDDINGS}
 
 async def create(request: Request) -> Response:
     gateway: WithBatches = services(request)  # type: ignore[assignment]
-    principal = gateway.keyring.authenticate(request.headers)
+    principal = gateway.keyring.authenticate(request.headers, request.scope)
     try:
         fields = parse_json_body(await request.body())
     except ClientDisconnect:
@@ -44,21 +44,21 @@ async def create(request: Request) -> Response:
 
 async def retrieve(request: Request) -> Response:
     gateway: WithBatches = services(request)  # type: ignore[assignment]
-    owner = gateway.keyring.authenticate(request.headers).user
+    owner = gateway.keyring.authenticate(request.headers, request.scope).user
     record, progress = await gateway.batches.get(owner, request.path_params["batch_id"])
     return json_response(public_batch(record, progress, gateway.clock()))
 
 
 async def cancel(request: Request) -> Response:
     gateway: WithBatches = services(request)  # type: ignore[assignment]
-    owner = gateway.keyring.authenticate(request.headers).user
+    owner = gateway.keyring.authenticate(request.headers, request.scope).user
     record, progress = await gateway.batches.cancel(owner, request.path_params["batch_id"])
     return json_response(public_batch(record, progress, gateway.clock()))
 
 
 async def list_batches(request: Request) -> Response:
     gateway: WithBatches = services(request)  # type: ignore[assignment]
-    owner = gateway.keyring.authenticate(request.headers).user
+    owner = gateway.keyring.authenticate(request.headers, request.scope).user
     found = await gateway.batches.list(owner)
     page, has_more = paged(request, [record.id for record, _ in found], LIST_LIMIT_MAX, 20)
     now = gateway.clock()

@@ -36,7 +36,7 @@ class WithBatches(Services, Protocol):
 def parts(request: Request) -> tuple[str, Batches]:
     """The caller (authenticated) and the batches service."""
     gateway: WithBatches = services(request)  # type: ignore[assignment]
-    return gateway.keyring.authenticate(request.headers).user, gateway.batches
+    return gateway.keyring.authenticate(request.headers, request.scope).user, gateway.batches
 
 
 async def upload(request: Request) -> Response:

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
+from gateway.control.id_keys import IdKeys
 from gateway.proxy.context import RequestContext
 
 ACCESS_LOG = "gateway.access"
 
 
 class AccessLog:
-    """No prompts or keys: the user is hashed; bodies only when ``log_bodies`` (debugging)."""
+    """No prompts or keys: the user is a keyed hash; bodies only when ``log_bodies`` (debugging)."""
 
-    def __init__(self, *, log_bodies: bool = False) -> None:
+    def __init__(self, *, log_bodies: bool = False, ids: IdKeys | None = None) -> None:
         self._log = logging.getLogger(ACCESS_LOG)
         self._log_bodies = log_bodies
+        self._ids = ids or IdKeys()
 
     def started(self, ctx: RequestContext) -> None:
         pass
@@ -27,19 +28,19 @@ class AccessLog:
     def finished(self, ctx: RequestContext) -> None:
         if not self._log.isEnabledFor(logging.INFO):
             return
-        fields = log_fields(ctx)
+        fields = log_fields(ctx, self._ids)
         if self._log_bodies and ctx.debug_body is not None:
             fields["body"] = ctx.debug_body
         self._log.info("request", extra={"fields": fields})
 
 
-def log_fields(ctx: RequestContext) -> dict[str, Any]:
+def log_fields(ctx: RequestContext, ids: IdKeys) -> dict[str, Any]:
     principal = ctx.principal
     usage = ctx.usage or {}
     return {
         "event": "request",
         "request_id": ctx.request_id,
-        "user": _hashed(principal.user) if principal else None,
+        "user": ids.log_user(principal.user) if principal else None,
         "tier": principal.tier.name if principal else None,
         "endpoint": ctx.endpoint.name,
         "model": ctx.model.name if ctx.model else None,
@@ -54,7 +55,3 @@ def log_fields(ctx: RequestContext) -> dict[str, Any]:
         "replayed": sum(record.replayed for record in ctx.records),
         "byok": bool(principal and principal.byok),
     }
-
-
-def _hashed(user: str) -> str:
-    return hashlib.sha256(user.encode()).hexdigest()[:16]

@@ -46,6 +46,7 @@ class RequestContext:
     indicators: bool = True  # model-source indicators shown (flag together_ai_ui_indicators)
     downgraded: bool = False  # a cheaper model or fewer tokens than asked (downgrade.py)
     records: list[AttemptRecord] = field(default_factory=list)
+    breaker_skipped: tuple[str, ...] = ()  # models of the chain passed over for open circuits
     cache: str | None = None  # "hit" | "miss" | "bypass" when the response cache applied
     cache_fallback: bool = False  # a stale cached answer stood in for a failed chain
     tags: tuple[str, ...] = ()  # x-gateway-tags / metadata.tags (proxy/tags.py)
@@ -60,6 +61,9 @@ class RequestContext:
     upstream_ended: float = 0.0
     ended: float = 0.0
     relayed: bool = False  # the answer went out as a relay (stream or binary)
+    # The answer's breaker verdict waits for its end (it was relayed as it came).
+    verdict_pending: bool = False
+    upstream_failure: str | None = None  # the upstream failed after its first byte: why
     debug_body: dict[str, Any] | None = None  # the body, kept only when body logging is on
 
     @classmethod

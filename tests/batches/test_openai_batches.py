@@ -17,6 +17,7 @@ from tests.conftest import RunningGateway, StartGateway
 from tests.mock_upstream import MockUpstream
 from tests.redis_fixture import RedisServer
 from tests.support import DEFAULT_ROUTES
+from tests.ui.signin import sign_in
 
 WAIT_S = 30
 
@@ -238,9 +239,9 @@ def test_the_users_dashboard_page_lists_their_batches(gateway: RunningGateway) -
     )
     finished(api, batch.id)
     with httpx.Client(base_url=gateway.url, timeout=10) as http:
-        assert http.post("/ui/login", data={"token": gateway.key()}).status_code == 303
+        assert sign_in(http, gateway.key()).status_code == 303
         page = http.get("/ui/me").text
     assert batch.id in page and "completed" in page
     with httpx.Client(base_url=gateway.url, timeout=10) as http:
-        http.post("/ui/login", data={"token": gateway.key("pro")})
+        assert sign_in(http, gateway.key("pro")).status_code == 303
         assert batch.id not in http.get("/ui/me").text

@@ -18,7 +18,7 @@ from tests.first_run.process import Shell, copy_project
 from tests.first_run.snippets import DOCS, ROOT, blocks, commands, first_command
 from tests.support import free_port
 
-ADMIN = "admin-token-for-doc-tests"
+ADMIN = "admin-token-for-doc-tests-0123456789abcdef"
 DOCUMENTED_PORT = "8080"
 DOCUMENTED_REDIS = "redis://127.0.0.1:6379/0"
 # Blocks marked `needs`: kept few on purpose. Changing this list needs a reason.
