@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from gateway.batches.bridge import OwnerKeys, PipelineLines
+from gateway.batches.service import Batches
+from gateway.batches.settings import BatchSettings
 from gateway.config.demo import uses_demo
 from gateway.config.model import Config
 from gateway.config.runtime import Runtime
@@ -32,6 +35,8 @@ from gateway.http import (
     admin_secrets,
     admin_upstreams,
     admin_weights,
+    batches,
+    files,
     me_keys,
     models,
     ops,
@@ -102,6 +107,7 @@ class Gateway:
     shared_health: SharedHealth | None = None  # breaker openings shared with other replicas
     ledger: Ledger | None = None  # the usage ledger in PostgreSQL, when DATABASE_URL is set
     stored_keys: StoredKeys | None = None  # sealed upstream keys: system pool and users' keys
+    batches: Batches | None = None  # /v1/files and /v1/batches, and this replica's batch runner
 
     @functools.cached_property
     def analytics(self) -> RedisAnalytics | PostgresAnalytics:
@@ -147,6 +153,8 @@ def create_app(
             *me_keys.routes(),
             *usage_analytics.routes(),
             *ui_pages.routes(),
+            *files.routes(),
+            *batches.routes(),
             *protocols.routes(),
             *videos.routes(),  # before proxied's 405 for GET /v1/videos
             *proxied.routes(),
@@ -237,11 +245,18 @@ def build_gateway(
         cache=ResponseCache(config, store, clock),
         credentials=credentials, flags=FlagGate(config, control),
     )  # fmt: skip
+    batch_pipeline = Pipeline(  # batch lines: the same parts, run as the batch's owner
+        config, OwnerKeys(keyring), attempter, meter, listeners, log_bodies=runtime.log_bodies,
+        rollout=Rollout(lambda: control.snapshot), credentials=credentials,
+        flags=FlagGate(config, control),
+    )  # fmt: skip
+    batch_service = kept.batches or Batches(BatchSettings.from_env(), store, clock=clock)
+    batch_service.runner.execute = PipelineLines(lambda: batch_pipeline)
     return Gateway(
         config, runtime, keyring, upstream, store, meter, metrics, breakers, stats, pipeline, clock,
         int(clock()), video_jobs, control, shared_health=shared,
         ledger=kept.ledger or _ledger(ledger_settings, store, metrics, meter),
-        stored_keys=stored_keys,
+        stored_keys=stored_keys, batches=batch_service,
     )  # fmt: skip
 
 
@@ -257,6 +272,7 @@ class Kept:
     control: ControlPlane | None = None
     videos: VideoJobs | None = None
     ledger: Ledger | None = None
+    batches: Batches | None = None
 
     @classmethod
     def of(cls, gateway: Gateway | None) -> Kept:
@@ -265,7 +281,7 @@ class Kept:
         g = gateway
         return cls(
             g.meter, g.shared_health, g.breakers, g.stats, g.stored_keys, g.control, g.videos,
-            g.ledger,
+            g.ledger, g.batches,
         )  # fmt: skip
 
 
@@ -336,9 +352,13 @@ def _lifespan(
             await gateway.ledger.start()
         if gateway.shared_health is not None:
             await gateway.shared_health.start()
+        if gateway.batches is not None:
+            await gateway.batches.start()
         try:
             yield
         finally:
+            if gateway.batches is not None:
+                await _stop("batch runner", gateway.batches.aclose())
             await _stop("video jobs", gateway.videos.aclose())
             await _stop("control plane", gateway.control.aclose())
             await _stop("rollups", gateway.analytics.aclose())

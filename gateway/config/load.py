@@ -187,7 +187,8 @@ def _price(node: Node) -> Price:
 
 def _tier(name: str, node: Node, models: Mapping[str, Model]) -> Tier:
     node.mapping(
-        {"routes", "max_tokens", "quotas", "budget", "tier_budget", "on_exhausted", "cache"},
+        {"routes", "max_tokens", "quotas", "budget", "tier_budget", "on_exhausted", "cache"}
+        | {"batch_price_percent"},
         {"routes"},
     )
     routes: dict[str, tuple[Model, ...]] = {}
@@ -212,6 +213,7 @@ def _tier(name: str, node: Node, models: Mapping[str, Model]) -> Tier:
         cache=cache_policies(node.get("cache")),
         weights=weights,
         on_exhausted=node.get("on_exhausted").choice(ON_EXHAUSTED, "reject"),
+        batch_price_percent=node.get("batch_price_percent").integer(100) or 0,
     )
 
 

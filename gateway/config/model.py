@@ -169,6 +169,7 @@ class Tier:
     # route → a rollout weight per chain entry (0: fallback only); routes without weights absent
     weights: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     on_exhausted: str = "reject"  # or "downgrade": a cheaper model of the chain, or fewer tokens
+    batch_price_percent: int = 100  # a batch's requests cost this share of the list price
 
     # route → its response cache policy (``proxy/cache.py``); a route not listed allows
     # per-request caching (``x-gateway-cache: ttl=N``) and caches nothing unasked

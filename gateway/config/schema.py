@@ -181,6 +181,7 @@ TIER = _obj(
         ),
         "on_exhausted": _str("When the budget refuses the first model: `downgrade` to a cheaper model of the chain, or `reject` (429).", enum=["reject", "downgrade"], default="reject"),
         "max_tokens": _num("Clamp on max_tokens / max_completion_tokens for every route.", 1, integer=True),
+        "batch_price_percent": _num("A batch's requests (/v1/batches) cost this percent of the list price (default 100).", 0, integer=True),
         "quotas": QUOTAS,
         "budget": BUDGET | {"description": "Budget of each user of the tier."},
         "tier_budget": BUDGET | {"description": "Budget of the whole tier together."},

@@ -176,6 +176,8 @@ def usage(admission: Admission, outcome: Outcome) -> Usage:
         images=outcome.images,
         audio_ms=audio + video,
     )
+    if outcome.batch is not None:
+        cost = cost * request.tier.batch_price_percent // 100
     return Usage(prompt, completion, outcome.images, audio, cost, estimated, flagged, video)
 
 
@@ -245,6 +247,7 @@ def usage_record(
         "cache": outcome.cache,
         "tags": list(outcome.tags),
         "rollout": outcome.rollout,
+        "batch_id": outcome.batch,
     }
 
 

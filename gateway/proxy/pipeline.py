@@ -15,7 +15,7 @@ from gateway.errors import GatewayError
 from gateway.metering import Meter
 from gateway.proxy.answer import Answers
 from gateway.proxy.attempts import Attempter, AttemptFailed
-from gateway.proxy.auth import KeyRing, Principal
+from gateway.proxy.auth import Authenticator, Principal
 from gateway.proxy.cache import ResponseCache, cache_use
 from gateway.proxy.context import RequestContext, RequestIds
 from gateway.proxy.credentials import Credentials
@@ -44,7 +44,7 @@ class Pipeline:
     def __init__(
         self,
         config: Config,
-        keyring: KeyRing,
+        keyring: Authenticator,
         attempter: Attempter,
         meter: Meter,
         listeners: Listeners,

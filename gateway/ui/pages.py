@@ -18,6 +18,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from gateway.batches.records import public_batch
 from gateway.config.model import CAPABILITIES
 from gateway.errors import GatewayError, TooManyFailedAttempts
 from gateway.http.admin_auth import SESSION_COOKIE, admin_actor
@@ -28,6 +29,7 @@ from gateway.http.analytics import (
     rollup_window,
     usage_filter,
 )
+from gateway.http.files import WithBatches
 from gateway.http.services import services
 from gateway.metering.rollup import DIMENSIONS
 from gateway.proxy.auth_throttle import client_address
@@ -50,6 +52,7 @@ OPERATOR_PAGES = (
     ("audit", "Audit log"),
 )
 PAGE_NAMES = {name for name, _ in OPERATOR_PAGES}
+MY_BATCHES = 20  # the latest batches shown on the user's page
 
 
 def _sessions(request: Request) -> Sessions:
@@ -197,7 +200,25 @@ async def me(request: Request) -> Response:
     session = session_of(request.scope)
     if session is None:
         return RedirectResponse("/ui/login", status_code=303)
-    return page("me.html", pages=(), session=session, current="me", capabilities=CAPABILITIES)
+    batches = await _my_batches(request, session.get("user"))
+    return page(
+        "me.html",
+        pages=(),
+        session=session,
+        current="me",
+        capabilities=CAPABILITIES,
+        batches=batches,
+    )
+
+
+async def _my_batches(request: Request, user: str | None) -> list[dict[str, Any]]:
+    """The signed-in user's latest batches and their progress (``/v1/batches``'s objects)."""
+    gateway: WithBatches = services(request)  # type: ignore[assignment]
+    if user is None or gateway.batches is None:
+        return []
+    now = gateway.clock()
+    found = await gateway.batches.list(user)
+    return [public_batch(record, progress, now) for record, progress in found[:MY_BATCHES]]
 
 
 def routes() -> list[BaseRoute]:

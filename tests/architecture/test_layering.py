@@ -16,7 +16,7 @@ LEVELS: tuple[tuple[str, ...], ...] = (
     ("protocols",),
     ("control", "ledger"),
     ("proxy",),
-    ("observe",),
+    ("observe", "batches"),
     ("http",),
     ("ui",),
     ("app",),
