@@ -20,10 +20,13 @@ def serve(args: argparse.Namespace) -> int:
     """Serve until stopped: 0, or ``STARTUP_FAILURE`` when the server could not start."""
     from gateway.config.runtime import Runtime
     from gateway.observe.logs import configure_logging
+    from gateway.observe.tracing import tracing_problem
     from gateway.serving import AppFactory, log_route_targets, run
 
     check_environment()
     check_serve_options(args)
+    if problem := tracing_problem():
+        raise UsageError(problem)
     demo_key = Secret(f"sk-demo-{secrets.token_urlsafe(16)}") if args.demo else None
     config = load_config(args.config_dir, demo_key)
     log_level = os.environ.get("GATEWAY_LOG_LEVEL", "INFO")

@@ -18,6 +18,8 @@ class Runtime:
     transport: str = "native"  # or "aiohttp", "httpx": the upstream client's transport
     max_upstream_connections: int = 10_000  # per worker; each open stream holds one
     log_bodies: bool = False  # debug only: puts prompts into the access log
+    tracing: bool = False  # OpenTelemetry traces exported (the OTEL_* variables configure them)
+    user_hash_key: Secret | None = None  # keys the user id's hash in logs and traces
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Runtime:
@@ -29,7 +31,22 @@ class Runtime:
             transport=env.get("GATEWAY_UPSTREAM_TRANSPORT", "native"),
             max_upstream_connections=int(env.get("GATEWAY_MAX_UPSTREAM_CONNECTIONS", "10000")),
             log_bodies=env.get("GATEWAY_DEBUG_LOG_BODIES", "").lower() in ("1", "true", "yes"),
+            tracing=tracing_variable(env) is not None,
+            user_hash_key=_secret(env.get("GATEWAY_USER_HASH_KEY")),
         )
+
+
+def tracing_variable(env: Mapping[str, str]) -> str | None:
+    """The variable that turns tracing on (an OTLP endpoint), unless the standard variables
+    turn the SDK or the trace exporter off."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    if env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
+        return None
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        if env.get(name, "").strip():
+            return name
+    return None
 
 
 def sentinel_url(env: Mapping[str, str]) -> str | None:

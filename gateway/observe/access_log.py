@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from gateway.observe.user_hash import UserHash
 from gateway.proxy.context import RequestContext
 
 ACCESS_LOG = "gateway.access"
+UNKEYED = UserHash()
 
 
 class AccessLog:
     """No prompts or keys: the user is hashed; bodies only when ``log_bodies`` (debugging)."""
 
-    def __init__(self, *, log_bodies: bool = False) -> None:
+    def __init__(
+        self, *, log_bodies: bool = False, user_hash: Callable[[str], str] = UNKEYED
+    ) -> None:
         self._log = logging.getLogger(ACCESS_LOG)
         self._log_bodies = log_bodies
+        self._user_hash = user_hash
 
     def started(self, ctx: RequestContext) -> None:
         pass
@@ -27,19 +32,21 @@ class AccessLog:
     def finished(self, ctx: RequestContext) -> None:
         if not self._log.isEnabledFor(logging.INFO):
             return
-        fields = log_fields(ctx)
+        fields = log_fields(ctx, self._user_hash)
+        if ctx.trace is not None:
+            fields["trace_id"] = ctx.trace.trace_id
         if self._log_bodies and ctx.debug_body is not None:
             fields["body"] = ctx.debug_body
         self._log.info("request", extra={"fields": fields})
 
 
-def log_fields(ctx: RequestContext) -> dict[str, Any]:
+def log_fields(ctx: RequestContext, user_hash: Callable[[str], str] = UNKEYED) -> dict[str, Any]:
     principal = ctx.principal
     usage = ctx.usage or {}
     return {
         "event": "request",
         "request_id": ctx.request_id,
-        "user": _hashed(principal.user) if principal else None,
+        "user": user_hash(principal.user) if principal else None,
         "tier": principal.tier.name if principal else None,
         "endpoint": ctx.endpoint.name,
         "model": ctx.model.name if ctx.model else None,
@@ -54,7 +61,3 @@ def log_fields(ctx: RequestContext) -> dict[str, Any]:
         "replayed": sum(record.replayed for record in ctx.records),
         "byok": bool(principal and principal.byok),
     }
-
-
-def _hashed(user: str) -> str:
-    return hashlib.sha256(user.encode()).hexdigest()[:16]

@@ -67,6 +67,8 @@ class Answers:
             return body
         if not isinstance(document, dict):
             return body
+        if ctx.trace is not None:
+            ctx.trace.answer(document)
         usage = document.get("usage")
         ctx.usage = usage if isinstance(usage, dict) else None
         if ctx.usage is None:
