@@ -296,7 +296,10 @@ class DropCountingProcessor(SpanProcessor):
 
     def __init__(self, exporter: SpanExporter, capacity: int, on_drop: OnDrop) -> None:
         self._exporter = DropCountingExporter(exporter, on_drop)
-        self._batch = BatchSpanProcessor(self._exporter, max_queue_size=capacity)
+        batch = min(capacity, int(os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512))
+        self._batch = BatchSpanProcessor(
+            self._exporter, max_queue_size=capacity, max_export_batch_size=batch
+        )
         self._capacity = capacity
         self._on_drop = on_drop
         self._queued = 0
