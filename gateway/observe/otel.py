@@ -12,7 +12,14 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from typing import Any
 
 import httpx
@@ -22,7 +29,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Span as ApiSpan
-from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway import __version__
@@ -53,7 +60,7 @@ class OtelTracer:
         self._user_hash = user_hash
         self._epoch_offset_ns = time.time_ns() - time.perf_counter_ns()
 
-    def begin(self, headers: Mapping[str, str], ctx: RequestContext) -> RequestSpans:
+    def begin(self, headers: Mapping[str, str], ctx: RequestContext) -> RequestSpans | Unsampled:
         parent = self._propagator.extract(headers) if "traceparent" in headers else None
         operation = OPERATIONS.get(ctx.endpoint.name, ctx.endpoint.name)
         span = self._tracer.start_span(
@@ -68,6 +75,8 @@ class OtelTracer:
             },
             start_time=self.epoch_ns(ctx.started),
         )
+        if not span.is_recording():  # its attempts would not be sampled either: no spans
+            return Unsampled(span.get_span_context())
         return RequestSpans(self, span, operation)
 
     def attempt_span(self, parent: ApiSpan, name: str, attributes: dict[str, Any]) -> ApiSpan:
@@ -132,7 +141,7 @@ class RequestSpans:
             for attempt in self._open:
                 attempt.response_model = model
 
-    async def relay(self, body: AsyncIterable[bytes]) -> AsyncGenerator[bytes]:
+    async def relay(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         chunks = aiter(body)
         try:
             async for chunk in chunks:
@@ -172,20 +181,52 @@ class RequestSpans:
         span.end(end_time=ended)
 
 
+class Unsampled:
+    """A request whose trace is not sampled: nothing is recorded, but the upstream still hears
+    of the trace (``traceparent`` with the sampled flag off, naming the server span)."""
+
+    __slots__ = ("_traceparent", "_tracestate", "trace_id")
+
+    def __init__(self, context: SpanContext) -> None:
+        self.trace_id = f"{context.trace_id:032x}"
+        self._traceparent = f"00-{self.trace_id}-{context.span_id:016x}-{context.trace_flags:02x}"
+        self._tracestate = context.trace_state.to_header() if context.trace_state else None
+
+    def attempt(self, model: Model, request: httpx.Request) -> Unsampled:
+        request.headers["traceparent"] = self._traceparent
+        if self._tracestate:
+            request.headers["tracestate"] = self._tracestate
+        return self
+
+    def ended(self, outcome: Opened | Failure) -> None:
+        pass
+
+    def answer(self, document: Mapping[str, Any]) -> None:
+        pass
+
+    def relay(self, body: AsyncIterable[bytes]) -> AsyncIterable[bytes]:
+        return body
+
+    def finish(self, ctx: RequestContext) -> None:
+        pass
+
+
 class AttemptSpan:
     """One upstream attempt's client span: ends with the attempt when it failed, with the
     request when its answer is relayed."""
 
-    __slots__ = ("_span", "model", "response_model")
+    __slots__ = ("_span", "model", "opened", "response_model")
 
     def __init__(self, span: ApiSpan, model: Model) -> None:
         self._span = span
         self.model = model
+        self.opened = False
         self.response_model: str | None = None
 
     def ended(self, outcome: Opened | Failure) -> None:
         span = self._span
         if isinstance(outcome, Opened):
+            self.opened = True
             span.set_attribute("http.response.status_code", outcome.response.status_code)
             return
         if outcome.status is not None:
@@ -205,6 +246,11 @@ class AttemptSpan:
     ) -> None:
         span = self._span
         if not span.is_recording():  # ended already (failed) or not sampled
+            return
+        if not self.opened:  # the request was cancelled while this attempt waited
+            span.set_attribute("error.type", "cancelled")
+            span.set_status(Status(StatusCode.ERROR, "cancelled"))
+            span.end(end_time=request_ended)
             return
         attributes: dict[str, Any] = dict(usage)
         attributes["gen_ai.response.model"] = self.response_model or self.model.upstream_model
