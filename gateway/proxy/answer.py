@@ -54,6 +54,7 @@ class Answers:
         body = opened.first_chunk
         if opened.rest is not None:
             body = await _read_rest(opened, self._settings.max_upstream_body_bytes)
+            ctx.upstream_opened = time.perf_counter()  # the whole answer is in hand
         ctx.upstream_ended = time.perf_counter()
         ctx.status = response.status_code
         body = self._read_json_answer(ctx, body)

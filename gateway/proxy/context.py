@@ -59,7 +59,7 @@ class RequestContext:
     images: int = 0
     audio_ms: int = 0
     upstream_started: float = 0.0
-    upstream_opened: float = 0.0  # the attempt chain returned an open answer
+    upstream_opened: float = 0.0  # the answer in hand: a JSON answer whole, a stream's first chunk
     upstream_ended: float = 0.0
     overhead_s: float = 0.0  # the gateway's own time until the answer went out (overhead())
     ended: float = 0.0
@@ -103,7 +103,7 @@ class RequestContext:
         opened (a JSON answer read whole, a stream's first chunk), retries and waits included."""
         if not self.upstream_started:
             return now - self.started
-        answered = self.upstream_ended or self.upstream_opened or now
+        answered = self.upstream_opened or self.upstream_ended or now  # ended: the chain failed
         return now - self.started - (answered - self.upstream_started)
 
     def fail(self, error: GatewayError) -> None:
