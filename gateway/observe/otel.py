@@ -32,7 +32,6 @@ from opentelemetry.trace import Span as ApiSpan
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from gateway import __version__
 from gateway.config.model import Model
 from gateway.errors import QuotaExceeded
 from gateway.proxy.attempt_outcome import Failure, Opened
@@ -55,7 +54,7 @@ class OtelTracer:
 
     def __init__(self, provider: TracerProvider, user_hash: Callable[[str], str]) -> None:
         self._provider = provider
-        self._tracer = provider.get_tracer("gateway", __version__)
+        self._tracer = provider.get_tracer("gateway")
         self._propagator = TraceContextTextMapPropagator()
         self._user_hash = user_hash
         self._epoch_offset_ns = time.time_ns() - time.perf_counter_ns()
@@ -373,7 +372,7 @@ class DropCountingProcessor(SpanProcessor):
 
 def start(user_hash: Callable[[str], str], on_drop: OnDrop) -> OtelTracer:
     """A tracer exporting OTLP/HTTP as the ``OTEL_*`` variables say."""
-    attributes = {"service.version": __version__}
+    attributes = {}
     if not os.environ.get("OTEL_SERVICE_NAME") and "service.name=" not in os.environ.get(
         "OTEL_RESOURCE_ATTRIBUTES", ""
     ):
