@@ -9,7 +9,7 @@ import mock_nginx
 from aio import run_loop
 from http_client import SlowPlan, Target, slow_streams
 from procs import ProcessGroup, Started, leaf_processes
-from report import Report, median, percentile
+from report import Report, ScenarioResult, median, percentile
 from scenarios import Knobs, Load, slow_scenario, ttfb_scenario, wrk_scenario
 from services import (
     CHAT_PATH,
@@ -209,3 +209,44 @@ def workers_phase(bench: Bench, workers: int) -> None:
             f"workers: {workers} workers on {bench.layout.cores} cores share them with wrk, nginx "
             "and redis, so this understates what N dedicated cores would give"
         )
+
+
+def gate_phase(bench: Bench) -> str:
+    """The standing performance gate: the native pass-through floor and one gateway worker,
+    chat_c16 and stream_c16 each, in one run; returns the ``gate ...`` line.
+
+    The ratios compare like with like (same mock, same wrk, same CPU), so they hold across
+    machines and loads far better than absolute req/s; the CPU figures are per request."""
+    report, knobs, key = bench.report, bench.knobs, bench.key
+    floor, port = start_floor(bench.procs, bench.mocks, bench.layout, TRANSPORTS[0])
+    show_process(report, floor)
+    floor_watch = bench.watch(floor=[floor.pid])
+    floors = {}
+    for name, path, model, stream in (
+        ("floor_chat_c16", "passthrough", "bench-json", False),
+        ("floor_stream_c16", "stream", "bench-sse", True),
+    ):
+        url = f"http://127.0.0.1:{port}/floor/{path}"
+        run_wrk(knobs.wrk, LoadSpec(url, 16, 1, model, stream))  # warm-up
+        floors[name] = wrk_scenario(report, knobs, Load(name, url, 16, model, stream), floor_watch)
+    bench.procs.stop(floor)
+    gateway = bench.start_gateway()
+    watch = bench.watch(gateway=gateway.pids())
+    chat = wrk_scenario(report, knobs, Load("chat_c16", gateway.url(), 16, key=key), watch)
+    stream = wrk_scenario(
+        report, knobs, Load("stream_c16", gateway.url(), 16, "bench-sse", True, key), watch
+    )
+    bench.procs.stop(gateway.proc)
+
+    def ratio(result: ScenarioResult, floor_result: ScenarioResult) -> float:
+        return result.rps / floor_result.rps if floor_result.rps else 0.0
+
+    def cpu_us(result: ScenarioResult, process: str) -> float:
+        pct = result.extra.get("process_cpu_pct", {}).get(process, 0.0)
+        return 1e6 * pct / 100.0 / result.rps if result.rps else 0.0
+
+    return (
+        f"gate chat_c16 ratio={ratio(chat, floors['floor_chat_c16']):.3f} "
+        f"stream_c16 ratio={ratio(stream, floors['floor_stream_c16']):.3f} "
+        f"gateway_cpu_us={cpu_us(chat, 'gateway'):.0f} redis_cpu_us={cpu_us(chat, 'redis'):.0f}"
+    )

@@ -2,6 +2,7 @@
 
     python bench/run.py            # the full run (~10 s per load scenario)
     python bench/run.py --quick    # a few seconds of a subset (used by tests/test_bench_smoke.py)
+    python bench/run.py --gate     # ~40 s: the performance gate, one ``gate ...`` line
 
 Prints ``scenario=<name> rps=<n> p50_ms=<n> p99_ms=<n> errors=<n>`` per scenario, ``memory ...``
 lines, other facts, then ``summary:`` and one JSON line with every target beside its measure.
@@ -27,6 +28,7 @@ from phases import (
     TRANSPORTS,
     Bench,
     floor_phase,
+    gate_phase,
     gateway_phase,
     logging_phase,
     reference_phase,
@@ -47,6 +49,11 @@ REPO = Path(__file__).resolve().parent.parent
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark the gateway (see bench/README.md)")
     parser.add_argument("--quick", action="store_true", help="a ~1 s smoke run of a subset")
+    parser.add_argument(
+        "--gate",
+        action="store_true",
+        help="the performance gate: floor and gateway chat_c16/stream_c16 (~40 s, 5 s each)",
+    )
     parser.add_argument("--duration", type=float, help="seconds per wrk scenario (default 10)")
     parser.add_argument("--slow-streams", type=int, help="concurrent slow streams (2000)")
     parser.add_argument("--slow-seconds", type=float, help="length of each slow stream (8 s)")
@@ -67,7 +74,9 @@ def knobs_from(args: argparse.Namespace, wrk: str) -> Knobs:
 
     return Knobs(
         wrk=wrk,
-        duration_s=pick(args.duration, 10, 1),
+        duration_s=args.duration
+        if args.duration is not None
+        else (5 if args.gate else pick(None, 10, 1)),
         ttfb_requests=int(pick(args.ttfb_requests, 2000, 50)),
         slow_streams=int(pick(args.slow_streams, 2000, 200)),
         slow_seconds=pick(args.slow_seconds, 8, 1),
@@ -110,6 +119,9 @@ def run_all(args: argparse.Namespace, report: Report, procs: ProcessGroup, layou
         show_process(report, proc)
     bench = Bench(procs, layout, mocks, knobs_from(args, tools["wrk"]), report,
                   f"sk-bench-{secrets.token_hex(12)}", args.transport)  # fmt: skip
+    if args.gate:
+        print(gate_phase(bench), flush=True)
+        return
     reference_phase(bench, args.quick)
     if not args.quick:
         floor_phase(bench)
@@ -157,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RuntimeError, OSError, subprocess.SubprocessError) as error:
         print(f"error: {error}", flush=True)
         code = 1
-    report.print_summary(TARGETS)
+    if not args.gate:
+        report.print_summary(TARGETS)
     return code
 
 

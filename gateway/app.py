@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -18,6 +19,7 @@ from starlette.middleware import Middleware
 from gateway.config.demo import uses_demo
 from gateway.config.model import Config
 from gateway.config.runtime import Runtime
+from gateway.control.id_keys import IdKeys
 from gateway.control.plane import ControlPlane
 from gateway.control.reload import Reloader
 from gateway.control.secrets_at_rest import SecretBox
@@ -33,6 +35,7 @@ from gateway.http import (
     me_keys,
     models,
     ops,
+    protocols,
     videos,
 )
 from gateway.http import analytics as usage_analytics
@@ -41,8 +44,7 @@ from gateway.http.asgi import GatewayApp
 from gateway.http.body_limit import BodyLimit
 from gateway.http.dispatch import Dispatch
 from gateway.http.errors import EXCEPTION_HANDLERS
-from gateway.ledger.analytics import PostgresAnalytics
-from gateway.ledger.service import Ledger
+from gateway.http.protocols import protocol_bridges
 from gateway.ledger.settings import LedgerSettings
 from gateway.metering import Meter, Store, create_store
 from gateway.metering.analytics import RedisAnalytics
@@ -54,7 +56,6 @@ from gateway.observe.metrics import Metrics, UsageMetrics, mark_worker_dead
 from gateway.observe.provider_stats import ProviderStats
 from gateway.observe.request_metrics import RequestMetrics
 from gateway.observe.tracing import TraceEnd, start_tracing
-from gateway.observe.user_hash import UserHash
 from gateway.providers.demo import DemoRouter
 from gateway.providers.transport import Transport, create_transport
 from gateway.proxy.attempts import Attempter
@@ -72,6 +73,10 @@ from gateway.proxy.trace_hooks import Tracer
 from gateway.proxy.video_jobs import ADOPT_AFTER_S, POLL_INTERVAL_S, VideoJobs
 from gateway.ui import pages as ui_pages
 from gateway.ui.session import SessionLoader, Sessions
+
+if TYPE_CHECKING:  # the ledger's modules need asyncpg (the postgres extra): imported if configured
+    from gateway.ledger.analytics import PostgresAnalytics
+    from gateway.ledger.service import Ledger
 
 log = logging.getLogger("gateway")
 STORE_CLOSE_TIMEOUT_S = 5.0
@@ -106,6 +111,8 @@ class Gateway:
         """Usage totals from the rollups and filtered records (the dashboard's reads): from
         the ledger when DATABASE_URL is set (any range), else from Redis (recent records)."""
         if self.ledger is not None:
+            from gateway.ledger.analytics import PostgresAnalytics
+
             return PostgresAnalytics(self.ledger.database)
         return RedisAnalytics(self.store, self.clock)
 
@@ -130,7 +137,7 @@ def create_app(
     gateway.videos.adopt_after_s = video_adopt_after_s
     app = GatewayApp(
         gateway.pipeline,
-        Dispatch(config.passthrough),
+        Dispatch(config.passthrough, protocol_bridges(gateway.store, config)),
         routes=[
             *ops.routes(),
             *models.routes(),
@@ -143,6 +150,7 @@ def create_app(
             *me_keys.routes(),
             *usage_analytics.routes(),
             *ui_pages.routes(),
+            *protocols.routes(),
             *videos.routes(),  # before proxied's 405 for GET /v1/videos
             *proxied.routes(),
         ],
@@ -201,27 +209,29 @@ def build_gateway(
         shared_open=shared.is_open if shared else None,
     )
     stats = kept.stats or ProviderStats()
-    stored_keys = StoredKeys.create(SecretBox.from_env())  # sealed system and user keys
+    box = SecretBox.from_env()
+    ids = IdKeys(box.id_key if box else None)  # keyed config-key ids and log user hashes
+    ids.warn_if_unkeyed()
+    stored_keys = StoredKeys.create(box)  # sealed system and user keys
     stored_keys = kept.stored_keys or stored_keys
     credentials = Credentials(stored_keys.pool, stored_keys.users)
     attempter = Attempter(
         upstream, config.retry, breakers, max_body_bytes=config.settings.max_upstream_body_bytes,
         keys=credentials,
     )  # fmt: skip
-    user_hash = UserHash(runtime.user_hash_key)
-    tracer = kept.tracer if reuse is not None else _tracer(runtime, user_hash, metrics)
+    tracer = kept.tracer if reuse is not None else _tracer(runtime, ids, metrics)
     listeners = Listeners(
         [
             RequestMetrics(metrics, breakers, stats),
             Billing(meter),
-            AccessLog(log_bodies=runtime.log_bodies, user_hash=user_hash),
+            AccessLog(log_bodies=runtime.log_bodies, ids=ids),
             *([TraceEnd()] if tracer is not None else []),
         ]
     )
     control = kept.control or ControlPlane(store, clock=clock)
     if kept.control is None:  # a reload keeps the subscription
         stored_keys.follow(control)
-    keyring = KeyRing(config, control, clock)
+    keyring = KeyRing(config, control, clock, reuse.keyring.throttle if reuse else None, ids)
     video_jobs = VideoJobs(
         config, upstream, meter, job_store_for(store), clock=clock, keys=credentials
     )
@@ -287,15 +297,16 @@ def reload_app(app: GatewayApp, config: Config) -> None:
             new.__dict__[name] = value
     old.meter.reconfigure(config)
     app.state.gateway = new
-    app.swap_lane(new.pipeline, Dispatch(config.passthrough))
+    app.swap_lane(new.pipeline, Dispatch(config.passthrough, protocol_bridges(new.store, config)))
 
 
-def _tracer(runtime: Runtime, user_hash: UserHash, metrics: Metrics) -> Tracer | None:
+def _tracer(runtime: Runtime, ids: IdKeys, metrics: Metrics) -> Tracer | None:
     """The tracer when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set: one per app (the SDK's
-    process-wide provider is left alone), its dropped spans counted."""
+    process-wide provider is left alone), the user named as in the access log, its dropped
+    spans counted."""
     if not runtime.tracing:
         return None
-    return start_tracing(user_hash, lambda reason, spans: metrics.child(
+    return start_tracing(ids.log_user, lambda reason, spans: metrics.child(
         metrics.trace_spans_dropped, reason).inc(spans))  # fmt: skip
 
 
@@ -305,6 +316,8 @@ def _ledger(
     """The ledger when DATABASE_URL is set; usage reads then go to it."""
     if not settings.enabled:
         return None
+    from gateway.ledger.service import Ledger
+
     redis = store if isinstance(store, RedisStore) else None
     ledger = Ledger(settings, redis, metrics.registry)
     meter.records_reader = ledger.records

@@ -27,35 +27,72 @@ class AdminCallFailed(Exception):
 
 def add_parsers(commands: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     """Add ``keys`` (create, list, rotate, revoke) to the top-level subcommands."""
-    keys = commands.add_parser("keys", help="Manage client keys through the admin API.")
-    actions = keys.add_subparsers(dest="keys_command", required=True, parser_class=parser_class)
-    create = actions.add_parser("create", help="Create a key; prints its secret once.")
-    create.add_argument("--user", required=True)
-    create.add_argument("--tier", required=True)
-    create.add_argument("--name")
+    keys = commands.add_parser(
+        "keys",
+        help="Manage client keys through the admin API.",
+        description="Create, list, rotate and revoke client keys (sk-gw-...) of a running "
+        "gateway through its admin API.",
+    )
+    actions = keys.add_subparsers(
+        dest="keys_command", required=True, metavar="ACTION", parser_class=parser_class
+    )
+    create = actions.add_parser(
+        "create",
+        help="Create a key; prints its secret once.",
+        description="Create a client key for a user in a tier; the answer holds its secret, "
+        "shown this once.",
+    )
+    create.add_argument(
+        "--user", required=True, help="the user the key belongs to (its usage and quotas)"
+    )
+    create.add_argument("--tier", required=True, help="a tier of tiers.yaml")
+    create.add_argument("--name", help="a label shown in listings")
     create.add_argument("--models", help="comma-separated allow-list of models or routes")
     create.add_argument("--expires-at", help="epoch seconds or ISO 8601")
     create.add_argument("--budget-day", type=float, help="USD per UTC day")
     create.add_argument("--budget-month", type=float, help="USD per UTC month")
-    create.add_argument("--rpm", type=int)
-    create.add_argument("--tpm", type=int)
-    create.add_argument("--max-parallel", type=int)
+    create.add_argument("--rpm", type=int, help="the key's requests per minute")
+    create.add_argument("--tpm", type=int, help="the key's tokens per minute")
+    create.add_argument("--max-parallel", type=int, help="the key's requests in flight at once")
     create.add_argument("--metadata", help="a JSON object")
-    listing = actions.add_parser("list", help="List keys (never their secrets).")
-    listing.add_argument("--user")
-    rotate = actions.add_parser("rotate", help="New secret; the old one works for --grace-s.")
-    rotate.add_argument("id")
-    rotate.add_argument("--grace-s", type=int, default=0)
-    revoke = actions.add_parser("revoke", help="Revoke a key at once, everywhere.")
-    revoke.add_argument("id")
+    listing = actions.add_parser(
+        "list",
+        help="List keys (never their secrets).",
+        description="List client keys with their limits and state; secrets are never shown.",
+    )
+    listing.add_argument("--user", help="only this user's keys (default: every user's)")
+    rotate = actions.add_parser(
+        "rotate",
+        help="New secret; the old one works for --grace-s.",
+        description="Give a key a new secret (printed once); the old secret keeps working "
+        "for --grace-s seconds.",
+    )
+    rotate.add_argument("id", help="the key's id (from `gateway keys list`)")
+    rotate.add_argument(
+        "--grace-s", type=int, default=0, help="seconds the old secret still works (default: 0)"
+    )
+    revoke = actions.add_parser(
+        "revoke",
+        help="Revoke a key at once, everywhere.",
+        description="Revoke a key at once, on every replica.",
+    )
+    revoke.add_argument("id", help="the key's id (from `gateway keys list`)")
     add_connection_options(create, listing, rotate, revoke)
 
 
 def add_connection_options(*parsers: argparse.ArgumentParser) -> None:
     """``--url`` and ``--token``, defaulting to ``GATEWAY_URL`` and ``GATEWAY_ADMIN_TOKEN``."""
     for sub in parsers:
-        sub.add_argument("--url", default=os.environ.get(URL_ENV, DEFAULT_URL))
-        sub.add_argument("--token", default=os.environ.get(TOKEN_ENV))
+        sub.add_argument(
+            "--url",
+            default=os.environ.get(URL_ENV, DEFAULT_URL),
+            help=f"the running gateway's base URL (default: ${URL_ENV}, else {DEFAULT_URL})",
+        )
+        sub.add_argument(  # the default is never shown: it is a secret
+            "--token",
+            default=os.environ.get(TOKEN_ENV),
+            help=f"an admin token (default: ${TOKEN_ENV})",
+        )
 
 
 Request = tuple[str, str, dict[str, Any] | None]  # method, path, JSON body
@@ -67,7 +104,7 @@ def run_call(args: argparse.Namespace, request: Callable[[argparse.Namespace], R
         method, path, body = request(args)
         print(json.dumps(_call(args.url, args.token, method, path, body), indent=2))
     except AdminCallFailed as error:
-        print(f"gateway: {error}", file=sys.stderr)
+        print(f"gateway: error: {error}", file=sys.stderr)
         return 1
     return 0
 

@@ -16,11 +16,28 @@ COMMANDS = ("flags", "reload")
 
 
 def add_parsers(commands: Any, parser_class: type[argparse.ArgumentParser]) -> None:
-    flags = commands.add_parser("flags", help="List or set feature flags (admin API).")
-    actions = flags.add_subparsers(dest="flags_command", required=True, parser_class=parser_class)
-    listing = actions.add_parser("list", help="Every flag: state, default, source.")
-    setting = actions.add_parser("set", help="Set a flag at run time on every replica.")
-    setting.add_argument("name")
+    flags = commands.add_parser(
+        "flags",
+        help="List or set feature flags (admin API).",
+        description="List the feature flags of a running gateway, or set one at run time, "
+        "through its admin API.",
+    )
+    actions = flags.add_subparsers(
+        dest="flags_command", required=True, metavar="ACTION", parser_class=parser_class
+    )
+    listing = actions.add_parser(
+        "list",
+        help="Every flag: state, default, source.",
+        description="Every flag with its state, its tiers.yaml default and where the state "
+        "comes from.",
+    )
+    setting = actions.add_parser(
+        "set",
+        help="Set a flag at run time on every replica.",
+        description="Turn a flag on or off at run time on every replica, or back to its "
+        "tiers.yaml default.",
+    )
+    setting.add_argument("name", help="the flag's name (see `gateway flags list`)")
     setting.add_argument("state", choices=("on", "off", "default"), help="default: tiers.yaml's")
     setting.add_argument("--rollout", type=float, help="percent of users (sticky per user)")
     reload = commands.add_parser(

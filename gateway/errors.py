@@ -110,10 +110,28 @@ class UpstreamTimeout(UpstreamError):
     status, code, label = 504, "upstream_timeout", "timeout"
 
 
+class DeadlineExceeded(UpstreamTimeout):
+    """No answer started within the request's deadline (``retry.deadline_s``)."""
+
+    code, label = "deadline_exceeded", "deadline"
+
+
 class NoTargetAvailable(UpstreamError):
     status, code, label = 503, "no_upstream_available", "unavailable"
+
+
+class ServerShuttingDown(GatewayError):
+    """The gateway ended a stream itself: its shutdown grace period was over."""
+
+    status, type, code, label = 503, "api_error", "server_shutting_down", "shutdown"
 
 
 def sse_error_event(error: GatewayError) -> bytes:
     """The in-band error for a stream that already started, then the end marker."""
     return b"data: " + orjson.dumps(error.body()) + b"\n\ndata: [DONE]\n\n"
+
+
+class TooManyFailedAttempts(GatewayError):
+    """Too many wrong credentials from one address or for one credential prefix."""
+
+    status, type, code, label = 429, "rate_limit_error", "too_many_failed_attempts", "auth_throttle"

@@ -7,7 +7,8 @@ import gc
 import logging
 import os
 import signal
-from collections.abc import Mapping
+import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
@@ -113,12 +114,48 @@ class Supervisor(Multiprocess):
                 os.kill(process.pid, signal.SIGHUP)
 
 
-def run(config: Config) -> bool:
-    """Serve until told to stop (``uvicorn.run`` for a prepared config); False when a single
-    process failed to start."""
-    server = Server(config)
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, not yet listening (``OSError`` when it cannot be):
+    bound before anything is printed, so a taken port is the first and only thing said, and
+    handed to uvicorn, which listens on it once the app is ready."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)  # the workers' processes serve it too
+    return sock
+
+
+class _Server(Server):
+    """uvicorn's server, which says when it listens."""
+
+    def __init__(self, config: Config, on_listening: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_listening = on_listening
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._on_listening()
+
+
+def run(config: Config, sock: socket.socket, on_listening: Callable[[], None]) -> bool:
+    """Serve on ``sock`` (from ``bind``) until told to stop, calling ``on_listening`` once
+    connections are accepted; False when a single process failed to start."""
     if config.workers > 1:
-        Supervisor(config, sockets=[config.bind_socket()]).run()
+        sock.listen(config.backlog)  # connections wait there for the first worker up
+        on_listening()
+        Supervisor(config, sockets=[sock]).run()
         return True
-    server.run()
+    server = _Server(config, on_listening)
+    try:
+        server.run(sockets=[sock])
+    except SystemExit:  # uvicorn's way to say its start-up failed (it logged why)
+        if server.started:
+            raise
+        return False
     return server.started

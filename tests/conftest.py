@@ -75,6 +75,7 @@ def start_gateway(upstream: MockUpstream) -> Iterator[StartGateway]:
         tiers: Mapping[str, Mapping[str, Any]] | None = None,
         *,
         tiers_extra: Mapping[str, Any] | None = None,
+        routes_extra: Mapping[str, Any] | None = None,
         runtime: Runtime | None = None,
         first_byte_timeout_s: float = 1.0,
         **app_kwargs: Any,
@@ -83,6 +84,7 @@ def start_gateway(upstream: MockUpstream) -> Iterator[StartGateway]:
         keys = {tier: f"sk-test-{tier}-0123456789" for tier in tiers_document["tiers"]}
         env = {"GATEWAY_KEYS": ",".join(f"{k}={t}:user-{t}" for t, k in keys.items())}
         routes = routes_doc(upstream.base_url, first_byte_timeout_s=first_byte_timeout_s)
+        routes.update(routes_extra or {})  # top-level sections replaced whole
         config = build_config(routes, tiers_document, env)
         runtime = runtime or Runtime()
         if "store" not in app_kwargs:

@@ -21,8 +21,15 @@ Markers:
     slow-MS                          streams: sleep MS milliseconds between chunks
     words-N                          the answer has N words (default 5)
     nousage                          never report usage
+    absurd-usage                     report 10,000,000 prompt and completion tokens
     usage-on-finish                  streams: usage on the finish chunk, no usage-only chunk
     crlf                             ``\\r\\n`` line endings in SSE streams
+    toolcall                         chat: when ``tools`` are sent and the last message is not a
+                                     tool result, call the first tool (or the one tool_choice
+                                     names) with arguments shaped by its schema; streamed, the
+                                     arguments come in three deltas
+    json                             chat: with ``response_format`` json_schema, answer a JSON
+                                     document shaped by the schema (json_object: ``{"ok": true}``)
 
 Run ``python tests/mock_upstream.py --port 9000`` to serve in the foreground.
 """
@@ -61,6 +68,7 @@ _REQUEST_ID_KEY = "mock_upstream.request_id"
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 _CREATED = 1_700_000_000
 _DEFAULT_WORDS = 5
+ABSURD_TOKENS = 10_000_000  # what an ``absurd-usage`` model reports for each kind
 _EMBEDDING_DIM = 8
 _SPEECH_CHUNKS = 4
 _SPEECH_CHUNK_SIZE = 1024
@@ -183,6 +191,9 @@ class Markers:
     nousage: bool = False
     usage_on_finish: bool = False
     crlf: bool = False
+    toolcall: bool = False
+    json: bool = False
+    absurd_usage: bool = False
 
 
 def parse_markers(model: str | None) -> Markers:
@@ -198,10 +209,12 @@ def parse_markers(model: str | None) -> Markers:
 def _apply_marker(marker: str, values: dict[str, Any]) -> None:
     if marker in _FIXED_FAILURES:
         values.setdefault("fixed_failure", marker)
-    elif marker in ("nousage", "crlf"):
+    elif marker in ("nousage", "crlf", "toolcall", "json"):
         values[marker] = True
     elif marker == "usage-on-finish":
         values["usage_on_finish"] = True
+    elif marker == "absurd-usage":
+        values["absurd_usage"] = True
     elif match := _NUMERIC_MARKER.match(marker):
         name, number = match.group(1), float(match.group(2))
         if name in ("slowfirst", "slow"):
@@ -430,6 +443,13 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> JSONDict:
     }
 
 
+def _reported(markers: Markers, prompt_tokens: int, completion_tokens: int) -> JSONDict:
+    """The usage the mock reports: the real counts, or absurd ones (``absurd-usage``)."""
+    if markers.absurd_usage:
+        return _usage(ABSURD_TOKENS, ABSURD_TOKENS)
+    return _usage(prompt_tokens, completion_tokens)
+
+
 # --------------------------------------------------------------------------- SSE streams
 
 
@@ -543,10 +563,79 @@ def _delta(payload: Any) -> JSONDict:
     return payload if isinstance(payload, dict) else {"content": payload}
 
 
+def _schema_sample(schema: Any) -> Any:
+    """A value that fits a JSON schema (the common keywords only)."""
+    if not isinstance(schema, dict):
+        return None
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if "enum" in schema:
+        return schema["enum"][0]
+    if kind == "object" or "properties" in schema:
+        properties = schema.get("properties") or {}
+        return {name: _schema_sample(sub) for name, sub in properties.items()}
+    if kind == "array":
+        return [_schema_sample(schema.get("items"))]
+    return {"string": "Paris", "integer": 3, "number": 1.5, "boolean": True}.get(str(kind))
+
+
+def _tool_call_answer(body: JSONDict) -> JSONDict | None:
+    """The tool call a ``toolcall`` model makes, or None when it answers in text."""
+    tools = body.get("tools")
+    messages = body.get("messages") or [{}]
+    if not tools or body.get("tool_choice") == "none" or messages[-1].get("role") == "tool":
+        return None
+    function = tools[0]["function"]
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        wanted = choice["function"]["name"]
+        function = next(t["function"] for t in tools if t["function"]["name"] == wanted)
+    arguments = json.dumps(_schema_sample(function.get("parameters")) or {})
+    return {
+        "id": f"call_mock_{uuid.uuid4().hex[:8]}",
+        "name": function["name"],
+        "arguments": arguments,
+    }
+
+
+def _json_answer(body: JSONDict) -> str | None:
+    form = body.get("response_format")
+    if not isinstance(form, dict):
+        return None
+    if form.get("type") == "json_schema":
+        return json.dumps(_schema_sample(form["json_schema"].get("schema")))
+    return '{"ok": true}' if form.get("type") == "json_object" else None
+
+
+def _tool_call_stream(base: JSONDict, call: JSONDict, plan: _UsagePlan) -> _StreamPlan:
+    def chunk(delta: JSONDict, finish_reason: str | None = None) -> JSONDict:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return _with_usage({**base, "choices": [choice]}, plan, finish_reason is not None)
+
+    raw = call["arguments"]
+    third = max(1, len(raw) // 3)
+    pieces = [raw[:third], raw[third : 2 * third], raw[2 * third :]]
+    opening = {"index": 0, "id": call["id"], "type": "function"}
+    opening["function"] = {"name": call["name"], "arguments": ""}
+    content = [chunk({"role": "assistant", "content": None, "tool_calls": [opening]})]
+    content += [
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}) for piece in pieces
+    ]
+    tail = [chunk({}, "tool_calls")]
+    if plan.separate and plan.usage is not None:
+        tail.append({**base, "choices": [], "usage": plan.usage})
+    return _StreamPlan([], content, tail)
+
+
 async def chat_completions(incoming: Incoming) -> Response:
     body, model, markers = incoming.body, incoming.model, incoming.markers
+    call = _tool_call_answer(body) if markers.toolcall else None
+    answer = _json_answer(body) if markers.json else None
+    if call is not None or answer is not None:
+        return _special_answer(incoming, call, answer)
     words = _answer_words(model, markers, body)
-    usage = _usage(_chat_prompt_tokens(body), len(words))
+    usage = _reported(markers, _chat_prompt_tokens(body), len(words))
     created = int(time.time())
     if incoming.stream:
         base = {
@@ -580,10 +669,62 @@ async def chat_completions(incoming: Incoming) -> Response:
     return JSONResponse(result)
 
 
+def _special_answer(incoming: Incoming, call: JSONDict | None, answer: str | None) -> Response:
+    """A tool call (``toolcall``) or a JSON document (``json``) instead of words."""
+    body, model, markers = incoming.body, incoming.model, incoming.markers
+    completion_tokens = 7 if call is not None else max(1, len(answer or "") // 4)
+    usage = _usage(_chat_prompt_tokens(body), completion_tokens)
+    base = {
+        "id": _completion_id("chatcmpl"),
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+    }
+    plan = _usage_plan(markers, body, usage)
+    if incoming.stream and call is not None:
+        return _sse_response(_tool_call_stream(base, call, plan), markers)
+    if incoming.stream:
+        assert answer is not None
+        words = [answer[i : i + 8] for i in range(0, len(answer), 8)]
+
+        def choice(delta: Any, finish_reason: str | None) -> JSONDict:
+            return {"index": 0, "delta": _delta(delta), "finish_reason": finish_reason}
+
+        role = {"role": "assistant", "content": ""}
+        stream = _stream_plan(base, choice, role, [], plan)
+        pieces = [
+            {
+                **base,
+                "choices": [choice(piece, None)],
+                **({"usage": None} if plan.null_on_others else {}),
+            }
+            for piece in words
+        ]
+        return _sse_response(_StreamPlan(stream.head, pieces, stream.tail), markers)
+    message: JSONDict = {"role": "assistant", "content": answer}
+    finish = "stop"
+    if call is not None:
+        function = {"name": call["name"], "arguments": call["arguments"]}
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": call["id"], "type": "function", "function": function}],
+        }
+        finish = "tool_calls"
+    result: JSONDict = {
+        **base,
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+    }
+    if not markers.nousage:
+        result["usage"] = usage
+    return JSONResponse(result)
+
+
 async def completions(incoming: Incoming) -> Response:
     body, model, markers = incoming.body, incoming.model, incoming.markers
     words = _answer_words(model, markers, body)
-    usage = _usage(_completion_prompt_tokens(body), len(words))
+    usage = _reported(markers, _completion_prompt_tokens(body), len(words))
     base = {
         "id": _completion_id("cmpl"),
         "object": "text_completion",

@@ -20,6 +20,7 @@ from gateway.http.serve_guard import GuardedConfig
 SCENARIO_MODELS: dict[str, tuple[str, str, str]] = {
     "ok": ("mock", "mock/ok", "text"),
     "ok-b": ("mock", "mock/ok-b", "text"),
+    "smart": ("mock", "mock/smart+toolcall+json", "text"),  # calls tools, answers JSON schemas
     "other-ok": ("other", "other/ok", "text"),
     "code-ok": ("mock", "mock/code", "code"),
     "vision-ok": ("mock", "mock/vision", "vision"),
@@ -34,14 +35,18 @@ SCENARIO_MODELS: dict[str, tuple[str, str, str]] = {
     "auth-401": ("mock", "mock/auth-401", "text"),
     "plain-502": ("mock", "mock/plain-502", "text"),
     "slowfirst": ("mock", "mock/slowfirst-3", "text"),
+    "slowfirst-b": ("other", "other/slowfirst-3", "text"),
+    "slowfirst-c": ("mock", "mock/slowfirst-3+c", "text"),
     "drop": ("mock", "mock/drop-2", "text"),
     "drop-now": ("mock", "mock/drop-0", "text"),
     "nousage": ("mock", "mock/nousage", "text"),
+    "absurd": ("mock", "mock/absurd-usage", "text"),
     "onfinish": ("mock", "mock/usage-on-finish", "text"),
     "crlf": ("mock", "mock/crlf", "text"),
     "slow": ("mock", "mock/slow-20+words-20", "text"),
     "long": ("mock", "mock/words-40", "text"),
     "stall": ("mock", "mock/slow-3000+words-3", "text"),
+    "endless": ("mock", "mock/slow-500+words-60", "text"),  # ~30 s of stream
     "embed": ("mock", "mock/embed", "embedding"),
     "image": ("mock", "mock/image", "image"),
     "tts": ("mock", "mock/tts", "tts"),

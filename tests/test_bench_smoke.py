@@ -80,3 +80,26 @@ def test_the_metering_micro_benchmark_runs_every_store() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     stores = re.findall(r"^meter store=(\w+) cpu_us_per_request=[\d.]+$", done.stdout, re.M)
     assert stores == ["pipelined", "pipelined_key_limits", "redis_py", "memory"], done.stdout
+
+
+GATE = re.compile(
+    r"^gate chat_c16 ratio=[\d.]+ stream_c16 ratio=[\d.]+ gateway_cpu_us=\d+ redis_cpu_us=\d+$",
+    re.MULTILINE,
+)
+
+
+@pytest.mark.slow
+def test_the_gate_prints_its_line() -> None:
+    """``bench/run.py --gate`` runs the floor and the gateway in one run and prints one line."""
+    done = subprocess.run(
+        [sys.executable, "bench/run.py", "--gate", "--duration", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert GATE.search(done.stdout), done.stdout
+    for name in ("floor_chat_c16", "floor_stream_c16", "chat_c16", "stream_c16"):
+        assert re.search(rf"^scenario={name} rps=[\d.]+ .* errors=0$", done.stdout, re.M), name

@@ -44,7 +44,7 @@ _COUNTERS: dict[str, frozenset[str]] = {
     "gateway_tokens_total": frozenset({"type", "model", "provider", "tier"}),
     "gateway_cost_usd_total": frozenset({"model", "provider", "tier"}),
     "gateway_retries_total": frozenset({"model", "provider"}),
-    "gateway_fallbacks_total": frozenset({"from_model", "to_model"}),
+    "gateway_fallbacks_total": frozenset({"from_model", "to_model", "reason"}),
     "gateway_upstream_errors_total": frozenset({"provider", "error_type"}),
     "gateway_quota_rejections_total": frozenset({"capability", "reason"}),
     "gateway_store_errors_total": frozenset(),

@@ -1,8 +1,9 @@
 """``gateway [serve] | check | usage export | schema``: the command line's entry and dispatch.
 
-Every failure is one line on stderr: exit 2 for a wrong command line or environment value,
-1 for an invalid config (one line per problem) or a command that cannot do its job; never a
-traceback. The grammar is in ``parser``, each command's work in its own module.
+Every failure ends in one ``gateway: error:`` line on stderr: exit 2 for a wrong command line or
+environment value, 1 for an invalid config (one line per problem before it) or a command that
+cannot do its job, 3 when the server could not start (its port is in use); never a traceback.
+The grammar is in ``parser``, each command's work in its own module.
 """
 
 from __future__ import annotations
@@ -12,11 +13,19 @@ from collections.abc import Sequence
 
 from gateway import cli_admin, cli_control
 from gateway.cli import secrets
-from gateway.cli.base import CONFIG_DIR_ENV, USAGE_ERROR, CommandFailed, UsageError
+from gateway.cli.base import (
+    CONFIG_DIR_ENV,
+    STARTUP_FAILURE,
+    USAGE_ERROR,
+    CommandFailed,
+    StartupFailed,
+    UsageError,
+    unknown_command,
+)
 from gateway.cli.config_files import check, models_check, schema
 from gateway.cli.parser import COMMANDS
 from gateway.cli.parser import build_parser as _parser
-from gateway.cli.serve import STARTUP_FAILURE, demo_banner, serve
+from gateway.cli.serve import demo_banner, serve
 from gateway.cli.usage import ledger_command, usage_export
 
 __all__ = [
@@ -41,8 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gateway: error: {error}", file=sys.stderr)
         return USAGE_ERROR
     except CommandFailed as error:
-        print(f"gateway: {error}", file=sys.stderr)
+        print(f"gateway: error: {error}", file=sys.stderr)
         return 1
+    except StartupFailed as error:
+        print(f"gateway: error: {error}", file=sys.stderr)
+        return STARTUP_FAILURE
     except KeyboardInterrupt:
         return 130
     except Exception as error:
@@ -51,7 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: list[str]) -> int:
-    args = _parser().parse_args(_with_default_command(argv))
+    parser = _parser()
+    words = _with_default_command(argv)
+    args, unrecognized = parser.parse_known_args(words)
+    if unrecognized:
+        positional = [word for word in unrecognized if not word.startswith("-")]
+        if words != argv and positional:  # `serve` was implied: the word meant a command
+            raise unknown_command(positional[0], COMMANDS)
+        parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")
     if args.command == "check":
         return check(args.config_dir)
     if args.command == "usage":

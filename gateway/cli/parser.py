@@ -9,6 +9,7 @@ from typing import Any
 from gateway import cli_admin, cli_control
 from gateway.cli import secrets
 from gateway.cli.base import CONFIG_DIR_ENV, Parser
+from gateway.cli.tls_options import add_tls_options
 from gateway.http.serve_guard import ReadDeadlines
 
 BUILT_IN = ("serve", "check", "usage", "schema", "db", "ledger")
@@ -108,6 +109,7 @@ def _add_serve(commands: Any) -> argparse.ArgumentParser:
         default=defaults.body_idle_s,
         help="longest pause between reads of a request's body, in seconds",
     )
+    add_tls_options(serve)
     return serve
 
 
@@ -128,7 +130,7 @@ def _add_usage_export(commands: Any) -> argparse.ArgumentParser:
         description="Read usage records from the store named by REDIS_URL.",
     )
     export: argparse.ArgumentParser = usage.add_subparsers(
-        dest="usage_command", required=True, metavar="SUBCOMMAND", parser_class=Parser
+        dest="usage_command", required=True, metavar="ACTION", parser_class=Parser
     ).add_parser(
         "export",
         help="Print usage records as CSV or JSON.",
@@ -150,19 +152,34 @@ def _add_usage_export(commands: Any) -> argparse.ArgumentParser:
 
 def _add_ledger(commands: Any) -> list[argparse.ArgumentParser]:
     """``db upgrade`` and ``ledger ship``."""
-    db_upgrade: argparse.ArgumentParser = (
-        commands.add_parser(
-            "db", help="The usage ledger's schema (DATABASE_URL).", description="docs/ledger.md"
-        )
-        .add_subparsers(dest="db_command", required=True, parser_class=Parser)
-        .add_parser("upgrade", help="Apply pending ledger migrations and create partitions ahead.")
+    db = commands.add_parser(
+        "db",
+        help="The usage ledger's schema (DATABASE_URL).",
+        description="Manage the schema of the PostgreSQL usage ledger named by DATABASE_URL "
+        "(docs/ledger.md).",
     )
-    ledger_ship: argparse.ArgumentParser = (
-        commands.add_parser(
-            "ledger", help="The usage ledger's shipper (DATABASE_URL, REDIS_URL).", description=""
-        )
-        .add_subparsers(dest="ledger_command", required=True, parser_class=Parser)
-        .add_parser("ship", help="Ship usage records from Redis to Postgres until stopped.")
+    db_upgrade: argparse.ArgumentParser = db.add_subparsers(
+        dest="db_command", required=True, metavar="ACTION", parser_class=Parser
+    ).add_parser(
+        "upgrade",
+        help="Apply pending ledger migrations and create partitions ahead.",
+        description="Apply the ledger's pending migrations to DATABASE_URL and create the "
+        "day partitions ahead, then print what was applied (or 'up to date'). Gateways also "
+        "migrate when their shipper starts unless GATEWAY_LEDGER_AUTO_MIGRATE=false.",
+    )
+    ledger = commands.add_parser(
+        "ledger",
+        help="The usage ledger's shipper (DATABASE_URL, REDIS_URL).",
+        description="Run the usage ledger's shipper outside the gateway (docs/ledger.md).",
+    )
+    ledger_ship: argparse.ArgumentParser = ledger.add_subparsers(
+        dest="ledger_command", required=True, metavar="ACTION", parser_class=Parser
+    ).add_parser(
+        "ship",
+        help="Ship usage records from Redis to Postgres until stopped.",
+        description="Copy usage records from the Redis stream (REDIS_URL) into PostgreSQL "
+        "(DATABASE_URL) until stopped, with the ledger: settings of tiers.yaml under their "
+        "GATEWAY_LEDGER_* overrides; any number may run (they share the work).",
     )
     return [db_upgrade, ledger_ship]
 
@@ -183,7 +200,7 @@ def _add_models_check(commands: Any) -> argparse.ArgumentParser:
         description="Compare routes.yaml with what the upstreams serve.",
     )
     models_check: argparse.ArgumentParser = models.add_subparsers(
-        dest="models_command", required=True, metavar="SUBCOMMAND", parser_class=Parser
+        dest="models_command", required=True, metavar="ACTION", parser_class=Parser
     ).add_parser(
         "check",
         help="Report configured ids an upstream does not list, and differing prices.",

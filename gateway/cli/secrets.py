@@ -18,12 +18,19 @@ COMMANDS = ("secrets",)
 
 def add_parsers(commands: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     secrets = commands.add_parser(
-        "secrets", help="Master-key rotation of the stored upstream keys (admin API)."
+        "secrets",
+        help="Master-key rotation of the stored upstream keys (admin API).",
+        description="Count the stored upstream keys per master key, or seal them again with "
+        "the current GATEWAY_SECRET_KEY, through a running gateway's admin API.",
     )
     actions = secrets.add_subparsers(
-        dest="secrets_command", required=True, parser_class=parser_class
+        dest="secrets_command", required=True, metavar="ACTION", parser_class=parser_class
     )
-    status = actions.add_parser("status", help="Stored upstream keys per master key (kid).")
+    status = actions.add_parser(
+        "status",
+        help="Stored upstream keys per master key (kid).",
+        description="How many stored upstream keys each master key (kid) sealed.",
+    )
     rotate = actions.add_parser(
         "rotate",
         help="Seal every stored upstream key again with the current master key.",

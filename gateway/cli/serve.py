@@ -1,39 +1,83 @@
-"""``gateway serve``: check its options, load the config, then hand the app to uvicorn."""
+"""``gateway serve``: bind the port, load the config, hand both to uvicorn.
+
+The port is bound before anything is printed (a port in use is the one error line); the dev
+key of ``--demo`` is printed once the gateway listens."""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import logging
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 
-from gateway.cli.base import UsageError, check_environment, load_config
+from gateway.cli.base import StartupFailed, UsageError, check_environment, load_config
+from gateway.cli.tls_options import tls_options
 from gateway.http.serve_guard import GuardedConfig, ReadDeadlines
 from gateway.observe.metrics import MULTIPROC_ENV
 from gateway.secret import Secret
 
-STARTUP_FAILURE = 3  # uvicorn's exit status when a server could not start
+log = logging.getLogger("gateway")
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Serve until stopped: 0, or ``STARTUP_FAILURE`` when the server could not start."""
-    from gateway.config.runtime import Runtime
-    from gateway.observe.logs import configure_logging
+    """Serve until stopped: 0, or ``StartupFailed`` when the server could not start."""
     from gateway.observe.tracing import tracing_problem
-    from gateway.serving import AppFactory, log_route_targets, run
 
     check_environment()
     check_serve_options(args)
     if problem := tracing_problem():
         raise UsageError(problem)
+    sock = listening_socket(args.host, args.port)
+    try:
+        started = _serve_on(sock, args)
+    finally:
+        sock.close()
+    if not started:
+        raise StartupFailed("the gateway could not start (the log lines above say why)")
+    return 0
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The socket to serve on, bound; a port in use (or any failure to bind) is one line."""
+    from gateway.serving import bind
+
+    try:
+        return bind(host, port)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise StartupFailed(
+                f"port {port} is in use ({host}:{port}): stop what listens there or choose "
+                "another --port"
+            ) from None
+        raise StartupFailed(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+
+
+def _serve_on(sock: socket.socket, args: argparse.Namespace) -> bool:
+    from gateway.config.runtime import Runtime
+    from gateway.observe.logs import configure_logging
+    from gateway.serving import AppFactory, log_route_targets, run
+
     demo_key = Secret(f"sk-demo-{secrets.token_urlsafe(16)}") if args.demo else None
     config = load_config(args.config_dir, demo_key)
     log_level = os.environ.get("GATEWAY_LOG_LEVEL", "INFO")
     configure_logging(log_level)
     log_route_targets(args.config_dir, demo=demo_key is not None)
-    if demo_key is not None:
-        print(demo_banner(args.host, args.port, demo_key), flush=True)
+    port = sock.getsockname()[1]  # the port given, or the one chosen for --port 0
+
+    def on_listening() -> None:
+        log.info(
+            "listening on %s:%d",
+            args.host,
+            port,
+            extra={"fields": {"event": "listening", "host": args.host, "port": port}},
+        )
+        if demo_key is not None:
+            print(demo_banner(args.host, port, demo_key), flush=True)
+
     multiproc_dir = prepare_multiprocess_metrics(args.workers)
     factory = AppFactory(os.path.abspath(args.config_dir), Runtime.from_env(), log_level, demo_key)
     server_config = GuardedConfig(
@@ -43,25 +87,23 @@ def serve(args: argparse.Namespace) -> int:
         ),
         factory=True,
         host=args.host,
-        port=args.port,
+        port=port,
         workers=args.workers,
         loop="uvloop",
         ws="none",  # the gateway serves no websockets
         access_log=False,
-        proxy_headers=False,  # client addresses are never used; saves a middleware layer
+        **tls_options(args),
         server_header=False,
         log_config=None,
         timeout_graceful_shutdown=int(config.settings.shutdown_grace_s),
     )
-    started = True
     try:
-        started = run(server_config)
+        return run(server_config, sock, on_listening)
     except KeyboardInterrupt:
-        pass
+        return True
     finally:
         if multiproc_dir:
             shutil.rmtree(multiproc_dir, ignore_errors=True)
-    return 0 if started else STARTUP_FAILURE
 
 
 def check_serve_options(args: argparse.Namespace) -> None:

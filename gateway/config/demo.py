@@ -49,11 +49,23 @@ def with_demo(config: Config) -> Config:
 
 
 def _demo_tier(tier: Tier, models: dict[str, Model]) -> Tier:
+    """The demo model alone on each route without a keyed target; the tier as listed kept
+    beside it, so that weights can still be set (and shown) for the listed models."""
+    demoed = {route for route, chain in tier.routes.items() if not has_keyed_target(chain)}
+    if not demoed:
+        return tier
     routes = {
-        route: chain if has_keyed_target(chain) else (models[f"demo-{route}"],)
+        route: (models[f"demo-{route}"],) if route in demoed else chain
         for route, chain in tier.routes.items()
     }
-    return dataclasses.replace(tier, routes=routes, lookup=build_lookup(routes))
+    return dataclasses.replace(
+        tier,
+        routes=routes,
+        lookup=build_lookup(routes),
+        # a weight per entry of the listed chain means nothing for the one demo model
+        weights={route: w for route, w in tier.weights.items() if route not in demoed},
+        as_listed=tier,
+    )
 
 
 def uses_demo(config: Config) -> bool:

@@ -20,6 +20,7 @@ LEDGER_INTEGERS = {
     "GATEWAY_LEDGER_STREAM_CAP": 1,
 }
 TRANSPORTS = ("native", "aiohttp", "httpx")
+MIN_ADMIN_TOKEN_CHARS = 32  # a shorter one could be guessed online
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Names that look like an upstream's key or base URL variable.
 _UPSTREAM_LIKE = re.compile(r"^[A-Z][A-Z0-9_]*_(API_KEY|BASE_URL)$")
@@ -34,6 +35,11 @@ def redis_url_problem(value: str) -> str | None:
         port = parts.port
     except ValueError as error:
         return f"REDIS_URL: not a valid URL ({error})"
+    if not parts.scheme:
+        return (
+            f"REDIS_URL: not a URL (no scheme); expected one of {', '.join(REDIS_SCHEMES)} "
+            "(e.g. redis://127.0.0.1:6379/0)"
+        )
     if parts.scheme not in REDIS_SCHEMES:
         return (
             f"REDIS_URL: scheme {parts.scheme or '(none)'!r} is not one of "
@@ -87,6 +93,12 @@ def runtime_problems(env: Mapping[str, str]) -> list[str]:
         problems.append(
             "GATEWAY_UPSTREAM_TRANSPORT: expected one of "
             f"{', '.join(TRANSPORTS)}, got {transport!r}"
+        )
+    admin_token = env.get("GATEWAY_ADMIN_TOKEN", "")
+    if admin_token and len(admin_token) < MIN_ADMIN_TOKEN_CHARS:
+        problems.append(
+            f"GATEWAY_ADMIN_TOKEN: must be at least {MIN_ADMIN_TOKEN_CHARS} characters "
+            f"(got {len(admin_token)}); make one with: openssl rand -hex 32"
         )
     level = env.get("GATEWAY_LOG_LEVEL")
     if level is not None and level.upper() not in LOG_LEVELS:

@@ -291,7 +291,9 @@ def _retry(node: Node) -> RetryPolicy:
     d = RetryPolicy()
     if not node.present():
         return d
-    node.mapping({"attempts", "backoff_s", "max_backoff_s", "max_retry_after_s", "on_status"})
+    node.mapping(
+        {"attempts", "backoff_s", "max_backoff_s", "max_retry_after_s", "on_status", "deadline_s"}
+    )
     statuses = (
         [e.integer(0, minimum=100) or 0 for e in node.get("on_status").elements()]
         if node.get("on_status").present()
@@ -305,6 +307,7 @@ def _retry(node: Node) -> RetryPolicy:
             node.get("max_retry_after_s").number(d.max_retry_after_s), d.max_retry_after_s
         ),
         on_status=frozenset(statuses),
+        deadline_s=_or(node.get("deadline_s").number(d.deadline_s, minimum=0.001), d.deadline_s),
     )
 
 

@@ -42,6 +42,12 @@ class Upstream:
     api_key_env: str | None = None  # the variable names, for start-up lines and `gateway check`
     base_url_env: str | None = None
 
+    @property
+    def takes_key(self) -> bool:
+        """The upstream authenticates with a key from its config (a caller's own key only
+        counts as BYOK here; a keyless one, e.g. a local model, also takes stored keys)."""
+        return self.requires_key or self.api_key is not None
+
 
 # The provider APIs an upstream may speak: OpenAI-compatible (relayed as is), Anthropic's
 # Messages API (translated), and the video job APIs.
@@ -86,6 +92,10 @@ class RetryPolicy:
     max_backoff_s: float = 4.0
     max_retry_after_s: float = 10.0  # a longer retry-after moves to the next model instead
     on_status: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504})
+    # From the first attempt until an answer has started (status and first chunk, or a whole
+    # JSON answer), across every retry and fallback: no attempt starts after it, the one in
+    # flight is cut at it (504). A stream's later gaps are the idle timeout's.
+    deadline_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -163,6 +173,9 @@ class Tier:
     # route → its response cache policy (``proxy/cache.py``); a route not listed allows
     # per-request caching (``x-gateway-cache: ttl=N``) and caches nothing unasked
     cache: Mapping[str, CachePolicy] = field(default_factory=dict)
+    # the tier as tiers.yaml lists it, where it is served otherwise (``--demo`` serves a route
+    # without a keyed target from the demo model alone): rollout weights name its models
+    as_listed: Tier | None = None
 
     def quota(self, capability: str) -> Quota:
         return self.quotas.get(capability, UNLIMITED)
@@ -198,6 +211,15 @@ class Alerts:
 
 
 @dataclass(frozen=True)
+class ContentUrlPolicy:
+    """Which URLs chosen by a video upstream (its finished file) the gateway may fetch or
+    redirect to (``providers/content_fetch.py``)."""
+
+    hosts: frozenset[str] = frozenset()  # empty: any public host; ``*.domain``: its subdomains
+    allow_insecure: bool = False  # http and non-public addresses too: local testing only
+
+
+@dataclass(frozen=True)
 class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     model_source_indicator: bool = False
@@ -216,6 +238,10 @@ class Settings:
     max_upstream_headers: int = 100
     # strict: /readyz is 503 while any tier has a route none of whose targets can be tried
     readiness: str = "strict"  # or "lenient"
+    # Responses API answers kept for previous_response_id and GET /v1/responses/{id}
+    responses_ttl_s: int = 30 * 86400
+    video_content: ContentUrlPolicy = field(default_factory=ContentUrlPolicy)
+    max_open_video_jobs: int = 20  # per user: each open job is polled upstream
 
 
 @dataclass(frozen=True)

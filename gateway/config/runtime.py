@@ -19,7 +19,6 @@ class Runtime:
     max_upstream_connections: int = 10_000  # per worker; each open stream holds one
     log_bodies: bool = False  # debug only: puts prompts into the access log
     tracing: bool = False  # OpenTelemetry traces exported (the OTEL_* variables configure them)
-    user_hash_key: Secret | None = None  # keys the user id's hash in logs and traces
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Runtime:
@@ -32,7 +31,6 @@ class Runtime:
             max_upstream_connections=int(env.get("GATEWAY_MAX_UPSTREAM_CONNECTIONS", "10000")),
             log_bodies=env.get("GATEWAY_DEBUG_LOG_BODIES", "").lower() in ("1", "true", "yes"),
             tracing=tracing_variable(env) is not None,
-            user_hash_key=_secret(env.get("GATEWAY_USER_HASH_KEY")),
         )
 
 

@@ -101,6 +101,7 @@ RETRY = _obj(
         "max_backoff_s": _num("Backoff cap in seconds (default 4).", 0),
         "max_retry_after_s": _num("An upstream retry-after longer than this moves to the next model (default 10).", 0),
         "on_status": {"type": "array", "items": {"type": "integer", "minimum": 100}, "description": "Statuses retried (default 408, 429, 500, 502, 503, 504)."},
+        "deadline_s": _num("Seconds from the first attempt until an answer has started, across all retries and fallbacks; then 504 (default 30).", 0.001),
     },
 )  # fmt: skip
 BREAKER = _obj(
@@ -148,7 +149,7 @@ BUDGET = _obj(
 CACHE_POLICY = _obj(
     "One route's response cache.",
     {
-        "ttl_s": _num("Seconds an answer is served from the cache (0: only when a request asks with x-gateway-cache: ttl=N).", 0, integer=True),
+        "ttl_s": _num("Seconds an answer is served from the cache (0: only when a request asks with x-gateway-cache: ttl=N); a request may ask for less, never more.", 0, integer=True),
         "allow": {"type": "boolean", "description": "false: requests may not ask for caching either (default true)."},
         "shared": {"type": "boolean", "description": "One entry for every user of the tier; else per user (default false)."},
         "coalesce": {"type": "boolean", "description": "Concurrent identical misses go upstream once (default true)."},
@@ -235,6 +236,10 @@ SETTINGS = _obj(
         "max_sse_event_kb": _num("Cap on one upstream SSE event (default 4096).", 0.001),
         "max_upstream_header_kb": _num("Cap on an upstream's response head (default 64).", 0.001),
         "max_upstream_headers": _num("Cap on an upstream's header count (default 100).", 1, integer=True),
+        "responses_ttl_days": _num("Stored Responses API answers are kept this long (default 30).", 0.001),
+        "video_content_hosts": {"type": "array", "items": {"type": "string"}, "description": "Hosts a video upstream's file URL may name (`*.domain` for its subdomains); empty or unset: any public host."},
+        "video_content_allow_insecure": {"type": "boolean", "description": "Also fetch video file URLs over http and on private, loopback or link-local addresses: for a local mock upstream only (default false)."},
+        "max_open_video_jobs": _num("Video jobs a user may have running at once; more get 429 (default 20).", 1, integer=True),
     },
 )  # fmt: skip
 FLAG = _obj(

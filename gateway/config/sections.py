@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import TypeVar
 
-from gateway.config.model import MODALITIES, Settings
+from gateway.config.model import MODALITIES, ContentUrlPolicy, Settings
 from gateway.config.reader import Node
 
 T = TypeVar("T")
@@ -49,6 +49,10 @@ def settings_section(node: Node) -> Settings:
             "max_upstream_header_kb",
             "max_upstream_headers",
             "readiness",
+            "responses_ttl_days",
+            "video_content_hosts",
+            "video_content_allow_insecure",
+            "max_open_video_jobs",
         }
     )
     return Settings(
@@ -80,6 +84,25 @@ def settings_section(node: Node) -> Settings:
             node.get("max_upstream_headers").integer(None, minimum=1), d.max_upstream_headers
         ),
         readiness=node.get("readiness").choice(("strict", "lenient"), d.readiness),
+        responses_ttl_s=max(
+            1,
+            round(_or(node.get("responses_ttl_days").number(None, minimum=0.001), 30.0) * 86400),
+        ),
+        video_content=ContentUrlPolicy(
+            hosts=_hosts(node.get("video_content_hosts")),
+            allow_insecure=node.get("video_content_allow_insecure").boolean(False),
+        ),
+        max_open_video_jobs=_or(
+            node.get("max_open_video_jobs").integer(None, minimum=1), d.max_open_video_jobs
+        ),
+    )
+
+
+def _hosts(node: Node) -> frozenset[str]:
+    if not node.present():
+        return frozenset()
+    return frozenset(
+        host.lower().rstrip(".") for element in node.elements() if (host := element.string())
     )
 
 

@@ -1,11 +1,17 @@
 """``ControlPlane``: run-time documents in the store, an in-memory ``Snapshot`` per process.
 
 Every write goes to the store with an audit entry and bumps one version; every process keeps
-the whole set of documents in memory (``snapshot``, read on the hot path without awaiting) and
-reloads it when the version moves: at once when the store announces the change (Redis
-pub/sub), and at the latest after one poll of the version (``poll_interval_s``), so a missed
-announcement heals. On Redis Cluster the poll is the only mechanism. When the store is down
-the last snapshot stays in force.
+the whole set of documents in memory (``snapshot``, read on the hot path without awaiting).
+A change is applied incrementally when the process is exactly one version behind it: the
+writer applies its own write, and a reader told of a write (Redis pub/sub names the version,
+kind and id) reads just that document. Otherwise (a gap: several writes, a missed
+announcement) the whole set is reloaded: on an announcement, and at the latest after one poll
+of the version (``poll_interval_s``), so a missed announcement heals. On Redis Cluster the poll
+is the only mechanism. When the store is down the last snapshot stays in force.
+
+A snapshot made by one change says so (``change``: its kind and id), and shares every other
+kind's mapping with the one before, so a subscriber can update what it built from just that
+document (``KeyRing`` does) rather than rebuild from thousands.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -36,10 +43,26 @@ class Snapshot:
 
     version: int
     documents: Mapping[str, Mapping[str, dict[str, Any]]] = field(default_factory=dict)
+    change: tuple[str, str] | None = None  # (kind, id) changed from ``version - 1``; None: loaded
 
     def kind(self, name: str) -> Mapping[str, dict[str, Any]]:
         """The documents of one kind ({} when there are none)."""
         return self.documents.get(name, EMPTY)
+
+    def changed(
+        self, version: int, kind: str, id: str, document: dict[str, Any] | None
+    ) -> Snapshot:
+        """The next snapshot: this one with ``kind``/``id`` set (None: deleted); the other
+        kinds' mappings are shared, not copied."""
+        by_id = dict(self.kind(kind))
+        if document is None:
+            by_id.pop(id, None)
+        else:
+            by_id[id] = document
+        documents = {k: v for k, v in self.documents.items() if k != kind}
+        if by_id:
+            documents[kind] = by_id
+        return Snapshot(version, documents, (kind, id))
 
 
 class ControlPlane:
@@ -101,8 +124,12 @@ class ControlPlane:
 
     async def refresh(self) -> None:
         """Reload now if the stored version moved."""
-        if await self._store.control_version() != self.snapshot.version:
-            await self._load()
+        stored = await self._store.control_version()
+        if stored == self.snapshot.version:
+            return
+        async with self._loading:
+            if stored != self.snapshot.version:  # a write of this process may have caught up
+                await self._load_all()
 
     async def put(
         self,
@@ -130,14 +157,14 @@ class ControlPlane:
         entry.update(audit or {})
         value = None if document is None else json.dumps(document, separators=(",", ":"))
         try:
-            await self._store.control_write(
+            version = await self._store.control_write(
                 kind,
                 id,
                 value.encode() if value is not None else None,
                 json.dumps(entry, separators=(",", ":"), default=str).encode(),
                 self._audit_maxlen,
             )
-            await self._load()
+            await self._apply(version, kind, id, partial(_given, _copy(document)))
         except StoreError as exc:
             logger.warning("control plane: write of %s %s failed: %s", kind, id, exc)
             raise StoreUnavailable("The control plane's store is unavailable; try again") from None
@@ -175,8 +202,29 @@ class ControlPlane:
 
     async def _load(self) -> None:
         async with self._loading:
-            version, raw = await self._store.control_load()
-            self._swap(Snapshot(version, _parsed(raw)))
+            await self._load_all()
+
+    async def _load_all(self) -> None:
+        version, raw = await self._store.control_load()
+        self._swap(Snapshot(version, _parsed(raw)))
+
+    async def _apply(
+        self,
+        version: int,
+        kind: str,
+        id: str,
+        document: Callable[[], Awaitable[dict[str, Any] | None]],
+    ) -> None:
+        """Bring the snapshot to ``version``, made by a change of ``kind``/``id`` to
+        ``await document()``: applied alone when the snapshot is one version behind, else (a
+        gap) by a whole reload; nothing when the snapshot already has it."""
+        async with self._loading:
+            if version <= self.snapshot.version:
+                return
+            if version != self.snapshot.version + 1:
+                await self._load_all()
+                return
+            self._swap(self.snapshot.changed(version, kind, id, await document()))
 
     def _swap(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
@@ -185,6 +233,11 @@ class ControlPlane:
                 callback(snapshot)
             except Exception:  # one bad subscriber must not stop the others
                 logger.exception("control plane: a subscriber failed")
+
+    async def _read(self, kind: str, id: str) -> dict[str, Any] | None:
+        """One document as stored now (one not a JSON object counts as absent)."""
+        raw = await self._store.control_read(kind, id)
+        return _parsed({kind: {id: raw}}).get(kind, {}).get(id) if raw is not None else None
 
     async def _poll(self) -> None:
         due = [time.monotonic() + interval for interval, _ in self._jobs]
@@ -211,12 +264,30 @@ class ControlPlane:
             if changes is None:
                 return
             try:
-                async for version in changes:
-                    if version != self.snapshot.version:
+                async for change in changes:
+                    if change.version <= self.snapshot.version:
+                        continue  # this process's own write, or already loaded
+                    if change.kind is None or change.id is None:
                         await self._load()
+                    else:
+                        await self._apply(
+                            change.version,
+                            change.kind,
+                            change.id,
+                            partial(self._read, change.kind, change.id),
+                        )
             except StoreError as exc:
                 logger.debug("control plane: announcements interrupted: %s", exc)
             await asyncio.sleep(RETRY_S)
+
+
+async def _given(document: dict[str, Any] | None) -> dict[str, Any] | None:
+    return document
+
+
+def _copy(document: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The document as a reader would parse it back (the caller may go on mutating its own)."""
+    return None if document is None else json.loads(json.dumps(document, default=str))
 
 
 def _parsed(raw: Mapping[str, Mapping[str, bytes]]) -> dict[str, dict[str, dict[str, Any]]]:

@@ -25,6 +25,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from gateway.control import id_keys
 from gateway.errors import GatewayError
 
 KEY_ENV = "GATEWAY_SECRET_KEY"
@@ -91,6 +92,7 @@ class SecretBox:
     def __init__(self, master_key: bytes, old_keys: Sequence[bytes] = ()) -> None:
         self._aead = AESGCM(master_key)
         self.key_id = key_id(master_key)
+        self.id_key = id_keys.derive(master_key)  # for ids, never for sealing
         self._old = {key_id(old): AESGCM(old) for old in old_keys if old != master_key}
 
     @property

@@ -6,14 +6,15 @@ Role ``viewer`` may read, ``admin`` may read and write. ``require_role(request, 
 accepts a client key and names its user.
 
 The dashboard's session cookie is accepted in place of a token: ``gateway/ui/session.py`` loads
-the session into the request scope (``SESSION_SCOPE_KEY``) and a request that changes anything
-(not GET/HEAD) must echo the session's CSRF token in ``X-CSRF-Token``.
+the session into the request scope (``SESSION_SCOPE_KEY``) once ``actor_by_reference`` (or the
+keyring, for a client key) has found its credential still valid, and a request that changes
+anything (not GET/HEAD) must echo the session's CSRF token in ``X-CSRF-Token``.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from starlette.requests import Request
 from gateway.errors import Forbidden, Unauthorized
 from gateway.http.services import Services, services
 from gateway.proxy.auth import presented_key
+from gateway.proxy.auth_throttle import client_address
 from gateway.secret import sha256_hex
 
 KIND = "admin_tokens"
@@ -46,13 +48,19 @@ def require_role(request: Request, role: str = "admin") -> Actor:
     if presented is None and SESSION_SCOPE_KEY in request.scope:
         return session_actor(request, role)
     if role == "user":
-        principal = gateway.keyring.authenticate(request.headers)
+        principal = gateway.keyring.authenticate(request.headers, request.scope)
         return Actor(f"key:{principal.key_id}", "user", principal.user)
     tokens = gateway.control.snapshot.kind(KIND)
     if gateway.runtime.admin_token is None and not tokens:
         raise Unauthorized("Set GATEWAY_ADMIN_TOKEN to use the operator endpoints.")
-    actor = _actor(gateway, tokens, presented) if presented else None
+    if presented is None:
+        raise Unauthorized("This endpoint needs an admin token.")
+    throttle, address = gateway.keyring.throttle, client_address(request.scope)
+    if throttle.active:
+        throttle.check(address, presented)
+    actor = _actor(gateway, tokens, presented)
     if actor is None:
+        throttle.failed("admin", address, presented)
         raise Unauthorized("This endpoint needs an admin token.")
     if RANK[actor.role] < RANK[role]:
         raise Forbidden(
@@ -89,6 +97,27 @@ def session_actor(request: Request, role: str) -> Actor:
             code="insufficient_role",
         )
     return actor
+
+
+def admin_actor(gateway: Services, presented: str) -> Actor | None:
+    """The operator whose token is ``presented``, or None (not throttled: see callers)."""
+    return _actor(gateway, gateway.control.snapshot.kind(KIND), presented)
+
+
+def actor_by_reference(
+    gateway: Services, name: str, matches: Callable[[str], bool]
+) -> Actor | None:
+    """The operator ``name`` ("env-admin", "token:<id>") if its credential's digest still
+    ``matches`` (a session's keyed reference); None once the token is deleted or changed."""
+    if name == "env-admin":
+        env = gateway.runtime.admin_token
+        return Actor(name, "admin") if env and matches(sha256_hex(env.reveal())) else None
+    kind, _, token_id = name.partition(":")
+    document = gateway.control.snapshot.kind(KIND).get(token_id) if kind == "token" else None
+    if document is None or not matches(str(document.get("sha256", ""))):
+        return None
+    role = str(document.get("role", "viewer"))
+    return Actor(name, role) if role in ROLES else None
 
 
 def _actor(gateway: Services, tokens: Mapping[str, dict[str, Any]], presented: str) -> Actor | None:

@@ -2,9 +2,9 @@
 
 ``GET /v1/admin/tiers/{tier}/weights`` shows each weighted route's effective weights (run
 time, else tiers.yaml); ``PUT`` with ``{"routes": {"text": {"model-a": 90, "canary": 10}}}``
-replaces the tier's run-time weights (every named model must be in that route's chain);
-``DELETE`` returns to tiers.yaml. Writes are audited by the control plane and reach every
-replica through its snapshot.
+replaces the tier's run-time weights (every named model must be in that route's chain as
+tiers.yaml lists it, in demo mode too); ``DELETE`` returns to tiers.yaml. Writes are audited
+by the control plane and reach every replica through its snapshot.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _tier(request: Request) -> Tier:
     tier = services(request).config.tiers.get(name)
     if tier is None:
         raise NotFound(f"Unknown tier '{name}'.")
-    return tier
+    return tier.as_listed or tier  # `--demo`: the listed models, not the demo one standing in
 
 
 def _routes(tier: Tier, raw: bytes) -> dict[str, dict[str, float]]:

@@ -33,7 +33,13 @@ from gateway.metering.export import COLUMNS
 from gateway.metering.rollup import DAY_TTL_S, DIMENSIONS
 
 EXPORT_MAX = 200_000
-CURSOR = re.compile(r"\d{1,20}(-\d{1,20})?")  # a usage stream entry id
+# a records page's cursor, as each source hands it out: a usage stream entry id (Redis), or
+# the last row's microseconds since the epoch and request id (the ledger)
+STREAM_CURSOR = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")
+LEDGER_CURSOR = re.compile(r"(\d{1,18}):([^\x00-\x1f\x7f]{1,512})")
+MAX_STREAM_PART = 2**64 - 1
+MAX_LEDGER_MICROS = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 FILTERS = ("user", "key_id", "tier", "model", "provider", "capability", "status", "tag")
 FORMATS = {
     "csv": "text/csv; charset=utf-8",
@@ -49,7 +55,15 @@ def usage_filter(params: QueryParams | Mapping[str, str], now: float) -> UsageFi
     if end < start:
         raise InvalidRequest("'end' is before 'start'.", param="end")
     chosen = {name: value for name in FILTERS if (value := params.get(name))}
+    for name, value in chosen.items():
+        refuse_control_characters(name, value)
     return UsageFilter(start, end, **chosen)
+
+
+def refuse_control_characters(name: str, value: str) -> None:
+    """A 400 for a filter holding a control character (a NUL made Postgres fail: a 503)."""
+    if CONTROL.search(value):
+        raise InvalidRequest(f"'{name}' must not contain control characters.", param=name)
 
 
 def _time(params: QueryParams | Mapping[str, str], name: str, default: float) -> float:
@@ -73,11 +87,22 @@ def rollup_window(flt: UsageFilter, now: float) -> UsageFilter:
     )
 
 
-def records_cursor(params: QueryParams | Mapping[str, str]) -> str | None:
-    """The ``cursor`` of a records page (a stream entry id), None for the first page; any
-    other text was a store error (a 500)."""
+def records_cursor(params: QueryParams | Mapping[str, str], source: str) -> str | None:
+    """The ``cursor`` of a records page, None for the first page: one that ``source``
+    ("redis" or "postgres") could have handed out, in range; anything else is a 400 (out of
+    range it was a store error: a reset connection, a 500)."""
     cursor = params.get("cursor") or None
-    if cursor is not None and not CURSOR.fullmatch(cursor):
+    if cursor is None:
+        return None
+    if source == "postgres":
+        found = LEDGER_CURSOR.fullmatch(cursor)
+        valid = found is not None and int(found[1]) <= MAX_LEDGER_MICROS
+    else:
+        found = STREAM_CURSOR.fullmatch(cursor)
+        valid = found is not None and all(
+            int(part) <= MAX_STREAM_PART for part in found.groups() if part is not None
+        )
+    if not valid:
         raise InvalidRequest("'cursor' must be a next_cursor from a previous page.", param="cursor")
     return cursor
 
@@ -114,7 +139,7 @@ async def records(request: Request) -> Response:
     limit = params.get("limit") or "50"
     if not limit.isdigit() or not 1 <= int(limit) <= 1000:
         raise InvalidRequest("'limit' must be a whole number from 1 to 1000.", param="limit")
-    cursor = records_cursor(params)
+    cursor = records_cursor(params, gateway.analytics.source)
     found, following = await gateway.analytics.records(flt, int(limit), cursor)
     return json_response({"object": "list", "data": found, "next_cursor": following})
 

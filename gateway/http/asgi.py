@@ -64,7 +64,7 @@ class GatewayApp(Starlette):
 
 
 # POSTs below /v1 that are Starlette routes, not proxied endpoints (the admin API...).
-ROUTED_POSTS: tuple[str, ...] = ("/v1/admin/", "/v1/quota/requests")
+ROUTED_POSTS: tuple[str, ...] = ("/v1/admin/", "/v1/quota/requests", "/v1/messages/count_tokens")
 
 
 class FastLane:
@@ -96,9 +96,12 @@ class FastLane:
     ) -> ASGIApp:
         if endpoint is None:
             try:
-                endpoint = self._dispatch.endpoint(path)
+                found = self._dispatch.endpoint(path)
             except GatewayError as error:
                 return error_response(error)
+            if not isinstance(found, Endpoint):  # a protocol bridge (/v1/responses...)
+                return to_asgi(await found.handle(self._pipeline, Request(scope, receive)))
+            endpoint = found
         return to_asgi(await self._pipeline.handle(Request(scope, receive), endpoint))
 
 

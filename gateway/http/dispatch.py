@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from gateway.errors import MethodNotAllowed, NotFound
 from gateway.http.paths import PREFIX, canonical_path, match_pattern
+from gateway.proxy.bridge import Bridge
 from gateway.proxy.routing import KNOWN_ENDPOINTS, Endpoint, passthrough_endpoint
 
 
@@ -18,14 +19,23 @@ class Dispatch:
     completions``, a trailing slash, ``%2e``) gets that endpoint's handling; other paths must
     be declared under ``passthrough:`` in routes.yaml, or they are refused."""
 
-    def __init__(self, passthrough: Mapping[str, frozenset[str]]) -> None:
+    def __init__(
+        self,
+        passthrough: Mapping[str, frozenset[str]],
+        bridges: Mapping[str, Bridge] | None = None,
+    ) -> None:
+        """``bridges``: paths below /v1 served by a protocol bridge (``/responses``...)."""
         self._known = {endpoint.path: endpoint for endpoint in KNOWN_ENDPOINTS}
         self.direct = {PREFIX + endpoint.path: endpoint for endpoint in KNOWN_ENDPOINTS}
         self._passthrough = passthrough
+        self._bridges = dict(bridges or {})
 
-    def endpoint(self, path: str) -> Endpoint:
-        """The endpoint for a path that is not one of ``direct``'s exact spellings."""
+    def endpoint(self, path: str) -> Endpoint | Bridge:
+        """The endpoint (or bridge) for a path that is not one of ``direct``'s spellings."""
         below = canonical_path(path)
+        bridge = self._bridges.get(below)
+        if bridge is not None:
+            return bridge
         known = self._known.get(below)
         if known is not None:
             return known

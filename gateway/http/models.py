@@ -51,14 +51,14 @@ def _entry(model_id: str, owner: str, created: int, **extra: str) -> dict[str, A
 
 async def list_models(request: Request) -> Response:
     gateway = services(request)
-    principal = gateway.keyring.authenticate(request.headers)
+    principal = gateway.keyring.authenticate(request.headers, request.scope)
     entries = _visible(_entries(gateway, principal), principal)
     return json_response({"object": "list", "data": list(entries.values())})
 
 
 async def get_model(request: Request) -> Response:
     gateway = services(request)
-    principal = gateway.keyring.authenticate(request.headers)
+    principal = gateway.keyring.authenticate(request.headers, request.scope)
     model_id = request.path_params["model_id"]
     if principal.models is not None and model_id not in principal.models:
         raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")

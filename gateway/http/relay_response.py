@@ -3,14 +3,18 @@
 Starlette's ``StreamingResponse`` runs a task group with a second task per response to watch for
 the client leaving (uvicorn speaks ASGI 2.3). Here one future waits on ``receive()``; when it
 reports a disconnect, the streaming task is cancelled at once, which closes the upstream.
+A server shutting down cuts an SSE relay still open at the end of its grace period the same
+way, then ends it in-band (``stream_cut``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Mapping
 
 from starlette.types import Message, Receive, Scope, Send
+
+from gateway.http.stream_cut import STATE_KEY, OpenRelays
 
 
 class RelayResponse:
@@ -35,7 +39,22 @@ class RelayResponse:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         assert task is not None
-        state = {"streaming": True, "client_left": False}
+        state = {"streaming": True, "client_left": False, "body_done": False}
+        tail: list[bytes] = []  # what ends the body in-band once the server cut it
+
+        # A body that can end itself in-band (an SSE relay) is cut by a server shutting down.
+        cut_body: Callable[[], bytes] | None = getattr(self.body_iterator, "server_cut", None)
+        relays: OpenRelays | None = None
+        if cut_body is not None:
+            relays = scope.get("state", {}).get(STATE_KEY)
+
+        def server_cut() -> None:
+            if state["streaming"] and not state["client_left"] and cut_body is not None:
+                tail.append(cut_body())
+                task.cancel()
+
+        if relays is not None:
+            relays.add(server_cut)
 
         def on_message(waiter: asyncio.Future[Message]) -> None:
             if waiter.cancelled() or waiter.exception() is not None:
@@ -56,18 +75,31 @@ class RelayResponse:
                     await send(self._start())
                     started = True
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            state["body_done"] = True
             if not started:
                 await send(self._start())
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
-            if not state["client_left"]:
+            if state["client_left"]:
+                task.uncancel()  # our own cancel: the client is gone, the response is over
+            elif tail:
+                task.uncancel()  # the server's cut at shutdown: end the stream in-band
+                state["streaming"] = False
+                await self._end_in_band(send, b"" if state["body_done"] else tail[0], started)
+            else:
                 raise
-            task.uncancel()  # our own cancel: the client is gone, the response is over
         finally:
             state["streaming"] = False
             waiter.cancel()
+            if relays is not None:
+                relays.discard(server_cut)
             if isinstance(chunks, AsyncGenerator):
                 await chunks.aclose()
+
+    async def _end_in_band(self, send: Send, tail: bytes, started: bool) -> None:
+        if not started:
+            await send(self._start())
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     def _start(self) -> Message:
         return {

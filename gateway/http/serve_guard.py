@@ -28,6 +28,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from gateway.errors import InvalidRequest, RequestTimeout
+from gateway.http.stream_cut import STATE_KEY, OpenRelays
 from gateway.proxy.incoming import BODY_TIMED_OUT
 
 
@@ -92,6 +93,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.deadline = 0.0  # the header's end, or the body's total end
         self.last_read = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        # shared by the server's connections, and seen by its requests in scope["state"]
+        self.open_relays: OpenRelays = app_state.setdefault(STATE_KEY, OpenRelays())
 
     # -- connection and parser callbacks: phases change, the timer moves lazily --------------
 
@@ -132,6 +135,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         self.transport.write(_bad_request_response(msg))
         self.transport.close()
+
+    def shutdown(self) -> None:
+        """The server is shutting down: streams still open near the grace period's end are
+        ended in-band (``stream_cut``) rather than cancelled by uvicorn."""
+        self.open_relays.schedule(self.loop, self.config.timeout_graceful_shutdown)
+        super().shutdown()
 
     def handle_websocket_upgrade(self) -> None:
         self._disarm()

@@ -13,7 +13,8 @@ from starlette.routing import Route
 from gateway.http.responses import json_response
 from gateway.http.services import Services, services
 from gateway.providers.bodies import body_chunks
-from gateway.proxy.video_jobs import VideoJobs, public
+from gateway.proxy.video_jobs import VideoJobs
+from gateway.proxy.video_records import public
 
 
 class WithVideos(Services, Protocol):
@@ -28,20 +29,20 @@ def _videos(request: Request) -> tuple[WithVideos, VideoJobs]:
 
 async def list_videos(request: Request) -> Response:
     gateway, videos = _videos(request)
-    principal = gateway.keyring.authenticate(request.headers)
+    principal = gateway.keyring.authenticate(request.headers, request.scope)
     jobs = [public(job) for job in await videos.list(principal)]
     return json_response({"object": "list", "data": jobs, "has_more": False})
 
 
 async def retrieve(request: Request) -> Response:
     gateway, videos = _videos(request)
-    principal = gateway.keyring.authenticate(request.headers)
+    principal = gateway.keyring.authenticate(request.headers, request.scope)
     return json_response(public(await videos.get(principal, request.path_params["video_id"])))
 
 
 async def content(request: Request) -> Response:
     gateway, videos = _videos(request)
-    principal = gateway.keyring.authenticate(request.headers)
+    principal = gateway.keyring.authenticate(request.headers, request.scope)
     url, response = await videos.content(principal, request.path_params["video_id"])
     if url is not None:
         return RedirectResponse(url, status_code=302)

@@ -138,7 +138,7 @@ class PostgresAnalytics:
         """Newest first, ``limit`` at a time; the cursor is the last row's (ts, request id)."""
         first_day, last_day, low, high = bounds(flt.start, flt.end)
         where, args = _filters(flt, [first_day, last_day, low, high], raw=True)
-        if cursor:
+        if cursor:  # checked by the caller: ``micros:request_id`` (http/analytics.py)
             stamp, _, request_id = cursor.partition(":")
             args += [EPOCH + dt.timedelta(microseconds=int(stamp)), request_id]
             where += f" AND (ts, request_id) < (${len(args) - 1}, ${len(args)})"

@@ -6,19 +6,32 @@ import asyncio
 import contextlib
 from typing import Any
 
-import asyncpg
-
 from gateway.errors import StoreUnavailable
+from gateway.extras import POSTGRES, MissingExtra
+
+try:
+    import asyncpg
+except ImportError as error:  # imported only with DATABASE_URL set: the ledger is configured
+    raise MissingExtra(POSTGRES) from error
 
 CONNECT_TIMEOUT_S = 3.0
 COMMAND_TIMEOUT_S = 30.0
 POOL_SIZE = 4
+# Connection failures: retried by the shipper and counted in gateway_ledger_failures_total.
+# asyncpg raises InternalClientError (ProtocolError among them) for a connection that Postgres
+# closed under it mid-exchange, as at a server shutdown.
 ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     OSError,
     asyncio.TimeoutError,
 )
+
+
+async def connect(url: str, timeout: float) -> Any:
+    """One connection outside the pool (``gateway db upgrade``)."""
+    return await asyncpg.connect(url, timeout=timeout)
 
 
 class Database:

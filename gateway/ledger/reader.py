@@ -20,9 +20,16 @@ def bounds(start: float, end: float) -> tuple[dt.date, dt.date, dt.datetime, dt.
 
 
 async def read_records(
-    db: Database, user: str | None, start: float, end: float
+    db: Database,
+    user: str | None,
+    start: float,
+    end: float,
+    *,
+    skip: int = 0,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Records of ``user`` (all users when None) with ``start <= ts < end``, oldest first."""
+    """Records of ``user`` (all users when None) with ``start <= ts < end``, oldest first;
+    the first ``skip`` of them left out and at most ``limit`` (a page of ``/v1/usage``)."""
     first, last, low, high = bounds(start, end)
     sql = (
         "SELECT record::text AS record FROM usage_records"
@@ -32,5 +39,10 @@ async def read_records(
     if user is not None:
         sql += " AND user_id = $5"
         args.append(user)
-    rows = await db.fetch(sql + " ORDER BY ts, request_id", *args)
+    sql += " ORDER BY ts, request_id"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    if skip:
+        sql += f" OFFSET {int(skip)}"
+    rows = await db.fetch(sql, *args)
     return [orjson.loads(row["record"]) for row in rows]

@@ -44,8 +44,10 @@ class Ledger:
             await self.shipper.aclose()
         await self.database.aclose()
 
-    async def records(self, user: str | None, start: float, end: float) -> list[dict[str, Any]]:
-        return await read_records(self.database, user, start, end)
+    async def records(
+        self, user: str | None, start: float, end: float, skip: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        return await read_records(self.database, user, start, end, skip=skip, limit=limit)
 
     def status(self) -> dict[str, Any]:
         """For ``/readyz``: the shipper's lag and Postgres as it last saw it."""

@@ -12,8 +12,10 @@ key                         type    contents
 {gw:cp}:audit               stream  one entry per change, field ``a`` = JSON (capped)
 ==========================  ======  =====================================================
 
-Every write publishes the new version on the channel ``gw:cp:changed``. On Redis Cluster the
-asyncio client has no pub/sub, so there the readers' version poll is the mechanism.
+Every write publishes ``VERSION:KIND:ID`` (the new version and the document it changed) on the
+channel ``gw:cp:changed``, so that a reader one version behind reads just that document. On
+Redis Cluster the asyncio client has no pub/sub, so there the readers' version poll is the
+mechanism (a full reload per change).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+
+from gateway.metering.store import ControlChange
 
 TAG = "{gw:cp}"
 KIND_PREFIX = f"{TAG}:kind:"
@@ -39,7 +43,9 @@ end
 redis.call("SADD", KEYS[4], ARGV[6])
 local version = redis.call("INCR", KEYS[2])
 redis.call("XADD", KEYS[3], "MAXLEN", "~", ARGV[5], "*", "a", ARGV[4])
-if ARGV[7] ~= "" then redis.call("PUBLISH", ARGV[7], version) end
+if ARGV[7] ~= "" then
+  redis.call("PUBLISH", ARGV[7], version .. ":" .. ARGV[6] .. ":" .. ARGV[1])
+end
 return version
 """
 
@@ -87,6 +93,18 @@ async def load(client: Redis | RedisCluster) -> tuple[int, dict[str, dict[str, b
             _text(flat[j]): bytes(flat[j + 1]) for j in range(0, len(flat), 2)
         }
     return int(reply[0]), documents
+
+
+async def read(client: Redis | RedisCluster, kind: str, id: str) -> bytes | None:
+    found: Any = await client.hget(kind_key(kind), id)
+    return bytes(found) if found is not None else None
+
+
+def parse_change(data: bytes | str) -> ControlChange:
+    """An announcement: ``VERSION:KIND:ID``, or a bare version (an older writer)."""
+    version, _, rest = _text(data).partition(":")
+    kind, _, id = rest.partition(":")
+    return ControlChange(int(version), kind or None, id if kind else None)
 
 
 async def version(client: Redis | RedisCluster) -> int:

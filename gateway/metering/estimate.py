@@ -22,6 +22,9 @@ CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4
 TOKENS_PER_IMAGE = 85
 TTS_CHARS_PER_SECOND = 15
+# Prompt tokens a request may use beyond one per byte of its body: the chat template, a
+# provider's system prompt, images sent by URL (a high-detail image is ~1,500 tokens).
+PROMPT_ALLOWANCE_TOKENS = 16_384
 IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image"})
 
 
@@ -38,6 +41,12 @@ def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
     for field in ("prompt", "input"):
         total += _input_tokens(body.get(field))
     return total
+
+
+def prompt_tokens_most(body_bytes: int) -> int:
+    """The most prompt tokens an upstream may believably report for a JSON body of
+    ``body_bytes`` (0: unknown, no bound): a token is at least one byte of text."""
+    return body_bytes + PROMPT_ALLOWANCE_TOKENS if body_bytes > 0 else 0
 
 
 def tts_audio_ms(chars: int) -> int:

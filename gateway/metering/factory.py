@@ -113,7 +113,13 @@ def _sentinel_store(url: SentinelUrl, settings: Settings) -> RedisStore:
     """redis-py's Sentinel client for everything, and the pipelined connection for the
     scripts, both asking the sentinels for the master whenever they (re)connect."""
     timeouts = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": SOCKET_TIMEOUT_S}
-    sentinel = Sentinel(list(url.sentinels), sentinel_kwargs=timeouts, **timeouts)  # type: ignore[no-untyped-call]
+    # typed from redis-py 8 on; untyped before
+    sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
+        list(url.sentinels),
+        sentinel_kwargs=timeouts,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=SOCKET_TIMEOUT_S,
+    )
     client = sentinel.master_for(
         url.master,
         redis_class=Redis,

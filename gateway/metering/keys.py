@@ -19,6 +19,8 @@ gw:spend:m:YYYYMM               hash    likewise, per month
 gw:{u:USER}:videojobs           hash    video job id → JSON job record (expires 7 days after
                                         its last write)
 gw:{u:USER}:videojob:JOB:done   string  the job was settled (once-only mark)
+gw:{u:USER}:resp:ID             hash    ``r``: a stored Responses API response (JSON), its
+                                        input and history; ``""`` once deleted
 gw:alert:SCOPE:PERIOD:WINDOW    string  set once when an alert fired
 gw:usage                        stream  one entry per request, field ``r`` = JSON record
 gw:{u:USER}:rec:YYYYMMDD        list    the user's stream entry ids that day (on a cluster the
@@ -56,6 +58,10 @@ def user_month(user: str, month: str) -> str:
 
 def user_overrides(user: str) -> str:
     return f"{PREFIX}:{{u:{user}}}:ovr"
+
+
+def user_response(user: str, response_id: str) -> str:
+    return f"{PREFIX}:{{u:{user}}}:resp:{response_id}"
 
 
 def user_video_jobs(user: str) -> str:

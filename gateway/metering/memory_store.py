@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from gateway.metering import keys
 from gateway.metering.decide import decide
 from gateway.metering.scripts import INDEX_TTL_S, SETTLED_MARK_S
-from gateway.metering.store import Counter, Lease, LeaseEnd, SettleBatch, Verdict
+from gateway.metering.store import ControlChange, Counter, Lease, LeaseEnd, SettleBatch, Verdict
 
 Grant = tuple[str, str, int]  # key, field, amount
 MAX_MARKS = 100_000
@@ -163,6 +163,9 @@ class MemoryStore:
     async def control_version(self) -> int:
         return self._control_version
 
+    async def control_read(self, kind: str, id: str) -> bytes | None:
+        return self._control.get(kind, {}).get(id)
+
     async def control_write(
         self, kind: str, id: str, value: bytes | None, audit: bytes, audit_maxlen: int
     ) -> int:
@@ -185,7 +188,7 @@ class MemoryStore:
         page = [(str(i), entry) for i, entry in reversed(self._audit) if i < limit]
         return page[:count]
 
-    def control_changes(self) -> AsyncIterator[int] | None:
+    def control_changes(self) -> AsyncIterator[ControlChange] | None:
         return None  # one process: the writer's own snapshot is refreshed by ``put``
 
     async def ping(self) -> None:

@@ -40,7 +40,15 @@ from gateway.metering.limit_errors import exceeded, rate_limit_headers
 from gateway.metering.meter_reads import MeterReads
 from gateway.metering.meter_status import MeterStatus
 from gateway.metering.settle import Settlement, settlement
-from gateway.metering.store import Lease, Store, StoreError, StoreRejected, Verdict
+from gateway.metering.store import (
+    Lease,
+    LeaseEnd,
+    SettleBatch,
+    Store,
+    StoreError,
+    StoreRejected,
+    Verdict,
+)
 from gateway.metering.types import Admission, Amounts, Check, MeterRequest, Outcome
 from gateway.metering.webhook import WebhookSender
 from gateway.metering.windows import Windows, windows_at
@@ -98,7 +106,7 @@ class Meter(MeterReads, MeterStatus):
         self._flush_task: asyncio.Task[None] | None = None
         self._webhook_task: asyncio.Task[None] | None = None
         # set by the app when the ledger (gateway/ledger/) holds the records: any date range
-        self.records_reader: Callable[[str | None, float, float], Awaitable[Any]] | None = None
+        self.records_reader: Callable[..., Awaitable[Any]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -244,12 +252,24 @@ class Meter(MeterReads, MeterStatus):
                 ) from None
             except StoreError as exc:
                 self._health.failed(exc)
+                if self._config.settings.on_store_error == "deny":
+                    self._give_back(checks, lease)
             else:
                 self._health.recovered()
                 return verdict
         if self._config.settings.on_store_error == "deny":
             raise StoreUnavailable("Usage metering is unavailable; try again shortly")
         return None
+
+    def _give_back(self, checks: tuple[Check, ...], lease: Lease) -> None:
+        """A refused request whose reserve timed out may still have run in the store (a
+        stalled Redis runs it when resumed): queue the end of its lease, which gives back
+        whatever the lease holds, if anything. The flusher sends it once the store answers;
+        ending a lease that never existed does nothing."""
+        groups = dict.fromkeys(keys.lease(check.counter.key) for check in checks)
+        ends = tuple(LeaseEnd(group, lease.id) for group in groups)
+        self._buffer.add(Settlement(SettleBatch((), leases=ends), (), {}))
+        self._start_background()
 
     async def _written(self, items: Sequence[Settlement], results: list[list[int]]) -> None:
         for item, totals in zip(items, results, strict=True):
@@ -304,12 +324,12 @@ class Meter(MeterReads, MeterStatus):
         return ended
 
     async def _sweep_leases(self) -> None:
-        while True:
-            await asyncio.sleep(self._sweep_interval_s)
+        while True:  # the first at start: a restarted worker's expired leases come back now
             try:
                 await self.sweep_leases()
             except Exception:
                 logger.exception("metering: lease sweep failed")
+            await asyncio.sleep(self._sweep_interval_s)
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:

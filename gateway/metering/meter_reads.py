@@ -34,7 +34,7 @@ class MeterReads:
     _clock: Callable[[], float]
     _health: StoreHealth
     # set by the app when the ledger (gateway/ledger/) holds the records: any date range
-    records_reader: Callable[[str | None, float, float], Awaitable[Any]] | None
+    records_reader: Callable[..., Awaitable[Any]] | None
 
     async def quota_view(self, user: str, tier: Tier) -> dict[str, Any]:
         quotas = {cap: q for (name, cap), q in self._tier_quotas.items() if name == tier.name}
@@ -46,14 +46,19 @@ class MeterReads:
         reserved = await self._read(lambda: self._store.read_reservations(lease))
         return build_view(self._config, user, tier, hashes, windows, reserved)
 
-    async def records(self, user: str | None, start: float, end: float) -> list[dict[str, Any]]:
-        """Usage records of ``user`` (every user when None) with ``start <= ts < end``."""
+    async def records(
+        self, user: str | None, start: float, end: float, skip: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Usage records of ``user`` (every user when None) with ``start <= ts < end``, oldest
+        first; the first ``skip`` left out, at most ``limit`` (a page)."""
         if self.records_reader is not None:
-            return list(await self.records_reader(user, start, end))
+            return list(await self.records_reader(user, start, end, skip=skip, limit=limit))
         if user is None:
-            return await self._read(lambda: read_records(self._store, None, start, end))
-        now = self._clock()
-        return await self._read(lambda: read_user_records(self._store, user, start, end, now))
+            found = await self._read(lambda: read_records(self._store, None, start, end))
+        else:
+            now = self._clock()
+            found = await self._read(lambda: read_user_records(self._store, user, start, end, now))
+        return found[skip : None if limit is None else skip + limit]
 
     @property
     def records_source(self) -> str:

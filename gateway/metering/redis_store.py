@@ -31,7 +31,7 @@ from gateway.metering.redis_reads import held_amounts, stream_entries
 from gateway.metering.redis_reads import integers as _integers
 from gateway.metering.redis_reads import text as _text
 from gateway.metering.redis_reserve import RedisReserve
-from gateway.metering.store import Counter, Lease, SettleBatch, Verdict
+from gateway.metering.store import ControlChange, Counter, Lease, SettleBatch, Verdict
 
 __all__ = ["RedisStore", "held_amounts"]
 
@@ -136,6 +136,9 @@ class RedisStore(RedisReserve):
     async def control_version(self) -> int:
         return await self._guarded(lambda: control_store.version(self._client))
 
+    async def control_read(self, kind: str, id: str) -> bytes | None:
+        return await self._guarded(lambda: control_store.read(self._client, kind, id))
+
     async def control_write(
         self, kind: str, id: str, value: bytes | None, audit: bytes, audit_maxlen: int
     ) -> int:
@@ -151,24 +154,24 @@ class RedisStore(RedisReserve):
     async def control_audit(self, before: str | None, count: int) -> list[tuple[str, bytes]]:
         return await self._guarded(lambda: control_store.audit_page(self._client, before, count))
 
-    def control_changes(self) -> AsyncIterator[int] | None:
+    def control_changes(self) -> AsyncIterator[ControlChange] | None:
         if isinstance(self._client, RedisCluster):  # no asyncio pub/sub: the poll does it
             return None
         return self._changes(self._client)
 
-    async def _changes(self, client: Redis) -> AsyncIterator[int]:
+    async def _changes(self, client: Redis) -> AsyncIterator[ControlChange]:
         pubsub = client.pubsub()
         try:
             await pubsub.subscribe(control_store.CHANNEL)
             async for message in pubsub.listen():
                 raise_if_cancelled()  # redis-py may have swallowed it
                 if message.get("type") == "message":
-                    yield int(message["data"])
+                    yield control_store.parse_change(message["data"])
         except FOREIGN_ERRORS as exc:
             raise _converted(exc) from exc
         finally:
             with contextlib.suppress(*FOREIGN_ERRORS):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     async def ping(self) -> None:
         await self._guarded(lambda: self._client.ping())

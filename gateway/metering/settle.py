@@ -10,10 +10,12 @@ request keeps only its request count. Usage the upstream did not report is estim
 (``estimate.py``) and the record says ``estimated: true``.
 
 Reported usage is not trusted: prompt and completion tokens are each clamped to
-``[0, MAX_REPORTED_TOKENS]`` (ten million: above any model's context window), images to
-``[0, MAX_IMAGES]`` and audio and video to ``[0, MAX_AUDIO_MS]``; a value that is not an
-integer counts as 0. A record with a clamped value says ``usage_flagged: true`` and a warning
-is logged.
+``[0, MAX_REPORTED_TOKENS]`` (ten million: above any model's context window), and further to
+what the request could produce: completion tokens to ``n`` x the max_tokens sent upstream,
+prompt tokens to the request's ``prompt_tokens_most`` (its body's bytes plus an allowance);
+images to ``[0, MAX_IMAGES]`` and audio and video to ``[0, MAX_AUDIO_MS]``; a value that is not
+an integer counts as 0. A record with a clamped value says ``usage_flagged: true`` (counted by
+``gateway_usage_clamped_total``) and a warning is logged.
 
 Video is recorded as ``video_ms`` (``audio_ms`` stays 0), and counts against the capability's
 media-milliseconds counter, the one ``minutes_per_day`` limits (video minutes for
@@ -101,15 +103,26 @@ def plausible(value: object, most: int) -> tuple[int, bool]:
     return clamped, clamped != value
 
 
-def trusted(outcome: Outcome) -> tuple[Outcome, bool]:
-    """``outcome`` with its reported usage clamped, and whether anything was."""
+def token_bounds(admission: Admission) -> tuple[int, int]:
+    """The most prompt and completion tokens the admitted request could have used."""
+    request = admission.request
+    prompt = min(request.prompt_tokens_most or MAX_REPORTED_TOKENS, MAX_REPORTED_TOKENS)
+    sent = admission.clamp_max_tokens or request.max_output_tokens
+    if not request.generates_tokens or sent <= 0:
+        return prompt, MAX_REPORTED_TOKENS
+    return prompt, min(sent * request.choices, MAX_REPORTED_TOKENS)
+
+
+def trusted(
+    outcome: Outcome, bounds: tuple[int, int] = (MAX_REPORTED_TOKENS, MAX_REPORTED_TOKENS)
+) -> tuple[Outcome, bool]:
+    """``outcome`` with its reported usage clamped (tokens to ``bounds``: prompt, completion),
+    and whether anything was."""
     prompt, completion = outcome.prompt_tokens, outcome.completion_tokens
+    most_prompt, most_completion = bounds
     if (
-        (prompt is None or (type(prompt) is int and 0 <= prompt <= MAX_REPORTED_TOKENS))
-        and (
-            completion is None
-            or (type(completion) is int and 0 <= completion <= MAX_REPORTED_TOKENS)
-        )
+        (prompt is None or (type(prompt) is int and 0 <= prompt <= most_prompt))
+        and (completion is None or (type(completion) is int and 0 <= completion <= most_completion))
         and type(outcome.images) is int
         and 0 <= outcome.images <= MAX_IMAGES
         and type(outcome.audio_ms) is int
@@ -121,8 +134,8 @@ def trusted(outcome: Outcome) -> tuple[Outcome, bool]:
     flagged = False
     values: dict[str, Any] = {}
     for name, most in (
-        ("prompt_tokens", MAX_REPORTED_TOKENS),
-        ("completion_tokens", MAX_REPORTED_TOKENS),
+        ("prompt_tokens", most_prompt),
+        ("completion_tokens", most_completion),
         ("images", MAX_IMAGES),
         ("audio_ms", MAX_AUDIO_MS),
         ("video_ms", MAX_AUDIO_MS),
@@ -136,7 +149,7 @@ def trusted(outcome: Outcome) -> tuple[Outcome, bool]:
 
 def usage(admission: Admission, outcome: Outcome) -> Usage:
     request = admission.request
-    outcome, flagged = trusted(outcome)
+    outcome, flagged = trusted(outcome, token_bounds(admission))
     if flagged:
         logger.warning(
             "metering: implausible usage reported for %s clamped",

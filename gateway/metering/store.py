@@ -123,6 +123,15 @@ class SettleBatch:
         return [*self.increments, *expanded]
 
 
+class ControlChange(NamedTuple):
+    """One announced control-plane write: the version it made, and the document it changed
+    (None when the announcement did not say)."""
+
+    version: int
+    kind: str | None = None
+    id: str | None = None
+
+
 class Store(Protocol):
     """Usage counters, overrides, usage records and one-shot marks."""
 
@@ -184,6 +193,10 @@ class Store(Protocol):
         """The control plane's version (0 before the first write)."""
         ...
 
+    async def control_read(self, kind: str, id: str) -> bytes | None:
+        """One document as it is now (None: there is none)."""
+        ...
+
     async def control_write(
         self, kind: str, id: str, value: bytes | None, audit: bytes, audit_maxlen: int
     ) -> int:
@@ -199,9 +212,9 @@ class Store(Protocol):
         """Audit entries, newest first, strictly older than the id ``before`` (None: newest)."""
         ...
 
-    def control_changes(self) -> AsyncIterator[int] | None:
-        """New versions as they are announced (pub/sub), or None when the store cannot
-        announce them (the memory store, Redis Cluster): readers then rely on polling."""
+    def control_changes(self) -> AsyncIterator[ControlChange] | None:
+        """Changes as they are announced (pub/sub), or None when the store cannot announce
+        them (the memory store, Redis Cluster): readers then rely on polling."""
         ...
 
     async def ping(self) -> None:

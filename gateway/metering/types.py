@@ -55,6 +55,10 @@ class MeterRequest:
     # True for chat/completions: without max_tokens, the tier's cap is reserved (and set)
     generates_tokens: bool = False
     key_limits: KeyLimits | None = None  # a run-time client key's own limits
+    # Bounds on believable reported usage (0: none): the prompt cannot hold more tokens than
+    # its body has bytes (plus an allowance), nor the answer more than n x the max_tokens sent.
+    prompt_tokens_most: int = 0
+    choices: int = 1  # answers asked for (n); each may use the max_tokens sent upstream
 
 
 @dataclass(frozen=True)

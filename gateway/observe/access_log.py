@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
-from gateway.observe.user_hash import UserHash
+from gateway.control.id_keys import IdKeys
 from gateway.proxy.context import RequestContext
 
 ACCESS_LOG = "gateway.access"
-UNKEYED = UserHash()
 
 
 class AccessLog:
-    """No prompts or keys: the user is hashed; bodies only when ``log_bodies`` (debugging)."""
+    """No prompts or keys: the user is a keyed hash; bodies only when ``log_bodies`` (debugging)."""
 
-    def __init__(
-        self, *, log_bodies: bool = False, user_hash: Callable[[str], str] = UNKEYED
-    ) -> None:
+    def __init__(self, *, log_bodies: bool = False, ids: IdKeys | None = None) -> None:
         self._log = logging.getLogger(ACCESS_LOG)
         self._log_bodies = log_bodies
-        self._user_hash = user_hash
+        self._ids = ids or IdKeys()
 
     def started(self, ctx: RequestContext) -> None:
         pass
@@ -32,7 +28,7 @@ class AccessLog:
     def finished(self, ctx: RequestContext) -> None:
         if not self._log.isEnabledFor(logging.INFO):
             return
-        fields = log_fields(ctx, self._user_hash)
+        fields = log_fields(ctx, self._ids)
         if ctx.trace is not None:
             fields["trace_id"] = ctx.trace.trace_id
         if self._log_bodies and ctx.debug_body is not None:
@@ -40,13 +36,13 @@ class AccessLog:
         self._log.info("request", extra={"fields": fields})
 
 
-def log_fields(ctx: RequestContext, user_hash: Callable[[str], str] = UNKEYED) -> dict[str, Any]:
+def log_fields(ctx: RequestContext, ids: IdKeys) -> dict[str, Any]:
     principal = ctx.principal
     usage = ctx.usage or {}
     return {
         "event": "request",
         "request_id": ctx.request_id,
-        "user": user_hash(principal.user) if principal else None,
+        "user": ids.log_user(principal.user) if principal else None,
         "tier": principal.tier.name if principal else None,
         "endpoint": ctx.endpoint.name,
         "model": ctx.model.name if ctx.model else None,

@@ -124,8 +124,14 @@ class Metrics:
         )
         self.fallbacks = Counter(
             "gateway_fallbacks",
-            "Moves down a fallback chain",
-            ["from_model", "to_model"],
+            "Requests served by a model other than their chain's first, by why the first did not",
+            ["from_model", "to_model", "reason"],
+            registry=r,
+        )
+        self.usage_clamped = Counter(
+            "gateway_usage_clamped",
+            "Usage records whose upstream-reported usage was implausible and clamped",
+            ["model", "provider"],
             registry=r,
         )
         self.rollout_selections = Counter(
@@ -251,6 +257,8 @@ class UsageMetrics:
             m.child(m.tokens, "output", *labels).inc(completion)
         if cost := record.get("cost_usd"):
             m.child(m.cost, *labels).inc(cost)
+        if record.get("usage_flagged"):
+            m.child(m.usage_clamped, labels[0], labels[1]).inc()
         if rollout := record.get("rollout"):
             m.child(m.rollout_selections, labels[2], rollout).inc()
         if record.get("downgraded"):

@@ -41,6 +41,9 @@ class RequestMetrics:
         if isinstance(ctx.error, QuotaExceeded) and ctx.plan is not None:
             m.child(m.quota_rejections, ctx.plan.capability, ctx.error.code or "quota").inc()
         self._observe_attempts(ctx)
+        if ctx.upstream_failure is not None and model is not None:  # after its first byte
+            m.child(m.upstream_errors, provider, ctx.upstream_failure).inc()
+            m.child(m.circuit_state, model.name).set(int(self._breakers.state(model.name)))
         if model is not None and ctx.stream is not None:
             self._observe_stream(ctx, model.name)
 
@@ -53,12 +56,12 @@ class RequestMetrics:
             if record.error_type is not None:
                 m.child(m.upstream_errors, record.provider, record.error_type).inc()
             m.child(m.circuit_state, record.model).set(int(self._breakers.state(record.model)))
-            if previous is not None:
-                if previous.model == record.model:
-                    m.child(m.retries, record.model, record.provider).inc()
-                else:
-                    m.child(m.fallbacks, previous.model, record.model).inc()
+            if previous is not None and previous.model == record.model:
+                m.child(m.retries, record.model, record.provider).inc()
             previous = record
+        if ctx.model is not None and ctx.cache != "hit" and ctx.fallback and ctx.plan:
+            first = ctx.plan.chain[0].name
+            m.child(m.fallbacks, first, ctx.model.name, _fallback_reason(ctx, first)).inc()
 
     def _observe_stream(self, ctx: RequestContext, model: str) -> None:
         stream = ctx.stream
@@ -69,3 +72,11 @@ class RequestMetrics:
         if output and output > 1:
             per_token = (stream.last_chunk_at - stream.first_chunk_at) / (output - 1)
             m.child(m.tpot, model).observe(per_token)
+
+
+def _fallback_reason(ctx: RequestContext, first: str) -> str:
+    """Why the chain's first model did not serve: it failed, its circuit was open, or it could
+    not be tried (no upstream credentials)."""
+    if any(record.model == first for record in ctx.records):
+        return "error"
+    return "breaker_open" if first in ctx.breaker_skipped else "not_tried"

@@ -1,5 +1,4 @@
-"""A deterministic example instance of a JSON Schema, for the demo upstream's tool calls and
-structured output.
+"""A deterministic example instance of a JSON Schema, for the demo's tools and JSON answers.
 
 Covers what clients send in practice (pydantic's ``model_json_schema()``, the openai SDK's
 strict schemas, LangChain's tool schemas): objects with properties, strings (enum, const,

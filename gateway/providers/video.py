@@ -67,14 +67,14 @@ def submit_request(
                 data=data,
                 files=files,
                 headers=_headers(upstream, api_key, request_id),
-                extensions={"timeout": _timeouts(upstream)},
+                extensions={"timeout": timeouts(upstream)},
             )
     return httpx.Request(
         "POST",
         upstream_url(upstream.base_url, path),
         content=orjson.dumps(body),
         headers={**_headers(upstream, api_key, request_id), "content-type": "application/json"},
-        extensions={"timeout": _timeouts(upstream)},
+        extensions={"timeout": timeouts(upstream)},
     )
 
 
@@ -106,7 +106,7 @@ def status_request(upstream: Upstream, upstream_id: str, api_key: Secret | None)
         "GET",
         upstream_url(upstream.base_url, path),
         headers=_headers(upstream, api_key, ""),
-        extensions={"timeout": _timeouts(upstream)},
+        extensions={"timeout": timeouts(upstream)},
     )
 
 
@@ -148,17 +148,15 @@ def _content_url(api: str, document: dict[str, Any]) -> str | None:
 
 
 def content_request(
-    upstream: Upstream, upstream_id: str, state: JobState, api_key: Secret | None
+    upstream: Upstream, upstream_id: str, api_key: Secret | None
 ) -> httpx.Request | None:
-    """The GET for the video's bytes; None when there is nowhere to get them from."""
+    """The GET for the video's bytes at the upstream itself; None for the APIs that name a
+    URL of their choosing instead (``JobState.content_url``, fetched by ``content_fetch``)."""
     if upstream.api in ("openai-videos", "openai"):
         url = upstream_url(upstream.base_url, f"/videos/{upstream_id}/content")
         return httpx.Request("GET", url, headers=_headers(upstream, api_key, ""),
-                             extensions={"timeout": _timeouts(upstream)})  # fmt: skip
-    if state.content_url is None:
-        return None
-    return httpx.Request("GET", state.content_url, headers={"accept-encoding": "identity"},
-                         extensions={"timeout": _timeouts(upstream)})  # fmt: skip
+                             extensions={"timeout": timeouts(upstream)})  # fmt: skip
+    return None
 
 
 def _seconds(fields: dict[str, Any]) -> int:
@@ -183,7 +181,7 @@ def _headers(upstream: Upstream, api_key: Secret | None, request_id: str) -> dic
     return headers
 
 
-def _timeouts(upstream: Upstream) -> dict[str, float]:
+def timeouts(upstream: Upstream) -> dict[str, float]:
     return {
         "connect": upstream.connect_timeout_s,
         "read": upstream.idle_timeout_s,

@@ -19,7 +19,7 @@ from gateway.providers.openai import forwarded_headers
 from gateway.proxy.attempts import Opened
 from gateway.proxy.context import RequestContext
 from gateway.proxy.reply import Reply
-from gateway.proxy.streaming import SSERelay, StreamResult
+from gateway.proxy.streaming import SSERelay, StreamResult, cut_kind
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 End = Callable[[RequestContext], None]
@@ -53,7 +53,7 @@ class Answers:
             return self._relay_bytes(ctx, opened, headers)
         body = opened.first_chunk
         if opened.rest is not None:
-            body = await _read_rest(opened, self._settings.max_upstream_body_bytes)
+            body = await _read_rest(ctx, opened, self._settings.max_upstream_body_bytes)
             ctx.upstream_opened = time.perf_counter()  # the whole answer is in hand
         ctx.upstream_ended = time.perf_counter()
         ctx.status = response.status_code
@@ -110,6 +110,7 @@ class Answers:
             ctx.stream = result
             ctx.usage = result.usage
             ctx.upstream_ended = result.last_chunk_at
+            ctx.upstream_failure = result.upstream_cut
             if translator is not None and translator.error is not None:
                 ctx.fail(translator.error)  # the upstream's own in-stream error
             elif result.error is not None:
@@ -141,8 +142,9 @@ class Answers:
                     yield opened.first_chunk
                 async for chunk in rest:
                     yield chunk
-            except httpx.HTTPError:
+            except httpx.HTTPError as exc:
                 ctx.status = 502  # cut mid-body: abort so the client sees an incomplete transfer
+                ctx.upstream_failure = cut_kind(exc)
                 raise
             except (asyncio.CancelledError, GeneratorExit):
                 ctx.status = 499  # the client went away
@@ -157,14 +159,15 @@ class Answers:
         return Reply(opened.response.status_code, headers, chunks(), None)
 
 
-async def _read_rest(opened: Opened, limit: int) -> bytes:
+async def _read_rest(ctx: RequestContext, opened: Opened, limit: int) -> bytes:
     """A JSON answer that was opened as a stream, read whole: capped, and due within the
     upstream's idle timeout; a cut or a stall is the upstream's failure (502)."""
     assert opened.rest is not None
     try:
         async with asyncio.timeout(opened.model.upstream.idle_timeout_s):
             return await read_up_to(opened.rest, limit, opened.first_chunk)
-    except (httpx.HTTPError, TimeoutError):
+    except (httpx.HTTPError, TimeoutError) as exc:
+        ctx.upstream_failure = cut_kind(exc)
         raise UpstreamError("The upstream answer was cut short or stalled.") from None
     finally:
         await opened.response.aclose()

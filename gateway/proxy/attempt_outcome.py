@@ -39,6 +39,7 @@ class Opened:
     first_chunk: bytes
     rest: AsyncIterator[bytes] | None  # None when the body was read whole
     records: list[AttemptRecord] = field(default_factory=list)
+    breaker_skipped: tuple[str, ...] = ()  # models passed over for an open circuit
 
     @property
     def attempts(self) -> int:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 
 import httpx
 
 from gateway.config.model import Model, RetryPolicy
-from gateway.errors import GatewayError, InvalidRequest, UpstreamError, UpstreamTimeout
+from gateway.errors import (
+    DeadlineExceeded,
+    GatewayError,
+    InvalidRequest,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from gateway.providers.bodies import AnswerTooLarge, body_chunks, plain_body, read_body
 from gateway.providers.openai import redact
 from gateway.providers.transport import Transport, network_error_kind
@@ -26,10 +33,20 @@ class Sender:
         self._max_body_bytes = max_body_bytes
 
     async def send(
-        self, model: Model, request: httpx.Request, buffered: bool, secrets: Iterable[Secret | None]
+        self,
+        model: Model,
+        request: httpx.Request,
+        buffered: bool,
+        secrets: Iterable[Secret | None],
+        deadline: float = float("inf"),
     ) -> Opened | Failure:
-        """The answer opened (read whole when ``buffered``), or the failure and its verdict."""
+        """The answer opened (read whole when ``buffered``), or the failure and its verdict;
+        cut at ``deadline`` (``time.monotonic()``) when that comes before the upstream's
+        first-byte timeout."""
         timeout = model.upstream.first_byte_timeout_s
+        left = deadline - time.monotonic()
+        cut_by_deadline = left < timeout
+        timeout = max(0.0, min(timeout, left))
         secrets = (*secrets, request.extensions.get(API_KEY_EXTENSION))
         response: httpx.Response | None = None
         try:
@@ -57,6 +74,9 @@ class Sender:
             return Failure(refused, Verdict.FINAL, "request_invalid", local=True)
         except TimeoutError:
             await _close(response)
+            if cut_by_deadline:  # the request's time ran out, not the upstream's: no verdict
+                late = DeadlineExceeded("the request's deadline passed during this attempt")
+                return Failure(late, Verdict.NEXT, "deadline", local=True)
             error = UpstreamTimeout(f"no response from upstream within {timeout:g}s")
             return Failure(error, Verdict.RETRY, "timeout")
         except httpx.RemoteProtocolError as exc:

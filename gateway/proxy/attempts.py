@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 import httpx
 
 from gateway.config.model import Model, RetryPolicy
-from gateway.errors import InvalidRequest
+from gateway.errors import DeadlineExceeded, InvalidRequest
 from gateway.providers.transport import Transport
 from gateway.proxy.attempt_failure import (
     NEXT_MODEL_CODES,
@@ -101,12 +101,17 @@ class Attempter:
         gets a span of its own (retries and fallbacks are siblings)."""
         records: list[AttemptRecord] = []
         skipped: list[str] = []
+        open_circuits: list[str] = []
         last: Failure | None = None
+        deadline = time.monotonic() + self._policy.deadline_s
         for entry in chain:
             for model in self._balancer.order(entry):  # its deployments, least loaded first
+                if time.monotonic() >= deadline:
+                    raise AttemptFailed(self._late(records, skipped), records)
                 key = model.breaker_key
                 if not self._breakers.allow(key):
                     skipped.append(f"{key}: circuit open")
+                    open_circuits.append(model.name)
                     continue
                 began, ok = self._balancer.begin(model), False
                 try:
@@ -116,7 +121,15 @@ class Attempter:
                         skipped.append(f"{key}: no upstream credentials")
                         continue
                     outcome = await self._attempt_model(
-                        model, request, build, buffered, secrets, records, own_credentials, trace
+                        model,
+                        request,
+                        build,
+                        buffered,
+                        secrets,
+                        records,
+                        own_credentials,
+                        deadline,
+                        trace,
                     )
                     ok = isinstance(outcome, Opened)
                 except BaseException:
@@ -125,9 +138,19 @@ class Attempter:
                 finally:
                     self._balancer.end(model, began, ok)
                 if isinstance(outcome, Opened):
+                    outcome.breaker_skipped = tuple(open_circuits)
                     return outcome
                 last = outcome
+        if time.monotonic() >= deadline:
+            raise AttemptFailed(self._late(records, skipped), records)
         raise AttemptFailed(exhausted(last, records, skipped), records)
+
+    def _late(self, records: list[AttemptRecord], skipped: list[str]) -> DeadlineExceeded:
+        tried = "; ".join([f"{r.model}: {r.error_type}" for r in records] + skipped)
+        return DeadlineExceeded(
+            f"No upstream answered within the request's {self._policy.deadline_s:g} s deadline"
+            f" (retry.deadline_s); tried: {tried or 'none'}."
+        )
 
     async def _attempt_model(
         self,
@@ -138,6 +161,7 @@ class Attempter:
         secrets: Iterable[Secret | None],
         records: list[AttemptRecord],
         own_credentials: bool,
+        deadline: float,
         trace: RequestTrace | None,
     ) -> Opened | Failure:
         """Try one model, retrying as the policy says; raise when the client's error is final."""
@@ -146,16 +170,27 @@ class Attempter:
             if attempt:
                 request = _built(build, model, records) or request
             outcome = await self._try_keys(
-                model, request, build, buffered, secrets, records, own_credentials, trace
+                model,
+                request,
+                build,
+                buffered,
+                secrets,
+                records,
+                own_credentials,
+                deadline,
+                trace,
             )
             if isinstance(outcome, Opened):
-                self._breakers.record_success(model.breaker_key)
+                if outcome.rest is None:
+                    self._breakers.record_success(model.breaker_key)
+                else:  # relayed as it comes: the verdict waits for its end (answer_ended)
+                    self._breakers.record_started(model.breaker_key)
                 return outcome
             self._judge(model, outcome, own_credentials)
             if outcome.verdict is Verdict.FINAL:
                 raise AttemptFailed(outcome.error, records)
             delay = self._retry_delay(attempt, outcome)
-            if delay is None:
+            if delay is None or time.monotonic() + delay >= deadline:
                 break
             await self._sleep(delay)
         return outcome
@@ -169,12 +204,15 @@ class Attempter:
         secrets: Iterable[Secret | None],
         records: list[AttemptRecord],
         own_credentials: bool,
+        deadline: float,
         trace: RequestTrace | None,
     ) -> Opened | Failure:
         """One attempt; when the upstream refuses or rate-limits a stored system key, it is
         set aside and the attempt made again at once with the next key (no breaker verdict)."""
-        outcome = await self._try(model, request, buffered, secrets, records, trace)
+        outcome = await self._try(model, request, buffered, secrets, records, deadline, trace)
         for _ in range(MAX_KEY_SWITCHES):
+            if time.monotonic() >= deadline:
+                break
             if isinstance(outcome, Opened) or not self._key_rejected(
                 request, outcome, own_credentials
             ):
@@ -183,7 +221,7 @@ class Attempter:
             if rebuilt is None:
                 break
             request = rebuilt
-            outcome = await self._try(model, request, buffered, secrets, records, trace)
+            outcome = await self._try(model, request, buffered, secrets, records, deadline, trace)
         return outcome
 
     def _key_rejected(
@@ -200,11 +238,12 @@ class Attempter:
         buffered: bool,
         secrets: Iterable[Secret | None],
         records: list[AttemptRecord],
+        deadline: float,
         trace: RequestTrace | None,
     ) -> Opened | Failure:
         started = time.perf_counter()
         span = trace.attempt(model, request) if trace is not None else None
-        outcome = await self._sender.send(model, request, buffered, secrets)
+        outcome = await self._sender.send(model, request, buffered, secrets, deadline)
         if span is not None:
             span.ended(outcome)
         if isinstance(outcome, Opened):
@@ -218,6 +257,14 @@ class Attempter:
         if isinstance(outcome, Opened):
             outcome.records = records
         return outcome
+
+    def answer_ended(self, model: Model, failure: str | None) -> None:
+        """The breaker's verdict on an answer relayed as it came, once it ended: ``failure``
+        says how the upstream failed after its first byte (None: it did not)."""
+        if failure is None:
+            self._breakers.record_success(model.breaker_key)
+        else:
+            self._breakers.record_failure(model.breaker_key)
 
     def _judge(self, model: Model, failure: Failure, own_credentials: bool) -> None:
         """What a failed attempt tells the model's breaker."""

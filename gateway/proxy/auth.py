@@ -13,13 +13,16 @@ import hmac
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.config.model import Config, Tier
 from gateway.control import keys as runtime_keys
+from gateway.control.id_keys import IdKeys
 from gateway.control.plane import ControlPlane, Snapshot
 from gateway.errors import Forbidden, Unauthorized
 from gateway.metering.store import StoreError
 from gateway.metering.types import KeyLimits
+from gateway.proxy.auth_throttle import AuthThrottle, client_address
 from gateway.secret import Secret, sha256_hex
 
 BYOK_HEADER = "x-upstream-api-key"
@@ -32,7 +35,7 @@ LAST_USED_FLUSH_S = 5.0
 class Principal:
     user: str
     tier: Tier
-    key_id: str  # a short prefix of the key's digest, or a run-time key's id: safe to log
+    key_id: str  # a config key's keyed id (control/id_keys.py) or a run-time key's id
     byok_key: Secret | None = None
     models: frozenset[str] | None = None  # a run-time key's allow-list (None: any)
     limits: KeyLimits | None = None  # a run-time key's own limits
@@ -56,6 +59,7 @@ class _Stored:
     sha256: str
     user: str
     tier: Tier
+    key_id: str
     key: runtime_keys.VirtualKey | None = None  # None: a config key
     until: float | None = None  # an old secret's end of grace
 
@@ -71,14 +75,22 @@ class KeyRing:
         config: Config,
         control: ControlPlane | None = None,
         clock: Callable[[], float] = time.time,
+        throttle: AuthThrottle | None = None,
+        ids: IdKeys | None = None,
     ) -> None:
         self._config = config
+        self.throttle = throttle or AuthThrottle()  # every surface's failed credentials
         self._clock = clock
         self._static: dict[str, list[_Stored]] = {}
+        config_key_id = (ids or IdKeys()).config_key_id
         for key in config.keys:
-            entry = _Stored(key.key_sha256, key.user, config.tiers[key.tier])
+            key_id = config_key_id(key.key_sha256)
+            entry = _Stored(key.key_sha256, key.user, config.tiers[key.tier], key_id)
             self._static.setdefault(key.key_sha256[:PREFIX], []).append(entry)
         self._by_prefix = self._static
+        self._static_by_id = _by_id(self._static)  # config key id → its entries
+        self._prefixes: dict[str, set[str]] = {}  # run-time key id → the prefixes it is under
+        self._indexed: Snapshot | None = None
         self.last_used: dict[str, float] = {}  # run-time key id → when it last authenticated
         self._flushed: dict[str, float] = {}
         self._control = control
@@ -87,7 +99,12 @@ class KeyRing:
             control.subscribe(self._index)
             control.every(LAST_USED_FLUSH_S, self.flush_last_used)
 
-    def authenticate(self, headers: Mapping[str, str]) -> Principal:
+    def authenticate(
+        self, headers: Mapping[str, str], scope: Mapping[str, Any] | None = None
+    ) -> Principal:
+        """The key's principal; 401 for a wrong key (counted against the client address of
+        ``scope`` and the key's prefix by the throttle), 429 for a wrong key while they are
+        blocked."""
         presented = presented_key(headers)
         if presented is None:
             raise Unauthorized(
@@ -97,11 +114,42 @@ class KeyRing:
         for stored in self._by_prefix.get(digest[:PREFIX], ()):
             if hmac.compare_digest(stored.sha256, digest):
                 byok = headers.get(BYOK_HEADER)
-                byok_key = Secret(byok) if byok else None
-                if stored.key is None:
-                    return Principal(stored.user, stored.tier, digest[:12], byok_key)
-                return self._runtime(stored, stored.key, byok_key)
+                return self._principal(stored, Secret(byok) if byok else None)
+        # A valid client key is served even from a blocked address: machine traffic often
+        # shares one address (an ingress, a NAT) with a client stuck on a stale key, and a
+        # made key's 256 random bits make the oracle worthless to a guesser.
+        address = client_address(scope)
+        if self.throttle.active:
+            self.throttle.check(address, presented)
+        self.throttle.failed("api_key", address, presented)
         raise Unauthorized("Invalid API key.")
+
+    def identify(self, presented: str) -> Principal | None:
+        """The principal of the key ``presented``, None if no key has it (not throttled)."""
+        digest = sha256_hex(presented)
+        for stored in self._by_prefix.get(digest[:PREFIX], ()):
+            if hmac.compare_digest(stored.sha256, digest):
+                return self._principal(stored, None)
+        return None
+
+    def by_reference(self, key_id: str, matches: Callable[[str], bool]) -> Principal:
+        """The key ``key_id`` whose secret's digest ``matches`` (a dashboard session's keyed
+        reference), checked as ``authenticate`` checks it: gone, expired or rotated out → 401."""
+        candidates = self._static_by_id.get(key_id) or [
+            stored
+            for prefix in self._prefixes.get(key_id, ())
+            for stored in self._by_prefix.get(prefix, ())
+            if stored.key_id == key_id
+        ]
+        for stored in candidates:
+            if matches(stored.sha256):
+                return self._principal(stored, None)
+        raise Unauthorized("Invalid API key.")
+
+    def _principal(self, stored: _Stored, byok_key: Secret | None) -> Principal:
+        if stored.key is None:
+            return Principal(stored.user, stored.tier, stored.key_id, byok_key)
+        return self._runtime(stored, stored.key, byok_key)
 
     def _runtime(
         self, stored: _Stored, key: runtime_keys.VirtualKey, byok_key: Secret | None
@@ -115,15 +163,48 @@ class KeyRing:
         return Principal(key.user, stored.tier, key.id, byok_key, key.models, key.limits)
 
     def _index(self, snapshot: Snapshot) -> None:
-        """Rebuild the lookup from the config's keys and the snapshot's (swapped whole)."""
+        """Follow the snapshot: a change of one run-time key re-indexes that key alone; any
+        other snapshot (a whole reload) rebuilds the lookup and swaps it whole."""
+        previous, self._indexed = self._indexed, snapshot
+        change = snapshot.change
+        if previous is not None and change is not None and previous.version + 1 == snapshot.version:
+            kind, key_id = change
+            if kind == runtime_keys.KIND:
+                self._reindex(key_id, snapshot.kind(kind).get(key_id))
+            return
         found = {prefix: list(entries) for prefix, entries in self._static.items()}
+        prefixes: dict[str, set[str]] = {}
         for entry in runtime_keys.entries(snapshot.kind(runtime_keys.KIND)):
-            tier = self._config.tiers.get(entry.key.tier)
-            if tier is None:
-                continue  # a tier no longer in the config: the key cannot be used
-            stored = _Stored(entry.sha256, entry.key.user, tier, entry.key, entry.until)
-            found.setdefault(entry.sha256[:PREFIX], []).append(stored)
-        self._by_prefix = found
+            stored = self._stored(entry)
+            if stored is not None:
+                found.setdefault(entry.sha256[:PREFIX], []).append(stored)
+                prefixes.setdefault(entry.key.id, set()).add(entry.sha256[:PREFIX])
+        self._by_prefix, self._prefixes = found, prefixes
+
+    def _reindex(self, key_id: str, document: Mapping[str, object] | None) -> None:
+        """Replace one run-time key's entries (none: deleted). Each touched prefix gets a new
+        list, so a lookup in progress never sees one half changed."""
+        added = runtime_keys.entries({key_id: document}) if document is not None else []
+        for prefix in self._prefixes.pop(key_id, ()):
+            kept = [
+                s for s in self._by_prefix.get(prefix, ()) if s.key is None or s.key.id != key_id
+            ]
+            if kept:
+                self._by_prefix[prefix] = kept
+            else:
+                self._by_prefix.pop(prefix, None)
+        for entry in added:
+            stored = self._stored(entry)
+            if stored is not None:
+                prefix = entry.sha256[:PREFIX]
+                self._by_prefix[prefix] = [*self._by_prefix.get(prefix, ()), stored]
+                self._prefixes.setdefault(key_id, set()).add(prefix)
+
+    def _stored(self, entry: runtime_keys.Entry) -> _Stored | None:
+        tier = self._config.tiers.get(entry.key.tier)
+        if tier is None:
+            return None  # a tier no longer in the config: the key cannot be used
+        return _Stored(entry.sha256, entry.key.user, tier, entry.key.id, entry.key, entry.until)
 
     async def flush_last_used(self) -> None:
         """Write the keys used since the last flush (a background job, never per request)."""
@@ -137,11 +218,19 @@ class KeyRing:
             self._flushed.update({k: self.last_used[k] for k in changed})
 
 
+def _by_id(by_prefix: Mapping[str, list[_Stored]]) -> dict[str, list[_Stored]]:
+    found: dict[str, list[_Stored]] = {}
+    for entries in by_prefix.values():
+        for stored in entries:
+            found.setdefault(stored.key_id, []).append(stored)
+    return found
+
+
 def presented_key(headers: Mapping[str, str]) -> str | None:
     authorization = headers.get("authorization")
     if authorization:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    api_key = headers.get("api-key")
+    api_key = headers.get("api-key") or headers.get("x-api-key")  # x-api-key: Anthropic's
     return api_key.strip() if api_key and api_key.strip() else None

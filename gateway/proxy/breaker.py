@@ -77,6 +77,13 @@ class Breakers:
             circuit.opened_at = None
             circuit.probing = False
 
+    def record_started(self, model: str) -> None:
+        """An answer relayed as it comes has started: a probe's first byte closes the circuit;
+        otherwise the verdict waits for the answer's end (``record_success``/``_failure``)."""
+        circuit = self._circuits.get(model)
+        if circuit is not None and (circuit.probing or circuit.opened_at is not None):
+            self.record_success(model)
+
     def record_failure(self, model: str) -> None:
         circuit = self._circuits.setdefault(model, _Circuit())
         now = self._clock()

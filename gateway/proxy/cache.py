@@ -1,7 +1,8 @@
 """The exact response cache: which requests use it, their key, hits, fills and coalescing.
 
 A request uses the cache when its tier's route has a TTL (tiers.yaml ``cache:``) or it asks
-with ``x-gateway-cache: ttl=N`` on a route that allows it; ``x-gateway-cache: no-store`` or
+with ``x-gateway-cache: ttl=N`` on a route that allows it (N at most the route's ``ttl_s``, or
+``cache.max_ttl_s`` on a route without one); ``x-gateway-cache: no-store`` or
 ``cache-control: no-cache``/``no-store`` bypasses it (no lookup, no fill). Without either the
 cost is one dictionary lookup and one header lookup.
 
@@ -41,7 +42,15 @@ from gateway.proxy.streaming import SSERelay
 log = logging.getLogger("gateway")
 HEADER = "x-gateway-cache"
 CACHEABLE_ENDPOINTS = frozenset(
-    {"chat.completions", "completions", "embeddings", "moderations", "rerank"}
+    {
+        "chat.completions",
+        "completions",
+        "embeddings",
+        "moderations",
+        "rerank",
+        "responses",
+        "messages",
+    }
 )
 # Body fields that cannot change the answer: how it is delivered, and who asks (the user is
 # part of the key on its own). ``model`` is replaced by the resolved model.
@@ -90,7 +99,9 @@ def cache_use(
         if requested == 0:
             return BYPASS
         if requested is not None and policy.allow:
-            ttl = min(requested, settings.max_ttl_s)
+            # a caller may shorten the route's TTL, never stretch it (a shared entry is
+            # everyone's); on an opt-in route (no ttl_s) the operator's max_ttl_s is the cap
+            ttl = min(requested, policy.ttl_s or settings.max_ttl_s)
     if ttl <= 0:
         return None
     control = headers.get("cache-control", "").lower()
@@ -158,7 +169,7 @@ class ResponseCache:
         flight = self._flights.get(key) if use.policy.coalesce else None
         if flight is not None:
             landed = await self._follow(flight, ctx)
-            if landed is not None:
+            if landed is not None and landed.fresh(self._clock()):
                 return self._hit(ctx, landed, streams, wants_usage)
         ctx.cache = "miss"
         lead = use.policy.coalesce and flight is None

@@ -48,6 +48,7 @@ class RequestContext:
     indicators: bool = True  # model-source indicators shown (flag together_ai_ui_indicators)
     downgraded: bool = False  # a cheaper model or fewer tokens than asked (downgrade.py)
     records: list[AttemptRecord] = field(default_factory=list)
+    breaker_skipped: tuple[str, ...] = ()  # models of the chain passed over for open circuits
     cache: str | None = None  # "hit" | "miss" | "bypass" when the response cache applied
     cache_fallback: bool = False  # a stale cached answer stood in for a failed chain
     tags: tuple[str, ...] = ()  # x-gateway-tags / metadata.tags (proxy/tags.py)
@@ -64,6 +65,9 @@ class RequestContext:
     overhead_s: float = 0.0  # the gateway's own time until the answer went out (overhead())
     ended: float = 0.0
     relayed: bool = False  # the answer went out as a relay (stream or binary)
+    # The answer's breaker verdict waits for its end (it was relayed as it came).
+    verdict_pending: bool = False
+    upstream_failure: str | None = None  # the upstream failed after its first byte: why
     debug_body: dict[str, Any] | None = None  # the body, kept only when body logging is on
     trace: RequestTrace | None = None  # its spans, when tracing is configured
 

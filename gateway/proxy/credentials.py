@@ -4,7 +4,9 @@ Precedence, first found: the caller's ``X-Upstream-Api-Key`` header; the caller'
 for the chain's first upstream (while the admin setting allows user keys); the upstream's
 stored system keys, in turn (one set aside after a 401/403/429 is skipped for a while); the
 key of its ``api_key_env`` variable. A caller's own key (header or stored) goes only to the
-chain's first upstream, and makes the request BYOK (metered, never charged).
+chain's first upstream, and makes the request BYOK (metered, never charged), but only when that
+upstream authenticates with a key (``api_key_env`` declared, or stored system keys): for a
+keyless upstream (a local model) the header is ignored and the request is metered as any other.
 
 A video job is asked about later (polled, downloaded) with a key of the same kind as the one
 it was submitted with (``key_used`` notes which, never the key; ``Credentials.job_key`` picks
@@ -15,8 +17,8 @@ the env key); for the env key, the env key, else the stored keys in turn.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -51,11 +53,17 @@ class Credentials:
 
     def principal_for(self, principal: Principal, plan: Plan) -> Principal:
         """``principal`` with the user's stored key for the chain's first upstream, when it
-        has one and sent none in the header."""
-        if principal.byok_key is not None or self._user_keys is None or not plan.chain:
+        has one and sent none in the header; without any own key when that upstream takes no
+        key (a keyless local model): a key it ignores must not make the request BYOK."""
+        if not plan.chain:
             return principal
-        stored = self._user_keys.key_for(principal.user, plan.chain[0].upstream.name)
-        return principal if stored is None else dataclasses.replace(principal, byok_key=stored)
+        first = plan.chain[0].upstream
+        if not (first.takes_key or (self._pool is not None and self._pool.has_keys(first.name))):
+            return principal if principal.byok_key is None else replace(principal, byok_key=None)
+        if principal.byok_key is not None or self._user_keys is None:
+            return principal
+        stored = self._user_keys.key_for(principal.user, first.name)
+        return principal if stored is None else replace(principal, byok_key=stored)
 
     def builder(
         self, ctx: RequestContext, incoming: Incoming, body: dict[str, Any], principal: Principal

@@ -44,6 +44,7 @@ NUMBER_RULES: dict[str, tuple[tuple[str, int, int], ...]] = {
 class Incoming:
     fields: dict[str, Any]  # the JSON body, or the multipart text fields
     files: list[tuple[str, UploadFile]] = field(default_factory=list)
+    size: int = 0  # bytes of a JSON body (0: multipart)
 
     @property
     def model(self) -> str | None:
@@ -74,7 +75,7 @@ async def read_incoming(request: Request, endpoint: Endpoint, max_bytes: int) ->
         raise body_cut_short(request) from None
     body = parse_json_body(raw)
     check_numbers(body, endpoint)
-    return Incoming(body)
+    return Incoming(body, size=len(raw))
 
 
 def parse_json_body(raw: bytes) -> dict[str, Any]:

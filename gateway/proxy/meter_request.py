@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from gateway.metering import MeterRequest
-from gateway.metering.estimate import estimate_prompt_tokens, stt_audio_ms, tts_audio_ms
+from gateway.metering.estimate import (
+    estimate_prompt_tokens,
+    prompt_tokens_most,
+    stt_audio_ms,
+    tts_audio_ms,
+)
 from gateway.metering.types import KeyLimits
 from gateway.providers.video import video_seconds
 from gateway.proxy.auth import Principal
@@ -45,7 +50,14 @@ async def meter_request(
         price=plan.chain[0].price,
         images_estimate=_images_requested(incoming, plan),
         key_limits=_enforced(principal.limits),
+        prompt_tokens_most=prompt_tokens_most(incoming.size),
+        choices=_choices(incoming) if endpoint.generates_tokens else 1,
     )
+
+
+def _choices(incoming: Incoming) -> int:
+    n = incoming.fields.get("n", 1)  # range-checked by check_numbers
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
 
 
 def _enforced(limits: KeyLimits | None) -> KeyLimits | None:

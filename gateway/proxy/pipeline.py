@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -14,7 +15,7 @@ from gateway.errors import GatewayError
 from gateway.metering import Meter
 from gateway.proxy.answer import Answers
 from gateway.proxy.attempts import Attempter, AttemptFailed
-from gateway.proxy.auth import KeyRing
+from gateway.proxy.auth import KeyRing, Principal
 from gateway.proxy.cache import ResponseCache, cache_use
 from gateway.proxy.context import RequestContext, RequestIds
 from gateway.proxy.credentials import Credentials
@@ -26,12 +27,15 @@ from gateway.proxy.listeners import Listeners
 from gateway.proxy.meter_request import meter_request
 from gateway.proxy.reply import Reply, error_reply
 from gateway.proxy.rollout import Rollout
-from gateway.proxy.routing import VIDEOS, Endpoint, resolve
+from gateway.proxy.routing import VIDEOS, Endpoint, resolve, within_allow_list
 from gateway.proxy.tags import request_tags
 from gateway.proxy.trace_hooks import Tracer
 from gateway.proxy.video_jobs import VideoJobs
 
 log = logging.getLogger("gateway")
+# A protocol bridge's request translation (proxy/bridge.py): the client's body, read and
+# authenticated, → the chat completions body that runs through the pipeline.
+Inbound = Callable[[Incoming, Principal], Awaitable[Incoming]]
 
 
 class Pipeline:
@@ -69,7 +73,9 @@ class Pipeline:
         self._request_ids = RequestIds()
         self._answers = Answers(config.settings, listeners.relaying, self._end)
 
-    async def handle(self, request: Request, endpoint: Endpoint) -> Reply:
+    async def handle(
+        self, request: Request, endpoint: Endpoint, inbound: Inbound | None = None
+    ) -> Reply:
         ctx = RequestContext.begin(request.headers.get("x-request-id"), endpoint, self._request_ids)
         if self._tracer is not None:
             ctx.trace = self._tracer.begin(request.headers, ctx)
@@ -77,7 +83,7 @@ class Pipeline:
         relayed = False
         try:
             try:
-                reply = await self._serve(request, ctx)
+                reply = await self._serve(request, ctx, inbound)
             except GatewayError as error:
                 ctx.fail(error)
                 reply = error_reply(error, ctx.indicator())
@@ -94,12 +100,16 @@ class Pipeline:
 
     def _end(self, ctx: RequestContext) -> None:
         ctx.ended = time.perf_counter()
+        if ctx.verdict_pending and ctx.model is not None:
+            self._attempter.answer_ended(ctx.model, ctx.upstream_failure)
         self._listeners.finished(ctx)
 
-    async def _serve(self, request: Request, ctx: RequestContext) -> Reply:
+    async def _serve(self, request: Request, ctx: RequestContext, inbound: Inbound | None) -> Reply:
         endpoint = ctx.endpoint
-        principal = ctx.principal = self._keyring.authenticate(request.headers)
+        principal = ctx.principal = self._keyring.authenticate(request.headers, request.scope)
         incoming = await read_incoming(request, endpoint, self._config.settings.max_body_bytes)
+        if inbound is not None:
+            incoming = await inbound(incoming, principal)
         if self._log_bodies:
             ctx.debug_body = incoming.fields
         ctx.tags = request_tags(request.headers, incoming.fields, endpoint.name)
@@ -109,7 +119,11 @@ class Pipeline:
         plan, ctx.rollout = self._rollout.apply(principal.tier, plan, principal.user)
         if self._flags is not None:
             plan, ctx.indicators = self._flags.apply(principal, plan)
+        if principal.models is not None:  # a key's allow-list holds for the fallbacks too
+            plan = within_allow_list(plan, principal.models, incoming.model)
         ctx.plan = plan
+        if endpoint is VIDEOS and self._videos is not None:
+            await self._videos.check_room(principal.user)
         use = None
         if self._cache is not None:  # caching off: one dict and one header lookup
             policies, settings = principal.tier.cache, self._config.cache
@@ -153,6 +167,8 @@ class Pipeline:
             raise failed.error from None
         ctx.upstream_opened = time.perf_counter()
         ctx.model, ctx.records = opened.model, opened.records
+        ctx.verdict_pending = opened.rest is not None
+        ctx.breaker_skipped = opened.breaker_skipped
         if endpoint is VIDEOS and self._videos is not None:
             ctx.upstream_ended = time.perf_counter()
             return await self._videos.submitted(ctx, opened, incoming.fields)

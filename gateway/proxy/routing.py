@@ -34,6 +34,9 @@ MODERATIONS = Endpoint("moderations", "/moderations", "moderation")
 RERANK = Endpoint("rerank", "/rerank", "rerank")
 # a video job (OpenAI's shape: JSON or multipart), answered with the gateway's job id
 VIDEOS = Endpoint("videos", "/videos", "video")
+# The protocol bridges' requests, once translated: chat completions under their own name.
+RESPONSES = Endpoint("responses", "/chat/completions", "text", generates_tokens=True)
+MESSAGES = Endpoint("messages", "/chat/completions", "text", generates_tokens=True)
 KNOWN_ENDPOINTS = (
     CHAT,
     COMPLETIONS,
@@ -82,8 +85,26 @@ def resolve(
     raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
 
 
+def within_allow_list(plan: Plan, allowed: frozenset[str], requested: str | None) -> Plan:
+    """``plan`` with its chain cut to what a key's allow-list names: a target by its name or
+    upstream id, or all of them when the list names the route itself. A 403 naming the model
+    when nothing is left. The plan itself (no copy) when every target is allowed."""
+    if plan.route in allowed or all(
+        m.name in allowed or m.upstream_model in allowed for m in plan.chain
+    ):
+        return plan
+    chain = tuple(m for m in plan.chain if m.name in allowed or m.upstream_model in allowed)
+    if not chain:
+        raise Forbidden(
+            f"This API key may not use the model '{requested or plan.route}' nor any of its "
+            f"fallbacks; allowed: {', '.join(sorted(allowed))}.",
+            param="model",
+        )
+    return Plan(plan.route, plan.capability, chain)
+
+
 def default_route(endpoint: Endpoint, body: Mapping[str, Any]) -> str | None:
-    if endpoint is CHAT:
+    if endpoint is CHAT or endpoint is RESPONSES or endpoint is MESSAGES:
         if has_image_parts(body.get("messages")):
             return "vision"
         if body.get("purpose") == "coding" or body.get("language"):

@@ -10,11 +10,19 @@ from typing import Any
 import httpx
 import orjson
 
-from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, sse_error_event
+from gateway.errors import (
+    GatewayError,
+    ServerShuttingDown,
+    UpstreamError,
+    UpstreamTimeout,
+    sse_error_event,
+)
 from gateway.providers.sse import EventSplitter, EventTooLarge
 from gateway.providers.transport import network_error_kind
 
 DONE = b"data: [DONE]"
+# Failures of an upstream after its first byte (``gateway_upstream_errors_total`` error types).
+CUT, IDLE_TIMEOUT = "stream_cut", "stream_idle_timeout"
 ERROR = b'"error"'  # a chunk holding this may carry the upstream's in-band error event
 
 
@@ -31,6 +39,8 @@ class StreamResult:
     last_chunk_at: float = 0.0
     bytes_out: int = 0
     upstream_error: bool = False  # the upstream sent an in-band error event
+    upstream_cut: str | None = None  # it failed after the first byte: CUT or IDLE_TIMEOUT
+    server_cut: bool = False  # the gateway ended it: its shutdown grace period was over
 
 
 class SSERelay:
@@ -81,12 +91,23 @@ class SSERelay:
             )
             yield sse_error_event(result.error)
         except BaseException:
-            result.client_gone = True  # cancelled or closed by the server: the client went away
+            # cancelled: the client went away, or the server cut it (server_cut said so first)
+            result.client_gone = not result.server_cut
             raise
         finally:
             result.last_chunk_at = time.perf_counter()
             await self._response.aclose()
             self._on_end(result)
+
+    def server_cut(self) -> bytes:
+        """The server is ending this stream (shutdown): recorded as its cut, not the client's
+        leaving; the bytes that end it in-band (``http/stream_cut``)."""
+        self.result.server_cut = True
+        self.result.error = ServerShuttingDown(
+            "The gateway is shutting down and ended this stream before it was complete; "
+            "retry the request."
+        )
+        return sse_error_event(self.result.error)
 
     def _feed(self, chunk: bytes) -> bytes:
         complete = self._events.feed(chunk)
@@ -130,15 +151,26 @@ class SSERelay:
             result.error = UpstreamError("The upstream reported an error mid-stream.")
             return tail
         result.error = UpstreamError("The upstream stream ended before it was complete.")
+        result.upstream_cut = CUT
         return tail + sse_error_event(result.error)
 
     def _fail(self, exc: httpx.HTTPError) -> bytes:
-        if network_error_kind(exc) == "timeout":
+        self.result.upstream_cut = cut_kind(exc)
+        if self.result.upstream_cut == IDLE_TIMEOUT:
             error: GatewayError = UpstreamTimeout("The upstream stream stalled (idle timeout).")
         else:
             error = UpstreamError("The upstream connection was lost mid-stream.")
         self.result.error = error
         return sse_error_event(error)
+
+
+def cut_kind(exc: BaseException) -> str:
+    """What an error after the first byte means: the upstream went quiet, or it cut."""
+    if isinstance(exc, TimeoutError):
+        return IDLE_TIMEOUT
+    if isinstance(exc, httpx.HTTPError) and network_error_kind(exc) == "timeout":
+        return IDLE_TIMEOUT
+    return CUT
 
 
 def _usage_in(event: bytes) -> tuple[dict[str, Any], bool] | None:

@@ -19,7 +19,7 @@ HEADER = "x-gateway-tags"
 MAX_TAGS = 10
 MAX_TAG_LENGTH = 64
 TAG = re.compile(r"[A-Za-z0-9_.:/=-]{1,64}")  # MAX_TAG_LENGTH
-METADATA_ENDPOINTS = frozenset({"chat.completions"})
+METADATA_ENDPOINTS = frozenset({"chat.completions", "responses"})
 
 
 def request_tags(

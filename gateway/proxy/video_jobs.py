@@ -18,12 +18,14 @@ from gateway.metering.job_store import JobStore
 from gateway.metering.types import Admission, MeterRequest
 from gateway.providers import video
 from gateway.providers.bodies import read_body
+from gateway.providers.content_fetch import ContentFetcher, check_url
 from gateway.providers.transport import Transport
 from gateway.proxy.attempts import API_KEY_EXTENSION, Opened
 from gateway.proxy.auth import Principal
 from gateway.proxy.context import RequestContext
 from gateway.proxy.credentials import KEY_SOURCE_USER, Credentials, key_used
 from gateway.proxy.reply import Reply
+from gateway.proxy.video_records import public, reservation
 from gateway.secret import Secret
 
 log = logging.getLogger("gateway")
@@ -71,6 +73,7 @@ class VideoJobs:
         self._watched: set[str] = set()  # ids of the jobs this worker watches
         self.adopt_after_s = adopt_after_s
         self._sweeper: asyncio.Task[None] | None = None
+        self._fetcher = ContentFetcher(config.settings.video_content)
 
     async def submitted(self, ctx: RequestContext, opened: Opened, fields: dict[str, Any]) -> Reply:
         """Record the job the upstream accepted and start watching it; the request's
@@ -102,7 +105,7 @@ class VideoJobs:
         }
         if ctx.admission is not None:
             admission, ctx.admission = ctx.admission, None  # the listener must not settle it
-            record["metering"] = _reservation(admission)
+            record["metering"] = reservation(admission)
             await self._jobs.put(record["owner"], record["id"], record, self._ttl_s)
             await self._heartbeat(record)
             self._watched.add(record["id"])
@@ -119,6 +122,18 @@ class VideoJobs:
             await self._jobs.put(record["owner"], record["id"], record, self._ttl_s)
         ctx.status = 200
         return Reply(200, ctx.indicator(), _json(public(record)))
+
+    async def check_room(self, user: str) -> None:
+        """429 when ``user`` already has ``max_open_video_jobs`` jobs running (each is polled
+        upstream until it ends); checked before a submission goes upstream."""
+        cap = self._config.settings.max_open_video_jobs
+        running = sum(j["status"] not in video.TERMINAL for j in await self._jobs.list(user))
+        if running >= cap:
+            raise TooManyJobs(
+                f"You have {running} video jobs running (at most {cap}); "
+                "wait for one to finish before submitting another.",
+                headers={"retry-after": str(int(self.poll_interval_s) + 1)},
+            )
 
     async def get(self, principal: Principal, job_id: str) -> dict[str, Any]:
         """The caller's own job, refreshed from the upstream while it runs; 404 otherwise."""
@@ -153,10 +168,9 @@ class VideoJobs:
                 code="video_not_ready",
             )
         model = self._model(record)
-        state = video.JobState("completed", 100, None, record.get("content_url"))
-        upstream = model.upstream
-        if upstream.video_content == "redirect" and state.content_url:
-            return state.content_url, None
+        url, upstream = record.get("content_url"), model.upstream
+        if upstream.video_content == "redirect" and url:
+            return str(check_url(url, self._fetcher.policy)), None
         key = self._key(record, model, principal.byok_key)
         if key is None and _users_job(record):
             raise GatewayError(
@@ -166,7 +180,9 @@ class VideoJobs:
                 type="invalid_request_error",
                 code="upstream_key_required",
             )
-        request = video.content_request(upstream, record["upstream_id"], state, key)
+        request = video.content_request(upstream, record["upstream_id"], key)
+        if request is None and url:  # a URL the upstream chose: fetched under the URL policy
+            return None, await self._fetcher.open(url, video.timeouts(upstream))
         if request is None:
             raise UpstreamError("The video upstream gave no way to fetch the video.")
         try:
@@ -188,6 +204,7 @@ class VideoJobs:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._fetcher.aclose()
 
     async def adopt_orphans(self) -> int:
         """Check once for unsettled jobs nobody watches; settle those that ended."""
@@ -229,12 +246,12 @@ class VideoJobs:
                 await self._closed(record)
 
     async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(min(30.0, self.adopt_after_s / 2))
+        while True:  # the first at start: jobs a dead worker left are adopted now
             try:
                 await self.adopt_orphans()
             except Exception:
                 log.exception("video jobs: the sweep for unwatched jobs failed")
+            await asyncio.sleep(min(30.0, self.adopt_after_s / 2))
 
     async def _heartbeat(self, record: dict[str, Any]) -> None:
         try:
@@ -346,36 +363,8 @@ class VideoJobs:
         return model
 
 
-PUBLIC_FIELDS = (
-    "id", "model", "status", "progress", "seconds", "size", "prompt", "created_at",
-    "completed_at", "expires_at",
-)  # fmt: skip
-
-
-def public(record: dict[str, Any]) -> dict[str, Any]:
-    """A job in OpenAI's ``video`` object shape (no owner, provider ids or URLs)."""
-    out = {field: record.get(field) for field in PUBLIC_FIELDS}
-    out["object"] = "video"
-    out["remixed_from_video_id"] = None
-    error = record.get("error")
-    out["error"] = {"code": "video_generation_failed", "message": error} if error else None
-    return out
-
-
-def _reservation(admission: Admission) -> dict[str, Any]:
-    """What another worker needs to settle the job's reservation."""
-    request = admission.request
-    return {
-        "started": admission.started,
-        "lease": admission.lease,
-        "granted": list(admission.granted),
-        "key_id": request.key_id,
-        "tier": request.tier.name,
-        "capability": request.capability,
-        "byok": request.byok,
-        "prompt_tokens_estimate": request.prompt_tokens_estimate,
-        "audio_ms_estimate": request.audio_ms_estimate,
-    }
+class TooManyJobs(GatewayError):
+    status, type, code, label = 429, "rate_limit_error", "too_many_video_jobs", "quota"
 
 
 def _request_of(response: httpx.Response) -> httpx.Request | None:

@@ -19,8 +19,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from gateway.config.model import CAPABILITIES
-from gateway.errors import GatewayError
-from gateway.http.admin_auth import SESSION_COOKIE, SESSION_SCOPE_KEY, require_role
+from gateway.errors import GatewayError, TooManyFailedAttempts
+from gateway.http.admin_auth import SESSION_COOKIE, admin_actor
 from gateway.http.analytics import (
     FILTERS,
     group_and_bucket,
@@ -30,6 +30,9 @@ from gateway.http.analytics import (
 )
 from gateway.http.services import services
 from gateway.metering.rollup import DIMENSIONS
+from gateway.proxy.auth_throttle import client_address
+from gateway.secret import sha256_hex
+from gateway.ui import login_guard
 from gateway.ui.overview import analytics_view, overview_view
 from gateway.ui.render import page
 from gateway.ui.session import SESSION_TTL_S, Sessions, session_of
@@ -54,17 +57,34 @@ def _sessions(request: Request) -> Sessions:
 
 
 async def login_form(request: Request) -> Response:
-    return page("login.html", error=None, pages=(), session=None)
+    return _login_page(request, 200, None)
+
+
+def _login_page(request: Request, status: int, error: str | None) -> Response:
+    """The sign-in form with its pre-session token (see ``login_guard``)."""
+    presession_id = login_guard.presession(request)
+    token = login_guard.form_token(presession_id)
+    response = page("login.html", status, error=error, pages=(), session=None, login_token=token)
+    login_guard.keep_presession(request, response, presession_id)
+    return response
 
 
 async def login(request: Request) -> Response:
     form = await request.form()
+    refused = login_guard.refusal(request, str(form.get(login_guard.FORM_FIELD) or ""))
+    if refused is not None:
+        return _login_page(request, 403, refused)
     token = str(form.get("token") or "").strip()
-    found = _identify(request, token) if token else None
+    try:
+        found = _identify(request, token) if token else None
+    except TooManyFailedAttempts as error:
+        response = _login_page(request, 429, error.message)
+        response.headers.update(error.headers)
+        return response
     if found is None:
-        return page("login.html", 401, error="Unknown token or key.", pages=(), session=None)
+        return _login_page(request, 401, "Unknown token or key.")
     name, role, user, tier = found
-    session_id, _ = await _sessions(request).create(name, role, user, tier)
+    session_id, _ = await _sessions(request).create(name, role, sha256_hex(token), user, tier)
     target = "/ui/me" if role == "user" else "/ui/overview"
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
@@ -80,18 +100,21 @@ async def login(request: Request) -> Response:
 
 
 def _identify(request: Request, token: str) -> tuple[str, str, str | None, str | None] | None:
-    """(actor name, role, user, tier) of an admin token or a client key; None if neither."""
-    scope = {k: v for k, v in request.scope.items() if k != SESSION_SCOPE_KEY}
-    scope["headers"] = [(b"authorization", f"Bearer {token}".encode())]
-    probe = Request(scope)
-    try:
-        actor = require_role(probe, "viewer")
+    """(actor name, role, user, tier) of an admin token or a client key; None if neither (a
+    failure the throttle counts); 429 while the address or the token's prefix is blocked."""
+    gateway = services(request)
+    throttle, address = gateway.keyring.throttle, client_address(request.scope)
+    if throttle.active:
+        throttle.check(address, token)
+    actor = admin_actor(gateway, token)
+    if actor is not None:
         return actor.name, actor.role, None, None
-    except GatewayError:
-        pass
     try:
-        principal = services(request).keyring.authenticate({"authorization": f"Bearer {token}"})
+        principal = gateway.keyring.identify(token)
     except GatewayError:
+        return None  # an expired key
+    if principal is None:
+        throttle.failed("sign_in", address, token)
         return None
     return f"key:{principal.key_id}", "user", principal.user, principal.tier.name
 
@@ -155,7 +178,7 @@ async def _analytics_context(request: Request, params: Any = None) -> dict[str, 
     flt = rollup_window(usage_filter(query, now), now)
     groups, bucket = group_and_bucket({"group_by": query.get("group_by") or "model", **query})
     shown = {k: v for k, v in dict(query).items() if v and k != "cursor"}
-    cursor = records_cursor(query)
+    cursor = records_cursor(query, gateway.analytics.source)
     context = await analytics_view(gateway.analytics, flt, groups[:1] or ["model"], bucket, cursor)
     context.update(
         params=shown,

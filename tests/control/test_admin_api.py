@@ -184,3 +184,30 @@ def test_patch_changes_limits_and_a_key_limit_answers_an_openai_shaped_429(
     )
     log = call(gw, "GET", "/v1/admin/audit").json()["data"]
     assert log[0]["action"] == "key.update" and log[0]["before"]["rpm"] == 1
+
+
+def test_a_keys_allow_list_holds_for_the_fallback_chain(
+    start_gateway: StartGateway, redis: RedisServer
+) -> None:
+    """A key limited to one model is never served by another through the chain's fallbacks."""
+    routes = {"text": ["fail-500", "ok"], "embedding": ["embed"]}
+    gw = start_gateway(
+        {"free": {"routes": routes}},
+        runtime=Runtime(redis_url=redis.url, admin_token=Secret(ADMIN)),
+    )
+    made = call(
+        gw, "POST", "/v1/admin/keys", json={"user": "bob", "tier": "free", "models": ["fail-500"]}
+    )
+    key = made.json()["key"]
+    refused = chat(gw, key, "fail-500")  # before: 200 from 'ok', the chain's fallback
+    assert refused.status_code == 500, refused.text
+    assert "fail-500" in refused.json()["error"]["message"]
+    assert "ok:" not in refused.json()["error"]["message"]  # 'ok' was never tried
+    both = call(
+        gw,
+        "POST",
+        "/v1/admin/keys",
+        json={"user": "bob", "tier": "free", "models": ["fail-500", "ok"]},
+    )
+    served = chat(gw, both.json()["key"], "fail-500")
+    assert served.status_code == 200 and served.headers["x-gateway-model"] == "ok"

@@ -103,7 +103,7 @@ def test_sighup_and_admin_reload_under_load_drop_nothing(
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         lines = by_cli.stderr.splitlines()
-        assert by_cli.returncode == 1 and lines[0] == "gateway: the config was refused:"
+        assert by_cli.returncode == 1 and lines[0] == "gateway: error: the config was refused:"
         assert any("nope" in line for line in lines[1:])
         assert _models_seen(gateway.url) == {"ok"}
         assert gateway.process.poll() is None

@@ -14,7 +14,7 @@ from tests.mock_upstream import MockUpstream
 from tests.redis_fixture import RedisServer
 from tests.scale.gateways import KEY, chat_body, gateways, write_config
 
-ADMIN = "replica-admin-token-0123456789"
+ADMIN = "replica-admin-token-0123456789abcdef"
 MASTER = base64.b64encode(b"r" * 32).decode()
 PATH = "/v1/admin/upstreams/mock/keys"
 USER_KEY = "sk-scale-user-own-key-5555"

@@ -131,7 +131,7 @@ def test_numbers_the_gateway_meters_with_are_range_checked(
 # -- slow and vanishing clients against `gateway serve` (issue 10 #11) ----------------------
 
 HEADER_S, BODY_S, BODY_IDLE_S = 0.5, 2.0, 0.5
-ADMIN_TOKEN = "admin-token-for-slow-clients"
+ADMIN_TOKEN = "admin-token-for-slow-clients-0123456789"
 HANG_GUARD_S = 15  # a socket read that waits this long means the server held the connection
 
 

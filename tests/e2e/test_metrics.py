@@ -91,7 +91,8 @@ def test_counters_move_by_exactly_the_traffic_sent(gw):
     assert delta("gateway_time_to_first_token_seconds_count", model="ok") == 1
     assert delta("gateway_time_per_output_token_seconds_count", model="ok") == 1
     assert delta("gateway_retries_total", model="flaky", provider="mock") == 1
-    assert delta("gateway_fallbacks_total", from_model="notfound", to_model="ok-b") == 1
+    fallback = {"from_model": "notfound", "to_model": "ok-b", "reason": "error"}
+    assert delta("gateway_fallbacks_total", **fallback) == 1
     assert delta("gateway_upstream_errors_total", provider="mock", error_type="http_503") == 1
     assert delta("gateway_upstream_errors_total", provider="mock", error_type="http_404") == 1
     assert delta("gateway_upstream_errors_total", provider="mock", error_type="http_400") == 1

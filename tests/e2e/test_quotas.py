@@ -321,3 +321,101 @@ def test_store_overrides_set_by_the_admin_hold_at_once(gw):
         sdk.chat.completions.create(model="text", messages=MESSAGES)
     bad = httpx.put(url, json={"requests_per_day": "lots"}, headers=admin)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "requests_per_day"
+
+
+def test_a_junk_byok_header_does_not_skip_quotas_on_a_keyless_upstream(upstream, redis):
+    """A local model takes no key: an ``x-upstream-api-key`` it ignores must not make the
+    request BYOK (uncharged); the tier's quota applies as to any other request."""
+    from gateway.app import create_app
+    from gateway.metering import create_store
+    from gateway.observe.metrics import Metrics
+    from tests.support import ThreadedServer, build_config
+
+    routes = routes_doc(upstream.base_url)
+    routes["upstreams"]["local"] = {"base_url": upstream.base_url}  # no api_key_env
+    routes["models"]["local-ok"] = {
+        "upstream": "local",
+        "model": "mock/ok",
+        "modality": "text",
+        "price": {"input": 1.0, "output": 2.0},
+    }
+    tight = {"text_generation": {"requests_per_day": 50, "tokens_per_day": 1}}
+    tiers = tiers_doc({"free": {"routes": {"text": ["local-ok"]}, "quotas": tight}})
+    key = "sk-test-local-0123456789"
+    config = build_config(routes, tiers, {"GATEWAY_KEYS": f"{key}=free:alice"})
+    runtime = Runtime(redis_url=redis.url)
+    app = create_app(
+        config, runtime, metrics=Metrics(), store=create_store(redis.url, config.settings)
+    )
+    server = ThreadedServer(app, gateway=True).start()
+    try:
+        junk = {"x-upstream-api-key": "junk"}
+        with openai.OpenAI(
+            base_url=server.url + "/v1", api_key=key, max_retries=0, default_headers=junk
+        ) as sdk:
+            for _ in range(5):  # before: 5 of 5 answered, recorded BYOK, charged 0
+                with pytest.raises(openai.RateLimitError) as refused:
+                    sdk.chat.completions.create(model="text", messages=MESSAGES)
+                assert refused.value.code == "quota_exceeded"
+                assert "x-gateway-byok" not in refused.value.response.headers
+        listed = httpx.get(server.url + "/v1/usage", headers={"authorization": f"Bearer {key}"})
+        records = listed.json()["data"]
+        assert [(r["status"], r["byok"]) for r in records] == [(429, False)] * 5
+    finally:
+        server.stop()
+
+
+def test_usage_is_paged_with_a_capped_limit(gw):
+    with client(gw) as sdk:
+        for _ in range(5):
+            sdk.chat.completions.create(model="text", messages=MESSAGES)
+    assert settled(gw, lambda: len(usage(gw, gw.key())["data"]) == 5)
+    whole = usage(gw, gw.key())
+    assert whole["has_more"] is False and whole["next_cursor"] is None
+    pages, cursor = [], None
+    while True:
+        page = usage(gw, gw.key(), limit="2", **({"cursor": cursor} if cursor else {}))
+        pages.append(len(page["data"]))
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        assert page["has_more"] is True
+    assert pages == [2, 2, 1]
+    ids = []
+    cursor = None
+    for _ in range(3):
+        page = usage(gw, gw.key(), limit="2", **({"cursor": cursor} if cursor else {}))
+        ids += [r["request_id"] for r in page["data"]]
+        cursor = page["next_cursor"]
+    assert ids == [r["request_id"] for r in whole["data"]]  # oldest first, none twice
+    csv_page = httpx.get(
+        gw.base_url + "/usage",
+        params={"from": "2020-01-01", "to": "2100-01-01", "format": "csv", "limit": "3"},
+        headers={"authorization": f"Bearer {gw.key()}"},
+    )
+    assert csv_page.text.count("\n") == 4 and csv_page.headers["x-gateway-next-cursor"]
+    for bad in (
+        {"limit": "1001"},
+        {"limit": "0"},
+        {"cursor": "yesterday"},
+        {"cursor": "1e400:0"},
+        {"tag": "a\x00b"},
+    ):
+        refused = httpx.get(
+            gw.base_url + "/usage",
+            params={"from": "2020-01-01", **bad},
+            headers={"authorization": f"Bearer {gw.key()}"},
+        )
+        assert refused.status_code == 400, (bad, refused.text)
+        assert refused.json()["error"]["param"] == next(iter(bad))
+
+
+def test_records_cursor_out_of_range_is_a_400(gw):
+    for cursor in ("99999999999999999999", "1-99999999999999999999", "123:abc"):
+        refused = httpx.get(
+            gw.url + "/v1/admin/usage/records",
+            params={"cursor": cursor},
+            headers={"authorization": f"Bearer {ADMIN}"},
+        )
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["param"] == "cursor"

@@ -184,6 +184,7 @@ def test_a_fallback_is_one_server_span_over_sibling_attempt_spans(traced, receiv
     assert not any(answer.encode() in raw for raw in receiver.raw)
     (line,) = [x for x in traced.log_lines() if x.get("event") == "request"]
     assert line["trace_id"] == CLIENT_TRACE_ID
+    assert line["user"] == request["gateway.user.hash"]  # the same keyed hash
     resources = {
         a.key: a.value.string_value
         for export in receiver.exports

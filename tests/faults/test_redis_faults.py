@@ -205,3 +205,64 @@ def test_a_redis_killed_and_restarted_empty_never_goes_negative(
     assert min(values, default=0) >= 0, "a counter went below zero"
     # what the killed Redis held is gone; what was settled after the restart is all there
     assert 0 < len(records) <= succeeded
+
+
+DENY_TIERS = {
+    "free": {
+        "routes": {"text": ["ok"]},
+        "quotas": {"text_generation": {"requests_per_day": 50}},
+    }
+}
+
+
+def test_deny_mode_gives_back_what_a_stall_reserved(
+    tmp_path: Path, upstream: MockUpstream, redis_server: RedisServer
+) -> None:
+    """Issue 23 item 14: ``on_store_error: deny``, Redis SIGSTOPped 3 s under load for a user
+    with a quota of 50. Reserves whose reply timed out ran once Redis resumed; their leases
+    must be given back then, not 900 s later: afterwards nothing is reserved and used is
+    exactly what was admitted."""
+    (tmp_path / "routes.yaml").write_text(yaml.safe_dump(routes_doc(upstream.base_url)))
+    tiers = tiers_doc(DENY_TIERS, settings={"on_store_error": "deny"})
+    (tmp_path / "tiers.yaml").write_text(yaml.safe_dump(tiers))
+    gateway = Gateway(tmp_path, redis_server.url, tmp_path / "gw.log")
+    headers = {"authorization": f"Bearer {KEY}"}
+    try:
+
+        async def scenario() -> int:
+            admitted = 0
+            url = gateway.url + "/v1/chat/completions"
+            body = {"model": "text", "messages": MESSAGES, "max_tokens": 5}
+            loop = asyncio.get_running_loop()
+            async with httpx.AsyncClient(timeout=30) as client:
+
+                async def one() -> None:
+                    nonlocal admitted
+                    answer = await client.post(url, json=body, headers=headers)
+                    admitted += answer.status_code == 200
+
+                await asyncio.gather(*(one() for _ in range(8)))  # connected and warm
+                os.kill(pid(redis_server), signal.SIGSTOP)
+                try:
+                    stalled = [asyncio.create_task(one()) for _ in range(16)]
+                    await asyncio.sleep(3)
+                finally:
+                    os.kill(pid(redis_server), signal.SIGCONT)
+                await asyncio.gather(*stalled)
+                await loop.run_in_executor(None, time.sleep, 1.5)
+                await asyncio.gather(*(one() for _ in range(60)))  # past the quota
+            return admitted
+
+        admitted = asyncio.run(scenario())
+        deadline = time.monotonic() + 10
+        while True:
+            view = httpx.get(gateway.url + "/v1/quota", headers=headers).json()
+            requests = view["capabilities"]["text_generation"]["requests"]
+            if requests["reserved"] == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        print(f"\ndeny + SIGSTOP 3 s: {admitted} admitted, quota line {requests}")
+        assert requests["reserved"] == 0, requests
+        assert requests["used"] == admitted == 50, (admitted, requests)
+    finally:
+        gateway.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -39,7 +40,12 @@ FAILURES = [
         2,
         "GATEWAY_MAX_UPSTREAM_CONNECTIONS",
     ),
-    (["nonsense"], {}, 2, "unrecognized arguments: nonsense"),
+    (["nonsense"], {}, 2, "unknown command 'nonsense' (see `gateway --help`)"),
+    (["serv"], {}, 2, "unknown command 'serv' (did you mean 'serve'?)"),
+    (["--demo", "serv"], {}, 2, "unknown command 'serv' (did you mean 'serve'?)"),
+    (["keys", "lst"], {}, 2, "unknown command 'keys lst' (did you mean 'keys list'?)"),
+    (["db", "upgrad"], {}, 2, "unknown command 'db upgrad' (did you mean 'db upgrade'?)"),
+    (["serve", "extra"], {}, 2, "unrecognized arguments: extra"),
     (
         ["usage", "export", "--from", "yesterday", "--to", "2026-11-30"],
         {},
@@ -56,7 +62,7 @@ FAILURES = [
         ["usage", "export", "--from", "2026-11-01", "--to", "2026-11-30"],
         {"REDIS_URL": "garbage"},
         2,
-        "REDIS_URL: scheme",
+        "REDIS_URL: not a URL (no scheme)",
     ),
     (
         ["usage", "export", "--from", "2026-11-01", "--to", "2026-11-30"],
@@ -66,6 +72,8 @@ FAILURES = [
     ),
     (["usage", "export"], {}, 2, "the following arguments are required: --from, --to"),
     (["check"], {"REDIS_URL": "http://127.0.0.1:6379"}, 1, "REDIS_URL: scheme 'http'"),
+    (["check"], {"REDIS_URL": "notaurl"}, 1, "REDIS_URL: not a URL (no scheme)"),
+    (["keys", "list"], {}, 1, "no admin token: pass --token or set GATEWAY_ADMIN_TOKEN"),
     (["check"], {"GATEWAY_UPSTREAM_TRANSPORT": "curl"}, 1, "GATEWAY_UPSTREAM_TRANSPORT: expected"),
 ]
 
@@ -79,8 +87,8 @@ def test_documented_failures_are_one_line(argv, env, status, text) -> None:
     assert "Traceback" not in result.stderr + result.stdout
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("gateway: error: ")
     assert text in lines[0]
-    assert lines[0].startswith("gateway" if argv[0] != "check" else text.split(":")[0])
 
 
 def test_an_unreachable_store_is_one_line_and_exit_1() -> None:
@@ -90,8 +98,27 @@ def test_an_unreachable_store_is_one_line_and_exit_1() -> None:
         env={"REDIS_URL": f"redis://127.0.0.1:{port}/0"},
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
-    assert "cannot read the store at REDIS_URL" in result.stderr
+    assert result.stderr.startswith("gateway: error: usage export: cannot read the store at")
     assert "Traceback" not in result.stderr
+
+
+def test_an_unreachable_gateway_is_one_error_line_and_exit_1() -> None:
+    port = free_port()  # nothing listens there
+    result = gateway("keys", "list", "--url", f"http://127.0.0.1:{port}", "--token", "t" * 32)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(f"gateway: error: http://127.0.0.1:{port}: ConnectError")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_invalid_config_ends_with_one_error_line(tmp_path) -> None:
+    result = gateway("check", "--config-dir", str(tmp_path))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[:-1] == [
+        f"routes.yaml: file not found in {tmp_path}",
+        f"tiers.yaml: file not found in {tmp_path}",
+    ]
+    assert lines[-1] == f"gateway: error: invalid config in {tmp_path}"
 
 
 def test_malformed_gateway_keys_name_the_variable_not_an_empty_tier() -> None:
@@ -137,6 +164,56 @@ def test_version_and_help() -> None:
     serve = " ".join(gateway("serve", "--help").stdout.split())
     assert "port to listen on (default: 8080)" in serve
     assert "(default: 127.0.0.1)" in serve
+
+
+def _parsers(parser, path=("gateway",)):
+    yield " ".join(path), parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, (*path, name))
+
+
+def test_every_command_and_option_has_help_text() -> None:
+    from gateway.cli import _parser
+
+    missing = []
+    for name, parser in _parsers(_parser()):
+        if len((parser.description or "").split()) < 4:  # a sentence, not a pointer
+            missing.append(f"{name}: description {parser.description!r}")
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                one_liners = {choice.dest: choice.help for choice in action._choices_actions}
+                missing += [
+                    f"{name} {c}: no one-line help" for c in action.choices if not one_liners.get(c)
+                ]
+            elif not action.help:
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}: no help")
+    assert not missing, "\n".join(missing)
+
+
+def test_top_level_help_gives_each_command_a_one_line_description() -> None:
+    from gateway.cli import COMMANDS
+
+    top = gateway("--help", env={"COLUMNS": "200"}).stdout.splitlines()
+    for command in COMMANDS:
+        line = next((x.split() for x in top if x.split()[:1] == [command]), None)
+        assert line is not None and len(line) > 3, (command, top)
+
+
+def test_help_of_db_and_of_the_admin_clients() -> None:
+    db = " ".join(gateway("db", "--help").stdout.split())
+    assert "PostgreSQL usage ledger named by DATABASE_URL" in db
+    assert "upgrade Apply pending ledger migrations" in db
+    upgrade = " ".join(gateway("db", "upgrade", "--help").stdout.split())
+    assert "GATEWAY_LEDGER_AUTO_MIGRATE" in upgrade
+    secret = "t" * 40
+    keys = " ".join(
+        gateway("keys", "list", "--help", env={"GATEWAY_ADMIN_TOKEN": secret}).stdout.split()
+    )
+    assert "--url URL the running gateway's base URL (default: $GATEWAY_URL" in keys
+    assert "--token TOKEN an admin token (default: $GATEWAY_ADMIN_TOKEN)" in keys
+    assert secret not in keys
 
 
 def test_global_options_anywhere(tmp_path) -> None:

@@ -92,7 +92,8 @@ def _sample(schema: dict) -> object:
         return schema.get("default", schema["enum"][0])
     kind = schema.get("type")
     if kind == "array":
-        return [429]
+        items = schema.get("items", {})
+        return ["cdn.example.com"] if items == {"type": "string"} else [429]
     if kind == "boolean":
         return False
     if kind in ("integer", "number"):

@@ -21,7 +21,7 @@ from schemathesis.schemas import APIOperation
 from gateway.config.runtime import Runtime
 from gateway.secret import Secret
 from tests.conftest import RunningGateway, StartGateway
-from tests.fuzz.answers import check_openai_answer
+from tests.fuzz.answers import check_anthropic_answer, check_openai_answer
 from tests.redis_fixture import RedisServer
 
 SCHEMA = schemathesis.openapi.from_path(Path(__file__).with_name("openapi.yaml"))
@@ -41,7 +41,10 @@ def gw(start_gateway: StartGateway, redis: RedisServer) -> RunningGateway:
 
 def check_answer(case: Case, status: int, body: Any, content_type: str) -> None:
     where = f"{case.method} {case.formatted_path} -> {status}: {body!r:.300}"
-    check_openai_answer(where, status, body, content_type)
+    if case.path.startswith("/v1/messages"):
+        check_anthropic_answer(where, status, body, content_type)
+    else:
+        check_openai_answer(where, status, body, content_type)
 
 
 def caller(gw: RunningGateway) -> Callable[[Case], None]:

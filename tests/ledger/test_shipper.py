@@ -238,3 +238,38 @@ def test_a_record_postgres_would_refuse_does_not_stall_the_ledger(
             await client.aclose()
 
     run(scenario)
+
+
+@pytest.mark.parametrize("uptime_s", [0.5, 60.0, 3599.0])
+def test_the_first_step_maintains_whatever_the_hosts_uptime(
+    redis: RedisServer, database_url: str, uptime_s: float
+) -> None:
+    """The monotonic clock starts near 0 at boot: maintenance (migrations, partitions), upkeep
+    and claims are all due at the first step, not once the host has been up an hour."""
+
+    async def scenario() -> None:
+        client = Redis.from_url(redis.url)
+        db = Database(database_url)
+        shipper = Shipper(
+            settings(database_url), db, client, consumer="a", monotonic=lambda: uptime_s
+        )
+        try:
+            await add(client, [record(n) for n in range(5)])
+            await shipper.step(block_ms=10)
+            assert await count(database_url) == 5
+            assert shipper.lag == 5  # measured by the first step's upkeep, before shipping
+        finally:
+            await db.aclose()
+            await client.aclose()
+
+    run(scenario)
+
+
+def test_asyncpg_internal_client_errors_are_connection_failures() -> None:
+    """Issue 23 item 18: at a Postgres shutdown asyncpg raised ``InternalClientError``, which
+    the shipper logged as "unexpected" and did not count in gateway_ledger_failures_total."""
+    from gateway.ledger.db import ERRORS
+    from gateway.ledger.shipper import RETRIED
+
+    for error in (asyncpg.InternalClientError, asyncpg.exceptions.ProtocolError):
+        assert issubclass(error, ERRORS) and issubclass(error, RETRIED)

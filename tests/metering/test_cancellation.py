@@ -6,6 +6,7 @@ them (shared breakers, rollups, control reads) then ran on and held the shutdown
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
 from gateway.config.model import Config
@@ -20,10 +21,8 @@ TRIES = 100
 async def cancelled_loops_that_kept_running(store: Store) -> int:
     async def reads_forever() -> None:
         while True:
-            try:
+            with contextlib.suppress(StoreError):
                 await store.read_hashes(["gw:cancel:probe"])
-            except StoreError:
-                pass
 
     alive = 0
     rng = random.Random(7)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 
 import pytest
 import redis.asyncio
@@ -110,6 +112,50 @@ def test_buffer_is_bounded(config: Config) -> None:
                 assert (meter.buffered_records, meter.dropped_records) == (5, 3)
             finally:
                 await meter.aclose(timeout_s=0.2)
+                await store.aclose()
+
+        run(scenario())
+
+
+def test_deny_gives_back_a_reservation_whose_reply_timed_out(config: Config) -> None:
+    """Issue 23 item 14: Redis stalls (SIGSTOP) while reserves are in flight; each times out
+    and is refused (deny), but Redis runs it once resumed. Those leases must be given back
+    once Redis answers, not held until their lease expires (900 s)."""
+    config = with_settings(config, on_store_error="deny")
+    with RedisServer() as server:
+
+        async def scenario() -> None:
+            store = create_store(server.url, config.settings)
+            meter = Meter(config, store, clock=Clock())
+            await meter.start()
+            process = server._process
+            assert process is not None
+            try:
+                await meter.admit(request(config, request_id="warm"))  # connected, 1 in flight
+                os.kill(process.pid, signal.SIGSTOP)
+                try:
+                    admits = [meter.admit(request(config, request_id=f"r{i}")) for i in range(5)]
+                    results = await asyncio.gather(*admits, return_exceptions=True)
+                finally:
+                    os.kill(process.pid, signal.SIGCONT)
+                assert all(isinstance(r, StoreUnavailable) for r in results), results
+
+                def line() -> dict[str, int]:
+                    return held[0]["capabilities"]["text_generation"]["requests"]  # type: ignore[no-any-return]
+
+                held: list[dict[str, object]] = []
+
+                async def reserved() -> int:
+                    held[:] = [await meter.quota_view("alice", config.tiers["free"])]
+                    return line()["reserved"]
+
+                deadline = asyncio.get_running_loop().time() + 10
+                while await reserved() != 1:  # only "warm", never settled, still holds
+                    assert asyncio.get_running_loop().time() < deadline, line()
+                    await asyncio.sleep(0.1)
+                assert line()["used"] == 0
+            finally:
+                await meter.aclose()
                 await store.aclose()
 
         run(scenario())

@@ -70,6 +70,7 @@ def start_providers(
         extra_models: Mapping[str, Any] | None = None,
         tier: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
+        settings: Mapping[str, Any] | None = None,
         **app_kwargs: Any,
     ) -> RunningGateway:
         doc = routes_doc(upstream.base_url)
@@ -89,7 +90,7 @@ def start_providers(
         doc["upstreams"].update(extra_upstreams or {})
         doc["models"].update(extra_models or {})
         tiers = {"free": {"routes": {**DEFAULT_ROUTES, **routes}, **(tier or {})}}
-        tiers_document = tiers_doc(tiers)
+        tiers_document = tiers_doc(tiers, **({"settings": dict(settings)} if settings else {}))
         keys = {"free": "sk-test-free-0123456789", "other": "sk-test-other-0123456789"}
         environment = {
             "GATEWAY_KEYS": f"{keys['free']}=free:alice,{keys['other']}=free:bob",

@@ -10,6 +10,10 @@ import pytest
 
 from tests.providers.mock_video import VIDEO_BYTES
 
+# the mock upstream serves its files over http on 127.0.0.1, which the gateway refuses to
+# fetch (or redirect to) unless told that this is local testing
+LOCAL_FILES = {"video_content_allow_insecure": True}
+
 
 def video_models(url: str) -> tuple[dict, dict]:
     upstreams = {
@@ -45,6 +49,7 @@ def gw(start_providers, video_server):
         extra_models=models,
         tier={"quotas": {"video_generation": {"minutes_per_day": 0.2}}},  # 12 seconds a day
         video_poll_interval_s=0.05,
+        settings=LOCAL_FILES,
     )
 
 
@@ -180,3 +185,27 @@ def test_job_records_live_in_redis_with_a_ttl(start_providers, video_server, red
     assert client.hexists("gw:{u:alice}:videojobs", job.id)
     assert 0 < client.ttl("gw:{u:alice}:videojobs") <= 7 * 86400
     client.close()
+
+
+def test_open_video_jobs_per_user_are_capped(start_providers, video_server):
+    """Each open job is polled upstream: a user past ``max_open_video_jobs`` gets a 429 before
+    anything is submitted; another user is not affected, and a finished job frees a place."""
+    upstreams, models = video_models(video_server[1].url)
+    gw = start_providers(
+        {"video": ["sora"]},
+        extra_upstreams=upstreams,
+        extra_models=models,
+        video_poll_interval_s=3600,  # the jobs stay open until a GET asks about them
+        settings={"max_open_video_jobs": 2},
+    )
+    with sdk(gw) as alice, sdk(gw, "other") as bob:
+        jobs = [alice.videos.create(model="sora", prompt=f"cat {n}", seconds="1") for n in (1, 2)]
+        submitted = len(video_server[0].submissions)
+        with pytest.raises(openai.RateLimitError) as refused:
+            alice.videos.create(model="sora", prompt="one too many", seconds="1")
+        assert refused.value.code == "too_many_video_jobs"
+        assert int(refused.value.response.headers["retry-after"]) > 0
+        assert len(video_server[0].submissions) == submitted  # nothing went upstream
+        assert bob.videos.create(model="sora", prompt="bob's own", seconds="1").id
+        assert wait_done(alice, jobs[0].id).status == "completed"
+        assert alice.videos.create(model="sora", prompt="room again", seconds="1").id

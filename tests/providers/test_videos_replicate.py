@@ -46,6 +46,7 @@ def gw(start_providers, video_server):
         tier={"quotas": {"video_generation": {"minutes_per_day": 0.2}}},  # 12 seconds a day
         env={"REPLICATE_API_TOKEN": REPLICATE_TOKEN},
         video_poll_interval_s=0.05,
+        settings={"video_content_allow_insecure": True},  # the mock's files: http, 127.0.0.1
     )
 
 

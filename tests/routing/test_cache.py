@@ -314,3 +314,26 @@ def test_tags_are_recorded_on_hits_too(gw, client):
         chat(client, extra_headers={"x-gateway-tags": "cached"})
     records = wait_for_records(gw, 2)
     assert [(r["cache"], r["tags"]) for r in records] == [("miss", ["cached"]), ("hit", ["cached"])]
+
+
+def test_a_requested_ttl_never_stretches_the_routes_ttl(start_gateway, upstream):
+    """One caller's ``ttl=86400`` on a shared route must not keep the answer for everyone."""
+    import hashlib
+
+    clock = Clock()
+    bob = "sk-test-bob-0123456789"
+    keys = [{"user": "bob", "tier": "free", "key_sha256": hashlib.sha256(bob.encode()).hexdigest()}]
+    tiers = cached_tiers(ttl_s=10, shared=True)
+    gw = start_gateway(tiers, tiers_extra={"keys": keys}, clock=clock)
+    stretch = {"x-gateway-cache": "ttl=86400"}
+    with openai.OpenAI(base_url=gw.base_url, api_key=gw.key(), max_retries=0) as client:
+        assert chat(client, extra_headers=stretch).headers["x-gateway-cache"] == "miss"
+    clock.now += 60  # past the route's 10 s, well within the asked-for day
+    with openai.OpenAI(base_url=gw.base_url, api_key=bob, max_retries=0) as client:
+        assert chat(client).headers["x-gateway-cache"] == "miss"
+        shorter = {"x-gateway-cache": "ttl=5"}  # asking for less is allowed
+        clock.now += 60
+        assert chat(client, extra_headers=shorter).headers["x-gateway-cache"] == "miss"
+        clock.now += 6
+        assert chat(client).headers["x-gateway-cache"] == "miss"
+    assert upstream.count("mock/ok") == 4

@@ -11,6 +11,7 @@ import httpx
 from gateway.config.runtime import Runtime
 from gateway.secret import Secret
 from tests.conftest import StartGateway
+from tests.ui.signin import sign_in
 
 ADMIN = "analytics-admin-token-0123456789"
 
@@ -60,9 +61,9 @@ def test_sessions_without_a_browser(start_gateway: StartGateway) -> None:
     gw = start_gateway(runtime=Runtime(admin_token=Secret(ADMIN)))
     with httpx.Client(base_url=gw.url, timeout=10) as http:
         assert http.get("/ui/overview").headers["location"] == "/ui/login"
-        refused = http.post("/ui/login", data={"token": "sk-wrong"})
+        refused = sign_in(http, "sk-wrong")
         assert refused.status_code == 401 and "gw_session" not in refused.cookies
-        signed = http.post("/ui/login", data={"token": ADMIN})
+        signed = sign_in(http, ADMIN)
         assert signed.status_code == 303 and signed.headers["location"] == "/ui/overview"
         cookie = signed.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie
@@ -81,7 +82,7 @@ def test_sessions_without_a_browser(start_gateway: StartGateway) -> None:
         http.cookies.set("gw_session", signed.cookies["gw_session"])
         assert http.get(flag).status_code == 401  # the session is gone everywhere
 
-        user = http.post("/ui/login", data={"token": gw.key()})
+        user = sign_in(http, gw.key())
         assert user.headers["location"] == "/ui/me"
         assert http.get("/v1/quota").status_code == 200  # the user's own, by cookie
         assert http.get("/v1/admin/flags").status_code == 403  # a user is no operator
@@ -101,7 +102,7 @@ def test_bad_time_bounds_and_cursors_are_refused_on_every_reader(
             answer = http.get(f"/v1/usage?{query}", headers=client)
             assert answer.status_code == 400, (query, answer.text)
             assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
-        assert http.post("/ui/login", data={"token": ADMIN}).status_code == 303
+        assert sign_in(http, ADMIN).status_code == 303
         for query in ("cursor=not-an-id", "start=nan", "end=9999-12-31", "start=0&bucket=hour"):
             page = http.get(f"/ui/analytics?{query}")
             assert page.status_code == 200, (query, page.text[:300])

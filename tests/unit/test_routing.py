@@ -100,3 +100,24 @@ def test_passthrough_needs_a_model(config):
         resolve(config, config.tiers["free"], passthrough_endpoint("/videos"), None, {})
     plan = resolve(config, config.tiers["free"], passthrough_endpoint("/videos"), "video", {})
     assert plan.capability == "video_generation"
+
+
+def test_a_keys_allow_list_cuts_the_fallback_chain(config):
+    from gateway.proxy.routing import within_allow_list
+
+    tier = config.tiers["free"]
+    plan = resolve(config, tier, CHAT, "ok", {})
+    assert chain_names(plan) == ["ok", "ok-b", "other-ok"]
+    assert chain_names(within_allow_list(plan, frozenset({"ok"}), "ok")) == ["ok"]
+    assert chain_names(within_allow_list(plan, frozenset({"ok", "other-ok"}), "ok")) == [
+        "ok",
+        "other-ok",
+    ]
+    by_upstream_id = within_allow_list(plan, frozenset({"mock/ok"}), "mock/ok")
+    assert chain_names(by_upstream_id) == ["ok"]
+    everything = frozenset({"ok", "ok-b", "other-ok"})
+    assert within_allow_list(plan, everything, "ok") is plan  # nothing to cut: no copy
+    assert within_allow_list(plan, frozenset({"text"}), "ok") is plan  # the route is allowed
+    with pytest.raises(Forbidden) as refused:
+        within_allow_list(plan, frozenset({"embed"}), "ok")
+    assert "'ok'" in refused.value.message and refused.value.param == "model"

@@ -1,5 +1,5 @@
 """The span exporter's bounded queue: every span handed in is either exported or counted as
-dropped (``gateway_trace_spans_dropped_total``), and the user hash is keyed when a key is set."""
+dropped (``gateway_trace_spans_dropped_total``)."""
 
 import threading
 
@@ -7,8 +7,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from gateway.observe.otel import DropCountingProcessor
-from gateway.observe.user_hash import UserHash
-from gateway.secret import Secret
 
 
 class StuckExporter(SpanExporter):
@@ -64,12 +62,3 @@ def test_failed_exports_are_counted():
     exporter.release.set()
     drops = run_spans(exporter, 3, capacity=64)
     assert sum(n for reason, n in drops if reason == "export_failed") == 3
-
-
-def test_the_user_hash_is_keyed_when_a_key_is_set():
-    plain, keyed = UserHash(), UserHash(Secret("hash-key-1"))
-    assert plain("alice") == "2bd806c97f0e00af"  # sha256("alice"), as the access log had it
-    assert keyed("alice") != plain("alice")
-    assert keyed("alice") == UserHash(Secret("hash-key-1"))("alice")
-    assert keyed("alice") != UserHash(Secret("hash-key-2"))("alice")
-    assert len(keyed("alice")) == 16 and keyed("bob") != keyed("alice")

@@ -1,0 +1,1 @@
+"""Client-facing API translation: the Responses and Messages APIs over chat completions."""

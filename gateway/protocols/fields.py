@@ -1,0 +1,110 @@
+"""The conformance tables: each top-level request field of the bridged APIs and its fate.
+
+A field not listed is refused by name, so nothing is dropped silently.
+
+docs/protocols.md renders these tables; ``tests/protocols`` checks the two agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from gateway.errors import InvalidRequest
+
+
+class Disposition(Enum):
+    CARRIED = "carried"  # the same field, same meaning, in the chat completions body
+    TRANSLATED = "translated"  # rewritten into chat completions terms
+    GATEWAY = "gateway"  # served by the gateway itself (storage, routing, the answer's shape)
+    REFUSED = "refused"  # 400 naming the field
+
+
+@dataclass(frozen=True)
+class Field:
+    disposition: Disposition
+    note: str
+    # values that are accepted although the field is refused otherwise (a default, off)
+    harmless: tuple[Any, ...] = ()
+
+
+C, T, G, R = (
+    Disposition.CARRIED,
+    Disposition.TRANSLATED,
+    Disposition.GATEWAY,
+    Disposition.REFUSED,
+)
+
+RESPONSES: Mapping[str, Field] = {
+    "model": Field(G, "routes the request like chat completions' model"),
+    "input": Field(T, "string or items → messages (see the item table)"),
+    "instructions": Field(T, "→ a leading system message (not carried to the next turn)"),
+    "tools": Field(T, "function tools → chat tools; built-in tools refused"),
+    "tool_choice": Field(T, "auto/none/required carried; {type: function, name} translated"),
+    "parallel_tool_calls": Field(C, "same field"),
+    "text": Field(T, "text.format json_schema/json_object → response_format"),
+    "max_output_tokens": Field(T, "→ max_tokens"),
+    "temperature": Field(C, "same field"),
+    "top_p": Field(C, "same field"),
+    "metadata": Field(C, "same field; echoed on the Response; metadata.tags are spend tags"),
+    "user": Field(C, "same field"),
+    "safety_identifier": Field(C, "same field"),
+    "prompt_cache_key": Field(C, "same field"),
+    "service_tier": Field(C, "same field"),
+    "stream": Field(T, "→ stream with usage; answered as Responses events"),
+    "stream_options": Field(T, "include_obfuscation: false only (none is added)"),
+    "store": Field(G, "default true: the response is kept under its owner"),
+    "previous_response_id": Field(G, "the stored conversation is put before the input"),
+    "truncation": Field(R, "only 'disabled' (the default)", harmless=("disabled",)),
+    "background": Field(R, "background responses are not served", harmless=(False,)),
+    "reasoning": Field(R, "no model in the chain is declared a reasoning model"),
+    "include": Field(R, "no extra output data is produced", harmless=((),)),
+    "top_logprobs": Field(R, "log probabilities are not bridged", harmless=(0,)),
+    "max_tool_calls": Field(R, "not enforceable over chat completions"),
+    "prompt": Field(R, "stored prompt templates are not served"),
+    "conversation": Field(R, "the Conversations API is not served"),
+    "prompt_cache_retention": Field(R, "not bridged"),
+}
+
+MESSAGES: Mapping[str, Field] = {
+    "model": Field(G, "routes the request like chat completions' model"),
+    "messages": Field(T, "blocks → chat messages (see the block table)"),
+    "system": Field(T, "→ a leading system message"),
+    "max_tokens": Field(T, "required; → max_tokens"),
+    "stop_sequences": Field(T, "→ stop"),
+    "temperature": Field(C, "same field"),
+    "top_p": Field(C, "same field"),
+    "top_k": Field(C, "sent as top_k (Together, vLLM and the Anthropic adapter take it)"),
+    "tools": Field(T, "custom tools → function tools; server tools refused"),
+    "tool_choice": Field(T, "auto/any/tool/none → auto/required/function/none"),
+    "metadata": Field(T, "metadata.user_id → user"),
+    "stream": Field(T, "→ stream with usage; answered as Messages events"),
+    "service_tier": Field(R, "only 'auto'", harmless=("auto",)),
+    "thinking": Field(R, "extended thinking is not bridged", harmless=({"type": "disabled"},)),
+    "container": Field(R, "code execution containers are not served"),
+    "mcp_servers": Field(R, "MCP connectors are not served", harmless=((),)),
+    "context_management": Field(R, "not bridged"),
+}
+
+
+def check_fields(body: Mapping[str, Any], table: Mapping[str, Field], api: str) -> None:
+    """400 naming the first field that is unknown, or refused with a value that matters."""
+    for name, value in body.items():
+        found = table.get(name)
+        if found is None:
+            raise InvalidRequest(f"Unknown parameter for the {api}: '{name}'.", param=name)
+        if found.disposition is R and value is not None and not _harmless(value, found):
+            raise InvalidRequest(
+                f"'{name}' is not supported by this gateway's {api} ({found.note}).", param=name
+            )
+
+
+def _harmless(value: Any, found: Field) -> bool:
+    plain = tuple(value) if isinstance(value, list) else value
+    return any(plain == allowed for allowed in found.harmless)
+
+
+def refused(param: str, why: str) -> InvalidRequest:
+    return InvalidRequest(f"'{param}' is not supported by this gateway: {why}.", param=param)

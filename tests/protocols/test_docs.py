@@ -1,0 +1,41 @@
+"""docs/protocols.md lists every field of both conformance tables with its disposition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.protocols.fields import MESSAGES, RESPONSES, Field
+
+DOC = (Path(__file__).resolve().parents[2] / "docs" / "protocols.md").read_text()
+
+
+def _section(title: str) -> str:
+    start = DOC.index(title)
+    ends = [DOC.find(mark, start + 1) for mark in ("\n## ", "\n### ")]
+    end = min((at for at in ends if at > 0), default=len(DOC))
+    return DOC[start:end]
+
+
+def _rows(section: str) -> dict[str, str]:
+    """`field` → disposition, from the table rows (a row may name several fields)."""
+    found = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) >= 2 and cells[0].startswith("`"):
+            for name in cells[0].split(","):
+                found[name.strip().strip("`")] = cells[1]
+    return found
+
+
+def _check(table: dict[str, Field], section: str) -> None:
+    rows = _rows(_section(section))
+    for name, spec in table.items():
+        assert rows.get(name) == spec.disposition.value, name
+
+
+def test_responses_table() -> None:
+    _check(dict(RESPONSES), "## Responses API: request fields")
+
+
+def test_messages_table() -> None:
+    _check(dict(MESSAGES), "## Messages API: request fields")

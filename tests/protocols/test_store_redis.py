@@ -1,0 +1,33 @@
+"""Stored responses in Redis: kept across gateways sharing it, and a store outage is a 503."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+
+from gateway.config.runtime import Runtime
+from tests.conftest import StartGateway
+from tests.protocols.conftest import ROUTES
+from tests.redis_fixture import RedisServer
+
+
+def test_in_redis_and_outage(start_gateway: StartGateway, redis: RedisServer) -> None:
+    tiers = {"free": {"routes": ROUTES}}
+    one = start_gateway(tiers, runtime=Runtime(redis_url=redis.url))
+    two = start_gateway(tiers, runtime=Runtime(redis_url=redis.url))
+    created = openai.OpenAI(base_url=one.base_url, api_key=one.key()).responses.create(
+        model="ok", input="Hi"
+    )
+    other = openai.OpenAI(base_url=two.base_url, api_key=two.key(), max_retries=0)
+    assert other.responses.retrieve(created.id).output_text == created.output_text
+    redis.stop()
+    try:
+        answer = httpx.post(
+            f"{two.base_url}/responses",
+            headers={"authorization": f"Bearer {two.key()}"},
+            json={"model": "ok", "input": "again", "previous_response_id": created.id},
+        )
+    finally:
+        redis.start()
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "store_unavailable"
