@@ -25,12 +25,8 @@ log = logging.getLogger("gateway")
 
 def serve(args: argparse.Namespace) -> int:
     """Serve until stopped: 0, or ``StartupFailed`` when the server could not start."""
-    from gateway.observe.tracing import tracing_problem
-
     check_environment()
     check_serve_options(args)
-    if problem := tracing_problem():
-        raise UsageError(problem)
     sock = listening_socket(args.host, args.port)
     try:
         started = _serve_on(sock, args)

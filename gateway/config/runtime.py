@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from gateway.extras import OTEL
 from gateway.secret import Secret
 
 
@@ -30,21 +31,8 @@ class Runtime:
             transport=env.get("GATEWAY_UPSTREAM_TRANSPORT", "native"),
             max_upstream_connections=int(env.get("GATEWAY_MAX_UPSTREAM_CONNECTIONS", "10000")),
             log_bodies=env.get("GATEWAY_DEBUG_LOG_BODIES", "").lower() in ("1", "true", "yes"),
-            tracing=tracing_variable(env) is not None,
+            tracing=OTEL.turned_on(env),
         )
-
-
-def tracing_variable(env: Mapping[str, str]) -> str | None:
-    """The variable that turns tracing on (an OTLP endpoint), unless the standard variables
-    turn the SDK or the trace exporter off."""
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return None
-    if env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
-        return None
-    for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
-        if env.get(name, "").strip():
-            return name
-    return None
 
 
 def sentinel_url(env: Mapping[str, str]) -> str | None:

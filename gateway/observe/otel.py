@@ -23,19 +23,25 @@ from collections.abc import (
 from typing import Any
 
 import httpx
-from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import Span as ApiSpan
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, set_span_in_context
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway.config.model import Model
 from gateway.errors import QuotaExceeded
+from gateway.extras import OTEL, MissingExtra
 from gateway.proxy.attempt_outcome import Failure, Opened
 from gateway.proxy.context import RequestContext
+
+try:  # imported only with tracing configured
+    from opentelemetry.context import Context
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.trace import Span as ApiSpan
+    from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, set_span_in_context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+except ImportError as error:
+    raise MissingExtra(OTEL) from error
+
 
 DEFAULT_SERVICE_NAME = "llm-gateway"
 DEFAULT_QUEUE_SIZE = 2048  # the SDK's own default for OTEL_BSP_MAX_QUEUE_SIZE

@@ -16,7 +16,7 @@ import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tests.e2e.test_serve import KEY, Served
+from tests.e2e.test_serve import KEY, ROOT, Served
 from tests.support import DEFAULT_ROUTES, MOCK_KEY, free_port, routes_doc, tiers_doc
 
 PROMPT = "a secret prompt the traces must not hold"
@@ -262,8 +262,11 @@ def test_configured_without_the_extra_fails_with_one_line_naming_it(tmp_path):
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1
-    assert done.stderr.startswith("gateway: error: OTEL_EXPORTER_OTLP_ENDPOINT is set")
-    assert "pip install 'llm-gateway[otel]'" in done.stderr
+    assert done.stderr.startswith(
+        "gateway: error: OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set, "
+        "so tracing needs opentelemetry.exporter.otlp.proto.http, which is not installed: "
+        "pip install 'llm-gateway[otel]'"
+    )
 
 
 def test_tracing_off_imports_no_opentelemetry(tmp_path, upstream):
@@ -312,3 +315,29 @@ def test_the_access_log_has_no_trace_id_when_tracing_is_off(tmp_path, upstream):
     (line,) = [x for x in served.log_lines() if x.get("event") == "request"]
     assert "trace_id" not in line
     assert orjson.dumps(line)  # a plain JSON line
+
+
+def test_without_the_extra_only_the_tracer_module_needs_it():
+    """Every module imports without OpenTelemetry but the tracer's, which names the extra."""
+    script = """
+import sys
+sys.modules["opentelemetry"] = None  # as an install without the otel extra
+import importlib, json, pkgutil, gateway
+failed = {}
+for module in pkgutil.walk_packages(gateway.__path__, "gateway."):
+    if module.name == "gateway.__main__":
+        continue
+    try:
+        importlib.import_module(module.name)
+    except ImportError as error:
+        failed[module.name] = str(error)
+print(json.dumps(failed))
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    failed = orjson.loads(done.stdout)
+    assert list(failed) == ["gateway.observe.otel"]
+    assert "pip install 'llm-gateway[otel]'" in failed["gateway.observe.otel"]
