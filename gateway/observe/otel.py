@@ -48,6 +48,8 @@ DEFAULT_QUEUE_SIZE = 2048  # the SDK's own default for OTEL_BSP_MAX_QUEUE_SIZE
 # Endpoint → gen_ai.operation.name (the conventions' names where they have one).
 OPERATIONS = {
     "chat.completions": "chat",
+    "responses": "chat",  # OpenAI's Responses API, bridged to chat (gateway/protocols)
+    "messages": "chat",  # Anthropic's Messages API, likewise
     "completions": "text_completion",
     "embeddings": "embeddings",
 }
@@ -75,7 +77,7 @@ class OtelTracer:
             attributes={
                 "gen_ai.operation.name": operation,
                 "http.request.method": "POST",
-                "url.path": f"/v1{ctx.endpoint.path}",
+                "gateway.endpoint": ctx.endpoint.name,
                 "gateway.request_id": ctx.request_id,
             },
             start_time=self.epoch_ns(ctx.started),

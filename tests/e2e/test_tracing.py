@@ -159,6 +159,7 @@ def test_a_fallback_is_one_server_span_over_sibling_attempt_spans(traced, receiv
     assert answered["gen_ai.response.finish_reasons"] == ["stop"]
     request = attributes(server)
     assert request["gen_ai.operation.name"] == "chat"
+    assert request["gateway.endpoint"] == "chat.completions"
     assert request["gen_ai.request.model"] == "text"
     assert request["gen_ai.response.model"] == "mock/ok-b"
     assert request["gen_ai.provider.name"] == "mock"
