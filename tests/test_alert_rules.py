@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gateway.proxy.streaming import CUT, IDLE_TIMEOUT
 from tests.deploy_k8s.test_manifests import OVERLAYS, one, render
 from tests.test_deploy import COMPOSE_FILE, EXPORTED_METRIC_FAMILIES, PROMETHEUS_FILE
 
@@ -76,6 +77,11 @@ def test_the_alerts_read_metrics_the_gateway_exports():
                 next((s for s in HISTOGRAM_SUFFIXES if name.endswith(s)), "")
             )
             assert name in known or family in known, (rule["alert"], name)
+
+
+def test_the_cut_streams_alert_names_the_gateways_error_types():
+    (rule,) = [rule for rule in alerts() if rule["alert"] == "GatewayStreamsCut"]
+    assert f'error_type=~"{CUT}|{IDLE_TIMEOUT}"' in rule["expr"]
 
 
 def test_compose_loads_the_rules():
