@@ -60,6 +60,7 @@ from gateway.observe.access_log import AccessLog
 from gateway.observe.metrics import Metrics, UsageMetrics, mark_worker_dead
 from gateway.observe.provider_stats import ProviderStats
 from gateway.observe.request_metrics import RequestMetrics
+from gateway.observe.tracing import TraceEnd, start_tracing
 from gateway.providers.demo import DemoRouter
 from gateway.providers.transport import Transport, create_transport
 from gateway.proxy.attempts import Attempter
@@ -73,6 +74,7 @@ from gateway.proxy.listeners import Listeners
 from gateway.proxy.pipeline import Pipeline
 from gateway.proxy.rollout import Rollout
 from gateway.proxy.shared_health import SharedHealth
+from gateway.proxy.trace_hooks import Tracer
 from gateway.proxy.video_jobs import ADOPT_AFTER_S, POLL_INTERVAL_S, VideoJobs
 from gateway.ui import pages as ui_pages
 from gateway.ui.session import SessionLoader, Sessions
@@ -108,6 +110,7 @@ class Gateway:
     ledger: Ledger | None = None  # the usage ledger in PostgreSQL, when DATABASE_URL is set
     stored_keys: StoredKeys | None = None  # sealed upstream keys: system pool and users' keys
     batches: Batches | None = None  # /v1/files and /v1/batches, and this replica's batch runner
+    tracer: Tracer | None = None  # OpenTelemetry, when configured (OTEL_EXPORTER_OTLP_*)
 
     @functools.cached_property
     def analytics(self) -> RedisAnalytics | PostgresAnalytics:
@@ -224,11 +227,13 @@ def build_gateway(
         upstream, config.retry, breakers, max_body_bytes=config.settings.max_upstream_body_bytes,
         keys=credentials,
     )  # fmt: skip
+    tracer = kept.tracer if reuse is not None else _tracer(runtime, ids, metrics)
     listeners = Listeners(
         [
             RequestMetrics(metrics, breakers, stats),
             Billing(meter),
             AccessLog(log_bodies=runtime.log_bodies, ids=ids),
+            *([TraceEnd()] if tracer is not None else []),
         ]
     )
     control = kept.control or ControlPlane(store, clock=clock)
@@ -243,7 +248,7 @@ def build_gateway(
         config, keyring, attempter, meter, listeners, log_bodies=runtime.log_bodies,
         videos=video_jobs, rollout=Rollout(lambda: control.snapshot),
         cache=ResponseCache(config, store, clock),
-        credentials=credentials, flags=FlagGate(config, control),
+        credentials=credentials, flags=FlagGate(config, control), tracer=tracer,
     )  # fmt: skip
     batch_pipeline = Pipeline(  # batch lines: the same parts, run as the batch's owner
         config, OwnerKeys(keyring), attempter, meter, listeners, log_bodies=runtime.log_bodies,
@@ -256,7 +261,7 @@ def build_gateway(
         config, runtime, keyring, upstream, store, meter, metrics, breakers, stats, pipeline, clock,
         int(clock()), video_jobs, control, shared_health=shared,
         ledger=kept.ledger or _ledger(ledger_settings, store, metrics, meter),
-        stored_keys=stored_keys, batches=batch_service,
+        stored_keys=stored_keys, batches=batch_service, tracer=tracer,
     )  # fmt: skip
 
 
@@ -273,6 +278,7 @@ class Kept:
     videos: VideoJobs | None = None
     ledger: Ledger | None = None
     batches: Batches | None = None
+    tracer: Tracer | None = None
 
     @classmethod
     def of(cls, gateway: Gateway | None) -> Kept:
@@ -281,7 +287,7 @@ class Kept:
         g = gateway
         return cls(
             g.meter, g.shared_health, g.breakers, g.stats, g.stored_keys, g.control, g.videos,
-            g.ledger, g.batches,
+            g.ledger, g.batches, g.tracer,
         )  # fmt: skip
 
 
@@ -308,6 +314,16 @@ def reload_app(app: GatewayApp, config: Config) -> None:
     old.meter.reconfigure(config)
     app.state.gateway = new
     app.swap_lane(new.pipeline, Dispatch(config.passthrough, protocol_bridges(new.store, config)))
+
+
+def _tracer(runtime: Runtime, ids: IdKeys, metrics: Metrics) -> Tracer | None:
+    """The tracer when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set: one per app (the SDK's
+    process-wide provider is left alone), the user named as in the access log, its dropped
+    spans counted."""
+    if not runtime.tracing:
+        return None
+    return start_tracing(ids.log_user, lambda reason, spans: metrics.child(
+        metrics.trace_spans_dropped, reason).inc(spans))  # fmt: skip
 
 
 def _ledger(
@@ -373,6 +389,8 @@ def _lifespan(
                 log.warning("the store's connections did not close in time; leaving them")
             if owns_transport:
                 await gateway.transport.aclose()
+            if gateway.tracer is not None:  # the last spans are exported
+                await _stop("tracer", asyncio.to_thread(gateway.tracer.shutdown))
             mark_worker_dead(os.getpid(), gateway.metrics.multiprocess_dir)
 
     return lifespan

@@ -24,9 +24,40 @@ class Extra:
             f"installed: pip install 'llm-gateway[{self.name}]'"
         )
 
+    def turned_on(self, env: Mapping[str, str]) -> bool:
+        return bool(env.get(self.setting))
+
+
+class Tracing(Extra):
+    """OpenTelemetry: on with an OTLP endpoint (either variable), unless the standard
+    variables turn the SDK or the trace exporter off."""
+
+    VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+    @property
+    def missing(self) -> str:
+        return (
+            f"{' or '.join(self.VARIABLES)} is set, so {self.feature} needs {self.module}, "
+            f"which is not installed: pip install 'llm-gateway[{self.name}]' (or unset it)"
+        )
+
+    def variable(self, env: Mapping[str, str]) -> str | None:
+        """The variable that turns tracing on, or None when it is off."""
+        if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+            return None
+        if env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
+            return None
+        return next((name for name in self.VARIABLES if env.get(name, "").strip()), None)
+
+    def turned_on(self, env: Mapping[str, str]) -> bool:
+        return self.variable(env) is not None
+
 
 POSTGRES = Extra("postgres", "asyncpg", "the usage ledger", "DATABASE_URL")
-EXTRAS = (POSTGRES,)
+OTEL = Tracing(
+    "otel", "opentelemetry.exporter.otlp.proto.http", "tracing", "OTEL_EXPORTER_OTLP_ENDPOINT"
+)
+EXTRAS: tuple[Extra, ...] = (POSTGRES, OTEL)
 
 
 class MissingExtra(ImportError):
@@ -48,4 +79,4 @@ def installed(extra: Extra) -> bool:
 def missing_extras(env: Mapping[str, str]) -> list[str]:
     """A problem for each feature ``env`` turns on whose extra is not installed (each such
     extra is imported here: only those of the features turned on)."""
-    return [extra.missing for extra in EXTRAS if env.get(extra.setting) and not installed(extra)]
+    return [extra.missing for extra in EXTRAS if extra.turned_on(env) and not installed(extra)]
