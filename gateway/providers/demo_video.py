@@ -1,6 +1,8 @@
-"""The demo upstream's video jobs in OpenAI's ``/v1/videos`` shape: a job is accepted, reported
-completed at its first poll, and its content is a short placeholder file (an MP4 header and a
-note, not a playable film), so ``--demo`` shows the whole job cycle without a provider key."""
+"""The demo upstream's video jobs, in OpenAI's ``/v1/videos`` shape.
+
+A job is accepted, reported completed at its first poll, and its content is a short
+placeholder file (an MP4 header and a note, not a playable film), so ``--demo`` shows the
+whole job cycle without a provider key."""
 
 from __future__ import annotations
 

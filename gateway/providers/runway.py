@@ -1,6 +1,8 @@
-"""Runway's task API (docs.dev.runwayml.com, API version 2024-11-06): a video is a task created
-with ``POST /v1/text_to_video`` (a prompt alone) or ``POST /v1/image_to_video`` (a first frame),
-polled at ``GET /v1/tasks/{id}`` until it SUCCEEDED (``output``: URLs of the files) or FAILED."""
+"""Runway's task API for video jobs (docs.dev.runwayml.com, API version 2024-11-06).
+
+A video is a task created with ``POST /v1/text_to_video`` (a prompt alone) or ``POST
+/v1/image_to_video`` (a first frame), polled at ``GET /v1/tasks/{id}`` until it SUCCEEDED
+(``output``: URLs of the files) or FAILED."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Video job APIs (OpenAI /videos, Together /videos, Replicate predictions, Runway tasks): submit,
-poll, fetch."""
+"""Video job APIs: submit, poll, fetch.
+
+OpenAI /videos, Together /videos, Replicate predictions, Runway tasks (``runway``)."""
 
 from __future__ import annotations
 
