@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from gateway.config.byok_section import byok_models
 from gateway.config.cache_section import cache_policies, cache_settings
 from gateway.config.chains import ON_EXHAUSTED, chain_entry, deployments
 from gateway.config.flags_section import flags_section
@@ -70,7 +71,9 @@ def parse_config(
     )
     upstreams = {name: _upstream(name, node, env) for name, node in routes.get("upstreams").items()}
     models = _models(routes.get("models"), upstreams)
-    tier_map = {name: _tier(name, node, models) for name, node in tiers.get("tiers").items()}
+    tier_map = {
+        name: _tier(name, node, models, upstreams) for name, node in tiers.get("tiers").items()
+    }
     if not tier_map:
         tiers.get("tiers").fail("at least one tier is required")
     return Config(
@@ -185,12 +188,14 @@ def _price(node: Node) -> Price:
     return Price(**{key: node.get(key).number(0.0) or 0.0 for key in Price.__dataclass_fields__})
 
 
-def _tier(name: str, node: Node, models: Mapping[str, Model]) -> Tier:
+def _tier(
+    name: str, node: Node, models: Mapping[str, Model], upstreams: Mapping[str, Upstream]
+) -> Tier:
     node.mapping(
         {"routes", "max_tokens", "quotas", "budget", "tier_budget", "on_exhausted", "cache"}
-        | {"batch_price_percent"},
+        | {"batch_price_percent", "byok_models"},
         {"routes"},
-    )
+    )  # fmt: skip
     routes: dict[str, tuple[Model, ...]] = {}
     weights: dict[str, tuple[float, ...]] = {}
     for route, chain_node in node.get("routes").items():
@@ -214,6 +219,7 @@ def _tier(name: str, node: Node, models: Mapping[str, Model]) -> Tier:
         weights=weights,
         on_exhausted=node.get("on_exhausted").choice(ON_EXHAUSTED, "reject"),
         batch_price_percent=node.get("batch_price_percent").integer(100) or 0,
+        byok_models=byok_models(node.get("byok_models"), routes, upstreams),
     )
 
 

@@ -51,8 +51,8 @@ class Upstream:
 
 # The provider APIs an upstream may speak: OpenAI-compatible (relayed as is), Anthropic's
 # Messages API (translated), and the video job APIs.
-UPSTREAM_APIS = ("openai", "anthropic", "openai-videos", "together-video", "replicate")
-VIDEO_APIS = frozenset({"openai-videos", "together-video", "replicate"})
+UPSTREAM_APIS = ("openai", "anthropic", "openai-videos", "together-video", "replicate", "runway")
+VIDEO_APIS = frozenset({"openai-videos", "together-video", "replicate", "runway"})
 
 
 @dataclass(frozen=True)
@@ -157,6 +157,18 @@ class LedgerOptions:
 
 
 @dataclass(frozen=True)
+class ByokModels:
+    """A tier's ``byok_models``: model ids a caller with an own upstream key may name beyond
+    the tier's chains, passed through to the upstream (by name) that serves them."""
+
+    any_upstream: str | None = None  # any id not listed goes to this upstream
+    listed: Mapping[str, str] = field(default_factory=dict)  # model id → its upstream
+
+    def upstream_for(self, model_id: str) -> str | None:
+        return self.listed.get(model_id) or self.any_upstream
+
+
+@dataclass(frozen=True)
 class Tier:
     name: str
     routes: Mapping[str, tuple[Model, ...]]
@@ -177,6 +189,8 @@ class Tier:
     # the tier as tiers.yaml lists it, where it is served otherwise (``--demo`` serves a route
     # without a keyed target from the demo model alone): rollout weights name its models
     as_listed: Tier | None = None
+    # models a caller's own key unlocks beyond the chains (None: none; resolved on a miss only)
+    byok_models: ByokModels | None = None
 
     def quota(self, capability: str) -> Quota:
         return self.quotas.get(capability, UNLIMITED)

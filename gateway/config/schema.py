@@ -171,6 +171,7 @@ CHAIN_ENTRY = _obj(
     },
     ("model",),
 )  # fmt: skip
+BYOK_MODELS: Schema = {"anyOf": [{"const": "any"}, {"type": "array", "items": {"type": "string", "minLength": 1}}]}  # fmt: skip
 TIER = _obj(
     "One tier: its fallback chains, limits, quotas and budgets.",
     {
@@ -186,6 +187,7 @@ TIER = _obj(
         "budget": BUDGET | {"description": "Budget of each user of the tier."},
         "tier_budget": BUDGET | {"description": "Budget of the whole tier together."},
         "cache": _map("Route name → its exact response cache (routes not listed: cached only when a request asks).", CACHE_POLICY, {"enum": list(MODALITIES)}),
+        "byok_models": {"description": "Models a caller with an own upstream key may name beyond the routes (passed through, metered as BYOK): `any` or a list of model ids of the tier's primary provider (its first route's first model's upstream), or upstream name → `any` or a list.", "anyOf": [BYOK_MODELS, _map("Upstream name → `any` or a list of model ids.", BYOK_MODELS)]},
     },
     ("routes",),
 )  # fmt: skip

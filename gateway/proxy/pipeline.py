@@ -27,7 +27,13 @@ from gateway.proxy.listeners import Listeners
 from gateway.proxy.meter_request import meter_request
 from gateway.proxy.reply import Reply, error_reply
 from gateway.proxy.rollout import Rollout
-from gateway.proxy.routing import VIDEOS, Endpoint, resolve, within_allow_list
+from gateway.proxy.routing import (
+    VIDEOS,
+    Endpoint,
+    own_key_required,
+    resolve,
+    within_allow_list,
+)
 from gateway.proxy.tags import request_tags
 from gateway.proxy.trace_hooks import Tracer
 from gateway.proxy.video_jobs import VideoJobs
@@ -129,6 +135,8 @@ class Pipeline:
             policies, settings = principal.tier.cache, self._config.cache
             use = cache_use(request.headers, policies, plan.route, endpoint.name, settings)
         principal = ctx.principal = self._credentials.principal_for(principal, plan)
+        if plan.byok_only and principal.byok_key is None:
+            raise own_key_required(plan, principal.tier)
         ctx.meter_request = await meter_request(ctx, incoming, plan, principal)
         ctx.admission, plan, ctx.downgraded = await admit(self._meter, ctx.meter_request, plan)
         ctx.plan = plan
