@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -187,7 +188,17 @@ def _price(node: Node) -> Price:
 
 def _tier(name: str, node: Node, models: Mapping[str, Model]) -> Tier:
     node.mapping(
-        {"routes", "max_tokens", "quotas", "budget", "tier_budget", "on_exhausted", "cache"},
+        {
+            "routes",
+            "max_tokens",
+            "quotas",
+            "budget",
+            "tier_budget",
+            "on_exhausted",
+            "cache",
+            "monthly_fee_usd",
+            "byok_discount_percent",
+        },
         {"routes"},
     )
     routes: dict[str, tuple[Model, ...]] = {}
@@ -212,7 +223,23 @@ def _tier(name: str, node: Node, models: Mapping[str, Model]) -> Tier:
         cache=cache_policies(node.get("cache")),
         weights=weights,
         on_exhausted=node.get("on_exhausted").choice(ON_EXHAUSTED, "reject"),
+        monthly_fee_usd=_money(node.get("monthly_fee_usd")),
+        byok_discount_percent=_percent(node.get("byok_discount_percent")),
     )
+
+
+def _money(node: Node) -> Decimal:
+    """An amount in USD as an exact decimal (``9.99`` stays 9.99, not the float's binary)."""
+    amount = node.number(0.0) or 0.0
+    return Decimal(repr(amount)) if amount else Decimal(0)
+
+
+def _percent(node: Node) -> Decimal:
+    share = _money(node)
+    if share > 100:
+        node.fail(f"must be <= 100, got {node.value}")
+        return Decimal(0)
+    return share
 
 
 def _quotas(node: Node) -> dict[str, Quota]:
