@@ -35,6 +35,7 @@ from gateway.http import (
     models,
     ops,
     protocols,
+    statements,
     videos,
 )
 from gateway.http import analytics as usage_analytics
@@ -140,6 +141,7 @@ def create_app(
             *admin_upstreams.routes(),
             *admin_secrets.routes(),
             *me_keys.routes(),
+            *statements.routes(),
             *usage_analytics.routes(),
             *ui_pages.routes(),
             *protocols.routes(),

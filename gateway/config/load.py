@@ -230,8 +230,10 @@ def _tier(name: str, node: Node, models: Mapping[str, Model]) -> Tier:
 
 def _money(node: Node) -> Decimal:
     """An amount in USD as an exact decimal (``9.99`` stays 9.99, not the float's binary)."""
-    amount = node.number(0.0) or 0.0
-    return Decimal(repr(amount)) if amount else Decimal(0)
+    if not node.number(0.0) or isinstance(node.value, bool):
+        return Decimal(0)
+    value = node.value
+    return Decimal(value) if isinstance(value, int) else Decimal(repr(value))
 
 
 def _percent(node: Node) -> Decimal:

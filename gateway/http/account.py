@@ -17,7 +17,8 @@ from gateway.http.analytics import refuse_control_characters
 from gateway.http.responses import json_response
 from gateway.http.services import Services, services
 from gateway.metering import parse_range, to_csv
-from gateway.metering.export import by_tag, with_tag
+from gateway.metering.export import COLUMNS, by_tag, with_tag
+from gateway.metering.spreadsheet import XLSX, records_workbook
 from gateway.proxy.auth import presented_key
 
 MAX_PAGE = 1000  # records per /v1/usage answer (and the default)
@@ -46,8 +47,8 @@ async def usage(request: Request) -> Response:
     gateway = services(request)
     params = request.query_params
     fmt = params.get("format", "json")
-    if fmt not in ("json", "csv"):
-        raise InvalidRequest("'format' must be 'json' or 'csv'.", param="format")
+    if fmt not in ("json", "csv", "xlsx"):
+        raise InvalidRequest("'format' must be 'json', 'csv' or 'xlsx'.", param="format")
     try:
         start, end = parse_range(params.get("from"), params.get("to"), gateway.clock())
     except ValueError as exc:
@@ -78,9 +79,13 @@ async def usage(request: Request) -> Response:
     following = UsagePage.after(records, page).text() if more else None
     if (tag := params.get("tag")) is not None:
         records = with_tag(records, tag)
-    if fmt == "csv":
-        headers = {NEXT_CURSOR_HEADER: following} if following else None
-        return Response(to_csv(records), media_type="text/csv", headers=headers)
+    if fmt in ("csv", "xlsx"):
+        headers = {NEXT_CURSOR_HEADER: following} if following else {}
+        if fmt == "csv":
+            return Response(to_csv(records), media_type="text/csv", headers=headers)
+        headers["content-disposition"] = 'attachment; filename="usage.xlsx"'
+        body = records_workbook(records, COLUMNS)
+        return Response(body, media_type=XLSX, headers=headers)
     # source: "postgres" (the ledger: any range) or "redis" (the stream: recent records only)
     return json_response(
         {
