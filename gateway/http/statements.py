@@ -46,9 +46,7 @@ async def my_statement(request: Request) -> Response:
         )
     fmt = _format(request)
     month = request.path_params["month"]
-    start, end = _bounds(month, "month")
-    lines = await _lines(gateway, start, end, [user])
-    found = statement(user, lines, gateway.config.tiers, month, _source(gateway), tier.name)
+    found = await user_statement(gateway, user, tier.name, month)
     if fmt == "json":
         return json_response(found.as_json())
     return _download([found], fmt, f"statement-{month}")
@@ -60,14 +58,13 @@ async def all_statements(request: Request) -> Response:
     params = request.query_params
     fmt = _format(request)
     month = params.get("month") or ""
-    start, end = _bounds(month, "month")
     limit_text = params.get("limit") or "100"
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
         raise InvalidRequest(f"'limit' must be a whole number from 1 to {MAX_PAGE}.", param="limit")
     limit = int(limit_text)
     after = params.get("cursor") or ""
     refuse_control_characters("cursor", after)
-    page = await _page(gateway, start, end, month, after, limit + 1)
+    page = await statements_page(gateway, month, after, limit + 1)
     more, page = len(page) > limit, page[:limit]
     following = page[-1].user if more else None
     if fmt != "json":
@@ -83,10 +80,17 @@ async def all_statements(request: Request) -> Response:
     )
 
 
-async def _page(
-    gateway: Services, start: float, end: float, month: str, after: str, most: int
-) -> list[Statement]:
-    """Up to ``most`` statements of users after ``after``, by user id."""
+async def user_statement(gateway: Services, user: str, tier: str, month: str) -> Statement:
+    """``user``'s statement of ``month`` (``YYYY-MM``; else ``InvalidRequest``); ``tier``:
+    the user's tier now, shown on a month without usage."""
+    start, end = _bounds(month, "month")
+    lines = await _lines(gateway, start, end, [user])
+    return statement(user, lines, gateway.config.tiers, month, _source(gateway), tier)
+
+
+async def statements_page(gateway: Services, month: str, after: str, most: int) -> list[Statement]:
+    """Up to ``most`` statements of ``month``, of the users after ``after``, by user id."""
+    start, end = _bounds(month, "month")
     source = _source(gateway)
     if gateway.ledger is not None:
         users = await ledger_users(gateway.ledger.database, start, end, after, most)

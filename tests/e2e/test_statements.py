@@ -17,6 +17,7 @@ import pytest
 from gateway.config.runtime import Runtime
 from gateway.secret import Secret
 from tests.support import DEFAULT_ROUTES, routes_doc
+from tests.ui.signin import sign_in
 
 ADMIN = "admin-token-for-statements-1"
 MONTH = "2027-01"  # the clock: 1_800_000_000 is 2027-01-15T08:00:00Z
@@ -239,3 +240,28 @@ def test_downloads_csv_xlsx_and_strings_stay_strings(gw: Any) -> None:
 PINNED_USAGE = "0.03"
 PINNED_DISCOUNT = "1.00"
 PINNED_TOTAL = "9.02"
+
+
+def test_dashboard_statement_pages(gw: Any) -> None:
+    chat(gw, "paid")
+    chat(gw, "paid", **{"x-upstream-api-key": "sk-own-together-key-123"})
+    records(gw, "paid", 2)
+    with httpx.Client(base_url=gw.url, timeout=10) as user:
+        assert sign_in(user, gw.key("paid")).status_code == 303
+        mine = user.get("/ui/me/statement", params={"month": MONTH})
+        assert mine.status_code == 200, mine.text
+        expected = get(gw, f"/v1/me/statements/{MONTH}", gw.key("paid")).json()
+        assert f'<td id="total"><b>${expected["total_usd"]}</b></td>' in mine.text
+        assert '<td id="fee">$9.99</td>' in mine.text
+        assert "1 requests" in mine.text and "pricey" in mine.text
+        csv_body = user.get(f"/v1/me/statements/{MONTH}", params={"format": "csv"})
+        assert csv_body.status_code == 200 and "user-paid" in csv_body.text
+        assert 'id="my-statement"' in user.get("/ui/me").text
+        assert user.get("/ui/me/statement", params={"month": "2027-13"}).status_code == 400
+        assert user.get("/ui/statements", follow_redirects=False).status_code == 303
+    with httpx.Client(base_url=gw.url, timeout=10) as operator:
+        assert sign_in(operator, ADMIN).status_code == 303
+        listing = operator.get("/ui/statements", params={"month": MONTH})
+        assert listing.status_code == 200, listing.text
+        assert "<td>user-paid</td>" in listing.text
+        assert f"<td>${expected['total_usd']}</td>" in listing.text
