@@ -4,6 +4,9 @@ mock upstream. The statement of a user with BYOK use is checked to the cent."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import time
 import zipfile
 from decimal import ROUND_HALF_UP, Decimal
@@ -16,6 +19,7 @@ import pytest
 
 from gateway.config.runtime import Runtime
 from gateway.secret import Secret
+from tests.first_run.process import ROOT
 from tests.support import DEFAULT_ROUTES, routes_doc
 from tests.ui.signin import sign_in
 
@@ -265,3 +269,25 @@ def test_dashboard_statement_pages(gw: Any) -> None:
         assert listing.status_code == 200, listing.text
         assert "<td>user-paid</td>" in listing.text
         assert f"<td>${expected['total_usd']}</td>" in listing.text
+
+
+def test_cli_usage_export_writes_xlsx(gw: Any, redis: Any, tmp_path: Any) -> None:
+    chat(gw, "paid", **{"x-upstream-api-key": "sk-own-together-key-123"})
+    chat(gw, "free")
+    records(gw, "free", 1)
+    records(gw, "paid", 1)
+    argv = [sys.executable, "-m", "gateway", "--config-dir", str(ROOT), "usage", "export"]
+    argv += ["--from", "2027-01-01", "--to", "2027-01-31", "--format", "xlsx"]
+    env = {"PATH": os.environ["PATH"], "HOME": "/tmp", "REDIS_URL": redis.url}
+    written = tmp_path / "usage.xlsx"
+    to_file = subprocess.run(
+        [*argv, "--output", str(written)], env=env, cwd=ROOT, capture_output=True, timeout=60
+    )
+    assert to_file.returncode == 0, to_file.stderr
+    piped = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, timeout=60)
+    assert piped.returncode == 0, piped.stderr
+    for body in (written.read_bytes(), piped.stdout):
+        cells = xlsx_cells(body)
+        texts = [value for kind, _, value in cells if kind in ("s", "inlineStr", "str")]
+        assert {"charged_usd", "list_cost_usd", "user-paid", "user-free"} <= set(texts)
+        assert all(formula is None for _, formula, _ in cells)
