@@ -134,13 +134,13 @@ def add_record(entry: Entry, record: Mapping[str, Any], latency: str | None) -> 
 
 
 def _add_entry(into: Entry, entry: Entry) -> None:
+    if len(into) <= BT:  # folded before the charged/BYOK sums: pad it as it was
+        into[HIST + 1 :] = extras(into)
     for i in range(HIST):
         into[i] += entry[i]
     histogram = into[HIST]
     for bucket, count in entry[HIST].items():
         histogram[bucket] = histogram.get(bucket, 0) + count
-    if len(into) <= BT:
-        into[HIST + 1 :] = extras(into)
     for i, value in zip((G, BN, BT), extras(entry), strict=True):
         into[i] += value
 
