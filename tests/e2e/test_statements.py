@@ -47,13 +47,17 @@ class Clock:
         return self.now
 
 
+def pricey_models(upstream: Any) -> dict[str, Any]:
+    models = dict(routes_doc(upstream.base_url)["models"])
+    models["pricey"] = {**models["ok"], "price": PRICEY}
+    return models
+
+
 @pytest.fixture
 def gw(start_gateway: Any, redis: Any, upstream: Any) -> Any:
-    routes = routes_doc(upstream.base_url)
-    models = dict(routes["models"])
-    models["pricey"] = {**models["ok"], "price": PRICEY}
     runtime = Runtime(redis_url=redis.url, admin_token=Secret(ADMIN))
-    return start_gateway(TIERS, runtime=runtime, clock=Clock(), routes_extra={"models": models})
+    extra = {"models": pricey_models(upstream)}
+    return start_gateway(TIERS, runtime=runtime, clock=Clock(), routes_extra=extra)
 
 
 def chat(gw: Any, tier: str, **headers: str) -> None:
