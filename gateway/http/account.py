@@ -28,11 +28,11 @@ NEXT_CURSOR_HEADER = "x-gateway-next-cursor"
 
 async def quota(request: Request) -> Response:
     gateway = services(request)
-    user, tier = _caller(request, gateway)
+    user, tier = caller(request, gateway)
     return json_response(await gateway.meter.quota_view(user, tier))
 
 
-def _caller(request: Request, gateway: Services) -> tuple[str, Tier]:
+def caller(request: Request, gateway: Services) -> tuple[str, Tier]:
     """The client key's user and tier, or those of the dashboard user signed in (cookie)."""
     session = request.scope.get(SESSION_SCOPE_KEY)
     if session and session["role"] == "user" and presented_key(request.headers) is None:
@@ -56,7 +56,7 @@ async def usage(request: Request) -> Response:
     if operator(request) is not None:  # an admin or viewer: any user's records
         user = params.get("user")  # None: every user
     else:
-        user = _caller(request, gateway)[0]
+        user = caller(request, gateway)[0]
         if params.get("user") not in (None, user):
             raise InvalidRequest(
                 "Only an operator token may read other users' usage.", param="user"

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.errors import Forbidden, InvalidRequest
-from gateway.http.account import _caller
+from gateway.http.account import caller
 from gateway.http.admin_auth import require_role
 from gateway.http.analytics import refuse_control_characters
 from gateway.http.responses import json_response
@@ -37,7 +37,7 @@ MAX_PAGE = 500
 
 async def my_statement(request: Request) -> Response:
     gateway = services(request)
-    user, tier = _caller(request, gateway)
+    user, tier = caller(request, gateway)
     if request.query_params.get("user") not in (None, user):
         raise Forbidden(
             "A statement can only be read by its own user (operators: /v1/admin/statements).",
