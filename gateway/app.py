@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -45,8 +46,6 @@ from gateway.http.body_limit import BodyLimit
 from gateway.http.dispatch import Dispatch
 from gateway.http.errors import EXCEPTION_HANDLERS
 from gateway.http.protocols import protocol_bridges
-from gateway.ledger.analytics import PostgresAnalytics
-from gateway.ledger.service import Ledger
 from gateway.ledger.settings import LedgerSettings
 from gateway.metering import Meter, Store, create_store
 from gateway.metering.analytics import RedisAnalytics
@@ -73,6 +72,10 @@ from gateway.proxy.shared_health import SharedHealth
 from gateway.proxy.video_jobs import ADOPT_AFTER_S, POLL_INTERVAL_S, VideoJobs
 from gateway.ui import pages as ui_pages
 from gateway.ui.session import SessionLoader, Sessions
+
+if TYPE_CHECKING:  # the ledger's modules need asyncpg (the postgres extra): imported if configured
+    from gateway.ledger.analytics import PostgresAnalytics
+    from gateway.ledger.service import Ledger
 
 log = logging.getLogger("gateway")
 STORE_CLOSE_TIMEOUT_S = 5.0
@@ -106,6 +109,8 @@ class Gateway:
         """Usage totals from the rollups and filtered records (the dashboard's reads): from
         the ledger when DATABASE_URL is set (any range), else from Redis (recent records)."""
         if self.ledger is not None:
+            from gateway.ledger.analytics import PostgresAnalytics
+
             return PostgresAnalytics(self.ledger.database)
         return RedisAnalytics(self.store, self.clock)
 
@@ -297,6 +302,8 @@ def _ledger(
     """The ledger when DATABASE_URL is set; usage reads then go to it."""
     if not settings.enabled:
         return None
+    from gateway.ledger.service import Ledger
+
     redis = store if isinstance(store, RedisStore) else None
     ledger = Ledger(settings, redis, metrics.registry)
     meter.records_reader = ledger.records

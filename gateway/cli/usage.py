@@ -7,7 +7,13 @@ import asyncio
 import os
 import sys
 
-from gateway.cli.base import CommandFailed, UsageError, check_environment, load_config
+from gateway.cli.base import (
+    CommandFailed,
+    UsageError,
+    check_environment,
+    check_extras,
+    load_config,
+)
 
 
 def usage_export(args: argparse.Namespace) -> int:
@@ -30,11 +36,14 @@ def usage_export(args: argparse.Namespace) -> int:
             "(without Redis, usage is held in each gateway process only)"
         )
     config = load_config(args.config_dir)
-    from gateway.ledger.commands import records_reader
     from gateway.ledger.settings import LedgerSettings
 
     ledger = LedgerSettings.from_env(file=config.ledger)  # DATABASE_URL: any date range
-    reader = records_reader(ledger) if ledger.enabled else None
+    reader = None
+    if ledger.enabled:
+        from gateway.ledger.commands import records_reader
+
+        reader = records_reader(ledger)
     try:
         output = asyncio.run(
             export_records(
@@ -74,13 +83,15 @@ def _tag_args(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 def ledger_command(args: argparse.Namespace) -> int:
     """``gateway db upgrade`` and ``gateway ledger ship`` (docs/ledger.md)."""
-    from gateway.ledger import commands
-    from gateway.ledger.db import ERRORS
     from gateway.ledger.settings import LedgerSettings
 
     settings = LedgerSettings.from_env()
     if not settings.enabled:
         raise CommandFailed(f"{args.command}: DATABASE_URL is not set")
+    check_extras()
+    from gateway.ledger import commands
+    from gateway.ledger.db import ERRORS
+
     try:
         if args.command == "db":
             applied = asyncio.run(commands.upgrade(settings))

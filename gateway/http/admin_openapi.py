@@ -101,7 +101,7 @@ OPERATIONS: tuple[Op, ...] = (
     Op("POST", "/v1/admin/tokens", "Create an admin token; shown once", "admin", admin_access.create_token, TOKEN_CREATE, 201),  # noqa: E501
     Op("GET", "/v1/admin/tokens", "List admin tokens", "viewer", admin_access.list_tokens),
     Op("DELETE", "/v1/admin/tokens/{id}", "Delete an admin token", "admin", admin_access.delete_token),  # noqa: E501
-    Op("GET", "/v1/admin/audit", "The audit log, newest first (?limit=&before=)", "viewer", admin_access.audit, query=("limit", "before")),  # noqa: E501
+    Op("GET", "/v1/admin/audit", "The audit logs, newest first (?limit=&before=&log=operator|user; both by default)", "viewer", admin_access.audit, query=("limit", "before", "log")),  # noqa: E501
     Op("GET", "/v1/admin/users/{user}", "A user's stored overrides", "viewer"),
     Op("PUT", "/v1/admin/users/{user}/quotas/{capability}", "Override a user's quota", body=QUOTA),
     Op("DELETE", "/v1/admin/users/{user}/quotas/{capability}", "Drop a user's quota override"),

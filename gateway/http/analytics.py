@@ -176,7 +176,8 @@ async def every_record(source: Analytics, flt: UsageFilter, most: int) -> list[d
 
 
 def to_xlsx(found: Iterable[Mapping[str, Any]]) -> bytes:
-    """One sheet: the CSV export's header row and columns, numbers as numbers."""
+    """One sheet: the CSV export's header row and columns, numbers as numbers and every text
+    as text (never a formula or a link, whatever it starts with)."""
     return records_workbook(found, COLUMNS)
 
 

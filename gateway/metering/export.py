@@ -50,11 +50,13 @@ COLUMNS = (
     "video_ms",  # last: added after the others, so existing column positions hold
     "cache",
     "tags",  # comma-separated
+    "record_id",  # the gateway's id of the record (the ledger's key)
     "list_cost_usd",  # what the request costs at list price (BYOK included)
     "charged_usd",  # what the user was charged (0 for BYOK and failed requests)
 )
 GROUP_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 GROUP_COLUMNS = ("tag", "requests", "errors", *GROUP_FIELDS, "cost_usd")
+FORMULA_STARTS = frozenset("=+-@\t\r")
 
 
 def to_csv(records: Iterable[Mapping[str, Any]]) -> str:
@@ -63,8 +65,23 @@ def to_csv(records: Iterable[Mapping[str, Any]]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     for record in records:
-        writer.writerow(_cell(record.get(column)) for column in COLUMNS)
+        _write_row(writer, out, [_cell(record.get(column)) for column in COLUMNS])
     return out.getvalue()
+
+
+def _write_row(writer: Any, out: io.StringIO, cells: list[str]) -> None:
+    """One row; a cell holding a carriage return is quoted too (Python 3.11's writer leaves it
+    bare when the line ends in ``\n``, and a spreadsheet then starts a row inside the cell)."""
+    if any("\r" in cell for cell in cells):
+        out.write(",".join(_quoted(cell) for cell in cells) + "\n")
+    else:
+        writer.writerow(cells)
+
+
+def _quoted(cell: str) -> str:
+    if any(c in cell for c in ',"\r\n'):
+        return '"' + cell.replace('"', '""') + '"'
+    return cell
 
 
 def with_tag(records: Iterable[dict[str, Any]], tag: str) -> list[dict[str, Any]]:
@@ -171,7 +188,7 @@ def _groups_csv(groups: list[dict[str, Any]]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(GROUP_COLUMNS)
     for row in groups:
-        writer.writerow(_cell(row.get(column)) for column in GROUP_COLUMNS)
+        _write_row(writer, out, [_cell(row.get(column)) for column in GROUP_COLUMNS])
     return out.getvalue()
 
 
@@ -180,6 +197,14 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
     if isinstance(value, list):
-        return ",".join(str(item) for item in value)
-    return str(value)
+        return neutralised(",".join(str(item) for item in value))
+    return neutralised(str(value))
+
+
+def neutralised(text: str) -> str:
+    """Text a spreadsheet will not run as a formula: one starting with ``= + - @``, a tab or a
+    carriage return gets a leading ``'`` (OWASP's CSV injection advice)."""
+    return "'" + text if text[:1] in FORMULA_STARTS else text

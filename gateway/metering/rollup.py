@@ -44,6 +44,7 @@ from typing import Any
 
 import orjson
 
+from gateway.metering.record_codec import decode
 from gateway.metering.store import Store, StoreError
 
 logger = logging.getLogger("gateway.metering")
@@ -307,11 +308,7 @@ def _id(entry: str) -> tuple[int, ...]:
 
 
 def _load(raw: bytes) -> dict[str, Any] | None:
-    try:
-        record = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return record if isinstance(record, dict) else None
+    return decode(raw)
 
 
 def _clean(value: object) -> str:

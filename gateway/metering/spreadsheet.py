@@ -8,6 +8,7 @@ must never become a formula in an operator's spreadsheet, so all three are off.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
@@ -30,21 +31,28 @@ def workbook(sheets: Iterable[Sheet]) -> bytes:
     book = xlsxwriter.Workbook(out, OPTIONS)
     for name, header, rows in sheets:
         sheet = book.add_worksheet(name)
-        sheet.write_row(0, 0, header)
+        for column, title in enumerate(header):
+            sheet.write_string(0, column, title)
         for number, row in enumerate(rows, start=1):
-            sheet.write_row(number, 0, [cell(value) for value in row])
+            for column, value in enumerate(row):
+                shown = cell(value)
+                if isinstance(shown, str):
+                    sheet.write_string(number, column, shown)
+                else:
+                    sheet.write_number(number, column, shown)
     book.close()
     return out.getvalue()
 
 
-def cell(value: Any) -> Any:
+def cell(value: Any) -> str | int | float:
+    """Text, or a finite number (NaN and infinity are written as text)."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, Decimal):
+    if isinstance(value, Decimal) and value.is_finite():
         return float(value)
-    if isinstance(value, int | float | str):
+    if isinstance(value, int | float) and math.isfinite(value):
         return value
     if isinstance(value, list):
         return ",".join(str(item) for item in value)

@@ -11,6 +11,7 @@ import io
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from gateway.metering.export import neutralised
 from gateway.metering.spreadsheet import workbook
 from gateway.metering.statements import Statement, cents
 
@@ -97,4 +98,5 @@ def statements_xlsx(statements: Sequence[Statement]) -> bytes:
 
 
 def _text(value: Any) -> str:
-    return str(value)
+    """A CSV cell: text a spreadsheet never runs as a formula (a user id starting with ``=``)."""
+    return neutralised(value) if isinstance(value, str) else str(value)

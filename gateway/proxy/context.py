@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -18,6 +19,9 @@ from gateway.proxy.routing import Endpoint, Plan
 from gateway.proxy.streaming import StreamResult
 
 REQUEST_ID_MAX = 128
+# A client's X-Request-Id is adopted only when it is made of these: an id travels into headers
+# sent upstream, logs and spreadsheet exports, where '=', '+', '@', quotes or spaces could act.
+SAFE_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{REQUEST_ID_MAX}}}")
 
 
 class RequestIds:
@@ -70,7 +74,9 @@ class RequestContext:
     def begin(
         cls, incoming_id: str | None, endpoint: Endpoint, new_id: Callable[[], str]
     ) -> RequestContext:
-        if incoming_id and len(incoming_id) <= REQUEST_ID_MAX and incoming_id.isprintable():
+        """The client's id when it is safe (``SAFE_REQUEST_ID``), else a new one: nothing of an
+        unsafe id is kept."""
+        if incoming_id and SAFE_REQUEST_ID.fullmatch(incoming_id):
             return cls(incoming_id, endpoint)
         return cls(new_id(), endpoint)
 

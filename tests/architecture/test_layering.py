@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "gateway"
 
 # Bottom to top. Rooms on one line share a level and may not import each other.
 LEVELS: tuple[tuple[str, ...], ...] = (
-    ("wire", "errors", "secret"),
+    ("wire", "errors", "secret", "extras"),
     ("config",),
     ("metering", "providers"),
     ("protocols",),

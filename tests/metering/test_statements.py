@@ -86,6 +86,8 @@ def test_statements_per_user_sorted_and_csv() -> None:
     assert [s.user for s in found] == ["a", "b"]
     text = statements_csv(found)
     assert text.splitlines()[1] == "a,2026-11,pro,20.00,0.00,1,0,20.00,10,2.00,18.00"
+    formula = statements_csv(build_statements([line(user="=cmd")], TIERS, "2026-11", "r"))
+    assert formula.splitlines()[1].startswith("'=cmd,")
 
 
 @pytest.mark.parametrize("month", ["2026-00", "2026-13", "26-01", "2026-1", "x", "1969-12"])

@@ -394,16 +394,23 @@
   };
 
   pages.audit = function () {
-    return api("GET", "/v1/admin/audit").then(function (data) {
-      fill("audit", list(data), [
-        function (e) { return when(e.at || e.when || e.time); },
-        function (e) { return e.actor || e.who; },
-        function (e) { return e.action; },
-        function (e) { return e.kind; },
-        function (e) { return e.id; },
-        function (e) { return JSON.stringify({ before: e.before, after: e.after }); },
-      ], "No changes yet.");
-    });
+    var choice = document.getElementById("audit-log");
+    function load() {
+      var log = choice ? choice.value : "";
+      return api("GET", "/v1/admin/audit" + (log ? "?log=" + encodeURIComponent(log) : "")).then(function (data) {
+        fill("audit", list(data), [
+          function (e) { return when(e.at || e.when || e.time); },
+          function (e) { return e.log; },
+          function (e) { return e.actor || e.who; },
+          function (e) { return e.action; },
+          function (e) { return e.kind; },
+          function (e) { return e.id; },
+          function (e) { return JSON.stringify({ before: e.before, after: e.after }); },
+        ], "No changes yet.");
+      });
+    }
+    if (choice) choice.addEventListener("change", function () { load().catch(failed); });
+    return load();
   };
 
   pages.me = function () {
