@@ -41,6 +41,7 @@ from gateway.http import (
     models,
     ops,
     protocols,
+    statements,
     videos,
 )
 from gateway.http import analytics as usage_analytics
@@ -154,6 +155,7 @@ def create_app(
             *admin_upstreams.routes(),
             *admin_secrets.routes(),
             *me_keys.routes(),
+            *statements.routes(),
             *usage_analytics.routes(),
             *ui_pages.routes(),
             *files.routes(),

@@ -59,8 +59,22 @@ def usage_export(args: argparse.Namespace) -> int:
         )
     except (OSError, StoreError) as error:
         raise CommandFailed(f"usage export: cannot read the store at REDIS_URL: {error}") from None
-    sys.stdout.write(output)
+    _write(output, args.output)
     return 0
+
+
+def _write(output: str | bytes, path: str | None) -> None:
+    """To ``path`` or stdout; a workbook is bytes, never written to a terminal."""
+    data = output.encode() if isinstance(output, str) else output
+    if path is not None:
+        with open(path, "wb") as out:
+            out.write(data)
+        return
+    if isinstance(output, bytes) and sys.stdout.isatty():
+        raise UsageError("--format xlsx writes a binary file: give --output FILE or redirect")
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
 
 def _tag_args(args: argparse.Namespace) -> tuple[str | None, str | None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -193,7 +194,7 @@ def _tier(
 ) -> Tier:
     node.mapping(
         {"routes", "max_tokens", "quotas", "budget", "tier_budget", "on_exhausted", "cache"}
-        | {"batch_price_percent", "byok_models"},
+        | {"batch_price_percent", "byok_models", "monthly_fee_usd", "byok_discount_percent"},
         {"routes"},
     )  # fmt: skip
     routes: dict[str, tuple[Model, ...]] = {}
@@ -220,7 +221,25 @@ def _tier(
         on_exhausted=node.get("on_exhausted").choice(ON_EXHAUSTED, "reject"),
         batch_price_percent=node.get("batch_price_percent").integer(100) or 0,
         byok_models=byok_models(node.get("byok_models"), routes, upstreams),
+        monthly_fee_usd=_money(node.get("monthly_fee_usd")),
+        byok_discount_percent=_percent(node.get("byok_discount_percent")),
     )
+
+
+def _money(node: Node) -> Decimal:
+    """An amount in USD as an exact decimal (``9.99`` stays 9.99, not the float's binary)."""
+    if not node.number(0.0) or isinstance(node.value, bool):
+        return Decimal(0)
+    value = node.value
+    return Decimal(value) if isinstance(value, int) else Decimal(repr(value))
+
+
+def _percent(node: Node) -> Decimal:
+    share = _money(node)
+    if share > 100:
+        node.fail(f"must be <= 100, got {node.value}")
+        return Decimal(0)
+    return share
 
 
 def _quotas(node: Node) -> dict[str, Quota]:

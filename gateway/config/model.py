@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from gateway.secret import Secret
 
@@ -182,6 +183,10 @@ class Tier:
     weights: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     on_exhausted: str = "reject"  # or "downgrade": a cheaper model of the chain, or fewer tokens
     batch_price_percent: int = 100  # a batch's requests cost this share of the list price
+    # the monthly statement (``metering/statements.py``): a fee for each month with usage, and
+    # the share of (fee + charged usage) taken off for a user who used their own key that month
+    monthly_fee_usd: Decimal = Decimal(0)
+    byok_discount_percent: Decimal = Decimal(0)
 
     # route → its response cache policy (``proxy/cache.py``); a route not listed allows
     # per-request caching (``x-gateway-cache: ttl=N``) and caches nothing unasked

@@ -135,7 +135,9 @@ OPERATIONS: tuple[Op, ...] = (
     Op("DELETE", "/v1/me/upstream-keys/{upstream}", "Delete the caller's stored key for an upstream", "user"),  # noqa: E501
     Op("GET", "/v1/admin/analytics", "Usage totals grouped and bucketed (analytics)", "viewer", query=(*USAGE_QUERY, "group_by", "bucket")),  # noqa: E501
     Op("GET", "/v1/admin/usage/records", "Usage records, filtered, paged by cursor", "viewer", query=(*USAGE_QUERY, "limit", "cursor")),  # noqa: E501
-    Op("GET", "/v1/admin/usage/export", "Usage records as CSV or JSON", "viewer", query=(*USAGE_QUERY, "format")),  # noqa: E501
+    Op("GET", "/v1/admin/usage/export", "Usage records as CSV, JSON or XLSX", "viewer", query=(*USAGE_QUERY, "format")),  # noqa: E501
+    Op("GET", "/v1/admin/statements", "Every user's monthly statement (?month=YYYY-MM&limit=&cursor=&format=json|csv|xlsx)", "viewer", query=("month", "limit", "cursor", "format")),  # noqa: E501
+    Op("GET", "/v1/me/statements/{month}", "The caller's monthly statement, month YYYY-MM (?format=json|csv|xlsx)", "user", query=("format",)),  # noqa: E501
 )
 # fmt: on
 

@@ -11,14 +11,11 @@ exactly the filtered records, oldest first, up to ``EXPORT_MAX``.
 
 from __future__ import annotations
 
-import io
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-import xlsxwriter
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,6 +29,7 @@ from gateway.metering import parse_time, to_csv, to_json
 from gateway.metering.analytics import BUCKETS, Analytics, UsageFilter
 from gateway.metering.export import COLUMNS
 from gateway.metering.rollup import DAY_TTL_S, DIMENSIONS
+from gateway.metering.spreadsheet import records_workbook
 
 EXPORT_MAX = 200_000
 # a records page's cursor, as each source hands it out: a usage stream entry id (Redis), or
@@ -180,38 +178,7 @@ async def every_record(source: Analytics, flt: UsageFilter, most: int) -> list[d
 def to_xlsx(found: Iterable[Mapping[str, Any]]) -> bytes:
     """One sheet: the CSV export's header row and columns, numbers as numbers and every text
     as text (never a formula or a link, whatever it starts with)."""
-    out = io.BytesIO()
-    options = {
-        "in_memory": True,
-        "strings_to_numbers": False,
-        "strings_to_formulas": False,
-        "strings_to_urls": False,
-    }
-    book = xlsxwriter.Workbook(out, options)
-    sheet = book.add_worksheet("usage")
-    for column, name in enumerate(COLUMNS):
-        sheet.write_string(0, column, name)
-    for row, record in enumerate(found, start=1):
-        for column, name in enumerate(COLUMNS):
-            value = _cell(record.get(name))
-            if isinstance(value, str):
-                sheet.write_string(row, column, value)
-            else:
-                sheet.write_number(row, column, value)
-    book.close()
-    return out.getvalue()
-
-
-def _cell(value: Any) -> str | int | float:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float) and math.isfinite(value):
-        return value
-    if isinstance(value, list):
-        return ",".join(str(item) for item in value)
-    return str(value)
+    return records_workbook(found, COLUMNS)
 
 
 def routes() -> list[Route]:

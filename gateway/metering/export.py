@@ -19,6 +19,7 @@ import orjson
 from gateway.config.model import Config
 from gateway.metering.factory import create_store
 from gateway.metering.history import read_records
+from gateway.metering.spreadsheet import records_workbook
 from gateway.metering.windows import windows_at
 
 MAX_EPOCH_S = 253_402_300_799.0  # 9999-12-31T23:59:59Z
@@ -50,8 +51,11 @@ COLUMNS = (
     "cache",
     "tags",  # comma-separated
     "record_id",  # the gateway's id of the record (the ledger's key)
+    "list_cost_usd",  # what the request costs at list price (BYOK included)
+    "charged_usd",  # what the user was charged (0 for BYOK and failed requests)
 )
 GROUP_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+GROUP_COLUMNS = ("tag", "requests", "errors", *GROUP_FIELDS, "cost_usd")
 FORMULA_STARTS = frozenset("=+-@\t\r")
 
 
@@ -155,9 +159,9 @@ async def export_records(
     tag: str | None = None,
     group_by: str | None = None,
     reader: Callable[[str | None, float, float], Awaitable[list[dict[str, Any]]]] | None = None,
-) -> str:
-    """``gateway usage export``: the records of ``[start, end)`` as CSV or JSON text (only
-    those tagged ``tag``; per tag when ``group_by`` is ``"tag"``)."""
+) -> str | bytes:
+    """``gateway usage export``: the records of ``[start, end)`` as CSV or JSON text, or an
+    XLSX workbook (bytes) (only those tagged ``tag``; per tag when ``group_by`` is ``"tag"``)."""
     low, high = parse_range(start, end, time.time())
     if reader is not None:  # the ledger (gateway/ledger/): any date range
         records = await reader(user, low, high)
@@ -171,17 +175,20 @@ async def export_records(
         records = with_tag(records, tag)
     if group_by == "tag":
         groups = by_tag(records)
+        if fmt == "xlsx":
+            return records_workbook(groups, GROUP_COLUMNS)
         return to_json(groups).decode() + "\n" if fmt == "json" else _groups_csv(groups)
+    if fmt == "xlsx":
+        return records_workbook(records, COLUMNS)
     return to_json(records).decode() + "\n" if fmt == "json" else to_csv(records)
 
 
 def _groups_csv(groups: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    columns = ("tag", "requests", "errors", *GROUP_FIELDS, "cost_usd")
-    writer.writerow(columns)
+    writer.writerow(GROUP_COLUMNS)
     for row in groups:
-        _write_row(writer, out, [_cell(row.get(column)) for column in columns])
+        _write_row(writer, out, [_cell(row.get(column)) for column in GROUP_COLUMNS])
     return out.getvalue()
 
 

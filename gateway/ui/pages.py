@@ -34,7 +34,7 @@ from gateway.http.services import services
 from gateway.metering.rollup import DIMENSIONS
 from gateway.proxy.auth_throttle import client_address
 from gateway.secret import sha256_hex
-from gateway.ui import login_guard
+from gateway.ui import login_guard, statements
 from gateway.ui.overview import analytics_view, overview_view
 from gateway.ui.render import page
 from gateway.ui.session import SESSION_TTL_S, Sessions, session_of
@@ -49,6 +49,7 @@ OPERATOR_PAGES = (
     ("quotas", "Quotas"),
     ("providers", "Providers"),
     ("requests", "Quota requests"),
+    ("statements", "Statements"),
     ("audit", "Audit log"),
 )
 PAGE_NAMES = {name for name, _ in OPERATOR_PAGES}
@@ -164,6 +165,8 @@ async def operator_page(request: Request) -> Response:
     if name == "overview":
         period = request.query_params.get("period") or "24h"
         context.update(await overview_view(gateway.analytics, gateway.clock(), period))
+    elif name == "statements":
+        context.update(await statements.operator_context(request, gateway))
     elif name == "analytics":
         try:
             context.update(await _analytics_context(request))
@@ -229,6 +232,7 @@ def routes() -> list[BaseRoute]:
         Route("/ui/login", login, methods=["POST"]),
         Route("/ui/logout", logout, methods=["POST"]),
         Route("/ui/me", me, methods=["GET"]),
+        Route("/ui/me/statement", statements.my_statement, methods=["GET"]),
         Mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static"),
         Route("/ui/{page}", operator_page, methods=["GET"]),
     ]

@@ -422,7 +422,11 @@
         quotaBars(results[0]);
         var records = list(results[1]);
         var tokens = 0, spend = 0;
-        records.forEach(function (r) { tokens += r.total_tokens || 0; spend += r.cost_usd || 0; });
+        records.forEach(function (r) {
+          tokens += r.total_tokens || 0;
+          // what was charged: BYOK requests are metered at list price but never charged
+          spend += r.charged_usd !== undefined ? r.charged_usd || 0 : (r.byok ? 0 : r.cost_usd || 0);
+        });
         document.getElementById("my-requests").textContent = String(records.length);
         document.getElementById("my-tokens").textContent = String(tokens);
         document.getElementById("my-spend").textContent = "$" + spend.toFixed(4);
