@@ -1,6 +1,8 @@
-"""The dashboard's statement pages: a user's own month (``/ui/me/statement``) and every user's
-month for operators (``/ui/statements``), rendered on the server from the statements API's
-functions; downloads link to the API (the session cookie is accepted there)."""
+"""The dashboard's monthly statement pages, for a user and for operators.
+
+A user's own month (``/ui/me/statement``) and every user's month for operators
+(``/ui/statements``), rendered on the server from the statements API's functions; downloads
+link to the API (the session cookie is accepted there)."""
 
 from __future__ import annotations
 
