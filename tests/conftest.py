@@ -17,6 +17,64 @@ from tests.mock_upstream import MockUpstream, running_mock_upstream
 from tests.redis_fixture import RedisServer
 from tests.support import ThreadedServer, build_config, routes_doc, tiers_doc
 
+# The inner loop (`pytest -m "not slow"`, under 90 s on 2 cores) leaves these out: whole modules
+# that start processes, browsers, clusters or PostgreSQL, and single tests that take seconds.
+SLOW_PATHS = (
+    "tests/scale/",
+    "tests/faults/",
+    "tests/ledger/",
+    "tests/ui/",
+    "tests/deploy_k8s/",
+    "tests/fuzz/test_admin_schemathesis.py",
+    "tests/fuzz/test_api_schemathesis.py",
+    "tests/first_run/test_demo.py",
+    "tests/first_run/test_isolated_install.py",
+    "tests/first_run/test_cli.py",
+    "tests/first_run/test_booted_a_minute_ago.py",
+    "tests/first_run/test_doc_commands.py",
+    "tests/first_run/test_optional_extras.py",
+    "tests/first_run/test_serve_start.py",
+    "tests/first_run/test_demo_weights.py",
+    "tests/first_run/test_demo_structured.py",
+    "tests/test_bench_smoke.py",
+    "tests/e2e/test_serve.py",
+    "tests/e2e/test_serve_tls.py",
+    "tests/e2e/test_hostile_clients.py",
+    "tests/e2e/test_tracing.py",
+    "tests/e2e/test_shutdown_cut.py",
+    "tests/e2e/test_dead_workers.py",
+    "tests/control/test_reload_serve.py",
+    "tests/control/test_stored_keys_readiness.py",
+    "tests/control/test_master_key_rotation.py",
+    "tests/control/test_cli_keys.py",
+    "tests/control/test_upstream_keys_replicas.py",
+    "tests/control/test_two_processes.py",
+    "tests/control/test_flags_replicas.py",
+    "tests/protocols/test_agents_sdk.py",
+    "tests/batches/test_replicas.py",
+)
+SLOW_TESTS = (
+    "tests/protocols/test_store_redis.py::test_in_redis_and_outage",
+    "tests/e2e/test_quotas.py::test_200_concurrent_requests_through_two_processes_admit_exactly_50",
+    "tests/control/test_flags.py::test_flags_command_line",
+    "tests/unit/test_metrics.py::test_a_dead_workers_gauges_are_dropped_and_its_counters_kept",
+    "tests/fuzz/test_wire_h11.py::test_the_client_reads_what_h11_reads_or_refuses_cleanly",
+    "tests/metering/test_concurrency.py::test_two_processes_admit_exactly_the_request_quota",
+    "tests/providers/test_demo_schema.py::test_generated_schemas_get_valid_instances",
+    "tests/providers/test_demo_schema.py::test_any_json_as_a_schema_never_raises",
+    "tests/control/test_reload.py::test_reload_switches_new_requests_and_refuses_an_invalid_config",
+    "tests/control/test_audit_logs.py::test_ten_thousand_user_writes_leave_every_operator_entry",
+    "tests/routing/test_deadline.py::test_hung_upstreams_answer_504_at_the_deadline",
+    "tests/fuzz/test_sse_relay.py::test_any_chunking_gives_the_same_events_and_usage",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        node = item.nodeid.split("[", 1)[0]
+        if node.startswith(SLOW_PATHS) or node in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def mock_upstream_server() -> Iterator[MockUpstream]:

@@ -81,6 +81,8 @@ def encode(record: dict[str, Any]) -> bytes:
         out["ro"] = record["rollout"]
     if record["tags"]:
         out[TAGS] = record["tags"]
+    if record.get("batch_id") is not None:
+        out["bi"] = record["batch_id"]
     return orjson.dumps(out)
 
 
@@ -137,6 +139,7 @@ def expand(stored: dict[str, Any]) -> dict[str, Any]:
         "cache": get("ca"),
         "tags": get(TAGS, []),
         "rollout": get("ro"),
+        "batch_id": get("bi"),
     }
 
 
