@@ -8,6 +8,7 @@ import sys
 
 from gateway.cli.base import load_config
 from gateway.cli.stored_keys import stored_key_notes
+from gateway.config.cache_section import fallback_warnings
 from gateway.config.env_checks import runtime_problems, upstream_warnings
 from gateway.config.targets import route_targets
 
@@ -27,6 +28,7 @@ def check(config_dir: str) -> int:
         for r in route_targets(config, stored)
         if not r.usable
     ]
+    warnings += fallback_warnings(config)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for note in notes:

@@ -131,6 +131,8 @@ class CachePolicy:
     allow: bool = True  # False: requests may not ask for caching either
     shared: bool = False  # one entry for every user of the tier (else per user)
     coalesce: bool = True  # concurrent identical misses go upstream once
+    # keep each answer only to stand in when every target fails (no fresh hits without ttl_s)
+    fallback: bool = False
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,7 @@ CACHE_POLICY = _obj(
         "allow": {"type": "boolean", "description": "false: requests may not ask for caching either (default true)."},
         "shared": {"type": "boolean", "description": "One entry for every user of the tier; else per user (default false)."},
         "coalesce": {"type": "boolean", "description": "Concurrent identical misses go upstream once (default true)."},
+        "fallback": {"type": "boolean", "description": "Keep each answer to stand in when every target fails (x-gateway-fallback: cache), even without ttl_s; no fresh hits then (default false)."},
     },
 )  # fmt: skip
 CACHE = _obj(
