@@ -40,6 +40,7 @@ class Upstream:
     # job APIs: GET /v1/videos/{id}/content streams the bytes, or redirects to a signed URL
     video_content: str = "stream"
     api_key_env: str | None = None  # the variable names, for start-up lines and `gateway check`
+    api_key_source: str | None = None  # the variable the key came from (api_key_env or an alias)
     base_url_env: str | None = None
 
     @property
