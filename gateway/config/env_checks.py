@@ -116,7 +116,7 @@ def upstream_warnings(
     upstream's but no upstream reads (a typo in a name, or in routes.yaml). An upstream in
     ``stored`` (it has stored system keys) needs no key variable."""
     warnings = []
-    declared = set()
+    declared: set[str] = set()
     for upstream in config.upstreams.values():
         unset = []
         if upstream.api_key_env:
