@@ -225,7 +225,7 @@ class ContentUrlPolicy:
 @dataclass(frozen=True)
 class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
-    model_source_indicator: bool = False
+    model_source_indicator: bool = True
     on_store_error: str = "allow"  # or "deny"
     usage_stream_maxlen: int = 1_000_000
     usage_buffer_max: int = 100_000

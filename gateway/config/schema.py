@@ -225,7 +225,7 @@ SETTINGS = _obj(
     "Process-wide settings.",
     {
         "max_body_mb": _num("Requests above this get 413 (default 32).", 0.001),
-        "model_source_indicator": {"type": "boolean", "description": "Also put `model_source_indicator` into non-streamed JSON bodies (default false)."},
+        "model_source_indicator": {"type": "boolean", "description": "Put `model_source_indicator` into JSON answers and the first chunk of each stream while the flag together_ai_ui_indicators is on (default true)."},
         "on_store_error": _str("Redis down: allow (serve, buffer usage) or deny (503).", enum=["allow", "deny"], default="allow"),
         "readiness": _str("strict: /readyz is 503 while a tier has a route no target can serve; lenient: it is not.", enum=["strict", "lenient"], default="strict"),
         "usage_stream_maxlen": _num("Usage records kept in the Redis stream (default 1000000).", 1, integer=True),

@@ -28,6 +28,7 @@ from gateway.proxy.meter_request import meter_request
 from gateway.proxy.reply import Reply, error_reply
 from gateway.proxy.rollout import Rollout
 from gateway.proxy.routing import VIDEOS, Endpoint, resolve, within_allow_list
+from gateway.proxy.source_indicators import SourceIndicators
 from gateway.proxy.tags import request_tags
 from gateway.proxy.video_jobs import VideoJobs
 
@@ -68,7 +69,8 @@ class Pipeline:
         self._flags = flags  # the plan's feature flags (proxy/flag_gate.py)
         self._cache = cache
         self._request_ids = RequestIds()
-        self._answers = Answers(config.settings, listeners.relaying, self._end)
+        indicators = SourceIndicators(config)  # per (tier, model), once per config
+        self._answers = Answers(config.settings, listeners.relaying, self._end, indicators)
 
     async def handle(
         self, request: Request, endpoint: Endpoint, inbound: Inbound | None = None
