@@ -135,3 +135,12 @@ def test_splicing_keeps_the_body_valid_json() -> None:
         document = orjson.loads(spliced(body, b'{"x":true}'))
         assert document["model_source_indicator"] == {"x": True}
     assert spliced(b"[1]", b"{}") is None
+
+
+def test_with_the_flag_off_no_body_or_chunk_carries_it(start_gateway):
+    gw = start_gateway(tiers_extra={"flags": {"together_ai_ui_indicators": False}})
+    with sdk(gw) as client:
+        completion = client.chat.completions.create(model="text", messages=MESSAGES)
+        chunks = list(client.chat.completions.create(model="text", messages=MESSAGES, stream=True))
+    assert "model_source_indicator" not in (completion.model_extra or {})
+    assert all("model_source_indicator" not in (c.model_extra or {}) for c in chunks)
