@@ -13,6 +13,7 @@ from typing import Any
 
 JSON_PATH = "/json/v1/chat/completions"
 SSE_PATH = "/sse/v1/chat/completions"
+OTLP_TRACES_PATH = "/v1/traces"  # a sink for the gateway's spans (bench/variants.py otel_*)
 CONTENT_PIECES = ("Hello", " from", " the", " benchmark", " mock", " upstream", ",", " hi!")
 USAGE = {"prompt_tokens": 12, "completion_tokens": len(CONTENT_PIECES), "total_tokens": 20}
 CREATED = 1700000000
@@ -106,6 +107,10 @@ http {{
             default_type text/event-stream;
             add_header Cache-Control no-cache;
             return 200 {nginx_string(sse_answer())};
+        }}
+        location = {OTLP_TRACES_PATH} {{
+            client_max_body_size 0;
+            return 200;
         }}
         location / {{ return 404; }}
     }}

@@ -68,6 +68,16 @@ class Mocks:
     def sse_url(self) -> str:
         return f"http://127.0.0.1:{self.nginx_port}{mock_nginx.SSE_PATH}"
 
+    def otel_env(self, sampler: str, ratio: str = "") -> dict[str, str]:
+        """Tracing on, its spans exported to nginx (which drops them) with ``sampler``."""
+        return {
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": (
+                f"http://127.0.0.1:{self.nginx_port}{mock_nginx.OTLP_TRACES_PATH}"
+            ),
+            "OTEL_TRACES_SAMPLER": sampler,
+            "OTEL_TRACES_SAMPLER_ARG": ratio,
+        }
+
     def upstream_env(self) -> dict[str, str]:
         """The base URLs bench/config reads (the gateway appends /chat/completions)."""
         base = f"http://127.0.0.1:{self.nginx_port}"

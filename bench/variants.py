@@ -18,6 +18,9 @@ emptied (FLUSHALL), so no variant inherits another's keys or usage stream.
   and quota's ``source`` (``runtime``): the load went through them.
 - ``entities_nolimits``: the same, but the virtual key has no rpm/tpm/budget of its own (its
   spend is still counted).
+- ``otel_off``, ``otel_1``, ``otel_100``: main with OpenTelemetry tracing off, on with 1% of
+  traces sampled (``parentbased_traceidratio`` 0.01) and on with all (``always_on``); spans go to
+  nginx, which answers 200 and drops them (needs the ``otel`` extra).
 - ``ledger``: main with ``DATABASE_URL`` → a PostgreSQL this script starts (fsync off, pinned
   with the load on CPU 1); the shipper runs in the gateway process.
 
@@ -86,6 +89,7 @@ class Variant:
     env: Mapping[str, str] = field(default_factory=dict)
     setup: Setup | None = None
     after: After | None = None
+    mocks_env: Callable[[Mocks], Mapping[str, str]] | None = None  # env naming the mocks
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -290,6 +294,15 @@ def build_variants(
             plain.setup,
             plain.after,
         ),
+        "otel_off": Variant("otel_off", args.main_tree),
+        "otel_1": Variant(
+            "otel_1",
+            args.main_tree,
+            mocks_env=lambda mocks: mocks.otel_env("parentbased_traceidratio", "0.01"),
+        ),
+        "otel_100": Variant(
+            "otel_100", args.main_tree, mocks_env=lambda mocks: mocks.otel_env("always_on")
+        ),
         "ledger": Variant("ledger", args.main_tree, {"DATABASE_URL": pg_url}, None, ledger_after),
         "ledger_sidecar": Variant(
             "ledger_sidecar", args.main_tree, sidecar.env(), sidecar.setup, sidecar.after
@@ -336,7 +349,8 @@ def profiled(directory: Path | None, name: str, pids: Sequence[int]) -> Iterator
 def one_turn(harness: Harness, variant: Variant, turn: int) -> dict[str, float]:
     redis.Redis.from_url(harness.mocks.redis_url).flushall()
     os.environ["PYTHONPATH"] = str(variant.tree.resolve())  # the gateway imports this tree
-    spec = GatewaySpec(env=variant.env, name=f"gateway_{variant.name}")
+    env = {**variant.env, **(variant.mocks_env(harness.mocks) if variant.mocks_env else {})}
+    spec = GatewaySpec(env=env, name=f"gateway_{variant.name}")
     gateway = start_gateway(harness.procs, harness.mocks, harness.layout, harness.key, spec)
     show_process(harness.report, gateway.proc)
     key = variant.setup(gateway) if variant.setup else harness.key

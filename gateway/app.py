@@ -11,10 +11,14 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from gateway.batches.bridge import OwnerKeys, PipelineLines
+from gateway.batches.service import Batches
+from gateway.batches.settings import BatchSettings
 from gateway.config.demo import uses_demo
 from gateway.config.model import Config
 from gateway.config.runtime import Runtime
@@ -31,10 +35,13 @@ from gateway.http import (
     admin_secrets,
     admin_upstreams,
     admin_weights,
+    batches,
+    files,
     me_keys,
     models,
     ops,
     protocols,
+    statements,
     videos,
 )
 from gateway.http import analytics as usage_analytics
@@ -44,8 +51,6 @@ from gateway.http.body_limit import BodyLimit
 from gateway.http.dispatch import Dispatch
 from gateway.http.errors import EXCEPTION_HANDLERS
 from gateway.http.protocols import protocol_bridges
-from gateway.ledger.analytics import PostgresAnalytics
-from gateway.ledger.service import Ledger
 from gateway.ledger.settings import LedgerSettings
 from gateway.metering import Meter, Store, create_store
 from gateway.metering.analytics import RedisAnalytics
@@ -56,6 +61,7 @@ from gateway.observe.access_log import AccessLog
 from gateway.observe.metrics import Metrics, UsageMetrics, mark_worker_dead
 from gateway.observe.provider_stats import ProviderStats
 from gateway.observe.request_metrics import RequestMetrics
+from gateway.observe.tracing import TraceEnd, start_tracing
 from gateway.providers.demo import DemoRouter
 from gateway.providers.transport import Transport, create_transport
 from gateway.proxy.attempts import Attempter
@@ -69,9 +75,14 @@ from gateway.proxy.listeners import Listeners
 from gateway.proxy.pipeline import Pipeline
 from gateway.proxy.rollout import Rollout
 from gateway.proxy.shared_health import SharedHealth
+from gateway.proxy.trace_hooks import Tracer
 from gateway.proxy.video_jobs import ADOPT_AFTER_S, POLL_INTERVAL_S, VideoJobs
 from gateway.ui import pages as ui_pages
 from gateway.ui.session import SessionLoader, Sessions
+
+if TYPE_CHECKING:  # the ledger's modules need asyncpg (the postgres extra): imported if configured
+    from gateway.ledger.analytics import PostgresAnalytics
+    from gateway.ledger.service import Ledger
 
 log = logging.getLogger("gateway")
 STORE_CLOSE_TIMEOUT_S = 5.0
@@ -99,12 +110,16 @@ class Gateway:
     shared_health: SharedHealth | None = None  # breaker openings shared with other replicas
     ledger: Ledger | None = None  # the usage ledger in PostgreSQL, when DATABASE_URL is set
     stored_keys: StoredKeys | None = None  # sealed upstream keys: system pool and users' keys
+    batches: Batches | None = None  # /v1/files and /v1/batches, and this replica's batch runner
+    tracer: Tracer | None = None  # OpenTelemetry, when configured (OTEL_EXPORTER_OTLP_*)
 
     @functools.cached_property
     def analytics(self) -> RedisAnalytics | PostgresAnalytics:
         """Usage totals from the rollups and filtered records (the dashboard's reads): from
         the ledger when DATABASE_URL is set (any range), else from Redis (recent records)."""
         if self.ledger is not None:
+            from gateway.ledger.analytics import PostgresAnalytics
+
             return PostgresAnalytics(self.ledger.database)
         return RedisAnalytics(self.store, self.clock)
 
@@ -140,8 +155,11 @@ def create_app(
             *admin_upstreams.routes(),
             *admin_secrets.routes(),
             *me_keys.routes(),
+            *statements.routes(),
             *usage_analytics.routes(),
             *ui_pages.routes(),
+            *files.routes(),
+            *batches.routes(),
             *protocols.routes(),
             *videos.routes(),  # before proxied's 405 for GET /v1/videos
             *proxied.routes(),
@@ -211,11 +229,13 @@ def build_gateway(
         upstream, config.retry, breakers, max_body_bytes=config.settings.max_upstream_body_bytes,
         keys=credentials,
     )  # fmt: skip
+    tracer = kept.tracer if reuse is not None else _tracer(runtime, ids, metrics)
     listeners = Listeners(
         [
             RequestMetrics(metrics, breakers, stats),
             Billing(meter),
             AccessLog(log_bodies=runtime.log_bodies, ids=ids),
+            *([TraceEnd()] if tracer is not None else []),
         ]
     )
     control = kept.control or ControlPlane(store, clock=clock)
@@ -230,13 +250,20 @@ def build_gateway(
         config, keyring, attempter, meter, listeners, log_bodies=runtime.log_bodies,
         videos=video_jobs, rollout=Rollout(lambda: control.snapshot),
         cache=ResponseCache(config, store, clock),
-        credentials=credentials, flags=FlagGate(config, control),
+        credentials=credentials, flags=FlagGate(config, control), tracer=tracer,
     )  # fmt: skip
+    batch_pipeline = Pipeline(  # batch lines: the same parts, run as the batch's owner
+        config, OwnerKeys(keyring), attempter, meter, listeners, log_bodies=runtime.log_bodies,
+        rollout=Rollout(lambda: control.snapshot), credentials=credentials,
+        flags=FlagGate(config, control),
+    )  # fmt: skip
+    batch_service = kept.batches or Batches(BatchSettings.from_env(), store, clock=clock)
+    batch_service.runner.execute = PipelineLines(lambda: batch_pipeline)
     return Gateway(
         config, runtime, keyring, upstream, store, meter, metrics, breakers, stats, pipeline, clock,
         int(clock()), video_jobs, control, shared_health=shared,
         ledger=kept.ledger or _ledger(ledger_settings, store, metrics, meter),
-        stored_keys=stored_keys,
+        stored_keys=stored_keys, batches=batch_service, tracer=tracer,
     )  # fmt: skip
 
 
@@ -252,6 +279,8 @@ class Kept:
     control: ControlPlane | None = None
     videos: VideoJobs | None = None
     ledger: Ledger | None = None
+    batches: Batches | None = None
+    tracer: Tracer | None = None
 
     @classmethod
     def of(cls, gateway: Gateway | None) -> Kept:
@@ -260,7 +289,7 @@ class Kept:
         g = gateway
         return cls(
             g.meter, g.shared_health, g.breakers, g.stats, g.stored_keys, g.control, g.videos,
-            g.ledger,
+            g.ledger, g.batches, g.tracer,
         )  # fmt: skip
 
 
@@ -289,12 +318,24 @@ def reload_app(app: GatewayApp, config: Config) -> None:
     app.swap_lane(new.pipeline, Dispatch(config.passthrough, protocol_bridges(new.store, config)))
 
 
+def _tracer(runtime: Runtime, ids: IdKeys, metrics: Metrics) -> Tracer | None:
+    """The tracer when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set: one per app (the SDK's
+    process-wide provider is left alone), the user named as in the access log, its dropped
+    spans counted."""
+    if not runtime.tracing:
+        return None
+    return start_tracing(ids.log_user, lambda reason, spans: metrics.child(
+        metrics.trace_spans_dropped, reason).inc(spans))  # fmt: skip
+
+
 def _ledger(
     settings: LedgerSettings, store: Store, metrics: Metrics, meter: Meter
 ) -> Ledger | None:
     """The ledger when DATABASE_URL is set; usage reads then go to it."""
     if not settings.enabled:
         return None
+    from gateway.ledger.service import Ledger
+
     redis = store if isinstance(store, RedisStore) else None
     ledger = Ledger(settings, redis, metrics.registry)
     meter.records_reader = ledger.records
@@ -329,9 +370,13 @@ def _lifespan(
             await gateway.ledger.start()
         if gateway.shared_health is not None:
             await gateway.shared_health.start()
+        if gateway.batches is not None:
+            await gateway.batches.start()
         try:
             yield
         finally:
+            if gateway.batches is not None:
+                await _stop("batch runner", gateway.batches.aclose())
             await _stop("video jobs", gateway.videos.aclose())
             await _stop("control plane", gateway.control.aclose())
             await _stop("rollups", gateway.analytics.aclose())
@@ -346,6 +391,8 @@ def _lifespan(
                 log.warning("the store's connections did not close in time; leaving them")
             if owns_transport:
                 await gateway.transport.aclose()
+            if gateway.tracer is not None:  # the last spans are exported
+                await _stop("tracer", asyncio.to_thread(gateway.tracer.shutdown))
             mark_worker_dead(os.getpid(), gateway.metrics.multiprocess_dir)
 
     return lifespan

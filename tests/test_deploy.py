@@ -48,6 +48,7 @@ _COUNTERS: dict[str, frozenset[str]] = {
     "gateway_upstream_errors_total": frozenset({"provider", "error_type"}),
     "gateway_quota_rejections_total": frozenset({"capability", "reason"}),
     "gateway_store_errors_total": frozenset(),
+    "gateway_trace_spans_dropped_total": frozenset({"reason"}),
 }
 _HISTOGRAMS: dict[str, frozenset[str]] = {
     "gateway_request_duration_seconds": frozenset({"endpoint"}),

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 from gateway.config.env_checks import runtime_problems
 from gateway.config.model import Config
 from gateway.config.reader import ConfigError
+from gateway.extras import missing_extras
 from gateway.secret import Secret
 
 CONFIG_DIR_ENV = "GATEWAY_CONFIG_DIR"
@@ -66,8 +67,21 @@ def load_config(config_dir: str, demo_key: Secret | None = None) -> Config:
         raise CommandFailed(f"invalid config in {os.path.abspath(config_dir)}") from None
 
 
+def environment_problems() -> list[str]:
+    """The environment's values that are wrong, and the features it turns on whose extra
+    (pyproject's optional dependencies) is not installed."""
+    return runtime_problems(os.environ) + missing_extras(os.environ)
+
+
 def check_environment() -> None:
-    """Fail with every problem of the environment's values on one line."""
-    problems = runtime_problems(os.environ)
+    """Fail with every problem of the environment on one line."""
+    problems = environment_problems()
+    if problems:
+        raise UsageError("; ".join(problems))
+
+
+def check_extras() -> None:
+    """Fail when a feature the environment turns on lacks its extra (e.g. DATABASE_URL)."""
+    problems = missing_extras(os.environ)
     if problems:
         raise UsageError("; ".join(problems))

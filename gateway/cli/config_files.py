@@ -6,16 +6,16 @@ import asyncio
 import os
 import sys
 
-from gateway.cli.base import load_config
+from gateway.cli.base import environment_problems, load_config
 from gateway.cli.stored_keys import stored_key_notes
 from gateway.config.cache_section import fallback_warnings
-from gateway.config.env_checks import key_source_notes, runtime_problems, upstream_warnings
+from gateway.config.env_checks import key_source_notes, upstream_warnings
 from gateway.config.targets import route_targets
 
 
 def check(config_dir: str) -> int:
     """Environment problems and config problems: one line each, exit 1; then warnings."""
-    problems = runtime_problems(os.environ)
+    problems = environment_problems()
     for problem in problems:
         print(f"gateway: error: {problem}", file=sys.stderr)
     if problems:

@@ -133,8 +133,9 @@ def _add_usage_export(commands: Any) -> argparse.ArgumentParser:
         dest="usage_command", required=True, metavar="ACTION", parser_class=Parser
     ).add_parser(
         "export",
-        help="Print usage records as CSV or JSON.",
-        description="Print the usage records of [from, to) as CSV or JSON (needs REDIS_URL).",
+        help="Print usage records as CSV, JSON or XLSX.",
+        description="Print the usage records of [from, to) as CSV, JSON or XLSX (needs "
+        "REDIS_URL; XLSX is binary: give --output or redirect stdout).",
         formatter_class=FORMATTER,
     )
     export.add_argument(
@@ -143,7 +144,10 @@ def _add_usage_export(commands: Any) -> argparse.ArgumentParser:
     export.add_argument(
         "--to", dest="end", required=True, help="YYYY-MM-DD (that day included), ISO or epoch"
     )
-    export.add_argument("--format", choices=("csv", "json"), default="csv", help="output format")
+    export.add_argument(
+        "--format", choices=("csv", "json", "xlsx"), default="csv", help="output format"
+    )
+    export.add_argument("--output", "-o", default=None, help="write to this file (default: stdout)")
     export.add_argument("--user", default=None, help="one user's records (default: all users)")
     export.add_argument("--tag", default=None, help="only the records carrying this tag")
     export.add_argument("--group-by", choices=("tag",), default=None, help="totals per tag")

@@ -7,7 +7,13 @@ import asyncio
 import os
 import sys
 
-from gateway.cli.base import CommandFailed, UsageError, check_environment, load_config
+from gateway.cli.base import (
+    CommandFailed,
+    UsageError,
+    check_environment,
+    check_extras,
+    load_config,
+)
 
 
 def usage_export(args: argparse.Namespace) -> int:
@@ -30,11 +36,14 @@ def usage_export(args: argparse.Namespace) -> int:
             "(without Redis, usage is held in each gateway process only)"
         )
     config = load_config(args.config_dir)
-    from gateway.ledger.commands import records_reader
     from gateway.ledger.settings import LedgerSettings
 
     ledger = LedgerSettings.from_env(file=config.ledger)  # DATABASE_URL: any date range
-    reader = records_reader(ledger) if ledger.enabled else None
+    reader = None
+    if ledger.enabled:
+        from gateway.ledger.commands import records_reader
+
+        reader = records_reader(ledger)
     try:
         output = asyncio.run(
             export_records(
@@ -50,8 +59,22 @@ def usage_export(args: argparse.Namespace) -> int:
         )
     except (OSError, StoreError) as error:
         raise CommandFailed(f"usage export: cannot read the store at REDIS_URL: {error}") from None
-    sys.stdout.write(output)
+    _write(output, args.output)
     return 0
+
+
+def _write(output: str | bytes, path: str | None) -> None:
+    """To ``path`` or stdout; a workbook is bytes, never written to a terminal."""
+    data = output.encode() if isinstance(output, str) else output
+    if path is not None:
+        with open(path, "wb") as out:
+            out.write(data)
+        return
+    if isinstance(output, bytes) and sys.stdout.isatty():
+        raise UsageError("--format xlsx writes a binary file: give --output FILE or redirect")
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
 
 def _tag_args(args: argparse.Namespace) -> tuple[str | None, str | None]:
@@ -60,13 +83,15 @@ def _tag_args(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 def ledger_command(args: argparse.Namespace) -> int:
     """``gateway db upgrade`` and ``gateway ledger ship`` (docs/ledger.md)."""
-    from gateway.ledger import commands
-    from gateway.ledger.db import ERRORS
     from gateway.ledger.settings import LedgerSettings
 
     settings = LedgerSettings.from_env()
     if not settings.enabled:
         raise CommandFailed(f"{args.command}: DATABASE_URL is not set")
+    check_extras()
+    from gateway.ledger import commands
+    from gateway.ledger.db import ERRORS
+
     try:
         if args.command == "db":
             applied = asyncio.run(commands.upgrade(settings))

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from gateway.config.byok_section import byok_models
 from gateway.config.cache_section import cache_policies, cache_settings
 from gateway.config.chains import ON_EXHAUSTED, chain_entry, deployments
 from gateway.config.flags_section import flags_section
@@ -71,7 +73,9 @@ def parse_config(
     )
     upstreams = {name: _upstream(name, node, env) for name, node in routes.get("upstreams").items()}
     models = _models(routes.get("models"), upstreams)
-    tier_map = {name: _tier(name, node, models) for name, node in tiers.get("tiers").items()}
+    tier_map = {
+        name: _tier(name, node, models, upstreams) for name, node in tiers.get("tiers").items()
+    }
     if not tier_map:
         tiers.get("tiers").fail("at least one tier is required")
     return Config(
@@ -188,11 +192,14 @@ def _price(node: Node) -> Price:
     return Price(**{key: node.get(key).number(0.0) or 0.0 for key in Price.__dataclass_fields__})
 
 
-def _tier(name: str, node: Node, models: Mapping[str, Model]) -> Tier:
+def _tier(
+    name: str, node: Node, models: Mapping[str, Model], upstreams: Mapping[str, Upstream]
+) -> Tier:
     node.mapping(
-        {"routes", "max_tokens", "quotas", "budget", "tier_budget", "on_exhausted", "cache"},
+        {"routes", "max_tokens", "quotas", "budget", "tier_budget", "on_exhausted", "cache"}
+        | {"batch_price_percent", "byok_models", "monthly_fee_usd", "byok_discount_percent"},
         {"routes"},
-    )
+    )  # fmt: skip
     routes: dict[str, tuple[Model, ...]] = {}
     weights: dict[str, tuple[float, ...]] = {}
     for route, chain_node in node.get("routes").items():
@@ -215,7 +222,27 @@ def _tier(name: str, node: Node, models: Mapping[str, Model]) -> Tier:
         cache=cache_policies(node.get("cache")),
         weights=weights,
         on_exhausted=node.get("on_exhausted").choice(ON_EXHAUSTED, "reject"),
+        batch_price_percent=node.get("batch_price_percent").integer(100) or 0,
+        byok_models=byok_models(node.get("byok_models"), routes, upstreams),
+        monthly_fee_usd=_money(node.get("monthly_fee_usd")),
+        byok_discount_percent=_percent(node.get("byok_discount_percent")),
     )
+
+
+def _money(node: Node) -> Decimal:
+    """An amount in USD as an exact decimal (``9.99`` stays 9.99, not the float's binary)."""
+    if not node.number(0.0) or isinstance(node.value, bool):
+        return Decimal(0)
+    value = node.value
+    return Decimal(value) if isinstance(value, int) else Decimal(repr(value))
+
+
+def _percent(node: Node) -> Decimal:
+    share = _money(node)
+    if share > 100:
+        node.fail(f"must be <= 100, got {node.value}")
+        return Decimal(0)
+    return share
 
 
 def _quotas(node: Node) -> dict[str, Quota]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from gateway.secret import Secret
 
@@ -52,8 +53,8 @@ class Upstream:
 
 # The provider APIs an upstream may speak: OpenAI-compatible (relayed as is), Anthropic's
 # Messages API (translated), and the video job APIs.
-UPSTREAM_APIS = ("openai", "anthropic", "openai-videos", "together-video", "replicate")
-VIDEO_APIS = frozenset({"openai-videos", "together-video", "replicate"})
+UPSTREAM_APIS = ("openai", "anthropic", "openai-videos", "together-video", "replicate", "runway")
+VIDEO_APIS = frozenset({"openai-videos", "together-video", "replicate", "runway"})
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,18 @@ class LedgerOptions:
 
 
 @dataclass(frozen=True)
+class ByokModels:
+    """A tier's ``byok_models``: model ids a caller with an own upstream key may name beyond
+    the tier's chains, passed through to the upstream (by name) that serves them."""
+
+    any_upstream: str | None = None  # any id not listed goes to this upstream
+    listed: Mapping[str, str] = field(default_factory=dict)  # model id → its upstream
+
+    def upstream_for(self, model_id: str) -> str | None:
+        return self.listed.get(model_id) or self.any_upstream
+
+
+@dataclass(frozen=True)
 class Tier:
     name: str
     routes: Mapping[str, tuple[Model, ...]]
@@ -172,6 +185,11 @@ class Tier:
     # route → a rollout weight per chain entry (0: fallback only); routes without weights absent
     weights: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     on_exhausted: str = "reject"  # or "downgrade": a cheaper model of the chain, or fewer tokens
+    batch_price_percent: int = 100  # a batch's requests cost this share of the list price
+    # the monthly statement (``metering/statements.py``): a fee for each month with usage, and
+    # the share of (fee + charged usage) taken off for a user who used their own key that month
+    monthly_fee_usd: Decimal = Decimal(0)
+    byok_discount_percent: Decimal = Decimal(0)
 
     # route → its response cache policy (``proxy/cache.py``); a route not listed allows
     # per-request caching (``x-gateway-cache: ttl=N``) and caches nothing unasked
@@ -179,6 +197,8 @@ class Tier:
     # the tier as tiers.yaml lists it, where it is served otherwise (``--demo`` serves a route
     # without a keyed target from the demo model alone): rollout weights name its models
     as_listed: Tier | None = None
+    # models a caller's own key unlocks beyond the chains (None: none; resolved on a miss only)
+    byok_models: ByokModels | None = None
 
     def quota(self, capability: str) -> Quota:
         return self.quotas.get(capability, UNLIMITED)

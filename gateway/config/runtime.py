@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from gateway.extras import OTEL
 from gateway.secret import Secret
 
 
@@ -18,6 +19,7 @@ class Runtime:
     transport: str = "native"  # or "aiohttp", "httpx": the upstream client's transport
     max_upstream_connections: int = 10_000  # per worker; each open stream holds one
     log_bodies: bool = False  # debug only: puts prompts into the access log
+    tracing: bool = False  # OpenTelemetry traces exported (the OTEL_* variables configure them)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Runtime:
@@ -29,6 +31,7 @@ class Runtime:
             transport=env.get("GATEWAY_UPSTREAM_TRANSPORT", "native"),
             max_upstream_connections=int(env.get("GATEWAY_MAX_UPSTREAM_CONNECTIONS", "10000")),
             log_bodies=env.get("GATEWAY_DEBUG_LOG_BODIES", "").lower() in ("1", "true", "yes"),
+            tracing=OTEL.turned_on(env),
         )
 
 

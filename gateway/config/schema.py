@@ -172,6 +172,7 @@ CHAIN_ENTRY = _obj(
     },
     ("model",),
 )  # fmt: skip
+BYOK_MODELS: Schema = {"anyOf": [{"const": "any"}, {"type": "array", "items": {"type": "string", "minLength": 1}}]}  # fmt: skip
 TIER = _obj(
     "One tier: its fallback chains, limits, quotas and budgets.",
     {
@@ -182,10 +183,14 @@ TIER = _obj(
         ),
         "on_exhausted": _str("When the budget refuses the first model: `downgrade` to a cheaper model of the chain, or `reject` (429).", enum=["reject", "downgrade"], default="reject"),
         "max_tokens": _num("Clamp on max_tokens / max_completion_tokens for every route.", 1, integer=True),
+        "batch_price_percent": _num("A batch's requests (/v1/batches) cost this percent of the list price (default 100).", 0, integer=True),
+        "monthly_fee_usd": _num("Fee in USD on each user's monthly statement, for every month with usage.", 0) | {"default": 0},
+        "byok_discount_percent": _num("Percent taken off a user's month (fee plus charged usage) when the user used their own provider key (stored or sent) that month.", 0) | {"maximum": 100, "default": 0},
         "quotas": QUOTAS,
         "budget": BUDGET | {"description": "Budget of each user of the tier."},
         "tier_budget": BUDGET | {"description": "Budget of the whole tier together."},
         "cache": _map("Route name → its exact response cache (routes not listed: cached only when a request asks).", CACHE_POLICY, {"enum": list(MODALITIES)}),
+        "byok_models": {"description": "Models a caller with an own upstream key may name beyond the routes (passed through, metered as BYOK): `any` or a list of model ids of the tier's primary provider (its first route's first model's upstream), or upstream name → `any` or a list.", "anyOf": [BYOK_MODELS, _map("Upstream name → `any` or a list of model ids.", BYOK_MODELS)]},
     },
     ("routes",),
 )  # fmt: skip

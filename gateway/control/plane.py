@@ -28,7 +28,7 @@ from types import MappingProxyType
 from typing import Any
 
 from gateway.errors import StoreUnavailable
-from gateway.metering.store import Store, StoreError
+from gateway.metering.store import AUDIT_LOGS, AuditLog, Store, StoreError
 
 POLL_INTERVAL_S = 0.25
 AUDIT_MAXLEN = 10_000
@@ -140,11 +140,13 @@ class ControlPlane:
         actor: str,
         action: str,
         audit: dict[str, Any] | None = None,
+        log: AuditLog = "operator",
     ) -> Snapshot:
         """Write (None deletes) one document with an audit entry; return the refreshed
         snapshot (``StoreUnavailable``, a 503, when the store is down). ``audit`` replaces the
         recorded ``before``/``after`` (pass redacted ones when a document holds a secret) and
-        may add fields."""
+        may add fields. ``log``: "user" for a change a user made to what they own, kept apart
+        from the operators' history (each log is capped on its own)."""
         entry: dict[str, Any] = {
             "at": self._clock(),
             "actor": actor,
@@ -163,6 +165,7 @@ class ControlPlane:
                 value.encode() if value is not None else None,
                 json.dumps(entry, separators=(",", ":"), default=str).encode(),
                 self._audit_maxlen,
+                log,
             )
             await self._apply(version, kind, id, partial(_given, _copy(document)))
         except StoreError as exc:
@@ -185,19 +188,27 @@ class ControlPlane:
             logger.warning("control plane: auditing %s %s failed: %s", kind, id, exc)
             raise StoreUnavailable("The control plane's store is unavailable; try again") from None
 
-    async def audit_log(self, limit: int = 100, before: str | None = None) -> list[dict[str, Any]]:
-        """Audit entries, newest first, each with its ``entry_id`` (page with ``before``)."""
-        entries = []
+    async def audit_log(
+        self, limit: int = 100, before: str | None = None, log: AuditLog | None = None
+    ) -> list[dict[str, Any]]:
+        """Audit entries, newest first, each with its ``entry_id`` and ``log`` (page with
+        ``before``): of one log, or of both merged (None)."""
+        logs = AUDIT_LOGS if log is None else (log,)
+        found: list[tuple[tuple[int, ...], AuditLog, str, bytes]] = []
         try:
-            page = await self._store.control_audit(before, limit)
+            for name in logs:
+                page = await self._store.control_audit(before, limit, name)
+                found += [(_order(entry_id), name, entry_id, raw) for entry_id, raw in page]
         except StoreError as exc:
             logger.warning("control plane: reading the audit log failed: %s", exc)
             raise StoreUnavailable("The control plane's store is unavailable; try again") from None
-        for entry_id, raw in page:
+        found.sort(key=lambda item: item[0], reverse=True)
+        entries = []
+        for _, name, entry_id, raw in found[:limit]:
             with contextlib.suppress(ValueError):
                 entry = json.loads(raw)
                 if isinstance(entry, dict):
-                    entries.append({"entry_id": entry_id, **entry})
+                    entries.append({"entry_id": entry_id, **entry, "log": name})
         return entries
 
     async def _load(self) -> None:
@@ -279,6 +290,14 @@ class ControlPlane:
             except StoreError as exc:
                 logger.debug("control plane: announcements interrupted: %s", exc)
             await asyncio.sleep(RETRY_S)
+
+
+def _order(entry_id: str) -> tuple[int, ...]:
+    """An audit entry id as numbers ("1796000000000-3" or "42"), for merging the two logs."""
+    try:
+        return tuple(int(part) for part in entry_id.split("-"))
+    except ValueError:
+        return (0,)
 
 
 async def _given(document: dict[str, Any] | None) -> dict[str, Any] | None:

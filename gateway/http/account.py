@@ -17,7 +17,8 @@ from gateway.http.analytics import refuse_control_characters
 from gateway.http.responses import json_response
 from gateway.http.services import Services, services
 from gateway.metering import parse_range, to_csv
-from gateway.metering.export import by_tag, with_tag
+from gateway.metering.export import COLUMNS, by_tag, with_tag
+from gateway.metering.spreadsheet import XLSX, records_workbook
 from gateway.proxy.auth import presented_key
 
 MAX_PAGE = 1000  # records per /v1/usage answer (and the default)
@@ -27,11 +28,11 @@ NEXT_CURSOR_HEADER = "x-gateway-next-cursor"
 
 async def quota(request: Request) -> Response:
     gateway = services(request)
-    user, tier = _caller(request, gateway)
+    user, tier = caller(request, gateway)
     return json_response(await gateway.meter.quota_view(user, tier))
 
 
-def _caller(request: Request, gateway: Services) -> tuple[str, Tier]:
+def caller(request: Request, gateway: Services) -> tuple[str, Tier]:
     """The client key's user and tier, or those of the dashboard user signed in (cookie)."""
     session = request.scope.get(SESSION_SCOPE_KEY)
     if session and session["role"] == "user" and presented_key(request.headers) is None:
@@ -46,8 +47,8 @@ async def usage(request: Request) -> Response:
     gateway = services(request)
     params = request.query_params
     fmt = params.get("format", "json")
-    if fmt not in ("json", "csv"):
-        raise InvalidRequest("'format' must be 'json' or 'csv'.", param="format")
+    if fmt not in ("json", "csv", "xlsx"):
+        raise InvalidRequest("'format' must be 'json', 'csv' or 'xlsx'.", param="format")
     try:
         start, end = parse_range(params.get("from"), params.get("to"), gateway.clock())
     except ValueError as exc:
@@ -55,7 +56,7 @@ async def usage(request: Request) -> Response:
     if operator(request) is not None:  # an admin or viewer: any user's records
         user = params.get("user")  # None: every user
     else:
-        user = _caller(request, gateway)[0]
+        user = caller(request, gateway)[0]
         if params.get("user") not in (None, user):
             raise InvalidRequest(
                 "Only an operator token may read other users' usage.", param="user"
@@ -78,9 +79,13 @@ async def usage(request: Request) -> Response:
     following = UsagePage.after(records, page).text() if more else None
     if (tag := params.get("tag")) is not None:
         records = with_tag(records, tag)
-    if fmt == "csv":
-        headers = {NEXT_CURSOR_HEADER: following} if following else None
-        return Response(to_csv(records), media_type="text/csv", headers=headers)
+    if fmt in ("csv", "xlsx"):
+        headers = {NEXT_CURSOR_HEADER: following} if following else {}
+        if fmt == "csv":
+            return Response(to_csv(records), media_type="text/csv", headers=headers)
+        headers["content-disposition"] = 'attachment; filename="usage.xlsx"'
+        body = records_workbook(records, COLUMNS)
+        return Response(body, media_type=XLSX, headers=headers)
     # source: "postgres" (the ledger: any range) or "redis" (the stream: recent records only)
     return json_response(
         {

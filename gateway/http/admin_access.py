@@ -14,6 +14,7 @@ from gateway.http.admin_auth import KIND, ROLES, require_role
 from gateway.http.admin_input import json_object, query_int, text
 from gateway.http.responses import json_response
 from gateway.http.services import services
+from gateway.metering.store import AUDIT_LOGS, AuditLog
 from gateway.secret import sha256_hex
 
 TOKEN_PREFIX = "gwadm-"
@@ -76,7 +77,11 @@ async def audit(request: Request) -> Response:
     before = params.get("before")
     if before is not None and not before.replace("-", "").isdigit():
         raise InvalidRequest("'before' must be an entry_id from a previous page.", param="before")
-    entries = await services(request).control.audit_log(limit, before)
+    log = params.get("log")
+    if log is not None and log not in AUDIT_LOGS:
+        raise InvalidRequest("'log' must be 'operator' or 'user'.", param="log")
+    chosen: AuditLog | None = "user" if log == "user" else "operator" if log else None
+    entries = await services(request).control.audit_log(limit, before, chosen)
     after = entries[-1]["entry_id"] if len(entries) == limit else None
     return json_response({"object": "list", "data": entries, "next_before": after})
 

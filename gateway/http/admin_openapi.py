@@ -101,7 +101,7 @@ OPERATIONS: tuple[Op, ...] = (
     Op("POST", "/v1/admin/tokens", "Create an admin token; shown once", "admin", admin_access.create_token, TOKEN_CREATE, 201),  # noqa: E501
     Op("GET", "/v1/admin/tokens", "List admin tokens", "viewer", admin_access.list_tokens),
     Op("DELETE", "/v1/admin/tokens/{id}", "Delete an admin token", "admin", admin_access.delete_token),  # noqa: E501
-    Op("GET", "/v1/admin/audit", "The audit log, newest first (?limit=&before=)", "viewer", admin_access.audit, query=("limit", "before")),  # noqa: E501
+    Op("GET", "/v1/admin/audit", "The audit logs, newest first (?limit=&before=&log=operator|user; both by default)", "viewer", admin_access.audit, query=("limit", "before", "log")),  # noqa: E501
     Op("GET", "/v1/admin/users/{user}", "A user's stored overrides", "viewer"),
     Op("PUT", "/v1/admin/users/{user}/quotas/{capability}", "Override a user's quota", body=QUOTA),
     Op("DELETE", "/v1/admin/users/{user}/quotas/{capability}", "Drop a user's quota override"),
@@ -135,7 +135,9 @@ OPERATIONS: tuple[Op, ...] = (
     Op("DELETE", "/v1/me/upstream-keys/{upstream}", "Delete the caller's stored key for an upstream", "user"),  # noqa: E501
     Op("GET", "/v1/admin/analytics", "Usage totals grouped and bucketed (analytics)", "viewer", query=(*USAGE_QUERY, "group_by", "bucket")),  # noqa: E501
     Op("GET", "/v1/admin/usage/records", "Usage records, filtered, paged by cursor", "viewer", query=(*USAGE_QUERY, "limit", "cursor")),  # noqa: E501
-    Op("GET", "/v1/admin/usage/export", "Usage records as CSV or JSON", "viewer", query=(*USAGE_QUERY, "format")),  # noqa: E501
+    Op("GET", "/v1/admin/usage/export", "Usage records as CSV, JSON or XLSX", "viewer", query=(*USAGE_QUERY, "format")),  # noqa: E501
+    Op("GET", "/v1/admin/statements", "Every user's monthly statement (?month=YYYY-MM&limit=&cursor=&format=json|csv|xlsx)", "viewer", query=("month", "limit", "cursor", "format")),  # noqa: E501
+    Op("GET", "/v1/me/statements/{month}", "The caller's monthly statement, month YYYY-MM (?format=json|csv|xlsx)", "user", query=("format",)),  # noqa: E501
 )
 # fmt: on
 

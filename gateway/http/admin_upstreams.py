@@ -21,6 +21,7 @@ from gateway.http.admin_input import json_object, text
 from gateway.http.responses import json_response
 from gateway.http.services import Services, services
 from gateway.metering import StoreError
+from gateway.metering.store import AuditLog
 
 MAX_KEYS = 50
 MAX_KEY_CHARS = 4096
@@ -58,8 +59,11 @@ async def write(
     action: str,
     audit: dict[str, Any],
 ) -> None:
+    log: AuditLog = "user" if actor.role == "user" else "operator"
     try:
-        await gateway.control.put(kind, id, document, actor=actor.name, action=action, audit=audit)
+        await gateway.control.put(
+            kind, id, document, actor=actor.name, action=action, audit=audit, log=log
+        )
     except StoreError:
         message = "The control plane's store is unavailable; nothing changed."
         raise StoreUnavailable(message) from None

@@ -11,13 +11,11 @@ exactly the filtered records, oldest first, up to ``EXPORT_MAX``.
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-import xlsxwriter
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,6 +29,7 @@ from gateway.metering import parse_time, to_csv, to_json
 from gateway.metering.analytics import BUCKETS, Analytics, UsageFilter
 from gateway.metering.export import COLUMNS
 from gateway.metering.rollup import DAY_TTL_S, DIMENSIONS
+from gateway.metering.spreadsheet import records_workbook
 
 EXPORT_MAX = 200_000
 # a records page's cursor, as each source hands it out: a usage stream entry id (Redis), or
@@ -177,25 +176,9 @@ async def every_record(source: Analytics, flt: UsageFilter, most: int) -> list[d
 
 
 def to_xlsx(found: Iterable[Mapping[str, Any]]) -> bytes:
-    """One sheet: the CSV export's header row and columns, numbers as numbers."""
-    out = io.BytesIO()
-    book = xlsxwriter.Workbook(out, {"in_memory": True, "strings_to_numbers": False})
-    sheet = book.add_worksheet("usage")
-    sheet.write_row(0, 0, COLUMNS)
-    for row, record in enumerate(found, start=1):
-        sheet.write_row(row, 0, [_cell(record.get(column)) for column in COLUMNS])
-    book.close()
-    return out.getvalue()
-
-
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float | str):
-        return value
-    return str(value)
+    """One sheet: the CSV export's header row and columns, numbers as numbers and every text
+    as text (never a formula or a link, whatever it starts with)."""
+    return records_workbook(found, COLUMNS)
 
 
 def routes() -> list[Route]:

@@ -64,7 +64,13 @@ class GatewayApp(Starlette):
 
 
 # POSTs below /v1 that are Starlette routes, not proxied endpoints (the admin API...).
-ROUTED_POSTS: tuple[str, ...] = ("/v1/admin/", "/v1/quota/requests", "/v1/messages/count_tokens")
+ROUTED_POSTS: tuple[str, ...] = (
+    "/v1/admin/",
+    "/v1/quota/requests",
+    "/v1/messages/count_tokens",
+    "/v1/files",
+    "/v1/batches",
+)
 
 
 class FastLane:

@@ -6,6 +6,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import PayloadTooLarge
 
+UPLOADS = "/v1/files"  # file uploads count against their own cap (``gateway.http.files``)
+
 
 def limited(receive: Receive, max_bytes: int) -> Receive:
     """``receive`` that stops a body (chunked included) past ``max_bytes`` with a 413."""
@@ -30,7 +32,7 @@ class BodyLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] == UPLOADS:
             await self.app(scope, receive, send)
             return
         await self.app(scope, limited(receive, self.max_bytes), send)

@@ -2,6 +2,8 @@
 
 ``PUT|DELETE /v1/me/upstream-keys/{upstream}`` and ``GET /v1/me/upstream-keys`` (fingerprints
 only). Storing needs the admin setting ``allow_user_keys``; deleting is always allowed.
+Storing the key already stored changes nothing (no write, no audit entry); other writes count
+against the user's write limit (``control/user_writes.py``) and go to the user audit log.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from starlette.routing import Route
 
 from gateway.control.secrets_at_rest import fingerprint
 from gateway.control.user_keys import ALLOW_USER_KEYS, KIND, doc_id, listed, place
+from gateway.control.user_writes import admit_user_write
 from gateway.errors import Forbidden, NotFound
 from gateway.http.admin_auth import Actor, require_role
 from gateway.http.admin_input import json_object
@@ -62,6 +65,10 @@ async def put_key(request: Request) -> Response:
     body = json_object(await request.body(), ("key",), required=("key",))
     secret = upstream_key(body["key"], "key")
     print_ = fingerprint(secret)
+    before = gateway.control.snapshot.kind(KIND).get(doc_id(user, upstream))
+    if before is not None and before.get("fingerprint") == print_:
+        return json_response(_listing(gateway, user))  # the same key: nothing to write
+    await admit_user_write(gateway.store, user, gateway.clock())
     document = {
         "user": user,
         "upstream": upstream,
@@ -69,7 +76,6 @@ async def put_key(request: Request) -> Response:
         "updated_at": round(gateway.clock(), 3),
         "sealed": stored(gateway).sealer().seal(secret, place(user, upstream)),
     }
-    before = gateway.control.snapshot.kind(KIND).get(doc_id(user, upstream))
     audit = {
         "before": None if before is None else {"fingerprint": before.get("fingerprint")},
         "after": {"fingerprint": print_},
@@ -85,6 +91,7 @@ async def delete_key(request: Request) -> Response:
     before = gateway.control.snapshot.kind(KIND).get(doc_id(user, upstream))
     if before is None:
         raise NotFound(f"You have no stored key for '{upstream}'.", param="upstream")
+    await admit_user_write(gateway.store, user, gateway.clock())
     audit = {"before": {"fingerprint": before.get("fingerprint")}, "after": None}
     await write(gateway, actor, KIND, doc_id(user, upstream), None, "user_key.delete", audit)
     return json_response(_listing(gateway, user))

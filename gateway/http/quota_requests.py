@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.control import quota_requests as qr
+from gateway.control.user_writes import admit_user_write
 from gateway.errors import InvalidRequest
 from gateway.http.admin_auth import require_role
 from gateway.http.responses import json_response
@@ -22,9 +23,11 @@ async def create(request: Request) -> Response:
     user, key_id = actor.user or "", actor.name.removeprefix("key:")
     qr.check_room(gateway.control.snapshot, user)
     document = qr.new_request(await _body(request), user, key_id, gateway.clock())
+    await admit_user_write(gateway.store, user, gateway.clock())
     await gateway.control.put(
-        qr.KIND, document["id"], document, actor=actor.name, action="quota_request.create"
-    )
+        qr.KIND, document["id"], document, actor=actor.name, action="quota_request.create",
+        log="user",
+    )  # fmt: skip
     return json_response(document, 201)
 
 

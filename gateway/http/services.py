@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from starlette.requests import Request
 
@@ -11,7 +11,6 @@ from gateway.config.model import Config
 from gateway.config.runtime import Runtime
 from gateway.control.plane import ControlPlane
 from gateway.control.stored_keys import StoredKeys
-from gateway.ledger.service import Ledger
 from gateway.metering import Meter
 from gateway.metering.analytics import Analytics
 from gateway.metering.store import Store
@@ -19,6 +18,9 @@ from gateway.observe.metrics import Metrics
 from gateway.observe.provider_stats import ProviderStats
 from gateway.proxy.auth import KeyRing
 from gateway.proxy.breaker import Breakers
+
+if TYPE_CHECKING:  # the ledger's modules need asyncpg, imported only when it is configured
+    from gateway.ledger.service import Ledger
 
 
 class Services(Protocol):

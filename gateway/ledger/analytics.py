@@ -135,17 +135,17 @@ class PostgresAnalytics:
     async def records(
         self, flt: UsageFilter, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Newest first, ``limit`` at a time; the cursor is the last row's (ts, request id)."""
+        """Newest first, ``limit`` at a time; the cursor is the last row's (ts, record id)."""
         first_day, last_day, low, high = bounds(flt.start, flt.end)
         where, args = _filters(flt, [first_day, last_day, low, high], raw=True)
-        if cursor:  # checked by the caller: ``micros:request_id`` (http/analytics.py)
-            stamp, _, request_id = cursor.partition(":")
-            args += [EPOCH + dt.timedelta(microseconds=int(stamp)), request_id]
-            where += f" AND (ts, request_id) < (${len(args) - 1}, ${len(args)})"
+        if cursor:  # checked by the caller: ``micros:record_id`` (http/analytics.py)
+            stamp, _, record_id = cursor.partition(":")
+            args += [EPOCH + dt.timedelta(microseconds=int(stamp)), record_id]
+            where += f" AND (ts, record_id) < (${len(args) - 1}, ${len(args)})"
         rows = await self._db.fetch(
-            "SELECT record::text AS record, ts, request_id FROM usage_records"
+            "SELECT record::text AS record, ts, record_id FROM usage_records"
             f" WHERE day BETWEEN $1 AND $2 AND ts >= $3 AND ts < $4{where}"
-            f" ORDER BY ts DESC, request_id DESC LIMIT {int(limit) + 1}",
+            f" ORDER BY ts DESC, record_id DESC LIMIT {int(limit) + 1}",
             *args,
         )
         page = rows[: int(limit)]
@@ -153,7 +153,7 @@ class PostgresAnalytics:
         if len(rows) <= int(limit) or not page:
             return found, None
         last = page[-1]
-        return found, f"{_micros(last['ts'])}:{last['request_id']}"
+        return found, f"{_micros(last['ts'])}:{last['record_id']}"
 
     async def _rollups(
         self,

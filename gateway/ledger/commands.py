@@ -8,10 +8,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
-
 from gateway.ledger import migrate, partitions
-from gateway.ledger.db import Database
+from gateway.ledger.db import Database, connect
 from gateway.ledger.reader import read_records
 from gateway.ledger.settings import LedgerSettings
 from gateway.ledger.shipper import Shipper
@@ -22,7 +20,7 @@ log = logging.getLogger("gateway.ledger")
 async def upgrade(settings: LedgerSettings) -> list[str]:
     """Apply pending migrations and create the partitions ahead; the migrations applied."""
     assert settings.database_url is not None
-    conn = await asyncpg.connect(settings.database_url, timeout=10)
+    conn = await connect(settings.database_url, timeout=10)
     try:
         done = await migrate.upgrade(conn)
         today = dt.datetime.now(dt.UTC).date()

@@ -6,9 +6,13 @@ import asyncio
 import contextlib
 from typing import Any
 
-import asyncpg
-
 from gateway.errors import StoreUnavailable
+from gateway.extras import POSTGRES, MissingExtra
+
+try:
+    import asyncpg
+except ImportError as error:  # imported only with DATABASE_URL set: the ledger is configured
+    raise MissingExtra(POSTGRES) from error
 
 CONNECT_TIMEOUT_S = 3.0
 COMMAND_TIMEOUT_S = 30.0
@@ -23,6 +27,11 @@ ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
 )
+
+
+async def connect(url: str, timeout: float) -> Any:
+    """One connection outside the pool (``gateway db upgrade``)."""
+    return await asyncpg.connect(url, timeout=timeout)
 
 
 class Database:

@@ -39,7 +39,7 @@ async def read_records(
     if user is not None:
         sql += " AND user_id = $5"
         args.append(user)
-    sql += " ORDER BY ts, request_id"
+    sql += " ORDER BY ts, record_id"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     if skip:

@@ -1,7 +1,12 @@
-"""A usage record (the JSON the settle wrote to the stream) → one ``usage_records`` row (pure).
+"""A usage record (as the settle wrote it to the stream) → one ``usage_records`` row (pure).
 
-Values are made safe for their columns: text capped, integers clamped to bigint, a record whose
-``request_id`` is missing keyed by its stream entry id, so no record can stall a batch.
+Rows are keyed by the record's own ``record_id`` (the gateway's, never the client's
+``X-Request-Id``, which is kept in ``request_id``). A record written before records had ids
+gets ``legacy_id``: ``<request_id>@<ts in ms>``, the id migration 0004 gave the rows already
+stored, so a record shipped again after the upgrade meets its first copy. Values are made safe
+for their columns: text capped, integers clamped to bigint, a record whose ``request_id`` is
+missing keyed by its stream entry id, so no record can stall a batch. The ``record`` column
+holds the full record (``record_codec.decode``), whatever form the stream held.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
+
+from gateway.metering.record_codec import decode
 
 BIGINT = 2**63 - 1
 INT = 2**31 - 1
@@ -26,6 +33,7 @@ class Row:
     day: dt.date
     ts: dt.datetime
     request_id: str
+    record_id: str
     user_id: str
     key_id: str
     tier: str
@@ -52,30 +60,27 @@ class Row:
 
 def parse(entry_id: str, raw: bytes) -> Row | None:
     """The row of one stream entry; None when the entry is not a JSON object."""
-    try:
-        record = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    record = decode(raw)
+    if record is None:
         return None
-    if not isinstance(record, dict):
-        return None
-    if b"\\u0000" in raw:  # jsonb refuses NUL in strings: strip it, write the record anew
+    if b"\\u0000" in raw:  # jsonb refuses NUL in strings: strip it
         record = _without_nul(record)
-        return to_row(entry_id, record)
-    return to_row(entry_id, record, raw.decode())
+    return to_row(entry_id, record)
 
 
-def to_row(entry_id: str, record: dict[str, Any], text: str | None = None) -> Row:
-    """``text``: the record's JSON as written, when it needs no cleaning."""
+def to_row(entry_id: str, record: dict[str, Any]) -> Row:
     stamp = _number(record.get("ts"))
     if stamp is None or not 0 <= stamp < 253_402_300_799:  # year 9999
         stamp = int(entry_id.split("-", 1)[0]) / 1000
     ts = dt.datetime.fromtimestamp(stamp, dt.UTC)
     request_id = _text(record.get("request_id")) or f"stream:{entry_id}"
+    record_id = _text(record.get("record_id")) or legacy_id(request_id, stamp)
     tokens = _count(record, "prompt_tokens"), _count(record, "completion_tokens")
     return Row(
         day=ts.date(),
         ts=ts,
         request_id=request_id,
+        record_id=record_id,
         user_id=_text(record.get("user")),
         key_id=_text(record.get("key_id")),
         tier=_text(record.get("tier")),
@@ -97,8 +102,13 @@ def to_row(entry_id: str, record: dict[str, Any], text: str | None = None) -> Ro
         byok=record.get("byok") is True,
         estimated=record.get("estimated") is True,
         tags=_tags(record.get("tags")),
-        record=text if text is not None else orjson.dumps(record).decode(),
+        record=orjson.dumps(record).decode(),
     )
+
+
+def legacy_id(request_id: str, stamp: float) -> str:
+    """The id of a record written before records had one (as migration 0004 computes it)."""
+    return f"{request_id}@{round(stamp * 1000)}"
 
 
 def columns(rows: list[Row]) -> list[list[Any]]:

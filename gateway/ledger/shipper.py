@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 import os
 import secrets
 import socket
@@ -49,6 +50,7 @@ class Shipper:
         *,
         metrics: LedgerMetrics | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         consumer: str | None = None,
     ) -> None:
         """``redis``: a redis-py client, or the ``RedisStore`` whose client to use."""
@@ -60,17 +62,18 @@ class Shipper:
         )
         self._metrics = metrics
         self._clock = clock
+        self._monotonic = monotonic
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._task: asyncio.Task[None] | None = None
         self._days: set[dt.date] = set()
         self._claim_cursor = "0-0"
         self._retry: list[stream.Entry] = []  # a batch read but not yet acknowledged
-        # -inf, not 0: time.monotonic() counts from boot, so on a host up for less than
-        # MAINTENANCE_S a 0 put the first migration off until then (no tables: every insert failed)
-        self._upkept = float("-inf")
-        self._claimed = float("-inf")
+        # -inf: each periodic part is due at the first step, whatever the host's uptime
+        # (the monotonic clock starts near 0 at boot)
+        self._upkept = -math.inf
+        self._claimed = -math.inf
         self._grouped = False  # the consumer group is known to exist
-        self._maintained = float("-inf")
+        self._maintained = -math.inf
         self.lag: int | None = None  # last measured; None before the first measure
         self.postgres = "unknown"  # "ok" | "down" | "unknown"
         self.shipped = 0
@@ -125,7 +128,7 @@ class Shipper:
 
     async def step(self, block_ms: int = BLOCK_MS) -> int:
         """One round: upkeep when due, then one batch (stale claims first); rows inserted."""
-        now = time.monotonic()
+        now = self._monotonic()
         if now - self._upkept >= UPKEEP_S:  # Redis only: measured while Postgres is down too
             self._upkept = now
             await self.upkeep()

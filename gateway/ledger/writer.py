@@ -13,7 +13,7 @@ from typing import Any
 from gateway.ledger.rows import TAG_SEPARATOR, Row, columns
 
 TYPES = (
-    "date", "timestamptz", "text", "text", "text", "text", "text", "text", "text", "text",
+    "date", "timestamptz", "text", "text", "text", "text", "text", "text", "text", "text", "text",
     "integer", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "numeric", "real",
     "integer", "boolean", "boolean", "boolean", "text", "text",
 )  # fmt: skip

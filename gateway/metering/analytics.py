@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from gateway.metering.record_codec import decode
 from gateway.metering.rollup import (
     BUSY,
     DIMENSIONS,
@@ -208,7 +209,9 @@ class RedisAnalytics:
                     return
                 if not all(needle in raw for needle in needles):
                     continue
-                record = orjson.loads(raw)
+                record = decode(raw)
+                if record is None:
+                    continue
                 stamp = float(record.get("ts") or 0.0)
                 if stamp < flt.start - LATE_GRACE_S:
                     return

@@ -19,6 +19,8 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
+import orjson
+
 from gateway.metering.health import StoreHealth
 from gateway.metering.settle import Settlement
 from gateway.metering.store import Store, StoreError, StoreRejected
@@ -136,7 +138,7 @@ class Flusher:
             self._logger.error(
                 "metering: the store refused a usage record, dropped: %s: %s",
                 error,
-                chunk[0].batch.record,
+                orjson.dumps(chunk[0].record).decode(),  # in full, as the readers see it
                 extra={"event": "usage_record_refused"},
             )
             return

@@ -9,7 +9,10 @@ key                         type    contents
 {gw:cp}:kind:KIND           hash    document id → JSON document
 {gw:cp}:kinds               set     the kinds ever written
 {gw:cp}:version             string  bumped by every write
-{gw:cp}:audit               stream  one entry per change, field ``a`` = JSON (capped)
+{gw:cp}:audit               stream  one entry per operator change, field ``a`` = JSON
+                                    (capped)
+{gw:cp}:audit:user          stream  one entry per change a user made to what they own
+                                    (capped on its own)
 ==========================  ======  =====================================================
 
 Every write publishes ``VERSION:KIND:ID`` (the new version and the document it changed) on the
@@ -25,13 +28,14 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from gateway.metering.store import ControlChange
+from gateway.metering.store import AuditLog, ControlChange
 
 TAG = "{gw:cp}"
 KIND_PREFIX = f"{TAG}:kind:"
 KINDS = f"{TAG}:kinds"
 VERSION = f"{TAG}:version"
 AUDIT = f"{TAG}:audit"
+AUDIT_KEYS: dict[AuditLog, str] = {"operator": AUDIT, "user": f"{TAG}:audit:user"}
 CHANNEL = "gw:cp:changed"
 
 WRITE = """
@@ -72,16 +76,19 @@ async def write(
     audit_maxlen: int,
     *,
     publish: bool,
+    log: AuditLog = "operator",
 ) -> int:
     op = "set" if value is not None else "del"
     args = [id, op, value or b"", audit, audit_maxlen, kind, CHANNEL if publish else ""]
-    keys = [kind_key(kind), VERSION, AUDIT, KINDS]
+    keys = [kind_key(kind), VERSION, AUDIT_KEYS[log], KINDS]
     reply: Any = await cast(Any, client).eval(WRITE, len(keys), *keys, *args)
     return int(reply)
 
 
-async def note(client: Redis | RedisCluster, audit: bytes, audit_maxlen: int) -> None:
-    await client.xadd(AUDIT, {"a": audit}, maxlen=audit_maxlen, approximate=True)
+async def note(
+    client: Redis | RedisCluster, audit: bytes, audit_maxlen: int, log: AuditLog = "operator"
+) -> None:
+    await client.xadd(AUDIT_KEYS[log], {"a": audit}, maxlen=audit_maxlen, approximate=True)
 
 
 async def load(client: Redis | RedisCluster) -> tuple[int, dict[str, dict[str, bytes]]]:
@@ -113,10 +120,10 @@ async def version(client: Redis | RedisCluster) -> int:
 
 
 async def audit_page(
-    client: Redis | RedisCluster, before: str | None, count: int
+    client: Redis | RedisCluster, before: str | None, count: int, log: AuditLog = "operator"
 ) -> list[tuple[str, bytes]]:
     top = f"({before}" if before else "+"
-    entries: Any = await client.xrevrange(AUDIT, max=top, min="-", count=count)
+    entries: Any = await client.xrevrange(AUDIT_KEYS[log], max=top, min="-", count=count)
     return [(_text(entry_id), bytes(fields[b"a"])) for entry_id, fields in entries or ()]
 
 

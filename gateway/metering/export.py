@@ -19,6 +19,7 @@ import orjson
 from gateway.config.model import Config
 from gateway.metering.factory import create_store
 from gateway.metering.history import read_records
+from gateway.metering.spreadsheet import records_workbook
 from gateway.metering.windows import windows_at
 
 MAX_EPOCH_S = 253_402_300_799.0  # 9999-12-31T23:59:59Z
@@ -49,8 +50,13 @@ COLUMNS = (
     "video_ms",  # last: added after the others, so existing column positions hold
     "cache",
     "tags",  # comma-separated
+    "record_id",  # the gateway's id of the record (the ledger's key)
+    "list_cost_usd",  # what the request costs at list price (BYOK included)
+    "charged_usd",  # what the user was charged (0 for BYOK and failed requests)
 )
 GROUP_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+GROUP_COLUMNS = ("tag", "requests", "errors", *GROUP_FIELDS, "cost_usd")
+FORMULA_STARTS = frozenset("=+-@\t\r")
 
 
 def to_csv(records: Iterable[Mapping[str, Any]]) -> str:
@@ -59,8 +65,23 @@ def to_csv(records: Iterable[Mapping[str, Any]]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     for record in records:
-        writer.writerow(_cell(record.get(column)) for column in COLUMNS)
+        _write_row(writer, out, [_cell(record.get(column)) for column in COLUMNS])
     return out.getvalue()
+
+
+def _write_row(writer: Any, out: io.StringIO, cells: list[str]) -> None:
+    """One row; a cell holding a carriage return is quoted too (Python 3.11's writer leaves it
+    bare when the line ends in ``\n``, and a spreadsheet then starts a row inside the cell)."""
+    if any("\r" in cell for cell in cells):
+        out.write(",".join(_quoted(cell) for cell in cells) + "\n")
+    else:
+        writer.writerow(cells)
+
+
+def _quoted(cell: str) -> str:
+    if any(c in cell for c in ',"\r\n'):
+        return '"' + cell.replace('"', '""') + '"'
+    return cell
 
 
 def with_tag(records: Iterable[dict[str, Any]], tag: str) -> list[dict[str, Any]]:
@@ -138,9 +159,9 @@ async def export_records(
     tag: str | None = None,
     group_by: str | None = None,
     reader: Callable[[str | None, float, float], Awaitable[list[dict[str, Any]]]] | None = None,
-) -> str:
-    """``gateway usage export``: the records of ``[start, end)`` as CSV or JSON text (only
-    those tagged ``tag``; per tag when ``group_by`` is ``"tag"``)."""
+) -> str | bytes:
+    """``gateway usage export``: the records of ``[start, end)`` as CSV or JSON text, or an
+    XLSX workbook (bytes) (only those tagged ``tag``; per tag when ``group_by`` is ``"tag"``)."""
     low, high = parse_range(start, end, time.time())
     if reader is not None:  # the ledger (gateway/ledger/): any date range
         records = await reader(user, low, high)
@@ -154,17 +175,20 @@ async def export_records(
         records = with_tag(records, tag)
     if group_by == "tag":
         groups = by_tag(records)
+        if fmt == "xlsx":
+            return records_workbook(groups, GROUP_COLUMNS)
         return to_json(groups).decode() + "\n" if fmt == "json" else _groups_csv(groups)
+    if fmt == "xlsx":
+        return records_workbook(records, COLUMNS)
     return to_json(records).decode() + "\n" if fmt == "json" else to_csv(records)
 
 
 def _groups_csv(groups: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    columns = ("tag", "requests", "errors", *GROUP_FIELDS, "cost_usd")
-    writer.writerow(columns)
+    writer.writerow(GROUP_COLUMNS)
     for row in groups:
-        writer.writerow(_cell(row.get(column)) for column in columns)
+        _write_row(writer, out, [_cell(row.get(column)) for column in GROUP_COLUMNS])
     return out.getvalue()
 
 
@@ -173,6 +197,14 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
     if isinstance(value, list):
-        return ",".join(str(item) for item in value)
-    return str(value)
+        return neutralised(",".join(str(item) for item in value))
+    return neutralised(str(value))
+
+
+def neutralised(text: str) -> str:
+    """Text a spreadsheet will not run as a formula: one starting with ``= + - @``, a tab or a
+    carriage return gets a leading ``'`` (OWASP's CSV injection advice)."""
+    return "'" + text if text[:1] in FORMULA_STARTS else text

@@ -13,8 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
+from gateway.metering.record_codec import decode
 from gateway.metering.scripts import INDEX_TTL_S
 from gateway.metering.store import Store
 
@@ -32,7 +31,9 @@ async def read_records(
         page = await store.records_page(before, PAGE)
         oldest = float("inf")
         for _, raw in page:
-            record = orjson.loads(raw)
+            record = decode(raw)
+            if record is None:
+                continue
             stamp = float(record.get("ts", 0.0))
             oldest = min(oldest, stamp)
             if start <= stamp < end and (user is None or record.get("user") == user):
@@ -54,7 +55,9 @@ async def read_user_records(
     days = [datetime.fromtimestamp(86_400 * n, UTC).strftime("%Y%m%d") for n in numbers]
     found = []
     for raw in await store.user_records(user, days):
-        record = orjson.loads(raw)
+        record = decode(raw)
+        if record is None:
+            continue
         if start <= float(record.get("ts", 0.0)) < end and record.get("user") == user:
             found.append(record)
     found.sort(key=lambda record: float(record.get("ts", 0.0)))

@@ -16,15 +16,19 @@ gw:{u:USER}:agg:YYYYMMDD        hash    per user and day: see ``AGGREGATE_FIELDS
 gw:agg:model:MODEL:YYYYMMDD     hash    per route model and day: likewise
 gw:spend:d:YYYYMMDD             hash    charged spend: ``overall``, ``tier:<name>``
 gw:spend:m:YYYYMM               hash    likewise, per month
+gw:{u:USER}:cpw:MINUTE          hash    ``n``: the user's control-plane writes that minute
+                                        (epoch minute), for their rate limit (expires 2 min)
 gw:{u:USER}:videojobs           hash    video job id → JSON job record (expires 7 days after
                                         its last write)
 gw:{u:USER}:videojob:JOB:done   string  the job was settled (once-only mark)
 gw:{u:USER}:resp:ID             hash    ``r``: a stored Responses API response (JSON), its
                                         input and history; ``""`` once deleted
 gw:alert:SCOPE:PERIOD:WINDOW    string  set once when an alert fired
-gw:usage                        stream  one entry per request, field ``r`` = JSON record
+gw:usage                        stream  one entry per request, field ``r`` = the record
+                                        (compact JSON: ``record_codec``)
 gw:{u:USER}:rec:YYYYMMDD        list    the user's stream entry ids that day (on a cluster the
-                                        records themselves), for ``/v1/usage`` of one user
+                                        records themselves), for ``/v1/usage`` of one user;
+                                        at most the stream's maxlen entries
 gw:{TAG}:lease                  zset    leases of the group's reservations in flight: lease
                                         id → deadline (Redis server time, epoch seconds)
 gw:{TAG}:lease:d                hash    lease id → ``key\tfield\tamount`` lines it reserved
@@ -75,6 +79,11 @@ def video_jobs_open() -> str:
 
 def video_job_settled(user: str, job_id: str) -> str:
     return f"{PREFIX}:{{u:{user}}}:videojob:{job_id}:done"
+
+
+def user_writes(user: str, minute: int) -> str:
+    """The user's control-plane writes in one minute (``n``), for their rate limit."""
+    return f"{PREFIX}:{{u:{user}}}:cpw:{minute}"
 
 
 def user_aggregate(user: str, day: str) -> str:

@@ -15,7 +15,16 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from gateway.metering import keys
 from gateway.metering.decide import decide
 from gateway.metering.scripts import INDEX_TTL_S, SETTLED_MARK_S
-from gateway.metering.store import ControlChange, Counter, Lease, LeaseEnd, SettleBatch, Verdict
+from gateway.metering.store import (
+    AUDIT_LOGS,
+    AuditLog,
+    ControlChange,
+    Counter,
+    Lease,
+    LeaseEnd,
+    SettleBatch,
+    Verdict,
+)
 
 Grant = tuple[str, str, int]  # key, field, amount
 MAX_MARKS = 100_000
@@ -39,7 +48,7 @@ class MemoryStore:
         self._clock = clock
         self._control: dict[str, dict[str, bytes]] = {}
         self._control_version = 0
-        self._audit: deque[tuple[int, bytes]] = deque()
+        self._audit: dict[AuditLog, deque[tuple[int, bytes]]] = {log: deque() for log in AUDIT_LOGS}
         self._audit_ids = itertools.count(1)
 
     async def reserve(
@@ -172,7 +181,13 @@ class MemoryStore:
         return self._control.get(kind, {}).get(id)
 
     async def control_write(
-        self, kind: str, id: str, value: bytes | None, audit: bytes, audit_maxlen: int
+        self,
+        kind: str,
+        id: str,
+        value: bytes | None,
+        audit: bytes,
+        audit_maxlen: int,
+        log: AuditLog = "operator",
     ) -> int:
         documents = self._control.setdefault(kind, {})
         if value is None:
@@ -180,17 +195,23 @@ class MemoryStore:
         else:
             documents[id] = value
         self._control_version += 1
-        await self.control_note(audit, audit_maxlen)
+        await self.control_note(audit, audit_maxlen, log)
         return self._control_version
 
-    async def control_note(self, audit: bytes, audit_maxlen: int) -> None:
-        self._audit.append((next(self._audit_ids), audit))
-        while len(self._audit) > audit_maxlen:
-            self._audit.popleft()
+    async def control_note(
+        self, audit: bytes, audit_maxlen: int, log: AuditLog = "operator"
+    ) -> None:
+        entries = self._audit[log]
+        entries.append((next(self._audit_ids), audit))
+        while len(entries) > audit_maxlen:
+            entries.popleft()
 
-    async def control_audit(self, before: str | None, count: int) -> list[tuple[str, bytes]]:
-        limit = int(before) if before else (self._audit[-1][0] + 1 if self._audit else 0)
-        page = [(str(i), entry) for i, entry in reversed(self._audit) if i < limit]
+    async def control_audit(
+        self, before: str | None, count: int, log: AuditLog = "operator"
+    ) -> list[tuple[str, bytes]]:
+        entries = self._audit[log]
+        limit = int(before) if before else (entries[-1][0] + 1 if entries else 0)
+        page = [(str(i), entry) for i, entry in reversed(entries) if i < limit]
         return page[:count]
 
     def control_changes(self) -> AsyncIterator[ControlChange] | None:

@@ -39,6 +39,7 @@ from gateway.metering.last_known import LastKnown
 from gateway.metering.limit_errors import exceeded, rate_limit_headers
 from gateway.metering.meter_reads import MeterReads
 from gateway.metering.meter_status import MeterStatus
+from gateway.metering.record_ids import RecordIds
 from gateway.metering.settle import Settlement, settlement
 from gateway.metering.store import (
     Lease,
@@ -84,6 +85,7 @@ class Meter(MeterReads, MeterStatus):
         self._sweep_interval_s = sweep_interval_s
         self._lease_prefix = secrets.token_hex(6)
         self._lease_numbers = itertools.count()
+        self._record_ids = RecordIds()
         self._sweep_task: asyncio.Task[None] | None = None
         self._config = config
         self._tier_quotas: Mapping[tuple[str, str], Quota] = {}  # set at run time
@@ -212,7 +214,7 @@ class Meter(MeterReads, MeterStatus):
         (group commit), and when the store is down the same queue is the outage buffer.
         """
         try:
-            item = settlement(admission, outcome)
+            item = settlement(admission, outcome, self._record_ids())
             self._notify(item.record)
             self._buffer.add(item)
             self._start_background()
@@ -324,12 +326,12 @@ class Meter(MeterReads, MeterStatus):
         return ended
 
     async def _sweep_leases(self) -> None:
-        while True:
-            await asyncio.sleep(self._sweep_interval_s)
+        while True:  # the first at start: a restarted worker's expired leases come back now
             try:
                 await self.sweep_leases()
             except Exception:
                 logger.exception("metering: lease sweep failed")
+            await asyncio.sleep(self._sweep_interval_s)
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:

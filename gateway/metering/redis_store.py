@@ -31,7 +31,7 @@ from gateway.metering.redis_reads import held_amounts, stream_entries
 from gateway.metering.redis_reads import integers as _integers
 from gateway.metering.redis_reads import text as _text
 from gateway.metering.redis_reserve import RedisReserve
-from gateway.metering.store import ControlChange, Counter, Lease, SettleBatch, Verdict
+from gateway.metering.store import AuditLog, ControlChange, Counter, Lease, SettleBatch, Verdict
 
 __all__ = ["RedisStore", "held_amounts"]
 
@@ -159,19 +159,38 @@ class RedisStore(RedisReserve):
         return await self._guarded(lambda: control_store.read(self._client, kind, id))
 
     async def control_write(
-        self, kind: str, id: str, value: bytes | None, audit: bytes, audit_maxlen: int
+        self,
+        kind: str,
+        id: str,
+        value: bytes | None,
+        audit: bytes,
+        audit_maxlen: int,
+        log: AuditLog = "operator",
     ) -> int:
         return await self._guarded(
             lambda: control_store.write(
-                self._client, kind, id, value, audit, audit_maxlen, publish=not self._cluster
+                self._client,
+                kind,
+                id,
+                value,
+                audit,
+                audit_maxlen,
+                publish=not self._cluster,
+                log=log,
             )
         )
 
-    async def control_note(self, audit: bytes, audit_maxlen: int) -> None:
-        await self._guarded(lambda: control_store.note(self._client, audit, audit_maxlen))
+    async def control_note(
+        self, audit: bytes, audit_maxlen: int, log: AuditLog = "operator"
+    ) -> None:
+        await self._guarded(lambda: control_store.note(self._client, audit, audit_maxlen, log))
 
-    async def control_audit(self, before: str | None, count: int) -> list[tuple[str, bytes]]:
-        return await self._guarded(lambda: control_store.audit_page(self._client, before, count))
+    async def control_audit(
+        self, before: str | None, count: int, log: AuditLog = "operator"
+    ) -> list[tuple[str, bytes]]:
+        return await self._guarded(
+            lambda: control_store.audit_page(self._client, before, count, log)
+        )
 
     def control_changes(self) -> AsyncIterator[ControlChange] | None:
         if isinstance(self._client, RedisCluster):  # no asyncio pub/sub: the poll does it

@@ -22,9 +22,11 @@ they spread over a cluster's slots)::
     gw:roll:u:USER:d:YYYYMMDD    level ``user``: one user's day, every other dimension (by
                                  day only: hours of one user are read from level ``full``)
 
-per combination: requests, errors, fallbacks, prompt and completion tokens, cost in micro-USD,
-and the latency histogram (bucket ``k`` holds latencies up to ``LATENCY_BASE ** k`` ms, for
-the p95). ``LEVEL`` names which dimensions are kept (``LEVELS``): ``coarse`` (tier, model,
+per combination: requests, errors, fallbacks, prompt and completion tokens, list cost in
+micro-USD, the latency histogram, then (for the monthly statements) the charged micro-USD and
+the BYOK requests and tokens; an entry folded before those three existed reads as all charged,
+none BYOK (``extras``). Latency bucket ``k`` holds latencies up to ``LATENCY_BASE ** k`` ms
+(for the p95). ``LEVEL`` names which dimensions are kept (``LEVELS``): ``coarse`` (tier, model,
 provider, capability, status: small, for the overview), ``people`` (users, keys, tags), ``tags``,
 ``user`` (per user) and ``full`` (every dimension, the fallback). A query reads the smallest
 level that has what it filters and groups by, so its cost follows the combinations kept there,
@@ -42,6 +44,7 @@ from typing import Any
 
 import orjson
 
+from gateway.metering.record_codec import decode
 from gateway.metering.store import Store, StoreError
 
 logger = logging.getLogger("gateway.metering")
@@ -96,10 +99,23 @@ def dimension_values(record: Mapping[str, Any]) -> dict[str, str]:
 
 
 # One combination's sums in a rollup document: requests, errors, fallbacks, prompt and
-# completion tokens, cost in micro-USD, then the latency histogram (bucket → requests).
-N, E, F, P, C, U, HIST = range(7)
+# completion tokens, list cost in micro-USD, the latency histogram (bucket → requests), then
+# the charged micro-USD, BYOK requests and BYOK tokens.
+N, E, F, P, C, U, HIST, G, BN, BT = range(10)
 Entry = list[Any]
 Document = dict[str, Entry]
+
+
+def extras(entry: Entry) -> list[int]:
+    """Charged micro-USD, BYOK requests and tokens; of an entry folded before they were kept:
+    its list cost as charged, no BYOK."""
+    if len(entry) > BT:
+        return [entry[G], entry[BN], entry[BT]]
+    return [entry[U], 0, 0]
+
+
+def _copy(entry: Entry) -> Entry:
+    return [*entry[:HIST], dict(entry[HIST]), *extras(entry)]
 
 
 def add_record(entry: Entry, record: Mapping[str, Any], latency: str | None) -> None:
@@ -112,14 +128,22 @@ def add_record(entry: Entry, record: Mapping[str, Any], latency: str | None) -> 
     entry[U] += round(float(record.get("cost_usd") or 0.0) * 1_000_000)
     if latency is not None:
         entry[HIST][latency] = entry[HIST].get(latency, 0) + 1
+    entry[G] += round(float(record.get("charged_usd") or 0.0) * 1_000_000)
+    if record.get("byok") is True:
+        entry[BN] += 1
+        entry[BT] += _int(record.get("prompt_tokens")) + _int(record.get("completion_tokens"))
 
 
 def _add_entry(into: Entry, entry: Entry) -> None:
+    if len(into) <= BT:  # folded before the charged/BYOK sums: pad it as it was
+        into[HIST + 1 :] = extras(into)
     for i in range(HIST):
         into[i] += entry[i]
     histogram = into[HIST]
     for bucket, count in entry[HIST].items():
         histogram[bucket] = histogram.get(bucket, 0) + count
+    for i, value in zip((G, BN, BT), extras(entry), strict=True):
+        into[i] += value
 
 
 def merge(into: Document, other: Mapping[str, Entry]) -> None:
@@ -127,7 +151,7 @@ def merge(into: Document, other: Mapping[str, Entry]) -> None:
     for combo, entry in other.items():
         mine = into.get(combo)
         if mine is None:
-            into[combo] = [*entry[:HIST], dict(entry[HIST])]
+            into[combo] = _copy(entry)
             continue
         _add_entry(mine, entry)
 
@@ -154,7 +178,7 @@ def fold(records: Iterable[Mapping[str, Any]], into: dict[str, Document]) -> Non
                     document = into[key] = {}
                 mine = document.get(combo)
                 if mine is None:
-                    document[combo] = [*entry[:HIST], dict(entry[HIST])]
+                    document[combo] = _copy(entry)
                 else:
                     _add_entry(mine, entry)
 
@@ -172,7 +196,7 @@ def _grouped(records: Iterable[Mapping[str, Any]]) -> dict[Group, Entry]:
         group = (*period, tuple([dims[name] for name in DIMENSIONS]))
         entry = groups.get(group)
         if entry is None:
-            entry = groups[group] = [0, 0, 0, 0, 0, 0, {}]
+            entry = groups[group] = [0, 0, 0, 0, 0, 0, {}, 0, 0, 0]
         latency = record.get("latency_ms")
         bucket = str(latency_bucket(float(latency))) if isinstance(latency, int | float) else None
         add_record(entry, record, bucket)
@@ -284,11 +308,7 @@ def _id(entry: str) -> tuple[int, ...]:
 
 
 def _load(raw: bytes) -> dict[str, Any] | None:
-    try:
-        record = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return record if isinstance(record, dict) else None
+    return decode(raw)
 
 
 def _clean(value: object) -> str:

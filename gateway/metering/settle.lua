@@ -2,7 +2,7 @@
 -- cluster the part of it in one hash slot.
 -- KEYS: ARGV[3] = "h,l,s,i,d": h hashes, then l lease pairs (sorted set, hash), then s (0 or 1)
 --   the usage stream, then i per-user day index lists, then d (0 or 1) the once-only mark.
--- ARGV[1]: stream MAXLEN (approximate); ARGV[2]: one line per increment of 5 tab-separated
+-- ARGV[1]: stream MAXLEN (approximate), also the most entries an index list keeps; ARGV[2]: one line per increment of 5 tab-separated
 -- values (key index, field, delta, ttl seconds, watch 0|1); ARGV[4]: the mark's seconds;
 -- ARGV[5]: one line per lease to end: lease pair index, lease id, then 'g' (give back what
 --   the lease holds, if it is still there) or 'c' followed by (key index, field, amount, ttl)
@@ -52,6 +52,7 @@ if d == 1 and not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', int(ARGV[4])) 
 end
 
 local expiring = {}
+local trimmed = {}
 for _, lease in ipairs(leases) do
   if lease[4] == 'g' then
     local payload = redis.call('HGET', lease[2], lease[3])
@@ -83,7 +84,11 @@ for k = 9, #ARGV, 2 do
     local key = KEYS[lists + list]
     redis.call('RPUSH', key, entry)
     expiring[key] = index_ttl
+    trimmed[key] = true
   end
 end
+-- The index keeps no more than the stream: its older ids would name trimmed entries. Trimmed
+-- here, once per list per call, so each record costs O(1) amortised.
+for key in pairs(trimmed) do redis.call('LTRIM', key, -int(ARGV[1]), -1) end
 for key, ttl in pairs(expiring) do redis.call('EXPIRE', key, ttl) end
 return watched

@@ -29,9 +29,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-import orjson
-
-from gateway.metering import keys
+from gateway.metering import keys, record_codec
 from gateway.metering.estimate import tokens_for_chars
 from gateway.metering.plan import amount_for
 from gateway.metering.pricing import cost_micros, micros_to_usd
@@ -178,6 +176,8 @@ def usage(admission: Admission, outcome: Outcome) -> Usage:
         images=outcome.images,
         audio_ms=audio + video,
     )
+    if outcome.batch is not None:
+        cost = cost * request.tier.batch_price_percent // 100
     return Usage(prompt, completion, outcome.images, audio, cost, estimated, flagged, video)
 
 
@@ -191,15 +191,15 @@ def charged(admission: Admission, outcome: Outcome, used: Usage) -> Amounts:
     return Amounts(1, used.prompt_tokens + used.completion_tokens, media_ms, used.cost)
 
 
-def settlement(admission: Admission, outcome: Outcome) -> Settlement:
+def settlement(admission: Admission, outcome: Outcome, record_id: str) -> Settlement:
     used = usage(admission, outcome)
     actual = charged(admission, outcome, used)
-    record = usage_record(admission, outcome, used)
+    record = usage_record(admission, outcome, used, record_id)
     windows = windows_at(admission.started)
     spend_increments, spend = _spend(admission, actual.usd_micros, windows)
     batch = SettleBatch(
         (*_reconcile(admission, actual), *spend_increments),
-        orjson.dumps(record),
+        record_codec.encode(record),
         _aggregates(admission, outcome, used, windows),
         _leases(admission),
         keys.user_records(admission.request.user, windows.day),
@@ -207,11 +207,16 @@ def settlement(admission: Admission, outcome: Outcome) -> Settlement:
     return Settlement(batch, spend, record)
 
 
-def usage_record(admission: Admission, outcome: Outcome, used: Usage) -> dict[str, Any]:
+def usage_record(
+    admission: Admission, outcome: Outcome, used: Usage, record_id: str
+) -> dict[str, Any]:
+    """The full record (``record_codec`` stores it compactly); ``time`` is ``ts``'s."""
     request = admission.request
+    ts = round(admission.started, 3)
     return {
-        "time": iso_utc(admission.started, millis=True),
-        "ts": round(admission.started, 3),
+        "time": iso_utc(ts, millis=True),
+        "ts": ts,
+        "record_id": record_id,
         "request_id": request.request_id,
         "user": request.user,
         "key_id": request.key_id,
@@ -242,6 +247,7 @@ def usage_record(admission: Admission, outcome: Outcome, used: Usage) -> dict[st
         "cache": outcome.cache,
         "tags": list(outcome.tags),
         "rollout": outcome.rollout,
+        "batch_id": outcome.batch,
     }
 
 

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 UNLIMITED = -1
+# The control plane's audit logs, each a stream capped on its own: what operators changed, and
+# what users changed of their own (so no amount of user activity evicts operator history).
+AuditLog = Literal["operator", "user"]
+AUDIT_LOGS: tuple[AuditLog, ...] = ("operator", "user")
 # The largest amount or limit a store accepts: exact as a Lua number (2**53) with room to add.
 MAX_AMOUNT = 10**15 - 1
 MAX_STORED = 2**53  # the largest value the scripts read (limits, counters)
@@ -205,18 +209,30 @@ class Store(Protocol):
         ...
 
     async def control_write(
-        self, kind: str, id: str, value: bytes | None, audit: bytes, audit_maxlen: int
+        self,
+        kind: str,
+        id: str,
+        value: bytes | None,
+        audit: bytes,
+        audit_maxlen: int,
+        log: AuditLog = "operator",
     ) -> int:
-        """Set (``value``) or delete (None) one document, append ``audit`` to the capped audit
-        log, bump the version and announce it; atomically. Returns the new version."""
+        """Set (``value``) or delete (None) one document, append ``audit`` to the audit log
+        ``log`` (capped at ``audit_maxlen``), bump the version and announce it; atomically.
+        Returns the new version."""
         ...
 
-    async def control_note(self, audit: bytes, audit_maxlen: int) -> None:
+    async def control_note(
+        self, audit: bytes, audit_maxlen: int, log: AuditLog = "operator"
+    ) -> None:
         """Append ``audit`` to the audit log alone (a change kept elsewhere in the store)."""
         ...
 
-    async def control_audit(self, before: str | None, count: int) -> list[tuple[str, bytes]]:
-        """Audit entries, newest first, strictly older than the id ``before`` (None: newest)."""
+    async def control_audit(
+        self, before: str | None, count: int, log: AuditLog = "operator"
+    ) -> list[tuple[str, bytes]]:
+        """Entries of the audit log ``log``, newest first, strictly older than the id
+        ``before`` (None: newest). Ids of both logs are ordered alike (one sequence)."""
         ...
 
     def control_changes(self) -> AsyncIterator[ControlChange] | None:

@@ -86,6 +86,7 @@ class Outcome:
     cache: str | None = None  # "hit" | "miss" | "bypass": the response cache applied
     tags: tuple[str, ...] = ()  # the request's spend tags
     rollout: str | None = None  # the weighted chain entry the user was given
+    batch: str | None = None  # the batch this request ran for: priced at the batch price
 
 
 class Check(NamedTuple):

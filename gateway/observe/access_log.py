@@ -29,6 +29,8 @@ class AccessLog:
         if not self._log.isEnabledFor(logging.INFO):
             return
         fields = log_fields(ctx, self._ids)
+        if ctx.trace is not None:
+            fields["trace_id"] = ctx.trace.trace_id
         if self._log_bodies and ctx.debug_body is not None:
             fields["body"] = ctx.debug_body
         self._log.info("request", extra={"fields": fields})

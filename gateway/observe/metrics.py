@@ -195,6 +195,12 @@ class Metrics:
             ["tier", "result"],
             registry=r,
         )
+        self.trace_spans_dropped = Counter(
+            "gateway_trace_spans_dropped",
+            "Spans not exported: queue_full (the export queue was full), export_failed",
+            ["reason"],
+            registry=r,
+        )
         self.cost_alert_active = Gauge(
             "gateway_cost_alert_active",
             "1 while a cost alert threshold is crossed",

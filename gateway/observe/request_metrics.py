@@ -35,10 +35,9 @@ class RequestMetrics:
         provider = model.upstream.name if model else "none"
         tier = ctx.principal.tier.name if ctx.principal else "none"
         m.child(m.requests, endpoint, model_name, tier, provider, str(ctx.status)).inc()
-        total = ctx.ended - ctx.started
-        upstream = max(0.0, ctx.upstream_ended - ctx.upstream_started)
-        m.child(m.request_duration, endpoint).observe(total)
-        m.child(m.overhead, endpoint).observe(max(0.0, total - upstream))
+        m.child(m.request_duration, endpoint).observe(ctx.ended - ctx.started)
+        if ctx.overhead_s > 0.0:  # 0: no answer went out (the client left before it)
+            m.child(m.overhead, endpoint).observe(ctx.overhead_s)  # as x-gateway-overhead-ms
         if isinstance(ctx.error, QuotaExceeded) and ctx.plan is not None:
             m.child(m.quota_rejections, ctx.plan.capability, ctx.error.code or "quota").inc()
         self._observe_attempts(ctx)

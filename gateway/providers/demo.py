@@ -21,6 +21,7 @@ import httpx
 import orjson
 
 from gateway.config.demo import DEMO_HOST
+from gateway.providers import demo_video
 from gateway.providers.demo_reply import (
     DEMO_NOTE,
     ChatReply,
@@ -60,6 +61,8 @@ class DemoUpstream(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         body = await request.aread()
         path = request.url.path.removeprefix("/v1")
+        if path == "/videos" or path.startswith("/videos/"):
+            return demo_video.answer(request.method, path)
         handler = _HANDLERS.get(path)
         if handler is None:
             return _json(404, _error(f"The demo upstream does not serve {path}.", "not_found"))

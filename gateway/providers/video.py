@@ -1,4 +1,6 @@
-"""Video job APIs (OpenAI /videos, Together /videos, Replicate predictions): submit, poll, fetch."""
+"""Video job APIs: submit, poll, fetch.
+
+OpenAI /videos, Together /videos, Replicate predictions, Runway tasks (``runway``)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import httpx
 import orjson
 
 from gateway.config.model import Model, Upstream
+from gateway.providers import runway
 from gateway.providers.openai import upstream_url
 from gateway.secret import Secret
 
@@ -26,6 +29,7 @@ STATUSES = {
     "cancelled": "failed",
     "canceled": "failed",
     "expired": "failed",
+    **{status.lower(): ours for status, ours in runway.STATUSES.items()},
 }
 
 
@@ -50,6 +54,8 @@ def submit_request(
     prompt, seconds = fields.get("prompt"), _seconds(fields)
     if api == "replicate":
         path, body = _replicate_create(model.upstream_model, prompt, seconds)
+    elif api == "runway":
+        path, body = runway.create(model.upstream_model, fields, files, seconds)
     elif api == "together-video":
         path = "/videos"
         body = {"model": model.upstream_model, "prompt": prompt, "seconds": str(seconds)}
@@ -98,10 +104,11 @@ def submitted_id(body: bytes) -> str | None:
     return str(job_id) if job_id else None
 
 
+STATUS_PATHS = {"replicate": "/predictions/{id}", "runway": "/tasks/{id}"}
+
+
 def status_request(upstream: Upstream, upstream_id: str, api_key: Secret | None) -> httpx.Request:
-    path = (
-        f"/predictions/{upstream_id}" if upstream.api == "replicate" else f"/videos/{upstream_id}"
-    )
+    path = STATUS_PATHS.get(upstream.api, "/videos/{id}").format(id=upstream_id)
     return httpx.Request(
         "GET",
         upstream_url(upstream.base_url, path),
@@ -118,8 +125,8 @@ def job_state(api: str, body: bytes) -> JobState:
         return JobState("in_progress")
     if not isinstance(document, dict):
         return JobState("in_progress")
-    status = STATUSES.get(str(document.get("status")), "in_progress")
-    progress = document.get("progress")
+    status = STATUSES.get(str(document.get("status")).lower(), "in_progress")
+    progress = runway.progress(document) if api == "runway" else document.get("progress")
     progress = progress if isinstance(progress, int) else (100 if status == "completed" else 0)
     return JobState(status, progress, _error(document) if status == "failed" else None,
                     _content_url(api, document))  # fmt: skip
@@ -129,6 +136,7 @@ def _error(document: dict[str, Any]) -> str:
     error = document.get("error")
     if isinstance(error, dict):
         error = error.get("message") or error.get("code")
+    error = error or runway.failure(document)
     info = document.get("info")
     if not error and isinstance(info, dict):
         error = info.get("errors") or info.get("error")
@@ -139,7 +147,7 @@ def _content_url(api: str, document: dict[str, Any]) -> str | None:
     if api == "together-video":
         outputs = document.get("outputs")
         url = outputs.get("video_url") if isinstance(outputs, dict) else None
-    elif api == "replicate":
+    elif api in ("replicate", "runway"):
         output = document.get("output")
         url = output[0] if isinstance(output, list) and output else output
     else:
@@ -178,6 +186,8 @@ def _headers(upstream: Upstream, api_key: Secret | None, request_id: str) -> dic
         headers["x-request-id"] = request_id
     if api_key is not None:
         headers["authorization"] = "Bearer " + api_key.reveal()
+    if upstream.api == "runway":
+        headers[runway.VERSION_HEADER] = runway.API_VERSION
     return headers
 
 

@@ -59,6 +59,7 @@ class Answers:
         body = opened.first_chunk
         if opened.rest is not None:
             body = await _read_rest(ctx, opened, self._settings.max_upstream_body_bytes)
+            ctx.upstream_opened = time.perf_counter()  # the whole answer is in hand
         ctx.upstream_ended = time.perf_counter()
         ctx.status = response.status_code
         body = self._read_json_answer(ctx, body)
@@ -72,6 +73,8 @@ class Answers:
             return body
         if not isinstance(document, dict):
             return body
+        if ctx.trace is not None:
+            ctx.trace.answer(document)
         usage = document.get("usage")
         ctx.usage = usage if isinstance(usage, dict) else None
         if ctx.usage is None:

@@ -38,6 +38,7 @@ from gateway.proxy.attempt_outcome import (
 from gateway.proxy.attempt_send import Sender
 from gateway.proxy.breaker import Breakers
 from gateway.proxy.deployments import Balancer
+from gateway.proxy.trace_hooks import RequestTrace
 from gateway.secret import Secret
 
 __all__ = [
@@ -93,9 +94,11 @@ class Attempter:
         buffered: bool,
         secrets: Iterable[Secret | None] = (),
         own_credentials: bool = False,
+        trace: RequestTrace | None = None,
     ) -> Opened:
         """``own_credentials``: the caller's own upstream key is used (BYOK); its rejections
-        and rate limits do not count against the shared breakers."""
+        and rate limits do not count against the shared breakers. ``trace``: each attempt
+        gets a span of its own (retries and fallbacks are siblings)."""
         records: list[AttemptRecord] = []
         skipped: list[str] = []
         open_circuits: list[str] = []
@@ -118,7 +121,15 @@ class Attempter:
                         skipped.append(f"{key}: no upstream credentials")
                         continue
                     outcome = await self._attempt_model(
-                        model, request, build, buffered, secrets, records, own_credentials, deadline
+                        model,
+                        request,
+                        build,
+                        buffered,
+                        secrets,
+                        records,
+                        own_credentials,
+                        deadline,
+                        trace,
                     )
                     ok = isinstance(outcome, Opened)
                 except BaseException:
@@ -151,6 +162,7 @@ class Attempter:
         records: list[AttemptRecord],
         own_credentials: bool,
         deadline: float,
+        trace: RequestTrace | None,
     ) -> Opened | Failure:
         """Try one model, retrying as the policy says; raise when the client's error is final."""
         outcome: Opened | Failure
@@ -158,7 +170,15 @@ class Attempter:
             if attempt:
                 request = _built(build, model, records) or request
             outcome = await self._try_keys(
-                model, request, build, buffered, secrets, records, own_credentials, deadline
+                model,
+                request,
+                build,
+                buffered,
+                secrets,
+                records,
+                own_credentials,
+                deadline,
+                trace,
             )
             if isinstance(outcome, Opened):
                 if outcome.rest is None:
@@ -185,10 +205,11 @@ class Attempter:
         records: list[AttemptRecord],
         own_credentials: bool,
         deadline: float,
+        trace: RequestTrace | None,
     ) -> Opened | Failure:
         """One attempt; when the upstream refuses or rate-limits a stored system key, it is
         set aside and the attempt made again at once with the next key (no breaker verdict)."""
-        outcome = await self._try(model, request, buffered, secrets, records, deadline)
+        outcome = await self._try(model, request, buffered, secrets, records, deadline, trace)
         for _ in range(MAX_KEY_SWITCHES):
             if time.monotonic() >= deadline:
                 break
@@ -200,7 +221,7 @@ class Attempter:
             if rebuilt is None:
                 break
             request = rebuilt
-            outcome = await self._try(model, request, buffered, secrets, records, deadline)
+            outcome = await self._try(model, request, buffered, secrets, records, deadline, trace)
         return outcome
 
     def _key_rejected(
@@ -218,9 +239,13 @@ class Attempter:
         secrets: Iterable[Secret | None],
         records: list[AttemptRecord],
         deadline: float,
+        trace: RequestTrace | None,
     ) -> Opened | Failure:
         started = time.perf_counter()
+        span = trace.attempt(model, request) if trace is not None else None
         outcome = await self._sender.send(model, request, buffered, secrets, deadline)
+        if span is not None:
+            span.ended(outcome)
         if isinstance(outcome, Opened):
             error_type, replayed = None, was_replayed(outcome.response)
         else:

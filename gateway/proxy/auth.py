@@ -13,7 +13,7 @@ import hmac
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.config.model import Config, Tier
 from gateway.control import keys as runtime_keys
@@ -39,6 +39,7 @@ class Principal:
     byok_key: Secret | None = None
     models: frozenset[str] | None = None  # a run-time key's allow-list (None: any)
     limits: KeyLimits | None = None  # a run-time key's own limits
+    batch: str | None = None  # the batch a request runs for (priced at the batch price)
 
     @property
     def byok(self) -> bool:
@@ -62,6 +63,14 @@ class _Stored:
     key_id: str
     key: runtime_keys.VirtualKey | None = None  # None: a config key
     until: float | None = None  # an old secret's end of grace
+
+
+class Authenticator(Protocol):
+    """What the pipeline authenticates with: the ``KeyRing``, or a batch's owner."""
+
+    def authenticate(
+        self, headers: Mapping[str, str], scope: Mapping[str, Any] | None = None
+    ) -> Principal: ...
 
 
 class KeyRing:
@@ -123,6 +132,14 @@ class KeyRing:
             self.throttle.check(address, presented)
         self.throttle.failed("api_key", address, presented)
         raise Unauthorized("Invalid API key.")
+
+    def by_digest(self, digest: str) -> Principal:
+        """The principal of the key whose sha256 is ``digest``, checked as ``authenticate``
+        checks a presented key (a batch re-checks its owner's key before every line)."""
+        for stored in self._by_prefix.get(digest[:PREFIX], ()):
+            if hmac.compare_digest(stored.sha256, digest):
+                return self._principal(stored, None)
+        raise Unauthorized("The API key that created this batch is no longer valid.")
 
     def identify(self, presented: str) -> Principal | None:
         """The principal of the key ``presented``, None if no key has it (not throttled)."""

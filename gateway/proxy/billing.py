@@ -54,4 +54,5 @@ def outcome_of(ctx: RequestContext) -> Outcome:
         cache=ctx.cache,
         tags=ctx.tags,
         rollout=ctx.rollout,
+        batch=ctx.principal.batch if ctx.principal is not None else None,
     )

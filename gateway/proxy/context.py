@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -16,8 +17,12 @@ from gateway.proxy.attempts import AttemptRecord
 from gateway.proxy.auth import Principal
 from gateway.proxy.routing import Endpoint, Plan
 from gateway.proxy.streaming import StreamResult
+from gateway.proxy.trace_hooks import RequestTrace
 
 REQUEST_ID_MAX = 128
+# A client's X-Request-Id is adopted only when it is made of these: an id travels into headers
+# sent upstream, logs and spreadsheet exports, where '=', '+', '@', quotes or spaces could act.
+SAFE_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{REQUEST_ID_MAX}}}")
 
 
 class RequestIds:
@@ -38,6 +43,7 @@ class RequestContext:
     endpoint: Endpoint
     started: float = field(default_factory=time.perf_counter)
     principal: Principal | None = None
+    requested_model: str | None = None  # the model or route the client named
     plan: Plan | None = None
     meter_request: MeterRequest | None = None  # once the plan is known
     admission: Admission | None = None  # once admitted
@@ -58,19 +64,24 @@ class RequestContext:
     images: int = 0
     audio_ms: int = 0
     upstream_started: float = 0.0
+    upstream_opened: float = 0.0  # the answer in hand: a JSON answer whole, a stream's first chunk
     upstream_ended: float = 0.0
+    overhead_s: float = 0.0  # the gateway's own time until the answer went out (overhead())
     ended: float = 0.0
     relayed: bool = False  # the answer went out as a relay (stream or binary)
     # The answer's breaker verdict waits for its end (it was relayed as it came).
     verdict_pending: bool = False
     upstream_failure: str | None = None  # the upstream failed after its first byte: why
     debug_body: dict[str, Any] | None = None  # the body, kept only when body logging is on
+    trace: RequestTrace | None = None  # its spans, when tracing is configured
 
     @classmethod
     def begin(
         cls, incoming_id: str | None, endpoint: Endpoint, new_id: Callable[[], str]
     ) -> RequestContext:
-        if incoming_id and len(incoming_id) <= REQUEST_ID_MAX and incoming_id.isprintable():
+        """The client's id when it is safe (``SAFE_REQUEST_ID``), else a new one: nothing of an
+        unsafe id is kept."""
+        if incoming_id and SAFE_REQUEST_ID.fullmatch(incoming_id):
             return cls(incoming_id, endpoint)
         return cls(new_id(), endpoint)
 
@@ -95,6 +106,15 @@ class RequestContext:
         if self.stream is not None:
             return self.stream.events or None
         return None
+
+    def overhead(self, now: float) -> float:
+        """Seconds spent in the gateway from the request's arrival until ``now`` (its answer's
+        headers going out), less the upstream's share: from the first attempt until the answer
+        opened (a JSON answer read whole, a stream's first chunk), retries and waits included."""
+        if not self.upstream_started:
+            return now - self.started
+        answered = self.upstream_opened or self.upstream_ended or now  # ended: the chain failed
+        return now - self.started - (answered - self.upstream_started)
 
     def fail(self, error: GatewayError) -> None:
         self.error = error

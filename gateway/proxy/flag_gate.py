@@ -15,6 +15,7 @@ An upstream is Together when it is named ``together`` or its base URL's host is
 
 from __future__ import annotations
 
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 from gateway.config.model import Config, Upstream
@@ -87,5 +88,5 @@ class FlagGate:
         if not flag_enabled(snapshot, config, TOGETHER_FALLBACK, user):
             chain = chain[:1]
         if chain is not plan.chain:
-            plan = Plan(plan.route, plan.capability, chain)
+            plan = replace(plan, chain=chain)
         return plan, flag_enabled(snapshot, config, TOGETHER_UI_INDICATORS, user)

@@ -15,7 +15,7 @@ from gateway.errors import GatewayError
 from gateway.metering import Meter
 from gateway.proxy.answer import Answers
 from gateway.proxy.attempts import Attempter, AttemptFailed
-from gateway.proxy.auth import KeyRing, Principal
+from gateway.proxy.auth import Authenticator, Principal
 from gateway.proxy.cache import ResponseCache, cache_use
 from gateway.proxy.context import RequestContext, RequestIds
 from gateway.proxy.credentials import Credentials
@@ -27,9 +27,16 @@ from gateway.proxy.listeners import Listeners
 from gateway.proxy.meter_request import meter_request
 from gateway.proxy.reply import Reply, error_reply
 from gateway.proxy.rollout import Rollout
-from gateway.proxy.routing import VIDEOS, Endpoint, resolve, within_allow_list
+from gateway.proxy.routing import (
+    VIDEOS,
+    Endpoint,
+    own_key_required,
+    resolve,
+    within_allow_list,
+)
 from gateway.proxy.source_indicators import SourceIndicators
 from gateway.proxy.tags import request_tags
+from gateway.proxy.trace_hooks import Tracer
 from gateway.proxy.video_jobs import VideoJobs
 
 log = logging.getLogger("gateway")
@@ -45,7 +52,7 @@ class Pipeline:
     def __init__(
         self,
         config: Config,
-        keyring: KeyRing,
+        keyring: Authenticator,
         attempter: Attempter,
         meter: Meter,
         listeners: Listeners,
@@ -56,6 +63,7 @@ class Pipeline:
         credentials: Credentials | None = None,
         flags: FlagGate | None = None,
         cache: ResponseCache | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._config = config
         self._keyring = keyring
@@ -68,6 +76,7 @@ class Pipeline:
         self._credentials = credentials or Credentials()  # stored system and user keys
         self._flags = flags  # the plan's feature flags (proxy/flag_gate.py)
         self._cache = cache
+        self._tracer = tracer  # None: tracing off, no call made
         self._request_ids = RequestIds()
         indicators = SourceIndicators(config)  # per (tier, model), once per config
         self._answers = Answers(config.settings, listeners.relaying, self._end, indicators)
@@ -76,20 +85,23 @@ class Pipeline:
         self, request: Request, endpoint: Endpoint, inbound: Inbound | None = None
     ) -> Reply:
         ctx = RequestContext.begin(request.headers.get("x-request-id"), endpoint, self._request_ids)
+        if self._tracer is not None:
+            ctx.trace = self._tracer.begin(request.headers, ctx)
         self._listeners.started(ctx)
         relayed = False
         try:
-            reply = await self._serve(request, ctx, inbound)
+            try:
+                reply = await self._serve(request, ctx, inbound)
+            except GatewayError as error:
+                ctx.fail(error)
+                reply = error_reply(error, ctx.indicator())
+            except Exception:
+                log.exception("unexpected error serving %s", ctx.request_id)
+                internal = GatewayError("The gateway hit an internal error.", code="internal_error")
+                ctx.fail(internal)
+                reply = error_reply(internal, ctx.indicator())
             relayed = reply.relayed
-            return reply
-        except GatewayError as error:
-            ctx.fail(error)
-            return error_reply(error, ctx.indicator())
-        except Exception:
-            log.exception("unexpected error serving %s", ctx.request_id)
-            internal = GatewayError("The gateway hit an internal error.", code="internal_error")
-            ctx.fail(internal)
-            return error_reply(internal, ctx.indicator())
+            return _with_overhead(ctx, reply)
         finally:
             if not relayed:
                 self._end(ctx)
@@ -109,6 +121,7 @@ class Pipeline:
         if self._log_bodies:
             ctx.debug_body = incoming.fields
         ctx.tags = request_tags(request.headers, incoming.fields, endpoint.name)
+        ctx.requested_model = incoming.model
         principal.allow_model(incoming.model)
         plan = resolve(self._config, principal.tier, endpoint, incoming.model, incoming.fields)
         plan, ctx.rollout = self._rollout.apply(principal.tier, plan, principal.user)
@@ -124,6 +137,8 @@ class Pipeline:
             policies, settings = principal.tier.cache, self._config.cache
             use = cache_use(request.headers, policies, plan.route, endpoint.name, settings)
         principal = ctx.principal = self._credentials.principal_for(principal, plan)
+        if plan.byok_only and principal.byok_key is None:
+            raise own_key_required(plan, principal.tier)
         ctx.meter_request = await meter_request(ctx, incoming, plan, principal)
         ctx.admission, plan, ctx.downgraded = await admit(self._meter, ctx.meter_request, plan)
         ctx.plan = plan
@@ -154,15 +169,32 @@ class Pipeline:
                 buffered=not (streams or endpoint.binary_response),
                 secrets=(principal.byok_key, *chain_keys(plan.chain)),
                 own_credentials=principal.byok,
+                trace=ctx.trace,
             )
         except AttemptFailed as failed:
             ctx.records = failed.records
             ctx.upstream_ended = time.perf_counter()
             raise failed.error from None
+        ctx.upstream_opened = time.perf_counter()
         ctx.model, ctx.records = opened.model, opened.records
         ctx.verdict_pending = opened.rest is not None
         ctx.breaker_skipped = opened.breaker_skipped
         if endpoint is VIDEOS and self._videos is not None:
             ctx.upstream_ended = time.perf_counter()
             return await self._videos.submitted(ctx, opened, incoming.fields)
-        return await self._answers.reply(ctx, opened, wants_usage)
+        reply = await self._answers.reply(ctx, opened, wants_usage)
+        if ctx.trace is not None and not isinstance(reply.body, bytes):
+            return reply._replace(body=ctx.trace.relay(reply.body))
+        return reply
+
+
+OVERHEAD_HEADER = "x-gateway-overhead-ms"
+
+
+def _with_overhead(ctx: RequestContext, reply: Reply) -> Reply:
+    """The gateway's own time (``RequestContext.overhead``) as its answer's headers go out: a
+    relay's first bytes follow at once, as its first chunk is already in hand."""
+    ctx.overhead_s = ctx.overhead(time.perf_counter())
+    headers = reply.headers if isinstance(reply.headers, dict) else dict(reply.headers)
+    headers[OVERHEAD_HEADER] = f"{ctx.overhead_s * 1000:.3f}"
+    return reply if headers is reply.headers else reply._replace(headers=headers)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.config.model import CAPABILITY_BY_MODALITY, Config, Model, Tier
@@ -62,6 +62,8 @@ class Plan:
     route: str  # the route kind the request resolved through (text, code, ...)
     capability: str  # quota capability
     chain: tuple[Model, ...]  # targets in order: the first, then fallbacks
+    # a model outside the tier that the tier's ``byok_models`` lets a caller's own key unlock
+    byok_only: bool = False
 
 
 def resolve(
@@ -78,6 +80,8 @@ def resolve(
                 f"POST /v1{endpoint.path} does not serve '{route}' models.", param="model"
             )
         return Plan(route, CAPABILITY_BY_MODALITY[route], chain)
+    if tier.byok_models is not None and (plan := byok_plan(config, tier, endpoint, name)):
+        return plan
     if name in config.known_models or name in config.known_routes:
         raise Forbidden(
             f"The model '{name}' is not available in the '{tier.name}' tier.", param="model"
@@ -100,7 +104,44 @@ def within_allow_list(plan: Plan, allowed: frozenset[str], requested: str | None
             f"fallbacks; allowed: {', '.join(sorted(allowed))}.",
             param="model",
         )
-    return Plan(plan.route, plan.capability, chain)
+    return replace(plan, chain=chain)
+
+
+def byok_plan(config: Config, tier: Tier, endpoint: Endpoint, name: str) -> Plan | None:
+    """The plan for ``name`` when the tier's ``byok_models`` unlocks it for a caller's own key:
+    a configured model by its name (sent as its upstream id), else the id as it is, to the
+    provider that serves it. None for a name it does not cover, and for video jobs (their
+    records name a configured model) and passthrough paths."""
+    assert tier.byok_models is not None
+    route = endpoint.default_route
+    if route is None or route == "video":
+        return None
+    configured = config.models.get(name)
+    if configured is not None:
+        byok = tier.byok_models
+        unlocked = {byok.upstream_for(name), byok.upstream_for(configured.upstream_model)}
+        if configured.upstream.name not in unlocked or configured.modality == "video":
+            return None
+        return Plan(configured.modality, CAPABILITY_BY_MODALITY[configured.modality],
+                    (configured,), byok_only=True)  # fmt: skip
+    upstream_name = tier.byok_models.upstream_for(name)
+    found = config.upstreams.get(upstream_name) if upstream_name else None
+    if found is None:
+        return None
+    model = Model(name, found, name, route)
+    return Plan(route, CAPABILITY_BY_MODALITY[route], (model,), byok_only=True)
+
+
+def own_key_required(plan: Plan, tier: Tier) -> Forbidden:
+    """The 403 of a ``byok_only`` plan asked for without the caller's own upstream key."""
+    model = plan.chain[0]
+    return Forbidden(
+        f"The model '{model.name}' is not in the '{tier.name}' tier; it can be used only with "
+        f"your own '{model.upstream.name}' API key (stored as your key for that upstream, or "
+        "sent in the X-Upstream-Api-Key header).",
+        param="model",
+        code="own_key_required",
+    )
 
 
 def default_route(endpoint: Endpoint, body: Mapping[str, Any]) -> str | None:

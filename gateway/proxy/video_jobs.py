@@ -246,12 +246,12 @@ class VideoJobs:
                 await self._closed(record)
 
     async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(min(30.0, self.adopt_after_s / 2))
+        while True:  # the first at start: jobs a dead worker left are adopted now
             try:
                 await self.adopt_orphans()
             except Exception:
                 log.exception("video jobs: the sweep for unwatched jobs failed")
+            await asyncio.sleep(min(30.0, self.adopt_after_s / 2))
 
     async def _heartbeat(self, record: dict[str, Any]) -> None:
         try:

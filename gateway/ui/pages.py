@@ -18,6 +18,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from gateway.batches.records import public_batch
 from gateway.config.model import CAPABILITIES
 from gateway.errors import GatewayError, TooManyFailedAttempts
 from gateway.http.admin_auth import SESSION_COOKIE, admin_actor
@@ -28,11 +29,12 @@ from gateway.http.analytics import (
     rollup_window,
     usage_filter,
 )
+from gateway.http.files import WithBatches
 from gateway.http.services import services
 from gateway.metering.rollup import DIMENSIONS
 from gateway.proxy.auth_throttle import client_address
 from gateway.secret import sha256_hex
-from gateway.ui import login_guard
+from gateway.ui import login_guard, statements
 from gateway.ui.overview import analytics_view, overview_view
 from gateway.ui.render import page
 from gateway.ui.session import SESSION_TTL_S, Sessions, session_of
@@ -47,9 +49,11 @@ OPERATOR_PAGES = (
     ("quotas", "Quotas"),
     ("providers", "Providers"),
     ("requests", "Quota requests"),
+    ("statements", "Statements"),
     ("audit", "Audit log"),
 )
 PAGE_NAMES = {name for name, _ in OPERATOR_PAGES}
+MY_BATCHES = 20  # the latest batches shown on the user's page
 
 
 def _sessions(request: Request) -> Sessions:
@@ -161,6 +165,8 @@ async def operator_page(request: Request) -> Response:
     if name == "overview":
         period = request.query_params.get("period") or "24h"
         context.update(await overview_view(gateway.analytics, gateway.clock(), period))
+    elif name == "statements":
+        context.update(await statements.operator_context(request, gateway))
     elif name == "analytics":
         try:
             context.update(await _analytics_context(request))
@@ -197,7 +203,25 @@ async def me(request: Request) -> Response:
     session = session_of(request.scope)
     if session is None:
         return RedirectResponse("/ui/login", status_code=303)
-    return page("me.html", pages=(), session=session, current="me", capabilities=CAPABILITIES)
+    batches = await _my_batches(request, session.get("user"))
+    return page(
+        "me.html",
+        pages=(),
+        session=session,
+        current="me",
+        capabilities=CAPABILITIES,
+        batches=batches,
+    )
+
+
+async def _my_batches(request: Request, user: str | None) -> list[dict[str, Any]]:
+    """The signed-in user's latest batches and their progress (``/v1/batches``'s objects)."""
+    gateway: WithBatches = services(request)  # type: ignore[assignment]
+    if user is None or gateway.batches is None:
+        return []
+    now = gateway.clock()
+    found = await gateway.batches.list(user)
+    return [public_batch(record, progress, now) for record, progress in found[:MY_BATCHES]]
 
 
 def routes() -> list[BaseRoute]:
@@ -208,6 +232,7 @@ def routes() -> list[BaseRoute]:
         Route("/ui/login", login, methods=["POST"]),
         Route("/ui/logout", logout, methods=["POST"]),
         Route("/ui/me", me, methods=["GET"]),
+        Route("/ui/me/statement", statements.my_statement, methods=["GET"]),
         Mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static"),
         Route("/ui/{page}", operator_page, methods=["GET"]),
     ]

@@ -10,13 +10,13 @@ PACKAGE = Path(__file__).resolve().parents[2] / "gateway"
 
 # Bottom to top. Rooms on one line share a level and may not import each other.
 LEVELS: tuple[tuple[str, ...], ...] = (
-    ("wire", "errors", "secret"),
+    ("wire", "errors", "secret", "extras"),
     ("config",),
     ("metering", "providers"),
     ("protocols",),
     ("control", "ledger"),
     ("proxy",),
-    ("observe",),
+    ("observe", "batches"),
     ("http",),
     ("ui",),
     ("app",),

@@ -2,10 +2,11 @@
 
 Each overlay is rendered with ``kubectl kustomize`` (Debian's kubectl has kustomize built in)
 and every object is validated by ``kubernetes-validate`` against the schema of a current
-Kubernetes release, bundled in the package (no network). The ServiceMonitor is a CRD of the
-Prometheus Operator that no Kubernetes schema knows: it is the one kind skipped, and checked by
-hand below. Then the manifests are checked against the code: probe paths, ports, the env names
-the gateway reads, the grace period against ``shutdown_grace_s``, and the HPA's metric.
+Kubernetes release, bundled in the package (no network). The ServiceMonitor and the
+PrometheusRule are CRDs of the Prometheus Operator that no Kubernetes schema knows: they are the
+kinds skipped, and checked by hand (the rules by promtool in tests/test_alert_rules.py). Then
+the manifests are checked against the code: probe paths, ports, the env names the gateway reads,
+the grace period against ``shutdown_grace_s``, and the HPA's metric.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("dev", "ha")
 KUBERNETES_VERSION = "1.37.0"
-CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}  # no schema in Kubernetes' own
+# no schema in Kubernetes' own
+CRDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
 SECRET_WORDS = ("KEY", "TOKEN", "PASSWORD", "SECRET")
 
 kubectl = shutil.which("kubectl")
@@ -70,7 +75,7 @@ def test_every_object_is_valid_against_the_kubernetes_schema(rendered):
             skipped.add((doc["apiVersion"], doc["kind"]))
             continue
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-    assert skipped == CRDS  # the ServiceMonitor is there, and only CRDs were skipped
+    assert skipped == CRDS  # the ServiceMonitor and rules are there, and only CRDs were skipped
 
 
 def test_probes_and_ports_match_the_gateway(rendered):

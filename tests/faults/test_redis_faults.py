@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 import redis
 import yaml
 
+from gateway.metering.record_codec import decode
 from tests.mock_upstream import MockUpstream
 from tests.redis_fixture import RedisServer
 from tests.support import MOCK_KEY, free_port, routes_doc, tiers_doc
@@ -144,7 +144,7 @@ def stored(url: str) -> tuple[list[dict[str, Any]], dict[str, int], list[int]]:
     """The usage records, the user's summed day counters, and every counter value."""
     client = redis.Redis.from_url(url)
     try:
-        records = [orjson.loads(fields[b"r"]) for _, fields in client.xrange("gw:usage")]
+        records = [decode(fields[b"r"]) for _, fields in client.xrange("gw:usage")]
         counters: dict[str, int] = {}
         values: list[int] = []
         for key in client.scan_iter(match="gw:*"):

@@ -145,7 +145,8 @@ def test_check_names_a_bad_base_url_variable() -> None:
 
 
 def test_check_with_the_key_set_has_no_warning_for_it() -> None:
-    result = gateway("check", env={"TOGETHER_API_KEY": "sk-x", "OPENAI_API_KEY": "sk-y"})
+    keys = {"TOGETHER_API_KEY": "sk-x", "OPENAI_API_KEY": "sk-y", "RUNWAYML_API_SECRET": "k"}
+    result = gateway("check", env=keys)
     assert result.returncode == 0
     assert "API_KEY is unset" not in result.stderr
     assert "usable none" not in result.stderr

@@ -146,3 +146,24 @@ def test_readiness_setting(tmp_path, readiness, status) -> None:
         assert httpx.get(base_url + "/readyz").status_code == status
     finally:
         shell.stop()
+
+
+def test_the_shipped_video_route_is_demo_served_without_a_runway_key(tmp_path) -> None:
+    """The shipped premium tier routes video to Runway; with no RUNWAYML_API_SECRET, --demo
+    serves the whole job cycle (create, poll, content) from the demo upstream."""
+    from gateway.providers.demo_video import DEMO_VIDEO
+
+    premium = "sk-test-premium-video-0123456789"
+    shell, base_url = served(tmp_path, "--demo", env={"GATEWAY_KEYS": f"{premium}=premium:vid"})
+    try:
+        client = OpenAI(base_url=base_url + "/v1", api_key=premium, max_retries=0)
+        raw = client.videos.with_raw_response.create(model="video", prompt="a kite", seconds="4")
+        assert raw.headers["x-gateway-provider"] == "demo"
+        job = raw.parse()
+        assert job.status == "queued"
+        done = client.videos.retrieve(job.id)
+        assert done.status == "completed" and done.progress == 100
+        assert client.videos.download_content(job.id).read() == DEMO_VIDEO
+        assert "route video: usable demo-video; skipped runway-gen4.5" in shell.output()
+    finally:
+        shell.stop()

@@ -207,6 +207,7 @@ def test_migrations_apply_once(database_url: str) -> None:
                 "0001_usage_ledger.sql",
                 "0002_usage_daily_models.sql",
                 "0003_hourly_and_user_indexes.sql",
+                "0004_record_ids.sql",
             ]
             assert await migrate.upgrade(conn) == []
             assert await migrate.pending(conn) == []
@@ -233,6 +234,31 @@ def test_a_record_postgres_would_refuse_does_not_stall_the_ledger(
                 "SELECT tags::text FROM usage_records WHERE request_id = 'req_00000001'",
             )
             assert tags == "{ab}"
+        finally:
+            await db.aclose()
+            await client.aclose()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("uptime_s", [0.5, 60.0, 3599.0])
+def test_the_first_step_maintains_whatever_the_hosts_uptime(
+    redis: RedisServer, database_url: str, uptime_s: float
+) -> None:
+    """The monotonic clock starts near 0 at boot: maintenance (migrations, partitions), upkeep
+    and claims are all due at the first step, not once the host has been up an hour."""
+
+    async def scenario() -> None:
+        client = Redis.from_url(redis.url)
+        db = Database(database_url)
+        shipper = Shipper(
+            settings(database_url), db, client, consumer="a", monotonic=lambda: uptime_s
+        )
+        try:
+            await add(client, [record(n) for n in range(5)])
+            await shipper.step(block_ms=10)
+            assert await count(database_url) == 5
+            assert shipper.lag == 5  # measured by the first step's upkeep, before shipping
         finally:
             await db.aclose()
             await client.aclose()

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.config.model import Config, Price
 from gateway.errors import InvalidRequest
-from gateway.metering import create_store, keys
+from gateway.metering import Meter, create_store, keys
 from gateway.metering.store import Counter, Increment, SettleBatch
 
 from .helpers import NOON, Clock, RedisServer, command, metered, ok, request, run
@@ -248,6 +248,33 @@ def test_a_dead_workers_reservation_is_given_back_when_its_lease_expires(
             view = await dead.quota_view("alice", config.tiers["free"])
             assert (used(view), used(view, "requests")) == (15, 1)
             assert await store.sweep_leases() == 0
+
+    run(scenario())
+
+
+def test_a_restarted_worker_gives_back_expired_leases_at_start(
+    config: Config, store_url: str | None
+) -> None:
+    """The lease sweep is due at start, not one interval later: a worker restarted after a
+    crash returns what its predecessor's expired leases held before serving anything."""
+
+    async def scenario() -> None:
+        store = create_store(store_url, config.settings)
+        dead = Meter(config, store, clock=Clock(), lease_ttl_s=1, sweep_interval_s=0)
+        restarted = Meter(config, store, clock=Clock(), lease_ttl_s=1, sweep_interval_s=3600)
+        try:
+            await dead.admit(request(config, request_id="abandoned", max_tokens=1000))
+            await asyncio.sleep(1.3)
+            await restarted.start()
+            for _ in range(100):
+                view = await restarted.quota_view("alice", config.tiers["free"])
+                if used(view, "requests") == 0:
+                    break
+                await asyncio.sleep(0.02)
+            assert (used(view), used(view, "requests")) == (0, 0)
+        finally:
+            await restarted.aclose()
+            await store.aclose()
 
     run(scenario())
 

@@ -39,7 +39,7 @@ def test_a_reservation_settling_while_the_view_is_read_never_shows_as_used(
                 await meter.settled()
             done.set()
             await watcher
-            assert len(seen) > 10
+            assert len(seen) >= 5  # views ran while requests settled
             assert [used for used in seen if used % 30] == []
 
     run(scenario())

@@ -42,7 +42,7 @@ def test_one_script_call_per_admit_and_one_per_settle_batch(
             # the rest runs inside the scripts (or sets up a new pooled connection)
             inside = {"hget", "hgetall", "hincrby", "expire", "hello", "client", "info"}
             inside |= {"type", "time", "hset", "zadd", "hdel", "zrem", "set", "del", "rpush"}
-            inside |= {"exists", "evalsha"}
+            inside |= {"exists", "evalsha", "ltrim"}
             assert set(seen) - {"evalsha", "xadd"} <= inside
 
     run(scenario())

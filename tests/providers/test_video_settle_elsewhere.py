@@ -3,6 +3,8 @@ that serves a GET of the ended job: charged once, its reservation turned into th
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 import redis as redis_py
@@ -92,6 +94,37 @@ def test_a_job_nobody_asks_about_is_adopted_and_charged(start_providers, video_s
     client = redis_py.Redis.from_url(redis.url)
     try:
         assert client.hlen("gw:videojobs:open") == 0
+        assert client.exists(f"gw:{{u:alice}}:videojob:{job.id}:done")
+    finally:
+        client.close()
+
+
+def test_a_starting_worker_adopts_a_dead_workers_job_at_once(start_providers, video_server, redis):
+    """The sweep for unwatched jobs is due at start, not one sweep interval (30 s) later: a
+    worker started after another died adopts the job its heartbeat says nobody watches."""
+    upstreams, models = video_models(video_server[1].url)
+
+    def worker(clock, poll_interval_s: float):
+        return start_providers(
+            {"video": ["sora"]},
+            extra_upstreams=upstreams,
+            extra_models=models,
+            store=create_store(redis.url, Settings()),
+            clock=clock,
+            video_poll_interval_s=poll_interval_s,
+            video_adopt_after_s=60.0,  # a sweep every 30 s after the first
+        )
+
+    # a's heartbeat reads two minutes old: a died, and no watcher of its wakes in the test
+    a = worker(lambda: time.time() - 120, 3600.0)
+    with sdk(a) as on_a:
+        job = on_a.videos.create(model="sora", prompt="left behind", seconds="4")
+        assert on_a.videos.retrieve(job.id).status == "in_progress"  # the next poll ends it
+    b = worker(time.time, 0.05)
+    (record,) = records(b)  # within 5 s
+    assert record["status"] == 200 and record["video_ms"] == 4000
+    client = redis_py.Redis.from_url(redis.url)
+    try:
         assert client.exists(f"gw:{{u:alice}}:videojob:{job.id}:done")
     finally:
         client.close()

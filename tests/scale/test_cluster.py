@@ -12,7 +12,6 @@ import collections
 import time
 from collections.abc import Iterator
 
-import orjson
 import pytest
 from redis.cluster import RedisCluster as SyncCluster
 from redis.crc import key_slot
@@ -21,6 +20,7 @@ from gateway.config.model import Config, Price, Settings
 from gateway.errors import BudgetExceeded
 from gateway.metering import Meter, keys, tier_shards
 from gateway.metering.factory import create_store
+from gateway.metering.record_codec import decode
 from gateway.metering.store import Counter
 from gateway.metering.windows import windows_at
 from tests.metering.helpers import ok, request
@@ -52,7 +52,7 @@ def node_id(port: int) -> str:
 def records(cluster: RedisCluster) -> list[dict[str, object]]:
     with client(cluster) as redis:
         entries = redis.xrange(keys.USAGE_STREAM, "-", "+")
-    return [orjson.loads(fields[b"r"]) for _, fields in entries]
+    return [decode(fields[b"r"]) for _, fields in entries]
 
 
 def flush(cluster: RedisCluster) -> None:

@@ -24,6 +24,7 @@ from redis import Redis
 from gateway.config.env_checks import runtime_problems
 from gateway.config.runtime import Runtime
 from gateway.metering import keys
+from gateway.metering.record_codec import decode
 from tests.scale.gateways import Failover, burst, gateways, run_failover, write_config
 from tests.scale.redis_ha import SentinelSetup, wait_for
 
@@ -42,7 +43,7 @@ def sentinel_env(setup: SentinelSetup) -> dict[str, str]:
 def records(port: int) -> list[dict[str, object]]:
     with Redis(port=port) as redis:
         entries = redis.xrange(keys.USAGE_STREAM, "-", "+")
-    return [orjson.loads(fields[b"r"]) for _, fields in entries]
+    return [decode(fields[b"r"]) for _, fields in entries]
 
 
 def test_the_sentinel_variables_make_one_url():

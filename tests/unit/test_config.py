@@ -26,7 +26,7 @@ def gateway_check(config_dir: Path) -> subprocess.CompletedProcess[str]:
 def test_shipped_config_passes_gateway_check():
     result = gateway_check(ROOT)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("ok: 3 upstreams")
+    assert result.stdout.startswith("ok: 4 upstreams")
 
 
 def test_shipped_tiers_encode_the_plan():

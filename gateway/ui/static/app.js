@@ -394,16 +394,23 @@
   };
 
   pages.audit = function () {
-    return api("GET", "/v1/admin/audit").then(function (data) {
-      fill("audit", list(data), [
-        function (e) { return when(e.at || e.when || e.time); },
-        function (e) { return e.actor || e.who; },
-        function (e) { return e.action; },
-        function (e) { return e.kind; },
-        function (e) { return e.id; },
-        function (e) { return JSON.stringify({ before: e.before, after: e.after }); },
-      ], "No changes yet.");
-    });
+    var choice = document.getElementById("audit-log");
+    function load() {
+      var log = choice ? choice.value : "";
+      return api("GET", "/v1/admin/audit" + (log ? "?log=" + encodeURIComponent(log) : "")).then(function (data) {
+        fill("audit", list(data), [
+          function (e) { return when(e.at || e.when || e.time); },
+          function (e) { return e.log; },
+          function (e) { return e.actor || e.who; },
+          function (e) { return e.action; },
+          function (e) { return e.kind; },
+          function (e) { return e.id; },
+          function (e) { return JSON.stringify({ before: e.before, after: e.after }); },
+        ], "No changes yet.");
+      });
+    }
+    if (choice) choice.addEventListener("change", function () { load().catch(failed); });
+    return load();
   };
 
   pages.me = function () {
@@ -415,7 +422,11 @@
         quotaBars(results[0]);
         var records = list(results[1]);
         var tokens = 0, spend = 0;
-        records.forEach(function (r) { tokens += r.total_tokens || 0; spend += r.cost_usd || 0; });
+        records.forEach(function (r) {
+          tokens += r.total_tokens || 0;
+          // what was charged: BYOK requests are metered at list price but never charged
+          spend += r.charged_usd !== undefined ? r.charged_usd || 0 : (r.byok ? 0 : r.cost_usd || 0);
+        });
         document.getElementById("my-requests").textContent = String(records.length);
         document.getElementById("my-tokens").textContent = String(tokens);
         document.getElementById("my-spend").textContent = "$" + spend.toFixed(4);

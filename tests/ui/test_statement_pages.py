@@ -1,0 +1,85 @@
+"""The statement pages in headless Chromium: a user's own month (BYOK use: a discount; Spend is
+what was charged) and the operator's list, at desktop and phone widths."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import httpx
+import openai
+import pytest
+
+from tests.scale.gateways import Gateway
+from tests.ui.conftest import ADMIN, USER, USER_KEY, Browser
+
+pytestmark = pytest.mark.skipif(
+    not __import__("shutil").which("chromedriver"), reason="chromium-driver is not installed"
+)
+
+
+def chat(served: Gateway, **headers: str) -> None:
+    client = openai.OpenAI(
+        base_url=served.url + "/v1", api_key=USER_KEY, max_retries=0, default_headers=headers
+    )
+    client.chat.completions.create(
+        model="ok", messages=[{"role": "user", "content": "hello"}], max_tokens=5
+    )
+
+
+def my_records(served: Gateway, count: int) -> list[dict[str, object]]:
+    deadline = time.monotonic() + 10
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    while True:
+        found = httpx.get(
+            served.url + "/v1/usage",
+            params={"from": today},
+            headers={"authorization": f"Bearer {USER_KEY}"},
+        ).json()["data"]
+        if len(found) >= count or time.monotonic() > deadline:
+            return list(found)
+        time.sleep(0.05)
+
+
+def test_statement_pages_in_chromium(browser: Browser, served: Gateway) -> None:
+    chat(served)
+    chat(served, **{"x-upstream-api-key": "sk-own-key-for-the-ui-1"})
+    records = my_records(served, 2)
+    assert sorted(bool(r["byok"]) for r in records) == [False, True]
+    charged = sum(Decimal(repr(r["charged_usd"])) for r in records)
+    listed = sum(Decimal(repr(r["list_cost_usd"])) for r in records)
+    assert listed > charged > 0
+    month = datetime.now(UTC).strftime("%Y-%m")
+    expected = httpx.get(
+        f"{served.url}/v1/me/statements/{month}",
+        headers={"authorization": f"Bearer {USER_KEY}"},
+    ).json()
+    assert expected["byok"]["used"] is True
+
+    browser.driver.set_window_size(1280, 800)
+    browser.sign_in(USER_KEY)
+    browser.visit("/ui/me", "me-spend", ready="#my-statement")
+    browser.wait(lambda: browser.driver.find_element("id", "my-requests").text == str(2))
+    spend = browser.driver.find_element("id", "my-spend").text
+    assert spend == f"${charged:.4f}"  # charged, not the list cost with BYOK included
+    browser.driver.find_element("id", "my-statement").click()
+    browser.wait(lambda: "/ui/me/statement" in browser.driver.current_url)
+    browser.visit(f"/ui/me/statement?month={month}", "my-statement", ready="#total")
+    assert browser.driver.find_element("id", "total").text == f"${expected['total_usd']}"
+    discount = browser.driver.find_element("id", "discount").text
+    assert discount == "\u2212" + f"${expected['byok_discount_usd']}"
+    status, body = browser.fetch(f"/v1/me/statements/{month}?format=csv")
+    assert status == 200 and USER in body
+    browser.driver.set_window_size(390, 844)
+    browser.visit(f"/ui/me/statement?month={month}", "my-statement-phone", ready="#total")
+    browser.driver.set_window_size(1280, 800)
+    browser.sign_out()
+
+    browser.sign_in(ADMIN)
+    browser.visit(f"/ui/statements?month={month}", "statements", ready="#statements")
+    table = browser.driver.find_element("id", "statements").text
+    assert USER in table and f"${expected['total_usd']}" in table
+    status, _ = browser.fetch(f"/v1/admin/statements?month={month}&format=xlsx")
+    assert status == 200
+    browser.sign_out()
