@@ -8,7 +8,8 @@ import sys
 
 from gateway.cli.base import environment_problems, load_config
 from gateway.cli.stored_keys import stored_key_notes
-from gateway.config.env_checks import upstream_warnings
+from gateway.config.cache_section import fallback_warnings
+from gateway.config.env_checks import key_source_notes, upstream_warnings
 from gateway.config.targets import route_targets
 
 
@@ -27,9 +28,10 @@ def check(config_dir: str) -> int:
         for r in route_targets(config, stored)
         if not r.usable
     ]
+    warnings += fallback_warnings(config)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    for note in notes:
+    for note in key_source_notes(config) + notes:
         print(f"note: {note}", file=sys.stderr)
     print(
         f"ok: {len(config.upstreams)} upstreams, {len(config.models)} models, "

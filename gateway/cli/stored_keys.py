@@ -48,7 +48,7 @@ def stored_key_notes(config: Config, env: Mapping[str, str]) -> tuple[set[str], 
     says when they could not be counted: always when the store is unreachable; without a
     Redis URL only if some upstream's key variable is unset (else nothing depends on it)."""
     counts, unchecked = stored_key_counts(config, env)
-    unset = [u for u in config.upstreams.values() if u.api_key_env and not env.get(u.api_key_env)]
+    unset = [u for u in config.upstreams.values() if u.api_key_env and u.api_key is None]
     notes = [
         f"upstream {name}: {count} stored system key{'s' if count != 1 else ''}"
         for name, count in sorted(counts.items())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.config.model import MODALITIES, CachePolicy, CacheSettings
+from gateway.config.model import MODALITIES, CachePolicy, CacheSettings, Config
 from gateway.config.reader import Node
 
 KIB = 1024
@@ -18,12 +18,13 @@ def cache_policies(node: Node) -> dict[str, CachePolicy]:
         if route not in MODALITIES:
             entry.fail(f"unknown route name (known: {', '.join(MODALITIES)})")
             continue
-        entry.mapping({"ttl_s", "allow", "shared", "coalesce"})
+        entry.mapping({"ttl_s", "allow", "shared", "coalesce", "fallback"})
         policies[route] = CachePolicy(
             ttl_s=entry.get("ttl_s").integer(d.ttl_s) or 0,
             allow=entry.get("allow").boolean(d.allow),
             shared=entry.get("shared").boolean(d.shared),
             coalesce=entry.get("coalesce").boolean(d.coalesce),
+            fallback=entry.get("fallback").boolean(d.fallback),
         )
     return policies
 
@@ -41,3 +42,13 @@ def cache_settings(node: Node) -> CacheSettings:
         max_entry_bytes=(entry_kb or 1) * KIB,
         max_ttl_s=max_ttl or d.max_ttl_s,
     )
+
+
+def fallback_warnings(config: Config) -> list[str]:
+    """Each tier none of whose routes keeps answers to stand in for a failed chain."""
+    return [
+        f"tier {tier.name}: no cached-response fallback (no route with cache fallback: true "
+        "or ttl_s): when every upstream fails, its callers get the error"
+        for tier in config.tiers.values()
+        if not any(p.fallback or p.ttl_s > 0 for p in tier.cache.values())
+    ]

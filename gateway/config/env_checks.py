@@ -6,6 +6,7 @@ import re
 from collections.abc import Collection, Mapping
 from urllib.parse import urlsplit
 
+from gateway.config.key_env import key_variable, names_read
 from gateway.config.model import Config
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
@@ -115,12 +116,12 @@ def upstream_warnings(
     upstream's but no upstream reads (a typo in a name, or in routes.yaml). An upstream in
     ``stored`` (it has stored system keys) needs no key variable."""
     warnings = []
-    declared = set()
+    declared: set[str] = set()
     for upstream in config.upstreams.values():
         unset = []
         if upstream.api_key_env:
-            declared.add(upstream.api_key_env)
-            if not env.get(upstream.api_key_env) and upstream.name not in stored:
+            declared.update(names_read(upstream.api_key_env))
+            if not key_variable(env, upstream.api_key_env) and upstream.name not in stored:
                 unset.append(
                     f"api_key_env {upstream.api_key_env} is unset (its models are skipped)"
                 )
@@ -134,3 +135,14 @@ def upstream_warnings(
         if _UPSTREAM_LIKE.match(variable) and variable not in declared:
             warnings.append(f"{variable} is set but no upstream in routes.yaml reads it")
     return warnings
+
+
+def key_source_notes(config: Config) -> list[str]:
+    """Which variable each upstream's key was read from (``gateway check`` prints them)."""
+    notes = []
+    for upstream in config.upstreams.values():
+        source, name = upstream.api_key_source, upstream.api_key_env
+        if source is not None:
+            alias = f" (an alias of {name})" if source != name else ""
+            notes.append(f"upstream {upstream.name}: key read from {source}{alias}")
+    return notes

@@ -15,6 +15,7 @@ from gateway.config.byok_section import byok_models
 from gateway.config.cache_section import cache_policies, cache_settings
 from gateway.config.chains import ON_EXHAUSTED, chain_entry, deployments
 from gateway.config.flags_section import flags_section
+from gateway.config.key_env import key_variable
 from gateway.config.ledger_section import ledger_section
 from gateway.config.model import (
     CAPABILITIES,
@@ -131,7 +132,8 @@ def _upstream(name: str, node: Node, env: Mapping[str, str]) -> Upstream:
     elif base_url and not base_url.startswith(("http://", "https://")):
         node.get("base_url").fail(f"must start with http:// or https://, got {base_url!r}")
     key_var = node.get("api_key_env").string()
-    api_key = Secret(env[key_var]) if key_var and env.get(key_var) else None
+    key_source = key_variable(env, key_var) if key_var else None
+    api_key = Secret(env[key_source]) if key_source else None
     defaults = Upstream(name, "", None)
     return Upstream(
         name=name,
@@ -146,6 +148,7 @@ def _upstream(name: str, node: Node, env: Mapping[str, str]) -> Upstream:
         api=node.get("api").choice(UPSTREAM_APIS, defaults.api),
         video_content=node.get("video_content").choice(("stream", "redirect"), "stream"),
         api_key_env=key_var,
+        api_key_source=key_source,
         base_url_env=override_var,
     )
 

@@ -41,6 +41,7 @@ class Upstream:
     # job APIs: GET /v1/videos/{id}/content streams the bytes, or redirects to a signed URL
     video_content: str = "stream"
     api_key_env: str | None = None  # the variable names, for start-up lines and `gateway check`
+    api_key_source: str | None = None  # the variable the key came from (api_key_env or an alias)
     base_url_env: str | None = None
 
     @property
@@ -132,6 +133,8 @@ class CachePolicy:
     allow: bool = True  # False: requests may not ask for caching either
     shared: bool = False  # one entry for every user of the tier (else per user)
     coalesce: bool = True  # concurrent identical misses go upstream once
+    # keep each answer only to stand in when every target fails (no fresh hits without ttl_s)
+    fallback: bool = False
 
 
 @dataclass(frozen=True)
@@ -242,7 +245,7 @@ class ContentUrlPolicy:
 @dataclass(frozen=True)
 class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
-    model_source_indicator: bool = False
+    model_source_indicator: bool = True
     on_store_error: str = "allow"  # or "deny"
     usage_stream_maxlen: int = 1_000_000
     usage_buffer_max: int = 100_000

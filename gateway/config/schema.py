@@ -153,6 +153,7 @@ CACHE_POLICY = _obj(
         "allow": {"type": "boolean", "description": "false: requests may not ask for caching either (default true)."},
         "shared": {"type": "boolean", "description": "One entry for every user of the tier; else per user (default false)."},
         "coalesce": {"type": "boolean", "description": "Concurrent identical misses go upstream once (default true)."},
+        "fallback": {"type": "boolean", "description": "Keep each answer to stand in when every target fails (x-gateway-fallback: cache), even without ttl_s; no fresh hits then (default false)."},
     },
 )  # fmt: skip
 CACHE = _obj(
@@ -229,7 +230,7 @@ SETTINGS = _obj(
     "Process-wide settings.",
     {
         "max_body_mb": _num("Requests above this get 413 (default 32).", 0.001),
-        "model_source_indicator": {"type": "boolean", "description": "Also put `model_source_indicator` into non-streamed JSON bodies (default false)."},
+        "model_source_indicator": {"type": "boolean", "description": "Put `model_source_indicator` into JSON answers and the first chunk of each stream while the flag together_ai_ui_indicators is on (default true)."},
         "on_store_error": _str("Redis down: allow (serve, buffer usage) or deny (503).", enum=["allow", "deny"], default="allow"),
         "readiness": _str("strict: /readyz is 503 while a tier has a route no target can serve; lenient: it is not.", enum=["strict", "lenient"], default="strict"),
         "usage_stream_maxlen": _num("Usage records kept in the Redis stream (default 1000000).", 1, integer=True),

@@ -57,7 +57,7 @@ def settings_section(node: Node) -> Settings:
     )
     return Settings(
         max_body_bytes=_bytes(node.get("max_body_mb"), MIB, d.max_body_bytes),
-        model_source_indicator=node.get("model_source_indicator").boolean(False),
+        model_source_indicator=node.get("model_source_indicator").boolean(True),
         on_store_error=node.get("on_store_error").choice(("allow", "deny"), d.on_store_error),
         usage_stream_maxlen=_or(
             node.get("usage_stream_maxlen").integer(None, minimum=1), d.usage_stream_maxlen

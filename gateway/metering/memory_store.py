@@ -117,6 +117,11 @@ class MemoryStore:
                     held[f"{key}\t{field}"] = held.get(f"{key}\t{field}", 0) + amount
         return held
 
+    async def read_view(
+        self, keys: Sequence[str], lease_key: str
+    ) -> tuple[list[dict[str, int]], dict[str, int]]:
+        return await self.read_hashes(keys), await self.read_reservations(lease_key)
+
     async def write_hash(self, key: str, values: Mapping[str, int], delete: Sequence[str]) -> None:
         target = self._hashes.setdefault(key, {})
         for field in delete:

@@ -41,9 +41,8 @@ class MeterReads:
         tier = replace(tier, quotas={**tier.quotas, **quotas}) if quotas else tier
         windows = windows_at(self._clock())
         names = view_keys(user, tier, windows, self._config.settings.tier_budget_shards)
-        hashes = await self._read(lambda: self._store.read_hashes(names))
         lease = keys.lease(keys.user_day(user, windows.day))
-        reserved = await self._read(lambda: self._store.read_reservations(lease))
+        hashes, reserved = await self._read(lambda: self._store.read_view(names, lease))
         return build_view(self._config, user, tier, hashes, windows, reserved)
 
     async def records(

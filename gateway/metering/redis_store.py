@@ -24,7 +24,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from gateway.metering import control_store, keys
+from gateway.metering import control_store, keys, scripts
 from gateway.metering.redis_errors import FOREIGN_ERRORS, raise_if_cancelled
 from gateway.metering.redis_errors import converted as _converted
 from gateway.metering.redis_reads import held_amounts, stream_entries
@@ -86,6 +86,25 @@ class RedisStore(RedisReserve):
         async def read() -> dict[str, int]:
             payloads = await self._client.hvals(keys.lease_data(lease_key))
             return held_amounts(_text(payload) for payload in payloads)
+
+        return await self._guarded(read)
+
+    async def read_view(
+        self, names: Sequence[str], lease_key: str
+    ) -> tuple[list[dict[str, int]], dict[str, int]]:
+        slot = keys.slot_tag(lease_key)
+        together = [name for name in names if keys.slot_tag(name) == slot]
+        apart = [name for name in names if keys.slot_tag(name) != slot]
+
+        async def read() -> tuple[list[dict[str, int]], dict[str, int]]:
+            reply = await self._eval([*together, keys.lease_data(lease_key)], [], scripts.VIEW)
+            *flat, payloads = reply
+            found = {
+                name: _integers(name, dict(zip(fields[::2], fields[1::2], strict=True)))
+                for name, fields in zip(together, flat, strict=True)
+            }
+            found.update(zip(apart, await self.read_hashes(apart) if apart else [], strict=True))
+            return [found[name] for name in names], held_amounts(_text(p) for p in payloads)
 
         return await self._guarded(read)
 

@@ -43,6 +43,7 @@ def _script(name: str) -> Script:
 RESERVE = _script("reserve.lua")
 SETTLE = _script("settle.lua")
 SWEEP = _script("sweep.lua")
+VIEW = _script("view.lua")
 
 Args = list[str | int | bytes]
 

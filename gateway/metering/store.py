@@ -166,6 +166,13 @@ class Store(Protocol):
         amount, summed over its leases."""
         ...
 
+    async def read_view(
+        self, keys: Sequence[str], lease_key: str
+    ) -> tuple[list[dict[str, int]], dict[str, int]]:
+        """``read_hashes(keys)`` and ``read_reservations(lease_key)`` together, the hashes in
+        the lease's slot read at the same moment as the leases (no settle in between)."""
+        ...
+
     async def write_hash(
         self, key: str, values: Mapping[str, int], delete: Sequence[str]
     ) -> None: ...

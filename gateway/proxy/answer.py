@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from gateway.providers.openai import forwarded_headers
 from gateway.proxy.attempts import Opened
 from gateway.proxy.context import RequestContext
 from gateway.proxy.reply import Reply
+from gateway.proxy.source_indicators import SourceIndicators, into_first_event, spliced
 from gateway.proxy.streaming import SSERelay, StreamResult, cut_kind
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -29,8 +31,11 @@ class Answers:
     """Builds replies; a relayed one calls ``relaying(ctx)`` when handed out and ``end(ctx)``
     after its last byte, whichever way it ends."""
 
-    def __init__(self, settings: Settings, relaying: End, end: End) -> None:
+    def __init__(
+        self, settings: Settings, relaying: End, end: End, indicators: SourceIndicators
+    ) -> None:
         self._settings = settings
+        self._indicators = indicators
         self._relaying = relaying
         self._end = end
 
@@ -77,8 +82,9 @@ class Answers:
         if ctx.endpoint.name == "images.generations" and isinstance(document.get("data"), list):
             ctx.images = len(document["data"])
         if self._settings.model_source_indicator and ctx.indicators:
-            document["model_source_indicator"] = ctx.indicator_object()
-            return orjson.dumps(document)
+            indicator = self._indicators.object_bytes(ctx)
+            if indicator is not None:
+                return spliced(body, indicator) or body
         return body
 
     def _from_anthropic(
@@ -119,6 +125,11 @@ class Answers:
                 ctx.status = 499  # nginx's "client closed request": the client left mid-stream
             self._end(ctx)
 
+        edit = None
+        if self._settings.model_source_indicator and ctx.indicators:
+            indicator = self._indicators.object_bytes(ctx)
+            if indicator is not None:
+                edit = partial(into_first_event, indicator=indicator)
         relay = SSERelay(
             opened.first_chunk,
             opened.rest,
@@ -126,6 +137,7 @@ class Answers:
             client_wants_usage=wants_usage,
             on_end=on_end,
             max_event_bytes=self._settings.max_sse_event_bytes,
+            first_event_edit=edit,
         )
         ctx.relayed = True
         self._relaying(ctx)

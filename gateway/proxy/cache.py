@@ -2,9 +2,10 @@
 
 A request uses the cache when its tier's route has a TTL (tiers.yaml ``cache:``) or it asks
 with ``x-gateway-cache: ttl=N`` on a route that allows it (N at most the route's ``ttl_s``, or
-``cache.max_ttl_s`` on a route without one); ``x-gateway-cache: no-store`` or
-``cache-control: no-cache``/``no-store`` bypasses it (no lookup, no fill). Without either the
-cost is one dictionary lookup and one header lookup.
+``cache.max_ttl_s`` on a route without one), or its route keeps answers only as a fallback
+(``fallback: true``: filled, never looked up until every target failed);
+``x-gateway-cache: no-store`` or ``cache-control: no-cache``/``no-store`` bypasses it (no
+lookup, no fill). Without either the cost is one dictionary lookup and one header lookup.
 
 The key is a digest of the resolved model, the endpoint and the body as sent upstream (its
 ``max_tokens`` after clamping) with the fields that cannot change the answer left out
@@ -65,14 +66,16 @@ Upstream = Callable[[], Awaitable[Reply]]
 
 @dataclass(frozen=True)
 class CacheUse:
-    """How one request uses the cache; ``ttl_s`` 0: bypassed."""
+    """How one request uses the cache; ``ttl_s`` 0: bypassed, unless ``stand_in_only``
+    (answers kept only to stand in for a failed chain, never served fresh)."""
 
     ttl_s: int
     policy: CachePolicy
+    stand_in_only: bool = False
 
     @property
     def bypass(self) -> bool:
-        return self.ttl_s <= 0
+        return self.ttl_s <= 0 and not self.stand_in_only
 
 
 BYPASS = CacheUse(0, DEFAULT_POLICY)
@@ -102,12 +105,12 @@ def cache_use(
             # a caller may shorten the route's TTL, never stretch it (a shared entry is
             # everyone's); on an opt-in route (no ttl_s) the operator's max_ttl_s is the cap
             ttl = min(requested, policy.ttl_s or settings.max_ttl_s)
-    if ttl <= 0:
+    if ttl <= 0 and not policy.fallback:
         return None
     control = headers.get("cache-control", "").lower()
     if "no-cache" in control or "no-store" in control:
         return BYPASS
-    return CacheUse(ttl, policy)
+    return CacheUse(ttl, policy) if ttl > 0 else CacheUse(0, policy, stand_in_only=True)
 
 
 def _requested_ttl(value: str) -> int | None:
@@ -163,6 +166,8 @@ class ResponseCache:
             ctx.cache = "bypass"
             return await upstream()
         key = cache_key(ctx, use, body)
+        if use.stand_in_only:
+            return await self._standing_by(ctx, key, streams, wants_usage, upstream)
         entry = await self._read(key)
         if entry is not None and entry.fresh(self._clock()):
             return self._hit(ctx, entry, streams, wants_usage)
@@ -187,6 +192,21 @@ class ResponseCache:
             self._land(key, None, lead)
             raise
         return self._filling(ctx, key, use.ttl_s, reply, lead)
+
+    async def _standing_by(
+        self, ctx: RequestContext, key: str, streams: bool, wants_usage: bool, upstream: Upstream
+    ) -> Reply:
+        """A fallback-only route: no lookup before going upstream (no fresh hits, no added
+        round trip); the answer is kept, and read back only when every target failed."""
+        try:
+            reply = await upstream()
+        except GatewayError as error:
+            entry = await self._read(key) if _upstreams_failed(error) else None
+            if entry is not None and _stands_in(error, entry, self._clock(), self._settings):
+                ctx.cache_fallback, ctx.error = True, None
+                return self._hit(ctx, entry, streams, wants_usage)
+            raise
+        return self._filling(ctx, key, 0, reply, False)
 
     async def _read(self, key: str) -> Entry | None:
         try:
@@ -291,6 +311,10 @@ class ResponseCache:
 def _stands_in(error: GatewayError, entry: Entry, now: float, settings: CacheSettings) -> bool:
     """Whether a stale entry may answer instead of ``error``: the upstreams failed (not the
     client's own request), and the entry is within the stale limit."""
-    if error.status < FALLBACK_STATUSES and error.status != 429:
+    if not _upstreams_failed(error):
         return False
     return now < entry.stored_at + entry.ttl_s + settings.stale_s
+
+
+def _upstreams_failed(error: GatewayError) -> bool:
+    return error.status >= FALLBACK_STATUSES or error.status == 429

@@ -34,6 +34,7 @@ from gateway.proxy.routing import (
     resolve,
     within_allow_list,
 )
+from gateway.proxy.source_indicators import SourceIndicators
 from gateway.proxy.tags import request_tags
 from gateway.proxy.trace_hooks import Tracer
 from gateway.proxy.video_jobs import VideoJobs
@@ -77,7 +78,8 @@ class Pipeline:
         self._cache = cache
         self._tracer = tracer  # None: tracing off, no call made
         self._request_ids = RequestIds()
-        self._answers = Answers(config.settings, listeners.relaying, self._end)
+        indicators = SourceIndicators(config)  # per (tier, model), once per config
+        self._answers = Answers(config.settings, listeners.relaying, self._end, indicators)
 
     async def handle(
         self, request: Request, endpoint: Endpoint, inbound: Inbound | None = None

@@ -24,6 +24,8 @@ DONE = b"data: [DONE]"
 # Failures of an upstream after its first byte (``gateway_upstream_errors_total`` error types).
 CUT, IDLE_TIMEOUT = "stream_cut", "stream_idle_timeout"
 ERROR = b'"error"'  # a chunk holding this may carry the upstream's in-band error event
+# complete events → (the events edited, whether the edit was made)
+FirstEventEdit = Callable[[bytes], tuple[bytes, bool]]
 
 
 @dataclass
@@ -62,8 +64,11 @@ class SSERelay:
         client_wants_usage: bool,
         on_end: Callable[[StreamResult], None],
         max_event_bytes: int = 4 * 1024 * 1024,
+        first_event_edit: FirstEventEdit | None = None,
     ) -> None:
         self._first = first_chunk
+        # adds to the first data event (the source indicator); dropped once it did
+        self._first_event_edit = first_event_edit
         self._rest = rest
         self._response = response
         self._wants_usage = client_wants_usage
@@ -113,6 +118,10 @@ class SSERelay:
         complete = self._events.feed(chunk)
         if not complete:
             return b""
+        if self._first_event_edit is not None:
+            complete, edited = self._first_event_edit(complete)
+            if edited:
+                self._first_event_edit = None
         if b'"usage"' not in complete and DONE not in complete and ERROR not in complete:
             self.result.events += complete.count(b"\n\n")
             self.result.bytes_out += len(complete)

@@ -8,6 +8,7 @@ import yaml
 
 from gateway.config.load import load_config
 from gateway.config.schema import config_schema, reference_markdown
+from tests.first_run import model_tables
 from tests.first_run.process import ROOT
 
 FREE_PLAN = {
@@ -99,3 +100,21 @@ def _sample(schema: dict) -> object:
     if kind in ("integer", "number"):
         return max(schema.get("minimum", 1), 10)
     return "TOGETHER_BASE_URL"
+
+
+def test_cost_alerts_ship_with_the_plans_numbers() -> None:
+    rules = load_config(ROOT, env={}).alerts.rules
+    overall = [rule for rule in rules if rule.scope == "overall"]
+    assert [(r.usd_per_day, r.usd_per_month) for r in overall] == [(5, 100)]
+    assert all((r.usd_per_day or 0) <= 5 and (r.usd_per_month or 0) <= 100 for r in rules)
+
+
+def test_the_model_tables_in_the_configuration_doc_are_the_shipped_files() -> None:
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    begin, end = (
+        text.index(model_tables.BEGIN) + len(model_tables.BEGIN),
+        text.index(model_tables.END),
+    )
+    assert text[begin:end] == model_tables.shipped_tables()
+    for gone in ("CodeLlama", "DeepSeek Coder", "405B"):
+        assert gone not in text, gone
