@@ -10,7 +10,7 @@ Middleware added later with ``add_middleware`` joins the outer list, so it too s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -106,7 +106,25 @@ class FastLane:
 
 
 def to_asgi(reply: Reply) -> ASGIApp:
-    status, headers, body, media_type = reply
+    status, headers, body, media_type, after = reply
+    app: ASGIApp
     if isinstance(body, bytes):
-        return Response(body, status_code=status, headers=dict(headers), media_type=media_type)
-    return RelayResponse(body, status_code=status, headers=headers, media_type=media_type)
+        app = Response(body, status_code=status, headers=dict(headers), media_type=media_type)
+    else:
+        app = RelayResponse(body, status_code=status, headers=headers, media_type=media_type)
+    return app if after is None else SentThen(app, after)
+
+
+class SentThen:
+    """A response, then ``after()`` once it is over: its last byte sent, the client gone, or
+    the sending failed."""
+
+    def __init__(self, app: ASGIApp, after: Callable[[], None]) -> None:
+        self._app = app
+        self._after = after
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            self._after()

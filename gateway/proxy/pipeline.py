@@ -39,7 +39,8 @@ Inbound = Callable[[Incoming, Principal], Awaitable[Incoming]]
 
 class Pipeline:
     """Turns one request for a known endpoint into a ``Reply``; never raises for the client's
-    or an upstream's faults. ``listeners`` hear of every request's start and end."""
+    or an upstream's faults. ``listeners`` hear of every request's start and end: a reply read
+    whole carries its end as ``Reply.after``, which whoever sends it calls after the last byte."""
 
     def __init__(
         self,
@@ -75,22 +76,22 @@ class Pipeline:
     ) -> Reply:
         ctx = RequestContext.begin(request.headers.get("x-request-id"), endpoint, self._request_ids)
         self._listeners.started(ctx)
-        relayed = False
         try:
             reply = await self._serve(request, ctx, inbound)
-            relayed = reply.relayed
-            return reply
         except GatewayError as error:
             ctx.fail(error)
-            return error_reply(error, ctx.indicator())
+            reply = error_reply(error, ctx.indicator())
         except Exception:
             log.exception("unexpected error serving %s", ctx.request_id)
             internal = GatewayError("The gateway hit an internal error.", code="internal_error")
             ctx.fail(internal)
-            return error_reply(internal, ctx.indicator())
-        finally:
-            if not relayed:
-                self._end(ctx)
+            reply = error_reply(internal, ctx.indicator())
+        except BaseException:  # cancelled: no reply will be sent
+            self._end(ctx)
+            raise
+        if reply.relayed:
+            return reply  # the relay ends the request after its last byte
+        return reply._replace(after=partial(self._end, ctx))
 
     def _end(self, ctx: RequestContext) -> None:
         ctx.ended = time.perf_counter()
