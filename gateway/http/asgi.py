@@ -4,7 +4,8 @@ What runs on each request, outermost first:
 1. the middleware given to ``create_app`` (``BodyLimit`` by default): on EVERY request;
 2. the fast lane: a POST below /v1 goes to the pipeline, which renders its own errors, so it
    skips the next two (measurable at thousands of requests/s);
-3. Starlette's error and exception middlewares, then the router: every other request.
+3. Starlette's error middleware, the ``routed_middleware`` (the dashboard's session loader),
+   the exception middleware, then the router: every other request.
 Middleware added later with ``add_middleware`` joins the outer list, so it too sees every request.
 """
 
@@ -35,11 +36,12 @@ class GatewayApp(Starlette):
         dispatch: Dispatch,
         *,
         middleware: Sequence[Middleware] = (),
+        routed_middleware: Sequence[Middleware] = (),
         **kwargs: Any,
     ) -> None:
         self._outer = list(middleware)
         self._fast: FastLane | None = None
-        super().__init__(**kwargs)
+        super().__init__(middleware=routed_middleware, **kwargs)
         self._lane = (pipeline, dispatch)
 
     def swap_lane(self, pipeline: Pipeline, dispatch: Dispatch) -> None:
