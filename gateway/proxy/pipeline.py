@@ -123,10 +123,10 @@ class Pipeline:
         body, streams, wants_usage = json_for_upstream(
             incoming, endpoint, ctx.admission.clamp_max_tokens
         )
-        forward = partial(self._forward, ctx, incoming, body, streams, wants_usage)
         if use is not None and self._cache is not None:
+            forward = partial(self._forward, ctx, incoming, body, streams, wants_usage)
             return await self._cache.serve(ctx, use, body, streams, wants_usage, forward)
-        return await forward()
+        return await self._forward(ctx, incoming, body, streams, wants_usage)
 
     async def _forward(
         self,
