@@ -165,11 +165,8 @@ def create_app(
             *proxied.routes(),
         ],
         lifespan=_lifespan(gateway, owns_transport=transport is None),
-        middleware=[
-            Middleware(BodyLimit, max_bytes=config.settings.max_body_bytes),
-            Middleware(SessionLoader, sessions=Sessions(gateway.store)),  # only /ui and APIs
-            *middleware,
-        ],
+        middleware=[Middleware(BodyLimit, max_bytes=config.settings.max_body_bytes), *middleware],
+        routed_middleware=[Middleware(SessionLoader, sessions=Sessions(gateway.store))],
         exception_handlers=dict(EXCEPTION_HANDLERS),
     )
     app.state.gateway = gateway

@@ -75,9 +75,11 @@ class PipelineLines:
         reply = await self._pipeline_of().handle(
             Request(scope, receive), ENDPOINTS[record.endpoint]
         )
-        status, reply_headers, content, _ = reply
+        status, reply_headers, content = reply.status, reply.headers, reply.body
         if not isinstance(content, bytes):  # a relayed answer (not asked for): read it whole
             content = b"".join([chunk async for chunk in content])
+        if reply.after is not None:  # the line's billing, log and metrics, as after a reply
+            reply.after()
         quota = status == 429 and any(code in content for code in QUOTA_CODES)
         retry_after = dict(reply_headers).get("retry-after", "")
         return LineOutcome(

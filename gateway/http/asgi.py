@@ -4,13 +4,14 @@ What runs on each request, outermost first:
 1. the middleware given to ``create_app`` (``BodyLimit`` by default): on EVERY request;
 2. the fast lane: a POST below /v1 goes to the pipeline, which renders its own errors, so it
    skips the next two (measurable at thousands of requests/s);
-3. Starlette's error and exception middlewares, then the router: every other request.
+3. Starlette's error middleware, the ``routed_middleware`` (the dashboard's session loader),
+   the exception middleware, then the router: every other request.
 Middleware added later with ``add_middleware`` joins the outer list, so it too sees every request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -35,11 +36,12 @@ class GatewayApp(Starlette):
         dispatch: Dispatch,
         *,
         middleware: Sequence[Middleware] = (),
+        routed_middleware: Sequence[Middleware] = (),
         **kwargs: Any,
     ) -> None:
         self._outer = list(middleware)
         self._fast: FastLane | None = None
-        super().__init__(**kwargs)
+        super().__init__(middleware=routed_middleware, **kwargs)
         self._lane = (pipeline, dispatch)
 
     def swap_lane(self, pipeline: Pipeline, dispatch: Dispatch) -> None:
@@ -112,7 +114,25 @@ class FastLane:
 
 
 def to_asgi(reply: Reply) -> ASGIApp:
-    status, headers, body, media_type = reply
+    status, headers, body, media_type, after = reply
+    app: ASGIApp
     if isinstance(body, bytes):
-        return Response(body, status_code=status, headers=dict(headers), media_type=media_type)
-    return RelayResponse(body, status_code=status, headers=headers, media_type=media_type)
+        app = Response(body, status_code=status, headers=dict(headers), media_type=media_type)
+    else:
+        app = RelayResponse(body, status_code=status, headers=headers, media_type=media_type)
+    return app if after is None else SentThen(app, after)
+
+
+class SentThen:
+    """A response, then ``after()`` once it is over: its last byte sent, the client gone, or
+    the sending failed."""
+
+    def __init__(self, app: ASGIApp, after: Callable[[], None]) -> None:
+        self._app = app
+        self._after = after
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            self._after()

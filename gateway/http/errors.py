@@ -18,7 +18,7 @@ log = logging.getLogger("gateway")
 
 
 def error_response(error: GatewayError, headers: Mapping[str, str] | None = None) -> Response:
-    status, merged, body, media_type = error_reply(error, headers)
+    status, merged, body, media_type, _ = error_reply(error, headers)
     assert isinstance(body, bytes)
     return Response(body, status_code=status, headers=dict(merged), media_type=media_type)
 

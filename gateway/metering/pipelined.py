@@ -139,6 +139,10 @@ class _RespProtocol(asyncio.Protocol):
         self._reader = hiredis.Reader(replyError=ResponseError)
         # one future per command sent, in order; a timed-out one stays until its reply comes
         self._pending: deque[asyncio.Future[Any]] = deque()
+        self._deadlines: deque[float] = deque()  # each pending command's, in the same order
+        # One timer for all the commands in flight, due at the earliest deadline: a timer per
+        # command cost more than the command's own bookkeeping.
+        self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
         self._outbox: list[bytes] = []
         self._dead_after_s = dead_after_s
@@ -156,6 +160,7 @@ class _RespProtocol(asyncio.Protocol):
                 self.close()
                 return
             waiter = self._pending.popleft()
+            self._deadlines.popleft()
             if waiter.done():
                 continue
             if isinstance(reply, ResponseError):
@@ -165,6 +170,10 @@ class _RespProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadlines.clear()
         while self._pending:
             waiter = self._pending.popleft()
             if not waiter.done():
@@ -174,17 +183,18 @@ class _RespProtocol(asyncio.Protocol):
         if self.closed or self._transport is None:
             raise RedisConnectionError("Connection to Redis lost")
         waiter = self._loop.create_future()
+        now = self._loop.time()
         if not self._pending:
-            self._heard = self._loop.time()  # silence only counts while something waits
+            self._heard = now  # silence only counts while something waits
         self._pending.append(waiter)
+        deadline = now + timeout
+        self._deadlines.append(deadline)
+        if self._timer is None or deadline < self._timer.when():
+            self._arm(deadline)
         if not self._outbox:
             self._loop.call_soon(self._flush)
         self._outbox.append(command)
-        timer = self._loop.call_later(timeout, self._expire, waiter)
-        try:
-            return await waiter
-        finally:
-            timer.cancel()
+        return await waiter
 
     def close(self) -> None:
         self.closed = True
@@ -199,12 +209,30 @@ class _RespProtocol(asyncio.Protocol):
         if self._transport is not None and not self.closed:
             self._transport.write(b"".join(commands))
 
-    def _expire(self, waiter: asyncio.Future[Any]) -> None:
-        """Fail this command only; close the connection when it has gone silent."""
-        if not waiter.done():
-            waiter.set_exception(RedisTimeoutError("Timed out waiting for Redis"))
-        if self._loop.time() - self._heard >= self._dead_after_s:
+    def _arm(self, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        """Fail each command past its deadline (only those); close the connection when it
+        has gone silent; then wait for the next deadline of a command still waiting."""
+        self._timer = None
+        now = self._loop.time()
+        expired = False
+        upcoming: float | None = None
+        for waiter, deadline in zip(self._pending, self._deadlines, strict=True):
+            if waiter.done():
+                continue
+            if deadline <= now:
+                waiter.set_exception(RedisTimeoutError("Timed out waiting for Redis"))
+                expired = True
+            elif upcoming is None or deadline < upcoming:
+                upcoming = deadline
+        if expired and now - self._heard >= self._dead_after_s:
             self.close()
+        if upcoming is not None and not self.closed:
+            self._arm(upcoming)
 
 
 def _pack(args: tuple[str | bytes | int, ...]) -> bytes:

@@ -18,7 +18,10 @@ class ProviderStats:
         self._recent: dict[str, _Recent] = {}
 
     def record(self, model: str, ok: bool, seconds: float) -> None:
-        self._recent.setdefault(model, _Recent()).outcomes.append((ok, seconds))
+        recent = self._recent.get(model)
+        if recent is None:  # not setdefault: that would build a deque on every call
+            recent = self._recent[model] = _Recent()
+        recent.outcomes.append((ok, seconds))
 
     def summary(self, model: str) -> dict[str, float | int | None]:
         recent = self._recent.get(model)

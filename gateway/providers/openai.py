@@ -16,6 +16,7 @@ from gateway.secret import Secret
 
 # Upstream response headers worth passing to the client; everything else is the gateway's.
 FORWARDED_RESPONSE_HEADERS = ("content-type", "content-disposition")
+_FORWARDED = {name.encode(): name for name in FORWARDED_RESPONSE_HEADERS}
 MAX_ERROR_BODY = 64 * 1024
 _KEYLIKE = re.compile(r"\b(?:sk|tgp|pk|rk|key)[-_][A-Za-z0-9_\-*.]{6,}|\bBearer\s+\S+", re.I)
 
@@ -81,11 +82,15 @@ def _timeouts(upstream: Upstream) -> dict[str, float]:
 
 
 def forwarded_headers(response: httpx.Response) -> dict[str, str]:
-    return {
-        name: response.headers[name]
-        for name in FORWARDED_RESPONSE_HEADERS
-        if name in response.headers
-    }
+    """The headers passed on (repeated ones joined with ", ", as ``Headers[name]`` does),
+    found in one pass over the answer's headers rather than a scan per name."""
+    headers = response.headers
+    found: dict[str, list[str]] = {}
+    for key, value in headers.raw:
+        name = _FORWARDED.get(key.lower())
+        if name is not None:
+            found.setdefault(name, []).append(value.decode(headers.encoding))
+    return {name: ", ".join(found[name]) for name in FORWARDED_RESPONSE_HEADERS if name in found}
 
 
 def upstream_error(

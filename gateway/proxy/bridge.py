@@ -79,9 +79,14 @@ class ResponsesBridge:
         exchange = _ResponsesExchange(self._store, int(self._clock()))
         reply = await pipeline.handle(request, RESPONSES, exchange.inbound)
         try:
-            return await exchange.outbound(reply)
+            translated = await exchange.outbound(reply)
         except Exception:
-            return _failed_translation(reply)
+            translated = _failed_translation(reply)
+        except BaseException:  # cancelled: nothing will be sent, the request ends here
+            if reply.after is not None:
+                reply.after()
+            raise
+        return translated._replace(after=reply.after)
 
 
 class _ResponsesExchange:
@@ -154,9 +159,10 @@ class MessagesBridge:
         exchange = _MessagesExchange()
         reply = await pipeline.handle(request, MESSAGES, exchange.inbound)
         try:
-            return exchange.outbound(reply)
+            translated = exchange.outbound(reply)
         except Exception:
-            return exchange.outbound(_failed_translation(reply))
+            translated = exchange.outbound(_failed_translation(reply))
+        return translated._replace(after=reply.after)
 
 
 class _MessagesExchange:

@@ -47,7 +47,8 @@ Inbound = Callable[[Incoming, Principal], Awaitable[Incoming]]
 
 class Pipeline:
     """Turns one request for a known endpoint into a ``Reply``; never raises for the client's
-    or an upstream's faults. ``listeners`` hear of every request's start and end."""
+    or an upstream's faults. ``listeners`` hear of every request's start and end: a reply read
+    whole carries its end as ``Reply.after``, which whoever sends it calls after the last byte."""
 
     def __init__(
         self,
@@ -88,23 +89,23 @@ class Pipeline:
         if self._tracer is not None:
             ctx.trace = self._tracer.begin(request.headers, ctx)
         self._listeners.started(ctx)
-        relayed = False
         try:
-            try:
-                reply = await self._serve(request, ctx, inbound)
-            except GatewayError as error:
-                ctx.fail(error)
-                reply = error_reply(error, ctx.indicator())
-            except Exception:
-                log.exception("unexpected error serving %s", ctx.request_id)
-                internal = GatewayError("The gateway hit an internal error.", code="internal_error")
-                ctx.fail(internal)
-                reply = error_reply(internal, ctx.indicator())
-            relayed = reply.relayed
-            return _with_overhead(ctx, reply)
-        finally:
-            if not relayed:
-                self._end(ctx)
+            reply = await self._serve(request, ctx, inbound)
+        except GatewayError as error:
+            ctx.fail(error)
+            reply = error_reply(error, ctx.indicator())
+        except Exception:
+            log.exception("unexpected error serving %s", ctx.request_id)
+            internal = GatewayError("The gateway hit an internal error.", code="internal_error")
+            ctx.fail(internal)
+            reply = error_reply(internal, ctx.indicator())
+        except BaseException:  # cancelled: no reply will be sent
+            self._end(ctx)
+            raise
+        reply = _with_overhead(ctx, reply)
+        if reply.relayed:
+            return reply  # the relay ends the request after its last byte
+        return reply._replace(after=partial(self._end, ctx))
 
     def _end(self, ctx: RequestContext) -> None:
         ctx.ended = time.perf_counter()
@@ -145,10 +146,10 @@ class Pipeline:
         body, streams, wants_usage = json_for_upstream(
             incoming, endpoint, ctx.admission.clamp_max_tokens
         )
-        forward = partial(self._forward, ctx, incoming, body, streams, wants_usage)
         if use is not None and self._cache is not None:
+            forward = partial(self._forward, ctx, incoming, body, streams, wants_usage)
             return await self._cache.serve(ctx, use, body, streams, wants_usage, forward)
-        return await forward()
+        return await self._forward(ctx, incoming, body, streams, wants_usage)
 
     async def _forward(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, Callable, Mapping
 from typing import NamedTuple
 
 import orjson
@@ -17,6 +17,9 @@ class Reply(NamedTuple):
     headers: Mapping[str, str]
     body: bytes | AsyncIterable[bytes]  # an iterable is relayed as it comes
     media_type: str | None = JSON
+    # Run once the reply is handed out, its last byte sent or the client gone (the pipeline's
+    # listeners: billing, access log, metrics), so they never delay the answer.
+    after: Callable[[], None] | None = None
 
     @property
     def relayed(self) -> bool:
