@@ -30,6 +30,8 @@ from gateway.batches.records import BatchRecord, Progress
 from gateway.batches.settings import BatchSettings
 from gateway.batches.state import DONE, BatchState, Entry
 from gateway.batches.storage import FileStorage
+from gateway.metering.redis_errors import FOREIGN_ERRORS
+from gateway.metering.store import StoreError
 
 log = logging.getLogger("gateway.batches")
 INPUTS_KEPT = 4  # parsed input files held per replica
@@ -95,6 +97,15 @@ class Runner:
                 failures = 0
             except asyncio.CancelledError:
                 raise
+            except (StoreError, *FOREIGN_ERRORS) as error:  # an outage: lines wait in the store
+                failures += 1
+                if failures in (1, 10) or failures % 100 == 0:
+                    log.warning(
+                        "batches: the store is unreachable, lines wait (%d in a row): %s",
+                        failures,
+                        type(error).__name__,
+                    )
+                worked = False
             except Exception:
                 failures += 1
                 if failures in (1, 10) or failures % 100 == 0:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.ledger.db import Database
 from gateway.metering.statements import UsageLine
+
+if TYPE_CHECKING:  # asyncpg (the postgres extra) is imported only when the ledger is built
+    from gateway.ledger.db import Database
 
 LINES = (
     "SELECT user_id, tier, capability, model,"
