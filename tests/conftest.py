@@ -52,6 +52,13 @@ SLOW_PATHS = (
     "tests/control/test_flags_replicas.py",
     "tests/protocols/test_agents_sdk.py",
     "tests/batches/test_replicas.py",
+    "tests/e2e/test_quotas.py",
+    "tests/e2e/test_failures.py",
+    "tests/control/test_admin_api.py",
+    "tests/protocols/test_refusals.py",
+    "tests/control/test_reload.py",
+    "tests/control/test_audit_logs.py",
+    "tests/unit/test_wire.py",
 )
 SLOW_TESTS = (
     "tests/protocols/test_store_redis.py::test_in_redis_and_outage",
