@@ -22,9 +22,9 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gateway.app import create_app
 from gateway.config.runtime import Runtime
-from gateway.metering import create_store
 from gateway.observe.metrics import Metrics
 from gateway.secret import Secret
+from gateway.store.factory import create_store
 from tests.redis_fixture import RedisServer
 from tests.support import ThreadedServer, build_config, routes_doc, tiers_doc
 

@@ -34,8 +34,8 @@ from gateway.ledger.db import Database
 from gateway.ledger.reader import read_records
 from gateway.ledger.settings import LedgerSettings
 from gateway.ledger.shipper import Shipper
-from gateway.metering import keys
-from gateway.metering.analytics import UsageFilter
+from gateway.store import keys
+from gateway.usage.analytics import UsageFilter
 from tests.ledger.pg_fixture import PostgresServer
 from tests.redis_fixture import RedisServer
 

@@ -27,9 +27,11 @@ from services import CONFIG_DIR, TIER
 
 from gateway.config.load import load_config
 from gateway.config.model import Config
-from gateway.metering import Meter, MeterRequest, Outcome, Store, create_store
-from gateway.metering.redis_store import RedisStore
+from gateway.metering import Meter, MeterRequest, Outcome
 from gateway.metering.types import KeyLimits
+from gateway.store.factory import create_store
+from gateway.store.port import Store
+from gateway.store.redis.store import RedisStore
 
 CONCURRENCY = 16
 BIG = 10**11

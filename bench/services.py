@@ -243,7 +243,7 @@ def metering_facts(redis_url: str) -> dict[str, int]:
     import redis
 
     try:
-        from gateway.metering.keys import USAGE_STREAM as stream
+        from gateway.store.keys import USAGE_STREAM as stream
     except ImportError:
         stream = "gw:usage"
     client = redis.Redis.from_url(redis_url)

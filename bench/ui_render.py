@@ -30,11 +30,12 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.app import create_app  # noqa: E402
 from gateway.config.runtime import Runtime  # noqa: E402
-from gateway.http.admin_auth import SESSION_COOKIE  # noqa: E402
-from gateway.metering import create_store, keys  # noqa: E402
-from gateway.metering.rollup import Roller  # noqa: E402
+from gateway.http.admin.auth import SESSION_COOKIE  # noqa: E402
 from gateway.observe.metrics import Metrics  # noqa: E402
+from gateway.store import keys  # noqa: E402
+from gateway.store.factory import create_store  # noqa: E402
 from gateway.ui.session import Sessions  # noqa: E402
+from gateway.usage.rollup import Roller  # noqa: E402
 from tests.redis_fixture import RedisServer  # noqa: E402
 from tests.support import build_config, routes_doc, tiers_doc  # noqa: E402
 

@@ -28,13 +28,15 @@ from gateway.control.reload import Reloader
 from gateway.control.secrets_at_rest import SecretBox
 from gateway.control.stored_keys import StoredKeys
 from gateway.control.tier_quotas import TierQuotaFollower
-from gateway.http import (
+from gateway.http import dispatch as proxied
+from gateway.http.admin import analytics as usage_analytics
+from gateway.http.admin import openapi as admin_openapi
+from gateway.http.admin import overrides as admin
+from gateway.http.admin import secrets as admin_secrets
+from gateway.http.admin import upstreams as admin_upstreams
+from gateway.http.admin import weights as admin_weights
+from gateway.http.api import (
     account,
-    admin,
-    admin_openapi,
-    admin_secrets,
-    admin_upstreams,
-    admin_weights,
     batches,
     files,
     me_keys,
@@ -44,19 +46,13 @@ from gateway.http import (
     statements,
     videos,
 )
-from gateway.http import analytics as usage_analytics
-from gateway.http import dispatch as proxied
+from gateway.http.api.protocols import protocol_bridges
 from gateway.http.asgi import GatewayApp
 from gateway.http.body_limit import BodyLimit
 from gateway.http.dispatch import Dispatch
 from gateway.http.errors import EXCEPTION_HANDLERS
-from gateway.http.protocols import protocol_bridges
 from gateway.ledger.settings import LedgerSettings
-from gateway.metering import Meter, Store, create_store
-from gateway.metering.analytics import RedisAnalytics
-from gateway.metering.job_store import job_store_for
-from gateway.metering.memory_store import MemoryStore
-from gateway.metering.redis_store import RedisStore
+from gateway.metering import Meter
 from gateway.observe.access_log import AccessLog
 from gateway.observe.metrics import Metrics, UsageMetrics, mark_worker_dead
 from gateway.observe.provider_stats import ProviderStats
@@ -68,7 +64,7 @@ from gateway.proxy.attempts import Attempter
 from gateway.proxy.auth import KeyRing
 from gateway.proxy.billing import Billing
 from gateway.proxy.breaker import Breakers
-from gateway.proxy.cache import ResponseCache
+from gateway.proxy.cache.exact import ResponseCache
 from gateway.proxy.credentials import Credentials
 from gateway.proxy.flag_gate import FlagGate
 from gateway.proxy.listeners import Listeners
@@ -76,9 +72,15 @@ from gateway.proxy.pipeline import Pipeline
 from gateway.proxy.rollout import Rollout
 from gateway.proxy.shared_health import SharedHealth
 from gateway.proxy.trace_hooks import Tracer
-from gateway.proxy.video_jobs import ADOPT_AFTER_S, POLL_INTERVAL_S, VideoJobs
+from gateway.proxy.videos.jobs import ADOPT_AFTER_S, POLL_INTERVAL_S, VideoJobs
+from gateway.store.factory import create_store
+from gateway.store.jobs import job_store_for
+from gateway.store.memory import MemoryStore
+from gateway.store.port import Store
+from gateway.store.redis.store import RedisStore
 from gateway.ui import pages as ui_pages
 from gateway.ui.session import SessionLoader, Sessions
+from gateway.usage.analytics import RedisAnalytics
 
 if TYPE_CHECKING:  # the ledger's modules need asyncpg (the postgres extra): imported if configured
     from gateway.ledger.analytics import PostgresAnalytics

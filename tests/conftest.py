@@ -11,8 +11,8 @@ from starlette.applications import Starlette
 
 from gateway.app import Gateway, create_app
 from gateway.config.runtime import Runtime
-from gateway.metering import create_store
 from gateway.observe.metrics import Metrics
+from gateway.store.factory import create_store
 from tests.mock_upstream import MockUpstream, running_mock_upstream
 from tests.redis_fixture import RedisServer
 from tests.support import ThreadedServer, build_config, routes_doc, tiers_doc

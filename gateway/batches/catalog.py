@@ -8,7 +8,7 @@ every replica's runner reads to find work.
 from __future__ import annotations
 
 from gateway.batches.records import BatchRecord, FileRecord
-from gateway.metering.store import Store
+from gateway.store.port import Store
 
 PREFIX = "gw"
 KEEP_S = 400 * 24 * 3600  # an owner's records hash lives this long after its last write

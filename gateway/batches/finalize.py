@@ -18,7 +18,7 @@ from gateway.batches.files import Files
 from gateway.batches.jsonl import parse_lines
 from gateway.batches.records import BatchRecord, LineError, Progress
 from gateway.batches.state import BatchState
-from gateway.metering.store import Store
+from gateway.store.port import Store
 
 FINALIZE_LEASE_S = 300  # another replica may finalize after this (a finalizer that died)
 VALIDATING_TIMEOUT_S = 600  # a batch still validating this long lost its creator

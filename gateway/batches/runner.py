@@ -30,8 +30,8 @@ from gateway.batches.records import BatchRecord, Progress
 from gateway.batches.settings import BatchSettings
 from gateway.batches.state import DONE, BatchState, Entry
 from gateway.batches.storage import FileStorage
-from gateway.metering.redis_errors import FOREIGN_ERRORS
-from gateway.metering.store import StoreError
+from gateway.store.port import StoreError
+from gateway.store.redis.errors import FOREIGN_ERRORS
 
 log = logging.getLogger("gateway.batches")
 INPUTS_KEPT = 4  # parsed input files held per replica

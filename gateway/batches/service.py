@@ -24,8 +24,8 @@ from gateway.batches.settings import BatchSettings
 from gateway.batches.state import BatchState, MemoryBatchState
 from gateway.batches.storage import FileStorage, storage_for
 from gateway.errors import InvalidRequest, NotFound
-from gateway.metering.redis_store import RedisStore
-from gateway.metering.store import Store
+from gateway.store.port import Store
+from gateway.store.redis.store import RedisStore
 
 MAX_METADATA_KEYS = 16
 CheckModel = Callable[[str, dict[str, Any]], None]

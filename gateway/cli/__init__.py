@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from gateway import cli_admin, cli_control
+from gateway.cli import admin as cli_admin
+from gateway.cli import control as cli_control
 from gateway.cli import secrets
 from gateway.cli.base import (
     CONFIG_DIR_ENV,

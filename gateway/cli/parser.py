@@ -6,7 +6,8 @@ import argparse
 import os
 from typing import Any
 
-from gateway import cli_admin, cli_control
+from gateway.cli import admin as cli_admin
+from gateway.cli import control as cli_control
 from gateway.cli import secrets
 from gateway.cli.base import CONFIG_DIR_ENV, Parser
 from gateway.cli.tls_options import add_tls_options

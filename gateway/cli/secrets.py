@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gateway.cli_admin import Request, add_connection_options, run_call
+from gateway.cli.admin import Request, add_connection_options, run_call
 
 COMMANDS = ("secrets",)
 

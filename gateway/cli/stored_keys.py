@@ -19,7 +19,7 @@ NO_REDIS = "REDIS_URL is not set"
 def stored_key_counts(config: Config, env: Mapping[str, str]) -> tuple[dict[str, int], str | None]:
     """(upstream → stored system keys, None), or ({}, why they could not be counted)."""
     from gateway.config.runtime import sentinel_url
-    from gateway.metering.store import StoreError
+    from gateway.store.port import StoreError
 
     redis_url = sentinel_url(env) or env.get("REDIS_URL")
     if not redis_url:
@@ -32,7 +32,7 @@ def stored_key_counts(config: Config, env: Mapping[str, str]) -> tuple[dict[str,
 
 async def _read(config: Config, redis_url: str) -> dict[str, int]:
     from gateway.control.upstream_keys import KIND, stored_counts
-    from gateway.metering import create_store
+    from gateway.store.factory import create_store
 
     store = create_store(redis_url, config.settings)
     try:

@@ -18,8 +18,8 @@ from gateway.cli.base import (
 
 def usage_export(args: argparse.Namespace) -> int:
     """Print the usage records of [from, to) from Redis (and the ledger, when configured)."""
-    from gateway.metering.export import export_records, parse_range
-    from gateway.metering.store import StoreError
+    from gateway.store.port import StoreError
+    from gateway.usage.export import export_records, parse_range
 
     check_environment()
     try:
@@ -98,8 +98,8 @@ def ledger_command(args: argparse.Namespace) -> int:
             print("\n".join(f"applied {name}" for name in applied) or "up to date")
             return 0
         from gateway.config.runtime import sentinel_url
-        from gateway.metering import create_store
-        from gateway.metering.redis_store import RedisStore
+        from gateway.store.factory import create_store
+        from gateway.store.redis.store import RedisStore
 
         redis_url = sentinel_url(os.environ) or os.environ.get("REDIS_URL")
         config = load_config(args.config_dir)  # tiers.yaml ``ledger:``, under the env's overrides

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.metering.store import UNLIMITED
 from gateway.metering.types import KeyLimits
+from gateway.store.port import UNLIMITED
 
 KIND = "keys"
 SECRET_PREFIX = "sk-gw-"

@@ -28,7 +28,7 @@ from types import MappingProxyType
 from typing import Any
 
 from gateway.errors import StoreUnavailable
-from gateway.metering.store import AUDIT_LOGS, AuditLog, Store, StoreError
+from gateway.store.port import AUDIT_LOGS, AuditLog, Store, StoreError
 
 POLL_INTERVAL_S = 0.25
 AUDIT_MAXLEN = 10_000

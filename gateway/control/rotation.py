@@ -19,7 +19,7 @@ from gateway.control import upstream_keys, user_keys
 from gateway.control.plane import ControlPlane, Snapshot
 from gateway.control.secrets_at_rest import SealedUnreadable, SecretBox
 from gateway.errors import StoreUnavailable
-from gateway.metering.store import StoreError
+from gateway.store.port import StoreError
 
 ACTION = "secrets.reseal"
 

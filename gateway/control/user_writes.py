@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 
 from gateway.errors import GatewayError, StoreUnavailable
-from gateway.metering import keys
-from gateway.metering.store import Counter, Store, StoreError
+from gateway.store import keys
+from gateway.store.port import Counter, Store, StoreError
 
 USER_WRITES_PER_MINUTE = 20
 WINDOW_S = 60

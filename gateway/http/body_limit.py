@@ -6,7 +6,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import PayloadTooLarge
 
-UPLOADS = "/v1/files"  # file uploads count against their own cap (``gateway.http.files``)
+UPLOADS = "/v1/files"  # file uploads count against their own cap (``gateway.http.api.files``)
 
 
 def limited(receive: Receive, max_bytes: int) -> Receive:

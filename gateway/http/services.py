@@ -12,12 +12,12 @@ from gateway.config.runtime import Runtime
 from gateway.control.plane import ControlPlane
 from gateway.control.stored_keys import StoredKeys
 from gateway.metering import Meter
-from gateway.metering.analytics import Analytics
-from gateway.metering.store import Store
 from gateway.observe.metrics import Metrics
 from gateway.observe.provider_stats import ProviderStats
 from gateway.proxy.auth import KeyRing
 from gateway.proxy.breaker import Breakers
+from gateway.store.port import Store
+from gateway.usage.analytics import Analytics
 
 if TYPE_CHECKING:  # the ledger's modules need asyncpg, imported only when it is configured
     from gateway.ledger.service import Ledger

@@ -21,8 +21,8 @@ import orjson
 
 from gateway.ledger.db import Database
 from gateway.ledger.reader import bounds
-from gateway.metering.analytics import BUCKETS, UsageFilter
-from gateway.metering.rollup import DIMENSIONS
+from gateway.usage.analytics import BUCKETS, UsageFilter
+from gateway.usage.rollup import DIMENSIONS
 
 COLUMNS = {"user": "user_id", "status": "status::text"}
 COARSE = {"tier", "model", "provider", "capability"}

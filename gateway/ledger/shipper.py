@@ -30,8 +30,8 @@ from gateway.ledger.db import Database
 from gateway.ledger.metrics import LedgerMetrics
 from gateway.ledger.rows import Row, parse
 from gateway.ledger.settings import LedgerSettings
-from gateway.metering.redis_errors import raise_if_cancelled
-from gateway.metering.redis_store import RedisStore
+from gateway.store.redis.errors import raise_if_cancelled
+from gateway.store.redis.store import RedisStore
 
 log = logging.getLogger("gateway.ledger")
 RETRIED: tuple[type[BaseException], ...] = (*DB_ERRORS, RedisError)

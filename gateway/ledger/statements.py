@@ -11,7 +11,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from gateway.metering.statements import UsageLine
+from gateway.usage.statements import UsageLine
 
 if TYPE_CHECKING:  # asyncpg (the postgres extra) is imported only when the ledger is built
     from gateway.ledger.db import Database

@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from gateway.metering import keys
+from gateway.store import keys
 
 GROUP = "ledger"
 STREAM = keys.USAGE_STREAM

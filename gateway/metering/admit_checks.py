@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from gateway.errors import InvalidRequest
 from gateway.metering import plan
-from gateway.metering.store import MAX_AMOUNT, Verdict
 from gateway.metering.types import Check, MeterRequest
+from gateway.store.port import MAX_AMOUNT, Verdict
 
 
 def tier_refused(checks: Sequence[Check], verdict: Verdict) -> bool:

@@ -23,7 +23,7 @@ import orjson
 
 from gateway.metering.health import StoreHealth
 from gateway.metering.settle import Settlement
-from gateway.metering.store import Store, StoreError, StoreRejected
+from gateway.store.port import Store, StoreError, StoreRejected
 
 CHUNK = 200  # requests per store call; bounds how long one settle script runs
 BACKOFF_S = 0.1

@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.metering.audio_duration import audio_duration_ms
+from gateway.media.audio_duration import audio_duration_ms
 
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4

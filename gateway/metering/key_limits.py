@@ -23,11 +23,11 @@ from __future__ import annotations
 import math
 
 from gateway.errors import QuotaExceeded
-from gateway.metering import keys
 from gateway.metering.pricing import micros_to_usd
-from gateway.metering.store import UNLIMITED, Counter
 from gateway.metering.types import Amounts, Check, KeyLimits
 from gateway.metering.windows import Windows, iso_utc
+from gateway.store import keys
+from gateway.store.port import UNLIMITED, Counter
 
 KEY_RPM, KEY_TPM, KEY_PARALLEL = "key_rpm", "key_tpm", "key_parallel"
 KEY_DAY, KEY_MONTH = "key_day", "key_month"

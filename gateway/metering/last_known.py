@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.metering.store import UNLIMITED, Verdict
 from gateway.metering.types import Check
+from gateway.store.port import UNLIMITED, Verdict
 
 MAX_COUNTERS = 50_000  # forgotten all at once past this (users come from keys: bounded)
 

@@ -13,9 +13,9 @@ from gateway.errors import BudgetExceeded, QuotaExceeded
 from gateway.metering import key_limits, plan
 from gateway.metering.limits import budget_limits, quota_limits
 from gateway.metering.pricing import MS_PER_MINUTE, micros_to_usd
-from gateway.metering.store import UNLIMITED, Verdict
 from gateway.metering.types import Check, MeterRequest
 from gateway.metering.windows import Windows, duration, iso_utc, seconds_until
+from gateway.store.port import UNLIMITED, Verdict
 
 # check kind → its header names (limit, remaining, reset)
 HEADER_NAMES = {

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
 from gateway.config.model import CAPABILITIES, Budget, Config, Quota, Tier, UserOverride
-from gateway.metering import keys
 from gateway.metering.pricing import MICROS_PER_USD, MS_PER_MINUTE, micros_to_usd
-from gateway.metering.store import UNLIMITED
+from gateway.store import keys
+from gateway.store.port import UNLIMITED
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,10 @@ import httpx
 
 from gateway.config.model import Config, Quota
 from gateway.errors import InvalidRequest, StoreUnavailable
-from gateway.metering import keys, plan, tier_shards
+from gateway.metering import plan, tier_shards
 from gateway.metering.admit_checks import check_amounts as _check_amounts
 from gateway.metering.admit_checks import clamp as _clamp
 from gateway.metering.admit_checks import tier_refused as _tier_refused
-from gateway.metering.alerts import CostAlerts
 from gateway.metering.buffer import Flusher, UsageBuffer
 from gateway.metering.health import StoreHealth
 from gateway.metering.last_known import LastKnown
@@ -41,7 +40,10 @@ from gateway.metering.meter_reads import MeterReads
 from gateway.metering.meter_status import MeterStatus
 from gateway.metering.record_ids import RecordIds
 from gateway.metering.settle import Settlement, settlement
-from gateway.metering.store import (
+from gateway.metering.types import Admission, Amounts, Check, MeterRequest, Outcome
+from gateway.metering.windows import Windows, windows_at
+from gateway.store import keys
+from gateway.store.port import (
     Lease,
     LeaseEnd,
     SettleBatch,
@@ -50,9 +52,8 @@ from gateway.metering.store import (
     StoreRejected,
     Verdict,
 )
-from gateway.metering.types import Admission, Amounts, Check, MeterRequest, Outcome
-from gateway.metering.webhook import WebhookSender
-from gateway.metering.windows import Windows, windows_at
+from gateway.usage.alerts import CostAlerts
+from gateway.usage.webhook import WebhookSender
 
 logger = logging.getLogger("gateway.metering")
 

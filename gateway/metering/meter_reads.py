@@ -13,12 +13,13 @@ from typing import Any, TypeVar
 
 from gateway.config.model import CAPABILITIES, Budget, Config, Quota, Tier, UserOverride
 from gateway.errors import InvalidRequest, StoreUnavailable
-from gateway.metering import keys, limits
+from gateway.metering import limits
 from gateway.metering.health import StoreHealth
-from gateway.metering.history import read_records, read_user_records
 from gateway.metering.quota_view import build_view, view_keys
-from gateway.metering.store import Store, StoreError, StoreRejected
 from gateway.metering.windows import windows_at
+from gateway.store import keys
+from gateway.store.port import Store, StoreError, StoreRejected
+from gateway.usage.history import read_records, read_user_records
 
 logger = logging.getLogger("gateway.metering")
 

@@ -5,10 +5,10 @@
 
 from __future__ import annotations
 
-from gateway.metering.alerts import CostAlerts
 from gateway.metering.buffer import Flusher, UsageBuffer
 from gateway.metering.health import StoreHealth
-from gateway.metering.store import Store, StoreError
+from gateway.store.port import Store, StoreError
+from gateway.usage.alerts import CostAlerts
 
 
 class MeterStatus:

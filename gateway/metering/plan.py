@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from gateway.config.model import Config, Quota
-from gateway.metering import keys, tier_shards
+from gateway.metering import tier_shards
 from gateway.metering.key_limits import KINDS as KEY_KINDS
 from gateway.metering.key_limits import amount_for as key_amount_for
 from gateway.metering.key_limits import key_checks
@@ -19,9 +19,10 @@ from gateway.metering.limits import (
     user_quota,
 )
 from gateway.metering.pricing import cost_micros
-from gateway.metering.store import UNLIMITED, Counter
 from gateway.metering.types import Amounts, Check, MeterRequest
 from gateway.metering.windows import Windows
+from gateway.store import keys
+from gateway.store.port import UNLIMITED, Counter
 
 # Check kinds and what they limit; the budget kinds hold micro-USD.
 REQUESTS, TOKENS, AUDIO = "requests", "tokens", "audio"

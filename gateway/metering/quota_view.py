@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.config.model import CAPABILITIES, CAPABILITY_BY_MODALITY, Config, Tier
-from gateway.metering import keys, tier_shards
+from gateway.metering import tier_shards
 from gateway.metering.limits import (
     apply_budget_overrides,
     apply_overrides,
@@ -22,8 +22,9 @@ from gateway.metering.limits import (
     user_quota,
 )
 from gateway.metering.pricing import MS_PER_MINUTE, micros_to_usd
-from gateway.metering.store import UNLIMITED
 from gateway.metering.windows import Windows, iso_utc
+from gateway.store import keys
+from gateway.store.port import UNLIMITED
 
 
 def view_keys(user: str, tier: Tier, windows: Windows, shards: int = 1) -> list[str]:

@@ -29,13 +29,14 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-from gateway.metering import keys, record_codec
+from gateway.metering import record_codec
 from gateway.metering.estimate import tokens_for_chars
 from gateway.metering.plan import amount_for
 from gateway.metering.pricing import cost_micros, micros_to_usd
-from gateway.metering.store import Aggregate, Increment, LeaseEnd, SettleBatch
 from gateway.metering.types import Admission, Amounts, Outcome
 from gateway.metering.windows import AGGREGATE_TTL_S, Windows, iso_utc, windows_at
+from gateway.store import keys
+from gateway.store.port import Aggregate, Increment, LeaseEnd, SettleBatch
 
 logger = logging.getLogger("gateway.metering")
 MAX_REPORTED_TOKENS = 10_000_000

@@ -22,8 +22,8 @@ import time
 import zlib
 from collections.abc import Callable
 
-from gateway.metering import keys
-from gateway.metering.store import UNLIMITED
+from gateway.store import keys
+from gateway.store.port import UNLIMITED
 
 FULL_FOR_S = 1.0  # a shard that refused is not tried by spill-over for this long
 MAX_REMEMBERED = 10_000

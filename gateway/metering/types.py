@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from gateway.config.model import Price, Tier
-from gateway.metering.store import Counter
+from gateway.store.port import Counter
 
 
 class Amounts(NamedTuple):

@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from gateway.metering import keys
-from gateway.metering.store import Store
+from gateway.store import keys
+from gateway.store.port import Store
 
 FIELD = "r"
 TOMBSTONE_TTL_S = 60  # a deleted response's empty value, kept briefly

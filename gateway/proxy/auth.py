@@ -20,10 +20,10 @@ from gateway.control import keys as runtime_keys
 from gateway.control.id_keys import IdKeys
 from gateway.control.plane import ControlPlane, Snapshot
 from gateway.errors import Forbidden, Unauthorized
-from gateway.metering.store import StoreError
 from gateway.metering.types import KeyLimits
 from gateway.proxy.auth_throttle import AuthThrottle, client_address
 from gateway.secret import Secret, sha256_hex
+from gateway.store.port import StoreError
 
 BYOK_HEADER = "x-upstream-api-key"
 PREFIX = 16

@@ -20,7 +20,6 @@ import orjson
 from starlette.requests import Request
 
 from gateway.errors import GatewayError, NotFound, StoreUnavailable
-from gateway.metering.store import StoreError
 from gateway.protocols import messages, responses
 from gateway.protocols.messages_stream import MessagesStream
 from gateway.protocols.response_store import ResponseStore, StoredResponse
@@ -31,6 +30,7 @@ from gateway.proxy.incoming import Incoming
 from gateway.proxy.pipeline import Pipeline
 from gateway.proxy.reply import JSON, Reply, error_reply
 from gateway.proxy.routing import MESSAGES, RESPONSES
+from gateway.store.port import StoreError
 
 log = logging.getLogger("gateway")
 SSE = "text/event-stream"

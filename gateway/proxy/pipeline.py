@@ -16,7 +16,7 @@ from gateway.metering import Meter
 from gateway.proxy.answer import Answers
 from gateway.proxy.attempts import Attempter, AttemptFailed
 from gateway.proxy.auth import Authenticator, Principal
-from gateway.proxy.cache import ResponseCache, cache_use
+from gateway.proxy.cache.exact import ResponseCache, cache_use
 from gateway.proxy.context import RequestContext, RequestIds
 from gateway.proxy.credentials import Credentials
 from gateway.proxy.deployments import chain_keys
@@ -37,7 +37,7 @@ from gateway.proxy.routing import (
 from gateway.proxy.source_indicators import SourceIndicators
 from gateway.proxy.tags import request_tags
 from gateway.proxy.trace_hooks import Tracer
-from gateway.proxy.video_jobs import VideoJobs
+from gateway.proxy.videos.jobs import VideoJobs
 
 log = logging.getLogger("gateway")
 # A protocol bridge's request translation (proxy/bridge.py): the client's body, read and

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from gateway.metering.store import Store, StoreError
+from gateway.store.port import Store, StoreError
 
 KEY = "gw:breakers"
 POLL_INTERVAL_S = 0.5

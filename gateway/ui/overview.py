@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.metering.analytics import Analytics, UsageFilter
+from gateway.usage.analytics import Analytics, UsageFilter
 
 PERIODS = {"24h": 86_400, "7d": 7 * 86_400, "30d": 30 * 86_400}
 BREAKDOWNS = ("model", "provider", "tier")

@@ -21,23 +21,23 @@ from starlette.staticfiles import StaticFiles
 from gateway.batches.records import public_batch
 from gateway.config.model import CAPABILITIES
 from gateway.errors import GatewayError, TooManyFailedAttempts
-from gateway.http.admin_auth import SESSION_COOKIE, admin_actor
-from gateway.http.analytics import (
+from gateway.http.admin.analytics import (
     FILTERS,
     group_and_bucket,
     records_cursor,
     rollup_window,
     usage_filter,
 )
-from gateway.http.files import WithBatches
+from gateway.http.admin.auth import SESSION_COOKIE, admin_actor
+from gateway.http.api.files import WithBatches
 from gateway.http.services import services
-from gateway.metering.rollup import DIMENSIONS
 from gateway.proxy.auth_throttle import client_address
 from gateway.secret import sha256_hex
 from gateway.ui import login_guard, statements
 from gateway.ui.overview import analytics_view, overview_view
 from gateway.ui.render import page
 from gateway.ui.session import SESSION_TTL_S, Sessions, session_of
+from gateway.usage.rollup import DIMENSIONS
 
 STATIC = Path(__file__).parent / "static"
 OPERATOR_PAGES = (

@@ -29,10 +29,10 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import GatewayError
-from gateway.http.admin_auth import SESSION_COOKIE, SESSION_SCOPE_KEY, actor_by_reference
+from gateway.http.admin.auth import SESSION_COOKIE, SESSION_SCOPE_KEY, actor_by_reference
 from gateway.http.services import Services
-from gateway.metering.store import Store, StoreError
 from gateway.secret import sha256_hex
+from gateway.store.port import Store, StoreError
 
 SESSION_TTL_S = 8 * 3600
 PREFIXES = ("/ui", "/v1/admin", "/v1/quota", "/v1/usage", "/v1/me", "/v1/providers")

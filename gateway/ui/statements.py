@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from gateway.errors import GatewayError
+from gateway.http.api.statements import statements_page, user_statement
 from gateway.http.services import Services, services
-from gateway.http.statements import statements_page, user_statement
 from gateway.ui.render import page
 from gateway.ui.session import session_of
 

@@ -10,10 +10,11 @@ PACKAGE = Path(__file__).resolve().parents[2] / "gateway"
 
 # Bottom to top. Rooms on one line share a level and may not import each other.
 LEVELS: tuple[tuple[str, ...], ...] = (
-    ("wire", "errors", "secret", "extras"),
+    ("wire", "errors", "secret", "extras", "media"),
     ("config",),
+    ("store",),
     ("metering", "providers"),
-    ("protocols",),
+    ("usage", "protocols"),
     ("control", "ledger"),
     ("proxy",),
     ("observe", "batches"),
@@ -21,8 +22,6 @@ LEVELS: tuple[tuple[str, ...], ...] = (
     ("ui",),
     ("app",),
     ("serving",),
-    ("cli_admin",),
-    ("cli_control",),
     ("cli", "__init__"),
     ("__main__",),
 )

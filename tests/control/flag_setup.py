@@ -10,9 +10,9 @@ import httpx
 
 from gateway.app import create_app
 from gateway.config.runtime import Runtime
-from gateway.metering.memory_store import MemoryStore
 from gateway.observe.metrics import Metrics
 from gateway.secret import Secret
+from gateway.store.memory import MemoryStore
 from tests.support import DEFAULT_ROUTES, ThreadedServer, build_config, routes_doc, tiers_doc
 
 ADMIN = "flag-test-admin-token-0123456789"

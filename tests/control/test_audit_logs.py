@@ -17,7 +17,7 @@ import pytest
 from gateway.config.load import load_config
 from gateway.control.plane import AUDIT_MAXLEN, ControlPlane
 from gateway.control.user_writes import USER_WRITES_PER_MINUTE
-from gateway.metering import create_store
+from gateway.store.factory import create_store
 from tests.control import test_upstream_keys as base
 from tests.control.test_upstream_keys import CLIENT, Served
 from tests.redis_fixture import RedisServer

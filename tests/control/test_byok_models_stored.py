@@ -11,9 +11,9 @@ import pytest
 from gateway.app import create_app
 from gateway.config.runtime import Runtime
 from gateway.control.secrets_at_rest import KEY_ENV, KEY_FILE_ENV
-from gateway.metering import create_store
 from gateway.observe.metrics import Metrics
 from gateway.secret import Secret
+from gateway.store.factory import create_store
 from tests.control.key_upstream import KeyUpstream
 from tests.control.test_upstream_keys import ADMIN, CLIENT, MASTER, Served
 from tests.redis_fixture import RedisServer

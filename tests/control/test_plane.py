@@ -10,8 +10,8 @@ import pytest
 
 from gateway.config.model import Settings
 from gateway.control.plane import ControlPlane, Snapshot
-from gateway.metering import create_store
-from gateway.metering.memory_store import MemoryStore
+from gateway.store.factory import create_store
+from gateway.store.memory import MemoryStore
 from tests.redis_fixture import RedisServer
 
 

@@ -18,9 +18,9 @@ import yaml
 from gateway.app import Gateway, create_app, reload_app
 from gateway.config.load import load_config
 from gateway.config.runtime import Runtime
-from gateway.metering.memory_store import MemoryStore
 from gateway.observe.metrics import Metrics
 from gateway.secret import Secret
+from gateway.store.memory import MemoryStore
 from tests.control.flag_setup import ADMIN, KEYS, admin, documents, env
 from tests.mock_upstream import MockUpstream
 from tests.support import MOCK_KEY, OTHER_KEY, ThreadedServer

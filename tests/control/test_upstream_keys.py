@@ -27,9 +27,9 @@ from gateway.control.secrets_at_rest import (
     parse_master_key,
 )
 from gateway.control.upstream_keys import UpstreamKeyPool, sealed_entry
-from gateway.metering import create_store
 from gateway.observe.metrics import Metrics
 from gateway.secret import Secret
+from gateway.store.factory import create_store
 from tests.control.key_upstream import KeyUpstream
 from tests.redis_fixture import RedisServer, command
 from tests.support import MOCK_KEY, ThreadedServer, build_config, routes_doc, tiers_doc

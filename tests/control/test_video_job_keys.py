@@ -19,9 +19,9 @@ from starlette.responses import JSONResponse, Response
 from gateway.app import create_app
 from gateway.config.runtime import Runtime
 from gateway.control.secrets_at_rest import KEY_ENV, KEY_FILE_ENV
-from gateway.metering import create_store
 from gateway.observe.metrics import Metrics
 from gateway.secret import Secret
+from gateway.store.factory import create_store
 from tests.control.test_upstream_keys import MASTER
 from tests.providers.mock_video import VIDEO_BYTES, MockVideo
 from tests.redis_fixture import RedisServer

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from gateway.config.load import load_config
-from gateway.http import ops
+from gateway.http.api import ops
 from tests.test_deploy import EXPORTED_METRIC_FAMILIES
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,8 +7,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
 from gateway.config.runtime import Runtime
-from gateway.metering import create_store
 from gateway.observe.metrics import Metrics
+from gateway.store.factory import create_store
 from tests.support import DEFAULT_ROUTES, ThreadedServer, build_config, routes_doc, tiers_doc
 
 UPSTREAM_WAIT_S = 0.6  # the slow model's time to its status line

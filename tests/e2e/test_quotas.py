@@ -327,8 +327,8 @@ def test_a_junk_byok_header_does_not_skip_quotas_on_a_keyless_upstream(upstream,
     """A local model takes no key: an ``x-upstream-api-key`` it ignores must not make the
     request BYOK (uncharged); the tier's quota applies as to any other request."""
     from gateway.app import create_app
-    from gateway.metering import create_store
     from gateway.observe.metrics import Metrics
+    from gateway.store.factory import create_store
     from tests.support import ThreadedServer, build_config
 
     routes = routes_doc(upstream.base_url)

@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from gateway.config.runtime import Runtime
-from gateway.http.analytics import to_xlsx
-from gateway.metering import to_csv
+from gateway.http.admin.analytics import to_xlsx
 from gateway.proxy.context import RequestContext
 from gateway.secret import Secret
+from gateway.usage.export import to_csv
 from tests.conftest import StartGateway
 
 ADMIN = "export-injection-admin-token-0123456789"

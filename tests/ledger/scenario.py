@@ -16,7 +16,7 @@ import httpx
 from redis.asyncio import Redis
 
 from gateway.ledger import stream
-from gateway.metering import keys
+from gateway.store import keys
 from tests.ledger.pg_fixture import PostgresServer
 from tests.scale.gateways import KEY, chat_body, gateways, write_config
 

@@ -20,7 +20,7 @@ from redis import Redis
 from gateway.config.runtime import Runtime
 from gateway.ledger import migrate, partitions, writer
 from gateway.ledger.rows import parse
-from gateway.metering import keys
+from gateway.store import keys
 from tests.conftest import StartGateway
 from tests.redis_fixture import RedisServer
 

@@ -16,7 +16,7 @@ from gateway.ledger.db import Database
 from gateway.ledger.reader import read_records
 from gateway.ledger.settings import LedgerSettings
 from gateway.ledger.shipper import Shipper
-from gateway.metering.analytics import UsageFilter
+from gateway.usage.analytics import UsageFilter
 from tests.ledger.test_shipper import add, drain
 from tests.redis_fixture import RedisServer
 

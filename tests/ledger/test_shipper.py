@@ -16,7 +16,7 @@ from gateway.ledger import migrate, stream
 from gateway.ledger.db import Database
 from gateway.ledger.settings import LedgerSettings
 from gateway.ledger.shipper import Shipper
-from gateway.metering import keys
+from gateway.store import keys
 from tests.ledger.pg_fixture import PostgresServer
 from tests.redis_fixture import RedisServer
 

@@ -13,7 +13,7 @@ from gateway.ledger import migrate, partitions
 from gateway.ledger.db import Database
 from gateway.ledger.settings import LedgerSettings
 from gateway.ledger.shipper import Shipper
-from gateway.metering import keys
+from gateway.store import keys
 from tests.ledger.test_shipper import count, drain, record
 from tests.redis_fixture import RedisServer
 

@@ -9,8 +9,9 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from gateway.config.model import Config, Price
-from gateway.metering import Meter, MeterRequest, Outcome, create_store
-from gateway.metering.store import Store
+from gateway.metering import Meter, MeterRequest, Outcome
+from gateway.store.factory import create_store
+from gateway.store.port import Store
 
 try:
     from tests.redis_fixture import RedisServer, command

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from gateway.config.runtime import Runtime
-from gateway.metering import keys
 from gateway.secret import Secret
+from gateway.store import keys
 
 from .helpers import RedisServer, command
 

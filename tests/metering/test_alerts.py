@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from gateway.config.model import AlertRule, Alerts, Config, Price
-from gateway.metering import Meter, create_store
+from gateway.metering import Meter
+from gateway.store.factory import create_store
 
 from .helpers import Clock, ok, request, run
 

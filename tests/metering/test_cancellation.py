@@ -10,8 +10,8 @@ import contextlib
 import random
 
 from gateway.config.model import Config
-from gateway.metering import create_store
-from gateway.metering.store import Store, StoreError
+from gateway.store.factory import create_store
+from gateway.store.port import Store, StoreError
 
 from .helpers import RedisServer, run
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.config.model import Config
-from gateway.metering import create_store
-from gateway.metering.client_healer import FAILURES
-from gateway.metering.store import StoreError
+from gateway.store.factory import create_store
+from gateway.store.port import StoreError
+from gateway.store.redis.healer import FAILURES
 
 from .helpers import RedisServer, run
 

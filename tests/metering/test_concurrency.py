@@ -7,7 +7,8 @@ import multiprocessing
 
 from gateway.config.model import Config, Quota
 from gateway.errors import QuotaExceeded
-from gateway.metering import Meter, create_store
+from gateway.metering import Meter
+from gateway.store.factory import create_store
 
 from .helpers import Clock, metered, request, run
 from .workers import admit_many, process_main

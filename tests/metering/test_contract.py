@@ -9,7 +9,8 @@ import pytest
 
 from gateway.config.model import Budget, Config, Price, Quota, UserOverride
 from gateway.errors import BudgetExceeded, QuotaExceeded
-from gateway.metering import Admission, Amounts, Meter, create_store
+from gateway.metering import Admission, Amounts, Meter
+from gateway.store.factory import create_store
 
 from .helpers import NOON, Clock, metered, ok, request, run
 

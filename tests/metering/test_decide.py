@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 from gateway.config.model import Settings
-from gateway.metering import create_store
-from gateway.metering.decide import decide
-from gateway.metering.store import UNLIMITED, Counter, Increment, SettleBatch
+from gateway.store.factory import create_store
+from gateway.store.port import UNLIMITED, Counter, Increment, SettleBatch
+from gateway.store.rule import decide
 
 from .helpers import run
 

@@ -6,10 +6,9 @@ import orjson
 import pytest
 
 from gateway.config.model import Config, Price
-from gateway.metering import parse_range, parse_time, to_csv, to_json
-from gateway.metering.export import export_records
-from gateway.metering.factory import parse_redis_url
 from gateway.metering.pricing import cost_micros
+from gateway.store.factory import parse_redis_url
+from gateway.usage.export import export_records, parse_range, parse_time, to_csv, to_json
 
 from .helpers import NOON, Clock, metered, ok, request, run
 

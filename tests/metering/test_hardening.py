@@ -13,8 +13,10 @@ import pytest
 
 from gateway.config.model import Config, Price
 from gateway.errors import InvalidRequest
-from gateway.metering import Meter, create_store, keys
-from gateway.metering.store import Counter, Increment, SettleBatch
+from gateway.metering import Meter
+from gateway.store import keys
+from gateway.store.factory import create_store
+from gateway.store.port import Counter, Increment, SettleBatch
 
 from .helpers import NOON, Clock, RedisServer, command, metered, ok, request, run
 

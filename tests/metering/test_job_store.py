@@ -6,8 +6,9 @@ from __future__ import annotations
 import redis as redis_py
 
 from gateway.config.model import Config
-from gateway.metering import create_store, keys
-from gateway.metering.job_store import StoreJobStore
+from gateway.store import keys
+from gateway.store.factory import create_store
+from gateway.store.jobs import StoreJobStore
 
 from .helpers import NOON, Clock, run
 

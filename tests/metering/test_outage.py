@@ -12,7 +12,8 @@ import redis.asyncio
 
 from gateway.config.model import Config
 from gateway.errors import StoreUnavailable
-from gateway.metering import Meter, create_store
+from gateway.metering import Meter
+from gateway.store.factory import create_store
 
 from .helpers import Clock, RedisServer, ok, request, run, with_settings
 

@@ -9,7 +9,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.metering.pipelined import PipelinedConnection, RedisEndpoint
+from gateway.store.redis.pipelined import PipelinedConnection, RedisEndpoint
 from tests.support import free_port
 
 from .helpers import RedisServer, command, run

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 
 from gateway.config.model import Config
-from gateway.metering import keys
+from gateway.store import keys
 
 from .helpers import NOON, Clock, metered, ok, request, run, with_settings
 

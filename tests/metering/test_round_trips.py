@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 
 from gateway.config.model import Config, Price
-from gateway.metering import create_store
-from gateway.metering.keys import USAGE_STREAM
-from gateway.metering.scripts import settle_call
-from gateway.metering.store import Aggregate, Counter, Increment, SettleBatch
+from gateway.store.factory import create_store
+from gateway.store.keys import USAGE_STREAM
+from gateway.store.port import Aggregate, Counter, Increment, SettleBatch
+from gateway.store.redis.scripts import settle_call
 
 from .helpers import Clock, RedisServer, command, metered, ok, request, run
 

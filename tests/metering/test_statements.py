@@ -11,11 +11,11 @@ import orjson
 import pytest
 
 from gateway.config.model import Tier
-from gateway.metering.memory_store import MemoryStore
-from gateway.metering.rollup import BT, fold, merge
-from gateway.metering.statement_export import statements_csv
-from gateway.metering.statement_rollups import rollup_lines
-from gateway.metering.statements import (
+from gateway.store.memory import MemoryStore
+from gateway.usage.rollup import BT, fold, merge
+from gateway.usage.statement_export import statements_csv
+from gateway.usage.statement_rollups import rollup_lines
+from gateway.usage.statements import (
     UsageLine,
     build_statements,
     month_bounds,

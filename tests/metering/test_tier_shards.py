@@ -9,8 +9,9 @@ import pytest
 
 from gateway.config.model import Budget, Config, Price, Quota
 from gateway.errors import BudgetExceeded, QuotaExceeded
-from gateway.metering import Meter, create_store, tier_shards
-from gateway.metering.store import UNLIMITED
+from gateway.metering import Meter, tier_shards
+from gateway.store.factory import create_store
+from gateway.store.port import UNLIMITED
 
 from .helpers import Clock, RedisServer, ok, request, run, with_settings
 

@@ -9,8 +9,8 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config.runtime import Runtime
-from gateway.metering import create_store
 from gateway.observe.metrics import Metrics
+from gateway.store.factory import create_store
 from tests.conftest import RunningGateway
 from tests.mock_upstream import MockUpstream
 from tests.providers.mock_anthropic import MockAnthropic

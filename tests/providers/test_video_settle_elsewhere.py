@@ -10,7 +10,7 @@ import pytest
 import redis as redis_py
 
 from gateway.config.model import Settings
-from gateway.metering import create_store
+from gateway.store.factory import create_store
 from tests.providers.test_videos import records, sdk, video_models, wait_done
 
 

@@ -164,7 +164,7 @@ def test_content_of_a_running_job_is_refused(gw):
 
 def test_job_records_live_in_redis_with_a_ttl(start_providers, video_server, redis):
     from gateway.config.model import Settings
-    from gateway.metering import create_store
+    from gateway.store.factory import create_store
 
     upstreams, models = video_models(video_server[1].url)
     gw = start_providers(

@@ -274,7 +274,7 @@ def test_without_a_cache_the_error_stands():
 
 
 def test_the_memory_store_sweeps_expired_entries_as_it_fills():
-    from gateway.metering.memory_store import MemoryStore
+    from gateway.store.memory import MemoryStore
 
     clock = Clock()
     store = MemoryStore(stream_maxlen=10, clock=clock)

@@ -2,7 +2,7 @@
 
 import orjson
 
-from gateway.proxy.cache_entry import Entry, assemble, cacheable_json, replay_events
+from gateway.proxy.cache.entry import Entry, assemble, cacheable_json, replay_events
 
 
 def sse(*chunks):

@@ -14,9 +14,9 @@ import pytest
 from gateway.app import create_app
 from gateway.config.model import Model, Upstream
 from gateway.config.runtime import Runtime
-from gateway.metering import create_store
 from gateway.observe.metrics import Metrics
 from gateway.proxy.deployments import Balancer
+from gateway.store.factory import create_store
 from tests.mock_upstream import MockUpstream, running_mock_upstream
 from tests.support import (
     DEFAULT_ROUTES,

@@ -12,8 +12,8 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config.runtime import Runtime
-from gateway.metering import create_store
 from gateway.observe.metrics import Metrics
+from gateway.store.factory import create_store
 from tests.support import DEFAULT_ROUTES, ThreadedServer, build_config, routes_doc, tiers_doc
 
 MESSAGES = [{"role": "user", "content": "hello"}]

@@ -9,8 +9,8 @@ import openai
 import pytest
 
 from gateway.config.runtime import Runtime
-from gateway.metering.export import by_tag, to_csv, with_tag
 from gateway.secret import Secret
+from gateway.usage.export import by_tag, to_csv, with_tag
 
 ADMIN = "admin-token-for-tag-tests-1"
 MESSAGES = [{"role": "user", "content": "tag me"}]

@@ -18,11 +18,12 @@ from redis.crc import key_slot
 
 from gateway.config.model import Config, Price, Settings
 from gateway.errors import BudgetExceeded
-from gateway.metering import Meter, keys, tier_shards
-from gateway.metering.factory import create_store
+from gateway.metering import Meter, tier_shards
 from gateway.metering.record_codec import decode
-from gateway.metering.store import Counter
 from gateway.metering.windows import windows_at
+from gateway.store import keys
+from gateway.store.factory import create_store
+from gateway.store.port import Counter
 from tests.metering.helpers import ok, request
 from tests.redis_fixture import command
 from tests.scale.gateways import USER, Failover, burst, gateways, run_failover, write_config

@@ -23,8 +23,8 @@ from redis import Redis
 
 from gateway.config.env_checks import runtime_problems
 from gateway.config.runtime import Runtime
-from gateway.metering import keys
 from gateway.metering.record_codec import decode
+from gateway.store import keys
 from tests.scale.gateways import Failover, burst, gateways, run_failover, write_config
 from tests.scale.redis_ha import SentinelSetup, wait_for
 

@@ -10,9 +10,9 @@ import httpx
 import yaml
 
 from gateway.config.model import BreakerPolicy, Settings
-from gateway.metering.factory import create_store
 from gateway.proxy.breaker import Breakers, State
 from gateway.proxy.shared_health import SharedHealth
+from gateway.store.factory import create_store
 from tests.redis_fixture import free_port
 from tests.scale.gateways import KEY, chat_body, gateways
 from tests.support import routes_doc, tiers_doc

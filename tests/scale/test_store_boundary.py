@@ -8,9 +8,9 @@ import subprocess
 import pytest
 
 from gateway.config.model import Settings
-from gateway.metering.factory import create_store
-from gateway.metering.redis_errors import guard as _guard
-from gateway.metering.store import Counter, StoreError
+from gateway.store.factory import create_store
+from gateway.store.port import Counter, StoreError
+from gateway.store.redis.errors import guard as _guard
 from tests.redis_fixture import REDIS_SERVER, command, free_port
 from tests.scale.redis_ha import wait_for
 

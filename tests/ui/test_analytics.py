@@ -8,11 +8,11 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.http.analytics import every_record
-from gateway.metering.analytics import RedisAnalytics, UsageFilter
-from gateway.metering.factory import create_store
-from gateway.metering.memory_store import MemoryStore
-from gateway.metering.store import SettleBatch, Store
+from gateway.http.admin.analytics import every_record
+from gateway.store.factory import create_store
+from gateway.store.memory import MemoryStore
+from gateway.store.port import SettleBatch, Store
+from gateway.usage.analytics import RedisAnalytics, UsageFilter
 from tests.redis_fixture import RedisServer
 
 DAY = 1_795_305_600.0  # 2026-11-22T00:00:00Z

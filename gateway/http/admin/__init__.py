@@ -1,0 +1,1 @@
+"""The admin API: its route table, roles, and one module per kind of run-time entity."""

@@ -1,0 +1,1 @@
+"""Client endpoints that are not proxied: models, quota, usage, files, batches, videos."""

@@ -1,0 +1,1 @@
+"""Video jobs: submission, polling and metering (``jobs``), and what the owner sees."""

@@ -1,0 +1,223 @@
+"""The Lua scripts and their arguments (pure): what the Redis store sends, nothing it does.
+
+Each script is ``common.lua`` followed by its own body, so they share the checks that run
+before any write (``int``, ``expect``) and the arithmetic that keeps counters at zero or more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+from gateway.store import keys
+from gateway.store.port import Counter, Lease, SettleBatch
+
+_COMMON = resources.files("gateway.store.redis").joinpath("common.lua").read_text()
+
+# A settle batch's once-only mark must outlive any retry of the batch: a batch retried after
+# its mark expired, whose first call did run, counts twice. Retries come seconds apart, but a
+# Redis unreachable for longer keeps the batch buffered. On a standalone Redis the marks of
+# batches whose reply arrived are deleted by a later batch (``FORGET_AFTER_S``), so only lost
+# replies keep a mark a day. On a cluster every slot of every batch has one: ten minutes.
+SETTLED_MARK_S = 86_400
+CLUSTER_SETTLED_MARK_S = 600
+FORGET_AFTER_S = 60.0
+# Per-user day index lists live a month past their day (the usage stream is trimmed sooner).
+INDEX_TTL_S = 32 * 86_400
+
+
+@dataclass(frozen=True)
+class Script:
+    text: str
+    sha: str
+
+
+def _script(name: str) -> Script:
+    body = resources.files("gateway.store.redis").joinpath(name).read_text()
+    text = _COMMON + "\n" + body
+    return Script(text, hashlib.sha1(text.encode()).hexdigest())
+
+
+RESERVE = _script("reserve.lua")
+SETTLE = _script("settle.lua")
+SWEEP = _script("sweep.lua")
+VIEW = _script("view.lua")
+
+Args = list[str | int | bytes]
+
+
+def reserve_args(
+    counters: Sequence[Counter],
+    override_key: str | None,
+    lease: Lease | None,
+    *,
+    registry: bool,
+) -> tuple[list[str], Args]:
+    """KEYS and ARGV for reserve.lua."""
+    hashes = list(dict.fromkeys(c.key for c in counters))
+    position = {key: index + 1 for index, key in enumerate(hashes)}
+    ttl = {c.key: -c.ttl_s if c.sliding else c.ttl_s for c in counters}
+    groups = list(dict.fromkeys(keys.lease(c.key) for c in counters)) if lease else []
+    group = {name: index + 1 for index, name in enumerate(groups)}
+    spec = "\n".join(
+        f"{position[c.key]}\t{c.field}\t{c.fixed}\t{c.flex}\t{c.limit}\t{c.limit_field}"
+        f"\t{c.cap}\t{c.cap_field}\t{group.get(keys.lease(c.key), 0) if lease else 0}"
+        for c in counters
+    )
+    all_keys = [*hashes, override_key] if override_key else list(hashes)
+    for name in groups:
+        all_keys += [name, keys.lease_data(name)]
+    if registry and lease:
+        all_keys.append(keys.LEASE_REGISTRY)
+    args: Args = [
+        len(hashes),
+        1 if override_key else 0,
+        ",".join(str(ttl[k]) for k in hashes),
+        spec,
+        lease.id if lease else "",
+        lease.ttl_s if lease else 0,
+        len(groups),
+        1 if registry and lease else 0,
+    ]
+    return all_keys, args
+
+
+@dataclass
+class SettleCall:
+    """One settle.lua call: the standalone batch, or one cluster slot's part of it."""
+
+    keys: list[str]
+    args: Args
+    watched: list[tuple[str, str]]  # (key, field) of each watched value the script returns
+
+
+def settle_call(
+    batches: Sequence[SettleBatch],
+    maxlen: int,
+    *,
+    mark: str | None,
+    stream: bool,
+    by_id: bool,
+    forget: Sequence[str] = (),
+    tag: str | None = None,
+    mark_ttl_s: int = SETTLED_MARK_S,
+) -> SettleCall | None:
+    """settle.lua's KEYS and ARGV; with ``tag``, only the writes in that slot (None when
+    there are none). Increments to the same field are summed first (requests of one user or
+    model share most of them). ``forget``: marks of earlier batches to delete."""
+    merged = merged_increments(batches)
+    index: dict[str, int] = {}
+    lines, watched = [], []
+    for (key, name), (delta, ttl, watch) in merged.items():
+        if (delta or watch) and _in(key, tag):
+            position = index.setdefault(key, len(index) + 1)
+            lines.append(f"{position}\t{name}\t{delta}\t{ttl}\t{watch}")
+            if watch:
+                watched.append((key, name))
+    leases = [end for batch in batches for end in batch.leases if _in(end.group, tag)]
+    pairs: dict[str, int] = {}
+    lease_lines = []
+    for end in leases:
+        line = f"{pairs.setdefault(end.group, len(pairs) + 1)}\t{end.id}"
+        if end.held is None:
+            line += "\tg"
+        else:
+            line += "\tc" + "".join(
+                f"\t{index.setdefault(key, len(index) + 1)}\t{name}\t{amount}\t{ttl}"
+                for key, name, amount, ttl in end.held
+            )
+        lease_lines.append(line)
+    records, lists = _records(batches, stream=stream, tag=tag)
+    if not (lines or leases or records):
+        return None
+    all_keys = list(index)
+    for name in pairs:
+        all_keys += [name, keys.lease_data(name)]
+    all_keys += [keys.USAGE_STREAM] if stream else []
+    all_keys += list(lists)
+    all_keys += [mark] if mark else []
+    shape = f"{len(index)},{len(pairs)},{int(stream)},{len(lists)},{int(mark is not None)}"
+    args: Args = [maxlen, "\n".join(lines), shape, mark_ttl_s, "\n".join(lease_lines)]
+    args += [INDEX_TTL_S, "id" if by_id else "record", "\n".join(forget)]
+    for record_index, record in records:
+        args += [record_index, record]
+    return SettleCall(all_keys, args, watched)
+
+
+def _records(
+    batches: Sequence[SettleBatch], *, stream: bool, tag: str | None
+) -> tuple[list[tuple[int, bytes]], dict[str, int]]:
+    """Per record the number of its index list (0: none) and the lists, for one call."""
+    lists: dict[str, int] = {}
+    records = []
+    for batch in batches:
+        if batch.record is None:
+            continue
+        indexed = batch.index is not None and _in(batch.index, tag)
+        number = lists.setdefault(batch.index, len(lists) + 1) if indexed and batch.index else 0
+        if stream or number:
+            records.append((number, batch.record))
+    return records, lists
+
+
+def _in(key: str, tag: str | None) -> bool:
+    return tag is None or keys.slot_tag(key) == tag
+
+
+def slot_tags(batches: Sequence[SettleBatch]) -> list[str]:
+    """Every slot (hash tag, or whole key) a batch writes to, the stream's last."""
+    tags: dict[str, None] = {}
+    for batch in batches:
+        for key in _written_keys(batch):
+            tags[keys.slot_tag(key)] = None
+    tags.pop(keys.slot_tag(keys.USAGE_STREAM), None)
+    return [*tags, keys.slot_tag(keys.USAGE_STREAM)]
+
+
+def _written_keys(batch: SettleBatch) -> Iterable[str]:
+    yield from (inc.key for inc in batch.all_increments())
+    yield from (end.group for end in batch.leases)
+    if batch.index is not None and batch.record is not None:
+        yield batch.index
+
+
+def merged_increments(batches: Sequence[SettleBatch]) -> dict[tuple[str, str], list[int]]:
+    """(key, field) → [summed delta, longest ttl, watched]; aggregates summed per key first."""
+    merged: dict[tuple[str, str], list[int]] = {}
+    for batch in batches:
+        for inc in batch.increments:
+            if inc.delta or inc.watch:
+                slot = merged.get((inc.key, inc.field))
+                if slot is None:
+                    merged[inc.key, inc.field] = [inc.delta, inc.ttl_s, int(inc.watch)]
+                else:
+                    slot[0] += inc.delta
+                    slot[1] = max(slot[1], inc.ttl_s)
+                    slot[2] |= inc.watch
+    sums: dict[tuple[str, tuple[str, ...]], tuple[list[int], int]] = {}
+    for batch in batches:
+        for aggregate in batch.aggregates:
+            entry = sums.get((aggregate.key, aggregate.fields))
+            if entry is None:
+                sums[aggregate.key, aggregate.fields] = (list(aggregate.values), aggregate.ttl_s)
+            else:
+                total = entry[0]
+                for i, value in enumerate(aggregate.values):
+                    total[i] += value
+    for (key, names), (totals, ttl) in sums.items():
+        for name, value in zip(names, totals, strict=True):
+            slot = merged.setdefault((key, name), [0, ttl, 0])
+            slot[0] += value
+            slot[1] = max(slot[1], ttl)
+    return merged
+
+
+def watched_per_batch(
+    batches: Sequence[SettleBatch], values: dict[tuple[str, str], int]
+) -> list[list[int]]:
+    """Each batch's watched fields' new values (every batch sees the total after the call)."""
+    return [
+        [values[inc.key, inc.field] for inc in batch.increments if inc.watch] for batch in batches
+    ]

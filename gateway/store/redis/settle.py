@@ -1,0 +1,120 @@
+"""Ending reservations on Redis: settle batches applied once, and the sweep of expired leases.
+
+The settle ends each lease, giving its grants back if it is still there, then adds the actual
+usage. A batch carries an id and its script first sets a once-only mark, so a batch retried
+after a lost reply is not applied twice; on a cluster each slot's part has its own mark, and
+the sweeper updates the lease registry after each group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from gateway.store import keys
+from gateway.store.port import SettleBatch
+from gateway.store.redis import scripts
+from gateway.store.redis.base import RedisBase
+from gateway.store.redis.reads import text as _text
+
+SWEEP_GROUPS, SWEEP_LEASES = 100, 500
+FORGET_MAX = 1000  # settle marks deleted per call: bounds how long the script runs
+
+
+class RedisSettle(RedisBase):
+    """Settle batches and the lease sweep, one script per call (per slot on a cluster)."""
+
+    async def _settle(self, batches: Sequence[SettleBatch], batch_id: str) -> list[list[int]]:
+        if not self._cluster:
+            return await self._settle_standalone(batches, batch_id)
+        calls = []
+        for tag in scripts.slot_tags(batches):
+            mark = keys.settled_mark(tag, batch_id) if batch_id else None
+            stream = tag == keys.slot_tag(keys.USAGE_STREAM)
+            call = scripts.settle_call(
+                batches,
+                self._maxlen,
+                mark=mark,
+                stream=stream,
+                by_id=False,
+                tag=tag,
+                mark_ttl_s=scripts.CLUSTER_SETTLED_MARK_S,
+            )
+            if call is not None:
+                calls.append(call)
+        replies = await asyncio.gather(
+            *(self._eval(call.keys, call.args, scripts.SETTLE) for call in calls),
+            return_exceptions=True,
+        )
+        values: dict[tuple[str, str], int] = {}
+        for call, reply in zip(calls, replies, strict=True):
+            if isinstance(reply, BaseException):
+                raise reply  # the groups that ran are marked: a retry skips them
+            values.update(_values(call, reply))
+        return _watched(batches, values)
+
+    async def _settle_standalone(
+        self, batches: Sequence[SettleBatch], batch_id: str
+    ) -> list[list[int]]:
+        mark = keys.settled_mark("settle", batch_id) if batch_id else None
+        now = time.monotonic()
+        forget = []
+        while self._forget and self._forget[0][0] < now - scripts.FORGET_AFTER_S:
+            forget.append(self._forget.popleft()[1])
+            if len(forget) >= FORGET_MAX:
+                break
+        call = scripts.settle_call(
+            batches, self._maxlen, mark=mark, stream=True, by_id=True, forget=forget
+        )
+        if call is None:
+            return [[] for _ in batches]
+        try:
+            reply = await self._eval(call.keys, call.args, scripts.SETTLE)
+        except BaseException:
+            self._forget.extendleft((now, name) for name in reversed(forget))
+            raise
+        if mark is not None and len(self._forget) < FORGET_MAX * 100:
+            self._forget.append((now, mark))
+        return _watched(batches, _values(call, reply))
+
+    async def _sweep(self) -> int:
+        if not self._cluster:
+            args: list[str | int | bytes] = ["registry", SWEEP_GROUPS, SWEEP_LEASES]
+            reply = await self._eval([keys.LEASE_REGISTRY], args, scripts.SWEEP)
+            return int(reply[0])
+        due: Any = await self._client.zrangebyscore(
+            keys.LEASE_REGISTRY, "-inf", time.time(), start=0, num=SWEEP_GROUPS
+        )
+        ended = 0
+        for raw in due:
+            name = _text(raw)
+            args = ["group", 1, SWEEP_LEASES]
+            reply = await self._eval([name, keys.lease_data(name)], args, scripts.SWEEP)
+            ended += int(reply[0])
+            if int(reply[1]) < 0:
+                # not atomic with the group: a lease written since is registered again by
+                # its user's next reservation
+                await self._client.zrem(keys.LEASE_REGISTRY, name)
+            else:
+                await self._client.zadd(keys.LEASE_REGISTRY, {name: int(reply[1])}, xx=True)
+        return ended
+
+
+def _values(call: scripts.SettleCall, reply: Any) -> dict[tuple[str, str], int]:
+    """The watched values a settle call returned; none when the batch had already run."""
+    values = list(reply)
+    if not values or int(values[0]) == 0:
+        return {}
+    return dict(zip(call.watched, (int(v) for v in values[1:]), strict=True))
+
+
+def _watched(batches: Sequence[SettleBatch], values: dict[tuple[str, str], int]) -> list[list[int]]:
+    """Per batch, its watched totals in order; none unless every one of them was returned."""
+    return [
+        [values[inc.key, inc.field] for inc in batch.increments if inc.watch]
+        if all((inc.key, inc.field) in values for inc in batch.increments if inc.watch)
+        else []
+        for batch in batches
+    ]

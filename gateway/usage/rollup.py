@@ -1,0 +1,324 @@
+"""Usage rollups: the usage stream folded into hourly and daily documents, off the hot path.
+
+A ``Roller`` reads the records the stream gained since its cursor (newest first, page by page,
+never a record twice), sums them per hour and day and per combination of dimensions, and adds
+the sums to the stored rollup documents. Nothing is added to a request's own path: the settle
+that wrote the record is unchanged; the roller's cost is one stream read per record plus one
+read and one write per document the run touched (a few per level and run in steady state).
+
+Exactly once across workers and replicas: a run claims the cursor it starts from
+(``set_once`` on ``gw:roll:claim:<cursor>``); only the claimant folds the records after that
+cursor, writes the documents and then moves the cursor. Runs are therefore serial (the next
+claim needs the moved cursor), which is also what makes the documents' read-merge-write safe.
+A process that dies after writing documents but before moving the cursor leaves its claim to
+expire (``CLAIM_TTL_S``), and that range is folded again: the one case in which records count
+twice.
+
+Layout: one JSON document per level and hour or day (field ``p`` of the hash; no hash tag, so
+they spread over a cluster's slots)::
+
+    gw:roll:LEVEL:h:YYYYMMDDHH   {"<dims joined by SEP>": [n, e, f, p, c, u, {latency: n}]}
+    gw:roll:LEVEL:d:YYYYMMDD     likewise, per UTC day
+    gw:roll:u:USER:d:YYYYMMDD    level ``user``: one user's day, every other dimension (by
+                                 day only: hours of one user are read from level ``full``)
+
+per combination: requests, errors, fallbacks, prompt and completion tokens, list cost in
+micro-USD, the latency histogram, then (for the monthly statements) the charged micro-USD and
+the BYOK requests and tokens; an entry folded before those three existed reads as all charged,
+none BYOK (``extras``). Latency bucket ``k`` holds latencies up to ``LATENCY_BASE ** k`` ms
+(for the p95). ``LEVEL`` names which dimensions are kept (``LEVELS``): ``coarse`` (tier, model,
+provider, capability, status: small, for the overview), ``people`` (users, keys, tags), ``tags``,
+``user`` (per user) and ``full`` (every dimension, the fallback). A query reads the smallest
+level that has what it filters and groups by, so its cost follows the combinations kept there,
+never the number of requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from gateway.metering.record_codec import decode
+from gateway.store.port import Store, StoreError
+
+logger = logging.getLogger("gateway.metering")
+
+DIMENSIONS = ("user", "key_id", "tier", "model", "provider", "capability", "status", "tag")
+COARSE = ("tier", "model", "provider", "capability", "status")
+# Each level keeps the dimensions named; a query reads the smallest level that has what it
+# filters and groups by. "user" is kept per user (the user is in the key, not in the fields).
+LEVELS: dict[str, tuple[str, ...]] = {
+    "coarse": COARSE,
+    "people": ("user", "key_id", "tier", "capability", "status", "tag"),
+    "tags": ("tag", "tier", "model", "provider", "capability", "status"),
+    "user": ("key_id", "tier", "model", "provider", "capability", "status", "tag"),
+    "full": DIMENSIONS,
+}
+PER_USER = "user"
+HOUR_TTL_S = 40 * 86_400
+DAY_TTL_S = 400 * 86_400
+LATENCY_BASE = 1.25
+PAGE = 250  # records folded between awaits: a page is folded without yielding, so keep it short
+CURSOR_KEY = "gw:roll:state"
+CLAIM_TTL_S = 120
+BUSY = -1
+CHUNK = 200  # documents merged at once
+WAVE = 4  # store calls in flight at once (the connection pool is shared with requests)
+FIELD = "p"
+NONE = "-"
+SEP = "\x1f"  # between the dimension values of a combination
+
+
+def hour_key(level: str, hour: str) -> str:
+    return f"gw:roll:{level}:h:{hour}"
+
+
+def day_key(level: str, day: str, user: str = "") -> str:
+    return f"gw:roll:{level}:d:{day}" if level != PER_USER else f"gw:roll:u:{user}:d:{day}"
+
+
+def latency_bucket(latency_ms: float) -> int:
+    return 0 if latency_ms <= 1 else math.ceil(math.log(latency_ms) / math.log(LATENCY_BASE))
+
+
+def dimension_values(record: Mapping[str, Any]) -> dict[str, str]:
+    """The record's value per dimension, as text without separators (``-`` when absent)."""
+    tags = record.get("tags") or ()
+    values = {
+        name: _clean(record.get(name)) for name in DIMENSIONS if name not in ("tag", "status")
+    }
+    values["status"] = _clean(record.get("status"))
+    values["tag"] = ",".join(sorted({_clean(t) for t in tags if t})) or NONE
+    return values
+
+
+# One combination's sums in a rollup document: requests, errors, fallbacks, prompt and
+# completion tokens, list cost in micro-USD, the latency histogram (bucket → requests), then
+# the charged micro-USD, BYOK requests and BYOK tokens.
+N, E, F, P, C, U, HIST, G, BN, BT = range(10)
+Entry = list[Any]
+Document = dict[str, Entry]
+
+
+def extras(entry: Entry) -> list[int]:
+    """Charged micro-USD, BYOK requests and tokens; of an entry folded before they were kept:
+    its list cost as charged, no BYOK."""
+    if len(entry) > BT:
+        return [entry[G], entry[BN], entry[BT]]
+    return [entry[U], 0, 0]
+
+
+def _copy(entry: Entry) -> Entry:
+    return [*entry[:HIST], dict(entry[HIST]), *extras(entry)]
+
+
+def add_record(entry: Entry, record: Mapping[str, Any], latency: str | None) -> None:
+    status = record.get("status")
+    entry[N] += 1
+    entry[E] += int(isinstance(status, int) and status >= 400)
+    entry[F] += int(bool(record.get("fallback")))
+    entry[P] += _int(record.get("prompt_tokens"))
+    entry[C] += _int(record.get("completion_tokens"))
+    entry[U] += round(float(record.get("cost_usd") or 0.0) * 1_000_000)
+    if latency is not None:
+        entry[HIST][latency] = entry[HIST].get(latency, 0) + 1
+    entry[G] += round(float(record.get("charged_usd") or 0.0) * 1_000_000)
+    if record.get("byok") is True:
+        entry[BN] += 1
+        entry[BT] += _int(record.get("prompt_tokens")) + _int(record.get("completion_tokens"))
+
+
+def _add_entry(into: Entry, entry: Entry) -> None:
+    if len(into) <= BT:  # folded before the charged/BYOK sums: pad it as it was
+        into[HIST + 1 :] = extras(into)
+    for i in range(HIST):
+        into[i] += entry[i]
+    histogram = into[HIST]
+    for bucket, count in entry[HIST].items():
+        histogram[bucket] = histogram.get(bucket, 0) + count
+    for i, value in zip((G, BN, BT), extras(entry), strict=True):
+        into[i] += value
+
+
+def merge(into: Document, other: Mapping[str, Entry]) -> None:
+    """Add ``other``'s sums to ``into``, combination by combination."""
+    for combo, entry in other.items():
+        mine = into.get(combo)
+        if mine is None:
+            into[combo] = _copy(entry)
+            continue
+        _add_entry(mine, entry)
+
+
+# The part of a record the rollups tell apart: its hour and day, and its dimension values.
+Group = tuple[str, str, tuple[str, ...]]
+
+
+def fold(records: Iterable[Mapping[str, Any]], into: dict[str, Document]) -> None:
+    """Add each record to the documents of every level, hourly and daily (key → document).
+
+    Records are summed per group (hour, day, dimension values) first, and each group is then
+    spread over the levels once: a page of records from a few users and models costs one dict
+    addition per record, not one per level and period."""
+    for group, entry in _grouped(records).items():
+        hour, day, values = group
+        dims = dict(zip(DIMENSIONS, values, strict=True))
+        for level, names in LEVELS.items():
+            combo = SEP.join([dims[name] for name in names])
+            hourly = () if level == PER_USER else (hour_key(level, hour),)
+            for key in (*hourly, day_key(level, day, dims["user"])):
+                document = into.get(key)
+                if document is None:
+                    document = into[key] = {}
+                mine = document.get(combo)
+                if mine is None:
+                    document[combo] = _copy(entry)
+                else:
+                    _add_entry(mine, entry)
+
+
+def _grouped(records: Iterable[Mapping[str, Any]]) -> dict[Group, Entry]:
+    groups: dict[Group, Entry] = {}
+    periods: dict[int, tuple[str, str]] = {}  # hour number → (hour, day) texts
+    for record in records:
+        number = int(float(record.get("ts") or 0.0) // 3600)
+        period = periods.get(number)
+        if period is None:
+            moment = datetime.fromtimestamp(number * 3600, UTC)
+            period = periods[number] = (moment.strftime("%Y%m%d%H"), moment.strftime("%Y%m%d"))
+        dims = dimension_values(record)
+        group = (*period, tuple([dims[name] for name in DIMENSIONS]))
+        entry = groups.get(group)
+        if entry is None:
+            entry = groups[group] = [0, 0, 0, 0, 0, 0, {}, 0, 0, 0]
+        latency = record.get("latency_ms")
+        bucket = str(latency_bucket(float(latency))) if isinstance(latency, int | float) else None
+        add_record(entry, record, bucket)
+    return groups
+
+
+async def read_documents(store: Store, keys: Sequence[str]) -> list[bytes | None]:
+    """The documents of ``keys``, ``WAVE`` reads in flight at a time: the store's connection
+    pool is shared with the request path, which must never wait for the dashboard."""
+    found: list[bytes | None] = []
+    for first in range(0, len(keys), WAVE):
+        wave = keys[first : first + WAVE]
+        found.extend(await asyncio.gather(*(store.get_document(k, FIELD) for k in wave)))
+    return found
+
+
+def _ttl(key: str) -> int:
+    return HOUR_TTL_S if ":h:" in key else DAY_TTL_S
+
+
+def load_document(raw: bytes | None) -> Document:
+    if not raw:
+        return {}
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+class Roller:
+    """Folds new usage records into the rollups; ``run_once`` from any number of processes."""
+
+    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def run_once(self) -> int:
+        """Fold the records added since the cursor, if this process wins the claim on it;
+        the number of records folded, or ``BUSY`` when another run holds the claim."""
+        raw = await self._store.get_document(CURSOR_KEY, "cursor")
+        cursor = raw.decode() if raw else ""
+        newest = await self._store.records_page(None, 1)
+        if not newest or (cursor and not _after(newest[0][0], cursor)):
+            return 0
+        if not await self._store.set_once(f"gw:roll:claim:{cursor or 'start'}", CLAIM_TTL_S):
+            return BUSY
+        top = newest[0][0]
+        folded: dict[str, Document] = {}
+        count = 0
+        before: str | None = None
+        size = PAGE // 10  # a small first page: most runs find only a few new records
+        while True:
+            page = await self._store.records_page(before, size)
+            stop = len(page) < size
+            fresh = []
+            for entry, raw in page:
+                if _after(entry, top):
+                    continue  # added during this run: the next run folds it
+                if cursor and not _after(entry, cursor):
+                    stop = True
+                    break
+                record = _load(raw)
+                if record is not None:
+                    fresh.append(record)
+            fold(fresh, folded)
+            count += len(fresh)
+            if stop:
+                break
+            before, size = page[-1][0], PAGE
+        await self._write(folded)
+        await self._store.put_document(CURSOR_KEY, "cursor", top.encode(), DAY_TTL_S)
+        return count
+
+    async def _write(self, folded: Mapping[str, Document]) -> None:
+        """Add the run's sums to the stored documents (read, merge, write: the claim makes
+        this run the only writer), ``CHUNK`` documents at a time."""
+        keys = list(folded)
+        for first in range(0, len(keys), CHUNK):
+            chunk = keys[first : first + CHUNK]
+            stored = await read_documents(self._store, chunk)
+            writes = []
+            for key, raw in zip(chunk, stored, strict=True):
+                document = load_document(raw)
+                merge(document, folded[key])
+                writes.append((key, orjson.dumps(document)))
+            for first_write in range(0, len(writes), WAVE):
+                await asyncio.gather(
+                    *(
+                        self._store.put_document(key, FIELD, value, _ttl(key))
+                        for key, value in writes[first_write : first_write + WAVE]
+                    )
+                )
+
+    async def run_safely(self) -> int:
+        try:
+            return await self.run_once()
+        except StoreError as exc:
+            logger.warning("rollup: store unavailable (%s); will retry", type(exc).__name__)
+            return 0
+
+
+def _after(entry: str, cursor: str) -> bool:
+    return _id(entry) > _id(cursor)
+
+
+def _id(entry: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in entry.split("-"))
+
+
+def _load(raw: bytes) -> dict[str, Any] | None:
+    return decode(raw)
+
+
+def _clean(value: object) -> str:
+    if value is None or value == "":
+        return NONE
+    return str(value).translate(_CONTROL)
+
+
+_CONTROL = {ord(c): " " for c in "\t\n\x1f"}
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
