@@ -1,10 +1,12 @@
 """Users' own stored upstream keys (BYOK), and the admin setting that permits them.
 
 Documents of kind ``user_upstream_keys``, id ``{upstream}/{user}``, hold
-``{"user", "upstream", "fingerprint", "updated_at", "sealed"}``. The setting is
-``allow_user_keys`` in the ``settings`` document ``global`` (off unless set): while it is off,
-users cannot store keys and stored keys are not used. ``UserKeys`` follows the control plane's
-snapshots and opens a key once, when it first appears, so the hot path only looks it up.
+``{"user", "upstream", "fingerprint", "updated_at", "sealed"}``. The settings document
+``global`` (kind ``settings``) holds ``allow_user_keys`` (every upstream; off unless set) and
+``allow_user_keys_for`` (``{upstream: bool}``, a choice per upstream that overrides it): where
+it is off, users cannot store keys for that upstream and their stored keys for it are not used.
+``UserKeys`` follows the control plane's snapshots and opens a key once, when it first
+appears, so the hot path only looks it up.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ KIND = "user_upstream_keys"
 SETTINGS_KIND = "settings"
 SETTINGS_ID = "global"
 ALLOW_USER_KEYS = "allow_user_keys"
+ALLOW_USER_KEYS_FOR = "allow_user_keys_for"
 log = logging.getLogger("gateway.control")
 
 
@@ -33,8 +36,27 @@ def place(user: str, upstream: str) -> str:
     return f"{KIND}/{doc_id(user, upstream)}"
 
 
-def user_keys_allowed(snapshot: Snapshot) -> bool:
-    return snapshot.kind(SETTINGS_KIND).get(SETTINGS_ID, {}).get(ALLOW_USER_KEYS) is True
+class UserKeySetting:
+    """Whether users may keep their own keys, for every upstream and per upstream."""
+
+    def __init__(self, document: Mapping[str, Any]) -> None:
+        self.default = document.get(ALLOW_USER_KEYS) is True
+        per = document.get(ALLOW_USER_KEYS_FOR)
+        self.per_upstream: dict[str, bool] = (
+            {str(k): v for k, v in per.items() if isinstance(v, bool)}
+            if isinstance(per, Mapping)
+            else {}
+        )
+
+    def allows(self, upstream: str) -> bool:
+        return self.per_upstream.get(upstream, self.default)
+
+    def any(self) -> bool:
+        return self.default or any(self.per_upstream.values())
+
+
+def user_key_setting(snapshot: Snapshot) -> UserKeySetting:
+    return UserKeySetting(snapshot.kind(SETTINGS_KIND).get(SETTINGS_ID, {}))
 
 
 def listed(snapshot: Snapshot, user: str) -> list[dict[str, Any]]:
@@ -51,7 +73,8 @@ class UserKeys:
 
     def __init__(self, box: SecretBox | None) -> None:
         self._box = box
-        self.allowed = False
+        self.setting = UserKeySetting({})
+        self.allowed = False  # for at least one upstream
         self._keys: dict[tuple[str, str], Secret] = {}
         self._opened: dict[tuple[str, str, str], Secret] = {}  # (user, upstream, ciphertext)
 
@@ -65,7 +88,8 @@ class UserKeys:
             if secret is not None:
                 keys[(user, upstream)] = secret
         self._keys, self._opened = keys, opened
-        self.allowed = user_keys_allowed(snapshot)
+        self.setting = user_key_setting(snapshot)
+        self.allowed = self.setting.any()
 
     def _open(
         self,
@@ -91,6 +115,6 @@ class UserKeys:
 
     def key_for(self, user: str, upstream: str) -> Secret | None:
         """The user's stored key for ``upstream`` while the setting allows it, else None."""
-        if not self.allowed:
+        if not self.setting.allows(upstream):
             return None
         return self._keys.get((user, upstream))

@@ -117,3 +117,32 @@ def test_user_keys_are_per_user_and_checked(serve: Any, key_upstream: KeyUpstrea
     assert key_upstream.keys_seen() == [MOCK_KEY]
     assert gw.call("GET", "/v1/admin/settings", CLIENT).status_code == 401
     assert gw.call("GET", "/v1/admin/settings").json()["allow_user_keys"] is True
+
+
+def test_user_keys_allowed_per_upstream(serve: Any, key_upstream: KeyUpstream) -> None:
+    """``allow_user_keys_for`` overrides the setting for the upstreams it names, both ways."""
+    gw: Served = serve()
+    per = gw.call("PUT", "/v1/admin/settings", json={"allow_user_keys_for": {"mock": True}})
+    assert per.status_code == 200, per.text
+    assert per.json()["user_keys_allowed"] == {"mock": True, "other": False}
+    assert gw.call("PUT", f"{MINE}/other", CLIENT, json={"key": USER_KEY}).status_code == 403
+    assert gw.call("PUT", f"{MINE}/mock", CLIENT, json={"key": USER_KEY}).status_code == 200
+    assert gw.call("GET", MINE, CLIENT).json()["allowed_upstreams"] == ["mock"]
+    assert gw.chat().status_code == 200
+    assert key_upstream.keys_seen() == [USER_KEY]
+
+    # on for every upstream but off for this one: its stored key is no longer used
+    both = {"allow_user_keys": True, "allow_user_keys_for": {"mock": False}}
+    assert gw.call("PUT", "/v1/admin/settings", json=both).json()["user_keys_allowed"] == {
+        "mock": False,
+        "other": True,
+    }
+    assert gw.chat().status_code == 200
+    assert key_upstream.keys_seen()[-1] == MOCK_KEY
+    # null drops the upstream's own choice: the setting for every upstream applies again
+    back = gw.call("PUT", "/v1/admin/settings", json={"allow_user_keys_for": {"mock": None}})
+    assert back.json()["allow_user_keys_for"] == {} and back.json()["allow_user_keys"] is True
+    for bad in ({"nowhere": True}, {"mock": "yes"}, ["mock"]):
+        refused = gw.call("PUT", "/v1/admin/settings", json={"allow_user_keys_for": bad})
+        assert refused.status_code == 400
+        assert refused.json()["error"]["param"] == "allow_user_keys_for"

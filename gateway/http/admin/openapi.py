@@ -127,7 +127,7 @@ OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/v1/admin/secrets", "Stored upstream keys per master key (kid); the current and old kids", "viewer"),  # noqa: E501
     Op("POST", "/v1/admin/secrets/rotate", "Seal every stored upstream key again with the current master key {dry_run?}", body={"type": "object", "properties": {"dry_run": {"type": "boolean"}}, "additionalProperties": False}),  # noqa: E501
     Op("GET", "/v1/admin/settings", "Run-time settings (allow_user_keys)", "viewer"),
-    Op("PUT", "/v1/admin/settings", "Change run-time settings (fields sent only)", body={"type": "object", "properties": {"allow_user_keys": {"type": "boolean"}}, "additionalProperties": False}),  # noqa: E501
+    Op("PUT", "/v1/admin/settings", "Change run-time settings (fields sent only)", body={"type": "object", "properties": {"allow_user_keys": {"type": "boolean"}, "allow_user_keys_for": {"type": "object", "additionalProperties": {"type": ["boolean", "null"]}}}, "additionalProperties": False}),  # noqa: E501
     Op("GET", "/v1/me/upstream-keys", "The caller's stored upstream keys, by fingerprint (client key)", "user"),  # noqa: E501
     Op("PUT", "/v1/me/upstream-keys/{upstream}", "Store the caller's own key for an upstream (needs allow_user_keys)", "user", body={"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}}, "additionalProperties": False}),  # noqa: E501
     Op("DELETE", "/v1/me/upstream-keys/{upstream}", "Delete the caller's stored key for an upstream", "user"),  # noqa: E501

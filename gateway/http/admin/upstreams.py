@@ -1,7 +1,8 @@
 """Admin endpoints for stored system keys per upstream, and the run-time settings.
 
 ``/v1/admin/upstreams/{name}/keys`` (add, replace, list, delete) and ``/v1/admin/settings``
-(``allow_user_keys``). Keys are sealed before they are stored and shown only by fingerprint.
+(``allow_user_keys`` for every upstream, ``allow_user_keys_for`` per upstream). Keys are sealed
+before they are stored and shown only by fingerprint.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from starlette.routing import Route
 
 from gateway.control.stored_keys import StoredKeys
 from gateway.control.upstream_keys import KIND, redacted, sealed_entry, stored_keys
-from gateway.control.user_keys import ALLOW_USER_KEYS, SETTINGS_ID, SETTINGS_KIND
+from gateway.control.user_keys import (
+    ALLOW_USER_KEYS,
+    ALLOW_USER_KEYS_FOR,
+    SETTINGS_ID,
+    SETTINGS_KIND,
+    UserKeySetting,
+)
 from gateway.errors import InvalidRequest, NotFound, StoreUnavailable
 from gateway.http.admin.auth import Actor, require_role
 from gateway.http.admin.input import json_object, text
@@ -24,7 +31,7 @@ from gateway.store.port import AuditLog, StoreError
 
 MAX_KEYS = 50
 MAX_KEY_CHARS = 4096
-SETTINGS_FIELDS = (ALLOW_USER_KEYS,)
+SETTINGS_FIELDS = (ALLOW_USER_KEYS, ALLOW_USER_KEYS_FOR)
 
 
 def upstream_key(value: object, param: str) -> str:
@@ -153,8 +160,15 @@ async def delete_key(request: Request) -> Response:
 
 
 def _settings(gateway: Services) -> dict[str, Any]:
+    """The stored fields, and ``user_keys_allowed``: the outcome for every upstream."""
     document = gateway.control.snapshot.kind(SETTINGS_KIND).get(SETTINGS_ID, {})
-    return {ALLOW_USER_KEYS: document.get(ALLOW_USER_KEYS) is True, **document}
+    setting = UserKeySetting(document)
+    return {
+        **document,
+        ALLOW_USER_KEYS: setting.default,
+        ALLOW_USER_KEYS_FOR: setting.per_upstream,
+        "user_keys_allowed": {name: setting.allows(name) for name in gateway.config.upstreams},
+    }
 
 
 async def show_settings(request: Request) -> Response:
@@ -163,7 +177,8 @@ async def show_settings(request: Request) -> Response:
 
 
 async def put_settings(request: Request) -> Response:
-    """Changes the fields sent; the others keep their values."""
+    """Changes the fields sent; the others keep their values. ``allow_user_keys_for`` changes
+    the upstreams it names (``{name: true|false}``; null drops the upstream's own choice)."""
     actor = require_role(request, "admin")
     gateway = services(request)
     body = json_object(await request.body(), SETTINGS_FIELDS)
@@ -171,8 +186,26 @@ async def put_settings(request: Request) -> Response:
         raise InvalidRequest(f"'{ALLOW_USER_KEYS}' must be true or false.", param=ALLOW_USER_KEYS)
     before = gateway.control.snapshot.kind(SETTINGS_KIND).get(SETTINGS_ID, {})
     document = {**before, **body}
+    if ALLOW_USER_KEYS_FOR in body:
+        per = _per_upstream(gateway, body[ALLOW_USER_KEYS_FOR])
+        merged = {**UserKeySetting(before).per_upstream, **per}
+        document[ALLOW_USER_KEYS_FOR] = {k: v for k, v in merged.items() if v is not None}
     await write(gateway, actor, SETTINGS_KIND, SETTINGS_ID, document, "settings.update", {})
     return json_response(_settings(gateway))
+
+
+def _per_upstream(gateway: Services, value: object) -> dict[str, bool | None]:
+    param = ALLOW_USER_KEYS_FOR
+    if not isinstance(value, dict):
+        raise InvalidRequest(
+            f"'{param}' must be an object {{upstream: true|false|null}}.", param=param
+        )
+    for name, allowed in value.items():
+        if name not in gateway.config.upstreams:
+            raise InvalidRequest(f"'{param}' names no upstream '{name}'.", param=param)
+        if allowed is not None and not isinstance(allowed, bool):
+            raise InvalidRequest(f"'{param}.{name}' must be true, false or null.", param=param)
+    return value
 
 
 def routes() -> list[Route]:

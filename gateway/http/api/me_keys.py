@@ -1,7 +1,8 @@
 """A user's own stored upstream keys (BYOK), managed with the user's own client key.
 
 ``PUT|DELETE /v1/me/upstream-keys/{upstream}`` and ``GET /v1/me/upstream-keys`` (fingerprints
-only). Storing needs the admin setting ``allow_user_keys``; deleting is always allowed.
+only). Storing needs the admin setting ``allow_user_keys`` (or ``allow_user_keys_for``) to allow
+that upstream; deleting is always allowed.
 Storing the key already stored changes nothing (no write, no audit entry); other writes count
 against the user's write limit (``control/user_writes.py``) and go to the user audit log.
 """
@@ -28,10 +29,10 @@ def _user(request: Request) -> tuple[Actor, str]:
     return actor, actor.user or ""  # role "user" always names one
 
 
-def _allowed(gateway: Services) -> None:
-    if not stored(gateway).users.allowed:
+def _allowed(gateway: Services, upstream: str) -> None:
+    if not stored(gateway).users.setting.allows(upstream):
         raise Forbidden(
-            "Storing your own upstream keys is switched off on this gateway "
+            f"Storing your own upstream keys for '{upstream}' is switched off on this gateway "
             f"(admin setting '{ALLOW_USER_KEYS}').",
             code="user_keys_disabled",
         )
@@ -45,9 +46,13 @@ def _upstream(gateway: Services, request: Request) -> str:
 
 
 def _listing(gateway: Services, user: str) -> dict[str, object]:
+    setting = stored(gateway).users.setting
     return {
         "object": "list",
-        "allowed": stored(gateway).users.allowed,
+        "allowed": setting.any(),
+        "allowed_upstreams": [
+            name for name in sorted(gateway.config.upstreams) if setting.allows(name)
+        ],
         "data": listed(gateway.control.snapshot, user),
     }
 
@@ -61,7 +66,7 @@ async def put_key(request: Request) -> Response:
     actor, user = _user(request)
     gateway = services(request)
     upstream = _upstream(gateway, request)
-    _allowed(gateway)
+    _allowed(gateway, upstream)
     body = json_object(await request.body(), ("key",), required=("key",))
     secret = upstream_key(body["key"], "key")
     print_ = fingerprint(secret)
