@@ -37,6 +37,7 @@ from gateway.ui import login_guard, statements
 from gateway.ui.overview import analytics_view, overview_view
 from gateway.ui.render import page
 from gateway.ui.session import SESSION_TTL_S, Sessions, session_of
+from gateway.ui.users import users_context
 from gateway.usage.rollup import DIMENSIONS
 
 STATIC = Path(__file__).parent / "static"
@@ -54,6 +55,13 @@ OPERATOR_PAGES = (
 )
 PAGE_NAMES = {name for name, _ in OPERATOR_PAGES}
 MY_BATCHES = 20  # the latest batches shown on the user's page
+# every limit a quota has (``control/tier_quotas.FIELDS``), as the pages label them
+LIMITS = (
+    ("requests_per_day", "Requests/day"),
+    ("tokens_per_day", "Tokens/day"),
+    ("tokens_per_request", "Tokens/request"),
+    ("minutes_per_day", "Audio minutes/day"),
+)
 
 
 def _sessions(request: Request) -> Sessions:
@@ -161,10 +169,13 @@ async def operator_page(request: Request) -> Response:
         "tiers": sorted(gateway.config.tiers),
         "capabilities": CAPABILITIES,
         "upstreams": sorted(gateway.config.upstreams),
+        "limits": LIMITS,
     }
     if name == "overview":
         period = request.query_params.get("period") or "24h"
         context.update(await overview_view(gateway.analytics, gateway.clock(), period))
+    elif name == "users":
+        context.update(await users_context(request, gateway))
     elif name == "statements":
         context.update(await statements.operator_context(request, gateway))
     elif name == "analytics":
@@ -210,6 +221,8 @@ async def me(request: Request) -> Response:
         session=session,
         current="me",
         capabilities=CAPABILITIES,
+        limits=LIMITS,
+        upstreams=sorted(services(request).config.upstreams),
         batches=batches,
     )
 

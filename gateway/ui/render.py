@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["num"] = _number
-    env.filters["usd"] = lambda value: f"${float(value or 0):,.4f}"
+    env.filters["usd"] = _usd
     env.filters["datelabel"] = _date_label
     env.filters["pct"] = lambda value: f"{100 * float(value or 0):.1f}%"
     return env
@@ -43,6 +44,11 @@ def environment() -> jinja2.Environment:
 def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
     html = environment().get_template(name).render(**context)
     return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+
+def _usd(value: Any) -> str:
+    """Money as every page shows it, four decimals: ``$1,234.5678`` (exact for decimals)."""
+    return f"${Decimal(str(value or 0)):,.4f}"
 
 
 def _date_label(value: Any) -> str:

@@ -197,7 +197,7 @@ def test_user_pages_and_quota_request(browser: Browser, served: Gateway) -> None
     assert browser.driver.find_element("id", "my-requests").text == str(2)
 
     form = browser.driver.find_element("id", "quota-request")
-    form.find_element("name", "requested").send_keys("500")
+    form.find_element("name", "requests_per_day").send_keys("500")
     browser.driver.find_element("id", "quota-request-submit").click()
     browser.wait(lambda: "sent" in browser.driver.find_element("id", "notice").text)
     request_id = re.search(r"Request (\S+) sent", browser.driver.find_element("id", "notice").text)

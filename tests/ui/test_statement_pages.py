@@ -66,9 +66,11 @@ def test_statement_pages_in_chromium(browser: Browser, served: Gateway) -> None:
     browser.driver.find_element("id", "my-statement").click()
     browser.wait(lambda: "/ui/me/statement" in browser.driver.current_url)
     browser.visit(f"/ui/me/statement?month={month}", "my-statement", ready="#total")
-    assert browser.driver.find_element("id", "total").text == f"${expected['total_usd']}"
+    # the statement's cents, shown with four decimals like every amount on the dashboard
+    total = Decimal(str(expected["total_usd"]))
+    assert browser.driver.find_element("id", "total").text == f"${total:,.4f}"
     discount = browser.driver.find_element("id", "discount").text
-    assert discount == "\u2212" + f"${expected['byok_discount_usd']}"
+    assert discount == "\u2212" + f"${Decimal(str(expected['byok_discount_usd'])):,.4f}"
     status, body = browser.fetch(f"/v1/me/statements/{month}?format=csv")
     assert status == 200 and USER in body
     browser.driver.set_window_size(390, 844)
@@ -79,7 +81,7 @@ def test_statement_pages_in_chromium(browser: Browser, served: Gateway) -> None:
     browser.sign_in(ADMIN)
     browser.visit(f"/ui/statements?month={month}", "statements", ready="#statements")
     table = browser.driver.find_element("id", "statements").text
-    assert USER in table and f"${expected['total_usd']}" in table
+    assert USER in table and f"${total:,.4f}" in table
     status, _ = browser.fetch(f"/v1/admin/statements?month={month}&format=xlsx")
     assert status == 200
     browser.sign_out()

@@ -27,7 +27,10 @@
         try { data = text ? JSON.parse(text) : null; } catch (e) { data = { raw: text }; }
         if (!response.ok) {
           var message = data && data.error ? data.error.message : response.status + " " + response.statusText;
-          throw new Error(message);
+          var error = new Error(message);
+          error.param = data && data.error ? data.error.param : null;
+          error.status = response.status;
+          throw error;
         }
         return data;
       });
@@ -86,10 +89,41 @@
 
   function number(value) { return value === "" || value === undefined ? undefined : Number(value); }
 
+  /* Times as people read them, always in UTC: "2026-12-06 14:00:00 UTC". */
   function when(value) {
     if (value === null || value === undefined || value === "") return "";
-    if (typeof value === "number") return new Date(value * 1000).toISOString().replace(".000", "");
-    return String(value);
+    var at = typeof value === "number" ? value * 1000 : Date.parse(value);
+    if (isNaN(at)) return String(value);
+    return new Date(at).toISOString().slice(0, 19).replace("T", " ") + " UTC";
+  }
+
+  /* A coming moment as "in 3 h 12 min (14:00 UTC)"; the date is added when it is not today. */
+  function resetsIn(value) {
+    var at = typeof value === "number" ? value * 1000 : Date.parse(value);
+    if (isNaN(at)) return String(value);
+    var minutes = Math.max(0, Math.ceil((at - Date.now()) / 60000));
+    var days = Math.floor(minutes / 1440), hours = Math.floor((minutes % 1440) / 60), rest = minutes % 60;
+    var parts = [];
+    if (days) parts.push(days + " d");
+    if (hours) parts.push(hours + " h");
+    if (rest || !parts.length) parts.push(rest + " min");
+    var iso = new Date(at).toISOString();
+    var sameDay = iso.slice(0, 10) === new Date().toISOString().slice(0, 10);
+    return "in " + parts.join(" ") + " (" + (sameDay ? "" : iso.slice(0, 10) + " ") + iso.slice(11, 16) + " UTC)";
+  }
+
+  /* Money with four decimals on every page, as the server renders it: "$1,234.5678". */
+  function money(value) {
+    return "$" + Number(value || 0).toLocaleString("en-US", { minimumFractionDigits: 4, maximumFractionDigits: 4 });
+  }
+
+  var LIMITS = { requests_per_day: "requests/day", tokens_per_day: "tokens/day",
+                 tokens_per_request: "tokens/request", minutes_per_day: "audio minutes/day" };
+
+  function limitsText(fields) {
+    if (!fields || typeof fields !== "object") return fields === undefined || fields === null ? "" : String(fields);
+    return Object.keys(fields).filter(function (k) { return fields[k] !== null && fields[k] !== undefined; })
+      .map(function (k) { return (LIMITS[k] || k) + ": " + fields[k]; }).join(", ");
   }
 
   function onSubmit(id, handler) {
@@ -146,16 +180,16 @@
           },
           function (k) {
             var b = k.budget_usd || {};
-            return [b.day ? "$" + b.day + "/day" : "", b.month ? "$" + b.month + "/month" : ""].filter(Boolean).join(", ");
+            return [b.day ? money(b.day) + "/day" : "", b.month ? money(b.month) + "/month" : ""].filter(Boolean).join(", ");
           },
           function (k) {
             var s = k.spend_usd || {};
-            return "$" + Number(s.day || 0).toFixed(4) + " today, $" + Number(s.month || 0).toFixed(4) + " this month";
+            return money(s.day) + " today, " + money(s.month) + " this month";
           },
           function (k) { return when(k.last_used_at); },
           function (k) {
             if (k.expires_at && k.expires_at * 1000 < Date.now()) return "expired";
-            return k.expires_at_iso ? "active until " + k.expires_at_iso : "active";
+            return k.expires_at ? "active until " + when(k.expires_at) : "active";
           },
           function (k) {
             var span = document.createElement("span");
@@ -224,27 +258,28 @@
         document.getElementById("user-title").textContent = user;
         fill("user-usage", usage, [
           function (r) { return r.capability; }, function (r) { return r.requests; },
-          function (r) { return r.total_tokens; }, function (r) { return "$" + r.cost_usd; },
+          function (r) { return r.total_tokens; }, function (r) { return money(r.cost_usd); },
         ], "No requests today.");
         var quotas = detail.quotas || {};
         fill("user-quotas", Object.keys(quotas).map(function (c) { return [c, quotas[c]]; }), [
           function (q) { return q[0]; },
-          function (q) {
-            return Object.keys(q[1]).filter(function (k) { return q[1][k] !== null; })
-              .map(function (k) { return k + ": " + q[1][k]; }).join(", ");
-          },
+          function (q) { return limitsText(q[1]); },
         ], "The tier's quotas apply.");
       });
     }
-    var current = "";
+    var chosen = new URLSearchParams(window.location.search).get("user");
+    var current = chosen || "";
     onSubmit("find-user", function (v) { current = v.user; return show(v.user); });
     onSubmit("user-quota", function (v) {
       var payload = {};
-      if (v.requests_per_day) payload.requests_per_day = number(v.requests_per_day);
-      if (v.tokens_per_day) payload.tokens_per_day = number(v.tokens_per_day);
+      Object.keys(LIMITS).forEach(function (name) { if (v[name]) payload[name] = number(v[name]); });
       return api("PUT", "/v1/admin/users/" + encodeURIComponent(current) + "/quotas/" + v.capability, payload)
         .then(function () { notice("Quota saved."); return show(current); });
     });
+    if (chosen) {
+      document.getElementById("user-name").value = chosen;
+      return show(chosen);
+    }
   };
 
   pages.flags = function () {
@@ -284,12 +319,17 @@
     return load();
   };
 
+  /* Every limit a tier quota has, one editor each; the API checks the values and its error
+     (OpenAI-shaped, with the field in "param") is shown and the field marked. */
   pages.quotas = function () {
-    var fields = ["requests_per_day", "tokens_per_day"];
-    function input(id, value) {
+    var fields = Object.keys(LIMITS);
+    function input(id, name, value) {
       var el = document.createElement("input");
-      el.type = "number"; el.min = "0"; el.id = id;
+      el.type = "number"; el.min = "0"; el.id = id; el.name = name;
+      el.step = name === "minutes_per_day" ? "any" : "1";
       el.value = value === null || value === undefined || value === -1 ? "" : value;
+      el.placeholder = "unlimited";
+      el.setAttribute("aria-label", LIMITS[name]);
       el.disabled = readOnly;
       return el;
     }
@@ -301,62 +341,131 @@
         var cells = row.children;
         fields.forEach(function (name, i) {
           cells[2 + i].textContent = "";
-          cells[2 + i].appendChild(input(name + "-" + tier + "-" + capability, quota[name]));
+          cells[2 + i].appendChild(input(name + "-" + tier + "-" + capability, name, quota[name]));
         });
-        cells[4].textContent = state.source || "";
-        cells[5].textContent = "";
+        var last = 2 + fields.length;
+        cells[last].textContent = state.source || "";
+        cells[last + 1].textContent = "";
         var save = button("Save", function () {
-          var payload = Object.assign({}, quota);
-          fields.forEach(function (name) {
-            var value = document.getElementById(name + "-" + tier + "-" + capability).value;
-            payload[name] = value === "" ? null : Number(value);
+          var payload = {};
+          Array.prototype.forEach.call(row.querySelectorAll("input"), function (el) {
+            el.classList.remove("invalid");
+            el.removeAttribute("aria-invalid");
+            payload[el.name] = el.value.trim() === "" ? null : Number(el.value);
           });
           api("PUT", path, payload).then(function () {
             notice("Quota " + tier + "/" + capability + " saved.");
             return load(row);
-          }).catch(failed);
+          }).catch(function (error) {
+            var bad = error.param && row.querySelector('input[name="' + error.param + '"]');
+            if (bad) { bad.classList.add("invalid"); bad.setAttribute("aria-invalid", "true"); bad.focus(); }
+            failed(error);
+          });
         });
         save.id = "save-" + tier + "-" + capability;
-        cells[5].appendChild(save);
+        cells[last + 1].appendChild(save);
       });
     }
     return Promise.all(Array.prototype.map.call(document.querySelectorAll(".quota-row"), load));
   };
 
+  /* Per upstream: which key its requests carry ("no key" when none), its stored system keys
+     (fingerprints only), the switch for users' own keys, and a one-step rotation. */
   pages.providers = function () {
-    function keys(row) {
+    var listings = {};
+    function keyState(state) {
+      var stored = (state.keys || []).length;
+      if (stored) return stored === 1 ? "stored key" : stored + " stored keys";
+      if (state.env_key && state.env_key.set) return "env key";
+      if (state.env_key && !state.env_key.variable) return "none needed";
+      return "no key";
+    }
+    function keys(row, settings) {
       var name = row.dataset.upstream;
       return api("GET", "/v1/admin/upstreams/" + encodeURIComponent(name) + "/keys").then(function (state) {
-        var cellEl = row.children[1];
-        cellEl.textContent = "";
+        listings[name] = state;
+        var cells = row.children;
+        cells[1].textContent = keyState(state);
+        cells[1].className = keyState(state) === "no key" ? "no-key" : "";
+        cells[2].textContent = "";
         (state.keys || []).forEach(function (k) {
           var item = document.createElement("span");
           item.className = "key-item";
           item.textContent = (k.fingerprint || "?") + " · " + (k.state || "") + " ";
           item.appendChild(button("Remove", function () {
             api("DELETE", "/v1/admin/upstreams/" + encodeURIComponent(name) + "/keys/" + encodeURIComponent(k.fingerprint))
-              .then(function () { notice("Key " + k.fingerprint + " removed."); return keys(row); }).catch(failed);
+              .then(function () { notice("Key " + k.fingerprint + " removed."); return load(); }).catch(failed);
           }, "danger"));
-          cellEl.appendChild(item);
+          cells[2].appendChild(item);
         });
-        if (!cellEl.children.length) cellEl.textContent = "none stored";
-        row.children[2].textContent = state.env_key && state.env_key.set ? state.env_key.variable + " (set)" : "not set";
+        if (!cells[2].children.length) cells[2].textContent = "none stored";
+        cells[3].textContent = state.env_key && state.env_key.variable ?
+          state.env_key.variable + (state.env_key.set ? " (set)" : " (not set)") : "none";
+        cells[4].textContent = "";
+        var label = document.createElement("label");
+        label.className = "switch";
+        var box = document.createElement("input");
+        box.type = "checkbox"; box.id = "allow-user-keys-" + name; box.disabled = readOnly;
+        box.checked = !!(settings.user_keys_allowed || {})[name];
+        var text = document.createElement("span");
+        text.textContent = box.checked ? "allowed" : "off";
+        box.addEventListener("change", function () {
+          var change = {}; change[name] = box.checked;
+          api("PUT", "/v1/admin/settings", { allow_user_keys_for: change }).then(function (now) {
+            var on = !!(now.user_keys_allowed || {})[name];
+            box.checked = on; text.textContent = on ? "allowed" : "off";
+            notice("Users' own keys for " + name + ": " + (on ? "allowed." : "off."));
+          }).catch(function (error) { box.checked = !box.checked; failed(error); });
+        });
+        label.appendChild(box); label.appendChild(text);
+        cells[4].appendChild(label);
+        cells[5].textContent = "";
+        var form = document.createElement("form");
+        form.className = "inline-form rotate";
+        form.id = "rotate-form-" + name;
+        var secret = document.createElement("input");
+        secret.type = "password"; secret.autocomplete = "off"; secret.required = true;
+        secret.name = "key"; secret.id = "rotate-key-" + name; secret.disabled = readOnly;
+        secret.placeholder = "new key"; secret.setAttribute("aria-label", "New system key for " + name);
+        var go = document.createElement("button");
+        go.type = "submit"; go.textContent = "Rotate"; go.id = "rotate-" + name; go.disabled = readOnly;
+        form.appendChild(secret); form.appendChild(go);
+        form.addEventListener("submit", function (event) {
+          event.preventDefault();
+          notice("");
+          // one step: the new key replaces every stored key, so the old ones stop being used
+          api("PUT", "/v1/admin/upstreams/" + encodeURIComponent(name) + "/keys", { keys: [secret.value.trim()] })
+            .then(function (after) {
+              secret.value = "";
+              var now = (after.keys || [])[0] || {};
+              notice("System key for " + name + " rotated: now " + (now.fingerprint || "?") + ".");
+              return load();
+            }).catch(failed);
+        });
+        cells[5].appendChild(form);
       });
     }
     function load() {
       var rows = document.querySelectorAll(".upstream-row");
-      return Promise.all([
-        api("GET", "/v1/providers").then(function (data) {
-          fill("providers", list(data), [
-            function (p) { return p.model; },
-            function (p) { return p.provider; },
-            function (p) { return p.circuit; },
-            function (p) { return p.recent_attempts; },
-            function (p) { return p.error_rate === null || p.error_rate === undefined ? "" : (100 * p.error_rate).toFixed(1) + "%"; },
-            function (p) { return p.latency_p50_ms === null || p.latency_p50_ms === undefined ? "" : p.latency_p50_ms; },
-          ], "No models configured.");
-        }),
-      ].concat(Array.prototype.map.call(rows, keys)));
+      return api("GET", "/v1/admin/settings").then(function (settings) {
+        return Promise.all(Array.prototype.map.call(rows, function (row) { return keys(row, settings); }));
+      }).then(function () { return api("GET", "/v1/providers"); }).then(function (data) {
+        fill("providers", list(data), [
+          function (p) { return p.model; },
+          function (p) { return p.provider; },
+          function (p) {
+            var state = listings[p.provider];
+            var span = document.createElement("span");
+            span.textContent = state ? keyState(state) : "";
+            if (span.textContent === "no key") span.className = "no-key";
+            return span;
+          },
+          function (p) { return p.circuit; },
+          function (p) { return p.recent_attempts; },
+          function (p) { return p.error_rate === null || p.error_rate === undefined ? "" : (100 * p.error_rate).toFixed(1) + "%"; },
+          function (p) { return p.latency_p50_ms === null || p.latency_p50_ms === undefined ? "" : p.latency_p50_ms; },
+        ], "No models configured.");
+      });
     }
     onSubmit("upstream-key", function (v, form) {
       return api("PUT", "/v1/admin/upstreams/" + encodeURIComponent(v.upstream) + "/keys", { key: v.key })
@@ -370,7 +479,8 @@
       return api("GET", "/v1/admin/quota-requests").then(function (data) {
         fill("quota-requests", list(data), [
           function (r) { return r.id; }, function (r) { return r.user; },
-          function (r) { return r.capability; }, function (r) { return r.requested; },
+          function (r) { return r.capability; }, function (r) { return limitsText(r.requested); },
+          function (r) { return r.reason || ""; },
           function (r) { return r.state || r.status || ""; },
           function (r) { return when(r.created_at); },
           function (r) {
@@ -429,7 +539,7 @@
         });
         document.getElementById("my-requests").textContent = String(records.length);
         document.getElementById("my-tokens").textContent = String(tokens);
-        document.getElementById("my-spend").textContent = "$" + spend.toFixed(4);
+        document.getElementById("my-spend").textContent = money(spend);
       });
     }
     function quotaBars(view) {
@@ -451,7 +561,7 @@
           row.dataset.used = String(m.used);
           var label = document.createElement("span");
           label.textContent = capability + " · " + measure + ": " + m.used + " of " + m.limit +
-            (resets.day ? " · resets " + when(resets.day) : "");
+            (resets.day ? " · resets " + resetsIn(resets.day) : "");
           var track = document.createElement("div");
           track.className = "track";
           var fillEl = document.createElement("div");
@@ -471,29 +581,68 @@
         bars.appendChild(note);
       }
     }
+    /* The own-key form works only for a provider whose user keys are on; for the others it is
+       disabled, with a sentence saying why (removing a stored key always works). */
+    var allowedUpstreams = [];
+    var saveForm = document.getElementById("my-key");
+    function ownKeyState() {
+      var chosen = saveForm.elements.upstream.value;
+      var on = allowedUpstreams.indexOf(chosen) >= 0;
+      var off = document.getElementById("my-key-off");
+      saveForm.elements.key.disabled = !on;
+      document.getElementById("my-key-save").disabled = !on;
+      off.hidden = on;
+      off.textContent = on ? "" : allowedUpstreams.length ?
+        "Your own keys for " + chosen + " are switched off on this gateway: requests to " + chosen +
+        " use the gateway's key. Allowed: " + allowedUpstreams.join(", ") + "." :
+        "Storing your own provider keys is switched off on this gateway: your requests use the gateway's keys.";
+    }
     function myKeys(data) {
-      document.getElementById("my-keys-state").textContent = data.allowed ?
-        "" : "Storing your own provider keys is switched off on this gateway.";
+      allowedUpstreams = data.allowed_upstreams || [];
+      Array.prototype.forEach.call(saveForm.elements.upstream.options, function (option) {
+        option.textContent = option.value + (allowedUpstreams.indexOf(option.value) >= 0 ? "" : " (off)");
+      });
+      ownKeyState();
       fill("my-keys", list(data), [
         function (k) { return k.upstream; },
         function (k) { return k.fingerprint; },
         function (k) { return when(k.updated_at); },
       ], "No provider keys stored.");
     }
+    saveForm.elements.upstream.addEventListener("change", ownKeyState);
     onSubmit("my-key", function (v, form) {
       return api("PUT", "/v1/me/upstream-keys/" + encodeURIComponent(v.upstream), { key: v.key })
-        .then(function (data) { form.reset(); myKeys(data); notice("Your " + v.upstream + " key is stored."); });
+        .then(function (data) { form.elements.key.value = ""; myKeys(data); notice("Your " + v.upstream + " key is stored."); });
     });
-    onSubmit("my-key-remove", function (v, form) {
+    onSubmit("my-key-remove", function (v) {
       return api("DELETE", "/v1/me/upstream-keys/" + encodeURIComponent(v.upstream))
-        .then(function () { form.reset(); notice("Your " + v.upstream + " key is removed."); return api("GET", "/v1/me/upstream-keys").then(myKeys); });
+        .then(function (data) { myKeys(data); notice("Your " + v.upstream + " key is removed."); });
     });
-    api("GET", "/v1/me/upstream-keys").then(myKeys).catch(failed);
+    var requests = api("GET", "/v1/me/upstream-keys").then(myKeys);
+    /* A quota-increase request for any limit: every field filled in is asked for. */
     onSubmit("quota-request", function (v, form) {
-      return api("POST", "/v1/quota/requests", { capability: v.capability, requested: { requests_per_day: number(v.requested) } })
-        .then(function (made) { form.reset(); notice("Request " + (made && made.id ? made.id + " " : "") + "sent."); });
+      var requested = {};
+      Object.keys(LIMITS).forEach(function (name) { if (v[name]) requested[name] = number(v[name]); });
+      if (!Object.keys(requested).length) return Promise.reject(new Error("Fill in at least one limit to ask for."));
+      var payload = { capability: v.capability, requested: requested };
+      if (v.reason) payload.reason = v.reason;
+      return api("POST", "/v1/quota/requests", payload).then(function (made) {
+        form.reset();
+        notice("Request " + (made && made.id ? made.id + " " : "") + "sent.");
+        return myRequests();
+      });
     });
-    return load();
+    function myRequests() {
+      return api("GET", "/v1/quota/requests").then(function (data) {
+        fill("my-quota-requests", list(data), [
+          function (r) { return r.capability; },
+          function (r) { return limitsText(r.requested); },
+          function (r) { return r.status || ""; },
+          function (r) { return when(r.created_at); },
+        ], "No quota requests yet.");
+      });
+    }
+    return Promise.all([load(), requests, myRequests()]);
   };
 
   document.addEventListener("DOMContentLoaded", function () {
