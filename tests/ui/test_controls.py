@@ -390,3 +390,28 @@ def test_viewer_and_csrf_refused_on_every_new_write(browser: Browser, served: Ga
     assert write_from_page(browser, "POST", "/v1/quota/requests", request, csrf=False) == 403
     assert write_from_page(browser, "PUT", "/v1/admin/settings", {"allow_user_keys": True}) == 403
     browser.sign_out()
+
+
+def test_a_deleted_token_ends_the_session_before_a_new_write(
+    browser: Browser, served: Gateway
+) -> None:
+    """Every request re-checks the session's credential: the page, loaded while the admin
+    token was good, cannot flip the switch or rotate once the token is deleted."""
+    made = api(served, "POST", "/v1/admin/tokens", json={"role": "admin", "name": "short"})
+    assert made.status_code == 201, made.text
+    browser.driver.set_window_size(1280, 800)
+    browser.sign_in(made.json()["token"])
+    browser.visit("/ui/providers", "providers-before-delete", ready="#allow-user-keys-other")
+    assert api(served, "DELETE", f"/v1/admin/tokens/{made.json()['id']}").status_code == 200
+    before = api(served, "GET", "/v1/admin/settings").json()
+    browser.driver.find_element("id", "allow-user-keys-other").click()
+    notice = browser.driver.find_element("id", "notice")
+    browser.wait(lambda: "bad" in str(notice.get_attribute("class")))
+    assert not browser.driver.find_element("id", "allow-user-keys-other").is_selected()
+    browser.driver.find_element("id", "rotate-key-other").send_keys("sk-after-the-token-is-gone")
+    browser.driver.find_element("id", "rotate-other").click()
+    browser.settle()
+    browser.driver.get_log("browser")  # the refused writes (401) are logged: expected
+    assert api(served, "GET", "/v1/admin/settings").json() == before
+    assert api(served, "GET", "/v1/admin/upstreams/other/keys").json()["keys"] == []
+    browser.visit("/ui/providers", "providers-after-delete", ready="#token")  # back to sign-in
