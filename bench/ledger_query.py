@@ -29,13 +29,13 @@ from redis.asyncio import Redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.ledger import migrate, partitions
-from gateway.ledger.analytics import PostgresAnalytics
 from gateway.ledger.db import Database
 from gateway.ledger.reader import read_records
 from gateway.ledger.settings import LedgerSettings
 from gateway.ledger.shipper import Shipper
 from gateway.store import keys
 from gateway.usage.analytics import UsageFilter
+from gateway.usage.postgres_analytics import PostgresAnalytics
 from tests.ledger.pg_fixture import PostgresServer
 from tests.redis_fixture import RedisServer
 

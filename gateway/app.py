@@ -80,10 +80,10 @@ from gateway.store.port import Store
 from gateway.store.redis.store import RedisStore
 from gateway.ui import pages as ui_pages
 from gateway.ui.session import SessionLoader, Sessions
-from gateway.usage.analytics import RedisAnalytics
+from gateway.usage.analytics import Analytics, RedisAnalytics
+from gateway.usage.postgres_analytics import PostgresAnalytics
 
 if TYPE_CHECKING:  # the ledger's modules need asyncpg (the postgres extra): imported if configured
-    from gateway.ledger.analytics import PostgresAnalytics
     from gateway.ledger.service import Ledger
 
 log = logging.getLogger("gateway")
@@ -116,12 +116,10 @@ class Gateway:
     tracer: Tracer | None = None  # OpenTelemetry, when configured (OTEL_EXPORTER_OTLP_*)
 
     @functools.cached_property
-    def analytics(self) -> RedisAnalytics | PostgresAnalytics:
+    def analytics(self) -> Analytics:
         """Usage totals from the rollups and filtered records (the dashboard's reads): from
         the ledger when DATABASE_URL is set (any range), else from Redis (recent records)."""
         if self.ledger is not None:
-            from gateway.ledger.analytics import PostgresAnalytics
-
             return PostgresAnalytics(self.ledger.database)
         return RedisAnalytics(self.store, self.clock)
 

@@ -13,6 +13,7 @@ from gateway.ledger.db import Database, connect
 from gateway.ledger.reader import read_records
 from gateway.ledger.settings import LedgerSettings
 from gateway.ledger.shipper import Shipper
+from gateway.metering.record import UsageRecord
 
 log = logging.getLogger("gateway.ledger")
 
@@ -46,12 +47,12 @@ async def ship_forever(settings: LedgerSettings, redis: Any) -> None:
 
 def records_reader(
     settings: LedgerSettings,
-) -> Callable[..., Awaitable[list[dict[str, Any]]]]:
+) -> Callable[..., Awaitable[list[UsageRecord]]]:
     """A one-shot reader of the ledger's records (for ``gateway usage export``)."""
 
     async def read(
         user: str | None, start: float, end: float, skip: int = 0, limit: int | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[UsageRecord]:
         database = Database(settings.database_url or "", size=1)
         try:
             return await read_records(database, user, start, end, skip=skip, limit=limit)

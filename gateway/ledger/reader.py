@@ -8,15 +8,10 @@ from typing import Any
 import orjson
 
 from gateway.ledger.db import Database
+from gateway.metering.record import UsageRecord
+from gateway.usage.postgres_analytics import bounds
 
 LATE_DAY = dt.timedelta(days=1)  # a record's day is its start's; end bounds by ts too
-
-
-def bounds(start: float, end: float) -> tuple[dt.date, dt.date, dt.datetime, dt.datetime]:
-    """The partition days and timestamps of ``[start, end)``."""
-    low = dt.datetime.fromtimestamp(max(start, 0.0), dt.UTC)
-    high = dt.datetime.fromtimestamp(min(max(end, 0.0), 253_402_300_799.0), dt.UTC)
-    return low.date(), high.date(), low, high
 
 
 async def read_records(
@@ -27,7 +22,7 @@ async def read_records(
     *,
     skip: int = 0,
     limit: int | None = None,
-) -> list[dict[str, Any]]:
+) -> list[UsageRecord]:
     """Records of ``user`` (all users when None) with ``start <= ts < end``, oldest first;
     the first ``skip`` of them left out and at most ``limit`` (a page of ``/v1/usage``)."""
     first, last, low, high = bounds(start, end)
@@ -45,4 +40,4 @@ async def read_records(
     if skip:
         sql += f" OFFSET {int(skip)}"
     rows = await db.fetch(sql, *args)
-    return [orjson.loads(row["record"]) for row in rows]
+    return [UsageRecord.from_dict(orjson.loads(row["record"])) for row in rows]

@@ -6,7 +6,7 @@ gets ``legacy_id``: ``<request_id>@<ts in ms>``, the id migration 0004 gave the 
 stored, so a record shipped again after the upgrade meets its first copy. Values are made safe
 for their columns: text capped, integers clamped to bigint, a record whose ``request_id`` is
 missing keyed by its stream entry id, so no record can stall a batch. The ``record`` column
-holds the full record (``record_codec.decode``), whatever form the stream held.
+holds the record's wire form (``UsageRecord.as_dict``), whatever form the stream held.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from gateway.metering.record import UsageRecord
 from gateway.metering.record_codec import decode
 
 BIGINT = 2**63 - 1
@@ -64,45 +65,45 @@ def parse(entry_id: str, raw: bytes) -> Row | None:
     if record is None:
         return None
     if b"\\u0000" in raw:  # jsonb refuses NUL in strings: strip it
-        record = _without_nul(record)
+        record = UsageRecord.from_dict(_without_nul(record.as_dict()))
     return to_row(entry_id, record)
 
 
-def to_row(entry_id: str, record: dict[str, Any]) -> Row:
-    stamp = _number(record.get("ts"))
-    if stamp is None or not 0 <= stamp < 253_402_300_799:  # year 9999
+def to_row(entry_id: str, record: UsageRecord) -> Row:
+    stamp = record.ts
+    if not 0 < stamp < 253_402_300_799:  # missing (0), or past the year 9999
         stamp = int(entry_id.split("-", 1)[0]) / 1000
     ts = dt.datetime.fromtimestamp(stamp, dt.UTC)
-    request_id = _text(record.get("request_id")) or f"stream:{entry_id}"
-    record_id = _text(record.get("record_id")) or legacy_id(request_id, stamp)
-    tokens = _count(record, "prompt_tokens"), _count(record, "completion_tokens")
+    request_id = _text(record.request_id) or f"stream:{entry_id}"
+    record_id = _text(record.record_id) or legacy_id(request_id, stamp)
+    tokens = _count(record.prompt_tokens), _count(record.completion_tokens)
     return Row(
         day=ts.date(),
         ts=ts,
         request_id=request_id,
         record_id=record_id,
-        user_id=_text(record.get("user")),
-        key_id=_text(record.get("key_id")),
-        tier=_text(record.get("tier")),
-        capability=_text(record.get("capability")),
-        model=_text(record.get("model")),
-        provider=_text(record.get("provider")),
-        upstream_model=_text(record.get("upstream_model")),
-        status=min(_count(record, "status"), INT),
+        user_id=_text(record.user),
+        key_id=_text(record.key_id),
+        tier=_text(record.tier),
+        capability=_text(record.capability),
+        model=_text(record.model),
+        provider=_text(record.provider),
+        upstream_model=_text(record.upstream_model),
+        status=min(_count(record.status), INT),
         prompt_tokens=tokens[0],
         completion_tokens=tokens[1],
-        total_tokens=_count(record, "total_tokens") or min(sum(tokens), BIGINT),
-        images=_count(record, "images"),
-        audio_ms=_count(record, "audio_ms"),
-        video_ms=_count(record, "video_ms"),
-        cost_usd=_money(record.get("cost_usd")),
-        latency_ms=_number(record.get("latency_ms")) or 0.0,
-        attempts=min(_count(record, "attempts"), INT),
-        fallback=record.get("fallback") is True,
-        byok=record.get("byok") is True,
-        estimated=record.get("estimated") is True,
-        tags=_tags(record.get("tags")),
-        record=orjson.dumps(record).decode(),
+        total_tokens=min(sum(tokens), BIGINT),
+        images=_count(record.images),
+        audio_ms=_count(record.audio_ms),
+        video_ms=_count(record.video_ms),
+        cost_usd=_money(record.cost_usd),
+        latency_ms=record.latency_ms,
+        attempts=min(_count(record.attempts), INT),
+        fallback=record.fallback,
+        byok=record.byok,
+        estimated=record.estimated,
+        tags=_tags(record.tags),
+        record=orjson.dumps(record.as_dict()).decode(),
     )
 
 
@@ -141,11 +142,8 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _count(record: dict[str, Any], name: str) -> int:
-    number = _number(record.get(name))
-    if number is None:
-        return 0
-    return int(min(max(number, 0.0), float(BIGINT)))
+def _count(value: int) -> int:
+    return min(max(value, 0), BIGINT)
 
 
 def _money(value: Any) -> Decimal:
@@ -159,8 +157,6 @@ def _money(value: Any) -> Decimal:
     return amount if abs(amount) < Decimal(10) ** 11 else Decimal(0)
 
 
-def _tags(value: Any) -> str:
-    if not isinstance(value, list):
-        return ""
-    tags = {_text(tag).replace(TAG_SEPARATOR, "") for tag in value if isinstance(tag, str)}
+def _tags(value: tuple[str, ...]) -> str:
+    tags = {_text(tag).replace(TAG_SEPARATOR, "") for tag in value}
     return TAG_SEPARATOR.join(sorted(tag for tag in tags if tag))

@@ -12,6 +12,7 @@ from gateway.ledger.metrics import LedgerMetrics
 from gateway.ledger.reader import read_records
 from gateway.ledger.settings import LedgerSettings
 from gateway.ledger.shipper import Shipper
+from gateway.metering.record import UsageRecord
 
 log = logging.getLogger("gateway.ledger")
 
@@ -46,7 +47,7 @@ class Ledger:
 
     async def records(
         self, user: str | None, start: float, end: float, skip: int = 0, limit: int | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[UsageRecord]:
         return await read_records(self.database, user, start, end, skip=skip, limit=limit)
 
     def status(self) -> dict[str, Any]:

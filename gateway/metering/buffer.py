@@ -138,7 +138,7 @@ class Flusher:
             self._logger.error(
                 "metering: the store refused a usage record, dropped: %s: %s",
                 error,
-                orjson.dumps(chunk[0].record).decode(),  # in full, as the readers see it
+                _logged(chunk[0]),  # in full, as the readers see it
                 extra={"event": "usage_record_refused"},
             )
             return
@@ -159,3 +159,7 @@ class Flusher:
                 await asyncio.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         return not len(self)
+
+
+def _logged(item: Settlement) -> str:
+    return orjson.dumps(item.record.as_dict() if item.record else {}).decode()

@@ -38,6 +38,7 @@ from gateway.metering.last_known import LastKnown
 from gateway.metering.limit_errors import exceeded, rate_limit_headers
 from gateway.metering.meter_reads import MeterReads
 from gateway.metering.meter_status import MeterStatus
+from gateway.metering.record import UsageRecord
 from gateway.metering.record_ids import RecordIds
 from gateway.metering.settle import Settlement, settlement
 from gateway.metering.types import Admission, Amounts, Check, MeterRequest, Outcome
@@ -58,7 +59,7 @@ from gateway.usage.webhook import WebhookSender
 logger = logging.getLogger("gateway.metering")
 
 WEBHOOK_TIMEOUT_S = 10.0
-RecordHook = Callable[[dict[str, Any]], None]
+RecordHook = Callable[[UsageRecord], None]
 # Longer than any request should last: a stream's idle timeout bounds the gaps, not the total.
 LEASE_TTL_S = 900
 SWEEP_INTERVAL_S = 5.0
@@ -216,7 +217,8 @@ class Meter(MeterReads, MeterStatus):
         """
         try:
             item = settlement(admission, outcome, self._record_ids())
-            self._notify(item.record)
+            if item.record is not None:
+                self._notify(item.record)
             self._buffer.add(item)
             self._start_background()
         except Exception:
@@ -271,7 +273,7 @@ class Meter(MeterReads, MeterStatus):
         ending a lease that never existed does nothing."""
         groups = dict.fromkeys(keys.lease(check.counter.key) for check in checks)
         ends = tuple(LeaseEnd(group, lease.id) for group in groups)
-        self._buffer.add(Settlement(SettleBatch((), leases=ends), (), {}))
+        self._buffer.add(Settlement(SettleBatch((), leases=ends), (), None))
         self._start_background()
 
     async def _written(self, items: Sequence[Settlement], results: list[list[int]]) -> None:
@@ -279,7 +281,7 @@ class Meter(MeterReads, MeterStatus):
             if totals or not item.spend:  # none: the batch had already been applied
                 await self._alerts.observe(item.spend, totals)
 
-    def _notify(self, record: dict[str, Any]) -> None:
+    def _notify(self, record: UsageRecord) -> None:
         if self._on_record is None:
             return
         try:

@@ -16,6 +16,7 @@ from gateway.errors import InvalidRequest, StoreUnavailable
 from gateway.metering import limits
 from gateway.metering.health import StoreHealth
 from gateway.metering.quota_view import build_view, view_keys
+from gateway.metering.record import UsageRecord
 from gateway.metering.windows import windows_at
 from gateway.store import keys
 from gateway.store.port import Store, StoreError, StoreRejected
@@ -48,7 +49,7 @@ class MeterReads:
 
     async def records(
         self, user: str | None, start: float, end: float, skip: int = 0, limit: int | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[UsageRecord]:
         """Usage records of ``user`` (every user when None) with ``start <= ts < end``, oldest
         first; the first ``skip`` left out, at most ``limit`` (a page)."""
         if self.records_reader is not None:

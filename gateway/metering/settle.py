@@ -33,8 +33,9 @@ from gateway.metering import record_codec
 from gateway.metering.estimate import tokens_for_chars
 from gateway.metering.plan import amount_for
 from gateway.metering.pricing import cost_micros, micros_to_usd
+from gateway.metering.record import UsageRecord
 from gateway.metering.types import Admission, Amounts, Outcome
-from gateway.metering.windows import AGGREGATE_TTL_S, Windows, iso_utc, windows_at
+from gateway.metering.windows import AGGREGATE_TTL_S, Windows, windows_at
 from gateway.store import keys
 from gateway.store.port import Aggregate, Increment, LeaseEnd, SettleBatch
 
@@ -82,7 +83,7 @@ class SpendKey(NamedTuple):
 class Settlement:
     batch: SettleBatch
     spend: tuple[SpendKey, ...]  # one per watched increment, in order
-    record: dict[str, Any]
+    record: UsageRecord | None  # None: only leases to end (a refused reservation's)
 
 
 def failed(outcome: Outcome) -> bool:
@@ -210,46 +211,42 @@ def settlement(admission: Admission, outcome: Outcome, record_id: str) -> Settle
 
 def usage_record(
     admission: Admission, outcome: Outcome, used: Usage, record_id: str
-) -> dict[str, Any]:
-    """The full record (``record_codec`` stores it compactly); ``time`` is ``ts``'s."""
+) -> UsageRecord:
+    """The request's record (``record_codec`` stores it compactly)."""
     request = admission.request
-    ts = round(admission.started, 3)
-    return {
-        "time": iso_utc(ts, millis=True),
-        "ts": ts,
-        "record_id": record_id,
-        "request_id": request.request_id,
-        "user": request.user,
-        "key_id": request.key_id,
-        "tier": request.tier.name,
-        "capability": request.capability,
-        "model": outcome.model,
-        "provider": outcome.provider,
-        "upstream_model": outcome.upstream_model,
-        "prompt_tokens": used.prompt_tokens,
-        "completion_tokens": used.completion_tokens,
-        "total_tokens": used.prompt_tokens + used.completion_tokens,
-        "images": used.images,
-        "audio_ms": used.audio_ms,
-        "video_ms": used.video_ms,
-        "cost_usd": micros_to_usd(used.cost),
-        "fallback": outcome.fallback,
-        "byok": request.byok,
-        # billing: the list price (what a BYOK request would have cost), and what was charged
-        "list_cost_usd": micros_to_usd(used.cost),
-        "charged_usd": 0.0 if request.byok or failed(outcome) else micros_to_usd(used.cost),
-        "status": outcome.status,
-        "latency_ms": round(outcome.latency_ms, 1),
-        "attempts": outcome.attempts,
-        "estimated": used.estimated,
-        "usage_flagged": used.flagged,
-        "downgraded": outcome.downgraded,
-        "deployment": outcome.deployment,
-        "cache": outcome.cache,
-        "tags": list(outcome.tags),
-        "rollout": outcome.rollout,
-        "batch_id": outcome.batch,
-    }
+    cost = micros_to_usd(used.cost)
+    return UsageRecord(
+        ts=round(admission.started, 3),
+        record_id=record_id,
+        request_id=request.request_id,
+        user=request.user,
+        key_id=request.key_id,
+        tier=request.tier.name,
+        capability=request.capability,
+        model=outcome.model,
+        provider=outcome.provider,
+        upstream_model=outcome.upstream_model,
+        prompt_tokens=used.prompt_tokens,
+        completion_tokens=used.completion_tokens,
+        images=used.images,
+        audio_ms=used.audio_ms,
+        video_ms=used.video_ms,
+        cost_usd=cost,  # the list price: what a BYOK request would have cost
+        fallback=outcome.fallback,
+        byok=request.byok,
+        charged_usd=0.0 if request.byok or failed(outcome) else cost,
+        status=outcome.status,
+        latency_ms=round(outcome.latency_ms, 1),
+        attempts=outcome.attempts,
+        estimated=used.estimated,
+        usage_flagged=used.flagged,
+        downgraded=outcome.downgraded,
+        deployment=outcome.deployment,
+        cache=outcome.cache,
+        tags=tuple(outcome.tags),
+        rollout=outcome.rollout,
+        batch_id=outcome.batch,
+    )
 
 
 def _reconcile(admission: Admission, actual: Amounts) -> list[Increment]:

@@ -19,6 +19,8 @@ from prometheus_client import (
 )
 from prometheus_client.metrics import MetricWrapperBase
 
+from gateway.metering.record import UsageRecord
+
 DURATION_BUCKETS = tuple(round(0.01 * 2**i, 2) for i in range(14))  # 0.01 s doubling to 81.92 s
 TTFT_BUCKETS = (
     0.001,
@@ -243,28 +245,24 @@ class UsageMetrics:
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
 
-    def observe(self, record: dict[str, Any]) -> None:
-        labels = (
-            record.get("model") or "none",
-            record.get("provider") or "none",
-            record.get("tier") or "none",
-        )
-        prompt, completion = record.get("prompt_tokens") or 0, record.get("completion_tokens") or 0
+    def observe(self, record: UsageRecord) -> None:
+        labels = (record.model or "none", record.provider or "none", record.tier or "none")
+        prompt, completion = record.prompt_tokens, record.completion_tokens
         m = self._metrics
         if prompt:
             m.child(m.tokens, "input", *labels).inc(prompt)
         if completion:
             m.child(m.tokens, "output", *labels).inc(completion)
-        if cost := record.get("cost_usd"):
+        if cost := record.cost_usd:
             m.child(m.cost, *labels).inc(cost)
-        if record.get("usage_flagged"):
+        if record.usage_flagged:
             m.child(m.usage_clamped, labels[0], labels[1]).inc()
-        if rollout := record.get("rollout"):
+        if rollout := record.rollout:
             m.child(m.rollout_selections, labels[2], rollout).inc()
-        if record.get("downgraded"):
+        if record.downgraded:
             m.child(m.downgrades, labels[2], labels[0]).inc()
-        if deployment := record.get("deployment"):
+        if deployment := record.deployment:
             m.child(m.deployment_requests, labels[0], deployment).inc()
-        if cache := record.get("cache"):  # a hit that stood in for a failed chain: "stale"
-            result = "stale" if cache == "hit" and record.get("fallback") else cache
+        if cache := record.cache:  # a hit that stood in for a failed chain: "stale"
+            result = "stale" if cache == "hit" and record.fallback else cache
             m.child(m.cache_requests, labels[2], result).inc()

@@ -92,7 +92,7 @@ async def analytics_view(
         "group_by": group_by[0],
         "bucket": bucket,
         "groups": with_rates(groups),
-        "records": found,
+        "records": [record.as_dict() for record in found],
         "next_cursor": next_cursor,
         "chart": chart(series, flt.start, flt.end, bucket),
         "source": analytics.source,

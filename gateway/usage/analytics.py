@@ -1,4 +1,9 @@
-"""Usage analytics: totals from the precomputed rollups, filtered raw records from the stream.
+"""Usage analytics: the port both backends serve, and its Redis backend over the rollups.
+
+``Analytics`` is the port (the dashboard, ``/admin/analytics`` and the exports use only it);
+``RedisAnalytics`` serves it from the metering store, ``postgres_analytics.PostgresAnalytics``
+from the ledger. The Redis backend: totals from the precomputed rollups, filtered raw records
+from the stream.
 
 ``totals`` reads only the rollup documents of ``rollup.py`` (hourly for partial days and for
 ``bucket="hour"``, daily otherwise; the smallest level that has the dimensions filtered and
@@ -26,6 +31,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from gateway.metering.record import UsageRecord
 from gateway.metering.record_codec import decode
 from gateway.store.port import Store
 from gateway.usage.rollup import (
@@ -83,15 +89,28 @@ class UsageFilter:
 
 
 class Analytics(Protocol):
+    """The port: usage totals and filtered records, whichever store holds them."""
+
     source: str  # "redis" (recent records only) | "postgres"
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
 
     async def totals(
         self, flt: UsageFilter, group_by: Sequence[str], bucket: str
-    ) -> list[dict[str, Any]]: ...
+    ) -> list[dict[str, Any]]:
+        """Rows of requests, tokens, cost, errors, fallbacks and p95 latency per ``bucket``
+        (``BUCKETS``) and value of each ``group_by`` dimension (``DIMENSIONS``); ValueError
+        for another bucket or dimension."""
+        ...
 
     async def records(
         self, flt: UsageFilter, limit: int, cursor: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]: ...
+    ) -> tuple[list[UsageRecord], str | None]:
+        """Up to ``limit`` matching records, newest first, and the cursor to continue from
+        (None: no more)."""
+        ...
 
 
 def matches(dims: Mapping[str, str], flt: Mapping[str, str]) -> bool:
@@ -123,7 +142,7 @@ def _status_matches(value: str, wanted: str) -> bool:
 
 
 class RedisAnalytics:
-    """``Analytics`` over the metering store (Redis or in-memory)."""
+    """``Analytics`` over the metering store (Redis or in-memory): the rollups and the stream."""
 
     source = "redis"
 
@@ -182,8 +201,8 @@ class RedisAnalytics:
 
     async def records(
         self, flt: UsageFilter, limit: int, cursor: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        found: list[dict[str, Any]] = []
+    ) -> tuple[list[UsageRecord], str | None]:
+        found: list[UsageRecord] = []
         async for entry, record in self._scan(flt, cursor):
             if record is None:  # the scan limit: continue from ``entry`` next time
                 return found, entry
@@ -194,7 +213,7 @@ class RedisAnalytics:
 
     async def _scan(
         self, flt: UsageFilter, cursor: str | None
-    ) -> AsyncIterator[tuple[str, dict[str, Any] | None]]:
+    ) -> AsyncIterator[tuple[str, UsageRecord | None]]:
         wanted = flt.dimensions()
         # a record matching an exact filter holds its JSON-encoded value: skip the others unread
         needles = [orjson.dumps(v) for k, v in wanted.items() if k not in ("status", "tag")]
@@ -212,7 +231,7 @@ class RedisAnalytics:
                 record = decode(raw)
                 if record is None:
                     continue
-                stamp = float(record.get("ts") or 0.0)
+                stamp = record.ts
                 if stamp < flt.start - LATE_GRACE_S:
                     return
                 if flt.start <= stamp < flt.end and matches(dimension_values(record), wanted):

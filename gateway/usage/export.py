@@ -17,10 +17,11 @@ from typing import Any
 import orjson
 
 from gateway.config.model import Config
+from gateway.metering.record import UsageRecord
 from gateway.metering.windows import windows_at
 from gateway.store.factory import create_store
 from gateway.usage.history import read_records
-from gateway.usage.spreadsheet import records_workbook
+from gateway.usage.spreadsheet import records_workbook, wire
 
 MAX_EPOCH_S = 253_402_300_799.0  # 9999-12-31T23:59:59Z
 COLUMNS = (
@@ -59,13 +60,14 @@ GROUP_COLUMNS = ("tag", "requests", "errors", *GROUP_FIELDS, "cost_usd")
 FORMULA_STARTS = frozenset("=+-@\t\r")
 
 
-def to_csv(records: Iterable[Mapping[str, Any]]) -> str:
+def to_csv(records: Iterable[UsageRecord | Mapping[str, Any]]) -> str:
     """A header row, then one row per record; booleans as ``true``/``false``, None empty."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     for record in records:
-        _write_row(writer, out, [_cell(record.get(column)) for column in COLUMNS])
+        row = wire(record)
+        _write_row(writer, out, [_cell(row.get(column)) for column in COLUMNS])
     return out.getvalue()
 
 
@@ -84,29 +86,31 @@ def _quoted(cell: str) -> str:
     return cell
 
 
-def with_tag(records: Iterable[dict[str, Any]], tag: str) -> list[dict[str, Any]]:
+def with_tag(records: Iterable[UsageRecord], tag: str) -> list[UsageRecord]:
     """The records carrying ``tag`` (``x-gateway-tags`` / ``metadata.tags``)."""
-    return [record for record in records if tag in (record.get("tags") or ())]
+    return [record for record in records if tag in record.tags]
 
 
-def by_tag(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def by_tag(records: Iterable[UsageRecord]) -> list[dict[str, Any]]:
     """Per tag: requests, tokens, cost and errors (a record with two tags counts in both;
     records without tags under ``tag: null``)."""
     groups: dict[str | None, dict[str, Any]] = {}
     for record in records:
-        for tag in record.get("tags") or [None]:
+        tags: tuple[str | None, ...] = record.tags or (None,)
+        for tag in tags:
             row = groups.setdefault(tag, {"tag": tag, "requests": 0, "errors": 0, "cost_usd": 0.0})
             row["requests"] += 1
-            row["errors"] += int(record.get("status", 200) >= 400)
-            row["cost_usd"] = round(row["cost_usd"] + (record.get("cost_usd") or 0.0), 9)
-            for name in GROUP_FIELDS:
-                row[name] = row.get(name, 0) + (record.get(name) or 0)
+            row["errors"] += int(record.status >= 400)
+            row["cost_usd"] = round(row["cost_usd"] + record.cost_usd, 9)
+            counts = (record.prompt_tokens, record.completion_tokens, record.total_tokens)
+            for name, value in zip(GROUP_FIELDS, counts, strict=True):
+                row[name] = row.get(name, 0) + value
     return sorted(groups.values(), key=lambda row: (row["tag"] is None, row["tag"] or ""))
 
 
-def to_json(records: Iterable[Mapping[str, Any]]) -> bytes:
-    """A JSON array of the records."""
-    return orjson.dumps(list(records))
+def to_json(records: Iterable[UsageRecord | Mapping[str, Any]]) -> bytes:
+    """A JSON array of the records' wire form."""
+    return orjson.dumps([wire(record) for record in records])
 
 
 def parse_time(value: str, *, end: bool = False) -> float:
@@ -158,7 +162,7 @@ async def export_records(
     fmt: str,
     tag: str | None = None,
     group_by: str | None = None,
-    reader: Callable[[str | None, float, float], Awaitable[list[dict[str, Any]]]] | None = None,
+    reader: Callable[[str | None, float, float], Awaitable[list[UsageRecord]]] | None = None,
 ) -> str | bytes:
     """``gateway usage export``: the records of ``[start, end)`` as CSV or JSON text, or an
     XLSX workbook (bytes) (only those tagged ``tag``; per tag when ``group_by`` is ``"tag"``)."""

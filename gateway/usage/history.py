@@ -11,8 +11,8 @@ buffer is flushed), so it is scanned from the newest entry back until records ar
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
+from gateway.metering.record import UsageRecord
 from gateway.metering.record_codec import decode
 from gateway.store.port import Store
 from gateway.store.redis.scripts import INDEX_TTL_S
@@ -23,9 +23,9 @@ LATE_GRACE_S = 86_400
 
 async def read_records(
     store: Store, user: str | None, start: float, end: float
-) -> list[dict[str, Any]]:
+) -> list[UsageRecord]:
     """Records of ``user`` (all users when None) with ``start <= ts < end``, oldest first."""
-    found: list[dict[str, Any]] = []
+    found: list[UsageRecord] = []
     before: str | None = None
     while True:
         page = await store.records_page(before, PAGE)
@@ -34,20 +34,20 @@ async def read_records(
             record = decode(raw)
             if record is None:
                 continue
-            stamp = float(record.get("ts", 0.0))
+            stamp = record.ts
             oldest = min(oldest, stamp)
-            if start <= stamp < end and (user is None or record.get("user") == user):
+            if start <= stamp < end and (user is None or record.user == user):
                 found.append(record)
         if len(page) < PAGE or oldest < start - LATE_GRACE_S:
             break
         before = page[-1][0]
-    found.sort(key=lambda record: float(record.get("ts", 0.0)))
+    found.sort(key=lambda record: record.ts)
     return found
 
 
 async def read_user_records(
     store: Store, user: str, start: float, end: float, now: float
-) -> list[dict[str, Any]]:
+) -> list[UsageRecord]:
     """Records of ``user`` with ``start <= ts < end``, oldest first, from the day index."""
     first = max(start, now - INDEX_TTL_S)
     last = min(end, now + 86_400)
@@ -58,7 +58,7 @@ async def read_user_records(
         record = decode(raw)
         if record is None:
             continue
-        if start <= float(record.get("ts", 0.0)) < end and record.get("user") == user:
+        if start <= record.ts < end and record.user == user:
             found.append(record)
-    found.sort(key=lambda record: float(record.get("ts", 0.0)))
+    found.sort(key=lambda record: record.ts)
     return found

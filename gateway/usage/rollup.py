@@ -44,6 +44,7 @@ from typing import Any
 
 import orjson
 
+from gateway.metering.record import UsageRecord
 from gateway.metering.record_codec import decode
 from gateway.store.port import Store, StoreError
 
@@ -87,15 +88,18 @@ def latency_bucket(latency_ms: float) -> int:
     return 0 if latency_ms <= 1 else math.ceil(math.log(latency_ms) / math.log(LATENCY_BASE))
 
 
-def dimension_values(record: Mapping[str, Any]) -> dict[str, str]:
+def dimension_values(record: UsageRecord) -> dict[str, str]:
     """The record's value per dimension, as text without separators (``-`` when absent)."""
-    tags = record.get("tags") or ()
-    values = {
-        name: _clean(record.get(name)) for name in DIMENSIONS if name not in ("tag", "status")
+    return {
+        "user": _clean(record.user),
+        "key_id": _clean(record.key_id),
+        "tier": _clean(record.tier),
+        "model": _clean(record.model),
+        "provider": _clean(record.provider),
+        "capability": _clean(record.capability),
+        "status": _clean(record.status),
+        "tag": ",".join(sorted({_clean(t) for t in record.tags if t})) or NONE,
     }
-    values["status"] = _clean(record.get("status"))
-    values["tag"] = ",".join(sorted({_clean(t) for t in tags if t})) or NONE
-    return values
 
 
 # One combination's sums in a rollup document: requests, errors, fallbacks, prompt and
@@ -118,20 +122,19 @@ def _copy(entry: Entry) -> Entry:
     return [*entry[:HIST], dict(entry[HIST]), *extras(entry)]
 
 
-def add_record(entry: Entry, record: Mapping[str, Any], latency: str | None) -> None:
-    status = record.get("status")
+def add_record(entry: Entry, record: UsageRecord, latency: str | None) -> None:
     entry[N] += 1
-    entry[E] += int(isinstance(status, int) and status >= 400)
-    entry[F] += int(bool(record.get("fallback")))
-    entry[P] += _int(record.get("prompt_tokens"))
-    entry[C] += _int(record.get("completion_tokens"))
-    entry[U] += round(float(record.get("cost_usd") or 0.0) * 1_000_000)
+    entry[E] += int(record.status >= 400)
+    entry[F] += int(record.fallback)
+    entry[P] += record.prompt_tokens
+    entry[C] += record.completion_tokens
+    entry[U] += round(record.cost_usd * 1_000_000)
     if latency is not None:
         entry[HIST][latency] = entry[HIST].get(latency, 0) + 1
-    entry[G] += round(float(record.get("charged_usd") or 0.0) * 1_000_000)
-    if record.get("byok") is True:
+    entry[G] += round(record.charged_usd * 1_000_000)
+    if record.byok:
         entry[BN] += 1
-        entry[BT] += _int(record.get("prompt_tokens")) + _int(record.get("completion_tokens"))
+        entry[BT] += record.total_tokens
 
 
 def _add_entry(into: Entry, entry: Entry) -> None:
@@ -160,7 +163,7 @@ def merge(into: Document, other: Mapping[str, Entry]) -> None:
 Group = tuple[str, str, tuple[str, ...]]
 
 
-def fold(records: Iterable[Mapping[str, Any]], into: dict[str, Document]) -> None:
+def fold(records: Iterable[UsageRecord], into: dict[str, Document]) -> None:
     """Add each record to the documents of every level, hourly and daily (key → document).
 
     Records are summed per group (hour, day, dimension values) first, and each group is then
@@ -183,11 +186,11 @@ def fold(records: Iterable[Mapping[str, Any]], into: dict[str, Document]) -> Non
                     _add_entry(mine, entry)
 
 
-def _grouped(records: Iterable[Mapping[str, Any]]) -> dict[Group, Entry]:
+def _grouped(records: Iterable[UsageRecord]) -> dict[Group, Entry]:
     groups: dict[Group, Entry] = {}
     periods: dict[int, tuple[str, str]] = {}  # hour number → (hour, day) texts
     for record in records:
-        number = int(float(record.get("ts") or 0.0) // 3600)
+        number = int(record.ts // 3600)
         period = periods.get(number)
         if period is None:
             moment = datetime.fromtimestamp(number * 3600, UTC)
@@ -197,9 +200,7 @@ def _grouped(records: Iterable[Mapping[str, Any]]) -> dict[Group, Entry]:
         entry = groups.get(group)
         if entry is None:
             entry = groups[group] = [0, 0, 0, 0, 0, 0, {}, 0, 0, 0]
-        latency = record.get("latency_ms")
-        bucket = str(latency_bucket(float(latency))) if isinstance(latency, int | float) else None
-        add_record(entry, record, bucket)
+        add_record(entry, record, str(latency_bucket(record.latency_ms)))
     return groups
 
 
@@ -259,7 +260,7 @@ class Roller:
                 if cursor and not _after(entry, cursor):
                     stop = True
                     break
-                record = _load(raw)
+                record = decode(raw)
                 if record is not None:
                     fresh.append(record)
             fold(fresh, folded)
@@ -307,10 +308,6 @@ def _id(entry: str) -> tuple[int, ...]:
     return tuple(int(part) for part in entry.split("-"))
 
 
-def _load(raw: bytes) -> dict[str, Any] | None:
-    return decode(raw)
-
-
 def _clean(value: object) -> str:
     if value is None or value == "":
         return NONE
@@ -318,7 +315,3 @@ def _clean(value: object) -> str:
 
 
 _CONTROL = {ord(c): " " for c in "\t\n\x1f"}
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0

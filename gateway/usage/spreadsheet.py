@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
 import xlsxwriter
+
+from gateway.metering.record import UsageRecord
 
 OPTIONS = {
     "in_memory": True,
@@ -59,6 +61,15 @@ def cell(value: Any) -> str | int | float:
     return str(value)
 
 
-def records_workbook(records: Iterable[Any], columns: Sequence[str]) -> bytes:
-    """Usage records, one row each, in ``columns`` (the CSV export's)."""
-    return workbook([("usage", columns, ([r.get(c) for c in columns] for r in records))])
+def records_workbook(
+    records: Iterable[UsageRecord | Mapping[str, Any]], columns: Sequence[str]
+) -> bytes:
+    """Usage records (or rows of their wire form), one row each, in ``columns`` (the CSV
+    export's)."""
+    rows = (wire(r) for r in records)
+    return workbook([("usage", columns, ([r.get(c) for c in columns] for r in rows))])
+
+
+def wire(record: UsageRecord | Mapping[str, Any]) -> Mapping[str, Any]:
+    """A record's wire form (a mapping, such as a row of per-tag totals, as it is)."""
+    return record.as_dict() if isinstance(record, UsageRecord) else record

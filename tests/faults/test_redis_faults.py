@@ -144,7 +144,11 @@ def stored(url: str) -> tuple[list[dict[str, Any]], dict[str, int], list[int]]:
     """The usage records, the user's summed day counters, and every counter value."""
     client = redis.Redis.from_url(url)
     try:
-        records = [decode(fields[b"r"]) for _, fields in client.xrange("gw:usage")]
+        records = [
+            record.as_dict()
+            for _, fields in client.xrange("gw:usage")
+            if (record := decode(fields[b"r"]))
+        ]
         counters: dict[str, int] = {}
         values: list[int] = []
         for key in client.scan_iter(match="gw:*"):

@@ -11,12 +11,12 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from gateway.ledger.analytics import PostgresAnalytics
 from gateway.ledger.db import Database
 from gateway.ledger.reader import read_records
 from gateway.ledger.settings import LedgerSettings
 from gateway.ledger.shipper import Shipper
 from gateway.usage.analytics import UsageFilter
+from gateway.usage.postgres_analytics import PostgresAnalytics
 from tests.ledger.test_shipper import add, drain
 from tests.redis_fixture import RedisServer
 
@@ -70,7 +70,7 @@ def test_records_and_analytics_over_any_range(redis: RedisServer, database_url: 
             await drain(shipper)
             start, end = DAY0 + 5 * 3600, DAY0 + 3 * 86_400 + 7 * 3600  # partial edge days
             mine = await read_records(db, "alice", start, end)
-            assert [r["request_id"] for r in mine] == [
+            assert [r.request_id for r in mine] == [
                 r["request_id"] for r in made if r["user"] == "alice" and start <= r["ts"] < end
             ]
             flt = UsageFilter(start=start, end=end)
@@ -113,7 +113,7 @@ def test_records_and_analytics_over_any_range(redis: RedisServer, database_url: 
             cursor = None
             while True:
                 page, cursor = await analytics.records(flt, 50, cursor)
-                seen += [r["request_id"] for r in page]
+                seen += [r.request_id for r in page]
                 if cursor is None:
                     break
             assert sorted(seen) == sorted(r["request_id"] for r in in_range)

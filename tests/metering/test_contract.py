@@ -10,6 +10,7 @@ import pytest
 from gateway.config.model import Budget, Config, Price, Quota, UserOverride
 from gateway.errors import BudgetExceeded, QuotaExceeded
 from gateway.metering import Admission, Amounts, Meter
+from gateway.metering.record import UsageRecord
 from gateway.store.factory import create_store
 
 from .helpers import NOON, Clock, metered, ok, request, run
@@ -30,7 +31,7 @@ def requests_used(view: dict[str, Any], capability: str = "text_generation") -> 
 
 
 def test_reserve_then_reconcile_to_actual_usage(config: Config, store_url: str | None) -> None:
-    seen: list[dict[str, object]] = []
+    seen: list[UsageRecord] = []
 
     async def scenario() -> None:
         async with metered(config, store_url, clock=Clock(), on_record=seen.append) as (meter, _):
@@ -53,9 +54,7 @@ def test_reserve_then_reconcile_to_actual_usage(config: Config, store_url: str |
             assert view["budgets"]["tier"]["day"]["used_usd"] == pytest.approx(8e-6)
 
     run(scenario())
-    assert [(r["prompt_tokens"], r["completion_tokens"], r["cost_usd"]) for r in seen] == [
-        (12, 30, 8e-6)
-    ]
+    assert [(r.prompt_tokens, r.completion_tokens, r.cost_usd) for r in seen] == [(12, 30, 8e-6)]
 
 
 def test_finish_never_raises(config: Config) -> None:
@@ -92,7 +91,7 @@ def test_failure_gives_everything_back(config: Config, store_url: str | None) ->
             assert (requests_used(view), tokens_used(view)) == (0, 0)
             assert view["budgets"]["user"]["day"]["used_usd"] == 0
             [record] = await meter.records("alice", NOON - 1, NOON + 1)
-            assert (record["status"], record["prompt_tokens"], record["estimated"]) == (
+            assert (record.status, record.prompt_tokens, record.estimated) == (
                 502,
                 0,
                 False,
@@ -114,9 +113,9 @@ def test_byok_counts_the_request_only(config: Config, store_url: str | None) -> 
             assert (requests_used(view), tokens_used(view)) == (1, 0)
             assert view["budgets"]["user"]["day"]["used_usd"] == 0
             [record] = await meter.records("alice", NOON - 1, NOON + 1)
-            assert record["byok"] is True
-            assert (record["prompt_tokens"], record["completion_tokens"]) == (1000, 2000)
-            assert record["cost_usd"] == pytest.approx(540e-6)
+            assert record.byok is True
+            assert (record.prompt_tokens, record.completion_tokens) == (1000, 2000)
+            assert record.cost_usd == pytest.approx(540e-6)
 
     run(scenario())
 
@@ -358,14 +357,14 @@ def test_records_filter_by_user_and_time(config: Config, store_url: str | None) 
                 await meter.settled()
                 clock.advance(3600)
             alice = await meter.records("alice", NOON, NOON + 3 * 3600)
-            assert [r["ts"] for r in alice] == [NOON, NOON + 7200]
-            assert alice[0]["time"] == "2026-11-22T12:00:00.000Z"
-            assert (alice[0]["prompt_tokens"], alice[0]["completion_tokens"]) == (10, 100)
-            assert alice[0]["estimated"] is True and alice[0]["latency_ms"] == 12.3
+            assert [r.ts for r in alice] == [NOON, NOON + 7200]
+            assert alice[0].time == "2026-11-22T12:00:00.000Z"
+            assert (alice[0].prompt_tokens, alice[0].completion_tokens) == (10, 100)
+            assert alice[0].estimated is True and alice[0].latency_ms == 12.3
             everyone = await meter.records(None, NOON, NOON + 3 * 3600)
-            assert [r["user"] for r in everyone] == ["alice", "bob", "alice"]
+            assert [r.user for r in everyone] == ["alice", "bob", "alice"]
             assert await meter.records(None, NOON + 1, NOON + 3600) == []
             later = await meter.records(None, NOON + 3600, NOON + 3 * 3600)
-            assert [r["user"] for r in later] == ["bob", "alice"]
+            assert [r.user for r in later] == ["bob", "alice"]
 
     run(scenario())

@@ -14,6 +14,7 @@ import pytest
 from gateway.config.model import Config, Price
 from gateway.errors import InvalidRequest
 from gateway.metering import Meter
+from gateway.metering.record import UsageRecord
 from gateway.store import keys
 from gateway.store.factory import create_store
 from gateway.store.port import Counter, Increment, SettleBatch
@@ -88,7 +89,7 @@ def test_a_script_error_fails_that_request_and_never_degrades(
 def test_implausible_usage_is_clamped_and_flagged(
     config: Config, store_url: str | None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    seen: list[dict[str, object]] = []
+    seen: list[UsageRecord] = []
 
     async def scenario() -> None:
         async with metered(config, store_url, clock=Clock(), on_record=seen.append) as (
@@ -107,8 +108,8 @@ def test_implausible_usage_is_clamped_and_flagged(
     caplog.set_level(logging.WARNING, logger="gateway.metering")
     run(scenario())
     flagged, fine = seen
-    assert (flagged["prompt_tokens"], flagged["completion_tokens"]) == (0, 10_000_000)
-    assert flagged["usage_flagged"] is True and fine["usage_flagged"] is False
+    assert (flagged.prompt_tokens, flagged.completion_tokens) == (0, 10_000_000)
+    assert flagged.usage_flagged is True and fine.usage_flagged is False
     assert any("implausible usage" in r.getMessage() for r in caplog.records)
 
 
@@ -129,7 +130,7 @@ def test_a_batch_refused_for_one_record_writes_all_the_others(
             await meter.settled()
             assert meter.buffered_records == 0 and not meter.degraded
             records = await meter.records(None, NOON - 1, NOON + 1)
-            assert sorted(r["request_id"] for r in records) == [f"r{i}" for i in range(9) if i != 4]
+            assert sorted(r.request_id for r in records) == [f"r{i}" for i in range(9) if i != 4]
             view = await meter.quota_view("alice", config.tiers["free"])
             assert used(view) == 8 * 15
 
@@ -304,7 +305,7 @@ def test_one_users_records_are_read_from_their_index(
             await meter.settled()
             command(redis_server.port, "CONFIG", "RESETSTAT")
             mine = await meter.records("alice", NOON - 3600, NOON + 3600)
-            assert [r["request_id"] for r in mine] == ["0", "100", "200"]
+            assert [r.request_id for r in mine] == ["0", "100", "200"]
             seen = calls(redis_server)
             assert "xrevrange" not in seen and seen["xrange"] == 3
             everyone = await meter.records(None, NOON - 3600, NOON + 3600)

@@ -26,7 +26,7 @@ def test_the_day_index_keeps_no_more_than_the_stream(config: Config, store_url: 
                     await meter.settled()  # several settle calls, several records per call
             await meter.settled()
             mine = await meter.records("alice", NOON - 3600, NOON + 3600)
-            assert [r["request_id"] for r in mine] == [f"r{i}" for i in range(40, 60)]
+            assert [r.request_id for r in mine] == [f"r{i}" for i in range(40, 60)]
             if store_url is not None:
                 client = redis.Redis.from_url(store_url.replace("redis+cluster", "redis"))
                 assert client.llen(keys.user_records("alice", "20261122")) == MAXLEN

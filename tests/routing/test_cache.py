@@ -174,9 +174,9 @@ def test_hits_are_metered_with_zero_tokens_and_counted(gw, client):
     chat(client)
     chat(client)
     records = wait_for_records(gw, 2)
-    assert [r["cache"] for r in records] == ["miss", "hit"]
-    assert records[1]["total_tokens"] == 0 and records[1]["cost_usd"] == 0
-    assert records[0]["total_tokens"] > 0
+    assert [r.cache for r in records] == ["miss", "hit"]
+    assert records[1].total_tokens == 0 and records[1].cost_usd == 0
+    assert records[0].total_tokens > 0
     metrics = gw.gateway.metrics
     assert metrics.cache_requests.labels("free", "hit")._value.get() == 1
 
@@ -313,7 +313,7 @@ def test_tags_are_recorded_on_hits_too(gw, client):
     for _ in range(2):
         chat(client, extra_headers={"x-gateway-tags": "cached"})
     records = wait_for_records(gw, 2)
-    assert [(r["cache"], r["tags"]) for r in records] == [("miss", ["cached"]), ("hit", ["cached"])]
+    assert [(r.cache, r.tags) for r in records] == [("miss", ("cached",)), ("hit", ("cached",))]
 
 
 def test_a_requested_ttl_never_stretches_the_routes_ttl(start_gateway, upstream):

@@ -53,7 +53,7 @@ def node_id(port: int) -> str:
 def records(cluster: RedisCluster) -> list[dict[str, object]]:
     with client(cluster) as redis:
         entries = redis.xrange(keys.USAGE_STREAM, "-", "+")
-    return [decode(fields[b"r"]) for _, fields in entries]
+    return [record.as_dict() for _, fields in entries if (record := decode(fields[b"r"]))]
 
 
 def flush(cluster: RedisCluster) -> None:

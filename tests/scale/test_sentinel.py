@@ -43,7 +43,7 @@ def sentinel_env(setup: SentinelSetup) -> dict[str, str]:
 def records(port: int) -> list[dict[str, object]]:
     with Redis(port=port) as redis:
         entries = redis.xrange(keys.USAGE_STREAM, "-", "+")
-    return [decode(fields[b"r"]) for _, fields in entries]
+    return [record.as_dict() for _, fields in entries if (record := decode(fields[b"r"]))]
 
 
 def test_the_sentinel_variables_make_one_url():

@@ -102,11 +102,11 @@ async def check(store: Store) -> None:
     assert hours == [] or hours[0]["bucket"] == "2026-11-22T00"
     errors = UsageFilter(DAY, DAY + 2 * 86_400, status="error")
     page, cursor = await analytics.records(errors, 3, None)
-    assert [r["status"] for r in page] == [429, 429, 429] and cursor is not None
+    assert [r.status for r in page] == [429, 429, 429] and cursor is not None
     rest, cursor = await analytics.records(errors, 100, cursor)
     assert cursor is None and len(page) + len(rest) == total["errors"]
     exported = await every_record(analytics, UsageFilter(DAY, DAY + 86_400 * 2, model="m2"), 1000)
-    assert len(exported) == 15 and exported == sorted(exported, key=lambda r: r["ts"])
+    assert len(exported) == 15 and exported == sorted(exported, key=lambda r: r.ts)
 
 
 def test_memory_store() -> None:

@@ -25,6 +25,7 @@ from gateway.errors import InvalidRequest
 from gateway.http.admin.auth import require_role
 from gateway.http.responses import json_response
 from gateway.http.services import services
+from gateway.metering.record import UsageRecord
 from gateway.usage.analytics import BUCKETS, Analytics, UsageFilter
 from gateway.usage.export import COLUMNS, parse_time, to_csv, to_json
 from gateway.usage.rollup import DAY_TTL_S, DIMENSIONS
@@ -139,7 +140,8 @@ async def records(request: Request) -> Response:
         raise InvalidRequest("'limit' must be a whole number from 1 to 1000.", param="limit")
     cursor = records_cursor(params, gateway.analytics.source)
     found, following = await gateway.analytics.records(flt, int(limit), cursor)
-    return json_response({"object": "list", "data": found, "next_cursor": following})
+    data = [record.as_dict() for record in found]
+    return json_response({"object": "list", "data": data, "next_cursor": following})
 
 
 async def export(request: Request) -> Response:
@@ -161,20 +163,20 @@ async def export(request: Request) -> Response:
     return Response(body, media_type=FORMATS[fmt], headers=headers)
 
 
-async def every_record(source: Analytics, flt: UsageFilter, most: int) -> list[dict[str, Any]]:
+async def every_record(source: Analytics, flt: UsageFilter, most: int) -> list[UsageRecord]:
     """The filtered records (up to ``most``), oldest first, page by page."""
-    found: list[dict[str, Any]] = []
+    found: list[UsageRecord] = []
     cursor: str | None = None
     while len(found) < most:
         page, cursor = await source.records(flt, min(1000, most - len(found)), cursor)
         found.extend(page)
         if cursor is None:
             break
-    found.sort(key=lambda record: float(record.get("ts") or 0.0))
+    found.sort(key=lambda record: record.ts)
     return found
 
 
-def to_xlsx(found: Iterable[Mapping[str, Any]]) -> bytes:
+def to_xlsx(found: Iterable[UsageRecord | Mapping[str, Any]]) -> bytes:
     """One sheet: the CSV export's header row and columns, numbers as numbers and every text
     as text (never a formula or a link, whatever it starts with)."""
     return records_workbook(found, COLUMNS)

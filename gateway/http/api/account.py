@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,6 +15,7 @@ from gateway.http.admin.analytics import refuse_control_characters
 from gateway.http.admin.auth import SESSION_SCOPE_KEY, operator
 from gateway.http.responses import json_response
 from gateway.http.services import Services, services
+from gateway.metering.record import UsageRecord
 from gateway.proxy.auth import presented_key
 from gateway.usage.export import COLUMNS, by_tag, parse_range, to_csv, with_tag
 from gateway.usage.spreadsheet import XLSX, records_workbook
@@ -89,7 +89,7 @@ async def usage(request: Request) -> Response:
     return json_response(
         {
             "object": "list",
-            "data": records,
+            "data": [record.as_dict() for record in records],
             "source": gateway.meter.records_source,
             "has_more": more,
             "next_cursor": following,
@@ -128,9 +128,9 @@ class UsagePage:
         return cls(ts, int(seen))
 
     @classmethod
-    def after(cls, shown: list[dict[str, Any]], page: UsagePage | None) -> UsagePage:
-        last = float(shown[-1].get("ts") or 0.0)
-        same = sum(1 for record in shown if float(record.get("ts") or 0.0) == last)
+    def after(cls, shown: list[UsageRecord], page: UsagePage | None) -> UsagePage:
+        last = shown[-1].ts
+        same = sum(1 for record in shown if record.ts == last)
         if page is not None and page.ts == last:
             same += page.seen  # the whole page shared one stamp with the page before
         return cls(last, same)

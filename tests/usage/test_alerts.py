@@ -11,8 +11,7 @@ import pytest
 from gateway.config.model import AlertRule, Alerts, Config, Price
 from gateway.metering import Meter
 from gateway.store.factory import create_store
-
-from .helpers import Clock, ok, request, run
+from tests.metering.helpers import Clock, ok, request, run
 
 PRICE = Price(input=1000.0)  # 1000 micro-USD a prompt token: 6 tokens = $0.006
 

@@ -9,8 +9,7 @@ from gateway.config.model import Config, Price
 from gateway.metering.pricing import cost_micros
 from gateway.store.factory import parse_redis_url
 from gateway.usage.export import export_records, parse_range, parse_time, to_csv, to_json
-
-from .helpers import NOON, Clock, metered, ok, request, run
+from tests.metering.helpers import NOON, Clock, metered, ok, request, run
 
 RECORD = {
     "time": "2026-11-22T12:00:00.000Z",

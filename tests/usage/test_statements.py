@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from gateway.config.model import Tier
+from gateway.metering.record import UsageRecord
 from gateway.store.memory import MemoryStore
 from gateway.usage.rollup import BT, fold, merge
 from gateway.usage.statement_export import statements_csv
@@ -129,8 +130,8 @@ async def _rollups() -> None:
     folded: dict[str, dict[str, list[object]]] = {}
     fold(
         [
-            {**RECORD, "charged_usd": 0.000035, "byok": False},
-            {**RECORD, "charged_usd": 0.0, "byok": True},
+            UsageRecord.from_dict({**RECORD, "charged_usd": 0.000035, "byok": False}),
+            UsageRecord.from_dict({**RECORD, "charged_usd": 0.0, "byok": True}),
         ],
         folded,
     )

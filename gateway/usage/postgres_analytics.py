@@ -1,4 +1,7 @@
-"""``Analytics`` (contract D) over the ledger: totals from the daily rollups, records from the rows.
+"""The ``Analytics`` port over the ledger's tables: totals from rollups, records from rows.
+
+The ledger (``gateway/ledger/``, a room above this one) hands in its connection pool as
+``Rows``: only ``fetch`` is used, so this module needs no database driver.
 
 When the filters and groups are among tier, model, provider and capability, everything comes
 from the coarse rollups: whole days from ``usage_daily_models``, the rest by whole hours (the
@@ -15,12 +18,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-from gateway.ledger.db import Database
-from gateway.ledger.reader import bounds
+from gateway.metering.record import UsageRecord
 from gateway.usage.analytics import BUCKETS, UsageFilter
 from gateway.usage.rollup import DIMENSIONS
 
@@ -46,10 +48,25 @@ BUCKET_SQL = {
 }
 
 
+class Rows(Protocol):
+    """The ledger's reads (``ledger.db.Database``)."""
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]: ...
+
+
+def bounds(start: float, end: float) -> tuple[dt.date, dt.date, dt.datetime, dt.datetime]:
+    """The partition days and timestamps of ``[start, end)``."""
+    low = dt.datetime.fromtimestamp(max(start, 0.0), dt.UTC)
+    high = dt.datetime.fromtimestamp(min(max(end, 0.0), 253_402_300_799.0), dt.UTC)
+    return low.date(), high.date(), low, high
+
+
 class PostgresAnalytics:
+    """``Analytics`` over the ledger: its rollup tables and ``usage_records``."""
+
     source = "postgres"
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Rows) -> None:
         self._db = database
 
     async def start(self) -> None:  # nothing runs in the background: the shipper rolls up
@@ -134,7 +151,7 @@ class PostgresAnalytics:
 
     async def records(
         self, flt: UsageFilter, limit: int, cursor: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[UsageRecord], str | None]:
         """Newest first, ``limit`` at a time; the cursor is the last row's (ts, record id)."""
         first_day, last_day, low, high = bounds(flt.start, flt.end)
         where, args = _filters(flt, [first_day, last_day, low, high], raw=True)
@@ -149,7 +166,7 @@ class PostgresAnalytics:
             *args,
         )
         page = rows[: int(limit)]
-        found = [orjson.loads(row["record"]) for row in page]
+        found = [UsageRecord.from_dict(orjson.loads(row["record"])) for row in page]
         if len(rows) <= int(limit) or not page:
             return found, None
         last = page[-1]
