@@ -83,6 +83,10 @@ def encode(record: dict[str, Any]) -> bytes:
         out[TAGS] = record["tags"]
     if record.get("batch_id") is not None:
         out["bi"] = record["batch_id"]
+    if record.get("org") is not None:
+        out["o"] = record["org"]
+    if record.get("team") is not None:
+        out["tm"] = record["team"]
     return orjson.dumps(out)
 
 
@@ -140,6 +144,8 @@ def expand(stored: dict[str, Any]) -> dict[str, Any]:
         "tags": get(TAGS, []),
         "rollout": get("ro"),
         "batch_id": get("bi"),
+        "org": get("o"),
+        "team": get("tm"),
     }
 
 

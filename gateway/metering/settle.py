@@ -33,7 +33,7 @@ from gateway.metering import record_codec
 from gateway.metering.estimate import tokens_for_chars
 from gateway.metering.plan import amount_for
 from gateway.metering.pricing import cost_micros, micros_to_usd
-from gateway.metering.types import Admission, Amounts, Outcome
+from gateway.metering.types import Admission, Amounts, LevelLimits, Outcome
 from gateway.metering.windows import AGGREGATE_TTL_S, Windows, iso_utc, windows_at
 from gateway.store import keys
 from gateway.store.port import Aggregate, Increment, LeaseEnd, SettleBatch
@@ -249,7 +249,14 @@ def usage_record(
         "tags": list(outcome.tags),
         "rollout": outcome.rollout,
         "batch_id": outcome.batch,
+        **_levels(request.levels),
     }
+
+
+def _levels(levels: tuple[LevelLimits, ...]) -> dict[str, str | None]:
+    """The record's ``org`` and ``team`` (None for a key in no team)."""
+    named = {level.level: level.id for level in levels}
+    return {"org": named.get("org"), "team": named.get("team")}
 
 
 def _reconcile(admission: Admission, actual: Amounts) -> list[Increment]:

@@ -65,8 +65,9 @@ def test_zone_names_are_checked() -> None:
 def test_each_level_has_its_own_hash_tag_and_only_its_limits_add_checks() -> None:
     team = LevelLimits("team", "ml", usd=Windowed(day=5), max_parallel=2)
     org = LevelLimits("org", "acme", AUCKLAND, tokens=Windowed(month=100))
-    checks = level_limits.level_checks([org, team, LevelLimits("team", "idle")], 0.0,
-                                       Amounts(1, 40, 0, 3))  # fmt: skip
+    checks = level_limits.level_checks(
+        [org, team, LevelLimits("team", "idle")], 0.0, Amounts(1, 40, 0, 3)
+    )
     assert [c.kind for c in checks] == ["org.month.tokens", "team.day.usd", "team.parallel"]
     assert [keys.hash_tag(c.counter.key) for c in checks] == ["o:acme", "tm:ml", "tm:ml"]
     assert [c.counter.fixed for c in checks] == [40, 3, 1]
@@ -136,10 +137,9 @@ def test_a_shared_team_budget_holds_under_concurrent_users(
     async def scenario() -> None:
         async with metered(config, store_url, clock=clock) as (meter, store):
             asks = [
-                _in((team,), request(config, user=f"u{n % 4}", price=price,
-                                     request_id=f"r{n}"))
+                _in((team,), request(config, user=f"u{n % 4}", price=price, request_id=f"r{n}"))
                 for n in range(40)
-            ]  # fmt: skip
+            ]
 
             async def one(ask: MeterRequest) -> bool:
                 try:
