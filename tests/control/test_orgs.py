@@ -4,6 +4,10 @@ usage records carrying org and team, and the authorization matrix over every new
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -263,3 +267,40 @@ def test_the_authorization_matrix_over_every_new_endpoint(gw: RunningGateway) ->
     assert minted.status_code in (401, 403)
     limits = call(gw, "GET", "/v1/admin/teams/ml", tokens["admin"]).json()["limits"]
     assert limits["budget_usd"] == {"day": 5}  # unchanged by the team admin's PATCH
+
+
+def gateway_cli(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *argv],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_orgs_and_teams_commands_drive_the_admin_api(gw: RunningGateway) -> None:
+    env = {"GATEWAY_URL": gw.url, "GATEWAY_ADMIN_TOKEN": ADMIN}
+    limits = '{"tokens": {"month": 100000}}'
+    org = gateway_cli(
+        "orgs", "create", "acme", "--timezone", "Asia/Tokyo", "--limits", limits, env=env
+    )
+    assert org.returncode == 0, org.stderr
+    assert json.loads(org.stdout)["limits"] == {"tokens": {"month": 100000}}
+    team = gateway_cli(
+        "teams", "create", "ml", "--org", "acme", "--tier", "free", "--members", "ann,bob", env=env
+    )
+    assert team.returncode == 0, team.stderr
+    token = json.loads(gateway_cli("teams", "token", "ml", "--role", "team_admin", env=env).stdout)[
+        "token"
+    ]
+    as_team = {**env, "GATEWAY_ADMIN_TOKEN": token}
+    key = gateway_cli("teams", "key", "ml", "--user", "ann", "--budget-day", "2", env=as_team)
+    assert key.returncode == 0, key.stderr
+    assert chat(gw, json.loads(key.stdout)["key"]).status_code == 200
+    usage = json.loads(gateway_cli("teams", "usage", "ml", env=as_team).stdout)
+    assert usage["timezone"] == "Asia/Tokyo"
+    refused = gateway_cli("orgs", "list", env=as_team)
+    assert refused.returncode == 1 and "operator token" in refused.stderr
+    bad = gateway_cli("orgs", "update", "acme", "--limits", "{oops", env=env)
+    assert bad.returncode == 1 and "--limits must be JSON" in bad.stderr
