@@ -25,6 +25,7 @@ Settles reconcile them like the user's counters; the in-flight count gives its 1
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -42,6 +43,7 @@ MEASURES = ("requests", "tokens", "usd")
 TAGS = {"org": "o", "team": "tm"}
 SHORT = {"minute": "min", "hour": "h", "day": "d", "month": "m"}
 FIELDS = {"requests": keys.REQUESTS, "tokens": keys.TOKENS, "usd": keys.USD}
+AMOUNT_INDEX = {"requests": -1, "tokens": 1, "usd": 3}  # in ``Amounts``; -1: always 1
 # Counters outlive their window so a late settle still finds them (a lease lasts 15 min).
 GRACE_S = {"minute": 900, "hour": 900, "day": COUNTER_GRACE_S, "month": COUNTER_GRACE_S}
 PARALLEL = "parallel"
@@ -65,6 +67,13 @@ KINDS: dict[str, LevelKind] = {
 } | {f"{level}.{PARALLEL}": LevelKind(level, PARALLEL, "requests") for level in LEVELS}
 
 
+# kind → the index in ``Amounts`` a settle counts (-1: nothing, for requests in flight)
+SETTLED_INDEX = {
+    kind: -1 if what.window == PARALLEL else {"requests": 0, "tokens": 1, "usd": 3}[what.measure]
+    for kind, what in KINDS.items()
+}
+
+
 def base(level: str, level_id: str) -> str:
     return f"{keys.PREFIX}:{{{TAGS[level]}:{level_id}}}"
 
@@ -75,28 +84,43 @@ def window_key(level: str, level_id: str, window: Window) -> str:
 
 def level_checks(levels: Sequence[LevelLimits], now: float, amounts: Amounts) -> list[Check]:
     """Every limit the levels have, one check each (none for a level without limits)."""
+    minute = int(now // 60)
     checks = []
     for limits in levels:
-        windows = zoned(limits.timezone, now)
-        for window in windows:
-            for measure in MEASURES:
-                limit = getattr(_measure(limits, measure), window.name)
-                if limit == UNLIMITED:
-                    continue
-                amount = _amount(measure, amounts)
-                ttl = seconds_until(window.reset, now) + GRACE_S[window.name]
-                counter = Counter(
-                    window_key(limits.level, limits.id, window), FIELDS[measure], amount, limit,
-                    ttl_s=ttl,
-                )  # fmt: skip
-                checks.append(Check(f"{limits.level}.{window.name}.{measure}", counter))
-        if limits.max_parallel != UNLIMITED:
-            counter = Counter(
-                f"{base(limits.level, limits.id)}:par", "n", 1, limits.max_parallel,
-                ttl_s=PARALLEL_TTL_S, sliding=True,
-            )  # fmt: skip
-            checks.append(Check(f"{limits.level}.{PARALLEL}", counter))
+        for check, index in _templates(limits, minute):
+            if index < 0:  # a request count, or one in flight: the same every request
+                checks.append(check)
+                continue
+            c = check.counter
+            counter = Counter(c.key, c.field, amounts[index], c.limit, ttl_s=c.ttl_s)
+            checks.append(Check(check.kind, counter))
     return checks
+
+
+@functools.lru_cache(maxsize=1024)
+def _templates(limits: LevelLimits, minute: int) -> tuple[tuple[Check, int], ...]:
+    """A level's checks in one minute, worked out once: each with the index in ``Amounts`` of
+    what it counts (-1: fixed at 1). Times to live are counted from the minute's start, so a
+    counter may outlive its window by up to a minute more than ``GRACE_S``."""
+    start = minute * 60
+    found: list[tuple[Check, int]] = []
+    for window in zoned(limits.timezone, start):
+        for measure in MEASURES:
+            limit = getattr(_measure(limits, measure), window.name)
+            if limit == UNLIMITED:
+                continue
+            ttl = seconds_until(window.reset, start) + GRACE_S[window.name]
+            key, field = window_key(limits.level, limits.id, window), FIELDS[measure]
+            index = AMOUNT_INDEX[measure]
+            counter = Counter(key, field, 1 if index < 0 else 0, limit, ttl_s=ttl)
+            found.append((Check(f"{limits.level}.{window.name}.{measure}", counter), index))
+    if limits.max_parallel != UNLIMITED:
+        counter = Counter(
+            f"{base(limits.level, limits.id)}:par", "n", 1, limits.max_parallel,
+            ttl_s=PARALLEL_TTL_S, sliding=True,
+        )  # fmt: skip
+        found.append((Check(f"{limits.level}.{PARALLEL}", counter), -1))
+    return tuple(found)
 
 
 def _measure(limits: LevelLimits, measure: str) -> Windowed:
@@ -113,8 +137,8 @@ def _amount(measure: str, amounts: Amounts) -> int:
 
 def amount_for(kind: str, amounts: Amounts) -> int:
     """What a level check counts of the actual usage (in flight: nothing once finished)."""
-    what = KINDS[kind]
-    return 0 if what.window == PARALLEL else _amount(what.measure, amounts)
+    index = SETTLED_INDEX[kind]
+    return amounts[index] if index >= 0 else 0
 
 
 def exceeded(
