@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from gateway.errors import BudgetExceeded, QuotaExceeded
 from gateway.metering.pricing import micros_to_usd
@@ -174,3 +174,28 @@ def exceeded(
 
 def _per(window: str) -> str:
     return {"minute": "per-minute", "hour": "hourly", "day": "daily", "month": "monthly"}[window]
+
+
+def plain(levels: Sequence[LevelLimits]) -> list[dict[str, Any]]:
+    """The levels as JSON values (a video job's record keeps them for another worker)."""
+    return [
+        {"level": lv.level, "id": lv.id, "timezone": lv.timezone, "usd": list(lv.usd),
+         "requests": list(lv.requests), "tokens": list(lv.tokens),
+         "max_parallel": lv.max_parallel}
+        for lv in levels
+    ]  # fmt: skip
+
+
+def from_plain(values: object) -> tuple[LevelLimits, ...]:
+    """``plain``'s output back (a malformed entry is skipped)."""
+    found = []
+    for value in values if isinstance(values, list) else ():
+        try:
+            found.append(LevelLimits(
+                str(value["level"]), str(value["id"]), str(value["timezone"]),
+                Windowed(*map(int, value["usd"])), Windowed(*map(int, value["requests"])),
+                Windowed(*map(int, value["tokens"])), int(value["max_parallel"]),
+            ))  # fmt: skip
+        except (KeyError, TypeError, ValueError):
+            continue
+    return tuple(found)

@@ -169,3 +169,13 @@ def test_the_plan_appends_level_checks_after_the_keys(config: Config) -> None:
     checks = plan.reservation(plan.LimitCache(config).get(req), req, windows_at(0.0))
     assert checks[-1].kind == "team.minute.requests"
     assert plan.amount_for("team.minute.requests", Amounts(1, 0, 0, 0)) == 1
+
+
+def test_levels_survive_a_video_jobs_record() -> None:
+    levels = (
+        LevelLimits("org", "acme", AUCKLAND, tokens=Windowed(month=100)),
+        LevelLimits("team", "ml", AUCKLAND, usd=Windowed(1, 2, 3, 4), max_parallel=5),
+    )
+    assert level_limits.from_plain(level_limits.plain(levels)) == levels
+    assert level_limits.from_plain([{"level": "org"}, "junk"]) == ()
+    assert level_limits.from_plain(None) == ()
