@@ -19,6 +19,7 @@ from gateway.http.admin.openapi import OPERATIONS
 from gateway.secret import Secret
 from tests.conftest import RunningGateway, StartGateway
 from tests.redis_fixture import RedisServer
+from tests.ui.signin import sign_in
 
 ADMIN = "env-admin-token-orgs-0123456789"
 CHAT = {"model": "ok", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
@@ -304,3 +305,20 @@ def test_the_orgs_and_teams_commands_drive_the_admin_api(gw: RunningGateway) -> 
     assert refused.returncode == 1 and "operator token" in refused.stderr
     bad = gateway_cli("orgs", "update", "acme", "--limits", "{oops", env=env)
     assert bad.returncode == 1 and "--limits must be JSON" in bad.stderr
+
+
+def test_the_dashboard_shows_organizations_teams_and_usage(gw: RunningGateway) -> None:
+    tokens = setup(gw, requests={"day": 100})
+    key = made(call(gw, "POST", "/v1/admin/teams/ml/keys", tokens["admin"], json={"user": "ann"}))
+    assert chat(gw, key["key"]).status_code == 200
+    with httpx.Client(base_url=gw.url, timeout=10) as browser:
+        assert sign_in(browser, ADMIN).status_code == 303
+        page = browser.get("/ui/orgs")
+        assert page.status_code == 200, page.text
+        assert 'id="org-acme"' in page.text and "Europe/Paris" in page.text
+        row = page.text.split('data-team="ml"')[1].split("</tr>")[0]
+        assert "ann, bob" in row and "requests: 100/day" in row and "/ 1 /" in row
+        assert 'data-team="web"' in page.text
+    with httpx.Client(base_url=gw.url, timeout=10) as browser:
+        refused = sign_in(browser, tokens["admin"])  # a team token is no operator
+        assert refused.status_code != 303

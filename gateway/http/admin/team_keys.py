@@ -43,13 +43,14 @@ async def show(request: Request) -> Response:
     require_team(request, team_id, write=False)
     gateway = services(request)
     _, document = team(gateway, team_id)
-    return json_response({**shown_team(team_id, document), "usage": await _usage(gateway, team_id)})
+    usage = await team_usage(gateway, team_id)
+    return json_response({**shown_team(team_id, document), "usage": usage})
 
 
 async def usage(request: Request) -> Response:
     team_id = request.path_params["team"]
     require_team(request, team_id, write=False)
-    return json_response(await _usage(services(request), team_id))
+    return json_response(await team_usage(services(request), team_id))
 
 
 async def list_keys(request: Request) -> Response:
@@ -127,7 +128,7 @@ def _not_above(value: object, ceiling: object, name: str) -> None:
                              param=name)  # fmt: skip
 
 
-async def _usage(gateway: Services, team_id: str) -> dict[str, Any]:
+async def team_usage(gateway: Services, team_id: str) -> dict[str, Any]:
     """The team's counters in their current windows (in flight included), and its limits."""
     _, document = team(gateway, team_id)
     org = gateway.control.snapshot.kind(ORGS).get(str(document.get("org"))) or {}
