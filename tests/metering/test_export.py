@@ -44,7 +44,7 @@ def test_csv_has_a_header_and_plain_cells() -> None:
     assert header.startswith("time,ts,request_id,user,key_id,tier,capability,model,provider")
     assert row == (
         "2026-11-22T12:00:00.000Z,1795348800.0,r1,alice,k1,free,text_generation,llama-3.1-8b,"
-        "together,,10,5,15,0,0,3e-06,false,true,200,12.5,1,false,false,,,,,,,,"  # no video_ms: empty
+        "together,,10,5,15,0,0,3e-06,false,true,200,12.5,1,false,false,,,,,,,,"  # no video_ms
     )
     assert end == ""
 
