@@ -2,7 +2,9 @@
 
 Prints the CPU time per request with the reserve and settle scripts sent through the shared
 pipelined connection (what the gateway does), the same for a run-time key with rpm, tpm and
-day/month budgets of its own (``pipelined_key_limits``), through redis-py's pooled client, and
+day/month budgets of its own (``pipelined_key_limits``), the same key in a team in an
+organization with every level limit set (``pipelined_team_levels``: 26 more counters),
+through redis-py's pooled client, and
 the in-process store for reference. No HTTP, no gateway process: just ``Meter``.
 
     python bench/meter_micro.py [--requests 4000] [--redis-url redis://127.0.0.1:6379/0]
@@ -28,7 +30,7 @@ from services import CONFIG_DIR, TIER
 from gateway.config.load import load_config
 from gateway.config.model import Config
 from gateway.metering import Meter, MeterRequest, Outcome
-from gateway.metering.types import KeyLimits
+from gateway.metering.types import KeyLimits, LevelLimits, Windowed
 from gateway.store.factory import create_store
 from gateway.store.port import Store
 from gateway.store.redis.store import RedisStore
@@ -37,6 +39,12 @@ CONCURRENCY = 16
 BIG = 10**11
 # A run-time key's own limits (rpm, tpm, day and month budgets), far too large to bind
 KEY_LIMITS = KeyLimits("micro-key", rpm=BIG, tpm=BIG, usd_day=BIG, usd_month=BIG)
+# A key in a team in an organization, every level limit set (docs/organizations.md)
+EVERY = Windowed(BIG, BIG, BIG, BIG)
+LEVELS = tuple(
+    LevelLimits(level, f"micro-{level}", "Europe/Paris", EVERY, EVERY, EVERY, max_parallel=10**6)
+    for level in ("org", "team")
+)
 BENCH_ENV = {
     "GATEWAY_KEYS": f"sk-micro={TIER}:micro-user",
     "BENCH_JSON_URL": "http://127.0.0.1:9/v1",
@@ -53,14 +61,15 @@ def main() -> None:
     config = load_config(str(CONFIG_DIR), BENCH_ENV)
     with tempfile.TemporaryDirectory() as workdir, ProcessGroup(Path(workdir), False) as procs:
         url = args.redis_url or _start_redis(procs)
-        variants: dict[str, tuple[Callable[[], Store], KeyLimits | None]] = {
-            "pipelined": (lambda: create_store(url, config.settings), None),
-            "pipelined_key_limits": (lambda: create_store(url, config.settings), KEY_LIMITS),
-            "redis_py": (lambda: _on_redis_py(url, config), None),
-            "memory": (lambda: create_store(None, config.settings), None),
+        variants: dict[str, tuple[Callable[[], Store], KeyLimits | None, bool]] = {
+            "pipelined": (lambda: create_store(url, config.settings), None, False),
+            "pipelined_key_limits": (lambda: create_store(url, config.settings), KEY_LIMITS, False),
+            "pipelined_team_levels": (lambda: create_store(url, config.settings), KEY_LIMITS, True),
+            "redis_py": (lambda: _on_redis_py(url, config), None, False),
+            "memory": (lambda: create_store(None, config.settings), None, False),
         }
-        for name, (make, limits) in variants.items():
-            cpu_us = run_loop(_measure(config, make(), args.requests, limits))
+        for name, (make, limits, levels) in variants.items():
+            cpu_us = run_loop(_measure(config, make(), args.requests, limits, levels))
             print(f"meter store={name} cpu_us_per_request={cpu_us:.1f}", flush=True)
 
 
@@ -70,7 +79,11 @@ def _on_redis_py(url: str, config: Config) -> Store:
 
 
 async def _measure(
-    config: Config, store: Store, requests: int, key_limits: KeyLimits | None = None
+    config: Config,
+    store: Store,
+    requests: int,
+    key_limits: KeyLimits | None = None,
+    levels: bool = False,
 ) -> float:
     meter = Meter(config, store)
     await meter.start()
@@ -79,7 +92,7 @@ async def _measure(
         request_id="micro", user="micro-user", key_id="sk-micro", tier=tier,
         capability="text_generation", byok=False, prompt_tokens_estimate=20,
         max_output_tokens=64, audio_ms_estimate=0, price=model.price, generates_tokens=True,
-        key_limits=key_limits,
+        key_limits=key_limits, levels=LEVELS if levels else (),
     )  # fmt: skip
     outcome = Outcome(
         status=200, model=model.name, provider=model.upstream.name,

@@ -60,6 +60,12 @@ class NotFound(GatewayError):
     status, type, code, label = 404, "invalid_request_error", "not_found", "not_found"
 
 
+class Conflict(GatewayError):
+    """The change contradicts what is stored (an id taken, a parent with children)."""
+
+    status, type, code, label = 409, "invalid_request_error", "conflict", "conflict"
+
+
 class ModelNotFound(NotFound):
     code, label = "model_not_found", "model_not_found"
 

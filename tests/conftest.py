@@ -49,6 +49,8 @@ SLOW_PATHS = (
     "tests/control/test_cli_keys.py",
     "tests/control/test_upstream_keys_replicas.py",
     "tests/control/test_two_processes.py",
+    "tests/control/test_orgs.py",
+    "tests/control/test_orgs_two_processes.py",
     "tests/control/test_flags_replicas.py",
     "tests/protocols/test_agents_sdk.py",
     "tests/batches/test_replicas.py",

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from gateway.cli import admin as cli_admin
 from gateway.cli import control as cli_control
+from gateway.cli import orgs as cli_orgs
 from gateway.cli import secrets
 from gateway.cli.base import (
     CONFIG_DIR_ENV,
@@ -86,6 +87,8 @@ def _run(argv: list[str]) -> int:
         return cli_admin.run(args)
     if args.command in cli_control.COMMANDS:
         return cli_control.run(args)
+    if args.command in cli_orgs.COMMANDS:
+        return cli_orgs.run(args)
     if args.command in secrets.COMMANDS:
         return secrets.run(args)
     return serve(args)

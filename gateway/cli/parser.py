@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway.cli import admin as cli_admin
 from gateway.cli import control as cli_control
+from gateway.cli import orgs as cli_orgs
 from gateway.cli import secrets
 from gateway.cli.base import CONFIG_DIR_ENV, Parser
 from gateway.cli.tls_options import add_tls_options
@@ -18,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     *BUILT_IN,
     *cli_admin.COMMANDS,
     *cli_control.COMMANDS,
+    *cli_orgs.COMMANDS,
     *secrets.COMMANDS,
 )
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     reading_config += _add_ledger(commands)
     cli_admin.add_parsers(commands, Parser)
     cli_control.add_parsers(commands, Parser)
+    cli_orgs.add_parsers(commands, Parser)
     secrets.add_parsers(commands, Parser)
     reading_config += [_add_schema(commands), _add_models_check(commands)]
     _add_config_dir(parser, reading_config)

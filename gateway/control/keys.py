@@ -1,6 +1,6 @@
 """Client keys made at run time (kind ``keys``): their documents and the index auth reads.
 
-A document: ``{user, tier, name, models, expires_at, budget_usd: {day, month}, rpm, tpm,
+A document: ``{user, tier, team, name, models, expires_at, budget_usd: {day, month}, rpm, tpm,
 max_parallel, metadata, created_at, created_by, secrets: [{sha256, until}]}``. Only digests of
 the secrets are stored; after a rotation the old digest carries ``until`` (epoch seconds),
 after which it no longer authenticates. Deleting the document revokes the key.
@@ -29,6 +29,7 @@ class VirtualKey:
     models: frozenset[str] | None
     expires_at: float | None
     limits: KeyLimits  # its spend is counted even when it has no limit
+    team: str | None = None  # the team it is bound to (control/orgs.py)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ def virtual_key(key_id: str, document: Mapping[str, Any]) -> VirtualKey:
     )
     models = document.get("models")
     expires = document.get("expires_at")
+    team = document.get("team")
     return VirtualKey(
         key_id,
         str(document["user"]),
@@ -67,6 +69,7 @@ def virtual_key(key_id: str, document: Mapping[str, Any]) -> VirtualKey:
         frozenset(models) if isinstance(models, list) else None,
         float(expires) if isinstance(expires, int | float) else None,
         limits,
+        team if isinstance(team, str) else None,
     )
 
 

@@ -10,7 +10,7 @@ requests in flight hold, this request's own reservation included.
 from __future__ import annotations
 
 from gateway.errors import BudgetExceeded, QuotaExceeded
-from gateway.metering import key_limits, plan
+from gateway.metering import key_limits, level_limits, plan
 from gateway.metering.limits import budget_limits, quota_limits
 from gateway.metering.pricing import MS_PER_MINUTE, micros_to_usd
 from gateway.metering.types import Check, MeterRequest
@@ -59,6 +59,8 @@ def exceeded(
     limit, used = verdict.limits[index], verdict.used[index]
     if check.kind in key_limits.KINDS:
         return key_limits.exceeded(check, limit, used, windows, now)
+    if check.kind in level_limits.KINDS:
+        return level_limits.exceeded(check, request.levels, limit, used, now)
     if check.kind in plan.TIER_KINDS:  # the counter may hold a shard's slice: name the whole
         tier = budget_limits(request.tier.tier_budget)
         limit = tier.month if check.kind == plan.TIER_MONTH else tier.day

@@ -61,6 +61,8 @@ class UsageRecord:
     tags: tuple[str, ...] = ()
     rollout: str | None = None
     batch_id: str | None = None
+    org: str | None = None
+    team: str | None = None
 
     @property
     def time(self) -> str:
@@ -110,6 +112,8 @@ class UsageRecord:
             "tags": list(self.tags),
             "rollout": self.rollout,
             "batch_id": self.batch_id,
+            "org": self.org,
+            "team": self.team,
         }
 
     @classmethod
@@ -147,6 +151,8 @@ class UsageRecord:
             tags=tag_list(get("tags")),
             rollout=text_or_none(get("rollout")),
             batch_id=text_or_none(get("batch_id")),
+            org=text_or_none(get("org")),
+            team=text_or_none(get("team")),
         )
 
 

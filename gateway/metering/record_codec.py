@@ -89,6 +89,10 @@ def encode(record: UsageRecord) -> bytes:
         out[TAGS] = record.tags
     if record.batch_id is not None:
         out["bi"] = record.batch_id
+    if record.org is not None:
+        out["o"] = record.org
+    if record.team is not None:
+        out["tm"] = record.team
     return orjson.dumps(out)
 
 
@@ -140,4 +144,6 @@ def expand(stored: dict[str, Any]) -> UsageRecord:
         tags=tag_list(get(TAGS)),
         rollout=text_or_none(get("ro")),
         batch_id=text_or_none(get("bi")),
+        org=text_or_none(get("o")),
+        team=text_or_none(get("tm")),
     )

@@ -34,7 +34,7 @@ from gateway.metering.estimate import tokens_for_chars
 from gateway.metering.plan import amount_for
 from gateway.metering.pricing import cost_micros, micros_to_usd
 from gateway.metering.record import UsageRecord
-from gateway.metering.types import Admission, Amounts, Outcome
+from gateway.metering.types import Admission, Amounts, LevelLimits, Outcome
 from gateway.metering.windows import AGGREGATE_TTL_S, Windows, windows_at
 from gateway.store import keys
 from gateway.store.port import Aggregate, Increment, LeaseEnd, SettleBatch
@@ -246,7 +246,14 @@ def usage_record(
         tags=tuple(outcome.tags),
         rollout=outcome.rollout,
         batch_id=outcome.batch,
+        org=level_id(request.levels, "org"),
+        team=level_id(request.levels, "team"),
     )
+
+
+def level_id(levels: tuple[LevelLimits, ...], name: str) -> str | None:
+    """The id of the request's ``name`` level ("org" or "team"), None for a key in no team."""
+    return next((level.id for level in levels if level.level == name), None)
 
 
 def _reconcile(admission: Admission, actual: Amounts) -> list[Increment]:

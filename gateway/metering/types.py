@@ -37,6 +37,33 @@ class KeyLimits:
         return max(self.rpm, self.tpm, self.max_parallel, self.usd_day, self.usd_month) < 0
 
 
+class Windowed(NamedTuple):
+    """One measure's limit per window (``-1``: none); the windows are those of ``Windows``
+    in the level's time zone (``zoned_windows.py``)."""
+
+    minute: int = -1
+    hour: int = -1
+    day: int = -1
+    month: int = -1
+
+
+NO_LIMITS = Windowed()
+
+
+@dataclass(frozen=True)
+class LevelLimits:
+    """An organization's or a team's limits, checked in the request's one reservation
+    (``level_limits.py``); a level without limits is still named in the usage record."""
+
+    level: str  # "org" | "team"
+    id: str
+    timezone: str = "UTC"  # the IANA zone its windows follow
+    usd: Windowed = NO_LIMITS  # micro-USD
+    requests: Windowed = NO_LIMITS
+    tokens: Windowed = NO_LIMITS
+    max_parallel: int = -1  # requests in flight
+
+
 @dataclass(frozen=True)
 class MeterRequest:
     """What the pipeline knows before forwarding."""
@@ -59,6 +86,7 @@ class MeterRequest:
     # its body has bytes (plus an allowance), nor the answer more than n x the max_tokens sent.
     prompt_tokens_most: int = 0
     choices: int = 1  # answers asked for (n); each may use the max_tokens sent upstream
+    levels: tuple[LevelLimits, ...] = ()  # the key's organization and team, outermost first
 
 
 @dataclass(frozen=True)

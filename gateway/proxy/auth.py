@@ -18,9 +18,10 @@ from typing import Any, Protocol
 from gateway.config.model import Config, Tier
 from gateway.control import keys as runtime_keys
 from gateway.control.id_keys import IdKeys
+from gateway.control.orgs import Hierarchy, narrowed
 from gateway.control.plane import ControlPlane, Snapshot
 from gateway.errors import Forbidden, Unauthorized
-from gateway.metering.types import KeyLimits
+from gateway.metering.types import KeyLimits, LevelLimits
 from gateway.proxy.auth_throttle import AuthThrottle, client_address
 from gateway.secret import Secret, sha256_hex
 from gateway.store.port import StoreError
@@ -40,6 +41,7 @@ class Principal:
     models: frozenset[str] | None = None  # a run-time key's allow-list (None: any)
     limits: KeyLimits | None = None  # a run-time key's own limits
     batch: str | None = None  # the batch a request runs for (priced at the batch price)
+    levels: tuple[LevelLimits, ...] = ()  # a team key's organization and team
 
     @property
     def byok(self) -> bool:
@@ -103,7 +105,10 @@ class KeyRing:
         self.last_used: dict[str, float] = {}  # run-time key id → when it last authenticated
         self._flushed: dict[str, float] = {}
         self._control = control
+        self.hierarchy = Hierarchy()  # teams and their organizations (control/orgs.py)
         if control is not None:
+            self.hierarchy(control.snapshot)
+            control.subscribe(self.hierarchy)
             self._index(control.snapshot)
             control.subscribe(self._index)
             control.every(LAST_USED_FLUSH_S, self.flush_last_used)
@@ -177,7 +182,28 @@ class KeyRing:
         if key.expires_at is not None and now >= key.expires_at:
             raise Unauthorized("This API key has expired.", code="expired_api_key")
         self.last_used[key.id] = now
+        if key.team is not None:
+            return self._in_team(stored, key, byok_key)
         return Principal(key.user, stored.tier, key.id, byok_key, key.models, key.limits)
+
+    def _in_team(
+        self, stored: _Stored, key: runtime_keys.VirtualKey, byok_key: Secret | None
+    ) -> Principal:
+        """A team key: re-checked against its team on every request (the team and its
+        organization exist, the user is still a member), with their levels and models."""
+        team = self.hierarchy.teams.get(key.team or "")
+        if team is None:
+            raise Forbidden(f"This API key's team '{key.team}' no longer exists.",
+                            code="team_not_found")  # fmt: skip
+        if key.user not in team.members:
+            raise Forbidden(
+                f"The user of this API key is no longer a member of team '{team.team}'.",
+                code="not_a_team_member",
+            )
+        models = narrowed(key.models, team.models)
+        return Principal(
+            key.user, stored.tier, key.id, byok_key, models, key.limits, levels=team.levels
+        )
 
     def _index(self, snapshot: Snapshot) -> None:
         """Follow the snapshot: a change of one run-time key re-indexes that key alone; any

@@ -52,6 +52,7 @@ async def meter_request(
         key_limits=_enforced(principal.limits),
         prompt_tokens_most=prompt_tokens_most(incoming.size),
         choices=_choices(incoming) if endpoint.generates_tokens else 1,
+        levels=principal.levels,
     )
 
 

@@ -34,6 +34,7 @@ from gateway.http.services import services
 from gateway.proxy.auth_throttle import client_address
 from gateway.secret import sha256_hex
 from gateway.ui import login_guard, statements
+from gateway.ui.orgs import orgs_context
 from gateway.ui.overview import analytics_view, overview_view
 from gateway.ui.render import page
 from gateway.ui.session import SESSION_TTL_S, Sessions, session_of
@@ -46,6 +47,7 @@ OPERATOR_PAGES = (
     ("analytics", "Usage"),
     ("keys", "Keys"),
     ("users", "Users"),
+    ("orgs", "Organizations"),
     ("flags", "Flags"),
     ("quotas", "Quotas"),
     ("providers", "Providers"),
@@ -178,6 +180,8 @@ async def operator_page(request: Request) -> Response:
         context.update(await users_context(request, gateway))
     elif name == "statements":
         context.update(await statements.operator_context(request, gateway))
+    elif name == "orgs":
+        context.update(await orgs_context(gateway))
     elif name == "analytics":
         try:
             context.update(await _analytics_context(request))

@@ -54,6 +54,8 @@ COLUMNS = (
     "record_id",  # the gateway's id of the record (the ledger's key)
     "list_cost_usd",  # what the request costs at list price (BYOK included)
     "charged_usd",  # what the user was charged (0 for BYOK and failed requests)
+    "org",  # the key's organization and team (docs/organizations.md), empty for none
+    "team",
 )
 GROUP_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 GROUP_COLUMNS = ("tag", "requests", "errors", *GROUP_FIELDS, "cost_usd")

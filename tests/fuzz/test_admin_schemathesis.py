@@ -101,9 +101,15 @@ def known(gw: RunningGateway) -> dict[str, list[str]]:
     tokens = [call(gw, "POST", "/v1/admin/tokens", json={"role": "viewer"}) for _ in range(2)]
     ask = {"capability": "text_generation", "requested": {"requests_per_day": 99}}
     asks = [call(gw, "POST", "/v1/quota/requests", CLIENT_KEY, json=ask) for _ in range(2)]
-    assert all(answer.status_code == 201 for answer in (*keys, *tokens, *asks))
+    org = call(gw, "POST", "/v1/admin/orgs", json={"id": "fuzz-org"})
+    team = {"id": "fuzz-team", "org": "fuzz-org", "tier": "free", "members": ["fuzz-0"]}
+    teams = [call(gw, "POST", "/v1/admin/teams", json=team)]
+    teams.append(call(gw, "POST", "/v1/admin/teams/fuzz-team/keys", json={"user": "fuzz-0"}))
+    assert all(answer.status_code == 201 for answer in (*keys, *tokens, *asks, org, *teams))
     return {
-        "/keys/{id}": [answer.json()["id"] for answer in keys],
+        "/keys/{id}": [answer.json()["id"] for answer in (*keys, teams[1])],
+        "org": ["fuzz-org"],
+        "team": ["fuzz-team"],
         "/tokens/{id}": [answer.json()["id"] for answer in tokens],
         "/quota-requests/{id}": [answer.json()["id"] for answer in asks],
         "/flags/{name}": list(PLAN_FLAGS),

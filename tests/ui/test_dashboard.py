@@ -19,7 +19,7 @@ from tests.ui.conftest import ADMIN, USER, USER_KEY, Browser
 pytestmark = pytest.mark.skipif(
     not __import__("shutil").which("chromedriver"), reason="chromium-driver is not installed"
 )
-OPERATOR_PAGES = ("overview", "analytics", "keys", "users", "flags", "quotas", "providers",
+OPERATOR_PAGES = ("overview", "analytics", "keys", "users", "orgs", "flags", "quotas", "providers",
                   "requests", "audit")  # fmt: skip
 
 

@@ -43,17 +43,19 @@ def test_csv_has_a_header_and_plain_cells() -> None:
     assert header.startswith("time,ts,request_id,user,key_id,tier,capability,model,provider")
     assert row == (
         "2026-11-22T12:00:00.000Z,1795348800.0,r1,alice,k1,free,text_generation,llama-3.1-8b,"
-        "together,,10,5,15,0,0,3e-06,false,true,200,12.5,1,false,false,,,,,,"  # no video_ms: empty
+        "together,,10,5,15,0,0,3e-06,false,true,200,12.5,1,false,false,,,,,,,,"  # no video_ms
     )
     assert end == ""
 
 
 def test_columns_added_later_come_last() -> None:
     record = {**RECORD, "video_ms": 8000, "cache": "hit", "tags": ["a", "b"]}
-    record |= {"list_cost_usd": 3e-06, "charged_usd": 0.0}
+    record |= {"list_cost_usd": 3e-06, "charged_usd": 0.0, "org": "acme", "team": "ml"}
     header, row, _ = to_csv([record]).split("\n")
-    assert header.endswith(",usage_flagged,video_ms,cache,tags,record_id,list_cost_usd,charged_usd")
-    assert row.endswith(',false,false,8000,hit,"a,b",,3e-06,0.0')
+    assert header.endswith(
+        ",usage_flagged,video_ms,cache,tags,record_id,list_cost_usd,charged_usd,org,team"
+    )
+    assert row.endswith(',false,false,8000,hit,"a,b",,3e-06,0.0,acme,ml')
 
 
 def test_json_is_an_array_of_records() -> None:

@@ -24,7 +24,7 @@ WIRE_KEYS = [
     "provider", "upstream_model", "prompt_tokens", "completion_tokens", "total_tokens", "images",
     "audio_ms", "video_ms", "cost_usd", "fallback", "byok", "list_cost_usd", "charged_usd",
     "status", "latency_ms", "attempts", "estimated", "usage_flagged", "downgraded", "deployment",
-    "cache", "tags", "rollout", "batch_id",
+    "cache", "tags", "rollout", "batch_id", "org", "team",
 ]  # fmt: skip
 
 RECORD = UsageRecord(

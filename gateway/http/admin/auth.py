@@ -59,6 +59,11 @@ def require_role(request: Request, role: str = "admin") -> Actor:
     if throttle.active:
         throttle.check(address, presented)
     actor = _actor(gateway, tokens, presented)
+    if actor is None and _team_scoped(tokens, presented):
+        raise Forbidden(
+            "This token is scoped to a team; this endpoint needs an operator token.",
+            code="insufficient_role",
+        )
     if actor is None:
         throttle.failed("admin", address, presented)
         raise Unauthorized("This endpoint needs an admin token.")
@@ -118,6 +123,13 @@ def actor_by_reference(
         return None
     role = str(document.get("role", "viewer"))
     return Actor(name, role) if role in ROLES else None
+
+
+def _team_scoped(tokens: Mapping[str, dict[str, Any]], presented: str) -> bool:
+    """A valid team token (``team_auth.py``): refused here, but not a failed credential."""
+    digest = sha256_hex(presented).encode()
+    scoped = [str(doc.get("sha256", "")).encode() for doc in tokens.values() if doc.get("team")]
+    return any([hmac.compare_digest(stored, digest) for stored in scoped])  # no early exit
 
 
 def _actor(gateway: Services, tokens: Mapping[str, dict[str, Any]], presented: str) -> Actor | None:

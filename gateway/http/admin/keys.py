@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.control import keys as runtime_keys
+from gateway.control.orgs import check_binding
 from gateway.errors import InvalidRequest, NotFound, StoreUnavailable
 from gateway.http.admin.auth import Actor, require_role
 from gateway.http.admin.input import json_object, number, small_object, strings, text, whole
@@ -32,7 +33,7 @@ from gateway.usage.export import MAX_EPOCH_S, parse_time
 KIND = runtime_keys.KIND
 CHANGEABLE = (
     "tier", "name", "models", "expires_at", "budget_usd", "rpm", "tpm", "max_parallel",
-    "metadata",
+    "metadata", "team",
 )  # fmt: skip
 FIELDS = ("user", *CHANGEABLE)
 MAX_GRACE_S = 30 * 86_400
@@ -48,6 +49,7 @@ async def create(request: Request) -> Response:
         "created_at": int(gateway.clock()),
         "created_by": actor.name,
     }
+    check_binding(gateway.control.snapshot, document["team"], document["user"], document["models"])
     secret = runtime_keys.new_secret()
     document["secrets"] = [{"sha256": sha256_hex(secret), "until": None}]
     key_id = runtime_keys.new_id()
@@ -82,23 +84,32 @@ async def update(request: Request) -> Response:
     key_id, document = _find(gateway, request)
     body = json_object(await request.body(), CHANGEABLE)
     changed = {**document, **_settings(gateway, {**_current(document), **body})}
+    check_binding(gateway.control.snapshot, changed["team"], changed["user"], changed["models"])
     await _put(gateway, actor, key_id, changed, "key.update")
     return json_response(_public(key_id, changed))
 
 
 async def revoke(request: Request) -> Response:
-    actor = require_role(request, "admin")
+    return await revoke_as(request, require_role(request, "admin"), "key.revoke")
+
+
+async def revoke_as(request: Request, actor: Actor, action: str) -> Response:
+    """Revoke the key, the caller's right to already checked."""
     gateway = services(request)
     key_id, document = _find(gateway, request)
     await gateway.control.put(
-        KIND, key_id, None, actor=actor.name, action="key.revoke",
+        KIND, key_id, None, actor=actor.name, action=action,
         audit={"before": runtime_keys.redacted(document), "after": None},
     )  # fmt: skip
     return json_response({"id": key_id, "object": "api_key", "deleted": True})
 
 
 async def rotate(request: Request) -> Response:
-    actor = require_role(request, "admin")
+    return await rotate_as(request, require_role(request, "admin"), "key.rotate")
+
+
+async def rotate_as(request: Request, actor: Actor, action: str) -> Response:
+    """Rotate the key's secret, the caller's right to already checked."""
     gateway = services(request)
     key_id, document = _find(gateway, request)
     body = json_object(await request.body(), ("grace_s",))
@@ -116,7 +127,7 @@ async def rotate(request: Request) -> Response:
         "secrets": [{"sha256": sha256_hex(secret), "until": None}, *(kept if grace else [])],
         "rotated_at": int(now),
     }
-    await _put(gateway, actor, key_id, rotated, "key.rotate")
+    await _put(gateway, actor, key_id, rotated, action)
     return json_response({**_public(key_id, rotated), "key": secret})
 
 
@@ -166,6 +177,7 @@ def _settings(gateway: Services, body: dict[str, Any]) -> dict[str, Any]:
         "tpm": whole(body, "tpm", least=1),
         "max_parallel": whole(body, "max_parallel", least=1, most=100_000),
         "metadata": small_object(body, "metadata"),
+        "team": text(body, "team"),  # checked by control.orgs.check_binding
     }
 
 

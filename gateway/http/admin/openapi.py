@@ -19,9 +19,19 @@ from starlette.routing import Route
 from gateway.http.admin import access as admin_access
 from gateway.http.admin import flags as admin_flags
 from gateway.http.admin import keys as admin_keys
+from gateway.http.admin import orgs as admin_orgs
 from gateway.http.admin import quotas as admin_quotas
 from gateway.http.admin import reload as admin_reload
+from gateway.http.admin import team_keys
 from gateway.http.admin.auth import require_role
+from gateway.http.admin.org_schemas import (
+    ORG_CREATE,
+    ORG_UPDATE,
+    TEAM_CREATE,
+    TEAM_KEY,
+    TEAM_TOKEN,
+    TEAM_UPDATE,
+)
 from gateway.http.api import quota_requests
 from gateway.http.responses import json_response
 
@@ -43,6 +53,7 @@ KEY_FIELDS: dict[str, Any] = {
     "tpm": WHOLE_OR_NULL,
     "max_parallel": WHOLE_OR_NULL,
     "metadata": {"type": ["object", "null"]},
+    "team": {"type": ["string", "null"], "description": "bind the key to a team it is a member of"},
 }
 KEY_CREATE = {
     "type": "object",
@@ -134,6 +145,22 @@ OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/v1/admin/analytics", "Usage totals grouped and bucketed (analytics)", "viewer", query=(*USAGE_QUERY, "group_by", "bucket")),  # noqa: E501
     Op("GET", "/v1/admin/usage/records", "Usage records, filtered, paged by cursor", "viewer", query=(*USAGE_QUERY, "limit", "cursor")),  # noqa: E501
     Op("GET", "/v1/admin/usage/export", "Usage records as CSV, JSON or XLSX", "viewer", query=(*USAGE_QUERY, "format")),  # noqa: E501
+    Op("POST", "/v1/admin/orgs", "Create an organization (id, timezone, limits)", "admin", admin_orgs.create_org, ORG_CREATE, 201),  # noqa: E501
+    Op("GET", "/v1/admin/orgs", "List organizations", "viewer", admin_orgs.list_orgs),
+    Op("GET", "/v1/admin/orgs/{org}", "One organization and its teams", "viewer", admin_orgs.show_org),  # noqa: E501
+    Op("PATCH", "/v1/admin/orgs/{org}", "Change an organization's name, time zone or limits", "admin", admin_orgs.update_org, ORG_UPDATE),  # noqa: E501
+    Op("DELETE", "/v1/admin/orgs/{org}", "Delete an organization without teams", "admin", admin_orgs.delete_org),  # noqa: E501
+    Op("POST", "/v1/admin/teams", "Create a team in an organization (tier, members, limits)", "admin", admin_orgs.create_team, TEAM_CREATE, 201),  # noqa: E501
+    Op("GET", "/v1/admin/teams", "List teams (?org=)", "viewer", admin_orgs.list_teams, query=("org",)),  # noqa: E501
+    Op("PATCH", "/v1/admin/teams/{team}", "Change a team's name, tier, members or limits (operators only)", "admin", admin_orgs.update_team, TEAM_UPDATE),  # noqa: E501
+    Op("DELETE", "/v1/admin/teams/{team}", "Delete a team without keys", "admin", admin_orgs.delete_team),  # noqa: E501
+    Op("POST", "/v1/admin/teams/{team}/tokens", "Create a token scoped to a team (team_admin, team_viewer); shown once", "admin", admin_orgs.create_team_token, TEAM_TOKEN, 201),  # noqa: E501
+    Op("GET", "/v1/admin/teams/{team}", "One team, with its usage in the current windows", "team_viewer", team_keys.show),  # noqa: E501
+    Op("GET", "/v1/admin/teams/{team}/usage", "A team's counters in the current windows", "team_viewer", team_keys.usage),  # noqa: E501
+    Op("GET", "/v1/admin/teams/{team}/keys", "A team's keys, with spend and last use", "team_viewer", team_keys.list_keys),  # noqa: E501
+    Op("POST", "/v1/admin/teams/{team}/keys", "Create a key for a member, within the team's limits; shown once", "team_admin", team_keys.create_key, TEAM_KEY, 201),  # noqa: E501
+    Op("POST", "/v1/admin/teams/{team}/keys/{id}/rotate", "Rotate a team key's secret", "team_admin", team_keys.rotate_key, ROTATE),  # noqa: E501
+    Op("DELETE", "/v1/admin/teams/{team}/keys/{id}", "Revoke a team key", "team_admin", team_keys.revoke_key),  # noqa: E501
     Op("GET", "/v1/admin/statements", "Every user's monthly statement (?month=YYYY-MM&limit=&cursor=&format=json|csv|xlsx)", "viewer", query=("month", "limit", "cursor", "format")),  # noqa: E501
     Op("GET", "/v1/me/statements/{month}", "The caller's monthly statement, month YYYY-MM (?format=json|csv|xlsx)", "user", query=("format",)),  # noqa: E501
 )

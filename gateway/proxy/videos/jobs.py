@@ -13,7 +13,7 @@ import orjson
 
 from gateway.config.model import Config, Model, Tier
 from gateway.errors import GatewayError, NotFound, UpstreamError
-from gateway.metering import Meter, Outcome
+from gateway.metering import Meter, Outcome, level_limits
 from gateway.metering.types import Admission, MeterRequest
 from gateway.providers import video
 from gateway.providers.bodies import read_body
@@ -333,6 +333,7 @@ class VideoJobs:
             max_output_tokens=0,
             audio_ms_estimate=int(held.get("audio_ms_estimate") or 0),
             price=model.price,
+            levels=level_limits.from_plain(held.get("levels")),
         )
         started = float(held["started"])
         granted = [int(amount) for amount in held.get("granted") or ()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.metering import level_limits
 from gateway.metering.types import Admission
 
 PUBLIC_FIELDS = (
@@ -35,4 +36,5 @@ def reservation(admission: Admission) -> dict[str, Any]:
         "byok": request.byok,
         "prompt_tokens_estimate": request.prompt_tokens_estimate,
         "audio_ms_estimate": request.audio_ms_estimate,
+        "levels": level_limits.plain(request.levels),  # the key's organization and team
     }
