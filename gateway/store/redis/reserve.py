@@ -1,4 +1,4 @@
-"""Reserving on Redis: one script per hash-tag group, concurrently, merged into one verdict.
+"""Reserving on Redis: one script per hash-tag group, concurrently, merged into one decision.
 
 On a single Redis there is one group. On a cluster the user's keys (``{u:<user>}``) and the
 tier's (``{t:<tier>}``) are separate groups, and the lease registry is written beside them;
@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 from gateway.store import keys
-from gateway.store.port import Counter, Lease, LeaseEnd, SettleBatch, Verdict
+from gateway.store.port import Counter, Decision, Lease, LeaseEnd, SettleBatch
 from gateway.store.redis import scripts
 from gateway.store.redis.errors import converted as _converted
 from gateway.store.redis.settle import RedisSettle
@@ -34,12 +34,12 @@ class RedisReserve(RedisSettle):
 
     async def _run(
         self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None
-    ) -> Verdict:
+    ) -> Decision:
         all_keys, args = scripts.reserve_args(
             counters, override_key, lease, registry=not self._cluster
         )
         reply = await self._eval(all_keys, args, scripts.RESERVE)
-        return _verdict([int(v) for v in reply])
+        return _decision([int(v) for v in reply])
 
     async def _register(self, counters: Sequence[Counter], lease: Lease) -> None:
         """On a cluster: the registry entries of the lease groups (another slot)."""
@@ -55,10 +55,10 @@ class RedisReserve(RedisSettle):
         self,
         counters: Sequence[Counter],
         groups: list[tuple[list[int], str | None]],
-        results: Sequence[Verdict | BaseException],
+        results: Sequence[Decision | BaseException],
         lease: Lease | None,
-    ) -> Verdict:
-        """Combine per-group verdicts; give back the grants when any group failed or denied."""
+    ) -> Decision:
+        """Combine per-group decisions; give back the grants when any group failed or denied."""
         size = len(counters)
         used, limits, granted = [0] * size, [-1] * size, [0] * size
         denied: int | None = None
@@ -74,21 +74,21 @@ class RedisReserve(RedisSettle):
                 first = indexes[result.denied]
                 denied = first if denied is None else min(denied, first)
         if error is None and denied is None:
-            return Verdict(tuple(used), tuple(limits), tuple(granted))
+            return Decision(tuple(used), tuple(limits), tuple(granted))
         if lease is not None:  # the groups that granted recorded it: end it there
             ended = dict.fromkeys(keys.lease(c.key) for c in counters)
             leases = tuple(LeaseEnd(name, lease.id) for name in ended)
             await self._guarded(lambda: self._settle([SettleBatch((), leases=leases)], ""))
         if error is not None:
             raise _converted(error)
-        return Verdict(tuple(used), tuple(limits), (0,) * size, denied)
+        return Decision(tuple(used), tuple(limits), (0,) * size, denied)
 
 
-def _verdict(reply: list[int]) -> Verdict:
+def _decision(reply: list[int]) -> Decision:
     """The reserve script's reply: the refused index + 1 (0: none), then used, limit, granted."""
     triples = [reply[i : i + 3] for i in range(1, len(reply), 3)]
     used = tuple(t[0] for t in triples)
     limits = tuple(t[1] for t in triples)
     if reply[0]:
-        return Verdict(used, limits, (0,) * len(triples), denied=reply[0] - 1)
-    return Verdict(used, limits, tuple(t[2] for t in triples))
+        return Decision(used, limits, (0,) * len(triples), denied=reply[0] - 1)
+    return Decision(used, limits, tuple(t[2] for t in triples))

@@ -26,7 +26,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from gateway.store import control as control_store
 from gateway.store import keys
-from gateway.store.port import AuditLog, ControlChange, Counter, Lease, SettleBatch, Verdict
+from gateway.store.port import AuditLog, ControlChange, Counter, Decision, Lease, SettleBatch
 from gateway.store.redis import scripts
 from gateway.store.redis.errors import FOREIGN_ERRORS, raise_if_cancelled
 from gateway.store.redis.errors import converted as _converted
@@ -43,15 +43,15 @@ class RedisStore(RedisReserve):
 
     async def reserve(
         self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None = None
-    ) -> Verdict:
+    ) -> Decision:
         groups = self._groups(counters, override_key)
         registry = [self._register(counters, lease)] if self._cluster and lease else []
         if len(groups) == 1 and not registry:
             return await self._guarded(lambda: self._run(counters, override_key, lease))
         runs = (self._run([counters[i] for i in idx], ovr, lease) for idx, ovr in groups)
         results = await asyncio.gather(*runs, *registry, return_exceptions=True)
-        verdicts = cast(list[Verdict | BaseException], results[: len(groups)])
-        return await self._merge(counters, groups, verdicts, lease)
+        decisions = cast(list[Decision | BaseException], results[: len(groups)])
+        return await self._merge(counters, groups, decisions, lease)
 
     async def settle(self, batches: Sequence[SettleBatch], batch_id: str = "") -> list[list[int]]:
         return await self._guarded(lambda: self._settle(batches, batch_id))

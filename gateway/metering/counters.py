@@ -1,4 +1,4 @@
-"""A request → the counters its reservation checks (pure; no I/O)."""
+"""A request → the counters its reservation checks, and the kinds they limit (pure; no I/O)."""
 
 from __future__ import annotations
 
