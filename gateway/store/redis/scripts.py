@@ -28,10 +28,23 @@ FORGET_AFTER_S = 60.0
 INDEX_TTL_S = 32 * 86_400
 
 
+Args = list[str | int | bytes]
+
+
 @dataclass(frozen=True)
 class Script:
+    """A script's text and its SHA-1, and the commands that run it."""
+
     text: str
     sha: str
+
+    def by_sha(self, keys: Sequence[str], args: Sequence[str | int | bytes]) -> Args:
+        """``EVALSHA`` with ``keys`` and ``args``."""
+        return ["EVALSHA", self.sha, len(keys), *keys, *args]
+
+    def by_text(self, keys: Sequence[str], args: Sequence[str | int | bytes]) -> Args:
+        """``EVAL`` with ``keys`` and ``args`` (Redis then holds the script by its sha)."""
+        return ["EVAL", self.text, len(keys), *keys, *args]
 
 
 def _script(name: str) -> Script:
@@ -44,8 +57,6 @@ RESERVE = _script("reserve.lua")
 SETTLE = _script("settle.lua")
 SWEEP = _script("sweep.lua")
 VIEW = _script("view.lua")
-
-Args = list[str | int | bytes]
 
 
 def reserve_args(

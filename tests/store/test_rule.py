@@ -8,8 +8,7 @@ from gateway.config.model import Settings
 from gateway.store.factory import create_store
 from gateway.store.port import UNLIMITED, Counter, Increment, SettleBatch
 from gateway.store.rule import decide
-
-from .helpers import run
+from tests.metering.helpers import run
 
 OVERRIDES = "gw:{u:p}:ovr"
 
