@@ -23,7 +23,6 @@ from gateway.store.port import (
     LeaseEnd,
     SettleBatch,
 )
-from gateway.store.redis.scripts import INDEX_TTL_S, SETTLED_MARK_S
 from gateway.store.rule import decide
 
 Grant = tuple[str, str, int]  # key, field, amount
@@ -76,7 +75,7 @@ class MemoryStore:
             if self._marks.get(batch_id, 0.0) > now:
                 return [[] for _ in batches]
             self._forget_marks(now)
-            self._marks[batch_id] = now + SETTLED_MARK_S
+            self._marks[batch_id] = now + keys.SETTLED_MARK_S
         watched: list[list[int]] = []
         for batch in batches:
             for end in batch.leases:
@@ -91,7 +90,7 @@ class MemoryStore:
                 self._next_id += 1
                 if batch.index is not None:
                     self._indexed(batch.index).append(batch.record)
-                    self._expiry[batch.index] = now + INDEX_TTL_S
+                    self._expiry[batch.index] = now + keys.INDEX_TTL_S
             watched.append(values)
         return watched
 
