@@ -6,10 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from gateway.config.model import Config, Quota
-from gateway.metering import tier_shards
-from gateway.metering.key_limits import KINDS as KEY_KINDS
-from gateway.metering.key_limits import amount_for as key_amount_for
-from gateway.metering.key_limits import key_checks
+from gateway.metering import key_limits, tier_shards
 from gateway.metering.limits import (
     BudgetLimits,
     Limits,
@@ -138,7 +135,11 @@ def reservation(
         Check(AUDIO, counter(keys.AUDIO_MS, amounts.audio_ms, limits.audio_ms)),
     )
     budget = _budget_checks(config_limits, request, windows, amounts.usd_micros, tier_shard)
-    keyed = key_checks(request.key_limits, user, windows, amounts) if request.key_limits else ()
+    keyed = (
+        key_limits.key_checks(request.key_limits, user, windows, amounts)
+        if request.key_limits
+        else ()
+    )
     return (*checks, *budget, *keyed)
 
 
@@ -181,6 +182,6 @@ def amount_for(kind: str, amounts: Amounts) -> int:
         return amounts.tokens
     if kind == AUDIO:
         return amounts.audio_ms
-    if kind in KEY_KINDS:
-        return key_amount_for(kind, amounts)
+    if kind in key_limits.KINDS:
+        return key_limits.amount_for(kind, amounts)
     return amounts.usd_micros

@@ -23,8 +23,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from gateway.store import control as control_store
-from gateway.store import keys
+from gateway.store import control, keys
 from gateway.store.port import AuditLog, ControlChange, Counter, Decision, Lease, SettleBatch
 from gateway.store.redis import scripts
 from gateway.store.redis.connection import RedisConnection
@@ -167,13 +166,13 @@ class RedisStore:
         return await self._connection.guarded(page)
 
     async def control_load(self) -> tuple[int, dict[str, dict[str, bytes]]]:
-        return await self._connection.guarded(lambda: control_store.load(self.client))
+        return await self._connection.guarded(lambda: control.load(self.client))
 
     async def control_version(self) -> int:
-        return await self._connection.guarded(lambda: control_store.version(self.client))
+        return await self._connection.guarded(lambda: control.version(self.client))
 
     async def control_read(self, kind: str, id: str) -> bytes | None:
-        return await self._connection.guarded(lambda: control_store.read(self.client, kind, id))
+        return await self._connection.guarded(lambda: control.read(self.client, kind, id))
 
     async def control_write(
         self,
@@ -185,7 +184,7 @@ class RedisStore:
         log: AuditLog = "operator",
     ) -> int:
         return await self._connection.guarded(
-            lambda: control_store.write(
+            lambda: control.write(
                 self.client,
                 kind,
                 id,
@@ -200,15 +199,13 @@ class RedisStore:
     async def control_note(
         self, audit: bytes, audit_maxlen: int, log: AuditLog = "operator"
     ) -> None:
-        await self._connection.guarded(
-            lambda: control_store.note(self.client, audit, audit_maxlen, log)
-        )
+        await self._connection.guarded(lambda: control.note(self.client, audit, audit_maxlen, log))
 
     async def control_audit(
         self, before: str | None, count: int, log: AuditLog = "operator"
     ) -> list[tuple[str, bytes]]:
         return await self._connection.guarded(
-            lambda: control_store.audit_page(self.client, before, count, log)
+            lambda: control.audit_page(self.client, before, count, log)
         )
 
     def control_changes(self) -> AsyncIterator[ControlChange] | None:
@@ -220,11 +217,11 @@ class RedisStore:
     async def _changes(self, client: Redis) -> AsyncIterator[ControlChange]:
         pubsub = client.pubsub()
         try:
-            await pubsub.subscribe(control_store.CHANNEL)
+            await pubsub.subscribe(control.CHANNEL)
             async for message in pubsub.listen():
                 raise_if_cancelled()  # redis-py may have swallowed it
                 if message.get("type") == "message":
-                    yield control_store.parse_change(message["data"])
+                    yield control.parse_change(message["data"])
         except FOREIGN_ERRORS as exc:
             raise converted(exc) from exc
         finally:
