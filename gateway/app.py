@@ -80,8 +80,10 @@ from gateway.store.port import Store
 from gateway.store.redis.store import RedisStore
 from gateway.ui import pages as ui_pages
 from gateway.ui.session import SessionLoader, Sessions
+from gateway.usage.alerts import CostAlerts
 from gateway.usage.analytics import Analytics, RedisAnalytics
 from gateway.usage.postgres_analytics import PostgresAnalytics
+from gateway.usage.records import UsageRecords
 
 if TYPE_CHECKING:  # the ledger's modules need asyncpg (the postgres extra): imported if configured
     from gateway.ledger.service import Ledger
@@ -122,6 +124,12 @@ class Gateway:
         if self.ledger is not None:
             return PostgresAnalytics(self.ledger.database)
         return RedisAnalytics(self.store, self.clock)
+
+    @functools.cached_property
+    def usage_records(self) -> UsageRecords:
+        """Usage records of a range (``/v1/usage``): the ledger's when DATABASE_URL is set."""
+        ledger = self.ledger.records if self.ledger is not None else None
+        return UsageRecords(self.store, self.clock, ledger)
 
 
 def create_app(
@@ -204,6 +212,7 @@ def build_gateway(
         config,
         store,
         clock=clock,
+        spend=CostAlerts(config.alerts, store, clock),
         on_record=UsageMetrics(metrics).observe,
         on_store_error=metrics.store_errors.inc,
         lease_ttl_s=config.settings.reservation_lease_s,
@@ -259,7 +268,7 @@ def build_gateway(
     return Gateway(
         config, runtime, keyring, upstream, store, meter, metrics, breakers, stats, pipeline, clock,
         int(clock()), video_jobs, control, shared_health=shared,
-        ledger=kept.ledger or _ledger(ledger_settings, store, metrics, meter),
+        ledger=kept.ledger or _ledger(ledger_settings, store, metrics),
         stored_keys=stored_keys, batches=batch_service, tracer=tracer,
     )  # fmt: skip
 
@@ -325,18 +334,14 @@ def _tracer(runtime: Runtime, ids: IdKeys, metrics: Metrics) -> Tracer | None:
         metrics.trace_spans_dropped, reason).inc(spans))  # fmt: skip
 
 
-def _ledger(
-    settings: LedgerSettings, store: Store, metrics: Metrics, meter: Meter
-) -> Ledger | None:
+def _ledger(settings: LedgerSettings, store: Store, metrics: Metrics) -> Ledger | None:
     """The ledger when DATABASE_URL is set; usage reads then go to it."""
     if not settings.enabled:
         return None
     from gateway.ledger.service import Ledger
 
     redis = store if isinstance(store, RedisStore) else None
-    ledger = Ledger(settings, redis, metrics.registry)
-    meter.records_reader = ledger.records
-    return ledger
+    return Ledger(settings, redis, metrics.registry)
 
 
 async def _stop(part: str, closing: Awaitable[None]) -> None:

@@ -18,6 +18,7 @@ from gateway.proxy.auth import KeyRing
 from gateway.proxy.breaker import Breakers
 from gateway.store.port import Store
 from gateway.usage.analytics import Analytics
+from gateway.usage.records import UsageRecords
 
 if TYPE_CHECKING:  # the ledger's modules need asyncpg, imported only when it is configured
     from gateway.ledger.service import Ledger
@@ -38,6 +39,8 @@ class Services(Protocol):
     def control(self) -> ControlPlane: ...
     @property
     def analytics(self) -> Analytics: ...
+    @property
+    def usage_records(self) -> UsageRecords: ...
     @property
     def store(self) -> Store: ...
     @property

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.errors import InvalidRequest
-from gateway.metering import plan
+from gateway.metering import counters
 from gateway.metering.types import Check, MeterRequest
-from gateway.store.port import MAX_AMOUNT, Verdict
+from gateway.store.port import MAX_AMOUNT, Decision
 
 
-def tier_refused(checks: Sequence[Check], verdict: Verdict) -> bool:
+def tier_refused(checks: Sequence[Check], decision: Decision) -> bool:
     """Whether the counter that refused is one of the tier's (its budget: see tier_shards)."""
-    return verdict.denied is not None and checks[verdict.denied].kind in plan.TIER_KINDS
+    return decision.denied is not None and checks[decision.denied].kind in counters.TIER_KINDS
 
 
 def check_amounts(checks: Sequence[Check]) -> None:

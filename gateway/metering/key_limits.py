@@ -66,15 +66,21 @@ def key_checks(limits: KeyLimits, user: str, windows: Windows, amounts: Amounts)
         checks.append(Check(KEY_PARALLEL, counter))
     if limits.usd_day != UNLIMITED:
         day = Counter(
-            day_key(user, limits.key_id, windows.day), keys.USD, amounts.usd_micros,
-            limits.usd_day, ttl_s=windows.day_ttl(),
-        )  # fmt: skip
+            day_key(user, limits.key_id, windows.day),
+            keys.USD,
+            amounts.usd_micros,
+            limits.usd_day,
+            ttl_s=windows.day_ttl(),
+        )
         checks.append(Check(KEY_DAY, day))
     if limits.usd_month != UNLIMITED:
         month = Counter(
-            month_key(user, limits.key_id, windows.month), keys.USD, amounts.usd_micros,
-            limits.usd_month, ttl_s=windows.month_ttl(),
-        )  # fmt: skip
+            month_key(user, limits.key_id, windows.month),
+            keys.USD,
+            amounts.usd_micros,
+            limits.usd_month,
+            ttl_s=windows.month_ttl(),
+        )
         checks.append(Check(KEY_MONTH, month))
     return checks
 

@@ -1,6 +1,6 @@
 """While the store is down: admit up to what each counter had left at its last reservation.
 
-Every reservation's verdict (granted or denied) tells this process, per limited counter, the
+Every reservation's decision (granted or denied) tells this process, per limited counter, the
 limit and what was left after it. While the store is unreachable and ``on_store_error`` is
 "allow", a request is admitted only if each of its counters this process has seen still has
 room for it by that figure, which it then spends; otherwise it gets the usual 429. Counters
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.metering.types import Check
-from gateway.store.port import UNLIMITED, Verdict
+from gateway.store.port import UNLIMITED, Decision
 
 MAX_COUNTERS = 50_000  # forgotten all at once past this (users come from keys: bounded)
 
@@ -26,19 +26,19 @@ class LastKnown:
         self._size = size
         self._left: dict[tuple[str, str], tuple[int, int]] = {}  # (key, field) → (limit, left)
 
-    def record(self, checks: Sequence[Check], verdict: Verdict) -> None:
+    def record(self, checks: Sequence[Check], decision: Decision) -> None:
         """Remember what the reservation left on each limited counter."""
         left = self._left
         if len(left) >= self._size:
             left.clear()
         for check, limit, used, granted in zip(
-            checks, verdict.limits, verdict.used, verdict.granted, strict=True
+            checks, decision.limits, decision.used, decision.granted, strict=True
         ):
             if limit != UNLIMITED:
                 counter = check.counter
                 left[counter.key, counter.field] = (limit, max(0, limit - used - granted))
 
-    def take(self, checks: Sequence[Check]) -> Verdict | None:
+    def take(self, checks: Sequence[Check]) -> Decision | None:
         """None when the request fits what is known to be left (and is taken from it), else
         a denial naming the first counter it does not fit."""
         entries = [self._left.get((c.counter.key, c.counter.field)) for c in checks]
@@ -57,7 +57,7 @@ class LastKnown:
 
 def _denial(
     checks: Sequence[Check], entries: Sequence[tuple[int, int] | None], denied: int
-) -> Verdict:
+) -> Decision:
     limits = [e[0] if e else c.counter.limit for c, e in zip(checks, entries, strict=True)]
     used = [e[0] - e[1] if e else 0 for e in entries]
-    return Verdict(tuple(used), tuple(limits), (0,) * len(checks), denied)
+    return Decision(tuple(used), tuple(limits), (0,) * len(checks), denied)

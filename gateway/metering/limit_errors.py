@@ -10,33 +10,33 @@ requests in flight hold, this request's own reservation included.
 from __future__ import annotations
 
 from gateway.errors import BudgetExceeded, QuotaExceeded
-from gateway.metering import key_limits, level_limits, plan
+from gateway.metering import counters, key_limits, level_limits
 from gateway.metering.limits import budget_limits, quota_limits
 from gateway.metering.pricing import MS_PER_MINUTE, micros_to_usd
 from gateway.metering.types import Check, MeterRequest
 from gateway.metering.windows import Windows, duration, iso_utc, seconds_until
-from gateway.store.port import UNLIMITED, Verdict
+from gateway.store.port import UNLIMITED, Decision
 
 # check kind → its header names (limit, remaining, reset)
 HEADER_NAMES = {
     kind: tuple(f"x-ratelimit-{part}-{suffix}" for part in ("limit", "remaining", "reset"))
-    for kind, suffix in ((plan.REQUESTS, "requests"), (plan.TOKENS, "tokens"))
+    for kind, suffix in ((counters.REQUESTS, "requests"), (counters.TOKENS, "tokens"))
 }
-MONTHLY = (plan.USER_MONTH, plan.TIER_MONTH)
+MONTHLY = (counters.USER_MONTH, counters.TIER_MONTH)
 
 
 def rate_limit_headers(
-    checks: tuple[Check, ...], verdict: Verdict, windows: Windows, now: float
+    checks: tuple[Check, ...], decision: Decision, windows: Windows, now: float
 ) -> dict[str, str]:
     headers: dict[str, str] = {}
     reset = ""
     for index, check in enumerate(checks):
         names = HEADER_NAMES.get(check.kind)
-        limit = verdict.limits[index]
+        limit = decision.limits[index]
         if names is None or limit == UNLIMITED:
             continue
         reset = reset or duration(seconds_until(windows.day_reset, now))
-        remaining = max(0, limit - verdict.used[index] - verdict.granted[index])
+        remaining = max(0, limit - decision.used[index] - decision.granted[index])
         limit_name, remaining_name, reset_name = names
         headers[limit_name] = str(limit)
         headers[remaining_name] = str(remaining)
@@ -47,29 +47,33 @@ def rate_limit_headers(
 def exceeded(
     request: MeterRequest,
     checks: tuple[Check, ...],
-    verdict: Verdict,
+    decision: Decision,
     windows: Windows,
     now: float,
     note: str = "",
 ) -> QuotaExceeded:
     """``QuotaExceeded`` / ``BudgetExceeded`` naming the limit, with retry-after and headers;
     ``note`` ends the message."""
-    index = verdict.denied if verdict.denied is not None else 0
+    index = decision.denied if decision.denied is not None else 0
     check = checks[index]
-    limit, used = verdict.limits[index], verdict.used[index]
+    limit, used = decision.limits[index], decision.used[index]
     if check.kind in key_limits.KINDS:
         return key_limits.exceeded(check, limit, used, windows, now)
     if check.kind in level_limits.KINDS:
         return level_limits.exceeded(check, request.levels, limit, used, now)
-    if check.kind in plan.TIER_KINDS:  # the counter may hold a shard's slice: name the whole
+    if check.kind in counters.TIER_KINDS:  # the counter may hold a shard's slice: name the whole
         tier = budget_limits(request.tier.tier_budget)
-        limit = tier.month if check.kind == plan.TIER_MONTH else tier.day
+        limit = tier.month if check.kind == counters.TIER_MONTH else tier.day
     reset = windows.month_reset if check.kind in MONTHLY else windows.day_reset
-    headers = rate_limit_headers(checks, verdict, windows, now)
+    headers = rate_limit_headers(checks, decision, windows, now)
     headers["retry-after"] = str(seconds_until(reset, now))
     needed = check.counter.fixed + (1 if check.counter.flex else 0)
     detail = ""
-    if check.kind not in (plan.REQUESTS, plan.TIER_DAY, plan.TIER_MONTH):  # no tier totals
+    if check.kind not in (
+        counters.REQUESTS,
+        counters.TIER_DAY,
+        counters.TIER_MONTH,
+    ):  # no tier totals
         used_text, needed_text = _amount(check.kind, used), _amount(check.kind, needed)
         detail = f" ({used_text} used, this request needs {needed_text})"
     message = (
@@ -77,17 +81,19 @@ def exceeded(
         f"{_subject(request, check.kind, limit)}{detail}; resets at {iso_utc(reset)}{note}"
     )
     error = (
-        QuotaExceeded if check.kind in (plan.REQUESTS, plan.TOKENS, plan.AUDIO) else BudgetExceeded
+        QuotaExceeded
+        if check.kind in (counters.REQUESTS, counters.TOKENS, counters.AUDIO)
+        else BudgetExceeded
     )
     return error(message, headers=headers)
 
 
 def _what(kind: str, capability: str, limit: int) -> str:
-    if kind == plan.REQUESTS:
+    if kind == counters.REQUESTS:
         return f"Daily {capability} request quota of {limit}"
-    if kind == plan.TOKENS:
+    if kind == counters.TOKENS:
         return f"Daily {capability} token quota of {limit}"
-    if kind == plan.AUDIO:
+    if kind == counters.AUDIO:
         return f"Daily {capability} quota of {_amount(kind, limit)}"  # audio or video minutes
     period = "Monthly" if kind in MONTHLY else "Daily"
     return f"{period} budget of {_amount(kind, limit)}"
@@ -96,18 +102,22 @@ def _what(kind: str, capability: str, limit: int) -> str:
 def _subject(request: MeterRequest, kind: str, limit: int) -> str:
     """``tier 'free'`` when the tier's own limit applies, else ``user 'alice'``."""
     tier, user = f"tier '{request.tier.name}'", f"user '{request.user}'"
-    if kind in (plan.TIER_DAY, plan.TIER_MONTH):
+    if kind in (counters.TIER_DAY, counters.TIER_MONTH):
         return tier
-    if kind in (plan.USER_DAY, plan.USER_MONTH):
+    if kind in (counters.USER_DAY, counters.USER_MONTH):
         return user
     quota = quota_limits(request.tier.quota(request.capability))
-    own = {plan.REQUESTS: quota.requests, plan.TOKENS: quota.tokens, plan.AUDIO: quota.audio_ms}
+    own = {
+        counters.REQUESTS: quota.requests,
+        counters.TOKENS: quota.tokens,
+        counters.AUDIO: quota.audio_ms,
+    }
     return tier if own[kind] == limit else user
 
 
 def _amount(kind: str, value: int) -> str:
-    if kind == plan.AUDIO:
+    if kind == counters.AUDIO:
         return f"{value / MS_PER_MINUTE:g} minutes"
-    if kind in plan.BUDGET_KINDS:
+    if kind in counters.BUDGET_KINDS:
         return f"${micros_to_usd(value):.2f}"
     return str(value)

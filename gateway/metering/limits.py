@@ -1,6 +1,6 @@
 """Effective limits in integer units: tier, then the config's user override, field by field.
 
-Store overrides (set at run time) go on top inside the store itself (see ``decide.py``), so
+Store overrides (set at run time) go on top inside the store itself (see ``store/rule.py``), so
 they cost no extra round trip. An override field left ``None`` inherits the level below; a
 capability with no quota entry anywhere is unlimited. Units: requests, tokens, audio
 milliseconds, micro-USD; ``UNLIMITED`` (-1) for no limit.

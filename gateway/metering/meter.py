@@ -12,6 +12,10 @@ the worker dies first a background sweep gives the grants back once ``lease_ttl_
 (default ``LEASE_TTL_S``). A lease that expires while its request still runs only loosens
 the quota for the rest of that request: the settle then adds the actual usage without giving
 anything back, so the counters end exact either way.
+
+The meter is one concept over one store, so its reads (the quota view, run-time overrides)
+and its health figures live here too; the module is longer than most for that reason. What
+happens to spend once settled (cost alerts) is the ``SpendObserver``'s, given by the app.
 """
 
 from __future__ import annotations
@@ -22,43 +26,41 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import replace
+from typing import Any, Protocol, TypeVar
 
-import httpx
-
-from gateway.config.model import Config, Quota
+from gateway.config.model import CAPABILITIES, Budget, Config, Quota, Tier, UserOverride
 from gateway.errors import InvalidRequest, StoreUnavailable
-from gateway.metering import plan, tier_shards
-from gateway.metering.admit_checks import check_amounts as _check_amounts
-from gateway.metering.admit_checks import clamp as _clamp
-from gateway.metering.admit_checks import tier_refused as _tier_refused
+from gateway.metering import admit_checks, counters, tier_shards
 from gateway.metering.buffer import Flusher, UsageBuffer
 from gateway.metering.health import StoreHealth
 from gateway.metering.last_known import LastKnown
 from gateway.metering.limit_errors import exceeded, rate_limit_headers
-from gateway.metering.meter_reads import MeterReads
-from gateway.metering.meter_status import MeterStatus
+from gateway.metering.limits import (
+    budget_override_fields,
+    override_from_hash,
+    quota_override_fields,
+)
+from gateway.metering.quota_view import build_view, view_keys
 from gateway.metering.record import UsageRecord
 from gateway.metering.record_ids import RecordIds
-from gateway.metering.settle import Settlement, settlement
+from gateway.metering.settle import Settlement, SpendKey, settlement
 from gateway.metering.types import Admission, Amounts, Check, MeterRequest, Outcome
 from gateway.metering.windows import Windows, windows_at
 from gateway.store import keys
 from gateway.store.port import (
+    Decision,
     Lease,
     LeaseEnd,
     SettleBatch,
     Store,
     StoreError,
     StoreRejected,
-    Verdict,
 )
-from gateway.usage.alerts import CostAlerts
-from gateway.usage.webhook import WebhookSender
 
 logger = logging.getLogger("gateway.metering")
 
-WEBHOOK_TIMEOUT_S = 10.0
+T = TypeVar("T")
 RecordHook = Callable[[UsageRecord], None]
 # Longer than any request should last: a stream's idle timeout bounds the gaps, not the total.
 LEASE_TTL_S = 900
@@ -66,8 +68,22 @@ SWEEP_INTERVAL_S = 5.0
 OUTAGE_NOTE = " (usage store unavailable: counted from what was left at the last reservation)"
 
 
-class Meter(MeterReads, MeterStatus):
-    """The meter: admit and finish on the request path; reads and figures from its bases."""
+class SpendObserver(Protocol):
+    """Told the new spend totals after each settle (the usage room's cost alerts)."""
+
+    async def observe(self, spend: Sequence[SpendKey], totals: Sequence[int]) -> None: ...
+
+    def active(self) -> dict[str, bool]:
+        """Every alert scope → crossed in the current window."""
+        ...
+
+    async def aclose(self, timeout_s: float) -> None:
+        """Deliver what is queued (up to ``timeout_s``), then stop."""
+        ...
+
+
+class Meter:
+    """Admit and finish on the request path; the quota view, overrides and health figures."""
 
     def __init__(
         self,
@@ -75,14 +91,15 @@ class Meter(MeterReads, MeterStatus):
         store: Store,
         *,
         clock: Callable[[], float] = time.time,
-        http: httpx.AsyncClient | None = None,
+        spend: SpendObserver | None = None,
         on_record: RecordHook | None = None,
         on_store_error: Callable[[], None] | None = None,
         lease_ttl_s: int = LEASE_TTL_S,
         sweep_interval_s: float = SWEEP_INTERVAL_S,
     ) -> None:
-        """``on_record`` sees every usage record once settled (for token and cost metrics);
-        ``on_store_error`` is called on each store error (for an error counter)."""
+        """``spend`` sees the spend totals each settle returns (cost alerts); ``on_record``
+        sees every usage record once settled (for token and cost metrics); ``on_store_error``
+        is called on each store error (for an error counter)."""
         self._lease_ttl_s = lease_ttl_s
         self._sweep_interval_s = sweep_interval_s
         self._lease_prefix = secrets.token_hex(6)
@@ -91,31 +108,22 @@ class Meter(MeterReads, MeterStatus):
         self._sweep_task: asyncio.Task[None] | None = None
         self._config = config
         self._tier_quotas: Mapping[tuple[str, str], Quota] = {}  # set at run time
-        self._limits = plan.LimitCache(config)
+        self._limits = counters.LimitCache(config)
         self._last_known = LastKnown()  # what a store outage may still admit
         self._full_shards = tier_shards.FullShards()
         self._store = store
         self._clock = clock
-        self._own_http: httpx.AsyncClient | None = None
+        self._spend = spend
         self._on_record = on_record
         self._health = StoreHealth(logger, on_error=on_store_error)
         self._buffer = UsageBuffer(config.settings.usage_buffer_max, logger)
         self._flusher = Flusher(self._buffer, store, self._health, self._written, logger)
-        self._webhook: WebhookSender | None = None
-        if config.alerts.webhook_url:
-            if http is None:
-                http = self._own_http = httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_S)
-            self._webhook = WebhookSender(config.alerts.webhook_url, http, logger)
-        self._alerts = CostAlerts(config.alerts, store, clock, logger, self._webhook)
         self._flush_task: asyncio.Task[None] | None = None
-        self._webhook_task: asyncio.Task[None] | None = None
-        # set by the app when the ledger (gateway/ledger/) holds the records: any date range
-        self.records_reader: Callable[..., Awaitable[Any]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the background tasks (buffer flusher, alert webhook sender)."""
+        """Start the background tasks (buffer flusher, lease sweeper)."""
         self._start_background()
 
     async def aclose(self, timeout_s: float = 5.0) -> None:
@@ -127,12 +135,8 @@ class Meter(MeterReads, MeterStatus):
         self._flush_task = self._sweep_task = None
         if not await self._flusher.drain(timeout_s):
             logger.error("metering: %d usage records lost at shutdown", len(self._flusher))
-        if self._webhook is not None:
-            await self._webhook.drain(timeout_s)
-        await _cancel(self._webhook_task)
-        self._webhook_task = None
-        if self._own_http is not None:
-            await self._own_http.aclose()
+        if self._spend is not None:
+            await self._spend.aclose(timeout_s)
 
     async def settled(self) -> None:
         """Wait until every finished request is written (or held in the buffer while the
@@ -149,37 +153,51 @@ class Meter(MeterReads, MeterStatus):
         now = self._clock()
         windows = windows_at(now)
         limits = self._limits.get(request)
-        checks = plan.reservation(limits, request, windows)
-        _check_amounts(checks)
+        checks = counters.reservation(limits, request, windows)
+        admit_checks.check_amounts(checks)
         lease = self._lease()
-        verdict = await self._reserve(checks, request.user, lease)
-        if verdict is not None and _tier_refused(checks, verdict) and limits.tier_shards > 1:
-            spilled = await self._spill_over(request, limits, windows, checks, verdict, lease)
-            checks, verdict, lease = spilled
-        if verdict is None:
+        decision = await self._reserve(checks, request.user, lease)
+        if (
+            decision is not None
+            and admit_checks.tier_refused(checks, decision)
+            and limits.tier_shards > 1
+        ):
+            spilled = await self._spill_over(request, limits, windows, checks, decision, lease)
+            checks, decision, lease = spilled
+        if decision is None:
             denial = self._last_known.take(checks)
             if denial is not None:
                 raise exceeded(request, checks, denial, windows, now, OUTAGE_NOTE)
-            clamp = _clamp(request, plan.output_tokens(limits, request))
-            return Admission({}, clamp, request, now, checks=checks, lease=lease.id)
-        self._last_known.record(checks, verdict)
-        if not verdict.ok:
-            raise exceeded(request, checks, verdict, windows, now)
-        granted = dict(zip([check.kind for check in checks], verdict.granted, strict=True))
-        reserved = Amounts(*[granted.get(kind, 0) for kind in plan.AMOUNT_KINDS])
-        tokens = checks[plan.TOKENS_INDEX].counter
+            return Admission(
+                headers={},
+                clamp_max_tokens=admit_checks.clamp(
+                    request, counters.output_tokens(limits, request)
+                ),
+                request=request,
+                started=now,
+                checks=checks,
+                lease=lease.id,
+            )
+        self._last_known.record(checks, decision)
+        if not decision.ok:
+            raise exceeded(request, checks, decision, windows, now)
+        granted = dict(zip([check.kind for check in checks], decision.granted, strict=True))
+        reserved = Amounts(*[granted.get(kind, 0) for kind in counters.AMOUNT_KINDS])
+        tokens = checks[counters.TOKENS_INDEX].counter
         flex = (
-            reserved.tokens - tokens.fixed if tokens.flex else plan.output_tokens(limits, request)
+            reserved.tokens - tokens.fixed
+            if tokens.flex
+            else counters.output_tokens(limits, request)
         )
         return Admission(
-            rate_limit_headers(checks, verdict, windows, now),
-            _clamp(request, flex),
-            request,
-            now,
-            reserved,
-            checks,
-            verdict.granted,
-            lease.id,
+            headers=rate_limit_headers(checks, decision, windows, now),
+            clamp_max_tokens=admit_checks.clamp(request, flex),
+            request=request,
+            started=now,
+            reserved=reserved,
+            checks=checks,
+            granted=decision.granted,
+            lease=lease.id,
         )
 
     def _lease(self) -> Lease:
@@ -188,12 +206,12 @@ class Meter(MeterReads, MeterStatus):
     async def _spill_over(
         self,
         request: MeterRequest,
-        limits: plan.ConfigLimits,
+        limits: counters.ConfigLimits,
         windows: Windows,
         checks: tuple[Check, ...],
-        verdict: Verdict,
+        decision: Decision,
         lease: Lease,
-    ) -> tuple[tuple[Check, ...], Verdict | None, Lease]:
+    ) -> tuple[tuple[Check, ...], Decision | None, Lease]:
         """The home shard of the tier budget refused: try the other shards not known to be
         full (``tier_shards``); the last answer stands."""
         tier, shards = request.tier.name, limits.tier_shards
@@ -201,13 +219,13 @@ class Meter(MeterReads, MeterStatus):
         self._full_shards.mark(tier, home)
         for shard in self._full_shards.others(tier, home, shards):
             lease = self._lease()
-            checks = plan.reservation(limits, request, windows, shard)
+            checks = counters.reservation(limits, request, windows, shard)
             answer = await self._reserve(checks, request.user, lease)
-            if answer is None or not _tier_refused(checks, answer):
+            if answer is None or not admit_checks.tier_refused(checks, answer):
                 return checks, answer, lease
-            verdict = answer
+            decision = answer
             self._full_shards.mark(tier, shard)
-        return checks, verdict, lease
+        return checks, decision, lease
 
     def finish(self, admission: Admission, outcome: Outcome) -> None:
         """Queue the settle (reconcile, record, aggregates); never raises.
@@ -225,30 +243,45 @@ class Meter(MeterReads, MeterStatus):
             logger.exception("metering: settling %s failed", admission.request.request_id)
 
     def finish_elsewhere(
-        self, request: MeterRequest, started: float, lease: str, granted: Sequence[int],
+        self,
+        request: MeterRequest,
+        started: float,
+        lease: str,
+        granted: Sequence[int],
         outcome: Outcome,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Settle a reservation another worker made (a video job whose watcher died): its
         checks are worked out again as at ``started``. If its lease was swept meanwhile, the
         settle adds the grants back first, as for any late settle; never raises."""
         try:
-            checks = plan.reservation(self._limits.get(request), request, windows_at(started))
+            checks = counters.reservation(self._limits.get(request), request, windows_at(started))
         except Exception:
             logger.exception("metering: settling %s failed", request.request_id)
             return
         held = tuple(granted) if len(granted) == len(checks) else ()  # () : add the actual use
-        self.finish(Admission({}, None, request, started, checks=checks, granted=held,
-                              lease=lease), outcome)  # fmt: skip
+        admission = Admission(
+            headers={},
+            clamp_max_tokens=None,
+            request=request,
+            started=started,
+            checks=checks,
+            granted=held,
+            lease=lease,
+        )
+        self.finish(admission, outcome)
 
     def reject(self, request: MeterRequest, outcome: Outcome) -> None:
         """Record a request that a quota or budget refused; nothing was reserved for it."""
-        self.finish(Admission({}, None, request, self._clock()), outcome)
+        admission = Admission(
+            headers={}, clamp_max_tokens=None, request=request, started=self._clock()
+        )
+        self.finish(admission, outcome)
 
-    async def _reserve(self, checks: tuple[Check, ...], user: str, lease: Lease) -> Verdict | None:
+    async def _reserve(self, checks: tuple[Check, ...], user: str, lease: Lease) -> Decision | None:
         if self._health.should_try():
             try:
-                counters = [check.counter for check in checks]
-                verdict = await self._store.reserve(counters, keys.user_overrides(user), lease)
+                wanted = [check.counter for check in checks]
+                decision = await self._store.reserve(wanted, keys.user_overrides(user), lease)
             except StoreRejected as exc:
                 self._health.recovered()  # it answered: the request is at fault, not the store
                 logger.warning("metering: the store refused a reservation: %s", exc)
@@ -261,7 +294,7 @@ class Meter(MeterReads, MeterStatus):
                     self._give_back(checks, lease)
             else:
                 self._health.recovered()
-                return verdict
+                return decision
         if self._config.settings.on_store_error == "deny":
             raise StoreUnavailable("Usage metering is unavailable; try again shortly")
         return None
@@ -277,9 +310,11 @@ class Meter(MeterReads, MeterStatus):
         self._start_background()
 
     async def _written(self, items: Sequence[Settlement], results: list[list[int]]) -> None:
+        if self._spend is None:
+            return
         for item, totals in zip(items, results, strict=True):
             if totals or not item.spend:  # none: the batch had already been applied
-                await self._alerts.observe(item.spend, totals)
+                await self._spend.observe(item.spend, totals)
 
     def _notify(self, record: UsageRecord) -> None:
         if self._on_record is None:
@@ -289,18 +324,93 @@ class Meter(MeterReads, MeterStatus):
         except Exception:
             logger.exception("metering: on_record hook failed")
 
+    # -- reads and run-time overrides ----------------------------------------------------------
+    # Each goes to the store once and turns a store error into ``StoreUnavailable`` (a call the
+    # store refuses for its arguments into ``InvalidRequest``).
+
+    async def quota_view(self, user: str, tier: Tier) -> dict[str, Any]:
+        quotas = {cap: q for (name, cap), q in self._tier_quotas.items() if name == tier.name}
+        tier = replace(tier, quotas={**tier.quotas, **quotas}) if quotas else tier
+        windows = windows_at(self._clock())
+        names = view_keys(user, tier, windows, self._config.settings.tier_budget_shards)
+        lease = keys.lease(keys.user_day(user, windows.day))
+        hashes, reserved = await self._read(lambda: self._store.read_view(names, lease))
+        return build_view(self._config, user, tier, hashes, windows, reserved)
+
+    async def set_user_override(self, user: str, capability: str, quota: Quota | None) -> None:
+        """Store a run-time quota override (fields left None inherit); None removes it."""
+        if capability not in CAPABILITIES:
+            raise ValueError(f"unknown capability {capability!r}")
+        values, drop = quota_override_fields(capability, quota)
+        await self._read(lambda: self._store.write_hash(keys.user_overrides(user), values, drop))
+
+    async def set_user_budget(self, user: str, budget: Budget | None) -> None:
+        """Store a run-time budget override (fields left None inherit); None removes it."""
+        values, drop = budget_override_fields(budget)
+        await self._read(lambda: self._store.write_hash(keys.user_overrides(user), values, drop))
+
+    async def user_override(self, user: str) -> UserOverride:
+        """The run-time overrides stored for ``user``."""
+        stored = await self._read(lambda: self._store.read_hashes([keys.user_overrides(user)]))
+        return override_from_hash(stored[0])
+
+    async def _read(self, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            result = await call()
+        except StoreRejected as exc:
+            logger.warning("metering: the store refused a call: %s", exc)
+            raise InvalidRequest("The store refused this operation.") from None
+        except StoreError as exc:
+            self._health.failed(exc)
+            raise StoreUnavailable("The usage store is unavailable; try again shortly") from exc
+        self._health.recovered()
+        return result
+
     # -- configuration -----------------------------------------------------------------------
 
     def reconfigure(self, config: Config) -> None:
         """A reloaded config's limits for the requests admitted from now on (alerts, the
         webhook and the buffer's size stay as started)."""
         self._config = config
-        self._limits = plan.LimitCache(config, tier_quotas=self._tier_quotas)
+        self._limits = counters.LimitCache(config, tier_quotas=self._tier_quotas)
 
     def set_tier_quotas(self, quotas: Mapping[tuple[str, str], Quota]) -> None:
         """Run-time tier quotas, (tier, capability) → the quota replacing the tier's own."""
         self._tier_quotas = quotas
-        self._limits = plan.LimitCache(self._config, tier_quotas=quotas)
+        self._limits = counters.LimitCache(self._config, tier_quotas=quotas)
+
+    # -- health figures (readiness, metrics) ---------------------------------------------------
+
+    async def store_status(self) -> str:
+        """ "ok" when the store answers a ping, else "unavailable" (for readiness)."""
+        try:
+            await self._store.ping()
+        except StoreError as exc:
+            self._health.failed(exc)
+            return "unavailable"
+        self._health.recovered()
+        return "ok"
+
+    @property
+    def store_errors_total(self) -> int:
+        return self._health.errors_total
+
+    @property
+    def degraded(self) -> bool:
+        return self._health.degraded
+
+    @property
+    def buffered_records(self) -> int:
+        return len(self._flusher)
+
+    @property
+    def dropped_records(self) -> int:
+        return self._buffer.dropped
+
+    @property
+    def active_alerts(self) -> dict[str, bool]:
+        """Every alert scope ("overall", "tier:<name>") → crossed in the current window."""
+        return self._spend.active() if self._spend is not None else {}
 
     # -- background --------------------------------------------------------------------------
 
@@ -310,8 +420,6 @@ class Meter(MeterReads, MeterStatus):
             self._flush_task = loop.create_task(self._flusher.run())
         if self._sweep_task is None and self._sweep_interval_s > 0:
             self._sweep_task = loop.create_task(self._sweep_leases())
-        if self._webhook is not None and self._webhook_task is None:
-            self._webhook_task = loop.create_task(self._webhook.run())
 
     async def sweep_leases(self) -> int:
         """Give back the reservations whose lease expired (their worker died); how many."""

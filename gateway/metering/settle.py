@@ -30,8 +30,8 @@ from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from gateway.metering import record_codec
+from gateway.metering.counters import amount_for
 from gateway.metering.estimate import tokens_for_chars
-from gateway.metering.plan import amount_for
 from gateway.metering.pricing import cost_micros, micros_to_usd
 from gateway.metering.record import UsageRecord
 from gateway.metering.types import Admission, Amounts, LevelLimits, Outcome

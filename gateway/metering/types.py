@@ -124,9 +124,10 @@ class Check(NamedTuple):
     counter: Counter
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Admission:
-    """An admitted request. The pipeline uses ``headers`` and ``clamp_max_tokens`` only."""
+    """An admitted request (built by keyword). The pipeline uses ``headers`` and
+    ``clamp_max_tokens`` only."""
 
     headers: dict[str, str]  # x-ratelimit-* for the response
     # max_tokens to send upstream when not None: lower than requested, or the tier's cap

@@ -21,7 +21,7 @@ from typing import Any
 from gateway.config.model import Model, Price
 from gateway.errors import BudgetExceeded
 from gateway.metering import Meter
-from gateway.metering.plan import TOKENS_INDEX
+from gateway.metering.counters import TOKENS_INDEX
 from gateway.metering.types import Admission, MeterRequest
 from gateway.proxy.routing import Plan
 

@@ -20,7 +20,7 @@ WEIGHTS_KIND = "weights"
 _SCALE = float(1 << 64)
 
 
-class Snapshot(Protocol):
+class ControlView(Protocol):
     """What is read of the control plane's snapshot (``gateway.control.plane.Snapshot``)."""
 
     @property
@@ -76,7 +76,7 @@ class Rollout:
     """Applies the weights; run-time ones read from the control plane's snapshot (an
     attribute read, no I/O), resolved once per snapshot version."""
 
-    def __init__(self, snapshot: Callable[[], Snapshot] | None = None) -> None:
+    def __init__(self, snapshot: Callable[[], ControlView] | None = None) -> None:
         self._snapshot = snapshot
         self._version: int | None = None
         self._resolved: dict[tuple[str, str], tuple[float, ...] | None] = {}

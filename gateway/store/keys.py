@@ -49,6 +49,12 @@ USAGE_STREAM = f"{PREFIX}:usage"
 LEASE_REGISTRY = f"{PREFIX}:leases"
 REQUESTS, TOKENS, AUDIO_MS, TOKENS_PER_REQUEST = "req", "tok", "ams", "tpr"
 USD = "usd"
+# A settle batch's once-only mark must outlive any retry of the batch: a batch retried after
+# its mark expired, whose first call did run, counts twice. Retries come seconds apart, but a
+# store unreachable for longer keeps the batch buffered: a day.
+SETTLED_MARK_S = 86_400
+# Per-user day index lists live a month past their day (the usage stream is trimmed sooner).
+INDEX_TTL_S = 32 * 86_400
 USD_DAY, USD_MONTH = "usd:day", "usd:month"
 
 

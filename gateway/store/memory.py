@@ -18,12 +18,11 @@ from gateway.store.port import (
     AuditLog,
     ControlChange,
     Counter,
+    Decision,
     Lease,
     LeaseEnd,
     SettleBatch,
-    Verdict,
 )
-from gateway.store.redis.scripts import INDEX_TTL_S, SETTLED_MARK_S
 from gateway.store.rule import decide
 
 Grant = tuple[str, str, int]  # key, field, amount
@@ -53,13 +52,13 @@ class MemoryStore:
 
     async def reserve(
         self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None = None
-    ) -> Verdict:
+    ) -> Decision:
         overrides = self._hash(override_key) if override_key else {}
         used = [self._hash(c.key).get(c.field, 0) for c in counters]
-        verdict = decide(counters, used, overrides)
-        if verdict.ok:
+        decision = decide(counters, used, overrides)
+        if decision.ok:
             grants: dict[str, list[Grant]] = {}
-            for counter, amount in zip(counters, verdict.granted, strict=True):
+            for counter, amount in zip(counters, decision.granted, strict=True):
                 self._incr(counter.key, counter.field, amount, counter.ttl_s)
                 if amount:
                     grant = (counter.key, counter.field, amount)
@@ -68,7 +67,7 @@ class MemoryStore:
                 deadline = self._clock() + lease.ttl_s
                 for group, granted in grants.items():
                     self._leases[f"{group}\n{lease.id}"] = (deadline, granted)
-        return verdict
+        return decision
 
     async def settle(self, batches: Sequence[SettleBatch], batch_id: str = "") -> list[list[int]]:
         now = self._clock()
@@ -76,7 +75,7 @@ class MemoryStore:
             if self._marks.get(batch_id, 0.0) > now:
                 return [[] for _ in batches]
             self._forget_marks(now)
-            self._marks[batch_id] = now + SETTLED_MARK_S
+            self._marks[batch_id] = now + keys.SETTLED_MARK_S
         watched: list[list[int]] = []
         for batch in batches:
             for end in batch.leases:
@@ -91,7 +90,7 @@ class MemoryStore:
                 self._next_id += 1
                 if batch.index is not None:
                     self._indexed(batch.index).append(batch.record)
-                    self._expiry[batch.index] = now + INDEX_TTL_S
+                    self._expiry[batch.index] = now + keys.INDEX_TTL_S
             watched.append(values)
         return watched
 

@@ -62,7 +62,7 @@ class Counter(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Decision:
     """The answer to a reservation: per counter the value before, the limit and the grant."""
 
     used: tuple[int, ...]
@@ -141,7 +141,7 @@ class Store(Protocol):
 
     async def reserve(
         self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None = None
-    ) -> Verdict:
+    ) -> Decision:
         """Check every counter and, only if all fit, add the grants and record them under
         ``lease`` (per hash-tag group, ``keys.lease``); atomically."""
         ...

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from gateway.store.port import UNLIMITED, Counter, Verdict
+from gateway.store.port import UNLIMITED, Counter, Decision
 
 
 def effective(value: int, field: str, overrides: Mapping[str, int]) -> int:
@@ -36,7 +36,7 @@ def grant(counter: Counter, used: int, limit: int, cap: int) -> int | None:
 
 def decide(
     counters: Sequence[Counter], used: Sequence[int], overrides: Mapping[str, int]
-) -> Verdict:
+) -> Decision:
     limits = tuple(effective(c.limit, c.limit_field, overrides) for c in counters)
     grants: list[int] = []
     for index, counter in enumerate(counters):
@@ -44,6 +44,6 @@ def decide(
         amount = grant(counter, used[index], limits[index], cap)
         if amount is None:
             zeros = (0,) * len(counters)
-            return Verdict(tuple(used), limits, zeros, denied=index)
+            return Decision(tuple(used), limits, zeros, denied=index)
         grants.append(amount)
-    return Verdict(tuple(used), limits, tuple(grants))
+    return Decision(tuple(used), limits, tuple(grants))

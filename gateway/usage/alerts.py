@@ -3,13 +3,17 @@
 Settles report the new spend totals; a total at or above a threshold fires the alert once
 per window across all gateway instances (a ``SET NX`` mark in the store): a structured
 warning on ``gateway.metering`` and, when ``webhook_url`` is set, a POST in the background.
+The meter tells the alerts each settle's totals (they are its ``SpendObserver``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import httpx
 
 from gateway.config.model import Alerts
 from gateway.metering.limits import usd_micros
@@ -21,17 +25,22 @@ from gateway.store.port import Store, StoreError
 from gateway.usage.webhook import WebhookSender
 
 MARK_TTL_S = 40 * 86_400
+WEBHOOK_TIMEOUT_S = 10.0
 
 
 class CostAlerts:
+    """The thresholds of ``alerts``, checked against each settle's spend totals."""
+
     def __init__(
         self,
         alerts: Alerts,
         store: Store,
         clock: Callable[[], float],
-        logger: logging.Logger,
-        sender: WebhookSender | None = None,
+        *,
+        http: httpx.AsyncClient | None = None,
+        logger: logging.Logger | None = None,
     ) -> None:
+        """``http`` posts to the webhook (a client of its own when None)."""
         self._thresholds: dict[tuple[str, str], int] = {}
         for rule in alerts.rules:
             for period, usd in (("day", rule.usd_per_day), ("month", rule.usd_per_month)):
@@ -40,8 +49,14 @@ class CostAlerts:
         self.scopes = tuple(dict.fromkeys(rule.scope for rule in alerts.rules))
         self._store = store
         self._clock = clock
-        self._logger = logger
-        self.sender = sender
+        self._logger = logger or logging.getLogger("gateway.metering")
+        self._own_http: httpx.AsyncClient | None = None
+        self.sender: WebhookSender | None = None
+        if alerts.webhook_url:
+            if http is None:
+                http = self._own_http = httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_S)
+            self.sender = WebhookSender(alerts.webhook_url, http, self._logger)
+        self._sending: asyncio.Task[None] | None = None
         self._seen: set[SpendKey] = set()  # crossed in its window, as far as we know
 
     def active(self) -> dict[str, bool]:
@@ -59,6 +74,17 @@ class CostAlerts:
             self._seen.add(key)
             if await self._first(key):
                 self._fire(key, total, threshold)
+
+    async def aclose(self, timeout_s: float) -> None:
+        """Deliver the queued alerts (up to ``timeout_s``), then stop the sender."""
+        if self.sender is not None:
+            await self.sender.drain(timeout_s)
+        if self._sending is not None:
+            self._sending.cancel()
+            await asyncio.gather(self._sending, return_exceptions=True)
+            self._sending = None
+        if self._own_http is not None:
+            await self._own_http.aclose()
 
     async def _first(self, key: SpendKey) -> bool:
         mark = keys.alert_mark(key.scope, key.period, key.window)
@@ -87,6 +113,8 @@ class CostAlerts:
         )
         if self.sender is not None:
             self.sender.send(payload)
+            if self._sending is None:
+                self._sending = asyncio.get_running_loop().create_task(self.sender.run())
 
 
 def _current(windows: Windows) -> set[tuple[str, str]]:

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 
 from gateway.metering.record import UsageRecord
 from gateway.metering.record_codec import decode
+from gateway.store.keys import INDEX_TTL_S
 from gateway.store.port import Store
-from gateway.store.redis.scripts import INDEX_TTL_S
 
 PAGE = 1000
 LATE_GRACE_S = 86_400

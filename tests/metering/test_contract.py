@@ -12,6 +12,7 @@ from gateway.errors import BudgetExceeded, QuotaExceeded
 from gateway.metering import Admission, Amounts, Meter
 from gateway.metering.record import UsageRecord
 from gateway.store.factory import create_store
+from gateway.usage.records import UsageRecords
 
 from .helpers import NOON, Clock, metered, ok, request, run
 
@@ -83,14 +84,14 @@ def test_actual_usage_above_the_reservation_is_charged(
 
 def test_failure_gives_everything_back(config: Config, store_url: str | None) -> None:
     async def scenario() -> None:
-        async with metered(config, store_url, clock=Clock()) as (meter, _):
+        async with metered(config, store_url, clock=Clock()) as (meter, store):
             admission = await meter.admit(request(config, prompt=10, max_tokens=100, price=LLAMA))
             meter.finish(admission, ok(None, None, status=502))
             await meter.settled()
             view = await meter.quota_view("alice", config.tiers["free"])
             assert (requests_used(view), tokens_used(view)) == (0, 0)
             assert view["budgets"]["user"]["day"]["used_usd"] == 0
-            [record] = await meter.records("alice", NOON - 1, NOON + 1)
+            [record] = await UsageRecords(store, Clock()).read("alice", NOON - 1, NOON + 1)
             assert (record.status, record.prompt_tokens, record.estimated) == (
                 502,
                 0,
@@ -102,7 +103,7 @@ def test_failure_gives_everything_back(config: Config, store_url: str | None) ->
 
 def test_byok_counts_the_request_only(config: Config, store_url: str | None) -> None:
     async def scenario() -> None:
-        async with metered(config, store_url, clock=Clock()) as (meter, _):
+        async with metered(config, store_url, clock=Clock()) as (meter, store):
             admission = await meter.admit(
                 request(config, byok=True, prompt=10, max_tokens=100, price=LLAMA)
             )
@@ -112,7 +113,7 @@ def test_byok_counts_the_request_only(config: Config, store_url: str | None) -> 
             view = await meter.quota_view("alice", config.tiers["free"])
             assert (requests_used(view), tokens_used(view)) == (1, 0)
             assert view["budgets"]["user"]["day"]["used_usd"] == 0
-            [record] = await meter.records("alice", NOON - 1, NOON + 1)
+            [record] = await UsageRecords(store, Clock()).read("alice", NOON - 1, NOON + 1)
             assert record.byok is True
             assert (record.prompt_tokens, record.completion_tokens) == (1000, 2000)
             assert record.cost_usd == pytest.approx(540e-6)
@@ -348,7 +349,7 @@ def test_quota_view_shape(config: Config, store_url: str | None) -> None:
 def test_records_filter_by_user_and_time(config: Config, store_url: str | None) -> None:
     async def scenario() -> None:
         clock = Clock()
-        async with metered(config, store_url, clock=clock) as (meter, _):
+        async with metered(config, store_url, clock=clock) as (meter, store):
             for user in ("alice", "bob", "alice"):
                 admission = await meter.admit(
                     request(config, user=user, request_id=f"{user}-{clock.now}")
@@ -356,15 +357,15 @@ def test_records_filter_by_user_and_time(config: Config, store_url: str | None) 
                 meter.finish(admission, ok(None, None, completion_chars=400, latency_ms=12.34))
                 await meter.settled()
                 clock.advance(3600)
-            alice = await meter.records("alice", NOON, NOON + 3 * 3600)
+            alice = await UsageRecords(store, clock).read("alice", NOON, NOON + 3 * 3600)
             assert [r.ts for r in alice] == [NOON, NOON + 7200]
             assert alice[0].time == "2026-11-22T12:00:00.000Z"
             assert (alice[0].prompt_tokens, alice[0].completion_tokens) == (10, 100)
             assert alice[0].estimated is True and alice[0].latency_ms == 12.3
-            everyone = await meter.records(None, NOON, NOON + 3 * 3600)
+            everyone = await UsageRecords(store, clock).read(None, NOON, NOON + 3 * 3600)
             assert [r.user for r in everyone] == ["alice", "bob", "alice"]
-            assert await meter.records(None, NOON + 1, NOON + 3600) == []
-            later = await meter.records(None, NOON + 3600, NOON + 3 * 3600)
+            assert await UsageRecords(store, clock).read(None, NOON + 1, NOON + 3600) == []
+            later = await UsageRecords(store, clock).read(None, NOON + 3600, NOON + 3 * 3600)
             assert [r.user for r in later] == ["bob", "alice"]
 
     run(scenario())

@@ -18,6 +18,7 @@ from gateway.metering.record import UsageRecord
 from gateway.store import keys
 from gateway.store.factory import create_store
 from gateway.store.port import Counter, Increment, SettleBatch
+from gateway.usage.records import UsageRecords
 
 from .helpers import NOON, Clock, RedisServer, command, metered, ok, request, run
 
@@ -122,14 +123,14 @@ def test_a_batch_refused_for_one_record_writes_all_the_others(
     caplog.set_level(logging.ERROR, logger="gateway.metering")
 
     async def scenario() -> None:
-        async with metered(config, redis_server.url, clock=Clock()) as (meter, _):
+        async with metered(config, redis_server.url, clock=Clock()) as (meter, store):
             for index in range(9):
                 user = "bob" if index == 4 else "alice"
                 admission = await meter.admit(request(config, user=user, request_id=f"r{index}"))
                 meter.finish(admission, ok(10, 5))
             await meter.settled()
             assert meter.buffered_records == 0 and not meter.degraded
-            records = await meter.records(None, NOON - 1, NOON + 1)
+            records = await UsageRecords(store, Clock()).read(None, NOON - 1, NOON + 1)
             assert sorted(r.request_id for r in records) == [f"r{i}" for i in range(9) if i != 4]
             view = await meter.quota_view("alice", config.tiers["free"])
             assert used(view) == 8 * 15
@@ -297,18 +298,18 @@ def test_one_users_records_are_read_from_their_index(
     redis_server.flushall()
 
     async def scenario() -> None:
-        async with metered(config, redis_server.url, clock=Clock()) as (meter, _):
+        async with metered(config, redis_server.url, clock=Clock()) as (meter, store):
             for index in range(300):
                 user = "alice" if index % 100 == 0 else f"user{index}"
                 admission = await meter.admit(request(config, user=user, request_id=str(index)))
                 meter.finish(admission, ok(10, 5))
             await meter.settled()
             command(redis_server.port, "CONFIG", "RESETSTAT")
-            mine = await meter.records("alice", NOON - 3600, NOON + 3600)
+            mine = await UsageRecords(store, Clock()).read("alice", NOON - 3600, NOON + 3600)
             assert [r.request_id for r in mine] == ["0", "100", "200"]
             seen = calls(redis_server)
             assert "xrevrange" not in seen and seen["xrange"] == 3
-            everyone = await meter.records(None, NOON - 3600, NOON + 3600)
+            everyone = await UsageRecords(store, Clock()).read(None, NOON - 3600, NOON + 3600)
             assert len(everyone) == 300
 
     run(scenario())

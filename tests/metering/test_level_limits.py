@@ -13,7 +13,7 @@ import pytest
 
 from gateway.config.model import Config, Price
 from gateway.errors import BudgetExceeded, QuotaExceeded
-from gateway.metering import level_limits, plan
+from gateway.metering import counters, level_limits
 from gateway.metering.level_limits import LEVEL_HEADER, WINDOW_HEADER
 from gateway.metering.types import Amounts, LevelLimits, MeterRequest, Windowed
 from gateway.metering.windows import windows_at
@@ -166,9 +166,9 @@ def _team_day_key(day: str) -> str:
 def test_the_plan_appends_level_checks_after_the_keys(config: Config) -> None:
     team = LevelLimits("team", "ml", requests=Windowed(minute=3))
     req = _in((team,), request(config))
-    checks = plan.reservation(plan.LimitCache(config).get(req), req, windows_at(0.0))
+    checks = counters.reservation(counters.LimitCache(config).get(req), req, windows_at(0.0))
     assert checks[-1].kind == "team.minute.requests"
-    assert plan.amount_for("team.minute.requests", Amounts(1, 0, 0, 0)) == 1
+    assert counters.amount_for("team.minute.requests", Amounts(1, 0, 0, 0)) == 1
 
 
 def test_levels_survive_a_video_jobs_record() -> None:

@@ -53,7 +53,9 @@ def full_records(config: Config) -> list[UsageRecord]:
     found = []
     for index, outcome in enumerate(outcomes):
         meter_request = request(config, byok=index == 1, price=priced, request_id=f"r{index}")
-        admission = Admission({}, None, meter_request, NOON + index + 0.0004)
+        admission = Admission(
+            headers={}, clamp_max_tokens=None, request=meter_request, started=NOON + index + 0.0004
+        )
         found.append(settlement(admission, outcome, ids()).record)
     return found
 

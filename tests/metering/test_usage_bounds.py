@@ -10,7 +10,12 @@ from .helpers import NOON, ok, request
 
 
 def admission(config: Config, clamp: int | None = None, **changes: object) -> Admission:
-    return Admission({}, clamp, replace(request(config), **changes), NOON)  # type: ignore[arg-type]
+    return Admission(
+        headers={},
+        clamp_max_tokens=clamp,
+        request=replace(request(config), **changes),  # type: ignore[arg-type]
+        started=NOON,
+    )
 
 
 def test_completion_is_bounded_by_n_times_the_max_tokens_sent(config: Config) -> None:

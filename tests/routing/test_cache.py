@@ -198,7 +198,7 @@ def test_the_cache_lives_in_redis_when_configured(start_gateway, upstream, redis
 def wait_for_records(gw, count, timeout=5.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        records = asyncio.run(gw.gateway.meter.records(None, 0, time.time() + 60))
+        records = asyncio.run(gw.gateway.usage_records.read(None, 0, time.time() + 60))
         if len(records) >= count:
             return records
         time.sleep(0.02)

@@ -105,7 +105,7 @@ def test_the_export_filters_and_groups_by_tag(gw, client):
         model="text", messages=MESSAGES, extra_headers={"x-gateway-tags": "b"}
     )
     settled(gw, 2)
-    records = asyncio.run(gw.gateway.meter.records(None, 0, time.time() + 60))
+    records = asyncio.run(gw.gateway.usage_records.read(None, 0, time.time() + 60))
     assert len(with_tag(records, "a")) == 1 and len(with_tag(records, "b")) == 2
     rows = {row["tag"]: row["requests"] for row in by_tag(records)}
     assert rows == {"a": 1, "b": 2}

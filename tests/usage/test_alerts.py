@@ -11,6 +11,7 @@ import pytest
 from gateway.config.model import AlertRule, Alerts, Config, Price
 from gateway.metering import Meter
 from gateway.store.factory import create_store
+from gateway.usage.alerts import CostAlerts
 from tests.metering.helpers import Clock, ok, request, run
 
 PRICE = Price(input=1000.0)  # 1000 micro-USD a prompt token: 6 tokens = $0.006
@@ -49,7 +50,12 @@ def test_alert_fires_once_per_window_with_retried_webhook(
     async def scenario() -> None:
         http = httpx.AsyncClient(transport=httpx.MockTransport(hook))
         stores = [create_store(redis_url, config.settings) for _ in range(2)]
-        first, second = (Meter(config, store, clock=clock, http=http) for store in stores)
+        first, second = (
+            Meter(
+                config, store, clock=clock, spend=CostAlerts(config.alerts, store, clock, http=http)
+            )
+            for store in stores
+        )
         for meter in (first, second):
             await meter.start()
         assert first.active_alerts == {"overall": False, "tier:free": False}
@@ -89,7 +95,8 @@ def test_alert_without_webhook_only_logs(config: Config, caplog: pytest.LogCaptu
 
     async def scenario() -> None:
         store = create_store(None, config.settings)
-        meter = Meter(config, store, clock=Clock())
+        clock = Clock()
+        meter = Meter(config, store, clock=clock, spend=CostAlerts(config.alerts, store, clock))
         for _ in range(3):
             meter.finish(await meter.admit(request(config, prompt=6, price=PRICE)), ok(6))
         await meter.settled()

@@ -92,7 +92,12 @@ def test_the_wire_form_keeps_its_keys_and_values() -> None:
 def test_a_settled_request_round_trips(config: Config) -> None:
     priced = Price(input=1.0, output=2.0)
     outcome = ok(12, 34, price=priced, latency_ms=123.45, tags=("x",), deployment="us")
-    admission = Admission({}, None, request(config, price=priced, request_id="r1"), NOON + 0.5)
+    admission = Admission(
+        headers={},
+        clamp_max_tokens=None,
+        request=request(config, price=priced, request_id="r1"),
+        started=NOON + 0.5,
+    )
     record = settlement(admission, outcome, RecordIds()()).record
     assert record is not None
     assert (record.ts, record.request_id, record.total_tokens) == (NOON + 0.5, "r1", 46)

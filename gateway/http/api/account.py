@@ -64,7 +64,7 @@ async def usage(request: Request) -> Response:
         if (value := params.get(name)) is not None:
             refuse_control_characters(name, value)
     if params.get("group_by") == "tag":  # totals over the whole range, not rows
-        records = await gateway.meter.records(user, start, end)
+        records = await gateway.usage_records.read(user, start, end)
         if (tag := params.get("tag")) is not None:
             records = with_tag(records, tag)
         return json_response({"object": "list", "data": by_tag(records)})
@@ -73,7 +73,7 @@ async def usage(request: Request) -> Response:
     if page is not None:
         start = max(start, page.ts)
     skip = page.seen if page is not None else 0
-    records = await gateway.meter.records(user, start, end, skip=skip, limit=limit + 1)
+    records = await gateway.usage_records.read(user, start, end, skip=skip, limit=limit + 1)
     more, records = len(records) > limit, records[:limit]
     following = UsagePage.after(records, page).text() if more else None
     if (tag := params.get("tag")) is not None:
@@ -90,7 +90,7 @@ async def usage(request: Request) -> Response:
         {
             "object": "list",
             "data": [record.as_dict() for record in records],
-            "source": gateway.meter.records_source,
+            "source": gateway.usage_records.source,
             "has_more": more,
             "next_cursor": following,
         }

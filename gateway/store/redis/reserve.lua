@@ -1,4 +1,4 @@
--- Atomic reservation: the rule of gateway/metering/decide.py, inside Redis, and its lease.
+-- Atomic reservation: the rule of gateway/store/rule.py, inside Redis, and its lease.
 -- KEYS: 1..m the counter hashes; m+1 the user's override hash (when ARGV[2] == '1'); then per
 --   lease group a sorted set (lease id -> deadline) and a hash (lease id -> amounts); then the
 --   lease registry (when ARGV[8] == '1').

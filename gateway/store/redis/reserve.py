@@ -1,31 +1,76 @@
-"""Reserving on Redis: one script per hash-tag group, concurrently, merged into one verdict.
+"""Reserving on Redis: one script per hash-tag group, concurrently, merged into one decision.
 
-On a single Redis there is one group. On a cluster the user's keys (``{u:<user>}``) and the
-tier's (``{t:<tier>}``) are separate groups, and the lease registry is written beside them;
-if one group denies or fails, the grants of the others are given back at once.
+On a single Redis there is one group: one script on the pipelined connection, the request's
+hot path. On a cluster the user's keys (``{u:<user>}``) and the tier's (``{t:<tier>}``) are
+separate groups, and the lease registry is written beside them; if one group denies or fails,
+the grants of the others are given back at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any, cast
+
+from redis.exceptions import NoScriptError
 
 from gateway.store import keys
-from gateway.store.port import Counter, Lease, LeaseEnd, SettleBatch, Verdict
+from gateway.store.port import Counter, Decision, Lease, LeaseEnd, SettleBatch, StoreError
 from gateway.store.redis import scripts
-from gateway.store.redis.errors import converted as _converted
-from gateway.store.redis.settle import RedisSettle
+from gateway.store.redis.connection import RedisConnection
+from gateway.store.redis.errors import converted, raise_if_cancelled
+from gateway.store.redis.settle import Settlements
+
+Groups = list[tuple[list[int], str | None]]  # counter indexes per hash tag, and its override
 
 
-class RedisReserve(RedisSettle):
-    """The reservation's parts: grouping by hash tag, the script per group, the merge."""
+class Reservations:
+    """``Store.reserve`` on Redis: the script per group, the merge, the give-back."""
 
-    def _groups(
-        self, counters: Sequence[Counter], override_key: str | None
-    ) -> list[tuple[list[int], str | None]]:
-        """Counter indexes per hash tag (one group unless on a cluster)."""
-        if not self._cluster:
-            return [(list(range(len(counters))), override_key)]
+    def __init__(self, connection: RedisConnection, settlements: Settlements) -> None:
+        self._connection = connection
+        self._settlements = settlements  # ends the lease of a reservation a group refused
+
+    async def reserve(
+        self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None = None
+    ) -> Decision:
+        """``Store.reserve``. On a single Redis the script is sent from here, errors converted
+        here too (no ``guard`` frame): the reservation is on every request's path."""
+        if self._connection.cluster:
+            return await self._spread(counters, override_key, lease)
+        names, args = scripts.reserve_args(counters, override_key, lease, registry=True)
+        execute = self._connection.execute
+        try:
+            try:
+                reply = await execute(*scripts.RESERVE.by_sha(names, args))
+            except NoScriptError:
+                reply = await execute(*scripts.RESERVE.by_text(names, args))
+        except StoreError:
+            raise
+        except Exception as exc:
+            failure = converted(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
+        raise_if_cancelled()
+        return _decision(reply)
+
+    async def _spread(
+        self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None
+    ) -> Decision:
+        """On a cluster: one script per hash-tag group and the lease registry, concurrently."""
+        groups = self._groups(counters, override_key)
+        registry = [self._register(counters, lease)] if lease else []
+        if len(groups) == 1 and not registry:
+            return await self._connection.guarded(lambda: self._run(counters, override_key, lease))
+        runs = (self._run([counters[i] for i in idx], ovr, lease) for idx, ovr in groups)
+        results = await asyncio.gather(*runs, *registry, return_exceptions=True)
+        decisions = cast(list[Decision | BaseException], results[: len(groups)])
+        return await self._merge(counters, groups, decisions, lease)
+
+    @staticmethod
+    def _groups(counters: Sequence[Counter], override_key: str | None) -> Groups:
         by_tag: dict[str | None, list[int]] = {}
         for index, counter in enumerate(counters):
             by_tag.setdefault(keys.hash_tag(counter.key), []).append(index)
@@ -34,31 +79,28 @@ class RedisReserve(RedisSettle):
 
     async def _run(
         self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None
-    ) -> Verdict:
-        all_keys, args = scripts.reserve_args(
-            counters, override_key, lease, registry=not self._cluster
-        )
-        reply = await self._eval(all_keys, args, scripts.RESERVE)
-        return _verdict([int(v) for v in reply])
+    ) -> Decision:
+        names, args = scripts.reserve_args(counters, override_key, lease, registry=False)
+        return _decision(await self._connection.eval(names, args, scripts.RESERVE))
 
     async def _register(self, counters: Sequence[Counter], lease: Lease) -> None:
-        """On a cluster: the registry entries of the lease groups (another slot)."""
+        """The registry entries of the lease groups (another slot)."""
         due = int(time.time()) + lease.ttl_s
         groups = dict.fromkeys(keys.lease(c.key) for c in counters)
-        if self._scripts is not None:
+        if self._connection.scripts is not None:
             members = [part for name in groups for part in (due, name)]
-            await self._scripts.execute("ZADD", keys.LEASE_REGISTRY, "LT", *members)
+            await self._connection.scripts.execute("ZADD", keys.LEASE_REGISTRY, "LT", *members)
             return
-        await self._client.zadd(keys.LEASE_REGISTRY, dict.fromkeys(groups, due), lt=True)
+        await self._connection.client.zadd(keys.LEASE_REGISTRY, dict.fromkeys(groups, due), lt=True)
 
     async def _merge(
         self,
         counters: Sequence[Counter],
-        groups: list[tuple[list[int], str | None]],
-        results: Sequence[Verdict | BaseException],
+        groups: Groups,
+        results: Sequence[Decision | BaseException],
         lease: Lease | None,
-    ) -> Verdict:
-        """Combine per-group verdicts; give back the grants when any group failed or denied."""
+    ) -> Decision:
+        """Combine per-group decisions; give back the grants when any group failed or denied."""
         size = len(counters)
         used, limits, granted = [0] * size, [-1] * size, [0] * size
         denied: int | None = None
@@ -74,21 +116,22 @@ class RedisReserve(RedisSettle):
                 first = indexes[result.denied]
                 denied = first if denied is None else min(denied, first)
         if error is None and denied is None:
-            return Verdict(tuple(used), tuple(limits), tuple(granted))
+            return Decision(tuple(used), tuple(limits), tuple(granted))
         if lease is not None:  # the groups that granted recorded it: end it there
             ended = dict.fromkeys(keys.lease(c.key) for c in counters)
             leases = tuple(LeaseEnd(name, lease.id) for name in ended)
-            await self._guarded(lambda: self._settle([SettleBatch((), leases=leases)], ""))
+            await self._settlements.settle([SettleBatch((), leases=leases)])
         if error is not None:
-            raise _converted(error)
-        return Verdict(tuple(used), tuple(limits), (0,) * size, denied)
+            raise converted(error)
+        return Decision(tuple(used), tuple(limits), (0,) * size, denied)
 
 
-def _verdict(reply: list[int]) -> Verdict:
+def _decision(reply: Any) -> Decision:
     """The reserve script's reply: the refused index + 1 (0: none), then used, limit, granted."""
-    triples = [reply[i : i + 3] for i in range(1, len(reply), 3)]
+    values = [int(value) for value in reply]
+    triples = [values[i : i + 3] for i in range(1, len(values), 3)]
     used = tuple(t[0] for t in triples)
     limits = tuple(t[1] for t in triples)
-    if reply[0]:
-        return Verdict(used, limits, (0,) * len(triples), denied=reply[0] - 1)
-    return Verdict(used, limits, tuple(t[2] for t in triples))
+    if values[0]:
+        return Decision(used, limits, (0,) * len(triples), denied=values[0] - 1)
+    return Decision(used, limits, tuple(t[2] for t in triples))

@@ -16,22 +16,30 @@ from gateway.store.port import Counter, Lease, SettleBatch
 
 _COMMON = resources.files("gateway.store.redis").joinpath("common.lua").read_text()
 
-# A settle batch's once-only mark must outlive any retry of the batch: a batch retried after
-# its mark expired, whose first call did run, counts twice. Retries come seconds apart, but a
-# Redis unreachable for longer keeps the batch buffered. On a standalone Redis the marks of
+# A settle's once-only mark lives ``keys.SETTLED_MARK_S``. On a standalone Redis the marks of
 # batches whose reply arrived are deleted by a later batch (``FORGET_AFTER_S``), so only lost
 # replies keep a mark a day. On a cluster every slot of every batch has one: ten minutes.
-SETTLED_MARK_S = 86_400
 CLUSTER_SETTLED_MARK_S = 600
 FORGET_AFTER_S = 60.0
-# Per-user day index lists live a month past their day (the usage stream is trimmed sooner).
-INDEX_TTL_S = 32 * 86_400
+
+
+Args = list[str | int | bytes]
 
 
 @dataclass(frozen=True)
 class Script:
+    """A script's text and its SHA-1, and the commands that run it."""
+
     text: str
     sha: str
+
+    def by_sha(self, keys: Sequence[str], args: Sequence[str | int | bytes]) -> Args:
+        """``EVALSHA`` with ``keys`` and ``args``."""
+        return ["EVALSHA", self.sha, len(keys), *keys, *args]
+
+    def by_text(self, keys: Sequence[str], args: Sequence[str | int | bytes]) -> Args:
+        """``EVAL`` with ``keys`` and ``args`` (Redis then holds the script by its sha)."""
+        return ["EVAL", self.text, len(keys), *keys, *args]
 
 
 def _script(name: str) -> Script:
@@ -44,8 +52,6 @@ RESERVE = _script("reserve.lua")
 SETTLE = _script("settle.lua")
 SWEEP = _script("sweep.lua")
 VIEW = _script("view.lua")
-
-Args = list[str | int | bytes]
 
 
 def reserve_args(
@@ -102,7 +108,7 @@ def settle_call(
     by_id: bool,
     forget: Sequence[str] = (),
     tag: str | None = None,
-    mark_ttl_s: int = SETTLED_MARK_S,
+    mark_ttl_s: int = keys.SETTLED_MARK_S,
 ) -> SettleCall | None:
     """settle.lua's KEYS and ARGV; with ``tag``, only the writes in that slot (None when
     there are none). Increments to the same field are summed first (requests of one user or
@@ -140,7 +146,7 @@ def settle_call(
     all_keys += [mark] if mark else []
     shape = f"{len(index)},{len(pairs)},{int(stream)},{len(lists)},{int(mark is not None)}"
     args: Args = [maxlen, "\n".join(lines), shape, mark_ttl_s, "\n".join(lease_lines)]
-    args += [INDEX_TTL_S, "id" if by_id else "record", "\n".join(forget)]
+    args += [keys.INDEX_TTL_S, "id" if by_id else "record", "\n".join(forget)]
     for record_index, record in records:
         args += [record_index, record]
     return SettleCall(all_keys, args, watched)

@@ -10,25 +10,40 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 from gateway.store import keys
 from gateway.store.port import SettleBatch
 from gateway.store.redis import scripts
-from gateway.store.redis.base import RedisBase
-from gateway.store.redis.reads import text as _text
+from gateway.store.redis.connection import RedisConnection
+from gateway.store.redis.reads import text
 
 SWEEP_GROUPS, SWEEP_LEASES = 100, 500
 FORGET_MAX = 1000  # settle marks deleted per call: bounds how long the script runs
 
 
-class RedisSettle(RedisBase):
+class Settlements:
     """Settle batches and the lease sweep, one script per call (per slot on a cluster)."""
 
-    async def _settle(self, batches: Sequence[SettleBatch], batch_id: str) -> list[list[int]]:
-        if not self._cluster:
-            return await self._settle_standalone(batches, batch_id)
+    def __init__(self, connection: RedisConnection, *, stream_maxlen: int) -> None:
+        self._connection = connection
+        self._maxlen = stream_maxlen
+        # (when, mark) of batches whose reply arrived: deleted by a batch FORGET_AFTER_S later
+        self._forget: deque[tuple[float, str]] = deque()
+
+    async def settle(self, batches: Sequence[SettleBatch], batch_id: str = "") -> list[list[int]]:
+        """``Store.settle``."""
+        return await self._connection.guarded(lambda: self._apply(batches, batch_id))
+
+    async def sweep(self) -> int:
+        """``Store.sweep_leases``."""
+        return await self._connection.guarded(self._sweep)
+
+    async def _apply(self, batches: Sequence[SettleBatch], batch_id: str) -> list[list[int]]:
+        if not self._connection.cluster:
+            return await self._apply_standalone(batches, batch_id)
         calls = []
         for tag in scripts.slot_tags(batches):
             mark = keys.settled_mark(tag, batch_id) if batch_id else None
@@ -45,7 +60,7 @@ class RedisSettle(RedisBase):
             if call is not None:
                 calls.append(call)
         replies = await asyncio.gather(
-            *(self._eval(call.keys, call.args, scripts.SETTLE) for call in calls),
+            *(self._connection.eval(call.keys, call.args, scripts.SETTLE) for call in calls),
             return_exceptions=True,
         )
         values: dict[tuple[str, str], int] = {}
@@ -55,7 +70,7 @@ class RedisSettle(RedisBase):
             values.update(_values(call, reply))
         return _watched(batches, values)
 
-    async def _settle_standalone(
+    async def _apply_standalone(
         self, batches: Sequence[SettleBatch], batch_id: str
     ) -> list[list[int]]:
         mark = keys.settled_mark("settle", batch_id) if batch_id else None
@@ -71,7 +86,7 @@ class RedisSettle(RedisBase):
         if call is None:
             return [[] for _ in batches]
         try:
-            reply = await self._eval(call.keys, call.args, scripts.SETTLE)
+            reply = await self._connection.eval(call.keys, call.args, scripts.SETTLE)
         except BaseException:
             self._forget.extendleft((now, name) for name in reversed(forget))
             raise
@@ -80,25 +95,26 @@ class RedisSettle(RedisBase):
         return _watched(batches, _values(call, reply))
 
     async def _sweep(self) -> int:
-        if not self._cluster:
-            args: list[str | int | bytes] = ["registry", SWEEP_GROUPS, SWEEP_LEASES]
-            reply = await self._eval([keys.LEASE_REGISTRY], args, scripts.SWEEP)
+        connection = self._connection
+        if not connection.cluster:
+            args: scripts.Args = ["registry", SWEEP_GROUPS, SWEEP_LEASES]
+            reply = await connection.eval([keys.LEASE_REGISTRY], args, scripts.SWEEP)
             return int(reply[0])
-        due: Any = await self._client.zrangebyscore(
+        due: Any = await connection.client.zrangebyscore(
             keys.LEASE_REGISTRY, "-inf", time.time(), start=0, num=SWEEP_GROUPS
         )
         ended = 0
         for raw in due:
-            name = _text(raw)
+            name = text(raw)
             args = ["group", 1, SWEEP_LEASES]
-            reply = await self._eval([name, keys.lease_data(name)], args, scripts.SWEEP)
+            reply = await connection.eval([name, keys.lease_data(name)], args, scripts.SWEEP)
             ended += int(reply[0])
             if int(reply[1]) < 0:
                 # not atomic with the group: a lease written since is registered again by
                 # its user's next reservation
-                await self._client.zrem(keys.LEASE_REGISTRY, name)
+                await connection.client.zrem(keys.LEASE_REGISTRY, name)
             else:
-                await self._client.zadd(keys.LEASE_REGISTRY, {name: int(reply[1])}, xx=True)
+                await connection.client.zadd(keys.LEASE_REGISTRY, {name: int(reply[1])}, xx=True)
         return ended
 
 

@@ -16,80 +16,90 @@ beside the reservation (not atomically with it) and the sweeper updates it after
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from gateway.store import control as control_store
-from gateway.store import keys
-from gateway.store.port import AuditLog, ControlChange, Counter, Lease, SettleBatch, Verdict
+from gateway.store import control, keys
+from gateway.store.port import AuditLog, ControlChange, Counter, Decision, Lease, SettleBatch
 from gateway.store.redis import scripts
-from gateway.store.redis.errors import FOREIGN_ERRORS, raise_if_cancelled
-from gateway.store.redis.errors import converted as _converted
-from gateway.store.redis.reads import held_amounts, stream_entries
-from gateway.store.redis.reads import integers as _integers
-from gateway.store.redis.reads import text as _text
-from gateway.store.redis.reserve import RedisReserve
-
-__all__ = ["RedisStore", "held_amounts"]
+from gateway.store.redis.connection import RedisConnection
+from gateway.store.redis.errors import FOREIGN_ERRORS, converted, raise_if_cancelled
+from gateway.store.redis.pipelined import ScriptRunner
+from gateway.store.redis.reads import held_amounts, integers, stream_entries, text
+from gateway.store.redis.reserve import Reservations
+from gateway.store.redis.settle import Settlements
 
 
-class RedisStore(RedisReserve):
-    """``Store`` on redis-py asyncio (``Redis`` or ``RedisCluster``)."""
+class RedisStore:
+    """``Store`` on redis-py asyncio (``Redis`` or ``RedisCluster``): a connection, and the
+    reservations and settlements parts over it; the reads and control writes are its own."""
+
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        *,
+        stream_maxlen: int,
+        scripts: ScriptRunner | None = None,
+        rebuild: Callable[[], RedisCluster] | None = None,
+    ) -> None:
+        """``scripts``, when given, runs the reserve and settle scripts (and, on a cluster,
+        the lease registry's writes): ``PipelinedConnection`` or ``ClusterPipelined``.
+        ``rebuild`` makes a new cluster client, for when this one keeps failing."""
+        self._connection = RedisConnection(client, scripts=scripts, rebuild=rebuild)
+        self._settlements = Settlements(self._connection, stream_maxlen=stream_maxlen)
+        self._reservations = Reservations(self._connection, self._settlements)
+
+    @property
+    def client(self) -> Redis | RedisCluster:
+        """The redis-py client, for the ledger's stream consumer (``gateway/ledger/``)."""
+        return self._connection.client
 
     async def reserve(
         self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None = None
-    ) -> Verdict:
-        groups = self._groups(counters, override_key)
-        registry = [self._register(counters, lease)] if self._cluster and lease else []
-        if len(groups) == 1 and not registry:
-            return await self._guarded(lambda: self._run(counters, override_key, lease))
-        runs = (self._run([counters[i] for i in idx], ovr, lease) for idx, ovr in groups)
-        results = await asyncio.gather(*runs, *registry, return_exceptions=True)
-        verdicts = cast(list[Verdict | BaseException], results[: len(groups)])
-        return await self._merge(counters, groups, verdicts, lease)
+    ) -> Decision:
+        return await self._reservations.reserve(counters, override_key, lease)
 
     async def settle(self, batches: Sequence[SettleBatch], batch_id: str = "") -> list[list[int]]:
-        return await self._guarded(lambda: self._settle(batches, batch_id))
+        return await self._settlements.settle(batches, batch_id)
 
     async def sweep_leases(self) -> int:
-        return await self._guarded(self._sweep)
+        return await self._settlements.sweep()
 
     async def user_records(self, user: str, days: Sequence[str]) -> list[bytes]:
         async def read() -> list[bytes]:
-            async with self._client.pipeline(transaction=False) as pipe:
+            async with self.client.pipeline(transaction=False) as pipe:
                 for day in days:
                     pipe.lrange(keys.user_records(user, day), 0, -1)
                 lists = await pipe.execute()
             entries = [bytes(entry) for found in lists for entry in found]
             ids = [entry.decode() for entry in entries if not entry.startswith(b"{")]
-            by_id = await stream_entries(self._client, ids)
+            by_id = await stream_entries(self.client, ids)
             return [
                 by_id.get(entry.decode(), b"") if entry[:1] != b"{" else entry for entry in entries
             ]
 
-        return [record for record in await self._guarded(read) if record]
+        return [record for record in await self._connection.guarded(read) if record]
 
     async def read_hashes(self, keys: Sequence[str]) -> list[dict[str, int]]:
         async def read() -> list[dict[str, int]]:
-            async with self._client.pipeline(transaction=False) as pipe:
+            async with self.client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.hgetall(key)
                 replies = await pipe.execute()
-            return [_integers(key, reply) for key, reply in zip(keys, replies, strict=True)]
+            return [integers(key, reply) for key, reply in zip(keys, replies, strict=True)]
 
-        return await self._guarded(read)
+        return await self._connection.guarded(read)
 
     async def read_reservations(self, lease_key: str) -> dict[str, int]:
         async def read() -> dict[str, int]:
-            payloads = await self._client.hvals(keys.lease_data(lease_key))
-            return held_amounts(_text(payload) for payload in payloads)
+            payloads = await self.client.hvals(keys.lease_data(lease_key))
+            return held_amounts(text(payload) for payload in payloads)
 
-        return await self._guarded(read)
+        return await self._connection.guarded(read)
 
     async def read_view(
         self, names: Sequence[str], lease_key: str
@@ -99,66 +109,70 @@ class RedisStore(RedisReserve):
         apart = [name for name in names if keys.slot_tag(name) != slot]
 
         async def read() -> tuple[list[dict[str, int]], dict[str, int]]:
-            reply = await self._eval([*together, keys.lease_data(lease_key)], [], scripts.VIEW)
+            reply = await self._connection.eval(
+                [*together, keys.lease_data(lease_key)], [], scripts.VIEW
+            )
             *flat, payloads = reply
             found = {
-                name: _integers(name, dict(zip(fields[::2], fields[1::2], strict=True)))
+                name: integers(name, dict(zip(fields[::2], fields[1::2], strict=True)))
                 for name, fields in zip(together, flat, strict=True)
             }
             found.update(zip(apart, await self.read_hashes(apart) if apart else [], strict=True))
-            return [found[name] for name in names], held_amounts(_text(p) for p in payloads)
+            return [found[name] for name in names], held_amounts(text(p) for p in payloads)
 
-        return await self._guarded(read)
+        return await self._connection.guarded(read)
 
     async def write_hash(self, key: str, values: Mapping[str, int], delete: Sequence[str]) -> None:
         async def write() -> None:
-            async with self._client.pipeline(transaction=not self._cluster) as pipe:
+            async with self.client.pipeline(transaction=not self._connection.cluster) as pipe:
                 if delete:
                     pipe.hdel(key, *delete)
                 if values:
                     pipe.hset(key, mapping=cast(Any, dict(values)))
                 await pipe.execute()
 
-        await self._guarded(write)
+        await self._connection.guarded(write)
 
     async def set_once(self, key: str, ttl_s: int) -> bool:
-        return bool(await self._guarded(lambda: self._client.set(key, b"1", nx=True, ex=ttl_s)))
+        return bool(
+            await self._connection.guarded(lambda: self.client.set(key, b"1", nx=True, ex=ttl_s))
+        )
 
     async def put_document(self, key: str, field: str, value: bytes, ttl_s: int) -> None:
         async def write() -> None:
-            async with self._client.pipeline(transaction=not self._cluster) as pipe:
+            async with self.client.pipeline(transaction=not self._connection.cluster) as pipe:
                 pipe.hset(key, field, value)
                 pipe.expire(key, ttl_s)
                 await pipe.execute()
 
-        await self._guarded(write)
+        await self._connection.guarded(write)
 
     async def get_document(self, key: str, field: str) -> bytes | None:
-        found: Any = await self._guarded(lambda: self._client.hget(key, field))
+        found: Any = await self._connection.guarded(lambda: self.client.hget(key, field))
         return bytes(found) if found is not None else None
 
     async def documents(self, key: str) -> list[bytes]:
-        found: Any = await self._guarded(lambda: self._client.hvals(key))
+        found: Any = await self._connection.guarded(lambda: self.client.hvals(key))
         return [bytes(value) for value in found or ()]
 
     async def records_page(self, before: str | None, count: int) -> list[tuple[str, bytes]]:
         async def page() -> list[tuple[str, bytes]]:
             top = f"({before}" if before else "+"
-            entries: Any = await self._client.xrevrange(
+            entries: Any = await self.client.xrevrange(
                 keys.USAGE_STREAM, max=top, min="-", count=count
             )
-            return [(_text(entry_id), bytes(fields[b"r"])) for entry_id, fields in entries or ()]
+            return [(text(entry_id), bytes(fields[b"r"])) for entry_id, fields in entries or ()]
 
-        return await self._guarded(page)
+        return await self._connection.guarded(page)
 
     async def control_load(self) -> tuple[int, dict[str, dict[str, bytes]]]:
-        return await self._guarded(lambda: control_store.load(self._client))
+        return await self._connection.guarded(lambda: control.load(self.client))
 
     async def control_version(self) -> int:
-        return await self._guarded(lambda: control_store.version(self._client))
+        return await self._connection.guarded(lambda: control.version(self.client))
 
     async def control_read(self, kind: str, id: str) -> bytes | None:
-        return await self._guarded(lambda: control_store.read(self._client, kind, id))
+        return await self._connection.guarded(lambda: control.read(self.client, kind, id))
 
     async def control_write(
         self,
@@ -169,15 +183,15 @@ class RedisStore(RedisReserve):
         audit_maxlen: int,
         log: AuditLog = "operator",
     ) -> int:
-        return await self._guarded(
-            lambda: control_store.write(
-                self._client,
+        return await self._connection.guarded(
+            lambda: control.write(
+                self.client,
                 kind,
                 id,
                 value,
                 audit,
                 audit_maxlen,
-                publish=not self._cluster,
+                publish=not self._connection.cluster,
                 log=log,
             )
         )
@@ -185,39 +199,38 @@ class RedisStore(RedisReserve):
     async def control_note(
         self, audit: bytes, audit_maxlen: int, log: AuditLog = "operator"
     ) -> None:
-        await self._guarded(lambda: control_store.note(self._client, audit, audit_maxlen, log))
+        await self._connection.guarded(lambda: control.note(self.client, audit, audit_maxlen, log))
 
     async def control_audit(
         self, before: str | None, count: int, log: AuditLog = "operator"
     ) -> list[tuple[str, bytes]]:
-        return await self._guarded(
-            lambda: control_store.audit_page(self._client, before, count, log)
+        return await self._connection.guarded(
+            lambda: control.audit_page(self.client, before, count, log)
         )
 
     def control_changes(self) -> AsyncIterator[ControlChange] | None:
-        if isinstance(self._client, RedisCluster):  # no asyncio pub/sub: the poll does it
+        client = self.client
+        if isinstance(client, RedisCluster):  # no asyncio pub/sub: the poll does it
             return None
-        return self._changes(self._client)
+        return self._changes(client)
 
     async def _changes(self, client: Redis) -> AsyncIterator[ControlChange]:
         pubsub = client.pubsub()
         try:
-            await pubsub.subscribe(control_store.CHANNEL)
+            await pubsub.subscribe(control.CHANNEL)
             async for message in pubsub.listen():
                 raise_if_cancelled()  # redis-py may have swallowed it
                 if message.get("type") == "message":
-                    yield control_store.parse_change(message["data"])
+                    yield control.parse_change(message["data"])
         except FOREIGN_ERRORS as exc:
-            raise _converted(exc) from exc
+            raise converted(exc) from exc
         finally:
             with contextlib.suppress(*FOREIGN_ERRORS):
                 await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     async def ping(self) -> None:
-        await self._guarded(lambda: self._client.ping())
+        await self._connection.guarded(lambda: self.client.ping())
 
     async def aclose(self) -> None:
         with contextlib.suppress(*FOREIGN_ERRORS):
-            if self._scripts is not None:
-                await self._scripts.aclose()
-            await self._client.aclose()
+            await self._connection.aclose()

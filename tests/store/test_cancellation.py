@@ -12,8 +12,7 @@ import random
 from gateway.config.model import Config
 from gateway.store.factory import create_store
 from gateway.store.port import Store, StoreError
-
-from .helpers import RedisServer, run
+from tests.metering.helpers import RedisServer, run
 
 TRIES = 100
 

@@ -9,8 +9,7 @@ from gateway.config.model import Config
 from gateway.store import keys
 from gateway.store.factory import create_store
 from gateway.store.jobs import StoreJobStore
-
-from .helpers import NOON, Clock, run
+from tests.metering.helpers import NOON, Clock, run
 
 
 def test_records_per_owner_expiry_and_settle_once(config: Config, store_url: str | None) -> None:

@@ -10,8 +10,7 @@ from gateway.store.factory import create_store
 from gateway.store.keys import USAGE_STREAM
 from gateway.store.port import Aggregate, Counter, Increment, SettleBatch
 from gateway.store.redis.scripts import settle_call
-
-from .helpers import Clock, RedisServer, command, metered, ok, request, run
+from tests.metering.helpers import Clock, RedisServer, command, metered, ok, request, run
 
 
 def calls(server: RedisServer) -> dict[str, int]:

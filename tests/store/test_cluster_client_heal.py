@@ -11,8 +11,7 @@ from gateway.config.model import Config
 from gateway.store.factory import create_store
 from gateway.store.port import StoreError
 from gateway.store.redis.healer import FAILURES
-
-from .helpers import RedisServer, run
+from tests.metering.helpers import RedisServer, run
 
 
 def strand_every_connection(client: Any) -> None:

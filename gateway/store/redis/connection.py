@@ -1,11 +1,10 @@
-"""The Redis store's connection: its client, the optional script runner, a script run by sha.
+"""The Redis store's connection: its client, the hot-path script runner, errors converted.
 
-``RedisStore`` builds on this through ``redis_settle`` and ``redis_reserve``.
+``RedisStore`` and its parts (``Reservations``, ``Settlements``) share one of these.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
@@ -22,14 +21,13 @@ from gateway.store.redis.scripts import Script
 T = TypeVar("T")
 
 
-class RedisBase:
+class RedisConnection:
     """A redis-py asyncio client (``Redis`` or ``RedisCluster``) and how scripts run on it."""
 
     def __init__(
         self,
         client: Redis | RedisCluster,
         *,
-        stream_maxlen: int,
         scripts: ScriptRunner | None = None,
         rebuild: Callable[[], RedisCluster] | None = None,
     ) -> None:
@@ -38,18 +36,22 @@ class RedisBase:
         ``rebuild`` makes a new cluster client, for when this one keeps failing."""
         self._client = client
         self._healer = ClientHealer(rebuild) if rebuild is not None else None
-        self._cluster = isinstance(client, RedisCluster)
-        self._maxlen = stream_maxlen
-        self._scripts = scripts
-        # (when, mark) of batches whose reply arrived: deleted by a batch FORGET_AFTER_S later
-        self._forget: deque[tuple[float, str]] = deque()
+        self.cluster = isinstance(client, RedisCluster)
+        self.scripts = scripts
 
     @property
     def client(self) -> Redis | RedisCluster:
-        """The redis-py client, for the ledger's stream consumer (``gateway/ledger/``)."""
+        """The redis-py client (replaced on a cluster after it failed too often)."""
         return self._client
 
-    async def _guarded(self, call: Callable[[], Awaitable[T]]) -> T:
+    @property
+    def execute(self) -> Callable[..., Awaitable[Any]]:
+        """Sends one command for the scripts: on the script runner when there is one."""
+        if self.scripts is not None:
+            return self.scripts.execute
+        return self._client.execute_command
+
+    async def guarded(self, call: Callable[[], Awaitable[T]]) -> T:
         """``guard``, and on a cluster a new client after the old one failed too often."""
         if self._healer is None:
             return await guard(call)
@@ -65,12 +67,15 @@ class RedisBase:
         self._healer.succeeded()
         return result
 
-    async def _eval(
-        self, keys: list[str], args: Sequence[str | int | bytes], script: Script
-    ) -> Any:
-        run = self._scripts.execute if self._scripts is not None else self._client.execute_command
+    async def eval(self, keys: list[str], args: Sequence[str | int | bytes], script: Script) -> Any:
+        """Run ``script`` by its sha; by its text when Redis does not hold it (NOSCRIPT)."""
+        execute = self.execute
         try:
-            reply = await run("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await execute(*script.by_sha(keys, args))
         except NoScriptError:
-            reply = await run("EVAL", script.text, len(keys), *keys, *args)
-        return reply
+            return await execute(*script.by_text(keys, args))
+
+    async def aclose(self) -> None:
+        if self.scripts is not None:
+            await self.scripts.aclose()
+        await self._client.aclose()

@@ -1,4 +1,4 @@
-"""A request → the counters its reservation checks (pure; no I/O)."""
+"""A request → the counters its reservation checks, and the kinds they limit (pure; no I/O)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from gateway.config.model import Config, Quota
-from gateway.metering import level_limits, tier_shards
-from gateway.metering.key_limits import KINDS as KEY_KINDS
-from gateway.metering.key_limits import amount_for as key_amount_for
-from gateway.metering.key_limits import key_checks
+from gateway.metering import key_limits, level_limits, tier_shards
 from gateway.metering.limits import (
     BudgetLimits,
     Limits,
@@ -138,7 +135,11 @@ def reservation(
         Check(AUDIO, counter(keys.AUDIO_MS, amounts.audio_ms, limits.audio_ms)),
     )
     budget = _budget_checks(config_limits, request, windows, amounts.usd_micros, tier_shard)
-    keyed = key_checks(request.key_limits, user, windows, amounts) if request.key_limits else ()
+    keyed = (
+        key_limits.key_checks(request.key_limits, user, windows, amounts)
+        if request.key_limits
+        else ()
+    )
     if request.levels:  # the key's organization and team (level_limits.py)
         keyed = (*keyed, *level_limits.level_checks(request.levels, windows.now, amounts))
     return (*checks, *budget, *keyed)
@@ -183,8 +184,8 @@ def amount_for(kind: str, amounts: Amounts) -> int:
         return amounts.tokens
     if kind == AUDIO:
         return amounts.audio_ms
-    if kind in KEY_KINDS:
-        return key_amount_for(kind, amounts)
+    if kind in key_limits.KINDS:
+        return key_limits.amount_for(kind, amounts)
     if kind in level_limits.KINDS:
         return level_limits.amount_for(kind, amounts)
     return amounts.usd_micros

@@ -10,9 +10,8 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store.redis.pipelined import PipelinedConnection, RedisEndpoint
+from tests.metering.helpers import RedisServer, command, run
 from tests.support import free_port
-
-from .helpers import RedisServer, command, run
 
 # Busy-waits inside Redis for ARGV[1] milliseconds (DEBUG SLEEP is disabled by default).
 STALL = """
