@@ -259,8 +259,8 @@ def test_dashboard_statement_pages(gw: Any) -> None:
         mine = user.get("/ui/me/statement", params={"month": MONTH})
         assert mine.status_code == 200, mine.text
         expected = get(gw, f"/v1/me/statements/{MONTH}", gw.key("paid")).json()
-        assert f'<td id="total"><b>${expected["total_usd"]}</b></td>' in mine.text
-        assert '<td id="fee">$9.99</td>' in mine.text
+        assert f'<td id="total"><b>${float(expected["total_usd"]):.4f}</b></td>' in mine.text
+        assert '<td id="fee">$9.9900</td>' in mine.text
         assert "1 requests" in mine.text and "pricey" in mine.text
         csv_body = user.get(f"/v1/me/statements/{MONTH}", params={"format": "csv"})
         assert csv_body.status_code == 200 and "user-paid" in csv_body.text
@@ -272,7 +272,7 @@ def test_dashboard_statement_pages(gw: Any) -> None:
         listing = operator.get("/ui/statements", params={"month": MONTH})
         assert listing.status_code == 200, listing.text
         assert "<td>user-paid</td>" in listing.text
-        assert f"<td>${expected['total_usd']}</td>" in listing.text
+        assert f"<td>${float(expected['total_usd']):.4f}</td>" in listing.text
 
 
 def test_cli_usage_export_writes_xlsx(gw: Any, redis: Any, tmp_path: Any) -> None:
