@@ -52,6 +52,7 @@ UPSTREAM = _obj(
         "base_url_env": _str("Environment variable that, when set, overrides base_url."),
         "api_key_env": _str("Environment variable holding the key; while it is unset this upstream's models are skipped (unless the caller brings its own key)."),
         "api": _str("The provider API it speaks.", enum=list(UPSTREAM_APIS), default="openai"),
+        "responses_api": {"type": "boolean", "default": False, "description": "An OpenAI-compatible upstream that serves POST /responses itself: /v1/responses is passed through to it, not bridged through chat completions."},
         "video_content": _str("Video job APIs: stream the content, or redirect to a signed URL.", enum=["stream", "redirect"], default="stream"),
         "connect_timeout_s": _num("Seconds to connect (default 5).", 0.001),
         "first_byte_timeout_s": _num("Seconds until the status / first chunk, else retry or fall back (default 30).", 0.001),
@@ -77,6 +78,7 @@ MODEL = _obj(
         "modality": _str("What it does; decides the quota capability when requested by name.", enum=list(MODALITIES)),
         "context_length": _num("Context window in tokens.", 1, integer=True),
         "price": PRICE,
+        "reasoning": {"type": "boolean", "default": False, "description": "A reasoning model: it takes chat's `reasoning_effort` (the Responses bridge carries `reasoning.effort` to it)."},
         "deployments": {
             "type": "array",
             "description": "More deployments of this model (its own upstream is the first): the least loaded is tried first, each behind its own breaker, a failed one retried on a sibling.",
@@ -183,6 +185,7 @@ TIER = _obj(
         ),
         "on_exhausted": _str("When the budget refuses the first model: `downgrade` to a cheaper model of the chain, or `reject` (429).", enum=["reject", "downgrade"], default="reject"),
         "max_tokens": _num("Clamp on max_tokens / max_completion_tokens for every route.", 1, integer=True),
+        "unsupported_fields": _str("What the Responses and Messages bridges do with a field they cannot carry: `refuse` (400 naming it) or `drop` it, naming it in the x-gateway-dropped-fields header.", enum=["refuse", "drop"], default="refuse"),
         "batch_price_percent": _num("A batch's requests (/v1/batches) cost this percent of the list price (default 100).", 0, integer=True),
         "monthly_fee_usd": _num("Fee in USD on each user's monthly statement, for every month with usage.", 0) | {"default": 0},
         "byok_discount_percent": _num("Percent taken off a user's month (fee plus charged usage) when the user used their own provider key (stored or sent) that month.", 0) | {"maximum": 100, "default": 0},

@@ -13,15 +13,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import orjson
 from starlette.requests import Request
 
+from gateway.config.model import Model, Tier
 from gateway.errors import GatewayError, NotFound, StoreUnavailable
 from gateway.protocols import messages, responses
+from gateway.protocols.dropping import translate_dropping
+from gateway.protocols.fields import Refused
 from gateway.protocols.messages_stream import MessagesStream
+from gateway.protocols.native import MESSAGES as MESSAGES_API
+from gateway.protocols.native import RESPONSES as RESPONSES_API
+from gateway.protocols.native import NativeRequest
 from gateway.protocols.response_store import ResponseStore, StoredResponse
 from gateway.protocols.responses_answer import from_chat_completion
 from gateway.protocols.responses_stream import ResponsesStream
@@ -29,12 +35,14 @@ from gateway.proxy.auth import Principal
 from gateway.proxy.incoming import Incoming
 from gateway.proxy.pipeline import Pipeline
 from gateway.proxy.reply import JSON, Reply, error_reply
-from gateway.proxy.routing import MESSAGES, RESPONSES
+from gateway.proxy.routing import AUTO, MESSAGES, RESPONSES
 from gateway.store.port import StoreError
 
 log = logging.getLogger("gateway")
 SSE = "text/event-stream"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+DROPPED_HEADER = "x-gateway-dropped-fields"
+IMAGE_TYPES = ("input_image", "image", "image_url")
 
 
 class Bridge(Protocol):
@@ -68,6 +76,101 @@ def _headers(reply: Reply, media_type: str) -> dict[str, str]:
     return headers
 
 
+def _chain(tier: Tier, fields: Mapping[str, Any], items: str) -> tuple[Model, ...]:
+    """Every deployment that may answer (before rollout, flags and allow-lists, which only
+    narrow it): the requested model or route, else the text (or vision) route."""
+    name = fields.get("model")
+    if not isinstance(name, str) or not name or name == AUTO:
+        name = "vision" if _has_images(fields.get(items)) else "text"
+    return tuple(d for m in tier.lookup.get(name, ()) for d in (m, *m.deployments))
+
+
+def _has_images(items: Any) -> bool:
+    for item in items if isinstance(items, list) else ():
+        parts = item.get("content") if isinstance(item, dict) else None
+        for part in parts if isinstance(parts, list) else ():
+            if isinstance(part, dict) and part.get("type") in IMAGE_TYPES:
+                return True
+    return False
+
+
+class _Translation:
+    """A bridged request's translation and what becomes of the fields the bridge refuses:
+    with every target speaking the client's API the body goes as is (the chat body then only
+    sizes the quota estimate); else they are refused by the first, or dropped and named
+    when the tier says ``unsupported_fields: drop``."""
+
+    def __init__(self, api: str, tier: Tier, chain: tuple[Model, ...], native_only: bool) -> None:
+        self.api, self._tier, self._chain = api, tier, chain
+        self.native_only = native_only
+        self.dropped: list[str] = []
+
+    def settle(self, chat: dict[str, Any], refusals: list[Refused]) -> None:
+        """Refuse or drop ``refusals`` (plus ``reasoning`` for a chain that cannot reason)."""
+        if self.native_only:
+            return
+        bridged = [m for m in self._chain if not m.upstream.speaks(self.api)]
+        if "reasoning_effort" in chat and not all(m.reasoning for m in bridged):
+            refusals = [*refusals, _no_reasoning(bridged)]
+            chat.pop("reasoning_effort")
+        if not refusals:
+            return
+        if self._tier.unsupported_fields != "drop":
+            raise refusals[0]
+        self.dropped = [refusal.field for refusal in refusals]
+
+    def native(self, body: dict[str, Any]) -> NativeRequest | None:
+        if not any(m.upstream.speaks(self.api) for m in self._chain):
+            return None
+        if "reasoning" in self.dropped:
+            body = {k: v for k, v in body.items() if k != "reasoning"}
+        return NativeRequest(self.api, body)
+
+    def headers(self, reply: Reply, media_type: str) -> dict[str, str]:
+        headers = _headers(reply, media_type)
+        if self.dropped:
+            headers[DROPPED_HEADER] = ", ".join(self.dropped)
+        return headers
+
+
+def _translation(api: str, tier: Tier, fields: Mapping[str, Any], items: str) -> _Translation:
+    chain = _chain(tier, fields, items)
+    native_only = bool(chain) and all(m.upstream.speaks(api) for m in chain)
+    return _Translation(api, tier, chain, native_only)
+
+
+def _no_reasoning(models: list[Model]) -> Refused:
+    names = ", ".join(sorted({m.name for m in models if not m.reasoning}))
+    return Refused(
+        f"'reasoning' is not supported by this gateway: {names} is not declared a reasoning "
+        "model (reasoning: true in routes.yaml).",
+        "reasoning",
+    )
+
+
+async def _first_chunk(events: AsyncIterable[bytes]) -> tuple[bytes, AsyncIterable[bytes]]:
+    """The stream's first chunk (to tell a native stream from a chat one) and the whole
+    stream again."""
+    iterator = aiter(events)
+    first = await anext(iterator, b"")
+
+    async def again() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in iterator:
+            yield chunk
+
+    return first, again()
+
+
+def _native_stream(first: bytes, api: str) -> bool:
+    """Whether a stream is the client's API's own (a native answer), not chat chunks: chat
+    chunks are ``data:`` lines only, with no ``type`` at the top."""
+    if first.lstrip().startswith(b"event:"):
+        return True
+    marker = b'"type":"response.' if api == RESPONSES_API else b'"type":"message_start"'
+    return marker in first.replace(b'": "', b'":"')
+
+
 class ResponsesBridge:
     """``POST /v1/responses``."""
 
@@ -96,10 +199,11 @@ class _ResponsesExchange:
         self._response_id = responses.new_id("resp")
         self._call: responses.ResponsesCall | None = None
         self._owner = ""
+        self._translation: _Translation | None = None
 
     async def inbound(self, incoming: Incoming, principal: Principal) -> Incoming:
         fields = incoming.fields
-        responses.check_request(fields)
+        translation = _translation(RESPONSES_API, principal.tier, fields, "input")
         history: list[dict[str, Any]] = []
         if (previous := responses.previous_id(fields)) is not None:
             try:
@@ -113,23 +217,39 @@ class _ResponsesExchange:
                     code="previous_response_not_found",
                 )
             history = stored.conversation
-        self._call = responses.translate_request(fields, history)
-        self._owner = principal.user
-        return Incoming(self._call.chat)
+
+        def translate(body: dict[str, Any]) -> responses.ResponsesCall:
+            if not translation.native_only:
+                responses.check_request(body)
+            return responses.translate_request(body, history)
+
+        call, kept, refusals = translate_dropping(translate, fields, translation.native_only)
+        translation.settle(call.chat, refusals)
+        self._call, self._owner, self._translation = call, principal.user, translation
+        sent = fields if translation.native_only else kept
+        return Incoming(call.chat, native=translation.native(_stateless(sent, call)))
 
     async def outbound(self, reply: Reply) -> Reply:
-        call = self._call
-        if call is None or reply.status >= 400:
+        call, translation = self._call, self._translation
+        if call is None or translation is None or reply.status >= 400:
             return reply  # already in OpenAI's error shape
         events = _relayed(reply)
         if events is None:
             assert isinstance(reply.body, bytes)
             document = orjson.loads(reply.body)
+            if document.get("object") == "response":  # a native answer, as the upstream gave it
+                await self._keep(document)
+                return reply._replace(headers=translation.headers(reply, JSON))
             answer = from_chat_completion(document, call, self._response_id, self._created_at)
             if "model_source_indicator" in document:
                 answer["model_source_indicator"] = document["model_source_indicator"]
             await self._keep(answer)
-            return Reply(reply.status, _headers(reply, JSON), orjson.dumps(answer), JSON)
+            body = orjson.dumps(answer)
+            return Reply(reply.status, translation.headers(reply, JSON), body, JSON)
+        first, events = await _first_chunk(events)
+        headers = {**translation.headers(reply, SSE), **SSE_HEADERS}
+        if _native_stream(first, RESPONSES_API):
+            return Reply(reply.status, headers, _kept_stream(events, self._keep), SSE)
         stream = ResponsesStream(
             call,
             self._response_id,
@@ -137,19 +257,56 @@ class _ResponsesExchange:
             str(call.chat.get("model") or ""),
             on_final=self._keep,
         )
-        body = stream.events(events)
-        return Reply(reply.status, {**_headers(reply, SSE), **SSE_HEADERS}, body, SSE)
+        return Reply(reply.status, headers, stream.events(events), SSE)
 
     async def _keep(self, answer: dict[str, Any]) -> None:
         call = self._call
-        if call is None or not call.store:
+        if call is None or not call.store or not isinstance(answer.get("id"), str):
             return
         try:
             await self._store.put(
                 self._owner, StoredResponse(answer, call.input_items, call.history)
             )
         except StoreError:
-            log.warning("response %s could not be stored", self._response_id)
+            log.warning("response %s could not be stored", answer.get("id"))
+
+
+def _stateless(body: dict[str, Any], call: responses.ResponsesCall) -> dict[str, Any]:
+    """The Responses body for a native upstream: the gateway keeps the conversation (its
+    ``store`` and ``previous_response_id``), so the upstream gets the whole input and keeps
+    nothing. Item ids the gateway made up, or the upstream answered earlier, are left out:
+    an upstream that stores nothing would look them up in vain."""
+    out = {k: v for k, v in body.items() if k not in ("previous_response_id", "store")}
+    out["store"] = False
+    if call.history:
+        items = [*call.history, *call.input_items]
+        out["input"] = [{k: v for k, v in item.items() if k != "id"} for item in items]
+    return out
+
+
+async def _kept_stream(
+    events: AsyncIterable[bytes], keep: Callable[[dict[str, Any]], Awaitable[None]]
+) -> AsyncIterator[bytes]:
+    """A native Responses stream relayed as it is; the final Response (in the
+    ``response.completed`` event) is stored before that event goes out."""
+    async for chunk in events:
+        if b"response.completed" in chunk or b"response.incomplete" in chunk:
+            for event in chunk.split(b"\n\n"):
+                document = _event_data(event)
+                if document.get("type") in ("response.completed", "response.incomplete"):
+                    response = document.get("response")
+                    if isinstance(response, dict):
+                        await keep(response)
+        yield chunk
+
+
+def _event_data(event: bytes) -> dict[str, Any]:
+    lines = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+    try:
+        document = orjson.loads(b"\n".join(lines)) if lines else None
+    except orjson.JSONDecodeError:
+        return {}
+    return document if isinstance(document, dict) else {}
 
 
 class MessagesBridge:
@@ -159,21 +316,29 @@ class MessagesBridge:
         exchange = _MessagesExchange()
         reply = await pipeline.handle(request, MESSAGES, exchange.inbound)
         try:
-            translated = exchange.outbound(reply)
+            translated = await exchange.outbound(reply)
         except Exception:
-            translated = exchange.outbound(_failed_translation(reply))
+            translated = await exchange.outbound(_failed_translation(reply))
         return translated._replace(after=reply.after)
 
 
 class _MessagesExchange:
     def __init__(self) -> None:
         self._call: messages.MessagesCall | None = None
+        self._translation: _Translation | None = None
 
     async def inbound(self, incoming: Incoming, principal: Principal) -> Incoming:
-        self._call = messages.translate_request(incoming.fields)
-        return Incoming(self._call.chat)
+        fields = incoming.fields
+        translation = _translation(MESSAGES_API, principal.tier, fields, "messages")
+        call, kept, refusals = translate_dropping(
+            messages.translate_request, fields, translation.native_only
+        )
+        translation.settle(call.chat, refusals)
+        self._call, self._translation = call, translation
+        sent = fields if translation.native_only else kept
+        return Incoming(call.chat, native=translation.native(sent))
 
-    def outbound(self, reply: Reply) -> Reply:
+    async def outbound(self, reply: Reply) -> Reply:
         events = _relayed(reply) if reply.status < 400 else None
         if events is None:
             assert isinstance(reply.body, bytes)
@@ -187,10 +352,20 @@ class _MessagesExchange:
                 error = document.get("error")
                 error = error if isinstance(error, Mapping) else {}
                 body = messages.error_body(reply.status, error)
+            elif document.get("type") == "message":  # a native answer, as the upstream gave it
+                return reply._replace(headers=self._headers(reply, JSON))
             else:
                 body = messages.from_chat_completion(document)
-            return Reply(reply.status, _headers(reply, JSON), orjson.dumps(body), JSON)
+            return Reply(reply.status, self._headers(reply, JSON), orjson.dumps(body), JSON)
+        first, events = await _first_chunk(events)
+        headers = {**self._headers(reply, SSE), **SSE_HEADERS}
+        if _native_stream(first, MESSAGES_API):
+            return Reply(reply.status, headers, events, SSE)
         model = str(self._call.chat.get("model") or "") if self._call else ""
         stream = MessagesStream(messages.new_message_id(), model)
-        body_stream = stream.events(events)
-        return Reply(reply.status, {**_headers(reply, SSE), **SSE_HEADERS}, body_stream, SSE)
+        return Reply(reply.status, headers, stream.events(events), SSE)
+
+    def _headers(self, reply: Reply, media_type: str) -> dict[str, str]:
+        if self._translation is None:
+            return _headers(reply, media_type)
+        return self._translation.headers(reply, media_type)
