@@ -202,7 +202,7 @@ def _tier(
     node.mapping(
         {"routes", "max_tokens", "quotas", "budget", "tier_budget", "on_exhausted", "cache"}
         | {"batch_price_percent", "byok_models", "monthly_fee_usd", "byok_discount_percent"}
-        | {"unsupported_fields"},
+        | {"unsupported_fields", "batch_concurrency"},
         {"routes"},
     )  # fmt: skip
     routes: dict[str, tuple[Model, ...]] = {}
@@ -228,6 +228,7 @@ def _tier(
         weights=weights,
         on_exhausted=node.get("on_exhausted").choice(ON_EXHAUSTED, "reject"),
         batch_price_percent=node.get("batch_price_percent").integer(100) or 0,
+        batch_concurrency=node.get("batch_concurrency").integer(None, minimum=1),
         unsupported_fields=node.get("unsupported_fields").choice(("refuse", "drop"), "refuse"),
         byok_models=byok_models(node.get("byok_models"), routes, upstreams),
         monthly_fee_usd=_money(node.get("monthly_fee_usd")),

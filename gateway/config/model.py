@@ -196,6 +196,7 @@ class Tier:
     weights: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     on_exhausted: str = "reject"  # or "downgrade": a cheaper model of the chain, or fewer tokens
     batch_price_percent: int = 100  # a batch's requests cost this share of the list price
+    batch_concurrency: int | None = None  # batch lines in flight per replica, all its users
     # what a protocol bridge does with a field it cannot carry: "refuse" (400 naming it) or
     # "drop" (named in the x-gateway-dropped-fields header)
     unsupported_fields: str = "refuse"

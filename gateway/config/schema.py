@@ -186,6 +186,7 @@ TIER = _obj(
         "on_exhausted": _str("When the budget refuses the first model: `downgrade` to a cheaper model of the chain, or `reject` (429).", enum=["reject", "downgrade"], default="reject"),
         "max_tokens": _num("Clamp on max_tokens / max_completion_tokens for every route.", 1, integer=True),
         "unsupported_fields": _str("What the Responses and Messages bridges do with a field they cannot carry: `refuse` (400 naming it) or `drop` it, naming it in the x-gateway-dropped-fields header.", enum=["refuse", "drop"], default="refuse"),
+        "batch_concurrency": _num("Batch lines of the tier's users in flight at once on each replica, all batches together (default: only the replica-wide and per-user limits).", 1, integer=True),
         "batch_price_percent": _num("A batch's requests (/v1/batches) cost this percent of the list price (default 100).", 0, integer=True),
         "monthly_fee_usd": _num("Fee in USD on each user's monthly statement, for every month with usage.", 0) | {"default": 0},
         "byok_discount_percent": _num("Percent taken off a user's month (fee plus charged usage) when the user used their own provider key (stored or sent) that month.", 0) | {"maximum": 100, "default": 0},
