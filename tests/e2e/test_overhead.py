@@ -131,7 +131,9 @@ def small(upstream, tmp_path, monkeypatch):
     env = {"GATEWAY_KEYS": f"{keys['free']}=free:user-free"}
     tiers = tiers_doc({"free": {"routes": DEFAULT_ROUTES}}, settings={"max_body_mb": 0.001})
     config = build_config(routes_doc(upstream.base_url), tiers, env)
-    app = create_app(config, Runtime(), store=create_store(None, config.settings), metrics=Metrics())
+    app = create_app(
+        config, Runtime(), store=create_store(None, config.settings), metrics=Metrics()
+    )
     server = ThreadedServer(app, gateway=True).start()
     server.keys = keys
     yield server
