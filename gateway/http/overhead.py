@@ -1,5 +1,8 @@
-"""``x-gateway-overhead-ms`` on the answers the pipeline does not give (404s, 405s, 413s, the
-routed endpoints): all their time is the gateway's own."""
+"""``x-gateway-overhead-ms`` on the answers the pipeline does not give (404s, 405s, 413s...).
+
+All their time is the gateway's own: the figure runs from the app's first look at the request
+to the answer's headers.
+"""
 
 from __future__ import annotations
 
