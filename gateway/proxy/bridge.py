@@ -2,7 +2,9 @@
 
 A request runs through the pipeline as chat completions (quotas, routing, fallback, metering,
 indicators unchanged), and its reply is turned back into the client's API. The translation
-itself is in ``gateway.protocols``.
+itself is in ``gateway.protocols``; a target that serves the client's API natively gets the
+client's body instead (``protocols/native.py``), and its answer, already in the client's API,
+passes through (``bridge_plan.py`` decides which fields are refused, dropped or sent).
 
 Each request gets an exchange: ``inbound`` is the pipeline's hook (called once the client is
 authenticated and its body read) and keeps what the answer's translation needs; ``outbound``
@@ -19,30 +21,26 @@ from typing import Any, Protocol
 import orjson
 from starlette.requests import Request
 
-from gateway.config.model import Model, Tier
 from gateway.errors import GatewayError, NotFound, StoreUnavailable
 from gateway.protocols import messages, responses
 from gateway.protocols.dropping import translate_dropping
-from gateway.protocols.fields import Refused
 from gateway.protocols.messages_stream import MessagesStream
 from gateway.protocols.native import MESSAGES as MESSAGES_API
 from gateway.protocols.native import RESPONSES as RESPONSES_API
-from gateway.protocols.native import NativeRequest
 from gateway.protocols.response_store import ResponseStore, StoredResponse
 from gateway.protocols.responses_answer import from_chat_completion
 from gateway.protocols.responses_stream import ResponsesStream
 from gateway.proxy.auth import Principal
+from gateway.proxy.bridge_plan import BridgePlan, plan_for
 from gateway.proxy.incoming import Incoming
 from gateway.proxy.pipeline import Pipeline
 from gateway.proxy.reply import JSON, Reply, error_reply
-from gateway.proxy.routing import AUTO, MESSAGES, RESPONSES
+from gateway.proxy.routing import MESSAGES, RESPONSES
 from gateway.store.port import StoreError
 
 log = logging.getLogger("gateway")
 SSE = "text/event-stream"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-DROPPED_HEADER = "x-gateway-dropped-fields"
-IMAGE_TYPES = ("input_image", "image", "image_url")
 
 
 class Bridge(Protocol):
@@ -63,7 +61,7 @@ async def _once(chunk: bytes) -> AsyncIterator[bytes]:
     yield chunk
 
 
-def _failed_translation(reply: Reply) -> Reply:
+def _failedplan_for(reply: Reply) -> Reply:
     log.exception("a bridged answer could not be translated")
     error = GatewayError("The gateway could not translate the answer.", code="internal_error")
     return error_reply(error, {k: v for k, v in reply.headers.items() if k.startswith("x-")})
@@ -74,78 +72,6 @@ def _headers(reply: Reply, media_type: str) -> dict[str, str]:
     headers = {k: v for k, v in reply.headers.items() if k.lower() != "content-length"}
     headers["content-type"] = media_type
     return headers
-
-
-def _chain(tier: Tier, fields: Mapping[str, Any], items: str) -> tuple[Model, ...]:
-    """Every deployment that may answer (before rollout, flags and allow-lists, which only
-    narrow it): the requested model or route, else the text (or vision) route."""
-    name = fields.get("model")
-    if not isinstance(name, str) or not name or name == AUTO:
-        name = "vision" if _has_images(fields.get(items)) else "text"
-    return tuple(d for m in tier.lookup.get(name, ()) for d in (m, *m.deployments))
-
-
-def _has_images(items: Any) -> bool:
-    for item in items if isinstance(items, list) else ():
-        parts = item.get("content") if isinstance(item, dict) else None
-        for part in parts if isinstance(parts, list) else ():
-            if isinstance(part, dict) and part.get("type") in IMAGE_TYPES:
-                return True
-    return False
-
-
-class _Translation:
-    """A bridged request's translation and what becomes of the fields the bridge refuses:
-    with every target speaking the client's API the body goes as is (the chat body then only
-    sizes the quota estimate); else they are refused by the first, or dropped and named
-    when the tier says ``unsupported_fields: drop``."""
-
-    def __init__(self, api: str, tier: Tier, chain: tuple[Model, ...], native_only: bool) -> None:
-        self.api, self._tier, self._chain = api, tier, chain
-        self.native_only = native_only
-        self.dropped: list[str] = []
-
-    def settle(self, chat: dict[str, Any], refusals: list[Refused]) -> None:
-        """Refuse or drop ``refusals`` (plus ``reasoning`` for a chain that cannot reason)."""
-        if self.native_only:
-            return
-        bridged = [m for m in self._chain if not m.upstream.speaks(self.api)]
-        if "reasoning_effort" in chat and not all(m.reasoning for m in bridged):
-            refusals = [*refusals, _no_reasoning(bridged)]
-            chat.pop("reasoning_effort")
-        if not refusals:
-            return
-        if self._tier.unsupported_fields != "drop":
-            raise refusals[0]
-        self.dropped = [refusal.field for refusal in refusals]
-
-    def native(self, body: dict[str, Any]) -> NativeRequest | None:
-        if not any(m.upstream.speaks(self.api) for m in self._chain):
-            return None
-        if "reasoning" in self.dropped:
-            body = {k: v for k, v in body.items() if k != "reasoning"}
-        return NativeRequest(self.api, body)
-
-    def headers(self, reply: Reply, media_type: str) -> dict[str, str]:
-        headers = _headers(reply, media_type)
-        if self.dropped:
-            headers[DROPPED_HEADER] = ", ".join(self.dropped)
-        return headers
-
-
-def _translation(api: str, tier: Tier, fields: Mapping[str, Any], items: str) -> _Translation:
-    chain = _chain(tier, fields, items)
-    native_only = bool(chain) and all(m.upstream.speaks(api) for m in chain)
-    return _Translation(api, tier, chain, native_only)
-
-
-def _no_reasoning(models: list[Model]) -> Refused:
-    names = ", ".join(sorted({m.name for m in models if not m.reasoning}))
-    return Refused(
-        f"'reasoning' is not supported by this gateway: {names} is not declared a reasoning "
-        "model (reasoning: true in routes.yaml).",
-        "reasoning",
-    )
 
 
 async def _first_chunk(events: AsyncIterable[bytes]) -> tuple[bytes, AsyncIterable[bytes]]:
@@ -184,7 +110,7 @@ class ResponsesBridge:
         try:
             translated = await exchange.outbound(reply)
         except Exception:
-            translated = _failed_translation(reply)
+            translated = _failedplan_for(reply)
         except BaseException:  # cancelled: nothing will be sent, the request ends here
             if reply.after is not None:
                 reply.after()
@@ -199,11 +125,11 @@ class _ResponsesExchange:
         self._response_id = responses.new_id("resp")
         self._call: responses.ResponsesCall | None = None
         self._owner = ""
-        self._translation: _Translation | None = None
+        self._plan: BridgePlan | None = None
 
     async def inbound(self, incoming: Incoming, principal: Principal) -> Incoming:
         fields = incoming.fields
-        translation = _translation(RESPONSES_API, principal.tier, fields, "input")
+        plan = plan_for(RESPONSES_API, principal.tier, fields, "input")
         history: list[dict[str, Any]] = []
         if (previous := responses.previous_id(fields)) is not None:
             try:
@@ -219,19 +145,19 @@ class _ResponsesExchange:
             history = stored.conversation
 
         def translate(body: dict[str, Any]) -> responses.ResponsesCall:
-            if not translation.native_only:
+            if not plan.native_only:
                 responses.check_request(body)
             return responses.translate_request(body, history)
 
-        call, kept, refusals = translate_dropping(translate, fields, translation.native_only)
-        translation.settle(call.chat, refusals)
-        self._call, self._owner, self._translation = call, principal.user, translation
-        sent = fields if translation.native_only else kept
-        return Incoming(call.chat, native=translation.native(_stateless(sent, call)))
+        call, kept, refusals = translate_dropping(translate, fields, plan.native_only)
+        plan.settle(call.chat, refusals)
+        self._call, self._owner, self._plan = call, principal.user, plan
+        sent = fields if plan.native_only else kept
+        return Incoming(call.chat, native=plan.native(_stateless(sent, call)))
 
     async def outbound(self, reply: Reply) -> Reply:
-        call, translation = self._call, self._translation
-        if call is None or translation is None or reply.status >= 400:
+        call, plan = self._call, self._plan
+        if call is None or plan is None or reply.status >= 400:
             return reply  # already in OpenAI's error shape
         events = _relayed(reply)
         if events is None:
@@ -239,15 +165,15 @@ class _ResponsesExchange:
             document = orjson.loads(reply.body)
             if document.get("object") == "response":  # a native answer, as the upstream gave it
                 await self._keep(document)
-                return reply._replace(headers=translation.headers(reply, JSON))
+                return reply._replace(headers=plan.headers(_headers(reply, JSON)))
             answer = from_chat_completion(document, call, self._response_id, self._created_at)
             if "model_source_indicator" in document:
                 answer["model_source_indicator"] = document["model_source_indicator"]
             await self._keep(answer)
             body = orjson.dumps(answer)
-            return Reply(reply.status, translation.headers(reply, JSON), body, JSON)
+            return Reply(reply.status, plan.headers(_headers(reply, JSON)), body, JSON)
         first, events = await _first_chunk(events)
-        headers = {**translation.headers(reply, SSE), **SSE_HEADERS}
+        headers = {**plan.headers(_headers(reply, SSE)), **SSE_HEADERS}
         if _native_stream(first, RESPONSES_API):
             return Reply(reply.status, headers, _kept_stream(events, self._keep), SSE)
         stream = ResponsesStream(
@@ -318,25 +244,25 @@ class MessagesBridge:
         try:
             translated = await exchange.outbound(reply)
         except Exception:
-            translated = await exchange.outbound(_failed_translation(reply))
+            translated = await exchange.outbound(_failedplan_for(reply))
         return translated._replace(after=reply.after)
 
 
 class _MessagesExchange:
     def __init__(self) -> None:
         self._call: messages.MessagesCall | None = None
-        self._translation: _Translation | None = None
+        self._plan: BridgePlan | None = None
 
     async def inbound(self, incoming: Incoming, principal: Principal) -> Incoming:
         fields = incoming.fields
-        translation = _translation(MESSAGES_API, principal.tier, fields, "messages")
+        plan = plan_for(MESSAGES_API, principal.tier, fields, "messages")
         call, kept, refusals = translate_dropping(
-            messages.translate_request, fields, translation.native_only
+            messages.translate_request, fields, plan.native_only
         )
-        translation.settle(call.chat, refusals)
-        self._call, self._translation = call, translation
-        sent = fields if translation.native_only else kept
-        return Incoming(call.chat, native=translation.native(sent))
+        plan.settle(call.chat, refusals)
+        self._call, self._plan = call, plan
+        sent = fields if plan.native_only else kept
+        return Incoming(call.chat, native=plan.native(sent))
 
     async def outbound(self, reply: Reply) -> Reply:
         events = _relayed(reply) if reply.status < 400 else None
@@ -366,6 +292,6 @@ class _MessagesExchange:
         return Reply(reply.status, headers, stream.events(events), SSE)
 
     def _headers(self, reply: Reply, media_type: str) -> dict[str, str]:
-        if self._translation is None:
+        if self._plan is None:
             return _headers(reply, media_type)
-        return self._translation.headers(reply, media_type)
+        return self._plan.headers(_headers(reply, media_type))
