@@ -43,6 +43,8 @@ def native_reply(
             document = None
         if isinstance(document, dict):
             ctx.usage = chat_usage(api, document.get("usage"))
+            if ctx.trace is not None:
+                ctx.trace.answer(document)  # the response model (finish reasons are chat's)
         return Reply(response.status_code, headers, opened.first_chunk, JSON)
     if not response.headers.get("content-type", "").startswith(SSE):
         raise UpstreamError("The upstream answered a streamed request without an event stream.")
