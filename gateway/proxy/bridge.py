@@ -153,7 +153,7 @@ class _ResponsesExchange:
         plan.settle(call.chat, refusals)
         self._call, self._owner, self._plan = call, principal.user, plan
         sent = fields if plan.native_only else kept
-        return Incoming(call.chat, native=plan.native(_stateless(sent, call)))
+        return plan.incoming(call.chat, _stateless(sent, call))
 
     async def outbound(self, reply: Reply) -> Reply:
         call, plan = self._call, self._plan
@@ -262,7 +262,7 @@ class _MessagesExchange:
         plan.settle(call.chat, refusals)
         self._call, self._plan = call, plan
         sent = fields if plan.native_only else kept
-        return Incoming(call.chat, native=plan.native(sent))
+        return plan.incoming(call.chat, sent)
 
     async def outbound(self, reply: Reply) -> Reply:
         events = _relayed(reply) if reply.status < 400 else None

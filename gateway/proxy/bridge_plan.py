@@ -9,16 +9,22 @@ models declared ``reasoning: true``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from gateway.config.model import Model, Tier
 from gateway.protocols.fields import Refused
 from gateway.protocols.native import NativeRequest
+from gateway.proxy.incoming import Incoming
 from gateway.proxy.routing import AUTO
 
 DROPPED_HEADER = "x-gateway-dropped-fields"
 IMAGE_TYPES = ("input_image", "image", "image_url")
+# in the chat body of a request every target of which gets the native body (never sent)
+NATIVE_DIGEST = "gateway_native_body_sha256"
 
 
 def _chain(tier: Tier, fields: Mapping[str, Any], items: str) -> tuple[Model, ...]:
@@ -64,12 +70,20 @@ class BridgePlan:
             raise refusals[0]
         self.dropped = [refusal.field for refusal in refusals]
 
-    def native(self, body: dict[str, Any]) -> NativeRequest | None:
+    def incoming(self, chat: dict[str, Any], body: dict[str, Any]) -> Incoming:
+        """What the pipeline runs: the chat body, and ``body`` (the client's, as a native
+        target gets it) beside it when a target speaks the API. With every target native the
+        chat body only sizes the quota and keys the response cache, so the native body's
+        digest goes into it: two requests the translation cannot tell apart (a built-in tool
+        more) are cached apart."""
         if not any(m.upstream.speaks(self.api) for m in self._chain):
-            return None
+            return Incoming(chat)
         if "reasoning" in self.dropped:
             body = {k: v for k, v in body.items() if k != "reasoning"}
-        return NativeRequest(self.api, body)
+        if self.native_only:
+            sorted_body = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+            chat[NATIVE_DIGEST] = hashlib.sha256(sorted_body).hexdigest()
+        return Incoming(chat, native=NativeRequest(self.api, body))
 
     def headers(self, headers: dict[str, str]) -> dict[str, str]:
         """``headers`` with the dropped fields named (when any were)."""

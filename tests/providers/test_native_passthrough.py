@@ -251,3 +251,20 @@ def test_tier_drops_with_a_warning_header(start: StartProviders, upstream: MockU
     )
     assert message.headers["x-gateway-dropped-fields"] == "thinking"
     assert message.parse().content[0].type == "text"
+
+
+def test_cached_apart_when_only_the_native_body_differs(
+    start: StartProviders, native: MockResponses
+) -> None:
+    gw = start({"text": ["gpt-native"]}, tier={"cache": {"text": {"ttl_s": 60}}})
+    client = sdk(gw)
+    with_tool = client.responses.with_raw_response.create(
+        model="gpt-native", input="Hi", tools=[{"type": "web_search"}]
+    )
+    plain = client.responses.with_raw_response.create(model="gpt-native", input="Hi")
+    again = client.responses.with_raw_response.create(model="gpt-native", input="Hi")
+    caching = [r.headers["x-gateway-cache"] for r in (with_tool, plain, again)]
+    assert caching == ["miss", "miss", "hit"]
+    assert len(native.requests) == 2
+    assert "gateway_native_body_sha256" not in native.requests[-1]
+    assert again.parse().output_text == "Native hello"
