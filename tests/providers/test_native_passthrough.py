@@ -258,12 +258,12 @@ def test_cached_apart_when_only_the_native_body_differs(
 ) -> None:
     gw = start({"text": ["gpt-native"]}, tier={"cache": {"text": {"ttl_s": 60}}})
     client = sdk(gw)
-    with_tool = client.responses.with_raw_response.create(
-        model="gpt-native", input="Hi", tools=[{"type": "web_search"}]
+    including = client.responses.with_raw_response.create(
+        model="gpt-native", input="Hi", include=["reasoning.encrypted_content"]
     )
     plain = client.responses.with_raw_response.create(model="gpt-native", input="Hi")
     again = client.responses.with_raw_response.create(model="gpt-native", input="Hi")
-    caching = [r.headers["x-gateway-cache"] for r in (with_tool, plain, again)]
+    caching = [r.headers["x-gateway-cache"] for r in (including, plain, again)]
     assert caching == ["miss", "miss", "hit"]
     assert len(native.requests) == 2
     assert "gateway_native_body_sha256" not in native.requests[-1]
