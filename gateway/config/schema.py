@@ -78,7 +78,7 @@ MODEL = _obj(
         "modality": _str("What it does; decides the quota capability when requested by name.", enum=list(MODALITIES)),
         "context_length": _num("Context window in tokens.", 1, integer=True),
         "price": PRICE,
-        "reasoning": {"type": "boolean", "default": False, "description": "A reasoning model: it takes chat's `reasoning_effort` (the Responses bridge carries `reasoning.effort` to it)."},
+        "reasoning": {"type": "boolean", "default": False, "description": "A reasoning model behind an OpenAI-compatible upstream: it takes chat's `reasoning_effort` (the Responses bridge carries `reasoning.effort` to it)."},
         "deployments": {
             "type": "array",
             "description": "More deployments of this model (its own upstream is the first): the least loaded is tried first, each behind its own breaker, a failed one retried on a sibling.",

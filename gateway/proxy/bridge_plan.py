@@ -61,7 +61,7 @@ class BridgePlan:
         if self.native_only:
             return
         bridged = [m for m in self._chain if not m.upstream.speaks(self.api)]
-        if "reasoning_effort" in chat and not all(m.reasoning for m in bridged):
+        if "reasoning_effort" in chat and not all(_reasons(m) for m in bridged):
             refusals = [*refusals, _no_reasoning(bridged)]
             chat.pop("reasoning_effort")
         if not refusals:
@@ -100,8 +100,14 @@ def plan_for(api: str, tier: Tier, fields: Mapping[str, Any], items: str) -> Bri
     return BridgePlan(api, tier, chain, native_only)
 
 
+def _reasons(model: Model) -> bool:
+    """It takes chat's ``reasoning_effort``: declared so, behind an OpenAI-compatible API (the
+    Anthropic adapter has no counterpart for it)."""
+    return model.reasoning and model.upstream.api == "openai"
+
+
 def _no_reasoning(models: list[Model]) -> Refused:
-    names = ", ".join(sorted({m.name for m in models if not m.reasoning}))
+    names = ", ".join(sorted({m.name for m in models if not _reasons(m)}))
     return Refused(
         f"'reasoning' is not supported by this gateway: {names} is not declared a reasoning "
         "model (reasoning: true in routes.yaml).",
