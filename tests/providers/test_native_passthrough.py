@@ -60,6 +60,8 @@ def start(
         }
         models["ok-reason"] = {"upstream": "mock", "model": "mock/ok", "modality": "text"}
         models["ok-reason"]["reasoning"] = True
+        models["claude-reason"] = {"upstream": "claude", "model": "claude-ok", "modality": "text"}
+        models["claude-reason"]["reasoning"] = True
         return start_providers(
             routes,
             extra_upstreams={"native": upstream},
@@ -212,6 +214,16 @@ def test_refused_by_default_named(start: StartProviders) -> None:
         sdk(gw).responses.create(model="ok", input="Hi", reasoning={"effort": "low"})
     assert refused.value.body["param"] == "reasoning"  # type: ignore[index]
     assert "ok is not declared a reasoning model" in refused.value.body["message"]  # type: ignore[index]
+
+
+def test_reasoning_refused_for_a_model_behind_the_anthropic_adapter(
+    start: StartProviders, anthropic: MockAnthropic
+) -> None:
+    gw = start({"text": ["claude-reason"]})
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk(gw).responses.create(model="claude-reason", input="Hi", reasoning={"effort": "low"})
+    assert refused.value.body["param"] == "reasoning"  # type: ignore[index]
+    assert anthropic.requests == []
 
 
 def test_reasoning_effort_carried_to_a_reasoning_model(
