@@ -18,7 +18,8 @@ WORKDIR /src
 # README.md is the project's `readme` in pyproject.toml: the build needs it.
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-RUN pip install --no-cache-dir .
+# otel: OpenTelemetry tracing, off until OTEL_EXPORTER_OTLP_ENDPOINT is set (docs/observability.md)
+RUN pip install --no-cache-dir "./[otel]"
 
 # ---- runtime ---------------------------------------------------------------------------------
 FROM python:3.11-slim

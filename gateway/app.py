@@ -58,12 +58,14 @@ from gateway.observe.metrics import Metrics, UsageMetrics, mark_worker_dead
 from gateway.observe.provider_stats import ProviderStats
 from gateway.observe.request_metrics import RequestMetrics
 from gateway.observe.tracing import TraceEnd, start_tracing
+from gateway.protocols.response_store import ResponseStore
 from gateway.providers.demo import DemoRouter
 from gateway.providers.transport import Transport, create_transport
 from gateway.proxy.attempts import Attempter
 from gateway.proxy.auth import KeyRing
 from gateway.proxy.billing import Billing
 from gateway.proxy.breaker import Breakers
+from gateway.proxy.bridge import ResponsesBridge
 from gateway.proxy.cache.exact import ResponseCache
 from gateway.proxy.credentials import Credentials
 from gateway.proxy.flag_gate import FlagGate
@@ -258,13 +260,16 @@ def build_gateway(
         cache=ResponseCache(config, store, clock),
         credentials=credentials, flags=FlagGate(config, control), tracer=tracer,
     )  # fmt: skip
+    owners = OwnerKeys(keyring)
     batch_pipeline = Pipeline(  # batch lines: the same parts, run as the batch's owner
-        config, OwnerKeys(keyring), attempter, meter, listeners, log_bodies=runtime.log_bodies,
+        config, owners, attempter, meter, listeners, log_bodies=runtime.log_bodies,
         rollout=Rollout(lambda: control.snapshot), credentials=credentials,
         flags=FlagGate(config, control),
     )  # fmt: skip
     batch_service = kept.batches or Batches(BatchSettings.from_env(), store, clock=clock)
-    batch_service.runner.execute = PipelineLines(lambda: batch_pipeline)
+    responses = ResponsesBridge(ResponseStore(store, config.settings.responses_ttl_s))
+    batch_service.runner.execute = PipelineLines(lambda: batch_pipeline, owners, responses)
+    batch_service.runner.tier_of = owners.tier_of
     return Gateway(
         config, runtime, keyring, upstream, store, meter, metrics, breakers, stats, pipeline, clock,
         int(clock()), video_jobs, control, shared_health=shared,

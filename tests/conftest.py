@@ -61,6 +61,8 @@ SLOW_PATHS = (
     "tests/control/test_reload.py",
     "tests/control/test_audit_logs.py",
     "tests/unit/test_wire.py",
+    "tests/batches/test_batch_limits.py",
+    "tests/providers/test_native_passthrough.py",
 )
 SLOW_TESTS = (
     "tests/protocols/test_store_redis.py::test_in_redis_and_outage",

@@ -534,11 +534,29 @@ def test_workdir_is_app_and_config_files_land_there() -> None:
             assert posixpath.normpath(dest) == "/app", f"{source} is copied to {dest}"
 
 
+# the project itself (".", or "./[extra,...]": hadolint takes that spelling as a local path)
+INSTALL = re.compile(r"""\bpip install --no-cache-dir (["']?)\.(?:/?\[([\w,-]+)\])?\1(?:\s|$)""")
+
+
 def test_installs_the_project_with_pip_no_cache() -> None:
     runs = [i.args for i in _instructions() if i.keyword == "RUN"]
-    assert any(re.search(r"\bpip install --no-cache-dir \.(\s|$)", run) for run in runs), runs
+    assert any(INSTALL.search(run) for run in runs), runs
     sources = {source.rstrip("/").removeprefix("./") for _, source in _copy_sources()}
     assert {"pyproject.toml", "gateway"} <= sources
+
+
+def test_the_image_has_the_otel_extra_so_tracing_needs_only_its_variables() -> None:
+    runs = [i.args for i in _instructions() if i.keyword == "RUN"]
+    extras = {
+        extra
+        for run in runs
+        if (found := INSTALL.search(run)) is not None and found.group(2)
+        for extra in found.group(2).split(",")
+    }
+    assert "otel" in extras, runs
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    packages = " ".join(declared["optional-dependencies"]["otel"])
+    assert "opentelemetry-sdk" in packages and "opentelemetry-exporter-otlp-proto-http" in packages
 
 
 def test_exposes_8080_and_port_defaults_match() -> None:

@@ -3,7 +3,9 @@
 The runner hands each line to a second ``Pipeline`` of the same parts (routing, fallback,
 metering, listeners) whose authenticator is ``OwnerKeys``: it reads two headers that only this
 module sets, on a request built in process, never on one from the network. The owner's key is
-looked up again for every line, so a revoked or expired key stops its batches.
+looked up again before every line: while it is revoked or expired, the batch waits
+(``LineOutcome.key_refused``). ``/v1/responses`` lines go through the Responses bridge, as
+interactive ones do.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ from starlette.types import Message
 from gateway.batches.jsonl import BatchLine
 from gateway.batches.records import BatchRecord
 from gateway.batches.runner import PAUSE_DEFAULT_S, LineOutcome
+from gateway.errors import Unauthorized
 from gateway.proxy.auth import KeyRing, Principal
+from gateway.proxy.bridge import Bridge
 from gateway.proxy.pipeline import Pipeline
 from gateway.proxy.routing import CHAT, EMBEDDINGS, Endpoint
 
 OWNER_HEADER = "x-gateway-batch-owner"
 BATCH_HEADER = "x-gateway-batch-id"
 ENDPOINTS: dict[str, Endpoint] = {"/v1/chat/completions": CHAT, "/v1/embeddings": EMBEDDINGS}
+RESPONSES_PATH = "/v1/responses"
 QUOTA_CODES = (b'"quota_exceeded"', b'"budget_exceeded"')
 
 
@@ -41,16 +46,40 @@ class OwnerKeys:
         principal = self._keyring.by_digest(headers[OWNER_HEADER])
         return dataclasses.replace(principal, batch=headers[BATCH_HEADER])
 
+    def check(self, record: BatchRecord) -> None:
+        """401 while the key that created ``record`` is revoked or expired."""
+        self._keyring.by_digest(record.key_digest)
+
+    def tier_of(self, record: BatchRecord) -> tuple[str, int | None]:
+        """The runner's ``tier_of``: the owner's key's tier and its batch lines limit."""
+        try:
+            tier = self._keyring.by_digest(record.key_digest).tier
+        except Unauthorized:
+            return "", None  # its lines wait for the key (``PipelineLines``)
+        return tier.name, tier.batch_concurrency
+
 
 class PipelineLines:
     """The runner's ``execute``: one line as one in-process request."""
 
-    def __init__(self, pipeline_of: Callable[[], Pipeline]) -> None:
+    def __init__(
+        self,
+        pipeline_of: Callable[[], Pipeline],
+        owners: OwnerKeys,
+        responses: Bridge | None = None,
+    ) -> None:
         self._pipeline_of = pipeline_of
+        self._owners = owners
+        self._responses = responses  # /v1/responses lines (None: not served)
 
     async def __call__(self, record: BatchRecord, line: BatchLine) -> LineOutcome:
         body = orjson.dumps(line.body)
         request_id = f"batch_req_{record.id.removeprefix('batch_')}_{line.number}"
+        try:
+            self._owners.check(record)
+        except Unauthorized as refused:
+            error = orjson.dumps(refused.body())
+            return LineOutcome(refused.status, error, request_id, key_refused=True)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
@@ -72,9 +101,11 @@ class PipelineLines:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        reply = await self._pipeline_of().handle(
-            Request(scope, receive), ENDPOINTS[record.endpoint]
-        )
+        pipeline, request = self._pipeline_of(), Request(scope, receive)
+        if record.endpoint == RESPONSES_PATH and self._responses is not None:
+            reply = await self._responses.handle(pipeline, request)
+        else:
+            reply = await pipeline.handle(request, ENDPOINTS[record.endpoint])
         status, reply_headers, content = reply.status, reply.headers, reply.body
         if not isinstance(content, bytes):  # a relayed answer (not asked for): read it whole
             content = b"".join([chunk async for chunk in content])

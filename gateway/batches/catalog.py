@@ -2,7 +2,9 @@
 
 An id is looked up in its caller's own hash only, so another user's id is simply not found.
 Batches not yet final are also listed in one index (``batch id\towner`` → created ms) that
-every replica's runner reads to find work.
+every replica's runner reads to find work, and every batch ever created in another
+(``ALL``, read by the operators' dashboard page), from which a batch whose record is gone is
+taken out as it is read.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from gateway.store.port import Store
 PREFIX = "gw"
 KEEP_S = 400 * 24 * 3600  # an owner's records hash lives this long after its last write
 ACTIVE = f"{PREFIX}:batches:active"
+ALL = f"{PREFIX}:batches:all"
 
 
 def _files(owner: str) -> str:
@@ -57,9 +60,28 @@ class Catalog:
         return sorted(found, key=lambda b: (b.created_at, b.id), reverse=True)
 
     async def activate(self, record: BatchRecord) -> None:
-        await self._store.write_hash(
-            ACTIVE, {f"{record.id}\t{record.owner}": record.created_at * 1000}, ()
-        )
+        member = {f"{record.id}\t{record.owner}": record.created_at * 1000}
+        await self._store.write_hash(ALL, member, ())
+        await self._store.write_hash(ACTIVE, member, ())
+
+    async def everyone(self, limit: int) -> list[BatchRecord]:
+        """The latest ``limit`` batches of every user, newest first."""
+        (stored,) = await self._store.read_hashes([ALL])
+        newest = sorted(stored.items(), key=lambda item: item[1], reverse=True)
+        found: list[BatchRecord] = []
+        gone: list[str] = []
+        for member, _ in newest:
+            if len(found) >= limit:
+                break
+            batch_id, _, owner = member.partition("\t")
+            record = await self.batch(owner, batch_id)
+            if record is None:
+                gone.append(member)
+            else:
+                found.append(record)
+        if gone:
+            await self._store.write_hash(ALL, {}, tuple(gone))
+        return found
 
     async def deactivate(self, record: BatchRecord) -> None:
         await self._store.write_hash(ACTIVE, {}, (f"{record.id}\t{record.owner}",))

@@ -11,7 +11,7 @@ import orjson
 FILE_PURPOSES = frozenset(
     {"batch", "batch_output", "user_data", "assistants", "fine-tune", "vision", "evals"}
 )
-BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
+BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/responses")
 COMPLETION_WINDOWS = {"24h": 24 * 3600}
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 

@@ -6,7 +6,9 @@ Lines in flight are bounded per replica (``concurrency``) and per owner
 (``user_concurrency``), so interactive traffic keeps the upstream capacity it needs. A line
 is ``begin``-marked before it is sent: if its replica dies, the line is answered with a
 ``line_interrupted`` error rather than sent a second time. A line refused by the owner's quota
-is given back and the batch pauses until the quota's ``retry-after``.
+is given back and the batch pauses until the quota's ``retry-after``; so is a line whose
+owner's key is no longer valid, the batch waiting until the key is valid again (re-checked
+every ``key_recheck_s``) or the batch expires. Each tier may bound its lines in flight too.
 """
 
 from __future__ import annotations
@@ -46,9 +48,12 @@ class LineOutcome:
     request_id: str
     quota_refused: bool = False
     retry_after_s: float = PAUSE_DEFAULT_S
+    key_refused: bool = False  # the owner's key is revoked or expired: the batch waits
 
 
 Execute = Callable[[BatchRecord, BatchLine], Awaitable[LineOutcome]]
+# a batch's tier and that tier's limit of lines in flight (None: no tier limit)
+TierOf = Callable[[BatchRecord], tuple[str, int | None]]
 
 
 class Runner:
@@ -68,11 +73,13 @@ class Runner:
         self._finalizer = finalizer
         self._clock = clock
         self.execute: Execute | None = None  # set by the app (the pipeline of its config)
+        self.tier_of: TierOf | None = None  # set by the app (the owner's key's tier)
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._task: asyncio.Task[None] | None = None
         self._lines: set[asyncio.Task[None]] = set()
         self._running: set[tuple[str, int]] = set()
         self._per_owner: dict[str, int] = {}
+        self._per_tier: dict[str, int] = {}
         self._inputs: dict[str, list[BatchLine]] = {}
         self._beat = 0.0
         self._claimed: dict[str, float] = {}
@@ -137,14 +144,20 @@ class Runner:
             worked = worked or bool(entries)
         return worked
 
-    def _free(self, owner: str) -> int:
+    def _tier(self, record: BatchRecord) -> tuple[str, int | None]:
+        return ("", None) if self.tier_of is None else self.tier_of(record)
+
+    def _free(self, record: BatchRecord) -> int:
         s = self._settings
-        return min(
-            s.concurrency - len(self._lines), s.user_concurrency - self._per_owner.get(owner, 0)
+        free = min(
+            s.concurrency - len(self._lines),
+            s.user_concurrency - self._per_owner.get(record.owner, 0),
         )
+        tier, limit = self._tier(record)
+        return free if limit is None else min(free, limit - self._per_tier.get(tier, 0))
 
     async def _take(self, record: BatchRecord, progress: Progress, now: float) -> list[Entry]:
-        free = self._free(record.owner)
+        free = self._free(record)
         if free <= 0 or record.status not in ("in_progress", "cancelling"):
             return []
         entries: list[Entry] = []
@@ -160,8 +173,10 @@ class Runner:
         return entries
 
     def _spawn(self, record: BatchRecord, progress: Progress, entry: Entry) -> None:
+        tier = self._tier(record)[0]
         self._running.add((record.id, entry.line))
         self._per_owner[record.owner] = self._per_owner.get(record.owner, 0) + 1
+        self._per_tier[tier] = self._per_tier.get(tier, 0) + 1
         task = asyncio.create_task(self._line(record, progress, entry))
         self._lines.add(task)
 
@@ -169,6 +184,7 @@ class Runner:
             self._lines.discard(finished)
             self._running.discard((record.id, entry.line))
             self._per_owner[record.owner] -= 1
+            self._per_tier[tier] -= 1
             self._slot_freed.set()
 
         task.add_done_callback(done)
@@ -202,7 +218,7 @@ class Runner:
                 await state.ack(batch_id, [entry.id])  # a stopped batch never runs this line
             return
         outcome = await self.execute(record, line)
-        if outcome.quota_refused:
+        if outcome.quota_refused or outcome.key_refused:
             await state.release(batch_id, entry.line)
             await self._pause(record, outcome)
             return  # unacknowledged: the line comes back once its entry is stale
@@ -216,9 +232,15 @@ class Runner:
         await state.ack(batch_id, [entry.id])
 
     async def _pause(self, record: BatchRecord, outcome: LineOutcome) -> None:
-        until = self._clock() + max(1.0, outcome.retry_after_s)
+        """No new line of the batch starts for a while: the owner's quota said when, an
+        invalid owner's key is looked at again after ``key_recheck_s``."""
         message = _error_message(outcome.body)
-        reason = f"quota: {message}" if message else "quota exceeded"
+        if outcome.key_refused:
+            until = self._clock() + self._settings.key_recheck_s
+            reason = f"owner's key: {message or 'no longer valid'}"
+        else:
+            until = self._clock() + max(1.0, outcome.retry_after_s)
+            reason = f"quota: {message}" if message else "quota exceeded"
         await self._state.set_flags(
             record.id, {"paused_until": f"{until:.3f}", "pause_reason": reason[:500]}
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gateway.batches.catalog import Catalog
@@ -110,6 +110,14 @@ class Batches:
     async def list(self, owner: str) -> list[tuple[BatchRecord, Progress]]:
         found = []
         for record in await self.catalog.batches(owner):
+            live = record.final_counts is None
+            found.append((record, await self.state.progress(record.id) if live else Progress()))
+        return found
+
+    async def everyone(self, limit: int) -> Sequence[tuple[BatchRecord, Progress]]:
+        """The latest ``limit`` batches of all users and their progress (operators' page)."""
+        found = []
+        for record in await self.catalog.everyone(limit):
             live = record.final_counts is None
             found.append((record, await self.state.progress(record.id) if live else Progress()))
         return found

@@ -22,6 +22,7 @@ class BatchSettings:
     claim_idle_ms: int = 15_000  # a line this long unacknowledged: its replica is presumed dead
     poll_s: float = 0.2  # how often an idle runner looks for work
     heartbeat_ttl_s: int = 10  # a replica silent this long is dead (its started lines fail)
+    key_recheck_s: float = 30.0  # a batch paused for its owner's invalid key looks again
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BatchSettings:
@@ -40,6 +41,7 @@ class BatchSettings:
             ),
             claim_idle_ms=max(100, _int(env, "GATEWAY_BATCH_CLAIM_IDLE_MS", d.claim_idle_ms)),
             heartbeat_ttl_s=max(2, _int(env, "GATEWAY_BATCH_HEARTBEAT_TTL_S", d.heartbeat_ttl_s)),
+            key_recheck_s=max(1, _int(env, "GATEWAY_BATCH_KEY_RECHECK_S", 30)),
         )
 
 

@@ -118,6 +118,7 @@ def _upstream(name: str, node: Node, env: Mapping[str, str]) -> Upstream:
             "idle_timeout_s",
             "api",
             "video_content",
+            "responses_api",
         },
         {"base_url"},
     )
@@ -150,6 +151,7 @@ def _upstream(name: str, node: Node, env: Mapping[str, str]) -> Upstream:
         api_key_env=key_var,
         api_key_source=key_source,
         base_url_env=override_var,
+        responses_api=node.get("responses_api").boolean(False),
     )
 
 
@@ -162,7 +164,8 @@ def _models(node: Node, upstreams: Mapping[str, Upstream]) -> dict[str, Model]:
     models: dict[str, Model] = {}
     for name, entry in node.items():
         entry.mapping(
-            {"upstream", "model", "modality", "context_length", "price", "deployments"},
+            {"upstream", "model", "modality", "context_length", "price", "deployments"}
+            | {"reasoning"},
             {"upstream", "model", "modality"},
         )
         upstream_name = entry.get("upstream").string("") or ""
@@ -179,6 +182,7 @@ def _models(node: Node, upstreams: Mapping[str, Upstream]) -> dict[str, Model]:
             modality=modality,
             context_length=entry.get("context_length").integer(None, minimum=1),
             price=_price(entry.get("price")),
+            reasoning=entry.get("reasoning").boolean(False),
         )
         found = deployments(entry.get("deployments"), model, upstreams)
         models[name] = replace(model, deployments=found) if found else model
@@ -197,7 +201,8 @@ def _tier(
 ) -> Tier:
     node.mapping(
         {"routes", "max_tokens", "quotas", "budget", "tier_budget", "on_exhausted", "cache"}
-        | {"batch_price_percent", "byok_models", "monthly_fee_usd", "byok_discount_percent"},
+        | {"batch_price_percent", "byok_models", "monthly_fee_usd", "byok_discount_percent"}
+        | {"unsupported_fields", "batch_concurrency"},
         {"routes"},
     )  # fmt: skip
     routes: dict[str, tuple[Model, ...]] = {}
@@ -223,6 +228,8 @@ def _tier(
         weights=weights,
         on_exhausted=node.get("on_exhausted").choice(ON_EXHAUSTED, "reject"),
         batch_price_percent=node.get("batch_price_percent").integer(100) or 0,
+        batch_concurrency=node.get("batch_concurrency").integer(None, minimum=1),
+        unsupported_fields=node.get("unsupported_fields").choice(("refuse", "drop"), "refuse"),
         byok_models=byok_models(node.get("byok_models"), routes, upstreams),
         monthly_fee_usd=_money(node.get("monthly_fee_usd")),
         byok_discount_percent=_percent(node.get("byok_discount_percent")),

@@ -43,12 +43,21 @@ class Upstream:
     api_key_env: str | None = None  # the variable names, for start-up lines and `gateway check`
     api_key_source: str | None = None  # the variable the key came from (api_key_env or an alias)
     base_url_env: str | None = None
+    # an OpenAI-compatible upstream that serves POST /responses itself: /v1/responses is
+    # passed through to it rather than bridged through chat completions
+    responses_api: bool = False
 
     @property
     def takes_key(self) -> bool:
         """The upstream authenticates with a key from its config (a caller's own key only
         counts as BYOK here; a keyless one, e.g. a local model, also takes stored keys)."""
         return self.requires_key or self.api_key is not None
+
+    def speaks(self, client_api: str) -> bool:
+        """Whether it serves a client API (``responses``, ``messages``) natively."""
+        if client_api == "messages":
+            return self.api == "anthropic"
+        return client_api == "responses" and self.responses_api and self.api == "openai"
 
 
 # The provider APIs an upstream may speak: OpenAI-compatible (relayed as is), Anthropic's
@@ -76,6 +85,7 @@ class Model:
     modality: str
     context_length: int | None = None
     price: Price = field(default_factory=Price)
+    reasoning: bool = False  # it takes chat's ``reasoning_effort`` (a reasoning model)
     # one of several deployments of the model (its label), and the model's deployments: the
     # least loaded is tried first, a failed one retried on a sibling (``proxy/deployments.py``)
     deployment: str | None = None
@@ -186,6 +196,10 @@ class Tier:
     weights: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     on_exhausted: str = "reject"  # or "downgrade": a cheaper model of the chain, or fewer tokens
     batch_price_percent: int = 100  # a batch's requests cost this share of the list price
+    batch_concurrency: int | None = None  # batch lines in flight per replica, all its users
+    # what a protocol bridge does with a field it cannot carry: "refuse" (400 naming it) or
+    # "drop" (named in the x-gateway-dropped-fields header)
+    unsupported_fields: str = "refuse"
     # the monthly statement (``metering/statements.py``): a fee for each month with usage, and
     # the share of (fee + charged usage) taken off for a user who used their own key that month
     monthly_fee_usd: Decimal = Decimal(0)

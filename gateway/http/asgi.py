@@ -11,6 +11,7 @@ Middleware added later with ``add_middleware`` joins the outer list, so it too s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,8 +24,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.errors import GatewayError
 from gateway.http.dispatch import Dispatch
 from gateway.http.errors import error_response
+from gateway.http.overhead import overhead_value, stamped
 from gateway.http.relay_response import RelayResponse
-from gateway.proxy.pipeline import Pipeline
+from gateway.proxy.pipeline import OVERHEAD_HEADER, Pipeline
 from gateway.proxy.reply import Reply
 from gateway.proxy.routing import Endpoint
 
@@ -97,16 +99,19 @@ class FastLane:
                 response = await self._proxied(scope, receive, path, endpoint)
                 await response(scope, receive, send)
                 return
+        if scope["type"] == "http":  # the pipeline times its own answers; these are all ours
+            send = stamped(send, time.perf_counter())
         await self._routed(scope, receive, send)
 
     async def _proxied(
         self, scope: Scope, receive: Receive, path: str, endpoint: Endpoint | None
     ) -> ASGIApp:
         if endpoint is None:
+            started = time.perf_counter()
             try:
                 found = self._dispatch.endpoint(path)
-            except GatewayError as error:
-                return error_response(error)
+            except GatewayError as error:  # an unknown path: answered before any pipeline
+                return error_response(error, {OVERHEAD_HEADER: overhead_value(started)})
             if not isinstance(found, Endpoint):  # a protocol bridge (/v1/responses...)
                 return to_asgi(await found.handle(self._pipeline, Request(scope, receive)))
             endpoint = found

@@ -59,7 +59,7 @@ RESPONSES: Mapping[str, Field] = {
     "previous_response_id": Field(G, "the stored conversation is put before the input"),
     "truncation": Field(R, "only 'disabled' (the default)", harmless=("disabled",)),
     "background": Field(R, "background responses are not served", harmless=(False,)),
-    "reasoning": Field(R, "no model in the chain is declared a reasoning model"),
+    "reasoning": Field(T, "effort → reasoning_effort for reasoning models; else refused"),
     "include": Field(R, "no extra output data is produced", harmless=((),)),
     "top_logprobs": Field(R, "log probabilities are not bridged", harmless=(0,)),
     "max_tool_calls": Field(R, "not enforceable over chat completions"),
@@ -89,15 +89,26 @@ MESSAGES: Mapping[str, Field] = {
 }
 
 
+class Refused(InvalidRequest):
+    """A field the bridge cannot carry to chat completions (a 400 naming it): an upstream that
+    speaks the API natively may still take it, and a tier may let it be dropped instead."""
+
+    def __init__(self, message: str, param: str, *, unknown: bool = False) -> None:
+        super().__init__(message, param=param)
+        self.field = param
+        self.unknown = unknown  # not a field of the API at all (never dropped)
+
+
 def check_fields(body: Mapping[str, Any], table: Mapping[str, Field], api: str) -> None:
     """400 naming the first field that is unknown, or refused with a value that matters."""
     for name, value in body.items():
         found = table.get(name)
         if found is None:
-            raise InvalidRequest(f"Unknown parameter for the {api}: '{name}'.", param=name)
+            message = f"Unknown parameter for the {api}: '{name}'."
+            raise Refused(message, name, unknown=True)
         if found.disposition is R and value is not None and not _harmless(value, found):
-            raise InvalidRequest(
-                f"'{name}' is not supported by this gateway's {api} ({found.note}).", param=name
+            raise Refused(
+                f"'{name}' is not supported by this gateway's {api} ({found.note}).", name
             )
 
 
@@ -106,5 +117,5 @@ def _harmless(value: Any, found: Field) -> bool:
     return any(plain == allowed for allowed in found.harmless)
 
 
-def refused(param: str, why: str) -> InvalidRequest:
-    return InvalidRequest(f"'{param}' is not supported by this gateway: {why}.", param=param)
+def refused(param: str, why: str) -> Refused:
+    return Refused(f"'{param}' is not supported by this gateway: {why}.", param)

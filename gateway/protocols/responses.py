@@ -27,6 +27,7 @@ CARRIED = (
     "prompt_cache_key",
     "service_tier",
 )
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
 
 
@@ -76,6 +77,8 @@ def translate_request(body: Mapping[str, Any], history: list[dict[str, Any]]) ->
     for name in CARRIED:
         if body.get(name) is not None:
             chat[name] = body[name]
+    if (reasoning := body.get("reasoning")) is not None:
+        chat.update(reasoning_fields(reasoning))
     if (tools := body.get("tools")) is not None:
         chat["tools"] = chat_tools(tools)
     if (choice := body.get("tool_choice")) is not None:
@@ -137,10 +140,31 @@ def _echo(body: Mapping[str, Any]) -> dict[str, Any]:
         "truncation": "disabled",
         "user": body.get("user"),
         "background": False,
-        "reasoning": {"effort": None, "summary": None},
+        "reasoning": {"effort": (body.get("reasoning") or {}).get("effort"), "summary": None},
         "service_tier": body.get("service_tier"),
         "store": _flag(body, "store", True),
     }
+
+
+def reasoning_fields(reasoning: Any) -> dict[str, Any]:
+    """``reasoning`` in chat terms: ``effort`` → ``reasoning_effort`` (the bridge then checks
+    that the chain's models take it); a summary has no chat counterpart and is refused."""
+    if not isinstance(reasoning, dict):
+        raise InvalidRequest("'reasoning' must be an object.", param="reasoning")
+    for key, value in reasoning.items():
+        if key not in ("effort", "summary", "generate_summary"):
+            raise InvalidRequest(f"Unknown parameter: 'reasoning.{key}'.", param=f"reasoning.{key}")
+        if key != "effort" and value is not None:
+            raise refused(f"reasoning.{key}", "chat completions return no reasoning summary")
+    effort = reasoning.get("effort")
+    if effort is None:
+        return {}
+    if effort not in REASONING_EFFORTS:
+        raise InvalidRequest(
+            f"'reasoning.effort' must be one of {', '.join(REASONING_EFFORTS)}.",
+            param="reasoning.effort",
+        )
+    return {"reasoning_effort": effort}
 
 
 # -- input items -------------------------------------------------------------------------------

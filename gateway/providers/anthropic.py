@@ -43,9 +43,16 @@ def build_request(
     model: Model, body: dict[str, Any], *, api_key: Secret | None, request_id: str
 ) -> httpx.Request:
     """POST ``{base_url}/messages`` with the chat body translated."""
+    payload = orjson.dumps(messages_body(body, model.upstream_model))
+    return post_messages(model, payload, api_key=api_key, request_id=request_id)
+
+
+def post_messages(
+    model: Model, payload: bytes, *, api_key: Secret | None, request_id: str
+) -> httpx.Request:
+    """POST ``{base_url}/messages`` with a Messages API body as it is."""
     upstream = model.upstream
     url = upstream_url(upstream.base_url, "/messages")
-    payload = orjson.dumps(messages_body(body, model.upstream_model))
     headers = [
         (b"host", url.netloc),
         (b"accept-encoding", b"identity"),

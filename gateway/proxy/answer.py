@@ -13,12 +13,14 @@ import orjson
 
 from gateway.config.model import Settings
 from gateway.errors import UpstreamError
+from gateway.protocols.native import native_api
 from gateway.providers import anthropic
 from gateway.providers.anthropic_stream import StreamTranslator
 from gateway.providers.bodies import read_up_to
 from gateway.providers.openai import forwarded_headers
 from gateway.proxy.attempts import Opened
 from gateway.proxy.context import RequestContext
+from gateway.proxy.native_answer import native_reply
 from gateway.proxy.reply import Reply
 from gateway.proxy.source_indicators import SourceIndicators, into_first_event, spliced
 from gateway.proxy.streaming import SSERelay, StreamResult, cut_kind
@@ -43,6 +45,16 @@ class Answers:
         response = opened.response
         headers = {**forwarded_headers(response), **ctx.indicator()}
         content_type = response.headers.get("content-type", "")
+        if ctx.endpoint.bridged and (api := native_api(response)) is not None:
+            return native_reply(
+                ctx,
+                opened,
+                api,
+                headers,
+                max_event_bytes=self._settings.max_sse_event_bytes,
+                relaying=self._relaying,
+                end=self._end,
+            )
         translator = None
         if opened.model.upstream.api == "anthropic":  # translated; OpenAI's is relayed as is
             opened, translator = self._from_anthropic(opened, content_type)

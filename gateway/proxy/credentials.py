@@ -162,6 +162,8 @@ def _request(
     accept: str | None,
 ) -> httpx.Request | None:
     """The request for one target with ``key``; None when its API cannot serve it."""
+    if incoming.native is not None and incoming.native.serves(model):
+        return incoming.native.request(model, body, api_key=key, request_id=ctx.request_id)
     if model.upstream.api != "openai":
         return _adapted(model, ctx, incoming, body, key)
     if incoming.files:

@@ -19,6 +19,7 @@ from gateway.errors import (
     RequestTimeout,
     UnsupportedMediaType,
 )
+from gateway.protocols.native import NativeRequest
 from gateway.proxy.routing import Endpoint
 
 # Hints the gateway reads for routing; upstreams would reject them as unknown parameters.
@@ -45,6 +46,8 @@ class Incoming:
     fields: dict[str, Any]  # the JSON body, or the multipart text fields
     files: list[tuple[str, UploadFile]] = field(default_factory=list)
     size: int = 0  # bytes of a JSON body (0: multipart)
+    # a bridged request: the client's own body, for targets that speak its API natively
+    native: NativeRequest | None = None
 
     @property
     def model(self) -> str | None:

@@ -21,6 +21,7 @@ class Endpoint:
     generates_tokens: bool = False  # max_tokens applies; streaming is possible
     binary_response: bool = False  # relay the body as it arrives (audio)
     allowed_routes: frozenset[str] | None = None  # passthrough: routes that may serve it
+    bridged: bool = False  # a protocol bridge's (its answer may come back in its own API)
 
 
 CHAT = Endpoint("chat.completions", "/chat/completions", "text", generates_tokens=True)
@@ -35,8 +36,8 @@ RERANK = Endpoint("rerank", "/rerank", "rerank")
 # a video job (OpenAI's shape: JSON or multipart), answered with the gateway's job id
 VIDEOS = Endpoint("videos", "/videos", "video")
 # The protocol bridges' requests, once translated: chat completions under their own name.
-RESPONSES = Endpoint("responses", "/chat/completions", "text", generates_tokens=True)
-MESSAGES = Endpoint("messages", "/chat/completions", "text", generates_tokens=True)
+RESPONSES = Endpoint("responses", "/chat/completions", "text", generates_tokens=True, bridged=True)
+MESSAGES = Endpoint("messages", "/chat/completions", "text", generates_tokens=True, bridged=True)
 KNOWN_ENDPOINTS = (
     CHAT,
     COMPLETIONS,

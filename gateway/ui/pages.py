@@ -33,7 +33,7 @@ from gateway.http.api.files import WithBatches
 from gateway.http.services import services
 from gateway.proxy.auth_throttle import client_address
 from gateway.secret import sha256_hex
-from gateway.ui import login_guard, statements
+from gateway.ui import batches, login_guard, statements
 from gateway.ui.orgs import orgs_context
 from gateway.ui.overview import analytics_view, overview_view
 from gateway.ui.render import page
@@ -53,6 +53,7 @@ OPERATOR_PAGES = (
     ("providers", "Providers"),
     ("requests", "Quota requests"),
     ("statements", "Statements"),
+    ("batches", "Batches"),
     ("audit", "Audit log"),
 )
 PAGE_NAMES = {name for name, _ in OPERATOR_PAGES}
@@ -182,6 +183,8 @@ async def operator_page(request: Request) -> Response:
         context.update(await statements.operator_context(request, gateway))
     elif name == "orgs":
         context.update(await orgs_context(gateway))
+    elif name == "batches":
+        context.update(await batches.operator_context(request))
     elif name == "analytics":
         try:
             context.update(await _analytics_context(request))

@@ -120,3 +120,57 @@ def test_the_histogram_counts_each_answer_with_the_headers_figure(gw):
     expected = sum(overhead_ms(answer) for answer in answers) / 1000
     assert total - before_sum == pytest.approx(expected, abs=0.002)  # header rounded to µs
     assert total - before_sum < UPSTREAM_WAIT_S  # the slow upstream's wait is not in it
+
+
+@pytest.fixture
+def small(upstream, tmp_path, monkeypatch):
+    """A gateway whose body limit is 1 KB (its file uploads: 1 MB)."""
+    monkeypatch.setenv("GATEWAY_FILES_DIR", str(tmp_path / "files"))
+    monkeypatch.setenv("GATEWAY_FILES_MAX_MB", "1")
+    keys = {"free": "sk-test-free-0123456789"}
+    env = {"GATEWAY_KEYS": f"{keys['free']}=free:user-free"}
+    tiers = tiers_doc({"free": {"routes": DEFAULT_ROUTES}}, settings={"max_body_mb": 0.001})
+    config = build_config(routes_doc(upstream.base_url), tiers, env)
+    app = create_app(
+        config, Runtime(), store=create_store(None, config.settings), metrics=Metrics()
+    )
+    server = ThreadedServer(app, gateway=True).start()
+    server.keys = keys
+    yield server
+    server.stop()
+
+
+def test_answers_given_before_any_pipeline_have_it(small):
+    auth = {"authorization": f"Bearer {small.keys['free']}"}
+    answers = {
+        "unknown POST": httpx.post(small.url + "/v1/nowhere", headers=auth, json={}),
+        "unknown GET": httpx.get(small.url + "/v1/nowhere", headers=auth),
+        "wrong method": httpx.delete(small.url + "/v1/chat/completions", headers=auth),
+        "body limit (chunked)": httpx.post(
+            small.url + "/v1/chat/completions",
+            headers={**auth, "content-type": "application/json"},
+            content=iter([b'{"model": "text", "messages": [', b" " * 4096, b"]}"]),
+        ),
+        "body limit (routed)": httpx.post(
+            small.url + "/v1/quota/requests", headers=auth, content=b"x" * 4096
+        ),
+        "upload cap": httpx.post(
+            small.url + "/v1/files",
+            headers=auth,
+            files={"file": ("big.jsonl", b"x" * (1024 * 1024 + 1))},
+            data={"purpose": "user_data"},
+        ),
+        "health": httpx.get(small.url + "/healthz"),
+    }
+    statuses = {name: answer.status_code for name, answer in answers.items()}
+    assert statuses == {
+        "unknown POST": 404,
+        "unknown GET": 404,
+        "wrong method": 405,
+        "body limit (chunked)": 413,
+        "body limit (routed)": 413,
+        "upload cap": 413,
+        "health": 200,
+    }
+    for name, answer in answers.items():
+        assert overhead_ms(answer) > 0, name

@@ -15,7 +15,6 @@ from tests.mock_upstream import MockUpstream
 RESPONSES_REFUSED: dict[str, Any] = {
     "truncation": "auto",
     "background": True,
-    "reasoning": {"effort": "high"},
     "include": ["message.output_text.logprobs"],
     "top_logprobs": 3,
     "max_tool_calls": 2,
@@ -36,6 +35,8 @@ RESPONSES_NESTED: list[tuple[str, dict[str, Any]]] = [
     ("tools[1].type", {"tools": [{"type": "function", "name": "f"}, {"type": "file_search"}]}),
     ("tools[0].type", {"tools": [{"type": "computer_use_preview"}]}),
     ("tool_choice", {"tool_choice": {"type": "web_search_preview"}}),
+    ("reasoning", {"reasoning": {"effort": "high"}}),  # no model of the chain reasons
+    ("reasoning.summary", {"reasoning": {"summary": "auto"}}),
     ("text.verbosity", {"text": {"verbosity": "low"}}),
     (
         "stream_options.include_obfuscation",

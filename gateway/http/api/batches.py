@@ -14,11 +14,11 @@ from gateway.http.responses import json_response
 from gateway.http.services import services
 from gateway.proxy.auth import presented_key
 from gateway.proxy.incoming import body_cut_short, parse_json_body
-from gateway.proxy.routing import CHAT, EMBEDDINGS, resolve
+from gateway.proxy.routing import CHAT, EMBEDDINGS, RESPONSES, resolve
 from gateway.secret import sha256_hex
 
 LIST_LIMIT_MAX = 100
-ENDPOINTS = {"/v1/chat/completions": CHAT, "/v1/embeddings": EMBEDDINGS}
+ENDPOINTS = {"/v1/chat/completions": CHAT, "/v1/embeddings": EMBEDDINGS, "/v1/responses": RESPONSES}
 
 
 async def create(request: Request) -> Response:
