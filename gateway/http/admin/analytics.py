@@ -3,10 +3,11 @@
 The same query parameters filter all three: ``start``/``end`` (as ``/v1/usage``'s
 ``from``/``to``: epoch seconds, a date or an ISO datetime; default the last 24 hours),
 ``user``, ``key_id``, ``tier``, ``model``, ``provider``, ``capability``, ``status`` (``ok``,
-``error``, ``4xx``, ``429``...) and ``tag``. The analytics endpoint adds ``group_by`` (comma
-separated dimensions) and ``bucket`` (``hour``, ``day`` or ``all``); the records endpoint
-``limit`` and ``cursor``; the export ``format`` (``csv``, ``json`` or ``xlsx``) and exports
-exactly the filtered records, oldest first, up to ``EXPORT_MAX``.
+``error``, ``4xx``, ``429``...), ``tag``, ``org`` and ``team`` (``-``: a key in none). The
+analytics endpoint adds ``group_by`` (comma separated dimensions) and ``bucket`` (``hour``,
+``day`` or ``all``); the records endpoint ``limit`` and ``cursor``; the export ``format``
+(``csv``, ``json`` or ``xlsx``) and exports exactly the filtered records, oldest first, up to
+``EXPORT_MAX``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ LEDGER_CURSOR = re.compile(r"(\d{1,18}):([^\x00-\x1f\x7f]{1,512})")
 MAX_STREAM_PART = 2**64 - 1
 MAX_LEDGER_MICROS = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-FILTERS = ("user", "key_id", "tier", "model", "provider", "capability", "status", "tag")
+FILTERS = (
+    "user", "key_id", "tier", "model", "provider", "capability", "status", "tag", "org", "team",
+)  # fmt: skip
 FORMATS = {
     "csv": "text/csv; charset=utf-8",
     "json": "application/json",

@@ -78,7 +78,7 @@ BUDGET = {"type": "object", "properties": {"usd_per_day": NUMBER_OR_NULL,
                                            "usd_per_month": NUMBER_OR_NULL}}  # fmt: skip
 # The usage endpoints' filters (gateway/http/admin/analytics.py): time bounds and dimensions.
 USAGE_QUERY = ("start", "end", "user", "key_id", "tier", "model", "provider", "capability",
-               "status", "tag")  # fmt: skip
+               "status", "tag", "org", "team")  # fmt: skip
 
 
 @dataclass(frozen=True)
