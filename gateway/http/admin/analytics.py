@@ -109,6 +109,13 @@ def records_cursor(params: QueryParams | Mapping[str, str], source: str) -> str 
     return cursor
 
 
+def records_limit(params: QueryParams | Mapping[str, str]) -> int:
+    limit = params.get("limit") or "50"
+    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        raise InvalidRequest("'limit' must be a whole number from 1 to 1000.", param="limit")
+    return int(limit)
+
+
 def group_and_bucket(params: QueryParams | Mapping[str, str]) -> tuple[list[str], str]:
     groups = [g for g in (params.get("group_by") or "").split(",") if g]
     unknown = [g for g in groups if g not in DIMENSIONS]
@@ -138,11 +145,9 @@ async def records(request: Request) -> Response:
     gateway = services(request)
     params = request.query_params
     flt = usage_filter(params, gateway.clock())
-    limit = params.get("limit") or "50"
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
-        raise InvalidRequest("'limit' must be a whole number from 1 to 1000.", param="limit")
+    limit = records_limit(params)
     cursor = records_cursor(params, gateway.analytics.source)
-    found, following = await gateway.analytics.records(flt, int(limit), cursor)
+    found, following = await gateway.analytics.records(flt, limit, cursor)
     data = [record.as_dict() for record in found]
     return json_response({"object": "list", "data": data, "next_cursor": following})
 
