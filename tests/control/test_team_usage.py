@@ -83,3 +83,8 @@ def test_a_team_reads_its_own_usage_and_operators_every_teams(gw: RunningGateway
     }  # fmt: skip
     assert team["day"]["usd"]["limit_usd"] == 5 and "resets_at" in team["day"]
     assert "levels" not in call(gw, "GET", "/v1/quota", gw.key()).json()
+    month = time.strftime("%Y-%m", time.gmtime())
+    statement = call(gw, "GET", f"/v1/me/statements/{month}", ann["key"])
+    assert statement.status_code == 200, statement.text
+    lines = statement.json()["usage"]
+    assert [(line["org"], line["team"], line["requests"]) for line in lines] == [("acme", "ml", 3)]

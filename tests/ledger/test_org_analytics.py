@@ -17,6 +17,7 @@ from gateway.ledger.db import Database
 from gateway.ledger.reader import read_records
 from gateway.ledger.settings import LedgerSettings
 from gateway.ledger.shipper import Shipper
+from gateway.ledger.statements import ledger_lines
 from gateway.metering.record import UsageRecord
 from gateway.metering.record_codec import encode
 from gateway.store.factory import create_store
@@ -24,6 +25,7 @@ from gateway.store.port import SettleBatch
 from gateway.usage.analytics import RedisAnalytics, UsageFilter
 from gateway.usage.postgres_analytics import PostgresAnalytics
 from gateway.usage.rollup import SEP, day_key
+from gateway.usage.statement_rollups import rollup_lines
 from tests.ledger.test_shipper import drain
 from tests.redis_fixture import RedisServer
 
@@ -151,6 +153,15 @@ def test_both_backends_agree_by_org_and_team(redis: RedisServer, database_url: s
             assert {r.user for r in alone} == {"u3"} and {r.team for r in alone} == {None}
             shipped = await read_records(db, "u1", start, end)  # /v1/usage from the ledger
             assert {(r.org, r.team) for r in shipped} == {("acme", "ml"), ("beta", "ops")}
+            month = DAY0, DAY0 + 31 * 86_400  # the statements' lines, from both
+            from_ledger = await ledger_lines(db, *month, [f"u{n}" for n in range(4)])
+            from_rollups = await rollup_lines(store, *month)
+            assert sorted(from_ledger, key=repr) == sorted(from_rollups, key=repr)
+            teams = {(line.user, line.org, line.team) for line in from_ledger}
+            assert teams == {("u0", "acme", "ml"), ("u1", "acme", "ml"), ("u1", "beta", "ops"),
+                             ("u2", "acme", "web"), ("u3", "", "")}  # fmt: skip
+            [one] = await rollup_lines(store, *month, "u2")
+            assert (one.org, one.team) == ("acme", "web")
         finally:
             await store.aclose()
             await client.aclose()
