@@ -26,7 +26,9 @@ BIGINT = 2**63 - 1
 INT = 2**31 - 1
 TEXT_MAX = 512
 TAG_SEPARATOR = "\x1f"
-TEXT_COLUMNS = ("user_id", "key_id", "tier", "capability", "model", "provider", "upstream_model")
+TEXT_COLUMNS = (
+    "user_id", "key_id", "tier", "capability", "model", "provider", "upstream_model", "org", "team",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class Row:
     model: str
     provider: str
     upstream_model: str
+    org: str  # "" for a key in no team
+    team: str
     status: int
     prompt_tokens: int
     completion_tokens: int
@@ -89,6 +93,8 @@ def to_row(entry_id: str, record: UsageRecord) -> Row:
         model=_text(record.model),
         provider=_text(record.provider),
         upstream_model=_text(record.upstream_model),
+        org=_text(record.org),
+        team=_text(record.team),
         status=min(_count(record.status), INT),
         prompt_tokens=tokens[0],
         completion_tokens=tokens[1],

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # asyncpg (the postgres extra) is imported only when the ledg
     from gateway.ledger.db import Database
 
 LINES = (
-    "SELECT user_id, tier, capability, model,"
+    "SELECT user_id, tier, capability, model, org, team,"
     " count(*) FILTER (WHERE NOT byok) AS requests,"
     " coalesce(sum(total_tokens) FILTER (WHERE NOT byok), 0) AS tokens,"
     " coalesce(sum(coalesce((record->>'charged_usd')::numeric,"
@@ -26,7 +26,7 @@ LINES = (
     " count(*) FILTER (WHERE byok) AS byok_requests,"
     " coalesce(sum(total_tokens) FILTER (WHERE byok), 0) AS byok_tokens"
     " FROM usage_records WHERE day >= $1 AND day < $2 AND user_id = ANY($3::text[])"
-    " GROUP BY user_id, tier, capability, model"
+    " GROUP BY user_id, tier, capability, model, org, team"
 )
 USERS = (
     "SELECT DISTINCT user_id FROM usage_records WHERE day >= $1 AND day < $2 AND user_id > $3"
@@ -68,4 +68,6 @@ def _line(row: Any) -> UsageLine:
         list_cost_usd=Decimal(row["list_cost"]),
         byok_requests=int(row["byok_requests"]),
         byok_tokens=int(row["byok_tokens"]),
+        org=str(row["org"]),
+        team=str(row["team"]),
     )

@@ -14,11 +14,11 @@ from gateway.ledger.rows import TAG_SEPARATOR, Row, columns
 
 TYPES = (
     "date", "timestamptz", "text", "text", "text", "text", "text", "text", "text", "text", "text",
-    "integer", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "numeric", "real",
-    "integer", "boolean", "boolean", "boolean", "text", "text",
+    "text", "text", "integer", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint",
+    "numeric", "real", "integer", "boolean", "boolean", "boolean", "text", "text",
 )  # fmt: skip
 NAMES = tuple(Row.__dataclass_fields__)
-DIMENSIONS = "day, user_id, key_id, tier, model, provider, capability"
+DIMENSIONS = "day, user_id, key_id, tier, model, provider, capability, org, team"
 COARSE = "day, tier, model, provider, capability"
 HOURLY_REST = "tier, model, provider, capability"
 HOURLY = f"hour, {HOURLY_REST}"

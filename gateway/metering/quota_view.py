@@ -4,15 +4,19 @@ Per limit: ``used`` is what settled requests consumed; ``reserved`` is what requ
 flight hold (their leases); ``remaining`` is ``limit - used - reserved``, what a new request
 may reserve now. The stored counters hold both, so ``used`` is the counter minus what the
 user's leases hold. A ``limit`` of None is unlimited (and ``remaining`` is then None too).
+
+A team key's organization and team (``levels``) show each limit they have, per window of the
+organization's time zone: a level's counters are shared by all its keys, so ``used`` there
+includes what every request in flight at that level holds (``reserved`` is 0).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.config.model import CAPABILITIES, CAPABILITY_BY_MODALITY, Config, Tier
-from gateway.metering import tier_shards
+from gateway.metering import level_limits, tier_shards
 from gateway.metering.limits import (
     apply_budget_overrides,
     apply_overrides,
@@ -22,7 +26,9 @@ from gateway.metering.limits import (
     user_quota,
 )
 from gateway.metering.pricing import MS_PER_MINUTE, micros_to_usd
+from gateway.metering.types import LevelLimits
 from gateway.metering.windows import Windows, iso_utc
+from gateway.metering.zoned_windows import zoned
 from gateway.store import keys
 from gateway.store.port import UNLIMITED
 
@@ -102,6 +108,49 @@ def build_view(
             },
         },
     }
+
+
+def level_view_keys(levels: Sequence[LevelLimits], now: float) -> list[str]:
+    """The hashes ``build_level_view`` needs, in its order: per level, each window's and the
+    in-flight count's."""
+    found = []
+    for limits in levels:
+        found += [
+            level_limits.window_key(limits.level, limits.id, w) for w in zoned(limits.timezone, now)
+        ]
+        found.append(f"{level_limits.base(limits.level, limits.id)}:par")
+    return found
+
+
+def build_level_view(
+    levels: Sequence[LevelLimits], now: float, hashes: Sequence[Mapping[str, int]]
+) -> list[dict[str, Any]]:
+    """Per level: its limits in each window that has any, with what is used and left."""
+    shown = []
+    position = 0
+    for limits in levels:
+        windows: dict[str, Any] = {}
+        for window in zoned(limits.timezone, now):
+            counted = hashes[position]
+            position += 1
+            lines: dict[str, Any] = {}
+            for measure in level_limits.MEASURES:
+                limit = getattr(getattr(limits, measure), window.name)
+                if limit == UNLIMITED:
+                    continue
+                used = counted.get(level_limits.FIELDS[measure], 0)
+                lines[measure] = _usd(limit, used) if measure == "usd" else _line(limit, used)
+            if lines:
+                windows[window.name] = {**lines, "resets_at": iso_utc(window.reset)}
+        in_flight = hashes[position].get("n", 0)
+        position += 1
+        shown.append({
+            "level": limits.level, "id": limits.id, "timezone": limits.timezone,
+            "windows": windows,
+            "in_flight": _line(limits.max_parallel, in_flight)
+            if limits.max_parallel != UNLIMITED else None,
+        })  # fmt: skip
+    return shown
 
 
 def _capabilities(config: Config, user: str, tier: Tier, stored: Mapping[str, int]) -> list[str]:

@@ -40,6 +40,7 @@ from gateway.usage.rollup import (
     HIST,
     LATENCY_BASE,
     LEVELS,
+    NONE,
     PER_USER,
     SEP,
     C,
@@ -54,6 +55,7 @@ from gateway.usage.rollup import (
     dimension_values,
     hour_key,
     load_document,
+    padded,
     read_documents,
 )
 
@@ -78,6 +80,8 @@ class UsageFilter:
     status: str | None = None  # "ok" (< 400), "error" (>= 400), "4xx", or a code ("429")
     tag: str | None = None
     provider: str | None = None
+    org: str | None = None  # "-": in no organization (a key in no team)
+    team: str | None = None
 
     def dimensions(self) -> dict[str, str]:
         """The dimension filters that are set."""
@@ -216,7 +220,9 @@ class RedisAnalytics:
     ) -> AsyncIterator[tuple[str, UsageRecord | None]]:
         wanted = flt.dimensions()
         # a record matching an exact filter holds its JSON-encoded value: skip the others unread
-        needles = [orjson.dumps(v) for k, v in wanted.items() if k not in ("status", "tag")]
+        needles = [
+            orjson.dumps(v) for k, v in wanted.items() if k not in ("status", "tag") and v != NONE
+        ]
         scanned = 0
         before = cursor
         while True:
@@ -256,6 +262,7 @@ class _Reader:
     """Which group a stored combination of one level falls in (None: filtered out), cached."""
 
     def __init__(self, level: str, wanted: Mapping[str, str], group_by: Sequence[str], user: str):
+        self._level = level
         self._names = LEVELS[level]
         self._suffix = [user] if level == PER_USER else []
         if level == PER_USER:  # the user is in the key: put it back as a value
@@ -268,7 +275,7 @@ class _Reader:
     def group(self, combo: str) -> tuple[str, ...] | None:
         if combo in self._seen:
             return self._seen[combo]
-        parts = combo.split(SEP) + self._suffix
+        parts = padded(self._level, combo.split(SEP)) + self._suffix
         tail = None
         if len(parts) == len(self._names) and matches(
             dict(zip(self._names, parts, strict=True)), self._wanted

@@ -10,7 +10,9 @@ Otherwise whole UTC days come from ``usage_daily_tags`` (a tag filter) or ``usag
 the partial days at the edges, hourly buckets, status filters or groups and tag groups from
 ``usage_records`` (pruned to the days of the range).
 The p95 latency is exact where rows are read, and None for rows summed from rollups. A tag
-group's value is the record's tags joined by commas (``-`` untagged), as in the Redis analytics.
+group's value is the record's tags joined by commas (``-`` untagged), as in the Redis analytics;
+so is an ``org`` or ``team`` group's for a key in none (stored as ``''``; a filter of ``-``
+selects them).
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ from gateway.metering.record import UsageRecord
 from gateway.usage.analytics import BUCKETS, UsageFilter
 from gateway.usage.rollup import DIMENSIONS
 
-COLUMNS = {"user": "user_id", "status": "status::text"}
+COLUMNS = {
+    "user": "user_id",
+    "status": "status::text",
+    "org": "coalesce(nullif(org, ''), '-')",
+    "team": "coalesce(nullif(team, ''), '-')",
+}
+NONE = "-"
 COARSE = {"tier", "model", "provider", "capability"}
 SUMS = (
     "sum(requests) AS requests, sum(prompt_tokens) AS prompt_tokens,"
@@ -235,6 +243,10 @@ def _filters(flt: UsageFilter, args: list[Any], *, raw: bool) -> tuple[str, list
         if name == "tag":
             args.append(value)
             where += f" AND ${len(args)} = ANY(tags)" if raw else f" AND tag = ${len(args)}"
+            continue
+        if name in ("org", "team"):
+            args.append("" if value == NONE else value)
+            where += f" AND {name} = ${len(args)}"
             continue
         args.append(value)
         where += f" AND {COLUMNS.get(name, name)} = ${len(args)}"

@@ -27,8 +27,9 @@ micro-USD, the latency histogram, then (for the monthly statements) the charged 
 the BYOK requests and tokens; an entry folded before those three existed reads as all charged,
 none BYOK (``extras``). Latency bucket ``k`` holds latencies up to ``LATENCY_BASE ** k`` ms
 (for the p95). ``LEVEL`` names which dimensions are kept (``LEVELS``): ``coarse`` (tier, model,
-provider, capability, status: small, for the overview), ``people`` (users, keys, tags), ``tags``,
-``user`` (per user) and ``full`` (every dimension, the fallback). A query reads the smallest
+provider, capability, status: small, for the overview), ``people`` (users, keys, tags,
+organizations and teams), ``tags``, ``user`` (per user) and ``full`` (every dimension, the
+fallback). A query reads the smallest
 level that has what it filters and groups by, so its cost follows the combinations kept there,
 never the number of requests.
 """
@@ -50,15 +51,20 @@ from gateway.store.port import Store, StoreError
 
 logger = logging.getLogger("gateway.metering")
 
-DIMENSIONS = ("user", "key_id", "tier", "model", "provider", "capability", "status", "tag")
+TEAMS = ("org", "team")
+DIMENSIONS = (
+    "user", "key_id", "tier", "model", "provider", "capability", "status", "tag", *TEAMS,
+)  # fmt: skip
 COARSE = ("tier", "model", "provider", "capability", "status")
 # Each level keeps the dimensions named; a query reads the smallest level that has what it
 # filters and groups by. "user" is kept per user (the user is in the key, not in the fields).
+# ``TEAMS`` came last to the levels that end with them: a combination folded before has two
+# values fewer, and reads as in no organization or team (``padded``).
 LEVELS: dict[str, tuple[str, ...]] = {
     "coarse": COARSE,
-    "people": ("user", "key_id", "tier", "capability", "status", "tag"),
+    "people": ("user", "key_id", "tier", "capability", "status", "tag", *TEAMS),
     "tags": ("tag", "tier", "model", "provider", "capability", "status"),
-    "user": ("key_id", "tier", "model", "provider", "capability", "status", "tag"),
+    "user": ("key_id", "tier", "model", "provider", "capability", "status", "tag", *TEAMS),
     "full": DIMENSIONS,
 }
 PER_USER = "user"
@@ -99,7 +105,18 @@ def dimension_values(record: UsageRecord) -> dict[str, str]:
         "capability": _clean(record.capability),
         "status": _clean(record.status),
         "tag": ",".join(sorted({_clean(t) for t in record.tags if t})) or NONE,
+        "org": _clean(record.org),
+        "team": _clean(record.team),
     }
+
+
+def padded(level: str, parts: list[str]) -> list[str]:
+    """A stored combination's values; one folded before its level kept ``TEAMS`` gets
+    ``NONE`` for them (such records were rolled up without their organization and team)."""
+    names = LEVELS[level]
+    if names[-len(TEAMS) :] == TEAMS and len(parts) == len(names) - len(TEAMS):
+        return [*parts, *(NONE for _ in TEAMS)]
+    return parts
 
 
 # One combination's sums in a rollup document: requests, errors, fallbacks, prompt and

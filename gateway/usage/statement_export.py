@@ -38,6 +38,8 @@ LINES = (
     "byok_tokens",
     "list_cost_usd",
     "charged_usd",
+    "org",
+    "team",
 )
 
 
@@ -69,6 +71,8 @@ def line_rows(statements: Iterable[Statement]) -> list[list[Any]]:
             line.byok_tokens,
             line.list_cost_usd,
             line.charged_usd,
+            line.org,
+            line.team,
         ]
         for statement in statements
         for line in statement.lines

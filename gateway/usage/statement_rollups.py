@@ -18,6 +18,7 @@ from gateway.usage.rollup import (
     NONE,
     PER_USER,
     SEP,
+    TEAMS,
     C,
     N,
     P,
@@ -29,8 +30,10 @@ from gateway.usage.rollup import (
 )
 from gateway.usage.statements import UsageLine, usd_from_micros
 
-# (user, tier, capability, model) → requests, tokens, charged and list micro-USD, BYOK n, tokens
-Sums = dict[tuple[str, str, str, str], list[int]]
+# (user, tier, capability, model, org, team) → requests, tokens, charged and list micro-USD,
+# BYOK requests and tokens
+Key = tuple[str, str, str, str, str, str]
+Sums = dict[Key, list[int]]
 
 
 async def rollup_lines(
@@ -54,7 +57,8 @@ async def rollup_lines(
 
 def _add(sums: Sums, user: str, values: Mapping[str, str], entry: list[int]) -> None:
     tier, capability = values.get("tier", NONE), values.get("capability", NONE)
-    key = (user, tier, capability, values.get("model", NONE))
+    org, team = (values.get(name, NONE) for name in TEAMS)
+    key = (user, tier, capability, values.get("model", NONE), org, team)
     charged, byok_n, byok_tokens = extras(entry)
     status = values.get("status", NONE)
     if len(entry) <= BT and status.isdigit() and int(status) >= 400:
@@ -68,8 +72,8 @@ def _add(sums: Sums, user: str, values: Mapping[str, str], entry: list[int]) -> 
     row[5] += byok_tokens
 
 
-def _line(key: tuple[str, str, str, str], totals: list[int]) -> UsageLine:
-    user, tier, capability, model = key
+def _line(key: Key, totals: list[int]) -> UsageLine:
+    user, tier, capability, model, org, team = key
     return UsageLine(
         user=user,
         tier=tier,
@@ -81,4 +85,6 @@ def _line(key: tuple[str, str, str, str], totals: list[int]) -> UsageLine:
         list_cost_usd=usd_from_micros(totals[3]),
         byok_requests=totals[4],
         byok_tokens=totals[5],
+        org="" if org == NONE else org,
+        team="" if team == NONE else team,
     )

@@ -50,7 +50,8 @@ def cents(amount: Decimal) -> Decimal:
 
 @dataclass(frozen=True)
 class UsageLine:
-    """One user's month for one tier, capability and model, as a source sums it."""
+    """One user's month for one tier, capability, model, organization and team, as a source
+    sums it."""
 
     user: str
     tier: str
@@ -62,6 +63,8 @@ class UsageLine:
     list_cost_usd: Decimal  # BYOK included: what the requests would cost at list price
     byok_requests: int
     byok_tokens: int
+    org: str = ""  # the team key's organization and team ("": a key in none)
+    team: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class StatementLine:
     byok_tokens: int
     charged_usd: Decimal
     list_cost_usd: Decimal
+    org: str = ""
+    team: str = ""
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,8 @@ class Statement:
                     "list_cost_usd": str(line.list_cost_usd),
                     "byok_requests": line.byok_requests,
                     "byok_tokens": line.byok_tokens,
+                    "org": line.org or None,
+                    "team": line.team or None,
                 }
                 for line in self.lines
             ],
@@ -168,14 +175,14 @@ def statement(
 ) -> Statement:
     """``user``'s statement from their lines of the month (none: an empty statement, in
     ``current_tier`` and without a fee)."""
-    merged: dict[tuple[str, str], StatementLine] = {}
+    merged: dict[tuple[str, str, str, str], StatementLine] = {}
     requests_per_tier: dict[str, int] = {}
     for line in lines:
         count = line.requests + line.byok_requests
         requests_per_tier[line.tier] = requests_per_tier.get(line.tier, 0) + count
-        key = (line.capability, line.model)
+        key = (line.capability, line.model, line.org, line.team)
         before = merged.get(key) or StatementLine(
-            line.capability, line.model, 0, 0, 0, 0, Decimal(0), Decimal(0)
+            line.capability, line.model, 0, 0, 0, 0, Decimal(0), Decimal(0), line.org, line.team
         )
         merged[key] = StatementLine(
             line.capability,
@@ -186,6 +193,8 @@ def statement(
             before.byok_tokens + line.byok_tokens,
             before.charged_usd + line.charged_usd,
             before.list_cost_usd + line.list_cost_usd,
+            line.org,
+            line.team,
         )
     tier_name = _month_tier(requests_per_tier, tiers) or current_tier
     tier = tiers.get(tier_name)

@@ -109,7 +109,7 @@ def test_rows_stored_before_migration_0004_keep_their_key(database_url: str) -> 
                 "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
                 [(v, name) for v, name, _ in migrate.migrations() if v < 4],
             )
-            assert await migrate.upgrade(conn) == ["0004_record_ids.sql"]
+            assert await migrate.upgrade(conn) == ["0004_record_ids.sql", "0005_org_team.sql"]
             assert await conn.fetchval("SELECT record_id FROM usage_records") == "r1@1795348800123"
             again = parse("1-0", legacy)
             assert again is not None and again.record_id == "r1@1795348800123"

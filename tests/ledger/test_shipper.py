@@ -208,6 +208,7 @@ def test_migrations_apply_once(database_url: str) -> None:
                 "0002_usage_daily_models.sql",
                 "0003_hourly_and_user_indexes.sql",
                 "0004_record_ids.sql",
+                "0005_org_team.sql",
             ]
             assert await migrate.upgrade(conn) == []
             assert await migrate.pending(conn) == []

@@ -3,10 +3,11 @@
 The same query parameters filter all three: ``start``/``end`` (as ``/v1/usage``'s
 ``from``/``to``: epoch seconds, a date or an ISO datetime; default the last 24 hours),
 ``user``, ``key_id``, ``tier``, ``model``, ``provider``, ``capability``, ``status`` (``ok``,
-``error``, ``4xx``, ``429``...) and ``tag``. The analytics endpoint adds ``group_by`` (comma
-separated dimensions) and ``bucket`` (``hour``, ``day`` or ``all``); the records endpoint
-``limit`` and ``cursor``; the export ``format`` (``csv``, ``json`` or ``xlsx``) and exports
-exactly the filtered records, oldest first, up to ``EXPORT_MAX``.
+``error``, ``4xx``, ``429``...), ``tag``, ``org`` and ``team`` (``-``: a key in none). The
+analytics endpoint adds ``group_by`` (comma separated dimensions) and ``bucket`` (``hour``,
+``day`` or ``all``); the records endpoint ``limit`` and ``cursor``; the export ``format``
+(``csv``, ``json`` or ``xlsx``) and exports exactly the filtered records, oldest first, up to
+``EXPORT_MAX``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ LEDGER_CURSOR = re.compile(r"(\d{1,18}):([^\x00-\x1f\x7f]{1,512})")
 MAX_STREAM_PART = 2**64 - 1
 MAX_LEDGER_MICROS = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-FILTERS = ("user", "key_id", "tier", "model", "provider", "capability", "status", "tag")
+FILTERS = (
+    "user", "key_id", "tier", "model", "provider", "capability", "status", "tag", "org", "team",
+)  # fmt: skip
 FORMATS = {
     "csv": "text/csv; charset=utf-8",
     "json": "application/json",
@@ -106,6 +109,13 @@ def records_cursor(params: QueryParams | Mapping[str, str], source: str) -> str 
     return cursor
 
 
+def records_limit(params: QueryParams | Mapping[str, str]) -> int:
+    limit = params.get("limit") or "50"
+    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        raise InvalidRequest("'limit' must be a whole number from 1 to 1000.", param="limit")
+    return int(limit)
+
+
 def group_and_bucket(params: QueryParams | Mapping[str, str]) -> tuple[list[str], str]:
     groups = [g for g in (params.get("group_by") or "").split(",") if g]
     unknown = [g for g in groups if g not in DIMENSIONS]
@@ -135,11 +145,9 @@ async def records(request: Request) -> Response:
     gateway = services(request)
     params = request.query_params
     flt = usage_filter(params, gateway.clock())
-    limit = params.get("limit") or "50"
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
-        raise InvalidRequest("'limit' must be a whole number from 1 to 1000.", param="limit")
+    limit = records_limit(params)
     cursor = records_cursor(params, gateway.analytics.source)
-    found, following = await gateway.analytics.records(flt, int(limit), cursor)
+    found, following = await gateway.analytics.records(flt, limit, cursor)
     data = [record.as_dict() for record in found]
     return json_response({"object": "list", "data": data, "next_cursor": following})
 

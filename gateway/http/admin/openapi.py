@@ -22,7 +22,7 @@ from gateway.http.admin import keys as admin_keys
 from gateway.http.admin import orgs as admin_orgs
 from gateway.http.admin import quotas as admin_quotas
 from gateway.http.admin import reload as admin_reload
-from gateway.http.admin import team_keys
+from gateway.http.admin import team_keys, team_usage
 from gateway.http.admin.auth import require_role
 from gateway.http.admin.org_schemas import (
     ORG_CREATE,
@@ -78,7 +78,8 @@ BUDGET = {"type": "object", "properties": {"usd_per_day": NUMBER_OR_NULL,
                                            "usd_per_month": NUMBER_OR_NULL}}  # fmt: skip
 # The usage endpoints' filters (gateway/http/admin/analytics.py): time bounds and dimensions.
 USAGE_QUERY = ("start", "end", "user", "key_id", "tier", "model", "provider", "capability",
-               "status", "tag")  # fmt: skip
+               "status", "tag", "org", "team")  # fmt: skip
+TEAM_QUERY = tuple(name for name in USAGE_QUERY if name != "org")
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,8 @@ OPERATIONS: tuple[Op, ...] = (
     Op("POST", "/v1/admin/teams/{team}/tokens", "Create a token scoped to a team (team_admin, team_viewer); shown once", "admin", admin_orgs.create_team_token, TEAM_TOKEN, 201),  # noqa: E501
     Op("GET", "/v1/admin/teams/{team}", "One team, with its usage in the current windows", "team_viewer", team_keys.show),  # noqa: E501
     Op("GET", "/v1/admin/teams/{team}/usage", "A team's counters in the current windows", "team_viewer", team_keys.usage),  # noqa: E501
+    Op("GET", "/v1/admin/teams/{team}/analytics", "The team's usage totals, grouped and bucketed", "team_viewer", team_usage.analytics, query=(*TEAM_QUERY, "group_by", "bucket")),  # noqa: E501
+    Op("GET", "/v1/admin/teams/{team}/records", "The team's usage records, paged by cursor", "team_viewer", team_usage.records, query=(*TEAM_QUERY, "limit", "cursor")),  # noqa: E501
     Op("GET", "/v1/admin/teams/{team}/keys", "A team's keys, with spend and last use", "team_viewer", team_keys.list_keys),  # noqa: E501
     Op("POST", "/v1/admin/teams/{team}/keys", "Create a key for a member, within the team's limits; shown once", "team_admin", team_keys.create_key, TEAM_KEY, 201),  # noqa: E501
     Op("POST", "/v1/admin/teams/{team}/keys/{id}/rotate", "Rotate a team key's secret", "team_admin", team_keys.rotate_key, ROTATE),  # noqa: E501

@@ -10,13 +10,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.config.model import Tier
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, StoreUnavailable
 from gateway.http.admin.analytics import refuse_control_characters
 from gateway.http.admin.auth import SESSION_SCOPE_KEY, operator
 from gateway.http.responses import json_response
 from gateway.http.services import Services, services
+from gateway.metering.quota_view import build_level_view, level_view_keys
 from gateway.metering.record import UsageRecord
+from gateway.metering.types import LevelLimits
 from gateway.proxy.auth import presented_key
+from gateway.store.port import StoreError
 from gateway.usage.export import COLUMNS, by_tag, parse_range, to_csv, with_tag
 from gateway.usage.spreadsheet import XLSX, records_workbook
 
@@ -26,20 +29,37 @@ NEXT_CURSOR_HEADER = "x-gateway-next-cursor"
 
 
 async def quota(request: Request) -> Response:
+    """The caller's quotas and budgets; a team key's also its organization's and team's limits
+    in each window (``levels``)."""
     gateway = services(request)
-    user, tier = caller(request, gateway)
-    return json_response(await gateway.meter.quota_view(user, tier))
+    user, tier, levels = _caller_levels(request, gateway)
+    view = await gateway.meter.quota_view(user, tier)
+    if levels:
+        now = gateway.clock()
+        try:
+            hashes = await gateway.control.read_counters(level_view_keys(levels, now))
+        except StoreError:
+            raise StoreUnavailable("The store is unavailable; try again") from None
+        view["levels"] = build_level_view(levels, now, hashes)
+    return json_response(view)
 
 
 def caller(request: Request, gateway: Services) -> tuple[str, Tier]:
     """The client key's user and tier, or those of the dashboard user signed in (cookie)."""
+    user, tier, _ = _caller_levels(request, gateway)
+    return user, tier
+
+
+def _caller_levels(
+    request: Request, gateway: Services
+) -> tuple[str, Tier, tuple[LevelLimits, ...]]:
     session = request.scope.get(SESSION_SCOPE_KEY)
     if session and session["role"] == "user" and presented_key(request.headers) is None:
         tier = gateway.config.tiers.get(session["tier"])
         if tier is not None:
-            return session["user"], tier
+            return session["user"], tier, ()
     principal = gateway.keyring.authenticate(request.headers, request.scope)
-    return principal.user, principal.tier
+    return principal.user, principal.tier, principal.levels
 
 
 async def usage(request: Request) -> Response:
