@@ -30,7 +30,7 @@ end
 local function add(key, field, delta)
   local value = redis.pcall('HINCRBY', key, field, delta)
   if type(value) == 'table' and value.err then
-    value = delta
+    value = tonumber(delta)
     redis.call('HSET', key, field, value)
   end
   if value < 0 then
