@@ -39,7 +39,7 @@ class RedisReserve(RedisSettle):
             counters, override_key, lease, registry=not self._cluster
         )
         reply = await self._eval(all_keys, args, scripts.RESERVE)
-        return _verdict([int(v) for v in reply])
+        return _verdict(list(map(int, reply)))
 
     async def _register(self, counters: Sequence[Counter], lease: Lease) -> None:
         """On a cluster: the registry entries of the lease groups (another slot)."""
@@ -86,9 +86,8 @@ class RedisReserve(RedisSettle):
 
 def _verdict(reply: list[int]) -> Verdict:
     """The reserve script's reply: the refused index + 1 (0: none), then used, limit, granted."""
-    triples = [reply[i : i + 3] for i in range(1, len(reply), 3)]
-    used = tuple(t[0] for t in triples)
-    limits = tuple(t[1] for t in triples)
+    used = tuple(reply[1::3])
+    limits = tuple(reply[2::3])
     if reply[0]:
-        return Verdict(used, limits, (0,) * len(triples), denied=reply[0] - 1)
-    return Verdict(used, limits, tuple(t[2] for t in triples))
+        return Verdict(used, limits, (0,) * len(used), denied=reply[0] - 1)
+    return Verdict(used, limits, tuple(reply[3::3]))
