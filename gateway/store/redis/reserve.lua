@@ -70,7 +70,11 @@ for i = 1, count do
   local value = stored[v[1]][v[10]]
   local used = 0
   if value then
-    used = int(value)
+    -- inlined (a call per value costs more than the check): an integer within +-2^53
+    used = tonumber(value)
+    if not used or used % 1 ~= 0 or used > 9007199254740992 or used < -9007199254740992 then
+      error({err = 'ERR gateway: not an integer in range: ' .. value})
+    end
     existed[v[1]] = true
   end
   local limit = overrides and v[6] ~= '' and overrides[v[6]] or v[5] + 0
