@@ -3,7 +3,9 @@
 Prints the CPU time per request with the reserve and settle scripts sent through the shared
 pipelined connection (what the gateway does), the same for a run-time key with rpm, tpm and
 day/month budgets of its own (``pipelined_key_limits``), through redis-py's pooled client, and
-the in-process store for reference. No HTTP, no gateway process: just ``Meter``.
+the in-process store for reference. No HTTP, no gateway process: just ``Meter``. For each
+Redis store a ``meter_redis`` line follows: Redis's own CPU per request and its script calls'
+µs per call (from INFO), all rounds together.
 
     python bench/meter_micro.py [--requests 4000] [--redis-url redis://127.0.0.1:6379/0]
 
@@ -64,10 +66,10 @@ def main() -> None:
         for name, (make, limits) in variants.items():
             before = _redis_stats(url)
             cpu_us = run_loop(_measure(config, make(), args.requests, limits))
-            line = f"meter store={name} cpu_us_per_request={cpu_us:.1f}"
+            print(f"meter store={name} cpu_us_per_request={cpu_us:.1f}", flush=True)
             if name != "memory":
-                line += _redis_delta(before, _redis_stats(url), ROUNDS * args.requests)
-            print(line, flush=True)
+                redis_line = _redis_delta(before, _redis_stats(url), ROUNDS * args.requests)
+                print(f"meter_redis store={name}{redis_line}", flush=True)
 
 
 def _on_redis_py(url: str, config: Config) -> Store:
