@@ -59,6 +59,7 @@ for k, field, fixed, flex, limit, limit_field, cap, cap_field, g in string.gmatc
   count = count + 1
   counters[count] = {k, field, fixed, flex, limit, limit_field, cap, cap_field, g + 0, #names}
 end
+all_lines(ARGV[4], count)
 local stored = {}
 for k, names in pairs(fields) do stored[k] = redis.call('HMGET', KEYS[k], unpack(names)) end
 

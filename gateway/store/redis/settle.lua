@@ -30,9 +30,11 @@ for a, b, c, e, f in string.gmatch(ARGV[2], '(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%d+)\
   if #c > 17 then error({err = 'ERR gateway: not an integer in range: ' .. c}) end
   increments[#increments + 1] = {KEYS[a + 0], b, c, e, f == '1'}
 end
+all_lines(ARGV[2], #increments)
 -- Per lease pair: its lease ids, and per lease whether to give back what it holds ('g') or
 -- the grants to add back when it is gone ('c', parsed only then).
 local pair_ids, pair_ends = {}, {}
+local ended = 0
 for pair, id, kind, held in string.gmatch(ARGV[5], '(%d+)\t([^\t\n]*)\t([gc])([^\n]*)') do
   pair = pair + 0
   local ids = pair_ids[pair]
@@ -43,7 +45,9 @@ for pair, id, kind, held in string.gmatch(ARGV[5], '(%d+)\t([^\t\n]*)\t([gc])([^
   end
   ids[#ids + 1] = id
   pair_ends[pair][#ids] = {kind, held}
+  ended = ended + 1
 end
+all_lines(ARGV[5], ended)
 for k = 1, h do expect(KEYS[k], 'hash') end
 for k = 1, l do
   expect(KEYS[h + 2 * k - 1], 'zset')
