@@ -161,3 +161,32 @@ def test_a_settle_after_the_sweeper_took_the_lease_back_counts_the_usage_once(
     for key in (user, tier):
         assert command(redis_server.port, "ZCARD", keys.lease(key)) == b":0\r\n"
         assert command(redis_server.port, "HLEN", keys.lease_data(keys.lease(key))) == b":0\r\n"
+
+
+def test_an_argument_the_scripts_cannot_read_fails_the_call(
+    config: Config, redis_server: RedisServer
+) -> None:
+    """A number that is no integer fails the reservation or the settle (StoreRejected) rather
+    than being skipped: the scripts read the gateway's numbers by pattern."""
+    redis_server.flushall()
+    key = "gw:{u:bad}:d:1"
+
+    async def scenario() -> list[str]:
+        store = create_store(redis_server.url, config.settings)
+        refused = []
+        try:
+            calls = (
+                lambda: store.reserve([Counter(key, "tok", 5, limit=1.5)], None),  # type: ignore[arg-type]
+                lambda: store.settle([SettleBatch((Increment(key, "tok", 2.5),))]),  # type: ignore[arg-type]
+            )
+            for call in calls:
+                try:
+                    await call()
+                except Exception as error:
+                    refused.append(type(error).__name__)
+        finally:
+            await store.aclose()
+        return refused
+
+    assert run(scenario()) == ["StoreRejected", "StoreRejected"]
+    assert command(redis_server.port, "EXISTS", key) == b":0\r\n"
