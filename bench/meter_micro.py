@@ -4,8 +4,9 @@ Prints the CPU time per request with the reserve and settle scripts sent through
 pipelined connection (what the gateway does), the same for a run-time key with rpm, tpm and
 day/month budgets of its own (``pipelined_key_limits``), the same key in a team in an
 organization with every level limit set (``pipelined_team_levels``: 26 more counters),
-through redis-py's pooled client, and
-the in-process store for reference. No HTTP, no gateway process: just ``Meter``.
+through redis-py's pooled client, and the in-process store for reference. No HTTP, no gateway
+process: just ``Meter``. For each Redis store a ``meter_redis`` line follows: Redis's own CPU
+per request and its script calls' µs per call (from INFO), all rounds together.
 
     python bench/meter_micro.py [--requests 4000] [--redis-url redis://127.0.0.1:6379/0]
 
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from aio import run_loop
 from procs import ProcessGroup, free_port, wait_for_port
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from services import CONFIG_DIR, TIER
 
@@ -36,6 +38,7 @@ from gateway.store.port import Store
 from gateway.store.redis.store import RedisStore
 
 CONCURRENCY = 16
+ROUNDS = 3
 BIG = 10**11
 # A run-time key's own limits (rpm, tpm, day and month budgets), far too large to bind
 KEY_LIMITS = KeyLimits("micro-key", rpm=BIG, tpm=BIG, usd_day=BIG, usd_month=BIG)
@@ -69,8 +72,12 @@ def main() -> None:
             "memory": (lambda: create_store(None, config.settings), None, False),
         }
         for name, (make, limits, levels) in variants.items():
+            before = _redis_stats(url)
             cpu_us = run_loop(_measure(config, make(), args.requests, limits, levels))
             print(f"meter store={name} cpu_us_per_request={cpu_us:.1f}", flush=True)
+            if name != "memory":
+                redis_line = _redis_delta(before, _redis_stats(url), ROUNDS * args.requests)
+                print(f"meter_redis store={name}{redis_line}", flush=True)
 
 
 def _on_redis_py(url: str, config: Config) -> Store:
@@ -105,7 +112,7 @@ async def _measure(
             meter.finish(await meter.admit(request), outcome)
 
     best = float("inf")
-    for _ in range(3):  # the best of three rounds: the machine is shared
+    for _ in range(ROUNDS):  # the best of three rounds: the machine is shared
         started = time.process_time()
         await asyncio.gather(*(one_client(requests // CONCURRENCY) for _ in range(CONCURRENCY)))
         await meter.settled()
@@ -113,6 +120,37 @@ async def _measure(
     await meter.aclose()
     await store.aclose()
     return best
+
+
+def _redis_stats(url: str) -> dict[str, float]:
+    """Redis's own CPU seconds and, per command, its calls and microseconds so far."""
+    client = SyncRedis.from_url(url)
+    try:
+        cpu = client.info("cpu")
+        stats: dict[str, float] = {"cpu_s": cpu["used_cpu_sys"] + cpu["used_cpu_user"]}
+        for name, entry in client.info("commandstats").items():
+            stats[f"{name}.calls"] = entry["calls"]
+            stats[f"{name}.usec"] = entry["usec"]
+        return stats
+    finally:
+        client.close()
+
+
+def _redis_delta(before: dict[str, float], after: dict[str, float], requests: int) -> str:
+    """Redis CPU µs per request, and per script command µs per call and calls per request."""
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    line = f" redis_cpu_us={1e6 * delta('cpu_s') / requests:.1f}"
+    for command in ("cmdstat_evalsha", "cmdstat_eval"):
+        calls = delta(f"{command}.calls")
+        if calls:
+            line += (
+                f" {command[8:]}_us_per_call={delta(f'{command}.usec') / calls:.1f}"
+                f" {command[8:]}_per_request={calls / requests:.2f}"
+            )
+    return line
 
 
 def _start_redis(procs: ProcessGroup) -> str:

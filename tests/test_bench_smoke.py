@@ -79,7 +79,20 @@ def test_the_metering_micro_benchmark_runs_every_store() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     stores = re.findall(r"^meter store=(\w+) cpu_us_per_request=[\d.]+$", done.stdout, re.M)
-    assert stores == ["pipelined", "pipelined_key_limits", "redis_py", "memory"], done.stdout
+    assert stores == [
+        "pipelined",
+        "pipelined_key_limits",
+        "pipelined_team_levels",
+        "redis_py",
+        "memory",
+    ], done.stdout
+    redis_lines = re.findall(r"^meter_redis store=(\w+) redis_cpu_us=[\d.]+ ", done.stdout, re.M)
+    assert redis_lines == [
+        "pipelined",
+        "pipelined_key_limits",
+        "pipelined_team_levels",
+        "redis_py",
+    ], done.stdout
 
 
 GATE = re.compile(

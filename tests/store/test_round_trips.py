@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 
 from gateway.config.model import Config, Price
+from gateway.store import keys
 from gateway.store.factory import create_store
 from gateway.store.keys import USAGE_STREAM
-from gateway.store.port import Aggregate, Counter, Increment, SettleBatch
+from gateway.store.port import Aggregate, Counter, Increment, Lease, LeaseEnd, SettleBatch
 from gateway.store.redis.scripts import settle_call
 from tests.metering.helpers import Clock, RedisServer, command, metered, ok, request, run
 
@@ -41,7 +42,7 @@ def test_one_script_call_per_admit_and_one_per_settle_batch(
             # the rest runs inside the scripts (or sets up a new pooled connection)
             inside = {"hget", "hgetall", "hincrby", "expire", "hello", "client", "info"}
             inside |= {"type", "time", "hset", "zadd", "hdel", "zrem", "set", "del", "rpush"}
-            inside |= {"exists", "evalsha", "ltrim"}
+            inside |= {"exists", "evalsha", "ltrim", "hmget"}
             assert set(seen) - {"evalsha", "xadd"} <= inside
 
     run(scenario())
@@ -115,3 +116,76 @@ def test_a_counters_time_to_live_is_set_when_its_hash_is_created_or_when_it_slid
         for key in (day.key, flight.key)
     }
     assert 0 < ttl[day.key] <= 500 < ttl[flight.key] <= 900
+
+
+def test_a_settle_after_the_sweeper_took_the_lease_back_counts_the_usage_once(
+    config: Config, redis_server: RedisServer
+) -> None:
+    """A lease gone when its settle arrives (the sweeper gave it back) has its grants added
+    back by the settle, which then subtracts them with the actual usage; a lease still there
+    is ended in the same call; leases with a lost reply give back what they hold."""
+    redis_server.flushall()
+    user, tier = "gw:{u:sw}:d:1", "gw:{t:sw}:d:1"
+    counters = [Counter(user, "tok", 10, limit=100, ttl_s=60), Counter(tier, "usd", 7, ttl_s=60)]
+
+    async def scenario() -> None:
+        store = create_store(redis_server.url, config.settings)
+        try:
+            for lease_id in ("gone", "kept", "lost"):
+                assert (await store.reserve(counters, None, Lease(lease_id, 900))).ok
+            # what the sweeper does with the first lease: give back, then forget it
+            for key, field, amount in ((user, "tok", 10), (tier, "usd", 7)):
+                command(redis_server.port, "HINCRBY", key, field, str(-amount))
+            for group in (keys.lease(user), keys.lease(tier)):
+                command(redis_server.port, "HDEL", keys.lease_data(group), "gone")
+                command(redis_server.port, "ZREM", group, "gone")
+
+            def settled(lease_id: str, tok: int, usd: int) -> SettleBatch:
+                held = {user: ((user, "tok", 10, 60),), tier: ((tier, "usd", 7, 60),)}
+                ends = tuple(
+                    LeaseEnd(keys.lease(key), lease_id, held[key] if lease_id != "lost" else None)
+                    for key in (user, tier)
+                )
+                deltas = (Increment(user, "tok", tok, 60), Increment(tier, "usd", usd, 60))
+                return SettleBatch(deltas if lease_id != "lost" else (), leases=ends)
+
+            await store.settle([settled("gone", 4 - 10, 5 - 7), settled("kept", 3 - 10, 1 - 7)])
+            await store.settle([settled("lost", 0, 0)])
+        finally:
+            await store.aclose()
+
+    run(scenario())
+    assert command(redis_server.port, "HGET", user, "tok") == b"$1\r\n7\r\n"  # 4 + 3
+    assert command(redis_server.port, "HGET", tier, "usd") == b"$1\r\n6\r\n"  # 5 + 1
+    for key in (user, tier):
+        assert command(redis_server.port, "ZCARD", keys.lease(key)) == b":0\r\n"
+        assert command(redis_server.port, "HLEN", keys.lease_data(keys.lease(key))) == b":0\r\n"
+
+
+def test_an_argument_the_scripts_cannot_read_fails_the_call(
+    config: Config, redis_server: RedisServer
+) -> None:
+    """A number that is no integer fails the reservation or the settle (StoreRejected) rather
+    than being skipped: the scripts read the gateway's numbers by pattern."""
+    redis_server.flushall()
+    key = "gw:{u:bad}:d:1"
+
+    async def scenario() -> list[str]:
+        store = create_store(redis_server.url, config.settings)
+        refused = []
+        try:
+            calls = (
+                lambda: store.reserve([Counter(key, "tok", 5, limit=1.5)], None),  # type: ignore[arg-type]
+                lambda: store.settle([SettleBatch((Increment(key, "tok", 2.5),))]),  # type: ignore[arg-type]
+            )
+            for call in calls:
+                try:
+                    await call()
+                except Exception as error:
+                    refused.append(type(error).__name__)
+        finally:
+            await store.aclose()
+        return refused
+
+    assert run(scenario()) == ["StoreRejected", "StoreRejected"]
+    assert command(redis_server.port, "EXISTS", key) == b":0\r\n"

@@ -30,7 +30,7 @@ end
 local function add(key, field, delta)
   local value = redis.pcall('HINCRBY', key, field, delta)
   if type(value) == 'table' and value.err then
-    value = delta
+    value = tonumber(delta)
     redis.call('HSET', key, field, value)
   end
   if value < 0 then
@@ -49,6 +49,16 @@ local function give_back(payload)
         and redis.call('TYPE', key).ok == 'hash' then
       add(key, field, -tonumber(amount))
     end
+  end
+end
+
+-- Fails unless ``matched`` is the number of lines of ``packed`` (a line the pattern did not
+-- match would otherwise be skipped in silence).
+local function all_lines(packed, matched)
+  local lines = 0
+  if packed ~= '' then lines = select(2, string.gsub(packed, '\n', '')) + 1 end
+  if matched ~= lines then
+    error({err = 'ERR gateway: ' .. (lines - matched) .. ' malformed argument line(s)'})
   end
 end
 

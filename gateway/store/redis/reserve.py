@@ -128,10 +128,9 @@ class Reservations:
 
 def _decision(reply: Any) -> Decision:
     """The reserve script's reply: the refused index + 1 (0: none), then used, limit, granted."""
-    values = [int(value) for value in reply]
-    triples = [values[i : i + 3] for i in range(1, len(values), 3)]
-    used = tuple(t[0] for t in triples)
-    limits = tuple(t[1] for t in triples)
+    values = list(map(int, reply))
+    used = tuple(values[1::3])
+    limits = tuple(values[2::3])
     if values[0]:
-        return Decision(used, limits, (0,) * len(triples), denied=values[0] - 1)
-    return Decision(used, limits, tuple(t[2] for t in triples))
+        return Decision(used, limits, (0,) * len(used), denied=values[0] - 1)
+    return Decision(used, limits, tuple(values[3::3]))

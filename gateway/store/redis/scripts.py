@@ -61,27 +61,38 @@ def reserve_args(
     *,
     registry: bool,
 ) -> tuple[list[str], Args]:
-    """KEYS and ARGV for reserve.lua."""
-    hashes = list(dict.fromkeys(c.key for c in counters))
-    position = {key: index + 1 for index, key in enumerate(hashes)}
-    ttl = {c.key: -c.ttl_s if c.sliding else c.ttl_s for c in counters}
-    groups = list(dict.fromkeys(keys.lease(c.key) for c in counters)) if lease else []
-    group = {name: index + 1 for index, name in enumerate(groups)}
-    spec = "\n".join(
-        f"{position[c.key]}\t{c.field}\t{c.fixed}\t{c.flex}\t{c.limit}\t{c.limit_field}"
-        f"\t{c.cap}\t{c.cap_field}\t{group.get(keys.lease(c.key), 0) if lease else 0}"
-        for c in counters
-    )
-    all_keys = [*hashes, override_key] if override_key else list(hashes)
+    """KEYS and ARGV for reserve.lua, in one pass over the counters (this runs per request)."""
+    position: dict[str, int] = {}
+    ttls: list[int] = []
+    groups: dict[str, int] = {}
+    lines = []
+    for c in counters:
+        key = c.key
+        at = position.get(key)
+        if at is None:
+            at = position[key] = len(position) + 1
+            ttls.append(0)
+        ttls[at - 1] = -c.ttl_s if c.sliding else c.ttl_s  # the last counter of a key names it
+        group = 0
+        if lease:
+            name = keys.lease(key)
+            group = groups.get(name) or groups.setdefault(name, len(groups) + 1)
+        lines.append(
+            f"{at}\t{c.field}\t{c.fixed}\t{c.flex}\t{c.limit}\t{c.limit_field}\t{c.cap}"
+            f"\t{c.cap_field}\t{group}"
+        )
+    all_keys = list(position)
+    if override_key:
+        all_keys.append(override_key)
     for name in groups:
-        all_keys += [name, keys.lease_data(name)]
+        all_keys += (name, keys.lease_data(name))
     if registry and lease:
         all_keys.append(keys.LEASE_REGISTRY)
     args: Args = [
-        len(hashes),
+        len(position),
         1 if override_key else 0,
-        ",".join(str(ttl[k]) for k in hashes),
-        spec,
+        ",".join(map(str, ttls)),
+        "\n".join(lines),
         lease.id if lease else "",
         lease.ttl_s if lease else 0,
         len(groups),

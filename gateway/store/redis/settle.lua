@@ -2,7 +2,8 @@
 -- cluster the part of it in one hash slot.
 -- KEYS: ARGV[3] = "h,l,s,i,d": h hashes, then l lease pairs (sorted set, hash), then s (0 or 1)
 --   the usage stream, then i per-user day index lists, then d (0 or 1) the once-only mark.
--- ARGV[1]: stream MAXLEN (approximate), also the most entries an index list keeps; ARGV[2]: one line per increment of 5 tab-separated
+-- ARGV[1]: stream MAXLEN (approximate), also the most entries an index list keeps;
+-- ARGV[2]: one line per increment of 5 tab-separated
 -- values (key index, field, delta, ttl seconds, watch 0|1); ARGV[4]: the mark's seconds;
 -- ARGV[5]: one line per lease to end: lease pair index, lease id, then 'g' (give back what
 --   the lease holds, if it is still there) or 'c' followed by (key index, field, amount, ttl)
@@ -22,21 +23,31 @@ local stream = KEYS[h + 2 * l + 1]
 local lists = h + 2 * l + s
 local by_id = ARGV[7] == 'id'
 
+-- Gateway-built numbers are checked by pattern and length (no Lua call per value: those were
+-- most of the script's time); a field holding no integer still fails or is replaced (``add``).
 local increments = {}
-local field = '([^\t\n]*)'
-local line = string.rep(field .. '\t', 4) .. field .. '\n'
-for a, b, c, e, f in string.gmatch(ARGV[2] .. '\n', line) do
-  increments[#increments + 1] = {KEYS[int(a)], b, int(c), int(e), f == '1'}
+for a, b, c, e, f in string.gmatch(ARGV[2], '(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%d+)\t([01])') do
+  if #c > 17 then error({err = 'ERR gateway: not an integer in range: ' .. c}) end
+  increments[#increments + 1] = {KEYS[a + 0], b, c, e, f == '1'}
 end
-local leases = {}
-for line in string.gmatch(ARGV[5], '[^\n]+') do
-  local v = {}
-  for value in string.gmatch(line .. '\t', '([^\t]*)\t') do v[#v + 1] = value end
-  local pair = int(v[1])
-  local held = {}
-  for j = 4, #v, 4 do held[#held + 1] = {KEYS[int(v[j])], v[j + 1], int(v[j + 2]), int(v[j + 3])} end
-  leases[#leases + 1] = {KEYS[h + 2 * pair - 1], KEYS[h + 2 * pair], v[2], v[3], held}
+all_lines(ARGV[2], #increments)
+-- Per lease pair: its lease ids, and per lease whether to give back what it holds ('g') or
+-- the grants to add back when it is gone ('c', parsed only then).
+local pair_ids, pair_ends = {}, {}
+local ended = 0
+for pair, id, kind, held in string.gmatch(ARGV[5], '(%d+)\t([^\t\n]*)\t([gc])([^\n]*)') do
+  pair = pair + 0
+  local ids = pair_ids[pair]
+  if ids == nil then
+    ids = {}
+    pair_ids[pair] = ids
+    pair_ends[pair] = {}
+  end
+  ids[#ids + 1] = id
+  pair_ends[pair][#ids] = {kind, held}
+  ended = ended + 1
 end
+all_lines(ARGV[5], ended)
 for k = 1, h do expect(KEYS[k], 'hash') end
 for k = 1, l do
   expect(KEYS[h + 2 * k - 1], 'zset')
@@ -53,39 +64,50 @@ end
 
 local expiring = {}
 local trimmed = {}
-for _, lease in ipairs(leases) do
-  if lease[4] == 'g' then
-    local payload = redis.call('HGET', lease[2], lease[3])
-    if payload then
-      give_back(payload)
-      redis.call('HDEL', lease[2], lease[3])
-    end
-  elseif redis.call('HDEL', lease[2], lease[3]) == 0 then  -- the sweeper gave it back
-    for _, grant in ipairs(lease[5]) do
-      add(grant[1], grant[2], grant[3])
-      if grant[4] > 0 then expiring[grant[1]] = grant[4] end
+-- One read, one delete and one removal per lease pair, whatever the number of leases.
+for pair, ids in pairs(pair_ids) do
+  local data = KEYS[h + 2 * pair]
+  local payloads = redis.call('HMGET', data, unpack(ids))
+  for n, ending in ipairs(pair_ends[pair]) do
+    if ending[1] == 'g' then
+      if payloads[n] then give_back(payloads[n]) end
+    elseif not payloads[n] then  -- the sweeper gave it back
+      for k, name, amount, ttl in string.gmatch(ending[2], '\t(%d+)\t([^\t]*)\t(%-?%d+)\t(%d+)') do
+        add(KEYS[k + 0], name, amount)
+        if ttl ~= '0' then expiring[KEYS[k + 0]] = ttl end
+      end
     end
   end
-  redis.call('ZREM', lease[1], lease[3])
+  redis.call('HDEL', data, unpack(ids))
+  redis.call('ZREM', KEYS[h + 2 * pair - 1], unpack(ids))
 end
 local watched = {1}
 for _, v in ipairs(increments) do
   local value = add(v[1], v[2], v[3])
-  if v[4] > 0 then expiring[v[1]] = v[4] end
+  if v[4] ~= '0' then expiring[v[1]] = v[4] end
   if v[5] then watched[#watched + 1] = value end
 end
+local pushed = {}  -- index list -> its new entries, pushed once per list
 for k = 9, #ARGV, 2 do
-  local list = int(ARGV[k])
+  local list = ARGV[k]
   local entry = ARGV[k + 1]
-  if by_id or list == 0 then
-    entry = redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], '*', 'r', ARGV[k + 1])
+  if by_id or list == '0' then
+    entry = redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], '*', 'r', entry)
   end
-  if list > 0 then
+  if list ~= '0' then
     local key = KEYS[lists + list]
-    redis.call('RPUSH', key, entry)
-    expiring[key] = index_ttl
-    trimmed[key] = true
+    local entries = pushed[key]
+    if entries == nil then
+      entries = {}
+      pushed[key] = entries
+    end
+    entries[#entries + 1] = entry
   end
+end
+for key, entries in pairs(pushed) do
+  redis.call('RPUSH', key, unpack(entries))
+  expiring[key] = index_ttl
+  trimmed[key] = true
 end
 -- The index keeps no more than the stream: its older ids would name trimmed entries. Trimmed
 -- here, once per list per call, so each record costs O(1) amortised.
