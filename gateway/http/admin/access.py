@@ -7,7 +7,6 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from gateway.errors import InvalidRequest, NotFound
 from gateway.http.admin.auth import KIND, ROLES, require_role
@@ -84,12 +83,3 @@ async def audit(request: Request) -> Response:
     entries = await services(request).control.audit_log(limit, before, chosen)
     after = entries[-1]["entry_id"] if len(entries) == limit else None
     return json_response({"object": "list", "data": entries, "next_before": after})
-
-
-def routes() -> list[Route]:
-    return [
-        Route("/v1/admin/tokens", create_token, methods=["POST"]),
-        Route("/v1/admin/tokens", list_tokens, methods=["GET"]),
-        Route("/v1/admin/tokens/{id}", delete_token, methods=["DELETE"]),
-        Route("/v1/admin/audit", audit, methods=["GET"]),
-    ]

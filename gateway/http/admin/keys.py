@@ -12,7 +12,6 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from gateway.control import keys as runtime_keys
 from gateway.errors import InvalidRequest, NotFound, StoreUnavailable
@@ -267,14 +266,3 @@ async def _rolled_up_spend(
         if row.get("bucket") == today:
             spent[key_id, "day"] = spent.get((key_id, "day"), 0.0) + cost
     return spent
-
-
-def routes() -> list[Route]:
-    return [
-        Route("/v1/admin/keys", create, methods=["POST"]),
-        Route("/v1/admin/keys", list_keys, methods=["GET"]),
-        Route("/v1/admin/keys/{id}", show, methods=["GET"]),
-        Route("/v1/admin/keys/{id}", update, methods=["PATCH"]),
-        Route("/v1/admin/keys/{id}", revoke, methods=["DELETE"]),
-        Route("/v1/admin/keys/{id}/rotate", rotate, methods=["POST"]),
-    ]

@@ -10,7 +10,6 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from gateway.control.stored_keys import StoredKeys
 from gateway.control.upstream_keys import KIND, redacted, sealed_entry, stored_keys
@@ -173,14 +172,3 @@ async def put_settings(request: Request) -> Response:
     document = {**before, **body}
     await write(gateway, actor, SETTINGS_KIND, SETTINGS_ID, document, "settings.update", {})
     return json_response(_settings(gateway))
-
-
-def routes() -> list[Route]:
-    keys = "/v1/admin/upstreams/{name}/keys"
-    return [
-        Route(keys, list_keys, methods=["GET"]),
-        Route(keys, put_keys, methods=["PUT"]),
-        Route(keys + "/{fingerprint}", delete_key, methods=["DELETE"]),
-        Route("/v1/admin/settings", show_settings, methods=["GET"]),
-        Route("/v1/admin/settings", put_settings, methods=["PUT"]),
-    ]
