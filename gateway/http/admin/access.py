@@ -42,9 +42,13 @@ async def create_token(request: Request) -> Response:
         "created_by": actor.name,
     }
     await gateway.control.put(
-        KIND, token_id, document, actor=actor.name, action="admin_token.create",
+        KIND,
+        token_id,
+        document,
+        actor=actor.name,
+        action="admin_token.create",
         audit={"after": public(token_id, document)},
-    )  # fmt: skip
+    )
     return json_response({**public(token_id, document), "token": secret}, status=201)
 
 
@@ -63,9 +67,13 @@ async def delete_token(request: Request) -> Response:
     if document is None:
         raise NotFound(f"No admin token '{token_id}'.", param="id")
     await gateway.control.put(
-        KIND, token_id, None, actor=actor.name, action="admin_token.delete",
+        KIND,
+        token_id,
+        None,
+        actor=actor.name,
+        action="admin_token.delete",
         audit={"before": public(token_id, document)},
-    )  # fmt: skip
+    )
     return json_response({"id": token_id, "object": "admin_token", "deleted": True})
 
 

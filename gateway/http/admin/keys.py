@@ -30,9 +30,16 @@ from gateway.usage.export import MAX_EPOCH_S, parse_time
 
 KIND = runtime_keys.KIND
 CHANGEABLE = (
-    "tier", "name", "models", "expires_at", "budget_usd", "rpm", "tpm", "max_parallel",
+    "tier",
+    "name",
+    "models",
+    "expires_at",
+    "budget_usd",
+    "rpm",
+    "tpm",
+    "max_parallel",
     "metadata",
-)  # fmt: skip
+)
 FIELDS = ("user", *CHANGEABLE)
 MAX_GRACE_S = 30 * 86_400
 
@@ -58,11 +65,9 @@ async def list_keys(request: Request) -> Response:
     require_role(request, "viewer")
     gateway = services(request)
     user = request.query_params.get("user")
-    found = sorted(
-        (item for item in gateway.control.snapshot.kind(KIND).items()
-         if user is None or item[1].get("user") == user),
-        key=lambda item: (item[1].get("created_at", 0), item[0]),
-    )  # fmt: skip
+    stored = gateway.control.snapshot.kind(KIND).items()
+    chosen = [item for item in stored if user is None or item[1].get("user") == user]
+    found = sorted(chosen, key=lambda item: (item[1].get("created_at", 0), item[0]))
     data = await _with_usage(gateway, found)
     return json_response({"object": "list", "data": data})
 
@@ -90,9 +95,13 @@ async def revoke(request: Request) -> Response:
     gateway = services(request)
     key_id, document = _find(gateway, request)
     await gateway.control.put(
-        KIND, key_id, None, actor=actor.name, action="key.revoke",
+        KIND,
+        key_id,
+        None,
+        actor=actor.name,
+        action="key.revoke",
         audit={"before": runtime_keys.redacted(document), "after": None},
-    )  # fmt: skip
+    )
     return json_response({"id": key_id, "object": "api_key", "deleted": True})
 
 
@@ -132,10 +141,13 @@ async def _put(
 ) -> None:
     before = gateway.control.snapshot.kind(KIND).get(key_id)
     await gateway.control.put(
-        KIND, key_id, document, actor=actor.name, action=action,
-        audit={"before": runtime_keys.redacted(before),
-               "after": runtime_keys.redacted(document)},
-    )  # fmt: skip
+        KIND,
+        key_id,
+        document,
+        actor=actor.name,
+        action=action,
+        audit={"before": runtime_keys.redacted(before), "after": runtime_keys.redacted(document)},
+    )
 
 
 def _current(document: Mapping[str, Any]) -> dict[str, Any]:
