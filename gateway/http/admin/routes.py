@@ -6,6 +6,7 @@ its request body, success status and query parameters as documented. Add a route
 so a wrong method's 405 names every method of the path) and ``GET /v1/admin/openapi.json``
 documents it (the schemathesis tests in tests/fuzz then fuzz it). The endpoint still checks the
 role itself (``require_role``); tests/http/test_admin_routes.py holds the two to agreement.
+The module is long because the table is: one entry per operation, nothing else.
 """
 
 from __future__ import annotations
