@@ -11,7 +11,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import httpx
 
@@ -40,9 +40,10 @@ OWN_CREDENTIAL_STATUSES = frozenset({401, 403, 429})
 MAX_KEY_SWITCHES = 8  # stored system keys tried in one attempt after refusals
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptContext:
-    """What every attempt of one request shares, built once per ``Attempter.run``."""
+class AttemptContext(NamedTuple):
+    """What every attempt of one request shares, built once per ``Attempter.run`` (immutable;
+    a NamedTuple rather than a frozen dataclass: built per request, it must cost next to
+    nothing, and a frozen dataclass's ``__init__`` costs several times a tuple's)."""
 
     build: BuildRequest  # the upstream request for a model (rebuilt per attempt: fresh keys)
     buffered: bool  # the answer is read whole (JSON), not relayed as it comes
