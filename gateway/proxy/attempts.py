@@ -97,13 +97,7 @@ class Attempter:
         last: Failure | None = None
         deadline = time.monotonic() + self._policy.deadline_s
         context = AttemptContext(
-            build=build,
-            buffered=buffered,
-            secrets=secrets,
-            records=records,
-            own_credentials=own_credentials,
-            deadline=deadline,
-            trace=trace,
+            build, buffered, secrets, records, own_credentials, deadline, trace
         )
         for entry in chain:
             for model in self._balancer.order(entry):  # its deployments, least loaded first
@@ -173,6 +167,8 @@ class Attempter:
         """One attempt; when the upstream refuses or rate-limits a stored system key, it is
         set aside and the attempt made again at once with the next key (no breaker verdict)."""
         outcome = await self._try(model, request, context)
+        if isinstance(outcome, Opened):
+            return outcome
         for _ in range(MAX_KEY_SWITCHES):
             if time.monotonic() >= context.deadline:
                 break
@@ -198,11 +194,9 @@ class Attempter:
         self, model: Model, request: httpx.Request, context: AttemptContext
     ) -> Opened | Failure:
         started = time.perf_counter()
-        trace, records = context.trace, context.records
+        _, buffered, secrets, records, _, deadline, trace = context  # one unpack, no lookups
         span = trace.attempt(model, request) if trace is not None else None
-        outcome = await self._sender.send(
-            model, request, context.buffered, context.secrets, context.deadline
-        )
+        outcome = await self._sender.send(model, request, buffered, secrets, deadline)
         if span is not None:
             span.ended(outcome)
         if isinstance(outcome, Opened):
