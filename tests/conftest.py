@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from starlette.applications import Starlette
 
-from gateway.app import Gateway, create_app
+from gateway.app import create_app
 from gateway.config.runtime import Runtime
 from gateway.observe.metrics import Metrics
+from gateway.parts import Gateway
 from gateway.store.factory import create_store
 from tests.mock_upstream import MockUpstream, running_mock_upstream
 from tests.redis_fixture import RedisServer

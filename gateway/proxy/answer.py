@@ -18,7 +18,7 @@ from gateway.providers import anthropic
 from gateway.providers.anthropic_stream import StreamTranslator
 from gateway.providers.bodies import read_up_to
 from gateway.providers.openai import forwarded_headers
-from gateway.proxy.attempts import Opened
+from gateway.proxy.attempt_outcome import Opened
 from gateway.proxy.context import RequestContext
 from gateway.proxy.native_answer import native_reply
 from gateway.proxy.reply import Reply

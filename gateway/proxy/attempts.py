@@ -2,7 +2,7 @@
 
 The schedule (which failures retry, how long to wait) is decided here and nowhere else; one
 exchange is ``attempt_send``, what a failure means ``attempt_failure``, the outcomes
-``attempt_outcome`` (their names are importable from here too).
+``attempt_outcome``. What every attempt of one request shares travels as an ``AttemptContext``.
 """
 
 from __future__ import annotations
@@ -11,21 +11,15 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import NamedTuple
 
 import httpx
 
 from gateway.config.model import Model, RetryPolicy
 from gateway.errors import DeadlineExceeded, InvalidRequest
 from gateway.providers.transport import Transport
-from gateway.proxy.attempt_failure import (
-    NEXT_MODEL_CODES,
-    PASS_THROUGH,
-    classify_status,
-    exhausted,
-    retry_after_seconds,
-)
+from gateway.proxy.attempt_failure import exhausted
 from gateway.proxy.attempt_outcome import (
-    API_KEY_EXTENSION,
     AttemptFailed,
     AttemptRecord,
     BuildRequest,
@@ -41,25 +35,23 @@ from gateway.proxy.deployments import Balancer
 from gateway.proxy.trace_hooks import RequestTrace
 from gateway.secret import Secret
 
-__all__ = [
-    "API_KEY_EXTENSION",
-    "MAX_KEY_SWITCHES",
-    "NEXT_MODEL_CODES",
-    "OWN_CREDENTIAL_STATUSES",
-    "PASS_THROUGH",
-    "AttemptFailed",
-    "AttemptRecord",
-    "Attempter",
-    "BuildRequest",
-    "KeyFeedback",
-    "Opened",
-    "Verdict",
-    "classify_status",
-    "retry_after_seconds",
-]
 # Answers about the caller's own upstream key (BYOK): no verdict on the model for everyone else.
 OWN_CREDENTIAL_STATUSES = frozenset({401, 403, 429})
 MAX_KEY_SWITCHES = 8  # stored system keys tried in one attempt after refusals
+
+
+class AttemptContext(NamedTuple):
+    """What every attempt of one request shares, built once per ``Attempter.run`` (immutable;
+    a NamedTuple rather than a frozen dataclass: built per request, it must cost next to
+    nothing, and a frozen dataclass's ``__init__`` costs several times a tuple's)."""
+
+    build: BuildRequest  # the upstream request for a model (rebuilt per attempt: fresh keys)
+    buffered: bool  # the answer is read whole (JSON), not relayed as it comes
+    secrets: Iterable[Secret | None]  # scrubbed from whatever an upstream echoes back
+    records: list[AttemptRecord]  # one per attempt made, appended as they end
+    own_credentials: bool  # the caller's own upstream key (BYOK): no breaker verdicts on 401s
+    deadline: float  # time.monotonic() by which an answer must have opened
+    trace: RequestTrace | None  # each attempt gets a span of its own
 
 
 class Attempter:
@@ -104,6 +96,9 @@ class Attempter:
         open_circuits: list[str] = []
         last: Failure | None = None
         deadline = time.monotonic() + self._policy.deadline_s
+        context = AttemptContext(
+            build, buffered, secrets, records, own_credentials, deadline, trace
+        )
         for entry in chain:
             for model in self._balancer.order(entry):  # its deployments, least loaded first
                 if time.monotonic() >= deadline:
@@ -120,17 +115,7 @@ class Attempter:
                         self._breakers.release_probe(key)
                         skipped.append(f"{key}: no upstream credentials")
                         continue
-                    outcome = await self._attempt_model(
-                        model,
-                        request,
-                        build,
-                        buffered,
-                        secrets,
-                        records,
-                        own_credentials,
-                        deadline,
-                        trace,
-                    )
+                    outcome = await self._attempt_model(model, request, context)
                     ok = isinstance(outcome, Opened)
                 except BaseException:
                     self._breakers.release_probe(key)  # cancelled: no verdict on the model
@@ -153,75 +138,49 @@ class Attempter:
         )
 
     async def _attempt_model(
-        self,
-        model: Model,
-        request: httpx.Request,
-        build: BuildRequest,
-        buffered: bool,
-        secrets: Iterable[Secret | None],
-        records: list[AttemptRecord],
-        own_credentials: bool,
-        deadline: float,
-        trace: RequestTrace | None,
+        self, model: Model, request: httpx.Request, context: AttemptContext
     ) -> Opened | Failure:
         """Try one model, retrying as the policy says; raise when the client's error is final."""
         outcome: Opened | Failure
         for attempt in range(self._policy.attempts):
             if attempt:
-                request = _built(build, model, records) or request
-            outcome = await self._try_keys(
-                model,
-                request,
-                build,
-                buffered,
-                secrets,
-                records,
-                own_credentials,
-                deadline,
-                trace,
-            )
+                request = _built(context.build, model, context.records) or request
+            outcome = await self._try_keys(model, request, context)
             if isinstance(outcome, Opened):
                 if outcome.rest is None:
                     self._breakers.record_success(model.breaker_key)
                 else:  # relayed as it comes: the verdict waits for its end (answer_ended)
                     self._breakers.record_started(model.breaker_key)
                 return outcome
-            self._judge(model, outcome, own_credentials)
+            self._judge(model, outcome, context.own_credentials)
             if outcome.verdict is Verdict.FINAL:
-                raise AttemptFailed(outcome.error, records)
+                raise AttemptFailed(outcome.error, context.records)
             delay = self._retry_delay(attempt, outcome)
-            if delay is None or time.monotonic() + delay >= deadline:
+            if delay is None or time.monotonic() + delay >= context.deadline:
                 break
             await self._sleep(delay)
         return outcome
 
     async def _try_keys(
-        self,
-        model: Model,
-        request: httpx.Request,
-        build: BuildRequest,
-        buffered: bool,
-        secrets: Iterable[Secret | None],
-        records: list[AttemptRecord],
-        own_credentials: bool,
-        deadline: float,
-        trace: RequestTrace | None,
+        self, model: Model, request: httpx.Request, context: AttemptContext
     ) -> Opened | Failure:
         """One attempt; when the upstream refuses or rate-limits a stored system key, it is
         set aside and the attempt made again at once with the next key (no breaker verdict)."""
-        outcome = await self._try(model, request, buffered, secrets, records, deadline, trace)
+        outcome = await self._try(model, request, context)
+        if isinstance(outcome, Opened):
+            return outcome
         for _ in range(MAX_KEY_SWITCHES):
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= context.deadline:
                 break
             if isinstance(outcome, Opened) or not self._key_rejected(
-                request, outcome, own_credentials
+                request, outcome, context.own_credentials
             ):
                 break
-            rebuilt = _built(build, model, records)
+            rebuilt = _built(context.build, model, context.records)
             if rebuilt is None:
                 break
             request = rebuilt
-            outcome = await self._try(model, request, buffered, secrets, records, deadline, trace)
+            outcome = await self._try(model, request, context)
         return outcome
 
     def _key_rejected(
@@ -232,16 +191,10 @@ class Attempter:
         return self._keys.rejected(request, failure.status, failure.retry_after)
 
     async def _try(
-        self,
-        model: Model,
-        request: httpx.Request,
-        buffered: bool,
-        secrets: Iterable[Secret | None],
-        records: list[AttemptRecord],
-        deadline: float,
-        trace: RequestTrace | None,
+        self, model: Model, request: httpx.Request, context: AttemptContext
     ) -> Opened | Failure:
         started = time.perf_counter()
+        _, buffered, secrets, records, _, deadline, trace = context  # one unpack, no lookups
         span = trace.attempt(model, request) if trace is not None else None
         outcome = await self._sender.send(model, request, buffered, secrets, deadline)
         if span is not None:

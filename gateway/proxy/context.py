@@ -13,7 +13,7 @@ from typing import Any
 from gateway.config.model import Model
 from gateway.errors import GatewayError
 from gateway.metering.types import Admission, MeterRequest
-from gateway.proxy.attempts import AttemptRecord
+from gateway.proxy.attempt_outcome import AttemptRecord
 from gateway.proxy.auth import Principal
 from gateway.proxy.routing import Endpoint, Plan
 from gateway.proxy.streaming import StreamResult

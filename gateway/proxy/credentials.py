@@ -29,7 +29,7 @@ from gateway.control.upstream_keys import PooledKey, UpstreamKeyPool
 from gateway.control.user_keys import UserKeys
 from gateway.providers import anthropic, video
 from gateway.providers.openai import build_request
-from gateway.proxy.attempts import API_KEY_EXTENSION, BuildRequest
+from gateway.proxy.attempt_outcome import API_KEY_EXTENSION, BuildRequest
 from gateway.proxy.auth import Principal
 from gateway.proxy.context import RequestContext
 from gateway.proxy.incoming import Incoming, rewind

@@ -11,7 +11,7 @@ import orjson
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.protocols.native import NativeTap, chat_usage
 from gateway.providers.sse import EventSplitter, EventTooLarge
-from gateway.proxy.attempts import Opened
+from gateway.proxy.attempt_outcome import Opened
 from gateway.proxy.context import RequestContext
 from gateway.proxy.reply import JSON, Reply
 from gateway.proxy.streaming import CUT, IDLE_TIMEOUT, StreamResult, cut_kind

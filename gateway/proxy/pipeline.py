@@ -14,7 +14,8 @@ from gateway.config.model import Config
 from gateway.errors import GatewayError
 from gateway.metering import Meter
 from gateway.proxy.answer import Answers
-from gateway.proxy.attempts import Attempter, AttemptFailed
+from gateway.proxy.attempt_outcome import AttemptFailed
+from gateway.proxy.attempts import Attempter
 from gateway.proxy.auth import Authenticator, Principal
 from gateway.proxy.cache.exact import ResponseCache, cache_use
 from gateway.proxy.context import RequestContext, RequestIds

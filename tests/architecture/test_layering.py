@@ -20,6 +20,7 @@ LEVELS: tuple[tuple[str, ...], ...] = (
     ("observe", "batches"),
     ("http",),
     ("ui",),
+    ("parts",),
     ("app",),
     ("serving",),
     ("cli", "__init__"),

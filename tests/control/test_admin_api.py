@@ -141,7 +141,7 @@ def test_openapi_lists_every_admin_route(gw: RunningGateway) -> None:
     }
     documented = {(m.upper(), p) for p, ops in document["paths"].items() for m in ops}
     missing = sorted(registered - documented)
-    assert not missing, f"add an Op line to gateway/http/admin/openapi.py OPERATIONS: {missing}"
+    assert not missing, f"add an Op entry to gateway/http/admin/routes.py OPERATIONS: {missing}"
 
 
 def test_user_override_changes_are_audited(gw: RunningGateway) -> None:

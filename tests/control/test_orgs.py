@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from gateway.config.runtime import Runtime
-from gateway.http.admin.openapi import OPERATIONS
+from gateway.http.admin.routes import OPERATIONS
 from gateway.secret import Secret
 from tests.conftest import RunningGateway, StartGateway
 from tests.redis_fixture import RedisServer

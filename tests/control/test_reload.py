@@ -15,10 +15,11 @@ from typing import Any
 import httpx
 import yaml
 
-from gateway.app import Gateway, create_app, reload_app
+from gateway.app import create_app, reload_app
 from gateway.config.load import load_config
 from gateway.config.runtime import Runtime
 from gateway.observe.metrics import Metrics
+from gateway.parts import Gateway
 from gateway.secret import Secret
 from gateway.store.memory import MemoryStore
 from tests.control.flag_setup import ADMIN, KEYS, admin, documents, env

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from gateway.app import Gateway, create_app
+from gateway.app import create_app
 from gateway.config.runtime import Runtime
 from gateway.control.plane import Snapshot
 from gateway.control.secrets_at_rest import (
@@ -28,6 +28,7 @@ from gateway.control.secrets_at_rest import (
 )
 from gateway.control.upstream_keys import UpstreamKeyPool, sealed_entry
 from gateway.observe.metrics import Metrics
+from gateway.parts import Gateway
 from gateway.secret import Secret
 from gateway.store.factory import create_store
 from tests.control.key_upstream import KeyUpstream

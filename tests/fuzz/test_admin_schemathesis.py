@@ -1,6 +1,6 @@
 """Schemathesis against every operation of the admin API document the gateway serves (issue 12).
 
-The operations are listed at collection from ``gateway.http.admin.openapi.document()`` (the
+The operations are listed at collection from ``gateway.http.admin.routes.document()`` (the
 function that builds ``GET /v1/admin/openapi.json``), so every route added there is fuzzed
 without touching this file. Each test then fetches the served document, checks it is that same
 document, and generates its requests from the served copy: valid and schema-violating ones, with
@@ -30,7 +30,7 @@ from gateway.config.flags_section import PLAN_FLAGS
 from gateway.config.model import CAPABILITIES
 from gateway.config.runtime import Runtime
 from gateway.control.secrets_at_rest import KEY_ENV, KEY_FILE_ENV, OLD_KEYS_ENV
-from gateway.http.admin.openapi import document
+from gateway.http.admin.routes import document
 from gateway.observe.metrics import Metrics
 from gateway.secret import Secret
 from gateway.store.factory import create_store

@@ -11,7 +11,8 @@ import respx
 
 from gateway.config.model import BreakerPolicy, RetryPolicy
 from gateway.providers.openai import build_request
-from gateway.proxy.attempts import Attempter, AttemptFailed
+from gateway.proxy.attempt_outcome import AttemptFailed
+from gateway.proxy.attempts import Attempter
 from gateway.proxy.breaker import Breakers, State
 from gateway.secret import Secret
 from tests.support import build_config, routes_doc, tiers_doc

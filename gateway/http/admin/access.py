@@ -7,7 +7,6 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from gateway.errors import InvalidRequest, NotFound
 from gateway.http.admin.auth import KIND, ROLES, require_role
@@ -43,9 +42,13 @@ async def create_token(request: Request) -> Response:
         "created_by": actor.name,
     }
     await gateway.control.put(
-        KIND, token_id, document, actor=actor.name, action="admin_token.create",
+        KIND,
+        token_id,
+        document,
+        actor=actor.name,
+        action="admin_token.create",
         audit={"after": public(token_id, document)},
-    )  # fmt: skip
+    )
     return json_response({**public(token_id, document), "token": secret}, status=201)
 
 
@@ -64,9 +67,13 @@ async def delete_token(request: Request) -> Response:
     if document is None:
         raise NotFound(f"No admin token '{token_id}'.", param="id")
     await gateway.control.put(
-        KIND, token_id, None, actor=actor.name, action="admin_token.delete",
+        KIND,
+        token_id,
+        None,
+        actor=actor.name,
+        action="admin_token.delete",
         audit={"before": public(token_id, document)},
-    )  # fmt: skip
+    )
     return json_response({"id": token_id, "object": "admin_token", "deleted": True})
 
 
@@ -84,12 +91,3 @@ async def audit(request: Request) -> Response:
     entries = await services(request).control.audit_log(limit, before, chosen)
     after = entries[-1]["entry_id"] if len(entries) == limit else None
     return json_response({"object": "list", "data": entries, "next_before": after})
-
-
-def routes() -> list[Route]:
-    return [
-        Route("/v1/admin/tokens", create_token, methods=["POST"]),
-        Route("/v1/admin/tokens", list_tokens, methods=["GET"]),
-        Route("/v1/admin/tokens/{id}", delete_token, methods=["DELETE"]),
-        Route("/v1/admin/audit", audit, methods=["GET"]),
-    ]

@@ -20,7 +20,6 @@ from typing import Any
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from gateway.errors import InvalidRequest
 from gateway.http.admin.auth import require_role
@@ -188,11 +187,3 @@ def to_xlsx(found: Iterable[UsageRecord | Mapping[str, Any]]) -> bytes:
     """One sheet: the CSV export's header row and columns, numbers as numbers and every text
     as text (never a formula or a link, whatever it starts with)."""
     return records_workbook(found, COLUMNS)
-
-
-def routes() -> list[Route]:
-    return [
-        Route("/v1/admin/analytics", analytics, methods=["GET"]),
-        Route("/v1/admin/usage/records", records, methods=["GET"]),
-        Route("/v1/admin/usage/export", export, methods=["GET"]),
-    ]

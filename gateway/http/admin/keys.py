@@ -12,7 +12,6 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from gateway.control import keys as runtime_keys
 from gateway.control.orgs import check_binding
@@ -32,9 +31,17 @@ from gateway.usage.export import MAX_EPOCH_S, parse_time
 
 KIND = runtime_keys.KIND
 CHANGEABLE = (
-    "tier", "name", "models", "expires_at", "budget_usd", "rpm", "tpm", "max_parallel",
-    "metadata", "team",
-)  # fmt: skip
+    "tier",
+    "name",
+    "models",
+    "expires_at",
+    "budget_usd",
+    "rpm",
+    "tpm",
+    "max_parallel",
+    "metadata",
+    "team",
+)
 FIELDS = ("user", *CHANGEABLE)
 MAX_GRACE_S = 30 * 86_400
 
@@ -61,11 +68,9 @@ async def list_keys(request: Request) -> Response:
     require_role(request, "viewer")
     gateway = services(request)
     user = request.query_params.get("user")
-    found = sorted(
-        (item for item in gateway.control.snapshot.kind(KIND).items()
-         if user is None or item[1].get("user") == user),
-        key=lambda item: (item[1].get("created_at", 0), item[0]),
-    )  # fmt: skip
+    stored = gateway.control.snapshot.kind(KIND).items()
+    chosen = [item for item in stored if user is None or item[1].get("user") == user]
+    found = sorted(chosen, key=lambda item: (item[1].get("created_at", 0), item[0]))
     data = await _with_usage(gateway, found)
     return json_response({"object": "list", "data": data})
 
@@ -98,9 +103,13 @@ async def revoke_as(request: Request, actor: Actor, action: str) -> Response:
     gateway = services(request)
     key_id, document = _find(gateway, request)
     await gateway.control.put(
-        KIND, key_id, None, actor=actor.name, action=action,
+        KIND,
+        key_id,
+        None,
+        actor=actor.name,
+        action=action,
         audit={"before": runtime_keys.redacted(document), "after": None},
-    )  # fmt: skip
+    )
     return json_response({"id": key_id, "object": "api_key", "deleted": True})
 
 
@@ -144,10 +153,13 @@ async def _put(
 ) -> None:
     before = gateway.control.snapshot.kind(KIND).get(key_id)
     await gateway.control.put(
-        KIND, key_id, document, actor=actor.name, action=action,
-        audit={"before": runtime_keys.redacted(before),
-               "after": runtime_keys.redacted(document)},
-    )  # fmt: skip
+        KIND,
+        key_id,
+        document,
+        actor=actor.name,
+        action=action,
+        audit={"before": runtime_keys.redacted(before), "after": runtime_keys.redacted(document)},
+    )
 
 
 def _current(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -279,14 +291,3 @@ async def _rolled_up_spend(
         if row.get("bucket") == today:
             spent[key_id, "day"] = spent.get((key_id, "day"), 0.0) + cost
     return spent
-
-
-def routes() -> list[Route]:
-    return [
-        Route("/v1/admin/keys", create, methods=["POST"]),
-        Route("/v1/admin/keys", list_keys, methods=["GET"]),
-        Route("/v1/admin/keys/{id}", show, methods=["GET"]),
-        Route("/v1/admin/keys/{id}", update, methods=["PATCH"]),
-        Route("/v1/admin/keys/{id}", revoke, methods=["DELETE"]),
-        Route("/v1/admin/keys/{id}/rotate", rotate, methods=["POST"]),
-    ]

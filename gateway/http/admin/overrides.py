@@ -8,7 +8,6 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from gateway.config.model import CAPABILITIES, Budget, Quota
 from gateway.errors import InvalidRequest
@@ -108,12 +107,3 @@ def _plain(override: Any) -> dict[str, Any]:
         "quotas": {cap: dataclasses.asdict(q) for cap, q in override.quotas.items()},
         "budget": dataclasses.asdict(override.budget) if override.budget else None,
     }
-
-
-def routes() -> list[Route]:
-    base = "/v1/admin/users/{user}"
-    return [
-        Route(base, show, methods=["GET"]),
-        Route(base + "/quotas/{capability}", set_quota, methods=["PUT", "DELETE"]),
-        Route(base + "/budget", set_budget, methods=["PUT", "DELETE"]),
-    ]

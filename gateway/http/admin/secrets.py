@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from gateway.control.rotation import census, reseal_all
 from gateway.errors import InvalidRequest
@@ -35,10 +34,3 @@ async def rotate(request: Request) -> Response:
         raise InvalidRequest("'dry_run' must be true or false.", param="dry_run")
     box = stored(gateway).sealer()  # 503 without a master key
     return json_response(await reseal_all(gateway.control, box, actor.name, dry_run=dry_run))
-
-
-def routes() -> list[Route]:
-    return [
-        Route("/v1/admin/secrets", show, methods=["GET"]),
-        Route("/v1/admin/secrets/rotate", rotate, methods=["POST"]),
-    ]

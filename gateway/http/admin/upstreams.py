@@ -11,7 +11,6 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from gateway.control.stored_keys import StoredKeys
 from gateway.control.upstream_keys import KIND, redacted, sealed_entry, stored_keys
@@ -206,14 +205,3 @@ def _per_upstream(gateway: Services, value: object) -> dict[str, bool | None]:
         if allowed is not None and not isinstance(allowed, bool):
             raise InvalidRequest(f"'{param}.{name}' must be true, false or null.", param=param)
     return value
-
-
-def routes() -> list[Route]:
-    keys = "/v1/admin/upstreams/{name}/keys"
-    return [
-        Route(keys, list_keys, methods=["GET"]),
-        Route(keys, put_keys, methods=["PUT"]),
-        Route(keys + "/{fingerprint}", delete_key, methods=["DELETE"]),
-        Route("/v1/admin/settings", show_settings, methods=["GET"]),
-        Route("/v1/admin/settings", put_settings, methods=["PUT"]),
-    ]

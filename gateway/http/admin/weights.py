@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from gateway.config.model import Tier
 from gateway.errors import InvalidRequest, NotFound
@@ -92,7 +91,3 @@ def _view(tier: Tier, document: dict[str, Any] | None) -> dict[str, Any]:
         if found:
             shown[route] = {model.name: weight for model, weight in zip(chain, found, strict=True)}
     return {"tier": tier.name, "source": "run-time" if document else "config", "routes": shown}
-
-
-def routes() -> list[Route]:
-    return [Route("/v1/admin/tiers/{tier}/weights", weights, methods=["GET", "PUT", "DELETE"])]

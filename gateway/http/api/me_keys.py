@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from gateway.control.secrets_at_rest import fingerprint
 from gateway.control.user_keys import ALLOW_USER_KEYS, KIND, doc_id, listed, place
@@ -100,12 +99,3 @@ async def delete_key(request: Request) -> Response:
     audit = {"before": {"fingerprint": before.get("fingerprint")}, "after": None}
     await write(gateway, actor, KIND, doc_id(user, upstream), None, "user_key.delete", audit)
     return json_response(_listing(gateway, user))
-
-
-def routes() -> list[Route]:
-    one = "/v1/me/upstream-keys/{upstream}"
-    return [
-        Route("/v1/me/upstream-keys", list_keys, methods=["GET"]),
-        Route(one, put_key, methods=["PUT"]),
-        Route(one, delete_key, methods=["DELETE"]),
-    ]

@@ -8,7 +8,18 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.control import quota_requests as qr
+from gateway.control.quota_requests import (
+    APPROVED,
+    DENIED,
+    KIND,
+    check_room,
+    decided,
+    granted_quota,
+    listed,
+    new_request,
+    pending,
+    requested_fields,
+)
 from gateway.control.user_writes import admit_user_write
 from gateway.errors import InvalidRequest
 from gateway.http.admin.auth import require_role
@@ -21,20 +32,24 @@ async def create(request: Request) -> Response:
     actor = require_role(request, "user")  # a client key, or a dashboard user's session
     gateway = services(request)
     user, key_id = actor.user or "", actor.name.removeprefix("key:")
-    qr.check_room(gateway.control.snapshot, user)
-    document = qr.new_request(await _body(request), user, key_id, gateway.clock())
+    check_room(gateway.control.snapshot, user)
+    document = new_request(await _body(request), user, key_id, gateway.clock())
     await admit_user_write(gateway.store, user, gateway.clock())
     await gateway.control.put(
-        qr.KIND, document["id"], document, actor=actor.name, action="quota_request.create",
+        KIND,
+        document["id"],
+        document,
+        actor=actor.name,
+        action="quota_request.create",
         log="user",
-    )  # fmt: skip
+    )
     return json_response(document, 201)
 
 
 async def mine(request: Request) -> Response:
     """GET /v1/quota/requests: the caller's own requests."""
     actor = require_role(request, "user")
-    data = qr.listed(services(request).control.snapshot, user=actor.user)
+    data = listed(services(request).control.snapshot, user=actor.user)
     return json_response({"object": "list", "data": data})
 
 
@@ -42,7 +57,7 @@ async def list_all(request: Request) -> Response:
     """GET /v1/admin/quota-requests[?status=&user=]."""
     require_role(request, "viewer")
     status, user = request.query_params.get("status"), request.query_params.get("user")
-    data = qr.listed(services(request).control.snapshot, user=user, status=status)
+    data = listed(services(request).control.snapshot, user=user, status=status)
     return json_response({"object": "list", "data": data})
 
 
@@ -51,16 +66,14 @@ async def approve(request: Request) -> Response:
     to ``granted`` (default: what was requested)."""
     actor = require_role(request, "admin")
     gateway = services(request)
-    found = qr.pending(gateway.control.snapshot, request.path_params["id"])
+    found = pending(gateway.control.snapshot, request.path_params["id"])
     body = await _body(request, {"granted", "note"})
-    granted = qr.requested_fields(body.get("granted", found["requested"]), "granted")
-    document = qr.decided(
-        found, qr.APPROVED, actor.name, gateway.clock(), granted, body.get("note")
-    )
-    quota = qr.granted_quota(granted)
+    granted = requested_fields(body.get("granted", found["requested"]), "granted")
+    document = decided(found, APPROVED, actor.name, gateway.clock(), granted, body.get("note"))
+    quota = granted_quota(granted)
     await gateway.meter.set_user_override(found["user"], found["capability"], quota)
     await gateway.control.put(
-        qr.KIND, found["id"], document, actor=actor.name, action="quota_request.approve"
+        KIND, found["id"], document, actor=actor.name, action="quota_request.approve"
     )
     return json_response(document)
 
@@ -68,11 +81,11 @@ async def approve(request: Request) -> Response:
 async def deny(request: Request) -> Response:
     actor = require_role(request, "admin")
     gateway = services(request)
-    found = qr.pending(gateway.control.snapshot, request.path_params["id"])
+    found = pending(gateway.control.snapshot, request.path_params["id"])
     body = await _body(request, {"note"})
-    document = qr.decided(found, qr.DENIED, actor.name, gateway.clock(), None, body.get("note"))
+    document = decided(found, DENIED, actor.name, gateway.clock(), None, body.get("note"))
     await gateway.control.put(
-        qr.KIND, found["id"], document, actor=actor.name, action="quota_request.deny"
+        KIND, found["id"], document, actor=actor.name, action="quota_request.deny"
     )
     return json_response(document)
 

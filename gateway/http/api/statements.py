@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from gateway.errors import Forbidden, InvalidRequest
 from gateway.http.admin.analytics import refuse_control_characters
@@ -136,10 +135,3 @@ def _download(found: list[Statement], fmt: str, name: str) -> Response:
     if fmt == "csv":
         return Response(statements_csv(found), media_type="text/csv", headers=headers)
     return Response(statements_xlsx(found), media_type=XLSX, headers=headers)
-
-
-def routes() -> list[Route]:
-    return [
-        Route("/v1/me/statements/{month}", my_statement, methods=["GET"]),
-        Route("/v1/admin/statements", all_statements, methods=["GET"]),
-    ]

@@ -19,7 +19,7 @@ from gateway.providers import video
 from gateway.providers.bodies import read_body
 from gateway.providers.content_fetch import ContentFetcher, check_url
 from gateway.providers.transport import Transport
-from gateway.proxy.attempts import API_KEY_EXTENSION, Opened
+from gateway.proxy.attempt_outcome import API_KEY_EXTENSION, Opened
 from gateway.proxy.auth import Principal
 from gateway.proxy.context import RequestContext
 from gateway.proxy.credentials import KEY_SOURCE_USER, Credentials, key_used

@@ -7,13 +7,9 @@ import respx
 
 from gateway.config.model import BreakerPolicy, RetryPolicy
 from gateway.providers.openai import build_request, upstream_error
-from gateway.proxy.attempts import (
-    Attempter,
-    AttemptFailed,
-    Verdict,
-    classify_status,
-    retry_after_seconds,
-)
+from gateway.proxy.attempt_failure import classify_status, retry_after_seconds
+from gateway.proxy.attempt_outcome import AttemptFailed, Verdict
+from gateway.proxy.attempts import Attempter
 from gateway.proxy.breaker import Breakers, State
 from gateway.secret import Secret
 from tests.support import build_config, routes_doc, tiers_doc
