@@ -92,7 +92,8 @@ def level_checks(levels: Sequence[LevelLimits], now: float, amounts: Amounts) ->
                 checks.append(check)
                 continue
             c = check.counter  # positional: this runs for a dozen counters per request
-            counter = Counter(c.key, c.field, amounts[index], c.limit, "", 0, UNLIMITED, "", c.ttl_s)
+            amount = amounts[index]
+            counter = Counter(c.key, c.field, amount, c.limit, "", 0, UNLIMITED, "", c.ttl_s)
             checks.append(Check(check.kind, counter))
     return checks
 
