@@ -21,6 +21,9 @@ emptied (FLUSHALL), so no variant inherits another's keys or usage stream.
 - ``otel_off``, ``otel_1``, ``otel_100``: main with OpenTelemetry tracing off, on with 1% of
   traces sampled (``parentbased_traceidratio`` 0.01) and on with all (``always_on``); spans go to
   nginx, which answers 200 and drops them (needs the ``otel`` extra).
+- ``entities_nolimits_again``: the same again (an A/A pair with it); ``team_levels``: a key in
+  a team in an organization with every level limit set (``TeamLevels``), against a key with
+  none (``entities_nolimits``): the benchmark of docs/organizations.md.
 - ``ledger``: main with ``DATABASE_URL`` → a PostgreSQL this script starts (fsync off, pinned
   with the load on CPU 1); the shipper runs in the gateway process.
 
@@ -161,6 +164,37 @@ class Entities:
         )
 
 
+class TeamLevels:
+    """The ``team_levels`` variant's setup: a key in a team in an organization, every level
+    limit set (a budget, requests and tokens in each of the four windows, and
+    ``max_parallel``, at both levels: 26 more counters per reservation), far too large to bind;
+    the key has none of its own (docs/organizations.md)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def setup(self, gateway: RunningGateway) -> str:
+        every = {window: BIG for window in ("minute", "hour", "day", "month")}
+        limits = {
+            "budget_usd": dict.fromkeys(every, 1_000_000), "requests": every, "tokens": every,
+            "max_parallel": 1_000_000,
+        }  # fmt: skip
+        org = {"id": "bench-org", "timezone": "Europe/Paris", "limits": limits}
+        admin(gateway, self.token, "POST", "/v1/admin/orgs", org)
+        team = {"id": "bench-team", "org": "bench-org", "tier": TIER,
+                "members": ["bench-virtual"], "limits": limits}  # fmt: skip
+        admin(gateway, self.token, "POST", "/v1/admin/teams", team)
+        body = {"user": "bench-virtual", "tier": TIER, "name": "bench", "team": "bench-team"}
+        key = str(admin(gateway, self.token, "POST", "/v1/admin/keys", body)["key"])
+        wait_for_key(gateway, key)
+        return key
+
+    def after(self, gateway: RunningGateway, turn: int) -> None:
+        """That the load went through the levels: the team's counters in their windows."""
+        usage = admin(gateway, self.token, "GET", "/v1/admin/teams/bench-team/usage", None)
+        print(f"team_levels round={turn} team_usage={json.dumps(usage)[:300]}", flush=True)
+
+
 def wait_for_key(gateway: RunningGateway, key: str, timeout_s: float = 15.0) -> None:
     """Until a JSON and a streamed request with ``key`` succeed (the snapshot has it)."""
     target = Target("127.0.0.1", gateway.port, gateway.target().path, key)
@@ -273,6 +307,7 @@ def build_variants(
 ) -> list[Variant]:
     entities = Entities(f"adm-bench-{secrets.token_hex(12)}")
     plain = Entities(entities.token, limits=False)
+    levels = TeamLevels(entities.token)
     known = {
         "base": Variant("base", args.base_tree),
         "main": Variant("main", args.main_tree),
@@ -293,6 +328,19 @@ def build_variants(
             {"GATEWAY_ADMIN_TOKEN": plain.token},
             plain.setup,
             plain.after,
+        ),
+        "entities_nolimits_again": Variant(  # A/A: the noise floor of the two above
+            "entities_nolimits_again",
+            args.main_tree,
+            {"GATEWAY_ADMIN_TOKEN": plain.token},
+            plain.setup,
+        ),
+        "team_levels": Variant(
+            "team_levels",
+            args.main_tree,
+            {"GATEWAY_ADMIN_TOKEN": levels.token},
+            levels.setup,
+            levels.after,
         ),
         "otel_off": Variant("otel_off", args.main_tree),
         "otel_1": Variant(

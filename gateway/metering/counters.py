@@ -176,16 +176,24 @@ def _budget_checks(
     return checks
 
 
+# check kind → the index in ``Amounts`` its settle counts (-1: nothing, e.g. in flight);
+# a kind not named here counts micro-USD. A lookup, not a chain of tests: the settle asks once
+# per counter of every request (a team key's has some forty).
+_SETTLED_INDEX: dict[str, int] = {
+    REQUESTS: 0,
+    TOKENS: 1,
+    AUDIO: 2,
+    **{kind: key_limits.SETTLED_INDEX[kind] for kind in key_limits.KINDS},
+    **level_limits.SETTLED_INDEX,
+}
+
+
+def amount_index(kind: str) -> int:
+    """The index in ``Amounts`` a check of ``kind`` counts at settle (-1: nothing)."""
+    return _SETTLED_INDEX.get(kind, 3)
+
+
 def amount_for(kind: str, amounts: Amounts) -> int:
     """The part of ``amounts`` a check of ``kind`` counts."""
-    if kind == REQUESTS:
-        return amounts.requests
-    if kind == TOKENS:
-        return amounts.tokens
-    if kind == AUDIO:
-        return amounts.audio_ms
-    if kind in key_limits.KINDS:
-        return key_limits.amount_for(kind, amounts)
-    if kind in level_limits.KINDS:
-        return level_limits.amount_for(kind, amounts)
-    return amounts.usd_micros
+    index = _SETTLED_INDEX.get(kind, 3)
+    return amounts[index] if index >= 0 else 0

@@ -85,15 +85,14 @@ def key_checks(limits: KeyLimits, user: str, windows: Windows, amounts: Amounts)
     return checks
 
 
+# kind → the index in ``Amounts`` a settle counts (-1: nothing, for requests in flight)
+SETTLED_INDEX = {KEY_RPM: 0, KEY_TPM: 1, KEY_PARALLEL: -1, KEY_DAY: 3, KEY_MONTH: 3}
+
+
 def amount_for(kind: str, amounts: Amounts) -> int:
     """What a key check counts of the actual usage (in flight: nothing once finished)."""
-    if kind == KEY_RPM:
-        return amounts.requests
-    if kind == KEY_TPM:
-        return amounts.tokens
-    if kind == KEY_PARALLEL:
-        return 0
-    return amounts.usd_micros
+    index = SETTLED_INDEX[kind]
+    return amounts[index] if index >= 0 else 0
 
 
 def exceeded(check: Check, limit: int, used: int, windows: Windows, now: float) -> QuotaExceeded:

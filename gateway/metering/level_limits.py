@@ -91,8 +91,9 @@ def level_checks(levels: Sequence[LevelLimits], now: float, amounts: Amounts) ->
             if index < 0:  # a request count, or one in flight: the same every request
                 checks.append(check)
                 continue
-            c = check.counter
-            counter = Counter(c.key, c.field, amounts[index], c.limit, ttl_s=c.ttl_s)
+            c = check.counter  # positional: this runs for a dozen counters per request
+            amount = amounts[index]
+            counter = Counter(c.key, c.field, amount, c.limit, "", 0, UNLIMITED, "", c.ttl_s)
             checks.append(Check(check.kind, counter))
     return checks
 

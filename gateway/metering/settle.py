@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from gateway.metering import record_codec
-from gateway.metering.counters import amount_for
+from gateway.metering.counters import amount_index
 from gateway.metering.estimate import tokens_for_chars
 from gateway.metering.pricing import cost_micros, micros_to_usd
 from gateway.metering.record import UsageRecord
@@ -259,8 +259,9 @@ def level_id(levels: tuple[LevelLimits, ...], name: str) -> str | None:
 def _reconcile(admission: Admission, actual: Amounts) -> list[Increment]:
     granted = admission.granted or (0,) * len(admission.checks)
     increments = []
+    values = (*actual, 0)  # index -1: what a count of requests in flight settles to
     for check, reserved in zip(admission.checks, granted, strict=True):
-        delta = amount_for(check.kind, actual) - reserved
+        delta = values[amount_index(check.kind)] - reserved
         if delta:
             counter = check.counter
             increments.append(Increment(counter.key, counter.field, delta, counter.ttl_s))

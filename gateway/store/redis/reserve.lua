@@ -146,7 +146,14 @@ for i = 1, count do
       -- the fixed amount as the gateway wrote it: no number to format
       local shown = amount
       if v[4] == '0' then shown = v[3] end
-      payloads[g] = (payloads[g] or '') .. KEYS[v[1]] .. '\t' .. v[2] .. '\t' .. shown .. '\n'
+      -- lines gathered in a table and joined once (a string grown line by line is copied
+      -- and hashed again for every line: a team key has some forty)
+      local lines = payloads[g]
+      if lines == nil then
+        lines = {}
+        payloads[g] = lines
+      end
+      lines[#lines + 1] = KEYS[v[1]] .. '\t' .. v[2] .. '\t' .. shown .. '\n'
     end
   end
 end
@@ -169,7 +176,7 @@ if lease ~= '' then
   for g = 1, groups do
     if payloads[g] then
       local zset = KEYS[base + 2 * g - 1]
-      redis.call('HSET', KEYS[base + 2 * g], lease, payloads[g])
+      redis.call('HSET', KEYS[base + 2 * g], lease, table.concat(payloads[g]))
       redis.call('ZADD', zset, deadline, lease)
       if registry then redis.call('ZADD', registry, 'LT', deadline, zset) end
     end

@@ -62,21 +62,22 @@ def reserve_args(
     registry: bool,
 ) -> tuple[list[str], Args]:
     """KEYS and ARGV for reserve.lua, in one pass over the counters (this runs per request)."""
-    position: dict[str, int] = {}
+    position: dict[str, tuple[int, int]] = {}  # key → (its index, its lease group)
     ttls: list[int] = []
     groups: dict[str, int] = {}
     lines = []
     for c in counters:
         key = c.key
-        at = position.get(key)
-        if at is None:
-            at = position[key] = len(position) + 1
+        placed = position.get(key)
+        if placed is None:
+            group = 0
+            if lease:
+                name = keys.lease(key)
+                group = groups.get(name) or groups.setdefault(name, len(groups) + 1)
+            placed = position[key] = (len(position) + 1, group)
             ttls.append(0)
+        at, group = placed
         ttls[at - 1] = -c.ttl_s if c.sliding else c.ttl_s  # the last counter of a key names it
-        group = 0
-        if lease:
-            name = keys.lease(key)
-            group = groups.get(name) or groups.setdefault(name, len(groups) + 1)
         lines.append(
             f"{at}\t{c.field}\t{c.fixed}\t{c.flex}\t{c.limit}\t{c.limit_field}\t{c.cap}"
             f"\t{c.cap_field}\t{group}"
