@@ -17,57 +17,83 @@ from gateway.cli.admin import AdminCallFailed, Request, add_connection_options, 
 COMMANDS = ("orgs", "teams")
 
 
+ORG_ACTIONS = (
+    ("list", "List every organization and its time zone."),
+    ("create", "Create an organization with its limits."),
+    ("show", "One organization, with its teams."),
+    ("update", "Change an organization's name, time zone or limits."),
+    ("delete", "Delete an organization that has no teams."),
+)
+TEAM_ACTIONS = (
+    ("list", "Every team (--org to filter)."),
+    ("create", "Create a team in an organization."),
+    ("update", "Change a team's name, tier, members or limits."),
+    ("show", "One team, with its usage."),
+    ("delete", "Delete a team that has no keys."),
+    ("usage", "A team's counters in the current windows."),
+    ("keys", "List the keys bound to a team."),
+    ("token", "Create a team token (shown once)."),
+    ("key", "Create a key for a member of the team (shown once)."),
+    ("rotate", "Rotate a team key's secret."),
+    ("revoke", "Revoke a team key."),
+)
+LIMITS_HELP = "the limits as JSON, as the admin API takes them (docs/organizations.md)"
+
+
 def add_parsers(commands: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     orgs = commands.add_parser(
-        "orgs", help="Create, list, change or delete organizations (admin API).",
+        "orgs",
+        help="Create, list, change or delete organizations (admin API).",
         description="Organizations: their time zone and limits (docs/organizations.md).",
-    )  # fmt: skip
-    actions = orgs.add_subparsers(dest="orgs_command", required=True, metavar="ACTION",
-                                  parser_class=parser_class)  # fmt: skip
-    subs = [actions.add_parser("list", help="Every organization.")]
-    for name, text in (("create", "Create one."), ("show", "One, with its teams."),
-                       ("update", "Change its name, time zone or limits."),
-                       ("delete", "Delete one without teams.")):  # fmt: skip
-        sub = actions.add_parser(name, help=text)
-        sub.add_argument("id")
+    )
+    actions = orgs.add_subparsers(
+        dest="orgs_command", required=True, metavar="ACTION", parser_class=parser_class
+    )
+    subs = []
+    for name, text in ORG_ACTIONS:
+        sub = actions.add_parser(name, help=text, description=text)
+        if name != "list":
+            sub.add_argument("id", help="the organization's id")
         if name in ("create", "update"):
-            sub.add_argument("--name")
+            sub.add_argument("--name", help="a display name")
             sub.add_argument("--timezone", help="an IANA zone, e.g. Europe/Paris (default UTC)")
-            sub.add_argument("--limits", help="the limits as JSON")
+            sub.add_argument("--limits", help=LIMITS_HELP)
         subs.append(sub)
     teams = commands.add_parser(
-        "teams", help="Teams: create, change, tokens, keys and usage (admin API).",
+        "teams",
+        help="Teams: create, change, tokens, keys and usage (admin API).",
         description="Teams of an organization: members, limits, team tokens and team keys.",
-    )  # fmt: skip
-    actions = teams.add_subparsers(dest="teams_command", required=True, metavar="ACTION",
-                                   parser_class=parser_class)  # fmt: skip
-    listing = actions.add_parser("list", help="Every team (--org to filter).")
-    listing.add_argument("--org")
-    subs.append(listing)
-    for name, text in (("create", "Create one."), ("update", "Change name, tier, members, "
-                       "limits."), ("show", "One, with its usage."), ("delete", "Delete one "
-                       "without keys."), ("usage", "Its counters in the current windows."),
-                       ("keys", "Its keys."), ("token", "A team token (shown once)."),
-                       ("key", "A key for a member (shown once).")):  # fmt: skip
-        sub = actions.add_parser(name, help=text)
-        sub.add_argument("id", help="the team")
+    )
+    actions = teams.add_subparsers(
+        dest="teams_command", required=True, metavar="ACTION", parser_class=parser_class
+    )
+    for name, text in TEAM_ACTIONS:
+        sub = actions.add_parser(name, help=text, description=text)
+        if name == "list":
+            sub.add_argument("--org", help="only the teams of this organization")
+        else:
+            sub.add_argument("id", help="the team's id")
         if name in ("create", "update"):
-            sub.add_argument("--org", required=name == "create")
-            sub.add_argument("--tier", required=name == "create")
-            sub.add_argument("--name")
+            sub.add_argument(
+                "--org", required=name == "create", help="the organization the team is in"
+            )
+            sub.add_argument("--tier", required=name == "create", help="the team's tier")
+            sub.add_argument("--name", help="a display name")
             sub.add_argument("--members", help="comma-separated users")
-            sub.add_argument("--limits", help="the limits as JSON")
+            sub.add_argument("--limits", help=LIMITS_HELP)
         if name == "token":
-            sub.add_argument("--role", required=True, choices=("team_admin", "team_viewer"))
+            sub.add_argument(
+                "--role",
+                required=True,
+                choices=("team_admin", "team_viewer"),
+                help="what the token may do for the team",
+            )
         if name == "key":
-            sub.add_argument("--user", required=True)
+            sub.add_argument("--user", required=True, help="the member the key is for")
             sub.add_argument("--budget-day", type=float, help="USD per day")
             sub.add_argument("--budget-month", type=float, help="USD per month")
-        subs.append(sub)
-    for name, text in (("rotate", "Rotate a team key."), ("revoke", "Revoke a team key.")):
-        sub = actions.add_parser(name, help=text)
-        sub.add_argument("id", help="the team")
-        sub.add_argument("key_id")
+        if name in ("rotate", "revoke"):
+            sub.add_argument("key_id", help="the team key's id")
         subs.append(sub)
     add_connection_options(*subs)
 
