@@ -62,6 +62,7 @@ SLOW_PATHS = (
     "tests/control/test_audit_logs.py",
     "tests/unit/test_wire.py",
     "tests/batches/test_batch_limits.py",
+    "tests/batches/test_team_owner_refused.py",
     "tests/providers/test_native_passthrough.py",
 )
 SLOW_TESTS = (
