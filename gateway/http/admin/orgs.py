@@ -154,6 +154,7 @@ async def update_team(request: Request) -> Response:
 
 
 async def delete_team(request: Request) -> Response:
+    """Delete a team without keys, and its tokens with it."""
     actor = require_role(request, "admin")
     gateway = services(request)
     team_id, _ = team(gateway, request.path_params["team"])
@@ -161,6 +162,14 @@ async def delete_team(request: Request) -> Response:
              if doc.get("team") == team_id]  # fmt: skip
     if bound:
         raise Conflict(f"Team '{team_id}' still has keys: {', '.join(sorted(bound))}.")
+    # its tokens go first: scoped by the team's id, they would reach a new team of that id
+    scoped = sorted((t, doc) for t, doc in gateway.control.snapshot.kind(TOKENS).items()
+                    if doc.get("team") == team_id)  # fmt: skip
+    for token_id, token in scoped:
+        await gateway.control.put(
+            TOKENS, token_id, None, actor=actor.name, action="team_token.delete",
+            audit={"before": public(token_id, token)},
+        )  # fmt: skip
     await gateway.control.put(TEAMS, team_id, None, actor=actor.name, action="team.delete")
     return json_response({"id": team_id, "object": "team", "deleted": True})
 
