@@ -12,8 +12,8 @@ import pytest
 from gateway.config.runtime import Runtime
 from gateway.secret import Secret
 from tests.conftest import RunningGateway, StartGateway
-from tests.redis_fixture import RedisServer
 from tests.mock_upstream import MockUpstream
+from tests.redis_fixture import RedisServer
 from tests.support import DEFAULT_ROUTES, routes_doc
 
 ADMIN = "env-admin-token-leaks-0123456789"
