@@ -8,8 +8,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import RunningGateway
-from tests.control.test_orgs import call, chat, gw, made, setup
+from gateway.config.runtime import Runtime
+from gateway.secret import Secret
+from tests.conftest import RunningGateway, StartGateway
+from tests.control.test_orgs import ADMIN, call, chat, gw, made, setup
+from tests.redis_fixture import RedisServer
+from tests.support import DEFAULT_ROUTES
 from tests.ui.signin import sign_in
 
 __all__ = ["gw"]  # the served gateway (real redis-server) of test_orgs.py
@@ -123,3 +127,26 @@ def test_a_team_token_cannot_sign_in_to_the_dashboard(gw: RunningGateway) -> Non
         page: Any = http.get("/ui/orgs", follow_redirects=False)
         assert page.status_code in (302, 303, 401, 403)
         assert "acme" not in page.text
+
+
+def test_a_team_key_is_served_at_its_teams_current_tier(
+    start_gateway: StartGateway, redis: RedisServer
+) -> None:
+    """An operator moving a team to a lower tier moves its keys with it at once (the key
+    keeps the tier it was minted with in its document, not in what it is served)."""
+    tiers = {
+        "free": {"routes": {**DEFAULT_ROUTES, "text": ["ok"]}},
+        "pro": {"routes": {**DEFAULT_ROUTES, "text": ["ok", "ok-b"]}},
+    }
+    gw = start_gateway(tiers, runtime=Runtime(redis_url=redis.url, admin_token=Secret(ADMIN)))
+    made(call(gw, "POST", "/v1/admin/orgs", json={"id": "acme"}))
+    team = {"id": "ml", "org": "acme", "tier": "pro", "members": ["ann"]}
+    made(call(gw, "POST", "/v1/admin/teams", json=team))
+    token = made(call(gw, "POST", "/v1/admin/teams/ml/tokens", json={"role": "team_admin"}))
+    key = made(call(gw, "POST", "/v1/admin/teams/ml/keys", token["token"], json={"user": "ann"}))
+    assert key["tier"] == "pro" and chat(gw, key["key"], "ok-b").status_code == 200
+    assert call(gw, "PATCH", "/v1/admin/teams/ml", json={"tier": "free"}).status_code == 200
+    refused = chat(gw, key["key"], "ok-b")
+    assert refused.status_code == 403, refused.text
+    assert call(gw, "GET", "/v1/quota", key["key"]).json()["tier"] == "free"
+    assert chat(gw, key["key"], "ok").status_code == 200
