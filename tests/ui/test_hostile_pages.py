@@ -16,9 +16,9 @@ __all__ = ["gw"]  # a served gateway with batches (real redis-server)
 XSS = '<img src=x onerror="alert(1)">'
 
 
-def _page(gw: RunningGateway, path: str) -> str:
+def _page(gw: RunningGateway, path: str, credential: str = ADMIN) -> str:
     with httpx.Client(base_url=gw.url, timeout=10) as http:
-        assert sign_in(http, ADMIN).status_code == 303
+        assert sign_in(http, credential).status_code == 303
         answer = http.get(path)
         assert answer.status_code == 200
         return answer.text
@@ -45,5 +45,5 @@ def test_batch_metadata_is_escaped_and_cannot_pose_as_a_pause(gw: RunningGateway
         assert refused.body is not None and "metadata" in str(refused.body)
     made = api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
                               completion_window="24h", metadata={"note": XSS})  # fmt: skip
-    page = _page(gw, "/ui/batches")
-    assert made.id in page and XSS not in page
+    for page in (_page(gw, "/ui/batches"), _page(gw, "/ui/me", gw.key())):
+        assert made.id in page and XSS not in page
