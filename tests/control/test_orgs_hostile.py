@@ -150,3 +150,21 @@ def test_a_team_key_is_served_at_its_teams_current_tier(
     assert refused.status_code == 403, refused.text
     assert call(gw, "GET", "/v1/quota", key["key"]).json()["tier"] == "free"
     assert chat(gw, key["key"], "ok").status_code == 200
+
+
+def test_team_refusals_on_the_messages_api_are_anthropic_shaped(gw: RunningGateway) -> None:
+    setup(gw, requests={"day": 1})
+    bound = {"user": "ann", "tier": "free", "team": "ml"}
+    key = made(call(gw, "POST", "/v1/admin/keys", json=bound))
+    body = {"model": "ok", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"x-api-key": key["key"], "anthropic-version": "2023-06-01"}
+    first = httpx.post(gw.url + "/v1/messages", headers=headers, json=body, timeout=10)
+    assert first.status_code == 200, first.text
+    over = httpx.post(gw.url + "/v1/messages", headers=headers, json=body, timeout=10)
+    assert over.status_code == 429, over.text
+    assert over.json()["type"] == "error" and over.json()["error"]["type"] == "rate_limit_error"
+    assert over.headers["x-gateway-limit-level"] == "team"
+    outside = httpx.post(gw.url + "/v1/messages", headers=headers,
+                         json={**body, "model": "ok-b"}, timeout=10)  # fmt: skip
+    assert outside.status_code == 403, outside.text
+    assert outside.json()["error"]["type"] == "permission_error"

@@ -199,3 +199,24 @@ def test_a_cut_stream_ends_with_an_error_event(start: Start) -> None:
         body = answer.read()
     assert body.rstrip().split(b"\n\n")[-1].startswith(b"event: error")
     assert _records(gw, 1)[0]["status"] == 502
+
+
+def test_the_dropped_fields_header_names_only_the_gateways_own_paths(
+    start_providers: StartProviders,
+) -> None:
+    """The header is built from the bridge's field paths (names from its tables, indices),
+    never from a client's text: no CR/LF, no client-chosen name, bounded in length."""
+    gw = start_providers({"text": ["ok"]}, tier={"unsupported_fields": "drop"})
+    evil = "x\r\nset-cookie: a=b"
+    tools = [{"type": evil}] * 100 + [{"type": "web_search", evil: evil}]
+    answer = _post(gw, "/responses", {"model": "ok", "input": "Hi", "tools": tools})
+    assert answer.status_code in (200, 400), answer.text
+    assert "set-cookie" not in {k.lower() for k in answer.headers}
+    dropped = answer.headers.get("x-gateway-dropped-fields", "")
+    assert "\r" not in dropped and "\n" not in dropped and evil not in dropped
+    assert len(dropped) < 4096
+    for unknown in ({evil: 1}, {"reasoning": {evil: 1}}, {"text": {evil: 1}}):
+        answer = _post(gw, "/responses", {"model": "ok", "input": "Hi", **unknown})
+        assert answer.status_code == 400, answer.text
+        assert "x-gateway-dropped-fields" not in answer.headers
+        assert answer.json()["error"]["type"] == "invalid_request_error"
