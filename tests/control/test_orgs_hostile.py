@@ -19,19 +19,28 @@ from tests.ui.signin import sign_in
 __all__ = ["gw"]  # the served gateway (real redis-server) of test_orgs.py
 
 
-def test_a_deleted_teams_tokens_do_not_reach_a_new_team_of_the_same_id(
+def test_a_deleted_teams_id_and_tokens_are_never_given_to_a_new_team(
     gw: RunningGateway,
 ) -> None:
+    """A new team under a deleted team's id would read its usage records (they carry the id)
+    and be reached by its tokens: the id is retired, the tokens deleted with the team."""
     tokens = setup(gw)
+    bound = {"user": "ann", "tier": "free", "team": "ml"}
+    key = made(call(gw, "POST", "/v1/admin/keys", json=bound))
+    assert chat(gw, key["key"]).status_code == 200
+    assert call(gw, "DELETE", f"/v1/admin/keys/{key['id']}").status_code == 200
     assert call(gw, "DELETE", "/v1/admin/teams/ml").status_code == 200
-    again = {"id": "ml", "org": "acme", "tier": "free", "members": ["zoe"]}
-    made(call(gw, "POST", "/v1/admin/teams", json=again))
     for token in (tokens["admin"], tokens["viewer"]):
         assert call(gw, "GET", "/v1/admin/teams/ml", token).status_code == 401
-    minted = call(gw, "POST", "/v1/admin/teams/ml/keys", tokens["admin"], json={"user": "zoe"})
-    assert minted.status_code == 401, minted.text
     listed = call(gw, "GET", "/v1/admin/tokens").json()["data"]
     assert tokens["admin_id"] not in [t["id"] for t in listed]
+    again = {"id": "ml", "org": "acme", "tier": "free", "members": ["zoe"]}
+    reused = call(gw, "POST", "/v1/admin/teams", json=again)
+    assert reused.status_code == 409, reused.text
+    assert reused.json()["error"]["param"] == "id"
+    made(call(gw, "POST", "/v1/admin/teams", json={**again, "id": "ml-2"}))
+    log = call(gw, "GET", "/v1/admin/audit").json()["data"]
+    assert {"team.delete", "team.retire_id", "team_token.delete"} <= {e["action"] for e in log}
 
 
 def test_a_team_admin_cannot_choose_tier_team_or_limits_above_its_team(

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from gateway.control import keys as runtime_keys
 from gateway.control.orgs import (
     ORGS,
+    RETIRED_TEAMS,
     TEAMS,
     check_id,
     check_limits,
@@ -112,6 +113,9 @@ async def create_team(request: Request) -> Response:
     team_id = check_id(body["id"], "id")
     if team_id in gateway.control.snapshot.kind(TEAMS):
         raise Conflict(f"Team '{team_id}' exists already.", param="id")
+    if team_id in gateway.control.snapshot.kind(RETIRED_TEAMS):
+        raise Conflict(f"Team id '{team_id}' belonged to a deleted team, whose usage records "
+                       "carry it; choose another id.", param="id")  # fmt: skip
     org_id, _ = _org(gateway, str(body["org"]), status_404=False)
     document = {"org": org_id, **_team_fields(gateway, org_id, body),
                 "created_at": int(gateway.clock()), "created_by": actor.name}  # fmt: skip
@@ -154,7 +158,7 @@ async def update_team(request: Request) -> Response:
 
 
 async def delete_team(request: Request) -> Response:
-    """Delete a team without keys, and its tokens with it."""
+    """Delete a team without keys, and its tokens with it; its id is never given again."""
     actor = require_role(request, "admin")
     gateway = services(request)
     team_id, _ = team(gateway, request.path_params["team"])
@@ -170,6 +174,9 @@ async def delete_team(request: Request) -> Response:
             TOKENS, token_id, None, actor=actor.name, action="team_token.delete",
             audit={"before": public(token_id, token)},
         )  # fmt: skip
+    retired = {"deleted_at": int(gateway.clock()), "deleted_by": actor.name}
+    await gateway.control.put(RETIRED_TEAMS, team_id, retired, actor=actor.name,
+                              action="team.retire_id")  # fmt: skip
     await gateway.control.put(TEAMS, team_id, None, actor=actor.name, action="team.delete")
     return json_response({"id": team_id, "object": "team", "deleted": True})
 
