@@ -102,6 +102,10 @@ def test_limits_zones_and_paths_built_to_break_are_refused_cleanly(gw: RunningGa
                 b'{"day": NaN}}}', b'{"limits": {"max_parallel": 1e999}}'):  # fmt: skip
         answer = call(gw, "PATCH", "/v1/admin/teams/ml", content=raw)
         assert answer.status_code == 400, (raw, answer.text)
+    for members in ([""], ["a" * 201], "ann", [1], ["ann"] * 10_001):
+        answer = call(gw, "PATCH", "/v1/admin/teams/ml", json={"members": members})
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["param"] == "members"
     for zone in ("Mars/Olympus", "../../etc/passwd", "", " UTC", "utc", 5, "Europe/Paris\x00"):
         answer = call(gw, "PATCH", "/v1/admin/orgs/acme", json={"timezone": zone})
         assert answer.status_code == 400, (zone, answer.text)

@@ -41,6 +41,7 @@ from gateway.secret import sha256_hex
 ORG_FIELDS = ("name", "timezone", "limits")
 TEAM_FIELDS = ("name", "tier", "members", "limits")
 MAX_MEMBERS = 10_000
+MAX_USER_CHARS = 200  # as a key's ``user`` (``keys._settings``)
 
 
 def _known_models(gateway: Services) -> frozenset[str]:
@@ -237,6 +238,9 @@ def _team_fields(gateway: Services, org_id: str, body: Mapping[str, Any]) -> dic
     check_narrower(limits.get("models"), models_of(org_limits), f"organization '{org_id}'",
                    "limits.models")  # fmt: skip
     members = strings(document, "members", most=MAX_MEMBERS) or []
+    if any(len(member) > MAX_USER_CHARS for member in members):  # a user name's limit
+        raise InvalidRequest(f"'members' must be user names of at most {MAX_USER_CHARS} "
+                             "characters.", param="members")  # fmt: skip
     return {"name": text(document, "name"), "tier": tier, "members": sorted(members),
             "limits": limits}  # fmt: skip
 
