@@ -17,8 +17,9 @@ from tests.redis_fixture import RedisServer
 from tests.support import DEFAULT_ROUTES, routes_doc
 
 ADMIN = "env-admin-token-leaks-0123456789"
-MODELS = {
+MODELS = {  # in route order: a failing model falls back to the ones after it
     "long": ("mock/words-200+slow-50", "long"),  # ten seconds of stream
+    "waits": ("mock/slowfirst-0.8", "waits"),
     "fails": ("mock/plain-502", "fails"),
     "cut": ("mock/drop-2", "cut"),
 }
@@ -36,7 +37,7 @@ def gw(start_gateway: StartGateway, redis: RedisServer, upstream: MockUpstream) 
 
 def _call(gw: RunningGateway, method: str, path: str, token: str = ADMIN, **kw: Any) -> Any:
     headers = {"authorization": f"Bearer {token}"}
-    return httpx.request(method, gw.url + path, headers=headers, timeout=10, **kw)
+    return httpx.request(method, gw.url + path, headers=headers, **{"timeout": 10, **kw})
 
 
 def _team_key(gw: RunningGateway) -> str:
@@ -90,8 +91,13 @@ def test_nothing_stays_held_after_requests_that_end_badly(gw: RunningGateway) ->
         answer.read()
     usage = _settled(gw)
     assert usage["in_flight"] == 0
+    with pytest.raises(httpx.ReadTimeout):  # the client leaves before the first byte
+        _call(gw, "POST", "/v1/chat/completions", key, timeout=0.2,
+              json={"model": "waits", "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+    assert _settled(gw)["in_flight"] == 0
     assert _chat(gw, key, "ok").status_code == 200
     usage = _settled(gw)
     # the refused and the failed requests are given back; the stream the client left, the
-    # stream cut after some chunks (both delivered in part) and the last one count
-    assert usage["day"]["requests"] == 3, usage
+    # stream cut after some chunks (both delivered in part), the answer the upstream made for
+    # the client that left before it (its cost was incurred) and the last one count
+    assert usage["day"]["requests"] == 4, usage
