@@ -64,6 +64,7 @@ SLOW_PATHS = (
     "tests/batches/test_batch_limits.py",
     "tests/batches/test_team_owner_refused.py",
     "tests/ui/test_hostile_pages.py",
+    "tests/control/test_level_leaks.py",
     "tests/providers/test_native_passthrough.py",
 )
 SLOW_TESTS = (
