@@ -63,6 +63,9 @@ SLOW_PATHS = (
     "tests/control/test_audit_logs.py",
     "tests/unit/test_wire.py",
     "tests/batches/test_batch_limits.py",
+    "tests/batches/test_team_owner_refused.py",
+    "tests/ui/test_hostile_pages.py",
+    "tests/control/test_level_leaks.py",
     "tests/providers/test_native_passthrough.py",
 )
 SLOW_TESTS = (

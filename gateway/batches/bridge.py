@@ -3,9 +3,9 @@
 The runner hands each line to a second ``Pipeline`` of the same parts (routing, fallback,
 metering, listeners) whose authenticator is ``OwnerKeys``: it reads two headers that only this
 module sets, on a request built in process, never on one from the network. The owner's key is
-looked up again before every line: while it is revoked or expired, the batch waits
-(``LineOutcome.key_refused``). ``/v1/responses`` lines go through the Responses bridge, as
-interactive ones do.
+looked up again before every line: while it is revoked or expired, or (a team key) its team
+no longer takes it, the batch waits (``LineOutcome.key_refused``). ``/v1/responses`` lines go
+through the Responses bridge, as interactive ones do.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from starlette.types import Message
 from gateway.batches.jsonl import BatchLine
 from gateway.batches.records import BatchRecord
 from gateway.batches.runner import PAUSE_DEFAULT_S, LineOutcome
-from gateway.errors import Unauthorized
+from gateway.errors import Forbidden, Unauthorized
 from gateway.proxy.auth import KeyRing, Principal
 from gateway.proxy.bridge import Bridge
 from gateway.proxy.pipeline import Pipeline
@@ -32,6 +32,9 @@ BATCH_HEADER = "x-gateway-batch-id"
 ENDPOINTS: dict[str, Endpoint] = {"/v1/chat/completions": CHAT, "/v1/embeddings": EMBEDDINGS}
 RESPONSES_PATH = "/v1/responses"
 QUOTA_CODES = (b'"quota_exceeded"', b'"budget_exceeded"')
+# what ``KeyRing.by_digest`` raises for a key that may not be used now: revoked or expired
+# (401), or a team key whose team, organization or membership is gone (403)
+KEY_REFUSED = (Unauthorized, Forbidden)
 
 
 class OwnerKeys:
@@ -47,14 +50,14 @@ class OwnerKeys:
         return dataclasses.replace(principal, batch=headers[BATCH_HEADER])
 
     def check(self, record: BatchRecord) -> None:
-        """401 while the key that created ``record`` is revoked or expired."""
+        """401 / 403 while the key that created ``record`` may not be used."""
         self._keyring.by_digest(record.key_digest)
 
     def tier_of(self, record: BatchRecord) -> tuple[str, int | None]:
         """The runner's ``tier_of``: the owner's key's tier and its batch lines limit."""
         try:
             tier = self._keyring.by_digest(record.key_digest).tier
-        except Unauthorized:
+        except KEY_REFUSED:
             return "", None  # its lines wait for the key (``PipelineLines``)
         return tier.name, tier.batch_concurrency
 
@@ -77,7 +80,7 @@ class PipelineLines:
         request_id = f"batch_req_{record.id.removeprefix('batch_')}_{line.number}"
         try:
             self._owners.check(record)
-        except Unauthorized as refused:
+        except KEY_REFUSED as refused:
             error = orjson.dumps(refused.body())
             return LineOutcome(refused.status, error, request_id, key_refused=True)
         headers = [

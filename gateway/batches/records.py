@@ -113,6 +113,9 @@ class Progress:
     pause_reason: str = ""
 
 
+RESERVED_METADATA = "gateway_paused"  # a client may not set it (``service._metadata``)
+
+
 def public_batch(record: BatchRecord, progress: Progress, now: float) -> dict[str, Any]:
     """The OpenAI batch object; ``metadata.gateway_paused`` says why a batch is waiting."""
     if record.final_counts is not None:
@@ -121,7 +124,7 @@ def public_batch(record: BatchRecord, progress: Progress, now: float) -> dict[st
         total, completed, failed = record.total, progress.completed, progress.failed
     metadata = dict(record.metadata or {})
     if record.status == "in_progress" and progress.paused_until > now:
-        metadata["gateway_paused"] = progress.pause_reason
+        metadata[RESERVED_METADATA] = progress.pause_reason
     errors = None
     if record.errors:
         errors = {

@@ -14,6 +14,7 @@ from gateway.batches.jsonl import check_for_batch, parse_lines
 from gateway.batches.records import (
     BATCH_ENDPOINTS,
     COMPLETION_WINDOWS,
+    RESERVED_METADATA,
     TERMINAL,
     BatchRecord,
     Progress,
@@ -150,5 +151,9 @@ def _metadata(value: Any) -> dict[str, str] | None:
             f"'metadata' must be an object of at most {MAX_METADATA_KEYS} string values "
             "(keys up to 64 characters, values up to 512).",
             param="metadata",
+        )
+    if RESERVED_METADATA in value:  # the gateway's own pause notice (``records.public_batch``)
+        raise InvalidRequest(
+            f"'metadata.{RESERVED_METADATA}' is set by the gateway only.", param="metadata"
         )
     return dict(value)

@@ -28,6 +28,8 @@ from gateway.metering.zoned_windows import WINDOWS, valid_zone
 from gateway.store.port import UNLIMITED
 
 ORGS, TEAMS = "orgs", "teams"
+# ids of deleted teams, never given to a new team: usage records and team tokens carry them
+RETIRED_TEAMS = "retired_teams"
 ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 MEASURES = ("budget_usd", "requests", "tokens")
 LIMIT_FIELDS = (*MEASURES, "max_parallel", "models")

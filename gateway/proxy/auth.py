@@ -190,7 +190,8 @@ class KeyRing:
         self, stored: _Stored, key: runtime_keys.VirtualKey, byok_key: Secret | None
     ) -> Principal:
         """A team key: re-checked against its team on every request (the team and its
-        organization exist, the user is still a member), with their levels and models."""
+        organization exist, the user is still a member), with the team's tier, levels and
+        models."""
         team = self.hierarchy.teams.get(key.team or "")
         if team is None:
             raise Forbidden(f"This API key's team '{key.team}' no longer exists.",
@@ -200,10 +201,13 @@ class KeyRing:
                 f"The user of this API key is no longer a member of team '{team.team}'.",
                 code="not_a_team_member",
             )
+        # served at the team's tier now (an operator moving the team moves its keys at once)
+        tier = self._config.tiers.get(team.tier) if team.tier is not None else stored.tier
+        if tier is None:
+            raise Forbidden(f"Team '{team.team}''s tier '{team.tier}' is no longer configured.",
+                            code="team_tier_unknown")  # fmt: skip
         models = narrowed(key.models, team.models)
-        return Principal(
-            key.user, stored.tier, key.id, byok_key, models, key.limits, levels=team.levels
-        )
+        return Principal(key.user, tier, key.id, byok_key, models, key.limits, levels=team.levels)
 
     def _index(self, snapshot: Snapshot) -> None:
         """Follow the snapshot: a change of one run-time key re-indexes that key alone; any

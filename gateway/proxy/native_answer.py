@@ -32,7 +32,8 @@ def native_reply(
     end: End,
 ) -> Reply:
     """The upstream's answer as it is: JSON (read whole already) with its usage picked out,
-    or its event stream relayed with a ``NativeTap`` reading it."""
+    or its event stream relayed with a ``NativeTap`` reading it. An answer read whole that is
+    not a JSON object is a 502 (the client's SDK could not read it)."""
     response = opened.response
     if opened.rest is None:
         ctx.upstream_ended = time.perf_counter()
@@ -41,10 +42,11 @@ def native_reply(
             document = orjson.loads(opened.first_chunk)
         except orjson.JSONDecodeError:
             document = None
-        if isinstance(document, dict):
-            ctx.usage = chat_usage(api, document.get("usage"))
-            if ctx.trace is not None:
-                ctx.trace.answer(document)  # the response model (finish reasons are chat's)
+        if not isinstance(document, dict):  # relayed, it would reach the client as a 200
+            raise UpstreamError("The upstream's answer is not a JSON object.")
+        ctx.usage = chat_usage(api, document.get("usage"))
+        if ctx.trace is not None:
+            ctx.trace.answer(document)  # the response model (finish reasons are chat's)
         return Reply(response.status_code, headers, opened.first_chunk, JSON)
     if not response.headers.get("content-type", "").startswith(SSE):
         raise UpstreamError("The upstream answered a streamed request without an event stream.")

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from gateway.control import keys as runtime_keys
 from gateway.control.orgs import (
     ORGS,
+    RETIRED_TEAMS,
     TEAMS,
     check_id,
     check_limits,
@@ -40,6 +41,7 @@ from gateway.secret import sha256_hex
 ORG_FIELDS = ("name", "timezone", "limits")
 TEAM_FIELDS = ("name", "tier", "members", "limits")
 MAX_MEMBERS = 10_000
+MAX_USER_CHARS = 200  # as a key's ``user`` (``keys._settings``)
 
 
 def _known_models(gateway: Services) -> frozenset[str]:
@@ -112,6 +114,9 @@ async def create_team(request: Request) -> Response:
     team_id = check_id(body["id"], "id")
     if team_id in gateway.control.snapshot.kind(TEAMS):
         raise Conflict(f"Team '{team_id}' exists already.", param="id")
+    if team_id in gateway.control.snapshot.kind(RETIRED_TEAMS):
+        raise Conflict(f"Team id '{team_id}' belonged to a deleted team, whose usage records "
+                       "carry it; choose another id.", param="id")  # fmt: skip
     org_id, _ = _org(gateway, str(body["org"]), status_404=False)
     document = {"org": org_id, **_team_fields(gateway, org_id, body),
                 "created_at": int(gateway.clock()), "created_by": actor.name}  # fmt: skip
@@ -154,6 +159,7 @@ async def update_team(request: Request) -> Response:
 
 
 async def delete_team(request: Request) -> Response:
+    """Delete a team without keys, and its tokens with it; its id is never given again."""
     actor = require_role(request, "admin")
     gateway = services(request)
     team_id, _ = team(gateway, request.path_params["team"])
@@ -161,6 +167,17 @@ async def delete_team(request: Request) -> Response:
              if doc.get("team") == team_id]  # fmt: skip
     if bound:
         raise Conflict(f"Team '{team_id}' still has keys: {', '.join(sorted(bound))}.")
+    # its tokens go first: scoped by the team's id, they would reach a new team of that id
+    scoped = sorted((t, doc) for t, doc in gateway.control.snapshot.kind(TOKENS).items()
+                    if doc.get("team") == team_id)  # fmt: skip
+    for token_id, token in scoped:
+        await gateway.control.put(
+            TOKENS, token_id, None, actor=actor.name, action="team_token.delete",
+            audit={"before": public(token_id, token)},
+        )  # fmt: skip
+    retired = {"deleted_at": int(gateway.clock()), "deleted_by": actor.name}
+    await gateway.control.put(RETIRED_TEAMS, team_id, retired, actor=actor.name,
+                              action="team.retire_id")  # fmt: skip
     await gateway.control.put(TEAMS, team_id, None, actor=actor.name, action="team.delete")
     return json_response({"id": team_id, "object": "team", "deleted": True})
 
@@ -221,6 +238,9 @@ def _team_fields(gateway: Services, org_id: str, body: Mapping[str, Any]) -> dic
     check_narrower(limits.get("models"), models_of(org_limits), f"organization '{org_id}'",
                    "limits.models")  # fmt: skip
     members = strings(document, "members", most=MAX_MEMBERS) or []
+    if any(len(member) > MAX_USER_CHARS for member in members):  # a user name's limit
+        raise InvalidRequest(f"'members' must be user names of at most {MAX_USER_CHARS} "
+                             "characters.", param="members")  # fmt: skip
     return {"name": text(document, "name"), "tier": tier, "members": sorted(members),
             "limits": limits}  # fmt: skip
 
