@@ -23,7 +23,8 @@ emptied (FLUSHALL), so no variant inherits another's keys or usage stream.
   nginx, which answers 200 and drops them (needs the ``otel`` extra).
 - ``entities_nolimits_again``: the same again (an A/A pair with it); ``team_levels``: a key in
   a team in an organization with every level limit set (``TeamLevels``), against a key with
-  none (``entities_nolimits``): the benchmark of docs/organizations.md.
+  none (``entities_nolimits``): the benchmark of docs/organizations.md; ``team_levels_base``
+  the same on ``--base-tree`` (a change's before, in the same run).
 - ``ledger``: main with ``DATABASE_URL`` → a PostgreSQL this script starts (fsync off, pinned
   with the load on CPU 1); the shipper runs in the gateway process.
 
@@ -341,6 +342,12 @@ def build_variants(
             {"GATEWAY_ADMIN_TOKEN": levels.token},
             levels.setup,
             levels.after,
+        ),
+        "team_levels_base": Variant(  # the same on --base-tree: a change's before and after
+            "team_levels_base",
+            args.base_tree,
+            {"GATEWAY_ADMIN_TOKEN": levels.token},
+            levels.setup,
         ),
         "otel_off": Variant("otel_off", args.main_tree),
         "otel_1": Variant(

@@ -176,10 +176,21 @@ def _budget_checks(
     return checks
 
 
+def reserved(checks: tuple[Check, ...], granted: tuple[int, ...]) -> Amounts:
+    """What a reservation's grants hold of ``Amounts``: the grants of the ``AMOUNT_KINDS``
+    checks, which ``reservation`` puts first, in that order (a kind missing: 0)."""
+    head = len(AMOUNT_KINDS)
+    if tuple(check.kind for check in checks[:head]) == AMOUNT_KINDS:
+        return Amounts(*granted[:head])
+    by_kind = dict(zip([check.kind for check in checks], granted, strict=True))
+    return Amounts(*[by_kind.get(kind, 0) for kind in AMOUNT_KINDS])
+
+
 # check kind → the index in ``Amounts`` its settle counts (-1: nothing, e.g. in flight);
 # a kind not named here counts micro-USD. A lookup, not a chain of tests: the settle asks once
 # per counter of every request (a team key's has some forty).
-_SETTLED_INDEX: dict[str, int] = {
+USD_INDEX = 3  # what a kind not in ``SETTLED_INDEX`` counts: micro-USD
+SETTLED_INDEX: dict[str, int] = {
     REQUESTS: 0,
     TOKENS: 1,
     AUDIO: 2,
@@ -190,10 +201,10 @@ _SETTLED_INDEX: dict[str, int] = {
 
 def amount_index(kind: str) -> int:
     """The index in ``Amounts`` a check of ``kind`` counts at settle (-1: nothing)."""
-    return _SETTLED_INDEX.get(kind, 3)
+    return SETTLED_INDEX.get(kind, USD_INDEX)
 
 
 def amount_for(kind: str, amounts: Amounts) -> int:
     """The part of ``amounts`` a check of ``kind`` counts."""
-    index = _SETTLED_INDEX.get(kind, 3)
+    index = SETTLED_INDEX.get(kind, USD_INDEX)
     return amounts[index] if index >= 0 else 0

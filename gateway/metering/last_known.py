@@ -31,12 +31,12 @@ class LastKnown:
         left = self._left
         if len(left) >= self._size:
             left.clear()
-        for check, limit, used, granted in zip(
+        for (_, counter), limit, used, granted in zip(
             checks, decision.limits, decision.used, decision.granted, strict=True
         ):
             if limit != UNLIMITED:
-                counter = check.counter
-                left[counter.key, counter.field] = (limit, max(0, limit - used - granted))
+                room = limit - used - granted
+                left[counter.key, counter.field] = (limit, room if room > 0 else 0)
 
     def take(self, checks: Sequence[Check]) -> Decision | None:
         """None when the request fits what is known to be left (and is taken from it), else

@@ -91,9 +91,8 @@ def level_checks(levels: Sequence[LevelLimits], now: float, amounts: Amounts) ->
             if index < 0:  # a request count, or one in flight: the same every request
                 checks.append(check)
                 continue
-            c = check.counter  # positional: this runs for a dozen counters per request
-            amount = amounts[index]
-            counter = Counter(c.key, c.field, amount, c.limit, "", 0, UNLIMITED, "", c.ttl_s)
+            c = check.counter  # ``_make`` of a tuple: this runs for 16 counters per request
+            counter = Counter._make((c[0], c[1], amounts[index], *c[3:]))
             checks.append(Check(check.kind, counter))
     return checks
 

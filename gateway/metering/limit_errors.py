@@ -22,6 +22,7 @@ HEADER_NAMES = {
     kind: tuple(f"x-ratelimit-{part}-{suffix}" for part in ("limit", "remaining", "reset"))
     for kind, suffix in ((counters.REQUESTS, "requests"), (counters.TOKENS, "tokens"))
 }
+HEADED = counters.TOKENS_INDEX + 1  # the checks that may have headers: the first ones
 MONTHLY = (counters.USER_MONTH, counters.TIER_MONTH)
 
 
@@ -30,7 +31,9 @@ def rate_limit_headers(
 ) -> dict[str, str]:
     headers: dict[str, str] = {}
     reset = ""
-    for index, check in enumerate(checks):
+    # Only the requests and tokens checks have headers, and ``counters.reservation`` puts
+    # them first: the rest (a team key has some thirty more) are not looked at.
+    for index, check in enumerate(checks[:HEADED]):
         names = HEADER_NAMES.get(check.kind)
         limit = decision.limits[index]
         if names is None or limit == UNLIMITED:

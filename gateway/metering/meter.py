@@ -45,7 +45,7 @@ from gateway.metering.quota_view import build_view, view_keys
 from gateway.metering.record import UsageRecord
 from gateway.metering.record_ids import RecordIds
 from gateway.metering.settle import Settlement, SpendKey, settlement
-from gateway.metering.types import Admission, Amounts, Check, MeterRequest, Outcome
+from gateway.metering.types import Admission, Check, MeterRequest, Outcome
 from gateway.metering.windows import Windows, windows_at
 from gateway.store import keys
 from gateway.store.port import (
@@ -181,8 +181,7 @@ class Meter:
         self._last_known.record(checks, decision)
         if not decision.ok:
             raise exceeded(request, checks, decision, windows, now)
-        granted = dict(zip([check.kind for check in checks], decision.granted, strict=True))
-        reserved = Amounts(*[granted.get(kind, 0) for kind in counters.AMOUNT_KINDS])
+        reserved = counters.reserved(checks, decision.granted)
         tokens = checks[counters.TOKENS_INDEX].counter
         flex = (
             reserved.tokens - tokens.fixed

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from gateway.metering import record_codec
-from gateway.metering.counters import amount_index
+from gateway.metering.counters import SETTLED_INDEX, USD_INDEX
 from gateway.metering.estimate import tokens_for_chars
 from gateway.metering.pricing import cost_micros, micros_to_usd
 from gateway.metering.record import UsageRecord
@@ -260,10 +260,10 @@ def _reconcile(admission: Admission, actual: Amounts) -> list[Increment]:
     granted = admission.granted or (0,) * len(admission.checks)
     increments = []
     values = (*actual, 0)  # index -1: what a count of requests in flight settles to
-    for check, reserved in zip(admission.checks, granted, strict=True):
-        delta = values[amount_index(check.kind)] - reserved
+    index = SETTLED_INDEX.get  # a lookup per check, no call: a team key has some forty
+    for (kind, counter), reserved in zip(admission.checks, granted, strict=True):
+        delta = values[index(kind, USD_INDEX)] - reserved
         if delta:
-            counter = check.counter
             increments.append(Increment(counter.key, counter.field, delta, counter.ttl_s))
     return increments
 
@@ -276,11 +276,14 @@ def _leases(admission: Admission) -> tuple[LeaseEnd, ...]:
         groups = dict.fromkeys(keys.lease(check.counter.key) for check in admission.checks)
         return tuple(LeaseEnd(group, admission.lease) for group in groups)
     held: dict[str, list[tuple[str, str, int, int]]] = {}
-    for check, amount in zip(admission.checks, admission.granted, strict=True):
-        counter = check.counter
-        entry = held.setdefault(keys.lease(counter.key), [])
+    lease = keys.lease
+    last_key, entry = "", []  # a key's counters are adjacent: its group is looked up once
+    for (_, counter), amount in zip(admission.checks, admission.granted, strict=True):
+        key = counter.key
+        if key != last_key:
+            last_key, entry = key, held.setdefault(lease(key), [])
         if amount:
-            entry.append((counter.key, counter.field, amount, counter.ttl_s))
+            entry.append((key, counter.field, amount, counter.ttl_s))
     return tuple(LeaseEnd(group, admission.lease, tuple(h)) for group, h in held.items())
 
 

@@ -66,8 +66,8 @@ def reserve_args(
     ttls: list[int] = []
     groups: dict[str, int] = {}
     lines = []
-    for c in counters:
-        key = c.key
+    # unpacked, not read by name: a team key has some forty counters
+    for key, field, fixed, limit, limit_field, flex, cap, cap_field, ttl_s, sliding in counters:
         placed = position.get(key)
         if placed is None:
             group = 0
@@ -77,10 +77,9 @@ def reserve_args(
             placed = position[key] = (len(position) + 1, group)
             ttls.append(0)
         at, group = placed
-        ttls[at - 1] = -c.ttl_s if c.sliding else c.ttl_s  # the last counter of a key names it
+        ttls[at - 1] = -ttl_s if sliding else ttl_s  # the last counter of a key names it
         lines.append(
-            f"{at}\t{c.field}\t{c.fixed}\t{c.flex}\t{c.limit}\t{c.limit_field}\t{c.cap}"
-            f"\t{c.cap_field}\t{group}"
+            f"{at}\t{field}\t{fixed}\t{flex}\t{limit}\t{limit_field}\t{cap}\t{cap_field}\t{group}"
         )
     all_keys = list(position)
     if override_key:
@@ -142,10 +141,10 @@ def settle_call(
         if end.held is None:
             line += "\tg"
         else:
-            line += "\tc" + "".join(
+            line += "\tc" + "".join([
                 f"\t{index.setdefault(key, len(index) + 1)}\t{name}\t{amount}\t{ttl}"
                 for key, name, amount, ttl in end.held
-            )
+            ])  # fmt: skip
         lease_lines.append(line)
     records, lists = _records(batches, stream=stream, tag=tag)
     if not (lines or leases or records):
@@ -205,15 +204,15 @@ def merged_increments(batches: Sequence[SettleBatch]) -> dict[tuple[str, str], l
     """(key, field) → [summed delta, longest ttl, watched]; aggregates summed per key first."""
     merged: dict[tuple[str, str], list[int]] = {}
     for batch in batches:
-        for inc in batch.increments:
-            if inc.delta or inc.watch:
-                slot = merged.get((inc.key, inc.field))
+        for key, field, delta, ttl_s, watch in batch.increments:  # unpacked: some forty each
+            if delta or watch:
+                slot = merged.get((key, field))
                 if slot is None:
-                    merged[inc.key, inc.field] = [inc.delta, inc.ttl_s, int(inc.watch)]
+                    merged[key, field] = [delta, ttl_s, int(watch)]
                 else:
-                    slot[0] += inc.delta
-                    slot[1] = max(slot[1], inc.ttl_s)
-                    slot[2] |= inc.watch
+                    slot[0] += delta
+                    slot[1] = max(slot[1], ttl_s)
+                    slot[2] |= watch
     sums: dict[tuple[str, tuple[str, ...]], tuple[list[int], int]] = {}
     for batch in batches:
         for aggregate in batch.aggregates:

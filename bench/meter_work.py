@@ -1,0 +1,72 @@
+"""The gateway's metering work for one chat request without I/O, run N times (for callgrind).
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        "$(python -c 'import sys; print(sys.executable)')" bench/meter_work.py team 250
+
+Per request: the reservation's checks, the reserve script's arguments, the decision's
+bookkeeping (outage figures, rate-limit headers, reserved amounts), the settlement and the
+settle script's arguments; ``plain`` is a key with no limits, ``team`` the same key in a team
+in an organization with every level limit set (``meter_micro.LEVELS``). Run it with two
+counts and divide the difference of the instructions by the difference of the counts: what
+one request costs, without the interpreter's start (docs/organizations.md "What it costs").
+"""
+
+from __future__ import annotations
+
+import sys
+
+from meter_micro import BENCH_ENV, LEVELS
+from services import CONFIG_DIR, TIER
+
+from gateway.config.load import load_config
+from gateway.metering import MeterRequest, Outcome, counters
+from gateway.metering.last_known import LastKnown
+from gateway.metering.limit_errors import rate_limit_headers
+from gateway.metering.settle import settlement
+from gateway.metering.types import Admission
+from gateway.metering.windows import windows_at
+from gateway.store import keys
+from gateway.store.port import Decision, Lease
+from gateway.store.redis import scripts
+
+NOW = 1_796_000_000.0
+
+
+def main(kind: str, count: int) -> None:
+    config = load_config(str(CONFIG_DIR), BENCH_ENV)
+    tier, model = config.tiers[TIER], config.models["bench-json"]
+    request = MeterRequest(
+        request_id="work", user="work-user", key_id="sk-work", tier=tier,
+        capability="text_generation", byok=False, prompt_tokens_estimate=20,
+        max_output_tokens=64, audio_ms_estimate=0, price=model.price, generates_tokens=True,
+        levels=LEVELS if kind == "team" else (),
+    )  # fmt: skip
+    outcome = Outcome(
+        status=200, model=model.name, provider=model.upstream.name,
+        upstream_model=model.upstream_model, price=model.price, prompt_tokens=12,
+        completion_tokens=8, latency_ms=1.0,
+    )  # fmt: skip
+    limits, known = counters.LimitCache(config), LastKnown()
+    for number in range(count):
+        windows = windows_at(NOW)
+        checks = counters.reservation(limits.get(request), request, windows)
+        lease = Lease(f"work.{number}", 900)
+        wanted = [check.counter for check in checks]
+        scripts.reserve_args(wanted, keys.user_overrides(request.user), lease, registry=True)
+        granted = tuple(c.fixed + c.flex for c in wanted)
+        decision = Decision((0,) * len(wanted), tuple(c.limit for c in wanted), granted, None)
+        known.record(checks, decision)
+        rate_limit_headers(checks, decision, windows, NOW)
+        counters.reserved(checks, granted)
+        admission = Admission(
+            headers={}, clamp_max_tokens=None, request=request, started=NOW, checks=checks,
+            granted=granted, lease=lease.id,
+        )  # fmt: skip
+        item = settlement(admission, outcome, f"r{number}")
+        scripts.settle_call([item.batch], 1000, mark=None, stream=True, by_id=False)
+
+
+if __name__ == "__main__":
+    main(
+        sys.argv[1] if len(sys.argv) > 1 else "team", int(sys.argv[2]) if len(sys.argv) > 2 else 250
+    )
