@@ -7,8 +7,11 @@ are not. Each tree's gateway runs under ``valgrind --tool=callgrind`` with instr
 while it starts and warms up, then on for a fixed number of JSON and of streamed chat requests
 (``--connections`` keep-alive connections, each sending its share one after another) against the
 nginx mock, Redis metering on. Prints per turn and kind the user-space instructions per request
-(everything the process runs: the interpreter, uvloop, hiredis). ``--profile DIR`` keeps the
-callgrind output of each turn (``callgrind_annotate`` reads it). Needs valgrind.
+(everything the process runs: the interpreter, uvloop, hiredis; work on a timer, such as the
+rollup's every 2 s, runs more often per request as valgrind slows the process down).
+``--b-env KEY=VALUE`` sets a variable for b's gateway only (a switch measured on one tree);
+``--profile DIR`` keeps the callgrind output of each turn (``callgrind_annotate`` reads it).
+Needs valgrind.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=400, help="per kind and turn")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument(
+        "--b-env", action="append", default=[], help="KEY=VALUE for b's gateway only"
+    )
     args = parser.parse_args(argv)
     valgrind = shutil.which("valgrind")
     if valgrind is None:
@@ -57,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for label, tree in (("a", args.a), ("b", args.b)):
                 name = f"{label}_r{turn}"
                 out = (args.profile or Path(tmp)) / f"cg.{name}"
-                for line in measure(procs, mocks, key, valgrind, tree, name, out, args):
+                extra = dict(pair.split("=", 1) for pair in args.b_env) if label == "b" else {}
+                for line in measure(procs, mocks, key, valgrind, tree, name, out, args, extra):
                     print(line, flush=True)
     return 0
 
@@ -71,6 +78,7 @@ def measure(
     name: str,
     out: Path,
     args: argparse.Namespace,
+    extra_env: dict[str, str],
 ) -> list[str]:
     """One tree's turn: a ``gateway_instructions ...`` line per kind of request."""
     port = free_port()
@@ -82,6 +90,7 @@ def measure(
         GATEWAY_KEYS=f"{key}={TIER}:bench-user",
         GATEWAY_LOG_LEVEL="WARNING",
     )
+    env.update(extra_env)
     argv = [valgrind, "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
             sys.executable, "-m", "gateway", "serve", "--config-dir", str(CONFIG_DIR),
             "--port", str(port), "--workers", "1"]  # fmt: skip
