@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.types import Scope
+from starlette.types import Receive, Scope
 
 
 class IndexedHeaders(Headers):
@@ -36,8 +36,13 @@ class IndexedHeaders(Headers):
 
 
 class ProxiedRequest(Request):
+    """Its headers indexed up front: every proxied request reads them (and Starlette's lazy
+    ``hasattr`` check formats an AttributeError on first use)."""
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        super().__init__(scope, receive)
+        self._indexed = IndexedHeaders(scope)
+
     @property
     def headers(self) -> Headers:
-        if not hasattr(self, "_headers"):
-            self._headers = IndexedHeaders(self.scope)
-        return self._headers
+        return self._indexed

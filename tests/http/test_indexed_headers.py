@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from starlette.datastructures import Headers
+from starlette.types import Message
 
 from gateway.http.indexed_headers import IndexedHeaders, ProxiedRequest
 
@@ -40,8 +41,12 @@ def test_everything_else_is_starlettes() -> None:
     assert 42 not in ours
 
 
+async def receive() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
 def test_a_proxied_request_reads_its_headers_once_indexed() -> None:
-    request = ProxiedRequest(SCOPE)
+    request = ProxiedRequest(SCOPE, receive)
     assert isinstance(request.headers, IndexedHeaders)
     assert request.headers is request.headers
     assert request.headers.get("authorization") == "Bearer sk-one"
