@@ -90,7 +90,7 @@ class Gateway:
         the ledger when DATABASE_URL is set (any range), else from Redis (recent records)."""
         if self.ledger is not None:
             return PostgresAnalytics(self.ledger.database)
-        return RedisAnalytics(self.store, self.clock)
+        return RedisAnalytics(self.store, self.clock, background=self.runtime.roll_usage)
 
     @functools.cached_property
     def usage_records(self) -> UsageRecords:

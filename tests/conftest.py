@@ -81,6 +81,8 @@ SLOW_TESTS = (
     "tests/control/test_audit_logs.py::test_ten_thousand_user_writes_leave_every_operator_entry",
     "tests/routing/test_deadline.py::test_hung_upstreams_answer_504_at_the_deadline",
     "tests/fuzz/test_sse_relay.py::test_any_chunking_gives_the_same_events_and_usage",
+    "tests/usage/test_roll_process.py::test_the_roll_command_folds_until_stopped",
+    "tests/usage/test_roll_process.py::test_the_roll_command_needs_redis",
 )
 
 

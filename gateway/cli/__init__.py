@@ -28,7 +28,7 @@ from gateway.cli.config_files import check, models_check, schema
 from gateway.cli.parser import COMMANDS
 from gateway.cli.parser import build_parser as _parser
 from gateway.cli.serve import demo_banner, serve
-from gateway.cli.usage import ledger_command, usage_export
+from gateway.cli.usage import ledger_command, usage_export, usage_roll
 
 __all__ = [
     "COMMANDS",
@@ -76,7 +76,7 @@ def _run(argv: list[str]) -> int:
     if args.command == "check":
         return check(args.config_dir)
     if args.command == "usage":
-        return usage_export(args)
+        return usage_roll(args) if args.usage_command == "roll" else usage_export(args)
     if args.command == "schema":
         return schema()
     if args.command in ("db", "ledger"):

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gateway {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    reading_config = [_add_serve(commands), _add_check(commands), _add_usage_export(commands)]
+    reading_config = [_add_serve(commands), _add_check(commands), *_add_usage(commands)]
     reading_config += _add_ledger(commands)
     cli_admin.add_parsers(commands, Parser)
     cli_control.add_parsers(commands, Parser)
@@ -127,15 +127,30 @@ def _add_check(commands: Any) -> argparse.ArgumentParser:
     return check
 
 
-def _add_usage_export(commands: Any) -> argparse.ArgumentParser:
+def _add_usage(commands: Any) -> list[argparse.ArgumentParser]:
+    """``usage export`` and ``usage roll``."""
     usage = commands.add_parser(
         "usage",
-        help="Read usage records from the store (REDIS_URL).",
-        description="Read usage records from the store named by REDIS_URL.",
+        help="Read usage records from the store (REDIS_URL), or fold them into the rollups.",
+        description="Read usage records from the store named by REDIS_URL, or fold them into "
+        "the analytics rollups.",
     )
-    export: argparse.ArgumentParser = usage.add_subparsers(
+    actions = usage.add_subparsers(
         dest="usage_command", required=True, metavar="ACTION", parser_class=Parser
-    ).add_parser(
+    )
+    roll: argparse.ArgumentParser = actions.add_parser(
+        "roll",
+        help="Fold new usage records into the analytics rollups until stopped.",
+        description="Fold the usage records added to the Redis stream (REDIS_URL) into the "
+        "analytics rollups every 2 s until stopped, what each gateway process does in its "
+        "background unless GATEWAY_USAGE_ROLL=0; any number may run (each range is claimed "
+        "by one).",
+    )
+    return [_add_usage_export(actions), roll]
+
+
+def _add_usage_export(actions: Any) -> argparse.ArgumentParser:
+    export: argparse.ArgumentParser = actions.add_parser(
         "export",
         help="Print usage records as CSV, JSON or XLSX.",
         description="Print the usage records of [from, to) as CSV, JSON or XLSX (needs "

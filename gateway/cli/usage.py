@@ -1,4 +1,4 @@
-"""``gateway usage export``, ``db upgrade`` and ``ledger ship``: commands on usage records."""
+"""``gateway usage export|roll``, ``db upgrade`` and ``ledger ship``: commands on usage records."""
 
 from __future__ import annotations
 
@@ -60,6 +60,24 @@ def usage_export(args: argparse.Namespace) -> int:
     except (OSError, StoreError) as error:
         raise CommandFailed(f"usage export: cannot read the store at REDIS_URL: {error}") from None
     _write(output, args.output)
+    return 0
+
+
+def usage_roll(args: argparse.Namespace) -> int:
+    """Fold new usage records into the rollups until stopped: the serving processes' background
+    roller in a process of its own (they skip theirs with GATEWAY_USAGE_ROLL=0)."""
+    from gateway.config.runtime import sentinel_url
+    from gateway.store.factory import create_store
+    from gateway.store.redis.store import RedisStore
+    from gateway.usage.analytics import RedisAnalytics
+
+    check_environment()
+    redis_url = sentinel_url(os.environ) or os.environ.get("REDIS_URL")
+    config = load_config(args.config_dir)
+    store = create_store(redis_url, config.settings) if redis_url else None
+    if not isinstance(store, RedisStore):
+        raise CommandFailed("usage roll: REDIS_URL is not set: no usage stream to fold")
+    asyncio.run(RedisAnalytics(store).roll_forever())
     return 0
 
 

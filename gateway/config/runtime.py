@@ -20,6 +20,8 @@ class Runtime:
     max_upstream_connections: int = 10_000  # per worker; each open stream holds one
     log_bodies: bool = False  # debug only: puts prompts into the access log
     tracing: bool = False  # OpenTelemetry traces exported (the OTEL_* variables configure them)
+    # False: the usage rollups are folded by ``gateway usage roll``, not in the serving process
+    roll_usage: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Runtime:
@@ -32,6 +34,7 @@ class Runtime:
             max_upstream_connections=int(env.get("GATEWAY_MAX_UPSTREAM_CONNECTIONS", "10000")),
             log_bodies=env.get("GATEWAY_DEBUG_LOG_BODIES", "").lower() in ("1", "true", "yes"),
             tracing=OTEL.turned_on(env),
+            roll_usage=env.get("GATEWAY_USAGE_ROLL", "").lower() not in ("0", "false", "no"),
         )
 
 

@@ -17,13 +17,13 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import GatewayError
 from gateway.http.dispatch import Dispatch
 from gateway.http.errors import error_response
+from gateway.http.indexed_headers import ProxiedRequest
 from gateway.http.overhead import overhead_value, stamped
 from gateway.http.relay_response import RelayResponse
 from gateway.proxy.pipeline import OVERHEAD_HEADER, Pipeline
@@ -113,9 +113,9 @@ class FastLane:
             except GatewayError as error:  # an unknown path: answered before any pipeline
                 return error_response(error, {OVERHEAD_HEADER: overhead_value(started)})
             if not isinstance(found, Endpoint):  # a protocol bridge (/v1/responses...)
-                return to_asgi(await found.handle(self._pipeline, Request(scope, receive)))
+                return to_asgi(await found.handle(self._pipeline, ProxiedRequest(scope, receive)))
             endpoint = found
-        return to_asgi(await self._pipeline.handle(Request(scope, receive), endpoint))
+        return to_asgi(await self._pipeline.handle(ProxiedRequest(scope, receive), endpoint))
 
 
 def to_asgi(reply: Reply) -> ASGIApp:

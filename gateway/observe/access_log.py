@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from gateway.control.id_keys import IdKeys
 from gateway.proxy.context import RequestContext
 
 ACCESS_LOG = "gateway.access"
+USER_NAMES_KEPT = 10_000  # users whose keyed hash is remembered (then forgotten all at once)
 
 
 class AccessLog:
@@ -18,6 +20,7 @@ class AccessLog:
         self._log = logging.getLogger(ACCESS_LOG)
         self._log_bodies = log_bodies
         self._ids = ids or IdKeys()
+        self._users: dict[str, str] = {}  # user -> ids.log_user(user): an HMAC per request saved
 
     def started(self, ctx: RequestContext) -> None:
         pass
@@ -28,21 +31,33 @@ class AccessLog:
     def finished(self, ctx: RequestContext) -> None:
         if not self._log.isEnabledFor(logging.INFO):
             return
-        fields = log_fields(ctx, self._ids)
+        fields = log_fields(ctx, self._log_user)
         if ctx.trace is not None:
             fields["trace_id"] = ctx.trace.trace_id
         if self._log_bodies and ctx.debug_body is not None:
             fields["body"] = ctx.debug_body
-        self._log.info("request", extra={"fields": fields})
+        # Logger.info without its search of the stack for the caller (a fifth of the line's
+        # cost): the JSON line never shows the file, line or function.
+        log = self._log
+        log.handle(log.makeRecord(log.name, logging.INFO, "", 0, "request", (), None,
+                                  extra={"fields": fields}))  # fmt: skip
+
+    def _log_user(self, user: str) -> str:
+        name = self._users.get(user)
+        if name is None:
+            if len(self._users) >= USER_NAMES_KEPT:
+                self._users.clear()
+            name = self._users[user] = self._ids.log_user(user)
+        return name
 
 
-def log_fields(ctx: RequestContext, ids: IdKeys) -> dict[str, Any]:
+def log_fields(ctx: RequestContext, log_user: Callable[[str], str]) -> dict[str, Any]:
     principal = ctx.principal
     usage = ctx.usage or {}
     return {
         "event": "request",
         "request_id": ctx.request_id,
-        "user": ids.log_user(principal.user) if principal else None,
+        "user": log_user(principal.user) if principal else None,
         "tier": principal.tier.name if principal else None,
         "endpoint": ctx.endpoint.name,
         "model": ctx.model.name if ctx.model else None,

@@ -24,6 +24,7 @@ DONE = b"data: [DONE]"
 # Failures of an upstream after its first byte (``gateway_upstream_errors_total`` error types).
 CUT, IDLE_TIMEOUT = "stream_cut", "stream_idle_timeout"
 ERROR = b'"error"'  # a chunk holding this may carry the upstream's in-band error event
+USAGE = b'"usage"'
 # complete events → (the events edited, whether the edit was made)
 FirstEventEdit = Callable[[bytes], tuple[bytes, bool]]
 
@@ -122,33 +123,36 @@ class SSERelay:
             complete, edited = self._first_event_edit(complete)
             if edited:
                 self._first_event_edit = None
-        if b'"usage"' not in complete and DONE not in complete and ERROR not in complete:
+        # find, not ``in``: bytes' ``in`` first tries the operand as an int and formats the
+        # TypeError it gets (a thousand instructions each, on every chunk)
+        if complete.find(USAGE) < 0 and complete.find(DONE) < 0 and complete.find(ERROR) < 0:
             self.result.events += complete.count(b"\n\n")
             self.result.bytes_out += len(complete)
             return complete
         return self._scan_events(complete)
 
     def _scan_events(self, complete: bytes) -> bytes:
+        result = self.result
         kept = []
         for raw in complete.split(b"\n\n"):
             event = raw.lstrip(b"\n")
             if not event:
                 continue
             if event.startswith(DONE):
-                self.result.completed = True
+                result.completed = True
             elif _is_error_event(event):
-                self.result.upstream_error = True
-                self.result.events += 1
+                result.upstream_error = True
+                result.events += 1
             elif (found := _usage_in(event)) is not None:
-                self.result.usage, usage_only = found
+                result.usage, usage_only = found
                 if usage_only and not self._wants_usage:
                     continue
-                self.result.events += 1
+                result.events += 1
             else:
-                self.result.events += 1
-            kept.append(event + b"\n\n")
-        out = b"".join(kept)
-        self.result.bytes_out += len(out)
+                result.events += 1
+            kept.append(event)
+        out = b"\n\n".join(kept) + b"\n\n" if kept else b""
+        result.bytes_out += len(out)
         return out
 
     def _finish(self) -> bytes:
@@ -184,7 +188,7 @@ def cut_kind(exc: BaseException) -> str:
 
 def _usage_in(event: bytes) -> tuple[dict[str, Any], bool] | None:
     """The event's usage and whether it is a usage-only chunk; None when it has no usage."""
-    at = event.find(b'"usage"')
+    at = event.find(USAGE)
     if at < 0 or event[at + 7 : at + 16].lstrip(b" :").startswith(b"null"):
         return None
     try:

@@ -150,15 +150,20 @@ class RedisAnalytics:
 
     source = "redis"
 
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: Store, clock: Callable[[], float] = time.time, *, background: bool = True
+    ) -> None:
         self._store = store
         self._clock = clock
         self.roller = Roller(store, clock)
+        # False: another process folds (``gateway usage roll``); queries still fold first
+        self._background = background
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one run at a time in this process
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="usage-rollup")
+        if self._background:
+            self._task = asyncio.create_task(self._loop(), name="usage-rollup")
 
     async def aclose(self) -> None:
         if self._task is not None:
@@ -172,6 +177,10 @@ class RedisAnalytics:
             async with self._lock:
                 await self.roller.run_safely()
             await asyncio.sleep(ROLLUP_INTERVAL_S)
+
+    async def roll_forever(self) -> None:
+        """The background folding alone, until cancelled (``gateway usage roll``)."""
+        await self._loop()
 
     async def refresh(self) -> None:
         """Fold what is new before a query; while another run holds the claim, wait for it

@@ -263,6 +263,7 @@ class Roller:
         if not await self._store.set_once(f"gw:roll:claim:{cursor or 'start'}", CLAIM_TTL_S):
             return BUSY
         top = newest[0][0]
+        top_id, cursor_id = _id(top), (_id(cursor) if cursor else None)
         folded: dict[str, Document] = {}
         count = 0
         before: str | None = None
@@ -272,9 +273,10 @@ class Roller:
             stop = len(page) < size
             fresh = []
             for entry, raw in page:
-                if _after(entry, top):
+                entry_id = _id(entry)
+                if entry_id > top_id:
                     continue  # added during this run: the next run folds it
-                if cursor and not _after(entry, cursor):
+                if cursor_id is not None and entry_id <= cursor_id:
                     stop = True
                     break
                 record = decode(raw)

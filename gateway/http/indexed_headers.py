@@ -1,0 +1,48 @@
+"""A proxied request whose headers are looked up in a dict built once, not scanned per lookup.
+
+The pipeline looks up some seven names per request (the key, the request id, tags, cache
+control, content length and type...), most of them absent; Starlette's ``Headers`` scans the
+whole list for each and raises a ``KeyError`` inside ``get`` for every miss. The first value
+of a repeated name wins, as with Starlette's lookups.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.types import Receive, Scope
+
+
+class IndexedHeaders(Headers):
+    def __init__(self, scope: Scope) -> None:
+        super().__init__(scope=scope)
+        index: dict[str, str] = {}
+        for name, value in self._list:
+            key = name.decode("latin-1")
+            if key not in index:
+                index[key] = value.decode("latin-1")
+        self._index = index
+
+    def __getitem__(self, key: str) -> str:
+        return self._index[key.lower()]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._index.get(key.lower(), default)
+
+    def __contains__(self, key: Any) -> bool:
+        return isinstance(key, str) and key.lower() in self._index
+
+
+class ProxiedRequest(Request):
+    """Its headers indexed up front: every proxied request reads them (and Starlette's lazy
+    ``hasattr`` check formats an AttributeError on first use)."""
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        super().__init__(scope, receive)
+        self._indexed = IndexedHeaders(scope)
+
+    @property
+    def headers(self) -> Headers:
+        return self._indexed
