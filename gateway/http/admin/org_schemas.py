@@ -1,24 +1,14 @@
-"""The JSON Schemas of the organization and team operations' bodies (``openapi.py``)."""
+"""The JSON Schemas of the organization and team operations' bodies (``routes.py``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-NUMBER_OR_NULL: dict[str, Any] = {"type": ["number", "null"], "minimum": 0}
-WHOLE_OR_NULL: dict[str, Any] = {"type": ["integer", "null"], "minimum": 1}
+from gateway.http.admin.schemas import KEY_FIELDS, NUMBER_OR_NULL, WHOLE_OR_NULL
+
+# A team key's own limits: a client key's fields except its tier and team, which the team sets.
 KEY_LIMITS: dict[str, Any] = {
-    "name": {"type": ["string", "null"]},
-    "models": {"type": ["array", "null"], "items": {"type": "string"}},
-    "expires_at": {"type": ["number", "string", "null"], "description": "epoch s or ISO 8601"},
-    "budget_usd": {
-        "type": ["object", "null"],
-        "properties": {"day": NUMBER_OR_NULL, "month": NUMBER_OR_NULL},
-        "additionalProperties": False,
-    },
-    "rpm": WHOLE_OR_NULL,
-    "tpm": WHOLE_OR_NULL,
-    "max_parallel": WHOLE_OR_NULL,
-    "metadata": {"type": ["object", "null"]},
+    name: schema for name, schema in KEY_FIELDS.items() if name not in ("tier", "team")
 }
 WINDOWED = {
     "type": ["object", "null"],
