@@ -7,7 +7,6 @@ import asyncio
 import io
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
@@ -19,22 +18,13 @@ from gateway.batches.runner import LineOutcome
 from gateway.batches.service import Batches
 from gateway.batches.settings import BatchSettings
 from gateway.config.model import Settings
-from gateway.config.runtime import Runtime
-from gateway.secret import Secret
 from gateway.store.factory import create_store
+from tests.batches.paused_gateway import ADMIN, admin_call, start_paused_gateway
 from tests.batches.test_openai_batches import chat_line, finished, jsonl, wait_for
 from tests.conftest import RunningGateway, StartGateway
 from tests.mock_upstream import MockUpstream
 from tests.redis_fixture import RedisServer
-from tests.support import DEFAULT_ROUTES, routes_doc
 from tests.ui.signin import sign_in
-
-ADMIN = "env-admin-token-0123456789"
-
-
-def _admin(gw: RunningGateway, method: str, path: str, **kw: Any) -> httpx.Response:
-    headers = {"authorization": f"Bearer {ADMIN}"}
-    return httpx.request(method, gw.url + path, headers=headers, timeout=10, **kw)
 
 
 @pytest.fixture
@@ -45,23 +35,13 @@ def gw(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> RunningGateway:
-    monkeypatch.setenv("GATEWAY_FILES_DIR", str(tmp_path / "files"))
-    monkeypatch.setenv("GATEWAY_BATCH_CONCURRENCY", "1")
-    monkeypatch.setenv("GATEWAY_BATCH_KEY_RECHECK_S", "1")
-    routes = routes_doc(upstream.base_url, first_byte_timeout_s=5)
-    routes["models"]["slowish"] = {"upstream": "mock", "model": "mock/slowfirst-0.3"}
-    routes["models"]["slowish"]["modality"] = "text"
-    runtime = Runtime(redis_url=redis.url, admin_token=Secret(ADMIN))
-    tiers = {"free": {"routes": {**DEFAULT_ROUTES, "text": ["slowish", "ok"]}}}
-    return start_gateway(
-        tiers, routes_extra={"models": routes["models"]}, runtime=runtime, first_byte_timeout_s=5
-    )
+    return start_paused_gateway(start_gateway, redis, upstream, tmp_path, monkeypatch)
 
 
 def test_an_invalid_owner_key_pauses_the_batch_until_it_is_valid_again(
     gw: RunningGateway, upstream: MockUpstream
 ) -> None:
-    created = _admin(gw, "POST", "/v1/admin/keys", json={"user": "carol", "tier": "free"})
+    created = admin_call(gw, "POST", "/v1/admin/keys", json={"user": "carol", "tier": "free"})
     key, key_id = created.json()["key"], created.json()["id"]
     api = openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0)
     lines = [chat_line(f"k-{n}", model="slowish") for n in range(6)]
@@ -70,7 +50,7 @@ def test_an_invalid_owner_key_pauses_the_batch_until_it_is_valid_again(
         input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
     past = {"expires_at": time.time() - 60}
-    assert _admin(gw, "PATCH", f"/v1/admin/keys/{key_id}", json=past).status_code == 200
+    assert admin_call(gw, "PATCH", f"/v1/admin/keys/{key_id}", json=past).status_code == 200
 
     def paused() -> str | None:
         with httpx.Client(base_url=gw.url, timeout=10) as http:
@@ -82,7 +62,7 @@ def test_an_invalid_owner_key_pauses_the_batch_until_it_is_valid_again(
     assert batch.id in page and "carol" in page
     time.sleep(1.5)  # paused: the lines wait (none fails for the key)
     assert len(upstream.requests) < 6
-    assert _admin(gw, "PATCH", f"/v1/admin/keys/{key_id}", json={"expires_at": None}).is_success
+    assert admin_call(gw, "PATCH", f"/v1/admin/keys/{key_id}", json={"expires_at": None}).is_success
     done = finished(api, batch.id)
     assert done.status == "completed"
     assert done.request_counts is not None

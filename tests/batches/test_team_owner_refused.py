@@ -12,23 +12,14 @@ import openai
 import pytest
 
 from gateway.config.model import Settings
-from gateway.config.runtime import Runtime
 from gateway.control.plane import ControlPlane
-from gateway.secret import Secret
 from gateway.store.factory import create_store
+from tests.batches.paused_gateway import ADMIN, admin_call, start_paused_gateway
 from tests.batches.test_openai_batches import chat_line, finished, jsonl, wait_for
 from tests.conftest import RunningGateway, StartGateway
 from tests.mock_upstream import MockUpstream
 from tests.redis_fixture import RedisServer
-from tests.support import DEFAULT_ROUTES, routes_doc
 from tests.ui.signin import sign_in
-
-ADMIN = "env-admin-token-team-batch-0123456789"
-
-
-def _admin(gw: RunningGateway, method: str, path: str, **kw: Any) -> httpx.Response:
-    headers = {"authorization": f"Bearer {ADMIN}"}
-    return httpx.request(method, gw.url + path, headers=headers, timeout=10, **kw)
 
 
 @pytest.fixture
@@ -39,17 +30,7 @@ def gw(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> RunningGateway:
-    monkeypatch.setenv("GATEWAY_FILES_DIR", str(tmp_path / "files"))
-    monkeypatch.setenv("GATEWAY_BATCH_CONCURRENCY", "1")
-    monkeypatch.setenv("GATEWAY_BATCH_KEY_RECHECK_S", "1")
-    routes = routes_doc(upstream.base_url, first_byte_timeout_s=5)
-    routes["models"]["slowish"] = {"upstream": "mock", "model": "mock/slowfirst-0.3"}
-    routes["models"]["slowish"]["modality"] = "text"
-    runtime = Runtime(redis_url=redis.url, admin_token=Secret(ADMIN))
-    tiers = {"free": {"routes": {**DEFAULT_ROUTES, "text": ["slowish", "ok"]}}}
-    return start_gateway(
-        tiers, routes_extra={"models": routes["models"]}, runtime=runtime, first_byte_timeout_s=5
-    )
+    return start_paused_gateway(start_gateway, redis, upstream, tmp_path, monkeypatch)
 
 
 def _write_as_another_replica(redis: RedisServer, kind: str, id: str, doc: Any) -> None:
@@ -69,11 +50,11 @@ def _write_as_another_replica(redis: RedisServer, kind: str, id: str, doc: Any) 
 def test_a_team_key_out_of_its_team_pauses_its_batch_and_no_other(
     gw: RunningGateway, upstream: MockUpstream, redis: RedisServer
 ) -> None:
-    assert _admin(gw, "POST", "/v1/admin/orgs", json={"id": "acme"}).status_code == 201
+    assert admin_call(gw, "POST", "/v1/admin/orgs", json={"id": "acme"}).status_code == 201
     team = {"id": "ml", "org": "acme", "tier": "free", "members": ["carol"]}
-    assert _admin(gw, "POST", "/v1/admin/teams", json=team).status_code == 201
+    assert admin_call(gw, "POST", "/v1/admin/teams", json=team).status_code == 201
     key = {"user": "carol", "tier": "free", "team": "ml"}
-    made = _admin(gw, "POST", "/v1/admin/keys", json=key)
+    made = admin_call(gw, "POST", "/v1/admin/keys", json=key)
     assert made.status_code == 201, made.text
     team_api = openai.OpenAI(base_url=gw.base_url, api_key=made.json()["key"], max_retries=0)
     other_api = openai.OpenAI(base_url=gw.base_url, api_key=gw.key(), max_retries=0)
@@ -84,7 +65,7 @@ def test_a_team_key_out_of_its_team_pauses_its_batch_and_no_other(
         input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
     wait_for(lambda: upstream.requests, "the team batch's first line")
-    document = _admin(gw, "GET", "/v1/admin/teams/ml").json()
+    document = admin_call(gw, "GET", "/v1/admin/teams/ml").json()
     document = {k: document[k] for k in ("org", "name", "tier", "limits", "created_at")}
     _write_as_another_replica(redis, "teams", "ml", {**document, "members": []})
     with pytest.raises(openai.PermissionDeniedError):  # the interactive refusal: a 403
