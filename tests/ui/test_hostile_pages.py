@@ -8,7 +8,8 @@ import httpx
 import openai
 
 from tests.batches.test_openai_batches import chat_line, jsonl
-from tests.batches.test_team_owner_refused import ADMIN, _admin, gw
+from tests.batches.paused_gateway import ADMIN, admin_call
+from tests.batches.test_team_owner_refused import gw
 from tests.conftest import RunningGateway
 from tests.ui.signin import sign_in
 
@@ -26,9 +27,9 @@ def _page(gw: RunningGateway, path: str, credential: str = ADMIN) -> str:
 
 def test_org_team_and_member_names_are_escaped(gw: RunningGateway) -> None:
     org = {"id": "acme", "name": XSS, "limits": {"models": ["ok"]}}
-    assert _admin(gw, "POST", "/v1/admin/orgs", json=org).status_code == 201
+    assert admin_call(gw, "POST", "/v1/admin/orgs", json=org).status_code == 201
     team = {"id": "ml", "org": "acme", "tier": "free", "name": XSS, "members": [XSS, "ann"]}
-    assert _admin(gw, "POST", "/v1/admin/teams", json=team).status_code == 201
+    assert admin_call(gw, "POST", "/v1/admin/teams", json=team).status_code == 201
     page = _page(gw, "/ui/orgs")
     assert XSS not in page and "&lt;img src=x onerror=" in page
 
