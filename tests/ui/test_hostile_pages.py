@@ -7,8 +7,8 @@ from __future__ import annotations
 import httpx
 import openai
 
-from tests.batches.test_openai_batches import chat_line, jsonl
 from tests.batches.paused_gateway import ADMIN, admin_call
+from tests.batches.test_openai_batches import chat_line, jsonl
 from tests.batches.test_team_owner_refused import gw
 from tests.conftest import RunningGateway
 from tests.ui.signin import sign_in
