@@ -1,4 +1,4 @@
-"""The dashboard's routes: sign-in and sign-out, the operator pages and the user page.
+"""The dashboard's routes: sign-in and sign-out, the operator pages, the user page, a team's.
 
 Pages are rendered on the server from the analytics (overview, usage analytics) or as shells
 whose script reads and changes everything through the admin API (``/v1/admin/...``,
@@ -9,6 +9,7 @@ dashboard has no endpoint of its own that changes anything but the session.
 from __future__ import annotations
 
 import hmac
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -20,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 
 from gateway.batches.records import public_batch
 from gateway.config.model import CAPABILITIES
-from gateway.errors import GatewayError, TooManyFailedAttempts
+from gateway.errors import Forbidden, GatewayError, TooManyFailedAttempts
 from gateway.http.admin.analytics import (
     FILTERS,
     group_and_bucket,
@@ -29,11 +30,12 @@ from gateway.http.admin.analytics import (
     usage_filter,
 )
 from gateway.http.admin.auth import SESSION_COOKIE, admin_actor
+from gateway.http.admin.team_auth import TEAM_ROLES, team_token
 from gateway.http.api.files import WithBatches
 from gateway.http.services import services
 from gateway.proxy.auth_throttle import client_address
 from gateway.secret import sha256_hex
-from gateway.ui import batches, login_guard, statements
+from gateway.ui import batches, login_guard, statements, teams
 from gateway.ui.orgs import orgs_context
 from gateway.ui.overview import analytics_view, overview_view
 from gateway.ui.render import page
@@ -42,6 +44,7 @@ from gateway.ui.users import users_context
 from gateway.usage.rollup import DIMENSIONS
 
 STATIC = Path(__file__).parent / "static"
+Identity = tuple[str, str, str | None, str | None, str | None]  # name, role, user, tier, team
 OPERATOR_PAGES = (
     ("overview", "Overview"),
     ("analytics", "Usage"),
@@ -98,10 +101,11 @@ async def login(request: Request) -> Response:
         return response
     if found is None:
         return _login_page(request, 401, "Unknown token or key.")
-    name, role, user, tier = found
-    session_id, _ = await _sessions(request).create(name, role, sha256_hex(token), user, tier)
-    target = "/ui/me" if role == "user" else "/ui/overview"
-    response = RedirectResponse(target, status_code=303)
+    name, role, user, tier, team = found
+    session_id, session = await _sessions(request).create(
+        name, role, sha256_hex(token), user, tier, team
+    )
+    response = RedirectResponse(teams.home_of(asdict(session)), status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
         session_id,
@@ -114,16 +118,20 @@ async def login(request: Request) -> Response:
     return response
 
 
-def _identify(request: Request, token: str) -> tuple[str, str, str | None, str | None] | None:
-    """(actor name, role, user, tier) of an admin token or a client key; None if neither (a
-    failure the throttle counts); 429 while the address or the token's prefix is blocked."""
+def _identify(request: Request, token: str) -> Identity | None:
+    """(actor name, role, user, tier, team) of an admin token, a team token or a client key;
+    None if none (a failure the throttle counts); 429 while the address or the token's prefix
+    is blocked."""
     gateway = services(request)
     throttle, address = gateway.keyring.throttle, client_address(request.scope)
     if throttle.active:
         throttle.check(address, token)
     actor = admin_actor(gateway, token)
     if actor is not None:
-        return actor.name, actor.role, None, None
+        return actor.name, actor.role, None, None, None
+    scoped = team_token(gateway, token)
+    if scoped is not None:
+        return scoped[0].name, scoped[0].role, None, None, scoped[1]
     try:
         principal = gateway.keyring.identify(token)
     except GatewayError:
@@ -131,7 +139,7 @@ def _identify(request: Request, token: str) -> tuple[str, str, str | None, str |
     if principal is None:
         throttle.failed("sign_in", address, token)
         return None
-    return f"key:{principal.key_id}", "user", principal.user, principal.tier.name
+    return f"key:{principal.key_id}", "user", principal.user, principal.tier.name, None
 
 
 async def logout(request: Request) -> Response:
@@ -150,9 +158,7 @@ async def home(request: Request) -> Response:
     session = session_of(request.scope)
     if session is None:
         return RedirectResponse("/ui/login", status_code=303)
-    return RedirectResponse(
-        "/ui/me" if session["role"] == "user" else "/ui/overview", status_code=303
-    )
+    return RedirectResponse(teams.home_of(session), status_code=303)
 
 
 async def operator_page(request: Request) -> Response:
@@ -162,6 +168,9 @@ async def operator_page(request: Request) -> Response:
         return RedirectResponse("/ui/login", status_code=303)
     if session["role"] == "user":
         return RedirectResponse("/ui/me", status_code=303)
+    if session["role"] in TEAM_ROLES:
+        refusal = Forbidden("This page is for operators; this session is scoped to a team.")
+        return teams.refused(session, refusal)
     if name not in PAGE_NAMES:
         return page("missing.html", 404, pages=OPERATOR_PAGES, session=session, current="")
     gateway = services(request)
@@ -221,6 +230,8 @@ async def me(request: Request) -> Response:
     session = session_of(request.scope)
     if session is None:
         return RedirectResponse("/ui/login", status_code=303)
+    if session["role"] in TEAM_ROLES:
+        return RedirectResponse(teams.home_of(session), status_code=303)
     batches = await _my_batches(request, session.get("user"))
     return page(
         "me.html",
@@ -254,5 +265,7 @@ def routes() -> list[BaseRoute]:
         Route("/ui/me", me, methods=["GET"]),
         Route("/ui/me/statement", statements.my_statement, methods=["GET"]),
         Mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static"),
+        Route("/ui/teams/{team}", teams.team_page, methods=["GET"]),
+        Route("/ui/teams/{team}/{page}", teams.team_page, methods=["GET"]),
         Route("/ui/{page}", operator_page, methods=["GET"]),
     ]

@@ -1,17 +1,19 @@
 """Dashboard sessions: a random id in an HttpOnly cookie, the session itself in the store.
 
-A session is created by signing in with an admin token or a client key; the store keeps it
-(who, role, user, CSRF token, proof) under the digest of its id for ``SESSION_TTL_S``, so every
-worker and replica sees it, and signing out deletes it everywhere. ``SessionLoader`` (an ASGI
-middleware) reads the session of requests to the dashboard and to the APIs its pages call,
-only when the cookie is present, and leaves it in the request scope for ``require_role``.
+A session is created by signing in with an admin token, a team token or a client key; the
+store keeps it (who, role, user, team, CSRF token, proof) under the digest of its id for
+``SESSION_TTL_S``, so every worker and replica sees it, and signing out deletes it everywhere.
+``SessionLoader`` (an ASGI middleware) reads the session of requests to the dashboard and to
+the APIs its pages call, only when the cookie is present, and leaves it in the request scope
+for ``require_role`` (and ``require_team``).
 
 A session never outlives its credential: ``proof`` is an HMAC of the credential's digest keyed
 by the session id (which only the cookie holds), and on every request the loader finds the
 credential again by its id in the control snapshot (a dict lookup), checks the proof against
-its current digest, and takes role, user and tier from it, as Bearer auth would. A deleted,
-expired, rotated-out or changed credential ends the session (its document is deleted); a
-re-tiered key's session sees the new tier at once.
+its current digest, and takes role, user, tier and team from it, as Bearer auth would. A
+deleted, expired, rotated-out or changed credential ends the session (its document is
+deleted), and so does a team token's team or organization deleted; a re-tiered key's session
+sees the new tier at once.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import GatewayError
 from gateway.http.admin.auth import SESSION_COOKIE, SESSION_SCOPE_KEY, actor_by_reference
+from gateway.http.admin.team_auth import team_by_reference
 from gateway.http.services import Services
 from gateway.secret import sha256_hex
 from gateway.store.port import Store, StoreError
@@ -44,11 +47,12 @@ _log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Session:
     name: str  # the actor signed in: "token:<id>", "env-admin", "key:<key id>"
-    role: str  # "admin" | "viewer" | "user"
+    role: str  # "admin" | "viewer" | "user" | "team_admin" | "team_viewer"
     csrf: str
     proof: str  # HMAC(session id, the credential's sha256): the credential, never its secret
     user: str | None = None
     tier: str | None = None
+    team: str | None = None  # a team token's session: the one team it sees
 
 
 def _key(session_id: str) -> str:
@@ -70,10 +74,11 @@ class Sessions:
         credential_sha256: str,
         user: str | None = None,
         tier: str | None = None,
+        team: str | None = None,
     ) -> tuple[str, Session]:
         session_id = secrets.token_urlsafe(32)
         proof = _proof(session_id, credential_sha256)
-        session = Session(name, role, secrets.token_urlsafe(24), proof, user, tier)
+        session = Session(name, role, secrets.token_urlsafe(24), proof, user, tier, team)
         await self._store.put_document(
             _key(session_id), "s", orjson.dumps(asdict(session)), SESSION_TTL_S
         )
@@ -124,7 +129,12 @@ def current(gateway: Services, session_id: str, session: Session) -> Session | N
             return None
         return replace(session, role="user", user=principal.user, tier=principal.tier.name)
     actor = actor_by_reference(gateway, session.name, matches)
-    return None if actor is None else replace(session, role=actor.role, user=None, tier=None)
+    if actor is not None:
+        return replace(session, role=actor.role, user=None, tier=None, team=None)
+    scoped = team_by_reference(gateway, session.name, matches)
+    if scoped is None:
+        return None
+    return replace(session, role=scoped[0].role, user=None, tier=None, team=scoped[1])
 
 
 class SessionLoader:

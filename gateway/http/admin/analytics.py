@@ -154,11 +154,23 @@ async def records(request: Request) -> Response:
 async def export(request: Request) -> Response:
     require_role(request, "viewer")
     gateway = services(request)
-    fmt = request.query_params.get("format") or "csv"
+    fmt = export_format(request.query_params)
+    flt = usage_filter(request.query_params, gateway.clock())
+    return await export_response(gateway.analytics, flt, fmt)
+
+
+def export_format(params: QueryParams | Mapping[str, str]) -> str:
+    fmt = params.get("format") or "csv"
     if fmt not in FORMATS:
         raise InvalidRequest("'format' must be 'csv', 'json' or 'xlsx'.", param="format")
-    flt = usage_filter(request.query_params, gateway.clock())
-    found = await every_record(gateway.analytics, flt, EXPORT_MAX)
+    return fmt
+
+
+async def export_response(
+    source: Analytics, flt: UsageFilter, fmt: str, name: str = "usage"
+) -> Response:
+    """The records ``flt`` selects (up to ``EXPORT_MAX``, oldest first) as a ``fmt`` file."""
+    found = await every_record(source, flt, EXPORT_MAX)
     body: bytes
     if fmt == "csv":
         body = to_csv(found).encode()
@@ -166,7 +178,7 @@ async def export(request: Request) -> Response:
         body = to_json(found)
     else:
         body = to_xlsx(found)
-    headers = {"content-disposition": f'attachment; filename="usage.{fmt}"'}
+    headers = {"content-disposition": f'attachment; filename="{name}.{fmt}"'}
     return Response(body, media_type=FORMATS[fmt], headers=headers)
 
 

@@ -81,7 +81,7 @@ def operator(request: Request) -> Actor | None:
     session = request.scope.get(SESSION_SCOPE_KEY)
     if presented is None and session is not None:
         role = str(session["role"])
-        return Actor(str(session["name"]), role, session.get("user")) if role != "user" else None
+        return Actor(str(session["name"]), role) if role in ROLES else None
     if presented is None:
         return None
     gateway = services(request)
@@ -91,17 +91,27 @@ def operator(request: Request) -> Actor | None:
 def session_actor(request: Request, role: str) -> Actor:
     """The dashboard session's actor, if it grants ``role``; changes need the CSRF token."""
     session: Mapping[str, Any] = request.scope[SESSION_SCOPE_KEY]
-    if request.method not in ("GET", "HEAD"):
-        sent = request.headers.get(CSRF_HEADER, "")
-        if not hmac.compare_digest(sent.encode(), str(session["csrf"]).encode()):
-            raise Forbidden("Missing or wrong CSRF token.", code="csrf_failed")
+    check_csrf(request, session)
     actor = Actor(str(session["name"]), str(session["role"]), session.get("user"))
+    if actor.role not in RANK:  # a team's session (``team_auth.py``)
+        raise Forbidden(
+            "This session is scoped to a team; this endpoint needs an operator.",
+            code="insufficient_role",
+        )
     if (role == "user") != (actor.role == "user") or RANK[actor.role] < RANK[role]:
         raise Forbidden(
             f"This endpoint needs the {role} role; this session has {actor.role}.",
             code="insufficient_role",
         )
     return actor
+
+
+def check_csrf(request: Request, session: Mapping[str, Any]) -> None:
+    """403 for a session's change (not GET/HEAD) without its CSRF token in ``X-CSRF-Token``."""
+    if request.method not in ("GET", "HEAD"):
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(sent.encode(), str(session["csrf"]).encode()):
+            raise Forbidden("Missing or wrong CSRF token.", code="csrf_failed")
 
 
 def admin_actor(gateway: Services, presented: str) -> Actor | None:

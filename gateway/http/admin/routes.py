@@ -457,6 +457,14 @@ OPERATIONS: tuple[Op, ...] = (
     ),
     Op(
         "GET",
+        "/v1/admin/teams/{team}/export",
+        team_usage.export,
+        "team_viewer",
+        "The team's usage records as CSV, JSON or XLSX",
+        query=(*TEAM_QUERY, "format"),
+    ),
+    Op(
+        "GET",
         "/v1/admin/teams/{team}/keys",
         team_keys.list_keys,
         "team_viewer",

@@ -3,22 +3,33 @@
 Team tokens are admin tokens (kind ``admin_tokens``) with role ``team_admin`` or
 ``team_viewer`` and a ``team``: a team admin creates, rotates and revokes its team's keys
 (within the team's limits) and reads its team's usage; a team viewer reads. Neither is an
-operator: ``require_role`` refuses them everywhere else (their role is not one of its ranks),
-and the dashboard does not log them in. Every request looks the token up again, so a deleted
-token, or a deleted team, stops working at once. Operators (``admin`` / ``viewer`` tokens and
-sessions) may act on every team as their role allows.
+operator: ``require_role`` refuses them everywhere else (their role is not one of its ranks).
+A team token signs in to the dashboard too: its session is scoped to its team in the same way
+(``team_by_reference`` finds the token again on every request). Every request looks the token
+up again, so a deleted token, or a deleted team or organization, stops working at once.
+Operators (``admin`` / ``viewer`` tokens and sessions) may act on every team as their role
+allows.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from starlette.requests import Request
 
-from gateway.control.orgs import TEAMS
+from gateway.control.orgs import ORGS, TEAMS
 from gateway.errors import Forbidden, NotFound, Unauthorized
-from gateway.http.admin.auth import KIND, SESSION_SCOPE_KEY, Actor, admin_actor, require_role
-from gateway.http.services import services
+from gateway.http.admin.auth import (
+    KIND,
+    SESSION_SCOPE_KEY,
+    Actor,
+    admin_actor,
+    check_csrf,
+    require_role,
+)
+from gateway.http.services import Services, services
 from gateway.proxy.auth import presented_key
 from gateway.proxy.auth_throttle import client_address
 from gateway.secret import sha256_hex
@@ -32,7 +43,12 @@ def require_team(request: Request, team: str, *, write: bool) -> Actor:
     404 for a team that does not exist (after the caller was found to be allowed)."""
     gateway = services(request)
     presented = presented_key(request.headers)
-    if presented is None and SESSION_SCOPE_KEY in request.scope:
+    session: Mapping[str, Any] | None = request.scope.get(SESSION_SCOPE_KEY)
+    if presented is None and session is not None and session["role"] in TEAM_ROLES:
+        check_csrf(request, session)
+        actor = Actor(str(session["name"]), str(session["role"]))
+        return _known(request, team, _scoped(actor, str(session["team"]), team, write))
+    if presented is None and session is not None:
         return _known(request, team, require_role(request, "admin" if write else "viewer"))
     if presented is not None and admin_actor(gateway, presented) is not None:
         return _known(request, team, require_role(request, "admin" if write else "viewer"))
@@ -41,11 +57,16 @@ def require_team(request: Request, team: str, *, write: bool) -> Actor:
     throttle, address = gateway.keyring.throttle, client_address(request.scope)
     if throttle.active:
         throttle.check(address, presented)
-    found = _team_token(request, presented)
+    found = team_token(gateway, presented)
     if found is None:
         throttle.failed("admin", address, presented)
         raise Unauthorized("This endpoint needs an admin or team token.")
     actor, scope = found
+    return _known(request, team, _scoped(actor, scope, team, write))
+
+
+def _scoped(actor: Actor, scope: str, team: str, write: bool) -> Actor:
+    """``actor`` (a team role scoped to ``scope``) if it may read or change ``team``."""
     if scope != team:
         raise Forbidden("This token is scoped to another team.", code="wrong_team")
     if write and actor.role != TEAM_ADMIN:
@@ -53,20 +74,21 @@ def require_team(request: Request, team: str, *, write: bool) -> Actor:
             f"This endpoint needs the {TEAM_ADMIN} role; this token has {actor.role}.",
             code="insufficient_role",
         )
-    return _known(request, team, actor)
+    return actor
 
 
 def team_scope(request: Request) -> str | None:
     """The team a team token is scoped to; None for any other caller."""
     presented = presented_key(request.headers)
-    found = _team_token(request, presented) if presented is not None else None
+    found = team_token(services(request), presented) if presented is not None else None
     return found[1] if found is not None else None
 
 
-def _team_token(request: Request, presented: str) -> tuple[Actor, str] | None:
+def team_token(gateway: Services, presented: str) -> tuple[Actor, str] | None:
+    """The team token ``presented`` and its team, or None (not throttled: see callers)."""
     digest = sha256_hex(presented).encode()
     found = None
-    tokens = services(request).control.snapshot.kind(KIND)
+    tokens = gateway.control.snapshot.kind(KIND)
     for token_id, document in tokens.items():  # every one compared: no early exit on a match
         stored = str(document.get("sha256", "")).encode()
         if hmac.compare_digest(stored, digest) and found is None:
@@ -74,6 +96,26 @@ def _team_token(request: Request, presented: str) -> tuple[Actor, str] | None:
             if role in TEAM_ROLES and isinstance(team, str):
                 found = (Actor(f"token:{token_id}", str(role)), team)
     return found
+
+
+def team_by_reference(
+    gateway: Services, name: str, matches: Callable[[str], bool]
+) -> tuple[Actor, str] | None:
+    """The team token ``name`` ("token:<id>") and its team if its digest still ``matches`` (a
+    dashboard session's keyed reference) and its team and the team's organization still
+    exist; None otherwise."""
+    kind, _, token_id = name.partition(":")
+    snapshot = gateway.control.snapshot
+    document = snapshot.kind(KIND).get(token_id) if kind == "token" else None
+    if document is None or not matches(str(document.get("sha256", ""))):
+        return None
+    role, team = document.get("role"), document.get("team")
+    if role not in TEAM_ROLES or not isinstance(team, str):
+        return None
+    team_document = snapshot.kind(TEAMS).get(team)
+    if team_document is None or team_document.get("org") not in snapshot.kind(ORGS):
+        return None
+    return Actor(name, str(role)), team
 
 
 def _known(request: Request, team: str, actor: Actor) -> Actor:

@@ -1,21 +1,25 @@
-"""A team's usage analytics and records (``/v1/admin/teams/{team}/analytics``, ``…/records``).
+"""A team's usage analytics, records and export (``/v1/admin/teams/{team}/analytics``, ...).
 
-The same query parameters and answers as ``/v1/admin/analytics`` and ``/v1/admin/usage/records``,
-always filtered to the records of the team's keys (the team a record's key was in when it was
-made): a team token reads its own team's and no other (403), operators any team. A ``team``
-parameter naming another team is refused rather than ignored, so a caller never mistakes the
-team's totals for another's.
+The same query parameters and answers as ``/v1/admin/analytics``, ``/v1/admin/usage/records``
+and ``/v1/admin/usage/export`` (``…/records``, ``…/export``), always filtered to the records
+of the team's keys (the team a record's key was in when it was made): a team token reads its
+own team's and no other (403), operators any team. A ``team`` parameter naming another team is
+refused rather than ignored, so a caller never mistakes the team's totals for another's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import Forbidden
 from gateway.http.admin.analytics import (
+    export_format,
+    export_response,
     group_and_bucket,
     records_cursor,
     records_limit,
@@ -28,14 +32,21 @@ from gateway.http.services import services
 from gateway.usage.analytics import UsageFilter
 
 
-def _team_filter(request: Request) -> UsageFilter:
-    team_id = request.path_params["team"]
+def team_filter(
+    request: Request, team_id: str, params: QueryParams | Mapping[str, str]
+) -> UsageFilter:
+    """The filter ``params`` describe, always ``team=team_id``; 401/403/404 unless the caller
+    may read the team's usage."""
     require_team(request, team_id, write=False)
-    asked = request.query_params.get("team")
+    asked = params.get("team")
     if asked not in (None, "", team_id):
         raise Forbidden("This endpoint reads its own team's usage only.", code="wrong_team")
-    flt = usage_filter(request.query_params, services(request).clock())
+    flt = usage_filter(params, services(request).clock())
     return replace(flt, team=team_id)
+
+
+def _team_filter(request: Request) -> UsageFilter:
+    return team_filter(request, request.path_params["team"], request.query_params)
 
 
 async def analytics(request: Request) -> Response:
@@ -54,3 +65,9 @@ async def records(request: Request) -> Response:
     found, following = await gateway.analytics.records(flt, limit, cursor)
     data = [record.as_dict() for record in found]
     return json_response({"object": "list", "data": data, "next_cursor": following})
+
+
+async def export(request: Request) -> Response:
+    flt = _team_filter(request)  # the caller is checked first
+    fmt = export_format(request.query_params)
+    return await export_response(services(request).analytics, flt, fmt, f"usage-{flt.team}")

@@ -5,7 +5,7 @@
   var csrfMeta = document.querySelector('meta[name="csrf-token"]');
   var csrf = csrfMeta ? csrfMeta.content : "";
   var body = document.body;
-  var readOnly = body.dataset.role === "viewer";
+  var readOnly = body.dataset.role === "viewer" || body.dataset.role === "team_viewer";
 
   function notice(text, bad) {
     var el = document.getElementById("notice");
@@ -162,9 +162,11 @@
 
   var pages = {};
 
-  pages.keys = function () {
+  /* The keys page: the operators' (every key) and a team's (its keys, through the team's
+     routes of the admin API, which hold a team admin to the team's limits). */
+  function keysPage(base) {
     function load() {
-      return api("GET", "/v1/admin/keys").then(function (data) {
+      return api("GET", base).then(function (data) {
         fill("keys", list(data), [
           function (k) { return k.id; },
           function (k) { return k.user; },
@@ -194,16 +196,16 @@
           function (k) {
             var span = document.createElement("span");
             span.appendChild(button("Rotate", function () {
-              api("POST", "/v1/admin/keys/" + encodeURIComponent(k.id) + "/rotate", { grace_s: 3600 })
+              api("POST", base + "/" + encodeURIComponent(k.id) + "/rotate", { grace_s: 3600 })
                 .then(function (made) { showSecret(made); return load(); }).catch(failed);
             }));
             span.appendChild(button("Revoke", function () {
-              api("DELETE", "/v1/admin/keys/" + encodeURIComponent(k.id))
+              api("DELETE", base + "/" + encodeURIComponent(k.id))
                 .then(function () { notice("Key " + k.id + " revoked."); return load(); }).catch(failed);
             }, "danger"));
             return span;
           },
-        ], "No run-time keys yet.");
+        ], "No keys yet.");
       });
     }
     function showSecret(made) {
@@ -213,7 +215,8 @@
       document.getElementById("secret-box").hidden = false;
     }
     onSubmit("create-key", function (v) {
-      var payload = { user: v.user, tier: v.tier };
+      var payload = { user: v.user };
+      if (v.tier) payload.tier = v.tier;
       if (v.name) payload.name = v.name;
       if (v.models) payload.models = v.models.split(",").map(function (m) { return m.trim(); }).filter(Boolean);
       ["rpm", "tpm", "max_parallel"].forEach(function (name) { if (v[name]) payload[name] = number(v[name]); });
@@ -222,7 +225,7 @@
         if (v.budget_day) payload.budget_usd.day = number(v.budget_day);
         if (v.budget_month) payload.budget_usd.month = number(v.budget_month);
       }
-      return api("POST", "/v1/admin/keys", payload).then(function (made) {
+      return api("POST", base, payload).then(function (made) {
         showSecret(made);
         notice("Key " + made.id + " created.");
         return load();
@@ -244,6 +247,10 @@
       notice("Selected: press Ctrl+C to copy.");
     }
     return load();
+  }
+  pages.keys = function () { return keysPage("/v1/admin/keys"); };
+  pages["team-keys"] = function () {
+    return keysPage("/v1/admin/teams/" + encodeURIComponent(body.dataset.team) + "/keys");
   };
 
   pages.users = function () {
