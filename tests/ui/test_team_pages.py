@@ -9,13 +9,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from tests.batches.test_team_owner_refused import _write_as_another_replica
 from tests.conftest import RunningGateway
 from tests.control.test_orgs import ADMIN, call, chat, gw, made, setup
+from tests.redis_fixture import RedisServer
 from tests.ui.signin import sign_in
 
 __all__ = ["gw"]  # the served gateway (real redis-server) of tests/control/test_orgs.py
@@ -167,6 +170,22 @@ def test_a_revoked_token_or_a_deleted_team_ends_the_session(
     assert web.get("/ui/teams/web").headers["location"] == "/ui/login"
     assert web.get("/v1/admin/teams/web/keys").status_code == 401
     assert sessions["viewer"].get("/ui/teams/ml").status_code == 200  # the others stay
+
+
+def test_an_organization_deleted_under_its_team_ends_the_teams_sessions(
+    gw: RunningGateway, redis: RedisServer, sessions: dict[str, httpx.Client]
+) -> None:
+    """The API refuses to delete an organization with teams, but another replica's write may
+    race that check: the team's sessions end all the same, as its keys stop."""
+    viewer = sessions["viewer"]
+    assert viewer.get("/ui/teams/ml").status_code == 200
+    _write_as_another_replica(redis, "orgs", "acme", None)
+    deadline = time.monotonic() + 10  # the write reaches this replica within a second
+    while (page := viewer.get("/ui/teams/ml")).status_code == 200:
+        assert time.monotonic() < deadline, "the session outlived its team's organization"
+        time.sleep(0.05)
+    assert page.status_code == 303 and page.headers["location"] == "/ui/login"
+    assert viewer.get("/v1/admin/teams/ml/keys").status_code == 401
 
 
 def test_the_team_pages_show_its_limits_use_members_usage_and_month(
