@@ -320,5 +320,6 @@ def test_the_dashboard_shows_organizations_teams_and_usage(gw: RunningGateway) -
         assert "ann, bob" in row and "requests: 100/day" in row and "/ 1 /" in row
         assert 'data-team="web"' in page.text
     with httpx.Client(base_url=gw.url, timeout=10) as browser:
-        refused = sign_in(browser, tokens["admin"])  # a team token is no operator
-        assert refused.status_code != 303
+        signed = sign_in(browser, tokens["admin"])  # a team token is no operator
+        assert signed.headers["location"] == "/ui/teams/ml"  # tests/ui/test_team_pages.py
+        assert browser.get("/ui/orgs").status_code == 403
