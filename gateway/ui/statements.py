@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from gateway.errors import GatewayError
+from gateway.http.admin.team_auth import TEAM_ROLES
 from gateway.http.api.statements import statements_page, user_statement
 from gateway.http.services import Services, services
 from gateway.ui.render import page
@@ -31,6 +32,8 @@ async def my_statement(request: Request) -> Response:
     session = session_of(request.scope)
     if session is None:
         return RedirectResponse("/ui/login", status_code=303)
+    if session["role"] in TEAM_ROLES:
+        return RedirectResponse(f"/ui/teams/{session['team']}/statement", status_code=303)
     if session["role"] != "user":
         return RedirectResponse("/ui/statements", status_code=303)
     gateway = services(request)

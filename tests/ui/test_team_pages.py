@@ -69,6 +69,7 @@ def test_a_team_token_signs_in_to_its_own_teams_pages(
         assert signed.status_code == 303 and signed.headers["location"] == "/ui/teams/ml"
         for path in ("/ui/", "/ui/me"):
             assert http.get(path).headers["location"] == "/ui/teams/ml"
+        assert http.get("/ui/me/statement").headers["location"] == "/ui/teams/ml/statement"
         page = http.get("/ui/teams/ml")
         assert page.status_code == 200, page.text
         assert 'data-role="team_admin"' in page.text and 'data-team="ml"' in page.text
