@@ -174,10 +174,13 @@ def test_a_revoked_token_or_a_deleted_team_ends_the_session(
 
 
 def test_an_organization_deleted_under_its_team_ends_the_teams_sessions(
-    gw: RunningGateway, redis: RedisServer, sessions: dict[str, httpx.Client]
+    gw: RunningGateway,
+    redis: RedisServer,
+    tokens: dict[str, str],
+    sessions: dict[str, httpx.Client],
 ) -> None:
     """The API refuses to delete an organization with teams, but another replica's write may
-    race that check: the team's sessions end all the same, as its keys stop."""
+    race that check: the team's sessions and its tokens end all the same, as its keys stop."""
     viewer = sessions["viewer"]
     assert viewer.get("/ui/teams/ml").status_code == 200
     _write_as_another_replica(redis, "orgs", "acme", None)
@@ -187,6 +190,8 @@ def test_an_organization_deleted_under_its_team_ends_the_teams_sessions(
         time.sleep(0.05)
     assert page.status_code == 303 and page.headers["location"] == "/ui/login"
     assert viewer.get("/v1/admin/teams/ml/keys").status_code == 401
+    bearer = {"authorization": f"Bearer {tokens['admin']}"}
+    assert httpx.get(f"{gw.url}/v1/admin/teams/ml/keys", headers=bearer).status_code == 401
 
 
 def test_the_team_pages_show_its_limits_use_members_usage_and_month(

@@ -95,7 +95,16 @@ def team_token(gateway: Services, presented: str) -> tuple[Actor, str] | None:
             role, team = document.get("role"), document.get("team")
             if role in TEAM_ROLES and isinstance(team, str):
                 found = (Actor(f"token:{token_id}", str(role)), team)
+    if found is None or not _team_alive(gateway, found[1]):
+        return None
     return found
+
+
+def _team_alive(gateway: Services, team: str) -> bool:
+    """The team exists and so does its organization (another replica may have deleted it)."""
+    snapshot = gateway.control.snapshot
+    team_document = snapshot.kind(TEAMS).get(team)
+    return team_document is not None and team_document.get("org") in snapshot.kind(ORGS)
 
 
 def team_by_reference(
@@ -112,8 +121,7 @@ def team_by_reference(
     role, team = document.get("role"), document.get("team")
     if role not in TEAM_ROLES or not isinstance(team, str):
         return None
-    team_document = snapshot.kind(TEAMS).get(team)
-    if team_document is None or team_document.get("org") not in snapshot.kind(ORGS):
+    if not _team_alive(gateway, team):
         return None
     return Actor(name, str(role)), team
 
