@@ -545,15 +545,19 @@ def test_installs_the_project_with_pip_no_cache() -> None:
     assert {"pyproject.toml", "gateway"} <= sources
 
 
-def test_the_image_has_the_otel_extra_so_tracing_needs_only_its_variables() -> None:
+def image_extras() -> set[str]:
+    """The project's extras the image installs."""
     runs = [i.args for i in _instructions() if i.keyword == "RUN"]
-    extras = {
+    return {
         extra
         for run in runs
         if (found := INSTALL.search(run)) is not None and found.group(2)
         for extra in found.group(2).split(",")
     }
-    assert "otel" in extras, runs
+
+
+def test_the_image_has_the_otel_extra_so_tracing_needs_only_its_variables() -> None:
+    assert "otel" in image_extras()
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     packages = " ".join(declared["optional-dependencies"]["otel"])
     assert "opentelemetry-sdk" in packages and "opentelemetry-exporter-otlp-proto-http" in packages
