@@ -33,7 +33,10 @@ from tests.test_deploy import EXPORTED_METRIC_FAMILIES, image_extras
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("dev", "ha", "ha+ledger")
-LEDGER_LINES = ("# components:\n#   - ../../components/ledger\n", "components:\n  - ../../components/ledger\n")
+LEDGER_LINES = (
+    "# components:\n#   - ../../components/ledger\n",
+    "components:\n  - ../../components/ledger\n",
+)
 KUBERNETES_VERSION = "1.37.0"
 # no schema in Kubernetes' own
 CRDS = {

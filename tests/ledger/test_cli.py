@@ -1,4 +1,4 @@
-"""`gateway db upgrade` and `gateway usage export` against the ledger (no Redis needed)."""
+"""`gateway db upgrade`, `gateway usage export` and `gateway ledger ship` against the ledger."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from gateway.ledger.db import Database
 from gateway.ledger.settings import LedgerSettings
 from gateway.ledger.shipper import Shipper
+from tests.ledger.scenario import wait_complete
 from tests.ledger.test_shipper import START, add, drain, record
 from tests.redis_fixture import RedisServer
 from tests.support import routes_doc, tiers_doc
@@ -67,3 +68,36 @@ def test_db_upgrade_then_export_from_the_ledger(
     ]
     missing = gateway("db", "upgrade", env={"DATABASE_URL": ""}, cwd=tmp_path)
     assert missing.returncode == 1 and "DATABASE_URL is not set" in missing.stderr
+
+
+def test_the_ship_command_ships_until_stopped(
+    tmp_path: Path, redis: RedisServer, database_url: str
+) -> None:
+    """`gateway ledger ship` (its own Deployment in deploy/k8s/components/ledger): it ships
+    what the serving processes wrote, and SIGTERM (the pod stopped) ends it with status 0."""
+    (tmp_path / "routes.yaml").write_text(yaml.safe_dump(routes_doc("http://127.0.0.1:9")))
+    (tmp_path / "tiers.yaml").write_text(yaml.safe_dump(tiers_doc()))
+    root = str(Path(__file__).resolve().parents[2])
+    env = {"DATABASE_URL": database_url, "REDIS_URL": redis.url, "MOCK_KEY": "sk-x"}
+    assert gateway("db", "upgrade", env=env, cwd=tmp_path).returncode == 0  # tables to count
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "ledger", "ship", "--config-dir", str(tmp_path)],
+        env={**os.environ, **env, "PYTHONPATH": root},
+        stderr=subprocess.PIPE,
+    )
+
+    async def added_then_shipped() -> int:
+        client = Redis.from_url(redis.url)
+        try:
+            await add(client, [record(n) for n in range(5)])
+        finally:
+            await client.aclose()
+        return await wait_complete(database_url, 5, timeout_s=60)
+
+    try:
+        assert asyncio.run(added_then_shipped()) == 5
+        assert proc.poll() is None  # still running: it ships until stopped
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr.decode()
