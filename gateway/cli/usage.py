@@ -20,6 +20,8 @@ from gateway.cli.base import (
 )
 
 if TYPE_CHECKING:  # imported when the command runs: the others start without them
+    from prometheus_client import CollectorRegistry
+
     from gateway.store.redis.store import RedisStore
     from gateway.usage.analytics import RedisAnalytics
 
@@ -105,6 +107,24 @@ async def _roll_until_stopped(analytics: RedisAnalytics, store: RedisStore) -> N
         await store.aclose()
 
 
+def _metrics_server(host: str, port: int | None) -> CollectorRegistry | None:
+    """With a port: a registry served on ``host:port`` (any path answers, ``/metrics`` too) by
+    a thread, for the shipper's metrics, which the ledger's alerts read."""
+    if port is None:
+        return None
+    if not 0 < port <= 65535:
+        raise UsageError(f"--metrics-port: {port} is not a port number (1-65535)")
+    from prometheus_client import CollectorRegistry as Registry
+    from prometheus_client import start_http_server
+
+    registry = Registry()
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as error:
+        raise CommandFailed(f"ledger ship: cannot listen on {host}:{port}: {error}") from None
+    return registry
+
+
 async def run_until_signalled(work: Coroutine[Any, Any, None]) -> None:
     """Run ``work`` until SIGTERM or SIGINT, then cancel it (its cleanup runs): for a work
     that any cut leaves consistent, such as the ledger's shipper (nothing is acknowledged
@@ -172,7 +192,8 @@ def ledger_command(args: argparse.Namespace) -> int:
         if not isinstance(store, RedisStore):
             raise CommandFailed("ledger ship: REDIS_URL is not set: no usage stream to ship")
         settings = LedgerSettings.from_env(file=config.ledger)
-        asyncio.run(run_until_signalled(commands.ship_forever(settings, store)))
+        registry = _metrics_server(args.metrics_host, args.metrics_port)
+        asyncio.run(run_until_signalled(commands.ship_forever(settings, store, registry)))
     except ERRORS as error:
         raise CommandFailed(f"{args.command}: Postgres: {type(error).__name__}: {error}") from None
     return 0

@@ -43,6 +43,7 @@ CRDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
+SHIPPER_CRDS = {("monitoring.coreos.com/v1", "PodMonitor")}  # the shipper's metrics
 SECRET_WORDS = ("KEY", "TOKEN", "PASSWORD", "SECRET")
 
 kubectl = shutil.which("kubectl")
@@ -118,11 +119,13 @@ def resolved_env(docs: list[dict[str, Any]], container: dict[str, Any]) -> dict[
 def test_every_object_is_valid_against_the_kubernetes_schema(rendered):
     skipped = set()
     for doc in rendered:
-        if (doc["apiVersion"], doc["kind"]) in CRDS:
+        if (doc["apiVersion"], doc["kind"]) in CRDS | SHIPPER_CRDS:
             skipped.add((doc["apiVersion"], doc["kind"]))
             continue
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-    assert skipped == CRDS  # the ServiceMonitor and rules are there, and only CRDs were skipped
+    # the ServiceMonitor and rules are there (with a shipper, its PodMonitor): only CRDs skipped
+    shipper = "llm-gateway-ledger-shipper" in gateway_deployments(rendered)
+    assert skipped == (CRDS | SHIPPER_CRDS if shipper else CRDS)
 
 
 def test_probes_and_ports_match_the_gateway(rendered):
@@ -230,10 +233,20 @@ def test_one_roller_or_the_shipper_runs_beside_them(rendered):
         assert (args.command, args.ledger_command) == ("ledger", "ship")
         assert resolved_env(rendered, container)["DATABASE_URL"] is None  # from the Secret
         assert "postgres" in image_extras()  # the image has asyncpg
+        # its metrics (the ledger's alerts) are served where the PodMonitor scrapes
+        assert args.metrics_host == "0.0.0.0"
+        assert container["ports"] == [
+            {"name": "metrics", "containerPort": args.metrics_port, "protocol": "TCP"}
+        ]
+        monitor = one(rendered, "PodMonitor", side)
+        assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
     else:
         assert (args.command, args.usage_command) == ("usage", "roll")
+        assert "ports" not in container
     assert container["command"][0] == gateway_container(rendered)["command"][0] == "gateway"
-    assert "ports" not in container  # nothing to probe: see the manifest's comment
+    # no probes: no traffic comes to these pods (see the manifests' comments)
     assert not {"livenessProbe", "readinessProbe", "startupProbe"} & set(container)
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     for kind in ("Service", "PodDisruptionBudget"):  # never counted as serving pods

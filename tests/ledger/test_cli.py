@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import orjson
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from gateway.ledger.db import Database
@@ -18,7 +20,7 @@ from gateway.ledger.shipper import Shipper
 from tests.ledger.scenario import wait_complete
 from tests.ledger.test_shipper import START, add, drain, record
 from tests.redis_fixture import RedisServer
-from tests.support import routes_doc, tiers_doc
+from tests.support import free_port, routes_doc, tiers_doc
 
 
 def gateway(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -74,14 +76,17 @@ def test_the_ship_command_ships_until_stopped(
     tmp_path: Path, redis: RedisServer, database_url: str
 ) -> None:
     """`gateway ledger ship` (its own Deployment in deploy/k8s/components/ledger): it ships
-    what the serving processes wrote, and SIGTERM (the pod stopped) ends it with status 0."""
+    what the serving processes wrote, serves its metrics, and SIGTERM (the pod stopped) ends
+    it with status 0."""
     (tmp_path / "routes.yaml").write_text(yaml.safe_dump(routes_doc("http://127.0.0.1:9")))
     (tmp_path / "tiers.yaml").write_text(yaml.safe_dump(tiers_doc()))
     root = str(Path(__file__).resolve().parents[2])
     env = {"DATABASE_URL": database_url, "REDIS_URL": redis.url, "MOCK_KEY": "sk-x"}
     assert gateway("db", "upgrade", env=env, cwd=tmp_path).returncode == 0  # tables to count
+    port = free_port()
+    argv = ["ledger", "ship", "--config-dir", str(tmp_path), "--metrics-port", str(port)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "ledger", "ship", "--config-dir", str(tmp_path)],
+        [sys.executable, "-m", "gateway", *argv],
         env={**os.environ, **env, "PYTHONPATH": root},
         stderr=subprocess.PIPE,
     )
@@ -97,6 +102,16 @@ def test_the_ship_command_ships_until_stopped(
     try:
         assert asyncio.run(added_then_shipped()) == 5
         assert proc.poll() is None  # still running: it ships until stopped
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        samples = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(metrics)
+            for sample in family.samples
+        }
+        # what the ledger's alerts read (deploy/prometheus/alerts.yml), from this process
+        assert samples["gateway_ledger_rows_shipped_total"] == 5
+        assert samples["gateway_ledger_failures_total"] == 0
+        assert "gateway_ledger_lag_records" in samples
     finally:
         proc.terminate()
         _, stderr = proc.communicate(timeout=30)
