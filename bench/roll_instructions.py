@@ -1,6 +1,6 @@
-"""The usage roller's instructions per record folded and per idle run, counted by callgrind.
+"""The usage roller's instructions per record folded and per run, counted by callgrind.
 
-    python bench/roll_instructions.py [--records 2000] [--runs 20] [--idle-runs 200]
+    python bench/roll_instructions.py [--records 2000] [--users 1] [--runs 20] [--idle-runs 200]
 
 What moving ``gateway usage roll`` out of the serving process saves it, apart from the timing:
 ``gateway_instructions.py --b-env GATEWAY_USAGE_ROLL=0`` measures the whole difference, but
@@ -8,8 +8,8 @@ under valgrind the roller's run every 2 s falls on far fewer requests than at fu
 one Python process (under ``valgrind --tool=callgrind``, a fresh redis-server beside it) writes
 ``--records`` chat-like usage records of ``--users`` users (and keys) as the gateway's settle
 does, and folds them: not at all, in one run, in ``--runs`` runs, or in one run followed by
-``--idle-runs`` finding nothing new. The
-differences give the instructions per record folded, per run (its claim, document reads and
+``--idle-runs`` runs finding nothing new. The differences give the instructions per record
+folded, per run that folds something (its claim, and the documents it reads, merges and
 writes) and per idle run. Needs valgrind and redis-server.
 """
 
