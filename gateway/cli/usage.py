@@ -87,6 +87,7 @@ def usage_roll(args: argparse.Namespace) -> int:
     store = create_store(redis_url, config.settings) if redis_url else None
     if not isinstance(store, RedisStore):
         raise CommandFailed("usage roll: REDIS_URL is not set: no usage stream to fold")
+    _log_as_the_gateway_does()
     asyncio.run(_roll_until_stopped(RedisAnalytics(store), store))
     return 0
 
@@ -105,6 +106,14 @@ async def _roll_until_stopped(analytics: RedisAnalytics, store: RedisStore) -> N
                 await asyncio.wait_for(stop.wait(), ROLLUP_INTERVAL_S)
     finally:
         await store.aclose()
+
+
+def _log_as_the_gateway_does() -> None:
+    """JSON lines on stderr at ``GATEWAY_LOG_LEVEL``, as ``gateway serve`` writes them: these
+    commands run for as long as the serving processes, beside them."""
+    from gateway.observe.logs import configure_logging
+
+    configure_logging(os.environ.get("GATEWAY_LOG_LEVEL", "INFO"))
 
 
 def _metrics_server(host: str, port: int | None) -> CollectorRegistry | None:
@@ -193,6 +202,7 @@ def ledger_command(args: argparse.Namespace) -> int:
             raise CommandFailed("ledger ship: REDIS_URL is not set: no usage stream to ship")
         settings = LedgerSettings.from_env(file=config.ledger)
         registry = _metrics_server(args.metrics_host, args.metrics_port)
+        _log_as_the_gateway_does()
         asyncio.run(run_until_signalled(commands.ship_forever(settings, store, registry)))
     except ERRORS as error:
         raise CommandFailed(f"{args.command}: Postgres: {type(error).__name__}: {error}") from None
