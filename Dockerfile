@@ -18,8 +18,9 @@ WORKDIR /src
 # README.md is the project's `readme` in pyproject.toml: the build needs it.
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-# otel: OpenTelemetry tracing, off until OTEL_EXPORTER_OTLP_ENDPOINT is set (docs/observability.md)
-RUN pip install --no-cache-dir "./[otel]"
+# otel: OpenTelemetry tracing, off until OTEL_EXPORTER_OTLP_ENDPOINT is set (docs/observability.md);
+# postgres: asyncpg, for the usage ledger once DATABASE_URL is set (docs/ledger.md)
+RUN pip install --no-cache-dir "./[otel,postgres]"
 
 # ---- runtime ---------------------------------------------------------------------------------
 FROM python:3.11-slim

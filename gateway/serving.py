@@ -1,7 +1,12 @@
-"""Running uvicorn: one process, or workers under a supervisor that forgets dead workers."""
+"""Running uvicorn: one process, or workers under a supervisor that forgets dead workers.
+
+With several workers one of them (the holder of a lock file) rolls the usage and ships the
+ledger in its background; the others only serve."""
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import functools
 import gc
 import logging
@@ -37,16 +42,42 @@ class AppFactory:
     runtime: Runtime
     log_level: str = "INFO"
     demo_key: Secret | None = None  # `--demo`: the demo upstream, and this dev key (tier free)
+    # several workers: the lock file whose holder alone rolls the usage and ships the ledger
+    background_lock: str | None = None
 
     def __call__(self) -> Starlette:
         from gateway.app import create_app
 
         configure_logging(self.log_level)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app reloads on it
+        runtime = self.runtime
+        if self.background_lock is not None:
+            if hold_lock(self.background_lock):
+                log.info(
+                    "the usage roller and the ledger shipper, where on, run in this worker only",
+                    extra={"fields": {"event": "background_worker", "pid": os.getpid()}},
+                )
+            else:
+                runtime = dataclasses.replace(runtime, roll_usage=False)
+                # read from the environment by the ledger's settings; this worker's only
+                os.environ["GATEWAY_LEDGER_SHIP"] = "0"
         source = functools.partial(load_serving_config, self.config_dir, self.demo_key)
-        app = create_app(source(), self.runtime, config_source=source)
+        app = create_app(source(), runtime, config_source=source)
         _settle_garbage_collector()
         return app
+
+
+def hold_lock(path: str) -> bool:
+    """Whether this process took the exclusive lock on ``path`` (created if missing). It holds it
+    until it exits: the descriptor stays open on purpose, and the kernel lets go of the lock
+    when the process dies, so the worker started in place of a dead holder takes it over."""
+    descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return False
+    return True
 
 
 def load_serving_config(

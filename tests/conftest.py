@@ -44,6 +44,7 @@ SLOW_PATHS = (
     "tests/e2e/test_tracing.py",
     "tests/e2e/test_shutdown_cut.py",
     "tests/e2e/test_dead_workers.py",
+    "tests/e2e/test_background_worker.py",
     "tests/control/test_reload_serve.py",
     "tests/control/test_stored_keys_readiness.py",
     "tests/control/test_master_key_rotation.py",

@@ -29,6 +29,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from gateway.cli.parser import build_parser
+from gateway.config.runtime import Runtime
+
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -545,15 +548,19 @@ def test_installs_the_project_with_pip_no_cache() -> None:
     assert {"pyproject.toml", "gateway"} <= sources
 
 
-def test_the_image_has_the_otel_extra_so_tracing_needs_only_its_variables() -> None:
+def image_extras() -> set[str]:
+    """The project's extras the image installs."""
     runs = [i.args for i in _instructions() if i.keyword == "RUN"]
-    extras = {
+    return {
         extra
         for run in runs
         if (found := INSTALL.search(run)) is not None and found.group(2)
         for extra in found.group(2).split(",")
     }
-    assert "otel" in extras, runs
+
+
+def test_the_image_has_the_otel_extra_so_tracing_needs_only_its_variables() -> None:
+    assert "otel" in image_extras()
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     packages = " ".join(declared["optional-dependencies"]["otel"])
     assert "opentelemetry-sdk" in packages and "opentelemetry-exporter-otlp-proto-http" in packages
@@ -668,8 +675,8 @@ PASSED_THROUGH = (
 )
 
 
-def test_compose_has_the_four_services() -> None:
-    assert {"gateway", "redis", "prometheus", "grafana"} <= set(_compose()["services"])
+def test_compose_has_the_five_services() -> None:
+    assert {"gateway", "roller", "redis", "prometheus", "grafana"} <= set(_compose()["services"])
 
 
 def test_compose_gateway_builds_this_repo() -> None:
@@ -690,6 +697,26 @@ def test_compose_gateway_environment() -> None:
         "redis", "redis", 6379, "/0",
     )  # fmt: skip
     assert redis_url.hostname in _compose()["services"]
+
+
+def test_compose_roller_folds_the_usage_the_gateway_writes() -> None:
+    """The serving workers skip the roller (as the gateway reads the switch); the roller
+    service runs `gateway usage roll` on the gateway's image, config and Redis."""
+    gateway, roller = _service("gateway"), _service("roller")
+    gateway_env = _service_env(gateway)
+    assert Runtime.from_env({k: v or "" for k, v in gateway_env.items()}).roll_usage is False
+    assert (roller["image"], roller["build"]) == (gateway["image"], gateway["build"])
+    args = build_parser().parse_args(roller["command"][1:])
+    assert roller["command"][0] == dockerfile_cmd()[0]
+    assert (args.command, args.usage_command) == ("usage", "roll")
+    serve = dockerfile_cmd()
+    assert args.config_dir == serve[serve.index("--config-dir") + 1]  # the image's config
+    assert _service_env(roller)["REDIS_URL"] == gateway_env["REDIS_URL"]
+    assert roller["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert roller["healthcheck"] == {"disable": True}  # the image's check wants an HTTP port
+    assert not _ports(roller)
+    assert "DATABASE_URL" not in gateway_env  # no ledger here: no shipper service either
+    assert not any("ledger" in name for name in _compose()["services"])
 
 
 def test_compose_sets_no_literal_secrets() -> None:

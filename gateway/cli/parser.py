@@ -203,6 +203,16 @@ def _add_ledger(commands: Any) -> list[argparse.ArgumentParser]:
         description="Copy usage records from the Redis stream (REDIS_URL) into PostgreSQL "
         "(DATABASE_URL) until stopped, with the ledger: settings of tiers.yaml under their "
         "GATEWAY_LEDGER_* overrides; any number may run (they share the work).",
+        formatter_class=FORMATTER,
+    )
+    ledger_ship.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve the ledger's metrics (lag, rows shipped, failures) on this port's /metrics",
+    )
+    ledger_ship.add_argument(
+        "--metrics-host", default="127.0.0.1", help="the address --metrics-port listens on"
     )
     return [db_upgrade, ledger_ship]
 

@@ -75,7 +75,14 @@ def _serve_on(sock: socket.socket, args: argparse.Namespace) -> bool:
             print(demo_banner(args.host, port, demo_key), flush=True)
 
     multiproc_dir = prepare_multiprocess_metrics(args.workers)
-    factory = AppFactory(os.path.abspath(args.config_dir), Runtime.from_env(), log_level, demo_key)
+    factory = AppFactory(
+        os.path.abspath(args.config_dir),
+        Runtime.from_env(),
+        log_level,
+        demo_key,
+        # one worker rolls and ships; the others keep their CPU for requests
+        background_lock=os.path.join(multiproc_dir, "background.lock") if multiproc_dir else None,
+    )
     server_config = GuardedConfig(
         factory,  # handed to each worker whole (uvicorn pickles its config for spawned workers)
         read_deadlines=ReadDeadlines(

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
 import sys
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from gateway.cli.base import (
     CommandFailed,
@@ -14,6 +18,12 @@ from gateway.cli.base import (
     check_extras,
     load_config,
 )
+
+if TYPE_CHECKING:  # imported when the command runs: the others start without them
+    from prometheus_client import CollectorRegistry
+
+    from gateway.store.redis.store import RedisStore
+    from gateway.usage.analytics import RedisAnalytics
 
 
 def usage_export(args: argparse.Namespace) -> int:
@@ -77,8 +87,74 @@ def usage_roll(args: argparse.Namespace) -> int:
     store = create_store(redis_url, config.settings) if redis_url else None
     if not isinstance(store, RedisStore):
         raise CommandFailed("usage roll: REDIS_URL is not set: no usage stream to fold")
-    asyncio.run(RedisAnalytics(store).roll_forever())
+    _log_as_the_gateway_does()
+    asyncio.run(_roll_until_stopped(RedisAnalytics(store), store))
     return 0
+
+
+async def _roll_until_stopped(analytics: RedisAnalytics, store: RedisStore) -> None:
+    """Fold every ``ROLLUP_INTERVAL_S`` until SIGTERM or SIGINT, which end it between runs,
+    never inside one: a run cut after writing some documents but before moving the cursor is
+    folded again, and its records count twice."""
+    from gateway.usage.analytics import ROLLUP_INTERVAL_S
+
+    stop = _stop_on_signals()
+    try:
+        while not stop.is_set():
+            await analytics.roller.run_safely()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), ROLLUP_INTERVAL_S)
+    finally:
+        await store.aclose()
+
+
+def _log_as_the_gateway_does() -> None:
+    """JSON lines on stderr at ``GATEWAY_LOG_LEVEL``, as ``gateway serve`` writes them: these
+    commands run for as long as the serving processes, beside them."""
+    from gateway.observe.logs import configure_logging
+
+    configure_logging(os.environ.get("GATEWAY_LOG_LEVEL", "INFO"))
+
+
+def _metrics_server(host: str, port: int | None) -> CollectorRegistry | None:
+    """With a port: a registry served on ``host:port`` (any path answers, ``/metrics`` too) by
+    a thread, for the shipper's metrics, which the ledger's alerts read."""
+    if port is None:
+        return None
+    if not 0 < port <= 65535:
+        raise UsageError(f"--metrics-port: {port} is not a port number (1-65535)")
+    from prometheus_client import CollectorRegistry as Registry
+    from prometheus_client import start_http_server
+
+    registry = Registry()
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as error:
+        raise CommandFailed(f"ledger ship: cannot listen on {host}:{port}: {error}") from None
+    return registry
+
+
+async def run_until_signalled(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` until SIGTERM or SIGINT, then cancel it (its cleanup runs): for a work
+    that any cut leaves consistent, such as the ledger's shipper (nothing is acknowledged
+    before its commit)."""
+    stop = _stop_on_signals()
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(stop.wait())
+    await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, stop.set)
+    return stop
 
 
 def _write(output: str | bytes, path: str | None) -> None:
@@ -125,7 +201,9 @@ def ledger_command(args: argparse.Namespace) -> int:
         if not isinstance(store, RedisStore):
             raise CommandFailed("ledger ship: REDIS_URL is not set: no usage stream to ship")
         settings = LedgerSettings.from_env(file=config.ledger)
-        asyncio.run(commands.ship_forever(settings, store))
+        registry = _metrics_server(args.metrics_host, args.metrics_port)
+        _log_as_the_gateway_does()
+        asyncio.run(run_until_signalled(commands.ship_forever(settings, store, registry)))
     except ERRORS as error:
         raise CommandFailed(f"{args.command}: Postgres: {type(error).__name__}: {error}") from None
     return 0

@@ -8,8 +8,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from gateway.ledger import migrate, partitions
 from gateway.ledger.db import Database, connect
+from gateway.ledger.metrics import LedgerMetrics
 from gateway.ledger.reader import read_records
 from gateway.ledger.settings import LedgerSettings
 from gateway.ledger.shipper import Shipper
@@ -31,10 +34,13 @@ async def upgrade(settings: LedgerSettings) -> list[str]:
         await conn.close()
 
 
-async def ship_forever(settings: LedgerSettings, redis: Any) -> None:
-    """Run one shipper until cancelled (Ctrl-C or SIGTERM)."""
+async def ship_forever(
+    settings: LedgerSettings, redis: Any, registry: CollectorRegistry | None = None
+) -> None:
+    """Run one shipper until cancelled (Ctrl-C or SIGTERM); its metrics on ``registry``."""
     database = Database(settings.database_url or "")
-    shipper = Shipper(settings, database, redis)
+    metrics = LedgerMetrics(registry) if registry is not None else None
+    shipper = Shipper(settings, database, redis, metrics=metrics)
     await shipper.start()
     try:
         while True:

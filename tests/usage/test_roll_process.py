@@ -112,6 +112,7 @@ async def _the_roll_command_folds_until_stopped(redis_url: str, config: Config) 
         proc.terminate()
         proc.wait(timeout=10)
         await store.aclose()
+    assert proc.returncode == 0  # SIGTERM (a pod stopped) ends it between runs, cleanly
 
 
 def test_the_roll_command_needs_redis(tmp_path) -> None:
