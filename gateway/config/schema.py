@@ -265,7 +265,7 @@ LEDGER = _obj(
     "The usage ledger in PostgreSQL (docs/ledger.md; on only when the env sets DATABASE_URL). Each key is overridden by its GATEWAY_LEDGER_<KEY> variable; read at start (a change needs a restart).",
     {
         "auto_migrate": {"type": "boolean", "description": "Apply pending migrations when a shipper starts; false: only `gateway db upgrade` does (default true)."},
-        "ship": {"type": "boolean", "description": "Run a shipper in each gateway process; false: this process only reads the ledger (run `gateway ledger ship` elsewhere) (default true)."},
+        "ship": {"type": "boolean", "description": "Run a shipper in the gateway (one worker of `--workers N`); false: this process only reads the ledger (run `gateway ledger ship` elsewhere) (default true)."},
         "retention_days": _num("Day partitions of usage_records older than this are dropped; 0 keeps all (default 400).", 0, integer=True),
         "rollup_retention_days": _num("Rollup rows (usage_daily*, usage_hourly_models) older than this are deleted, never before retention_days; 0 keeps all (default 800).", 0, integer=True),
         "batch": _num("Stream entries per insert (default 1000).", 1, integer=True),
