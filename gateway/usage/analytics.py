@@ -62,6 +62,7 @@ from gateway.usage.rollup import (
 logger = logging.getLogger("gateway.metering")
 ROLLUP_INTERVAL_S = 2.0
 REFRESH_WAIT_S = 2.0
+STOP_WAIT_S = 10.0  # at shutdown, how long a run already under way may take to finish
 SCAN_LIMIT = 50_000
 LATE_GRACE_S = 86_400
 BUCKETS = ("hour", "day", "all")
@@ -160,6 +161,7 @@ class RedisAnalytics:
         self._background = background
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one run at a time in this process
+        self._runs: set[asyncio.Future[int]] = set()
 
     async def start(self) -> None:
         if self._background:
@@ -171,12 +173,23 @@ class RedisAnalytics:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._runs:
+            await asyncio.wait(self._runs, timeout=STOP_WAIT_S)
 
     async def _loop(self) -> None:
         while True:
             async with self._lock:
-                await self.roller.run_safely()
+                await self._run()
             await asyncio.sleep(ROLLUP_INTERVAL_S)
+
+    async def _run(self) -> int:
+        """One run, shielded from its caller's cancellation: a run cut between writing the
+        documents and moving the cursor would leave that range to be folded again (counted
+        twice), so a query whose client left, or a stopping process, lets it finish."""
+        run = asyncio.ensure_future(self.roller.run_safely())
+        self._runs.add(run)
+        run.add_done_callback(self._runs.discard)
+        return await asyncio.shield(run)
 
     async def roll_forever(self) -> None:
         """The background folding alone, until cancelled (``gateway usage roll``)."""
@@ -187,7 +200,7 @@ class RedisAnalytics:
         (up to ``REFRESH_WAIT_S``) so that the query sees every request finished before it."""
         deadline = self._clock() + REFRESH_WAIT_S
         async with self._lock:
-            while await self.roller.run_safely() == BUSY and self._clock() < deadline:
+            while await self._run() == BUSY and self._clock() < deadline:
                 await asyncio.sleep(0.02)
 
     async def totals(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import redis.asyncio
 
 from gateway.config.model import Config
 from gateway.config.runtime import Runtime
@@ -130,3 +131,32 @@ def test_roll_takes_config_dir_after_it(argv) -> None:
     from gateway.cli import _parser
 
     assert _parser().parse_args(argv).config_dir == "/some/dir"
+
+
+def test_a_query_cancelled_mid_run_lets_the_run_finish(redis_url, config) -> None:
+    asyncio.run(_a_query_cancelled_mid_run_lets_the_run_finish(redis_url, config))
+
+
+async def _a_query_cancelled_mid_run_lets_the_run_finish(redis_url: str, config: Config) -> None:
+    """A run cut between writing documents and moving the cursor would leave its range to be
+    folded again (counted twice): a query whose client leaves mid-run, and the process
+    stopping, let the run finish and move the cursor."""
+    store = create_store(redis_url, config.settings)
+    serving = RedisAnalytics(store, background=False)
+    watcher = redis.asyncio.from_url(redis_url)
+    try:
+        await add(store, 3000)
+        query = asyncio.create_task(serving.totals(WINDOW, [], "all"))
+        while not await watcher.exists("gw:roll:claim:start") and not query.done():
+            pass  # until the run has claimed the stream's start
+        assert not query.done(), "the run ended before it could be cut"
+        query.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await query
+        await serving.aclose()  # waits for the run under way
+        assert await store.get_document(CURSOR_KEY, "cursor")
+        [total] = await serving.totals(WINDOW, [], "all")
+        assert total["requests"] == 3000
+    finally:
+        await watcher.aclose()
+        await store.aclose()
