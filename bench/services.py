@@ -152,7 +152,10 @@ def start_gateway(
         GATEWAY_UPSTREAM_TRANSPORT=spec.transport,
     )
     env.update(spec.env)
-    argv = [sys.executable, "-m", "gateway", "serve", "--config-dir", str(CONFIG_DIR),
+    env.setdefault("PYTHONPATH", str(BENCH_DIR.parent))
+    # -P: ``-m`` would put the working directory first on the path, ahead of PYTHONPATH, and an
+    # A/B run started in one tree would run that tree's code for both
+    argv = [sys.executable, "-P", "-m", "gateway", "serve", "--config-dir", str(CONFIG_DIR),
             "--port", str(port), "--workers", str(spec.workers)]  # fmt: skip
     name = spec.name or f"gateway_w{spec.workers}_{spec.log_level.lower()}"
     proc = procs.start(name, argv, cpus=layout.gateway_cpus(spec.workers), env=env)

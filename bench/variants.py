@@ -269,7 +269,8 @@ class LedgerSidecar:
         return {"DATABASE_URL": self.database_url, "GATEWAY_LEDGER_SHIP": "0"}
 
     def setup(self, gateway: RunningGateway) -> str:
-        argv = [sys.executable, "-m", "gateway", "ledger", "ship", "--config-dir", str(CONFIG_DIR)]
+        argv = [sys.executable, "-P", "-m", "gateway", "ledger", "ship",
+                "--config-dir", str(CONFIG_DIR)]  # fmt: skip
         if self.cpus:
             argv = ["taskset", "-c", self.cpus, *argv]
         env = {**os.environ, "REDIS_URL": self.redis_url, "DATABASE_URL": self.database_url}
