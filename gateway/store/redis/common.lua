@@ -25,19 +25,25 @@ local function expect(key, kind)
   end
 end
 
--- HINCRBY that never leaves a counter below zero; returns the new value. A field holding no
--- integer (or one that would overflow) is replaced rather than failing every later call.
+-- HINCRBY that never leaves a counter below zero; returns the new value, and whether the
+-- hash may be new (the field held no value, or none that was an integer: a hash whose field
+-- held one already has its time to live). A field holding no integer (or one that would
+-- overflow) is replaced rather than failing every later call.
 local function add(key, field, delta)
   local value = redis.pcall('HINCRBY', key, field, delta)
+  local fresh = false
   if type(value) == 'table' and value.err then
     value = tonumber(delta)
+    fresh = true
     redis.call('HSET', key, field, value)
+  elseif value == tonumber(delta) then
+    fresh = true
   end
   if value < 0 then
     redis.call('HSET', key, field, 0)
-    return 0
+    return 0, fresh
   end
-  return value
+  return value, fresh
 end
 
 -- Gives back the amounts a lease recorded ("key\tfield\tamount" lines), skipping keys that

@@ -73,8 +73,8 @@ for pair, ids in pairs(pair_ids) do
       if payloads[n] then give_back(payloads[n]) end
     elseif not payloads[n] then  -- the sweeper gave it back
       for k, name, amount, ttl in string.gmatch(ending[2], '\t(%d+)\t([^\t]*)\t(%-?%d+)\t(%d+)') do
-        add(KEYS[k + 0], name, amount)
-        if ttl ~= '0' then expiring[KEYS[k + 0]] = ttl end
+        local _, fresh = add(KEYS[k + 0], name, amount)
+        if fresh and ttl ~= '0' then expiring[KEYS[k + 0]] = ttl end
       end
     end
   end
@@ -82,9 +82,10 @@ for pair, ids in pairs(pair_ids) do
   redis.call('ZREM', KEYS[h + 2 * pair - 1], unpack(ids))
 end
 local watched = {1}
+-- A time to live only for a hash that may be new: every writer gives one it creates its own.
 for _, v in ipairs(increments) do
-  local value = add(v[1], v[2], v[3])
-  if v[4] ~= '0' then expiring[v[1]] = v[4] end
+  local value, fresh = add(v[1], v[2], v[3])
+  if fresh and v[4] ~= '0' then expiring[v[1]] = v[4] end
   if v[5] then watched[#watched + 1] = value end
 end
 local pushed = {}  -- index list -> its new entries, pushed once per list
@@ -105,8 +106,7 @@ for k = 9, #ARGV, 2 do
   end
 end
 for key, entries in pairs(pushed) do
-  redis.call('RPUSH', key, unpack(entries))
-  expiring[key] = index_ttl
+  if redis.call('RPUSH', key, unpack(entries)) == #entries then expiring[key] = index_ttl end
   trimmed[key] = true
 end
 -- The index keeps no more than the stream: its older ids would name trimmed entries. Trimmed
