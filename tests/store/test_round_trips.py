@@ -189,3 +189,64 @@ def test_an_argument_the_scripts_cannot_read_fails_the_call(
 
     assert run(scenario()) == ["StoreRejected", "StoreRejected"]
     assert command(redis_server.port, "EXISTS", key) == b":0\r\n"
+
+
+def test_one_lease_holds_a_reservation_across_hash_tags_and_one_settle_ends_it(
+    config: Config, redis_server: RedisServer
+) -> None:
+    """On one Redis a reservation over a user's, a team's and an organization's counters is
+    one lease, in the first counter's group; the settle names all three groups and ends it."""
+    redis_server.flushall()
+    user, team, org = "gw:{u:one}:d:1", "gw:{tm:one}:min:1", "gw:{o:one}:min:1"
+    counters = [Counter(key, "req", 1, limit=10, ttl_s=60) for key in (user, team, org)]
+
+    async def scenario() -> None:
+        store = create_store(redis_server.url, config.settings)
+        try:
+            assert (await store.reserve(counters, None, Lease("one", 900))).ok
+            assert command(redis_server.port, "ZCARD", keys.lease(user)) == b":1\r\n"
+            for key in (team, org):
+                assert command(redis_server.port, "EXISTS", keys.lease(key)) == b":0\r\n"
+            held = await store.read_reservations(keys.lease(user))
+            assert held == {f"{key}\treq": 1 for key in (user, team, org)}
+            ends = tuple(
+                LeaseEnd(keys.lease(k), "one", ((k, "req", 1, 60),)) for k in (user, team, org)
+            )
+            await store.settle([SettleBatch((), leases=ends)])
+        finally:
+            await store.aclose()
+
+    run(scenario())
+    for key in (user, team, org):  # the request used its one: nothing added back
+        assert command(redis_server.port, "HGET", key, "req") == b"$1\r\n1\r\n"
+    assert command(redis_server.port, "ZCARD", keys.lease(user)) == b":0\r\n"
+    assert command(redis_server.port, "HLEN", keys.lease_data(keys.lease(user))) == b":0\r\n"
+
+
+def test_a_lease_key_of_another_type_fails_the_reservation_and_writes_nothing(
+    config: Config, redis_server: RedisServer
+) -> None:
+    """No TYPE checks: the lease is written before the counters, each of its writes undone
+    when the next one fails, so a corrupted lease key refuses the call without a trace."""
+    redis_server.flushall()
+    key = "gw:{u:bad}:d:1"
+    group = keys.lease(key)
+    counters = [Counter(key, "req", 1, limit=10, ttl_s=60)]
+
+    async def refused(broken: str) -> str:
+        command(redis_server.port, "SET", broken, "x")
+        store = create_store(redis_server.url, config.settings)
+        try:
+            await store.reserve(counters, None, Lease("l", 900))
+        except Exception as error:
+            return type(error).__name__
+        finally:
+            await store.aclose()
+            command(redis_server.port, "DEL", broken)
+        return "granted"
+
+    for broken in (group, keys.lease_data(group), keys.LEASE_REGISTRY):
+        assert run(refused(broken)) == "StoreRejected"
+        assert command(redis_server.port, "EXISTS", key) == b":0\r\n"
+        for other in (group, keys.lease_data(group), keys.LEASE_REGISTRY):
+            assert command(redis_server.port, "EXISTS", other) == b":0\r\n"
