@@ -9,7 +9,8 @@
 -- ARGV[4]: one line per counter of 8 tab-separated values: key index, field, fixed, flex,
 --   limit, limit override field, cap, cap override field;
 -- ARGV[5]: the lease id ('' = none); ARGV[6]: lease seconds; ARGV[7]: '1' when the registry
---   key is given.
+--   key is given; ARGV[8]: the counters after ARGV[4]'s, each with no flex, no override and
+--   no cap (most of a team key's): one line of 4 values each: key index, field, fixed, limit.
 -- (Packed into few strings because encoding ~60 separate arguments was the client's biggest
 -- cost per request.)
 -- Returns {denied (1-based, 0 = granted), then per counter: used, effective limit, grant}.
@@ -36,13 +37,16 @@ if ARGV[2] == '1' then
 end
 
 -- Integers (at most 16 characters: within +-10^16, exact but for the last digit past 2^53).
+-- A counter is one table built at once (a table grown entry by entry is rehashed as it grows),
+-- its key index read once per key (a number read from a string costs about a short match).
 local number = '(%-?%d+)'
 local text = '([^\t\n]*)'
-local line = '()(%d+)\t' .. text .. '\t' .. number .. '\t' .. number .. '\t' .. number .. '\t'
-  .. text .. '\t' .. number .. '\t' .. text .. '\n?()'
 local counters = {}
 local fields = {}  -- key index -> the fields its HMGET reads
+local index_of = {}  -- key index as written -> as a number
 local count = 0
+local line = '()(%d+)\t' .. text .. '\t' .. number .. '\t' .. number .. '\t' .. number .. '\t'
+  .. text .. '\t' .. number .. '\t' .. text .. '\n?()'
 local at = 1  -- where the next line must start: a line the pattern skips fails the call
 for start, k, field, fixed, flex, limit, limit_field, cap, cap_field, after
     in string.gmatch(ARGV[4], line) do
@@ -50,17 +54,46 @@ for start, k, field, fixed, flex, limit, limit_field, cap, cap_field, after
     error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
   end
   at = after
-  k = k + 0
-  local names = fields[k]
-  if names == nil then
-    names = {}
-    fields[k] = names
+  local index = index_of[k]
+  local names = nil
+  if index == nil then
+    index = k + 0
+    index_of[k] = index
+    names = {field}  -- made with its first entry: one growth less
+    fields[index] = names
+  else
+    names = fields[index]
+    names[#names + 1] = field
   end
-  names[#names + 1] = field
   count = count + 1
-  counters[count] = {k, field, fixed, flex, limit, limit_field, cap, cap_field, #names}
+  counters[count] = {index, field, fixed, flex, limit, limit_field, cap, cap_field, #names}
 end
 if at ~= #ARGV[4] + 1 then
+  error({err = 'ERR gateway: malformed argument line near ' .. at})
+end
+-- The plain counters (no flex, no override, no cap), after the others: four values a line.
+local short = '()(%d+)\t' .. text .. '\t' .. number .. '\t' .. number .. '\n?()'
+at = 1
+for start, k, field, fixed, limit, after in string.gmatch(ARGV[8], short) do
+  if start ~= at or #fixed > 16 or #limit > 16 then
+    error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
+  end
+  at = after
+  local index = index_of[k]
+  local names = nil
+  if index == nil then
+    index = k + 0
+    index_of[k] = index
+    names = {field}  -- made with its first entry: one growth less
+    fields[index] = names
+  else
+    names = fields[index]
+    names[#names + 1] = field
+  end
+  count = count + 1
+  counters[count] = {index, field, fixed, '0', limit, '', '-1', '', #names}
+end
+if at ~= #ARGV[8] + 1 then
   error({err = 'ERR gateway: malformed argument line near ' .. at})
 end
 local stored = {}
@@ -71,7 +104,8 @@ local denied = 0
 local existed = {}  -- key index -> true when one of its counters held a value
 for i = 1, count do
   local v = counters[i]
-  local value = stored[v[1]][v[9]]
+  local k = v[1]
+  local value = stored[k][v[9]]
   local used = 0
   if value then
     -- inlined (a call per value costs more than the check): an integer within +-2^53
@@ -79,7 +113,7 @@ for i = 1, count do
     if not used or used % 1 ~= 0 or used > 9007199254740992 or used < -9007199254740992 then
       error({err = 'ERR gateway: not an integer in range: ' .. value})
     end
-    existed[v[1]] = true
+    existed[k] = true
   end
   local limit = overrides and v[6] ~= '' and overrides[v[6]] or v[5] + 0
   local fixed = v[3] + 0
@@ -123,26 +157,27 @@ for i = 1, count do
   local amount = out[3 * i + 1]
   if amount ~= 0 then
     local v = counters[i]
-    local pairs_of = totals[v[1]]
+    local k, field = v[1], v[2]
+    local pairs_of = totals[k]
     if pairs_of == nil then
-      pairs_of = {}
-      totals[v[1]] = pairs_of
-    end
-    local found = nil
-    for j = 1, #pairs_of, 2 do
-      if pairs_of[j] == v[2] then found = j end
-    end
-    if found then
-      pairs_of[found + 1] = pairs_of[found + 1] + amount
+      totals[k] = {field, out[3 * i - 1] + amount}
     else
-      pairs_of[#pairs_of + 1] = v[2]
-      pairs_of[#pairs_of + 1] = out[3 * i - 1] + amount
+      local found = nil
+      for j = 1, #pairs_of, 2 do
+        if pairs_of[j] == field then found = j end
+      end
+      if found then
+        pairs_of[found + 1] = pairs_of[found + 1] + amount
+      else
+        pairs_of[#pairs_of + 1] = field
+        pairs_of[#pairs_of + 1] = out[3 * i - 1] + amount
+      end
     end
     if lease ~= '' then
       -- the fixed amount as the gateway wrote it: no number to format
       local shown = amount
       if v[4] == '0' then shown = v[3] end
-      lines[#lines + 1] = KEYS[v[1]] .. '\t' .. v[2] .. '\t' .. shown .. '\n'
+      lines[#lines + 1] = KEYS[k] .. '\t' .. field .. '\t' .. shown .. '\n'
     end
   end
 end

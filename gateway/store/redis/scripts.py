@@ -68,6 +68,8 @@ def reserve_args(
     position: dict[str, int] = {}  # key → its index (1-based)
     ttls: list[int] = []
     lines = []
+    last_full = 0  # counters after the last one with flex, override or cap go on short lines
+    short: list[int] = []  # the short lines since the last full one
     # unpacked, not read by name: a team key has some forty counters
     for key, field, fixed, limit, limit_field, flex, cap, cap_field, ttl_s, sliding in counters:
         at = position.get(key)
@@ -75,7 +77,18 @@ def reserve_args(
             at = position[key] = len(position) + 1
             ttls.append(0)
         ttls[at - 1] = -ttl_s if sliding else ttl_s  # the last counter of a key names it
-        lines.append(f"{at}\t{field}\t{fixed}\t{flex}\t{limit}\t{limit_field}\t{cap}\t{cap_field}")
+        if flex or limit_field or cap_field or cap != -1:
+            for index in short:  # plain counters before a full one: full lines too
+                key_at, name, amount, most = lines[index].split("\t")
+                lines[index] = f"{key_at}\t{name}\t{amount}\t0\t{most}\t\t-1\t"
+            short.clear()
+            lines.append(
+                f"{at}\t{field}\t{fixed}\t{flex}\t{limit}\t{limit_field}\t{cap}\t{cap_field}"
+            )
+            last_full = len(lines)
+        else:
+            short.append(len(lines))
+            lines.append(f"{at}\t{field}\t{fixed}\t{limit}")
     all_keys = list(position)
     if override_key:
         all_keys.append(override_key)
@@ -88,10 +101,11 @@ def reserve_args(
         len(position),
         1 if override_key else 0,
         ",".join(map(str, ttls)),
-        "\n".join(lines),
+        "\n".join(lines[:last_full]),
         lease.id if lease and counters else "",
         lease.ttl_s if lease else 0,
         1 if registry and lease and counters else 0,
+        "\n".join(lines[last_full:]),
     ]
     return all_keys, args
 
