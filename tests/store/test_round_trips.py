@@ -10,6 +10,7 @@ from gateway.store import keys
 from gateway.store.factory import create_store
 from gateway.store.keys import USAGE_STREAM
 from gateway.store.port import Aggregate, Counter, Increment, Lease, LeaseEnd, SettleBatch
+from gateway.store.redis import scripts
 from gateway.store.redis.scripts import settle_call
 from tests.metering.helpers import Clock, RedisServer, command, metered, ok, request, run
 
@@ -250,3 +251,15 @@ def test_a_lease_key_of_another_type_fails_the_reservation_and_writes_nothing(
         assert command(redis_server.port, "EXISTS", key) == b":0\r\n"
         for other in (group, keys.lease_data(group), keys.LEASE_REGISTRY):
             assert command(redis_server.port, "EXISTS", other) == b":0\r\n"
+
+
+def test_plain_counters_after_the_last_full_one_go_on_short_lines() -> None:
+    """A counter with no flex, override or cap is sent as four values, unless a full one
+    follows it (the script reads the full lines first, and the reply keeps the order)."""
+    plain = Counter("gw:{u:s}:d:1", "req", 1, limit=5)
+    full = Counter("gw:{u:s}:d:1", "tok", 2, limit=9, limit_field="tok", flex=3)
+    level = Counter("gw:{o:s}:min:1", "usd", 7)
+    names, args = scripts.reserve_args([plain, full, level], None, None, registry=True)
+    assert names == ["gw:{u:s}:d:1", "gw:{o:s}:min:1"]
+    assert args[3] == "1\treq\t1\t0\t5\t\t-1\t\n1\ttok\t2\t3\t9\ttok\t-1\t"
+    assert args[7] == "2\tusd\t7\t-1"

@@ -39,14 +39,12 @@ end
 -- Integers (at most 16 characters: within +-10^16, exact but for the last digit past 2^53).
 -- A counter is one table built at once (a table grown entry by entry is rehashed as it grows),
 -- its key index read once per key (a number read from a string costs about a short match).
-local number = '(%-?%d+)'
-local text = '([^\t\n]*)'
 local counters = {}
 local fields = {}  -- key index -> the fields its HMGET reads
 local index_of = {}  -- key index as written -> as a number
 local count = 0
-local line = '()(%d+)\t' .. text .. '\t' .. number .. '\t' .. number .. '\t' .. number .. '\t'
-  .. text .. '\t' .. number .. '\t' .. text .. '\n?()'
+-- (patterns written out whole: a pattern joined from parts is joined again on every call)
+local line = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t([^\t\n]*)\t(%-?%d+)\t([^\t\n]*)\n?()'
 local at = 1  -- where the next line must start: a line the pattern skips fails the call
 for start, k, field, fixed, flex, limit, limit_field, cap, cap_field, after
     in string.gmatch(ARGV[4], line) do
@@ -72,7 +70,7 @@ if at ~= #ARGV[4] + 1 then
   error({err = 'ERR gateway: malformed argument line near ' .. at})
 end
 -- The plain counters (no flex, no override, no cap), after the others: four values a line.
-local short = '()(%d+)\t' .. text .. '\t' .. number .. '\t' .. number .. '\n?()'
+local short = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%-?%d+)\n?()'
 at = 1
 for start, k, field, fixed, limit, after in string.gmatch(ARGV[8], short) do
   if start ~= at or #fixed > 16 or #limit > 16 then
@@ -182,7 +180,7 @@ for i = 1, count do
   end
 end
 local ttls = {}
-for ttl in string.gmatch(ARGV[3], number) do
+for ttl in string.gmatch(ARGV[3], '%-?%d+') do
   if #ttl > 16 then error({err = 'ERR gateway: not an integer in range: ' .. ttl}) end
   ttls[#ttls + 1] = ttl
 end
