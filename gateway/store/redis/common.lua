@@ -58,16 +58,6 @@ local function give_back(payload)
   end
 end
 
--- Fails unless ``matched`` is the number of lines of ``packed`` (a line the pattern did not
--- match would otherwise be skipped in silence).
-local function all_lines(packed, matched)
-  local lines = 0
-  if packed ~= '' then lines = select(2, string.gsub(packed, '\n', '')) + 1 end
-  if matched ~= lines then
-    error({err = 'ERR gateway: ' .. (lines - matched) .. ' malformed argument line(s)'})
-  end
-end
-
 local function now_s()
   return tonumber(redis.call('TIME')[1])
 end
