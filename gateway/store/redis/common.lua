@@ -1,6 +1,7 @@
 -- Shared by reserve.lua, settle.lua and sweep.lua (prepended when the scripts are loaded).
--- A script checks everything it will need before its first write, so a bad argument or a key
--- of the wrong type fails the call without a partial write (Redis does not roll scripts back).
+-- A bad argument or a key of the wrong type fails a call without a partial write (Redis does
+-- not roll scripts back): settle.lua checks every key's type before its first write;
+-- reserve.lua's reads fail first on its counter keys, and it undoes its lease's writes.
 
 -- An integer within +-2^53 (exact as a Lua number), else the call fails.
 local function is_int(value)
