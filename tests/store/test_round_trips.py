@@ -178,6 +178,10 @@ def test_an_argument_the_scripts_cannot_read_fails_the_call(
             calls = (
                 lambda: store.reserve([Counter(key, "tok", 5, limit=1.5)], None),  # type: ignore[arg-type]
                 lambda: store.settle([SettleBatch((Increment(key, "tok", 2.5),))]),  # type: ignore[arg-type]
+                # a lease line the script cannot read (an id with a tab) is not skipped
+                lambda: store.settle(
+                    [SettleBatch((), leases=(LeaseEnd(keys.lease(key), "a\tb"),))]
+                ),
             )
             for call in calls:
                 try:
@@ -188,7 +192,7 @@ def test_an_argument_the_scripts_cannot_read_fails_the_call(
             await store.aclose()
         return refused
 
-    assert run(scenario()) == ["StoreRejected", "StoreRejected"]
+    assert run(scenario()) == ["StoreRejected", "StoreRejected", "StoreRejected"]
     assert command(redis_server.port, "EXISTS", key) == b":0\r\n"
 
 
