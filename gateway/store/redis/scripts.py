@@ -67,7 +67,7 @@ def reserve_args(
     in a call of their own."""
     position: dict[str, int] = {}  # key → its index (1-based)
     ttls: list[int] = []
-    lines = []
+    lines: list[str] = []
     last_full = 0  # counters after the last one with flex, override or cap go on short lines
     short: list[int] = []  # the short lines since the last full one
     # unpacked, not read by name: a team key has some forty counters
