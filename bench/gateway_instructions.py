@@ -11,7 +11,9 @@ nginx mock, Redis metering on. Prints per turn and kind the user-space instructi
 rollup's every 2 s, runs more often per request as valgrind slows the process down).
 ``--b-env KEY=VALUE`` sets a variable for b's gateway only (a switch measured on one tree);
 ``--profile DIR`` keeps the callgrind output of each turn (``callgrind_annotate`` reads it).
-Needs valgrind.
+``--keys plain,team``: also (or only) with a key in a team in an organization with every level
+limit set (variants.py's ``TeamLevels``, set up through the admin API each turn, Redis emptied
+before). Needs valgrind.
 """
 
 from __future__ import annotations
@@ -29,10 +31,21 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import redis
 from aio import run_loop
 from http_client import Target, measure_ttfb
 from procs import ProcessGroup, free_port, leaf_processes, wait_for_port
-from services import CHAT_PATH, CONFIG_DIR, TIER, Mocks, chat_body, load_machine, start_mocks
+from services import (
+    CHAT_PATH,
+    CONFIG_DIR,
+    TIER,
+    Mocks,
+    RunningGateway,
+    chat_body,
+    load_machine,
+    start_mocks,
+)
+from variants import TeamLevels
 
 KINDS = (("chat", "bench-json", False), ("stream", "bench-sse", True))
 
@@ -45,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=400, help="per kind and turn")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument("--keys", default="plain", help="plain, team or plain,team")
     parser.add_argument(
         "--b-env", action="append", default=[], help="KEY=VALUE for b's gateway only"
     )
@@ -60,12 +74,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         mocks = start_mocks(procs, tools, layout)
         key = f"sk-bench-{secrets.token_hex(12)}"
         for turn in range(args.rounds):
-            for label, tree in (("a", args.a), ("b", args.b)):
-                name = f"{label}_r{turn}"
-                out = (args.profile or Path(tmp)) / f"cg.{name}"
-                extra = dict(pair.split("=", 1) for pair in args.b_env) if label == "b" else {}
-                for line in measure(procs, mocks, key, valgrind, tree, name, out, args, extra):
-                    print(line, flush=True)
+            for kind in args.keys.split(","):
+                for label, tree in (("a", args.a), ("b", args.b)):
+                    name = f"{label}_{kind}_r{turn}"
+                    out = (args.profile or Path(tmp)) / f"cg.{name}"
+                    extra = dict(pair.split("=", 1) for pair in args.b_env) if label == "b" else {}
+                    levels = TeamLevels(secrets.token_hex(16)) if kind == "team" else None
+                    if levels:
+                        extra = {**extra, "GATEWAY_ADMIN_TOKEN": levels.token}
+                        redis.Redis.from_url(mocks.redis_url).flushall()
+                    turn_args = (procs, mocks, key, valgrind, tree, name, out, args, extra, levels)
+                    for line in measure(*turn_args):
+                        print(line, flush=True)
     return 0
 
 
@@ -79,6 +99,7 @@ def measure(
     out: Path,
     args: argparse.Namespace,
     extra_env: dict[str, str],
+    levels: TeamLevels | None = None,
 ) -> list[str]:
     """One tree's turn: a ``gateway_instructions ...`` line per kind of request."""
     port = free_port()
@@ -98,6 +119,8 @@ def measure(
     lines = []
     try:
         wait_for_port(port, proc, timeout_s=120)
+        if levels:
+            key = levels.setup(RunningGateway(proc, port, 1, key))
         target = Target("127.0.0.1", port, CHAT_PATH, key)
         pid = leaf_processes(proc.pid)[0]
         for kind, model, stream in KINDS:

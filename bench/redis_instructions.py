@@ -7,7 +7,10 @@ runs under ``valgrind --tool=callgrind`` (about 50 times slower, so the load is 
 its req/s say nothing about the gateway); each tree's gateway in turn (warmed up) takes the
 measured chat_c16 load, Redis emptied before each. Prints per turn the user-space
 instructions per request (the usage stream's XADDs count the requests) and the commands per
-request, the ones run inside the scripts included. Needs valgrind.
+request, the ones run inside the scripts included. ``--keys plain,team``: also (or only) with
+a key in a team in an organization with every level limit set (variants.py's ``TeamLevels``,
+set up through the admin API each turn). ``--profile DIR`` keeps Redis's callgrind output
+(``callgrind_annotate --inclusive=yes`` reads it; all turns together). Needs valgrind.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from phases import Bench
 from procs import ProcessGroup
 from report import Report
 from scenarios import Knobs, Load, wrk_scenario
-from services import load_machine, start_mocks
+from services import GatewaySpec, load_machine, start_gateway, start_mocks
+from variants import TeamLevels
 
 SETTLED_S = 2.0  # after a load: its last settles are written
 
@@ -40,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--b", type=Path, required=True, help="the 'after' source tree")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--duration", type=float, default=8)
+    parser.add_argument("--keys", default="plain", help="plain, team or plain,team")
+    parser.add_argument("--profile", type=Path, default=None)
     args = parser.parse_args(argv)
     valgrind = shutil.which("valgrind")
     if valgrind is None:
@@ -50,8 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ProcessGroup(Path(tmp), layout.pin) as procs,
     ):
         wrapper = Path(tmp) / "redis-under-callgrind"
+        out = args.profile or tmp
         wrapper.write_text(
-            f"#!/bin/sh\nexec {valgrind} --tool=callgrind --callgrind-out-file={tmp}/cg.%p "
+            f"#!/bin/sh\nexec {valgrind} --tool=callgrind --callgrind-out-file={out}/cg.%p "
             f'{tools["redis-server"]} "$@"\n'
         )
         wrapper.chmod(0o755)
@@ -61,21 +68,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         key = f"sk-bench-{secrets.token_hex(12)}"
         bench = Bench(procs, layout, mocks, knobs, Report(), key, "native")
         for turn in range(args.rounds):
-            for label, tree in (("a", args.a), ("b", args.b)):
-                print(measure(bench, client, mocks.redis.pid, tree, f"{label}_r{turn}"), flush=True)
+            for kind in args.keys.split(","):
+                for label, tree in (("a", args.a), ("b", args.b)):
+                    name = f"{label}_{kind}_r{turn}"
+                    line = measure(bench, client, mocks.redis.pid, tree, name, team=kind == "team")
+                    print(line, flush=True)
     return 0
 
 
-def measure(bench: Bench, client: redis.Redis, pid: int, tree: Path, name: str) -> str:
+def measure(
+    bench: Bench, client: redis.Redis, pid: int, tree: Path, name: str, *, team: bool = False
+) -> str:
     """One tree's turn: the ``redis_instructions ...`` line."""
     client.flushall()
     os.environ["PYTHONPATH"] = str(tree.resolve())  # the gateway process imports this tree
-    gateway = bench.start_gateway()
+    key = bench.key
+    if team:
+        levels = TeamLevels(secrets.token_hex(16))
+        spec = GatewaySpec(env={"GATEWAY_ADMIN_TOKEN": levels.token}, transport=bench.transport)
+        gateway = start_gateway(bench.procs, bench.mocks, bench.layout, bench.key, spec)
+    else:
+        gateway = bench.start_gateway()
     try:
+        if team:
+            key = levels.setup(gateway)
+            load = Load(f"{name}_warm", gateway.url(), 16, key=key)
+            wrk_scenario(bench.report, Knobs(bench.knobs.wrk, 1, 0, 0, 0), load)
         time.sleep(SETTLED_S)  # (started warmed up)
         client.config_resetstat()
         before = _instructions(pid)
-        load = Load(f"{name}_chat_c16", gateway.url(), 16, key=bench.key)
+        load = Load(f"{name}_chat_c16", gateway.url(), 16, key=key)
         wrk_scenario(bench.report, bench.knobs, load)
         time.sleep(SETTLED_S)
         after = _instructions(pid)

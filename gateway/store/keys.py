@@ -29,7 +29,9 @@ gw:usage                        stream  one entry per request, field ``r`` = the
 gw:{u:USER}:rec:YYYYMMDD        list    the user's stream entry ids that day (on a cluster the
                                         records themselves), for ``/v1/usage`` of one user;
                                         at most the stream's maxlen entries
-gw:{TAG}:lease                  zset    leases of the group's reservations in flight: lease
+gw:{TAG}:lease                  zset    leases of reservations in flight (on one Redis all of
+                                        a reservation in its first counter's group, on a
+                                        cluster one per slot it wrote to): lease
                                         id → deadline (Redis server time, epoch seconds)
 gw:{TAG}:lease:d                hash    lease id → ``key\tfield\tamount`` lines it reserved
 gw:leases                       zset    lease sorted sets → their next deadline (sweeper)

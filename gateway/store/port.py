@@ -101,7 +101,7 @@ class LeaseEnd(NamedTuple):
     increments already subtract the grants, and ``held`` (key, field, amount, ttl) is added
     back only when the lease is gone (swept, or lost with the store's data)."""
 
-    group: str  # the lease sorted set
+    group: str  # the lease sorted set (a settle names every group the counters' keys map to)
     id: str
     held: tuple[tuple[str, str, int, int], ...] | None = None
 
@@ -143,7 +143,8 @@ class Store(Protocol):
         self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None = None
     ) -> Decision:
         """Check every counter and, only if all fit, add the grants and record them under
-        ``lease`` (per hash-tag group, ``keys.lease``); atomically."""
+        ``lease`` (in a group ``keys.lease`` names: on one Redis the first counter's, on a
+        cluster or in memory one per hash-tag group); atomically."""
         ...
 
     async def settle(self, batches: Sequence[SettleBatch], batch_id: str = "") -> list[list[int]]:

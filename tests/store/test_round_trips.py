@@ -10,6 +10,7 @@ from gateway.store import keys
 from gateway.store.factory import create_store
 from gateway.store.keys import USAGE_STREAM
 from gateway.store.port import Aggregate, Counter, Increment, Lease, LeaseEnd, SettleBatch
+from gateway.store.redis import scripts
 from gateway.store.redis.scripts import settle_call
 from tests.metering.helpers import Clock, RedisServer, command, metered, ok, request, run
 
@@ -177,6 +178,10 @@ def test_an_argument_the_scripts_cannot_read_fails_the_call(
             calls = (
                 lambda: store.reserve([Counter(key, "tok", 5, limit=1.5)], None),  # type: ignore[arg-type]
                 lambda: store.settle([SettleBatch((Increment(key, "tok", 2.5),))]),  # type: ignore[arg-type]
+                # a lease line the script cannot read (an id with a tab) is not skipped
+                lambda: store.settle(
+                    [SettleBatch((), leases=(LeaseEnd(keys.lease(key), "a\tb"),))]
+                ),
             )
             for call in calls:
                 try:
@@ -187,5 +192,78 @@ def test_an_argument_the_scripts_cannot_read_fails_the_call(
             await store.aclose()
         return refused
 
-    assert run(scenario()) == ["StoreRejected", "StoreRejected"]
+    assert run(scenario()) == ["StoreRejected", "StoreRejected", "StoreRejected"]
     assert command(redis_server.port, "EXISTS", key) == b":0\r\n"
+
+
+def test_one_lease_holds_a_reservation_across_hash_tags_and_one_settle_ends_it(
+    config: Config, redis_server: RedisServer
+) -> None:
+    """On one Redis a reservation over a user's, a team's and an organization's counters is
+    one lease, in the first counter's group; the settle names all three groups and ends it."""
+    redis_server.flushall()
+    user, team, org = "gw:{u:one}:d:1", "gw:{tm:one}:min:1", "gw:{o:one}:min:1"
+    counters = [Counter(key, "req", 1, limit=10, ttl_s=60) for key in (user, team, org)]
+
+    async def scenario() -> None:
+        store = create_store(redis_server.url, config.settings)
+        try:
+            assert (await store.reserve(counters, None, Lease("one", 900))).ok
+            assert command(redis_server.port, "ZCARD", keys.lease(user)) == b":1\r\n"
+            for key in (team, org):
+                assert command(redis_server.port, "EXISTS", keys.lease(key)) == b":0\r\n"
+            held = await store.read_reservations(keys.lease(user))
+            assert held == {f"{key}\treq": 1 for key in (user, team, org)}
+            ends = tuple(
+                LeaseEnd(keys.lease(k), "one", ((k, "req", 1, 60),)) for k in (user, team, org)
+            )
+            await store.settle([SettleBatch((), leases=ends)])
+        finally:
+            await store.aclose()
+
+    run(scenario())
+    for key in (user, team, org):  # the request used its one: nothing added back
+        assert command(redis_server.port, "HGET", key, "req") == b"$1\r\n1\r\n"
+    assert command(redis_server.port, "ZCARD", keys.lease(user)) == b":0\r\n"
+    assert command(redis_server.port, "HLEN", keys.lease_data(keys.lease(user))) == b":0\r\n"
+
+
+def test_a_lease_key_of_another_type_fails_the_reservation_and_writes_nothing(
+    config: Config, redis_server: RedisServer
+) -> None:
+    """No TYPE checks: the lease is written before the counters, each of its writes undone
+    when the next one fails, so a corrupted lease key refuses the call without a trace."""
+    redis_server.flushall()
+    key = "gw:{u:bad}:d:1"
+    group = keys.lease(key)
+    counters = [Counter(key, "req", 1, limit=10, ttl_s=60)]
+
+    async def refused(broken: str) -> str:
+        command(redis_server.port, "SET", broken, "x")
+        store = create_store(redis_server.url, config.settings)
+        try:
+            await store.reserve(counters, None, Lease("l", 900))
+        except Exception as error:
+            return type(error).__name__
+        finally:
+            await store.aclose()
+            command(redis_server.port, "DEL", broken)
+        return "granted"
+
+    for broken in (group, keys.lease_data(group), keys.LEASE_REGISTRY):
+        assert run(refused(broken)) == "StoreRejected"
+        assert command(redis_server.port, "EXISTS", key) == b":0\r\n"
+        for other in (group, keys.lease_data(group), keys.LEASE_REGISTRY):
+            assert command(redis_server.port, "EXISTS", other) == b":0\r\n"
+
+
+def test_plain_counters_after_the_last_full_one_go_on_short_lines() -> None:
+    """A counter with no flex, override or cap is sent as four values, unless a full one
+    follows it (the script reads the full lines first, and the reply keeps the order)."""
+    plain = Counter("gw:{u:s}:d:1", "req", 1, limit=5)
+    full = Counter("gw:{u:s}:d:1", "tok", 2, limit=9, limit_field="tok", flex=3)
+    level = Counter("gw:{o:s}:min:1", "usd", 7)
+    names, args = scripts.reserve_args([plain, full, level], None, None, registry=True)
+    assert names == ["gw:{u:s}:d:1", "gw:{o:s}:min:1"]
+    assert args[3] == "1\treq\t1\t0\t5\t\t-1\t\n1\ttok\t2\t3\t9\ttok\t-1\t"
+    assert args[7] == "2\tusd\t7\t-1"

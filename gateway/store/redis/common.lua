@@ -1,6 +1,7 @@
 -- Shared by reserve.lua, settle.lua and sweep.lua (prepended when the scripts are loaded).
--- A script checks everything it will need before its first write, so a bad argument or a key
--- of the wrong type fails the call without a partial write (Redis does not roll scripts back).
+-- A bad argument or a key of the wrong type fails a call without a partial write (Redis does
+-- not roll scripts back): settle.lua checks every key's type before its first write;
+-- reserve.lua's reads fail first on its counter keys, and it undoes its lease's writes.
 
 -- An integer within +-2^53 (exact as a Lua number), else the call fails.
 local function is_int(value)
@@ -25,19 +26,25 @@ local function expect(key, kind)
   end
 end
 
--- HINCRBY that never leaves a counter below zero; returns the new value. A field holding no
--- integer (or one that would overflow) is replaced rather than failing every later call.
+-- HINCRBY that never leaves a counter below zero; returns the new value, and whether the
+-- hash may be new (the field held no value, or none that was an integer: a hash whose field
+-- held one already has its time to live). A field holding no integer (or one that would
+-- overflow) is replaced rather than failing every later call.
 local function add(key, field, delta)
   local value = redis.pcall('HINCRBY', key, field, delta)
+  local fresh = false
   if type(value) == 'table' and value.err then
     value = tonumber(delta)
+    fresh = true
     redis.call('HSET', key, field, value)
+  elseif value == tonumber(delta) then
+    fresh = true
   end
   if value < 0 then
     redis.call('HSET', key, field, 0)
-    return 0
+    return 0, fresh
   end
-  return value
+  return value, fresh
 end
 
 -- Gives back the amounts a lease recorded ("key\tfield\tamount" lines), skipping keys that
@@ -49,16 +56,6 @@ local function give_back(payload)
         and redis.call('TYPE', key).ok == 'hash' then
       add(key, field, -tonumber(amount))
     end
-  end
-end
-
--- Fails unless ``matched`` is the number of lines of ``packed`` (a line the pattern did not
--- match would otherwise be skipped in silence).
-local function all_lines(packed, matched)
-  local lines = 0
-  if packed ~= '' then lines = select(2, string.gsub(packed, '\n', '')) + 1 end
-  if matched ~= lines then
-    error({err = 'ERR gateway: ' .. (lines - matched) .. ' malformed argument line(s)'})
   end
 end
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from gateway.store import keys
-from gateway.store.port import Counter, Lease, SettleBatch
+from gateway.store.port import Counter, Lease, LeaseEnd, SettleBatch
 
 _COMMON = resources.files("gateway.store.redis").joinpath("common.lua").read_text()
 
@@ -61,42 +61,51 @@ def reserve_args(
     *,
     registry: bool,
 ) -> tuple[list[str], Args]:
-    """KEYS and ARGV for reserve.lua, in one pass over the counters (this runs per request)."""
-    position: dict[str, tuple[int, int]] = {}  # key → (its index, its lease group)
+    """KEYS and ARGV for reserve.lua, in one pass over the counters (this runs per request).
+    The lease is recorded in one group, the first counter's (``keys.lease``): on a single
+    Redis one script reaches every key, and on a cluster the caller sends each slot's counters
+    in a call of their own."""
+    position: dict[str, int] = {}  # key → its index (1-based)
     ttls: list[int] = []
-    groups: dict[str, int] = {}
-    lines = []
+    lines: list[str] = []
+    last_full = 0  # counters after the last one with flex, override or cap go on short lines
+    short: list[int] = []  # the short lines since the last full one
     # unpacked, not read by name: a team key has some forty counters
     for key, field, fixed, limit, limit_field, flex, cap, cap_field, ttl_s, sliding in counters:
-        placed = position.get(key)
-        if placed is None:
-            group = 0
-            if lease:
-                name = keys.lease(key)
-                group = groups.get(name) or groups.setdefault(name, len(groups) + 1)
-            placed = position[key] = (len(position) + 1, group)
+        at = position.get(key)
+        if at is None:
+            at = position[key] = len(position) + 1
             ttls.append(0)
-        at, group = placed
         ttls[at - 1] = -ttl_s if sliding else ttl_s  # the last counter of a key names it
-        lines.append(
-            f"{at}\t{field}\t{fixed}\t{flex}\t{limit}\t{limit_field}\t{cap}\t{cap_field}\t{group}"
-        )
+        if flex or limit_field or cap_field or cap != -1:
+            for index in short:  # plain counters before a full one: full lines too
+                key_at, name, amount, most = lines[index].split("\t")
+                lines[index] = f"{key_at}\t{name}\t{amount}\t0\t{most}\t\t-1\t"
+            short.clear()
+            lines.append(
+                f"{at}\t{field}\t{fixed}\t{flex}\t{limit}\t{limit_field}\t{cap}\t{cap_field}"
+            )
+            last_full = len(lines)
+        else:
+            short.append(len(lines))
+            lines.append(f"{at}\t{field}\t{fixed}\t{limit}")
     all_keys = list(position)
     if override_key:
         all_keys.append(override_key)
-    for name in groups:
-        all_keys += (name, keys.lease_data(name))
-    if registry and lease:
-        all_keys.append(keys.LEASE_REGISTRY)
+    if lease and counters:
+        group = keys.lease(counters[0].key)
+        all_keys += (group, keys.lease_data(group))
+        if registry:
+            all_keys.append(keys.LEASE_REGISTRY)
     args: Args = [
         len(position),
         1 if override_key else 0,
         ",".join(map(str, ttls)),
-        "\n".join(lines),
-        lease.id if lease else "",
+        "\n".join(lines[:last_full]),
+        lease.id if lease and counters else "",
         lease.ttl_s if lease else 0,
-        len(groups),
-        1 if registry and lease else 0,
+        1 if registry and lease and counters else 0,
+        "\n".join(lines[last_full:]),
     ]
     return all_keys, args
 
@@ -123,7 +132,9 @@ def settle_call(
 ) -> SettleCall | None:
     """settle.lua's KEYS and ARGV; with ``tag``, only the writes in that slot (None when
     there are none). Increments to the same field are summed first (requests of one user or
-    model share most of them). ``forget``: marks of earlier batches to delete."""
+    model share most of them). ``forget``: marks of earlier batches to delete. Without
+    ``tag`` (a single Redis), the ends of one lease are one end, in the group its first end
+    names: where ``reserve_args`` recorded the whole lease."""
     merged = merged_increments(batches)
     index: dict[str, int] = {}
     lines, watched = [], []
@@ -134,6 +145,8 @@ def settle_call(
             if watch:
                 watched.append((key, name))
     leases = [end for batch in batches for end in batch.leases if _in(end.group, tag)]
+    if tag is None:
+        leases = one_end_per_lease(leases)
     pairs: dict[str, int] = {}
     lease_lines = []
     for end in leases:
@@ -161,6 +174,21 @@ def settle_call(
     for record_index, record in records:
         args += [record_index, record]
     return SettleCall(all_keys, args, watched)
+
+
+def one_end_per_lease(ends: Sequence[LeaseEnd]) -> list[LeaseEnd]:
+    """The ends naming one lease id as one, in the first one's group, holding what they all
+    hold (None, "give back what the lease holds", when any of them does not know)."""
+    merged: dict[str, LeaseEnd] = {}
+    for end in ends:
+        first = merged.get(end.id)
+        if first is None:
+            merged[end.id] = end
+        elif first.held is None or end.held is None:
+            merged[end.id] = LeaseEnd(first.group, end.id)
+        else:
+            merged[end.id] = LeaseEnd(first.group, end.id, first.held + end.held)
+    return list(merged.values())
 
 
 def _records(

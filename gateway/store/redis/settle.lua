@@ -26,16 +26,27 @@ local by_id = ARGV[7] == 'id'
 -- Gateway-built numbers are checked by pattern and length (no Lua call per value: those were
 -- most of the script's time); a field holding no integer still fails or is replaced (``add``).
 local increments = {}
-for a, b, c, e, f in string.gmatch(ARGV[2], '(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%d+)\t([01])') do
-  if #c > 17 then error({err = 'ERR gateway: not an integer in range: ' .. c}) end
+local at = 1  -- where the next line must start: a line the pattern skips fails the call
+for start, a, b, c, e, f, after
+    in string.gmatch(ARGV[2], '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%d+)\t([01])\n?()') do
+  if start ~= at or #c > 17 then
+    error({err = 'ERR gateway: malformed increment line or integer out of range near ' .. start})
+  end
+  at = after
   increments[#increments + 1] = {KEYS[a + 0], b, c, e, f == '1'}
 end
-all_lines(ARGV[2], #increments)
+if at ~= #ARGV[2] + 1 then error({err = 'ERR gateway: malformed increment line near ' .. at}) end
 -- Per lease pair: its lease ids, and per lease whether to give back what it holds ('g') or
--- the grants to add back when it is gone ('c', parsed only then).
+-- the grants to add back when it is gone ('c', where they start and end in ARGV[5]: read
+-- only then). Lines are found by a plain search for their end (a pattern run over the grants,
+-- hundreds of characters a lease, cost a third of the script).
+local ends_arg = ARGV[5]
 local pair_ids, pair_ends = {}, {}
-local ended = 0
-for pair, id, kind, held in string.gmatch(ARGV[5], '(%d+)\t([^\t\n]*)\t([gc])([^\n]*)') do
+local pos, size = 1, #ends_arg
+while pos <= size do
+  local stop = string.find(ends_arg, '\n', pos, true) or size + 1
+  local pair, id, kind, from = string.match(ends_arg, '^(%d+)\t([^\t\n]*)\t([gc])()', pos)
+  if pair == nil then error({err = 'ERR gateway: malformed lease line near ' .. pos}) end
   pair = pair + 0
   local ids = pair_ids[pair]
   if ids == nil then
@@ -44,10 +55,9 @@ for pair, id, kind, held in string.gmatch(ARGV[5], '(%d+)\t([^\t\n]*)\t([gc])([^
     pair_ends[pair] = {}
   end
   ids[#ids + 1] = id
-  pair_ends[pair][#ids] = {kind, held}
-  ended = ended + 1
+  pair_ends[pair][#ids] = {kind, from, stop - 1}
+  pos = stop + 1
 end
-all_lines(ARGV[5], ended)
 for k = 1, h do expect(KEYS[k], 'hash') end
 for k = 1, l do
   expect(KEYS[h + 2 * k - 1], 'zset')
@@ -72,9 +82,10 @@ for pair, ids in pairs(pair_ids) do
     if ending[1] == 'g' then
       if payloads[n] then give_back(payloads[n]) end
     elseif not payloads[n] then  -- the sweeper gave it back
-      for k, name, amount, ttl in string.gmatch(ending[2], '\t(%d+)\t([^\t]*)\t(%-?%d+)\t(%d+)') do
-        add(KEYS[k + 0], name, amount)
-        if ttl ~= '0' then expiring[KEYS[k + 0]] = ttl end
+      local held = string.sub(ends_arg, ending[2], ending[3])
+      for k, name, amount, ttl in string.gmatch(held, '\t(%d+)\t([^\t]*)\t(%-?%d+)\t(%d+)') do
+        local _, fresh = add(KEYS[k + 0], name, amount)
+        if fresh and ttl ~= '0' then expiring[KEYS[k + 0]] = ttl end
       end
     end
   end
@@ -82,9 +93,10 @@ for pair, ids in pairs(pair_ids) do
   redis.call('ZREM', KEYS[h + 2 * pair - 1], unpack(ids))
 end
 local watched = {1}
+-- A time to live only for a hash that may be new: every writer gives one it creates its own.
 for _, v in ipairs(increments) do
-  local value = add(v[1], v[2], v[3])
-  if v[4] ~= '0' then expiring[v[1]] = v[4] end
+  local value, fresh = add(v[1], v[2], v[3])
+  if fresh and v[4] ~= '0' then expiring[v[1]] = v[4] end
   if v[5] then watched[#watched + 1] = value end
 end
 local pushed = {}  -- index list -> its new entries, pushed once per list
@@ -105,8 +117,7 @@ for k = 9, #ARGV, 2 do
   end
 end
 for key, entries in pairs(pushed) do
-  redis.call('RPUSH', key, unpack(entries))
-  expiring[key] = index_ttl
+  if redis.call('RPUSH', key, unpack(entries)) == #entries then expiring[key] = index_ttl end
   trimmed[key] = true
 end
 -- The index keeps no more than the stream: its older ids would name trimmed entries. Trimmed

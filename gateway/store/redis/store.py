@@ -6,7 +6,8 @@ script per tag group, concurrently: the user group always, the tier group only w
 has a budget. If one group denies, the grants of the others are given back at once.
 
 Exactly once: a reservation records its grants under a lease (``keys.lease``) in the same
-script; the settle ends the lease, giving the grants back if it is still there, then adds the
+script (on a single Redis one lease in its first counter's group, whatever its counters'
+tags); the settle ends the lease, giving the grants back if it is still there, then adds the
 actual usage, so a reserve whose reply was lost is reconciled by its settle and one whose
 worker died by the sweeper once the lease expired. A settle batch carries an id and its script
 first sets a once-only mark, so a batch retried after a lost reply is not applied twice. On a

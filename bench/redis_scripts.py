@@ -1,0 +1,130 @@
+"""Redis's instructions per reserve and per settled request, the scripts alone, by callgrind.
+
+    python bench/redis_scripts.py [plain|team] [--requests 200] [--batch 14]
+
+Starts redis-server under ``valgrind --tool=callgrind`` and sends it what the gateway would for
+``--requests`` chat requests of a key with no limits (``plain``) or of a key in a team in an
+organization with every level limit set (``team``, ``meter_micro.LEVELS``): the reservations
+one by one, then their settles in batches of ``--batch`` (group commit). Prints the
+instructions per reservation and per settled request: no gateway, no HTTP, no rollup, so a
+change to the scripts or their arguments shows alone. Needs valgrind and redis-server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import redis
+from meter_micro import BENCH_ENV, LEVELS
+from procs import free_port
+from services import CONFIG_DIR, TIER
+
+from gateway.config.load import load_config
+from gateway.metering import MeterRequest, Outcome, counters
+from gateway.metering.settle import settlement
+from gateway.metering.types import Admission
+from gateway.metering.windows import windows_at
+from gateway.store import keys
+from gateway.store.port import Lease
+from gateway.store.redis import scripts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kind", nargs="?", default="team", choices=("plain", "team"))
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=14)
+    args = parser.parse_args()
+    valgrind, server = shutil.which("valgrind"), shutil.which("redis-server")
+    if valgrind is None or server is None:
+        raise SystemExit("valgrind or redis-server is missing")
+    config = load_config(str(CONFIG_DIR), BENCH_ENV)
+    tier, model = config.tiers[TIER], config.models["bench-json"]
+    request = MeterRequest(
+        request_id="work", user="work-user", key_id="sk-work", tier=tier,
+        capability="text_generation", byok=False, prompt_tokens_estimate=20,
+        max_output_tokens=64, audio_ms_estimate=0, price=model.price, generates_tokens=True,
+        levels=LEVELS if args.kind == "team" else (),
+    )  # fmt: skip
+    outcome = Outcome(
+        status=200, model=model.name, provider=model.upstream.name,
+        upstream_model=model.upstream_model, price=model.price, prompt_tokens=12,
+        completion_tokens=8, latency_ms=1.0,
+    )  # fmt: skip
+    limits = counters.LimitCache(config)
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="gateway-scripts-ir-") as tmp:
+        argv = [valgrind, "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.%p", server,
+                "--port", str(port), "--save", "", "--appendonly", "no", "--dir", tmp]  # fmt: skip
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            client = redis.Redis(port=port)
+            for _ in range(600):
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.1)
+
+            def reserve(number: int) -> Admission:
+                windows = windows_at(time.time())
+                checks = counters.reservation(limits.get(request), request, windows)
+                lease = Lease(f"work.{number}", 900)
+                wanted = [check.counter for check in checks]
+                names, argv = scripts.reserve_args(
+                    wanted, keys.user_overrides(request.user), lease, registry=True
+                )
+                script = scripts.RESERVE.by_text if number < 0 else scripts.RESERVE.by_sha
+                reply = client.execute_command(*script(names, argv))
+                values = list(map(int, reply))
+                assert values[0] == 0, values
+                return Admission(
+                    headers={}, clamp_max_tokens=None, request=request, started=windows.now,
+                    checks=checks, granted=tuple(values[3::3]), lease=lease.id,
+                )  # fmt: skip
+
+            for number in range(20):  # warm: the script loaded, the keys made
+                admission = reserve(-1 - number)
+                batch = settlement(admission, outcome, f"w{number}").batch
+                call = scripts.settle_call([batch], 1000, mark=None, stream=True, by_id=True)
+                assert call is not None
+                client.execute_command(*scripts.SETTLE.by_text(call.keys, call.args))
+            before = _instructions(proc.pid)
+            admissions = [reserve(number) for number in range(args.requests)]
+            reserved = _instructions(proc.pid)
+            for start in range(0, len(admissions), args.batch):
+                batches = [
+                    settlement(admission, outcome, f"r{start + i}").batch
+                    for i, admission in enumerate(admissions[start : start + args.batch])
+                ]
+                call = scripts.settle_call(batches, 1000, mark=None, stream=True, by_id=True)
+                assert call is not None
+                client.execute_command(*scripts.SETTLE.by_sha(call.keys, call.args))
+            settled = _instructions(proc.pid)
+            print(
+                f"redis_scripts kind={args.kind} requests={args.requests} batch={args.batch} "
+                f"reserve={(reserved - before) / args.requests:.0f} "
+                f"settle={(settled - reserved) / args.requests:.0f} "
+                f"total={(settled - before) / args.requests:.0f}"
+            )
+        finally:
+            proc.terminate()
+            proc.wait()
+    return 0
+
+
+def _instructions(pid: int) -> int:
+    shown = subprocess.run(
+        ["callgrind_control", "-e", str(pid)], capture_output=True, text=True, check=True
+    ).stdout
+    return sum(int(count.replace(",", "")) for count in re.findall(r"Th \d+\s+([\d,]+)", shown))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
