@@ -57,7 +57,7 @@ AGGREGATE_FIELDS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Usage:
     """What a request used, as reported or estimated; ``cost`` in micro-USD."""
 
@@ -79,7 +79,7 @@ class SpendKey(NamedTuple):
     window: str  # "20261122" or "202611"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Settlement:
     batch: SettleBatch
     spend: tuple[SpendKey, ...]  # one per watched increment, in order

@@ -14,7 +14,7 @@ COUNTER_GRACE_S = 86_400
 AGGREGATE_TTL_S = 400 * 86_400
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Windows:
     now: float
     day: str  # "20261122"
