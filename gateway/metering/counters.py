@@ -29,6 +29,7 @@ TIER_KINDS = (TIER_DAY, TIER_MONTH)
 TOKENS_INDEX = 1  # where ``reservation`` puts the tokens check
 # The kinds whose grants make up ``Amounts`` (requests, tokens, audio_ms, usd_micros).
 AMOUNT_KINDS = (REQUESTS, TOKENS, AUDIO, USER_DAY)
+NO_ESTIMATE = Amounts(requests=1)  # what a ``template`` is built with
 
 
 @dataclass(frozen=True)
@@ -113,10 +114,19 @@ def reservation(
 ) -> tuple[Check, ...]:
     """The checks, in the order their failures are reported; the tier budget's on
     ``tier_shard`` (-1: the user's home shard, ``tier_shards``)."""
+    flex = 0 if request.byok else output_tokens(config_limits, request)
+    shape = template(config_limits, request, windows, tier_shard)
+    return fill(shape, amount_indexes(shape), estimate(request, flex), flex)
+
+
+def template(
+    config_limits: ConfigLimits, request: MeterRequest, windows: Windows, tier_shard: int = -1
+) -> tuple[Check, ...]:
+    """``reservation``'s checks before any amount is known (counts of requests at 1, every
+    other amount 0): what ``fill`` completes. The same for every request of one user, key,
+    tier and capability in one second (time-to-live counts whole seconds)."""
     user, capability = request.user, request.capability
     limits = config_limits.quota
-    flex = 0 if request.byok else output_tokens(config_limits, request)
-    amounts = estimate(request, flex)
     day_key = keys.user_day(user, windows.day)
     day = windows.day_ttl()
 
@@ -124,25 +134,60 @@ def reservation(
         name = keys.capability_field(capability, unit)
         return Counter(day_key, name, fixed, limit, name, ttl_s=day)
 
-    tokens = counter(keys.TOKENS, amounts.tokens - flex, limits.tokens)._replace(
-        flex=flex,
+    tokens = counter(keys.TOKENS, 0, limits.tokens)._replace(
         cap=limits.tokens_per_request,
         cap_field=keys.capability_field(capability, keys.TOKENS_PER_REQUEST),
     )
     checks = (
         Check(REQUESTS, counter(keys.REQUESTS, 1, limits.requests)),
         Check(TOKENS, tokens),
-        Check(AUDIO, counter(keys.AUDIO_MS, amounts.audio_ms, limits.audio_ms)),
+        Check(AUDIO, counter(keys.AUDIO_MS, 0, limits.audio_ms)),
     )
-    budget = _budget_checks(config_limits, request, windows, amounts.usd_micros, tier_shard)
+    budget = _budget_checks(config_limits, request, windows, 0, tier_shard)
     keyed = (
-        key_limits.key_checks(request.key_limits, user, windows, amounts)
+        key_limits.key_checks(request.key_limits, user, windows, NO_ESTIMATE)
         if request.key_limits
         else ()
     )
     if request.levels:  # the key's organization and team (level_limits.py)
-        keyed = (*keyed, *level_limits.level_checks(request.levels, windows.now, amounts))
+        keyed = (*keyed, *level_limits.level_checks(request.levels, windows.now, NO_ESTIMATE))
     return (*checks, *budget, *keyed)
+
+
+def amount_indexes(shape: tuple[Check, ...]) -> tuple[int, ...]:
+    """Per check of a ``template``, the index in ``Amounts`` its reserved amount comes from
+    (-1: it stays as it is): what it counts at settle, as every kind reserves what it settles
+    (the tokens check, whose estimate is split in fixed and flex, is done apart)."""
+    found = [SETTLED_INDEX.get(check.kind, USD_INDEX) for check in shape]
+    found[TOKENS_INDEX] = -1
+    return tuple(found)
+
+
+def fill(
+    shape: tuple[Check, ...], indexes: tuple[int, ...], amounts: Amounts, flex: int
+) -> tuple[Check, ...]:
+    """A ``template``'s checks with the request's estimate (``amounts``, ``flex`` of its
+    tokens flexible); a check whose amount is the template's own is kept as it is."""
+    checks = list(shape)
+    kind, (key, field, _, limit, limit_field, _, cap, cap_field, ttl_s, sliding) = shape[
+        TOKENS_INDEX
+    ]
+    tokens = Counter(
+        key, field, amounts.tokens - flex, limit, limit_field, flex, cap, cap_field, ttl_s, sliding
+    )
+    checks[TOKENS_INDEX] = Check(kind, tokens)
+    for position, index in enumerate(indexes):
+        if index < 0:
+            continue
+        amount = amounts[index]
+        kind, counter = checks[position]
+        if amount != counter.fixed:
+            key, field, _, limit, limit_field, flex_, cap, cap_field, ttl_s, sliding = counter
+            changed = Counter(
+                key, field, amount, limit, limit_field, flex_, cap, cap_field, ttl_s, sliding
+            )
+            checks[position] = Check(kind, changed)
+    return tuple(checks)
 
 
 def _budget_checks(
