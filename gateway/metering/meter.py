@@ -240,10 +240,11 @@ class Meter:
         """
         try:
             item = settlement(admission, outcome, self._record_ids())
-            if item.record is not None:
+            if item.record is not None and self._on_record is not None:
                 self._notify(item.record)
             self._buffer.add(item)
-            self._start_background()
+            if self._flush_task is None:
+                self._start_background()
         except Exception:
             logger.exception("metering: settling %s failed", admission.request.request_id)
 

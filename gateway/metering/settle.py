@@ -24,6 +24,7 @@ media-milliseconds counter, the one ``minutes_per_day`` limits (video minutes fo
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass, replace
@@ -35,7 +36,7 @@ from gateway.metering.estimate import tokens_for_chars
 from gateway.metering.pricing import cost_micros, micros_to_usd
 from gateway.metering.record import UsageRecord
 from gateway.metering.types import Admission, Amounts, LevelLimits, Outcome
-from gateway.metering.windows import AGGREGATE_TTL_S, Windows, windows_at
+from gateway.metering.windows import AGGREGATE_TTL_S, day_and_month
 from gateway.store import keys
 from gateway.store.port import Aggregate, Increment, LeaseEnd, SettleBatch
 
@@ -194,17 +195,23 @@ def charged(admission: Admission, outcome: Outcome, used: Usage) -> Amounts:
 
 
 def settlement(admission: Admission, outcome: Outcome, record_id: str) -> Settlement:
+    request = admission.request
     used = usage(admission, outcome)
     actual = charged(admission, outcome, used)
     record = usage_record(admission, outcome, used, record_id)
-    windows = windows_at(admission.started)
-    spend_increments, spend = _spend(admission, actual.usd_micros, windows)
+    day, month = day_and_month(admission.started)
+    increments = _reconcile(admission, actual)
+    spend: tuple[SpendKey, ...] = ()
+    if actual.usd_micros > 0:
+        watched, spend = _spend_keys(request.tier.name, day, month)
+        cost = actual.usd_micros
+        increments += [Increment(key, scope, cost, AGGREGATE_TTL_S, True) for key, scope in watched]
     batch = SettleBatch(
-        (*_reconcile(admission, actual), *spend_increments),
+        tuple(increments),
         record_codec.encode(record),
-        _aggregates(admission, outcome, used, windows),
+        _aggregates(admission, outcome, used, day),
         _leases(admission),
-        keys.user_records(admission.request.user, windows.day),
+        keys.user_records(request.user, day),
     )
     return Settlement(batch, spend, record)
 
@@ -253,12 +260,14 @@ def usage_record(
 
 def level_id(levels: tuple[LevelLimits, ...], name: str) -> str | None:
     """The id of the request's ``name`` level ("org" or "team"), None for a key in no team."""
+    if not levels:
+        return None
     return next((level.id for level in levels if level.level == name), None)
 
 
 def _reconcile(admission: Admission, actual: Amounts) -> list[Increment]:
     granted = admission.granted or (0,) * len(admission.checks)
-    increments = []
+    increments: list[Increment] = []
     values = (*actual, 0)  # index -1: what a count of requests in flight settles to
     index = SETTLED_INDEX.get  # a lookup per check, no call: a team key has some forty
     for (kind, counter), reserved in zip(admission.checks, granted, strict=True):
@@ -288,7 +297,7 @@ def _leases(admission: Admission) -> tuple[LeaseEnd, ...]:
 
 
 def _aggregates(
-    admission: Admission, outcome: Outcome, used: Usage, day: Windows
+    admission: Admission, outcome: Outcome, used: Usage, day: str
 ) -> tuple[Aggregate, Aggregate]:
     values = (
         1,
@@ -300,29 +309,27 @@ def _aggregates(
         used.cost,
         used.video_ms,
     )
-    user_key = keys.user_aggregate(admission.request.user, day.day)
-    model_key = keys.model_aggregate(outcome.model or "-", day.day)
+    user_key = keys.user_aggregate(admission.request.user, day)
+    model_key = keys.model_aggregate(outcome.model or "-", day)
     return (
         Aggregate(user_key, AGGREGATE_FIELDS, values, AGGREGATE_TTL_S),
         Aggregate(model_key, AGGREGATE_FIELDS, values, AGGREGATE_TTL_S),
     )
 
 
-def _spend(
-    admission: Admission, cost: int, windows: Windows
-) -> tuple[list[Increment], tuple[SpendKey, ...]]:
-    """Charged spend overall and per tier, day and month; watched for the cost alerts."""
-    if cost <= 0:
-        return [], ()
-    scopes = ("overall", f"tier:{admission.request.tier.name}")
-    increments, spend = [], []
-    for period, window, key_period in (("day", windows.day, "d"), ("month", windows.month, "m")):
+@functools.lru_cache(maxsize=256)
+def _spend_keys(
+    tier: str, day: str, month: str
+) -> tuple[tuple[tuple[str, str], ...], tuple[SpendKey, ...]]:
+    """The watched spend counters (key, field) a charged request adds its cost to, overall
+    and per tier, day and month, and what each measures (for the cost alerts)."""
+    scopes = ("overall", f"tier:{tier}")
+    watched, spend = [], []
+    for period, window, key_period in (("day", day, "d"), ("month", month, "m")):
         for scope in scopes:
-            increments.append(
-                Increment(keys.spend(key_period, window), scope, cost, AGGREGATE_TTL_S, True)
-            )
+            watched.append((keys.spend(key_period, window), scope))
             spend.append(SpendKey(scope, period, window))
-    return increments, tuple(spend)
+    return tuple(watched), tuple(spend)
 
 
 def _or(value: int | None, default: int) -> int:

@@ -34,6 +34,12 @@ def windows_at(now: float) -> Windows:
     return Windows(now, *_calendar(int(now // 86_400)))
 
 
+def day_and_month(now: float) -> tuple[str, str]:
+    """``windows_at(now)``'s day and month ids ("20261122", "202611")."""
+    day, month, _, _ = _calendar(int(now // 86_400))
+    return day, month
+
+
 @functools.lru_cache(maxsize=4)
 def _calendar(day_number: int) -> tuple[str, str, int, int]:
     """Day id, month id and both resets for a UTC day; the same all day, so computed once."""
