@@ -30,6 +30,7 @@ TOKENS_INDEX = 1  # where ``reservation`` puts the tokens check
 # The kinds whose grants make up ``Amounts`` (requests, tokens, audio_ms, usd_micros).
 AMOUNT_KINDS = (REQUESTS, TOKENS, AUDIO, USER_DAY)
 NO_ESTIMATE = Amounts(requests=1)  # what a ``template`` is built with
+_new = tuple.__new__
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def reservation(
     ``tier_shard`` (-1: the user's home shard, ``tier_shards``)."""
     flex = 0 if request.byok else output_tokens(config_limits, request)
     shape = template(config_limits, request, windows, tier_shard)
-    return fill(shape, amount_indexes(shape), estimate(request, flex), flex)
+    return fill(shape, fills(shape), estimate(request, flex), flex)
 
 
 def template(
@@ -154,39 +155,42 @@ def template(
     return (*checks, *budget, *keyed)
 
 
-def amount_indexes(shape: tuple[Check, ...]) -> tuple[int, ...]:
-    """Per check of a ``template``, the index in ``Amounts`` its reserved amount comes from
-    (-1: it stays as it is): what it counts at settle, as every kind reserves what it settles
-    (the tokens check, whose estimate is split in fixed and flex, is done apart)."""
-    found = [SETTLED_INDEX.get(check.kind, USD_INDEX) for check in shape]
-    found[TOKENS_INDEX] = -1
+# (position, index): a template's check at ``position`` reserves ``Amounts[index]``
+Fills = tuple[tuple[int, int], ...]
+
+
+def fills(shape: tuple[Check, ...]) -> Fills:
+    """Which checks of a ``template`` take which amount of the estimate: what each counts at
+    settle, as every kind reserves what it settles. Left out: those whose amount is the
+    template's own (counts of requests: every estimate has one) and the tokens check, whose
+    estimate is split in fixed and flex (``fill`` does it apart)."""
+    found = []
+    for position, check in enumerate(shape):
+        index = SETTLED_INDEX.get(check.kind, USD_INDEX)
+        if index > 0 and position != TOKENS_INDEX:
+            found.append((position, index))
     return tuple(found)
 
 
-def fill(
-    shape: tuple[Check, ...], indexes: tuple[int, ...], amounts: Amounts, flex: int
-) -> tuple[Check, ...]:
+def fill(shape: tuple[Check, ...], filled: Fills, amounts: Amounts, flex: int) -> tuple[Check, ...]:
     """A ``template``'s checks with the request's estimate (``amounts``, ``flex`` of its
-    tokens flexible); a check whose amount is the template's own is kept as it is."""
+    tokens flexible); a check whose amount is the template's own is kept as it is.
+
+    Tuples are made with ``tuple.__new__``: a NamedTuple's own ``__new__`` is a Python
+    function, some three times slower, and this runs for every counter of every request."""
     checks = list(shape)
     kind, (key, field, _, limit, limit_field, _, cap, cap_field, ttl_s, sliding) = shape[
         TOKENS_INDEX
     ]
-    tokens = Counter(
-        key, field, amounts.tokens - flex, limit, limit_field, flex, cap, cap_field, ttl_s, sliding
-    )
-    checks[TOKENS_INDEX] = Check(kind, tokens)
-    for position, index in enumerate(indexes):
-        if index < 0:
-            continue
+    fixed = amounts.tokens - flex
+    tokens = (key, field, fixed, limit, limit_field, flex, cap, cap_field, ttl_s, sliding)
+    checks[TOKENS_INDEX] = _new(Check, (kind, _new(Counter, tokens)))
+    for position, index in filled:
         amount = amounts[index]
-        kind, counter = checks[position]
+        kind, counter = shape[position]
         if amount != counter.fixed:
-            key, field, _, limit, limit_field, flex_, cap, cap_field, ttl_s, sliding = counter
-            changed = Counter(
-                key, field, amount, limit, limit_field, flex_, cap, cap_field, ttl_s, sliding
-            )
-            checks[position] = Check(kind, changed)
+            changed = _new(Counter, (counter.key, counter.field, amount, *counter[3:]))
+            checks[position] = _new(Check, (kind, changed))
     return tuple(checks)
 
 

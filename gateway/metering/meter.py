@@ -157,7 +157,7 @@ class Meter:
         limits, windows = plan.limits, plan.windows
         flex = 0 if request.byok else counters.output_tokens(limits, request)
         amounts = counters.estimate(request, flex)
-        checks = counters.fill(plan.checks, plan.indexes, amounts, flex)
+        checks = counters.fill(plan.checks, plan.fills, amounts, flex)
         if not admit_checks.in_range(amounts, flex):
             admit_checks.check_amounts(checks)
         lease = self._lease()
@@ -201,6 +201,8 @@ class Meter:
             checks=checks,
             granted=granted,
             lease=lease.id,
+            settled=plan.settled,
+            lease_groups=plan.lease_groups,
         )
 
     def _lease(self) -> Lease:
@@ -224,7 +226,7 @@ class Meter:
         for shard in self._full_shards.others(tier, home, shards):
             lease = self._lease()
             plan = self._plans.get(request, plan.windows.now, shard)
-            checks = counters.fill(plan.checks, plan.indexes, amounts, flex)
+            checks = counters.fill(plan.checks, plan.fills, amounts, flex)
             answer = await self._reserve(checks, plan.override_key, lease)
             if answer is None or not admit_checks.tier_refused(checks, answer):
                 return plan, checks, answer, lease

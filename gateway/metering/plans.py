@@ -3,7 +3,8 @@
 Every request of one user through one key, at one tier and capability, checks the same
 counters in the same second: the same keys, fields, limits and times to live (these count
 whole seconds), only the amounts differ. A ``Plan`` holds those checks (``counters.template``)
-and what the admission needs besides; ``counters.fill`` puts a request's amounts in. The plan
+and what the admission and its settle need besides; ``counters.fill`` puts a request's amounts
+in. The plan
 is rebuilt when the second changes, so a busy key pays for the keys and limits once a second
 instead of on every request. Bounded, as users and keys come from the config and the store.
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 from gateway.metering import counters
 from gateway.metering.limit_errors import reset_header
+from gateway.metering.settle import LeaseGroups, lease_groups, settled_indexes
 from gateway.metering.types import Check, KeyLimits, LevelLimits, MeterRequest
 from gateway.metering.windows import Windows, windows_at
 from gateway.store import keys
@@ -31,7 +33,9 @@ class Plan:
     limits: counters.ConfigLimits
     windows: Windows  # of the second's first request: the same day, month and minute
     checks: tuple[Check, ...]  # ``counters.template``
-    indexes: tuple[int, ...]  # ``counters.amount_indexes``
+    fills: counters.Fills  # ``counters.fills``
+    settled: tuple[int, ...]  # ``settle.settled_indexes``
+    lease_groups: LeaseGroups  # ``settle.lease_groups``
     override_key: str  # the user's store overrides
     reset: str  # the x-ratelimit-reset-* value all that second
     # the request's objects the checks were built from (a changed key makes another plan)
@@ -89,7 +93,9 @@ def _plan(
         limits=limits,
         windows=windows,
         checks=checks,
-        indexes=counters.amount_indexes(checks),
+        fills=counters.fills(checks),
+        settled=settled_indexes(checks),
+        lease_groups=lease_groups(checks),
         override_key=keys.user_overrides(request.user),
         reset=reset_header(windows, now),
         key_limits=request.key_limits,

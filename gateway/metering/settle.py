@@ -35,7 +35,7 @@ from gateway.metering.counters import SETTLED_INDEX, USD_INDEX
 from gateway.metering.estimate import tokens_for_chars
 from gateway.metering.pricing import cost_micros, micros_to_usd
 from gateway.metering.record import UsageRecord
-from gateway.metering.types import Admission, Amounts, LevelLimits, Outcome
+from gateway.metering.types import Admission, Amounts, Check, LevelLimits, Outcome
 from gateway.metering.windows import AGGREGATE_TTL_S, day_and_month
 from gateway.store import keys
 from gateway.store.port import Aggregate, Increment, LeaseEnd, SettleBatch
@@ -44,6 +44,11 @@ logger = logging.getLogger("gateway.metering")
 MAX_REPORTED_TOKENS = 10_000_000
 MAX_IMAGES = 10_000
 MAX_AUDIO_MS = 100_000_000  # about 28 hours
+# Per-request tuples are made with ``tuple.__new__``: a NamedTuple's own ``__new__`` is a
+# Python function, some three times slower (it fills the defaults: here every field is given).
+_new = tuple.__new__
+# (lease sorted set, positions of its checks) per hash-tag group of a reservation
+LeaseGroups = tuple[tuple[str, tuple[int, ...]], ...]
 
 # Fields of the per-user and per-model daily aggregate hashes.
 AGGREGATE_FIELDS = (
@@ -205,7 +210,8 @@ def settlement(admission: Admission, outcome: Outcome, record_id: str) -> Settle
     if actual.usd_micros > 0:
         watched, spend = _spend_keys(request.tier.name, day, month)
         cost = actual.usd_micros
-        increments += [Increment(key, scope, cost, AGGREGATE_TTL_S, True) for key, scope in watched]
+        ttl = AGGREGATE_TTL_S
+        increments += [_new(Increment, (key, scope, cost, ttl, True)) for key, scope in watched]
     batch = SettleBatch(
         tuple(increments),
         record_codec.encode(record),
@@ -265,35 +271,53 @@ def level_id(levels: tuple[LevelLimits, ...], name: str) -> str | None:
     return next((level.id for level in levels if level.level == name), None)
 
 
+def settled_indexes(checks: tuple[Check, ...]) -> tuple[int, ...]:
+    """Per check, the index in ``Amounts`` (with a last 0 at -1) its settle moves it to."""
+    return tuple([SETTLED_INDEX.get(check.kind, USD_INDEX) for check in checks])
+
+
+def lease_groups(checks: tuple[Check, ...]) -> LeaseGroups:
+    """Each hash-tag group a reservation of ``checks`` may write (its lease sorted set), with
+    the positions of its checks, in the order they come."""
+    groups: dict[str, list[int]] = {}
+    for position, check in enumerate(checks):
+        groups.setdefault(keys.lease(check.counter.key), []).append(position)
+    return tuple((group, tuple(positions)) for group, positions in groups.items())
+
+
 def _reconcile(admission: Admission, actual: Amounts) -> list[Increment]:
-    granted = admission.granted or (0,) * len(admission.checks)
+    checks = admission.checks
+    granted = admission.granted or (0,) * len(checks)
+    indexes = admission.settled or settled_indexes(checks)
     increments: list[Increment] = []
     values = (*actual, 0)  # index -1: what a count of requests in flight settles to
-    index = SETTLED_INDEX.get  # a lookup per check, no call: a team key has some forty
-    for (kind, counter), reserved in zip(admission.checks, granted, strict=True):
-        delta = values[index(kind, USD_INDEX)] - reserved
+    for (_, counter), reserved, index in zip(checks, granted, indexes, strict=True):
+        delta = values[index] - reserved
         if delta:
-            increments.append(Increment(counter.key, counter.field, delta, counter.ttl_s))
+            increment = (counter.key, counter.field, delta, counter.ttl_s, False)
+            increments.append(_new(Increment, increment))
     return increments
 
 
 def _leases(admission: Admission) -> tuple[LeaseEnd, ...]:
     """One ``LeaseEnd`` per hash-tag group the reservation may have written."""
-    if not admission.lease:
+    lease = admission.lease
+    if not lease:
         return ()
-    if not admission.granted:
-        groups = dict.fromkeys(keys.lease(check.counter.key) for check in admission.checks)
-        return tuple(LeaseEnd(group, admission.lease) for group in groups)
-    held: dict[str, list[tuple[str, str, int, int]]] = {}
-    lease = keys.lease
-    last_key, entry = "", []  # a key's counters are adjacent: its group is looked up once
-    for (_, counter), amount in zip(admission.checks, admission.granted, strict=True):
-        key = counter.key
-        if key != last_key:
-            last_key, entry = key, held.setdefault(lease(key), [])
-        if amount:
-            entry.append((key, counter.field, amount, counter.ttl_s))
-    return tuple(LeaseEnd(group, admission.lease, tuple(h)) for group, h in held.items())
+    checks, granted = admission.checks, admission.granted
+    groups = admission.lease_groups or lease_groups(checks)
+    if not granted:
+        return tuple([_new(LeaseEnd, (group, lease, None)) for group, _ in groups])
+    ends = []
+    for group, positions in groups:
+        held = []
+        for position in positions:
+            amount = granted[position]
+            if amount:
+                counter = checks[position].counter
+                held.append((counter.key, counter.field, amount, counter.ttl_s))
+        ends.append(_new(LeaseEnd, (group, lease, tuple(held))))
+    return tuple(ends)
 
 
 def _aggregates(
@@ -312,8 +336,8 @@ def _aggregates(
     user_key = keys.user_aggregate(admission.request.user, day)
     model_key = keys.model_aggregate(outcome.model or "-", day)
     return (
-        Aggregate(user_key, AGGREGATE_FIELDS, values, AGGREGATE_TTL_S),
-        Aggregate(model_key, AGGREGATE_FIELDS, values, AGGREGATE_TTL_S),
+        _new(Aggregate, (user_key, AGGREGATE_FIELDS, values, AGGREGATE_TTL_S)),
+        _new(Aggregate, (model_key, AGGREGATE_FIELDS, values, AGGREGATE_TTL_S)),
     )
 
 

@@ -141,3 +141,6 @@ class Admission:
     checks: tuple[Check, ...] = ()  # empty: nothing to reconcile (refused by a quota)
     granted: tuple[int, ...] = field(default=())  # empty: admitted unchecked (store down)
     lease: str = ""  # the reservation's lease id, also when its reply was lost
+    # worked out from ``checks`` once per plan (``plans.py``; empty: from the checks at settle)
+    settled: tuple[int, ...] = ()  # ``settle.settled_indexes``
+    lease_groups: tuple[tuple[str, tuple[int, ...]], ...] = ()  # ``settle.lease_groups``
