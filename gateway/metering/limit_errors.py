@@ -40,18 +40,19 @@ def rate_limit_headers(
 ) -> dict[str, str]:
     """``reset``: ``reset_header``'s value when known (worked out here otherwise)."""
     headers: dict[str, str] = {}
+    limits, used, granted = decision.limits, decision.used, decision.granted
     # Only the requests and tokens checks have headers, and ``counters.reservation`` puts
     # them first: the rest (a team key has some thirty more) are not looked at.
     for index, check in enumerate(checks[:HEADED]):
+        limit = limits[index]
         names = HEADER_NAMES.get(check.kind)
-        limit = decision.limits[index]
         if names is None or limit == UNLIMITED:
             continue
         reset = reset or reset_header(windows, now)
-        remaining = max(0, limit - decision.used[index] - decision.granted[index])
+        left = limit - used[index] - granted[index]
         limit_name, remaining_name, reset_name = names
         headers[limit_name] = str(limit)
-        headers[remaining_name] = str(remaining)
+        headers[remaining_name] = str(left) if left > 0 else "0"
         headers[reset_name] = reset
     return headers
 

@@ -72,7 +72,9 @@ OUTAGE_NOTE = " (usage store unavailable: counted from what was left at the last
 class SpendObserver(Protocol):
     """Told the new spend totals after each settle (the usage room's cost alerts)."""
 
-    async def observe(self, spend: Sequence[SpendKey], totals: Sequence[int]) -> None: ...
+    async def observe(self, settled: Sequence[tuple[Sequence[SpendKey], Sequence[int]]]) -> None:
+        """Per settle written: its watched spend counters and their new totals."""
+        ...
 
     def active(self) -> dict[str, bool]:
         """Every alert scope → crossed in the current window."""
@@ -322,9 +324,9 @@ class Meter:
     async def _written(self, items: Sequence[Settlement], results: list[list[int]]) -> None:
         if self._spend is None:
             return
-        for item, totals in zip(items, results, strict=True):
-            if totals or not item.spend:  # none: the batch had already been applied
-                await self._spend.observe(item.spend, totals)
+        # no totals: nothing watched, or the batch had already been applied
+        settled = [(item.spend, totals) for item, totals in zip(items, results, strict=True)]
+        await self._spend.observe([entry for entry in settled if entry[1]])
 
     def _notify(self, record: UsageRecord) -> None:
         if self._on_record is None:
