@@ -88,10 +88,21 @@ def output_tokens(limits: ConfigLimits, request: MeterRequest) -> int:
     """Output tokens to reserve: the client's max_tokens, else (on a token-generating
     request) the tightest cap; capped by the tier's ``max_tokens`` and the configured
     ``tokens_per_request`` (a store override of the latter applies inside the store)."""
+    return capped_output(output_cap(limits, request), request)
+
+
+def output_cap(limits: ConfigLimits, request: MeterRequest) -> int:
+    """The tightest of the tier's ``max_tokens`` and ``tokens_per_request`` (0: neither)."""
     caps = [c for c in (request.tier.max_tokens, limits.quota.tokens_per_request) if c and c > 0]
-    if request.max_output_tokens > 0:
-        return min([request.max_output_tokens, *caps])
-    return min(caps) if request.generates_tokens and caps else 0
+    return min(caps) if caps else 0
+
+
+def capped_output(cap: int, request: MeterRequest) -> int:
+    """``output_tokens`` given its ``output_cap``."""
+    wanted = request.max_output_tokens
+    if wanted > 0:
+        return min(wanted, cap) if cap else wanted
+    return cap if request.generates_tokens else 0
 
 
 def estimate(request: MeterRequest, flex: int) -> Amounts:

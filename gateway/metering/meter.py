@@ -157,7 +157,8 @@ class Meter:
         now = self._clock()
         plan = self._plans.get(request, now)
         limits, windows = plan.limits, plan.windows
-        flex = 0 if request.byok else counters.output_tokens(limits, request)
+        output = counters.capped_output(plan.output_cap, request)
+        flex = 0 if request.byok else output
         amounts = counters.estimate(request, flex)
         checks = counters.fill(plan.checks, plan.fills, amounts, flex)
         if not admit_checks.in_range(amounts, flex):
@@ -177,9 +178,7 @@ class Meter:
                 raise exceeded(request, checks, denial, windows, now, OUTAGE_NOTE)
             return Admission(
                 headers={},
-                clamp_max_tokens=admit_checks.clamp(
-                    request, counters.output_tokens(limits, request)
-                ),
+                clamp_max_tokens=admit_checks.clamp(request, output),
                 request=request,
                 started=now,
                 checks=checks,
@@ -193,7 +192,7 @@ class Meter:
         if flex:
             flex = reserved.tokens - checks[counters.TOKENS_INDEX].counter.fixed
         elif request.byok:
-            flex = counters.output_tokens(limits, request)
+            flex = output
         return Admission(
             headers=rate_limit_headers(checks, decision, windows, now, plan.reset),
             clamp_max_tokens=admit_checks.clamp(request, flex),

@@ -36,6 +36,7 @@ class Plan:
     fills: counters.Fills  # ``counters.fills``
     settled: tuple[int, ...]  # ``settle.settled_indexes``
     lease_groups: LeaseGroups  # ``settle.lease_groups``
+    output_cap: int  # ``counters.output_cap``
     override_key: str  # the user's store overrides
     reset: str  # the x-ratelimit-reset-* value all that second
     # the request's objects the checks were built from (a changed key makes another plan)
@@ -96,6 +97,7 @@ def _plan(
         fills=counters.fills(checks),
         settled=settled_indexes(checks),
         lease_groups=lease_groups(checks),
+        output_cap=counters.output_cap(limits, request),
         override_key=keys.user_overrides(request.user),
         reset=reset_header(windows, now),
         key_limits=request.key_limits,
