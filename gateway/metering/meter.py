@@ -202,8 +202,8 @@ class Meter:
             checks=checks,
             granted=granted,
             lease=lease.id,
-            settled=plan.settled,
-            lease_groups=plan.lease_groups,
+            settle_layout=plan.settle_layout,
+            lease_layout=plan.lease_layout,
         )
 
     def _lease(self) -> Lease:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from gateway.metering import counters
 from gateway.metering.limit_errors import reset_header
-from gateway.metering.settle import LeaseGroups, lease_groups, settled_indexes
+from gateway.metering.settle import LeaseLayout, SettleLayout, lease_layout, settle_layout
 from gateway.metering.types import Check, KeyLimits, LevelLimits, MeterRequest
 from gateway.metering.windows import Windows, windows_at
 from gateway.store import keys
@@ -34,8 +34,8 @@ class Plan:
     windows: Windows  # of the second's first request: the same day, month and minute
     checks: tuple[Check, ...]  # ``counters.template``
     fills: counters.Fills  # ``counters.fills``
-    settled: tuple[int, ...]  # ``settle.settled_indexes``
-    lease_groups: LeaseGroups  # ``settle.lease_groups``
+    settle_layout: SettleLayout  # ``settle.settle_layout``
+    lease_layout: LeaseLayout  # ``settle.lease_layout``
     output_cap: int  # ``counters.output_cap``
     override_key: str  # the user's store overrides
     reset: str  # the x-ratelimit-reset-* value all that second
@@ -95,8 +95,8 @@ def _plan(
         windows=windows,
         checks=checks,
         fills=counters.fills(checks),
-        settled=settled_indexes(checks),
-        lease_groups=lease_groups(checks),
+        settle_layout=settle_layout(checks),
+        lease_layout=lease_layout(checks),
         output_cap=counters.output_cap(limits, request),
         override_key=keys.user_overrides(request.user),
         reset=reset_header(windows, now),

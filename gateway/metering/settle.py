@@ -47,8 +47,9 @@ MAX_AUDIO_MS = 100_000_000  # about 28 hours
 # Per-request tuples are made with ``tuple.__new__``: a NamedTuple's own ``__new__`` is a
 # Python function, some three times slower (it fills the defaults: here every field is given).
 _new = tuple.__new__
-# (lease sorted set, positions of its checks) per hash-tag group of a reservation
-LeaseGroups = tuple[tuple[str, tuple[int, ...]], ...]
+# a reservation's settle, worked out from its checks (``plans.py`` does it once per plan)
+SettleLayout = tuple[tuple[str, str, int, int], ...]  # per check: key, field, ttl, index
+LeaseLayout = tuple[tuple[str, tuple[tuple[int, str, str, int], ...]], ...]  # per lease group
 
 # Fields of the per-user and per-model daily aggregate hashes.
 AGGREGATE_FIELDS = (
@@ -271,31 +272,37 @@ def level_id(levels: tuple[LevelLimits, ...], name: str) -> str | None:
     return next((level.id for level in levels if level.level == name), None)
 
 
-def settled_indexes(checks: tuple[Check, ...]) -> tuple[int, ...]:
-    """Per check, the index in ``Amounts`` (with a last 0 at -1) its settle moves it to."""
-    return tuple([SETTLED_INDEX.get(check.kind, USD_INDEX) for check in checks])
+def settle_layout(checks: tuple[Check, ...]) -> SettleLayout:
+    """Per check: its counter's key, field and time to live, and the index in ``Amounts``
+    (with a last 0 at -1) its settle moves it to."""
+    return tuple(
+        [
+            (counter.key, counter.field, counter.ttl_s, SETTLED_INDEX.get(kind, USD_INDEX))
+            for kind, counter in checks
+        ]
+    )
 
 
-def lease_groups(checks: tuple[Check, ...]) -> LeaseGroups:
+def lease_layout(checks: tuple[Check, ...]) -> LeaseLayout:
     """Each hash-tag group a reservation of ``checks`` may write (its lease sorted set), with
-    the positions of its checks, in the order they come."""
-    groups: dict[str, list[int]] = {}
-    for position, check in enumerate(checks):
-        groups.setdefault(keys.lease(check.counter.key), []).append(position)
-    return tuple((group, tuple(positions)) for group, positions in groups.items())
+    its checks' positions, keys, fields and times to live, in the order they come."""
+    groups: dict[str, list[tuple[int, str, str, int]]] = {}
+    for position, (_, counter) in enumerate(checks):
+        member = (position, counter.key, counter.field, counter.ttl_s)
+        groups.setdefault(keys.lease(counter.key), []).append(member)
+    return tuple((group, tuple(members)) for group, members in groups.items())
 
 
 def _reconcile(admission: Admission, actual: Amounts) -> list[Increment]:
     checks = admission.checks
     granted = admission.granted or (0,) * len(checks)
-    indexes = admission.settled or settled_indexes(checks)
+    layout = admission.settle_layout or settle_layout(checks)
     increments: list[Increment] = []
     values = (*actual, 0)  # index -1: what a count of requests in flight settles to
-    for (_, counter), reserved, index in zip(checks, granted, indexes, strict=True):
+    for (key, field, ttl_s, index), reserved in zip(layout, granted, strict=True):
         delta = values[index] - reserved
         if delta:
-            increment = (counter.key, counter.field, delta, counter.ttl_s, False)
-            increments.append(_new(Increment, increment))
+            increments.append(_new(Increment, (key, field, delta, ttl_s, False)))
     return increments
 
 
@@ -304,18 +311,13 @@ def _leases(admission: Admission) -> tuple[LeaseEnd, ...]:
     lease = admission.lease
     if not lease:
         return ()
-    checks, granted = admission.checks, admission.granted
-    groups = admission.lease_groups or lease_groups(checks)
+    granted = admission.granted
+    layout = admission.lease_layout or lease_layout(admission.checks)
     if not granted:
-        return tuple([_new(LeaseEnd, (group, lease, None)) for group, _ in groups])
+        return tuple([_new(LeaseEnd, (group, lease, None)) for group, _ in layout])
     ends = []
-    for group, positions in groups:
-        held = []
-        for position in positions:
-            amount = granted[position]
-            if amount:
-                counter = checks[position].counter
-                held.append((counter.key, counter.field, amount, counter.ttl_s))
+    for group, members in layout:
+        held = [(key, field, granted[at], ttl) for at, key, field, ttl in members if granted[at]]
         ends.append(_new(LeaseEnd, (group, lease, tuple(held))))
     return tuple(ends)
 

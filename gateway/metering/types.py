@@ -142,5 +142,5 @@ class Admission:
     granted: tuple[int, ...] = field(default=())  # empty: admitted unchecked (store down)
     lease: str = ""  # the reservation's lease id, also when its reply was lost
     # worked out from ``checks`` once per plan (``plans.py``; empty: from the checks at settle)
-    settled: tuple[int, ...] = ()  # ``settle.settled_indexes``
-    lease_groups: tuple[tuple[str, tuple[int, ...]], ...] = ()  # ``settle.lease_groups``
+    settle_layout: tuple[tuple[str, str, int, int], ...] = ()  # ``settle.settle_layout``
+    lease_layout: tuple[tuple[str, tuple[tuple[int, str, str, int], ...]], ...] = ()
