@@ -27,7 +27,8 @@ USER_DAY, USER_MONTH, TIER_DAY, TIER_MONTH = "user_day", "user_month", "tier_day
 BUDGET_KINDS = (USER_DAY, USER_MONTH, TIER_DAY, TIER_MONTH)
 TIER_KINDS = (TIER_DAY, TIER_MONTH)
 TOKENS_INDEX = 1  # where ``reservation`` puts the tokens check
-# The kinds whose grants make up ``Amounts`` (requests, tokens, audio_ms, usd_micros).
+# The kinds whose grants make up ``Amounts`` (requests, tokens, audio_ms, usd_micros): the
+# first checks of every ``template``, in this order.
 AMOUNT_KINDS = (REQUESTS, TOKENS, AUDIO, USER_DAY)
 NO_ESTIMATE = Amounts(requests=1)  # what a ``template`` is built with
 _new = tuple.__new__
@@ -234,16 +235,6 @@ def _budget_checks(
         limit = tier_shards.slice_limit(tier.month, shard, shards)
         checks.append(Check(TIER_MONTH, Counter(key, keys.USD, cost, limit, ttl_s=month)))
     return checks
-
-
-def reserved(checks: tuple[Check, ...], granted: tuple[int, ...]) -> Amounts:
-    """What a reservation's grants hold of ``Amounts``: the grants of the ``AMOUNT_KINDS``
-    checks, which ``reservation`` puts first, in that order (a kind missing: 0)."""
-    head = len(AMOUNT_KINDS)
-    if tuple(check.kind for check in checks[:head]) == AMOUNT_KINDS:
-        return Amounts(*granted[:head])
-    by_kind = dict(zip([check.kind for check in checks], granted, strict=True))
-    return Amounts(*[by_kind.get(kind, 0) for kind in AMOUNT_KINDS])
 
 
 # check kind → the index in ``Amounts`` its settle counts (-1: nothing, e.g. in flight);

@@ -188,7 +188,7 @@ class Meter:
         if not decision.ok:
             raise exceeded(request, checks, decision, windows, now)
         granted = decision.granted
-        reserved = Amounts(*granted[: len(counters.AMOUNT_KINDS)])  # ``template`` puts them first
+        reserved = Amounts(*granted[: len(counters.AMOUNT_KINDS)])
         if flex:
             flex = reserved.tokens - checks[counters.TOKENS_INDEX].counter.fixed
         elif request.byok:
