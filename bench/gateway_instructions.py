@@ -112,8 +112,10 @@ def measure(
         GATEWAY_LOG_LEVEL="WARNING",
     )
     env.update(extra_env)
+    # -P: without it ``-m`` puts the working directory first on the path, and a run from a
+    # source tree would measure that tree's code for both a and b
     argv = [valgrind, "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-            sys.executable, "-m", "gateway", "serve", "--config-dir", str(CONFIG_DIR),
+            sys.executable, "-P", "-m", "gateway", "serve", "--config-dir", str(CONFIG_DIR),
             "--port", str(port), "--workers", "1"]  # fmt: skip
     proc = procs.start(f"gateway_{name}", argv, cpus=None, env=env)
     lines = []

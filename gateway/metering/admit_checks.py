@@ -6,13 +6,22 @@ from collections.abc import Sequence
 
 from gateway.errors import InvalidRequest
 from gateway.metering import counters
-from gateway.metering.types import Check, MeterRequest
+from gateway.metering.types import Amounts, Check, MeterRequest
 from gateway.store.port import MAX_AMOUNT, Decision
 
 
 def tier_refused(checks: Sequence[Check], decision: Decision) -> bool:
     """Whether the counter that refused is one of the tier's (its budget: see tier_shards)."""
     return decision.denied is not None and checks[decision.denied].kind in counters.TIER_KINDS
+
+
+def in_range(amounts: Amounts, flex: int) -> bool:
+    """Whether every amount a reservation of this estimate holds is in range: then
+    ``check_amounts`` would pass (each counter holds 0, 1 or one of these)."""
+    return (
+        0 <= min(amounts) <= max(amounts) <= MAX_AMOUNT
+        and 0 <= flex <= amounts.tokens <= MAX_AMOUNT
+    )
 
 
 def check_amounts(checks: Sequence[Check]) -> None:

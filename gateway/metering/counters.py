@@ -27,8 +27,11 @@ USER_DAY, USER_MONTH, TIER_DAY, TIER_MONTH = "user_day", "user_month", "tier_day
 BUDGET_KINDS = (USER_DAY, USER_MONTH, TIER_DAY, TIER_MONTH)
 TIER_KINDS = (TIER_DAY, TIER_MONTH)
 TOKENS_INDEX = 1  # where ``reservation`` puts the tokens check
-# The kinds whose grants make up ``Amounts`` (requests, tokens, audio_ms, usd_micros).
+# The kinds whose grants make up ``Amounts`` (requests, tokens, audio_ms, usd_micros): the
+# first checks of every ``template``, in this order.
 AMOUNT_KINDS = (REQUESTS, TOKENS, AUDIO, USER_DAY)
+NO_ESTIMATE = Amounts(requests=1)  # what a ``template`` is built with
+_new = tuple.__new__
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,21 @@ def output_tokens(limits: ConfigLimits, request: MeterRequest) -> int:
     """Output tokens to reserve: the client's max_tokens, else (on a token-generating
     request) the tightest cap; capped by the tier's ``max_tokens`` and the configured
     ``tokens_per_request`` (a store override of the latter applies inside the store)."""
+    return capped_output(output_cap(limits, request), request)
+
+
+def output_cap(limits: ConfigLimits, request: MeterRequest) -> int:
+    """The tightest of the tier's ``max_tokens`` and ``tokens_per_request`` (0: neither)."""
     caps = [c for c in (request.tier.max_tokens, limits.quota.tokens_per_request) if c and c > 0]
-    if request.max_output_tokens > 0:
-        return min([request.max_output_tokens, *caps])
-    return min(caps) if request.generates_tokens and caps else 0
+    return min(caps) if caps else 0
+
+
+def capped_output(cap: int, request: MeterRequest) -> int:
+    """``output_tokens`` given its ``output_cap``."""
+    wanted = request.max_output_tokens
+    if wanted > 0:
+        return min(wanted, cap) if cap else wanted
+    return cap if request.generates_tokens else 0
 
 
 def estimate(request: MeterRequest, flex: int) -> Amounts:
@@ -113,10 +127,19 @@ def reservation(
 ) -> tuple[Check, ...]:
     """The checks, in the order their failures are reported; the tier budget's on
     ``tier_shard`` (-1: the user's home shard, ``tier_shards``)."""
+    flex = 0 if request.byok else output_tokens(config_limits, request)
+    shape = template(config_limits, request, windows, tier_shard)
+    return fill(shape, fills(shape), estimate(request, flex), flex)
+
+
+def template(
+    config_limits: ConfigLimits, request: MeterRequest, windows: Windows, tier_shard: int = -1
+) -> tuple[Check, ...]:
+    """``reservation``'s checks before any amount is known (counts of requests at 1, every
+    other amount 0): what ``fill`` completes. The same for every request of one user, key,
+    tier and capability in one second (time-to-live counts whole seconds)."""
     user, capability = request.user, request.capability
     limits = config_limits.quota
-    flex = 0 if request.byok else output_tokens(config_limits, request)
-    amounts = estimate(request, flex)
     day_key = keys.user_day(user, windows.day)
     day = windows.day_ttl()
 
@@ -124,25 +147,63 @@ def reservation(
         name = keys.capability_field(capability, unit)
         return Counter(day_key, name, fixed, limit, name, ttl_s=day)
 
-    tokens = counter(keys.TOKENS, amounts.tokens - flex, limits.tokens)._replace(
-        flex=flex,
+    tokens = counter(keys.TOKENS, 0, limits.tokens)._replace(
         cap=limits.tokens_per_request,
         cap_field=keys.capability_field(capability, keys.TOKENS_PER_REQUEST),
     )
     checks = (
         Check(REQUESTS, counter(keys.REQUESTS, 1, limits.requests)),
         Check(TOKENS, tokens),
-        Check(AUDIO, counter(keys.AUDIO_MS, amounts.audio_ms, limits.audio_ms)),
+        Check(AUDIO, counter(keys.AUDIO_MS, 0, limits.audio_ms)),
     )
-    budget = _budget_checks(config_limits, request, windows, amounts.usd_micros, tier_shard)
+    budget = _budget_checks(config_limits, request, windows, 0, tier_shard)
     keyed = (
-        key_limits.key_checks(request.key_limits, user, windows, amounts)
+        key_limits.key_checks(request.key_limits, user, windows, NO_ESTIMATE)
         if request.key_limits
         else ()
     )
     if request.levels:  # the key's organization and team (level_limits.py)
-        keyed = (*keyed, *level_limits.level_checks(request.levels, windows.now, amounts))
+        keyed = (*keyed, *level_limits.level_checks(request.levels, windows.now, NO_ESTIMATE))
     return (*checks, *budget, *keyed)
+
+
+# (position, index): a template's check at ``position`` reserves ``Amounts[index]``
+Fills = tuple[tuple[int, int], ...]
+
+
+def fills(shape: tuple[Check, ...]) -> Fills:
+    """Which checks of a ``template`` take which amount of the estimate: what each counts at
+    settle, as every kind reserves what it settles. Left out: those whose amount is the
+    template's own (counts of requests: every estimate has one) and the tokens check, whose
+    estimate is split in fixed and flex (``fill`` does it apart)."""
+    found = []
+    for position, check in enumerate(shape):
+        index = SETTLED_INDEX.get(check.kind, USD_INDEX)
+        if index > 0 and position != TOKENS_INDEX:
+            found.append((position, index))
+    return tuple(found)
+
+
+def fill(shape: tuple[Check, ...], filled: Fills, amounts: Amounts, flex: int) -> tuple[Check, ...]:
+    """A ``template``'s checks with the request's estimate (``amounts``, ``flex`` of its
+    tokens flexible); a check whose amount is the template's own is kept as it is.
+
+    Tuples are made with ``tuple.__new__``: a NamedTuple's own ``__new__`` is a Python
+    function, some three times slower, and this runs for every counter of every request."""
+    checks = list(shape)
+    kind, (key, field, _, limit, limit_field, _, cap, cap_field, ttl_s, sliding) = shape[
+        TOKENS_INDEX
+    ]
+    fixed = amounts.tokens - flex
+    tokens = (key, field, fixed, limit, limit_field, flex, cap, cap_field, ttl_s, sliding)
+    checks[TOKENS_INDEX] = _new(Check, (kind, _new(Counter, tokens)))
+    for position, index in filled:
+        amount = amounts[index]
+        kind, counter = shape[position]
+        if amount != counter.fixed:
+            changed = _new(Counter, (counter.key, counter.field, amount, *counter[3:]))
+            checks[position] = _new(Check, (kind, changed))
+    return tuple(checks)
 
 
 def _budget_checks(
@@ -174,16 +235,6 @@ def _budget_checks(
         limit = tier_shards.slice_limit(tier.month, shard, shards)
         checks.append(Check(TIER_MONTH, Counter(key, keys.USD, cost, limit, ttl_s=month)))
     return checks
-
-
-def reserved(checks: tuple[Check, ...], granted: tuple[int, ...]) -> Amounts:
-    """What a reservation's grants hold of ``Amounts``: the grants of the ``AMOUNT_KINDS``
-    checks, which ``reservation`` puts first, in that order (a kind missing: 0)."""
-    head = len(AMOUNT_KINDS)
-    if tuple(check.kind for check in checks[:head]) == AMOUNT_KINDS:
-        return Amounts(*granted[:head])
-    by_kind = dict(zip([check.kind for check in checks], granted, strict=True))
-    return Amounts(*[by_kind.get(kind, 0) for kind in AMOUNT_KINDS])
 
 
 # check kind → the index in ``Amounts`` its settle counts (-1: nothing, e.g. in flight);

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from gateway.media.audio_duration import audio_duration_ms
 
@@ -60,10 +60,13 @@ def stt_audio_ms(header: bytes, size: int, filename: str, content_type: str) -> 
 def _input_tokens(value: Any) -> int:
     if isinstance(value, str):
         return estimate_text_tokens(value)
-    if isinstance(value, Mapping):
+    if _is_mapping(value):
         return TOKENS_PER_MESSAGE + _message_tokens(value)
     if isinstance(value, list):
-        return sum(1 if isinstance(item, int) else _input_tokens(item) for item in value)
+        total = 0
+        for item in value:
+            total += 1 if isinstance(item, int) else _input_tokens(item)
+        return total
     return 0
 
 
@@ -74,13 +77,20 @@ def _message_tokens(message: Mapping[str, Any]) -> int:
     for part in parts:
         if isinstance(part, str):
             chars += len(part)
-        elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
-            chars += len(part["text"])
-        elif isinstance(part, Mapping) and part.get("type") in IMAGE_PART_TYPES:
-            images += 1
+        elif _is_mapping(part):
+            if isinstance(part.get("text"), str):
+                chars += len(part["text"])
+            elif part.get("type") in IMAGE_PART_TYPES:
+                images += 1
     calls = message.get("tool_calls")
     for call in calls if isinstance(calls, list) else ():
-        function = call.get("function") if isinstance(call, Mapping) else None
-        if isinstance(function, Mapping):
+        function = call.get("function") if _is_mapping(call) else None
+        if _is_mapping(function):
             chars += sum(len(v) for v in function.values() if isinstance(v, str))
     return tokens_for_chars(chars) + images * TOKENS_PER_IMAGE
+
+
+def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
+    """``isinstance(value, Mapping)``, answered at once for a dict (what JSON gives): the
+    abstract class's check is slow, and a prompt's every message and part is asked."""
+    return type(value) is dict or isinstance(value, Mapping)

@@ -26,23 +26,33 @@ HEADED = counters.TOKENS_INDEX + 1  # the checks that may have headers: the firs
 MONTHLY = (counters.USER_MONTH, counters.TIER_MONTH)
 
 
+def reset_header(windows: Windows, now: float) -> str:
+    """The x-ratelimit-reset-* value at ``now``: the time left in the day."""
+    return duration(seconds_until(windows.day_reset, now))
+
+
 def rate_limit_headers(
-    checks: tuple[Check, ...], decision: Decision, windows: Windows, now: float
+    checks: tuple[Check, ...],
+    decision: Decision,
+    windows: Windows,
+    now: float,
+    reset: str = "",
 ) -> dict[str, str]:
+    """``reset``: ``reset_header``'s value when known (worked out here otherwise)."""
     headers: dict[str, str] = {}
-    reset = ""
+    limits, used, granted = decision.limits, decision.used, decision.granted
     # Only the requests and tokens checks have headers, and ``counters.reservation`` puts
     # them first: the rest (a team key has some thirty more) are not looked at.
     for index, check in enumerate(checks[:HEADED]):
+        limit = limits[index]
         names = HEADER_NAMES.get(check.kind)
-        limit = decision.limits[index]
         if names is None or limit == UNLIMITED:
             continue
-        reset = reset or duration(seconds_until(windows.day_reset, now))
-        remaining = max(0, limit - decision.used[index] - decision.granted[index])
+        reset = reset or reset_header(windows, now)
+        left = limit - used[index] - granted[index]
         limit_name, remaining_name, reset_name = names
         headers[limit_name] = str(limit)
-        headers[remaining_name] = str(remaining)
+        headers[remaining_name] = str(left) if left > 0 else "0"
         headers[reset_name] = reset
     return headers
 

@@ -41,12 +41,13 @@ from gateway.metering.limits import (
     override_from_hash,
     quota_override_fields,
 )
+from gateway.metering.plans import Plan, Plans
 from gateway.metering.quota_view import build_view, view_keys
 from gateway.metering.record import UsageRecord
 from gateway.metering.record_ids import RecordIds
 from gateway.metering.settle import Settlement, SpendKey, settlement
-from gateway.metering.types import Admission, Check, MeterRequest, Outcome
-from gateway.metering.windows import Windows, windows_at
+from gateway.metering.types import Admission, Amounts, Check, MeterRequest, Outcome
+from gateway.metering.windows import windows_at
 from gateway.store import keys
 from gateway.store.port import (
     Decision,
@@ -71,7 +72,9 @@ OUTAGE_NOTE = " (usage store unavailable: counted from what was left at the last
 class SpendObserver(Protocol):
     """Told the new spend totals after each settle (the usage room's cost alerts)."""
 
-    async def observe(self, spend: Sequence[SpendKey], totals: Sequence[int]) -> None: ...
+    async def observe(self, settled: Sequence[tuple[Sequence[SpendKey], Sequence[int]]]) -> None:
+        """Per settle written: its watched spend counters and their new totals."""
+        ...
 
     def active(self) -> dict[str, bool]:
         """Every alert scope → crossed in the current window."""
@@ -109,6 +112,7 @@ class Meter:
         self._config = config
         self._tier_quotas: Mapping[tuple[str, str], Quota] = {}  # set at run time
         self._limits = counters.LimitCache(config)
+        self._plans = Plans(self._limits)
         self._last_known = LastKnown()  # what a store outage may still admit
         self._full_shards = tier_shards.FullShards()
         self._store = store
@@ -151,52 +155,55 @@ class Meter:
         """Reserve the request's usage; raise ``QuotaExceeded`` / ``BudgetExceeded`` when it
         does not fit, ``StoreUnavailable`` when the store is down and the policy is "deny"."""
         now = self._clock()
-        windows = windows_at(now)
-        limits = self._limits.get(request)
-        checks = counters.reservation(limits, request, windows)
-        admit_checks.check_amounts(checks)
+        plan = self._plans.get(request, now)
+        limits, windows = plan.limits, plan.windows
+        output = counters.capped_output(plan.output_cap, request)
+        flex = 0 if request.byok else output
+        amounts = counters.estimate(request, flex)
+        checks = counters.fill(plan.checks, plan.fills, amounts, flex)
+        if not admit_checks.in_range(amounts, flex):
+            admit_checks.check_amounts(checks)
         lease = self._lease()
-        decision = await self._reserve(checks, request.user, lease)
+        decision = await self._reserve(checks, plan.override_key, lease)
         if (
             decision is not None
             and admit_checks.tier_refused(checks, decision)
             and limits.tier_shards > 1
         ):
-            spilled = await self._spill_over(request, limits, windows, checks, decision, lease)
-            checks, decision, lease = spilled
+            spilled = await self._spill_over(request, plan, checks, decision, lease)
+            plan, checks, decision, lease = spilled
         if decision is None:
             denial = self._last_known.take(checks)
             if denial is not None:
                 raise exceeded(request, checks, denial, windows, now, OUTAGE_NOTE)
             return Admission(
                 headers={},
-                clamp_max_tokens=admit_checks.clamp(
-                    request, counters.output_tokens(limits, request)
-                ),
+                clamp_max_tokens=admit_checks.clamp(request, output),
                 request=request,
                 started=now,
                 checks=checks,
                 lease=lease.id,
             )
-        self._last_known.record(checks, decision)
+        self._last_known.record(plan.key, checks, decision)
         if not decision.ok:
             raise exceeded(request, checks, decision, windows, now)
-        reserved = counters.reserved(checks, decision.granted)
-        tokens = checks[counters.TOKENS_INDEX].counter
-        flex = (
-            reserved.tokens - tokens.fixed
-            if tokens.flex
-            else counters.output_tokens(limits, request)
-        )
+        granted = decision.granted
+        reserved = Amounts(*granted[: len(counters.AMOUNT_KINDS)])
+        if flex:
+            flex = reserved.tokens - checks[counters.TOKENS_INDEX].counter.fixed
+        elif request.byok:
+            flex = output
         return Admission(
-            headers=rate_limit_headers(checks, decision, windows, now),
+            headers=rate_limit_headers(checks, decision, windows, now, plan.reset),
             clamp_max_tokens=admit_checks.clamp(request, flex),
             request=request,
             started=now,
             reserved=reserved,
             checks=checks,
-            granted=decision.granted,
+            granted=granted,
             lease=lease.id,
+            settle_layout=plan.settle_layout,
+            lease_layout=plan.lease_layout,
         )
 
     def _lease(self) -> Lease:
@@ -205,26 +212,28 @@ class Meter:
     async def _spill_over(
         self,
         request: MeterRequest,
-        limits: counters.ConfigLimits,
-        windows: Windows,
+        plan: Plan,
         checks: tuple[Check, ...],
         decision: Decision,
         lease: Lease,
-    ) -> tuple[tuple[Check, ...], Decision | None, Lease]:
+    ) -> tuple[Plan, tuple[Check, ...], Decision | None, Lease]:
         """The home shard of the tier budget refused: try the other shards not known to be
         full (``tier_shards``); the last answer stands."""
-        tier, shards = request.tier.name, limits.tier_shards
+        tier, shards = request.tier.name, plan.limits.tier_shards
         home = tier_shards.home_shard(request.user, shards)
         self._full_shards.mark(tier, home)
+        flex = 0 if request.byok else counters.output_tokens(plan.limits, request)
+        amounts = counters.estimate(request, flex)
         for shard in self._full_shards.others(tier, home, shards):
             lease = self._lease()
-            checks = counters.reservation(limits, request, windows, shard)
-            answer = await self._reserve(checks, request.user, lease)
+            plan = self._plans.get(request, plan.windows.now, shard)
+            checks = counters.fill(plan.checks, plan.fills, amounts, flex)
+            answer = await self._reserve(checks, plan.override_key, lease)
             if answer is None or not admit_checks.tier_refused(checks, answer):
-                return checks, answer, lease
+                return plan, checks, answer, lease
             decision = answer
             self._full_shards.mark(tier, shard)
-        return checks, decision, lease
+        return plan, checks, decision, lease
 
     def finish(self, admission: Admission, outcome: Outcome) -> None:
         """Queue the settle (reconcile, record, aggregates); never raises.
@@ -234,10 +243,11 @@ class Meter:
         """
         try:
             item = settlement(admission, outcome, self._record_ids())
-            if item.record is not None:
+            if item.record is not None and self._on_record is not None:
                 self._notify(item.record)
             self._buffer.add(item)
-            self._start_background()
+            if self._flush_task is None:
+                self._start_background()
         except Exception:
             logger.exception("metering: settling %s failed", admission.request.request_id)
 
@@ -276,11 +286,13 @@ class Meter:
         )
         self.finish(admission, outcome)
 
-    async def _reserve(self, checks: tuple[Check, ...], user: str, lease: Lease) -> Decision | None:
+    async def _reserve(
+        self, checks: tuple[Check, ...], override_key: str, lease: Lease
+    ) -> Decision | None:
         if self._health.should_try():
             try:
                 wanted = [check.counter for check in checks]
-                decision = await self._store.reserve(wanted, keys.user_overrides(user), lease)
+                decision = await self._store.reserve(wanted, override_key, lease)
             except StoreRejected as exc:
                 self._health.recovered()  # it answered: the request is at fault, not the store
                 logger.warning("metering: the store refused a reservation: %s", exc)
@@ -311,9 +323,9 @@ class Meter:
     async def _written(self, items: Sequence[Settlement], results: list[list[int]]) -> None:
         if self._spend is None:
             return
-        for item, totals in zip(items, results, strict=True):
-            if totals or not item.spend:  # none: the batch had already been applied
-                await self._spend.observe(item.spend, totals)
+        # no totals: nothing watched, or the batch had already been applied
+        settled = [(item.spend, totals) for item, totals in zip(items, results, strict=True)]
+        await self._spend.observe([entry for entry in settled if entry[1]])
 
     def _notify(self, record: UsageRecord) -> None:
         if self._on_record is None:
@@ -372,11 +384,13 @@ class Meter:
         webhook and the buffer's size stay as started)."""
         self._config = config
         self._limits = counters.LimitCache(config, tier_quotas=self._tier_quotas)
+        self._plans = Plans(self._limits)
 
     def set_tier_quotas(self, quotas: Mapping[tuple[str, str], Quota]) -> None:
         """Run-time tier quotas, (tier, capability) → the quota replacing the tier's own."""
         self._tier_quotas = quotas
         self._limits = counters.LimitCache(self._config, tier_quotas=quotas)
+        self._plans = Plans(self._limits)
 
     # -- health figures (readiness, metrics) ---------------------------------------------------
 

@@ -26,13 +26,12 @@ def cost_micros(
 ) -> int:
     if price is None:
         return 0
-    micros = (
-        prompt_tokens * price.input
-        + completion_tokens * price.output
-        + images * price.per_image * MICROS_PER_USD
-        + audio_ms * price.per_minute * MICROS_PER_USD / MS_PER_MINUTE
-        + audio_ms * price.per_second * MICROS_PER_USD / 1000
-    )
+    micros = prompt_tokens * price.input + completion_tokens * price.output
+    if images:  # skipped when 0: adding 0.0 changes nothing
+        micros += images * price.per_image * MICROS_PER_USD
+    if audio_ms:  # added one by one, in the order they always were
+        micros += audio_ms * price.per_minute * MICROS_PER_USD / MS_PER_MINUTE
+        micros += audio_ms * price.per_second * MICROS_PER_USD / 1000
     return max(0, math.ceil(micros - 1e-9))
 
 

@@ -18,14 +18,7 @@ from typing import Any
 import orjson
 
 from gateway.metering.pricing import MICROS_PER_USD, micros_to_usd
-from gateway.metering.record import (
-    UsageRecord,
-    count,
-    number,
-    tag_list,
-    text,
-    text_or_none,
-)
+from gateway.metering.record import UsageRecord, count, number, tag_list
 
 TS, COST, CHARGED, STATUS, LATENCY, ATTEMPTS, TAGS = "t", "$", "ch", "s", "l", "a", "tg"
 
@@ -109,41 +102,72 @@ def decode(raw: bytes) -> UsageRecord | None:
     return expand(stored)
 
 
+# short key → (field, how its value is read); every record is expanded once by the rollups
+TEXT, OPTIONAL, COUNT, FLAG, NUMBER = range(5)  # str or "", str or None, int or 0, bool, float
+SHORT: dict[str, tuple[str, int]] = {
+    "i": ("record_id", OPTIONAL),
+    "q": ("request_id", TEXT),
+    "u": ("user", TEXT),
+    "k": ("key_id", TEXT),
+    "T": ("tier", TEXT),
+    "c": ("capability", TEXT),
+    "m": ("model", OPTIONAL),
+    "p": ("provider", OPTIONAL),
+    "um": ("upstream_model", OPTIONAL),
+    "pt": ("prompt_tokens", COUNT),
+    "ct": ("completion_tokens", COUNT),
+    "im": ("images", COUNT),
+    "am": ("audio_ms", COUNT),
+    "vm": ("video_ms", COUNT),
+    "fb": ("fallback", FLAG),
+    "b": ("byok", FLAG),
+    STATUS: ("status", COUNT),
+    LATENCY: ("latency_ms", NUMBER),
+    ATTEMPTS: ("attempts", COUNT),
+    "e": ("estimated", FLAG),
+    "uf": ("usage_flagged", FLAG),
+    "dg": ("downgraded", FLAG),
+    "d": ("deployment", OPTIONAL),
+    "ca": ("cache", OPTIONAL),
+    "ro": ("rollout", OPTIONAL),
+    "bi": ("batch_id", OPTIONAL),
+    "o": ("org", OPTIONAL),
+    "tm": ("team", OPTIONAL),
+}
+# the fields without a default, as a record that leaves them out reads
+REQUIRED: dict[str, str | None] = {
+    **dict.fromkeys(("request_id", "user", "key_id", "tier", "capability"), ""),
+    "record_id": None,
+}
+
+
 def expand(stored: dict[str, Any]) -> UsageRecord:
-    """The record of a decoded compact one (a value of the wrong type reads as the default)."""
-    get = stored.get
-    cost = count(get(COST))
+    """The record of a decoded compact one (a value of the wrong type reads as the default).
+
+    Only the keys present are looked at (most fields are left out at their default), each
+    read by its kind in place: this runs once per record for the rollups."""
+    values: dict[str, Any] = dict(REQUIRED)
+    for short, value in stored.items():
+        spec = SHORT.get(short)
+        if spec is None:
+            continue
+        name, kind = spec
+        cls = value.__class__
+        if kind == TEXT:
+            values[name] = value if cls is str else ""
+        elif kind == OPTIONAL:
+            values[name] = value if cls is str else None
+        elif kind == COUNT:
+            values[name] = value if cls is int else 0
+        elif kind == FLAG:
+            values[name] = bool(value)
+        else:
+            values[name] = number(value)
+    cost = count(stored.get(COST))
     return UsageRecord(
-        ts=count(get(TS)) / 1000,
-        record_id=text_or_none(get("i")),
-        request_id=text(get("q")),
-        user=text(get("u")),
-        key_id=text(get("k")),
-        tier=text(get("T")),
-        capability=text(get("c")),
-        model=text_or_none(get("m")),
-        provider=text_or_none(get("p")),
-        upstream_model=text_or_none(get("um")),
-        prompt_tokens=count(get("pt")),
-        completion_tokens=count(get("ct")),
-        images=count(get("im")),
-        audio_ms=count(get("am")),
-        video_ms=count(get("vm")),
+        ts=count(stored.get(TS)) / 1000,
         cost_usd=micros_to_usd(cost),
-        fallback=bool(get("fb")),
-        byok=bool(get("b")),
-        charged_usd=micros_to_usd(count(get(CHARGED, cost))),
-        status=count(get(STATUS, 200)),
-        latency_ms=number(get(LATENCY)),
-        attempts=count(get(ATTEMPTS, 1)),
-        estimated=bool(get("e")),
-        usage_flagged=bool(get("uf")),
-        downgraded=bool(get("dg")),
-        deployment=text_or_none(get("d")),
-        cache=text_or_none(get("ca")),
-        tags=tag_list(get(TAGS)),
-        rollout=text_or_none(get("ro")),
-        batch_id=text_or_none(get("bi")),
-        org=text_or_none(get("o")),
-        team=text_or_none(get("tm")),
+        charged_usd=micros_to_usd(count(stored.get(CHARGED, cost))),
+        tags=tag_list(stored[TAGS]) if TAGS in stored else (),
+        **values,
     )

@@ -24,6 +24,7 @@ media-milliseconds counter, the one ``minutes_per_day`` limits (video minutes fo
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass, replace
@@ -34,8 +35,8 @@ from gateway.metering.counters import SETTLED_INDEX, USD_INDEX
 from gateway.metering.estimate import tokens_for_chars
 from gateway.metering.pricing import cost_micros, micros_to_usd
 from gateway.metering.record import UsageRecord
-from gateway.metering.types import Admission, Amounts, LevelLimits, Outcome
-from gateway.metering.windows import AGGREGATE_TTL_S, Windows, windows_at
+from gateway.metering.types import Admission, Amounts, Check, LevelLimits, Outcome
+from gateway.metering.windows import AGGREGATE_TTL_S, day_and_month
 from gateway.store import keys
 from gateway.store.port import Aggregate, Increment, LeaseEnd, SettleBatch
 
@@ -43,6 +44,12 @@ logger = logging.getLogger("gateway.metering")
 MAX_REPORTED_TOKENS = 10_000_000
 MAX_IMAGES = 10_000
 MAX_AUDIO_MS = 100_000_000  # about 28 hours
+# Per-request tuples are made with ``tuple.__new__``: a NamedTuple's own ``__new__`` is a
+# Python function, some three times slower (it fills the defaults: here every field is given).
+_new = tuple.__new__
+# a reservation's settle, worked out from its checks (``plans.py`` does it once per plan)
+SettleLayout = tuple[tuple[str, str, int, int], ...]  # per check: key, field, ttl, index
+LeaseLayout = tuple[tuple[str, tuple[tuple[int, str, str, int], ...]], ...]  # per lease group
 
 # Fields of the per-user and per-model daily aggregate hashes.
 AGGREGATE_FIELDS = (
@@ -57,7 +64,7 @@ AGGREGATE_FIELDS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Usage:
     """What a request used, as reported or estimated; ``cost`` in micro-USD."""
 
@@ -79,7 +86,7 @@ class SpendKey(NamedTuple):
     window: str  # "20261122" or "202611"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Settlement:
     batch: SettleBatch
     spend: tuple[SpendKey, ...]  # one per watched increment, in order
@@ -194,17 +201,24 @@ def charged(admission: Admission, outcome: Outcome, used: Usage) -> Amounts:
 
 
 def settlement(admission: Admission, outcome: Outcome, record_id: str) -> Settlement:
+    request = admission.request
     used = usage(admission, outcome)
     actual = charged(admission, outcome, used)
     record = usage_record(admission, outcome, used, record_id)
-    windows = windows_at(admission.started)
-    spend_increments, spend = _spend(admission, actual.usd_micros, windows)
+    day, month = day_and_month(admission.started)
+    increments = _reconcile(admission, actual)
+    spend: tuple[SpendKey, ...] = ()
+    if actual.usd_micros > 0:
+        watched, spend = _spend_keys(request.tier.name, day, month)
+        cost = actual.usd_micros
+        ttl = AGGREGATE_TTL_S
+        increments += [_new(Increment, (key, scope, cost, ttl, True)) for key, scope in watched]
     batch = SettleBatch(
-        (*_reconcile(admission, actual), *spend_increments),
+        tuple(increments),
         record_codec.encode(record),
-        _aggregates(admission, outcome, used, windows),
+        _aggregates(admission, outcome, used, day),
         _leases(admission),
-        keys.user_records(admission.request.user, windows.day),
+        keys.user_records(request.user, day),
     )
     return Settlement(batch, spend, record)
 
@@ -253,42 +267,63 @@ def usage_record(
 
 def level_id(levels: tuple[LevelLimits, ...], name: str) -> str | None:
     """The id of the request's ``name`` level ("org" or "team"), None for a key in no team."""
+    if not levels:
+        return None
     return next((level.id for level in levels if level.level == name), None)
 
 
+def settle_layout(checks: tuple[Check, ...]) -> SettleLayout:
+    """Per check: its counter's key, field and time to live, and the index in ``Amounts``
+    (with a last 0 at -1) its settle moves it to."""
+    return tuple(
+        [
+            (counter.key, counter.field, counter.ttl_s, SETTLED_INDEX.get(kind, USD_INDEX))
+            for kind, counter in checks
+        ]
+    )
+
+
+def lease_layout(checks: tuple[Check, ...]) -> LeaseLayout:
+    """Each hash-tag group a reservation of ``checks`` may write (its lease sorted set), with
+    its checks' positions, keys, fields and times to live, in the order they come."""
+    groups: dict[str, list[tuple[int, str, str, int]]] = {}
+    for position, (_, counter) in enumerate(checks):
+        member = (position, counter.key, counter.field, counter.ttl_s)
+        groups.setdefault(keys.lease(counter.key), []).append(member)
+    return tuple((group, tuple(members)) for group, members in groups.items())
+
+
 def _reconcile(admission: Admission, actual: Amounts) -> list[Increment]:
-    granted = admission.granted or (0,) * len(admission.checks)
-    increments = []
+    checks = admission.checks
+    granted = admission.granted or (0,) * len(checks)
+    layout = admission.settle_layout or settle_layout(checks)
+    increments: list[Increment] = []
     values = (*actual, 0)  # index -1: what a count of requests in flight settles to
-    index = SETTLED_INDEX.get  # a lookup per check, no call: a team key has some forty
-    for (kind, counter), reserved in zip(admission.checks, granted, strict=True):
-        delta = values[index(kind, USD_INDEX)] - reserved
+    for (key, field, ttl_s, index), reserved in zip(layout, granted, strict=True):
+        delta = values[index] - reserved
         if delta:
-            increments.append(Increment(counter.key, counter.field, delta, counter.ttl_s))
+            increments.append(_new(Increment, (key, field, delta, ttl_s, False)))
     return increments
 
 
 def _leases(admission: Admission) -> tuple[LeaseEnd, ...]:
     """One ``LeaseEnd`` per hash-tag group the reservation may have written."""
-    if not admission.lease:
+    lease = admission.lease
+    if not lease:
         return ()
-    if not admission.granted:
-        groups = dict.fromkeys(keys.lease(check.counter.key) for check in admission.checks)
-        return tuple(LeaseEnd(group, admission.lease) for group in groups)
-    held: dict[str, list[tuple[str, str, int, int]]] = {}
-    lease = keys.lease
-    last_key, entry = "", []  # a key's counters are adjacent: its group is looked up once
-    for (_, counter), amount in zip(admission.checks, admission.granted, strict=True):
-        key = counter.key
-        if key != last_key:
-            last_key, entry = key, held.setdefault(lease(key), [])
-        if amount:
-            entry.append((key, counter.field, amount, counter.ttl_s))
-    return tuple(LeaseEnd(group, admission.lease, tuple(h)) for group, h in held.items())
+    granted = admission.granted
+    layout = admission.lease_layout or lease_layout(admission.checks)
+    if not granted:
+        return tuple([_new(LeaseEnd, (group, lease, None)) for group, _ in layout])
+    ends = []
+    for group, members in layout:
+        held = [(key, field, granted[at], ttl) for at, key, field, ttl in members if granted[at]]
+        ends.append(_new(LeaseEnd, (group, lease, tuple(held))))
+    return tuple(ends)
 
 
 def _aggregates(
-    admission: Admission, outcome: Outcome, used: Usage, day: Windows
+    admission: Admission, outcome: Outcome, used: Usage, day: str
 ) -> tuple[Aggregate, Aggregate]:
     values = (
         1,
@@ -300,29 +335,27 @@ def _aggregates(
         used.cost,
         used.video_ms,
     )
-    user_key = keys.user_aggregate(admission.request.user, day.day)
-    model_key = keys.model_aggregate(outcome.model or "-", day.day)
+    user_key = keys.user_aggregate(admission.request.user, day)
+    model_key = keys.model_aggregate(outcome.model or "-", day)
     return (
-        Aggregate(user_key, AGGREGATE_FIELDS, values, AGGREGATE_TTL_S),
-        Aggregate(model_key, AGGREGATE_FIELDS, values, AGGREGATE_TTL_S),
+        _new(Aggregate, (user_key, AGGREGATE_FIELDS, values, AGGREGATE_TTL_S)),
+        _new(Aggregate, (model_key, AGGREGATE_FIELDS, values, AGGREGATE_TTL_S)),
     )
 
 
-def _spend(
-    admission: Admission, cost: int, windows: Windows
-) -> tuple[list[Increment], tuple[SpendKey, ...]]:
-    """Charged spend overall and per tier, day and month; watched for the cost alerts."""
-    if cost <= 0:
-        return [], ()
-    scopes = ("overall", f"tier:{admission.request.tier.name}")
-    increments, spend = [], []
-    for period, window, key_period in (("day", windows.day, "d"), ("month", windows.month, "m")):
+@functools.lru_cache(maxsize=256)
+def _spend_keys(
+    tier: str, day: str, month: str
+) -> tuple[tuple[tuple[str, str], ...], tuple[SpendKey, ...]]:
+    """The watched spend counters (key, field) a charged request adds its cost to, overall
+    and per tier, day and month, and what each measures (for the cost alerts)."""
+    scopes = ("overall", f"tier:{tier}")
+    watched, spend = [], []
+    for period, window, key_period in (("day", day, "d"), ("month", month, "m")):
         for scope in scopes:
-            increments.append(
-                Increment(keys.spend(key_period, window), scope, cost, AGGREGATE_TTL_S, True)
-            )
+            watched.append((keys.spend(key_period, window), scope))
             spend.append(SpendKey(scope, period, window))
-    return increments, tuple(spend)
+    return tuple(watched), tuple(spend)
 
 
 def _or(value: int | None, default: int) -> int:

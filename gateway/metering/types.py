@@ -64,9 +64,11 @@ class LevelLimits:
     max_parallel: int = -1  # requests in flight
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class MeterRequest:
-    """What the pipeline knows before forwarding."""
+    """What the pipeline knows before forwarding (one per request: slots, not frozen, as a
+    frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``; nothing
+    changes one, ``dataclasses.replace`` makes a changed copy)."""
 
     request_id: str
     user: str
@@ -89,9 +91,9 @@ class MeterRequest:
     levels: tuple[LevelLimits, ...] = ()  # the key's organization and team, outermost first
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome:
-    """What happened, once the answer finished (or failed)."""
+    """What happened, once the answer finished (or failed); slots, as ``MeterRequest``."""
 
     status: int
     model: str | None = None  # route model name
@@ -124,7 +126,7 @@ class Check(NamedTuple):
     counter: Counter
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Admission:
     """An admitted request (built by keyword). The pipeline uses ``headers`` and
     ``clamp_max_tokens`` only."""
@@ -139,3 +141,6 @@ class Admission:
     checks: tuple[Check, ...] = ()  # empty: nothing to reconcile (refused by a quota)
     granted: tuple[int, ...] = field(default=())  # empty: admitted unchecked (store down)
     lease: str = ""  # the reservation's lease id, also when its reply was lost
+    # worked out from ``checks`` once per plan (``plans.py``; empty: from the checks at settle)
+    settle_layout: tuple[tuple[str, str, int, int], ...] = ()  # ``settle.settle_layout``
+    lease_layout: tuple[tuple[str, tuple[tuple[int, str, str, int], ...]], ...] = ()

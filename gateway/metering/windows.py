@@ -14,7 +14,7 @@ COUNTER_GRACE_S = 86_400
 AGGREGATE_TTL_S = 400 * 86_400
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Windows:
     now: float
     day: str  # "20261122"
@@ -32,6 +32,12 @@ class Windows:
 
 def windows_at(now: float) -> Windows:
     return Windows(now, *_calendar(int(now // 86_400)))
+
+
+def day_and_month(now: float) -> tuple[str, str]:
+    """``windows_at(now)``'s day and month ids ("20261122", "202611")."""
+    day, month, _, _ = _calendar(int(now // 86_400))
+    return day, month
 
 
 @functools.lru_cache(maxsize=4)

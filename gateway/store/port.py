@@ -61,7 +61,7 @@ class Counter(NamedTuple):
     sliding: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # one per request: not frozen (a frozen __init__ is slow)
 class Decision:
     """The answer to a reservation: per counter the value before, the limit and the grant."""
 
@@ -106,7 +106,7 @@ class LeaseEnd(NamedTuple):
     held: tuple[tuple[str, str, int, int], ...] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # one per request: not frozen (a frozen __init__ is slow)
 class SettleBatch:
     """Everything one finished request writes: counter deltas and its usage record."""
 

@@ -66,14 +66,17 @@ class CostAlerts:
         crossed = {key.scope for key in self._seen}
         return {scope: scope in crossed for scope in self.scopes}
 
-    async def observe(self, spend: Sequence[SpendKey], totals: Sequence[int]) -> None:
-        for key, total in zip(spend, totals, strict=True):
-            threshold = self._thresholds.get((key.scope, key.period))
-            if threshold is None or total < threshold or key in self._seen:
-                continue
-            self._seen.add(key)
-            if await self._first(key):
-                self._fire(key, total, threshold)
+    async def observe(self, settled: Sequence[tuple[Sequence[SpendKey], Sequence[int]]]) -> None:
+        """Per settle written: its spend counters and their new totals."""
+        thresholds = self._thresholds
+        for spend, totals in settled:
+            for key, total in zip(spend, totals, strict=True):
+                threshold = thresholds.get(key[:2])  # (scope, period)
+                if threshold is None or total < threshold or key in self._seen:
+                    continue
+                self._seen.add(key)
+                if await self._first(key):
+                    self._fire(key, total, threshold)
 
     async def aclose(self, timeout_s: float) -> None:
         """Deliver the queued alerts (up to ``timeout_s``), then stop the sender."""

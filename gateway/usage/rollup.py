@@ -96,18 +96,23 @@ def latency_bucket(latency_ms: float) -> int:
 
 def dimension_values(record: UsageRecord) -> dict[str, str]:
     """The record's value per dimension, as text without separators (``-`` when absent)."""
-    return {
-        "user": _clean(record.user),
-        "key_id": _clean(record.key_id),
-        "tier": _clean(record.tier),
-        "model": _clean(record.model),
-        "provider": _clean(record.provider),
-        "capability": _clean(record.capability),
-        "status": _clean(record.status),
-        "tag": ",".join(sorted({_clean(t) for t in record.tags if t})) or NONE,
-        "org": _clean(record.org),
-        "team": _clean(record.team),
-    }
+    return dict(zip(DIMENSIONS, dimension_tuple(record), strict=True))
+
+
+def dimension_tuple(record: UsageRecord) -> tuple[str, ...]:
+    """``dimension_values`` in the order of ``DIMENSIONS`` (each record is grouped by them)."""
+    return (
+        _clean(record.user),
+        _clean(record.key_id),
+        _clean(record.tier),
+        _clean(record.model),
+        _clean(record.provider),
+        _clean(record.capability),
+        _clean(record.status),
+        ",".join(sorted({_clean(t) for t in record.tags if t})) or NONE if record.tags else NONE,
+        _clean(record.org),
+        _clean(record.team),
+    )
 
 
 def padded(level: str, parts: list[str]) -> list[str]:
@@ -212,8 +217,7 @@ def _grouped(records: Iterable[UsageRecord]) -> dict[Group, Entry]:
         if period is None:
             moment = datetime.fromtimestamp(number * 3600, UTC)
             period = periods[number] = (moment.strftime("%Y%m%d%H"), moment.strftime("%Y%m%d"))
-        dims = dimension_values(record)
-        group = (*period, tuple([dims[name] for name in DIMENSIONS]))
+        group = (*period, dimension_tuple(record))
         entry = groups.get(group)
         if entry is None:
             entry = groups[group] = [0, 0, 0, 0, 0, 0, {}, 0, 0, 0]
@@ -324,13 +328,21 @@ def _after(entry: str, cursor: str) -> bool:
 
 
 def _id(entry: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in entry.split("-"))
+    return tuple(map(int, entry.split("-")))  # every record read asks: no generator
 
 
 def _clean(value: object) -> str:
-    if value is None or value == "":
-        return NONE
-    return str(value).translate(_CONTROL)
+    """``value`` as text without separators; the same few values come back on every record,
+    so each is worked out once (up to ``CLEANED_MAX`` of them)."""
+    cleaned = _CLEANED.get(value)
+    if cleaned is None:
+        cleaned = NONE if value is None or value == "" else str(value).translate(_CONTROL)
+        if len(_CLEANED) >= CLEANED_MAX:
+            _CLEANED.clear()
+        _CLEANED[value] = cleaned
+    return cleaned
 
 
 _CONTROL = {ord(c): " " for c in "\t\n\x1f"}
+CLEANED_MAX = 10_000
+_CLEANED: dict[object, str] = {}

@@ -1,0 +1,105 @@
+"""A request's reservation worked out once per user, key, tier, capability and second.
+
+Every request of one user through one key, at one tier and capability, checks the same
+counters in the same second: the same keys, fields, limits and times to live (these count
+whole seconds), only the amounts differ. A ``Plan`` holds those checks (``counters.template``)
+and what the admission and its settle need besides; ``counters.fill`` puts a request's amounts
+in. The plan
+is rebuilt when the second changes, so a busy key pays for the keys and limits once a second
+instead of on every request. Bounded, as users and keys come from the config and the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.metering import counters
+from gateway.metering.limit_errors import reset_header
+from gateway.metering.settle import LeaseLayout, SettleLayout, lease_layout, settle_layout
+from gateway.metering.types import Check, KeyLimits, LevelLimits, MeterRequest
+from gateway.metering.windows import Windows, windows_at
+from gateway.store import keys
+
+# (user, key id, tier, capability, byok, tier shard): what decides a request's counters
+PlanKey = tuple[str, str, str, str, bool, int]
+
+
+@dataclass(slots=True)
+class Plan:
+    """One second's checks of one (user, key, tier, capability), before the amounts."""
+
+    key: PlanKey
+    second: int
+    limits: counters.ConfigLimits
+    windows: Windows  # of the second's first request: the same day, month and minute
+    checks: tuple[Check, ...]  # ``counters.template``
+    fills: counters.Fills  # ``counters.fills``
+    settle_layout: SettleLayout  # ``settle.settle_layout``
+    lease_layout: LeaseLayout  # ``settle.lease_layout``
+    output_cap: int  # ``counters.output_cap``
+    override_key: str  # the user's store overrides
+    reset: str  # the x-ratelimit-reset-* value all that second
+    # the request's objects the checks were built from (a changed key makes another plan)
+    key_limits: KeyLimits | None
+    levels: tuple[LevelLimits, ...]
+
+
+class Plans:
+    """The latest ``Plan`` per (user, key, tier, capability, byok, shard)."""
+
+    def __init__(self, limits: counters.LimitCache, size: int = 10_000) -> None:
+        self._limits = limits
+        self._size = size
+        self._entries: dict[PlanKey, Plan] = {}
+
+    def get(self, request: MeterRequest, now: float, tier_shard: int = -1) -> Plan:
+        """The plan of ``request`` at ``now``; ``tier_shard`` as ``counters.reservation``'s."""
+        second = int(now // 1)
+        key = (
+            request.user,
+            request.key_id,
+            request.tier.name,
+            request.capability,
+            request.byok,
+            tier_shard,
+        )
+        plan = self._entries.get(key)
+        if (
+            plan is not None
+            and plan.second == second
+            and plan.key_limits is request.key_limits
+            and plan.levels is request.levels
+        ):
+            return plan
+        if plan is None and len(self._entries) >= self._size:
+            self._entries.clear()
+        plan = self._entries[key] = _plan(key, second, self._limits, request, now, tier_shard)
+        return plan
+
+
+def _plan(
+    key: PlanKey,
+    second: int,
+    cache: counters.LimitCache,
+    request: MeterRequest,
+    now: float,
+    tier_shard: int,
+) -> Plan:
+    limits = cache.get(request)
+    windows = windows_at(now)
+    checks = counters.template(limits, request, windows, tier_shard)
+    return Plan(
+        key=key,
+        second=second,
+        limits=limits,
+        windows=windows,
+        checks=checks,
+        fills=counters.fills(checks),
+        settle_layout=settle_layout(checks),
+        lease_layout=lease_layout(checks),
+        output_cap=counters.output_cap(limits, request),
+        override_key=keys.user_overrides(request.user),
+        reset=reset_header(windows, now),
+        key_limits=request.key_limits,
+        levels=request.levels,
+    )
