@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.datastructures import Headers
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope
 
 
@@ -46,3 +46,28 @@ class ProxiedRequest(Request):
     @property
     def headers(self) -> Headers:
         return self._indexed
+
+    async def body(self) -> bytes:
+        """Starlette's ``Request.body`` read straight from ``receive``, without its
+        ``stream()`` generator (which the event loop tracks and finalises) and its
+        ``hasattr`` check (an AttributeError formatted on every request)."""
+        body: bytes | None = self.__dict__.get("_body")
+        if body is not None:
+            return body
+        if self._stream_consumed:
+            raise RuntimeError("Stream consumed")
+        chunks: list[bytes] = []
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.request":
+                chunk = message.get("body", b"")
+                if chunk:
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            elif message["type"] == "http.disconnect":
+                self._is_disconnected = True
+                raise ClientDisconnect()
+        self._stream_consumed = True
+        body = self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return body
