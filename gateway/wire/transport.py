@@ -103,12 +103,21 @@ class NativeTransport(httpx.AsyncBaseTransport):
     ) -> tuple[Connection, bool]:
         """Send and wait for the head: (the connection, whether the request went out twice)."""
         replayed = False
+        read_timeout = timeouts.get("read")
         while True:
-            connection, reused = await self._pool.acquire(
-                origin, timeouts.get("connect"), timeouts.get("pool")
-            )
+            connection = self._pool.take_idle(origin)  # most often: no wait for one
+            reused = connection is not None
+            if connection is None:
+                connection, reused = await self._pool.acquire(
+                    origin, timeouts.get("connect"), timeouts.get("pool")
+                )
             try:
-                await outgoing.exchange(connection, timeouts.get("read"))
+                if outgoing.body is not None:
+                    await connection.exchange(
+                        outgoing.head, outgoing.body, read_timeout, outgoing.no_body
+                    )
+                else:
+                    await outgoing.exchange(connection, read_timeout)
                 return connection, replayed
             except ClosedBeforeSend:
                 self._pool.release(connection, origin)  # nothing went out: not a replay
