@@ -5,9 +5,9 @@ head piece by piece; with the gateway's fifteen-odd fields per answer that was a
 share of a request's cost. ``LeanCycle.send`` checks all names at once and all values at once
 (joined by a byte each pattern allows, so a forbidden byte is found exactly when uvicorn would
 find one), builds the head in C-level loops, and writes a known-length body without uvicorn's
-per-message branching. Anything else (a paused or gone client, access logging, HEAD, chunked
-bodies) goes to uvicorn's own ``send``, so what reaches the wire and which errors are raised
-stay uvicorn's.
+per-message branching. Anything else (a paused or gone client, access logging, HEAD, a message
+out of order) goes to uvicorn's own ``send``, so what reaches the wire and which errors are
+raised stay uvicorn's.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class LeanCycle(RequestResponseCycle):
         elif not self.response_started and message["type"] == "http.response.start":
             self._start(message["status"], message.get("headers", ()))
         elif (
-            self.chunked_encoding is False
+            self.chunked_encoding is not None
             and not self.response_complete
             and message["type"] == "http.response.body"
             and self.scope["method"] != "HEAD"
@@ -92,10 +92,16 @@ class LeanCycle(RequestResponseCycle):
         self.transport.write(b"".join(content))
 
     def _body(self, body: bytes, more_body: bool) -> None:
-        if len(body) > self.expected_content_length:
-            raise RuntimeError("Response content longer than Content-Length")
-        self.expected_content_length -= len(body)
-        self.transport.write(body)
+        if self.chunked_encoding:
+            content = [b"%x\r\n" % len(body), body, b"\r\n"] if body else []
+            if not more_body:
+                content.append(b"0\r\n\r\n")
+            self.transport.write(b"".join(content))
+        else:
+            if len(body) > self.expected_content_length:
+                raise RuntimeError("Response content longer than Content-Length")
+            self.expected_content_length -= len(body)
+            self.transport.write(body)
         if not more_body:
             if self.expected_content_length != 0:
                 raise RuntimeError("Response content shorter than Content-Length")

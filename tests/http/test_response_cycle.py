@@ -93,6 +93,7 @@ CASES = {
         [start(200, [*JSON, (b"connection", b"Keep-Alive, Close")]), body(b"hello")],
     ),
     "chunked_stream": ("POST", True, [start(200, []), body(b"data: 1\n\n", True), body(b"")]),
+    "chunked_ends_with_data": ("POST", False, [start(200, []), body(b"", True), body(b"end")]),
     "transfer_encoding": (
         "POST",
         True,
