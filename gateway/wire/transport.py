@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import ssl
 from collections.abc import AsyncIterator
+from operator import itemgetter
 from typing import Any, cast
 
 import httpx
@@ -38,6 +39,7 @@ _KNOWN_NAMES = frozenset(  # never transfer-encoding: a chunked request replaces
         b"connection",
     }
 )
+_name = itemgetter(0)
 
 
 class NativeTransport(httpx.AsyncBaseTransport):
@@ -167,14 +169,11 @@ class Outgoing:
 def _head(request: httpx.Request, chunked: bool) -> bytes:
     """The request line and fields, refused with ``httpx.LocalProtocolError`` where h11 would
     refuse them (a CR/LF in a value would otherwise let a caller write fields of its own)."""
+    fields = request.headers.raw
+    if not _KNOWN_NAMES.issuperset(map(_name, fields)):
+        fields = _checked_names(fields, chunked)
     lines = [b"%b %b HTTP/1.1" % (request.method.encode(), request.url.raw_path)]
-    for name, value in request.headers.raw:
-        if name not in _KNOWN_NAMES:
-            if chunked and name.lower() == b"transfer-encoding":
-                continue
-            if _TOKEN_ONLY.fullmatch(name) is None:
-                raise httpx.LocalProtocolError(_bad_field(len(lines), name))
-        lines.append(b"%b: %b" % (name, value))
+    lines += map(b": ".join, fields)
     if chunked:
         lines.append(b"transfer-encoding: chunked")
     lines.append(b"\r\n")
@@ -187,6 +186,20 @@ def _head(request: httpx.Request, chunked: bool) -> bytes:
     if _REQUEST_LINE.fullmatch(lines[0]) is None:
         raise httpx.LocalProtocolError("Refused to send a request line with an invalid target")
     return head
+
+
+def _checked_names(fields: list[tuple[bytes, bytes]], chunked: bool) -> list[tuple[bytes, bytes]]:
+    """``fields`` with names the gateway does not send itself checked to be tokens, and a
+    caller's transfer-encoding dropped from a chunked request (which sends its own)."""
+    kept: list[tuple[bytes, bytes]] = []
+    for name, value in fields:
+        if name not in _KNOWN_NAMES:
+            if chunked and name.lower() == b"transfer-encoding":
+                continue
+            if _TOKEN_ONLY.fullmatch(name) is None:
+                raise httpx.LocalProtocolError(_bad_field(len(kept) + 1, name))
+        kept.append((name, value))
+    return kept
 
 
 def _bad_field(number: int, name: bytes) -> str:
