@@ -8,22 +8,25 @@ of a repeated name wins, as with Starlette's lookups.
 
 from __future__ import annotations
 
+from operator import itemgetter, methodcaller
 from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope
 
+_name, _value = itemgetter(0), itemgetter(1)
+_latin1 = methodcaller("decode", "latin-1")
+
 
 class IndexedHeaders(Headers):
     def __init__(self, scope: Scope) -> None:
         super().__init__(scope=scope)
-        index: dict[str, str] = {}
-        for name, value in self._list:
-            key = name.decode("latin-1")
-            if key not in index:
-                index[key] = value.decode("latin-1")
-        self._index = index
+        fields = self._list[::-1]  # the last written wins in a dict: the first field, so
+        names = map(_latin1, map(_name, fields))
+        self._index: dict[str, str] = dict(
+            zip(names, map(_latin1, map(_value, fields)), strict=True)
+        )
 
     def __getitem__(self, key: str) -> str:
         return self._index[key.lower()]
