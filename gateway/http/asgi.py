@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from operator import methodcaller
 from typing import Any
 
 from starlette.applications import Starlette
@@ -30,9 +29,6 @@ from gateway.http.relay_response import RelayResponse
 from gateway.proxy.pipeline import OVERHEAD_HEADER, Pipeline
 from gateway.proxy.reply import Reply
 from gateway.proxy.routing import Endpoint
-
-_lower = methodcaller("lower")
-_latin1 = methodcaller("encode", "latin-1")
 
 
 class GatewayApp(Starlette):
@@ -135,8 +131,8 @@ async def send_whole(reply: Reply, send: Send) -> None:
     status, headers, body, media_type, after = reply
     assert isinstance(body, bytes)
     try:
-        names = list(map(_latin1, map(_lower, headers)))
-        raw = list(zip(names, map(_latin1, headers.values()), strict=True))
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        names = [name for name, _ in raw]
         if b"content-length" not in names and not (status < 200 or status in (204, 304)):
             raw.append((b"content-length", b"%d" % len(body)))
         if media_type is not None and b"content-type" not in names:

@@ -8,25 +8,20 @@ of a repeated name wins, as with Starlette's lookups.
 
 from __future__ import annotations
 
-from operator import itemgetter, methodcaller
 from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope
 
-_name, _value = itemgetter(0), itemgetter(1)
-_latin1 = methodcaller("decode", "latin-1")
-
 
 class IndexedHeaders(Headers):
     def __init__(self, scope: Scope) -> None:
         super().__init__(scope=scope)
-        fields = self._list[::-1]  # the last written wins in a dict: the first field, so
-        names = map(_latin1, map(_name, fields))
-        self._index: dict[str, str] = dict(
-            zip(names, map(_latin1, map(_value, fields)), strict=True)
-        )
+        # the first of a repeated name wins: the last one written into the dict
+        self._index = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(self._list)
+        }
 
     def __getitem__(self, key: str) -> str:
         return self._index[key.lower()]

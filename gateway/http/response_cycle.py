@@ -4,15 +4,13 @@ uvicorn checks each response header field against two patterns, one at a time, a
 head piece by piece; with the gateway's fifteen-odd fields per answer that was a measurable
 share of a request's cost. ``LeanCycle.send`` checks all names at once and all values at once
 (joined by a byte each pattern allows, so a forbidden byte is found exactly when uvicorn would
-find one), builds the head in C-level loops, and writes a known-length body without uvicorn's
+find one), builds the head with joins, and writes a known-length body without uvicorn's
 per-message branching. Anything else (a paused or gone client, access logging, HEAD, a message
 out of order) goes to uvicorn's own ``send``, so what reaches the wire and which errors are
 raised stay uvicorn's.
 """
 
 from __future__ import annotations
-
-from operator import itemgetter, methodcaller
 
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import (
@@ -27,9 +25,6 @@ _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 # in C) rather than the patterns' character classes.
 _BAD_IN_NAMES = bytes(b for b in range(256) if HEADER_RE.match(bytes([b])))
 _BAD_IN_VALUES = bytes(b for b in range(256) if HEADER_VALUE_RE.match(bytes([b])))
-_name = itemgetter(0)
-_value = itemgetter(1)
-_lower = methodcaller("lower")
 
 
 class LeanCycle(RequestResponseCycle):
@@ -52,15 +47,15 @@ class LeanCycle(RequestResponseCycle):
         self.response_started = True
         self.waiting_for_100_continue = False
         fields = self.default_headers + list(headers)  # type: ignore[call-overload]
-        names = list(map(_name, fields))
-        values = list(map(_value, fields))
+        names = [name for name, _ in fields]
+        values = [value for _, value in fields]
         joined = b"a".join(names)
         if len(joined.translate(None, _BAD_IN_NAMES)) != len(joined):
             raise RuntimeError("Invalid HTTP header name.")
         joined = b"\t".join(values)
         if len(joined.translate(None, _BAD_IN_VALUES)) != len(joined):
             raise RuntimeError("Invalid HTTP header value.")
-        names = list(map(_lower, names))
+        names = [name.lower() for name in names]
         has_connection_close = False
         for name, value in [
             pair for pair in zip(names, values, strict=True) if pair[0] in _FRAMING
