@@ -11,19 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.datastructures import Headers
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope
 
 
 class IndexedHeaders(Headers):
     def __init__(self, scope: Scope) -> None:
         super().__init__(scope=scope)
-        index: dict[str, str] = {}
-        for name, value in self._list:
-            key = name.decode("latin-1")
-            if key not in index:
-                index[key] = value.decode("latin-1")
-        self._index = index
+        # the first of a repeated name wins: the last one written into the dict
+        self._index = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(self._list)
+        }
 
     def __getitem__(self, key: str) -> str:
         return self._index[key.lower()]
@@ -46,3 +44,28 @@ class ProxiedRequest(Request):
     @property
     def headers(self) -> Headers:
         return self._indexed
+
+    async def body(self) -> bytes:
+        """Starlette's ``Request.body`` read straight from ``receive``, without its
+        ``stream()`` generator (which the event loop tracks and finalises) and its
+        ``hasattr`` check (an AttributeError formatted on every request)."""
+        body: bytes | None = self.__dict__.get("_body")
+        if body is not None:
+            return body
+        if self._stream_consumed:
+            raise RuntimeError("Stream consumed")
+        chunks: list[bytes] = []
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.request":
+                chunk = message.get("body", b"")
+                if chunk:
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            elif message["type"] == "http.disconnect":
+                self._is_disconnected = True
+                raise ClientDisconnect()
+        self._stream_consumed = True
+        body = self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return body

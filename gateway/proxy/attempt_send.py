@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable
 
@@ -21,6 +20,7 @@ from gateway.providers.openai import redact
 from gateway.providers.transport import Transport, network_error_kind
 from gateway.proxy.attempt_failure import encoded, status_failure
 from gateway.proxy.attempt_outcome import API_KEY_EXTENSION, Failure, Opened, Verdict
+from gateway.proxy.time_limit import TimeLimit
 from gateway.secret import Secret
 
 
@@ -50,7 +50,7 @@ class Sender:
         secrets = (*secrets, request.extensions.get(API_KEY_EXTENSION))
         response: httpx.Response | None = None
         try:
-            async with asyncio.timeout(timeout):
+            with TimeLimit(timeout):
                 response = await self._transport.handle_async_request(request)
                 if response.status_code >= 400:
                     api = model.upstream.api

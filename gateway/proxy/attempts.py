@@ -145,7 +145,9 @@ class Attempter:
         for attempt in range(self._policy.attempts):
             if attempt:
                 request = _built(context.build, model, context.records) or request
-            outcome = await self._try_keys(model, request, context)
+            outcome = await self._try(model, request, context)
+            if not isinstance(outcome, Opened):
+                outcome = await self._other_keys(model, request, outcome, context)
             if isinstance(outcome, Opened):
                 if outcome.rest is None:
                     self._breakers.record_success(model.breaker_key)
@@ -161,14 +163,13 @@ class Attempter:
             await self._sleep(delay)
         return outcome
 
-    async def _try_keys(
-        self, model: Model, request: httpx.Request, context: AttemptContext
+    async def _other_keys(
+        self, model: Model, request: httpx.Request, failed: Failure, context: AttemptContext
     ) -> Opened | Failure:
-        """One attempt; when the upstream refuses or rate-limits a stored system key, it is
-        set aside and the attempt made again at once with the next key (no breaker verdict)."""
-        outcome = await self._try(model, request, context)
-        if isinstance(outcome, Opened):
-            return outcome
+        """After a failed attempt: when the upstream refused or rate-limited a stored system
+        key, it is set aside and the attempt made again at once with the next key (no
+        breaker verdict)."""
+        outcome: Opened | Failure = failed
         for _ in range(MAX_KEY_SWITCHES):
             if time.monotonic() >= context.deadline:
                 break

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -103,10 +103,11 @@ class Pipeline:
         except BaseException:  # cancelled: no reply will be sent
             self._end(ctx)
             raise
-        reply = _with_overhead(ctx, reply)
-        if reply.relayed:
-            return reply  # the relay ends the request after its last byte
-        return reply._replace(after=partial(self._end, ctx))
+        status, headers, body, media_type, after = reply
+        headers = _with_overhead(ctx, headers)
+        if not isinstance(body, bytes):  # the relay ends the request after its last byte
+            return Reply(status, headers, body, media_type, after)
+        return Reply(status, headers, body, media_type, partial(self._end, ctx))
 
     def _end(self, ctx: RequestContext) -> None:
         ctx.ended = time.perf_counter()
@@ -193,10 +194,11 @@ class Pipeline:
 OVERHEAD_HEADER = "x-gateway-overhead-ms"
 
 
-def _with_overhead(ctx: RequestContext, reply: Reply) -> Reply:
-    """The gateway's own time (``RequestContext.overhead``) as its answer's headers go out: a
-    relay's first bytes follow at once, as its first chunk is already in hand."""
+def _with_overhead(ctx: RequestContext, headers: Mapping[str, str]) -> dict[str, str]:
+    """The reply's headers with the gateway's own time (``RequestContext.overhead``) as its
+    answer's headers go out: a relay's first bytes follow at once, as its first chunk is
+    already in hand."""
     ctx.overhead_s = ctx.overhead(time.perf_counter())
-    headers = reply.headers if isinstance(reply.headers, dict) else dict(reply.headers)
-    headers[OVERHEAD_HEADER] = f"{ctx.overhead_s * 1000:.3f}"
-    return reply if headers is reply.headers else reply._replace(headers=headers)
+    out = headers if isinstance(headers, dict) else dict(headers)
+    out[OVERHEAD_HEADER] = f"{ctx.overhead_s * 1000:.3f}"
+    return out

@@ -41,12 +41,12 @@ class ConnectionPool:
         self, origin: Origin, connect_timeout: float | None, pool_timeout: float | None
     ) -> tuple[Connection, bool]:
         """(a connection to ``origin``, whether it was used before)."""
-        idle = self._take_idle(origin)
+        idle = self.take_idle(origin)
         if idle is not None:
             return idle, True
         while len(self._connections) + self._connecting >= self._max and not self._evict_idle():
             await self._wait_for_room(pool_timeout)
-            idle = self._take_idle(origin)
+            idle = self.take_idle(origin)
             if idle is not None:
                 return idle, True
         self._connecting += 1
@@ -75,7 +75,9 @@ class ConnectionPool:
                 connection.close()
         self._idle.clear()
 
-    def _take_idle(self, origin: Origin) -> Connection | None:
+    def take_idle(self, origin: Origin) -> Connection | None:
+        """An idle connection to ``origin`` still fresh, if there is one (``acquire`` without
+        its wait)."""
         connections = self._idle.get(origin)
         now = time.monotonic()
         while connections:

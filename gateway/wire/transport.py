@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 import ssl
 from collections.abc import AsyncIterator
-from typing import Any
+from operator import itemgetter
+from typing import Any, cast
 
 import httpx
 
@@ -38,6 +39,7 @@ _KNOWN_NAMES = frozenset(  # never transfer-encoding: a chunked request replaces
         b"connection",
     }
 )
+_name = itemgetter(0)
 
 
 class NativeTransport(httpx.AsyncBaseTransport):
@@ -84,17 +86,16 @@ class NativeTransport(httpx.AsyncBaseTransport):
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
         outgoing = Outgoing(request)  # refused here, before any connection is taken
         connection, replayed = await self._send(outgoing, origin, timeouts)
-        response = httpx.Response(
-            connection.status,
-            headers=connection.headers,
-            stream=ResponseStream(self._pool, connection, origin, timeouts.get("read")),
-            request=request,
-            extensions={"http_version": b"HTTP/1.1"},
-        )
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if replayed:
-            response.extensions["gateway_replayed"] = True
-        response.headers.encoding = "latin-1"  # what came in goes out, whatever the bytes
-        return response
+            extensions["gateway_replayed"] = True
+        return WireResponse(
+            connection.status,
+            WireHeaders(connection.headers),
+            ResponseStream(self._pool, connection, origin, timeouts.get("read")),
+            request,
+            extensions,
+        )
 
     async def aclose(self) -> None:
         self._pool.close()
@@ -104,12 +105,21 @@ class NativeTransport(httpx.AsyncBaseTransport):
     ) -> tuple[Connection, bool]:
         """Send and wait for the head: (the connection, whether the request went out twice)."""
         replayed = False
+        read_timeout = timeouts.get("read")
         while True:
-            connection, reused = await self._pool.acquire(
-                origin, timeouts.get("connect"), timeouts.get("pool")
-            )
+            connection = self._pool.take_idle(origin)  # most often: no wait for one
+            reused = connection is not None
+            if connection is None:
+                connection, reused = await self._pool.acquire(
+                    origin, timeouts.get("connect"), timeouts.get("pool")
+                )
             try:
-                await outgoing.exchange(connection, timeouts.get("read"))
+                if outgoing.body is not None:
+                    await connection.exchange(
+                        outgoing.head, outgoing.body, read_timeout, outgoing.no_body
+                    )
+                else:
+                    await outgoing.exchange(connection, read_timeout)
                 return connection, replayed
             except ClosedBeforeSend:
                 self._pool.release(connection, origin)  # nothing went out: not a replay
@@ -159,14 +169,11 @@ class Outgoing:
 def _head(request: httpx.Request, chunked: bool) -> bytes:
     """The request line and fields, refused with ``httpx.LocalProtocolError`` where h11 would
     refuse them (a CR/LF in a value would otherwise let a caller write fields of its own)."""
+    fields = request.headers.raw
+    if not _KNOWN_NAMES.issuperset(map(_name, fields)):
+        fields = _checked_names(fields, chunked)
     lines = [b"%b %b HTTP/1.1" % (request.method.encode(), request.url.raw_path)]
-    for name, value in request.headers.raw:
-        if name not in _KNOWN_NAMES:
-            if chunked and name.lower() == b"transfer-encoding":
-                continue
-            if _TOKEN_ONLY.fullmatch(name) is None:
-                raise httpx.LocalProtocolError(_bad_field(len(lines), name))
-        lines.append(b"%b: %b" % (name, value))
+    lines += map(b": ".join, fields)
     if chunked:
         lines.append(b"transfer-encoding: chunked")
     lines.append(b"\r\n")
@@ -179,6 +186,20 @@ def _head(request: httpx.Request, chunked: bool) -> bytes:
     if _REQUEST_LINE.fullmatch(lines[0]) is None:
         raise httpx.LocalProtocolError("Refused to send a request line with an invalid target")
     return head
+
+
+def _checked_names(fields: list[tuple[bytes, bytes]], chunked: bool) -> list[tuple[bytes, bytes]]:
+    """``fields`` with names the gateway does not send itself checked to be tokens, and a
+    caller's transfer-encoding dropped from a chunked request (which sends its own)."""
+    kept: list[tuple[bytes, bytes]] = []
+    for name, value in fields:
+        if name not in _KNOWN_NAMES:
+            if chunked and name.lower() == b"transfer-encoding":
+                continue
+            if _TOKEN_ONLY.fullmatch(name) is None:
+                raise httpx.LocalProtocolError(_bad_field(len(kept) + 1, name))
+        kept.append((name, value))
+    return kept
 
 
 def _bad_field(number: int, name: bytes) -> str:
@@ -194,6 +215,60 @@ def _bad_value(lines: list[bytes]) -> str:
     return "Refused to send a request line with invalid bytes"
 
 
+class WireHeaders(httpx.Headers):
+    """An answer's fields as received, decoded as latin-1 (what came in goes out, whatever
+    the bytes): taken as they are rather than normalised field by field, and looked up
+    without a ``KeyError`` per missing name (``get``)."""
+
+    def __init__(self, fields: list[tuple[bytes, bytes]]) -> None:
+        self._list = [(name, name.lower(), value) for name, value in fields]
+        self._encoding = "latin-1"
+
+    def __getitem__(self, key: str) -> str:
+        value: str | None = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        wanted = key.lower().encode("latin-1")
+        found = [value for _, name, value in self._list if name == wanted]
+        if not found:
+            return default
+        return (found[0] if len(found) == 1 else b", ".join(found)).decode("latin-1")
+
+
+class WireResponse(httpx.Response):
+    """``httpx.Response`` as httpx builds it from a transport's stream, its attributes set
+    at once (httpx's constructor re-encodes every field), and closed without httpx's
+    exception mapping (closing ``ResponseStream`` raises none)."""
+
+    def __init__(
+        self,
+        status: int,
+        headers: WireHeaders,
+        stream: ResponseStream,
+        request: httpx.Request,
+        extensions: dict[str, Any],
+    ) -> None:
+        self.status_code = status
+        self.headers = headers
+        self._request = request
+        self.next_request = None
+        self.extensions = extensions
+        self.history = []
+        self.is_closed = False
+        self.is_stream_consumed = False
+        self.default_encoding = "utf-8"
+        self.stream = stream
+        self._num_bytes_downloaded = 0
+
+    async def aclose(self) -> None:
+        if not self.is_closed:
+            self.is_closed = True
+            await cast(httpx.AsyncByteStream, self.stream).aclose()
+
+
 class ResponseStream(httpx.AsyncByteStream):
     """The body as it arrives; closing it hands the connection back (or drops it if unread)."""
 
@@ -205,12 +280,8 @@ class ResponseStream(httpx.AsyncByteStream):
         self._origin = origin
         self._timeout = timeout
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        connection = self._connection
-        if connection is None:
-            raise httpx.StreamClosed()
-        while (chunk := await connection.next_chunk(self._timeout)) is not None:
-            yield chunk
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _Chunks(self._connection, self._timeout)
 
     def __del__(self) -> None:
         # Dropped without aclose (a bug elsewhere, or a task torn down mid-way): close the
@@ -225,3 +296,26 @@ class ResponseStream(httpx.AsyncByteStream):
         if not connection.body_done:
             connection.close()
         self._pool.release(connection, self._origin)
+
+
+class _Chunks:
+    """The body's pieces as ``Connection.next_chunk`` hands them out: an iterator object
+    rather than an async generator, which the event loop would track and finalise."""
+
+    __slots__ = ("_connection", "_timeout")
+
+    def __init__(self, connection: Connection | None, timeout: Any) -> None:
+        self._connection = connection
+        self._timeout = timeout
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        connection = self._connection
+        if connection is None:
+            raise httpx.StreamClosed()
+        chunk = await connection.next_chunk(self._timeout)
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
