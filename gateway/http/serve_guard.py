@@ -24,11 +24,10 @@ from typing import Any
 
 import orjson
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from gateway.errors import InvalidRequest, RequestTimeout
-from gateway.http.response_cycle import LeanCycle
 from gateway.http.stream_cut import STATE_KEY, OpenRelays
 from gateway.proxy.incoming import BODY_TIMED_OUT
 
@@ -125,11 +124,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         self.phase, self.deadline = BODY, self.last_read + self.deadlines.body_s
-        cycle = self.cycle
-        if cycle is not None and type(cycle) is RequestResponseCycle:
-            # uvicorn builds its own cycle here; its task has not run yet, so from now on
-            # each ``send`` it makes is the lean one (``response_cycle``)
-            cycle.__class__ = LeanCycle
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
