@@ -55,7 +55,7 @@ def main(kind: str, count: int) -> None:
         scripts.reserve_args(wanted, keys.user_overrides(request.user), lease, registry=True)
         granted = tuple(c.fixed + c.flex for c in wanted)
         decision = Decision((0,) * len(wanted), tuple(c.limit for c in wanted), granted, None)
-        known.record(checks, decision)
+        known.record("work", checks, decision)
         rate_limit_headers(checks, decision, windows, NOW)
         counters.reserved(checks, granted)
         admission = Admission(
