@@ -11,9 +11,10 @@ nginx mock, Redis metering on. Prints per turn and kind the user-space instructi
 rollup's every 2 s, runs more often per request as valgrind slows the process down).
 ``--b-env KEY=VALUE`` sets a variable for b's gateway only (a switch measured on one tree);
 ``--profile DIR`` keeps the callgrind output of each turn (``callgrind_annotate`` reads it).
-``--keys plain,team``: also (or only) with a key in a team in an organization with every level
-limit set (variants.py's ``TeamLevels``, set up through the admin API each turn, Redis emptied
-before). Needs valgrind.
+``--keys plain,runtime,team``: ``plain`` the YAML key; ``runtime`` a run-time key with no limits
+of its own (the issue's "key with none"); ``team`` a key in a team in an organization with every
+level limit set (variants.py's ``TeamLevels``); the last two are set up through the admin API each
+turn, Redis emptied before. Needs valgrind.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from services import (
 from variants import TeamLevels
 
 KINDS = (("chat", "bench-json", False), ("stream", "bench-sse", True))
+KEYS = ("plain", "runtime", "team")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=400, help="per kind and turn")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--profile", type=Path, default=None)
-    parser.add_argument("--keys", default="plain", help="plain, team or plain,team")
+    parser.add_argument("--keys", default="plain", help="plain, runtime, team (comma-separated)")
     parser.add_argument(
         "--b-env", action="append", default=[], help="KEY=VALUE for b's gateway only"
     )
@@ -75,11 +77,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         key = f"sk-bench-{secrets.token_hex(12)}"
         for turn in range(args.rounds):
             for kind in args.keys.split(","):
+                if kind not in KEYS:
+                    raise SystemExit(f"--keys: {kind!r} is not one of {', '.join(KEYS)}")
                 for label, tree in (("a", args.a), ("b", args.b)):
                     name = f"{label}_{kind}_r{turn}"
                     out = (args.profile or Path(tmp)) / f"cg.{name}"
                     extra = dict(pair.split("=", 1) for pair in args.b_env) if label == "b" else {}
-                    levels = TeamLevels(secrets.token_hex(16)) if kind == "team" else None
+                    levels = None
+                    if kind in ("runtime", "team"):
+                        levels = TeamLevels(secrets.token_hex(16), team=kind == "team")
                     if levels:
                         extra = {**extra, "GATEWAY_ADMIN_TOKEN": levels.token}
                         redis.Redis.from_url(mocks.redis_url).flushall()

@@ -3,12 +3,13 @@
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
         "$(python -c 'import sys; print(sys.executable)')" bench/meter_work.py team 250
 
-Per request: the reservation's checks, the reserve script's arguments, the decision's
-bookkeeping (outage figures, rate-limit headers, reserved amounts), the settlement and the
-settle script's arguments; ``plain`` is a key with no limits, ``team`` the same key in a team
-in an organization with every level limit set (``meter_micro.LEVELS``). Run it with two
-counts and divide the difference of the instructions by the difference of the counts: what
-one request costs, without the interpreter's start (docs/organizations.md "What it costs").
+Per request (as ``Meter.admit`` and the settle): the second's plan and its fill, the reserve
+script's arguments, the decision's bookkeeping (outage figures, rate-limit headers, reserved
+amounts), the settlement and the settle script's arguments (a batch of one); ``plain`` is a
+key with no limits, ``team`` the same key in a team in an organization with every level limit
+set (``meter_micro.LEVELS``). Run it with two counts and divide the difference of the
+instructions by the difference of the counts: what one request costs, without the
+interpreter's start (docs/organizations.md "What it costs").
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ from gateway.config.load import load_config
 from gateway.metering import MeterRequest, Outcome, counters
 from gateway.metering.last_known import LastKnown
 from gateway.metering.limit_errors import rate_limit_headers
+from gateway.metering.plans import Plans
 from gateway.metering.settle import settlement
-from gateway.metering.types import Admission
-from gateway.metering.windows import windows_at
-from gateway.store import keys
+from gateway.metering.types import Admission, Amounts
 from gateway.store.port import Decision, Lease
 from gateway.store.redis import scripts
 
@@ -46,21 +46,22 @@ def main(kind: str, count: int) -> None:
         upstream_model=model.upstream_model, price=model.price, prompt_tokens=12,
         completion_tokens=8, latency_ms=1.0,
     )  # fmt: skip
-    limits, known = counters.LimitCache(config), LastKnown()
+    plans, known = Plans(counters.LimitCache(config)), LastKnown()
     for number in range(count):
-        windows = windows_at(NOW)
-        checks = counters.reservation(limits.get(request), request, windows)
+        plan = plans.get(request, NOW)  # as ``Meter.admit``: the second's plan, then the fill
+        flex = counters.capped_output(plan.output_cap, request)
+        checks = counters.fill(plan.checks, plan.fills, counters.estimate(request, flex), flex)
         lease = Lease(f"work.{number}", 900)
         wanted = [check.counter for check in checks]
-        scripts.reserve_args(wanted, keys.user_overrides(request.user), lease, registry=True)
+        scripts.reserve_args(wanted, plan.override_key, lease, registry=True)
         granted = tuple(c.fixed + c.flex for c in wanted)
         decision = Decision((0,) * len(wanted), tuple(c.limit for c in wanted), granted, None)
-        known.record(checks, decision)
-        rate_limit_headers(checks, decision, windows, NOW)
-        counters.reserved(checks, granted)
+        known.record(plan.key, checks, decision)
+        headers = rate_limit_headers(checks, decision, plan.windows, NOW, plan.reset)
         admission = Admission(
-            headers={}, clamp_max_tokens=None, request=request, started=NOW, checks=checks,
-            granted=granted, lease=lease.id,
+            headers=headers, clamp_max_tokens=None, request=request, started=NOW, checks=checks,
+            reserved=Amounts(*granted[:4]), granted=granted, lease=lease.id,
+            settle_layout=plan.settle_layout, lease_layout=plan.lease_layout,
         )  # fmt: skip
         item = settlement(admission, outcome, f"r{number}")
         scripts.settle_call([item.batch], 1000, mark=None, stream=True, by_id=False)

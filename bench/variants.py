@@ -169,12 +169,19 @@ class TeamLevels:
     """The ``team_levels`` variant's setup: a key in a team in an organization, every level
     limit set (a budget, requests and tokens in each of the four windows, and
     ``max_parallel``, at both levels: 26 more counters per reservation), far too large to bind;
-    the key has none of its own (docs/organizations.md)."""
+    the key has none of its own (docs/organizations.md). ``team=False``: the same run-time key
+    (user, tier, no limits of its own) without a team, the benchmark's "key with none"."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, *, team: bool = True) -> None:
         self.token = token
+        self.team = team
 
     def setup(self, gateway: RunningGateway) -> str:
+        if not self.team:
+            body = {"user": "bench-virtual", "tier": TIER, "name": "bench"}
+            key = str(admin(gateway, self.token, "POST", "/v1/admin/keys", body)["key"])
+            wait_for_key(gateway, key)
+            return key
         every = {window: BIG for window in ("minute", "hour", "day", "month")}
         limits = {
             "budget_usd": dict.fromkeys(every, 1_000_000), "requests": every, "tokens": every,

@@ -167,8 +167,11 @@ def template(
     return (*checks, *budget, *keyed)
 
 
-# (position, index): a template's check at ``position`` reserves ``Amounts[index]``
-Fills = tuple[tuple[int, int], ...]
+# a template's check that takes an amount of the estimate: (position, index in ``Amounts``,
+# its kind, key, field, template amount, the rest of its counter); unpacked ahead so that
+# ``fill`` reads no attribute of a counter (a team key's template has 16 such checks)
+Fill = tuple[int, int, str, str, str, int, tuple[object, ...]]
+Fills = tuple[Fill, ...]
 
 
 def fills(shape: tuple[Check, ...]) -> Fills:
@@ -177,10 +180,11 @@ def fills(shape: tuple[Check, ...]) -> Fills:
     template's own (counts of requests: every estimate has one) and the tokens check, whose
     estimate is split in fixed and flex (``fill`` does it apart)."""
     found = []
-    for position, check in enumerate(shape):
-        index = SETTLED_INDEX.get(check.kind, USD_INDEX)
+    for position, (kind, counter) in enumerate(shape):
+        index = SETTLED_INDEX.get(kind, USD_INDEX)
         if index > 0 and position != TOKENS_INDEX:
-            found.append((position, index))
+            key, field, fixed, *rest = counter
+            found.append((position, index, kind, key, field, fixed, tuple(rest)))
     return tuple(found)
 
 
@@ -197,12 +201,10 @@ def fill(shape: tuple[Check, ...], filled: Fills, amounts: Amounts, flex: int) -
     fixed = amounts.tokens - flex
     tokens = (key, field, fixed, limit, limit_field, flex, cap, cap_field, ttl_s, sliding)
     checks[TOKENS_INDEX] = _new(Check, (kind, _new(Counter, tokens)))
-    for position, index in filled:
+    for position, index, kind, key, field, own, rest in filled:
         amount = amounts[index]
-        kind, counter = shape[position]
-        if amount != counter.fixed:
-            changed = _new(Counter, (counter.key, counter.field, amount, *counter[3:]))
-            checks[position] = _new(Check, (kind, changed))
+        if amount != own:
+            checks[position] = _new(Check, (kind, _new(Counter, (key, field, amount, *rest))))
     return tuple(checks)
 
 
