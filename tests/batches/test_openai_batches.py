@@ -148,11 +148,14 @@ def test_cancel_stops_a_batch(gateway: RunningGateway, upstream: MockUpstream) -
         input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
     cancelling = api.batches.cancel(batch.id)
+    started_before = len(upstream.requests)  # on a loaded host a first wave may have run
     assert cancelling.status in ("cancelling", "cancelled")
     done = finished(api, batch.id)
     assert done.status == "cancelled"
-    assert done.request_counts is not None and done.request_counts.completed <= 4
-    assert len(upstream.requests) <= 4  # the lines in flight when it was cancelled
+    assert done.request_counts is not None
+    assert done.request_counts.completed <= len(upstream.requests)
+    # after the cancel, at most the lines already on their way (4 per batch) reach upstream
+    assert len(upstream.requests) <= started_before + 4 < len(lines)
 
 
 def test_bad_input_is_refused_and_nothing_runs(
