@@ -21,6 +21,7 @@ from gateway.metering.pricing import MICROS_PER_USD, micros_to_usd
 from gateway.metering.record import UsageRecord, count, number, tag_list
 
 TS, COST, CHARGED, STATUS, LATENCY, ATTEMPTS, TAGS = "t", "$", "ch", "s", "l", "a", "tg"
+PROMPT, COMPLETION, FALLBACK, BYOK = "pt", "ct", "fb", "b"
 
 
 def encode(record: UsageRecord) -> bytes:
@@ -41,9 +42,9 @@ def encode(record: UsageRecord) -> bytes:
     if record.upstream_model is not None:
         out["um"] = record.upstream_model
     if record.prompt_tokens:
-        out["pt"] = record.prompt_tokens
+        out[PROMPT] = record.prompt_tokens
     if record.completion_tokens:
-        out["ct"] = record.completion_tokens
+        out[COMPLETION] = record.completion_tokens
     if record.images:
         out["im"] = record.images
     if record.audio_ms:
@@ -57,9 +58,9 @@ def encode(record: UsageRecord) -> bytes:
     if charged != cost:
         out[CHARGED] = charged
     if record.fallback:
-        out["fb"] = 1
+        out[FALLBACK] = 1
     if record.byok:
-        out["b"] = 1
+        out[BYOK] = 1
     if record.estimated:
         out["e"] = 1
     if record.usage_flagged:
@@ -91,15 +92,23 @@ def encode(record: UsageRecord) -> bytes:
 
 def decode(raw: bytes) -> UsageRecord | None:
     """The record stored as ``raw`` (either form); None when it is no JSON object."""
-    try:
-        stored = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(stored, dict):
+    stored = load(raw)
+    if stored is None:
         return None
     if TS not in stored:  # the full form, written before this encoding
         return UsageRecord.from_dict(stored)
     return expand(stored)
+
+
+def load(raw: bytes) -> dict[str, Any] | None:
+    """The JSON object stored as ``raw``, compact (``TS`` in it) or full; None when it is
+    none. ``expand`` or ``UsageRecord.from_dict`` reads it; the rollups read a compact one's
+    few values they add up in place (``SHORT`` names its keys)."""
+    try:
+        stored = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return stored if isinstance(stored, dict) else None
 
 
 # short key → (field, how its value is read); every record is expanded once by the rollups
@@ -114,13 +123,13 @@ SHORT: dict[str, tuple[str, int]] = {
     "m": ("model", OPTIONAL),
     "p": ("provider", OPTIONAL),
     "um": ("upstream_model", OPTIONAL),
-    "pt": ("prompt_tokens", COUNT),
-    "ct": ("completion_tokens", COUNT),
+    PROMPT: ("prompt_tokens", COUNT),
+    COMPLETION: ("completion_tokens", COUNT),
     "im": ("images", COUNT),
     "am": ("audio_ms", COUNT),
     "vm": ("video_ms", COUNT),
-    "fb": ("fallback", FLAG),
-    "b": ("byok", FLAG),
+    FALLBACK: ("fallback", FLAG),
+    BYOK: ("byok", FLAG),
     STATUS: ("status", COUNT),
     LATENCY: ("latency_ms", NUMBER),
     ATTEMPTS: ("attempts", COUNT),

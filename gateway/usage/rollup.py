@@ -38,23 +38,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 
 from gateway.metering.record import UsageRecord
-from gateway.metering.record_codec import decode
 from gateway.store.port import Store, StoreError
+from gateway.usage.roll_groups import BN as BN
+from gateway.usage.roll_groups import BT as BT
+from gateway.usage.roll_groups import DIMENSIONS as DIMENSIONS
+from gateway.usage.roll_groups import HIST as HIST
+from gateway.usage.roll_groups import LATENCY_BASE as LATENCY_BASE
+from gateway.usage.roll_groups import NONE as NONE
+from gateway.usage.roll_groups import TEAMS as TEAMS
+from gateway.usage.roll_groups import C as C
+from gateway.usage.roll_groups import E as E
+from gateway.usage.roll_groups import Entry as Entry
+from gateway.usage.roll_groups import F as F
+from gateway.usage.roll_groups import G as G
+from gateway.usage.roll_groups import Group, dimension_tuple, group_records, group_stored
+from gateway.usage.roll_groups import N as N
+from gateway.usage.roll_groups import P as P
+from gateway.usage.roll_groups import U as U
 
 logger = logging.getLogger("gateway.metering")
 
-TEAMS = ("org", "team")
-DIMENSIONS = (
-    "user", "key_id", "tier", "model", "provider", "capability", "status", "tag", *TEAMS,
-)  # fmt: skip
 COARSE = ("tier", "model", "provider", "capability", "status")
 # Each level keeps the dimensions named; a query reads the smallest level that has what it
 # filters and groups by. "user" is kept per user (the user is in the key, not in the fields).
@@ -70,7 +78,6 @@ LEVELS: dict[str, tuple[str, ...]] = {
 PER_USER = "user"
 HOUR_TTL_S = 40 * 86_400
 DAY_TTL_S = 400 * 86_400
-LATENCY_BASE = 1.25
 PAGE = 250  # records folded between awaits: a page is folded without yielding, so keep it short
 CURSOR_KEY = "gw:roll:state"
 CLAIM_TTL_S = 120
@@ -78,7 +85,6 @@ BUSY = -1
 CHUNK = 200  # documents merged at once
 WAVE = 4  # store calls in flight at once (the connection pool is shared with requests)
 FIELD = "p"
-NONE = "-"
 SEP = "\x1f"  # between the dimension values of a combination
 
 
@@ -90,29 +96,9 @@ def day_key(level: str, day: str, user: str = "") -> str:
     return f"gw:roll:{level}:d:{day}" if level != PER_USER else f"gw:roll:u:{user}:d:{day}"
 
 
-def latency_bucket(latency_ms: float) -> int:
-    return 0 if latency_ms <= 1 else math.ceil(math.log(latency_ms) / math.log(LATENCY_BASE))
-
-
 def dimension_values(record: UsageRecord) -> dict[str, str]:
     """The record's value per dimension, as text without separators (``-`` when absent)."""
     return dict(zip(DIMENSIONS, dimension_tuple(record), strict=True))
-
-
-def dimension_tuple(record: UsageRecord) -> tuple[str, ...]:
-    """``dimension_values`` in the order of ``DIMENSIONS`` (each record is grouped by them)."""
-    return (
-        _clean(record.user),
-        _clean(record.key_id),
-        _clean(record.tier),
-        _clean(record.model),
-        _clean(record.provider),
-        _clean(record.capability),
-        _clean(record.status),
-        ",".join(sorted({_clean(t) for t in record.tags if t})) or NONE if record.tags else NONE,
-        _clean(record.org),
-        _clean(record.team),
-    )
 
 
 def padded(level: str, parts: list[str]) -> list[str]:
@@ -124,11 +110,6 @@ def padded(level: str, parts: list[str]) -> list[str]:
     return parts
 
 
-# One combination's sums in a rollup document: requests, errors, fallbacks, prompt and
-# completion tokens, list cost in micro-USD, the latency histogram (bucket → requests), then
-# the charged micro-USD, BYOK requests and BYOK tokens.
-N, E, F, P, C, U, HIST, G, BN, BT = range(10)
-Entry = list[Any]
 Document = dict[str, Entry]
 
 
@@ -142,21 +123,6 @@ def extras(entry: Entry) -> list[int]:
 
 def _copy(entry: Entry) -> Entry:
     return [*entry[:HIST], dict(entry[HIST]), *extras(entry)]
-
-
-def add_record(entry: Entry, record: UsageRecord, latency: str | None) -> None:
-    entry[N] += 1
-    entry[E] += int(record.status >= 400)
-    entry[F] += int(record.fallback)
-    entry[P] += record.prompt_tokens
-    entry[C] += record.completion_tokens
-    entry[U] += round(record.cost_usd * 1_000_000)
-    if latency is not None:
-        entry[HIST][latency] = entry[HIST].get(latency, 0) + 1
-    entry[G] += round(record.charged_usd * 1_000_000)
-    if record.byok:
-        entry[BN] += 1
-        entry[BT] += record.total_tokens
 
 
 def _add_entry(into: Entry, entry: Entry) -> None:
@@ -181,17 +147,26 @@ def merge(into: Document, other: Mapping[str, Entry]) -> None:
         _add_entry(mine, entry)
 
 
-# The part of a record the rollups tell apart: its hour and day, and its dimension values.
-Group = tuple[str, str, tuple[str, ...]]
-
-
 def fold(records: Iterable[UsageRecord], into: dict[str, Document]) -> None:
-    """Add each record to the documents of every level, hourly and daily (key → document).
+    """Add each record to the documents of every level, hourly and daily (key → document)."""
+    _spread(group_records(records), into)
+
+
+def fold_stored(raws: Iterable[bytes], into: dict[str, Document]) -> int:
+    """``fold`` the records stored as ``raws`` (``roll_groups.group_stored``); the number
+    folded (a value that is no record is skipped)."""
+    groups, folded = group_stored(raws)
+    _spread(groups, into)
+    return folded
+
+
+def _spread(groups: Mapping[Group, Entry], into: dict[str, Document]) -> None:
+    """Add each group's sums to the documents of every level, hourly and daily.
 
     Records are summed per group (hour, day, dimension values) first, and each group is then
     spread over the levels once: a page of records from a few users and models costs one dict
     addition per record, not one per level and period."""
-    for group, entry in _grouped(records).items():
+    for group, entry in groups.items():
         hour, day, values = group
         dims = dict(zip(DIMENSIONS, values, strict=True))
         for level, names in LEVELS.items():
@@ -206,23 +181,6 @@ def fold(records: Iterable[UsageRecord], into: dict[str, Document]) -> None:
                     document[combo] = _copy(entry)
                 else:
                     _add_entry(mine, entry)
-
-
-def _grouped(records: Iterable[UsageRecord]) -> dict[Group, Entry]:
-    groups: dict[Group, Entry] = {}
-    periods: dict[int, tuple[str, str]] = {}  # hour number → (hour, day) texts
-    for record in records:
-        number = int(record.ts // 3600)
-        period = periods.get(number)
-        if period is None:
-            moment = datetime.fromtimestamp(number * 3600, UTC)
-            period = periods[number] = (moment.strftime("%Y%m%d%H"), moment.strftime("%Y%m%d"))
-        group = (*period, dimension_tuple(record))
-        entry = groups.get(group)
-        if entry is None:
-            entry = groups[group] = [0, 0, 0, 0, 0, 0, {}, 0, 0, 0]
-        add_record(entry, record, str(latency_bucket(record.latency_ms)))
-    return groups
 
 
 async def read_documents(store: Store, keys: Sequence[str]) -> list[bytes | None]:
@@ -283,11 +241,8 @@ class Roller:
                 if cursor_id is not None and entry_id <= cursor_id:
                     stop = True
                     break
-                record = decode(raw)
-                if record is not None:
-                    fresh.append(record)
-            fold(fresh, folded)
-            count += len(fresh)
+                fresh.append(raw)
+            count += fold_stored(fresh, folded)
             if stop:
                 break
             before, size = page[-1][0], PAGE
@@ -329,20 +284,3 @@ def _after(entry: str, cursor: str) -> bool:
 
 def _id(entry: str) -> tuple[int, ...]:
     return tuple(map(int, entry.split("-")))  # every record read asks: no generator
-
-
-def _clean(value: object) -> str:
-    """``value`` as text without separators; the same few values come back on every record,
-    so each is worked out once (up to ``CLEANED_MAX`` of them)."""
-    cleaned = _CLEANED.get(value)
-    if cleaned is None:
-        cleaned = NONE if value is None or value == "" else str(value).translate(_CONTROL)
-        if len(_CLEANED) >= CLEANED_MAX:
-            _CLEANED.clear()
-        _CLEANED[value] = cleaned
-    return cleaned
-
-
-_CONTROL = {ord(c): " " for c in "\t\n\x1f"}
-CLEANED_MAX = 10_000
-_CLEANED: dict[object, str] = {}

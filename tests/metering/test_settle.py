@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from gateway.config.model import Config, Price
 from gateway.metering import counters
+from gateway.metering.record import UsageRecord
 from gateway.metering.settle import (
     MAX_REPORTED_TOKENS,
     SpendKey,
@@ -15,7 +16,7 @@ from gateway.metering.settle import (
     token_bounds,
     usage,
 )
-from gateway.metering.types import Admission, Amounts, MeterRequest
+from gateway.metering.types import Admission, Amounts, LevelLimits, MeterRequest
 from gateway.metering.windows import windows_at
 from gateway.store import keys
 from gateway.store.port import LeaseEnd
@@ -226,3 +227,36 @@ def test_charged_spend_is_watched_overall_and_per_tier_by_day_and_month(config: 
         ("overall", 150),
         ("tier:free", 150),
     ]
+
+
+def test_the_record_names_each_value_by_its_field(config: Config) -> None:
+    """``usage_record`` builds the record positionally: every field holds its own value."""
+    priced = Price(input=1.0, output=2.0, per_image=0.5)
+    meter_request = replace(
+        request(config, price=priced, request_id="q-1"),
+        levels=(LevelLimits("org", "org-1"), LevelLimits("team", "team-1")),
+    )
+    outcome = replace(
+        ok(12, 34, price=priced, latency_ms=123.45, images=2, attempts=3, fallback=True),
+        deployment="dep-1", cache="miss", tags=("t1",), rollout="ro-1", batch="batch-1",
+        downgraded=True, audio_ms=5, status=201,
+    )  # fmt: skip
+    admission = Admission(
+        headers={}, clamp_max_tokens=None, request=meter_request, started=NOON + 0.1234
+    )
+    record = settlement(admission, outcome, "rec-1").record
+    assert record is not None
+    named = {name: getattr(record, name) for name in UsageRecord.__slots__}
+    assert named == {
+        "ts": NOON + 0.123, "record_id": "rec-1", "request_id": "q-1", "user": "alice",
+        "key_id": "key-alice", "tier": "free", "capability": "text_generation",
+        "model": "llama-3.1-8b", "provider": "together",
+        "upstream_model": "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo", "prompt_tokens": 12,
+        "completion_tokens": 34, "images": 2, "audio_ms": 5, "video_ms": 0,
+        "cost_usd": record.cost_usd, "fallback": True, "byok": False,
+        "charged_usd": record.cost_usd, "status": 201, "latency_ms": 123.5, "attempts": 3,
+        "estimated": False, "usage_flagged": False, "downgraded": True, "deployment": "dep-1",
+        "cache": "miss", "tags": ("t1",), "rollout": "ro-1", "batch_id": "batch-1",
+        "org": "org-1", "team": "team-1",
+    }  # fmt: skip
+    assert record.cost_usd > 0

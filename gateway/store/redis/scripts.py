@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from operator import add
 
 from gateway.store import keys
 from gateway.store.port import Counter, Lease, LeaseEnd, SettleBatch
@@ -139,12 +140,16 @@ def settle_call(
     index: dict[str, int] = {}
     lines, watched = [], []
     for (key, name), (delta, ttl, watch) in merged.items():
-        if (delta or watch) and _in(key, tag):
-            position = index.setdefault(key, len(index) + 1)
+        if (delta or watch) and (tag is None or keys.slot_tag(key) == tag):
+            position = index.get(key)
+            if position is None:
+                position = index[key] = len(index) + 1
             lines.append(f"{position}\t{name}\t{delta}\t{ttl}\t{watch}")
             if watch:
                 watched.append((key, name))
-    leases = [end for batch in batches for end in batch.leases if _in(end.group, tag)]
+    leases = [end for batch in batches for end in batch.leases]
+    if tag is not None:
+        leases = [end for end in leases if keys.slot_tag(end.group) == tag]
     if tag is None:
         leases = one_end_per_lease(leases)
     pairs: dict[str, int] = {}
@@ -229,33 +234,42 @@ def _written_keys(batch: SettleBatch) -> Iterable[str]:
 
 
 def merged_increments(batches: Sequence[SettleBatch]) -> dict[tuple[str, str], list[int]]:
-    """(key, field) → [summed delta, longest ttl, watched]; aggregates summed per key first."""
+    """(key, field) → [summed delta, longest ttl, watched]; aggregates summed per key first.
+
+    Runs once per store call over every request's increments (some forty each for a key in
+    a team): written with comparisons in place of ``max`` and the aggregates' values summed
+    by ``map`` (``operator.add``)."""
     merged: dict[tuple[str, str], list[int]] = {}
+    get = merged.get
     for batch in batches:
         for key, field, delta, ttl_s, watch in batch.increments:  # unpacked: some forty each
             if delta or watch:
-                slot = merged.get((key, field))
+                slot = get((key, field))
                 if slot is None:
-                    merged[key, field] = [delta, ttl_s, int(watch)]
+                    merged[key, field] = [delta, ttl_s, 1 if watch else 0]
                 else:
                     slot[0] += delta
-                    slot[1] = max(slot[1], ttl_s)
-                    slot[2] |= watch
+                    if ttl_s > slot[1]:
+                        slot[1] = ttl_s
+                    if watch:
+                        slot[2] = 1
     sums: dict[tuple[str, tuple[str, ...]], tuple[list[int], int]] = {}
     for batch in batches:
-        for aggregate in batch.aggregates:
-            entry = sums.get((aggregate.key, aggregate.fields))
+        for key, fields, values, ttl_s in batch.aggregates:
+            entry = sums.get((key, fields))
             if entry is None:
-                sums[aggregate.key, aggregate.fields] = (list(aggregate.values), aggregate.ttl_s)
+                sums[key, fields] = (list(values), ttl_s)
             else:
-                total = entry[0]
-                for i, value in enumerate(aggregate.values):
-                    total[i] += value
+                entry[0][:] = map(add, entry[0], values)
     for (key, names), (totals, ttl) in sums.items():
         for name, value in zip(names, totals, strict=True):
-            slot = merged.setdefault((key, name), [0, ttl, 0])
-            slot[0] += value
-            slot[1] = max(slot[1], ttl)
+            slot = get((key, name))
+            if slot is None:
+                merged[key, name] = [value, ttl, 0]
+            else:
+                slot[0] += value
+                if ttl > slot[1]:
+                    slot[1] = ttl
     return merged
 
 
