@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.config.model import CAPABILITIES, Quota
 from gateway.control.plane import Snapshot
-from gateway.errors import GatewayError, InvalidRequest, NotFound
+from gateway.errors import Conflict, InvalidRequest, NotFound
 
 KIND = "quota_requests"
 PENDING, APPROVED, DENIED = "pending", "approved", "denied"
@@ -25,10 +25,6 @@ FIELDS: dict[str, tuple[bool, float]] = {  # field → (whole numbers only, the 
     "tokens_per_request": (True, 10**12),
     "minutes_per_day": (False, 10**7),
 }
-
-
-class Conflict(GatewayError):
-    status, type, code, label = 409, "invalid_request_error", "conflict", "conflict"
 
 
 def requested_fields(value: Any, name: str = "requested") -> dict[str, int | float]:
