@@ -25,8 +25,7 @@ from gateway.cli.base import (
     unknown_command,
 )
 from gateway.cli.config_files import check, models_check, schema
-from gateway.cli.parser import COMMANDS
-from gateway.cli.parser import build_parser as _parser
+from gateway.cli.parser import COMMANDS, build_parser
 from gateway.cli.serve import demo_banner, serve
 from gateway.cli.usage import ledger_command, usage_export, usage_roll
 
@@ -65,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: list[str]) -> int:
-    parser = _parser()
+    parser = build_parser()
     words = _with_default_command(argv)
     args, unrecognized = parser.parse_known_args(words)
     if unrecognized:

@@ -176,10 +176,10 @@ def _parsers(parser, path=("gateway",)):
 
 
 def test_every_command_and_option_has_help_text() -> None:
-    from gateway.cli import _parser
+    from gateway.cli.parser import build_parser
 
     missing = []
-    for name, parser in _parsers(_parser()):
+    for name, parser in _parsers(build_parser()):
         if len((parser.description or "").split()) < 4:  # a sentence, not a pointer
             missing.append(f"{name}: description {parser.description!r}")
         for action in parser._actions:
@@ -235,10 +235,10 @@ def test_global_options_anywhere(tmp_path) -> None:
      ["db", "upgrade"], ["ledger", "ship"]],
 )  # fmt: skip
 def test_every_command_reading_the_config_takes_config_dir_after_it(command) -> None:
-    from gateway.cli import _parser
+    from gateway.cli.parser import build_parser
 
     extra = ["--from", "2026-01-01", "--to", "2026-01-02"] if command[0] == "usage" else []
-    args = _parser().parse_args([*command, *extra, "--config-dir", "/some/dir"])
+    args = build_parser().parse_args([*command, *extra, "--config-dir", "/some/dir"])
     assert args.config_dir == "/some/dir"
 
 

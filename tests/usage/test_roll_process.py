@@ -128,9 +128,9 @@ def test_the_roll_command_needs_redis(tmp_path) -> None:
 
 @pytest.mark.parametrize("argv", [["usage", "roll", "--config-dir", "/some/dir"]])
 def test_roll_takes_config_dir_after_it(argv) -> None:
-    from gateway.cli import _parser
+    from gateway.cli.parser import build_parser
 
-    assert _parser().parse_args(argv).config_dir == "/some/dir"
+    assert build_parser().parse_args(argv).config_dir == "/some/dir"
 
 
 def test_a_query_cancelled_mid_run_lets_the_run_finish(redis_url, config) -> None:
