@@ -41,7 +41,7 @@ from gateway.ui.overview import analytics_view, overview_view
 from gateway.ui.render import page
 from gateway.ui.session import SESSION_TTL_S, Sessions, session_of
 from gateway.ui.users import users_context
-from gateway.usage.rollup import DIMENSIONS
+from gateway.usage.roll_groups import DIMENSIONS
 
 STATIC = Path(__file__).parent / "static"
 Identity = tuple[str, str, str | None, str | None, str | None]  # name, role, user, tier, team

@@ -33,7 +33,7 @@ from gateway.store.port import StoreError
 from gateway.ui.overview import analytics_view, with_rates
 from gateway.ui.render import page
 from gateway.ui.session import session_of
-from gateway.usage.rollup import DIMENSIONS
+from gateway.usage.roll_groups import DIMENSIONS
 from gateway.usage.statements import month_bounds
 
 PAGES = (("", "Overview"), ("keys", "Keys"), ("members", "Members"), ("usage", "Usage"),

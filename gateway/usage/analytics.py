@@ -34,23 +34,13 @@ import orjson
 from gateway.metering.record import UsageRecord
 from gateway.metering.record_codec import decode
 from gateway.store.port import Store
+from gateway.usage.roll_groups import DIMENSIONS, HIST, LATENCY_BASE, NONE, C, E, Entry, F, N, P, U
 from gateway.usage.rollup import (
     BUSY,
-    DIMENSIONS,
-    HIST,
-    LATENCY_BASE,
     LEVELS,
-    NONE,
     PER_USER,
     SEP,
-    C,
-    E,
-    Entry,
-    F,
-    N,
-    P,
     Roller,
-    U,
     day_key,
     dimension_values,
     hour_key,

@@ -26,7 +26,7 @@ import orjson
 
 from gateway.metering.record import UsageRecord
 from gateway.usage.analytics import BUCKETS, UsageFilter
-from gateway.usage.rollup import DIMENSIONS
+from gateway.usage.roll_groups import DIMENSIONS
 
 COLUMNS = {
     "user": "user_id",

@@ -26,12 +26,12 @@ per combination: requests, errors, fallbacks, prompt and completion tokens, list
 micro-USD, the latency histogram, then (for the monthly statements) the charged micro-USD and
 the BYOK requests and tokens; an entry folded before those three existed reads as all charged,
 none BYOK (``extras``). Latency bucket ``k`` holds latencies up to ``LATENCY_BASE ** k`` ms
-(for the p95). ``LEVEL`` names which dimensions are kept (``LEVELS``): ``coarse`` (tier, model,
-provider, capability, status: small, for the overview), ``people`` (users, keys, tags,
-organizations and teams), ``tags``, ``user`` (per user) and ``full`` (every dimension, the
-fallback). A query reads the smallest
-level that has what it filters and groups by, so its cost follows the combinations kept there,
-never the number of requests.
+(for the p95; the entry's positions and ``LATENCY_BASE`` are defined in ``roll_groups``).
+``LEVEL`` names which dimensions are kept (``LEVELS``): ``coarse`` (tier, model, provider,
+capability, status: small, for the overview), ``people`` (users, keys, tags, organizations and
+teams), ``tags``, ``user`` (per user) and ``full`` (every dimension, the fallback). A query
+reads the smallest level that has what it filters and groups by, so its cost follows the
+combinations kept there, never the number of requests.
 """
 
 from __future__ import annotations
@@ -44,22 +44,21 @@ import orjson
 
 from gateway.metering.record import UsageRecord
 from gateway.store.port import Store, StoreError
-from gateway.usage.roll_groups import BN as BN
-from gateway.usage.roll_groups import BT as BT
-from gateway.usage.roll_groups import DIMENSIONS as DIMENSIONS
-from gateway.usage.roll_groups import HIST as HIST
-from gateway.usage.roll_groups import LATENCY_BASE as LATENCY_BASE
-from gateway.usage.roll_groups import NONE as NONE
-from gateway.usage.roll_groups import TEAMS as TEAMS
-from gateway.usage.roll_groups import C as C
-from gateway.usage.roll_groups import E as E
-from gateway.usage.roll_groups import Entry as Entry
-from gateway.usage.roll_groups import F as F
-from gateway.usage.roll_groups import G as G
-from gateway.usage.roll_groups import Group, dimension_tuple, group_records, group_stored
-from gateway.usage.roll_groups import N as N
-from gateway.usage.roll_groups import P as P
-from gateway.usage.roll_groups import U as U
+from gateway.usage.roll_groups import (
+    BN,
+    BT,
+    DIMENSIONS,
+    HIST,
+    NONE,
+    TEAMS,
+    Entry,
+    G,
+    Group,
+    U,
+    dimension_tuple,
+    group_records,
+    group_stored,
+)
 
 logger = logging.getLogger("gateway.metering")
 

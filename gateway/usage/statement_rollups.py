@@ -11,18 +11,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from gateway.store.port import Store
+from gateway.usage.roll_groups import BT, DIMENSIONS, NONE, TEAMS, C, N, P, U
 from gateway.usage.rollup import (
-    BT,
-    DIMENSIONS,
     LEVELS,
-    NONE,
     PER_USER,
     SEP,
-    TEAMS,
-    C,
-    N,
-    P,
-    U,
     day_key,
     extras,
     load_document,

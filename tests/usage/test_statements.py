@@ -13,7 +13,8 @@ import pytest
 from gateway.config.model import Tier
 from gateway.metering.record import UsageRecord
 from gateway.store.memory import MemoryStore
-from gateway.usage.rollup import BT, fold, merge
+from gateway.usage.roll_groups import BT
+from gateway.usage.rollup import fold, merge
 from gateway.usage.statement_export import statements_csv
 from gateway.usage.statement_rollups import rollup_lines
 from gateway.usage.statements import (

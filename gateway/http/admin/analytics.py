@@ -28,7 +28,8 @@ from gateway.http.services import services
 from gateway.metering.record import UsageRecord
 from gateway.usage.analytics import BUCKETS, Analytics, UsageFilter
 from gateway.usage.export import COLUMNS, parse_time, to_csv, to_json
-from gateway.usage.rollup import DAY_TTL_S, DIMENSIONS
+from gateway.usage.roll_groups import DIMENSIONS
+from gateway.usage.rollup import DAY_TTL_S
 from gateway.usage.spreadsheet import records_workbook
 
 EXPORT_MAX = 200_000
