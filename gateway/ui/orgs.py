@@ -37,7 +37,8 @@ async def orgs_context(gateway: Services) -> dict[str, Any]:
                 usage: dict[str, Any] | None = await team_usage(gateway, team_id)
             except StoreUnavailable:
                 usage = None
-            teams.append({"id": team_id, **team, "usage": usage,
-                          "keys": keys_per_team.get(team_id, 0)})  # fmt: skip
+            teams.append(
+                {"id": team_id, **team, "usage": usage, "keys": keys_per_team.get(team_id, 0)}
+            )
         orgs.append({"id": org_id, **org, "teams": teams})
     return {"orgs": orgs, "windows": WINDOWS}

@@ -36,8 +36,13 @@ from gateway.ui.session import session_of
 from gateway.usage.roll_groups import DIMENSIONS
 from gateway.usage.statements import month_bounds
 
-PAGES = (("", "Overview"), ("keys", "Keys"), ("members", "Members"), ("usage", "Usage"),
-         ("statement", "Statement"))  # fmt: skip
+PAGES = (
+    ("", "Overview"),
+    ("keys", "Keys"),
+    ("members", "Members"),
+    ("usage", "Usage"),
+    ("statement", "Statement"),
+)
 PAGE_NAMES = {name for name, _ in PAGES}
 WINDOWS = ("minute", "hour", "day", "month")
 TEAM_FILTERS = tuple(name for name in FILTERS if name not in ("org", "team"))
@@ -65,8 +70,15 @@ def navigation(session: Mapping[str, Any], team_id: str | None) -> tuple[tuple[s
 def refused(session: Mapping[str, Any], error: GatewayError) -> Response:
     """A page the session may not see (403) or that does not exist (404), in the UI's shape."""
     heading = "Not found" if error.status == 404 else "Not allowed"
-    return page("refused.html", error.status, pages=navigation(session, None), session=session,
-                current="", heading=heading, message=error.message)  # fmt: skip
+    return page(
+        "refused.html",
+        error.status,
+        pages=navigation(session, None),
+        session=session,
+        current="",
+        heading=heading,
+        message=error.message,
+    )
 
 
 async def team_page(request: Request) -> Response:
@@ -85,10 +97,13 @@ async def team_page(request: Request) -> Response:
         return page("missing.html", 404, pages=nav, session=session, current="")
     gateway = services(request)
     context: dict[str, Any] = {
-        "pages": nav, "session": session, "current": current,
-        "script": f"team-{name or 'overview'}", "team_id": team_id,
+        "pages": nav,
+        "session": session,
+        "current": current,
+        "script": f"team-{name or 'overview'}",
+        "team_id": team_id,
         "team": gateway.control.snapshot.kind(TEAMS)[team_id],
-    }  # fmt: skip
+    }
     status = 200
     if name == "":
         context.update(await _overview(gateway, team_id))
@@ -103,8 +118,13 @@ async def team_page(request: Request) -> Response:
     elif name == "statement":
         context.update(await _statement(request, team_id))
         status = 200 if context["error"] is None else 400
-    template = {"": "team.html", "keys": "team_keys.html", "members": "team_members.html",
-                "usage": "analytics.html", "statement": "team_statement.html"}[name]  # fmt: skip
+    template = {
+        "": "team.html",
+        "keys": "team_keys.html",
+        "members": "team_members.html",
+        "usage": "analytics.html",
+        "statement": "team_statement.html",
+    }[name]
     return page(template, status, **context)
 
 
@@ -124,10 +144,19 @@ async def _overview(gateway: Services, team_id: str) -> dict[str, Any]:
         usage = await team_usage(gateway, team_id)
     except (StoreError, StoreUnavailable):
         levels = None  # the store is down: limits shown without their use
-    keys = [doc for doc in gateway.control.snapshot.kind(runtime_keys.KIND).values()
-            if doc.get("team") == team_id]  # fmt: skip
-    return {"org_id": team.get("org"), "org": org, "levels": levels, "usage": usage,
-            "windows": WINDOWS, "key_count": len(keys)}  # fmt: skip
+    keys = [
+        doc
+        for doc in gateway.control.snapshot.kind(runtime_keys.KIND).values()
+        if doc.get("team") == team_id
+    ]
+    return {
+        "org_id": team.get("org"),
+        "org": org,
+        "levels": levels,
+        "usage": usage,
+        "windows": WINDOWS,
+        "key_count": len(keys),
+    }
 
 
 def _members(gateway: Services, team_id: str) -> dict[str, Any]:
@@ -149,20 +178,28 @@ async def _usage(request: Request, team_id: str, params: Mapping[str, str]) -> d
         query["start"] = str(int(now - 7 * 86_400))
     flt = rollup_window(team_filter(request, team_id, query), now)
     groups, bucket = group_and_bucket({**query, "group_by": query.get("group_by") or "user"})
-    shown = {k: v for k, v in query.items() if v and k in (*TEAM_FILTERS, "start", "end",
-             "group_by", "bucket")}  # fmt: skip
+    shown = {
+        k: v
+        for k, v in query.items()
+        if v and k in (*TEAM_FILTERS, "start", "end", "group_by", "bucket")
+    }
     cursor = records_cursor(query, gateway.analytics.source)
     context = await analytics_view(gateway.analytics, flt, groups[:1] or ["user"], bucket, cursor)
     base = f"/ui/teams/{team_id}/usage"
     following = context["next_cursor"]
     context.update(
-        params=shown, filters=TEAM_FILTERS, dimensions=[d for d in DIMENSIONS if d != "org"],
-        action=base, export_path=f"/v1/admin/teams/{team_id}/export",
-        export_query=urlencode({k: v for k, v in shown.items() if k in (*TEAM_FILTERS, "start",
-                                "end")}),
+        params=shown,
+        filters=TEAM_FILTERS,
+        dimensions=[d for d in DIMENSIONS if d != "org"],
+        action=base,
+        export_path=f"/v1/admin/teams/{team_id}/export",
+        export_query=urlencode(
+            {k: v for k, v in shown.items() if k in (*TEAM_FILTERS, "start", "end")}
+        ),
         next_path=base,
-        next_query=urlencode({**shown, "cursor": following}) if following else None, error=None,
-    )  # fmt: skip
+        next_query=urlencode({**shown, "cursor": following}) if following else None,
+        error=None,
+    )
     return context
 
 
@@ -184,6 +221,7 @@ async def _statement(request: Request, team_id: str) -> dict[str, Any]:
     except GatewayError as error:
         return {**context, "error": error.message}
     lines = sorted(with_rates(rows), key=lambda r: (r["user"], r["capability"], r["model"]))
-    totals = {name: sum(row[name] for row in rows)
-              for name in ("requests", "total_tokens", "cost_usd")}  # fmt: skip
+    totals = {
+        name: sum(row[name] for row in rows) for name in ("requests", "total_tokens", "cost_usd")
+    }
     return {**context, "lines": lines, "totals": totals, "export_query": urlencode(bounds)}
