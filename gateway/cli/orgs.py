@@ -120,10 +120,16 @@ def _request(args: argparse.Namespace) -> Request:
     if action == "token":
         return "POST", f"{base}/tokens", {"role": args.role}
     if action == "key":
-        budget = {k: v for k, v in (("day", args.budget_day), ("month", args.budget_month))
-                  if v is not None}  # fmt: skip
-        return "POST", f"{base}/keys", {"user": args.user, **({"budget_usd": budget}
-                                                               if budget else {})}  # fmt: skip
+        budget = {
+            k: v
+            for k, v in (("day", args.budget_day), ("month", args.budget_month))
+            if v is not None
+        }
+        return (
+            "POST",
+            f"{base}/keys",
+            {"user": args.user, **({"budget_usd": budget} if budget else {})},
+        )
     if action == "rotate":
         return "POST", f"{base}/keys/{args.key_id}/rotate", {}
     return "DELETE", f"{base}/keys/{args.key_id}", None
@@ -139,13 +145,17 @@ def _org_request(args: argparse.Namespace) -> Request:
     body = {k: v for k, v in (("name", args.name), ("timezone", args.timezone)) if v}
     if args.limits is not None:
         body["limits"] = _json(args.limits)
-    return ("POST", "/v1/admin/orgs", {"id": args.id, **body}) if action == "create" else (
-        "PATCH", path, body)  # fmt: skip
+    return (
+        ("POST", "/v1/admin/orgs", {"id": args.id, **body})
+        if action == "create"
+        else ("PATCH", path, body)
+    )
 
 
 def _team_fields(args: argparse.Namespace) -> dict[str, Any]:
-    body: dict[str, Any] = {k: v for k, v in (("org", args.org), ("tier", args.tier),
-                                              ("name", args.name)) if v}  # fmt: skip
+    body: dict[str, Any] = {
+        k: v for k, v in (("org", args.org), ("tier", args.tier), ("name", args.name)) if v
+    }
     if args.command == "teams" and args.teams_command == "update":
         body.pop("org", None)  # a team stays in its organization
     if args.members is not None:

@@ -204,7 +204,7 @@ def _tier(
         | {"batch_price_percent", "byok_models", "monthly_fee_usd", "byok_discount_percent"}
         | {"unsupported_fields", "batch_concurrency"},
         {"routes"},
-    )  # fmt: skip
+    )
     routes: dict[str, tuple[Model, ...]] = {}
     weights: dict[str, tuple[float, ...]] = {}
     for route, chain_node in node.get("routes").items():

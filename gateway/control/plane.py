@@ -178,8 +178,15 @@ class ControlPlane:
     ) -> None:
         """Audit a change kept elsewhere in the store (e.g. a user's quota override); raises
         ``StoreUnavailable``."""
-        entry = {"at": self._clock(), "actor": actor, "action": action, "kind": kind, "id": id,
-                 "before": before, "after": after}  # fmt: skip
+        entry = {
+            "at": self._clock(),
+            "actor": actor,
+            "action": action,
+            "kind": kind,
+            "id": id,
+            "before": before,
+            "after": after,
+        }
         try:
             await self._store.control_note(
                 json.dumps(entry, separators=(",", ":"), default=str).encode(), self._audit_maxlen

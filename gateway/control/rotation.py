@@ -44,8 +44,14 @@ async def reseal_all(
         message = "The control plane's store is unavailable; nothing changed."
         raise StoreUnavailable(message) from None
     snapshot = plane.snapshot
-    report: dict[str, Any] = {"kid": box.key_id, "dry_run": dry_run, "resealed": 0,
-                              "current": 0, "unreadable": 0, "documents": 0}  # fmt: skip
+    report: dict[str, Any] = {
+        "kid": box.key_id,
+        "dry_run": dry_run,
+        "resealed": 0,
+        "current": 0,
+        "unreadable": 0,
+        "documents": 0,
+    }
     for kind, id, document in _documents(snapshot):
         resealed, kids = _resealed(kind, id, document, box, report)
         if resealed is None or dry_run:

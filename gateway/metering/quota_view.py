@@ -144,12 +144,17 @@ def build_level_view(
                 windows[window.name] = {**lines, "resets_at": iso_utc(window.reset)}
         in_flight = hashes[position].get("n", 0)
         position += 1
-        shown.append({
-            "level": limits.level, "id": limits.id, "timezone": limits.timezone,
-            "windows": windows,
-            "in_flight": _line(limits.max_parallel, in_flight)
-            if limits.max_parallel != UNLIMITED else None,
-        })  # fmt: skip
+        shown.append(
+            {
+                "level": limits.level,
+                "id": limits.id,
+                "timezone": limits.timezone,
+                "windows": windows,
+                "in_flight": _line(limits.max_parallel, in_flight)
+                if limits.max_parallel != UNLIMITED
+                else None,
+            }
+        )
     return shown
 
 

@@ -64,11 +64,13 @@ def _at_minute(zone: str, minute: int) -> ZonedWindows:
     return ZonedWindows(
         Window("minute", str(minute), start + 60),
         Window("hour", str(hour_start // 60), hour_start + 3600),
-        Window("day", day.strftime("%Y%m%d"), _midnight(next_day.year, next_day.month,
-                                                         next_day.day, tz)),
-        Window("month", day.strftime("%Y%m"), _midnight(next_month.year, next_month.month,
-                                                        1, tz)),
-    )  # fmt: skip
+        Window(
+            "day",
+            day.strftime("%Y%m%d"),
+            _midnight(next_day.year, next_day.month, next_day.day, tz),
+        ),
+        Window("month", day.strftime("%Y%m"), _midnight(next_month.year, next_month.month, 1, tz)),
+    )
 
 
 def _midnight(year: int, month: int, day: int, tz: ZoneInfo) -> int:

@@ -39,8 +39,11 @@ class AccessLog:
         # Logger.info without its search of the stack for the caller (a fifth of the line's
         # cost): the JSON line never shows the file, line or function.
         log = self._log
-        log.handle(log.makeRecord(log.name, logging.INFO, "", 0, "request", (), None,
-                                  extra={"fields": fields}))  # fmt: skip
+        log.handle(
+            log.makeRecord(
+                log.name, logging.INFO, "", 0, "request", (), None, extra={"fields": fields}
+            )
+        )
 
     def _log_user(self, user: str) -> str:
         name = self._users.get(user)

@@ -128,8 +128,12 @@ def job_state(api: str, body: bytes) -> JobState:
     status = STATUSES.get(str(document.get("status")).lower(), "in_progress")
     progress = runway.progress(document) if api == "runway" else document.get("progress")
     progress = progress if isinstance(progress, int) else (100 if status == "completed" else 0)
-    return JobState(status, progress, _error(document) if status == "failed" else None,
-                    _content_url(api, document))  # fmt: skip
+    return JobState(
+        status,
+        progress,
+        _error(document) if status == "failed" else None,
+        _content_url(api, document),
+    )
 
 
 def _error(document: dict[str, Any]) -> str:
@@ -162,8 +166,12 @@ def content_request(
     URL of their choosing instead (``JobState.content_url``, fetched by ``content_fetch``)."""
     if upstream.api in ("openai-videos", "openai"):
         url = upstream_url(upstream.base_url, f"/videos/{upstream_id}/content")
-        return httpx.Request("GET", url, headers=_headers(upstream, api_key, ""),
-                             extensions={"timeout": timeouts(upstream)})  # fmt: skip
+        return httpx.Request(
+            "GET",
+            url,
+            headers=_headers(upstream, api_key, ""),
+            extensions={"timeout": timeouts(upstream)},
+        )
     return None
 
 

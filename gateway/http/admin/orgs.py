@@ -55,8 +55,11 @@ async def create_org(request: Request) -> Response:
     org_id = check_id(body["id"], "id")
     if org_id in gateway.control.snapshot.kind(ORGS):
         raise Conflict(f"Organization '{org_id}' exists already.", param="id")
-    document = {**_org_fields(gateway, body), "created_at": int(gateway.clock()),
-                "created_by": actor.name}  # fmt: skip
+    document = {
+        **_org_fields(gateway, body),
+        "created_at": int(gateway.clock()),
+        "created_by": actor.name,
+    }
     await gateway.control.put(ORGS, org_id, document, actor=actor.name, action="org.create")
     return json_response(_shown("org", org_id, document), status=201)
 
@@ -72,8 +75,9 @@ async def show_org(request: Request) -> Response:
     require_role(request, "viewer")
     gateway = services(request)
     org_id, document = _org(gateway, request.path_params["org"])
-    teams = sorted(t for t, doc in gateway.control.snapshot.kind(TEAMS).items()
-                   if doc.get("org") == org_id)  # fmt: skip
+    teams = sorted(
+        t for t, doc in gateway.control.snapshot.kind(TEAMS).items() if doc.get("org") == org_id
+    )
     return json_response({**_shown("org", org_id, document), "teams": teams})
 
 
@@ -88,8 +92,9 @@ async def update_org(request: Request) -> Response:
     for team_id, team in snapshot.kind(TEAMS).items():
         if team.get("org") == org_id:
             allowed = models_of(team.get("limits") or {})
-            check_narrower(allowed, wider, f"organization '{org_id}' (team '{team_id}')",
-                           "limits.models")  # fmt: skip
+            check_narrower(
+                allowed, wider, f"organization '{org_id}' (team '{team_id}')", "limits.models"
+            )
     await gateway.control.put(ORGS, org_id, changed, actor=actor.name, action="org.update")
     return json_response(_shown("org", org_id, changed))
 
@@ -98,8 +103,9 @@ async def delete_org(request: Request) -> Response:
     actor = require_role(request, "admin")
     gateway = services(request)
     org_id, _ = _org(gateway, request.path_params["org"])
-    teams = [t for t, doc in gateway.control.snapshot.kind(TEAMS).items()
-             if doc.get("org") == org_id]  # fmt: skip
+    teams = [
+        t for t, doc in gateway.control.snapshot.kind(TEAMS).items() if doc.get("org") == org_id
+    ]
     if teams:
         raise Conflict(f"Organization '{org_id}' still has teams: {', '.join(sorted(teams))}.")
     await gateway.control.put(ORGS, org_id, None, actor=actor.name, action="org.delete")
@@ -109,17 +115,25 @@ async def delete_org(request: Request) -> Response:
 async def create_team(request: Request) -> Response:
     actor = require_role(request, "admin")
     gateway = services(request)
-    body = json_object(await request.body(), ("id", "org", *TEAM_FIELDS),
-                       required=("id", "org", "tier"))  # fmt: skip
+    body = json_object(
+        await request.body(), ("id", "org", *TEAM_FIELDS), required=("id", "org", "tier")
+    )
     team_id = check_id(body["id"], "id")
     if team_id in gateway.control.snapshot.kind(TEAMS):
         raise Conflict(f"Team '{team_id}' exists already.", param="id")
     if team_id in gateway.control.snapshot.kind(RETIRED_TEAMS):
-        raise Conflict(f"Team id '{team_id}' belonged to a deleted team, whose usage records "
-                       "carry it; choose another id.", param="id")  # fmt: skip
+        raise Conflict(
+            f"Team id '{team_id}' belonged to a deleted team, whose usage records "
+            "carry it; choose another id.",
+            param="id",
+        )
     org_id, _ = _org(gateway, str(body["org"]), status_404=False)
-    document = {"org": org_id, **_team_fields(gateway, org_id, body),
-                "created_at": int(gateway.clock()), "created_by": actor.name}  # fmt: skip
+    document = {
+        "org": org_id,
+        **_team_fields(gateway, org_id, body),
+        "created_at": int(gateway.clock()),
+        "created_by": actor.name,
+    }
     await gateway.control.put(TEAMS, team_id, document, actor=actor.name, action="team.create")
     return json_response(_shown("team", team_id, document), status=201)
 
@@ -128,8 +142,11 @@ async def list_teams(request: Request) -> Response:
     require_role(request, "viewer")
     org = request.query_params.get("org")
     teams = services(request).control.snapshot.kind(TEAMS)
-    data = [_shown("team", team_id, doc) for team_id, doc in sorted(teams.items())
-            if org is None or doc.get("org") == org]  # fmt: skip
+    data = [
+        _shown("team", team_id, doc)
+        for team_id, doc in sorted(teams.items())
+        if org is None or doc.get("org") == org
+    ]
     return json_response({"object": "list", "data": data})
 
 
@@ -142,8 +159,10 @@ async def update_team(request: Request) -> Response:
     body = json_object(await request.body(), TEAM_FIELDS)
     org_id = str(document["org"])
     changed = {**document, **_team_fields(gateway, org_id, {**document, **body})}
-    wider = narrowed(models_of(_org(gateway, org_id)[1].get("limits") or {}),
-                     models_of(changed.get("limits") or {}))  # fmt: skip
+    wider = narrowed(
+        models_of(_org(gateway, org_id)[1].get("limits") or {}),
+        models_of(changed.get("limits") or {}),
+    )
     for key_id, key in gateway.control.snapshot.kind(runtime_keys.KIND).items():
         if key.get("team") == team_id:
             if key.get("user") not in changed["members"]:
@@ -152,8 +171,9 @@ async def update_team(request: Request) -> Response:
                     "revoke it before removing its user.",
                     param="members",
                 )
-            check_narrower(key.get("models"), wider, f"team '{team_id}' (key '{key_id}')",
-                           "limits.models")  # fmt: skip
+            check_narrower(
+                key.get("models"), wider, f"team '{team_id}' (key '{key_id}')", "limits.models"
+            )
     await gateway.control.put(TEAMS, team_id, changed, actor=actor.name, action="team.update")
     return json_response(_shown("team", team_id, changed))
 
@@ -163,21 +183,32 @@ async def delete_team(request: Request) -> Response:
     actor = require_role(request, "admin")
     gateway = services(request)
     team_id, _ = team(gateway, request.path_params["team"])
-    bound = [k for k, doc in gateway.control.snapshot.kind(runtime_keys.KIND).items()
-             if doc.get("team") == team_id]  # fmt: skip
+    bound = [
+        k
+        for k, doc in gateway.control.snapshot.kind(runtime_keys.KIND).items()
+        if doc.get("team") == team_id
+    ]
     if bound:
         raise Conflict(f"Team '{team_id}' still has keys: {', '.join(sorted(bound))}.")
     # its tokens go first: scoped by the team's id, they would reach a new team of that id
-    scoped = sorted((t, doc) for t, doc in gateway.control.snapshot.kind(TOKENS).items()
-                    if doc.get("team") == team_id)  # fmt: skip
+    scoped = sorted(
+        (t, doc)
+        for t, doc in gateway.control.snapshot.kind(TOKENS).items()
+        if doc.get("team") == team_id
+    )
     for token_id, token in scoped:
         await gateway.control.put(
-            TOKENS, token_id, None, actor=actor.name, action="team_token.delete",
+            TOKENS,
+            token_id,
+            None,
+            actor=actor.name,
+            action="team_token.delete",
             audit={"before": public(token_id, token)},
-        )  # fmt: skip
+        )
     retired = {"deleted_at": int(gateway.clock()), "deleted_by": actor.name}
-    await gateway.control.put(RETIRED_TEAMS, team_id, retired, actor=actor.name,
-                              action="team.retire_id")  # fmt: skip
+    await gateway.control.put(
+        RETIRED_TEAMS, team_id, retired, actor=actor.name, action="team.retire_id"
+    )
     await gateway.control.put(TEAMS, team_id, None, actor=actor.name, action="team.delete")
     return json_response({"id": team_id, "object": "team", "deleted": True})
 
@@ -192,13 +223,22 @@ async def create_team_token(request: Request) -> Response:
         raise InvalidRequest(f"'role' must be one of: {', '.join(TEAM_ROLES)}.", param="role")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token_id = "at_" + secrets.token_hex(6)
-    document = {"sha256": sha256_hex(secret), "role": body["role"], "team": team_id,
-                "name": text(body, "name"), "created_at": int(gateway.clock()),
-                "created_by": actor.name}  # fmt: skip
+    document = {
+        "sha256": sha256_hex(secret),
+        "role": body["role"],
+        "team": team_id,
+        "name": text(body, "name"),
+        "created_at": int(gateway.clock()),
+        "created_by": actor.name,
+    }
     await gateway.control.put(
-        TOKENS, token_id, document, actor=actor.name, action="team_token.create",
+        TOKENS,
+        token_id,
+        document,
+        actor=actor.name,
+        action="team_token.create",
         audit={"after": public(token_id, document)},
-    )  # fmt: skip
+    )
     return json_response({**public(token_id, document), "token": secret}, status=201)
 
 
@@ -235,14 +275,20 @@ def _team_fields(gateway: Services, org_id: str, body: Mapping[str, Any]) -> dic
         )
     limits = check_limits(document.get("limits"), _known_models(gateway))
     org_limits = _org(gateway, org_id)[1].get("limits") or {}
-    check_narrower(limits.get("models"), models_of(org_limits), f"organization '{org_id}'",
-                   "limits.models")  # fmt: skip
+    check_narrower(
+        limits.get("models"), models_of(org_limits), f"organization '{org_id}'", "limits.models"
+    )
     members = strings(document, "members", most=MAX_MEMBERS) or []
     if any(len(member) > MAX_USER_CHARS for member in members):  # a user name's limit
-        raise InvalidRequest(f"'members' must be user names of at most {MAX_USER_CHARS} "
-                             "characters.", param="members")  # fmt: skip
-    return {"name": text(document, "name"), "tier": tier, "members": sorted(members),
-            "limits": limits}  # fmt: skip
+        raise InvalidRequest(
+            f"'members' must be user names of at most {MAX_USER_CHARS} characters.", param="members"
+        )
+    return {
+        "name": text(document, "name"),
+        "tier": tier,
+        "members": sorted(members),
+        "limits": limits,
+    }
 
 
 def _shown(kind: str, id: str, document: Mapping[str, Any]) -> dict[str, Any]:

@@ -32,8 +32,17 @@ from gateway.metering.zoned_windows import zoned
 from gateway.secret import sha256_hex
 from gateway.store.port import StoreError
 
-KEY_FIELDS = ("user", "name", "models", "expires_at", "budget_usd", "rpm", "tpm", "max_parallel",
-              "metadata")  # fmt: skip
+KEY_FIELDS = (
+    "user",
+    "name",
+    "models",
+    "expires_at",
+    "budget_usd",
+    "rpm",
+    "tpm",
+    "max_parallel",
+    "metadata",
+)
 # a key's own limit → the team's limit it may not exceed: (measure, window)
 CEILINGS = {"rpm": ("requests", "minute"), "tpm": ("tokens", "minute")}
 
@@ -58,10 +67,13 @@ async def list_keys(request: Request) -> Response:
     require_team(request, team_id, write=False)
     gateway = services(request)
     found = sorted(
-        ((key_id, doc) for key_id, doc in gateway.control.snapshot.kind(runtime_keys.KIND).items()
-         if doc.get("team") == team_id),
+        (
+            (key_id, doc)
+            for key_id, doc in gateway.control.snapshot.kind(runtime_keys.KIND).items()
+            if doc.get("team") == team_id
+        ),
         key=lambda item: (item[1].get("created_at", 0), item[0]),
-    )  # fmt: skip
+    )
     data = await admin_keys._with_usage(gateway, found)
     return json_response({"object": "list", "data": data})
 
@@ -77,14 +89,18 @@ async def create_key(request: Request) -> Response:
         raise InvalidRequest(f"'{user}' is not a member of team '{team_id}'.", param="user")
     settings = admin_keys._settings(gateway, {**body, "tier": document["tier"]})
     within_team(gateway, team_id, document, settings)
-    key = {"user": user, **settings, "team": team_id, "created_at": int(gateway.clock()),
-           "created_by": actor.name}  # fmt: skip
+    key = {
+        "user": user,
+        **settings,
+        "team": team_id,
+        "created_at": int(gateway.clock()),
+        "created_by": actor.name,
+    }
     secret = runtime_keys.new_secret()
     key["secrets"] = [{"sha256": sha256_hex(secret), "until": None}]
     key_id = runtime_keys.new_id()
     await admin_keys._put(gateway, actor, key_id, key, "team_key.create")
-    return json_response({**admin_keys._public(key_id, key), "key": secret},
-                         status=201)  # fmt: skip
+    return json_response({**admin_keys._public(key_id, key), "key": secret}, status=201)
 
 
 async def rotate_key(request: Request) -> Response:
@@ -124,8 +140,9 @@ def within_team(
 
 def _not_above(value: object, ceiling: object, name: str) -> None:
     if isinstance(value, int | float) and isinstance(ceiling, int | float) and value > ceiling:
-        raise InvalidRequest(f"'{name}' may not exceed the team's limit of {ceiling:g}.",
-                             param=name)  # fmt: skip
+        raise InvalidRequest(
+            f"'{name}' may not exceed the team's limit of {ceiling:g}.", param=name
+        )
 
 
 async def team_usage(gateway: Services, team_id: str) -> dict[str, Any]:
