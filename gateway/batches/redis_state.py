@@ -1,8 +1,8 @@
 """``BatchState`` in Redis, shared by the replicas.
 
-One stream per batch, read through one consumer group, as the ledger's shipper reads the
-usage stream (``gateway.ledger.stream``): XREADGROUP for new entries, XAUTOCLAIM for a dead
-consumer's, XACK once a line is answered.
+One stream per batch, read through one consumer group (``gateway.store.redis.consumer_group``,
+as the ledger's shipper reads the usage stream): XREADGROUP for new entries, XAUTOCLAIM for a
+dead consumer's, XACK once a line is answered.
 
 Every key of a batch carries the hash tag ``{b:<id>}`` (one Cluster slot), so ``begin`` and
 ``finish`` are single scripts: the check and the write of a line are atomic.
@@ -13,10 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from redis.exceptions import ResponseError
-
 from gateway.batches.records import Progress
 from gateway.batches.state import Entry, progress_from
+from gateway.store.redis import consumer_group
 
 GROUP = "runners"
 ENQUEUE_CHUNK = 1000
@@ -67,11 +66,7 @@ class RedisBatchState:
 
     async def enqueue(self, batch_id: str, lines: int) -> None:
         stream = _key(batch_id, "lines")
-        try:
-            await self._redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await consumer_group.ensure(self._redis, stream, GROUP)
         for start in range(0, lines, ENQUEUE_CHUNK):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for line in range(start, min(lines, start + ENQUEUE_CHUNK)):
@@ -80,20 +75,18 @@ class RedisBatchState:
 
     async def read(self, batch_id: str, consumer: str, count: int) -> list[Entry]:
         stream = _key(batch_id, "lines")
-        reply = await self._redis.xreadgroup(GROUP, consumer, {stream: ">"}, count=count)
-        return [entry for _, entries in reply or () for entry in _entries(entries)]
+        return _entries(await consumer_group.read_new(self._redis, stream, GROUP, consumer, count))
 
     async def claim_stale(
         self, batch_id: str, consumer: str, idle_ms: int, count: int
     ) -> list[Entry]:
-        reply = await self._redis.xautoclaim(
-            _key(batch_id, "lines"), GROUP, consumer, min_idle_time=idle_ms, count=count
+        claimed = await consumer_group.claim_stale(
+            self._redis, _key(batch_id, "lines"), GROUP, consumer, idle_ms, count
         )
-        return _entries(reply[1] if len(reply) > 1 else ())
+        return _entries(claimed.entries)
 
     async def ack(self, batch_id: str, ids: list[str]) -> None:
-        if ids:
-            await self._redis.xack(_key(batch_id, "lines"), GROUP, *ids)
+        await consumer_group.ack(self._redis, _key(batch_id, "lines"), GROUP, ids)
 
     async def begin(self, batch_id: str, line: int, consumer: str) -> str:
         keys = [_key(batch_id, "results"), _key(batch_id, "running"), _key(batch_id, "progress")]

@@ -16,6 +16,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from gateway.store import keys
+from gateway.store.redis import consumer_group
 
 GROUP = "ledger"
 STREAM = keys.USAGE_STREAM
@@ -43,16 +44,11 @@ class Backlog:
 
 async def ensure_group(client: Any) -> None:
     """Create the group at the stream's start (so what the stream holds is shipped too)."""
-    try:
-        await client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+    await consumer_group.ensure(client, STREAM, GROUP)
 
 
 async def read_new(client: Any, consumer: str, count: int, block_ms: int) -> list[Entry]:
-    reply = await client.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=count, block=block_ms)
-    return [entry for _, entries in reply or () for entry in _entries(entries)]
+    return _entries(await consumer_group.read_new(client, STREAM, GROUP, consumer, count, block_ms))
 
 
 async def claim_stale(
@@ -61,19 +57,15 @@ async def claim_stale(
     """Entries pending longer than ``idle_ms`` with any consumer, now this one's, and the
     cursor to go on from ("0-0" once the scan wrapped). Entries trimmed away meanwhile
     (nothing left to ship) are acknowledged."""
-    reply = await client.xautoclaim(
-        STREAM, GROUP, consumer, min_idle_time=idle_ms, start_id=cursor, count=count
+    claimed = await consumer_group.claim_stale(
+        client, STREAM, GROUP, consumer, idle_ms, count, cursor
     )
-    claimed = _entries(reply[1] if len(reply) > 1 else ())
-    deleted = [_text(entry_id) for entry_id in (reply[2] if len(reply) > 2 else ())]
-    if deleted:
-        await client.xack(STREAM, GROUP, *deleted)
-    return _text(reply[0]) if reply else "0-0", claimed
+    await consumer_group.ack(client, STREAM, GROUP, claimed.deleted)
+    return claimed.cursor, _entries(claimed.entries)
 
 
 async def ack(client: Any, ids: list[str]) -> None:
-    if ids:
-        await client.xack(STREAM, GROUP, *ids)
+    await consumer_group.ack(client, STREAM, GROUP, ids)
 
 
 async def backlog(client: Any) -> Backlog:
