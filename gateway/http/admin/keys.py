@@ -52,7 +52,7 @@ async def create(request: Request) -> Response:
     body = json_object(await request.body(), FIELDS, required=("user", "tier"))
     document = {
         "user": text(body, "user"),
-        **_settings(gateway, body),
+        **checked_settings(gateway, body),
         "created_at": int(gateway.clock()),
         "created_by": actor.name,
     }
@@ -60,8 +60,8 @@ async def create(request: Request) -> Response:
     secret = runtime_keys.new_secret()
     document["secrets"] = [{"sha256": sha256_hex(secret), "until": None}]
     key_id = runtime_keys.new_id()
-    await _put(gateway, actor, key_id, document, "key.create")
-    return json_response({**_public(key_id, document), "key": secret}, status=201)
+    await put_key(gateway, actor, key_id, document, "key.create")
+    return json_response({**public_view(key_id, document), "key": secret}, status=201)
 
 
 async def list_keys(request: Request) -> Response:
@@ -71,7 +71,7 @@ async def list_keys(request: Request) -> Response:
     stored = gateway.control.snapshot.kind(KIND).items()
     chosen = [item for item in stored if user is None or item[1].get("user") == user]
     found = sorted(chosen, key=lambda item: (item[1].get("created_at", 0), item[0]))
-    data = await _with_usage(gateway, found)
+    data = await with_usage(gateway, found)
     return json_response({"object": "list", "data": data})
 
 
@@ -79,7 +79,7 @@ async def show(request: Request) -> Response:
     require_role(request, "viewer")
     gateway = services(request)
     key_id, document = _find(gateway, request)
-    (shown,) = await _with_usage(gateway, [(key_id, document)])
+    (shown,) = await with_usage(gateway, [(key_id, document)])
     return json_response(shown)
 
 
@@ -88,10 +88,10 @@ async def update(request: Request) -> Response:
     gateway = services(request)
     key_id, document = _find(gateway, request)
     body = json_object(await request.body(), CHANGEABLE)
-    changed = {**document, **_settings(gateway, {**_current(document), **body})}
+    changed = {**document, **checked_settings(gateway, {**_current(document), **body})}
     check_binding(gateway.control.snapshot, changed["team"], changed["user"], changed["models"])
-    await _put(gateway, actor, key_id, changed, "key.update")
-    return json_response(_public(key_id, changed))
+    await put_key(gateway, actor, key_id, changed, "key.update")
+    return json_response(public_view(key_id, changed))
 
 
 async def revoke(request: Request) -> Response:
@@ -136,8 +136,8 @@ async def rotate_as(request: Request, actor: Actor, action: str) -> Response:
         "secrets": [{"sha256": sha256_hex(secret), "until": None}, *(kept if grace else [])],
         "rotated_at": int(now),
     }
-    await _put(gateway, actor, key_id, rotated, action)
-    return json_response({**_public(key_id, rotated), "key": secret})
+    await put_key(gateway, actor, key_id, rotated, action)
+    return json_response({**public_view(key_id, rotated), "key": secret})
 
 
 def _find(gateway: Services, request: Request) -> tuple[str, dict[str, Any]]:
@@ -148,7 +148,7 @@ def _find(gateway: Services, request: Request) -> tuple[str, dict[str, Any]]:
     return key_id, document
 
 
-async def _put(
+async def put_key(
     gateway: Services, actor: Actor, key_id: str, document: dict[str, Any], action: str
 ) -> None:
     before = gateway.control.snapshot.kind(KIND).get(key_id)
@@ -166,7 +166,7 @@ def _current(document: Mapping[str, Any]) -> dict[str, Any]:
     return {name: document.get(name) for name in CHANGEABLE}
 
 
-def _settings(gateway: Services, body: dict[str, Any]) -> dict[str, Any]:
+def checked_settings(gateway: Services, body: dict[str, Any]) -> dict[str, Any]:
     """The changeable fields, checked (null clears a limit)."""
     tier = text(body, "tier")
     if tier not in gateway.config.tiers:
@@ -223,7 +223,7 @@ def _time(value: object) -> float | None:
     )
 
 
-def _public(key_id: str, document: Mapping[str, Any]) -> dict[str, Any]:
+def public_view(key_id: str, document: Mapping[str, Any]) -> dict[str, Any]:
     """What may be shown of a key: never a secret or its digest."""
     shown = {k: v for k, v in document.items() if k != "secrets"}
     expires = document.get("expires_at")
@@ -232,7 +232,7 @@ def _public(key_id: str, document: Mapping[str, Any]) -> dict[str, Any]:
     return {"id": key_id, "object": "api_key", **shown}
 
 
-async def _with_usage(
+async def with_usage(
     gateway: Services, found: list[tuple[str, dict[str, Any]]]
 ) -> list[dict[str, Any]]:
     """Public views plus spend and last use. A budget's spend comes from the key's own
@@ -261,7 +261,7 @@ async def _with_usage(
         }
         used = max(last_used.get(key_id, 0), int(gateway.keyring.last_used.get(key_id, 0)))
         shown.append(
-            {**_public(key_id, document), "last_used_at": used or None, "spend_usd": spend}
+            {**public_view(key_id, document), "last_used_at": used or None, "spend_usd": spend}
         )
     return shown
 

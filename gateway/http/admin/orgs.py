@@ -41,7 +41,7 @@ from gateway.secret import sha256_hex
 ORG_FIELDS = ("name", "timezone", "limits")
 TEAM_FIELDS = ("name", "tier", "members", "limits")
 MAX_MEMBERS = 10_000
-MAX_USER_CHARS = 200  # as a key's ``user`` (``keys._settings``)
+MAX_USER_CHARS = 200  # as a key's ``user`` (``keys.checked_settings``)
 
 
 def _known_models(gateway: Services) -> frozenset[str]:

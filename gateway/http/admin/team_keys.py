@@ -74,7 +74,7 @@ async def list_keys(request: Request) -> Response:
         ),
         key=lambda item: (item[1].get("created_at", 0), item[0]),
     )
-    data = await admin_keys._with_usage(gateway, found)
+    data = await admin_keys.with_usage(gateway, found)
     return json_response({"object": "list", "data": data})
 
 
@@ -87,7 +87,7 @@ async def create_key(request: Request) -> Response:
     user = text(body, "user")
     if user not in (document.get("members") or ()):
         raise InvalidRequest(f"'{user}' is not a member of team '{team_id}'.", param="user")
-    settings = admin_keys._settings(gateway, {**body, "tier": document["tier"]})
+    settings = admin_keys.checked_settings(gateway, {**body, "tier": document["tier"]})
     within_team(gateway, team_id, document, settings)
     key = {
         "user": user,
@@ -99,8 +99,8 @@ async def create_key(request: Request) -> Response:
     secret = runtime_keys.new_secret()
     key["secrets"] = [{"sha256": sha256_hex(secret), "until": None}]
     key_id = runtime_keys.new_id()
-    await admin_keys._put(gateway, actor, key_id, key, "team_key.create")
-    return json_response({**admin_keys._public(key_id, key), "key": secret}, status=201)
+    await admin_keys.put_key(gateway, actor, key_id, key, "team_key.create")
+    return json_response({**admin_keys.public_view(key_id, key), "key": secret}, status=201)
 
 
 async def rotate_key(request: Request) -> Response:
