@@ -52,6 +52,9 @@ _COUNTERS: dict[str, frozenset[str]] = {
     "gateway_quota_rejections_total": frozenset({"capability", "reason"}),
     "gateway_store_errors_total": frozenset(),
     "gateway_trace_spans_dropped_total": frozenset({"reason"}),
+    "gateway_streams_cut_total": frozenset({"model", "reason"}),
+    "gateway_batch_lines_total": frozenset({"endpoint", "outcome"}),
+    "gateway_batches_ended_total": frozenset({"endpoint", "status"}),
 }
 _HISTOGRAMS: dict[str, frozenset[str]] = {
     "gateway_request_duration_seconds": frozenset({"endpoint"}),
@@ -66,6 +69,9 @@ _GAUGES: dict[str, frozenset[str]] = {
     "gateway_open_streams": frozenset(),
     "gateway_usage_buffered": frozenset(),
     "gateway_cost_alert_active": frozenset({"scope"}),
+    "gateway_batch_lines_waiting": frozenset(),
+    "gateway_batch_lines_in_flight": frozenset(),
+    "gateway_batches_paused": frozenset(),
 }
 EXPORTED_METRIC_LABELS: dict[str, frozenset[str]] = {**_COUNTERS, **_HISTOGRAMS, **_GAUGES}
 EXPORTED_METRIC_FAMILIES: tuple[str, ...] = tuple(EXPORTED_METRIC_LABELS)

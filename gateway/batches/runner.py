@@ -21,13 +21,14 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 
 from gateway.batches.catalog import Catalog
 from gateway.batches.finalize import Finalizer
 from gateway.batches.jsonl import BatchLine, parse_lines
+from gateway.batches.observer import BatchObserver, Unobserved
 from gateway.batches.records import BatchRecord, Progress
 from gateway.batches.settings import BatchSettings
 from gateway.batches.state import DONE, BatchState, Entry
@@ -74,6 +75,7 @@ class Runner:
         self._clock = clock
         self.execute: Execute | None = None  # set by the app (the pipeline of its config)
         self.tier_of: TierOf | None = None  # set by the app (the owner's key's tier)
+        self.observer: BatchObserver = Unobserved()  # set by the app (the metrics)
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._task: asyncio.Task[None] | None = None
         self._lines: set[asyncio.Task[None]] = set()
@@ -130,6 +132,7 @@ class Runner:
             await self._state.heartbeat(self.consumer, self._settings.heartbeat_ttl_s)
             self._beat = now
         worked = False
+        waiting = paused = 0
         for batch_id, owner in await self._catalog.active():
             record = await self._catalog.batch(owner, batch_id)
             if record is None:
@@ -138,10 +141,16 @@ class Runner:
             if await self._finalizer.maybe_finish(record, progress):
                 self._inputs.pop(batch_id, None)
                 continue
+            if progress.stop is None and now >= record.expires_at:
+                progress = replace(progress, stop="expired")  # as the finalizer just flagged it
+            if record.status == "in_progress" and not progress.stop:
+                waiting += max(0, record.total - progress.started)
+                paused += progress.paused_until > now
             entries = await self._take(record, progress, now)
             for entry in entries:
                 self._spawn(record, progress, entry)
             worked = worked or bool(entries)
+        self.observer.looked(waiting, len(self._lines), paused)
         return worked
 
     def _tier(self, record: BatchRecord) -> tuple[str, int | None]:
@@ -209,7 +218,8 @@ class Runner:
             if await state.alive(holder):
                 return  # still running elsewhere: this entry is looked at again when stale
             error = {"code": "line_interrupted", "message": INTERRUPTED}
-            await state.finish(batch_id, entry.line, _result(record, line, None, error), False)
+            if await state.finish(batch_id, entry.line, _result(record, line, None, error), False):
+                self.observer.line_answered(record.endpoint, "interrupted")
             await state.ack(batch_id, [entry.id])
             return
         if progress.stop or progress.paused_until > self._clock() or self.execute is None:
@@ -228,7 +238,8 @@ class Runner:
             "body": _json_or_text(outcome.body),
         }
         ok = 200 <= outcome.status < 300
-        await state.finish(batch_id, entry.line, _result(record, line, response, None), ok)
+        if await state.finish(batch_id, entry.line, _result(record, line, response, None), ok):
+            self.observer.line_answered(record.endpoint, "completed" if ok else "failed")
         await state.ack(batch_id, [entry.id])
 
     async def _pause(self, record: BatchRecord, outcome: LineOutcome) -> None:

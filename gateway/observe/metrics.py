@@ -203,6 +203,42 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.streams_cut = Counter(
+            "gateway_streams_cut",
+            "Answers whose upstream failed after the first byte: stream_cut, stream_idle_timeout",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.batch_lines = Counter(
+            "gateway_batch_lines",
+            "Batch lines with a result: completed, failed, interrupted (replica died), expired",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
+        self.batches_ended = Counter(
+            "gateway_batches_ended",
+            "Batches made final, by status: completed, failed, expired, cancelled",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.batch_lines_waiting = Gauge(
+            "gateway_batch_lines_waiting",
+            "Lines of running batches no replica has begun (as this replica last looked)",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.batch_lines_in_flight = Gauge(
+            "gateway_batch_lines_in_flight",
+            "Batch lines this replica is answering",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.batches_paused = Gauge(
+            "gateway_batches_paused",
+            "Running batches paused by their owner's quota or an invalid key",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
         self.cost_alert_active = Gauge(
             "gateway_cost_alert_active",
             "1 while a cost alert threshold is crossed",
