@@ -220,7 +220,8 @@ def build_gateway(
         flags=FlagGate(config, control),
     )
     batches = kept.batches or Batches(BatchSettings.from_env(), store, clock=clock)
-    responses = ResponsesBridge(ResponseStore(store, config.settings.responses_ttl_s))
+    stored = ResponseStore(store, config.settings.responses_ttl_s, metrics.count_stored_response)
+    responses = ResponsesBridge(stored)
     batches.runner.execute = PipelineLines(lambda: batch_pipeline, owners, responses)
     batches.runner.tier_of = owners.tier_of
     batches.observe(BatchMetrics(metrics))

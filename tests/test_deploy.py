@@ -55,6 +55,7 @@ _COUNTERS: dict[str, frozenset[str]] = {
     "gateway_streams_cut_total": frozenset({"model", "reason"}),
     "gateway_batch_lines_total": frozenset({"endpoint", "outcome"}),
     "gateway_batches_ended_total": frozenset({"endpoint", "status"}),
+    "gateway_stored_responses_total": frozenset({"event"}),
 }
 _HISTOGRAMS: dict[str, frozenset[str]] = {
     "gateway_request_duration_seconds": frozenset({"endpoint"}),

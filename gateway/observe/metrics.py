@@ -239,6 +239,13 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+        self.stored_responses = Counter(
+            "gateway_stored_responses",
+            "Responses API store: stored, store_failed (answered, not kept), and the lookups of "
+            "previous_response_id: found, missing, read_failed",
+            ["event"],
+            registry=r,
+        )
         self.cost_alert_active = Gauge(
             "gateway_cost_alert_active",
             "1 while a cost alert threshold is crossed",
@@ -246,6 +253,10 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+
+    def count_stored_response(self, event: str) -> None:
+        """One outcome of the Responses API's store (``protocols.response_store``)."""
+        self.child(self.stored_responses, event).inc()
 
     def child(self, metric: MetricWrapperBase, *values: str) -> Any:
         """``metric.labels(*values)``, looked up once per label set (prometheus_client
