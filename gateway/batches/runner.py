@@ -2,8 +2,9 @@
 
 It writes each result once and finalizes the batches whose lines are done.
 
-Lines in flight are bounded per replica (``concurrency``) and per owner
-(``user_concurrency``), so interactive traffic keeps the upstream capacity it needs. A line
+Lines in flight are bounded per replica (``concurrency``), per owner (``user_concurrency``)
+and per batch (``batch_concurrency``), so interactive traffic keeps the upstream capacity it
+needs. A line
 is ``begin``-marked before it is sent: if its replica dies, the line is answered with a
 ``line_interrupted`` error rather than sent a second time. A line refused by the owner's quota
 is given back and the batch pauses until the quota's ``retry-after``; so is a line whose
@@ -82,6 +83,7 @@ class Runner:
         self._running: set[tuple[str, int]] = set()
         self._per_owner: dict[str, int] = {}
         self._per_tier: dict[str, int] = {}
+        self._per_batch: dict[str, int] = {}
         self._inputs: dict[str, list[BatchLine]] = {}
         self._beat = 0.0
         self._claimed: dict[str, float] = {}
@@ -161,6 +163,7 @@ class Runner:
         free = min(
             s.concurrency - len(self._lines),
             s.user_concurrency - self._per_owner.get(record.owner, 0),
+            s.batch_concurrency - self._per_batch.get(record.id, 0),
         )
         tier, limit = self._tier(record)
         return free if limit is None else min(free, limit - self._per_tier.get(tier, 0))
@@ -186,6 +189,7 @@ class Runner:
         self._running.add((record.id, entry.line))
         self._per_owner[record.owner] = self._per_owner.get(record.owner, 0) + 1
         self._per_tier[tier] = self._per_tier.get(tier, 0) + 1
+        self._per_batch[record.id] = self._per_batch.get(record.id, 0) + 1
         task = asyncio.create_task(self._line(record, progress, entry))
         self._lines.add(task)
 
@@ -194,6 +198,10 @@ class Runner:
             self._running.discard((record.id, entry.line))
             self._per_owner[record.owner] -= 1
             self._per_tier[tier] -= 1
+            if self._per_batch[record.id] == 1:
+                del self._per_batch[record.id]  # no entry left behind per finished batch
+            else:
+                self._per_batch[record.id] -= 1
             self._slot_freed.set()
 
         task.add_done_callback(done)

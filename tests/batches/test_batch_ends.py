@@ -1,6 +1,6 @@
 """A batch's window closing (``expired``: what ran is kept, the rest is an error line each), a
-batch whose creator died while queueing (``failed``), and the per-user bound of lines in
-flight. The batch service runs in this process on a clock the test moves; its lines are
+batch whose creator died while queueing (``failed``), and the per-user and per-batch bounds of
+lines in flight. The batch service runs in this process on a clock the test moves; its lines are
 answered by a stand-in at the runner's seam (where the app plugs the pipeline in)."""
 
 from __future__ import annotations
@@ -162,27 +162,33 @@ def test_a_batch_whose_creator_died_while_queueing_fails_and_runs_nothing(
     assert failed.final_counts == (0, 0, 0) and sent == []
 
 
-def test_a_user_limit_bounds_each_users_lines_in_flight(store: Store, tmp_path: Path) -> None:
+def most_in_flight(
+    store: Store, settings: BatchSettings, owners: tuple[str, ...], by: str
+) -> tuple[dict[str, int], int]:
+    """The most lines in flight at once for each owner or batch (``by``), and overall, while
+    a batch of 6 lines of each of ``owners`` runs to its end."""
     most: dict[str, int] = {}
     now: dict[str, int] = {}
     overall = 0
 
     async def scenario() -> None:
         nonlocal overall
-        settings = BatchSettings(files_dir=str(tmp_path), concurrency=8, user_concurrency=2)
         service = Batches(settings, store)
+        names = {}
 
         async def execute(record: BatchRecord, line: BatchLine) -> LineOutcome:
             nonlocal overall
-            now[record.owner] = now.get(record.owner, 0) + 1
-            most[record.owner] = max(most.get(record.owner, 0), now[record.owner])
+            name = record.owner if by == "owner" else names[record.id]
+            now[name] = now.get(name, 0) + 1
+            most[name] = max(most.get(name, 0), now[name])
             overall = max(overall, sum(now.values()))
             await asyncio.sleep(0.05)
-            now[record.owner] -= 1
+            now[name] -= 1
             return LineOutcome(200, b"{}", f"req-{line.number}")
 
         service.runner.execute = execute
-        made = [(owner, await new_batch(service, owner, 6)) for owner in ("u1", "u2")]
+        made = [(owner, await new_batch(service, owner, 6)) for owner in owners]
+        names.update({record.id: f"batch-{n}" for n, (_, record) in enumerate(made)})
         await service.runner.start()
         try:
             for owner, record in made:
@@ -195,5 +201,18 @@ def test_a_user_limit_bounds_each_users_lines_in_flight(store: Store, tmp_path: 
             await service.runner.aclose()
 
     asyncio.run(scenario())
-    assert most == {"u1": 2, "u2": 2}  # 8 allowed per replica; per user: 2
-    assert overall == 4
+    return most, overall
+
+
+def test_a_user_limit_bounds_each_users_lines_in_flight(store: Store, tmp_path: Path) -> None:
+    settings = BatchSettings(files_dir=str(tmp_path), concurrency=8, user_concurrency=2)
+    most, overall = most_in_flight(store, settings, ("u1", "u2"), by="owner")
+    assert most == {"u1": 2, "u2": 2} and overall == 4  # 8 allowed per replica; per user: 2
+
+
+def test_a_batch_limit_bounds_each_batchs_lines_in_flight(store: Store, tmp_path: Path) -> None:
+    settings = BatchSettings(
+        files_dir=str(tmp_path), concurrency=8, user_concurrency=8, batch_concurrency=3
+    )
+    most, overall = most_in_flight(store, settings, ("u1", "u1"), by="batch")
+    assert most == {"batch-0": 3, "batch-1": 3} and overall == 6  # one user's two batches
