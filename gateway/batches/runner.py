@@ -163,8 +163,9 @@ class Runner:
         free = min(
             s.concurrency - len(self._lines),
             s.user_concurrency - self._per_owner.get(record.owner, 0),
-            s.batch_concurrency - self._per_batch.get(record.id, 0),
         )
+        if s.batch_concurrency is not None:
+            free = min(free, s.batch_concurrency - self._per_batch.get(record.id, 0))
         tier, limit = self._tier(record)
         return free if limit is None else min(free, limit - self._per_tier.get(tier, 0))
 

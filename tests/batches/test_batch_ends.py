@@ -211,8 +211,10 @@ def test_a_user_limit_bounds_each_users_lines_in_flight(store: Store, tmp_path: 
 
 
 def test_a_batch_limit_bounds_each_batchs_lines_in_flight(store: Store, tmp_path: Path) -> None:
-    settings = BatchSettings(
-        files_dir=str(tmp_path), concurrency=8, user_concurrency=8, batch_concurrency=3
+    assert BatchSettings.from_env({}).batch_concurrency is None  # unset: no bound of its own
+    env = {"GATEWAY_BATCH_PER_BATCH_CONCURRENCY": "3", "GATEWAY_BATCH_CONCURRENCY": "8"}
+    settings = BatchSettings.from_env(
+        {**env, "GATEWAY_BATCH_USER_CONCURRENCY": "8", "GATEWAY_FILES_DIR": str(tmp_path)}
     )
     most, overall = most_in_flight(store, settings, ("u1", "u1"), by="batch")
     assert most == {"batch-0": 3, "batch-1": 3} and overall == 6  # one user's two batches
