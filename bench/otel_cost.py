@@ -33,6 +33,7 @@ def measure(sampler: str, ratio: str) -> float:
 
     from gateway.config.load import parse_config
     from gateway.observe import otel
+    from gateway.observe.span_export import DropCountingProcessor
     from gateway.proxy.attempt_outcome import Opened
     from gateway.proxy.context import RequestContext
     from gateway.proxy.routing import CHAT
@@ -43,7 +44,7 @@ def measure(sampler: str, ratio: str) -> float:
             return SpanExportResult.SUCCESS
 
     provider = TracerProvider(resource=Resource.create({}))
-    provider.add_span_processor(otel.DropCountingProcessor(Encoding(), 2048, lambda r, n: None))
+    provider.add_span_processor(DropCountingProcessor(Encoding(), 2048, lambda r, n: None))
     tracer = otel.OtelTracer(provider, lambda user: user)
     upstream = {"base_url": "http://127.0.0.1:9/v1"}
     routes = {"upstreams": {"u": upstream}, "models": {"m": {"upstream": "u", "model": "up/m"}}}

@@ -58,7 +58,10 @@ def create_app(
     gateway.videos.adopt_after_s = video_adopt_after_s
     app = GatewayApp(
         gateway.pipeline,
-        Dispatch(config.passthrough, protocol_bridges(gateway.store, config)),
+        Dispatch(
+            config.passthrough,
+            protocol_bridges(gateway.store, config, gateway.metrics.count_stored_response),
+        ),
         routes=routes(),
         lifespan=_lifespan(gateway, owns_transport=transport is None),
         middleware=[Middleware(BodyLimit, max_bytes=config.settings.max_body_bytes), *middleware],
@@ -109,7 +112,8 @@ def reload_app(app: GatewayApp, config: Config) -> None:
             new.__dict__[name] = value
     old.meter.reconfigure(config)
     app.state.gateway = new
-    app.swap_lane(new.pipeline, Dispatch(config.passthrough, protocol_bridges(new.store, config)))
+    bridges = protocol_bridges(new.store, config, new.metrics.count_stored_response)
+    app.swap_lane(new.pipeline, Dispatch(config.passthrough, bridges))
 
 
 async def _stop(part: str, closing: Awaitable[None]) -> None:

@@ -23,6 +23,7 @@ from gateway.control.stored_keys import StoredKeys
 from gateway.ledger.settings import LedgerSettings
 from gateway.metering import Meter
 from gateway.observe.access_log import AccessLog
+from gateway.observe.batch_metrics import BatchMetrics
 from gateway.observe.metrics import Metrics, UsageMetrics
 from gateway.observe.provider_stats import ProviderStats
 from gateway.observe.request_metrics import RequestMetrics
@@ -219,9 +220,11 @@ def build_gateway(
         flags=FlagGate(config, control),
     )
     batches = kept.batches or Batches(BatchSettings.from_env(), store, clock=clock)
-    responses = ResponsesBridge(ResponseStore(store, config.settings.responses_ttl_s))
+    stored = ResponseStore(store, config.settings.responses_ttl_s, metrics.count_stored_response)
+    responses = ResponsesBridge(stored)
     batches.runner.execute = PipelineLines(lambda: batch_pipeline, owners, responses)
     batches.runner.tier_of = owners.tier_of
+    batches.observe(BatchMetrics(metrics))
     return Gateway(
         config=config,
         runtime=runtime,

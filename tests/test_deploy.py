@@ -52,6 +52,10 @@ _COUNTERS: dict[str, frozenset[str]] = {
     "gateway_quota_rejections_total": frozenset({"capability", "reason"}),
     "gateway_store_errors_total": frozenset(),
     "gateway_trace_spans_dropped_total": frozenset({"reason"}),
+    "gateway_streams_cut_total": frozenset({"model", "reason"}),
+    "gateway_batch_lines_total": frozenset({"endpoint", "outcome"}),
+    "gateway_batches_ended_total": frozenset({"endpoint", "status"}),
+    "gateway_stored_responses_total": frozenset({"event"}),
 }
 _HISTOGRAMS: dict[str, frozenset[str]] = {
     "gateway_request_duration_seconds": frozenset({"endpoint"}),
@@ -66,7 +70,26 @@ _GAUGES: dict[str, frozenset[str]] = {
     "gateway_open_streams": frozenset(),
     "gateway_usage_buffered": frozenset(),
     "gateway_cost_alert_active": frozenset({"scope"}),
+    "gateway_batch_lines_waiting": frozenset(),
+    "gateway_batch_lines_in_flight": frozenset(),
+    "gateway_batches_paused": frozenset(),
 }
+# The usage ledger's (gateway/ledger/metrics.py): exported only with DATABASE_URL set, by the
+# gateway or by `gateway ledger ship --metrics-port`.
+_LEDGER_COUNTERS: dict[str, frozenset[str]] = {
+    "gateway_ledger_rows_shipped_total": frozenset(),
+    "gateway_ledger_duplicates_total": frozenset(),
+    "gateway_ledger_rejected_total": frozenset(),
+    "gateway_ledger_failures_total": frozenset({"kind"}),
+}
+_LEDGER_GAUGES: dict[str, frozenset[str]] = {
+    "gateway_ledger_lag_records": frozenset(),
+    "gateway_ledger_stream_records": frozenset(),
+    "gateway_ledger_stream_cap_records": frozenset(),
+}
+LEDGER_METRIC_FAMILIES = frozenset({**_LEDGER_COUNTERS, **_LEDGER_GAUGES})
+_COUNTERS.update(_LEDGER_COUNTERS)
+_GAUGES.update(_LEDGER_GAUGES)
 EXPORTED_METRIC_LABELS: dict[str, frozenset[str]] = {**_COUNTERS, **_HISTOGRAMS, **_GAUGES}
 EXPORTED_METRIC_FAMILIES: tuple[str, ...] = tuple(EXPORTED_METRIC_LABELS)
 
@@ -936,6 +959,21 @@ def test_dashboard_uses_only_exported_metrics() -> None:
 def test_dashboard_covers_every_exported_metric() -> None:
     missing = set(EXPORTED_METRIC_FAMILIES) - dashboard_metric_families()
     assert not missing, f"no panel shows {sorted(missing)}"
+
+
+def test_the_ledger_families_are_the_ones_the_ledger_exports() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from gateway.ledger.metrics import LedgerMetrics
+
+    exported = {}
+    for metric in vars(LedgerMetrics(CollectorRegistry())).values():
+        suffix = "_total" if metric._type == "counter" else ""
+        exported[metric._name + suffix] = (metric._type, frozenset(metric._labelnames))
+    assert exported == {
+        **{name: ("counter", labels) for name, labels in _LEDGER_COUNTERS.items()},
+        **{name: ("gauge", labels) for name, labels in _LEDGER_GAUGES.items()},
+    }
 
 
 def test_dashboard_queries_fit_each_metric_type_and_labels() -> None:

@@ -16,6 +16,7 @@ import orjson
 from gateway.batches.catalog import Catalog
 from gateway.batches.files import Files
 from gateway.batches.jsonl import parse_lines
+from gateway.batches.observer import BatchObserver, Unobserved
 from gateway.batches.records import BatchRecord, LineError, Progress
 from gateway.batches.state import BatchState
 from gateway.store.port import Store
@@ -38,6 +39,7 @@ class Finalizer:
         self._files = files
         self._store = store
         self._clock = clock
+        self.observer: BatchObserver = Unobserved()
 
     async def maybe_finish(self, record: BatchRecord, progress: Progress) -> bool:
         """Finalize ``record`` if its time has come; True when it is final (or being made so)."""
@@ -74,7 +76,10 @@ class Finalizer:
         output = [results[n][1:] for n in sorted(results) if results[n][:1] == b"o"]
         errors = [results[n][1:] for n in sorted(results) if results[n][:1] != b"o"]
         if end == "expired":
-            errors += await self._expired_lines(record, set(results))
+            expired = await self._expired_lines(record, set(results))
+            for _ in expired:
+                self.observer.line_answered(record.endpoint, "expired")
+            errors += expired
         stem = record.id.removeprefix("batch_")
         output_id = error_id = None
         if output:
@@ -95,6 +100,7 @@ class Finalizer:
         await self._catalog.put_batch(final)
         await self._catalog.deactivate(final)
         await self._state.forget(record.id)
+        self.observer.batch_ended(record.endpoint, end)
 
     async def _fail_stuck(self, record: BatchRecord) -> None:
         error = LineError(
@@ -106,6 +112,7 @@ class Finalizer:
         await self._catalog.put_batch(failed)
         await self._catalog.deactivate(failed)
         await self._state.forget(record.id)
+        self.observer.batch_ended(record.endpoint, "failed")
 
     async def _expired_lines(self, record: BatchRecord, answered: set[int]) -> list[bytes]:
         """OpenAI's error line for each request the window closed on."""

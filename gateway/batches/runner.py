@@ -2,8 +2,9 @@
 
 It writes each result once and finalizes the batches whose lines are done.
 
-Lines in flight are bounded per replica (``concurrency``) and per owner
-(``user_concurrency``), so interactive traffic keeps the upstream capacity it needs. A line
+Lines in flight are bounded per replica (``concurrency``), per owner (``user_concurrency``)
+and per batch (``batch_concurrency``), so interactive traffic keeps the upstream capacity it
+needs. A line
 is ``begin``-marked before it is sent: if its replica dies, the line is answered with a
 ``line_interrupted`` error rather than sent a second time. A line refused by the owner's quota
 is given back and the batch pauses until the quota's ``retry-after``; so is a line whose
@@ -21,13 +22,14 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 
 from gateway.batches.catalog import Catalog
 from gateway.batches.finalize import Finalizer
 from gateway.batches.jsonl import BatchLine, parse_lines
+from gateway.batches.observer import BatchObserver, Unobserved
 from gateway.batches.records import BatchRecord, Progress
 from gateway.batches.settings import BatchSettings
 from gateway.batches.state import DONE, BatchState, Entry
@@ -74,12 +76,14 @@ class Runner:
         self._clock = clock
         self.execute: Execute | None = None  # set by the app (the pipeline of its config)
         self.tier_of: TierOf | None = None  # set by the app (the owner's key's tier)
+        self.observer: BatchObserver = Unobserved()  # set by the app (the metrics)
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._task: asyncio.Task[None] | None = None
         self._lines: set[asyncio.Task[None]] = set()
         self._running: set[tuple[str, int]] = set()
         self._per_owner: dict[str, int] = {}
         self._per_tier: dict[str, int] = {}
+        self._per_batch: dict[str, int] = {}
         self._inputs: dict[str, list[BatchLine]] = {}
         self._beat = 0.0
         self._claimed: dict[str, float] = {}
@@ -130,6 +134,7 @@ class Runner:
             await self._state.heartbeat(self.consumer, self._settings.heartbeat_ttl_s)
             self._beat = now
         worked = False
+        waiting = paused = 0
         for batch_id, owner in await self._catalog.active():
             record = await self._catalog.batch(owner, batch_id)
             if record is None:
@@ -138,10 +143,16 @@ class Runner:
             if await self._finalizer.maybe_finish(record, progress):
                 self._inputs.pop(batch_id, None)
                 continue
+            if progress.stop is None and now >= record.expires_at:
+                progress = replace(progress, stop="expired")  # as the finalizer just flagged it
+            if record.status == "in_progress" and not progress.stop:
+                waiting += max(0, record.total - progress.started)
+                paused += progress.paused_until > now
             entries = await self._take(record, progress, now)
             for entry in entries:
                 self._spawn(record, progress, entry)
             worked = worked or bool(entries)
+        self.observer.looked(waiting, len(self._lines), paused)
         return worked
 
     def _tier(self, record: BatchRecord) -> tuple[str, int | None]:
@@ -153,6 +164,8 @@ class Runner:
             s.concurrency - len(self._lines),
             s.user_concurrency - self._per_owner.get(record.owner, 0),
         )
+        if s.batch_concurrency is not None:
+            free = min(free, s.batch_concurrency - self._per_batch.get(record.id, 0))
         tier, limit = self._tier(record)
         return free if limit is None else min(free, limit - self._per_tier.get(tier, 0))
 
@@ -177,6 +190,7 @@ class Runner:
         self._running.add((record.id, entry.line))
         self._per_owner[record.owner] = self._per_owner.get(record.owner, 0) + 1
         self._per_tier[tier] = self._per_tier.get(tier, 0) + 1
+        self._per_batch[record.id] = self._per_batch.get(record.id, 0) + 1
         task = asyncio.create_task(self._line(record, progress, entry))
         self._lines.add(task)
 
@@ -185,6 +199,10 @@ class Runner:
             self._running.discard((record.id, entry.line))
             self._per_owner[record.owner] -= 1
             self._per_tier[tier] -= 1
+            if self._per_batch[record.id] == 1:
+                del self._per_batch[record.id]  # no entry left behind per finished batch
+            else:
+                self._per_batch[record.id] -= 1
             self._slot_freed.set()
 
         task.add_done_callback(done)
@@ -209,7 +227,8 @@ class Runner:
             if await state.alive(holder):
                 return  # still running elsewhere: this entry is looked at again when stale
             error = {"code": "line_interrupted", "message": INTERRUPTED}
-            await state.finish(batch_id, entry.line, _result(record, line, None, error), False)
+            if await state.finish(batch_id, entry.line, _result(record, line, None, error), False):
+                self.observer.line_answered(record.endpoint, "interrupted")
             await state.ack(batch_id, [entry.id])
             return
         if progress.stop or progress.paused_until > self._clock() or self.execute is None:
@@ -228,7 +247,8 @@ class Runner:
             "body": _json_or_text(outcome.body),
         }
         ok = 200 <= outcome.status < 300
-        await state.finish(batch_id, entry.line, _result(record, line, response, None), ok)
+        if await state.finish(batch_id, entry.line, _result(record, line, response, None), ok):
+            self.observer.line_answered(record.endpoint, "completed" if ok else "failed")
         await state.ack(batch_id, [entry.id])
 
     async def _pause(self, record: BatchRecord, outcome: LineOutcome) -> None:

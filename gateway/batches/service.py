@@ -11,6 +11,7 @@ from gateway.batches.catalog import Catalog
 from gateway.batches.files import Files
 from gateway.batches.finalize import Finalizer
 from gateway.batches.jsonl import check_for_batch, parse_lines
+from gateway.batches.observer import BatchObserver
 from gateway.batches.records import (
     BATCH_ENDPOINTS,
     COMPLETION_WINDOWS,
@@ -51,10 +52,15 @@ class Batches:
         self.files = Files(
             settings, self.catalog, storage or storage_for(settings), self.state, clock
         )
-        finalizer = Finalizer(self.catalog, self.state, self.files, store, clock)
+        self._finalizer = Finalizer(self.catalog, self.state, self.files, store, clock)
         self.runner = Runner(
-            settings, self.catalog, self.state, self.files.storage, finalizer, clock
+            settings, self.catalog, self.state, self.files.storage, self._finalizer, clock
         )
+
+    def observe(self, observer: BatchObserver) -> None:
+        """Report the runner's lines and batches to ``observer`` (the app's metrics)."""
+        self.runner.observer = observer
+        self._finalizer.observer = observer
 
     async def start(self) -> None:
         await self.runner.start()

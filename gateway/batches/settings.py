@@ -19,6 +19,7 @@ class BatchSettings:
     s3_prefix: str = "gateway-files/"
     concurrency: int = 4  # lines in flight per replica, all batches together
     user_concurrency: int = 4  # lines in flight per replica for one user
+    batch_concurrency: int | None = None  # lines in flight per replica for one batch (unset: none)
     claim_idle_ms: int = 15_000  # a line this long unacknowledged: its replica is presumed dead
     poll_s: float = 0.2  # how often an idle runner looks for work
     heartbeat_ttl_s: int = 10  # a replica silent this long is dead (its started lines fail)
@@ -38,6 +39,11 @@ class BatchSettings:
             concurrency=max(1, _int(env, "GATEWAY_BATCH_CONCURRENCY", d.concurrency)),
             user_concurrency=max(
                 1, _int(env, "GATEWAY_BATCH_USER_CONCURRENCY", d.user_concurrency)
+            ),
+            batch_concurrency=(
+                max(1, _int(env, "GATEWAY_BATCH_PER_BATCH_CONCURRENCY", 1))
+                if env.get("GATEWAY_BATCH_PER_BATCH_CONCURRENCY")
+                else None
             ),
             claim_idle_ms=max(100, _int(env, "GATEWAY_BATCH_CLAIM_IDLE_MS", d.claim_idle_ms)),
             heartbeat_ttl_s=max(2, _int(env, "GATEWAY_BATCH_HEARTBEAT_TTL_S", d.heartbeat_ttl_s)),

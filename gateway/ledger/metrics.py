@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+FAILURE_KINDS = ("postgres", "redis", "unexpected")
+
 
 class LedgerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -39,5 +41,10 @@ class LedgerMetrics:
             registry=registry,
         )
         self.failures = Counter(
-            "gateway_ledger_failures", "Shipping attempts that failed (retried)", registry=registry
+            "gateway_ledger_failures",
+            "Shipping attempts that failed (retried), by kind: postgres, redis, unexpected",
+            ["kind"],
+            registry=registry,
         )
+        for kind in FAILURE_KINDS:  # each series present from the start, at 0
+            self.failures.labels(kind)

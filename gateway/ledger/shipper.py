@@ -117,13 +117,16 @@ class Shipper:
                 elif "NOGROUP" in str(exc):  # the stream was deleted (FLUSHALL): make it again
                     self._grouped = False
                 if self._metrics is not None:
-                    self._metrics.failures.inc()
+                    kind = "postgres" if isinstance(exc, DB_ERRORS) else "redis"
+                    self._metrics.failures.labels(kind).inc()
                 if failures in (1, 10) or failures % 100 == 0:
                     log.warning("ledger: shipping failed (%d in a row): %s", failures, _what(exc))
                 await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S)) - 1])
             except Exception:
                 failures += 1
                 log.exception("ledger: unexpected error while shipping")
+                if self._metrics is not None:
+                    self._metrics.failures.labels("unexpected").inc()
                 await asyncio.sleep(BACKOFF_S[-1])
 
     async def step(self, block_ms: int = BLOCK_MS) -> int:

@@ -203,6 +203,49 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.streams_cut = Counter(
+            "gateway_streams_cut",
+            "Answers whose upstream failed after the first byte: stream_cut, stream_idle_timeout",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.batch_lines = Counter(
+            "gateway_batch_lines",
+            "Batch lines with a result: completed, failed, interrupted (replica died), expired",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
+        self.batches_ended = Counter(
+            "gateway_batches_ended",
+            "Batches made final, by status: completed, failed, expired, cancelled",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.batch_lines_waiting = Gauge(
+            "gateway_batch_lines_waiting",
+            "Lines of running batches no replica has begun (as this replica last looked)",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.batch_lines_in_flight = Gauge(
+            "gateway_batch_lines_in_flight",
+            "Batch lines this replica is answering",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.batches_paused = Gauge(
+            "gateway_batches_paused",
+            "Running batches paused by their owner's quota or an invalid key",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.stored_responses = Counter(
+            "gateway_stored_responses",
+            "Responses API store: stored, store_failed (answered, not kept), and the lookups of "
+            "previous_response_id: found, missing, read_failed",
+            ["event"],
+            registry=r,
+        )
         self.cost_alert_active = Gauge(
             "gateway_cost_alert_active",
             "1 while a cost alert threshold is crossed",
@@ -210,6 +253,10 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+
+    def count_stored_response(self, event: str) -> None:
+        """One outcome of the Responses API's store (``protocols.response_store``)."""
+        self.child(self.stored_responses, event).inc()
 
     def child(self, metric: MetricWrapperBase, *values: str) -> Any:
         """``metric.labels(*values)``, looked up once per label set (prometheus_client

@@ -3,8 +3,8 @@
 A server span per request, a client span per upstream attempt (retries and fallbacks are
 siblings under it), with the GenAI semantic conventions' attributes and the gateway's own.
 Spans leave through a bounded ``BatchSpanProcessor`` on its own thread; those it drops are
-counted. Sampling, exporter endpoint and resource come from the standard ``OTEL_*`` variables,
-read by the SDK. Message contents are never recorded.
+counted (``span_export``). Sampling, exporter endpoint and resource come from the standard
+``OTEL_*`` variables, read by the SDK. Message contents are never recorded.
 """
 
 from __future__ import annotations
@@ -27,15 +27,14 @@ import httpx
 from gateway.config.model import Model
 from gateway.errors import QuotaExceeded
 from gateway.extras import OTEL, MissingExtra
+from gateway.observe.span_export import DropCountingProcessor, OnDrop
 from gateway.proxy.attempt_outcome import Failure, Opened
 from gateway.proxy.context import RequestContext
 
 try:  # imported only with tracing configured
-    from opentelemetry.context import Context
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Span as ApiSpan
     from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, set_span_in_context
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -54,7 +53,6 @@ OPERATIONS = {
     "embeddings": "embeddings",
 }
 FINISH_REASON = re.compile(rb'"finish_reason"\s*:\s*"([A-Za-z_]{1,40})"')
-OnDrop = Callable[[str, int], None]  # (reason, spans)
 
 
 class OtelTracer:
@@ -318,64 +316,6 @@ def _quota_decision(ctx: RequestContext) -> str | None:
     if ctx.admission is None:
         return None
     return "downgraded" if ctx.downgraded else "admitted"
-
-
-class DropCountingExporter(SpanExporter):
-    """The exporter, counting the spans it took and those it failed to deliver."""
-
-    def __init__(self, exporter: SpanExporter, on_drop: OnDrop) -> None:
-        self._exporter = exporter
-        self._on_drop = on_drop
-        self.taken = 0
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.taken += len(spans)
-        result = self._exporter.export(spans)
-        if result is not SpanExportResult.SUCCESS:
-            self._on_drop("export_failed", len(spans))
-        return result
-
-    def shutdown(self) -> None:
-        self._exporter.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._exporter.force_flush(timeout_millis)
-
-
-class DropCountingProcessor(SpanProcessor):
-    """The SDK's ``BatchSpanProcessor`` (export on its own thread, bounded queue), counting
-    the spans it drops when its queue is full: the queue holds what was handed in, less what
-    the exporter took and what was dropped already."""
-
-    def __init__(self, exporter: SpanExporter, capacity: int, on_drop: OnDrop) -> None:
-        self._exporter = DropCountingExporter(exporter, on_drop)
-        batch = min(capacity, int(os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512))
-        self._batch = BatchSpanProcessor(
-            self._exporter, max_queue_size=capacity, max_export_batch_size=batch
-        )
-        self._capacity = capacity
-        self._on_drop = on_drop
-        self._queued = 0
-        self._dropped = 0
-
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        pass
-
-    def on_end(self, span: ReadableSpan) -> None:
-        context = span.context
-        if context is None or not context.trace_flags.sampled:
-            return
-        if self._queued - self._exporter.taken - self._dropped >= self._capacity:
-            self._dropped += 1
-            self._on_drop("queue_full", 1)
-        self._queued += 1
-        self._batch.on_end(span)
-
-    def shutdown(self) -> None:
-        self._batch.shutdown()  # type: ignore[no-untyped-call]
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._batch.force_flush(timeout_millis)
 
 
 def start(user_hash: Callable[[str], str], on_drop: OnDrop) -> OtelTracer:

@@ -43,6 +43,7 @@ class RequestMetrics:
         self._observe_attempts(ctx)
         if ctx.upstream_failure is not None and model is not None:  # after its first byte
             m.child(m.upstream_errors, provider, ctx.upstream_failure).inc()
+            m.child(m.streams_cut, model.name, ctx.upstream_failure).inc()
             m.child(m.circuit_state, model.name).set(int(self._breakers.state(model.name)))
         if model is not None and ctx.stream is not None:
             self._observe_stream(ctx, model.name)

@@ -7,16 +7,23 @@ both read as absent."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from gateway.store import keys
-from gateway.store.port import Store
+from gateway.store.port import Store, StoreError
 
 FIELD = "r"
 TOMBSTONE_TTL_S = 60  # a deleted response's empty value, kept briefly
+# told each outcome: stored, store_failed (the answer went out unkept), found, missing, read_failed
+Observe = Callable[[str], None]
+
+
+def _unobserved(event: str) -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -32,9 +39,10 @@ class StoredResponse:
 
 
 class ResponseStore:
-    def __init__(self, store: Store, ttl_s: int) -> None:
+    def __init__(self, store: Store, ttl_s: int, observe: Observe = _unobserved) -> None:
         self._store = store
         self._ttl_s = ttl_s
+        self._observe = observe
 
     async def put(self, owner: str, stored: StoredResponse) -> None:
         document = {
@@ -43,10 +51,20 @@ class ResponseStore:
             "history": stored.history,
         }
         key = keys.user_response(owner, str(stored.response["id"]))
-        await self._store.put_document(key, FIELD, orjson.dumps(document), self._ttl_s)
+        try:
+            await self._store.put_document(key, FIELD, orjson.dumps(document), self._ttl_s)
+        except StoreError:
+            self._observe("store_failed")
+            raise
+        self._observe("stored")
 
     async def get(self, owner: str, response_id: str) -> StoredResponse | None:
-        raw = await self._store.get_document(keys.user_response(owner, response_id), FIELD)
+        try:
+            raw = await self._store.get_document(keys.user_response(owner, response_id), FIELD)
+        except StoreError:
+            self._observe("read_failed")
+            raise
+        self._observe("found" if raw else "missing")
         if not raw:
             return None
         document = orjson.loads(raw)

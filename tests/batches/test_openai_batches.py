@@ -14,6 +14,7 @@ import pytest
 
 from gateway.config.runtime import Runtime
 from tests.conftest import RunningGateway, StartGateway
+from tests.e2e.test_metrics import samples, scrape, value
 from tests.mock_upstream import MockUpstream
 from tests.redis_fixture import RedisServer
 from tests.support import DEFAULT_ROUTES
@@ -69,7 +70,11 @@ def gateway(
         runtime = Runtime(redis_url=redis.url)
     tiers = {
         "free": {
-            "routes": {**DEFAULT_ROUTES, "text": ["ok", "ok-b", "slowfirst"]},
+            "routes": {
+                **DEFAULT_ROUTES,
+                "text": ["ok", "ok-b", "slowfirst"],
+                "code": ["bad-400"],  # an upstream that refuses every request
+            },
             "batch_price_percent": 50,
         },
         "pro": {"routes": DEFAULT_ROUTES},
@@ -113,6 +118,53 @@ def test_the_sdk_workflow_files_batches_output_and_delete(
     assert deleted.deleted is True
     with pytest.raises(openai.NotFoundError):
         api.files.retrieve(uploaded.id)
+
+
+def test_an_embeddings_batch_and_a_failed_line_in_the_error_file(gateway: RunningGateway) -> None:
+    api = client(gateway)
+    embed = [
+        {"custom_id": f"e-{n}", "method": "POST", "url": "/v1/embeddings",
+         "body": {"model": "embedding", "input": f"text {n}"}}
+        for n in range(3)
+    ]  # fmt: skip
+    uploaded = api.files.create(file=("e.jsonl", jsonl(embed)), purpose="batch")
+    batch = api.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h"
+    )
+    done = finished(api, batch.id)
+    assert done.status == "completed" and done.error_file_id is None and done.output_file_id
+    output = [json.loads(line) for line in api.files.content(done.output_file_id).text.splitlines()]
+    assert sorted(item["custom_id"] for item in output) == ["e-0", "e-1", "e-2"]
+    for item in output:
+        body = item["response"]["body"]
+        assert body["object"] == "list" and body["data"][0]["object"] == "embedding"
+
+    mixed = [chat_line("fine"), chat_line("refused", model="code")]
+    uploaded = api.files.create(file=("m.jsonl", jsonl(mixed)), purpose="batch")
+    batch = api.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    done = finished(api, batch.id)
+    assert done.status == "completed"  # a line's error answer does not fail its batch
+    assert done.request_counts is not None
+    assert (done.request_counts.completed, done.request_counts.failed) == (1, 1)
+    assert done.output_file_id and done.error_file_id
+    (good,) = [json.loads(x) for x in api.files.content(done.output_file_id).text.splitlines()]
+    (bad,) = [json.loads(x) for x in api.files.content(done.error_file_id).text.splitlines()]
+    assert good["custom_id"] == "fine" and good["response"]["status_code"] == 200
+    assert bad["custom_id"] == "refused" and bad["error"] is None  # OpenAI's shape: the answer
+    assert bad["response"]["status_code"] == 400
+    assert bad["response"]["body"]["error"]["message"]
+
+    scraped = samples(scrape(gateway))
+    lines = "gateway_batch_lines_total"
+    assert value(scraped, lines, endpoint="/v1/embeddings", outcome="completed") == 3
+    assert value(scraped, lines, endpoint="/v1/chat/completions", outcome="completed") == 1
+    assert value(scraped, lines, endpoint="/v1/chat/completions", outcome="failed") == 1
+    ended = "gateway_batches_ended_total"
+    assert value(scraped, ended, endpoint="/v1/embeddings", status="completed") == 1
+    assert value(scraped, ended, endpoint="/v1/chat/completions", status="completed") == 1
+    assert value(scraped, "gateway_batch_lines_in_flight") == 0
 
 
 def test_usage_records_carry_the_batch_and_its_price(gateway: RunningGateway) -> None:

@@ -9,7 +9,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.config.runtime import Runtime
 from gateway.secret import Secret
 from tests.support import DEFAULT_ROUTES
-from tests.test_deploy import EXPORTED_METRIC_FAMILIES, dashboard_metric_families
+from tests.test_deploy import (
+    EXPORTED_METRIC_FAMILIES,
+    LEDGER_METRIC_FAMILIES,
+    dashboard_metric_families,
+)
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
 TIERS = {
@@ -119,8 +123,8 @@ def test_every_exported_family_is_in_a_live_scrape_and_the_dashboard_uses_only_t
     live = {family.name for family in text_string_to_metric_families(scrape(gw))}
     # the text parser names counters without their _total suffix
     live |= {name + "_total" for name in live}
-    assert set(EXPORTED_METRIC_FAMILIES) <= live
-    assert dashboard_metric_families() <= live
+    assert set(EXPORTED_METRIC_FAMILIES) - LEDGER_METRIC_FAMILIES <= live  # no DATABASE_URL here
+    assert dashboard_metric_families() - LEDGER_METRIC_FAMILIES <= live
 
 
 def test_metrics_token_protects_the_scrape(start_gateway):

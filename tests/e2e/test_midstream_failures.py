@@ -1,5 +1,6 @@
 """Issue 23 item 17: an upstream that fails after its first byte (a cut stream, an idle
-timeout) counts in ``gateway_upstream_errors_total`` and against its model's breaker."""
+timeout) counts in ``gateway_upstream_errors_total``, in ``gateway_streams_cut_total`` by model,
+and against its model's breaker."""
 
 import httpx
 
@@ -34,6 +35,7 @@ def test_cut_streams_count_as_upstream_errors_and_open_the_breaker(start_gateway
     assert (
         value(after, "gateway_upstream_errors_total", provider="mock", error_type="stream_cut") == 3
     )
+    assert value(after, "gateway_streams_cut_total", model="drop", reason="stream_cut") == 3
     assert value(after, "gateway_circuit_state", model="drop") == 2
     answer, body = stream(gw)  # the open circuit skips "drop"
     assert answer.headers["x-gateway-model"] == "ok"
@@ -48,3 +50,5 @@ def test_an_idle_timeout_after_the_first_byte_counts(start_gateway):
     after = samples(scrape(gw))
     kind = "stream_idle_timeout"
     assert value(after, "gateway_upstream_errors_total", provider="mock", error_type=kind) == 1
+    assert value(after, "gateway_streams_cut_total", model="stall", reason=kind) == 1
+    assert value(after, "gateway_streams_cut_total", model="drop", reason="stream_cut") == 0

@@ -286,7 +286,8 @@ response = httpx.post(server.url + "/v1/chat/completions", json={{"model": "text
     headers={{"authorization": "Bearer {KEY}", "traceparent": "{TRACEPARENT}"}})
 assert response.status_code == 200, response.text
 server.stop()
-loaded = ("gateway.observe.otel", "opentelemetry.sdk.trace", "opentelemetry.exporter.otlp")
+loaded = ("gateway.observe.otel", "gateway.observe.span_export", "opentelemetry.sdk.trace",
+          "opentelemetry.exporter.otlp")
 print(sorted(name for name in sys.modules if name.startswith(loaded)))
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
@@ -318,8 +319,8 @@ def test_the_access_log_has_no_trace_id_when_tracing_is_off(tmp_path, upstream):
     assert orjson.dumps(line)  # a plain JSON line
 
 
-def test_without_the_extra_only_the_tracer_module_needs_it():
-    """Every module imports without OpenTelemetry but the tracer's, which names the extra."""
+def test_without_the_extra_only_the_tracer_modules_need_it():
+    """Every module imports without OpenTelemetry but the tracer's two, which name the extra."""
     script = """
 import sys
 sys.modules["opentelemetry"] = None  # as an install without the otel extra
@@ -340,5 +341,6 @@ print(json.dumps(failed))
     )
     assert done.returncode == 0, done.stderr
     failed = orjson.loads(done.stdout)
-    assert list(failed) == ["gateway.observe.otel"]
-    assert "pip install 'llm-gateway[otel]'" in failed["gateway.observe.otel"]
+    assert sorted(failed) == ["gateway.observe.otel", "gateway.observe.span_export"]
+    for error in failed.values():
+        assert "pip install 'llm-gateway[otel]'" in error

@@ -6,7 +6,7 @@ import threading
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from gateway.observe.otel import DropCountingProcessor
+from gateway.observe.span_export import DropCountingProcessor
 
 
 class StuckExporter(SpanExporter):
@@ -62,3 +62,13 @@ def test_failed_exports_are_counted():
     exporter.release.set()
     drops = run_spans(exporter, 3, capacity=64)
     assert sum(n for reason, n in drops if reason == "export_failed") == 3
+
+
+def test_the_sdks_queue_is_swapped_for_the_counting_one():
+    """The exact count needs the SDK's queue where 1.45 keeps it; an SDK that moves it gets the
+    estimate instead, and this test says so."""
+    processor = DropCountingProcessor(StuckExporter(), 8, lambda reason, n: None)
+    try:
+        assert processor._exact
+    finally:
+        processor.shutdown()

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -27,9 +28,11 @@ from gateway.store.port import Store, StoreError
 MAX_PAGE = 100
 
 
-def protocol_bridges(store: Store, config: Config) -> dict[str, Bridge]:
-    """Paths below /v1 → their bridge (for ``Dispatch``)."""
-    responses = ResponseStore(store, config.settings.responses_ttl_s)
+def protocol_bridges(
+    store: Store, config: Config, observe: Callable[[str], None]
+) -> dict[str, Bridge]:
+    """Paths below /v1 → their bridge (for ``Dispatch``); ``observe`` counts stored responses."""
+    responses = ResponseStore(store, config.settings.responses_ttl_s, observe)
     return {"/responses": ResponsesBridge(responses), "/messages": MessagesBridge()}
 
 
