@@ -30,6 +30,8 @@ Markers:
                                      arguments come in three deltas
     json                             chat: with ``response_format`` json_schema, answer a JSON
                                      document shaped by the schema (json_object: ``{"ok": true}``)
+    length                           chat: an answer cut short by ``max_tokens`` finishes with
+                                     ``length`` (else ``stop``, whatever the limit)
 
 Run ``python tests/mock_upstream.py --port 9000`` to serve in the foreground.
 """
@@ -193,6 +195,7 @@ class Markers:
     crlf: bool = False
     toolcall: bool = False
     json: bool = False
+    length: bool = False
     absurd_usage: bool = False
 
 
@@ -209,7 +212,7 @@ def parse_markers(model: str | None) -> Markers:
 def _apply_marker(marker: str, values: dict[str, Any]) -> None:
     if marker in _FIXED_FAILURES:
         values.setdefault("fixed_failure", marker)
-    elif marker in ("nousage", "crlf", "toolcall", "json"):
+    elif marker in ("nousage", "crlf", "toolcall", "json", "length"):
         values[marker] = True
     elif marker == "usage-on-finish":
         values["usage_on_finish"] = True
@@ -495,6 +498,7 @@ def _stream_plan(
     role: Any,
     words: list[str],
     plan: _UsagePlan,
+    finish: str = "stop",
 ) -> _StreamPlan:
     def chunk(payload: Any, finish_reason: str | None = None) -> JSONDict:
         body = {**base, "choices": [choice(payload, finish_reason)]}
@@ -502,7 +506,7 @@ def _stream_plan(
 
     pieces = [w if i == len(words) - 1 else w + " " for i, w in enumerate(words)]
     head = [chunk(role)] if role is not None else []
-    tail = [chunk(None, "stop")]
+    tail = [chunk(None, finish)]
     if plan.separate and plan.usage is not None:
         tail.append({**base, "choices": [], "usage": plan.usage})
     return _StreamPlan(head, [chunk(piece) for piece in pieces], tail)
@@ -636,6 +640,7 @@ async def chat_completions(incoming: Incoming) -> Response:
         return _special_answer(incoming, call, answer)
     words = _answer_words(model, markers, body)
     usage = _reported(markers, _chat_prompt_tokens(body), len(words))
+    finish = "length" if markers.length and len(words) < markers.words else "stop"
     created = int(time.time())
     if incoming.stream:
         base = {
@@ -654,7 +659,8 @@ async def chat_completions(incoming: Incoming) -> Response:
             }
 
         role = {"role": "assistant", "content": ""}
-        plan = _stream_plan(base, choice, role, words, _usage_plan(markers, body, usage))
+        usage_plan = _usage_plan(markers, body, usage)
+        plan = _stream_plan(base, choice, role, words, usage_plan, finish)
         return _sse_response(plan, markers)
     message = {"role": "assistant", "content": " ".join(words)}
     result: JSONDict = {
@@ -662,7 +668,7 @@ async def chat_completions(incoming: Incoming) -> Response:
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
     }
     if not markers.nousage:
         result["usage"] = usage

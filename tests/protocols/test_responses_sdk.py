@@ -216,8 +216,17 @@ def test_json_object(gateway: RunningGateway, upstream: MockUpstream) -> None:
 
 
 def test_length_is_incomplete(gateway: RunningGateway) -> None:
-    response = client(gateway).responses.create(model="ok", input="Hi", max_output_tokens=2)
-    assert response.status == "incomplete" or response.output_text == "Hello from"
+    sdk = client(gateway)
+    response = sdk.responses.create(model="cut", input="Hi", max_output_tokens=2)
+    assert response.status == "incomplete" and response.output_text == "Hello from"
+    assert response.incomplete_details is not None
+    assert response.incomplete_details.reason == "max_output_tokens"
+    with sdk.responses.stream(model="cut", input="Hi", max_output_tokens=2) as stream:
+        last = list(stream)[-1]
+    assert last.type == "response.incomplete"
+    assert last.response.incomplete_details is not None
+    assert last.response.incomplete_details.reason == "max_output_tokens"
+    assert sdk.responses.create(model="cut", input="Hi").status == "completed"
 
 
 @pytest.mark.parametrize("stream", [False, True])
