@@ -66,6 +66,9 @@ RESPONSES: Mapping[str, Field] = {
     "prompt": Field(R, "stored prompt templates are not served"),
     "conversation": Field(R, "the Conversations API is not served"),
     "prompt_cache_retention": Field(R, "not bridged"),
+    "prompt_cache_options": Field(R, "not bridged"),
+    "context_management": Field(R, "compaction is not served", harmless=((),)),
+    "moderation": Field(R, "moderated responses are not served"),
 }
 
 MESSAGES: Mapping[str, Field] = {
@@ -80,12 +83,17 @@ MESSAGES: Mapping[str, Field] = {
     "tools": Field(T, "custom tools → function tools; server tools refused"),
     "tool_choice": Field(T, "auto/any/tool/none → auto/required/function/none"),
     "metadata": Field(T, "metadata.user_id → user"),
+    "output_config": Field(T, "format (json_schema) → response_format; effort refused"),
+    "cache_control": Field(T, "a prompt-caching hint: accepted, no effect, not forwarded"),
     "stream": Field(T, "→ stream with usage; answered as Messages events"),
     "service_tier": Field(R, "only 'auto'", harmless=("auto",)),
     "thinking": Field(R, "extended thinking is not bridged", harmless=({"type": "disabled"},)),
     "container": Field(R, "code execution containers are not served"),
     "mcp_servers": Field(R, "MCP connectors are not served", harmless=((),)),
     "context_management": Field(R, "not bridged"),
+    "diagnostics": Field(R, "prompt-cache diagnostics are not produced"),
+    "inference_geo": Field(R, "the gateway's routing decides where a request runs"),
+    "speed": Field(R, "only 'standard'", harmless=("standard",)),
 }
 
 

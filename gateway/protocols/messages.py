@@ -79,6 +79,10 @@ def translate_request(body: Mapping[str, Any]) -> MessagesCall:
         chat.update(_tool_choice(choice))
     if (metadata := body.get("metadata")) is not None:
         chat.update(_metadata(metadata))
+    if not isinstance(body.get("cache_control"), dict | None):
+        raise InvalidRequest("'cache_control' must be an object.", param="cache_control")
+    if (output := body.get("output_config")) is not None:
+        chat.update(_output_config(output))
     stream = body.get("stream") is True
     if stream:
         chat["stream"] = True
@@ -232,6 +236,32 @@ def _metadata(metadata: Any) -> dict[str, Any]:
     if not isinstance(user, str):
         raise InvalidRequest("'metadata.user_id' must be a string.", param="metadata.user_id")
     return {"user": user}
+
+
+def _output_config(output: Any) -> dict[str, Any]:
+    """``format`` (a JSON schema) → ``response_format``; ``effort`` has no chat counterpart
+    for every model, so it is refused by name."""
+    if not isinstance(output, dict):
+        raise InvalidRequest("'output_config' must be an object.", param="output_config")
+    for key, value in output.items():
+        if key == "effort" and value is not None:
+            raise refused("output_config.effort", "not bridged to chat completions")
+        if key not in ("format", "effort"):
+            param = f"output_config.{key}"
+            raise InvalidRequest(f"Unknown parameter: '{param}'.", param=param)
+    form = output.get("format")
+    if form is None:
+        return {}
+    if not isinstance(form, dict) or form.get("type") != "json_schema":
+        param = "output_config.format.type"
+        raise InvalidRequest(f"'{param}' must be json_schema.", param=param)
+    schema = form.get("schema")
+    if not isinstance(schema, dict):
+        param = "output_config.format.schema"
+        raise InvalidRequest(f"'{param}' must be an object.", param=param)
+    # Anthropic's structured outputs always follow the schema: chat's strict mode
+    spec = {"name": "output", "schema": schema, "strict": True}
+    return {"response_format": {"type": "json_schema", "json_schema": spec}}
 
 
 # -- answers -----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import base64
 import anthropic
 import httpx
 import pytest
+from pydantic import BaseModel
 
 from tests.conftest import RunningGateway
 from tests.mock_upstream import MockUpstream
@@ -192,6 +193,36 @@ def test_stream_failure_is_an_error_event(gateway: RunningGateway) -> None:
         ) as stream,
     ):
         list(stream)
+
+
+def test_cut_by_max_tokens(gateway: RunningGateway) -> None:
+    turn = [{"role": "user", "content": "Hi"}]
+    message = client(gateway).messages.create(model="cut", max_tokens=2, messages=turn)  # type: ignore[arg-type]
+    assert message.stop_reason == "max_tokens" and message.content[0].text == "Hello from"  # type: ignore[union-attr]
+    with client(gateway).messages.stream(model="cut", max_tokens=2, messages=turn) as stream:  # type: ignore[arg-type]
+        final = stream.get_final_message()
+    assert final.stop_reason == "max_tokens" and final.usage.output_tokens == 2
+
+
+class City(BaseModel):
+    city: str
+    population: int
+
+
+def test_parse_with_pydantic(gateway: RunningGateway, upstream: MockUpstream) -> None:
+    parsed = client(gateway).messages.parse(
+        model="smart",
+        max_tokens=50,
+        messages=[{"role": "user", "content": "A city?"}],
+        output_format=City,
+        extra_body={"cache_control": {"type": "ephemeral"}},  # accepted, not forwarded
+    )
+    assert parsed.parsed_output == City(city="Paris", population=3)
+    sent = upstream.requests[-1].json
+    form = sent["response_format"]
+    assert form["type"] == "json_schema" and form["json_schema"]["strict"] is True
+    assert form["json_schema"]["schema"]["required"] == ["city", "population"]
+    assert "cache_control" not in sent
 
 
 def test_errors_in_anthropic_shape(gateway: RunningGateway) -> None:

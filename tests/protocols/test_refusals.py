@@ -21,6 +21,9 @@ RESPONSES_REFUSED: dict[str, Any] = {
     "prompt": {"id": "pmpt_1"},
     "conversation": "conv_1",
     "prompt_cache_retention": "24h",
+    "prompt_cache_options": {"mode": "explicit"},
+    "context_management": [{"type": "compaction"}],
+    "moderation": {"model": "omni-moderation-latest"},
 }
 MESSAGES_REFUSED: dict[str, Any] = {
     "service_tier": "standard_only",
@@ -28,6 +31,9 @@ MESSAGES_REFUSED: dict[str, Any] = {
     "container": "container_1",
     "mcp_servers": [{"type": "url", "url": "https://mcp.example", "name": "x"}],
     "context_management": {"edits": []},
+    "diagnostics": {"previous_message_id": None},
+    "inference_geo": "us",
+    "speed": "fast",
 }
 # nested values refused by name: (field path named, body update)
 RESPONSES_NESTED: list[tuple[str, dict[str, Any]]] = [
@@ -64,6 +70,7 @@ MESSAGES_NESTED: list[tuple[str, dict[str, Any]]] = [
         {"messages": [{"role": "assistant", "content": [{"type": "thinking", "thinking": "x"}]}]},
     ),
     ("metadata.tenant", {"metadata": {"tenant": "x"}}),
+    ("output_config.effort", {"output_config": {"effort": "high"}}),
 ]
 
 
