@@ -567,7 +567,7 @@ def _delta(payload: Any) -> JSONDict:
     return payload if isinstance(payload, dict) else {"content": payload}
 
 
-def _schema_sample(schema: Any) -> Any:
+def schema_sample(schema: Any) -> Any:
     """A value that fits a JSON schema (the common keywords only)."""
     if not isinstance(schema, dict):
         return None
@@ -578,9 +578,9 @@ def _schema_sample(schema: Any) -> Any:
         return schema["enum"][0]
     if kind == "object" or "properties" in schema:
         properties = schema.get("properties") or {}
-        return {name: _schema_sample(sub) for name, sub in properties.items()}
+        return {name: schema_sample(sub) for name, sub in properties.items()}
     if kind == "array":
-        return [_schema_sample(schema.get("items"))]
+        return [schema_sample(schema.get("items"))]
     return {"string": "Paris", "integer": 3, "number": 1.5, "boolean": True}.get(str(kind))
 
 
@@ -595,7 +595,7 @@ def _tool_call_answer(body: JSONDict) -> JSONDict | None:
     if isinstance(choice, dict):
         wanted = choice["function"]["name"]
         function = next(t["function"] for t in tools if t["function"]["name"] == wanted)
-    arguments = json.dumps(_schema_sample(function.get("parameters")) or {})
+    arguments = json.dumps(schema_sample(function.get("parameters")) or {})
     return {
         "id": f"call_mock_{uuid.uuid4().hex[:8]}",
         "name": function["name"],
@@ -608,7 +608,7 @@ def _json_answer(body: JSONDict) -> str | None:
     if not isinstance(form, dict):
         return None
     if form.get("type") == "json_schema":
-        return json.dumps(_schema_sample(form["json_schema"].get("schema")))
+        return json.dumps(schema_sample(form["json_schema"].get("schema")))
     return '{"ok": true}' if form.get("type") == "json_object" else None
 
 
