@@ -105,12 +105,18 @@ def test_image_input(gateway: RunningGateway, upstream: MockUpstream) -> None:
 def test_function_tools_over_two_turns(gateway: RunningGateway, upstream: MockUpstream) -> None:
     openai_client = client(gateway)
     first = openai_client.responses.create(
-        model="smart", input="Weather in Paris?", tools=[WEATHER], tool_choice="auto"
+        model="smart",
+        input="Weather in Paris?",
+        tools=[WEATHER],
+        tool_choice={"type": "function", "name": "get_weather"},
+        parallel_tool_calls=False,
     )
     [call] = first.output
     assert call.type == "function_call" and call.name == "get_weather"
     assert call.call_id.startswith("call_mock_") and call.arguments == '{"city": "Paris"}'
     sent = upstream.requests[-1].json
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert sent["parallel_tool_calls"] is False
     assert sent["tools"] == [
         {
             "type": "function",
