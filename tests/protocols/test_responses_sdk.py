@@ -248,8 +248,14 @@ def test_store_get_delete_and_input_items(gateway: RunningGateway, stream: bool)
     assert fetched.id == created.id and fetched.output_text == created.output_text
     items = openai_client.responses.input_items.list(created.id)
     assert [item.type for item in items.data] == ["message"]
+    stranger = client(gateway, "pro")  # another user's: absent for every endpoint
     with pytest.raises(openai.NotFoundError):
-        client(gateway, "pro").responses.retrieve(created.id)  # another user's
+        stranger.responses.retrieve(created.id)
+    with pytest.raises(openai.NotFoundError):
+        stranger.responses.input_items.list(created.id)
+    with pytest.raises(openai.NotFoundError):
+        stranger.responses.delete(created.id)
+    assert openai_client.responses.retrieve(created.id).id == created.id  # still there
     openai_client.responses.delete(created.id)
     with pytest.raises(openai.NotFoundError):
         openai_client.responses.retrieve(created.id)
