@@ -261,9 +261,15 @@ def test_store_get_delete_and_input_items(gateway: RunningGateway, stream: bool)
         openai_client.responses.retrieve(created.id)
 
 
-def test_store_false_keeps_nothing(gateway: RunningGateway) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+def test_store_false_keeps_nothing(gateway: RunningGateway, stream: bool) -> None:
     openai_client = client(gateway)
-    created = openai_client.responses.create(model="ok", input="Hi", store=False)
+    if stream:
+        with openai_client.responses.stream(model="ok", input="Hi", store=False) as streamed:
+            list(streamed)
+            created = streamed.get_final_response()
+    else:
+        created = openai_client.responses.create(model="ok", input="Hi", store=False)
     assert created.store is False
     with pytest.raises(openai.NotFoundError):
         openai_client.responses.retrieve(created.id)
