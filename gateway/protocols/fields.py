@@ -7,7 +7,7 @@ docs/protocols.md renders these tables; ``tests/protocols`` checks the two agree
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -127,3 +127,14 @@ def _harmless(value: Any, found: Field) -> bool:
 
 def refused(param: str, why: str) -> Refused:
     return Refused(f"'{param}' is not supported by this gateway: {why}.", param)
+
+
+def check_keys(
+    value: Mapping[str, Any], at: str, carried: Collection[str], hints: Collection[str] = ()
+) -> None:
+    """400 naming the first key of the object at ``at`` (a tool, say) that is neither carried
+    nor a hint with no effect on the answer, unless it is null or false (a default, off)."""
+    for key, item in value.items():
+        if key in carried or key in hints or item is None or item is False:
+            continue
+        raise refused(f"{at}.{key}", "not bridged to chat completions")

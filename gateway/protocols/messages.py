@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import InvalidRequest
-from gateway.protocols.fields import MESSAGES, check_fields, refused
+from gateway.protocols.fields import MESSAGES, check_fields, check_keys, refused
 
 API = "Messages API"
 MAX_INT32 = 2**31 - 1
@@ -189,6 +189,11 @@ def _tool_result(block: Mapping[str, Any], at: str) -> dict[str, Any]:
     return {"role": "tool", "tool_call_id": _string(block, "tool_use_id", at), "content": content}
 
 
+CUSTOM_TOOL = ("type", "name", "description", "input_schema", "strict")
+# no effect on the answer: prompt caching, and how Anthropic would stream the arguments
+TOOL_HINTS = ("cache_control", "eager_input_streaming")
+
+
 def _tools(tools: Any) -> list[dict[str, Any]]:
     if not isinstance(tools, list):
         raise InvalidRequest("'tools' must be a list.", param="tools")
@@ -199,10 +204,13 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
             raise InvalidRequest(f"'{at}' must be an object.", param=at)
         if tool.get("type") not in (None, "custom"):
             raise refused(f"{at}.type", f"server tool {tool.get('type')!r} is not served")
+        check_keys(tool, at, CUSTOM_TOOL, TOOL_HINTS)
         function: dict[str, Any] = {"name": _string(tool, "name", at)}
         if tool.get("description") is not None:
             function["description"] = tool["description"]
         function["parameters"] = tool.get("input_schema") or {"type": "object", "properties": {}}
+        if tool.get("strict") is not None:
+            function["strict"] = tool["strict"]
         out.append({"type": "function", "function": function})
     return out
 

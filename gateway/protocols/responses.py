@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import InvalidRequest
-from gateway.protocols.fields import RESPONSES, check_fields, refused
+from gateway.protocols.fields import RESPONSES, check_fields, check_keys, refused
 
 API = "Responses API"
 MAX_INT32 = 2**31 - 1
@@ -285,6 +285,9 @@ def _tool_output(output: Any, at: str) -> str:
 # -- tools and formats -------------------------------------------------------------------------
 
 
+FUNCTION_TOOL = ("type", "name", "description", "parameters", "strict")
+
+
 def chat_tools(tools: Any) -> list[dict[str, Any]]:
     if not isinstance(tools, list):
         raise InvalidRequest("'tools' must be a list.", param="tools")
@@ -294,6 +297,7 @@ def chat_tools(tools: Any) -> list[dict[str, Any]]:
         kind = tool.get("type") if isinstance(tool, dict) else None
         if kind != "function" or not isinstance(tool, dict):
             raise refused(f"{at}.type", f"built-in tool {kind!r} is not served; function tools are")
+        check_keys(tool, at, FUNCTION_TOOL)
         function: dict[str, Any] = {"name": _string(tool, "name", at)}
         for key in ("description", "parameters", "strict"):
             if tool.get(key) is not None:

@@ -215,6 +215,8 @@ def _tool(tool: dict[str, Any]) -> dict[str, Any]:
     }
     if function.get("description"):
         out["description"] = function["description"]
+    if function.get("strict") is True:  # Anthropic's strict tool use: inputs follow the schema
+        out["strict"] = True
     return out
 
 

@@ -101,7 +101,15 @@ def test_tools_over_two_turns(gateway: RunningGateway, upstream: MockUpstream) -
     first = sdk.messages.create(
         model="smart",
         max_tokens=100,
-        tools=[WEATHER],  # type: ignore[list-item]
+        # strict is carried; the two hints are accepted and not forwarded
+        tools=[
+            {
+                **WEATHER,
+                "strict": True,
+                "cache_control": {"type": "ephemeral"},
+                "eager_input_streaming": True,
+            }
+        ],  # type: ignore[list-item]
         tool_choice={"type": "any", "disable_parallel_tool_use": True},
         messages=[question],  # type: ignore[list-item]
     )
@@ -110,7 +118,17 @@ def test_tools_over_two_turns(gateway: RunningGateway, upstream: MockUpstream) -
     assert use.type == "tool_use" and use.name == "get_weather" and use.input == {"city": "Paris"}
     sent = upstream.requests[-1].json
     assert sent["tool_choice"] == "required" and sent["parallel_tool_calls"] is False
-    assert sent["tools"][0]["function"]["parameters"] == WEATHER["input_schema"]
+    assert sent["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "The weather in a city",
+                "parameters": WEATHER["input_schema"],
+                "strict": True,
+            },
+        }
+    ]
     second = sdk.messages.create(
         model="smart",
         max_tokens=100,

@@ -40,6 +40,11 @@ RESPONSES_NESTED: list[tuple[str, dict[str, Any]]] = [
     ("tools[0].type", {"tools": [{"type": "web_search"}]}),
     ("tools[1].type", {"tools": [{"type": "function", "name": "f"}, {"type": "file_search"}]}),
     ("tools[0].type", {"tools": [{"type": "computer_use_preview"}]}),
+    (
+        "tools[0].defer_loading",
+        {"tools": [{"type": "function", "name": "f", "defer_loading": True}]},
+    ),
+    ("tools[0].output_schema", {"tools": [{"type": "function", "name": "f", "output_schema": {}}]}),
     ("tool_choice", {"tool_choice": {"type": "web_search_preview"}}),
     ("reasoning", {"reasoning": {"effort": "high"}}),  # no model of the chain reasons
     ("reasoning.summary", {"reasoning": {"summary": "auto"}}),
@@ -61,6 +66,8 @@ RESPONSES_NESTED: list[tuple[str, dict[str, Any]]] = [
 ]
 MESSAGES_NESTED: list[tuple[str, dict[str, Any]]] = [
     ("tools[0].type", {"tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
+    ("tools[0].input_examples", {"tools": [{"name": "f", "input_examples": [{"a": 1}]}]}),
+    ("tools[0].defer_loading", {"tools": [{"name": "f", "defer_loading": True}]}),
     (
         "messages[0].content[0].type",
         {"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]},

@@ -155,6 +155,14 @@ def test_json_schema_response_format_is_a_structured_output(client, anthropic):
     }
 
 
+def test_strict_tools_stay_strict(client, anthropic):
+    strict = [{**TOOLS[0], "function": {**TOOLS[0]["function"], "strict": True}}]
+    client.chat.completions.create(
+        model="claude-tools", messages=[{"role": "user", "content": "Paris?"}], tools=strict
+    )
+    assert anthropic.requests[-1]["tools"][0]["strict"] is True
+
+
 def test_streamed_text_with_usage(client):
     stream = client.chat.completions.create(
         model="claude",
