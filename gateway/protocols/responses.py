@@ -191,14 +191,23 @@ def input_items(value: Any) -> list[dict[str, Any]]:
     return items
 
 
+# what an item or part may carry besides its content, with no effect on the answer: ids and
+# statuses of earlier output, an assistant message's phase, prompt-cache breakpoints, and the
+# annotations and log probabilities an answer's text came with
+ITEM_HINTS = ("id", "status", "phase")
+PART_HINTS = ("prompt_cache_breakpoint", "annotations", "logprobs")
+
+
 def items_to_messages(items: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         at = f"{where}[{index}]"
         kind = item.get("type")
         if kind == "message":
+            check_keys(item, at, ("type", "role", "content"), ITEM_HINTS)
             messages.append(_message(item, at))
         elif kind == "function_call":
+            check_keys(item, at, ("type", "call_id", "name", "arguments"), ITEM_HINTS)
             call = {
                 "id": _string(item, "call_id", at),
                 "type": "function",
@@ -213,6 +222,7 @@ def items_to_messages(items: list[dict[str, Any]], where: str) -> list[dict[str,
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
+            check_keys(item, at, ("type", "call_id", "output"), (*ITEM_HINTS, "name"))
             messages.append(
                 {
                     "role": "tool",
@@ -254,10 +264,13 @@ def _part(part: Any, at: str, role: str) -> dict[str, Any]:
         raise InvalidRequest(f"'{at}' must be an object.", param=at)
     kind = part.get("type")
     if kind in ("input_text", "output_text", "text"):
+        check_keys(part, at, ("type", "text"), PART_HINTS)
         return {"type": "text", "text": _string(part, "text", at)}
     if kind == "refusal":
+        check_keys(part, at, ("type", "refusal"), PART_HINTS)
         return {"type": "text", "text": _string(part, "refusal", at)}
     if kind == "input_image" and role == "user":
+        check_keys(part, at, ("type", "image_url", "detail", "file_id"), PART_HINTS)
         if part.get("file_id") is not None:
             raise refused(f"{at}.file_id", "files are not served; send image_url")
         image: dict[str, Any] = {"url": _string(part, "image_url", at)}
