@@ -110,12 +110,17 @@ def _string(block: Mapping[str, Any], name: str, at: str) -> str:
     return value
 
 
+# a block's prompt-caching hint: no effect on the answer (a text block's citations neither)
+BLOCK_HINTS = ("cache_control",)
+
+
 def _turn(turn: Any, at: str) -> list[dict[str, Any]]:
     """One Messages turn as chat messages: a user turn's tool results become tool messages
     (before its other content); an assistant turn's tool uses become its tool calls."""
     role = turn.get("role") if isinstance(turn, dict) else None
     if role not in ("user", "assistant") or not isinstance(turn, dict):
         raise InvalidRequest(f"'{at}.role' must be user or assistant.", param=f"{at}.role")
+    check_keys(turn, at, ("role", "content"))
     content = turn.get("content")
     if isinstance(content, str):
         return [{"role": role, "content": content}]
@@ -130,12 +135,16 @@ def _turn(turn: Any, at: str) -> list[dict[str, Any]]:
         if not isinstance(block, dict):
             raise InvalidRequest(f"'{where}' must be an object.", param=where)
         if kind == "text":
+            check_keys(block, where, ("type", "text"), (*BLOCK_HINTS, "citations"))
             parts.append({"type": "text", "text": _string(block, "text", where)})
         elif kind == "image" and role == "user":
+            check_keys(block, where, ("type", "source"), BLOCK_HINTS)
             parts.append({"type": "image_url", "image_url": {"url": _image_url(block, where)}})
         elif kind == "tool_result" and role == "user":
+            check_keys(block, where, ("type", "tool_use_id", "content", "is_error"), BLOCK_HINTS)
             tool_messages.append(_tool_result(block, where))
         elif kind == "tool_use" and role == "assistant":
+            check_keys(block, where, ("type", "id", "name", "input"), BLOCK_HINTS)
             arguments = orjson.dumps(block.get("input") or {}).decode()
             calls.append(
                 {

@@ -177,6 +177,38 @@ def test_messages_turns_become_chat() -> None:
     assert call.chat["tool_choice"] == {"type": "function", "function": {"name": "f"}}
 
 
+def test_messages_block_hints_accepted_and_other_keys_refused() -> None:
+    text = {"type": "text", "text": "Hi", "cache_control": {"type": "ephemeral"}, "citations": []}
+    base = {"model": "m", "max_tokens": 5}
+    chat = messages.translate_request({**base, "messages": [{"role": "user", "content": [text]}]})
+    assert chat.chat["messages"] == [{"role": "user", "content": "Hi"}]
+    use = {"type": "tool_use", "id": "t", "name": "f", "input": {}, "caller": None}
+    for turn, param in [
+        (
+            {"role": "assistant", "content": [{**use, "caller": {"type": "direct"}}]},
+            "messages[0].content[0].caller",
+        ),
+        (
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "t", "toolset_name": "x"}],
+            },
+            "messages[0].content[0].toolset_name",
+        ),
+        (
+            {"role": "user", "content": [{"type": "image", "source": {}, "transformations": [{}]}]},
+            "messages[0].content[0].transformations",
+        ),
+        ({"role": "user", "content": "Hi", "name": "bob"}, "messages[0].name"),
+    ]:
+        with pytest.raises(InvalidRequest) as raised:
+            messages.translate_request({**base, "messages": [turn]})
+        assert raised.value.param == param
+    assert messages.translate_request(
+        {**base, "messages": [{"role": "assistant", "content": [use]}]}
+    )
+
+
 def test_messages_answer() -> None:
     document = {
         "model": "up",
