@@ -70,6 +70,16 @@ def test_text(gateway: RunningGateway, upstream: MockUpstream, bearer: bool) -> 
     assert (record["prompt_tokens"], record["completion_tokens"]) == (11, 5)
 
 
+def test_indicators_and_fallback(gateway: RunningGateway) -> None:
+    raw = client(gateway).messages.with_raw_response.create(
+        model="code", max_tokens=20, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.headers["x-gateway-model"] == "ok"  # fail-503 answered 503 twice
+    assert raw.headers["x-gateway-fallback"] == "true"
+    assert raw.headers["x-gateway-tier"] == "free"
+    assert raw.parse().content[0].text == "Hello from mock/ok w4 w5"  # type: ignore[union-attr]
+
+
 def test_images_base64_and_url(gateway: RunningGateway, upstream: MockUpstream) -> None:
     client(gateway).messages.create(
         model="vision-ok",
