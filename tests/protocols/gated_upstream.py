@@ -1,5 +1,6 @@
-"""A chat completions upstream that streams a tool call's first argument piece, then holds the
-rest until the test opens its gate: what a client sees before then was relayed, not buffered."""
+"""An upstream that streams a tool call's first argument piece, then holds the rest until the
+test opens its gate: what a client sees before then was relayed, not buffered. It speaks chat
+completions (``/v1/chat/completions``) and Anthropic's Messages API (``/v1/messages``)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,12 @@ class GatedUpstream:
         self.gate = threading.Event()
         self._held = threading.Event()
         self.url = ""
-        self.app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/messages", self._messages, methods=["POST"]),
+            ]
+        )
 
     @property
     def held(self) -> bool:
@@ -38,6 +44,37 @@ class GatedUpstream:
     async def _chat(self, request: Request) -> StreamingResponse:
         body = await request.json()
         return StreamingResponse(self._events(body["model"]), media_type="text/event-stream")
+
+    async def _hold(self) -> None:
+        self._held.set()
+        await asyncio.to_thread(self.gate.wait, GATE_TIMEOUT_S)
+        self._held.clear()
+
+    async def _messages(self, request: Request) -> StreamingResponse:
+        body = await request.json()
+        return StreamingResponse(self._anthropic(body["model"]), media_type="text/event-stream")
+
+    async def _anthropic(self, model: str) -> AsyncIterator[bytes]:
+        def event(kind: str, **data: Any) -> bytes:
+            return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+
+        def arguments(piece: str) -> bytes:
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            return event("content_block_delta", index=0, delta=delta)
+
+        message = {"id": "msg_gated", "type": "message", "role": "assistant", "content": []}
+        message.update(model=model, stop_reason=None, stop_sequence=None)
+        message["usage"] = {"input_tokens": 9, "output_tokens": 1}
+        yield event("message_start", message=message)
+        block = {"type": "tool_use", "id": "toolu_gated", "name": "get_weather", "input": {}}
+        yield event("content_block_start", index=0, content_block=block)
+        yield arguments(FIRST)
+        await self._hold()
+        yield arguments(REST)
+        yield event("content_block_stop", index=0)
+        delta = {"stop_reason": "tool_use", "stop_sequence": None}
+        yield event("message_delta", delta=delta, usage={"output_tokens": 4})
+        yield event("message_stop")
 
     async def _events(self, model: str) -> AsyncIterator[bytes]:
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
@@ -50,9 +87,7 @@ class GatedUpstream:
         call["function"] = {"name": "get_weather", "arguments": ""}
         yield chunk({"role": "assistant", "content": None, "tool_calls": [call]})
         yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": FIRST}}]})
-        self._held.set()
-        await asyncio.to_thread(self.gate.wait, GATE_TIMEOUT_S)
-        self._held.clear()
+        await self._hold()
         yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": REST}}]})
         yield chunk({}, "tool_calls")
         usage = {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}

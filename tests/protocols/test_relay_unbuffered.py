@@ -33,24 +33,34 @@ def gateway(
     start_gateway: StartGateway, upstream: MockUpstream, gated: GatedUpstream
 ) -> RunningGateway:
     routes = routes_doc(upstream.base_url)
+    mock, ok = routes["upstreams"]["mock"], routes["models"]["ok"]
     upstreams = {
         **routes["upstreams"],
-        "gated": {**routes["upstreams"]["mock"], "base_url": gated.url},
+        "gated": {**mock, "base_url": gated.url},
+        "gated-anthropic": {**mock, "base_url": gated.url, "api": "anthropic"},
     }
     models = {
         **routes["models"],
-        "gated": {**routes["models"]["ok"], "upstream": "gated", "model": "gated/tools"},
+        "gated": {**ok, "upstream": "gated", "model": "gated/tools"},
+        "gated-claude": {**ok, "upstream": "gated-anthropic", "model": "claude-gated"},
     }
-    tier = {
-        "routes": {**DEFAULT_ROUTES, "text": ["ok", "gated"]}
-    }  # named, a model must be in a chain
+    # a model named in a request must be in one of the caller's chains
+    tier = {"routes": {**DEFAULT_ROUTES, "text": ["ok", "gated", "gated-claude"]}}
     return start_gateway({"free": tier}, routes_extra={"upstreams": upstreams, "models": models})
 
 
-def test_responses_function_call_arguments(gateway: RunningGateway, gated: GatedUpstream) -> None:
+# gated: an OpenAI-compatible upstream; gated-claude: api: anthropic (the Responses bridge goes
+# through the Anthropic adapter, the Messages API is passed through natively)
+MODELS = pytest.mark.parametrize("model", ["gated", "gated-claude"])
+
+
+@MODELS
+def test_responses_function_call_arguments(
+    gateway: RunningGateway, gated: GatedUpstream, model: str
+) -> None:
     sdk = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.key(), max_retries=0)
     held_when_seen: list[bool] = []
-    with sdk.responses.stream(model="gated", input="Weather?", tools=[WEATHER]) as stream:  # type: ignore[list-item]
+    with sdk.responses.stream(model=model, input="Weather?", tools=[WEATHER]) as stream:  # type: ignore[list-item]
         for event in stream:
             if event.type == "response.function_call_arguments.delta" and not held_when_seen:
                 assert event.delta == FIRST
@@ -66,12 +76,15 @@ def test_responses_function_call_arguments(gateway: RunningGateway, gated: Gated
     assert (record["prompt_tokens"], record["completion_tokens"]) == (9, 4)
 
 
-def test_messages_input_json_delta(gateway: RunningGateway, gated: GatedUpstream) -> None:
+@MODELS
+def test_messages_input_json_delta(
+    gateway: RunningGateway, gated: GatedUpstream, model: str
+) -> None:
     sdk = anthropic.Anthropic(base_url=gateway.url, api_key=gateway.key(), max_retries=0)
     held_when_seen: list[bool] = []
     tool = {"name": "get_weather", "input_schema": WEATHER["parameters"]}
     with sdk.messages.stream(
-        model="gated",
+        model=model,
         max_tokens=50,
         messages=[{"role": "user", "content": "Weather?"}],
         tools=[tool],  # type: ignore[list-item]
