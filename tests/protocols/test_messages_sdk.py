@@ -270,10 +270,11 @@ def test_errors_in_anthropic_shape(gateway: RunningGateway) -> None:
 
 
 def test_count_tokens_estimate(gateway: RunningGateway) -> None:
-    counted = client(gateway).messages.count_tokens(
+    raw = client(gateway).messages.with_raw_response.count_tokens(
         model="ok", messages=[{"role": "user", "content": "Hello there, how are you?"}]
     )
-    assert counted.input_tokens > 0
+    assert raw.parse().input_tokens > 0
+    assert raw.headers["x-gateway-token-count"] == "estimate; characters/4"
     answer = httpx.post(
         f"{gateway.base_url}/messages/count_tokens",
         headers={"x-api-key": "sk-wrong"},
