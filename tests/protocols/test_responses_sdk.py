@@ -153,6 +153,35 @@ def test_function_tools_over_two_turns(gateway: RunningGateway, upstream: MockUp
     ]
 
 
+def test_function_tools_replaying_the_output_items(
+    gateway: RunningGateway, upstream: MockUpstream
+) -> None:
+    """The SDK's usual loop without stored state: the answer's items go back as input."""
+    sdk = client(gateway)
+    question = {"role": "user", "content": "Weather in Paris?"}
+    first = sdk.responses.create(model="smart", input=[question], tools=[WEATHER], store=False)  # type: ignore[list-item]
+    [call] = first.output
+    assert call.type == "function_call"
+    output = {"type": "function_call_output", "call_id": call.call_id, "output": "22C"}
+    second = sdk.responses.create(
+        model="smart",
+        input=[question, *first.output, output],  # type: ignore[list-item]
+        tools=[WEATHER],  # type: ignore[list-item]
+        store=False,
+    )
+    assert second.output_text.startswith("Hello from mock/smart")
+    assert [m["role"] for m in upstream.requests[-1].json["messages"]] == [
+        "user",
+        "assistant",
+        "tool",
+    ]
+    thanks = {"role": "user", "content": "Thanks"}
+    history = [question, *first.output, output, *second.output, thanks]
+    sdk.responses.create(model="smart", input=history, store=False)  # type: ignore[arg-type]
+    replayed = upstream.requests[-1].json["messages"][3]
+    assert replayed == {"role": "assistant", "content": second.output_text}
+
+
 def test_stream_text(gateway: RunningGateway) -> None:
     with client(gateway).responses.stream(model="ok", input="Hi") as stream:
         events = list(stream)
