@@ -7,6 +7,13 @@ chunk, usage chunk, ``[DONE]``: what bench/mock_nginx.py serves) translated even
 No HTTP, no store: the pipeline's own cost is the chat benchmark's (bench/run.py).
 
     python bench/protocols_micro.py [--requests 20000]
+
+CPU time is noisy on a shared machine; instructions are not. ``--only CASE`` runs one case
+``--requests`` times, untimed, all in one event loop: run it under callgrind for two counts and
+divide the difference (the imports cancel out):
+
+    valgrind --tool=callgrind python bench/protocols_micro.py --only responses_stream --requests 50
+    valgrind --tool=callgrind python bench/protocols_micro.py --only responses_stream --requests 250
 """
 
 from __future__ import annotations
@@ -122,10 +129,34 @@ def measure(name: str, run: Callable[[], Any], requests: int) -> None:
     print(f"{name:<40} {micros:8.1f} µs CPU per request")
 
 
+CASES: dict[str, Callable[[], Any]] = {
+    "responses_json": responses_json,
+    "responses_stream": responses_stream,
+    "messages_json": messages_json,
+    "messages_stream": messages_stream,
+}
+
+
+def run_only(run: Callable[[], Any], requests: int) -> None:
+    async def all_of_them() -> None:
+        for _ in range(requests):
+            if asyncio.iscoroutinefunction(run):
+                await run()
+            else:
+                run()
+
+    asyncio.run(all_of_them())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20000)
-    count = parser.parse_args().requests
+    parser.add_argument("--only", choices=sorted(CASES), help="one case, untimed (callgrind)")
+    arguments = parser.parse_args()
+    count = arguments.requests
+    if arguments.only:
+        run_only(CASES[arguments.only], count)
+        return
     measure("responses: request + JSON answer", responses_json, count)
     measure("responses: request + stream (12 chat events)", responses_stream, count)
     measure("messages: request + JSON answer", messages_json, count)

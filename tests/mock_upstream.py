@@ -30,6 +30,8 @@ Markers:
                                      arguments come in three deltas
     json                             chat: with ``response_format`` json_schema, answer a JSON
                                      document shaped by the schema (json_object: ``{"ok": true}``)
+    length                           chat: an answer cut short by ``max_tokens`` finishes with
+                                     ``length`` (else ``stop``, whatever the limit)
 
 Run ``python tests/mock_upstream.py --port 9000`` to serve in the foreground.
 """
@@ -193,6 +195,7 @@ class Markers:
     crlf: bool = False
     toolcall: bool = False
     json: bool = False
+    length: bool = False
     absurd_usage: bool = False
 
 
@@ -209,7 +212,7 @@ def parse_markers(model: str | None) -> Markers:
 def _apply_marker(marker: str, values: dict[str, Any]) -> None:
     if marker in _FIXED_FAILURES:
         values.setdefault("fixed_failure", marker)
-    elif marker in ("nousage", "crlf", "toolcall", "json"):
+    elif marker in ("nousage", "crlf", "toolcall", "json", "length"):
         values[marker] = True
     elif marker == "usage-on-finish":
         values["usage_on_finish"] = True
@@ -495,6 +498,7 @@ def _stream_plan(
     role: Any,
     words: list[str],
     plan: _UsagePlan,
+    finish: str = "stop",
 ) -> _StreamPlan:
     def chunk(payload: Any, finish_reason: str | None = None) -> JSONDict:
         body = {**base, "choices": [choice(payload, finish_reason)]}
@@ -502,7 +506,7 @@ def _stream_plan(
 
     pieces = [w if i == len(words) - 1 else w + " " for i, w in enumerate(words)]
     head = [chunk(role)] if role is not None else []
-    tail = [chunk(None, "stop")]
+    tail = [chunk(None, finish)]
     if plan.separate and plan.usage is not None:
         tail.append({**base, "choices": [], "usage": plan.usage})
     return _StreamPlan(head, [chunk(piece) for piece in pieces], tail)
@@ -563,7 +567,7 @@ def _delta(payload: Any) -> JSONDict:
     return payload if isinstance(payload, dict) else {"content": payload}
 
 
-def _schema_sample(schema: Any) -> Any:
+def schema_sample(schema: Any) -> Any:
     """A value that fits a JSON schema (the common keywords only)."""
     if not isinstance(schema, dict):
         return None
@@ -574,9 +578,9 @@ def _schema_sample(schema: Any) -> Any:
         return schema["enum"][0]
     if kind == "object" or "properties" in schema:
         properties = schema.get("properties") or {}
-        return {name: _schema_sample(sub) for name, sub in properties.items()}
+        return {name: schema_sample(sub) for name, sub in properties.items()}
     if kind == "array":
-        return [_schema_sample(schema.get("items"))]
+        return [schema_sample(schema.get("items"))]
     return {"string": "Paris", "integer": 3, "number": 1.5, "boolean": True}.get(str(kind))
 
 
@@ -591,7 +595,7 @@ def _tool_call_answer(body: JSONDict) -> JSONDict | None:
     if isinstance(choice, dict):
         wanted = choice["function"]["name"]
         function = next(t["function"] for t in tools if t["function"]["name"] == wanted)
-    arguments = json.dumps(_schema_sample(function.get("parameters")) or {})
+    arguments = json.dumps(schema_sample(function.get("parameters")) or {})
     return {
         "id": f"call_mock_{uuid.uuid4().hex[:8]}",
         "name": function["name"],
@@ -604,7 +608,7 @@ def _json_answer(body: JSONDict) -> str | None:
     if not isinstance(form, dict):
         return None
     if form.get("type") == "json_schema":
-        return json.dumps(_schema_sample(form["json_schema"].get("schema")))
+        return json.dumps(schema_sample(form["json_schema"].get("schema")))
     return '{"ok": true}' if form.get("type") == "json_object" else None
 
 
@@ -636,6 +640,7 @@ async def chat_completions(incoming: Incoming) -> Response:
         return _special_answer(incoming, call, answer)
     words = _answer_words(model, markers, body)
     usage = _reported(markers, _chat_prompt_tokens(body), len(words))
+    finish = "length" if markers.length and len(words) < markers.words else "stop"
     created = int(time.time())
     if incoming.stream:
         base = {
@@ -654,7 +659,8 @@ async def chat_completions(incoming: Incoming) -> Response:
             }
 
         role = {"role": "assistant", "content": ""}
-        plan = _stream_plan(base, choice, role, words, _usage_plan(markers, body, usage))
+        usage_plan = _usage_plan(markers, body, usage)
+        plan = _stream_plan(base, choice, role, words, usage_plan, finish)
         return _sse_response(plan, markers)
     message = {"role": "assistant", "content": " ".join(words)}
     result: JSONDict = {
@@ -662,7 +668,7 @@ async def chat_completions(incoming: Incoming) -> Response:
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
     }
     if not markers.nousage:
         result["usage"] = usage

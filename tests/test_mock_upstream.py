@@ -87,6 +87,16 @@ def test_words_and_max_tokens(client: httpx.Client) -> None:
     body = client.post("/chat/completions", json=_chat("m/words-8", max_tokens=2)).json()
     assert body["choices"][0]["message"]["content"] == "Hello from"
     assert body["usage"]["completion_tokens"] == 2
+    assert body["choices"][0]["finish_reason"] == "stop"  # without the length marker
+
+
+def test_length_marker(client: httpx.Client) -> None:
+    cut = client.post("/chat/completions", json=_chat("m/length", max_tokens=2)).json()
+    assert cut["choices"][0]["finish_reason"] == "length"
+    whole = client.post("/chat/completions", json=_chat("m/length", max_tokens=9)).json()
+    assert whole["choices"][0]["finish_reason"] == "stop"
+    streamed = client.post("/chat/completions", json=_chat("m/length", max_tokens=2, stream=True))
+    assert '"finish_reason":"length"' in streamed.text
 
 
 def test_list_content_prompt_tokens(client: httpx.Client) -> None:

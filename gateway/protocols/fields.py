@@ -7,7 +7,7 @@ docs/protocols.md renders these tables; ``tests/protocols`` checks the two agree
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -66,6 +66,9 @@ RESPONSES: Mapping[str, Field] = {
     "prompt": Field(R, "stored prompt templates are not served"),
     "conversation": Field(R, "the Conversations API is not served"),
     "prompt_cache_retention": Field(R, "not bridged"),
+    "prompt_cache_options": Field(R, "not bridged"),
+    "context_management": Field(R, "compaction is not served", harmless=((),)),
+    "moderation": Field(R, "moderated responses are not served"),
 }
 
 MESSAGES: Mapping[str, Field] = {
@@ -80,12 +83,17 @@ MESSAGES: Mapping[str, Field] = {
     "tools": Field(T, "custom tools → function tools; server tools refused"),
     "tool_choice": Field(T, "auto/any/tool/none → auto/required/function/none"),
     "metadata": Field(T, "metadata.user_id → user"),
+    "output_config": Field(T, "format (json_schema) → response_format; effort refused"),
+    "cache_control": Field(T, "a prompt-caching hint: accepted, no effect, not forwarded"),
     "stream": Field(T, "→ stream with usage; answered as Messages events"),
     "service_tier": Field(R, "only 'auto'", harmless=("auto",)),
     "thinking": Field(R, "extended thinking is not bridged", harmless=({"type": "disabled"},)),
     "container": Field(R, "code execution containers are not served"),
     "mcp_servers": Field(R, "MCP connectors are not served", harmless=((),)),
     "context_management": Field(R, "not bridged"),
+    "diagnostics": Field(R, "prompt-cache diagnostics are not produced"),
+    "inference_geo": Field(R, "the gateway's routing decides where a request runs"),
+    "speed": Field(R, "only 'standard'", harmless=("standard",)),
 }
 
 
@@ -119,3 +127,14 @@ def _harmless(value: Any, found: Field) -> bool:
 
 def refused(param: str, why: str) -> Refused:
     return Refused(f"'{param}' is not supported by this gateway: {why}.", param)
+
+
+def check_keys(
+    value: Mapping[str, Any], at: str, carried: Collection[str], hints: Collection[str] = ()
+) -> None:
+    """400 naming the first key of the object at ``at`` (a tool, say) that is neither carried
+    nor a hint with no effect on the answer, unless it is null or false (a default, off)."""
+    for key, item in value.items():
+        if key in carried or key in hints or item is None or item is False:
+            continue
+        raise refused(f"{at}.{key}", "not bridged to chat completions")

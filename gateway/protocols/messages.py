@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import InvalidRequest
-from gateway.protocols.fields import MESSAGES, check_fields, refused
+from gateway.protocols.fields import MESSAGES, check_fields, check_keys, refused
 
 API = "Messages API"
 MAX_INT32 = 2**31 - 1
@@ -79,6 +79,10 @@ def translate_request(body: Mapping[str, Any]) -> MessagesCall:
         chat.update(_tool_choice(choice))
     if (metadata := body.get("metadata")) is not None:
         chat.update(_metadata(metadata))
+    if not isinstance(body.get("cache_control"), dict | None):
+        raise InvalidRequest("'cache_control' must be an object.", param="cache_control")
+    if (output := body.get("output_config")) is not None:
+        chat.update(_output_config(output))
     stream = body.get("stream") is True
     if stream:
         chat["stream"] = True
@@ -106,12 +110,17 @@ def _string(block: Mapping[str, Any], name: str, at: str) -> str:
     return value
 
 
+# a block's prompt-caching hint: no effect on the answer (a text block's citations neither)
+BLOCK_HINTS = ("cache_control",)
+
+
 def _turn(turn: Any, at: str) -> list[dict[str, Any]]:
     """One Messages turn as chat messages: a user turn's tool results become tool messages
     (before its other content); an assistant turn's tool uses become its tool calls."""
     role = turn.get("role") if isinstance(turn, dict) else None
     if role not in ("user", "assistant") or not isinstance(turn, dict):
         raise InvalidRequest(f"'{at}.role' must be user or assistant.", param=f"{at}.role")
+    check_keys(turn, at, ("role", "content"))
     content = turn.get("content")
     if isinstance(content, str):
         return [{"role": role, "content": content}]
@@ -126,12 +135,16 @@ def _turn(turn: Any, at: str) -> list[dict[str, Any]]:
         if not isinstance(block, dict):
             raise InvalidRequest(f"'{where}' must be an object.", param=where)
         if kind == "text":
+            check_keys(block, where, ("type", "text"), (*BLOCK_HINTS, "citations"))
             parts.append({"type": "text", "text": _string(block, "text", where)})
         elif kind == "image" and role == "user":
+            check_keys(block, where, ("type", "source"), BLOCK_HINTS)
             parts.append({"type": "image_url", "image_url": {"url": _image_url(block, where)}})
         elif kind == "tool_result" and role == "user":
+            check_keys(block, where, ("type", "tool_use_id", "content", "is_error"), BLOCK_HINTS)
             tool_messages.append(_tool_result(block, where))
         elif kind == "tool_use" and role == "assistant":
+            check_keys(block, where, ("type", "id", "name", "input"), BLOCK_HINTS)
             arguments = orjson.dumps(block.get("input") or {}).decode()
             calls.append(
                 {
@@ -185,6 +198,11 @@ def _tool_result(block: Mapping[str, Any], at: str) -> dict[str, Any]:
     return {"role": "tool", "tool_call_id": _string(block, "tool_use_id", at), "content": content}
 
 
+CUSTOM_TOOL = ("type", "name", "description", "input_schema", "strict")
+# no effect on the answer: prompt caching, and how Anthropic would stream the arguments
+TOOL_HINTS = ("cache_control", "eager_input_streaming")
+
+
 def _tools(tools: Any) -> list[dict[str, Any]]:
     if not isinstance(tools, list):
         raise InvalidRequest("'tools' must be a list.", param="tools")
@@ -195,10 +213,13 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
             raise InvalidRequest(f"'{at}' must be an object.", param=at)
         if tool.get("type") not in (None, "custom"):
             raise refused(f"{at}.type", f"server tool {tool.get('type')!r} is not served")
+        check_keys(tool, at, CUSTOM_TOOL, TOOL_HINTS)
         function: dict[str, Any] = {"name": _string(tool, "name", at)}
         if tool.get("description") is not None:
             function["description"] = tool["description"]
         function["parameters"] = tool.get("input_schema") or {"type": "object", "properties": {}}
+        if tool.get("strict") is not None:
+            function["strict"] = tool["strict"]
         out.append({"type": "function", "function": function})
     return out
 
@@ -232,6 +253,32 @@ def _metadata(metadata: Any) -> dict[str, Any]:
     if not isinstance(user, str):
         raise InvalidRequest("'metadata.user_id' must be a string.", param="metadata.user_id")
     return {"user": user}
+
+
+def _output_config(output: Any) -> dict[str, Any]:
+    """``format`` (a JSON schema) → ``response_format``; ``effort`` has no chat counterpart
+    for every model, so it is refused by name."""
+    if not isinstance(output, dict):
+        raise InvalidRequest("'output_config' must be an object.", param="output_config")
+    for key, value in output.items():
+        if key == "effort" and value is not None:
+            raise refused("output_config.effort", "not bridged to chat completions")
+        if key not in ("format", "effort"):
+            param = f"output_config.{key}"
+            raise InvalidRequest(f"Unknown parameter: '{param}'.", param=param)
+    form = output.get("format")
+    if form is None:
+        return {}
+    if not isinstance(form, dict) or form.get("type") != "json_schema":
+        param = "output_config.format.type"
+        raise InvalidRequest(f"'{param}' must be json_schema.", param=param)
+    schema = form.get("schema")
+    if not isinstance(schema, dict):
+        param = "output_config.format.schema"
+        raise InvalidRequest(f"'{param}' must be an object.", param=param)
+    # Anthropic's structured outputs always follow the schema: chat's strict mode
+    spec = {"name": "output", "schema": schema, "strict": True}
+    return {"response_format": {"type": "json_schema", "json_schema": spec}}
 
 
 # -- answers -----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import InvalidRequest
-from gateway.protocols.fields import RESPONSES, check_fields, refused
+from gateway.protocols.fields import RESPONSES, check_fields, check_keys, refused
 
 API = "Responses API"
 MAX_INT32 = 2**31 - 1
@@ -191,14 +191,23 @@ def input_items(value: Any) -> list[dict[str, Any]]:
     return items
 
 
+# what an item or part may carry besides its content, with no effect on the answer: ids and
+# statuses of earlier output, an assistant message's phase, prompt-cache breakpoints, and the
+# annotations and log probabilities an answer's text came with
+ITEM_HINTS = ("id", "status", "phase")
+PART_HINTS = ("prompt_cache_breakpoint", "annotations", "logprobs")
+
+
 def items_to_messages(items: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         at = f"{where}[{index}]"
         kind = item.get("type")
         if kind == "message":
+            check_keys(item, at, ("type", "role", "content"), ITEM_HINTS)
             messages.append(_message(item, at))
         elif kind == "function_call":
+            check_keys(item, at, ("type", "call_id", "name", "arguments"), ITEM_HINTS)
             call = {
                 "id": _string(item, "call_id", at),
                 "type": "function",
@@ -213,6 +222,7 @@ def items_to_messages(items: list[dict[str, Any]], where: str) -> list[dict[str,
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
+            check_keys(item, at, ("type", "call_id", "output"), (*ITEM_HINTS, "name"))
             messages.append(
                 {
                     "role": "tool",
@@ -254,10 +264,13 @@ def _part(part: Any, at: str, role: str) -> dict[str, Any]:
         raise InvalidRequest(f"'{at}' must be an object.", param=at)
     kind = part.get("type")
     if kind in ("input_text", "output_text", "text"):
+        check_keys(part, at, ("type", "text"), PART_HINTS)
         return {"type": "text", "text": _string(part, "text", at)}
     if kind == "refusal":
+        check_keys(part, at, ("type", "refusal"), PART_HINTS)
         return {"type": "text", "text": _string(part, "refusal", at)}
     if kind == "input_image" and role == "user":
+        check_keys(part, at, ("type", "image_url", "detail", "file_id"), PART_HINTS)
         if part.get("file_id") is not None:
             raise refused(f"{at}.file_id", "files are not served; send image_url")
         image: dict[str, Any] = {"url": _string(part, "image_url", at)}
@@ -285,6 +298,9 @@ def _tool_output(output: Any, at: str) -> str:
 # -- tools and formats -------------------------------------------------------------------------
 
 
+FUNCTION_TOOL = ("type", "name", "description", "parameters", "strict")
+
+
 def chat_tools(tools: Any) -> list[dict[str, Any]]:
     if not isinstance(tools, list):
         raise InvalidRequest("'tools' must be a list.", param="tools")
@@ -294,6 +310,7 @@ def chat_tools(tools: Any) -> list[dict[str, Any]]:
         kind = tool.get("type") if isinstance(tool, dict) else None
         if kind != "function" or not isinstance(tool, dict):
             raise refused(f"{at}.type", f"built-in tool {kind!r} is not served; function tools are")
+        check_keys(tool, at, FUNCTION_TOOL)
         function: dict[str, Any] = {"name": _string(tool, "name", at)}
         for key in ("description", "parameters", "strict"):
             if tool.get(key) is not None:

@@ -108,7 +108,19 @@ def messages_body(body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
         out["tool_choice"] = choice
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
+    if (schema := json_schema(body.get("response_format"))) is not None:
+        out["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     return out
+
+
+def json_schema(response_format: Any) -> dict[str, Any] | None:
+    """The schema of a ``json_schema`` response format (Anthropic's structured outputs);
+    ``json_object`` has no counterpart (the Responses and Messages bridges refuse it)."""
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return None
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    return schema if isinstance(schema, dict) else None
 
 
 def _messages(messages: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -203,6 +215,8 @@ def _tool(tool: dict[str, Any]) -> dict[str, Any]:
     }
     if function.get("description"):
         out["description"] = function["description"]
+    if function.get("strict") is True:  # Anthropic's strict tool use: inputs follow the schema
+        out["strict"] = True
     return out
 
 

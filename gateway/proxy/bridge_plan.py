@@ -4,7 +4,8 @@ The chain the request names decides: when every model of it serves the client's 
 the body goes as it is; else a field the chat translation cannot carry is refused by name (the
 default) or, for a tier with ``unsupported_fields: drop``, dropped and named in the
 ``x-gateway-dropped-fields`` header. ``reasoning`` is carried (as ``reasoning_effort``) only to
-models declared ``reasoning: true``.
+models declared ``reasoning: true``; a ``json_object`` text format not to models behind the
+Anthropic adapter (it has no JSON mode).
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from typing import Any
 import orjson
 
 from gateway.config.model import Model, Tier
+from gateway.protocols.dropping import remove
 from gateway.protocols.fields import Refused
 from gateway.protocols.native import NativeRequest
 from gateway.proxy.incoming import Incoming
 from gateway.proxy.routing import AUTO
 
 DROPPED_HEADER = "x-gateway-dropped-fields"
+# refused by the plan, after the translation (which left them in the native body)
+LATE_REFUSALS = ("reasoning", "text.format")
 IMAGE_TYPES = ("input_image", "image", "image_url")
 # in the chat body of a request every target of which gets the native body (never sent)
 NATIVE_DIGEST = "gateway_native_body_sha256"
@@ -57,13 +61,17 @@ class BridgePlan:
         self.dropped: list[str] = []
 
     def settle(self, chat: dict[str, Any], refusals: list[Refused]) -> None:
-        """Refuse or drop ``refusals`` (plus ``reasoning`` for a chain that cannot reason)."""
+        """Refuse or drop ``refusals`` (plus ``reasoning`` for a chain that cannot reason, and
+        a ``json_object`` format for one with models behind the Anthropic adapter)."""
         if self.native_only:
             return
         bridged = [m for m in self._chain if not m.upstream.speaks(self.api)]
         if "reasoning_effort" in chat and not all(_reasons(m) for m in bridged):
             refusals = [*refusals, _no_reasoning(bridged)]
             chat.pop("reasoning_effort")
+        if _json_object(chat) and any(m.upstream.api == "anthropic" for m in bridged):
+            refusals = [*refusals, _no_json_object(bridged)]
+            chat.pop("response_format")
         if not refusals:
             return
         if self._tier.unsupported_fields != "drop":
@@ -78,8 +86,10 @@ class BridgePlan:
         more) are cached apart."""
         if not any(m.upstream.speaks(self.api) for m in self._chain):
             return Incoming(chat)
-        if "reasoning" in self.dropped:
-            body = {k: v for k, v in body.items() if k != "reasoning"}
+        if late := [field for field in LATE_REFUSALS if field in self.dropped]:
+            body = orjson.loads(orjson.dumps(body))
+            for field in late:
+                remove(body, field)
         if self.native_only:
             sorted_body = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
             chat[NATIVE_DIGEST] = hashlib.sha256(sorted_body).hexdigest()
@@ -112,4 +122,18 @@ def _no_reasoning(models: list[Model]) -> Refused:
         f"'reasoning' is not supported by this gateway: {names} is not declared a reasoning "
         "model (reasoning: true in routes.yaml).",
         "reasoning",
+    )
+
+
+def _json_object(chat: Mapping[str, Any]) -> bool:
+    form = chat.get("response_format")
+    return isinstance(form, dict) and form.get("type") == "json_object"
+
+
+def _no_json_object(models: list[Model]) -> Refused:
+    names = ", ".join(sorted({m.name for m in models if m.upstream.api == "anthropic"}))
+    return Refused(
+        f"'text.format' json_object is not supported by this gateway for {names} (behind the "
+        "Anthropic adapter, which has no JSON mode): use a json_schema format.",
+        "text.format",
     )

@@ -9,15 +9,22 @@ import httpx
 import pytest
 
 from tests.conftest import RunningGateway, StartGateway
-from tests.support import DEFAULT_ROUTES
+from tests.mock_upstream import MockUpstream
+from tests.support import DEFAULT_ROUTES, routes_doc
 
 # every model a test names is in a chain (by name it is reachable only so); code falls back
 ROUTES = {**DEFAULT_ROUTES, "text": ["ok", "ok-b", "smart", "drop"], "code": ["fail-503", "ok"]}
 
 
 @pytest.fixture
-def gateway(start_gateway: StartGateway) -> RunningGateway:
-    return start_gateway({"free": {"routes": ROUTES}, "pro": {"routes": ROUTES}})
+def gateway(start_gateway: StartGateway, upstream: MockUpstream) -> RunningGateway:
+    models = routes_doc(upstream.base_url)["models"]
+    cut = {**models["ok"], "model": "mock/ok+length"}  # finishes with length when cut short
+    routes = {**ROUTES, "text": [*ROUTES["text"], "cut"]}
+    return start_gateway(
+        {"free": {"routes": routes}, "pro": {"routes": routes}},
+        routes_extra={"models": {**models, "cut": cut}},
+    )
 
 
 def usage_records(gw: RunningGateway, tier: str, count: int) -> list[dict[str, Any]]:

@@ -1,8 +1,13 @@
-"""docs/protocols.md lists every field of both conformance tables with its disposition."""
+"""docs/protocols.md lists every field of both conformance tables with its disposition, and
+the tables list every request field the installed openai and anthropic SDKs can send."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+from anthropic.types import message_create_params
+from openai.types.responses import response_create_params
 
 from gateway.protocols.fields import MESSAGES, RESPONSES, Field
 
@@ -39,3 +44,18 @@ def test_responses_table() -> None:
 
 def test_messages_table() -> None:
     _check(dict(MESSAGES), "## Messages API: request fields")
+
+
+# SDK parameters sent as headers, not in the body
+HEADERS = {"user_profile_id", "workspace_id"}
+
+
+def _sdk_fields(params: Any) -> set[str]:
+    return {name for cls in params.__mro__ for name in getattr(cls, "__annotations__", {})}
+
+
+def test_every_sdk_field_is_in_a_table() -> None:
+    responses = _sdk_fields(response_create_params.ResponseCreateParamsBase)
+    assert responses - set(RESPONSES) == set()
+    messages = _sdk_fields(message_create_params.MessageCreateParamsBase) - HEADERS
+    assert messages - set(MESSAGES) == set()

@@ -7,6 +7,7 @@ import base64
 import anthropic
 import httpx
 import pytest
+from pydantic import BaseModel
 
 from tests.conftest import RunningGateway
 from tests.mock_upstream import MockUpstream
@@ -69,6 +70,16 @@ def test_text(gateway: RunningGateway, upstream: MockUpstream, bearer: bool) -> 
     assert (record["prompt_tokens"], record["completion_tokens"]) == (11, 5)
 
 
+def test_indicators_and_fallback(gateway: RunningGateway) -> None:
+    raw = client(gateway).messages.with_raw_response.create(
+        model="code", max_tokens=20, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.headers["x-gateway-model"] == "ok"  # fail-503 answered 503 twice
+    assert raw.headers["x-gateway-fallback"] == "true"
+    assert raw.headers["x-gateway-tier"] == "free"
+    assert raw.parse().content[0].text == "Hello from mock/ok w4 w5"  # type: ignore[union-attr]
+
+
 def test_images_base64_and_url(gateway: RunningGateway, upstream: MockUpstream) -> None:
     client(gateway).messages.create(
         model="vision-ok",
@@ -100,7 +111,15 @@ def test_tools_over_two_turns(gateway: RunningGateway, upstream: MockUpstream) -
     first = sdk.messages.create(
         model="smart",
         max_tokens=100,
-        tools=[WEATHER],  # type: ignore[list-item]
+        # strict is carried; the two hints are accepted and not forwarded
+        tools=[
+            {
+                **WEATHER,
+                "strict": True,
+                "cache_control": {"type": "ephemeral"},
+                "eager_input_streaming": True,
+            }
+        ],  # type: ignore[list-item]
         tool_choice={"type": "any", "disable_parallel_tool_use": True},
         messages=[question],  # type: ignore[list-item]
     )
@@ -109,7 +128,17 @@ def test_tools_over_two_turns(gateway: RunningGateway, upstream: MockUpstream) -
     assert use.type == "tool_use" and use.name == "get_weather" and use.input == {"city": "Paris"}
     sent = upstream.requests[-1].json
     assert sent["tool_choice"] == "required" and sent["parallel_tool_calls"] is False
-    assert sent["tools"][0]["function"]["parameters"] == WEATHER["input_schema"]
+    assert sent["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "The weather in a city",
+                "parameters": WEATHER["input_schema"],
+                "strict": True,
+            },
+        }
+    ]
     second = sdk.messages.create(
         model="smart",
         max_tokens=100,
@@ -194,6 +223,36 @@ def test_stream_failure_is_an_error_event(gateway: RunningGateway) -> None:
         list(stream)
 
 
+def test_cut_by_max_tokens(gateway: RunningGateway) -> None:
+    turn = [{"role": "user", "content": "Hi"}]
+    message = client(gateway).messages.create(model="cut", max_tokens=2, messages=turn)  # type: ignore[arg-type]
+    assert message.stop_reason == "max_tokens" and message.content[0].text == "Hello from"  # type: ignore[union-attr]
+    with client(gateway).messages.stream(model="cut", max_tokens=2, messages=turn) as stream:  # type: ignore[arg-type]
+        final = stream.get_final_message()
+    assert final.stop_reason == "max_tokens" and final.usage.output_tokens == 2
+
+
+class City(BaseModel):
+    city: str
+    population: int
+
+
+def test_parse_with_pydantic(gateway: RunningGateway, upstream: MockUpstream) -> None:
+    parsed = client(gateway).messages.parse(
+        model="smart",
+        max_tokens=50,
+        messages=[{"role": "user", "content": "A city?"}],
+        output_format=City,
+        extra_body={"cache_control": {"type": "ephemeral"}},  # accepted, not forwarded
+    )
+    assert parsed.parsed_output == City(city="Paris", population=3)
+    sent = upstream.requests[-1].json
+    form = sent["response_format"]
+    assert form["type"] == "json_schema" and form["json_schema"]["strict"] is True
+    assert form["json_schema"]["schema"]["required"] == ["city", "population"]
+    assert "cache_control" not in sent
+
+
 def test_errors_in_anthropic_shape(gateway: RunningGateway) -> None:
     with pytest.raises(anthropic.AuthenticationError) as raised:
         anthropic.Anthropic(
@@ -211,10 +270,11 @@ def test_errors_in_anthropic_shape(gateway: RunningGateway) -> None:
 
 
 def test_count_tokens_estimate(gateway: RunningGateway) -> None:
-    counted = client(gateway).messages.count_tokens(
+    raw = client(gateway).messages.with_raw_response.count_tokens(
         model="ok", messages=[{"role": "user", "content": "Hello there, how are you?"}]
     )
-    assert counted.input_tokens > 0
+    assert raw.parse().input_tokens > 0
+    assert raw.headers["x-gateway-token-count"] == "estimate; characters/4"
     answer = httpx.post(
         f"{gateway.base_url}/messages/count_tokens",
         headers={"x-api-key": "sk-wrong"},

@@ -21,6 +21,9 @@ RESPONSES_REFUSED: dict[str, Any] = {
     "prompt": {"id": "pmpt_1"},
     "conversation": "conv_1",
     "prompt_cache_retention": "24h",
+    "prompt_cache_options": {"mode": "explicit"},
+    "context_management": [{"type": "compaction"}],
+    "moderation": {"model": "omni-moderation-latest"},
 }
 MESSAGES_REFUSED: dict[str, Any] = {
     "service_tier": "standard_only",
@@ -28,12 +31,20 @@ MESSAGES_REFUSED: dict[str, Any] = {
     "container": "container_1",
     "mcp_servers": [{"type": "url", "url": "https://mcp.example", "name": "x"}],
     "context_management": {"edits": []},
+    "diagnostics": {"previous_message_id": None},
+    "inference_geo": "us",
+    "speed": "fast",
 }
 # nested values refused by name: (field path named, body update)
 RESPONSES_NESTED: list[tuple[str, dict[str, Any]]] = [
     ("tools[0].type", {"tools": [{"type": "web_search"}]}),
     ("tools[1].type", {"tools": [{"type": "function", "name": "f"}, {"type": "file_search"}]}),
     ("tools[0].type", {"tools": [{"type": "computer_use_preview"}]}),
+    (
+        "tools[0].defer_loading",
+        {"tools": [{"type": "function", "name": "f", "defer_loading": True}]},
+    ),
+    ("tools[0].output_schema", {"tools": [{"type": "function", "name": "f", "output_schema": {}}]}),
     ("tool_choice", {"tool_choice": {"type": "web_search_preview"}}),
     ("reasoning", {"reasoning": {"effort": "high"}}),  # no model of the chain reasons
     ("reasoning.summary", {"reasoning": {"summary": "auto"}}),
@@ -55,6 +66,8 @@ RESPONSES_NESTED: list[tuple[str, dict[str, Any]]] = [
 ]
 MESSAGES_NESTED: list[tuple[str, dict[str, Any]]] = [
     ("tools[0].type", {"tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
+    ("tools[0].input_examples", {"tools": [{"name": "f", "input_examples": [{"a": 1}]}]}),
+    ("tools[0].defer_loading", {"tools": [{"name": "f", "defer_loading": True}]}),
     (
         "messages[0].content[0].type",
         {"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]},
@@ -64,6 +77,7 @@ MESSAGES_NESTED: list[tuple[str, dict[str, Any]]] = [
         {"messages": [{"role": "assistant", "content": [{"type": "thinking", "thinking": "x"}]}]},
     ),
     ("metadata.tenant", {"metadata": {"tenant": "x"}}),
+    ("output_config.effort", {"output_config": {"effort": "high"}}),
 ]
 
 

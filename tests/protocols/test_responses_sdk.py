@@ -105,12 +105,18 @@ def test_image_input(gateway: RunningGateway, upstream: MockUpstream) -> None:
 def test_function_tools_over_two_turns(gateway: RunningGateway, upstream: MockUpstream) -> None:
     openai_client = client(gateway)
     first = openai_client.responses.create(
-        model="smart", input="Weather in Paris?", tools=[WEATHER], tool_choice="auto"
+        model="smart",
+        input="Weather in Paris?",
+        tools=[WEATHER],
+        tool_choice={"type": "function", "name": "get_weather"},
+        parallel_tool_calls=False,
     )
     [call] = first.output
     assert call.type == "function_call" and call.name == "get_weather"
     assert call.call_id.startswith("call_mock_") and call.arguments == '{"city": "Paris"}'
     sent = upstream.requests[-1].json
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert sent["parallel_tool_calls"] is False
     assert sent["tools"] == [
         {
             "type": "function",
@@ -145,6 +151,35 @@ def test_function_tools_over_two_turns(gateway: RunningGateway, upstream: MockUp
         },
         {"role": "tool", "tool_call_id": call.call_id, "content": "22C, sunny"},
     ]
+
+
+def test_function_tools_replaying_the_output_items(
+    gateway: RunningGateway, upstream: MockUpstream
+) -> None:
+    """The SDK's usual loop without stored state: the answer's items go back as input."""
+    sdk = client(gateway)
+    question = {"role": "user", "content": "Weather in Paris?"}
+    first = sdk.responses.create(model="smart", input=[question], tools=[WEATHER], store=False)  # type: ignore[list-item]
+    [call] = first.output
+    assert call.type == "function_call"
+    output = {"type": "function_call_output", "call_id": call.call_id, "output": "22C"}
+    second = sdk.responses.create(
+        model="smart",
+        input=[question, *first.output, output],  # type: ignore[list-item]
+        tools=[WEATHER],  # type: ignore[list-item]
+        store=False,
+    )
+    assert second.output_text.startswith("Hello from mock/smart")
+    assert [m["role"] for m in upstream.requests[-1].json["messages"]] == [
+        "user",
+        "assistant",
+        "tool",
+    ]
+    thanks = {"role": "user", "content": "Thanks"}
+    history = [question, *first.output, output, *second.output, thanks]
+    sdk.responses.create(model="smart", input=history, store=False)  # type: ignore[arg-type]
+    replayed = upstream.requests[-1].json["messages"][3]
+    assert replayed == {"role": "assistant", "content": second.output_text}
 
 
 def test_stream_text(gateway: RunningGateway) -> None:
@@ -216,8 +251,17 @@ def test_json_object(gateway: RunningGateway, upstream: MockUpstream) -> None:
 
 
 def test_length_is_incomplete(gateway: RunningGateway) -> None:
-    response = client(gateway).responses.create(model="ok", input="Hi", max_output_tokens=2)
-    assert response.status == "incomplete" or response.output_text == "Hello from"
+    sdk = client(gateway)
+    response = sdk.responses.create(model="cut", input="Hi", max_output_tokens=2)
+    assert response.status == "incomplete" and response.output_text == "Hello from"
+    assert response.incomplete_details is not None
+    assert response.incomplete_details.reason == "max_output_tokens"
+    with sdk.responses.stream(model="cut", input="Hi", max_output_tokens=2) as stream:
+        last = list(stream)[-1]
+    assert last.type == "response.incomplete"
+    assert last.response.incomplete_details is not None
+    assert last.response.incomplete_details.reason == "max_output_tokens"
+    assert sdk.responses.create(model="cut", input="Hi").status == "completed"
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -233,16 +277,28 @@ def test_store_get_delete_and_input_items(gateway: RunningGateway, stream: bool)
     assert fetched.id == created.id and fetched.output_text == created.output_text
     items = openai_client.responses.input_items.list(created.id)
     assert [item.type for item in items.data] == ["message"]
+    stranger = client(gateway, "pro")  # another user's: absent for every endpoint
     with pytest.raises(openai.NotFoundError):
-        client(gateway, "pro").responses.retrieve(created.id)  # another user's
+        stranger.responses.retrieve(created.id)
+    with pytest.raises(openai.NotFoundError):
+        stranger.responses.input_items.list(created.id)
+    with pytest.raises(openai.NotFoundError):
+        stranger.responses.delete(created.id)
+    assert openai_client.responses.retrieve(created.id).id == created.id  # still there
     openai_client.responses.delete(created.id)
     with pytest.raises(openai.NotFoundError):
         openai_client.responses.retrieve(created.id)
 
 
-def test_store_false_keeps_nothing(gateway: RunningGateway) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+def test_store_false_keeps_nothing(gateway: RunningGateway, stream: bool) -> None:
     openai_client = client(gateway)
-    created = openai_client.responses.create(model="ok", input="Hi", store=False)
+    if stream:
+        with openai_client.responses.stream(model="ok", input="Hi", store=False) as streamed:
+            list(streamed)
+            created = streamed.get_final_response()
+    else:
+        created = openai_client.responses.create(model="ok", input="Hi", store=False)
     assert created.store is False
     with pytest.raises(openai.NotFoundError):
         openai_client.responses.retrieve(created.id)

@@ -1,4 +1,5 @@
-"""Stored responses in Redis: kept across gateways sharing it, and a store outage is a 503."""
+"""Stored responses in Redis: kept across gateways sharing it under the owner's key with the
+configured TTL, and a store outage is a 503."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import openai
 from gateway.config.runtime import Runtime
 from tests.conftest import StartGateway
 from tests.protocols.conftest import ROUTES
-from tests.redis_fixture import RedisServer
+from tests.redis_fixture import RedisServer, command
 
 
 def test_in_redis_and_outage(start_gateway: StartGateway, redis: RedisServer) -> None:
@@ -20,6 +21,10 @@ def test_in_redis_and_outage(start_gateway: StartGateway, redis: RedisServer) ->
     )
     other = openai.OpenAI(base_url=two.base_url, api_key=two.key(), max_retries=0)
     assert other.responses.retrieve(created.id).output_text == created.output_text
+    [key] = command(redis.port, "KEYS", f"*:resp:{created.id}").split(b"\r\n")[2:-1:2]
+    assert key.startswith(b"gw:{u:user-free}:")  # under its owner, never the id alone
+    ttl = int(command(redis.port, "TTL", key.decode())[1:-2])
+    assert 29 * 86400 < ttl <= 30 * 86400  # settings.responses_ttl_days: 30 by default
     redis.stop()
     try:
         answer = httpx.post(

@@ -87,6 +87,46 @@ def test_responses_bad_input_names_the_param(body: dict[str, Any], param: str) -
     assert raised.value.param == param
 
 
+def test_responses_item_metadata_is_accepted_and_other_keys_refused() -> None:
+    replayed = {
+        "type": "message",
+        "id": "msg_1",
+        "status": "completed",
+        "phase": "final_answer",
+        "role": "assistant",
+        "content": [
+            {"type": "output_text", "text": "Hi.", "annotations": [], "logprobs": []},
+        ],
+    }
+    question = {
+        "role": "user",
+        "content": [{"type": "input_text", "text": "Again?", "prompt_cache_breakpoint": {}}],
+    }
+    chat = chat_of({"model": "m", "input": [replayed, question]})
+    assert chat["messages"] == [
+        {"role": "assistant", "content": "Hi."},
+        {"role": "user", "content": "Again?"},
+    ]
+    call = {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}
+    for item, param in [
+        ({**call, "namespace": "billing"}, "input[0].namespace"),
+        (
+            {**question, "content": [{"type": "input_text", "text": "x", "cache": 1}]},
+            "input[0].content[0].cache",
+        ),
+        (
+            {"type": "function_call_output", "call_id": "c", "output": "x", "caller": {}},
+            "input[0].caller",
+        ),
+    ]:
+        with pytest.raises(InvalidRequest) as raised:
+            chat_of({"model": "m", "input": [item]})
+        assert raised.value.param == param
+    assert chat_of({"model": "m", "input": [{**call, "namespace": None}]})["messages"][0][
+        "tool_calls"
+    ]
+
+
 def test_responses_answer_statuses() -> None:
     call = responses.translate_request({"model": "m", "input": "x"}, [])
     document = {
@@ -135,6 +175,38 @@ def test_messages_turns_become_chat() -> None:
         {"role": "user", "content": "And?"},
     ]
     assert call.chat["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+
+
+def test_messages_block_hints_accepted_and_other_keys_refused() -> None:
+    text = {"type": "text", "text": "Hi", "cache_control": {"type": "ephemeral"}, "citations": []}
+    base = {"model": "m", "max_tokens": 5}
+    chat = messages.translate_request({**base, "messages": [{"role": "user", "content": [text]}]})
+    assert chat.chat["messages"] == [{"role": "user", "content": "Hi"}]
+    use = {"type": "tool_use", "id": "t", "name": "f", "input": {}, "caller": None}
+    for turn, param in [
+        (
+            {"role": "assistant", "content": [{**use, "caller": {"type": "direct"}}]},
+            "messages[0].content[0].caller",
+        ),
+        (
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "t", "toolset_name": "x"}],
+            },
+            "messages[0].content[0].toolset_name",
+        ),
+        (
+            {"role": "user", "content": [{"type": "image", "source": {}, "transformations": [{}]}]},
+            "messages[0].content[0].transformations",
+        ),
+        ({"role": "user", "content": "Hi", "name": "bob"}, "messages[0].name"),
+    ]:
+        with pytest.raises(InvalidRequest) as raised:
+            messages.translate_request({**base, "messages": [turn]})
+        assert raised.value.param == param
+    assert messages.translate_request(
+        {**base, "messages": [{"role": "assistant", "content": [use]}]}
+    )
 
 
 def test_messages_answer() -> None:

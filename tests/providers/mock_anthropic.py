@@ -3,6 +3,8 @@
 The model id picks the behaviour: ``*tools*`` answers with a ``tool_use`` block, ``*overloaded*``
 answers 529 ``overloaded_error``, ``*ratelimited*`` 429 ``rate_limit_error``, ``*midstream*``
 streams a little text then an ``error`` event, ``*cache*`` reports prompt-caching usage.
+A request with ``output_config.format`` (structured outputs) is answered with JSON fitting its
+schema.
 Streams follow the documented event sequence, ``ping`` included.
 """
 
@@ -16,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.mock_upstream import schema_sample
+
 
 def _usage(model: str) -> dict[str, int]:
     usage = {"input_tokens": 11, "output_tokens": 7}
@@ -24,7 +28,10 @@ def _usage(model: str) -> dict[str, int]:
     return usage
 
 
-def _content(model: str) -> list[dict[str, Any]]:
+def _content(model: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    form = (body.get("output_config") or {}).get("format")
+    if isinstance(form, dict) and form.get("type") == "json_schema":
+        return [{"type": "text", "text": json.dumps(schema_sample(form.get("schema")))}]
     if "tools" in model:
         return [
             {"type": "text", "text": "Let me check."},
@@ -42,7 +49,7 @@ def _event(kind: str, data: dict[str, Any]) -> bytes:
     return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-def _stream(model: str) -> list[bytes]:
+def _stream(model: str, body: dict[str, Any]) -> list[bytes]:
     usage = _usage(model)
     message = {
         "id": "msg_01",
@@ -56,7 +63,7 @@ def _stream(model: str) -> list[bytes]:
     }
     events = [_event("message_start", {"type": "message_start", "message": message})]
     events.append(_event("ping", {"type": "ping"}))
-    for index, block in enumerate(_content(model)):
+    for index, block in enumerate(_content(model, body)):
         if block["type"] == "text":
             start = {"type": "text", "text": ""}
             words = block["text"].split(" ")
@@ -132,7 +139,7 @@ class MockAnthropic:
         if body.get("stream"):
 
             async def chunks() -> Any:
-                for event in _stream(model):
+                for event in _stream(model, body):
                     yield event
 
             return StreamingResponse(chunks(), media_type="text/event-stream")
@@ -141,7 +148,7 @@ class MockAnthropic:
             "id": "msg_01",
             "type": "message",
             "role": "assistant",
-            "content": _content(model),
+            "content": _content(model, body),
             "model": model,
             "stop_reason": reason,
             "stop_sequence": None,

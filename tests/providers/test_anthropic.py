@@ -142,6 +142,27 @@ def test_non_streamed_tool_calls(client):
     assert json.loads(call.function.arguments) == {"city": "Paris", "unit": "c"}
 
 
+def test_json_schema_response_format_is_a_structured_output(client, anthropic):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    completion = client.chat.completions.create(
+        model="claude",
+        messages=[{"role": "user", "content": "A city?"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": schema}},
+    )
+    assert json.loads(completion.choices[0].message.content) == {"city": "Paris"}
+    assert anthropic.requests[-1]["output_config"] == {
+        "format": {"type": "json_schema", "schema": schema}
+    }
+
+
+def test_strict_tools_stay_strict(client, anthropic):
+    strict = [{**TOOLS[0], "function": {**TOOLS[0]["function"], "strict": True}}]
+    client.chat.completions.create(
+        model="claude-tools", messages=[{"role": "user", "content": "Paris?"}], tools=strict
+    )
+    assert anthropic.requests[-1]["tools"][0]["strict"] is True
+
+
 def test_streamed_text_with_usage(client):
     stream = client.chat.completions.create(
         model="claude",

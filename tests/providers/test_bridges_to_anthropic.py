@@ -3,9 +3,12 @@ goes chat → Messages through the Anthropic adapter, the answer back the same w
 
 from __future__ import annotations
 
+import base64
+
 import anthropic
 import openai
 import pytest
+from pydantic import BaseModel
 
 from tests.conftest import RunningGateway
 from tests.providers.conftest import StartProviders
@@ -72,6 +75,74 @@ def test_responses_tools_and_previous_response(
             "content": [{"type": "tool_result", "tool_use_id": "toolu_01", "content": "22C"}],
         },
     ]
+
+
+def test_responses_image_input(gateway: RunningGateway, anthropic: MockAnthropic) -> None:
+    png = base64.b64encode(b"\x89PNG fake").decode()
+    response = responses_client(gateway).responses.create(
+        model="claude",
+        input=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "What is this?"},
+                    {"type": "input_image", "image_url": f"data:image/png;base64,{png}"},
+                ],
+            }
+        ],
+    )
+    assert response.output_text == "Hello from Claude"
+    assert anthropic.requests[-1]["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/png", "data": png},
+                },
+            ],
+        }
+    ]
+
+
+class City(BaseModel):
+    city: str
+    population: int
+
+
+def test_responses_parse_as_structured_output(
+    gateway: RunningGateway, anthropic: MockAnthropic
+) -> None:
+    parsed = responses_client(gateway).responses.parse(
+        model="claude", input="A city?", text_format=City
+    )
+    assert parsed.output_parsed == City(city="Paris", population=3)
+    form = anthropic.requests[-1]["output_config"]["format"]
+    assert form["type"] == "json_schema"
+    assert form["schema"]["required"] == ["city", "population"]
+
+
+def test_responses_json_object_refused_by_name(
+    gateway: RunningGateway, anthropic: MockAnthropic
+) -> None:
+    sdk = responses_client(gateway)
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk.responses.create(model="claude", input="JSON", text={"format": {"type": "json_object"}})
+    assert raised.value.body["param"] == "text.format"  # type: ignore[index]
+    assert anthropic.requests == []
+
+
+def test_responses_json_object_dropped_with_a_header(
+    start_providers: StartProviders, anthropic: MockAnthropic
+) -> None:
+    gw = start_providers({"text": ["claude"]}, tier={"unsupported_fields": "drop"})
+    raw = responses_client(gw).responses.with_raw_response.create(
+        model="claude", input="JSON", text={"format": {"type": "json_object"}}
+    )
+    assert raw.headers["x-gateway-dropped-fields"] == "text.format"
+    assert raw.parse().output_text == "Hello from Claude"
+    assert "output_config" not in anthropic.requests[-1]
 
 
 def test_responses_stream_tool_arguments(gateway: RunningGateway) -> None:

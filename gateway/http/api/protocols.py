@@ -103,6 +103,10 @@ async def input_items(request: Request) -> Response:
     )
 
 
+ESTIMATE_HEADER = "x-gateway-token-count"
+ESTIMATE_METHOD = "estimate; characters/4"
+
+
 async def count_tokens(request: Request) -> Response:
     """An estimate of the prompt's tokens (characters / 4, images and messages at a flat
     rate): the gateway cannot ask every upstream's tokenizer."""
@@ -120,7 +124,8 @@ async def count_tokens(request: Request) -> Response:
     tokens = estimate_prompt_tokens(call.chat)
     if tools := call.chat.get("tools"):
         tokens += estimate_text_tokens(orjson.dumps(tools).decode())
-    return json_response({"input_tokens": tokens})
+    # said in-band too: a client may not have read the docs
+    return json_response({"input_tokens": tokens}, headers={ESTIMATE_HEADER: ESTIMATE_METHOD})
 
 
 def routes() -> list[Route]:
