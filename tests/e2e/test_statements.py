@@ -217,7 +217,9 @@ def test_downloads_csv_xlsx_and_strings_stay_strings(gw: Any) -> None:
             max_tokens=5,
             extra_headers={"x-gateway-tags": "=1-1"},
         )
+    chat(gw, "free")  # another user's record: never in the paid user's own export
     records(gw, "paid", 1)
+    records(gw, "free", 1)
     csv_text = get(gw, f"/v1/me/statements/{MONTH}", gw.key("paid"), format="csv")
     assert csv_text.status_code == 200 and csv_text.headers["content-type"].startswith("text/csv")
     header, row = csv_text.text.splitlines()[:2]
@@ -238,6 +240,7 @@ def test_downloads_csv_xlsx_and_strings_stay_strings(gw: Any) -> None:
     assert all(formula is None for _, formula, _ in cells)
     texts = [value for kind, _, value in cells if kind in ("s", "inlineStr", "str")]
     assert "=1-1" in texts and "charged_usd" in texts and "list_cost_usd" in texts
+    assert "user-paid" in texts and "user-free" not in texts
     admin_export = get(
         gw, "/v1/admin/usage/export", ADMIN, format="xlsx", start="0", end="2027-02-01"
     )

@@ -138,6 +138,26 @@ def test_check_warns_about_unset_and_unread_variables() -> None:
     assert "sk-typo" not in result.stderr + result.stdout
 
 
+def test_check_says_which_tier_has_no_cached_response_fallback(tmp_path) -> None:
+    """The shipped tiers all keep one (no warning); with one tier's cache section removed,
+    `gateway check` names that tier and still passes."""
+    import shutil
+
+    import yaml
+
+    shipped = gateway("check")
+    assert shipped.returncode == 0, shipped.stderr
+    assert "cached-response fallback" not in shipped.stderr
+    shutil.copy(ROOT / "routes.yaml", tmp_path / "routes.yaml")
+    tiers = yaml.safe_load((ROOT / "tiers.yaml").read_text())
+    del tiers["tiers"]["enterprise"]["cache"]
+    (tmp_path / "tiers.yaml").write_text(yaml.safe_dump(tiers))
+    result = gateway("check", "--config-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if "cached-response fallback" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: tier enterprise:"), warned
+
+
 def test_check_names_a_bad_base_url_variable() -> None:
     result = gateway("check", env={"TOGETHER_BASE_URL": "api.together.xyz"})
     assert result.returncode == 1

@@ -2,7 +2,7 @@
 
 The upstream is a real local server that records the key each request carries, so the switch
 for users' own keys and the one-step rotation of a system key are checked by what the upstream
-is sent, not by what the page says. Also: editors for every tier quota limit (and the API's
+is sent, not by what the page says. Also: editors for every tier and user quota limit (and the API's
 errors shown in the page), quota requests for any limit, the Users list, the own-key form on
 /ui/me off per provider, human reset times, four-decimal money, the overview at 1400 px, and
 a viewer's (or a CSRF-less) write refused on each new control.
@@ -211,6 +211,31 @@ def test_quota_editors_for_every_limit(browser: Browser, served: Gateway) -> Non
     again = api(served, "GET", "/v1/admin/tiers/free/quotas/text_generation").json()
     assert again["quota"]["tokens_per_request"] == 2000
     api(served, "DELETE", "/v1/admin/tiers/free/quotas/text_generation")
+    browser.sign_out()
+
+
+def test_a_users_custom_quota_editor_takes_every_limit(browser: Browser, served: Gateway) -> None:
+    """The Users page's own editor (a user's override), not only the tier's: tokens per
+    request and audio minutes per day are written, and shown in the user's quota table."""
+    from selenium.webdriver.support.ui import Select
+
+    browser.driver.set_window_size(1280, 800)
+    browser.sign_in(ADMIN)
+    browser.visit(f"/ui/users?user={USER}", "users-custom-quota", ready="#user-quotas tbody tr")
+    assert "The tier's quotas apply." in text(browser, "user-quotas")
+    form = browser.driver.find_element("id", "user-quota")
+    Select(form.find_element("name", "capability")).select_by_visible_text("text_generation")
+    form.find_element("name", "tokens_per_request").send_keys("1500")
+    form.find_element("name", "minutes_per_day").send_keys("7.5")
+    form.find_element("css selector", "button[type=submit]").click()
+    notice_says(browser, "Quota saved.")
+    override = api(served, "GET", f"/v1/admin/users/{USER}").json()
+    granted = override["quotas"]["text_generation"]
+    assert (granted["tokens_per_request"], granted["minutes_per_day"]) == (1500, 7.5)
+    assert granted.get("requests_per_day") is None  # left empty: the tier's limit applies
+    browser.wait(lambda: "tokens/request: 1500" in text(browser, "user-quotas"))
+    assert "audio minutes/day: 7.5" in text(browser, "user-quotas")
+    api(served, "DELETE", f"/v1/admin/users/{USER}/quotas/text_generation")
     browser.sign_out()
 
 

@@ -3,7 +3,11 @@ what was charged) and the operator's list, at desktop and phone widths."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import time
+import zipfile
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -71,8 +75,7 @@ def test_statement_pages_in_chromium(browser: Browser, served: Gateway) -> None:
     assert browser.driver.find_element("id", "total").text == f"${total:,.4f}"
     discount = browser.driver.find_element("id", "discount").text
     assert discount == "\u2212" + f"${Decimal(str(expected['byok_discount_usd'])):,.4f}"
-    status, body = browser.fetch(f"/v1/me/statements/{month}?format=csv")
-    assert status == 200 and USER in body
+    downloads_hold(browser, USER, expected["total_usd"])
     browser.driver.set_window_size(390, 844)
     browser.visit(f"/ui/me/statement?month={month}", "my-statement-phone", ready="#total")
     browser.driver.set_window_size(1280, 800)
@@ -82,6 +85,34 @@ def test_statement_pages_in_chromium(browser: Browser, served: Gateway) -> None:
     browser.visit(f"/ui/statements?month={month}", "statements", ready="#statements")
     table = browser.driver.find_element("id", "statements").text
     assert USER in table and f"${total:,.4f}" in table
-    status, _ = browser.fetch(f"/v1/admin/statements?month={month}&format=xlsx")
-    assert status == 200
+    downloads_hold(browser, USER, expected["total_usd"])
     browser.sign_out()
+
+
+def downloads_hold(browser: Browser, user: str, total_usd: str) -> None:
+    """Each of the page's CSV, JSON and XLSX links, fetched with the page's session: the
+    user's row and the statement's total in each (a list of statements on the operator's)."""
+    link = {
+        kind: str(browser.driver.find_element("id", f"download-{kind}").get_attribute("href"))
+        for kind in ("csv", "json", "xlsx")
+    }
+    status, csv_text = browser.fetch(link["csv"])
+    assert status == 200, link["csv"]
+    summary = csv_text.split("\n\n", 1)[0]  # the summary table, then the usage lines
+    rows = list(csv.DictReader(io.StringIO(summary)))
+    mine = [row for row in rows if row["user"] == user]
+    assert len(mine) == 1 and mine[0]["total_usd"] == total_usd, rows
+    status, json_text = browser.fetch(link["json"])
+    assert status == 200, link["json"]
+    document = json.loads(json_text)
+    statements = document.get("data", [document])
+    assert [s["total_usd"] for s in statements if s["user"] == user] == [total_usd]
+    status, raw = browser.fetch(link["xlsx"], binary=True)
+    assert status == 200, link["xlsx"]
+    with zipfile.ZipFile(io.BytesIO(bytes(raw))) as book:
+        text = "".join(
+            book.read(name).decode()
+            for name in book.namelist()
+            if name.startswith("xl/worksheets/") or name == "xl/sharedStrings.xml"
+        )
+    assert user in text and "<f>" not in text
