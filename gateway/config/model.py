@@ -62,8 +62,10 @@ class Upstream:
 
 # The provider APIs an upstream may speak: OpenAI-compatible (relayed as is), Anthropic's
 # Messages API (translated), and the video job APIs.
-UPSTREAM_APIS = ("openai", "anthropic", "openai-videos", "together-video", "replicate", "runway")
-VIDEO_APIS = frozenset({"openai-videos", "together-video", "replicate", "runway"})
+UPSTREAM_APIS = (
+    "openai", "anthropic", "openai-videos", "together-video", "replicate", "runway", "stability",
+)  # fmt: skip
+VIDEO_APIS = frozenset({"openai-videos", "together-video", "replicate", "runway", "stability"})
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,10 @@ def _parse_error_body(
     except orjson.JSONDecodeError:
         document = None
     if isinstance(document, dict):
+        errors = document.get("errors")  # Stability's {"id", "name", "errors": [...]}
+        if "error" not in document and isinstance(errors, list) and errors:
+            message = "; ".join(str(e) for e in errors)
+            return message, None, _text(document.get("name")), None
         error = document.get("error", document)
         if isinstance(error, str):
             return error, None, None, None

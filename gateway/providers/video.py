@@ -1,6 +1,7 @@
 """Video job APIs: submit, poll, fetch.
 
-OpenAI /videos, Together /videos, Replicate predictions, Runway tasks (``runway``)."""
+OpenAI /videos, Together /videos, Replicate predictions, Runway tasks (``runway``), Stability's
+image-to-video (``stability``: its result is the video itself, see ``stability``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import httpx
 import orjson
 
 from gateway.config.model import Model, Upstream
-from gateway.providers import runway
+from gateway.providers import runway, stability
 from gateway.providers.openai import upstream_url
 from gateway.secret import Secret
 
@@ -56,6 +57,16 @@ def submit_request(
         path, body = _replicate_create(model.upstream_model, prompt, seconds)
     elif api == "runway":
         path, body = runway.create(model.upstream_model, fields, files, seconds)
+    elif api == "stability":
+        data, image = stability.create(fields, files)
+        return httpx.Request(
+            "POST",
+            upstream_url(upstream.base_url, stability.CREATE_PATH),
+            data=data,
+            files=image,
+            headers=_headers(upstream, api_key, request_id),
+            extensions={"timeout": timeouts(upstream)},
+        )
     elif api == "together-video":
         path = "/videos"
         body = {"model": model.upstream_model, "prompt": prompt, "seconds": str(seconds)}
@@ -104,17 +115,37 @@ def submitted_id(body: bytes) -> str | None:
     return str(job_id) if job_id else None
 
 
-STATUS_PATHS = {"replicate": "/predictions/{id}", "runway": "/tasks/{id}"}
+STATUS_PATHS = {
+    "replicate": "/predictions/{id}",
+    "runway": "/tasks/{id}",
+    "stability": stability.RESULT_PATH,
+}
 
 
 def status_request(upstream: Upstream, upstream_id: str, api_key: Secret | None) -> httpx.Request:
     path = STATUS_PATHS.get(upstream.api, "/videos/{id}").format(id=upstream_id)
+    headers = _headers(upstream, api_key, "")
+    if upstream.api == "stability":  # the video's bytes, not a JSON document with its base64
+        headers["accept"] = stability.ACCEPT_VIDEO
     return httpx.Request(
         "GET",
         upstream_url(upstream.base_url, path),
-        headers=_headers(upstream, api_key, ""),
+        headers=headers,
         extensions={"timeout": timeouts(upstream)},
     )
+
+
+async def headline_state(api: str, response: httpx.Response) -> JobState | None:
+    """The state a status answer tells by its status and headers alone, the answer then closed
+    unread (Stability's finished result is the video itself); None: read its body."""
+    if api != "stability":
+        return None
+    told = stability.result_state(response.status_code, response.headers)
+    if told is None:
+        return None
+    await response.aclose()
+    status, error = told
+    return JobState(status, 100 if status == "completed" else 0, error)
 
 
 def job_state(api: str, body: bytes) -> JobState:
@@ -164,6 +195,8 @@ def content_request(
 ) -> httpx.Request | None:
     """The GET for the video's bytes at the upstream itself; None for the APIs that name a
     URL of their choosing instead (``JobState.content_url``, fetched by ``content_fetch``)."""
+    if upstream.api == "stability":  # the result answer again, its body streamed through
+        return status_request(upstream, upstream_id, api_key)
     if upstream.api in ("openai-videos", "openai"):
         url = upstream_url(upstream.base_url, f"/videos/{upstream_id}/content")
         return httpx.Request(

@@ -285,14 +285,15 @@ class VideoJobs:
         request = video.status_request(upstream, record["upstream_id"], key)
         try:
             response = await self._transport.handle_async_request(request)
-            body = await read_body(response, MAX_STATUS_BYTES)
+            state = await video.headline_state(upstream.api, response)
+            body = b"" if state is not None else await read_body(response, MAX_STATUS_BYTES)
         except (httpx.HTTPError, GatewayError):
             return record  # unknown for now: ask again later
-        if response.status_code >= 400:
+        if state is None and response.status_code >= 400:
             if response.status_code != 404:
                 return record
             state = video.JobState("failed", 0, "the upstream no longer knows this job")
-        else:
+        elif state is None:
             state = video.job_state(upstream.api, body)
         updated = {**record, "status": state.status, "progress": state.progress}
         if state.status in video.TERMINAL:
