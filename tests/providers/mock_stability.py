@@ -1,5 +1,7 @@
-"""A local Stability AI image-to-video API, written from its public v2beta reference (Stable
-Video Diffusion; platform.stability.ai's API reference as mirrored by generated clients):
+"""A local Stability AI image-to-video API, written from its public v2beta reference.
+
+Stable Video Diffusion, as platform.stability.ai's API reference is mirrored by generated
+clients and OpenAPI copies (see docs/providers.md, "Stability AI"):
 
 - ``POST /v2beta/image-to-video``, multipart: ``image`` (PNG or JPEG of 1024x576, 576x1024 or
   768x768) and optional ``seed`` (0..4294967294), ``cfg_scale`` (0..10) and

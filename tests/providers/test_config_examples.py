@@ -20,7 +20,7 @@ def blocks(kind: str) -> list[dict]:
 def test_each_provider_example_loads():
     routes = [*blocks("routes.yaml")]
     tiers = blocks("tiers.yaml")
-    assert len(routes) == 2 and len(tiers) == 2
+    assert len(routes) == 3 and len(tiers) == 2
     merged = {"upstreams": {}, "models": {}}
     for doc in routes:
         merged["upstreams"].update(doc["upstreams"])
@@ -41,6 +41,7 @@ def test_each_provider_example_loads():
     assert config.upstreams["anthropic"].api == "anthropic"
     assert config.upstreams["together-video"].video_content == "redirect"
     assert config.models["sora-2"].price.per_second == 0.10
+    assert config.models["stable-video"].upstream.api == "stability"
     assert [m.name for m in config.tiers["pro"].routes["video"]] == ["sora-2", "kling", "wan-video"]
 
 

@@ -1,6 +1,7 @@
-"""Video jobs on Stability AI's image-to-video API through /v1/videos (the openai SDK and plain
-HTTP), against a mock written from Stability's public v2beta reference: the first frame sent
-as ``image``, the job polled at its result endpoint, the video's bytes streamed through."""
+"""Video jobs on Stability AI's image-to-video API through /v1/videos, SDK and plain HTTP.
+
+Against a mock written from Stability's public v2beta reference: the first frame sent as
+``image``, the job polled at its result endpoint, the video's bytes streamed through."""
 
 from __future__ import annotations
 
