@@ -54,6 +54,12 @@ def png(width: int, height: int, padding: int = 64) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk + b"\x00" * padding
 
 
+def jpeg(width: int, height: int) -> bytes:
+    """A JPEG's start and baseline frame header (all the mock reads)."""
+    frame = b"\x08" + struct.pack(">HH", height, width) + b"\x03" + b"\x00" * 9
+    return b"\xff\xd8\xff\xc0" + struct.pack(">H", len(frame) + 2) + frame + b"\xff\xd9"
+
+
 def image_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) of a PNG or JPEG, None for anything else."""
     if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":

@@ -13,7 +13,13 @@ import httpx
 import openai
 import pytest
 
-from tests.providers.mock_stability import FILTERED_SEED, STABILITY_KEY, MockStability, png
+from tests.providers.mock_stability import (
+    FILTERED_SEED,
+    STABILITY_KEY,
+    MockStability,
+    jpeg,
+    png,
+)
 from tests.providers.mock_video import VIDEO_BYTES
 from tests.providers.test_videos import records, sdk, wait_done
 from tests.support import ThreadedServer
@@ -84,14 +90,35 @@ def test_an_uploaded_frame_is_polled_to_completion_and_its_video_streamed(gw, st
     assert record["video_ms"] == 4000 and record["cost_usd"] == pytest.approx(0.20)
 
 
-def test_a_data_uri_frame_in_a_json_request(gw, stability_server):
+@pytest.mark.parametrize(
+    ("frame", "content_type"),
+    [(png(768, 768), "image/png"), (jpeg(576, 1024), "image/jpeg")],
+    ids=["png", "jpeg"],
+)
+def test_a_data_uri_frame_in_a_json_request(gw, stability_server, frame, content_type):
     mock = stability_server[0]
-    uri = "data:image/png;base64," + base64.b64encode(png(768, 768)).decode()
+    uri = f"data:{content_type};base64," + base64.b64encode(frame).decode()
     response = post_video(gw, {"model": "svd", "prompt": "x", "input_reference": uri})
     assert response.status_code == 200, response.text
-    assert mock.submissions[-1]["image"] == png(768, 768)
+    sent = mock.submissions[-1]
+    assert sent["image"] == frame and sent["content_type"] == content_type
     with sdk(gw) as client:
         assert wait_done(client, response.json()["id"]).status == "completed"
+
+
+def test_a_result_stability_no_longer_keeps_is_a_502_for_its_content(gw, stability_server):
+    mock = stability_server[0]
+    with sdk(gw) as client:
+        job = client.videos.create(
+            model="svd", prompt="x", input_reference=("frame.png", FRAME, "image/png")
+        )
+        assert wait_done(client, job.id).status == "completed"
+        mock.generations.clear()  # Stability deletes a result 24 hours after generation
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.videos.download_content(job.id)
+        assert refused.value.status_code == 502
+        assert "404" in refused.value.message
+        assert client.videos.retrieve(job.id).status == "completed"  # the job itself stands
 
 
 @pytest.mark.parametrize(
