@@ -115,6 +115,9 @@ def submitted_id(body: bytes) -> str | None:
     return str(job_id) if job_id else None
 
 
+# how many of the watcher's poll intervals apart an API's jobs are asked about: Stability
+# asks for no more than one poll every 10 s (twice the default interval of 5 s)
+POLL_PACE = {"stability": 2}
 STATUS_PATHS = {
     "replicate": "/predictions/{id}",
     "runway": "/tasks/{id}",

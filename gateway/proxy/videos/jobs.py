@@ -231,8 +231,9 @@ class VideoJobs:
     async def _watch(self, record: dict[str, Any], admission: Admission, started: float) -> None:
         status = "failed"
         try:
+            pace = video.POLL_PACE.get(self._model(record).upstream.api, 1)
             while record["status"] not in video.TERMINAL:
-                await asyncio.sleep(self.poll_interval_s)
+                await asyncio.sleep(self.poll_interval_s * pace)
                 record = await self._refresh(record)
                 await self._heartbeat(record)
             status = record["status"]
