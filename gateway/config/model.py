@@ -318,13 +318,15 @@ class Config:
 def build_lookup(routes: Mapping[str, tuple[Model, ...]]) -> dict[str, tuple[Model, ...]]:
     """Route name → its chain; a model's name or upstream id → it, then the rest of its chain.
 
-    A model listed in several chains resolves through the first route that lists it.
+    A model listed in several chains resolves through the first route that lists it. Names are
+    entered before upstream ids, so a model's own name is never taken by another model whose
+    upstream id is spelled the same.
     """
-    lookup: dict[str, tuple[Model, ...]] = {}
-    for route, chain in routes.items():
-        lookup[route] = chain
+    lookup: dict[str, tuple[Model, ...]] = dict(routes)
     for chain in routes.values():
         for index, model in enumerate(chain):
             lookup.setdefault(model.name, chain[index:])
+    for chain in routes.values():
+        for index, model in enumerate(chain):
             lookup.setdefault(model.upstream_model, chain[index:])
     return lookup

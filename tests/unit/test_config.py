@@ -150,3 +150,21 @@ def test_shipped_settings_bound_what_an_upstream_may_send():
     assert settings.max_sse_event_bytes == 4 * 1024 * 1024
     assert (settings.max_upstream_header_bytes, settings.max_upstream_headers) == (65536, 100)
     assert load_config(ROOT, env={}).passthrough == {"/videos/generations": frozenset({"video"})}
+
+
+def test_a_models_name_wins_over_another_models_upstream_id(tmp_path):
+    """A name is the gateway's own: a model whose upstream id is spelled like another model's
+    name, in a route listed first, does not take that name's requests."""
+    routes, tiers = shipped()
+    routes["models"]["alias-first"] = {
+        "upstream": "together",
+        "model": "llama-3.3-70b",
+        "modality": "text",
+        "price": {"input": 1, "output": 1},
+    }
+    text = tiers["tiers"]["free"]["routes"]["text"]
+    tiers["tiers"]["free"]["routes"]["text"] = ["alias-first", *text, "llama-3.3-70b"]
+    config = load_config(write(tmp_path, routes, tiers), env={})
+    lookup = config.tiers["free"].lookup
+    assert lookup["llama-3.3-70b"][0].name == "llama-3.3-70b"
+    assert lookup["alias-first"][0].name == "alias-first"
