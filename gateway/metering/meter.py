@@ -31,7 +31,8 @@ from typing import Any, Protocol, TypeVar
 
 from gateway.config.model import CAPABILITIES, Budget, Config, Quota, Tier, UserOverride
 from gateway.errors import InvalidRequest, StoreUnavailable
-from gateway.metering import admit_checks, counters, tier_shards
+from gateway.metering import admit_checks, allowances, counters, tier_shards
+from gateway.metering.allowances import Allowances, Use
 from gateway.metering.buffer import Flusher, UsageBuffer
 from gateway.metering.health import StoreHealth
 from gateway.metering.last_known import LastKnown
@@ -41,7 +42,7 @@ from gateway.metering.limits import (
     override_from_hash,
     quota_override_fields,
 )
-from gateway.metering.plans import Plan, Plans
+from gateway.metering.plans import Local, Plan, Plans
 from gateway.metering.quota_view import build_view, view_keys
 from gateway.metering.record import UsageRecord
 from gateway.metering.record_ids import RecordIds
@@ -123,6 +124,8 @@ class Meter:
         self._buffer = UsageBuffer(config.settings.usage_buffer_max, logger)
         self._flusher = Flusher(self._buffer, store, self._health, self._written, logger)
         self._flush_task: asyncio.Task[None] | None = None
+        self._allowances = Allowances(store, self._lease_prefix, lease_ttl_s, self._returned)
+        self._tend_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -133,10 +136,12 @@ class Meter:
     async def aclose(self, timeout_s: float = 5.0) -> None:
         """Wait for pending settles, flush the buffer and send queued alerts (each up to
         ``timeout_s``), then stop the background tasks. The store is the caller's to close."""
+        await self._allowances.aclose()  # their unused parts queued, written just below
+        await _cancel(self._tend_task)
         await self.settled()
         await _cancel(self._flush_task)
         await _cancel(self._sweep_task)
-        self._flush_task = self._sweep_task = None
+        self._flush_task = self._sweep_task = self._tend_task = None
         if not await self._flusher.drain(timeout_s):
             logger.error("metering: %d usage records lost at shutdown", len(self._flusher))
         if self._spend is not None:
@@ -160,11 +165,18 @@ class Meter:
         output = counters.capped_output(plan.output_cap, request)
         flex = 0 if request.byok else output
         amounts = counters.estimate(request, flex)
+        local, uses = plan.local, None
+        if local is not None and request.generates_tokens and admit_checks.in_range(amounts, flex):
+            uses = self._allowances.take(local.shapes, amounts, now)
+        if uses is not None and local is not None:  # the levels' windows covered locally
+            return await self._admit_local(request, plan, local, uses, amounts, flex, output)
         checks = counters.fill(plan.checks, plan.fills, amounts, flex)
         if not admit_checks.in_range(amounts, flex):
             admit_checks.check_amounts(checks)
         lease = self._lease()
         decision = await self._reserve(checks, plan.override_key, lease)
+        if local is not None and decision is not None and request.generates_tokens:
+            self._allowances.reserved(local.shapes, amounts, decision, now)
         if (
             decision is not None
             and admit_checks.tier_refused(checks, decision)
@@ -204,6 +216,61 @@ class Meter:
             lease=lease.id,
             settle_layout=plan.settle_layout,
             lease_layout=plan.lease_layout,
+        )
+
+    async def _admit_local(
+        self,
+        request: MeterRequest,
+        plan: Plan,
+        local: Local,
+        uses: tuple[Use, ...],
+        amounts: Amounts,
+        flex: int,
+        output: int,
+    ) -> Admission:
+        """``admit`` with the levels' window counters taken from this process's allowances:
+        the other checks reserved in the store; what was taken goes back if they refuse."""
+        now, windows = plan.windows.now, plan.windows
+        checks = counters.fill(local.checks, local.fills, amounts, flex)
+        lease = self._lease()
+        try:
+            decision = await self._reserve(checks, plan.override_key, lease)
+        except BaseException:
+            self._unused(uses)
+            raise
+        if decision is None or not decision.ok:
+            self._unused(uses)
+        if decision is None:
+            denial = self._last_known.take(checks)
+            if denial is not None:
+                raise exceeded(request, checks, denial, windows, now, OUTAGE_NOTE)
+            return Admission(
+                headers={},
+                clamp_max_tokens=admit_checks.clamp(request, output),
+                request=request,
+                started=now,
+                checks=checks,
+                lease=lease.id,
+            )
+        self._last_known.record(plan.key, checks, decision)
+        if not decision.ok:
+            raise exceeded(request, checks, decision, windows, now)
+        granted = decision.granted
+        reserved = Amounts(*granted[: len(counters.AMOUNT_KINDS)])
+        if flex:
+            flex = reserved.tokens - checks[counters.TOKENS_INDEX].counter.fixed
+        return Admission(
+            headers=rate_limit_headers(checks, decision, windows, now, plan.reset),
+            clamp_max_tokens=admit_checks.clamp(request, flex),
+            request=request,
+            started=now,
+            reserved=reserved,
+            checks=checks,
+            granted=granted,
+            lease=lease.id,
+            settle_layout=local.settle_layout,
+            lease_layout=local.lease_layout,
+            uses=uses,
         )
 
     def _lease(self) -> Lease:
@@ -310,6 +377,20 @@ class Meter:
             raise StoreUnavailable("Usage metering is unavailable; try again shortly")
         return None
 
+    def _unused(self, uses: tuple[Use, ...]) -> None:
+        """A request refused after taking from allowances: its estimate comes back to them,
+        or to the counters if one has ended meanwhile (its end left the estimate counted)."""
+        if any(not use.allowance.open for use in uses):
+            self._returned(SettleBatch((), aggregates=allowances.settled(uses, Amounts())))
+        else:
+            allowances.settled(uses, Amounts())
+
+    def _returned(self, batch: SettleBatch) -> None:
+        """An allowance's end (``allowances.returned``), queued for the writer."""
+        self._buffer.add(Settlement(batch, (), None))
+        if self._flush_task is None:
+            self._start_background()
+
     def _give_back(self, checks: tuple[Check, ...], lease: Lease) -> None:
         """A refused request whose reserve timed out may still have run in the store (a
         stalled Redis runs it when resumed): queue the end of its lease, which gives back
@@ -405,6 +486,11 @@ class Meter:
         return "ok"
 
     @property
+    def allowances(self) -> Allowances:
+        """This process's level allowances (``allowances.py``)."""
+        return self._allowances
+
+    @property
     def store_errors_total(self) -> int:
         return self._health.errors_total
 
@@ -433,6 +519,16 @@ class Meter:
             self._flush_task = loop.create_task(self._flusher.run())
         if self._sweep_task is None and self._sweep_interval_s > 0:
             self._sweep_task = loop.create_task(self._sweep_leases())
+        if self._tend_task is None:
+            self._tend_task = loop.create_task(self._tend_allowances())
+
+    async def _tend_allowances(self) -> None:
+        while True:  # idle and old allowances given back (``allowances.IDLE_S``)
+            await asyncio.sleep(allowances.IDLE_S / 2)
+            try:
+                self._allowances.tend(self._clock())
+            except Exception:
+                logger.exception("metering: ending allowances failed")
 
     async def sweep_leases(self) -> int:
         """Give back the reservations whose lease expired (their worker died); how many."""

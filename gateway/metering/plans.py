@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.metering import counters
+from gateway.metering import counters, level_limits
+from gateway.metering.allowances import LevelShape, shapes
 from gateway.metering.limit_errors import reset_header
 from gateway.metering.settle import LeaseLayout, SettleLayout, lease_layout, settle_layout
 from gateway.metering.types import Check, KeyLimits, LevelLimits, MeterRequest
@@ -22,6 +23,22 @@ from gateway.store import keys
 
 # (user, key id, tier, capability, byok, tier shard): what decides a request's counters
 PlanKey = tuple[str, str, str, str, bool, int]
+# the level checks an allowance may cover (``allowances.py``): not the in-flight counts
+WINDOW_KINDS = frozenset(
+    kind for kind, what in level_limits.KINDS.items() if what.window != level_limits.PARALLEL
+)
+
+
+@dataclass(slots=True, frozen=True)
+class Local:
+    """A plan's reservation when its levels' window counters are covered by allowances: the
+    other checks (the in-flight counts included), laid out as ``Plan``'s, and the levels."""
+
+    checks: tuple[Check, ...]
+    fills: counters.Fills
+    settle_layout: SettleLayout
+    lease_layout: LeaseLayout
+    shapes: tuple[LevelShape, ...]
 
 
 @dataclass(slots=True)
@@ -42,6 +59,7 @@ class Plan:
     # the request's objects the checks were built from (a changed key makes another plan)
     key_limits: KeyLimits | None
     levels: tuple[LevelLimits, ...]
+    local: Local | None = None  # None: no level window counters
 
 
 class Plans:
@@ -89,6 +107,7 @@ def _plan(
     windows = windows_at(now)
     checks = counters.template(limits, request, windows, tier_shard)
     return Plan(
+        local=_local(checks) if request.levels else None,
         key=key,
         second=second,
         limits=limits,
@@ -103,3 +122,11 @@ def _plan(
         key_limits=request.key_limits,
         levels=request.levels,
     )
+
+
+def _local(checks: tuple[Check, ...]) -> Local | None:
+    found = shapes(checks, WINDOW_KINDS)
+    if not found:
+        return None
+    kept = tuple(check for check in checks if check.kind not in WINDOW_KINDS)
+    return Local(kept, counters.fills(kept), settle_layout(kept), lease_layout(kept), found)
