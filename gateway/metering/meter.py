@@ -27,7 +27,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from gateway.config.model import CAPABILITIES, Budget, Config, Quota, Tier, UserOverride
 from gateway.errors import InvalidRequest, StoreUnavailable
@@ -42,7 +42,7 @@ from gateway.metering.limits import (
     override_from_hash,
     quota_override_fields,
 )
-from gateway.metering.plans import Local, Plan, Plans
+from gateway.metering.plans import Plan, Plans
 from gateway.metering.quota_view import build_view, view_keys
 from gateway.metering.record import UsageRecord
 from gateway.metering.record_ids import RecordIds
@@ -165,17 +165,27 @@ class Meter:
         output = counters.capped_output(plan.output_cap, request)
         flex = 0 if request.byok else output
         amounts = counters.estimate(request, flex)
-        local, uses = plan.local, None
+        local, uses = plan.local, cast(tuple[Use, ...], ())
         if local is not None and request.generates_tokens and admit_checks.in_range(amounts, flex):
-            uses = self._allowances.take(local.shapes, amounts, now)
-        if uses is not None and local is not None:  # the levels' windows covered locally
-            return await self._admit_local(request, plan, local, uses, amounts, flex, output)
-        checks = counters.fill(plan.checks, plan.fills, amounts, flex)
-        if not admit_checks.in_range(amounts, flex):
-            admit_checks.check_amounts(checks)
+            uses = self._allowances.take(local.shapes, amounts, now) or ()
+        if uses and local is not None:  # the levels' window counters covered locally
+            checks = counters.fill(local.checks, local.fills, amounts, flex)
+            layouts = local.settle_layout, local.lease_layout
+        else:
+            checks = counters.fill(plan.checks, plan.fills, amounts, flex)
+            if not admit_checks.in_range(amounts, flex):
+                admit_checks.check_amounts(checks)
+            layouts = plan.settle_layout, plan.lease_layout
         lease = self._lease()
-        decision = await self._reserve(checks, plan.override_key, lease)
-        if local is not None and decision is not None and request.generates_tokens:
+        try:
+            decision = await self._reserve(checks, plan.override_key, lease)
+        except BaseException:
+            self._unused(uses)
+            raise
+        if uses and (decision is None or not decision.ok):
+            self._unused(uses)
+            uses = ()
+        elif not uses and local is not None and decision is not None and request.generates_tokens:
             self._allowances.reserved(local.shapes, amounts, decision, now)
         if (
             decision is not None
@@ -184,6 +194,7 @@ class Meter:
         ):
             spilled = await self._spill_over(request, plan, checks, decision, lease)
             plan, checks, decision, lease = spilled
+            layouts = plan.settle_layout, plan.lease_layout
         if decision is None:
             denial = self._last_known.take(checks)
             if denial is not None:
@@ -214,62 +225,8 @@ class Meter:
             checks=checks,
             granted=granted,
             lease=lease.id,
-            settle_layout=plan.settle_layout,
-            lease_layout=plan.lease_layout,
-        )
-
-    async def _admit_local(
-        self,
-        request: MeterRequest,
-        plan: Plan,
-        local: Local,
-        uses: tuple[Use, ...],
-        amounts: Amounts,
-        flex: int,
-        output: int,
-    ) -> Admission:
-        """``admit`` with the levels' window counters taken from this process's allowances:
-        the other checks reserved in the store; what was taken goes back if they refuse."""
-        now, windows = plan.windows.now, plan.windows
-        checks = counters.fill(local.checks, local.fills, amounts, flex)
-        lease = self._lease()
-        try:
-            decision = await self._reserve(checks, plan.override_key, lease)
-        except BaseException:
-            self._unused(uses)
-            raise
-        if decision is None or not decision.ok:
-            self._unused(uses)
-        if decision is None:
-            denial = self._last_known.take(checks)
-            if denial is not None:
-                raise exceeded(request, checks, denial, windows, now, OUTAGE_NOTE)
-            return Admission(
-                headers={},
-                clamp_max_tokens=admit_checks.clamp(request, output),
-                request=request,
-                started=now,
-                checks=checks,
-                lease=lease.id,
-            )
-        self._last_known.record(plan.key, checks, decision)
-        if not decision.ok:
-            raise exceeded(request, checks, decision, windows, now)
-        granted = decision.granted
-        reserved = Amounts(*granted[: len(counters.AMOUNT_KINDS)])
-        if flex:
-            flex = reserved.tokens - checks[counters.TOKENS_INDEX].counter.fixed
-        return Admission(
-            headers=rate_limit_headers(checks, decision, windows, now, plan.reset),
-            clamp_max_tokens=admit_checks.clamp(request, flex),
-            request=request,
-            started=now,
-            reserved=reserved,
-            checks=checks,
-            granted=granted,
-            lease=lease.id,
-            settle_layout=local.settle_layout,
-            lease_layout=local.lease_layout,
+            settle_layout=layouts[0],
+            lease_layout=layouts[1],
             uses=uses,
         )
 
@@ -380,6 +337,8 @@ class Meter:
     def _unused(self, uses: tuple[Use, ...]) -> None:
         """A request refused after taking from allowances: its estimate comes back to them,
         or to the counters if one has ended meanwhile (its end left the estimate counted)."""
+        if not uses:
+            return
         if any(not use.allowance.open for use in uses):
             self._returned(SettleBatch((), aggregates=allowances.settled(uses, Amounts())))
         else:
