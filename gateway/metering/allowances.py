@@ -24,15 +24,17 @@ request's estimate. The user's and key's counters and the level's in-flight coun
   batch, with the end of its lease. A process that dies holds its allowance until the lease
   sweeper gives the chunk back; the usage it had settled is already in the counters.
 - **Size and the bound.** An allowance is granted only to a level that is busy in this process
-  (``HOT`` reservations in ``HOT_S`` seconds) and has room: its chunk is, per measure, the
-  smaller of ``CHUNK`` requests' worth and 1/``SHARE`` of the least headroom of the level's
-  windows, and none is granted when that is under ``SMALLEST`` requests' worth (so none while
-  less than ``SHARE`` x ``SMALLEST`` = 64 requests' worth is left: the level is then reserved
-  per request, exactly as without allowances). A request is refused only by Redis, so its 429
-  names the level and the window as before; it may be refused while other processes hold
-  allowances: a level may stop short of its limit by at most the unused part of the others'
-  open allowances, each at most ``CHUNK`` requests' worth and 1/16 of the headroom when it
-  was granted, and given back within ``IDLE_S`` of its last request.
+  (``HOT`` exact reservations within ``HOT_S`` seconds) and has room: a grant is, per measure,
+  the smaller of ``CHUNK`` requests' worth and 1/``SHARE`` of the least headroom of the level's
+  windows, and none is granted under ``SMALLEST`` requests' worth (so none while less than
+  ``SHARE`` x ``SMALLEST`` = 64 requests' worth is left: the level is then reserved per
+  request, exactly as without allowances). When what is left falls below half the last grant,
+  another is asked for in the background (its own lease) and added: a steady stream is served
+  from the allowance throughout. A request is refused only by the store, so its 429 names the
+  level and the window as before; it may be refused while other processes hold allowances: a
+  level may stop short of its limit by at most the unused part of the others' open
+  allowances, each under one and a half grants, and given back within ``IDLE_S`` of its last
+  request.
 """
 
 from __future__ import annotations
@@ -60,13 +62,14 @@ from gateway.store.port import (
 
 logger = logging.getLogger("gateway.metering")
 
-CHUNK = 32  # requests' worth an allowance holds at most
+CHUNK = 32  # requests' worth of one grant at most (a top-up is asked at half of it)
 SHARE = 16  # an allowance takes at most this fraction of the least headroom (1/SHARE)
 SMALLEST = 4  # requests' worth below which no allowance is granted
 HOT, HOT_S = 8, 10  # reservations of a level in one process within HOT_S s before one is asked
 IDLE_S = 1.0
 MAX_AGE_S = 60.0  # far below the lease's 900 s: the sweeper never takes an allowance in use
 _new = tuple.__new__
+Hold = tuple[int, int, int, int]  # a chunk per index of Amounts
 
 
 class LevelShape(NamedTuple):
@@ -84,13 +87,29 @@ class Allowance:
     """A chunk of one level's counters held by this process."""
 
     shape: LevelShape
-    lease: str
-    hold: tuple[int, int, int, int]  # granted per index of Amounts, in each window's counter
-    left: list[int]
-    in_flight: list[int]
+    grants: list[tuple[str, Hold]]  # (lease id, chunk) per grant: each has its own lease
+    hold: list[int]  # granted in all per index of Amounts, in each window's counter
+    left: list[int]  # of ``hold``, not taken by requests in flight or used
+    in_flight: list[int]  # the estimates of its requests in flight
+    room: list[int]  # ``rooms`` after the last grant: what a top-up is sized from
+    refill: list[int]  # below this ``left`` (half the last chunk) a top-up is asked for
     born: float
     used_at: float
     open: bool = True
+
+    def low(self) -> bool:
+        """Whether ``left`` fell below half the last chunk in some measure."""
+        left, refill = self.left, self.refill
+        return any(left[index] < refill[index] for index in self.shape.measures)
+
+    def add(self, lease: str, hold: Hold, room: list[int]) -> None:
+        """A grant's chunk, added to what it holds."""
+        self.grants.append((lease, hold))
+        for index in self.shape.measures:
+            self.hold[index] += hold[index]
+            self.left[index] += hold[index]
+        self.room = room
+        self.refill = [amount // 2 for amount in hold]
 
 
 class Use(NamedTuple):
@@ -129,26 +148,34 @@ def shapes(checks: Sequence[Check], window_kinds: frozenset[str]) -> tuple[Level
     return tuple(found)
 
 
-def chunk(shape: LevelShape, need: Amounts, decision: Decision) -> tuple[int, int, int, int] | None:
-    """The allowance to ask for after an exact reservation (``decision``) of ``need``: per
-    measure the smaller of ``CHUNK`` requests' worth and 1/``SHARE`` of the least headroom;
-    None when that is under ``SMALLEST`` requests' worth for any measure."""
-    headroom = [-1, -1, -1, -1]
-    for position, _, _, index, _, _ in shape.counters:
+def rooms(shape: LevelShape, decision: Decision, granted: bool) -> list[int]:
+    """Per index of Amounts the least headroom of the level's windows after ``decision`` (-1:
+    no limit in force): an exact reservation's (counters at their plan positions) or, when
+    ``granted``, an allowance's (counters in ``shape.counters`` order)."""
+    room = [-1, -1, -1, -1]
+    for at, (position, _, _, index, _, _) in enumerate(shape.counters):
+        position = at if granted else position
         limit = decision.limits[position]
         if limit < 0:
             continue
-        room = limit - decision.used[position] - decision.granted[position]
-        headroom[index] = room if headroom[index] < 0 else min(headroom[index], room)
+        left = limit - decision.used[position] - decision.granted[position]
+        room[index] = left if room[index] < 0 else min(room[index], left)
+    return room
+
+
+def size(shape: LevelShape, need: Amounts, room: Sequence[int]) -> Hold | None:
+    """The chunk to ask for: per measure the smaller of ``CHUNK`` requests' worth (``need``
+    being one) and 1/``SHARE`` of the least headroom; None when that is under ``SMALLEST``
+    requests' worth for any measure."""
     sizes = [0, 0, 0, 0]
     for index in shape.measures:
         each = 1 if index == 0 else need[index]
-        if headroom[index] < 0:  # no limit in force (an override): nothing to hold
+        if room[index] < 0:  # no limit in force (an override): nothing to hold
             continue
-        size = min(CHUNK * each, headroom[index] // SHARE)
-        if size < SMALLEST * each:
+        chunk = min(CHUNK * each, room[index] // SHARE)
+        if chunk < SMALLEST * each:
             return None
-        sizes[index] = size
+        sizes[index] = chunk
     return sizes[0], sizes[1], sizes[2], sizes[3]
 
 
@@ -198,21 +225,24 @@ def settled(uses: Sequence[Use], actual: Amounts) -> tuple[Aggregate, ...]:
 
 
 def returned(allowance: Allowance) -> SettleBatch:
-    """End ``allowance``: give back its chunk but for what its requests in flight hold, and
-    end its lease (if the sweeper took the lease, the chunk is added back first)."""
+    """End ``allowance``: give back its chunks but for what its requests in flight hold, and
+    end each grant's lease (if the sweeper took one, its chunk is added back first)."""
     allowance.open = False
     increments = []
-    held = []
-    groups: dict[str, None] = {}
     for _, key, field, index, _, ttl in allowance.shape.counters:
         back = allowance.hold[index] - allowance.in_flight[index]
         if back:
             increments.append(Increment(key, field, -back, ttl))
-        if allowance.hold[index]:
-            held.append((key, field, allowance.hold[index], ttl))
-        groups[keys.lease(key)] = None
-    ends = tuple(LeaseEnd(group, allowance.lease, tuple(held)) for group in groups)
-    return SettleBatch(tuple(increments), leases=ends)
+    groups = dict.fromkeys(keys.lease(key) for _, key, *_ in allowance.shape.counters)
+    ends = []
+    for lease, hold in allowance.grants:
+        held = tuple(
+            (key, field, hold[index], ttl)
+            for _, key, field, index, _, ttl in allowance.shape.counters
+            if hold[index]
+        )
+        ends += [LeaseEnd(group, lease, held) for group in groups]
+    return SettleBatch(tuple(increments), leases=tuple(ends))
 
 
 class Allowances:
@@ -264,6 +294,8 @@ class Allowances:
                 _undone(uses)
                 return None
             uses.append(_new(Use, (allowance, need)))
+            if allowance.low() and shape.name not in self._asking:  # topped up ahead
+                self._ask(shape, size(shape, need, allowance.room), allowance, now)
         return tuple(uses)
 
     def reserved(
@@ -286,15 +318,22 @@ class Allowances:
             hot[1] += 1
             if hot[1] < HOT:
                 continue
-            hold = chunk(shape, need, decision)
-            if hold is None:
-                continue
-            self._asking.add(name)
-            task = asyncio.get_running_loop().create_task(self._grant(shape, hold, now))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._ask(shape, size(shape, need, rooms(shape, decision, False)), None, now)
 
-    async def _grant(self, shape: LevelShape, hold: tuple[int, int, int, int], now: float) -> None:
+    def _ask(
+        self, shape: LevelShape, hold: Hold | None, into: Allowance | None, now: float
+    ) -> None:
+        """Ask for a chunk of ``hold`` in the background: a new allowance, or ``into``'s."""
+        if hold is None or self._closed:
+            return
+        self._asking.add(shape.name)
+        task = asyncio.get_running_loop().create_task(self._grant(shape, hold, into, now))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _grant(
+        self, shape: LevelShape, hold: Hold, into: Allowance | None, now: float
+    ) -> None:
         lease = Lease(f"{self._lease_prefix}.a{next(self._numbers)}", self._lease_ttl_s)
         try:
             decision = await self._store.reserve(grant_counters(shape, hold), None, lease)
@@ -307,7 +346,12 @@ class Allowances:
             self._asking.discard(shape.name)
         if not decision.ok:
             return
-        allowance = Allowance(shape, lease.id, hold, list(hold), [0, 0, 0, 0], now, now)
+        room = rooms(shape, decision, True)
+        if into is not None and into.open and self._open.get(shape.name) is into:
+            into.add(lease.id, hold, room)
+            return
+        allowance = Allowance(shape, [], [0] * 4, [0] * 4, [0] * 4, room, [0] * 4, now, now)
+        allowance.add(lease.id, hold, room)
         if self._closed or shape.name in self._open:
             self._give_back(returned(allowance))
             return

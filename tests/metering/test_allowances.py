@@ -218,3 +218,29 @@ def test_random_sizes_and_failures_never_pass_the_limit(config: Config, seed: in
             assert (await team_day(store, clock)).get("usd", 0) == spent <= budget
 
     run(scenario())
+
+
+def test_a_busy_allowance_is_topped_up_before_it_runs_out(config: Config) -> None:
+    """At half its last chunk an allowance asks for another in the background (a lease of its
+    own): a steady stream is served from it throughout (memory store: no round trip)."""
+    team = LevelLimits("team", "ml", usd=Windowed(day=10**9), requests=Windowed(minute=10**6))
+    clock = Clock()
+
+    async def scenario() -> None:
+        async with metered(config, None, clock=clock) as (meter, store):
+            first = await until_granted(meter, config, (team,))
+            taken = []
+            for n in range(5 * allowances.CHUNK):
+                admitted = await served(meter, ask(config, (team,), 100 + n))
+                assert admitted is not None
+                taken.append(admitted.uses)
+                await asyncio.sleep(0)  # the top-up's turn
+            assert all(taken)
+            (allowance,) = {use.allowance for uses in taken for use in uses}
+            assert len(allowance.grants) >= 5
+            meter.allowances.tend(clock.now + 2 * allowances.IDLE_S)
+            await meter.settled()
+            used = first + 5 * allowances.CHUNK
+            assert await team_day(store, clock) == {"usd": used * EACH}
+
+    run(scenario())
