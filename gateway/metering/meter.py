@@ -31,7 +31,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from gateway.config.model import CAPABILITIES, Budget, Config, Quota, Tier, UserOverride
 from gateway.errors import InvalidRequest, StoreUnavailable
-from gateway.metering import admit_checks, allowances, counters, tier_shards
+from gateway.metering import admit_checks, counters, tier_shards
 from gateway.metering.allowances import Allowances, Use
 from gateway.metering.buffer import Flusher, UsageBuffer
 from gateway.metering.health import StoreHealth
@@ -180,10 +180,10 @@ class Meter:
         try:
             decision = await self._reserve(checks, plan.override_key, lease)
         except BaseException:
-            self._unused(uses)
+            self._allowances.unused(uses)
             raise
         if uses and (decision is None or not decision.ok):
-            self._unused(uses)
+            self._allowances.unused(uses)
             uses = ()
         elif not uses and local is not None and decision is not None and request.generates_tokens:
             self._allowances.reserved(local.shapes, amounts, decision, now)
@@ -334,16 +334,6 @@ class Meter:
             raise StoreUnavailable("Usage metering is unavailable; try again shortly")
         return None
 
-    def _unused(self, uses: tuple[Use, ...]) -> None:
-        """A request refused after taking from allowances: its estimate comes back to them,
-        or to the counters if one has ended meanwhile (its end left the estimate counted)."""
-        if not uses:
-            return
-        if any(not use.allowance.open for use in uses):
-            self._returned(SettleBatch((), aggregates=allowances.settled(uses, Amounts())))
-        else:
-            allowances.settled(uses, Amounts())
-
     def _returned(self, batch: SettleBatch) -> None:
         """An allowance's end (``allowances.returned``), queued for the writer."""
         self._buffer.add(Settlement(batch, (), None))
@@ -479,15 +469,7 @@ class Meter:
         if self._sweep_task is None and self._sweep_interval_s > 0:
             self._sweep_task = loop.create_task(self._sweep_leases())
         if self._tend_task is None:
-            self._tend_task = loop.create_task(self._tend_allowances())
-
-    async def _tend_allowances(self) -> None:
-        while True:  # idle and old allowances given back (``allowances.IDLE_S``)
-            await asyncio.sleep(allowances.IDLE_S / 2)
-            try:
-                self._allowances.tend(self._clock())
-            except Exception:
-                logger.exception("metering: ending allowances failed")
+            self._tend_task = loop.create_task(self._allowances.run(self._clock))
 
     async def sweep_leases(self) -> int:
         """Give back the reservations whose lease expired (their worker died); how many."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.metering import counters, level_limits
-from gateway.metering.allowances import LevelShape, shapes
+from gateway.metering.allowance import LevelShape, shapes
 from gateway.metering.limit_errors import reset_header
 from gateway.metering.settle import LeaseLayout, SettleLayout, lease_layout, settle_layout
 from gateway.metering.types import Check, KeyLimits, LevelLimits, MeterRequest

@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-from gateway.metering import allowances, record_codec
+from gateway.metering import allowance, record_codec
 from gateway.metering.counters import SETTLED_INDEX, USD_INDEX
 from gateway.metering.estimate import tokens_for_chars
 from gateway.metering.pricing import cost_micros, micros_to_usd
@@ -215,7 +215,7 @@ def settlement(admission: Admission, outcome: Outcome, record_id: str) -> Settle
         increments += [_new(Increment, (key, scope, cost, ttl, True)) for key, scope in watched]
     aggregates: tuple[Aggregate, ...] = _aggregates(admission, outcome, used, day)
     if admission.uses:  # the levels' usage, summed per settle batch by the store
-        aggregates += allowances.settled(admission.uses, actual)
+        aggregates += allowance.settled(admission.uses, actual)
     batch = SettleBatch(
         tuple(increments),
         record_codec.encode(record),

@@ -9,7 +9,7 @@ from gateway.config.model import Price, Tier
 from gateway.store.port import Counter
 
 if TYPE_CHECKING:
-    from gateway.metering.allowances import Use
+    from gateway.metering.allowance import Use
 
 
 class Amounts(NamedTuple):
