@@ -17,16 +17,20 @@ CHUNK = 32  # requests' worth of one grant at most (a top-up is asked at half of
 SHARE = 16  # an allowance takes at most this fraction of the least headroom (1/SHARE)
 SMALLEST = 4  # requests' worth below which no allowance is granted
 _new = tuple.__new__
-Hold = tuple[int, int, int, int]  # a chunk per index of Amounts
+Hold = tuple[int, int, int, int, int]  # a chunk per measure (``Need``'s indexes)
+# a request's estimate per measure: ``Amounts`` and a slot in flight (index ``SLOT``)
+Need = tuple[int, int, int, int, int]
+SLOT = 4
+INDEXES = {"requests": 0, "tokens": 1, "usd": 3}
 
 
 class LevelShape(NamedTuple):
     """One level's window counters in one plan: what an allowance of it covers."""
 
     name: tuple[str, str]  # (level, id)
-    # per counter: position in the plan's checks, key, field, index in Amounts, limit, ttl
+    # per counter: position in the plan's checks, key, field, index in ``Need``, limit, ttl
     counters: tuple[tuple[int, str, str, int, int, int], ...]
-    measures: tuple[int, ...]  # the indexes in Amounts it limits
+    measures: tuple[int, ...]  # the indexes in ``Need`` it limits
     hashes: tuple[tuple[str, tuple[str, ...], tuple[int, ...], int], ...]  # key, fields, idx, ttl
 
 
@@ -64,7 +68,7 @@ class Use(NamedTuple):
     """What one admitted request took from one allowance (its estimate)."""
 
     allowance: Allowance
-    need: Amounts
+    need: Need
 
 
 def shapes(checks: Sequence[Check], window_kinds: frozenset[str]) -> tuple[LevelShape, ...]:
@@ -73,8 +77,8 @@ def shapes(checks: Sequence[Check], window_kinds: frozenset[str]) -> tuple[Level
     for position, (kind, counter) in enumerate(checks):
         if kind not in window_kinds:
             continue
-        level, _, measure = kind.split(".")
-        index = {"requests": 0, "tokens": 1, "usd": 3}[measure]
+        level, _, measure = (*kind.split("."), "")[:3]
+        index = INDEXES[measure] if measure else SLOT  # "<level>.parallel": in flight
         name = (level, counter.key.split("}")[0])  # the level's hash tag: one per level
         entry = (position, counter.key, counter.field, index, counter.limit, counter.ttl_s)
         by_level.setdefault(name, []).append(entry)
@@ -100,7 +104,7 @@ def rooms(shape: LevelShape, decision: Decision, granted: bool) -> list[int]:
     """Per index of Amounts the least headroom of the level's windows after ``decision`` (-1:
     no limit in force): an exact reservation's (counters at their plan positions) or, when
     ``granted``, an allowance's (counters in ``shape.counters`` order)."""
-    room = [-1, -1, -1, -1]
+    room = [-1, -1, -1, -1, -1]
     for at, (position, _, _, index, _, _) in enumerate(shape.counters):
         position = at if granted else position
         limit = decision.limits[position]
@@ -111,31 +115,31 @@ def rooms(shape: LevelShape, decision: Decision, granted: bool) -> list[int]:
     return room
 
 
-def size(shape: LevelShape, need: Amounts, room: Sequence[int]) -> Hold | None:
+def size(shape: LevelShape, need: Need, room: Sequence[int]) -> Hold | None:
     """The chunk to ask for: per measure the smaller of ``CHUNK`` requests' worth (``need``
     being one) and 1/``SHARE`` of the least headroom; None when that is under ``SMALLEST``
     requests' worth for any measure."""
-    sizes = [0, 0, 0, 0]
+    sizes = [0, 0, 0, 0, 0]
     for index in shape.measures:
-        each = 1 if index == 0 else need[index]
+        each = need[index] or 1  # a request and a slot are 1; a free request counts 1 too
         if room[index] < 0:  # no limit in force (an override): nothing to hold
             continue
         chunk = min(CHUNK * each, room[index] // SHARE)
         if chunk < SMALLEST * each:
             return None
         sizes[index] = chunk
-    return sizes[0], sizes[1], sizes[2], sizes[3]
+    return sizes[0], sizes[1], sizes[2], sizes[3], sizes[4]
 
 
 def grant_counters(shape: LevelShape, hold: Sequence[int]) -> list[Counter]:
     """The counters an allowance of ``hold`` reserves: every window's, each the whole chunk."""
     return [
-        Counter(key, field, hold[index], limit, ttl_s=ttl)
+        Counter(key, field, hold[index], limit, ttl_s=ttl, sliding=index == SLOT)
         for _, key, field, index, limit, ttl in shape.counters
     ]
 
 
-def take(allowance: Allowance, need: Amounts, now: float) -> bool:
+def take(allowance: Allowance, need: Need, now: float) -> bool:
     """Admit ``need`` from the allowance if it fits in every measure."""
     left = allowance.left
     for index in allowance.shape.measures:
@@ -155,20 +159,22 @@ def settled(uses: Sequence[Use], actual: Amounts) -> tuple[Aggregate, ...]:
     allowance is open (the estimate comes back to it locally), the difference from its
     estimate once it has ended (the estimate was then left counted)."""
     found: list[Aggregate] = []
+    done: Need = (*actual, 0)  # a slot in flight is free again
     for allowance, need in uses:
-        counted = actual
+        counted: tuple[int, ...] = done
         in_flight = allowance.in_flight
         for index in allowance.shape.measures:
             in_flight[index] -= need[index]
         if allowance.open:
             left = allowance.left
             for index in allowance.shape.measures:
-                left[index] += need[index] - actual[index]
+                left[index] += need[index] - done[index]
         else:
-            counted = Amounts(*(a - n for a, n in zip(actual, need, strict=True)))
+            counted = tuple([a - n for a, n in zip(done, need, strict=True)])
         for key, fields, indexes, ttl in allowance.shape.hashes:
             values = tuple([counted[index] for index in indexes])
-            found.append(_new(Aggregate, (key, fields, values, ttl)))
+            if any(values):
+                found.append(_new(Aggregate, (key, fields, values, ttl)))
     return tuple(found)
 
 

@@ -51,6 +51,7 @@ from gateway.metering.allowance import (
     Allowance,
     Hold,
     LevelShape,
+    Need,
     Use,
     grant_counters,
     returned,
@@ -99,10 +100,12 @@ class Allowances:
         return len(self._open)
 
     def take(
-        self, shapes: Sequence[LevelShape], need: Amounts, now: float
+        self, shapes: Sequence[LevelShape], amounts: Amounts, now: float
     ) -> tuple[Use, ...] | None:
-        """The request's ``need`` from the open allowance of each level, or None (nothing
-        taken) when one of them has none, or one that has ended or does not cover it."""
+        """The request's estimate and a slot in flight from the open allowance of each level,
+        or None (nothing taken) when one of them has none, or one that has ended or does not
+        cover it."""
+        need: Need = (*amounts, 1)
         uses: list[Use] = []
         for shape in shapes:
             allowance = self._open.get(shape.name)
@@ -126,7 +129,7 @@ class Allowances:
         return tuple(uses)
 
     def reserved(
-        self, shapes: Sequence[LevelShape], need: Amounts, decision: Decision, now: float
+        self, shapes: Sequence[LevelShape], amounts: Amounts, decision: Decision, now: float
     ) -> None:
         """A request reserved its levels exactly (``decision``): ask for an allowance of each
         busy level without one, in the background."""
@@ -145,6 +148,7 @@ class Allowances:
             hot[1] += 1
             if hot[1] < HOT:
                 continue
+            need: Need = (*amounts, 1)
             self._ask(shape, size(shape, need, rooms(shape, decision, False)), None, now)
 
     def _ask(
@@ -177,7 +181,7 @@ class Allowances:
         if into is not None and into.open and self._open.get(shape.name) is into:
             into.add(lease.id, hold, room)
             return
-        allowance = Allowance(shape, [], [0] * 4, [0] * 4, [0] * 4, room, [0] * 4, now, now)
+        allowance = Allowance(shape, [], [0] * 5, [0] * 5, [0] * 5, room, [0] * 5, now, now)
         allowance.add(lease.id, hold, room)
         if self._closed or shape.name in self._open:
             self._give_back(returned(allowance))

@@ -23,16 +23,14 @@ from gateway.store import keys
 
 # (user, key id, tier, capability, byok, tier shard): what decides a request's counters
 PlanKey = tuple[str, str, str, str, bool, int]
-# the level checks an allowance may cover (``allowances.py``): not the in-flight counts
-WINDOW_KINDS = frozenset(
-    kind for kind, what in level_limits.KINDS.items() if what.window != level_limits.PARALLEL
-)
+# the level checks an allowance covers (``allowances.py``): every window's and in-flight count
+LEVEL_KINDS = frozenset(level_limits.KINDS)
 
 
 @dataclass(slots=True, frozen=True)
 class Local:
-    """A plan's reservation when its levels' window counters are covered by allowances: the
-    other checks (the in-flight counts included), laid out as ``Plan``'s, and the levels."""
+    """A plan's reservation when its levels' counters are covered by allowances: the other
+    checks, laid out as ``Plan``'s, and the levels."""
 
     checks: tuple[Check, ...]
     fills: counters.Fills
@@ -125,8 +123,8 @@ def _plan(
 
 
 def _local(checks: tuple[Check, ...]) -> Local | None:
-    found = shapes(checks, WINDOW_KINDS)
+    found = shapes(checks, LEVEL_KINDS)
     if not found:
         return None
-    kept = tuple(check for check in checks if check.kind not in WINDOW_KINDS)
+    kept = tuple(check for check in checks if check.kind not in LEVEL_KINDS)
     return Local(kept, counters.fills(kept), settle_layout(kept), lease_layout(kept), found)

@@ -61,8 +61,11 @@ async def team_day(store: Store, clock: Clock, team: str = "ml") -> dict[str, in
 def test_a_busy_level_is_served_from_its_allowance_and_its_counter_ends_exact(
     config: Config, store_url: str | None
 ) -> None:
-    team = LevelLimits("team", "ml", usd=Windowed(day=10**9), requests=Windowed(day=10**6))
+    team = LevelLimits(
+        "team", "ml", usd=Windowed(day=10**9), requests=Windowed(day=10**6), max_parallel=10**6
+    )
     clock = Clock()
+    par = f"{level_limits.base('team', 'ml')}:par"
 
     async def scenario() -> None:
         async with metered(config, store_url, clock=clock) as (meter, store):
@@ -75,9 +78,11 @@ def test_a_busy_level_is_served_from_its_allowance_and_its_counter_ends_exact(
             held = await team_day(store, clock)
             # while open, the counter reads the usage plus the allowance's unused part
             assert held["req"] > first + 20 and held["usd"] > (first + 20) * EACH
+            assert (await store.read_hashes([par]))[0]["n"] > 0  # slots held ahead
             meter.allowances.tend(clock.now + 2 * allowances.IDLE_S)  # idle: given back
             await meter.settled()
             assert await team_day(store, clock) == {"req": first + 20, "usd": (first + 20) * EACH}
+            assert (await store.read_hashes([par]))[0].get("n", 0) == 0  # in flight: none
 
     run(scenario())
 
@@ -190,13 +195,16 @@ def test_random_sizes_and_failures_never_pass_the_limit(config: Config, seed: in
     """Random prompts (estimate = cost), failed answers and idle ends, memory store: the
     counter never passes its limit and ends at the usage once the allowances are back."""
     rng = random.Random(seed)
-    budget = rng.randrange(80, 400) * EACH
-    team = LevelLimits("team", "ml", usd=Windowed(day=budget, month=budget + EACH))
+    budget = rng.randrange(150, 600) * EACH  # 100 to 400 requests' worth
+    team = LevelLimits(
+        "team", "ml", usd=Windowed(day=budget, month=budget + EACH), max_parallel=10**5
+    )
+    par = f"{level_limits.base('team', 'ml')}:par"
     clock = Clock()
 
     async def scenario() -> None:
         async with metered(config, None, clock=clock) as (meter, store):
-            spent = 0
+            spent = covered = 0
             for n in range(500):
                 prompt = rng.randrange(1, 30)
                 asked = replace(ask(config, (team,), n), prompt_tokens_estimate=prompt)
@@ -204,6 +212,7 @@ def test_random_sizes_and_failures_never_pass_the_limit(config: Config, seed: in
                     admitted = await meter.admit(asked)
                 except QuotaExceeded:
                     continue
+                covered += bool(admitted.uses)
                 failed = rng.random() < 0.1
                 outcome = ok(prompt, 0, price=PRICE, status=500 if failed else 200)
                 meter.finish(admitted, outcome)
@@ -216,6 +225,8 @@ def test_random_sizes_and_failures_never_pass_the_limit(config: Config, seed: in
             meter.allowances.tend(clock.now + 2 * allowances.IDLE_S)
             await meter.settled()
             assert (await team_day(store, clock)).get("usd", 0) == spent <= budget
+            assert (await store.read_hashes([par]))[0].get("n", 0) == 0
+            assert covered > 0
 
     run(scenario())
 
