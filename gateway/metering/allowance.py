@@ -21,6 +21,9 @@ Hold = tuple[int, int, int, int, int]  # a chunk per measure (``Need``'s indexes
 # a request's estimate per measure: ``Amounts`` and a slot in flight (index ``SLOT``)
 Need = tuple[int, int, int, int, int]
 SLOT = 4
+Ident = tuple[
+    tuple[str, str, int, int, int], ...
+]  # a level's counters: key, field, index, limit, ttl
 INDEXES = {"requests": 0, "tokens": 1, "usd": 3}
 
 
@@ -32,6 +35,9 @@ class LevelShape(NamedTuple):
     counters: tuple[tuple[int, str, str, int, int, int], ...]
     measures: tuple[int, ...]  # the indexes in ``Need`` it limits
     hashes: tuple[tuple[str, tuple[str, ...], tuple[int, ...], int], ...]  # key, fields, idx, ttl
+    # the counters without their plan positions, one object per content (``_IDENTS``): an
+    # allowance is for the same counters and limits when its ``ident`` *is* the plan's
+    ident: Ident
 
 
 @dataclass(slots=True, eq=False)
@@ -48,11 +54,6 @@ class Allowance:
     born: float
     used_at: float
     open: bool = True
-
-    def low(self) -> bool:
-        """Whether ``left`` fell below half the last chunk in some measure."""
-        left, refill = self.left, self.refill
-        return any(left[index] < refill[index] for index in self.shape.measures)
 
     def add(self, lease: str, hold: Hold, room: list[int]) -> None:
         """A grant's chunk, added to what it holds."""
@@ -89,15 +90,26 @@ def shapes(checks: Sequence[Check], window_kinds: frozenset[str]) -> tuple[Level
             fields, indexes, _ = hashes.setdefault(key, ([], [], ttl))
             fields.append(field)
             indexes.append(index)
+        ident = tuple(
+            (key, field, index, limit, ttl) for _, key, field, index, limit, ttl in entries
+        )
+        if len(_IDENTS) > 10_000:
+            _IDENTS.clear()
         found.append(
             LevelShape(
                 name,
                 tuple(entries),
                 tuple(sorted({entry[3] for entry in entries})),
                 tuple((k, tuple(f), tuple(i), t) for k, (f, i, t) in hashes.items()),
+                _IDENTS.setdefault(ident, ident),
             )
         )
     return tuple(found)
+
+
+_IDENTS: dict[
+    tuple[tuple[str, str, int, int, int], ...], tuple[tuple[str, str, int, int, int], ...]
+] = {}
 
 
 def rooms(shape: LevelShape, decision: Decision, granted: bool) -> list[int]:
@@ -139,19 +151,25 @@ def grant_counters(shape: LevelShape, hold: Sequence[int]) -> list[Counter]:
     ]
 
 
-def take(allowance: Allowance, need: Need, now: float) -> bool:
-    """Admit ``need`` from the allowance if it fits in every measure."""
+def take(allowance: Allowance, need: Need, now: float) -> int:
+    """Admit ``need`` from the allowance if it fits in every measure: 0 when it does not, 1
+    when it did, 2 when it did and what is left fell below half the last chunk (time for a
+    top-up)."""
     left = allowance.left
-    for index in allowance.shape.measures:
+    measures = allowance.shape.measures
+    for index in measures:
         if left[index] < need[index]:
-            return False
-    in_flight = allowance.in_flight
-    for index in allowance.shape.measures:
+            return 0
+    in_flight, refill = allowance.in_flight, allowance.refill
+    taken = 1
+    for index in measures:
         amount = need[index]
         left[index] -= amount
         in_flight[index] += amount
+        if left[index] < refill[index]:
+            taken = 2
     allowance.used_at = now
-    return True
+    return taken
 
 
 def settled(uses: Sequence[Use], actual: Amounts) -> tuple[Aggregate, ...]:
@@ -172,9 +190,10 @@ def settled(uses: Sequence[Use], actual: Amounts) -> tuple[Aggregate, ...]:
         else:
             counted = tuple([a - n for a, n in zip(done, need, strict=True)])
         for key, fields, indexes, ttl in allowance.shape.hashes:
+            if indexes[0] == SLOT and counted is done:  # a slot freed: nothing to write
+                continue
             values = tuple([counted[index] for index in indexes])
-            if any(values):
-                found.append(_new(Aggregate, (key, fields, values, ttl)))
+            found.append(_new(Aggregate, (key, fields, values, ttl)))
     return tuple(found)
 
 

@@ -68,6 +68,7 @@ from gateway.store.port import Decision, Lease, LeaseEnd, SettleBatch, Store, St
 __all__ = ["CHUNK", "HOT", "IDLE_S", "SHARE", "SMALLEST", "Allowances", "Use", "settled"]
 
 logger = logging.getLogger("gateway.metering")
+_new = tuple.__new__
 HOT, HOT_S = 8, 10  # reservations of a level in one process within HOT_S s before one is asked
 IDLE_S = 1.0
 MAX_AGE_S = 60.0  # far below the lease's 900 s: the sweeper never takes an allowance in use
@@ -112,19 +113,17 @@ class Allowances:
             if allowance is None:
                 undone(uses)
                 return None
-            if (
-                allowance.shape.counters is not shape.counters
-                and allowance.shape.counters != shape.counters
-            ) or now - allowance.born > MAX_AGE_S:  # a window rolled, a limit changed: ended
+            if allowance.shape.ident is not shape.ident or now - allowance.born > MAX_AGE_S:
+                self._end(allowance)  # a window rolled, a limit changed, or too old
+                undone(uses)
+                return None
+            taken = take(allowance, need, now)
+            if not taken:
                 self._end(allowance)
                 undone(uses)
                 return None
-            if not take(allowance, need, now):
-                self._end(allowance)
-                undone(uses)
-                return None
-            uses.append(Use(allowance, need))
-            if allowance.low() and shape.name not in self._asking:  # topped up ahead
+            uses.append(_new(Use, (allowance, need)))
+            if taken == 2 and shape.name not in self._asking:  # topped up ahead
                 self._ask(shape, size(shape, need, allowance.room), allowance, now)
         return tuple(uses)
 
