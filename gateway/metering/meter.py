@@ -182,7 +182,7 @@ class Meter:
         except BaseException:
             self._allowances.unused(uses)
             raise
-        if uses and (decision is None or not decision.ok):
+        if uses and decision is not None and not decision.ok:
             self._allowances.unused(uses)
             uses = ()
         elif not uses and local is not None and decision is not None and request.generates_tokens:
@@ -198,6 +198,7 @@ class Meter:
         if decision is None:
             denial = self._last_known.take(checks)
             if denial is not None:
+                self._allowances.unused(uses)
                 raise exceeded(request, checks, denial, windows, now, OUTAGE_NOTE)
             return Admission(
                 headers={},
@@ -206,8 +207,9 @@ class Meter:
                 started=now,
                 checks=checks,
                 lease=lease.id,
+                uses=uses,  # admitted unchecked, the levels within this process's allowance
             )
-        self._last_known.record(plan.key, checks, decision)
+        self._last_known.record(local.source if uses and local else plan.key, checks, decision)
         if not decision.ok:
             raise exceeded(request, checks, decision, windows, now)
         granted = decision.granted

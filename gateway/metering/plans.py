@@ -37,6 +37,7 @@ class Local:
     settle_layout: SettleLayout
     lease_layout: LeaseLayout
     shapes: tuple[LevelShape, ...]
+    source: tuple[PlanKey, str]  # its decisions' source for ``LastKnown`` (not the plan's)
 
 
 @dataclass(slots=True)
@@ -105,7 +106,7 @@ def _plan(
     windows = windows_at(now)
     checks = counters.template(limits, request, windows, tier_shard)
     return Plan(
-        local=_local(checks) if request.levels else None,
+        local=_local(key, checks) if request.levels else None,
         key=key,
         second=second,
         limits=limits,
@@ -122,9 +123,11 @@ def _plan(
     )
 
 
-def _local(checks: tuple[Check, ...]) -> Local | None:
+def _local(key: PlanKey, checks: tuple[Check, ...]) -> Local | None:
     found = shapes(checks, LEVEL_KINDS)
     if not found:
         return None
     kept = tuple(check for check in checks if check.kind not in LEVEL_KINDS)
-    return Local(kept, counters.fills(kept), settle_layout(kept), lease_layout(kept), found)
+    return Local(
+        kept, counters.fills(kept), settle_layout(kept), lease_layout(kept), found, (key, "local")
+    )

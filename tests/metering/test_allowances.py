@@ -19,7 +19,7 @@ from gateway.metering.zoned_windows import zoned
 from gateway.store.factory import create_store
 from gateway.store.port import Store
 
-from .helpers import Clock, metered, ok, request, run
+from .helpers import Clock, RedisServer, metered, ok, request, run
 
 PRICE = Price(input=1_000.0)  # $0.001 a token: a 10-token prompt costs 10_000 micro-USD
 EACH = 10_000
@@ -255,3 +255,31 @@ def test_a_busy_allowance_is_topped_up_before_it_runs_out(config: Config) -> Non
             assert await team_day(store, clock) == {"usd": used * EACH}
 
     run(scenario())
+
+
+def test_an_outage_admits_within_the_allowance_and_counts_its_usage_once_back(
+    config: Config,
+) -> None:
+    """Redis stops while an allowance is open ("allow" policy): the requests it covers are
+    admitted unchecked within it, and their level usage is written when the store returns
+    (restarted empty: the counter then holds exactly their usage)."""
+    team = LevelLimits("team", "ml", usd=Windowed(day=10**9))
+    clock = Clock()
+    with RedisServer() as server:
+
+        async def scenario() -> None:
+            async with metered(config, server.url, clock=clock) as (meter, store):
+                await until_granted(meter, config, (team,))
+                await meter.settled()
+                server.stop()
+                for n in range(5):
+                    admitted = await served(meter, ask(config, (team,), 700 + n))
+                    assert admitted is not None and admitted.uses and not admitted.granted
+                server.start()  # same port, empty
+                for _ in range(200):
+                    if not meter.buffered_records:
+                        break
+                    await asyncio.sleep(0.05)
+                assert (await team_day(store, clock))["usd"] == 5 * EACH
+
+        run(scenario())
