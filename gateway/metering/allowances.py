@@ -1,11 +1,11 @@
-"""Level allowances: an organization's or team's window counters reserved ahead, per process.
+"""Level allowances: an organization's or team's counters reserved ahead, per process.
 
-A busy level's requests need not each check its twelve window counters in Redis: a process
-reserves a chunk of them ahead (an *allowance*: the same amount of requests, tokens and
-micro-USD in each of the level's windows, granted atomically against every window's counter
-and recorded in a lease like any reservation), and admits locally while the chunk covers a
-request's estimate. The user's and key's counters and the level's in-flight count
-(``max_parallel``, one counter per level) are still reserved per request in Redis.
+A busy level's requests need not each check its thirteen counters in Redis: a process reserves
+a chunk of them ahead (an *allowance*: the same amount of requests, tokens and micro-USD in
+each of the level's windows, and slots of its ``max_parallel``, granted atomically against
+every one of its counters and recorded in a lease like any reservation), and admits locally
+while the chunk covers a request's estimate and a slot. The user's, key's and tier's counters
+are still reserved per request in Redis.
 
 - **Exact, one-sided.** A process admits against its allowance only what fits in it, and the
   allowance fitted under every window's limit when granted, so no level limit is exceeded by
@@ -13,13 +13,13 @@ request's estimate. The user's and key's counters and the level's in-flight coun
 - **Usage.** A request served from an allowance adds its actual usage to the level's
   counters at settle, as ``Aggregate`` values, which the store sums per flush: one write per
   (hash, field) per settle batch, not per request. Its estimate leaves the allowance at
-  admission and what it did not use comes back to it locally.
+  admission and what it did not use (and its slot) comes back to it locally.
 - **What a reader sees.** A level's counter reads its actual usage plus every open
   allowance's unused part: toward refusing, never toward allowing.
 - **End.** An allowance ends when a request does not fit in it, when any of its windows rolls
-  (another minute, hour, local day or month: another counter key), after ``MAX_AGE_S`` (well
-  within the lease's time to live), after ``IDLE_S`` without a request, when the level's
-  limits change and at shutdown. Its unused part (the chunk less the estimates of its requests
+  (another minute, hour, local day or month: another counter key), after ``MAX_AGE_S`` (or a
+  quarter of the lease's time to live if shorter), after ``IDLE_S`` without a request, when
+  the level's limits change and at shutdown. Its unused part (the chunk less the estimates of its requests
   still in flight, which settle against the counters directly) goes back in the next settle
   batch, with the end of its lease. A process that dies holds its allowance until the lease
   sweeper gives the chunk back; the usage it had settled is already in the counters.
@@ -89,6 +89,7 @@ class Allowances:
         self._store = store
         self._lease_prefix = lease_prefix
         self._lease_ttl_s = lease_ttl_s
+        self._max_age_s = min(MAX_AGE_S, lease_ttl_s / 4)  # ended long before its lease
         self._give_back = give_back
         self._numbers = itertools.count()
         self._open: dict[tuple[str, str], Allowance] = {}
@@ -113,7 +114,7 @@ class Allowances:
             if allowance is None:
                 undone(uses)
                 return None
-            if allowance.shape.ident is not shape.ident or now - allowance.born > MAX_AGE_S:
+            if allowance.shape.ident is not shape.ident or now - allowance.born > self._max_age_s:
                 self._end(allowance)  # a window rolled, a limit changed, or too old
                 undone(uses)
                 return None
@@ -207,7 +208,7 @@ class Allowances:
     def tend(self, now: float) -> None:
         """End the allowances idle for ``IDLE_S`` or older than ``MAX_AGE_S``."""
         for allowance in list(self._open.values()):
-            if now - allowance.used_at > IDLE_S or now - allowance.born > MAX_AGE_S:
+            if now - allowance.used_at > IDLE_S or now - allowance.born > self._max_age_s:
                 self._end(allowance)
 
     async def aclose(self) -> None:
