@@ -19,10 +19,10 @@ are still reserved per request in Redis.
 - **End.** An allowance ends when a request does not fit in it, when any of its windows rolls
   (another minute, hour, local day or month: another counter key), after ``MAX_AGE_S`` (or a
   quarter of the lease's time to live if shorter), after ``IDLE_S`` without a request, when
-  the level's limits change and at shutdown. Its unused part (the chunk less the estimates of its requests
-  still in flight, which settle against the counters directly) goes back in the next settle
-  batch, with the end of its lease. A process that dies holds its allowance until the lease
-  sweeper gives the chunk back; the usage it had settled is already in the counters.
+  the level's limits change and at shutdown. Its unused part (the chunks less the estimates of
+  its requests still in flight, which settle against the counters directly) goes back in the
+  next settle batch, with the end of its leases. A process that dies holds its allowance until
+  the lease sweeper gives the chunks back; the usage it had settled is in the counters already.
 - **Size and the bound.** An allowance is granted only to a level that is busy in this process
   (``HOT`` exact reservations within ``HOT_S`` seconds) and has room: a grant is, per measure,
   the smaller of ``CHUNK`` requests' worth and 1/``SHARE`` of the least headroom of the level's
