@@ -5,6 +5,7 @@ The design, the bound and when allowances are asked for and ended: ``allowances.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -54,6 +55,9 @@ class Allowance:
     born: float
     used_at: float
     open: bool = True
+    # its requests' writes to the level's counters, summed until ``queued`` leaves the buffer
+    folded: list[int] = dataclasses.field(default_factory=lambda: [0, 0, 0, 0, 0])
+    queued: SettleBatch | None = None  # the buffered batch ``seal`` fills in
 
     def add(self, lease: str, hold: Hold, room: list[int]) -> None:
         """A grant's chunk, added to what it holds."""
@@ -195,6 +199,48 @@ def settled(uses: Sequence[Use], actual: Amounts) -> tuple[Aggregate, ...]:
             values = tuple([counted[index] for index in indexes])
             found.append(_new(Aggregate, (key, fields, values, ttl)))
     return tuple(found)
+
+
+def fold(uses: Sequence[Use], actual: Amounts) -> list[Allowance]:
+    """``settled``'s writes summed into each allowance's ``folded`` instead of returned: the
+    allowances without a batch queued to carry them (the caller queues one whose leaving the
+    buffer calls ``seal``)."""
+    unqueued = []
+    done: Need = (*actual, 0)
+    for allowance, need in uses:
+        in_flight, folded = allowance.in_flight, allowance.folded
+        measures = allowance.shape.measures
+        if allowance.open:
+            left = allowance.left
+            for index in measures:
+                amount = need[index]
+                in_flight[index] -= amount
+                left[index] += amount - done[index]
+                folded[index] += done[index]
+        else:
+            for index in measures:
+                amount = need[index]
+                in_flight[index] -= amount
+                folded[index] += done[index] - amount
+        if allowance.queued is None:
+            unqueued.append(allowance)
+    return unqueued
+
+
+def seal(allowance: Allowance) -> None:
+    """Fill the queued batch with what was folded (it is leaving the buffer for the store)."""
+    batch, folded = allowance.queued, allowance.folded
+    if batch is None:
+        return
+    batch.aggregates = tuple(
+        [
+            Aggregate(key, fields, tuple([folded[index] for index in indexes]), ttl)
+            for key, fields, indexes, ttl in allowance.shape.hashes
+            if any(folded[index] for index in indexes)
+        ]
+    )
+    allowance.folded = [0, 0, 0, 0, 0]
+    allowance.queued = None
 
 
 def returned(allowance: Allowance) -> SettleBatch:

@@ -21,6 +21,7 @@ happens to spend once settled (cost alerts) is the ``SpendObserver``'s, given by
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import secrets
@@ -31,7 +32,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from gateway.config.model import CAPABILITIES, Budget, Config, Quota, Tier, UserOverride
 from gateway.errors import InvalidRequest, StoreUnavailable
-from gateway.metering import admit_checks, counters, tier_shards
+from gateway.metering import admit_checks, allowance, counters, tier_shards
 from gateway.metering.allowances import Allowances, Use
 from gateway.metering.buffer import Flusher, UsageBuffer
 from gateway.metering.health import StoreHealth
@@ -272,6 +273,10 @@ class Meter:
             if item.record is not None and self._on_record is not None:
                 self._notify(item.record)
             self._buffer.add(item)
+            for unqueued in item.unqueued or ():  # a batch to carry its levels' usage
+                unqueued.queued = batch = SettleBatch(())
+                sealed = functools.partial(allowance.seal, unqueued)
+                self._buffer.add(Settlement(batch, (), None, sealed=sealed))
             if self._flush_task is None:
                 self._start_background()
         except Exception:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -91,6 +92,9 @@ class Settlement:
     batch: SettleBatch
     spend: tuple[SpendKey, ...]  # one per watched increment, in order
     record: UsageRecord | None  # None: only leases to end (a refused reservation's)
+    # allowances whose folded level usage needs a batch queued (``allowance.fold``)
+    unqueued: list[allowance.Allowance] | None = None
+    sealed: Callable[[], None] | None = None  # called as it leaves the buffer
 
 
 def failed(outcome: Outcome) -> bool:
@@ -213,17 +217,16 @@ def settlement(admission: Admission, outcome: Outcome, record_id: str) -> Settle
         cost = actual.usd_micros
         ttl = AGGREGATE_TTL_S
         increments += [_new(Increment, (key, scope, cost, ttl, True)) for key, scope in watched]
-    aggregates: tuple[Aggregate, ...] = _aggregates(admission, outcome, used, day)
-    if admission.uses:  # the levels' usage, summed per settle batch by the store
-        aggregates += allowance.settled(admission.uses, actual)
+    # the levels' usage, when from allowances, summed in them until a batch carries it
+    unqueued = allowance.fold(admission.uses, actual) if admission.uses else None
     batch = SettleBatch(
         tuple(increments),
         record_codec.encode(record),
-        aggregates,
+        _aggregates(admission, outcome, used, day),
         _leases(admission),
         keys.user_records(request.user, day),
     )
-    return Settlement(batch, spend, record)
+    return Settlement(batch, spend, record, unqueued)
 
 
 def usage_record(
