@@ -10,10 +10,11 @@ are still reserved per request in Redis.
 - **Exact, one-sided.** A process admits against its allowance only what fits in it, and the
   allowance fitted under every window's limit when granted, so no level limit is exceeded by
   admissions (as before, a request using more than its estimate may pass it by the excess).
-- **Usage.** A request served from an allowance adds its actual usage to the level's
-  counters at settle, as ``Aggregate`` values, which the store sums per flush: one write per
-  (hash, field) per settle batch, not per request. Its estimate leaves the allowance at
-  admission and what it did not use (and its slot) comes back to it locally.
+- **Usage.** A request served from an allowance adds its actual usage to the allowance's
+  ``folded`` sums at settle; one batch per allowance waits in the settle buffer and is filled
+  from them as the writer takes it (``allowance.seal``): one write per (hash, field) per
+  flush, not per request, and never later than the request's own record. Its estimate leaves
+  the allowance at admission and what it did not use (and its slot) comes back to it locally.
 - **What a reader sees.** A level's counter reads its actual usage plus every open
   allowance's unused part: toward refusing, never toward allowing.
 - **End.** An allowance ends when a request does not fit in it, when any of its windows rolls
