@@ -46,7 +46,9 @@ class UsageBuffer:
 
     def add(self, item: Settlement) -> None:
         if len(self._items) >= self._max:
-            self._items.popleft()
+            oldest = self._items.popleft()
+            if oldest.sealed is not None:
+                oldest.sealed()
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 self._logger.error(
@@ -56,8 +58,12 @@ class UsageBuffer:
         self.wake.set()
 
     def take(self, count: int) -> list[Settlement]:
-        """Remove and return up to ``count`` of the oldest entries."""
-        return [self._items.popleft() for _ in range(min(count, len(self._items)))]
+        """Remove and return up to ``count`` of the oldest entries (each ``sealed`` first)."""
+        taken = [self._items.popleft() for _ in range(min(count, len(self._items)))]
+        for item in taken:
+            if item.sealed is not None:
+                item.sealed()
+        return taken
 
 
 class Flusher:

@@ -21,17 +21,19 @@ happens to spend once settled (cost alerts) is the ``SpendObserver``'s, given by
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from gateway.config.model import CAPABILITIES, Budget, Config, Quota, Tier, UserOverride
 from gateway.errors import InvalidRequest, StoreUnavailable
-from gateway.metering import admit_checks, counters, tier_shards
+from gateway.metering import admit_checks, allowance, counters, tier_shards
+from gateway.metering.allowances import Allowances, Use
 from gateway.metering.buffer import Flusher, UsageBuffer
 from gateway.metering.health import StoreHealth
 from gateway.metering.last_known import LastKnown
@@ -123,6 +125,8 @@ class Meter:
         self._buffer = UsageBuffer(config.settings.usage_buffer_max, logger)
         self._flusher = Flusher(self._buffer, store, self._health, self._written, logger)
         self._flush_task: asyncio.Task[None] | None = None
+        self._allowances = Allowances(store, self._lease_prefix, lease_ttl_s, self._returned)
+        self._tend_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -133,10 +137,12 @@ class Meter:
     async def aclose(self, timeout_s: float = 5.0) -> None:
         """Wait for pending settles, flush the buffer and send queued alerts (each up to
         ``timeout_s``), then stop the background tasks. The store is the caller's to close."""
+        await self._allowances.aclose()  # their unused parts queued, written just below
+        await _cancel(self._tend_task)
         await self.settled()
         await _cancel(self._flush_task)
         await _cancel(self._sweep_task)
-        self._flush_task = self._sweep_task = None
+        self._flush_task = self._sweep_task = self._tend_task = None
         if not await self._flusher.drain(timeout_s):
             logger.error("metering: %d usage records lost at shutdown", len(self._flusher))
         if self._spend is not None:
@@ -160,11 +166,28 @@ class Meter:
         output = counters.capped_output(plan.output_cap, request)
         flex = 0 if request.byok else output
         amounts = counters.estimate(request, flex)
-        checks = counters.fill(plan.checks, plan.fills, amounts, flex)
-        if not admit_checks.in_range(amounts, flex):
-            admit_checks.check_amounts(checks)
+        local, uses = plan.local, cast(tuple[Use, ...], ())
+        if local is not None and request.generates_tokens and admit_checks.in_range(amounts, flex):
+            uses = self._allowances.take(local.shapes, amounts, now) or ()
+        if uses and local is not None:  # the levels' window counters covered locally
+            checks = counters.fill(local.checks, local.fills, amounts, flex)
+            layouts = local.settle_layout, local.lease_layout
+        else:
+            checks = counters.fill(plan.checks, plan.fills, amounts, flex)
+            if not admit_checks.in_range(amounts, flex):
+                admit_checks.check_amounts(checks)
+            layouts = plan.settle_layout, plan.lease_layout
         lease = self._lease()
-        decision = await self._reserve(checks, plan.override_key, lease)
+        try:
+            decision = await self._reserve(checks, plan.override_key, lease)
+        except BaseException:
+            self._allowances.unused(uses)
+            raise
+        if uses and decision is not None and not decision.ok:
+            self._allowances.unused(uses)
+            uses = ()
+        elif not uses and local is not None and decision is not None and request.generates_tokens:
+            self._allowances.reserved(local.shapes, amounts, decision, now)
         if (
             decision is not None
             and admit_checks.tier_refused(checks, decision)
@@ -172,9 +195,11 @@ class Meter:
         ):
             spilled = await self._spill_over(request, plan, checks, decision, lease)
             plan, checks, decision, lease = spilled
+            layouts = plan.settle_layout, plan.lease_layout
         if decision is None:
             denial = self._last_known.take(checks)
             if denial is not None:
+                self._allowances.unused(uses)
                 raise exceeded(request, checks, denial, windows, now, OUTAGE_NOTE)
             return Admission(
                 headers={},
@@ -183,8 +208,9 @@ class Meter:
                 started=now,
                 checks=checks,
                 lease=lease.id,
+                uses=uses,  # admitted unchecked, the levels within this process's allowance
             )
-        self._last_known.record(plan.key, checks, decision)
+        self._last_known.record(local.source if uses and local else plan.key, checks, decision)
         if not decision.ok:
             raise exceeded(request, checks, decision, windows, now)
         granted = decision.granted
@@ -202,8 +228,9 @@ class Meter:
             checks=checks,
             granted=granted,
             lease=lease.id,
-            settle_layout=plan.settle_layout,
-            lease_layout=plan.lease_layout,
+            settle_layout=layouts[0],
+            lease_layout=layouts[1],
+            uses=uses,
         )
 
     def _lease(self) -> Lease:
@@ -246,6 +273,10 @@ class Meter:
             if item.record is not None and self._on_record is not None:
                 self._notify(item.record)
             self._buffer.add(item)
+            for unqueued in item.unqueued or ():  # a batch to carry its levels' usage
+                unqueued.queued = batch = SettleBatch(())
+                sealed = functools.partial(allowance.seal, unqueued)
+                self._buffer.add(Settlement(batch, (), None, sealed=sealed))
             if self._flush_task is None:
                 self._start_background()
         except Exception:
@@ -309,6 +340,12 @@ class Meter:
         if self._config.settings.on_store_error == "deny":
             raise StoreUnavailable("Usage metering is unavailable; try again shortly")
         return None
+
+    def _returned(self, batch: SettleBatch) -> None:
+        """An allowance's end (``allowances.returned``), queued for the writer."""
+        self._buffer.add(Settlement(batch, (), None))
+        if self._flush_task is None:
+            self._start_background()
 
     def _give_back(self, checks: tuple[Check, ...], lease: Lease) -> None:
         """A refused request whose reserve timed out may still have run in the store (a
@@ -405,6 +442,11 @@ class Meter:
         return "ok"
 
     @property
+    def allowances(self) -> Allowances:
+        """This process's level allowances (``allowances.py``)."""
+        return self._allowances
+
+    @property
     def store_errors_total(self) -> int:
         return self._health.errors_total
 
@@ -433,6 +475,8 @@ class Meter:
             self._flush_task = loop.create_task(self._flusher.run())
         if self._sweep_task is None and self._sweep_interval_s > 0:
             self._sweep_task = loop.create_task(self._sweep_leases())
+        if self._tend_task is None:
+            self._tend_task = loop.create_task(self._allowances.run(self._clock))
 
     async def sweep_leases(self) -> int:
         """Give back the reservations whose lease expired (their worker died); how many."""

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.metering import counters
+from gateway.metering import counters, level_limits
+from gateway.metering.allowance import LevelShape, shapes
 from gateway.metering.limit_errors import reset_header
 from gateway.metering.settle import LeaseLayout, SettleLayout, lease_layout, settle_layout
 from gateway.metering.types import Check, KeyLimits, LevelLimits, MeterRequest
@@ -22,6 +23,21 @@ from gateway.store import keys
 
 # (user, key id, tier, capability, byok, tier shard): what decides a request's counters
 PlanKey = tuple[str, str, str, str, bool, int]
+# the level checks an allowance covers (``allowances.py``): every window's and in-flight count
+LEVEL_KINDS = frozenset(level_limits.KINDS)
+
+
+@dataclass(slots=True, frozen=True)
+class Local:
+    """A plan's reservation when its levels' counters are covered by allowances: the other
+    checks, laid out as ``Plan``'s, and the levels."""
+
+    checks: tuple[Check, ...]
+    fills: counters.Fills
+    settle_layout: SettleLayout
+    lease_layout: LeaseLayout
+    shapes: tuple[LevelShape, ...]
+    source: tuple[PlanKey, str]  # its decisions' source for ``LastKnown`` (not the plan's)
 
 
 @dataclass(slots=True)
@@ -42,6 +58,7 @@ class Plan:
     # the request's objects the checks were built from (a changed key makes another plan)
     key_limits: KeyLimits | None
     levels: tuple[LevelLimits, ...]
+    local: Local | None = None  # None: no level window counters
 
 
 class Plans:
@@ -89,6 +106,7 @@ def _plan(
     windows = windows_at(now)
     checks = counters.template(limits, request, windows, tier_shard)
     return Plan(
+        local=_local(key, checks) if request.levels else None,
         key=key,
         second=second,
         limits=limits,
@@ -102,4 +120,14 @@ def _plan(
         reset=reset_header(windows, now),
         key_limits=request.key_limits,
         levels=request.levels,
+    )
+
+
+def _local(key: PlanKey, checks: tuple[Check, ...]) -> Local | None:
+    found = shapes(checks, LEVEL_KINDS)
+    if not found:
+        return None
+    kept = tuple(check for check in checks if check.kind not in LEVEL_KINDS)
+    return Local(
+        kept, counters.fills(kept), settle_layout(kept), lease_layout(kept), found, (key, "local")
     )

@@ -27,10 +27,11 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-from gateway.metering import record_codec
+from gateway.metering import allowance, record_codec
 from gateway.metering.counters import SETTLED_INDEX, USD_INDEX
 from gateway.metering.estimate import tokens_for_chars
 from gateway.metering.pricing import cost_micros, micros_to_usd
@@ -91,6 +92,9 @@ class Settlement:
     batch: SettleBatch
     spend: tuple[SpendKey, ...]  # one per watched increment, in order
     record: UsageRecord | None  # None: only leases to end (a refused reservation's)
+    # allowances whose folded level usage needs a batch queued (``allowance.fold``)
+    unqueued: list[allowance.Allowance] | None = None
+    sealed: Callable[[], None] | None = None  # called as it leaves the buffer
 
 
 def failed(outcome: Outcome) -> bool:
@@ -213,6 +217,8 @@ def settlement(admission: Admission, outcome: Outcome, record_id: str) -> Settle
         cost = actual.usd_micros
         ttl = AGGREGATE_TTL_S
         increments += [_new(Increment, (key, scope, cost, ttl, True)) for key, scope in watched]
+    # the levels' usage, when from allowances, summed in them until a batch carries it
+    unqueued = allowance.fold(admission.uses, actual) if admission.uses else None
     batch = SettleBatch(
         tuple(increments),
         record_codec.encode(record),
@@ -220,7 +226,7 @@ def settlement(admission: Admission, outcome: Outcome, record_id: str) -> Settle
         _leases(admission),
         keys.user_records(request.user, day),
     )
-    return Settlement(batch, spend, record)
+    return Settlement(batch, spend, record, unqueued)
 
 
 def usage_record(

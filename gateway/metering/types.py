@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from gateway.config.model import Price, Tier
 from gateway.store.port import Counter
+
+if TYPE_CHECKING:
+    from gateway.metering.allowance import Use
 
 
 class Amounts(NamedTuple):
@@ -144,3 +147,4 @@ class Admission:
     # worked out from ``checks`` once per plan (``plans.py``; empty: from the checks at settle)
     settle_layout: tuple[tuple[str, str, int, int], ...] = ()  # ``settle.settle_layout``
     lease_layout: tuple[tuple[str, tuple[tuple[int, str, str, int], ...]], ...] = ()
+    uses: tuple[Use, ...] = ()  # what it took from its levels' allowances (``allowances.py``)

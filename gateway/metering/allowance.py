@@ -1,0 +1,272 @@
+"""One level allowance: its chunk, what its requests take and give back, and its end (pure).
+
+The design, the bound and when allowances are asked for and ended: ``allowances.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from gateway.metering.types import Amounts, Check
+from gateway.store import keys
+from gateway.store.port import Aggregate, Counter, Decision, Increment, LeaseEnd, SettleBatch
+
+CHUNK = 32  # requests' worth of one grant at most (a top-up is asked at half of it)
+SHARE = 16  # an allowance takes at most this fraction of the least headroom (1/SHARE)
+SMALLEST = 4  # requests' worth below which no allowance is granted
+_new = tuple.__new__
+Hold = tuple[int, int, int, int, int]  # a chunk per measure (``Need``'s indexes)
+# a request's estimate per measure: ``Amounts`` and a slot in flight (index ``SLOT``)
+Need = tuple[int, int, int, int, int]
+SLOT = 4
+Ident = tuple[
+    tuple[str, str, int, int, int], ...
+]  # a level's counters: key, field, index, limit, ttl
+INDEXES = {"requests": 0, "tokens": 1, "usd": 3}
+
+
+class LevelShape(NamedTuple):
+    """One level's window counters in one plan: what an allowance of it covers."""
+
+    name: tuple[str, str]  # (level, id)
+    # per counter: position in the plan's checks, key, field, index in ``Need``, limit, ttl
+    counters: tuple[tuple[int, str, str, int, int, int], ...]
+    measures: tuple[int, ...]  # the indexes in ``Need`` it limits
+    hashes: tuple[tuple[str, tuple[str, ...], tuple[int, ...], int], ...]  # key, fields, idx, ttl
+    # the counters without their plan positions, one object per content (``_IDENTS``): an
+    # allowance is for the same counters and limits when its ``ident`` *is* the plan's
+    ident: Ident
+
+
+@dataclass(slots=True, eq=False)
+class Allowance:
+    """A chunk of one level's counters held by this process."""
+
+    shape: LevelShape
+    grants: list[tuple[str, Hold]]  # (lease id, chunk) per grant: each has its own lease
+    hold: list[int]  # granted in all per index of Amounts, in each window's counter
+    left: list[int]  # of ``hold``, not taken by requests in flight or used
+    in_flight: list[int]  # the estimates of its requests in flight
+    room: list[int]  # ``rooms`` after the last grant: what a top-up is sized from
+    refill: list[int]  # below this ``left`` (half the last chunk) a top-up is asked for
+    born: float
+    used_at: float
+    open: bool = True
+    # its requests' writes to the level's counters, summed until ``queued`` leaves the buffer
+    folded: list[int] = dataclasses.field(default_factory=lambda: [0, 0, 0, 0, 0])
+    queued: SettleBatch | None = None  # the buffered batch ``seal`` fills in
+
+    def add(self, lease: str, hold: Hold, room: list[int]) -> None:
+        """A grant's chunk, added to what it holds."""
+        self.grants.append((lease, hold))
+        for index in self.shape.measures:
+            self.hold[index] += hold[index]
+            self.left[index] += hold[index]
+        self.room = room
+        self.refill = [amount // 2 for amount in hold]
+
+
+class Use(NamedTuple):
+    """What one admitted request took from one allowance (its estimate)."""
+
+    allowance: Allowance
+    need: Need
+
+
+def shapes(checks: Sequence[Check], window_kinds: frozenset[str]) -> tuple[LevelShape, ...]:
+    """The level window checks of a plan's ``checks``, one shape per level."""
+    by_level: dict[tuple[str, str], list[tuple[int, str, str, int, int, int]]] = {}
+    for position, (kind, counter) in enumerate(checks):
+        if kind not in window_kinds:
+            continue
+        level, _, measure = (*kind.split("."), "")[:3]
+        index = INDEXES[measure] if measure else SLOT  # "<level>.parallel": in flight
+        name = (level, counter.key.split("}")[0])  # the level's hash tag: one per level
+        entry = (position, counter.key, counter.field, index, counter.limit, counter.ttl_s)
+        by_level.setdefault(name, []).append(entry)
+    found = []
+    for name, entries in by_level.items():
+        hashes: dict[str, tuple[list[str], list[int], int]] = {}
+        for _, key, field, index, _, ttl in entries:
+            fields, indexes, _ = hashes.setdefault(key, ([], [], ttl))
+            fields.append(field)
+            indexes.append(index)
+        ident = tuple(
+            (key, field, index, limit, ttl) for _, key, field, index, limit, ttl in entries
+        )
+        if len(_IDENTS) > 10_000:
+            _IDENTS.clear()
+        found.append(
+            LevelShape(
+                name,
+                tuple(entries),
+                tuple(sorted({entry[3] for entry in entries})),
+                tuple((k, tuple(f), tuple(i), t) for k, (f, i, t) in hashes.items()),
+                _IDENTS.setdefault(ident, ident),
+            )
+        )
+    return tuple(found)
+
+
+_IDENTS: dict[
+    tuple[tuple[str, str, int, int, int], ...], tuple[tuple[str, str, int, int, int], ...]
+] = {}
+
+
+def rooms(shape: LevelShape, decision: Decision, granted: bool) -> list[int]:
+    """Per index of Amounts the least headroom of the level's windows after ``decision`` (-1:
+    no limit in force): an exact reservation's (counters at their plan positions) or, when
+    ``granted``, an allowance's (counters in ``shape.counters`` order)."""
+    room = [-1, -1, -1, -1, -1]
+    for at, (position, _, _, index, _, _) in enumerate(shape.counters):
+        position = at if granted else position
+        limit = decision.limits[position]
+        if limit < 0:
+            continue
+        left = limit - decision.used[position] - decision.granted[position]
+        room[index] = left if room[index] < 0 else min(room[index], left)
+    return room
+
+
+def size(shape: LevelShape, need: Need, room: Sequence[int]) -> Hold | None:
+    """The chunk to ask for: per measure the smaller of ``CHUNK`` requests' worth (``need``
+    being one) and 1/``SHARE`` of the least headroom; None when that is under ``SMALLEST``
+    requests' worth for any measure."""
+    sizes = [0, 0, 0, 0, 0]
+    for index in shape.measures:
+        each = need[index] or 1  # a request and a slot are 1; a free request counts 1 too
+        if room[index] < 0:  # no limit in force (an override): nothing to hold
+            continue
+        chunk = min(CHUNK * each, room[index] // SHARE)
+        if chunk < SMALLEST * each:
+            return None
+        sizes[index] = chunk
+    return sizes[0], sizes[1], sizes[2], sizes[3], sizes[4]
+
+
+def grant_counters(shape: LevelShape, hold: Sequence[int]) -> list[Counter]:
+    """The counters an allowance of ``hold`` reserves: every window's, each the whole chunk."""
+    return [
+        Counter(key, field, hold[index], limit, ttl_s=ttl, sliding=index == SLOT)
+        for _, key, field, index, limit, ttl in shape.counters
+    ]
+
+
+def take(allowance: Allowance, need: Need, now: float) -> int:
+    """Admit ``need`` from the allowance if it fits in every measure: 0 when it does not, 1
+    when it did, 2 when it did and what is left fell below half the last chunk (time for a
+    top-up)."""
+    left = allowance.left
+    measures = allowance.shape.measures
+    for index in measures:
+        if left[index] < need[index]:
+            return 0
+    in_flight, refill = allowance.in_flight, allowance.refill
+    taken = 1
+    for index in measures:
+        amount = need[index]
+        left[index] -= amount
+        in_flight[index] += amount
+        if left[index] < refill[index]:
+            taken = 2
+    allowance.used_at = now
+    return taken
+
+
+def settled(uses: Sequence[Use], actual: Amounts) -> tuple[Aggregate, ...]:
+    """The level writes of a request served from allowances: its actual usage while the
+    allowance is open (the estimate comes back to it locally), the difference from its
+    estimate once it has ended (the estimate was then left counted)."""
+    found: list[Aggregate] = []
+    done: Need = (*actual, 0)  # a slot in flight is free again
+    for allowance, need in uses:
+        counted: tuple[int, ...] = done
+        in_flight = allowance.in_flight
+        for index in allowance.shape.measures:
+            in_flight[index] -= need[index]
+        if allowance.open:
+            left = allowance.left
+            for index in allowance.shape.measures:
+                left[index] += need[index] - done[index]
+        else:
+            counted = tuple([a - n for a, n in zip(done, need, strict=True)])
+        for key, fields, indexes, ttl in allowance.shape.hashes:
+            if indexes[0] == SLOT and counted is done:  # a slot freed: nothing to write
+                continue
+            values = tuple([counted[index] for index in indexes])
+            found.append(_new(Aggregate, (key, fields, values, ttl)))
+    return tuple(found)
+
+
+def fold(uses: Sequence[Use], actual: Amounts) -> list[Allowance]:
+    """``settled``'s writes summed into each allowance's ``folded`` instead of returned: the
+    allowances without a batch queued to carry them (the caller queues one whose leaving the
+    buffer calls ``seal``)."""
+    unqueued = []
+    done: Need = (*actual, 0)
+    for allowance, need in uses:
+        in_flight, folded = allowance.in_flight, allowance.folded
+        measures = allowance.shape.measures
+        if allowance.open:
+            left = allowance.left
+            for index in measures:
+                amount = need[index]
+                in_flight[index] -= amount
+                left[index] += amount - done[index]
+                folded[index] += done[index]
+        else:
+            for index in measures:
+                amount = need[index]
+                in_flight[index] -= amount
+                folded[index] += done[index] - amount
+        if allowance.queued is None:
+            unqueued.append(allowance)
+    return unqueued
+
+
+def seal(allowance: Allowance) -> None:
+    """Fill the queued batch with what was folded (it is leaving the buffer for the store)."""
+    batch, folded = allowance.queued, allowance.folded
+    if batch is None:
+        return
+    batch.aggregates = tuple(
+        [
+            Aggregate(key, fields, tuple([folded[index] for index in indexes]), ttl)
+            for key, fields, indexes, ttl in allowance.shape.hashes
+            if any(folded[index] for index in indexes)
+        ]
+    )
+    allowance.folded = [0, 0, 0, 0, 0]
+    allowance.queued = None
+
+
+def returned(allowance: Allowance) -> SettleBatch:
+    """End ``allowance``: give back its chunks but for what its requests in flight hold, and
+    end each grant's lease (if the sweeper took one, its chunk is added back first)."""
+    allowance.open = False
+    increments = []
+    for _, key, field, index, _, ttl in allowance.shape.counters:
+        back = allowance.hold[index] - allowance.in_flight[index]
+        if back:
+            increments.append(Increment(key, field, -back, ttl))
+    groups = dict.fromkeys(keys.lease(key) for _, key, *_ in allowance.shape.counters)
+    ends = []
+    for lease, hold in allowance.grants:
+        held = tuple(
+            (key, field, hold[index], ttl)
+            for _, key, field, index, _, ttl in allowance.shape.counters
+            if hold[index]
+        )
+        ends += [LeaseEnd(group, lease, held) for group in groups]
+    return SettleBatch(tuple(increments), leases=tuple(ends))
+
+
+def undone(uses: Sequence[Use]) -> None:
+    """Put back what ``uses`` took (another level's allowance did not cover the request)."""
+    for allowance, need in uses:
+        for index in allowance.shape.measures:
+            allowance.left[index] += need[index]
+            allowance.in_flight[index] -= need[index]

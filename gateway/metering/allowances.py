@@ -1,0 +1,226 @@
+"""Level allowances: an organization's or team's counters reserved ahead, per process.
+
+A busy level's requests need not each check its thirteen counters in Redis: a process reserves
+a chunk of them ahead (an *allowance*: the same amount of requests, tokens and micro-USD in
+each of the level's windows, and slots of its ``max_parallel``, granted atomically against
+every one of its counters and recorded in a lease like any reservation), and admits locally
+while the chunk covers a request's estimate and a slot. The user's, key's and tier's counters
+are still reserved per request in Redis.
+
+- **Exact, one-sided.** A process admits against its allowance only what fits in it, and the
+  allowance fitted under every window's limit when granted, so no level limit is exceeded by
+  admissions (as before, a request using more than its estimate may pass it by the excess).
+- **Usage.** A request served from an allowance adds its actual usage to the allowance's
+  ``folded`` sums at settle; one batch per allowance waits in the settle buffer and is filled
+  from them as the writer takes it (``allowance.seal``): one write per (hash, field) per
+  flush, not per request, and never later than the request's own record. Its estimate leaves
+  the allowance at admission and what it did not use (and its slot) comes back to it locally.
+- **What a reader sees.** A level's counter reads its actual usage plus every open
+  allowance's unused part: toward refusing, never toward allowing.
+- **End.** An allowance ends when a request does not fit in it, when any of its windows rolls
+  (another minute, hour, local day or month: another counter key), after ``MAX_AGE_S`` (or a
+  quarter of the lease's time to live if shorter), after ``IDLE_S`` without a request, when
+  the level's limits change and at shutdown. Its unused part (the chunks less the estimates of
+  its requests still in flight, which settle against the counters directly) goes back in the
+  next settle batch, with the end of its leases. A process that dies holds its allowance until
+  the lease sweeper gives the chunks back; the usage it had settled is in the counters already.
+- **Size and the bound.** An allowance is granted only to a level that is busy in this process
+  (``HOT`` exact reservations within ``HOT_S`` seconds) and has room: a grant is, per measure,
+  the smaller of ``CHUNK`` requests' worth and 1/``SHARE`` of the least headroom of the level's
+  windows, and none is granted under ``SMALLEST`` requests' worth (so none while less than
+  ``SHARE`` x ``SMALLEST`` = 64 requests' worth is left: the level is then reserved per
+  request, exactly as without allowances). When what is left falls below half the last grant,
+  another is asked for in the background (its own lease) and added: a steady stream is served
+  from the allowance throughout. A request is refused only by the store, so its 429 names the
+  level and the window as before; it may be refused while other processes hold allowances: a
+  level may stop short of its limit by at most the unused part of the others' open
+  allowances, each under one and a half grants, and given back within ``IDLE_S`` of its last
+  request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+
+from gateway.metering.allowance import (
+    CHUNK,
+    SHARE,
+    SMALLEST,
+    Allowance,
+    Hold,
+    LevelShape,
+    Need,
+    Use,
+    grant_counters,
+    returned,
+    rooms,
+    settled,
+    size,
+    take,
+    undone,
+)
+from gateway.metering.types import Amounts
+from gateway.store import keys
+from gateway.store.port import Decision, Lease, LeaseEnd, SettleBatch, Store, StoreError
+
+__all__ = ["CHUNK", "HOT", "IDLE_S", "SHARE", "SMALLEST", "Allowances", "Use", "settled"]
+
+logger = logging.getLogger("gateway.metering")
+_new = tuple.__new__
+HOT, HOT_S = 8, 10  # reservations of a level in one process within HOT_S s before one is asked
+IDLE_S = 1.0
+MAX_AGE_S = 60.0  # far below the lease's 900 s: the sweeper never takes an allowance in use
+
+
+class Allowances:
+    """This process's open allowances, one per level at most, and the grants under way.
+
+    ``give_back`` queues a settle batch (an allowance's end) for the meter's writer."""
+
+    def __init__(
+        self,
+        store: Store,
+        lease_prefix: str,
+        lease_ttl_s: int,
+        give_back: Callable[[SettleBatch], None],
+    ) -> None:
+        self._store = store
+        self._lease_prefix = lease_prefix
+        self._lease_ttl_s = lease_ttl_s
+        self._max_age_s = min(MAX_AGE_S, lease_ttl_s / 4)  # ended long before its lease
+        self._give_back = give_back
+        self._numbers = itertools.count()
+        self._open: dict[tuple[str, str], Allowance] = {}
+        self._asking: set[tuple[str, str]] = set()
+        self._hot: dict[tuple[str, str], list[int]] = {}  # name → [HOT_S bucket, reservations]
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def take(
+        self, shapes: Sequence[LevelShape], amounts: Amounts, now: float
+    ) -> tuple[Use, ...] | None:
+        """The request's estimate and a slot in flight from the open allowance of each level,
+        or None (nothing taken) when one of them has none, or one that has ended or does not
+        cover it."""
+        need: Need = (*amounts, 1)
+        uses: list[Use] = []
+        for shape in shapes:
+            allowance = self._open.get(shape.name)
+            if allowance is None:
+                undone(uses)
+                return None
+            if allowance.shape.ident is not shape.ident or now - allowance.born > self._max_age_s:
+                self._end(allowance)  # a window rolled, a limit changed, or too old
+                undone(uses)
+                return None
+            taken = take(allowance, need, now)
+            if not taken:
+                self._end(allowance)
+                undone(uses)
+                return None
+            uses.append(_new(Use, (allowance, need)))
+            if taken == 2 and shape.name not in self._asking:  # topped up ahead
+                self._ask(shape, size(shape, need, allowance.room), allowance, now)
+        return tuple(uses)
+
+    def reserved(
+        self, shapes: Sequence[LevelShape], amounts: Amounts, decision: Decision, now: float
+    ) -> None:
+        """A request reserved its levels exactly (``decision``): ask for an allowance of each
+        busy level without one, in the background."""
+        if self._closed or not decision.ok:
+            return
+        bucket = int(now // HOT_S)
+        for shape in shapes:
+            name = shape.name
+            if name in self._open or name in self._asking:
+                continue
+            hot = self._hot.get(name)
+            if hot is None or hot[0] != bucket:
+                if len(self._hot) > 10_000:
+                    self._hot.clear()
+                hot = self._hot[name] = [bucket, 0]
+            hot[1] += 1
+            if hot[1] < HOT:
+                continue
+            need: Need = (*amounts, 1)
+            self._ask(shape, size(shape, need, rooms(shape, decision, False)), None, now)
+
+    def _ask(
+        self, shape: LevelShape, hold: Hold | None, into: Allowance | None, now: float
+    ) -> None:
+        """Ask for a chunk of ``hold`` in the background: a new allowance, or ``into``'s."""
+        if hold is None or self._closed:
+            return
+        self._asking.add(shape.name)
+        task = asyncio.get_running_loop().create_task(self._grant(shape, hold, into, now))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _grant(
+        self, shape: LevelShape, hold: Hold, into: Allowance | None, now: float
+    ) -> None:
+        lease = Lease(f"{self._lease_prefix}.a{next(self._numbers)}", self._lease_ttl_s)
+        try:
+            decision = await self._store.reserve(grant_counters(shape, hold), None, lease)
+        except StoreError as exc:  # it may have run: end its lease, which gives back its grants
+            logger.debug("metering: an allowance was not granted: %s", exc)
+            groups = dict.fromkeys(keys.lease(key) for _, key, *_ in shape.counters)
+            self._give_back(SettleBatch((), leases=tuple(LeaseEnd(g, lease.id) for g in groups)))
+            return
+        finally:
+            self._asking.discard(shape.name)
+        if not decision.ok:
+            return
+        room = rooms(shape, decision, True)
+        if into is not None and into.open and self._open.get(shape.name) is into:
+            into.add(lease.id, hold, room)
+            return
+        allowance = Allowance(shape, [], [0] * 5, [0] * 5, [0] * 5, room, [0] * 5, now, now)
+        allowance.add(lease.id, hold, room)
+        if self._closed or shape.name in self._open:
+            self._give_back(returned(allowance))
+            return
+        self._open[shape.name] = allowance
+
+    def unused(self, uses: Sequence[Use]) -> None:
+        """A request refused after taking from allowances: its estimate comes back to them,
+        or to the counters if one has ended meanwhile (its end left the estimate counted)."""
+        if uses:
+            aggregates = settled(uses, Amounts())
+            if any(not use.allowance.open for use in uses):
+                self._give_back(SettleBatch((), aggregates=aggregates))
+
+    async def run(self, clock: Callable[[], float]) -> None:
+        """``tend`` twice per ``IDLE_S``, until cancelled."""
+        while True:
+            await asyncio.sleep(IDLE_S / 2)
+            try:
+                self.tend(clock())
+            except Exception:
+                logger.exception("metering: ending allowances failed")
+
+    def tend(self, now: float) -> None:
+        """End the allowances idle for ``IDLE_S`` or older than ``MAX_AGE_S``."""
+        for allowance in list(self._open.values()):
+            if now - allowance.used_at > IDLE_S or now - allowance.born > self._max_age_s:
+                self._end(allowance)
+
+    async def aclose(self) -> None:
+        """End every allowance and ask for none any more (shutdown)."""
+        self._closed = True
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for allowance in list(self._open.values()):
+            self._end(allowance)
+
+    def _end(self, allowance: Allowance) -> None:
+        if self._open.get(allowance.shape.name) is allowance:
+            del self._open[allowance.shape.name]
+        self._give_back(returned(allowance))

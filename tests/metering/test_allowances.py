@@ -1,0 +1,285 @@
+"""Level allowances: a busy level's window counters reserved ahead per process, on every store:
+the requests they cover, the bound across two processes, the window roll, a dead process's
+chunk swept back, and the 429 naming level and window once they run out."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import replace
+
+import pytest
+
+from gateway.config.model import Config, Price
+from gateway.errors import QuotaExceeded
+from gateway.metering import Meter, allowances, level_limits
+from gateway.metering.level_limits import LEVEL_HEADER, WINDOW_HEADER
+from gateway.metering.types import Admission, LevelLimits, MeterRequest, Windowed
+from gateway.metering.zoned_windows import zoned
+from gateway.store.factory import create_store
+from gateway.store.port import Store
+
+from .helpers import Clock, RedisServer, metered, ok, request, run
+
+PRICE = Price(input=1_000.0)  # $0.001 a token: a 10-token prompt costs 10_000 micro-USD
+EACH = 10_000
+
+
+def ask(config: Config, levels: tuple[LevelLimits, ...], n: int, user: str = "u0") -> MeterRequest:
+    asked = request(
+        config, user=user, tier="premium", price=PRICE, request_id=f"r{n}", max_tokens=1
+    )
+    return replace(asked, levels=levels, generates_tokens=True, max_output_tokens=0)
+
+
+async def served(meter: Meter, asked: MeterRequest) -> Admission | None:
+    try:
+        admitted = await meter.admit(asked)
+    except QuotaExceeded:
+        return None
+    meter.finish(admitted, ok(10, 0, price=PRICE))
+    return admitted
+
+
+async def until_granted(meter: Meter, config: Config, levels: tuple[LevelLimits, ...]) -> int:
+    """Requests until one is served from an allowance (HOT exact ones ask for it)."""
+    for n in range(4 * allowances.HOT):
+        admitted = await served(meter, ask(config, levels, n))
+        assert admitted is not None
+        if admitted.uses:
+            return n + 1
+        await asyncio.sleep(0.01)  # the grant's round trip
+    raise AssertionError("no allowance was granted")
+
+
+async def team_day(store: Store, clock: Clock, team: str = "ml") -> dict[str, int]:
+    day = zoned("UTC", clock.now).day.id
+    (values,) = await store.read_hashes([f"{level_limits.base('team', team)}:d:{day}"])
+    return values
+
+
+def test_a_busy_level_is_served_from_its_allowance_and_its_counter_ends_exact(
+    config: Config, store_url: str | None
+) -> None:
+    team = LevelLimits(
+        "team", "ml", usd=Windowed(day=10**9), requests=Windowed(day=10**6), max_parallel=10**6
+    )
+    clock = Clock()
+    par = f"{level_limits.base('team', 'ml')}:par"
+
+    async def scenario() -> None:
+        async with metered(config, store_url, clock=clock) as (meter, store):
+            first = await until_granted(meter, config, (team,))
+            assert first > allowances.HOT  # quiet levels are reserved exactly
+            for n in range(20):
+                admitted = await served(meter, ask(config, (team,), 100 + n))
+                assert admitted is not None and admitted.uses
+            await meter.settled()
+            held = await team_day(store, clock)
+            # while open, the counter reads the usage plus the allowance's unused part
+            assert held["req"] > first + 20 and held["usd"] > (first + 20) * EACH
+            assert (await store.read_hashes([par]))[0]["n"] > 0  # slots held ahead
+            meter.allowances.tend(clock.now + 2 * allowances.IDLE_S)  # idle: given back
+            await meter.settled()
+            assert await team_day(store, clock) == {"req": first + 20, "usd": (first + 20) * EACH}
+            assert (await store.read_hashes([par]))[0].get("n", 0) == 0  # in flight: none
+
+    run(scenario())
+
+
+def test_a_window_roll_gives_the_allowance_back(config: Config, store_url: str | None) -> None:
+    team = LevelLimits("team", "ml", requests=Windowed(minute=10**6, day=10**6))
+    clock = Clock()
+
+    async def scenario() -> None:
+        async with metered(config, store_url, clock=clock) as (meter, store):
+            first = await until_granted(meter, config, (team,))
+            minute = zoned("UTC", clock.now).minute
+            clock.advance(60)  # another minute: another counter, so the allowance ends
+            admitted = await served(meter, ask(config, (team,), 999))
+            assert admitted is not None and not admitted.uses
+            await meter.settled()
+            key = level_limits.window_key("team", "ml", minute)
+            assert (await store.read_hashes([key]))[0] == {"req": first}
+
+    run(scenario())
+
+
+def test_a_dead_processs_allowance_is_swept_back(config: Config, redis_url: str) -> None:
+    team = LevelLimits("team", "ml", usd=Windowed(day=10**9))
+    clock = Clock()
+
+    async def dies() -> int:
+        store = create_store(redis_url, config.settings)
+        meter = Meter(config, store, clock=clock, lease_ttl_s=1, sweep_interval_s=0)
+        await meter.start()
+        first = await until_granted(meter, config, (team,))
+        await meter.settled()
+        return first  # no aclose: the loop ends and its tasks with it, the allowance held
+
+    async def sweeps(first: int) -> None:
+        async with metered(config, redis_url, clock=clock, sweep_interval_s=0) as (meter, store):
+            assert (await team_day(store, clock))["usd"] > first * EACH
+            for _ in range(100):
+                if await meter.sweep_leases():
+                    break
+                await asyncio.sleep(0.05)  # until the lease's second has passed
+            assert (await team_day(store, clock))["usd"] == first * EACH
+
+    run(sweeps(run(dies())))
+
+
+def test_two_processes_end_within_the_stated_bound(config: Config, store_url: str | None) -> None:
+    """Two meters on one store, a team budget of 200 requests' cost and 300 asked for in
+    bursts: never above the budget; once the allowances are given back, short of it by less
+    than one request (the allowances' part of the bound is gone when they are)."""
+    budget = 200 * EACH
+    team = LevelLimits("team", "ml", usd=Windowed(day=budget))
+    clock = Clock()
+
+    async def scenario() -> None:
+        async with (
+            metered(config, store_url, clock=clock) as (a, store),
+            metered(config, store_url, clock=clock) as (b, _),
+        ):
+            if store_url is None:  # the memory store is per process: one for both
+                b = Meter(config, store, clock=clock)
+                await b.start()
+            meters, results, n = (a, b), [], 0
+            for _ in range(15):
+                burst = [served(meters[i % 2], ask(config, (team,), n + i, f"u{i % 4}"))
+                         for i in range(20)]  # fmt: skip
+                n += 20
+                results += await asyncio.gather(*burst)
+                assert (await team_day(store, clock)).get("usd", 0) <= budget
+            assert any(r is not None and r.uses for r in results)
+            for meter in meters:
+                meter.allowances.tend(clock.now + 2 * allowances.IDLE_S)
+                await meter.settled()
+            spent = (await team_day(store, clock))["usd"]
+            assert budget - EACH < spent <= budget
+            assert spent == EACH * sum(r is not None for r in results)
+            if store_url is None:
+                await b.aclose()
+
+    run(scenario())
+
+
+def test_a_refusal_after_the_allowances_ran_out_names_the_level_and_window(
+    config: Config, store_url: str | None
+) -> None:
+    team = LevelLimits("team", "ml", "Europe/Paris", usd=Windowed(month=100 * EACH))
+    clock = Clock()
+
+    async def scenario() -> None:
+        async with metered(config, store_url, clock=clock) as (meter, _):
+            await until_granted(meter, config, (team,))
+            refused = None
+            for n in range(200):
+                try:
+                    admitted = await meter.admit(ask(config, (team,), 500 + n))
+                except QuotaExceeded as exc:
+                    refused = exc
+                    break
+                meter.finish(admitted, ok(10, 0, price=PRICE))
+            assert refused is not None
+            assert refused.headers[LEVEL_HEADER] == "team"
+            assert refused.headers[WINDOW_HEADER] == "month"
+            assert "Team 'ml'" in refused.message and "Europe/Paris" in refused.message
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_sizes_and_failures_never_pass_the_limit(config: Config, seed: int) -> None:
+    """Random prompts (estimate = cost), failed answers and idle ends, memory store: the
+    counter never passes its limit and ends at the usage once the allowances are back."""
+    rng = random.Random(seed)
+    budget = rng.randrange(150, 600) * EACH  # 100 to 400 requests' worth
+    team = LevelLimits(
+        "team", "ml", usd=Windowed(day=budget, month=budget + EACH), max_parallel=10**5
+    )
+    par = f"{level_limits.base('team', 'ml')}:par"
+    clock = Clock()
+
+    async def scenario() -> None:
+        async with metered(config, None, clock=clock) as (meter, store):
+            spent = covered = 0
+            for n in range(500):
+                prompt = rng.randrange(1, 30)
+                asked = replace(ask(config, (team,), n), prompt_tokens_estimate=prompt)
+                try:
+                    admitted = await meter.admit(asked)
+                except QuotaExceeded:
+                    continue
+                covered += bool(admitted.uses)
+                failed = rng.random() < 0.1
+                outcome = ok(prompt, 0, price=PRICE, status=500 if failed else 200)
+                meter.finish(admitted, outcome)
+                spent += 0 if failed else prompt * 1_000
+                if rng.random() < 0.05:
+                    meter.allowances.tend(clock.now + 2 * allowances.IDLE_S)
+                await asyncio.sleep(0)
+                await meter.settled()
+                assert (await team_day(store, clock)).get("usd", 0) <= budget
+            meter.allowances.tend(clock.now + 2 * allowances.IDLE_S)
+            await meter.settled()
+            assert (await team_day(store, clock)).get("usd", 0) == spent <= budget
+            assert (await store.read_hashes([par]))[0].get("n", 0) == 0
+            assert covered > 0
+
+    run(scenario())
+
+
+def test_a_busy_allowance_is_topped_up_before_it_runs_out(config: Config) -> None:
+    """At half its last chunk an allowance asks for another in the background (a lease of its
+    own): a steady stream is served from it throughout (memory store: no round trip)."""
+    team = LevelLimits("team", "ml", usd=Windowed(day=10**9), requests=Windowed(minute=10**6))
+    clock = Clock()
+
+    async def scenario() -> None:
+        async with metered(config, None, clock=clock) as (meter, store):
+            first = await until_granted(meter, config, (team,))
+            taken = []
+            for n in range(5 * allowances.CHUNK):
+                admitted = await served(meter, ask(config, (team,), 100 + n))
+                assert admitted is not None
+                taken.append(admitted.uses)
+                await asyncio.sleep(0)  # the top-up's turn
+            assert all(taken)
+            (allowance,) = {use.allowance for uses in taken for use in uses}
+            assert len(allowance.grants) >= 5
+            meter.allowances.tend(clock.now + 2 * allowances.IDLE_S)
+            await meter.settled()
+            used = first + 5 * allowances.CHUNK
+            assert await team_day(store, clock) == {"usd": used * EACH}
+
+    run(scenario())
+
+
+def test_an_outage_admits_within_the_allowance_and_counts_its_usage_once_back(
+    config: Config,
+) -> None:
+    """Redis stops while an allowance is open ("allow" policy): the requests it covers are
+    admitted unchecked within it, and their level usage is written when the store returns
+    (restarted empty: the counter then holds exactly their usage)."""
+    team = LevelLimits("team", "ml", usd=Windowed(day=10**9))
+    clock = Clock()
+    with RedisServer() as server:
+
+        async def scenario() -> None:
+            async with metered(config, server.url, clock=clock) as (meter, store):
+                await until_granted(meter, config, (team,))
+                await meter.settled()
+                server.stop()
+                for n in range(5):
+                    admitted = await served(meter, ask(config, (team,), 700 + n))
+                    assert admitted is not None and admitted.uses and not admitted.granted
+                server.start()  # same port, empty
+                for _ in range(200):
+                    if not meter.buffered_records:
+                        break
+                    await asyncio.sleep(0.05)
+                assert (await team_day(store, clock))["usd"] == 5 * EACH
+
+        run(scenario())
