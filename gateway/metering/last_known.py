@@ -11,8 +11,8 @@ admitted at most R more times per process (the figures are per process and go st
 processes the overshoot of a counter is at most (P - 1) x R, plus the requests in flight).
 
 Only an outage reads these figures, so a reservation costs one dictionary entry: the latest
-decision per source (a ``plans.Plan``'s key), turned into per-counter figures when a request
-is admitted unchecked. A source's earlier decisions name the same counters as its latest, or
+decision per source (a ``plans.ReservationPlan``'s key), turned into per-counter figures when a
+request is admitted unchecked. A source's earlier decisions name the same counters as its latest, or
 counters of a window (or a key's limits) since gone, which no later request checks.
 """
 

@@ -43,7 +43,7 @@ from gateway.metering.limits import (
     override_from_hash,
     quota_override_fields,
 )
-from gateway.metering.plans import Plan, Plans
+from gateway.metering.plans import Plans, ReservationPlan
 from gateway.metering.quota_view import build_view, view_keys
 from gateway.metering.record import UsageRecord
 from gateway.metering.record_ids import RecordIds
@@ -239,11 +239,11 @@ class Meter:
     async def _spill_over(
         self,
         request: MeterRequest,
-        plan: Plan,
+        plan: ReservationPlan,
         checks: tuple[Check, ...],
         decision: Decision,
         lease: Lease,
-    ) -> tuple[Plan, tuple[Check, ...], Decision | None, Lease]:
+    ) -> tuple[ReservationPlan, tuple[Check, ...], Decision | None, Lease]:
         """The home shard of the tier budget refused: try the other shards not known to be
         full (``tier_shards``); the last answer stands."""
         tier, shards = request.tier.name, plan.limits.tier_shards

@@ -2,11 +2,11 @@
 
 Every request of one user through one key, at one tier and capability, checks the same
 counters in the same second: the same keys, fields, limits and times to live (these count
-whole seconds), only the amounts differ. A ``Plan`` holds those checks (``counters.template``)
-and what the admission and its settle need besides; ``counters.fill`` puts a request's amounts
-in. The plan
-is rebuilt when the second changes, so a busy key pays for the keys and limits once a second
-instead of on every request. Bounded, as users and keys come from the config and the store.
+whole seconds), only the amounts differ. A ``ReservationPlan`` holds those checks
+(``counters.template``) and what the admission and its settle need besides; ``counters.fill``
+puts a request's amounts in. The plan is rebuilt when the second changes, so a busy key pays
+for the keys and limits once a second instead of on every request. Bounded, as users and keys
+come from the config and the store.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ LEVEL_KINDS = frozenset(level_limits.KINDS)
 @dataclass(slots=True, frozen=True)
 class Local:
     """A plan's reservation when its levels' counters are covered by allowances: the other
-    checks, laid out as ``Plan``'s, and the levels."""
+    checks, laid out as ``ReservationPlan``'s, and the levels."""
 
     checks: tuple[Check, ...]
     fills: counters.Fills
@@ -41,7 +41,7 @@ class Local:
 
 
 @dataclass(slots=True)
-class Plan:
+class ReservationPlan:
     """One second's checks of one (user, key, tier, capability), before the amounts."""
 
     key: PlanKey
@@ -62,14 +62,14 @@ class Plan:
 
 
 class Plans:
-    """The latest ``Plan`` per (user, key, tier, capability, byok, shard)."""
+    """The latest ``ReservationPlan`` per (user, key, tier, capability, byok, shard)."""
 
     def __init__(self, limits: counters.LimitCache, size: int = 10_000) -> None:
         self._limits = limits
         self._size = size
-        self._entries: dict[PlanKey, Plan] = {}
+        self._entries: dict[PlanKey, ReservationPlan] = {}
 
-    def get(self, request: MeterRequest, now: float, tier_shard: int = -1) -> Plan:
+    def get(self, request: MeterRequest, now: float, tier_shard: int = -1) -> ReservationPlan:
         """The plan of ``request`` at ``now``; ``tier_shard`` as ``counters.reservation``'s."""
         second = int(now // 1)
         key = (
@@ -101,11 +101,11 @@ def _plan(
     request: MeterRequest,
     now: float,
     tier_shard: int,
-) -> Plan:
+) -> ReservationPlan:
     limits = cache.get(request)
     windows = windows_at(now)
     checks = counters.template(limits, request, windows, tier_shard)
-    return Plan(
+    return ReservationPlan(
         local=_local(key, checks) if request.levels else None,
         key=key,
         second=second,
