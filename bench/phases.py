@@ -27,6 +27,8 @@ from services import (
 from wrk_load import LoadSpec, run_wrk
 
 TRANSPORTS = ("native", "aiohttp", "httpx")  # the gateway's upstream clients, fastest first
+# a worker this busy relays with a queue: chunks wait behind others, whatever the relay's code
+SATURATED_PCT = 85.0
 
 
 @dataclass(frozen=True)
@@ -137,12 +139,27 @@ def slow_phase(bench: Bench, gateway: RunningGateway) -> None:
     watch = bench.watch(gateway=pids)
     outcome = slow_scenario(report, knobs, "slow_streams", gateway.target(), pids, watch)
     steady = outcome.stats.steady_delays_ms if outcome.stats else []
+    extra = outcome.result.extra
+    gateway_pct = extra["process_cpu_pct"].get("gateway", 0.0)
+    chunks = extra["chunks_received"]
     report.add_facts(
         "relay",
         steady_chunks=len(steady),
         steady_p50_ms=median(steady),
         steady_p99_ms=percentile(steady, 99),
+        gateway_cpu_pct=gateway_pct,
+        # the worker's CPU per relayed chunk, its streams' set-up and ending included
+        gateway_cpu_us_per_chunk=gateway_pct / 100 * extra["seconds"] / chunks * 1e6
+        if chunks
+        else float("nan"),
+        harness_cpu_pct=extra["process_cpu_pct"].get("harness", 0.0),
     )
+    if gateway_pct >= SATURATED_PCT:
+        report.note(
+            f"slow_streams: the gateway worker was {gateway_pct:.0f}% busy over the whole run; "
+            "its relay delay is mostly chunks queueing for a saturated core (lower "
+            "gateway_cpu_us_per_chunk, not the delay itself, is what a relay change moves)"
+        )
     sampler = outcome.sampler
     if sampler is None or sampler.peak_open == 0:
         report.note("slow_streams: no stream was ever open; no memory figure")

@@ -117,7 +117,9 @@ def slow_scenario(
     ``pids`` (the gateway's, or none) have their RSS sampled while the streams are open.
     """
     chunks = max(1, round(knobs.slow_seconds / MEAN_GAP_S))
-    body = chat_body("bench-slow", True, bench_chunks=chunks)
+    # the slow upstream reports one completion token per content chunk: max_tokens must allow
+    # them, or every stream's usage is clamped and logged as implausible at its end
+    body = chat_body("bench-slow", True, bench_chunks=chunks, max_tokens=max(64, chunks))
     sampler = RssSampler(pids) if pids else None
     plan = SlowPlan(knobs.slow_streams, deadline_s=knobs.slow_seconds * 3 + 60)
     started = time.perf_counter()

@@ -224,16 +224,24 @@ class Connection(asyncio.Protocol):
             self._transport.write(b"0\r\n\r\n")
         await self._until(lambda: self.head_done, timeout)
 
-    async def next_chunk(self, timeout: float | None) -> bytes | None:
-        """Everything of the body received so far (at least one piece), or None at its end.
+    async def next_chunk(self, timeout: float | None) -> bytes:
+        """Everything of the body received so far (at least one piece); ``StopAsyncIteration``
+        at its end, so that this coroutine can be an iterator's ``__anext__`` itself.
 
         Pieces that queued up while the reader was busy go out together: a relay that falls
         behind then spends one write, not one per piece, and catches up."""
         chunks = self._chunks
         if not chunks:
-            await self._until(self._has_body, timeout)
+            # ``_until`` inlined: a relay waits here once per chunk, and each coroutine level
+            # on the stack costs work at every suspension and every resumption
+            while not chunks and not self.body_done:
+                waiter = self._waiter_for(timeout)
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
             if not chunks:
-                return None
+                raise StopAsyncIteration
         data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self._buffered = 0
@@ -242,9 +250,6 @@ class Connection(asyncio.Protocol):
             assert self._transport is not None
             self._transport.resume_reading()
         return data
-
-    def _has_body(self) -> bool:
-        return bool(self._chunks) or self.body_done
 
     @property
     def reusable(self) -> bool:
@@ -315,18 +320,24 @@ class Connection(asyncio.Protocol):
 
     async def _until(self, ready: Any, timeout: float | None) -> None:
         while not ready():
-            self._raise_if_failed()
-            if self.closed and not self.body_done:
-                raise self._error or httpx.ReadError("Upstream connection closed")
-            waiter = self._waiter = self._loop.create_future()
-            if timeout:
-                self._arm(timeout)
-            else:
-                self._disarm()  # a timer left by an earlier wait must not end this one
+            waiter = self._waiter_for(timeout)
             try:
                 await waiter
             finally:
                 self._waiter = None
+
+    def _waiter_for(self, timeout: float | None) -> asyncio.Future[None]:
+        """The future the next event resolves (bytes, the end, a failure, the timeout);
+        raises instead when the exchange already failed or the connection is gone."""
+        self._raise_if_failed()
+        if self.closed and not self.body_done:
+            raise self._error or httpx.ReadError("Upstream connection closed")
+        waiter = self._waiter = self._loop.create_future()
+        if timeout:
+            self._arm(timeout)
+        else:
+            self._disarm()  # a timer left by an earlier wait must not end this one
+        return waiter
 
     def _arm(self, timeout: float) -> None:
         """Fail the wait that starts now if nothing arrives within ``timeout``.
