@@ -1,0 +1,102 @@
+"""Chat fields the Anthropic adapter cannot carry: refused by name, or dropped and named.
+
+A chat request whose chain (every deployment that may answer it, before rollout, flags and
+allow-lists narrow it) has a model behind the Anthropic adapter is checked against
+``CHAT_ANTHROPIC``: a field it refuses, one it does not list (the adapter would not send it)
+and a value it cannot translate (``response_format`` ``json_object``, a non-function tool or
+tool choice) answer 400 naming the field and the models; a tier with
+``unsupported_fields: drop`` drops them instead, and the answer names them in the
+``x-gateway-dropped-fields`` header. A chain with no such model is not checked: its fields
+reach the OpenAI-compatible upstreams as they are. The check runs before quotas are charged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from gateway.config.model import Model, Tier
+from gateway.protocols.dropping import remove
+from gateway.protocols.fields import CHAT_ANTHROPIC, Disposition, Refused, harmless
+from gateway.proxy.bridge_plan import DROPPED_HEADER
+from gateway.proxy.incoming import Incoming
+
+ADAPTER = "behind the Anthropic adapter"
+RESPONSE_FORMATS = ("text", "json_schema")
+TOOL_CHOICES = ("auto", "none", "required")
+
+
+def settle(incoming: Incoming, tier: Tier, adapted: tuple[Model, ...]) -> tuple[Incoming, str]:
+    """``incoming`` as the chain may receive it and the dropped fields ("" for none); raises
+    the first refusal unless the tier drops them."""
+    refusals = refused(incoming.fields, adapted)
+    if not refusals:
+        return incoming, ""
+    if tier.unsupported_fields != "drop":
+        raise refusals[0]
+    fields = dict(incoming.fields)
+    dropped = [r.field for r in refusals]
+    tools = {at for at in dropped if at.startswith("tools[")}
+    for at in dropped:
+        if at not in tools:
+            remove(fields, at)
+    if tools:
+        kept = [t for i, t in enumerate(fields["tools"]) if f"tools[{i}].type" not in tools]
+        fields["tools"] = kept
+        # every tool dropped: no tools (an empty list is an error to OpenAI), nor a choice
+        if not kept:
+            del fields["tools"]
+            if fields.pop("tool_choice", None) is not None and "tool_choice" not in dropped:
+                dropped.append("tool_choice")
+    return replace(incoming, fields=fields), ", ".join(dropped)
+
+
+def refused(fields: Mapping[str, Any], adapted: tuple[Model, ...]) -> list[Refused]:
+    """Every part of the chat body the adapter cannot carry, as the body names it."""
+    names = ", ".join(sorted({m.name for m in adapted}))
+    out: list[Refused] = []
+    for name, value in fields.items():
+        found = CHAT_ANTHROPIC.get(name)
+        if found is None:
+            out.append(Refused(f"Unknown parameter '{name}': {names} ({ADAPTER}) would not "
+                               "receive it.", name))  # fmt: skip
+        elif found.disposition is Disposition.REFUSED:
+            if value is not None and not harmless(value, found):
+                out.append(_refusal(name, names, found.note))
+        elif value is not None and (why := _untranslatable(name, value)) is not None:
+            at, note = why
+            out.append(_refusal(at, names, note))
+    if "tools" in fields and isinstance(fields["tools"], list):
+        for index, tool in enumerate(fields["tools"]):
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            if kind not in (None, "function"):
+                out.append(_refusal(f"tools[{index}].type", names, "function tools only"))
+    return out
+
+
+def _untranslatable(name: str, value: Any) -> tuple[str, str] | None:
+    """(the part, why) for a value of a translated field the adapter has no counterpart for."""
+    if name == "response_format":
+        kind = value.get("type") if isinstance(value, dict) else None
+        if kind == "json_object":
+            return name, "it has no JSON mode: use a json_schema format"
+        if kind not in RESPONSE_FORMATS:
+            return name, "text and json_schema formats only"
+    elif name == "tool_choice":
+        if value in TOOL_CHOICES:
+            return None
+        function = value.get("function") if isinstance(value, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            return name, "auto, none, required or a function only"
+    return None
+
+
+def _refusal(at: str, names: str, why: str) -> Refused:
+    return Refused(f"'{at}' is not supported for {names} ({ADAPTER}): {why}.", at)
+
+
+def with_dropped(headers: dict[str, str], dropped: str) -> dict[str, str]:
+    """``headers`` with the dropped fields named."""
+    headers[DROPPED_HEADER] = dropped
+    return headers
