@@ -4,7 +4,7 @@ A chat request whose chain (every deployment that may answer it, before rollout,
 allow-lists narrow it) has a model behind the Anthropic adapter is checked against
 ``CHAT_ANTHROPIC``: a field it refuses, one it does not list (the adapter would not send it)
 and a value it cannot translate (``response_format`` ``json_object``, a non-function tool or
-tool choice) answer 400 naming the field and the models; a tier with
+tool choice, an audio or file content part) answer 400 naming the field and the models; a tier with
 ``unsupported_fields: drop`` drops them instead, and the answer names them in the
 ``x-gateway-dropped-fields`` header. A chain with no such model is not checked: its fields
 reach the OpenAI-compatible upstreams as they are. The check runs before quotas are charged.
@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+import orjson
+
 from gateway.config.model import Model, Tier
 from gateway.protocols.dropping import remove
 from gateway.protocols.fields import CHAT_ANTHROPIC, Disposition, Refused, harmless
@@ -25,6 +27,7 @@ from gateway.proxy.incoming import Incoming
 ADAPTER = "behind the Anthropic adapter"
 RESPONSE_FORMATS = ("text", "json_schema")
 TOOL_CHOICES = ("auto", "none", "required")
+PARTS = ("text", "image_url", "input_image")  # the content parts the adapter carries
 
 
 def settle(incoming: Incoming, tier: Tier, adapted: tuple[Model, ...]) -> tuple[Incoming, str]:
@@ -35,20 +38,15 @@ def settle(incoming: Incoming, tier: Tier, adapted: tuple[Model, ...]) -> tuple[
         return incoming, ""
     if tier.unsupported_fields != "drop":
         raise refusals[0]
-    fields = dict(incoming.fields)
+    fields = orjson.loads(orjson.dumps(incoming.fields))  # the client's body stays whole
     dropped = [r.field for r in refusals]
-    tools = {at for at in dropped if at.startswith("tools[")}
-    for at in dropped:
-        if at not in tools:
-            remove(fields, at)
-    if tools:
-        kept = [t for i, t in enumerate(fields["tools"]) if f"tools[{i}].type" not in tools]
-        fields["tools"] = kept
-        # every tool dropped: no tools (an empty list is an error to OpenAI), nor a choice
-        if not kept:
-            del fields["tools"]
-            if fields.pop("tool_choice", None) is not None and "tool_choice" not in dropped:
-                dropped.append("tool_choice")
+    for at in reversed(dropped):  # a list's later elements first: the earlier keep their place
+        remove(fields, at)
+    # every tool dropped: no tools (an empty list is an error to OpenAI), nor a choice
+    if fields.get("tools") == [] and incoming.fields.get("tools"):
+        del fields["tools"]
+        if fields.pop("tool_choice", None) is not None and "tool_choice" not in dropped:
+            dropped.append("tool_choice")
     return replace(incoming, fields=fields), ", ".join(dropped)
 
 
@@ -67,11 +65,17 @@ def refused(fields: Mapping[str, Any], adapted: tuple[Model, ...]) -> list[Refus
         elif value is not None and (why := _untranslatable(name, value)) is not None:
             at, note = why
             out.append(_refusal(at, names, note))
-    if "tools" in fields and isinstance(fields["tools"], list):
-        for index, tool in enumerate(fields["tools"]):
-            kind = tool.get("type") if isinstance(tool, dict) else None
-            if kind not in (None, "function"):
-                out.append(_refusal(f"tools[{index}].type", names, "function tools only"))
+    tools = fields.get("tools")
+    for index, tool in enumerate(tools if isinstance(tools, list) else ()):
+        if not isinstance(tool, dict) or tool.get("type") not in (None, "function"):
+            out.append(_refusal(f"tools[{index}].type", names, "function tools only"))
+    messages = fields.get("messages")
+    for index, message in enumerate(messages if isinstance(messages, list) else ()):
+        content = message.get("content") if isinstance(message, dict) else None
+        for place, part in enumerate(content if isinstance(content, list) else ()):
+            if not isinstance(part, dict) or part.get("type") not in PARTS:
+                path = f"messages[{index}].content[{place}].type"
+                out.append(_refusal(path, names, "text and image parts only"))
     return out
 
 

@@ -20,6 +20,7 @@ FUNCTION = {
     "type": "function",
     "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}},
 }
+AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
 # (field, a value the adapter cannot carry, the part the 400 names)
 REFUSED: list[tuple[str, Any, str]] = [
     ("n", 2, "n"),
@@ -44,7 +45,9 @@ REFUSED: list[tuple[str, Any, str]] = [
     ("tools", [FUNCTION, {"type": "custom", "custom": {"name": "sql"}}], "tools[1].type"),
     ("tool_choice", {"type": "allowed_tools", "allowed_tools": {}}, "tool_choice"),
     ("repetition_penalty", 1.1, "repetition_penalty"),  # not a chat field: the adapter drops it
-]
+    ("messages", [{"role": "user", "content": [{"type": "text", "text": "Hi"}, AUDIO]}],
+     "messages[0].content[1].type"),
+]  # fmt: skip
 
 
 def client(gw: RunningGateway) -> openai.OpenAI:
@@ -150,9 +153,10 @@ def test_a_dropping_tier_answers_and_names_what_it_dropped(
 ) -> None:
     gw = start_providers({"text": ["claude"]}, tier={"unsupported_fields": "drop"})
     custom = {"type": "custom", "custom": {"name": "sql"}}
+    parts = [AUDIO, {"type": "text", "text": "Hi"}, AUDIO]
     raw = client(gw).chat.completions.with_raw_response.create(
         model="claude",
-        messages=HI,
+        messages=[{"role": "user", "content": parts}],  # type: ignore[list-item]
         seed=7,
         logprobs=True,
         response_format={"type": "json_object"},
@@ -163,9 +167,10 @@ def test_a_dropping_tier_answers_and_names_what_it_dropped(
     dropped = raw.headers["x-gateway-dropped-fields"].split(", ")
     assert set(dropped) == {
         "seed", "logprobs", "response_format", "repetition_penalty", "tools[0].type",
-        "tools[2].type",
+        "tools[2].type", "messages[0].content[0].type", "messages[0].content[2].type",
     }  # fmt: skip
     sent = anthropic.requests[-1]
+    assert sent["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
     assert [tool["name"] for tool in sent["tools"]] == ["get_weather"]
     assert "output_config" not in sent
     stream = client(gw).chat.completions.with_raw_response.create(
