@@ -222,7 +222,7 @@ class Tier:
     def adapted(self) -> Mapping[str, tuple[Model, ...]]:
         """Requested name → the deployments behind the Anthropic adapter that may answer it;
         a name whose chain has none is absent (chat's field check, ``proxy/chat_fields.py``,
-        then costs one lookup in an empty mapping)."""
+        runs only for a tier where this is not empty)."""
         return {
             name: found for name, chain in self.lookup.items() if (found := adapter_models(chain))
         }

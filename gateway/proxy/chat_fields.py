@@ -8,6 +8,11 @@ tool choice, an audio or file content part) answer 400 naming the field and the 
 ``unsupported_fields: drop`` drops them instead, and the answer names them in the
 ``x-gateway-dropped-fields`` header. A chain with no such model is not checked: its fields
 reach the OpenAI-compatible upstreams as they are. The check runs before quotas are charged.
+
+A tier precomputes, per requested name, its chain's models behind the adapter
+(``Tier.adapted``); the pipeline calls ``settle`` only for a tier that has some (or a model a
+caller's own key unlocks), so a tier without (the shipped config) pays two attribute tests per
+chat request.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ from typing import Any
 
 import orjson
 
-from gateway.config.model import Model, Tier
+from gateway.config.model import Model, Tier, adapter_models
 from gateway.protocols.dropping import remove
 from gateway.protocols.fields import CHAT_ANTHROPIC, Disposition, Refused, harmless
 from gateway.proxy.bridge_plan import DROPPED_HEADER
 from gateway.proxy.incoming import Incoming
+from gateway.proxy.routing import AUTO, CHAT, Plan, default_route
 
 ADAPTER = "behind the Anthropic adapter"
 RESPONSE_FORMATS = ("text", "json_schema")
@@ -30,9 +36,18 @@ TOOL_CHOICES = ("auto", "none", "required")
 PARTS = ("text", "image_url", "input_image")  # the content parts the adapter carries
 
 
-def settle(incoming: Incoming, tier: Tier, adapted: tuple[Model, ...]) -> tuple[Incoming, str]:
-    """``incoming`` as the chain may receive it and the dropped fields ("" for none); raises
-    the first refusal unless the tier drops them."""
+def settle(incoming: Incoming, tier: Tier, plan: Plan) -> tuple[Incoming, str]:
+    """``incoming`` as the chain of ``plan`` (as resolved) may receive it and the dropped
+    fields ("" for none); raises the first refusal unless the tier drops them."""
+    if plan.byok_only:  # a model outside the tier's chains
+        adapted = adapter_models(plan.chain)
+    else:  # the name ``resolve`` looked up
+        name = incoming.model
+        if name is None or name == AUTO:
+            name = default_route(CHAT, incoming.fields)
+        adapted = tier.adapted.get(name or "", ())
+    if not adapted:
+        return incoming, ""
     refusals = refused(incoming.fields, adapted)
     if not refusals:
         return incoming, ""

@@ -131,10 +131,10 @@ class Pipeline:
         ctx.requested_model = incoming.model
         principal.allow_model(incoming.model)
         plan = resolve(self._config, principal.tier, endpoint, incoming.model, incoming.fields)
-        if plan.adapted and endpoint is CHAT:  # fields the Anthropic adapter cannot carry
-            incoming, ctx.dropped_fields = chat_fields.settle(
-                incoming, principal.tier, plan.adapted
-            )
+        # a tier with models behind the Anthropic adapter (or a model a caller's own key
+        # unlocks): the fields the adapter cannot carry
+        if endpoint is CHAT and (principal.tier.adapted or plan.byok_only):
+            incoming, ctx.dropped_fields = chat_fields.settle(incoming, principal.tier, plan)
         plan, ctx.rollout = self._rollout.apply(principal.tier, plan, principal.user)
         if self._flags is not None:
             plan, ctx.indicators = self._flags.apply(principal, plan)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gateway.config.model import CAPABILITY_BY_MODALITY, Config, Model, Tier, adapter_models
+from gateway.config.model import CAPABILITY_BY_MODALITY, Config, Model, Tier
 from gateway.errors import Forbidden, InvalidRequest, ModelNotFound
 
 AUTO = "auto"
@@ -65,9 +65,6 @@ class Plan:
     chain: tuple[Model, ...]  # targets in order: the first, then fallbacks
     # a model outside the tier that the tier's ``byok_models`` lets a caller's own key unlock
     byok_only: bool = False
-    # the deployments of the chain as resolved (before rollout, flags and allow-lists narrow
-    # it) behind the Anthropic adapter: chat's fields are checked against it (chat_fields.py)
-    adapted: tuple[Model, ...] = ()
 
 
 def resolve(
@@ -83,7 +80,7 @@ def resolve(
             raise InvalidRequest(
                 f"POST /v1{endpoint.path} does not serve '{route}' models.", param="model"
             )
-        return Plan(route, CAPABILITY_BY_MODALITY[route], chain, adapted=tier.adapted.get(name, ()))
+        return Plan(route, CAPABILITY_BY_MODALITY[route], chain)
     if tier.byok_models is not None and (plan := byok_plan(config, tier, endpoint, name)):
         return plan
     if name in config.known_models or name in config.known_routes:
@@ -126,18 +123,14 @@ def byok_plan(config: Config, tier: Tier, endpoint: Endpoint, name: str) -> Plan
         unlocked = {byok.upstream_for(name), byok.upstream_for(configured.upstream_model)}
         if configured.upstream.name not in unlocked or configured.modality == "video":
             return None
-        chain = (configured,)
-        return Plan(configured.modality, CAPABILITY_BY_MODALITY[configured.modality], chain,
-                    byok_only=True, adapted=adapter_models(chain))  # fmt: skip
+        return Plan(configured.modality, CAPABILITY_BY_MODALITY[configured.modality],
+                    (configured,), byok_only=True)  # fmt: skip
     upstream_name = tier.byok_models.upstream_for(name)
     found = config.upstreams.get(upstream_name) if upstream_name else None
     if found is None:
         return None
     model = Model(name, found, name, route)
-    chain = (model,)
-    return Plan(
-        route, CAPABILITY_BY_MODALITY[route], chain, byok_only=True, adapted=adapter_models(chain)
-    )
+    return Plan(route, CAPABILITY_BY_MODALITY[route], (model,), byok_only=True)
 
 
 def own_key_required(plan: Plan, tier: Tier) -> Forbidden:

@@ -222,3 +222,18 @@ def test_the_table_covers_every_sdk_field() -> None:
     refused = {f for f, spec in CHAT_ANTHROPIC.items() if spec.disposition is Disposition.REFUSED}
     tested = {field for field, _, _ in REFUSED}
     assert refused - tested == {"prompt_cache_options", "moderation"}  # no SDK-typed value
+
+
+def test_a_model_an_own_key_unlocks_is_checked_too(
+    start_providers: StartProviders, anthropic: MockAnthropic
+) -> None:
+    # no chain of the tier has a model behind the adapter; a caller's own key unlocks one
+    gw = start_providers({}, tier={"byok_models": {"claude": "any"}})
+    own = {"x-upstream-api-key": "sk-ant-own-key-0123456789"}
+    sdk = client(gw).with_options(default_headers=own)
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.chat.completions.create(model="claude-own-ok", messages=HI, seed=7)
+    assert refused.value.body["param"] == "seed"  # type: ignore[index]
+    assert anthropic.requests == []
+    sdk.chat.completions.create(model="claude-own-ok", messages=HI)
+    assert anthropic.requests[-1]["model"] == "claude-own-ok"
