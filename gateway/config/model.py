@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 
 from gateway.secret import Secret
 
@@ -219,6 +220,15 @@ class Tier:
     def quota(self, capability: str) -> Quota:
         return self.quotas.get(capability, UNLIMITED)
 
+    @cached_property
+    def adapted(self) -> Mapping[str, tuple[Model, ...]]:
+        """Requested name → the deployments behind the Anthropic adapter that may answer it;
+        a name whose chain has none is absent (chat's field check, ``proxy/chat_fields.py``,
+        runs only for a tier where this is not empty)."""
+        return {
+            name: found for name, chain in self.lookup.items() if (found := adapter_models(chain))
+        }
+
 
 UNLIMITED = Quota()
 
@@ -313,6 +323,11 @@ class Config:
     flags: Mapping[str, FlagDefault] = field(default_factory=dict)  # tiers.yaml ``flags:``
     cache: CacheSettings = field(default_factory=CacheSettings)
     ledger: LedgerOptions = field(default_factory=LedgerOptions)  # tiers.yaml ``ledger:``
+
+
+def adapter_models(chain: tuple[Model, ...]) -> tuple[Model, ...]:
+    """The models and deployments of ``chain`` behind the Anthropic adapter."""
+    return tuple(d for m in chain for d in (m, *m.deployments) if d.upstream.api == "anthropic")
 
 
 def build_lookup(routes: Mapping[str, tuple[Model, ...]]) -> dict[str, tuple[Model, ...]]:

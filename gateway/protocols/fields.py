@@ -1,6 +1,7 @@
 """The conformance tables: each top-level request field of the bridged APIs and its fate.
 
-A field not listed is refused by name, so nothing is dropped silently.
+A field not listed is refused by name, so nothing is dropped silently. ``CHAT_ANTHROPIC`` is
+the same table for chat completions sent to the Anthropic adapter (``proxy/chat_fields.py``).
 
 docs/protocols.md renders these tables; ``tests/protocols`` checks the two agree.
 """
@@ -97,6 +98,52 @@ MESSAGES: Mapping[str, Field] = {
 }
 
 
+# chat completions → the Anthropic adapter (``providers/anthropic.py``): carried, translated
+# into Messages terms, served by the gateway (accepted, not forwarded), or refused
+CHAT_ANTHROPIC: Mapping[str, Field] = {
+    "model": Field(G, "routes the request"),
+    "purpose": Field(G, "a routing hint (purpose: coding → the code route), never forwarded"),
+    "language": Field(G, "a routing hint (→ the code route), never forwarded"),
+    "messages": Field(T, "system/developer → system; tool results and calls → blocks"),
+    "max_tokens": Field(T, "→ max_tokens (4096 when neither is given; the tier's cap holds)"),
+    "max_completion_tokens": Field(T, "→ max_tokens when max_tokens is absent"),
+    "stop": Field(T, "→ stop_sequences"),
+    "temperature": Field(C, "same field (Anthropic takes 0 to 1)"),
+    "top_p": Field(C, "same field"),
+    "top_k": Field(C, "same field"),
+    "stream": Field(C, "same field; the events are translated back to chat chunks"),
+    "stream_options": Field(G, "include_usage: served by the gateway's stream translation"),
+    "tools": Field(T, "function tools → {name, description, input_schema, strict}"),
+    "tool_choice": Field(T, "auto/none/required/a function → auto/none/any/tool"),
+    "parallel_tool_calls": Field(T, "false → tool_choice.disable_parallel_tool_use"),
+    "user": Field(T, "→ metadata.user_id"),
+    "safety_identifier": Field(T, "→ metadata.user_id (before user)"),
+    "response_format": Field(T, "json_schema → output_config.format; text → nothing"),
+    "metadata": Field(G, "metadata.tags are spend tags; not forwarded (no stored completion)"),
+    "prompt_cache_key": Field(G, "a prompt-caching hint: accepted, no effect, not forwarded"),
+    "store": Field(R, "completions are not stored", harmless=(False,)),
+    "n": Field(R, "one choice per request", harmless=(1,)),
+    "logprobs": Field(R, "log probabilities are not produced", harmless=(False,)),
+    "top_logprobs": Field(R, "log probabilities are not produced", harmless=(0,)),
+    "presence_penalty": Field(R, "no counterpart", harmless=(0,)),
+    "frequency_penalty": Field(R, "no counterpart", harmless=(0,)),
+    "logit_bias": Field(R, "no counterpart", harmless=({},)),
+    "seed": Field(R, "no counterpart (sampling is not seeded)"),
+    "reasoning_effort": Field(R, "no counterpart (extended thinking is not mapped)"),
+    "verbosity": Field(R, "no counterpart"),
+    "service_tier": Field(R, "only 'auto' or 'default'", harmless=("auto", "default")),
+    "prediction": Field(R, "predicted outputs are not served"),
+    "audio": Field(R, "audio output is not produced"),
+    "modalities": Field(R, "text output only", harmless=(("text",),)),
+    "web_search_options": Field(R, "web search is not served"),
+    "prompt_cache_retention": Field(R, "not carried"),
+    "prompt_cache_options": Field(R, "not carried"),
+    "moderation": Field(R, "moderated completions are not served"),
+    "functions": Field(R, "deprecated: use tools"),
+    "function_call": Field(R, "deprecated: use tool_choice"),
+}
+
+
 class Refused(InvalidRequest):
     """A field the bridge cannot carry to chat completions (a 400 naming it): an upstream that
     speaks the API natively may still take it, and a tier may let it be dropped instead."""
@@ -114,13 +161,13 @@ def check_fields(body: Mapping[str, Any], table: Mapping[str, Field], api: str) 
         if found is None:
             message = f"Unknown parameter for the {api}: '{name}'."
             raise Refused(message, name, unknown=True)
-        if found.disposition is R and value is not None and not _harmless(value, found):
+        if found.disposition is R and value is not None and not harmless(value, found):
             raise Refused(
                 f"'{name}' is not supported by this gateway's {api} ({found.note}).", name
             )
 
 
-def _harmless(value: Any, found: Field) -> bool:
+def harmless(value: Any, found: Field) -> bool:
     plain = tuple(value) if isinstance(value, list) else value
     return any(plain == allowed for allowed in found.harmless)
 

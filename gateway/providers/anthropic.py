@@ -82,7 +82,9 @@ def post_messages(
 
 
 def messages_body(body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
-    """An OpenAI chat completions body as a Messages API body."""
+    """An OpenAI chat completions body as a Messages API body. What it does with each field
+    is ``protocols/fields.py``'s ``CHAT_ANTHROPIC``; the pipeline refuses (or drops and
+    names) a field this leaves out before the body gets here (``proxy/chat_fields.py``)."""
     system, messages = _messages(body.get("messages") or [])
     out: dict[str, Any] = {
         "model": upstream_model,
@@ -106,8 +108,9 @@ def messages_body(body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
     choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
     if choice is not None:
         out["tool_choice"] = choice
-    if isinstance(body.get("user"), str):
-        out["metadata"] = {"user_id": body["user"]}
+    user = body.get("safety_identifier") or body.get("user")
+    if isinstance(user, str) and user:
+        out["metadata"] = {"user_id": user}
     if (schema := json_schema(body.get("response_format"))) is not None:
         out["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     return out
@@ -115,7 +118,7 @@ def messages_body(body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
 
 def json_schema(response_format: Any) -> dict[str, Any] | None:
     """The schema of a ``json_schema`` response format (Anthropic's structured outputs);
-    ``json_object`` has no counterpart (the Responses and Messages bridges refuse it)."""
+    ``json_object`` has no counterpart (refused before it gets here)."""
     if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
         return None
     spec = response_format.get("json_schema")

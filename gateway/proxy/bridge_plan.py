@@ -5,7 +5,7 @@ the body goes as it is; else a field the chat translation cannot carry is refuse
 default) or, for a tier with ``unsupported_fields: drop``, dropped and named in the
 ``x-gateway-dropped-fields`` header. ``reasoning`` is carried (as ``reasoning_effort``) only to
 models declared ``reasoning: true``; a ``json_object`` text format not to models behind the
-Anthropic adapter (it has no JSON mode).
+Anthropic adapter (it has no JSON mode), nor a ``service_tier`` other than auto or default.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ import orjson
 
 from gateway.config.model import Model, Tier
 from gateway.protocols.dropping import remove
-from gateway.protocols.fields import Refused
+from gateway.protocols.fields import CHAT_ANTHROPIC, Refused, harmless
 from gateway.protocols.native import NativeRequest
 from gateway.proxy.incoming import Incoming
 from gateway.proxy.routing import AUTO
 
 DROPPED_HEADER = "x-gateway-dropped-fields"
 # refused by the plan, after the translation (which left them in the native body)
-LATE_REFUSALS = ("reasoning", "text.format")
+LATE_REFUSALS = ("reasoning", "text.format", "service_tier")
 IMAGE_TYPES = ("input_image", "image", "image_url")
 # in the chat body of a request every target of which gets the native body (never sent)
 NATIVE_DIGEST = "gateway_native_body_sha256"
@@ -62,7 +62,8 @@ class BridgePlan:
 
     def settle(self, chat: dict[str, Any], refusals: list[Refused]) -> None:
         """Refuse or drop ``refusals`` (plus ``reasoning`` for a chain that cannot reason, and
-        a ``json_object`` format for one with models behind the Anthropic adapter)."""
+        a ``json_object`` format or a ``service_tier`` for one with models behind the
+        Anthropic adapter)."""
         if self.native_only:
             return
         bridged = [m for m in self._chain if not m.upstream.speaks(self.api)]
@@ -72,6 +73,9 @@ class BridgePlan:
         if _json_object(chat) and any(m.upstream.api == "anthropic" for m in bridged):
             refusals = [*refusals, _no_json_object(bridged)]
             chat.pop("response_format")
+        if _tiered(chat) and any(m.upstream.api == "anthropic" for m in bridged):
+            refusals = [*refusals, _no_service_tier(bridged)]
+            chat.pop("service_tier")
         if not refusals:
             return
         if self._tier.unsupported_fields != "drop":
@@ -136,4 +140,18 @@ def _no_json_object(models: list[Model]) -> Refused:
         f"'text.format' json_object is not supported by this gateway for {names} (behind the "
         "Anthropic adapter, which has no JSON mode): use a json_schema format.",
         "text.format",
+    )
+
+
+def _tiered(chat: Mapping[str, Any]) -> bool:
+    tier = chat.get("service_tier")
+    return tier is not None and not harmless(tier, CHAT_ANTHROPIC["service_tier"])
+
+
+def _no_service_tier(models: list[Model]) -> Refused:
+    names = ", ".join(sorted({m.name for m in models if m.upstream.api == "anthropic"}))
+    return Refused(
+        f"'service_tier' is not supported by this gateway for {names} (behind the Anthropic "
+        "adapter): only 'auto' or 'default'.",
+        "service_tier",
     )

@@ -74,6 +74,8 @@ class RequestContext:
     upstream_failure: str | None = None  # the upstream failed after its first byte: why
     debug_body: dict[str, Any] | None = None  # the body, kept only when body logging is on
     trace: RequestTrace | None = None  # its spans, when tracing is configured
+    # chat fields the Anthropic adapter cannot carry, dropped for the tier (chat_fields.py)
+    dropped_fields: str = ""
 
     @classmethod
     def begin(

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from gateway.config.model import Config
 from gateway.errors import GatewayError
 from gateway.metering import Meter
+from gateway.proxy import chat_fields
 from gateway.proxy.answer import Answers
 from gateway.proxy.attempt_outcome import AttemptFailed
 from gateway.proxy.attempts import Attempter
@@ -29,6 +30,7 @@ from gateway.proxy.meter_request import meter_request
 from gateway.proxy.reply import Reply, error_reply
 from gateway.proxy.rollout import Rollout
 from gateway.proxy.routing import (
+    CHAT,
     VIDEOS,
     Endpoint,
     own_key_required,
@@ -105,6 +107,8 @@ class Pipeline:
             raise
         status, headers, body, media_type, after = reply
         headers = _with_overhead(ctx, headers)
+        if ctx.dropped_fields:
+            headers = chat_fields.with_dropped(headers, ctx.dropped_fields)
         if not isinstance(body, bytes):  # the relay ends the request after its last byte
             return Reply(status, headers, body, media_type, after)
         return Reply(status, headers, body, media_type, partial(self._end, ctx))
@@ -127,6 +131,10 @@ class Pipeline:
         ctx.requested_model = incoming.model
         principal.allow_model(incoming.model)
         plan = resolve(self._config, principal.tier, endpoint, incoming.model, incoming.fields)
+        # a tier with models behind the Anthropic adapter (or a model a caller's own key
+        # unlocks): the fields the adapter cannot carry
+        if endpoint is CHAT and (principal.tier.adapted or plan.byok_only):
+            incoming, ctx.dropped_fields = chat_fields.settle(incoming, principal.tier, plan)
         plan, ctx.rollout = self._rollout.apply(principal.tier, plan, principal.user)
         if self._flags is not None:
             plan, ctx.indicators = self._flags.apply(principal, plan)

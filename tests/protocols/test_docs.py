@@ -9,7 +9,7 @@ from typing import Any
 from anthropic.types import message_create_params
 from openai.types.responses import response_create_params
 
-from gateway.protocols.fields import MESSAGES, RESPONSES, Field
+from gateway.protocols.fields import CHAT_ANTHROPIC, MESSAGES, RESPONSES, Field
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "protocols.md").read_text()
 
@@ -44,6 +44,10 @@ def test_responses_table() -> None:
 
 def test_messages_table() -> None:
     _check(dict(MESSAGES), "## Messages API: request fields")
+
+
+def test_chat_to_anthropic_table() -> None:
+    _check(dict(CHAT_ANTHROPIC), "## Chat completions to the Anthropic adapter: request fields")
 
 
 # SDK parameters sent as headers, not in the body

@@ -133,6 +133,18 @@ def test_responses_json_object_refused_by_name(
     assert anthropic.requests == []
 
 
+def test_responses_service_tier_refused_by_name(
+    gateway: RunningGateway, anthropic: MockAnthropic
+) -> None:
+    sdk = responses_client(gateway)
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk.responses.create(model="claude", input="Hi", service_tier="flex")
+    assert raised.value.body["param"] == "service_tier"  # type: ignore[index]
+    assert anthropic.requests == []
+    sdk.responses.create(model="claude", input="Hi", service_tier="auto")
+    assert "service_tier" not in anthropic.requests[-1]
+
+
 def test_responses_json_object_dropped_with_a_header(
     start_providers: StartProviders, anthropic: MockAnthropic
 ) -> None:
