@@ -24,7 +24,9 @@ emptied (FLUSHALL), so no variant inherits another's keys or usage stream.
 - ``entities_nolimits_again``: the same again (an A/A pair with it); ``team_levels``: a key in
   a team in an organization with every level limit set (``TeamLevels``), against a key with
   none (``entities_nolimits``): the benchmark of docs/organizations.md; ``team_levels_base``
-  the same on ``--base-tree`` (a change's before, in the same run).
+  the same on ``--base-tree`` (a change's before, in the same run); ``runtime_key`` (and
+  ``runtime_key_again``, its A/A pair): a run-time key of the same user and tier with no team
+  and no limits, nothing else set at run time: the fair "key with none" for ``team_levels``.
 - ``ledger``: main with ``DATABASE_URL`` → a PostgreSQL this script starts (fsync off, pinned
   with the load on CPU 1); the shipper runs in the gateway process.
 
@@ -317,6 +319,7 @@ def build_variants(
     entities = Entities(f"adm-bench-{secrets.token_hex(12)}")
     plain = Entities(entities.token, limits=False)
     levels = TeamLevels(entities.token)
+    runtime = TeamLevels(entities.token, team=False)
     known = {
         "base": Variant("base", args.base_tree),
         "main": Variant("main", args.main_tree),
@@ -350,6 +353,15 @@ def build_variants(
             {"GATEWAY_ADMIN_TOKEN": levels.token},
             levels.setup,
             levels.after,
+        ),
+        "runtime_key": Variant(  # the benchmark's "key with none": same user, tier, no team
+            "runtime_key", args.main_tree, {"GATEWAY_ADMIN_TOKEN": runtime.token}, runtime.setup
+        ),
+        "runtime_key_again": Variant(  # A/A: the noise floor of the one above
+            "runtime_key_again",
+            args.main_tree,
+            {"GATEWAY_ADMIN_TOKEN": runtime.token},
+            runtime.setup,
         ),
         "team_levels_base": Variant(  # the same on --base-tree: a change's before and after
             "team_levels_base",
