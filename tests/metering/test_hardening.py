@@ -234,14 +234,16 @@ def test_a_dead_workers_reservation_is_given_back_when_its_lease_expires(
     """Before: a worker killed mid-request held its reservation until the day ended."""
 
     async def scenario() -> None:
-        options = {"clock": Clock(), "lease_ttl_s": 1, "sweep_interval_s": 0}
+        # A lease is due at a whole second (at most ttl, at least ttl - 1 after it was taken):
+        # 3 s leaves the "not yet" check 2 s, which a loaded machine's cluster admits need.
+        options = {"clock": Clock(), "lease_ttl_s": 3, "sweep_interval_s": 0}
         async with metered(config, store_url, **options) as (dead, store):
             await dead.admit(request(config, request_id="abandoned", max_tokens=1000))
             late = await dead.admit(request(config, request_id="late", max_tokens=1000))
             view = await dead.quota_view("alice", config.tiers["free"])
             assert used(view, "requests") == 2
             assert await dead.sweep_leases() == 0  # not expired yet
-            await asyncio.sleep(1.3)
+            await asyncio.sleep(3.3)
             # any process sweeps: here the same store, from the meter still alive
             assert await dead.sweep_leases() == 2
             view = await dead.quota_view("alice", config.tiers["free"])
