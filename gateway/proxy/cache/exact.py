@@ -168,16 +168,20 @@ class ResponseCache:
         key = cache_key(ctx, use, body)
         if use.stand_in_only:
             return await self._standing_by(ctx, key, streams, wants_usage, upstream)
+        coalesce = use.policy.coalesce
+        # Taken before the read: a flight that lands and is written while the read is under
+        # way is gone from the table when the read answers "none", yet holds the entry.
+        earlier = self._flights.get(key) if coalesce else None
         entry = await self._read(key)
         if entry is not None and entry.fresh(self._clock()):
             return self._hit(ctx, entry, streams, wants_usage)
-        flight = self._flights.get(key) if use.policy.coalesce else None
+        flight = (self._flights.get(key) or earlier) if coalesce else None
         if flight is not None:
             landed = await self._follow(flight, ctx)
             if landed is not None and landed.fresh(self._clock()):
                 return self._hit(ctx, landed, streams, wants_usage)
         ctx.cache = "miss"
-        lead = use.policy.coalesce and flight is None
+        lead = coalesce and key not in self._flights
         if lead:
             self._flights[key] = asyncio.get_running_loop().create_future()
         try:
