@@ -53,6 +53,7 @@ SLOW_PATHS = (
     "tests/control/test_two_processes.py",
     "tests/control/test_orgs.py",
     "tests/control/test_orgs_two_processes.py",
+    "tests/control/test_orgs_allowances_two_processes.py",
     "tests/control/test_flags_replicas.py",
     "tests/protocols/test_agents_sdk.py",
     "tests/batches/test_replicas.py",

@@ -2,7 +2,9 @@
 (of 4 users) bursting concurrently through both processes ends within one request's cost of
 $1.00, counted by the team's counter and by the usage records alike. (When a request's
 reservation is above its cost, as with estimated prompts, requests in flight may refuse others
-by up to that excess until they settle: docs/organizations.md.)"""
+by up to that excess until they settle: docs/organizations.md.) No level allowance is granted
+here: a process asks after 8 exact reservations, which leave less than the 64 requests' worth
+a grant needs; test_orgs_allowances_two_processes.py is the same with allowances."""
 
 from __future__ import annotations
 
