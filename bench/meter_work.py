@@ -7,26 +7,31 @@ Per request (as ``Meter.admit`` and the settle): the second's plan and its fill,
 script's arguments, the decision's bookkeeping (outage figures, rate-limit headers, reserved
 amounts), the settlement and the settle script's arguments (a batch of one); ``plain`` is a
 key with no limits, ``team`` the same key in a team in an organization with every level limit
-set (``meter_micro.LEVELS``). Run it with two counts and divide the difference of the
-instructions by the difference of the counts: what one request costs, without the
-interpreter's start (docs/organizations.md "What it costs").
+set (``meter_micro.LEVELS``), ``allowance`` that team key with its levels served from open
+allowances (``Meter.admit``'s local path: the allowances' take, the plan's other checks, the
+usage folded into the allowances and their batch sealed into each flush). Run it with two
+counts and divide the difference of the instructions by the difference of the counts: what one
+request costs, without the interpreter's start (docs/organizations.md "What it costs").
 """
 
 from __future__ import annotations
 
 import sys
+from typing import cast
 
 from meter_micro import BENCH_ENV, LEVELS
 from services import CONFIG_DIR, TIER
 
 from gateway.config.load import load_config
 from gateway.metering import MeterRequest, Outcome, counters
+from gateway.metering.allowance import Allowance, seal
+from gateway.metering.allowances import Allowances
 from gateway.metering.last_known import LastKnown
 from gateway.metering.limit_errors import rate_limit_headers
-from gateway.metering.plans import Plans
+from gateway.metering.plans import Local, Plans
 from gateway.metering.settle import settlement
 from gateway.metering.types import Admission, Amounts
-from gateway.store.port import Decision, Lease
+from gateway.store.port import Decision, Lease, SettleBatch, Store
 from gateway.store.redis import scripts
 
 NOW = 1_796_000_000.0
@@ -39,7 +44,7 @@ def main(kind: str, count: int) -> None:
         request_id="work", user="work-user", key_id="sk-work", tier=tier,
         capability="text_generation", byok=False, prompt_tokens_estimate=20,
         max_output_tokens=64, audio_ms_estimate=0, price=model.price, generates_tokens=True,
-        levels=LEVELS if kind == "team" else (),
+        levels=LEVELS if kind in ("team", "allowance") else (),
     )  # fmt: skip
     outcome = Outcome(
         status=200, model=model.name, provider=model.upstream.name,
@@ -47,10 +52,19 @@ def main(kind: str, count: int) -> None:
         completion_tokens=8, latency_ms=1.0,
     )  # fmt: skip
     plans, known = Plans(counters.LimitCache(config)), LastKnown()
+    held = opened(plans.get(request, NOW).local) if kind == "allowance" else None
     for number in range(count):
         plan = plans.get(request, NOW)  # as ``Meter.admit``: the second's plan, then the fill
         flex = counters.capped_output(plan.output_cap, request)
-        checks = counters.fill(plan.checks, plan.fills, counters.estimate(request, flex), flex)
+        amounts = counters.estimate(request, flex)
+        uses = held.take(plan.local.shapes, amounts, NOW) if held and plan.local else None
+        if uses and plan.local:
+            local = plan.local
+            checks = counters.fill(local.checks, local.fills, amounts, flex)
+            layouts = local.settle_layout, local.lease_layout
+        else:
+            checks = counters.fill(plan.checks, plan.fills, amounts, flex)
+            layouts = plan.settle_layout, plan.lease_layout
         lease = Lease(f"work.{number}", 900)
         wanted = [check.counter for check in checks]
         scripts.reserve_args(wanted, plan.override_key, lease, registry=True)
@@ -61,10 +75,26 @@ def main(kind: str, count: int) -> None:
         admission = Admission(
             headers=headers, clamp_max_tokens=None, request=request, started=NOW, checks=checks,
             reserved=Amounts(*granted[:4]), granted=granted, lease=lease.id,
-            settle_layout=plan.settle_layout, lease_layout=plan.lease_layout,
+            settle_layout=layouts[0], lease_layout=layouts[1], uses=uses or (),
         )  # fmt: skip
         item = settlement(admission, outcome, f"r{number}")
-        scripts.settle_call([item.batch], 1000, mark=None, stream=True, by_id=False)
+        batches = [item.batch]
+        for unqueued in item.unqueued or ():  # as ``Meter.finish``, then the flush seals it
+            unqueued.queued = batch = SettleBatch(())
+            seal(unqueued)
+            batches.append(batch)
+        scripts.settle_call(batches, 1000, mark=None, stream=True, by_id=False)
+
+
+def opened(local: Local | None) -> Allowances:
+    """Allowances open for each level of ``local``, each far from running out."""
+    assert local is not None
+    held = Allowances(cast(Store, None), "work", 900, lambda batch: None)
+    for shape in local.shapes:
+        allowance = Allowance(shape, [], [0] * 5, [0] * 5, [0] * 5, [-1] * 5, [0] * 5, NOW, NOW)
+        allowance.add("work.a0", (10**15,) * 5, [-1] * 5)
+        held._open[shape.name] = allowance
+    return held
 
 
 if __name__ == "__main__":

@@ -94,6 +94,7 @@ def shapes(checks: Sequence[Check], window_kinds: frozenset[str]) -> tuple[Level
             fields, indexes, _ = hashes.setdefault(key, ([], [], ttl))
             fields.append(field)
             indexes.append(index)
+        shared: dict[tuple[int, ...], tuple[int, ...]] = {}  # one object per content (``seal``)
         ident = tuple(
             (key, field, index, limit, ttl) for _, key, field, index, limit, ttl in entries
         )
@@ -104,7 +105,10 @@ def shapes(checks: Sequence[Check], window_kinds: frozenset[str]) -> tuple[Level
                 name,
                 tuple(entries),
                 tuple(sorted({entry[3] for entry in entries})),
-                tuple((k, tuple(f), tuple(i), t) for k, (f, i, t) in hashes.items()),
+                tuple(
+                    (k, tuple(f), shared.setdefault(tuple(i), tuple(i)), t)
+                    for k, (f, i, t) in hashes.items()
+                ),
                 _IDENTS.setdefault(ident, ident),
             )
         )
@@ -228,17 +232,22 @@ def fold(uses: Sequence[Use], actual: Amounts) -> list[Allowance]:
 
 
 def seal(allowance: Allowance) -> None:
-    """Fill the queued batch with what was folded (it is leaving the buffer for the store)."""
+    """Fill the queued batch with what was folded (it is leaving the buffer for the store).
+
+    Once per flush per allowance: a level's window hashes share one ``indexes`` object
+    (``shapes``), so their values are read from ``folded`` once."""
     batch, folded = allowance.queued, allowance.folded
     if batch is None:
         return
-    batch.aggregates = tuple(
-        [
-            Aggregate(key, fields, tuple([folded[index] for index in indexes]), ttl)
-            for key, fields, indexes, ttl in allowance.shape.hashes
-            if any(folded[index] for index in indexes)
-        ]
-    )
+    found = []
+    last: tuple[int, ...] | None = None
+    values: tuple[int, ...] = ()
+    for key, fields, indexes, ttl in allowance.shape.hashes:
+        if indexes is not last:
+            last, values = indexes, tuple([folded[index] for index in indexes])
+        if any(values):
+            found.append(_new(Aggregate, (key, fields, values, ttl)))
+    batch.aggregates = tuple(found)
     allowance.folded = [0, 0, 0, 0, 0]
     allowance.queued = None
 

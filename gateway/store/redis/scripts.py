@@ -136,17 +136,19 @@ def settle_call(
     model share most of them). ``forget``: marks of earlier batches to delete. Without
     ``tag`` (a single Redis), the ends of one lease are one end, in the group its first end
     names: where ``reserve_args`` recorded the whole lease."""
-    merged = merged_increments(batches)
     index: dict[str, int] = {}
     lines, watched = [], []
-    for (key, name), (delta, ttl, watch) in merged.items():
-        if (delta or watch) and (tag is None or keys.slot_tag(key) == tag):
-            position = index.get(key)
-            if position is None:
-                position = index[key] = len(index) + 1
-            lines.append(f"{position}\t{name}\t{delta}\t{ttl}\t{watch}")
-            if watch:
-                watched.append((key, name))
+    for key, fields in merged_increments(batches).items():
+        if tag is not None and keys.slot_tag(key) != tag:
+            continue
+        position = 0
+        for name, (delta, ttl, watch) in fields.items():
+            if delta or watch:
+                if not position:
+                    position = index.setdefault(key, len(index) + 1)
+                lines.append(f"{position}\t{name}\t{delta}\t{ttl}\t{watch}")
+                if watch:
+                    watched.append((key, name))
     leases = [end for batch in batches for end in batch.leases]
     if tag is not None:
         leases = [end for end in leases if keys.slot_tag(end.group) == tag]
@@ -233,20 +235,24 @@ def _written_keys(batch: SettleBatch) -> Iterable[str]:
         yield batch.index
 
 
-def merged_increments(batches: Sequence[SettleBatch]) -> dict[tuple[str, str], list[int]]:
-    """(key, field) → [summed delta, longest ttl, watched]; aggregates summed per key first.
+def merged_increments(batches: Sequence[SettleBatch]) -> dict[str, dict[str, list[int]]]:
+    """key → field → [summed delta, longest ttl, watched]; aggregates summed per key first.
 
     Runs once per store call over every request's increments (some forty each for a key in
-    a team): written with comparisons in place of ``max`` and the aggregates' values summed
-    by ``map`` (``operator.add``)."""
-    merged: dict[tuple[str, str], list[int]] = {}
+    a team): written with comparisons in place of ``max``, the aggregates' values summed by
+    ``map`` (``operator.add``), and fields by key, so a field is found by its name alone."""
+    merged: dict[str, dict[str, list[int]]] = {}
     get = merged.get
     for batch in batches:
         for key, field, delta, ttl_s, watch in batch.increments:  # unpacked: some forty each
             if delta or watch:
-                slot = get((key, field))
+                fields = get(key)
+                if fields is None:
+                    merged[key] = {field: [delta, ttl_s, 1 if watch else 0]}
+                    continue
+                slot = fields.get(field)
                 if slot is None:
-                    merged[key, field] = [delta, ttl_s, 1 if watch else 0]
+                    fields[field] = [delta, ttl_s, 1 if watch else 0]
                 else:
                     slot[0] += delta
                     if ttl_s > slot[1]:
@@ -255,17 +261,21 @@ def merged_increments(batches: Sequence[SettleBatch]) -> dict[tuple[str, str], l
                         slot[2] = 1
     sums: dict[tuple[str, tuple[str, ...]], tuple[list[int], int]] = {}
     for batch in batches:
-        for key, fields, values, ttl_s in batch.aggregates:
-            entry = sums.get((key, fields))
+        for key, names, values, ttl_s in batch.aggregates:
+            entry = sums.get((key, names))
             if entry is None:
-                sums[key, fields] = (list(values), ttl_s)
+                sums[key, names] = (list(values), ttl_s)
             else:
                 entry[0][:] = map(add, entry[0], values)
     for (key, names), (totals, ttl) in sums.items():
+        fields = get(key)
+        if fields is None:
+            merged[key] = {name: [value, ttl, 0] for name, value in zip(names, totals, strict=True)}
+            continue
         for name, value in zip(names, totals, strict=True):
-            slot = get((key, name))
+            slot = fields.get(name)
             if slot is None:
-                merged[key, name] = [value, ttl, 0]
+                fields[name] = [value, ttl, 0]
             else:
                 slot[0] += value
                 if ttl > slot[1]:
