@@ -44,7 +44,7 @@ def _resume(step: Generator[Any, Any, T], yielded: Any) -> Generator[Any, Any, T
     while True:
         try:
             sent = yield yielded
-        except BaseException as exc:  # a cancellation, or the awaited future's failure
+        except BaseException as exc:  # thrown in by the task: a cancellation
             try:
                 yielded = step.throw(exc)
             except StopIteration as done:
