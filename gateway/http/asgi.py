@@ -12,7 +12,7 @@ Middleware added later with ``add_middleware`` joins the outer list, so it too s
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -133,8 +133,12 @@ async def send_whole(reply: Reply, send: Send) -> None:
     status, headers, body, media_type, after = reply
     assert isinstance(body, bytes)
     try:
-        fields = [(k.lower(), v) for k, v in headers.items()]
-        names = [name for name, _ in fields]
+        names: Collection[str]
+        if "".join(headers).islower():  # the usual case: the names need no lowering
+            fields, names = list(headers.items()), headers.keys()
+        else:
+            fields = [(k.lower(), v) for k, v in headers.items()]
+            names = {name for name, _ in fields}
         if "content-length" not in names and not (status < 200 or status in (204, 304)):
             fields.append(("content-length", str(len(body))))
         if media_type is not None and "content-type" not in names:

@@ -29,6 +29,7 @@ Fields = list[tuple[str, str]]  # (lower-case name, value), in order
 _BAD_NAME = re.compile('[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
 _BAD_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 _FRAMING = frozenset(("content-length", "transfer-encoding", "connection"))
+_LENGTH_ONLY = {"content-length"}
 _FRAMING_BYTES = frozenset(name.encode() for name in _FRAMING)
 _JOIN_BELOW = 16 * 1024  # a larger body goes out beside its head (writelines), not copied
 
@@ -55,10 +56,36 @@ def _joined_defaults(headers: list[tuple[bytes, bytes]]) -> bytes | None:
     return joined
 
 
+def _encoded(fields: Fields) -> bytes:
+    """The fields as they are written, each line ending in CRLF."""
+    if not fields:
+        return b""
+    return ("\r\n".join(map(": ".join, fields)) + "\r\n").encode("latin-1")
+
+
 def _bad(names: str, values: str) -> str | None:
     if _BAD_NAME.search(names):
         return "Invalid HTTP header name."
     if _BAD_VALUE.search(values):
+        return "Invalid HTTP header value."
+    return None
+
+
+# Names that passed the check (a small vocabulary: the gateway's own and those it forwards)
+_GOOD_NAMES: set[str] = set()
+_GOOD_NAMES_MAX = 4096
+
+
+def _refused(names: tuple[str, ...], values: tuple[str, ...]) -> str | None:
+    """What uvicorn says of these fields if it refuses one (its check: one scan of the names
+    not seen before, one of the values unless all are printable)."""
+    if not _GOOD_NAMES.issuperset(names):
+        if _BAD_NAME.search("".join(names)):
+            return "Invalid HTTP header name."
+        if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
+            _GOOD_NAMES.update(names)
+    joined = "".join(values)
+    if not joined.isprintable() and _BAD_VALUE.search(joined):  # printable: no control char
         return "Invalid HTTP header value."
     return None
 
@@ -81,7 +108,7 @@ class GatewayCycle(RequestResponseCycle):
 
     async def send_whole(self, status: int, fields: Fields, body: bytes) -> None:
         """A whole answer (``takes(status)`` true): ``send``'s two messages in one write."""
-        head = "".join([f"{name}: {value}\r\n" for name, value in fields]).encode("latin-1")
+        head = _encoded(fields)
         if self.flow.write_paused and not self.disconnected:
             await self.flow.drain()
         self.write_start(status, fields, body, more_body=False, head=head)
@@ -98,7 +125,7 @@ class GatewayCycle(RequestResponseCycle):
         """``http.response.start`` and the first ``http.response.body`` in one write, drained
         before (``takes(status)`` true); ``head``: ``fields`` as written, if already built."""
         if head is None:
-            head = "".join([f"{name}: {value}\r\n" for name, value in fields]).encode("latin-1")
+            head = _encoded(fields)
         if self.disconnected:
             return
         self.response_started = True
@@ -112,13 +139,19 @@ class GatewayCycle(RequestResponseCycle):
                 self.scope["http_version"],
                 status,
             )
-        problem = _bad("".join([n for n, _ in fields]), "".join([v for _, v in fields]))
-        if problem is not None:
-            raise RuntimeError(problem)
         close_given = False
-        for name, value in fields:
-            if name in _FRAMING:
-                close_given |= self._framing(name, value)
+        if fields:
+            names, values = zip(*fields, strict=True)
+            problem = _refused(names, values)
+            if problem is not None:
+                raise RuntimeError(problem)
+            framing = _FRAMING.intersection(names)
+            if framing == _LENGTH_ONLY:  # a whole answer's usual framing
+                self._framing("content-length", values[names.index("content-length")])
+            elif framing:
+                for name, value in fields:
+                    if name in _FRAMING:
+                        close_given |= self._framing(name, value)
         ends = b"\r\n"
         if not self.keep_alive and not close_given:
             ends = b"connection: close\r\n\r\n"
@@ -139,6 +172,10 @@ class GatewayCycle(RequestResponseCycle):
                 "Unexpected ASGI message 'http.response.body' sent, after response already "
                 "completed."
             )
+        if more_body and self.chunked_encoding and self.scope["method"] != "HEAD":
+            if body:  # a stream's chunk: the common case, first
+                self.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+            return
         self._write_body(b"", body, more_body)
 
     def _framing(self, name: str, value: str) -> bool:

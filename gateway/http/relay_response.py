@@ -22,6 +22,9 @@ from gateway.http.cycle import GatewayCycle
 from gateway.http.lookahead import next_or_flush
 from gateway.http.stream_cut import STATE_KEY, OpenRelays
 
+# The end of an OpenAI-style event stream: the chunk that carries it is probably the body's last.
+LAST_EVENT = b"data: [DONE]\n\n"
+
 
 class RelayResponse:
     """An ASGI response whose body is an async iterable, sent as it comes (an ASGI app of its
@@ -114,44 +117,45 @@ class RelayResponse:
     async def _write(
         self, cycle: GatewayCycle, chunks: AsyncIterator[bytes], state: dict[str, bool]
     ) -> None:
-        """The body written by the cycle: each chunk as it comes (the first with the head),
-        or with the next one or the body's end when that is there without waiting."""
+        """The body written by the cycle, each chunk as it comes (the first with the head). A
+        chunk that probably ends the body waits for the next one or the end only if that is
+        there without waiting (``next_or_flush``): that costs more per chunk than the write
+        it saves, so it is done for those chunks only."""
+        flow = cycle.flow
+        chunk: bytes | None = None  # in hand, not yet written
 
-        def write(chunk: bytes, more_body: bool) -> None:
+        def write(data: bytes, more_body: bool) -> None:
             if state["started"]:
-                cycle.write_body(chunk, more_body)
+                cycle.write_body(data, more_body)
             else:
                 state["started"] = True
-                cycle.write_start(self.status_code, self.fields, chunk, more_body=more_body)
+                cycle.write_start(self.status_code, self.fields, data, more_body=more_body)
 
-        flushed = False
+        def flush() -> None:  # the next chunk is not there yet: the one in hand goes now
+            nonlocal chunk
+            if chunk is not None:
+                write(chunk, True)
+                chunk = None
 
-        def flush() -> None:  # the next chunk is not there yet: this one goes now
-            nonlocal flushed
-            flushed = True
-            write(chunk, True)
-
-        try:
-            chunk = await anext(chunks)
-        except StopAsyncIteration:
-            state["body_done"] = True
-            await cycle.drain()
-            write(b"", False)
-            return
         while True:
-            await cycle.drain()
-            flushed = False
+            if flow.write_paused and not cycle.disconnected:
+                await flow.drain()  # as uvicorn's send, before each write
             try:
-                following = await next_or_flush(chunks, flush)
+                if chunk is None:
+                    following = await anext(chunks)
+                elif chunk.endswith(LAST_EVENT):
+                    following = await next_or_flush(chunks, flush)
+                else:
+                    write(chunk, True)
+                    chunk = None
+                    following = await anext(chunks)
             except StopAsyncIteration:
                 state["body_done"] = True
-                if flushed:
+                if chunk is None and state["started"] and flow.write_paused:
                     await cycle.drain()
-                    write(b"", False)
-                else:
-                    write(chunk, False)
+                write(chunk or b"", False)
                 return
-            if not flushed:
+            if chunk is not None:  # the next one came at once: this one goes now
                 write(chunk, True)
             chunk = following
 

@@ -31,6 +31,11 @@ def event(n: int, pause: int) -> bytes:
     return b"data: %d %s\n\n" % (n, b"x" * (pause * 64 * 1024 if n % 2 else 10))
 
 
+def stream_chunks(count: int, pause: int, done: int) -> list[bytes]:
+    """``count`` events, then the event that ends the stream if ``done``."""
+    return [event(n, pause) for n in range(count)] + ([b"data: [DONE]\n\n"] if done else [])
+
+
 class Recording:
     """A transport that records each write (``write`` or ``writelines``) it passes on."""
 
@@ -87,17 +92,19 @@ class Answers:
         elif path == "/name":  # a name uvicorn refuses
             await send_whole(Reply(200, {"x from": "1"}, b"{}", after=self._after), send)
         elif path == "/stream":
-            count, pause = (int(part) for part in query.split(b"&"))
-            await to_asgi(Reply(200, {}, self._events(count, pause), "text/event-stream"))(
-                scope, receive, send
-            )
+            count, pause, done, linger = (int(part) for part in (query + b"&0&0").split(b"&")[:4])
+            chunks = self._chunks(stream_chunks(count, pause, done), pause, linger)
+            await to_asgi(Reply(200, {}, chunks, "text/event-stream"))(scope, receive, send)
 
-    async def _events(self, count: int, pause: int) -> AsyncIterator[bytes]:
+    async def _chunks(self, chunks: list[bytes], pause: int, linger: int) -> AsyncIterator[bytes]:
+        """``chunks``, each after a wait if ``pause``; the end after one if ``linger``."""
         try:
-            for n in range(count):
+            for chunk in chunks:
                 if pause:
                     await asyncio.sleep(0.005)
-                yield event(n, pause)
+                yield chunk
+            if linger:
+                await asyncio.sleep(0.005)
         finally:
             self.relay_closed.set()
 
@@ -209,7 +216,7 @@ def test_a_json_answer_is_one_valid_response_with_its_length(answers: Any) -> No
         b"HEAD /json HTTP/1.1\r\nhost: x\r\n\r\n" + get("/empty"),
         get("/close") + get("/json"),
         get("/big"),
-        get("/stream?0&0") + get("/stream?3&0") + get("/stream?4&1"),
+        get("/stream?0&0") + get("/stream?3&0&1") + get("/stream?4&1&1&1"),
         get("/header?aCRLFinjected:1"),
         get("/header?aSOHb"),
         get("/name"),
@@ -269,19 +276,19 @@ def test_a_header_field_uvicorn_refuses_is_never_written(answers: Any, path: str
     assert app.after_calls == before + 1
 
 
-@pytest.mark.parametrize(("count", "pause"), [(0, 0), (1, 0), (5, 0), (6, 1)])
-def test_a_stream_is_valid_chunked_http(answers: Any, count: int, pause: int) -> None:
+@pytest.mark.parametrize(("count", "pause", "done"), [(0, 0, 0), (1, 0, 1), (5, 0, 0), (6, 1, 1)])
+def test_a_stream_is_valid_chunked_http(answers: Any, count: int, pause: int, done: int) -> None:
     """Chunks ready at once and chunks that wait (some large enough to back the transport
     up): the events arrive whole and in order, the chunked framing ends once."""
     app, server = answers
     app.relay_closed.clear()
-    raw = get(f"/stream?{count}&{pause}") + get("/json")
+    raw = get(f"/stream?{count}&{pause}&{done}") + get("/json")
     parsed = parse(exchange(server.port, raw, read_after=0.2 if pause else 0.0))
     assert [head.status_code for head, _, _ in parsed] == [200, 200]
     stream_head, events, _ = parsed[0]
     assert header(stream_head, b"transfer-encoding") == b"chunked"
     assert header(stream_head, b"content-type") == b"text/event-stream"
-    assert events == b"".join(event(n, pause) for n in range(count))
+    assert events == b"".join(stream_chunks(count, pause, done))
     assert parsed[1][1] == b'{"a":1}'  # the next answer on the connection follows the end
     assert app.relay_closed.wait(5)
 
@@ -294,26 +301,39 @@ def test_a_json_answer_is_one_write(answers: Any) -> None:
     assert app.writes == [data]
 
 
-@pytest.mark.parametrize(("count", "pause"), [(0, 0), (1, 0), (3, 0), (3, 1)])
+@pytest.mark.parametrize(
+    ("count", "pause", "done", "linger", "end_alone"),
+    [
+        (0, 0, 0, 0, False),  # no chunk: the head and the end
+        (0, 0, 1, 0, False),
+        (1, 0, 0, 0, True),  # no [DONE]: the end is not asked for before the chunk is written
+        (3, 0, 1, 0, False),
+        (3, 1, 1, 0, False),
+        (3, 1, 0, 0, True),
+        (2, 0, 1, 1, True),  # the end must be waited for: [DONE] is not held back for it
+    ],
+)
 def test_a_stream_starts_with_its_head_and_ends_with_its_last_chunk(
-    answers: Any, count: int, pause: int
+    answers: Any, count: int, pause: int, done: int, linger: int, end_alone: bool
 ) -> None:
-    """The head leaves with the first chunk, the body's end with the last, each chunk in one
-    write; a chunk whose successor is not there yet is never held back for it."""
+    """The head leaves with the first chunk, each chunk in one write, the body's end with the
+    ``[DONE]`` chunk when the end is there without waiting for it."""
     app, server = answers
-    data = exchange(server.port, get(f"/counted/stream?{count}&{pause}"))
+    data = exchange(server.port, get(f"/counted/stream?{count}&{pause}&{done}&{linger}"))
     writes = app.writes
     assert b"".join(writes) == data
-    framed = [b"%x\r\n%b\r\n" % (len(event(n, pause)), event(n, pause)) for n in range(count)]
-    first = framed[0] if framed else b""
-    later = framed[1:]
-    if later:
-        later[-1] += b"0\r\n\r\n"
+    expected = [
+        b"%x\r\n%b\r\n" % (len(chunk), chunk) for chunk in stream_chunks(count, pause, done)
+    ]
+    if end_alone:
+        expected.append(b"0\r\n\r\n")
+    elif expected:
+        expected[-1] += b"0\r\n\r\n"
     else:
-        first += b"0\r\n\r\n"
-    head, _, rest = writes[0].partition(b"\r\n\r\n")
+        expected = [b"0\r\n\r\n"]
+    head, _, first = writes[0].partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
-    assert (rest, writes[1:]) == (first, later)
+    assert [first, *writes[1:]] == expected
 
 
 def chat(model_tokens: int, stream: bool = False, extra: str = "") -> bytes:
