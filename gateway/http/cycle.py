@@ -10,8 +10,9 @@ They keep uvicorn's bookkeeping exactly: flow control (a paused transport is dra
 client gone (the answer dropped), ``response_started``/``response_complete``, keep-alive and
 ``connection: close``, the server's default headers, HEAD and 204/304, the content length and
 its errors, the access log, and ``on_response`` (the next pipelined request starts). The header
-checks stay: a name or value uvicorn would refuse raises the same ``RuntimeError`` at the same
-point (the head started, nothing written), one scan of all names and one of all values.
+checks stay: a name or value uvicorn would refuse raises its ``RuntimeError`` at the same point
+(the head started, nothing written, so the connection is closed without an answer); names are
+scanned the first time they are seen, the values in one scan unless all are printable.
 Whatever these writers do not take (a status or a default header only uvicorn's ``send``
 handles) goes through ``send``, which this class leaves as it is.
 """
