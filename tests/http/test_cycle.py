@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import h11
+import httpx
 import orjson
 import pytest
 from starlette.types import Receive, Scope, Send
@@ -21,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.http.asgi import send_whole, to_asgi
 from gateway.proxy.reply import Reply
 from tests.conftest import StartGateway
+from tests.e2e.test_serve_tls import self_signed
 from tests.support import ThreadedServer
 
 BIG = bytes(range(256)) * 1024  # 256 KiB: past the join threshold and the transport's buffer
@@ -334,6 +336,23 @@ def test_a_stream_starts_with_its_head_and_ends_with_its_last_chunk(
     head, _, first = writes[0].partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
     assert [first, *writes[1:]] == expected
+
+
+def test_answers_over_tls_arrive_whole(
+    answers: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Over TLS too (the TLS transport takes the head and a large body as two pieces)."""
+    app, _ = answers
+    certfile, keyfile = self_signed(tmp_path_factory.mktemp("tls"))
+    options = {"ssl_certfile": str(certfile), "ssl_keyfile": str(keyfile)}
+    server = ThreadedServer(app, gateway=True, **options).start()
+    try:
+        with httpx.Client(base_url=f"https://127.0.0.1:{server.port}", verify=str(certfile)) as c:
+            assert c.get("/json").content == b'{"a":1}'
+            assert c.get("/big").content == BIG
+            assert c.get("/stream?3&1&1").content == b"".join(stream_chunks(3, 1, 1))
+    finally:
+        server.stop()
 
 
 def chat(model_tokens: int, stream: bool = False, extra: str = "") -> bytes:
