@@ -124,8 +124,9 @@ def free_port() -> int:
 class ThreadedServer:
     """An ASGI app served by uvicorn in a daemon thread, lifespan included."""
 
-    def __init__(self, app: ASGIApp, *, gateway: bool = False) -> None:
-        """``gateway``: serve with the gateway's own protocol (read deadlines, JSON 400s)."""
+    def __init__(self, app: ASGIApp, *, gateway: bool = False, **options: Any) -> None:
+        """``gateway``: serve with the gateway's own protocol (read deadlines, JSON 400s);
+        ``options``: more of uvicorn's config (TLS...)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
@@ -133,7 +134,12 @@ class ThreadedServer:
         self.port = sock.getsockname()[1]
         config_class = GuardedConfig if gateway else uvicorn.Config
         config = config_class(
-            app, lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=2
+            app,
+            lifespan="on",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=2,
+            **options,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

@@ -5,16 +5,25 @@ the client leaving (uvicorn speaks ASGI 2.3). Here one future waits on ``receive
 reports a disconnect, the streaming task is cancelled at once, which closes the upstream.
 A server shutting down cuts an SSE relay still open at the end of its grace period the same
 way, then ends it in-band (``stream_cut``).
+
+Served by the gateway's protocol (``send`` its ``GatewayCycle``'s own), the head leaves with the
+first chunk, each chunk in one write with its framing, and the last with the body's end when
+it is known to be the last without waiting (``lookahead``). Elsewhere: ASGI messages.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
 
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway.http.cycle import GatewayCycle
+from gateway.http.lookahead import next_or_flush
 from gateway.http.stream_cut import STATE_KEY, OpenRelays
+
+# The end of an OpenAI-style event stream: the chunk that carries it is probably the body's last.
+LAST_EVENT = b"data: [DONE]\n\n"
 
 
 class RelayResponse:
@@ -31,15 +40,15 @@ class RelayResponse:
     ) -> None:
         self.body_iterator = body
         self.status_code = status_code
-        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        fields = [(k.lower(), v) for k, v in headers.items()]
         if media_type is not None and "content-type" not in headers:
-            raw.append((b"content-type", media_type.encode("latin-1")))
-        self.raw_headers = raw
+            fields.append(("content-type", media_type))
+        self.fields = fields
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         assert task is not None
-        state = {"streaming": True, "client_left": False, "body_done": False}
+        state = {"streaming": True, "client_left": False, "body_done": False, "started": False}
         tail: list[bytes] = []  # what ends the body in-band once the server cut it
 
         # A body that can end itself in-band (an SSE relay) is cut by a server shutting down.
@@ -68,24 +77,20 @@ class RelayResponse:
         # Iterate before sending headers: the relay's own clean-up (closing the upstream,
         # metering) then runs even when the client is gone before the first byte.
         chunks = aiter(self.body_iterator)
-        started = False
+        cycle = getattr(send, "__self__", None)
         try:
-            async for chunk in chunks:
-                if not started:
-                    await send(self._start())
-                    started = True
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            state["body_done"] = True
-            if not started:
-                await send(self._start())
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if isinstance(cycle, GatewayCycle) and cycle.takes(self.status_code):
+                await self._write(cycle, chunks, state)
+            else:
+                await self._send(send, chunks, state)
         except asyncio.CancelledError:
             if state["client_left"]:
                 task.uncancel()  # our own cancel: the client is gone, the response is over
             elif tail:
                 task.uncancel()  # the server's cut at shutdown: end the stream in-band
                 state["streaming"] = False
-                await self._end_in_band(send, b"" if state["body_done"] else tail[0], started)
+                tail_bytes = b"" if state["body_done"] else tail[0]
+                await self._end_in_band(send, tail_bytes, state["started"])
             else:
                 raise
         finally:
@@ -96,14 +101,69 @@ class RelayResponse:
             if isinstance(chunks, AsyncGenerator):
                 await chunks.aclose()
 
+    async def _send(self, send: Send, chunks: AsyncIterator[bytes], state: dict[str, bool]) -> None:
+        """The body as ASGI messages, each chunk sent as it comes."""
+        async for chunk in chunks:
+            if not state["started"]:
+                await send(self._start())
+                state["started"] = True
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        state["body_done"] = True
+        if not state["started"]:
+            await send(self._start())
+            state["started"] = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _write(
+        self, cycle: GatewayCycle, chunks: AsyncIterator[bytes], state: dict[str, bool]
+    ) -> None:
+        """The body written by the cycle, each chunk as it comes (the first with the head). A
+        chunk that probably ends the body waits for the next one or the end only if that is
+        there without waiting (``next_or_flush``): that costs more per chunk than the write
+        it saves, so it is done for those chunks only."""
+        flow = cycle.flow
+        chunk: bytes | None = None  # in hand, not yet written
+
+        def write(data: bytes, more_body: bool) -> None:
+            if state["started"]:
+                cycle.write_body(data, more_body)
+            else:
+                state["started"] = True
+                cycle.write_start(self.status_code, self.fields, data, more_body=more_body)
+
+        def flush() -> None:  # the next chunk is not there yet: the one in hand goes now
+            nonlocal chunk
+            if chunk is not None:
+                write(chunk, True)
+                chunk = None
+
+        while True:
+            if flow.write_paused and not cycle.disconnected:
+                await flow.drain()  # as uvicorn's send, before each write
+            try:
+                if chunk is None:
+                    following = await anext(chunks)
+                elif chunk.endswith(LAST_EVENT):
+                    following = await next_or_flush(chunks, flush)
+                else:
+                    write(chunk, True)
+                    chunk = None
+                    following = await anext(chunks)
+            except StopAsyncIteration:
+                state["body_done"] = True
+                if chunk is None and state["started"] and flow.write_paused:
+                    await cycle.drain()
+                write(chunk or b"", False)
+                return
+            if chunk is not None:  # the next one came at once: this one goes now
+                write(chunk, True)
+            chunk = following
+
     async def _end_in_band(self, send: Send, tail: bytes, started: bool) -> None:
         if not started:
             await send(self._start())
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     def _start(self) -> Message:
-        return {
-            "type": "http.response.start",
-            "status": self.status_code,
-            "headers": self.raw_headers,
-        }
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.fields]
+        return {"type": "http.response.start", "status": self.status_code, "headers": headers}

@@ -14,6 +14,9 @@ protocol keeps one lazily moved timer per connection:
 
 Time the gateway itself holds a connection's reads paused (pipelined requests waiting their
 turn, a full body buffer) never counts against the client.
+
+Its request cycles are ``GatewayCycle``s (``gateway.http.cycle``): an answer's head leaves with
+its body in one write.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from typing import Any
 
 import orjson
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from gateway.errors import InvalidRequest, RequestTimeout
+from gateway.http.cycle import GatewayCycle
 from gateway.http.stream_cut import STATE_KEY, OpenRelays
 from gateway.proxy.incoming import BODY_TIMED_OUT
 
@@ -123,6 +127,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope and type(cycle) is RequestResponseCycle:
+            # uvicorn names its own class where it builds the cycle; the object it built (its
+            # task not yet run) becomes ours rather than that code being copied here
+            cycle.__class__ = GatewayCycle
         self.phase, self.deadline = BODY, self.last_read + self.deadlines.body_s
 
     def on_message_complete(self) -> None:

@@ -1,0 +1,224 @@
+"""The request cycle of the gateway's server protocol, writing an answer's head with its body.
+
+uvicorn's ``RequestResponseCycle.send`` takes one ASGI message at a time: a JSON answer's head
+is one ``transport.write`` and its body another (two send() calls), each header runs two
+regexes, and a stream's end is one more write after its last chunk. ``GatewayCycle`` adds
+writers that put the head and the first body part in one write (the whole answer, for a JSON
+one), and a stream's chunks with their framing (the last with the body's end) in one write each.
+
+They keep uvicorn's bookkeeping exactly: flow control (a paused transport is drained first), a
+client gone (the answer dropped), ``response_started``/``response_complete``, keep-alive and
+``connection: close``, the server's default headers, HEAD and 204/304, the content length and
+its errors, the access log, and ``on_response`` (the next pipelined request starts). The header
+checks stay: a name or value uvicorn would refuse raises its ``RuntimeError`` at the same point
+(the head started, nothing written, so the connection is closed without an answer); names are
+scanned the first time they are seen, the values in one scan unless all are printable.
+Whatever these writers do not take (a status or a default header only uvicorn's ``send``
+handles) goes through ``send``, which this class leaves as it is.
+"""
+
+from __future__ import annotations
+
+import re
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+
+Fields = list[tuple[str, str]]  # (lower-case name, value), in order
+
+# uvicorn's HEADER_RE and HEADER_VALUE_RE, for str: a header field it refuses
+_BAD_NAME = re.compile('[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
+_BAD_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+_FRAMING = frozenset(("content-length", "transfer-encoding", "connection"))
+_LENGTH_ONLY = {"content-length"}
+_FRAMING_BYTES = frozenset(name.encode() for name in _FRAMING)
+_JOIN_BELOW = 16 * 1024  # a larger body goes out beside its head (writelines), not copied
+
+# The server's default headers (``date``, ``server``, the configured ones) joined, for the list
+# they came in: uvicorn replaces the list each second, with a new date.
+_defaults: tuple[list[tuple[bytes, bytes]], bytes | None] = ([], b"")
+
+
+def _joined_defaults(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The default headers as uvicorn writes them; None when one needs ``send`` (a framing
+    field, or one it refuses)."""
+    global _defaults
+    seen, joined = _defaults
+    if headers is seen:
+        return joined
+    joined = b""
+    for name, value in headers:
+        name = name.lower()
+        if name in _FRAMING_BYTES or _bad(name.decode("latin-1"), value.decode("latin-1")):
+            joined = None
+            break
+        joined += b"%s: %s\r\n" % (name, value)
+    _defaults = (headers, joined)
+    return joined
+
+
+def _encoded(fields: Fields) -> bytes:
+    """The fields as they are written, each line ending in CRLF."""
+    if not fields:
+        return b""
+    return ("\r\n".join(map(": ".join, fields)) + "\r\n").encode("latin-1")
+
+
+def _bad(names: str, values: str) -> str | None:
+    if _BAD_NAME.search(names):
+        return "Invalid HTTP header name."
+    if _BAD_VALUE.search(values):
+        return "Invalid HTTP header value."
+    return None
+
+
+# Names that passed the check (a small vocabulary: the gateway's own and those it forwards)
+_GOOD_NAMES: set[str] = set()
+_GOOD_NAMES_MAX = 4096
+
+
+def _refused(names: tuple[str, ...], values: tuple[str, ...]) -> str | None:
+    """What uvicorn says of these fields if it refuses one (its check: one scan of the names
+    not seen before, one of the values unless all are printable)."""
+    if not _GOOD_NAMES.issuperset(names):
+        if _BAD_NAME.search("".join(names)):
+            return "Invalid HTTP header name."
+        if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
+            _GOOD_NAMES.update(names)
+    joined = "".join(values)
+    if not joined.isprintable() and _BAD_VALUE.search(joined):  # printable: no control char
+        return "Invalid HTTP header value."
+    return None
+
+
+class GatewayCycle(RequestResponseCycle):
+    """uvicorn's request cycle with writers that join what ``send`` writes apart."""
+
+    def takes(self, status: int) -> bool:
+        """Whether ``write_start`` can start this answer (else: ``send``'s messages)."""
+        return (
+            not self.response_started
+            and status in STATUS_LINE
+            and _joined_defaults(self.default_headers) is not None
+        )
+
+    async def drain(self) -> None:
+        """Wait while the transport's buffer is full, as ``send`` does before each write."""
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+
+    async def send_whole(self, status: int, fields: Fields, body: bytes) -> None:
+        """A whole answer (``takes(status)`` true): ``send``'s two messages in one write."""
+        head = _encoded(fields)
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        self.write_start(status, fields, body, more_body=False, head=head)
+
+    def write_start(
+        self,
+        status: int,
+        fields: Fields,
+        body: bytes,
+        *,
+        more_body: bool,
+        head: bytes | None = None,
+    ) -> None:
+        """``http.response.start`` and the first ``http.response.body`` in one write, drained
+        before (``takes(status)`` true); ``head``: ``fields`` as written, if already built."""
+        if head is None:
+            head = _encoded(fields)
+        if self.disconnected:
+            return
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        if self.access_log:
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(self.scope),
+                self.scope["method"],
+                get_path_with_query_string(self.scope),
+                self.scope["http_version"],
+                status,
+            )
+        close_given = False
+        if fields:
+            names, values = zip(*fields, strict=True)
+            problem = _refused(names, values)
+            if problem is not None:
+                raise RuntimeError(problem)
+            framing = _FRAMING.intersection(names)
+            if framing == _LENGTH_ONLY:  # a whole answer's usual framing
+                self._framing("content-length", values[names.index("content-length")])
+            elif framing:
+                for name, value in fields:
+                    if name in _FRAMING:
+                        close_given |= self._framing(name, value)
+        ends = b"\r\n"
+        if not self.keep_alive and not close_given:
+            ends = b"connection: close\r\n\r\n"
+        chunked = status not in (204, 304) and self.scope["method"] != "HEAD"
+        if chunked and self.chunked_encoding is None:  # no content-length, no transfer-encoding
+            self.chunked_encoding = True
+            ends = ends[:-2] + b"transfer-encoding: chunked\r\n\r\n"
+        defaults = _joined_defaults(self.default_headers)
+        assert defaults is not None  # takes(status)
+        self._write_body(b"".join((STATUS_LINE[status], defaults, head, ends)), body, more_body)
+
+    def write_body(self, body: bytes, more_body: bool) -> None:
+        """An ``http.response.body`` after the start, as ``send`` writes it (drained before)."""
+        if self.disconnected:
+            return
+        if self.response_complete:
+            raise RuntimeError(
+                "Unexpected ASGI message 'http.response.body' sent, after response already "
+                "completed."
+            )
+        if more_body and self.chunked_encoding and self.scope["method"] != "HEAD":
+            if body:  # a stream's chunk: the common case, first
+                self.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+            return
+        self._write_body(b"", body, more_body)
+
+    def _framing(self, name: str, value: str) -> bool:
+        """``send``'s reading of a framing field; True for ``connection: close``."""
+        if name == "content-length":
+            if self.chunked_encoding is None:
+                self.expected_content_length = int(value)
+                self.chunked_encoding = False
+        elif name == "transfer-encoding":
+            if value.lower() == "chunked":
+                self.expected_content_length = 0
+                self.chunked_encoding = True
+        elif b"close" in [token.lower().strip() for token in value.encode("latin-1").split(b",")]:
+            self.keep_alive = False
+            return True
+        return False
+
+    def _write_body(self, head: bytes, body: bytes, more_body: bool) -> None:
+        """``send``'s body branch, writing ``head`` (what precedes the body) in the same write."""
+        if self.scope["method"] == "HEAD":
+            self.expected_content_length = 0
+            if head:
+                self.transport.write(head)
+        elif self.chunked_encoding:
+            framed = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+            self.transport.write(b"".join((head, framed, b"" if more_body else b"0\r\n\r\n")))
+        else:
+            size = len(body)
+            if size > self.expected_content_length:
+                if head:
+                    self.transport.write(head)
+                raise RuntimeError("Response content longer than Content-Length")
+            self.expected_content_length -= size
+            if size < _JOIN_BELOW or not head:
+                self.transport.write(head + body if head else body)
+            else:
+                self.transport.writelines([head, body])
+        if not more_body:
+            if self.expected_content_length != 0:
+                raise RuntimeError("Response content shorter than Content-Length")
+            self.response_complete = True
+            self.message_event.set()
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
