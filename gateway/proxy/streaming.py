@@ -76,7 +76,7 @@ class SSERelay:
         self._first = first_chunk
         # adds to the first data event (the source indicator); dropped once it did
         self._first_event_edit = first_event_edit
-        self._rest = rest
+        self._rest: AsyncIterator[bytes] | None = rest  # dropped once iterated
         self._response = response
         self._wants_usage = client_wants_usage
         self._on_end = on_end
@@ -86,7 +86,9 @@ class SSERelay:
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         self.result.first_chunk_at = time.perf_counter()
-        rest = self._rest
+        rest, self._rest = self._rest, None  # the connection holds this relay as its sink
+        if rest is None:
+            raise RuntimeError("an SSE relay is iterated once")
         if isinstance(rest, BodyReader):
             return rest.through(self, self._first)
         return self._relay(rest)

@@ -76,7 +76,8 @@ class Connection(asyncio.Protocol):
         self._reader: asyncio.Future[bytes] | None = None  # a body read waiting for bytes
         self._read_timeout: float | None = None
         self._sink: Sink | None = None
-        self._on_stop: Callable[[], None] | None = None  # the sink's reader read past the end
+        # the sink's reader, weakly (it is closed when dropped): it read past the end
+        self._on_stop: Callable[[], Callable[[], None] | None] | None = None
         self._sink_over = False  # the sink's last bytes were handed out
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
@@ -270,10 +271,13 @@ class Connection(asyncio.Protocol):
             self._disarm()  # a timer left by an earlier wait must not end this one
         return reader
 
-    def pass_through(self, sink: Sink, first: bytes, on_stop: Callable[[], None]) -> None:
+    def pass_through(
+        self, sink: Sink, first: bytes, on_stop: Callable[[], Callable[[], None] | None]
+    ) -> None:
         """Hand the rest of the body (after ``first``, already read) through ``sink``: its
-        failures, the idle timeout included, end it with the sink's last bytes. ``on_stop``
-        runs when the reader asks past those (the read then ends the iteration)."""
+        failures, the idle timeout included, end it with the sink's last bytes. When the
+        reader asks past those, what ``on_stop()`` gives (a weak method) runs, and the read
+        ends the iteration."""
         self._sink, self._on_stop = sink, on_stop
         if first:
             self._chunks.appendleft(first)
@@ -504,6 +508,11 @@ class Connection(asyncio.Protocol):
 
     def _end_read(self, reader: asyncio.Future[bytes]) -> None:
         on_stop, self._on_stop = self._on_stop, None
-        if on_stop is not None:
-            on_stop()
+        try:
+            finish = on_stop() if on_stop is not None else None
+            if finish is not None:
+                finish()
+        except Exception as exc:  # what ending the relay raised goes to its reader
+            reader.set_exception(exc)
+            return
         reader.set_exception(StopAsyncIteration())

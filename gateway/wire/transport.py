@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+import weakref
 from collections.abc import Awaitable
 from operator import itemgetter
 from typing import Any, Protocol, cast
@@ -318,7 +319,7 @@ class BodyReader:
     past the sink's last bytes, or closing it, releases the connection and tells the sink
     ``closed(finished)``, once. ``finished`` is whether the reader read it to its end."""
 
-    __slots__ = ("_connection", "_loop", "_sink", "_stream", "_timeout")
+    __slots__ = ("__weakref__", "_connection", "_loop", "_sink", "_stream", "_timeout")
 
     def __init__(self, stream: ResponseStream, connection: Connection | None, timeout: Any):
         self._stream = stream
@@ -343,7 +344,8 @@ class BodyReader:
             raise httpx.StreamClosed()
         self._sink = sink
         self._loop = asyncio.get_running_loop()
-        connection.pass_through(sink, first, self._finished)
+        # weakly: a reader dropped unclosed must be collected, to be closed then
+        connection.pass_through(sink, first, weakref.WeakMethod(self._finished))
         return self
 
     async def asend(self, value: None) -> bytes:
