@@ -12,6 +12,9 @@ The upstream is not trusted: the response head is capped in bytes and fields, fr
 accepted only as h11 accepts it (``Transfer-Encoding`` exactly ``chunked``), interim 1xx heads
 are skipped, trailers are dropped, and anything after the response's end spoils the connection
 instead of reaching the body or a later request.
+
+Over 400 lines: one connection is one concept (its parser, its waits, its body's hand-out),
+and splitting it would have two classes share its private state.
 """
 
 from __future__ import annotations
