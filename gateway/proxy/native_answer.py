@@ -15,6 +15,7 @@ from gateway.proxy.attempt_outcome import Opened
 from gateway.proxy.context import RequestContext
 from gateway.proxy.reply import JSON, Reply
 from gateway.proxy.streaming import CUT, IDLE_TIMEOUT, StreamResult, cut_kind
+from gateway.wire.transport import BodyReader
 
 SSE = "text/event-stream"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -50,60 +51,96 @@ def native_reply(
         return Reply(response.status_code, headers, opened.first_chunk, JSON)
     if not response.headers.get("content-type", "").startswith(SSE):
         raise UpstreamError("The upstream answered a streamed request without an event stream.")
-    relay = _relay(ctx, opened, NativeTap(api), max_event_bytes, end)
+    relay = _NativeRelay(ctx, opened, NativeTap(api), max_event_bytes, end)
     ctx.relayed = True
     relaying(ctx)
     return Reply(200, {**headers, **SSE_HEADERS}, relay, SSE)
 
 
-async def _relay(
-    ctx: RequestContext, opened: Opened, tap: NativeTap, max_event_bytes: int, end: End
-) -> AsyncIterator[bytes]:
-    result = StreamResult(first_chunk_at=time.perf_counter())
-    splitter = EventSplitter(max_event_bytes)
-    rest = opened.rest
-    assert rest is not None
-    try:
-        chunk = opened.first_chunk
-        while True:
-            if complete := splitter.feed(chunk):
-                tap.feed(complete)
-                result.bytes_out += len(complete)
-                yield complete
-            next_chunk = await anext(rest, None)
-            if next_chunk is None:
-                break
-            chunk = next_chunk
-        if tail := splitter.feed(b"\n\n") if splitter.pending() else b"":
+class _NativeRelay:
+    """The native stream relayed with a ``NativeTap`` reading it. Over the gateway's own
+    transport it is the connection's sink (as ``streaming.SSERelay`` is): each chunk is read
+    where it is parsed; over any other body an async generator does the same."""
+
+    def __init__(
+        self, ctx: RequestContext, opened: Opened, tap: NativeTap, max_event_bytes: int, end: End
+    ) -> None:
+        self._ctx, self._opened, self._tap, self._end = ctx, opened, tap, end
+        self._max_event = max_event_bytes
+        self._splitter = EventSplitter(max_event_bytes)
+        self.result = StreamResult()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        self.result.first_chunk_at = time.perf_counter()
+        rest = self._opened.rest
+        assert rest is not None
+        if isinstance(rest, BodyReader):
+            return rest.through(self, self._opened.first_chunk)
+        return self._relay(rest)
+
+    async def _relay(self, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            try:
+                if out := self.feed(self._opened.first_chunk):
+                    yield out
+                async for chunk in rest:
+                    if out := self.feed(chunk):
+                        yield out
+                last = self.end()
+            except (httpx.TransportError, EventTooLarge) as exc:  # timeouts are transport errors
+                last = self.fail(exc)
+            if last:
+                yield last
+            finished = True
+        finally:
+            try:
+                await self._opened.response.aclose()
+            finally:
+                self.closed(finished)
+
+    def feed(self, chunk: bytes) -> bytes:
+        if complete := self._splitter.feed(chunk):
+            self._tap.feed(complete)
+            self.result.bytes_out += len(complete)
+        return complete
+
+    def end(self) -> bytes:
+        tap, result = self._tap, self.result
+        tail = self._splitter.feed(b"\n\n") if self._splitter.pending() else b""
+        if tail:
             tap.feed(tail)
-            yield tail
-        if not tap.completed:
-            if tap.failed:
-                result.error = UpstreamError("The upstream reported an error mid-stream.")
-                result.upstream_error = True
-            else:
-                result.error = UpstreamError("The upstream stream ended before it was complete.")
-                result.upstream_cut = CUT
-                yield tap.error_event(result.error.message, "stream_cut")
-    except (httpx.TimeoutException, httpx.TransportError) as exc:
-        result.upstream_cut = cut_kind(exc)
+        if tap.completed:
+            return tail
+        if tap.failed:
+            result.error = UpstreamError("The upstream reported an error mid-stream.")
+            result.upstream_error = True
+            return tail
+        result.error = UpstreamError("The upstream stream ended before it was complete.")
+        result.upstream_cut = CUT
+        return tail + tap.error_event(result.error.message, "stream_cut")
+
+    def fail(self, error: Exception) -> bytes:
+        result = self.result
+        if isinstance(error, EventTooLarge):
+            result.error = UpstreamError(
+                f"An upstream stream event exceeded the gateway's {self._max_event} byte limit."
+            )
+            return self._tap.error_event(result.error.message, "event_too_large")
+        if not isinstance(error, httpx.TransportError):
+            raise error
+        result.upstream_cut = cut_kind(error)
         if result.upstream_cut == IDLE_TIMEOUT:
             result.error = UpstreamTimeout("The upstream stream stalled (idle timeout).")
         else:
             result.error = UpstreamError("The upstream connection was lost mid-stream.")
-        yield tap.error_event(result.error.message, result.upstream_cut)
-    except EventTooLarge:
-        result.error = UpstreamError(
-            f"An upstream stream event exceeded the gateway's {max_event_bytes} byte limit."
-        )
-        yield tap.error_event(result.error.message, "event_too_large")
-    except BaseException:
-        result.client_gone = True
-        raise
-    finally:
+        return self._tap.error_event(result.error.message, result.upstream_cut)
+
+    def closed(self, finished: bool) -> None:
+        ctx, tap, result = self._ctx, self._tap, self.result
         result.last_chunk_at = time.perf_counter()
+        result.client_gone = not finished
         result.completed, result.events, result.usage = tap.completed, tap.events, tap.usage
-        await opened.response.aclose()
         ctx.stream, ctx.usage = result, result.usage
         ctx.upstream_ended = result.last_chunk_at
         ctx.upstream_failure = result.upstream_cut
@@ -111,4 +148,4 @@ async def _relay(
             ctx.fail(result.error)
         elif result.client_gone:
             ctx.status = 499
-        end(ctx)
+        self._end(ctx)

@@ -19,6 +19,7 @@ from gateway.errors import (
 )
 from gateway.providers.sse import EventSplitter, EventTooLarge
 from gateway.providers.transport import network_error_kind
+from gateway.wire.transport import BodyReader
 
 DONE = b"data: [DONE]"
 # Failures of an upstream after its first byte (``gateway_upstream_errors_total`` error types).
@@ -54,6 +55,11 @@ class SSERelay:
     ask for usage. An upstream that stops without ``[DONE]`` gets an in-band error appended.
     Each chunk is scanned once, so an event that arrives in many pieces costs linear time; an
     event longer than ``max_event_bytes`` ends the stream with an in-band error.
+
+    Over the gateway's own transport the relay is the connection's sink (``wire.Sink``): each
+    chunk is scanned where it is parsed and the reader awaits the connection's future, with no
+    coroutine of ours between; over any other body (a translated stream, a test's mock) an
+    async generator does the same with the same four methods.
     """
 
     def __init__(
@@ -70,7 +76,7 @@ class SSERelay:
         self._first = first_chunk
         # adds to the first data event (the source indicator); dropped once it did
         self._first_event_edit = first_event_edit
-        self._rest = rest
+        self._rest: AsyncIterator[bytes] | None = rest  # dropped once iterated
         self._response = response
         self._wants_usage = client_wants_usage
         self._on_end = on_end
@@ -78,32 +84,44 @@ class SSERelay:
         self._events = EventSplitter(max_event_bytes)
         self.result = StreamResult()
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        result = self.result
-        result.first_chunk_at = time.perf_counter()
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        self.result.first_chunk_at = time.perf_counter()
+        rest, self._rest = self._rest, None  # the connection holds this relay as its sink
+        if rest is None:
+            raise RuntimeError("an SSE relay is iterated once")
+        if isinstance(rest, BodyReader):
+            return rest.through(self, self._first)
+        return self._relay(rest)
+
+    async def _relay(self, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        finished = False
         try:
-            if out := self._feed(self._first):
-                yield out
-            async for chunk in self._rest:
-                if out := self._feed(chunk):
+            try:
+                if out := self.feed(self._first):
                     yield out
-            if tail := self._finish():
-                yield tail
-        except (httpx.TimeoutException, httpx.TransportError) as exc:
-            yield self._fail(exc)
-        except EventTooLarge:
-            result.error = UpstreamError(
-                f"An upstream stream event exceeded the gateway's {self._max_event} byte limit."
-            )
-            yield sse_error_event(result.error)
-        except BaseException:
-            # cancelled: the client went away, or the server cut it (server_cut said so first)
-            result.client_gone = not result.server_cut
-            raise
+                async for chunk in rest:
+                    if out := self.feed(chunk):
+                        yield out
+                last = self.end()
+            except (httpx.TimeoutException, httpx.TransportError, EventTooLarge) as exc:
+                last = self.fail(exc)
+            if last:
+                yield last
+            finished = True
         finally:
-            result.last_chunk_at = time.perf_counter()
-            await self._response.aclose()
-            self._on_end(result)
+            try:
+                await self._response.aclose()
+            finally:
+                self.closed(finished)
+
+    def closed(self, finished: bool) -> None:
+        """The relay is over and the upstream answer closed; ``finished``: it was read to its
+        end (else the client went away, or the server cut it: ``server_cut`` said so first)."""
+        result = self.result
+        result.last_chunk_at = time.perf_counter()
+        if not finished:
+            result.client_gone = not result.server_cut
+        self._on_end(result)
 
     def server_cut(self) -> bytes:
         """The server is ending this stream (shutdown): recorded as its cut, not the client's
@@ -115,7 +133,8 @@ class SSERelay:
         )
         return sse_error_event(self.result.error)
 
-    def _feed(self, chunk: bytes) -> bytes:
+    def feed(self, chunk: bytes) -> bytes:
+        """The complete events of ``chunk`` (and what was held of earlier ones), as relayed."""
         complete = self._events.feed(chunk)
         if not complete:
             return b""
@@ -123,13 +142,19 @@ class SSERelay:
             complete, edited = self._first_event_edit(complete)
             if edited:
                 self._first_event_edit = None
-        # find, not ``in``: bytes' ``in`` first tries the operand as an int and formats the
-        # TypeError it gets (a thousand instructions each, on every chunk)
-        if complete.find(USAGE) < 0 and complete.find(DONE) < 0 and complete.find(ERROR) < 0:
-            self.result.events += complete.count(b"\n\n")
-            self.result.bytes_out += len(complete)
-            return complete
-        return self._scan_events(complete)
+        # partition, not ``in`` nor find: bytes' ``in`` first tries the operand as an int and
+        # formats the TypeError it gets, find parses its optional arguments from a tuple (a
+        # thousand instructions, or half that, on every chunk)
+        if (
+            complete.partition(USAGE)[1]
+            or complete.partition(DONE)[1]
+            or complete.partition(ERROR)[1]
+        ):
+            return self._scan_events(complete)
+        result = self.result
+        result.events += complete.count(b"\n\n")
+        result.bytes_out += len(complete)
+        return complete
 
     def _scan_events(self, complete: bytes) -> bytes:
         result = self.result
@@ -155,9 +180,10 @@ class SSERelay:
         result.bytes_out += len(out)
         return out
 
-    def _finish(self) -> bytes:
+    def end(self) -> bytes:
+        """The last bytes once the upstream's body ended: an in-band error if it had not."""
         result = self.result
-        tail = self._feed(b"\n\n") if self._events.pending() else b""
+        tail = self.feed(b"\n\n") if self._events.pending() else b""
         if result.completed:
             return tail
         if result.upstream_error:  # the client already has the upstream's own error event
@@ -167,14 +193,23 @@ class SSERelay:
         result.upstream_cut = CUT
         return tail + sse_error_event(result.error)
 
-    def _fail(self, exc: httpx.HTTPError) -> bytes:
-        self.result.upstream_cut = cut_kind(exc)
-        if self.result.upstream_cut == IDLE_TIMEOUT:
-            error: GatewayError = UpstreamTimeout("The upstream stream stalled (idle timeout).")
+    def fail(self, error: Exception) -> bytes:
+        """The in-band error that ends the relay after ``error``; others are passed on."""
+        result = self.result
+        if isinstance(error, EventTooLarge):
+            result.error = UpstreamError(
+                f"An upstream stream event exceeded the gateway's {self._max_event} byte limit."
+            )
+            return sse_error_event(result.error)
+        if not isinstance(error, httpx.TransportError):  # httpx's timeouts are these too
+            raise error
+        result.upstream_cut = cut_kind(error)
+        if result.upstream_cut == IDLE_TIMEOUT:
+            failure: GatewayError = UpstreamTimeout("The upstream stream stalled (idle timeout).")
         else:
-            error = UpstreamError("The upstream connection was lost mid-stream.")
-        self.result.error = error
-        return sse_error_event(error)
+            failure = UpstreamError("The upstream connection was lost mid-stream.")
+        result.error = failure
+        return sse_error_event(failure)
 
 
 def cut_kind(exc: BaseException) -> str:

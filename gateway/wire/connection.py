@@ -2,13 +2,19 @@
 
 The gateway only needs request → status, headers, body chunks as they arrive. Doing that on
 the event loop's protocol callbacks (no streams, no per-chunk tasks) is what makes this cheaper
-than a general-purpose client. One exchange at a time; the pool hands the connection out again
-once a response was read to its end.
+than a general-purpose client. A body read is a future the protocol resolves as bytes arrive; a
+relay can hand the connection a ``Sink`` that turns the bytes into what it sends on, run right
+where they are parsed, so that its reader awaits the future directly and no coroutine of ours
+wakes per chunk. One exchange at a time; the pool hands the connection out again once a
+response was read to its end.
 
 The upstream is not trusted: the response head is capped in bytes and fields, framing is
 accepted only as h11 accepts it (``Transfer-Encoding`` exactly ``chunked``), interim 1xx heads
 are skipped, trailers are dropped, and anything after the response's end spoils the connection
 instead of reaching the body or a later request.
+
+Over 400 lines: one connection is one concept (its parser, its waits, its body's hand-out),
+and splitting it would have two classes share its private state.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn, Protocol, cast
 
 import httptools
 import httpx
@@ -40,9 +46,23 @@ class _Stop(Exception):
     """Raised in a parser callback to stop parsing; any failure was recorded before."""
 
 
+class Sink(Protocol):
+    """What a relayed body passes through as it is parsed (on the protocol's callbacks)."""
+
+    def feed(self, data: bytes) -> bytes:
+        """What to hand on of ``data`` (b"" for nothing yet); raising ends the body."""
+
+    def end(self) -> bytes:
+        """The last bytes to hand on once the body ended."""
+
+    def fail(self, error: Exception) -> bytes:
+        """The last bytes after ``error`` (the upstream's, or what ``feed`` raised); raising
+        passes the error on to the reader instead."""
+
+
 class Connection(asyncio.Protocol):
-    """Owns one socket. ``exchange`` sends a request and waits for its head; ``next_chunk``
-    hands out the body as it arrives. Failures are raised as httpx's transport errors."""
+    """Owns one socket. ``exchange`` sends a request and waits for its head; ``read`` hands
+    out the body as it arrives. Failures are raised as httpx's transport errors."""
 
     def __init__(
         self,
@@ -56,6 +76,12 @@ class Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser: httptools.HttpResponseParser | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._reader: asyncio.Future[bytes] | None = None  # a body read waiting for bytes
+        self._read_timeout: float | None = None
+        self._sink: Sink | None = None
+        # the sink's reader, weakly (it is closed when dropped): it read past the end
+        self._on_stop: Callable[[], Callable[[], None] | None] | None = None
+        self._sink_over = False  # the sink's last bytes were handed out
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._reading_paused = False
@@ -109,6 +135,8 @@ class Connection(asyncio.Protocol):
             if not self.body_done:  # after the end it spoils the connection, not the answer
                 self._fail(httpx.RemoteProtocolError(f"Malformed upstream response: {exc}"))
             self.close()
+        if self._reader is not None:  # all of this read's pieces at once, not one by one
+            self._deliver()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -118,6 +146,7 @@ class Connection(asyncio.Protocol):
         if self.head_done and not self.body_done and not self._framed and exc is None:
             self.body_done = True  # a body delimited by the connection closing
             self._wake()
+            self._deliver()
             return
         if self._parser is not None and not self.body_done:
             message = "Upstream closed the connection before the response was complete"
@@ -126,6 +155,7 @@ class Connection(asyncio.Protocol):
             else:
                 self._fail(httpx.ReadError(message))
         self._wake_drain()
+        self._deliver()
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -184,7 +214,6 @@ class Connection(asyncio.Protocol):
             self._reading_paused = True
             assert self._transport is not None
             self._transport.pause_reading()
-        self._wake()
 
     def on_message_complete(self) -> None:
         if not self.head_done:
@@ -224,32 +253,38 @@ class Connection(asyncio.Protocol):
             self._transport.write(b"0\r\n\r\n")
         await self._until(lambda: self.head_done, timeout)
 
-    async def next_chunk(self, timeout: float | None) -> bytes:
-        """Everything of the body received so far (at least one piece); ``StopAsyncIteration``
-        at its end, so that this coroutine can be an iterator's ``__anext__`` itself.
+    def read(self, timeout: float | None) -> asyncio.Future[bytes]:
+        """The body's next bytes: everything received so far (through the sink, if any), as
+        a future, done at once when bytes are waiting; ``StopAsyncIteration`` at the end, so
+        that this can be an iterator's ``__anext__`` itself.
 
         Pieces that queued up while the reader was busy go out together: a relay that falls
         behind then spends one write, not one per piece, and catches up."""
-        chunks = self._chunks
-        if not chunks:
-            # ``_until`` inlined: a relay waits here once per chunk, and each coroutine level
-            # on the stack costs work at every suspension and every resumption
-            while not chunks and not self.body_done:
-                waiter = self._waiter_for(timeout)
-                try:
-                    await waiter
-                finally:
-                    self._waiter = None
-            if not chunks:
-                raise StopAsyncIteration
-        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
-        self._buffered = 0
-        if self._reading_paused:
-            self._reading_paused = False
-            assert self._transport is not None
-            self._transport.resume_reading()
-        return data
+        reader = self._reader = self._loop.create_future()
+        if self._chunks or self.body_done or self.closed or self._error or self._sink_over:
+            self._deliver()
+            if reader.done():
+                return reader
+        self._read_timeout = timeout
+        if timeout:  # ``_arm`` inlined: once per chunk
+            deadline = self._deadline = self._loop.time() + timeout
+            if self._timer is None or self._timer_at > deadline:
+                self._arm(timeout)
+        else:
+            self._disarm()  # a timer left by an earlier wait must not end this one
+        return reader
+
+    def pass_through(
+        self, sink: Sink, first: bytes, on_stop: Callable[[], Callable[[], None] | None]
+    ) -> None:
+        """Hand the rest of the body (after ``first``, already read) through ``sink``: its
+        failures, the idle timeout included, end it with the sink's last bytes. When the
+        reader asks past those, what ``on_stop()`` gives (a weak method) runs, and the read
+        ends the iteration."""
+        self._sink, self._on_stop = sink, on_stop
+        if first:
+            self._chunks.appendleft(first)
+            self._buffered += len(first)
 
     @property
     def reusable(self) -> bool:
@@ -260,6 +295,7 @@ class Connection(asyncio.Protocol):
         """The exchange is over; forget it so stray bytes while idle are noticed."""
         self._parser = None
         self._chunks.clear()
+        self._reader = self._sink = self._on_stop = None
 
     def close(self) -> None:
         self.closed = True
@@ -279,6 +315,8 @@ class Connection(asyncio.Protocol):
         self._framed = self._chunked = self._keep_alive = False
         self._no_body = no_body
         self._head_bytes = self._stalled = 0
+        self._reader = self._sink = self._on_stop = None
+        self._sink_over = False
 
     def _feed_head_to_cap(self, parser: httptools.HttpResponseParser, data: bytes) -> None:
         """Bytes past the head's cap: feed up to it; the head must be complete by then."""
@@ -359,14 +397,21 @@ class Connection(asyncio.Protocol):
 
     def _on_deadline(self) -> None:
         self._timer = None
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        waiter, reader = self._waiter, self._reader
+        waiting = waiter is not None and not waiter.done()
+        if not waiting and (reader is None or reader.done()):
             return
-        if self._loop.time() >= self._deadline:
-            waiter.set_exception(httpx.ReadTimeout("Timed out waiting for the upstream"))
-        else:
+        if self._loop.time() < self._deadline:
             self._timer_at = self._deadline
             self._timer = self._loop.call_at(self._deadline, self._on_deadline)
+            return
+        timeout = httpx.ReadTimeout("Timed out waiting for the upstream")
+        if waiting:
+            assert waiter is not None
+            waiter.set_exception(timeout)
+        elif reader is not None:
+            self._reader = None
+            self._give_up(reader, timeout)
 
     async def _drain(self, timeout: float | None) -> None:
         drained = self._drained = self._loop.create_future()
@@ -395,3 +440,82 @@ class Connection(asyncio.Protocol):
         drained = self._drained
         if drained is not None and not drained.done():
             drained.set_result(None)
+
+    def _deliver(self) -> None:
+        """Resolve the waiting read with what there is: body bytes (through the sink), else
+        the end or the failure; with nothing yet it keeps waiting."""
+        reader = self._reader
+        if reader is None:
+            return
+        self._reader = None  # resolved below, or put back to wait on
+        if reader.done():  # cancelled: the reader left
+            return
+        if self._sink_over:  # whatever came after the sink's last bytes is not handed on
+            self._end_read(reader)
+            return
+        sink = self._sink
+        chunks = self._chunks
+        if chunks:
+            if len(chunks) == 1:
+                data = chunks.popleft()
+            else:
+                data = b"".join(chunks)
+                chunks.clear()
+            self._buffered = 0
+            if self._reading_paused:
+                self._reading_paused = False
+                assert self._transport is not None
+                self._transport.resume_reading()
+            if sink is None:
+                reader.set_result(data)
+                return
+            try:
+                out = sink.feed(data)
+            except Exception as exc:
+                self._give_up(reader, exc)
+                return
+            if out:
+                reader.set_result(out)
+                return
+            if self._read_timeout and not self.body_done:  # bytes, no whole event yet
+                self._arm(self._read_timeout)
+        if self.body_done:
+            if sink is None:
+                reader.set_exception(StopAsyncIteration())
+            else:
+                self._hand_last(reader, sink.end)
+        elif self._error is not None or self.closed:
+            self._give_up(reader, self._error or httpx.ReadError("Upstream connection closed"))
+        else:
+            self._reader = reader
+
+    def _give_up(self, reader: asyncio.Future[bytes], error: Exception) -> None:
+        sink = self._sink
+        if sink is None:
+            reader.set_exception(error)
+        else:
+            self._hand_last(reader, lambda: sink.fail(error))
+
+    def _hand_last(self, reader: asyncio.Future[bytes], last: Callable[[], bytes]) -> None:
+        """The sink's last bytes; a read after them (or instead, when there are none) stops."""
+        self._sink_over = True
+        try:
+            out = last()
+        except Exception as exc:
+            reader.set_exception(exc)
+            return
+        if out:
+            reader.set_result(out)
+        else:
+            self._end_read(reader)
+
+    def _end_read(self, reader: asyncio.Future[bytes]) -> None:
+        on_stop, self._on_stop = self._on_stop, None
+        try:
+            finish = on_stop() if on_stop is not None else None
+            if finish is not None:
+                finish()
+        except Exception as exc:  # what ending the relay raised goes to its reader
+            reader.set_exception(exc)
+            return
+        reader.set_exception(StopAsyncIteration())

@@ -6,15 +6,23 @@ respx and ``httpx.MockTransport`` still stand in for it in tests.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable
+import weakref
+from collections.abc import Awaitable
 from operator import itemgetter
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import httpx
 
-from gateway.wire.connection import MAX_HEADER_BYTES, MAX_HEADERS, ClosedBeforeSend, Connection
+from gateway.wire.connection import (
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    ClosedBeforeSend,
+    Connection,
+    Sink,
+)
 from gateway.wire.pool import ConnectionPool, Origin
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -280,8 +288,8 @@ class ResponseStream(httpx.AsyncByteStream):
         self._origin = origin
         self._timeout = timeout
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return _Chunks(self._connection, self._timeout)
+    def __aiter__(self) -> BodyReader:
+        return BodyReader(self, self._connection, self._timeout)
 
     def __del__(self) -> None:
         # Dropped without aclose (a bug elsewhere, or a task torn down mid-way): close the
@@ -290,6 +298,9 @@ class ResponseStream(httpx.AsyncByteStream):
             self._connection.close()
 
     async def aclose(self) -> None:
+        self.release()
+
+    def release(self) -> None:
         connection, self._connection = self._connection, None
         if connection is None:
             return
@@ -298,22 +309,74 @@ class ResponseStream(httpx.AsyncByteStream):
         self._pool.release(connection, self._origin)
 
 
-class _Chunks:
-    """The body's pieces as ``Connection.next_chunk`` hands them out: an iterator object
-    rather than an async generator, which the event loop would track and finalise."""
+class BodyReader:
+    """The body's pieces as ``Connection.read`` hands them out: each ``__anext__`` is the
+    connection's future itself, so a reader waits one level deep.
 
-    __slots__ = ("_connection", "_timeout")
+    ``through(sink, first)`` makes it a relay: the bytes pass through ``sink`` where they are
+    parsed, and the reader is then the relay's one owner of the answer, an async generator in
+    all but name (``aclose``, and ``asend``/``athrow`` so that ``isinstance`` says so): reading
+    past the sink's last bytes, or closing it, releases the connection and tells the sink
+    ``closed(finished)``, once. ``finished`` is whether the reader read it to its end."""
 
-    def __init__(self, connection: Connection | None, timeout: Any) -> None:
+    __slots__ = ("__weakref__", "_connection", "_loop", "_sink", "_stream", "_timeout")
+
+    def __init__(self, stream: ResponseStream, connection: Connection | None, timeout: Any):
+        self._stream = stream
         self._connection = connection
         self._timeout = timeout
+        self._sink: RelaySink | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def __aiter__(self) -> _Chunks:
+    def __aiter__(self) -> BodyReader:
         return self
 
     def __anext__(self) -> Awaitable[bytes]:
-        # the connection's own coroutine, not one wrapping it: a level fewer per chunk
         connection = self._connection
         if connection is None:
             raise httpx.StreamClosed()
-        return connection.next_chunk(self._timeout)
+        return connection.read(self._timeout)
+
+    def through(self, sink: RelaySink, first: bytes) -> BodyReader:
+        """The rest of the body (after ``first``, read before) handed through ``sink``."""
+        connection = self._connection
+        if connection is None:
+            raise httpx.StreamClosed()
+        self._sink = sink
+        self._loop = asyncio.get_running_loop()
+        # weakly: a reader dropped unclosed must be collected, to be closed then
+        connection.pass_through(sink, first, weakref.WeakMethod(self._finished))
+        return self
+
+    async def asend(self, value: None) -> bytes:
+        return await self.__anext__()
+
+    async def athrow(self, error: BaseException, *_: Any) -> bytes:
+        self._close(finished=False)
+        raise error
+
+    async def aclose(self) -> None:
+        self._close(finished=False)
+
+    def __del__(self) -> None:
+        # Dropped unclosed (as an async generator would be, its finaliser then closes it):
+        # the relay must still end, on the loop rather than wherever the collector runs.
+        if self._sink is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._close, False)
+
+    def _finished(self) -> None:
+        self._close(finished=True)
+
+    def _close(self, finished: bool) -> None:
+        sink, self._sink = self._sink, None
+        self._connection = None
+        if sink is None:
+            return
+        self._stream.release()
+        sink.closed(finished)
+
+
+class RelaySink(Sink, Protocol):
+    """A ``Sink`` told once when its relay is over: ``finished`` when read to its end."""
+
+    def closed(self, finished: bool) -> None: ...

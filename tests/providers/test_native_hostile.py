@@ -4,6 +4,7 @@ a cut stream. Each is a clean answer or a correctly shaped error, and a usage re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -59,6 +60,18 @@ def _message(usage: Any) -> dict[str, Any]:
             "stop_sequence": None, "usage": usage}  # fmt: skip
 
 
+def _stalled(*events: dict[str, Any]) -> Any:
+    """The events, then nothing for longer than the upstream's idle timeout (2 s)."""
+    sent = _events(*events, end=False)
+
+    async def script() -> AsyncIterator[bytes]:
+        async for piece in sent():
+            yield piece
+        await asyncio.sleep(5)
+
+    return script
+
+
 SCRIPTS = {
     "r-negative": _json(_response({"input_tokens": -50, "output_tokens": 10**30})),
     "r-strings": _json(_response({"input_tokens": "9" * 40, "output_tokens": [1]})),
@@ -68,6 +81,7 @@ SCRIPTS = {
     "m-html": _raw(b"<html><body>Bad gateway</body></html>", "text/html"),
     "r-stream-json": _json(_response({"input_tokens": 1, "output_tokens": 1})),
     "r-cut": _events({"type": "response.created", "response": {"id": "r"}}, end=False),
+    "r-stalled": _stalled({"type": "response.created", "response": {"id": "r"}}),
     "m-negative": _json(_message({"input_tokens": -7, "output_tokens": 2**70})),
     "m-stream-huge": _events(
         {"type": "message_start", "message": {**_message({"input_tokens": -3}), "content": []}},
@@ -199,6 +213,20 @@ def test_a_cut_stream_ends_with_an_error_event(start: Start) -> None:
         body = answer.read()
     assert body.rstrip().split(b"\n\n")[-1].startswith(b"event: error")
     assert _records(gw, 1)[0]["status"] == 502
+
+
+def test_a_stalled_stream_ends_at_the_idle_timeout_with_an_error_event(start: Start) -> None:
+    gw = start("r-stalled")
+    with httpx.stream(
+        "POST", f"{gw.base_url}/responses",
+        headers={"authorization": f"Bearer {gw.key()}"},
+        json={"model": "r-stalled", "input": "Hi", "stream": True},
+    ) as answer:  # fmt: skip
+        body = answer.read()
+    events = body.rstrip().split(b"\n\n")
+    assert events[0].startswith(b"event: response.created")
+    assert events[-1].startswith(b"event: error") and b"idle timeout" in events[-1]
+    assert _records(gw, 1)[0]["status"] == 504  # the upstream timed out
 
 
 def test_the_dropped_fields_header_names_only_the_gateways_own_paths(
