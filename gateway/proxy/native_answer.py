@@ -14,8 +14,7 @@ from gateway.providers.sse import EventSplitter, EventTooLarge
 from gateway.proxy.attempt_outcome import Opened
 from gateway.proxy.context import RequestContext
 from gateway.proxy.reply import JSON, Reply
-from gateway.proxy.streaming import CUT, IDLE_TIMEOUT, StreamResult, cut_kind
-from gateway.wire.transport import BodyReader
+from gateway.proxy.streaming import CUT, IDLE_TIMEOUT, StreamResult, cut_kind, relayed
 
 SSE = "text/event-stream"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -74,30 +73,7 @@ class _NativeRelay:
         self.result.first_chunk_at = time.perf_counter()
         rest = self._opened.rest
         assert rest is not None
-        if isinstance(rest, BodyReader):
-            return rest.through(self, self._opened.first_chunk)
-        return self._relay(rest)
-
-    async def _relay(self, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        finished = False
-        try:
-            try:
-                if out := self.feed(self._opened.first_chunk):
-                    yield out
-                async for chunk in rest:
-                    if out := self.feed(chunk):
-                        yield out
-                last = self.end()
-            except (httpx.TransportError, EventTooLarge) as exc:  # timeouts are transport errors
-                last = self.fail(exc)
-            if last:
-                yield last
-            finished = True
-        finally:
-            try:
-                await self._opened.response.aclose()
-            finally:
-                self.closed(finished)
+        return relayed(self, self._opened.first_chunk, rest, self._opened.response)
 
     def feed(self, chunk: bytes) -> bytes:
         if complete := self._splitter.feed(chunk):

@@ -19,7 +19,7 @@ from gateway.errors import (
 )
 from gateway.providers.sse import EventSplitter, EventTooLarge
 from gateway.providers.transport import network_error_kind
-from gateway.wire.transport import BodyReader
+from gateway.wire.transport import BodyReader, RelaySink
 
 DONE = b"data: [DONE]"
 # Failures of an upstream after its first byte (``gateway_upstream_errors_total`` error types).
@@ -28,6 +28,41 @@ ERROR = b'"error"'  # a chunk holding this may carry the upstream's in-band erro
 USAGE = b'"usage"'
 # complete events → (the events edited, whether the edit was made)
 FirstEventEdit = Callable[[bytes], tuple[bytes, bool]]
+
+
+def relayed(
+    sink: RelaySink, first: bytes, rest: AsyncIterator[bytes], response: httpx.Response
+) -> AsyncIterator[bytes]:
+    """The body (``first``, then ``rest``) passed through ``sink``: over the gateway's own
+    transport by the connection as it parses it, over any other body (a translated stream, a
+    test's mock) by an async generator calling the same methods."""
+    if isinstance(rest, BodyReader):
+        return rest.through(sink, first)
+    return _relayed(sink, first, rest, response)
+
+
+async def _relayed(
+    sink: RelaySink, first: bytes, rest: AsyncIterator[bytes], response: httpx.Response
+) -> AsyncIterator[bytes]:
+    finished = False
+    try:
+        try:
+            if out := sink.feed(first):
+                yield out
+            async for chunk in rest:
+                if out := sink.feed(chunk):
+                    yield out
+            last = sink.end()
+        except (httpx.TransportError, EventTooLarge) as exc:  # timeouts are transport errors
+            last = sink.fail(exc)
+        if last:
+            yield last
+        finished = True
+    finally:
+        try:
+            await response.aclose()
+        finally:
+            sink.closed(finished)
 
 
 @dataclass
@@ -89,30 +124,7 @@ class SSERelay:
         rest, self._rest = self._rest, None  # the connection holds this relay as its sink
         if rest is None:
             raise RuntimeError("an SSE relay is iterated once")
-        if isinstance(rest, BodyReader):
-            return rest.through(self, self._first)
-        return self._relay(rest)
-
-    async def _relay(self, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        finished = False
-        try:
-            try:
-                if out := self.feed(self._first):
-                    yield out
-                async for chunk in rest:
-                    if out := self.feed(chunk):
-                        yield out
-                last = self.end()
-            except (httpx.TimeoutException, httpx.TransportError, EventTooLarge) as exc:
-                last = self.fail(exc)
-            if last:
-                yield last
-            finished = True
-        finally:
-            try:
-                await self._response.aclose()
-            finally:
-                self.closed(finished)
+        return relayed(self, self._first, rest, self._response)
 
     def closed(self, finished: bool) -> None:
         """The relay is over and the upstream answer closed; ``finished``: it was read to its
