@@ -13,9 +13,9 @@ the worker dies first a background sweep gives the grants back once ``lease_ttl_
 the quota for the rest of that request: the settle then adds the actual usage without giving
 anything back, so the counters end exact either way.
 
-The meter is one concept over one store, so its reads (the quota view, run-time overrides)
-and its health figures live here too; the module is longer than most for that reason. What
-happens to spend once settled (cost alerts) is the ``SpendObserver``'s, given by the app.
+What is off the request path lives in the parts the meter holds: the quota view and a user's
+run-time overrides (``users``), the lease sweep (``sweeper``), the store's health (``health``),
+the settle writer (``buffer.py``). Spend once settled goes to the app's ``SpendObserver``.
 """
 
 from __future__ import annotations
@@ -26,30 +26,26 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
-from typing import Any, Protocol, TypeVar, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
-from gateway.config.model import CAPABILITIES, Budget, Config, Quota, Tier, UserOverride
+from gateway.config.model import Config, Quota
 from gateway.errors import InvalidRequest, StoreUnavailable
 from gateway.metering import admit_checks, allowance, counters, tier_shards
+from gateway.metering.adopted import adopted_admission
 from gateway.metering.allowances import Allowances, Use
 from gateway.metering.buffer import Flusher, UsageBuffer
 from gateway.metering.health import StoreHealth
 from gateway.metering.last_known import LastKnown
+from gateway.metering.lease_sweeper import LeaseSweeper
 from gateway.metering.limit_errors import exceeded, rate_limit_headers
-from gateway.metering.limits import (
-    budget_override_fields,
-    override_from_hash,
-    quota_override_fields,
-)
 from gateway.metering.plans import Plans, ReservationPlan
-from gateway.metering.quota_view import build_view, view_keys
 from gateway.metering.record import UsageRecord
 from gateway.metering.record_ids import RecordIds
-from gateway.metering.settle import Settlement, SpendKey, settlement
+from gateway.metering.settle import Settlement, settlement
+from gateway.metering.spend import SpendObserver, spend_hook
 from gateway.metering.types import Admission, Amounts, Check, MeterRequest, Outcome
-from gateway.metering.windows import windows_at
+from gateway.metering.user_quotas import UserQuotas
 from gateway.store import keys
 from gateway.store.port import (
     Decision,
@@ -63,7 +59,6 @@ from gateway.store.port import (
 
 logger = logging.getLogger("gateway.metering")
 
-T = TypeVar("T")
 RecordHook = Callable[[UsageRecord], None]
 # Longer than any request should last: a stream's idle timeout bounds the gaps, not the total.
 LEASE_TTL_S = 900
@@ -71,24 +66,8 @@ SWEEP_INTERVAL_S = 5.0
 OUTAGE_NOTE = " (usage store unavailable: counted from what was left at the last reservation)"
 
 
-class SpendObserver(Protocol):
-    """Told the new spend totals after each settle (the usage room's cost alerts)."""
-
-    async def observe(self, settled: Sequence[tuple[Sequence[SpendKey], Sequence[int]]]) -> None:
-        """Per settle written: its watched spend counters and their new totals."""
-        ...
-
-    def active(self) -> dict[str, bool]:
-        """Every alert scope → crossed in the current window."""
-        ...
-
-    async def aclose(self, timeout_s: float) -> None:
-        """Deliver what is queued (up to ``timeout_s``), then stop."""
-        ...
-
-
 class Meter:
-    """Admit and finish on the request path; the quota view, overrides and health figures."""
+    """Admit and finish on the request path; holds the user quotas, lease sweep and health."""
 
     def __init__(
         self,
@@ -106,13 +85,11 @@ class Meter:
         sees every usage record once settled (for token and cost metrics); ``on_store_error``
         is called on each store error (for an error counter)."""
         self._lease_ttl_s = lease_ttl_s
-        self._sweep_interval_s = sweep_interval_s
         self._lease_prefix = secrets.token_hex(6)
         self._lease_numbers = itertools.count()
         self._record_ids = RecordIds()
         self._sweep_task: asyncio.Task[None] | None = None
         self._config = config
-        self._tier_quotas: Mapping[tuple[str, str], Quota] = {}  # set at run time
         self._limits = counters.LimitCache(config)
         self._plans = Plans(self._limits)
         self._last_known = LastKnown()  # what a store outage may still admit
@@ -121,12 +98,14 @@ class Meter:
         self._clock = clock
         self._spend = spend
         self._on_record = on_record
-        self._health = StoreHealth(logger, on_error=on_store_error)
+        self.health = StoreHealth(logger, on_error=on_store_error)
         self._buffer = UsageBuffer(config.settings.usage_buffer_max, logger)
-        self._flusher = Flusher(self._buffer, store, self._health, self._written, logger)
+        self._flusher = Flusher(self._buffer, store, self.health, spend_hook(spend), logger)
         self._flush_task: asyncio.Task[None] | None = None
         self._allowances = Allowances(store, self._lease_prefix, lease_ttl_s, self._returned)
         self._tend_task: asyncio.Task[None] | None = None
+        self.users = UserQuotas(config, store, self.health, clock)
+        self.sweeper = LeaseSweeper(store, sweep_interval_s)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -151,7 +130,7 @@ class Meter:
     async def settled(self) -> None:
         """Wait until every finished request is written (or held in the buffer while the
         store is unreachable)."""
-        while len(self._flusher) and self._health.should_try():
+        while len(self._flusher) and self.health.should_try():
             if not await self._flusher.flush_once():
                 return
 
@@ -294,20 +273,10 @@ class Meter:
         checks are worked out again as at ``started``. If its lease was swept meanwhile, the
         settle adds the grants back first, as for any late settle; never raises."""
         try:
-            checks = counters.reservation(self._limits.get(request), request, windows_at(started))
+            admission = adopted_admission(self._limits, request, started, lease, granted)
         except Exception:
             logger.exception("metering: settling %s failed", request.request_id)
             return
-        held = tuple(granted) if len(granted) == len(checks) else ()  # () : add the actual use
-        admission = Admission(
-            headers={},
-            clamp_max_tokens=None,
-            request=request,
-            started=started,
-            checks=checks,
-            granted=held,
-            lease=lease,
-        )
         self.finish(admission, outcome)
 
     def reject(self, request: MeterRequest, outcome: Outcome) -> None:
@@ -320,22 +289,22 @@ class Meter:
     async def _reserve(
         self, checks: tuple[Check, ...], override_key: str, lease: Lease
     ) -> Decision | None:
-        if self._health.should_try():
+        if self.health.should_try():
             try:
                 wanted = [check.counter for check in checks]
                 decision = await self._store.reserve(wanted, override_key, lease)
             except StoreRejected as exc:
-                self._health.recovered()  # it answered: the request is at fault, not the store
+                self.health.recovered()  # it answered: the request is at fault, not the store
                 logger.warning("metering: the store refused a reservation: %s", exc)
                 raise InvalidRequest(
                     "The request's usage cannot be metered: an amount is out of range."
                 ) from None
             except StoreError as exc:
-                self._health.failed(exc)
+                self.health.failed(exc)
                 if self._config.settings.on_store_error == "deny":
                     self._give_back(checks, lease)
             else:
-                self._health.recovered()
+                self.health.recovered()
                 return decision
         if self._config.settings.on_store_error == "deny":
             raise StoreUnavailable("Usage metering is unavailable; try again shortly")
@@ -357,13 +326,6 @@ class Meter:
         self._buffer.add(Settlement(SettleBatch((), leases=ends), (), None))
         self._start_background()
 
-    async def _written(self, items: Sequence[Settlement], results: list[list[int]]) -> None:
-        if self._spend is None:
-            return
-        # no totals: nothing watched, or the batch had already been applied
-        settled = [(item.spend, totals) for item, totals in zip(items, results, strict=True)]
-        await self._spend.observe([entry for entry in settled if entry[1]])
-
     def _notify(self, record: UsageRecord) -> None:
         if self._on_record is None:
             return
@@ -372,60 +334,18 @@ class Meter:
         except Exception:
             logger.exception("metering: on_record hook failed")
 
-    # -- reads and run-time overrides ----------------------------------------------------------
-    # Each goes to the store once and turns a store error into ``StoreUnavailable`` (a call the
-    # store refuses for its arguments into ``InvalidRequest``).
-
-    async def quota_view(self, user: str, tier: Tier) -> dict[str, Any]:
-        quotas = {cap: q for (name, cap), q in self._tier_quotas.items() if name == tier.name}
-        tier = replace(tier, quotas={**tier.quotas, **quotas}) if quotas else tier
-        windows = windows_at(self._clock())
-        names = view_keys(user, tier, windows, self._config.settings.tier_budget_shards)
-        lease = keys.lease(keys.user_day(user, windows.day))
-        hashes, reserved = await self._read(lambda: self._store.read_view(names, lease))
-        return build_view(self._config, user, tier, hashes, windows, reserved)
-
-    async def set_user_override(self, user: str, capability: str, quota: Quota | None) -> None:
-        """Store a run-time quota override (fields left None inherit); None removes it."""
-        if capability not in CAPABILITIES:
-            raise ValueError(f"unknown capability {capability!r}")
-        values, drop = quota_override_fields(capability, quota)
-        await self._read(lambda: self._store.write_hash(keys.user_overrides(user), values, drop))
-
-    async def set_user_budget(self, user: str, budget: Budget | None) -> None:
-        """Store a run-time budget override (fields left None inherit); None removes it."""
-        values, drop = budget_override_fields(budget)
-        await self._read(lambda: self._store.write_hash(keys.user_overrides(user), values, drop))
-
-    async def user_override(self, user: str) -> UserOverride:
-        """The run-time overrides stored for ``user``."""
-        stored = await self._read(lambda: self._store.read_hashes([keys.user_overrides(user)]))
-        return override_from_hash(stored[0])
-
-    async def _read(self, call: Callable[[], Awaitable[T]]) -> T:
-        try:
-            result = await call()
-        except StoreRejected as exc:
-            logger.warning("metering: the store refused a call: %s", exc)
-            raise InvalidRequest("The store refused this operation.") from None
-        except StoreError as exc:
-            self._health.failed(exc)
-            raise StoreUnavailable("The usage store is unavailable; try again shortly") from exc
-        self._health.recovered()
-        return result
-
     # -- configuration -----------------------------------------------------------------------
 
     def reconfigure(self, config: Config) -> None:
         """A reloaded config's limits for the requests admitted from now on (alerts, the
         webhook and the buffer's size stay as started)."""
-        self._config = config
-        self._limits = counters.LimitCache(config, tier_quotas=self._tier_quotas)
+        self._config = self.users.config = config
+        self._limits = counters.LimitCache(config, tier_quotas=self.users.tier_quotas)
         self._plans = Plans(self._limits)
 
     def set_tier_quotas(self, quotas: Mapping[tuple[str, str], Quota]) -> None:
         """Run-time tier quotas, (tier, capability) → the quota replacing the tier's own."""
-        self._tier_quotas = quotas
+        self.users.tier_quotas = quotas
         self._limits = counters.LimitCache(self._config, tier_quotas=quotas)
         self._plans = Plans(self._limits)
 
@@ -436,23 +356,15 @@ class Meter:
         try:
             await self._store.ping()
         except StoreError as exc:
-            self._health.failed(exc)
+            self.health.failed(exc)
             return "unavailable"
-        self._health.recovered()
+        self.health.recovered()
         return "ok"
 
     @property
     def allowances(self) -> Allowances:
         """This process's level allowances (``allowances.py``)."""
         return self._allowances
-
-    @property
-    def store_errors_total(self) -> int:
-        return self._health.errors_total
-
-    @property
-    def degraded(self) -> bool:
-        return self._health.degraded
 
     @property
     def buffered_records(self) -> int:
@@ -473,33 +385,10 @@ class Meter:
         loop = asyncio.get_running_loop()
         if self._flush_task is None:
             self._flush_task = loop.create_task(self._flusher.run())
-        if self._sweep_task is None and self._sweep_interval_s > 0:
-            self._sweep_task = loop.create_task(self._sweep_leases())
+        if self._sweep_task is None and self.sweeper.interval_s > 0:
+            self._sweep_task = loop.create_task(self.sweeper.run())
         if self._tend_task is None:
             self._tend_task = loop.create_task(self._allowances.run(self._clock))
-
-    async def sweep_leases(self) -> int:
-        """Give back the reservations whose lease expired (their worker died); how many."""
-        try:
-            ended = await self._store.sweep_leases()
-        except StoreError as exc:
-            logger.debug("metering: lease sweep failed: %s", exc)
-            return 0
-        if ended:
-            logger.warning(
-                "metering: gave back %d reservations whose lease expired",
-                ended,
-                extra={"event": "leases_expired", "leases": ended},
-            )
-        return ended
-
-    async def _sweep_leases(self) -> None:
-        while True:  # the first at start: a restarted worker's expired leases come back now
-            try:
-                await self.sweep_leases()
-            except Exception:
-                logger.exception("metering: lease sweep failed")
-            await asyncio.sleep(self._sweep_interval_s)
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:

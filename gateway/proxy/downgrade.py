@@ -88,7 +88,7 @@ async def _fewer_tokens(meter: Meter, request: MeterRequest) -> tuple[Admission,
     """Reserve with ``max_tokens`` cut to what the tightest budget has left, if any fits."""
     if not request.generates_tokens or request.price.output <= 0:
         return None
-    view = await meter.quota_view(request.user, request.tier)
+    view = await meter.users.quota_view(request.user, request.tier)
     left = remaining_micros(view)
     if left is None:
         return None

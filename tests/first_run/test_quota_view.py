@@ -31,7 +31,7 @@ def test_in_flight_is_reserved_then_used_and_headers_agree(config, store_url) ->
         async with metered(config, store_url, clock=Clock()) as (meter, _):
             first = await meter.admit(request(config, prompt=10, max_tokens=300, request_id="a"))
             second = await meter.admit(request(config, prompt=40, max_tokens=300, request_id="b"))
-            view = await meter.quota_view("alice", config.tiers["free"])
+            view = await meter.users.quota_view("alice", config.tiers["free"])
             tokens = view["capabilities"]["text_generation"]["tokens"]
             requests = view["capabilities"]["text_generation"]["requests"]
             assert tokens == {"limit": 10_000, "used": 0, "reserved": 650, "remaining": 9_350}
@@ -42,12 +42,12 @@ def test_in_flight_is_reserved_then_used_and_headers_agree(config, store_url) ->
 
             meter.finish(first, ok(10, 20))
             await meter.settled()
-            view = await meter.quota_view("alice", config.tiers["free"])
+            view = await meter.users.quota_view("alice", config.tiers["free"])
             tokens = view["capabilities"]["text_generation"]["tokens"]
             assert tokens == {"limit": 10_000, "used": 30, "reserved": 340, "remaining": 9_630}
             meter.finish(second, ok(40, 10))
             await meter.settled()
-            view = await meter.quota_view("alice", config.tiers["free"])
+            view = await meter.users.quota_view("alice", config.tiers["free"])
             tokens = view["capabilities"]["text_generation"]["tokens"]
             assert tokens == {"limit": 10_000, "used": 80, "reserved": 0, "remaining": 9_920}
             assert view["budgets"]["user"]["day"]["reserved_usd"] == 0

@@ -121,7 +121,7 @@ def test_a_dead_processs_allowance_is_swept_back(config: Config, redis_url: str)
         async with metered(config, redis_url, clock=clock, sweep_interval_s=0) as (meter, store):
             assert (await team_day(store, clock))["usd"] > first * EACH
             for _ in range(100):
-                if await meter.sweep_leases():
+                if await meter.sweeper.sweep():
                     break
                 await asyncio.sleep(0.05)  # until the lease's second has passed
             assert (await team_day(store, clock))["usd"] == first * EACH

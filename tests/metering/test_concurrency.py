@@ -47,8 +47,8 @@ def test_token_quota_is_exact_under_concurrency(config: Config, redis_url: str) 
         stores = [create_store(redis_url, config.settings) for _ in range(2)]
         meters = [Meter(config, store, clock=Clock()) for store in stores]
         override = Quota(requests_per_day=1000, tokens_per_day=5000)
-        await meters[0].set_user_override("alice", "text_generation", override)
-        await meters[0].set_user_override("alice", "embeddings", Quota(tokens_per_day=5000))
+        await meters[0].users.set_override("alice", "text_generation", override)
+        await meters[0].users.set_override("alice", "embeddings", Quota(tokens_per_day=5000))
         # text: 10 prompt + up to 90 output tokens each; embeddings: 100 prompt tokens each
         text = request(config, prompt=10, max_tokens=90)
         embed = request(config, capability="embeddings", prompt=100)
@@ -59,7 +59,7 @@ def test_token_quota_is_exact_under_concurrency(config: Config, redis_url: str) 
             r.reserved.tokens for r in results[:200] if not isinstance(r, BaseException)
         )
         admitted = [not isinstance(r, BaseException) for r in results]
-        view = await meters[1].quota_view("alice", config.tiers["free"])
+        view = await meters[1].users.quota_view("alice", config.tiers["free"])
         for store in stores:
             await store.aclose()
         text, embeddings = (

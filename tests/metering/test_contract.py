@@ -39,7 +39,7 @@ def test_reserve_then_reconcile_to_actual_usage(config: Config, store_url: str |
             admission = await meter.admit(request(config, prompt=10, max_tokens=100, price=LLAMA))
             assert admission.reserved == Amounts(1, 110, 0, 20)  # ceil(110 * 0.18)
             assert admission.clamp_max_tokens is None
-            view = await meter.quota_view("alice", config.tiers["free"])
+            view = await meter.users.quota_view("alice", config.tiers["free"])
             assert (requests_used(view), tokens_used(view)) == (1, 110)
             line = view["capabilities"]["text_generation"]["tokens"]
             assert (line["used"], line["reserved"]) == (0, 110)  # in flight, not yet used
@@ -48,7 +48,7 @@ def test_reserve_then_reconcile_to_actual_usage(config: Config, store_url: str |
 
             meter.finish(admission, ok(12, 30, price=LLAMA))
             await meter.settled()
-            view = await meter.quota_view("alice", config.tiers["free"])
+            view = await meter.users.quota_view("alice", config.tiers["free"])
             assert (requests_used(view), tokens_used(view)) == (1, 42)
             assert view["budgets"]["user"]["day"]["used_usd"] == pytest.approx(8e-6)
             assert view["budgets"]["user"]["month"]["used_usd"] == pytest.approx(8e-6)
@@ -76,7 +76,7 @@ def test_actual_usage_above_the_reservation_is_charged(
             admission = await meter.admit(request(config, prompt=10, max_tokens=100))
             meter.finish(admission, ok(50, 200))
             await meter.settled()
-            view = await meter.quota_view("alice", config.tiers["free"])
+            view = await meter.users.quota_view("alice", config.tiers["free"])
             assert tokens_used(view) == 250
 
     run(scenario())
@@ -88,7 +88,7 @@ def test_failure_gives_everything_back(config: Config, store_url: str | None) ->
             admission = await meter.admit(request(config, prompt=10, max_tokens=100, price=LLAMA))
             meter.finish(admission, ok(None, None, status=502))
             await meter.settled()
-            view = await meter.quota_view("alice", config.tiers["free"])
+            view = await meter.users.quota_view("alice", config.tiers["free"])
             assert (requests_used(view), tokens_used(view)) == (0, 0)
             assert view["budgets"]["user"]["day"]["used_usd"] == 0
             [record] = await UsageRecords(store, Clock()).read("alice", NOON - 1, NOON + 1)
@@ -110,7 +110,7 @@ def test_byok_counts_the_request_only(config: Config, store_url: str | None) -> 
             assert admission.reserved == Amounts(requests=1)
             meter.finish(admission, ok(1000, 2000, price=LLAMA))
             await meter.settled()
-            view = await meter.quota_view("alice", config.tiers["free"])
+            view = await meter.users.quota_view("alice", config.tiers["free"])
             assert (requests_used(view), tokens_used(view)) == (1, 0)
             assert view["budgets"]["user"]["day"]["used_usd"] == 0
             [record] = await UsageRecords(store, Clock()).read("alice", NOON - 1, NOON + 1)
@@ -170,7 +170,7 @@ def test_unlimited_trios_are_left_out(config: Config, store_url: str | None) -> 
 def test_tokens_clamp_to_what_remains_then_trip(config: Config, store_url: str | None) -> None:
     async def scenario() -> None:
         async with metered(config, store_url, clock=Clock()) as (meter, _):
-            await meter.set_user_override("alice", "text_generation", Quota(tokens_per_day=1000))
+            await meter.users.set_override("alice", "text_generation", Quota(tokens_per_day=1000))
             clamped = await meter.admit(request(config, prompt=10, max_tokens=4096))
             assert clamped.clamp_max_tokens == 990  # 2000 per request, then 1000 - 10 remain
             assert clamped.headers["x-ratelimit-remaining-tokens"] == "0"
@@ -213,17 +213,17 @@ def test_store_override_beats_config_override(config: Config, store_url: str | N
                 await meter.admit(bob)
             with pytest.raises(QuotaExceeded, match="quota of 2 exceeded for user 'bob'"):
                 await meter.admit(bob)
-            await meter.set_user_override(
+            await meter.users.set_override(
                 "bob", "text_generation", Quota(requests_per_day=3, tokens_per_request=64)
             )
             third = await meter.admit(bob)
             assert third.clamp_max_tokens == 64
             with pytest.raises(QuotaExceeded, match="quota of 3 exceeded"):
                 await meter.admit(bob)
-            stored = await meter.user_override("bob")
+            stored = await meter.users.override("bob")
             assert stored.quotas["text_generation"] == Quota(3, None, 64, None)
-            await meter.set_user_override("bob", "text_generation", None)
-            assert (await meter.user_override("bob")).quotas == {}
+            await meter.users.set_override("bob", "text_generation", None)
+            assert (await meter.users.override("bob")).quotas == {}
 
     run(scenario())
 
@@ -232,8 +232,8 @@ def test_day_and_month_windows_reset(config: Config, store_url: str | None) -> N
     async def scenario() -> None:
         clock = Clock()
         async with metered(config, store_url, clock=clock) as (meter, _):
-            await meter.set_user_override("alice", "text_generation", Quota(requests_per_day=1))
-            await meter.set_user_budget("alice", Budget(usd_per_day=10, usd_per_month=2.5))
+            await meter.users.set_override("alice", "text_generation", Quota(requests_per_day=1))
+            await meter.users.set_budget("alice", Budget(usd_per_day=10, usd_per_month=2.5))
             paid = request(config, prompt=1, price=DOLLAR_PER_TOKEN)
             await meter.admit(paid)
             with pytest.raises(QuotaExceeded, match="request quota of 1"):
@@ -282,7 +282,7 @@ def test_tier_budget_trips_and_gives_back_the_user_grants(
                 await meter.admit(request(config, user=user, prompt=1, price=price))
             with pytest.raises(BudgetExceeded, match=r"Daily budget of \$1\.00 exceeded for tier"):
                 await meter.admit(request(config, user="u3", prompt=1, price=price))
-            view = await meter.quota_view("u3", free)
+            view = await meter.users.quota_view("u3", free)
             assert requests_used(view) == 0
             assert view["budgets"]["user"]["day"]["used_usd"] == 0
             assert view["budgets"]["tier"]["day"]["used_usd"] == pytest.approx(0.8)
@@ -300,7 +300,7 @@ def test_audio_minutes_quota(config: Config, store_url: str | None) -> None:
             meter.finish(admission, ok(None, None, audio_ms=90_000))
             await meter.settled()
             await meter.admit(replace(tts, audio_ms_estimate=2 * 60_000))
-            view = await meter.quota_view("alice", config.tiers["free"])
+            view = await meter.users.quota_view("alice", config.tiers["free"])
             minutes = view["capabilities"]["audio_tts"]["audio_minutes"]
             # 1.5 minutes settled, 2 held by the request still in flight
             assert minutes == {"limit": 5.0, "used": 1.5, "reserved": 2.0, "remaining": 1.5}
@@ -314,7 +314,7 @@ def test_quota_view_shape(config: Config, store_url: str | None) -> None:
             admission = await meter.admit(request(config, prompt=10, max_tokens=100))
             meter.finish(admission, ok(10, 20))
             await meter.settled()
-            view = await meter.quota_view("alice", config.tiers["free"])
+            view = await meter.users.quota_view("alice", config.tiers["free"])
             assert view["resets_at"] == {
                 "day": "2026-11-23T00:00:00Z",
                 "month": "2026-12-01T00:00:00Z",

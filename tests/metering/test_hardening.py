@@ -55,7 +55,7 @@ def test_amounts_no_store_can_hold_are_refused_before_the_store(
             with pytest.raises(InvalidRequest) as caught:
                 await meter.admit(huge)
             assert caught.value.status == 400
-            assert not meter.degraded and meter.store_errors_total == 0
+            assert not meter.health.degraded and meter.health.errors_total == 0
 
     run(scenario())
 
@@ -73,7 +73,7 @@ def test_a_script_error_fails_that_request_and_never_degrades(
             for _ in range(3):
                 with pytest.raises(InvalidRequest):
                     await meter.admit(request(config, user="mallory"))
-            assert not meter.degraded and meter.store_errors_total == 0
+            assert not meter.health.degraded and meter.health.errors_total == 0
             admitted = await meter.admit(request(config, user="alice"))
             assert admitted.headers  # reserved, not admitted unchecked
             refused = [Counter(keys.user_day("eve", DAY), "tok", 10**20)]
@@ -102,7 +102,7 @@ def test_implausible_usage_is_clamped_and_flagged(
             normal = await meter.admit(request(config, request_id="fine", max_tokens=100))
             meter.finish(normal, ok(10, 5))
             await meter.settled()
-            view = await meter.quota_view("alice", config.tiers["free"])
+            view = await meter.users.quota_view("alice", config.tiers["free"])
             assert used(view) == 10_000_000 + 15
             assert meter.buffered_records == 0
 
@@ -129,10 +129,10 @@ def test_a_batch_refused_for_one_record_writes_all_the_others(
                 admission = await meter.admit(request(config, user=user, request_id=f"r{index}"))
                 meter.finish(admission, ok(10, 5))
             await meter.settled()
-            assert meter.buffered_records == 0 and not meter.degraded
+            assert meter.buffered_records == 0 and not meter.health.degraded
             records = await UsageRecords(store, Clock()).read(None, NOON - 1, NOON + 1)
             assert sorted(r.request_id for r in records) == [f"r{i}" for i in range(9) if i != 4]
-            view = await meter.quota_view("alice", config.tiers["free"])
+            view = await meter.users.quota_view("alice", config.tiers["free"])
             assert used(view) == 8 * 15
 
     run(scenario())
@@ -179,7 +179,7 @@ def test_a_reservation_whose_reply_was_lost_is_reconciled_by_its_settle(
             lost = replace(ran, granted=(), headers={})
             meter.finish(lost, ok(10, 5, price=PRICED))
             await meter.settled()
-            view = await meter.quota_view("alice", config.tiers["free"])
+            view = await meter.users.quota_view("alice", config.tiers["free"])
             assert (used(view), used(view, "requests")) == (15, 1)
 
     run(scenario())
@@ -204,7 +204,7 @@ def test_counters_never_go_below_zero_after_the_store_lost_its_data(
             server.flushall()  # a restart without persistence
             meter.finish(admission, ok(10, 5, price=PRICED))
             await meter.settled()
-            view = await meter.quota_view("alice", config.tiers["free"])
+            view = await meter.users.quota_view("alice", config.tiers["free"])
             assert (used(view), used(view, "requests")) == (15, 1)  # exact, not negative
 
     run(scenario())
@@ -240,18 +240,18 @@ def test_a_dead_workers_reservation_is_given_back_when_its_lease_expires(
         async with metered(config, store_url, **options) as (dead, store):
             await dead.admit(request(config, request_id="abandoned", max_tokens=1000))
             late = await dead.admit(request(config, request_id="late", max_tokens=1000))
-            view = await dead.quota_view("alice", config.tiers["free"])
+            view = await dead.users.quota_view("alice", config.tiers["free"])
             assert used(view, "requests") == 2
-            assert await dead.sweep_leases() == 0  # not expired yet
+            assert await dead.sweeper.sweep() == 0  # not expired yet
             await asyncio.sleep(3.3)
             # any process sweeps: here the same store, from the meter still alive
-            assert await dead.sweep_leases() == 2
-            view = await dead.quota_view("alice", config.tiers["free"])
+            assert await dead.sweeper.sweep() == 2
+            view = await dead.users.quota_view("alice", config.tiers["free"])
             assert (used(view), used(view, "requests")) == (0, 0)
             # a request that outlived its lease is still charged exactly once
             dead.finish(late, ok(10, 5))
             await dead.settled()
-            view = await dead.quota_view("alice", config.tiers["free"])
+            view = await dead.users.quota_view("alice", config.tiers["free"])
             assert (used(view), used(view, "requests")) == (15, 1)
             assert await store.sweep_leases() == 0
 
@@ -273,7 +273,7 @@ def test_a_restarted_worker_gives_back_expired_leases_at_start(
             await asyncio.sleep(1.3)
             await restarted.start()
             for _ in range(100):
-                view = await restarted.quota_view("alice", config.tiers["free"])
+                view = await restarted.users.quota_view("alice", config.tiers["free"])
                 if used(view, "requests") == 0:
                     break
                 await asyncio.sleep(0.02)

@@ -54,14 +54,14 @@ def test_outage_allows_buffers_and_flushes(
                     assert admission.headers == {}
                     meter.finish(admission, ok(10, 5))
                 await meter.settled()
-                assert meter.degraded and meter.store_errors_total >= 1
+                assert meter.health.degraded and meter.health.errors_total >= 1
                 assert meter.buffered_records == 20
 
                 server.start()  # same port, empty (no persistence)
                 await wait_until(lambda: meter.buffered_records == 0)
-                assert not meter.degraded
+                assert not meter.health.degraded
                 assert await stream_length(server.url) == 20
-                view = await meter.quota_view("alice", config.tiers["free"])
+                view = await meter.users.quota_view("alice", config.tiers["free"])
                 assert view["capabilities"]["text_generation"]["requests"]["used"] == 20
                 assert view["capabilities"]["text_generation"]["tokens"]["used"] == 300
                 await meter.admit(request(config))  # the restarted server lost the script
@@ -90,7 +90,7 @@ def test_outage_with_deny_policy_raises_store_unavailable(config: Config) -> Non
                         await meter.admit(request(config))
                     assert caught.value.status == 503
                 with pytest.raises(StoreUnavailable):
-                    await meter.quota_view("alice", config.tiers["free"])
+                    await meter.users.quota_view("alice", config.tiers["free"])
             finally:
                 await meter.aclose()
                 await store.aclose()
@@ -147,7 +147,7 @@ def test_deny_gives_back_a_reservation_whose_reply_timed_out(config: Config) -> 
                 held: list[dict[str, object]] = []
 
                 async def reserved() -> int:
-                    held[:] = [await meter.quota_view("alice", config.tiers["free"])]
+                    held[:] = [await meter.users.quota_view("alice", config.tiers["free"])]
                     return line()["reserved"]
 
                 deadline = asyncio.get_running_loop().time() + 10

@@ -29,7 +29,7 @@ def test_a_reservation_settling_while_the_view_is_read_never_shows_as_used(
 
             async def views() -> None:
                 while not done.is_set():
-                    view = await meter.quota_view("alice", config.tiers["free"])
+                    view = await meter.users.quota_view("alice", config.tiers["free"])
                     seen.append(view["capabilities"]["text_generation"]["tokens"]["used"])
                     await asyncio.sleep(0)  # the memory store never yields on its own
 

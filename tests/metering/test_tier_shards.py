@@ -75,7 +75,7 @@ def test_sharded_tier_budget_holds_within_the_documented_bound(
             fitted = await admitted_until_refused(meter, config, [f"u{i}" for i in range(users)])
             spent = fitted * COST
             assert LIMIT_USD * 1e6 - shards * COST < spent <= LIMIT_USD * 1e6
-            view = await meter.quota_view("u0", config.tiers["free"])
+            view = await meter.users.quota_view("u0", config.tiers["free"])
             assert view["budgets"]["tier"]["day"]["used_usd"] == pytest.approx(spent / 1e6)
             assert view["budgets"]["tier"]["day"]["limit_usd"] == LIMIT_USD
         finally:
@@ -123,7 +123,7 @@ def test_a_store_outage_admits_only_what_was_left(config: Config) -> None:
                     await meter.admit(request(config, user="some"))
                 for _ in range(8):
                     await meter.admit(request(config, user="unseen"))
-                assert meter.degraded
+                assert meter.health.degraded
             finally:
                 await meter.aclose()
                 await store.aclose()

@@ -22,7 +22,7 @@ async def admit_many(url: str, count: int, options: dict[str, Any]) -> tuple[int
             *(meter.admit(request(config, **options)) for _ in range(count)),
             return_exceptions=True,
         )
-        assert meter.store_errors_total == 0
+        assert meter.health.errors_total == 0
     errors = [r for r in results if isinstance(r, BaseException)]
     assert all(isinstance(e, QuotaExceeded) for e in errors), errors[:1]
     return count - len(errors), len(errors)

@@ -30,7 +30,7 @@ async def settled(running: Proxy, requests: int) -> dict[str, Any]:
     the answer is handed out)."""
     tier = running.gateway.config.tiers["free"]
     for _ in range(500):
-        view = await running.gateway.meter.quota_view(USER, tier)
+        view = await running.gateway.meter.users.quota_view(USER, tier)
         counted: dict[str, Any] = view["capabilities"]["text_generation"]
         if counted["requests"]["used"] >= requests and not counted["requests"]["reserved"]:
             return counted

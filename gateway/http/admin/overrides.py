@@ -31,7 +31,7 @@ LIMITS: dict[str, tuple[type, float]] = {
 async def show(request: Request) -> Response:
     gateway = _admin(request, "viewer")
     user = request.path_params["user"]
-    override = await gateway.meter.user_override(user)
+    override = await gateway.meter.users.override(user)
     return json_response({"user": user, **_plain(override)})
 
 
@@ -43,8 +43,8 @@ async def set_quota(request: Request) -> Response:
     quota = None
     if request.method == "PUT":
         quota = Quota(**_numbers(await request.body(), set(QUOTA_FIELDS)))
-    before = _plain(await gateway.meter.user_override(user))["quotas"].get(capability)
-    await gateway.meter.set_user_override(user, capability, quota)
+    before = _plain(await gateway.meter.users.override(user))["quotas"].get(capability)
+    await gateway.meter.users.set_override(user, capability, quota)
     after = dataclasses.asdict(quota) if quota else None
     await _audit(request, f"{user}/{capability}", "user_quota", before, after)
     return await show(request)
@@ -56,8 +56,8 @@ async def set_budget(request: Request) -> Response:
     if request.method == "PUT":
         budget = Budget(**_numbers(await request.body(), {"usd_per_day", "usd_per_month"}))
     user = request.path_params["user"]
-    before = _plain(await gateway.meter.user_override(user))["budget"]
-    await gateway.meter.set_user_budget(user, budget)
+    before = _plain(await gateway.meter.users.override(user))["budget"]
+    await gateway.meter.users.set_budget(user, budget)
     after = dataclasses.asdict(budget) if budget else None
     await _audit(request, user, "user_budget", before, after)
     return await show(request)

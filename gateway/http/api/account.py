@@ -33,7 +33,7 @@ async def quota(request: Request) -> Response:
     in each window (``levels``)."""
     gateway = services(request)
     user, tier, levels = _caller_levels(request, gateway)
-    view = await gateway.meter.quota_view(user, tier)
+    view = await gateway.meter.users.quota_view(user, tier)
     if levels:
         now = gateway.clock()
         try:

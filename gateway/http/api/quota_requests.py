@@ -71,7 +71,7 @@ async def approve(request: Request) -> Response:
     granted = requested_fields(body.get("granted", found["requested"]), "granted")
     document = decided(found, APPROVED, actor.name, gateway.clock(), granted, body.get("note"))
     quota = granted_quota(granted)
-    await gateway.meter.set_user_override(found["user"], found["capability"], quota)
+    await gateway.meter.users.set_override(found["user"], found["capability"], quota)
     await gateway.control.put(
         KIND, found["id"], document, actor=actor.name, action="quota_request.approve"
     )
