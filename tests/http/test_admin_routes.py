@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from gateway.config.runtime import Runtime
-from gateway.http.admin.routes import OPERATIONS, Op, routes
+from gateway.http.admin.operation import Op
+from gateway.http.admin.routes import OPERATIONS, routes
 from gateway.secret import Secret
 from tests.conftest import RunningGateway, StartGateway
 

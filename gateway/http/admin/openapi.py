@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from gateway.http.admin.operation import Op
 from gateway.http.admin.schemas import ERROR, OBJECT
-
-if TYPE_CHECKING:  # the table imports this module to serve the document
-    from gateway.http.admin.routes import Op
 
 ERROR_REF = {"$ref": "#/components/responses/Error"}
 

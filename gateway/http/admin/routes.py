@@ -1,18 +1,17 @@
 """The admin API's route table: the router and the served OpenAPI document both come from it.
 
-Each ``Op`` is one method on one path: its endpoint, the role its caller needs, a summary, and
-its request body, success status and query parameters as documented. Add a route by adding one
-``Op(...)`` entry to ``OPERATIONS``: ``routes()`` registers it (one Starlette route per path,
-so a wrong method's 405 names every method of the path) and ``GET /v1/admin/openapi.json``
-documents it (the schemathesis tests in tests/fuzz then fuzz it). The endpoint still checks the
+Each ``Op`` (operation.py) is one method on one path: its endpoint, the role its caller needs,
+a summary, and its request body, success status and query parameters as documented. Add a route
+by adding one ``Op(...)`` entry to ``OPERATIONS`` (or, for organizations and teams, to
+org_routes.py): ``routes()`` registers it (one Starlette route per path, so a wrong method's 405
+names every method of the path) and ``GET /v1/admin/openapi.json`` documents it (the
+schemathesis tests in tests/fuzz then fuzz it). The endpoint still checks the
 role itself (``require_role``); tests/http/test_admin_routes.py holds the two to agreement.
-The module is long because the table is: one entry per operation, nothing else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -24,26 +23,17 @@ from gateway.http.admin import (
     analytics,
     flags,
     keys,
-    orgs,
     overrides,
     quotas,
     reload,
     secrets,
-    team_keys,
-    team_usage,
     upstreams,
     weights,
 )
 from gateway.http.admin.auth import require_role
 from gateway.http.admin.openapi import openapi_document
-from gateway.http.admin.org_schemas import (
-    ORG_CREATE,
-    ORG_UPDATE,
-    TEAM_CREATE,
-    TEAM_KEY,
-    TEAM_TOKEN,
-    TEAM_UPDATE,
-)
+from gateway.http.admin.operation import Endpoint, Op
+from gateway.http.admin.org_routes import ORG_OPERATIONS
 from gateway.http.admin.schemas import (
     BUDGET,
     FLAG,
@@ -55,7 +45,6 @@ from gateway.http.admin.schemas import (
     ROTATE,
     SECRETS_ROTATE,
     SETTINGS,
-    TEAM_QUERY,
     TOKEN_CREATE,
     UPSTREAM_KEYS,
     USAGE_QUERY,
@@ -64,22 +53,6 @@ from gateway.http.admin.schemas import (
 )
 from gateway.http.api import me_keys, quota_requests, statements
 from gateway.http.responses import json_response
-
-Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-@dataclass(frozen=True)
-class Op:
-    """One method on one path of the admin API (or a client-key route it documents)."""
-
-    method: str
-    path: str
-    endpoint: Endpoint
-    role: str  # "admin"; "viewer": read-only tokens too; "user": a client key
-    summary: str
-    body: dict[str, Any] | None = None  # JSON Schema of the request body
-    status: int = 200  # the success status
-    query: tuple[str, ...] = ()  # optional query parameters (strings)
 
 
 async def openapi(request: Request) -> Response:
@@ -371,129 +344,7 @@ OPERATIONS: tuple[Op, ...] = (
         "Usage records as CSV, JSON or XLSX",
         query=(*USAGE_QUERY, "format"),
     ),
-    Op(
-        "POST",
-        "/v1/admin/orgs",
-        orgs.create_org,
-        "admin",
-        "Create an organization (id, timezone, limits)",
-        body=ORG_CREATE,
-        status=201,
-    ),
-    Op("GET", "/v1/admin/orgs", orgs.list_orgs, "viewer", "List organizations"),
-    Op("GET", "/v1/admin/orgs/{org}", orgs.show_org, "viewer", "One organization and its teams"),
-    Op(
-        "PATCH",
-        "/v1/admin/orgs/{org}",
-        orgs.update_org,
-        "admin",
-        "Change an organization's name, time zone or limits",
-        body=ORG_UPDATE,
-    ),
-    Op(
-        "DELETE",
-        "/v1/admin/orgs/{org}",
-        orgs.delete_org,
-        "admin",
-        "Delete an organization without teams",
-    ),
-    Op(
-        "POST",
-        "/v1/admin/teams",
-        orgs.create_team,
-        "admin",
-        "Create a team in an organization (tier, members, limits)",
-        body=TEAM_CREATE,
-        status=201,
-    ),
-    Op("GET", "/v1/admin/teams", orgs.list_teams, "viewer", "List teams (?org=)", query=("org",)),
-    Op(
-        "PATCH",
-        "/v1/admin/teams/{team}",
-        orgs.update_team,
-        "admin",
-        "Change a team's name, tier, members or limits (operators only)",
-        body=TEAM_UPDATE,
-    ),
-    Op("DELETE", "/v1/admin/teams/{team}", orgs.delete_team, "admin", "Delete a team without keys"),
-    Op(
-        "POST",
-        "/v1/admin/teams/{team}/tokens",
-        orgs.create_team_token,
-        "admin",
-        "Create a token scoped to a team (team_admin, team_viewer); shown once",
-        body=TEAM_TOKEN,
-        status=201,
-    ),
-    Op(
-        "GET",
-        "/v1/admin/teams/{team}",
-        team_keys.show,
-        "team_viewer",
-        "One team, with its usage in the current windows",
-    ),
-    Op(
-        "GET",
-        "/v1/admin/teams/{team}/usage",
-        team_keys.usage,
-        "team_viewer",
-        "A team's counters in the current windows",
-    ),
-    Op(
-        "GET",
-        "/v1/admin/teams/{team}/analytics",
-        team_usage.analytics,
-        "team_viewer",
-        "The team's usage totals, grouped and bucketed",
-        query=(*TEAM_QUERY, "group_by", "bucket"),
-    ),
-    Op(
-        "GET",
-        "/v1/admin/teams/{team}/records",
-        team_usage.records,
-        "team_viewer",
-        "The team's usage records, paged by cursor",
-        query=(*TEAM_QUERY, "limit", "cursor"),
-    ),
-    Op(
-        "GET",
-        "/v1/admin/teams/{team}/export",
-        team_usage.export,
-        "team_viewer",
-        "The team's usage records as CSV, JSON or XLSX",
-        query=(*TEAM_QUERY, "format"),
-    ),
-    Op(
-        "GET",
-        "/v1/admin/teams/{team}/keys",
-        team_keys.list_keys,
-        "team_viewer",
-        "A team's keys, with spend and last use",
-    ),
-    Op(
-        "POST",
-        "/v1/admin/teams/{team}/keys",
-        team_keys.create_key,
-        "team_admin",
-        "Create a key for a member, within the team's limits; shown once",
-        body=TEAM_KEY,
-        status=201,
-    ),
-    Op(
-        "POST",
-        "/v1/admin/teams/{team}/keys/{id}/rotate",
-        team_keys.rotate_key,
-        "team_admin",
-        "Rotate a team key's secret",
-        body=ROTATE,
-    ),
-    Op(
-        "DELETE",
-        "/v1/admin/teams/{team}/keys/{id}",
-        team_keys.revoke_key,
-        "team_admin",
-        "Revoke a team key",
-    ),
+    *ORG_OPERATIONS,
     Op(
         "GET",
         "/v1/admin/statements",
