@@ -486,8 +486,11 @@ class Connection(asyncio.Protocol):
                 return
             if out:
                 push = self._push
+                if push is None:
+                    reader.set_result(out)
+                    return
                 try:
-                    pushed = push is not None and push(out)
+                    pushed = push(out)
                 except Exception as exc:  # what sending it raised goes to the reader
                     reader.set_exception(exc)
                     return
