@@ -9,6 +9,12 @@ way, then ends it in-band (``stream_cut``).
 Served by the gateway's protocol (``send`` its ``GatewayCycle``'s own), the head leaves with the
 first chunk, each chunk in one write with its framing, and the last with the body's end when
 it is known to be the last without waiting (``lookahead``). Elsewhere: ASGI messages.
+
+A relay over the gateway's own transport (a ``BodyReader``) has its chunks after the first
+written where the upstream connection parses them (``push``), while the task waits on its read:
+no task wakes per chunk. Whatever ``push`` declines wakes the task as before: a chunk while the
+client's transport is paused (the task drains it, and the upstream stops being read once its
+buffer is full), one that ends the stream (the lookahead), the body's end, a failure.
 """
 
 from __future__ import annotations
@@ -21,9 +27,11 @@ from starlette.types import Message, Receive, Scope, Send
 from gateway.http.cycle import GatewayCycle
 from gateway.http.lookahead import next_or_flush
 from gateway.http.stream_cut import STATE_KEY, OpenRelays
+from gateway.wire.transport import BodyReader
 
 # The end of an OpenAI-style event stream: the chunk that carries it is probably the body's last.
 LAST_EVENT = b"data: [DONE]\n\n"
+_LAST_EVENT_SIZE = -len(LAST_EVENT)
 
 
 class RelayResponse:
@@ -123,6 +131,7 @@ class RelayResponse:
         it saves, so it is done for those chunks only."""
         flow = cycle.flow
         chunk: bytes | None = None  # in hand, not yet written
+        push_to = chunks.push_to if isinstance(chunks, BodyReader) else None
 
         def write(data: bytes, more_body: bool) -> None:
             if state["started"]:
@@ -130,6 +139,14 @@ class RelayResponse:
             else:
                 state["started"] = True
                 cycle.write_start(self.status_code, self.fields, data, more_body=more_body)
+                if push_to is not None:
+                    push_to(push)
+
+        def push(data: bytes) -> bool:  # on the upstream's callbacks, while a read waits
+            if chunk is not None or flow.write_paused or data[_LAST_EVENT_SIZE:] == LAST_EVENT:
+                return False
+            cycle.write_body(data, True)
+            return True
 
         def flush() -> None:  # the next chunk is not there yet: the one in hand goes now
             nonlocal chunk

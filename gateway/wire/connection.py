@@ -5,8 +5,9 @@ the event loop's protocol callbacks (no streams, no per-chunk tasks) is what mak
 than a general-purpose client. A body read is a future the protocol resolves as bytes arrive; a
 relay can hand the connection a ``Sink`` that turns the bytes into what it sends on, run right
 where they are parsed, so that its reader awaits the future directly and no coroutine of ours
-wakes per chunk. One exchange at a time; the pool hands the connection out again once a
-response was read to its end.
+wakes per chunk; and a ``push`` that sends them on from there too while the reader waits, so
+that no task wakes per chunk either. One exchange at a time; the pool hands the connection
+out again once a response was read to its end.
 
 The upstream is not trusted: the response head is capped in bytes and fields, framing is
 accepted only as h11 accepts it (``Transfer-Encoding`` exactly ``chunked``), interim 1xx heads
@@ -79,6 +80,8 @@ class Connection(asyncio.Protocol):
         self._reader: asyncio.Future[bytes] | None = None  # a body read waiting for bytes
         self._read_timeout: float | None = None
         self._sink: Sink | None = None
+        # sends the sink's bytes on itself, while a read waits; False: the read takes them
+        self._push: Callable[[bytes], bool] | None = None
         # the sink's reader, weakly (it is closed when dropped): it read past the end
         self._on_stop: Callable[[], Callable[[], None] | None] | None = None
         self._sink_over = False  # the sink's last bytes were handed out
@@ -286,6 +289,13 @@ class Connection(asyncio.Protocol):
             self._chunks.appendleft(first)
             self._buffered += len(first)
 
+    def push_to(self, push: Callable[[bytes], bool] | None) -> None:
+        """While a read waits, hand what the sink gives to ``push`` instead, which sends it on
+        and returns True, or returns False to leave it to the read (which then resolves with
+        it as without ``push``). The read keeps waiting, its idle timeout counted from each
+        push; the end of the body, its failures and the sink's last bytes go to the read."""
+        self._push = push
+
     @property
     def reusable(self) -> bool:
         """The whole answer was read and both sides agree to keep the connection open."""
@@ -295,7 +305,7 @@ class Connection(asyncio.Protocol):
         """The exchange is over; forget it so stray bytes while idle are noticed."""
         self._parser = None
         self._chunks.clear()
-        self._reader = self._sink = self._on_stop = None
+        self._reader = self._sink = self._on_stop = self._push = None
 
     def close(self) -> None:
         self.closed = True
@@ -315,7 +325,7 @@ class Connection(asyncio.Protocol):
         self._framed = self._chunked = self._keep_alive = False
         self._no_body = no_body
         self._head_bytes = self._stalled = 0
-        self._reader = self._sink = self._on_stop = None
+        self._reader = self._sink = self._on_stop = self._push = None
         self._sink_over = False
 
     def _feed_head_to_cap(self, parser: httptools.HttpResponseParser, data: bytes) -> None:
@@ -475,9 +485,19 @@ class Connection(asyncio.Protocol):
                 self._give_up(reader, exc)
                 return
             if out:
-                reader.set_result(out)
-                return
-            if self._read_timeout and not self.body_done:  # bytes, no whole event yet
+                push = self._push
+                if push is None:
+                    reader.set_result(out)
+                    return
+                try:
+                    pushed = push(out)
+                except Exception as exc:  # what sending it raised goes to the reader
+                    reader.set_exception(exc)
+                    return
+                if not pushed:
+                    reader.set_result(out)
+                    return
+            if self._read_timeout and not self.body_done:  # waiting again, from now
                 self._arm(self._read_timeout)
         if self.body_done:
             if sink is None:

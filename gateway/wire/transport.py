@@ -10,7 +10,7 @@ import asyncio
 import re
 import ssl
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from operator import itemgetter
 from typing import Any, Protocol, cast
 
@@ -348,6 +348,11 @@ class BodyReader:
         connection.pass_through(sink, first, weakref.WeakMethod(self._finished))
         return self
 
+    def push_to(self, push: Callable[[bytes], bool] | None) -> None:
+        """A relay's bytes sent on by ``push`` while a read waits (``Connection.push_to``)."""
+        if self._sink is not None and self._connection is not None:
+            self._connection.push_to(push)
+
     async def asend(self, value: None) -> bytes:
         return await self.__anext__()
 
@@ -369,9 +374,11 @@ class BodyReader:
 
     def _close(self, finished: bool) -> None:
         sink, self._sink = self._sink, None
-        self._connection = None
+        connection, self._connection = self._connection, None
         if sink is None:
             return
+        if connection is not None:
+            connection.push_to(None)
         self._stream.release()
         sink.closed(finished)
 
