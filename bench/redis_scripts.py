@@ -1,11 +1,12 @@
 """Redis's instructions per reserve and per settled request, the scripts alone, by callgrind.
 
-    python bench/redis_scripts.py [plain|team] [--requests 200] [--batch 14]
+    python bench/redis_scripts.py [plain|team] [--requests 200] [--batch 14] [--group 1]
 
 Starts redis-server under ``valgrind --tool=callgrind`` and sends it what the gateway would for
 ``--requests`` chat requests of a key with no limits (``plain``) or of a key in a team in an
 organization with every level limit set (``team``, ``meter_micro.LEVELS``): the reservations
-one by one, then their settles in batches of ``--batch`` (group commit). Prints the
+one by one (``--group N``: N per call, as a busy gateway groups those of one turn), then their
+settles in batches of ``--batch`` (group commit). Prints the
 instructions per reservation and per settled request: no gateway, no HTTP, no rollup, so a
 change to the scripts or their arguments shows alone. Needs valgrind and redis-server.
 """
@@ -40,6 +41,7 @@ def main() -> int:
     parser.add_argument("kind", nargs="?", default="team", choices=("plain", "team"))
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--batch", type=int, default=14)
+    parser.add_argument("--group", type=int, default=1, help="reservations per reserve call")
     args = parser.parse_args()
     valgrind, server = shutil.which("valgrind"), shutil.which("redis-server")
     if valgrind is None or server is None:
@@ -72,22 +74,35 @@ def main() -> int:
                 except redis.ConnectionError:
                     time.sleep(0.1)
 
-            def reserve(number: int) -> Admission:
+            def reserve_group(numbers: range) -> list[Admission]:
                 windows = windows_at(time.time())
                 checks = counters.reservation(limits.get(request), request, windows)
-                lease = Lease(f"work.{number}", 900)
                 wanted = [check.counter for check in checks]
-                names, argv = scripts.reserve_args(
-                    wanted, keys.user_overrides(request.user), lease, registry=True
-                )
-                script = scripts.RESERVE.by_text if number < 0 else scripts.RESERVE.by_sha
+                calls = [
+                    scripts.reserve_args(
+                        wanted,
+                        keys.user_overrides(request.user),
+                        Lease(f"work.{number}", 900),
+                        registry=True,
+                    )
+                    for number in numbers
+                ]
+                names, argv = calls[0] if len(calls) == 1 else scripts.grouped_reserve_args(calls)
+                script = scripts.RESERVE.by_text if numbers[0] < 0 else scripts.RESERVE.by_sha
                 reply = client.execute_command(*script(names, argv))
-                values = list(map(int, reply))
-                assert values[0] == 0, values
-                return Admission(
-                    headers={}, clamp_max_tokens=None, request=request, started=windows.now,
-                    checks=checks, granted=tuple(values[3::3]), lease=lease.id,
-                )  # fmt: skip
+                replies = [reply] if len(calls) == 1 else reply
+                admissions = []
+                for number, one in zip(numbers, replies, strict=True):
+                    values = list(map(int, one))
+                    assert values[0] == 0, values
+                    admissions.append(Admission(
+                        headers={}, clamp_max_tokens=None, request=request, started=windows.now,
+                        checks=checks, granted=tuple(values[3::3]), lease=f"work.{number}",
+                    ))  # fmt: skip
+                return admissions
+
+            def reserve(number: int) -> Admission:
+                return reserve_group(range(number, number + 1))[0]
 
             for number in range(20):  # warm: the script loaded, the keys made
                 admission = reserve(-1 - number)
@@ -96,7 +111,11 @@ def main() -> int:
                 assert call is not None
                 client.execute_command(*scripts.SETTLE.by_text(call.keys, call.args))
             before = _instructions(proc.pid)
-            admissions = [reserve(number) for number in range(args.requests)]
+            admissions = [
+                admission
+                for start in range(0, args.requests, args.group)
+                for admission in reserve_group(range(start, min(start + args.group, args.requests)))
+            ]
             reserved = _instructions(proc.pid)
             for start in range(0, len(admissions), args.batch):
                 batches = [
@@ -108,7 +127,8 @@ def main() -> int:
                 client.execute_command(*scripts.SETTLE.by_sha(call.keys, call.args))
             settled = _instructions(proc.pid)
             print(
-                f"redis_scripts kind={args.kind} requests={args.requests} batch={args.batch} "
+                f"redis_scripts kind={args.kind} requests={args.requests} group={args.group} "
+                f"batch={args.batch} "
                 f"reserve={(reserved - before) / args.requests:.0f} "
                 f"settle={(settled - reserved) / args.requests:.0f} "
                 f"total={(settled - before) / args.requests:.0f}"

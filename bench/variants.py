@@ -435,8 +435,11 @@ def one_turn(harness: Harness, variant: Variant, turn: int) -> dict[str, float]:
     for name, model, stream in SCENARIOS:
         load = Load(f"{variant.name}_{name}_r{turn}", gateway.url(), 16, model, stream, key)
         watch = {"gateway": gateway.pids(), "redis": [harness.mocks.redis.pid]}
+        stats = redis.Redis.from_url(harness.mocks.redis_url)
+        stats.config_resetstat()
         with profiled(harness.profile_dir, f"{variant.name}_{name}_r{turn}", gateway.pids()):
             result = wrk_scenario(harness.report, harness.knobs, load, watch)
+        print(redis_commands(load.name, stats.info("commandstats"), result), flush=True)
         rates[name] = result.rps
         for group in ("gateway", "redis"):
             rates[f"{name}_{group}_us"] = cpu_us_per_request(result, group)
@@ -444,6 +447,25 @@ def one_turn(harness: Harness, variant: Variant, turn: int) -> dict[str, float]:
         variant.after(gateway, turn)
     harness.procs.stop(gateway.proc)
     return rates
+
+
+def redis_commands(name: str, stats: Mapping[str, Any], result: ScenarioResult) -> str:
+    """Redis's own account of the load (INFO commandstats, reset before it): per answered
+    request, the calls and the µs spent running them, in total and for the costliest commands
+    (scripts count once, the commands inside them again)."""
+    requests = float(result.extra.get("requests", 0) or 0)
+    if not requests:
+        return f"redis_commands scenario={name} requests=0"
+    per = sorted(
+        ((command.removeprefix("cmdstat_"), values) for command, values in stats.items()),
+        key=lambda item: -float(item[1]["usec"]),
+    )
+    top = " ".join(
+        f"{command}={values['calls'] / requests:.2f}x{values['usec_per_call']:.1f}us"
+        for command, values in per[:6]
+    )
+    scripts = sum(float(v["usec"]) for c, v in per if c in ("evalsha", "eval"))
+    return f"redis_commands scenario={name} scripts_us_per_req={scripts / requests:.1f} {top}"
 
 
 def cpu_us_per_request(result: ScenarioResult, group: str) -> float:

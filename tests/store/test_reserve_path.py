@@ -78,4 +78,5 @@ def test_a_reservation_reaches_the_socket_within_four_frames_of_ours(
     for path in paths:
         assert len(path) <= MOST_FRAMES, path
         assert path[0] == "Meter._reserve", path
-        assert path[-1] == "PipelinedConnection.execute", path
+        # grouped with the turn's others; alone by its text when Redis did not hold the script
+        assert path[-1] in ("PipelinedConnection.execute_grouped", "PipelinedConnection.execute")

@@ -265,5 +265,5 @@ def test_plain_counters_after_the_last_full_one_go_on_short_lines() -> None:
     level = Counter("gw:{o:s}:min:1", "usd", 7)
     names, args = scripts.reserve_args([plain, full, level], None, None, registry=True)
     assert names == ["gw:{u:s}:d:1", "gw:{o:s}:min:1"]
-    assert args[3] == "1\treq\t1\t0\t5\t\t-1\t\n1\ttok\t2\t3\t9\ttok\t-1\t"
-    assert args[7] == "2\tusd\t7\t-1"
+    assert args[5] == "1\treq\t1\t0\t5\t\t-1\t\n1\ttok\t2\t3\t9\ttok\t-1\t"
+    assert args[9] == "2\tusd\t7\t-1"

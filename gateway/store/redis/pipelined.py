@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -23,6 +23,27 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 class ConnectFailed(RedisConnectionError):
     """No connection could be made: the command was never sent, so it is safe to send again."""
+
+
+Item = TypeVar("Item")
+
+
+class GroupFailed(ResponseError):
+    """A grouped command of several members got an error reply: the call wrote nothing (the
+    group's command promises it), so each member may be sent again alone to get its own."""
+
+    def __init__(self, error: ResponseError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class CommandGroup(Protocol[Item]):
+    """Joins the members queued in one turn of the event loop into one command (group commit):
+    one member gives the command it would be alone; the reply is split back per member."""
+
+    def command(self, members: list[Item]) -> bytes: ...
+
+    def replies(self, reply: Any, count: int) -> list[Any]: ...
 
 
 class ScriptRunner(Protocol):
@@ -77,7 +98,21 @@ class PipelinedConnection:
         if protocol is None or protocol.closed:
             protocol = await self._connect()
         try:
-            return await protocol.send(_pack(args), self._endpoint.command_timeout_s)
+            return await protocol.send(pack(args), self._endpoint.command_timeout_s)
+        except ResponseError as exc:
+            if self._resolve is not None and str(exc).startswith("READONLY"):
+                protocol.close()
+            raise
+
+    async def execute_grouped(self, group: CommandGroup[Item], member: Item) -> Any:
+        """``member``'s reply, its command joined with the others of ``group`` queued in this
+        turn (``CommandGroup``); a group of several that got an error reply raises
+        ``GroupFailed`` in each member."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            protocol = await self._connect()
+        try:
+            return await protocol.send_grouped(group, member, self._endpoint.command_timeout_s)
         except ResponseError as exc:
             if self._resolve is not None and str(exc).startswith("READONLY"):
                 protocol.close()
@@ -128,9 +163,9 @@ async def _handshake(protocol: _RespProtocol, endpoint: RedisEndpoint) -> None:
     if endpoint.password is not None:
         credentials = (endpoint.username, endpoint.password) if endpoint.username else ()
         auth = credentials or (endpoint.password,)
-        await protocol.send(_pack(("AUTH", *auth)), timeout)
+        await protocol.send(pack(("AUTH", *auth)), timeout)
     if endpoint.db:
-        await protocol.send(_pack(("SELECT", endpoint.db)), timeout)
+        await protocol.send(pack(("SELECT", endpoint.db)), timeout)
 
 
 class _RespProtocol(asyncio.Protocol):
@@ -138,13 +173,15 @@ class _RespProtocol(asyncio.Protocol):
         self._loop = loop
         self._reader = hiredis.Reader(replyError=ResponseError)
         # one future per command sent, in order; a timed-out one stays until its reply comes
-        self._pending: deque[asyncio.Future[Any]] = deque()
+        self._pending: deque[_Answerable] = deque()
         self._deadlines: deque[float] = deque()  # each pending command's, in the same order
         # One timer for all the commands in flight, due at the earliest deadline: a timer per
         # command cost more than the command's own bookkeeping.
         self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
         self._outbox: list[bytes] = []
+        # the groups with members this turn: their command's place in the outbox, and members
+        self._groups: dict[CommandGroup[Any], _Queued[Any]] = {}
         self._dead_after_s = dead_after_s
         self._heard = loop.time()  # when the last reply arrived (or the connection opened)
         self.closed = False
@@ -182,9 +219,31 @@ class _RespProtocol(asyncio.Protocol):
     def send(self, command: bytes, timeout: float) -> asyncio.Future[Any]:
         """Queue ``command`` for this turn's write; the future gets its reply. Not a
         coroutine: the caller awaits the reply itself, one frame fewer on the hot path."""
+        waiter = self._loop.create_future()
+        self._enqueue(waiter, timeout)
+        self._outbox.append(command)
+        return waiter
+
+    def send_grouped(
+        self, group: CommandGroup[Item], member: Item, timeout: float
+    ) -> asyncio.Future[Any]:
+        """Queue ``member`` of ``group``: its command goes out at this turn's write, where the
+        group's first member was queued, with the members queued after it."""
+        queued = self._groups.get(group)
+        if queued is None or self.closed:
+            queued = _Queued(group, len(self._outbox))
+            self._enqueue(queued, timeout)  # raises when the connection is lost
+            self._groups[group] = queued
+            self._outbox.append(b"")  # its place, filled as the turn's commands are written
+        waiter = self._loop.create_future()
+        queued.members.append(member)
+        queued.waiters.append(waiter)
+        return waiter
+
+    def _enqueue(self, waiter: _Answerable, timeout: float) -> None:
+        """``waiter`` in line for the next command's reply, behind those already sent."""
         if self.closed or self._transport is None:
             raise RedisConnectionError("Connection to Redis lost")
-        waiter = self._loop.create_future()
         now = self._loop.time()
         if not self._pending:
             self._heard = now  # silence only counts while something waits
@@ -195,8 +254,6 @@ class _RespProtocol(asyncio.Protocol):
             self._arm(deadline)
         if not self._outbox:
             self._loop.call_soon(self._flush)
-        self._outbox.append(command)
-        return waiter
 
     def close(self) -> None:
         self.closed = True
@@ -208,6 +265,15 @@ class _RespProtocol(asyncio.Protocol):
         gateway several requests reserve in the same turn, and each socket write costs more
         than the command itself."""
         commands, self._outbox = self._outbox, []
+        if self._groups:
+            groups, self._groups = self._groups, {}
+            for group, queued in groups.items():
+                try:
+                    commands[queued.place] = group.command(queued.members)
+                except Exception as exc:  # a reply would be missing: the line is broken
+                    queued.set_exception(exc)
+                    self.close()
+                    return
         if self._transport is not None and not self.closed:
             self._transport.write(b"".join(commands))
 
@@ -237,11 +303,57 @@ class _RespProtocol(asyncio.Protocol):
             self._arm(upcoming)
 
 
-def _pack(args: tuple[str | bytes | int, ...]) -> bytes:
-    packed: bytes = hiredis.pack_command(cast(Any, args))  # its stub declares a 1-tuple
+def pack(args: Sequence[str | bytes | int]) -> bytes:
+    """One command in RESP, as Redis reads it."""
+    whole = args if type(args) is tuple else tuple(args)
+    packed: bytes = hiredis.pack_command(cast(Any, whole))  # its stub declares a 1-tuple
     return packed
 
 
 def _reply_error(error: ResponseError) -> ResponseError:
     message = str(error)
     return NoScriptError(message) if message.startswith("NOSCRIPT") else error
+
+
+class _Answerable(Protocol):
+    """What waits for one command's reply: a future, or a group's members (``_Queued``)."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: Any) -> None: ...
+
+    def set_exception(self, exception: BaseException) -> None: ...
+
+
+class _Queued(Generic[Item]):
+    """A group's members in one turn: where its command goes, and who waits for what. It
+    waits in the connection's line as a future would, so its reply reaches the members in
+    the turn it arrives."""
+
+    __slots__ = ("_answered", "group", "members", "place", "waiters")
+
+    def __init__(self, group: CommandGroup[Item], place: int) -> None:
+        self.group = group
+        self.place = place
+        self.members: list[Item] = []
+        self.waiters: list[asyncio.Future[Any]] = []
+        self._answered = False
+
+    def done(self) -> bool:
+        return self._answered
+
+    def set_result(self, result: Any) -> None:
+        self._answered = True
+        waiters = self.waiters
+        for waiter, one in zip(waiters, self.group.replies(result, len(waiters)), strict=True):
+            if not waiter.done():
+                waiter.set_result(one)
+
+    def set_exception(self, exception: BaseException) -> None:
+        """Each member fails; an error reply to several is ``GroupFailed``."""
+        self._answered = True
+        if len(self.waiters) > 1 and isinstance(exception, ResponseError):
+            exception = GroupFailed(exception)
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_exception(exception)

@@ -1,220 +1,326 @@
--- Atomic reservation: the rule of gateway/store/rule.py, inside Redis, and its lease.
--- KEYS: 1..m the counter hashes; m+1 the user's override hash (when ARGV[2] == '1'); then,
---   with a lease, its sorted set (lease id -> deadline) and hash (lease id -> amounts): ONE
---   group holds the whole reservation, whatever the slots of its counters; then the lease
---   registry (when ARGV[7] == '1').
--- ARGV[1]: m; ARGV[2]: has_override; ARGV[3]: the m TTLs, comma-separated: seconds to set
---   when the hash is new (none of its counters held a value), minus seconds to set on every
---   call (a sliding time to live), 0 = keep;
--- ARGV[4]: one line per counter of 8 tab-separated values: key index, field, fixed, flex,
---   limit, limit override field, cap, cap override field;
--- ARGV[5]: the lease id ('' = none); ARGV[6]: lease seconds; ARGV[7]: '1' when the registry
---   key is given; ARGV[8]: the counters after ARGV[4]'s, each with no flex, no override and
---   no cap (most of a team key's): one line of 4 values each: key index, field, fixed, limit.
+-- Atomic reservations: the rule of gateway/store/rule.py, inside Redis, and their leases. One
+-- call holds one reservation, or several (those a gateway process queued in one turn of its
+-- event loop: group commit), applied one after another exactly as separate calls would be:
+-- each sees the counters as the ones before it left them, and one refused writes nothing.
+-- Each hash is read once and written once per call, whatever the number of reservations.
+--
+-- KEYS: every key the reservations name, once each.
+-- ARGV[1]: n, the number of reservations; then 9 values per reservation:
+--   1: where its keys are in KEYS ('' = KEYS as they are; else comma-separated indexes), in
+--      the order of one reservation's keys: 1..m the counter hashes; m+1 the user's override
+--      hash (when has_override == '1'); then, with a lease, its sorted set (lease id ->
+--      deadline) and hash (lease id -> amounts): ONE group holds the whole reservation,
+--      whatever the slots of its counters; then the lease registry (when registry == '1').
+--   2: m; 3: has_override; 4: the m TTLs, comma-separated: seconds to set when the hash is
+--      new (none of its counters held a value), minus seconds to set on every call (a sliding
+--      time to live), 0 = keep;
+--   5: one line per counter of 8 tab-separated values: key index, field, fixed, flex, limit,
+--      limit override field, cap, cap override field;
+--   6: the lease id ('' = none); 7: lease seconds; 8: registry, '1' when its key is given;
+--   9: the counters after 5's, each with no flex, no override and no cap (most of a team
+--      key's): one line of 4 values each: key index, field, fixed, limit.
 -- (Packed into few strings because encoding ~60 separate arguments was the client's biggest
 -- cost per request.)
--- Returns {denied (1-based, 0 = granted), then per counter: used, effective limit, grant}.
+-- Returns per reservation {denied (1-based, 0 = granted), then per counter: used, effective
+-- limit, grant}: that array alone for one reservation, an array of them for several.
 --
--- Cost: every Lua function call (``tonumber`` and ``string.*`` included) costs about as much
--- as a Redis command inside a script, so the gateway-built numbers are checked by pattern and
+-- Cost: every Lua function call (``tonumber`` and ``string.*`` included) costs a good part of
+-- a Redis command inside a script, so the gateway-built numbers are checked by pattern and
 -- length only (the gateway builds them; a line the pattern skips fails the call), the rule is
--- inlined, each hash is read with one HMGET and written with one HSET (the script is atomic:
--- the new values are known). No TYPE checks: the HMGETs fail on a counter key of another type
--- before any write, and the lease's writes come first, each undone if the next one fails.
-local m = ARGV[1] + 0
-local base = m
-local overrides = nil
-if ARGV[2] == '1' then
-  base = m + 1
-  local flat = redis.call('HGETALL', KEYS[m + 1])
-  -- an unparsable override is ignored, as on the read path
-  for i = 1, #flat, 2 do
-    if is_int(flat[i + 1]) then
-      overrides = overrides or {}
-      overrides[flat[i]] = tonumber(flat[i + 1])
-    end
-  end
+-- inlined, and each hash is read with one HMGET and written with one HSET (the script is
+-- atomic: the new values are known). No TYPE checks: the HMGETs fail on a counter key of
+-- another type before any write, and the leases' writes come first, each undone if a later
+-- one fails. Any error fails the whole call with nothing written (the gateway then sends the
+-- reservations of a failed group one by one, so each gets its own answer).
+local n = ARGV[1] + 0
+if n < 1 or #ARGV ~= 1 + 9 * n then
+  error({err = 'ERR gateway: ' .. #ARGV .. ' arguments for ' .. n .. ' reservations'})
 end
 
 -- Integers (at most 16 characters: within +-10^16, exact but for the last digit past 2^53).
--- A counter is one table built at once (a table grown entry by entry is rehashed as it grows),
--- its key index read once per key (a number read from a string costs about a short match).
-local counters = {}
-local fields = {}  -- key index -> the fields its HMGET reads
-local index_of = {}  -- key index as written -> as a number
-local count = 0
 -- (patterns written out whole: a pattern joined from parts is joined again on every call)
 local line = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t([^\t\n]*)\t(%-?%d+)\t([^\t\n]*)\n?()'
-local at = 1  -- where the next line must start: a line the pattern skips fails the call
-for start, k, field, fixed, flex, limit, limit_field, cap, cap_field, after
-    in string.gmatch(ARGV[4], line) do
-  if start ~= at or #fixed > 16 or #flex > 16 or #limit > 16 or #cap > 16 then
-    error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
-  end
-  at = after
-  local index = index_of[k]
-  local names = nil
-  if index == nil then
-    index = k + 0
-    index_of[k] = index
-    names = {field}  -- made with its first entry: one growth less
-    fields[index] = names
-  else
-    names = fields[index]
-    names[#names + 1] = field
-  end
-  count = count + 1
-  counters[count] = {index, field, fixed, flex, limit, limit_field, cap, cap_field, #names}
-end
-if at ~= #ARGV[4] + 1 then
-  error({err = 'ERR gateway: malformed argument line near ' .. at})
-end
--- The plain counters (no flex, no override, no cap), after the others: four values a line.
 local short = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%-?%d+)\n?()'
-at = 1
-for start, k, field, fixed, limit, after in string.gmatch(ARGV[8], short) do
-  if start ~= at or #fixed > 16 or #limit > 16 then
-    error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
-  end
-  at = after
-  local index = index_of[k]
-  local names = nil
-  if index == nil then
-    index = k + 0
-    index_of[k] = index
-    names = {field}  -- made with its first entry: one growth less
-    fields[index] = names
-  else
-    names = fields[index]
-    names[#names + 1] = field
-  end
-  count = count + 1
-  counters[count] = {index, field, fixed, '0', limit, '', '-1', '', #names}
-end
-if at ~= #ARGV[8] + 1 then
-  error({err = 'ERR gateway: malformed argument line near ' .. at})
-end
-local stored = {}
-for k, names in pairs(fields) do stored[k] = redis.call('HMGET', KEYS[k], unpack(names)) end
+local fields = {}  -- key (its index in KEYS) -> the fields its HMGET reads
+local place = {}  -- key -> field -> its place in that HMGET
+local overrides = {}  -- override hash's key -> {field -> number}, or false: none readable
+local plans = {}  -- per reservation: {counters, its keys, first argument, override hash}
 
-local out = {0}
-local denied = 0
-local existed = {}  -- key index -> true when one of its counters held a value
-for i = 1, count do
-  local v = counters[i]
-  local k = v[1]
-  local value = stored[k][v[9]]
-  local used = 0
-  if value then
-    -- inlined (a call per value costs more than the check): an integer within +-2^53
-    used = tonumber(value)
-    if not used or used % 1 ~= 0 or used > 9007199254740992 or used < -9007199254740992 then
-      error({err = 'ERR gateway: not an integer in range: ' .. value})
-    end
-    existed[k] = true
+-- A counter is one table built at once (a table grown entry by entry is rehashed as it grows).
+local function counter_of(key, field)
+  local seen = place[key]
+  if seen == nil then
+    if KEYS[key] == nil then error({err = 'ERR gateway: no key ' .. key}) end
+    seen = {}
+    place[key] = seen
+    fields[key] = {}
   end
-  local limit = overrides and v[6] ~= '' and overrides[v[6]] or v[5] + 0
-  local fixed = v[3] + 0
-  local amount = fixed
-  if v[4] ~= '0' then  -- flex: first capped, then shrunk to the room left
-    local flex = v[4] + 0
-    local cap = overrides and v[8] ~= '' and overrides[v[8]] or v[7] + 0
-    if flex > 0 and cap ~= -1 and flex > cap then flex = math.max(cap, 0) end
-    amount = fixed + flex
-    if limit ~= -1 and amount ~= 0 then
-      local room = limit - used - fixed
-      if flex > 0 then
-        if room < 1 then amount = nil else amount = fixed + math.min(flex, room) end
-      elseif room < 0 then
-        amount = nil
-      else
-        amount = fixed
+  local at = seen[field]
+  if at == nil then
+    local names = fields[key]
+    at = #names + 1
+    names[at] = field
+    seen[field] = at
+  end
+  return at
+end
+
+for r = 1, n do
+  local a = 2 + (r - 1) * 9
+  local where = nil  -- its key index -> the index in KEYS
+  if ARGV[a] ~= '' then
+    where = {}
+    for index in string.gmatch(ARGV[a], '%d+') do where[#where + 1] = index + 0 end
+  end
+  local m = ARGV[a + 1] + 0
+  local override = nil
+  if ARGV[a + 2] == '1' then
+    override = where and where[m + 1] or m + 1
+    if overrides[override] == nil then
+      local found = false
+      local flat = redis.call('HGETALL', KEYS[override])
+      -- an unparsable override is ignored, as on the read path
+      for i = 1, #flat, 2 do
+        if is_int(flat[i + 1]) then
+          found = found or {}
+          found[flat[i]] = tonumber(flat[i + 1])
+        end
       end
+      overrides[override] = found
     end
-  elseif limit ~= -1 and fixed ~= 0 and limit - used - fixed < 0 then
-    amount = nil
   end
-  if amount == nil then
-    if denied == 0 then denied = i end
-    amount = 0
+  local counters = {}
+  local count = 0
+  local index_of = {}  -- key index as written -> in KEYS (a number read from a string costs)
+  local at = 1  -- where the next line must start: a line the pattern skips fails the call
+  local text = ARGV[a + 4]
+  for start, k, field, fixed, flex, limit, limit_field, cap, cap_field, after
+      in string.gmatch(text, line) do
+    if start ~= at or #fixed > 16 or #flex > 16 or #limit > 16 or #cap > 16 then
+      error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
+    end
+    at = after
+    local key = index_of[k]
+    if key == nil then
+      key = k + 0
+      if where then key = where[key] or 0 end
+      index_of[k] = key
+    end
+    count = count + 1
+    counters[count] = {key, field, fixed, flex, limit, limit_field, cap, cap_field,
+                       counter_of(key, field)}
   end
-  out[3 * i - 1] = used
-  out[3 * i] = limit
-  out[3 * i + 1] = amount
+  if at ~= #text + 1 then
+    error({err = 'ERR gateway: malformed argument line near ' .. at})
+  end
+  -- The plain counters (no flex, no override, no cap), after the others: four values a line.
+  at = 1
+  text = ARGV[a + 8]
+  for start, k, field, fixed, limit, after in string.gmatch(text, short) do
+    if start ~= at or #fixed > 16 or #limit > 16 then
+      error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
+    end
+    at = after
+    local key = index_of[k]
+    if key == nil then
+      key = k + 0
+      if where then key = where[key] or 0 end
+      index_of[k] = key
+    end
+    count = count + 1
+    counters[count] = {key, field, fixed, '0', limit, '', '-1', '', counter_of(key, field)}
+  end
+  if at ~= #text + 1 then
+    error({err = 'ERR gateway: malformed argument line near ' .. at})
+  end
+  plans[r] = {counters, count, where, a, override and overrides[override]}
 end
-out[1] = denied
-if denied ~= 0 then return out end
 
--- The new values per hash (a field named twice gets both grants, as two HINCRBYs would),
--- and the lease's lines (gathered in a table and joined once: a string grown line by line is
--- copied and hashed again for every line, and a team key has some forty).
-local totals = {}  -- key index -> {field, value, field, value, ...}
-local lines = {}
-local lease = ARGV[5]
-for i = 1, count do
-  local amount = out[3 * i + 1]
-  if amount ~= 0 then
+-- The stored values, each hash read once: key -> {value or false per field}.
+local values = {}
+local existed = {}  -- key -> true when one of its read counters held a value
+for key, names in pairs(fields) do
+  local stored = redis.call('HMGET', KEYS[key], unpack(names))
+  for i = 1, #names do
+    local value = stored[i]
+    if value then
+      -- inlined (a call per value costs more than the check): an integer within +-2^53
+      local used = tonumber(value)
+      if not used or used % 1 ~= 0 or used > 9007199254740992 or used < -9007199254740992 then
+        error({err = 'ERR gateway: not an integer in range: ' .. value})
+      end
+      stored[i] = used
+      existed[key] = true
+    end
+  end
+  values[key] = stored
+end
+
+-- The rule, reservation after reservation; a granted one moves the values for the next.
+local replies = {}
+local changed = {}  -- key -> {field place -> true}: the values to write
+local expiring = {}  -- key -> its TTL argument (the last granted reservation's)
+local groups = {}  -- lease sorted set's key -> {hash's key, registry's key or nil, ZADD members, HSET pairs}
+local group_order = {}
+local now = nil
+for r = 1, n do
+  local plan = plans[r]
+  local counters, count, where, a, found = plan[1], plan[2], plan[3], plan[4], plan[5]
+  local out = {0}
+  local denied = 0
+  for i = 1, count do
     local v = counters[i]
-    local k, field = v[1], v[2]
-    local pairs_of = totals[k]
-    if pairs_of == nil then
-      totals[k] = {field, out[3 * i - 1] + amount}
-    else
-      local found = nil
-      for j = 1, #pairs_of, 2 do
-        if pairs_of[j] == field then found = j end
+    local used = values[v[1]][v[9]] or 0
+    local limit = found and v[6] ~= '' and found[v[6]] or v[5] + 0
+    local fixed = v[3] + 0
+    local amount = fixed
+    if v[4] ~= '0' then  -- flex: first capped, then shrunk to the room left
+      local flex = v[4] + 0
+      local cap = found and v[8] ~= '' and found[v[8]] or v[7] + 0
+      if flex > 0 and cap ~= -1 and flex > cap then flex = math.max(cap, 0) end
+      amount = fixed + flex
+      if limit ~= -1 and amount ~= 0 then
+        local room = limit - used - fixed
+        if flex > 0 then
+          if room < 1 then amount = nil else amount = fixed + math.min(flex, room) end
+        elseif room < 0 then
+          amount = nil
+        else
+          amount = fixed
+        end
       end
-      if found then
-        pairs_of[found + 1] = pairs_of[found + 1] + amount
-      else
-        pairs_of[#pairs_of + 1] = field
-        pairs_of[#pairs_of + 1] = out[3 * i - 1] + amount
+    elseif limit ~= -1 and fixed ~= 0 and limit - used - fixed < 0 then
+      amount = nil
+    end
+    if amount == nil then
+      if denied == 0 then denied = i end
+      amount = 0
+    end
+    out[3 * i - 1] = used
+    out[3 * i] = limit
+    out[3 * i + 1] = amount
+  end
+  out[1] = denied
+  replies[r] = out
+  if denied == 0 then
+    -- The grants move the values (a field named twice gets both, as two HINCRBYs would), and
+    -- the lease's lines are gathered in a table and joined once: a string grown line by line
+    -- is copied and hashed again for every line, and a team key has some forty.
+    local lines = {}
+    local lease = ARGV[a + 5]
+    for i = 1, count do
+      local amount = out[3 * i + 1]
+      if amount ~= 0 then
+        local v = counters[i]
+        local key, at = v[1], v[9]
+        local stored = values[key]
+        stored[at] = (stored[at] or 0) + amount
+        local marks = changed[key]
+        if marks == nil then changed[key] = {[at] = true} else marks[at] = true end
+        if lease ~= '' then
+          -- the fixed amount as the gateway wrote it: no number to format
+          local shown = amount
+          if v[4] == '0' then shown = v[3] end
+          lines[#lines + 1] = KEYS[key] .. '\t' .. v[2] .. '\t' .. shown .. '\n'
+        end
       end
     end
-    if lease ~= '' then
-      -- the fixed amount as the gateway wrote it: no number to format
-      local shown = amount
-      if v[4] == '0' then shown = v[3] end
-      lines[#lines + 1] = KEYS[k] .. '\t' .. field .. '\t' .. shown .. '\n'
+    local m = ARGV[a + 1] + 0
+    local j = 0
+    for ttl in string.gmatch(ARGV[a + 3], '%-?%d+') do
+      if #ttl > 16 then error({err = 'ERR gateway: not an integer in range: ' .. ttl}) end
+      j = j + 1
+      if j <= m then expiring[where and where[j] or j] = ttl end
+    end
+    if j ~= m then error({err = 'ERR gateway: ' .. j .. ' times to live for ' .. m .. ' keys'}) end
+    if #lines > 0 then
+      if #ARGV[a + 6] > 16 then error({err = 'ERR gateway: not an integer in range: ' .. ARGV[a + 6]}) end
+      now = now or now_s()
+      local deadline = now + ARGV[a + 6]
+      local base = m
+      if ARGV[a + 2] == '1' then base = m + 1 end
+      local zset = where and where[base + 1] or base + 1
+      local group = groups[zset]
+      if group == nil then
+        local registry = nil
+        if ARGV[a + 7] == '1' then registry = where and where[base + 3] or base + 3 end
+        group = {where and where[base + 2] or base + 2, registry, {}, {}, deadline}
+        groups[zset] = group
+        group_order[#group_order + 1] = zset
+      elseif ARGV[a + 7] == '1' and group[2] == nil then
+        group[2] = where and where[base + 3] or base + 3
+      end
+      local members, pairs_of = group[3], group[4]
+      members[#members + 1] = deadline
+      members[#members + 1] = lease
+      pairs_of[#pairs_of + 1] = lease
+      pairs_of[#pairs_of + 1] = table.concat(lines)
+      if deadline < group[5] then group[5] = deadline end
     end
   end
 end
-local ttls = {}
-for ttl in string.gmatch(ARGV[3], '%-?%d+') do
-  if #ttl > 16 then error({err = 'ERR gateway: not an integer in range: ' .. ttl}) end
-  ttls[#ttls + 1] = ttl
+
+-- The leases first: a key of the wrong type fails the call here, with what was written undone.
+local written = {}  -- the groups whose leases are in
+local function undo()
+  for i = #written, 1, -1 do
+    local group = groups[written[i]]
+    local ids = {}
+    for j = 2, #group[3], 2 do ids[#ids + 1] = group[3][j] end
+    redis.call('HDEL', KEYS[group[1]], unpack(ids))
+    redis.call('ZREM', KEYS[written[i]], unpack(ids))
+  end
 end
-if #ttls ~= m then error({err = 'ERR gateway: ' .. #ttls .. ' times to live for ' .. m .. ' keys'}) end
--- The lease first: a key of the wrong type fails the call here, with what was written undone.
-if #lines > 0 then
-  if #ARGV[6] > 16 then error({err = 'ERR gateway: not an integer in range: ' .. ARGV[6]}) end
-  local deadline = now_s() + ARGV[6]
-  local zset, data = KEYS[base + 1], KEYS[base + 2]
-  local done = redis.pcall('ZADD', zset, deadline, lease)
-  if type(done) == 'table' and done.err then error(done) end
-  done = redis.pcall('HSET', data, lease, table.concat(lines))
+for _, zset in ipairs(group_order) do
+  local group = groups[zset]
+  local done = redis.pcall('ZADD', KEYS[zset], unpack(group[3]))
+  if type(done) == 'table' and done.err then undo() error(done) end
+  done = redis.pcall('HSET', KEYS[group[1]], unpack(group[4]))
   if type(done) == 'table' and done.err then
-    redis.call('ZREM', zset, lease)
+    local ids = {}
+    for j = 2, #group[3], 2 do ids[#ids + 1] = group[3][j] end
+    redis.call('ZREM', KEYS[zset], unpack(ids))
+    undo()
     error(done)
   end
-  if ARGV[7] == '1' then
-    done = redis.pcall('ZADD', KEYS[base + 3], 'LT', deadline, zset)
-    if type(done) == 'table' and done.err then
-      redis.call('HDEL', data, lease)
-      redis.call('ZREM', zset, lease)
-      error(done)
+  written[#written + 1] = zset
+end
+local registered = {}  -- registry's key -> {deadline, lease sorted set's name, ...}
+local registry_order = {}
+for _, zset in ipairs(group_order) do
+  local group = groups[zset]
+  if group[2] then
+    local entries = registered[group[2]]
+    if entries == nil then
+      entries = {'LT'}
+      registered[group[2]] = entries
+      registry_order[#registry_order + 1] = group[2]
     end
+    entries[#entries + 1] = group[5]
+    entries[#entries + 1] = KEYS[zset]
   end
 end
-for k, pairs_of in pairs(totals) do redis.call('HSET', KEYS[k], unpack(pairs_of)) end
+for _, registry in ipairs(registry_order) do
+  local done = redis.pcall('ZADD', KEYS[registry], unpack(registered[registry]))
+  if type(done) == 'table' and done.err then undo() error(done) end
+end
+for key, marks in pairs(changed) do
+  local names, stored = fields[key], values[key]
+  local pairs_of = {}
+  for at in pairs(marks) do
+    pairs_of[#pairs_of + 1] = names[at]
+    pairs_of[#pairs_of + 1] = stored[at]
+  end
+  redis.call('HSET', KEYS[key], unpack(pairs_of))
+end
 -- Every writer of a counter hash gives it its time to live when creating it, so a hash that
 -- held a value already has one.
-for k = 1, m do
-  local ttl = ttls[k]
+for key, ttl in pairs(expiring) do
   if string.byte(ttl, 1) == 45 then  -- 45: '-', a sliding time to live
-    redis.call('EXPIRE', KEYS[k], string.sub(ttl, 2))
-  elseif ttl ~= '0' and not existed[k] then
-    redis.call('EXPIRE', KEYS[k], ttl)
+    redis.call('EXPIRE', KEYS[key], string.sub(ttl, 2))
+  elseif ttl ~= '0' and not existed[key] then
+    redis.call('EXPIRE', KEYS[key], ttl)
   end
 end
-return out
+if n == 1 then return replies[1] end
+return replies

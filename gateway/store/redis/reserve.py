@@ -20,9 +20,25 @@ from gateway.store.port import Counter, Decision, Lease, LeaseEnd, SettleBatch, 
 from gateway.store.redis import scripts
 from gateway.store.redis.connection import RedisConnection
 from gateway.store.redis.errors import converted, raise_if_cancelled
+from gateway.store.redis.pipelined import GroupFailed, PipelinedConnection, pack
 from gateway.store.redis.settle import Settlements
 
 Groups = list[tuple[list[int], str | None]]  # counter indexes per hash tag, and its override
+Call = tuple[list[str], scripts.Args]  # one reservation's KEYS and ARGV
+
+
+class _ReserveGroup:
+    """The reservations queued in one turn of the event loop, in one reserve.lua call."""
+
+    def command(self, members: list[Call]) -> bytes:
+        names, args = members[0] if len(members) == 1 else scripts.grouped_reserve_args(members)
+        return pack(scripts.RESERVE.by_sha(names, args))
+
+    def replies(self, reply: Any, count: int) -> list[Any]:
+        return [reply] if count == 1 else list(reply)
+
+
+_GROUP = _ReserveGroup()
 
 
 class Reservations:
@@ -31,21 +47,30 @@ class Reservations:
     def __init__(self, connection: RedisConnection, settlements: Settlements) -> None:
         self._connection = connection
         self._settlements = settlements  # ends the lease of a reservation a group refused
+        runner = connection.scripts
+        self._pipelined = runner if isinstance(runner, PipelinedConnection) else None
 
     async def reserve(
         self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None = None
     ) -> Decision:
         """``Store.reserve``. On a single Redis the script is sent from here, errors converted
-        here too (no ``guard`` frame): the reservation is on every request's path."""
+        here too (no ``guard`` frame): the reservation is on every request's path. The
+        reservations of one turn share one call (``_ReserveGroup``); when such a call fails
+        with an error reply it wrote nothing, and each is sent again alone for its own answer."""
         if self._connection.cluster:
             return await self._spread(counters, override_key, lease)
-        names, args = scripts.reserve_args(counters, override_key, lease, registry=True)
+        call = scripts.reserve_args(counters, override_key, lease, registry=True)
         execute = self._connection.execute
         try:
             try:
-                reply = await execute(*scripts.RESERVE.by_sha(names, args))
+                if self._pipelined is not None:
+                    reply = await self._pipelined.execute_grouped(_GROUP, call)
+                else:
+                    reply = await execute(*scripts.RESERVE.by_sha(*call))
+            except GroupFailed:
+                reply = await self._connection.eval(*call, scripts.RESERVE)
             except NoScriptError:
-                reply = await execute(*scripts.RESERVE.by_text(names, args))
+                reply = await execute(*scripts.RESERVE.by_text(*call))
         except StoreError:
             raise
         except Exception as exc:

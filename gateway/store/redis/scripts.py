@@ -99,6 +99,8 @@ def reserve_args(
         if registry:
             all_keys.append(keys.LEASE_REGISTRY)
     args: Args = [
+        1,  # one reservation, its keys in KEYS as they are
+        "",
         len(position),
         1 if override_key else 0,
         ",".join(map(str, ttls)),
@@ -109,6 +111,23 @@ def reserve_args(
         "\n".join(lines[last_full:]),
     ]
     return all_keys, args
+
+
+def grouped_reserve_args(calls: Sequence[tuple[list[str], Args]]) -> tuple[list[str], Args]:
+    """KEYS and ARGV for reserve.lua holding several reservations (``reserve_args``' each):
+    every key once, and per reservation where its keys are in them."""
+    index: dict[str, int] = {}
+    args: Args = [len(calls)]
+    for names, one in calls:
+        where = []
+        for name in names:
+            at = index.get(name)
+            if at is None:
+                at = index[name] = len(index) + 1
+            where.append(at)
+        args.append(",".join(map(str, where)))
+        args += one[2:]
+    return list(index), args
 
 
 @dataclass
