@@ -115,17 +115,22 @@ def reserve_args(
 
 def grouped_reserve_args(calls: Sequence[tuple[list[str], Args]]) -> tuple[list[str], Args]:
     """KEYS and ARGV for reserve.lua holding several reservations (``reserve_args``' each):
-    every key once, and per reservation where its keys are in them."""
-    index: dict[str, int] = {}
+    every key once, the first reservation's first and in its order, and per reservation where
+    its keys are in them ('' for those that name the first one's keys, as one user's do)."""
+    first = calls[0][0]
+    index = {name: at for at, name in enumerate(first, 1)}
     args: Args = [len(calls)]
     for names, one in calls:
-        where = []
-        for name in names:
-            at = index.get(name)
-            if at is None:
-                at = index[name] = len(index) + 1
-            where.append(at)
-        args.append(",".join(map(str, where)))
+        if names == first:
+            args.append("")
+        else:
+            where = []
+            for name in names:
+                at = index.get(name)
+                if at is None:
+                    at = index[name] = len(index) + 1
+                where.append(at)
+            args.append(",".join(map(str, where)))
         args += one[2:]
     return list(index), args
 
