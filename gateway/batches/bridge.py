@@ -121,5 +121,5 @@ class PipelineLines:
             content,
             request_id,
             quota_refused=quota,
-            retry_after_s=float(retry_after) if retry_after.isdigit() else PAUSE_DEFAULT_S,
+            retry_after_s=float(retry_after) if retry_after.isdecimal() else PAUSE_DEFAULT_S,
         )

@@ -51,7 +51,7 @@ def redis_url_problem(value: str) -> str | None:
     if not parts.hostname:
         return "REDIS_URL: no host (e.g. redis://127.0.0.1:6379/0)"
     database = parts.path.strip("/")
-    if database and not database.isdigit():
+    if database and not database.isdecimal():
         return f"REDIS_URL: database {database!r} is not a number"
     del port
     return None
@@ -63,12 +63,12 @@ def sentinel_url_problem(value: str) -> str | None:
     hosts, _, path = rest.rpartition("@")[2].partition("/")
     for host in hosts.split(","):
         name, _, port = host.strip().rpartition(":")
-        if not host.strip() or (name and not port.isdigit()):
+        if not host.strip() or (name and not port.isdecimal()):
             return f"REDIS_URL: sentinel {host!r} is not host:port"
     master, _, database = path.partition("/")
     if not master:
         return "REDIS_URL: a sentinel URL names the master (redis+sentinel://hosts/mymaster)"
-    if database.strip("/") and not database.strip("/").isdigit():
+    if database.strip("/") and not database.strip("/").isdecimal():
         return f"REDIS_URL: database {database!r} is not a number"
     return None
 
@@ -83,11 +83,11 @@ def runtime_problems(env: Mapping[str, str]) -> list[str]:
         problems.append(problem)
     for name in INTEGER_VARIABLES:
         value = env.get(name)
-        if value is not None and not (value.isdigit() and int(value) > 0):
+        if value is not None and not (value.isdecimal() and int(value) > 0):
             problems.append(f"{name}: expected a positive whole number, got {value!r}")
     for name, minimum in LEDGER_INTEGERS.items():
         value = env.get(name, "").strip()
-        if value and not (value.isdigit() and int(value) >= minimum):
+        if value and not (value.isdecimal() and int(value) >= minimum):
             problems.append(f"{name}: expected a whole number >= {minimum}, got {value!r}")
     transport = env.get("GATEWAY_UPSTREAM_TRANSPORT")
     if transport is not None and transport not in TRANSPORTS:

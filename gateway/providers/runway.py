@@ -41,7 +41,7 @@ def create(
 
 def _ratio(fields: dict[str, Any]) -> str:
     width, _, height = str(fields.get("size") or "").partition("x")
-    return f"{width}:{height}" if width.isdigit() and height.isdigit() else DEFAULT_RATIO
+    return f"{width}:{height}" if width.isdecimal() and height.isdecimal() else DEFAULT_RATIO
 
 
 def _prompt_image(fields: dict[str, Any], files: list[tuple[str, Any]] | None) -> str | None:

@@ -71,7 +71,7 @@ def submit_request(
         path = "/videos"
         body = {"model": model.upstream_model, "prompt": prompt, "seconds": str(seconds)}
         width, _, height = str(fields.get("size") or "").partition("x")
-        if width.isdigit() and height.isdigit():
+        if width.isdecimal() and height.isdecimal():
             body |= {"width": int(width), "height": int(height)}
     else:
         path = "/videos"
@@ -219,7 +219,7 @@ def video_seconds(value: Any, default: int = 4) -> int:
     """The requested length (OpenAI sends it as a string, "4"); OpenAI's default is 4."""
     if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
         return int(value)
-    if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
+    if isinstance(value, str) and value.strip().isdecimal() and int(value) > 0:
         return int(value)
     return default
 

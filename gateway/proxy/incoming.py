@@ -61,7 +61,7 @@ class Incoming:
 
 async def read_incoming(request: Request, endpoint: Endpoint, max_bytes: int) -> Incoming:
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
+    if declared and declared.isdecimal() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"Request body exceeds the {max_bytes} byte limit.")
     content_type = request.headers.get("content-type", "")
     if endpoint.multipart or (

@@ -54,7 +54,7 @@ def _usd(value: Any) -> str:
 def _date_label(value: Any) -> str:
     """A date input's value (``YYYY-MM-DD``) from epoch seconds or a date; else empty."""
     text = str(value or "")
-    if text.replace(".", "", 1).isdigit():
+    if text.replace(".", "", 1).isdecimal():
         return datetime.fromtimestamp(float(text), UTC).strftime("%Y-%m-%d")
     return text[:10] if len(text) >= 10 and text[4] == "-" else ""
 

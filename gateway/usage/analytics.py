@@ -124,7 +124,7 @@ def matches(dims: Mapping[str, str], flt: Mapping[str, str]) -> bool:
 
 
 def _status_matches(value: str, wanted: str) -> bool:
-    if not value.isdigit():
+    if not value.isdecimal():
         return False
     code = int(value)
     if wanted == "ok":

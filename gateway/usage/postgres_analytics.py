@@ -258,9 +258,9 @@ def _status_clause(wanted: str) -> str:
         return "status < 400"
     if wanted == "error":
         return "status >= 400"
-    if len(wanted) == 3 and wanted.endswith("xx") and wanted[0].isdigit():
+    if len(wanted) == 3 and wanted.endswith("xx") and wanted[0].isdecimal():
         return f"status / 100 = {int(wanted[0])}"
-    if wanted.isdigit():
+    if wanted.isdecimal():
         return f"status = {int(wanted)}"
     return "false"
 

@@ -54,7 +54,7 @@ def _add(sums: Sums, user: str, values: Mapping[str, str], entry: list[int]) -> 
     key = (user, tier, capability, values.get("model", NONE), org, team)
     charged, byok_n, byok_tokens = extras(entry)
     status = values.get("status", NONE)
-    if len(entry) <= BT and status.isdigit() and int(status) >= 400:
+    if len(entry) <= BT and status.isdecimal() and int(status) >= 400:
         charged = 0  # folded before charges were kept: a failed request was never charged
     row = sums.setdefault(key, [0, 0, 0, 0, 0, 0])
     row[0] += entry[N] - byok_n

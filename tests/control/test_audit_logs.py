@@ -91,6 +91,11 @@ def test_user_writes_no_op_skipped_rate_limited_and_audited_apart(serve: Any) ->
     both = gw.call("GET", "/v1/admin/audit").json()["data"]
     assert {e["log"] for e in both} == {"operator", "user"}
     assert gw.call("GET", "/v1/admin/audit?log=nope").status_code == 400
+    # a digit to str.isdigit that int() refuses (found by the schemathesis fuzz): a 400, not a 500
+    for odd in ("%C2%B2", "%E2%91%A0", "-1", "1.0"):  # ², ①
+        refused_limit = gw.call("GET", f"/v1/admin/audit?limit={odd}")
+        assert refused_limit.status_code == 400, (odd, refused_limit.text)
+        assert refused_limit.json()["error"]["param"] == "limit"
 
     refused = None
     for n in range(2 * USER_WRITES_PER_MINUTE + 2):  # a minute may turn once meanwhile

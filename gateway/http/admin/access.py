@@ -82,7 +82,7 @@ async def audit(request: Request) -> Response:
     params = request.query_params
     limit = query_int(params.get("limit"), "limit", 100)
     before = params.get("before")
-    if before is not None and not before.replace("-", "").isdigit():
+    if before is not None and not before.replace("-", "").isdecimal():
         raise InvalidRequest("'before' must be an entry_id from a previous page.", param="before")
     log = params.get("log")
     if log is not None and log not in AUDIT_LOGS:

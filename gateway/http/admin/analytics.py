@@ -111,7 +111,7 @@ def records_cursor(params: QueryParams | Mapping[str, str], source: str) -> str 
 
 def records_limit(params: QueryParams | Mapping[str, str]) -> int:
     limit = params.get("limit") or "50"
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+    if not limit.isdecimal() or not 1 <= int(limit) <= 1000:
         raise InvalidRequest("'limit' must be a whole number from 1 to 1000.", param="limit")
     return int(limit)
 

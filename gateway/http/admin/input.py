@@ -102,6 +102,6 @@ def query_int(
 ) -> int:
     if value is None:
         return default
-    if not value.isdigit() or not least <= int(value) <= most:
+    if not value.isdecimal() or not least <= int(value) <= most:
         raise InvalidRequest(f"'{name}' must be a whole number from {least} to {most}.", param=name)
     return int(value)

@@ -119,7 +119,7 @@ async def usage(request: Request) -> Response:
 
 def page_limit(params: Mapping[str, str]) -> int:
     text = params.get("limit") or str(MAX_PAGE)
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+    if not text.isdecimal() or not 1 <= int(text) <= MAX_PAGE:
         raise InvalidRequest(f"'limit' must be a whole number from 1 to {MAX_PAGE}.", param="limit")
     return int(text)
 
@@ -141,7 +141,7 @@ class UsagePage:
             ts = float(stamp)
         except ValueError:
             ts = -1.0
-        if not (0.0 <= ts <= MAX_TS and seen.isdigit() and len(seen) <= 9):
+        if not (0.0 <= ts <= MAX_TS and seen.isdecimal() and len(seen) <= 9):
             raise InvalidRequest(
                 "'cursor' must be a next_cursor from a previous page.", param="cursor"
             )

@@ -44,7 +44,7 @@ async def upload(request: Request) -> Response:
     files = batches.files
     declared = request.headers.get("content-length")
     cap = files.settings.max_file_bytes + FORM_OVERHEAD
-    if declared and declared.isdigit() and int(declared) > cap:
+    if declared and declared.isdecimal() and int(declared) > cap:
         raise files.too_large()
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise UnsupportedMediaType("Expected 'multipart/form-data' with 'file' and 'purpose'.")
@@ -88,7 +88,7 @@ async def list_files(request: Request) -> Response:
 def paged(request: Request, ids: list[str], most: int, default: int) -> tuple[slice, bool]:
     """The slice of ``ids`` after ``after`` (an id) holding at most ``limit`` items."""
     raw_limit = request.query_params.get("limit") or str(default)
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= most:
+    if not raw_limit.isdecimal() or not 1 <= int(raw_limit) <= most:
         raise InvalidRequest(f"'limit' must be an integer from 1 to {most}.", param="limit")
     limit = int(raw_limit)
     after = request.query_params.get("after")

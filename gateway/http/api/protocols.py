@@ -81,7 +81,7 @@ async def input_items(request: Request) -> Response:
     if order not in ("asc", "desc"):
         raise InvalidRequest("'order' must be asc or desc.", param="order")
     limit_text = query.get("limit", "20")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
+    if not limit_text.isdecimal() or not 1 <= int(limit_text) <= MAX_PAGE:
         raise InvalidRequest(f"'limit' must be an integer from 1 to {MAX_PAGE}.", param="limit")
     items = list(stored.input_items)
     if order == "desc":

@@ -58,7 +58,7 @@ async def all_statements(request: Request) -> Response:
     fmt = _format(request)
     month = params.get("month") or ""
     limit_text = params.get("limit") or "100"
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
+    if not limit_text.isdecimal() or not 1 <= int(limit_text) <= MAX_PAGE:
         raise InvalidRequest(f"'limit' must be a whole number from 1 to {MAX_PAGE}.", param="limit")
     limit = int(limit_text)
     after = params.get("cursor") or ""

@@ -119,7 +119,7 @@ def _requested_ttl(value: str) -> int | None:
         if part == "no-store":
             return 0
         name, equals, number = part.partition("=")
-        if name == "ttl" and equals and number.isdigit() and 0 < int(number) < 10**9:
+        if name == "ttl" and equals and number.isdecimal() and 0 < int(number) < 10**9:
             return int(number)
     raise InvalidRequest(
         f"'{HEADER}' must be 'no-store' or 'ttl=SECONDS' (a positive integer).", param=HEADER

@@ -36,7 +36,7 @@ def held_amounts(payloads: Iterable[str]) -> dict[str, int]:
         for line in payload.splitlines():
             key, _, rest = line.partition("\t")
             field, _, amount = rest.partition("\t")
-            if amount.lstrip("-").isdigit():
+            if amount.lstrip("-").isdecimal():
                 name = f"{key}\t{field}"
                 held[name] = held.get(name, 0) + int(amount)
     return held
