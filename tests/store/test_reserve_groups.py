@@ -218,6 +218,39 @@ def test_an_error_reply_to_a_group_of_several_is_group_failed(redis_server: Redi
     run(scenario())
 
 
+def test_a_reply_a_group_cannot_split_fails_its_members(redis_server: RedisServer) -> None:
+    """Split into fewer replies than members (or not at all): each member fails, none waits
+    for its timeout, and the connection goes on."""
+
+    class Short(Echo):
+        def replies(self, reply: Any, count: int) -> list[Any]:
+            return reply.decode().split("|")[:-1]
+
+    class Broken(Echo):
+        def replies(self, reply: Any, count: int) -> list[Any]:
+            raise ValueError("no")
+
+    async def scenario() -> None:
+        redis = PipelinedConnection(
+            RedisEndpoint("127.0.0.1", redis_server.port, command_timeout_s=30.0)
+        )
+        try:
+            for group in (Short(), Broken()):
+                failed = await asyncio.wait_for(
+                    asyncio.gather(
+                        *(redis.execute_grouped(group, str(i)) for i in range(3)),
+                        return_exceptions=True,
+                    ),
+                    timeout=5,
+                )
+                assert all(isinstance(error, GroupFailed) for error in failed), failed
+            assert await redis.execute("ECHO", "on") == b"on"
+        finally:
+            await redis.aclose()
+
+    run(scenario())
+
+
 def test_a_group_in_flight_fails_when_the_connection_drops() -> None:
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(1)

@@ -343,9 +343,17 @@ class _Queued(Generic[Item]):
         return self._answered
 
     def set_result(self, result: Any) -> None:
-        self._answered = True
         waiters = self.waiters
-        for waiter, one in zip(waiters, self.group.replies(result, len(waiters)), strict=True):
+        try:
+            replies = self.group.replies(result, len(waiters))
+        except Exception as exc:  # not the reply the group's command promises
+            self.set_exception(ResponseError(f"unexpected reply to a group: {exc!r}"))
+            return
+        if len(replies) != len(waiters):
+            self.set_exception(ResponseError(f"{len(replies)} replies for {len(waiters)}"))
+            return
+        self._answered = True
+        for waiter, one in zip(waiters, replies, strict=True):
             if not waiter.done():
                 waiter.set_result(one)
 
