@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from gateway.config.model import Settings
+from gateway.config.model import Config, Settings
 from gateway.store import keys
 from gateway.store.factory import create_store
 from gateway.store.port import Counter, Decision, Lease, Store, StoreError
 from gateway.store.redis.pipelined import GroupFailed, PipelinedConnection, RedisEndpoint
-from tests.metering.helpers import RedisServer, command, run
+from tests.metering.helpers import Clock, RedisServer, command, metered, ok, request, run
 from tests.store.test_rule import KEYS, distinct
 
 OVERRIDE_KEYS = ("gw:{u:p}:ovr", "gw:{u:q}:ovr")
@@ -152,6 +152,33 @@ def test_a_group_sent_when_redis_lost_the_script_is_answered_once_each(
     decisions = run(scenario())
     assert [d.ok for d in decisions] == [True, True, True, False, False]
     assert command(redis_server.port, "HGET", counter.key, "req") == b"$1\r\n3\r\n"
+
+
+def test_concurrent_admissions_share_one_call_and_each_is_settled(
+    config: Config, redis_server: RedisServer
+) -> None:
+    """Through the meter: eight requests admitted in one turn are one script call; their
+    settles end every lease and leave the counters at the usage."""
+    redis_server.flushall()
+    held_by = keys.lease_data(keys.lease(keys.user_day(request(config).user, "1")))
+
+    async def scenario() -> None:
+        async with metered(config, redis_server.url, clock=Clock()) as (meter, _):
+            meter.finish(await meter.admit(request(config)), ok())  # loads the script
+            await meter.settled()
+            before = script_calls(redis_server)
+            admissions = await asyncio.gather(
+                *(meter.admit(request(config, request_id=f"g{i}")) for i in range(8))
+            )
+            assert script_calls(redis_server) - before == 1
+            assert len({admission.lease for admission in admissions}) == 8
+            assert command(redis_server.port, "HLEN", held_by) == b":8\r\n"  # one lease each
+            for admission in admissions:
+                meter.finish(admission, ok(10, 10))
+            await meter.settled()
+        assert command(redis_server.port, "HLEN", held_by) == b":0\r\n"  # all ended
+
+    run(scenario())
 
 
 class Echo:
