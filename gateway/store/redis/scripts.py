@@ -13,7 +13,7 @@ from importlib import resources
 from operator import add
 
 from gateway.store import keys
-from gateway.store.port import Counter, Lease, LeaseEnd, SettleBatch
+from gateway.store.port import Counter, Lease, LeaseEnd, SettleBatch, SharedAggregate
 
 _COMMON = resources.files("gateway.store.redis").joinpath("common.lua").read_text()
 
@@ -25,6 +25,7 @@ FORGET_AFTER_S = 60.0
 
 
 Args = list[str | int | bytes]
+_new = tuple.__new__
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,9 @@ def settle_call(
     names: where ``reserve_args`` recorded the whole lease."""
     index: dict[str, int] = {}
     lines, watched = [], []
-    for key, fields in merged_increments(batches).items():
+    merged = merged_increments(batches)
+    alone = shared_alone(batches, merged, tag)
+    for key, fields in merged.items():
         if tag is not None and keys.slot_tag(key) != tag:
             continue
         position = 0
@@ -149,6 +152,12 @@ def settle_call(
                 lines.append(f"{position}\t{name}\t{delta}\t{ttl}\t{watch}")
                 if watch:
                     watched.append((key, name))
+    shared_lines = []
+    for targets, names, values in alone:
+        writes = "".join([f"\t{name}\t{value}" for name, value in zip(names, values) if value])
+        if writes:
+            hashes = [f"{index.setdefault(key, len(index) + 1)}:{ttl}" for key, ttl in targets]
+            shared_lines.append(",".join(hashes) + writes)
     leases = [end for batch in batches for end in batch.leases]
     if tag is not None:
         leases = [end for end in leases if keys.slot_tag(end.group) == tag]
@@ -167,7 +176,7 @@ def settle_call(
             ])  # fmt: skip
         lease_lines.append(line)
     records, lists = _records(batches, stream=stream, tag=tag)
-    if not (lines or leases or records):
+    if not (lines or shared_lines or leases or records):
         return None
     all_keys = list(index)
     for name in pairs:
@@ -178,9 +187,51 @@ def settle_call(
     shape = f"{len(index)},{len(pairs)},{int(stream)},{len(lists)},{int(mark is not None)}"
     args: Args = [maxlen, "\n".join(lines), shape, mark_ttl_s, "\n".join(lease_lines)]
     args += [keys.INDEX_TTL_S, "id" if by_id else "record", "\n".join(forget)]
+    args.append("\n".join(shared_lines))
     for record_index, record in records:
         args += [record_index, record]
     return SettleCall(all_keys, args, watched)
+
+
+def shared_alone(
+    batches: Sequence[SettleBatch], merged: dict[str, dict[str, list[int]]], tag: str | None
+) -> list[SharedAggregate]:
+    """The batches' shared aggregates (in ``tag``'s slot) summed per targets and fields, each
+    written as one line; one with a hash that another write of the call touches is added to
+    ``merged`` instead, so that every field is still written once with its deltas summed."""
+    sums: dict[tuple[tuple[tuple[str, int], ...], tuple[str, ...]], list[int]] = {}
+    for batch in batches:
+        for targets, names, values in batch.shared:
+            if tag is not None:
+                targets = tuple([target for target in targets if keys.slot_tag(target[0]) == tag])
+                if not targets:
+                    continue
+            entry = sums.get((targets, names))
+            if entry is None:
+                sums[targets, names] = list(values)
+            else:
+                entry[:] = map(add, entry, values)
+    seen: dict[str, int] = {}
+    if len(sums) > 1:  # a hash in two groups (a level's allowances of two minutes)
+        for targets, _ in sums:
+            for key, _ in targets:
+                seen[key] = seen.get(key, 0) + 1
+    alone = []
+    for (targets, names), totals in sums.items():
+        if not any(key in merged or seen.get(key, 0) > 1 for key, _ in targets):
+            alone.append(_new(SharedAggregate, (targets, names, tuple(totals))))
+            continue
+        for key, ttl in targets:
+            fields = merged.setdefault(key, {})
+            for name, value in zip(names, totals, strict=True):
+                slot = fields.get(name)
+                if slot is None:
+                    fields[name] = [value, ttl, 0]
+                else:
+                    slot[0] += value
+                    if ttl > slot[1]:
+                        slot[1] = ttl
+    return alone
 
 
 def one_end_per_lease(ends: Sequence[LeaseEnd]) -> list[LeaseEnd]:
