@@ -33,8 +33,8 @@ SLOT = 4
 Ident = tuple[
     tuple[str, str, int, int, int], ...
 ]  # a level's counters: key, field, index, limit, ttl
-# hashes with the same fields, each (key, ttl); the fields; their indexes in ``Need``
-Group = tuple[tuple[tuple[str, int], ...], tuple[str, ...], tuple[int, ...]]
+# hashes with the same fields: their keys and times to live, the fields, their indexes in ``Need``
+Group = tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...], tuple[int, ...]]
 INDEXES = {"requests": 0, "tokens": 1, "usd": 3}
 
 
@@ -121,7 +121,10 @@ def shapes(checks: Sequence[Check], window_kinds: frozenset[str]) -> tuple[Level
                 tuple(entries),
                 tuple(sorted({entry[3] for entry in entries})),
                 tuple((k, tuple(f), tuple(i), t) for k, (f, i, t) in hashes.items()),
-                tuple((tuple(targets), f, i) for (f, i), targets in groups.items()),
+                tuple(
+                    (tuple([key for key, _ in targets]), tuple([ttl for _, ttl in targets]), f, i)
+                    for (f, i), targets in groups.items()
+                ),
                 _IDENTS.setdefault(ident, ident),
             )
         )
@@ -220,8 +223,8 @@ def settled(uses: Sequence[Use], actual: Amounts) -> tuple[Aggregate, ...]:
 
 def fold(uses: Sequence[Use], actual: Amounts) -> list[Allowance]:
     """``settled``'s writes summed into each allowance's ``folded`` instead of returned: the
-    allowances without a batch queued to carry them (the caller queues one whose leaving the
-    buffer calls ``seal``)."""
+    allowances without a batch queued to carry them (the caller queues one for them all,
+    whose leaving the buffer calls ``seal``)."""
     unqueued = []
     done: Need = (*actual, 0)
     for allowance, need in uses:
@@ -244,22 +247,23 @@ def fold(uses: Sequence[Use], actual: Amounts) -> list[Allowance]:
     return unqueued
 
 
-def seal(allowance: Allowance) -> None:
-    """Fill the queued batch with what was folded (it is leaving the buffer for the store).
-
-    Once per flush per allowance: one ``SharedAggregate`` per group of the level's hashes
-    (its window hashes, which count the same usage, are one)."""
-    batch, folded = allowance.queued, allowance.folded
-    if batch is None:
-        return
-    found = []
-    for targets, fields, indexes in allowance.shape.groups:
-        values = tuple([folded[index] for index in indexes])
-        if any(values):
-            found.append(_new(SharedAggregate, (targets, fields, values)))
-    batch.shared = tuple(found)
-    allowance.folded = [0, 0, 0, 0, 0]
-    allowance.queued = None
+def seal(allowances: Sequence[Allowance]) -> None:
+    """Fill each allowance's queued batch with what it folded (the batch is leaving the buffer
+    for the store): one ``SharedAggregate`` per group of the level's hashes (its window hashes,
+    which count the same usage, are one). Once per flush per allowance; the allowances of one
+    request's levels share one batch."""
+    for allowance in allowances:
+        batch, folded = allowance.queued, allowance.folded
+        if batch is None:
+            continue
+        found = []
+        for hashes, ttls, fields, indexes in allowance.shape.groups:
+            values = tuple([folded[index] for index in indexes])
+            if any(values):
+                found.append(_new(SharedAggregate, (hashes, ttls, fields, values)))
+        batch.shared += tuple(found)
+        allowance.folded = [0, 0, 0, 0, 0]
+        allowance.queued = None
 
 
 def returned(allowance: Allowance) -> SettleBatch:

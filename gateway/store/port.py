@@ -100,7 +100,8 @@ class SharedAggregate(NamedTuple):
     level's window hashes: a request counts once in each window); a store may write it once
     for all of them."""
 
-    targets: tuple[tuple[str, int], ...]  # (key, ttl_s) per hash
+    keys: tuple[str, ...]
+    ttls: tuple[int, ...]  # per key its time to live (0: keep)
     fields: tuple[str, ...]
     values: tuple[int, ...]
 
@@ -138,9 +139,9 @@ class SettleBatch:
         ]
         spread = [
             Increment(key, name, value, ttl_s)
-            for targets, fields, values in self.shared
-            for key, ttl_s in targets
-            for name, value in zip(fields, values, strict=True)
+            for shared in self.shared
+            for key, ttl_s in zip(shared.keys, shared.ttls, strict=True)
+            for name, value in zip(shared.fields, shared.values, strict=True)
             if value
         ]
         return [*self.increments, *expanded, *spread]

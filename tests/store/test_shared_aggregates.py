@@ -13,32 +13,38 @@ from gateway.store.redis.scripts import settle_call
 from tests.metering.helpers import RedisServer, command, run
 
 MINUTE, DAY, PAR = "gw:{tm:t}:min:1", "gw:{tm:t}:d:1", "gw:{tm:t}:par"
-WINDOWS = ((MINUTE, 960), (DAY, 90_000))
 FIELDS = ("req", "tok", "usd")
 
 
 def windows(req: int, tok: int, usd: int) -> SharedAggregate:
-    return SharedAggregate(WINDOWS, FIELDS, (req, tok, usd))
+    return SharedAggregate((MINUTE, DAY), (960, 90_000), FIELDS, (req, tok, usd))
 
 
-def test_a_group_is_one_line_summed_over_the_batches_its_zero_fields_left_out() -> None:
+def test_a_group_is_one_line_its_zero_fields_left_out() -> None:
+    org = SharedAggregate(("gw:{o:o}:min:1", "gw:{o:o}:d:1"), (960, 90_000), FIELDS, (1, 0, 3))
     first = SettleBatch((Increment("gw:k", "tok", 4, 60),), shared=(windows(1, 20, 0),))
-    second = SettleBatch((), shared=(windows(2, 5, 0), SharedAggregate(((PAR, 0),), ("n",), (0,))))
+    second = SettleBatch((), shared=(org, SharedAggregate((PAR,), (0,), ("n",), (0,))))
     call = settle_call([first, second], 100, mark=None, stream=False, by_id=True)
     assert call is not None
-    assert call.keys == ["gw:k", MINUTE, DAY]
+    assert call.keys == ["gw:k", MINUTE, DAY, "gw:{o:o}:min:1", "gw:{o:o}:d:1"]
     assert call.args[1] == "1\ttok\t4\t60\t0"
-    assert call.args[8] == "2:960,3:90000\treq\t3\ttok\t25"  # nothing for PAR: all zero
+    # each group's hashes as that many KEYS from the first, their times to live, the fields;
+    # nothing for PAR: all zero
+    assert call.args[8] == "2:960,90000\treq\t1\ttok\t20\n4:960,90000\treq\t1\tusd\t3"
 
 
 def test_a_group_sharing_a_hash_with_another_write_is_merged_into_its_lines() -> None:
     """Every field is written once per call with its deltas summed (a counter stops at zero,
     so a sum and its parts in turn could differ), so such a group goes on the usual lines."""
-    other_minute = SharedAggregate((("gw:{tm:t}:min:2", 960), (DAY, 90_000)), FIELDS, (1, 1, 1))
+    other_minute = SharedAggregate(("gw:{tm:t}:min:2", DAY), (960, 90_000), FIELDS, (1, 1, 1))
     batches = [
         SettleBatch((Increment(MINUTE, "req", -3, 960),), shared=(windows(5, 0, 0),)),
         SettleBatch((), shared=(other_minute,)),
     ]
+    alone = SettleBatch((), shared=(windows(1, 0, 0),))
+    twice = settle_call([alone, alone], 100, mark=None, stream=False, by_id=True)
+    assert twice is not None and twice.args[8] == ""
+    assert twice.args[1] == "1\treq\t2\t960\t0\n2\treq\t2\t90000\t0"
     call = settle_call(batches, 100, mark=None, stream=False, by_id=True)
     assert call is not None and call.args[8] == ""
     assert sorted(str(call.args[1]).split("\n")) == sorted([
@@ -57,7 +63,7 @@ def test_every_store_writes_a_shared_aggregate_to_each_hash_with_its_time_to_liv
 ) -> None:
     batches = [
         SettleBatch((), shared=(windows(1, 20, 300),)),
-        SettleBatch((), shared=(windows(1, 7, 0), SharedAggregate(((PAR, 0),), ("n",), (-1,)))),
+        SettleBatch((), shared=(windows(1, 7, 0), SharedAggregate((PAR,), (0,), ("n",), (-1,)))),
     ]
 
     async def scenario() -> list[dict[str, int]]:
@@ -82,12 +88,14 @@ def test_every_store_writes_a_shared_aggregate_to_each_hash_with_its_time_to_liv
 @pytest.mark.parametrize(
     "line",
     [
-        "1:960\treq",  # no delta
-        "1:960",  # no field
-        "1:960\treq\t1\n\n",  # an empty line
-        "1:960,x\treq\t1",  # a bad hash
-        "4:960\treq\t1",  # a key index past the call's hashes
-        "1:960\treq\t123456789012345678",  # out of range
+        "2:960\treq",  # no delta
+        "2:960",  # no field
+        "2:\treq\t1",  # no hash
+        "2:960\treq\t1\n\n",  # an empty line
+        "2:960,x\treq\t1",  # a bad time to live
+        "4:960\treq\t1",  # a key past the call's hashes
+        "2:960,90000,60\treq\t1",  # more hashes than the call has
+        "2:960\treq\t123456789012345678",  # out of range
     ],
 )
 def test_a_malformed_shared_line_fails_the_call_before_any_write(

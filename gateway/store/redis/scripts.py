@@ -6,10 +6,12 @@ before any write (``int``, ``expect``) and the arithmetic that keeps counters at
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from itertools import repeat
 from operator import add
 
 from gateway.store import keys
@@ -25,7 +27,6 @@ FORGET_AFTER_S = 60.0
 
 
 Args = list[str | int | bytes]
-_new = tuple.__new__
 
 
 @dataclass(frozen=True)
@@ -153,11 +154,14 @@ def settle_call(
                 if watch:
                     watched.append((key, name))
     shared_lines = []
-    for targets, names, values in alone:
-        writes = "".join([f"\t{name}\t{value}" for name, value in zip(names, values) if value])
+    for shared in alone:  # each hash new to the call: they take the next KEYS in turn
+        values = zip(shared.fields, shared.values, strict=True)
+        writes = "".join([f"\t{name}\t{value}" for name, value in values if value])
         if writes:
-            hashes = [f"{index.setdefault(key, len(index) + 1)}:{ttl}" for key, ttl in targets]
-            shared_lines.append(",".join(hashes) + writes)
+            first = len(index) + 1
+            for key in shared.keys:
+                index[key] = len(index) + 1
+            shared_lines.append(f"{first}:{_ttls_text(shared.ttls)}{writes}")
     leases = [end for batch in batches for end in batch.leases]
     if tag is not None:
         leases = [end for end in leases if keys.slot_tag(end.group) == tag]
@@ -196,34 +200,29 @@ def settle_call(
 def shared_alone(
     batches: Sequence[SettleBatch], merged: dict[str, dict[str, list[int]]], tag: str | None
 ) -> list[SharedAggregate]:
-    """The batches' shared aggregates (in ``tag``'s slot) summed per targets and fields, each
-    written as one line; one with a hash that another write of the call touches is added to
-    ``merged`` instead, so that every field is still written once with its deltas summed."""
-    sums: dict[tuple[tuple[tuple[str, int], ...], tuple[str, ...]], list[int]] = {}
-    for batch in batches:
-        for targets, names, values in batch.shared:
-            if tag is not None:
-                targets = tuple([target for target in targets if keys.slot_tag(target[0]) == tag])
-                if not targets:
-                    continue
-            entry = sums.get((targets, names))
-            if entry is None:
-                sums[targets, names] = list(values)
-            else:
-                entry[:] = map(add, entry, values)
-    seen: dict[str, int] = {}
-    if len(sums) > 1:  # a hash in two groups (a level's allowances of two minutes)
-        for targets, _ in sums:
-            for key, _ in targets:
-                seen[key] = seen.get(key, 0) + 1
-    alone = []
-    for (targets, names), totals in sums.items():
-        if not any(key in merged or seen.get(key, 0) > 1 for key, _ in targets):
-            alone.append(_new(SharedAggregate, (targets, names, tuple(totals))))
-            continue
-        for key, ttl in targets:
+    """The batches' shared aggregates (their hashes in ``tag``'s slot), each to be written as
+    one line. When a hash is in two of them, or in ``merged`` (another write of the call),
+    they are all added to ``merged`` instead and none is returned: every field is then still
+    written once with its deltas summed (a counter stops at zero, so a sum and its parts in
+    turn could differ)."""
+    found = [shared for batch in batches for shared in batch.shared]
+    if tag is not None:
+        found = [shared for shared in map(_in_slot, found, repeat(tag)) if shared.keys]
+    if not found:
+        return found
+    every = [shared.keys for shared in found]
+    apart = len(every) == 1 or len(set().union(*every)) == sum(map(len, every))
+    if apart:
+        written = merged.keys()
+        for hashes in every:
+            if not written.isdisjoint(hashes):
+                break
+        else:
+            return found
+    for hashes, ttls, names, values in found:
+        for key, ttl in zip(hashes, ttls, strict=True):
             fields = merged.setdefault(key, {})
-            for name, value in zip(names, totals, strict=True):
+            for name, value in zip(names, values, strict=True):
                 slot = fields.get(name)
                 if slot is None:
                     fields[name] = [value, ttl, 0]
@@ -231,7 +230,20 @@ def shared_alone(
                     slot[0] += value
                     if ttl > slot[1]:
                         slot[1] = ttl
-    return alone
+    return []
+
+
+def _in_slot(shared: SharedAggregate, tag: str) -> SharedAggregate:
+    kept = [at for at, key in enumerate(shared.keys) if keys.slot_tag(key) == tag]
+    if len(kept) == len(shared.keys):
+        return shared
+    hashes = tuple([shared.keys[at] for at in kept])
+    return shared._replace(keys=hashes, ttls=tuple([shared.ttls[at] for at in kept]))
+
+
+@functools.lru_cache(maxsize=1024)
+def _ttls_text(ttls: tuple[int, ...]) -> str:
+    return ",".join(map(str, ttls))
 
 
 def one_end_per_lease(ends: Sequence[LeaseEnd]) -> list[LeaseEnd]:

@@ -13,8 +13,9 @@
 --   to add the record itself to its index list only (a cluster: the stream is in another slot);
 -- ARGV[8]: marks of earlier batches to delete, one per line (their replies arrived);
 -- ARGV[9]: one line per write shared by several hashes (a level's window hashes, which count
---   the same usage): its hashes as comma-separated "key index:ttl seconds", then per field
---   a tab, the field, a tab and the delta; no field of these hashes is in ARGV[2];
+--   the same usage): the first hash's key index, ':', each hash's ttl seconds comma-separated
+--   (the hashes are that many KEYS in turn), then per field a tab, the field, a tab and the
+--   delta; no field of these hashes is in ARGV[2];
 -- ARGV[10..]: per usage record its index list's number (0 = none: stream only), then the record.
 -- (Packed into few strings because encoding hundreds of separate arguments per batch was the
 -- client's biggest cost.)
@@ -42,18 +43,20 @@ if at ~= #ARGV[2] + 1 then error({err = 'ERR gateway: malformed increment line n
 -- Shared lines: each {its hashes' {key, ttl}, its fields and deltas in turn}.
 local shared = {}
 at = 1
-for start, targets, writes, after in string.gmatch(ARGV[9], '()([%d:,]+)([^\n]*)\n?()') do
+for start, first, ttls, writes, after
+    in string.gmatch(ARGV[9], '()(%d+):([%d,]+)([^\n]*)\n?()') do
   if start ~= at then error({err = 'ERR gateway: malformed shared line near ' .. start}) end
   at = after
-  local hashes, fields, next_at = {}, {}, 1
-  for from, k, ttl, to in string.gmatch(targets, '()(%d+):(%d+),?()') do
-    if from ~= next_at or k + 0 > h then
+  local hashes, fields, next_at, k = {}, {}, 1, first + 0
+  for from, ttl, to in string.gmatch(ttls, '()(%d+),?()') do
+    if from ~= next_at or k > h then
       error({err = 'ERR gateway: malformed shared line near ' .. start})
     end
     next_at = to
-    hashes[#hashes + 1] = {KEYS[k + 0], ttl}
+    hashes[#hashes + 1] = {KEYS[k], ttl}
+    k = k + 1
   end
-  if next_at ~= #targets + 1 then
+  if next_at ~= #ttls + 1 or k == first + 0 then
     error({err = 'ERR gateway: malformed shared line near ' .. start})
   end
   next_at = 1
