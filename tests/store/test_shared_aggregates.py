@@ -22,7 +22,7 @@ def windows(req: int, tok: int, usd: int) -> SharedAggregate:
 
 def test_a_group_is_one_line_its_zero_fields_left_out() -> None:
     org = SharedAggregate(("gw:{o:o}:min:1", "gw:{o:o}:d:1"), (960, 90_000), FIELDS, (1, 0, 3))
-    first = SettleBatch((Increment("gw:k", "tok", 4, 60),), shared=(windows(1, 20, 0),))
+    first = SettleBatch((Increment("gw:k", "tok", 4, 60),), shared=(windows(1, 20, 5),))
     second = SettleBatch((), shared=(org, SharedAggregate((PAR,), (0,), ("n",), (0,))))
     call = settle_call([first, second], 100, mark=None, stream=False, by_id=True)
     assert call is not None
@@ -30,7 +30,8 @@ def test_a_group_is_one_line_its_zero_fields_left_out() -> None:
     assert call.args[1] == "1\ttok\t4\t60\t0"
     # each group's hashes as that many KEYS from the first, their times to live, the fields;
     # nothing for PAR: all zero
-    assert call.args[8] == "2:960,90000\treq\t1\ttok\t20\n4:960,90000\treq\t1\tusd\t3"
+    lines = "2:960,90000\treq\t1\ttok\t20\tusd\t5\n4:960,90000\treq\t1\tusd\t3"
+    assert call.args[8] == lines
 
 
 def test_a_group_sharing_a_hash_with_another_write_is_merged_into_its_lines() -> None:
@@ -61,23 +62,22 @@ def test_a_group_sharing_a_hash_with_another_write_is_merged_into_its_lines() ->
 def test_every_store_writes_a_shared_aggregate_to_each_hash_with_its_time_to_live(
     config: Config, store_url: str | None
 ) -> None:
-    batches = [
-        SettleBatch((), shared=(windows(1, 20, 300),)),
-        SettleBatch((), shared=(windows(1, 7, 0), SharedAggregate((PAR,), (0,), ("n",), (-1,)))),
-    ]
+    first = SettleBatch((), shared=(windows(1, 20, 300),))
+    second = SettleBatch((), shared=(windows(1, 7, 0), SharedAggregate((PAR,), (0,), ("n",), (-1,))))
 
     async def scenario() -> list[dict[str, int]]:
         store = create_store(store_url, config.settings)
         try:
-            await store.settle(batches, "b1")
-            await store.settle(batches, "b1")  # a retry: applied once
-            await store.settle([SettleBatch((), shared=(windows(-5, 0, 0),))])
+            for batches, batch_id in (([first], "b1"), ([first], "b1"), ([second], "b2")):
+                await store.settle(batches, batch_id)  # b1 twice: a retry, applied once
+            await store.settle([first, second])  # a hash in both: summed first
+            await store.settle([SettleBatch((), shared=(windows(-9, 0, 0),))])
             return await store.read_hashes([MINUTE, DAY, PAR])
         finally:
             await store.aclose()
 
     minute, day, par = run(scenario())
-    assert minute == day == {"req": 0, "tok": 27, "usd": 300}  # never below zero
+    assert minute == day == {"req": 0, "tok": 54, "usd": 600}  # never below zero
     assert par in ({}, {"n": 0})
     if store_url is not None:
         port = int(store_url.rsplit(":", 1)[1].split("/")[0])

@@ -154,14 +154,17 @@ def settle_call(
                 if watch:
                     watched.append((key, name))
     shared_lines = []
-    for shared in alone:  # each hash new to the call: they take the next KEYS in turn
-        values = zip(shared.fields, shared.values, strict=True)
-        writes = "".join([f"\t{name}\t{value}" for name, value in values if value])
-        if writes:
-            first = len(index) + 1
-            for key in shared.keys:
-                index[key] = len(index) + 1
-            shared_lines.append(f"{first}:{_ttls_text(shared.ttls)}{writes}")
+    for hashes, ttls, names, values in alone:  # each hash new to the call: the next KEYS
+        if all(values):  # the usual case: a template per group, filled by one ``format``
+            line = _shared_line(ttls, names).format(len(index) + 1, *values)
+        else:
+            writes = [f"\t{name}\t{value}" for name, value in zip(names, values) if value]
+            if not writes:
+                continue
+            line = f"{len(index) + 1}:{','.join(map(str, ttls))}{''.join(writes)}"
+        for key in hashes:
+            index[key] = len(index) + 1
+        shared_lines.append(line)
     leases = [end for batch in batches for end in batch.leases]
     if tag is not None:
         leases = [end for end in leases if keys.slot_tag(end.group) == tag]
@@ -242,8 +245,10 @@ def _in_slot(shared: SharedAggregate, tag: str) -> SharedAggregate:
 
 
 @functools.lru_cache(maxsize=1024)
-def _ttls_text(ttls: tuple[int, ...]) -> str:
-    return ",".join(map(str, ttls))
+def _shared_line(ttls: tuple[int, ...], names: tuple[str, ...]) -> str:
+    """A shared line's ``str.format`` template: the first key's index, then every value."""
+    writes = "".join(f"\t{name.replace('{', '{{').replace('}', '}}')}\t{{}}" for name in names)
+    return "{}:" + ",".join(map(str, ttls)) + writes
 
 
 def one_end_per_lease(ends: Sequence[LeaseEnd]) -> list[LeaseEnd]:
