@@ -14,8 +14,9 @@ are still reserved per request in Redis.
   ``folded`` sums at settle; one batch per allowance (shared by a request's levels) waits in
   the settle buffer and is filled from them as the writer takes it (``allowance.seal``): one
   write per level per flush, not per request (its window hashes get the same usage: one
-  ``SharedAggregate``, one settle line), and never later than the request's own record. Its estimate leaves
-  the allowance at admission and what it did not use (and its slot) comes back to it locally.
+  ``SharedAggregate``, one settle line), and never later than the request's own record. Its
+  estimate leaves the allowance at admission and what it did not use (and its slot) comes
+  back to it locally.
 - **What a reader sees.** A level's counter reads its actual usage plus every open
   allowance's unused part: toward refusing, never toward allowing.
 - **End.** An allowance ends when a request does not fit in it, when any of its windows rolls

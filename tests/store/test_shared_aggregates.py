@@ -63,7 +63,8 @@ def test_every_store_writes_a_shared_aggregate_to_each_hash_with_its_time_to_liv
     config: Config, store_url: str | None
 ) -> None:
     first = SettleBatch((), shared=(windows(1, 20, 300),))
-    second = SettleBatch((), shared=(windows(1, 7, 0), SharedAggregate((PAR,), (0,), ("n",), (-1,))))
+    par = SharedAggregate((PAR,), (0,), ("n",), (-1,))
+    second = SettleBatch((), shared=(windows(1, 7, 0), par))
 
     async def scenario() -> list[dict[str, int]]:
         store = create_store(store_url, config.settings)

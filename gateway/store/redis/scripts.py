@@ -158,7 +158,8 @@ def settle_call(
         if all(values):  # the usual case: a template per group, filled by one ``format``
             line = _shared_line(ttls, names).format(len(index) + 1, *values)
         else:
-            writes = [f"\t{name}\t{value}" for name, value in zip(names, values) if value]
+            named = zip(names, values, strict=True)
+            writes = [f"\t{name}\t{value}" for name, value in named if value]
             if not writes:
                 continue
             line = f"{len(index) + 1}:{','.join(map(str, ttls))}{''.join(writes)}"
