@@ -212,17 +212,15 @@ def shared_alone(
     found = [shared for batch in batches for shared in batch.shared]
     if tag is not None:
         found = [shared for shared in map(_in_slot, found, repeat(tag)) if shared.keys]
-    if not found:
+    written = merged.keys()
+    claimed: set[str] = set()
+    for shared in found:
+        hashes = shared.keys
+        if not (written.isdisjoint(hashes) and claimed.isdisjoint(hashes)):
+            break
+        claimed.update(hashes)
+    else:
         return found
-    every = [shared.keys for shared in found]
-    apart = len(every) == 1 or len(set().union(*every)) == sum(map(len, every))
-    if apart:
-        written = merged.keys()
-        for hashes in every:
-            if not written.isdisjoint(hashes):
-                break
-        else:
-            return found
     for hashes, ttls, names, values in found:
         for key, ttl in zip(hashes, ttls, strict=True):
             fields = merged.setdefault(key, {})
