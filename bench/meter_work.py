@@ -79,9 +79,11 @@ def main(kind: str, count: int) -> None:
         )  # fmt: skip
         item = settlement(admission, outcome, f"r{number}")
         batches = [item.batch]
-        for unqueued in item.unqueued or ():  # as ``Meter.finish``, then the flush seals it
-            unqueued.queued = batch = SettleBatch(())
-            seal(unqueued)
+        if item.unqueued:  # as ``Meter.finish``, then the flush seals it
+            batch = SettleBatch(())
+            for unqueued in item.unqueued:
+                unqueued.queued = batch
+            seal(item.unqueued)
             batches.append(batch)
         scripts.settle_call(batches, 1000, mark=None, stream=True, by_id=False)
 

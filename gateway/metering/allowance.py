@@ -12,7 +12,15 @@ from typing import NamedTuple
 
 from gateway.metering.types import Amounts, Check
 from gateway.store import keys
-from gateway.store.port import Aggregate, Counter, Decision, Increment, LeaseEnd, SettleBatch
+from gateway.store.port import (
+    Aggregate,
+    Counter,
+    Decision,
+    Increment,
+    LeaseEnd,
+    SettleBatch,
+    SharedAggregate,
+)
 
 CHUNK = 32  # requests' worth of one grant at most (a top-up is asked at half of it)
 SHARE = 16  # an allowance takes at most this fraction of the least headroom (1/SHARE)
@@ -25,6 +33,8 @@ SLOT = 4
 Ident = tuple[
     tuple[str, str, int, int, int], ...
 ]  # a level's counters: key, field, index, limit, ttl
+# hashes with the same fields: their keys and times to live, the fields, their indexes in ``Need``
+Group = tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...], tuple[int, ...]]
 INDEXES = {"requests": 0, "tokens": 1, "usd": 3}
 
 
@@ -36,6 +46,9 @@ class LevelShape(NamedTuple):
     counters: tuple[tuple[int, str, str, int, int, int], ...]
     measures: tuple[int, ...]  # the indexes in ``Need`` it limits
     hashes: tuple[tuple[str, tuple[str, ...], tuple[int, ...], int], ...]  # key, fields, idx, ttl
+    # ``hashes`` grouped by their fields: what ``seal`` writes as one ``SharedAggregate`` each
+    # (every window hash of a level counts the same usage)
+    groups: tuple[Group, ...]
     # the counters without their plan positions, one object per content (``_IDENTS``): an
     # allowance is for the same counters and limits when its ``ident`` *is* the plan's
     ident: Ident
@@ -94,7 +107,9 @@ def shapes(checks: Sequence[Check], window_kinds: frozenset[str]) -> tuple[Level
             fields, indexes, _ = hashes.setdefault(key, ([], [], ttl))
             fields.append(field)
             indexes.append(index)
-        shared: dict[tuple[int, ...], tuple[int, ...]] = {}  # one object per content (``seal``)
+        groups: dict[tuple[tuple[str, ...], tuple[int, ...]], list[tuple[str, int]]] = {}
+        for key, (fields, indexes, ttl) in hashes.items():
+            groups.setdefault((tuple(fields), tuple(indexes)), []).append((key, ttl))
         ident = tuple(
             (key, field, index, limit, ttl) for _, key, field, index, limit, ttl in entries
         )
@@ -105,9 +120,10 @@ def shapes(checks: Sequence[Check], window_kinds: frozenset[str]) -> tuple[Level
                 name,
                 tuple(entries),
                 tuple(sorted({entry[3] for entry in entries})),
+                tuple((k, tuple(f), tuple(i), t) for k, (f, i, t) in hashes.items()),
                 tuple(
-                    (k, tuple(f), shared.setdefault(tuple(i), tuple(i)), t)
-                    for k, (f, i, t) in hashes.items()
+                    (tuple([key for key, _ in targets]), tuple([ttl for _, ttl in targets]), f, i)
+                    for (f, i), targets in groups.items()
                 ),
                 _IDENTS.setdefault(ident, ident),
             )
@@ -207,8 +223,8 @@ def settled(uses: Sequence[Use], actual: Amounts) -> tuple[Aggregate, ...]:
 
 def fold(uses: Sequence[Use], actual: Amounts) -> list[Allowance]:
     """``settled``'s writes summed into each allowance's ``folded`` instead of returned: the
-    allowances without a batch queued to carry them (the caller queues one whose leaving the
-    buffer calls ``seal``)."""
+    allowances without a batch queued to carry them (the caller queues one for them all,
+    whose leaving the buffer calls ``seal``)."""
     unqueued = []
     done: Need = (*actual, 0)
     for allowance, need in uses:
@@ -231,25 +247,23 @@ def fold(uses: Sequence[Use], actual: Amounts) -> list[Allowance]:
     return unqueued
 
 
-def seal(allowance: Allowance) -> None:
-    """Fill the queued batch with what was folded (it is leaving the buffer for the store).
-
-    Once per flush per allowance: a level's window hashes share one ``indexes`` object
-    (``shapes``), so their values are read from ``folded`` once."""
-    batch, folded = allowance.queued, allowance.folded
-    if batch is None:
-        return
-    found = []
-    last: tuple[int, ...] | None = None
-    values: tuple[int, ...] = ()
-    for key, fields, indexes, ttl in allowance.shape.hashes:
-        if indexes is not last:
-            last, values = indexes, tuple([folded[index] for index in indexes])
-        if any(values):
-            found.append(_new(Aggregate, (key, fields, values, ttl)))
-    batch.aggregates = tuple(found)
-    allowance.folded = [0, 0, 0, 0, 0]
-    allowance.queued = None
+def seal(allowances: Sequence[Allowance]) -> None:
+    """Fill each allowance's queued batch with what it folded (the batch is leaving the buffer
+    for the store): one ``SharedAggregate`` per group of the level's hashes (its window hashes,
+    which count the same usage, are one). Once per flush per allowance; the allowances of one
+    request's levels share one batch."""
+    for allowance in allowances:
+        batch, folded = allowance.queued, allowance.folded
+        if batch is None:
+            continue
+        found = []
+        for hashes, ttls, fields, indexes in allowance.shape.groups:
+            values = tuple([folded[index] for index in indexes])
+            if any(values):
+                found.append(_new(SharedAggregate, (hashes, ttls, fields, values)))
+        batch.shared += tuple(found)
+        allowance.folded = [0, 0, 0, 0, 0]
+        allowance.queued = None
 
 
 def returned(allowance: Allowance) -> SettleBatch:

@@ -11,10 +11,12 @@ are still reserved per request in Redis.
   allowance fitted under every window's limit when granted, so no level limit is exceeded by
   admissions (as before, a request using more than its estimate may pass it by the excess).
 - **Usage.** A request served from an allowance adds its actual usage to the allowance's
-  ``folded`` sums at settle; one batch per allowance waits in the settle buffer and is filled
-  from them as the writer takes it (``allowance.seal``): one write per (hash, field) per
-  flush, not per request, and never later than the request's own record. Its estimate leaves
-  the allowance at admission and what it did not use (and its slot) comes back to it locally.
+  ``folded`` sums at settle; one batch per allowance (shared by a request's levels) waits in
+  the settle buffer and is filled from them as the writer takes it (``allowance.seal``): one
+  write per level per flush, not per request (its window hashes get the same usage: one
+  ``SharedAggregate``, one settle line), and never later than the request's own record. Its
+  estimate leaves the allowance at admission and what it did not use (and its slot) comes
+  back to it locally.
 - **What a reader sees.** A level's counter reads its actual usage plus every open
   allowance's unused part: toward refusing, never toward allowing.
 - **End.** An allowance ends when a request does not fit in it, when any of its windows rolls

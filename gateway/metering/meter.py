@@ -252,9 +252,11 @@ class Meter:
             if item.record is not None and self._on_record is not None:
                 self._notify(item.record)
             self._buffer.add(item)
-            for unqueued in item.unqueued or ():  # a batch to carry its levels' usage
-                unqueued.queued = batch = SettleBatch(())
-                sealed = functools.partial(allowance.seal, unqueued)
+            if item.unqueued:  # a batch to carry its levels' usage
+                batch = SettleBatch(())
+                for unqueued in item.unqueued:
+                    unqueued.queued = batch
+                sealed = functools.partial(allowance.seal, item.unqueued)
                 self._buffer.add(Settlement(batch, (), None, sealed=sealed))
             if self._flush_task is None:
                 self._start_background()

@@ -278,9 +278,10 @@ def usage_record(
 
 def level_id(levels: tuple[LevelLimits, ...], name: str) -> str | None:
     """The id of the request's ``name`` level ("org" or "team"), None for a key in no team."""
-    if not levels:
-        return None
-    return next((level.id for level in levels if level.level == name), None)
+    for level in levels:  # a loop, not ``next`` over a generator: this runs per request
+        if level.level == name:
+            return level.id
+    return None
 
 
 def settle_layout(checks: tuple[Check, ...]) -> SettleLayout:

@@ -95,6 +95,17 @@ class Aggregate(NamedTuple):
     ttl_s: int = 0
 
 
+class SharedAggregate(NamedTuple):
+    """The same fields and values added to several hashes, each with its own time to live (a
+    level's window hashes: a request counts once in each window); a store may write it once
+    for all of them."""
+
+    keys: tuple[str, ...]
+    ttls: tuple[int, ...]  # per key its time to live (0: keep)
+    fields: tuple[str, ...]
+    values: tuple[int, ...]
+
+
 class LeaseEnd(NamedTuple):
     """A settle's end of one lease group. ``held`` None: the grants are unknown (the reserve's
     reply was lost), so give back what the lease holds, if it is still there. Otherwise the
@@ -115,16 +126,25 @@ class SettleBatch:
     aggregates: tuple[Aggregate, ...] = ()
     leases: tuple[LeaseEnd, ...] = ()  # the reservation's lease, per hash-tag group
     index: str | None = None  # the per-user day list the record is indexed in
+    shared: tuple[SharedAggregate, ...] = ()
 
     def all_increments(self) -> list[Increment]:
-        """``increments`` then the aggregates' non-zero fields, one ``Increment`` each."""
+        """``increments`` then the aggregates' and the shared aggregates' non-zero fields, one
+        ``Increment`` each."""
         expanded = [
             Increment(aggregate.key, name, value, aggregate.ttl_s)
             for aggregate in self.aggregates
             for name, value in zip(aggregate.fields, aggregate.values, strict=True)
             if value
         ]
-        return [*self.increments, *expanded]
+        spread = [
+            Increment(key, name, value, ttl_s)
+            for shared in self.shared
+            for key, ttl_s in zip(shared.keys, shared.ttls, strict=True)
+            for name, value in zip(shared.fields, shared.values, strict=True)
+            if value
+        ]
+        return [*self.increments, *expanded, *spread]
 
 
 class ControlChange(NamedTuple):

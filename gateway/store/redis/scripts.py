@@ -6,14 +6,16 @@ before any write (``int``, ``expect``) and the arithmetic that keeps counters at
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from itertools import repeat
 from operator import add
 
 from gateway.store import keys
-from gateway.store.port import Counter, Lease, LeaseEnd, SettleBatch
+from gateway.store.port import Counter, Lease, LeaseEnd, SettleBatch, SharedAggregate
 
 _COMMON = resources.files("gateway.store.redis").joinpath("common.lua").read_text()
 
@@ -162,7 +164,9 @@ def settle_call(
     names: where ``reserve_args`` recorded the whole lease."""
     index: dict[str, int] = {}
     lines, watched = [], []
-    for key, fields in merged_increments(batches).items():
+    merged = merged_increments(batches)
+    alone = shared_alone(batches, merged, tag)
+    for key, fields in merged.items():
         if tag is not None and keys.slot_tag(key) != tag:
             continue
         position = 0
@@ -173,6 +177,19 @@ def settle_call(
                 lines.append(f"{position}\t{name}\t{delta}\t{ttl}\t{watch}")
                 if watch:
                     watched.append((key, name))
+    shared_lines = []
+    for hashes, ttls, names, values in alone:  # each hash new to the call: the next KEYS
+        if all(values):  # the usual case: a template per group, filled by one ``format``
+            line = _shared_line(ttls, names).format(len(index) + 1, *values)
+        else:
+            named = zip(names, values, strict=True)
+            writes = [f"\t{name}\t{value}" for name, value in named if value]
+            if not writes:
+                continue
+            line = f"{len(index) + 1}:{','.join(map(str, ttls))}{''.join(writes)}"
+        for key in hashes:
+            index[key] = len(index) + 1
+        shared_lines.append(line)
     leases = [end for batch in batches for end in batch.leases]
     if tag is not None:
         leases = [end for end in leases if keys.slot_tag(end.group) == tag]
@@ -191,7 +208,7 @@ def settle_call(
             ])  # fmt: skip
         lease_lines.append(line)
     records, lists = _records(batches, stream=stream, tag=tag)
-    if not (lines or leases or records):
+    if not (lines or shared_lines or leases or records):
         return None
     all_keys = list(index)
     for name in pairs:
@@ -202,9 +219,59 @@ def settle_call(
     shape = f"{len(index)},{len(pairs)},{int(stream)},{len(lists)},{int(mark is not None)}"
     args: Args = [maxlen, "\n".join(lines), shape, mark_ttl_s, "\n".join(lease_lines)]
     args += [keys.INDEX_TTL_S, "id" if by_id else "record", "\n".join(forget)]
+    args.append("\n".join(shared_lines))
     for record_index, record in records:
         args += [record_index, record]
     return SettleCall(all_keys, args, watched)
+
+
+def shared_alone(
+    batches: Sequence[SettleBatch], merged: dict[str, dict[str, list[int]]], tag: str | None
+) -> list[SharedAggregate]:
+    """The batches' shared aggregates (their hashes in ``tag``'s slot), each to be written as
+    one line. When a hash is in two of them, or in ``merged`` (another write of the call),
+    they are all added to ``merged`` instead and none is returned: every field is then still
+    written once with its deltas summed (a counter stops at zero, so a sum and its parts in
+    turn could differ)."""
+    found = [shared for batch in batches for shared in batch.shared]
+    if tag is not None:
+        found = [shared for shared in map(_in_slot, found, repeat(tag)) if shared.keys]
+    written = merged.keys()
+    claimed: set[str] = set()
+    for shared in found:
+        hashes = shared.keys
+        if not (written.isdisjoint(hashes) and claimed.isdisjoint(hashes)):
+            break
+        claimed.update(hashes)
+    else:
+        return found
+    for hashes, ttls, names, values in found:
+        for key, ttl in zip(hashes, ttls, strict=True):
+            fields = merged.setdefault(key, {})
+            for name, value in zip(names, values, strict=True):
+                slot = fields.get(name)
+                if slot is None:
+                    fields[name] = [value, ttl, 0]
+                else:
+                    slot[0] += value
+                    if ttl > slot[1]:
+                        slot[1] = ttl
+    return []
+
+
+def _in_slot(shared: SharedAggregate, tag: str) -> SharedAggregate:
+    kept = [at for at, key in enumerate(shared.keys) if keys.slot_tag(key) == tag]
+    if len(kept) == len(shared.keys):
+        return shared
+    hashes = tuple([shared.keys[at] for at in kept])
+    return shared._replace(keys=hashes, ttls=tuple([shared.ttls[at] for at in kept]))
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared_line(ttls: tuple[int, ...], names: tuple[str, ...]) -> str:
+    """A shared line's ``str.format`` template: the first key's index, then every value."""
+    writes = "".join(f"\t{name.replace('{', '{{').replace('}', '}}')}\t{{}}" for name in names)
+    return "{}:" + ",".join(map(str, ttls)) + writes
 
 
 def one_end_per_lease(ends: Sequence[LeaseEnd]) -> list[LeaseEnd]:

@@ -12,7 +12,11 @@
 -- ARGV[7]: 'id' to add each record to the stream and its entry id to its index list, 'record'
 --   to add the record itself to its index list only (a cluster: the stream is in another slot);
 -- ARGV[8]: marks of earlier batches to delete, one per line (their replies arrived);
--- ARGV[9..]: per usage record its index list's number (0 = none: stream only), then the record.
+-- ARGV[9]: one line per write shared by several hashes (a level's window hashes, which count
+--   the same usage): the first hash's key index, ':', each hash's ttl seconds comma-separated
+--   (the hashes are that many KEYS in turn), then per field a tab, the field, a tab and the
+--   delta; no field of these hashes is in ARGV[2];
+-- ARGV[10..]: per usage record its index list's number (0 = none: stream only), then the record.
 -- (Packed into few strings because encoding hundreds of separate arguments per batch was the
 -- client's biggest cost.)
 -- Returns {1, the new values of the watched fields in order (the cost-alert totals)}, or {0}
@@ -36,6 +40,40 @@ for start, a, b, c, e, f, after
   increments[#increments + 1] = {KEYS[a + 0], b, c, e, f == '1'}
 end
 if at ~= #ARGV[2] + 1 then error({err = 'ERR gateway: malformed increment line near ' .. at}) end
+-- Shared lines: each {its hashes' {key, ttl}, its fields and deltas in turn}.
+local shared = {}
+at = 1
+for start, first, ttls, writes, after
+    in string.gmatch(ARGV[9], '()(%d+):([%d,]+)([^\n]*)\n?()') do
+  if start ~= at then error({err = 'ERR gateway: malformed shared line near ' .. start}) end
+  at = after
+  local hashes, fields, next_at, k = {}, {}, 1, first + 0
+  for from, ttl, to in string.gmatch(ttls, '()(%d+),?()') do
+    if from ~= next_at or k > h then
+      error({err = 'ERR gateway: malformed shared line near ' .. start})
+    end
+    next_at = to
+    hashes[#hashes + 1] = {KEYS[k], ttl}
+    k = k + 1
+  end
+  if next_at ~= #ttls + 1 or k == first + 0 then
+    error({err = 'ERR gateway: malformed shared line near ' .. start})
+  end
+  next_at = 1
+  for from, field, delta, to in string.gmatch(writes, '()\t([^\t]*)\t(%-?%d+)()') do
+    if from ~= next_at or #delta > 17 then
+      error({err = 'ERR gateway: malformed shared line or integer out of range near ' .. start})
+    end
+    next_at = to
+    fields[#fields + 1] = field
+    fields[#fields + 1] = delta
+  end
+  if next_at ~= #writes + 1 or #fields == 0 then
+    error({err = 'ERR gateway: malformed shared line near ' .. start})
+  end
+  shared[#shared + 1] = {hashes, fields}
+end
+if at ~= #ARGV[9] + 1 then error({err = 'ERR gateway: malformed shared line near ' .. at}) end
 -- Per lease pair: its lease ids, and per lease whether to give back what it holds ('g') or
 -- the grants to add back when it is gone ('c', where they start and end in ARGV[5]: read
 -- only then). Lines are found by a plain search for their end (a pattern run over the grants,
@@ -99,8 +137,18 @@ for _, v in ipairs(increments) do
   if fresh and v[4] ~= '0' then expiring[v[1]] = v[4] end
   if v[5] then watched[#watched + 1] = value end
 end
+for _, line in ipairs(shared) do
+  local fields = line[2]
+  for _, hash in ipairs(line[1]) do
+    local key, ttl = hash[1], hash[2]
+    for n = 1, #fields, 2 do
+      local _, fresh = add(key, fields[n], fields[n + 1])
+      if fresh and ttl ~= '0' then expiring[key] = ttl end
+    end
+  end
+end
 local pushed = {}  -- index list -> its new entries, pushed once per list
-for k = 9, #ARGV, 2 do
+for k = 10, #ARGV, 2 do
   local list = ARGV[k]
   local entry = ARGV[k + 1]
   if by_id or list == '0' then
