@@ -49,11 +49,11 @@ local plans = {}  -- per reservation: {counters, its keys, first argument, overr
 -- A counter is one table built at once (a table grown entry by entry is rehashed as it grows).
 local function counter_of(key, field)
   local seen = place[key]
-  if seen == nil then
+  if seen == nil then  -- tables made with their first entry: one growth less each
     if KEYS[key] == nil then error({err = 'ERR gateway: no key ' .. key}) end
-    seen = {}
-    place[key] = seen
-    fields[key] = {}
+    place[key] = {[field] = 1}
+    fields[key] = {field}
+    return 1
   end
   local at = seen[field]
   if at == nil then
@@ -158,7 +158,7 @@ end
 
 -- The rule, reservation after reservation; a granted one moves the values for the next.
 local replies = {}
-local changed = {}  -- key -> {field place -> true}: the values to write
+local changed = {}  -- key -> true: its values to write (each once, the unmoved ones as read)
 local expiring = {}  -- key -> its TTL argument (the last granted reservation's)
 local groups = {}  -- lease sorted set's key -> {hash's key, registry's key or nil, ZADD members, HSET pairs}
 local group_order = {}
@@ -215,8 +215,7 @@ for r = 1, n do
         local key, at = v[1], v[9]
         local stored = values[key]
         stored[at] = (stored[at] or 0) + amount
-        local marks = changed[key]
-        if marks == nil then changed[key] = {[at] = true} else marks[at] = true end
+        changed[key] = true
         if lease ~= '' then
           -- the fixed amount as the gateway wrote it: no number to format
           local shown = amount
@@ -304,12 +303,16 @@ for _, registry in ipairs(registry_order) do
   local done = redis.pcall('ZADD', KEYS[registry], unpack(registered[registry]))
   if type(done) == 'table' and done.err then undo() error(done) end
 end
-for key, marks in pairs(changed) do
+for key in pairs(changed) do
   local names, stored = fields[key], values[key]
-  local pairs_of = {}
-  for at in pairs(marks) do
-    pairs_of[#pairs_of + 1] = names[at]
-    pairs_of[#pairs_of + 1] = stored[at]
+  local pairs_of, count = {}, 0
+  for at = 1, #names do
+    local value = stored[at]
+    if value then
+      pairs_of[count + 1] = names[at]
+      pairs_of[count + 2] = value
+      count = count + 2
+    end
   end
   redis.call('HSET', KEYS[key], unpack(pairs_of))
 end
