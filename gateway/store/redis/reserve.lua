@@ -41,15 +41,20 @@ end
 -- (patterns written out whole: a pattern joined from parts is joined again on every call)
 local line = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t([^\t\n]*)\t(%-?%d+)\t([^\t\n]*)\n?()'
 local short = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%-?%d+)\n?()'
-local fields = {}  -- key (its index in KEYS) -> the fields its HMGET reads
-local place = {}  -- key -> field -> its place in that HMGET
+-- Tables indexed by key (its index in KEYS) are made at their full size at once: a table grown
+-- entry by entry is rehashed at every power of two. false: the key has none.
+local width = #KEYS
+local blank = {}
+for key = 1, width do blank[key] = false end
+local fields = {unpack(blank)}  -- key -> the fields its HMGET reads
+local place = {unpack(blank)}  -- key -> field -> its place in that HMGET
 local overrides = {}  -- override hash's key -> {field -> number}, or false: none readable
 local plans = {}  -- per reservation: {counters, its keys, first argument, override hash}
 
 -- A counter is one table built at once (a table grown entry by entry is rehashed as it grows).
 local function counter_of(key, field)
   local seen = place[key]
-  if seen == nil then  -- tables made with their first entry: one growth less each
+  if not seen then  -- tables made with their first entry: one growth less each
     if KEYS[key] == nil then error({err = 'ERR gateway: no key ' .. key}) end
     place[key] = {[field] = 1}
     fields[key] = {field}
@@ -137,29 +142,32 @@ for r = 1, n do
 end
 
 -- The stored values, each hash read once: key -> {value or false per field}.
-local values = {}
-local existed = {}  -- key -> true when one of its read counters held a value
-for key, names in pairs(fields) do
-  local stored = redis.call('HMGET', KEYS[key], unpack(names))
-  for i = 1, #names do
-    local value = stored[i]
-    if value then
-      -- inlined (a call per value costs more than the check): an integer within +-2^53
-      local used = tonumber(value)
-      if not used or used % 1 ~= 0 or used > 9007199254740992 or used < -9007199254740992 then
-        error({err = 'ERR gateway: not an integer in range: ' .. value})
+local values = {unpack(blank)}
+local existed = {unpack(blank)}  -- key -> true when one of its read counters held a value
+for key = 1, width do
+  local names = fields[key]
+  if names then
+    local stored = redis.call('HMGET', KEYS[key], unpack(names))
+    for i = 1, #names do
+      local value = stored[i]
+      if value then
+        -- inlined (a call per value costs more than the check): an integer within +-2^53
+        local used = tonumber(value)
+        if not used or used % 1 ~= 0 or used > 9007199254740992 or used < -9007199254740992 then
+          error({err = 'ERR gateway: not an integer in range: ' .. value})
+        end
+        stored[i] = used
+        existed[key] = true
       end
-      stored[i] = used
-      existed[key] = true
     end
+    values[key] = stored
   end
-  values[key] = stored
 end
 
 -- The rule, reservation after reservation; a granted one moves the values for the next.
 local replies = {}
-local changed = {}  -- key -> true: its values to write (each once, the unmoved ones as read)
-local expiring = {}  -- key -> its TTL argument (the last granted reservation's)
+local changed = {unpack(blank)}  -- key -> true: its values to write (the unmoved ones as read)
+local expiring = {unpack(blank)}  -- key -> its TTL argument (the last granted reservation's)
 local groups = {}  -- lease sorted set's key -> {hash's key, registry's key or nil, ZADD members, HSET pairs}
 local group_order = {}
 local now = nil
@@ -303,23 +311,27 @@ for _, registry in ipairs(registry_order) do
   local done = redis.pcall('ZADD', KEYS[registry], unpack(registered[registry]))
   if type(done) == 'table' and done.err then undo() error(done) end
 end
-for key in pairs(changed) do
-  local names, stored = fields[key], values[key]
-  local pairs_of, count = {}, 0
-  for at = 1, #names do
-    local value = stored[at]
-    if value then
-      pairs_of[count + 1] = names[at]
-      pairs_of[count + 2] = value
-      count = count + 2
+for key = 1, width do
+  if changed[key] then
+    local names, stored = fields[key], values[key]
+    local pairs_of, count = {}, 0
+    for at = 1, #names do
+      local value = stored[at]
+      if value then
+        pairs_of[count + 1] = names[at]
+        pairs_of[count + 2] = value
+        count = count + 2
+      end
     end
+    redis.call('HSET', KEYS[key], unpack(pairs_of))
   end
-  redis.call('HSET', KEYS[key], unpack(pairs_of))
 end
 -- Every writer of a counter hash gives it its time to live when creating it, so a hash that
 -- held a value already has one.
-for key, ttl in pairs(expiring) do
-  if string.byte(ttl, 1) == 45 then  -- 45: '-', a sliding time to live
+for key = 1, width do
+  local ttl = expiring[key]
+  if not ttl then  -- no granted reservation names it
+  elseif string.byte(ttl, 1) == 45 then  -- 45: '-', a sliding time to live
     redis.call('EXPIRE', KEYS[key], string.sub(ttl, 2))
   elseif ttl ~= '0' and not existed[key] then
     redis.call('EXPIRE', KEYS[key], ttl)
