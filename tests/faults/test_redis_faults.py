@@ -133,7 +133,10 @@ async def load(gateways: list[Gateway], fault: Callable[[], None]) -> int:
             if done == REQUESTS // 3 and faulted is None:
                 faulted = loop.run_in_executor(None, fault)
 
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64)) as client:
+    # idle connections dropped well before the gateway's 5 s keep-alive timeout: httpx's own
+    # default is the same 5 s, so a request could go out on a connection as the server closed it
+    limits = httpx.Limits(max_connections=64, keepalive_expiry=2.0)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         await asyncio.gather(*(worker(client) for _ in range(CONCURRENCY)))
     if faulted is not None:
         await faulted
