@@ -249,13 +249,7 @@ def shared_alone(
         for key, ttl in zip(hashes, ttls, strict=True):
             fields = merged.setdefault(key, {})
             for name, value in zip(names, values, strict=True):
-                slot = fields.get(name)
-                if slot is None:
-                    fields[name] = [value, ttl, 0]
-                else:
-                    slot[0] += value
-                    if ttl > slot[1]:
-                        slot[1] = ttl
+                _add_to(fields, name, value, ttl)
     return []
 
 
@@ -364,14 +358,19 @@ def merged_increments(batches: Sequence[SettleBatch]) -> dict[str, dict[str, lis
             merged[key] = {name: [value, ttl, 0] for name, value in zip(names, totals, strict=True)}
             continue
         for name, value in zip(names, totals, strict=True):
-            slot = fields.get(name)
-            if slot is None:
-                fields[name] = [value, ttl, 0]
-            else:
-                slot[0] += value
-                if ttl > slot[1]:
-                    slot[1] = ttl
+            _add_to(fields, name, value, ttl)
     return merged
+
+
+def _add_to(fields: dict[str, list[int]], name: str, value: int, ttl: int) -> None:
+    """``value`` added to a hash's merged field (value, longest time to live, ...)."""
+    slot = fields.get(name)
+    if slot is None:
+        fields[name] = [value, ttl, 0]
+    else:
+        slot[0] += value
+        if ttl > slot[1]:
+            slot[1] = ttl
 
 
 def watched_per_batch(
