@@ -12,6 +12,7 @@ KEYS = {
     "rollup_retention_days",
     "batch",
     "claim_idle_ms",
+    "linger_ms",
     "stream_cap",
 }
 
@@ -28,6 +29,7 @@ def ledger_section(node: Node) -> LedgerOptions:
         rollup_retention_days=_int(node, "rollup_retention_days", d.rollup_retention_days, 0),
         batch=_int(node, "batch", d.batch, 1),
         claim_idle_ms=_int(node, "claim_idle_ms", d.claim_idle_ms, 100),
+        linger_ms=_int(node, "linger_ms", d.linger_ms, 0),
         stream_cap=_int(node, "stream_cap", d.stream_cap, 1),
     )
 

@@ -170,6 +170,7 @@ class LedgerOptions:
     rollup_retention_days: int = 800  # rollup days kept (never fewer than retention); 0: all
     batch: int = 1000  # stream entries per insert
     claim_idle_ms: int = 30_000  # a pending entry this idle belonged to a dead consumer
+    linger_ms: int = 200  # after a short batch, wait this long so the next one gathers more
     stream_cap: int = 10_000_000  # the settle's MAXLEN with the ledger on (a safety net)
 
 

@@ -270,6 +270,7 @@ LEDGER = _obj(
         "rollup_retention_days": _num("Rollup rows (usage_daily*, usage_hourly_models) older than this are deleted, never before retention_days; 0 keeps all (default 800).", 0, integer=True),
         "batch": _num("Stream entries per insert (default 1000).", 1, integer=True),
         "claim_idle_ms": _num("An entry unacknowledged this long was read by a dead consumer: another claims it (default 30000).", 100, integer=True),
+        "linger_ms": _num("After a batch smaller than `batch`, the shipper waits this long before reading again, so one insert gathers the records of that time (fewer, larger statements: less CPU in the shipper and PostgreSQL); a record reaches the ledger up to this much later; 0: read again at once (default 200).", 0, integer=True),
         "stream_cap": _num("The usage stream's hard cap while the ledger is on (default 10000000).", 1, integer=True),
     },
 )  # fmt: skip

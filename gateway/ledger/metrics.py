@@ -30,6 +30,12 @@ class LedgerMetrics:
         self.shipped = Counter(
             "gateway_ledger_rows_shipped", "Rows newly committed to the ledger", registry=registry
         )
+        self.inserts = Counter(
+            "gateway_ledger_inserts",
+            "Batches committed to the ledger, one insert statement each (rows per insert: "
+            "gateway_ledger_rows_shipped over this)",
+            registry=registry,
+        )
         self.duplicates = Counter(
             "gateway_ledger_duplicates",
             "Stream entries shipped again and found already in the ledger",

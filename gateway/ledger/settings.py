@@ -23,6 +23,7 @@ class LedgerSettings:
     rollup_retention_days: int = DEFAULTS.rollup_retention_days  # 0 keeps every rollup day
     batch: int = DEFAULTS.batch  # stream entries per insert
     claim_idle_ms: int = DEFAULTS.claim_idle_ms  # a pending entry this idle: a dead consumer's
+    linger_ms: int = DEFAULTS.linger_ms  # after a short batch, the wait before the next read
     stream_cap: int = DEFAULTS.stream_cap  # settle's MAXLEN with the ledger on (a safety net)
     partitions_ahead: int = 7
 
@@ -43,6 +44,7 @@ class LedgerSettings:
             ),
             batch=max(1, _int(env, "GATEWAY_LEDGER_BATCH", d.batch)),
             claim_idle_ms=max(100, _int(env, "GATEWAY_LEDGER_CLAIM_IDLE_MS", d.claim_idle_ms)),
+            linger_ms=max(0, _int(env, "GATEWAY_LEDGER_LINGER_MS", d.linger_ms)),
             stream_cap=max(1, _int(env, "GATEWAY_LEDGER_STREAM_CAP", d.stream_cap)),
         )
 

@@ -10,10 +10,12 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from gateway.ledger import migrate, stream
 from gateway.ledger.db import Database
+from gateway.ledger.metrics import LedgerMetrics
 from gateway.ledger.settings import LedgerSettings
 from gateway.ledger.shipper import Shipper
 from gateway.store import keys
@@ -275,3 +277,43 @@ def test_asyncpg_internal_client_errors_are_connection_failures() -> None:
 
     for error in (asyncpg.InternalClientError, asyncpg.exceptions.ProtocolError):
         assert issubclass(error, ERRORS) and issubclass(error, RETRIED)
+
+
+@pytest.mark.parametrize("linger_ms", [0, 1000])
+def test_after_a_short_batch_the_loop_lingers_so_one_insert_gathers_a_trickle(
+    redis: RedisServer, database_url: str, linger_ms: int
+) -> None:
+    """Records arriving one by one (as under load, a few per read) are inserted in a few
+    batches when the loop lingers after a short one, and in about one insert per record
+    when it reads again at once (the case the linger is for)."""
+
+    async def scenario() -> None:
+        client = Redis.from_url(redis.url)
+        db = Database(database_url)
+        registry = CollectorRegistry()
+        metrics = LedgerMetrics(registry)
+        shipper = Shipper(
+            settings(database_url, linger_ms=linger_ms, batch=1000), db, client, metrics=metrics
+        )
+        try:
+            await stream.ensure_group(client)
+            await shipper.start()
+            for n in range(16):  # 16 records over about 0.8 s
+                await add(client, [record(n)])
+                await asyncio.sleep(0.05)
+            for _ in range(200):
+                if await count(database_url) == 16:
+                    break
+                await asyncio.sleep(0.05)
+            assert await count(database_url) == 16
+            inserts = registry.get_sample_value("gateway_ledger_inserts_total")
+            if linger_ms:  # the first record alone, the rest after one linger (two at most)
+                assert inserts is not None and inserts <= 3, inserts
+            else:  # each read took what had just arrived
+                assert inserts is not None and inserts > 3, inserts
+        finally:
+            await shipper.aclose()
+            await db.aclose()
+            await client.aclose()
+
+    run(scenario)
