@@ -14,7 +14,10 @@ rollup's every 2 s, runs more often per request as valgrind slows the process do
 ``--keys plain,runtime,team``: ``plain`` the YAML key; ``runtime`` a run-time key with no limits
 of its own (the issue's "key with none"); ``team`` a key in a team in an organization with every
 level limit set (variants.py's ``TeamLevels``); the last two are set up through the admin API each
-turn, Redis emptied before. Needs valgrind.
+turn, Redis emptied before. ``--no-roller``: both trees' gateways without the in-process usage
+roller (``GATEWAY_USAGE_ROLL=0``; trees older than that variable run it anyway): the roller runs
+every 2 s of wall time, so under valgrind its runs fall on few requests, vary from turn to turn
+by up to ~100k instructions per request, and weigh more than at full speed. Needs valgrind.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--b-env", action="append", default=[], help="KEY=VALUE for b's gateway only"
     )
+    parser.add_argument("--no-roller", action="store_true", help="GATEWAY_USAGE_ROLL=0 for both")
     args = parser.parse_args(argv)
     valgrind = shutil.which("valgrind")
     if valgrind is None:
@@ -83,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     name = f"{label}_{kind}_r{turn}"
                     out = (args.profile or Path(tmp)) / f"cg.{name}"
                     extra = dict(pair.split("=", 1) for pair in args.b_env) if label == "b" else {}
+                    if args.no_roller:
+                        extra = {"GATEWAY_USAGE_ROLL": "0", **extra}
                     levels = None
                     if kind in ("runtime", "team"):
                         levels = TeamLevels(secrets.token_hex(16), team=kind == "team")
