@@ -17,7 +17,7 @@ TYPES = (
     "text", "text", "integer", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint",
     "numeric", "real", "integer", "boolean", "boolean", "boolean", "text", "text",
 )  # fmt: skip
-NAMES = tuple(Row.__dataclass_fields__)
+NAMES = Row._fields
 DIMENSIONS = "day, user_id, key_id, tier, model, provider, capability, org, team"
 COARSE = "day, tier, model, provider, capability"
 HOURLY_REST = "tier, model, provider, capability"
