@@ -50,6 +50,7 @@ end
 -- (patterns written out whole: a pattern joined from parts is joined again on every call)
 local line = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t([^\t\n]*)\t(%-?%d+)\t([^\t\n]*)\n?()'
 local short = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%-?%d+)\n?()'
+
 if n == 1 and ARGV[2] == '' then
   -- One reservation, its keys in KEYS as they are ("Two paths" above).
   local none = {}  -- unpack(none, 1, k): k nils, so a table is made at its full size at once
