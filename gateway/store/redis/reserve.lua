@@ -69,7 +69,6 @@ if n == 1 and ARGV[2] == '' then
   local width = #KEYS
   -- key -> the fields its HMGET reads (a field named twice read twice), then what it read
   local hashes = {unpack(none, 1, width)}
-  local index_of = {}  -- key index as written -> as a number
   local counters = {}
   local count = 0
   local at = 1
@@ -80,11 +79,7 @@ if n == 1 and ARGV[2] == '' then
       error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
     end
     at = after
-    local key = index_of[k]
-    if key == nil then
-      key = k + 0
-      index_of[k] = key
-    end
+    local key = k + 0
     local names = hashes[key]
     if names == nil then
       if KEYS[key] == nil then error({err = 'ERR gateway: no key ' .. key}) end
@@ -106,11 +101,7 @@ if n == 1 and ARGV[2] == '' then
       error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
     end
     at = after
-    local key = index_of[k]
-    if key == nil then
-      key = k + 0
-      index_of[k] = key
-    end
+    local key = k + 0
     local names = hashes[key]
     if names == nil then
       if KEYS[key] == nil then error({err = 'ERR gateway: no key ' .. key}) end
@@ -294,7 +285,6 @@ for r = 1, n do
   end
   local counters = {}
   local count = 0
-  local index_of = {}  -- key index as written -> in KEYS (a number read from a string costs)
   local at = 1  -- where the next line must start: a line the pattern skips fails the call
   local text = ARGV[a + 4]
   for start, k, field, fixed, flex, limit, limit_field, cap, cap_field, after
@@ -303,12 +293,8 @@ for r = 1, n do
       error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
     end
     at = after
-    local key = index_of[k]
-    if key == nil then
-      key = k + 0
-      if where then key = where[key] or 0 end
-      index_of[k] = key
-    end
+    local key = k + 0
+    if where then key = where[key] or 0 end
     count = count + 1
     counters[count] = {key, field, fixed, flex, limit, limit_field, cap, cap_field,
                        counter_of(key, field)}
@@ -324,12 +310,8 @@ for r = 1, n do
       error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
     end
     at = after
-    local key = index_of[k]
-    if key == nil then
-      key = k + 0
-      if where then key = where[key] or 0 end
-      index_of[k] = key
-    end
+    local key = k + 0
+    if where then key = where[key] or 0 end
     count = count + 1
     counters[count] = {key, field, fixed, '0', limit, '', '-1', '', counter_of(key, field)}
   end
