@@ -67,8 +67,9 @@ if n == 1 and ARGV[2] == '' then
     end
   end
   local width = #KEYS
-  -- key -> the fields its HMGET reads (a field named twice read twice), then what it read
-  local hashes = {unpack(none, 1, width)}
+  -- key -> the fields its HMGET reads (a field named twice read twice), then what it read;
+  -- made with room for eight keys (a plain key's KEYS; a call to unpack costs more), false: none
+  local hashes = {false, false, false, false, false, false, false, false}
   local counters = {}
   local count = 0
   local at = 1
@@ -81,7 +82,7 @@ if n == 1 and ARGV[2] == '' then
     at = after
     local key = k + 0
     local names = hashes[key]
-    if names == nil then
+    if not names then
       if KEYS[key] == nil then error({err = 'ERR gateway: no key ' .. key}) end
       names = {field}
       hashes[key] = names
@@ -103,7 +104,7 @@ if n == 1 and ARGV[2] == '' then
     at = after
     local key = k + 0
     local names = hashes[key]
-    if names == nil then
+    if not names then
       if KEYS[key] == nil then error({err = 'ERR gateway: no key ' .. key}) end
       names = {field}
       hashes[key] = names
@@ -147,7 +148,8 @@ if n == 1 and ARGV[2] == '' then
 
   -- The new values per hash (a field named twice gets both grants, as two HINCRBYs would),
   -- and the lease's lines, joined once.
-  local totals = {unpack(none, 1, width)}  -- key -> {field, value, field, value, ...}
+  -- key -> {field, value, field, value, ...}, made as ``hashes``
+  local totals = {false, false, false, false, false, false, false, false}
   local lines = {unpack(none, 1, count)}
   local held = 0
   local lease = ARGV[7]
@@ -157,7 +159,7 @@ if n == 1 and ARGV[2] == '' then
       local v = counters[i]
       local key, field = v[1], v[2]
       local pairs_of = totals[key]
-      if pairs_of == nil then
+      if not pairs_of then
         totals[key] = {field, out[3 * i - 1] + amount}
       else
         local named = nil
