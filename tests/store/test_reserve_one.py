@@ -4,6 +4,8 @@ nothing written."""
 
 from __future__ import annotations
 
+from importlib import resources
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -11,6 +13,7 @@ from gateway.config.model import Settings
 from gateway.store import keys
 from gateway.store.factory import create_store
 from gateway.store.port import Counter, Decision, Increment, Lease, SettleBatch, Store, StoreError
+from gateway.store.redis import scripts
 from tests.metering.helpers import RedisServer, command, run
 from tests.store.test_rule import KEYS, OVERRIDES, counters, overrides, used
 
@@ -110,3 +113,10 @@ def test_a_counter_holding_no_integer_fails_the_reservation_with_nothing_written
         assert command(redis_server.port, "TTL", tier) == b":-1\r\n"
         for written in (keys.lease(user), keys.lease_data(keys.lease(user)), keys.LEASE_REGISTRY):
             assert command(redis_server.port, "EXISTS", written) == b":0\r\n"
+
+
+def test_the_rule_is_written_once_and_inlined_in_both_paths() -> None:
+    rule = resources.files("gateway.store.redis").joinpath("rule.lua").read_text()
+    first = next(line for line in rule.splitlines() if not line.startswith("--"))
+    assert scripts.RESERVE.text.count(first) == 2  # the path for one and the group's
+    assert "-- <rule>\n" not in scripts.RESERVE.text
