@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from itertools import repeat
 from operator import add
+from textwrap import indent
 
 from gateway.store import keys
 from gateway.store.port import Counter, Lease, LeaseEnd, SettleBatch, SharedAggregate
@@ -45,13 +47,29 @@ class Script:
         return ["EVAL", self.text, len(keys), *keys, *args]
 
 
-def _script(name: str) -> Script:
-    body = resources.files("gateway.store.redis").joinpath(name).read_text()
+def _script(name: str, **parts: str) -> Script:
+    """``common.lua`` and the script ``name``; each line ``-- <part>`` of it replaced by the
+    file ``parts[part]``, indented as that line (Lua code written once, inlined twice)."""
+    body = _read(name)
+    for part, file in parts.items():
+        code = _read(file)
+        marker = rf"^( *)-- <{part}>\n"
+        body, found = re.subn(marker, functools.partial(_indented, code), body, flags=re.M)
+        if not found:
+            raise ValueError(f"{name} has no line -- <{part}>")
     text = _COMMON + "\n" + body
     return Script(text, hashlib.sha1(text.encode()).hexdigest())
 
 
-RESERVE = _script("reserve.lua")
+def _read(name: str) -> str:
+    return resources.files("gateway.store.redis").joinpath(name).read_text()
+
+
+def _indented(code: str, line: re.Match[str]) -> str:
+    return indent(code, line[1])
+
+
+RESERVE = _script("reserve.lua", rule="rule.lua")
 SETTLE = _script("settle.lua")
 SWEEP = _script("sweep.lua")
 VIEW = _script("view.lua")
