@@ -123,6 +123,11 @@ class FastLane:
         return await self._pipeline.handle(ProxiedRequest(scope, receive), found)
 
 
+# Names seen to be lower-case already (a small vocabulary: the gateway's own, those it forwards)
+_LOWER_NAMES: set[str] = set()
+_LOWER_NAMES_MAX = 4096
+
+
 async def send_whole(reply: Reply, send: Send) -> None:
     """A reply read whole, sent as Starlette's ``Response`` would send it (the same header
     fields, in the same order), then ``reply.after()`` whichever way the sending ended.
@@ -134,11 +139,13 @@ async def send_whole(reply: Reply, send: Send) -> None:
     assert isinstance(body, bytes)
     try:
         names: Collection[str]
-        if "".join(headers).islower():  # the usual case: the names need no lowering
+        if _LOWER_NAMES.issuperset(headers):  # the usual case: the names need no lowering
             fields, names = list(headers.items()), headers.keys()
         else:
             fields = [(k.lower(), v) for k, v in headers.items()]
             names = {name for name, _ in fields}
+            if len(_LOWER_NAMES) < _LOWER_NAMES_MAX:
+                _LOWER_NAMES.update(k for k in headers if k == k.lower())
         if "content-length" not in names and not (status < 200 or status in (204, 304)):
             fields.append(("content-length", str(len(body))))
         if media_type is not None and "content-type" not in names:

@@ -6,6 +6,7 @@ Histogram buckets follow the OpenTelemetry GenAI conventions where they define t
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import (
@@ -70,6 +71,7 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         self.multiprocess_dir = multiprocess_dir or os.environ.get(MULTIPROC_ENV) or None
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._values: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
             "gateway_requests",
@@ -267,6 +269,50 @@ class Metrics:
             child = self._children[key] = metric.labels(*values)
         return child
 
+    def value(self, metric: MetricWrapperBase, *values: str) -> Any:
+        """What the per-request listeners add to (``inc(amount)``, ``set(value)``) or observe
+        with (``observe(amount)``, a histogram) for ``metric``'s child of ``values``, looked up
+        once per label set: the child's own value (or ``Buckets``), where prometheus_client's
+        methods check the labels, the amount and the exemplar again on every call (most of
+        their cost) for what the child's value then does. A child without the values this
+        knows (another prometheus_client) is handed out itself: it has the same methods."""
+        key = (id(metric), values)
+        found = self._values.get(key)
+        if found is None:
+            child = self.child(metric, *values) if values else metric
+            found = self._values[key] = _value_of(child)
+        return found
+
+
+def _value_of(child: Any) -> Any:
+    if isinstance(child, Histogram):
+        bounds, buckets, total = (getattr(child, name, None) for name in _HISTOGRAM_PARTS)
+        if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+            return child
+        return Buckets(list(bounds), list(buckets), total)
+    if isinstance(child, Gauge) and getattr(child, "_is_most_recent", True):
+        return child  # a timestamped mode: set() keeps the time (none of ours)
+    return getattr(child, "_value", child)
+
+
+_HISTOGRAM_PARTS = ("_upper_bounds", "_buckets", "_sum")
+
+
+class Buckets:
+    """A histogram child's values, observed as ``Histogram.observe`` does without an
+    exemplar: the sum, and the first bucket whose bound is at least the amount (none for NaN).
+    """
+
+    __slots__ = ("_bounds", "_buckets", "_sum", "_top")
+
+    def __init__(self, bounds: list[float], buckets: list[Any], total: Any) -> None:
+        self._bounds, self._buckets, self._sum, self._top = bounds, buckets, total, bounds[-1]
+
+    def observe(self, amount: float) -> None:
+        self._sum.inc(amount)
+        if amount <= self._top:
+            self._buckets[bisect_left(self._bounds, amount)].inc(1)
+
 
 def render(metrics: Metrics) -> tuple[bytes, str]:
     """The scrape body: all workers' files in multiprocess mode, else this registry."""
@@ -297,11 +343,11 @@ class UsageMetrics:
         prompt, completion = record.prompt_tokens, record.completion_tokens
         m = self._metrics
         if prompt:
-            m.child(m.tokens, "input", *labels).inc(prompt)
+            self._add(m.tokens, prompt, "input", *labels)
         if completion:
-            m.child(m.tokens, "output", *labels).inc(completion)
+            self._add(m.tokens, completion, "output", *labels)
         if cost := record.cost_usd:
-            m.child(m.cost, *labels).inc(cost)
+            self._add(m.cost, cost, *labels)
         if record.usage_flagged:
             m.child(m.usage_clamped, labels[0], labels[1]).inc()
         if rollout := record.rollout:
@@ -313,3 +359,9 @@ class UsageMetrics:
         if cache := record.cache:  # a hit that stood in for a failed chain: "stale"
             result = "stale" if cache == "hit" and record.fallback else cache
             m.child(m.cache_requests, labels[2], result).inc()
+
+    def _add(self, counter: Counter, amount: float, *values: str) -> None:
+        """``inc(amount)`` on the counter's child; a negative amount through the child, which
+        refuses it."""
+        m = self._metrics
+        (m.value(counter, *values) if amount >= 0 else m.child(counter, *values)).inc(amount)

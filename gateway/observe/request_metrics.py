@@ -17,27 +17,30 @@ class RequestMetrics:
         self._metrics = metrics
         self._breakers = breakers
         self._stats = stats
+        # the values themselves (``Metrics.value``): counted on every request
+        self._inflight = metrics.value(metrics.inflight)
+        self._open_streams = metrics.value(metrics.open_streams)
 
     def started(self, ctx: RequestContext) -> None:
-        self._metrics.inflight.inc()
+        self._inflight.inc(1)
 
     def relaying(self, ctx: RequestContext) -> None:
-        self._metrics.open_streams.inc()
+        self._open_streams.inc(1)
 
     def finished(self, ctx: RequestContext) -> None:
         m = self._metrics
-        m.inflight.dec()
+        self._inflight.inc(-1)
         if ctx.relayed:
-            m.open_streams.dec()
+            self._open_streams.inc(-1)
         endpoint = ctx.endpoint.name
         model = ctx.model
         model_name = model.name if model else "none"
         provider = model.upstream.name if model else "none"
         tier = ctx.principal.tier.name if ctx.principal else "none"
-        m.child(m.requests, endpoint, model_name, tier, provider, str(ctx.status)).inc()
-        m.child(m.request_duration, endpoint).observe(ctx.ended - ctx.started)
+        m.value(m.requests, endpoint, model_name, tier, provider, str(ctx.status)).inc(1)
+        m.value(m.request_duration, endpoint).observe(ctx.ended - ctx.started)
         if ctx.overhead_s > 0.0:  # 0: no answer went out (the client left before it)
-            m.child(m.overhead, endpoint).observe(ctx.overhead_s)  # as x-gateway-overhead-ms
+            m.value(m.overhead, endpoint).observe(ctx.overhead_s)  # as x-gateway-overhead-ms
         if isinstance(ctx.error, QuotaExceeded) and ctx.plan is not None:
             m.child(m.quota_rejections, ctx.plan.capability, ctx.error.code or "quota").inc()
         self._observe_attempts(ctx)
@@ -52,11 +55,11 @@ class RequestMetrics:
         m = self._metrics
         previous = None
         for record in ctx.records:
-            m.child(m.upstream_duration, record.provider).observe(record.seconds)
+            m.value(m.upstream_duration, record.provider).observe(record.seconds)
             self._stats.record(record.model, record.error_type is None, record.seconds)
             if record.error_type is not None:
                 m.child(m.upstream_errors, record.provider, record.error_type).inc()
-            m.child(m.circuit_state, record.model).set(int(self._breakers.state(record.model)))
+            m.value(m.circuit_state, record.model).set(float(self._breakers.state(record.model)))
             if previous is not None and previous.model == record.model:
                 m.child(m.retries, record.model, record.provider).inc()
             previous = record

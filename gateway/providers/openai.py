@@ -13,6 +13,7 @@ import orjson
 from gateway.config.model import Model, Upstream
 from gateway.errors import UpstreamError
 from gateway.secret import Secret
+from gateway.wire.request import JsonPost, target
 
 # Upstream response headers worth passing to the client; everything else is the gateway's.
 FORWARDED_RESPONSE_HEADERS = ("content-type", "content-disposition")
@@ -33,6 +34,14 @@ def build_request(
 ) -> httpx.Request:
     """A POST to ``model``'s upstream: JSON bytes, or multipart (text fields, httpx files)."""
     upstream = model.upstream
+    extensions = {"timeout": _timeouts(upstream)}
+    authorization = None if api_key is None else b"Bearer " + api_key.reveal().encode()
+    if form is None:  # its head made from parts checked once per URL (``gateway.wire.request``)
+        to = target(upstream.base_url, path)
+        request_id_bytes = request_id.encode()
+        accept_bytes = accept.encode() if accept else None
+        body = json_body or b""
+        return JsonPost(to, request_id_bytes, accept_bytes, authorization, body, extensions)
     url = _url(upstream.base_url, path)
     headers = [
         (b"accept-encoding", b"identity"),  # the relay scans SSE bytes; keep them plain
@@ -40,24 +49,11 @@ def build_request(
     ]
     if accept:
         headers.append((b"accept", accept.encode()))
-    if api_key is not None:
-        headers.append((b"authorization", b"Bearer " + api_key.reveal().encode()))
-    extensions = {"timeout": _timeouts(upstream)}
-    if form is not None:
-        data, files = form
-        return httpx.Request(
-            "POST", url, data=data, files=files, headers=headers, extensions=extensions
-        )
-    # Headers as bytes and a ready stream: httpx's own encoding of them was most of the
-    # cost of building a request.
-    body = json_body or b""
-    headers += [
-        (b"host", url.netloc),
-        (b"content-type", b"application/json"),
-        (b"content-length", b"%d" % len(body)),
-    ]
+    if authorization is not None:
+        headers.append((b"authorization", authorization))
+    data, files = form
     return httpx.Request(
-        "POST", url, headers=headers, stream=httpx.ByteStream(body), extensions=extensions
+        "POST", url, data=data, files=files, headers=headers, extensions=extensions
     )
 
 

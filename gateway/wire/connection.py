@@ -76,6 +76,7 @@ class Connection(asyncio.Protocol):
         self._max_headers = max_headers
         self._transport: asyncio.Transport | None = None
         self._parser: httptools.HttpResponseParser | None = None
+        self._spare: httptools.HttpResponseParser | None = None  # ended at a message's end
         self._waiter: asyncio.Future[None] | None = None
         self._reader: asyncio.Future[bytes] | None = None  # a body read waiting for bytes
         self._read_timeout: float | None = None
@@ -303,7 +304,7 @@ class Connection(asyncio.Protocol):
 
     def finish(self) -> None:
         """The exchange is over; forget it so stray bytes while idle are noticed."""
-        self._parser = None
+        self._spare, self._parser = (self._parser if self.reusable else None), None
         self._chunks.clear()
         self._reader = self._sink = self._on_stop = self._push = None
 
@@ -318,15 +319,14 @@ class Connection(asyncio.Protocol):
     def _start(self, no_body: bool) -> None:
         if self.closed:
             raise ClosedBeforeSend("Upstream connection closed before the request was sent")
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser, self._spare = self._spare or httptools.HttpResponseParser(self), None
         self._error = None
         self.status, self.headers = 0, []
         self.head_done = self.body_done = self.received_any = False
         self._framed = self._chunked = self._keep_alive = False
-        self._no_body = no_body
+        self._no_body, self._sink_over = no_body, False
         self._head_bytes = self._stalled = 0
         self._reader = self._sink = self._on_stop = self._push = None
-        self._sink_over = False
 
     def _feed_head_to_cap(self, parser: httptools.HttpResponseParser, data: bytes) -> None:
         """Bytes past the head's cap: feed up to it; the head must be complete by then."""

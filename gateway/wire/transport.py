@@ -24,8 +24,8 @@ from gateway.wire.connection import (
     Sink,
 )
 from gateway.wire.pool import ConnectionPool, Origin
+from gateway.wire.request import DEFAULT_PORTS, JsonPost
 
-DEFAULT_PORTS = {"http": 80, "https": 443}
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 # What h11 sends: a token method and field names, a target of visible ASCII, and values without
@@ -87,12 +87,17 @@ class NativeTransport(httpx.AsyncBaseTransport):
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        if url.scheme not in DEFAULT_PORTS:
-            raise httpx.UnsupportedProtocol(f"Unsupported URL scheme {url.scheme!r}")
-        origin: Origin = (url.scheme, url.host, url.port or DEFAULT_PORTS[url.scheme])
+        prepared = request.prepared() if type(request) is JsonPost else None
+        if prepared is not None:  # its head made from parts checked once per URL
+            origin, head, body = prepared
+            outgoing = Outgoing(request, (head, body))
+        else:
+            url = request.url
+            if url.scheme not in DEFAULT_PORTS:
+                raise httpx.UnsupportedProtocol(f"Unsupported URL scheme {url.scheme!r}")
+            origin = (url.scheme, url.host, url.port or DEFAULT_PORTS[url.scheme])
+            outgoing = Outgoing(request)  # refused here, before any connection is taken
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
-        outgoing = Outgoing(request)  # refused here, before any connection is taken
         connection, replayed = await self._send(outgoing, origin, timeouts)
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if replayed:
@@ -153,10 +158,15 @@ class Outgoing:
 
     __slots__ = ("body", "chunked", "head", "no_body", "replayable", "stream")
 
-    def __init__(self, request: httpx.Request) -> None:
+    def __init__(self, request: httpx.Request, prepared: tuple[bytes, bytes] | None = None):
+        """``prepared``: a ``JsonPost``'s head (made and checked already) and body."""
         stream = request.stream
         self.stream = stream
         self.body: bytes | None = None
+        if prepared is not None:  # a POST with its body in memory
+            self.head, self.body = prepared
+            self.chunked = self.no_body = self.replayable = False
+            return
         if isinstance(stream, httpx.ByteStream):
             self.body = b"".join(stream)  # one piece, already in memory
         self.chunked = self.body is None and "content-length" not in request.headers
