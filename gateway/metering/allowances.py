@@ -114,11 +114,12 @@ class Allowances:
         uses: list[Use] = []
         for shape in shapes:
             allowance = self._open.get(shape.name)
-            if allowance is None:
-                undone(uses)
-                return None
-            if allowance.shape.ident is not shape.ident or now - allowance.born > self._max_age_s:
-                self._end(allowance)  # a window rolled, a limit changed, or too old
+            if (
+                allowance is None
+                or allowance.shape.ident is not shape.ident
+                or now - allowance.born > self._max_age_s
+            ):
+                self._stale(shapes, now)
                 undone(uses)
                 return None
             taken = take(allowance, need, now)
@@ -130,6 +131,20 @@ class Allowances:
             if taken == 2 and shape.name not in self._asking:  # topped up ahead
                 self._ask(shape, size(shape, need, allowance.room), allowance, now)
         return tuple(uses)
+
+    def _stale(self, shapes: Sequence[LevelShape], now: float) -> None:
+        """End the allowances of ``shapes`` that no longer fit their plan (a window rolled, a
+        limit changed) or grew old, all at once. Their levels were busy: each stays hot, so
+        the request's exact reservation asks for the next allowance at once rather than
+        after ``HOT`` more (at a roll, some twenty exact team reservations before)."""
+        bucket = int(now // HOT_S)
+        for shape in shapes:
+            allowance = self._open.get(shape.name)
+            if allowance is not None and (
+                allowance.shape.ident is not shape.ident or now - allowance.born > self._max_age_s
+            ):
+                self._end(allowance)
+                self._hot[shape.name] = [bucket, HOT - 1]
 
     def reserved(
         self, shapes: Sequence[LevelShape], amounts: Amounts, decision: Decision, now: float
