@@ -71,6 +71,8 @@ class Allowance:
     # its requests' writes to the level's counters, summed until ``queued`` leaves the buffer
     folded: list[int] = dataclasses.field(default_factory=lambda: [0, 0, 0, 0, 0])
     queued: SettleBatch | None = None  # the buffered batch ``seal`` fills in
+    # its last grant's chunk and counters: a top-up of the same chunk reserves them again
+    asked: tuple[Hold, list[Counter]] | None = None
     # the other allowances it was last sealed with, and their groups joined (``_joined``)
     joined: tuple[Sequence[Allowance], tuple[Group, ...] | None] | None = None
 
@@ -175,27 +177,6 @@ def grant_counters(shape: LevelShape, hold: Sequence[int]) -> list[Counter]:
         Counter(key, field, hold[index], limit, ttl_s=ttl, sliding=index == SLOT)
         for _, key, field, index, limit, ttl in shape.counters
     ]
-
-
-def take(allowance: Allowance, need: Need, now: float) -> int:
-    """Admit ``need`` from the allowance if it fits in every measure: 0 when it does not, 1
-    when it did, 2 when it did and what is left fell below half the last chunk (time for a
-    top-up)."""
-    left = allowance.left
-    measures = allowance.shape.measures
-    for index in measures:
-        if left[index] < need[index]:
-            return 0
-    in_flight, refill = allowance.in_flight, allowance.refill
-    taken = 1
-    for index in measures:
-        amount = need[index]
-        left[index] -= amount
-        in_flight[index] += amount
-        if left[index] < refill[index]:
-            taken = 2
-    allowance.used_at = now
-    return taken
 
 
 def settled(uses: Sequence[Use], actual: Amounts) -> tuple[Aggregate, ...]:

@@ -61,7 +61,6 @@ from gateway.metering.allowance import (
     rooms,
     settled,
     size,
-    take,
     undone,
 )
 from gateway.metering.types import Amounts
@@ -112,8 +111,9 @@ class Allowances:
         cover it."""
         need: Need = (*amounts, 1)
         uses: list[Use] = []
+        get = self._open.get
         for shape in shapes:
-            allowance = self._open.get(shape.name)
+            allowance = get(shape.name)
             if (
                 allowance is None
                 or allowance.shape.ident is not shape.ident
@@ -122,13 +122,24 @@ class Allowances:
                 self._stale(shapes, now)
                 undone(uses)
                 return None
-            taken = take(allowance, need, now)
-            if not taken:
-                self._end(allowance)
-                undone(uses)
-                return None
+            # admitted if it fits in every measure (this runs per request and level: inline)
+            left, measures = allowance.left, shape.measures
+            for index in measures:
+                if left[index] < need[index]:
+                    self._end(allowance)
+                    undone(uses)
+                    return None
+            in_flight, refill = allowance.in_flight, allowance.refill
+            low = False  # below half the last chunk: time for a top-up
+            for index in measures:
+                amount = need[index]
+                remaining = left[index] = left[index] - amount
+                in_flight[index] += amount
+                if remaining < refill[index]:
+                    low = True
+            allowance.used_at = now
             uses.append(_new(Use, (allowance, need)))
-            if taken == 2 and shape.name not in self._asking:  # topped up ahead
+            if low and shape.name not in self._asking:  # topped up ahead
                 self._ask(shape, size(shape, need, allowance.room), allowance, now)
         return tuple(uses)
 
@@ -184,8 +195,10 @@ class Allowances:
         self, shape: LevelShape, hold: Hold, into: Allowance | None, now: float
     ) -> None:
         lease = Lease(f"{self._lease_prefix}.a{next(self._numbers)}", self._lease_ttl_s)
+        last = into.asked if into is not None else None  # a top-up: most often the same chunk
+        wanted = last[1] if last is not None and last[0] == hold else grant_counters(shape, hold)
         try:
-            decision = await self._store.reserve(grant_counters(shape, hold), None, lease)
+            decision = await self._store.reserve(wanted, None, lease)
         except StoreError as exc:  # it may have run: end its lease, which gives back its grants
             logger.debug("metering: an allowance was not granted: %s", exc)
             groups = dict.fromkeys(keys.lease(key) for _, key, *_ in shape.counters)
@@ -198,9 +211,11 @@ class Allowances:
         room = rooms(shape, decision, True)
         if into is not None and into.open and self._open.get(shape.name) is into:
             into.add(lease.id, hold, room)
+            into.asked = hold, wanted
             return
         allowance = Allowance(shape, [], [0] * 5, [0] * 5, [0] * 5, room, [0] * 5, now, now)
         allowance.add(lease.id, hold, room)
+        allowance.asked = hold, wanted
         if self._closed or shape.name in self._open:
             self._give_back(returned(allowance))
             return
