@@ -27,7 +27,9 @@ are still reserved per request in Redis.
   next settle batch, with the end of its leases. A process that dies holds its allowance until
   the lease sweeper gives the chunks back; the usage it had settled is in the counters already.
 - **Size and the bound.** An allowance is granted only to a level that is busy in this process
-  (``HOT`` exact reservations within ``HOT_S`` seconds) and has room: a grant is, per measure,
+  (``HOT`` exact reservations within ``HOT_S`` seconds, or its allowance just ended while in
+  use: a window rolled, its limits changed or it grew old, and then its next exact
+  reservation asks) and has room: a grant is, per measure,
   the smaller of ``CHUNK`` requests' worth and 1/``SHARE`` of the least headroom of the level's
   windows, and none is granted under ``SMALLEST`` requests' worth (so none while less than
   ``SHARE`` x ``SMALLEST`` = 64 requests' worth is left: the level is then reserved per
@@ -239,10 +241,14 @@ class Allowances:
                 logger.exception("metering: ending allowances failed")
 
     def tend(self, now: float) -> None:
-        """End the allowances idle for ``IDLE_S`` or older than ``MAX_AGE_S``."""
+        """End the allowances idle for ``IDLE_S`` or older than ``MAX_AGE_S`` (an old one in
+        use leaves its level hot, as in ``_stale``)."""
         for allowance in list(self._open.values()):
-            if now - allowance.used_at > IDLE_S or now - allowance.born > self._max_age_s:
+            if now - allowance.used_at > IDLE_S:
                 self._end(allowance)
+            elif now - allowance.born > self._max_age_s:
+                self._end(allowance)
+                self._hot[allowance.shape.name] = [int(now // HOT_S), HOT - 1]
 
     async def aclose(self) -> None:
         """End every allowance and ask for none any more (shutdown)."""

@@ -133,6 +133,30 @@ def test_after_a_window_roll_the_next_allowance_is_asked_at_once(
     run(scenario())
 
 
+def test_an_allowance_ended_old_in_use_is_asked_again_at_once(config: Config) -> None:
+    """Ended by ``tend`` for its age while still in use: the level stays hot, so the next
+    request (exact) asks for the next allowance (memory store)."""
+    team = LevelLimits("team", "ml", requests=Windowed(day=10**6))
+    clock = Clock()
+
+    async def scenario() -> None:
+        async with metered(config, None, clock=clock) as (meter, _):
+            await until_granted(meter, config, (team,))
+            clock.advance(allowances.MAX_AGE_S - 0.2)
+            used = await served(meter, ask(config, (team,), 200))  # not old yet
+            assert used is not None and used.uses
+            clock.advance(0.4)  # now old, and used within IDLE_S
+            meter.allowances.tend(clock.now)
+            assert not len(meter.allowances)
+            exact = await served(meter, ask(config, (team,), 300))
+            assert exact is not None and not exact.uses
+            await asyncio.sleep(0.01)  # the grant
+            after = await served(meter, ask(config, (team,), 301))
+            assert after is not None and after.uses
+
+    run(scenario())
+
+
 def test_an_idle_end_leaves_the_level_to_be_hot_again(config: Config) -> None:
     """An allowance given back idle does not keep its level hot: the next requests are
     reserved exactly until ``HOT`` of them ask again (memory store)."""
