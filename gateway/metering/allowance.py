@@ -71,6 +71,10 @@ class Allowance:
     # its requests' writes to the level's counters, summed until ``queued`` leaves the buffer
     folded: list[int] = dataclasses.field(default_factory=lambda: [0, 0, 0, 0, 0])
     queued: SettleBatch | None = None  # the buffered batch ``seal`` fills in
+    # its last grant's chunk and counters: a top-up of the same chunk reserves them again
+    asked: tuple[Hold, list[Counter]] | None = None
+    # the other allowances it was last sealed with, and their groups joined (``_joined``)
+    joined: tuple[Sequence[Allowance], tuple[Group, ...] | None] | None = None
 
     def add(self, lease: str, hold: Hold, room: list[int]) -> None:
         """A grant's chunk, added to what it holds."""
@@ -175,27 +179,6 @@ def grant_counters(shape: LevelShape, hold: Sequence[int]) -> list[Counter]:
     ]
 
 
-def take(allowance: Allowance, need: Need, now: float) -> int:
-    """Admit ``need`` from the allowance if it fits in every measure: 0 when it does not, 1
-    when it did, 2 when it did and what is left fell below half the last chunk (time for a
-    top-up)."""
-    left = allowance.left
-    measures = allowance.shape.measures
-    for index in measures:
-        if left[index] < need[index]:
-            return 0
-    in_flight, refill = allowance.in_flight, allowance.refill
-    taken = 1
-    for index in measures:
-        amount = need[index]
-        left[index] -= amount
-        in_flight[index] += amount
-        if left[index] < refill[index]:
-            taken = 2
-    allowance.used_at = now
-    return taken
-
-
 def settled(uses: Sequence[Use], actual: Amounts) -> tuple[Aggregate, ...]:
     """The level writes of a request served from allowances: its actual usage while the
     allowance is open (the estimate comes back to it locally), the difference from its
@@ -251,19 +234,67 @@ def seal(allowances: Sequence[Allowance]) -> None:
     """Fill each allowance's queued batch with what it folded (the batch is leaving the buffer
     for the store): one ``SharedAggregate`` per group of the level's hashes (its window hashes,
     which count the same usage, are one). Once per flush per allowance; the allowances of one
-    request's levels share one batch."""
+    request's levels share one batch, and when they folded the same sums (an organization's
+    and its team's, served to the same requests) their groups of the same fields are one
+    ``SharedAggregate`` (``_joined``)."""
+    if len(allowances) > 1 and _seal_together(allowances):
+        return
     for allowance in allowances:
-        batch, folded = allowance.queued, allowance.folded
+        batch = allowance.queued
         if batch is None:
             continue
-        found = []
-        for hashes, ttls, fields, indexes in allowance.shape.groups:
-            values = tuple([folded[index] for index in indexes])
-            if any(values):
-                found.append(_new(SharedAggregate, (hashes, ttls, fields, values)))
-        batch.shared += tuple(found)
+        batch.shared += _aggregates(allowance.shape.groups, allowance.folded)
         allowance.folded = [0, 0, 0, 0, 0]
         allowance.queued = None
+
+
+def _seal_together(allowances: Sequence[Allowance]) -> bool:
+    """``seal``'s case of allowances of different levels on one batch with the same sums and
+    fields: their groups written together (cached on the first allowance); False, nothing
+    done, otherwise."""
+    first, others = allowances[0], allowances[1:]
+    batch, folded = first.queued, first.folded
+    if batch is None:
+        return False
+    for other in others:
+        if other.queued is not batch or other.folded != folded:
+            return False
+    joined = first.joined
+    if joined is None or joined[0] != others:
+        joined = first.joined = (others, _joined([a.shape for a in allowances]))
+    groups = joined[1]
+    if groups is None:
+        return False
+    batch.shared += _aggregates(groups, folded)
+    for allowance in allowances:
+        allowance.folded = [0, 0, 0, 0, 0]
+        allowance.queued = None
+    return True
+
+
+def _joined(shapes: Sequence[LevelShape]) -> tuple[Group, ...] | None:
+    """The groups of ``shapes`` (each a different level) with the same fields as one group
+    each, their hashes in turn; None when the levels' groups differ in their fields."""
+    names = {shape.name for shape in shapes}
+    kinds = {tuple(sorted((f, i) for _, _, f, i in shape.groups)) for shape in shapes}
+    if len(names) < len(shapes) or len(kinds) > 1:
+        return None
+    joined: dict[tuple[tuple[str, ...], tuple[int, ...]], tuple[list[str], list[int]]] = {}
+    for shape in shapes:
+        for hashes, ttls, fields, indexes in shape.groups:
+            keys_, ttls_ = joined.setdefault((fields, indexes), ([], []))
+            keys_.extend(hashes)
+            ttls_.extend(ttls)
+    return tuple((tuple(k), tuple(t), f, i) for (f, i), (k, t) in joined.items())
+
+
+def _aggregates(groups: Sequence[Group], folded: list[int]) -> tuple[SharedAggregate, ...]:
+    found = []
+    for hashes, ttls, fields, indexes in groups:
+        values = tuple([folded[index] for index in indexes])
+        if any(values):
+            found.append(_new(SharedAggregate, (hashes, ttls, fields, values)))
+    return tuple(found)
 
 
 def returned(allowance: Allowance) -> SettleBatch:

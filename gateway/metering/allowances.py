@@ -27,7 +27,9 @@ are still reserved per request in Redis.
   next settle batch, with the end of its leases. A process that dies holds its allowance until
   the lease sweeper gives the chunks back; the usage it had settled is in the counters already.
 - **Size and the bound.** An allowance is granted only to a level that is busy in this process
-  (``HOT`` exact reservations within ``HOT_S`` seconds) and has room: a grant is, per measure,
+  (``HOT`` exact reservations within ``HOT_S`` seconds, or its allowance just ended while in
+  use: a window rolled, its limits changed or it grew old, and then its next exact
+  reservation asks) and has room: a grant is, per measure,
   the smaller of ``CHUNK`` requests' worth and 1/``SHARE`` of the least headroom of the level's
   windows, and none is granted under ``SMALLEST`` requests' worth (so none while less than
   ``SHARE`` x ``SMALLEST`` = 64 requests' worth is left: the level is then reserved per
@@ -61,7 +63,6 @@ from gateway.metering.allowance import (
     rooms,
     settled,
     size,
-    take,
     undone,
 )
 from gateway.metering.types import Amounts
@@ -112,24 +113,51 @@ class Allowances:
         cover it."""
         need: Need = (*amounts, 1)
         uses: list[Use] = []
+        get = self._open.get
         for shape in shapes:
-            allowance = self._open.get(shape.name)
-            if allowance is None:
+            allowance = get(shape.name)
+            if (
+                allowance is None
+                or allowance.shape.ident is not shape.ident
+                or now - allowance.born > self._max_age_s
+            ):
+                self._stale(shapes, now)
                 undone(uses)
                 return None
-            if allowance.shape.ident is not shape.ident or now - allowance.born > self._max_age_s:
-                self._end(allowance)  # a window rolled, a limit changed, or too old
-                undone(uses)
-                return None
-            taken = take(allowance, need, now)
-            if not taken:
-                self._end(allowance)
-                undone(uses)
-                return None
+            # admitted if it fits in every measure (this runs per request and level: inline)
+            left, measures = allowance.left, shape.measures
+            for index in measures:
+                if left[index] < need[index]:
+                    self._end(allowance)
+                    undone(uses)
+                    return None
+            in_flight, refill = allowance.in_flight, allowance.refill
+            low = False  # below half the last chunk: time for a top-up
+            for index in measures:
+                amount = need[index]
+                remaining = left[index] = left[index] - amount
+                in_flight[index] += amount
+                if remaining < refill[index]:
+                    low = True
+            allowance.used_at = now
             uses.append(_new(Use, (allowance, need)))
-            if taken == 2 and shape.name not in self._asking:  # topped up ahead
+            if low and shape.name not in self._asking:  # topped up ahead
                 self._ask(shape, size(shape, need, allowance.room), allowance, now)
         return tuple(uses)
+
+    def _stale(self, shapes: Sequence[LevelShape], now: float) -> None:
+        """End the allowances of ``shapes`` that no longer fit their plan (a window rolled, a
+        limit changed) or grew old, all at once. Their levels were busy: each stays hot, so
+        the request's exact reservation asks for the next allowance at once rather than
+        after ``HOT`` more (at a roll, some twenty exact team reservations before)."""
+        bucket = int(now // HOT_S)
+        for shape in shapes:
+            allowance = self._open.get(shape.name)
+            if allowance is not None and (
+                allowance.shape.ident is not shape.ident or now - allowance.born > self._max_age_s
+            ):
+                self._end(allowance)
+                self._hot[shape.name] = [bucket, HOT - 1]
 
     def reserved(
         self, shapes: Sequence[LevelShape], amounts: Amounts, decision: Decision, now: float
@@ -169,8 +197,10 @@ class Allowances:
         self, shape: LevelShape, hold: Hold, into: Allowance | None, now: float
     ) -> None:
         lease = Lease(f"{self._lease_prefix}.a{next(self._numbers)}", self._lease_ttl_s)
+        last = into.asked if into is not None else None  # a top-up: most often the same chunk
+        wanted = last[1] if last is not None and last[0] == hold else grant_counters(shape, hold)
         try:
-            decision = await self._store.reserve(grant_counters(shape, hold), None, lease)
+            decision = await self._store.reserve(wanted, None, lease)
         except StoreError as exc:  # it may have run: end its lease, which gives back its grants
             logger.debug("metering: an allowance was not granted: %s", exc)
             groups = dict.fromkeys(keys.lease(key) for _, key, *_ in shape.counters)
@@ -183,9 +213,11 @@ class Allowances:
         room = rooms(shape, decision, True)
         if into is not None and into.open and self._open.get(shape.name) is into:
             into.add(lease.id, hold, room)
+            into.asked = hold, wanted
             return
         allowance = Allowance(shape, [], [0] * 5, [0] * 5, [0] * 5, room, [0] * 5, now, now)
         allowance.add(lease.id, hold, room)
+        allowance.asked = hold, wanted
         if self._closed or shape.name in self._open:
             self._give_back(returned(allowance))
             return
@@ -209,10 +241,14 @@ class Allowances:
                 logger.exception("metering: ending allowances failed")
 
     def tend(self, now: float) -> None:
-        """End the allowances idle for ``IDLE_S`` or older than ``MAX_AGE_S``."""
+        """End the allowances idle for ``IDLE_S`` or older than ``MAX_AGE_S`` (an old one in
+        use leaves its level hot, as in ``_stale``)."""
         for allowance in list(self._open.values()):
-            if now - allowance.used_at > IDLE_S or now - allowance.born > self._max_age_s:
+            if now - allowance.used_at > IDLE_S:
                 self._end(allowance)
+            elif now - allowance.born > self._max_age_s:
+                self._end(allowance)
+                self._hot[allowance.shape.name] = [int(now // HOT_S), HOT - 1]
 
     async def aclose(self) -> None:
         """End every allowance and ask for none any more (shutdown)."""

@@ -12,12 +12,12 @@ import pytest
 
 from gateway.config.model import Config, Price
 from gateway.errors import QuotaExceeded
-from gateway.metering import Meter, allowances, level_limits
+from gateway.metering import Meter, allowance, allowances, level_limits
 from gateway.metering.level_limits import LEVEL_HEADER, WINDOW_HEADER
-from gateway.metering.types import Admission, LevelLimits, MeterRequest, Windowed
+from gateway.metering.types import Admission, Check, LevelLimits, MeterRequest, Windowed
 from gateway.metering.zoned_windows import zoned
 from gateway.store.factory import create_store
-from gateway.store.port import Store
+from gateway.store.port import Counter, SettleBatch, Store
 
 from .helpers import Clock, RedisServer, metered, ok, request, run
 
@@ -103,6 +103,141 @@ def test_a_window_roll_gives_the_allowance_back(config: Config, store_url: str |
             assert (await store.read_hashes([key]))[0] == {"req": first}
 
     run(scenario())
+
+
+def test_after_a_window_roll_the_next_allowance_is_asked_at_once(
+    config: Config, store_url: str | None
+) -> None:
+    """A level whose allowance ended while busy (here its minute rolled) is still hot: the
+    first request after the roll is reserved exactly and asks for the next allowance, so the
+    one after it is served from that, not ``HOT`` exact reservations later."""
+    team = LevelLimits("team", "ml", requests=Windowed(minute=10**6, day=10**6))
+    clock = Clock()
+
+    async def scenario() -> None:
+        async with metered(config, store_url, clock=clock) as (meter, store):
+            first = await until_granted(meter, config, (team,))
+            clock.advance(60)
+            rolled = await served(meter, ask(config, (team,), 999))
+            assert rolled is not None and not rolled.uses  # the new minute's first: exact
+            await asyncio.sleep(0.05)  # the grant's round trip
+            after = await served(meter, ask(config, (team,), 1000))
+            assert after is not None and after.uses
+            meter.allowances.tend(clock.now + 2 * allowances.IDLE_S)
+            await meter.settled()
+            minute = zoned("UTC", clock.now).minute
+            key = level_limits.window_key("team", "ml", minute)
+            assert (await store.read_hashes([key]))[0] == {"req": 2}
+            assert (await team_day(store, clock)) == {"req": first + 2}
+
+    run(scenario())
+
+
+def test_an_allowance_ended_old_in_use_is_asked_again_at_once(config: Config) -> None:
+    """Ended by ``tend`` for its age while still in use: the level stays hot, so the next
+    request (exact) asks for the next allowance (memory store)."""
+    team = LevelLimits("team", "ml", requests=Windowed(day=10**6))
+    clock = Clock()
+
+    async def scenario() -> None:
+        async with metered(config, None, clock=clock) as (meter, _):
+            await until_granted(meter, config, (team,))
+            clock.advance(allowances.MAX_AGE_S - 0.2)
+            used = await served(meter, ask(config, (team,), 200))  # not old yet
+            assert used is not None and used.uses
+            clock.advance(0.4)  # now old, and used within IDLE_S
+            meter.allowances.tend(clock.now)
+            assert not len(meter.allowances)
+            exact = await served(meter, ask(config, (team,), 300))
+            assert exact is not None and not exact.uses
+            await asyncio.sleep(0.01)  # the grant
+            after = await served(meter, ask(config, (team,), 301))
+            assert after is not None and after.uses
+
+    run(scenario())
+
+
+def test_an_idle_end_leaves_the_level_to_be_hot_again(config: Config) -> None:
+    """An allowance given back idle does not keep its level hot: the next requests are
+    reserved exactly until ``HOT`` of them ask again (memory store)."""
+    team = LevelLimits("team", "ml", requests=Windowed(day=10**6))
+    clock = Clock()
+
+    async def scenario() -> None:
+        async with metered(config, None, clock=clock) as (meter, _):
+            await until_granted(meter, config, (team,))
+            clock.advance(2 * allowances.IDLE_S)
+            meter.allowances.tend(clock.now)
+            assert not len(meter.allowances)
+            clock.advance(allowances.HOT_S)  # another bucket of the hot count
+            assert await until_granted(meter, config, (team,)) > allowances.HOT
+
+    run(scenario())
+
+
+def test_an_organization_and_its_team_are_written_as_one_line_and_end_exact(
+    config: Config, store_url: str | None
+) -> None:
+    """Requests served from both levels' allowances: each flush writes both levels' window
+    usage as one shared aggregate (the same fields and sums), and every window of both levels
+    ends at the usage once the allowances are back."""
+    org = LevelLimits("org", "acme", requests=Windowed(minute=10**6, day=10**6))
+    team = LevelLimits("team", "ml", requests=Windowed(minute=10**6, day=10**6))
+    clock = Clock()
+    levels = (org, team)
+
+    async def scenario() -> None:
+        async with metered(config, store_url, clock=clock) as (meter, store):
+            first = await until_granted(meter, config, levels)
+            admitted = await served(meter, ask(config, levels, 100))
+            assert admitted is not None and len(admitted.uses) == 2
+            for n in range(10):
+                assert await served(meter, ask(config, levels, 101 + n)) is not None
+            meter.allowances.tend(clock.now + 2 * allowances.IDLE_S)
+            await meter.settled()
+            windows = zoned("UTC", clock.now)
+            for level in levels:
+                for window in (windows.minute, windows.day):
+                    key = level_limits.window_key(level.level, level.id, window)
+                    assert (await store.read_hashes([key]))[0] == {"req": first + 11}
+
+    run(scenario())
+
+
+def test_seal_joins_equal_sums_of_two_levels_and_keeps_unequal_ones_apart() -> None:
+    org, team = (
+        level_shape(level, name) for level, name in (("org", "gw:{o:acme}"), ("team", "gw:{tm:ml}"))
+    )
+    a, b = opened(org), opened(team)
+    a.folded, b.folded = [1, 20, 0, 3, 0], [1, 20, 0, 3, 0]
+    batch = a.queued = b.queued = SettleBatch(())
+    allowance.seal([a, b])
+    (shared,) = batch.shared
+    assert shared.keys == (*org.groups[0][0], *team.groups[0][0])
+    assert shared.fields == ("req", "tok", "usd") and shared.values == (1, 20, 3)
+    assert a.queued is b.queued is None and a.folded == b.folded == [0] * 5
+    a.folded, b.folded = [1, 20, 0, 3, 0], [2, 40, 0, 6, 0]  # an allowance reopened meanwhile
+    batch = a.queued = b.queued = SettleBatch(())
+    allowance.seal([a, b])
+    assert [s.keys for s in batch.shared] == [org.groups[0][0], team.groups[0][0]]
+    assert [s.values for s in batch.shared] == [(1, 20, 3), (2, 40, 6)]
+
+
+def level_shape(level: str, tag: str) -> allowance.LevelShape:
+    counters = []
+    for window, ttl in (("min", 120), ("d", 90_000)):
+        key = f"{tag}:{window}:1"
+        for measure, field in (("requests", "req"), ("tokens", "tok"), ("usd", "usd")):
+            counters.append(
+                Check(f"{level}.{window}.{measure}", Counter(key, field, 1, 10**9, ttl_s=ttl))
+            )
+    kinds = frozenset(check.kind for check in counters)
+    (shape,) = allowance.shapes(counters, kinds)
+    return shape
+
+
+def opened(shape: allowance.LevelShape) -> allowance.Allowance:
+    return allowance.Allowance(shape, [], [0] * 5, [0] * 5, [0] * 5, [-1] * 5, [0] * 5, 0.0, 0.0)
 
 
 def test_a_dead_processs_allowance_is_swept_back(config: Config, redis_url: str) -> None:
