@@ -171,6 +171,8 @@ def test_patch_changes_limits_and_a_key_limit_answers_an_openai_shaped_429(
         gw, "POST", "/v1/admin/keys", json={"user": "dave", "tier": "free", "rpm": 1}
     ).json()
     key = made["key"]
+    while time.time() % 60 > 55:  # both requests in one minute window (rpm counts per minute)
+        time.sleep(0.25)
     assert chat(gw, key).status_code == 200
     refused = chat(gw, key)
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "key_limit_exceeded"
