@@ -78,6 +78,7 @@ _GAUGES: dict[str, frozenset[str]] = {
 # gateway or by `gateway ledger ship --metrics-port`.
 _LEDGER_COUNTERS: dict[str, frozenset[str]] = {
     "gateway_ledger_rows_shipped_total": frozenset(),
+    "gateway_ledger_inserts_total": frozenset(),
     "gateway_ledger_duplicates_total": frozenset(),
     "gateway_ledger_rejected_total": frozenset(),
     "gateway_ledger_failures_total": frozenset({"kind"}),
