@@ -85,7 +85,7 @@ def reserve_args(
     """KEYS and ARGV for reserve.lua, in one pass over the counters (this runs per request).
     The lease is recorded in one group, the first counter's (``keys.lease``): on a single
     Redis one script reaches every key, and on a cluster the caller sends each slot's counters
-    in a call of their own."""
+    in a call of their own (``reserve_template.py`` makes the same from a template)."""
     position: dict[str, int] = {}  # key → its index (1-based)
     ttls: list[int] = []
     lines: list[str] = []
