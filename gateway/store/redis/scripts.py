@@ -29,6 +29,7 @@ FORGET_AFTER_S = 60.0
 
 
 Args = list[str | int | bytes]
+_new = tuple.__new__  # a NamedTuple without its Python ``__new__`` (every field given)
 
 
 @dataclass(frozen=True)
@@ -291,13 +292,14 @@ def one_end_per_lease(ends: Sequence[LeaseEnd]) -> list[LeaseEnd]:
     hold (None, "give back what the lease holds", when any of them does not know)."""
     merged: dict[str, LeaseEnd] = {}
     for end in ends:
-        first = merged.get(end.id)
+        _, lease, held = end
+        first = merged.get(lease)
         if first is None:
-            merged[end.id] = end
-        elif first.held is None or end.held is None:
-            merged[end.id] = LeaseEnd(first.group, end.id)
-        else:
-            merged[end.id] = LeaseEnd(first.group, end.id, first.held + end.held)
+            merged[lease] = end
+        elif first[2] is None or held is None:
+            merged[lease] = _new(LeaseEnd, (first[0], lease, None))
+        else:  # the usual second end (a request's tier keys): made as ``settle.py`` makes them
+            merged[lease] = _new(LeaseEnd, (first[0], lease, first[2] + held))
     return list(merged.values())
 
 
