@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import random
 
+from gateway.config.model import Settings
+from gateway.store.factory import create_store
 from gateway.store.port import Counter, CounterLayout, Lease
 from gateway.store.redis import reserve_template, scripts
 from gateway.store.redis.reserve_template import ReserveTemplate
+from tests.metering.helpers import RedisServer, run
 
 KEYS = ("gw:{u:a}:d:1", "gw:{u:a}:m:1", "gw:{t:x}:d:1", "gw:{u:a}:k:{b}:m:1")
 FIELDS = ("text_generation:req", "tok", "usd", "f{x}")
@@ -66,3 +69,43 @@ def test_a_flex_after_the_last_full_line_is_formatted_in_full() -> None:
     made = reserve_template.reserve_args(flexed, None, Lease("b", 60), layout, registry=True)
     assert made == scripts.reserve_args(flexed, None, Lease("b", 60), registry=True)
     assert made[1][5] == "1\ta\t0\t0\t5\t\t-1\t\n1\tb\t0\t3\t5\t\t-1\t"
+
+
+def test_a_redis_store_answers_and_writes_the_same_with_a_layout(redis_server: RedisServer) -> None:
+    """The same reservations, one layout's counters with other amounts each time, through a
+    real Redis with and without the layout: the same decisions, counters and leases."""
+    rnd = random.Random(7)
+    statics = [
+        ("gw:{u:p}:d:1", "req", 5, "l0", -1, "", 60, False),
+        ("gw:{u:p}:d:1", "tok", 200, "", 90, "c0", 60, False),
+        ("gw:{u:p}:m:1", "usd", 300, "", -1, "", 120, False),
+        ("gw:{t:x}:d:1", "usd", 250, "", -1, "", 60, True),
+    ]
+    rounds = [
+        [
+            Counter(key, field, rnd.randint(0, 40), limit, limit_field,  # type: ignore[arg-type]
+                    rnd.randint(1, 30) if cap_field else 0, cap, cap_field, ttl, sliding)  # type: ignore[arg-type]
+            for key, field, limit, limit_field, cap, cap_field, ttl, sliding in statics
+        ]
+        for _ in range(8)
+    ]  # fmt: skip
+
+    async def through(layout: CounterLayout | None) -> list[object]:
+        redis_server.flushall()
+        store = create_store(redis_server.url, Settings())
+        seen: list[object] = []
+        try:
+            await store.write_hash("gw:{u:p}:ovr", {"l0": 6}, [])
+            for number, counters in enumerate(rounds):
+                lease = Lease(f"l{number}", 60)
+                seen.append(await store.reserve(counters, "gw:{u:p}:ovr", lease, layout))
+            keys = [key for key, *_ in statics]
+            seen.append(await store.read_hashes(keys))
+            seen.append(await store.read_reservations("gw:{u:p}:lease"))
+        finally:
+            await store.aclose()
+        return seen
+
+    layout = CounterLayout()
+    assert run(through(layout)) == run(through(None))
+    assert isinstance(layout.prepared, ReserveTemplate)
