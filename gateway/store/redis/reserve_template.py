@@ -56,12 +56,14 @@ class ReserveTemplate:
         cls, counters: Sequence[Counter], override_key: str | None, registry: bool
     ) -> ReserveTemplate:
         """The template of ``counters`` (their amounts left out)."""
-        kept = [counter._replace(fixed=0, flex=0) for counter in counters]
-        names, args = scripts.reserve_args(kept, override_key, Lease("", 0), registry=registry)
+        names, args = scripts.reserve_args(counters, override_key, Lease("", 0), registry=registry)
         position = {key: at for at, key in enumerate(dict.fromkeys(c.key for c in counters), 1)}
         full: list[str] = []
         short: list[str] = []
-        last_full = str(args[5]).count("\n") + 1 if args[5] else 0
+        last_full = 0  # as ``scripts.reserve_args`` finds it, whatever the amounts
+        for number, counter in enumerate(counters, 1):
+            if counter.limit_field or counter.cap_field or counter.cap != -1:
+                last_full = number
         for number, counter in enumerate(counters):
             at, field = position[counter.key], _braced(counter.field)
             if number < last_full:
