@@ -29,7 +29,6 @@ FORGET_AFTER_S = 60.0
 
 
 Args = list[str | int | bytes]
-_new = tuple.__new__  # a NamedTuple without its Python ``__new__`` (every field given)
 
 
 @dataclass(frozen=True)
@@ -291,15 +290,14 @@ def one_end_per_lease(ends: Sequence[LeaseEnd]) -> list[LeaseEnd]:
     """The ends naming one lease id as one, in the first one's group, holding what they all
     hold (None, "give back what the lease holds", when any of them does not know)."""
     merged: dict[str, LeaseEnd] = {}
-    for end in ends:
-        _, lease, held = end
-        first = merged.get(lease)
+    for end in ends:  # merged by ``tuple.__new__``: NamedTuple's own is Python, and slower
+        first = merged.get(end.id)
         if first is None:
-            merged[lease] = end
-        elif first[2] is None or held is None:
-            merged[lease] = _new(LeaseEnd, (first[0], lease, None))
-        else:  # the usual second end (a request's tier keys): made as ``settle.py`` makes them
-            merged[lease] = _new(LeaseEnd, (first[0], lease, first[2] + held))
+            merged[end.id] = end
+        elif first.held is None or end.held is None:
+            merged[end.id] = tuple.__new__(LeaseEnd, (first.group, end.id, None))
+        else:
+            merged[end.id] = tuple.__new__(LeaseEnd, (first.group, end.id, first.held + end.held))
     return list(merged.values())
 
 
