@@ -32,7 +32,7 @@ from gateway.metering.plans import Local, Plans
 from gateway.metering.settle import settlement
 from gateway.metering.types import Admission, Amounts
 from gateway.store.port import Decision, Lease, SettleBatch, Store
-from gateway.store.redis import scripts
+from gateway.store.redis import reserve_template, scripts
 
 NOW = 1_796_000_000.0
 
@@ -61,13 +61,13 @@ def main(kind: str, count: int) -> None:
         if uses and plan.local:
             local = plan.local
             checks = counters.fill(local.checks, local.fills, amounts, flex)
-            layouts = local.settle_layout, local.lease_layout
+            layouts = local.settle_layout, local.lease_layout, local.layout
         else:
             checks = counters.fill(plan.checks, plan.fills, amounts, flex)
-            layouts = plan.settle_layout, plan.lease_layout
+            layouts = plan.settle_layout, plan.lease_layout, plan.layout
         lease = Lease(f"work.{number}", 900)
         wanted = [check.counter for check in checks]
-        scripts.reserve_args(wanted, plan.override_key, lease, registry=True)
+        reserve_template.reserve_args(wanted, plan.override_key, lease, layouts[2], registry=True)
         granted = tuple(c.fixed + c.flex for c in wanted)
         decision = Decision((0,) * len(wanted), tuple(c.limit for c in wanted), granted, None)
         known.record(plan.key, checks, decision)

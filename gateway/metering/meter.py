@@ -48,6 +48,7 @@ from gateway.metering.types import Admission, Amounts, Check, MeterRequest, Outc
 from gateway.metering.user_quotas import UserQuotas
 from gateway.store import keys
 from gateway.store.port import (
+    CounterLayout,
     Decision,
     Lease,
     LeaseEnd,
@@ -150,15 +151,15 @@ class Meter:
             uses = self._allowances.take(local.shapes, amounts, now) or ()
         if uses and local is not None:  # the levels' window counters covered locally
             checks = counters.fill(local.checks, local.fills, amounts, flex)
-            layouts = local.settle_layout, local.lease_layout
+            layouts = local.settle_layout, local.lease_layout, local.layout
         else:
             checks = counters.fill(plan.checks, plan.fills, amounts, flex)
             if not admit_checks.in_range(amounts, flex):
                 admit_checks.check_amounts(checks)
-            layouts = plan.settle_layout, plan.lease_layout
+            layouts = plan.settle_layout, plan.lease_layout, plan.layout
         lease = self._lease()
         try:
-            decision = await self._reserve(checks, plan.override_key, lease)
+            decision = await self._reserve(checks, plan.override_key, lease, layouts[2])
         except BaseException:
             self._allowances.unused(uses)
             raise
@@ -174,7 +175,7 @@ class Meter:
         ):
             spilled = await self._spill_over(request, plan, checks, decision, lease)
             plan, checks, decision, lease = spilled
-            layouts = plan.settle_layout, plan.lease_layout
+            layouts = plan.settle_layout, plan.lease_layout, plan.layout
         if decision is None:
             denial = self._last_known.take(checks)
             if denial is not None:
@@ -234,7 +235,7 @@ class Meter:
             lease = self._lease()
             plan = self._plans.get(request, plan.windows.now, shard)
             checks = counters.fill(plan.checks, plan.fills, amounts, flex)
-            answer = await self._reserve(checks, plan.override_key, lease)
+            answer = await self._reserve(checks, plan.override_key, lease, plan.layout)
             if answer is None or not admit_checks.tier_refused(checks, answer):
                 return plan, checks, answer, lease
             decision = answer
@@ -289,12 +290,12 @@ class Meter:
         self.finish(admission, outcome)
 
     async def _reserve(
-        self, checks: tuple[Check, ...], override_key: str, lease: Lease
+        self, checks: tuple[Check, ...], override_key: str, lease: Lease, layout: CounterLayout
     ) -> Decision | None:
         if self.health.should_try():
             try:
                 wanted = [check.counter for check in checks]
-                decision = await self._store.reserve(wanted, override_key, lease)
+                decision = await self._store.reserve(wanted, override_key, lease, layout)
             except StoreRejected as exc:
                 self.health.recovered()  # it answered: the request is at fault, not the store
                 logger.warning("metering: the store refused a reservation: %s", exc)

@@ -11,7 +11,7 @@ come from the config and the store.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.metering import counters, level_limits
 from gateway.metering.allowance import LevelShape, shapes
@@ -20,6 +20,7 @@ from gateway.metering.settle import LeaseLayout, SettleLayout, lease_layout, set
 from gateway.metering.types import Check, KeyLimits, LevelLimits, MeterRequest
 from gateway.metering.windows import Windows, windows_at
 from gateway.store import keys
+from gateway.store.port import CounterLayout
 
 # (user, key id, tier, capability, byok, tier shard): what decides a request's counters
 PlanKey = tuple[str, str, str, str, bool, int]
@@ -38,6 +39,7 @@ class Local:
     lease_layout: LeaseLayout
     shapes: tuple[LevelShape, ...]
     source: tuple[PlanKey, str]  # its decisions' source for ``LastKnown`` (not the plan's)
+    layout: CounterLayout  # of ``checks``' counters, for the store
 
 
 @dataclass(slots=True)
@@ -59,6 +61,7 @@ class ReservationPlan:
     key_limits: KeyLimits | None
     levels: tuple[LevelLimits, ...]
     local: Local | None = None  # None: no level window counters
+    layout: CounterLayout = field(default_factory=CounterLayout)  # of ``checks``' counters
 
 
 class Plans:
@@ -129,5 +132,11 @@ def _local(key: PlanKey, checks: tuple[Check, ...]) -> Local | None:
         return None
     kept = tuple(check for check in checks if check.kind not in LEVEL_KINDS)
     return Local(
-        kept, counters.fills(kept), settle_layout(kept), lease_layout(kept), found, (key, "local")
+        kept,
+        counters.fills(kept),
+        settle_layout(kept),
+        lease_layout(kept),
+        found,
+        (key, "local"),
+        CounterLayout(),
     )

@@ -54,9 +54,10 @@ def encode(record: UsageRecord) -> bytes:
     cost = round(record.cost_usd * MICROS_PER_USD)
     if cost:
         out[COST] = cost
-    charged = round(record.charged_usd * MICROS_PER_USD)
-    if charged != cost:
-        out[CHARGED] = charged
+    if record.charged_usd != record.cost_usd:  # else the same micro-USD
+        charged = round(record.charged_usd * MICROS_PER_USD)
+        if charged != cost:
+            out[CHARGED] = charged
     if record.fallback:
         out[FALLBACK] = 1
     if record.byok:

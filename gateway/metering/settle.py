@@ -167,20 +167,22 @@ def usage(admission: Admission, outcome: Outcome) -> Usage:
             request.request_id,
             extra={"event": "usage_flagged", "request_id": request.request_id},
         )
-    if failed(outcome):
-        prompt, completion = outcome.prompt_tokens or 0, outcome.completion_tokens or 0
+    prompt, completion = outcome.prompt_tokens, outcome.completion_tokens
+    if outcome.status >= 400 and not outcome.delivered:  # ``failed``
+        prompt, completion = prompt or 0, completion or 0
         audio, video, estimated = 0, 0, False  # no audio or video was produced
-    else:
-        prompt = _or(outcome.prompt_tokens, request.prompt_tokens_estimate)
-        completion = _or(outcome.completion_tokens, tokens_for_chars(outcome.completion_chars))
+    else:  # the estimates worked out only for what the upstream did not report
+        estimated = outcome.estimated
+        if prompt is None:
+            prompt = request.prompt_tokens_estimate
+            estimated = estimated or prompt > 0
+        if completion is None:
+            completion = tokens_for_chars(outcome.completion_chars)
+            estimated = estimated or outcome.completion_chars > 0
         video = outcome.video_ms
         audio = 0 if video else outcome.audio_ms or request.audio_ms_estimate
-        estimated = (
-            outcome.estimated
-            or (outcome.prompt_tokens is None and request.prompt_tokens_estimate > 0)
-            or (outcome.completion_tokens is None and outcome.completion_chars > 0)
-            or (not outcome.audio_ms and not video and request.audio_ms_estimate > 0)
-        )
+        if not outcome.audio_ms and not video and request.audio_ms_estimate > 0:
+            estimated = True
     price = outcome.price if outcome.price is not None else request.price
     cost = cost_micros(
         price,
@@ -368,7 +370,3 @@ def _spend_keys(
             watched.append((keys.spend(key_period, window), scope))
             spend.append(SpendKey(scope, period, window))
     return tuple(watched), tuple(spend)
-
-
-def _or(value: int | None, default: int) -> int:
-    return default if value is None else value

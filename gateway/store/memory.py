@@ -18,6 +18,7 @@ from gateway.store.port import (
     AuditLog,
     ControlChange,
     Counter,
+    CounterLayout,
     Decision,
     Lease,
     LeaseEnd,
@@ -51,7 +52,11 @@ class MemoryStore:
         self._audit_ids = itertools.count(1)
 
     async def reserve(
-        self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None = None
+        self,
+        counters: Sequence[Counter],
+        override_key: str | None,
+        lease: Lease | None = None,
+        layout: CounterLayout | None = None,
     ) -> Decision:
         overrides = self._hash(override_key) if override_key else {}
         used = [self._hash(c.key).get(c.field, 0) for c in counters]

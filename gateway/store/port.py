@@ -39,6 +39,17 @@ class Lease(NamedTuple):
     ttl_s: int
 
 
+class CounterLayout:
+    """Names the counters of every reservation of one plan: the same keys, fields, limits,
+    caps and times to live in the same order, only the amounts (``fixed``, ``flex``) differ.
+    A store may keep in ``prepared`` what it works out from them once, for the later calls."""
+
+    __slots__ = ("prepared",)
+
+    def __init__(self) -> None:
+        self.prepared: object = None
+
+
 class Counter(NamedTuple):
     """One hash field a reservation checks and increments.
 
@@ -160,11 +171,16 @@ class Store(Protocol):
     """Usage counters, overrides, usage records and one-shot marks."""
 
     async def reserve(
-        self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None = None
+        self,
+        counters: Sequence[Counter],
+        override_key: str | None,
+        lease: Lease | None = None,
+        layout: CounterLayout | None = None,
     ) -> Decision:
         """Check every counter and, only if all fit, add the grants and record them under
         ``lease`` (in a group ``keys.lease`` names: on one Redis the first counter's, on a
-        cluster or in memory one per hash-tag group); atomically."""
+        cluster or in memory one per hash-tag group); atomically. ``layout``: the counters are
+        laid out as every other call's with that layout (a store may reuse its work)."""
         ...
 
     async def settle(self, batches: Sequence[SettleBatch], batch_id: str = "") -> list[list[int]]:

@@ -16,8 +16,16 @@ from typing import Any, cast
 from redis.exceptions import NoScriptError
 
 from gateway.store import keys
-from gateway.store.port import Counter, Decision, Lease, LeaseEnd, SettleBatch, StoreError
-from gateway.store.redis import scripts
+from gateway.store.port import (
+    Counter,
+    CounterLayout,
+    Decision,
+    Lease,
+    LeaseEnd,
+    SettleBatch,
+    StoreError,
+)
+from gateway.store.redis import reserve_template, scripts
 from gateway.store.redis.connection import RedisConnection
 from gateway.store.redis.errors import converted, raise_if_cancelled
 from gateway.store.redis.pipelined import GroupFailed, PipelinedConnection, pack
@@ -51,7 +59,11 @@ class Reservations:
         self._pipelined = runner if isinstance(runner, PipelinedConnection) else None
 
     async def reserve(
-        self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None = None
+        self,
+        counters: Sequence[Counter],
+        override_key: str | None,
+        lease: Lease | None = None,
+        layout: CounterLayout | None = None,
     ) -> Decision:
         """``Store.reserve``. On a single Redis the script is sent from here, errors converted
         here too (no ``guard`` frame): the reservation is on every request's path. The
@@ -59,7 +71,7 @@ class Reservations:
         with an error reply it wrote nothing, and each is sent again alone for its own answer."""
         if self._connection.cluster:
             return await self._spread(counters, override_key, lease)
-        call = scripts.reserve_args(counters, override_key, lease, registry=True)
+        call = reserve_template.reserve_args(counters, override_key, lease, layout, registry=True)
         execute = self._connection.execute
         try:
             try:

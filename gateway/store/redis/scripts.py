@@ -85,7 +85,7 @@ def reserve_args(
     """KEYS and ARGV for reserve.lua, in one pass over the counters (this runs per request).
     The lease is recorded in one group, the first counter's (``keys.lease``): on a single
     Redis one script reaches every key, and on a cluster the caller sends each slot's counters
-    in a call of their own."""
+    in a call of their own (``reserve_template.py`` makes the same from a template)."""
     position: dict[str, int] = {}  # key → its index (1-based)
     ttls: list[int] = []
     lines: list[str] = []
@@ -290,14 +290,14 @@ def one_end_per_lease(ends: Sequence[LeaseEnd]) -> list[LeaseEnd]:
     """The ends naming one lease id as one, in the first one's group, holding what they all
     hold (None, "give back what the lease holds", when any of them does not know)."""
     merged: dict[str, LeaseEnd] = {}
-    for end in ends:
+    for end in ends:  # merged by ``tuple.__new__``: NamedTuple's own is Python, and slower
         first = merged.get(end.id)
         if first is None:
             merged[end.id] = end
         elif first.held is None or end.held is None:
-            merged[end.id] = LeaseEnd(first.group, end.id)
+            merged[end.id] = tuple.__new__(LeaseEnd, (first.group, end.id, None))
         else:
-            merged[end.id] = LeaseEnd(first.group, end.id, first.held + end.held)
+            merged[end.id] = tuple.__new__(LeaseEnd, (first.group, end.id, first.held + end.held))
     return list(merged.values())
 
 

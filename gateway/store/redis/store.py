@@ -25,7 +25,15 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from gateway.store import control, keys
-from gateway.store.port import AuditLog, ControlChange, Counter, Decision, Lease, SettleBatch
+from gateway.store.port import (
+    AuditLog,
+    ControlChange,
+    Counter,
+    CounterLayout,
+    Decision,
+    Lease,
+    SettleBatch,
+)
 from gateway.store.redis import scripts
 from gateway.store.redis.connection import RedisConnection
 from gateway.store.redis.errors import FOREIGN_ERRORS, converted, raise_if_cancelled
@@ -60,9 +68,13 @@ class RedisStore:
         return self._connection.client
 
     async def reserve(
-        self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None = None
+        self,
+        counters: Sequence[Counter],
+        override_key: str | None,
+        lease: Lease | None = None,
+        layout: CounterLayout | None = None,
     ) -> Decision:
-        return await self._reservations.reserve(counters, override_key, lease)
+        return await self._reservations.reserve(counters, override_key, lease, layout)
 
     async def settle(self, batches: Sequence[SettleBatch], batch_id: str = "") -> list[list[int]]:
         return await self._settlements.settle(batches, batch_id)
