@@ -25,7 +25,7 @@ class RequestMetrics:
         # per (endpoint, model, tier, provider, status) and per (provider, model) of an
         # attempt: the values each request adds to, found in one lookup (the label sets are
         # the metrics' own, so these stay as bounded as they are)
-        self._outcomes: dict[tuple[str, str, str, str, int], tuple[Any, Any]] = {}
+        self._outcomes: dict[tuple[str, str, str, str, int], list[Any]] = {}
         self._attempts: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def started(self, ctx: RequestContext) -> None:
@@ -47,14 +47,18 @@ class RequestMetrics:
         key = (endpoint, model_name, tier, provider, ctx.status)
         values = self._outcomes.get(key)
         if values is None:
-            values = self._outcomes[key] = (
+            values = self._outcomes[key] = [
                 m.value(m.requests, endpoint, model_name, tier, provider, str(ctx.status)),
                 m.value(m.request_duration, endpoint),
-            )
+                None,  # the overhead's, once observed (a label set shows up as before)
+            ]
         values[0].inc(1)
         values[1].observe(ctx.ended - ctx.started)
         if ctx.overhead_s > 0.0:  # 0: no answer went out (the client left before it)
-            m.value(m.overhead, endpoint).observe(ctx.overhead_s)  # as x-gateway-overhead-ms
+            overhead = values[2]
+            if overhead is None:
+                overhead = values[2] = m.value(m.overhead, endpoint)
+            overhead.observe(ctx.overhead_s)  # as x-gateway-overhead-ms
         if isinstance(ctx.error, QuotaExceeded) and ctx.plan is not None:
             m.child(m.quota_rejections, ctx.plan.capability, ctx.error.code or "quota").inc()
         self._observe_attempts(ctx)
