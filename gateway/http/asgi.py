@@ -138,6 +138,13 @@ async def send_whole(reply: Reply, send: Send) -> None:
     status, headers, body, media_type, after = reply
     assert isinstance(body, bytes)
     try:
+        cycle = getattr(send, "__self__", None)
+        if isinstance(cycle, GatewayCycle):  # the usual answer: its names all plain
+            added = None
+            if media_type is not None and "content-type" not in headers:
+                added = _content_type(media_type)
+            if await cycle.send_plain(status, headers, body, added):
+                return
         names: Collection[str]
         if _LOWER_NAMES.issuperset(headers):  # the usual case: the names need no lowering
             fields, names = list(headers.items()), headers.keys()
@@ -149,10 +156,7 @@ async def send_whole(reply: Reply, send: Send) -> None:
         if "content-length" not in names and not (status < 200 or status in (204, 304)):
             fields.append(("content-length", str(len(body))))
         if media_type is not None and "content-type" not in names:
-            if media_type.startswith("text/") and "charset=" not in media_type.lower():
-                media_type += "; charset=utf-8"
-            fields.append(("content-type", media_type))
-        cycle = getattr(send, "__self__", None)
+            fields.append(("content-type", _content_type(media_type)))
         if isinstance(cycle, GatewayCycle) and cycle.takes(status):
             await cycle.send_whole(status, fields, body)
             return
@@ -162,6 +166,13 @@ async def send_whole(reply: Reply, send: Send) -> None:
     finally:
         if after is not None:
             after()
+
+
+def _content_type(media_type: str) -> str:
+    """Starlette's content-type for a ``media_type``: text with its charset."""
+    if media_type.startswith("text/") and "charset=" not in media_type.lower():
+        return media_type + "; charset=utf-8"
+    return media_type
 
 
 def to_asgi(reply: Reply | ASGIApp) -> ASGIApp:

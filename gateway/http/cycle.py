@@ -13,6 +13,8 @@ its errors, the access log, and ``on_response`` (the next pipelined request star
 checks stay: a name or value uvicorn would refuse raises its ``RuntimeError`` at the same point
 (the head started, nothing written, so the connection is closed without an answer); names are
 scanned the first time they are seen, the values in one scan unless all are printable.
+A whole answer whose names are all lower-case ones checked before (``send_plain``, the usual
+JSON answer) skips the field list: its head is joined straight from the reply's headers.
 Whatever these writers do not take (a status or a default header only uvicorn's ``send``
 handles) goes through ``send``, which this class leaves as it is.
 """
@@ -20,6 +22,7 @@ handles) goes through ``send``, which this class leaves as it is.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Mapping
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
@@ -100,6 +103,29 @@ def _refused(names: tuple[str, ...], values: tuple[str, ...]) -> str | None:
     return None
 
 
+# Names a whole answer's head takes as they come (``plain``): lower-case, accepted by uvicorn's
+# check, and none of the framing fields, which ``write_start`` reads
+_PLAIN_NAMES: set[str] = set()
+# The statuses whose answer has a content-length (Starlette's rule) and a status line
+_LENGTHED = frozenset(
+    status for status in STATUS_LINE if status >= 200 and status not in (204, 304)
+)
+
+
+def plain(names: Collection[str]) -> bool:
+    """Whether all ``names`` are plain (checked once per name: a small vocabulary)."""
+    if _PLAIN_NAMES.issuperset(names):
+        return True
+    new = [name for name in names if name not in _PLAIN_NAMES]
+    if any(name != name.lower() or name in _FRAMING for name in new):
+        return False
+    if _BAD_NAME.search("".join(new)):
+        return False
+    if len(_PLAIN_NAMES) < _GOOD_NAMES_MAX:
+        _PLAIN_NAMES.update(new)
+    return True
+
+
 class GatewayCycle(RequestResponseCycle):
     """uvicorn's request cycle with writers that join what ``send`` writes apart."""
 
@@ -123,6 +149,57 @@ class GatewayCycle(RequestResponseCycle):
             await self.flow.drain()
         self.write_start(status, fields, body, more_body=False, head=head)
 
+    async def send_plain(
+        self, status: int, fields: Mapping[str, str], body: bytes, content_type: str | None
+    ) -> bool:
+        """A whole answer whose names are all ``plain`` (the usual JSON answer), as
+        ``send_whole`` sends it with Starlette's content-length and ``content_type`` (if not
+        None) after ``fields``: the head encoded in one join (no field list, zip or framing
+        pass), its values checked in one translate. False, nothing done, for any other answer."""
+        if (
+            status not in _LENGTHED
+            or not fields
+            or self.response_started
+            or self.scope["method"] == "HEAD"
+            or not plain(fields)
+        ):
+            return False
+        defaults = _joined_defaults(self.default_headers)
+        if defaults is None:
+            return False
+        text = "\r\n".join(map(": ".join, fields.items()))
+        text = f"{text}\r\ncontent-length: {len(body)}\r\n"
+        if content_type is not None:
+            text = f"{text}content-type: {content_type}\r\n"
+        head = text.encode("latin-1")
+        values = "".join(fields.values()).encode("latin-1")
+        if content_type is not None:
+            values += content_type.encode("latin-1")
+        refused = values.translate(_MARK) != values
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected:
+            return True
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        if self.access_log:
+            self._log_start(status)
+        if refused:
+            raise RuntimeError("Invalid HTTP header value.")
+        self.chunked_encoding = False
+        self.expected_content_length = 0
+        ends = b"\r\n" if self.keep_alive else b"connection: close\r\n\r\n"
+        if len(body) < _JOIN_BELOW:
+            self.transport.write(b"".join((STATUS_LINE[status], defaults, head, ends, body)))
+        else:
+            self.transport.writelines([b"".join((STATUS_LINE[status], defaults, head, ends)), body])
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
+        return True
+
     def write_start(
         self,
         status: int,
@@ -141,14 +218,7 @@ class GatewayCycle(RequestResponseCycle):
         self.response_started = True
         self.waiting_for_100_continue = False
         if self.access_log:
-            self.access_logger.info(
-                '%s - "%s %s HTTP/%s" %d',
-                get_client_addr(self.scope),
-                self.scope["method"],
-                get_path_with_query_string(self.scope),
-                self.scope["http_version"],
-                status,
-            )
+            self._log_start(status)
         close_given = False
         if fields:
             names, values = zip(*fields, strict=True)
@@ -187,6 +257,17 @@ class GatewayCycle(RequestResponseCycle):
                 self.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
             return
         self._write_body(b"", body, more_body)
+
+    def _log_start(self, status: int) -> None:
+        """uvicorn's access log line for an answer starting."""
+        self.access_logger.info(
+            '%s - "%s %s HTTP/%s" %d',
+            get_client_addr(self.scope),
+            self.scope["method"],
+            get_path_with_query_string(self.scope),
+            self.scope["http_version"],
+            status,
+        )
 
     def _framing(self, name: str, value: str) -> bool:
         """``send``'s reading of a framing field; True for ``connection: close``."""

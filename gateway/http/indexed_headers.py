@@ -8,6 +8,7 @@ of a repeated name wins, as with Starlette's lookups.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -17,7 +18,8 @@ from starlette.types import Receive, Scope
 
 class IndexedHeaders(Headers):
     def __init__(self, scope: Scope) -> None:
-        super().__init__(scope=scope)
+        # ``Headers(scope=scope)``'s own work, without its checks of the other arguments
+        self._list = scope["headers"] = list(scope["headers"])
         # the first of a repeated name wins: the last one written into the dict
         self._index = {
             name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(self._list)
@@ -39,11 +41,12 @@ class ProxiedRequest(Request):
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         super().__init__(scope, receive)
-        self._indexed = IndexedHeaders(scope)
+        # read as a plain attribute, not through a property call on each of its uses
+        self.__dict__["headers"] = IndexedHeaders(scope)
 
-    @property
+    @cached_property
     def headers(self) -> Headers:
-        return self._indexed
+        return IndexedHeaders(self.scope)  # (set by __init__ already)
 
     async def body(self) -> bytes:
         """Starlette's ``Request.body`` read straight from ``receive``, without its

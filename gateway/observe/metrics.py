@@ -6,7 +6,6 @@ Histogram buckets follow the OpenTelemetry GenAI conventions where they define t
 from __future__ import annotations
 
 import os
-from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import (
@@ -21,6 +20,7 @@ from prometheus_client import (
 from prometheus_client.metrics import MetricWrapperBase
 
 from gateway.metering.record import UsageRecord
+from gateway.observe.metric_values import value_of
 
 DURATION_BUCKETS = tuple(round(0.01 * 2**i, 2) for i in range(14))  # 0.01 s doubling to 81.92 s
 TTFT_BUCKETS = (
@@ -280,38 +280,8 @@ class Metrics:
         found = self._values.get(key)
         if found is None:
             child = self.child(metric, *values) if values else metric
-            found = self._values[key] = _value_of(child)
+            found = self._values[key] = value_of(child)
         return found
-
-
-def _value_of(child: Any) -> Any:
-    if isinstance(child, Histogram):
-        bounds, buckets, total = (getattr(child, name, None) for name in _HISTOGRAM_PARTS)
-        if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
-            return child
-        return Buckets(list(bounds), list(buckets), total)
-    if isinstance(child, Gauge) and getattr(child, "_is_most_recent", True):
-        return child  # a timestamped mode: set() keeps the time (none of ours)
-    return getattr(child, "_value", child)
-
-
-_HISTOGRAM_PARTS = ("_upper_bounds", "_buckets", "_sum")
-
-
-class Buckets:
-    """A histogram child's values, observed as ``Histogram.observe`` does without an
-    exemplar: the sum, and the first bucket whose bound is at least the amount (none for NaN).
-    """
-
-    __slots__ = ("_bounds", "_buckets", "_sum", "_top")
-
-    def __init__(self, bounds: list[float], buckets: list[Any], total: Any) -> None:
-        self._bounds, self._buckets, self._sum, self._top = bounds, buckets, total, bounds[-1]
-
-    def observe(self, amount: float) -> None:
-        self._sum.inc(amount)
-        if amount <= self._top:
-            self._buckets[bisect_left(self._bounds, amount)].inc(1)
 
 
 def render(metrics: Metrics) -> tuple[bytes, str]:
@@ -337,17 +307,23 @@ class UsageMetrics:
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        # per (model, provider, tier): the input and output tokens' values and the cost's,
+        # each looked up the first time it is added to (so a label set shows up as before)
+        self._values: dict[tuple[str, str, str], list[Any]] = {}
 
     def observe(self, record: UsageRecord) -> None:
         labels = (record.model or "none", record.provider or "none", record.tier or "none")
         prompt, completion = record.prompt_tokens, record.completion_tokens
         m = self._metrics
+        values = self._values.get(labels)
+        if values is None:
+            values = self._values[labels] = [None, None, None]
         if prompt:
-            self._add(m.tokens, prompt, "input", *labels)
+            self._add(values, 0, prompt, m.tokens, "input", *labels)
         if completion:
-            self._add(m.tokens, completion, "output", *labels)
+            self._add(values, 1, completion, m.tokens, "output", *labels)
         if cost := record.cost_usd:
-            self._add(m.cost, cost, *labels)
+            self._add(values, 2, cost, m.cost, *labels)
         if record.usage_flagged:
             m.child(m.usage_clamped, labels[0], labels[1]).inc()
         if rollout := record.rollout:
@@ -360,8 +336,15 @@ class UsageMetrics:
             result = "stale" if cache == "hit" and record.fallback else cache
             m.child(m.cache_requests, labels[2], result).inc()
 
-    def _add(self, counter: Counter, amount: float, *values: str) -> None:
-        """``inc(amount)`` on the counter's child; a negative amount through the child, which
-        refuses it."""
-        m = self._metrics
-        (m.value(counter, *values) if amount >= 0 else m.child(counter, *values)).inc(amount)
+    def _add(
+        self, values: list[Any], slot: int, amount: float, counter: Counter, *labels: str
+    ) -> None:
+        """``inc(amount)`` on the counter's child: its value, kept in ``values[slot]``; a
+        negative amount through the child, which refuses it."""
+        if not amount >= 0:
+            self._metrics.child(counter, *labels).inc(amount)
+            return
+        value = values[slot]
+        if value is None:
+            value = values[slot] = self._metrics.value(counter, *labels)
+        value.inc(amount)

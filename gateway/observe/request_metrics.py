@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from gateway.errors import QuotaExceeded
 from gateway.observe.metrics import Metrics
 from gateway.observe.provider_stats import ProviderStats
@@ -20,6 +22,11 @@ class RequestMetrics:
         # the values themselves (``Metrics.value``): counted on every request
         self._inflight = metrics.value(metrics.inflight)
         self._open_streams = metrics.value(metrics.open_streams)
+        # per (endpoint, model, tier, provider, status) and per (provider, model) of an
+        # attempt: the values each request adds to, found in one lookup (the label sets are
+        # the metrics' own, so these stay as bounded as they are)
+        self._outcomes: dict[tuple[str, str, str, str, int], list[Any]] = {}
+        self._attempts: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def started(self, ctx: RequestContext) -> None:
         self._inflight.inc(1)
@@ -37,10 +44,21 @@ class RequestMetrics:
         model_name = model.name if model else "none"
         provider = model.upstream.name if model else "none"
         tier = ctx.principal.tier.name if ctx.principal else "none"
-        m.value(m.requests, endpoint, model_name, tier, provider, str(ctx.status)).inc(1)
-        m.value(m.request_duration, endpoint).observe(ctx.ended - ctx.started)
+        key = (endpoint, model_name, tier, provider, ctx.status)
+        values = self._outcomes.get(key)
+        if values is None:
+            values = self._outcomes[key] = [
+                m.value(m.requests, endpoint, model_name, tier, provider, str(ctx.status)),
+                m.value(m.request_duration, endpoint),
+                None,  # the overhead's, once observed (a label set shows up as before)
+            ]
+        values[0].inc(1)
+        values[1].observe(ctx.ended - ctx.started)
         if ctx.overhead_s > 0.0:  # 0: no answer went out (the client left before it)
-            m.value(m.overhead, endpoint).observe(ctx.overhead_s)  # as x-gateway-overhead-ms
+            overhead = values[2]
+            if overhead is None:
+                overhead = values[2] = m.value(m.overhead, endpoint)
+            overhead.observe(ctx.overhead_s)  # as x-gateway-overhead-ms
         if isinstance(ctx.error, QuotaExceeded) and ctx.plan is not None:
             m.child(m.quota_rejections, ctx.plan.capability, ctx.error.code or "quota").inc()
         self._observe_attempts(ctx)
@@ -55,11 +73,17 @@ class RequestMetrics:
         m = self._metrics
         previous = None
         for record in ctx.records:
-            m.value(m.upstream_duration, record.provider).observe(record.seconds)
+            values = self._attempts.get((record.provider, record.model))
+            if values is None:
+                values = self._attempts[record.provider, record.model] = (
+                    m.value(m.upstream_duration, record.provider),
+                    m.value(m.circuit_state, record.model),
+                )
+            values[0].observe(record.seconds)
             self._stats.record(record.model, record.error_type is None, record.seconds)
             if record.error_type is not None:
                 m.child(m.upstream_errors, record.provider, record.error_type).inc()
-            m.value(m.circuit_state, record.model).set(float(self._breakers.state(record.model)))
+            values[1].set(float(self._breakers.state(record.model)))
             if previous is not None and previous.model == record.model:
                 m.child(m.retries, record.model, record.provider).inc()
             previous = record

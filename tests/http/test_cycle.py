@@ -82,6 +82,13 @@ class Answers:
         if path == "/json":
             reply = Reply(200, {"X-One": "1"}, b'{"a":1}', "application/json", self._after)
             await send_whole(reply, send)
+        elif path == "/plain":  # lower-case names only: the cycle's plain answer
+            reply = Reply(200, {"x-one": "1", "x-two": "two"}, b'{"a":1}', after=self._after)
+            await send_whole(reply, send)
+        elif path == "/plain-text":  # a charset added, a body written beside its head
+            await send_whole(Reply(201, {"x-one": "1"}, BIG, "text/plain"), send)
+        elif path == "/plain-typed":  # its own content-type: no other added
+            await send_whole(Reply(200, {"content-type": "application/x", "x-a": ""}, b"{}"), send)
         elif path == "/big":
             await send_whole(Reply(200, {}, BIG, "application/octet-stream"), send)
         elif path == "/close":
@@ -205,6 +212,11 @@ def test_a_json_answer_is_one_valid_response_with_its_length(answers: Any) -> No
     [
         get("/json"),
         get("/json", "connection: close"),
+        get("/plain"),
+        get("/plain", "connection: close"),
+        b"GET /plain HTTP/1.0\r\n\r\n",
+        b"HEAD /plain HTTP/1.1\r\nhost: x\r\n\r\n" + get("/plain"),
+        get("/close") + get("/plain-text") + get("/plain-typed"),
         b"GET /json HTTP/1.0\r\n\r\n",
         b"HEAD /json HTTP/1.1\r\nhost: x\r\n\r\n" + get("/empty"),
         get("/close") + get("/json"),
@@ -292,6 +304,29 @@ def test_a_json_answer_is_one_write(answers: Any) -> None:
     assert app.writes == [data]
     data = exchange(server.port, get("/counted/big"))
     assert app.writes == [data]
+    for path in ("/counted/plain", "/counted/plain-text"):
+        data = exchange(server.port, get(path))
+        assert app.writes == [data]
+
+
+def test_a_plain_answer_is_valid_with_its_length_and_type(answers: Any) -> None:
+    app, server = answers
+    before = app.after_calls
+    raw = get("/plain") + get("/plain-text") + get("/plain-typed")
+    parsed = parse(exchange(server.port, raw))
+    assert [head.status_code for head, _ in parsed] == [200, 201, 200]
+    assert [body for _, body in parsed] == [b'{"a":1}', BIG, b"{}"]
+    (plain, _), (text, _), (typed, _) = parsed
+    assert [(key, value) for key, value in plain.headers if key not in (b"date", b"server")] == [
+        (b"x-one", b"1"),
+        (b"x-two", b"two"),
+        (b"content-length", b"7"),
+        (b"content-type", b"application/json"),
+    ]
+    assert header(text, b"content-type") == b"text/plain; charset=utf-8"
+    assert [key for key, _ in typed.headers].count(b"content-type") == 1
+    assert header(typed, b"content-type") == b"application/x"
+    assert app.after_calls == before + 1
 
 
 @pytest.mark.parametrize(
