@@ -150,6 +150,13 @@ class MemoryStore:
     async def get_document(self, key: str, field: str) -> bytes | None:
         return self._document_hash(key).get(field)
 
+    async def get_documents(self, keys: Sequence[str], field: str) -> list[bytes | None]:
+        return [self._document_hash(key).get(field) for key in keys]
+
+    async def put_documents(self, field: str, documents: Sequence[tuple[str, bytes, int]]) -> None:
+        for key, value, ttl_s in documents:
+            await self.put_document(key, field, value, ttl_s)
+
     async def documents(self, key: str) -> list[bytes]:
         return list(self._document_hash(key).values())
 

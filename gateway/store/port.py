@@ -209,6 +209,14 @@ class Store(Protocol):
 
     async def get_document(self, key: str, field: str) -> bytes | None: ...
 
+    async def get_documents(self, keys: Sequence[str], field: str) -> list[bytes | None]:
+        """``get_document`` of each of ``keys`` (in one round trip on Redis)."""
+        ...
+
+    async def put_documents(self, field: str, documents: Sequence[tuple[str, bytes, int]]) -> None:
+        """``put_document`` of each (key, value, ttl_s) (in one round trip on Redis)."""
+        ...
+
     async def documents(self, key: str) -> list[bytes]:
         """Every document of the hash ``key``."""
         ...

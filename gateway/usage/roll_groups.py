@@ -133,15 +133,19 @@ def group_records(records: Iterable[UsageRecord]) -> dict[Group, Entry]:
     return groups
 
 
-def group_stored(raws: Iterable[bytes]) -> tuple[dict[Group, Entry], int]:
-    """The records stored as ``raws`` (``record_codec``) summed per group, and their number
-    (a value that is no record is skipped).
+def group_stored(
+    raws: Iterable[bytes], groups: dict[Group, Entry] | None = None
+) -> tuple[dict[Group, Entry], int]:
+    """The records stored as ``raws`` (``record_codec``) summed per group (added to
+    ``groups`` when given: a run sums all its pages before spreading them over the levels),
+    and their number (a value that is no record is skipped).
 
     A compact record is added up from its stored values in place, without building its
     ``UsageRecord``: only the few values the sums need are read, each checked as ``expand``
     reads it, and its dimension values are worked out once per distinct set of stored values
     (``_stored_dimensions``). Anything else is decoded and added as a ``UsageRecord``."""
-    groups: dict[Group, Entry] = {}
+    if groups is None:
+        groups = {}
     periods: dict[int, tuple[str, str]] = {}
     folded = 0
     for raw in raws:

@@ -36,9 +36,10 @@ combinations kept there, never the number of requests.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import itemgetter
+from typing import Any
 
 import orjson
 
@@ -51,9 +52,14 @@ from gateway.usage.roll_groups import (
     HIST,
     NONE,
     TEAMS,
+    C,
+    E,
     Entry,
+    F,
     G,
     Group,
+    N,
+    P,
     U,
     dimension_tuple,
     group_records,
@@ -81,10 +87,15 @@ PAGE = 250  # records folded between awaits: a page is folded without yielding, 
 CURSOR_KEY = "gw:roll:state"
 CLAIM_TTL_S = 120
 BUSY = -1
-CHUNK = 200  # documents merged at once
-WAVE = 4  # store calls in flight at once (the connection pool is shared with requests)
+CHUNK = 200  # documents read, merged and written per round trip
 FIELD = "p"
 SEP = "\x1f"  # between the dimension values of a combination
+USER = DIMENSIONS.index("user")
+# per level, its dimension values out of a group's (``DIMENSIONS`` order), as a tuple
+_PICKS: dict[str, Callable[..., Any]] = {
+    level: itemgetter(*(DIMENSIONS.index(name) for name in names))
+    for level, names in LEVELS.items()
+}
 
 
 def hour_key(level: str, hour: str) -> str:
@@ -163,32 +174,60 @@ def _spread(groups: Mapping[Group, Entry], into: dict[str, Document]) -> None:
     """Add each group's sums to the documents of every level, hourly and daily.
 
     Records are summed per group (hour, day, dimension values) first, and each group is then
-    spread over the levels once: a page of records from a few users and models costs one dict
-    addition per record, not one per level and period."""
+    spread over the levels once: a run's records from a few users and models cost one dict
+    addition per record, not one per level and period. The documents of a (hour, day, user)
+    are looked up once per run, not once per group."""
+    targets: dict[tuple[str, str, str], list[tuple[Callable[..., Any], list[Document]]]] = {}
     for group, entry in groups.items():
         hour, day, values = group
-        dims = dict(zip(DIMENSIONS, values, strict=True))
-        for level, names in LEVELS.items():
-            combo = SEP.join([dims[name] for name in names])
-            hourly = () if level == PER_USER else (hour_key(level, hour),)
-            for key in (*hourly, day_key(level, day, dims["user"])):
-                document = into.get(key)
-                if document is None:
-                    document = into[key] = {}
+        found = targets.get((hour, day, values[USER]))
+        if found is None:
+            found = targets[hour, day, values[USER]] = _targets(into, hour, day, values[USER])
+        for pick, documents in found:
+            combo = SEP.join(pick(values))
+            for document in documents:
                 mine = document.get(combo)
                 if mine is None:
                     document[combo] = _copy(entry)
+                elif len(mine) > BT:
+                    _add_whole(mine, entry)
                 else:
                     _add_entry(mine, entry)
 
 
+def _targets(
+    into: dict[str, Document], hour: str, day: str, user: str
+) -> list[tuple[Callable[..., Any], list[Document]]]:
+    """Per level, what picks its dimension values out of a group's, and its documents."""
+    found = []
+    for level, pick in _PICKS.items():
+        hourly = () if level == PER_USER else (hour_key(level, hour),)
+        found.append((pick, [into.setdefault(k, {}) for k in (*hourly, day_key(level, day, user))]))
+    return found
+
+
+def _add_whole(into: Entry, entry: Entry) -> None:
+    """``_add_entry`` of two entries with every position (the run's own sums always have)."""
+    into[N] += entry[N]
+    into[E] += entry[E]
+    into[F] += entry[F]
+    into[P] += entry[P]
+    into[C] += entry[C]
+    into[U] += entry[U]
+    histogram = into[HIST]
+    for bucket, count in entry[HIST].items():
+        histogram[bucket] = histogram.get(bucket, 0) + count
+    into[G] += entry[G]
+    into[BN] += entry[BN]
+    into[BT] += entry[BT]
+
+
 async def read_documents(store: Store, keys: Sequence[str]) -> list[bytes | None]:
-    """The documents of ``keys``, ``WAVE`` reads in flight at a time: the store's connection
-    pool is shared with the request path, which must never wait for the dashboard."""
+    """The documents of ``keys``, ``CHUNK`` per round trip: one connection of the store's
+    pool (shared with the request path, which must never wait for the dashboard) at a time."""
     found: list[bytes | None] = []
-    for first in range(0, len(keys), WAVE):
-        wave = keys[first : first + WAVE]
-        found.extend(await asyncio.gather(*(store.get_document(k, FIELD) for k in wave)))
+    for first in range(0, len(keys), CHUNK):
+        found.extend(await store.get_documents(keys[first : first + CHUNK], FIELD))
     return found
 
 
@@ -225,7 +264,7 @@ class Roller:
             return BUSY
         top = newest[0][0]
         top_id, cursor_id = _id(top), (_id(cursor) if cursor else None)
-        folded: dict[str, Document] = {}
+        groups: dict[Group, Entry] = {}
         count = 0
         before: str | None = None
         size = PAGE // 10  # a small first page: most runs find only a few new records
@@ -241,33 +280,28 @@ class Roller:
                     stop = True
                     break
                 fresh.append(raw)
-            count += fold_stored(fresh, folded)
+            count += group_stored(fresh, groups)[1]
             if stop:
                 break
             before, size = page[-1][0], PAGE
+        folded: dict[str, Document] = {}
+        _spread(groups, folded)
         await self._write(folded)
         await self._store.put_document(CURSOR_KEY, "cursor", top.encode(), DAY_TTL_S)
         return count
 
     async def _write(self, folded: Mapping[str, Document]) -> None:
         """Add the run's sums to the stored documents (read, merge, write: the claim makes
-        this run the only writer), ``CHUNK`` documents at a time."""
+        this run the only writer), ``CHUNK`` documents per round trip."""
         keys = list(folded)
         for first in range(0, len(keys), CHUNK):
             chunk = keys[first : first + CHUNK]
-            stored = await read_documents(self._store, chunk)
             writes = []
-            for key, raw in zip(chunk, stored, strict=True):
+            for key, raw in zip(chunk, await self._store.get_documents(chunk, FIELD), strict=True):
                 document = load_document(raw)
                 merge(document, folded[key])
-                writes.append((key, orjson.dumps(document)))
-            for first_write in range(0, len(writes), WAVE):
-                await asyncio.gather(
-                    *(
-                        self._store.put_document(key, FIELD, value, _ttl(key))
-                        for key, value in writes[first_write : first_write + WAVE]
-                    )
-                )
+                writes.append((key, orjson.dumps(document), _ttl(key)))
+            await self._store.put_documents(FIELD, writes)
 
     async def run_safely(self) -> int:
         try:

@@ -152,6 +152,27 @@ class RedisStore:
         found: Any = await self._connection.guarded(lambda: self.client.hget(key, field))
         return bytes(found) if found is not None else None
 
+    async def get_documents(self, keys: Sequence[str], field: str) -> list[bytes | None]:
+        async def read() -> list[bytes | None]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hget(key, field)
+                found = await pipe.execute()
+            return [bytes(value) if value is not None else None for value in found]
+
+        return await self._connection.guarded(read) if keys else []
+
+    async def put_documents(self, field: str, documents: Sequence[tuple[str, bytes, int]]) -> None:
+        async def write() -> None:
+            async with self.client.pipeline(transaction=not self._connection.cluster) as pipe:
+                for key, value, ttl_s in documents:
+                    pipe.hset(key, field, value)
+                    pipe.expire(key, ttl_s)
+                await pipe.execute()
+
+        if documents:
+            await self._connection.guarded(write)
+
     async def documents(self, key: str) -> list[bytes]:
         found: Any = await self._connection.guarded(lambda: self.client.hvals(key))
         return [bytes(value) for value in found or ()]
