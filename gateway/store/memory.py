@@ -177,6 +177,18 @@ class MemoryStore:
                     break
         return page
 
+    async def records_after(
+        self, after: str | None, through: str, count: int
+    ) -> tuple[list[bytes], str]:
+        first, last = int(after) if after else -1, int(through)
+        page: list[tuple[int, bytes]] = []
+        for entry in self._records:  # oldest first
+            if entry[0] > last or len(page) >= count:
+                break
+            if entry[0] > first:
+                page.append(entry)
+        return [record for _, record in page], str(page[-1][0]) if page else ""
+
     async def control_load(self) -> tuple[int, dict[str, dict[str, bytes]]]:
         return self._control_version, {k: dict(v) for k, v in self._control.items()}
 

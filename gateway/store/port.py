@@ -225,6 +225,13 @@ class Store(Protocol):
         """Usage records, newest first, strictly older than the id ``before`` (None: newest)."""
         ...
 
+    async def records_after(
+        self, after: str | None, through: str, count: int
+    ) -> tuple[list[bytes], str]:
+        """Up to ``count`` usage records, oldest first, with ids after ``after`` (None: from
+        the first) up to ``through`` included, and the id of the last one ("" if none)."""
+        ...
+
     async def control_load(self) -> tuple[int, dict[str, dict[str, bytes]]]:
         """The control plane's version and every document (kind → id → JSON), atomically."""
         ...

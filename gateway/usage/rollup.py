@@ -1,10 +1,12 @@
 """Usage rollups: the usage stream folded into hourly and daily documents, off the hot path.
 
-A ``Roller`` reads the records the stream gained since its cursor (newest first, page by page,
-never a record twice), sums them per hour and day and per combination of dimensions, and adds
-the sums to the stored rollup documents. Nothing is added to a request's own path: the settle
-that wrote the record is unchanged; the roller's cost is one stream read per record plus one
-read and one write per document the run touched (a few per level and run in steady state).
+A ``Roller`` reads the records the stream gained since its cursor (oldest first, page by page,
+up to the newest record when the run began: never a record twice), sums them per hour, day and
+combination of dimensions over the whole run, and adds the sums to the stored rollup documents.
+Nothing is added to a request's own path: the settle that wrote the record is unchanged; the
+roller's cost is one stream read and one group addition per record, one addition per group
+(hour, day and dimension values) and level, and per run one read and one write of each document
+it touched (``CHUNK`` documents per round trip).
 
 Exactly once across workers and replicas: a run claims the cursor it starts from
 (``set_once`` on ``gw:roll:claim:<cursor>``); only the claimant folds the records after that
@@ -263,27 +265,15 @@ class Roller:
         if not await self._store.set_once(f"gw:roll:claim:{cursor or 'start'}", CLAIM_TTL_S):
             return BUSY
         top = newest[0][0]
-        top_id, cursor_id = _id(top), (_id(cursor) if cursor else None)
         groups: dict[Group, Entry] = {}
         count = 0
-        before: str | None = None
-        size = PAGE // 10  # a small first page: most runs find only a few new records
-        while True:
-            page = await self._store.records_page(before, size)
-            stop = len(page) < size
-            fresh = []
-            for entry, raw in page:
-                entry_id = _id(entry)
-                if entry_id > top_id:
-                    continue  # added during this run: the next run folds it
-                if cursor_id is not None and entry_id <= cursor_id:
-                    stop = True
-                    break
-                fresh.append(raw)
-            count += group_stored(fresh, groups)[1]
-            if stop:
+        after = cursor or None
+        while True:  # oldest first, up to the newest record when the run began
+            raws, last = await self._store.records_after(after, top, PAGE)
+            count += group_stored(raws, groups)[1]
+            if len(raws) < PAGE:
                 break
-            before, size = page[-1][0], PAGE
+            after = last
         folded: dict[str, Document] = {}
         _spread(groups, folded)
         await self._write(folded)
@@ -316,4 +306,4 @@ def _after(entry: str, cursor: str) -> bool:
 
 
 def _id(entry: str) -> tuple[int, ...]:
-    return tuple(map(int, entry.split("-")))  # every record read asks: no generator
+    return tuple(map(int, entry.split("-")))

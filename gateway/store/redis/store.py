@@ -187,6 +187,20 @@ class RedisStore:
 
         return await self._connection.guarded(page)
 
+    async def records_after(
+        self, after: str | None, through: str, count: int
+    ) -> tuple[list[bytes], str]:
+        async def page() -> tuple[list[bytes], str]:
+            first = f"({after}" if after else "-"
+            entries: Any = await self.client.xrange(
+                keys.USAGE_STREAM, min=first, max=through, count=count
+            )
+            if not entries:
+                return [], ""
+            return [fields.get(b"r", b"") for _, fields in entries], text(entries[-1][0])
+
+        return await self._connection.guarded(page)
+
     async def control_load(self) -> tuple[int, dict[str, dict[str, bytes]]]:
         return await self._connection.guarded(lambda: control.load(self.client))
 
