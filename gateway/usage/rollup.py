@@ -197,6 +197,17 @@ def _spread(groups: Mapping[Group, Entry], into: dict[str, Document]) -> None:
                     _add_entry(mine, entry)
 
 
+def document_keys(groups: Iterable[Group]) -> list[str]:
+    """The keys of the documents ``groups`` are spread over."""
+    found: dict[str, None] = {}
+    for hour, day, user in {(hour, day, values[USER]) for hour, day, values in groups}:
+        for level in LEVELS:
+            if level != PER_USER:
+                found[hour_key(level, hour)] = None
+            found[day_key(level, day, user)] = None
+    return list(found)
+
+
 def _targets(
     into: dict[str, Document], hour: str, day: str, user: str
 ) -> list[tuple[Callable[..., Any], list[Document]]]:
@@ -274,23 +285,21 @@ class Roller:
             if len(raws) < PAGE:
                 break
             after = last
-        folded: dict[str, Document] = {}
-        _spread(groups, folded)
-        await self._write(folded)
+        await self._write(groups)
         await self._store.put_document(CURSOR_KEY, "cursor", top.encode(), DAY_TTL_S)
         return count
 
-    async def _write(self, folded: Mapping[str, Document]) -> None:
-        """Add the run's sums to the stored documents (read, merge, write: the claim makes
-        this run the only writer), ``CHUNK`` documents per round trip."""
-        keys = list(folded)
-        for first in range(0, len(keys), CHUNK):
-            chunk = keys[first : first + CHUNK]
-            writes = []
-            for key, raw in zip(chunk, await self._store.get_documents(chunk, FIELD), strict=True):
-                document = load_document(raw)
-                merge(document, folded[key])
-                writes.append((key, orjson.dumps(document), _ttl(key)))
+    async def _write(self, groups: Mapping[Group, Entry]) -> None:
+        """Add the run's sums to the stored documents: read them, spread the sums into them,
+        write them back (the claim makes this run the only writer), ``CHUNK`` documents per
+        round trip."""
+        names = document_keys(groups)
+        stored = await read_documents(self._store, names)
+        documents = dict(zip(names, map(load_document, stored), strict=True))
+        _spread(groups, documents)
+        for first in range(0, len(names), CHUNK):
+            chunk = names[first : first + CHUNK]
+            writes = [(key, orjson.dumps(documents[key]), _ttl(key)) for key in chunk]
             await self._store.put_documents(FIELD, writes)
 
     async def run_safely(self) -> int:

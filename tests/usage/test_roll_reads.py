@@ -12,7 +12,7 @@ from gateway.metering.record import UsageRecord
 from gateway.metering.record_codec import encode
 from gateway.store.factory import create_store
 from gateway.store.port import SettleBatch, Store
-from gateway.usage.rollup import FIELD, PAGE, Document, Roller, fold, read_documents
+from gateway.usage.rollup import FIELD, PAGE, Document, Roller, fold, merge, read_documents
 
 DAY = 1_795_305_600.0  # 2026-11-22T00:00:00Z
 
@@ -97,5 +97,31 @@ async def _runs(config: Config, store_url: str | None) -> None:
         assert [orjson.loads(raw) if raw else None for raw in stored] == [
             orjson.loads(orjson.dumps(document)) for document in expected.values()
         ]
+    finally:
+        await store.aclose()
+
+
+def test_a_run_pads_and_adds_to_entries_folded_by_an_older_version(
+    config: Config, store_url: str | None
+) -> None:
+    asyncio.run(_old_entries(config, store_url))
+
+
+async def _old_entries(config: Config, store_url: str | None) -> None:
+    store = create_store(store_url, config.settings)
+    try:
+        records = await settle(store, 0, 6)
+        folded: dict[str, Document] = {}
+        fold(records, folded)
+        key = "gw:roll:full:d:20261122"
+        old = {combo: entry[:7] for combo, entry in folded[key].items()}  # no charged/BYOK sums
+        old["elsewhere"] = [1, 0, 0, 2, 3, 4, {"5": 1}]
+        await store.put_document(key, FIELD, orjson.dumps(old), 3600)
+        assert await Roller(store, lambda: DAY + 7200).run_once() == len(records)
+        expected = orjson.loads(orjson.dumps(old))
+        merge(expected, folded[key])
+        [raw] = await read_documents(store, [key])
+        assert raw is not None and orjson.loads(raw) == expected
+        assert orjson.loads(raw)["elsewhere"] == [1, 0, 0, 2, 3, 4, {"5": 1}]  # untouched
     finally:
         await store.aclose()
