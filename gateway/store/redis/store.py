@@ -28,6 +28,7 @@ from gateway.store import control, keys
 from gateway.store.port import AuditLog, ControlChange, Counter, Decision, Lease, SettleBatch
 from gateway.store.redis import scripts
 from gateway.store.redis.connection import RedisConnection
+from gateway.store.redis.documents import read_many, write_many
 from gateway.store.redis.errors import FOREIGN_ERRORS, converted, raise_if_cancelled
 from gateway.store.redis.pipelined import ScriptRunner
 from gateway.store.redis.reads import held_amounts, integers, stream_entries, text
@@ -153,25 +154,13 @@ class RedisStore:
         return bytes(found) if found is not None else None
 
     async def get_documents(self, keys: Sequence[str], field: str) -> list[bytes | None]:
-        async def read() -> list[bytes | None]:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.hget(key, field)
-                found = await pipe.execute()
-            return [bytes(value) if value is not None else None for value in found]
-
-        return await self._connection.guarded(read) if keys else []
+        if not keys:
+            return []
+        return await self._connection.guarded(lambda: read_many(self._connection, keys, field))
 
     async def put_documents(self, field: str, documents: Sequence[tuple[str, bytes, int]]) -> None:
-        async def write() -> None:
-            async with self.client.pipeline(transaction=not self._connection.cluster) as pipe:
-                for key, value, ttl_s in documents:
-                    pipe.hset(key, field, value)
-                    pipe.expire(key, ttl_s)
-                await pipe.execute()
-
         if documents:
-            await self._connection.guarded(write)
+            await self._connection.guarded(lambda: write_many(self._connection, field, documents))
 
     async def documents(self, key: str) -> list[bytes]:
         found: Any = await self._connection.guarded(lambda: self.client.hvals(key))
