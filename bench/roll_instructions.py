@@ -7,10 +7,11 @@ What moving ``gateway usage roll`` out of the serving process saves it, apart fr
 under valgrind the roller's run every 2 s falls on far fewer requests than at full speed. Here
 one Python process (under ``valgrind --tool=callgrind``, a fresh redis-server beside it) writes
 ``--records`` chat-like usage records of ``--users`` users (and keys) as the gateway's settle
-does, and folds them: not at all, in one run, in ``--runs`` runs, or in one run followed by
-``--idle-runs`` runs finding nothing new. The differences give the instructions per record
-folded, per run that folds something (its claim, and the documents it reads, merges and
-writes) and per idle run. Needs valgrind and redis-server.
+does (in one chunk or ``--runs``), and folds them: not at all, in one run, in ``--runs`` runs
+(one after each chunk), or in one run followed by ``--idle-runs`` runs finding nothing new.
+The differences give the instructions per record folded, per run that folds something (its
+claim, and the documents it reads, merges and writes) and per idle run. Needs valgrind and
+redis-server.
 """
 
 from __future__ import annotations
@@ -77,15 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     def count(chunks: int, idle: int = 0) -> int:
         return _count(valgrind, redis_server, (args.users, n, chunks, idle))
 
-    settled = count(-k)  # the records written, never folded
-    at_once = count(1)  # folded in one run
-    in_runs = count(k)  # folded in k runs
-    idle = count(1, args.idle_runs)
+    # each fold measured against the same records settled alike (in as many chunks), never
+    # folded: one run costs per_run + n * per_record, k runs k * per_run + n * per_record
+    at_once = count(1) - count(-1)
+    in_runs = count(k) - count(-k)
     per_run = (in_runs - at_once) / (k - 1)
-    per_record = (at_once - settled - per_run) / n
+    per_record = (at_once - per_run) / n
+    idle = count(1, args.idle_runs) - count(1)
     print(
         f"roll_instructions users={args.users} records={n} per_record_folded={per_record:.0f} "
-        f"per_run_with_records={per_run:.0f} per_idle_run={(idle - at_once) / args.idle_runs:.0f}"
+        f"per_run_with_records={per_run:.0f} per_idle_run={idle / args.idle_runs:.0f}"
     )
     return 0
 
