@@ -5,12 +5,15 @@
 What moving ``gateway usage roll`` out of the serving process saves it, apart from the timing:
 ``gateway_instructions.py --b-env GATEWAY_USAGE_ROLL=0`` measures the whole difference, but
 under valgrind the roller's run every 2 s falls on far fewer requests than at full speed. Here
-one Python process (under ``valgrind --tool=callgrind``, a fresh redis-server beside it) writes
-``--records`` chat-like usage records of ``--users`` users (and keys) as the gateway's settle
-does, and folds them: not at all, in one run, in ``--runs`` runs, or in one run followed by
-``--idle-runs`` runs finding nothing new. The differences give the instructions per record
-folded, per run that folds something (its claim, and the documents it reads, merges and
-writes) and per idle run. Needs valgrind and redis-server.
+one Python process (under ``valgrind --tool=callgrind``, a fresh redis-server beside it) adds
+``--records`` chat-like usage records of ``--users`` users (and keys) to the usage stream as
+the settle script does (an XADD each: the settle itself, whose batching varies from run to
+run, is left out), in one chunk or ``--runs``, and folds them: not at all, in one run, in
+``--runs`` runs (one after each chunk), or in one run followed by ``--idle-runs`` runs finding
+nothing new.
+The differences give the instructions per record folded, per run that folds something (its
+claim, and the documents it reads, merges and writes) and per idle run. Needs valgrind and
+redis-server.
 """
 
 from __future__ import annotations
@@ -35,23 +38,26 @@ import asyncio, sys, time
 from gateway.config.model import Settings
 from gateway.metering.record import UsageRecord
 from gateway.metering.record_codec import encode
+from gateway.store import keys
 from gateway.store.factory import create_store
-from gateway.store.port import SettleBatch
 from gateway.usage.rollup import Roller
 
 async def main(url, users, records, chunks, idle):
     store = create_store(url, Settings())
     roller = Roller(store, time.time)
     now = time.time()
-    batches = [SettleBatch((), encode(UsageRecord(
+    raws = [encode(UsageRecord(
         ts=now - 60 + n / 1000, record_id=f"r{n}", request_id=f"req-{n}", user=f"user{n % users}",
         key_id=f"key{n % users}", tier="free", capability="chat", model="llama-3.1-8b",
         provider="together", upstream_model="meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo",
         prompt_tokens=20, completion_tokens=120, cost_usd=0.0000252, charged_usd=0.0000252,
-        latency_ms=180.0 + n % 300))) for n in range(records)]
+        latency_ms=180.0 + n % 300)) for n in range(records)]
     size = -(-records // abs(chunks))
     for first in range(0, records, size):
-        await store.settle(batches[first:first + size])
+        async with store.client.pipeline(transaction=False) as pipe:
+            for raw in raws[first:first + size]:
+                pipe.xadd(keys.USAGE_STREAM, {"r": raw})
+            await pipe.execute()
         if chunks > 0:
             await roller.run_once()
     for _ in range(idle):
@@ -77,15 +83,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     def count(chunks: int, idle: int = 0) -> int:
         return _count(valgrind, redis_server, (args.users, n, chunks, idle))
 
-    settled = count(-k)  # the records written, never folded
-    at_once = count(1)  # folded in one run
-    in_runs = count(k)  # folded in k runs
-    idle = count(1, args.idle_runs)
+    # each fold measured against the same records settled alike (in as many chunks), never
+    # folded: one run costs per_run + n * per_record, k runs k * per_run + n * per_record
+    at_once = count(1) - count(-1)
+    in_runs = count(k) - count(-k)
     per_run = (in_runs - at_once) / (k - 1)
-    per_record = (at_once - settled - per_run) / n
+    per_record = (at_once - per_run) / n
+    idle = count(1, args.idle_runs) - count(1)
     print(
         f"roll_instructions users={args.users} records={n} per_record_folded={per_record:.0f} "
-        f"per_run_with_records={per_run:.0f} per_idle_run={(idle - at_once) / args.idle_runs:.0f}"
+        f"per_run_with_records={per_run:.0f} per_idle_run={idle / args.idle_runs:.0f}"
     )
     return 0
 

@@ -155,6 +155,13 @@ class MemoryStore:
     async def get_document(self, key: str, field: str) -> bytes | None:
         return self._document_hash(key).get(field)
 
+    async def get_documents(self, keys: Sequence[str], field: str) -> list[bytes | None]:
+        return [self._document_hash(key).get(field) for key in keys]
+
+    async def put_documents(self, field: str, documents: Sequence[tuple[str, bytes, int]]) -> None:
+        for key, value, ttl_s in documents:
+            await self.put_document(key, field, value, ttl_s)
+
     async def documents(self, key: str) -> list[bytes]:
         return list(self._document_hash(key).values())
 
@@ -174,6 +181,18 @@ class MemoryStore:
                 if len(page) >= count:
                     break
         return page
+
+    async def records_after(
+        self, after: str | None, through: str, count: int
+    ) -> tuple[list[bytes], str]:
+        first, last = int(after) if after else -1, int(through)
+        page: list[tuple[int, bytes]] = []
+        for entry in self._records:  # oldest first
+            if entry[0] > last or len(page) >= count:
+                break
+            if entry[0] > first:
+                page.append(entry)
+        return [record for _, record in page], str(page[-1][0]) if page else ""
 
     async def control_load(self) -> tuple[int, dict[str, dict[str, bytes]]]:
         return self._control_version, {k: dict(v) for k, v in self._control.items()}

@@ -225,12 +225,27 @@ class Store(Protocol):
 
     async def get_document(self, key: str, field: str) -> bytes | None: ...
 
+    async def get_documents(self, keys: Sequence[str], field: str) -> list[bytes | None]:
+        """``get_document`` of each of ``keys`` (in one round trip on Redis)."""
+        ...
+
+    async def put_documents(self, field: str, documents: Sequence[tuple[str, bytes, int]]) -> None:
+        """``put_document`` of each (key, value, ttl_s) (in one round trip on Redis)."""
+        ...
+
     async def documents(self, key: str) -> list[bytes]:
         """Every document of the hash ``key``."""
         ...
 
     async def records_page(self, before: str | None, count: int) -> list[tuple[str, bytes]]:
         """Usage records, newest first, strictly older than the id ``before`` (None: newest)."""
+        ...
+
+    async def records_after(
+        self, after: str | None, through: str, count: int
+    ) -> tuple[list[bytes], str]:
+        """Up to ``count`` usage records, oldest first, with ids after ``after`` (None: from
+        the first) up to ``through`` included, and the id of the last one ("" if none)."""
         ...
 
     async def control_load(self) -> tuple[int, dict[str, dict[str, bytes]]]:

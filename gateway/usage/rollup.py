@@ -1,10 +1,12 @@
 """Usage rollups: the usage stream folded into hourly and daily documents, off the hot path.
 
-A ``Roller`` reads the records the stream gained since its cursor (newest first, page by page,
-never a record twice), sums them per hour and day and per combination of dimensions, and adds
-the sums to the stored rollup documents. Nothing is added to a request's own path: the settle
-that wrote the record is unchanged; the roller's cost is one stream read per record plus one
-read and one write per document the run touched (a few per level and run in steady state).
+A ``Roller`` reads the records the stream gained since its cursor (oldest first, page by page,
+up to the newest record when the run began: never a record twice), sums them per hour, day and
+combination of dimensions over the whole run, and adds the sums to the stored rollup documents.
+Nothing is added to a request's own path: the settle that wrote the record is unchanged; the
+roller's cost is one stream read and one group addition per record, one addition per group
+(hour, day and dimension values) and level, and per run one read and one write of each document
+it touched (``CHUNK`` documents per round trip).
 
 Exactly once across workers and replicas: a run claims the cursor it starts from
 (``set_once`` on ``gw:roll:claim:<cursor>``); only the claimant folds the records after that
@@ -36,9 +38,10 @@ combinations kept there, never the number of requests.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import itemgetter
+from typing import Any
 
 import orjson
 
@@ -51,9 +54,14 @@ from gateway.usage.roll_groups import (
     HIST,
     NONE,
     TEAMS,
+    C,
+    E,
     Entry,
+    F,
     G,
     Group,
+    N,
+    P,
     U,
     dimension_tuple,
     group_records,
@@ -81,10 +89,15 @@ PAGE = 250  # records folded between awaits: a page is folded without yielding, 
 CURSOR_KEY = "gw:roll:state"
 CLAIM_TTL_S = 120
 BUSY = -1
-CHUNK = 200  # documents merged at once
-WAVE = 4  # store calls in flight at once (the connection pool is shared with requests)
+CHUNK = 200  # documents read, merged and written per round trip
 FIELD = "p"
 SEP = "\x1f"  # between the dimension values of a combination
+USER = DIMENSIONS.index("user")
+# per level, its dimension values out of a group's (``DIMENSIONS`` order), as a tuple
+_PICKS: dict[str, Callable[..., Any]] = {
+    level: itemgetter(*(DIMENSIONS.index(name) for name in names))
+    for level, names in LEVELS.items()
+}
 
 
 def hour_key(level: str, hour: str) -> str:
@@ -163,32 +176,71 @@ def _spread(groups: Mapping[Group, Entry], into: dict[str, Document]) -> None:
     """Add each group's sums to the documents of every level, hourly and daily.
 
     Records are summed per group (hour, day, dimension values) first, and each group is then
-    spread over the levels once: a page of records from a few users and models costs one dict
-    addition per record, not one per level and period."""
+    spread over the levels once: a run's records from a few users and models cost one dict
+    addition per record, not one per level and period. The documents of a (hour, day, user)
+    are looked up once per run, not once per group."""
+    targets: dict[tuple[str, str, str], list[tuple[Callable[..., Any], list[Document]]]] = {}
     for group, entry in groups.items():
         hour, day, values = group
-        dims = dict(zip(DIMENSIONS, values, strict=True))
-        for level, names in LEVELS.items():
-            combo = SEP.join([dims[name] for name in names])
-            hourly = () if level == PER_USER else (hour_key(level, hour),)
-            for key in (*hourly, day_key(level, day, dims["user"])):
-                document = into.get(key)
-                if document is None:
-                    document = into[key] = {}
+        found = targets.get((hour, day, values[USER]))
+        if found is None:
+            found = targets[hour, day, values[USER]] = _targets(into, hour, day, values[USER])
+        for pick, documents in found:
+            combo = SEP.join(pick(values))
+            for document in documents:
                 mine = document.get(combo)
                 if mine is None:
                     document[combo] = _copy(entry)
+                elif len(mine) > BT:
+                    _add_whole(mine, entry)
                 else:
                     _add_entry(mine, entry)
 
 
+def document_keys(groups: Iterable[Group]) -> list[str]:
+    """The keys of the documents ``groups`` are spread over."""
+    found: dict[str, None] = {}
+    for hour, day, user in {(hour, day, values[USER]) for hour, day, values in groups}:
+        for level in LEVELS:
+            if level != PER_USER:
+                found[hour_key(level, hour)] = None
+            found[day_key(level, day, user)] = None
+    return list(found)
+
+
+def _targets(
+    into: dict[str, Document], hour: str, day: str, user: str
+) -> list[tuple[Callable[..., Any], list[Document]]]:
+    """Per level, what picks its dimension values out of a group's, and its documents."""
+    found = []
+    for level, pick in _PICKS.items():
+        hourly = () if level == PER_USER else (hour_key(level, hour),)
+        found.append((pick, [into.setdefault(k, {}) for k in (*hourly, day_key(level, day, user))]))
+    return found
+
+
+def _add_whole(into: Entry, entry: Entry) -> None:
+    """``_add_entry`` of two entries with every position (the run's own sums always have)."""
+    into[N] += entry[N]
+    into[E] += entry[E]
+    into[F] += entry[F]
+    into[P] += entry[P]
+    into[C] += entry[C]
+    into[U] += entry[U]
+    histogram = into[HIST]
+    for bucket, count in entry[HIST].items():
+        histogram[bucket] = histogram.get(bucket, 0) + count
+    into[G] += entry[G]
+    into[BN] += entry[BN]
+    into[BT] += entry[BT]
+
+
 async def read_documents(store: Store, keys: Sequence[str]) -> list[bytes | None]:
-    """The documents of ``keys``, ``WAVE`` reads in flight at a time: the store's connection
-    pool is shared with the request path, which must never wait for the dashboard."""
+    """The documents of ``keys``, ``CHUNK`` per round trip: one connection of the store's
+    pool (shared with the request path, which must never wait for the dashboard) at a time."""
     found: list[bytes | None] = []
-    for first in range(0, len(keys), WAVE):
-        wave = keys[first : first + WAVE]
-        found.extend(await asyncio.gather(*(store.get_document(k, FIELD) for k in wave)))
+    for first in range(0, len(keys), CHUNK):
+        found.extend(await store.get_documents(keys[first : first + CHUNK], FIELD))
     return found
 
 
@@ -224,50 +276,31 @@ class Roller:
         if not await self._store.set_once(f"gw:roll:claim:{cursor or 'start'}", CLAIM_TTL_S):
             return BUSY
         top = newest[0][0]
-        top_id, cursor_id = _id(top), (_id(cursor) if cursor else None)
-        folded: dict[str, Document] = {}
+        groups: dict[Group, Entry] = {}
         count = 0
-        before: str | None = None
-        size = PAGE // 10  # a small first page: most runs find only a few new records
-        while True:
-            page = await self._store.records_page(before, size)
-            stop = len(page) < size
-            fresh = []
-            for entry, raw in page:
-                entry_id = _id(entry)
-                if entry_id > top_id:
-                    continue  # added during this run: the next run folds it
-                if cursor_id is not None and entry_id <= cursor_id:
-                    stop = True
-                    break
-                fresh.append(raw)
-            count += fold_stored(fresh, folded)
-            if stop:
+        after = cursor or None
+        while True:  # oldest first, up to the newest record when the run began
+            raws, last = await self._store.records_after(after, top, PAGE)
+            count += group_stored(raws, groups)[1]
+            if len(raws) < PAGE:
                 break
-            before, size = page[-1][0], PAGE
-        await self._write(folded)
+            after = last
+        await self._write(groups)
         await self._store.put_document(CURSOR_KEY, "cursor", top.encode(), DAY_TTL_S)
         return count
 
-    async def _write(self, folded: Mapping[str, Document]) -> None:
-        """Add the run's sums to the stored documents (read, merge, write: the claim makes
-        this run the only writer), ``CHUNK`` documents at a time."""
-        keys = list(folded)
-        for first in range(0, len(keys), CHUNK):
-            chunk = keys[first : first + CHUNK]
-            stored = await read_documents(self._store, chunk)
-            writes = []
-            for key, raw in zip(chunk, stored, strict=True):
-                document = load_document(raw)
-                merge(document, folded[key])
-                writes.append((key, orjson.dumps(document)))
-            for first_write in range(0, len(writes), WAVE):
-                await asyncio.gather(
-                    *(
-                        self._store.put_document(key, FIELD, value, _ttl(key))
-                        for key, value in writes[first_write : first_write + WAVE]
-                    )
-                )
+    async def _write(self, groups: Mapping[Group, Entry]) -> None:
+        """Add the run's sums to the stored documents: read them, spread the sums into them,
+        write them back (the claim makes this run the only writer), ``CHUNK`` documents per
+        round trip."""
+        names = document_keys(groups)
+        stored = await read_documents(self._store, names)
+        documents = dict(zip(names, map(load_document, stored), strict=True))
+        _spread(groups, documents)
+        for first in range(0, len(names), CHUNK):
+            chunk = names[first : first + CHUNK]
+            writes = [(key, orjson.dumps(documents[key]), _ttl(key)) for key in chunk]
+            await self._store.put_documents(FIELD, writes)
 
     async def run_safely(self) -> int:
         try:
@@ -282,4 +315,4 @@ def _after(entry: str, cursor: str) -> bool:
 
 
 def _id(entry: str) -> tuple[int, ...]:
-    return tuple(map(int, entry.split("-")))  # every record read asks: no generator
+    return tuple(map(int, entry.split("-")))

@@ -36,6 +36,7 @@ from gateway.store.port import (
 )
 from gateway.store.redis import scripts
 from gateway.store.redis.connection import RedisConnection
+from gateway.store.redis.documents import read_many, write_many
 from gateway.store.redis.errors import FOREIGN_ERRORS, converted, raise_if_cancelled
 from gateway.store.redis.pipelined import ScriptRunner
 from gateway.store.redis.reads import held_amounts, integers, stream_entries, text
@@ -164,6 +165,15 @@ class RedisStore:
         found: Any = await self._connection.guarded(lambda: self.client.hget(key, field))
         return bytes(found) if found is not None else None
 
+    async def get_documents(self, keys: Sequence[str], field: str) -> list[bytes | None]:
+        if not keys:
+            return []
+        return await self._connection.guarded(lambda: read_many(self._connection, keys, field))
+
+    async def put_documents(self, field: str, documents: Sequence[tuple[str, bytes, int]]) -> None:
+        if documents:
+            await self._connection.guarded(lambda: write_many(self._connection, field, documents))
+
     async def documents(self, key: str) -> list[bytes]:
         found: Any = await self._connection.guarded(lambda: self.client.hvals(key))
         return [bytes(value) for value in found or ()]
@@ -175,6 +185,20 @@ class RedisStore:
                 keys.USAGE_STREAM, max=top, min="-", count=count
             )
             return [(text(entry_id), bytes(fields[b"r"])) for entry_id, fields in entries or ()]
+
+        return await self._connection.guarded(page)
+
+    async def records_after(
+        self, after: str | None, through: str, count: int
+    ) -> tuple[list[bytes], str]:
+        async def page() -> tuple[list[bytes], str]:
+            first = f"({after}" if after else "-"
+            entries: Any = await self.client.xrange(
+                keys.USAGE_STREAM, min=first, max=through, count=count
+            )
+            if not entries:
+                return [], ""
+            return [fields.get(b"r", b"") for _, fields in entries], text(entries[-1][0])
 
         return await self._connection.guarded(page)
 
