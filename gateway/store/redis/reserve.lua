@@ -456,7 +456,7 @@ for r = 1, n do
         if #ARGV[a + 6] > 16 then error({err = 'ERR gateway: not an integer in range: ' .. ARGV[a + 6]}) end
         now = now or now_s()
         local at = now + ARGV[a + 6]
-        due = {at, tostring(at)}
+        due = {at, string.format('%d', at)}  -- exact (tostring keeps 14 digits)
         deadlines[ARGV[a + 6]] = due
       end
       local deadline = due[1]
