@@ -154,6 +154,40 @@ def test_a_group_sent_when_redis_lost_the_script_is_answered_once_each(
     assert command(redis_server.port, "HGET", counter.key, "req") == b"$1\r\n3\r\n"
 
 
+def test_leases_of_one_group_keep_their_own_seconds_and_times_to_live(
+    redis_server: RedisServer,
+) -> None:
+    """The script reads a group's lease seconds and times to live once per distinct text:
+    reservations that send others still get their own deadline and expiry."""
+    redis_server.flushall()
+    short = Counter("gw:{u:s}:d:1", "req", 1, ttl_s=60)
+    long = Counter("gw:{u:s}:d:2", "req", 1, ttl_s=6000)
+
+    async def scenario() -> None:
+        store = create_store(redis_server.url, Settings())
+        try:
+            await store.reserve([Counter("gw:{u:w}:d:1", "n", 1)], None)
+            before = script_calls(redis_server)
+            await asyncio.gather(
+                store.reserve([short], None, Lease("a", 60)),
+                store.reserve([long], None, Lease("b", 600)),
+                store.reserve([short], None, Lease("c", 60)),
+            )
+            assert script_calls(redis_server) - before == 1  # one call for the group
+        finally:
+            await store.aclose()
+
+    run(scenario())
+    group = keys.lease(short.key)
+    due = {
+        name: int(float(command(redis_server.port, "ZSCORE", group, name).split(b"\r\n")[1]))
+        for name in ("a", "b", "c")
+    }
+    assert due["b"] - due["a"] == 540 and due["c"] == due["a"]
+    ttls = [int(command(redis_server.port, "TTL", key)[1:-2]) for key in (short.key, long.key)]
+    assert 50 < ttls[0] <= 60 and 5900 < ttls[1] <= 6000
+
+
 def test_concurrent_admissions_share_one_call_and_each_is_settled(
     config: Config, redis_server: RedisServer
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.config.model import Config, Price
+from gateway.config.model import Config, Price, Settings
 from gateway.store import keys
 from gateway.store.factory import create_store
 from gateway.store.keys import USAGE_STREAM
@@ -267,3 +267,33 @@ def test_plain_counters_after_the_last_full_one_go_on_short_lines() -> None:
     assert names == ["gw:{u:s}:d:1", "gw:{o:s}:min:1"]
     assert args[5] == "1\treq\t1\t0\t5\t\t-1\t\n1\ttok\t2\t3\t9\ttok\t-1\t"
     assert args[9] == "2\tusd\t7\t-1"
+
+
+def test_the_usage_stream_stays_capped_when_only_a_calls_last_record_carries_the_cap(
+    redis_server: RedisServer,
+) -> None:
+    """settle.lua caps the stream on the last XADD of a call only: still at most about
+    ``usage_stream_maxlen`` entries (one node of slack, ``~``), the newest kept, and each
+    record's entry id in its index list."""
+    redis_server.flushall()
+    settings = Settings(usage_stream_maxlen=100)
+
+    async def scenario() -> None:
+        store = create_store(redis_server.url, settings)
+        try:
+            for call in range(12):
+                await store.settle(
+                    [
+                        SettleBatch((), f'{{"n":{call * 50 + n}}}'.encode(), index="gw:{u:cap}:rec")
+                        for n in range(50)
+                    ]
+                )
+        finally:
+            await store.aclose()
+
+    run(scenario())
+    length = int(command(redis_server.port, "XLEN", USAGE_STREAM)[1:-2])
+    assert 100 <= length <= 200  # 600 added; node size 100 (stream-node-max-entries)
+    newest = command(redis_server.port, "XREVRANGE", USAGE_STREAM, "+", "-", "COUNT", "1")
+    assert b'{"n":599}' in newest
+    assert command(redis_server.port, "LLEN", "gw:{u:cap}:rec") == b":100\r\n"

@@ -50,6 +50,8 @@ end
 -- (patterns written out whole: a pattern joined from parts is joined again on every call)
 local line = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t([^\t\n]*)\t(%-?%d+)\t([^\t\n]*)\n?()'
 local short = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%-?%d+)\n?()'
+-- text -> number, each converted once per call (rule.lua): key indexes, limits, amounts
+local numbers = {}
 
 if n == 1 and ARGV[2] == '' then
   -- One reservation, its keys in KEYS as they are ("Two paths" above).
@@ -80,7 +82,11 @@ if n == 1 and ARGV[2] == '' then
       error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
     end
     at = after
-    local key = k + 0
+    local key = numbers[k]
+    if key == nil then
+      key = k + 0
+      numbers[k] = key
+    end
     local names = hashes[key]
     if not names then
       if KEYS[key] == nil then error({err = 'ERR gateway: no key ' .. key}) end
@@ -102,7 +108,11 @@ if n == 1 and ARGV[2] == '' then
       error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
     end
     at = after
-    local key = k + 0
+    local key = numbers[k]
+    if key == nil then
+      key = k + 0
+      numbers[k] = key
+    end
     local names = hashes[key]
     if not names then
       if KEYS[key] == nil then error({err = 'ERR gateway: no key ' .. key}) end
@@ -240,7 +250,10 @@ for key = 1, width do blank[key] = false end
 local fields = {unpack(blank)}  -- key -> the fields its HMGET reads
 local place = {unpack(blank)}  -- key -> field -> its place in that HMGET
 local overrides = {}  -- override hash's key -> {field -> number}, or false: none readable
-local plans = {}  -- per reservation: {counters, its keys, first argument, override hash}
+local plans = {}  -- per reservation: {counters, count, its keys, first argument, override
+--   hash's numbers, m}
+-- Reservations of one user in a call send the same argument 1 (where its keys are): read once.
+local read_where = {}
 
 -- A counter is one table built at once (a table grown entry by entry is rehashed as it grows).
 local function counter_of(key, field)
@@ -263,12 +276,27 @@ end
 
 for r = 1, n do
   local a = 2 + (r - 1) * 9
-  local where = nil  -- its key index -> the index in KEYS
+  local where = nil  -- its key index -> the index in KEYS (read-only: shared)
   if ARGV[a] ~= '' then
-    where = {}
-    for index in string.gmatch(ARGV[a], '%d+') do where[#where + 1] = index + 0 end
+    where = read_where[ARGV[a]]
+    if where == nil then
+      where = {}
+      for index in string.gmatch(ARGV[a], '%d+') do
+        local at = numbers[index]
+        if at == nil then
+          at = index + 0
+          numbers[index] = at
+        end
+        where[#where + 1] = at
+      end
+      read_where[ARGV[a]] = where
+    end
   end
-  local m = ARGV[a + 1] + 0
+  local m = numbers[ARGV[a + 1]]
+  if m == nil then
+    m = ARGV[a + 1] + 0
+    numbers[ARGV[a + 1]] = m
+  end
   local override = nil
   if ARGV[a + 2] == '1' then
     override = where and where[m + 1] or m + 1
@@ -295,7 +323,11 @@ for r = 1, n do
       error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
     end
     at = after
-    local key = k + 0
+    local key = numbers[k]
+    if key == nil then
+      key = k + 0
+      numbers[k] = key
+    end
     if where then key = where[key] or 0 end
     count = count + 1
     counters[count] = {key, field, fixed, flex, limit, limit_field, cap, cap_field,
@@ -312,7 +344,11 @@ for r = 1, n do
       error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
     end
     at = after
-    local key = k + 0
+    local key = numbers[k]
+    if key == nil then
+      key = k + 0
+      numbers[k] = key
+    end
     if where then key = where[key] or 0 end
     count = count + 1
     counters[count] = {key, field, fixed, '0', limit, '', '-1', '', counter_of(key, field)}
@@ -320,7 +356,7 @@ for r = 1, n do
   if at ~= #text + 1 then
     error({err = 'ERR gateway: malformed argument line near ' .. at})
   end
-  plans[r] = {counters, count, where, a, override and overrides[override]}
+  plans[r] = {counters, count, where, a, override and overrides[override], m}
 end
 
 -- The stored values, each hash read once: key -> {value or false per field}.
@@ -351,9 +387,11 @@ end
 local replies = {}
 local changed = {unpack(blank)}  -- key -> true: its values to write (the unmoved ones as read)
 local expiring = {unpack(blank)}  -- key -> its TTL argument (the last granted reservation's)
+local read_ttls = {}  -- an argument 4's text -> its times to live
 local groups = {}  -- lease sorted set's key -> {hash's key, registry's key or nil, ZADD members, HSET pairs}
 local group_order = {}
 local now = nil
+local deadlines = {}  -- lease seconds' text -> {deadline, its text}
 for r = 1, n do
   local plan = plans[r]
   local counters, count, where, a, found = plan[1], plan[2], plan[3], plan[4], plan[5]
@@ -395,18 +433,33 @@ for r = 1, n do
         end
       end
     end
-    local m = ARGV[a + 1] + 0
-    local j = 0
-    for ttl in string.gmatch(ARGV[a + 3], '%-?%d+') do
-      if #ttl > 16 then error({err = 'ERR gateway: not an integer in range: ' .. ttl}) end
-      j = j + 1
-      if j <= m then expiring[where and where[j] or j] = ttl end
+    local m = plan[6]
+    -- reservations of one layout and second send the same text: read once per call
+    local ttls = read_ttls[ARGV[a + 3]]
+    if ttls == nil then
+      ttls = {}
+      for ttl in string.gmatch(ARGV[a + 3], '%-?%d+') do
+        if #ttl > 16 then error({err = 'ERR gateway: not an integer in range: ' .. ttl}) end
+        ttls[#ttls + 1] = ttl
+      end
+      read_ttls[ARGV[a + 3]] = ttls
     end
-    if j ~= m then error({err = 'ERR gateway: ' .. j .. ' times to live for ' .. m .. ' keys'}) end
+    if #ttls ~= m then
+      error({err = 'ERR gateway: ' .. #ttls .. ' times to live for ' .. m .. ' keys'})
+    end
+    for j = 1, m do expiring[where and where[j] or j] = ttls[j] end
     if #lines > 0 then
-      if #ARGV[a + 6] > 16 then error({err = 'ERR gateway: not an integer in range: ' .. ARGV[a + 6]}) end
-      now = now or now_s()
-      local deadline = now + ARGV[a + 6]
+      -- per lease seconds, the deadline as a number and as text, once per call: a number
+      -- given to ZADD is formatted by Redis (~2.8k instructions), a text is not
+      local due = deadlines[ARGV[a + 6]]
+      if due == nil then
+        if #ARGV[a + 6] > 16 then error({err = 'ERR gateway: not an integer in range: ' .. ARGV[a + 6]}) end
+        now = now or now_s()
+        local at = now + ARGV[a + 6]
+        due = {at, string.format('%d', at)}  -- exact (tostring keeps 14 digits)
+        deadlines[ARGV[a + 6]] = due
+      end
+      local deadline = due[1]
       local base = m
       if ARGV[a + 2] == '1' then base = m + 1 end
       local zset = where and where[base + 1] or base + 1
@@ -421,7 +474,7 @@ for r = 1, n do
         group[2] = where and where[base + 3] or base + 3
       end
       local members, pairs_of = group[3], group[4]
-      members[#members + 1] = deadline
+      members[#members + 1] = due[2]
       members[#members + 1] = lease
       pairs_of[#pairs_of + 1] = lease
       pairs_of[#pairs_of + 1] = table.concat(lines)
