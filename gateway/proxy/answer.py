@@ -43,7 +43,7 @@ class Answers:
 
     async def reply(self, ctx: RequestContext, opened: Opened, wants_usage: bool) -> Reply:
         response = opened.response
-        headers = {**forwarded_headers(response), **ctx.indicator()}
+        headers = ctx.indicator(forwarded_headers(response))
         content_type = response.headers.get("content-type", "")
         if ctx.endpoint.bridged and (api := native_api(response)) is not None:
             return native_reply(
