@@ -128,9 +128,9 @@ class Pipeline:
         if self._log_bodies:
             ctx.debug_body = incoming.fields
         ctx.tags = request_tags(request.headers, incoming.fields, endpoint.name)
-        ctx.requested_model = incoming.model
-        principal.allow_model(incoming.model)
-        plan = resolve(self._config, principal.tier, endpoint, incoming.model, incoming.fields)
+        requested = ctx.requested_model = incoming.model
+        principal.allow_model(requested)
+        plan = resolve(self._config, principal.tier, endpoint, requested, incoming.fields)
         # a tier with models behind the Anthropic adapter (or a model a caller's own key
         # unlocks): the fields the adapter cannot carry
         if endpoint is CHAT and (principal.tier.adapted or plan.byok_only):
@@ -139,7 +139,7 @@ class Pipeline:
         if self._flags is not None:
             plan, ctx.indicators = self._flags.apply(principal, plan)
         if principal.models is not None:  # a key's allow-list holds for the fallbacks too
-            plan = within_allow_list(plan, principal.models, incoming.model)
+            plan = within_allow_list(plan, principal.models, requested)
         ctx.plan = plan
         if endpoint is VIDEOS and self._videos is not None:
             await self._videos.check_room(principal.user)
