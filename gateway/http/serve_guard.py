@@ -93,6 +93,10 @@ def _building_ours(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _headers_complete = _building_ours(HttpToolsProtocol.on_headers_complete)
+# uvicorn's callbacks that run on every request, called as functions (no ``super()`` object)
+_data_received = HttpToolsProtocol.data_received
+_message_begin = HttpToolsProtocol.on_message_begin
+_message_complete = HttpToolsProtocol.on_message_complete
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -129,12 +133,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_read = self.loop.time()
-        super().data_received(data)
+        _data_received(self, data)
         if self.phase != IDLE and self.timer is None:
             self._arm(self._due())
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        _message_begin(self)
         if self.phase == IDLE:  # a later request: its own header deadline
             self.deadline = self.last_read + self.deadlines.header_s
         self.phase = HEADER
@@ -149,7 +153,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.phase, self.deadline = BODY, self.last_read + self.deadlines.body_s
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        _message_complete(self)
         self.phase = IDLE
 
     def send_400_response(self, msg: str) -> None:
