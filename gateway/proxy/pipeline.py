@@ -21,7 +21,7 @@ from gateway.proxy.auth import Authenticator, Principal
 from gateway.proxy.cache.exact import CacheUse, ResponseCache, cache_use
 from gateway.proxy.context import RequestContext, RequestIds
 from gateway.proxy.credentials import Credentials
-from gateway.proxy.deployments import chain_keys
+from gateway.proxy.deployments import ChainSecrets
 from gateway.proxy.downgrade import clamped_by_quota, downgraded
 from gateway.proxy.flag_gate import FlagGate
 from gateway.proxy.incoming import Incoming, json_for_upstream, read_incoming
@@ -206,7 +206,7 @@ class Pipeline:
                 plan.chain,
                 self._credentials.builder(ctx, incoming, body, principal),
                 buffered=not (streams or endpoint.binary_response),
-                secrets=(principal.byok_key, *chain_keys(plan.chain)),
+                secrets=ChainSecrets(principal.byok_key, plan.chain),
                 own_credentials=principal.byok,
                 trace=ctx.trace,
             )
