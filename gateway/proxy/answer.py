@@ -44,7 +44,8 @@ class Answers:
     async def reply(self, ctx: RequestContext, opened: Opened, wants_usage: bool) -> Reply:
         response = opened.response
         headers = ctx.indicator(forwarded_headers(response))
-        content_type = response.headers.get("content-type", "")
+        # forwarded as the answer's headers give it (repeats joined), found there already
+        content_type = headers.get("content-type", "")
         if ctx.endpoint.bridged and (api := native_api(response)) is not None:
             return native_reply(
                 ctx,
