@@ -13,7 +13,7 @@ its errors, the access log, and ``on_response`` (the next pipelined request star
 checks stay: a name or value uvicorn would refuse raises its ``RuntimeError`` at the same point
 (the head started, nothing written, so the connection is closed without an answer); names are
 scanned the first time they are seen, the values in one scan unless all are printable.
-A whole answer whose names are all lower-case ones checked before (``send_plain``, the usual
+A whole answer whose names are all lower-case ones checked before (``write_plain``, the usual
 JSON answer) skips the field list: its head is joined straight from the reply's headers.
 Whatever these writers do not take (a status or a default header only uvicorn's ``send``
 handles) goes through ``send``, which this class leaves as it is.
