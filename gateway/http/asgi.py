@@ -103,7 +103,8 @@ class FastLane:
                 else:
                     reply = await self._proxied(scope, receive, path)
                 if isinstance(reply, Reply) and isinstance(reply.body, bytes):
-                    await send_whole(reply, send)
+                    if not wrote_whole(reply, send):
+                        await send_whole(reply, send)
                 else:
                     await to_asgi(reply)(scope, receive, send)
                 return
@@ -126,6 +127,29 @@ class FastLane:
 # Names seen to be lower-case already (a small vocabulary: the gateway's own, those it forwards)
 _LOWER_NAMES: set[str] = set()
 _LOWER_NAMES_MAX = 4096
+
+
+def wrote_whole(reply: Reply, send: Send) -> bool:
+    """The usual JSON answer written at once by the gateway's cycle (``write_plain``), then
+    ``reply.after()``: no coroutine made. False, nothing done, for ``send_whole`` to send."""
+    cycle = getattr(send, "__self__", None)
+    if not isinstance(cycle, GatewayCycle):
+        return False
+    status, headers, body, media_type, after = reply
+    assert isinstance(body, bytes)
+    added = None
+    if media_type is not None and "content-type" not in headers:
+        added = _content_type(media_type)
+    try:
+        if not cycle.write_plain(status, headers, body, added):
+            return False
+    except BaseException:
+        if after is not None:
+            after()
+        raise
+    if after is not None:
+        after()
+    return True
 
 
 async def send_whole(reply: Reply, send: Send) -> None:

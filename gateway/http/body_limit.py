@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import PayloadTooLarge
@@ -25,14 +27,15 @@ def limited(receive: Receive, max_bytes: int) -> Receive:
 
 
 class BodyLimit:
-    """Runs on every request, the proxied ones included (see ``gateway.http.asgi``)."""
+    """Runs on every request, the proxied ones included (see ``gateway.http.asgi``): a plain
+    call that hands back the next app's coroutine, so it adds no coroutine of its own that
+    every await below would cross."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http" or scope["path"] == UPLOADS:
-            await self.app(scope, receive, send)
-            return
-        await self.app(scope, limited(receive, self.max_bytes), send)
+            return self.app(scope, receive, send)
+        return self.app(scope, limited(receive, self.max_bytes), send)

@@ -13,7 +13,7 @@ its errors, the access log, and ``on_response`` (the next pipelined request star
 checks stay: a name or value uvicorn would refuse raises its ``RuntimeError`` at the same point
 (the head started, nothing written, so the connection is closed without an answer); names are
 scanned the first time they are seen, the values in one scan unless all are printable.
-A whole answer whose names are all lower-case ones checked before (``send_plain``, the usual
+A whole answer whose names are all lower-case ones checked before (``write_plain``, the usual
 JSON answer) skips the field list: its head is joined straight from the reply's headers.
 Whatever these writers do not take (a status or a default header only uvicorn's ``send``
 handles) goes through ``send``, which this class leaves as it is.
@@ -152,16 +152,27 @@ class GatewayCycle(RequestResponseCycle):
     async def send_plain(
         self, status: int, fields: Mapping[str, str], body: bytes, content_type: str | None
     ) -> bool:
+        """``write_plain`` once the transport's buffer has room (drained first, as ``send``
+        does before each write)."""
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        return self.write_plain(status, fields, body, content_type)
+
+    def write_plain(
+        self, status: int, fields: Mapping[str, str], body: bytes, content_type: str | None
+    ) -> bool:
         """A whole answer whose names are all ``plain`` (the usual JSON answer), as
         ``send_whole`` sends it with Starlette's content-length and ``content_type`` (if not
         None) after ``fields``: the head encoded in one join (no field list, zip or framing
-        pass), its values checked in one translate. False, nothing done, for any other answer."""
+        pass), its values checked in one translate. False, nothing done, for any other answer
+        and while the transport's buffer is full (``send_plain`` drains it first)."""
         if (
             status not in _LENGTHED
             or not fields
             or self.response_started
             or self.scope["method"] == "HEAD"
             or not plain(fields)
+            or (self.flow.write_paused and not self.disconnected)
         ):
             return False
         defaults = _joined_defaults(self.default_headers)
@@ -176,8 +187,6 @@ class GatewayCycle(RequestResponseCycle):
         if content_type is not None:
             values += content_type.encode("latin-1")
         refused = values.translate(_MARK) != values
-        if self.flow.write_paused and not self.disconnected:
-            await self.flow.drain()
         if self.disconnected:
             return True
         self.response_started = True

@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Any
 
 from starlette.datastructures import Headers
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect, Request, empty_send
 from starlette.types import Receive, Scope
 
 
@@ -40,9 +40,17 @@ class ProxiedRequest(Request):
     ``hasattr`` check formats an AttributeError on first use)."""
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
-        super().__init__(scope, receive)
-        # read as a plain attribute, not through a property call on each of its uses
-        self.__dict__["headers"] = IndexedHeaders(scope)
+        # ``Request.__init__``'s own work, without its two calls up and their checks of a
+        # scope the fast lane has checked
+        self.scope = scope
+        self._receive = receive
+        self._send = empty_send
+        self._stream_consumed = False
+        self._is_disconnected = False
+        self._form = None
+        # read as a plain attribute, not through a property call on each of its uses (set, not
+        # written through ``__dict__``: asking for that turns the attributes into a dict)
+        self.headers = IndexedHeaders(scope)
 
     @cached_property
     def headers(self) -> Headers:
@@ -52,7 +60,7 @@ class ProxiedRequest(Request):
         """Starlette's ``Request.body`` read straight from ``receive``, without its
         ``stream()`` generator (which the event loop tracks and finalises) and its
         ``hasattr`` check (an AttributeError formatted on every request)."""
-        body: bytes | None = self.__dict__.get("_body")
+        body: bytes | None = getattr(self, "_body", None)
         if body is not None:
             return body
         if self._stream_consumed:

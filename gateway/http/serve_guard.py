@@ -22,6 +22,8 @@ its body in one write.
 from __future__ import annotations
 
 import asyncio
+import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +83,22 @@ class GuardedConfig(uvicorn.Config):
         self.read_deadlines = read_deadlines or ReadDeadlines()
 
 
+def _building_ours(method: Callable[..., Any]) -> Callable[..., Any]:
+    """uvicorn's ``method`` run with its module's name ``RequestResponseCycle`` meaning
+    ``GatewayCycle``: the cycle it builds is ours from the start (a class swapped on the built
+    object instead turns its attributes into a dict, slower for every read that follows)."""
+    names = dict(method.__globals__, RequestResponseCycle=GatewayCycle)
+    code, defaults, closure = method.__code__, method.__defaults__, method.__closure__
+    return types.FunctionType(code, names, method.__name__, defaults, closure)
+
+
+_headers_complete = _building_ours(HttpToolsProtocol.on_headers_complete)
+# uvicorn's callbacks that run on every request, called as functions (no ``super()`` object)
+_data_received = HttpToolsProtocol.data_received
+_message_begin = HttpToolsProtocol.on_message_begin
+_message_complete = HttpToolsProtocol.on_message_complete
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with header and body read deadlines."""
 
@@ -115,27 +133,27 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_read = self.loop.time()
-        super().data_received(data)
+        _data_received(self, data)
         if self.phase != IDLE and self.timer is None:
             self._arm(self._due())
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        _message_begin(self)
         if self.phase == IDLE:  # a later request: its own header deadline
             self.deadline = self.last_read + self.deadlines.header_s
         self.phase = HEADER
 
     def on_headers_complete(self) -> None:
-        super().on_headers_complete()
+        _headers_complete(self)
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope and type(cycle) is RequestResponseCycle:
-            # uvicorn names its own class where it builds the cycle; the object it built (its
-            # task not yet run) becomes ours rather than that code being copied here
+            # a uvicorn whose method no longer builds its cycle by that name: the object it
+            # built (its task not yet run) becomes ours
             cycle.__class__ = GatewayCycle
         self.phase, self.deadline = BODY, self.last_read + self.deadlines.body_s
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        _message_complete(self)
         self.phase = IDLE
 
     def send_400_response(self, msg: str) -> None:

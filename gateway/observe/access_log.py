@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway.control.id_keys import IdKeys
 from gateway.proxy.context import RequestContext
+from gateway.proxy.listeners import ignored
 
 ACCESS_LOG = "gateway.access"
 USER_NAMES_KEPT = 10_000  # users whose keyed hash is remembered (then forgotten all at once)
@@ -22,11 +23,7 @@ class AccessLog:
         self._ids = ids or IdKeys()
         self._users: dict[str, str] = {}  # user -> ids.log_user(user): an HMAC per request saved
 
-    def started(self, ctx: RequestContext) -> None:
-        pass
-
-    def relaying(self, ctx: RequestContext) -> None:
-        pass
+    started = relaying = ignored
 
     def finished(self, ctx: RequestContext) -> None:
         if not self._log.isEnabledFor(logging.INFO):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gateway.proxy.context import RequestContext
+from gateway.proxy.listeners import ignored
 from gateway.proxy.trace_hooks import Tracer
 
 
@@ -19,11 +20,7 @@ def start_tracing(user_hash: Callable[[str], str], on_drop: Callable[[str, int],
 class TraceEnd:
     """The listener that ends each request's spans after its last byte (tracing on only)."""
 
-    def started(self, ctx: RequestContext) -> None:
-        pass
-
-    def relaying(self, ctx: RequestContext) -> None:
-        pass
+    started = relaying = ignored
 
     def finished(self, ctx: RequestContext) -> None:
         if ctx.trace is not None:

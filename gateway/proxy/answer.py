@@ -43,8 +43,9 @@ class Answers:
 
     async def reply(self, ctx: RequestContext, opened: Opened, wants_usage: bool) -> Reply:
         response = opened.response
-        headers = {**forwarded_headers(response), **ctx.indicator()}
-        content_type = response.headers.get("content-type", "")
+        headers = ctx.indicator(forwarded_headers(response))
+        # forwarded as the answer's headers give it (repeats joined), found there already
+        content_type = headers.get("content-type", "")
         if ctx.endpoint.bridged and (api := native_api(response)) is not None:
             return native_reply(
                 ctx,

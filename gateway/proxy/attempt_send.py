@@ -47,14 +47,14 @@ class Sender:
         left = deadline - time.monotonic()
         cut_by_deadline = left < timeout
         timeout = max(0.0, min(timeout, left))
-        secrets = (*secrets, request.extensions.get(API_KEY_EXTENSION))
         response: httpx.Response | None = None
         try:
             with TimeLimit(timeout):
                 response = await self._transport.handle_async_request(request)
-                if response.status_code >= 400:
+                if response.status_code >= 400:  # the key sent is scrubbed from its text too
+                    sent = (*secrets, request.extensions.get(API_KEY_EXTENSION))
                     api = model.upstream.api
-                    return await status_failure(response, self._policy, secrets, api)
+                    return await status_failure(response, self._policy, sent, api)
                 if not plain_body(response):
                     await response.aclose()
                     return Failure(encoded(response), Verdict.NEXT, "bad_encoding")

@@ -32,7 +32,7 @@ from gateway.proxy.attempt_outcome import (
 from gateway.proxy.attempt_send import Sender
 from gateway.proxy.breaker import Breakers
 from gateway.proxy.deployments import Balancer
-from gateway.proxy.trace_hooks import RequestTrace
+from gateway.proxy.trace_hooks import AttemptTrace, RequestTrace
 from gateway.secret import Secret
 
 # Answers about the caller's own upstream key (BYOK): no verdict on the model for everyone else.
@@ -145,7 +145,11 @@ class Attempter:
         for attempt in range(self._policy.attempts):
             if attempt:
                 request = _built(context.build, model, context.records) or request
-            outcome = await self._try(model, request, context)
+            started, span = self._starting(model, request, context)
+            sent = self._sender.send(
+                model, request, context.buffered, context.secrets, context.deadline
+            )
+            outcome = self._ended(model, await sent, context, started, span)
             if not isinstance(outcome, Opened):
                 outcome = await self._other_keys(model, request, outcome, context)
             if isinstance(outcome, Opened):
@@ -181,7 +185,11 @@ class Attempter:
             if rebuilt is None:
                 break
             request = rebuilt
-            outcome = await self._try(model, request, context)
+            started, span = self._starting(model, request, context)
+            sent = self._sender.send(
+                model, request, context.buffered, context.secrets, context.deadline
+            )
+            outcome = self._ended(model, await sent, context, started, span)
         return outcome
 
     def _key_rejected(
@@ -191,13 +199,25 @@ class Attempter:
             return False
         return self._keys.rejected(request, failure.status, failure.retry_after)
 
-    async def _try(
+    # One attempt is ``_starting``, the sender's exchange awaited where the attempt is made,
+    # then ``_ended``: no coroutine of its own around the exchange (each one is crossed again
+    # by every wait on the upstream).
+
+    def _starting(
         self, model: Model, request: httpx.Request, context: AttemptContext
+    ) -> tuple[float, AttemptTrace | None]:
+        trace = context.trace
+        return time.perf_counter(), trace.attempt(model, request) if trace is not None else None
+
+    def _ended(
+        self,
+        model: Model,
+        outcome: Opened | Failure,
+        context: AttemptContext,
+        started: float,
+        span: AttemptTrace | None,
     ) -> Opened | Failure:
-        started = time.perf_counter()
-        _, buffered, secrets, records, _, deadline, trace = context  # one unpack, no lookups
-        span = trace.attempt(model, request) if trace is not None else None
-        outcome = await self._sender.send(model, request, buffered, secrets, deadline)
+        """The attempt's record (and its span's end) once its exchange is over."""
         if span is not None:
             span.ended(outcome)
         if isinstance(outcome, Opened):
@@ -205,6 +225,7 @@ class Attempter:
         else:
             error_type, replayed = outcome.error_type, outcome.replayed
         seconds = time.perf_counter() - started
+        records = context.records
         records.append(
             AttemptRecord(model.name, model.upstream.name, error_type, seconds, replayed)
         )

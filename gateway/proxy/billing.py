@@ -5,17 +5,14 @@ from __future__ import annotations
 from gateway.errors import QuotaExceeded
 from gateway.metering import Meter, Outcome
 from gateway.proxy.context import RequestContext
+from gateway.proxy.listeners import ignored
 
 
 class Billing:
     def __init__(self, meter: Meter) -> None:
         self._meter = meter
 
-    def started(self, ctx: RequestContext) -> None:
-        pass
-
-    def relaying(self, ctx: RequestContext) -> None:
-        pass
+    started = relaying = ignored
 
     def finished(self, ctx: RequestContext) -> None:
         if ctx.admission is not None:

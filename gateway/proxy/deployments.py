@@ -73,3 +73,18 @@ def chain_keys(chain: tuple[Model, ...]) -> Iterator[Secret | None]:
     for model in chain:
         for target in model.deployments or (model,):
             yield target.upstream.api_key
+
+
+class ChainSecrets:
+    """``own`` and ``chain_keys(chain)``, gathered each time they are iterated: only a failed
+    attempt's text is redacted, so the usual request never walks the chain for them."""
+
+    __slots__ = ("_chain", "_own")
+
+    def __init__(self, own: Secret | None, chain: tuple[Model, ...]) -> None:
+        self._own = own
+        self._chain = chain
+
+    def __iter__(self) -> Iterator[Secret | None]:
+        yield self._own
+        yield from chain_keys(self._chain)

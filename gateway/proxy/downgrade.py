@@ -56,20 +56,19 @@ def cheaper_chains(chain: tuple[Model, ...]) -> list[tuple[Model, tuple[Model, .
     return found
 
 
-async def admit(meter: Meter, request: MeterRequest, plan: Plan) -> tuple[Admission, Plan, bool]:
-    """(the admission, the plan to run, downgraded?); raises the first refusal when nothing
-    fits or the tier rejects."""
-    try:
-        admission = await meter.admit(request)
-    except BudgetExceeded:
-        if request.tier.on_exhausted != DOWNGRADE or request.byok:
-            raise
-        downgraded = await _cheaper(meter, request, plan) or await _fewer_tokens(meter, request)
-        if downgraded is None:
-            raise
-        admission, chain = downgraded
-        return admission, Plan(plan.route, plan.capability, chain or plan.chain), True
-    return admission, plan, clamped_by_quota(admission)
+async def downgraded(
+    meter: Meter, request: MeterRequest, plan: Plan
+) -> tuple[Admission, Plan] | None:
+    """After the budget refused ``request``: the admission of a cheaper model of the chain or
+    of fewer tokens, and the plan to run; None when the tier does not downgrade or nothing
+    fits."""
+    if request.tier.on_exhausted != DOWNGRADE or request.byok:
+        return None
+    found = await _cheaper(meter, request, plan) or await _fewer_tokens(meter, request)
+    if found is None:
+        return None
+    admission, chain = found
+    return admission, Plan(plan.route, plan.capability, chain or plan.chain)
 
 
 async def _cheaper(

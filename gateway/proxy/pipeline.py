@@ -11,18 +11,18 @@ from typing import Any
 from starlette.requests import Request
 
 from gateway.config.model import Config
-from gateway.errors import GatewayError
+from gateway.errors import BudgetExceeded, GatewayError
 from gateway.metering import Meter
 from gateway.proxy import chat_fields
 from gateway.proxy.answer import Answers
 from gateway.proxy.attempt_outcome import AttemptFailed
 from gateway.proxy.attempts import Attempter
 from gateway.proxy.auth import Authenticator, Principal
-from gateway.proxy.cache.exact import ResponseCache, cache_use
+from gateway.proxy.cache.exact import CacheUse, ResponseCache, cache_use
 from gateway.proxy.context import RequestContext, RequestIds
 from gateway.proxy.credentials import Credentials
-from gateway.proxy.deployments import chain_keys
-from gateway.proxy.downgrade import admit
+from gateway.proxy.deployments import ChainSecrets
+from gateway.proxy.downgrade import clamped_by_quota, downgraded
 from gateway.proxy.flag_gate import FlagGate
 from gateway.proxy.incoming import Incoming, json_for_upstream, read_incoming
 from gateway.proxy.listeners import Listeners
@@ -92,8 +92,14 @@ class Pipeline:
         if self._tracer is not None:
             ctx.trace = self._tracer.begin(request.headers, ctx)
         self._listeners.started(ctx)
+        # admitted, then forwarded, each awaited from here: a coroutine that awaited the other
+        # would be one more layer that every wait on Redis or the upstream crosses
         try:
-            reply = await self._serve(request, ctx, inbound)
+            incoming, body, streams, wants_usage, use = await self._admit(request, ctx, inbound)
+            if use is None:
+                reply = await self._forward(ctx, incoming, body, streams, wants_usage)
+            else:
+                reply = await self._cached(ctx, use, incoming, body, streams, wants_usage)
         except GatewayError as error:
             ctx.fail(error)
             reply = error_reply(error, ctx.indicator())
@@ -105,13 +111,13 @@ class Pipeline:
         except BaseException:  # cancelled: no reply will be sent
             self._end(ctx)
             raise
-        status, headers, body, media_type, after = reply
+        status, headers, body_out, media_type, after = reply
         headers = _with_overhead(ctx, headers)
         if ctx.dropped_fields:
             headers = chat_fields.with_dropped(headers, ctx.dropped_fields)
-        if not isinstance(body, bytes):  # the relay ends the request after its last byte
-            return Reply(status, headers, body, media_type, after)
-        return Reply(status, headers, body, media_type, partial(self._end, ctx))
+        if not isinstance(body_out, bytes):  # the relay ends the request after its last byte
+            return Reply(status, headers, body_out, media_type, after)
+        return Reply(status, headers, body_out, media_type, partial(self._end, ctx))
 
     def _end(self, ctx: RequestContext) -> None:
         ctx.ended = time.perf_counter()
@@ -119,7 +125,11 @@ class Pipeline:
             self._attempter.answer_ended(ctx.model, ctx.upstream_failure)
         self._listeners.finished(ctx)
 
-    async def _serve(self, request: Request, ctx: RequestContext, inbound: Inbound | None) -> Reply:
+    async def _admit(
+        self, request: Request, ctx: RequestContext, inbound: Inbound | None
+    ) -> tuple[Incoming, dict[str, Any], bool, bool, CacheUse | None]:
+        """Auth → body → route → quota: the body for upstream, whether it streams, whether the
+        client asked for usage in the stream, and how the response cache applies (None: not)."""
         endpoint = ctx.endpoint
         principal = ctx.principal = self._keyring.authenticate(request.headers, request.scope)
         incoming = await read_incoming(request, endpoint, self._config.settings.max_body_bytes)
@@ -128,9 +138,9 @@ class Pipeline:
         if self._log_bodies:
             ctx.debug_body = incoming.fields
         ctx.tags = request_tags(request.headers, incoming.fields, endpoint.name)
-        ctx.requested_model = incoming.model
-        principal.allow_model(incoming.model)
-        plan = resolve(self._config, principal.tier, endpoint, incoming.model, incoming.fields)
+        requested = ctx.requested_model = incoming.model
+        principal.allow_model(requested)
+        plan = resolve(self._config, principal.tier, endpoint, requested, incoming.fields)
         # a tier with models behind the Anthropic adapter (or a model a caller's own key
         # unlocks): the fields the adapter cannot carry
         if endpoint is CHAT and (principal.tier.adapted or plan.byok_only):
@@ -139,7 +149,7 @@ class Pipeline:
         if self._flags is not None:
             plan, ctx.indicators = self._flags.apply(principal, plan)
         if principal.models is not None:  # a key's allow-list holds for the fallbacks too
-            plan = within_allow_list(plan, principal.models, incoming.model)
+            plan = within_allow_list(plan, principal.models, requested)
         ctx.plan = plan
         if endpoint is VIDEOS and self._videos is not None:
             await self._videos.check_room(principal.user)
@@ -150,16 +160,34 @@ class Pipeline:
         principal = ctx.principal = self._credentials.principal_for(principal, plan)
         if plan.byok_only and principal.byok_key is None:
             raise own_key_required(plan, principal.tier)
-        ctx.meter_request = await meter_request(ctx, incoming, plan, principal)
-        ctx.admission, plan, ctx.downgraded = await admit(self._meter, ctx.meter_request, plan)
-        ctx.plan = plan
+        metered = ctx.meter_request = await meter_request(ctx, incoming, plan, principal)
+        try:  # the meter awaited here, not in a coroutine of downgrade's around it
+            admission = ctx.admission = await self._meter.admit(metered)
+            ctx.downgraded = clamped_by_quota(admission)
+        except BudgetExceeded:
+            found = await downgraded(self._meter, metered, plan)
+            if found is None:
+                raise
+            admission, plan = found
+            ctx.admission, ctx.plan, ctx.downgraded = admission, plan, True
         body, streams, wants_usage = json_for_upstream(
-            incoming, endpoint, ctx.admission.clamp_max_tokens
+            incoming, endpoint, admission.clamp_max_tokens
         )
-        if use is not None and self._cache is not None:
-            forward = partial(self._forward, ctx, incoming, body, streams, wants_usage)
-            return await self._cache.serve(ctx, use, body, streams, wants_usage, forward)
-        return await self._forward(ctx, incoming, body, streams, wants_usage)
+        return incoming, body, streams, wants_usage, use
+
+    async def _cached(
+        self,
+        ctx: RequestContext,
+        use: CacheUse,
+        incoming: Incoming,
+        body: dict[str, Any],
+        streams: bool,
+        wants_usage: bool,
+    ) -> Reply:
+        """The answer through the response cache: a hit, or ``_forward``'s answer stored."""
+        assert self._cache is not None
+        forward = partial(self._forward, ctx, incoming, body, streams, wants_usage)
+        return await self._cache.serve(ctx, use, body, streams, wants_usage, forward)
 
     async def _forward(
         self,
@@ -178,7 +206,7 @@ class Pipeline:
                 plan.chain,
                 self._credentials.builder(ctx, incoming, body, principal),
                 buffered=not (streams or endpoint.binary_response),
-                secrets=(principal.byok_key, *chain_keys(plan.chain)),
+                secrets=ChainSecrets(principal.byok_key, plan.chain),
                 own_credentials=principal.byok,
                 trace=ctx.trace,
             )
