@@ -93,7 +93,7 @@ class Connection(asyncio.Protocol):
         self._drained: asyncio.Future[None] | None = None
         self._error: httpx.TransportError | None = None
         self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers: list[tuple[bytes, bytes, bytes]] = []  # (name, lower-cased, value)
         self.head_done = False
         self.body_done = False
         self.received_any = False
@@ -182,14 +182,12 @@ class Connection(asyncio.Protocol):
             self._refuse_head(f"has more than {self._max_headers} header fields (max_headers)")
         if value and value[-1] in _OWS:
             value = value.rstrip(_OWS)  # llhttp strips leading whitespace only
-        headers.append((name, value))
-        size = len(name)
-        if size == 14 or size == 17:  # only then can it be one of the two framing fields
-            lowered = name.lower()
-            if lowered == b"content-length":
-                self._framed = True
-            elif lowered == b"transfer-encoding":
-                self._transfer_encoding(value)
+        lowered = name.lower()
+        headers.append((name, lowered, value))  # as httpx.Headers keeps them: no copy after
+        if lowered == b"content-length":
+            self._framed = True
+        elif lowered == b"transfer-encoding":
+            self._transfer_encoding(value)
 
     def on_headers_complete(self) -> None:
         assert self._parser is not None

@@ -235,11 +235,12 @@ def _bad_value(lines: list[bytes]) -> str:
 
 class WireHeaders(httpx.Headers):
     """An answer's fields as received, decoded as latin-1 (what came in goes out, whatever
-    the bytes): taken as they are rather than normalised field by field, and looked up
-    without a ``KeyError`` per missing name (``get``)."""
+    the bytes): taken as the connection kept them (name, lower-cased name, value) rather than
+    normalised field by field, and looked up without a ``KeyError`` per missing name
+    (``get``)."""
 
-    def __init__(self, fields: list[tuple[bytes, bytes]]) -> None:
-        self._list = [(name, name.lower(), value) for name, value in fields]
+    def __init__(self, fields: list[tuple[bytes, bytes, bytes]]) -> None:
+        self._list = fields
         self._encoding = "latin-1"
 
     def __getitem__(self, key: str) -> str:
@@ -250,10 +251,24 @@ class WireHeaders(httpx.Headers):
 
     def get(self, key: str, default: Any = None) -> Any:
         wanted = key.lower().encode("latin-1")
-        found = [value for _, name, value in self._list if name == wanted]
-        if not found:
-            return default
-        return (found[0] if len(found) == 1 else b", ".join(found)).decode("latin-1")
+        found: bytes | None = None
+        for _, name, value in self._list:
+            if name == wanted:
+                found = value if found is None else found + b", " + value
+        return default if found is None else found.decode("latin-1")
+
+    def pick(self, names: dict[bytes, str]) -> dict[str, str]:
+        """The fields named in ``names`` (lower-cased name → the key to give it), in the order
+        of ``names``, repeated ones joined with ", " as ``get`` joins them."""
+        found: dict[str, bytes] = {}
+        for _, name, value in self._list:
+            key = names.get(name)
+            if key is not None:
+                found[key] = found[key] + b", " + value if key in found else value
+        if len(found) == 1:  # no order to restore
+            ((key, value),) = found.items()
+            return {key: value.decode("latin-1")}
+        return {key: found[key].decode("latin-1") for key in names.values() if key in found}
 
 
 class WireResponse(httpx.Response):

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from gateway.config.runtime import Runtime
+from gateway.providers.openai import FORWARDED_RESPONSE_HEADERS, forwarded_headers
 from gateway.providers.transport import create_transport
 from gateway.wire import NativeTransport
 from tests.support import free_port
@@ -500,6 +501,30 @@ async def test_non_ascii_header_values_survive_byte_for_byte() -> None:
         await transport.aclose()
     # Decoded as latin-1, so re-encoding for the client (Starlette does) gives the same bytes.
     assert response.headers["content-type"].encode("latin-1") == value
+
+
+@synchronous
+async def test_answer_fields_read_as_httpx_headers_read_them() -> None:
+    fields = [
+        (b"Content-Disposition", b"attachment"),
+        (b"CONTENT-TYPE", b"a"),
+        (b"X-Other", b"\xe9"),
+        (b"content-type", b"b"),
+    ]
+    head = b"".join(b"%b: %b\r\n" % field for field in fields)
+    reply = b"HTTP/1.1 200 OK\r\n%bcontent-length: 2\r\n\r\n{}" % head
+    async with raw_server(answer(reply)) as server:
+        transport = NativeTransport()
+        response = await fetch(transport, post(server.url()))
+        await transport.aclose()
+    expected = httpx.Headers([*fields, (b"content-length", b"2")], encoding="latin-1")
+    assert response.headers.raw == expected.raw
+    for name in ("content-type", "Content-Disposition", "x-other", "missing"):
+        assert response.headers.get(name) == expected.get(name)
+        assert response.headers.get_list(name) == expected.get_list(name)
+    forwarded = forwarded_headers(response)
+    assert forwarded == {"content-type": "a, b", "content-disposition": "attachment"}
+    assert list(forwarded) == list(FORWARDED_RESPONSE_HEADERS)  # in the order it names them
 
 
 @synchronous
