@@ -276,6 +276,21 @@ class Connection(asyncio.Protocol):
             self._disarm()  # a timer left by an earlier wait must not end this one
         return reader
 
+    def received_body(self) -> bytes | None:
+        """The whole body when all of it is in and no sink takes it (a JSON answer most often
+        comes with its head), taken at once; None while more is to come (``read`` it)."""
+        if not self.body_done or self._sink is not None:
+            return None
+        chunks = self._chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        if self._reading_paused:
+            self._reading_paused = False
+            assert self._transport is not None
+            self._transport.resume_reading()
+        return data
+
     def pass_through(
         self, sink: Sink, first: bytes, on_stop: Callable[[], Callable[[], None] | None]
     ) -> None:

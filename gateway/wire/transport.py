@@ -301,6 +301,17 @@ class WireResponse(httpx.Response):
             self.is_closed = True
             await cast(httpx.AsyncByteStream, self.stream).aclose()
 
+    def take_body(self) -> bytes | None:
+        """The whole body when it is all in already and none of it was read, the response
+        then closed (as ``aclose`` closes it, without a coroutine); None while more is to
+        come: read it from ``stream``."""
+        stream = cast(ResponseStream, self.stream)
+        body = stream.received()
+        if body is not None:
+            self.is_closed = True
+            stream.release()
+        return body
+
 
 class ResponseStream(httpx.AsyncByteStream):
     """The body as it arrives; closing it hands the connection back (or drops it if unread)."""
@@ -312,9 +323,18 @@ class ResponseStream(httpx.AsyncByteStream):
         self._connection: Connection | None = connection
         self._origin = origin
         self._timeout = timeout
+        self._read = False  # a reader was handed out: what is buffered is no longer all
 
     def __aiter__(self) -> BodyReader:
+        self._read = True
         return BodyReader(self, self._connection, self._timeout)
+
+    def received(self) -> bytes | None:
+        """The whole body when it is all in and none of it was read, else None."""
+        connection = self._connection
+        if connection is None or self._read:
+            return None
+        return connection.received_body()
 
     def __del__(self) -> None:
         # Dropped without aclose (a bug elsewhere, or a task torn down mid-way): close the

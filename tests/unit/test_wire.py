@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from gateway.config.runtime import Runtime
+from gateway.providers.bodies import AnswerTooLarge, body_chunks, read_body
 from gateway.providers.openai import FORWARDED_RESPONSE_HEADERS, forwarded_headers
 from gateway.providers.transport import create_transport
 from gateway.wire import NativeTransport
@@ -162,6 +163,34 @@ async def test_a_body_ended_by_closing_the_connection_is_complete() -> None:
         await fetch(transport, post(server.url()))
         await transport.aclose()
     assert server.connections == 2
+
+
+@synchronous
+async def test_a_whole_body_is_read_as_it_came_or_as_it_comes_within_the_limit() -> None:
+    async def later(_: asyncio.StreamReader, writer: asyncio.StreamWriter, __: bytes) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the body after the head: read as it comes
+        writer.write(b"abcdef")
+        return True
+
+    for handler in (answer(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nabcdef"), later):
+        async with raw_server(handler) as server:
+            transport = NativeTransport()
+            response = await transport.handle_async_request(post(server.url()))
+            assert await read_body(response, 6) == b"abcdef" and response.is_closed
+            response = await transport.handle_async_request(post(server.url()))
+            with pytest.raises(AnswerTooLarge):
+                await read_body(response, 5)
+            assert response.is_closed
+            response = await transport.handle_async_request(post(server.url()))
+            chunks = [chunk async for chunk in body_chunks(response)]  # read by a reader
+            assert b"".join(chunks) == b"abcdef"
+            await response.aclose()
+            await fetch(transport, post(server.url()))
+            await transport.aclose()
+        assert server.connections == 1  # handed back to the pool after each
+        assert len(server.requests) == 4
 
 
 @synchronous
