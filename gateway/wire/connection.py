@@ -236,7 +236,12 @@ class Connection(asyncio.Protocol):
         self._start(no_body)
         assert self._transport is not None
         self._transport.write(head + body if body else head)
-        await self._until(lambda: self.head_done, timeout)
+        while not self.head_done:  # ``_until`` inlined: once per request
+            waiter = self._waiter_for(timeout)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
 
     async def exchange_streaming(
         self, head: bytes, body: Any, chunked: bool, timeout: float | None, no_body: bool = False
