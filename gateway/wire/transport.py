@@ -48,6 +48,7 @@ _KNOWN_NAMES = frozenset(  # never transfer-encoding: a chunked request replaces
     }
 )
 _name = itemgetter(0)
+_NO_TIMEOUTS: dict[str, float | None] = {}  # never written to
 
 
 class NativeTransport(httpx.AsyncBaseTransport):
@@ -88,38 +89,19 @@ class NativeTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         prepared = request.prepared() if type(request) is JsonPost else None
+        outgoing: Outgoing | None = None
         if prepared is not None:  # its head made from parts checked once per URL
             origin, head, body = prepared
-            outgoing = Outgoing(request, (head, body))
         else:
             url = request.url
             if url.scheme not in DEFAULT_PORTS:
                 raise httpx.UnsupportedProtocol(f"Unsupported URL scheme {url.scheme!r}")
             origin = (url.scheme, url.host, url.port or DEFAULT_PORTS[url.scheme])
             outgoing = Outgoing(request)  # refused here, before any connection is taken
-        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
-        connection, replayed = await self._send(outgoing, origin, timeouts)
-        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
-        if replayed:
-            extensions["gateway_replayed"] = True
-        return WireResponse(
-            connection.status,
-            WireHeaders(connection.headers),
-            ResponseStream(self._pool, connection, origin, timeouts.get("read")),
-            request,
-            extensions,
-        )
-
-    async def aclose(self) -> None:
-        self._pool.close()
-
-    async def _send(
-        self, outgoing: Outgoing, origin: Origin, timeouts: dict[str, float | None]
-    ) -> tuple[Connection, bool]:
-        """Send and wait for the head: (the connection, whether the request went out twice)."""
-        replayed = False
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", _NO_TIMEOUTS)
         read_timeout = timeouts.get("read")
-        while True:
+        replayed = False
+        while True:  # sent, and sent again where that cannot repeat work (see the class)
             connection = self._pool.take_idle(origin)  # most often: no wait for one
             reused = connection is not None
             if connection is None:
@@ -127,26 +109,38 @@ class NativeTransport(httpx.AsyncBaseTransport):
                     origin, timeouts.get("connect"), timeouts.get("pool")
                 )
             try:
-                if outgoing.body is not None:
-                    await connection.exchange(
-                        outgoing.head, outgoing.body, read_timeout, outgoing.no_body
-                    )
+                if outgoing is None:  # a POST with its body in memory
+                    await connection.exchange(head, body, read_timeout)
                 else:
                     await outgoing.exchange(connection, read_timeout)
-                return connection, replayed
+                break
             except ClosedBeforeSend:
                 self._pool.release(connection, origin)  # nothing went out: not a replay
                 if not reused:
                     raise  # a server that closes at once is not tried again and again
             except httpx.RemoteProtocolError:
                 self._pool.release(connection, origin)
-                if not (reused and outgoing.replayable and _closed_unanswered(connection)):
+                replayable = outgoing is not None and outgoing.replayable
+                if not (reused and replayable and _closed_unanswered(connection)):
                     raise
                 replayed = True
             except BaseException:
                 connection.close()
                 self._pool.release(connection, origin)
                 raise
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if replayed:
+            extensions["gateway_replayed"] = True
+        return WireResponse(
+            connection.status,
+            WireHeaders(connection.headers),
+            ResponseStream(self._pool, connection, origin, read_timeout),
+            request,
+            extensions,
+        )
+
+    async def aclose(self) -> None:
+        self._pool.close()
 
 
 def _closed_unanswered(connection: Connection) -> bool:
@@ -154,19 +148,15 @@ def _closed_unanswered(connection: Connection) -> bool:
 
 
 class Outgoing:
-    """One request as it goes on the wire: its head (validated) and its body."""
+    """One request as it goes on the wire: its head (validated) and its body (a ``JsonPost``
+    brings both made already)."""
 
     __slots__ = ("body", "chunked", "head", "no_body", "replayable", "stream")
 
-    def __init__(self, request: httpx.Request, prepared: tuple[bytes, bytes] | None = None):
-        """``prepared``: a ``JsonPost``'s head (made and checked already) and body."""
+    def __init__(self, request: httpx.Request):
         stream = request.stream
         self.stream = stream
         self.body: bytes | None = None
-        if prepared is not None:  # a POST with its body in memory
-            self.head, self.body = prepared
-            self.chunked = self.no_body = self.replayable = False
-            return
         if isinstance(stream, httpx.ByteStream):
             self.body = b"".join(stream)  # one piece, already in memory
         self.chunked = self.body is None and "content-length" not in request.headers
