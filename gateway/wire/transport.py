@@ -252,8 +252,8 @@ class WireHeaders(httpx.Headers):
         of ``names``, repeated ones joined with ", " as ``get`` joins them."""
         found: dict[str, bytes] = {}
         for _, name, value in self._list:
-            key = names.get(name)
-            if key is not None:
+            if name in names:
+                key = names[name]
                 found[key] = found[key] + b", " + value if key in found else value
         if len(found) == 1:  # no order to restore
             ((key, value),) = found.items()
