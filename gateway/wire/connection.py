@@ -515,8 +515,11 @@ class Connection(asyncio.Protocol):
                 if not pushed:
                     reader.set_result(out)
                     return
-            if self._read_timeout and not self.body_done:  # waiting again, from now
-                self._arm(self._read_timeout)
+            timeout = self._read_timeout
+            if timeout and not self.body_done:  # waiting again, from now (``_arm`` inlined)
+                deadline = self._deadline = self._loop.time() + timeout
+                if self._timer is None or self._timer_at > deadline:
+                    self._arm(timeout)
         if self.body_done:
             if sink is None:
                 reader.set_exception(StopAsyncIteration())
