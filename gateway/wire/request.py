@@ -4,11 +4,12 @@
 reads them back through httpx's properties and checks the whole head byte by byte (as h11
 would): together a measurable share of every proxied request. A ``JsonPost`` is still an
 ``httpx.Request`` (respx, ``httpx.MockTransport`` and the other transports take it as any),
-its fields made only when they are asked for; its ``Target`` (the URL's request line, ``host`` and origin)
-is made and checked once per URL, so that the native transport writes its head from the
-target and the few values of this request, each checked as ``_head`` checks them. A request
-whose headers were changed after it was built (a trace's ``traceparent``), or one with a value
-the check refuses, goes the general way (``transport._head``), refusals and all.
+its fields made only when they are asked for; its ``Target`` (the URL's request line, ``host``
+and origin) is made and checked once per URL, so that the native transport writes its head
+from the target and the few values of this request, each checked as ``outgoing._head`` checks
+them. A request whose headers were changed after it was built (a trace's ``traceparent``), or
+one with a value the check refuses, goes the general way (``outgoing._head``), refusals and
+all.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import httpx
 from gateway.wire.pool import Origin
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
-# What ``transport._head`` checks of a request line; values must hold none of CR, LF, NUL,
+# What ``outgoing._head`` checks of a request line; values must hold none of CR, LF, NUL,
 # VT or FF.
 _REQUEST_LINE = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/1\.1")
 _NOT_IN_VALUES = re.compile(rb"[\r\n\x00\x0b\x0c]")
@@ -104,7 +105,7 @@ class JsonPost(httpx.Request):
         self._headers = headers
 
     def prepared(self) -> tuple[Origin, bytes, bytes] | None:
-        """Its origin, its head as ``transport._head`` writes it and its body; None when the
+        """Its origin, its head as ``outgoing._head`` writes it and its body; None when the
         transport must make them itself (its URL, headers or stream changed since it was
         built, or a value that check refuses)."""
         headers, to = self._headers, self.target
