@@ -9,7 +9,8 @@ from collections import deque
 
 import httpx
 
-from gateway.wire.connection import MAX_HEADER_BYTES, MAX_HEADERS, Connection
+from gateway.wire.connection import Connection
+from gateway.wire.response_head import MAX_HEADER_BYTES, MAX_HEADERS
 
 Origin = tuple[str, str, int]  # scheme, host, port
 

@@ -14,16 +14,11 @@ from typing import Any, Protocol, cast
 
 import httpx
 
-from gateway.wire.connection import (
-    MAX_HEADER_BYTES,
-    MAX_HEADERS,
-    ClosedBeforeSend,
-    Connection,
-    Sink,
-)
+from gateway.wire.connection import ClosedBeforeSend, Connection, Sink
 from gateway.wire.outgoing import Outgoing
 from gateway.wire.pool import ConnectionPool, Origin
 from gateway.wire.request import DEFAULT_PORTS, JsonPost
+from gateway.wire.response_head import MAX_HEADER_BYTES, MAX_HEADERS
 
 _NO_TIMEOUTS: dict[str, float | None] = {}  # never written to
 
@@ -108,9 +103,10 @@ class NativeTransport(httpx.AsyncBaseTransport):
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if replayed:
             extensions["gateway_replayed"] = True
+        answer = connection.head
         return WireResponse(
-            connection.status,
-            WireHeaders(connection.headers),
+            answer.status,
+            WireHeaders(answer.fields),
             ResponseStream(self._pool, connection, origin, read_timeout),
             request,
             extensions,
