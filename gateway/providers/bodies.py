@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 
 from gateway.errors import UpstreamError
+from gateway.wire.transport import WireResponse
 
 
 class AnswerTooLarge(UpstreamError):
@@ -22,6 +23,10 @@ def plain_body(response: httpx.Response) -> bool:
 
 async def read_body(response: httpx.Response, limit: int) -> bytes:
     """The rest of the body, up to ``limit`` bytes (``AnswerTooLarge`` past it), then closed."""
+    if type(response) is WireResponse and (body := response.take_body()) is not None:
+        if len(body) > limit:  # all in already (it came with the head): nothing to wait for
+            raise _too_large(limit)
+        return body
     try:
         return await read_up_to(body_chunks(response), limit)
     finally:
@@ -33,9 +38,13 @@ async def read_up_to(chunks: AsyncIterator[bytes], limit: int, start: bytes = b"
     async for chunk in chunks:
         size += len(chunk)
         if size > limit:
-            raise AnswerTooLarge(f"The upstream answer exceeds the gateway's {limit} byte limit.")
+            raise _too_large(limit)
         parts.append(chunk)
     return b"".join(parts)
+
+
+def _too_large(limit: int) -> AnswerTooLarge:
+    return AnswerTooLarge(f"The upstream answer exceeds the gateway's {limit} byte limit.")
 
 
 def body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:

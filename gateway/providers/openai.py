@@ -14,6 +14,7 @@ from gateway.config.model import Model, Upstream
 from gateway.errors import UpstreamError
 from gateway.secret import Secret
 from gateway.wire.request import JsonPost, target
+from gateway.wire.transport import WireHeaders
 
 # Upstream response headers worth passing to the client; everything else is the gateway's.
 FORWARDED_RESPONSE_HEADERS = ("content-type", "content-disposition")
@@ -81,6 +82,8 @@ def forwarded_headers(response: httpx.Response) -> dict[str, str]:
     """The headers passed on (repeated ones joined with ", ", as ``Headers[name]`` does),
     found in one pass over the answer's headers rather than a scan per name."""
     headers = response.headers
+    if type(headers) is WireHeaders:  # the native transport's: lower-cased as received
+        return headers.pick(_FORWARDED)
     found: dict[str, list[str]] = {}
     for key, value in headers.raw:
         name = _FORWARDED.get(key.lower())

@@ -1,6 +1,6 @@
 """The gateway's own HTTP/1.1 client, behind httpx's transport interface."""
 
-from gateway.wire.connection import HeaderLimitExceeded
+from gateway.wire.response_head import HeaderLimitExceeded
 from gateway.wire.transport import NativeTransport
 
 __all__ = ["HeaderLimitExceeded", "NativeTransport"]

@@ -9,13 +9,12 @@ wakes per chunk; and a ``push`` that sends them on from there too while the read
 that no task wakes per chunk either. One exchange at a time; the pool hands the connection
 out again once a response was read to its end.
 
-The upstream is not trusted: the response head is capped in bytes and fields, framing is
-accepted only as h11 accepts it (``Transfer-Encoding`` exactly ``chunked``), interim 1xx heads
-are skipped, trailers are dropped, and anything after the response's end spoils the connection
-instead of reaching the body or a later request.
+The upstream is not trusted: its response head is checked and capped as it is parsed
+(``ResponseHead``), so are trailers and chunk framing that carry no body, and anything after
+the response's end spoils the connection instead of reaching the body or a later request.
 
 Over 400 lines: one connection is one concept (its parser, its waits, its body's hand-out),
-and splitting it would have two classes share its private state.
+and splitting it further would have two classes share its private state.
 """
 
 from __future__ import annotations
@@ -28,23 +27,19 @@ from typing import Any, NoReturn, Protocol, cast
 import httptools
 import httpx
 
+from gateway.wire.response_head import (
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    HeaderLimitExceeded,
+    ResponseHead,
+    StopParsing,
+)
+
 READ_HIGH_WATER = 256 * 1024  # buffered body bytes before the socket stops being read
-MAX_HEADER_BYTES = 64 * 1024  # the response head: status line, fields, interim heads
-MAX_HEADERS = 100  # fields in the final response head
-_OWS = b" \t"
-_INTERIM = frozenset({100, 102, 103})  # the 1xx heads llhttp knows to have no body
-
-
-class HeaderLimitExceeded(httpx.RemoteProtocolError):
-    """The upstream's response head broke ``max_header_bytes`` or ``max_headers``."""
 
 
 class ClosedBeforeSend(httpx.RemoteProtocolError):
     """The connection was found closed before any byte of the request was written."""
-
-
-class _Stop(Exception):
-    """Raised in a parser callback to stop parsing; any failure was recorded before."""
 
 
 class Sink(Protocol):
@@ -72,8 +67,8 @@ class Connection(asyncio.Protocol):
         max_headers: int = MAX_HEADERS,
     ) -> None:
         self._loop = loop
-        self._max_head = max_header_bytes
-        self._max_headers = max_headers
+        self.head = ResponseHead(max_header_bytes, max_headers)
+        self.on_header = self.head.on_header  # the parser calls the head's checks directly
         self._transport: asyncio.Transport | None = None
         self._parser: httptools.HttpResponseParser | None = None
         self._spare: httptools.HttpResponseParser | None = None  # ended at a message's end
@@ -92,19 +87,13 @@ class Connection(asyncio.Protocol):
         self._writing_paused = False
         self._drained: asyncio.Future[None] | None = None
         self._error: httpx.TransportError | None = None
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.head_done = False
         self.body_done = False
         self.received_any = False
         self.closed = False
         self.idle_since = 0.0
         self.on_lost: Callable[[Connection], None] | None = None  # the pool's bookkeeping
-        self._framed = False  # the response says how its body ends (length or chunked)
-        self._chunked = False
         self._keep_alive = False
         self._no_body = False  # the request was HEAD
-        self._head_bytes = 0  # bytes fed while the final head is not complete
         self._stalled = 0  # bytes fed since the last body byte (trailers, chunk framing)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -122,20 +111,20 @@ class Connection(asyncio.Protocol):
             self._fail(httpx.RemoteProtocolError("Upstream sent data without a request"))
             self.close()
             return
+        head = self.head
         try:
-            if self.head_done:
+            if head.done:
                 buffered = self._buffered  # only on_body changes it while feeding
                 parser.feed_data(data)
                 if self._buffered == buffered:
                     self._count_stalled(len(data))
                 elif self._stalled:
                     self._stalled = 0
-            elif len(data) <= self._max_head - self._head_bytes:
-                self._head_bytes += len(data)
-                parser.feed_data(data)
             else:
-                self._feed_head_to_cap(parser, data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade, _Stop) as exc:
+                head.feed(parser, data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade, StopParsing) as exc:
+            if head.refused is not None:
+                self._fail(head.refused)
             if not self.body_done:  # after the end it spoils the connection, not the answer
                 self._fail(httpx.RemoteProtocolError(f"Malformed upstream response: {exc}"))
             self.close()
@@ -147,14 +136,15 @@ class Connection(asyncio.Protocol):
         self._disarm()
         if self.on_lost is not None:
             self.on_lost(self)
-        if self.head_done and not self.body_done and not self._framed and exc is None:
+        head = self.head
+        if head.done and not self.body_done and not head.framed and exc is None:
             self.body_done = True  # a body delimited by the connection closing
             self._wake()
             self._deliver()
             return
         if self._parser is not None and not self.body_done:
             message = "Upstream closed the connection before the response was complete"
-            if not self.head_done:
+            if not head.done:
                 self._fail(httpx.RemoteProtocolError(message))
             else:
                 self._fail(httpx.ReadError(message))
@@ -171,44 +161,20 @@ class Connection(asyncio.Protocol):
     # --- httptools callbacks ------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        if self.head_done:  # a second response behind the first: never part of this one
-            raise _Stop("data after the end of the response")
+        if self.head.done:  # a second response behind the first: never part of this one
+            raise StopParsing("data after the end of the response")
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self.head_done:
-            return  # a trailer: dropped, never merged into the head
-        headers = self.headers
-        if len(headers) >= self._max_headers:
-            self._refuse_head(f"has more than {self._max_headers} header fields (max_headers)")
-        if value and value[-1] in _OWS:
-            value = value.rstrip(_OWS)  # llhttp strips leading whitespace only
-        headers.append((name, value))
-        size = len(name)
-        if size == 14 or size == 17:  # only then can it be one of the two framing fields
-            lowered = name.lower()
-            if lowered == b"content-length":
-                self._framed = True
-            elif lowered == b"transfer-encoding":
-                self._transfer_encoding(value)
+    # on_header: the head's own (``ResponseHead.on_header``), set in ``__init__``
 
     def on_headers_complete(self) -> None:
         assert self._parser is not None
-        status = self._parser.get_status_code()
-        if not 200 <= status <= 599:
-            if status in _INTERIM:  # 100 Continue, 103 Early Hints: wait for the real head
-                self.headers = []
-                self._framed = self._chunked = False
-                return
-            # llhttp would read a body after an unassigned 1xx head: refused with the rest.
-            what = "switched protocols (101)" if status == 101 else f"sent status {status}"
-            self._stop(httpx.RemoteProtocolError(f"Upstream {what}, which is not an answer"))
-        self.status = status
-        self.head_done = True
+        if not self.head.complete(self._parser.get_status_code()):
+            return  # an interim head: wait for the real one
         if self._no_body:  # HEAD: no body follows whatever the head says; stop reading here
             self.body_done = True
             self._keep_alive = False
             self._wake()
-            raise _Stop("end of a HEAD response")
+            raise StopParsing("end of a HEAD response")
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -220,7 +186,7 @@ class Connection(asyncio.Protocol):
             self._transport.pause_reading()
 
     def on_message_complete(self) -> None:
-        if not self.head_done:
+        if not self.head.done:
             return
         assert self._parser is not None
         self._keep_alive = self._parser.should_keep_alive()  # the parser forgets it afterwards
@@ -238,7 +204,12 @@ class Connection(asyncio.Protocol):
         self._start(no_body)
         assert self._transport is not None
         self._transport.write(head + body if body else head)
-        await self._until(lambda: self.head_done, timeout)
+        while not self.head.done:  # ``_until`` inlined: once per request
+            waiter = self._waiter_for(timeout)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
 
     async def exchange_streaming(
         self, head: bytes, body: Any, chunked: bool, timeout: float | None, no_body: bool = False
@@ -255,7 +226,7 @@ class Connection(asyncio.Protocol):
             self._raise_if_failed()
         if chunked:
             self._transport.write(b"0\r\n\r\n")
-        await self._until(lambda: self.head_done, timeout)
+        await self._until(lambda: self.head.done, timeout)
 
     def read(self, timeout: float | None) -> asyncio.Future[bytes]:
         """The body's next bytes: everything received so far (through the sink, if any), as
@@ -277,6 +248,21 @@ class Connection(asyncio.Protocol):
         else:
             self._disarm()  # a timer left by an earlier wait must not end this one
         return reader
+
+    def received_body(self) -> bytes | None:
+        """The whole body when all of it is in and no sink takes it (a JSON answer most often
+        comes with its head), taken at once; None while more is to come (``read`` it)."""
+        if not self.body_done or self._sink is not None:
+            return None
+        chunks = self._chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        if self._reading_paused:
+            self._reading_paused = False
+            assert self._transport is not None
+            self._transport.resume_reading()
+        return data
 
     def pass_through(
         self, sink: Sink, first: bytes, on_stop: Callable[[], Callable[[], None] | None]
@@ -321,50 +307,27 @@ class Connection(asyncio.Protocol):
             raise ClosedBeforeSend("Upstream connection closed before the request was sent")
         self._parser, self._spare = self._spare or httptools.HttpResponseParser(self), None
         self._error = None
-        self.status, self.headers = 0, []
-        self.head_done = self.body_done = self.received_any = False
-        self._framed = self._chunked = self._keep_alive = False
+        self.head.begin()
+        self.body_done = self.received_any = self._keep_alive = False
         self._no_body, self._sink_over = no_body, False
-        self._head_bytes = self._stalled = 0
+        self._stalled = 0
         self._reader = self._sink = self._on_stop = self._push = None
-
-    def _feed_head_to_cap(self, parser: httptools.HttpResponseParser, data: bytes) -> None:
-        """Bytes past the head's cap: feed up to it; the head must be complete by then."""
-        room = self._max_head - self._head_bytes
-        if room > 0:
-            self._head_bytes += room
-            parser.feed_data(data[:room])
-        if not self.head_done:
-            self._refuse_head(f"is larger than {self._max_head} bytes (max_header_bytes)")
-        parser.feed_data(data[room:])
 
     def _count_stalled(self, size: int) -> None:
         """Bytes that carried no body (trailers, chunk framing) are capped like the head."""
         self._stalled += size
-        if self._stalled > self._max_head and not self.body_done:
+        cap = self.head.max_bytes
+        if self._stalled > cap and not self.body_done:
             self._stop(
                 HeaderLimitExceeded(
-                    f"Upstream sent more than {self._max_head} bytes of trailers or chunk "
+                    f"Upstream sent more than {cap} bytes of trailers or chunk "
                     "framing without any body (max_header_bytes)"
                 )
             )
 
-    def _transfer_encoding(self, value: bytes) -> None:
-        """Only ``chunked``, alone and once, as h11 accepts it."""
-        if self._chunked or value.lower() != b"chunked":
-            self._stop(
-                httpx.RemoteProtocolError(
-                    "Upstream used a Transfer-Encoding other than a single 'chunked'"
-                )
-            )
-        self._chunked = self._framed = True
-
-    def _refuse_head(self, why: str) -> NoReturn:
-        self._stop(HeaderLimitExceeded(f"Upstream response head {why}"))
-
     def _stop(self, error: httpx.TransportError) -> NoReturn:
         self._fail(error)
-        raise _Stop(str(error))
+        raise StopParsing(str(error))
 
     async def _until(self, ready: Any, timeout: float | None) -> None:
         while not ready():
@@ -497,8 +460,11 @@ class Connection(asyncio.Protocol):
                 if not pushed:
                     reader.set_result(out)
                     return
-            if self._read_timeout and not self.body_done:  # waiting again, from now
-                self._arm(self._read_timeout)
+            timeout = self._read_timeout
+            if timeout and not self.body_done:  # waiting again, from now (``_arm`` inlined)
+                deadline = self._deadline = self._loop.time() + timeout
+                if self._timer is None or self._timer_at > deadline:
+                    self._arm(timeout)
         if self.body_done:
             if sink is None:
                 reader.set_exception(StopAsyncIteration())

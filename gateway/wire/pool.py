@@ -9,7 +9,8 @@ from collections import deque
 
 import httpx
 
-from gateway.wire.connection import MAX_HEADER_BYTES, MAX_HEADERS, Connection
+from gateway.wire.connection import Connection
+from gateway.wire.response_head import MAX_HEADER_BYTES, MAX_HEADERS
 
 Origin = tuple[str, str, int]  # scheme, host, port
 
@@ -64,10 +65,14 @@ class ConnectionPool:
         connection.finish()
         if reusable:
             connection.idle_since = time.monotonic()
-            self._idle.setdefault(origin, []).append(connection)
+            idle = self._idle.get(origin)
+            if idle is None:
+                idle = self._idle[origin] = []
+            idle.append(connection)
         else:
             self._drop(connection)
-        self._wake_one()
+        if self._waiters:
+            self._wake_one()
 
     def close(self) -> None:
         for connections in self._idle.values():

@@ -4,11 +4,12 @@
 reads them back through httpx's properties and checks the whole head byte by byte (as h11
 would): together a measurable share of every proxied request. A ``JsonPost`` is still an
 ``httpx.Request`` (respx, ``httpx.MockTransport`` and the other transports take it as any),
-built with its fields set at once; its ``Target`` (the URL's request line, ``host`` and origin)
-is made and checked once per URL, so that the native transport writes its head from the
-target and the few values of this request, each checked as ``_head`` checks them. A request
-whose headers were changed after it was built (a trace's ``traceparent``), or one with a value
-the check refuses, goes the general way (``transport._head``), refusals and all.
+its fields made only when they are asked for; its ``Target`` (the URL's request line, ``host``
+and origin) is made and checked once per URL, so that the native transport writes its head
+from the target and the few values of this request, each checked as ``outgoing._head`` checks
+them. A request whose headers were changed after it was built (a trace's ``traceparent``), or
+one with a value the check refuses, goes the general way (``outgoing._head``), refusals and
+all.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import httpx
 from gateway.wire.pool import Origin
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
-# What ``transport._head`` checks of a request line; values must hold none of CR, LF, NUL,
+# What ``outgoing._head`` checks of a request line; values must hold none of CR, LF, NUL,
 # VT or FF.
 _REQUEST_LINE = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/1\.1")
 _NOT_IN_VALUES = re.compile(rb"[\r\n\x00\x0b\x0c]")
@@ -63,7 +64,8 @@ class JsonPost(httpx.Request):
     ``x-request-id``, ``accept`` (if any), ``authorization`` (if any), ``host``,
     ``content-type: application/json`` and ``content-length``, in that order, and ``body`` as
     its stream: what ``httpx.Request("POST", url, headers=..., stream=ByteStream(body))``
-    makes of them."""
+    makes of them. Its ``headers`` are made when first asked for (the native transport
+    writes its head from the parts, and most requests are never asked)."""
 
     def __init__(
         self,
@@ -74,31 +76,41 @@ class JsonPost(httpx.Request):
         body: bytes,
         extensions: dict[str, Any],
     ) -> None:
-        fields = [(b"accept-encoding", b"identity"), (b"x-request-id", request_id)]
-        if accept is not None:
-            fields.append((b"accept", accept))
-        if authorization is not None:
-            fields.append((b"authorization", authorization))
-        length = b"%d" % len(body)
-        fields += [(b"host", to.netloc), (b"content-type", _CONTENT_TYPE),
-                   (b"content-length", length)]  # fmt: skip
         self.method = "POST"
         self.url = to.url
-        self.headers = _Fields(fields)
         self.extensions = extensions
         self.stream = self._stream = httpx.ByteStream(body)
         self._body = body
         self.target = to
-        self._values = (request_id, accept, authorization, length)
+        self._values = (request_id, accept, authorization, b"%d" % len(body))
+        self._headers: httpx.Headers | None = None
+
+    @property
+    def headers(self) -> httpx.Headers:
+        headers = self._headers
+        if headers is None:
+            request_id, accept, authorization, length = self._values
+            fields = [(b"accept-encoding", b"identity"), (b"x-request-id", request_id)]
+            if accept is not None:
+                fields.append((b"accept", accept))
+            if authorization is not None:
+                fields.append((b"authorization", authorization))
+            fields += [(b"host", self.target.netloc), (b"content-type", _CONTENT_TYPE),
+                       (b"content-length", length)]  # fmt: skip
+            headers = self._headers = _Fields(fields)
+        return headers
+
+    @headers.setter
+    def headers(self, headers: httpx.Headers) -> None:
+        self._headers = headers
 
     def prepared(self) -> tuple[Origin, bytes, bytes] | None:
-        """Its origin, its head as ``transport._head`` writes it and its body; None when the
+        """Its origin, its head as ``outgoing._head`` writes it and its body; None when the
         transport must make them itself (its URL, headers or stream changed since it was
         built, or a value that check refuses)."""
-        headers, to = self.headers, self.target
+        headers, to = self._headers, self.target
         if (
-            type(headers) is not _Fields
-            or headers.changed
+            (headers is not None and (type(headers) is not _Fields or headers.changed))
             or self.url is not to.url
             or self.stream is not self._stream
             or to.origin is None

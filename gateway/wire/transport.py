@@ -7,47 +7,20 @@ respx and ``httpx.MockTransport`` still stand in for it in tests.
 from __future__ import annotations
 
 import asyncio
-import re
 import ssl
 import weakref
 from collections.abc import Awaitable, Callable
-from operator import itemgetter
 from typing import Any, Protocol, cast
 
 import httpx
 
-from gateway.wire.connection import (
-    MAX_HEADER_BYTES,
-    MAX_HEADERS,
-    ClosedBeforeSend,
-    Connection,
-    Sink,
-)
+from gateway.wire.connection import ClosedBeforeSend, Connection, Sink
+from gateway.wire.outgoing import Outgoing
 from gateway.wire.pool import ConnectionPool, Origin
 from gateway.wire.request import DEFAULT_PORTS, JsonPost
+from gateway.wire.response_head import MAX_HEADER_BYTES, MAX_HEADERS
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-
-# What h11 sends: a token method and field names, a target of visible ASCII, and values without
-# NUL, CR, LF, VT or FF. (h11 also refuses leading or trailing SP/HTAB in a value; servers strip
-# those anyway, so they pass.) Names the gateway sends are known good and skip the pattern.
-_TOKEN_ONLY = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
-_REQUEST_LINE = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/1\.1")
-_NOT_IN_VALUES = b"\x00\x0b\x0c"  # besides CR and LF, counted on their own
-_KNOWN_NAMES = frozenset(  # never transfer-encoding: a chunked request replaces the caller's
-    {
-        b"host",
-        b"accept",
-        b"accept-encoding",
-        b"authorization",
-        b"content-type",
-        b"content-length",
-        b"user-agent",
-        b"x-request-id",
-        b"connection",
-    }
-)
-_name = itemgetter(0)
+_NO_TIMEOUTS: dict[str, float | None] = {}  # never written to
 
 
 class NativeTransport(httpx.AsyncBaseTransport):
@@ -88,38 +61,19 @@ class NativeTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         prepared = request.prepared() if type(request) is JsonPost else None
+        outgoing: Outgoing | None = None
         if prepared is not None:  # its head made from parts checked once per URL
             origin, head, body = prepared
-            outgoing = Outgoing(request, (head, body))
         else:
             url = request.url
             if url.scheme not in DEFAULT_PORTS:
                 raise httpx.UnsupportedProtocol(f"Unsupported URL scheme {url.scheme!r}")
             origin = (url.scheme, url.host, url.port or DEFAULT_PORTS[url.scheme])
             outgoing = Outgoing(request)  # refused here, before any connection is taken
-        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
-        connection, replayed = await self._send(outgoing, origin, timeouts)
-        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
-        if replayed:
-            extensions["gateway_replayed"] = True
-        return WireResponse(
-            connection.status,
-            WireHeaders(connection.headers),
-            ResponseStream(self._pool, connection, origin, timeouts.get("read")),
-            request,
-            extensions,
-        )
-
-    async def aclose(self) -> None:
-        self._pool.close()
-
-    async def _send(
-        self, outgoing: Outgoing, origin: Origin, timeouts: dict[str, float | None]
-    ) -> tuple[Connection, bool]:
-        """Send and wait for the head: (the connection, whether the request went out twice)."""
-        replayed = False
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", _NO_TIMEOUTS)
         read_timeout = timeouts.get("read")
-        while True:
+        replayed = False
+        while True:  # sent, and sent again where that cannot repeat work (see the class)
             connection = self._pool.take_idle(origin)  # most often: no wait for one
             reused = connection is not None
             if connection is None:
@@ -127,119 +81,53 @@ class NativeTransport(httpx.AsyncBaseTransport):
                     origin, timeouts.get("connect"), timeouts.get("pool")
                 )
             try:
-                if outgoing.body is not None:
-                    await connection.exchange(
-                        outgoing.head, outgoing.body, read_timeout, outgoing.no_body
-                    )
+                if outgoing is None:  # a POST with its body in memory
+                    await connection.exchange(head, body, read_timeout)
                 else:
                     await outgoing.exchange(connection, read_timeout)
-                return connection, replayed
+                break
             except ClosedBeforeSend:
                 self._pool.release(connection, origin)  # nothing went out: not a replay
                 if not reused:
                     raise  # a server that closes at once is not tried again and again
             except httpx.RemoteProtocolError:
                 self._pool.release(connection, origin)
-                if not (reused and outgoing.replayable and _closed_unanswered(connection)):
+                replayable = outgoing is not None and outgoing.replayable
+                if not (reused and replayable and _closed_unanswered(connection)):
                     raise
                 replayed = True
             except BaseException:
                 connection.close()
                 self._pool.release(connection, origin)
                 raise
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if replayed:
+            extensions["gateway_replayed"] = True
+        answer = connection.head
+        return WireResponse(
+            answer.status,
+            WireHeaders(answer.fields),
+            ResponseStream(self._pool, connection, origin, read_timeout),
+            request,
+            extensions,
+        )
+
+    async def aclose(self) -> None:
+        self._pool.close()
 
 
 def _closed_unanswered(connection: Connection) -> bool:
     return connection.closed and not connection.received_any
 
 
-class Outgoing:
-    """One request as it goes on the wire: its head (validated) and its body."""
-
-    __slots__ = ("body", "chunked", "head", "no_body", "replayable", "stream")
-
-    def __init__(self, request: httpx.Request, prepared: tuple[bytes, bytes] | None = None):
-        """``prepared``: a ``JsonPost``'s head (made and checked already) and body."""
-        stream = request.stream
-        self.stream = stream
-        self.body: bytes | None = None
-        if prepared is not None:  # a POST with its body in memory
-            self.head, self.body = prepared
-            self.chunked = self.no_body = self.replayable = False
-            return
-        if isinstance(stream, httpx.ByteStream):
-            self.body = b"".join(stream)  # one piece, already in memory
-        self.chunked = self.body is None and "content-length" not in request.headers
-        self.head = _head(request, self.chunked)
-        method = request.method
-        self.no_body = method == "HEAD"
-        self.replayable = self.body is not None and method in IDEMPOTENT
-
-    async def exchange(self, connection: Connection, timeout: float | None) -> None:
-        if self.body is not None:
-            await connection.exchange(self.head, self.body, timeout, self.no_body)
-        else:
-            await connection.exchange_streaming(
-                self.head, self.stream, self.chunked, timeout, self.no_body
-            )
-
-
-def _head(request: httpx.Request, chunked: bool) -> bytes:
-    """The request line and fields, refused with ``httpx.LocalProtocolError`` where h11 would
-    refuse them (a CR/LF in a value would otherwise let a caller write fields of its own)."""
-    fields = request.headers.raw
-    if not _KNOWN_NAMES.issuperset(map(_name, fields)):
-        fields = _checked_names(fields, chunked)
-    lines = [b"%b %b HTTP/1.1" % (request.method.encode(), request.url.raw_path)]
-    lines += map(b": ".join, fields)
-    if chunked:
-        lines.append(b"transfer-encoding: chunked")
-    lines.append(b"\r\n")
-    head = b"\r\n".join(lines)
-    breaks = len(lines)  # each line break is one of ours: none inside a value
-    if head.count(b"\n") != breaks or head.count(b"\r") != breaks:
-        raise httpx.LocalProtocolError(_bad_value(lines))
-    if len(head.translate(None, _NOT_IN_VALUES)) != len(head):
-        raise httpx.LocalProtocolError(_bad_value(lines))
-    if _REQUEST_LINE.fullmatch(lines[0]) is None:
-        raise httpx.LocalProtocolError("Refused to send a request line with an invalid target")
-    return head
-
-
-def _checked_names(fields: list[tuple[bytes, bytes]], chunked: bool) -> list[tuple[bytes, bytes]]:
-    """``fields`` with names the gateway does not send itself checked to be tokens, and a
-    caller's transfer-encoding dropped from a chunked request (which sends its own)."""
-    kept: list[tuple[bytes, bytes]] = []
-    for name, value in fields:
-        if name not in _KNOWN_NAMES:
-            if chunked and name.lower() == b"transfer-encoding":
-                continue
-            if _TOKEN_ONLY.fullmatch(name) is None:
-                raise httpx.LocalProtocolError(_bad_field(len(kept) + 1, name))
-        kept.append((name, value))
-    return kept
-
-
-def _bad_field(number: int, name: bytes) -> str:
-    return f"Refused to send header field #{number}: its name {name!r} is not a token"
-
-
-def _bad_value(lines: list[bytes]) -> str:
-    """Which field's value is bad, never repeating the value (it may be a secret)."""
-    for number, line in enumerate(lines[1:-1], 1):
-        name, _, value = line.partition(b": ")
-        if any(byte in value for byte in b"\r\n\x00\x0b\x0c"):
-            return f"Refused to send header field #{number} {name.decode('latin-1')!r}: bad value"
-    return "Refused to send a request line with invalid bytes"
-
-
 class WireHeaders(httpx.Headers):
     """An answer's fields as received, decoded as latin-1 (what came in goes out, whatever
-    the bytes): taken as they are rather than normalised field by field, and looked up
-    without a ``KeyError`` per missing name (``get``)."""
+    the bytes): taken as the connection kept them (name, lower-cased name, value) rather than
+    normalised field by field, and looked up without a ``KeyError`` per missing name
+    (``get``)."""
 
-    def __init__(self, fields: list[tuple[bytes, bytes]]) -> None:
-        self._list = [(name, name.lower(), value) for name, value in fields]
+    def __init__(self, fields: list[tuple[bytes, bytes, bytes]]) -> None:
+        self._list = fields
         self._encoding = "latin-1"
 
     def __getitem__(self, key: str) -> str:
@@ -250,10 +138,24 @@ class WireHeaders(httpx.Headers):
 
     def get(self, key: str, default: Any = None) -> Any:
         wanted = key.lower().encode("latin-1")
-        found = [value for _, name, value in self._list if name == wanted]
-        if not found:
-            return default
-        return (found[0] if len(found) == 1 else b", ".join(found)).decode("latin-1")
+        found: bytes | None = None
+        for _, name, value in self._list:
+            if name == wanted:
+                found = value if found is None else found + b", " + value
+        return default if found is None else found.decode("latin-1")
+
+    def pick(self, names: dict[bytes, str]) -> dict[str, str]:
+        """The fields named in ``names`` (lower-cased name → the key to give it), in the order
+        of ``names``, repeated ones joined with ", " as ``get`` joins them."""
+        found: dict[str, bytes] = {}
+        for _, name, value in self._list:
+            if name in names:
+                key = names[name]
+                found[key] = found[key] + b", " + value if key in found else value
+        if len(found) == 1:  # no order to restore
+            ((key, value),) = found.items()
+            return {key: value.decode("latin-1")}
+        return {key: found[key].decode("latin-1") for key in names.values() if key in found}
 
 
 class WireResponse(httpx.Response):
@@ -286,6 +188,17 @@ class WireResponse(httpx.Response):
             self.is_closed = True
             await cast(httpx.AsyncByteStream, self.stream).aclose()
 
+    def take_body(self) -> bytes | None:
+        """The whole body when it is all in already and none of it was read, the response
+        then closed (as ``aclose`` closes it, without a coroutine); None while more is to
+        come: read it from ``stream``."""
+        stream = cast(ResponseStream, self.stream)
+        body = stream.received()
+        if body is not None:
+            self.is_closed = True
+            stream.release()
+        return body
+
 
 class ResponseStream(httpx.AsyncByteStream):
     """The body as it arrives; closing it hands the connection back (or drops it if unread)."""
@@ -297,9 +210,18 @@ class ResponseStream(httpx.AsyncByteStream):
         self._connection: Connection | None = connection
         self._origin = origin
         self._timeout = timeout
+        self._read = False  # a reader was handed out: what is buffered is no longer all
 
     def __aiter__(self) -> BodyReader:
+        self._read = True
         return BodyReader(self, self._connection, self._timeout)
+
+    def received(self) -> bytes | None:
+        """The whole body when it is all in and none of it was read, else None."""
+        connection = self._connection
+        if connection is None or self._read:
+            return None
+        return connection.received_body()
 
     def __del__(self) -> None:
         # Dropped without aclose (a bug elsewhere, or a task torn down mid-way): close the

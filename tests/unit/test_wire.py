@@ -18,6 +18,8 @@ import httpx
 import pytest
 
 from gateway.config.runtime import Runtime
+from gateway.providers.bodies import AnswerTooLarge, body_chunks, read_body
+from gateway.providers.openai import FORWARDED_RESPONSE_HEADERS, forwarded_headers
 from gateway.providers.transport import create_transport
 from gateway.wire import NativeTransport
 from tests.support import free_port
@@ -161,6 +163,34 @@ async def test_a_body_ended_by_closing_the_connection_is_complete() -> None:
         await fetch(transport, post(server.url()))
         await transport.aclose()
     assert server.connections == 2
+
+
+@synchronous
+async def test_a_whole_body_is_read_as_it_came_or_as_it_comes_within_the_limit() -> None:
+    async def later(_: asyncio.StreamReader, writer: asyncio.StreamWriter, __: bytes) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the body after the head: read as it comes
+        writer.write(b"abcdef")
+        return True
+
+    for handler in (answer(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nabcdef"), later):
+        async with raw_server(handler) as server:
+            transport = NativeTransport()
+            response = await transport.handle_async_request(post(server.url()))
+            assert await read_body(response, 6) == b"abcdef" and response.is_closed
+            response = await transport.handle_async_request(post(server.url()))
+            with pytest.raises(AnswerTooLarge):
+                await read_body(response, 5)
+            assert response.is_closed
+            response = await transport.handle_async_request(post(server.url()))
+            chunks = [chunk async for chunk in body_chunks(response)]  # read by a reader
+            assert b"".join(chunks) == b"abcdef"
+            await response.aclose()
+            await fetch(transport, post(server.url()))
+            await transport.aclose()
+        assert server.connections == 1  # handed back to the pool after each
+        assert len(server.requests) == 4
 
 
 @synchronous
@@ -500,6 +530,30 @@ async def test_non_ascii_header_values_survive_byte_for_byte() -> None:
         await transport.aclose()
     # Decoded as latin-1, so re-encoding for the client (Starlette does) gives the same bytes.
     assert response.headers["content-type"].encode("latin-1") == value
+
+
+@synchronous
+async def test_answer_fields_read_as_httpx_headers_read_them() -> None:
+    fields = [
+        (b"Content-Disposition", b"attachment"),
+        (b"CONTENT-TYPE", b"a"),
+        (b"X-Other", b"\xe9"),
+        (b"content-type", b"b"),
+    ]
+    head = b"".join(b"%b: %b\r\n" % field for field in fields)
+    reply = b"HTTP/1.1 200 OK\r\n%bcontent-length: 2\r\n\r\n{}" % head
+    async with raw_server(answer(reply)) as server:
+        transport = NativeTransport()
+        response = await fetch(transport, post(server.url()))
+        await transport.aclose()
+    expected = httpx.Headers([*fields, (b"content-length", b"2")], encoding="latin-1")
+    assert response.headers.raw == expected.raw
+    for name in ("content-type", "Content-Disposition", "x-other", "missing"):
+        assert response.headers.get(name) == expected.get(name)
+        assert response.headers.get_list(name) == expected.get_list(name)
+    forwarded = forwarded_headers(response)
+    assert forwarded == {"content-type": "a, b", "content-disposition": "attachment"}
+    assert list(forwarded) == list(FORWARDED_RESPONSE_HEADERS)  # in the order it names them
 
 
 @synchronous
