@@ -8,6 +8,7 @@ the amounts in (the same bytes: ``tests/store/test_reserve_template.py``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 
 from gateway.store.port import Counter, CounterLayout, Lease
 from gateway.store.redis import scripts
@@ -37,7 +38,16 @@ class ReserveTemplate:
     counter's ``fixed``). Holds while no counter after the last full line has a ``flex``
     (it would make that line full too); ``fits`` checks it."""
 
-    __slots__ = ("_args", "_counters", "_keys", "_override_key", "_registry", "_short")
+    __slots__ = (
+        "_args",
+        "_counters",
+        "_full_lines",
+        "_keys",
+        "_override_key",
+        "_registry",
+        "_short",
+        "_short_lines",
+    )
 
     def __init__(
         self,
@@ -49,6 +59,8 @@ class ReserveTemplate:
         registry: bool,
     ) -> None:
         self._keys, self._args, self._short = names, args, short
+        # the templates of ARGV's full and short lines (``args`` holds them too, as made)
+        self._full_lines, self._short_lines = str(args[5]), str(args[9])
         self._counters, self._override_key, self._registry = counters, override_key, registry
 
     @classmethod
@@ -83,16 +95,19 @@ class ReserveTemplate:
             len(counters) == self._counters
             and override_key == self._override_key
             and registry is self._registry
-            and not any([counter.flex for counter in counters[self._short :]])
+            and not any(map(_FLEX, counters[self._short :]))
         )
 
     def filled(self, counters: Sequence[Counter], lease: Lease) -> tuple[list[str], scripts.Args]:
         """``reserve_args``' answer for ``counters`` and ``lease``."""
         args = self._args.copy()
-        args[5] = str(args[5]).format(*counters)
-        args[6], args[7] = lease.id, lease.ttl_s
-        args[9] = str(args[9]).format(*counters)
+        args[5] = self._full_lines.format(*counters)
+        args[6], args[7] = lease
+        args[9] = self._short_lines.format(*counters)
         return self._keys.copy(), args
+
+
+_FLEX = itemgetter(5)  # a ``Counter``'s ``flex``, read in C for each counter ``fits`` looks at
 
 
 def _braced(text: str) -> str:
