@@ -82,67 +82,77 @@ def reserve_args(
     *,
     registry: bool,
 ) -> tuple[list[str], Args]:
-    """KEYS and ARGV for reserve.lua, in one pass over the counters (this runs per request).
-    The lease is recorded in one group, the first counter's (``keys.lease``): on a single
-    Redis one script reaches every key, and on a cluster the caller sends each slot's counters
-    in a call of their own (``reserve_template.py`` makes the same from a template)."""
+    """KEYS and ARGV for reserve.lua: its layout (what every reservation of the counters' plan
+    sends alike), then the amounts (this runs per request without a ``CounterLayout``). The
+    lease is recorded in one group, the first counter's (``keys.lease``): on a single Redis
+    one script reaches every key, and on a cluster the caller sends each slot's counters in a
+    call of their own (``reserve_template.py`` makes the same from a template)."""
     position: dict[str, int] = {}  # key → its index (1-based)
     ttls: list[int] = []
     lines: list[str] = []
-    last_full = 0  # counters after the last one with flex, override or cap go on short lines
-    short: list[int] = []  # the short lines since the last full one
+    amounts: list[str] = []
+    last = last_full(counters)  # counters after it go on short lines
     # unpacked, not read by name: a team key has some forty counters
-    for key, field, fixed, limit, limit_field, flex, cap, cap_field, ttl_s, sliding in counters:
+    for number, counter in enumerate(counters):
+        key, field, fixed, limit, limit_field, flex, cap, cap_field, ttl_s, sliding = counter
         at = position.get(key)
         if at is None:
             at = position[key] = len(position) + 1
             ttls.append(0)
         ttls[at - 1] = -ttl_s if sliding else ttl_s  # the last counter of a key names it
-        if flex or limit_field or cap_field or cap != -1:
-            for index in short:  # plain counters before a full one: full lines too
-                key_at, name, amount, most = lines[index].split("\t")
-                lines[index] = f"{key_at}\t{name}\t{amount}\t0\t{most}\t\t-1\t"
-            short.clear()
-            lines.append(
-                f"{at}\t{field}\t{fixed}\t{flex}\t{limit}\t{limit_field}\t{cap}\t{cap_field}"
-            )
-            last_full = len(lines)
+        if number < last:
+            lines.append(f"{at}\t{field}\t{limit}\t{limit_field}\t{cap}\t{cap_field}")
+            amounts.append(f"{fixed}/{flex}")
         else:
-            short.append(len(lines))
-            lines.append(f"{at}\t{field}\t{fixed}\t{limit}")
+            lines.append(f"{at}\t{field}\t{limit}")
+            amounts.append(f"{fixed}/{flex}" if flex else str(fixed))
     all_keys = list(position)
     if override_key:
         all_keys.append(override_key)
-    if lease and counters:
+    leased = lease is not None and bool(counters)
+    if leased:
         group = keys.lease(counters[0].key)
         all_keys += (group, keys.lease_data(group))
         if registry:
             all_keys.append(keys.LEASE_REGISTRY)
+    head = [len(position), 1 if override_key else 0, 1 if registry and leased else 0]
+    head += [lease.ttl_s if lease else 0, *ttls]
     args: Args = [
-        1,  # one reservation, its keys in KEYS as they are
-        "",
-        len(position),
-        1 if override_key else 0,
-        ",".join(map(str, ttls)),
-        "\n".join(lines[:last_full]),
+        1,  # one reservation
+        1,  # of one layout
+        ",".join(map(str, head)),
+        "\n".join(lines[:last]),
+        "\n".join(lines[last:]),
+        "",  # its keys in KEYS as they are
+        1,
         lease.id if lease and counters else "",
-        lease.ttl_s if lease else 0,
-        1 if registry and lease and counters else 0,
-        "\n".join(lines[last_full:]),
+        ",".join(amounts),
     ]
     return all_keys, args
 
 
+def last_full(counters: Sequence[Counter]) -> int:
+    """How many of ``counters`` reserve.lua gets on full lines: up to the last one with an
+    override or a cap (those after it on short lines, which have none)."""
+    last = 0
+    for number, counter in enumerate(counters, 1):
+        if counter.limit_field or counter.cap_field or counter.cap != -1:
+            last = number
+    return last
+
+
 def grouped_reserve_args(calls: Sequence[tuple[list[str], Args]]) -> tuple[list[str], Args]:
     """KEYS and ARGV for reserve.lua holding several reservations (``reserve_args``' each):
-    every key once, the first reservation's first and in its order, and per reservation where
-    its keys are in them ('' for those that name the first one's keys, as one user's do)."""
+    every key once, the first reservation's first and in its order; each distinct layout
+    once; per reservation where its keys are in them ('' for those that name the first one's
+    keys, as one user's do), its layout's number, lease id and amounts."""
     first = calls[0][0]
     index = {name: at for at, name in enumerate(first, 1)}
-    args: Args = [len(calls)]
+    layouts: dict[tuple[str | int | bytes, str | int | bytes, str | int | bytes], int] = {}
+    reservations: Args = []
     for names, one in calls:
         if names == first:
-            args.append("")
+            reservations.append("")
         else:
             where = []
             for name in names:
@@ -150,9 +160,16 @@ def grouped_reserve_args(calls: Sequence[tuple[list[str], Args]]) -> tuple[list[
                 if at is None:
                     at = index[name] = len(index) + 1
                 where.append(at)
-            args.append(",".join(map(str, where)))
-        args += one[2:]
-    return list(index), args
+            reservations.append(",".join(map(str, where)))
+        layout = one[2], one[3], one[4]
+        number = layouts.get(layout)
+        if number is None:
+            number = layouts[layout] = len(layouts) + 1
+        reservations += (number, one[7], one[8])
+    args: Args = [len(calls), len(layouts)]
+    for layout in layouts:
+        args += layout
+    return list(index), args + reservations
 
 
 @dataclass
