@@ -68,7 +68,10 @@ def main(kind: str, count: int) -> None:
             layouts = plan.settle_layout, plan.lease_layout, plan.layout
         lease = Lease(f"work.{number}", 900)
         wanted = list(map(itemgetter(1), checks))
-        reserve_template.reserve_args(wanted, plan.override_key, lease, layouts[2], registry=True)
+        call = reserve_template.reserve_call(
+            wanted, plan.override_key, lease, layouts[2], registry=True
+        )
+        call.alone()
         granted = tuple(c.fixed + c.flex for c in wanted)
         decision = Decision((0,) * len(wanted), tuple(c.limit for c in wanted), granted, None)
         known.record(plan.key, checks, decision)

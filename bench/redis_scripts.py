@@ -78,8 +78,9 @@ def main() -> int:
                 windows = windows_at(time.time())
                 checks = counters.reservation(limits.get(request), request, windows)
                 wanted = [check.counter for check in checks]
+                form = scripts.reserve_args if len(numbers) == 1 else scripts.layout_args
                 calls = [
-                    scripts.reserve_args(
+                    form(
                         wanted,
                         keys.user_overrides(request.user),
                         Lease(f"work.{number}", 900),

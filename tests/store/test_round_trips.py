@@ -258,15 +258,27 @@ def test_a_lease_key_of_another_type_fails_the_reservation_and_writes_nothing(
 
 
 def test_plain_counters_after_the_last_full_one_go_on_short_lines() -> None:
-    """A counter with no override or cap is laid out as three values, unless a full one
-    follows it (the script reads the full lines first, and the reply keeps the order); the
-    amounts go apart from the layout, a flex only where a counter has one or a full line."""
+    """A counter with no flex, override or cap is sent as four values, unless a full one
+    follows it (the script reads the full lines first, and the reply keeps the order)."""
+    plain = Counter("gw:{u:s}:d:1", "req", 1, limit=5)
+    full = Counter("gw:{u:s}:d:1", "tok", 2, limit=9, limit_field="tok", flex=3)
+    level = Counter("gw:{o:s}:min:1", "usd", 7)
+    names, args = scripts.reserve_args([plain, full, level], None, None, registry=True)
+    assert names == ["gw:{u:s}:d:1", "gw:{o:s}:min:1"]
+    assert args[5] == "1\treq\t1\t0\t5\t\t-1\t\n1\ttok\t2\t3\t9\ttok\t-1\t"
+    assert args[9] == "2\tusd\t7\t-1"
+
+
+def test_in_a_group_a_reservation_sends_its_layout_and_its_amounts_apart() -> None:
+    """In the group's form a counter with no override or cap is laid out as three values,
+    unless a full one follows it; the amounts go apart from the layout, a flex only where a
+    counter has one or is on a full line."""
     plain = Counter("gw:{u:s}:d:1", "req", 1, limit=5, ttl_s=60)
     full = Counter("gw:{u:s}:d:1", "tok", 2, limit=9, limit_field="tok", flex=3, ttl_s=60)
     level = Counter("gw:{o:s}:min:1", "usd", 7, ttl_s=120, sliding=True)
     flexed = Counter("gw:{o:s}:min:1", "tok", 4, flex=6, ttl_s=120, sliding=True)
     counters = [plain, full, level, flexed]
-    names, args = scripts.reserve_args(counters, None, Lease("l", 90), registry=True)
+    names, args = scripts.layout_args(counters, None, Lease("l", 90), registry=True)
     group = keys.lease("gw:{u:s}:d:1")
     registry = keys.LEASE_REGISTRY
     assert names == ["gw:{u:s}:d:1", "gw:{o:s}:min:1", group, keys.lease_data(group), registry]
@@ -278,7 +290,7 @@ def test_plain_counters_after_the_last_full_one_go_on_short_lines() -> None:
     # another request of the same plan: the same layout, other amounts
     other = [plain._replace(fixed=2), full._replace(fixed=30, flex=0), level]
     other.append(flexed._replace(flex=0))
-    _, again = scripts.reserve_args(other, None, Lease("m", 90), registry=True)
+    _, again = scripts.layout_args(other, None, Lease("m", 90), registry=True)
     assert again[:5] == args[:5]
     assert again[5:] == ["", 1, "m", "2/0,30/0,7,4"]
 

@@ -5,19 +5,24 @@
 -- Each hash is read once and written once per call, whatever the number of reservations.
 --
 -- KEYS: every key the reservations name, once each.
--- ARGV[1]: n, the number of reservations; ARGV[2]: l, the number of layouts. A layout is what
--- every reservation of one plan sends alike (its ``CounterLayout``), sent once per call
--- however many reservations share it and read once per call; then a reservation sends its
--- amounts alone. Then 3 values per layout:
---   1: integers, comma-separated: m, the number of counter hashes; has_override (1: the
---      user's override hash follows them); registry (1: the lease registry's key is given);
---      the lease seconds; then the m TTLs: seconds to set when the hash is new (none of its
---      counters held a value), minus seconds to set on every call (a sliding time to live),
---      0 = keep;
+-- Two forms of ARGV. A reservation alone (ARGV[2] == ''), its amounts in its lines, 10 values:
+--   1: 1; 2: ''; 3: m, the number of counter hashes; 4: has_override (1: the user's override
+--   hash follows them); 5: the m TTLs, comma-separated: seconds to set when the hash is new
+--   (none of its counters held a value), minus seconds to set on every call (a sliding time
+--   to live), 0 = keep; 6: one line per counter of 8 tab-separated values: key index, field,
+--   fixed, flex, limit, limit override field, cap, cap override field; 7: the lease id ('' =
+--   none); 8: lease seconds; 9: registry, '1' when its key is given; 10: the counters after
+--   6's, each with no flex, no override and no cap (most of a team key's): one line of 4
+--   values each: key index, field, fixed, limit.
+-- The group's form: ARGV[1]: n, the number of reservations; ARGV[2]: l, the number of
+-- layouts. A layout is what every reservation of one plan sends alike (its
+-- ``CounterLayout``): sent once per call however many reservations share it, and matched
+-- once per call (matching a pattern costs ~90 instructions a character); a reservation sends
+-- its amounts alone. Then 3 values per layout:
+--   1: integers, comma-separated: m; has_override; registry; the lease seconds; the m TTLs;
 --   2: one line per counter of 6 tab-separated values: key index, field, limit, limit
 --      override field, cap, cap override field;
---   3: the counters after 2's, each with no override and no cap (most of a team key's): one
---      line of 3 values each: key index, field, limit.
+--   3: the counters after 2's, each with no override and no cap: key index, field, limit.
 -- Then 4 values per reservation:
 --   1: where its keys are in KEYS ('' = KEYS as they are; else comma-separated indexes), in
 --      the order of one reservation's keys: 1..m the counter hashes; m+1 the user's override
@@ -44,6 +49,7 @@
 -- by one, so each gets its own answer).
 --
 -- Two paths: most calls hold ONE reservation (at low load nothing else is queued in its turn),
+-- sent alone (the first form: its lines read once either way, so in one pass with its amounts),
 -- and the group's bookkeeping (one read per (key, field) across reservations, tables of width
 -- #KEYS, lease groups) cost such a call ~20% more than the script before group commit. So one
 -- reservation takes a path of its own: no dedupe (HMGET reads a field named twice twice, and
@@ -52,21 +58,232 @@
 -- instructions each). Both apply rule.lua, inlined here at each ``-- <rule>`` by scripts.py
 -- (a Lua function call per counter cost ~1.5k instructions more).
 local n = ARGV[1] + 0
+-- text -> number, each converted once per call (rule.lua): key indexes, limits, amounts
+local numbers = {}
+local none = {}  -- unpack(none, 1, k): k nils, so a table is made at its full size at once
+
+if ARGV[2] == '' then
+  -- One reservation alone ("Two paths" above), its amounts in its lines.
+  if n ~= 1 or #ARGV ~= 10 then
+    error({err = 'ERR gateway: ' .. #ARGV .. ' arguments for one reservation alone'})
+  end
+  -- Integers (at most 16 characters: within +-10^16, exact but for the last digit past 2^53).
+  -- (patterns written out whole: a pattern joined from parts is joined again on every call)
+  local line = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t([^\t\n]*)\t(%-?%d+)\t([^\t\n]*)\n?()'
+  local short = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%-?%d+)\n?()'
+  local m = ARGV[3] + 0
+  local found = false
+  if ARGV[4] == '1' then
+    local flat = redis.call('HGETALL', KEYS[m + 1])
+    -- an unparsable override is ignored, as on the read path
+    for i = 1, #flat, 2 do
+      if is_int(flat[i + 1]) then
+        found = found or {}
+        found[flat[i]] = tonumber(flat[i + 1])
+      end
+    end
+  end
+  local width = #KEYS
+  -- key -> the fields its HMGET reads (a field named twice read twice), then what it read;
+  -- made with room for eight keys (a plain key's KEYS; a call to unpack costs more), false: none
+  local hashes = {false, false, false, false, false, false, false, false}
+  -- per counter {key, field, limit, limit override field, cap, cap override field, fixed,
+  -- flex, its value's place in its HMGET}: rule.lua's layout, then the amounts
+  local counters = {}
+  local count = 0
+  local at = 1
+  local text = ARGV[6]
+  for start, k, field, fixed, flex, limit, limit_field, cap, cap_field, after
+      in string.gmatch(text, line) do
+    if start ~= at or #fixed > 16 or #flex > 16 or #limit > 16 or #cap > 16 then
+      error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
+    end
+    at = after
+    local key = numbers[k]
+    if key == nil then
+      key = k + 0
+      numbers[k] = key
+    end
+    local most = numbers[limit]
+    if most == nil then
+      most = limit + 0
+      numbers[limit] = most
+    end
+    local top = numbers[cap]
+    if top == nil then
+      top = cap + 0
+      numbers[cap] = top
+    end
+    local names = hashes[key]
+    if not names then
+      if KEYS[key] == nil then error({err = 'ERR gateway: no key ' .. key}) end
+      names = {field}
+      hashes[key] = names
+    else
+      names[#names + 1] = field
+    end
+    count = count + 1
+    counters[count] = {key, field, most, limit_field, top, cap_field, fixed, flex, #names}
+  end
+  if at ~= #text + 1 then
+    error({err = 'ERR gateway: malformed argument line near ' .. at})
+  end
+  at = 1
+  text = ARGV[10]
+  for start, k, field, fixed, limit, after in string.gmatch(text, short) do
+    if start ~= at or #fixed > 16 or #limit > 16 then
+      error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
+    end
+    at = after
+    local key = numbers[k]
+    if key == nil then
+      key = k + 0
+      numbers[k] = key
+    end
+    local most = numbers[limit]
+    if most == nil then
+      most = limit + 0
+      numbers[limit] = most
+    end
+    local names = hashes[key]
+    if not names then
+      if KEYS[key] == nil then error({err = 'ERR gateway: no key ' .. key}) end
+      names = {field}
+      hashes[key] = names
+    else
+      names[#names + 1] = field
+    end
+    count = count + 1
+    counters[count] = {key, field, most, '', -1, '', fixed, '0', #names}
+  end
+  if at ~= #text + 1 then
+    error({err = 'ERR gateway: malformed argument line near ' .. at})
+  end
+  for key = 1, width do
+    local names = hashes[key]
+    if names then hashes[key] = redis.call('HMGET', KEYS[key], unpack(names)) end
+  end
+
+  local out = {unpack(none, 0, 3 * count)}
+  local denied = 0
+  for i = 1, count do
+    local v = counters[i]
+    local value = hashes[v[1]][v[9]]
+    local used = 0
+    if value then
+      used = value + 0  -- as the group's read below
+      if used % 1 ~= 0 or used > 9007199254740992 or used < -9007199254740992 then
+        error({err = 'ERR gateway: not an integer in range: ' .. value})
+      end
+    end
+    local given, extra = v[7], v[8]
+    -- <rule>
+    if amount == nil then
+      if denied == 0 then denied = i end
+      amount = 0
+    end
+    out[3 * i - 1] = used
+    out[3 * i] = limit
+    out[3 * i + 1] = amount
+  end
+  out[1] = denied
+  if denied ~= 0 then return out end
+
+  -- The new values per hash (a field named twice gets both grants, as two HINCRBYs would),
+  -- and the lease's lines, joined once.
+  -- key -> {field, value, field, value, ...}, made as ``hashes``
+  local totals = {false, false, false, false, false, false, false, false}
+  local lines = {unpack(none, 1, count)}
+  local held = 0
+  local lease = ARGV[7]
+  for i = 1, count do
+    local amount = out[3 * i + 1]
+    if amount ~= 0 then
+      local v = counters[i]
+      local key, field = v[1], v[2]
+      local pairs_of = totals[key]
+      if not pairs_of then
+        totals[key] = {field, out[3 * i - 1] + amount}
+      else
+        local named = nil
+        for j = 1, #pairs_of, 2 do
+          if pairs_of[j] == field then named = j end
+        end
+        if named then
+          pairs_of[named + 1] = pairs_of[named + 1] + amount
+        else
+          pairs_of[#pairs_of + 1] = field
+          pairs_of[#pairs_of + 1] = out[3 * i - 1] + amount
+        end
+      end
+      if lease ~= '' then
+        -- the fixed amount as the gateway wrote it: no number to format
+        local shown = amount
+        if v[8] == '0' then shown = v[7] end
+        held = held + 1
+        lines[held] = KEYS[key] .. '\t' .. field .. '\t' .. shown .. '\n'
+      end
+    end
+  end
+  local ttls = {unpack(none, 1, m)}
+  local j = 0
+  for ttl in string.gmatch(ARGV[5], '%-?%d+') do
+    if #ttl > 16 then error({err = 'ERR gateway: not an integer in range: ' .. ttl}) end
+    j = j + 1
+    ttls[j] = ttl
+  end
+  if j ~= m then error({err = 'ERR gateway: ' .. j .. ' times to live for ' .. m .. ' keys'}) end
+  -- The lease first: a key of the wrong type fails the call here, with what was written undone.
+  if held > 0 then
+    if #ARGV[8] > 16 then error({err = 'ERR gateway: not an integer in range: ' .. ARGV[8]}) end
+    local deadline = redis.call('TIME')[1] + ARGV[8]
+    local base = m
+    if ARGV[4] == '1' then base = m + 1 end
+    local zset, data = KEYS[base + 1], KEYS[base + 2]
+    local done = redis.pcall('ZADD', zset, deadline, lease)
+    if type(done) == 'table' and done.err then error(done) end
+    done = redis.pcall('HSET', data, lease, table.concat(lines, '', 1, held))
+    if type(done) == 'table' and done.err then
+      redis.call('ZREM', zset, lease)
+      error(done)
+    end
+    if ARGV[9] == '1' then
+      done = redis.pcall('ZADD', KEYS[base + 3], 'LT', deadline, zset)
+      if type(done) == 'table' and done.err then
+        redis.call('HDEL', data, lease)
+        redis.call('ZREM', zset, lease)
+        error(done)
+      end
+    end
+  end
+  for key = 1, width do
+    local pairs_of = totals[key]
+    if pairs_of then redis.call('HSET', KEYS[key], unpack(pairs_of)) end
+  end
+  for key = 1, m do
+    local ttl = ttls[key]
+    if string.byte(ttl, 1) == 45 then  -- 45: '-', a sliding time to live
+      redis.call('EXPIRE', KEYS[key], string.sub(ttl, 2))
+    elseif ttl ~= '0' then  -- when none of its counters held a value (a new hash)
+      local stored = hashes[key] or none
+      local existed = false
+      for i = 1, #stored do existed = existed or stored[i] end
+      if not existed then redis.call('EXPIRE', KEYS[key], ttl) end
+    end
+  end
+  return out
+end
+
+-- Several reservations (group commit), or one in the group's form.
 local l = ARGV[2] + 0
 if n < 1 or l < 1 or #ARGV ~= 2 + 3 * l + 4 * n then
   error({err = 'ERR gateway: ' .. #ARGV .. ' arguments for ' .. n .. ' reservations and '
                .. l .. ' layouts'})
 end
 local first = 3 + 3 * l  -- the first reservation's first argument
-
--- Integers (at most 16 characters: within +-10^16, exact but for the last digit past 2^53).
--- (patterns written out whole: a pattern joined from parts is joined again on every call)
 local line = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t([^\t\n]*)\t(%-?%d+)\t([^\t\n]*)\n?()'
 local short = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\n?()'
 local amount_pattern = '()(%-?%d+)/?(%-?%d*),?()'
--- text -> number, each converted once per call (rule.lua): key indexes, limits, amounts
-local numbers = {}
-local none = {}  -- unpack(none, 1, k): k nils, so a table is made at its full size at once
 
 -- The layout whose 3 arguments start at ARGV[at]: {m, has_override, registry, lease seconds
 -- (text), the m TTLs (texts), its counters, their count}; a counter is {key index, field,
@@ -160,152 +377,6 @@ local function amounts_of(text, count)
   return amounts
 end
 
-if n == 1 and ARGV[first] == '' then
-  -- One reservation, its keys in KEYS as they are ("Two paths" above).
-  if ARGV[first + 1] + 0 ~= 1 or l ~= 1 then
-    error({err = 'ERR gateway: no layout ' .. ARGV[first + 1]})
-  end
-  local layout = layout_at(3)
-  local m, counters, count = layout[1], layout[6], layout[7]
-  local found = false
-  if layout[2] then
-    local flat = redis.call('HGETALL', KEYS[m + 1])
-    -- an unparsable override is ignored, as on the read path
-    for i = 1, #flat, 2 do
-      if is_int(flat[i + 1]) then
-        found = found or {}
-        found[flat[i]] = tonumber(flat[i + 1])
-      end
-    end
-  end
-  local amounts = amounts_of(ARGV[first + 3], count)
-  local width = #KEYS
-  -- key -> the fields its HMGET reads (a field named twice read twice), then what it read;
-  -- made with room for eight keys (a plain key's KEYS; a call to unpack costs more), false: none
-  local hashes = {false, false, false, false, false, false, false, false}
-  local places = {unpack(none, 1, count)}  -- per counter, its value's place in its HMGET
-  for i = 1, count do
-    local v = counters[i]
-    local key = v[1]
-    local names = hashes[key]
-    if not names then
-      if KEYS[key] == nil then error({err = 'ERR gateway: no key ' .. key}) end
-      names = {v[2]}
-      hashes[key] = names
-    else
-      names[#names + 1] = v[2]
-    end
-    places[i] = #names
-  end
-  for key = 1, width do
-    local names = hashes[key]
-    if names then hashes[key] = redis.call('HMGET', KEYS[key], unpack(names)) end
-  end
-
-  local out = {unpack(none, 0, 3 * count)}
-  local denied = 0
-  for i = 1, count do
-    local v = counters[i]
-    local value = hashes[v[1]][places[i]]
-    local used = 0
-    if value then
-      used = value + 0  -- as the group's read below
-      if used % 1 ~= 0 or used > 9007199254740992 or used < -9007199254740992 then
-        error({err = 'ERR gateway: not an integer in range: ' .. value})
-      end
-    end
-    local given, extra = amounts[2 * i - 1], amounts[2 * i]
-    -- <rule>
-    if amount == nil then
-      if denied == 0 then denied = i end
-      amount = 0
-    end
-    out[3 * i - 1] = used
-    out[3 * i] = limit
-    out[3 * i + 1] = amount
-  end
-  out[1] = denied
-  if denied ~= 0 then return out end
-
-  -- The new values per hash (a field named twice gets both grants, as two HINCRBYs would),
-  -- and the lease's lines, joined once.
-  -- key -> {field, value, field, value, ...}, made as ``hashes``
-  local totals = {false, false, false, false, false, false, false, false}
-  local lines = {unpack(none, 1, count)}
-  local held = 0
-  local lease = ARGV[first + 2]
-  for i = 1, count do
-    local amount = out[3 * i + 1]
-    if amount ~= 0 then
-      local v = counters[i]
-      local key, field = v[1], v[2]
-      local pairs_of = totals[key]
-      if not pairs_of then
-        totals[key] = {field, out[3 * i - 1] + amount}
-      else
-        local named = nil
-        for j = 1, #pairs_of, 2 do
-          if pairs_of[j] == field then named = j end
-        end
-        if named then
-          pairs_of[named + 1] = pairs_of[named + 1] + amount
-        else
-          pairs_of[#pairs_of + 1] = field
-          pairs_of[#pairs_of + 1] = out[3 * i - 1] + amount
-        end
-      end
-      if lease ~= '' then
-        -- the fixed amount as the gateway wrote it: no number to format
-        local shown = amount
-        local extra = amounts[2 * i]
-        if extra == '' or extra == '0' then shown = amounts[2 * i - 1] end
-        held = held + 1
-        lines[held] = KEYS[key] .. '\t' .. field .. '\t' .. shown .. '\n'
-      end
-    end
-  end
-  local ttls = layout[5]
-  -- The lease first: a key of the wrong type fails the call here, with what was written undone.
-  if held > 0 then
-    local deadline = redis.call('TIME')[1] + layout[4]
-    local base = m
-    if layout[2] then base = m + 1 end
-    local zset, data = KEYS[base + 1], KEYS[base + 2]
-    local done = redis.pcall('ZADD', zset, deadline, lease)
-    if type(done) == 'table' and done.err then error(done) end
-    done = redis.pcall('HSET', data, lease, table.concat(lines, '', 1, held))
-    if type(done) == 'table' and done.err then
-      redis.call('ZREM', zset, lease)
-      error(done)
-    end
-    if layout[3] then
-      done = redis.pcall('ZADD', KEYS[base + 3], 'LT', deadline, zset)
-      if type(done) == 'table' and done.err then
-        redis.call('HDEL', data, lease)
-        redis.call('ZREM', zset, lease)
-        error(done)
-      end
-    end
-  end
-  for key = 1, width do
-    local pairs_of = totals[key]
-    if pairs_of then redis.call('HSET', KEYS[key], unpack(pairs_of)) end
-  end
-  for key = 1, m do
-    local ttl = ttls[key]
-    if string.byte(ttl, 1) == 45 then  -- 45: '-', a sliding time to live
-      redis.call('EXPIRE', KEYS[key], string.sub(ttl, 2))
-    elseif ttl ~= '0' then  -- when none of its counters held a value (a new hash)
-      local stored = hashes[key] or none
-      local existed = false
-      for i = 1, #stored do existed = existed or stored[i] end
-      if not existed then redis.call('EXPIRE', KEYS[key], ttl) end
-    end
-  end
-  return out
-end
-
--- Several reservations (group commit).
 -- Tables indexed by key (its index in KEYS) are made at their full size at once: a table grown
 -- entry by entry is rehashed at every power of two. false: the key has none.
 local width = #KEYS
