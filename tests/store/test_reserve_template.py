@@ -11,7 +11,7 @@ from gateway.config.model import Settings
 from gateway.store import keys
 from gateway.store.factory import create_store
 from gateway.store.port import Counter, CounterLayout, Lease
-from gateway.store.redis import reserve_template, scripts
+from gateway.store.redis import reserve_layout, reserve_template, scripts
 from gateway.store.redis.reserve_template import ReserveTemplate
 from tests.metering.helpers import RedisServer, command, run
 from tests.store.test_reserve_groups import script_calls
@@ -57,7 +57,7 @@ def test_the_same_arguments_as_formatted_in_full_for_any_amounts() -> None:
             asked = override if rnd.random() < 0.9 else "gw:{u:b}:ovr"
             call = reserve_template.reserve_call(counters, asked, lease, layout, registry=registry)
             assert call.alone() == scripts.reserve_args(counters, asked, lease, registry=registry)
-            assert call.in_group() == scripts.layout_args(
+            assert call.in_group() == reserve_layout.layout_args(
                 counters, asked, lease, registry=registry
             ), counters
             template = layout.prepared
@@ -78,7 +78,7 @@ def test_a_flex_after_the_last_full_line_is_formatted_in_full() -> None:
     assert made.alone() == scripts.reserve_args(flexed, None, Lease("b", 60), registry=True)
     assert made.alone()[1][5] == "1\ta\t0\t0\t5\t\t-1\t\n1\tb\t0\t3\t5\t\t-1\t"
     grouped = made.in_group()
-    assert grouped == scripts.layout_args(flexed, None, Lease("b", 60), registry=True)
+    assert grouped == reserve_layout.layout_args(flexed, None, Lease("b", 60), registry=True)
     assert grouped[1][3:5] == first.in_group()[1][3:5] == ["", "1\ta\t5\n1\tb\t5"]
     assert grouped[1][8] == "0,0/3"  # the same layout, the flex among the amounts
 
@@ -100,7 +100,7 @@ def test_a_group_sends_each_layout_once() -> None:
         ),
     ]  # fmt: skip
     calls = [call.in_group() for call in made]
-    names, args = scripts.grouped_reserve_args(calls)
+    names, args = reserve_layout.grouped_reserve_args(calls)
     ours_lease, theirs_lease = keys.lease("gw:{u:a}:d:1"), keys.lease("gw:{u:b}:d:1")
     assert names == [
         "gw:{u:a}:d:1", "gw:{t:x}:d:1", ours_lease, keys.lease_data(ours_lease),
@@ -178,7 +178,7 @@ def test_one_reservation_in_the_groups_form_decides_and_writes_as_alone(
         Counter("gw:{t:a}:d:1", "usd", 20, 99, ttl_s=30, sliding=True),
     ]
     seen = []
-    for form in (scripts.reserve_args, scripts.layout_args):
+    for form in (scripts.reserve_args, reserve_layout.layout_args):
         redis_server.flushall()
         client.hset("gw:{u:a}:ovr", "req", 3)
         replies = []

@@ -10,7 +10,7 @@ from gateway.store import keys
 from gateway.store.factory import create_store
 from gateway.store.keys import USAGE_STREAM
 from gateway.store.port import Aggregate, Counter, Increment, Lease, LeaseEnd, SettleBatch
-from gateway.store.redis import scripts
+from gateway.store.redis import reserve_layout, scripts
 from gateway.store.redis.scripts import settle_call
 from tests.metering.helpers import Clock, RedisServer, command, metered, ok, request, run
 
@@ -278,7 +278,7 @@ def test_in_a_group_a_reservation_sends_its_layout_and_its_amounts_apart() -> No
     level = Counter("gw:{o:s}:min:1", "usd", 7, ttl_s=120, sliding=True)
     flexed = Counter("gw:{o:s}:min:1", "tok", 4, flex=6, ttl_s=120, sliding=True)
     counters = [plain, full, level, flexed]
-    names, args = scripts.layout_args(counters, None, Lease("l", 90), registry=True)
+    names, args = reserve_layout.layout_args(counters, None, Lease("l", 90), registry=True)
     group = keys.lease("gw:{u:s}:d:1")
     registry = keys.LEASE_REGISTRY
     assert names == ["gw:{u:s}:d:1", "gw:{o:s}:min:1", group, keys.lease_data(group), registry]
@@ -290,7 +290,7 @@ def test_in_a_group_a_reservation_sends_its_layout_and_its_amounts_apart() -> No
     # another request of the same plan: the same layout, other amounts
     other = [plain._replace(fixed=2), full._replace(fixed=30, flex=0), level]
     other.append(flexed._replace(flex=0))
-    _, again = scripts.layout_args(other, None, Lease("m", 90), registry=True)
+    _, again = reserve_layout.layout_args(other, None, Lease("m", 90), registry=True)
     assert again[:5] == args[:5]
     assert again[5:] == ["", 1, "m", "2/0,30/0,7,4"]
 

@@ -25,7 +25,7 @@ from gateway.store.port import (
     SettleBatch,
     StoreError,
 )
-from gateway.store.redis import reserve_template, scripts
+from gateway.store.redis import reserve_layout, reserve_template, scripts
 from gateway.store.redis.connection import RedisConnection
 from gateway.store.redis.errors import converted, raise_if_cancelled
 from gateway.store.redis.pipelined import GroupFailed, PipelinedConnection, pack
@@ -42,7 +42,7 @@ class _ReserveGroup:
         if len(members) == 1:
             names, args = members[0].alone()
         else:
-            names, args = scripts.grouped_reserve_args([call.in_group() for call in members])
+            names, args = reserve_layout.grouped_reserve_args([call.in_group() for call in members])
         return pack(scripts.RESERVE.by_sha(names, args))
 
     def replies(self, reply: Any, count: int) -> list[Any]:

@@ -1,6 +1,6 @@
 """reserve.lua's arguments for a ``CounterLayout``'s counters, from a template made once.
 
-``scripts.reserve_args`` and ``scripts.layout_args`` format every counter's line on every
+``scripts.reserve_args`` and ``reserve_layout.layout_args`` format every counter's line on every
 call; the counters of one plan differ only in their amounts, so the template holds their text
 and ``str.format`` puts the amounts in (the same bytes: ``tests/store/test_reserve_template.py``).
 Both of reserve.lua's forms: a reservation sent alone, its amounts in its lines; one in a group,
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from operator import itemgetter
 
 from gateway.store.port import Counter, CounterLayout, Lease
-from gateway.store.redis import scripts
+from gateway.store.redis import reserve_layout, scripts
 
 Call = tuple[list[str], scripts.Args]  # KEYS and ARGV
 
@@ -42,7 +42,7 @@ def reserve_call(
 
 class ReserveCall:
     """One reservation's KEYS and ARGV for reserve.lua, formatted when sent: alone, or in a
-    group's form (``scripts.grouped_reserve_args`` joins those)."""
+    group's form (``reserve_layout.grouped_reserve_args`` joins those)."""
 
     __slots__ = ("_counters", "_lease", "_override_key", "_registry", "_template")
 
@@ -66,10 +66,10 @@ class ReserveCall:
         )
 
     def in_group(self) -> Call:
-        """``scripts.layout_args``' answer."""
+        """``reserve_layout.layout_args``' answer."""
         if self._template is not None and self._lease is not None:
             return self._template.in_group(self._counters, self._lease)
-        return scripts.layout_args(
+        return reserve_layout.layout_args(
             self._counters, self._override_key, self._lease, registry=self._registry
         )
 
@@ -119,9 +119,9 @@ class ReserveTemplate:
         """The template of ``counters`` (their amounts left out) with leases of ``lease_s``."""
         lease = Lease("", lease_s)
         names, alone = scripts.reserve_args(counters, override_key, lease, registry=registry)
-        _, grouped = scripts.layout_args(counters, override_key, lease, registry=registry)
+        _, grouped = reserve_layout.layout_args(counters, override_key, lease, registry=registry)
         position = {key: at for at, key in enumerate(dict.fromkeys(c.key for c in counters), 1)}
-        last_full = scripts.last_full(counters)  # as both find it, whatever the amounts
+        last_full = reserve_layout.last_full(counters)  # as both find it, whatever the amounts
         full: list[str] = []
         short: list[str] = []
         for number, counter in enumerate(counters):
@@ -165,7 +165,7 @@ class ReserveTemplate:
         return self._keys.copy(), args
 
     def in_group(self, counters: Sequence[Counter], lease: Lease) -> Call:
-        """``scripts.layout_args``' answer for ``counters`` and ``lease``."""
+        """``reserve_layout.layout_args``' answer for ``counters`` and ``lease``."""
         args = self._grouped.copy()
         args[7] = lease.id
         args[8] = self._amounts.format(*counters)
