@@ -17,6 +17,7 @@ request costs, without the interpreter's start (docs/organizations.md "What it c
 from __future__ import annotations
 
 import sys
+from operator import itemgetter
 from typing import cast
 
 from meter_micro import BENCH_ENV, LEVELS
@@ -27,7 +28,7 @@ from gateway.metering import MeterRequest, Outcome, counters
 from gateway.metering.allowance import Allowance, seal
 from gateway.metering.allowances import Allowances
 from gateway.metering.last_known import LastKnown
-from gateway.metering.limit_errors import rate_limit_headers
+from gateway.metering.limit_errors import block_headers
 from gateway.metering.plans import Local, Plans
 from gateway.metering.settle import settlement
 from gateway.metering.types import Admission, Amounts
@@ -66,12 +67,17 @@ def main(kind: str, count: int) -> None:
             checks = counters.fill(plan.checks, plan.fills, amounts, flex)
             layouts = plan.settle_layout, plan.lease_layout, plan.layout
         lease = Lease(f"work.{number}", 900)
-        wanted = [check.counter for check in checks]
-        reserve_template.reserve_args(wanted, plan.override_key, lease, layouts[2], registry=True)
+        wanted = list(map(itemgetter(1), checks))
+        call = reserve_template.reserve_call(
+            wanted, plan.override_key, lease, layouts[2], registry=True
+        )
+        call.alone()
         granted = tuple(c.fixed + c.flex for c in wanted)
         decision = Decision((0,) * len(wanted), tuple(c.limit for c in wanted), granted, None)
         known.record(plan.key, checks, decision)
-        headers = rate_limit_headers(checks, decision, plan.windows, NOW, plan.reset)
+        block = plan.header_block
+        block, headers = block_headers(block, checks, decision, plan.windows, plan.reset)
+        plan.header_block = block
         admission = Admission(
             headers=headers, clamp_max_tokens=None, request=request, started=NOW, checks=checks,
             reserved=Amounts(*granted[:4]), granted=granted, lease=lease.id,

@@ -33,7 +33,7 @@ from gateway.metering.types import Admission
 from gateway.metering.windows import windows_at
 from gateway.store import keys
 from gateway.store.port import Lease
-from gateway.store.redis import scripts
+from gateway.store.redis import reserve_layout, scripts
 
 
 def main() -> int:
@@ -78,8 +78,9 @@ def main() -> int:
                 windows = windows_at(time.time())
                 checks = counters.reservation(limits.get(request), request, windows)
                 wanted = [check.counter for check in checks]
+                form = scripts.reserve_args if len(numbers) == 1 else reserve_layout.layout_args
                 calls = [
-                    scripts.reserve_args(
+                    form(
                         wanted,
                         keys.user_overrides(request.user),
                         Lease(f"work.{number}", 900),
@@ -87,7 +88,9 @@ def main() -> int:
                     )
                     for number in numbers
                 ]
-                names, argv = calls[0] if len(calls) == 1 else scripts.grouped_reserve_args(calls)
+                names, argv = (
+                    calls[0] if len(calls) == 1 else reserve_layout.grouped_reserve_args(calls)
+                )
                 script = scripts.RESERVE.by_text if numbers[0] < 0 else scripts.RESERVE.by_sha
                 reply = client.execute_command(*script(names, argv))
                 replies = [reply] if len(calls) == 1 else reply

@@ -9,6 +9,8 @@ requests in flight hold, this request's own reservation included.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from gateway.errors import BudgetExceeded, QuotaExceeded
 from gateway.metering import counters, key_limits, level_limits
 from gateway.metering.limits import budget_limits, quota_limits
@@ -55,6 +57,41 @@ def rate_limit_headers(
         headers[remaining_name] = str(left) if left > 0 else "0"
         headers[reset_name] = reset
     return headers
+
+
+class HeaderBlock(NamedTuple):
+    """A plan's rate-limit headers for the limits it was made with, but the remaining counts:
+    the limits and the reset are the same for every request of one plan (one second)."""
+
+    limits: tuple[int, ...]  # the decision's first ``HEADED`` limits
+    headers: dict[str, str]  # every header, in order (the remaining ones to be replaced)
+    remaining: tuple[tuple[int, int, str], ...]  # per headed check: index, limit, header
+
+
+def block_headers(
+    block: HeaderBlock | None,
+    checks: tuple[Check, ...],
+    decision: Decision,
+    windows: Windows,
+    reset: str,
+) -> tuple[HeaderBlock, dict[str, str]]:
+    """``rate_limit_headers`` (``reset`` given) from ``block`` when it was made for the
+    decision's limits, else from a new block, returned too for the plan to keep."""
+    limits = decision.limits
+    if block is None or block.limits != limits[:HEADED]:
+        headers = rate_limit_headers(checks, decision, windows, windows.now, reset)
+        remaining = []
+        for index, check in enumerate(checks[:HEADED]):
+            names = HEADER_NAMES.get(check.kind)
+            if names is not None and limits[index] != UNLIMITED:
+                remaining.append((index, limits[index], names[1]))
+        block = HeaderBlock(limits[:HEADED], headers, tuple(remaining))
+    headers = block.headers.copy()
+    used, granted = decision.used, decision.granted
+    for index, limit, name in block.remaining:
+        left = limit - used[index] - granted[index]
+        headers[name] = str(left) if left > 0 else "0"
+    return block, headers
 
 
 def exceeded(

@@ -24,6 +24,7 @@ import asyncio
 import functools
 import itertools
 import logging
+import operator
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,7 +39,7 @@ from gateway.metering.buffer import Flusher, UsageBuffer
 from gateway.metering.health import StoreHealth
 from gateway.metering.last_known import LastKnown
 from gateway.metering.lease_sweeper import LeaseSweeper
-from gateway.metering.limit_errors import exceeded, rate_limit_headers
+from gateway.metering.limit_errors import block_headers, exceeded
 from gateway.metering.plans import Plans, ReservationPlan
 from gateway.metering.record import UsageRecord
 from gateway.metering.record_ids import RecordIds
@@ -64,6 +65,7 @@ RecordHook = Callable[[UsageRecord], None]
 # Longer than any request should last: a stream's idle timeout bounds the gaps, not the total.
 LEASE_TTL_S = 900
 SWEEP_INTERVAL_S = 5.0
+_COUNTER = operator.itemgetter(1)  # a ``Check``'s counter, read in C for each check
 OUTAGE_NOTE = " (usage store unavailable: counted from what was left at the last reservation)"
 
 
@@ -199,8 +201,10 @@ class Meter:
             flex = reserved.tokens - checks[counters.TOKENS_INDEX].counter.fixed
         elif request.byok:
             flex = output
+        block, headers = block_headers(plan.header_block, checks, decision, windows, plan.reset)
+        plan.header_block = block
         return Admission(
-            headers=rate_limit_headers(checks, decision, windows, now, plan.reset),
+            headers=headers,
             clamp_max_tokens=admit_checks.clamp(request, flex),
             request=request,
             started=now,
@@ -294,7 +298,7 @@ class Meter:
     ) -> Decision | None:
         if self.health.should_try():
             try:
-                wanted = [check.counter for check in checks]
+                wanted = list(map(_COUNTER, checks))
                 decision = await self._store.reserve(wanted, override_key, lease, layout)
             except StoreRejected as exc:
                 self.health.recovered()  # it answered: the request is at fault, not the store

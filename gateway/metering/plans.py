@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from gateway.metering import counters, level_limits
 from gateway.metering.allowance import LevelShape, shapes
-from gateway.metering.limit_errors import reset_header
+from gateway.metering.limit_errors import HeaderBlock, reset_header
 from gateway.metering.settle import LeaseLayout, SettleLayout, lease_layout, settle_layout
 from gateway.metering.types import Check, KeyLimits, LevelLimits, MeterRequest
 from gateway.metering.windows import Windows, windows_at
@@ -62,6 +62,9 @@ class ReservationPlan:
     levels: tuple[LevelLimits, ...]
     local: Local | None = None  # None: no level window counters
     layout: CounterLayout = field(default_factory=CounterLayout)  # of ``checks``' counters
+    # its admissions' rate-limit headers but the remaining counts (``limit_errors``), made
+    # by the first; the checks of ``local`` head the same (requests, tokens: never a level's)
+    header_block: HeaderBlock | None = None
 
 
 class Plans:

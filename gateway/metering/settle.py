@@ -221,12 +221,26 @@ def settlement(admission: Admission, outcome: Outcome, record_id: str) -> Settle
         increments += [_new(Increment, (key, scope, cost, ttl, True)) for key, scope in watched]
     # the levels' usage, when from allowances, summed in them until a batch carries it
     unqueued = allowance.fold(admission.uses, actual) if admission.uses else None
+    user_aggregate, model_aggregate, records = _day_keys(request.user, outcome.model or "-", day)
+    values = (
+        1,
+        1 if outcome.status >= 400 and not outcome.delivered else 0,  # ``failed``
+        used.prompt_tokens,
+        used.completion_tokens,
+        used.audio_ms,
+        used.images,
+        used.cost,
+        used.video_ms,
+    )
     batch = SettleBatch(
         tuple(increments),
         record_codec.encode(record),
-        _aggregates(admission, outcome, used, day),
+        (
+            _new(Aggregate, (user_aggregate, AGGREGATE_FIELDS, values, AGGREGATE_TTL_S)),
+            _new(Aggregate, (model_aggregate, AGGREGATE_FIELDS, values, AGGREGATE_TTL_S)),
+        ),
         _leases(admission),
-        keys.user_records(request.user, day),
+        records,
     )
     return Settlement(batch, spend, record, unqueued)
 
@@ -311,13 +325,12 @@ def _reconcile(admission: Admission, actual: Amounts) -> list[Increment]:
     checks = admission.checks
     granted = admission.granted or (0,) * len(checks)
     layout = admission.settle_layout or settle_layout(checks)
-    increments: list[Increment] = []
     values = (*actual, 0)  # index -1: what a count of requests in flight settles to
-    for (key, field, ttl_s, index), reserved in zip(layout, granted, strict=True):
-        delta = values[index] - reserved
-        if delta:
-            increments.append(_new(Increment, (key, field, delta, ttl_s, False)))
-    return increments
+    return [
+        _new(Increment, (key, field, delta, ttl_s, False))
+        for (key, field, ttl_s, index), reserved in zip(layout, granted, strict=True)
+        if (delta := values[index] - reserved)
+    ]
 
 
 def _leases(admission: Admission) -> tuple[LeaseEnd, ...]:
@@ -336,24 +349,14 @@ def _leases(admission: Admission) -> tuple[LeaseEnd, ...]:
     return tuple(ends)
 
 
-def _aggregates(
-    admission: Admission, outcome: Outcome, used: Usage, day: str
-) -> tuple[Aggregate, Aggregate]:
-    values = (
-        1,
-        int(failed(outcome)),
-        used.prompt_tokens,
-        used.completion_tokens,
-        used.audio_ms,
-        used.images,
-        used.cost,
-        used.video_ms,
-    )
-    user_key = keys.user_aggregate(admission.request.user, day)
-    model_key = keys.model_aggregate(outcome.model or "-", day)
+@functools.lru_cache(maxsize=1024)
+def _day_keys(user: str, model: str, day: str) -> tuple[str, str, str]:
+    """The user's and the model's daily aggregate hashes and the user's day index of records:
+    the same all day, so made once per user and model."""
     return (
-        _new(Aggregate, (user_key, AGGREGATE_FIELDS, values, AGGREGATE_TTL_S)),
-        _new(Aggregate, (model_key, AGGREGATE_FIELDS, values, AGGREGATE_TTL_S)),
+        keys.user_aggregate(user, day),
+        keys.model_aggregate(model, day),
+        keys.user_records(user, day),
     )
 
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
+import redis
+
 from gateway.config.model import Settings
+from gateway.store import keys
 from gateway.store.factory import create_store
 from gateway.store.port import Counter, CounterLayout, Lease
-from gateway.store.redis import reserve_template, scripts
+from gateway.store.redis import reserve_layout, reserve_template, scripts
 from gateway.store.redis.reserve_template import ReserveTemplate
-from tests.metering.helpers import RedisServer, run
+from tests.metering.helpers import RedisServer, command, run
+from tests.store.test_reserve_groups import script_calls
 
 KEYS = ("gw:{u:a}:d:1", "gw:{u:a}:m:1", "gw:{t:x}:d:1", "gw:{u:a}:k:{b}:m:1")
 FIELDS = ("text_generation:req", "tok", "usd", "f{x}")
@@ -41,34 +46,74 @@ def test_the_same_arguments_as_formatted_in_full_for_any_amounts() -> None:
         override = rnd.choice([None, "gw:{u:a}:ovr"])
         registry = rnd.random() < 0.7
         layout = CounterLayout()
+        lease_s = rnd.choice([60, 900])
         for call in range(6):
             counters = [
                 Counter(key, field, rnd.choice([0, 1, 15, 10**14]), limit, limit_field,  # type: ignore[arg-type]
                         rnd.choice([0, 0, 0, 64]), cap, cap_field, ttl, sliding)  # type: ignore[arg-type]
                 for key, field, limit, limit_field, cap, cap_field, ttl, sliding in statics
             ]  # fmt: skip
-            lease = Lease(f"l.{call}", rnd.choice([60, 900]))
+            lease = Lease(f"l.{call}", lease_s if rnd.random() < 0.9 else 30)
             asked = override if rnd.random() < 0.9 else "gw:{u:b}:ovr"
-            full = scripts.reserve_args(counters, asked, lease, registry=registry)
-            made = reserve_template.reserve_args(counters, asked, lease, layout, registry=registry)
-            assert made == full, counters
+            call = reserve_template.reserve_call(counters, asked, lease, layout, registry=registry)
+            assert call.alone() == scripts.reserve_args(counters, asked, lease, registry=registry)
+            assert call.in_group() == reserve_layout.layout_args(
+                counters, asked, lease, registry=registry
+            ), counters
             template = layout.prepared
             assert isinstance(template, ReserveTemplate)
-            templated += template.fits(counters, asked, registry)
+            templated += template.fits(counters, asked, registry, lease.ttl_s)
     assert templated > 1000  # most calls were made from the template, not formatted again
 
 
 def test_a_flex_after_the_last_full_line_is_formatted_in_full() -> None:
     plain = [Counter("gw:{u:a}:d:1", "a", 0, 5), Counter("gw:{u:a}:d:1", "b", 0, 5)]
     layout = CounterLayout()
-    reserve_template.reserve_args(plain, None, Lease("a", 60), layout, registry=True)
+    first = reserve_template.reserve_call(plain, None, Lease("a", 60), layout, registry=True)
     flexed = [plain[0], plain[1]._replace(flex=3)]
     template = layout.prepared
     assert isinstance(template, ReserveTemplate)
-    assert not template.fits(flexed, None, True)
-    made = reserve_template.reserve_args(flexed, None, Lease("b", 60), layout, registry=True)
-    assert made == scripts.reserve_args(flexed, None, Lease("b", 60), registry=True)
-    assert made[1][5] == "1\ta\t0\t0\t5\t\t-1\t\n1\tb\t0\t3\t5\t\t-1\t"
+    assert not template.fits(flexed, None, True, 60)
+    made = reserve_template.reserve_call(flexed, None, Lease("b", 60), layout, registry=True)
+    assert made.alone() == scripts.reserve_args(flexed, None, Lease("b", 60), registry=True)
+    assert made.alone()[1][5] == "1\ta\t0\t0\t5\t\t-1\t\n1\tb\t0\t3\t5\t\t-1\t"
+    grouped = made.in_group()
+    assert grouped == reserve_layout.layout_args(flexed, None, Lease("b", 60), registry=True)
+    assert grouped[1][3:5] == first.in_group()[1][3:5] == ["", "1\ta\t5\n1\tb\t5"]
+    assert grouped[1][8] == "0,0/3"  # the same layout, the flex among the amounts
+
+
+def test_a_group_sends_each_layout_once() -> None:
+    """Reservations of one plan (one user's, or another user's of the same tier) name their
+    layout by number; only the amounts and lease ids go per reservation."""
+    layout = CounterLayout()
+    ours = [Counter("gw:{u:a}:d:1", "req", 1, 5, "req"), Counter("gw:{t:x}:d:1", "tok", 20, 99)]
+    theirs = [counter._replace(key=counter.key.replace("u:a", "u:b")) for counter in ours]
+    made = [
+        reserve_template.reserve_call(ours, None, Lease("l1", 60), layout, registry=True),
+        reserve_template.reserve_call(
+            theirs, None, Lease("l2", 60), CounterLayout(), registry=True
+        ),
+        reserve_template.reserve_call(
+            [ours[0], ours[1]._replace(fixed=7, limit=5)], None, Lease("l3", 60), None,
+            registry=True,
+        ),
+    ]  # fmt: skip
+    calls = [call.in_group() for call in made]
+    names, args = reserve_layout.grouped_reserve_args(calls)
+    ours_lease, theirs_lease = keys.lease("gw:{u:a}:d:1"), keys.lease("gw:{u:b}:d:1")
+    assert names == [
+        "gw:{u:a}:d:1", "gw:{t:x}:d:1", ours_lease, keys.lease_data(ours_lease),
+        keys.LEASE_REGISTRY, "gw:{u:b}:d:1", theirs_lease, keys.lease_data(theirs_lease),
+    ]  # fmt: skip
+    assert args[:2] == [3, 2]  # three reservations, two layouts (the third has another limit)
+    assert args[2:5] == calls[0][1][2:5]
+    assert args[5:8] == calls[2][1][2:5]
+    assert args[8:] == [
+        "", 1, "l1", "1/0,20",
+        "6,2,7,8,5", 1, "l2", "1/0,20",
+        "", 2, "l3", "1/0,7",
+    ]  # fmt: skip
 
 
 def test_a_redis_store_answers_and_writes_the_same_with_a_layout(redis_server: RedisServer) -> None:
@@ -90,15 +135,22 @@ def test_a_redis_store_answers_and_writes_the_same_with_a_layout(redis_server: R
         for _ in range(8)
     ]  # fmt: skip
 
-    async def through(layout: CounterLayout | None) -> list[object]:
+    async def through(layout: CounterLayout | None, together: bool = False) -> list[object]:
         redis_server.flushall()
+        command(redis_server.port, "CONFIG", "RESETSTAT")
         store = create_store(redis_server.url, Settings())
         seen: list[object] = []
         try:
             await store.write_hash("gw:{u:p}:ovr", {"l0": 6}, [])
-            for number, counters in enumerate(rounds):
-                lease = Lease(f"l{number}", 60)
-                seen.append(await store.reserve(counters, "gw:{u:p}:ovr", lease, layout))
+            calls = [
+                store.reserve(counters, "gw:{u:p}:ovr", Lease(f"l{number}", 60), layout)
+                for number, counters in enumerate(rounds)
+            ]
+            if together:  # queued in one turn: one call, each layout sent once
+                seen += await asyncio.gather(*calls)
+                assert script_calls(redis_server) == 1
+            else:
+                seen += [await call for call in calls]
             keys = [key for key, *_ in statics]
             seen.append(await store.read_hashes(keys))
             seen.append(await store.read_reservations("gw:{u:p}:lease"))
@@ -107,5 +159,38 @@ def test_a_redis_store_answers_and_writes_the_same_with_a_layout(redis_server: R
         return seen
 
     layout = CounterLayout()
-    assert run(through(layout)) == run(through(None))
+    alone = run(through(None))
+    assert run(through(layout)) == alone
     assert isinstance(layout.prepared, ReserveTemplate)
+    assert run(through(layout, together=True)) == alone
+    assert run(through(None, together=True)) == alone
+
+
+def test_one_reservation_in_the_groups_form_decides_and_writes_as_alone(
+    redis_server: RedisServer,
+) -> None:
+    """reserve.lua's group path with one reservation (its layout and amounts apart) and its
+    path for one alone (the amounts in the lines): the same replies, counters, TTLs, leases."""
+    client = redis.Redis.from_url(redis_server.url)
+    wanted = [
+        Counter("gw:{u:a}:d:1", "req", 1, 5, "req", ttl_s=60),
+        Counter("gw:{u:a}:d:1", "tok", 20, 99, flex=3, cap=2, ttl_s=60),
+        Counter("gw:{t:a}:d:1", "usd", 20, 99, ttl_s=30, sliding=True),
+    ]
+    seen = []
+    for form in (scripts.reserve_args, reserve_layout.layout_args):
+        redis_server.flushall()
+        client.hset("gw:{u:a}:ovr", "req", 3)
+        replies = []
+        for number in range(5):  # three granted, then refused by the override's limit
+            names, args = form(wanted, "gw:{u:a}:ovr", Lease(f"l{number}", 60), registry=True)
+            replies.append(client.execute_command(*scripts.RESERVE.by_text(names, args)))
+        group = keys.lease("gw:{u:a}:d:1")
+        seen.append([
+            replies, client.hgetall("gw:{u:a}:d:1"), client.hgetall("gw:{t:a}:d:1"),
+            client.ttl("gw:{u:a}:d:1"), client.ttl("gw:{t:a}:d:1"),
+            client.hgetall(keys.lease_data(group)), client.zrange(keys.LEASE_REGISTRY, 0, -1),
+        ])  # fmt: skip
+    assert seen[0] == seen[1]
+    assert [reply[0] for reply in seen[0][0]] == [0, 0, 0, 1, 1]
+    assert seen[0][1] == {b"req": b"3", b"tok": b"66"}

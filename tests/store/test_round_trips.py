@@ -10,7 +10,7 @@ from gateway.store import keys
 from gateway.store.factory import create_store
 from gateway.store.keys import USAGE_STREAM
 from gateway.store.port import Aggregate, Counter, Increment, Lease, LeaseEnd, SettleBatch
-from gateway.store.redis import scripts
+from gateway.store.redis import reserve_layout, scripts
 from gateway.store.redis.scripts import settle_call
 from tests.metering.helpers import Clock, RedisServer, command, metered, ok, request, run
 
@@ -267,6 +267,32 @@ def test_plain_counters_after_the_last_full_one_go_on_short_lines() -> None:
     assert names == ["gw:{u:s}:d:1", "gw:{o:s}:min:1"]
     assert args[5] == "1\treq\t1\t0\t5\t\t-1\t\n1\ttok\t2\t3\t9\ttok\t-1\t"
     assert args[9] == "2\tusd\t7\t-1"
+
+
+def test_in_a_group_a_reservation_sends_its_layout_and_its_amounts_apart() -> None:
+    """In the group's form a counter with no override or cap is laid out as three values,
+    unless a full one follows it; the amounts go apart from the layout, a flex only where a
+    counter has one or is on a full line."""
+    plain = Counter("gw:{u:s}:d:1", "req", 1, limit=5, ttl_s=60)
+    full = Counter("gw:{u:s}:d:1", "tok", 2, limit=9, limit_field="tok", flex=3, ttl_s=60)
+    level = Counter("gw:{o:s}:min:1", "usd", 7, ttl_s=120, sliding=True)
+    flexed = Counter("gw:{o:s}:min:1", "tok", 4, flex=6, ttl_s=120, sliding=True)
+    counters = [plain, full, level, flexed]
+    names, args = reserve_layout.layout_args(counters, None, Lease("l", 90), registry=True)
+    group = keys.lease("gw:{u:s}:d:1")
+    registry = keys.LEASE_REGISTRY
+    assert names == ["gw:{u:s}:d:1", "gw:{o:s}:min:1", group, keys.lease_data(group), registry]
+    assert args[:2] == [1, 1]  # one reservation, one layout
+    assert args[2] == "2,0,1,90,60,-120"  # 2 hashes, no override, registry, lease seconds, TTLs
+    assert args[3] == "1\treq\t5\t\t-1\t\n1\ttok\t9\ttok\t-1\t"
+    assert args[4] == "2\tusd\t-1\n2\ttok\t-1"
+    assert args[5:] == ["", 1, "l", "1/0,2/3,7,4/6"]
+    # another request of the same plan: the same layout, other amounts
+    other = [plain._replace(fixed=2), full._replace(fixed=30, flex=0), level]
+    other.append(flexed._replace(flex=0))
+    _, again = reserve_layout.layout_args(other, None, Lease("m", 90), registry=True)
+    assert again[:5] == args[:5]
+    assert again[5:] == ["", 1, "m", "2/0,30/0,7,4"]
 
 
 def test_the_usage_stream_stays_capped_when_only_a_calls_last_record_carries_the_cap(

@@ -5,20 +5,33 @@
 -- Each hash is read once and written once per call, whatever the number of reservations.
 --
 -- KEYS: every key the reservations name, once each.
--- ARGV[1]: n, the number of reservations; then 9 values per reservation:
+-- Two forms of ARGV. A reservation alone (ARGV[2] == ''), its amounts in its lines, 10 values:
+--   1: 1; 2: ''; 3: m, the number of counter hashes; 4: has_override (1: the user's override
+--   hash follows them); 5: the m TTLs, comma-separated: seconds to set when the hash is new
+--   (none of its counters held a value), minus seconds to set on every call (a sliding time
+--   to live), 0 = keep; 6: one line per counter of 8 tab-separated values: key index, field,
+--   fixed, flex, limit, limit override field, cap, cap override field; 7: the lease id ('' =
+--   none); 8: lease seconds; 9: registry, '1' when its key is given; 10: the counters after
+--   6's, each with no flex, no override and no cap (most of a team key's): one line of 4
+--   values each: key index, field, fixed, limit.
+-- The group's form: ARGV[1]: n, the number of reservations; ARGV[2]: l, the number of
+-- layouts. A layout is what every reservation of one plan sends alike (its
+-- ``CounterLayout``): sent once per call however many reservations share it, and matched
+-- once per call (matching a pattern costs ~90 instructions a character); a reservation sends
+-- its amounts alone. Then 3 values per layout:
+--   1: integers, comma-separated: m; has_override; registry; the lease seconds; the m TTLs;
+--   2: one line per counter of 6 tab-separated values: key index, field, limit, limit
+--      override field, cap, cap override field;
+--   3: the counters after 2's, each with no override and no cap: key index, field, limit.
+-- Then 4 values per reservation:
 --   1: where its keys are in KEYS ('' = KEYS as they are; else comma-separated indexes), in
 --      the order of one reservation's keys: 1..m the counter hashes; m+1 the user's override
---      hash (when has_override == '1'); then, with a lease, its sorted set (lease id ->
---      deadline) and hash (lease id -> amounts): ONE group holds the whole reservation,
---      whatever the slots of its counters; then the lease registry (when registry == '1').
---   2: m; 3: has_override; 4: the m TTLs, comma-separated: seconds to set when the hash is
---      new (none of its counters held a value), minus seconds to set on every call (a sliding
---      time to live), 0 = keep;
---   5: one line per counter of 8 tab-separated values: key index, field, fixed, flex, limit,
---      limit override field, cap, cap override field;
---   6: the lease id ('' = none); 7: lease seconds; 8: registry, '1' when its key is given;
---   9: the counters after 5's, each with no flex, no override and no cap (most of a team
---      key's): one line of 4 values each: key index, field, fixed, limit.
+--      hash (when has_override); then, with a lease, its sorted set (lease id -> deadline)
+--      and hash (lease id -> amounts): ONE group holds the whole reservation, whatever the
+--      slots of its counters; then the lease registry (when registry);
+--   2: its layout's number (1..l); 3: the lease id ('' = none);
+--   4: its amounts, comma-separated, one per counter in the layout's order: the fixed
+--      amount, or fixed/flex (no flex: none, as /0).
 -- (Packed into few strings because encoding ~60 separate arguments was the client's biggest
 -- cost per request.)
 -- Returns per reservation {denied (1-based, 0 = granted), then per counter: used, effective
@@ -26,14 +39,17 @@
 --
 -- Cost: every Lua function call (``tonumber`` and ``string.*`` included) costs a good part of
 -- a Redis command inside a script, so the gateway-built numbers are checked by pattern and
--- length only (the gateway builds them; a line the pattern skips fails the call), the rule is
--- inlined, and each hash is read with one HMGET and written with one HSET (the script is
--- atomic: the new values are known). No TYPE checks: the HMGETs fail on a counter key of
--- another type before any write, and the leases' writes come first, each undone if a later
--- one fails. Any error fails the whole call with nothing written (the gateway then sends the
--- reservations of a failed group one by one, so each gets its own answer).
+-- length only (the gateway builds them; a line or amount the pattern skips fails the call),
+-- the rule is inlined, and each hash is read with one HMGET and written with one HSET (the
+-- script is atomic: the new values are known). Matching a pattern costs ~90 instructions a
+-- character, so a layout's lines are matched once per call, not once per reservation. No
+-- TYPE checks: the HMGETs fail on a counter key of another type before any write, and the
+-- leases' writes come first, each undone if a later one fails. Any error fails the whole
+-- call with nothing written (the gateway then sends the reservations of a failed group one
+-- by one, so each gets its own answer).
 --
 -- Two paths: most calls hold ONE reservation (at low load nothing else is queued in its turn),
+-- sent alone (the first form: its lines read once either way, so in one pass with its amounts),
 -- and the group's bookkeeping (one read per (key, field) across reservations, tables of width
 -- #KEYS, lease groups) cost such a call ~20% more than the script before group commit. So one
 -- reservation takes a path of its own: no dedupe (HMGET reads a field named twice twice, and
@@ -42,20 +58,19 @@
 -- instructions each). Both apply rule.lua, inlined here at each ``-- <rule>`` by scripts.py
 -- (a Lua function call per counter cost ~1.5k instructions more).
 local n = ARGV[1] + 0
-if n < 1 or #ARGV ~= 1 + 9 * n then
-  error({err = 'ERR gateway: ' .. #ARGV .. ' arguments for ' .. n .. ' reservations'})
-end
-
--- Integers (at most 16 characters: within +-10^16, exact but for the last digit past 2^53).
--- (patterns written out whole: a pattern joined from parts is joined again on every call)
-local line = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t([^\t\n]*)\t(%-?%d+)\t([^\t\n]*)\n?()'
-local short = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%-?%d+)\n?()'
 -- text -> number, each converted once per call (rule.lua): key indexes, limits, amounts
 local numbers = {}
+local none = {}  -- unpack(none, 1, k): k nils, so a table is made at its full size at once
 
-if n == 1 and ARGV[2] == '' then
-  -- One reservation, its keys in KEYS as they are ("Two paths" above).
-  local none = {}  -- unpack(none, 1, k): k nils, so a table is made at its full size at once
+if ARGV[2] == '' then
+  -- One reservation alone ("Two paths" above), its amounts in its lines.
+  if n ~= 1 or #ARGV ~= 10 then
+    error({err = 'ERR gateway: ' .. #ARGV .. ' arguments for one reservation alone'})
+  end
+  -- Integers (at most 16 characters: within +-10^16, exact but for the last digit past 2^53).
+  -- (patterns written out whole: a pattern joined from parts is joined again on every call)
+  local line = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t([^\t\n]*)\t(%-?%d+)\t([^\t\n]*)\n?()'
+  local short = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%-?%d+)\n?()'
   local m = ARGV[3] + 0
   local found = false
   if ARGV[4] == '1' then
@@ -72,6 +87,8 @@ if n == 1 and ARGV[2] == '' then
   -- key -> the fields its HMGET reads (a field named twice read twice), then what it read;
   -- made with room for eight keys (a plain key's KEYS; a call to unpack costs more), false: none
   local hashes = {false, false, false, false, false, false, false, false}
+  -- per counter {key, field, limit, limit override field, cap, cap override field, fixed,
+  -- flex, its value's place in its HMGET}: rule.lua's layout, then the amounts
   local counters = {}
   local count = 0
   local at = 1
@@ -87,6 +104,16 @@ if n == 1 and ARGV[2] == '' then
       key = k + 0
       numbers[k] = key
     end
+    local most = numbers[limit]
+    if most == nil then
+      most = limit + 0
+      numbers[limit] = most
+    end
+    local top = numbers[cap]
+    if top == nil then
+      top = cap + 0
+      numbers[cap] = top
+    end
     local names = hashes[key]
     if not names then
       if KEYS[key] == nil then error({err = 'ERR gateway: no key ' .. key}) end
@@ -96,7 +123,7 @@ if n == 1 and ARGV[2] == '' then
       names[#names + 1] = field
     end
     count = count + 1
-    counters[count] = {key, field, fixed, flex, limit, limit_field, cap, cap_field, #names}
+    counters[count] = {key, field, most, limit_field, top, cap_field, fixed, flex, #names}
   end
   if at ~= #text + 1 then
     error({err = 'ERR gateway: malformed argument line near ' .. at})
@@ -113,6 +140,11 @@ if n == 1 and ARGV[2] == '' then
       key = k + 0
       numbers[k] = key
     end
+    local most = numbers[limit]
+    if most == nil then
+      most = limit + 0
+      numbers[limit] = most
+    end
     local names = hashes[key]
     if not names then
       if KEYS[key] == nil then error({err = 'ERR gateway: no key ' .. key}) end
@@ -122,7 +154,7 @@ if n == 1 and ARGV[2] == '' then
       names[#names + 1] = field
     end
     count = count + 1
-    counters[count] = {key, field, fixed, '0', limit, '', '-1', '', #names}
+    counters[count] = {key, field, most, '', -1, '', fixed, '0', #names}
   end
   if at ~= #text + 1 then
     error({err = 'ERR gateway: malformed argument line near ' .. at})
@@ -144,6 +176,7 @@ if n == 1 and ARGV[2] == '' then
         error({err = 'ERR gateway: not an integer in range: ' .. value})
       end
     end
+    local given, extra = v[7], v[8]
     -- <rule>
     if amount == nil then
       if denied == 0 then denied = i end
@@ -186,7 +219,7 @@ if n == 1 and ARGV[2] == '' then
       if lease ~= '' then
         -- the fixed amount as the gateway wrote it: no number to format
         local shown = amount
-        if v[4] == '0' then shown = v[3] end
+        if v[8] == '0' then shown = v[7] end
         held = held + 1
         lines[held] = KEYS[key] .. '\t' .. field .. '\t' .. shown .. '\n'
       end
@@ -241,7 +274,109 @@ if n == 1 and ARGV[2] == '' then
   return out
 end
 
--- Several reservations (group commit).
+-- Several reservations (group commit), or one in the group's form.
+local l = ARGV[2] + 0
+if n < 1 or l < 1 or #ARGV ~= 2 + 3 * l + 4 * n then
+  error({err = 'ERR gateway: ' .. #ARGV .. ' arguments for ' .. n .. ' reservations and '
+               .. l .. ' layouts'})
+end
+local first = 3 + 3 * l  -- the first reservation's first argument
+local line = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t([^\t\n]*)\t(%-?%d+)\t([^\t\n]*)\n?()'
+local short = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\n?()'
+local amount_pattern = '()(%-?%d+)/?(%-?%d*),?()'
+
+-- The layout whose 3 arguments start at ARGV[at]: {m, has_override, registry, lease seconds
+-- (text), the m TTLs (texts), its counters, their count}; a counter is {key index, field,
+-- limit, limit override field, cap, cap override field}, the numbers converted.
+local function layout_at(at)
+  local head = {}
+  local size = 0
+  for value in string.gmatch(ARGV[at], '%-?%d+') do
+    if #value > 16 then error({err = 'ERR gateway: not an integer in range: ' .. value}) end
+    size = size + 1
+    head[size] = value
+  end
+  local m = (head[1] or '0') + 0
+  if size < 4 or size ~= 4 + m then
+    error({err = 'ERR gateway: ' .. (size - 4) .. ' times to live for ' .. m .. ' keys'})
+  end
+  local counters = {}
+  local count = 0
+  local from = 1  -- where the next line must start: a line the pattern skips fails the call
+  local text = ARGV[at + 1]
+  for start, k, field, limit, limit_field, cap, cap_field, after in string.gmatch(text, line) do
+    if start ~= from or #limit > 16 or #cap > 16 then
+      error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
+    end
+    from = after
+    local key = numbers[k]
+    if key == nil then
+      key = k + 0
+      numbers[k] = key
+    end
+    local most = numbers[limit]
+    if most == nil then
+      most = limit + 0
+      numbers[limit] = most
+    end
+    local top = numbers[cap]
+    if top == nil then
+      top = cap + 0
+      numbers[cap] = top
+    end
+    count = count + 1
+    counters[count] = {key, field, most, limit_field, top, cap_field}
+  end
+  if from ~= #text + 1 then
+    error({err = 'ERR gateway: malformed argument line near ' .. from})
+  end
+  from = 1
+  text = ARGV[at + 2]
+  for start, k, field, limit, after in string.gmatch(text, short) do
+    if start ~= from or #limit > 16 then
+      error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
+    end
+    from = after
+    local key = numbers[k]
+    if key == nil then
+      key = k + 0
+      numbers[k] = key
+    end
+    local most = numbers[limit]
+    if most == nil then
+      most = limit + 0
+      numbers[limit] = most
+    end
+    count = count + 1
+    counters[count] = {key, field, most, '', -1, ''}
+  end
+  if from ~= #text + 1 then
+    error({err = 'ERR gateway: malformed argument line near ' .. from})
+  end
+  return {m, head[2] == '1', head[3] == '1', head[4], {unpack(head, 5, size)}, counters, count}
+end
+
+-- A reservation's amounts (its argument 4) for ``count`` counters: {fixed, flex, fixed, flex,
+-- ...} as the gateway wrote them (flex '' when none).
+local function amounts_of(text, count)
+  local amounts = {unpack(none, 1, 2 * count)}
+  local i = 0
+  local from = 1
+  for start, fixed, flex, after in string.gmatch(text, amount_pattern) do
+    if start ~= from or #fixed > 16 or #flex > 16 then
+      error({err = 'ERR gateway: malformed amount or integer out of range near ' .. start})
+    end
+    from = after
+    amounts[i + 1] = fixed
+    amounts[i + 2] = flex
+    i = i + 2
+  end
+  if from ~= #text + 1 or i ~= 2 * count then
+    error({err = 'ERR gateway: ' .. (i / 2) .. ' amounts for ' .. count .. ' counters'})
+  end
+  return amounts
+end
+
 -- Tables indexed by key (its index in KEYS) are made at their full size at once: a table grown
 -- entry by entry is rehashed at every power of two. false: the key has none.
 local width = #KEYS
@@ -250,10 +385,13 @@ for key = 1, width do blank[key] = false end
 local fields = {unpack(blank)}  -- key -> the fields its HMGET reads
 local place = {unpack(blank)}  -- key -> field -> its place in that HMGET
 local overrides = {}  -- override hash's key -> {field -> number}, or false: none readable
-local plans = {}  -- per reservation: {counters, count, its keys, first argument, override
---   hash's numbers, m}
+local plans = {}  -- per reservation: {layout, its counters' keys and places, amounts, its
+--   keys, first argument, override hash's numbers}
 -- Reservations of one user in a call send the same argument 1 (where its keys are): read once.
 local read_where = {}
+-- Layouts, each read once per call: its number's text -> {layout_at's 7 values, then where's
+-- text -> its counters' keys and places in KEYS' HMGETs}
+local layouts = {}
 
 -- A counter is one table built at once (a table grown entry by entry is rehashed as it grows).
 local function counter_of(key, field)
@@ -275,7 +413,7 @@ local function counter_of(key, field)
 end
 
 for r = 1, n do
-  local a = 2 + (r - 1) * 9
+  local a = first + (r - 1) * 4
   local where = nil  -- its key index -> the index in KEYS (read-only: shared)
   if ARGV[a] ~= '' then
     where = read_where[ARGV[a]]
@@ -292,13 +430,35 @@ for r = 1, n do
       read_where[ARGV[a]] = where
     end
   end
-  local m = numbers[ARGV[a + 1]]
-  if m == nil then
-    m = ARGV[a + 1] + 0
-    numbers[ARGV[a + 1]] = m
+  local layout = layouts[ARGV[a + 1]]
+  if layout == nil then
+    local number = ARGV[a + 1] + 0
+    if number < 1 or number > l or number % 1 ~= 0 then
+      error({err = 'ERR gateway: no layout ' .. ARGV[a + 1]})
+    end
+    layout = layout_at(3 + 3 * (number - 1))
+    layout[8] = {}
+    layouts[ARGV[a + 1]] = layout
   end
+  local counters, count = layout[6], layout[7]
+  -- its counters' keys in KEYS and places in their HMGETs: the same for every reservation
+  -- of one layout and user
+  local resolved = layout[8][ARGV[a]]
+  if resolved == nil then
+    local keys_of, places = {unpack(none, 1, count)}, {unpack(none, 1, count)}
+    for i = 1, count do
+      local v = counters[i]
+      local key = v[1]
+      if where then key = where[key] or 0 end
+      keys_of[i] = key
+      places[i] = counter_of(key, v[2])
+    end
+    resolved = {keys_of, places}
+    layout[8][ARGV[a]] = resolved
+  end
+  local m = layout[1]
   local override = nil
-  if ARGV[a + 2] == '1' then
+  if layout[2] then
     override = where and where[m + 1] or m + 1
     if overrides[override] == nil then
       local found = false
@@ -313,50 +473,8 @@ for r = 1, n do
       overrides[override] = found
     end
   end
-  local counters = {}
-  local count = 0
-  local at = 1  -- where the next line must start: a line the pattern skips fails the call
-  local text = ARGV[a + 4]
-  for start, k, field, fixed, flex, limit, limit_field, cap, cap_field, after
-      in string.gmatch(text, line) do
-    if start ~= at or #fixed > 16 or #flex > 16 or #limit > 16 or #cap > 16 then
-      error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
-    end
-    at = after
-    local key = numbers[k]
-    if key == nil then
-      key = k + 0
-      numbers[k] = key
-    end
-    if where then key = where[key] or 0 end
-    count = count + 1
-    counters[count] = {key, field, fixed, flex, limit, limit_field, cap, cap_field,
-                       counter_of(key, field)}
-  end
-  if at ~= #text + 1 then
-    error({err = 'ERR gateway: malformed argument line near ' .. at})
-  end
-  -- The plain counters (no flex, no override, no cap), after the others: four values a line.
-  at = 1
-  text = ARGV[a + 8]
-  for start, k, field, fixed, limit, after in string.gmatch(text, short) do
-    if start ~= at or #fixed > 16 or #limit > 16 then
-      error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
-    end
-    at = after
-    local key = numbers[k]
-    if key == nil then
-      key = k + 0
-      numbers[k] = key
-    end
-    if where then key = where[key] or 0 end
-    count = count + 1
-    counters[count] = {key, field, fixed, '0', limit, '', '-1', '', counter_of(key, field)}
-  end
-  if at ~= #text + 1 then
-    error({err = 'ERR gateway: malformed argument line near ' .. at})
-  end
-  plans[r] = {counters, count, where, a, override and overrides[override], m}
+  plans[r] = {layout, resolved, amounts_of(ARGV[a + 3], count), where, a,
+              override and overrides[override]}
 end
 
 -- The stored values, each hash read once: key -> {value or false per field}.
@@ -386,20 +504,22 @@ end
 -- The rule, reservation after reservation; a granted one moves the values for the next.
 local replies = {}
 local changed = {unpack(blank)}  -- key -> true: its values to write (the unmoved ones as read)
-local expiring = {unpack(blank)}  -- key -> its TTL argument (the last granted reservation's)
-local read_ttls = {}  -- an argument 4's text -> its times to live
+local expiring = {unpack(blank)}  -- key -> its TTL (the last granted reservation's)
 local groups = {}  -- lease sorted set's key -> {hash's key, registry's key or nil, ZADD members, HSET pairs}
 local group_order = {}
 local now = nil
 local deadlines = {}  -- lease seconds' text -> {deadline, its text}
 for r = 1, n do
   local plan = plans[r]
-  local counters, count, where, a, found = plan[1], plan[2], plan[3], plan[4], plan[5]
+  local layout, amounts, where, a, found = plan[1], plan[3], plan[4], plan[5], plan[6]
+  local counters, count = layout[6], layout[7]
+  local keys_of, places = plan[2][1], plan[2][2]
   local out = {0}
   local denied = 0
   for i = 1, count do
     local v = counters[i]
-    local used = values[v[1]][v[9]] or 0
+    local used = values[keys_of[i]][places[i]] or 0
+    local given, extra = amounts[2 * i - 1], amounts[2 * i]
     -- <rule>
     if amount == nil then
       if denied == 0 then denied = i end
@@ -416,61 +536,47 @@ for r = 1, n do
     -- the lease's lines are gathered in a table and joined once: a string grown line by line
     -- is copied and hashed again for every line, and a team key has some forty.
     local lines = {}
-    local lease = ARGV[a + 5]
+    local lease = ARGV[a + 2]
     for i = 1, count do
       local amount = out[3 * i + 1]
       if amount ~= 0 then
-        local v = counters[i]
-        local key, at = v[1], v[9]
+        local key, at = keys_of[i], places[i]
         local stored = values[key]
         stored[at] = (stored[at] or 0) + amount
         changed[key] = true
         if lease ~= '' then
           -- the fixed amount as the gateway wrote it: no number to format
           local shown = amount
-          if v[4] == '0' then shown = v[3] end
-          lines[#lines + 1] = KEYS[key] .. '\t' .. v[2] .. '\t' .. shown .. '\n'
+          local extra = amounts[2 * i]
+          if extra == '' or extra == '0' then shown = amounts[2 * i - 1] end
+          lines[#lines + 1] = KEYS[key] .. '\t' .. counters[i][2] .. '\t' .. shown .. '\n'
         end
       end
     end
-    local m = plan[6]
-    -- reservations of one layout and second send the same text: read once per call
-    local ttls = read_ttls[ARGV[a + 3]]
-    if ttls == nil then
-      ttls = {}
-      for ttl in string.gmatch(ARGV[a + 3], '%-?%d+') do
-        if #ttl > 16 then error({err = 'ERR gateway: not an integer in range: ' .. ttl}) end
-        ttls[#ttls + 1] = ttl
-      end
-      read_ttls[ARGV[a + 3]] = ttls
-    end
-    if #ttls ~= m then
-      error({err = 'ERR gateway: ' .. #ttls .. ' times to live for ' .. m .. ' keys'})
-    end
+    local m, ttls = layout[1], layout[5]
     for j = 1, m do expiring[where and where[j] or j] = ttls[j] end
     if #lines > 0 then
       -- per lease seconds, the deadline as a number and as text, once per call: a number
       -- given to ZADD is formatted by Redis (~2.8k instructions), a text is not
-      local due = deadlines[ARGV[a + 6]]
+      local due = deadlines[layout[4]]
       if due == nil then
-        if #ARGV[a + 6] > 16 then error({err = 'ERR gateway: not an integer in range: ' .. ARGV[a + 6]}) end
         now = now or now_s()
-        local at = now + ARGV[a + 6]
+        local at = now + layout[4]
         due = {at, string.format('%d', at)}  -- exact (tostring keeps 14 digits)
-        deadlines[ARGV[a + 6]] = due
+        deadlines[layout[4]] = due
       end
       local deadline = due[1]
       local base = m
-      if ARGV[a + 2] == '1' then base = m + 1 end
+      if layout[2] then base = m + 1 end
       local zset = where and where[base + 1] or base + 1
       local group = groups[zset]
       if group == nil then
         local registry = nil
-        if ARGV[a + 7] == '1' then registry = where and where[base + 3] or base + 3 end
+        if layout[3] then registry = where and where[base + 3] or base + 3 end
         group = {where and where[base + 2] or base + 2, registry, {}, {}, deadline}
         groups[zset] = group
         group_order[#group_order + 1] = zset
-      elseif ARGV[a + 7] == '1' and group[2] == nil then
+      elseif layout[3] and group[2] == nil then
         group[2] = where and where[base + 3] or base + 3
       end
       local members, pairs_of = group[3], group[4]

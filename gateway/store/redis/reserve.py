@@ -25,21 +25,24 @@ from gateway.store.port import (
     SettleBatch,
     StoreError,
 )
-from gateway.store.redis import reserve_template, scripts
+from gateway.store.redis import reserve_layout, reserve_template, scripts
 from gateway.store.redis.connection import RedisConnection
 from gateway.store.redis.errors import converted, raise_if_cancelled
 from gateway.store.redis.pipelined import GroupFailed, PipelinedConnection, pack
+from gateway.store.redis.reserve_template import ReserveCall
 from gateway.store.redis.settle import Settlements
 
 Groups = list[tuple[list[int], str | None]]  # counter indexes per hash tag, and its override
-Call = tuple[list[str], scripts.Args]  # one reservation's KEYS and ARGV
 
 
 class _ReserveGroup:
     """The reservations queued in one turn of the event loop, in one reserve.lua call."""
 
-    def command(self, members: list[Call]) -> bytes:
-        names, args = members[0] if len(members) == 1 else scripts.grouped_reserve_args(members)
+    def command(self, members: list[ReserveCall]) -> bytes:
+        if len(members) == 1:
+            names, args = members[0].alone()
+        else:
+            names, args = reserve_layout.grouped_reserve_args([call.in_group() for call in members])
         return pack(scripts.RESERVE.by_sha(names, args))
 
     def replies(self, reply: Any, count: int) -> list[Any]:
@@ -71,18 +74,18 @@ class Reservations:
         with an error reply it wrote nothing, and each is sent again alone for its own answer."""
         if self._connection.cluster:
             return await self._spread(counters, override_key, lease)
-        call = reserve_template.reserve_args(counters, override_key, lease, layout, registry=True)
+        call = reserve_template.reserve_call(counters, override_key, lease, layout, registry=True)
         execute = self._connection.execute
         try:
             try:
                 if self._pipelined is not None:
                     reply = await self._pipelined.execute_grouped(_GROUP, call)
                 else:
-                    reply = await execute(*scripts.RESERVE.by_sha(*call))
+                    reply = await execute(*scripts.RESERVE.by_sha(*call.alone()))
             except GroupFailed:
-                reply = await self._connection.eval(*call, scripts.RESERVE)
+                reply = await self._connection.eval(*call.alone(), scripts.RESERVE)
             except NoScriptError:
-                reply = await execute(*scripts.RESERVE.by_text(*call))
+                reply = await execute(*scripts.RESERVE.by_text(*call.alone()))
         except StoreError:
             raise
         except Exception as exc:

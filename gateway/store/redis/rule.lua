@@ -1,37 +1,26 @@
 -- The rule of gateway/store/rule.py for one counter, in Lua: written once here and inlined by
 -- scripts.py where reserve.lua has a line ``-- <rule>`` (as a Lua function it cost ~1.5k more
--- Redis instructions per counter). Reads ``v`` (the counter: {key, field, fixed, flex, limit,
--- limit override field, cap, cap override field, ...}, the numbers as the gateway wrote
--- them), ``used`` (its value before the reservation), ``found`` (the override hash's
--- numbers, or false) and ``numbers`` (the call's converted numbers: text -> number); sets
--- ``limit`` (the effective one) and ``amount`` (the grant, nil when refused).
+-- Redis instructions per counter). Reads ``v`` (the counter's layout: {key, field, limit,
+-- limit override field, cap, cap override field, ...}, limit and cap numbers), ``given`` and
+-- ``extra`` (its fixed and flex amounts as the gateway wrote them; flex '' or '0': none),
+-- ``used`` (its value before the reservation), ``found`` (the override hash's numbers, or
+-- false) and ``numbers`` (the call's converted numbers: text -> number); sets ``limit`` (the
+-- effective one) and ``amount`` (the grant, nil when refused).
 -- Each number's text is converted once per call (``numbers``): a conversion is a strtod,
 -- ~900 Redis instructions, a lookup ~150, and a call's counters repeat the same few
 -- (limits, prices). No math.min/max: a Lua call into C costs ~800.
-local limit = found and v[6] ~= '' and found[v[6]]
-if not limit then
-  limit = numbers[v[5]]
-  if limit == nil then
-    limit = v[5] + 0
-    numbers[v[5]] = limit
-  end
-end
-local fixed = numbers[v[3]]
+local limit = found and v[4] ~= '' and found[v[4]]
+if not limit then limit = v[3] end
+local fixed = numbers[given]
 if fixed == nil then
-  fixed = v[3] + 0
-  numbers[v[3]] = fixed
+  fixed = given + 0
+  numbers[given] = fixed
 end
 local amount = fixed
-if v[4] ~= '0' then  -- flex: first capped, then shrunk to the room left
-  local flex = v[4] + 0
-  local cap = found and v[8] ~= '' and found[v[8]]
-  if not cap then
-    cap = numbers[v[7]]
-    if cap == nil then
-      cap = v[7] + 0
-      numbers[v[7]] = cap
-    end
-  end
+if extra ~= '' and extra ~= '0' then  -- flex: first capped, then shrunk to the room left
+  local flex = extra + 0
+  local cap = found and v[6] ~= '' and found[v[6]]
+  if not cap then cap = v[5] end
   if flex > 0 and cap ~= -1 and flex > cap then
     flex = cap
     if flex < 0 then flex = 0 end

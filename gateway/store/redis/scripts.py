@@ -82,7 +82,7 @@ def reserve_args(
     *,
     registry: bool,
 ) -> tuple[list[str], Args]:
-    """KEYS and ARGV for reserve.lua, in one pass over the counters (this runs per request).
+    """KEYS and ARGV for reserve.lua, one reservation alone, in one pass over the counters.
     The lease is recorded in one group, the first counter's (``keys.lease``): on a single
     Redis one script reaches every key, and on a cluster the caller sends each slot's counters
     in a call of their own (``reserve_template.py`` makes the same from a template)."""
@@ -131,28 +131,6 @@ def reserve_args(
         "\n".join(lines[last_full:]),
     ]
     return all_keys, args
-
-
-def grouped_reserve_args(calls: Sequence[tuple[list[str], Args]]) -> tuple[list[str], Args]:
-    """KEYS and ARGV for reserve.lua holding several reservations (``reserve_args``' each):
-    every key once, the first reservation's first and in its order, and per reservation where
-    its keys are in them ('' for those that name the first one's keys, as one user's do)."""
-    first = calls[0][0]
-    index = {name: at for at, name in enumerate(first, 1)}
-    args: Args = [len(calls)]
-    for names, one in calls:
-        if names == first:
-            args.append("")
-        else:
-            where = []
-            for name in names:
-                at = index.get(name)
-                if at is None:
-                    at = index[name] = len(index) + 1
-                where.append(at)
-            args.append(",".join(map(str, where)))
-        args += one[2:]
-    return list(index), args
 
 
 @dataclass
