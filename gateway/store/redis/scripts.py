@@ -165,12 +165,12 @@ def settle_call(
     for key, fields in merged.items():
         if tag is not None and keys.slot_tag(key) != tag:
             continue
-        position = 0
+        at = ""  # the key's position and a tab, once it has a write
         for name, (delta, ttl, watch) in fields.items():
             if delta or watch:
-                if not position:
-                    position = index.setdefault(key, len(index) + 1)
-                lines.append(f"{position}\t{name}\t{delta}\t{ttl}\t{watch}")
+                if not at:
+                    at = f"{index.setdefault(key, len(index) + 1)}\t"
+                lines.append(f"{at}{name}\t{delta}\t{ttl}\t{watch}")
                 if watch:
                     watched.append((key, name))
     shared_lines = []
@@ -193,16 +193,16 @@ def settle_call(
         leases = one_end_per_lease(leases)
     pairs: dict[str, int] = {}
     lease_lines = []
-    for end in leases:
-        line = f"{pairs.setdefault(end.group, len(pairs) + 1)}\t{end.id}"
-        if end.held is None:
-            line += "\tg"
+    for group, lease_id, held in leases:
+        if held is None:
+            lease_lines.append(f"{pairs.setdefault(group, len(pairs) + 1)}\t{lease_id}\tg")
         else:
-            line += "\tc" + "".join([
-                f"\t{index.setdefault(key, len(index) + 1)}\t{name}\t{amount}\t{ttl}"
-                for key, name, amount, ttl in end.held
+            place = index.setdefault  # a held key is most often placed already: one lookup
+            grants = "".join([
+                f"\t{index.get(key) or place(key, len(index) + 1)}\t{name}\t{amount}\t{ttl}"
+                for key, name, amount, ttl in held
             ])  # fmt: skip
-        lease_lines.append(line)
+            lease_lines.append(f"{pairs.setdefault(group, len(pairs) + 1)}\t{lease_id}\tc{grants}")
     records, lists = _records(batches, stream=stream, tag=tag)
     if not (lines or shared_lines or leases or records):
         return None
