@@ -105,11 +105,21 @@ class Use(NamedTuple):
 
 
 def shapes(checks: Sequence[Check], window_kinds: frozenset[str]) -> tuple[LevelShape, ...]:
-    """The level window checks of a plan's ``checks``, one shape per level."""
+    """The level window checks of a plan's ``checks``, one shape per level: the same objects
+    for the same checks at the same positions (a plan is rebuilt every second, its level
+    counters change every minute)."""
+    levels = tuple([(at, check) for at, check in enumerate(checks) if check.kind in window_kinds])
+    found = _SHAPES.get((levels, window_kinds))
+    if found is None:
+        if len(_SHAPES) > 1_000:
+            _SHAPES.clear()
+        found = _SHAPES[levels, window_kinds] = _shapes(levels)
+    return found
+
+
+def _shapes(levels: Sequence[tuple[int, Check]]) -> tuple[LevelShape, ...]:
     by_level: dict[tuple[str, str], list[tuple[int, str, str, int, int, int]]] = {}
-    for position, (kind, counter) in enumerate(checks):
-        if kind not in window_kinds:
-            continue
+    for position, (kind, counter) in levels:
         level, _, measure = (*kind.split("."), "")[:3]
         index = INDEXES[measure] if measure else SLOT  # "<level>.parallel": in flight
         name = (level, counter.key.split("}")[0])  # the level's hash tag: one per level
@@ -146,6 +156,7 @@ def shapes(checks: Sequence[Check], window_kinds: frozenset[str]) -> tuple[Level
     return tuple(found)
 
 
+_SHAPES: dict[tuple[tuple[tuple[int, Check], ...], frozenset[str]], tuple[LevelShape, ...]] = {}
 _IDENTS: dict[
     tuple[tuple[str, str, int, int, int], ...], tuple[tuple[str, str, int, int, int], ...]
 ] = {}
