@@ -30,6 +30,13 @@ Hold = tuple[int, int, int, int, int]  # a chunk per measure (``Need``'s indexes
 # a request's estimate per measure: ``Amounts`` and a slot in flight (index ``SLOT``)
 Need = tuple[int, int, int, int, int]
 SLOT = 4
+# the indexes of ``Need`` a level may limit (no level limits audio): requests, tokens, micro-USD
+# and a slot. The per-request steps (``Allowances.take``, ``fold``, ``settled``, ``undone``) are
+# written out over all four; an index the level does not limit holds ``FREE`` in ``left``: the
+# largest int CPython adds on its fast path, never short in practice (were it short, the
+# allowance would end and the level be reserved exactly, as without one).
+MEASURED = (0, 1, 3, SLOT)
+FREE = (1 << 30) - 1
 Ident = tuple[
     tuple[str, str, int, int, int], ...
 ]  # a level's counters: key, field, index, limit, ttl
@@ -78,6 +85,10 @@ class Allowance:
 
     def add(self, lease: str, hold: Hold, room: list[int]) -> None:
         """A grant's chunk, added to what it holds."""
+        if not self.grants:  # the first: what the level does not limit is never short
+            for index in MEASURED:
+                if index not in self.shape.measures:
+                    self.left[index] = FREE
         self.grants.append((lease, hold))
         for index in self.shape.measures:
             self.hold[index] += hold[index]
@@ -94,11 +105,21 @@ class Use(NamedTuple):
 
 
 def shapes(checks: Sequence[Check], window_kinds: frozenset[str]) -> tuple[LevelShape, ...]:
-    """The level window checks of a plan's ``checks``, one shape per level."""
+    """The level window checks of a plan's ``checks``, one shape per level: the same objects
+    for the same checks at the same positions (a plan is rebuilt every second, its level
+    counters change every minute)."""
+    levels = tuple([(at, check) for at, check in enumerate(checks) if check.kind in window_kinds])
+    found = _SHAPES.get((levels, window_kinds))
+    if found is None:
+        if len(_SHAPES) > 1_000:
+            _SHAPES.clear()
+        found = _SHAPES[levels, window_kinds] = _shapes(levels)
+    return found
+
+
+def _shapes(levels: Sequence[tuple[int, Check]]) -> tuple[LevelShape, ...]:
     by_level: dict[tuple[str, str], list[tuple[int, str, str, int, int, int]]] = {}
-    for position, (kind, counter) in enumerate(checks):
-        if kind not in window_kinds:
-            continue
+    for position, (kind, counter) in levels:
         level, _, measure = (*kind.split("."), "")[:3]
         index = INDEXES[measure] if measure else SLOT  # "<level>.parallel": in flight
         name = (level, counter.key.split("}")[0])  # the level's hash tag: one per level
@@ -135,6 +156,7 @@ def shapes(checks: Sequence[Check], window_kinds: frozenset[str]) -> tuple[Level
     return tuple(found)
 
 
+_SHAPES: dict[tuple[tuple[tuple[int, Check], ...], frozenset[str]], tuple[LevelShape, ...]] = {}
 _IDENTS: dict[
     tuple[tuple[str, str, int, int, int], ...], tuple[tuple[str, str, int, int, int], ...]
 ] = {}
@@ -184,16 +206,22 @@ def settled(uses: Sequence[Use], actual: Amounts) -> tuple[Aggregate, ...]:
     allowance is open (the estimate comes back to it locally), the difference from its
     estimate once it has ended (the estimate was then left counted)."""
     found: list[Aggregate] = []
+    requests, tokens, _, usd = actual
     done: Need = (*actual, 0)  # a slot in flight is free again
     for allowance, need in uses:
         counted: tuple[int, ...] = done
+        n0, n1, _, n3, n4 = need
         in_flight = allowance.in_flight
-        for index in allowance.shape.measures:
-            in_flight[index] -= need[index]
+        in_flight[0] -= n0
+        in_flight[1] -= n1
+        in_flight[3] -= n3
+        in_flight[4] -= n4
         if allowance.open:
             left = allowance.left
-            for index in allowance.shape.measures:
-                left[index] += need[index] - done[index]
+            left[0] += n0 - requests
+            left[1] += n1 - tokens
+            left[3] += n3 - usd
+            left[4] += n4
         else:
             counted = tuple([a - n for a, n in zip(done, need, strict=True)])
         for key, fields, indexes, ttl in allowance.shape.hashes:
@@ -209,22 +237,28 @@ def fold(uses: Sequence[Use], actual: Amounts) -> list[Allowance]:
     allowances without a batch queued to carry them (the caller queues one for them all,
     whose leaving the buffer calls ``seal``)."""
     unqueued = []
-    done: Need = (*actual, 0)
+    requests, tokens, _, usd = actual
     for allowance, need in uses:
+        n0, n1, _, n3, n4 = need
         in_flight, folded = allowance.in_flight, allowance.folded
-        measures = allowance.shape.measures
-        if allowance.open:
+        in_flight[0] -= n0
+        in_flight[1] -= n1
+        in_flight[3] -= n3
+        in_flight[4] -= n4
+        if allowance.open:  # the estimate back, the usage taken and folded
             left = allowance.left
-            for index in measures:
-                amount = need[index]
-                in_flight[index] -= amount
-                left[index] += amount - done[index]
-                folded[index] += done[index]
-        else:
-            for index in measures:
-                amount = need[index]
-                in_flight[index] -= amount
-                folded[index] += done[index] - amount
+            left[0] += n0 - requests
+            left[1] += n1 - tokens
+            left[3] += n3 - usd
+            left[4] += n4
+            folded[0] += requests
+            folded[1] += tokens
+            folded[3] += usd
+        else:  # ended: its estimate was left counted, the difference is folded
+            folded[0] += requests - n0
+            folded[1] += tokens - n1
+            folded[3] += usd - n3
+            folded[4] -= n4
         if allowance.queued is None:
             unqueued.append(allowance)
     return unqueued
@@ -321,6 +355,13 @@ def returned(allowance: Allowance) -> SettleBatch:
 def undone(uses: Sequence[Use]) -> None:
     """Put back what ``uses`` took (another level's allowance did not cover the request)."""
     for allowance, need in uses:
-        for index in allowance.shape.measures:
-            allowance.left[index] += need[index]
-            allowance.in_flight[index] -= need[index]
+        n0, n1, _, n3, n4 = need
+        left, in_flight = allowance.left, allowance.in_flight
+        left[0] += n0
+        left[1] += n1
+        left[3] += n3
+        left[4] += n4
+        in_flight[0] -= n0
+        in_flight[1] -= n1
+        in_flight[3] -= n3
+        in_flight[4] -= n4

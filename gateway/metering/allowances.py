@@ -111,7 +111,8 @@ class Allowances:
         """The request's estimate and a slot in flight from the open allowance of each level,
         or None (nothing taken) when one of them has none, or one that has ended or does not
         cover it."""
-        need: Need = (*amounts, 1)
+        requests, tokens, audio, usd = amounts
+        need: Need = (requests, tokens, audio, usd, 1)
         uses: list[Use] = []
         get = self._open.get
         for shape in shapes:
@@ -124,24 +125,26 @@ class Allowances:
                 self._stale(shapes, now)
                 undone(uses)
                 return None
-            # admitted if it fits in every measure (this runs per request and level: inline)
-            left, measures = allowance.left, shape.measures
-            for index in measures:
-                if left[index] < need[index]:
-                    self._end(allowance)
-                    undone(uses)
-                    return None
-            in_flight, refill = allowance.in_flight, allowance.refill
-            low = False  # below half the last chunk: time for a top-up
-            for index in measures:
-                amount = need[index]
-                remaining = left[index] = left[index] - amount
-                in_flight[index] += amount
-                if remaining < refill[index]:
-                    low = True
+            # admitted if it fits in every measure; written out per index (``MEASURED``: an
+            # index the level does not limit holds ``FREE``), as this runs per request and level
+            left = allowance.left
+            r, t, u, s = left[0] - requests, left[1] - tokens, left[3] - usd, left[4] - 1
+            if r < 0 or t < 0 or u < 0 or s < 0:
+                self._end(allowance)
+                undone(uses)
+                return None
+            left[0], left[1], left[3], left[4] = r, t, u, s
+            in_flight = allowance.in_flight
+            in_flight[0] += requests
+            in_flight[1] += tokens
+            in_flight[3] += usd
+            in_flight[4] += 1
             allowance.used_at = now
             uses.append(_new(Use, (allowance, need)))
-            if low and shape.name not in self._asking:  # topped up ahead
+            refill = allowance.refill  # below half the last chunk: time for a top-up
+            if (
+                r < refill[0] or t < refill[1] or u < refill[3] or s < refill[4]
+            ) and shape.name not in self._asking:  # topped up ahead
                 self._ask(shape, size(shape, need, allowance.room), allowance, now)
         return tuple(uses)
 

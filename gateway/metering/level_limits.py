@@ -85,6 +85,9 @@ def window_key(level: str, level_id: str, window: Window) -> str:
 def level_checks(levels: Sequence[LevelLimits], now: float, amounts: Amounts) -> list[Check]:
     """Every limit the levels have, one check each (none for a level without limits)."""
     minute = int(now // 60)
+    if not (amounts.tokens or amounts.usd_micros):  # a plan's template, rebuilt every second:
+        # the minute's checks as they are (a request count is always 1)
+        return [check for limits in levels for check, _ in _templates(limits, minute)]
     checks = []
     for limits in levels:
         for check, index in _templates(limits, minute):

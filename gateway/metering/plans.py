@@ -111,22 +111,56 @@ def _plan(
     limits = cache.get(request)
     windows = windows_at(now)
     checks = counters.template(limits, request, windows, tier_shard)
+    local = _local(key, checks) if request.levels else None
+    tail = None
+    if local is not None and checks[: len(local.checks)] == local.checks:
+        # the levels' checks come last, in hash tags of their own: their layouts follow the
+        # others' (``Local``'s, worked out already), and are the same all minute
+        tail = _level_tail(checks, len(local.checks))
+    if local is not None and tail is not None:
+        fills = local.fills + tail[0]
+        layouts = local.settle_layout + tail[1], local.lease_layout + tail[2]
+    else:
+        fills, layouts = counters.fills(checks), (settle_layout(checks), lease_layout(checks))
     return ReservationPlan(
-        local=_local(key, checks) if request.levels else None,
+        local=local,
         key=key,
         second=second,
         limits=limits,
         windows=windows,
         checks=checks,
-        fills=counters.fills(checks),
-        settle_layout=settle_layout(checks),
-        lease_layout=lease_layout(checks),
+        fills=fills,
+        settle_layout=layouts[0],
+        lease_layout=layouts[1],
         output_cap=counters.output_cap(limits, request),
         override_key=keys.user_overrides(request.user),
         reset=reset_header(windows, now),
         key_limits=request.key_limits,
         levels=request.levels,
     )
+
+
+LevelTail = tuple[counters.Fills, SettleLayout, LeaseLayout]
+_TAILS: dict[tuple[tuple[Check, ...], int], LevelTail | None] = {}
+
+
+def _level_tail(checks: tuple[Check, ...], start: int) -> LevelTail | None:
+    """The fills and layouts of ``checks[start:]`` (the levels'), as the parts of
+    ``checks``' that follow those of ``checks[:start]``; None if they do not (a lease group
+    shared by both parts)."""
+    levels = checks[start:]
+    key = levels, start
+    if key in _TAILS:
+        return _TAILS[key]
+    if len(_TAILS) > 1_000:
+        _TAILS.clear()
+    fills = tuple(fill for fill in counters.fills(checks) if fill[0] >= start)
+    whole, first = lease_layout(checks), lease_layout(checks[:start])
+    groups = whole[len(first) :]
+    found = _TAILS[key] = (
+        (fills, settle_layout(levels), groups) if first + groups == whole else None
+    )
+    return found
 
 
 def _local(key: PlanKey, checks: tuple[Check, ...]) -> Local | None:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from gateway.config.model import Config, Tier
 from gateway.control import keys as runtime_keys
 from gateway.control.id_keys import IdKeys
-from gateway.control.orgs import Hierarchy, narrowed
+from gateway.control.orgs import Hierarchy, TeamView, narrowed
 from gateway.control.plane import ControlPlane, Snapshot
 from gateway.errors import Forbidden, Unauthorized
 from gateway.metering.types import KeyLimits, LevelLimits
@@ -111,6 +111,8 @@ class KeyRing:
         self._flushed: dict[str, float] = {}
         self._control = control
         self.hierarchy = Hierarchy()  # teams and their organizations (control/orgs.py)
+        # run-time key id → (its entry, its team's view, the principal they make): ``_in_team``
+        self._team_principals: dict[str, tuple[_Stored, TeamView, Principal]] = {}
         if control is not None:
             self.hierarchy(control.snapshot)
             control.subscribe(self.hierarchy)
@@ -203,6 +205,26 @@ class KeyRing:
         if team is None:
             raise Forbidden(f"This API key's team '{key.team}' no longer exists.",
                             code="team_not_found")  # fmt: skip
+        if byok_key is None:
+            # the same entry and team view (both immutable, each replaced when its document
+            # changes) make the same principal: checked once per pair, not per request
+            cached = self._team_principals.get(key.id)
+            if cached is not None and cached[0] is stored and cached[1] is team:
+                return cached[2]
+        principal = self._team_principal(stored, key, team, byok_key)
+        if byok_key is None:
+            if len(self._team_principals) > 10_000:
+                self._team_principals.clear()
+            self._team_principals[key.id] = (stored, team, principal)
+        return principal
+
+    def _team_principal(
+        self,
+        stored: _Stored,
+        key: runtime_keys.VirtualKey,
+        team: TeamView,
+        byok_key: Secret | None,
+    ) -> Principal:
         if key.user not in team.members:
             raise Forbidden(
                 f"The user of this API key is no longer a member of team '{team.team}'.",
