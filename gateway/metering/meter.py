@@ -39,7 +39,7 @@ from gateway.metering.buffer import Flusher, UsageBuffer
 from gateway.metering.health import StoreHealth
 from gateway.metering.last_known import LastKnown
 from gateway.metering.lease_sweeper import LeaseSweeper
-from gateway.metering.limit_errors import block_headers, exceeded
+from gateway.metering.limit_errors import exceeded
 from gateway.metering.plans import Plans, ReservationPlan
 from gateway.metering.record import UsageRecord
 from gateway.metering.record_ids import RecordIds
@@ -201,10 +201,8 @@ class Meter:
             flex = reserved.tokens - checks[counters.TOKENS_INDEX].counter.fixed
         elif request.byok:
             flex = output
-        block, headers = block_headers(plan.header_block, checks, decision, windows, plan.reset)
-        plan.header_block = block
         return Admission(
-            headers=headers,
+            headers=plan.rate_limit_headers(checks, decision, windows),
             clamp_max_tokens=admit_checks.clamp(request, flex),
             request=request,
             started=now,

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 from gateway.metering import counters, level_limits
 from gateway.metering.allowance import LevelShape, shapes
-from gateway.metering.limit_errors import HeaderBlock, reset_header
+from gateway.metering.limit_errors import HeaderBlock, block_headers, reset_header
 from gateway.metering.settle import LeaseLayout, SettleLayout, lease_layout, settle_layout
 from gateway.metering.types import Check, KeyLimits, LevelLimits, MeterRequest
 from gateway.metering.windows import Windows, windows_at
 from gateway.store import keys
-from gateway.store.port import CounterLayout
+from gateway.store.port import CounterLayout, Decision
 
 # (user, key id, tier, capability, byok, tier shard): what decides a request's counters
 PlanKey = tuple[str, str, str, str, bool, int]
@@ -65,6 +65,15 @@ class ReservationPlan:
     # its admissions' rate-limit headers but the remaining counts (``limit_errors``), made
     # by the first; the checks of ``local`` head the same (requests, tokens: never a level's)
     header_block: HeaderBlock | None = None
+
+    def rate_limit_headers(
+        self, checks: tuple[Check, ...], decision: Decision, windows: Windows
+    ) -> dict[str, str]:
+        """An admission's rate-limit headers, from the block this plan keeps."""
+        self.header_block, headers = block_headers(
+            self.header_block, checks, decision, windows, self.reset
+        )
+        return headers
 
 
 class Plans:
