@@ -302,20 +302,16 @@ local short = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\n?()'
 local amount_pattern = '()(%-?%d+)/?(%-?%d*),?()'
 
 -- The layout whose 3 arguments start at ARGV[at]: {m, has_override, registry, lease seconds
--- (text), the m TTLs (texts), its counters, their count}; a counter is {key index, field,
--- limit, limit override field, cap, cap override field}, the numbers converted.
+-- (text), the m TTLs (texts: read by ``ttls_of``, only when one is due), its counters, their
+-- count}; a counter is {key index, field, limit, limit override field, cap, cap override
+-- field}, the numbers converted.
 local function layout_at(at)
-  local head = {}
-  local size = 0
-  for value in string.gmatch(ARGV[at], '%-?%d+') do
-    if #value > 16 then error({err = 'ERR gateway: not an integer in range: ' .. value}) end
-    size = size + 1
-    head[size] = value
+  local m, has_override, registry, lease_s, ttls =
+    string.match(ARGV[at], '^(%d+),(%-?%d+),(%-?%d+),(%-?%d+),?([%d,%-]*)$')
+  if m == nil or #m > 16 or #lease_s > 16 then
+    error({err = 'ERR gateway: malformed layout head: ' .. ARGV[at]})
   end
-  local m = (head[1] or '0') + 0
-  if size < 4 or size ~= 4 + m then
-    error({err = 'ERR gateway: ' .. (size - 4) .. ' times to live for ' .. m .. ' keys'})
-  end
+  m = m + 0
   local counters = {}
   local count = 0
   local from = 1  -- where the next line must start: a line the pattern skips fails the call
@@ -369,9 +365,28 @@ local function layout_at(at)
   if from ~= #text + 1 then
     error({err = 'ERR gateway: malformed argument line near ' .. from})
   end
-  -- 10: whether a TTL slides (only those are negative)
-  return {m, head[2] == '1', head[3] == '1', head[4], {unpack(head, 5, size)}, counters, count,
-          nil, nil, string.find(ARGV[at], '-', 1, true) ~= nil}
+  -- 10: whether a TTL slides (only those are negative); 11: the TTLs' text
+  return {m, has_override == '1', registry == '1', lease_s, false, counters, count,
+          nil, nil, string.find(ttls, '-', 1, true) ~= nil, ttls}
+end
+
+-- A layout's m TTLs (texts), read once per call.
+local function ttls_of(layout)
+  local ttls = layout[5]
+  if ttls then return ttls end
+  local m = layout[1]
+  ttls = {unpack(none, 1, m)}
+  local size = 0
+  for value in string.gmatch(layout[11], '%-?%d+') do
+    if #value > 16 then error({err = 'ERR gateway: not an integer in range: ' .. value}) end
+    size = size + 1
+    ttls[size] = value
+  end
+  if size ~= m then
+    error({err = 'ERR gateway: ' .. size .. ' times to live for ' .. m .. ' keys'})
+  end
+  layout[5] = ttls
+  return ttls
 end
 
 -- A reservation's amounts (its argument 4) for its layout's counters: {fixed, flex, fixed,
@@ -610,8 +625,9 @@ for r = 1, n do
         end
       end
     end
-    local m, ttls = layout[1], layout[5]
+    local m = layout[1]
     if due then
+      local ttls = ttls_of(layout)
       for j = 1, m do expiring[where and where[j] or j] = ttls[j] end
     end
     if held > 0 then
