@@ -225,18 +225,34 @@ if ARGV[2] == '' then
       end
     end
   end
-  local ttls = {unpack(none, 1, m)}
-  local j = 0
-  for ttl in string.gmatch(ARGV[5], '%-?%d+') do
-    if #ttl > 16 then error({err = 'ERR gateway: not an integer in range: ' .. ttl}) end
-    j = j + 1
-    ttls[j] = ttl
+  -- The times to live, read (before any write) only when one is due: a sliding one, or a
+  -- new hash's (none of its counters held a value); most calls have neither.
+  local ttls = false
+  local due = string.find(ARGV[5], '-', 1, true) ~= nil
+  for key = 1, m do
+    if due then break end
+    local stored = hashes[key] or none
+    local existed = false
+    for i = 1, #stored do existed = existed or stored[i] end
+    due = not existed
   end
-  if j ~= m then error({err = 'ERR gateway: ' .. j .. ' times to live for ' .. m .. ' keys'}) end
+  if due then
+    ttls = {unpack(none, 1, m)}
+    local j = 0
+    for ttl in string.gmatch(ARGV[5], '%-?%d+') do
+      if #ttl > 16 then error({err = 'ERR gateway: not an integer in range: ' .. ttl}) end
+      j = j + 1
+      ttls[j] = ttl
+    end
+    if j ~= m then
+      error({err = 'ERR gateway: ' .. j .. ' times to live for ' .. m .. ' keys'})
+    end
+  end
   -- The lease first: a key of the wrong type fails the call here, with what was written undone.
   if held > 0 then
     if #ARGV[8] > 16 then error({err = 'ERR gateway: not an integer in range: ' .. ARGV[8]}) end
-    local deadline = redis.call('TIME')[1] + ARGV[8]
+    -- as text: a number given to a command is formatted by Redis, here it is once for two
+    local deadline = string.format('%d', redis.call('TIME')[1] + ARGV[8])
     local base = m
     if ARGV[4] == '1' then base = m + 1 end
     local zset, data = KEYS[base + 1], KEYS[base + 2]
@@ -260,7 +276,7 @@ if ARGV[2] == '' then
     local pairs_of = totals[key]
     if pairs_of then redis.call('HSET', KEYS[key], unpack(pairs_of)) end
   end
-  for key = 1, m do
+  for key = 1, ttls and m or 0 do
     local ttl = ttls[key]
     if string.byte(ttl, 1) == 45 then  -- 45: '-', a sliding time to live
       redis.call('EXPIRE', KEYS[key], string.sub(ttl, 2))
@@ -286,20 +302,16 @@ local short = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\n?()'
 local amount_pattern = '()(%-?%d+)/?(%-?%d*),?()'
 
 -- The layout whose 3 arguments start at ARGV[at]: {m, has_override, registry, lease seconds
--- (text), the m TTLs (texts), its counters, their count}; a counter is {key index, field,
--- limit, limit override field, cap, cap override field}, the numbers converted.
+-- (text), the m TTLs (texts: read by ``ttls_of``, only when one is due), its counters, their
+-- count}; a counter is {key index, field, limit, limit override field, cap, cap override
+-- field}, the numbers converted.
 local function layout_at(at)
-  local head = {}
-  local size = 0
-  for value in string.gmatch(ARGV[at], '%-?%d+') do
-    if #value > 16 then error({err = 'ERR gateway: not an integer in range: ' .. value}) end
-    size = size + 1
-    head[size] = value
+  local m, has_override, registry, lease_s, ttls =
+    string.match(ARGV[at], '^(%d+),(%-?%d+),(%-?%d+),(%-?%d+),?([%d,%-]*)$')
+  if m == nil or #m > 16 or #lease_s > 16 then
+    error({err = 'ERR gateway: malformed layout head: ' .. ARGV[at]})
   end
-  local m = (head[1] or '0') + 0
-  if size < 4 or size ~= 4 + m then
-    error({err = 'ERR gateway: ' .. (size - 4) .. ' times to live for ' .. m .. ' keys'})
-  end
+  m = m + 0
   local counters = {}
   local count = 0
   local from = 1  -- where the next line must start: a line the pattern skips fails the call
@@ -353,12 +365,56 @@ local function layout_at(at)
   if from ~= #text + 1 then
     error({err = 'ERR gateway: malformed argument line near ' .. from})
   end
-  return {m, head[2] == '1', head[3] == '1', head[4], {unpack(head, 5, size)}, counters, count}
+  -- 10: whether a TTL slides (only those are negative); 11: the TTLs' text
+  return {m, has_override == '1', registry == '1', lease_s, false, counters, count,
+          nil, nil, string.find(ttls, '-', 1, true) ~= nil, ttls}
 end
 
--- A reservation's amounts (its argument 4) for ``count`` counters: {fixed, flex, fixed, flex,
--- ...} as the gateway wrote them (flex '' when none).
-local function amounts_of(text, count)
+-- A layout's m TTLs (texts), read once per call.
+local function ttls_of(layout)
+  local ttls = layout[5]
+  if ttls then return ttls end
+  local m = layout[1]
+  ttls = {unpack(none, 1, m)}
+  local size = 0
+  for value in string.gmatch(layout[11], '%-?%d+') do
+    if #value > 16 then error({err = 'ERR gateway: not an integer in range: ' .. value}) end
+    size = size + 1
+    ttls[size] = value
+  end
+  if size ~= m then
+    error({err = 'ERR gateway: ' .. size .. ' times to live for ' .. m .. ' keys'})
+  end
+  layout[5] = ttls
+  return ttls
+end
+
+-- A reservation's amounts (its argument 4) for its layout's counters: {fixed, flex, fixed,
+-- flex, ...} as the gateway wrote them (flex '' when none). Up to 15 counters (Lua keeps 32
+-- captures) in one match of a pattern made once per layout: a call to C per amount (gmatch)
+-- cost several times the match itself.
+local function amounts_of(text, layout)
+  local count = layout[7]
+  local whole = layout[9]
+  if whole == nil then
+    whole = false
+    if count > 0 and count <= 15 then
+      whole = '^' .. string.rep('(%-?%d+)/?(%-?%d*),', count - 1) .. '(%-?%d+)/?(%-?%d*)$'
+    end
+    layout[9] = whole
+  end
+  if whole then
+    local amounts = {string.match(text, whole)}
+    if amounts[1] == nil then
+      error({err = 'ERR gateway: malformed amounts for ' .. count .. ' counters: ' .. text})
+    end
+    for i = 1, 2 * count do
+      if #amounts[i] > 16 then
+        error({err = 'ERR gateway: not an integer in range: ' .. amounts[i]})
+      end
+    end
+    return amounts
+  end
   local amounts = {unpack(none, 1, 2 * count)}
   local i = 0
   local from = 1
@@ -392,6 +448,7 @@ local read_where = {}
 -- Layouts, each read once per call: its number's text -> {layout_at's 7 values, then where's
 -- text -> its counters' keys and places in KEYS' HMGETs}
 local layouts = {}
+local due = false  -- a time to live to set: a layout's slides, or a hash is new (below)
 
 -- A counter is one table built at once (a table grown entry by entry is rehashed as it grows).
 local function counter_of(key, field)
@@ -439,6 +496,7 @@ for r = 1, n do
     layout = layout_at(3 + 3 * (number - 1))
     layout[8] = {}
     layouts[ARGV[a + 1]] = layout
+    due = due or layout[10]
   end
   local counters, count = layout[6], layout[7]
   -- its counters' keys in KEYS and places in their HMGETs: the same for every reservation
@@ -473,7 +531,7 @@ for r = 1, n do
       overrides[override] = found
     end
   end
-  plans[r] = {layout, resolved, amounts_of(ARGV[a + 3], count), where, a,
+  plans[r] = {layout, resolved, amounts_of(ARGV[a + 3], layout), where, a,
               override and overrides[override]}
 end
 
@@ -497,6 +555,7 @@ for key = 1, width do
         existed[key] = true
       end
     end
+    due = due or not existed[key]
     values[key] = stored
   end
 end
@@ -509,12 +568,13 @@ local groups = {}  -- lease sorted set's key -> {hash's key, registry's key or n
 local group_order = {}
 local now = nil
 local deadlines = {}  -- lease seconds' text -> {deadline, its text}
+local parts = {}  -- a lease's lines in parts, joined once (see below)
 for r = 1, n do
   local plan = plans[r]
   local layout, amounts, where, a, found = plan[1], plan[3], plan[4], plan[5], plan[6]
   local counters, count = layout[6], layout[7]
   local keys_of, places = plan[2][1], plan[2][2]
-  local out = {0}
+  local out = {unpack(none, 0, 3 * count)}  -- made at its full size (see ``blank``)
   local denied = 0
   for i = 1, count do
     local v = counters[i]
@@ -535,8 +595,17 @@ for r = 1, n do
     -- The grants move the values (a field named twice gets both, as two HINCRBYs would), and
     -- the lease's lines are gathered in a table and joined once: a string grown line by line
     -- is copied and hashed again for every line, and a team key has some forty.
-    local lines = {}
+    -- The lease's lines are joined from ``parts`` (reused): each counter's "key\tfield\t",
+    -- made once per call for a layout and user, its grant and a newline; a line made on its
+    -- own is one more string to allocate and hash.
+    local held = 0
     local lease = ARGV[a + 2]
+    local prefixes = lease ~= '' and plan[2][3]
+    if prefixes == nil then
+      prefixes = {unpack(none, 1, count)}
+      for i = 1, count do prefixes[i] = KEYS[keys_of[i]] .. '\t' .. counters[i][2] .. '\t' end
+      plan[2][3] = prefixes
+    end
     for i = 1, count do
       local amount = out[3 * i + 1]
       if amount ~= 0 then
@@ -544,18 +613,24 @@ for r = 1, n do
         local stored = values[key]
         stored[at] = (stored[at] or 0) + amount
         changed[key] = true
-        if lease ~= '' then
+        if prefixes then
           -- the fixed amount as the gateway wrote it: no number to format
           local shown = amount
           local extra = amounts[2 * i]
           if extra == '' or extra == '0' then shown = amounts[2 * i - 1] end
-          lines[#lines + 1] = KEYS[key] .. '\t' .. counters[i][2] .. '\t' .. shown .. '\n'
+          parts[held + 1] = prefixes[i]
+          parts[held + 2] = shown
+          parts[held + 3] = '\n'
+          held = held + 3
         end
       end
     end
-    local m, ttls = layout[1], layout[5]
-    for j = 1, m do expiring[where and where[j] or j] = ttls[j] end
-    if #lines > 0 then
+    local m = layout[1]
+    if due then
+      local ttls = ttls_of(layout)
+      for j = 1, m do expiring[where and where[j] or j] = ttls[j] end
+    end
+    if held > 0 then
       -- per lease seconds, the deadline as a number and as text, once per call: a number
       -- given to ZADD is formatted by Redis (~2.8k instructions), a text is not
       local due = deadlines[layout[4]]
@@ -583,7 +658,7 @@ for r = 1, n do
       members[#members + 1] = due[2]
       members[#members + 1] = lease
       pairs_of[#pairs_of + 1] = lease
-      pairs_of[#pairs_of + 1] = table.concat(lines)
+      pairs_of[#pairs_of + 1] = table.concat(parts, '', 1, held)
       if deadline < group[5] then group[5] = deadline end
     end
   end
@@ -649,8 +724,8 @@ for key = 1, width do
   end
 end
 -- Every writer of a counter hash gives it its time to live when creating it, so a hash that
--- held a value already has one.
-for key = 1, width do
+-- held a value already has one (when all did and none slides, none is due).
+for key = 1, due and width or 0 do
   local ttl = expiring[key]
   if not ttl then  -- no granted reservation names it
   elseif string.byte(ttl, 1) == 45 then  -- 45: '-', a sliding time to live
