@@ -60,6 +60,41 @@ class Connection(asyncio.Protocol):
     """Owns one socket. ``exchange`` sends a request and waits for its head; ``read`` hands
     out the body as it arrives. Failures are raised as httpx's transport errors."""
 
+    # Slots: its methods and fields are looked up once per chunk of a stream, which a dict of
+    # this many keys leaves unspecialised
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_deadline",
+        "_drained",
+        "_error",
+        "_keep_alive",
+        "_loop",
+        "_no_body",
+        "_on_stop",
+        "_parser",
+        "_push",
+        "_read_timeout",
+        "_reader",
+        "_reading_paused",
+        "_sink",
+        "_sink_over",
+        "_spare",
+        "_stalled",
+        "_timer",
+        "_timer_at",
+        "_transport",
+        "_waiter",
+        "_writing_paused",
+        "body_done",
+        "closed",
+        "head",
+        "idle_since",
+        "on_header",
+        "on_lost",
+        "received_any",
+    )
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
