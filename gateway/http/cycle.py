@@ -22,7 +22,8 @@ handles) goes through ``send``, which this class leaves as it is.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
+from functools import partial
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
@@ -36,6 +37,9 @@ _FRAMING = frozenset(("content-length", "transfer-encoding", "connection"))
 _LENGTH_ONLY = {"content-length"}
 _FRAMING_BYTES = frozenset(name.encode() for name in _FRAMING)
 _JOIN_BELOW = 16 * 1024  # a larger body goes out beside its head (writelines), not copied
+_AFTER_COMPLETE = (
+    "Unexpected ASGI message 'http.response.body' sent, after response already completed."
+)
 
 # The server's default headers (``date``, ``server``, the configured ones) joined, for the list
 # they came in: uvicorn replaces the list each second, with a new date.
@@ -257,15 +261,27 @@ class GatewayCycle(RequestResponseCycle):
         if self.disconnected:
             return
         if self.response_complete:
-            raise RuntimeError(
-                "Unexpected ASGI message 'http.response.body' sent, after response already "
-                "completed."
-            )
+            raise RuntimeError(_AFTER_COMPLETE)
         if more_body and self.chunked_encoding and self.scope["method"] != "HEAD":
             if body:  # a stream's chunk: the common case, first
                 self.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
             return
         self._write_body(b"", body, more_body)
+
+    def chunk_writer(self) -> Callable[[bytes], None]:
+        """What writes a stream's next non-empty chunk once the head is out, as
+        ``write_body(chunk, True)`` does (drained before): for a chunked answer, the framing and
+        the write with only the checks that can change between chunks."""
+        if self.chunked_encoding and self.scope["method"] != "HEAD":
+            return self._write_chunk
+        return partial(self.write_body, more_body=True)
+
+    def _write_chunk(self, body: bytes) -> None:
+        if self.disconnected:
+            return
+        if self.response_complete:
+            raise RuntimeError(_AFTER_COMPLETE)
+        self.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
 
     def _log_start(self, status: int) -> None:
         """uvicorn's access log line for an answer starting."""

@@ -12,9 +12,10 @@ it is known to be the last without waiting (``lookahead``). Elsewhere: ASGI mess
 
 A relay over the gateway's own transport (a ``BodyReader``) has its chunks after the first
 written where the upstream connection parses them (``push``), while the task waits on its read:
-no task wakes per chunk. Whatever ``push`` declines wakes the task as before: a chunk while the
-client's transport is paused (the task drains it, and the upstream stops being read once its
-buffer is full), one that ends the stream (the lookahead), the body's end, a failure.
+no task wakes per chunk. What the relay does not offer to ``push`` (one that ends the stream:
+the lookahead, the body's end, a failure) or ``push`` declines (a chunk while the client's
+transport is paused: the task drains it, and the upstream stops being read once its buffer is
+full) wakes the task as before.
 """
 
 from __future__ import annotations
@@ -27,11 +28,8 @@ from starlette.types import Message, Receive, Scope, Send
 from gateway.http.cycle import GatewayCycle
 from gateway.http.lookahead import next_or_flush
 from gateway.http.stream_cut import STATE_KEY, OpenRelays
+from gateway.proxy.streaming import LAST_EVENT
 from gateway.wire.transport import BodyReader
-
-# The end of an OpenAI-style event stream: the chunk that carries it is probably the body's last.
-LAST_EVENT = b"data: [DONE]\n\n"
-_LAST_EVENT_SIZE = -len(LAST_EVENT)
 
 
 class RelayResponse:
@@ -139,14 +137,17 @@ class RelayResponse:
             else:
                 state["started"] = True
                 cycle.write_start(self.status_code, self.fields, data, more_body=more_body)
-                if push_to is not None:
-                    push_to(push)
+                if push_to is not None:  # the head is out: how chunks are written is known
+                    push_to(pushing(cycle.chunk_writer()))
 
-        def push(data: bytes) -> bool:  # on the upstream's callbacks, while a read waits
-            if chunk is not None or flow.write_paused or data[_LAST_EVENT_SIZE:] == LAST_EVENT:
-                return False
-            cycle.write_body(data, True)
-            return True
+        def pushing(write_chunk: Callable[[bytes], None]) -> Callable[[bytes], bool]:
+            def push(data: bytes) -> bool:  # on the upstream's callbacks, while a read waits
+                if chunk is not None or flow.write_paused:
+                    return False
+                write_chunk(data)
+                return True
+
+            return push
 
         def flush() -> None:  # the next chunk is not there yet: the one in hand goes now
             nonlocal chunk

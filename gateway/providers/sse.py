@@ -17,14 +17,14 @@ class EventSplitter:
         self._max = max_event_bytes
         self._carry = bytearray()  # an incomplete event
         self._held_cr = False
-        self._clean = True  # nothing held: a chunk of whole LF-framed events is all complete
+        self.clean = True  # nothing held: a chunk of whole LF-framed events is all complete
 
     def feed(self, chunk: bytes) -> bytes:
         # partition, not find: find parses its optional arguments from a tuple on every call
-        if self._clean and chunk[-2:] == b"\n\n" and not chunk.partition(b"\r")[1]:
+        if self.clean and chunk[-2:] == b"\n\n" and not chunk.partition(b"\r")[1]:
             return chunk  # the usual chunk: whole events, nothing held before or after
         data = self._feed(chunk)
-        self._clean = not self._carry and not self._held_cr
+        self.clean = not self._carry and not self._held_cr
         return data
 
     def _feed(self, chunk: bytes) -> bytes:

@@ -14,7 +14,7 @@ from gateway.providers.sse import EventSplitter, EventTooLarge
 from gateway.proxy.attempt_outcome import Opened
 from gateway.proxy.context import RequestContext
 from gateway.proxy.reply import JSON, Reply
-from gateway.proxy.streaming import CUT, IDLE_TIMEOUT, StreamResult, cut_kind, relayed
+from gateway.proxy.streaming import CUT, IDLE_TIMEOUT, StreamResult, cut_kind, offered, relayed
 
 SSE = "text/event-stream"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -59,7 +59,8 @@ def native_reply(
 class _NativeRelay:
     """The native stream relayed with a ``NativeTap`` reading it. Over the gateway's own
     transport it is the connection's sink (as ``streaming.SSERelay`` is): each chunk is read
-    where it is parsed; over any other body an async generator does the same."""
+    where it is parsed, and sent on from there once ``push_to`` says how; over any other body
+    an async generator does the same."""
 
     def __init__(
         self, ctx: RequestContext, opened: Opened, tap: NativeTap, max_event_bytes: int, end: End
@@ -67,6 +68,7 @@ class _NativeRelay:
         self._ctx, self._opened, self._tap, self._end = ctx, opened, tap, end
         self._max_event = max_event_bytes
         self._splitter = EventSplitter(max_event_bytes)
+        self._push: Callable[[bytes], bool] | None = None
         self.result = StreamResult()
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -75,11 +77,14 @@ class _NativeRelay:
         assert rest is not None
         return relayed(self, self._opened.first_chunk, rest, self._opened.response)
 
+    def push_to(self, push: Callable[[bytes], bool] | None) -> None:
+        self._push = push
+
     def feed(self, chunk: bytes) -> bytes:
         if complete := self._splitter.feed(chunk):
             self._tap.feed(complete)
             self.result.bytes_out += len(complete)
-        return complete
+        return offered(self._push, complete)
 
     def end(self) -> bytes:
         tap, result = self._tap, self.result

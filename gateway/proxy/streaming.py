@@ -22,6 +22,11 @@ from gateway.providers.transport import network_error_kind
 from gateway.wire.transport import BodyReader, RelaySink
 
 DONE = b"data: [DONE]"
+# A run of events ending with this probably ends the stream: it is left to the relay's reader,
+# which can send it with the body's end (``http.relay_response``)
+LAST_EVENT = DONE + b"\n\n"
+_LAST_EVENT_SIZE = -len(LAST_EVENT)
+_BRACE, _E, _CLOSING_BRACE = ord("{"), ord("e"), ord("}")
 # Failures of an upstream after its first byte (``gateway_upstream_errors_total`` error types).
 CUT, IDLE_TIMEOUT = "stream_cut", "stream_idle_timeout"
 ERROR = b'"error"'  # a chunk holding this may carry the upstream's in-band error event
@@ -93,8 +98,9 @@ class SSERelay:
 
     Over the gateway's own transport the relay is the connection's sink (``wire.Sink``): each
     chunk is scanned where it is parsed and the reader awaits the connection's future, with no
-    coroutine of ours between; over any other body (a translated stream, a test's mock) an
-    async generator does the same with the same four methods.
+    coroutine of ours between, and once the response is under way (``push_to``) the events
+    are sent on from there, with no task woken; over any other body (a translated stream, a
+    test's mock) an async generator does the same with the same four methods.
     """
 
     def __init__(
@@ -117,6 +123,10 @@ class SSERelay:
         self._on_end = on_end
         self._max_event = max_event_bytes
         self._events = EventSplitter(max_event_bytes)
+        # nothing held of an earlier chunk and no edit pending: a chunk may take ``feed``'s
+        # shortcut
+        self._whole = first_event_edit is None
+        self._push: Callable[[bytes], bool] | None = None
         self.result = StreamResult()
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -145,8 +155,39 @@ class SSERelay:
         )
         return sse_error_event(self.result.error)
 
+    def push_to(self, push: Callable[[bytes], bool] | None) -> None:
+        """``wire.RelaySink.push_to``: events are offered to ``push`` as ``feed`` makes them,
+        but for a run that probably ends the stream (``LAST_EVENT``), left to the reader to
+        send with the body's end."""
+        self._push = push
+
     def feed(self, chunk: bytes) -> bytes:
-        """The complete events of ``chunk`` (and what was held of earlier ones), as relayed."""
+        """The complete events of ``chunk`` (and what was held of earlier ones), as relayed;
+        b"" when ``push`` took them."""
+        push = self._push
+        if self._whole:
+            # The usual chunk: one event of one line, ``data: {...}`` with no usage, relayed as
+            # it is (as the general way below would, after more scans of it: each C call costs
+            # hundreds of instructions).
+            line, _, rest = chunk.partition(b"\n")
+            if (
+                rest == b"\n"
+                and len(line) > 8
+                and line[6] == _BRACE  # ``data: {``: not [DONE]
+                and line[8] != _E  # not ``data: {"error"``
+                and line[-1] == _CLOSING_BRACE  # nor ending as [DONE] does (``offered``)
+                and not line.partition(b"\r")[1]
+                and not line.partition(USAGE)[1]
+            ):
+                result = self.result
+                result.events += 1
+                result.bytes_out += len(chunk)
+                return b"" if push is not None and push(chunk) else chunk
+        complete = self._feed(chunk)
+        self._whole = self._first_event_edit is None and self._events.clean
+        return offered(push, complete)
+
+    def _feed(self, chunk: bytes) -> bytes:
         complete = self._events.feed(chunk)
         if not complete:
             return b""
@@ -195,7 +236,7 @@ class SSERelay:
     def end(self) -> bytes:
         """The last bytes once the upstream's body ended: an in-band error if it had not."""
         result = self.result
-        tail = self.feed(b"\n\n") if self._events.pending() else b""
+        tail = self._feed(b"\n\n") if self._events.pending() else b""
         if result.completed:
             return tail
         if result.upstream_error:  # the client already has the upstream's own error event
@@ -222,6 +263,14 @@ class SSERelay:
             failure = UpstreamError("The upstream connection was lost mid-stream.")
         result.error = failure
         return sse_error_event(failure)
+
+
+def offered(push: Callable[[bytes], bool] | None, events: bytes) -> bytes:
+    """``events`` as a relay's ``feed`` gives them once offered to ``push``: b"" when it sent
+    them on; not offered when they probably end the stream (``LAST_EVENT``)."""
+    if push is not None and events and events[_LAST_EVENT_SIZE:] != LAST_EVENT and push(events):
+        return b""
+    return events
 
 
 def cut_kind(exc: BaseException) -> str:

@@ -5,9 +5,9 @@ the event loop's protocol callbacks (no streams, no per-chunk tasks) is what mak
 than a general-purpose client. A body read is a future the protocol resolves as bytes arrive; a
 relay can hand the connection a ``Sink`` that turns the bytes into what it sends on, run right
 where they are parsed, so that its reader awaits the future directly and no coroutine of ours
-wakes per chunk; and a ``push`` that sends them on from there too while the reader waits, so
-that no task wakes per chunk either. One exchange at a time; the pool hands the connection
-out again once a response was read to its end.
+wakes per chunk; a sink that sends them on itself from there (a relay's push) hands nothing
+over, and the read keeps waiting, so that no task wakes per chunk either. One exchange at a
+time; the pool hands the connection out again once a response was read to its end.
 
 The upstream is not trusted: its response head is checked and capped as it is parsed
 (``ResponseHead``), so are trailers and chunk framing that carry no body, and anything after
@@ -46,7 +46,8 @@ class Sink(Protocol):
     """What a relayed body passes through as it is parsed (on the protocol's callbacks)."""
 
     def feed(self, data: bytes) -> bytes:
-        """What to hand on of ``data`` (b"" for nothing yet); raising ends the body."""
+        """What to hand on of ``data``: b"" for nothing (nothing complete yet, or the sink sent
+        it on itself); raising ends the body."""
 
     def end(self) -> bytes:
         """The last bytes to hand on once the body ended."""
@@ -59,6 +60,40 @@ class Sink(Protocol):
 class Connection(asyncio.Protocol):
     """Owns one socket. ``exchange`` sends a request and waits for its head; ``read`` hands
     out the body as it arrives. Failures are raised as httpx's transport errors."""
+
+    # Slots: its methods and fields are looked up once per chunk of a stream, which a dict of
+    # this many keys leaves unspecialised
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_deadline",
+        "_drained",
+        "_error",
+        "_keep_alive",
+        "_loop",
+        "_no_body",
+        "_on_stop",
+        "_parser",
+        "_read_timeout",
+        "_reader",
+        "_reading_paused",
+        "_sink",
+        "_sink_over",
+        "_spare",
+        "_stalled",
+        "_timer",
+        "_timer_at",
+        "_transport",
+        "_waiter",
+        "_writing_paused",
+        "body_done",
+        "closed",
+        "head",
+        "idle_since",
+        "on_header",
+        "on_lost",
+        "received_any",
+    )
 
     def __init__(
         self,
@@ -76,8 +111,6 @@ class Connection(asyncio.Protocol):
         self._reader: asyncio.Future[bytes] | None = None  # a body read waiting for bytes
         self._read_timeout: float | None = None
         self._sink: Sink | None = None
-        # sends the sink's bytes on itself, while a read waits; False: the read takes them
-        self._push: Callable[[bytes], bool] | None = None
         # the sink's reader, weakly (it is closed when dropped): it read past the end
         self._on_stop: Callable[[], Callable[[], None] | None] | None = None
         self._sink_over = False  # the sink's last bytes were handed out
@@ -276,13 +309,6 @@ class Connection(asyncio.Protocol):
             self._chunks.appendleft(first)
             self._buffered += len(first)
 
-    def push_to(self, push: Callable[[bytes], bool] | None) -> None:
-        """While a read waits, hand what the sink gives to ``push`` instead, which sends it on
-        and returns True, or returns False to leave it to the read (which then resolves with
-        it as without ``push``). The read keeps waiting, its idle timeout counted from each
-        push; the end of the body, its failures and the sink's last bytes go to the read."""
-        self._push = push
-
     @property
     def reusable(self) -> bool:
         """The whole answer was read and both sides agree to keep the connection open."""
@@ -292,7 +318,7 @@ class Connection(asyncio.Protocol):
         """The exchange is over; forget it so stray bytes while idle are noticed."""
         self._spare, self._parser = (self._parser if self.reusable else None), None
         self._chunks.clear()
-        self._reader = self._sink = self._on_stop = self._push = None
+        self._reader = self._sink = self._on_stop = None
 
     def close(self) -> None:
         self.closed = True
@@ -311,7 +337,7 @@ class Connection(asyncio.Protocol):
         self.body_done = self.received_any = self._keep_alive = False
         self._no_body, self._sink_over = no_body, False
         self._stalled = 0
-        self._reader = self._sink = self._on_stop = self._push = None
+        self._reader = self._sink = self._on_stop = None
 
     def _count_stalled(self, size: int) -> None:
         """Bytes that carried no body (trailers, chunk framing) are capped like the head."""
@@ -429,9 +455,9 @@ class Connection(asyncio.Protocol):
         sink = self._sink
         chunks = self._chunks
         if chunks:
-            if len(chunks) == 1:
-                data = chunks.popleft()
-            else:
+            data = chunks.popleft()
+            if chunks:  # more pieces: all at once
+                chunks.appendleft(data)
                 data = b"".join(chunks)
                 chunks.clear()
             self._buffered = 0
@@ -448,22 +474,12 @@ class Connection(asyncio.Protocol):
                 self._give_up(reader, exc)
                 return
             if out:
-                push = self._push
-                if push is None:
-                    reader.set_result(out)
-                    return
-                try:
-                    pushed = push(out)
-                except Exception as exc:  # what sending it raised goes to the reader
-                    reader.set_exception(exc)
-                    return
-                if not pushed:
-                    reader.set_result(out)
-                    return
+                reader.set_result(out)
+                return
             timeout = self._read_timeout
-            if timeout and not self.body_done:  # waiting again, from now (``_arm`` inlined)
-                deadline = self._deadline = self._loop.time() + timeout
-                if self._timer is None or self._timer_at > deadline:
+            if timeout:  # waiting again, from now (``_arm`` inlined: its deadline is later)
+                self._deadline = self._loop.time() + timeout
+                if self._timer is None:
                     self._arm(timeout)
         if self.body_done:
             if sink is None:

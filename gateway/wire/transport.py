@@ -281,9 +281,9 @@ class BodyReader:
         return self
 
     def push_to(self, push: Callable[[bytes], bool] | None) -> None:
-        """A relay's bytes sent on by ``push`` while a read waits (``Connection.push_to``)."""
-        if self._sink is not None and self._connection is not None:
-            self._connection.push_to(push)
+        """A relay's bytes sent on by ``push`` where they are parsed (``RelaySink.push_to``)."""
+        if self._sink is not None:
+            self._sink.push_to(push)
 
     async def asend(self, value: None) -> bytes:
         return await self.__anext__()
@@ -305,17 +305,22 @@ class BodyReader:
         self._close(finished=True)
 
     def _close(self, finished: bool) -> None:
-        sink, self._sink = self._sink, None
-        connection, self._connection = self._connection, None
+        sink, self._sink, self._connection = self._sink, None, None
         if sink is None:
             return
-        if connection is not None:
-            connection.push_to(None)
+        sink.push_to(None)
         self._stream.release()
         sink.closed(finished)
 
 
 class RelaySink(Sink, Protocol):
-    """A ``Sink`` told once when its relay is over: ``finished`` when read to its end."""
+    """A ``Sink`` told once when its relay is over (``finished``: read to its end), that may
+    send what it gives on itself."""
 
     def closed(self, finished: bool) -> None: ...
+
+    def push_to(self, push: Callable[[bytes], bool] | None) -> None:
+        """Until told otherwise, offer what ``feed`` would give to ``push``, which sends it on
+        and returns True (``feed`` then gives b"": the read keeps waiting, its idle timeout
+        counted from then), or returns False to leave it to the read; the body's end, its
+        failures and the last bytes still go to the read."""
