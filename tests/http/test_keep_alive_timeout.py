@@ -55,7 +55,7 @@ def test_requests_closer_than_the_timeout_keep_the_connection_open(
     server: ThreadedServer,
 ) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        for _ in range(6):  # 6 × 0.6 of the timeout: past it in all, never between two
+        for _ in range(6):  # six waits of 0.6 of the timeout: past it in all, never between two
             assert answered(sock)
             time.sleep(KEEP_ALIVE_S * 0.6)
         assert answered(sock)
