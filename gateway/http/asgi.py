@@ -11,8 +11,10 @@ Middleware added later with ``add_middleware`` joins the outer list, so it too s
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -54,6 +56,15 @@ class GatewayApp(Starlette):
         if self._fast is not None:
             self._fast.swap(pipeline, dispatch)
 
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:  # type: ignore[override]
+        """Starlette's, as a plain call handing back the stack's coroutine: no coroutine of
+        its own that every wait of every request would cross."""
+        scope["app"] = self
+        stack = self.middleware_stack
+        if stack is None:
+            stack = self.middleware_stack = self.build_middleware_stack()
+        return stack(scope, receive, send)
+
     def add_middleware(self, middleware_class: Any, *args: Any, **kwargs: Any) -> None:
         if self.middleware_stack is not None:
             raise RuntimeError("Cannot add middleware after an application has started")
@@ -67,6 +78,18 @@ class GatewayApp(Starlette):
             app = cls(app, *args, **kwargs)
         return app
 
+
+def _marked_coroutine_function(function: Callable[..., Any]) -> None:
+    """Mark ``function`` (which returns an awaitable) as a coroutine function for those that
+    ask (uvicorn tells an ASGI 3 app from an ASGI 2 one by it)."""
+    mark = getattr(inspect, "markcoroutinefunction", None)
+    if mark is not None:  # Python 3.12 on
+        mark(function)
+    else:
+        function._is_coroutine = getattr(asyncio.coroutines, "_is_coroutine")  # type: ignore[attr-defined]  # noqa: B009
+
+
+_marked_coroutine_function(GatewayApp.__call__)
 
 # POSTs below /v1 that are Starlette routes, not proxied endpoints (the admin API...).
 ROUTED_POSTS: tuple[str, ...] = (

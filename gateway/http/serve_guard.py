@@ -15,6 +15,10 @@ protocol keeps one lazily moved timer per connection:
 Time the gateway itself holds a connection's reads paused (pipelined requests waiting their
 turn, a full body buffer) never counts against the client.
 
+uvicorn's own idle bound between requests (``timeout_keep_alive``) is kept, with one lazily
+moved timer per connection too instead of a timer made after every answer and cancelled by the
+next request's first bytes.
+
 Its request cycles are ``GatewayCycle``s (``gateway.http.cycle``): an answer's head leaves with
 its body in one write.
 """
@@ -115,6 +119,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.deadline = 0.0  # the header's end, or the body's total end
         self.last_read = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        # uvicorn's keep-alive timeout: when an idle connection is closed (0.0: not idle)
+        self.idle_until = 0.0
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_timer_at = 0.0
         # shared by the server's connections, and seen by its requests in scope["state"]
         self.open_relays: OpenRelays = app_state.setdefault(STATE_KEY, OpenRelays())
 
@@ -130,6 +138,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         self.phase = IDLE
         super().connection_lost(exc)
+        self.idle_until = 0.0
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
 
     def data_received(self, data: bytes) -> None:
         self.last_read = self.loop.time()
@@ -155,6 +167,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         _message_complete(self)
         self.phase = IDLE
+
+    def on_response_complete(self) -> None:
+        """uvicorn's: the next pipelined request starts, or the keep-alive timeout runs (from
+        now, on the connection's idle timer)."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.idle_until = 0.0
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        until = self.idle_until = self.loop.time() + self.timeout_keep_alive
+        if self.idle_timer is None or self.idle_timer_at > until:
+            self._arm_idle(until)
+
+    def _unset_keepalive_if_required(self) -> None:
+        """uvicorn's: bytes came (or the answer ended), the keep-alive timeout stops."""
+        self.idle_until = 0.0
 
     def send_400_response(self, msg: str) -> None:
         """A request the parser refused (bad framing, an invalid header) gets an OpenAI-shaped
@@ -188,6 +220,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+    def _arm_idle(self, when: float) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        self.idle_timer_at = when
+        self.idle_timer = self.loop.call_at(when, self._on_idle_timer)
+
+    def _on_idle_timer(self) -> None:
+        """The keep-alive timeout, if the connection is still idle since it began."""
+        self.idle_timer = None
+        until = self.idle_until
+        if not until:
+            return
+        now = self.loop.time()
+        if now < until:  # idle again since: wait for that (a millisecond at least: the
+            self._arm_idle(max(until, now + 0.001))  # loop's clock may lag the timer's)
+            return
+        self.idle_until = 0.0
+        self.timeout_keep_alive_handler()
 
     def _on_timer(self) -> None:
         self.timer = None

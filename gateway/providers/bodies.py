@@ -21,11 +21,21 @@ def plain_body(response: httpx.Response) -> bool:
     return response.headers.get("content-encoding", "identity").lower() in ("identity", "")
 
 
+def body_in_hand(response: httpx.Response, limit: int) -> bytes | None:
+    """The whole body when all of it came in already (a JSON answer most often comes with its
+    head), the response then closed, as ``read_body`` reads it without a coroutine; None
+    when it must be read (``read_body``)."""
+    if type(response) is WireResponse and (body := response.take_body()) is not None:
+        if len(body) > limit:
+            raise _too_large(limit)
+        return body
+    return None
+
+
 async def read_body(response: httpx.Response, limit: int) -> bytes:
     """The rest of the body, up to ``limit`` bytes (``AnswerTooLarge`` past it), then closed."""
-    if type(response) is WireResponse and (body := response.take_body()) is not None:
-        if len(body) > limit:  # all in already (it came with the head): nothing to wait for
-            raise _too_large(limit)
+    body = body_in_hand(response, limit)
+    if body is not None:  # nothing to wait for
         return body
     try:
         return await read_up_to(body_chunks(response), limit)

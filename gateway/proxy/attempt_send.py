@@ -15,7 +15,13 @@ from gateway.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from gateway.providers.bodies import AnswerTooLarge, body_chunks, plain_body, read_body
+from gateway.providers.bodies import (
+    AnswerTooLarge,
+    body_chunks,
+    body_in_hand,
+    plain_body,
+    read_body,
+)
 from gateway.providers.openai import redact
 from gateway.providers.transport import Transport, network_error_kind
 from gateway.proxy.attempt_failure import encoded, status_failure
@@ -58,8 +64,10 @@ class Sender:
                 if not plain_body(response):
                     await response.aclose()
                     return Failure(encoded(response), Verdict.NEXT, "bad_encoding")
-                if buffered:
-                    body = await read_body(response, self._max_body_bytes)
+                if buffered:  # most often all in already: no coroutine to read it
+                    body = body_in_hand(response, self._max_body_bytes)
+                    if body is None:
+                        body = await read_body(response, self._max_body_bytes)
                     return Opened(model, response, body, None)
                 rest = body_chunks(response)
                 first = await anext(rest, b"")

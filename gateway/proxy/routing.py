@@ -75,12 +75,12 @@ def resolve(
         raise ModelNotFound("This endpoint needs a 'model' naming a model or route.", param="model")
     chain = tier.lookup.get(name)
     if chain:
-        route = name if name in tier.routes else chain[0].modality
-        if endpoint.allowed_routes is not None and route not in endpoint.allowed_routes:
+        served = _tier_plan(tier, name, chain)
+        if endpoint.allowed_routes is not None and served.route not in endpoint.allowed_routes:
             raise InvalidRequest(
-                f"POST /v1{endpoint.path} does not serve '{route}' models.", param="model"
+                f"POST /v1{endpoint.path} does not serve '{served.route}' models.", param="model"
             )
-        return Plan(route, CAPABILITY_BY_MODALITY[route], chain)
+        return served
     if tier.byok_models is not None and (plan := byok_plan(config, tier, endpoint, name)):
         return plan
     if name in config.known_models or name in config.known_routes:
@@ -88,6 +88,26 @@ def resolve(
             f"The model '{name}' is not available in the '{tier.name}' tier.", param="model"
         )
     raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
+
+
+# The plan of each (tier, name) the tier serves, made once (a plan is immutable): by the tier's
+# identity, the tier and chain kept to tell a reloaded config's tier from one at the same address
+_TIER_PLANS: dict[tuple[int, str], tuple[Tier, tuple[Model, ...], Plan]] = {}
+_TIER_PLANS_MAX = 4096
+
+
+def _tier_plan(tier: Tier, name: str, chain: tuple[Model, ...]) -> Plan:
+    """``Plan`` of ``name`` in ``tier`` (``chain`` its lookup), as ``resolve`` makes it."""
+    key = (id(tier), name)
+    known = _TIER_PLANS.get(key)
+    if known is not None and known[0] is tier and known[1] is chain:
+        return known[2]
+    route = name if name in tier.routes else chain[0].modality
+    plan = Plan(route, CAPABILITY_BY_MODALITY[route], chain)
+    if len(_TIER_PLANS) >= _TIER_PLANS_MAX:
+        _TIER_PLANS.clear()  # configs come and go (reloads): the cache is rebuilt as it is used
+    _TIER_PLANS[key] = (tier, chain, plan)
+    return plan
 
 
 def within_allow_list(plan: Plan, allowed: frozenset[str], requested: str | None) -> Plan:

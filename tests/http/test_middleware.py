@@ -52,3 +52,14 @@ def test_middleware_added_later_joins_the_outer_list(start_gateway):
     finally:
         server.stop()
     assert seen == ["POST /v1/chat/completions", "GET /healthz"]
+
+
+def test_uvicorn_takes_the_app_for_an_asgi_3_app(start_gateway):
+    import uvicorn
+
+    from gateway.app import create_app
+
+    gw = start_gateway()
+    config = uvicorn.Config(create_app(gw.gateway.config, gw.gateway.runtime), log_config=None)
+    config.load()
+    assert config.interface == "asgi3"

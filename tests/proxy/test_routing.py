@@ -121,3 +121,16 @@ def test_a_keys_allow_list_cuts_the_fallback_chain(config):
     with pytest.raises(Forbidden) as refused:
         within_allow_list(plan, frozenset({"embed"}), "ok")
     assert "'ok'" in refused.value.message and refused.value.param == "model"
+
+
+def test_a_reloaded_config_resolves_through_its_own_tiers(config):
+    first = resolve(config, config.tiers["free"], CHAT, "text", {})
+    assert resolve(config, config.tiers["free"], CHAT, "text", {}) == first
+    tiers = {"free": {"routes": {**DEFAULT_ROUTES, "text": ["other-ok"]}}}
+    reloaded = build_config(routes_doc("http://127.0.0.1:9/v1"), tiers_doc(tiers), {})
+    assert chain_names(resolve(reloaded, reloaded.tiers["free"], CHAT, "text", {})) == ["other-ok"]
+    assert chain_names(resolve(config, config.tiers["free"], CHAT, "text", {})) == [
+        "ok",
+        "ok-b",
+        "other-ok",
+    ]

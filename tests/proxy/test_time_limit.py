@@ -62,3 +62,27 @@ def test_a_cancellation_swallowed_inside_is_no_timeout() -> None:
 def test_outside_a_task_it_refuses() -> None:
     with pytest.raises(RuntimeError), TimeLimit(1):
         pass
+
+
+def test_a_shorter_limit_started_after_a_longer_one_expires_at_its_own_deadline() -> None:
+    async def run() -> list[str]:
+        longer = asyncio.ensure_future(limited(30, 0.5))
+        await asyncio.sleep(0)
+        with pytest.raises(TimeoutError):
+            await limited(0.01, 30)
+        ended = ["short timed out", "long still running" if not longer.done() else "long done"]
+        ended.append(await longer)
+        return ended
+
+    assert asyncio.run(run()) == ["short timed out", "long still running", "done"]
+
+
+def test_limits_that_end_early_never_cut_the_ones_still_running() -> None:
+    async def run() -> list[str]:
+        for _ in range(500):  # many limits ended well before their deadline
+            await limited(0.02, 0)
+        results = await asyncio.gather(limited(30, 0.05), limited(0.01, 30), return_exceptions=True)
+        return [type(result).__name__ if isinstance(result, BaseException) else result
+                for result in results]  # fmt: skip
+
+    assert asyncio.run(run()) == ["done", "TimeoutError"]
