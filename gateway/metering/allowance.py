@@ -69,7 +69,9 @@ class Allowance:
     grants: list[tuple[str, Hold]]  # (lease id, chunk) per grant: each has its own lease
     hold: list[int]  # granted in all per index of Amounts, in each window's counter
     left: list[int]  # of ``hold``, not taken by requests in flight or used
-    in_flight: list[int]  # the estimates of its requests in flight
+    # the estimates of its requests in flight, worked out when it ends (``in_flight_now``):
+    # ``hold`` less ``left`` less what its finished requests used, so no request counts them
+    in_flight: list[int]
     room: list[int]  # ``rooms`` after the last grant: what a top-up is sized from
     refill: list[int]  # below this ``left`` (half the last chunk) a top-up is asked for
     born: float
@@ -82,6 +84,16 @@ class Allowance:
     asked: tuple[Hold, list[Counter]] | None = None
     # the other allowances it was last sealed with, and their groups joined (``_joined``)
     joined: tuple[Sequence[Allowance], tuple[Group, ...] | None] | None = None
+    # what its finished requests used while it was open, but for what ``folded`` holds (moved
+    # here when sealed; once it has ended, ``in_flight`` is worked out and this is not read)
+    spent: list[int] = dataclasses.field(default_factory=lambda: [0, 0, 0, 0, 0])
+
+    def in_flight_now(self) -> list[int]:
+        """The estimates its requests in flight hold (``in_flight``), per index of ``Need``."""
+        hold, left, spent, folded = self.hold, self.left, self.spent, self.folded
+        together = zip(hold, left, spent, folded, strict=True)
+        self.in_flight = [h - lf - s - f for h, lf, s, f in together]
+        return self.in_flight
 
     def add(self, lease: str, hold: Hold, room: list[int]) -> None:
         """A grant's chunk, added to what it holds."""
@@ -211,17 +223,15 @@ def settled(uses: Sequence[Use], actual: Amounts) -> tuple[Aggregate, ...]:
     for allowance, need in uses:
         counted: tuple[int, ...] = done
         n0, n1, _, n3, n4 = need
-        in_flight = allowance.in_flight
-        in_flight[0] -= n0
-        in_flight[1] -= n1
-        in_flight[3] -= n3
-        in_flight[4] -= n4
         if allowance.open:
-            left = allowance.left
+            left, spent = allowance.left, allowance.spent
             left[0] += n0 - requests
             left[1] += n1 - tokens
             left[3] += n3 - usd
             left[4] += n4
+            spent[0] += requests
+            spent[1] += tokens
+            spent[3] += usd
         else:
             counted = tuple([a - n for a, n in zip(done, need, strict=True)])
         for key, fields, indexes, ttl in allowance.shape.hashes:
@@ -240,11 +250,7 @@ def fold(uses: Sequence[Use], actual: Amounts) -> list[Allowance]:
     requests, tokens, _, usd = actual
     for allowance, need in uses:
         n0, n1, _, n3, n4 = need
-        in_flight, folded = allowance.in_flight, allowance.folded
-        in_flight[0] -= n0
-        in_flight[1] -= n1
-        in_flight[3] -= n3
-        in_flight[4] -= n4
+        folded = allowance.folded
         if allowance.open:  # the estimate back, the usage taken and folded
             left = allowance.left
             left[0] += n0 - requests
@@ -277,7 +283,13 @@ def seal(allowances: Sequence[Allowance]) -> None:
         batch = allowance.queued
         if batch is None:
             continue
-        batch.shared += _aggregates(allowance.shape.groups, allowance.folded)
+        folded = allowance.folded
+        batch.shared += _aggregates(allowance.shape.groups, folded)
+        if allowance.open:  # written: what its requests used moves to ``spent``
+            spent = allowance.spent
+            spent[0] += folded[0]
+            spent[1] += folded[1]
+            spent[3] += folded[3]
         allowance.folded = [0, 0, 0, 0, 0]
         allowance.queued = None
 
@@ -300,7 +312,13 @@ def _seal_together(allowances: Sequence[Allowance]) -> bool:
     if groups is None:
         return False
     batch.shared += _aggregates(groups, folded)
+    requests, tokens, _, usd, _ = folded  # the same sums in each: what ``seal`` moves
     for allowance in allowances:
+        if allowance.open:
+            spent = allowance.spent
+            spent[0] += requests
+            spent[1] += tokens
+            spent[3] += usd
         allowance.folded = [0, 0, 0, 0, 0]
         allowance.queued = None
     return True
@@ -334,10 +352,11 @@ def _aggregates(groups: Sequence[Group], folded: list[int]) -> tuple[SharedAggre
 def returned(allowance: Allowance) -> SettleBatch:
     """End ``allowance``: give back its chunks but for what its requests in flight hold, and
     end each grant's lease (if the sweeper took one, its chunk is added back first)."""
+    in_flight = allowance.in_flight_now()
     allowance.open = False
     increments = []
     for _, key, field, index, _, ttl in allowance.shape.counters:
-        back = allowance.hold[index] - allowance.in_flight[index]
+        back = allowance.hold[index] - in_flight[index]
         if back:
             increments.append(Increment(key, field, -back, ttl))
     groups = dict.fromkeys(keys.lease(key) for _, key, *_ in allowance.shape.counters)
@@ -356,12 +375,8 @@ def undone(uses: Sequence[Use]) -> None:
     """Put back what ``uses`` took (another level's allowance did not cover the request)."""
     for allowance, need in uses:
         n0, n1, _, n3, n4 = need
-        left, in_flight = allowance.left, allowance.in_flight
+        left = allowance.left
         left[0] += n0
         left[1] += n1
         left[3] += n3
         left[4] += n4
-        in_flight[0] -= n0
-        in_flight[1] -= n1
-        in_flight[3] -= n3
-        in_flight[4] -= n4

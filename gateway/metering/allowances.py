@@ -126,25 +126,21 @@ class Allowances:
                 undone(uses)
                 return None
             # admitted if it fits in every measure; written out per index (``MEASURED``: an
-            # index the level does not limit holds ``FREE``), as this runs per request and level
+            # index the level does not limit holds ``FREE``), as this runs per request and
+            # level. ``refill`` (half the last chunk, below which a top-up is asked for) is
+            # never negative: at or above it in every measure, the request fits, tested once
             left = allowance.left
             r, t, u, s = left[0] - requests, left[1] - tokens, left[3] - usd, left[4] - 1
-            if r < 0 or t < 0 or u < 0 or s < 0:
+            refill = allowance.refill
+            low = r < refill[0] or t < refill[1] or u < refill[3] or s < refill[4]
+            if low and (r < 0 or t < 0 or u < 0 or s < 0):
                 self._end(allowance)
                 undone(uses)
                 return None
             left[0], left[1], left[3], left[4] = r, t, u, s
-            in_flight = allowance.in_flight
-            in_flight[0] += requests
-            in_flight[1] += tokens
-            in_flight[3] += usd
-            in_flight[4] += 1
             allowance.used_at = now
             uses.append(_new(Use, (allowance, need)))
-            refill = allowance.refill  # below half the last chunk: time for a top-up
-            if (
-                r < refill[0] or t < refill[1] or u < refill[3] or s < refill[4]
-            ) and shape.name not in self._asking:  # topped up ahead
+            if low and shape.name not in self._asking:  # topped up ahead
                 self._ask(shape, size(shape, need, allowance.room), allowance, now)
         return tuple(uses)
 
