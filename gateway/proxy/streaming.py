@@ -177,7 +177,7 @@ class SSERelay:
                 and line[8] != _E  # not ``data: {"error"``
                 and line[-1] == _CLOSING_BRACE  # nor ending as [DONE] does (``offered``)
                 and not line.partition(b"\r")[1]
-                and not line.partition(USAGE)[1]
+                and _no_usage(line)
             ):
                 result = self.result
                 result.events += 1
@@ -295,6 +295,15 @@ def _usage_in(event: bytes) -> tuple[dict[str, Any], bool] | None:
     if not isinstance(usage, dict):
         return None
     return usage, not document.get("choices")
+
+
+def _no_usage(line: bytes) -> bool:
+    """Whether an event's one line holds no usage: no ``"usage"`` key, or one ``null`` (as
+    OpenAI's streams send on every chunk once ``include_usage`` is asked for)."""
+    _, found, after = line.partition(USAGE)
+    return not found or (
+        after[:9].lstrip(b" :").startswith(b"null") and not after.partition(USAGE)[1]
+    )
 
 
 def _is_error_event(event: bytes) -> bool:

@@ -106,3 +106,20 @@ def test_fast_path_counts_events():
     pieces = [chunk(str(i), with_null_usage=False) for i in range(5)] + [DONE]
     out, result = relay(pieces, wants_usage=False)
     assert out == b"".join(pieces) and result.events == 5 and result.usage is None
+
+
+@pytest.mark.parametrize("wants_usage", [True, False])
+def test_chunks_with_null_usage_relay_as_they_are_and_the_usage_chunk_is_still_read(wants_usage):
+    # OpenAI's streams with include_usage: "usage": null on every chunk, then a usage-only one
+    pieces = [chunk(str(i)) for i in range(4)] + [USAGE_ONLY, DONE]
+    out, result = relay(pieces, wants_usage=wants_usage)
+    kept = pieces if wants_usage else [*pieces[:4], DONE]
+    assert out == b"".join(kept)
+    assert result.usage == USAGE and result.completed
+    assert result.events == (5 if wants_usage else 4)
+
+
+def test_a_null_usage_then_a_real_one_on_the_same_line_is_read_as_the_general_path_does():
+    line = b'data: {"usage":null,"choices":[],"x":{"usage":{"total_tokens":1}}}\n\n'
+    out, result = relay([chunk("a"), line, DONE], wants_usage=True)
+    assert out == chunk("a") + line + DONE and result.events == 2 and result.usage is None
