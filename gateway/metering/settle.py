@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 from gateway.metering import allowance, record_codec
 from gateway.metering.counters import SETTLED_INDEX, USD_INDEX
 from gateway.metering.estimate import tokens_for_chars
-from gateway.metering.pricing import cost_micros, micros_to_usd
+from gateway.metering.pricing import MICROS_PER_USD, cost_micros
 from gateway.metering.record import UsageRecord
 from gateway.metering.types import NO_AMOUNTS, Admission, Amounts, Check, LevelLimits, Outcome
 from gateway.metering.windows import AGGREGATE_TTL_S, day_and_month
@@ -161,7 +161,14 @@ def trusted(
 
 def usage(admission: Admission, outcome: Outcome) -> Usage:
     request = admission.request
-    outcome, flagged = trusted(outcome, token_bounds(admission))
+    # ``token_bounds``, written out: a call costs more than its few steps (once per request)
+    most_prompt = min(request.prompt_tokens_most or MAX_REPORTED_TOKENS, MAX_REPORTED_TOKENS)
+    sent = admission.clamp_max_tokens or request.max_output_tokens
+    if not request.generates_tokens or sent <= 0:
+        bounds = most_prompt, MAX_REPORTED_TOKENS
+    else:
+        bounds = most_prompt, min(sent * request.choices, MAX_REPORTED_TOKENS)
+    outcome, flagged = trusted(outcome, bounds)
     if flagged:
         logger.warning(
             "metering: implausible usage reported for %s clamped",
@@ -204,7 +211,13 @@ def charged(admission: Admission, outcome: Outcome, used: Usage) -> Amounts:
 def settlement(admission: Admission, outcome: Outcome, record_id: str) -> Settlement:
     request = admission.request
     used = usage(admission, outcome)
-    actual = charged(admission, outcome, used)
+    if outcome.status >= 400 and not outcome.delivered:  # ``charged``, written out
+        actual = NO_AMOUNTS
+    elif request.byok:
+        actual = ONE_REQUEST
+    else:
+        tokens = used.prompt_tokens + used.completion_tokens
+        actual = _new(Amounts, (1, tokens, used.audio_ms + used.video_ms, used.cost))
     record = usage_record(admission, outcome, used, record_id)
     day, month = day_and_month(admission.started)
     increments = _reconcile(admission, actual)
@@ -249,7 +262,8 @@ def usage_record(
     a dataclass's ``__init__`` binds 32 keywords some five times slower
     (``tests/metering/test_settle.py`` checks each field by name)."""
     request = admission.request
-    cost = micros_to_usd(used.cost)  # the list price: what a BYOK request would have cost
+    cost = used.cost / MICROS_PER_USD  # ``micros_to_usd``: the list price (as if not BYOK)
+    charged = 0.0 if request.byok or (outcome.status >= 400 and not outcome.delivered) else cost
     levels = request.levels
     return UsageRecord(
         round(admission.started, 3),  # ts
@@ -270,7 +284,7 @@ def usage_record(
         cost,  # cost_usd
         outcome.fallback,
         request.byok,
-        0.0 if request.byok or failed(outcome) else cost,  # charged_usd
+        charged,  # charged_usd: nothing for BYOK or ``failed``
         outcome.status,
         round(outcome.latency_ms, 1),  # latency_ms
         outcome.attempts,
