@@ -111,15 +111,10 @@ def estimate(request: MeterRequest, flex: int) -> Amounts:
     any clamp to what remains. BYOK requests reserve one request and nothing else.
     """
     if request.byok:
-        return Amounts(requests=1)
-    cost = cost_micros(
-        request.price,
-        prompt_tokens=request.prompt_tokens_estimate,
-        completion_tokens=flex,
-        images=request.images_estimate,
-        audio_ms=request.audio_ms_estimate,
-    )
-    return Amounts(1, request.prompt_tokens_estimate + flex, request.audio_ms_estimate, cost)
+        return NO_ESTIMATE
+    prompt, audio_ms = request.prompt_tokens_estimate, request.audio_ms_estimate
+    cost = cost_micros(request.price, prompt, flex, request.images_estimate, audio_ms)
+    return _new(Amounts, (1, prompt + flex, audio_ms, cost))  # runs once per request
 
 
 def reservation(
@@ -204,7 +199,9 @@ def fill(shape: tuple[Check, ...], filled: Fills, amounts: Amounts, flex: int) -
     for position, index, kind, key, field, own, rest in filled:
         amount = amounts[index]
         if amount != own:
-            checks[position] = _new(Check, (kind, _new(Counter, (key, field, amount, *rest))))
+            # joined with ``+``: some 400 instructions fewer than ``(key, field, amount, *rest)``
+            counter = _new(Counter, (key, field, amount) + rest)  # noqa: RUF005
+            checks[position] = _new(Check, (kind, counter))
     return tuple(checks)
 
 

@@ -37,9 +37,26 @@ def tokens_for_chars(chars: int) -> int:
 
 
 def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
-    total = _input_tokens(body.get("messages"))
+    """Runs once per request: the usual chat body (a list of messages, each a dict with text
+    content) is counted in this one loop, and a field the body does not have is skipped."""
+    total = 0
+    messages = body.get("messages")
+    if type(messages) is list:
+        for message in messages:
+            if type(message) is dict:
+                content = message.get("content")
+                if type(content) is str and message.get("tool_calls") is None:
+                    total += TOKENS_PER_MESSAGE - (-len(content) // CHARS_PER_TOKEN)
+                else:
+                    total += TOKENS_PER_MESSAGE + _message_tokens(message)
+            else:
+                total += 1 if isinstance(message, int) else _input_tokens(message)
+    elif messages is not None:
+        total = _input_tokens(messages)
     for field in ("prompt", "input"):
-        total += _input_tokens(body.get(field))
+        value = body.get(field)
+        if value is not None:
+            total += _input_tokens(value)
     return total
 
 

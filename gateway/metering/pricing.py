@@ -18,7 +18,6 @@ MS_PER_MINUTE = 60_000
 
 def cost_micros(
     price: Price | None,
-    *,
     prompt_tokens: int = 0,
     completion_tokens: int = 0,
     images: int = 0,

@@ -34,9 +34,9 @@ from typing import Any, NamedTuple
 from gateway.metering import allowance, record_codec
 from gateway.metering.counters import SETTLED_INDEX, USD_INDEX
 from gateway.metering.estimate import tokens_for_chars
-from gateway.metering.pricing import cost_micros, micros_to_usd
+from gateway.metering.pricing import MICROS_PER_USD, cost_micros
 from gateway.metering.record import UsageRecord
-from gateway.metering.types import Admission, Amounts, Check, LevelLimits, Outcome
+from gateway.metering.types import NO_AMOUNTS, Admission, Amounts, Check, LevelLimits, Outcome
 from gateway.metering.windows import AGGREGATE_TTL_S, day_and_month
 from gateway.store import keys
 from gateway.store.port import Aggregate, Increment, LeaseEnd, SettleBatch
@@ -48,6 +48,7 @@ MAX_AUDIO_MS = 100_000_000  # about 28 hours
 # Per-request tuples are made with ``tuple.__new__``: a NamedTuple's own ``__new__`` is a
 # Python function, some three times slower (it fills the defaults: here every field is given).
 _new = tuple.__new__
+ONE_REQUEST = Amounts(requests=1)  # what a BYOK request is charged
 # a reservation's settle, worked out from its checks (``plans.py`` does it once per plan)
 SettleLayout = tuple[tuple[str, str, int, int], ...]  # per check: key, field, ttl, index
 LeaseLayout = tuple[tuple[str, tuple[tuple[int, str, str, int], ...]], ...]  # per lease group
@@ -160,7 +161,14 @@ def trusted(
 
 def usage(admission: Admission, outcome: Outcome) -> Usage:
     request = admission.request
-    outcome, flagged = trusted(outcome, token_bounds(admission))
+    # ``token_bounds``, written out: a call costs more than its few steps (once per request)
+    most_prompt = min(request.prompt_tokens_most or MAX_REPORTED_TOKENS, MAX_REPORTED_TOKENS)
+    sent = admission.clamp_max_tokens or request.max_output_tokens
+    if not request.generates_tokens or sent <= 0:
+        bounds = most_prompt, MAX_REPORTED_TOKENS
+    else:
+        bounds = most_prompt, min(sent * request.choices, MAX_REPORTED_TOKENS)
+    outcome, flagged = trusted(outcome, bounds)
     if flagged:
         logger.warning(
             "metering: implausible usage reported for %s clamped",
@@ -184,13 +192,7 @@ def usage(admission: Admission, outcome: Outcome) -> Usage:
         if not outcome.audio_ms and not video and request.audio_ms_estimate > 0:
             estimated = True
     price = outcome.price if outcome.price is not None else request.price
-    cost = cost_micros(
-        price,
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        images=outcome.images,
-        audio_ms=audio + video,
-    )
+    cost = cost_micros(price, prompt, completion, outcome.images, audio + video)
     if outcome.batch is not None:
         cost = cost * request.tier.batch_price_percent // 100
     return Usage(prompt, completion, outcome.images, audio, cost, estimated, flagged, video)
@@ -198,18 +200,24 @@ def usage(admission: Admission, outcome: Outcome) -> Usage:
 
 def charged(admission: Admission, outcome: Outcome, used: Usage) -> Amounts:
     """What counts against the quotas and budgets."""
-    if failed(outcome):
-        return Amounts()
+    if outcome.status >= 400 and not outcome.delivered:  # ``failed``
+        return NO_AMOUNTS
     if admission.request.byok:
-        return Amounts(requests=1)
+        return ONE_REQUEST
     media_ms = used.audio_ms + used.video_ms
-    return Amounts(1, used.prompt_tokens + used.completion_tokens, media_ms, used.cost)
+    return _new(Amounts, (1, used.prompt_tokens + used.completion_tokens, media_ms, used.cost))
 
 
 def settlement(admission: Admission, outcome: Outcome, record_id: str) -> Settlement:
     request = admission.request
     used = usage(admission, outcome)
-    actual = charged(admission, outcome, used)
+    if outcome.status >= 400 and not outcome.delivered:  # ``charged``, written out
+        actual = NO_AMOUNTS
+    elif request.byok:
+        actual = ONE_REQUEST
+    else:
+        tokens = used.prompt_tokens + used.completion_tokens
+        actual = _new(Amounts, (1, tokens, used.audio_ms + used.video_ms, used.cost))
     record = usage_record(admission, outcome, used, record_id)
     day, month = day_and_month(admission.started)
     increments = _reconcile(admission, actual)
@@ -254,7 +262,8 @@ def usage_record(
     a dataclass's ``__init__`` binds 32 keywords some five times slower
     (``tests/metering/test_settle.py`` checks each field by name)."""
     request = admission.request
-    cost = micros_to_usd(used.cost)  # the list price: what a BYOK request would have cost
+    cost = used.cost / MICROS_PER_USD  # ``micros_to_usd``: the list price (as if not BYOK)
+    charged = 0.0 if request.byok or (outcome.status >= 400 and not outcome.delivered) else cost
     levels = request.levels
     return UsageRecord(
         round(admission.started, 3),  # ts
@@ -275,7 +284,7 @@ def usage_record(
         cost,  # cost_usd
         outcome.fallback,
         request.byok,
-        0.0 if request.byok or failed(outcome) else cost,  # charged_usd
+        charged,  # charged_usd: nothing for BYOK or ``failed``
         outcome.status,
         round(outcome.latency_ms, 1),  # latency_ms
         outcome.attempts,
@@ -326,11 +335,12 @@ def _reconcile(admission: Admission, actual: Amounts) -> list[Increment]:
     granted = admission.granted or (0,) * len(checks)
     layout = admission.settle_layout or settle_layout(checks)
     values = (*actual, 0)  # index -1: what a count of requests in flight settles to
-    return [
-        _new(Increment, (key, field, delta, ttl_s, False))
-        for (key, field, ttl_s, index), reserved in zip(layout, granted, strict=True)
-        if (delta := values[index] - reserved)
-    ]
+    increments = []  # a loop, not a comprehension: in 3.11 each of those is a function call
+    for (key, field, ttl_s, index), reserved in zip(layout, granted, strict=True):
+        delta = values[index] - reserved
+        if delta:
+            increments.append(_new(Increment, (key, field, delta, ttl_s, False)))
+    return increments
 
 
 def _leases(admission: Admission) -> tuple[LeaseEnd, ...]:
@@ -344,7 +354,11 @@ def _leases(admission: Admission) -> tuple[LeaseEnd, ...]:
         return tuple([_new(LeaseEnd, (group, lease, None)) for group, _ in layout])
     ends = []
     for group, members in layout:
-        held = [(key, field, granted[at], ttl) for at, key, field, ttl in members if granted[at]]
+        held = []
+        for at, key, field, ttl in members:
+            amount = granted[at]
+            if amount:
+                held.append((key, field, amount, ttl))
         ends.append(_new(LeaseEnd, (group, lease, tuple(held))))
     return tuple(ends)
 
