@@ -456,7 +456,7 @@ class Connection(asyncio.Protocol):
         chunks = self._chunks
         if chunks:
             data = chunks.popleft()
-            if chunks:  # more pieces: all at once
+            if chunks:  # more pieces: all at once (as ``received_body``, inlined: per chunk)
                 chunks.appendleft(data)
                 data = b"".join(chunks)
                 chunks.clear()
