@@ -27,6 +27,9 @@ class RequestMetrics:
         # the metrics' own, so these stay as bounded as they are)
         self._outcomes: dict[tuple[str, str, str, str, int], list[Any]] = {}
         self._attempts: dict[tuple[str, str], tuple[Any, Any]] = {}
+        # per model of a stream: its time to first token's values and its time per output
+        # token's (None until observed: a label set shows up as before)
+        self._streams: dict[str, list[Any]] = {}
 
     def started(self, ctx: RequestContext) -> None:
         self._inflight.inc(1)
@@ -95,11 +98,17 @@ class RequestMetrics:
         stream = ctx.stream
         assert stream is not None
         m = self._metrics
-        m.child(m.ttft, model).observe(stream.first_chunk_at - ctx.started)
+        values = self._streams.get(model)
+        if values is None:
+            values = self._streams[model] = [m.value(m.ttft, model), None]
+        values[0].observe(stream.first_chunk_at - ctx.started)
         output = ctx.completion_tokens()
         if output and output > 1:
             per_token = (stream.last_chunk_at - stream.first_chunk_at) / (output - 1)
-            m.child(m.tpot, model).observe(per_token)
+            tpot = values[1]
+            if tpot is None:
+                tpot = values[1] = m.value(m.tpot, model)
+            tpot.observe(per_token)
 
 
 def _fallback_reason(ctx: RequestContext, first: str) -> str:
