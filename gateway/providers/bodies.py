@@ -18,6 +18,8 @@ class AnswerTooLarge(UpstreamError):
 
 def plain_body(response: httpx.Response) -> bool:
     """The gateway asks for identity encoding and never decodes: anything else is refused."""
+    if type(response) is WireResponse and not response.encoded:
+        return True  # no Content-Encoding field: nothing to look up
     return response.headers.get("content-encoding", "identity").lower() in ("identity", "")
 
 

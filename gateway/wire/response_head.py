@@ -31,12 +31,14 @@ class ResponseHead:
     """One response's head: ``fields`` as httpx.Headers keeps them (name, lower-cased name,
     value), ``status``, whether the fields say how the body ends (``framed``, ``chunked``)
     and whether the head is complete (``done``). ``on_header`` is the parser's callback
-    itself; ``feed`` feeds the parser while the head is incomplete, within its byte cap."""
+    itself; ``feed`` feeds the parser while the head is incomplete, within its byte cap.
+    ``encoded``: the head has a ``Content-Encoding`` field (whatever its value)."""
 
     __slots__ = (
         "_bytes",
         "chunked",
         "done",
+        "encoded",
         "fields",
         "framed",
         "max_bytes",
@@ -54,7 +56,7 @@ class ResponseHead:
         """A new response: nothing of its head yet."""
         self.fields: list[tuple[bytes, bytes, bytes]] = []
         self.status = 0
-        self.framed = self.chunked = self.done = False
+        self.framed = self.chunked = self.done = self.encoded = False
         self.refused: httpx.TransportError | None = None
         self._bytes = 0  # bytes fed while the final head is not complete
 
@@ -87,6 +89,8 @@ class ResponseHead:
             self.framed = True
         elif lowered == b"transfer-encoding":
             self._transfer_encoding(value)
+        elif lowered == b"content-encoding":
+            self.encoded = True
 
     def complete(self, status: int) -> bool:
         """Whether the head just parsed, of ``status``, is the response's (then ``done``);
@@ -97,7 +101,7 @@ class ResponseHead:
             return True
         if status in _INTERIM:
             self.fields = []
-            self.framed = self.chunked = False
+            self.framed = self.chunked = self.encoded = False
             return False
         # llhttp would read a body after an unassigned 1xx head: refused with the rest.
         what = "switched protocols (101)" if status == 101 else f"sent status {status}"

@@ -110,6 +110,7 @@ class NativeTransport(httpx.AsyncBaseTransport):
             ResponseStream(self._pool, connection, origin, read_timeout),
             request,
             extensions,
+            answer.encoded,
         )
 
     async def aclose(self) -> None:
@@ -161,7 +162,8 @@ class WireHeaders(httpx.Headers):
 class WireResponse(httpx.Response):
     """``httpx.Response`` as httpx builds it from a transport's stream, its attributes set
     at once (httpx's constructor re-encodes every field), and closed without httpx's
-    exception mapping (closing ``ResponseStream`` raises none)."""
+    exception mapping (closing ``ResponseStream`` raises none). ``encoded``: its head has a
+    ``Content-Encoding`` field (``providers.bodies.plain_body`` reads it then)."""
 
     def __init__(
         self,
@@ -170,6 +172,7 @@ class WireResponse(httpx.Response):
         stream: ResponseStream,
         request: httpx.Request,
         extensions: dict[str, Any],
+        encoded: bool = True,
     ) -> None:
         self.status_code = status
         self.headers = headers
@@ -182,6 +185,7 @@ class WireResponse(httpx.Response):
         self.default_encoding = "utf-8"
         self.stream = stream
         self._num_bytes_downloaded = 0
+        self.encoded = encoded
 
     async def aclose(self) -> None:
         if not self.is_closed:
