@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import httpx
 
@@ -21,8 +21,10 @@ class Verdict(Enum):
     FINAL = "final"  # the client's own problem: pass it through
 
 
-@dataclass(frozen=True)
-class AttemptRecord:
+class AttemptRecord(NamedTuple):
+    """One attempt made (a NamedTuple rather than a frozen dataclass: one is built per
+    attempt, and a frozen dataclass's ``__init__`` costs three times a tuple's)."""
+
     model: str
     provider: str
     error_type: str | None  # None: this attempt succeeded
