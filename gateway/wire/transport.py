@@ -165,6 +165,14 @@ class WireResponse(httpx.Response):
     exception mapping (closing ``ResponseStream`` raises none). ``encoded``: its head has a
     ``Content-Encoding`` field (``providers.bodies.plain_body`` reads it then)."""
 
+    # httpx's per-response defaults that are never changed in place, read from the class
+    # until set (an attribute fewer to store per response)
+    next_request = None
+    is_closed = False
+    is_stream_consumed = False
+    default_encoding = "utf-8"
+    _num_bytes_downloaded = 0
+
     def __init__(
         self,
         status: int,
@@ -177,14 +185,9 @@ class WireResponse(httpx.Response):
         self.status_code = status
         self.headers = headers
         self._request = request
-        self.next_request = None
         self.extensions = extensions
         self.history = []
-        self.is_closed = False
-        self.is_stream_consumed = False
-        self.default_encoding = "utf-8"
         self.stream = stream
-        self._num_bytes_downloaded = 0
         self.encoded = encoded
 
     async def aclose(self) -> None:
