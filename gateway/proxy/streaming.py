@@ -31,6 +31,8 @@ _BRACE, _E, _CLOSING_BRACE = ord("{"), ord("e"), ord("}")
 CUT, IDLE_TIMEOUT = "stream_cut", "stream_idle_timeout"
 ERROR = b'"error"'  # a chunk holding this may carry the upstream's in-band error event
 USAGE = b'"usage"'
+_DATA_OBJECT = b"data: {"  # an event's usual start: ``"error"`` next for an error event
+_MARKERS = (USAGE, DONE, ERROR)  # what an event the relay must look into holds
 # complete events → (the events edited, whether the edit was made)
 FirstEventEdit = Callable[[bytes], tuple[bytes, bool]]
 
@@ -211,25 +213,56 @@ class SSERelay:
 
     def _scan_events(self, complete: bytes) -> bytes:
         result = self.result
+        start = events = 0
+        whole = complete[:1] != b"\n" and not complete.partition(b"\n\n\n")[1]
+        if whole:
+            # no blank run: the events before the first that names usage, [DONE] or an
+            # error go out as they are, each counted (what the loop below makes of them)
+            first = len(complete)
+            for marker in _MARKERS:
+                at = complete.find(marker)
+                if 0 <= at < first:
+                    first = at
+            start = complete.rfind(b"\n\n", 0, first) + 2
+            events = complete.count(b"\n\n", 0, start) if start > 1 else 0
+            start = start if start > 1 else 0
         kept = []
-        for raw in complete.split(b"\n\n"):
+        dropped = False
+        for raw in (complete[start:] if start else complete).split(b"\n\n"):
             event = raw.lstrip(b"\n")
             if not event:
                 continue
-            if event.startswith(DONE):
+            if event[:7] == _DATA_OBJECT:
+                # the usual event (a slice compared: startswith parses its arguments on every
+                # call): ``_is_error_event`` is whether ``"error"`` follows, and ``_usage_in``
+                # is asked only of an event that names usage (no call per event)
+                if event[7:14] == ERROR:
+                    result.upstream_error = True
+                elif event.partition(USAGE)[1] and (found := _usage_in(event)) is not None:
+                    result.usage, usage_only = found
+                    if usage_only and not self._wants_usage:
+                        dropped = True
+                        continue
+            elif event.startswith(DONE):
                 result.completed = True
+                kept.append(event)
+                continue
             elif _is_error_event(event):
                 result.upstream_error = True
-                result.events += 1
             elif (found := _usage_in(event)) is not None:
                 result.usage, usage_only = found
                 if usage_only and not self._wants_usage:
+                    dropped = True
                     continue
-                result.events += 1
-            else:
-                result.events += 1
+            events += 1
             kept.append(event)
-        out = b"\n\n".join(kept) + b"\n\n" if kept else b""
+        result.events += events
+        if whole and not dropped:  # every event kept as it came: the bytes themselves
+            out = complete
+        else:
+            out = b"\n\n".join(kept) + b"\n\n" if kept else b""
+            if start:
+                out = complete[:start] + out
         result.bytes_out += len(out)
         return out
 
