@@ -34,8 +34,11 @@
 --      amount, or fixed/flex (no flex: none, as /0).
 -- (Packed into few strings because encoding ~60 separate arguments was the client's biggest
 -- cost per request.)
--- Returns per reservation {denied (1-based, 0 = granted), then per counter: used, effective
--- limit, grant}: that array alone for one reservation, an array of them for several.
+-- Returns per reservation {denied (1-based, 0 = granted), then per counter its used value, then
+-- (counter's number, effective limit, grant) for each counter whose effective limit is not the
+-- limit sent or whose grant is not its fixed + flex amount}: the gateway knows the rest, and
+-- every number returned cost ~1k instructions. That array alone for one reservation, an array
+-- of them for several.
 --
 -- Cost: every Lua function call (``tonumber`` and ``string.*`` included) costs a good part of
 -- a Redis command inside a script, so the gateway-built numbers are checked by pattern and
@@ -164,8 +167,10 @@ if ARGV[2] == '' then
     if names then hashes[key] = redis.call('HMGET', KEYS[key], unpack(names)) end
   end
 
-  local out = {unpack(none, 0, 3 * count)}
+  local out = {unpack(none, 0, count)}  -- the reply (see the top), its exceptions appended
+  local grants = {unpack(none, 1, count)}
   local denied = 0
+  local last = count + 1
   for i = 1, count do
     local v = counters[i]
     local value = hashes[v[1]][v[9]]
@@ -182,9 +187,14 @@ if ARGV[2] == '' then
       if denied == 0 then denied = i end
       amount = 0
     end
-    out[3 * i - 1] = used
-    out[3 * i] = limit
-    out[3 * i + 1] = amount
+    out[i + 1] = used
+    grants[i] = amount
+    if limit ~= v[3] or amount ~= asked then
+      out[last + 1] = i
+      out[last + 2] = limit
+      out[last + 3] = amount
+      last = last + 3
+    end
   end
   out[1] = denied
   if denied ~= 0 then return out end
@@ -197,13 +207,13 @@ if ARGV[2] == '' then
   local held = 0
   local lease = ARGV[7]
   for i = 1, count do
-    local amount = out[3 * i + 1]
+    local amount = grants[i]
     if amount ~= 0 then
       local v = counters[i]
       local key, field = v[1], v[2]
       local pairs_of = totals[key]
       if not pairs_of then
-        totals[key] = {field, out[3 * i - 1] + amount}
+        totals[key] = {field, out[i + 1] + amount}
       else
         local named = nil
         for j = 1, #pairs_of, 2 do
@@ -213,7 +223,7 @@ if ARGV[2] == '' then
           pairs_of[named + 1] = pairs_of[named + 1] + amount
         else
           pairs_of[#pairs_of + 1] = field
-          pairs_of[#pairs_of + 1] = out[3 * i - 1] + amount
+          pairs_of[#pairs_of + 1] = out[i + 1] + amount
         end
       end
       if lease ~= '' then
@@ -574,8 +584,10 @@ for r = 1, n do
   local layout, amounts, where, a, found = plan[1], plan[3], plan[4], plan[5], plan[6]
   local counters, count = layout[6], layout[7]
   local keys_of, places = plan[2][1], plan[2][2]
-  local out = {unpack(none, 0, 3 * count)}  -- made at its full size (see ``blank``)
+  local out = {unpack(none, 0, count)}  -- made at its full size (see ``blank``)
+  local grants = {unpack(none, 1, count)}
   local denied = 0
+  local last = count + 1
   for i = 1, count do
     local v = counters[i]
     local used = values[keys_of[i]][places[i]] or 0
@@ -585,9 +597,14 @@ for r = 1, n do
       if denied == 0 then denied = i end
       amount = 0
     end
-    out[3 * i - 1] = used
-    out[3 * i] = limit
-    out[3 * i + 1] = amount
+    out[i + 1] = used
+    grants[i] = amount
+    if limit ~= v[3] or amount ~= asked then
+      out[last + 1] = i
+      out[last + 2] = limit
+      out[last + 3] = amount
+      last = last + 3
+    end
   end
   out[1] = denied
   replies[r] = out
@@ -607,7 +624,7 @@ for r = 1, n do
       plan[2][3] = prefixes
     end
     for i = 1, count do
-      local amount = out[3 * i + 1]
+      local amount = grants[i]
       if amount ~= 0 then
         local key, at = keys_of[i], places[i]
         local stored = values[key]

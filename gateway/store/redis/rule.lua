@@ -5,7 +5,7 @@
 -- ``extra`` (its fixed and flex amounts as the gateway wrote them; flex '' or '0': none),
 -- ``used`` (its value before the reservation), ``found`` (the override hash's numbers, or
 -- false) and ``numbers`` (the call's converted numbers: text -> number); sets ``limit`` (the
--- effective one) and ``amount`` (the grant, nil when refused).
+-- effective one), ``amount`` (the grant, nil when refused) and ``asked`` (fixed + flex).
 -- Each number's text is converted once per call (``numbers``): a conversion is a strtod,
 -- ~900 Redis instructions, a lookup ~150, and a call's counters repeat the same few
 -- (limits, prices). No math.min/max: a Lua call into C costs ~800.
@@ -17,8 +17,10 @@ if fixed == nil then
   numbers[given] = fixed
 end
 local amount = fixed
+local asked = fixed  -- fixed + flex as asked: the reply names a grant that differs
 if extra ~= '' and extra ~= '0' then  -- flex: first capped, then shrunk to the room left
   local flex = extra + 0
+  asked = fixed + flex
   local cap = found and v[6] ~= '' and found[v[6]]
   if not cap then cap = v[5] end
   if flex > 0 and cap ~= -1 and flex > cap then
