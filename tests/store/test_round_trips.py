@@ -197,6 +197,36 @@ def test_an_argument_the_scripts_cannot_read_fails_the_call(
     assert command(redis_server.port, "EXISTS", key) == b":0\r\n"
 
 
+def test_a_limit_a_lua_number_cannot_hold_exactly_fails_the_reservation(
+    config: Config, redis_server: RedisServer
+) -> None:
+    """Limits and caps travel packed as 64-bit integers; one beyond +-2**53 (inexact as a Lua
+    number) fails the reservation (StoreRejected) with nothing written, as one the format
+    cannot hold at all."""
+    redis_server.flushall()
+    key = "gw:{u:big}:d:1"
+
+    async def scenario() -> list[str]:
+        store = create_store(redis_server.url, config.settings)
+        refused = []
+        try:
+            for wanted in (
+                Counter(key, "tok", 5, limit=2**53 + 2),
+                Counter(key, "tok", 5, flex=3, cap=-(2**53) - 2),
+                Counter(key, "tok", 5, limit=2**64),
+            ):
+                try:
+                    await store.reserve([wanted], None, Lease("l", 60))
+                except Exception as error:
+                    refused.append(type(error).__name__)
+        finally:
+            await store.aclose()
+        return refused
+
+    assert run(scenario()) == ["StoreRejected"] * 3
+    assert command(redis_server.port, "EXISTS", key) == b":0\r\n"
+
+
 def test_one_lease_holds_a_reservation_across_hash_tags_and_one_settle_ends_it(
     config: Config, redis_server: RedisServer
 ) -> None:
