@@ -79,9 +79,9 @@ def test_a_flex_anywhere_fits_the_template_the_layout_apart_from_the_amounts() -
     assert made.alone() == scripts.reserve_args(flexed, None, Lease("b", 60), registry=True)
     grouped = made.in_group()
     assert grouped == reserve_layout.layout_args(flexed, None, Lease("b", 60), registry=True)
-    assert grouped[1][2:4] == first.in_group()[1][2:4]  # the same layout
-    assert grouped[1][7] == struct.pack("<4q", 0, 0, 0, 3)  # the flex among the amounts
-    assert made.alone()[1][3] == grouped[1][3] + grouped[1][7]
+    assert grouped[1][2:5] == first.in_group()[1][2:5]  # the same layout
+    assert grouped[1][8] == struct.pack("<4q", 0, 0, 0, 3)  # the flex among the amounts
+    assert made.alone()[1][3] == grouped[1][3] + grouped[1][8]
 
 
 def test_a_group_sends_each_layout_once() -> None:
@@ -108,9 +108,9 @@ def test_a_group_sends_each_layout_once() -> None:
         keys.LEASE_REGISTRY, "gw:{u:b}:d:1", theirs_lease, keys.lease_data(theirs_lease),
     ]  # fmt: skip
     assert args[:2] == [3, 2]  # three reservations, two layouts (the third has another limit)
-    assert args[2:4] == calls[0][1][2:4]
-    assert args[4:6] == calls[2][1][2:4]
-    assert args[6:] == [
+    assert args[2:5] == calls[0][1][2:5]
+    assert args[5:8] == calls[2][1][2:5]
+    assert args[8:] == [
         "", 1, "l1", struct.pack("<4q", 1, 0, 20, 0),
         "6,2,7,8,5", 1, "l2", struct.pack("<4q", 1, 0, 20, 0),
         "", 2, "l3", struct.pack("<4q", 1, 0, 7, 0),

@@ -290,21 +290,22 @@ def test_a_lease_key_of_another_type_fails_the_reservation_and_writes_nothing(
 
 def test_one_reservation_alone_sends_its_layout_and_amounts_packed() -> None:
     """Alone, a reservation sends one packed argument: its layout (hashes, override and
-    registry flags, lease seconds, TTLs, then per counter its key index, field, limit, limit
-    field, cap and cap field), then per counter its fixed and flex amounts."""
+    registry flags, lease seconds, TTLs, then per counter its key index, field, limit and
+    cap), then per counter its fixed and flex amounts; apart, its override fields' names."""
     plain = Counter("gw:{u:s}:d:1", "req", 1, limit=5)
     full = Counter("gw:{u:s}:d:1", "tok", 2, limit=9, limit_field="tok", flex=3)
     level = Counter("gw:{o:s}:min:1", "usd", 7)
     names, args = scripts.reserve_args([plain, full, level], None, None, registry=True)
     assert names == ["gw:{u:s}:d:1", "gw:{o:s}:min:1"]
     assert args[:2] == [1, ""]
-    assert args[2] == "<i4BBi8i8i8" + "i4i4c0i8i4c0i8i4c0" * 3 + "i8i8" * 3
+    assert args[2] == "<i4BBi8i8i8" + "i4i4c0i8i8" * 3 + "i8i8" * 3
     layout = struct.pack("<iBBqqq", 2, 0, 0, 0, 0, 0)
-    layout += struct.pack("<ii3sqi0sqi0s", 1, 3, b"req", 5, 0, b"", -1, 0, b"")
-    layout += struct.pack("<ii3sqi3sqi0s", 1, 3, b"tok", 9, 3, b"tok", -1, 0, b"")
-    layout += struct.pack("<ii3sqi0sqi0s", 2, 3, b"usd", -1, 0, b"", -1, 0, b"")
+    layout += struct.pack("<ii3sqq", 1, 3, b"req", 5, -1)
+    layout += struct.pack("<ii3sqq", 1, 3, b"tok", 9, -1)
+    layout += struct.pack("<ii3sqq", 2, 3, b"usd", -1, -1)
     assert args[3] == layout + struct.pack("<6q", 1, 0, 2, 3, 7, 0)
     assert args[4] == ""  # no lease
+    assert args[5] == struct.pack("<ii", 0, 0) + struct.pack("<i3si", 3, b"tok", 0) + bytes(8)
 
 
 def test_in_a_group_a_reservation_sends_its_layout_and_its_amounts_apart() -> None:
@@ -320,16 +321,16 @@ def test_in_a_group_a_reservation_sends_its_layout_and_its_amounts_apart() -> No
     registry = keys.LEASE_REGISTRY
     assert names == ["gw:{u:s}:d:1", "gw:{o:s}:min:1", group, keys.lease_data(group), registry]
     assert args[:2] == [1, 1]  # one reservation, one layout
-    assert args[2] == "<i4BBi8i8i8" + "i4i4c0i8i4c0i8i4c0" * 4
+    assert args[2] == "<i4BBi8i8i8" + "i4i4c0i8i8" * 4
     # 2 hashes, no override, registry, lease seconds, TTLs
     assert args[3].startswith(struct.pack("<iBBqqq", 2, 0, 1, 90, 60, -120))
-    assert args[4:] == ["", 1, "l", struct.pack("<8q", 1, 0, 2, 3, 7, 0, 4, 6)]
+    assert args[5:] == ["", 1, "l", struct.pack("<8q", 1, 0, 2, 3, 7, 0, 4, 6)]
     # another request of the same plan: the same layout, other amounts
     other = [plain._replace(fixed=2), full._replace(fixed=30, flex=0), level]
     other.append(flexed._replace(flex=0))
     _, again = reserve_layout.layout_args(other, None, Lease("m", 90), registry=True)
-    assert again[:5] == args[:5]
-    assert again[5:] == [1, "m", struct.pack("<8q", 2, 0, 30, 0, 7, 0, 4, 0)]
+    assert again[:6] == args[:6]
+    assert again[6:] == [1, "m", struct.pack("<8q", 2, 0, 30, 0, 7, 0, 4, 0)]
 
 
 def test_the_usage_stream_stays_capped_when_only_a_calls_last_record_carries_the_cap(

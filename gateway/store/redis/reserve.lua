@@ -12,15 +12,18 @@
 -- (1: the user's override hash follows them in KEYS); registry (1: the lease registry's key is
 -- given); the lease seconds; the m TTLs, one per hash: seconds to set when the hash is new
 -- (none of its counters held a value), minus seconds to set on every call (a sliding time to
--- live), 0 = keep; then per counter 6 values: key index, field, limit, limit override field,
--- cap, cap override field (an override field '' = none). Amounts: per counter its fixed and
--- flex amounts (flex 0: none). The gateway checks every number is within +-2^53 (exact here).
--- Two forms of ARGV. A reservation alone (ARGV[2] == ''), 5 values: 1: 1; 2: ''; 3: the
--- struct format of 4; 4: its layout and then its amounts; 5: the lease id ('' = none).
+-- live), 0 = keep; then per counter 4 values: key index, field, limit, cap. Apart, its
+-- fields' names: per counter its limit override field and cap override field ('' = none),
+-- unpacked only when the override hash holds a value (most users have none). Amounts: per
+-- counter its fixed and flex amounts (flex 0: none). The gateway checks every number is
+-- within +-2^53 (exact here).
+-- Two forms of ARGV. A reservation alone (ARGV[2] == ''), 6 values: 1: 1; 2: ''; 3: the
+-- struct format of 4; 4: its layout and then its amounts; 5: the lease id ('' = none); 6:
+-- its override fields' names.
 -- The group's form: ARGV[1]: n, the number of reservations; ARGV[2]: l, the number of
 -- layouts, each sent once per call however many reservations share it, and read once per
--- call; a reservation sends its amounts alone. Then 2 values per layout: its struct format
--- and its data. Then 4 values per reservation:
+-- call; a reservation sends its amounts alone. Then 3 values per layout: its struct format,
+-- its data and its override fields' names. Then 4 values per reservation:
 --   1: where its keys are in KEYS ('' = KEYS as they are; else comma-separated indexes), in
 --      the order of one reservation's keys: 1..m the counter hashes; m+1 the user's override
 --      hash (when has_override); then, with a lease, its sorted set (lease id -> deadline)
@@ -58,24 +61,32 @@ local n = ARGV[1] + 0
 local numbers = {}
 local none = {}  -- unpack(none, 1, k): k nils, so a table is made at its full size at once
 
+-- The override fields' names of ``count`` counters: {limit field, cap field, ...}.
+local function fields_of(data, count)
+  local names = {struct.unpack('<' .. string.rep('i4c0i4c0', count), data)}
+  if names[2 * count + 1] ~= #data + 1 then
+    error({err = 'ERR gateway: override fields of ' .. #data .. ' bytes for ' .. count .. ' counters'})
+  end
+  return names
+end
+
 if ARGV[2] == '' then
   -- One reservation alone ("Two paths" above), its layout and amounts in one argument.
-  if n ~= 1 or #ARGV ~= 5 then
+  if n ~= 1 or #ARGV ~= 6 then
     error({err = 'ERR gateway: ' .. #ARGV .. ' arguments for one reservation alone'})
   end
   local data = ARGV[4]
-  -- {m, has_override, registry, lease seconds, the m TTLs, per counter its 6 values (key
-  -- index, field, limit, limit override field, cap, cap override field), per counter its
-  -- fixed and flex amounts, where the data ended}
+  -- {m, has_override, registry, lease seconds, the m TTLs, per counter its 4 values (key
+  -- index, field, limit, cap), per counter its fixed and flex amounts, where the data ended}
   local lay = {struct.unpack(ARGV[3], data)}
   local size = #lay
   local m = lay[1]
   local first = 5 + m  -- the first counter's first value
-  local count = (size - first) / 8
+  local count = (size - first) / 6
   if lay[size] ~= #data + 1 or count % 1 ~= 0 then
     error({err = 'ERR gateway: a layout of ' .. (size - 1) .. ' values'})
   end
-  local amounts = first + 6 * count - 2  -- counter i's fixed amount: lay[amounts + 2 * i]
+  local amounts = first + 4 * count - 2  -- counter i's fixed amount: lay[amounts + 2 * i]
   local found = false
   if lay[2] == 1 then
     local flat = redis.call('HGETALL', KEYS[m + 1])
@@ -87,27 +98,28 @@ if ARGV[2] == '' then
       end
     end
   end
+  local names = found and fields_of(ARGV[6], count)
   -- key -> the fields its HMGET reads (a field named twice read twice), then what it read;
   -- made with room for eight keys (a plain key's KEYS; a call to unpack costs more), false: none
   local hashes = {false, false, false, false, false, false, false, false}
   local places = {unpack(none, 1, count)}  -- per counter its value's place in its HMGET
   for i = 1, count do
-    local b = first + 6 * i - 6
+    local b = first + 4 * i - 4
     local key = lay[b]
-    local names = hashes[key]
-    if not names then
+    local read = hashes[key]
+    if not read then
       if key < 1 or key > m or key % 1 ~= 0 then error({err = 'ERR gateway: no key ' .. key}) end
       hashes[key] = {lay[b + 1]}
       places[i] = 1
     else
-      local at = #names + 1
-      names[at] = lay[b + 1]
+      local at = #read + 1
+      read[at] = lay[b + 1]
       places[i] = at
     end
   end
   for key = 1, m do
-    local names = hashes[key]
-    if names then hashes[key] = redis.call('HMGET', KEYS[key], unpack(names)) end
+    local read = hashes[key]
+    if read then hashes[key] = redis.call('HMGET', KEYS[key], unpack(read)) end
   end
 
   local out = {unpack(none, 0, count)}  -- the reply (see the top), its exceptions appended
@@ -115,7 +127,7 @@ if ARGV[2] == '' then
   local denied = 0
   local last = count + 1
   for i = 1, count do
-    local b = first + 6 * i - 6
+    local b = first + 4 * i - 4
     local value = hashes[lay[b]][places[i]]
     local used = 0
     if value then
@@ -153,7 +165,7 @@ if ARGV[2] == '' then
   for i = 1, count do
     local amount = grants[i]
     if amount ~= 0 then
-      local b = first + 6 * i - 6
+      local b = first + 4 * i - 4
       local key, field = lay[b], lay[b + 1]
       local pairs_of = totals[key]
       if not pairs_of then
@@ -235,34 +247,35 @@ end
 
 -- Several reservations (group commit), or one in the group's form.
 local l = ARGV[2] + 0
-if n < 1 or l < 1 or #ARGV ~= 2 + 2 * l + 4 * n then
+if n < 1 or l < 1 or #ARGV ~= 2 + 3 * l + 4 * n then
   error({err = 'ERR gateway: ' .. #ARGV .. ' arguments for ' .. n .. ' reservations and '
                .. l .. ' layouts'})
 end
-local first = 3 + 2 * l  -- the first reservation's first argument
--- The layout whose 2 arguments start at ARGV[at] (its struct format and data: the alone
--- form's without the amounts): {m, has_override, registry, lease seconds, the unpacked
--- values (lay: the m TTLs from lay[5], each counter's 6 values from lay[first]), first,
--- the counters' count, (8: per where's text, resolved below), the amounts' struct format,
--- whether a TTL slides (only those are negative)}.
+local first = 3 + 3 * l  -- the first reservation's first argument
+-- The layout whose 3 arguments start at ARGV[at] (its struct format, data and override
+-- fields' names: the alone form's without the amounts): {m, has_override, registry, lease
+-- seconds, the unpacked values (lay: the m TTLs from lay[5], each counter's 4 values from
+-- lay[first]), first, the counters' count, (8: per where's text, resolved below), the
+-- amounts' struct format, whether a TTL slides (only those are negative), (11: the override
+-- fields' names, once a reservation's override hash holds a value), where its names are}.
 local function layout_at(at)
   local data = ARGV[at + 1]
   local lay = {struct.unpack(ARGV[at], data)}
   local size = #lay
   local m = lay[1]
   local first = 5 + m
-  local count = (size - first) / 6
+  local count = (size - first) / 4
   if lay[size] ~= #data + 1 or count % 1 ~= 0 then
     error({err = 'ERR gateway: a layout of ' .. (size - 1) .. ' values'})
   end
   for i = 1, count do
-    local key = lay[first + 6 * i - 6]
+    local key = lay[first + 4 * i - 4]
     if key < 1 or key > m or key % 1 ~= 0 then error({err = 'ERR gateway: no key ' .. key}) end
   end
   local sliding = false
   for j = 1, m do sliding = sliding or lay[4 + j] < 0 end
   return {m, lay[2] == 1, lay[3] == 1, lay[4], lay, first, count, nil,
-          '<' .. string.rep('i8', 2 * count), sliding}
+          '<' .. string.rep('i8', 2 * count), sliding, false, at + 2}
 end
 
 -- A reservation's amounts (its argument 4) for its layout's counters: {fixed, flex, fixed,
@@ -335,7 +348,7 @@ for r = 1, n do
     if number < 1 or number > l or number % 1 ~= 0 then
       error({err = 'ERR gateway: no layout ' .. ARGV[a + 1]})
     end
-    layout = layout_at(3 + 2 * (number - 1))
+    layout = layout_at(3 + 3 * (number - 1))
     layout[8] = {}
     layouts[ARGV[a + 1]] = layout
     due = due or layout[10]
@@ -351,7 +364,7 @@ for r = 1, n do
       if where then key = where[key] or 0 end
       keys_of[i] = key
       places[i] = counter_of(key, lay[at + 1])
-      at = at + 6
+      at = at + 4
     end
     resolved = {keys_of, places}
     layout[8][ARGV[a]] = resolved
@@ -373,8 +386,9 @@ for r = 1, n do
       overrides[override] = found
     end
   end
-  plans[r] = {layout, resolved, amounts_of(ARGV[a + 3], layout), where, a,
-              override and overrides[override]}
+  local found = override and overrides[override]
+  if found and not layout[11] then layout[11] = fields_of(ARGV[layout[12]], layout[7]) end
+  plans[r] = {layout, resolved, amounts_of(ARGV[a + 3], layout), where, a, found}
 end
 
 -- The stored values, each hash read once: key -> {value or false per field}.
@@ -415,14 +429,14 @@ local texts = {}  -- an amount -> its text, formatted once per call
 for r = 1, n do
   local plan = plans[r]
   local layout, amounts, where, a, found = plan[1], plan[3], plan[4], plan[5], plan[6]
-  local lay, first, count = layout[5], layout[6], layout[7]
+  local lay, first, count, names = layout[5], layout[6], layout[7], layout[11]
   local keys_of, places = plan[2][1], plan[2][2]
   local out = {unpack(none, 0, count)}  -- made at its full size (see ``blank``)
   local grants = {unpack(none, 1, count)}
   local denied = 0
   local last = count + 1
   for i = 1, count do
-    local b = first + 6 * i - 6
+    local b = first + 4 * i - 4
     local used = values[keys_of[i]][places[i]] or 0
     local fixed, flex = amounts[2 * i - 1], amounts[2 * i]
     -- <rule>
@@ -454,7 +468,7 @@ for r = 1, n do
     if prefixes == nil then
       prefixes = {unpack(none, 1, count)}
       for i = 1, count do
-        prefixes[i] = KEYS[keys_of[i]] .. '\t' .. lay[first + 6 * i - 5] .. '\t'
+        prefixes[i] = KEYS[keys_of[i]] .. '\t' .. lay[first + 4 * i - 3] .. '\t'
       end
       plan[2][3] = prefixes
     end

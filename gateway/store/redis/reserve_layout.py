@@ -25,12 +25,15 @@ def layout_args(
 ) -> tuple[list[str], Args]:
     """``scripts.reserve_args`` in reserve.lua's group form, for ``grouped_reserve_args``: its
     layout (what every reservation of the counters' plan sends alike), then the amounts."""
-    names, form, data = reserve_pack.layout(counters, override_key, lease, registry=registry)
+    names, form, data, fields = reserve_pack.layout(
+        counters, override_key, lease, registry=registry
+    )
     args: Args = [
         1,  # one reservation
         1,  # of one layout
         form,
         data,
+        fields,
         "",  # its keys in KEYS as they are
         1,
         lease.id if lease and counters else "",
@@ -46,7 +49,7 @@ def grouped_reserve_args(calls: Sequence[tuple[list[str], Args]]) -> tuple[list[
     keys, as one user's do), its layout's number, lease id and amounts."""
     first = calls[0][0]
     index = {name: at for at, name in enumerate(first, 1)}
-    layouts: dict[tuple[str | int | bytes, str | int | bytes], int] = {}
+    layouts: dict[tuple[str | int | bytes, str | int | bytes, str | int | bytes], int] = {}
     reservations: Args = []
     for names, one in calls:
         if names == first:
@@ -59,11 +62,11 @@ def grouped_reserve_args(calls: Sequence[tuple[list[str], Args]]) -> tuple[list[
                     at = index[name] = len(index) + 1
                 where.append(at)
             reservations.append(",".join(map(str, where)))
-        layout = one[2], one[3]
+        layout = one[2], one[3], one[4]
         number = layouts.get(layout)
         if number is None:
             number = layouts[layout] = len(layouts) + 1
-        reservations += (number, one[6], one[7])
+        reservations += (number, one[7], one[8])
     args: Args = [len(calls), len(layouts)]
     for layout in layouts:
         args += layout

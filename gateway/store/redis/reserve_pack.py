@@ -26,13 +26,16 @@ def layout(
     lease: Lease | None,
     *,
     registry: bool,
-) -> tuple[list[str], str, bytes]:
+) -> tuple[list[str], str, bytes, bytes]:
     """KEYS, and the layout of reserve.lua's counters (what every reservation of one plan
-    sends alike): its ``struct`` format in Lua's words, and its data."""
+    sends alike): its ``struct`` format in Lua's words, its data, and apart the override
+    fields' names (read only when the user's override hash holds a value)."""
     position: dict[str, int] = {}  # key → its index (1-based)
     ttls: list[int] = []
     form: list[str] = []  # Python's struct format of the counters
     values: list[int | bytes] = []
+    named: list[str] = []  # and of their override fields' names
+    names: list[int | bytes] = []
     # unpacked, not read by name: a team key has some forty counters
     for key, field, _, limit, limit_field, _, cap, cap_field, ttl_s, sliding in counters:
         at = position.get(key)
@@ -43,9 +46,10 @@ def layout(
         if not (-MAX_STORED <= limit <= MAX_STORED and -MAX_STORED <= cap <= MAX_STORED):
             raise StoreRejected(f"a limit reserve.lua cannot take exactly: {limit}, {cap}")
         name, limit_name, cap_name = field.encode(), limit_field.encode(), cap_field.encode()
-        form.append(f"ii{len(name)}sqi{len(limit_name)}sqi{len(cap_name)}s")
-        values += (at, len(name), name, limit, len(limit_name), limit_name)
-        values += (cap, len(cap_name), cap_name)
+        form.append(f"ii{len(name)}sqq")
+        values += (at, len(name), name, limit, cap)
+        named.append(f"i{len(limit_name)}si{len(cap_name)}s")
+        names += (len(limit_name), limit_name, len(cap_name), cap_name)
     all_keys = list(position)
     if override_key:
         all_keys.append(override_key)
@@ -56,10 +60,10 @@ def layout(
         if registry:
             all_keys.append(keys.LEASE_REGISTRY)
     head = (len(position), 1 if override_key else 0, 1 if registry and leased else 0)
-    lua = f"<i4BBi8{'i8' * len(ttls)}{'i4i4c0i8i4c0i8i4c0' * len(counters)}"
+    lua = f"<i4BBi8{'i8' * len(ttls)}{'i4i4c0i8i8' * len(counters)}"
     python = f"<iBBq{'q' * len(ttls)}{''.join(form)}"
     data = _pack(python, *head, lease.ttl_s if lease else 0, *ttls, *values)
-    return all_keys, lua, data
+    return all_keys, lua, data, struct.pack("<" + "".join(named), *names)
 
 
 def amounts(counters: Sequence[Counter]) -> bytes:

@@ -35,31 +35,44 @@ def reserve_call(
             made = layout.prepared = ReserveTemplate(counters, override_key, registry, lease.ttl_s)
         if made.fits(counters, override_key, registry, lease.ttl_s):
             amounts = reserve_pack.amounts(counters)
-            return ReserveCall(made.names, made.form, made.alone, made.data, amounts, lease_id)
-    names, form, data = reserve_pack.layout(counters, override_key, lease, registry=registry)
+            return ReserveCall(made.names, made.form, made.alone, made.data, made.fields,
+                               amounts, lease_id)  # fmt: skip
+    names, form, data, fields = reserve_pack.layout(
+        counters, override_key, lease, registry=registry
+    )
     alone = form + reserve_pack.AMOUNTS * len(counters)
-    return ReserveCall(names, form, alone, data, reserve_pack.amounts(counters), lease_id)
+    amounts = reserve_pack.amounts(counters)
+    return ReserveCall(names, form, alone, data, fields, amounts, lease_id)
 
 
 class ReserveCall:
     """One reservation's KEYS and ARGV for reserve.lua: alone (``scripts.reserve_args``), or
     in a group's form (``reserve_layout.layout_args``; ``grouped_reserve_args`` joins those)."""
 
-    __slots__ = ("_alone", "_amounts", "_data", "_form", "_lease_id", "_names")
+    __slots__ = ("_alone", "_amounts", "_data", "_fields", "_form", "_lease_id", "_names")
 
     def __init__(
-        self, names: list[str], form: str, alone: str, data: bytes, amounts: bytes, lease_id: str
+        self,
+        names: list[str],
+        form: str,
+        alone: str,
+        data: bytes,
+        fields: bytes,
+        amounts: bytes,
+        lease_id: str,
     ) -> None:
         self._names, self._form, self._alone, self._data = names, form, alone, data
-        self._amounts, self._lease_id = amounts, lease_id
+        self._fields, self._amounts, self._lease_id = fields, amounts, lease_id
 
     def alone(self) -> Call:
         """``scripts.reserve_args``' answer."""
-        return self._names.copy(), [1, "", self._alone, self._data + self._amounts, self._lease_id]
+        data = self._data + self._amounts
+        return self._names.copy(), [1, "", self._alone, data, self._lease_id, self._fields]
 
     def in_group(self) -> Call:
         """``reserve_layout.layout_args``' answer."""
-        args: scripts.Args = [1, 1, self._form, self._data, "", 1, self._lease_id, self._amounts]
+        args: scripts.Args = [1, 1, self._form, self._data, self._fields, ""]
+        args += (1, self._lease_id, self._amounts)
         return self._names.copy(), args
 
 
@@ -74,6 +87,7 @@ class ReserveTemplate:
         "_registry",
         "alone",
         "data",
+        "fields",
         "form",
         "names",
     )
@@ -83,7 +97,7 @@ class ReserveTemplate:
     ) -> None:
         lease = Lease("", lease_s)
         made = reserve_pack.layout(counters, override_key, lease, registry=registry)
-        self.names, self.form, self.data = made
+        self.names, self.form, self.data, self.fields = made
         self.alone = self.form + reserve_pack.AMOUNTS * len(counters)  # the alone form's
         self._counters, self._override_key = len(counters), override_key
         self._registry, self._lease_s = registry, lease_s

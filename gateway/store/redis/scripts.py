@@ -88,10 +88,13 @@ def reserve_args(
     on a single Redis one script reaches every key, and on a cluster the caller sends each
     slot's counters in a call of their own (``reserve_template.py`` makes the same from a
     template)."""
-    names, form, data = reserve_pack.layout(counters, override_key, lease, registry=registry)
+    names, form, data, fields = reserve_pack.layout(
+        counters, override_key, lease, registry=registry
+    )
     amounts = reserve_pack.amounts(counters)
     lease_id = lease.id if lease and counters else ""
-    return names, [1, "", form + reserve_pack.AMOUNTS * len(counters), data + amounts, lease_id]
+    alone = form + reserve_pack.AMOUNTS * len(counters)
+    return names, [1, "", alone, data + amounts, lease_id, fields]
 
 
 @dataclass
