@@ -34,6 +34,7 @@ from gateway.metering.windows import windows_at
 from gateway.store import keys
 from gateway.store.port import Lease
 from gateway.store.redis import reserve_layout, scripts
+from gateway.store.redis.reserve import _decision as reply_decision
 
 
 def main() -> int:
@@ -96,11 +97,11 @@ def main() -> int:
                 replies = [reply] if len(calls) == 1 else reply
                 admissions = []
                 for number, one in zip(numbers, replies, strict=True):
-                    values = list(map(int, one))
-                    assert values[0] == 0, values
+                    decision = reply_decision(one, wanted)
+                    assert decision.ok, decision
                     admissions.append(Admission(
                         headers={}, clamp_max_tokens=None, request=request, started=windows.now,
-                        checks=checks, granted=tuple(values[3::3]), lease=f"work.{number}",
+                        checks=checks, granted=decision.granted, lease=f"work.{number}",
                     ))  # fmt: skip
                 return admissions
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import struct
 
 import redis
 
@@ -66,21 +67,21 @@ def test_the_same_arguments_as_formatted_in_full_for_any_amounts() -> None:
     assert templated > 1000  # most calls were made from the template, not formatted again
 
 
-def test_a_flex_after_the_last_full_line_is_formatted_in_full() -> None:
+def test_a_flex_anywhere_fits_the_template_the_layout_apart_from_the_amounts() -> None:
     plain = [Counter("gw:{u:a}:d:1", "a", 0, 5), Counter("gw:{u:a}:d:1", "b", 0, 5)]
     layout = CounterLayout()
     first = reserve_template.reserve_call(plain, None, Lease("a", 60), layout, registry=True)
     flexed = [plain[0], plain[1]._replace(flex=3)]
     template = layout.prepared
     assert isinstance(template, ReserveTemplate)
-    assert not template.fits(flexed, None, True, 60)
+    assert template.fits(flexed, None, True, 60)
     made = reserve_template.reserve_call(flexed, None, Lease("b", 60), layout, registry=True)
     assert made.alone() == scripts.reserve_args(flexed, None, Lease("b", 60), registry=True)
-    assert made.alone()[1][5] == "1\ta\t0\t0\t5\t\t-1\t\n1\tb\t0\t3\t5\t\t-1\t"
     grouped = made.in_group()
     assert grouped == reserve_layout.layout_args(flexed, None, Lease("b", 60), registry=True)
-    assert grouped[1][3:5] == first.in_group()[1][3:5] == ["", "1\ta\t5\n1\tb\t5"]
-    assert grouped[1][8] == "0,0/3"  # the same layout, the flex among the amounts
+    assert grouped[1][2:5] == first.in_group()[1][2:5]  # the same layout
+    assert grouped[1][8] == struct.pack("<4q", 0, 0, 0, 3)  # the flex among the amounts
+    assert made.alone()[1][3] == grouped[1][3] + grouped[1][8]
 
 
 def test_a_group_sends_each_layout_once() -> None:
@@ -110,9 +111,9 @@ def test_a_group_sends_each_layout_once() -> None:
     assert args[2:5] == calls[0][1][2:5]
     assert args[5:8] == calls[2][1][2:5]
     assert args[8:] == [
-        "", 1, "l1", "1/0,20",
-        "6,2,7,8,5", 1, "l2", "1/0,20",
-        "", 2, "l3", "1/0,7",
+        "", 1, "l1", struct.pack("<4q", 1, 0, 20, 0),
+        "6,2,7,8,5", 1, "l2", struct.pack("<4q", 1, 0, 20, 0),
+        "", 2, "l3", struct.pack("<4q", 1, 0, 7, 0),
     ]  # fmt: skip
 
 

@@ -4,6 +4,7 @@ Redis server itself."""
 from __future__ import annotations
 
 import re
+import struct
 
 from gateway.config.model import Config, Price, Settings
 from gateway.store import keys
@@ -196,6 +197,36 @@ def test_an_argument_the_scripts_cannot_read_fails_the_call(
     assert command(redis_server.port, "EXISTS", key) == b":0\r\n"
 
 
+def test_a_limit_a_lua_number_cannot_hold_exactly_fails_the_reservation(
+    config: Config, redis_server: RedisServer
+) -> None:
+    """Limits and caps travel packed as 64-bit integers; one beyond +-2**53 (inexact as a Lua
+    number) fails the reservation (StoreRejected) with nothing written, as one the format
+    cannot hold at all."""
+    redis_server.flushall()
+    key = "gw:{u:big}:d:1"
+
+    async def scenario() -> list[str]:
+        store = create_store(redis_server.url, config.settings)
+        refused = []
+        try:
+            for wanted in (
+                Counter(key, "tok", 5, limit=2**53 + 2),
+                Counter(key, "tok", 5, flex=3, cap=-(2**53) - 2),
+                Counter(key, "tok", 5, limit=2**64),
+            ):
+                try:
+                    await store.reserve([wanted], None, Lease("l", 60))
+                except Exception as error:
+                    refused.append(type(error).__name__)
+        finally:
+            await store.aclose()
+        return refused
+
+    assert run(scenario()) == ["StoreRejected"] * 3
+    assert command(redis_server.port, "EXISTS", key) == b":0\r\n"
+
+
 def test_one_lease_holds_a_reservation_across_hash_tags_and_one_settle_ends_it(
     config: Config, redis_server: RedisServer
 ) -> None:
@@ -257,22 +288,29 @@ def test_a_lease_key_of_another_type_fails_the_reservation_and_writes_nothing(
             assert command(redis_server.port, "EXISTS", other) == b":0\r\n"
 
 
-def test_plain_counters_after_the_last_full_one_go_on_short_lines() -> None:
-    """A counter with no flex, override or cap is sent as four values, unless a full one
-    follows it (the script reads the full lines first, and the reply keeps the order)."""
+def test_one_reservation_alone_sends_its_layout_and_amounts_packed() -> None:
+    """Alone, a reservation sends one packed argument: its layout (hashes, override and
+    registry flags, lease seconds, TTLs, then per counter its key index, field, limit and
+    cap), then per counter its fixed and flex amounts; apart, its override fields' names."""
     plain = Counter("gw:{u:s}:d:1", "req", 1, limit=5)
     full = Counter("gw:{u:s}:d:1", "tok", 2, limit=9, limit_field="tok", flex=3)
     level = Counter("gw:{o:s}:min:1", "usd", 7)
     names, args = scripts.reserve_args([plain, full, level], None, None, registry=True)
     assert names == ["gw:{u:s}:d:1", "gw:{o:s}:min:1"]
-    assert args[5] == "1\treq\t1\t0\t5\t\t-1\t\n1\ttok\t2\t3\t9\ttok\t-1\t"
-    assert args[9] == "2\tusd\t7\t-1"
+    assert args[:2] == [1, ""]
+    assert args[2] == "<i4BBi8i8i8" + "i4i4c0i8i8" * 3 + "i8i8" * 3
+    layout = struct.pack("<iBBqqq", 2, 0, 0, 0, 0, 0)
+    layout += struct.pack("<ii3sqq", 1, 3, b"req", 5, -1)
+    layout += struct.pack("<ii3sqq", 1, 3, b"tok", 9, -1)
+    layout += struct.pack("<ii3sqq", 2, 3, b"usd", -1, -1)
+    assert args[3] == layout + struct.pack("<6q", 1, 0, 2, 3, 7, 0)
+    assert args[4] == ""  # no lease
+    assert args[5] == struct.pack("<ii", 0, 0) + struct.pack("<i3si", 3, b"tok", 0) + bytes(8)
 
 
 def test_in_a_group_a_reservation_sends_its_layout_and_its_amounts_apart() -> None:
-    """In the group's form a counter with no override or cap is laid out as three values,
-    unless a full one follows it; the amounts go apart from the layout, a flex only where a
-    counter has one or is on a full line."""
+    """In the group's form a reservation sends its layout (its struct format and data) and,
+    apart, its amounts: another request of the same plan sends the same layout."""
     plain = Counter("gw:{u:s}:d:1", "req", 1, limit=5, ttl_s=60)
     full = Counter("gw:{u:s}:d:1", "tok", 2, limit=9, limit_field="tok", flex=3, ttl_s=60)
     level = Counter("gw:{o:s}:min:1", "usd", 7, ttl_s=120, sliding=True)
@@ -283,16 +321,16 @@ def test_in_a_group_a_reservation_sends_its_layout_and_its_amounts_apart() -> No
     registry = keys.LEASE_REGISTRY
     assert names == ["gw:{u:s}:d:1", "gw:{o:s}:min:1", group, keys.lease_data(group), registry]
     assert args[:2] == [1, 1]  # one reservation, one layout
-    assert args[2] == "2,0,1,90,60,-120"  # 2 hashes, no override, registry, lease seconds, TTLs
-    assert args[3] == "1\treq\t5\t\t-1\t\n1\ttok\t9\ttok\t-1\t"
-    assert args[4] == "2\tusd\t-1\n2\ttok\t-1"
-    assert args[5:] == ["", 1, "l", "1/0,2/3,7,4/6"]
+    assert args[2] == "<i4BBi8i8i8" + "i4i4c0i8i8" * 4
+    # 2 hashes, no override, registry, lease seconds, TTLs
+    assert args[3].startswith(struct.pack("<iBBqqq", 2, 0, 1, 90, 60, -120))
+    assert args[5:] == ["", 1, "l", struct.pack("<8q", 1, 0, 2, 3, 7, 0, 4, 6)]
     # another request of the same plan: the same layout, other amounts
     other = [plain._replace(fixed=2), full._replace(fixed=30, flex=0), level]
     other.append(flexed._replace(flex=0))
     _, again = reserve_layout.layout_args(other, None, Lease("m", 90), registry=True)
-    assert again[:5] == args[:5]
-    assert again[5:] == ["", 1, "m", "2/0,30/0,7,4"]
+    assert again[:6] == args[:6]
+    assert again[6:] == [1, "m", struct.pack("<8q", 2, 0, 30, 0, 7, 0, 4, 0)]
 
 
 def test_the_usage_stream_stays_capped_when_only_a_calls_last_record_carries_the_cap(

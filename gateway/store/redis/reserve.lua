@@ -5,51 +5,50 @@
 -- Each hash is read once and written once per call, whatever the number of reservations.
 --
 -- KEYS: every key the reservations name, once each.
--- Two forms of ARGV. A reservation alone (ARGV[2] == ''), its amounts in its lines, 10 values:
---   1: 1; 2: ''; 3: m, the number of counter hashes; 4: has_override (1: the user's override
---   hash follows them); 5: the m TTLs, comma-separated: seconds to set when the hash is new
---   (none of its counters held a value), minus seconds to set on every call (a sliding time
---   to live), 0 = keep; 6: one line per counter of 8 tab-separated values: key index, field,
---   fixed, flex, limit, limit override field, cap, cap override field; 7: the lease id ('' =
---   none); 8: lease seconds; 9: registry, '1' when its key is given; 10: the counters after
---   6's, each with no flex, no override and no cap (most of a team key's): one line of 4
---   values each: key index, field, fixed, limit.
+-- A layout is what every reservation of one plan sends alike (its ``CounterLayout``), packed
+-- by the gateway (reserve_pack.py) for ``struct.unpack``: one C call reads it all, where
+-- matching text cost ~90 instructions a character and converting a number ~900 (a plain
+-- reservation's lines were ~100k). In order: m, the number of counter hashes; has_override
+-- (1: the user's override hash follows them in KEYS); registry (1: the lease registry's key is
+-- given); the lease seconds; the m TTLs, one per hash: seconds to set when the hash is new
+-- (none of its counters held a value), minus seconds to set on every call (a sliding time to
+-- live), 0 = keep; then per counter 4 values: key index, field, limit, cap. Apart, its
+-- fields' names: per counter its limit override field and cap override field ('' = none),
+-- unpacked only when the override hash holds a value (most users have none). Amounts: per
+-- counter its fixed and flex amounts (flex 0: none). The gateway checks every number is
+-- within +-2^53 (exact here).
+-- Two forms of ARGV. A reservation alone (ARGV[2] == ''), 6 values: 1: 1; 2: ''; 3: the
+-- struct format of 4; 4: its layout and then its amounts; 5: the lease id ('' = none); 6:
+-- its override fields' names.
 -- The group's form: ARGV[1]: n, the number of reservations; ARGV[2]: l, the number of
--- layouts. A layout is what every reservation of one plan sends alike (its
--- ``CounterLayout``): sent once per call however many reservations share it, and matched
--- once per call (matching a pattern costs ~90 instructions a character); a reservation sends
--- its amounts alone. Then 3 values per layout:
---   1: integers, comma-separated: m; has_override; registry; the lease seconds; the m TTLs;
---   2: one line per counter of 6 tab-separated values: key index, field, limit, limit
---      override field, cap, cap override field;
---   3: the counters after 2's, each with no override and no cap: key index, field, limit.
--- Then 4 values per reservation:
+-- layouts, each sent once per call however many reservations share it, and read once per
+-- call; a reservation sends its amounts alone. Then 3 values per layout: its struct format,
+-- its data and its override fields' names. Then 4 values per reservation:
 --   1: where its keys are in KEYS ('' = KEYS as they are; else comma-separated indexes), in
 --      the order of one reservation's keys: 1..m the counter hashes; m+1 the user's override
 --      hash (when has_override); then, with a lease, its sorted set (lease id -> deadline)
 --      and hash (lease id -> amounts): ONE group holds the whole reservation, whatever the
 --      slots of its counters; then the lease registry (when registry);
 --   2: its layout's number (1..l); 3: the lease id ('' = none);
---   4: its amounts, comma-separated, one per counter in the layout's order: the fixed
---      amount, or fixed/flex (no flex: none, as /0).
--- (Packed into few strings because encoding ~60 separate arguments was the client's biggest
--- cost per request.)
--- Returns per reservation {denied (1-based, 0 = granted), then per counter: used, effective
--- limit, grant}: that array alone for one reservation, an array of them for several.
+--   4: its amounts, packed (struct format '<' and 'i8' twice per counter).
+-- (Packed into few arguments because encoding ~60 separate arguments was the client's biggest
+-- cost per request, and each costs Redis ~1.3k instructions.)
+-- Returns per reservation {denied (1-based, 0 = granted), then per counter its used value, then
+-- (counter's number, effective limit, grant) for each counter whose effective limit is not the
+-- limit sent or whose grant is not its fixed + flex amount}: the gateway knows the rest, and
+-- every number returned cost ~1k instructions. That array alone for one reservation, an array
+-- of them for several.
 --
 -- Cost: every Lua function call (``tonumber`` and ``string.*`` included) costs a good part of
--- a Redis command inside a script, so the gateway-built numbers are checked by pattern and
--- length only (the gateway builds them; a line or amount the pattern skips fails the call),
--- the rule is inlined, and each hash is read with one HMGET and written with one HSET (the
--- script is atomic: the new values are known). Matching a pattern costs ~90 instructions a
--- character, so a layout's lines are matched once per call, not once per reservation. No
--- TYPE checks: the HMGETs fail on a counter key of another type before any write, and the
--- leases' writes come first, each undone if a later one fails. Any error fails the whole
--- call with nothing written (the gateway then sends the reservations of a failed group one
--- by one, so each gets its own answer).
+-- a Redis command inside a script, and a table read or write ~110 instructions: the rule is
+-- inlined, and each hash is read with one HMGET and written with one HSET (the script is
+-- atomic: the new values are known). No TYPE checks: the HMGETs fail on a counter key of
+-- another type before any write, and the leases' writes come first, each undone if a later one
+-- fails. Any error fails the whole call with nothing written (the gateway then sends the
+-- reservations of a failed group one by one, so each gets its own answer).
 --
 -- Two paths: most calls hold ONE reservation (at low load nothing else is queued in its turn),
--- sent alone (the first form: its lines read once either way, so in one pass with its amounts),
+-- sent alone (the first form: its layout read once either way, so in one pass with its amounts),
 -- and the group's bookkeeping (one read per (key, field) across reservations, tables of width
 -- #KEYS, lease groups) cost such a call ~20% more than the script before group commit. So one
 -- reservation takes a path of its own: no dedupe (HMGET reads a field named twice twice, and
@@ -58,22 +57,38 @@
 -- instructions each). Both apply rule.lua, inlined here at each ``-- <rule>`` by scripts.py
 -- (a Lua function call per counter cost ~1.5k instructions more).
 local n = ARGV[1] + 0
--- text -> number, each converted once per call (rule.lua): key indexes, limits, amounts
+-- text -> number, each converted once per call: the key indexes of the group's argument 1
 local numbers = {}
 local none = {}  -- unpack(none, 1, k): k nils, so a table is made at its full size at once
 
+-- The override fields' names of ``count`` counters: {limit field, cap field, ...}.
+local function fields_of(data, count)
+  local names = {struct.unpack('<' .. string.rep('i4c0i4c0', count), data)}
+  if names[2 * count + 1] ~= #data + 1 then
+    error({err = 'ERR gateway: override fields of ' .. #data .. ' bytes for ' .. count .. ' counters'})
+  end
+  return names
+end
+
 if ARGV[2] == '' then
-  -- One reservation alone ("Two paths" above), its amounts in its lines.
-  if n ~= 1 or #ARGV ~= 10 then
+  -- One reservation alone ("Two paths" above), its layout and amounts in one argument.
+  if n ~= 1 or #ARGV ~= 6 then
     error({err = 'ERR gateway: ' .. #ARGV .. ' arguments for one reservation alone'})
   end
-  -- Integers (at most 16 characters: within +-10^16, exact but for the last digit past 2^53).
-  -- (patterns written out whole: a pattern joined from parts is joined again on every call)
-  local line = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t([^\t\n]*)\t(%-?%d+)\t([^\t\n]*)\n?()'
-  local short = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%-?%d+)\n?()'
-  local m = ARGV[3] + 0
+  local data = ARGV[4]
+  -- {m, has_override, registry, lease seconds, the m TTLs, per counter its 4 values (key
+  -- index, field, limit, cap), per counter its fixed and flex amounts, where the data ended}
+  local lay = {struct.unpack(ARGV[3], data)}
+  local size = #lay
+  local m = lay[1]
+  local first = 5 + m  -- the first counter's first value
+  local count = (size - first) / 6
+  if lay[size] ~= #data + 1 or count % 1 ~= 0 then
+    error({err = 'ERR gateway: a layout of ' .. (size - 1) .. ' values'})
+  end
+  local amounts = first + 4 * count - 2  -- counter i's fixed amount: lay[amounts + 2 * i]
   local found = false
-  if ARGV[4] == '1' then
+  if lay[2] == 1 then
     local flat = redis.call('HGETALL', KEYS[m + 1])
     -- an unparsable override is ignored, as on the read path
     for i = 1, #flat, 2 do
@@ -83,92 +98,37 @@ if ARGV[2] == '' then
       end
     end
   end
-  local width = #KEYS
+  local names = found and fields_of(ARGV[6], count)
   -- key -> the fields its HMGET reads (a field named twice read twice), then what it read;
   -- made with room for eight keys (a plain key's KEYS; a call to unpack costs more), false: none
   local hashes = {false, false, false, false, false, false, false, false}
-  -- per counter {key, field, limit, limit override field, cap, cap override field, fixed,
-  -- flex, its value's place in its HMGET}: rule.lua's layout, then the amounts
-  local counters = {}
-  local count = 0
-  local at = 1
-  local text = ARGV[6]
-  for start, k, field, fixed, flex, limit, limit_field, cap, cap_field, after
-      in string.gmatch(text, line) do
-    if start ~= at or #fixed > 16 or #flex > 16 or #limit > 16 or #cap > 16 then
-      error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
-    end
-    at = after
-    local key = numbers[k]
-    if key == nil then
-      key = k + 0
-      numbers[k] = key
-    end
-    local most = numbers[limit]
-    if most == nil then
-      most = limit + 0
-      numbers[limit] = most
-    end
-    local top = numbers[cap]
-    if top == nil then
-      top = cap + 0
-      numbers[cap] = top
-    end
-    local names = hashes[key]
-    if not names then
-      if KEYS[key] == nil then error({err = 'ERR gateway: no key ' .. key}) end
-      names = {field}
-      hashes[key] = names
+  local places = {unpack(none, 1, count)}  -- per counter its value's place in its HMGET
+  for i = 1, count do
+    local b = first + 4 * i - 4
+    local key = lay[b]
+    local read = hashes[key]
+    if not read then
+      if key < 1 or key > m or key % 1 ~= 0 then error({err = 'ERR gateway: no key ' .. key}) end
+      hashes[key] = {lay[b + 1]}
+      places[i] = 1
     else
-      names[#names + 1] = field
+      local at = #read + 1
+      read[at] = lay[b + 1]
+      places[i] = at
     end
-    count = count + 1
-    counters[count] = {key, field, most, limit_field, top, cap_field, fixed, flex, #names}
   end
-  if at ~= #text + 1 then
-    error({err = 'ERR gateway: malformed argument line near ' .. at})
-  end
-  at = 1
-  text = ARGV[10]
-  for start, k, field, fixed, limit, after in string.gmatch(text, short) do
-    if start ~= at or #fixed > 16 or #limit > 16 then
-      error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
-    end
-    at = after
-    local key = numbers[k]
-    if key == nil then
-      key = k + 0
-      numbers[k] = key
-    end
-    local most = numbers[limit]
-    if most == nil then
-      most = limit + 0
-      numbers[limit] = most
-    end
-    local names = hashes[key]
-    if not names then
-      if KEYS[key] == nil then error({err = 'ERR gateway: no key ' .. key}) end
-      names = {field}
-      hashes[key] = names
-    else
-      names[#names + 1] = field
-    end
-    count = count + 1
-    counters[count] = {key, field, most, '', -1, '', fixed, '0', #names}
-  end
-  if at ~= #text + 1 then
-    error({err = 'ERR gateway: malformed argument line near ' .. at})
-  end
-  for key = 1, width do
-    local names = hashes[key]
-    if names then hashes[key] = redis.call('HMGET', KEYS[key], unpack(names)) end
+  for key = 1, m do
+    local read = hashes[key]
+    if read then hashes[key] = redis.call('HMGET', KEYS[key], unpack(read)) end
   end
 
-  local out = {unpack(none, 0, 3 * count)}
+  local out = {unpack(none, 0, count)}  -- the reply (see the top), its exceptions appended
+  local grants = {unpack(none, 1, count)}
   local denied = 0
+  local last = count + 1
   for i = 1, count do
-    local v = counters[i]
-    local value = hashes[v[1]][v[9]]
+    local b = first + 4 * i - 4
+    local value = hashes[lay[b]][places[i]]
     local used = 0
     if value then
       used = value + 0  -- as the group's read below
@@ -176,15 +136,20 @@ if ARGV[2] == '' then
         error({err = 'ERR gateway: not an integer in range: ' .. value})
       end
     end
-    local given, extra = v[7], v[8]
+    local fixed, flex = lay[amounts + 2 * i], lay[amounts + 2 * i + 1]
     -- <rule>
     if amount == nil then
       if denied == 0 then denied = i end
       amount = 0
     end
-    out[3 * i - 1] = used
-    out[3 * i] = limit
-    out[3 * i + 1] = amount
+    out[i + 1] = used
+    grants[i] = amount
+    if limit ~= lay[b + 2] or amount ~= asked then
+      out[last + 1] = i
+      out[last + 2] = limit
+      out[last + 3] = amount
+      last = last + 3
+    end
   end
   out[1] = denied
   if denied ~= 0 then return out end
@@ -195,15 +160,16 @@ if ARGV[2] == '' then
   local totals = {false, false, false, false, false, false, false, false}
   local lines = {unpack(none, 1, count)}
   local held = 0
-  local lease = ARGV[7]
+  local lease = ARGV[5]
+  local texts = {}  -- an amount -> its text, formatted once
   for i = 1, count do
-    local amount = out[3 * i + 1]
+    local amount = grants[i]
     if amount ~= 0 then
-      local v = counters[i]
-      local key, field = v[1], v[2]
+      local b = first + 4 * i - 4
+      local key, field = lay[b], lay[b + 1]
       local pairs_of = totals[key]
       if not pairs_of then
-        totals[key] = {field, out[3 * i - 1] + amount}
+        totals[key] = {field, out[i + 1] + amount}
       else
         local named = nil
         for j = 1, #pairs_of, 2 do
@@ -213,48 +179,37 @@ if ARGV[2] == '' then
           pairs_of[named + 1] = pairs_of[named + 1] + amount
         else
           pairs_of[#pairs_of + 1] = field
-          pairs_of[#pairs_of + 1] = out[3 * i - 1] + amount
+          pairs_of[#pairs_of + 1] = out[i + 1] + amount
         end
       end
       if lease ~= '' then
-        -- the fixed amount as the gateway wrote it: no number to format
-        local shown = amount
-        if v[8] == '0' then shown = v[7] end
+        local shown = texts[amount]
+        if shown == nil then
+          shown = string.format('%d', amount)  -- exact (tostring keeps 14 digits)
+          texts[amount] = shown
+        end
         held = held + 1
         lines[held] = KEYS[key] .. '\t' .. field .. '\t' .. shown .. '\n'
       end
     end
   end
-  -- The times to live, read (before any write) only when one is due: a sliding one, or a
-  -- new hash's (none of its counters held a value); most calls have neither.
-  local ttls = false
-  local due = string.find(ARGV[5], '-', 1, true) ~= nil
+  -- The times to live are due (before any write) only for a sliding one (negative), or a new
+  -- hash's (none of its counters held a value); most calls have neither.
+  local due = false
   for key = 1, m do
+    if lay[4 + key] < 0 then due = true end
     if due then break end
     local stored = hashes[key] or none
     local existed = false
     for i = 1, #stored do existed = existed or stored[i] end
     due = not existed
   end
-  if due then
-    ttls = {unpack(none, 1, m)}
-    local j = 0
-    for ttl in string.gmatch(ARGV[5], '%-?%d+') do
-      if #ttl > 16 then error({err = 'ERR gateway: not an integer in range: ' .. ttl}) end
-      j = j + 1
-      ttls[j] = ttl
-    end
-    if j ~= m then
-      error({err = 'ERR gateway: ' .. j .. ' times to live for ' .. m .. ' keys'})
-    end
-  end
   -- The lease first: a key of the wrong type fails the call here, with what was written undone.
   if held > 0 then
-    if #ARGV[8] > 16 then error({err = 'ERR gateway: not an integer in range: ' .. ARGV[8]}) end
     -- as text: a number given to a command is formatted by Redis, here it is once for two
-    local deadline = string.format('%d', redis.call('TIME')[1] + ARGV[8])
+    local deadline = string.format('%d', redis.call('TIME')[1] + lay[4])
     local base = m
-    if ARGV[4] == '1' then base = m + 1 end
+    if lay[2] == 1 then base = m + 1 end
     local zset, data = KEYS[base + 1], KEYS[base + 2]
     local done = redis.pcall('ZADD', zset, deadline, lease)
     if type(done) == 'table' and done.err then error(done) end
@@ -263,7 +218,7 @@ if ARGV[2] == '' then
       redis.call('ZREM', zset, lease)
       error(done)
     end
-    if ARGV[9] == '1' then
+    if lay[3] == 1 then
       done = redis.pcall('ZADD', KEYS[base + 3], 'LT', deadline, zset)
       if type(done) == 'table' and done.err then
         redis.call('HDEL', data, lease)
@@ -272,15 +227,15 @@ if ARGV[2] == '' then
       end
     end
   end
-  for key = 1, width do
+  for key = 1, m do
     local pairs_of = totals[key]
     if pairs_of then redis.call('HSET', KEYS[key], unpack(pairs_of)) end
   end
-  for key = 1, ttls and m or 0 do
-    local ttl = ttls[key]
-    if string.byte(ttl, 1) == 45 then  -- 45: '-', a sliding time to live
-      redis.call('EXPIRE', KEYS[key], string.sub(ttl, 2))
-    elseif ttl ~= '0' then  -- when none of its counters held a value (a new hash)
+  for key = 1, due and m or 0 do
+    local ttl = lay[4 + key]
+    if ttl < 0 then  -- a sliding time to live
+      redis.call('EXPIRE', KEYS[key], -ttl)
+    elseif ttl ~= 0 then  -- when none of its counters held a value (a new hash)
       local stored = hashes[key] or none
       local existed = false
       for i = 1, #stored do existed = existed or stored[i] end
@@ -297,138 +252,38 @@ if n < 1 or l < 1 or #ARGV ~= 2 + 3 * l + 4 * n then
                .. l .. ' layouts'})
 end
 local first = 3 + 3 * l  -- the first reservation's first argument
-local line = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t([^\t\n]*)\t(%-?%d+)\t([^\t\n]*)\n?()'
-local short = '()(%d+)\t([^\t\n]*)\t(%-?%d+)\n?()'
-local amount_pattern = '()(%-?%d+)/?(%-?%d*),?()'
-
--- The layout whose 3 arguments start at ARGV[at]: {m, has_override, registry, lease seconds
--- (text), the m TTLs (texts: read by ``ttls_of``, only when one is due), its counters, their
--- count}; a counter is {key index, field, limit, limit override field, cap, cap override
--- field}, the numbers converted.
+-- The layout whose 3 arguments start at ARGV[at] (its struct format, data and override
+-- fields' names: the alone form's without the amounts): {m, has_override, registry, lease
+-- seconds, the unpacked values (lay: the m TTLs from lay[5], each counter's 4 values from
+-- lay[first]), first, the counters' count, (8: per where's text, resolved below), the
+-- amounts' struct format, whether a TTL slides (only those are negative), (11: the override
+-- fields' names, once a reservation's override hash holds a value), where its names are}.
 local function layout_at(at)
-  local m, has_override, registry, lease_s, ttls =
-    string.match(ARGV[at], '^(%d+),(%-?%d+),(%-?%d+),(%-?%d+),?([%d,%-]*)$')
-  if m == nil or #m > 16 or #lease_s > 16 then
-    error({err = 'ERR gateway: malformed layout head: ' .. ARGV[at]})
+  local data = ARGV[at + 1]
+  local lay = {struct.unpack(ARGV[at], data)}
+  local size = #lay
+  local m = lay[1]
+  local first = 5 + m
+  local count = (size - first) / 4
+  if lay[size] ~= #data + 1 or count % 1 ~= 0 then
+    error({err = 'ERR gateway: a layout of ' .. (size - 1) .. ' values'})
   end
-  m = m + 0
-  local counters = {}
-  local count = 0
-  local from = 1  -- where the next line must start: a line the pattern skips fails the call
-  local text = ARGV[at + 1]
-  for start, k, field, limit, limit_field, cap, cap_field, after in string.gmatch(text, line) do
-    if start ~= from or #limit > 16 or #cap > 16 then
-      error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
-    end
-    from = after
-    local key = numbers[k]
-    if key == nil then
-      key = k + 0
-      numbers[k] = key
-    end
-    local most = numbers[limit]
-    if most == nil then
-      most = limit + 0
-      numbers[limit] = most
-    end
-    local top = numbers[cap]
-    if top == nil then
-      top = cap + 0
-      numbers[cap] = top
-    end
-    count = count + 1
-    counters[count] = {key, field, most, limit_field, top, cap_field}
+  for i = 1, count do
+    local key = lay[first + 4 * i - 4]
+    if key < 1 or key > m or key % 1 ~= 0 then error({err = 'ERR gateway: no key ' .. key}) end
   end
-  if from ~= #text + 1 then
-    error({err = 'ERR gateway: malformed argument line near ' .. from})
-  end
-  from = 1
-  text = ARGV[at + 2]
-  for start, k, field, limit, after in string.gmatch(text, short) do
-    if start ~= from or #limit > 16 then
-      error({err = 'ERR gateway: malformed argument line or integer out of range near ' .. start})
-    end
-    from = after
-    local key = numbers[k]
-    if key == nil then
-      key = k + 0
-      numbers[k] = key
-    end
-    local most = numbers[limit]
-    if most == nil then
-      most = limit + 0
-      numbers[limit] = most
-    end
-    count = count + 1
-    counters[count] = {key, field, most, '', -1, ''}
-  end
-  if from ~= #text + 1 then
-    error({err = 'ERR gateway: malformed argument line near ' .. from})
-  end
-  -- 10: whether a TTL slides (only those are negative); 11: the TTLs' text
-  return {m, has_override == '1', registry == '1', lease_s, false, counters, count,
-          nil, nil, string.find(ttls, '-', 1, true) ~= nil, ttls}
-end
-
--- A layout's m TTLs (texts), read once per call.
-local function ttls_of(layout)
-  local ttls = layout[5]
-  if ttls then return ttls end
-  local m = layout[1]
-  ttls = {unpack(none, 1, m)}
-  local size = 0
-  for value in string.gmatch(layout[11], '%-?%d+') do
-    if #value > 16 then error({err = 'ERR gateway: not an integer in range: ' .. value}) end
-    size = size + 1
-    ttls[size] = value
-  end
-  if size ~= m then
-    error({err = 'ERR gateway: ' .. size .. ' times to live for ' .. m .. ' keys'})
-  end
-  layout[5] = ttls
-  return ttls
+  local sliding = false
+  for j = 1, m do sliding = sliding or lay[4 + j] < 0 end
+  return {m, lay[2] == 1, lay[3] == 1, lay[4], lay, first, count, nil,
+          '<' .. string.rep('i8', 2 * count), sliding, false, at + 2}
 end
 
 -- A reservation's amounts (its argument 4) for its layout's counters: {fixed, flex, fixed,
--- flex, ...} as the gateway wrote them (flex '' when none). Up to 15 counters (Lua keeps 32
--- captures) in one match of a pattern made once per layout: a call to C per amount (gmatch)
--- cost several times the match itself.
-local function amounts_of(text, layout)
-  local count = layout[7]
-  local whole = layout[9]
-  if whole == nil then
-    whole = false
-    if count > 0 and count <= 15 then
-      whole = '^' .. string.rep('(%-?%d+)/?(%-?%d*),', count - 1) .. '(%-?%d+)/?(%-?%d*)$'
-    end
-    layout[9] = whole
-  end
-  if whole then
-    local amounts = {string.match(text, whole)}
-    if amounts[1] == nil then
-      error({err = 'ERR gateway: malformed amounts for ' .. count .. ' counters: ' .. text})
-    end
-    for i = 1, 2 * count do
-      if #amounts[i] > 16 then
-        error({err = 'ERR gateway: not an integer in range: ' .. amounts[i]})
-      end
-    end
-    return amounts
-  end
-  local amounts = {unpack(none, 1, 2 * count)}
-  local i = 0
-  local from = 1
-  for start, fixed, flex, after in string.gmatch(text, amount_pattern) do
-    if start ~= from or #fixed > 16 or #flex > 16 then
-      error({err = 'ERR gateway: malformed amount or integer out of range near ' .. start})
-    end
-    from = after
-    amounts[i + 1] = fixed
-    amounts[i + 2] = flex
-    i = i + 2
-  end
-  if from ~= #text + 1 or i ~= 2 * count then
-    error({err = 'ERR gateway: ' .. (i / 2) .. ' amounts for ' .. count .. ' counters'})
+-- flex, ...}, then where its data ended.
+local function amounts_of(data, layout)
+  local amounts = {struct.unpack(layout[9], data)}
+  if amounts[2 * layout[7] + 1] ~= #data + 1 then
+    error({err = 'ERR gateway: amounts of ' .. #data .. ' bytes for ' .. layout[7] .. ' counters'})
   end
   return amounts
 end
@@ -498,18 +353,18 @@ for r = 1, n do
     layouts[ARGV[a + 1]] = layout
     due = due or layout[10]
   end
-  local counters, count = layout[6], layout[7]
+  local lay, at, count = layout[5], layout[6], layout[7]
   -- its counters' keys in KEYS and places in their HMGETs: the same for every reservation
   -- of one layout and user
   local resolved = layout[8][ARGV[a]]
   if resolved == nil then
     local keys_of, places = {unpack(none, 1, count)}, {unpack(none, 1, count)}
     for i = 1, count do
-      local v = counters[i]
-      local key = v[1]
+      local key = lay[at]
       if where then key = where[key] or 0 end
       keys_of[i] = key
-      places[i] = counter_of(key, v[2])
+      places[i] = counter_of(key, lay[at + 1])
+      at = at + 4
     end
     resolved = {keys_of, places}
     layout[8][ARGV[a]] = resolved
@@ -531,8 +386,9 @@ for r = 1, n do
       overrides[override] = found
     end
   end
-  plans[r] = {layout, resolved, amounts_of(ARGV[a + 3], layout), where, a,
-              override and overrides[override]}
+  local found = override and overrides[override]
+  if found and not layout[11] then layout[11] = fields_of(ARGV[layout[12]], layout[7]) end
+  plans[r] = {layout, resolved, amounts_of(ARGV[a + 3], layout), where, a, found}
 end
 
 -- The stored values, each hash read once: key -> {value or false per field}.
@@ -569,25 +425,33 @@ local group_order = {}
 local now = nil
 local deadlines = {}  -- lease seconds' text -> {deadline, its text}
 local parts = {}  -- a lease's lines in parts, joined once (see below)
+local texts = {}  -- an amount -> its text, formatted once per call
 for r = 1, n do
   local plan = plans[r]
   local layout, amounts, where, a, found = plan[1], plan[3], plan[4], plan[5], plan[6]
-  local counters, count = layout[6], layout[7]
+  local lay, first, count, names = layout[5], layout[6], layout[7], layout[11]
   local keys_of, places = plan[2][1], plan[2][2]
-  local out = {unpack(none, 0, 3 * count)}  -- made at its full size (see ``blank``)
+  local out = {unpack(none, 0, count)}  -- made at its full size (see ``blank``)
+  local grants = {unpack(none, 1, count)}
   local denied = 0
+  local last = count + 1
   for i = 1, count do
-    local v = counters[i]
+    local b = first + 4 * i - 4
     local used = values[keys_of[i]][places[i]] or 0
-    local given, extra = amounts[2 * i - 1], amounts[2 * i]
+    local fixed, flex = amounts[2 * i - 1], amounts[2 * i]
     -- <rule>
     if amount == nil then
       if denied == 0 then denied = i end
       amount = 0
     end
-    out[3 * i - 1] = used
-    out[3 * i] = limit
-    out[3 * i + 1] = amount
+    out[i + 1] = used
+    grants[i] = amount
+    if limit ~= lay[b + 2] or amount ~= asked then
+      out[last + 1] = i
+      out[last + 2] = limit
+      out[last + 3] = amount
+      last = last + 3
+    end
   end
   out[1] = denied
   replies[r] = out
@@ -603,21 +467,24 @@ for r = 1, n do
     local prefixes = lease ~= '' and plan[2][3]
     if prefixes == nil then
       prefixes = {unpack(none, 1, count)}
-      for i = 1, count do prefixes[i] = KEYS[keys_of[i]] .. '\t' .. counters[i][2] .. '\t' end
+      for i = 1, count do
+        prefixes[i] = KEYS[keys_of[i]] .. '\t' .. lay[first + 4 * i - 3] .. '\t'
+      end
       plan[2][3] = prefixes
     end
     for i = 1, count do
-      local amount = out[3 * i + 1]
+      local amount = grants[i]
       if amount ~= 0 then
         local key, at = keys_of[i], places[i]
         local stored = values[key]
         stored[at] = (stored[at] or 0) + amount
         changed[key] = true
         if prefixes then
-          -- the fixed amount as the gateway wrote it: no number to format
-          local shown = amount
-          local extra = amounts[2 * i]
-          if extra == '' or extra == '0' then shown = amounts[2 * i - 1] end
+          local shown = texts[amount]
+          if shown == nil then
+            shown = string.format('%d', amount)  -- exact (tostring keeps 14 digits)
+            texts[amount] = shown
+          end
           parts[held + 1] = prefixes[i]
           parts[held + 2] = shown
           parts[held + 3] = '\n'
@@ -627,8 +494,7 @@ for r = 1, n do
     end
     local m = layout[1]
     if due then
-      local ttls = ttls_of(layout)
-      for j = 1, m do expiring[where and where[j] or j] = ttls[j] end
+      for j = 1, m do expiring[where and where[j] or j] = lay[4 + j] end
     end
     if held > 0 then
       -- per lease seconds, the deadline as a number and as text, once per call: a number
@@ -728,9 +594,9 @@ end
 for key = 1, due and width or 0 do
   local ttl = expiring[key]
   if not ttl then  -- no granted reservation names it
-  elseif string.byte(ttl, 1) == 45 then  -- 45: '-', a sliding time to live
-    redis.call('EXPIRE', KEYS[key], string.sub(ttl, 2))
-  elseif ttl ~= '0' and not existed[key] then
+  elseif ttl < 0 then  -- a sliding time to live
+    redis.call('EXPIRE', KEYS[key], -ttl)
+  elseif ttl ~= 0 and not existed[key] then
     redis.call('EXPIRE', KEYS[key], ttl)
   end
 end

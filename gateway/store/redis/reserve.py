@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from operator import add, itemgetter
 from typing import Any, cast
 
 from redis.exceptions import NoScriptError
@@ -94,7 +95,7 @@ class Reservations:
                 raise
             raise failure from exc
         raise_if_cancelled()
-        return _decision(reply)
+        return _decision(reply, counters)
 
     async def _spread(
         self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None
@@ -121,7 +122,7 @@ class Reservations:
         self, counters: Sequence[Counter], override_key: str | None, lease: Lease | None
     ) -> Decision:
         names, args = scripts.reserve_args(counters, override_key, lease, registry=False)
-        return _decision(await self._connection.eval(names, args, scripts.RESERVE))
+        return _decision(await self._connection.eval(names, args, scripts.RESERVE), counters)
 
     async def _register(self, counters: Sequence[Counter], lease: Lease) -> None:
         """The registry entries of the lease groups (another slot)."""
@@ -166,11 +167,25 @@ class Reservations:
         return Decision(tuple(used), tuple(limits), (0,) * size, denied)
 
 
-def _decision(reply: Any) -> Decision:
-    """The reserve script's reply: the refused index + 1 (0: none), then used, limit, granted."""
+def _decision(reply: Any, counters: Sequence[Counter]) -> Decision:
+    """The reserve script's reply for ``counters``: the refused index + 1 (0: none), each
+    counter's used value, then (its number, effective limit, grant) for each counter whose
+    limit is not the one sent or whose grant is not its ``fixed + flex``."""
     values = list(map(int, reply))
-    used = tuple(values[1::3])
-    limits = tuple(values[2::3])
+    size = len(counters)
+    used = tuple(values[1 : size + 1])
+    if len(values) == size + 1 and not values[0]:  # the usual answer: no exception
+        granted = tuple(map(add, map(_FIXED, counters), map(_FLEX, counters)))
+        return Decision(used, tuple(map(_LIMIT, counters)), granted)
+    limits = list(map(_LIMIT, counters))
+    grants = list(map(add, map(_FIXED, counters), map(_FLEX, counters)))
+    for at in range(size + 1, len(values), 3):
+        number = values[at] - 1
+        limits[number] = values[at + 1]
+        grants[number] = values[at + 2]
     if values[0]:
-        return Decision(used, limits, (0,) * len(used), denied=values[0] - 1)
-    return Decision(used, limits, tuple(values[3::3]))
+        return Decision(used, tuple(limits), (0,) * size, denied=values[0] - 1)
+    return Decision(used, tuple(limits), tuple(grants))
+
+
+_FIXED, _LIMIT, _FLEX = itemgetter(2), itemgetter(3), itemgetter(5)  # a ``Counter``'s, in C

@@ -1,20 +1,19 @@
-"""reserve.lua's arguments for a ``CounterLayout``'s counters, from a template made once.
+"""reserve.lua's arguments for a ``CounterLayout``'s counters, their layout packed once.
 
-``scripts.reserve_args`` and ``reserve_layout.layout_args`` format every counter's line on every
-call; the counters of one plan differ only in their amounts, so the template holds their text
-and ``str.format`` puts the amounts in (the same bytes: ``tests/store/test_reserve_template.py``).
-Both of reserve.lua's forms: a reservation sent alone, its amounts in its lines; one in a group,
-its layout (the same string objects on every call, sent once per group) and its amounts apart.
-Which one is known only when the call is sent, so ``ReserveCall`` formats it then.
+``reserve_pack.layout`` packs every counter's key, field, limit and cap on every call; the
+counters of one plan differ only in their amounts, so a template keeps the packed layout and
+each call packs its amounts alone (the same bytes: ``tests/store/test_reserve_template.py``).
+Both of reserve.lua's forms: a reservation sent alone, its layout and amounts in one argument;
+one in a group, its layout (the same objects on every call, sent once per group) and its
+amounts apart. Which one is known only when the call is sent, so ``ReserveCall`` has both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import itemgetter
 
 from gateway.store.port import Counter, CounterLayout, Lease
-from gateway.store.redis import reserve_layout, scripts
+from gateway.store.redis import reserve_pack, scripts
 
 Call = tuple[list[str], scripts.Args]  # KEYS and ARGV
 
@@ -27,118 +26,81 @@ def reserve_call(
     *,
     registry: bool,
 ) -> ReserveCall:
-    """The reservation's call; from ``layout``'s template when it fits."""
-    template = None
+    """The reservation's call; its layout from ``layout``'s template when it fits. Packed
+    here, not when sent: a value the format cannot hold fails this reservation alone."""
+    lease_id = lease.id if lease is not None and counters else ""
     if layout is not None and lease is not None and counters:
         made = layout.prepared
         if type(made) is not ReserveTemplate:
-            made = layout.prepared = ReserveTemplate.of(
-                counters, override_key, registry, lease.ttl_s
-            )
+            made = layout.prepared = ReserveTemplate(counters, override_key, registry, lease.ttl_s)
         if made.fits(counters, override_key, registry, lease.ttl_s):
-            template = made
-    return ReserveCall(counters, override_key, lease, registry, template)
+            amounts = reserve_pack.amounts(counters)
+            return ReserveCall(made.names, made.form, made.alone, made.data, made.fields,
+                               amounts, lease_id)  # fmt: skip
+    names, form, data, fields = reserve_pack.layout(
+        counters, override_key, lease, registry=registry
+    )
+    alone = form + reserve_pack.AMOUNTS * len(counters)
+    amounts = reserve_pack.amounts(counters)
+    return ReserveCall(names, form, alone, data, fields, amounts, lease_id)
 
 
 class ReserveCall:
-    """One reservation's KEYS and ARGV for reserve.lua, formatted when sent: alone, or in a
-    group's form (``reserve_layout.grouped_reserve_args`` joins those)."""
+    """One reservation's KEYS and ARGV for reserve.lua: alone (``scripts.reserve_args``), or
+    in a group's form (``reserve_layout.layout_args``; ``grouped_reserve_args`` joins those)."""
 
-    __slots__ = ("_counters", "_lease", "_override_key", "_registry", "_template")
-
-    def __init__(
-        self,
-        counters: Sequence[Counter],
-        override_key: str | None,
-        lease: Lease | None,
-        registry: bool,
-        template: ReserveTemplate | None,
-    ) -> None:
-        self._counters, self._override_key, self._lease = counters, override_key, lease
-        self._registry, self._template = registry, template
-
-    def alone(self) -> Call:
-        """``scripts.reserve_args``' answer."""
-        if self._template is not None and self._lease is not None:
-            return self._template.alone(self._counters, self._lease)
-        return scripts.reserve_args(
-            self._counters, self._override_key, self._lease, registry=self._registry
-        )
-
-    def in_group(self) -> Call:
-        """``reserve_layout.layout_args``' answer."""
-        if self._template is not None and self._lease is not None:
-            return self._template.in_group(self._counters, self._lease)
-        return reserve_layout.layout_args(
-            self._counters, self._override_key, self._lease, registry=self._registry
-        )
-
-
-class ReserveTemplate:
-    """``reserve_args``' and ``layout_args``' KEYS and ARGV for one ``CounterLayout``, made
-    once: all but the lease id and the amounts, which ``str.format`` takes from each counter
-    (``{3[2]}``: the fourth counter's ``fixed``). A counter on a short line has no ``flex``
-    in either form, so it holds while none of those has one; ``fits`` checks it."""
-
-    __slots__ = (
-        "_alone",
-        "_amounts",
-        "_counters",
-        "_full_lines",
-        "_grouped",
-        "_keys",
-        "_lease_s",
-        "_override_key",
-        "_registry",
-        "_short",
-        "_short_lines",
-    )
+    __slots__ = ("_alone", "_amounts", "_data", "_fields", "_form", "_lease_id", "_names")
 
     def __init__(
         self,
         names: list[str],
-        alone: scripts.Args,
-        grouped: scripts.Args,
-        short: int,
-        counters: int,
-        override_key: str | None,
-        registry: bool,
-        lease_s: int,
+        form: str,
+        alone: str,
+        data: bytes,
+        fields: bytes,
+        amounts: bytes,
+        lease_id: str,
     ) -> None:
-        self._keys, self._alone, self._grouped, self._short = names, alone, grouped, short
-        # the templates of the lines (alone) and of the amounts (grouped), also in the args
-        self._full_lines, self._short_lines = str(alone[5]), str(alone[9])
-        self._amounts = str(grouped[8])
-        self._counters, self._override_key, self._registry = counters, override_key, registry
-        self._lease_s = lease_s
+        self._names, self._form, self._alone, self._data = names, form, alone, data
+        self._fields, self._amounts, self._lease_id = fields, amounts, lease_id
 
-    @classmethod
-    def of(
-        cls, counters: Sequence[Counter], override_key: str | None, registry: bool, lease_s: int
-    ) -> ReserveTemplate:
-        """The template of ``counters`` (their amounts left out) with leases of ``lease_s``."""
+    def alone(self) -> Call:
+        """``scripts.reserve_args``' answer."""
+        data = self._data + self._amounts
+        return self._names.copy(), [1, "", self._alone, data, self._lease_id, self._fields]
+
+    def in_group(self) -> Call:
+        """``reserve_layout.layout_args``' answer."""
+        args: scripts.Args = [1, 1, self._form, self._data, self._fields, ""]
+        args += (1, self._lease_id, self._amounts)
+        return self._names.copy(), args
+
+
+class ReserveTemplate:
+    """The KEYS and packed layout of one ``CounterLayout``'s counters with leases of
+    ``lease_s``, made once (``reserve_pack.layout``)."""
+
+    __slots__ = (
+        "_counters",
+        "_lease_s",
+        "_override_key",
+        "_registry",
+        "alone",
+        "data",
+        "fields",
+        "form",
+        "names",
+    )
+
+    def __init__(
+        self, counters: Sequence[Counter], override_key: str | None, registry: bool, lease_s: int
+    ) -> None:
         lease = Lease("", lease_s)
-        names, alone = scripts.reserve_args(counters, override_key, lease, registry=registry)
-        _, grouped = reserve_layout.layout_args(counters, override_key, lease, registry=registry)
-        position = {key: at for at, key in enumerate(dict.fromkeys(c.key for c in counters), 1)}
-        last_full = reserve_layout.last_full(counters)  # as both find it, whatever the amounts
-        full: list[str] = []
-        short: list[str] = []
-        for number, counter in enumerate(counters):
-            at, field = position[counter.key], _braced(counter.field)
-            if number < last_full:
-                limit_field, cap_field = _braced(counter.limit_field), _braced(counter.cap_field)
-                full.append(
-                    f"{at}\t{field}\t{{{number}[2]}}\t{{{number}[5]}}\t{counter.limit}"
-                    f"\t{limit_field}\t{counter.cap}\t{cap_field}"
-                )
-            else:
-                short.append(f"{at}\t{field}\t{{{number}[2]}}\t{counter.limit}")
-        alone[5], alone[9] = "\n".join(full), "\n".join(short)
-        amounts = [f"{{{number}[2]}}/{{{number}[5]}}" for number in range(last_full)]
-        amounts += [f"{{{number}[2]}}" for number in range(last_full, len(counters))]
-        grouped[8] = ",".join(amounts)
-        return cls(names, alone, grouped, last_full, len(counters), override_key, registry, lease_s)
+        made = reserve_pack.layout(counters, override_key, lease, registry=registry)
+        self.names, self.form, self.data, self.fields = made
+        self.alone = self.form + reserve_pack.AMOUNTS * len(counters)  # the alone form's
+        self._counters, self._override_key = len(counters), override_key
+        self._registry, self._lease_s = registry, lease_s
 
     def fits(
         self,
@@ -153,28 +115,4 @@ class ReserveTemplate:
             and override_key == self._override_key
             and registry is self._registry
             and lease_s == self._lease_s
-            and not any(map(_FLEX, counters[self._short :]))
         )
-
-    def alone(self, counters: Sequence[Counter], lease: Lease) -> Call:
-        """``scripts.reserve_args``' answer for ``counters`` and ``lease``."""
-        args = self._alone.copy()
-        args[5] = self._full_lines.format(*counters)
-        args[6] = lease.id
-        args[9] = self._short_lines.format(*counters)
-        return self._keys.copy(), args
-
-    def in_group(self, counters: Sequence[Counter], lease: Lease) -> Call:
-        """``reserve_layout.layout_args``' answer for ``counters`` and ``lease``."""
-        args = self._grouped.copy()
-        args[7] = lease.id
-        args[8] = self._amounts.format(*counters)
-        return self._keys.copy(), args
-
-
-_FLEX = itemgetter(5)  # a ``Counter``'s ``flex``, read in C for each counter ``fits`` looks at
-
-
-def _braced(text: str) -> str:
-    """``text`` as it reads in a ``str.format`` template."""
-    return text.replace("{", "{{").replace("}", "}}")

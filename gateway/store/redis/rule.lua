@@ -1,26 +1,19 @@
 -- The rule of gateway/store/rule.py for one counter, in Lua: written once here and inlined by
 -- scripts.py where reserve.lua has a line ``-- <rule>`` (as a Lua function it cost ~1.5k more
--- Redis instructions per counter). Reads ``v`` (the counter's layout: {key, field, limit,
--- limit override field, cap, cap override field, ...}, limit and cap numbers), ``given`` and
--- ``extra`` (its fixed and flex amounts as the gateway wrote them; flex '' or '0': none),
--- ``used`` (its value before the reservation), ``found`` (the override hash's numbers, or
--- false) and ``numbers`` (the call's converted numbers: text -> number); sets ``limit`` (the
--- effective one) and ``amount`` (the grant, nil when refused).
--- Each number's text is converted once per call (``numbers``): a conversion is a strtod,
--- ~900 Redis instructions, a lookup ~150, and a call's counters repeat the same few
--- (limits, prices). No math.min/max: a Lua call into C costs ~800.
-local limit = found and v[4] ~= '' and found[v[4]]
-if not limit then limit = v[3] end
-local fixed = numbers[given]
-if fixed == nil then
-  fixed = given + 0
-  numbers[given] = fixed
-end
+-- Redis instructions per counter). Reads ``lay`` and ``b`` (the counter's layout from
+-- lay[b]: key index, field, limit, cap), ``fixed`` and ``flex`` (its amounts), ``used`` (its
+-- value before the reservation), ``found`` (the override hash's numbers, or false) and, when
+-- found, ``names`` (counter i's limit and cap override fields at 2i-1 and 2i); sets
+-- ``limit`` (the effective one), ``amount`` (the
+-- grant, nil when refused) and ``asked`` (fixed + flex). No math.min/max: a Lua call into C
+-- costs ~800 Redis instructions.
+local limit = found and names[2 * i - 1] ~= '' and found[names[2 * i - 1]]
+if not limit then limit = lay[b + 2] end
 local amount = fixed
-if extra ~= '' and extra ~= '0' then  -- flex: first capped, then shrunk to the room left
-  local flex = extra + 0
-  local cap = found and v[6] ~= '' and found[v[6]]
-  if not cap then cap = v[5] end
+local asked = fixed + flex  -- as asked: the reply names a grant that differs
+if flex ~= 0 then  -- flex: first capped, then shrunk to the room left
+  local cap = found and names[2 * i] ~= '' and found[names[2 * i]]
+  if not cap then cap = lay[b + 3] end
   if flex > 0 and cap ~= -1 and flex > cap then
     flex = cap
     if flex < 0 then flex = 0 end

@@ -18,6 +18,7 @@ from textwrap import indent
 
 from gateway.store import keys
 from gateway.store.port import Counter, Lease, LeaseEnd, SettleBatch, SharedAggregate
+from gateway.store.redis import reserve_pack
 
 _COMMON = resources.files("gateway.store.redis").joinpath("common.lua").read_text()
 
@@ -82,55 +83,18 @@ def reserve_args(
     *,
     registry: bool,
 ) -> tuple[list[str], Args]:
-    """KEYS and ARGV for reserve.lua, one reservation alone, in one pass over the counters.
-    The lease is recorded in one group, the first counter's (``keys.lease``): on a single
-    Redis one script reaches every key, and on a cluster the caller sends each slot's counters
-    in a call of their own (``reserve_template.py`` makes the same from a template)."""
-    position: dict[str, int] = {}  # key → its index (1-based)
-    ttls: list[int] = []
-    lines: list[str] = []
-    last_full = 0  # counters after the last one with flex, override or cap go on short lines
-    short: list[int] = []  # the short lines since the last full one
-    # unpacked, not read by name: a team key has some forty counters
-    for key, field, fixed, limit, limit_field, flex, cap, cap_field, ttl_s, sliding in counters:
-        at = position.get(key)
-        if at is None:
-            at = position[key] = len(position) + 1
-            ttls.append(0)
-        ttls[at - 1] = -ttl_s if sliding else ttl_s  # the last counter of a key names it
-        if flex or limit_field or cap_field or cap != -1:
-            for index in short:  # plain counters before a full one: full lines too
-                key_at, name, amount, most = lines[index].split("\t")
-                lines[index] = f"{key_at}\t{name}\t{amount}\t0\t{most}\t\t-1\t"
-            short.clear()
-            lines.append(
-                f"{at}\t{field}\t{fixed}\t{flex}\t{limit}\t{limit_field}\t{cap}\t{cap_field}"
-            )
-            last_full = len(lines)
-        else:
-            short.append(len(lines))
-            lines.append(f"{at}\t{field}\t{fixed}\t{limit}")
-    all_keys = list(position)
-    if override_key:
-        all_keys.append(override_key)
-    if lease and counters:
-        group = keys.lease(counters[0].key)
-        all_keys += (group, keys.lease_data(group))
-        if registry:
-            all_keys.append(keys.LEASE_REGISTRY)
-    args: Args = [
-        1,  # one reservation, its keys in KEYS as they are
-        "",
-        len(position),
-        1 if override_key else 0,
-        ",".join(map(str, ttls)),
-        "\n".join(lines[:last_full]),
-        lease.id if lease and counters else "",
-        lease.ttl_s if lease else 0,
-        1 if registry and lease and counters else 0,
-        "\n".join(lines[last_full:]),
-    ]
-    return all_keys, args
+    """KEYS and ARGV for reserve.lua, one reservation alone: its layout and amounts in one
+    packed argument. The lease is recorded in one group, the first counter's (``keys.lease``):
+    on a single Redis one script reaches every key, and on a cluster the caller sends each
+    slot's counters in a call of their own (``reserve_template.py`` makes the same from a
+    template)."""
+    names, form, data, fields = reserve_pack.layout(
+        counters, override_key, lease, registry=registry
+    )
+    amounts = reserve_pack.amounts(counters)
+    lease_id = lease.id if lease and counters else ""
+    alone = form + reserve_pack.AMOUNTS * len(counters)
+    return names, [1, "", alone, data + amounts, lease_id, fields]
 
 
 @dataclass
