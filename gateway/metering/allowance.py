@@ -80,8 +80,6 @@ class Allowance:
     # its requests' writes to the level's counters, summed until ``queued`` leaves the buffer
     folded: list[int] = dataclasses.field(default_factory=lambda: [0, 0, 0, 0, 0])
     queued: SettleBatch | None = None  # the buffered batch ``seal`` fills in
-    # its last grant's chunk and counters: a top-up of the same chunk reserves them again
-    asked: tuple[Hold, list[Counter]] | None = None
     # the other allowances it was last sealed with, and their groups joined (``_joined``)
     joined: tuple[Sequence[Allowance], tuple[Group, ...] | None] | None = None
     # what its finished requests used while it was open, but for what ``folded`` holds (moved

@@ -55,6 +55,7 @@ from gateway.metering.allowance import (
     SMALLEST,
     Allowance,
     Hold,
+    Ident,
     LevelShape,
     Need,
     Use,
@@ -67,7 +68,16 @@ from gateway.metering.allowance import (
 )
 from gateway.metering.types import Amounts
 from gateway.store import keys
-from gateway.store.port import Decision, Lease, LeaseEnd, SettleBatch, Store, StoreError
+from gateway.store.port import (
+    Counter,
+    CounterLayout,
+    Decision,
+    Lease,
+    LeaseEnd,
+    SettleBatch,
+    Store,
+    StoreError,
+)
 
 __all__ = ["CHUNK", "HOT", "IDLE_S", "SHARE", "SMALLEST", "Allowances", "Use", "settled"]
 
@@ -99,6 +109,7 @@ class Allowances:
         self._open: dict[tuple[str, str], Allowance] = {}
         self._asking: set[tuple[str, str]] = set()
         self._hot: dict[tuple[str, str], list[int]] = {}  # name → [HOT_S bucket, reservations]
+        self._grant_calls: dict[tuple[Ident, Hold], tuple[list[Counter], CounterLayout]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -196,10 +207,9 @@ class Allowances:
         self, shape: LevelShape, hold: Hold, into: Allowance | None, now: float
     ) -> None:
         lease = Lease(f"{self._lease_prefix}.a{next(self._numbers)}", self._lease_ttl_s)
-        last = into.asked if into is not None else None  # a top-up: most often the same chunk
-        wanted = last[1] if last is not None and last[0] == hold else grant_counters(shape, hold)
+        wanted, layout = self._grant_call(shape, hold)
         try:
-            decision = await self._store.reserve(wanted, None, lease)
+            decision = await self._store.reserve(wanted, None, lease, layout)
         except StoreError as exc:  # it may have run: end its lease, which gives back its grants
             logger.debug("metering: an allowance was not granted: %s", exc)
             groups = dict.fromkeys(keys.lease(key) for _, key, *_ in shape.counters)
@@ -212,15 +222,25 @@ class Allowances:
         room = rooms(shape, decision, True)
         if into is not None and into.open and self._open.get(shape.name) is into:
             into.add(lease.id, hold, room)
-            into.asked = hold, wanted
             return
         allowance = Allowance(shape, [], [0] * 5, [0] * 5, [0] * 5, room, [0] * 5, now, now)
         allowance.add(lease.id, hold, room)
-        allowance.asked = hold, wanted
         if self._closed or shape.name in self._open:
             self._give_back(returned(allowance))
             return
         self._open[shape.name] = allowance
+
+    def _grant_call(self, shape: LevelShape, hold: Hold) -> tuple[list[Counter], CounterLayout]:
+        """A grant's counters and their layout: the same objects for the same level counters
+        and chunk (a top-up most often asks for the chunk before it), so the store formats its
+        call from a template made once (``CounterLayout``) rather than every counter's line."""
+        key = shape.ident, hold
+        found = self._grant_calls.get(key)
+        if found is None:
+            if len(self._grant_calls) > 1_000:
+                self._grant_calls.clear()
+            found = self._grant_calls[key] = (grant_counters(shape, hold), CounterLayout())
+        return found
 
     def unused(self, uses: Sequence[Use]) -> None:
         """A request refused after taking from allowances: its estimate comes back to them,

@@ -6,7 +6,8 @@ with exponential backoff until the store answers again. A chunk keeps its batch 
 is written, so a retry after a lost reply is recognised by the store and not applied twice.
 A chunk the store refuses (``StoreRejected``: one bad record) is split in halves, each under a
 new id (a refused call wrote nothing), until the bad record is alone; it is then dropped and
-logged with its record, and every other record is written.
+logged with its record, and every other record is written (and the level usage it carried
+for other requests, ``allowance.seal``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import orjson
 
 from gateway.metering.health import StoreHealth
 from gateway.metering.settle import Settlement
-from gateway.store.port import Store, StoreError, StoreRejected
+from gateway.store.port import SettleBatch, Store, StoreError, StoreRejected
 
 CHUNK = 200  # requests per store call; bounds how long one settle script runs
 BACKOFF_S = 0.1
@@ -147,6 +148,10 @@ class Flusher:
                 _logged(chunk[0]),  # in full, as the readers see it
                 extra={"event": "usage_record_refused"},
             )
+            shared = chunk[0].batch.shared  # other requests' level usage it carried: kept
+            if shared:
+                carried = Settlement(SettleBatch((), shared=shared), (), None)
+                self._pending.appendleft((self._batch_id(), [carried]))
             return
         half = len(chunk) // 2
         self._pending.extendleft(

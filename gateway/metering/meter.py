@@ -254,13 +254,13 @@ class Meter:
             item = settlement(admission, outcome, self._record_ids())
             if item.record is not None and self._on_record is not None:
                 self._notify(item.record)
-            self._buffer.add(item)
-            if item.unqueued:  # a batch to carry its levels' usage
-                batch = SettleBatch(())
+            if item.unqueued:  # its own batch carries its levels' usage, and that of the
+                # requests folded into the same allowances until it leaves the buffer
+                batch = item.batch
                 for unqueued in item.unqueued:
                     unqueued.queued = batch
-                sealed = functools.partial(allowance.seal, item.unqueued)
-                self._buffer.add(Settlement(batch, (), None, sealed=sealed))
+                item.sealed = functools.partial(allowance.seal, item.unqueued)
+            self._buffer.add(item)
             if self._flush_task is None:
                 self._start_background()
         except Exception:

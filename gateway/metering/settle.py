@@ -36,7 +36,7 @@ from gateway.metering.counters import SETTLED_INDEX, USD_INDEX
 from gateway.metering.estimate import tokens_for_chars
 from gateway.metering.pricing import MICROS_PER_USD, cost_micros
 from gateway.metering.record import UsageRecord
-from gateway.metering.types import NO_AMOUNTS, Admission, Amounts, Check, LevelLimits, Outcome
+from gateway.metering.types import NO_AMOUNTS, Admission, Amounts, Check, Outcome
 from gateway.metering.windows import AGGREGATE_TTL_S, day_and_month
 from gateway.store import keys
 from gateway.store.port import Aggregate, Increment, LeaseEnd, SettleBatch
@@ -264,7 +264,13 @@ def usage_record(
     request = admission.request
     cost = used.cost / MICROS_PER_USD  # ``micros_to_usd``: the list price (as if not BYOK)
     charged = 0.0 if request.byok or (outcome.status >= 400 and not outcome.delivered) else cost
-    levels = request.levels
+    org: str | None = None  # the ids of the request's levels, found in one pass (no team:
+    team: str | None = None  # None)
+    for level in request.levels:
+        if level.level == "org":
+            org = level.id
+        elif level.level == "team":
+            team = level.id
     return UsageRecord(
         round(admission.started, 3),  # ts
         record_id,
@@ -296,17 +302,9 @@ def usage_record(
         tuple(outcome.tags),
         outcome.rollout,
         outcome.batch,  # batch_id
-        level_id(levels, "org") if levels else None,  # org
-        level_id(levels, "team") if levels else None,  # team
+        org,
+        team,
     )
-
-
-def level_id(levels: tuple[LevelLimits, ...], name: str) -> str | None:
-    """The id of the request's ``name`` level ("org" or "team"), None for a key in no team."""
-    for level in levels:  # a loop, not ``next`` over a generator: this runs per request
-        if level.level == name:
-            return level.id
-    return None
 
 
 def settle_layout(checks: tuple[Check, ...]) -> SettleLayout:
