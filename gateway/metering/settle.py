@@ -219,17 +219,19 @@ def settlement(admission: Admission, outcome: Outcome, record_id: str) -> Settle
         tokens = used.prompt_tokens + used.completion_tokens
         actual = _new(Amounts, (1, tokens, used.audio_ms + used.video_ms, used.cost))
     record = usage_record(admission, outcome, used, record_id)
-    day, month = day_and_month(admission.started)
+    day_number = int(admission.started // 86_400)  # ``day_and_month``'s day
+    user_aggregate, model_aggregate, records, watched, spend_keys = _day_keys(
+        request.user, outcome.model or "-", request.tier.name, day_number
+    )
     increments = _reconcile(admission, actual)
     spend: tuple[SpendKey, ...] = ()
     if actual.usd_micros > 0:
-        watched, spend = _spend_keys(request.tier.name, day, month)
+        spend = spend_keys
         cost = actual.usd_micros
         ttl = AGGREGATE_TTL_S
         increments += [_new(Increment, (key, scope, cost, ttl, True)) for key, scope in watched]
     # the levels' usage, when from allowances, summed in them until a batch carries it
     unqueued = allowance.fold(admission.uses, actual) if admission.uses else None
-    user_aggregate, model_aggregate, records = _day_keys(request.user, outcome.model or "-", day)
     values = (
         1,
         1 if outcome.status >= 400 and not outcome.delivered else 0,  # ``failed``
@@ -266,7 +268,7 @@ def usage_record(
     charged = 0.0 if request.byok or (outcome.status >= 400 and not outcome.delivered) else cost
     levels = request.levels
     return UsageRecord(
-        round(admission.started, 3),  # ts
+        rounded(admission.started, 1000, 3),  # ts: ``round(started, 3)``
         record_id,
         request.request_id,
         request.user,
@@ -286,7 +288,7 @@ def usage_record(
         request.byok,
         charged,  # charged_usd: nothing for BYOK or ``failed``
         outcome.status,
-        round(outcome.latency_ms, 1),  # latency_ms
+        rounded(outcome.latency_ms, 10, 1),  # latency_ms: ``round(latency_ms, 1)``
         outcome.attempts,
         used.estimated,
         used.flagged,  # usage_flagged
@@ -299,6 +301,27 @@ def usage_record(
         level_id(levels, "org") if levels else None,  # org
         level_id(levels, "team") if levels else None,  # team
     )
+
+
+# below this many units of the last digit kept, ``value * scale`` is within 1/256 of a unit of
+# its exact value (53 bits of mantissa), so ``rounded``'s check of the nearest whole is sound
+_SCALED_MOST = 2.0**45
+
+
+def rounded(value: float, scale: int, digits: int) -> float:
+    """``round(value, digits)`` for ``scale == 10 ** digits``, the same float, about a third of
+    its cost (a record has two; ``round`` with digits goes through a decimal string).
+
+    Where ``value * scale`` is more than 0.49 from its nearest whole (its error is far below the
+    0.01 left), that whole is the exact value's nearest, so ``whole / scale`` is the float
+    nearest to the decimal ``round`` gives. Near a half, at zero (``-0.0``), beyond
+    ``_SCALED_MOST`` and for NaN or an infinity, ``round`` itself."""
+    scaled = value * scale
+    if -_SCALED_MOST < scaled < _SCALED_MOST:
+        whole = round(scaled)
+        if whole and -0.49 < scaled - whole < 0.49:
+            return whole / scale
+    return round(value, digits)
 
 
 def level_id(levels: tuple[LevelLimits, ...], name: str) -> str | None:
@@ -334,10 +357,14 @@ def _reconcile(admission: Admission, actual: Amounts) -> list[Increment]:
     checks = admission.checks
     granted = admission.granted or (0,) * len(checks)
     layout = admission.settle_layout or settle_layout(checks)
+    if len(granted) != len(layout):
+        raise ValueError(f"{len(granted)} grants for {len(layout)} counters")
     values = (*actual, 0)  # index -1: what a count of requests in flight settles to
     increments = []  # a loop, not a comprehension: in 3.11 each of those is a function call
-    for (key, field, ttl_s, index), reserved in zip(layout, granted, strict=True):
-        delta = values[index] - reserved
+    at = 0  # the grant's place: counted, not zipped (one unpacking per counter, not two)
+    for key, field, ttl_s, index in layout:
+        delta = values[index] - granted[at]
+        at += 1  # noqa: SIM113
         if delta:
             increments.append(_new(Increment, (key, field, delta, ttl_s, False)))
     return increments
@@ -363,18 +390,23 @@ def _leases(admission: Admission) -> tuple[LeaseEnd, ...]:
     return tuple(ends)
 
 
+DayKeys = tuple[str, str, str, tuple[tuple[str, str], ...], tuple[SpendKey, ...]]
+
+
 @functools.lru_cache(maxsize=1024)
-def _day_keys(user: str, model: str, day: str) -> tuple[str, str, str]:
-    """The user's and the model's daily aggregate hashes and the user's day index of records:
-    the same all day, so made once per user and model."""
+def _day_keys(user: str, model: str, tier: str, day_number: int) -> DayKeys:
+    """The user's and the model's daily aggregate hashes, the user's day index of records,
+    and the tier's watched spend counters and what they measure (``_spend_keys``) on the UTC
+    day ``day_number``: the same all day, so made once per user, model and day."""
+    day, month = day_and_month(day_number * 86_400)
     return (
         keys.user_aggregate(user, day),
         keys.model_aggregate(model, day),
         keys.user_records(user, day),
+        *_spend_keys(tier, day, month),
     )
 
 
-@functools.lru_cache(maxsize=256)
 def _spend_keys(
     tier: str, day: str, month: str
 ) -> tuple[tuple[tuple[str, str], ...], tuple[SpendKey, ...]]:
