@@ -268,7 +268,7 @@ def usage_record(
     charged = 0.0 if request.byok or (outcome.status >= 400 and not outcome.delivered) else cost
     levels = request.levels
     return UsageRecord(
-        rounded(admission.started, 1000, 3),  # ts: ``round(started, 3)``
+        round(admission.started, 3),  # ts
         record_id,
         request.request_id,
         request.user,
@@ -288,7 +288,7 @@ def usage_record(
         request.byok,
         charged,  # charged_usd: nothing for BYOK or ``failed``
         outcome.status,
-        rounded(outcome.latency_ms, 10, 1),  # latency_ms: ``round(latency_ms, 1)``
+        round(outcome.latency_ms, 1),  # latency_ms
         outcome.attempts,
         used.estimated,
         used.flagged,  # usage_flagged
@@ -301,27 +301,6 @@ def usage_record(
         level_id(levels, "org") if levels else None,  # org
         level_id(levels, "team") if levels else None,  # team
     )
-
-
-# below this many units of the last digit kept, ``value * scale`` is within 1/256 of a unit of
-# its exact value (53 bits of mantissa), so ``rounded``'s check of the nearest whole is sound
-_SCALED_MOST = 2.0**45
-
-
-def rounded(value: float, scale: int, digits: int) -> float:
-    """``round(value, digits)`` for ``scale == 10 ** digits``, the same float, about a third of
-    its cost (a record has two; ``round`` with digits goes through a decimal string).
-
-    Where ``value * scale`` is more than 0.49 from its nearest whole (its error is far below the
-    0.01 left), that whole is the exact value's nearest, so ``whole / scale`` is the float
-    nearest to the decimal ``round`` gives. Near a half, at zero (``-0.0``), beyond
-    ``_SCALED_MOST`` and for NaN or an infinity, ``round`` itself."""
-    scaled = value * scale
-    if -_SCALED_MOST < scaled < _SCALED_MOST:
-        whole = round(scaled)
-        if whole and -0.49 < scaled - whole < 0.49:
-            return whole / scale
-    return round(value, digits)
 
 
 def level_id(levels: tuple[LevelLimits, ...], name: str) -> str | None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import random
-import struct
 from dataclasses import replace
 
 from gateway.config.model import Config, Price
@@ -15,7 +12,6 @@ from gateway.metering.settle import (
     SpendKey,
     charged,
     plausible,
-    rounded,
     settlement,
     token_bounds,
     usage,
@@ -264,28 +260,3 @@ def test_the_record_names_each_value_by_its_field(config: Config) -> None:
         "org": "org-1", "team": "team-1",
     }  # fmt: skip
     assert record.cost_usd > 0
-
-
-def _next_floats(value: float, steps: int) -> list[float]:
-    """``value`` and the ``steps`` floats on either side of it."""
-    bits = struct.unpack("<q", struct.pack("<d", value))[0]
-    return [struct.unpack("<d", struct.pack("<q", bits + k))[0] for k in range(-steps, steps + 1)]
-
-
-def test_rounded_is_round() -> None:
-    """``rounded`` gives ``round``'s float (and its sign) for every value, the halves, the
-    floats next to them, zero, the huge and the not finite included."""
-    rng = random.Random(25)
-    values = [0.0, -0.0, 0.04, -0.04, 0.05, 0.0625, 0.15, -5.55, 1e-320, 2.0**44, 2.0**46,
-              1e300, -1e300, math.inf, -math.inf, math.nan]  # fmt: skip
-    for _ in range(2000):
-        values += [NOON + rng.random() * 86_400, rng.random() * 100_000]
-        values += _next_floats((rng.randrange(10**12, 2 * 10**12) + 0.5) / 1000, 3)
-        values += _next_floats((rng.randrange(0, 10**7) + 0.5) / 10, 3)
-    for value in values:
-        for scale, digits in ((1000, 3), (10, 1)):
-            got, want = rounded(value, scale, digits), round(value, digits)
-            if math.isnan(want):
-                assert math.isnan(got)
-            else:
-                assert (got, math.copysign(1, got)) == (want, math.copysign(1, want)), value
