@@ -28,7 +28,6 @@ import operator
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import cast
 
 from gateway.config.model import Config, Quota
 from gateway.errors import InvalidRequest, StoreUnavailable
@@ -66,6 +65,10 @@ RecordHook = Callable[[UsageRecord], None]
 LEASE_TTL_S = 900
 SWEEP_INTERVAL_S = 5.0
 _COUNTER = operator.itemgetter(1)  # a ``Check``'s counter, read in C for each check
+_AMOUNTS = len(counters.AMOUNT_KINDS)  # the grants that make up ``Amounts``
+# per-request tuples with ``tuple.__new__``: a NamedTuple's own ``__new__`` is a Python function
+_new = tuple.__new__
+_NO_USES: tuple[Use, ...] = ()
 OUTAGE_NOTE = " (usage store unavailable: counted from what was left at the last reservation)"
 
 
@@ -148,7 +151,7 @@ class Meter:
         output = counters.capped_output(plan.output_cap, request)
         flex = 0 if request.byok else output
         amounts = counters.estimate(request, flex)
-        local, uses = plan.local, cast(tuple[Use, ...], ())
+        local, uses = plan.local, _NO_USES
         if local is not None and request.generates_tokens and admit_checks.in_range(amounts, flex):
             uses = self._allowances.take(local.shapes, amounts, now) or ()
         if uses and local is not None:  # the levels' window counters covered locally
@@ -172,8 +175,8 @@ class Meter:
             self._allowances.reserved(local.shapes, amounts, decision, now)
         if (
             decision is not None
-            and admit_checks.tier_refused(checks, decision)
             and limits.tier_shards > 1
+            and admit_checks.tier_refused(checks, decision)
         ):
             spilled = await self._spill_over(request, plan, checks, decision, lease)
             plan, checks, decision, lease = spilled
@@ -196,27 +199,30 @@ class Meter:
         if not decision.ok:
             raise exceeded(request, checks, decision, windows, now)
         granted = decision.granted
-        reserved = Amounts(*granted[: len(counters.AMOUNT_KINDS)])
+        reserved = (
+            _new(Amounts, granted[:_AMOUNTS]) if len(granted) >= _AMOUNTS else Amounts(*granted)
+        )
         if flex:
             flex = reserved.tokens - checks[counters.TOKENS_INDEX].counter.fixed
         elif request.byok:
             flex = output
-        return Admission(
-            headers=plan.rate_limit_headers(checks, decision, windows),
-            clamp_max_tokens=admit_checks.clamp(request, flex),
-            request=request,
-            started=now,
-            reserved=reserved,
-            checks=checks,
-            granted=granted,
-            lease=lease.id,
-            settle_layout=layouts[0],
-            lease_layout=layouts[1],
-            uses=uses,
+        return Admission(  # positional, in the fields' order (once per request)
+            plan.rate_limit_headers(checks, decision, windows),  # headers
+            admit_checks.clamp(request, flex),  # clamp_max_tokens
+            request,
+            now,  # started
+            reserved,
+            checks,
+            granted,
+            lease.id,  # lease
+            layouts[0],  # settle_layout
+            layouts[1],  # lease_layout
+            uses,
         )
 
     def _lease(self) -> Lease:
-        return Lease(f"{self._lease_prefix}.{next(self._lease_numbers)}", self._lease_ttl_s)
+        lease = f"{self._lease_prefix}.{next(self._lease_numbers)}"
+        return _new(Lease, (lease, self._lease_ttl_s))
 
     async def _spill_over(
         self,
@@ -252,8 +258,12 @@ class Meter:
         """
         try:
             item = settlement(admission, outcome, self._record_ids())
-            if item.record is not None and self._on_record is not None:
-                self._notify(item.record)
+            on_record = self._on_record
+            if on_record is not None and item.record is not None:
+                try:
+                    on_record(item.record)
+                except Exception:
+                    logger.exception("metering: on_record hook failed")
             if item.unqueued:  # its own batch carries its levels' usage, and that of the
                 # requests folded into the same allowances until it leaves the buffer
                 batch = item.batch
@@ -294,7 +304,8 @@ class Meter:
     async def _reserve(
         self, checks: tuple[Check, ...], override_key: str, lease: Lease, layout: CounterLayout
     ) -> Decision | None:
-        if self.health.should_try():
+        health = self.health
+        if not health.degraded or health.should_try():  # its common case read here, no call
             try:
                 wanted = list(map(_COUNTER, checks))
                 decision = await self._store.reserve(wanted, override_key, lease, layout)
@@ -309,7 +320,8 @@ class Meter:
                 if self._config.settings.on_store_error == "deny":
                     self._give_back(checks, lease)
             else:
-                self.health.recovered()
+                if health.degraded:  # ``recovered`` does nothing otherwise
+                    health.recovered()
                 return decision
         if self._config.settings.on_store_error == "deny":
             raise StoreUnavailable("Usage metering is unavailable; try again shortly")
@@ -330,14 +342,6 @@ class Meter:
         ends = tuple(LeaseEnd(group, lease.id) for group in groups)
         self._buffer.add(Settlement(SettleBatch((), leases=ends), (), None))
         self._start_background()
-
-    def _notify(self, record: UsageRecord) -> None:
-        if self._on_record is None:
-            return
-        try:
-            self._on_record(record)
-        except Exception:
-            logger.exception("metering: on_record hook failed")
 
     # -- configuration -----------------------------------------------------------------------
 
