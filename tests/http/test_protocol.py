@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,9 @@ import orjson
 import pytest
 from starlette.types import Receive, Scope, Send
 
+from gateway.errors import PayloadTooLarge
+from gateway.http.body_limit import BodyLimit
+from gateway.http.indexed_headers import ProxiedRequest
 from tests.support import ThreadedServer
 
 
@@ -60,14 +64,14 @@ def servers() -> Iterator[tuple[ThreadedServer, ThreadedServer]]:
 DATE = re.compile(rb"date: [^\r]*\r\n")
 
 
-def exchange(port: int, raw: bytes, answers: int = 1) -> bytes:
-    """``raw`` sent on a new connection (in pieces, if a list); what came back once
-    ``answers`` JSON answers did or the connection closed, the date header dropped."""
+def exchange(port: int, raw: bytes, answers: int = 1, marker: bytes = b'"body"') -> bytes:
+    """``raw`` sent on a new connection; what came back once ``answers`` answers holding
+    ``marker`` did or the connection closed, the date header dropped."""
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(raw)
         sock.settimeout(10)
         received = b""
-        while received.count(b'"body"') < answers and (chunk := sock.recv(1 << 20)):
+        while received.count(marker) < answers and (chunk := sock.recv(1 << 20)):
             received += chunk
         return DATE.sub(b"", received)
 
@@ -171,3 +175,66 @@ def test_a_trusted_client_is_told_apart_from_the_forwarded_one(
         exchange(servers[0].port, REQUESTS["forwarded"]).split(b"\r\n\r\n", 1)[1]
     )
     assert seen["client"] == ["10.0.0.1", 0] and seen["scheme"] == "https"
+
+
+async def capped_reader(scope: Scope, receive: Receive, send: Send) -> None:
+    """Reads the body as the proxied requests do, a 413 past the cap."""
+    if scope["type"] != "http":
+        return
+    try:
+        body = await ProxiedRequest(scope, receive).body()
+        status, answer = 200, b"%d:%s" % (len(body), body[:16])
+    except PayloadTooLarge as error:
+        status, answer = 413, str(error).encode()
+    headers = [(b"content-length", b"%d" % len(answer))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer})
+
+
+@pytest.fixture(scope="module")
+def capped() -> Iterator[tuple[ThreadedServer, ThreadedServer]]:
+    ours = ThreadedServer(
+        BodyLimit(capped_reader, max_bytes=10), gateway=True, interface="asgi3"
+    ).start()
+    uvicorns = ThreadedServer(BodyLimit(capped_reader, max_bytes=10), interface="asgi3").start()
+    yield ours, uvicorns
+    ours.stop()
+    uvicorns.stop()
+
+
+def chunked(*pieces: bytes, expect: bool = False) -> bytes:
+    body = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
+    fields = ["transfer-encoding: chunked"] + (["expect: 100-continue"] if expect else [])
+    return request("POST", "/v1/chat/completions", *fields, body=body)
+
+
+BODIES = {
+    "under": request("POST", "/", "content-length: 5", body=b"12345"),
+    "at": chunked(b"12345", b"67890"),
+    "over, whole": chunked(b"123456", b"7890a"),
+    "empty": request("POST", "/", "content-length: 0"),
+    "expect, under": chunked(b"123", expect=True),
+    "expect, over": chunked(b"x" * 11, expect=True),
+}
+
+
+@pytest.mark.parametrize("name", list(BODIES))
+def test_the_body_cap_is_kept_as_around_uvicorns_receive(
+    capped: tuple[ThreadedServer, ThreadedServer], name: str
+) -> None:
+    ours, uvicorns = capped
+    expected = exchange(uvicorns.port, BODIES[name], marker=b"\r\n\r\n")
+    assert (b" 413 " in expected) == ("over" in name)
+    assert exchange(ours.port, BODIES[name], marker=b"\r\n\r\n") == expected
+
+
+def test_a_body_over_the_cap_in_pieces_is_a_413(
+    capped: tuple[ThreadedServer, ThreadedServer],
+) -> None:
+    for server in capped:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(request("POST", "/", "transfer-encoding: chunked") + b"6\r\n123456\r\n")
+            threading.Event().wait(0.05)  # the first piece is read alone
+            sock.sendall(b"6\r\n7890ab\r\n0\r\n\r\n")
+            sock.settimeout(10)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 413 ")
