@@ -41,6 +41,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from gateway.errors import InvalidRequest, RequestTimeout
+from gateway.http.asgi import bound_call
 from gateway.http.cycle import GatewayCycle
 from gateway.http.forwarded import forward, unwrapped
 from gateway.http.stream_cut import STATE_KEY, OpenRelays
@@ -119,7 +120,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.open_relays: OpenRelays = app_state.setdefault(STATE_KEY, OpenRelays())
         self.upgrading = False  # the request being read is handed to the websocket protocol
         # uvicorn's proxy headers middleware, if on, done here (``forwarded``)
-        self.app, self.forwarding = unwrapped(self.app)
+        app, self.forwarding = unwrapped(self.app)
+        self.app = bound_call(app)
         self.trusted = False  # the client's forwarded headers are read
         self.forwarded = False  # the request has one
         self.reset_contextvars = bool(getattr(config, "reset_contextvars", False))
