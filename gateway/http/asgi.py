@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+import types
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
@@ -46,6 +47,7 @@ class GatewayApp(Starlette):
     ) -> None:
         self._outer = list(middleware)
         self._fast: FastLane | None = None
+        self._stack: ASGIApp | None = None  # the middleware stack's call
         super().__init__(middleware=routed_middleware, **kwargs)
         self._lane = (pipeline, dispatch)
 
@@ -60,9 +62,11 @@ class GatewayApp(Starlette):
         """Starlette's, as a plain call handing back the stack's coroutine: no coroutine of
         its own that every wait of every request would cross."""
         scope["app"] = self
-        stack = self.middleware_stack
+        stack = self._stack
         if stack is None:
-            stack = self.middleware_stack = self.build_middleware_stack()
+            if self.middleware_stack is None:
+                self.middleware_stack = self.build_middleware_stack()
+            stack = self._stack = bound_call(self.middleware_stack)
         return stack(scope, receive, send)
 
     def add_middleware(self, middleware_class: Any, *args: Any, **kwargs: Any) -> None:
@@ -75,8 +79,20 @@ class GatewayApp(Starlette):
         self._fast = FastLane(pipeline, dispatch, super().build_middleware_stack())
         app: ASGIApp = self._fast
         for cls, args, kwargs in reversed(self._outer):
-            app = cls(app, *args, **kwargs)
+            app = cls(bound_call(app), *args, **kwargs)
         return app
+
+
+def bound_call(app: ASGIApp) -> ASGIApp:
+    """``app`` as its bound ``__call__`` when it is an object whose class defines one in
+    Python: called per request, a bound method costs less than calling the object."""
+    if isinstance(app, types.FunctionType | types.MethodType):
+        return app
+    for klass in type(app).__mro__:
+        call = vars(klass).get("__call__")
+        if call is not None:
+            return call.__get__(app) if isinstance(call, types.FunctionType) else app
+    return app
 
 
 def _marked_coroutine_function(function: Callable[..., Any]) -> None:

@@ -1,4 +1,9 @@
-"""The request body limit, as ASGI middleware that counts what ``receive`` hands over."""
+"""The request body limit, as ASGI middleware that counts what ``receive`` hands over.
+
+Served by the gateway's protocol, the request's ``GatewayCycle`` counts it itself: ``receive``
+stays the cycle's own, so the proxied request can take a body that is all in at once
+(``GatewayCycle.whole_body``) without a message or a coroutine.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from collections.abc import Awaitable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import PayloadTooLarge
+from gateway.http.cycle import GatewayCycle
 
 UPLOADS = "/v1/files"  # file uploads count against their own cap (``gateway.http.api.files``)
 
@@ -38,4 +44,7 @@ class BodyLimit:
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http" or scope["path"] == UPLOADS:
             return self.app(scope, receive, send)
+        cycle = getattr(receive, "__self__", None)
+        if type(cycle) is GatewayCycle and cycle.cap_body(self.max_bytes):
+            return self.app(scope, receive, send)  # the cycle counts (its ``receive`` as is)
         return self.app(scope, limited(receive, self.max_bytes), send)

@@ -25,8 +25,11 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from functools import partial
 
+from uvicorn._types import ASGIReceiveEvent
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+
+from gateway.errors import PayloadTooLarge
 
 Fields = list[tuple[str, str]]  # (lower-case name, value), in order
 
@@ -131,7 +134,60 @@ def plain(names: Collection[str]) -> bool:
 
 
 class GatewayCycle(RequestResponseCycle):
-    """uvicorn's request cycle with writers that join what ``send`` writes apart."""
+    """uvicorn's request cycle with writers that join what ``send`` writes apart, and a body
+    cap of its own (``cap_body``) that ``receive`` and ``whole_body`` keep."""
+
+    body_cap: int | None = None  # set once (``cap_body``), then per instance
+    received = 0
+
+    def cap_body(self, max_bytes: int) -> bool:
+        """Stop a body past ``max_bytes`` with a 413, as ``body_limit.limited`` does around
+        ``receive``; False if a cap is set already (a second one wraps ``receive``)."""
+        if self.body_cap is not None:
+            return False
+        self.body_cap = max_bytes
+        return True
+
+    async def receive(self) -> ASGIReceiveEvent:
+        """uvicorn's, counting the body against the cap."""
+        if self.waiting_for_100_continue and not self.transport.is_closing():
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.waiting_for_100_continue = False
+        if not self.disconnected and not self.response_complete:
+            self.flow.resume_reading()
+            await self.message_event.wait()
+            self.message_event.clear()
+        if self.disconnected or self.response_complete:
+            return {"type": "http.disconnect"}
+        body = bytes(self.body)
+        self.body = bytearray()
+        if self.body_cap is not None:
+            self._count(len(body))
+        return {"type": "http.request", "body": body, "more_body": self.more_body}
+
+    def whole_body(self) -> bytes | None:
+        """What ``receive`` gives now when that is the whole body with nothing to wait for or
+        write first (a 100 Continue): its bytes. None, nothing done, otherwise."""
+        if (
+            self.more_body
+            or self.waiting_for_100_continue
+            or self.disconnected
+            or self.response_complete
+            or not self.message_event.is_set()
+        ):
+            return None
+        self.flow.resume_reading()
+        self.message_event.clear()
+        body = bytes(self.body)
+        self.body = bytearray()
+        if self.body_cap is not None:
+            self._count(len(body))
+        return body
+
+    def _count(self, size: int) -> None:
+        self.received += size
+        if self.received > self.body_cap:  # type: ignore[operator]
+            raise PayloadTooLarge(f"Request body exceeds the {self.body_cap} byte limit.")
 
     def takes(self, status: int) -> bool:
         """Whether ``write_start`` can start this answer (else: ``send``'s messages)."""

@@ -15,6 +15,8 @@ from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request, empty_send
 from starlette.types import Receive, Scope
 
+from gateway.http.cycle import GatewayCycle
+
 
 class IndexedHeaders(Headers):
     def __init__(self, scope: Scope) -> None:
@@ -65,6 +67,13 @@ class ProxiedRequest(Request):
             return body
         if self._stream_consumed:
             raise RuntimeError("Stream consumed")
+        cycle = getattr(self._receive, "__self__", None)
+        if type(cycle) is GatewayCycle:  # served by the gateway's protocol
+            body = cycle.whole_body()
+            if body is not None:  # all in: what one ``receive`` would give
+                self._stream_consumed = True
+                self._body = body
+                return body
         chunks: list[bytes] = []
         while True:
             message = await self._receive()

@@ -20,24 +20,30 @@ moved timer per connection too instead of a timer made after every answer and ca
 next request's first bytes.
 
 Its request cycles are ``GatewayCycle``s (``gateway.http.cycle``): an answer's head leaves with
-its body in one write.
+its body in one write. uvicorn's parser callbacks are its own, leaner versions: the scope built
+in one dict once the header is complete, the cycle started without keyword arguments or calls
+up, and uvicorn's proxy headers read here (``forwarded``), not by a middleware per request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import types
-from collections.abc import Callable
+import contextvars
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
+import httptools
 import orjson
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, service_unavailable
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from gateway.errors import InvalidRequest, RequestTimeout
+from gateway.http.asgi import bound_call
 from gateway.http.cycle import GatewayCycle
+from gateway.http.forwarded import forward, unwrapped
 from gateway.http.stream_cut import STATE_KEY, OpenRelays
 from gateway.proxy.incoming import BODY_TIMED_OUT
 
@@ -48,6 +54,9 @@ class ReadDeadlines:
     body_s: float = 120.0  # a 32 MB upload needs ~270 KB/s
     body_idle_s: float = 10.0
 
+
+# The header names ``on_header`` looks at
+_NOTED = frozenset((b"expect", b"x-forwarded-proto", b"x-forwarded-for"))
 
 # Phases of a connection (plain ints: compared on every read)
 IDLE = 0  # between requests: uvicorn's keep-alive timeout applies
@@ -87,22 +96,6 @@ class GuardedConfig(uvicorn.Config):
         self.read_deadlines = read_deadlines or ReadDeadlines()
 
 
-def _building_ours(method: Callable[..., Any]) -> Callable[..., Any]:
-    """uvicorn's ``method`` run with its module's name ``RequestResponseCycle`` meaning
-    ``GatewayCycle``: the cycle it builds is ours from the start (a class swapped on the built
-    object instead turns its attributes into a dict, slower for every read that follows)."""
-    names = dict(method.__globals__, RequestResponseCycle=GatewayCycle)
-    code, defaults, closure = method.__code__, method.__defaults__, method.__closure__
-    return types.FunctionType(code, names, method.__name__, defaults, closure)
-
-
-_headers_complete = _building_ours(HttpToolsProtocol.on_headers_complete)
-# uvicorn's callbacks that run on every request, called as functions (no ``super()`` object)
-_data_received = HttpToolsProtocol.data_received
-_message_begin = HttpToolsProtocol.on_message_begin
-_message_complete = HttpToolsProtocol.on_message_complete
-
-
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with header and body read deadlines."""
 
@@ -125,11 +118,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.idle_timer_at = 0.0
         # shared by the server's connections, and seen by its requests in scope["state"]
         self.open_relays: OpenRelays = app_state.setdefault(STATE_KEY, OpenRelays())
+        self.upgrading = False  # the request being read is handed to the websocket protocol
+        # uvicorn's proxy headers middleware, if on, done here (``forwarded``)
+        app, self.forwarding = unwrapped(self.app)
+        self.app = bound_call(app)
+        self.trusted = False  # the client's forwarded headers are read
+        self.forwarded = False  # the request has one
+        self.reset_contextvars = bool(getattr(config, "reset_contextvars", False))
 
     # -- connection and parser callbacks: phases change, the timer moves lazily --------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if self.forwarding is not None:
+            self.trusted = (self.client[0] if self.client else None) in self.forwarding
         self.last_read = self.loop.time()
         self.phase, self.deadline = WAITING, self.last_read + self.deadlines.header_s
         self._arm(self.deadline)
@@ -144,29 +146,140 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.idle_timer = None
 
     def data_received(self, data: bytes) -> None:
+        """uvicorn's, with the read's time noted and the keep-alive timeout stopped inline."""
         self.last_read = self.loop.time()
-        _data_received(self, data)
+        self.idle_until = 0.0
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
         if self.phase != IDLE and self.timer is None:
             self._arm(self._due())
 
     def on_message_begin(self) -> None:
-        _message_begin(self)
+        """uvicorn's, but the scope is built whole once the header is complete."""
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self.forwarded = False
         if self.phase == IDLE:  # a later request: its own header deadline
             self.deadline = self.last_read + self.deadlines.header_s
         self.phase = HEADER
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """uvicorn's, noting a proxy's headers (read only when present)."""
+        name = name.lower()
+        value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace, not part of the value
+        if name in _NOTED:
+            if name == b"expect":
+                if value.lower() == b"100-continue":
+                    self.expect_100_continue = True
+            else:
+                self.forwarded = True
+        self.headers.append((name, value))
+
     def on_headers_complete(self) -> None:
-        _headers_complete(self)
-        cycle = self.cycle
-        if cycle is not None and cycle.scope is self.scope and type(cycle) is RequestResponseCycle:
-            # a uvicorn whose method no longer builds its cycle by that name: the object it
-            # built (its task not yet run) becomes ours
-            cycle.__class__ = GatewayCycle
+        """uvicorn's: the same scope (its keys in the same order) built in one dict, and the
+        request's ``GatewayCycle`` started (or queued behind the one answering)."""
+        parser = self.parser
+        http_version = parser.get_http_version()
+        method = parser.get_method().decode("ascii")
+        self.upgrading = parser.should_upgrade() and self._should_upgrade()
+        if self.upgrading:  # uvicorn's scope as it stands when it hands over
+            self.scope = {  # type: ignore[typeddict-item]
+                "type": "http",
+                "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+                "http_version": http_version,
+                "server": self.server,
+                "client": self.client,
+                "scheme": self.scheme,  # type: ignore[typeddict-item]
+                "root_path": self.root_path,
+                "headers": self.headers,
+                "state": self.app_state.copy(),
+                "method": method,
+            }
+            return
+        parsed_url = httptools.parse_url(self.url)
+        raw_path = parsed_url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        root_path = self.root_path
+        scope = self.scope = {
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": http_version,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,  # type: ignore[typeddict-item]
+            "root_path": root_path,
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+            "method": method,
+            "path": root_path + path if root_path else path,
+            "raw_path": root_path.encode("ascii") + raw_path if root_path else raw_path,
+            "query_string": parsed_url.query or b"",
+        }
+        if self.forwarded and self.trusted:
+            forward(scope, self.forwarding)  # type: ignore[arg-type]
+        limit = self.limit_concurrency
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            app = service_unavailable
+            self.logger.warning("Exceeded concurrency limit.")
+        else:
+            app = self.app
+        existing = self.cycle
+        cycle = self.cycle = GatewayCycle(
+            scope,
+            self.transport,
+            self.flow,
+            self.logger,
+            self.access_logger,
+            self.access_log,
+            self.server_state.default_headers,
+            asyncio.Event(),
+            self.expect_100_continue,
+            http_version != "1.0" and parser.should_keep_alive(),
+            self.on_response_complete,
+        )
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(cycle, app)
+        else:  # pipelined: it waits for the answer before it
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, app))
         self.phase, self.deadline = BODY, self.last_read + self.deadlines.body_s
 
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if self.upgrading or cycle.response_complete:
+            return
+        cycle.body += body
+        if len(cycle.body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
+
     def on_message_complete(self) -> None:
-        _message_complete(self)
         self.phase = IDLE
+        cycle = self.cycle
+        if self.upgrading or cycle.response_complete:
+            return
+        cycle.more_body = False
+        cycle.message_event.set()
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        if self.reset_contextvars:
+            task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
+        else:
+            task = self.loop.create_task(cycle.run_asgi(app))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
 
     def on_response_complete(self) -> None:
         """uvicorn's: the next pipelined request starts, or the keep-alive timeout runs (from
