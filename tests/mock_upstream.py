@@ -19,6 +19,8 @@ Markers:
     drop-K                           streams: K content chunks, then the connection is cut;
                                      other requests: the connection is closed without a response
     slow-MS                          streams: sleep MS milliseconds between chunks
+    linger-MS                        streams: sleep MS milliseconds after the last event
+                                     (``[DONE]``) before the body's end
     words-N                          the answer has N words (default 5)
     nousage                          never report usage
     absurd-usage                     report 10,000,000 prompt and completion tokens
@@ -94,7 +96,9 @@ _FIXED_FAILURES = frozenset(
         "plain-502",
     }
 )
-_NUMERIC_MARKER = re.compile(r"^(flaky|ratelimited|slowfirst|drop|slow|words)-(\d+(?:\.\d+)?)$")
+_NUMERIC_MARKER = re.compile(
+    r"^(flaky|ratelimited|slowfirst|drop|slow|linger|words)-(\d+(?:\.\d+)?)$"
+)
 _MODERATION_CATEGORIES = (
     "harassment",
     "harassment/threatening",
@@ -189,6 +193,7 @@ class Markers:
     slowfirst: float = 0.0
     drop: int | None = None
     slow_ms: float = 0.0
+    linger_ms: float = 0.0
     words: int = _DEFAULT_WORDS
     nousage: bool = False
     usage_on_finish: bool = False
@@ -220,8 +225,8 @@ def _apply_marker(marker: str, values: dict[str, Any]) -> None:
         values["absurd_usage"] = True
     elif match := _NUMERIC_MARKER.match(marker):
         name, number = match.group(1), float(match.group(2))
-        if name in ("slowfirst", "slow"):
-            values["slow_ms" if name == "slow" else "slowfirst"] = number
+        if name in ("slowfirst", "slow", "linger"):
+            values[{"slow": "slow_ms", "linger": "linger_ms"}.get(name, name)] = number
         else:
             values[name] = int(number)
 
@@ -350,6 +355,7 @@ class _ChunkStream(Response):
         media_type: str,
         delay: float = 0.0,
         cut: bool = False,
+        linger: float = 0.0,
     ) -> None:
         self.status_code = 200
         self.media_type = media_type
@@ -358,6 +364,7 @@ class _ChunkStream(Response):
         self._chunks = chunks
         self._delay = delay
         self._cut = cut
+        self._linger = linger
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = {
@@ -372,6 +379,10 @@ class _ChunkStream(Response):
             if _client_gone(scope):
                 return
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if self._linger:
+            await asyncio.sleep(self._linger)
+            if _client_gone(scope):
+                return
         if self._cut:
             await _hang_up(scope, receive)
         else:
@@ -532,6 +543,7 @@ def _sse_response(stream: _StreamPlan, markers: Markers) -> _ChunkStream:
         media_type="text/event-stream",
         delay=markers.slow_ms / 1000,
         cut=markers.drop is not None,
+        linger=markers.linger_ms / 1000,
     )
 
 

@@ -44,6 +44,7 @@ SCENARIO_MODELS: dict[str, tuple[str, str, str]] = {
     "onfinish": ("mock", "mock/usage-on-finish", "text"),
     "crlf": ("mock", "mock/crlf", "text"),
     "slow": ("mock", "mock/slow-20+words-20", "text"),
+    "lingering": ("mock", "mock/linger-500+words-5", "text"),  # [DONE], then 500 ms to the end
     "long": ("mock", "mock/words-40", "text"),
     "stall": ("mock", "mock/slow-3000+words-3", "text"),
     "endless": ("mock", "mock/slow-500+words-60", "text"),  # ~30 s of stream

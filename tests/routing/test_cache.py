@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import time
 
+import httpx
 import openai
 import pytest
 
@@ -168,6 +169,29 @@ def test_concurrent_identical_misses_go_upstream_once(start_gateway, upstream):
     assert upstream.count("mock/slow-20+words-20") == 1
     assert sorted(result for result, _ in results) == ["hit"] * 19 + ["miss"]
     assert len({text for _, text in results}) == 1
+
+
+def test_a_stream_left_right_after_done_is_still_kept(start_gateway, upstream):
+    """The client has the whole answer at [DONE] and may hang up before the upstream's body
+    ends (here 500 ms later, as a loaded machine spreads it): the answer is kept all the same."""
+    routes = {**DEFAULT_ROUTES, "text": ["lingering"]}
+    gw = start_gateway({"free": {"routes": routes, "cache": {"text": {"ttl_s": 60}}}})
+    body = {"model": "text", "messages": MESSAGES, "stream": True}
+    auth = {"authorization": f"Bearer {gw.key()}"}
+    with httpx.Client(timeout=5) as http:
+        url = f"{gw.base_url}/chat/completions"
+        with http.stream("POST", url, json=body, headers=auth) as response:
+            assert response.headers["x-gateway-cache"] == "miss"
+            seen = b""
+            for part in response.iter_bytes():
+                seen += part
+                if b"data: [DONE]" in seen:
+                    break  # closed here, mid-body
+    with openai.OpenAI(base_url=gw.base_url, api_key=gw.key(), max_retries=0) as client:
+        headers, chunks = streamed(client)
+    assert headers["x-gateway-cache"] == "hit"
+    assert upstream.count("mock/linger-500+words-5") == 1
+    assert text_of(chunks)
 
 
 def test_hits_are_metered_with_zero_tokens_and_counted(gw, client):

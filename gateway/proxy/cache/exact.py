@@ -264,7 +264,7 @@ class ResponseCache:
     ) -> AsyncIterator[bytes]:
         """Relay the stream, keeping a copy of what the client got (up to the entry limit)."""
         kept: list[bytes] = []
-        size, limit, whole = 0, self._settings.max_entry_bytes, False
+        size, limit = 0, self._settings.max_entry_bytes
         chunks = aiter(relay)
         try:
             async for chunk in chunks:
@@ -272,12 +272,13 @@ class ResponseCache:
                 if size <= limit:
                     kept.append(chunk)
                 yield chunk
-            whole = True
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
             result = relay.result
             entry = None
-            if whole and size <= limit and result.completed and result.error is None:
+            # [DONE] relayed is the whole answer, kept above before it was yielded; the client
+            # may hang up then, before the upstream's body ends and this loop would
+            if size <= limit and result.completed and result.error is None:
                 stored = assemble(b"".join(kept), result.usage)
                 entry = Entry(self._clock(), ttl_s, model, stored) if stored else None
             self._land(key, entry, lead)
