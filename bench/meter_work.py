@@ -32,7 +32,7 @@ from gateway.metering.limit_errors import block_headers
 from gateway.metering.plans import Local, Plans
 from gateway.metering.settle import settlement
 from gateway.metering.types import Admission, Amounts
-from gateway.store.port import Decision, Lease, SettleBatch, Store
+from gateway.store.port import Decision, Lease, Store
 from gateway.store.redis import reserve_template, scripts
 
 NOW = 1_796_000_000.0
@@ -84,14 +84,11 @@ def main(kind: str, count: int) -> None:
             settle_layout=layouts[0], lease_layout=layouts[1], uses=uses or (),
         )  # fmt: skip
         item = settlement(admission, outcome, f"r{number}")
-        batches = [item.batch]
-        if item.unqueued:  # as ``Meter.finish``, then the flush seals it
-            batch = SettleBatch(())
-            for unqueued in item.unqueued:
-                unqueued.queued = batch
+        if item.unqueued:  # as ``Meter.finish`` (its own batch carries the levels' usage),
+            for unqueued in item.unqueued:  # then the buffer seals it as it leaves
+                unqueued.queued = item.batch
             seal(item.unqueued)
-            batches.append(batch)
-        scripts.settle_call(batches, 1000, mark=None, stream=True, by_id=False)
+        scripts.settle_call([item.batch], 1000, mark=None, stream=True, by_id=False)
 
 
 def opened(local: Local | None) -> Allowances:
