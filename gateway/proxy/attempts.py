@@ -125,6 +125,10 @@ class Attempter:
                 if isinstance(outcome, Opened):
                     outcome.breaker_skipped = tuple(open_circuits)
                     return outcome
+                if outcome.error_type == "deadline":
+                    # cut by the deadline on the loop's clock (uvloop's counts whole
+                    # milliseconds), which can be a little behind time.monotonic()
+                    raise AttemptFailed(self._late(records, skipped), records)
                 last = outcome
         if time.monotonic() >= deadline:
             raise AttemptFailed(self._late(records, skipped), records)
