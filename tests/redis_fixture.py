@@ -6,6 +6,7 @@ cluster client's same-slot rules (hash tags, CROSSSLOT) are exercised against a 
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -16,18 +17,40 @@ from pathlib import Path
 from types import TracebackType
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+BUS_OFFSET = 10000  # a cluster node's bus listens on its port + 10000
 
 
 def free_port(*, with_bus: bool = False) -> int:
-    """A free TCP port; ``with_bus`` also needs port + 10000 free (Redis Cluster's bus)."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if not with_bus:
+    """A free TCP port; ``with_bus`` also needs port + 10000 free (Redis Cluster's bus).
+
+    A cluster node's two ports are both taken below the kernel's ephemeral range: there, any
+    outgoing connection of any test may be given the bus port between our check and the
+    node's bind, and the node then exits at start ("redis did not become ready" in CI)."""
+    if with_bus:
+        return _port_pair_below_ephemeral()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _port_pair_below_ephemeral() -> int:
+    first_ephemeral = _ephemeral_range()[0]
+    top = first_ephemeral - BUS_OFFSET  # the bus port (port + 10000) stays below the range
+    choices = list(range(max(1024, top - 6000), top))
+    random.shuffle(choices)
+    for port in choices:
+        if _bindable(port) and _bindable(port + BUS_OFFSET):
             return port
-        if port + 10000 <= 65535 and _bindable(port + 10000):
-            return port
+    raise RuntimeError(f"no free port pair below {first_ephemeral}")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
 
 
 def _bindable(port: int) -> bool:

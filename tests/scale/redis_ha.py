@@ -31,8 +31,11 @@ class Node:
             args += ["--save", "", "--appendonly", "no"]
         args += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), *extra]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: command(self.port, "PING").startswith(b"+PONG"))
+        wait_for(self.answers_ping, what=f"redis-server on port {self.port}", process=self.process)
         return self
+
+    def answers_ping(self) -> bool:
+        return command(self.port, "PING").startswith(b"+PONG")
 
     def info(self, section: str) -> str:
         return command(self.port, "INFO", section).decode(errors="replace")

@@ -48,7 +48,7 @@ def test_a_cluster_whose_slots_are_not_covered_is_a_store_error(tmp_path):
     argv += ["--dir", str(tmp_path), "--cluster-enabled", "yes"]  # and no slot assigned
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
     try:
-        wait_for(lambda: command(port, "PING").startswith(b"+PONG"))
+        wait_for(lambda: command(port, "PING").startswith(b"+PONG"), process=process)
         asyncio.run(_reserve_and_read(f"redis+cluster://127.0.0.1:{port}"))
     finally:
         process.kill()
