@@ -43,6 +43,14 @@ redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
 return 1
 """
 
+# KEYS: lines (the stream). ARGV: group, entry id, line. Queued again only if it was pending.
+REQUEUE = """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('XADD', KEYS[1], '*', 'l', ARGV[3])
+end
+return 0
+"""
+
 
 def _key(batch_id: str, part: str) -> str:
     return f"gw:{{b:{batch_id}}}:{part}"
@@ -94,6 +102,9 @@ class RedisBatchState:
 
     async def release(self, batch_id: str, line: int) -> None:
         await self._run(RELEASE, [_key(batch_id, "running"), _key(batch_id, "progress")], [line])
+
+    async def requeue(self, batch_id: str, entry: Entry) -> None:
+        await self._run(REQUEUE, [_key(batch_id, "lines")], [GROUP, entry.id, entry.line])
 
     async def finish(self, batch_id: str, line: int, result: bytes, ok: bool) -> bool:
         keys = [_key(batch_id, "results"), _key(batch_id, "progress")]

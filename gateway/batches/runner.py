@@ -7,9 +7,11 @@ and per batch (``batch_concurrency``), so interactive traffic keeps the upstream
 needs. A line
 is ``begin``-marked before it is sent: if its replica dies, the line is answered with a
 ``line_interrupted`` error rather than sent a second time. A line refused by the owner's quota
-is given back and the batch pauses until the quota's ``retry-after``; so is a line whose
+is queued again and the batch pauses until the quota's ``retry-after``; so is a line whose
 owner's key is no longer valid, the batch waiting until the key is valid again (re-checked
-every ``key_recheck_s``) or the batch expires. Each tier may bound its lines in flight too.
+every ``key_recheck_s``) or the batch expires. A line queued again is read as soon as the
+pause ends, not when its old entry would have gone stale (``claim_idle_ms``). Each tier may
+bound its lines in flight too.
 """
 
 from __future__ import annotations
@@ -235,12 +237,15 @@ class Runner:
             await state.release(batch_id, entry.line)
             if progress.stop:
                 await state.ack(batch_id, [entry.id])  # a stopped batch never runs this line
+            else:
+                await state.requeue(batch_id, entry)
             return
         outcome = await self.execute(record, line)
         if outcome.quota_refused or outcome.key_refused:
             await state.release(batch_id, entry.line)
             await self._pause(record, outcome)
-            return  # unacknowledged: the line comes back once its entry is stale
+            await state.requeue(batch_id, entry)  # read again when the pause ends
+            return
         response = {
             "status_code": outcome.status,
             "request_id": outcome.request_id,

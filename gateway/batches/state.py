@@ -51,6 +51,12 @@ class BatchState(Protocol):
         """Forget a ``begin`` whose line was not sent (it runs again later)."""
         ...
 
+    async def requeue(self, batch_id: str, entry: Entry) -> None:
+        """Acknowledge ``entry`` and queue its line again, behind the others: it is read once
+        the batch may start lines again (not only when the entry goes stale). Nothing is
+        queued when the entry was no longer pending (another consumer took it)."""
+        ...
+
     async def finish(self, batch_id: str, line: int, result: bytes, ok: bool) -> bool:
         """Write the line's result unless it has one; True if this call wrote it."""
         ...
@@ -157,6 +163,11 @@ class MemoryBatchState:
         batch = self._of(batch_id)
         if batch.running.pop(line, None) is not None:
             _bump(batch.counters, "started", -1)
+
+    async def requeue(self, batch_id: str, entry: Entry) -> None:
+        batch = self._of(batch_id)
+        if batch.pending.pop(entry.id, None) is not None:
+            batch.queued.append(entry.line)
 
     async def finish(self, batch_id: str, line: int, result: bytes, ok: bool) -> bool:
         batch = self._of(batch_id)

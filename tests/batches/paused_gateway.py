@@ -37,8 +37,6 @@ def start_paused_gateway(
     monkeypatch.setenv("GATEWAY_FILES_DIR", str(tmp_path / "files"))
     monkeypatch.setenv("GATEWAY_BATCH_CONCURRENCY", "1")
     monkeypatch.setenv("GATEWAY_BATCH_KEY_RECHECK_S", "1")
-    # a refused line comes back once its entry is stale (15 s by default): within the tests' wait
-    monkeypatch.setenv("GATEWAY_BATCH_CLAIM_IDLE_MS", "2000")
     routes = routes_doc(upstream.base_url, first_byte_timeout_s=5)
     routes["models"]["slowish"] = {"upstream": "mock", "model": "mock/slowfirst-0.3"}
     routes["models"]["slowish"]["modality"] = "text"

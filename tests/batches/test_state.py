@@ -64,6 +64,23 @@ def test_an_entry_left_unacknowledged_is_claimed_by_another_runner(state: BatchS
     run(scenario())
 
 
+def test_a_requeued_line_is_read_again_once_and_its_old_entry_is_gone(state: BatchState) -> None:
+    async def scenario() -> None:
+        await state.enqueue("b3", 2)
+        first, second = await state.read("b3", "alpha", 2)
+        await state.requeue("b3", first)  # refused by a quota: queued behind the others
+        again = await state.read("b3", "beta", 10)
+        assert [entry.line for entry in again] == [0] and again[0].id != first.id
+        await state.requeue("b3", first)  # no longer pending: nothing queued twice
+        await state.ack("b3", [second.id])
+        assert await state.read("b3", "beta", 10) == []
+        await asyncio.sleep(0.05)
+        stale = await state.claim_stale("b3", "gamma", 20, 10)
+        assert [(entry.id, entry.line) for entry in stale] == [(again[0].id, 0)]
+
+    run(scenario())
+
+
 def test_storage_bytes_add_up_per_owner(state: BatchState) -> None:
     async def scenario() -> None:
         assert await state.add_stored_bytes("ann", 10) == 10
