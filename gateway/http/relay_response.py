@@ -1,8 +1,9 @@
 """A lean streaming response for relays: no task group per stream, prompt disconnect handling.
 
 Starlette's ``StreamingResponse`` runs a task group with a second task per response to watch for
-the client leaving (uvicorn speaks ASGI 2.3). Here one future waits on ``receive()``; when it
-reports a disconnect, the streaming task is cancelled at once, which closes the upstream.
+the client leaving (uvicorn speaks ASGI 2.3). Here the gateway's protocol tells the relay
+(``client_gone``), or elsewhere one future waits on ``receive()``; when the client is gone, the
+streaming task is cancelled at once, which closes the upstream.
 A server shutting down cuts an SSE relay still open at the end of its grace period the same
 way, then ends it in-band (``stream_cut``).
 
@@ -25,6 +26,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callab
 
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway.http.client_gone import watch
 from gateway.http.cycle import GatewayCycle
 from gateway.http.lookahead import next_or_flush
 from gateway.http.stream_cut import STATE_KEY, OpenRelays
@@ -78,8 +80,16 @@ class RelayResponse:
                 state["client_left"] = True
                 task.cancel()
 
-        waiter = asyncio.ensure_future(receive())
-        waiter.add_done_callback(on_message)
+        def gone() -> None:
+            if state["streaming"]:
+                state["client_left"] = True
+                task.cancel()
+
+        stop_watching: Callable[[], object] | None = watch(send, receive, gone)
+        if stop_watching is None:
+            waiter = asyncio.ensure_future(receive())
+            waiter.add_done_callback(on_message)
+            stop_watching = waiter.cancel
         # Iterate before sending headers: the relay's own clean-up (closing the upstream,
         # metering) then runs even when the client is gone before the first byte.
         chunks = aiter(self.body_iterator)
@@ -101,7 +111,7 @@ class RelayResponse:
                 raise
         finally:
             state["streaming"] = False
-            waiter.cancel()
+            stop_watching()
             if relays is not None:
                 relays.discard(server_cut)
             if isinstance(chunks, AsyncGenerator):

@@ -310,6 +310,11 @@ class Connection(asyncio.Protocol):
             self._buffered += len(first)
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop this connection runs on."""
+        return self._loop
+
+    @property
     def reusable(self) -> bool:
         """The whole answer was read and both sides agree to keep the connection open."""
         return self.body_done and self._keep_alive and not self.closed and self._error is None

@@ -282,7 +282,7 @@ class BodyReader:
         if connection is None:
             raise httpx.StreamClosed()
         self._sink = sink
-        self._loop = asyncio.get_running_loop()
+        self._loop = connection.loop  # asyncio.get_running_loop() costs a getpid() on 3.11
         # weakly: a reader dropped unclosed must be collected, to be closed then
         connection.pass_through(sink, first, weakref.WeakMethod(self._finished))
         return self

@@ -94,7 +94,8 @@ class Reservations:
             if failure is exc:
                 raise
             raise failure from exc
-        raise_if_cancelled()
+        if self._pipelined is None:  # only redis-py swallows a cancellation (the check: a getpid)
+            raise_if_cancelled()
         return _decision(reply, counters)
 
     async def _spread(
