@@ -278,8 +278,9 @@ class Shipper:
 
 
 def _retryable(exc: BaseException) -> bool:
-    """A deadlock or serialisation failure: run the same transaction again."""
-    return getattr(exc, "sqlstate", None) in ("40P01", "40001")
+    """A deadlock or serialisation failure, or a session without the writer's staging table
+    (``writer.insert`` makes it on the next attempt): run the same transaction again."""
+    return getattr(exc, "sqlstate", None) in ("40P01", "40001", "42P01")
 
 
 def _bad_data(exc: BaseException) -> bool:

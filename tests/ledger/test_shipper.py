@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from gateway.ledger import migrate, stream
+from gateway.ledger import migrate, stream, writer
 from gateway.ledger.db import Database
 from gateway.ledger.metrics import LedgerMetrics
 from gateway.ledger.settings import LedgerSettings
@@ -113,6 +113,32 @@ def test_records_are_shipped_once_with_rollups(redis: RedisServer, database_url:
             assert dupes == 1  # req_00000005: two requests, each once
             pending = await client.xpending(keys.USAGE_STREAM, stream.GROUP)
             assert pending["pending"] == 0
+        finally:
+            await db.aclose()
+            await client.aclose()
+
+    run(scenario)
+
+
+def test_a_session_without_the_staging_table_ships_on_the_next_attempt(
+    redis: RedisServer, database_url: str
+) -> None:
+    """The writer remembers which sessions hold its staging table; one that no longer does
+    (here dropped under it) fails its COPY once, and the batch is shipped in the same step."""
+
+    async def scenario() -> None:
+        client = Redis.from_url(redis.url)
+        db = Database(database_url, size=1)
+        shipper = Shipper(settings(database_url), db, client, consumer="s")
+        try:
+            await add(client, [record(n) for n in range(50)])
+            await drain(shipper)
+            async with (await db.pool()).acquire() as conn:
+                assert conn.get_server_pid() in writer._staged
+                await conn.execute(f"DROP TABLE pg_temp.{writer.STAGE}")
+            await add(client, [record(n) for n in range(50, 120)])
+            assert await shipper.step(block_ms=10) == 70
+            assert await count(database_url) == 120
         finally:
             await db.aclose()
             await client.aclose()
