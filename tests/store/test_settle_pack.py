@@ -4,6 +4,7 @@ Redis, a field holding no integer replaced, and a key of another type failing wi
 from __future__ import annotations
 
 import pytest
+import redis
 
 from gateway.config.model import Config
 from gateway.store import keys
@@ -18,7 +19,7 @@ from gateway.store.port import (
     SharedAggregate,
     StoreRejected,
 )
-from gateway.store.redis.scripts import settle_call
+from gateway.store.redis.scripts import SETTLE, settle_call
 from tests.metering.helpers import RedisServer, command, run
 from tests.store import settle_args
 
@@ -158,3 +159,25 @@ def test_a_gone_lease_after_others_in_the_call_adds_back_its_own_grants(
     assert command(redis_server.port, "HGET", tier, "usd") == b"$1\r\n6\r\n"  # 1 + 5
     assert command(redis_server.port, "ZCARD", keys.lease(user)) == b":0\r\n"
     assert command(redis_server.port, "HLEN", keys.lease_data(keys.lease(user))) == b":0\r\n"
+
+
+def test_the_marks_of_earlier_batches_are_deleted_in_one_call_and_this_one_set(
+    redis_server: RedisServer,
+) -> None:
+    redis_server.flushall()
+    earlier = [keys.settled_mark("settle", f"old.{n}") for n in range(3)]
+    for name in earlier:
+        command(redis_server.port, "SET", name, "1")
+    mark = keys.settled_mark("settle", "new.1")
+    batch = SettleBatch((Increment(KEY, "tok", 2, 60),))
+    call = settle_call([batch], 100, mark=mark, stream=False, by_id=True, forget=earlier)
+    assert call is not None and settle_args.read(call).marks == earlier
+    client = redis.Redis(port=redis_server.port)
+    try:
+        assert client.eval(SETTLE.text, len(call.keys), *call.keys, *call.args) == [1]
+        assert client.eval(SETTLE.text, len(call.keys), *call.keys, *call.args) == [0]  # again
+    finally:
+        client.close()
+    assert command(redis_server.port, "EXISTS", *earlier) == b":0\r\n"
+    assert command(redis_server.port, "EXISTS", mark) == b":1\r\n"
+    assert command(redis_server.port, "HGET", KEY, "tok") == b"$1\r\n2\r\n"  # applied once
