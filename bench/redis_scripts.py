@@ -1,12 +1,15 @@
 """Redis's instructions per reserve and per settled request, the scripts alone, by callgrind.
 
     python bench/redis_scripts.py [plain|team] [--requests 200] [--batch 14] [--group 1]
+        [--profile DIR]
 
 Starts redis-server under ``valgrind --tool=callgrind`` and sends it what the gateway would for
 ``--requests`` chat requests of a key with no limits (``plain``) or of a key in a team in an
 organization with every level limit set (``team``, ``meter_micro.LEVELS``): the reservations
 one by one (``--group N``: N per call, as a busy gateway groups those of one turn), then their
-settles in batches of ``--batch`` (group commit). Prints the
+settles in batches of ``--batch`` (group commit; ``--batch 1``: one request per settle, as at one
+connection). ``--profile DIR`` keeps callgrind's files: one for the warm-up and reserves, one
+for the settles (``callgrind_annotate``). Prints the
 instructions per reservation and per settled request: no gateway, no HTTP, no rollup, so a
 change to the scripts or their arguments shows alone. Needs valgrind and redis-server.
 """
@@ -43,6 +46,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--batch", type=int, default=14)
     parser.add_argument("--group", type=int, default=1, help="reservations per reserve call")
+    parser.add_argument("--profile", default=None, help="keep callgrind's files in this folder")
     args = parser.parse_args()
     valgrind, server = shutil.which("valgrind"), shutil.which("redis-server")
     if valgrind is None or server is None:
@@ -63,7 +67,8 @@ def main() -> int:
     limits = counters.LimitCache(config)
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="gateway-scripts-ir-") as tmp:
-        argv = [valgrind, "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.%p", server,
+        out = args.profile or tmp
+        argv = [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}/cg.%p", server,
                 "--port", str(port), "--save", "", "--appendonly", "no", "--dir", tmp]  # fmt: skip
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -121,6 +126,10 @@ def main() -> int:
                 for admission in reserve_group(range(start, min(start + args.group, args.requests)))
             ]
             reserved = _instructions(proc.pid)
+            settling = reserved
+            if args.profile:  # one file per phase: warm-up and reserves, then the settles
+                subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True)
+                settling = _instructions(proc.pid)  # (a dump zeroes the counts)
             for start in range(0, len(admissions), args.batch):
                 batches = [
                     settlement(admission, outcome, f"r{start + i}").batch
@@ -134,8 +143,8 @@ def main() -> int:
                 f"redis_scripts kind={args.kind} requests={args.requests} group={args.group} "
                 f"batch={args.batch} "
                 f"reserve={(reserved - before) / args.requests:.0f} "
-                f"settle={(settled - reserved) / args.requests:.0f} "
-                f"total={(settled - before) / args.requests:.0f}"
+                f"settle={(settled - settling) / args.requests:.0f} "
+                f"total={(reserved - before + settled - settling) / args.requests:.0f}"
             )
         finally:
             proc.terminate()

@@ -14,6 +14,7 @@ from gateway.store.port import Aggregate, Counter, Increment, Lease, LeaseEnd, S
 from gateway.store.redis import reserve_layout, scripts
 from gateway.store.redis.scripts import settle_call
 from tests.metering.helpers import Clock, RedisServer, command, metered, ok, request, run
+from tests.store import settle_args
 
 
 def calls(server: RedisServer) -> dict[str, int]:
@@ -44,7 +45,7 @@ def test_one_script_call_per_admit_and_one_per_settle_batch(
             # the rest runs inside the scripts (or sets up a new pooled connection)
             inside = {"hget", "hgetall", "hincrby", "expire", "hello", "client", "info"}
             inside |= {"type", "time", "hset", "zadd", "hdel", "zrem", "set", "del", "rpush"}
-            inside |= {"exists", "evalsha", "ltrim", "hmget"}
+            inside |= {"exists", "evalsha", "ltrim", "hmget", "hlen", "zcard", "xlen", "llen"}
             assert set(seen) - {"evalsha", "xadd"} <= inside
 
     run(scenario())
@@ -67,13 +68,14 @@ def test_a_settle_batch_sums_what_its_requests_share_before_writing(
     call = settle_call([first, second], 100, mark=None, stream=True, by_id=True)
     assert call is not None
     assert call.keys == ["gw:k", "gw:spend", "gw:agg", USAGE_STREAM]
-    assert str(call.args[1]).split("\n") == [
+    packed = settle_args.read(call)
+    assert packed.increments == [
         "1\ttok\t-5\t60\t0",
         "2\toverall\t12\t90\t1",
         "3\trequests\t2\t99\t0",
         "3\terrors\t1\t99\t0",
     ]
-    assert call.args[-4:] == [0, b'{"n":1}', 0, b'{"n":2}'] and call.watched == [
+    assert packed.records == [(0, b'{"n":1}'), (0, b'{"n":2}')] and call.watched == [
         ("gw:spend", "overall")
     ]
 

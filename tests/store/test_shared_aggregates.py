@@ -3,14 +3,20 @@ on Redis as one settle line, with the same result as one write per hash and fiel
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
+
 import pytest
+import redis
 
 from gateway.config.model import Config
 from gateway.store.factory import create_store
 from gateway.store.port import Increment, SettleBatch, SharedAggregate
 from gateway.store.redis import scripts
 from gateway.store.redis.scripts import settle_call
+from gateway.store.redis.settle_pack import FIELD_LUA
 from tests.metering.helpers import RedisServer, command, run
+from tests.store import settle_args
 
 MINUTE, DAY, PAR = "gw:{tm:t}:min:1", "gw:{tm:t}:d:1", "gw:{tm:t}:par"
 FIELDS = ("req", "tok", "usd")
@@ -27,11 +33,12 @@ def test_a_group_is_one_line_its_zero_fields_left_out() -> None:
     call = settle_call([first, second], 100, mark=None, stream=False, by_id=True)
     assert call is not None
     assert call.keys == ["gw:k", MINUTE, DAY, "gw:{o:o}:min:1", "gw:{o:o}:d:1"]
-    assert call.args[1] == "1\ttok\t4\t60\t0"
+    packed = settle_args.read(call)
+    assert packed.increments == ["1\ttok\t4\t60\t0"]
     # each group's hashes as that many KEYS from the first, their times to live, the fields;
     # nothing for PAR: all zero
     lines = "2:960,90000\treq\t1\ttok\t20\tusd\t5\n4:960,90000\treq\t1\tusd\t3"
-    assert call.args[8] == lines
+    assert packed.shared == lines.split("\n")
 
 
 def test_a_group_sharing_a_hash_with_another_write_is_merged_into_its_lines() -> None:
@@ -44,11 +51,11 @@ def test_a_group_sharing_a_hash_with_another_write_is_merged_into_its_lines() ->
     ]
     alone = SettleBatch((), shared=(windows(1, 0, 0),))
     twice = settle_call([alone, alone], 100, mark=None, stream=False, by_id=True)
-    assert twice is not None and twice.args[8] == ""
-    assert twice.args[1] == "1\treq\t2\t960\t0\n2\treq\t2\t90000\t0"
+    assert twice is not None and settle_args.read(twice).shared == []
+    assert settle_args.read(twice).increments == ["1\treq\t2\t960\t0", "2\treq\t2\t90000\t0"]
     call = settle_call(batches, 100, mark=None, stream=False, by_id=True)
-    assert call is not None and call.args[8] == ""
-    assert sorted(str(call.args[1]).split("\n")) == sorted([
+    assert call is not None and settle_args.read(call).shared == []
+    assert sorted(settle_args.read(call).increments) == sorted([
         "1\treq\t2\t960\t0",  # -3 and 5: one write
         "2\treq\t6\t90000\t0",  # in both groups: summed
         "2\ttok\t1\t90000\t0",
@@ -87,30 +94,41 @@ def test_every_store_writes_a_shared_aggregate_to_each_hash_with_its_time_to_liv
 
 
 @pytest.mark.parametrize(
-    "line",
+    "broken",
     [
-        "2:960\treq",  # no delta
-        "2:960",  # no field
-        "2:\treq\t1",  # no hash
-        "2:960\treq\t1\n\n",  # an empty line
-        "2:960,x\treq\t1",  # a bad time to live
-        "4:960\treq\t1",  # a key past the call's hashes
-        "2:960,90000,60\treq\t1",  # more hashes than the call has
-        "2:960\treq\t123456789012345678",  # out of range
+        lambda form, data: (form, data[:-1]),  # cut short
+        lambda form, data: (form, data + b"\0"),  # a byte past the last value
+        lambda form, data: (form[: -len(FIELD_LUA)], data),  # a field fewer in the format
+        lambda form, data: (form + "i4", data),  # a value more in the format
+        lambda form, data: (form, _counted(data, shared=2)),  # more shared writes than sent
+        lambda form, data: (form, _counted(data, hashes=1)),  # fewer hashes than its KEYS
     ],
 )
-def test_a_malformed_shared_line_fails_the_call_before_any_write(
-    redis_server: RedisServer, line: str
+def test_a_malformed_packed_settle_fails_the_call_before_any_write(
+    redis_server: RedisServer, broken: Callable[[str, bytes], tuple[str, bytes]]
 ) -> None:
+    """The gateway packs what settle.lua reads (settle_pack.py): data that does not end where
+    its format and head say fails the call with nothing written."""
     redis_server.flushall()
     call = settle_call(
         [SettleBatch((Increment("gw:k", "tok", 4, 60),), shared=(windows(1, 1, 1),))],
         100, mark=None, stream=False, by_id=True,
     )  # fmt: skip
     assert call is not None
-    call.args[8] = line
-    args = [str(arg) if not isinstance(arg, bytes) else arg.decode() for arg in call.args]
-    reply = command(redis_server.port, "EVAL", scripts.SETTLE.text, str(len(call.keys)),
-                    *call.keys, *args)  # fmt: skip
-    assert reply.startswith(b"-ERR gateway: malformed shared line"), reply
+    form, data = call.args[0], call.args[1]
+    assert isinstance(form, str) and isinstance(data, bytes)
+    form, data = broken(form, data)
+    client = redis.Redis(port=redis_server.port)
+    with pytest.raises(redis.ResponseError):
+        client.eval(scripts.SETTLE.text, len(call.keys), *call.keys, form, data, call.args[2])
+    client.close()
     assert command(redis_server.port, "EXISTS", "gw:k", MINUTE, DAY) == b":0\r\n"
+
+
+def _counted(data: bytes, *, shared: int = 1, hashes: int | None = None) -> bytes:
+    """``data`` with its head's count of shared writes, or of hashes, changed."""
+    head = list(struct.unpack_from("<iiiiiBiiiii", data))
+    head[7] = shared
+    if hashes is not None:
+        head[0] = hashes
+    return struct.pack("<iiiiiBiiiii", *head) + data[struct.calcsize("<iiiiiBiiiii") :]

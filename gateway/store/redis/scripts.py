@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -17,8 +18,16 @@ from operator import add
 from textwrap import indent
 
 from gateway.store import keys
-from gateway.store.port import Counter, Lease, LeaseEnd, SettleBatch, SharedAggregate
-from gateway.store.redis import reserve_pack
+from gateway.store.port import (
+    MAX_STORED,
+    Counter,
+    Lease,
+    LeaseEnd,
+    SettleBatch,
+    SharedAggregate,
+    StoreRejected,
+)
+from gateway.store.redis import reserve_pack, settle_pack
 
 _COMMON = resources.files("gateway.store.redis").joinpath("common.lua").read_text()
 
@@ -117,71 +126,99 @@ def settle_call(
     tag: str | None = None,
     mark_ttl_s: int = keys.SETTLED_MARK_S,
 ) -> SettleCall | None:
-    """settle.lua's KEYS and ARGV; with ``tag``, only the writes in that slot (None when
-    there are none). Increments to the same field are summed first (requests of one user or
-    model share most of them). ``forget``: marks of earlier batches to delete. Without
-    ``tag`` (a single Redis), the ends of one lease are one end, in the group its first end
-    names: where ``reserve_args`` recorded the whole lease."""
+    """settle.lua's KEYS and ARGV (packed: ``settle_pack.py``); with ``tag``, only the writes
+    in that slot (None when there are none). Increments to the same field are summed first
+    (requests of one user or model share most of them). ``forget``: marks of earlier batches
+    to delete. Without ``tag`` (a single Redis), the ends of one lease are one end, in the
+    group its first end names: where ``reserve_args`` recorded the whole lease."""
+    try:
+        return _settle_call(batches, maxlen, mark, stream, by_id, forget, tag, mark_ttl_s)
+    except struct.error as error:  # a value the format cannot hold: no integer, out of range
+        raise StoreRejected(f"a value settle.lua cannot take: {error}") from error
+
+
+def _settle_call(
+    batches: Sequence[SettleBatch],
+    maxlen: int,
+    mark: str | None,
+    stream: bool,
+    by_id: bool,
+    forget: Sequence[str],
+    tag: str | None,
+    mark_ttl_s: int,
+) -> SettleCall | None:
     index: dict[str, int] = {}
-    lines, watched = [], []
+    watched = []
+    parts: list[bytes] = [b""]  # the head first, once the counts are known
+    # ``settle_pack.increment``, inlined: some twenty a request
+    named, head, packed = settle_pack.NAMES, settle_pack.INCREMENT.pack, settle_pack.name
     merged = merged_increments(batches)
     alone = shared_alone(batches, merged, tag)
     for key, fields in merged.items():
         if tag is not None and keys.slot_tag(key) != tag:
             continue
-        at = ""  # the key's position and a tab, once it has a write
+        at = 0  # the key's position, once it has a write
         for name, (delta, ttl, watch) in fields.items():
             if delta or watch:
                 if not at:
-                    at = f"{index.setdefault(key, len(index) + 1)}\t"
-                lines.append(f"{at}{name}\t{delta}\t{ttl}\t{watch}")
+                    at = index.setdefault(key, len(index) + 1)
+                if not -MAX_STORED <= delta <= MAX_STORED:
+                    raise StoreRejected(f"a delta settle.lua cannot take exactly: {delta}")
+                text = b"%d" % delta
+                parts += (
+                    head(at, ttl, watch, delta, len(text)),
+                    text,
+                    named.get(name) or packed(name),
+                )
                 if watch:
                     watched.append((key, name))
-    shared_lines = []
+    increments = (len(parts) - 1) // 3
+    shared_forms = []
     for hashes, ttls, names, values in alone:  # each hash new to the call: the next KEYS
-        if all(values):  # the usual case: a template per group, filled by one ``format``
-            line = _shared_line(ttls, names).format(len(index) + 1, *values)
-        else:
-            named = zip(names, values, strict=True)
-            writes = [f"\t{name}\t{value}" for name, value in named if value]
-            if not writes:
-                continue
-            line = f"{len(index) + 1}:{','.join(map(str, ttls))}{''.join(writes)}"
+        writes = [(name, value) for name, value in zip(names, values, strict=True) if value]
+        if not writes:
+            continue
+        parts.append(settle_pack.shared_write(len(index) + 1, ttls, writes))
+        shared_forms.append(settle_pack.shared_lua(len(ttls), len(writes)))
         for key in hashes:
             index[key] = len(index) + 1
-        shared_lines.append(line)
     leases = [end for batch in batches for end in batch.leases]
     if tag is not None:
         leases = [end for end in leases if keys.slot_tag(end.group) == tag]
     if tag is None:
         leases = one_end_per_lease(leases)
     pairs: dict[str, int] = {}
-    lease_lines = []
+    place = index.setdefault  # a held key is most often placed already: one lookup
+    held_parts: list[bytes] = []
+    grant, end = settle_pack.GRANT.pack, settle_pack.lease_end
     for group, lease_id, held in leases:
+        pair = pairs.setdefault(group, len(pairs) + 1)
         if held is None:
-            lease_lines.append(f"{pairs.setdefault(group, len(pairs) + 1)}\t{lease_id}\tg")
-        else:
-            place = index.setdefault  # a held key is most often placed already: one lookup
-            grants = "".join([
-                f"\t{index.get(key) or place(key, len(index) + 1)}\t{name}\t{amount}\t{ttl}"
-                for key, name, amount, ttl in held
-            ])  # fmt: skip
-            lease_lines.append(f"{pairs.setdefault(group, len(pairs) + 1)}\t{lease_id}\tc{grants}")
+            parts.append(end(pair, lease_id, 0, 0))
+            continue
+        parts.append(end(pair, lease_id, len(held_parts) // 3 + 1, len(held)))
+        for key, name, amount, ttl in held:  # ``settle_pack.GRANT_LUA`` each
+            if type(amount) is not int or not -MAX_STORED <= amount <= MAX_STORED:
+                raise StoreRejected(f"a grant settle.lua cannot take exactly: {amount}")
+            text = b"%d" % amount
+            at = index.get(key) or place(key, len(index) + 1)
+            held_parts += (grant(at, ttl, len(text)), text, named.get(name) or packed(name))
     records, lists = _records(batches, stream=stream, tag=tag)
-    if not (lines or shared_lines or leases or records):
+    if not (increments or shared_forms or leases or records):
         return None
+    parts += [settle_pack.mark(name) for name in forget]
+    parts += [settle_pack.record(number, record) for number, record in records]
     all_keys = list(index)
     for name in pairs:
         all_keys += [name, keys.lease_data(name)]
     all_keys += [keys.USAGE_STREAM] if stream else []
     all_keys += list(lists)
     all_keys += [mark] if mark else []
-    shape = f"{len(index)},{len(pairs)},{int(stream)},{len(lists)},{int(mark is not None)}"
-    args: Args = [maxlen, "\n".join(lines), shape, mark_ttl_s, "\n".join(lease_lines)]
-    args += [keys.INDEX_TTL_S, "id" if by_id else "record", "\n".join(forget)]
-    args.append("\n".join(shared_lines))
-    for record_index, record in records:
-        args += [record_index, record]
+    shape = (len(index), len(pairs), int(stream), len(lists), int(mark is not None), int(by_id))
+    counts = (increments, len(shared_forms), len(leases), len(forget), len(records))
+    parts[0] = settle_pack.head(shape, counts, (maxlen, mark_ttl_s, keys.INDEX_TTL_S))
+    lua = settle_pack.lua_format(counts, shared_forms)
+    args: Args = [lua, b"".join(parts), b"".join(held_parts)]
     return SettleCall(all_keys, args, watched)
 
 
@@ -219,13 +256,6 @@ def _in_slot(shared: SharedAggregate, tag: str) -> SharedAggregate:
         return shared
     hashes = tuple([shared.keys[at] for at in kept])
     return shared._replace(keys=hashes, ttls=tuple([shared.ttls[at] for at in kept]))
-
-
-@functools.lru_cache(maxsize=1024)
-def _shared_line(ttls: tuple[int, ...], names: tuple[str, ...]) -> str:
-    """A shared line's ``str.format`` template: the first key's index, then every value."""
-    writes = "".join(f"\t{name.replace('{', '{{').replace('}', '}}')}\t{{}}" for name in names)
-    return "{}:" + ",".join(map(str, ttls)) + writes
 
 
 def one_end_per_lease(ends: Sequence[LeaseEnd]) -> list[LeaseEnd]:

@@ -1,91 +1,62 @@
 -- Settles a batch of finished requests in one call: on a standalone Redis the whole batch, on a
 -- cluster the part of it in one hash slot.
--- KEYS: ARGV[3] = "h,l,s,i,d": h hashes, then l lease pairs (sorted set, hash), then s (0 or 1)
---   the usage stream, then i per-user day index lists, then d (0 or 1) the once-only mark.
--- ARGV[1]: stream MAXLEN (approximate), also the most entries an index list keeps;
--- ARGV[2]: one line per increment of 5 tab-separated
--- values (key index, field, delta, ttl seconds, watch 0|1); ARGV[4]: the mark's seconds;
--- ARGV[5]: one line per lease to end: lease pair index, lease id, then 'g' (give back what
---   the lease holds, if it is still there) or 'c' followed by (key index, field, amount, ttl)
---   per grant, added back only if the lease is gone (the increments already subtract them);
--- ARGV[6]: index seconds;
--- ARGV[7]: 'id' to add each record to the stream and its entry id to its index list, 'record'
---   to add the record itself to its index list only (a cluster: the stream is in another slot);
--- ARGV[8]: marks of earlier batches to delete, one per line (their replies arrived);
--- ARGV[9]: one line per write shared by several hashes (a level's window hashes, which count
---   the same usage): the first hash's key index, ':', each hash's ttl seconds comma-separated
---   (the hashes are that many KEYS in turn), then per field a tab, the field, a tab and the
---   delta; no field of these hashes is in ARGV[2];
--- ARGV[10..]: per usage record its index list's number (0 = none: stream only), then the record.
--- (Packed into few strings because encoding hundreds of separate arguments per batch was the
--- client's biggest cost.)
+-- KEYS: h hashes, then l lease pairs (sorted set, hash), then s (0 or 1) the usage stream, then
+--   i per-user day index lists, then d (0 or 1) the once-only mark.
+-- ARGV[2]: everything but the grants, packed by the gateway (settle_pack.py) for one
+-- ``struct.unpack`` with the format ARGV[1] (matching text lines cost this script ~90
+-- instructions a character and a number's conversion ~1.5k: half of a settle alone). In order:
+--   the head: h, l, s, i, d, by_id (1: add each record to the stream and its entry id to its
+--     index list; 0: the record itself to its index list only, a cluster's stream being in
+--     another slot), then how many increments, shared writes, lease ends, marks to delete and
+--     records follow, then the stream's MAXLEN (approximate, also the most entries an index
+--     list keeps) as a number and as text, the mark's seconds and the index's seconds as text;
+--   per increment 6 values: its hash's index, seconds to live when the hash is new (0: keep),
+--     watch (1: its new value is returned), its delta as a number and as text (for HINCRBY),
+--     its field;
+--   per write shared by several hashes (a level's window hashes, which count the same usage):
+--     its first hash's index, its number of hashes (that many KEYS in turn, each in no other
+--     write of the call), its number of fields, each hash's seconds, then per field its name,
+--     its delta as a number and as text;
+--   per lease to end: its pair's number, the number of its first grant in ARGV[3] and how
+--     many, and its id (0, 0: give back what the lease holds, if it is still there; else the
+--     grants are added back only if the lease is gone, the increments already subtracting
+--     them: per grant its hash's index, seconds to live, amount as text, field);
+--   per mark of an earlier batch to delete (its reply arrived) its name;
+--   per usage record its index list's number (0 = none: stream only), then the record.
+-- The gateway checks every number is within +-2^53 (exact here).
 -- Returns {1, the new values of the watched fields in order (the cost-alert totals)}, or {0}
 -- when the mark says this batch was already applied.
-local h, l, s, i, d = string.match(ARGV[3], '^(%d+),(%d+),(%d+),(%d+),(%d+)$')
-h, l, s, i, d = tonumber(h), tonumber(l), tonumber(s), tonumber(i), tonumber(d)
+--
+-- Cost: a command inside a script costs ~3-6k instructions, a Lua function call ~0.5-1.5k, so
+-- each hash is checked with HLEN (a TYPE only names the culprit once one failed), the lease
+-- hashes by the HMGET that reads them (before any write), marks go in one DEL, and an index list
+-- is trimmed only once it is longer than the cap.
+local v = {struct.unpack(ARGV[1], ARGV[2])}
+if v[#v] ~= #ARGV[2] + 1 then
+  error({err = 'ERR gateway: settle data of ' .. #ARGV[2] .. ' bytes, ' .. (v[#v] - 1) .. ' read'})
+end
+local h, l, s, i, d, by_id = v[1], v[2], v[3], v[4], v[5], v[6] == 1
+local incs, shares, ends, forgets, records = v[7], v[8], v[9], v[10], v[11]
+local maxlen, maxlen_text, mark_ttl, index_ttl = v[12], v[13], v[14], v[15]
+if #KEYS ~= h + 2 * l + s + i + d or s > 1 or d > 1 then
+  error({err = 'ERR gateway: ' .. #KEYS .. ' keys for the settle head'})
+end
 local stream = KEYS[h + 2 * l + 1]
 local lists = h + 2 * l + s
-local by_id = ARGV[7] == 'id'
+local function malformed(what, at)
+  error({err = 'ERR gateway: malformed ' .. what .. ' at value ' .. at})
+end
 
--- Gateway-built numbers are checked by pattern and length (no Lua call per value: those were
--- most of the script's time); a field holding no integer still fails or is replaced (``add``).
-local increments = {}
-local at = 1  -- where the next line must start: a line the pattern skips fails the call
-for start, a, b, c, e, f, after
-    in string.gmatch(ARGV[2], '()(%d+)\t([^\t\n]*)\t(%-?%d+)\t(%d+)\t([01])\n?()') do
-  if start ~= at or #c > 17 then
-    error({err = 'ERR gateway: malformed increment line or integer out of range near ' .. start})
-  end
-  at = after
-  increments[#increments + 1] = {KEYS[a + 0], b, c, e, f == '1'}
-end
-if at ~= #ARGV[2] + 1 then error({err = 'ERR gateway: malformed increment line near ' .. at}) end
--- Shared lines: each {its hashes' {key, ttl}, its fields and deltas in turn}.
-local shared = {}
-at = 1
-for start, first, ttls, writes, after
-    in string.gmatch(ARGV[9], '()(%d+):([%d,]+)([^\n]*)\n?()') do
-  if start ~= at then error({err = 'ERR gateway: malformed shared line near ' .. start}) end
-  at = after
-  local hashes, fields, next_at, k = {}, {}, 1, first + 0
-  for from, ttl, to in string.gmatch(ttls, '()(%d+),?()') do
-    if from ~= next_at or k > h then
-      error({err = 'ERR gateway: malformed shared line near ' .. start})
-    end
-    next_at = to
-    hashes[#hashes + 1] = {KEYS[k], ttl}
-    k = k + 1
-  end
-  if next_at ~= #ttls + 1 or k == first + 0 then
-    error({err = 'ERR gateway: malformed shared line near ' .. start})
-  end
-  next_at = 1
-  for from, field, delta, to in string.gmatch(writes, '()\t([^\t]*)\t(%-?%d+)()') do
-    if from ~= next_at or #delta > 17 then
-      error({err = 'ERR gateway: malformed shared line or integer out of range near ' .. start})
-    end
-    next_at = to
-    fields[#fields + 1] = field
-    fields[#fields + 1] = delta
-  end
-  if next_at ~= #writes + 1 or #fields == 0 then
-    error({err = 'ERR gateway: malformed shared line near ' .. start})
-  end
-  shared[#shared + 1] = {hashes, fields}
-end
-if at ~= #ARGV[9] + 1 then error({err = 'ERR gateway: malformed shared line near ' .. at}) end
--- Per lease pair: its lease ids, and per lease whether to give back what it holds ('g') or
--- the grants to add back when it is gone ('c', where they start and end in ARGV[5]: read
--- only then). Lines are found by a plain search for their end (a pattern run over the grants,
--- hundreds of characters a lease, cost a third of the script).
-local ends_arg = ARGV[5]
+-- The gateway built the indexes (settle_pack.py): only a blob that does not end where its
+-- format does fails here, before any write (a check per value cost ~1k of Lua a request).
+local first_inc = 16
+local first_shared = first_inc + 6 * incs
+local p = first_shared
+for n = 1, shares do p = p + 3 + v[p + 1] + 3 * v[p + 2] end
+-- Per lease pair: its lease ids, and per lease where its grants are (read only when needed).
 local pair_ids, pair_ends = {}, {}
-local pos, size = 1, #ends_arg
-while pos <= size do
-  local stop = string.find(ends_arg, '\n', pos, true) or size + 1
-  local pair, id, kind, from = string.match(ends_arg, '^(%d+)\t([^\t\n]*)\t([gc])()', pos)
-  if pair == nil then error({err = 'ERR gateway: malformed lease line near ' .. pos}) end
-  pair = pair + 0
+for n = 1, ends do
+  local pair, id = v[p], v[p + 3]
   local ids = pair_ids[pair]
   if ids == nil then
     ids = {}
@@ -93,40 +64,77 @@ while pos <= size do
     pair_ends[pair] = {}
   end
   ids[#ids + 1] = id
-  pair_ends[pair][#ids] = {kind, from, stop - 1}
-  pos = stop + 1
+  pair_ends[pair][#ids] = p + 1
+  p = p + 4
 end
-for k = 1, h do expect(KEYS[k], 'hash') end
-for k = 1, l do
-  expect(KEYS[h + 2 * k - 1], 'zset')
-  expect(KEYS[h + 2 * k], 'hash')
+local marks = {}
+for n = 1, forgets do
+  marks[n] = v[p]
+  p = p + 1
 end
-if s == 1 then expect(stream, 'stream') end
-for k = 1, i do expect(KEYS[lists + k], 'list') end
-local index_ttl = int(ARGV[6])
-local maxlen = int(ARGV[1])
+local first_record = p
+if p + 2 * records ~= #v then malformed('settle data', p) end
 
-for mark in string.gmatch(ARGV[8], '[^\n]+') do redis.call('DEL', mark) end
-if d == 1 and not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', int(ARGV[4])) then
+-- Each key's type, before any write: a read that fails on a key of another type.
+local payloads = {}
+local function check()
+  for k = 1, h do redis.call('HLEN', KEYS[k]) end
+  for k = 1, l do redis.call('ZCARD', KEYS[h + 2 * k - 1]) end
+  if s == 1 then redis.call('XLEN', stream) end
+  for k = 1, i do redis.call('LLEN', KEYS[lists + k]) end
+  for pair, ids in pairs(pair_ids) do
+    payloads[pair] = redis.call('HMGET', KEYS[h + 2 * pair], unpack(ids))
+  end
+end
+local checked, failure = pcall(check)
+if not checked then
+  for k = 1, h do expect(KEYS[k], 'hash') end
+  for k = 1, l do
+    expect(KEYS[h + 2 * k - 1], 'zset')
+    expect(KEYS[h + 2 * k], 'hash')
+  end
+  if s == 1 then expect(stream, 'stream') end
+  for k = 1, i do expect(KEYS[lists + k], 'list') end
+  error(failure)
+end
+
+if forgets > 0 then redis.call('DEL', unpack(marks)) end
+if d == 1 and not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', mark_ttl) then
   return {0}
 end
 
 local expiring = {}
-local trimmed = {}
--- One read, one delete and one removal per lease pair, whatever the number of leases.
+-- ``add`` (common.lua) with the delta as text and as a number: no conversion per write.
+local function add_packed(key, field, ttl, delta, text)
+  local value = redis.pcall('HINCRBY', key, field, text)
+  if value == delta then
+    if ttl ~= 0 then expiring[key] = ttl end
+  elseif type(value) == 'table' then
+    value = delta
+    if ttl ~= 0 then expiring[key] = ttl end
+    redis.call('HSET', key, field, text)
+  end
+  if value < 0 then
+    redis.call('HSET', key, field, '0')
+    return 0
+  end
+  return value
+end
+
+-- One read (above), one delete and one removal per lease pair, whatever the number of leases.
 for pair, ids in pairs(pair_ids) do
   local data = KEYS[h + 2 * pair]
-  local payloads = redis.call('HMGET', data, unpack(ids))
-  local endings = pair_ends[pair]
-  for n = 1, #endings do
-    local ending = endings[n]
-    if ending[1] == 'g' then
-      if payloads[n] then give_back(payloads[n]) end
-    elseif not payloads[n] then  -- the sweeper gave it back
-      local held = string.sub(ends_arg, ending[2], ending[3])
-      for k, name, amount, ttl in string.gmatch(held, '\t(%d+)\t([^\t]*)\t(%-?%d+)\t(%d+)') do
-        local _, fresh = add(KEYS[k + 0], name, amount)
-        if fresh and ttl ~= '0' then expiring[KEYS[k + 0]] = ttl end
+  local got = payloads[pair]
+  local places = pair_ends[pair]
+  for n = 1, #ids do
+    local at = places[n]
+    local start, count = v[at], v[at + 1]
+    if count == 0 then
+      if got[n] then give_back(got[n]) end
+    elseif not got[n] then  -- the sweeper gave it back
+      local g = {struct.unpack('<' .. string.rep('i4I4i4c0i4c0', start - 1 + count), ARGV[3])}
+      for q = 4 * start - 3, 4 * (start - 1 + count), 4 do
+        add_packed(KEYS[g[q]], g[q + 3], g[q + 1], g[q + 2] + 0, g[q + 2])
       end
     end
   end
@@ -135,58 +143,75 @@ for pair, ids in pairs(pair_ids) do
 end
 local watched = {1}
 -- A time to live only for a hash that may be new: every writer gives one it creates its own.
-for n = 1, #increments do
-  local v = increments[n]
-  local value, fresh = add(v[1], v[2], v[3])
-  if fresh and v[4] ~= '0' then expiring[v[1]] = v[4] end
-  if v[5] then watched[#watched + 1] = value end
+-- ``add_packed`` inlined, and by ``redis.call``: a field holding no integer (or one that would
+-- overflow) fails its HINCRBY, and ``replace`` writes that one and goes on after it (a type
+-- check and a function call per write cost ~1k, a sixth of a HINCRBY).
+local done = 0  -- increments written
+local function increments()
+  for q = first_inc + 6 * done, first_inc + 6 * (incs - 1), 6 do
+    local key, delta = KEYS[v[q]], v[q + 3]
+    local value = redis.call('HINCRBY', key, v[q + 5], v[q + 4])
+    if value == delta and v[q + 1] ~= 0 then expiring[key] = v[q + 1] end
+    if value < 0 then
+      redis.call('HSET', key, v[q + 5], '0')
+      value = 0
+    end
+    if v[q + 2] == 1 then watched[#watched + 1] = value end
+    done = done + 1
+  end
 end
-for n = 1, #shared do
-  local hashes, fields = shared[n][1], shared[n][2]
-  for j = 1, #hashes do
-    local key, ttl = hashes[j][1], hashes[j][2]
-    for n = 1, #fields, 2 do
-      local _, fresh = add(key, fields[n], fields[n + 1])
-      if fresh and ttl ~= '0' then expiring[key] = ttl end
+while not pcall(increments) do
+  local q = first_inc + 6 * done
+  local key, ttl, delta = KEYS[v[q]], v[q + 1], v[q + 3]
+  redis.call('HSET', key, v[q + 5], delta < 0 and '0' or v[q + 4])
+  if ttl ~= 0 then expiring[key] = ttl end
+  if v[q + 2] == 1 then watched[#watched + 1] = delta < 0 and 0 or delta end
+  done = done + 1
+end
+p = first_shared
+for n = 1, shares do
+  local k, count, fields = v[p], v[p + 1], v[p + 2]
+  local at = p + 3 + count
+  for j = 0, count - 1 do
+    local key, ttl = KEYS[k + j], v[p + 3 + j]
+    for f = at, at + 3 * fields - 1, 3 do
+      add_packed(key, v[f], ttl, v[f + 1], v[f + 2])
     end
   end
+  p = at + 3 * fields
 end
 local pushed = {}  -- index list -> its new entries, pushed once per list
-local list_keys = {}  -- an index list's number (text) -> its key
 -- Only the call's last XADD caps the stream (approximately, as each did): the cap on every
 -- one cost three more arguments a record, ~3.5k Redis instructions.
-local last = #ARGV - 1
+local last = first_record + 2 * (records - 1)
 if not by_id then  -- records of the stream are those with no index list
-  while last >= 10 and ARGV[last] ~= '0' do last = last - 2 end
+  while last >= first_record and v[last] ~= 0 do last = last - 2 end
 end
-for k = 10, #ARGV, 2 do
-  local list = ARGV[k]
-  local entry = ARGV[k + 1]
-  if k == last then
-    entry = redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], '*', 'r', entry)
-  elseif by_id or list == '0' then
+p = first_record
+for n = 1, records do
+  local list, entry = v[p], v[p + 1]
+  if p == last then
+    entry = redis.call('XADD', stream, 'MAXLEN', '~', maxlen_text, '*', 'r', entry)
+  elseif by_id or list == 0 then
     entry = redis.call('XADD', stream, '*', 'r', entry)
   end
-  if list ~= '0' then
-    local key = list_keys[list]
-    if key == nil then
-      key = KEYS[lists + list]
-      list_keys[list] = key
-    end
-    local entries = pushed[key]
+  if list ~= 0 then
+    local entries = pushed[list]
     if entries == nil then
       entries = {}
-      pushed[key] = entries
+      pushed[list] = entries
     end
     entries[#entries + 1] = entry
   end
-end
-for key, entries in pairs(pushed) do
-  if redis.call('RPUSH', key, unpack(entries)) == #entries then expiring[key] = index_ttl end
-  trimmed[key] = true
+  p = p + 2
 end
 -- The index keeps no more than the stream: its older ids would name trimmed entries. Trimmed
--- here, once per list per call, so each record costs O(1) amortised.
-for key in pairs(trimmed) do redis.call('LTRIM', key, -maxlen, -1) end
+-- here, once per list per call and only once longer than that, so each record costs O(1).
+for list, entries in pairs(pushed) do
+  local key = KEYS[lists + list]
+  local size = redis.call('RPUSH', key, unpack(entries))
+  if size == #entries then expiring[key] = index_ttl end
+  if size > maxlen then redis.call('LTRIM', key, -maxlen, -1) end
+end
 for key, ttl in pairs(expiring) do redis.call('EXPIRE', key, ttl) end
 return watched
