@@ -75,12 +75,20 @@ class Buckets:
     exemplar: the sum, and the first bucket whose bound is at least the amount (none for NaN).
     """
 
-    __slots__ = ("_bounds", "_buckets", "_sum", "_top")
+    __slots__ = ("_bounds", "_buckets", "_local", "_sum", "_top")
 
     def __init__(self, bounds: list[float], buckets: list[Any], total: Any) -> None:
         self._bounds, self._buckets, self._sum, self._top = bounds, buckets, total, bounds[-1]
+        # every part ``Unlocked`` (one process): added to in place, not through two calls of
+        # ``inc`` per observation (a request observes three to five histograms)
+        self._local = type(total) is Unlocked and all(type(b) is Unlocked for b in buckets)
 
     def observe(self, amount: float) -> None:
+        if self._local:
+            self._sum._value += amount
+            if amount <= self._top:
+                self._buckets[bisect_left(self._bounds, amount)]._value += 1
+            return
         self._sum.inc(amount)
         if amount <= self._top:
             self._buckets[bisect_left(self._bounds, amount)].inc(1)

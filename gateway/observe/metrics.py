@@ -318,12 +318,23 @@ class UsageMetrics:
         values = self._values.get(labels)
         if values is None:
             values = self._values[labels] = [None, None, None]
+        # a value already looked up and a positive amount (the usual case) added at once;
+        # else through ``_add`` (one call fewer per figure, three per request)
         if prompt:
-            self._add(values, 0, prompt, m.tokens, "input", *labels)
+            if prompt > 0 and (value := values[0]) is not None:
+                value.inc(prompt)
+            else:
+                self._add(values, 0, prompt, m.tokens, "input", *labels)
         if completion:
-            self._add(values, 1, completion, m.tokens, "output", *labels)
+            if completion > 0 and (value := values[1]) is not None:
+                value.inc(completion)
+            else:
+                self._add(values, 1, completion, m.tokens, "output", *labels)
         if cost := record.cost_usd:
-            self._add(values, 2, cost, m.cost, *labels)
+            if cost > 0 and (value := values[2]) is not None:
+                value.inc(cost)
+            else:
+                self._add(values, 2, cost, m.cost, *labels)
         if record.usage_flagged:
             m.child(m.usage_clamped, labels[0], labels[1]).inc()
         if rollout := record.rollout:

@@ -30,14 +30,20 @@ def outcome_of(ctx: RequestContext) -> Outcome:
     estimated = False
     if not isinstance(completion, int) and ctx.stream is not None:
         completion, estimated = ctx.stream.events, True  # one token per streamed chunk
+    # one test of the model for its five fields, not one each
+    if model is None:
+        name = provider = upstream_model = price = deployment = None
+    else:
+        name, provider, upstream_model = model.name, model.upstream.name, model.upstream_model
+        price, deployment = model.price, model.deployment
     # positional, in the fields' order: a call with some twenty keywords costs ten times one
     # without (CPython matches each keyword to a parameter), once per request
     return Outcome(
         ctx.status,  # status
-        model.name if model else None,  # model
-        model.upstream.name if model else None,  # provider
-        model.upstream_model if model else None,  # upstream_model
-        model.price if model else None,  # price
+        name,  # model
+        provider,  # provider
+        upstream_model,  # upstream_model
+        price,  # price
         prompt if isinstance(prompt, int) else None,  # prompt_tokens
         completion if isinstance(completion, int) else None,  # completion_tokens
         ctx.completion_chars,  # completion_chars
@@ -50,7 +56,7 @@ def outcome_of(ctx: RequestContext) -> Outcome:
         ctx.stream is not None,  # delivered
         estimated,  # estimated
         ctx.downgraded,  # downgraded
-        model.deployment if model else None,  # deployment
+        deployment,  # deployment
         ctx.cache,  # cache
         ctx.tags,  # tags
         ctx.rollout,  # rollout
