@@ -6,9 +6,8 @@ The design, the bound and when allowances are asked for and ended: ``allowances.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import NamedTuple
 
 from gateway.metering.types import Amounts, Check
@@ -342,25 +341,10 @@ def _joined(shapes: Sequence[LevelShape]) -> tuple[Group, ...] | None:
 def _aggregates(groups: Sequence[Group], folded: list[int]) -> tuple[SharedAggregate, ...]:
     found = []
     for hashes, ttls, fields, indexes in groups:
-        values = _values(indexes)(folded)
+        values = tuple([folded[index] for index in indexes])
         if any(values):
             found.append(_new(SharedAggregate, (hashes, ttls, fields, values)))
     return tuple(found)
-
-
-def _values(indexes: tuple[int, ...]) -> Callable[[list[int]], tuple[int, ...]]:
-    """``indexes``' values of a list, as a tuple, read in C (``itemgetter``; a comprehension
-    is a function call, run per group at each seal)."""
-    found = _GETTERS.get(indexes)
-    if found is None:
-        if len(_GETTERS) > 100:
-            _GETTERS.clear()
-        getter = itemgetter(*indexes)
-        found = _GETTERS[indexes] = getter if len(indexes) > 1 else lambda v: (getter(v),)
-    return found
-
-
-_GETTERS: dict[tuple[int, ...], Callable[[list[int]], tuple[int, ...]]] = {}
 
 
 def returned(allowance: Allowance) -> SettleBatch:

@@ -125,13 +125,13 @@ class Allowances:
         requests, tokens, audio, usd = amounts
         need: Need = (requests, tokens, audio, usd, 1)
         uses: list[Use] = []
-        get, max_age = self._open.get, self._max_age_s
+        get = self._open.get
         for shape in shapes:
             allowance = get(shape.name)
             if (
                 allowance is None
                 or allowance.shape.ident is not shape.ident
-                or now - allowance.born > max_age
+                or now - allowance.born > self._max_age_s
             ):
                 self._stale(shapes, now)
                 undone(uses)
