@@ -158,7 +158,7 @@ def template(
         else ()
     )
     if request.levels:  # the key's organization and team (level_limits.py)
-        keyed = (*keyed, *level_limits.level_checks(request.levels, windows.now, NO_ESTIMATE))
+        keyed = (*keyed, *level_limits.minute_checks(request.levels, windows.now))
     return (*checks, *budget, *keyed)
 
 

@@ -100,6 +100,24 @@ def level_checks(levels: Sequence[LevelLimits], now: float, amounts: Amounts) ->
     return checks
 
 
+def minute_checks(levels: Sequence[LevelLimits], now: float) -> tuple[Check, ...]:
+    """``level_checks`` of a plan's template (no amounts): the same tuple all minute for the
+    same ``levels`` object, found by its identity (a plan is rebuilt every second, and hashing
+    every level's limits for ``_templates`` cost more than the rest of the levels' part)."""
+    minute = int(now // 60)
+    found = _MINUTE_CHECKS.get(id(levels))
+    if found is not None and found[0] is levels and found[1] == minute:
+        return found[2]
+    if len(_MINUTE_CHECKS) > 1_000:
+        _MINUTE_CHECKS.clear()
+    checks = tuple([check for limits in levels for check, _ in _templates(limits, minute)])
+    _MINUTE_CHECKS[id(levels)] = (levels, minute, checks)  # holds ``levels``: its id stays
+    return checks
+
+
+_MINUTE_CHECKS: dict[int, tuple[Sequence[LevelLimits], int, tuple[Check, ...]]] = {}
+
+
 @functools.lru_cache(maxsize=1024)
 def _templates(limits: LevelLimits, minute: int) -> tuple[tuple[Check, int], ...]:
     """A level's checks in one minute, worked out once: each with the index in ``Amounts`` of

@@ -120,13 +120,21 @@ def _plan(
     limits = cache.get(request)
     windows = windows_at(now)
     checks = counters.template(limits, request, windows, tier_shard)
-    local = _local(key, checks) if request.levels else None
-    tail = None
-    if local is not None and checks[: len(local.checks)] == local.checks:
-        # the levels' checks come last, in hash tags of their own: their layouts follow the
-        # others' (``Local``'s, worked out already), and are the same all minute
-        tail = _level_tail(checks, len(local.checks))
+    local = tail = None
+    if request.levels:
+        # the levels' checks come last (``counters.template``), the minute's own tuple: their
+        # shapes and layouts are looked up by its identity, not worked out again each second
+        part = level_limits.minute_checks(request.levels, windows.now)
+        found, last, tail = _level_parts(checks, part)
+        if found:
+            kept = (
+                checks[: len(checks) - len(part)]
+                if last
+                else tuple(check for check in checks if check.kind not in LEVEL_KINDS)
+            )
+            local = _local(key, kept, found)
     if local is not None and tail is not None:
+        # the levels' layouts follow the others' (``Local``'s, worked out already)
         fills = local.fills + tail[0]
         layouts = local.settle_layout + tail[1], local.lease_layout + tail[2]
     else:
@@ -150,6 +158,30 @@ def _plan(
 
 
 LevelTail = tuple[counters.Fills, SettleLayout, LeaseLayout]
+# a template's level checks (``level_limits.minute_checks``, by identity) and their start →
+# the level shapes, whether the checks before them are all the others, and ``_level_tail``
+LevelParts = tuple[tuple[LevelShape, ...], bool, LevelTail | None]
+_PARTS: dict[int, tuple[tuple[Check, ...], int, LevelParts]] = {}
+
+
+def _level_parts(checks: tuple[Check, ...], part: tuple[Check, ...]) -> LevelParts:
+    """The level shapes of ``checks``, whether they come last as ``part`` with no level check
+    before it, and then their ``_level_tail``: found by ``part``'s identity (the same tuple all
+    minute) and its start, rather than by hashing every level check each second."""
+    start = len(checks) - len(part)
+    found = _PARTS.get(id(part))
+    if found is not None and found[0] is part and found[1] == start:
+        return found[2]
+    found_shapes = shapes(checks, LEVEL_KINDS)
+    if not (checks[start:] == part and all(c.kind not in LEVEL_KINDS for c in checks[:start])):
+        return found_shapes, False, None  # not laid out as ``template`` does: not kept
+    if len(_PARTS) > 1_000:
+        _PARTS.clear()
+    parts = found_shapes, True, _level_tail(checks, start) if found_shapes else None
+    _PARTS[id(part)] = (part, start, parts)  # holds ``part``: its id stays its own
+    return parts
+
+
 _TAILS: dict[tuple[tuple[Check, ...], int], LevelTail | None] = {}
 
 
@@ -172,11 +204,7 @@ def _level_tail(checks: tuple[Check, ...], start: int) -> LevelTail | None:
     return found
 
 
-def _local(key: PlanKey, checks: tuple[Check, ...]) -> Local | None:
-    found = shapes(checks, LEVEL_KINDS)
-    if not found:
-        return None
-    kept = tuple(check for check in checks if check.kind not in LEVEL_KINDS)
+def _local(key: PlanKey, kept: tuple[Check, ...], found: tuple[LevelShape, ...]) -> Local:
     return Local(
         kept,
         counters.fills(kept),
