@@ -2,22 +2,30 @@
 
 * ``measure_ttfb``: sequential requests on one keep-alive connection; time from writing the
   request to the first response byte, and checks that each stream completed.
-* ``slow_streams``: many concurrent SSE streams (one connection each, raw protocols so that
-  thousands cost little); every stamped chunk gives a relay delay = receive time - ``"ts"``.
+* ``slow_streams``: many concurrent SSE streams (one socket each, read from a reader callback
+  so that thousands cost little); every stamped chunk gives a relay delay = the time its bytes
+  reached this client's socket (the kernel's receive stamp) - ``"ts"``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
 
 TS_FIELD = b'"ts":'
 DONE = b"data: [DONE]"
 STEADY_SHARE = 0.95
+# SO_TIMESTAMPNS (Linux; Python names it only from 3.12 on): each read gets the kernel's stamp
+# of its bytes' arrival, CLOCK_REALTIME like time.time(), as a struct timespec
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("@qq")
+_ANCILLARY_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
+_READ_SIZE = 65536
 
 
 @dataclass(frozen=True)
@@ -113,10 +121,15 @@ class StreamStats:
     """Shared by every stream of one ``slow_streams`` run."""
 
     total: int
+    # per stamped chunk: when its bytes reached this client's socket (the kernel's receive
+    # stamp) minus the upstream's ``ts``: the relay's delay, not this client's own
     delays_ms: list[float] = field(default_factory=list)
     # chunks received while at least STEADY_SHARE of the streams were open: the relay's
     # steady state, without the bursts of thousands of requests starting or ending at once
     steady_delays_ms: list[float] = field(default_factory=list)
+    # per read: how long its bytes waited in the socket for this client (its loop's lag,
+    # on the CPU it shares with the slow upstream and Redis); not part of ``delays_ms``
+    client_lags_ms: list[float] = field(default_factory=list)
     open_now: int = 0
     peak_open: int = 0
     completed: int = 0
@@ -144,25 +157,55 @@ class StreamStats:
             self.all_done.set()
 
 
-class StampedStream(asyncio.Protocol):
-    """One streamed request; records every ``"ts"`` stamp's delay as the bytes arrive."""
+def _arrival(ancillary: list[tuple[int, int, bytes]], now: float) -> float:
+    """The kernel's receive stamp of a read (the bytes' arrival in the socket); ``now`` if
+    the kernel gave none."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            return seconds + nanoseconds * 1e-9
+    return now
 
-    def __init__(self, request: bytes, stats: StreamStats) -> None:
-        self._request = request
+
+class StampedStream:
+    """One streamed request on its own socket; records every ``"ts"`` stamp's delay.
+
+    The socket is read with ``recvmsg`` from a reader callback (not a protocol's
+    ``data_received``: that has no ancillary data), so each read comes with the kernel's
+    stamp of its arrival: the delay measured ends where the relay's work does, however long
+    this client, busy with thousands of other sockets, takes to get to it."""
+
+    def __init__(
+        self, sock: socket.socket, stats: StreamStats, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._sock = sock
         self._stats = stats
-        self._transport: asyncio.Transport | None = None
+        self._loop = loop
         self._pending = b""
         self._head_seen = False
         self._counted_open = False
         self._done = False
         self._error = ""
+        self._closed = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-        self._transport.write(self._request)
+    def start(self, request: bytes) -> None:
+        self._sock.sendall(request)  # a few hundred bytes into an empty socket buffer
+        self._loop.add_reader(self._sock.fileno(), self._readable)
 
-    def data_received(self, data: bytes) -> None:
+    def _readable(self) -> None:
+        try:
+            data, ancillary, _, _ = self._sock.recvmsg(_READ_SIZE, _ANCILLARY_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:
+            self.close(repr(error))
+            return
+        if not data:
+            self.close("")
+            return
         now = time.time()
+        arrived = _arrival(ancillary, now)
+        self._stats.client_lags_ms.append((now - arrived) * 1000)
         data = self._pending + data
         if not self._head_seen and not (data := self._strip_head(data)):
             return
@@ -171,7 +214,7 @@ class StampedStream(asyncio.Protocol):
             self._pending = data
             return
         complete, self._pending = data[: cut + 2], data[cut + 2 :]
-        self._record(complete, now)
+        self._record(complete, arrived)
 
     def _strip_head(self, data: bytes) -> bytes:
         end = data.find(b"\r\n\r\n")
@@ -188,16 +231,16 @@ class StampedStream(asyncio.Protocol):
         self._counted_open = True
         return data[end + 4 :]
 
-    def _record(self, complete: bytes, now: float) -> None:
-        # the client shares a core with the slow upstream: its own cost per chunk is part of
-        # every delay it measures, so the stamp is cut with two finds, not a loop per byte
+    def _record(self, complete: bytes, arrived: float) -> None:
+        # the client shares a core with the slow upstream: the stamp is cut with two finds,
+        # not a loop per byte
         stats = self._stats
         at = complete.find(TS_FIELD)
         while at >= 0:
             start = at + len(TS_FIELD)
             comma, brace = complete.find(b",", start), complete.find(b"}", start)
             end = comma if 0 <= comma < brace or brace < 0 else brace
-            delay = (now - float(complete[start:end])) * 1000
+            delay = (arrived - float(complete[start:end])) * 1000
             stats.delays_ms.append(delay)
             if stats.steady:
                 stats.steady_delays_ms.append(delay)
@@ -208,18 +251,22 @@ class StampedStream(asyncio.Protocol):
             self._fail(complete[error_at:][:200].decode(errors="replace"))
         elif complete.find(DONE) >= 0:
             self._done = True
-            if self._transport is not None:
-                self._transport.close()
+            self.close("")
 
     def _fail(self, error: str) -> None:
         self._error = error
-        if self._transport is not None:
-            self._transport.close()
+        self.close("")
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def close(self, error: str) -> None:
+        """Stop reading and close the socket; the stream counts as completed if it saw
+        [DONE] without an error."""
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
         ok = self._done and not self._error
-        error = self._error or (repr(exc) if exc else "closed before [DONE]")
-        self._stats.closed(self._counted_open, ok, error)
+        self._stats.closed(self._counted_open, ok, self._error or error or "closed before [DONE]")
 
 
 @dataclass(frozen=True)
@@ -243,15 +290,15 @@ async def slow_streams(
     request = target.request(body)
     ticker = asyncio.create_task(_tick(stats, on_tick)) if on_tick else None
     gate = asyncio.Semaphore(plan.connect_parallel)
-    transports: list[asyncio.BaseTransport] = []
-    opens = [_open(target, request, stats, gate, transports) for _ in range(plan.streams)]
+    streams: list[StampedStream] = []
+    opens = [_open(target, request, stats, gate, streams) for _ in range(plan.streams)]
     try:
         await asyncio.gather(*opens)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stats.all_done.wait(), plan.deadline_s)
     finally:
-        for transport in transports:
-            transport.close()
+        for stream in streams:
+            stream.close("still open at the deadline")
         if ticker is not None:
             ticker.cancel()
     missing = plan.streams - stats.finished
@@ -266,18 +313,23 @@ async def _open(
     request: bytes,
     stats: StreamStats,
     gate: asyncio.Semaphore,
-    transports: list[asyncio.BaseTransport],
+    streams: list[StampedStream],
 ) -> None:
     loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     async with gate:
         try:
-            transport, _ = await loop.create_connection(
-                lambda: StampedStream(request, stats), target.host, target.port
-            )
+            await loop.sock_connect(sock, (target.host, target.port))
+            stream = StampedStream(sock, stats, loop)
+            stream.start(request)
         except OSError as error:
+            sock.close()
             stats.closed(False, False, repr(error))
             return
-    transports.append(transport)
+    streams.append(stream)
 
 
 async def _tick(stats: StreamStats, on_tick: Callable[[StreamStats], None]) -> None:

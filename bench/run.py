@@ -3,6 +3,7 @@
     python bench/run.py            # the full run (~10 s per load scenario)
     python bench/run.py --quick    # a few seconds of a subset (used by tests/test_bench_smoke.py)
     python bench/run.py --gate     # ~40 s: the performance gate, one ``gate ...`` line
+    python bench/run.py --slow-only  # ~1 min: the slow streams alone (direct, then via the gateway)
 
 Prints ``scenario=<name> rps=<n> p50_ms=<n> p99_ms=<n> errors=<n>`` per scenario, ``memory ...``
 lines, other facts, then ``summary:`` and one JSON line with every target beside its measure.
@@ -53,6 +54,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--gate",
         action="store_true",
         help="the performance gate: floor and gateway chat_c16/stream_c16 (~40 s, 5 s each)",
+    )
+    parser.add_argument(
+        "--slow-only",
+        action="store_true",
+        help="only the slow streams: slow_direct, then slow_streams through a fresh worker",
     )
     parser.add_argument("--duration", type=float, help="seconds per wrk scenario (default 10)")
     parser.add_argument("--slow-streams", type=int, help="concurrent slow streams (2000)")
@@ -121,6 +127,11 @@ def run_all(args: argparse.Namespace, report: Report, procs: ProcessGroup, layou
                   f"sk-bench-{secrets.token_hex(12)}", args.transport)  # fmt: skip
     if args.gate:
         print(gate_phase(bench), flush=True)
+        return
+    if args.slow_only:
+        gateway = bench.start_gateway()
+        slow_phase(bench, gateway)
+        procs.stop(gateway.proc)
         return
     reference_phase(bench, args.quick)
     if not args.quick:

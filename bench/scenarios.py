@@ -112,8 +112,9 @@ def slow_scenario(
 ) -> SlowOutcome:
     """``knobs.slow_streams`` concurrent streams of ~``slow_seconds`` each; relay delay per chunk.
 
-    rps is completed streams per second of the whole run; p50/p99 are chunk relay delays
-    (receive time minus the upstream's ``ts`` stamp).
+    rps is completed streams per second of the whole run; p50/p99 are chunk relay delays (the
+    time the chunk reached the client's socket, the kernel's stamp, minus the upstream's
+    ``ts``); ``client_lag_*`` how long the client itself took to read them (not included).
     ``pids`` (the gateway's, or none) have their RSS sampled while the streams are open.
     """
     chunks = max(1, round(knobs.slow_seconds / MEAN_GAP_S))
@@ -138,6 +139,9 @@ def slow_scenario(
         "steady_chunks": len(stats.steady_delays_ms),
         "steady_p50_ms": median(stats.steady_delays_ms),
         "steady_p99_ms": percentile(stats.steady_delays_ms, 99),
+        # how long the bytes waited in the client's sockets for the client: excluded above
+        "client_lag_p50_ms": median(stats.client_lags_ms),
+        "client_lag_p99_ms": percentile(stats.client_lags_ms, 99),
         "last_error": stats.last_error,
         **cpu.as_dict(),
     }
