@@ -2,32 +2,17 @@
 
 A relay learns that its client is gone from ``receive()`` returning ``http.disconnect``; a task
 per stream waiting on it costs a task's creation, its first step, its wake-up and its done
-callback (two turns of the loop). ``watch`` hooks the set of the request cycle's message event
-instead (the event becomes a ``WatchedEvent`` for that one cycle: a JSON answer's event stays
-a plain one, whose ``set`` costs no frame more), and calls back where the protocol marks the
-cycle disconnected (the connection lost, a read deadline passed), as the waiting task would
-have learned it.
+callback (two turns of the loop). ``watch`` sets the request cycle's ``on_disconnect`` hook
+instead, which ``client_left`` calls where the gateway's protocol marks the cycle disconnected
+(the connection lost, a read deadline passed), as the waiting task would have learned it.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from gateway.http.cycle import GatewayCycle
-
-
-class WatchedEvent(asyncio.Event):
-    """An ``asyncio.Event`` that also calls ``watcher`` (if any) each time it is set."""
-
-    watcher: Callable[[], None] | None = None
-
-    def set(self) -> None:
-        super().set()
-        watcher = self.watcher
-        if watcher is not None:
-            watcher()
 
 
 def watch(send: Any, receive: Any, gone: Callable[[], None]) -> Callable[[], None] | None:
@@ -47,23 +32,27 @@ def watch(send: Any, receive: Any, gone: Callable[[], None]) -> Callable[[], Non
         or cycle.waiting_for_100_continue
         or cycle.response_complete
         or cycle.disconnected
+        or cycle.on_disconnect is not None  # one watcher at a time
+        or cycle.message_event.is_set()  # a message ``receive`` has not taken yet
     ):
         return None
-    event = cycle.message_event
-    if type(event) is not asyncio.Event or event.is_set():  # watched already, or not ours
-        return None
-
-    def on_set() -> None:
-        if cycle.disconnected:
-            watched.watcher = None
-            gone()
-
     cycle.flow.resume_reading()
-    watched = cast(WatchedEvent, event)
-    watched.__class__ = WatchedEvent  # the same object: what waits on it, and its state, stay
-    watched.watcher = on_set
+    cycle.on_disconnect = gone
 
     def stop() -> None:
-        watched.watcher = None
+        if cycle.on_disconnect is gone:
+            cycle.on_disconnect = None
 
     return stop
+
+
+def client_left(cycle: GatewayCycle) -> None:
+    """The client is gone: ``cycle`` marked disconnected, its ``receive`` woken (where the
+    protocol has not done so already: both are idempotent) and its watcher told, once. What
+    the gateway's protocol calls wherever it marks a cycle disconnected."""
+    cycle.disconnected = True
+    cycle.message_event.set()
+    hook = cycle.on_disconnect
+    if hook is not None:
+        cycle.on_disconnect = None
+        hook()

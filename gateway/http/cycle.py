@@ -139,6 +139,9 @@ class GatewayCycle(RequestResponseCycle):
 
     body_cap: int | None = None  # set once (``cap_body``), then per instance
     received = 0
+    # told once when the client leaves mid-answer (``http.client_gone``: its ``watch`` sets
+    # it, its ``client_left`` calls it); the class's None for a cycle nobody watches
+    on_disconnect: Callable[[], None] | None = None
 
     def cap_body(self, max_bytes: int) -> bool:
         """Stop a body past ``max_bytes`` with a 413, as ``body_limit.limited`` does around

@@ -42,6 +42,7 @@ from uvicorn.server import ServerState
 
 from gateway.errors import InvalidRequest, RequestTimeout
 from gateway.http.asgi import bound_call
+from gateway.http.client_gone import client_left
 from gateway.http.cycle import GatewayCycle
 from gateway.http.forwarded import forward, unwrapped
 from gateway.http.stream_cut import STATE_KEY, OpenRelays
@@ -99,6 +100,8 @@ class GuardedConfig(uvicorn.Config):
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with header and body read deadlines."""
 
+    cycle: GatewayCycle  # the only kind this protocol builds (None before the first request)
+
     def __init__(
         self,
         config: uvicorn.Config,
@@ -137,9 +140,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._arm(self.deadline)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """uvicorn's (it marks an unfinished answer's cycle disconnected), then that cycle's
+        ``client_left``: a relay watching it (``http.client_gone``) learns it at once."""
         self._disarm()
         self.phase = IDLE
         super().connection_lost(exc)
+        cycle = self.cycle
+        if cycle is not None and cycle.disconnected:
+            client_left(cycle)
         self.idle_until = 0.0
         if self.idle_timer is not None:
             self.idle_timer.cancel()
@@ -378,8 +386,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if phase == BODY and busy:
             cycle.scope[BODY_TIMED_OUT] = True  # type: ignore[literal-required]
-            cycle.disconnected = True  # the app reads a disconnect; its own answer is dropped
-            cycle.message_event.set()
+            client_left(cycle)  # the app reads a disconnect; its own answer is dropped
         if phase == HEADER or (phase == BODY and busy):
             self.transport.write(TIMEOUT_RESPONSE)
         self.transport.close()

@@ -1,5 +1,7 @@
 """``client_gone.watch``: a relay told of its client leaving without a task on ``receive()``,
-only where that task would have been told, and nowhere it cannot stand in for one."""
+only where that task would have been told, and nowhere it cannot stand in for one. The cycle's
+``on_disconnect`` hook is called where the gateway's protocol marks it disconnected
+(``client_left``): the connection lost, a read deadline passed."""
 
 from __future__ import annotations
 
@@ -9,13 +11,15 @@ from typing import Any
 
 from uvicorn.protocols.http.flow_control import FlowControl
 
-from gateway.http.client_gone import WatchedEvent, watch
+from gateway.http.client_gone import client_left, watch
 from gateway.http.cycle import GatewayCycle
+from gateway.http.serve_guard import BODY, GuardedHttpToolsProtocol
 
 
 class Transport:
     def __init__(self) -> None:
         self.reading = True
+        self.closed = False
         self.written: list[bytes] = []
 
     def write(self, data: bytes) -> None:
@@ -28,7 +32,10 @@ class Transport:
         self.reading = True
 
     def is_closing(self) -> bool:
-        return False
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def cycle_with(event: asyncio.Event) -> tuple[GatewayCycle, Transport]:
@@ -49,15 +56,14 @@ def test_a_disconnect_calls_back_once_and_a_completed_answer_does_not() -> None:
     event = cycle.message_event
     stop = watch(cycle.send, cycle.receive, lambda: gone.append(1))
     assert stop is not None
-    assert cycle.message_event is event and type(event) is WatchedEvent  # only this one's
-    assert type(asyncio.Event()) is asyncio.Event
+    assert cycle.message_event is event and type(event) is asyncio.Event  # left as it was
+    assert "on_disconnect" not in vars(cycle_with(asyncio.Event())[0])  # unwatched: nothing
     cycle.message_event.set()  # the answer's end sets it too: not a disconnect
     assert gone == []
     cycle.message_event.clear()
-    cycle.disconnected = True  # as uvicorn's connection_lost does
-    cycle.message_event.set()
-    cycle.message_event.set()
-    assert gone == [1]
+    client_left(cycle)  # where the protocol marks it disconnected
+    client_left(cycle)
+    assert gone == [1] and cycle.disconnected and cycle.message_event.is_set()
 
 
 def test_a_stopped_watch_is_not_called() -> None:
@@ -66,10 +72,56 @@ def test_a_stopped_watch_is_not_called() -> None:
     stop = watch(cycle.send, cycle.receive, lambda: gone.append(1))
     assert stop is not None
     stop()
-    cycle.disconnected = True
-    cycle.message_event.set()
+    client_left(cycle)
     assert gone == []
     assert watch(cycle.send, cycle.receive, lambda: None) is None  # disconnected already
+
+
+class Protocol(GuardedHttpToolsProtocol):
+    """The gateway's protocol, its connection's state set by hand: no server, no socket."""
+
+    def __init__(self, cycle: GatewayCycle, transport: Transport) -> None:
+        self.cycle = cycle
+        self.transport = transport  # type: ignore[assignment]
+        self.flow = cycle.flow
+        self.connections: set[Any] = set()
+        self.logger = logging.getLogger("test_client_gone")
+        self.timer = self.idle_timer = None
+        self.phase = BODY
+        self.parser = None  # type: ignore[assignment]
+        self.client = None
+
+
+def test_the_connection_lost_mid_answer_calls_back_at_once() -> None:
+    """uvicorn's ``connection_lost`` marks the cycle disconnected; the gateway's protocol
+    then tells the watcher, in the same call."""
+    cycle, transport = cycle_with(asyncio.Event())
+    gone: list[int] = []
+    assert watch(cycle.send, cycle.receive, lambda: gone.append(1)) is not None
+    cycle.response_started = True
+    Protocol(cycle, transport).connection_lost(None)
+    assert gone == [1] and cycle.disconnected and transport.closed
+
+
+def test_the_connection_lost_after_the_answer_does_not_call_back() -> None:
+    cycle, transport = cycle_with(asyncio.Event())
+    gone: list[int] = []
+    assert watch(cycle.send, cycle.receive, lambda: gone.append(1)) is not None
+    cycle.response_complete = True
+    Protocol(cycle, transport).connection_lost(None)
+    assert gone == [] and not cycle.disconnected
+
+
+def test_a_read_deadline_passed_mid_body_marks_the_cycle_through_its_hook() -> None:
+    """The body's deadline: the app reads a disconnect (the cycle marked, its event set) and
+    a hook on the cycle is told, as on a connection lost."""
+    cycle, transport = cycle_with(asyncio.Event())
+    cycle.more_body = True
+    gone: list[int] = []
+    cycle.on_disconnect = lambda: gone.append(1)
+    Protocol(cycle, transport)._expire()
+    assert gone == [1] and cycle.disconnected and cycle.message_event.is_set()
+    assert transport.closed and transport.written[-1].startswith(b"HTTP/1.1 408 ")
 
 
 def test_watching_resumes_reading_as_receive_does() -> None:
@@ -81,14 +133,9 @@ def test_watching_resumes_reading_as_receive_does() -> None:
 
 
 def test_what_cannot_be_watched_is_left_to_receive() -> None:
-    """An event of another kind, another ``receive`` (a middleware's), a body still coming,
-    an event already set or watched: None, so the relay waits on ``receive()`` as before."""
-
-    class OwnEvent(asyncio.Event):
-        pass
-
-    other, _ = cycle_with(OwnEvent())
-    assert watch(other.send, other.receive, lambda: None) is None
+    """Another ``receive`` (a middleware's), another ``send``, a body still coming, an event
+    already set, a cycle watched already: None, so the relay waits on ``receive()`` as before.
+    (An event of another kind can be watched: the hook is the cycle's, not the event's.)"""
 
     cycle, _ = cycle_with(asyncio.Event())
 
@@ -114,8 +161,7 @@ def test_what_waits_on_the_event_still_wakes_once_it_is_watched() -> None:
         await asyncio.sleep(0)
         gone: list[int] = []
         assert watch(cycle.send, cycle.receive, lambda: gone.append(1)) is not None
-        cycle.disconnected = True
-        cycle.message_event.set()
+        client_left(cycle)
         assert await asyncio.wait_for(waiting, 1) is True
         return gone
 
