@@ -179,12 +179,13 @@ class SSERelay:
                 and line[8] != _E  # not ``data: {"error"``
                 and line[-1] == _CLOSING_BRACE  # nor ending as [DONE] does (``offered``)
                 and not line.partition(b"\r")[1]
-                and _no_usage(line)
             ):
-                result = self.result
-                result.events += 1
-                result.bytes_out += len(chunk)
-                return b"" if push is not None and push(chunk) else chunk
+                _, usage, after = line.partition(USAGE)
+                if not usage or _null_usage(after):  # a call only for a line naming usage
+                    result = self.result
+                    result.events += 1
+                    result.bytes_out += len(chunk)
+                    return b"" if push is not None and push(chunk) else chunk
         complete = self._feed(chunk)
         self._whole = self._first_event_edit is None and self._events.clean
         return offered(push, complete)
@@ -330,13 +331,11 @@ def _usage_in(event: bytes) -> tuple[dict[str, Any], bool] | None:
     return usage, not document.get("choices")
 
 
-def _no_usage(line: bytes) -> bool:
-    """Whether an event's one line holds no usage: no ``"usage"`` key, or one ``null`` (as
-    OpenAI's streams send on every chunk once ``include_usage`` is asked for)."""
-    _, found, after = line.partition(USAGE)
-    return not found or (
-        after[:9].lstrip(b" :").startswith(b"null") and not after.partition(USAGE)[1]
-    )
+def _null_usage(after: bytes) -> bool:
+    """Whether what follows an event line's ``"usage"`` says it holds no usage: a ``null``
+    (as OpenAI's streams send on every chunk once ``include_usage`` is asked for), and no
+    second ``"usage"``."""
+    return after[:9].lstrip(b" :").startswith(b"null") and not after.partition(USAGE)[1]
 
 
 def _is_error_event(event: bytes) -> bool:
