@@ -4,7 +4,9 @@ Raw asyncio protocols (no framework), so thousands of concurrent streams cost li
 gets the same stream: a role chunk at once, ``bench_chunks`` content chunks (a request body
 field, default 10) each after a random gap, then a finish chunk, a usage-only chunk and
 ``data: [DONE]``. Every chunk but [DONE] carries ``"ts": <time.time() when written>`` so a client
-can compute how long the chunk took to reach it. Keep-alive is honoured.
+can compute how long the chunk took to reach it: the stamp is taken right before the chunk is
+written to its socket (``os.write``, not left in uvloop's transport until the loop's turn
+ends). Keep-alive is honoured.
 
     python bench/slow_upstream.py --port 9000 [--min-gap 0.05 --max-gap 0.1]
 """
@@ -15,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -71,6 +74,7 @@ class SlowStream(asyncio.Protocol):
         self._rng = rng
         self._buffer = b""
         self._transport: asyncio.Transport | None = None
+        self._fd = -1
         self._timer: asyncio.TimerHandle | None = None
         self._left = 0
         self._sent = 0
@@ -78,6 +82,7 @@ class SlowStream(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._fd = transport.get_extra_info("socket").fileno()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
@@ -133,8 +138,23 @@ class SlowStream(asyncio.Protocol):
         return finish + usage + DONE
 
     def _write(self, data: bytes) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+        """``data`` sent now, right after its stamps were taken: uvloop's ``write`` leaves it
+        in the transport until the loop's turn ends, after every other stream's timer of that
+        turn (tens of ms on a starved CPU), which a stamp would count as the relay's delay."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if not transport.get_write_buffer_size():  # nothing queued ahead of it
+            try:
+                data = data[os.write(self._fd, data) :]
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                transport.close()
+                return
+            if not data:
+                return
+        transport.write(data)
 
 
 def _content_length(head: bytes) -> int:
