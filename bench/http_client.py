@@ -130,6 +130,11 @@ class StreamStats:
     # per read: how long its bytes waited in the socket for this client (its loop's lag,
     # on the CPU it shares with the slow upstream and Redis); not part of ``delays_ms``
     client_lags_ms: list[float] = field(default_factory=list)
+    # chunks read together with a later one: the kernel stamps a read with its last bytes'
+    # arrival, so their delay is an upper bound (the client lagged a whole chunk gap, or the
+    # relay wrote them together; the upstream writes each stream's last two stamped chunks
+    # together: one per stream is expected)
+    bounded: int = 0
     open_now: int = 0
     peak_open: int = 0
     completed: int = 0
@@ -236,7 +241,9 @@ class StampedStream:
         # not a loop per byte
         stats = self._stats
         at = complete.find(TS_FIELD)
+        stats.bounded -= at >= 0  # the read's last chunk arrived at the stamp
         while at >= 0:
+            stats.bounded += 1
             start = at + len(TS_FIELD)
             comma, brace = complete.find(b",", start), complete.find(b"}", start)
             end = comma if 0 <= comma < brace or brace < 0 else brace

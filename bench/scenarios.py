@@ -142,6 +142,7 @@ def slow_scenario(
         # how long the bytes waited in the client's sockets for the client: excluded above
         "client_lag_p50_ms": median(stats.client_lags_ms),
         "client_lag_p99_ms": percentile(stats.client_lags_ms, 99),
+        "chunks_read_with_a_later_one": stats.bounded,
         "last_error": stats.last_error,
         **cpu.as_dict(),
     }
