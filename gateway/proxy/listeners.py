@@ -76,6 +76,14 @@ class Listeners:
         if self._pending:
             asyncio.get_running_loop().call_soon(self.drain)
 
+    def drain_after_next_turn(self) -> None:
+        """Run the pending later hooks one turn after the next: called as a request goes to
+        reserve its usage, whose command is written at the next turn (the store's connection
+        writes what the turn queued), so that they run while the store works on it."""
+        if self._pending:
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, self.drain)
+
     def drain(self) -> None:
         """Run every pending later hook now."""
         pending = self._pending

@@ -165,6 +165,7 @@ class Pipeline:
         if plan.byok_only and principal.byok_key is None:
             raise own_key_required(plan, principal.tier)
         metered = ctx.meter_request = await meter_request(ctx, incoming, plan, principal)
+        self._listeners.drain_after_next_turn()  # the ends of earlier requests: while it waits
         try:  # the meter awaited here, not in a coroutine of downgrade's around it
             admission = ctx.admission = await self._meter.admit(metered)
             ctx.downgraded = clamped_by_quota(admission)

@@ -101,3 +101,17 @@ def test_one_failing_does_not_keep_the_next_requests_from_the_others() -> None:
         assert log == [("billing", "b")]
 
     asyncio.run(main())
+
+
+def test_drain_after_next_turn_runs_them_a_turn_later() -> None:
+    async def main() -> None:
+        log: list[tuple[str, str]] = []
+        heard = three(log)
+        heard.finished(ended("a"))
+        heard.drain_after_next_turn()
+        await asyncio.sleep(0)
+        assert log == [("metrics", "a")]  # the turn that writes what this one queued
+        await asyncio.sleep(0)
+        assert log == [("metrics", "a"), ("billing", "a"), ("access", "a")]
+
+    asyncio.run(main())
