@@ -35,7 +35,8 @@ def ignored(self: object, ctx: RequestContext) -> None:
 class Listeners:
     """Several listeners heard in the order given (metrics, billing, access log, ...).
 
-    A listener whose class sets ``deferrable = True`` hears of a request's end later, not
+    A listener whose class sets ``deferrable = True`` hears of a request's end later (its
+    ``finished``; its ``at_end``, if it has one, at once), not
     between its last byte and the reading of the connection's next request: in the next
     proxied request's wait on its upstream (``drain_soon``), before any other request is
     served (``drain``: the readers of metrics and usage see every finished request), or
@@ -47,10 +48,17 @@ class Listeners:
         # bound once; a hook that is ``ignored`` is not called at all
         self._started = _hooks([listener.started for listener in self._listeners])
         self._relaying = _hooks([listener.relaying for listener in self._listeners])
-        now = [hook for hook in self._listeners if not getattr(hook, "deferrable", False)]
-        later = [hook for hook in self._listeners if getattr(hook, "deferrable", False)]
-        self._finished = tuple(listener.finished for listener in now)
-        self._later = tuple(listener.finished for listener in later)
+        now: list[Hook] = []  # the others' ``finished``; a deferrable one's ``at_end``, if any
+        later: list[Hook] = []
+        for listener in self._listeners:
+            if not getattr(listener, "deferrable", False):
+                now.append(listener.finished)
+                continue
+            at_end = getattr(listener, "at_end", None)
+            if at_end is not None:
+                now.append(at_end)
+            later.append(listener.finished)
+        self._finished, self._later = tuple(now), tuple(later)
         self._pending: deque[RequestContext] = deque()  # ended, their later hooks not yet run
         self._timer: asyncio.TimerHandle | None = None
 

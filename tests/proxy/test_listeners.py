@@ -115,3 +115,19 @@ def test_drain_after_next_turn_runs_them_a_turn_later() -> None:
         assert log == [("metrics", "a"), ("billing", "a"), ("access", "a")]
 
     asyncio.run(main())
+
+
+def test_a_deferrable_listeners_at_end_is_heard_at_once() -> None:
+    class Gauged(Heard):
+        def at_end(self, ctx: RequestContext) -> None:
+            self.log.append(("gauge", ctx.request_id))
+
+    async def main() -> None:
+        log: list[tuple[str, str]] = []
+        heard = Listeners([Gauged("counts", log, True), Heard("billing", log, True)])
+        heard.finished(ended("a"))
+        assert log == [("gauge", "a")]
+        heard.drain()
+        assert log == [("gauge", "a"), ("counts", "a"), ("billing", "a")]
+
+    asyncio.run(main())
