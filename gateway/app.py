@@ -158,6 +158,8 @@ def _lifespan(
                 await _stop("ledger", gateway.ledger.aclose())
             if gateway.shared_health is not None:
                 await _stop("shared health", gateway.shared_health.aclose())
+            gateway.pipeline.drain_listeners()  # the billing of the last requests, and theirs
+            app.state.gateway.pipeline.drain_listeners()  # since a reload
             await gateway.meter.aclose()  # unbounded: it hands the last usage records over
             try:  # a store client stuck in a broken state must not hold the shutdown
                 await asyncio.wait_for(gateway.store.aclose(), STORE_CLOSE_TIMEOUT_S)

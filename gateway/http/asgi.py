@@ -149,6 +149,8 @@ class FastLane:
                 return
         if scope["type"] == "http":  # the pipeline times its own answers; these are all ours
             send = stamped(send, time.perf_counter())
+        # the reads of metrics and usage see every request that ended before they came
+        self._pipeline.drain_listeners()
         await self._routed(scope, receive, send)
 
     async def _proxied(self, scope: Scope, receive: Receive, path: str) -> Reply | ASGIApp:

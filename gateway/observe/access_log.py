@@ -24,6 +24,7 @@ class AccessLog:
         self._users: dict[str, str] = {}  # user -> ids.log_user(user): an HMAC per request saved
 
     started = relaying = ignored
+    deferrable = True  # heard after the connection's next request is read (``Listeners``)
 
     def finished(self, ctx: RequestContext) -> None:
         if not self._log.isEnabledFor(logging.INFO):

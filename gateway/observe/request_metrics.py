@@ -37,11 +37,16 @@ class RequestMetrics:
     def relaying(self, ctx: RequestContext) -> None:
         self._open_streams.inc(1)
 
-    def finished(self, ctx: RequestContext) -> None:
-        m = self._metrics
+    deferrable = True  # the counts heard after the connection's next request is read
+
+    def at_end(self, ctx: RequestContext) -> None:
+        """The gauges, at once (``Listeners``): a request that ended is not in flight."""
         self._inflight.inc(-1)
         if ctx.relayed:
             self._open_streams.inc(-1)
+
+    def finished(self, ctx: RequestContext) -> None:
+        m = self._metrics
         endpoint = ctx.endpoint.name
         model = ctx.model
         model_name = model.name if model else "none"

@@ -9,6 +9,8 @@ from gateway.proxy.listeners import ignored
 
 
 class Billing:
+    deferrable = True  # heard after the connection's next request is read (``Listeners``)
+
     def __init__(self, meter: Meter) -> None:
         self._meter = meter
 

@@ -119,6 +119,10 @@ class Pipeline:
             return Reply(status, headers, body_out, media_type, after)
         return Reply(status, headers, body_out, media_type, partial(self._end, ctx))
 
+    def drain_listeners(self) -> None:
+        """Every finished request heard by all its listeners (``Listeners.drain``)."""
+        self._listeners.drain()
+
     def _end(self, ctx: RequestContext) -> None:
         ctx.ended = time.perf_counter()
         if ctx.verdict_pending and ctx.model is not None:
@@ -161,6 +165,7 @@ class Pipeline:
         if plan.byok_only and principal.byok_key is None:
             raise own_key_required(plan, principal.tier)
         metered = ctx.meter_request = await meter_request(ctx, incoming, plan, principal)
+        self._listeners.drain_after_next_turn()  # the ends of earlier requests: while it waits
         try:  # the meter awaited here, not in a coroutine of downgrade's around it
             admission = ctx.admission = await self._meter.admit(metered)
             ctx.downgraded = clamped_by_quota(admission)
@@ -201,6 +206,9 @@ class Pipeline:
         endpoint, plan, principal = ctx.endpoint, ctx.plan, ctx.principal
         assert plan is not None and principal is not None
         ctx.upstream_started = time.perf_counter()
+        # the ends of earlier requests heard while this one waits: its request is written
+        # before the loop's next turn
+        self._listeners.drain_soon()
         try:
             opened = await self._attempter.run(
                 plan.chain,
