@@ -6,8 +6,9 @@ The design, the bound and when allowances are asked for and ended: ``allowances.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import NamedTuple
 
 from gateway.metering.types import Amounts, Check
@@ -80,8 +81,8 @@ class Allowance:
     # its requests' writes to the level's counters, summed until ``queued`` leaves the buffer
     folded: list[int] = dataclasses.field(default_factory=lambda: [0, 0, 0, 0, 0])
     queued: SettleBatch | None = None  # the buffered batch ``seal`` fills in
-    # the other allowances it was last sealed with, and their groups joined (``_joined``)
-    joined: tuple[Sequence[Allowance], tuple[Group, ...] | None] | None = None
+    # the allowances it was last sealed with (itself first), their groups joined (``_joined``)
+    joined: tuple[list[Allowance], tuple[Reader, ...] | None] | None = None
     # what its finished requests used while it was open, but for what ``folded`` holds (moved
     # here when sealed; once it has ended, ``in_flight`` is worked out and this is not read)
     spent: list[int] = dataclasses.field(default_factory=lambda: [0, 0, 0, 0, 0])
@@ -296,20 +297,26 @@ def _seal_together(allowances: Sequence[Allowance]) -> bool:
     """``seal``'s case of allowances of different levels on one batch with the same sums and
     fields: their groups written together (cached on the first allowance); False, nothing
     done, otherwise."""
-    first, others = allowances[0], allowances[1:]
+    first = allowances[0]
     batch, folded = first.queued, first.folded
     if batch is None:
         return False
-    for other in others:
+    for other in allowances:
         if other.queued is not batch or other.folded != folded:
             return False
     joined = first.joined
-    if joined is None or joined[0] != others:
-        joined = first.joined = (others, _joined([a.shape for a in allowances]))
-    groups = joined[1]
-    if groups is None:
+    if joined is None or joined[0] != allowances:
+        groups = _joined([a.shape for a in allowances])
+        joined = first.joined = (list(allowances), None if groups is None else _readers(groups))
+    readers = joined[1]
+    if readers is None:
         return False
-    batch.shared += _aggregates(groups, folded)
+    found: tuple[SharedAggregate, ...] = ()
+    for hashes, ttls, fields, read in readers:  # the values by one C call per group
+        values = read(folded)
+        if any(values):
+            found += (_new(SharedAggregate, (hashes, ttls, fields, values)),)
+    batch.shared += found
     requests, tokens, _, usd, _ = folded  # the same sums in each: what ``seal`` moves
     for allowance in allowances:
         if allowance.open:
@@ -320,6 +327,18 @@ def _seal_together(allowances: Sequence[Allowance]) -> bool:
         allowance.folded = [0, 0, 0, 0, 0]
         allowance.queued = None
     return True
+
+
+# a group of ``_joined`` with what reads its values from ``folded``, made once per join
+Read = Callable[[list[int]], tuple[int, ...]]
+Reader = tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...], Read]
+
+
+def _readers(groups: Sequence[Group]) -> tuple[Reader, ...]:
+    return tuple(  # itemgetter of one index gives the value, not a tuple
+        (h, t, f, itemgetter(*i) if len(i) > 1 else lambda folded, at=i[0]: (folded[at],))
+        for h, t, f, i in groups
+    )
 
 
 def _joined(shapes: Sequence[LevelShape]) -> tuple[Group, ...] | None:

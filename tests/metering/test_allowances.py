@@ -223,6 +223,28 @@ def test_seal_joins_equal_sums_of_two_levels_and_keeps_unequal_ones_apart() -> N
     assert [s.values for s in batch.shared] == [(1, 20, 3), (2, 40, 6)]
 
 
+def test_seal_joins_groups_of_one_field_too() -> None:
+    """Ended allowances fold a slot back: their in-flight hashes (one field each) and their
+    one-field window hashes are joined as well, each with its own values."""
+    shapes = []
+    for level, tag in (("org", "gw:{o:acme}"), ("team", "gw:{tm:ml}")):
+        checks = [
+            Check(f"{level}.minute.requests", Counter(f"{tag}:min:1", "req", 1, 10**9, ttl_s=9)),
+            Check(f"{level}.parallel", Counter(f"{tag}:par", "n", 1, 10**6, sliding=True)),
+        ]
+        shapes += allowance.shapes(checks, frozenset(check.kind for check in checks))
+    a, b = opened(shapes[0]), opened(shapes[1])
+    a.open = b.open = False
+    a.folded, b.folded = [1, 0, 0, 0, -1], [1, 0, 0, 0, -1]
+    batch = a.queued = b.queued = SettleBatch(())
+    allowance.seal([a, b])
+    written = sorted((shared.keys, shared.fields, shared.values) for shared in batch.shared)
+    assert written == [
+        (("gw:{o:acme}:min:1", "gw:{tm:ml}:min:1"), ("req",), (1,)),
+        (("gw:{o:acme}:par", "gw:{tm:ml}:par"), ("n",), (-1,)),
+    ]
+
+
 def level_shape(level: str, tag: str) -> allowance.LevelShape:
     counters = []
     for window, ttl in (("min", 120), ("d", 90_000)):
