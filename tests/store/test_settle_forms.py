@@ -13,11 +13,13 @@ import redis
 
 from gateway.store import keys
 from gateway.store.port import (
+    MAX_STORED,
     Increment,
     LeaseEnd,
     SettleBatch,
     SettleForm,
     SharedAggregate,
+    StoreRejected,
 )
 from gateway.store.redis import scripts
 from tests.metering.helpers import RedisServer
@@ -153,3 +155,15 @@ def test_formed_settles_leave_redis_as_the_spelled_out_encoding_did(
     assert after[1] == before[1]
     assert after[0] == before[0]
     assert any(kind == b"hash" for kind, _, _ in after[0].values())
+
+
+@pytest.mark.parametrize("bad", [MAX_STORED + 1, -MAX_STORED - 1, 2**64, 1.5, "1"])
+def test_a_formed_delta_settle_lua_cannot_take_is_refused_before_redis(bad: object) -> None:
+    form = SettleForm((("gw:{u:f}:d:1", "tok", 60, False), ("gw:{u:f}:d:1", "req", 60, False)), 2)
+    batch = SettleBatch((), form=form, deltas=(1, bad))  # type: ignore[arg-type]
+    with pytest.raises(StoreRejected):
+        scripts.settle_call([batch], 100, mark=None, stream=True, by_id=True)
+    with pytest.raises(StoreRejected):  # a form's count of deltas is checked too
+        scripts.settle_call(
+            [SettleBatch((), form=form, deltas=(1,))], 100, mark=None, stream=True, by_id=True
+        )

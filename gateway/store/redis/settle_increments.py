@@ -15,7 +15,8 @@ packed one by one (``spelled``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import add
+from itertools import compress
+from operator import add, or_
 from typing import NamedTuple
 
 from gateway.store import keys
@@ -104,16 +105,21 @@ def formed(batches: Sequence[SettleBatch], tag: str | None) -> tuple[Plan, Write
                 if at >= 0:
                     summed[at] += delta
         totals = summed
-    watches = plan.watches
-    live = [at for at, delta in enumerate(totals) if delta or watches[at]]
+    # the slots that write (a delta, or watched; ``or_`` of an int and a flag is 0 only when
+    # both are), picked by iterators that run in C: some thirty a request
+    try:
+        live = list(compress(range(plan.size), map(or_, totals, plan.watches)))
+    except TypeError as error:  # a delta that is no integer
+        raise StoreRejected(f"a delta settle.lua cannot take: {error}") from error
     if not live:
         return plan, Writes(0, b"", [])
-    rows, hashes = plan.rows, plan.hashes
-    values = [totals[at] for at in live]
+    values = list(map(totals.__getitem__, live))
     if not -MAX_STORED <= min(values) <= max(values) <= MAX_STORED:
         raise StoreRejected(f"a delta settle.lua cannot take exactly: {values}")
-    packed = b"".join([rows[at] for at in live]) + settle_pack.deltas(values)
-    return plan, Writes(len(live), packed, [hashes[at] for at in live])
+    rows = b"".join(map(plan.rows.__getitem__, live))
+    return plan, Writes(
+        len(live), rows + settle_pack.deltas(values), list(map(plan.hashes.__getitem__, live))
+    )
 
 
 def _plan(forms: tuple[SettleForm, ...], tag: str | None) -> Plan | None:

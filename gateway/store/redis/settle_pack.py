@@ -7,8 +7,8 @@ and as a number to compare with its reply. Each part is packed by a ``struct.Str
 once and joined (one ``struct.pack`` of a format built per call cost the gateway more than the
 text lines did); a field's name and a delta's text are packed once. An increment's row (hash,
 time to live, watch, field) is kept per form (``settle_increments.py``) and the call's deltas
-follow the rows, packed together. A value the format cannot hold (no integer, a delta beyond +-2**53, a negative or oversized time to live) fails
-the call here (``StoreRejected``).
+follow the rows, packed together. A value the format cannot hold (no integer, a delta beyond
++-2**53, a negative or oversized time to live) fails the call here (``StoreRejected``).
 """
 
 from __future__ import annotations
