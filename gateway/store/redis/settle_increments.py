@@ -15,8 +15,7 @@ packed one by one (``spelled``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import compress
-from operator import add, or_
+from operator import add
 from typing import NamedTuple
 
 from gateway.store import keys
@@ -105,21 +104,19 @@ def formed(batches: Sequence[SettleBatch], tag: str | None) -> tuple[Plan, Write
                 if at >= 0:
                     summed[at] += delta
         totals = summed
-    # the slots that write (a delta, or watched; ``or_`` of an int and a flag is 0 only when
-    # both are), picked by iterators that run in C: some thirty a request
-    try:
-        live = list(compress(range(plan.size), map(or_, totals, plan.watches)))
-    except TypeError as error:  # a delta that is no integer
-        raise StoreRejected(f"a delta settle.lua cannot take: {error}") from error
+    watches = plan.watches
+    live = [at for at, delta in enumerate(totals) if delta or watches[at]]
     if not live:
         return plan, Writes(0, b"", [])
-    values = list(map(totals.__getitem__, live))
-    if not -MAX_STORED <= min(values) <= max(values) <= MAX_STORED:
-        raise StoreRejected(f"a delta settle.lua cannot take exactly: {values}")
-    rows = b"".join(map(plan.rows.__getitem__, live))
-    return plan, Writes(
-        len(live), rows + settle_pack.deltas(values), list(map(plan.hashes.__getitem__, live))
-    )
+    rows, hashes = plan.rows, plan.hashes
+    values = [totals[at] for at in live]
+    try:
+        if not -MAX_STORED <= min(values) <= max(values) <= MAX_STORED:
+            raise StoreRejected(f"a delta settle.lua cannot take exactly: {values}")
+    except TypeError as error:  # a delta that is no number
+        raise StoreRejected(f"a delta settle.lua cannot take: {error}") from error
+    packed = b"".join([rows[at] for at in live]) + settle_pack.deltas(values)
+    return plan, Writes(len(live), packed, [hashes[at] for at in live])
 
 
 def _plan(forms: tuple[SettleForm, ...], tag: str | None) -> Plan | None:
