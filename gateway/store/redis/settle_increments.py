@@ -69,6 +69,7 @@ class Writes(NamedTuple):
 
 
 _PLANS: dict[tuple[tuple[SettleForm, ...], str | None], Plan | None] = {}
+_SEEN: set[tuple[tuple[SettleForm, ...], str | None]] = set()  # once, with no plan yet
 
 
 def formed(batches: Sequence[SettleBatch], tag: str | None) -> tuple[Plan, Writes] | None:
@@ -92,6 +93,13 @@ def formed(batches: Sequence[SettleBatch], tag: str | None) -> tuple[Plan, Write
     try:
         plan = _PLANS[forms, tag]
     except KeyError:
+        if len(forms) > 1 and (forms, tag) not in _SEEN:
+            # forms of several users seldom meet again in this order: a plan made for each
+            # call cost more than the general path (measured), so only one seen twice gets one
+            if len(_SEEN) >= MOST_PLANS:
+                _SEEN.clear()
+            _SEEN.add((forms, tag))
+            return None
         plan = _plan(forms, tag)
     if plan is None:
         return None
@@ -138,8 +146,35 @@ def merged(batches: Sequence[SettleBatch]) -> dict[str, dict[str, list[int]]]:
     ``map`` (``operator.add``), and fields by key, so a field is found by its name alone."""
     merged: dict[str, dict[str, list[int]]] = {}
     get = merged.get
+    forms: dict[SettleForm, Sequence[int]] = {}  # a form's deltas summed first
     for batch in batches:
-        for key, field, delta, ttl_s, watch in batch.increments:  # unpacked: some forty each
+        form = batch.form
+        if form is not None:
+            found = forms.get(form)
+            forms[form] = batch.deltas if found is None else list(map(add, found, batch.deltas))
+    for form, deltas in forms.items():  # its increments, then its aggregates (zeros too)
+        plain = form.plain
+        for at, (key, field, ttl_s, watch) in enumerate(form.slots):
+            delta = deltas[at]
+            if at >= plain:
+                watch = False
+            elif not (delta or watch):
+                continue
+            fields = get(key)
+            if fields is None:
+                merged[key] = {field: [delta, ttl_s, 1 if watch else 0]}
+                continue
+            slot = fields.get(field)
+            if slot is None:
+                fields[field] = [delta, ttl_s, 1 if watch else 0]
+            else:
+                slot[0] += delta
+                if ttl_s > slot[1]:
+                    slot[1] = ttl_s
+                if watch:
+                    slot[2] = 1
+    for batch in batches:
+        for key, field, delta, ttl_s, watch in batch.written:  # unpacked: some forty each
             if delta or watch:
                 fields = get(key)
                 if fields is None:
@@ -169,13 +204,6 @@ def merged(batches: Sequence[SettleBatch]) -> dict[str, dict[str, list[int]]]:
             continue
         for name, value in zip(names, totals, strict=True):
             add_to(fields, name, value, ttl)
-    for batch in batches:  # a form's aggregates (its increments are in ``increments``)
-        form = batch.form
-        if form is not None:
-            slots, deltas = form.slots, batch.deltas
-            for at in range(form.plain, len(slots)):
-                key, name, ttl_s, _ = slots[at]
-                add_to(merged.setdefault(key, {}), name, deltas[at], ttl_s)
     return merged
 
 
