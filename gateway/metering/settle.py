@@ -39,7 +39,7 @@ from gateway.metering.record import UsageRecord
 from gateway.metering.types import NO_AMOUNTS, Admission, Amounts, Check, Outcome
 from gateway.metering.windows import AGGREGATE_TTL_S, day_and_month
 from gateway.store import keys
-from gateway.store.port import Aggregate, Increment, LeaseEnd, SettleBatch
+from gateway.store.port import LeaseEnd, SettleBatch, SettleForm
 
 logger = logging.getLogger("gateway.metering")
 MAX_REPORTED_TOKENS = 10_000_000
@@ -220,38 +220,27 @@ def settlement(admission: Admission, outcome: Outcome, record_id: str) -> Settle
         actual = _new(Amounts, (1, tokens, used.audio_ms + used.video_ms, used.cost))
     record = usage_record(admission, outcome, used, record_id)
     day_number = int(admission.started // 86_400)  # ``day_and_month``'s day
-    user_aggregate, model_aggregate, records, watched, spend_keys = _day_keys(
-        request.user, outcome.model or "-", request.tier.name, day_number
-    )
-    increments = _reconcile(admission, actual)
-    spend: tuple[SpendKey, ...] = ()
-    if actual.usd_micros > 0:
-        spend = spend_keys
-        cost = actual.usd_micros
-        ttl = AGGREGATE_TTL_S
-        increments += [_new(Increment, (key, scope, cost, ttl, True)) for key, scope in watched]
+    day = _day_keys(request.user, outcome.model or "-", request.tier.name, day_number)
+    charged = actual.usd_micros > 0
+    layout = admission.settle_layout or settle_layout(admission.checks)
+    found = _FORMS_SEEN.get((id(layout), id(day), charged))
+    form, indices = found[:2] if found is not None else _form(layout, day, charged)
+    granted = admission.granted or (0,) * len(admission.checks)
+    if len(granted) != len(indices):
+        raise ValueError(f"{len(granted)} grants for {len(indices)} counters")
+    values = (*actual, 0)  # index -1: what a count of requests in flight settles to
+    reconciled = [values[index] - held for index, held in zip(indices, granted, strict=True)]
+    cost = actual.usd_micros
+    spend = day[4] if charged else ()
     # the levels' usage, when from allowances, summed in them until a batch carries it
     unqueued = allowance.fold(admission.uses, actual) if admission.uses else None
-    values = (
-        1,
-        1 if outcome.status >= 400 and not outcome.delivered else 0,  # ``failed``
-        used.prompt_tokens,
-        used.completion_tokens,
-        used.audio_ms,
-        used.images,
-        used.cost,
-        used.video_ms,
-    )
-    batch = SettleBatch(
-        tuple(increments),
-        record_codec.encode(record),
-        (
-            _new(Aggregate, (user_aggregate, AGGREGATE_FIELDS, values, AGGREGATE_TTL_S)),
-            _new(Aggregate, (model_aggregate, AGGREGATE_FIELDS, values, AGGREGATE_TTL_S)),
-        ),
-        _leases(admission),
-        records,
-    )
+    error = 1 if outcome.status >= 400 and not outcome.delivered else 0  # ``failed``
+    aggregated: tuple[int, ...] = (1, error, used.prompt_tokens, used.completion_tokens)
+    aggregated += (used.audio_ms, used.images, used.cost, used.video_ms)  # ``AGGREGATE_FIELDS``
+    watched = (cost, cost, cost, cost) if charged else ()
+    deltas = (*reconciled, *watched, *aggregated, *aggregated)  # ``_form``'s slots
+    record_bytes = record_codec.encode(record)
+    batch = SettleBatch((), record_bytes, (), _leases(admission), day[2], (), form, deltas)
     return Settlement(batch, spend, record, unqueued)
 
 
@@ -330,21 +319,34 @@ def lease_layout(checks: tuple[Check, ...]) -> LeaseLayout:
     return tuple((group, tuple(members)) for group, members in groups.items())
 
 
-def _reconcile(admission: Admission, actual: Amounts) -> list[Increment]:
-    checks = admission.checks
-    granted = admission.granted or (0,) * len(checks)
-    layout = admission.settle_layout or settle_layout(checks)
-    if len(granted) != len(layout):
-        raise ValueError(f"{len(granted)} grants for {len(layout)} counters")
-    values = (*actual, 0)  # index -1: what a count of requests in flight settles to
-    increments = []  # a loop, not a comprehension: in 3.11 each of those is a function call
-    at = 0  # the grant's place: counted, not zipped (one unpacking per counter, not two)
-    for key, field, ttl_s, index in layout:
-        delta = values[index] - granted[at]
-        at += 1  # noqa: SIM113
-        if delta:
-            increments.append(_new(Increment, (key, field, delta, ttl_s, False)))
-    return increments
+# Forms by their layout's and day keys' identity (a plan's layout lives a second), and by value
+# (the same form for every second of a window: a store keys its own caches by the form).
+_FORMS_SEEN: dict[tuple[int, int, bool], tuple[SettleForm, tuple[int, ...], object, object]] = {}
+_FORMS: dict[tuple[SettleLayout, DayKeys, bool], tuple[SettleForm, tuple[int, ...]]] = {}
+MOST_FORMS = 4096
+
+
+def _form(layout: SettleLayout, day: DayKeys, charged: bool) -> tuple[SettleForm, tuple[int, ...]]:
+    """The form of a settle with ``layout`` on ``day`` (its watched spend when ``charged``), and
+    per layout entry the index in ``Amounts`` it settles to. Slots: the layout's counters, the
+    watched spend counters, then the user's and the model's aggregate fields."""
+    found = _FORMS.get((layout, day, charged))
+    if found is None:
+        user_aggregate, model_aggregate, _, watched, _ = day
+        slots = [(key, field, ttl_s, False) for key, field, ttl_s, _ in layout]
+        if charged:
+            slots += [(key, scope, AGGREGATE_TTL_S, True) for key, scope in watched]
+        plain = len(slots)
+        for aggregate in (user_aggregate, model_aggregate):
+            slots += [(aggregate, name, AGGREGATE_TTL_S, False) for name in AGGREGATE_FIELDS]
+        found = SettleForm(tuple(slots), plain), tuple([entry[3] for entry in layout])
+        if len(_FORMS) >= MOST_FORMS:
+            _FORMS.clear()
+        _FORMS[layout, day, charged] = found
+    if len(_FORMS_SEEN) >= MOST_FORMS:
+        _FORMS_SEEN.clear()
+    _FORMS_SEEN[id(layout), id(day), charged] = (*found, layout, day)  # both kept: ids unique
+    return found
 
 
 def _leases(admission: Admission) -> tuple[LeaseEnd, ...]:

@@ -128,20 +128,56 @@ class LeaseEnd(NamedTuple):
     held: tuple[tuple[str, str, int, int], ...] | None = None
 
 
+class SettleForm:
+    """What requests of one shape write, but for the amounts: per slot a hash, a field, its
+    time to live and whether its new value is returned, aligned with a ``SettleBatch``'s
+    ``deltas``. The first ``plain`` slots are its ``increments``, the rest its aggregates'
+    fields. Made once per shape and shared (a store may cache what it derives from one)."""
+
+    __slots__ = ("plain", "slots", "watched")
+
+    def __init__(self, slots: tuple[tuple[str, str, int, bool], ...], plain: int) -> None:
+        self.slots = slots
+        self.plain = plain
+        self.watched = tuple([(key, field) for key, field, _, watch in slots if watch])
+
+    def __repr__(self) -> str:
+        return f"SettleForm({self.slots!r}, {self.plain})"
+
+
 @dataclass(slots=True)  # one per request: not frozen (a frozen __init__ is slow)
 class SettleBatch:
-    """Everything one finished request writes: counter deltas and its usage record."""
+    """Everything one finished request writes: counter deltas and its usage record.
 
-    increments: tuple[Increment, ...]
+    ``written`` and ``aggregates`` spelled out, or (as well) ``form`` and its ``deltas``: a
+    slot whose delta is 0 and is not watched writes nothing."""
+
+    written: tuple[Increment, ...]
     record: bytes | None = None
     aggregates: tuple[Aggregate, ...] = ()
     leases: tuple[LeaseEnd, ...] = ()  # the reservation's lease, per hash-tag group
     index: str | None = None  # the per-user day list the record is indexed in
     shared: tuple[SharedAggregate, ...] = ()
+    form: SettleForm | None = None
+    deltas: tuple[int, ...] = ()
+
+    @property
+    def increments(self) -> tuple[Increment, ...]:
+        """``written`` then the form's increments that write (a delta, or watched)."""
+        if self.form is None:
+            return self.written
+        return self.written + tuple(self._formed(0, self.form.plain))
+
+    def watched(self) -> list[tuple[str, str]]:
+        """(key, field) of each watched increment, in order."""
+        found = [(inc.key, inc.field) for inc in self.written if inc.watch]
+        return found + list(self.form.watched) if self.form is not None else found
 
     def all_increments(self) -> list[Increment]:
-        """``increments`` then the aggregates' and the shared aggregates' non-zero fields, one
-        ``Increment`` each."""
+        """``increments`` then the aggregates' (the form's first, then ``aggregates``) and the
+        shared aggregates' non-zero fields, one ``Increment`` each."""
+        form = self.form
+        formed = self._formed(form.plain, len(form.slots)) if form is not None else []
         expanded = [
             Increment(aggregate.key, name, value, aggregate.ttl_s)
             for aggregate in self.aggregates
@@ -155,7 +191,16 @@ class SettleBatch:
             for name, value in zip(shared.fields, shared.values, strict=True)
             if value
         ]
-        return [*self.increments, *expanded, *spread]
+        return [*self.increments, *formed, *expanded, *spread]
+
+    def _formed(self, start: int, stop: int) -> list[Increment]:
+        form, deltas = self.form, self.deltas
+        assert form is not None
+        return [
+            Increment(key, field, deltas[at], ttl_s, watch)
+            for at, (key, field, ttl_s, watch) in enumerate(form.slots[start:stop], start)
+            if deltas[at] or watch
+        ]
 
 
 class ControlChange(NamedTuple):

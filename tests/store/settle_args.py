@@ -12,9 +12,11 @@ from gateway.store.redis.scripts import SettleCall
 class Settle:
     """A settle call's packed values: the head, and each part as the text lines it replaced."""
 
-    head: tuple[int, ...]  # hashes, pairs, stream, lists, mark, by_id, then the five counts
+    head: tuple[int, ...]  # hashes, pairs, stream, lists, mark, by_id, the five counts, then
+    # how many hashes are checked only if listed, and how many are
     constants: tuple[int, bytes, bytes, bytes]  # maxlen, its text, the mark's, the index's s
     increments: list[str] = field(default_factory=list)  # "index\tfield\tdelta\tttl\twatch"
+    listed: tuple[int, ...] = ()  # the first hashes checked (an increment or a grant writes)
     shared: list[str] = field(default_factory=list)  # "first:ttl,ttl\tfield\tdelta..."
     ends: list[tuple[int, str, int, int]] = field(default_factory=list)  # pair, id, first, n
     marks: list[str] = field(default_factory=list)
@@ -43,15 +45,20 @@ def read(call: SettleCall) -> Settle:
     form, data = call.args[0], call.args[1]
     assert isinstance(form, str) and isinstance(data, bytes)
     reader = _Reader(data)
-    head = reader.take("iiiiiBiiiii")
+    head = reader.take("iiiiiBiiiiiii")
     (maxlen,) = reader.take("q")
     found = Settle(head, (maxlen, reader.text(), reader.text(), reader.text()))
-    increments, shared, ends, marks, records = head[6:]
+    increments, shared, ends, marks, records = head[6:11]
+    found.listed = reader.take("i" * head[12])
+    rows = []
     for _ in range(increments):
-        at, ttl, watch, delta = reader.take("iIBq")
-        assert reader.text() == b"%d" % delta
-        name = reader.text().decode()
+        at, ttl, watch = reader.take("iIB")
+        rows.append((at, ttl, watch, reader.text().decode()))
+    deltas = reader.take(f"{increments}q")
+    for (at, ttl, watch, name), delta in zip(rows, deltas, strict=True):
         found.increments.append(f"{at}\t{name}\t{delta}\t{ttl}\t{watch}")
+    for delta in deltas:
+        assert reader.text() == b"%d" % delta
     for _ in range(shared):
         first, hashes, fields = reader.take("iii")
         ttls = reader.take("I" * hashes)

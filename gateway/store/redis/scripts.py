@@ -10,11 +10,10 @@ import functools
 import hashlib
 import re
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, KeysView, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from itertools import repeat
-from operator import add
 from textwrap import indent
 
 from gateway.store import keys
@@ -27,7 +26,7 @@ from gateway.store.port import (
     SharedAggregate,
     StoreRejected,
 )
-from gateway.store.redis import reserve_pack, settle_pack
+from gateway.store.redis import reserve_pack, settle_increments, settle_pack
 
 _COMMON = resources.files("gateway.store.redis").joinpath("common.lua").read_text()
 
@@ -147,32 +146,27 @@ def _settle_call(
     tag: str | None,
     mark_ttl_s: int,
 ) -> SettleCall | None:
-    index: dict[str, int] = {}
-    watched = []
-    parts: list[bytes] = [b""]  # the head first, once the counts are known
-    # ``settle_pack.increment``, inlined: some twenty a request
-    named, head, packed = settle_pack.NAMES, settle_pack.INCREMENT.pack, settle_pack.name
-    merged = merged_increments(batches)
-    alone = shared_alone(batches, merged, tag)
-    for key, fields in merged.items():
-        if tag is not None and keys.slot_tag(key) != tag:
-            continue
-        at = 0  # the key's position, once it has a write
-        for name, (delta, ttl, watch) in fields.items():
-            if delta or watch:
-                if not at:
-                    at = index.setdefault(key, len(index) + 1)
-                if not -MAX_STORED <= delta <= MAX_STORED:
-                    raise StoreRejected(f"a delta settle.lua cannot take exactly: {delta}")
-                text = b"%d" % delta
-                parts += (
-                    head(at, ttl, watch, delta, len(text)),
-                    text,
-                    named.get(name) or packed(name),
-                )
-                if watch:
-                    watched.append((key, name))
-    increments = (len(parts) - 1) // 3
+    found = settle_increments.formed(batches, tag)
+    merged: dict[str, dict[str, list[int]]] = {}
+    if found is not None:
+        plan, made = found
+        index = dict(zip(plan.keys, range(1, len(plan.keys) + 1), strict=True))
+        alone = shared_in(batches, tag)
+        if apart(alone, index.keys()):  # else the general path adds them to the increments
+            watched = plan.watched
+            increments, listed = made.size, dict.fromkeys(made.hashes)
+            every = len(listed) == len(index)  # then none is listed (the list costs the script)
+            parts = [b"", made.packed]
+        else:
+            found = None
+    if found is None:
+        merged = settle_increments.merged(batches)
+        alone = shared_alone(batches, merged, tag)
+        index, watched, increments, written = settle_increments.spelled(merged, tag)
+        parts, listed, every = [b"", written], {}, True
+    formed = 0 if every else len(index)  # the hashes after it are checked whatever
+    if every:
+        listed = {}
     shared_forms = []
     for hashes, ttls, names, values in alone:  # each hash new to the call: the next KEYS
         writes = [(name, value) for name, value in zip(names, values, strict=True) if value]
@@ -190,6 +184,7 @@ def _settle_call(
     pairs: dict[str, int] = {}
     place = index.setdefault  # a held key is most often placed already: one lookup
     held_parts: list[bytes] = []
+    named, packed = settle_pack.NAMES, settle_pack.name
     grant, end = settle_pack.GRANT.pack, settle_pack.lease_end
     for group, lease_id, held in leases:
         pair = pairs.setdefault(group, len(pairs) + 1)
@@ -202,6 +197,8 @@ def _settle_call(
                 raise StoreRejected(f"a grant settle.lua cannot take exactly: {amount}")
             text = b"%d" % amount
             at = index.get(key) or place(key, len(index) + 1)
+            if at <= formed:
+                listed[at] = None
             held_parts += (grant(at, ttl, len(text)), text, named.get(name) or packed(name))
     records, lists = _records(batches, stream=stream, tag=tag)
     if not (increments or shared_forms or leases or records):
@@ -216,8 +213,9 @@ def _settle_call(
     all_keys += [mark] if mark else []
     shape = (len(index), len(pairs), int(stream), len(lists), int(mark is not None), int(by_id))
     counts = (increments, len(shared_forms), len(leases), len(forget), len(records))
-    parts[0] = settle_pack.head(shape, counts, (maxlen, mark_ttl_s, keys.INDEX_TTL_S))
-    lua = settle_pack.lua_format(counts, shared_forms)
+    checks = (formed, list(listed))
+    parts[0] = settle_pack.head(shape, counts, checks, (maxlen, mark_ttl_s, keys.INDEX_TTL_S))
+    lua = settle_pack.lua_format(counts, len(listed), shared_forms)
     args: Args = [lua, b"".join(parts), b"".join(held_parts)]
     return SettleCall(all_keys, args, watched)
 
@@ -230,24 +228,34 @@ def shared_alone(
     they are all added to ``merged`` instead and none is returned: every field is then still
     written once with its deltas summed (a counter stops at zero, so a sum and its parts in
     turn could differ)."""
-    found = [shared for batch in batches for shared in batch.shared]
-    if tag is not None:
-        found = [shared for shared in map(_in_slot, found, repeat(tag)) if shared.keys]
-    written = merged.keys()
-    claimed: set[str] = set()
-    for shared in found:
-        hashes = shared.keys
-        if not (written.isdisjoint(hashes) and claimed.isdisjoint(hashes)):
-            break
-        claimed.update(hashes)
-    else:
+    found = shared_in(batches, tag)
+    if apart(found, merged.keys()):
         return found
     for hashes, ttls, names, values in found:
         for key, ttl in zip(hashes, ttls, strict=True):
             fields = merged.setdefault(key, {})
             for name, value in zip(names, values, strict=True):
-                _add_to(fields, name, value, ttl)
+                settle_increments.add_to(fields, name, value, ttl)
     return []
+
+
+def shared_in(batches: Sequence[SettleBatch], tag: str | None) -> list[SharedAggregate]:
+    """The batches' shared aggregates, their hashes in ``tag``'s slot."""
+    found = [shared for batch in batches for shared in batch.shared]
+    if tag is not None:
+        found = [shared for shared in map(_in_slot, found, repeat(tag)) if shared.keys]
+    return found
+
+
+def apart(found: Sequence[SharedAggregate], written: KeysView[str]) -> bool:
+    """Whether no hash of ``found`` is in ``written`` or in another of them."""
+    claimed: set[str] = set()
+    for shared in found:
+        hashes = shared.keys
+        if not (written.isdisjoint(hashes) and claimed.isdisjoint(hashes)):
+            return False
+        claimed.update(hashes)
+    return True
 
 
 def _in_slot(shared: SharedAggregate, tag: str) -> SharedAggregate:
@@ -310,63 +318,8 @@ def _written_keys(batch: SettleBatch) -> Iterable[str]:
         yield batch.index
 
 
-def merged_increments(batches: Sequence[SettleBatch]) -> dict[str, dict[str, list[int]]]:
-    """key → field → [summed delta, longest ttl, watched]; aggregates summed per key first.
-
-    Runs once per store call over every request's increments (some forty each for a key in
-    a team): written with comparisons in place of ``max``, the aggregates' values summed by
-    ``map`` (``operator.add``), and fields by key, so a field is found by its name alone."""
-    merged: dict[str, dict[str, list[int]]] = {}
-    get = merged.get
-    for batch in batches:
-        for key, field, delta, ttl_s, watch in batch.increments:  # unpacked: some forty each
-            if delta or watch:
-                fields = get(key)
-                if fields is None:
-                    merged[key] = {field: [delta, ttl_s, 1 if watch else 0]}
-                    continue
-                slot = fields.get(field)
-                if slot is None:
-                    fields[field] = [delta, ttl_s, 1 if watch else 0]
-                else:
-                    slot[0] += delta
-                    if ttl_s > slot[1]:
-                        slot[1] = ttl_s
-                    if watch:
-                        slot[2] = 1
-    sums: dict[tuple[str, tuple[str, ...]], tuple[list[int], int]] = {}
-    for batch in batches:
-        for key, names, values, ttl_s in batch.aggregates:
-            entry = sums.get((key, names))
-            if entry is None:
-                sums[key, names] = (list(values), ttl_s)
-            else:
-                entry[0][:] = map(add, entry[0], values)
-    for (key, names), (totals, ttl) in sums.items():
-        fields = get(key)
-        if fields is None:
-            merged[key] = {name: [value, ttl, 0] for name, value in zip(names, totals, strict=True)}
-            continue
-        for name, value in zip(names, totals, strict=True):
-            _add_to(fields, name, value, ttl)
-    return merged
-
-
-def _add_to(fields: dict[str, list[int]], name: str, value: int, ttl: int) -> None:
-    """``value`` added to a hash's merged field (value, longest time to live, ...)."""
-    slot = fields.get(name)
-    if slot is None:
-        fields[name] = [value, ttl, 0]
-    else:
-        slot[0] += value
-        if ttl > slot[1]:
-            slot[1] = ttl
-
-
 def watched_per_batch(
     batches: Sequence[SettleBatch], values: dict[tuple[str, str], int]
 ) -> list[list[int]]:
     """Each batch's watched fields' new values (every batch sees the total after the call)."""
-    return [
-        [values[inc.key, inc.field] for inc in batch.increments if inc.watch] for batch in batches
-    ]
+    return [[values[watched] for watched in batch.watched()] for batch in batches]

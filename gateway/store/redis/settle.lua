@@ -8,11 +8,13 @@
 --   the head: h, l, s, i, d, by_id (1: add each record to the stream and its entry id to its
 --     index list; 0: the record itself to its index list only, a cluster's stream being in
 --     another slot), then how many increments, shared writes, lease ends, marks to delete and
---     records follow, then the stream's MAXLEN (approximate, also the most entries an index
---     list keeps) as a number and as text, the mark's seconds and the index's seconds as text;
---   per increment 6 values: its hash's index, seconds to live when the hash is new (0: keep),
---     watch (1: its new value is returned), its delta as a number and as text (for HINCRBY),
---     its field;
+--     records follow, how many hashes (the first) are checked only if listed and how many
+--     are listed, then the stream's MAXLEN (approximate, also the most entries an index list
+--     keeps) as a number and as text, the mark's seconds and the index's seconds as text, then
+--     the listed hashes' indexes (those an increment or a grant writes);
+--   per increment 4 values: its hash's index, seconds to live when the hash is new (0: keep),
+--     watch (1: its new value is returned), its field (the same for every request of a form:
+--     ``settle_forms.py``); then the increments' deltas as numbers, then as text (for HINCRBY);
 --   per write shared by several hashes (a level's window hashes, which count the same usage):
 --     its first hash's index, its number of hashes (that many KEYS in turn, each in no other
 --     write of the call), its number of fields, each hash's seconds, then per field its name,
@@ -37,7 +39,8 @@ if v[#v] ~= #ARGV[2] + 1 then
 end
 local h, l, s, i, d, by_id = v[1], v[2], v[3], v[4], v[5], v[6] == 1
 local incs, shares, ends, forgets, records = v[7], v[8], v[9], v[10], v[11]
-local maxlen, maxlen_text, mark_ttl, index_ttl = v[12], v[13], v[14], v[15]
+local formed, listed = v[12], v[13]
+local maxlen, maxlen_text, mark_ttl, index_ttl = v[14], v[15], v[16], v[17]
 if #KEYS ~= h + 2 * l + s + i + d or s > 1 or d > 1 then
   error({err = 'ERR gateway: ' .. #KEYS .. ' keys for the settle head'})
 end
@@ -49,8 +52,9 @@ end
 
 -- The gateway built the indexes (settle_pack.py): only a blob that does not end where its
 -- format does fails here, before any write (a check per value cost ~1k of Lua a request).
-local first_inc = 16
+local first_inc = 18 + listed
 local first_shared = first_inc + 6 * incs
+local first_delta = first_inc + 4 * incs  -- then the texts, from first_delta + incs
 local p = first_shared
 for n = 1, shares do p = p + 3 + v[p + 1] + 3 * v[p + 2] end
 -- Per lease pair: its lease ids, and per lease where its grants are (read only when needed).
@@ -78,7 +82,9 @@ if p + 2 * records ~= #v then malformed('settle data', p) end
 -- Each key's type, before any write: a read that fails on a key of another type.
 local payloads = {}
 local function check()
-  for k = 1, h do redis.call('HLEN', KEYS[k]) end
+  -- the hashes written: of the first ``formed`` those listed, then every other
+  for q = 18, 17 + listed do redis.call('HLEN', KEYS[v[q]]) end
+  for k = formed + 1, h do redis.call('HLEN', KEYS[k]) end
   for k = 1, l do redis.call('ZCARD', KEYS[h + 2 * k - 1]) end
   if s == 1 then redis.call('XLEN', stream) end
   for k = 1, i do redis.call('LLEN', KEYS[lists + k]) end
@@ -88,7 +94,8 @@ local function check()
 end
 local checked, failure = pcall(check)
 if not checked then
-  for k = 1, h do expect(KEYS[k], 'hash') end
+  for q = 18, 17 + listed do expect(KEYS[v[q]], 'hash') end
+  for k = formed + 1, h do expect(KEYS[k], 'hash') end
   for k = 1, l do
     expect(KEYS[h + 2 * k - 1], 'zset')
     expect(KEYS[h + 2 * k], 'hash')
@@ -148,22 +155,24 @@ local watched = {1}
 -- check and a function call per write cost ~1k, a sixth of a HINCRBY).
 local done = 0  -- increments written
 local function increments()
-  for q = first_inc + 6 * done, first_inc + 6 * (incs - 1), 6 do
-    local key, delta = KEYS[v[q]], v[q + 3]
-    local value = redis.call('HINCRBY', key, v[q + 5], v[q + 4])
+  local d = first_delta + done
+  for q = first_inc + 4 * done, first_inc + 4 * (incs - 1), 4 do
+    local key, delta = KEYS[v[q]], v[d]
+    local value = redis.call('HINCRBY', key, v[q + 3], v[d + incs])
     if value == delta and v[q + 1] ~= 0 then expiring[key] = v[q + 1] end
     if value < 0 then
-      redis.call('HSET', key, v[q + 5], '0')
+      redis.call('HSET', key, v[q + 3], '0')
       value = 0
     end
     if v[q + 2] == 1 then watched[#watched + 1] = value end
     done = done + 1
+    d = d + 1
   end
 end
 while not pcall(increments) do
-  local q = first_inc + 6 * done
-  local key, ttl, delta = KEYS[v[q]], v[q + 1], v[q + 3]
-  redis.call('HSET', key, v[q + 5], delta < 0 and '0' or v[q + 4])
+  local q, d = first_inc + 4 * done, first_delta + done
+  local key, ttl, delta = KEYS[v[q]], v[q + 1], v[d]
+  redis.call('HSET', key, v[q + 3], delta < 0 and '0' or v[d + incs])
   if ttl ~= 0 then expiring[key] = ttl end
   if v[q + 2] == 1 then watched[#watched + 1] = delta < 0 and 0 or delta end
   done = done + 1

@@ -128,9 +128,9 @@ def _values(call: scripts.SettleCall, reply: Any) -> dict[tuple[str, str], int]:
 
 def _watched(batches: Sequence[SettleBatch], values: dict[tuple[str, str], int]) -> list[list[int]]:
     """Per batch, its watched totals in order; none unless every one of them was returned."""
-    return [
-        [values[inc.key, inc.field] for inc in batch.increments if inc.watch]
-        if all((inc.key, inc.field) in values for inc in batch.increments if inc.watch)
-        else []
-        for batch in batches
-    ]
+    found = []
+    for batch in batches:
+        watched = batch.watched()
+        known = all(one in values for one in watched)
+        found.append([values[one] for one in watched] if known else [])
+    return found

@@ -5,9 +5,10 @@ character) and converted each number (~1.5k); ``struct.unpack`` reads them all i
 A delta travels twice, as text for HINCRBY (a number argument costs Redis a conversion, ~2.4k)
 and as a number to compare with its reply. Each part is packed by a ``struct.Struct`` made
 once and joined (one ``struct.pack`` of a format built per call cost the gateway more than the
-text lines did); a field's name is packed once. A value the format
-cannot hold (no integer, a delta beyond +-2**53, a negative or oversized time to live) fails
-the call here (``StoreRejected``).
+text lines did); a field's name and a delta's text are packed once. An increment's row (hash,
+time to live, watch, field) is kept per form (``settle_increments.py``) and the call's deltas
+follow the rows, packed together. A value the format cannot hold (no integer, a delta beyond
++-2**53, a negative or oversized time to live) fails the call here (``StoreRejected``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from collections.abc import Sequence
 from gateway.store.port import MAX_STORED, StoreRejected
 
 # Lua's formats, in settle.lua's order (the head's texts are a store's constants, packed once)
-HEAD_LUA = "<i4i4i4i4i4Bi4i4i4i4i4i8i4c0i4c0i4c0"
-INCREMENT_LUA = "i4I4Bi8i4c0i4c0"  # hash index, ttl, watch, delta, delta as text, field
+HEAD_LUA = "<i4i4i4i4i4Bi4i4i4i4i4i4i4i8i4c0i4c0i4c0"
+# per increment its hash index, ttl, watch and field (a store's constants for a form:
+# ``settle_forms``), then the deltas as numbers, then as text (for HINCRBY)
+INCREMENT_LUA = ("i4I4Bi4c0", "i8", "i4c0")
 SHARED_LUA = "i4i4i4"  # first hash index, hashes, fields; then a ttl per hash, FIELD_LUA each
 FIELD_LUA = "i4c0i8i4c0"  # field, delta, delta as text
 LEASE_LUA = "i4i4i4i4c0"  # pair, its first grant's number in ARGV[3], how many, lease id
@@ -27,16 +30,37 @@ GRANT_LUA = "i4I4i4c0i4c0"  # hash index, ttl, amount as text, field
 NAME_LUA = "i4c0"
 RECORD_LUA = "i4i4c0"  # index list number, record
 
-_HEAD = struct.Struct("<iiiiiBiiiii")
+_HEAD = struct.Struct("<iiiiiBiiiiiii")
 _INT = struct.Struct("<i")
 _TWO = struct.Struct("<ii")
-INCREMENT = struct.Struct("<iIBqi")  # an increment's head: up to its delta's text's length
 GRANT = struct.Struct("<iIi")  # a grant's head: up to its amount's text's length
 _LEASE = struct.Struct("<iiii")
+_ROW = struct.Struct("<iIB")
 _FIELD_TAIL = struct.Struct("<qi")
 NAMES: dict[str, bytes] = {}  # a field's name, packed (``name``)
+TEXTS: dict[int, bytes] = {}  # a delta's text, packed (``text``)
 _CONSTANTS: dict[tuple[int, int, int], bytes] = {}
 _MOST_CACHED = 4096
+
+
+def row(index: int, ttl: int, watch: int, field: str) -> bytes:
+    """An increment but its delta: hash index, ttl, watch, field."""
+    return _ROW.pack(index, ttl, watch) + (NAMES.get(field) or name(field))
+
+
+def deltas(values: Sequence[int]) -> bytes:
+    """The increments' deltas: as numbers, then as text (for HINCRBY)."""
+    texts = [TEXTS.get(value) or text(value) for value in values]
+    return struct.pack(f"<{len(values)}q", *values) + b"".join(texts)
+
+
+def text(value: int) -> bytes:
+    """A delta as text, packed (``NAME_LUA``); kept in ``TEXTS`` (deltas repeat: few)."""
+    raw = b"%d" % value
+    packed = _INT.pack(len(raw)) + raw
+    if len(TEXTS) < _MOST_CACHED and type(value) is int:
+        TEXTS[value] = packed
+    return packed
 
 
 def shared_write(first: int, ttls: Sequence[int], writes: Sequence[tuple[str, int]]) -> bytes:
@@ -83,21 +107,30 @@ def record(number: int, value: bytes) -> bytes:
 def head(
     shape: tuple[int, int, int, int, int, int],
     counts: tuple[int, int, int, int, int],
+    checks: tuple[int, Sequence[int]],
     constants: tuple[int, int, int],
 ) -> bytes:
     """``shape``: hashes, lease pairs, stream (0/1), index lists, mark (0/1), by_id (0/1);
     ``counts``: increments, shared writes, lease ends, marks to delete, records;
-    ``constants``: the stream's cap, the mark's and the index's seconds."""
-    return _HEAD.pack(*shape, *counts) + (_CONSTANTS.get(constants) or _constants(constants))
+    ``checks``: how many hashes (the first) are checked only if listed, and those listed (an
+    increment or a grant writes them); ``constants``: the stream's cap, the mark's and the
+    index's seconds."""
+    formed, listed = checks
+    packed = _HEAD.pack(*shape, *counts, formed, len(listed))
+    return (
+        packed
+        + (_CONSTANTS.get(constants) or _constants(constants))
+        + struct.pack(f"<{len(listed)}i", *listed)
+    )
 
 
-def lua_format(counts: tuple[int, int, int, int, int], shared: Sequence[str]) -> str:
-    """ARGV[1]: the Lua format of a head and body with ``counts``; ``shared``: each shared
-    write's own."""
+def lua_format(counts: tuple[int, int, int, int, int], listed: int, shared: Sequence[str]) -> str:
+    """ARGV[1]: the Lua format of a head and body with ``counts`` and ``listed`` hashes to
+    check; ``shared``: each shared write's own."""
     increments, _, ends, names, records = counts
     return "".join([
-        HEAD_LUA, INCREMENT_LUA * increments, *shared, LEASE_LUA * ends, NAME_LUA * names,
-        RECORD_LUA * records,
+        HEAD_LUA, "i4" * listed, *[column * increments for column in INCREMENT_LUA], *shared,
+        LEASE_LUA * ends, NAME_LUA * names, RECORD_LUA * records,
     ])  # fmt: skip
 
 

@@ -1,0 +1,241 @@
+"""settle.lua's increments: of formed batches from a plan made once, of others merged.
+
+Requests of one shape (``SettleForm``: one user, model, day and layout) write the same fields
+of the same hashes with the same times to live; only their deltas differ. A call's forms are
+merged once into a ``Plan`` (each hash and field once, in the slot ``tag`` names when given):
+the KEYS, each field's packed row (hash index, time to live, watch flag, name), and where each
+form's deltas go. A call then sums the deltas of requests of one form, adds each form's into
+the plan's slots, leaves out a delta of 0 that is not watched (as the general path does: no
+write, and settle.lua's cost is per value), and packs the deltas in one ``struct.pack``.
+Batches that spell their increments out, and forms that disagree on a field's time to live or
+watch flag, take the general path: every write merged by key and field (``merged``), then
+packed one by one (``spelled``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from operator import add
+from typing import NamedTuple
+
+from gateway.store import keys
+from gateway.store.port import MAX_STORED, SettleBatch, SettleForm, StoreRejected
+from gateway.store.redis import settle_pack
+
+MOST_PLANS = 1024
+
+
+class Plan:
+    """A call's increments but their amounts: ``keys`` (the first KEYS), per slot its packed
+    row (hash index, ttl, watch, field), hash index and watch flag, per form where its deltas
+    go (``places``; -1: not in the slot), and the watched (key, field) in order."""
+
+    __slots__ = ("direct", "hashes", "keys", "places", "rows", "size", "watched", "watches")
+
+    def __init__(self, forms: Sequence[SettleForm], tag: str | None) -> None:
+        where: dict[tuple[str, str], int] = {}
+        index: dict[str, int] = {}
+        slots: list[tuple[int, int, int, str]] = []  # hash index, ttl, watch, field
+        self.places: list[list[int]] = []
+        for form in forms:
+            places = []
+            for key, field, ttl_s, watch in form.slots:
+                if tag is not None and keys.slot_tag(key) != tag:
+                    places.append(-1)
+                    continue
+                at = where.get((key, field))
+                if at is None:
+                    at = where[key, field] = len(slots)
+                    slots.append((index.setdefault(key, len(index) + 1), ttl_s, int(watch), field))
+                elif slots[at][1:3] != (ttl_s, int(watch)):
+                    raise LookupError("forms disagree on a field's time to live or watch")
+                places.append(at)
+            self.places.append(places)
+        self.size = size = len(slots)
+        self.keys = list(index)
+        self.direct = len(forms) == 1 and self.places[0] == list(range(size))
+        self.rows = [settle_pack.row(*slot) for slot in slots]
+        self.hashes = [slot[0] for slot in slots]
+        self.watches = [slot[2] for slot in slots]
+        self.watched = [(self.keys[s[0] - 1], s[3]) for s in slots if s[2]]
+
+
+class Writes(NamedTuple):
+    """A plan's writes in one call: how many, their rows and deltas packed, the hashes."""
+
+    size: int
+    packed: bytes
+    hashes: list[int]
+
+
+_PLANS: dict[tuple[tuple[SettleForm, ...], str | None], Plan | None] = {}
+_SEEN: set[tuple[tuple[SettleForm, ...], str | None]] = set()  # once, with no plan yet
+
+
+def formed(batches: Sequence[SettleBatch], tag: str | None) -> tuple[Plan, Writes] | None:
+    """The plan of ``batches``' forms and its writes (deltas summed per field; those of 0 not
+    watched left out); None when a batch spells out its increments or aggregates, none has a
+    form, or the forms have no plan."""
+    sums: dict[SettleForm, Sequence[int]] = {}
+    for batch in batches:
+        form = batch.form
+        if batch.written or batch.aggregates:
+            return None
+        if form is None:
+            continue
+        found = sums.get(form)
+        if len(batch.deltas) != len(form.slots):
+            raise StoreRejected(f"{len(batch.deltas)} deltas for {len(form.slots)} slots")
+        sums[form] = batch.deltas if found is None else list(map(add, found, batch.deltas))
+    if not sums:
+        return None
+    forms = tuple(sums)
+    try:
+        plan = _PLANS[forms, tag]
+    except KeyError:
+        if len(forms) > 1 and (forms, tag) not in _SEEN:
+            # forms of several users seldom meet again in this order: a plan made for each
+            # call cost more than the general path (measured), so only one seen twice gets one
+            if len(_SEEN) >= MOST_PLANS:
+                _SEEN.clear()
+            _SEEN.add((forms, tag))
+            return None
+        plan = _plan(forms, tag)
+    if plan is None:
+        return None
+    if plan.direct:
+        totals = sums[forms[0]]
+    else:
+        summed = [0] * plan.size
+        for places, deltas in zip(plan.places, sums.values(), strict=True):
+            for at, delta in zip(places, deltas, strict=True):
+                if at >= 0:
+                    summed[at] += delta
+        totals = summed
+    watches = plan.watches
+    live = [at for at, delta in enumerate(totals) if delta or watches[at]]
+    if not live:
+        return plan, Writes(0, b"", [])
+    rows, hashes = plan.rows, plan.hashes
+    values = [totals[at] for at in live]
+    try:
+        if not -MAX_STORED <= min(values) <= max(values) <= MAX_STORED:
+            raise StoreRejected(f"a delta settle.lua cannot take exactly: {values}")
+    except TypeError as error:  # a delta that is no number
+        raise StoreRejected(f"a delta settle.lua cannot take: {error}") from error
+    packed = b"".join([rows[at] for at in live]) + settle_pack.deltas(values)
+    return plan, Writes(len(live), packed, [hashes[at] for at in live])
+
+
+def _plan(forms: tuple[SettleForm, ...], tag: str | None) -> Plan | None:
+    try:
+        plan: Plan | None = Plan(forms, tag)
+    except LookupError:
+        plan = None
+    if len(_PLANS) >= MOST_PLANS:
+        _PLANS.clear()
+    _PLANS[forms, tag] = plan
+    return plan
+
+
+def merged(batches: Sequence[SettleBatch]) -> dict[str, dict[str, list[int]]]:
+    """key → field → [summed delta, longest ttl, watched]; aggregates summed per key first.
+
+    Runs once per store call over every request's increments (some forty each for a key in
+    a team): written with comparisons in place of ``max``, the aggregates' values summed by
+    ``map`` (``operator.add``), and fields by key, so a field is found by its name alone."""
+    merged: dict[str, dict[str, list[int]]] = {}
+    get = merged.get
+    forms: dict[SettleForm, Sequence[int]] = {}  # a form's deltas summed first
+    for batch in batches:
+        form = batch.form
+        if form is not None:
+            found = forms.get(form)
+            forms[form] = batch.deltas if found is None else list(map(add, found, batch.deltas))
+    for form, deltas in forms.items():  # its increments, then its aggregates (zeros too)
+        plain = form.plain
+        for at, (key, field, ttl_s, watch) in enumerate(form.slots):
+            delta = deltas[at]
+            if at >= plain:
+                watch = False
+            elif not (delta or watch):
+                continue
+            fields = get(key)
+            if fields is None:
+                merged[key] = {field: [delta, ttl_s, 1 if watch else 0]}
+                continue
+            slot = fields.get(field)
+            if slot is None:
+                fields[field] = [delta, ttl_s, 1 if watch else 0]
+            else:
+                slot[0] += delta
+                if ttl_s > slot[1]:
+                    slot[1] = ttl_s
+                if watch:
+                    slot[2] = 1
+    for batch in batches:
+        for key, field, delta, ttl_s, watch in batch.written:  # unpacked: some forty each
+            if delta or watch:
+                fields = get(key)
+                if fields is None:
+                    merged[key] = {field: [delta, ttl_s, 1 if watch else 0]}
+                    continue
+                slot = fields.get(field)
+                if slot is None:
+                    fields[field] = [delta, ttl_s, 1 if watch else 0]
+                else:
+                    slot[0] += delta
+                    if ttl_s > slot[1]:
+                        slot[1] = ttl_s
+                    if watch:
+                        slot[2] = 1
+    sums: dict[tuple[str, tuple[str, ...]], tuple[list[int], int]] = {}
+    for batch in batches:
+        for key, names, values, ttl_s in batch.aggregates:
+            entry = sums.get((key, names))
+            if entry is None:
+                sums[key, names] = (list(values), ttl_s)
+            else:
+                entry[0][:] = map(add, entry[0], values)
+    for (key, names), (totals, ttl) in sums.items():
+        fields = get(key)
+        if fields is None:
+            merged[key] = {name: [value, ttl, 0] for name, value in zip(names, totals, strict=True)}
+            continue
+        for name, value in zip(names, totals, strict=True):
+            add_to(fields, name, value, ttl)
+    return merged
+
+
+def add_to(fields: dict[str, list[int]], name: str, value: int, ttl: int) -> None:
+    """``value`` added to a hash's merged field (value, longest time to live, ...)."""
+    slot = fields.get(name)
+    if slot is None:
+        fields[name] = [value, ttl, 0]
+    else:
+        slot[0] += value
+        if ttl > slot[1]:
+            slot[1] = ttl
+
+
+def spelled(
+    merged: dict[str, dict[str, list[int]]], tag: str | None
+) -> tuple[dict[str, int], list[tuple[str, str]], int, bytes]:
+    """The writes of ``merged`` in ``tag``'s slot (a delta, or watched): their hashes' indexes,
+    the watched (key, field), how many, and their rows and deltas packed."""
+    index: dict[str, int] = {}
+    watched = []
+    rows, deltas = [], []
+    row = settle_pack.row
+    for key, fields in merged.items():
+        if tag is not None and keys.slot_tag(key) != tag:
+            continue
+        for name, (delta, ttl, watch) in fields.items():
+            if delta or watch:
+                if not -MAX_STORED <= delta <= MAX_STORED:
+                    raise StoreRejected(f"a delta settle.lua cannot take exactly: {delta}")
+                rows.append(row(index.setdefault(key, len(index) + 1), ttl, watch, name))
+                deltas.append(delta)
+                if watch:
+                    watched.append((key, name))
+    return index, watched, len(rows), b"".join(rows) + settle_pack.deltas(deltas)
