@@ -25,7 +25,8 @@ from services import CONFIG_DIR, TIER
 
 from gateway.config.load import load_config
 from gateway.metering import MeterRequest, Outcome, counters
-from gateway.metering.allowance import Allowance, seal
+from gateway.metering.allowance import Allowance
+from gateway.metering.allowance_writes import seal
 from gateway.metering.allowances import Allowances
 from gateway.metering.last_known import LastKnown
 from gateway.metering.limit_errors import block_headers

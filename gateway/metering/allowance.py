@@ -6,22 +6,20 @@ The design, the bound and when allowances are asked for and ended: ``allowances.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import itemgetter
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from gateway.metering.types import Amounts, Check
-from gateway.store import keys
 from gateway.store.port import (
     Aggregate,
     Counter,
     Decision,
-    Increment,
-    LeaseEnd,
     SettleBatch,
-    SharedAggregate,
 )
+
+if TYPE_CHECKING:
+    from gateway.metering.allowance_writes import Reader
 
 CHUNK = 32  # requests' worth of one grant at most (a top-up is asked at half of it)
 SHARE = 16  # an allowance takes at most this fraction of the least headroom (1/SHARE)
@@ -86,6 +84,7 @@ class Allowance:
     # what its finished requests used while it was open, but for what ``folded`` holds (moved
     # here when sealed; once it has ended, ``in_flight`` is worked out and this is not read)
     spent: list[int] = dataclasses.field(default_factory=lambda: [0, 0, 0, 0, 0])
+    held_from: int = 0  # ``grants`` before it were used up and given back (``used_up``)
 
     def in_flight_now(self) -> list[int]:
         """The estimates its requests in flight hold (``in_flight``), per index of ``Need``."""
@@ -267,125 +266,6 @@ def fold(uses: Sequence[Use], actual: Amounts) -> list[Allowance]:
         if allowance.queued is None:
             unqueued.append(allowance)
     return unqueued
-
-
-def seal(allowances: Sequence[Allowance]) -> None:
-    """Fill each allowance's queued batch with what it folded (the batch is leaving the buffer
-    for the store): one ``SharedAggregate`` per group of the level's hashes (its window hashes,
-    which count the same usage, are one). Once per flush per allowance; the allowances of one
-    request's levels share one batch, and when they folded the same sums (an organization's
-    and its team's, served to the same requests) their groups of the same fields are one
-    ``SharedAggregate`` (``_joined``)."""
-    if len(allowances) > 1 and _seal_together(allowances):
-        return
-    for allowance in allowances:
-        batch = allowance.queued
-        if batch is None:
-            continue
-        folded = allowance.folded
-        batch.shared += _aggregates(allowance.shape.groups, folded)
-        if allowance.open:  # written: what its requests used moves to ``spent``
-            spent = allowance.spent
-            spent[0] += folded[0]
-            spent[1] += folded[1]
-            spent[3] += folded[3]
-        allowance.folded = [0, 0, 0, 0, 0]
-        allowance.queued = None
-
-
-def _seal_together(allowances: Sequence[Allowance]) -> bool:
-    """``seal``'s case of allowances of different levels on one batch with the same sums and
-    fields: their groups written together (cached on the first allowance); False, nothing
-    done, otherwise."""
-    first = allowances[0]
-    batch, folded = first.queued, first.folded
-    if batch is None:
-        return False
-    for other in allowances:
-        if other.queued is not batch or other.folded != folded:
-            return False
-    joined = first.joined
-    if joined is None or joined[0] != allowances:
-        groups = _joined([a.shape for a in allowances])
-        joined = first.joined = (list(allowances), None if groups is None else _readers(groups))
-    readers = joined[1]
-    if readers is None:
-        return False
-    found: tuple[SharedAggregate, ...] = ()
-    for hashes, ttls, fields, read in readers:  # the values by one C call per group
-        values = read(folded)
-        if any(values):
-            found += (_new(SharedAggregate, (hashes, ttls, fields, values)),)
-    batch.shared += found
-    requests, tokens, _, usd, _ = folded  # the same sums in each: what ``seal`` moves
-    for allowance in allowances:
-        if allowance.open:
-            spent = allowance.spent
-            spent[0] += requests
-            spent[1] += tokens
-            spent[3] += usd
-        allowance.folded = [0, 0, 0, 0, 0]
-        allowance.queued = None
-    return True
-
-
-# a group of ``_joined`` with what reads its values from ``folded``, made once per join
-Read = Callable[[list[int]], tuple[int, ...]]
-Reader = tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...], Read]
-
-
-def _readers(groups: Sequence[Group]) -> tuple[Reader, ...]:
-    return tuple(  # itemgetter of one index gives the value, not a tuple
-        (h, t, f, itemgetter(*i) if len(i) > 1 else lambda folded, at=i[0]: (folded[at],))
-        for h, t, f, i in groups
-    )
-
-
-def _joined(shapes: Sequence[LevelShape]) -> tuple[Group, ...] | None:
-    """The groups of ``shapes`` (each a different level) with the same fields as one group
-    each, their hashes in turn; None when the levels' groups differ in their fields."""
-    names = {shape.name for shape in shapes}
-    kinds = {tuple(sorted((f, i) for _, _, f, i in shape.groups)) for shape in shapes}
-    if len(names) < len(shapes) or len(kinds) > 1:
-        return None
-    joined: dict[tuple[tuple[str, ...], tuple[int, ...]], tuple[list[str], list[int]]] = {}
-    for shape in shapes:
-        for hashes, ttls, fields, indexes in shape.groups:
-            keys_, ttls_ = joined.setdefault((fields, indexes), ([], []))
-            keys_.extend(hashes)
-            ttls_.extend(ttls)
-    return tuple((tuple(k), tuple(t), f, i) for (f, i), (k, t) in joined.items())
-
-
-def _aggregates(groups: Sequence[Group], folded: list[int]) -> tuple[SharedAggregate, ...]:
-    found = []
-    for hashes, ttls, fields, indexes in groups:
-        values = tuple([folded[index] for index in indexes])
-        if any(values):
-            found.append(_new(SharedAggregate, (hashes, ttls, fields, values)))
-    return tuple(found)
-
-
-def returned(allowance: Allowance) -> SettleBatch:
-    """End ``allowance``: give back its chunks but for what its requests in flight hold, and
-    end each grant's lease (if the sweeper took one, its chunk is added back first)."""
-    in_flight = allowance.in_flight_now()
-    allowance.open = False
-    increments = []
-    for _, key, field, index, _, ttl in allowance.shape.counters:
-        back = allowance.hold[index] - in_flight[index]
-        if back:
-            increments.append(Increment(key, field, -back, ttl))
-    groups = dict.fromkeys(keys.lease(key) for _, key, *_ in allowance.shape.counters)
-    ends = []
-    for lease, hold in allowance.grants:
-        held = tuple(
-            (key, field, hold[index], ttl)
-            for _, key, field, index, _, ttl in allowance.shape.counters
-            if hold[index]
-        )
-        ends += [LeaseEnd(group, lease, held) for group in groups]
-    return SettleBatch(tuple(increments), leases=tuple(ends))
 
 
 def undone(uses: Sequence[Use]) -> None:

@@ -12,7 +12,7 @@ are still reserved per request in Redis.
   admissions (as before, a request using more than its estimate may pass it by the excess).
 - **Usage.** A request served from an allowance adds its actual usage to the allowance's
   ``folded`` sums at settle; one batch per allowance (shared by a request's levels) waits in
-  the settle buffer and is filled from them as the writer takes it (``allowance.seal``): one
+  the settle buffer and is filled from them as the writer takes it (``allowance_writes.seal``): one
   write per level per flush, not per request (its window hashes get the same usage: one
   ``SharedAggregate``, one settle line), and never later than the request's own record. Its
   estimate leaves the allowance at admission and what it did not use (and its slot) comes
@@ -60,12 +60,12 @@ from gateway.metering.allowance import (
     Need,
     Use,
     grant_counters,
-    returned,
     rooms,
     settled,
     size,
     undone,
 )
+from gateway.metering.allowance_writes import returned
 from gateway.metering.types import Amounts
 from gateway.store import keys
 from gateway.store.port import (

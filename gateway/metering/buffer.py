@@ -7,7 +7,7 @@ is written, so a retry after a lost reply is recognised by the store and not app
 A chunk the store refuses (``StoreRejected``: one bad record) is split in halves, each under a
 new id (a refused call wrote nothing), until the bad record is alone; it is then dropped and
 logged with its record, and every other record is written (and the level usage it carried
-for other requests, ``allowance.seal``).
+for other requests, ``allowance_writes.seal``).
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ class UsageBuffer:
     def add(self, item: Settlement) -> None:
         if len(self._items) >= self._max:
             oldest = self._items.popleft()
-            if oldest.sealed is not None:
-                oldest.sealed()
+            if oldest.sealed is not None:  # the grants its levels' usage used up still end
+                self._items.extendleft(reversed(_settlements(oldest.sealed())))
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 self._logger.error(
@@ -60,11 +60,18 @@ class UsageBuffer:
 
     def take(self, count: int) -> list[Settlement]:
         """Remove and return up to ``count`` of the oldest entries (each ``sealed`` first)."""
-        taken = [self._items.popleft() for _ in range(min(count, len(self._items)))]
-        for item in taken:
-            if item.sealed is not None:
-                item.sealed()
+        taken: list[Settlement] = []
+        items = self._items
+        while items and len(taken) < count:
+            item = items.popleft()
+            taken.append(item)
+            if item.sealed is not None:  # the grants used up end in the same store call
+                taken += _settlements(item.sealed())
         return taken
+
+
+def _settlements(batches: list[SettleBatch]) -> list[Settlement]:
+    return [Settlement(batch, (), None) for batch in batches]
 
 
 class Flusher:

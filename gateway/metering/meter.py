@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from gateway.config.model import Config, Quota
 from gateway.errors import InvalidRequest, StoreUnavailable
-from gateway.metering import admit_checks, allowance, counters, tier_shards
+from gateway.metering import admit_checks, allowance_writes, counters, tier_shards
 from gateway.metering.adopted import adopted_admission
 from gateway.metering.allowances import Allowances, Use
 from gateway.metering.buffer import Flusher, UsageBuffer
@@ -269,7 +269,7 @@ class Meter:
                 batch = item.batch
                 for unqueued in item.unqueued:
                     unqueued.queued = batch
-                item.sealed = functools.partial(allowance.seal, item.unqueued)
+                item.sealed = functools.partial(allowance_writes.seal, item.unqueued)
             self._buffer.add(item)
             if self._flush_task is None:
                 self._start_background()

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.config.model import Config, Price
 from gateway.errors import QuotaExceeded
-from gateway.metering import Meter, allowance, allowances, level_limits
+from gateway.metering import Meter, allowance, allowance_writes, allowances, level_limits
 from gateway.metering.level_limits import LEVEL_HEADER, WINDOW_HEADER
 from gateway.metering.types import Admission, Check, LevelLimits, MeterRequest, Windowed
 from gateway.metering.zoned_windows import zoned
@@ -83,6 +83,37 @@ def test_a_busy_level_is_served_from_its_allowance_and_its_counter_ends_exact(
             await meter.settled()
             assert await team_day(store, clock) == {"req": first + 20, "usd": (first + 20) * EACH}
             assert (await store.read_hashes([par]))[0].get("n", 0) == 0  # in flight: none
+
+    run(scenario())
+
+
+def test_an_open_allowance_counts_its_used_grants_once(
+    config: Config, store_url: str | None
+) -> None:
+    """While an allowance serves a steady stream, its level's counter reads the usage plus the
+    allowance's unused part and at most two grants more, not the usage twice (once written,
+    once in the grants that covered it), and it ends exact."""
+    team = LevelLimits("team", "ml", usd=Windowed(day=10**12), requests=Windowed(day=10**9))
+    clock = Clock()
+
+    async def scenario() -> None:
+        async with metered(config, store_url, clock=clock) as (meter, store):
+            done = await until_granted(meter, config, (team,))
+            for n in range(400):
+                admitted = await served(meter, ask(config, (team,), 1000 + n))
+                assert admitted is not None
+                done += 1
+                await asyncio.sleep(0)
+                if n % 50 == 49:
+                    await meter.settled()
+                    await meter.settled()  # the grants used up end after the usage
+                    (opened,) = meter.allowances._open.values()
+                    counted = (await team_day(store, clock))["req"]
+                    grant = max(chunk[0] for _, chunk in opened.grants)
+                    assert done + opened.left[0] <= counted <= done + opened.left[0] + 2 * grant
+            meter.allowances.tend(clock.now + 2 * allowances.IDLE_S)
+            await meter.settled()
+            assert await team_day(store, clock) == {"req": done, "usd": done * EACH}
 
     run(scenario())
 
@@ -211,14 +242,14 @@ def test_seal_joins_equal_sums_of_two_levels_and_keeps_unequal_ones_apart() -> N
     a, b = opened(org), opened(team)
     a.folded, b.folded = [1, 20, 0, 3, 0], [1, 20, 0, 3, 0]
     batch = a.queued = b.queued = SettleBatch(())
-    allowance.seal([a, b])
+    allowance_writes.seal([a, b])
     (shared,) = batch.shared
     assert shared.keys == (*org.groups[0][0], *team.groups[0][0])
     assert shared.fields == ("req", "tok", "usd") and shared.values == (1, 20, 3)
     assert a.queued is b.queued is None and a.folded == b.folded == [0] * 5
     a.folded, b.folded = [1, 20, 0, 3, 0], [2, 40, 0, 6, 0]  # an allowance reopened meanwhile
     batch = a.queued = b.queued = SettleBatch(())
-    allowance.seal([a, b])
+    allowance_writes.seal([a, b])
     assert [s.keys for s in batch.shared] == [org.groups[0][0], team.groups[0][0]]
     assert [s.values for s in batch.shared] == [(1, 20, 3), (2, 40, 6)]
 
@@ -237,7 +268,7 @@ def test_seal_joins_groups_of_one_field_too() -> None:
     a.open = b.open = False
     a.folded, b.folded = [1, 0, 0, 0, -1], [1, 0, 0, 0, -1]
     batch = a.queued = b.queued = SettleBatch(())
-    allowance.seal([a, b])
+    allowance_writes.seal([a, b])
     written = sorted((shared.keys, shared.fields, shared.values) for shared in batch.shared)
     assert written == [
         (("gw:{o:acme}:min:1", "gw:{tm:ml}:min:1"), ("req",), (1,)),
