@@ -107,10 +107,14 @@ def test_an_open_allowance_counts_its_used_grants_once(
                 if n % 50 == 49:
                     await meter.settled()
                     await meter.settled()  # the grants used up end after the usage
-                    (opened,) = meter.allowances._open.values()
                     counted = (await team_day(store, clock))["req"]
-                    grant = max(chunk[0] for _, chunk in opened.grants)
-                    assert done + opened.left[0] <= counted <= done + opened.left[0] + 2 * grant
+                    opened = list(meter.allowances._open.values())
+                    if not opened:  # it ran out before a top-up came (a loaded host): exact
+                        assert counted == done
+                        continue
+                    (held,) = opened
+                    grant = max(chunk[0] for _, chunk in held.grants)
+                    assert done + held.left[0] <= counted <= done + held.left[0] + 2 * grant
             meter.allowances.tend(clock.now + 2 * allowances.IDLE_S)
             await meter.settled()
             assert await team_day(store, clock) == {"req": done, "usd": done * EACH}
