@@ -95,8 +95,7 @@ class Settlement:
     record: UsageRecord | None  # None: only leases to end (a refused reservation's)
     # allowances whose folded level usage needs a batch queued (``allowance.fold``)
     unqueued: list[allowance.Allowance] | None = None
-    # called as it leaves the buffer: the ends of the level grants its usage used up
-    sealed: Callable[[], list[SettleBatch]] | None = None
+    sealed: Callable[[], list[SettleBatch]] | None = None  # leaving the buffer: grants ended
 
 
 def failed(outcome: Outcome) -> bool:

@@ -160,35 +160,11 @@ def merged(batches: Sequence[SettleBatch]) -> dict[str, dict[str, list[int]]]:
                 watch = False
             elif not (delta or watch):
                 continue
-            fields = get(key)
-            if fields is None:
-                merged[key] = {field: [delta, ttl_s, 1 if watch else 0]}
-                continue
-            slot = fields.get(field)
-            if slot is None:
-                fields[field] = [delta, ttl_s, 1 if watch else 0]
-            else:
-                slot[0] += delta
-                if ttl_s > slot[1]:
-                    slot[1] = ttl_s
-                if watch:
-                    slot[2] = 1
+            _merge(merged, key, field, delta, ttl_s, watch)
     for batch in batches:
         for key, field, delta, ttl_s, watch in batch.written:  # unpacked: some forty each
             if delta or watch:
-                fields = get(key)
-                if fields is None:
-                    merged[key] = {field: [delta, ttl_s, 1 if watch else 0]}
-                    continue
-                slot = fields.get(field)
-                if slot is None:
-                    fields[field] = [delta, ttl_s, 1 if watch else 0]
-                else:
-                    slot[0] += delta
-                    if ttl_s > slot[1]:
-                        slot[1] = ttl_s
-                    if watch:
-                        slot[2] = 1
+                _merge(merged, key, field, delta, ttl_s, watch)
     sums: dict[tuple[str, tuple[str, ...]], tuple[list[int], int]] = {}
     for batch in batches:
         for key, names, values, ttl_s in batch.aggregates:
@@ -205,6 +181,19 @@ def merged(batches: Sequence[SettleBatch]) -> dict[str, dict[str, list[int]]]:
         for name, value in zip(names, totals, strict=True):
             add_to(fields, name, value, ttl)
     return merged
+
+
+def _merge(
+    merged: dict[str, dict[str, list[int]]], key: str, field: str, delta: int, ttl: int, watch: bool
+) -> None:
+    """One write added to ``merged`` (key → field → [delta, longest ttl, watched])."""
+    fields = merged.get(key)
+    if fields is None:
+        merged[key] = {field: [delta, ttl, 1 if watch else 0]}
+        return
+    add_to(fields, field, delta, ttl)
+    if watch:
+        fields[field][2] = 1
 
 
 def add_to(fields: dict[str, list[int]], name: str, value: int, ttl: int) -> None:
