@@ -13,6 +13,7 @@ from gateway.store import keys
 from gateway.store.factory import create_store
 from gateway.store.port import Counter, CounterLayout, Lease
 from gateway.store.redis import reserve_layout, reserve_template, scripts
+from gateway.store.redis.pipelined import pack
 from gateway.store.redis.reserve_template import ReserveTemplate
 from tests.metering.helpers import RedisServer, command, run
 from tests.store.test_reserve_groups import script_calls
@@ -58,6 +59,7 @@ def test_the_same_arguments_as_formatted_in_full_for_any_amounts() -> None:
             asked = override if rnd.random() < 0.9 else "gw:{u:b}:ovr"
             call = reserve_template.reserve_call(counters, asked, lease, layout, registry=registry)
             assert call.alone() == scripts.reserve_args(counters, asked, lease, registry=registry)
+            assert call.packed_alone() == pack(scripts.RESERVE.by_sha(*call.alone()))
             assert call.in_group() == reserve_layout.layout_args(
                 counters, asked, lease, registry=registry
             ), counters

@@ -41,9 +41,8 @@ class _ReserveGroup:
 
     def command(self, members: list[ReserveCall]) -> bytes:
         if len(members) == 1:
-            names, args = members[0].alone()
-        else:
-            names, args = reserve_layout.grouped_reserve_args([call.in_group() for call in members])
+            return members[0].packed_alone()
+        names, args = reserve_layout.grouped_reserve_args([call.in_group() for call in members])
         return pack(scripts.RESERVE.by_sha(names, args))
 
     def replies(self, reply: Any, count: int) -> list[Any]:
