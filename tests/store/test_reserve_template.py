@@ -86,6 +86,36 @@ def test_a_flex_anywhere_fits_the_template_the_layout_apart_from_the_amounts() -
     assert made.alone()[1][3] == grouped[1][3] + grouped[1][8]
 
 
+def test_a_group_of_one_template_packs_as_its_arguments_in_full() -> None:
+    """``packed_group``: the RESP of ``grouped_reserve_args``' call for calls of one template;
+    None (packed in full) when one call is of another template or of none."""
+    rnd = random.Random(31)
+    for _ in range(150):
+        statics = _layout(rnd)
+        override = rnd.choice([None, "gw:{u:a}:ovr"])
+        layout, lease_s = CounterLayout(), rnd.choice([60, 900])
+        made = []
+        for number in range(rnd.randint(2, 6)):
+            counters = [
+                Counter(key, field, rnd.choice([0, 1, 15, 10**14]), limit, limit_field,  # type: ignore[arg-type]
+                        rnd.choice([0, 0, 64]), cap, cap_field, ttl, sliding)  # type: ignore[arg-type]
+                for key, field, limit, limit_field, cap, cap_field, ttl, sliding in statics
+            ]  # fmt: skip
+            lease = Lease(rnd.choice(["", f"l.{number}", "\u00e9t\u00e9.1"]), lease_s)
+            made.append(
+                reserve_template.reserve_call(counters, override, lease, layout, registry=True)
+            )
+        whole = pack(scripts.RESERVE.by_sha(*reserve_layout.grouped_reserve_args(
+            [call.in_group() for call in made])))  # fmt: skip
+        assert reserve_template.packed_group(made) == whole
+        elsewhere = rnd.choice([None, CounterLayout()])  # another template, or none
+        other = reserve_template.reserve_call(
+            counters, override, Lease("x", lease_s), elsewhere, registry=True
+        )
+        assert reserve_template.packed_group([*made, other]) is None
+        assert reserve_template.packed_group([other, *made]) is None
+
+
 def test_a_group_sends_each_layout_once() -> None:
     """Reservations of one plan (one user's, or another user's of the same tier) name their
     layout by number; only the amounts and lease ids go per reservation."""

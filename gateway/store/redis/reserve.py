@@ -42,6 +42,9 @@ class _ReserveGroup:
     def command(self, members: list[ReserveCall]) -> bytes:
         if len(members) == 1:
             return members[0].packed_alone()
+        packed = reserve_template.packed_group(members)
+        if packed is not None:
+            return packed
         names, args = reserve_layout.grouped_reserve_args([call.in_group() for call in members])
         return pack(scripts.RESERVE.by_sha(names, args))
 

@@ -6,6 +6,9 @@ each call packs its amounts alone (the same bytes: ``tests/store/test_reserve_te
 Both of reserve.lua's forms: a reservation sent alone, its layout and amounts in one argument;
 one in a group, its layout (the same objects on every call, sent once per group) and its
 amounts apart. Which one is known only when the call is sent, so ``ReserveCall`` has both.
+The template also keeps both forms' commands packed in RESP around what changes per call
+(``packed_alone``, ``packed_group``): hiredis packs each argument with a ``sprintf``, some
+1.4k instructions each, seventeen arguments for a reservation sent alone.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def reserve_call(
             amounts = reserve_pack.amounts(counters)
             call = ReserveCall(made.names, made.form, made.alone, made.data, made.fields,
                                amounts, lease_id)  # fmt: skip
-            call.packed_around = made.packed_around
+            call.template = made
             return call
     names, form, data, fields = reserve_pack.layout(
         counters, override_key, lease, registry=registry
@@ -60,7 +63,7 @@ class ReserveCall:
         "_form",
         "_lease_id",
         "_names",
-        "packed_around",
+        "template",
     )
 
     def __init__(
@@ -75,8 +78,8 @@ class ReserveCall:
     ) -> None:
         self._names, self._form, self._alone, self._data = names, form, alone, data
         self._fields, self._amounts, self._lease_id = fields, amounts, lease_id
-        # its template's ``packed_around`` (None: packed in full)
-        self.packed_around: tuple[bytes, bytes] | None = None
+        # the template it was made from (None: packed in full)
+        self.template: ReserveTemplate | None = None
 
     def alone(self) -> Call:
         """``scripts.reserve_args``' answer."""
@@ -86,12 +89,11 @@ class ReserveCall:
     def packed_alone(self) -> bytes:
         """``EVALSHA`` of reserve.lua with ``alone()``'s KEYS and ARGV, in RESP: from its
         template, only the two arguments that change from call to call are packed here."""
-        around = self.packed_around
-        if around is None:
+        if self.template is None:
             return pack(scripts.RESERVE.by_sha(*self.alone()))
         data = self._data + self._amounts
         lease_id = self._lease_id.encode()
-        before, after = around
+        before, after = self.template.packed_around
         return b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n%b" % (
             before, len(data), data, len(lease_id), lease_id, after)  # fmt: skip
 
@@ -100,6 +102,29 @@ class ReserveCall:
         args: scripts.Args = [1, 1, self._form, self._data, self._fields, ""]
         args += (1, self._lease_id, self._amounts)
         return self._names.copy(), args
+
+    def packed_member(self) -> bytes:
+        """Its four arguments in a group of its template's calls (``packed_group``)."""
+        lease_id, amounts = self._lease_id.encode(), self._amounts
+        return b"$0\r\n\r\n$1\r\n1\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+            len(lease_id), lease_id, len(amounts), amounts)  # fmt: skip
+
+
+def packed_group(calls: Sequence[ReserveCall]) -> bytes | None:
+    """``EVALSHA`` of reserve.lua with ``reserve_layout.grouped_reserve_args``' KEYS and ARGV
+    for ``calls``, in RESP, when all were made from one template (None otherwise): its keys
+    and its layout packed once, each call's lease id and amounts here."""
+    template = calls[0].template
+    if template is None:
+        return None
+    size = b"%d" % len(calls)
+    parts = [b"", template.group_keys, b"$%d\r\n%b\r\n" % (len(size), size), template.group_layout]
+    for call in calls:
+        if call.template is not template:
+            return None
+        parts.append(call.packed_member())
+    parts[0] = b"*%d\r\n" % (template.group_arguments + 4 * len(calls))
+    return b"".join(parts)
 
 
 class ReserveTemplate:
@@ -115,6 +140,9 @@ class ReserveTemplate:
         "data",
         "fields",
         "form",
+        "group_arguments",
+        "group_keys",
+        "group_layout",
         "names",
         "packed_around",
     )
@@ -133,12 +161,16 @@ class ReserveTemplate:
         # packed by hiredis, 17 arguments in all
         whole = pack(scripts.RESERVE.by_sha(self.names, [1, "", self.alone, b"", "", self.fields]))
         empty = b"$0\r\n\r\n$0\r\n\r\n"
-        tail = pack([self.fields])
-        tail = tail[tail.index(b"\r\n") + 2 :]  # without its own count of arguments
+        tail = _unframed(pack([self.fields]))
         before = whole[: len(whole) - len(tail) - len(empty)]
         if before + empty + tail != whole:  # (RESP: it cannot)
             raise ValueError("reserve.lua's command does not end in its two empty arguments")
         self.packed_around = (before, tail)
+        # the group form's (``packed_group``): EVALSHA, its sha and KEYS; its one layout
+        keys: scripts.Args = [scripts.RESERVE.sha, len(self.names), *self.names]
+        self.group_keys = _unframed(pack(["EVALSHA", *keys]))
+        self.group_layout = _unframed(pack([1, self.form, self.data, self.fields]))
+        self.group_arguments = 3 + len(self.names) + 5  # and four per reservation
 
     def fits(
         self,
@@ -154,3 +186,8 @@ class ReserveTemplate:
             and registry is self._registry
             and lease_s == self._lease_s
         )
+
+
+def _unframed(packed: bytes) -> bytes:
+    """A command in RESP without its count of arguments: its arguments, to join with others."""
+    return packed[packed.index(b"\r\n") + 2 :]
