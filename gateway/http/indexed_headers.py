@@ -22,19 +22,39 @@ class IndexedHeaders(Headers):
     def __init__(self, scope: Scope) -> None:
         # ``Headers(scope=scope)``'s own work, without its checks of the other arguments
         self._list = scope["headers"] = list(scope["headers"])
-        # the first of a repeated name wins: the last one written into the dict
-        self._index = {
-            name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(self._list)
-        }
+        # the first of a repeated name wins: the last one written into the dict. Kept as the
+        # bytes that came (built in C); a value is decoded when looked up, most names never are
+        self._index: dict[bytes, bytes] = dict(reversed(self._list))
 
     def __getitem__(self, key: str) -> str:
-        return self._index[key.lower()]
+        value = self._index.get(_NAMES.get(key) or _name(key))  # type: ignore[arg-type]
+        if value is None:
+            raise KeyError(key)
+        return value.decode("latin-1")
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self._index.get(key.lower(), default)
+        value = self._index.get(_NAMES.get(key) or _name(key))  # type: ignore[arg-type]
+        return default if value is None else value.decode("latin-1")
 
     def __contains__(self, key: Any) -> bool:
-        return isinstance(key, str) and key.lower() in self._index
+        return isinstance(key, str) and (_NAMES.get(key) or _name(key)) in self._index
+
+
+# The names looked up (a small vocabulary: the gateway's own), lower-cased and encoded as the
+# index holds them
+_NAMES: dict[str, bytes] = {}
+_NAMES_MAX = 4096
+
+
+def _name(key: str) -> bytes | None:
+    """``key`` as the index holds a name (None: no name can match)."""
+    try:
+        name = key.lower().encode("latin-1")
+    except UnicodeEncodeError:  # no header name decodes to it
+        return None
+    if len(_NAMES) < _NAMES_MAX:
+        _NAMES[key] = name
+    return name
 
 
 class ProxiedRequest(Request):

@@ -58,6 +58,7 @@ class ReadDeadlines:
 
 # The header names ``on_header`` looks at
 _NOTED = frozenset((b"expect", b"x-forwarded-proto", b"x-forwarded-for"))
+_OWS = b" \t"
 
 # Phases of a connection (plain ints: compared on every read)
 IDLE = 0  # between requests: uvicorn's keep-alive timeout applies
@@ -184,7 +185,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         """uvicorn's, noting a proxy's headers (read only when present)."""
         name = name.lower()
-        value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace, not part of the value
+        if value and value[-1] in _OWS:  # llhttp keeps trailing whitespace, not of the value
+            value = value.rstrip(_OWS)
         if name in _NOTED:
             if name == b"expect":
                 if value.lower() == b"100-continue":

@@ -178,9 +178,12 @@ def json_for_upstream(
 def clamp_max_tokens(body: dict[str, Any], clamp: int | None) -> None:
     """Check max_tokens / max_completion_tokens and cap them; set one when the client sent
     neither, so the upstream never generates past what the quota reserved."""
-    present = [key for key in ("max_tokens", "max_completion_tokens") if body.get(key) is not None]
-    for key in present:
-        value = body[key]
+    present = False
+    for key in ("max_tokens", "max_completion_tokens"):
+        value = body.get(key)
+        if value is None:
+            continue
+        present = True
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InvalidRequest(f"'{key}' must be a positive integer.", param=key)
         if clamp is not None:

@@ -14,12 +14,27 @@ RAW = [
     (b"x-gateway-tags", b"a,b"),
     (b"x-gateway-tags", b"c"),  # repeated: the first one wins, as in Starlette
     (b"x-odd", "caf\xe9".encode("latin-1")),
+    ("x-caf\xe9".encode("latin-1"), b"latin-1 name"),
+    ("x-\xc0".encode("latin-1"), b"upper-case latin-1 name"),
 ]
 SCOPE = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": RAW}
 
 
 @pytest.mark.parametrize(
-    "name", ["host", "Authorization", "X-GATEWAY-TAGS", "x-odd", "x-request-id", "api-key"]
+    "name",
+    [
+        "host",
+        "Authorization",
+        "X-GATEWAY-TAGS",
+        "x-odd",
+        "x-request-id",
+        "api-key",
+        "x-caf\xe9",
+        "X-CAF\xc9",
+        "x-\xc0",
+        "x-\xe0",
+        "",
+    ],
 )
 def test_lookups_match_starlettes(name: str) -> None:
     ours, theirs = IndexedHeaders(SCOPE), Headers(scope=SCOPE)
@@ -31,6 +46,15 @@ def test_lookups_match_starlettes(name: str) -> None:
     else:
         with pytest.raises(KeyError):
             ours[name]
+
+
+def test_a_name_outside_latin_1_is_missing() -> None:
+    ours = IndexedHeaders(SCOPE)  # (Starlette's Headers raises UnicodeEncodeError)
+    assert ours.get("x-\u20ac") is None
+    assert ours.get("x-\u20ac", "default") == "default"
+    assert "x-\u20ac" not in ours
+    with pytest.raises(KeyError):
+        ours["x-\u20ac"]
 
 
 def test_everything_else_is_starlettes() -> None:
