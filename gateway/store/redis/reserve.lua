@@ -127,7 +127,12 @@ if ARGV[2] == '' then
   end
   for key = 1, m do
     local read = hashes[key]
-    if read then hashes[key] = redis.call('HMGET', KEYS[key], unpack(read)) end
+    if not read then
+    elseif #read == 1 then  -- one field (most hashes) named in the call: no ``unpack``
+      hashes[key] = redis.call('HMGET', KEYS[key], read[1])
+    else
+      hashes[key] = redis.call('HMGET', KEYS[key], unpack(read))
+    end
   end
 
   local out = sized(count + 1)  -- the reply (see the top), its exceptions appended
@@ -413,7 +418,12 @@ local existed = blanks()  -- key -> true when one of its read counters held a va
 for key = 1, width do
   local names = fields[key]
   if names then
-    local stored = redis.call('HMGET', KEYS[key], unpack(names))
+    local stored  -- one field (most hashes) named in the call: no ``unpack``
+    if #names == 1 then
+      stored = redis.call('HMGET', KEYS[key], names[1])
+    else
+      stored = redis.call('HMGET', KEYS[key], unpack(names))
+    end
     for i = 1, #names do
       local value = stored[i]
       if value then
