@@ -117,7 +117,7 @@ if ARGV[2] == '' then
     local read = hashes[key]
     if not read then
       if key < 1 or key > m or key % 1 ~= 0 then error({err = 'ERR gateway: no key ' .. key}) end
-      hashes[key] = {lay[b + 1]}
+      hashes[key] = {lay[b + 1], nil, nil, nil}  -- room for four (see ``sized``)
       places[i] = 1
     else
       local at = #read + 1
@@ -183,7 +183,7 @@ if ARGV[2] == '' then
       local key, field = lay[b], lay[b + 1]
       local pairs_of = totals[key]
       if not pairs_of then
-        totals[key] = {field, out[i + 1] + amount}
+        totals[key] = {field, out[i + 1] + amount, nil, nil, nil, nil}  -- room for three
       else
         local named = nil
         for j = 1, #pairs_of, 2 do
