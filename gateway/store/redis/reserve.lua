@@ -150,6 +150,7 @@ if ARGV[2] == '' then
       end
     end
     local fixed, flex = lay[amounts + 2 * i], lay[amounts + 2 * i + 1]
+    local sent = lay[b + 2]  -- its limit as sent (read once: each read is ~250 instructions)
     -- <rule>
     if amount == nil then
       if denied == 0 then denied = i end
@@ -157,7 +158,7 @@ if ARGV[2] == '' then
     end
     out[i + 1] = used
     grants[i] = amount
-    if limit ~= lay[b + 2] or amount ~= asked then
+    if limit ~= sent or amount ~= asked then
       out[last + 1] = i
       out[last + 2] = limit
       out[last + 3] = amount
@@ -473,6 +474,7 @@ for r = 1, n do
     local b = first + 4 * i - 4
     local used = values[keys_of[i]][places[i]] or 0
     local fixed, flex = amounts[2 * i - 1], amounts[2 * i]
+    local sent = lay[b + 2]  -- as the path for one
     -- <rule>
     if amount == nil then
       if denied == 0 then denied = i end
@@ -480,7 +482,7 @@ for r = 1, n do
     end
     flat[start + 1 + i] = used
     grants[i] = amount
-    if limit ~= lay[b + 2] or amount ~= asked then
+    if limit ~= sent or amount ~= asked then
       flat[last + 1] = i
       flat[last + 2] = limit
       flat[last + 3] = amount
