@@ -175,7 +175,8 @@ if ARGV[2] == '' then
   local lines = sized(count)
   local held = 0
   local lease = ARGV[5]
-  -- the last three amounts formatted and their texts (``format_cache``)
+  -- the last three amounts formatted and their texts, each ending its line (a table of them,
+  -- keyed by amount, cost more: each new key grows it)
   local a1, t1, a2, t2, a3, t3 = nil, nil, nil, nil, nil, nil
   for i = 1, count do
     local amount = grants[i]
@@ -201,11 +202,11 @@ if ARGV[2] == '' then
         local shown = t1
         if amount == a2 then shown = t2 elseif amount == a3 then shown = t3
         elseif amount ~= a1 then
-          shown = string.format('%d', amount)  -- exact (tostring keeps 14 digits)
+          shown = string.format('%d\n', amount)  -- its line's end (exact: tostring keeps 14)
           a1, t1, a2, t2, a3, t3 = amount, shown, a1, t1, a2, t2
         end
         held = held + 1
-        lines[held] = KEYS[key] .. '\t' .. field .. '\t' .. shown .. '\n'
+        lines[held] = KEYS[key] .. '\t' .. field .. '\t' .. shown
       end
     end
   end
@@ -457,7 +458,7 @@ local deadlines = {}  -- lease seconds' text -> {deadline, its text}
 -- a lease's lines in parts, joined once (see below), made with room for 24 (as ``flat``)
 local parts = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
                nil, nil, nil, nil, nil, nil, nil, nil}
--- the last three amounts formatted and their texts (``format_cache``)
+-- the last three amounts formatted and their texts, as in the path for one
 local a1, t1, a2, t2, a3, t3 = nil, nil, nil, nil, nil, nil
 local grants = sized(8)  -- a reservation's grants, per counter (reused: each writes its own first)
 for r = 1, n do
@@ -497,8 +498,8 @@ for r = 1, n do
     -- the lease's lines are gathered in a table and joined once: a string grown line by line
     -- is copied and hashed again for every line, and a team key has some forty.
     -- The lease's lines are joined from ``parts`` (reused): each counter's "key\tfield\t",
-    -- made once per call for a layout and user, its grant and a newline; a line made on its
-    -- own is one more string to allocate and hash.
+    -- made once per call for a layout and user, and its grant's text with the newline; a line
+    -- made on its own is one more string to allocate and hash.
     local held = 0
     local lease = ARGV[a + 2]
     local prefixes = lease ~= '' and plan[2][3]
@@ -520,13 +521,12 @@ for r = 1, n do
           local shown = t1
           if amount == a2 then shown = t2 elseif amount == a3 then shown = t3
           elseif amount ~= a1 then
-            shown = string.format('%d', amount)  -- exact (tostring keeps 14 digits)
+            shown = string.format('%d\n', amount)  -- its line's end (exact: tostring keeps 14)
             a1, t1, a2, t2, a3, t3 = amount, shown, a1, t1, a2, t2
           end
           parts[held + 1] = prefixes[i]
           parts[held + 2] = shown
-          parts[held + 3] = '\n'
-          held = held + 3
+          held = held + 2
         end
       end
     end
@@ -559,10 +559,11 @@ for r = 1, n do
         group[2] = where and where[base + 3] or base + 3
       end
       local members, pairs_of = group[3], group[4]
-      members[#members + 1] = due[2]
-      members[#members + 1] = lease
-      pairs_of[#pairs_of + 1] = lease
-      pairs_of[#pairs_of + 1] = table.concat(parts, '', 1, held)
+      local size = #members  -- as long as pairs_of
+      members[size + 1] = due[2]
+      members[size + 2] = lease
+      pairs_of[size + 1] = lease
+      pairs_of[size + 2] = table.concat(parts, '', 1, held)
       if deadline < group[5] then group[5] = deadline end
     end
   end
