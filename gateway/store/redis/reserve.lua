@@ -570,17 +570,20 @@ for r = 1, n do
 end
 
 -- The leases first: a key of the wrong type fails the call here, with what was written undone.
-local written = {}  -- the groups whose leases are in
+local written = 0  -- the groups (in group_order) whose leases are in
 local function undo()
-  for i = #written, 1, -1 do
-    local group = groups[written[i]]
+  for g = written, 1, -1 do
+    local group = groups[group_order[g]]
     local ids = {}
     for j = 2, #group[3], 2 do ids[#ids + 1] = group[3][j] end
     redis.call('HDEL', KEYS[group[1]], unpack(ids))
-    redis.call('ZREM', KEYS[written[i]], unpack(ids))
+    redis.call('ZREM', KEYS[group_order[g]], unpack(ids))
   end
 end
-for _, zset in ipairs(group_order) do
+-- (numeric loops: ``ipairs`` calls into C for every step)
+local zsets = #group_order
+for g = 1, zsets do
+  local zset = group_order[g]
   local group = groups[zset]
   local done = redis.pcall('ZADD', KEYS[zset], unpack(group[3]))
   if type(done) == 'table' and done.err then undo() error(done) end
@@ -592,26 +595,36 @@ for _, zset in ipairs(group_order) do
     undo()
     error(done)
   end
-  written[#written + 1] = zset
+  written = g
 end
-local registered = {}  -- registry's key -> {deadline, lease sorted set's name, ...}
-local registry_order = {}
-for _, zset in ipairs(group_order) do
-  local group = groups[zset]
+if zsets == 1 then  -- one lease group (most calls): its registry entry without the tables below
+  local group = groups[group_order[1]]
   if group[2] then
-    local entries = registered[group[2]]
-    if entries == nil then
-      entries = {'LT', nil, nil, nil}
-      registered[group[2]] = entries
-      registry_order[#registry_order + 1] = group[2]
-    end
-    entries[#entries + 1] = group[5]
-    entries[#entries + 1] = KEYS[zset]
+    local done = redis.pcall('ZADD', KEYS[group[2]], 'LT', group[5], KEYS[group_order[1]])
+    if type(done) == 'table' and done.err then undo() error(done) end
   end
-end
-for _, registry in ipairs(registry_order) do
-  local done = redis.pcall('ZADD', KEYS[registry], unpack(registered[registry]))
-  if type(done) == 'table' and done.err then undo() error(done) end
+else
+  local registered = {}  -- registry's key -> {deadline, lease sorted set's name, ...}
+  local registry_order = {}
+  for g = 1, zsets do
+    local zset = group_order[g]
+    local group = groups[zset]
+    if group[2] then
+      local entries = registered[group[2]]
+      if entries == nil then
+        entries = {'LT', nil, nil, nil}
+        registered[group[2]] = entries
+        registry_order[#registry_order + 1] = group[2]
+      end
+      entries[#entries + 1] = group[5]
+      entries[#entries + 1] = KEYS[zset]
+    end
+  end
+  for g = 1, #registry_order do
+    local registry = registry_order[g]
+    local done = redis.pcall('ZADD', KEYS[registry], unpack(registered[registry]))
+    if type(done) == 'table' and done.err then undo() error(done) end
+  end
 end
 -- Up to three fields, all holding a value (most hashes), are named in the call: a table and
 -- an ``unpack`` cost more than the command's other work.
