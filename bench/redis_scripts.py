@@ -38,6 +38,7 @@ from gateway.store import keys
 from gateway.store.port import Lease
 from gateway.store.redis import reserve_layout, scripts
 from gateway.store.redis.reserve import _decision as reply_decision
+from gateway.store.redis.reserve import split_replies
 
 
 def main() -> int:
@@ -99,7 +100,7 @@ def main() -> int:
                 )
                 script = scripts.RESERVE.by_text if numbers[0] < 0 else scripts.RESERVE.by_sha
                 reply = client.execute_command(*script(names, argv))
-                replies = [reply] if len(calls) == 1 else reply
+                replies = [reply] if len(calls) == 1 else split_replies(reply, len(calls))
                 admissions = []
                 for number, one in zip(numbers, replies, strict=True):
                     decision = reply_decision(one, wanted)

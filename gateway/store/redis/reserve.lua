@@ -36,8 +36,9 @@
 -- Returns per reservation {denied (1-based, 0 = granted), then per counter its used value, then
 -- (counter's number, effective limit, grant) for each counter whose effective limit is not the
 -- limit sent or whose grant is not its fixed + flex amount}: the gateway knows the rest, and
--- every number returned cost ~1k instructions. That array alone for one reservation, an array
--- of them for several.
+-- every number returned cost ~1k instructions. That array alone for one reservation; for
+-- several, one array holding per reservation its number of values and then them (an array per
+-- reservation cost Redis ~5k more to send and ~3k to make: ``reserve.split_replies``).
 --
 -- Cost: every Lua function call (``tonumber`` and ``string.*`` included) costs a good part of
 -- a Redis command inside a script, and a table read or write ~110 instructions: the rule is
@@ -60,6 +61,13 @@ local n = ARGV[1] + 0
 -- text -> number, each converted once per call: the key indexes of the group's argument 1
 local numbers = {}
 local none = {}  -- unpack(none, 1, k): k nils, so a table is made at its full size at once
+-- A table with room for k entries at 1..k, made at its full size at once (a table grown entry by
+-- entry is rehashed at every power of two, ~1k instructions each): for the few entries most
+-- hold, by a constructor of nils (``unpack``, a C call, costs more than the rehash it saves).
+local function sized(k)
+  if k <= 8 then return {nil, nil, nil, nil, nil, nil, nil, nil} end
+  return {unpack(none, 1, k)}
+end
 
 -- The override fields' names of ``count`` counters: {limit field, cap field, ...}.
 local function fields_of(data, count)
@@ -102,14 +110,14 @@ if ARGV[2] == '' then
   -- key -> the fields its HMGET reads (a field named twice read twice), then what it read;
   -- made with room for eight keys (a plain key's KEYS; a call to unpack costs more), false: none
   local hashes = {false, false, false, false, false, false, false, false}
-  local places = {unpack(none, 1, count)}  -- per counter its value's place in its HMGET
+  local places = sized(count)  -- per counter its value's place in its HMGET
   for i = 1, count do
     local b = first + 4 * i - 4
     local key = lay[b]
     local read = hashes[key]
     if not read then
       if key < 1 or key > m or key % 1 ~= 0 then error({err = 'ERR gateway: no key ' .. key}) end
-      hashes[key] = {lay[b + 1]}
+      hashes[key] = {lay[b + 1], nil, nil, nil}  -- room for four (see ``sized``)
       places[i] = 1
     else
       local at = #read + 1
@@ -119,11 +127,16 @@ if ARGV[2] == '' then
   end
   for key = 1, m do
     local read = hashes[key]
-    if read then hashes[key] = redis.call('HMGET', KEYS[key], unpack(read)) end
+    if not read then
+    elseif #read == 1 then  -- one field (most hashes) named in the call: no ``unpack``
+      hashes[key] = redis.call('HMGET', KEYS[key], read[1])
+    else
+      hashes[key] = redis.call('HMGET', KEYS[key], unpack(read))
+    end
   end
 
-  local out = {unpack(none, 0, count)}  -- the reply (see the top), its exceptions appended
-  local grants = {unpack(none, 1, count)}
+  local out = sized(count + 1)  -- the reply (see the top), its exceptions appended
+  local grants = sized(count)
   local denied = 0
   local last = count + 1
   for i = 1, count do
@@ -137,6 +150,7 @@ if ARGV[2] == '' then
       end
     end
     local fixed, flex = lay[amounts + 2 * i], lay[amounts + 2 * i + 1]
+    local sent = lay[b + 2]  -- its limit as sent (read once: each read is ~250 instructions)
     -- <rule>
     if amount == nil then
       if denied == 0 then denied = i end
@@ -144,7 +158,7 @@ if ARGV[2] == '' then
     end
     out[i + 1] = used
     grants[i] = amount
-    if limit ~= lay[b + 2] or amount ~= asked then
+    if limit ~= sent or amount ~= asked then
       out[last + 1] = i
       out[last + 2] = limit
       out[last + 3] = amount
@@ -158,10 +172,12 @@ if ARGV[2] == '' then
   -- and the lease's lines, joined once.
   -- key -> {field, value, field, value, ...}, made as ``hashes``
   local totals = {false, false, false, false, false, false, false, false}
-  local lines = {unpack(none, 1, count)}
+  local lines = sized(count)
   local held = 0
   local lease = ARGV[5]
-  local texts = {}  -- an amount -> its text, formatted once
+  -- the last three amounts formatted and their texts, each ending its line (a table of them,
+  -- keyed by amount, cost more: each new key grows it)
+  local a1, t1, a2, t2, a3, t3 = nil, nil, nil, nil, nil, nil
   for i = 1, count do
     local amount = grants[i]
     if amount ~= 0 then
@@ -169,7 +185,7 @@ if ARGV[2] == '' then
       local key, field = lay[b], lay[b + 1]
       local pairs_of = totals[key]
       if not pairs_of then
-        totals[key] = {field, out[i + 1] + amount}
+        totals[key] = {field, out[i + 1] + amount, nil, nil, nil, nil}  -- room for three
       else
         local named = nil
         for j = 1, #pairs_of, 2 do
@@ -183,13 +199,14 @@ if ARGV[2] == '' then
         end
       end
       if lease ~= '' then
-        local shown = texts[amount]
-        if shown == nil then
-          shown = string.format('%d', amount)  -- exact (tostring keeps 14 digits)
-          texts[amount] = shown
+        local shown = t1
+        if amount == a2 then shown = t2 elseif amount == a3 then shown = t3
+        elseif amount ~= a1 then
+          shown = string.format('%d\n', amount)  -- its line's end (exact: tostring keeps 14)
+          a1, t1, a2, t2, a3, t3 = amount, shown, a1, t1, a2, t2
         end
         held = held + 1
-        lines[held] = KEYS[key] .. '\t' .. field .. '\t' .. shown .. '\n'
+        lines[held] = KEYS[key] .. '\t' .. field .. '\t' .. shown
       end
     end
   end
@@ -227,9 +244,14 @@ if ARGV[2] == '' then
       end
     end
   end
-  for key = 1, m do
+  for key = 1, m do  -- one field (most hashes) named in the call, as the group's below
     local pairs_of = totals[key]
-    if pairs_of then redis.call('HSET', KEYS[key], unpack(pairs_of)) end
+    if not pairs_of then
+    elseif #pairs_of == 2 then
+      redis.call('HSET', KEYS[key], pairs_of[1], pairs_of[2])
+    else
+      redis.call('HSET', KEYS[key], unpack(pairs_of))
+    end
   end
   for key = 1, due and m or 0 do
     local ttl = lay[4 + key]
@@ -293,10 +315,13 @@ end
 local width = #KEYS
 local blank = {}
 for key = 1, width do blank[key] = false end
-local fields = {unpack(blank)}  -- key -> the fields its HMGET reads
-local place = {unpack(blank)}  -- key -> field -> its place in that HMGET
+local function blanks()  -- as ``sized``
+  if width <= 8 then return {false, false, false, false, false, false, false, false} end
+  return {unpack(blank)}
+end
+local fields = blanks()  -- key -> the fields its HMGET reads
 local overrides = {}  -- override hash's key -> {field -> number}, or false: none readable
-local plans = {}  -- per reservation: {layout, its counters' keys and places, amounts, its
+local plans = sized(n)  -- per reservation: {layout, its counters' keys and places, amounts, its
 --   keys, first argument, override hash's numbers}
 -- Reservations of one user in a call send the same argument 1 (where its keys are): read once.
 local read_where = {}
@@ -305,23 +330,21 @@ local read_where = {}
 local layouts = {}
 local due = false  -- a time to live to set: a layout's slides, or a hash is new (below)
 
--- A counter is one table built at once (a table grown entry by entry is rehashed as it grows).
+-- A counter's place in its hash's HMGET, found by looking through the few fields named before
+-- (a table per hash of field -> place cost more: a table grown entry by entry is rehashed).
 local function counter_of(key, field)
-  local seen = place[key]
-  if not seen then  -- tables made with their first entry: one growth less each
+  local names = fields[key]
+  if not names then  -- made with its first entry: one growth less
     if KEYS[key] == nil then error({err = 'ERR gateway: no key ' .. key}) end
-    place[key] = {[field] = 1}
-    fields[key] = {field}
+    fields[key] = {field, nil, nil, nil}
     return 1
   end
-  local at = seen[field]
-  if at == nil then
-    local names = fields[key]
-    at = #names + 1
-    names[at] = field
-    seen[field] = at
+  local size = #names
+  for at = 1, size do
+    if names[at] == field then return at end
   end
-  return at
+  names[size + 1] = field
+  return size + 1
 end
 
 for r = 1, n do
@@ -358,7 +381,7 @@ for r = 1, n do
   -- of one layout and user
   local resolved = layout[8][ARGV[a]]
   if resolved == nil then
-    local keys_of, places = {unpack(none, 1, count)}, {unpack(none, 1, count)}
+    local keys_of, places = sized(count), sized(count)
     for i = 1, count do
       local key = lay[at]
       if where then key = where[key] or 0 end
@@ -392,12 +415,17 @@ for r = 1, n do
 end
 
 -- The stored values, each hash read once: key -> {value or false per field}.
-local values = {unpack(blank)}
-local existed = {unpack(blank)}  -- key -> true when one of its read counters held a value
+local values = blanks()
+local existed = blanks()  -- key -> true when one of its read counters held a value
 for key = 1, width do
   local names = fields[key]
   if names then
-    local stored = redis.call('HMGET', KEYS[key], unpack(names))
+    local stored  -- one field (most hashes) named in the call: no ``unpack``
+    if #names == 1 then
+      stored = redis.call('HMGET', KEYS[key], names[1])
+    else
+      stored = redis.call('HMGET', KEYS[key], unpack(names))
+    end
     for i = 1, #names do
       local value = stored[i]
       if value then
@@ -417,56 +445,66 @@ for key = 1, width do
 end
 
 -- The rule, reservation after reservation; a granted one moves the values for the next.
-local replies = {}
-local changed = {unpack(blank)}  -- key -> true: its values to write (the unmoved ones as read)
-local expiring = {unpack(blank)}  -- key -> its TTL (the last granted reservation's)
+-- the replies (see the top), made with room for 32 values (nils: see ``sized``)
+local flat = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+              nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}
+local ended = 0  -- where the last one ended in ``flat``
+local changed = blanks()  -- key -> true: its values to write (the unmoved ones as read)
+local expiring = blanks()  -- key -> its TTL (the last granted reservation's)
 local groups = {}  -- lease sorted set's key -> {hash's key, registry's key or nil, ZADD members, HSET pairs}
 local group_order = {}
 local now = nil
 local deadlines = {}  -- lease seconds' text -> {deadline, its text}
-local parts = {}  -- a lease's lines in parts, joined once (see below)
-local texts = {}  -- an amount -> its text, formatted once per call
-local grants = {}  -- a reservation's grants, per counter (reused: each writes its own first)
+-- a lease's lines in parts, joined once (see below), made with room for 24 (as ``flat``)
+local parts = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+               nil, nil, nil, nil, nil, nil, nil, nil}
+-- the last three amounts formatted and their texts, as in the path for one
+local a1, t1, a2, t2, a3, t3 = nil, nil, nil, nil, nil, nil
+local grants = sized(8)  -- a reservation's grants, per counter (reused: each writes its own first)
 for r = 1, n do
   local plan = plans[r]
   local layout, amounts, where, a, found = plan[1], plan[3], plan[4], plan[5], plan[6]
   local lay, first, count, names = layout[5], layout[6], layout[7], layout[11]
   local keys_of, places = plan[2][1], plan[2][2]
-  local out = {unpack(none, 0, count)}  -- made at its full size (see ``blank``)
+  local start = ended + 1  -- flat[start]: its number of values; then its reply
+  flat[start] = 0
+  flat[start + 1] = 0
   local denied = 0
-  local last = count + 1
+  local last = start + count + 1
   for i = 1, count do
     local b = first + 4 * i - 4
     local used = values[keys_of[i]][places[i]] or 0
     local fixed, flex = amounts[2 * i - 1], amounts[2 * i]
+    local sent = lay[b + 2]  -- as the path for one
     -- <rule>
     if amount == nil then
       if denied == 0 then denied = i end
       amount = 0
     end
-    out[i + 1] = used
+    flat[start + 1 + i] = used
     grants[i] = amount
-    if limit ~= lay[b + 2] or amount ~= asked then
-      out[last + 1] = i
-      out[last + 2] = limit
-      out[last + 3] = amount
+    if limit ~= sent or amount ~= asked then
+      flat[last + 1] = i
+      flat[last + 2] = limit
+      flat[last + 3] = amount
       last = last + 3
     end
   end
-  out[1] = denied
-  replies[r] = out
+  flat[start] = last - start
+  flat[start + 1] = denied
+  ended = last
   if denied == 0 then
     -- The grants move the values (a field named twice gets both, as two HINCRBYs would), and
     -- the lease's lines are gathered in a table and joined once: a string grown line by line
     -- is copied and hashed again for every line, and a team key has some forty.
     -- The lease's lines are joined from ``parts`` (reused): each counter's "key\tfield\t",
-    -- made once per call for a layout and user, its grant and a newline; a line made on its
-    -- own is one more string to allocate and hash.
+    -- made once per call for a layout and user, and its grant's text with the newline; a line
+    -- made on its own is one more string to allocate and hash.
     local held = 0
     local lease = ARGV[a + 2]
     local prefixes = lease ~= '' and plan[2][3]
     if prefixes == nil then
-      prefixes = {unpack(none, 1, count)}
+      prefixes = sized(count)
       for i = 1, count do
         prefixes[i] = KEYS[keys_of[i]] .. '\t' .. lay[first + 4 * i - 3] .. '\t'
       end
@@ -480,15 +518,15 @@ for r = 1, n do
         stored[at] = (stored[at] or 0) + amount
         changed[key] = true
         if prefixes then
-          local shown = texts[amount]
-          if shown == nil then
-            shown = string.format('%d', amount)  -- exact (tostring keeps 14 digits)
-            texts[amount] = shown
+          local shown = t1
+          if amount == a2 then shown = t2 elseif amount == a3 then shown = t3
+          elseif amount ~= a1 then
+            shown = string.format('%d\n', amount)  -- its line's end (exact: tostring keeps 14)
+            a1, t1, a2, t2, a3, t3 = amount, shown, a1, t1, a2, t2
           end
           parts[held + 1] = prefixes[i]
           parts[held + 2] = shown
-          parts[held + 3] = '\n'
-          held = held + 3
+          held = held + 2
         end
       end
     end
@@ -501,7 +539,7 @@ for r = 1, n do
       -- given to ZADD is formatted by Redis (~2.8k instructions), a text is not
       local due = deadlines[layout[4]]
       if due == nil then
-        now = now or now_s()
+        now = now or tonumber(redis.call('TIME')[1])
         local at = now + layout[4]
         due = {at, string.format('%d', at)}  -- exact (tostring keeps 14 digits)
         deadlines[layout[4]] = due
@@ -514,34 +552,38 @@ for r = 1, n do
       if group == nil then
         local registry = nil
         if layout[3] then registry = where and where[base + 3] or base + 3 end
-        group = {where and where[base + 2] or base + 2, registry, {}, {}, deadline}
+        group = {where and where[base + 2] or base + 2, registry, sized(8), sized(8), deadline}
         groups[zset] = group
         group_order[#group_order + 1] = zset
       elseif layout[3] and group[2] == nil then
         group[2] = where and where[base + 3] or base + 3
       end
       local members, pairs_of = group[3], group[4]
-      members[#members + 1] = due[2]
-      members[#members + 1] = lease
-      pairs_of[#pairs_of + 1] = lease
-      pairs_of[#pairs_of + 1] = table.concat(parts, '', 1, held)
+      local size = #members  -- as long as pairs_of
+      members[size + 1] = due[2]
+      members[size + 2] = lease
+      pairs_of[size + 1] = lease
+      pairs_of[size + 2] = table.concat(parts, '', 1, held)
       if deadline < group[5] then group[5] = deadline end
     end
   end
 end
 
 -- The leases first: a key of the wrong type fails the call here, with what was written undone.
-local written = {}  -- the groups whose leases are in
+local written = 0  -- the groups (in group_order) whose leases are in
 local function undo()
-  for i = #written, 1, -1 do
-    local group = groups[written[i]]
+  for g = written, 1, -1 do
+    local group = groups[group_order[g]]
     local ids = {}
     for j = 2, #group[3], 2 do ids[#ids + 1] = group[3][j] end
     redis.call('HDEL', KEYS[group[1]], unpack(ids))
-    redis.call('ZREM', KEYS[written[i]], unpack(ids))
+    redis.call('ZREM', KEYS[group_order[g]], unpack(ids))
   end
 end
-for _, zset in ipairs(group_order) do
+-- (numeric loops: ``ipairs`` calls into C for every step)
+local zsets = #group_order
+for g = 1, zsets do
+  local zset = group_order[g]
   local group = groups[zset]
   local done = redis.pcall('ZADD', KEYS[zset], unpack(group[3]))
   if type(done) == 'table' and done.err then undo() error(done) end
@@ -553,40 +595,61 @@ for _, zset in ipairs(group_order) do
     undo()
     error(done)
   end
-  written[#written + 1] = zset
+  written = g
 end
-local registered = {}  -- registry's key -> {deadline, lease sorted set's name, ...}
-local registry_order = {}
-for _, zset in ipairs(group_order) do
-  local group = groups[zset]
+if zsets == 1 then  -- one lease group (most calls): its registry entry without the tables below
+  local group = groups[group_order[1]]
   if group[2] then
-    local entries = registered[group[2]]
-    if entries == nil then
-      entries = {'LT'}
-      registered[group[2]] = entries
-      registry_order[#registry_order + 1] = group[2]
+    local done = redis.pcall('ZADD', KEYS[group[2]], 'LT', group[5], KEYS[group_order[1]])
+    if type(done) == 'table' and done.err then undo() error(done) end
+  end
+else
+  local registered = {}  -- registry's key -> {deadline, lease sorted set's name, ...}
+  local registry_order = {}
+  for g = 1, zsets do
+    local zset = group_order[g]
+    local group = groups[zset]
+    if group[2] then
+      local entries = registered[group[2]]
+      if entries == nil then
+        entries = {'LT', nil, nil, nil}
+        registered[group[2]] = entries
+        registry_order[#registry_order + 1] = group[2]
+      end
+      entries[#entries + 1] = group[5]
+      entries[#entries + 1] = KEYS[zset]
     end
-    entries[#entries + 1] = group[5]
-    entries[#entries + 1] = KEYS[zset]
+  end
+  for g = 1, #registry_order do
+    local registry = registry_order[g]
+    local done = redis.pcall('ZADD', KEYS[registry], unpack(registered[registry]))
+    if type(done) == 'table' and done.err then undo() error(done) end
   end
 end
-for _, registry in ipairs(registry_order) do
-  local done = redis.pcall('ZADD', KEYS[registry], unpack(registered[registry]))
-  if type(done) == 'table' and done.err then undo() error(done) end
-end
+-- Up to three fields, all holding a value (most hashes), are named in the call: a table and
+-- an ``unpack`` cost more than the command's other work.
 for key = 1, width do
   if changed[key] then
     local names, stored = fields[key], values[key]
-    local pairs_of, count = {}, 0
-    for at = 1, #names do
-      local value = stored[at]
-      if value then
-        pairs_of[count + 1] = names[at]
-        pairs_of[count + 2] = value
-        count = count + 2
+    local size = #names
+    if size == 1 then
+      redis.call('HSET', KEYS[key], names[1], stored[1])
+    elseif size == 2 and stored[1] and stored[2] then
+      redis.call('HSET', KEYS[key], names[1], stored[1], names[2], stored[2])
+    elseif size == 3 and stored[1] and stored[2] and stored[3] then
+      redis.call('HSET', KEYS[key], names[1], stored[1], names[2], stored[2], names[3], stored[3])
+    else
+      local pairs_of, count = {}, 0
+      for at = 1, size do
+        local value = stored[at]
+        if value then
+          pairs_of[count + 1] = names[at]
+          pairs_of[count + 2] = value
+          count = count + 2
+        end
       end
+      redis.call('HSET', KEYS[key], unpack(pairs_of))
     end
-    redis.call('HSET', KEYS[key], unpack(pairs_of))
   end
 end
 -- Every writer of a counter hash gives it its time to live when creating it, so a hash that
@@ -600,5 +663,5 @@ for key = 1, due and width or 0 do
     redis.call('EXPIRE', KEYS[key], ttl)
   end
 end
-if n == 1 then return replies[1] end
-return replies
+if n == 1 then return {unpack(flat, 2, ended)} end
+return flat

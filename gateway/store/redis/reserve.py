@@ -49,7 +49,7 @@ class _ReserveGroup:
         return pack(scripts.RESERVE.by_sha(names, args))
 
     def replies(self, reply: Any, count: int) -> list[Any]:
-        return [reply] if count == 1 else list(reply)
+        return [reply] if count == 1 else split_replies(reply, count)
 
 
 _GROUP = _ReserveGroup()
@@ -170,11 +170,23 @@ class Reservations:
         return Decision(tuple(used), tuple(limits), (0,) * size, denied)
 
 
+def split_replies(flat: Sequence[Any], count: int) -> list[Sequence[Any]]:
+    """reserve.lua's reply to ``count`` reservations in one call (one array: per reservation its
+    number of values, then its reply), one reply each."""
+    replies = []
+    at = 0
+    for _ in range(count):
+        end = at + 1 + flat[at]
+        replies.append(flat[at + 1 : end])
+        at = end
+    return replies
+
+
 def _decision(reply: Any, counters: Sequence[Counter]) -> Decision:
     """The reserve script's reply for ``counters``: the refused index + 1 (0: none), each
     counter's used value, then (its number, effective limit, grant) for each counter whose
     limit is not the one sent or whose grant is not its ``fixed + flex``."""
-    values = list(map(int, reply))
+    values: Sequence[int] = reply  # the script's numbers: integer replies, ints already
     size = len(counters)
     used = tuple(values[1 : size + 1])
     if len(values) == size + 1 and not values[0]:  # the usual answer: no exception

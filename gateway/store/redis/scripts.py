@@ -1,7 +1,8 @@
 """The Lua scripts and their arguments (pure): what the Redis store sends, nothing it does.
 
-Each script is ``common.lua`` followed by its own body, so they share the checks that run
-before any write (``int``, ``expect``) and the arithmetic that keeps counters at zero or more.
+Each script is ``is_int.lua`` and ``common.lua`` followed by its own body, so they share the
+checks that run before any write (``int``, ``expect``) and the arithmetic that keeps counters at
+zero or more; reserve.lua, which calls none of common.lua's functions, has ``is_int.lua`` alone.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from gateway.store.port import (
 )
 from gateway.store.redis import reserve_pack, settle_increments, settle_pack
 
-_COMMON = resources.files("gateway.store.redis").joinpath("common.lua").read_text()
+_IS_INT = resources.files("gateway.store.redis").joinpath("is_int.lua").read_text()
+_COMMON = _IS_INT + "\n" + resources.files("gateway.store.redis").joinpath("common.lua").read_text()
 
 # A settle's once-only mark lives ``keys.SETTLED_MARK_S``. On a standalone Redis the marks of
 # batches whose reply arrived are deleted by a later batch (``FORGET_AFTER_S``), so only lost
@@ -56,9 +58,10 @@ class Script:
         return ["EVAL", self.text, len(keys), *keys, *args]
 
 
-def _script(name: str, **parts: str) -> Script:
-    """``common.lua`` and the script ``name``; each line ``-- <part>`` of it replaced by the
-    file ``parts[part]``, indented as that line (Lua code written once, inlined twice)."""
+def _script(name: str, *, common: bool = True, **parts: str) -> Script:
+    """``is_int.lua``, ``common.lua`` (unless not ``common``: its functions are closures made
+    on every call) and the script ``name``; each line ``-- <part>`` of it replaced by the file
+    ``parts[part]``, indented as that line (Lua code written once, inlined twice)."""
     body = _read(name)
     for part, file in parts.items():
         code = _read(file)
@@ -66,7 +69,7 @@ def _script(name: str, **parts: str) -> Script:
         body, found = re.subn(marker, functools.partial(_indented, code), body, flags=re.M)
         if not found:
             raise ValueError(f"{name} has no line -- <{part}>")
-    text = _COMMON + "\n" + body
+    text = (_COMMON if common else _IS_INT) + "\n" + body
     return Script(text, hashlib.sha1(text.encode()).hexdigest())
 
 
@@ -78,7 +81,7 @@ def _indented(code: str, line: re.Match[str]) -> str:
     return indent(code, line[1])
 
 
-RESERVE = _script("reserve.lua", rule="rule.lua")
+RESERVE = _script("reserve.lua", common=False, rule="rule.lua")
 SETTLE = _script("settle.lua")
 SWEEP = _script("sweep.lua")
 VIEW = _script("view.lua")
