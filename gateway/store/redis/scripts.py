@@ -27,6 +27,7 @@ from gateway.store.port import (
     StoreRejected,
 )
 from gateway.store.redis import reserve_pack, settle_increments, settle_pack
+from gateway.store.redis.settle_pack import shared_fields
 
 _COMMON = resources.files("gateway.store.redis").joinpath("common.lua").read_text()
 
@@ -169,13 +170,19 @@ def _settle_call(
         listed = {}
     shared_forms = []
     for hashes, ttls, names, values in alone:  # each hash new to the call: the next KEYS
-        writes = [(name, value) for name, value in zip(names, values, strict=True) if value]
-        if not writes:
-            continue
-        parts.append(settle_pack.shared_write(len(index) + 1, ttls, writes))
+        if len(names) != len(values):
+            raise StoreRejected(f"{len(values)} values for the fields {names}")
+        if all(values):  # most often: every field written (no list of the pairs); lengths
+            # checked above, as ``strict=`` makes zip a keyword call, some 6k instructions
+            writes: Sequence[tuple[str, int]] = tuple(zip(names, values))  # noqa: B905
+        else:
+            writes = [(name, value) for name, value in zip(names, values, strict=True) if value]
+            if not writes:
+                continue
+        first = len(index) + 1
+        parts += (settle_pack.shared_head(first, ttls, len(writes)), *shared_fields(writes))
         shared_forms.append(settle_pack.shared_lua(len(ttls), len(writes)))
-        for key in hashes:
-            index[key] = len(index) + 1
+        index.update(_placed(hashes, first))  # none of them in it (``apart``)
     leases = [end for batch in batches for end in batch.leases]
     if tag is not None:
         leases = [end for end in leases if keys.slot_tag(end.group) == tag]
@@ -220,6 +227,21 @@ def _settle_call(
     return SettleCall(all_keys, args, watched)
 
 
+def _placed(hashes: tuple[str, ...], first: int) -> tuple[tuple[str, int], ...]:
+    """``hashes`` with their indexes from ``first``: kept (a level's hashes, at the same place
+    in most calls of one shape)."""
+    found = _PLACED.get((hashes, first))
+    if found is None:
+        found = tuple(zip(hashes, range(first, first + len(hashes)), strict=True))
+        if len(_PLACED) >= 4096:
+            _PLACED.clear()
+        _PLACED[hashes, first] = found
+    return found
+
+
+_PLACED: dict[tuple[tuple[str, ...], int], tuple[tuple[str, int], ...]] = {}
+
+
 def shared_alone(
     batches: Sequence[SettleBatch], merged: dict[str, dict[str, list[int]]], tag: str | None
 ) -> list[SharedAggregate]:
@@ -241,7 +263,7 @@ def shared_alone(
 
 def shared_in(batches: Sequence[SettleBatch], tag: str | None) -> list[SharedAggregate]:
     """The batches' shared aggregates, their hashes in ``tag``'s slot."""
-    found = [shared for batch in batches for shared in batch.shared]
+    found = [shared for batch in batches if batch.shared for shared in batch.shared]
     if tag is not None:
         found = [shared for shared in map(_in_slot, found, repeat(tag)) if shared.keys]
     return found
@@ -249,6 +271,8 @@ def shared_in(batches: Sequence[SettleBatch], tag: str | None) -> list[SharedAgg
 
 def apart(found: Sequence[SharedAggregate], written: KeysView[str]) -> bool:
     """Whether no hash of ``found`` is in ``written`` or in another of them."""
+    if len(found) == 1:  # most often: one flush's level usage
+        return written.isdisjoint(found[0].keys)
     claimed: set[str] = set()
     for shared in found:
         hashes = shared.keys
