@@ -149,15 +149,22 @@ def _settle_call(
 ) -> SettleCall | None:
     found = settle_increments.formed(batches, tag)
     merged: dict[str, dict[str, list[int]]] = {}
+    extra: dict[str, dict[str, list[int]]] = {}
     if found is not None:
         plan, made = found
         index = dict(zip(plan.keys, range(1, len(plan.keys) + 1), strict=True))
-        alone = shared_in(batches, tag)
-        if apart(alone, index.keys()):  # else the general path adds them to the increments
+        if made.spelled_out:  # written after the plan's, if on hashes of their own, the
+            # shared writes on them summed in (as the general path does every write)
+            extra = settle_increments.written(batches, tag)
+            alone = shared_alone(batches, extra, tag)
+        else:
+            alone = shared_in(batches, tag)
+        # else the general path adds them all to the increments, each field written once
+        if apart(alone, index.keys()) and index.keys().isdisjoint(extra):
             watched = plan.watched
             increments, listed = made.size, dict.fromkeys(made.hashes)
             every = len(listed) == len(index)  # then none is listed (the list costs the script)
-            parts = [b"", made.packed]
+            rows, amounts = made.rows, made.values
         else:
             found = None
     if found is None:
@@ -168,6 +175,23 @@ def _settle_call(
     formed = 0 if every else len(index)  # the hashes after it are checked whatever
     if every:
         listed = {}
+    if found is not None:
+        if extra:  # on hashes after ``formed``: checked whatever, none listed
+            rows, amounts, watched = [*rows], [*amounts], [*watched]  # the plan's kept as they are
+            for key, fields in extra.items():
+                at = 0
+                for name, (delta, ttl, watch) in fields.items():
+                    if not (delta or watch):
+                        continue
+                    at = at or index.setdefault(key, len(index) + 1)
+                    if not -MAX_STORED <= delta <= MAX_STORED:
+                        raise StoreRejected(f"a delta settle.lua cannot take exactly: {delta}")
+                    rows.append(settle_pack.row(at, ttl, watch, name))
+                    amounts.append(delta)
+                    if watch:
+                        watched.append((key, name))
+            increments += len(amounts) - made.size
+        parts = [b"", b"".join(rows) + settle_pack.deltas(amounts)]
     shared_forms = []
     for hashes, ttls, names, values in alone:  # each hash new to the call: the next KEYS
         if len(names) != len(values):
