@@ -157,10 +157,12 @@ def _settle_call(
             # shared writes on them summed in (as the general path does every write)
             extra = settle_increments.written(batches, tag)
             alone = shared_alone(batches, extra, tag)
+            fits = apart(alone, index.keys()) and index.keys().isdisjoint(extra)
         else:
             alone = shared_in(batches, tag)
+            fits = not alone or apart(alone, index.keys())
         # else the general path adds them all to the increments, each field written once
-        if apart(alone, index.keys()) and index.keys().isdisjoint(extra):
+        if fits:
             watched = plan.watched
             increments, listed = made.size, dict.fromkeys(made.hashes)
             every = len(listed) == len(index)  # then none is listed (the list costs the script)

@@ -23,6 +23,7 @@ from gateway.store.port import MAX_STORED, SettleBatch, SettleForm, StoreRejecte
 from gateway.store.redis import settle_pack
 
 MOST_PLANS = 1024
+_new = tuple.__new__
 
 
 class Plan:
@@ -122,7 +123,7 @@ def formed(batches: Sequence[SettleBatch], tag: str | None) -> tuple[Plan, Write
     watches = plan.watches
     live = [at for at, delta in enumerate(totals) if delta or watches[at]]
     if not live:
-        return plan, Writes(0, [], [], [], spelled_out)
+        return plan, _new(Writes, (0, [], [], [], spelled_out))
     rows, hashes = plan.rows, plan.hashes
     values = [totals[at] for at in live]
     try:
@@ -131,7 +132,8 @@ def formed(batches: Sequence[SettleBatch], tag: str | None) -> tuple[Plan, Write
     except TypeError as error:  # a delta that is no number
         raise StoreRejected(f"a delta settle.lua cannot take: {error}") from error
     live_rows = [rows[at] for at in live]
-    return plan, Writes(len(live), live_rows, values, [hashes[at] for at in live], spelled_out)
+    placed = [hashes[at] for at in live]  # ``tuple.__new__``: a NamedTuple's own is Python
+    return plan, _new(Writes, (len(live), live_rows, values, placed, spelled_out))
 
 
 def written(batches: Sequence[SettleBatch], tag: str | None) -> dict[str, dict[str, list[int]]]:
