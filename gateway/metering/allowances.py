@@ -110,6 +110,11 @@ class Allowances:
         self._asking: set[tuple[str, str]] = set()
         self._hot: dict[tuple[str, str], list[int]] = {}  # name → [HOT_S bucket, reservations]
         self._grant_calls: dict[tuple[Ident, Hold], tuple[list[Counter], CounterLayout]] = {}
+        # ``take``'s allowances per level shapes (by their id), valid while ``_version`` (one
+        # more per allowance opened or ended) is the same: shapes, version, oldest born, them
+        self._joints: dict[int, tuple[Sequence[LevelShape], int, float, tuple[Allowance, ...]]]
+        self._joints = {}
+        self._version = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -121,7 +126,41 @@ class Allowances:
     ) -> tuple[Use, ...] | None:
         """The request's estimate and a slot in flight from the open allowance of each level,
         or None (nothing taken) when one of them has none, or one that has ended or does not
-        cover it."""
+        cover it.
+
+        The allowances of ``shapes`` found last time are kept (``_joints``, by the shapes'
+        identity: a plan's, the same all minute) while none was opened or ended since
+        (``_version``) and the oldest is young enough; a request they cover without any
+        falling below its ``refill`` is taken from them here. Anything else (one missing,
+        stale, short or low: a top-up to ask for) goes the whole way (``_take``)."""
+        joint = self._joints.get(id(shapes))
+        if (
+            joint is None
+            or joint[0] is not shapes
+            or joint[1] != self._version
+            or now - joint[2] > self._max_age_s
+        ):
+            return self._take(shapes, amounts, now)
+        requests, tokens, audio, usd = amounts
+        need: Need = (requests, tokens, audio, usd, 1)
+        uses: list[Use] = []
+        for allowance in joint[3]:
+            left, refill = allowance.left, allowance.refill
+            r, t, u, s = left[0] - requests, left[1] - tokens, left[3] - usd, left[4] - 1
+            if r < refill[0] or t < refill[1] or u < refill[3] or s < refill[4]:
+                undone(uses)
+                return self._take(shapes, amounts, now)
+            left[0], left[1], left[3], left[4] = r, t, u, s
+            allowance.used_at = now
+            uses.append(_new(Use, (allowance, need)))
+        return tuple(uses)
+
+    def _take(
+        self, shapes: Sequence[LevelShape], amounts: Amounts, now: float
+    ) -> tuple[Use, ...] | None:
+        """``take``'s whole way: each level's allowance looked up and checked, a stale one
+        ended, a short one ended, a low one topped up; on success the allowances are kept
+        for ``shapes`` (``_joints``)."""
         requests, tokens, audio, usd = amounts
         need: Need = (requests, tokens, audio, usd, 1)
         uses: list[Use] = []
@@ -153,6 +192,11 @@ class Allowances:
             uses.append(_new(Use, (allowance, need)))
             if low and shape.name not in self._asking:  # topped up ahead
                 self._ask(shape, size(shape, need, allowance.room), allowance, now)
+        if len(self._joints) > 1_000:
+            self._joints.clear()
+        allowances = tuple([use.allowance for use in uses])
+        born = min([allowance.born for allowance in allowances], default=now)
+        self._joints[id(shapes)] = (shapes, self._version, born, allowances)  # holds ``shapes``
         return tuple(uses)
 
     def _stale(self, shapes: Sequence[LevelShape], now: float) -> None:
@@ -229,6 +273,7 @@ class Allowances:
             self._give_back(returned(allowance))
             return
         self._open[shape.name] = allowance
+        self._version += 1
 
     def _grant_call(self, shape: LevelShape, hold: Hold) -> tuple[list[Counter], CounterLayout]:
         """A grant's counters and their layout: the same objects for the same level counters
@@ -278,6 +323,7 @@ class Allowances:
             self._end(allowance)
 
     def _end(self, allowance: Allowance) -> None:
+        self._version += 1
         if self._open.get(allowance.shape.name) is allowance:
             del self._open[allowance.shape.name]
         self._give_back(returned(allowance))

@@ -31,6 +31,7 @@ SPEND = ("gw:spend:d:1", "gw:spend:m:1")
 MODEL = "gw:agg:model:m:1"
 FIELDS = ("requests", "errors", "tokens")
 SHARED = ("gw:{o:o}:min:1", "gw:{o:o}:d:1")
+OWN = "gw:{o:o}:h:1"  # written by an increment spelled out alone (an allowance's give-back)
 
 
 def _forms(rng: random.Random) -> list[SettleForm]:
@@ -56,7 +57,9 @@ def _delta(rng: random.Random) -> int:
     return rng.choice((0, 0, 0, rng.randint(-30, 30), rng.randint(-3, 3), rng.randint(0, 10**6)))
 
 
-def _batch(rng: random.Random, forms: list[SettleForm], number: int) -> SettleBatch:
+def _batch(
+    rng: random.Random, forms: list[SettleForm], number: int, own_written: bool = False
+) -> SettleBatch:
     form = rng.choice(forms)
     user = form.slots[0][0]
     deltas = tuple(_delta(rng) for _ in form.slots)
@@ -76,8 +79,12 @@ def _batch(rng: random.Random, forms: list[SettleForm], number: int) -> SettleBa
         hashes = SHARED if rng.random() < 0.8 else (SHARED[0], TIER[1])  # TIER: in the form
         shared = (SharedAggregate(hashes, (60, 0), ("req", "tok"), (1, rng.randint(0, 9))),)
     written: tuple[Increment, ...] = ()
-    if rng.random() < 0.1:  # spelled out: the general path for the whole call
+    if rng.random() < (0.25 if own_written else 0.1):  # spelled out: the general path
         written = (Increment(TIER[0], "usd", rng.randint(-5, 5), 200),)
+        if own_written:  # or on a hash of its own (then written after the form's ones)
+            key = rng.choice((OWN, OWN, OWN, OWN, SHARED[0], TIER[0]))
+            watch = rng.random() < 0.3
+            written = (Increment(key, "req", rng.randint(-5, 5), 200, watch),)
     index = keys.user_records(user, "1") if rng.random() < 0.7 else None
     record = b"r%d" % number if rng.random() < 0.9 else None
     return SettleBatch(written, record, (), leases, index, shared, form, deltas)
@@ -115,7 +122,7 @@ def _state(client: redis.Redis, by_id: bool) -> dict[bytes, Any]:
 
 
 def _run(
-    client: redis.Redis, seed: int, make: Any, text: str, *, cluster: bool
+    client: redis.Redis, seed: int, make: Any, text: str, *, cluster: bool, own: bool = False
 ) -> tuple[dict[bytes, Any], list[Any]]:
     client.flushall()
     rng = random.Random(seed)
@@ -123,7 +130,8 @@ def _run(
     _seed_leases(client, rng)
     replies: list[Any] = []
     for round_ in range(30):
-        batches = [_batch(rng, forms, round_ * 100 + n) for n in range(rng.randint(1, 14))]
+        count = rng.randint(1, 14)
+        batches = [_batch(rng, forms, round_ * 100 + n, own) for n in range(count)]
         mark = f"m{rng.randrange(25)}"  # some marks again: a retried batch
         tags = scripts.slot_tags(batches) if cluster else [None]
         for tag in tags:
@@ -155,6 +163,29 @@ def test_formed_settles_leave_redis_as_the_spelled_out_encoding_did(
     assert after[1] == before[1]
     assert after[0] == before[0]
     assert any(kind == b"hash" for kind, _, _ in after[0].values())
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("cluster", [False, True])
+def test_increments_spelled_out_on_hashes_of_their_own_leave_redis_as_before(
+    redis_server: RedisServer, seed: int, cluster: bool
+) -> None:
+    """An allowance's give-back (increments spelled out) on hashes no form or shared write of
+    the call writes is written after the form's increments, the call staying formed; on a
+    hash they share, the general path as before: the same state and replies either way."""
+    client = redis.Redis(port=redis_server.port)
+    try:
+        before = _run(
+            client, seed, settle_reference.call, settle_reference.TEXT, cluster=cluster, own=True
+        )
+        after = _run(
+            client, seed, scripts.settle_call, scripts.SETTLE.text, cluster=cluster, own=True
+        )
+    finally:
+        client.flushall()
+        client.close()
+    assert after[1] == before[1]
+    assert after[0] == before[0]
 
 
 @pytest.mark.parametrize("bad", [MAX_STORED + 1, -MAX_STORED - 1, 2**64, 1.5, "1"])

@@ -28,6 +28,7 @@ from gateway.store.port import (
     StoreRejected,
 )
 from gateway.store.redis import reserve_pack, settle_increments, settle_pack
+from gateway.store.redis.settle_pack import shared_fields
 
 _IS_INT = resources.files("gateway.store.redis").joinpath("is_int.lua").read_text()
 _COMMON = _IS_INT + "\n" + resources.files("gateway.store.redis").joinpath("common.lua").read_text()
@@ -151,15 +152,24 @@ def _settle_call(
 ) -> SettleCall | None:
     found = settle_increments.formed(batches, tag)
     merged: dict[str, dict[str, list[int]]] = {}
+    extra: dict[str, dict[str, list[int]]] = {}
     if found is not None:
         plan, made = found
         index = dict(zip(plan.keys, range(1, len(plan.keys) + 1), strict=True))
-        alone = shared_in(batches, tag)
-        if apart(alone, index.keys()):  # else the general path adds them to the increments
+        if made.spelled_out:  # written after the plan's, if on hashes of their own, the
+            # shared writes on them summed in (as the general path does every write)
+            extra = settle_increments.written(batches, tag)
+            alone = shared_alone(batches, extra, tag)
+            fits = apart(alone, index.keys()) and index.keys().isdisjoint(extra)
+        else:
+            alone = shared_in(batches, tag)
+            fits = not alone or apart(alone, index.keys())
+        # else the general path adds them all to the increments, each field written once
+        if fits:
             watched = plan.watched
             increments, listed = made.size, dict.fromkeys(made.hashes)
             every = len(listed) == len(index)  # then none is listed (the list costs the script)
-            parts = [b"", made.packed]
+            rows, amounts = made.rows, made.values
         else:
             found = None
     if found is None:
@@ -170,15 +180,38 @@ def _settle_call(
     formed = 0 if every else len(index)  # the hashes after it are checked whatever
     if every:
         listed = {}
+    if found is not None:
+        if extra:  # on hashes after ``formed``: checked whatever, none listed
+            rows, amounts, watched = [*rows], [*amounts], [*watched]  # the plan's kept as they are
+            for key, fields in extra.items():
+                at = 0
+                for name, (delta, ttl, watch) in fields.items():
+                    if not (delta or watch):
+                        continue
+                    at = at or index.setdefault(key, len(index) + 1)
+                    if not -MAX_STORED <= delta <= MAX_STORED:
+                        raise StoreRejected(f"a delta settle.lua cannot take exactly: {delta}")
+                    rows.append(settle_pack.row(at, ttl, watch, name))
+                    amounts.append(delta)
+                    if watch:
+                        watched.append((key, name))
+            increments += len(amounts) - made.size
+        parts = [b"", b"".join(rows) + settle_pack.deltas(amounts)]
     shared_forms = []
     for hashes, ttls, names, values in alone:  # each hash new to the call: the next KEYS
-        writes = [(name, value) for name, value in zip(names, values, strict=True) if value]
-        if not writes:
-            continue
-        parts.append(settle_pack.shared_write(len(index) + 1, ttls, writes))
+        if len(names) != len(values):
+            raise StoreRejected(f"{len(values)} values for the fields {names}")
+        if all(values):  # most often: every field written (no list of the pairs); lengths
+            # checked above, as ``strict=`` makes zip a keyword call, some 6k instructions
+            writes: Sequence[tuple[str, int]] = tuple(zip(names, values))  # noqa: B905
+        else:
+            writes = [(name, value) for name, value in zip(names, values, strict=True) if value]
+            if not writes:
+                continue
+        first = len(index) + 1
+        parts += (settle_pack.shared_head(first, ttls, len(writes)), *shared_fields(writes))
         shared_forms.append(settle_pack.shared_lua(len(ttls), len(writes)))
-        for key in hashes:
-            index[key] = len(index) + 1
+        index.update(_placed(hashes, first))  # none of them in it (``apart``)
     leases = [end for batch in batches for end in batch.leases]
     if tag is not None:
         leases = [end for end in leases if keys.slot_tag(end.group) == tag]
@@ -223,6 +256,21 @@ def _settle_call(
     return SettleCall(all_keys, args, watched)
 
 
+def _placed(hashes: tuple[str, ...], first: int) -> tuple[tuple[str, int], ...]:
+    """``hashes`` with their indexes from ``first``: kept (a level's hashes, at the same place
+    in most calls of one shape)."""
+    found = _PLACED.get((hashes, first))
+    if found is None:
+        found = tuple(zip(hashes, range(first, first + len(hashes)), strict=True))
+        if len(_PLACED) >= 4096:
+            _PLACED.clear()
+        _PLACED[hashes, first] = found
+    return found
+
+
+_PLACED: dict[tuple[tuple[str, ...], int], tuple[tuple[str, int], ...]] = {}
+
+
 def shared_alone(
     batches: Sequence[SettleBatch], merged: dict[str, dict[str, list[int]]], tag: str | None
 ) -> list[SharedAggregate]:
@@ -244,7 +292,7 @@ def shared_alone(
 
 def shared_in(batches: Sequence[SettleBatch], tag: str | None) -> list[SharedAggregate]:
     """The batches' shared aggregates, their hashes in ``tag``'s slot."""
-    found = [shared for batch in batches for shared in batch.shared]
+    found = [shared for batch in batches if batch.shared for shared in batch.shared]
     if tag is not None:
         found = [shared for shared in map(_in_slot, found, repeat(tag)) if shared.keys]
     return found
@@ -252,6 +300,8 @@ def shared_in(batches: Sequence[SettleBatch], tag: str | None) -> list[SharedAgg
 
 def apart(found: Sequence[SharedAggregate], written: KeysView[str]) -> bool:
     """Whether no hash of ``found`` is in ``written`` or in another of them."""
+    if len(found) == 1:  # most often: one flush's level usage
+        return written.isdisjoint(found[0].keys)
     claimed: set[str] = set()
     for shared in found:
         hashes = shared.keys

@@ -23,6 +23,7 @@ from gateway.store.port import MAX_STORED, SettleBatch, SettleForm, StoreRejecte
 from gateway.store.redis import settle_pack
 
 MOST_PLANS = 1024
+_new = tuple.__new__
 
 
 class Plan:
@@ -61,11 +62,14 @@ class Plan:
 
 
 class Writes(NamedTuple):
-    """A plan's writes in one call: how many, their rows and deltas packed, the hashes."""
+    """A plan's writes in one call: how many, their rows and deltas, the hashes, and whether
+    a batch also spells out increments (``written``: not in the plan)."""
 
     size: int
-    packed: bytes
+    rows: list[bytes]
+    values: list[int]
     hashes: list[int]
+    spelled_out: bool
 
 
 _PLANS: dict[tuple[tuple[SettleForm, ...], str | None], Plan | None] = {}
@@ -74,13 +78,17 @@ _SEEN: set[tuple[tuple[SettleForm, ...], str | None]] = set()  # once, with no p
 
 def formed(batches: Sequence[SettleBatch], tag: str | None) -> tuple[Plan, Writes] | None:
     """The plan of ``batches``' forms and its writes (deltas summed per field; those of 0 not
-    watched left out); None when a batch spells out its increments or aggregates, none has a
-    form, or the forms have no plan."""
+    watched left out); None when a batch spells out aggregates, none has a form, or the forms
+    have no plan. Increments spelled out (an allowance's grants given back) are not in it:
+    ``Writes.spelled_out`` says there are some (``written``)."""
     sums: dict[SettleForm, Sequence[int]] = {}
+    spelled_out = False
     for batch in batches:
         form = batch.form
-        if batch.written or batch.aggregates:
+        if batch.aggregates:
             return None
+        if batch.written:
+            spelled_out = True
         if form is None:
             continue
         found = sums.get(form)
@@ -115,7 +123,7 @@ def formed(batches: Sequence[SettleBatch], tag: str | None) -> tuple[Plan, Write
     watches = plan.watches
     live = [at for at, delta in enumerate(totals) if delta or watches[at]]
     if not live:
-        return plan, Writes(0, b"", [])
+        return plan, _new(Writes, (0, [], [], [], spelled_out))
     rows, hashes = plan.rows, plan.hashes
     values = [totals[at] for at in live]
     try:
@@ -123,8 +131,20 @@ def formed(batches: Sequence[SettleBatch], tag: str | None) -> tuple[Plan, Write
             raise StoreRejected(f"a delta settle.lua cannot take exactly: {values}")
     except TypeError as error:  # a delta that is no number
         raise StoreRejected(f"a delta settle.lua cannot take: {error}") from error
-    packed = b"".join([rows[at] for at in live]) + settle_pack.deltas(values)
-    return plan, Writes(len(live), packed, [hashes[at] for at in live])
+    live_rows = [rows[at] for at in live]
+    placed = [hashes[at] for at in live]  # ``tuple.__new__``: a NamedTuple's own is Python
+    return plan, _new(Writes, (len(live), live_rows, values, placed, spelled_out))
+
+
+def written(batches: Sequence[SettleBatch], tag: str | None) -> dict[str, dict[str, list[int]]]:
+    """The increments ``batches`` spell out in ``tag``'s slot (a delta, or watched), merged as
+    ``merged`` merges them: key → field → [summed delta, longest ttl, watched]."""
+    found: dict[str, dict[str, list[int]]] = {}
+    for batch in batches:
+        for key, field, delta, ttl_s, watch in batch.written:
+            if (delta or watch) and (tag is None or keys.slot_tag(key) == tag):
+                _merge(found, key, field, delta, ttl_s, watch)
+    return found
 
 
 def _plan(forms: tuple[SettleForm, ...], tag: str | None) -> Plan | None:

@@ -37,9 +37,12 @@ GRANT = struct.Struct("<iIi")  # a grant's head: up to its amount's text's lengt
 _LEASE = struct.Struct("<iiii")
 _ROW = struct.Struct("<iIB")
 _FIELD_TAIL = struct.Struct("<qi")
+_THREE = struct.Struct("<iii")
 NAMES: dict[str, bytes] = {}  # a field's name, packed (``name``)
 TEXTS: dict[int, bytes] = {}  # a delta's text, packed (``text``)
 _CONSTANTS: dict[tuple[int, int, int], bytes] = {}
+_WRITES: dict[tuple[str, int], bytes] = {}  # a shared write's field, packed (``_write``)
+_TTLS: dict[Sequence[int], bytes] = {}  # a shared write's times to live, packed (``_ttls``)
 _MOST_CACHED = 4096
 
 
@@ -65,13 +68,44 @@ def text(value: int) -> bytes:
 
 def shared_write(first: int, ttls: Sequence[int], writes: Sequence[tuple[str, int]]) -> bytes:
     """The same ``writes`` (field, delta) to ``len(ttls)`` hashes from index ``first``."""
-    parts = [struct.pack(f"<iii{len(ttls)}I", first, len(ttls), len(writes), *ttls)]
-    for field, delta in writes:
-        if not -MAX_STORED <= delta <= MAX_STORED:
-            raise StoreRejected(f"a delta settle.lua cannot take exactly: {delta}")
-        text = b"%d" % delta
-        parts += (NAMES.get(field) or name(field), _FIELD_TAIL.pack(delta, len(text)), text)
-    return b"".join(parts)
+    return b"".join([shared_head(first, ttls, len(writes)), *shared_fields(writes)])
+
+
+def shared_head(first: int, ttls: Sequence[int], count: int) -> bytes:
+    """A shared write's head: its first hash's index, how many hashes and fields (``count``),
+    each hash's seconds."""
+    return _THREE.pack(first, len(ttls), count) + (_TTLS.get(ttls) or _ttls(ttls))
+
+
+def shared_fields(writes: Sequence[tuple[str, int]]) -> list[bytes]:
+    """A shared write's fields, each packed: name, delta as a number and as text."""
+    parts = []
+    for write in writes:
+        packed = _WRITES.get(write)
+        if packed is None or type(write[1]) is not int:  # bool and float equal some int
+            packed = _write(*write)
+        parts.append(packed)
+    return parts
+
+
+def _write(field: str, delta: int) -> bytes:
+    """One field of a shared write: its name, its delta as a number and as text; kept per
+    (field, delta) (a flush's level sums: requests and tokens repeat)."""
+    if not -MAX_STORED <= delta <= MAX_STORED:
+        raise StoreRejected(f"a delta settle.lua cannot take exactly: {delta}")
+    text = b"%d" % delta
+    packed = (NAMES.get(field) or name(field)) + _FIELD_TAIL.pack(delta, len(text)) + text
+    if len(_WRITES) < _MOST_CACHED and type(delta) is int:
+        _WRITES[field, delta] = packed
+    return packed
+
+
+def _ttls(ttls: Sequence[int]) -> bytes:
+    """A shared write's times to live, packed; kept per tuple (a level's windows: few)."""
+    packed = struct.pack(f"<{len(ttls)}I", *ttls)
+    if len(_TTLS) < _MOST_CACHED and type(ttls) is tuple:
+        _TTLS[ttls] = packed
+    return packed
 
 
 def lease_end(pair: int, lease_id: str, first: int, count: int) -> bytes:
@@ -135,8 +169,16 @@ def lua_format(counts: tuple[int, int, int, int, int], listed: int, shared: Sequ
 
 
 def shared_lua(hashes: int, fields: int) -> str:
-    """A shared write's Lua format."""
-    return SHARED_LUA + "I4" * hashes + FIELD_LUA * fields
+    """A shared write's Lua format (kept: a level's hashes and fields are few)."""
+    found = _SHARED_LUAS.get((hashes, fields))
+    if found is None:
+        found = SHARED_LUA + "I4" * hashes + FIELD_LUA * fields
+        if len(_SHARED_LUAS) < _MOST_CACHED:
+            _SHARED_LUAS[hashes, fields] = found
+    return found
+
+
+_SHARED_LUAS: dict[tuple[int, int], str] = {}
 
 
 def _constants(constants: tuple[int, int, int]) -> bytes:
