@@ -56,6 +56,17 @@ BENCH_ENV = {
 }
 
 
+def work_request(config: Config, levels: bool) -> MeterRequest:
+    """The micro benches' chat request of one user (``LEVELS``: in a team in an organization)."""
+    tier, model = config.tiers[TIER], config.models["bench-json"]
+    return MeterRequest(
+        request_id="work", user="work-user", key_id="sk-work", tier=tier,
+        capability="text_generation", byok=False, prompt_tokens_estimate=20,
+        max_output_tokens=64, audio_ms_estimate=0, price=model.price, generates_tokens=True,
+        levels=LEVELS if levels else (),
+    )  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4000)

@@ -20,11 +20,11 @@ import sys
 from operator import itemgetter
 from typing import cast
 
-from meter_micro import BENCH_ENV, LEVELS
-from services import CONFIG_DIR, TIER
+from meter_micro import BENCH_ENV, work_request
+from services import CONFIG_DIR
 
 from gateway.config.load import load_config
-from gateway.metering import MeterRequest, Outcome, counters
+from gateway.metering import Outcome, counters
 from gateway.metering.allowance import Allowance
 from gateway.metering.allowance_writes import seal
 from gateway.metering.allowances import Allowances
@@ -41,13 +41,8 @@ NOW = 1_796_000_000.0
 
 def main(kind: str, count: int) -> None:
     config = load_config(str(CONFIG_DIR), BENCH_ENV)
-    tier, model = config.tiers[TIER], config.models["bench-json"]
-    request = MeterRequest(
-        request_id="work", user="work-user", key_id="sk-work", tier=tier,
-        capability="text_generation", byok=False, prompt_tokens_estimate=20,
-        max_output_tokens=64, audio_ms_estimate=0, price=model.price, generates_tokens=True,
-        levels=LEVELS if kind in ("team", "allowance") else (),
-    )  # fmt: skip
+    model = config.models["bench-json"]
+    request = work_request(config, kind in ("team", "allowance"))
     outcome = Outcome(
         status=200, model=model.name, provider=model.upstream.name,
         upstream_model=model.upstream_model, price=model.price, prompt_tokens=12,

@@ -25,12 +25,12 @@ import tempfile
 import time
 
 import redis
-from meter_micro import BENCH_ENV, LEVELS
+from meter_micro import BENCH_ENV, work_request
 from procs import free_port
-from services import CONFIG_DIR, TIER
+from services import CONFIG_DIR
 
 from gateway.config.load import load_config
-from gateway.metering import MeterRequest, Outcome, counters
+from gateway.metering import Outcome, counters
 from gateway.metering.settle import settlement
 from gateway.metering.types import Admission
 from gateway.metering.windows import windows_at
@@ -53,13 +53,8 @@ def main() -> int:
     if valgrind is None or server is None:
         raise SystemExit("valgrind or redis-server is missing")
     config = load_config(str(CONFIG_DIR), BENCH_ENV)
-    tier, model = config.tiers[TIER], config.models["bench-json"]
-    request = MeterRequest(
-        request_id="work", user="work-user", key_id="sk-work", tier=tier,
-        capability="text_generation", byok=False, prompt_tokens_estimate=20,
-        max_output_tokens=64, audio_ms_estimate=0, price=model.price, generates_tokens=True,
-        levels=LEVELS if args.kind == "team" else (),
-    )  # fmt: skip
+    model = config.models["bench-json"]
+    request = work_request(config, args.kind == "team")
     outcome = Outcome(
         status=200, model=model.name, provider=model.upstream.name,
         upstream_model=model.upstream_model, price=model.price, prompt_tokens=12,

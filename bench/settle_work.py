@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import sys
 
-from meter_micro import BENCH_ENV, LEVELS
-from services import CONFIG_DIR, TIER
+from meter_micro import BENCH_ENV, work_request
+from services import CONFIG_DIR
 
 from gateway.config.load import load_config
-from gateway.metering import MeterRequest, Outcome, counters
+from gateway.metering import Outcome, counters
 from gateway.metering.plans import Plans
 from gateway.metering.settle import settlement
 from gateway.metering.types import Admission, Amounts
@@ -32,13 +32,8 @@ NOW = 1_796_000_000.0
 def batches(kind: str, size: int) -> list[SettleBatch]:
     """``size`` settled requests of one user, as ``Meter.finish`` makes them."""
     config = load_config(str(CONFIG_DIR), BENCH_ENV)
-    tier, model = config.tiers[TIER], config.models["bench-json"]
-    request = MeterRequest(
-        request_id="work", user="work-user", key_id="sk-work", tier=tier,
-        capability="text_generation", byok=False, prompt_tokens_estimate=20,
-        max_output_tokens=64, audio_ms_estimate=0, price=model.price, generates_tokens=True,
-        levels=LEVELS if kind == "team" else (),
-    )  # fmt: skip
+    model = config.models["bench-json"]
+    request = work_request(config, kind == "team")
     plans = Plans(counters.LimitCache(config))
     found = []
     for number in range(size):

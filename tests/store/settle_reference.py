@@ -103,7 +103,8 @@ def _settle_call(
         writes = [(name, value) for name, value in zip(names, values, strict=True) if value]
         if not writes:
             continue
-        parts.append(settle_pack.shared_write(len(index) + 1, ttls, writes))
+        head = settle_pack.shared_head(len(index) + 1, ttls, len(writes))
+        parts.append(b"".join([head, *settle_pack.shared_fields(writes)]))
         shared_forms.append(settle_pack.shared_lua(len(ttls), len(writes)))
         for key in hashes:
             index[key] = len(index) + 1

@@ -66,11 +66,6 @@ def text(value: int) -> bytes:
     return packed
 
 
-def shared_write(first: int, ttls: Sequence[int], writes: Sequence[tuple[str, int]]) -> bytes:
-    """The same ``writes`` (field, delta) to ``len(ttls)`` hashes from index ``first``."""
-    return b"".join([shared_head(first, ttls, len(writes)), *shared_fields(writes)])
-
-
 def shared_head(first: int, ttls: Sequence[int], count: int) -> bytes:
     """A shared write's head: its first hash's index, how many hashes and fields (``count``),
     each hash's seconds."""
