@@ -79,7 +79,7 @@ from services import (
 )
 from wrk_load import LoadSpec, run_wrk
 
-SCENARIOS = (("chat_c16", "bench-json", False), ("stream_c16", "bench-sse", True))
+SCENARIOS = (("chat", "bench-json", False), ("stream", "bench-sse", True))  # _c<connections>
 MAIN_TREE = Path(__file__).resolve().parents[1]
 BIG = 10**11  # limits that never bind during a run
 FLAG_PATH = "/v1/admin/flags/together_ai_fallback"
@@ -108,6 +108,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", type=Path, default=None,
         help="directory for py-spy's collapsed stacks of each gateway under load",
+    )  # fmt: skip
+    parser.add_argument(
+        "--connections", type=int, default=16,
+        help="wrk's connections in the measured scenarios (1: the one-connection path)",
     )  # fmt: skip
     return parser.parse_args(argv)
 
@@ -398,6 +402,7 @@ class Harness:
     report: Report
     key: str
     profile_dir: Path | None = None
+    connections: int = 16
 
 
 def _py_spy(output: Path, pid: int) -> subprocess.Popen[bytes]:
@@ -432,8 +437,11 @@ def one_turn(harness: Harness, variant: Variant, turn: int) -> dict[str, float]:
     for model, stream in (("bench-json", False), ("bench-sse", True)):  # warm-up, 1 s each
         run_wrk(harness.knobs.wrk, LoadSpec(gateway.url(), 16, 1, model, stream, key))
     rates = {}
-    for name, model, stream in SCENARIOS:
-        load = Load(f"{variant.name}_{name}_r{turn}", gateway.url(), 16, model, stream, key)
+    for kind, model, stream in SCENARIOS:
+        name = f"{kind}_c{harness.connections}"
+        load = Load(
+            f"{variant.name}_{name}_r{turn}", gateway.url(), harness.connections, model, stream, key
+        )
         watch = {"gateway": gateway.pids(), "redis": [harness.mocks.redis.pid]}
         stats = redis.Redis.from_url(harness.mocks.redis_url)
         stats.config_resetstat()
@@ -474,9 +482,11 @@ def cpu_us_per_request(result: ScenarioResult, group: str) -> float:
     return 1e4 * pct / result.rps if result.rps else 0.0
 
 
-def print_summary(variants: Sequence[Variant], seen: dict[str, dict[str, list[float]]]) -> None:
+def print_summary(
+    variants: Sequence[Variant], seen: dict[str, dict[str, list[float]]], connections: int
+) -> None:
     first = variants[0].name
-    for name, _, _ in SCENARIOS:
+    for name in (f"{kind}_c{connections}" for kind, _, _ in SCENARIOS):
         reference = median(seen[first][name])
         for variant in variants:
             rates = seen[variant.name][name]
@@ -516,13 +526,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             mocks = start_mocks(procs, tools, layout)
             key = f"sk-bench-{secrets.token_hex(12)}"
-            harness = Harness(procs, layout, mocks, knobs, report, key, args.profile)
+            harness = Harness(
+                procs, layout, mocks, knobs, report, key, args.profile, args.connections
+            )
             sidecar.redis_url, sidecar.cpus = mocks.redis_url, layout.load_cpus
             for turn in range(args.rounds):
                 for variant in variants if turn % 2 == 0 else variants[::-1]:
                     for name, rps in one_turn(harness, variant, turn).items():
                         seen[variant.name].setdefault(name, []).append(rps)
-        print_summary(variants, seen)
+        print_summary(variants, seen, args.connections)
     finally:
         if postgres is not None:
             postgres.close()
