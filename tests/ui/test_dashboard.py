@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
 import zipfile
 from typing import Any
 from xml.etree import ElementTree
@@ -35,6 +36,17 @@ def chat(served: Gateway, key: str, count: int = 1) -> None:
             model="ok", messages=[{"role": "user", "content": "hello"}], max_tokens=5
         )
         assert answer.choices[0].message.content
+
+
+def billed(served: Gateway, user: str, timeout: float = 10) -> None:
+    """Wait until the user's usage record is stored: billing runs after the answer's last byte,
+    so a page read right after the call could come before it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page = admin_api(served, "GET", f"/v1/admin/usage/records?user={user}&limit=1").json()
+        if page["data"] or time.monotonic() > deadline:
+            return
+        time.sleep(0.02)
 
 
 def xlsx_rows(data: bytes) -> list[list[str]]:
@@ -81,6 +93,7 @@ def test_operator_pages(browser: Browser, served: Gateway) -> None:
 
     # use it through the openai SDK, then find the request in analytics and on the overview
     chat(served, secret)
+    billed(served, "ui-user")
     browser.visit("/ui/analytics?user=ui-user", "analytics", ready="#records")
     records = browser.driver.find_element("id", "records").text
     assert "ui-user" in records and "ok" in records
