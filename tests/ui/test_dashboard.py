@@ -38,13 +38,13 @@ def chat(served: Gateway, key: str, count: int = 1) -> None:
         assert answer.choices[0].message.content
 
 
-def billed(served: Gateway, user: str, timeout: float = 10) -> None:
-    """Wait until the user's usage record is stored: billing runs after the answer's last byte,
-    so a page read right after the call could come before it."""
+def billed(served: Gateway, user: str, count: int = 1, timeout: float = 10) -> None:
+    """Wait until ``count`` usage records of the user are stored: billing runs after the
+    answer's last byte, so a page read right after the call could come before it."""
     deadline = time.monotonic() + timeout
-    while True:
-        page = admin_api(served, "GET", f"/v1/admin/usage/records?user={user}&limit=1").json()
-        if page["data"] or time.monotonic() > deadline:
+    path = f"/v1/admin/usage/records?user={user}&limit={count}"
+    while len(admin_api(served, "GET", path).json()["data"]) < count:
+        if time.monotonic() > deadline:
             return
         time.sleep(0.02)
 
@@ -204,6 +204,7 @@ def test_user_pages_and_quota_request(browser: Browser, served: Gateway) -> None
     browser.visit("/ui/me", "me", ready=bar)
     before = int(browser.driver.find_element("css selector", bar).get_attribute("data-used"))
     chat(served, USER_KEY, 2)
+    billed(served, USER, 2)
     browser.visit("/ui/me", "me-after", ready=bar)
     after = int(browser.driver.find_element("css selector", bar).get_attribute("data-used"))
     assert after == before + 2
