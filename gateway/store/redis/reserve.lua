@@ -55,7 +55,8 @@
 -- reservation takes a path of its own: no dedupe (HMGET reads a field named twice twice, and
 -- the grants are summed per field when written), only the grants written, tables made at their
 -- full size once (a table grown entry by entry is rehashed at every power of two, ~500
--- instructions each). Both apply rule.lua, inlined here at each ``-- <rule>`` by scripts.py
+-- instructions each), and when each key's counters are adjacent (as the gateway lays them
+-- out) no table per key either. Both apply rule.lua, inlined here at each ``-- <rule>`` by scripts.py
 -- (a Lua function call per counter cost ~1.5k instructions more).
 -- Globals read into locals once: a global is a table read by name, each use.
 local KEYS, ARGV, unpack = KEYS, ARGV, unpack
@@ -111,31 +112,99 @@ if ARGV[2] == '' then
     end
   end
   local names = found and fields_of(ARGV[6], count)
-  -- key -> the fields its HMGET reads (a field named twice read twice), then what it read;
-  -- made with room for eight keys (a plain key's KEYS; a call to unpack costs more), false: none
-  local hashes = {false, false, false, false, false, false, false, false}
-  local places = sized(count)  -- per counter its value's place in its HMGET
+  -- Per counter what its hash held (false: nothing). As the gateway lays them out, each key's
+  -- counters are adjacent, in key order, and name no field twice: then a key's counters are a
+  -- run (starts[key] .. starts[key + 1] - 1), read with one HMGET (HGET for one field: no
+  -- reply table) and written with one HSET, and no table per key is made. Else (``runs``
+  -- false) per key the fields it reads (a field named twice read twice) in ``hashes``.
+  local read = sized(count)
+  local starts = sized(m + 1)
+  local runs = true
+  local key = 0
   for i = 1, count do
     local b = first + 4 * i - 4
-    local key = lay[b]
-    local read = hashes[key]
-    if not read then
-      if key < 1 or key > m or key % 1 ~= 0 then error({err = 'ERR gateway: no key ' .. key}) end
-      hashes[key] = {lay[b + 1], nil, nil, nil}  -- room for four (see ``sized``)
-      places[i] = 1
+    local at = lay[b]
+    if at ~= key then
+      if at ~= key + 1 then
+        runs = false
+        break
+      end
+      key = at
+      starts[key] = i
     else
-      local at = #read + 1
-      read[at] = lay[b + 1]
-      places[i] = at
+      local field = lay[b + 1]
+      for j = starts[key], i - 1 do
+        if lay[first + 4 * j - 3] == field then runs = false end
+      end
+      if not runs then break end
     end
   end
-  for key = 1, m do
-    local read = hashes[key]
-    if not read then
-    elseif #read == 1 then  -- one field (most hashes) named in the call: no ``unpack``
-      hashes[key] = call('HMGET', KEYS[key], read[1])
-    else
-      hashes[key] = call('HMGET', KEYS[key], unpack(read))
+  local hashes = nil
+  local fresh = false  -- a hash none of whose counters held a value (it may be new)
+  if runs and key == m then
+    starts[m + 1] = count + 1
+    for key = 1, m do
+      local s, e = starts[key], starts[key + 1] - 1
+      local b = first + 4 * s - 3  -- counter s's field
+      if s == e then
+        local value = call('HGET', KEYS[key], lay[b])
+        read[s] = value
+        fresh = fresh or not value
+      else
+        local got
+        if e - s == 1 then
+          got = call('HMGET', KEYS[key], lay[b], lay[b + 4])
+        elseif e - s == 2 then
+          got = call('HMGET', KEYS[key], lay[b], lay[b + 4], lay[b + 8])
+        else
+          local fields = sized(e - s + 1)
+          for i = s, e do fields[i - s + 1] = lay[first + 4 * i - 3] end
+          got = call('HMGET', KEYS[key], unpack(fields, 1, e - s + 1))
+        end
+        local held = false
+        for i = s, e do
+          local value = got[i - s + 1]
+          read[i] = value
+          held = held or value
+        end
+        fresh = fresh or not held
+      end
+    end
+  else
+    runs = false
+    -- key -> the fields its HMGET reads, then what it read; made with room for eight keys (a
+    -- plain key's KEYS; a call to unpack costs more), false: none
+    hashes = {false, false, false, false, false, false, false, false}
+    local places = sized(count)  -- per counter its value's place in its HMGET
+    for i = 1, count do
+      local b = first + 4 * i - 4
+      local key = lay[b]
+      local fields = hashes[key]
+      if not fields then
+        if key < 1 or key > m or key % 1 ~= 0 then error({err = 'ERR gateway: no key ' .. key}) end
+        hashes[key] = {lay[b + 1], nil, nil, nil}  -- room for four (see ``sized``)
+        places[i] = 1
+      else
+        local at = #fields + 1
+        fields[at] = lay[b + 1]
+        places[i] = at
+      end
+    end
+    for key = 1, m do
+      local fields = hashes[key]
+      if not fields then
+      elseif #fields == 1 then  -- one field (most hashes) named in the call: no ``unpack``
+        hashes[key] = call('HMGET', KEYS[key], fields[1])
+      else
+        hashes[key] = call('HMGET', KEYS[key], unpack(fields))
+      end
+    end
+    for i = 1, count do read[i] = hashes[lay[first + 4 * i - 4]][places[i]] end
+    for key = 1, m do
+      local stored = hashes[key] or none
+      local held = false
+      for i = 1, #stored do held = held or stored[i] end
+      fresh = fresh or not held
     end
   end
 
@@ -145,7 +214,7 @@ if ARGV[2] == '' then
   local last = count + 1
   for i = 1, count do
     local b = first + 4 * i - 4
-    local value = hashes[lay[b]][places[i]]
+    local value = read[i]
     local used = 0
     if value then
       used = value + 0  -- as the group's read below
@@ -172,10 +241,10 @@ if ARGV[2] == '' then
   out[1] = denied
   if denied ~= 0 then return out end
 
-  -- The new values per hash (a field named twice gets both grants, as two HINCRBYs would),
-  -- and the lease's lines, joined once.
+  -- The lease's lines, joined once, and (not ``runs``) the new values per hash: a field named
+  -- twice gets both grants, as two HINCRBYs would.
   -- key -> {field, value, field, value, ...}, made as ``hashes``
-  local totals = {false, false, false, false, false, false, false, false}
+  local totals = not runs and {false, false, false, false, false, false, false, false}
   local lines = sized(count)
   local held = 0
   local lease = ARGV[5]
@@ -187,8 +256,9 @@ if ARGV[2] == '' then
     if amount ~= 0 then
       local b = first + 4 * i - 4
       local key, field = lay[b], lay[b + 1]
-      local pairs_of = totals[key]
-      if not pairs_of then
+      local pairs_of = totals and totals[key]
+      if not totals then
+      elseif not pairs_of then
         totals[key] = {field, out[i + 1] + amount, nil, nil, nil, nil}  -- room for three
       else
         local named = nil
@@ -215,15 +285,10 @@ if ARGV[2] == '' then
     end
   end
   -- The times to live are due (before any write) only for a sliding one (negative), or a new
-  -- hash's (none of its counters held a value); most calls have neither.
-  local due = false
+  -- hash's (``fresh``); most calls have neither.
+  local due = fresh
   for key = 1, m do
     if lay[4 + key] < 0 then due = true end
-    if due then break end
-    local stored = hashes[key] or none
-    local existed = false
-    for i = 1, #stored do existed = existed or stored[i] end
-    due = not existed
   end
   -- The lease first: a key of the wrong type fails the call here, with what was written undone.
   if held > 0 then
@@ -250,7 +315,26 @@ if ARGV[2] == '' then
   end
   -- The values as text: a number given to a command is formatted by Redis ('%.17g', ~2.7k
   -- instructions), ~1k more than ``format('%d')`` (exact within +-2^63).
-  for key = 1, m do  -- one field (most hashes) named in the call, as the group's below
+  if runs then
+    local pairs_of = {nil, nil, nil, nil, nil, nil, nil, nil}  -- reused: a key's fields granted
+    for key = 1, m do
+      local h = 0
+      for i = starts[key], starts[key + 1] - 1 do
+        local amount = grants[i]
+        if amount ~= 0 then
+          pairs_of[h + 1] = lay[first + 4 * i - 3]
+          pairs_of[h + 2] = format('%d', out[i + 1] + amount)
+          h = h + 2
+        end
+      end
+      if h == 2 then  -- one field (most hashes): no ``unpack``
+        call('HSET', KEYS[key], pairs_of[1], pairs_of[2])
+      elseif h > 0 then
+        call('HSET', KEYS[key], unpack(pairs_of, 1, h))
+      end
+    end
+  end
+  for key = 1, totals and m or 0 do  -- one field (most hashes) named in the call, as the group's
     local pairs_of = totals[key]
     if not pairs_of then
     elseif #pairs_of == 2 then
@@ -265,9 +349,13 @@ if ARGV[2] == '' then
     if ttl < 0 then  -- a sliding time to live
       call('EXPIRE', KEYS[key], -ttl)
     elseif ttl ~= 0 then  -- when none of its counters held a value (a new hash)
-      local stored = hashes[key] or none
       local existed = false
-      for i = 1, #stored do existed = existed or stored[i] end
+      if runs then
+        for i = starts[key], starts[key + 1] - 1 do existed = existed or read[i] end
+      else
+        local stored = hashes[key] or none
+        for i = 1, #stored do existed = existed or stored[i] end
+      end
       if not existed then call('EXPIRE', KEYS[key], ttl) end
     end
   end
