@@ -61,7 +61,7 @@
 -- Globals read into locals once: a global is a table read by name, each use.
 local KEYS, ARGV, unpack = KEYS, ARGV, unpack
 local call, rpcall = redis.call, redis.pcall
-local format, concat = string.format, table.concat
+local format, concat, unpack_struct = string.format, table.concat, struct.unpack
 local n = ARGV[1] + 0
 -- text -> number, each converted once per call: the key indexes of the group's argument 1
 local numbers = {}
@@ -395,16 +395,6 @@ local function layout_at(at)
           '<' .. string.rep('i8', 2 * count), sliding, false, at + 2}
 end
 
--- A reservation's amounts (its argument 4) for its layout's counters: {fixed, flex, fixed,
--- flex, ...}, then where its data ended.
-local function amounts_of(data, layout)
-  local amounts = {struct.unpack(layout[9], data)}
-  if amounts[2 * layout[7] + 1] ~= #data + 1 then
-    error({err = 'ERR gateway: amounts of ' .. #data .. ' bytes for ' .. layout[7] .. ' counters'})
-  end
-  return amounts
-end
-
 -- Tables indexed by key (its index in KEYS) are made at their full size at once: a table grown
 -- entry by entry is rehashed at every power of two. false: the key has none.
 local width = #KEYS
@@ -415,6 +405,10 @@ local function blanks()  -- as ``sized``
   return {unpack(blank)}
 end
 local fields = blanks()  -- key -> the fields its HMGET reads
+-- key -> where its fields' values are in ``vals`` (one place per (key, field) in the call, so
+-- a counter's value is one read away), as ``fields``
+local slots = blanks()
+local taken = 0  -- places in ``vals``
 local overrides = {}  -- override hash's key -> {field -> number}, or false: none readable
 local plans = sized(n)  -- per reservation: {layout, its counters' keys and places, amounts, its
 --   keys, first argument, override hash's numbers}
@@ -425,21 +419,28 @@ local read_where = {}
 local layouts = {}
 local due = false  -- a time to live to set: a layout's slides, or a hash is new (below)
 
--- A counter's place in its hash's HMGET, found by looking through the few fields named before
--- (a table per hash of field -> place cost more: a table grown entry by entry is rehashed).
+-- A counter's place in ``vals``, found by looking through the few fields of its hash named
+-- before (a table per hash of field -> place cost more: a table grown entry by entry is
+-- rehashed).
 local function counter_of(key, field)
   local names = fields[key]
+  taken = taken + 1
   if not names then  -- made with its first entry: one growth less
     if KEYS[key] == nil then error({err = 'ERR gateway: no key ' .. key}) end
     fields[key] = {field, nil, nil, nil}
-    return 1
+    slots[key] = {taken, nil, nil, nil}
+    return taken
   end
   local size = #names
   for at = 1, size do
-    if names[at] == field then return at end
+    if names[at] == field then
+      taken = taken - 1
+      return slots[key][at]
+    end
   end
   names[size + 1] = field
-  return size + 1
+  slots[key][size + 1] = taken
+  return taken
 end
 
 for r = 1, n do
@@ -472,8 +473,8 @@ for r = 1, n do
     due = due or layout[10]
   end
   local lay, at, count = layout[5], layout[6], layout[7]
-  -- its counters' keys in KEYS and places in their HMGETs: the same for every reservation
-  -- of one layout and user
+  -- its counters' keys in KEYS and places in ``vals``: the same for every reservation of one
+  -- layout and user
   local resolved = layout[8][ARGV[a]]
   if resolved == nil then
     local keys_of, places = sized(count), sized(count)
@@ -506,11 +507,18 @@ for r = 1, n do
   end
   local found = override and overrides[override]
   if found and not layout[11] then layout[11] = fields_of(ARGV[layout[12]], layout[7]) end
-  plans[r] = {layout, resolved, amounts_of(ARGV[a + 3], layout), where, a, found}
+  -- its amounts (argument 4) for its layout's counters: {fixed, flex, fixed, flex, ...}, then
+  -- where its data ended
+  local data = ARGV[a + 3]
+  local amounts = {unpack_struct(layout[9], data)}
+  if amounts[2 * count + 1] ~= #data + 1 then
+    error({err = 'ERR gateway: amounts of ' .. #data .. ' bytes for ' .. count .. ' counters'})
+  end
+  plans[r] = {layout, resolved, amounts, where, a, found}
 end
 
--- The stored values, each hash read once: key -> {value or false per field}.
-local values = blanks()
+-- The stored values, each hash read once: per (key, field) its value, or false: none.
+local vals = sized(taken)
 local existed = blanks()  -- key -> true when one of its read counters held a value
 for key = 1, width do
   local names = fields[key]
@@ -521,8 +529,10 @@ for key = 1, width do
     else
       stored = call('HMGET', KEYS[key], unpack(names))
     end
+    local places = slots[key]
     for i = 1, #names do
       local value = stored[i]
+      vals[places[i]] = value
       if value then
         -- inlined (a call per value costs more than the check): an integer within +-2^53
         -- (``+ 0``, not ``tonumber``: a third of the cost; no number at all: a runtime error)
@@ -530,12 +540,11 @@ for key = 1, width do
         if used % 1 ~= 0 or used > 9007199254740992 or used < -9007199254740992 then
           error({err = 'ERR gateway: not an integer in range: ' .. value})
         end
-        stored[i] = used
+        vals[places[i]] = used
         existed[key] = true
       end
     end
     due = due or not existed[key]
-    values[key] = stored
   end
 end
 
@@ -556,11 +565,13 @@ local parts = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, 
 -- the last three amounts formatted and their texts, as in the path for one
 local a1, t1, a2, t2, a3, t3 = nil, nil, nil, nil, nil, nil
 local grants = sized(8)  -- a reservation's grants, per counter (reused: each writes its own first)
+local expired = nil  -- the last reservation whose keys' TTLs are in ``expiring``: its resolved
 for r = 1, n do
   local plan = plans[r]
-  local layout, amounts, where, a, found = plan[1], plan[3], plan[4], plan[5], plan[6]
+  local layout, resolved, amounts, where, a, found = plan[1], plan[2], plan[3], plan[4], plan[5],
+                                                     plan[6]
   local lay, first, count, names = layout[5], layout[6], layout[7], layout[11]
-  local keys_of, places = plan[2][1], plan[2][2]
+  local keys_of, places = resolved[1], resolved[2]
   local start = ended + 1  -- flat[start]: its number of values; then its reply
   flat[start] = 0
   flat[start + 1] = 0
@@ -568,7 +579,7 @@ for r = 1, n do
   local last = start + count + 1
   for i = 1, count do
     local b = first + 4 * i - 4
-    local used = values[keys_of[i]][places[i]] or 0
+    local used = vals[places[i]] or 0
     local fixed, flex = amounts[2 * i - 1], amounts[2 * i]
     local sent = lay[b + 2]  -- as the path for one
     -- <rule>
@@ -597,21 +608,20 @@ for r = 1, n do
     -- made on its own is one more string to allocate and hash.
     local held = 0
     local lease = ARGV[a + 2]
-    local prefixes = lease ~= '' and plan[2][3]
+    local prefixes = lease ~= '' and resolved[3]
     if prefixes == nil then
       prefixes = sized(count)
       for i = 1, count do
         prefixes[i] = KEYS[keys_of[i]] .. '\t' .. lay[first + 4 * i - 3] .. '\t'
       end
-      plan[2][3] = prefixes
+      resolved[3] = prefixes
     end
     for i = 1, count do
       local amount = grants[i]
       if amount ~= 0 then
-        local key, at = keys_of[i], places[i]
-        local stored = values[key]
-        stored[at] = (stored[at] or 0) + amount
-        changed[key] = true
+        local at = places[i]
+        vals[at] = (vals[at] or 0) + amount
+        changed[keys_of[i]] = true
         if prefixes then
           local shown = t1
           if amount == a2 then shown = t2 elseif amount == a3 then shown = t3
@@ -626,8 +636,9 @@ for r = 1, n do
       end
     end
     local m = layout[1]
-    if due then
+    if due and resolved ~= expired then  -- (the same keys and TTLs as the last: set already)
       for j = 1, m do expiring[where and where[j] or j] = lay[4 + j] end
+      expired = resolved
     end
     if held > 0 then
       -- per lease seconds, the deadline as a number and as text, once per call: a number
@@ -726,20 +737,20 @@ end
 -- an ``unpack`` cost more than the command's other work.
 for key = 1, width do
   if changed[key] then
-    local names, stored = fields[key], values[key]
+    local names, places = fields[key], slots[key]
     local size = #names
+    local v1, v2, v3 = vals[places[1]], size > 1 and vals[places[2]], size > 2 and vals[places[3]]
     if size == 1 then
-      call('HSET', KEYS[key], names[1], format('%d', stored[1]))
-    elseif size == 2 and stored[1] and stored[2] then
-      call('HSET', KEYS[key], names[1], format('%d', stored[1]),
-                 names[2], format('%d', stored[2]))
-    elseif size == 3 and stored[1] and stored[2] and stored[3] then
-      call('HSET', KEYS[key], names[1], format('%d', stored[1]),
-                 names[2], format('%d', stored[2]), names[3], format('%d', stored[3]))
+      call('HSET', KEYS[key], names[1], format('%d', v1))
+    elseif size == 2 and v1 and v2 then
+      call('HSET', KEYS[key], names[1], format('%d', v1), names[2], format('%d', v2))
+    elseif size == 3 and v1 and v2 and v3 then
+      call('HSET', KEYS[key], names[1], format('%d', v1), names[2], format('%d', v2),
+           names[3], format('%d', v3))
     else
       local pairs_of, count = {}, 0
       for at = 1, size do
-        local value = stored[at]
+        local value = vals[places[at]]
         if value then
           pairs_of[count + 1] = names[at]
           pairs_of[count + 2] = format('%d', value)
