@@ -63,8 +63,6 @@ local KEYS, ARGV, unpack = KEYS, ARGV, unpack
 local call, rpcall = redis.call, redis.pcall
 local format, concat, unpack_struct = string.format, table.concat, struct.unpack
 local n = ARGV[1] + 0
--- text -> number, each converted once per call: the key indexes of the group's argument 1
-local numbers = {}
 local none = {}  -- unpack(none, 1, k): k nils, so a table is made at its full size at once
 -- A table with room for k entries at 1..k, made at its full size at once (a table grown entry by
 -- entry is rehashed at every power of two, ~1k instructions each): for the few entries most
@@ -369,6 +367,8 @@ if n < 1 or l < 1 or #ARGV ~= 2 + 3 * l + 4 * n then
                .. l .. ' layouts'})
 end
 local first = 3 + 3 * l  -- the first reservation's first argument
+-- text -> number, each converted once per call: the key indexes of the group's argument 1
+local numbers = {}
 -- The layout whose 3 arguments start at ARGV[at] (its struct format, data and override
 -- fields' names: the alone form's without the amounts): {m, has_override, registry, lease
 -- seconds, the unpacked values (lay: the m TTLs from lay[5], each counter's 4 values from
