@@ -42,9 +42,9 @@
 --
 -- Cost: every Lua function call (``tonumber`` and ``string.*`` included) costs a good part of
 -- a Redis command inside a script, and a table read or write ~110 instructions: the rule is
--- inlined, and each hash is read with one HMGET and written with one HSET (the script is
--- atomic: the new values are known). No TYPE checks: the HMGETs fail on a counter key of
--- another type before any write, and the leases' writes come first, each undone if a later one
+-- inlined, and each hash is read with one HMGET (an HGET for one field alone: a string, not a
+-- table, ~1.7k less) and written with one HSET (the script is atomic: the new values are
+-- known). No TYPE checks: the reads fail on a counter key of another type before any write, and the leases' writes come first, each undone if a later one
 -- fails. Any error fails the whole call with nothing written (the gateway then sends the
 -- reservations of a failed group one by one, so each gets its own answer).
 --
