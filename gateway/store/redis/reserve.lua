@@ -42,9 +42,9 @@
 --
 -- Cost: every Lua function call (``tonumber`` and ``string.*`` included) costs a good part of
 -- a Redis command inside a script, and a table read or write ~110 instructions: the rule is
--- inlined, and each hash is read with one HMGET and written with one HSET (the script is
--- atomic: the new values are known). No TYPE checks: the HMGETs fail on a counter key of
--- another type before any write, and the leases' writes come first, each undone if a later one
+-- inlined, and each hash is read with one HMGET (an HGET for one field alone: a string, not a
+-- table, ~1.7k less) and written with one HSET (the script is atomic: the new values are
+-- known). No TYPE checks: the reads fail on a counter key of another type before any write, and the leases' writes come first, each undone if a later one
 -- fails. Any error fails the whole call with nothing written (the gateway then sends the
 -- reservations of a failed group one by one, so each gets its own answer).
 --
@@ -55,11 +55,14 @@
 -- reservation takes a path of its own: no dedupe (HMGET reads a field named twice twice, and
 -- the grants are summed per field when written), only the grants written, tables made at their
 -- full size once (a table grown entry by entry is rehashed at every power of two, ~500
--- instructions each). Both apply rule.lua, inlined here at each ``-- <rule>`` by scripts.py
+-- instructions each), and when each key's counters are adjacent (as the gateway lays them
+-- out) no table per key either. Both apply rule.lua, inlined here at each ``-- <rule>`` by scripts.py
 -- (a Lua function call per counter cost ~1.5k instructions more).
+-- Globals read into locals once: a global is a table read by name, each use.
+local KEYS, ARGV, unpack = KEYS, ARGV, unpack
+local call, rpcall = redis.call, redis.pcall
+local format, concat, unpack_struct = string.format, table.concat, struct.unpack
 local n = ARGV[1] + 0
--- text -> number, each converted once per call: the key indexes of the group's argument 1
-local numbers = {}
 local none = {}  -- unpack(none, 1, k): k nils, so a table is made at its full size at once
 -- A table with room for k entries at 1..k, made at its full size at once (a table grown entry by
 -- entry is rehashed at every power of two, ~1k instructions each): for the few entries most
@@ -97,7 +100,7 @@ if ARGV[2] == '' then
   local amounts = first + 4 * count - 2  -- counter i's fixed amount: lay[amounts + 2 * i]
   local found = false
   if lay[2] == 1 then
-    local flat = redis.call('HGETALL', KEYS[m + 1])
+    local flat = call('HGETALL', KEYS[m + 1])
     -- an unparsable override is ignored, as on the read path
     for i = 1, #flat, 2 do
       if is_int(flat[i + 1]) then
@@ -107,31 +110,99 @@ if ARGV[2] == '' then
     end
   end
   local names = found and fields_of(ARGV[6], count)
-  -- key -> the fields its HMGET reads (a field named twice read twice), then what it read;
-  -- made with room for eight keys (a plain key's KEYS; a call to unpack costs more), false: none
-  local hashes = {false, false, false, false, false, false, false, false}
-  local places = sized(count)  -- per counter its value's place in its HMGET
+  -- Per counter what its hash held (false: nothing). As the gateway lays them out, each key's
+  -- counters are adjacent, in key order, and name no field twice: then a key's counters are a
+  -- run (starts[key] .. starts[key + 1] - 1), read with one HMGET (HGET for one field: no
+  -- reply table) and written with one HSET, and no table per key is made. Else (``runs``
+  -- false) per key the fields it reads (a field named twice read twice) in ``hashes``.
+  local read = sized(count)
+  local starts = sized(m + 1)
+  local runs = true
+  local key = 0
   for i = 1, count do
     local b = first + 4 * i - 4
-    local key = lay[b]
-    local read = hashes[key]
-    if not read then
-      if key < 1 or key > m or key % 1 ~= 0 then error({err = 'ERR gateway: no key ' .. key}) end
-      hashes[key] = {lay[b + 1], nil, nil, nil}  -- room for four (see ``sized``)
-      places[i] = 1
+    local at = lay[b]
+    if at ~= key then
+      if at ~= key + 1 then
+        runs = false
+        break
+      end
+      key = at
+      starts[key] = i
     else
-      local at = #read + 1
-      read[at] = lay[b + 1]
-      places[i] = at
+      local field = lay[b + 1]
+      for j = starts[key], i - 1 do
+        if lay[first + 4 * j - 3] == field then runs = false end
+      end
+      if not runs then break end
     end
   end
-  for key = 1, m do
-    local read = hashes[key]
-    if not read then
-    elseif #read == 1 then  -- one field (most hashes) named in the call: no ``unpack``
-      hashes[key] = redis.call('HMGET', KEYS[key], read[1])
-    else
-      hashes[key] = redis.call('HMGET', KEYS[key], unpack(read))
+  local hashes = nil
+  local fresh = false  -- a hash none of whose counters held a value (it may be new)
+  if runs and key == m then
+    starts[m + 1] = count + 1
+    for key = 1, m do
+      local s, e = starts[key], starts[key + 1] - 1
+      local b = first + 4 * s - 3  -- counter s's field
+      if s == e then
+        local value = call('HGET', KEYS[key], lay[b])
+        read[s] = value
+        fresh = fresh or not value
+      else
+        local got
+        if e - s == 1 then
+          got = call('HMGET', KEYS[key], lay[b], lay[b + 4])
+        elseif e - s == 2 then
+          got = call('HMGET', KEYS[key], lay[b], lay[b + 4], lay[b + 8])
+        else
+          local fields = sized(e - s + 1)
+          for i = s, e do fields[i - s + 1] = lay[first + 4 * i - 3] end
+          got = call('HMGET', KEYS[key], unpack(fields, 1, e - s + 1))
+        end
+        local held = false
+        for i = s, e do
+          local value = got[i - s + 1]
+          read[i] = value
+          held = held or value
+        end
+        fresh = fresh or not held
+      end
+    end
+  else
+    runs = false
+    -- key -> the fields its HMGET reads, then what it read; made with room for eight keys (a
+    -- plain key's KEYS; a call to unpack costs more), false: none
+    hashes = {false, false, false, false, false, false, false, false}
+    local places = sized(count)  -- per counter its value's place in its HMGET
+    for i = 1, count do
+      local b = first + 4 * i - 4
+      local key = lay[b]
+      local fields = hashes[key]
+      if not fields then
+        if key < 1 or key > m or key % 1 ~= 0 then error({err = 'ERR gateway: no key ' .. key}) end
+        hashes[key] = {lay[b + 1], nil, nil, nil}  -- room for four (see ``sized``)
+        places[i] = 1
+      else
+        local at = #fields + 1
+        fields[at] = lay[b + 1]
+        places[i] = at
+      end
+    end
+    for key = 1, m do
+      local fields = hashes[key]
+      if not fields then
+      elseif #fields == 1 then  -- one field (most hashes) named in the call: no ``unpack``
+        hashes[key] = call('HMGET', KEYS[key], fields[1])
+      else
+        hashes[key] = call('HMGET', KEYS[key], unpack(fields))
+      end
+    end
+    for i = 1, count do read[i] = hashes[lay[first + 4 * i - 4]][places[i]] end
+    for key = 1, m do
+      local stored = hashes[key] or none
+      local held = false
+      for i = 1, #stored do held = held or stored[i] end
+      fresh = fresh or not held
     end
   end
 
@@ -141,7 +212,7 @@ if ARGV[2] == '' then
   local last = count + 1
   for i = 1, count do
     local b = first + 4 * i - 4
-    local value = hashes[lay[b]][places[i]]
+    local value = read[i]
     local used = 0
     if value then
       used = value + 0  -- as the group's read below
@@ -168,10 +239,10 @@ if ARGV[2] == '' then
   out[1] = denied
   if denied ~= 0 then return out end
 
-  -- The new values per hash (a field named twice gets both grants, as two HINCRBYs would),
-  -- and the lease's lines, joined once.
+  -- The lease's lines, joined once, and (not ``runs``) the new values per hash: a field named
+  -- twice gets both grants, as two HINCRBYs would.
   -- key -> {field, value, field, value, ...}, made as ``hashes``
-  local totals = {false, false, false, false, false, false, false, false}
+  local totals = not runs and {false, false, false, false, false, false, false, false}
   local lines = sized(count)
   local held = 0
   local lease = ARGV[5]
@@ -183,8 +254,9 @@ if ARGV[2] == '' then
     if amount ~= 0 then
       local b = first + 4 * i - 4
       local key, field = lay[b], lay[b + 1]
-      local pairs_of = totals[key]
-      if not pairs_of then
+      local pairs_of = totals and totals[key]
+      if not totals then
+      elseif not pairs_of then
         totals[key] = {field, out[i + 1] + amount, nil, nil, nil, nil}  -- room for three
       else
         local named = nil
@@ -202,7 +274,7 @@ if ARGV[2] == '' then
         local shown = t1
         if amount == a2 then shown = t2 elseif amount == a3 then shown = t3
         elseif amount ~= a1 then
-          shown = string.format('%d\n', amount)  -- its line's end (exact: tostring keeps 14)
+          shown = format('%d\n', amount)  -- its line's end (exact: tostring keeps 14)
           a1, t1, a2, t2, a3, t3 = amount, shown, a1, t1, a2, t2
         end
         held = held + 1
@@ -211,57 +283,78 @@ if ARGV[2] == '' then
     end
   end
   -- The times to live are due (before any write) only for a sliding one (negative), or a new
-  -- hash's (none of its counters held a value); most calls have neither.
-  local due = false
+  -- hash's (``fresh``); most calls have neither.
+  local due = fresh
   for key = 1, m do
     if lay[4 + key] < 0 then due = true end
-    if due then break end
-    local stored = hashes[key] or none
-    local existed = false
-    for i = 1, #stored do existed = existed or stored[i] end
-    due = not existed
   end
   -- The lease first: a key of the wrong type fails the call here, with what was written undone.
   if held > 0 then
     -- as text: a number given to a command is formatted by Redis, here it is once for two
-    local deadline = string.format('%d', redis.call('TIME')[1] + lay[4])
+    local deadline = format('%d', call('TIME')[1] + lay[4])
     local base = m
     if lay[2] == 1 then base = m + 1 end
     local zset, data = KEYS[base + 1], KEYS[base + 2]
-    local done = redis.pcall('ZADD', zset, deadline, lease)
+    local done = rpcall('ZADD', zset, deadline, lease)
     if type(done) == 'table' and done.err then error(done) end
-    done = redis.pcall('HSET', data, lease, table.concat(lines, '', 1, held))
+    done = rpcall('HSET', data, lease, concat(lines, '', 1, held))
     if type(done) == 'table' and done.err then
-      redis.call('ZREM', zset, lease)
+      call('ZREM', zset, lease)
       error(done)
     end
     if lay[3] == 1 then
-      done = redis.pcall('ZADD', KEYS[base + 3], 'LT', deadline, zset)
+      done = rpcall('ZADD', KEYS[base + 3], 'LT', deadline, zset)
       if type(done) == 'table' and done.err then
-        redis.call('HDEL', data, lease)
-        redis.call('ZREM', zset, lease)
+        call('HDEL', data, lease)
+        call('ZREM', zset, lease)
         error(done)
       end
     end
   end
-  for key = 1, m do  -- one field (most hashes) named in the call, as the group's below
+  -- The values as text: a number given to a command is formatted by Redis ('%.17g', ~2.7k
+  -- instructions), ~1k more than ``format('%d')`` (exact within +-2^63).
+  if runs then
+    local pairs_of = {nil, nil, nil, nil, nil, nil, nil, nil}  -- reused: a key's fields granted
+    for key = 1, m do
+      local h = 0
+      for i = starts[key], starts[key + 1] - 1 do
+        local amount = grants[i]
+        if amount ~= 0 then
+          pairs_of[h + 1] = lay[first + 4 * i - 3]
+          pairs_of[h + 2] = format('%d', out[i + 1] + amount)
+          h = h + 2
+        end
+      end
+      if h == 2 then  -- one field (most hashes): no ``unpack``
+        call('HSET', KEYS[key], pairs_of[1], pairs_of[2])
+      elseif h > 0 then
+        call('HSET', KEYS[key], unpack(pairs_of, 1, h))
+      end
+    end
+  end
+  for key = 1, totals and m or 0 do  -- one field (most hashes) named in the call, as the group's
     local pairs_of = totals[key]
     if not pairs_of then
     elseif #pairs_of == 2 then
-      redis.call('HSET', KEYS[key], pairs_of[1], pairs_of[2])
+      call('HSET', KEYS[key], pairs_of[1], format('%d', pairs_of[2]))
     else
-      redis.call('HSET', KEYS[key], unpack(pairs_of))
+      for j = 2, #pairs_of, 2 do pairs_of[j] = format('%d', pairs_of[j]) end
+      call('HSET', KEYS[key], unpack(pairs_of))
     end
   end
   for key = 1, due and m or 0 do
     local ttl = lay[4 + key]
     if ttl < 0 then  -- a sliding time to live
-      redis.call('EXPIRE', KEYS[key], -ttl)
+      call('EXPIRE', KEYS[key], -ttl)
     elseif ttl ~= 0 then  -- when none of its counters held a value (a new hash)
-      local stored = hashes[key] or none
       local existed = false
-      for i = 1, #stored do existed = existed or stored[i] end
-      if not existed then redis.call('EXPIRE', KEYS[key], ttl) end
+      if runs then
+        for i = starts[key], starts[key + 1] - 1 do existed = existed or read[i] end
+      else
+        local stored = hashes[key] or none
+        for i = 1, #stored do existed = existed or stored[i] end
+      end
+      if not existed then call('EXPIRE', KEYS[key], ttl) end
     end
   end
   return out
@@ -274,6 +367,8 @@ if n < 1 or l < 1 or #ARGV ~= 2 + 3 * l + 4 * n then
                .. l .. ' layouts'})
 end
 local first = 3 + 3 * l  -- the first reservation's first argument
+-- text -> number, each converted once per call: the key indexes of the group's argument 1
+local numbers = {}
 -- The layout whose 3 arguments start at ARGV[at] (its struct format, data and override
 -- fields' names: the alone form's without the amounts): {m, has_override, registry, lease
 -- seconds, the unpacked values (lay: the m TTLs from lay[5], each counter's 4 values from
@@ -300,16 +395,6 @@ local function layout_at(at)
           '<' .. string.rep('i8', 2 * count), sliding, false, at + 2}
 end
 
--- A reservation's amounts (its argument 4) for its layout's counters: {fixed, flex, fixed,
--- flex, ...}, then where its data ended.
-local function amounts_of(data, layout)
-  local amounts = {struct.unpack(layout[9], data)}
-  if amounts[2 * layout[7] + 1] ~= #data + 1 then
-    error({err = 'ERR gateway: amounts of ' .. #data .. ' bytes for ' .. layout[7] .. ' counters'})
-  end
-  return amounts
-end
-
 -- Tables indexed by key (its index in KEYS) are made at their full size at once: a table grown
 -- entry by entry is rehashed at every power of two. false: the key has none.
 local width = #KEYS
@@ -320,6 +405,10 @@ local function blanks()  -- as ``sized``
   return {unpack(blank)}
 end
 local fields = blanks()  -- key -> the fields its HMGET reads
+-- key -> where its fields' values are in ``vals`` (one place per (key, field) in the call, so
+-- a counter's value is one read away), as ``fields``
+local slots = blanks()
+local taken = 0  -- places in ``vals``
 local overrides = {}  -- override hash's key -> {field -> number}, or false: none readable
 local plans = sized(n)  -- per reservation: {layout, its counters' keys and places, amounts, its
 --   keys, first argument, override hash's numbers}
@@ -330,21 +419,28 @@ local read_where = {}
 local layouts = {}
 local due = false  -- a time to live to set: a layout's slides, or a hash is new (below)
 
--- A counter's place in its hash's HMGET, found by looking through the few fields named before
--- (a table per hash of field -> place cost more: a table grown entry by entry is rehashed).
+-- A counter's place in ``vals``, found by looking through the few fields of its hash named
+-- before (a table per hash of field -> place cost more: a table grown entry by entry is
+-- rehashed).
 local function counter_of(key, field)
   local names = fields[key]
+  taken = taken + 1
   if not names then  -- made with its first entry: one growth less
     if KEYS[key] == nil then error({err = 'ERR gateway: no key ' .. key}) end
     fields[key] = {field, nil, nil, nil}
-    return 1
+    slots[key] = {taken, nil, nil, nil}
+    return taken
   end
   local size = #names
   for at = 1, size do
-    if names[at] == field then return at end
+    if names[at] == field then
+      taken = taken - 1
+      return slots[key][at]
+    end
   end
   names[size + 1] = field
-  return size + 1
+  slots[key][size + 1] = taken
+  return taken
 end
 
 for r = 1, n do
@@ -377,8 +473,8 @@ for r = 1, n do
     due = due or layout[10]
   end
   local lay, at, count = layout[5], layout[6], layout[7]
-  -- its counters' keys in KEYS and places in their HMGETs: the same for every reservation
-  -- of one layout and user
+  -- its counters' keys in KEYS and places in ``vals``: the same for every reservation of one
+  -- layout and user
   local resolved = layout[8][ARGV[a]]
   if resolved == nil then
     local keys_of, places = sized(count), sized(count)
@@ -398,7 +494,7 @@ for r = 1, n do
     override = where and where[m + 1] or m + 1
     if overrides[override] == nil then
       local found = false
-      local flat = redis.call('HGETALL', KEYS[override])
+      local flat = call('HGETALL', KEYS[override])
       -- an unparsable override is ignored, as on the read path
       for i = 1, #flat, 2 do
         if is_int(flat[i + 1]) then
@@ -411,23 +507,32 @@ for r = 1, n do
   end
   local found = override and overrides[override]
   if found and not layout[11] then layout[11] = fields_of(ARGV[layout[12]], layout[7]) end
-  plans[r] = {layout, resolved, amounts_of(ARGV[a + 3], layout), where, a, found}
+  -- its amounts (argument 4) for its layout's counters: {fixed, flex, fixed, flex, ...}, then
+  -- where its data ended
+  local data = ARGV[a + 3]
+  local amounts = {unpack_struct(layout[9], data)}
+  if amounts[2 * count + 1] ~= #data + 1 then
+    error({err = 'ERR gateway: amounts of ' .. #data .. ' bytes for ' .. count .. ' counters'})
+  end
+  plans[r] = {layout, resolved, amounts, where, a, found}
 end
 
--- The stored values, each hash read once: key -> {value or false per field}.
-local values = blanks()
+-- The stored values, each hash read once: per (key, field) its value, or false: none.
+local vals = sized(taken)
 local existed = blanks()  -- key -> true when one of its read counters held a value
 for key = 1, width do
   local names = fields[key]
   if names then
     local stored  -- one field (most hashes) named in the call: no ``unpack``
     if #names == 1 then
-      stored = redis.call('HMGET', KEYS[key], names[1])
+      stored = call('HMGET', KEYS[key], names[1])
     else
-      stored = redis.call('HMGET', KEYS[key], unpack(names))
+      stored = call('HMGET', KEYS[key], unpack(names))
     end
+    local places = slots[key]
     for i = 1, #names do
       local value = stored[i]
+      vals[places[i]] = value
       if value then
         -- inlined (a call per value costs more than the check): an integer within +-2^53
         -- (``+ 0``, not ``tonumber``: a third of the cost; no number at all: a runtime error)
@@ -435,12 +540,11 @@ for key = 1, width do
         if used % 1 ~= 0 or used > 9007199254740992 or used < -9007199254740992 then
           error({err = 'ERR gateway: not an integer in range: ' .. value})
         end
-        stored[i] = used
+        vals[places[i]] = used
         existed[key] = true
       end
     end
     due = due or not existed[key]
-    values[key] = stored
   end
 end
 
@@ -461,11 +565,13 @@ local parts = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, 
 -- the last three amounts formatted and their texts, as in the path for one
 local a1, t1, a2, t2, a3, t3 = nil, nil, nil, nil, nil, nil
 local grants = sized(8)  -- a reservation's grants, per counter (reused: each writes its own first)
+local expired = nil  -- the last reservation whose keys' TTLs are in ``expiring``: its resolved
 for r = 1, n do
   local plan = plans[r]
-  local layout, amounts, where, a, found = plan[1], plan[3], plan[4], plan[5], plan[6]
+  local layout, resolved, amounts, where, a, found = plan[1], plan[2], plan[3], plan[4], plan[5],
+                                                     plan[6]
   local lay, first, count, names = layout[5], layout[6], layout[7], layout[11]
-  local keys_of, places = plan[2][1], plan[2][2]
+  local keys_of, places = resolved[1], resolved[2]
   local start = ended + 1  -- flat[start]: its number of values; then its reply
   flat[start] = 0
   flat[start + 1] = 0
@@ -473,7 +579,7 @@ for r = 1, n do
   local last = start + count + 1
   for i = 1, count do
     local b = first + 4 * i - 4
-    local used = values[keys_of[i]][places[i]] or 0
+    local used = vals[places[i]] or 0
     local fixed, flex = amounts[2 * i - 1], amounts[2 * i]
     local sent = lay[b + 2]  -- as the path for one
     -- <rule>
@@ -502,26 +608,25 @@ for r = 1, n do
     -- made on its own is one more string to allocate and hash.
     local held = 0
     local lease = ARGV[a + 2]
-    local prefixes = lease ~= '' and plan[2][3]
+    local prefixes = lease ~= '' and resolved[3]
     if prefixes == nil then
       prefixes = sized(count)
       for i = 1, count do
         prefixes[i] = KEYS[keys_of[i]] .. '\t' .. lay[first + 4 * i - 3] .. '\t'
       end
-      plan[2][3] = prefixes
+      resolved[3] = prefixes
     end
     for i = 1, count do
       local amount = grants[i]
       if amount ~= 0 then
-        local key, at = keys_of[i], places[i]
-        local stored = values[key]
-        stored[at] = (stored[at] or 0) + amount
-        changed[key] = true
+        local at = places[i]
+        vals[at] = (vals[at] or 0) + amount
+        changed[keys_of[i]] = true
         if prefixes then
           local shown = t1
           if amount == a2 then shown = t2 elseif amount == a3 then shown = t3
           elseif amount ~= a1 then
-            shown = string.format('%d\n', amount)  -- its line's end (exact: tostring keeps 14)
+            shown = format('%d\n', amount)  -- its line's end (exact: tostring keeps 14)
             a1, t1, a2, t2, a3, t3 = amount, shown, a1, t1, a2, t2
           end
           parts[held + 1] = prefixes[i]
@@ -531,17 +636,18 @@ for r = 1, n do
       end
     end
     local m = layout[1]
-    if due then
+    if due and resolved ~= expired then  -- (the same keys and TTLs as the last: set already)
       for j = 1, m do expiring[where and where[j] or j] = lay[4 + j] end
+      expired = resolved
     end
     if held > 0 then
       -- per lease seconds, the deadline as a number and as text, once per call: a number
       -- given to ZADD is formatted by Redis (~2.8k instructions), a text is not
       local due = deadlines[layout[4]]
       if due == nil then
-        now = now or tonumber(redis.call('TIME')[1])
+        now = now or tonumber(call('TIME')[1])
         local at = now + layout[4]
-        due = {at, string.format('%d', at)}  -- exact (tostring keeps 14 digits)
+        due = {at, format('%d', at)}  -- exact (tostring keeps 14 digits)
         deadlines[layout[4]] = due
       end
       local deadline = due[1]
@@ -563,7 +669,7 @@ for r = 1, n do
       members[size + 1] = due[2]
       members[size + 2] = lease
       pairs_of[size + 1] = lease
-      pairs_of[size + 2] = table.concat(parts, '', 1, held)
+      pairs_of[size + 2] = concat(parts, '', 1, held)
       if deadline < group[5] then group[5] = deadline end
     end
   end
@@ -576,8 +682,8 @@ local function undo()
     local group = groups[group_order[g]]
     local ids = {}
     for j = 2, #group[3], 2 do ids[#ids + 1] = group[3][j] end
-    redis.call('HDEL', KEYS[group[1]], unpack(ids))
-    redis.call('ZREM', KEYS[group_order[g]], unpack(ids))
+    call('HDEL', KEYS[group[1]], unpack(ids))
+    call('ZREM', KEYS[group_order[g]], unpack(ids))
   end
 end
 -- (numeric loops: ``ipairs`` calls into C for every step)
@@ -585,13 +691,13 @@ local zsets = #group_order
 for g = 1, zsets do
   local zset = group_order[g]
   local group = groups[zset]
-  local done = redis.pcall('ZADD', KEYS[zset], unpack(group[3]))
+  local done = rpcall('ZADD', KEYS[zset], unpack(group[3]))
   if type(done) == 'table' and done.err then undo() error(done) end
-  done = redis.pcall('HSET', KEYS[group[1]], unpack(group[4]))
+  done = rpcall('HSET', KEYS[group[1]], unpack(group[4]))
   if type(done) == 'table' and done.err then
     local ids = {}
     for j = 2, #group[3], 2 do ids[#ids + 1] = group[3][j] end
-    redis.call('ZREM', KEYS[zset], unpack(ids))
+    call('ZREM', KEYS[zset], unpack(ids))
     undo()
     error(done)
   end
@@ -600,7 +706,7 @@ end
 if zsets == 1 then  -- one lease group (most calls): its registry entry without the tables below
   local group = groups[group_order[1]]
   if group[2] then
-    local done = redis.pcall('ZADD', KEYS[group[2]], 'LT', group[5], KEYS[group_order[1]])
+    local done = rpcall('ZADD', KEYS[group[2]], 'LT', group[5], KEYS[group_order[1]])
     if type(done) == 'table' and done.err then undo() error(done) end
   end
 else
@@ -622,33 +728,36 @@ else
   end
   for g = 1, #registry_order do
     local registry = registry_order[g]
-    local done = redis.pcall('ZADD', KEYS[registry], unpack(registered[registry]))
+    local done = rpcall('ZADD', KEYS[registry], unpack(registered[registry]))
     if type(done) == 'table' and done.err then undo() error(done) end
   end
 end
+-- (Their values as text, as in the path for one.)
 -- Up to three fields, all holding a value (most hashes), are named in the call: a table and
 -- an ``unpack`` cost more than the command's other work.
 for key = 1, width do
   if changed[key] then
-    local names, stored = fields[key], values[key]
+    local names, places = fields[key], slots[key]
     local size = #names
+    local v1, v2, v3 = vals[places[1]], size > 1 and vals[places[2]], size > 2 and vals[places[3]]
     if size == 1 then
-      redis.call('HSET', KEYS[key], names[1], stored[1])
-    elseif size == 2 and stored[1] and stored[2] then
-      redis.call('HSET', KEYS[key], names[1], stored[1], names[2], stored[2])
-    elseif size == 3 and stored[1] and stored[2] and stored[3] then
-      redis.call('HSET', KEYS[key], names[1], stored[1], names[2], stored[2], names[3], stored[3])
+      call('HSET', KEYS[key], names[1], format('%d', v1))
+    elseif size == 2 and v1 and v2 then
+      call('HSET', KEYS[key], names[1], format('%d', v1), names[2], format('%d', v2))
+    elseif size == 3 and v1 and v2 and v3 then
+      call('HSET', KEYS[key], names[1], format('%d', v1), names[2], format('%d', v2),
+           names[3], format('%d', v3))
     else
       local pairs_of, count = {}, 0
       for at = 1, size do
-        local value = stored[at]
+        local value = vals[places[at]]
         if value then
           pairs_of[count + 1] = names[at]
-          pairs_of[count + 2] = value
+          pairs_of[count + 2] = format('%d', value)
           count = count + 2
         end
       end
-      redis.call('HSET', KEYS[key], unpack(pairs_of))
+      call('HSET', KEYS[key], unpack(pairs_of))
     end
   end
 end
@@ -658,9 +767,9 @@ for key = 1, due and width or 0 do
   local ttl = expiring[key]
   if not ttl then  -- no granted reservation names it
   elseif ttl < 0 then  -- a sliding time to live
-    redis.call('EXPIRE', KEYS[key], -ttl)
+    call('EXPIRE', KEYS[key], -ttl)
   elseif ttl ~= 0 and not existed[key] then
-    redis.call('EXPIRE', KEYS[key], ttl)
+    call('EXPIRE', KEYS[key], ttl)
   end
 end
 if n == 1 then return {unpack(flat, 2, ended)} end

@@ -33,6 +33,8 @@
 -- each hash is checked with HLEN (a TYPE only names the culprit once one failed), the lease
 -- hashes by the HMGET that reads them (before any write), marks go in one DEL, and an index list
 -- is trimmed only once it is longer than the cap.
+-- Globals read into locals once: a global is a table read by name, each use.
+local KEYS, call, unpack = KEYS, redis.call, unpack
 local v = {struct.unpack(ARGV[1], ARGV[2])}
 if v[#v] ~= #ARGV[2] + 1 then
   error({err = 'ERR gateway: settle data of ' .. #ARGV[2] .. ' bytes, ' .. (v[#v] - 1) .. ' read'})
@@ -83,13 +85,13 @@ if p + 2 * records ~= #v then malformed('settle data', p) end
 local payloads = {}
 local function check()
   -- the hashes written: of the first ``formed`` those listed, then every other
-  for q = 18, 17 + listed do redis.call('HLEN', KEYS[v[q]]) end
-  for k = formed + 1, h do redis.call('HLEN', KEYS[k]) end
-  for k = 1, l do redis.call('ZCARD', KEYS[h + 2 * k - 1]) end
-  if s == 1 then redis.call('XLEN', stream) end
-  for k = 1, i do redis.call('LLEN', KEYS[lists + k]) end
+  for q = 18, 17 + listed do call('HLEN', KEYS[v[q]]) end
+  for k = formed + 1, h do call('HLEN', KEYS[k]) end
+  for k = 1, l do call('ZCARD', KEYS[h + 2 * k - 1]) end
+  if s == 1 then call('XLEN', stream) end
+  for k = 1, i do call('LLEN', KEYS[lists + k]) end
   for pair, ids in pairs(pair_ids) do
-    payloads[pair] = redis.call('HMGET', KEYS[h + 2 * pair], unpack(ids))
+    payloads[pair] = call('HMGET', KEYS[h + 2 * pair], unpack(ids))
   end
 end
 local checked, failure = pcall(check)
@@ -105,8 +107,8 @@ if not checked then
   error(failure)
 end
 
-if forgets > 0 then redis.call('DEL', unpack(marks)) end
-if d == 1 and not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', mark_ttl) then
+if forgets > 0 then call('DEL', unpack(marks)) end
+if d == 1 and not call('SET', KEYS[#KEYS], '1', 'NX', 'EX', mark_ttl) then
   return {0}
 end
 
@@ -119,10 +121,10 @@ local function add_packed(key, field, ttl, delta, text)
   elseif type(value) == 'table' then
     value = delta
     if ttl ~= 0 then expiring[key] = ttl end
-    redis.call('HSET', key, field, text)
+    call('HSET', key, field, text)
   end
   if value < 0 then
-    redis.call('HSET', key, field, '0')
+    call('HSET', key, field, '0')
     return 0
   end
   return value
@@ -145,8 +147,8 @@ for pair, ids in pairs(pair_ids) do
       end
     end
   end
-  redis.call('HDEL', data, unpack(ids))
-  redis.call('ZREM', KEYS[h + 2 * pair - 1], unpack(ids))
+  call('HDEL', data, unpack(ids))
+  call('ZREM', KEYS[h + 2 * pair - 1], unpack(ids))
 end
 local watched = {1}
 -- A time to live only for a hash that may be new: every writer gives one it creates its own.
@@ -158,10 +160,10 @@ local function increments()
   local d = first_delta + done
   for q = first_inc + 4 * done, first_inc + 4 * (incs - 1), 4 do
     local key, delta = KEYS[v[q]], v[d]
-    local value = redis.call('HINCRBY', key, v[q + 3], v[d + incs])
+    local value = call('HINCRBY', key, v[q + 3], v[d + incs])
     if value == delta and v[q + 1] ~= 0 then expiring[key] = v[q + 1] end
     if value < 0 then
-      redis.call('HSET', key, v[q + 3], '0')
+      call('HSET', key, v[q + 3], '0')
       value = 0
     end
     if v[q + 2] == 1 then watched[#watched + 1] = value end
@@ -172,7 +174,7 @@ end
 while not pcall(increments) do
   local q, d = first_inc + 4 * done, first_delta + done
   local key, ttl, delta = KEYS[v[q]], v[q + 1], v[d]
-  redis.call('HSET', key, v[q + 3], delta < 0 and '0' or v[d + incs])
+  call('HSET', key, v[q + 3], delta < 0 and '0' or v[d + incs])
   if ttl ~= 0 then expiring[key] = ttl end
   if v[q + 2] == 1 then watched[#watched + 1] = delta < 0 and 0 or delta end
   done = done + 1
@@ -200,9 +202,9 @@ p = first_record
 for n = 1, records do
   local list, entry = v[p], v[p + 1]
   if p == last then
-    entry = redis.call('XADD', stream, 'MAXLEN', '~', maxlen_text, '*', 'r', entry)
+    entry = call('XADD', stream, 'MAXLEN', '~', maxlen_text, '*', 'r', entry)
   elseif by_id or list == 0 then
-    entry = redis.call('XADD', stream, '*', 'r', entry)
+    entry = call('XADD', stream, '*', 'r', entry)
   end
   if list ~= 0 then
     local entries = pushed[list]
@@ -218,9 +220,9 @@ end
 -- here, once per list per call and only once longer than that, so each record costs O(1).
 for list, entries in pairs(pushed) do
   local key = KEYS[lists + list]
-  local size = redis.call('RPUSH', key, unpack(entries))
+  local size = call('RPUSH', key, unpack(entries))
   if size == #entries then expiring[key] = index_ttl end
-  if size > maxlen then redis.call('LTRIM', key, -maxlen, -1) end
+  if size > maxlen then call('LTRIM', key, -maxlen, -1) end
 end
-for key, ttl in pairs(expiring) do redis.call('EXPIRE', key, ttl) end
+for key, ttl in pairs(expiring) do call('EXPIRE', key, ttl) end
 return watched
