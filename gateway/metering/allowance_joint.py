@@ -12,6 +12,7 @@ holds, for each member, is exact at every step:
 - a member's ``folded`` is the joint's ``folded`` (the member's own stays 0 while it is in
   one: built only with none queued, and ``dissolve``d before anything folds into one alone);
   ``queued`` carries it and its seal writes it as each member's (``allowance_writes.seal``);
+- a member's ``spent`` is its own plus the joint's ``spent`` (what the seals wrote since);
 - a member's ``used_at`` is the later of its own and the joint's.
 
 An allowance is in at most one open joint. Anything else that reads or changes a member
@@ -22,6 +23,7 @@ change is given to each member, which goes on alone.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
@@ -46,6 +48,9 @@ class Joint:
     base: list[int]  # ``slack`` when the members' ``left`` were last written (``push``)
     folded: list[int]  # each member's usage folded since ``queued`` was sealed
     used_at: float
+    # each member's usage written (sealed) since the last push: what its ``spent`` lacks
+    spent: list[int] = dataclasses.field(default_factory=lambda: [0, 0, 0, 0, 0])
+    topped: bool = False  # a member holds more than one grant (``used_up`` may end one)
     open: bool = True
     queued: SettleBatch | None = None  # the buffered batch ``seal`` fills in
     readers: tuple[Reader, ...] | None = None  # the members' groups joined (``seal``)
@@ -53,19 +58,24 @@ class Joint:
     last: tuple[tuple[int, ...], tuple[Through, ...]] = ((), ())
 
     def push(self) -> None:
-        """Write the change since the last push into each member (``left``, ``used_at``)."""
-        slack, base = self.slack, self.base
+        """Write the change since the last push into each member (``left``, ``spent``,
+        ``used_at``)."""
+        slack, base, written = self.slack, self.base, self.spent
         d0, d1 = slack[0] - base[0], slack[1] - base[1]
         d3, d4 = slack[3] - base[3], slack[4] - base[4]
         for member in self.members:
-            left = member.left
+            left, spent = member.left, member.spent
             left[0] += d0
             left[1] += d1
             left[3] += d3
             left[4] += d4
+            spent[0] += written[0]
+            spent[1] += written[1]
+            spent[3] += written[3]
             if member.used_at < self.used_at:
                 member.used_at = self.used_at
         self.base = [*slack]
+        self.spent = [0, 0, 0, 0, 0]
 
     def measure(self) -> None:
         """Push, then ``slack`` worked out from the members again (one's ``left`` or
@@ -81,6 +91,7 @@ class Joint:
                     slack[index] = room
             first = False
         self.slack, self.base = slack, [*slack]
+        self.topped = any(len(m.grants) - m.held_from > 1 for m in self.members)
 
     def dissolve(self) -> None:
         """The members go on alone, each given what the joint holds for it."""

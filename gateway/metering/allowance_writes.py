@@ -49,8 +49,9 @@ def seal(allowances: Sequence[Allowance] | Sequence[Joint]) -> list[SettleBatch]
 
 def _seal_joint(joint: Joint) -> list[SettleBatch]:
     """``seal`` of a joint's batch: what its members folded together, written once for all
-    (their groups joined, ``_joined``) and moved to each one's ``spent``; once the joint has
-    dissolved, its members' own (``Joint.dissolve`` gave each its part)."""
+    (their groups joined, ``_joined``) and moved to the joint's ``spent`` (each member's at
+    its push); once the joint has dissolved, its members' own (``Joint.dissolve`` gave each
+    its part)."""
     batch = joint.queued
     joint.queued = None
     if batch is None:
@@ -69,24 +70,13 @@ def _seal_joint(joint: Joint) -> list[SettleBatch]:
         if any(values):
             found += (_new(SharedAggregate, (hashes, ttls, fields, values)),)
     batch.shared += found
-    requests, tokens, _, usd, _ = folded
+    written = joint.spent  # written: moved to each member's ``spent`` (at its push)
+    written[0] += folded[0]
+    written[1] += folded[1]
+    written[3] += folded[3]
     joint.folded = [0, 0, 0, 0, 0]
-    slack, base = joint.slack, joint.base  # ``Joint.push`` (but ``used_at``), in this loop
-    d0, d1, d3, d4 = slack[0] - base[0], slack[1] - base[1], slack[3] - base[3], slack[4] - base[4]
-    topped = False
-    for member in joint.members:  # written: moved to ``spent``; ``left`` exact again
-        spent, left = member.spent, member.left
-        spent[0] += requests
-        spent[1] += tokens
-        spent[3] += usd
-        left[0] += d0
-        left[1] += d1
-        left[3] += d3
-        left[4] += d4
-        topped = topped or len(member.grants) - member.held_from > 1
-    joint.base = [*slack]
     ends: list[SettleBatch] = []
-    if topped:
+    if joint.topped:
         for member in joint.members:
             if len(member.grants) - member.held_from > 1:
                 ends += used_up(member)

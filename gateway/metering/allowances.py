@@ -354,6 +354,12 @@ class Allowances:
             if any(not use.allowance.open for use in plain):
                 self._give_back(SettleBatch((), aggregates=aggregates))
 
+    def push(self) -> None:
+        """Every open allowance exact in itself (``Joint.push``)."""
+        for opened in self._open.values():
+            if opened.joint is not None:
+                opened.joint.push()
+
     async def run(self, clock: Callable[[], float]) -> None:
         """``tend`` twice per ``IDLE_S``, until cancelled."""
         while True:

@@ -138,7 +138,8 @@ class Meter:
         store is unreachable)."""
         while len(self._flusher) and self.health.should_try():
             if not await self._flusher.flush_once():
-                return
+                break
+        self._allowances.push()  # and each allowance's own figures up to date
 
     # -- the request path --------------------------------------------------------------------
 

@@ -117,13 +117,15 @@ class Side:
         for name, held in self.held._open.items():
             joint = held.joint  # read, not pushed: a push would change what is compared
             left, folded, used_at = [*held.left], [*held.folded], held.used_at
+            spent = [*held.spent]
             if joint is not None:
                 for index in allowance.MEASURED:
                     left[index] += joint.slack[index] - joint.base[index]
+                    spent[index] += joint.spent[index]
                 folded = [a + b for a, b in zip(folded, joint.folded, strict=True)]
                 used_at = max(used_at, joint.used_at)
             found[name] = (
-                left, [*held.hold], [*held.spent], folded, held.grants, held.held_from,
+                left, [*held.hold], spent, folded, held.grants, held.held_from,
                 held.open, used_at,
             )  # fmt: skip
         return found
