@@ -99,6 +99,7 @@ class Joint:
             return
         self.push()
         self.open = False
+        self.last = ((), ())  # its uses refer to it: no cycle left for the collector
         folded, queued = self.folded, self.queued
         for member in self.members:
             member.joint = None
