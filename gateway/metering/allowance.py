@@ -19,6 +19,7 @@ from gateway.store.port import (
 )
 
 if TYPE_CHECKING:
+    from gateway.metering.allowance_joint import Joint
     from gateway.metering.allowance_writes import Reader
 
 CHUNK = 32  # requests' worth of one grant at most (a top-up is asked at half of it)
@@ -85,6 +86,8 @@ class Allowance:
     # here when sealed; once it has ended, ``in_flight`` is worked out and this is not read)
     spent: list[int] = dataclasses.field(default_factory=lambda: [0, 0, 0, 0, 0])
     held_from: int = 0  # ``grants`` before it were used up and given back (``used_up``)
+    joint: Joint | None = None  # the open joint it is taken from with others (``allowance_joint``)
+    contested: bool = False  # in two plans' joints at once: it goes on alone (``Allowances``)
 
     def in_flight_now(self) -> list[int]:
         """The estimates its requests in flight hold (``in_flight``), per index of ``Need``."""

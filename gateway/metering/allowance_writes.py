@@ -16,26 +16,70 @@ from gateway.metering.allowance import (
     Hold,
     LevelShape,
 )
+from gateway.metering.allowance_joint import Joint
 from gateway.store import keys
 from gateway.store.port import Increment, LeaseEnd, SettleBatch, SharedAggregate
 
 _new = tuple.__new__
 
 
-def seal(allowances: Sequence[Allowance]) -> list[SettleBatch]:
+def seal(allowances: Sequence[Allowance] | Sequence[Joint]) -> list[SettleBatch]:
     """Fill each allowance's queued batch with what it folded (the batch is leaving the buffer
     for the store): one ``SharedAggregate`` per group of the level's hashes (its window hashes,
     which count the same usage, are one). Once per flush per allowance; the allowances of one
     request's levels share one batch, and when they folded the same sums (an organization's
     and its team's, served to the same requests) their groups of the same fields are one
-    ``SharedAggregate`` (``_joined``). Returns the ends of the grants that usage used up
-    (``used_up``), to be written with the batch or after it."""
+    ``SharedAggregate`` (``_joined``); so are a joint's members' (``_seal_joint``). Returns the
+    ends of the grants that usage used up (``used_up``), to be written with the batch or after
+    it."""
+    if not allowances:
+        return []
+    first = allowances[0]
+    if type(first) is Joint:
+        return _seal_joint(first)
+    allowances = [a for a in allowances if type(a) is Allowance]
     if not (len(allowances) > 1 and _seal_together(allowances)):
         _seal_each(allowances)
     ends: list[SettleBatch] = []
     for allowance in allowances:
         if allowance.open and len(allowance.grants) - allowance.held_from > 1:
             ends += used_up(allowance)
+    return ends
+
+
+def _seal_joint(joint: Joint) -> list[SettleBatch]:
+    """``seal`` of a joint's batch: what its members folded together, written once for all
+    (their groups joined, ``_joined``) and moved to the joint's ``spent`` (each member's at
+    its push); once the joint has dissolved, its members' own (``Joint.dissolve`` gave each
+    its part)."""
+    batch = joint.queued
+    joint.queued = None
+    if batch is None:
+        return []
+    if not joint.open:
+        return seal([member for member in joint.members if member.queued is batch])
+    readers = joint.readers
+    if readers is None:
+        shapes = [member.shape for member in joint.members]
+        groups = _joined(shapes) or tuple(group for shape in shapes for group in shape.groups)
+        readers = joint.readers = _readers(groups)
+    folded = joint.folded
+    found: tuple[SharedAggregate, ...] = ()
+    for hashes, ttls, fields, read in readers:
+        values = read(folded)
+        if any(values):
+            found += (_new(SharedAggregate, (hashes, ttls, fields, values)),)
+    batch.shared += found
+    written = joint.spent  # written: moved to each member's ``spent`` (at its push)
+    written[0] += folded[0]
+    written[1] += folded[1]
+    written[3] += folded[3]
+    joint.folded = [0, 0, 0, 0, 0]
+    ends: list[SettleBatch] = []
+    if joint.topped:
+        for member in joint.members:
+            if len(member.grants) - member.held_from > 1:
+                ends += used_up(member)
     return ends
 
 
@@ -139,6 +183,9 @@ def used_up(allowance: Allowance) -> list[SettleBatch]:
     reads a level's usage plus its open allowances' unused parts, in flight and up to about
     two grants of usage not yet given back. A dead process's counters stay exact: its grants
     left are swept back, the usage written stays."""
+    joint = allowance.joint
+    if joint is not None:  # its ``left`` read and changed alone
+        joint.push()
     spent, hold, left = allowance.spent, allowance.hold, allowance.left
     measures = allowance.shape.measures
     ended: list[SettleBatch] = []
@@ -153,6 +200,8 @@ def used_up(allowance: Allowance) -> list[SettleBatch]:
             left[m] -= chunk[m] - carried
             hold[m] -= chunk[m]
         ended.append(_given_back(allowance.shape, lease, chunk))
+    if joint is not None and ended:
+        joint.measure()
     return ended
 
 
@@ -172,6 +221,8 @@ def _given_back(shape: LevelShape, lease: str, chunk: Hold) -> SettleBatch:
 def returned(allowance: Allowance) -> SettleBatch:
     """End ``allowance``: give back its chunks but for what its requests in flight hold, and
     end each grant's lease (if the sweeper took one, its chunk is added back first)."""
+    if allowance.joint is not None:
+        allowance.joint.dissolve()
     in_flight = allowance.in_flight_now()
     allowance.open = False
     increments = []

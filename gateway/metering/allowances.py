@@ -49,6 +49,7 @@ import itertools
 import logging
 from collections.abc import Callable, Sequence
 
+from gateway.metering import allowance_joint
 from gateway.metering.allowance import (
     CHUNK,
     SHARE,
@@ -61,10 +62,10 @@ from gateway.metering.allowance import (
     Use,
     grant_counters,
     rooms,
-    settled,
     size,
     undone,
 )
+from gateway.metering.allowance_joint import Joint, Taken, joint_of, through
 from gateway.metering.allowance_writes import returned
 from gateway.metering.types import Amounts
 from gateway.store import keys
@@ -79,13 +80,20 @@ from gateway.store.port import (
     StoreError,
 )
 
-__all__ = ["CHUNK", "HOT", "IDLE_S", "SHARE", "SMALLEST", "Allowances", "Use", "settled"]
+__all__ = ["CHUNK", "HOT", "IDLE_S", "SHARE", "SMALLEST", "Allowances", "Taken", "Use"]
 
 logger = logging.getLogger("gateway.metering")
+Kept = Joint | tuple[Allowance, ...]
 _new = tuple.__new__
 HOT, HOT_S = 8, 10  # reservations of a level in one process within HOT_S s before one is asked
 IDLE_S = 1.0
 MAX_AGE_S = 60.0  # far below the lease's 900 s: the sweeper never takes an allowance in use
+
+
+def _measured(joints: Sequence[Joint]) -> None:
+    for joint in joints:
+        if joint.open:
+            joint.measure()
 
 
 class Allowances:
@@ -111,8 +119,9 @@ class Allowances:
         self._hot: dict[tuple[str, str], list[int]] = {}  # name → [HOT_S bucket, reservations]
         self._grant_calls: dict[tuple[Ident, Hold], tuple[list[Counter], CounterLayout]] = {}
         # ``take``'s allowances per level shapes (by their id), valid while ``_version`` (one
-        # more per allowance opened or ended) is the same: shapes, version, oldest born, them
-        self._joints: dict[int, tuple[Sequence[LevelShape], int, float, tuple[Allowance, ...]]]
+        # more per allowance opened or ended, or joint made) is the same: shapes, version,
+        # oldest born, their joint or them
+        self._joints: dict[int, tuple[Sequence[LevelShape], int, float, Kept]]
         self._joints = {}
         self._version = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -123,28 +132,39 @@ class Allowances:
 
     def take(
         self, shapes: Sequence[LevelShape], amounts: Amounts, now: float
-    ) -> tuple[Use, ...] | None:
+    ) -> tuple[Taken, ...] | None:
         """The request's estimate and a slot in flight from the open allowance of each level,
         or None (nothing taken) when one of them has none, or one that has ended or does not
         cover it.
 
-        The allowances of ``shapes`` found last time are kept (``_joints``, by the shapes'
-        identity: a plan's, the same all minute) while none was opened or ended since
-        (``_version``) and the oldest is young enough; a request they cover without any
-        falling below its ``refill`` is taken from them here. Anything else (one missing,
-        stale, short or low: a top-up to ask for) goes the whole way (``_take``)."""
-        joint = self._joints.get(id(shapes))
+        What was found for ``shapes`` last time is kept (``_joints``, by the shapes' identity:
+        a plan's, the same all minute) while no allowance was opened or ended and no joint
+        made since (``_version``) and the oldest is young enough: most often their ``Joint``,
+        and a request it covers with every member above its ``refill`` is taken through it
+        (``allowance_joint``: once, not per member); else (an allowance in two plans' joints)
+        the allowances, taken from one by one. Anything else (one missing, stale, short or
+        low: a top-up to ask for) goes the whole way (``_take``)."""
+        kept = self._joints.get(id(shapes))
         if (
-            joint is None
-            or joint[0] is not shapes
-            or joint[1] != self._version
-            or now - joint[2] > self._max_age_s
+            kept is None
+            or kept[0] is not shapes
+            or kept[1] != self._version
+            or now - kept[2] > self._max_age_s
         ):
             return self._take(shapes, amounts, now)
         requests, tokens, audio, usd = amounts
+        found = kept[3]
+        if isinstance(found, Joint):
+            slack = found.slack
+            r, t, u, s = slack[0] - requests, slack[1] - tokens, slack[3] - usd, slack[4] - 1
+            if r < 0 or t < 0 or u < 0 or s < 0 or not found.open:
+                return self._take(shapes, amounts, now)
+            slack[0], slack[1], slack[3], slack[4] = r, t, u, s
+            found.used_at = now
+            return through(found, amounts)
         need: Need = (requests, tokens, audio, usd, 1)
         uses: list[Use] = []
-        for allowance in joint[3]:
+        for allowance in found:
             left, refill = allowance.left, allowance.refill
             r, t, u, s = left[0] - requests, left[1] - tokens, left[3] - usd, left[4] - 1
             if r < refill[0] or t < refill[1] or u < refill[3] or s < refill[4]:
@@ -157,13 +177,17 @@ class Allowances:
 
     def _take(
         self, shapes: Sequence[LevelShape], amounts: Amounts, now: float
-    ) -> tuple[Use, ...] | None:
+    ) -> tuple[Taken, ...] | None:
         """``take``'s whole way: each level's allowance looked up and checked, a stale one
-        ended, a short one ended, a low one topped up; on success the allowances are kept
-        for ``shapes`` (``_joints``)."""
+        ended, a short one ended, a low one topped up; on success what ``take`` keeps for
+        ``shapes`` (``_joints``): the allowances' joint, made if none of them is in one or has
+        usage queued, or the allowances alone if one is in another plan's joint (both go on
+        alone: ``contested``). A joint's members are read and changed alone here: it is
+        pushed first and measured after."""
         requests, tokens, audio, usd = amounts
         need: Need = (requests, tokens, audio, usd, 1)
         uses: list[Use] = []
+        joints: list[Joint] = []
         get = self._open.get
         for shape in shapes:
             allowance = get(shape.name)
@@ -174,11 +198,16 @@ class Allowances:
             ):
                 self._stale(shapes, now)
                 undone(uses)
+                _measured(joints)
                 return None
+            joint = allowance.joint
+            if joint is not None and joint not in joints:
+                joint.push()
+                joints.append(joint)
             # admitted if it fits in every measure; written out per index (``MEASURED``: an
-            # index the level does not limit holds ``FREE``), as this runs per request and
-            # level. ``refill`` (half the last chunk, below which a top-up is asked for) is
-            # never negative: at or above it in every measure, the request fits, tested once
+            # index the level does not limit holds ``FREE``). ``refill`` (half the last chunk,
+            # below which a top-up is asked for) is never negative: at or above it in every
+            # measure, the request fits, tested once
             left = allowance.left
             r, t, u, s = left[0] - requests, left[1] - tokens, left[3] - usd, left[4] - 1
             refill = allowance.refill
@@ -186,18 +215,46 @@ class Allowances:
             if low and (r < 0 or t < 0 or u < 0 or s < 0):
                 self._end(allowance)
                 undone(uses)
+                _measured(joints)
                 return None
             left[0], left[1], left[3], left[4] = r, t, u, s
             allowance.used_at = now
             uses.append(_new(Use, (allowance, need)))
             if low and shape.name not in self._asking:  # topped up ahead
                 self._ask(shape, size(shape, need, allowance.room), allowance, now)
+        _measured(joints)
+        return self._kept(shapes, tuple([use.allowance for use in uses]), uses, amounts, now)
+
+    def _kept(
+        self,
+        shapes: Sequence[LevelShape],
+        members: tuple[Allowance, ...],
+        uses: list[Use],
+        amounts: Amounts,
+        now: float,
+    ) -> tuple[Taken, ...]:
+        """What ``take`` keeps for ``shapes`` (``_take``'s), and the request's uses of it."""
+        joint = members[0].joint if members else None
+        if joint is None or joint.members != members:
+            joint = None
+            if members and all(
+                a.joint is None and a.queued is None and not a.contested for a in members
+            ):
+                joint = joint_of(members, now)
+                self._version += 1  # a plan's kept allowances may be members now
+            else:
+                for allowance in members:
+                    if allowance.joint is not None:  # another plan's: both go on alone
+                        allowance.joint.dissolve()
+                        allowance.contested = True
         if len(self._joints) > 1_000:
             self._joints.clear()
-        allowances = tuple([use.allowance for use in uses])
-        born = min([allowance.born for allowance in allowances], default=now)
-        self._joints[id(shapes)] = (shapes, self._version, born, allowances)  # holds ``shapes``
-        return tuple(uses)
+        born = min([allowance.born for allowance in members], default=now)
+        kept = members if joint is None else joint
+        self._joints[id(shapes)] = (shapes, self._version, born, kept)  # holds ``shapes``
+        if joint is None:
+            return tuple(uses)
+        return through(joint, amounts)
 
     def _stale(self, shapes: Sequence[LevelShape], now: float) -> None:
         """End the allowances of ``shapes`` that no longer fit their plan (a window rolled, a
@@ -266,6 +323,8 @@ class Allowances:
         room = rooms(shape, decision, True)
         if into is not None and into.open and self._open.get(shape.name) is into:
             into.add(lease.id, hold, room)
+            if into.joint is not None:  # its ``refill`` changed
+                into.joint.measure()
             return
         allowance = Allowance(shape, [], [0] * 5, [0] * 5, [0] * 5, room, [0] * 5, now, now)
         allowance.add(lease.id, hold, room)
@@ -287,13 +346,19 @@ class Allowances:
             found = self._grant_calls[key] = (grant_counters(shape, hold), CounterLayout())
         return found
 
-    def unused(self, uses: Sequence[Use]) -> None:
+    def unused(self, uses: Sequence[Taken]) -> None:
         """A request refused after taking from allowances: its estimate comes back to them,
         or to the counters if one has ended meanwhile (its end left the estimate counted)."""
         if uses:
-            aggregates = settled(uses, Amounts())
-            if any(not use.allowance.open for use in uses):
+            plain, aggregates = allowance_joint.settled(uses, Amounts())
+            if any(not use.allowance.open for use in plain):
                 self._give_back(SettleBatch((), aggregates=aggregates))
+
+    def push(self) -> None:
+        """Every open allowance exact in itself (``Joint.push``)."""
+        for opened in self._open.values():
+            if opened.joint is not None:
+                opened.joint.push()
 
     async def run(self, clock: Callable[[], float]) -> None:
         """``tend`` twice per ``IDLE_S``, until cancelled."""
@@ -308,6 +373,9 @@ class Allowances:
         """End the allowances idle for ``IDLE_S`` or older than ``MAX_AGE_S`` (an old one in
         use leaves its level hot, as in ``_stale``)."""
         for allowance in list(self._open.values()):
+            joint = allowance.joint
+            if joint is not None:  # its ``used_at`` may be the joint's
+                joint.push()
             if now - allowance.used_at > IDLE_S:
                 self._end(allowance)
             elif now - allowance.born > self._max_age_s:
@@ -324,6 +392,8 @@ class Allowances:
 
     def _end(self, allowance: Allowance) -> None:
         self._version += 1
+        if allowance.joint is not None:
+            allowance.joint.dissolve()
         if self._open.get(allowance.shape.name) is allowance:
             del self._open[allowance.shape.name]
         self._give_back(returned(allowance))

@@ -33,7 +33,7 @@ from gateway.config.model import Config, Quota
 from gateway.errors import InvalidRequest, StoreUnavailable
 from gateway.metering import admit_checks, allowance_writes, counters, tier_shards
 from gateway.metering.adopted import adopted_admission
-from gateway.metering.allowances import Allowances, Use
+from gateway.metering.allowances import Allowances, Taken
 from gateway.metering.buffer import Flusher, UsageBuffer
 from gateway.metering.health import StoreHealth
 from gateway.metering.last_known import LastKnown
@@ -68,7 +68,7 @@ _COUNTER = operator.itemgetter(1)  # a ``Check``'s counter, read in C for each c
 _AMOUNTS = len(counters.AMOUNT_KINDS)  # the grants that make up ``Amounts``
 # per-request tuples with ``tuple.__new__``: a NamedTuple's own ``__new__`` is a Python function
 _new = tuple.__new__
-_NO_USES: tuple[Use, ...] = ()
+_NO_USES: tuple[Taken, ...] = ()
 OUTAGE_NOTE = " (usage store unavailable: counted from what was left at the last reservation)"
 
 
@@ -138,7 +138,8 @@ class Meter:
         store is unreachable)."""
         while len(self._flusher) and self.health.should_try():
             if not await self._flusher.flush_once():
-                return
+                break
+        self._allowances.push()  # and each allowance's own figures up to date
 
     # -- the request path --------------------------------------------------------------------
 

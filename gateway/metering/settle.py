@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-from gateway.metering import allowance, record_codec
+from gateway.metering import allowance, allowance_joint, record_codec
 from gateway.metering.counters import SETTLED_INDEX, USD_INDEX
 from gateway.metering.estimate import tokens_for_chars
 from gateway.metering.pricing import MICROS_PER_USD, cost_micros
@@ -93,8 +93,8 @@ class Settlement:
     batch: SettleBatch
     spend: tuple[SpendKey, ...]  # one per watched increment, in order
     record: UsageRecord | None  # None: only leases to end (a refused reservation's)
-    # allowances whose folded level usage needs a batch queued (``allowance.fold``)
-    unqueued: list[allowance.Allowance] | None = None
+    # allowances (or their joint) whose folded level usage needs a batch queued (``fold``)
+    unqueued: list[allowance.Allowance] | list[allowance_joint.Joint] | None = None
     sealed: Callable[[], list[SettleBatch]] | None = None  # leaving the buffer: grants ended
 
 
@@ -233,7 +233,7 @@ def settlement(admission: Admission, outcome: Outcome, record_id: str) -> Settle
     cost = actual.usd_micros
     spend = day[4] if charged else ()
     # the levels' usage, when from allowances, summed in them until a batch carries it
-    unqueued = allowance.fold(admission.uses, actual) if admission.uses else None
+    unqueued = allowance_joint.fold(admission.uses, actual) if admission.uses else None
     error = 1 if outcome.status >= 400 and not outcome.delivered else 0  # ``failed``
     aggregated: tuple[int, ...] = (1, error, used.prompt_tokens, used.completion_tokens)
     aggregated += (used.audio_ms, used.images, used.cost, used.video_ms)  # ``AGGREGATE_FIELDS``

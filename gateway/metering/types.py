@@ -9,7 +9,7 @@ from gateway.config.model import Price, Tier
 from gateway.store.port import Counter
 
 if TYPE_CHECKING:
-    from gateway.metering.allowance import Use
+    from gateway.metering.allowance_joint import Taken
 
 
 class Amounts(NamedTuple):
@@ -148,4 +148,6 @@ class Admission:
     # worked out from ``checks`` once per plan (``plans.py``; empty: from the checks at settle)
     settle_layout: tuple[tuple[str, str, int, int], ...] = ()  # ``settle.settle_layout``
     lease_layout: tuple[tuple[str, tuple[tuple[int, str, str, int], ...]], ...] = ()
-    uses: tuple[Use, ...] = ()  # what it took from its levels' allowances (``allowances.py``)
+    # what it took from its levels' allowances, one per level (``allowances.py``; through a
+    # joint, the same ``Through`` for each: ``allowance_joint.py``)
+    uses: tuple[Taken, ...] = ()
