@@ -121,6 +121,8 @@ class Pipeline:
         if ctx.dropped_fields:
             headers = chat_fields.with_dropped(headers, ctx.dropped_fields)
         if not isinstance(body_out, bytes):  # the relay ends the request after its last byte
+            if headers is reply.headers:  # its own dict, the header written in: as it is
+                return reply
             return Reply(status, headers, body_out, media_type, after)
         return Reply(status, headers, body_out, media_type, partial(self._end, ctx))
 
