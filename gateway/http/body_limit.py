@@ -45,6 +45,8 @@ class BodyLimit:
         if scope["type"] != "http" or scope["path"] == UPLOADS:
             return self.app(scope, receive, send)
         cycle = getattr(receive, "__self__", None)
-        if type(cycle) is GatewayCycle and cycle.cap_body(self.max_bytes):
+        # ``cycle.cap_body`` (no cap set yet) without its call: once per request
+        if type(cycle) is GatewayCycle and cycle.body_cap is None:
+            cycle.body_cap = self.max_bytes
             return self.app(scope, receive, send)  # the cycle counts (its ``receive`` as is)
         return self.app(scope, limited(receive, self.max_bytes), send)

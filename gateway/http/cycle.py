@@ -179,7 +179,8 @@ class GatewayCycle(RequestResponseCycle):
             or not self.message_event.is_set()
         ):
             return None
-        self.flow.resume_reading()
+        if self.flow.read_paused:  # (``resume_reading``'s own test: no call when not paused)
+            self.flow.resume_reading()
         self.message_event.clear()
         body = bytes(self.body)
         self.body = bytearray()

@@ -298,7 +298,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         self.idle_until = 0.0
-        self.flow.resume_reading()
+        if self.flow.read_paused:  # (``resume_reading``'s own test: no call when not paused)
+            self.flow.resume_reading()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)

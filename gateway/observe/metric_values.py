@@ -45,23 +45,24 @@ class Unlocked:
     where the scrape reads them too. Multiprocess values (files shared by the workers) keep
     their own class and lock."""
 
-    __slots__ = ("_exemplar", "_value")
+    __slots__ = ("_exemplar", "value")
     _multiprocess = False
 
     def __init__(self, value: float) -> None:
-        self._value, self._exemplar = value, None
+        # public: the per-request listeners add to it in place, without a call of ``inc``
+        self.value, self._exemplar = value, None
 
     def inc(self, amount: float) -> None:
-        self._value += amount
+        self.value += amount
 
     def set(self, value: float, timestamp: float | None = None) -> None:
-        self._value = value
+        self.value = value
 
     def set_exemplar(self, exemplar: Any) -> None:
         self._exemplar = exemplar
 
     def get(self) -> float:
-        return self._value
+        return self.value
 
     def get_exemplar(self) -> Any:
         return self._exemplar
@@ -85,9 +86,9 @@ class Buckets:
 
     def observe(self, amount: float) -> None:
         if self._local:
-            self._sum._value += amount
+            self._sum.value += amount
             if amount <= self._top:
-                self._buckets[bisect_left(self._bounds, amount)]._value += 1
+                self._buckets[bisect_left(self._bounds, amount)].value += 1
             return
         self._sum.inc(amount)
         if amount <= self._top:

@@ -20,7 +20,7 @@ from prometheus_client import (
 from prometheus_client.metrics import MetricWrapperBase
 
 from gateway.metering.record import UsageRecord
-from gateway.observe.metric_values import value_of
+from gateway.observe.metric_values import Unlocked, value_of
 
 DURATION_BUCKETS = tuple(round(0.01 * 2**i, 2) for i in range(14))  # 0.01 s doubling to 81.92 s
 TTFT_BUCKETS = (
@@ -318,21 +318,31 @@ class UsageMetrics:
         values = self._values.get(labels)
         if values is None:
             values = self._values[labels] = [None, None, None]
-        # a value already looked up and a positive amount (the usual case) added at once;
-        # else through ``_add`` (one call fewer per figure, three per request)
+        # a value already looked up and a positive amount (the usual case) added at once, in
+        # place when it is a one-process one (no call); else through ``_add`` (one call fewer
+        # per figure, three per request)
         if prompt:
             if prompt > 0 and (value := values[0]) is not None:
-                value.inc(prompt)
+                if type(value) is Unlocked:
+                    value.value += prompt
+                else:
+                    value.inc(prompt)
             else:
                 self._add(values, 0, prompt, m.tokens, "input", *labels)
         if completion:
             if completion > 0 and (value := values[1]) is not None:
-                value.inc(completion)
+                if type(value) is Unlocked:
+                    value.value += completion
+                else:
+                    value.inc(completion)
             else:
                 self._add(values, 1, completion, m.tokens, "output", *labels)
         if cost := record.cost_usd:
             if cost > 0 and (value := values[2]) is not None:
-                value.inc(cost)
+                if type(value) is Unlocked:
+                    value.value += cost
+                else:
+                    value.inc(cost)
             else:
                 self._add(values, 2, cost, m.cost, *labels)
         if record.usage_flagged:

@@ -99,8 +99,10 @@ class Attempter:
         context = AttemptContext(
             build, buffered, secrets, records, own_credentials, deadline, trace
         )
+        balancer = self._balancer
         for entry in chain:
-            for model in self._balancer.order(entry):  # its deployments, least loaded first
+            # its deployments, least loaded first (the balancer asked only when it has some)
+            for model in balancer.order(entry) if entry.deployments else (entry,):
                 if time.monotonic() >= deadline:
                     raise AttemptFailed(self._late(records, skipped), records)
                 key = model.breaker_key
@@ -108,7 +110,9 @@ class Attempter:
                     skipped.append(f"{key}: circuit open")
                     open_circuits.append(model.name)
                     continue
-                began, ok = self._balancer.begin(model), False
+                # the balancer counts deployments only: no calls for a model without any
+                balanced = model.deployment is not None
+                began, ok = balancer.begin(model) if balanced else 0.0, False
                 try:
                     request = _built(build, model, records)
                     if request is None:
@@ -121,7 +125,8 @@ class Attempter:
                     self._breakers.release_probe(key)  # cancelled: no verdict on the model
                     raise
                 finally:
-                    self._balancer.end(model, began, ok)
+                    if balanced:
+                        balancer.end(model, began, ok)
                 if isinstance(outcome, Opened):
                     outcome.breaker_skipped = tuple(open_circuits)
                     return outcome
@@ -149,7 +154,9 @@ class Attempter:
         for attempt in range(self._policy.attempts):
             if attempt:
                 request = _built(context.build, model, context.records) or request
-            started, span = self._starting(model, request, context)
+            # ``_starting`` inlined: once per request
+            trace, started = context.trace, time.perf_counter()
+            span = trace.attempt(model, request) if trace is not None else None
             sent = self._sender.send(
                 model, request, context.buffered, context.secrets, context.deadline
             )

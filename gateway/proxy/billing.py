@@ -53,7 +53,7 @@ def outcome_of(ctx: RequestContext) -> Outcome:
         ctx.audio_ms,  # audio_ms
         0,  # video_ms
         ctx.fallback,  # fallback
-        ctx.attempts,  # attempts
+        len(ctx.records),  # attempts
         (ctx.ended - ctx.started) * 1000,  # latency_ms
         ctx.stream is not None,  # delivered
         estimated,  # estimated

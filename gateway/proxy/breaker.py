@@ -58,6 +58,9 @@ class Breakers:
 
     def allow(self, model: str) -> bool:
         """May a request go to ``model`` now? In half-open, only one probe at a time."""
+        circuit = self._circuits.get(model)
+        if circuit is None or circuit.opened_at is None:  # not open here: no ``state`` call
+            return self._shared_open is None or not self._shared_open(model)
         state = self.state(model)
         if state is State.CLOSED:
             return True

@@ -149,8 +149,8 @@ class RequestContext:
             headers["x-gateway-cache"] = self.cache
             if self.cache_fallback:
                 headers["x-gateway-fallback"] = "cache"
-        if self.records:
-            headers["x-gateway-attempts"] = str(self.attempts)
+        if records := self.records:
+            headers["x-gateway-attempts"] = str(len(records))
         if self.admission is not None:
             headers.update(self.admission.headers)
         return headers

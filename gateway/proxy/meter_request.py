@@ -9,7 +9,6 @@ from gateway.metering.estimate import (
     stt_audio_ms,
     tts_audio_ms,
 )
-from gateway.metering.types import KeyLimits
 from gateway.providers.video import video_seconds
 from gateway.proxy.auth import Principal
 from gateway.proxy.context import RequestContext
@@ -37,6 +36,10 @@ async def meter_request(
     ctx.audio_ms = audio_ms
     generates = endpoint.generates_tokens
     requested = requested_max_tokens(incoming.fields) if generates else None
+    n = incoming.fields.get("n", 1) if generates else 1  # range-checked by check_numbers
+    choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+    images = _images_requested(incoming) if plan.route == "image" else 0
+    limits = principal.limits  # a run-time key's, when it has one (none: no check added)
     # positional, in the fields' order: a call with some sixteen keywords costs several times
     # one without (CPython matches each keyword to a parameter), once per request
     return MeterRequest(
@@ -50,27 +53,15 @@ async def meter_request(
         requested or 0,  # max_output_tokens
         audio_ms,  # audio_ms_estimate
         plan.chain[0].price,  # price
-        _images_requested(incoming, plan),  # images_estimate
+        images,  # images_estimate
         generates,  # generates_tokens
-        _enforced(principal.limits),  # key_limits
+        None if limits is None or limits.unlimited else limits,  # key_limits
         prompt_tokens_most(incoming.size),  # prompt_tokens_most
-        _choices(incoming) if generates else 1,  # choices
+        choices,  # choices
         principal.levels,  # levels
     )
 
 
-def _choices(incoming: Incoming) -> int:
-    n = incoming.fields.get("n", 1)  # range-checked by check_numbers
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
-
-
-def _enforced(limits: KeyLimits | None) -> KeyLimits | None:
-    """A run-time key's limits, when it has one (a key without any adds no check)."""
-    return None if limits is None or limits.unlimited else limits
-
-
-def _images_requested(incoming: Incoming, plan: Plan) -> int:
-    if plan.route != "image":
-        return 0
+def _images_requested(incoming: Incoming) -> int:
     n = incoming.fields.get("n", 1)
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1

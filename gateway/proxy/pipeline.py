@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -112,10 +112,17 @@ class Pipeline:
             self._end(ctx)
             raise
         status, headers, body_out, media_type, after = reply
-        headers = _with_overhead(ctx, headers)
+        # the gateway's own time (``RequestContext.overhead``) as its answer's headers go out:
+        # a relay's first bytes follow at once, as its first chunk is already in hand
+        overhead = ctx.overhead_s = ctx.overhead(time.perf_counter())
+        if not isinstance(headers, dict):
+            headers = dict(headers)
+        headers[OVERHEAD_HEADER] = f"{overhead * 1000:.3f}"
         if ctx.dropped_fields:
             headers = chat_fields.with_dropped(headers, ctx.dropped_fields)
         if not isinstance(body_out, bytes):  # the relay ends the request after its last byte
+            if headers is reply.headers:  # its own dict, the header written in: as it is
+                return reply
             return Reply(status, headers, body_out, media_type, after)
         return Reply(status, headers, body_out, media_type, partial(self._end, ctx))
 
@@ -236,13 +243,3 @@ class Pipeline:
 
 
 OVERHEAD_HEADER = "x-gateway-overhead-ms"
-
-
-def _with_overhead(ctx: RequestContext, headers: Mapping[str, str]) -> dict[str, str]:
-    """The reply's headers with the gateway's own time (``RequestContext.overhead``) as its
-    answer's headers go out: a relay's first bytes follow at once, as its first chunk is
-    already in hand."""
-    ctx.overhead_s = ctx.overhead(time.perf_counter())
-    out = headers if isinstance(headers, dict) else dict(headers)
-    out[OVERHEAD_HEADER] = f"{ctx.overhead_s * 1000:.3f}"
-    return out

@@ -44,7 +44,12 @@ class TimeLimit:
         if watch is None or watch.loop is not loop:
             watch = _watch_of(loop)
         self._watch = watch
-        watch.add(self, loop.time() + self._delay)
+        # ``watch.add`` inlined: once per attempt
+        deadline = loop.time() + self._delay
+        watch.running += 1
+        heapq.heappush(watch.heap, (deadline, next(watch.order), self))
+        if watch.timer is None or deadline < watch.timer_at:
+            watch.arm(deadline)
         return self
 
     def __exit__(
@@ -56,8 +61,12 @@ class TimeLimit:
         task, self._task = self._task, None
         if not self._done:
             self._done = True
-            assert self._watch is not None
-            self._watch.ended()
+            watch = self._watch
+            assert watch is not None
+            # ``watch.ended`` inlined: once per attempt
+            watch.running -= 1
+            if len(watch.heap) > 2 * watch.running + _STALE_SLACK:
+                watch.prune()
         if self._expired:
             assert task is not None
             if task.uncancel() == 0 and exc_type is asyncio.CancelledError:
@@ -89,21 +98,16 @@ class _Watch:
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
 
-    def add(self, limit: TimeLimit, deadline: float) -> None:
-        self.running += 1
-        heapq.heappush(self.heap, (deadline, next(self.order), limit))
-        if self.timer is None or deadline < self.timer_at:
-            self._arm(deadline)
-
-    def ended(self) -> None:
-        """A limit ended before its deadline."""
-        self.running -= 1
+    def prune(self) -> None:
+        """The heap rebuilt from the running limits (a limit's ``__exit__`` calls this once
+        the ended ones outnumber them by more than ``_STALE_SLACK``)."""
         heap = self.heap
-        if len(heap) > 2 * self.running + _STALE_SLACK:
-            heap[:] = [entry for entry in heap if not entry[2]._done]
-            heapq.heapify(heap)
+        heap[:] = [entry for entry in heap if not entry[2]._done]
+        heapq.heapify(heap)
 
-    def _arm(self, deadline: float) -> None:
+    def arm(self, deadline: float) -> None:
+        """The timer moved to ``deadline`` (a limit's ``__enter__`` calls this for a deadline
+        earlier than the timer's)."""
         if self.timer is not None:
             self.timer.cancel()
         self.timer_at = deadline
@@ -122,7 +126,7 @@ class _Watch:
         while heap and heap[0][2]._done:
             heapq.heappop(heap)
         if heap:
-            self._arm(heap[0][0])
+            self.arm(heap[0][0])
 
 
 # The watch of the loop that used one last (one loop per process when serving); another

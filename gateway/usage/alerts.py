@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -46,6 +47,8 @@ class CostAlerts:
             for period, usd in (("day", rule.usd_per_day), ("month", rule.usd_per_month)):
                 if usd is not None:
                     self._thresholds[(rule.scope, period)] = usd_micros(usd)
+        # a total below every threshold crosses none: the usual total, not looked up
+        self._lowest = min(self._thresholds.values(), default=math.inf)
         self.scopes = tuple(dict.fromkeys(rule.scope for rule in alerts.rules))
         self._store = store
         self._clock = clock
@@ -68,9 +71,11 @@ class CostAlerts:
 
     async def observe(self, settled: Sequence[tuple[Sequence[SpendKey], Sequence[int]]]) -> None:
         """Per settle written: its spend counters and their new totals."""
-        thresholds = self._thresholds
+        thresholds, lowest = self._thresholds, self._lowest
         for spend, totals in settled:
             for key, total in zip(spend, totals, strict=True):
+                if total < lowest:
+                    continue
                 threshold = thresholds.get(key[:2])  # (scope, period)
                 if threshold is None or total < threshold or key in self._seen:
                     continue

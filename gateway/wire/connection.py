@@ -319,11 +319,14 @@ class Connection(asyncio.Protocol):
         """The whole answer was read and both sides agree to keep the connection open."""
         return self.body_done and self._keep_alive and not self.closed and self._error is None
 
-    def finish(self) -> None:
-        """The exchange is over; forget it so stray bytes while idle are noticed."""
-        self._spare, self._parser = (self._parser if self.reusable else None), None
+    def finish(self) -> bool:
+        """The exchange is over; forget it so stray bytes while idle are noticed. Returns
+        ``reusable`` as it stood before it."""
+        reusable = self.body_done and self._keep_alive and not self.closed and self._error is None
+        self._spare, self._parser = (self._parser if reusable else None), None
         self._chunks.clear()
         self._reader = self._sink = self._on_stop = None
+        return reusable
 
     def close(self) -> None:
         self.closed = True
@@ -371,9 +374,10 @@ class Connection(asyncio.Protocol):
     def _waiter_for(self, timeout: float | None) -> asyncio.Future[None]:
         """The future the next event resolves (bytes, the end, a failure, the timeout);
         raises instead when the exchange already failed or the connection is gone."""
-        self._raise_if_failed()
+        if self._error is not None:  # ``_raise_if_failed`` inlined: once per wait
+            raise self._error
         if self.closed and not self.body_done:
-            raise self._error or httpx.ReadError("Upstream connection closed")
+            raise httpx.ReadError("Upstream connection closed")
         waiter = self._waiter = self._loop.create_future()
         if timeout:
             self._arm(timeout)

@@ -61,8 +61,7 @@ class ConnectionPool:
         return connection, False
 
     def release(self, connection: Connection, origin: Origin) -> None:
-        reusable = connection.reusable
-        connection.finish()
+        reusable = connection.finish()
         if reusable:
             connection.idle_since = time.monotonic()
             idle = self._idle.get(origin)

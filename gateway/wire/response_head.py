@@ -17,6 +17,7 @@ MAX_HEADER_BYTES = 64 * 1024  # the response head: status line, fields, interim 
 MAX_HEADERS = 100  # fields in the final response head
 _OWS = b" \t"
 _INTERIM = frozenset({100, 102, 103})  # the 1xx heads llhttp knows to have no body
+_NOTED = frozenset((b"content-length", b"transfer-encoding", b"content-encoding"))
 
 
 class HeaderLimitExceeded(httpx.RemoteProtocolError):
@@ -85,12 +86,14 @@ class ResponseHead:
             value = value.rstrip(_OWS)  # llhttp strips leading whitespace only
         lowered = name.lower()
         fields.append((name, lowered, value))  # as httpx.Headers keeps them: no copy after
+        if lowered not in _NOTED:  # most fields: one lookup, not three comparisons
+            return
         if lowered == b"content-length":
             self.framed = True
         elif lowered == b"transfer-encoding":
             self._transfer_encoding(value)
-        elif lowered == b"content-encoding":
-            self.encoded = True
+        else:
+            self.encoded = True  # content-encoding
 
     def complete(self, status: int) -> bool:
         """Whether the head just parsed, of ``status``, is the response's (then ``done``);

@@ -10,7 +10,7 @@ import asyncio
 import ssl
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import httpx
 
@@ -193,13 +193,14 @@ class WireResponse(httpx.Response):
     async def aclose(self) -> None:
         if not self.is_closed:
             self.is_closed = True
-            await cast(httpx.AsyncByteStream, self.stream).aclose()
+            stream: httpx.AsyncByteStream = self.stream  # type: ignore[assignment]
+            await stream.aclose()
 
     def take_body(self) -> bytes | None:
         """The whole body when it is all in already and none of it was read, the response
         then closed (as ``aclose`` closes it, without a coroutine); None while more is to
         come: read it from ``stream``."""
-        stream = cast(ResponseStream, self.stream)
+        stream: ResponseStream = self.stream  # type: ignore[assignment]  # (no cast() call)
         body = stream.received()
         if body is not None:
             self.is_closed = True
