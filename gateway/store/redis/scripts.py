@@ -15,6 +15,7 @@ from collections.abc import Iterable, KeysView, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from itertools import repeat
+from operator import attrgetter
 from textwrap import indent
 
 from gateway.store import keys
@@ -27,7 +28,13 @@ from gateway.store.port import (
     SharedAggregate,
     StoreRejected,
 )
-from gateway.store.redis import reserve_pack, settle_increments, settle_pack
+from gateway.store.redis import (
+    reserve_pack,
+    settle_ends,
+    settle_fast,
+    settle_increments,
+    settle_pack,
+)
 from gateway.store.redis.settle_pack import shared_fields
 
 _IS_INT = resources.files("gateway.store.redis").joinpath("is_int.lua").read_text()
@@ -38,6 +45,7 @@ _COMMON = _IS_INT + "\n" + resources.files("gateway.store.redis").joinpath("comm
 # replies keep a mark a day. On a cluster every slot of every batch has one: ten minutes.
 CLUSTER_SETTLED_MARK_S = 600
 FORGET_AFTER_S = 60.0
+_SHARED = attrgetter("shared")  # a batch's shared aggregates
 
 
 Args = list[str | int | bytes]
@@ -150,26 +158,30 @@ def _settle_call(
     tag: str | None,
     mark_ttl_s: int,
 ) -> SettleCall | None:
+    if tag is None:
+        fast = settle_fast.call(batches, maxlen, mark, stream, by_id, forget, mark_ttl_s)
+        if fast is not False:
+            return None if fast is None else SettleCall(*fast)
     found = settle_increments.formed(batches, tag)
     merged: dict[str, dict[str, list[int]]] = {}
     extra: dict[str, dict[str, list[int]]] = {}
     if found is not None:
         plan, made = found
-        index = dict(zip(plan.keys, range(1, len(plan.keys) + 1), strict=True))
+        index = plan.index.copy()
         if made.spelled_out:  # written after the plan's, if on hashes of their own, the
             # shared writes on them summed in (as the general path does every write)
             extra = settle_increments.written(batches, tag)
             alone = shared_alone(batches, extra, tag)
             fits = apart(alone, index.keys()) and index.keys().isdisjoint(extra)
         else:
-            alone = shared_in(batches, tag)
+            alone = shared_in(batches, tag) if any(map(_SHARED, batches)) else []
             fits = not alone or apart(alone, index.keys())
         # else the general path adds them all to the increments, each field written once
         if fits:
             watched = plan.watched
-            increments, listed = made.size, dict.fromkeys(made.hashes)
-            every = len(listed) == len(index)  # then none is listed (the list costs the script)
-            rows, amounts = made.rows, made.values
+            increments, shape = len(made.values), made.shape
+            every = shape.every  # then none is listed (the list costs the script)
+            listed = {} if every else dict.fromkeys(shape.listed)
         else:
             found = None
     if found is None:
@@ -178,11 +190,9 @@ def _settle_call(
         index, watched, increments, written = settle_increments.spelled(merged, tag)
         parts, listed, every = [b"", written], {}, True
     formed = 0 if every else len(index)  # the hashes after it are checked whatever
-    if every:
-        listed = {}
     if found is not None:
         if extra:  # on hashes after ``formed``: checked whatever, none listed
-            rows, amounts, watched = [*rows], [*amounts], [*watched]  # the plan's kept as they are
+            rows, amounts, watched = [shape.rows], [*made.values], [*watched]  # the plan's kept
             for key, fields in extra.items():
                 at = 0
                 for name, (delta, ttl, watch) in fields.items():
@@ -195,8 +205,10 @@ def _settle_call(
                     amounts.append(delta)
                     if watch:
                         watched.append((key, name))
-            increments += len(amounts) - made.size
-        parts = [b"", b"".join(rows) + settle_pack.deltas(amounts)]
+            increments = len(amounts)
+            parts = [b"", b"".join(rows) + settle_pack.deltas(amounts)]
+        else:
+            parts = [b"", made.packed]
     shared_forms = []
     for hashes, ttls, names, values in alone:  # each hash new to the call: the next KEYS
         if len(names) != len(values):
@@ -212,48 +224,49 @@ def _settle_call(
         parts += (settle_pack.shared_head(first, ttls, len(writes)), *shared_fields(writes))
         shared_forms.append(settle_pack.shared_lua(len(ttls), len(writes)))
         index.update(_placed(hashes, first))  # none of them in it (``apart``)
-    leases = [end for batch in batches for end in batch.leases]
-    if tag is not None:
-        leases = [end for end in leases if keys.slot_tag(end.group) == tag]
-    if tag is None:
-        leases = one_end_per_lease(leases)
-    pairs: dict[str, int] = {}
-    place = index.setdefault  # a held key is most often placed already: one lookup
-    held_parts: list[bytes] = []
-    named, packed = settle_pack.NAMES, settle_pack.name
-    grant, end = settle_pack.GRANT.pack, settle_pack.lease_end
-    for group, lease_id, held in leases:
-        pair = pairs.setdefault(group, len(pairs) + 1)
-        if held is None:
-            parts.append(end(pair, lease_id, 0, 0))
-            continue
-        parts.append(end(pair, lease_id, len(held_parts) // 3 + 1, len(held)))
-        for key, name, amount, ttl in held:  # ``settle_pack.GRANT_LUA`` each
-            if type(amount) is not int or not -MAX_STORED <= amount <= MAX_STORED:
-                raise StoreRejected(f"a grant settle.lua cannot take exactly: {amount}")
-            text = b"%d" % amount
-            at = index.get(key) or place(key, len(index) + 1)
-            if at <= formed:
-                listed[at] = None
-            held_parts += (grant(at, ttl, len(text)), text, named.get(name) or packed(name))
-    records, lists = _records(batches, stream=stream, tag=tag)
+    leases = settle_ends.ends(batches, tag)
+    pairs, held = settle_ends.pack(leases, index, formed, listed, parts)
+    records, lists = _packed_records(batches, stream, tag)
     if not (increments or shared_forms or leases or records):
         return None
-    parts += [settle_pack.mark(name) for name in forget]
-    parts += [settle_pack.record(number, record) for number, record in records]
+    if forget:
+        parts += [settle_pack.mark(name) for name in forget]
+    parts += records
     all_keys = list(index)
     for name in pairs:
         all_keys += [name, keys.lease_data(name)]
-    all_keys += [keys.USAGE_STREAM] if stream else []
-    all_keys += list(lists)
-    all_keys += [mark] if mark else []
-    shape = (len(index), len(pairs), int(stream), len(lists), int(mark is not None), int(by_id))
+    if stream:
+        all_keys.append(keys.USAGE_STREAM)
+    if lists:
+        all_keys += lists
+    if mark:
+        all_keys.append(mark)
+    shape_ = (len(index), len(pairs), int(stream), len(lists), int(mark is not None), int(by_id))
     counts = (increments, len(shared_forms), len(leases), len(forget), len(records))
-    checks = (formed, list(listed))
-    parts[0] = settle_pack.head(shape, counts, checks, (maxlen, mark_ttl_s, keys.INDEX_TTL_S))
+    parts[0] = settle_pack.head(
+        shape_, counts, (formed, list(listed)), (maxlen, mark_ttl_s, keys.INDEX_TTL_S)
+    )
     lua = settle_pack.lua_format(counts, len(listed), shared_forms)
-    args: Args = [lua, b"".join(parts), b"".join(held_parts)]
-    return SettleCall(all_keys, args, watched)
+    return SettleCall(all_keys, [lua, b"".join(parts), held], watched)
+
+
+def _packed_records(
+    batches: Sequence[SettleBatch], stream: bool, tag: str | None
+) -> tuple[list[bytes], dict[str, int]]:
+    """``_records`` packed (``settle_pack.RECORD_LUA``), in one pass."""
+    lists: dict[str, int] = {}
+    records = []
+    pack = settle_pack.record
+    for batch in batches:
+        record = batch.record
+        if record is None:
+            continue
+        name = batch.index
+        if name and (tag is None or keys.slot_tag(name) == tag):
+            records.append(pack(lists.get(name) or lists.setdefault(name, len(lists) + 1), record))
+        elif stream:
+            records.append(pack(0, record))
+    return records, lists
 
 
 def _placed(hashes: tuple[str, ...], first: int) -> tuple[tuple[str, int], ...]:

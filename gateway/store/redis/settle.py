@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.store import keys
-from gateway.store.port import SettleBatch
+from gateway.store.port import SettleBatch, SettleForm
 from gateway.store.redis import scripts
 from gateway.store.redis.connection import RedisConnection
 from gateway.store.redis.reads import text
@@ -123,14 +123,30 @@ def _values(call: scripts.SettleCall, reply: Any) -> dict[tuple[str, str], int]:
     values = list(reply)
     if not values or int(values[0]) == 0:
         return {}
-    return dict(zip(call.watched, (int(v) for v in values[1:]), strict=True))
+    return dict(zip(call.watched, map(int, values[1:]), strict=True))
 
 
 def _watched(batches: Sequence[SettleBatch], values: dict[tuple[str, str], int]) -> list[list[int]]:
-    """Per batch, its watched totals in order; none unless every one of them was returned."""
+    """Per batch, its watched totals in order; none unless every one of them was returned.
+    Requests of one form with nothing spelled out watch the same fields: looked up once."""
+    if not values:
+        return [[] for _ in batches]
     found = []
+    formed: dict[SettleForm, list[int]] = {}
     for batch in batches:
-        watched = batch.watched()
-        known = all(one in values for one in watched)
-        found.append([values[one] for one in watched] if known else [])
+        form = batch.form
+        if form is None or batch.written:
+            found.append(_known(batch.watched(), values))
+            continue
+        totals = formed.get(form)
+        if totals is None:
+            totals = formed[form] = _known(form.watched, values)
+        found.append(totals.copy())
     return found
+
+
+def _known(watched: Sequence[tuple[str, str]], values: dict[tuple[str, str], int]) -> list[int]:
+    try:
+        return list(map(values.__getitem__, watched))
+    except KeyError:
+        return []

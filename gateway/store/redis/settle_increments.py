@@ -9,12 +9,16 @@ the plan's slots, leaves out a delta of 0 that is not watched (as the general pa
 write, and settle.lua's cost is per value), and packs the deltas in one ``struct.pack``.
 Batches that spell their increments out, and forms that disagree on a field's time to live or
 watch flag, take the general path: every write merged by key and field (``merged``), then
-packed one by one (``spelled``).
+packed one by one (``spelled``). Per plan and set of slots written (``Shape``: most calls of a
+plan write the same ones) the joined rows, the hashes they write and the deltas' format are
+kept, so a call packs only its deltas.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
+from itertools import compress
 from operator import add
 from typing import NamedTuple
 
@@ -23,6 +27,7 @@ from gateway.store.port import MAX_STORED, SettleBatch, SettleForm, StoreRejecte
 from gateway.store.redis import settle_pack
 
 MOST_PLANS = 1024
+MOST_SHAPES = 64  # per plan
 _new = tuple.__new__
 
 
@@ -31,13 +36,17 @@ class Plan:
     row (hash index, ttl, watch, field), hash index and watch flag, per form where its deltas
     go (``places``; -1: not in the slot), and the watched (key, field) in order."""
 
-    __slots__ = ("direct", "hashes", "keys", "places", "rows", "size", "watched", "watches")
+    __slots__ = (
+        "direct", "forms", "hashes", "index", "keys", "places", "rows", "shapes", "size",
+        "slots", "watch_at", "watched",
+    )  # fmt: skip
 
     def __init__(self, forms: Sequence[SettleForm], tag: str | None) -> None:
         where: dict[tuple[str, str], int] = {}
         index: dict[str, int] = {}
         slots: list[tuple[int, int, int, str]] = []  # hash index, ttl, watch, field
         self.places: list[list[int]] = []
+        self.forms = forms
         for form in forms:
             places = []
             for key, field, ttl_s, watch in form.slots:
@@ -54,25 +63,58 @@ class Plan:
             self.places.append(places)
         self.size = size = len(slots)
         self.keys = list(index)
+        self.index = index  # key → its KEYS index (a call copies it: it places more)
         self.direct = len(forms) == 1 and self.places[0] == list(range(size))
         self.rows = [settle_pack.row(*slot) for slot in slots]
         self.hashes = [slot[0] for slot in slots]
-        self.watches = [slot[2] for slot in slots]
+        self.slots = range(size)
+        self.watch_at = [at for at, slot in enumerate(slots) if slot[2]]
         self.watched = [(self.keys[s[0] - 1], s[3]) for s in slots if s[2]]
+        self.shapes: dict[tuple[int, ...], Shape] = {}
+
+    def shape(self, live: tuple[int, ...]) -> Shape:
+        """The ``Shape`` of a call writing the slots ``live``."""
+        if len(self.shapes) >= MOST_SHAPES:
+            self.shapes.clear()
+        rows, hashes = self.rows, self.hashes
+        listed = tuple(dict.fromkeys([hashes[at] for at in live]))
+        numbers = _NUMBERS.get(len(live)) or _numbers(len(live))
+        joined = b"".join([rows[at] for at in live])
+        found = Shape(joined, listed, len(listed) == len(self.keys), numbers)
+        self.shapes[live] = found
+        return found
+
+
+class Shape(NamedTuple):
+    """What a plan's calls writing the same slots share: their rows joined, the hashes they
+    write (in order), whether that is every hash of the plan, and the format of their deltas
+    as numbers (``settle_pack.INCREMENT_LUA``'s second)."""
+
+    rows: bytes
+    listed: tuple[int, ...]
+    every: bool
+    numbers: struct.Struct
+
+
+def _numbers(size: int) -> struct.Struct:
+    found = _NUMBERS[size] = struct.Struct(f"<{size}q")
+    return found
+
+
+_NUMBERS: dict[int, struct.Struct] = {}
 
 
 class Writes(NamedTuple):
-    """A plan's writes in one call: how many, their rows and deltas, the hashes, and whether
-    a batch also spells out increments (``written``: not in the plan)."""
+    """A plan's writes in one call: their ``Shape``, deltas, rows and deltas packed, and
+    whether a batch also spells out increments (``written``: not in the plan)."""
 
-    size: int
-    rows: list[bytes]
-    values: list[int]
-    hashes: list[int]
+    shape: Shape
+    values: Sequence[int]
+    packed: bytes
     spelled_out: bool
 
 
-_PLANS: dict[tuple[tuple[SettleForm, ...], str | None], Plan | None] = {}
+PLANS: dict[tuple[tuple[SettleForm, ...], str | None], Plan | None] = {}
 _SEEN: set[tuple[tuple[SettleForm, ...], str | None]] = set()  # once, with no plan yet
 
 
@@ -81,7 +123,7 @@ def formed(batches: Sequence[SettleBatch], tag: str | None) -> tuple[Plan, Write
     watched left out); None when a batch spells out aggregates, none has a form, or the forms
     have no plan. Increments spelled out (an allowance's grants given back) are not in it:
     ``Writes.spelled_out`` says there are some (``written``)."""
-    sums: dict[SettleForm, Sequence[int]] = {}
+    groups: dict[SettleForm, list[Sequence[int]]] = {}  # each form's deltas, summed after
     spelled_out = False
     for batch in batches:
         form = batch.form
@@ -91,15 +133,19 @@ def formed(batches: Sequence[SettleBatch], tag: str | None) -> tuple[Plan, Write
             spelled_out = True
         if form is None:
             continue
-        found = sums.get(form)
-        if len(batch.deltas) != len(form.slots):
-            raise StoreRejected(f"{len(batch.deltas)} deltas for {len(form.slots)} slots")
-        sums[form] = batch.deltas if found is None else list(map(add, found, batch.deltas))
-    if not sums:
+        found = groups.get(form)
+        deltas = batch.deltas
+        if len(deltas) != len(form.slots):
+            raise StoreRejected(f"{len(deltas)} deltas for {len(form.slots)} slots")
+        if found is None:
+            groups[form] = [deltas]
+        else:
+            found.append(deltas)
+    if not groups:
         return None
-    forms = tuple(sums)
+    forms = tuple(groups)
     try:
-        plan = _PLANS[forms, tag]
+        plan = PLANS[forms, tag]
     except KeyError:
         if len(forms) > 1 and (forms, tag) not in _SEEN:
             # forms of several users seldom meet again in this order: a plan made for each
@@ -111,29 +157,47 @@ def formed(batches: Sequence[SettleBatch], tag: str | None) -> tuple[Plan, Write
         plan = _plan(forms, tag)
     if plan is None:
         return None
+    return plan, writes(plan, groups, spelled_out)
+
+
+def writes(plan: Plan, groups: dict[SettleForm, list[Sequence[int]]], spelled_out: bool) -> Writes:
+    """The writes of ``plan`` for each form's deltas (``groups``, in the plan's order)."""
     if plan.direct:
-        totals = sums[forms[0]]
+        group = groups[plan.forms[0]]
+        totals = group[0] if len(group) == 1 else _summed(group)
     else:
+        sums = map(_summed, groups.values())
         summed = [0] * plan.size
-        for places, deltas in zip(plan.places, sums.values(), strict=True):
+        for places, deltas in zip(plan.places, sums, strict=True):
             for at, delta in zip(places, deltas, strict=True):
                 if at >= 0:
                     summed[at] += delta
         totals = summed
-    watches = plan.watches
-    live = [at for at, delta in enumerate(totals) if delta or watches[at]]
-    if not live:
-        return plan, _new(Writes, (0, [], [], [], spelled_out))
-    rows, hashes = plan.rows, plan.hashes
-    values = [totals[at] for at in live]
+    flags = totals
+    if plan.watch_at:  # a watched slot is written whatever its delta
+        flags = [*totals]
+        for at in plan.watch_at:
+            flags[at] = 1
+    live = tuple(compress(plan.slots, flags))
+    shape = plan.shapes.get(live) or plan.shape(live)
+    if not live:  # ``tuple.__new__``: a NamedTuple's own is Python
+        return _new(Writes, (shape, (), b"", spelled_out))
+    values = totals if len(live) == len(totals) else [totals[at] for at in live]
     try:
         if not -MAX_STORED <= min(values) <= max(values) <= MAX_STORED:
-            raise StoreRejected(f"a delta settle.lua cannot take exactly: {values}")
+            raise StoreRejected(f"a delta settle.lua cannot take exactly: {[*values]}")
     except TypeError as error:  # a delta that is no number
         raise StoreRejected(f"a delta settle.lua cannot take: {error}") from error
-    live_rows = [rows[at] for at in live]
-    placed = [hashes[at] for at in live]  # ``tuple.__new__``: a NamedTuple's own is Python
-    return plan, _new(Writes, (len(live), live_rows, values, placed, spelled_out))
+    numbers = shape.numbers.pack(*values)  # first: it refuses what is no integer
+    packed = b"".join([shape.rows, numbers, *settle_pack.texts(values)])
+    return _new(Writes, (shape, values, packed, spelled_out))
+
+
+def _summed(deltas: list[Sequence[int]]) -> Sequence[int]:
+    """The deltas of one form's requests summed per slot (``sum`` adds integers in C)."""
+    if len(deltas) == 1:
+        return deltas[0]
+    return list(map(sum, zip(*deltas)))  # noqa: B905 (lengths checked: ``formed``, ``merged``)
 
 
 def written(batches: Sequence[SettleBatch], tag: str | None) -> dict[str, dict[str, list[int]]]:
@@ -152,9 +216,9 @@ def _plan(forms: tuple[SettleForm, ...], tag: str | None) -> Plan | None:
         plan: Plan | None = Plan(forms, tag)
     except LookupError:
         plan = None
-    if len(_PLANS) >= MOST_PLANS:
-        _PLANS.clear()
-    _PLANS[forms, tag] = plan
+    if len(PLANS) >= MOST_PLANS:
+        PLANS.clear()
+    PLANS[forms, tag] = plan
     return plan
 
 
@@ -166,13 +230,17 @@ def merged(batches: Sequence[SettleBatch]) -> dict[str, dict[str, list[int]]]:
     ``map`` (``operator.add``), and fields by key, so a field is found by its name alone."""
     merged: dict[str, dict[str, list[int]]] = {}
     get = merged.get
-    forms: dict[SettleForm, Sequence[int]] = {}  # a form's deltas summed first
+    forms: dict[SettleForm, list[Sequence[int]]] = {}  # a form's deltas summed first
     for batch in batches:
         form = batch.form
         if form is not None:
             found = forms.get(form)
-            forms[form] = batch.deltas if found is None else list(map(add, found, batch.deltas))
-    for form, deltas in forms.items():  # its increments, then its aggregates (zeros too)
+            if found is None:
+                forms[form] = [batch.deltas]
+            else:
+                found.append(batch.deltas)
+    for form, group in forms.items():  # its increments, then its aggregates (zeros too)
+        deltas = _summed(group)
         plain = form.plain
         for at, (key, field, ttl_s, watch) in enumerate(form.slots):
             delta = deltas[at]

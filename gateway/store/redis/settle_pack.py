@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from typing import cast
 
 from gateway.store.port import MAX_STORED, StoreRejected
 
@@ -33,6 +34,7 @@ RECORD_LUA = "i4i4c0"  # index list number, record
 _HEAD = struct.Struct("<iiiiiBiiiiiii")
 _INT = struct.Struct("<i")
 _TWO = struct.Struct("<ii")
+RECORD_HEAD = _TWO  # a record's: up to the record
 GRANT = struct.Struct("<iIi")  # a grant's head: up to its amount's text's length
 _LEASE = struct.Struct("<iiii")
 _ROW = struct.Struct("<iIB")
@@ -53,8 +55,16 @@ def row(index: int, ttl: int, watch: int, field: str) -> bytes:
 
 def deltas(values: Sequence[int]) -> bytes:
     """The increments' deltas: as numbers, then as text (for HINCRBY)."""
-    texts = [TEXTS.get(value) or text(value) for value in values]
-    return struct.pack(f"<{len(values)}q", *values) + b"".join(texts)
+    packed = struct.pack(f"<{len(values)}q", *values)  # first: it refuses what is no integer
+    return packed + b"".join(texts(values))
+
+
+def texts(values: Sequence[int]) -> list[bytes]:
+    """Each delta's text, packed (``text``)."""
+    found = list(map(TEXTS.get, values))
+    if all(found):  # a text is never empty
+        return cast(list[bytes], found)
+    return [one or text(value) for one, value in zip(found, values, strict=True)]
 
 
 def text(value: int) -> bytes:

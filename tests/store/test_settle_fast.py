@@ -1,0 +1,91 @@
+"""The common flush's own path (``settle_fast.py``) sends the very bytes ``scripts``' path does:
+random flushes of requests of one or two forms (deltas through zero, watched fields, leases
+merged by id, grants on hashes no increment writes, records with and without an index, marks
+to forget) packed both ways, and compared whole."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from gateway.store import keys
+from gateway.store.port import LeaseEnd, SettleBatch, SettleForm, StoreRejected
+from gateway.store.redis import scripts, settle_fast
+
+
+def _forms(user: str, rng: random.Random) -> list[SettleForm]:
+    own = (f"gw:{{u:{user}}}:d:1", f"gw:{{u:{user}}}:m:1")
+    forms = []
+    for charged in (True, False):
+        slots = [(key, field, 100, False) for key in own for field in ("req", "tok", "usd")]
+        slots += [("gw:{t:x}:d:1", "usd", 200, False)]
+        if charged:
+            slots += [("gw:spend:d:1", scope, 900, True) for scope in ("all", "x")]
+        plain = len(slots)
+        slots += [(f"gw:{{u:{user}}}:agg:1", field, 900, False) for field in ("n", "tok")]
+        forms.append(SettleForm(tuple(slots), plain))
+    return forms[: rng.randint(1, 2)]
+
+
+def _batch(rng: random.Random, forms: list[SettleForm], number: int) -> SettleBatch:
+    form = rng.choice(forms)
+    zeros = rng.choice((0.0, 0.5, 1.0))
+    deltas = tuple(
+        0 if rng.random() < zeros else rng.choice((rng.randint(-30, 30), 10**6)) for _ in form.slots
+    )
+    user = form.slots[0][0]
+    lease = f"l{rng.randrange(8)}" if rng.random() < 0.3 else f"l{number}"
+    held: Any = None
+    if rng.random() < 0.8:
+        held = tuple(
+            (key, field, rng.choice((1, 84, rng.randint(0, 10**6))), ttl)
+            for key, field, ttl, watch in form.slots[: form.plain]
+            if not watch and rng.random() < 0.7
+        )
+        if rng.random() < 0.2:
+            held += (("gw:{o:o}:min:1", "req", 1, 60),)  # a hash no increment writes
+        if rng.random() < 0.5:
+            held *= rng.randint(2, 4)  # many grants: packed column by column
+    leases = (LeaseEnd(keys.lease(user), lease, held),) if rng.random() < 0.9 else ()
+    if leases and rng.random() < 0.5:
+        leases += (LeaseEnd(keys.lease("gw:{t:x}:d:1"), lease, held and held[:1]),)
+    index = rng.choice((keys.user_records(user, "1"), keys.user_records("other", "1"), None, ""))
+    record = b"r%d" % number if rng.random() < 0.9 else None
+    return SettleBatch((), record, (), leases, index, (), form, deltas)
+
+
+def _packed(batches: list[SettleBatch], options: dict[str, Any]) -> Any:
+    try:
+        call = scripts.settle_call(batches, **options)
+    except StoreRejected as error:
+        return str(error)
+    return None if call is None else (call.keys, call.args, list(call.watched))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_common_flush_packs_what_the_general_path_packs(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(seed)
+    forms = _forms(f"f{seed}", rng)
+    taken = 0
+    for round_ in range(60):
+        batches = [_batch(rng, forms, round_ * 100 + n) for n in range(rng.randint(1, 20))]
+        options = {
+            "maxlen": rng.choice((1000, 5)),
+            "mark": rng.choice((None, f"gw:settled:m{round_}")),
+            "stream": rng.random() < 0.8,
+            "by_id": rng.random() < 0.7,
+            "forget": tuple(f"gw:settled:f{n}" for n in range(rng.choice((0, 0, 2)))),
+        }
+        for _ in range(2):  # the forms' plan made (forms of two seen twice)
+            scripts.settle_call(batches, **options)
+        taken += settle_fast.call(batches, *options.values(), keys.SETTLED_MARK_S) is not False
+        fast = _packed(batches, options)
+        with monkeypatch.context() as patched:
+            patched.setattr(settle_fast, "call", lambda *args: False)
+            general = _packed(batches, options)
+        assert fast == general
+    assert taken == 60
