@@ -89,3 +89,19 @@ def test_the_common_flush_packs_what_the_general_path_packs(
             general = _packed(batches, options)
         assert fast == general
     assert taken == 60
+
+
+@pytest.mark.parametrize("bad", ["3", 2.5])
+def test_a_delta_that_is_no_integer_is_refused_however_the_batches_meet(bad: Any) -> None:
+    """One form's requests summed per slot, one of them with a delta that is no integer: the
+    call is refused (StoreRejected: the flusher then sets that record apart), never a
+    TypeError that would stop the flusher."""
+    form = _forms("bad", random.Random(0))[0]
+    good = tuple(range(1, len(form.slots) + 1))
+    broken = (bad, *good[1:])
+    options = {"maxlen": 1000, "mark": None, "stream": True, "by_id": True}
+    for deltas in ([good, broken], [broken, good], [broken], [broken, broken, good]):
+        batches = [SettleBatch((), b"r", (), (), None, (), form, d) for d in deltas]
+        for _ in range(2):  # before and after the form's plan is made
+            with pytest.raises(StoreRejected):
+                scripts.settle_call(batches, **options)

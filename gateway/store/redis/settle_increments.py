@@ -162,17 +162,20 @@ def formed(batches: Sequence[SettleBatch], tag: str | None) -> tuple[Plan, Write
 
 def writes(plan: Plan, groups: dict[SettleForm, list[Sequence[int]]], spelled_out: bool) -> Writes:
     """The writes of ``plan`` for each form's deltas (``groups``, in the plan's order)."""
-    if plan.direct:
-        group = groups[plan.forms[0]]
-        totals = group[0] if len(group) == 1 else _summed(group)
-    else:
-        sums = map(_summed, groups.values())
-        summed = [0] * plan.size
-        for places, deltas in zip(plan.places, sums, strict=True):
-            for at, delta in zip(places, deltas, strict=True):
-                if at >= 0:
-                    summed[at] += delta
-        totals = summed
+    try:
+        if plan.direct:
+            group = groups[plan.forms[0]]
+            totals = group[0] if len(group) == 1 else _summed(group)
+        else:
+            sums = map(_summed, groups.values())
+            summed = [0] * plan.size
+            for places, deltas in zip(plan.places, sums, strict=True):
+                for at, delta in zip(places, deltas, strict=True):
+                    if at >= 0:
+                        summed[at] += delta
+            totals = summed
+    except TypeError as error:  # a delta that is no number, met while summing
+        raise StoreRejected(f"a delta settle.lua cannot take: {error}") from error
     flags = totals
     if plan.watch_at:  # a watched slot is written whatever its delta
         flags = [*totals]
