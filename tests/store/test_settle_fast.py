@@ -1,17 +1,18 @@
 """The common flush's own path (``settle_fast.py``) sends the very bytes ``scripts``' path does:
 random flushes of requests of one or two forms (deltas through zero, watched fields, leases
 merged by id, grants on hashes no increment writes, records with and without an index, marks
-to forget) packed both ways, and compared whole."""
+to forget, a level's shared write) packed both ways, and compared whole."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
 import pytest
 
 from gateway.store import keys
-from gateway.store.port import LeaseEnd, SettleBatch, SettleForm, StoreRejected
+from gateway.store.port import LeaseEnd, SettleBatch, SettleForm, SharedAggregate, StoreRejected
 from gateway.store.redis import scripts, settle_fast
 
 
@@ -56,6 +57,30 @@ def _batch(rng: random.Random, forms: list[SettleForm], number: int) -> SettleBa
     return SettleBatch((), record, (), leases, index, (), form, deltas)
 
 
+def _with_shared(rng: random.Random, batches: list[SettleBatch]) -> bool:
+    """A flush's level usage (an allowance's seal) in one of ``batches`` half the time: on
+    hashes of its own (the fast path), or now and then on a hash the plan writes too, or in
+    two batches on the same hashes (the general path); whether the fast path can take it."""
+    if rng.random() < 0.5:
+        return True
+    shared = _shared(rng)
+    twice = rng.random() < 0.1
+    for at in rng.sample(range(len(batches)), min(len(batches), 1 + twice)):
+        batches[at] = dataclasses.replace(batches[at], shared=shared)
+    return not (twice and len(batches) > 1) and "gw:{t:x}:d:1" not in shared[0].keys
+
+
+def _shared(rng: random.Random) -> tuple[SharedAggregate, ...]:
+    level = rng.choice(("gw:{o:o}", "gw:{t:y}"))
+    hashes = tuple(f"{level}:{window}:1" for window in ("min", "h", "d", "mo"))
+    if rng.random() < 0.1:
+        hashes += ("gw:{t:x}:d:1",)  # also in the plan
+    values = tuple(rng.choice((0, 0, 1, rng.randint(1, 10**6))) for _ in range(3))
+    found = SharedAggregate(hashes, tuple(60 * (n + 1) for n in range(len(hashes))),
+                            ("req", "tok", "usd"), values)  # fmt: skip
+    return (found,)
+
+
 def _packed(batches: list[SettleBatch], options: dict[str, Any]) -> Any:
     try:
         call = scripts.settle_call(batches, **options)
@@ -70,9 +95,10 @@ def test_the_common_flush_packs_what_the_general_path_packs(
 ) -> None:
     rng = random.Random(seed)
     forms = _forms(f"f{seed}", rng)
-    taken = 0
+    taken = with_shared = 0
     for round_ in range(60):
         batches = [_batch(rng, forms, round_ * 100 + n) for n in range(rng.randint(1, 20))]
+        fits = _with_shared(rng, batches)
         options = {
             "maxlen": rng.choice((1000, 5)),
             "mark": rng.choice((None, f"gw:settled:m{round_}")),
@@ -82,13 +108,16 @@ def test_the_common_flush_packs_what_the_general_path_packs(
         }
         for _ in range(2):  # the forms' plan made (forms of two seen twice)
             scripts.settle_call(batches, **options)
-        taken += settle_fast.call(batches, *options.values(), keys.SETTLED_MARK_S) is not False
+        fast_taken = settle_fast.call(batches, *options.values(), keys.SETTLED_MARK_S) is not False
+        assert fast_taken == fits
+        taken += fast_taken
+        with_shared += fast_taken and any(batch.shared for batch in batches)
         fast = _packed(batches, options)
         with monkeypatch.context() as patched:
             patched.setattr(settle_fast, "call", lambda *args: False)
             general = _packed(batches, options)
         assert fast == general
-    assert taken == 60
+    assert taken >= 40 and with_shared >= 10
 
 
 @pytest.mark.parametrize("bad", ["3", 2.5])

@@ -11,7 +11,7 @@ import functools
 import hashlib
 import re
 import struct
-from collections.abc import Iterable, KeysView, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from itertools import repeat
@@ -35,7 +35,7 @@ from gateway.store.redis import (
     settle_increments,
     settle_pack,
 )
-from gateway.store.redis.settle_pack import shared_fields
+from gateway.store.redis.settle_pack import apart
 
 _IS_INT = resources.files("gateway.store.redis").joinpath("is_int.lua").read_text()
 _COMMON = _IS_INT + "\n" + resources.files("gateway.store.redis").joinpath("common.lua").read_text()
@@ -209,21 +209,7 @@ def _settle_call(
             parts = [b"", b"".join(rows) + settle_pack.deltas(amounts)]
         else:
             parts = [b"", made.packed]
-    shared_forms = []
-    for hashes, ttls, names, values in alone:  # each hash new to the call: the next KEYS
-        if len(names) != len(values):
-            raise StoreRejected(f"{len(values)} values for the fields {names}")
-        if all(values):  # most often: every field written (no list of the pairs); lengths
-            # checked above, as ``strict=`` makes zip a keyword call, some 6k instructions
-            writes: Sequence[tuple[str, int]] = tuple(zip(names, values))  # noqa: B905
-        else:
-            writes = [(name, value) for name, value in zip(names, values, strict=True) if value]
-            if not writes:
-                continue
-        first = len(index) + 1
-        parts += (settle_pack.shared_head(first, ttls, len(writes)), *shared_fields(writes))
-        shared_forms.append(settle_pack.shared_lua(len(ttls), len(writes)))
-        index.update(_placed(hashes, first))  # none of them in it (``apart``)
+    shared_forms = settle_pack.shared_writes(alone, index, parts)
     leases = settle_ends.ends(batches, tag)
     pairs, held = settle_ends.pack(leases, index, formed, listed, parts)
     records, lists = _packed_records(batches, stream, tag)
@@ -269,21 +255,6 @@ def _packed_records(
     return records, lists
 
 
-def _placed(hashes: tuple[str, ...], first: int) -> tuple[tuple[str, int], ...]:
-    """``hashes`` with their indexes from ``first``: kept (a level's hashes, at the same place
-    in most calls of one shape)."""
-    found = _PLACED.get((hashes, first))
-    if found is None:
-        found = tuple(zip(hashes, range(first, first + len(hashes)), strict=True))
-        if len(_PLACED) >= 4096:
-            _PLACED.clear()
-        _PLACED[hashes, first] = found
-    return found
-
-
-_PLACED: dict[tuple[tuple[str, ...], int], tuple[tuple[str, int], ...]] = {}
-
-
 def shared_alone(
     batches: Sequence[SettleBatch], merged: dict[str, dict[str, list[int]]], tag: str | None
 ) -> list[SharedAggregate]:
@@ -309,19 +280,6 @@ def shared_in(batches: Sequence[SettleBatch], tag: str | None) -> list[SharedAgg
     if tag is not None:
         found = [shared for shared in map(_in_slot, found, repeat(tag)) if shared.keys]
     return found
-
-
-def apart(found: Sequence[SharedAggregate], written: KeysView[str]) -> bool:
-    """Whether no hash of ``found`` is in ``written`` or in another of them."""
-    if len(found) == 1:  # most often: one flush's level usage
-        return written.isdisjoint(found[0].keys)
-    claimed: set[str] = set()
-    for shared in found:
-        hashes = shared.keys
-        if not (written.isdisjoint(hashes) and claimed.isdisjoint(hashes)):
-            return False
-        claimed.update(hashes)
-    return True
 
 
 def _in_slot(shared: SharedAggregate, tag: str) -> SharedAggregate:

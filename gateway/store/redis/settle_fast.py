@@ -1,11 +1,12 @@
 """settle.lua's arguments for the most common flush, in one function: the same bytes, less work.
 
 A flush on a single Redis of requests whose forms have a plan, with nothing spelled out (no
-increments of their own, aggregates or shared writes), is most of them; ``scripts`` packs it
-in the same order with the same checks, in more calls (a Python call costs more than most of
-what it does here). The head and the Lua format of a call writing every hash of its plan are
-kept per count (``_HEADS``). Anything else takes ``scripts``' path (``call`` returns False
-before it changed anything).
+increments of their own or aggregates; shared writes, a team's level usage, only on hashes of
+their own), is most of them; ``scripts`` packs it in the same order with the same checks, in
+more calls (a Python call costs more than most of what it does here). The head and the Lua
+format of a call writing every hash of its plan are kept per count and shared writes' formats
+(``_HEADS``). Anything else takes ``scripts``' path (``call`` returns False before it changed
+anything).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from collections.abc import Sequence
 from typing import Literal
 
 from gateway.store import keys
-from gateway.store.port import LeaseEnd, SettleBatch, SettleForm, StoreRejected
+from gateway.store.port import LeaseEnd, SettleBatch, SettleForm, SharedAggregate, StoreRejected
 from gateway.store.redis import settle_ends, settle_increments, settle_pack
 
 Packed = tuple[list[str], list[str | int | bytes], list[tuple[str, str]]]  # KEYS, ARGV, watched
-_Counts = tuple[int, int, int, int, int, int, int, int, int, int, int, int]
+_Counts = tuple[int, int, int, int, int, int, int, int, int, int, int, int, tuple[str, ...]]
 
 _HEADS: dict[_Counts, tuple[bytes, str]] = {}  # a call's counts → its head and Lua format
 _new = tuple.__new__
@@ -35,10 +36,13 @@ def call(
 ) -> Packed | Literal[False] | None:
     """``scripts.settle_call`` of ``batches`` without ``tag``; False: not such a flush."""
     groups: dict[SettleForm, list[Sequence[int]]] = {}  # each form's deltas
+    shared: list[SharedAggregate] = []
     for batch in batches:
         form = batch.form
-        if form is None or batch.written or batch.aggregates or batch.shared:
+        if form is None or batch.written or batch.aggregates:
             return False
+        if batch.shared:
+            shared += batch.shared
         deltas = batch.deltas
         if len(deltas) != len(form.slots):
             raise StoreRejected(f"{len(deltas)} deltas for {len(form.slots)} slots")
@@ -50,6 +54,8 @@ def call(
     plan = settle_increments.PLANS.get((tuple(groups), None))
     if plan is None:  # none made yet (or none can be): ``formed`` decides, as always
         return False
+    if shared and not settle_pack.apart(shared, plan.index.keys()):
+        return False  # summed into the increments: ``scripts``' general path
     made = settle_increments.writes(plan, groups, False)
     shape = made.shape
     index = plan.index.copy()
@@ -70,6 +76,7 @@ def call(
                 merged[lease_id] = _new(LeaseEnd, (first[0], lease_id, first[2] + end[2]))
     leases = list(merged.values())
     parts = [b"", made.packed]
+    forms = tuple(settle_pack.shared_writes(shared, index, parts)) if shared else ()
     pairs, held = settle_ends.pack(leases, index, formed, listed, parts)
     lists: dict[str, int] = {}  # ``scripts._packed_records``
     packed: list[bytes] = []
@@ -87,7 +94,7 @@ def call(
             continue
         packed += (record_head(number, len(record)), record)
     increments, records = len(made.values), len(packed) // 2
-    if not (increments or leases or records):
+    if not (increments or forms or leases or records):
         return None
     if forget:
         parts += [settle_pack.mark(name) for name in forget]
@@ -105,7 +112,7 @@ def call(
     if every:
         counts = (
             len(index), len(pairs), stream, len(lists), mark is not None, by_id, increments,
-            len(leases), len(forget), records, maxlen, mark_ttl_s,
+            len(leases), len(forget), records, maxlen, mark_ttl_s, forms,
         )  # fmt: skip
         head = _HEADS.get(counts)
     if head is None:
@@ -117,12 +124,12 @@ def call(
             int(mark is not None),
             int(by_id),
         )
-        numbers = (increments, 0, len(leases), len(forget), records)
+        numbers = (increments, len(forms), len(leases), len(forget), records)
         head = (
             settle_pack.head(
                 shape_, numbers, (formed, list(listed)), (maxlen, mark_ttl_s, keys.INDEX_TTL_S)
             ),
-            settle_pack.lua_format(numbers, len(listed), ()),
+            settle_pack.lua_format(numbers, len(listed), forms),
         )
         if every:
             if len(_HEADS) >= 256:

@@ -14,10 +14,10 @@ follow the rows, packed together. A value the format cannot hold (no integer, a 
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import KeysView, Sequence
 from typing import cast
 
-from gateway.store.port import MAX_STORED, StoreRejected
+from gateway.store.port import MAX_STORED, SharedAggregate, StoreRejected
 
 # Lua's formats, in settle.lua's order (the head's texts are a store's constants, packed once)
 HEAD_LUA = "<i4i4i4i4i4Bi4i4i4i4i4i4i4i8i4c0i4c0i4c0"
@@ -193,3 +193,54 @@ def _constants(constants: tuple[int, int, int]) -> bytes:
     if len(_CONSTANTS) < 64:
         _CONSTANTS[constants] = packed
     return packed
+
+
+def shared_writes(
+    alone: Sequence[SharedAggregate], index: dict[str, int], parts: list[bytes]
+) -> list[str]:
+    """Each shared aggregate of ``alone`` (none of its hashes in ``index``: ``apart``) packed
+    into ``parts``, its hashes the next in ``index`` (the next KEYS); their Lua formats."""
+    forms = []
+    for hashes, ttls, names, values in alone:
+        if len(names) != len(values):
+            raise StoreRejected(f"{len(values)} values for the fields {names}")
+        if all(values):  # most often: every field written (no list of the pairs); lengths
+            # checked above, as ``strict=`` makes zip a keyword call, some 6k instructions
+            writes: Sequence[tuple[str, int]] = tuple(zip(names, values))  # noqa: B905
+        else:
+            writes = [(name, value) for name, value in zip(names, values, strict=True) if value]
+            if not writes:
+                continue
+        first = len(index) + 1
+        parts += (shared_head(first, ttls, len(writes)), *shared_fields(writes))
+        forms.append(shared_lua(len(ttls), len(writes)))
+        index.update(_placed(hashes, first))
+    return forms
+
+
+def apart(found: Sequence[SharedAggregate], written: KeysView[str]) -> bool:
+    """Whether no hash of ``found`` is in ``written`` or in another of them."""
+    if len(found) == 1:  # most often: one flush's level usage
+        return written.isdisjoint(found[0].keys)
+    claimed: set[str] = set()
+    for shared in found:
+        hashes = shared.keys
+        if not (written.isdisjoint(hashes) and claimed.isdisjoint(hashes)):
+            return False
+        claimed.update(hashes)
+    return True
+
+
+def _placed(hashes: tuple[str, ...], first: int) -> tuple[tuple[str, int], ...]:
+    """``hashes`` with their indexes from ``first``: kept (a level's hashes, at the same place
+    in most calls of one shape)."""
+    found = _PLACED.get((hashes, first))
+    if found is None:
+        found = tuple(zip(hashes, range(first, first + len(hashes)), strict=True))
+        if len(_PLACED) >= 4096:
+            _PLACED.clear()
+        _PLACED[hashes, first] = found
+    return found
+
+
+_PLACED: dict[tuple[tuple[str, ...], int], tuple[tuple[str, int], ...]] = {}
