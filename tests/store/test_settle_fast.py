@@ -1,7 +1,8 @@
 """The common flush's own path (``settle_fast.py``) sends the very bytes ``scripts``' path does:
 random flushes of requests of one or two forms (deltas through zero, watched fields, leases
 merged by id, grants on hashes no increment writes, records with and without an index, marks
-to forget, a level's shared write) packed both ways, and compared whole."""
+to forget, a level's shared write, an allowance's sealed batch) packed both ways, and compared
+whole."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ from typing import Any
 import pytest
 
 from gateway.store import keys
-from gateway.store.port import LeaseEnd, SettleBatch, SettleForm, SharedAggregate, StoreRejected
+from gateway.store.port import (
+    Increment,
+    LeaseEnd,
+    SettleBatch,
+    SettleForm,
+    SharedAggregate,
+    StoreRejected,
+)
 from gateway.store.redis import scripts, settle_fast
 
 
@@ -70,6 +78,32 @@ def _with_shared(rng: random.Random, batches: list[SettleBatch]) -> bool:
     return not (twice and len(batches) > 1) and "gw:{t:x}:d:1" not in shared[0].keys
 
 
+def _with_sealed(rng: random.Random, batches: list[SettleBatch]) -> bool:
+    """An allowance's sealed batch (no form: grants given back spelled out, the levels' shared
+    write, a lease end) added half the time: its increments on hashes of their own (the fast
+    path), or now and then on a hash the plan writes, or on the shared write's (the general
+    path); whether the fast path can take it."""
+    if rng.random() < 0.5:
+        return True
+    shared = _shared(rng)
+    own = ("gw:{o:o}:grant:1", "gw:{t:y}:grant:1")
+    clash = rng.random()
+    if clash < 0.1:
+        own += ("gw:{t:x}:d:1",)  # also in the plan
+    elif clash < 0.2:
+        own += (shared[0].keys[0],)  # also in the shared write
+    written = tuple(
+        Increment(key, field, rng.choice((0, -3, rng.randint(1, 10**6))), 60, rng.random() < 0.2)
+        for key in own
+        for field in ("req", "tok")
+    )
+    lease = (LeaseEnd(keys.lease("gw:{o:o}:d:1"), "sealed", None),)
+    batches.append(SettleBatch(written, None, (), lease, None, shared))
+    hashes = set(shared[0].keys)
+    earlier = [found.keys for batch in batches[:-1] for found in batch.shared]
+    return clash >= 0.2 and "gw:{t:x}:d:1" not in hashes and all(map(hashes.isdisjoint, earlier))
+
+
 def _shared(rng: random.Random) -> tuple[SharedAggregate, ...]:
     level = rng.choice(("gw:{o:o}", "gw:{t:y}"))
     hashes = tuple(f"{level}:{window}:1" for window in ("min", "h", "d", "mo"))
@@ -99,6 +133,7 @@ def test_the_common_flush_packs_what_the_general_path_packs(
     for round_ in range(60):
         batches = [_batch(rng, forms, round_ * 100 + n) for n in range(rng.randint(1, 20))]
         fits = _with_shared(rng, batches)
+        fits = _with_sealed(rng, batches) and fits
         options = {
             "maxlen": rng.choice((1000, 5)),
             "mark": rng.choice((None, f"gw:settled:m{round_}")),
@@ -109,7 +144,7 @@ def test_the_common_flush_packs_what_the_general_path_packs(
         for _ in range(2):  # the forms' plan made (forms of two seen twice)
             scripts.settle_call(batches, **options)
         fast_taken = settle_fast.call(batches, *options.values(), keys.SETTLED_MARK_S) is not False
-        assert fast_taken == fits
+        assert fast_taken or not fits  # (a clash of zero deltas is no clash: it may fit too)
         taken += fast_taken
         with_shared += fast_taken and any(batch.shared for batch in batches)
         fast = _packed(batches, options)
@@ -117,7 +152,7 @@ def test_the_common_flush_packs_what_the_general_path_packs(
             patched.setattr(settle_fast, "call", lambda *args: False)
             general = _packed(batches, options)
         assert fast == general
-    assert taken >= 40 and with_shared >= 10
+    assert taken >= 25 and with_shared >= 10
 
 
 @pytest.mark.parametrize("bad", ["3", 2.5])

@@ -20,7 +20,6 @@ from textwrap import indent
 
 from gateway.store import keys
 from gateway.store.port import (
-    MAX_STORED,
     Counter,
     Lease,
     LeaseEnd,
@@ -192,21 +191,8 @@ def _settle_call(
     formed = 0 if every else len(index)  # the hashes after it are checked whatever
     if found is not None:
         if extra:  # on hashes after ``formed``: checked whatever, none listed
-            rows, amounts, watched = [shape.rows], [*made.values], [*watched]  # the plan's kept
-            for key, fields in extra.items():
-                at = 0
-                for name, (delta, ttl, watch) in fields.items():
-                    if not (delta or watch):
-                        continue
-                    at = at or index.setdefault(key, len(index) + 1)
-                    if not -MAX_STORED <= delta <= MAX_STORED:
-                        raise StoreRejected(f"a delta settle.lua cannot take exactly: {delta}")
-                    rows.append(settle_pack.row(at, ttl, watch, name))
-                    amounts.append(delta)
-                    if watch:
-                        watched.append((key, name))
-            increments = len(amounts)
-            parts = [b"", b"".join(rows) + settle_pack.deltas(amounts)]
+            packed, increments, watched = settle_increments.with_written(made, extra, index, plan)
+            parts = [b"", packed]
         else:
             parts = [b"", made.packed]
     shared_forms = settle_pack.shared_writes(alone, index, parts)

@@ -1,12 +1,12 @@
 """settle.lua's arguments for the most common flush, in one function: the same bytes, less work.
 
-A flush on a single Redis of requests whose forms have a plan, with nothing spelled out (no
-increments of their own or aggregates; shared writes, a team's level usage, only on hashes of
-their own), is most of them; ``scripts`` packs it in the same order with the same checks, in
-more calls (a Python call costs more than most of what it does here). The head and the Lua
-format of a call writing every hash of its plan are kept per count and shared writes' formats
-(``_HEADS``). Anything else takes ``scripts``' path (``call`` returns False before it changed
-anything).
+A flush on a single Redis of requests whose forms have a plan, with no aggregates, and what
+is spelled out (an allowance's sealed batch: grants given back, a level's shared write) only
+on hashes of their own, is most of them; ``scripts`` packs it in the same order with the same
+checks, in more calls (a Python call costs more than most of what it does here). The head and
+the Lua format of a call writing every hash of its plan are kept per count and shared writes'
+formats (``_HEADS``). Anything else takes ``scripts``' path (``call`` returns False before it
+changed anything).
 """
 
 from __future__ import annotations
@@ -37,12 +37,17 @@ def call(
     """``scripts.settle_call`` of ``batches`` without ``tag``; False: not such a flush."""
     groups: dict[SettleForm, list[Sequence[int]]] = {}  # each form's deltas
     shared: list[SharedAggregate] = []
+    spelled_out = False
     for batch in batches:
         form = batch.form
-        if form is None or batch.written or batch.aggregates:
+        if batch.aggregates:
             return False
         if batch.shared:
             shared += batch.shared
+        if batch.written:
+            spelled_out = True
+        if form is None:
+            continue
         deltas = batch.deltas
         if len(deltas) != len(form.slots):
             raise StoreRejected(f"{len(deltas)} deltas for {len(form.slots)} slots")
@@ -51,12 +56,17 @@ def call(
             groups[form] = [deltas]
         else:
             found.append(deltas)
-    plan = settle_increments.PLANS.get((tuple(groups), None))
+    plan = settle_increments.PLANS.get((tuple(groups), None)) if groups else None
     if plan is None:  # none made yet (or none can be): ``formed`` decides, as always
         return False
-    if shared and not settle_pack.apart(shared, plan.index.keys()):
+    extra = settle_increments.written(batches, None) if spelled_out else {}
+    if extra and not plan.index.keys().isdisjoint(extra):
+        return False  # summed into the plan's increments: ``scripts``' general path
+    if shared and not (
+        settle_pack.apart(shared, plan.index.keys()) and settle_pack.apart(shared, extra.keys())
+    ):
         return False  # summed into the increments: ``scripts``' general path
-    made = settle_increments.writes(plan, groups, False)
+    made = settle_increments.writes(plan, groups, spelled_out)
     shape = made.shape
     index = plan.index.copy()
     every = shape.every  # then none is listed (the list costs the script)
@@ -75,7 +85,13 @@ def call(
             else:
                 merged[lease_id] = _new(LeaseEnd, (first[0], lease_id, first[2] + end[2]))
     leases = list(merged.values())
-    parts = [b"", made.packed]
+    watched = plan.watched
+    increments = len(made.values)
+    if extra:  # after ``formed``: checked whatever, none listed
+        written, increments, watched = settle_increments.with_written(made, extra, index, plan)
+        parts = [b"", written]
+    else:
+        parts = [b"", made.packed]
     forms = tuple(settle_pack.shared_writes(shared, index, parts)) if shared else ()
     pairs, held = settle_ends.pack(leases, index, formed, listed, parts)
     lists: dict[str, int] = {}  # ``scripts._packed_records``
@@ -93,7 +109,7 @@ def call(
         else:
             continue
         packed += (record_head(number, len(record)), record)
-    increments, records = len(made.values), len(packed) // 2
+    records = len(packed) // 2
     if not (increments or forms or leases or records):
         return None
     if forget:
@@ -136,4 +152,4 @@ def call(
                 _HEADS.clear()
             _HEADS[counts] = head
     parts[0] = head[0]
-    return all_keys, [head[1], b"".join(parts), held], plan.watched
+    return all_keys, [head[1], b"".join(parts), held], watched

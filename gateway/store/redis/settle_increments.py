@@ -214,6 +214,27 @@ def written(batches: Sequence[SettleBatch], tag: str | None) -> dict[str, dict[s
     return found
 
 
+def with_written(
+    made: Writes, extra: dict[str, dict[str, list[int]]], index: dict[str, int], plan: Plan
+) -> tuple[bytes, int, list[tuple[str, str]]]:
+    """The plan's writes and, after them, the increments spelled out (``written``), their
+    hashes added to ``index``: the increments packed, how many, and the watched fields."""
+    rows, amounts, watched = [made.shape.rows], [*made.values], [*plan.watched]
+    for key, fields in extra.items():
+        at = 0
+        for name, (delta, ttl, watch) in fields.items():
+            if not (delta or watch):
+                continue
+            at = at or index.setdefault(key, len(index) + 1)
+            if not -MAX_STORED <= delta <= MAX_STORED:
+                raise StoreRejected(f"a delta settle.lua cannot take exactly: {delta}")
+            rows.append(settle_pack.row(at, ttl, watch, name))
+            amounts.append(delta)
+            if watch:
+                watched.append((key, name))
+    return b"".join(rows) + settle_pack.deltas(amounts), len(amounts), watched
+
+
 def _plan(forms: tuple[SettleForm, ...], tag: str | None) -> Plan | None:
     try:
         plan: Plan | None = Plan(forms, tag)
