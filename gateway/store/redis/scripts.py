@@ -252,11 +252,7 @@ def shared_alone(
     found = shared_in(batches, tag)
     if apart(found, merged.keys()):
         return found
-    for hashes, ttls, names, values in found:
-        for key, ttl in zip(hashes, ttls, strict=True):
-            fields = merged.setdefault(key, {})
-            for name, value in zip(names, values, strict=True):
-                settle_increments.add_to(fields, name, value, ttl)
+    settle_increments.merge_shared(found, merged)
     return []
 
 

@@ -60,11 +60,12 @@ def call(
     if plan is None:  # none made yet (or none can be): ``formed`` decides, as always
         return False
     extra = settle_increments.written(batches, None) if spelled_out else {}
+    if extra and shared and not settle_pack.apart(shared, extra.keys()):
+        settle_increments.merge_shared(shared, extra)  # as ``scripts.shared_alone``
+        shared = []
     if extra and not plan.index.keys().isdisjoint(extra):
         return False  # summed into the plan's increments: ``scripts``' general path
-    if shared and not (
-        settle_pack.apart(shared, plan.index.keys()) and settle_pack.apart(shared, extra.keys())
-    ):
+    if shared and not settle_pack.apart(shared, plan.index.keys()):
         return False  # summed into the increments: ``scripts``' general path
     made = settle_increments.writes(plan, groups, spelled_out)
     shape = made.shape

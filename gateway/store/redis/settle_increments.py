@@ -23,7 +23,7 @@ from operator import add
 from typing import NamedTuple
 
 from gateway.store import keys
-from gateway.store.port import MAX_STORED, SettleBatch, SettleForm, StoreRejected
+from gateway.store.port import MAX_STORED, SettleBatch, SettleForm, SharedAggregate, StoreRejected
 from gateway.store.redis import settle_pack
 
 MOST_PLANS = 1024
@@ -306,6 +306,15 @@ def _merge(
     add_to(fields, field, delta, ttl)
     if watch:
         fields[field][2] = 1
+
+
+def merge_shared(found: Sequence[SharedAggregate], merged: dict[str, dict[str, list[int]]]) -> None:
+    """Each shared aggregate of ``found`` added to ``merged``'s fields, hash by hash."""
+    for hashes, ttls, names, values in found:
+        for key, ttl in zip(hashes, ttls, strict=True):
+            fields = merged.setdefault(key, {})
+            for name, value in zip(names, values, strict=True):
+                add_to(fields, name, value, ttl)
 
 
 def add_to(fields: dict[str, list[int]], name: str, value: int, ttl: int) -> None:
