@@ -198,47 +198,20 @@ def _settle_call(
     shared_forms = settle_pack.shared_writes(alone, index, parts)
     leases = settle_ends.ends(batches, tag)
     pairs, held = settle_ends.pack(leases, index, formed, listed, parts)
-    records, lists = _packed_records(batches, stream, tag)
-    if not (increments or shared_forms or leases or records):
+    records, count, lists = settle_pack.records(batches, stream, tag)
+    if not (increments or shared_forms or leases or count):
         return None
     if forget:
         parts += [settle_pack.mark(name) for name in forget]
     parts += records
-    all_keys = list(index)
-    for name in pairs:
-        all_keys += [name, keys.lease_data(name)]
-    if stream:
-        all_keys.append(keys.USAGE_STREAM)
-    if lists:
-        all_keys += lists
-    if mark:
-        all_keys.append(mark)
+    all_keys = settle_ends.call_keys(index, pairs, stream, lists, mark)
     shape_ = (len(index), len(pairs), int(stream), len(lists), int(mark is not None), int(by_id))
-    counts = (increments, len(shared_forms), len(leases), len(forget), len(records))
+    counts = (increments, len(shared_forms), len(leases), len(forget), count)
     parts[0] = settle_pack.head(
         shape_, counts, (formed, list(listed)), (maxlen, mark_ttl_s, keys.INDEX_TTL_S)
     )
     lua = settle_pack.lua_format(counts, len(listed), shared_forms)
     return SettleCall(all_keys, [lua, b"".join(parts), held], watched)
-
-
-def _packed_records(
-    batches: Sequence[SettleBatch], stream: bool, tag: str | None
-) -> tuple[list[bytes], dict[str, int]]:
-    """``_records`` packed (``settle_pack.RECORD_LUA``), in one pass."""
-    lists: dict[str, int] = {}
-    records = []
-    pack = settle_pack.record
-    for batch in batches:
-        record = batch.record
-        if record is None:
-            continue
-        name = batch.index
-        if name and (tag is None or keys.slot_tag(name) == tag):
-            records.append(pack(lists.get(name) or lists.setdefault(name, len(lists) + 1), record))
-        elif stream:
-            records.append(pack(0, record))
-    return records, lists
 
 
 def shared_alone(

@@ -149,3 +149,24 @@ def _one_by_one(
                 listed[at] = None
             held_parts += (grant(at, ttl, len(text)), text, named.get(name) or packed(name))
     return pairs, b"".join(held_parts)
+
+
+def call_keys(
+    index: dict[str, int],
+    pairs: dict[str, int],
+    stream: bool,
+    lists: dict[str, int],
+    mark: str | None,
+) -> list[str]:
+    """settle.lua's KEYS: the hashes, each lease pair's set and data, the stream, the index
+    lists, the mark."""
+    found = list(index)
+    for name in pairs:
+        found += (name, keys.lease_data(name))
+    if stream:
+        found.append(keys.USAGE_STREAM)
+    if lists:
+        found += lists
+    if mark:
+        found.append(mark)
+    return found

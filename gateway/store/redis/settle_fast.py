@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from gateway.store import keys
-from gateway.store.port import LeaseEnd, SettleBatch, SettleForm, SharedAggregate, StoreRejected
+from gateway.store.port import SettleBatch, SettleForm, SharedAggregate, StoreRejected
 from gateway.store.redis import settle_ends, settle_increments, settle_pack
 
 Packed = tuple[list[str], list[str | int | bytes], list[tuple[str, str]]]  # KEYS, ARGV, watched
@@ -73,19 +73,7 @@ def call(
     every = shape.every  # then none is listed (the list costs the script)
     listed: dict[int, None] = {} if every else dict.fromkeys(shape.listed)
     formed = 0 if every else len(index)  # the hashes after it are checked whatever
-    merged: dict[str, LeaseEnd] = {}  # ``scripts.one_end_per_lease``
-    get = merged.get
-    for batch in batches:
-        for end in batch.leases:
-            lease_id = end[1]
-            first = get(lease_id)
-            if first is None:
-                merged[lease_id] = end
-            elif first[2] is None or end[2] is None:
-                merged[lease_id] = _new(LeaseEnd, (first[0], lease_id, None))
-            else:
-                merged[lease_id] = _new(LeaseEnd, (first[0], lease_id, first[2] + end[2]))
-    leases = list(merged.values())
+    leases = settle_ends.ends(batches, None)
     watched = plan.watched
     increments = len(made.values)
     if extra:  # after ``formed``: checked whatever, none listed
@@ -95,36 +83,13 @@ def call(
         parts = [b"", made.packed]
     forms = tuple(settle_pack.shared_writes(shared, index, parts)) if shared else ()
     pairs, held = settle_ends.pack(leases, index, formed, listed, parts)
-    lists: dict[str, int] = {}  # ``scripts._packed_records``
-    packed: list[bytes] = []
-    record_head = settle_pack.RECORD_HEAD.pack
-    for batch in batches:
-        record = batch.record
-        if record is None:
-            continue
-        name = batch.index
-        if name:
-            number = lists.get(name) or lists.setdefault(name, len(lists) + 1)
-        elif stream:
-            number = 0
-        else:
-            continue
-        packed += (record_head(number, len(record)), record)
-    records = len(packed) // 2
+    packed, records, lists = settle_pack.records(batches, stream, None)
     if not (increments or forms or leases or records):
         return None
     if forget:
         parts += [settle_pack.mark(name) for name in forget]
     parts += packed
-    all_keys = list(index)
-    for name in pairs:
-        all_keys += (name, keys.lease_data(name))
-    if stream:
-        all_keys.append(keys.USAGE_STREAM)
-    if lists:
-        all_keys += lists
-    if mark:
-        all_keys.append(mark)
+    all_keys = settle_ends.call_keys(index, pairs, stream, lists, mark)
     head = None
     if every:
         counts = (

@@ -17,7 +17,8 @@ import struct
 from collections.abc import KeysView, Sequence
 from typing import cast
 
-from gateway.store.port import MAX_STORED, SharedAggregate, StoreRejected
+from gateway.store import keys
+from gateway.store.port import MAX_STORED, SettleBatch, SharedAggregate, StoreRejected
 
 # Lua's formats, in settle.lua's order (the head's texts are a store's constants, packed once)
 HEAD_LUA = "<i4i4i4i4i4Bi4i4i4i4i4i4i4i8i4c0i4c0i4c0"
@@ -244,3 +245,26 @@ def _placed(hashes: tuple[str, ...], first: int) -> tuple[tuple[str, int], ...]:
 
 
 _PLACED: dict[tuple[tuple[str, ...], int], tuple[tuple[str, int], ...]] = {}
+
+
+def records(
+    batches: Sequence[SettleBatch], stream: bool, tag: str | None
+) -> tuple[list[bytes], int, dict[str, int]]:
+    """The batches' records packed (``RECORD_LUA``: two parts each), in one pass: the parts,
+    how many records, and the index lists (name → number) in ``tag``'s slot."""
+    lists: dict[str, int] = {}
+    packed: list[bytes] = []
+    head = RECORD_HEAD.pack
+    for batch in batches:
+        record = batch.record
+        if record is None:
+            continue
+        name = batch.index
+        if name and (tag is None or keys.slot_tag(name) == tag):
+            number = lists.get(name) or lists.setdefault(name, len(lists) + 1)
+        elif stream:
+            number = 0
+        else:
+            continue
+        packed += (head(number, len(record)), record)
+    return packed, len(packed) // 2, lists
