@@ -34,12 +34,12 @@ are still reserved per request in Redis.
   windows, and none is granted under ``SMALLEST`` requests' worth (so none while less than
   ``SHARE`` x ``SMALLEST`` = 64 requests' worth is left: the level is then reserved per
   request, exactly as without allowances). When what is left falls below half the last grant,
-  another is asked for in the background (its own lease) and added: a steady stream is served
-  from the allowance throughout. A request is refused only by the store, so its 429 names the
-  level and the window as before; it may be refused while other processes hold allowances: a
-  level may stop short of its limit by at most the unused part of the others' open
-  allowances, each under one and a half grants, and given back within ``IDLE_S`` of its last
-  request.
+  another is asked for in the background (its own lease) and added, the allowance taken from
+  down to empty meanwhile: a steady stream is served from the allowance throughout. A
+  request is refused only by the store, so its 429 names the level and the window as
+  before; it may be refused while other processes hold allowances: a level may stop short
+  of its limit by at most the unused part of the others' open allowances, each under one
+  and a half grants, and given back within ``IDLE_S`` of its last request.
 """
 
 from __future__ import annotations
@@ -88,6 +88,15 @@ _new = tuple.__new__
 HOT, HOT_S = 8, 10  # reservations of a level in one process within HOT_S s before one is asked
 IDLE_S = 1.0
 MAX_AGE_S = 60.0  # far below the lease's 900 s: the sweeper never takes an allowance in use
+
+
+def _refilled(into: Allowance | None) -> None:
+    """A top-up of ``into`` not granted: its mark back at half its last chunk, so a request
+    below it goes ``take``'s whole way and asks again."""
+    if into is not None and into.open:
+        into.refill = [amount // 2 for amount in into.grants[-1][1]]
+        if into.joint is not None:
+            into.joint.measure()
 
 
 def _measured(joints: Sequence[Joint]) -> None:
@@ -300,6 +309,8 @@ class Allowances:
         if hold is None or self._closed:
             return
         self._asking.add(shape.name)
+        if into is not None:  # taken from down to empty until the chunk comes: no request
+            into.refill = [0, 0, 0, 0, 0]  # goes ``take``'s whole way meanwhile (it has asked)
         task = asyncio.get_running_loop().create_task(self._grant(shape, hold, into, now))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -315,10 +326,12 @@ class Allowances:
             logger.debug("metering: an allowance was not granted: %s", exc)
             groups = dict.fromkeys(keys.lease(key) for _, key, *_ in shape.counters)
             self._give_back(SettleBatch((), leases=tuple(LeaseEnd(g, lease.id) for g in groups)))
+            _refilled(into)
             return
         finally:
             self._asking.discard(shape.name)
         if not decision.ok:
+            _refilled(into)
             return
         room = rooms(shape, decision, True)
         if into is not None and into.open and self._open.get(shape.name) is into:

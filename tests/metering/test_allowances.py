@@ -449,6 +449,81 @@ def test_a_busy_allowance_is_topped_up_before_it_runs_out(config: Config) -> Non
     run(scenario())
 
 
+def test_while_its_top_up_is_asked_an_allowance_is_taken_from_down_to_empty(
+    config: Config,
+) -> None:
+    """Once an allowance has asked for its top-up, its mark is 0 until the chunk comes: the
+    requests meanwhile are taken from it without asking again, and the chunk's arrival sets
+    the mark at half the new chunk (memory store: the ask runs at the next turn)."""
+    team = LevelLimits("team", "ml", usd=Windowed(day=10**9), requests=Windowed(minute=10**6))
+    clock = Clock()
+
+    async def scenario() -> None:
+        async with metered(config, None, clock=clock) as (meter, store):
+            first = await until_granted(meter, config, (team,))
+            held = meter.allowances
+            n = 0
+            while not held._asking:  # no turn given: the ask waits for one
+                admitted = await served(meter, ask(config, (team,), 100 + n))
+                n += 1
+                assert admitted is not None and admitted.uses
+            (allowance,) = {use.allowance for use in admitted.uses}
+            assert allowance.refill == [0, 0, 0, 0, 0] and len(held._tasks) == 1
+            need = admitted.uses[0].need
+            while True:  # down to empty, still from the allowance
+                held.push()  # the joint's change written into ``left``
+                if allowance.left[0] < 1 or allowance.left[3] < need[3]:
+                    break
+                admitted = await served(meter, ask(config, (team,), 100 + n))
+                n += 1
+                assert admitted is not None and allowance in {u.allowance for u in admitted.uses}
+            assert len(held._tasks) == 1 and len(allowance.grants) == 1
+            await asyncio.sleep(0)  # the top-up's turn
+            await asyncio.sleep(0)
+            assert len(allowance.grants) == 2 and not held._asking
+            assert allowance.refill == [amount // 2 for amount in allowance.grants[1][1]]
+            meter.allowances.tend(clock.now + 2 * allowances.IDLE_S)
+            await meter.settled()
+            assert await team_day(store, clock) == {"usd": (first + n) * EACH}
+
+    run(scenario())
+
+
+def test_a_top_up_refused_puts_the_mark_back_and_the_next_request_asks_again(
+    config: Config,
+) -> None:
+    """Another process spends the level's budget while a top-up is asked: the ask is
+    refused, the allowance's mark is back at half its chunk, and the next request below it
+    asks again (one memory store for both meters)."""
+    budget = 400 * EACH
+    team = LevelLimits("team", "ml", usd=Windowed(day=budget))
+    clock = Clock()
+
+    async def scenario() -> None:
+        async with metered(config, None, clock=clock) as (a, store):
+            b = Meter(config, store, clock=clock)
+            await b.start()
+            await until_granted(a, config, (team,))
+            held, n = a.allowances, 0
+            while not held._asking:  # no turn given: the ask waits for one
+                admitted = await served(a, ask(config, (team,), 1000 + n))
+                n += 1
+                assert admitted is not None and admitted.uses
+            (allowance,) = {use.allowance for use in admitted.uses}
+            chunk = allowance.grants[0][1]
+            while await served(b, ask(config, (team,), n, f"b{n % 50}")) is not None:
+                n += 1  # b spends the rest (its users' own limits far), none of its asks run
+            await asyncio.sleep(0)  # a's ask runs and is refused
+            assert not held._asking and len(allowance.grants) == 1 and allowance.open
+            assert allowance.refill == [amount // 2 for amount in chunk]
+            admitted = await served(a, ask(config, (team,), 1000 + n))
+            assert admitted is not None and allowance in {u.allowance for u in admitted.uses}
+            assert held._asking  # below its mark again: asked again
+            await b.aclose()
+
+    run(scenario())
+
+
 def test_an_outage_admits_within_the_allowance_and_counts_its_usage_once_back(
     config: Config,
 ) -> None:
