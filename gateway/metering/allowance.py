@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from gateway.metering.allowance_joint import Joint
     from gateway.metering.allowance_writes import Reader
 
-CHUNK = 32  # requests' worth of one grant at most (a top-up is asked at half of it)
+CHUNK = 32  # requests' worth of a first grant at most (a top-up is asked at half of it)
+MAX_CHUNK = 256  # requests' worth of a grant at most once grown (``GROW_S``)
+GROW_S = 0.25  # a grant down to its top-up mark within this of the ask before: the next doubles
 SHARE = 16  # an allowance takes at most this fraction of the least headroom (1/SHARE)
 SMALLEST = 4  # requests' worth below which no allowance is granted
 _new = tuple.__new__
@@ -87,6 +89,7 @@ class Allowance:
     spent: list[int] = dataclasses.field(default_factory=lambda: [0, 0, 0, 0, 0])
     held_from: int = 0  # ``grants`` before it were used up and given back (``used_up``)
     joint: Joint | None = None  # the open joint it is taken from with others (``allowance_joint``)
+    asked_at: float = 0.0  # when its last top-up was asked for (0.0: none yet; ``grown``)
     contested: bool = False  # in two plans' joints at once: it goes on alone (``Allowances``)
 
     def in_flight_now(self) -> list[int]:
@@ -190,20 +193,35 @@ def rooms(shape: LevelShape, decision: Decision, granted: bool) -> list[int]:
     return room
 
 
-def size(shape: LevelShape, need: Need, room: Sequence[int]) -> Hold | None:
+def size(
+    shape: LevelShape, need: Need, room: Sequence[int], grown: Hold | None = None
+) -> Hold | None:
     """The chunk to ask for: per measure the smaller of ``CHUNK`` requests' worth (``need``
-    being one) and 1/``SHARE`` of the least headroom; None when that is under ``SMALLEST``
-    requests' worth for any measure."""
+    being one), or twice ``grown`` up to ``MAX_CHUNK`` requests' worth, and 1/``SHARE`` of
+    the least headroom; None when that is under ``SMALLEST`` requests' worth for any
+    measure. Slots in flight are not grown: they come back as requests finish."""
     sizes = [0, 0, 0, 0, 0]
     for index in shape.measures:
         each = need[index] or 1  # a request and a slot are 1; a free request counts 1 too
         if room[index] < 0:  # no limit in force (an override): nothing to hold
             continue
-        chunk = min(CHUNK * each, room[index] // SHARE)
+        most = CHUNK * each
+        if grown is not None and index != SLOT:
+            most = min(max(most, 2 * grown[index]), MAX_CHUNK * each)
+        chunk = min(most, room[index] // SHARE)
         if chunk < SMALLEST * each:
             return None
         sizes[index] = chunk
     return sizes[0], sizes[1], sizes[2], sizes[3], sizes[4]
+
+
+def grown(allowance: Allowance, now: float) -> Hold | None:
+    """Its last grant's chunk when that ran down to its top-up mark within ``GROW_S`` of the
+    ask before (or of the first grant): a busy level's next chunk may be twice it, so its
+    top-ups (each a reservation in the store, and a give-back once used up) stay a few per
+    second at any rate. None otherwise."""
+    since = allowance.asked_at or allowance.born
+    return allowance.grants[-1][1] if now - since < GROW_S else None
 
 
 def grant_counters(shape: LevelShape, hold: Sequence[int]) -> list[Counter]:

@@ -35,11 +35,14 @@ are still reserved per request in Redis.
   ``SHARE`` x ``SMALLEST`` = 64 requests' worth is left: the level is then reserved per
   request, exactly as without allowances). When what is left falls below half the last grant,
   another is asked for in the background (its own lease) and added, the allowance taken from
-  down to empty meanwhile: a steady stream is served from the allowance throughout. A
+  down to empty meanwhile: a steady stream is served from the allowance throughout. A grant
+  used down to that mark within ``GROW_S`` of the ask before is followed by one twice its
+  size, up to ``MAX_CHUNK`` requests' worth (and still 1/``SHARE`` of the headroom at most):
+  a busy level asks the store a few times a second, not once per ``CHUNK`` / 2 requests. A
   request is refused only by the store, so its 429 names the level and the window as
   before; it may be refused while other processes hold allowances: a level may stop short
   of its limit by at most the unused part of the others' open allowances, each under one
-  and a half grants, and given back within ``IDLE_S`` of its last request.
+  and a half of its largest grant, and given back within ``IDLE_S`` of its last request.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ from collections.abc import Callable, Sequence
 from gateway.metering import allowance_joint
 from gateway.metering.allowance import (
     CHUNK,
+    GROW_S,
+    MAX_CHUNK,
     SHARE,
     SMALLEST,
     Allowance,
@@ -61,6 +66,7 @@ from gateway.metering.allowance import (
     Need,
     Use,
     grant_counters,
+    grown,
     rooms,
     size,
     undone,
@@ -80,7 +86,10 @@ from gateway.store.port import (
     StoreError,
 )
 
-__all__ = ["CHUNK", "HOT", "IDLE_S", "SHARE", "SMALLEST", "Allowances", "Taken", "Use"]
+__all__ = [
+    "CHUNK", "GROW_S", "HOT", "IDLE_S", "MAX_CHUNK", "SHARE", "SMALLEST", "Allowances", "Taken",
+    "Use",
+]  # fmt: skip
 
 logger = logging.getLogger("gateway.metering")
 Kept = Joint | tuple[Allowance, ...]
@@ -230,7 +239,8 @@ class Allowances:
             allowance.used_at = now
             uses.append(_new(Use, (allowance, need)))
             if low and shape.name not in self._asking:  # topped up ahead
-                self._ask(shape, size(shape, need, allowance.room), allowance, now)
+                hold = size(shape, need, allowance.room, grown(allowance, now))
+                self._ask(shape, hold, allowance, now)
         _measured(joints)
         return self._kept(shapes, tuple([use.allowance for use in uses]), uses, amounts, now)
 
@@ -311,6 +321,7 @@ class Allowances:
         self._asking.add(shape.name)
         if into is not None:  # taken from down to empty until the chunk comes: no request
             into.refill = [0, 0, 0, 0, 0]  # goes ``take``'s whole way meanwhile (it has asked)
+            into.asked_at = now
         task = asyncio.get_running_loop().create_task(self._grant(shape, hold, into, now))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

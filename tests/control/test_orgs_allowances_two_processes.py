@@ -49,6 +49,7 @@ from tests.support import DEFAULT_ROUTES, routes_doc, tiers_doc
 
 COST = 1_000  # micro-USD: one output token at $1,000 per million, max_tokens 1
 PROCESSES = 2
+# a grant here is at most 1/SHARE of 300 requests' worth, under CHUNK: never grown to MAX_CHUNK
 BUSY_SHORT = int(1.5 * (PROCESSES - 1) * allowances.CHUNK) + 2  # requests' worth
 WORKERS = 16
 ALLOWANCE_LEASE = re.compile(r"^([0-9a-f]{12})\.a\d+$")

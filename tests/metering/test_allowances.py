@@ -423,27 +423,40 @@ def test_random_sizes_and_failures_never_pass_the_limit(config: Config, seed: in
     run(scenario())
 
 
-def test_a_busy_allowance_is_topped_up_before_it_runs_out(config: Config) -> None:
+@pytest.mark.parametrize("step_s", [0.0, 0.02])
+def test_a_busy_allowance_is_topped_up_before_it_runs_out(config: Config, step_s: float) -> None:
     """At half its last chunk an allowance asks for another in the background (a lease of its
-    own): a steady stream is served from it throughout (memory store: no round trip)."""
+    own): a steady stream is served from it throughout (memory store: no round trip). A chunk
+    used down to that mark within ``GROW_S`` of the ask before is followed by one twice its
+    size, up to ``MAX_CHUNK`` requests' worth (no time passing: 32, 64, 128, 256, 256 ...);
+    at 50 requests a second (0.02 s apart, half a chunk in 0.32 s) every chunk is ``CHUNK``
+    requests' worth."""
     team = LevelLimits("team", "ml", usd=Windowed(day=10**9), requests=Windowed(minute=10**6))
     clock = Clock()
+    count = 20 * allowances.CHUNK
 
     async def scenario() -> None:
         async with metered(config, None, clock=clock) as (meter, store):
             first = await until_granted(meter, config, (team,))
             taken = []
-            for n in range(5 * allowances.CHUNK):
+            for n in range(count):
+                clock.advance(step_s)
                 admitted = await served(meter, ask(config, (team,), 100 + n))
                 assert admitted is not None
                 taken.append(admitted.uses)
                 await asyncio.sleep(0)  # the top-up's turn
             assert all(taken)
             (allowance,) = {use.allowance for uses in taken for use in uses}
-            assert len(allowance.grants) >= 5
+            chunks = [chunk[0] for _, chunk in allowance.grants]  # requests' worth each
+            if step_s:
+                assert len(chunks) >= count // allowances.CHUNK
+                assert set(chunks) == {allowances.CHUNK}
+            else:
+                most = allowances.MAX_CHUNK
+                assert chunks[:5] == [32, 64, 128, most, most] and set(chunks[3:]) == {most}
             meter.allowances.tend(clock.now + 2 * allowances.IDLE_S)
             await meter.settled()
-            used = first + 5 * allowances.CHUNK
+            used = first + count
             assert await team_day(store, clock) == {"usd": used * EACH}
 
     run(scenario())
