@@ -161,8 +161,36 @@ class Connection(asyncio.Protocol):
             if not self.body_done:  # after the end it spoils the connection, not the answer
                 self._fail(httpx.RemoteProtocolError(f"Malformed upstream response: {exc}"))
             self.close()
-        if self._reader is not None:  # all of this read's pieces at once, not one by one
-            self._deliver()
+        reader = self._reader
+        if reader is None:
+            return
+        chunks, sink = self._chunks, self._sink
+        if (
+            sink is None
+            or len(chunks) != 1
+            or self._sink_over
+            or self._reading_paused
+            or reader.done()
+        ):
+            self._deliver()  # all of this read's pieces at once, not one by one
+            return
+        # A relay's one new piece, as ``_deliver`` hands it (inlined: once per chunk)
+        self._buffered = 0
+        try:
+            out = sink.feed(chunks.popleft())
+        except Exception as exc:
+            self._reader = None
+            self._give_up(reader, exc)
+            return
+        if out:
+            self._reader = None
+            reader.set_result(out)
+        elif self.body_done or self._error is not None or self.closed:
+            self._deliver()  # nothing left to feed: the end, or the failure
+        elif timeout := self._read_timeout:  # waiting again, from now
+            self._deadline = self._loop.time() + timeout
+            if self._timer is None:
+                self._arm(timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
