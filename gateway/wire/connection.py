@@ -138,9 +138,9 @@ class Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
-        self.received_any = True
         parser = self._parser
         if parser is None:  # bytes while idle: the connection cannot be trusted again
+            self.received_any = True
             self._fail(httpx.RemoteProtocolError("Upstream sent data without a request"))
             self.close()
             return
@@ -153,7 +153,8 @@ class Connection(asyncio.Protocol):
                     self._count_stalled(len(data))
                 elif self._stalled:
                     self._stalled = 0
-            else:
+            else:  # (the head done: some bytes came already)
+                self.received_any = True
                 head.feed(parser, data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade, StopParsing) as exc:
             if head.refused is not None:
@@ -240,8 +241,8 @@ class Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._chunks.append(body)
-        self._buffered += len(body)
-        if self._buffered > READ_HIGH_WATER and not self._reading_paused:
+        buffered = self._buffered = self._buffered + len(body)
+        if buffered > READ_HIGH_WATER and not self._reading_paused:
             self._reading_paused = True
             assert self._transport is not None
             self._transport.pause_reading()
