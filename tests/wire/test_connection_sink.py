@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.wire.connection import Connection
+from gateway.wire.connection import READ_HIGH_WATER, Connection
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 END = b"0\r\n\r\n"
@@ -182,3 +182,37 @@ async def test_a_connection_lost_mid_body_reaches_a_waiting_read_through_the_sin
     with pytest.raises(StopAsyncIteration):
         await connection.read(5.0)
     assert isinstance(connection._error, httpx.ReadError)
+
+
+class Pausable(Socket):
+    def __init__(self) -> None:
+        self.paused = False
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+
+@synchronous
+async def test_body_bytes_past_the_high_water_pause_the_socket_until_the_reader_takes_them() -> (
+    None
+):
+    loop = asyncio.get_running_loop()
+    connection = Connection(loop)
+    socket = Pausable()
+    connection.connection_made(socket)  # type: ignore[arg-type]
+    exchange = loop.create_task(connection.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", 5.0))
+    await asyncio.sleep(0)
+    piece = b"x" * (64 * 1024)
+    fill = READ_HIGH_WATER // len(piece)
+    connection.data_received(HEAD + framed(piece))  # the first piece with the head
+    await exchange
+    for _ in range(fill - 1):  # up to the mark exactly, body bytes only (not the framing)
+        connection.data_received(framed(piece))
+    assert not socket.paused
+    connection.data_received(framed(b"y"))
+    assert socket.paused
+    assert await connection.read(5.0) == piece * fill + b"y"
+    assert not socket.paused
