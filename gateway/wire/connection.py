@@ -153,7 +153,7 @@ class Connection(asyncio.Protocol):
                     self._count_stalled(len(data))
                 elif self._stalled:
                     self._stalled = 0
-            else:  # (the head done: some bytes came already)
+            else:  # (once the head is done, bytes came: ``received_any`` stays set)
                 self.received_any = True
                 head.feed(parser, data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade, StopParsing) as exc:
