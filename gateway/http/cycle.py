@@ -328,20 +328,32 @@ class GatewayCycle(RequestResponseCycle):
             return
         self._write_body(b"", body, more_body)
 
-    def chunk_writer(self) -> Callable[[bytes], None]:
-        """What writes a stream's next non-empty chunk once the head is out, as
-        ``write_body(chunk, True)`` does (drained before): for a chunked answer, the framing and
-        the write with only the checks that can change between chunks."""
+    def chunk_pusher(self) -> Callable[[bytes], bool]:
+        """What offers a stream's next non-empty chunk once the head is out: False, nothing
+        done, while the transport's buffer is full (``send`` would drain first); else the chunk
+        written as ``write_body(chunk, True)`` writes it, and True. For a chunked answer one
+        call does it, with only the checks that can change between chunks."""
         if self.chunked_encoding and self.scope["method"] != "HEAD":
-            return self._write_chunk
-        return partial(self.write_body, more_body=True)
+            return self._push_chunk
+        flow, write = self.flow, partial(self.write_body, more_body=True)
 
-    def _write_chunk(self, body: bytes) -> None:
+        def push(body: bytes) -> bool:
+            if flow.write_paused:
+                return False
+            write(body)
+            return True
+
+        return push
+
+    def _push_chunk(self, body: bytes) -> bool:
+        if self.flow.write_paused:
+            return False
         if self.disconnected:
-            return
+            return True
         if self.response_complete:
             raise RuntimeError(_AFTER_COMPLETE)
         self.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        return True
 
     def _log_start(self, status: int) -> None:
         """uvicorn's access log line for an answer starting."""

@@ -140,24 +140,25 @@ class RelayResponse:
         flow = cycle.flow
         chunk: bytes | None = None  # in hand, not yet written
         push_to = chunks.push_to if isinstance(chunks, BodyReader) else None
+        push: Callable[[bytes], bool] | None = None  # the cycle's, once the head is out
 
         def write(data: bytes, more_body: bool) -> None:
+            nonlocal push
             if state["started"]:
                 cycle.write_body(data, more_body)
             else:
                 state["started"] = True
                 cycle.write_start(self.status_code, self.fields, data, more_body=more_body)
                 if push_to is not None:  # the head is out: how chunks are written is known
-                    push_to(pushing(cycle.chunk_writer()))
+                    push = cycle.chunk_pusher()
+                    push_to(push)
 
-        def pushing(write_chunk: Callable[[bytes], None]) -> Callable[[bytes], bool]:
-            def push(data: bytes) -> bool:  # on the upstream's callbacks, while a read waits
-                if chunk is not None or flow.write_paused:
-                    return False
-                write_chunk(data)
-                return True
-
-            return push
+        def hold(held: bool) -> None:
+            """Pushing off (or back on): a chunk is pushed only while a read waits, and the
+            read made with a chunk in hand (the lookahead) must not push one past it."""
+            if push is not None:
+                assert push_to is not None
+                push_to(None if held else push)
 
         def flush() -> None:  # the next chunk is not there yet: the one in hand goes now
             nonlocal chunk
@@ -172,7 +173,11 @@ class RelayResponse:
                 if chunk is None:
                     following = await anext(chunks)
                 elif chunk.endswith(LAST_EVENT):
-                    following = await next_or_flush(chunks, flush)
+                    hold(True)
+                    try:
+                        following = await next_or_flush(chunks, flush)
+                    finally:
+                        hold(False)
                 else:
                     write(chunk, True)
                     chunk = None

@@ -138,9 +138,9 @@ class Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
-        self.received_any = True
         parser = self._parser
         if parser is None:  # bytes while idle: the connection cannot be trusted again
+            self.received_any = True
             self._fail(httpx.RemoteProtocolError("Upstream sent data without a request"))
             self.close()
             return
@@ -153,7 +153,8 @@ class Connection(asyncio.Protocol):
                     self._count_stalled(len(data))
                 elif self._stalled:
                     self._stalled = 0
-            else:
+            else:  # (once the head is done, bytes came: ``received_any`` stays set)
+                self.received_any = True
                 head.feed(parser, data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade, StopParsing) as exc:
             if head.refused is not None:
@@ -161,8 +162,36 @@ class Connection(asyncio.Protocol):
             if not self.body_done:  # after the end it spoils the connection, not the answer
                 self._fail(httpx.RemoteProtocolError(f"Malformed upstream response: {exc}"))
             self.close()
-        if self._reader is not None:  # all of this read's pieces at once, not one by one
-            self._deliver()
+        reader = self._reader
+        if reader is None:
+            return
+        chunks, sink = self._chunks, self._sink
+        if (
+            sink is None
+            or len(chunks) != 1
+            or self._sink_over
+            or self._reading_paused
+            or reader.done()
+        ):
+            self._deliver()  # all of this read's pieces at once, not one by one
+            return
+        # A relay's one new piece, as ``_deliver`` hands it (inlined: once per chunk)
+        self._buffered = 0
+        try:
+            out = sink.feed(chunks.popleft())
+        except Exception as exc:
+            self._reader = None
+            self._give_up(reader, exc)
+            return
+        if out:
+            self._reader = None
+            reader.set_result(out)
+        elif self.body_done or self._error is not None or self.closed:
+            self._deliver()  # nothing left to feed: the end, or the failure
+        elif timeout := self._read_timeout:  # waiting again, from now
+            self._deadline = self._loop.time() + timeout
+            if self._timer is None:
+                self._arm(timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -212,8 +241,8 @@ class Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._chunks.append(body)
-        self._buffered += len(body)
-        if self._buffered > READ_HIGH_WATER and not self._reading_paused:
+        buffered = self._buffered = self._buffered + len(body)
+        if buffered > READ_HIGH_WATER and not self._reading_paused:
             self._reading_paused = True
             assert self._transport is not None
             self._transport.pause_reading()
