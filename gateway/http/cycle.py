@@ -235,11 +235,13 @@ class GatewayCycle(RequestResponseCycle):
             or not fields
             or self.response_started
             or self.scope["method"] == "HEAD"
-            or not plain(fields)
+            or not (_PLAIN_NAMES.issuperset(fields) or plain(fields))
             or (self.flow.write_paused and not self.disconnected)
         ):
             return False
-        defaults = _joined_defaults(self.default_headers)
+        seen, defaults = _defaults  # ``_joined_defaults``, its call saved while they last
+        if self.default_headers is not seen:
+            defaults = _joined_defaults(self.default_headers)
         if defaults is None:
             return False
         text = "\r\n".join(map(": ".join, fields.items()))

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +44,8 @@ from gateway.http.asgi import bound_call
 from gateway.http.client_gone import client_left
 from gateway.http.cycle import GatewayCycle
 from gateway.http.forwarded import forward, unwrapped
+from gateway.http.message_event import MessageEvent
+from gateway.http.request_target import read_target
 from gateway.http.stream_cut import STATE_KEY, OpenRelays
 from gateway.proxy.incoming import BODY_TIMED_OUT
 
@@ -129,6 +130,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.trusted = False  # the client's forwarded headers are read
         self.forwarded = False  # the request has one
         self.reset_contextvars = bool(getattr(config, "reset_contextvars", False))
+        self.task_done = self.tasks.discard  # (bound once, not per request)
 
     # -- connection and parser callbacks: phases change, the timer moves lazily --------------
 
@@ -216,11 +218,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 "method": method,
             }
             return
-        parsed_url = httptools.parse_url(self.url)
-        raw_path = parsed_url.path
-        path = raw_path.decode("ascii")
-        if "%" in path:
-            path = urllib.parse.unquote(path)
+        path, raw_path, query_string = read_target(self.url)
         root_path = self.root_path
         scope = self.scope = {
             "type": "http",
@@ -235,7 +233,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             "method": method,
             "path": root_path + path if root_path else path,
             "raw_path": root_path.encode("ascii") + raw_path if root_path else raw_path,
-            "query_string": parsed_url.query or b"",
+            "query_string": query_string,
         }
         if self.forwarded and self.trusted:
             forward(scope, self.forwarding)  # type: ignore[arg-type]
@@ -254,7 +252,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.access_logger,
             self.access_log,
             self.server_state.default_headers,
-            asyncio.Event(),
+            MessageEvent(),
             self.expect_100_continue,
             http_version != "1.0" and parser.should_keep_alive(),
             self.on_response_complete,
@@ -288,7 +286,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
         else:
             task = self.loop.create_task(cycle.run_asgi(app))
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self.task_done)
         self.tasks.add(task)
 
     def on_response_complete(self) -> None:
