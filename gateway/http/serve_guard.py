@@ -186,7 +186,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """uvicorn's, noting a proxy's headers (read only when present)."""
-        name = name.lower()
+        if not name.islower():  # (most clients send them lower-case: no copy made)
+            name = name.lower()
         if value and value[-1] in _OWS:  # llhttp keeps trailing whitespace, not of the value
             value = value.rstrip(_OWS)
         if name in _NOTED:
