@@ -239,10 +239,8 @@ class GatewayCycle(RequestResponseCycle):
             or (self.flow.write_paused and not self.disconnected)
         ):
             return False
-        seen, defaults = _defaults  # ``_joined_defaults``, its call saved while they last
-        if self.default_headers is not seen:
-            defaults = _joined_defaults(self.default_headers)
-        if defaults is None:
+        defaults = _defaults[1] if self.default_headers is _defaults[0] else None  # (no call)
+        if defaults is None and (defaults := _joined_defaults(self.default_headers)) is None:
             return False
         text = "\r\n".join(map(": ".join, fields.items()))
         text = f"{text}\r\ncontent-length: {len(body)}\r\n"

@@ -21,8 +21,9 @@ next request's first bytes.
 
 Its request cycles are ``GatewayCycle``s (``gateway.http.cycle``): an answer's head leaves with
 its body in one write. uvicorn's parser callbacks are its own, leaner versions: the scope built
-in one dict once the header is complete, the cycle started without keyword arguments or calls
-up, and uvicorn's proxy headers read here (``forwarded``), not by a middleware per request.
+in one dict once the header is complete (its target read once per target, ``request_target``),
+the cycle started without keyword arguments or calls up (its event made without a call,
+``message_event``), and uvicorn's proxy headers read here (``forwarded``), not by a middleware.
 """
 
 from __future__ import annotations
