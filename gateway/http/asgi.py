@@ -180,7 +180,8 @@ def wrote_whole(reply: Reply, send: Send) -> bool:
     assert isinstance(body, bytes)
     added = None
     if media_type is not None and "content-type" not in headers:
-        added = _content_type(media_type)
+        # ``_content_type``, called only for the text types it changes
+        added = _content_type(media_type) if media_type.startswith("text/") else media_type
     try:
         if not cycle.write_plain(status, headers, body, added):
             return False

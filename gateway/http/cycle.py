@@ -235,12 +235,12 @@ class GatewayCycle(RequestResponseCycle):
             or not fields
             or self.response_started
             or self.scope["method"] == "HEAD"
-            or not plain(fields)
+            or not (_PLAIN_NAMES.issuperset(fields) or plain(fields))
             or (self.flow.write_paused and not self.disconnected)
         ):
             return False
-        defaults = _joined_defaults(self.default_headers)
-        if defaults is None:
+        defaults = _defaults[1] if self.default_headers is _defaults[0] else None  # (no call)
+        if defaults is None and (defaults := _joined_defaults(self.default_headers)) is None:
             return False
         text = "\r\n".join(map(": ".join, fields.items()))
         text = f"{text}\r\ncontent-length: {len(body)}\r\n"

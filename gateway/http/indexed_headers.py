@@ -20,41 +20,46 @@ from gateway.http.cycle import GatewayCycle
 
 class IndexedHeaders(Headers):
     def __init__(self, scope: Scope) -> None:
-        # ``Headers(scope=scope)``'s own work, without its checks of the other arguments
-        self._list = scope["headers"] = list(scope["headers"])
+        # ``Headers(scope=scope)``'s own work, without its checks of the other arguments (and
+        # the copy of a list already: the scope holds the one it copies into in either case)
+        headers = scope["headers"]
+        if type(headers) is not list:
+            headers = scope["headers"] = list(headers)
+        self._list = headers
         # the first of a repeated name wins: the last one written into the dict. Kept as the
         # bytes that came (built in C); a value is decoded when looked up, most names never are
         self._index: dict[bytes, bytes] = dict(reversed(self._list))
 
     def __getitem__(self, key: str) -> str:
-        value = self._index.get(_NAMES.get(key) or _name(key))  # type: ignore[arg-type]
+        value = self._index.get(_NAMES[key])  # type: ignore[arg-type]
         if value is None:
             raise KeyError(key)
         return value.decode("latin-1")
 
     def get(self, key: str, default: Any = None) -> Any:
-        value = self._index.get(_NAMES.get(key) or _name(key))  # type: ignore[arg-type]
+        value = self._index.get(_NAMES[key])  # type: ignore[arg-type]
         return default if value is None else value.decode("latin-1")
 
     def __contains__(self, key: Any) -> bool:
-        return isinstance(key, str) and (_NAMES.get(key) or _name(key)) in self._index
+        return isinstance(key, str) and _NAMES[key] in self._index
 
 
-# The names looked up (a small vocabulary: the gateway's own), lower-cased and encoded as the
-# index holds them
-_NAMES: dict[str, bytes] = {}
+class _Names(dict[str, bytes | None]):
+    """The names looked up (a small vocabulary: the gateway's own), lower-cased and encoded as
+    the index holds them (None: no name can match); one subscript per lookup."""
+
+    def __missing__(self, key: str) -> bytes | None:
+        try:
+            name = key.lower().encode("latin-1")
+        except UnicodeEncodeError:  # no header name decodes to it
+            return None
+        if len(self) < _NAMES_MAX:
+            self[key] = name
+        return name
+
+
+_NAMES = _Names()
 _NAMES_MAX = 4096
-
-
-def _name(key: str) -> bytes | None:
-    """``key`` as the index holds a name (None: no name can match)."""
-    try:
-        name = key.lower().encode("latin-1")
-    except UnicodeEncodeError:  # no header name decodes to it
-        return None
-    if len(_NAMES) < _NAMES_MAX:
-        _NAMES[key] = name
-    return name
 
 
 class ProxiedRequest(Request):

@@ -21,15 +21,15 @@ next request's first bytes.
 
 Its request cycles are ``GatewayCycle``s (``gateway.http.cycle``): an answer's head leaves with
 its body in one write. uvicorn's parser callbacks are its own, leaner versions: the scope built
-in one dict once the header is complete, the cycle started without keyword arguments or calls
-up, and uvicorn's proxy headers read here (``forwarded``), not by a middleware per request.
+in one dict once the header is complete (its target read once per target, ``request_target``),
+the cycle started without keyword arguments or calls up (its event made without a call,
+``message_event``), and uvicorn's proxy headers read here (``forwarded``), not by a middleware.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,8 @@ from gateway.http.asgi import bound_call
 from gateway.http.client_gone import client_left
 from gateway.http.cycle import GatewayCycle
 from gateway.http.forwarded import forward, unwrapped
+from gateway.http.message_event import MessageEvent
+from gateway.http.request_target import read_target
 from gateway.http.stream_cut import STATE_KEY, OpenRelays
 from gateway.proxy.incoming import BODY_TIMED_OUT
 
@@ -129,6 +131,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.trusted = False  # the client's forwarded headers are read
         self.forwarded = False  # the request has one
         self.reset_contextvars = bool(getattr(config, "reset_contextvars", False))
+        self.task_done = self.tasks.discard  # (bound once, not per request)
 
     # -- connection and parser callbacks: phases change, the timer moves lazily --------------
 
@@ -184,7 +187,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """uvicorn's, noting a proxy's headers (read only when present)."""
-        name = name.lower()
+        if not name.islower():  # (most clients send them lower-case: no copy made)
+            name = name.lower()
         if value and value[-1] in _OWS:  # llhttp keeps trailing whitespace, not of the value
             value = value.rstrip(_OWS)
         if name in _NOTED:
@@ -216,11 +220,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 "method": method,
             }
             return
-        parsed_url = httptools.parse_url(self.url)
-        raw_path = parsed_url.path
-        path = raw_path.decode("ascii")
-        if "%" in path:
-            path = urllib.parse.unquote(path)
+        path, raw_path, query_string = read_target(self.url)
         root_path = self.root_path
         scope = self.scope = {
             "type": "http",
@@ -235,7 +235,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             "method": method,
             "path": root_path + path if root_path else path,
             "raw_path": root_path.encode("ascii") + raw_path if root_path else raw_path,
-            "query_string": parsed_url.query or b"",
+            "query_string": query_string,
         }
         if self.forwarded and self.trusted:
             forward(scope, self.forwarding)  # type: ignore[arg-type]
@@ -254,7 +254,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.access_logger,
             self.access_log,
             self.server_state.default_headers,
-            asyncio.Event(),
+            MessageEvent(),
             self.expect_100_continue,
             http_version != "1.0" and parser.should_keep_alive(),
             self.on_response_complete,
@@ -288,7 +288,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
         else:
             task = self.loop.create_task(cycle.run_asgi(app))
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self.task_done)
         self.tasks.add(task)
 
     def on_response_complete(self) -> None:

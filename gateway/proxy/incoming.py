@@ -41,7 +41,7 @@ NUMBER_RULES: dict[str, tuple[tuple[str, int, int], ...]] = {
 }
 
 
-@dataclass
+@dataclass(slots=True)  # one per request
 class Incoming:
     fields: dict[str, Any]  # the JSON body, or the multipart text fields
     files: list[tuple[str, UploadFile]] = field(default_factory=list)
