@@ -22,8 +22,8 @@ next request's first bytes.
 Its request cycles are ``GatewayCycle``s (``gateway.http.cycle``): an answer's head leaves with
 its body in one write. uvicorn's parser callbacks are its own, leaner versions: the scope built
 in one dict once the header is complete (its target read once per target, ``request_target``),
-the cycle started without keyword arguments or calls up (its event made without a call,
-``message_event``), and uvicorn's proxy headers read here (``forwarded``), not by a middleware.
+the cycle started without keyword arguments or calls up, and uvicorn's proxy headers read here
+(``forwarded``), not by a middleware.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ from gateway.http.asgi import bound_call
 from gateway.http.client_gone import client_left
 from gateway.http.cycle import GatewayCycle
 from gateway.http.forwarded import forward, unwrapped
-from gateway.http.message_event import MessageEvent
 from gateway.http.request_target import read_target
 from gateway.http.stream_cut import STATE_KEY, OpenRelays
 from gateway.proxy.incoming import BODY_TIMED_OUT
@@ -254,7 +253,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.access_logger,
             self.access_log,
             self.server_state.default_headers,
-            MessageEvent(),
+            asyncio.Event(),
             self.expect_100_continue,
             http_version != "1.0" and parser.should_keep_alive(),
             self.on_response_complete,
