@@ -21,8 +21,7 @@ handles) goes through ``send``, which this class leaves as it is.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 
 from uvicorn._types import ASGIReceiveEvent
@@ -30,107 +29,27 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCy
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from gateway.errors import PayloadTooLarge
+from gateway.http import head_fields
+from gateway.http.head_fields import (
+    FRAMING,
+    MARK,
+    PLAIN_NAMES,
+    Fields,
+    encoded,
+    joined_defaults,
+    plain,
+    refused,
+)
 
-Fields = list[tuple[str, str]]  # (lower-case name, value), in order
-
-# uvicorn's HEADER_RE and HEADER_VALUE_RE, for str: a header field it refuses
-_BAD_NAME = re.compile('[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
-_BAD_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
-_FRAMING = frozenset(("content-length", "transfer-encoding", "connection"))
 _LENGTH_ONLY = {"content-length"}
-_FRAMING_BYTES = frozenset(name.encode() for name in _FRAMING)
 _JOIN_BELOW = 16 * 1024  # a larger body goes out beside its head (writelines), not copied
 _AFTER_COMPLETE = (
     "Unexpected ASGI message 'http.response.body' sent, after response already completed."
 )
-
-# The server's default headers (``date``, ``server``, the configured ones) joined, for the list
-# they came in: uvicorn replaces the list each second, with a new date.
-_defaults: tuple[list[tuple[bytes, bytes]], bytes | None] = ([], b"")
-
-
-def _joined_defaults(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    """The default headers as uvicorn writes them; None when one needs ``send`` (a framing
-    field, or one it refuses)."""
-    global _defaults
-    seen, joined = _defaults
-    if headers is seen:
-        return joined
-    joined = b""
-    for name, value in headers:
-        name = name.lower()
-        if name in _FRAMING_BYTES or _bad(name.decode("latin-1"), value.decode("latin-1")):
-            joined = None
-            break
-        joined += b"%s: %s\r\n" % (name, value)
-    _defaults = (headers, joined)
-    return joined
-
-
-def _encoded(fields: Fields) -> bytes:
-    """The fields as they are written, each line ending in CRLF."""
-    if not fields:
-        return b""
-    return ("\r\n".join(map(": ".join, fields)) + "\r\n").encode("latin-1")
-
-
-# The bytes uvicorn refuses in a value (``_BAD_VALUE``), each translated to another byte: a
-# value holding one is changed by ``_MARK`` (one pass in C, where ``isprintable`` looks up
-# each character's Unicode class).
-_MARK = bytes(
-    (byte + 1) % 256 if (byte < 0x20 and byte != 0x09) or byte == 0x7F else byte
-    for byte in range(256)
-)
-
-
-def _bad(names: str, values: str) -> str | None:
-    if _BAD_NAME.search(names):
-        return "Invalid HTTP header name."
-    if _BAD_VALUE.search(values):
-        return "Invalid HTTP header value."
-    return None
-
-
-# Names that passed the check (a small vocabulary: the gateway's own and those it forwards)
-_GOOD_NAMES: set[str] = set()
-_GOOD_NAMES_MAX = 4096
-
-
-def _refused(names: tuple[str, ...], values: tuple[str, ...]) -> str | None:
-    """What uvicorn says of these fields if it refuses one (its check: one scan of the names
-    not seen before, one of the values' bytes: the fields were encoded as latin-1 already)."""
-    if not _GOOD_NAMES.issuperset(names):
-        if _BAD_NAME.search("".join(names)):
-            return "Invalid HTTP header name."
-        if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
-            _GOOD_NAMES.update(names)
-    joined = "".join(values).encode("latin-1")
-    if joined.translate(_MARK) != joined:
-        return "Invalid HTTP header value."
-    return None
-
-
-# Names a whole answer's head takes as they come (``plain``): lower-case, accepted by uvicorn's
-# check, and none of the framing fields, which ``write_start`` reads
-_PLAIN_NAMES: set[str] = set()
 # The statuses whose answer has a content-length (Starlette's rule) and a status line
 _LENGTHED = frozenset(
     status for status in STATUS_LINE if status >= 200 and status not in (204, 304)
 )
-
-
-def plain(names: Collection[str]) -> bool:
-    """Whether all ``names`` are plain (checked once per name: a small vocabulary)."""
-    if _PLAIN_NAMES.issuperset(names):
-        return True
-    new = [name for name in names if name not in _PLAIN_NAMES]
-    if any(name != name.lower() or name in _FRAMING for name in new):
-        return False
-    if _BAD_NAME.search("".join(new)):
-        return False
-    if len(_PLAIN_NAMES) < _GOOD_NAMES_MAX:
-        _PLAIN_NAMES.update(new)
-    return True
 
 
 class GatewayCycle(RequestResponseCycle):
@@ -198,7 +117,7 @@ class GatewayCycle(RequestResponseCycle):
         return (
             not self.response_started
             and status in STATUS_LINE
-            and _joined_defaults(self.default_headers) is not None
+            and joined_defaults(self.default_headers) is not None
         )
 
     async def drain(self) -> None:
@@ -208,7 +127,7 @@ class GatewayCycle(RequestResponseCycle):
 
     async def send_whole(self, status: int, fields: Fields, body: bytes) -> None:
         """A whole answer (``takes(status)`` true): ``send``'s two messages in one write."""
-        head = _encoded(fields)
+        head = encoded(fields)
         if self.flow.write_paused and not self.disconnected:
             await self.flow.drain()
         self.write_start(status, fields, body, more_body=False, head=head)
@@ -235,12 +154,13 @@ class GatewayCycle(RequestResponseCycle):
             or not fields
             or self.response_started
             or self.scope["method"] == "HEAD"
-            or not (_PLAIN_NAMES.issuperset(fields) or plain(fields))
+            or not (PLAIN_NAMES.issuperset(fields) or plain(fields))
             or (self.flow.write_paused and not self.disconnected)
         ):
             return False
-        defaults = _defaults[1] if self.default_headers is _defaults[0] else None  # (no call)
-        if defaults is None and (defaults := _joined_defaults(self.default_headers)) is None:
+        known = head_fields.defaults  # (no call)
+        defaults = known[1] if self.default_headers is known[0] else None
+        if defaults is None and (defaults := joined_defaults(self.default_headers)) is None:
             return False
         text = "\r\n".join(map(": ".join, fields.items()))
         text = f"{text}\r\ncontent-length: {len(body)}\r\n"
@@ -250,7 +170,7 @@ class GatewayCycle(RequestResponseCycle):
         values = "".join(fields.values()).encode("latin-1")
         if content_type is not None:
             values += content_type.encode("latin-1")
-        refused = values.translate(_MARK) != values
+        refused = values.translate(MARK) != values
         if self.disconnected:
             return True
         self.response_started = True
@@ -285,7 +205,7 @@ class GatewayCycle(RequestResponseCycle):
         """``http.response.start`` and the first ``http.response.body`` in one write, drained
         before (``takes(status)`` true); ``head``: ``fields`` as written, if already built."""
         if head is None:
-            head = _encoded(fields)
+            head = encoded(fields)
         if self.disconnected:
             return
         self.response_started = True
@@ -295,15 +215,15 @@ class GatewayCycle(RequestResponseCycle):
         close_given = False
         if fields:
             names, values = zip(*fields, strict=True)
-            problem = _refused(names, values)
+            problem = refused(names, values)
             if problem is not None:
                 raise RuntimeError(problem)
-            framing = _FRAMING.intersection(names)
+            framing = FRAMING.intersection(names)
             if framing == _LENGTH_ONLY:  # a whole answer's usual framing
                 self._framing("content-length", values[names.index("content-length")])
             elif framing:
                 for name, value in fields:
-                    if name in _FRAMING:
+                    if name in FRAMING:
                         close_given |= self._framing(name, value)
         ends = b"\r\n"
         if not self.keep_alive and not close_given:
@@ -312,7 +232,7 @@ class GatewayCycle(RequestResponseCycle):
         if chunked and self.chunked_encoding is None:  # no content-length, no transfer-encoding
             self.chunked_encoding = True
             ends = ends[:-2] + b"transfer-encoding: chunked\r\n\r\n"
-        defaults = _joined_defaults(self.default_headers)
+        defaults = joined_defaults(self.default_headers)
         assert defaults is not None  # takes(status)
         self._write_body(b"".join((STATUS_LINE[status], defaults, head, ends)), body, more_body)
 

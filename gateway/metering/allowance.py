@@ -112,6 +112,21 @@ class Allowance:
         self.room = room
         self.refill = [amount // 2 for amount in hold]
 
+    def asked(self, now: float) -> None:
+        """Its top-up asked for: taken from down to empty until the chunk comes, so no
+        request goes ``Allowances.take``'s whole way meanwhile (its ``joint`` is measured by
+        the take that asked)."""
+        self.refill = [0, 0, 0, 0, 0]
+        self.asked_at = now
+
+    def not_topped_up(self) -> None:
+        """Its top-up not granted: the mark back at half its last chunk, so a request below
+        it goes ``take``'s whole way and asks again."""
+        if self.open:
+            self.refill = [amount // 2 for amount in self.grants[-1][1]]
+            if self.joint is not None:
+                self.joint.measure()
+
 
 class Use(NamedTuple):
     """What one admitted request took from one allowance (its estimate)."""

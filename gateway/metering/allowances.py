@@ -99,15 +99,6 @@ IDLE_S = 1.0
 MAX_AGE_S = 60.0  # far below the lease's 900 s: the sweeper never takes an allowance in use
 
 
-def _refilled(into: Allowance | None) -> None:
-    """A top-up of ``into`` not granted: its mark back at half its last chunk, so a request
-    below it goes ``take``'s whole way and asks again."""
-    if into is not None and into.open:
-        into.refill = [amount // 2 for amount in into.grants[-1][1]]
-        if into.joint is not None:
-            into.joint.measure()
-
-
 def _measured(joints: Sequence[Joint]) -> None:
     for joint in joints:
         if joint.open:
@@ -319,9 +310,8 @@ class Allowances:
         if hold is None or self._closed:
             return
         self._asking.add(shape.name)
-        if into is not None:  # taken from down to empty until the chunk comes: no request
-            into.refill = [0, 0, 0, 0, 0]  # goes ``take``'s whole way meanwhile (it has asked)
-            into.asked_at = now
+        if into is not None:
+            into.asked(now)
         task = asyncio.get_running_loop().create_task(self._grant(shape, hold, into, now))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -337,12 +327,14 @@ class Allowances:
             logger.debug("metering: an allowance was not granted: %s", exc)
             groups = dict.fromkeys(keys.lease(key) for _, key, *_ in shape.counters)
             self._give_back(SettleBatch((), leases=tuple(LeaseEnd(g, lease.id) for g in groups)))
-            _refilled(into)
+            if into is not None:
+                into.not_topped_up()
             return
         finally:
             self._asking.discard(shape.name)
         if not decision.ok:
-            _refilled(into)
+            if into is not None:
+                into.not_topped_up()
             return
         room = rooms(shape, decision, True)
         if into is not None and into.open and self._open.get(shape.name) is into:
