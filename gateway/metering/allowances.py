@@ -1,48 +1,33 @@
 """Level allowances: an organization's or team's counters reserved ahead, per process.
 
 A busy level's requests need not each check its thirteen counters in Redis: a process reserves
-a chunk of them ahead (an *allowance*: the same amount of requests, tokens and micro-USD in
-each of the level's windows, and slots of its ``max_parallel``, granted atomically against
-every one of its counters and recorded in a lease like any reservation), and admits locally
-while the chunk covers a request's estimate and a slot. The user's, key's and tier's counters
-are still reserved per request in Redis.
+a chunk of them ahead (an *allowance*: the same requests, tokens and micro-USD in each of the
+level's windows and slots of its ``max_parallel``, granted atomically against every counter and
+held by a lease like any reservation) and admits locally while the chunk covers a request's
+estimate and a slot. The user's, key's and tier's counters are still reserved per request.
+The design in full, and how it is tested: docs/organizations.md, "Level allowances".
 
-- **Exact, one-sided.** A process admits against its allowance only what fits in it, and the
-  allowance fitted under every window's limit when granted, so no level limit is exceeded by
-  admissions (as before, a request using more than its estimate may pass it by the excess).
-- **Usage.** A request served from an allowance adds its actual usage to the allowance's
-  ``folded`` sums at settle; one batch per allowance (shared by a request's levels) waits in
-  the settle buffer and is filled from them as the writer takes it (``allowance_writes.seal``): one
-  write per level per flush, not per request (its window hashes get the same usage: one
-  ``SharedAggregate``, one settle line), and never later than the request's own record. Its
-  estimate leaves the allowance at admission and what it did not use (and its slot) comes
-  back to it locally.
-- **What a reader sees.** A level's counter reads its actual usage plus every open
-  allowance's unused part: toward refusing, never toward allowing.
-- **End.** An allowance ends when a request does not fit in it, when any of its windows rolls
-  (another minute, hour, local day or month: another counter key), after ``MAX_AGE_S`` (or a
-  quarter of the lease's time to live if shorter), after ``IDLE_S`` without a request, when
-  the level's limits change and at shutdown. Its unused part (the chunks less the estimates of
-  its requests still in flight, which settle against the counters directly) goes back in the
-  next settle batch, with the end of its leases. A process that dies holds its allowance until
-  the lease sweeper gives the chunks back; the usage it had settled is in the counters already.
-- **Size and the bound.** An allowance is granted only to a level that is busy in this process
-  (``HOT`` exact reservations within ``HOT_S`` seconds, or its allowance just ended while in
-  use: a window rolled, its limits changed or it grew old, and then its next exact
-  reservation asks) and has room: a grant is, per measure,
-  the smaller of ``CHUNK`` requests' worth and 1/``SHARE`` of the least headroom of the level's
-  windows, and none is granted under ``SMALLEST`` requests' worth (so none while less than
-  ``SHARE`` x ``SMALLEST`` = 64 requests' worth is left: the level is then reserved per
-  request, exactly as without allowances). When what is left falls below half the last grant,
-  another is asked for in the background (its own lease) and added, the allowance taken from
-  down to empty meanwhile: a steady stream is served from the allowance throughout. A grant
-  used down to that mark within ``GROW_S`` of the ask before is followed by one twice its
-  size, up to ``MAX_CHUNK`` requests' worth (and still 1/``SHARE`` of the headroom at most):
-  a busy level asks the store a few times a second, not once per ``CHUNK`` / 2 requests. A
-  request is refused only by the store, so its 429 names the level and the window as
-  before; it may be refused while other processes hold allowances: a level may stop short
-  of its limit by at most the unused part of the others' open allowances, each under one
-  and a half of its largest grant, and given back within ``IDLE_S`` of its last request.
+- **Exact, one-sided.** Only what fits in an allowance is admitted from it, and it fitted under
+  every window's limit when granted: no level limit is exceeded by admissions (a request using
+  more than its estimate may pass it by the excess, as without allowances).
+- **Usage.** A request's actual usage is added to its allowances' ``folded`` sums at settle and
+  written with one batch per allowance as the writer takes it (``allowance_writes.seal``): one
+  write per level per flush, never later than the request's own record. What its estimate did
+  not use (and its slot) comes back to the allowance locally. A reader of a level's counter
+  sees its usage plus every open allowance's unused part: toward refusing.
+- **End.** When a request does not fit, a window rolls, after ``MAX_AGE_S`` (or a quarter of the
+  lease's time to live), after ``IDLE_S`` idle, when the level's limits change and at shutdown;
+  its unused part goes back with the end of its leases (a dead process's: the lease sweeper).
+- **Size and the bound.** Granted only to a level busy in this process (``HOT`` exact
+  reservations within ``HOT_S``, or its allowance just ended while in use) with room: per
+  measure the smaller of ``CHUNK`` requests' worth and 1/``SHARE`` of the least headroom, none
+  under ``SMALLEST`` requests' worth (under ``SHARE`` x ``SMALLEST`` = 64 left, the level is
+  reserved per request). Below half the last grant a top-up is asked in the background and the
+  allowance is taken from down to empty meanwhile; one used down to that mark within ``GROW_S``
+  of the ask before is followed by one twice its size, up to ``MAX_CHUNK`` (and 1/``SHARE`` of
+  the headroom). A request is refused only by the store (its 429 names the level and window); a
+  level may stop short of its limit by the unused part of other processes' open allowances, each
+  under one and a half of its largest grant and given back within ``IDLE_S`` of its last use.
 """
 
 from __future__ import annotations
