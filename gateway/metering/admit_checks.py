@@ -18,9 +18,12 @@ def tier_refused(checks: Sequence[Check], decision: Decision) -> bool:
 def in_range(amounts: Amounts, flex: int) -> bool:
     """Whether every amount a reservation of this estimate holds is in range: then
     ``check_amounts`` would pass (each counter holds 0, 1 or one of these)."""
+    requests, tokens, audio_ms, usd_micros = amounts  # compared one by one: no min, max
     return (
-        0 <= min(amounts) <= max(amounts) <= MAX_AMOUNT
-        and 0 <= flex <= amounts.tokens <= MAX_AMOUNT
+        0 <= flex <= tokens <= MAX_AMOUNT
+        and 0 <= requests <= MAX_AMOUNT
+        and 0 <= audio_ms <= MAX_AMOUNT
+        and 0 <= usd_micros <= MAX_AMOUNT
     )
 
 

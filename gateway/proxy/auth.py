@@ -9,6 +9,7 @@ its expiry (and an old secret's grace after a rotation) is checked against the c
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
 import time
 from collections.abc import Callable, Mapping
@@ -39,7 +40,7 @@ class Principal:
     key_id: str  # a config key's keyed id (control/id_keys.py) or a run-time key's id
     byok_key: Secret | None = None
     models: frozenset[str] | None = None  # a run-time key's allow-list (None: any)
-    limits: KeyLimits | None = None  # a run-time key's own limits
+    limits: KeyLimits | None = None  # a run-time key's own limits (None: none, or none set)
     batch: str | None = None  # the batch a request runs for (priced at the batch price)
     levels: tuple[LevelLimits, ...] = ()  # a team key's organization and team
 
@@ -65,8 +66,9 @@ class _Stored:
     key_id: str
     key: runtime_keys.VirtualKey | None = None  # None: a config key
     until: float | None = None  # an old secret's end of grace
-    # A config key's principal without an upstream key of the caller's, built once (it is
-    # immutable): a frozen dataclass's construction was a measurable share of a request.
+    # A config key's or a run-time key's (not a team's) principal without an upstream key of
+    # the caller's, built once (it is immutable): a frozen dataclass's construction was a
+    # measurable share of a request. A run-time key's is served after its checks of the clock.
     plain: Principal | None = None
 
 
@@ -131,7 +133,7 @@ class KeyRing:
             raise Unauthorized(
                 "Missing API key: send 'Authorization: Bearer <key>' or an 'api-key' header."
             )
-        digest = sha256_hex(presented)
+        digest = hashlib.sha256(presented.encode()).hexdigest()  # ``sha256_hex``, no call
         for stored in self._by_prefix.get(digest[:PREFIX], ()):
             if hmac.compare_digest(stored.sha256, digest):
                 byok = headers.get(BYOK_HEADER)
@@ -193,7 +195,9 @@ class KeyRing:
         self.last_used[key.id] = now
         if key.team is not None:
             return self._in_team(stored, key, byok_key)
-        return Principal(key.user, stored.tier, key.id, byok_key, key.models, key.limits)
+        if byok_key is None and stored.plain is not None:
+            return stored.plain
+        return Principal(key.user, stored.tier, key.id, byok_key, key.models, own_limits(key))
 
     def _in_team(
         self, stored: _Stored, key: runtime_keys.VirtualKey, byok_key: Secret | None
@@ -236,7 +240,8 @@ class KeyRing:
             raise Forbidden(f"Team '{team.team}''s tier '{team.tier}' is no longer configured.",
                             code="team_tier_unknown")  # fmt: skip
         models = narrowed(key.models, team.models)
-        return Principal(key.user, tier, key.id, byok_key, models, key.limits, levels=team.levels)
+        limits = own_limits(key)
+        return Principal(key.user, tier, key.id, byok_key, models, limits, levels=team.levels)
 
     def _index(self, snapshot: Snapshot) -> None:
         """Follow the snapshot: a change of one run-time key re-indexes that key alone; any
@@ -280,7 +285,11 @@ class KeyRing:
         tier = self._config.tiers.get(entry.key.tier)
         if tier is None:
             return None  # a tier no longer in the config: the key cannot be used
-        return _Stored(entry.sha256, entry.key.user, tier, entry.key.id, entry.key, entry.until)
+        key = entry.key
+        plain = None
+        if key.team is None:  # a team key's principal follows its team (``_in_team``)
+            plain = Principal(key.user, tier, key.id, None, key.models, own_limits(key))
+        return _Stored(entry.sha256, key.user, tier, key.id, key, entry.until, plain)
 
     async def flush_last_used(self) -> None:
         """Write the keys used since the last flush (a background job, never per request)."""
@@ -300,6 +309,13 @@ def _by_id(by_prefix: Mapping[str, list[_Stored]]) -> dict[str, list[_Stored]]:
         for stored in entries:
             found.setdefault(stored.key_id, []).append(stored)
     return found
+
+
+def own_limits(key: runtime_keys.VirtualKey) -> KeyLimits | None:
+    """A run-time key's limits as its principal holds them: None when it sets none (no check
+    of its own is added to its requests' reservations)."""
+    limits = key.limits
+    return None if limits is None or limits.unlimited else limits
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:

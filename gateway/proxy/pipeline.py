@@ -12,7 +12,7 @@ from starlette.requests import Request
 
 from gateway.config.model import Config
 from gateway.errors import BudgetExceeded, GatewayError
-from gateway.metering import Meter
+from gateway.metering import Admission, Meter, MeterRequest
 from gateway.proxy import chat_fields
 from gateway.proxy.answer import Answers
 from gateway.proxy.attempt_outcome import AttemptFailed
@@ -26,7 +26,7 @@ from gateway.proxy.downgrade import clamped_by_quota, downgraded
 from gateway.proxy.flag_gate import FlagGate
 from gateway.proxy.incoming import Incoming, json_for_upstream, read_incoming
 from gateway.proxy.listeners import Listeners
-from gateway.proxy.meter_request import meter_request
+from gateway.proxy.meter_request import metered, upload_ms
 from gateway.proxy.reply import Reply, error_reply
 from gateway.proxy.rollout import Rollout
 from gateway.proxy.routing import (
@@ -92,10 +92,19 @@ class Pipeline:
         if self._tracer is not None:
             ctx.trace = self._tracer.begin(request.headers, ctx)
         self._listeners.started(ctx)
-        # admitted, then forwarded, each awaited from here: a coroutine that awaited the other
-        # would be one more layer that every wait on Redis or the upstream crosses
+        # checked, metered, then forwarded, each awaited from here: a coroutine that awaited the
+        # next would be one more layer that every wait on Redis or the upstream crosses
         try:
-            incoming, body, streams, wants_usage, use = await self._admit(request, ctx, inbound)
+            incoming, metered, use = await self._admit(request, ctx, inbound)
+            self._listeners.drain_after_next_turn()  # the ends of earlier requests: while it waits
+            try:
+                admission = ctx.admission = await self._meter.admit(metered)
+                ctx.downgraded = clamped_by_quota(admission)
+            except BudgetExceeded as exceeded:
+                admission = await self._downgraded(ctx, metered, exceeded)
+            body, streams, wants_usage = json_for_upstream(
+                incoming, ctx.endpoint, admission.clamp_max_tokens
+            )
             if use is None:
                 reply = await self._forward(ctx, incoming, body, streams, wants_usage)
             else:
@@ -138,9 +147,9 @@ class Pipeline:
 
     async def _admit(
         self, request: Request, ctx: RequestContext, inbound: Inbound | None
-    ) -> tuple[Incoming, dict[str, Any], bool, bool, CacheUse | None]:
-        """Auth → body → route → quota: the body for upstream, whether it streams, whether the
-        client asked for usage in the stream, and how the response cache applies (None: not)."""
+    ) -> tuple[Incoming, MeterRequest, CacheUse | None]:
+        """Auth → body → route: the request, what the meter is to reserve for it, and how the
+        response cache applies (None: not)."""
         endpoint = ctx.endpoint
         principal = ctx.principal = self._keyring.authenticate(request.headers, request.scope)
         incoming = await read_incoming(request, endpoint, self._config.settings.max_body_bytes)
@@ -150,7 +159,8 @@ class Pipeline:
             ctx.debug_body = incoming.fields
         ctx.tags = request_tags(request.headers, incoming.fields, endpoint.name)
         requested = ctx.requested_model = incoming.model
-        principal.allow_model(requested)
+        if principal.models is not None:  # a run-time key's allow-list
+            principal.allow_model(requested)
         plan = resolve(self._config, principal.tier, endpoint, requested, incoming.fields)
         # a tier with models behind the Anthropic adapter (or a model a caller's own key
         # unlocks): the fields the adapter cannot carry
@@ -171,21 +181,22 @@ class Pipeline:
         principal = ctx.principal = self._credentials.principal_for(principal, plan)
         if plan.byok_only and principal.byok_key is None:
             raise own_key_required(plan, principal.tier)
-        metered = ctx.meter_request = await meter_request(ctx, incoming, plan, principal)
-        self._listeners.drain_after_next_turn()  # the ends of earlier requests: while it waits
-        try:  # the meter awaited here, not in a coroutine of downgrade's around it
-            admission = ctx.admission = await self._meter.admit(metered)
-            ctx.downgraded = clamped_by_quota(admission)
-        except BudgetExceeded:
-            found = await downgraded(self._meter, metered, plan)
-            if found is None:
-                raise
-            admission, plan = found
-            ctx.admission, ctx.plan, ctx.downgraded = admission, plan, True
-        body, streams, wants_usage = json_for_upstream(
-            incoming, endpoint, admission.clamp_max_tokens
-        )
-        return incoming, body, streams, wants_usage, use
+        uploaded = await upload_ms(incoming, plan) if incoming.files else 0
+        asked = ctx.meter_request = metered(ctx, incoming, plan, principal, uploaded)
+        return incoming, asked, use
+
+    async def _downgraded(
+        self, ctx: RequestContext, metered: MeterRequest, exceeded: BudgetExceeded
+    ) -> Admission:
+        """After the budget refused the request: the admission of a cheaper model or of fewer
+        tokens (``downgrade.py``), its plan the request's; else ``exceeded`` raised."""
+        assert ctx.plan is not None
+        found = await downgraded(self._meter, metered, ctx.plan)
+        if found is None:
+            raise exceeded
+        admission, ctx.plan = found
+        ctx.admission, ctx.downgraded = admission, True
+        return admission
 
     async def _cached(
         self,
