@@ -25,11 +25,12 @@ from collections.abc import Callable, Mapping
 from functools import partial
 
 from uvicorn._types import ASGIReceiveEvent
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from gateway.errors import PayloadTooLarge
 from gateway.http import head_fields
+from gateway.http.cycle_start import StartedCycle
 from gateway.http.head_fields import (
     FRAMING,
     MARK,
@@ -52,9 +53,10 @@ _LENGTHED = frozenset(
 )
 
 
-class GatewayCycle(RequestResponseCycle):
-    """uvicorn's request cycle with writers that join what ``send`` writes apart, and a body
-    cap of its own (``cap_body``) that ``receive`` and ``whole_body`` keep."""
+class GatewayCycle(StartedCycle):
+    """uvicorn's request cycle (as ``StartedCycle`` starts it) with writers that join what
+    ``send`` writes apart, and a body cap of its own (``cap_body``) that ``receive`` and
+    ``whole_body`` keep."""
 
     body_cap: int | None = None  # set once (``cap_body``), then per instance
     received = 0
