@@ -1,10 +1,11 @@
 """uvicorn's request cycle as the gateway's server starts one per request, at less cost.
 
-uvicorn's ``RequestResponseCycle.__init__`` stores seventeen attributes per request, six of
-them the same for every request; here those are read from the class until set. Its task
-leaves the server's set of tasks (``tasks``) as ``run_asgi`` ends, not by a done callback
-added per request (one loop callback fewer per request; the set is what uvicorn's shutdown
-and concurrency limit count). ``cycle.GatewayCycle`` builds on it.
+The same state as uvicorn's ``RequestResponseCycle.__init__`` sets, in the same order, without
+its call up (its per-request constants stay instance attributes: read from the class, they
+cost more on each of their many reads than they save once). Its task leaves the server's set
+of tasks (``tasks``) as ``run_asgi`` ends, not by a done callback added per request (one loop
+callback fewer per request; the set is what uvicorn's shutdown and concurrency limit count).
+``cycle.GatewayCycle`` builds on it.
 """
 
 from __future__ import annotations
@@ -23,17 +24,8 @@ def _nothing() -> None:
 
 
 class StartedCycle(RequestResponseCycle):
-    """uvicorn's cycle: the same state, built with fewer stores; ``task``, set by whoever
-    started it, leaves ``tasks`` when ``run_asgi`` ends."""
-
-    # uvicorn's per-request state as every request starts, read from the class until set
-    disconnected = False
-    more_body = True
-    response_started = False
-    response_complete = False
-    chunked_encoding: bool | None = None
-    expected_content_length = 0
-    task: asyncio.Task[None] | None = None
+    """uvicorn's cycle, built without the call up; ``task``, set by whoever started it,
+    leaves ``tasks`` when ``run_asgi`` ends."""
 
     def __init__(
         self,
@@ -59,10 +51,17 @@ class StartedCycle(RequestResponseCycle):
         self.default_headers = default_headers
         self.message_event = message_event
         self.on_response = on_response
+        self.disconnected = False
         self.keep_alive = keep_alive
         self.waiting_for_100_continue = expect_100_continue
         self.body = bytearray()
+        self.more_body = True
+        self.response_started = False
+        self.response_complete = False
+        self.chunked_encoding: bool | None = None
+        self.expected_content_length = 0
         self.tasks = tasks
+        self.task: asyncio.Task[None] | None = None
 
     async def run_asgi(self, app: ASGI3Application) -> None:
         """uvicorn's, its ``task`` then taken out of ``tasks``."""
