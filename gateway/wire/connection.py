@@ -260,18 +260,20 @@ class Connection(asyncio.Protocol):
     async def exchange(
         self, head: bytes, body: bytes, timeout: float | None, no_body: bool = False
     ) -> None:
-        """Write the request (``head`` + ``body`` in one write) and wait for the response head.
+        """Write the request (``head`` + ``body`` in one write) and wait for the response head
+        (``no_body``: the request was HEAD, so the response has a head only)."""
+        await self.send(head, body, timeout, no_body)
+        await self.until_head(timeout)
 
-        ``no_body``: the request was HEAD, so the response has a head only."""
+    def send(
+        self, head: bytes, body: bytes, timeout: float | None, no_body: bool = False
+    ) -> asyncio.Future[None]:
+        """``exchange`` without its coroutine: the request written, the future the head (or a
+        failure, or the timeout) resolves; then ``until_head`` unless ``head.done``."""
         self._start(no_body)
         assert self._transport is not None
         self._transport.write(head + body if body else head)
-        while not self.head.done:  # ``_until`` inlined: once per request
-            waiter = self._waiter_for(timeout)
-            try:
-                await waiter
-            finally:
-                self._waiter = None
+        return self._waiter_for(timeout)
 
     async def exchange_streaming(
         self, head: bytes, body: Any, chunked: bool, timeout: float | None, no_body: bool = False
@@ -285,10 +287,11 @@ class Connection(asyncio.Protocol):
                 self._transport.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
             if self._writing_paused:
                 await self._drain(timeout)
-            self._raise_if_failed()
+            if self._error is not None:
+                raise self._error
         if chunked:
             self._transport.write(b"0\r\n\r\n")
-        await self._until(lambda: self.head.done, timeout)
+        await self.until_head(timeout)
 
     def read(self, timeout: float | None) -> asyncio.Future[bytes]:
         """The body's next bytes: everything received so far (through the sink, if any), as
@@ -392,8 +395,8 @@ class Connection(asyncio.Protocol):
         self._fail(error)
         raise StopParsing(str(error))
 
-    async def _until(self, ready: Any, timeout: float | None) -> None:
-        while not ready():
+    async def until_head(self, timeout: float | None) -> None:
+        while not self.head.done:
             waiter = self._waiter_for(timeout)
             try:
                 await waiter
@@ -403,7 +406,7 @@ class Connection(asyncio.Protocol):
     def _waiter_for(self, timeout: float | None) -> asyncio.Future[None]:
         """The future the next event resolves (bytes, the end, a failure, the timeout);
         raises instead when the exchange already failed or the connection is gone."""
-        if self._error is not None:  # ``_raise_if_failed`` inlined: once per wait
+        if self._error is not None:
             raise self._error
         if self.closed and not self.body_done:
             raise httpx.ReadError("Upstream connection closed")
@@ -458,10 +461,6 @@ class Connection(asyncio.Protocol):
             raise httpx.WriteTimeout("Timed out sending the request upstream") from None
         finally:
             self._drained = None
-
-    def _raise_if_failed(self) -> None:
-        if self._error is not None:
-            raise self._error
 
     def _fail(self, error: httpx.TransportError) -> None:
         if self._error is None:

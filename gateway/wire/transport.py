@@ -82,7 +82,9 @@ class NativeTransport(httpx.AsyncBaseTransport):
                 )
             try:
                 if outgoing is None:  # a POST with its body in memory
-                    await connection.exchange(head, body, read_timeout)
+                    await connection.send(head, body, read_timeout)  # (no coroutine)
+                    if not connection.head.done:
+                        await connection.until_head(read_timeout)
                 else:
                     await outgoing.exchange(connection, read_timeout)
                 break
