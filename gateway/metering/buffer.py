@@ -46,10 +46,7 @@ class UsageBuffer:
         return len(self._items)
 
     def add(self, item: Settlement) -> None:
-        items = self._items
-        if not items:  # else ``wake`` is set: it is cleared only once the buffer is empty
-            self.wake.set()
-        elif len(items) >= self._max:
+        if len(self._items) >= self._max:
             oldest = self._items.popleft()
             if oldest.sealed is not None:  # the grants its levels' usage used up still end
                 self._items.extendleft(reversed(_settlements(oldest.sealed())))
@@ -58,7 +55,8 @@ class UsageBuffer:
                 self._logger.error(
                     "usage buffer full (%d): dropped %d records so far", self._max, self.dropped
                 )
-        items.append(item)
+        self._items.append(item)
+        self.wake.set()
 
     def take(self, count: int) -> list[Settlement]:
         """Remove and return up to ``count`` of the oldest entries (each ``sealed`` first)."""
