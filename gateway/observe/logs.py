@@ -8,18 +8,20 @@ import time
 
 import orjson
 
+_NONE: dict[str, object] = {}
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None)
+        # one dict built with the fields in it (as ``update`` would place them), not two
         line: dict[str, object] = {
             "ts": round(record.created, 3),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            **(fields if isinstance(fields, dict) else _NONE),
         }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            line.update(fields)
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()
