@@ -34,3 +34,8 @@ def configure_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.Formatter.converter = time.gmtime
+    # A line names no thread or process: each record skips looking them up (a ``getpid`` system
+    # call among them; makeRecord 4.2 -> 2.1 µs here), as the logging docs' "Optimization" has.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
