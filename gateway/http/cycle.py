@@ -21,13 +21,10 @@ handles) goes through ``send``, which this class leaves as it is.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Callable, Mapping
 from functools import partial
 
-from uvicorn._types import ASGI3Application, ASGIReceiveEvent, HTTPScope
-from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn._types import ASGIReceiveEvent
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
@@ -55,79 +52,15 @@ _LENGTHED = frozenset(
 )
 
 
-def _nothing() -> None:
-    pass
-
-
 class GatewayCycle(RequestResponseCycle):
     """uvicorn's request cycle with writers that join what ``send`` writes apart, and a body
-    cap of its own (``cap_body``) that ``receive`` and ``whole_body`` keep. Its ``task``
-    leaves ``tasks`` (the server's) as ``run_asgi`` ends: no done callback per request."""
+    cap of its own (``cap_body``) that ``receive`` and ``whole_body`` keep."""
 
     body_cap: int | None = None  # set once (``cap_body``), then per instance
     received = 0
     # told once when the client leaves mid-answer (``http.client_gone``: its ``watch`` sets
     # it, its ``client_left`` calls it); the class's None for a cycle nobody watches
     on_disconnect: Callable[[], None] | None = None
-
-    def __init__(
-        self,
-        scope: HTTPScope,
-        transport: asyncio.Transport,
-        flow: FlowControl,
-        logger: logging.Logger,
-        access_logger: logging.Logger,
-        access_log: bool,
-        default_headers: list[tuple[bytes, bytes]],
-        message_event: asyncio.Event,
-        expect_100_continue: bool,
-        keep_alive: bool,
-        on_response: Callable[..., None],
-        tasks: set[asyncio.Task[None]] | None = None,
-    ) -> None:
-        """uvicorn's state, in its order, without the call up."""
-        self.scope, self.transport, self.flow = scope, transport, flow
-        self.logger, self.access_logger, self.access_log = logger, access_logger, access_log
-        self.default_headers = default_headers
-        self.message_event = message_event
-        self.on_response = on_response
-        self.disconnected = False
-        self.keep_alive = keep_alive
-        self.waiting_for_100_continue = expect_100_continue
-        self.body = bytearray()
-        self.more_body = True
-        self.response_started = False
-        self.response_complete = False
-        self.chunked_encoding: bool | None = None
-        self.expected_content_length = 0
-        self.tasks = tasks
-        self.task: asyncio.Task[None] | None = None
-
-    async def run_asgi(self, app: ASGI3Application) -> None:
-        """uvicorn's, its ``task`` then taken out of ``tasks``."""
-        try:
-            result = await app(self.scope, self.receive, self.send)  # type: ignore[func-returns-value]
-        except BaseException as exc:
-            self.logger.error("Exception in ASGI application\n", exc_info=exc)
-            if not self.response_started:
-                await self.send_500_response()
-            else:
-                self.transport.close()
-        else:
-            if result is not None:
-                msg = "ASGI callable should return None, but returned '%s'."
-                self.logger.error(msg, result)
-                self.transport.close()
-            elif not self.response_started and not self.disconnected:
-                self.logger.error("ASGI callable returned without starting response.")
-                await self.send_500_response()
-            elif not self.response_complete and not self.disconnected:
-                self.logger.error("ASGI callable returned without completing response.")
-                self.transport.close()
-        finally:
-            self.on_response = _nothing
-            if self.tasks is not None and self.task is not None:
-                self.tasks.discard(self.task)
 
     def cap_body(self, max_bytes: int) -> bool:
         """Stop a body past ``max_bytes`` with a 413, as ``body_limit.limited`` does around

@@ -130,6 +130,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.trusted = False  # the client's forwarded headers are read
         self.forwarded = False  # the request has one
         self.reset_contextvars = bool(getattr(config, "reset_contextvars", False))
+        self.task_done = self.tasks.discard  # (bound once, not per request)
 
     # -- connection and parser callbacks: phases change, the timer moves lazily --------------
 
@@ -256,7 +257,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.expect_100_continue,
             http_version != "1.0" and parser.should_keep_alive(),
             self.on_response_complete,
-            self.tasks,
         )
         if existing is None or existing.response_complete:
             self._start_asgi_task(cycle, app)
@@ -283,12 +283,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         cycle.message_event.set()
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
-        """uvicorn's; the task leaves ``tasks`` as its ``run_asgi`` ends (no done callback)."""
         if self.reset_contextvars:
             task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
         else:
             task = self.loop.create_task(cycle.run_asgi(app))
-        cycle.task = task
+        task.add_done_callback(self.task_done)
         self.tasks.add(task)
 
     def on_response_complete(self) -> None:
