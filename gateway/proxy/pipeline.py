@@ -95,13 +95,13 @@ class Pipeline:
         # checked, metered, then forwarded, each awaited from here: a coroutine that awaited the
         # next would be one more layer that every wait on Redis or the upstream crosses
         try:
-            incoming, metered, use = await self._admit(request, ctx, inbound)
+            incoming, asked, use = await self._admit(request, ctx, inbound)
             self._listeners.drain_after_next_turn()  # the ends of earlier requests: while it waits
             try:
-                admission = ctx.admission = await self._meter.admit(metered)
+                admission = ctx.admission = await self._meter.admit(asked)
                 ctx.downgraded = clamped_by_quota(admission)
             except BudgetExceeded as exceeded:
-                admission = await self._downgraded(ctx, metered, exceeded)
+                admission = await self._downgraded(ctx, asked, exceeded)
             body, streams, wants_usage = json_for_upstream(
                 incoming, ctx.endpoint, admission.clamp_max_tokens
             )
@@ -186,12 +186,12 @@ class Pipeline:
         return incoming, asked, use
 
     async def _downgraded(
-        self, ctx: RequestContext, metered: MeterRequest, exceeded: BudgetExceeded
+        self, ctx: RequestContext, asked: MeterRequest, exceeded: BudgetExceeded
     ) -> Admission:
         """After the budget refused the request: the admission of a cheaper model or of fewer
         tokens (``downgrade.py``), its plan the request's; else ``exceeded`` raised."""
         assert ctx.plan is not None
-        found = await downgraded(self._meter, metered, ctx.plan)
+        found = await downgraded(self._meter, asked, ctx.plan)
         if found is None:
             raise exceeded
         admission, ctx.plan = found
