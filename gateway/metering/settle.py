@@ -229,22 +229,16 @@ def settlement(admission: Admission, outcome: Outcome, record_id: str) -> Settle
     if len(granted) != len(indices):
         raise ValueError(f"{len(granted)} grants for {len(indices)} counters")
     values = (*actual, 0)  # index -1: what a count of requests in flight settles to
-    # lengths checked above (``strict=`` makes zip a keyword call)
-    reconciled = [values[index] - held for index, held in zip(indices, granted)]  # noqa: B905
+    reconciled = [values[index] - held for index, held in zip(indices, granted, strict=True)]
     cost = actual.usd_micros
     spend = day[4] if charged else ()
     # the levels' usage, when from allowances, summed in them until a batch carries it
     unqueued = allowance_joint.fold(admission.uses, actual) if admission.uses else None
     error = 1 if outcome.status >= 400 and not outcome.delivered else 0  # ``failed``
-    prompt, completion, audio, images, video = (
-        used.prompt_tokens, used.completion_tokens, used.audio_ms, used.images, used.video_ms
-    )  # fmt: skip
+    aggregated: tuple[int, ...] = (1, error, used.prompt_tokens, used.completion_tokens)
+    aggregated += (used.audio_ms, used.images, used.cost, used.video_ms)  # ``AGGREGATE_FIELDS``
     watched = (cost, cost, cost, cost) if charged else ()
-    # ``_form``'s slots: the user's then the model's aggregate, each ``AGGREGATE_FIELDS``
-    deltas = (
-        *reconciled, *watched, 1, error, prompt, completion, audio, images, used.cost, video,
-        1, error, prompt, completion, audio, images, used.cost, video,
-    )  # fmt: skip
+    deltas = (*reconciled, *watched, *aggregated, *aggregated)  # ``_form``'s slots
     record_bytes = record_codec.encode(record)
     batch = SettleBatch((), record_bytes, (), _leases(admission), day[2], (), form, deltas)
     return Settlement(batch, spend, record, unqueued)

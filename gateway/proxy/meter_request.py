@@ -30,14 +30,6 @@ async def upload_ms(incoming: Incoming, plan: Plan) -> int:
     )
 
 
-async def meter_request(
-    ctx: RequestContext, incoming: Incoming, plan: Plan, principal: Principal
-) -> MeterRequest:
-    """``metered`` with an upload's ``upload_ms`` read."""
-    uploaded = await upload_ms(incoming, plan)
-    return metered(ctx, incoming, plan, principal, uploaded)
-
-
 def metered(
     ctx: RequestContext, incoming: Incoming, plan: Plan, principal: Principal, uploaded_ms: int = 0
 ) -> MeterRequest:

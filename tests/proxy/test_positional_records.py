@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from gateway.config.model import Model, Price, Tier, Upstream
 from gateway.metering.estimate import estimate_prompt_tokens, prompt_tokens_most
 from gateway.metering.types import KeyLimits, LevelLimits, MeterRequest, Outcome
@@ -12,7 +10,7 @@ from gateway.proxy.auth import Principal
 from gateway.proxy.billing import outcome_of
 from gateway.proxy.context import RequestContext
 from gateway.proxy.incoming import Incoming
-from gateway.proxy.meter_request import meter_request
+from gateway.proxy.meter_request import metered
 from gateway.proxy.routing import CHAT, Plan
 
 UPSTREAM = Upstream("up", "http://127.0.0.1:9/v1", None)
@@ -63,7 +61,7 @@ def test_the_meter_request_has_each_value_in_its_field() -> None:
     ctx = RequestContext("req-1", CHAT)
     body = {"model": "text", "messages": [{"role": "user", "content": "hi"}], "n": 2}
     incoming = Incoming({**body, "max_tokens": 100}, size=123)
-    made = asyncio.run(meter_request(ctx, incoming, PLAN, PRINCIPAL))
+    made = metered(ctx, incoming, PLAN, PRINCIPAL)
     expected = MeterRequest(
         request_id="req-1",
         user="alice",
