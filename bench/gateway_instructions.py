@@ -13,11 +13,14 @@ rollup's every 2 s, runs more often per request as valgrind slows the process do
 ``--profile DIR`` keeps the callgrind output of each turn (``callgrind_annotate`` reads it).
 ``--keys plain,runtime,team``: ``plain`` the YAML key; ``runtime`` a run-time key with no limits
 of its own (the issue's "key with none"); ``team`` a key in a team in an organization with every
-level limit set (variants.py's ``TeamLevels``); the last two are set up through the admin API each
-turn, Redis emptied before. ``--no-roller``: both trees' gateways without the in-process usage
-roller (``GATEWAY_USAGE_ROLL=0``; trees older than that variable run it anyway): the roller runs
-every 2 s of wall time, so under valgrind its runs fall on few requests, vary from turn to turn
-by up to ~100k instructions per request, and weigh more than at full speed. Needs valgrind.
+level limit set (variants.py's ``TeamLevels``); ``limits`` a run-time key with its own rpm, tpm
+and budgets and ``nolimits`` the same without them (variants.py's ``entities`` and
+``entities_nolimits``: a flag and a tier quota set at run time in both); all but ``plain`` are
+set up through the admin API each turn, Redis emptied before. ``--no-roller``: both trees'
+gateways without the in-process usage roller (``GATEWAY_USAGE_ROLL=0``; trees older than that
+variable run it anyway): the roller runs every 2 s of wall time, so under valgrind its runs fall
+on few requests, vary from turn to turn by up to ~100k instructions per request, and weigh more
+than at full speed. Needs valgrind.
 """
 
 from __future__ import annotations
@@ -49,10 +52,10 @@ from services import (
     load_machine,
     start_mocks,
 )
-from variants import TeamLevels
+from variants import Entities, TeamLevels
 
 KINDS = (("chat", "bench-json", False), ("stream", "bench-sse", True))
-KEYS = ("plain", "runtime", "team")
+KEYS = ("plain", "runtime", "team", "limits", "nolimits")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=400, help="per kind and turn")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--profile", type=Path, default=None)
-    parser.add_argument("--keys", default="plain", help="plain, runtime, team (comma-separated)")
+    parser.add_argument("--keys", default="plain", help=f"{', '.join(KEYS)} (comma-separated)")
     parser.add_argument(
         "--b-env", action="append", default=[], help="KEY=VALUE for b's gateway only"
     )
@@ -89,9 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     extra = dict(pair.split("=", 1) for pair in args.b_env) if label == "b" else {}
                     if args.no_roller:
                         extra = {"GATEWAY_USAGE_ROLL": "0", **extra}
-                    levels = None
-                    if kind in ("runtime", "team"):
-                        levels = TeamLevels(secrets.token_hex(16), team=kind == "team")
+                    levels = _setup(kind)
                     if levels:
                         extra = {**extra, "GATEWAY_ADMIN_TOKEN": levels.token}
                         redis.Redis.from_url(mocks.redis_url).flushall()
@@ -99,6 +100,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for line in measure(*turn_args):
                         print(line, flush=True)
     return 0
+
+
+def _setup(kind: str) -> TeamLevels | Entities | None:
+    """What makes ``kind``'s key through the admin API (None: the YAML key)."""
+    token = secrets.token_hex(16)
+    if kind in ("runtime", "team"):
+        return TeamLevels(token, team=kind == "team")
+    if kind in ("limits", "nolimits"):
+        return Entities(token, limits=kind == "limits")
+    return None
 
 
 def measure(
@@ -111,7 +122,7 @@ def measure(
     out: Path,
     args: argparse.Namespace,
     extra_env: dict[str, str],
-    levels: TeamLevels | None = None,
+    levels: TeamLevels | Entities | None = None,
 ) -> list[str]:
     """One tree's turn: a ``gateway_instructions ...`` line per kind of request."""
     port = free_port()

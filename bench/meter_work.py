@@ -5,13 +5,14 @@
 
 Per request (as ``Meter.admit`` and the settle): the second's plan and its fill, the reserve
 script's arguments, the decision's bookkeeping (outage figures, rate-limit headers, reserved
-amounts), the settlement and the settle script's arguments (a batch of one); ``plain`` is a
-key with no limits, ``team`` the same key in a team in an organization with every level limit
-set (``meter_micro.LEVELS``), ``allowance`` that team key with its levels served from open
-allowances (``Meter.admit``'s local path: the allowances' take, the plan's other checks, the
-usage folded into the allowances and their batch sealed into each flush). Run it with two
-counts and divide the difference of the instructions by the difference of the counts: what one
-request costs, without the interpreter's start (docs/organizations.md "What it costs").
+amounts), the settlement and the settle script's arguments (a batch of one); ``plain`` is a key
+with no limits, ``limits`` a run-time key with its own rpm, tpm and budgets
+(``meter_micro.KEY_LIMITS``), ``team`` the plain key in a team in an organization with every
+level limit set (``meter_micro.LEVELS``), ``allowance`` that team key with its levels served
+from open allowances (``Meter.admit``'s local path: the allowances' take, the plan's other
+checks, the usage folded into the allowances and their batch sealed into each flush). Run it
+with two counts and divide the difference of the instructions by the difference of the counts:
+what one request costs, without the interpreter's start (docs/organizations.md "What it costs").
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 from operator import itemgetter
 from typing import cast
 
-from meter_micro import BENCH_ENV, work_request
+from meter_micro import BENCH_ENV, KEY_LIMITS, work_request
 from services import CONFIG_DIR
 
 from gateway.config.load import load_config
@@ -43,6 +44,8 @@ def main(kind: str, count: int) -> None:
     config = load_config(str(CONFIG_DIR), BENCH_ENV)
     model = config.models["bench-json"]
     request = work_request(config, kind in ("team", "allowance"))
+    if kind == "limits":
+        request.key_limits = KEY_LIMITS
     outcome = Outcome(
         status=200, model=model.name, provider=model.upstream.name,
         upstream_model=model.upstream_model, price=model.price, prompt_tokens=12,

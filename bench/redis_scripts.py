@@ -1,10 +1,11 @@
 """Redis's instructions per reserve and per settled request, the scripts alone, by callgrind.
 
-    python bench/redis_scripts.py [plain|team] [--requests 200] [--batch 14] [--group 1]
+    python bench/redis_scripts.py [plain|limits|team] [--requests 200] [--batch 14] [--group 1]
         [--profile DIR]
 
 Starts redis-server under ``valgrind --tool=callgrind`` and sends it what the gateway would for
-``--requests`` chat requests of a key with no limits (``plain``) or of a key in a team in an
+``--requests`` chat requests of a key with no limits (``plain``), of a run-time key with its own
+rpm, tpm and budgets (``limits``, ``meter_micro.KEY_LIMITS``) or of a key in a team in an
 organization with every level limit set (``team``, ``meter_micro.LEVELS``): the reservations
 one by one (``--group N``: N per call, as a busy gateway groups those of one turn), then their
 settles in batches of ``--batch`` (group commit; ``--batch 1``: one request per settle, as at one
@@ -25,7 +26,7 @@ import tempfile
 import time
 
 import redis
-from meter_micro import BENCH_ENV, work_request
+from meter_micro import BENCH_ENV, KEY_LIMITS, work_request
 from procs import free_port
 from services import CONFIG_DIR
 
@@ -43,7 +44,7 @@ from gateway.store.redis.reserve import split_replies
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", nargs="?", default="team", choices=("plain", "team"))
+    parser.add_argument("kind", nargs="?", default="team", choices=("plain", "limits", "team"))
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--batch", type=int, default=14)
     parser.add_argument("--group", type=int, default=1, help="reservations per reserve call")
@@ -55,6 +56,8 @@ def main() -> int:
     config = load_config(str(CONFIG_DIR), BENCH_ENV)
     model = config.models["bench-json"]
     request = work_request(config, args.kind == "team")
+    if args.kind == "limits":
+        request.key_limits = KEY_LIMITS
     outcome = Outcome(
         status=200, model=model.name, provider=model.upstream.name,
         upstream_model=model.upstream_model, price=model.price, prompt_tokens=12,
