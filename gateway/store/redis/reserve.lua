@@ -417,6 +417,10 @@ local read_where = {}
 -- Layouts, each read once per call: its number's text -> {layout_at's 7 values, then where's
 -- text -> its counters' keys and places in KEYS' HMGETs}
 local layouts = {}
+-- place in ``vals`` -> the last reservation that resolved a counter to it (room for 32: see
+-- ``sized``)
+local seen = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+              nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}
 local due = false  -- a time to live to set: a layout's slides, or a hash is new (below)
 
 -- A counter's place in ``vals``, found by looking through the few fields of its hash named
@@ -478,14 +482,18 @@ for r = 1, n do
   local resolved = layout[8][ARGV[a]]
   if resolved == nil then
     local keys_of, places = sized(count), sized(count)
+    local alias = false  -- a (key, field) named twice in it (the gateway names none twice)
     for i = 1, count do
       local key = lay[at]
       if where then key = where[key] or 0 end
       keys_of[i] = key
-      places[i] = counter_of(key, lay[at + 1])
+      local place = counter_of(key, lay[at + 1])
+      places[i] = place
+      if seen[place] == r then alias = true end
+      seen[place] = r
       at = at + 4
     end
-    resolved = {keys_of, places}
+    resolved = {keys_of, places, nil, alias}
     layout[8][ARGV[a]] = resolved
   end
   local m = layout[1]
@@ -519,6 +527,7 @@ end
 
 -- The stored values, each hash read once: per (key, field) its value, or false: none.
 local vals = sized(taken)
+local read = sized(taken)  -- per place its value as read: a hash whose values moved is written
 local existed = blanks()  -- key -> true when one of its read counters held a value
 for key = 1, width do
   local names = fields[key]
@@ -533,6 +542,7 @@ for key = 1, width do
     for i = 1, #names do
       local value = stored[i]
       vals[places[i]] = value
+      read[places[i]] = value
       if value then
         -- inlined (a call per value costs more than the check): an integer within +-2^53
         -- (``+ 0``, not ``tonumber``: a third of the cost; no number at all: a runtime error)
@@ -541,6 +551,7 @@ for key = 1, width do
           error({err = 'ERR gateway: not an integer in range: ' .. value})
         end
         vals[places[i]] = used
+        read[places[i]] = used
         existed[key] = true
       end
     end
@@ -553,7 +564,6 @@ end
 local flat = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
               nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}
 local ended = 0  -- where the last one ended in ``flat``
-local changed = blanks()  -- key -> true: its values to write (the unmoved ones as read)
 local expiring = blanks()  -- key -> its TTL (the last granted reservation's)
 local groups = {}  -- lease sorted set's key -> {hash's key, registry's key or nil, ZADD members, HSET pairs}
 local group_order = {}
@@ -565,29 +575,54 @@ local parts = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, 
 -- the last three amounts formatted and their texts, as in the path for one
 local a1, t1, a2, t2, a3, t3 = nil, nil, nil, nil, nil, nil
 local grants = sized(8)  -- a reservation's grants, per counter (reused: each writes its own first)
+local olds = sized(8)  -- per counter moved, its value before the move (reused as ``grants``)
 local expired = nil  -- the last reservation whose keys' TTLs are in ``expiring``: its resolved
 for r = 1, n do
   local plan = plans[r]
   local layout, resolved, amounts, where, a, found = plan[1], plan[2], plan[3], plan[4], plan[5],
                                                      plan[6]
   local lay, first, count, names = layout[5], layout[6], layout[7], layout[11]
-  local keys_of, places = resolved[1], resolved[2]
+  local keys_of, places, alias = resolved[1], resolved[2], resolved[4]
   local start = ended + 1  -- flat[start]: its number of values; then its reply
   flat[start] = 0
   flat[start + 1] = 0
+  -- The lease's lines are joined from ``parts`` (reused): each counter's "key\tfield\t",
+  -- made once per call for a layout and user, and its grant's text with the newline; a line
+  -- made on its own is one more string to allocate and hash.
+  local held = 0
+  local lease = ARGV[a + 2]
+  local prefixes = lease ~= '' and resolved[3]
+  if prefixes == nil then
+    prefixes = sized(count)
+    for i = 1, count do
+      prefixes[i] = KEYS[keys_of[i]] .. '\t' .. lay[first + 4 * i - 3] .. '\t'
+    end
+    resolved[3] = prefixes
+  end
+  -- Each counter's rule sees the values as before the reservation: with a field named twice,
+  -- those values as they were (``view``).
+  local view = vals
+  if alias then
+    view = {}
+    for i = 1, count do view[places[i]] = vals[places[i]] end
+  end
   local denied = 0
   local last = start + count + 1
+  local b, reply = first - 4, start + 1  -- (added to, not multiplied: each operation counts)
   for i = 1, count do
-    local b = first + 4 * i - 4
-    local used = vals[places[i]] or 0
-    local fixed, flex = amounts[2 * i - 1], amounts[2 * i]
+    b = b + 4
+    local at = places[i]
+    local value = view[at]
+    local used = value or 0
+    local two = i + i
+    local fixed, flex = amounts[two - 1], amounts[two]
     local sent = lay[b + 2]  -- as the path for one
     -- <rule>
     if amount == nil then
       if denied == 0 then denied = i end
       amount = 0
     end
-    flat[start + 1 + i] = used
+    flat[reply + i] = used
     grants[i] = amount
     if limit ~= sent or amount ~= asked then
       flat[last + 1] = i
@@ -595,46 +630,38 @@ for r = 1, n do
       flat[last + 3] = amount
       last = last + 3
     end
+    -- The grant moves the value at once (undone below if a later counter refuses: a loop of
+    -- its own over the grants cost ~0.5k instructions a counter more), and the lease's line is
+    -- gathered in a table, joined once: a string grown line by line is copied and hashed
+    -- again for every line, and a team key has some forty.
+    if amount ~= 0 and denied == 0 then
+      if alias then  -- a field named twice gets both grants, as two HINCRBYs would
+        value = vals[at]
+        used = value or 0
+      end
+      olds[i] = value
+      vals[at] = used + amount
+      if prefixes then
+        local shown = t1
+        if amount == a2 then shown = t2 elseif amount == a3 then shown = t3
+        elseif amount ~= a1 then
+          shown = format('%d\n', amount)  -- its line's end (exact: tostring keeps 14)
+          a1, t1, a2, t2, a3, t3 = amount, shown, a1, t1, a2, t2
+        end
+        parts[held + 1] = prefixes[i]
+        parts[held + 2] = shown
+        held = held + 2
+      end
+    end
   end
   flat[start] = last - start
   flat[start + 1] = denied
   ended = last
-  if denied == 0 then
-    -- The grants move the values (a field named twice gets both, as two HINCRBYs would), and
-    -- the lease's lines are gathered in a table and joined once: a string grown line by line
-    -- is copied and hashed again for every line, and a team key has some forty.
-    -- The lease's lines are joined from ``parts`` (reused): each counter's "key\tfield\t",
-    -- made once per call for a layout and user, and its grant's text with the newline; a line
-    -- made on its own is one more string to allocate and hash.
-    local held = 0
-    local lease = ARGV[a + 2]
-    local prefixes = lease ~= '' and resolved[3]
-    if prefixes == nil then
-      prefixes = sized(count)
-      for i = 1, count do
-        prefixes[i] = KEYS[keys_of[i]] .. '\t' .. lay[first + 4 * i - 3] .. '\t'
-      end
-      resolved[3] = prefixes
+  if denied ~= 0 then  -- refused: its grants before the refusal undone, last first
+    for i = denied - 1, 1, -1 do
+      if grants[i] ~= 0 then vals[places[i]] = olds[i] end
     end
-    for i = 1, count do
-      local amount = grants[i]
-      if amount ~= 0 then
-        local at = places[i]
-        vals[at] = (vals[at] or 0) + amount
-        changed[keys_of[i]] = true
-        if prefixes then
-          local shown = t1
-          if amount == a2 then shown = t2 elseif amount == a3 then shown = t3
-          elseif amount ~= a1 then
-            shown = format('%d\n', amount)  -- its line's end (exact: tostring keeps 14)
-            a1, t1, a2, t2, a3, t3 = amount, shown, a1, t1, a2, t2
-          end
-          parts[held + 1] = prefixes[i]
-          parts[held + 2] = shown
-          held = held + 2
-        end
-      end
-    end
+  else
     local m = layout[1]
     if due and resolved ~= expired then  -- (the same keys and TTLs as the last: set already)
       for j = 1, m do expiring[where and where[j] or j] = lay[4 + j] end
@@ -736,9 +763,14 @@ end
 -- Up to three fields, all holding a value (most hashes), are named in the call: a table and
 -- an ``unpack`` cost more than the command's other work.
 for key = 1, width do
-  if changed[key] then
-    local names, places = fields[key], slots[key]
-    local size = #names
+  local names, places = fields[key], slots[key]
+  local size = names and #names or 0
+  local changed = false  -- a value moved (written: the unmoved ones as read)
+  for at = 1, size do
+    local place = places[at]
+    if vals[place] ~= read[place] then changed = true end
+  end
+  if changed then
     local v1, v2, v3 = vals[places[1]], size > 1 and vals[places[2]], size > 2 and vals[places[3]]
     if size == 1 then
       call('HSET', KEYS[key], names[1], format('%d', v1))
