@@ -29,6 +29,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from operator import itemgetter, sub
 from typing import Any, NamedTuple
 
 from gateway.metering import allowance, allowance_joint, record_codec
@@ -224,20 +225,19 @@ def settlement(admission: Admission, outcome: Outcome, record_id: str) -> Settle
     charged = actual.usd_micros > 0
     layout = admission.settle_layout or settle_layout(admission.checks)
     found = _FORMS_SEEN.get((id(layout), id(day), charged))
-    form, indices = found[:2] if found is not None else _form(layout, day, charged)
+    form, pick = found[:2] if found is not None else _form(layout, day, charged)
     granted = admission.granted or (0,) * len(admission.checks)
-    if len(granted) != len(indices):
-        raise ValueError(f"{len(granted)} grants for {len(indices)} counters")
+    if len(granted) != len(layout):
+        raise ValueError(f"{len(granted)} grants for {len(layout)} counters")
     values = (*actual, 0)  # index -1: what a count of requests in flight settles to
-    reconciled = [values[index] - held for index, held in zip(indices, granted, strict=True)]
-    cost = actual.usd_micros
+    reconciled = map(sub, pick(values), granted)  # in C: a comprehension is a call (3.11)
     spend = day[4] if charged else ()
     # the levels' usage, when from allowances, summed in them until a batch carries it
     unqueued = allowance_joint.fold(admission.uses, actual) if admission.uses else None
     error = 1 if outcome.status >= 400 and not outcome.delivered else 0  # ``failed``
     aggregated: tuple[int, ...] = (1, error, used.prompt_tokens, used.completion_tokens)
     aggregated += (used.audio_ms, used.images, used.cost, used.video_ms)  # ``AGGREGATE_FIELDS``
-    watched = (cost, cost, cost, cost) if charged else ()
+    watched = (actual.usd_micros,) * 4 if charged else ()
     deltas = (*reconciled, *watched, *aggregated, *aggregated)  # ``_form``'s slots
     record_bytes = record_codec.encode(record)
     batch = SettleBatch((), record_bytes, (), _leases(admission), day[2], (), form, deltas)
@@ -321,15 +321,15 @@ def lease_layout(checks: tuple[Check, ...]) -> LeaseLayout:
 
 # Forms by their layout's and day keys' identity (a plan's layout lives a second), and by value
 # (the same form for every second of a window: a store keys its own caches by the form).
-_FORMS_SEEN: dict[tuple[int, int, bool], tuple[SettleForm, tuple[int, ...], object, object]] = {}
-_FORMS: dict[tuple[SettleLayout, DayKeys, bool], tuple[SettleForm, tuple[int, ...]]] = {}
+_FORMS_SEEN: dict[tuple[int, int, bool], tuple[SettleForm, itemgetter[Any], object, object]] = {}
+_FORMS: dict[tuple[SettleLayout, DayKeys, bool], tuple[SettleForm, itemgetter[Any]]] = {}
 MOST_FORMS = 4096
 
 
-def _form(layout: SettleLayout, day: DayKeys, charged: bool) -> tuple[SettleForm, tuple[int, ...]]:
+def _form(layout: SettleLayout, day: DayKeys, charged: bool) -> tuple[SettleForm, itemgetter[Any]]:
     """The form of a settle with ``layout`` on ``day`` (its watched spend when ``charged``), and
-    per layout entry the index in ``Amounts`` it settles to. Slots: the layout's counters, the
-    watched spend counters, then the user's and the model's aggregate fields."""
+    what picks from ``(*Amounts, 0)`` each layout entry's value (two more: a tuple always).
+    Slots: the layout's counters, the watched spend counters, the user's and model's aggregates."""
     found = _FORMS.get((layout, day, charged))
     if found is None:
         user_aggregate, model_aggregate, _, watched, _ = day
@@ -339,7 +339,7 @@ def _form(layout: SettleLayout, day: DayKeys, charged: bool) -> tuple[SettleForm
         plain = len(slots)
         for aggregate in (user_aggregate, model_aggregate):
             slots += [(aggregate, name, AGGREGATE_TTL_S, False) for name in AGGREGATE_FIELDS]
-        found = SettleForm(tuple(slots), plain), tuple([entry[3] for entry in layout])
+        found = SettleForm(tuple(slots), plain), itemgetter(*[e[3] for e in layout], -1, -1)
         if len(_FORMS) >= MOST_FORMS:
             _FORMS.clear()
         _FORMS[layout, day, charged] = found

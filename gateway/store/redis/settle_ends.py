@@ -21,6 +21,7 @@ Grant = tuple[str, str, int, int]  # hash, field, amount, ttl: a ``LeaseEnd``'s 
 _HEAD = struct.Struct("<iI")  # a grant's hash index and ttl: ``settle_pack.GRANT`` but the text
 _INTS = {int}
 _new = tuple.__new__
+_LOWEST = -MAX_STORED
 FEW = 12  # grants in a call packed one by one (``_few``); more, column by column
 
 
@@ -110,9 +111,10 @@ def _few(grants: list[Grant], index: dict[str, int], formed: int, listed: dict[i
     """``_grants`` one by one: cheaper for a few (each ``map`` costs a call)."""
     get, place, head = index.get, index.setdefault, _HEAD.pack
     texts, names = settle_pack.TEXTS, settle_pack.NAMES
+    lowest, highest = _LOWEST, MAX_STORED  # locals: ``-MAX_STORED`` made a new int each grant
     packed: list[bytes] = []
     for key, field, amount, ttl in grants:
-        if type(amount) is not int or not -MAX_STORED <= amount <= MAX_STORED:
+        if type(amount) is not int or not lowest <= amount <= highest:
             raise StoreRejected(f"a grant settle.lua cannot take exactly: {amount}")
         at = get(key) or place(key, len(index) + 1)
         if at <= formed:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from itertools import compress
-from operator import add
-from typing import NamedTuple
+from operator import add, itemgetter
+from typing import Any, NamedTuple
 
 from gateway.store import keys
 from gateway.store.port import MAX_STORED, SettleBatch, SettleForm, SharedAggregate, StoreRejected
@@ -80,7 +80,8 @@ class Plan:
         listed = tuple(dict.fromkeys([hashes[at] for at in live]))
         numbers = _NUMBERS.get(len(live)) or _numbers(len(live))
         joined = b"".join([rows[at] for at in live])
-        found = Shape(joined, listed, len(listed) == len(self.keys), numbers)
+        pick = itemgetter(*live) if len(live) > 1 else None  # (one index: not a tuple)
+        found = Shape(joined, listed, len(listed) == len(self.keys), numbers, pick)
         self.shapes[live] = found
         return found
 
@@ -88,12 +89,14 @@ class Plan:
 class Shape(NamedTuple):
     """What a plan's calls writing the same slots share: their rows joined, the hashes they
     write (in order), whether that is every hash of the plan, and the format of their deltas
-    as numbers (``settle_pack.INCREMENT_LUA``'s second)."""
+    as numbers (``settle_pack.INCREMENT_LUA``'s second), and what takes their deltas from a
+    plan's (None: one slot or none)."""
 
     rows: bytes
     listed: tuple[int, ...]
     every: bool
     numbers: struct.Struct
+    pick: itemgetter[Any] | None
 
 
 def _numbers(size: int) -> struct.Struct:
@@ -185,7 +188,10 @@ def writes(plan: Plan, groups: dict[SettleForm, list[Sequence[int]]], spelled_ou
     shape = plan.shapes.get(live) or plan.shape(live)
     if not live:  # ``tuple.__new__``: a NamedTuple's own is Python
         return _new(Writes, (shape, (), b"", spelled_out))
-    values = totals if len(live) == len(totals) else [totals[at] for at in live]
+    if len(live) == len(totals):
+        values = totals
+    else:  # in C: a comprehension is a call of its own (Python 3.11), then a step a slot
+        values = shape.pick(totals) if shape.pick else [totals[at] for at in live]
     try:
         if not -MAX_STORED <= min(values) <= max(values) <= MAX_STORED:
             raise StoreRejected(f"a delta settle.lua cannot take exactly: {[*values]}")
