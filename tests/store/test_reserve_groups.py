@@ -19,7 +19,7 @@ from gateway.store.factory import create_store
 from gateway.store.port import Counter, Decision, Lease, Store, StoreError
 from gateway.store.redis.pipelined import GroupFailed, PipelinedConnection, RedisEndpoint
 from tests.metering.helpers import Clock, RedisServer, command, metered, ok, request, run
-from tests.store.test_rule import KEYS, distinct
+from tests.store.test_rule import KEYS, counters, distinct
 
 OVERRIDE_KEYS = ("gw:{u:p}:ovr", "gw:{u:q}:ovr")
 Reservation = tuple[list[Counter], str | None, Lease | None]
@@ -54,6 +54,19 @@ override_values = st.dictionaries(
 )
 
 
+# reservations that may name one (key, field) twice (the gateway's never do): the rule reads
+# the values as before the reservation for both, and both grants are added, as in memory
+repeating = st.lists(
+    st.tuples(
+        st.lists(counters, min_size=2, max_size=5),
+        st.sampled_from([None, *OVERRIDE_KEYS]),
+        st.booleans(),
+    ),
+    min_size=2,
+    max_size=6,
+)
+
+
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(wanted=reservations, first=override_values, second=override_values)
 def test_a_group_decides_and_writes_as_its_reservations_one_by_one(
@@ -64,6 +77,28 @@ def test_a_group_decides_and_writes_as_its_reservations_one_by_one(
 ) -> None:
     """The memory store takes them one after another; Redis gets them in one turn, so in one
     call: the same decisions, counters and lease amounts."""
+    one_by_one_and_grouped_alike(redis_server, wanted, first, second)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(wanted=repeating, first=override_values, second=override_values)
+def test_a_group_naming_a_field_twice_decides_and_writes_as_one_by_one(
+    redis_server: RedisServer,
+    wanted: list[tuple[list[Counter], str | None, bool]],
+    first: dict[str, int],
+    second: dict[str, int],
+) -> None:
+    """As above, with a (key, field) named more than once in a reservation: the group path
+    moves a value as it grants, and undoes the moves of a reservation refused further on."""
+    one_by_one_and_grouped_alike(redis_server, wanted, first, second)
+
+
+def one_by_one_and_grouped_alike(
+    redis_server: RedisServer,
+    wanted: list[tuple[list[Counter], str | None, bool]],
+    first: dict[str, int],
+    second: dict[str, int],
+) -> None:
     redis_server.flushall()
     calls: list[Reservation] = [
         (counters, override, Lease(f"l{index}", 60) if leased else None)
