@@ -5,17 +5,10 @@ background, so reconciling and writing the usage record add no latency. When the
 down, ``Settings.on_store_error`` decides: "allow" admits without a reservation, "deny"
 raises ``StoreUnavailable``; settles are buffered and flushed when the store returns.
 
-A call the store refuses for its own arguments (``StoreRejected``: a script error) fails that
-request with a 400 and leaves the store's health alone; amounts no store can hold exactly are
-refused before the store is called. Each reservation has a lease: its settle ends it, and if
-the worker dies first a background sweep gives the grants back once ``lease_ttl_s`` passed
-(default ``LEASE_TTL_S``). A lease that expires while its request still runs only loosens
-the quota for the rest of that request: the settle then adds the actual usage without giving
-anything back, so the counters end exact either way.
-
-What is off the request path lives in the parts the meter holds: the quota view and a user's
-run-time overrides (``users``), the lease sweep (``sweeper``), the store's health (``health``),
-the settle writer (``buffer.py``). Spend once settled goes to the app's ``SpendObserver``.
+A call the store refuses (``StoreRejected``) fails its request with a 400, health untouched.
+Leases, the sweep and the other faults: docs/usage.md, "Faults". Off the request path: the quota
+view and overrides (``users``), the sweep (``sweeper``), the store's health (``health``), the
+settle writer (``buffer.py``); settled spend goes to the app's ``SpendObserver``.
 """
 
 from __future__ import annotations
